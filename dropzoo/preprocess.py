@@ -7,5 +7,5 @@ import tensorflow as tf
 
 
 def scale(images):
-  """uint8 pixels in [0, 255] -> float32 in [0, 1], any leading shape."""
-  return tf.cast(images, tf.float32) / 255.0
+    """uint8 pixels in [0, 255] -> float32 in [0, 1], any leading shape."""
+    return tf.cast(images, tf.float32) / 255.0
