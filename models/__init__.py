@@ -1,0 +1,19 @@
+"""The dropout-placement model zoo.
+
+    import models
+    models.list_models()                    # ['dense_mlp', 'keras_io_convnet', ...]
+    models.list_placements("keras_mnist_cnn")
+    model = models.build("keras_mnist_cnn", "before_activation", kind="classic", seed=0)
+
+Builders use Keras 3 layers and ops only, so they run on any Keras backend.
+"""
+from models import zoo as _zoo  # noqa: F401  (registers the networks)
+from models.layers import KINDS, dropout_layers
+from models.network import ACTIVATIONS
+from models.registry import OPTIONS, build, get_spec, list_models, list_placements, resolve_placement
+from models.sites import Site, format_placement
+
+__all__ = [
+    "ACTIVATIONS", "KINDS", "OPTIONS", "Site", "build", "dropout_layers", "format_placement",
+    "get_spec", "list_models", "list_placements", "resolve_placement",
+]

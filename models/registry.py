@@ -1,0 +1,73 @@
+"""The one model registry: register a NetworkSpec, list, and build by name."""
+import dataclasses
+
+from models import network
+
+_REGISTRY = {}
+OPTIONS = ("rate", "kind", "activation", "num_classes", "input_shape", "seed")
+
+
+def register(spec_fn):
+    """Decorator: registers the NetworkSpec that `spec_fn()` returns under its name."""
+    spec = spec_fn()
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec_fn
+
+
+def list_models():
+    """Sorted names of every registered model."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name):
+    """The NetworkSpec registered as `name`."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def list_placements(name):
+    """Names of the placements `name` has, canonical first."""
+    return list(network.named_placements(get_spec(name)))
+
+
+def resolve_placement(name, placement="canonical"):
+    """{site: Site} for a placement name, a site string (has a ':'), or '' (none)."""
+    spec = get_spec(name)
+    if isinstance(placement, dict):
+        return spec.parse(_dict_to_text(placement))
+    if ":" in placement or placement.strip() == "":
+        return spec.parse(placement)
+    placements = network.named_placements(spec)
+    if placement not in placements:
+        raise ValueError(
+            f"unknown placement {placement!r} for {name}; valid placements: "
+            f"{', '.join(placements)}, or explicit sites like 'dense1.pre:0.5'"
+        )
+    return placements[placement]
+
+
+def build(name, placement="canonical", **options):
+    """An uncompiled keras.Model: network `name` with dropout at `placement`.
+
+    Options: rate (overrides every site), kind ('inverted', 'classic',
+    'gaussian'), activation (hidden layers), num_classes, input_shape, seed.
+    Options given as None keep their defaults.
+    """
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(OPTIONS)}")
+    sites = resolve_placement(name, placement)
+    kwargs = {k: v for k, v in options.items() if v is not None}
+    return network.build_network(get_spec(name), sites, **kwargs)
+
+
+def _dict_to_text(placement):
+    items = []
+    for site, value in placement.items():
+        if isinstance(value, network.sites_lib.Site):
+            value = f"{value.rate}" + (":spatial" if value.spatial else "")
+        items.append(f"{site}:{value}")
+    return ",".join(items)
