@@ -34,11 +34,11 @@ def list_placements(name):
 
 
 def resolve_placement(name, placement="canonical"):
-    """{site: Site} for a placement name, a site string (has a ':'), or '' (none)."""
+    """{site: Site} for a placement name, a site string (has ':' or '.'), or '' (none)."""
     spec = get_spec(name)
     if isinstance(placement, dict):
         return spec.parse(_dict_to_text(placement))
-    if ":" in placement or placement.strip() == "":
+    if ":" in placement or "." in placement or placement.strip() == "":
         return spec.parse(placement)
     placements = network.named_placements(spec)
     if placement not in placements:

@@ -1,0 +1,208 @@
+"""The zoo's builders: exact architectures, every placement, bad arguments."""
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+import models
+from models import layers as dropout_lib
+
+PARAMS = {
+    "keras_mnist_cnn": 1_199_882,
+    "tf_layers_cnn": 3_274_634,
+    "keras_io_convnet": 34_826,
+    "dense_mlp": 101_770,
+}
+CANONICAL_LAYERS = {
+    "keras_mnist_cnn": ["image", "conv1", "conv1.act", "conv2", "conv2.act", "pool1", "pool1.post",
+                        "flatten", "dense1", "dense1.act", "dense1.post", "logits", "probabilities"],
+    "tf_layers_cnn": ["image", "conv1", "conv1.act", "pool1", "conv2", "conv2.act", "pool2",
+                      "flatten", "dense1", "dense1.act", "dense1.post", "logits"],
+    "keras_io_convnet": ["image", "conv1", "conv1.act", "pool1", "conv2", "conv2.act", "pool2",
+                         "flatten", "logits.pre", "logits", "probabilities"],
+    "dense_mlp": ["image", "flatten", "dense1", "dense1.act", "dense1.post", "logits"],
+}
+CANONICAL_RATES = {
+    "keras_mnist_cnn": {"pool1.post": 0.25, "dense1.post": 0.5},
+    "tf_layers_cnn": {"dense1.post": 0.4},
+    "keras_io_convnet": {"logits.pre": 0.5},
+    "dense_mlp": {"dense1.post": 0.5},
+}
+REQUIRED = {"canonical", "none", "before_dense"}
+CASES = [(m, p) for m in sorted(PARAMS) for p in models.list_placements(m)]
+X = np.random.default_rng(0).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
+
+
+def test_registry_lists_the_four_networks_sorted():
+    assert models.list_models() == sorted(PARAMS)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_placements_that_make_sense_exist(name):
+    placements = set(models.list_placements(name))
+    assert REQUIRED <= placements
+    spec = models.get_spec(name)
+    has_dense = any(s.startswith("dense1.") for s in spec.sites)
+    has_conv = any(s.startswith("conv") for s in spec.sites)
+    assert ({"after_activation", "before_activation", "both"} <= placements) == has_dense
+    assert ({"conv", "spatial"} <= placements) == has_conv
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_canonical_is_the_source_architecture(name):
+    model = models.build(name)
+    assert [layer.name for layer in model.layers] == CANONICAL_LAYERS[name]
+    assert {l.name: l.rate for l in models.dropout_layers(model)} == CANONICAL_RATES[name]
+    # The sources' layer types and padding.
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    if name == "tf_layers_cnn":
+        assert [(c.filters, c.kernel_size, c.padding) for c in convs] == [(32, (5, 5), "same"), (64, (5, 5), "same")]
+    elif convs:
+        assert [(c.filters, c.kernel_size, c.padding) for c in convs] == [(32, (3, 3), "valid"), (64, (3, 3), "valid")]
+    assert (model.layers[-1].name == "probabilities") == (models.get_spec(name).outputs == "probabilities")
+
+
+@pytest.mark.parametrize("name,placement", CASES)
+def test_every_placement_builds_right(name, placement):
+    model = models.build(name, placement, seed=0)
+    assert model.count_params() == PARAMS[name]
+    sites = models.resolve_placement(name, placement)
+    drops = models.dropout_layers(model)
+    assert [l.name for l in drops] == list(sites)
+    # Each dropout layer sits where its name says.
+    names = [l.name for l in model.layers]
+    for site in sites:
+        layer, slot = site.split(".")
+        neighbour = {"pre": layer, "mid": f"{layer}.act", "post": None}[slot]
+        if neighbour:
+            assert names.index(neighbour) == names.index(site) + 1, (site, names)
+        else:
+            previous = names[names.index(site) - 1]
+            assert previous in (f"{layer}.act", layer) or previous.endswith(".mid"), (site, names)
+    for layer in drops:
+        spatial = isinstance(layer, keras.layers.SpatialDropout2D)
+        assert spatial == sites[layer.name].spatial
+    out = model(X, training=False).numpy()
+    assert out.shape == (4, 10)
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out, model(X, training=False).numpy())
+    if sites:
+        a, b = model(X, training=True).numpy(), model(X, training=True).numpy()
+        assert not np.array_equal(a, b), "training mode should draw new masks each call"
+    else:
+        np.testing.assert_array_equal(model(X, training=True).numpy(), out)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_same_seed_same_weights_for_every_placement(name):
+    first = [w.numpy() for w in models.build(name, "none", seed=3).trainable_weights]
+    for placement in models.list_placements(name):
+        weights = [w.numpy() for w in models.build(name, placement, seed=3).trainable_weights]
+        for a, b in zip(first, weights):
+            np.testing.assert_array_equal(a, b)
+    other = models.build(name, "none", seed=4).trainable_weights[0].numpy()
+    assert not np.array_equal(first[0], other)
+
+
+def test_placement_variants_move_the_head_dropout():
+    got = {p: models.format_placement(models.resolve_placement("keras_mnist_cnn", p))
+           for p in models.list_placements("keras_mnist_cnn")}
+    assert got == {
+        "canonical": "pool1.post:0.25,dense1.post:0.5",
+        "none": "",
+        "after_activation": "pool1.post:0.25,dense1.post:0.5",
+        "before_activation": "pool1.post:0.25,dense1.mid:0.5",
+        "before_dense": "pool1.post:0.25,dense1.pre:0.5",
+        "both": "pool1.post:0.25,dense1.pre:0.5,dense1.post:0.5",
+        "conv": "conv1.post:0.25,conv2.post:0.25,pool1.post:0.25,dense1.post:0.5",
+        "spatial": "conv1.post:0.25:spatial,conv2.post:0.25:spatial,pool1.post:0.25:spatial,dense1.post:0.5",
+    }
+
+
+def test_explicit_sites_and_rate_override():
+    model = models.build("keras_mnist_cnn", "conv2.post:0.1,dense1.pre:0.5")
+    assert {l.name: l.rate for l in models.dropout_layers(model)} == {"conv2.post": 0.1, "dense1.pre": 0.5}
+    model = models.build("keras_mnist_cnn", "conv1.mid:0.2:spatial", rate=0.3)
+    (layer,) = models.dropout_layers(model)
+    assert isinstance(layer, keras.layers.SpatialDropout2D) and layer.rate == 0.3
+    assert models.dropout_layers(models.build("dense_mlp", "")) == []
+
+
+@pytest.mark.parametrize("kind,spatial,cls", [
+    ("inverted", False, keras.layers.Dropout),
+    ("inverted", True, keras.layers.SpatialDropout2D),
+    ("classic", False, dropout_lib.ClassicDropout),
+    ("classic", True, dropout_lib.ClassicDropout),
+    ("gaussian", False, keras.layers.GaussianDropout),
+    ("gaussian", True, dropout_lib.SpatialGaussianDropout),
+])
+def test_kinds_pick_their_layer(kind, spatial, cls):
+    model = models.build("keras_mnist_cnn", "spatial", kind=kind, seed=0)
+    layer = model.get_layer("conv1.post" if spatial else "dense1.post")
+    assert type(layer) is cls
+    assert model(X, training=False).shape == (4, 10)
+
+
+def test_classic_dropout_scales_at_inference_only():
+    x = np.random.default_rng(1).uniform(0.5, 1.5, (64, 6, 6, 8)).astype("float32")
+    layer = dropout_lib.ClassicDropout(0.25, seed=0)
+    train = layer(x, training=True).numpy()
+    assert set(np.unique(train == x)) | set(np.unique(train == 0)) == {True, False}
+    assert np.all((train == x) | (train == 0))
+    np.testing.assert_allclose(layer(x, training=False).numpy(), 0.75 * x, rtol=1e-7)
+    spatial = dropout_lib.ClassicDropout(0.5, spatial=True, seed=0)(x, training=True).numpy()
+    kept = spatial != 0
+    assert np.all(kept == kept[:, :1, :1, :]), "a spatial mask is constant over each feature map"
+    noise = dropout_lib.SpatialGaussianDropout(0.5, seed=0)(x, training=True).numpy() / x
+    np.testing.assert_allclose(noise, np.broadcast_to(noise[:, :1, :1, :], noise.shape), rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", models.ACTIVATIONS)
+def test_hidden_activation_option(activation):
+    model = models.build("keras_mnist_cnn", activation=activation)
+    acts = [l for l in model.layers if l.name.endswith(".act")]
+    assert len(acts) == 3
+    assert all(keras.activations.serialize(l.activation) == activation for l in acts)
+
+
+def test_num_classes_and_input_shape_options():
+    model = models.build("keras_io_convnet", num_classes=3, input_shape=(32, 32, 3))
+    assert model.input_shape == (None, 32, 32, 3)
+    assert model.output_shape == (None, 3)
+
+
+def test_custom_layers_round_trip_through_config():
+    model = models.build("keras_mnist_cnn", "spatial", kind="classic", seed=0)
+    clone = keras.models.model_from_json(model.to_json())
+    assert [type(l) for l in clone.layers] == [type(l) for l in model.layers]
+    assert clone.get_layer("conv1.post").spatial
+
+
+@pytest.mark.parametrize("call,needle", [
+    (lambda: models.build("lenet"), "valid models: dense_mlp, keras_io_convnet"),
+    (lambda: models.build("dense_mlp", "conv"), "valid placements: canonical, none"),
+    (lambda: models.build("dense_mlp", "conv9.post:0.1"), "valid sites: dense1.pre"),
+    (lambda: models.build("dense_mlp", kind="alpha"), "valid kinds: inverted, classic, gaussian"),
+    (lambda: models.build("dense_mlp", activation="softsign"), "valid activations: relu, sigmoid"),
+    (lambda: models.build("dense_mlp", rate=1.0), "[0, 1)"),
+    (lambda: models.build("dense_mlp", rate=-0.1), "[0, 1)"),
+    (lambda: models.build("dense_mlp", "dense1.post:1.5"), "[0, 1)"),
+    (lambda: models.build("dense_mlp", "dense1.post:abc"), "[0, 1)"),
+    (lambda: models.build("dense_mlp", "dense1.post"), "SITE:RATE"),
+    (lambda: models.build("dense_mlp", "dense1.post:0.1:wide"), "SITE:RATE"),
+    (lambda: models.build("dense_mlp", "dense1.post:0.1,dense1.post:0.2"), "given twice"),
+    (lambda: models.build("dense_mlp", "dense1.post:0.1:spatial"), "cannot be spatial"),
+    (lambda: models.build("dense_mlp", dropout=0.1), "valid options: rate, kind"),
+])
+def test_bad_arguments_name_the_valid_choices(call, needle):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert needle in str(info.value)
+
+
+def test_models_package_uses_keras_only():
+    root = pathlib.Path(models.__file__).parent
+    for path in root.glob("*.py"):
+        text = path.read_text()
+        assert "import tensorflow" not in text and "tf." not in text, path
