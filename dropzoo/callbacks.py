@@ -1,0 +1,124 @@
+"""Keras callbacks the trainer needs that Keras does not ship in this form.
+
+- `EpochCheckpoint`: resumable state after every epoch, written atomically.
+  Unlike keras.callbacks.BackupAndRestore it keeps the final state, saves
+  the dropout layers' RNG state (so masks after a resume are the masks an
+  uninterrupted run would draw), and lets the trainer read the epoch to
+  resume from *before* fit, so the input pipeline can start at that step.
+- `Throughput`: wall time of each epoch's training steps (validation
+  excluded), for a steady-state examples/second figure.
+- `StopAtStep`: ends training after an exact number of steps.
+"""
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+WEIGHTS = "state.weights.h5"  # model + optimizer variables
+RNG = "rng.npz"
+META = "state.json"
+
+
+def _seed_states(model):
+    """{variable path: value} for every dropout RNG state in the model."""
+    return {v.path: v for layer in model.layers for v in layer.variables if "seed_generator_state" in v.path}
+
+
+def _atomic_write(path, write):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def saved_epoch(directory):
+    """The number of epochs the checkpoint in `directory` has completed (0 if none)."""
+    path = os.path.join(directory, META)
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
+def restore(model, directory):
+    """Loads the checkpoint into `model` (weights, optimizer, RNG); returns its epoch."""
+    epoch = saved_epoch(directory)
+    if epoch == 0:
+        return 0
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(os.path.join(directory, WEIGHTS))
+    with np.load(os.path.join(directory, RNG)) as saved:
+        for path, variable in _seed_states(model).items():
+            variable.assign(saved[path])
+    return epoch
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves model, optimizer and dropout RNG state at the end of every epoch."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and not np.isfinite(logs.get("loss", 0.0)):
+            return  # keep the last good state; TerminateOnNaN stops the run
+        os.makedirs(self.directory, exist_ok=True)
+        # The state file is written last: it names an epoch only once the
+        # weights and RNG state for that epoch are complete on disk.
+        weights = os.path.join(self.directory, WEIGHTS)
+        tmp = weights.replace(".weights.h5", f".tmp-{os.getpid()}.weights.h5")  # Keras needs the suffix
+        self.model.save_weights(tmp)
+        os.replace(tmp, weights)
+        rng = {path: np.asarray(v.numpy()) for path, v in _seed_states(self.model).items()}
+        _atomic_write(os.path.join(self.directory, RNG), lambda p: _save_npz(p, rng))
+        _atomic_write(os.path.join(self.directory, META),
+                      lambda p: _write_json(p, {"epoch": epoch + 1}))
+
+
+def _save_npz(path, arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+
+
+class Throughput(keras.callbacks.Callback):
+    """Records (steps, seconds) of each epoch's training part."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._last = self._start
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last = time.perf_counter()
+        self._steps = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append((self._steps, self._last - self._start))
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Stops training once `total_steps` steps have run, mid-epoch if need be."""
+
+    def __init__(self, total_steps, steps_per_epoch):
+        super().__init__()
+        self.total_steps = total_steps
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._epoch * self.steps_per_epoch + batch + 1 >= self.total_steps:
+            self.model.stop_training = True

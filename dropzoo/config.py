@@ -1,0 +1,88 @@
+"""A training run's configuration: one frozen dataclass, validated in one place.
+
+`train.py` turns flags into a `TrainConfig`; tests and notebooks build one
+directly. `validate` raises `ConfigError` (one line naming the problem and
+the fix) for every value a user can get wrong.
+"""
+import dataclasses
+
+import models
+from models import sites as sites_lib
+
+OPTIMIZERS = ("adadelta", "sgd", "adam", "rmsprop")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; str(e) is one line with the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    # What to train. `sites` (explicit 'SITE:RATE,...') overrides `placement`.
+    model: str = "keras_mnist_cnn"
+    placement: str = "canonical"
+    sites: str = ""
+    rate: float | None = None
+    kind: str = "inverted"
+    activation: str = "relu"
+    # Data.
+    dataset: str = "mnist"
+    idx_dir: str | None = None
+    tfds_data_dir: str | None = None
+    validation_fraction: float = 0.1
+    # Optimisation: the classic Keras example's recipe by default.
+    epochs: int = 12
+    train_steps: int | None = None  # if set, train this many steps instead of `epochs`
+    batch_size: int = 128
+    optimizer: str = "adadelta"
+    learning_rate: float = 1.0
+    precision: str = "float32"
+    steps_per_execution: int = 1
+    seed: int = 0
+
+    @property
+    def placement_spec(self):
+        """What build() gets: the explicit sites if given, else the placement name."""
+        return self.sites if self.sites else self.placement
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def validate(config):
+    """Returns `config` unchanged, or raises ConfigError naming what is wrong."""
+    try:
+        models.resolve_placement(config.model, config.placement_spec)
+        # Building checks kind, activation and rate the same way the trainer will.
+        if config.kind not in models.KINDS:
+            raise ValueError(f"unknown dropout kind {config.kind!r}; valid kinds: {', '.join(models.KINDS)}")
+        if config.activation not in models.ACTIVATIONS:
+            raise ValueError(f"unknown activation {config.activation!r}; valid activations: "
+                             f"{', '.join(models.ACTIVATIONS)}")
+        if config.rate is not None:
+            sites_lib.check_rate(config.rate, "--rate")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {config.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {config.precision!r}; valid: {', '.join(PRECISIONS)}")
+    positive = {"epochs": config.epochs, "batch_size": config.batch_size,
+                "steps_per_execution": config.steps_per_execution}
+    if config.train_steps is not None:
+        positive["train_steps"] = config.train_steps
+    for name, value in positive.items():
+        if value is None or value <= 0:
+            raise ConfigError(f"--{name} must be a positive integer, got {value}")
+    if not config.learning_rate > 0:
+        raise ConfigError(f"--learning_rate must be positive, got {config.learning_rate}")
+    if not 0 <= config.validation_fraction < 1:
+        raise ConfigError(f"--validation_fraction must be in [0, 1), got {config.validation_fraction}")
+    return config
+
+
+def differences(saved, config):
+    """Names of the fields where a saved config dict differs from `config`."""
+    current = config.to_dict()
+    return sorted(k for k in current if saved.get(k) != current[k])

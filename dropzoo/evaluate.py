@@ -1,0 +1,129 @@
+"""Score an exported SavedModel through its serving signature only.
+
+No Keras objects are involved: what is measured is exactly what a server
+running the export would answer for raw uint8 pixels.
+"""
+import itertools
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from dropzoo.export import CLASS_ID_KEY, PROBABILITIES_KEY
+from dropzoo.export import ExportError, load_serving_fn, serving_input_spec
+
+__all__ = ["ExportError", "load_serving_fn", "evaluate_saved_model", "evaluate_on_dataset", "write_json"]
+
+# Same clipping as Keras' crossentropy, so a confident wrong answer costs
+# -log(1e-7) ~ 16.1 instead of infinity.
+EPSILON = 1e-7
+
+
+def evaluate_saved_model(path, batches):
+    """Accuracy and mean cross-entropy of the export at `path` over (images, labels) batches."""
+    serving_fn = load_serving_fn(path)
+    input_name, input_spec = serving_input_spec(serving_fn)
+    batches = _check_input_shape(path, input_spec, batches)
+    correct, total_loss, count = 0, 0.0, 0
+    for images, labels in batches:
+        result = serving_fn(**{input_name: _as_uint8(images)})
+        probabilities = result[PROBABILITIES_KEY].numpy()
+        labels = _as_labels(labels, probabilities)
+        correct += int(np.sum(result[CLASS_ID_KEY].numpy() == labels))
+        total_loss += float(np.sum(_crossentropy(probabilities, labels)))
+        count += labels.shape[0]
+    if count == 0:
+        raise ValueError(f"no examples to evaluate {path} on; pass a non-empty dataset")
+    return {"accuracy": correct / count, "loss": total_loss / count, "num_examples": count}
+
+
+def _check_input_shape(path, input_spec, batches):
+    """Fail before running if the data's (H, W, C) is not the export's.
+
+    Returns `batches` ready to iterate (a peeked first batch is put back).
+    """
+    want = tuple(input_spec.shape[1:])
+    have, batches = _data_image_shape(batches)
+    if have != want:
+        raise ValueError(
+            f"SavedModel {path} takes images of shape (H, W, C)={want} but the data has "
+            f"{have}; use a dataset whose images match the export (or export a model "
+            f"built for {have})"
+        )
+    return batches
+
+
+def _data_image_shape(batches):
+    """(H, W, C) of the data: from element_spec if static, else the first batch."""
+    if isinstance(batches, tf.data.Dataset):
+        spec = _images_part(batches.element_spec)
+        shape = tuple(spec.shape[1:]) if spec.shape.rank is not None else None
+        if shape is not None and None not in shape:
+            return shape, batches
+    iterator = iter(batches)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        raise ValueError("no batches to evaluate on; pass a non-empty dataset") from None
+    images = _images_part(first)
+    return tuple(np.shape(images)[1:]), itertools.chain([first], iterator)
+
+
+def _images_part(element):
+    if not isinstance(element, (tuple, list)) or len(element) != 2:
+        raise ValueError(
+            f"each batch must be an (images, labels) pair, got {type(element).__name__}"
+        )
+    return element[0]
+
+
+def _as_uint8(images):
+    images = tf.convert_to_tensor(images)
+    # Scaling happens inside the export; pre-scaled floats would be scaled twice.
+    if images.dtype != tf.uint8:
+        raise ValueError(
+            f"images must be raw uint8 pixels (the export scales them), got {images.dtype.name}"
+        )
+    return images
+
+
+def _as_labels(labels, probabilities):
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    batch, num_classes = probabilities.shape
+    if labels.shape[0] != batch:
+        raise ValueError(f"got {labels.shape[0]} labels for {batch} images in one batch")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"labels must be class ids in [0, {num_classes}), got {labels.min()}..{labels.max()}"
+        )
+    return labels
+
+
+def _crossentropy(probabilities, labels):
+    """Per-example -log p(label), clipped like Keras (not renormalised)."""
+    picked = probabilities[np.arange(labels.shape[0]), labels].astype(np.float64)
+    return -np.log(np.clip(picked, EPSILON, 1.0 - EPSILON))
+
+
+def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=None, batch_size=256):
+    """Evaluates the export at `path` on a dataset's test split; returns the result dict."""
+    from dropzoo import data as data_lib  # only this entry point needs the data stack
+
+    load_serving_fn(path)  # fail on a broken export before loading any data
+    source = data_lib.load_source(dataset, idx_dir=idx_dir, tfds_data_dir=tfds_data_dir,
+                                  need_train=False)
+    result = evaluate_saved_model(path, data_lib.raw_batches(source.test, batch_size))
+    result.update(saved_model=os.path.abspath(path), data_source=source.name, split="test")
+    return result
+
+
+def write_json(path, result):
+    """Writes `result` to `path` atomically."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,402 @@
+"""Export a trained Keras model as a SavedModel that serves with dropout off.
+
+The exported `serving_default` signature takes raw uint8 pixels named `image`
+([None, H, W, C]), scales them in-graph with `dropzoo.preprocess.scale`, calls
+the model with training=False and returns float32 `probabilities` and int64
+`class_id`. Exports are written to a temporary sibling directory and renamed
+into place, so `path` only ever holds a complete export (or nothing).
+
+`verify_export` reloads an export without Keras and proves it is
+deterministic, matches the in-memory model and has no random ops in its graph.
+"""
+import os
+import re
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dropzoo.preprocess import scale
+
+SIGNATURE_KEY = "serving_default"
+MC_DROPOUT_KEY = "mc_dropout"
+INPUT_KEY = "image"
+PROBABILITIES_KEY = "probabilities"
+CLASS_ID_KEY = "class_id"
+OUTPUT_MODES = ("probabilities", "logits")
+
+# Largest |served - keras| allowed by verify_export, per compute dtype. float32
+# graph and eager kernels agree to a few ulps (~1e-7). bfloat16 keeps 8
+# mantissa bits (unit roundoff 2**-8 ~ 3.9e-3): a fused graph kernel that
+# rounds one intermediate differently moves a probability by about one ulp,
+# so allow ~2.5 ulps at 1.0. float16 (2**-11 ~ 4.9e-4) gets ~2 ulps.
+TOLERANCES = {"float32": 1e-5, "float64": 1e-5, "float16": 1e-3, "bfloat16": 1e-2}
+
+# Op types that draw random numbers (stateful, stateless and dataset RNGs).
+# Matched as substrings, case-sensitive, so "StatelessIf"/"StatelessWhile"
+# (control flow) and "StringJoin" stay out while every RNG kernel is caught.
+_RANDOM_OP_PATTERN = re.compile(
+    r"Random|Multinomial|TruncatedNormal|Rng|NonDeterministicInts"
+    r"|^Stateful(Uniform|StandardNormal)|Shuffle|SeedGenerator"
+    r"|SampleDistortedBoundingBox|CandidateSampler"
+)
+
+
+class ExportError(RuntimeError):
+    """str(e) is one line naming what failed; `details` holds the evidence."""
+
+    def __init__(self, message, details=None):
+        # TF error texts span lines; callers log str(e) as a single line.
+        super().__init__(" ".join(str(message).split()))
+        self.details = details
+
+
+# ---------------------------------------------------------------- exporting
+
+
+def export_saved_model(model, path, *, outputs="probabilities", mc_dropout_samples=None):
+    """Atomically write `model` as a uint8-in SavedModel at `path`; returns the path."""
+    if outputs not in OUTPUT_MODES:
+        raise ValueError(f"outputs={outputs!r} is not one of {OUTPUT_MODES}")
+    input_spec = _input_spec(model)
+    endpoints = {SIGNATURE_KEY: _make_serving_fn(model, outputs, training=False)}
+    if mc_dropout_samples is not None:
+        endpoints[MC_DROPOUT_KEY] = _make_mc_dropout_fn(model, outputs, mc_dropout_samples)
+    archive = _build_archive(model, endpoints, input_spec)
+    return _write_atomically(archive, path)
+
+
+def _input_spec(model):
+    """The serving input: uint8 pixels of the model's [None, H, W, C] shape."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        raise ExportError(
+            "model must be a functional keras.Model with exactly one input "
+            "(keras.Input(shape=(H, W, C), name='image')); "
+            f"got inputs={inputs!r}"
+        )
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4 or any(dim is None for dim in shape[1:]):
+        raise ExportError(
+            f"model input shape {shape} is not [None, H, W, C] with known H, W, C"
+        )
+    return tf.TensorSpec((None,) + shape[1:], tf.uint8, name=INPUT_KEY)
+
+
+def _make_serving_fn(model, outputs, training):
+    """uint8 image -> {probabilities, class_id}; `training` is the dropout switch."""
+
+    # The argument name becomes the signature's input name.
+    def serve(image):
+        return _outputs_dict(_probabilities(model, scale(image), outputs, training))
+
+    return serve
+
+
+def _make_mc_dropout_fn(model, outputs, samples):
+    """Hook for the `mc_dropout` signature (N dropout-on passes averaged).
+
+    Not implemented: model(x, training=True) flips every layer to training
+    mode, so BatchNormalization would use batch statistics and, worse, assign
+    its moving averages inside the SavedModel, drifting `serving_default`
+    after every mc_dropout call. It needs dropout-only activation (e.g. a
+    clone whose Dropout layers ignore `training`); once that exists this is
+    `_make_serving_fn` averaged over `samples` passes.
+    """
+    raise NotImplementedError(
+        f"mc_dropout signature ({samples} samples) is not implemented yet: "
+        "training=True would also put BatchNormalization in training mode"
+    )
+
+
+def _probabilities(model, images, outputs, training):
+    """float32 class probabilities, whatever the model's dtype policy."""
+    # Mixed-precision models return bfloat16/float16; serve float32.
+    values = tf.cast(model(images, training=training), tf.float32)
+    if outputs == "logits":
+        values = tf.nn.softmax(values, axis=-1)
+    return values
+
+
+def _outputs_dict(probabilities):
+    return {
+        PROBABILITIES_KEY: probabilities,
+        CLASS_ID_KEY: tf.argmax(probabilities, axis=-1, output_type=tf.int64),
+    }
+
+
+def _build_archive(model, endpoints, input_spec):
+    """An ExportArchive with one signature per entry of `endpoints`."""
+    # ExportArchive, not a bare tf.Module: it also tracks Keras seed-generator
+    # state, which a dropout-on signature captures and tf.Module would reject.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    # serving_default goes first; the archive aliases the first endpoint.
+    for name, fn in endpoints.items():
+        archive.add_endpoint(name, fn, input_signature=[input_spec])
+    return archive
+
+
+def _write_archive(archive, directory):
+    """The save step proper (tests replace it to simulate a crash)."""
+    archive.write_out(directory, verbose=False)
+
+
+# ------------------------------------------------------------ atomic write
+
+
+def _write_atomically(archive, path):
+    """Write into a temp sibling, then swap it in for `path`."""
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    _remove_stale(parent, name, "tmp")
+    tmp = _sibling(path, "tmp", os.getpid())
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_archive(archive, tmp)
+        missing = _missing_parts(tmp)
+        if missing:
+            raise ExportError(f"SavedModel written to {tmp} is incomplete: missing {missing}")
+        _swap_into_place(tmp, path)
+    except BaseException as error:
+        # Whatever stopped us (even Ctrl-C), never leave our partial temp dir.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, Exception) and not isinstance(error, ExportError):
+            raise ExportError(
+                f"exporting SavedModel to {path} failed: {type(error).__name__}: {error}"
+            ) from error
+        raise
+    _remove_stale(parent, name, "old")
+    return path
+
+
+def _swap_into_place(tmp, path):
+    """Old export aside, new one in, old one deleted; rolls back on failure."""
+    old = _sibling(path, "old", os.getpid())
+    shutil.rmtree(old, ignore_errors=True)
+    had_old = os.path.lexists(path)
+    if had_old:
+        os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        if had_old:
+            os.rename(old, path)
+        raise
+    if had_old:
+        _remove_path(old)
+
+
+def _remove_path(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        os.remove(path)
+
+
+def _sibling(path, kind, pid):
+    parent, name = os.path.split(path)
+    return os.path.join(parent, f".{name}.{kind}-{pid}")
+
+
+def _remove_stale(parent, name, kind):
+    """Delete `.name.kind-<pid>` dirs left by exporters that are no longer running."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.{kind}-(\d+)$")
+    for entry in os.listdir(parent):
+        match = pattern.match(entry)
+        if match and not _is_other_live_process(int(match.group(1))):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def _is_other_live_process(pid):
+    # A live exporter in another process may still be writing its temp dir.
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    return True
+
+
+def _missing_parts(path):
+    """What a complete SavedModel dir lacks (empty list when complete)."""
+    # Without variables/variables.index, tf.saved_model.load fails to restore.
+    parts = [
+        ("saved_model.pb", os.path.isfile),
+        ("variables/", os.path.isdir),
+        ("variables/variables.index", os.path.isfile),
+    ]
+    return [part for part, exists in parts if not exists(os.path.join(path, part))]
+
+
+# ----------------------------------------------------------------- loading
+
+
+def load_serving_fn(path):
+    """The `serving_default` concrete function of the SavedModel at `path` (no Keras)."""
+    path = os.fspath(path)
+    fix = "re-export it with dropzoo.export.export_saved_model(model, path)"
+    if not os.path.exists(path):
+        raise ExportError(f"no SavedModel at {path}: path does not exist; {fix}")
+    if not os.path.isdir(path):
+        raise ExportError(f"{path} is a file, not a SavedModel directory; {fix}")
+    missing = _missing_parts(path)
+    if missing:
+        raise ExportError(
+            f"{path} is not a complete SavedModel (missing {', '.join(missing)}); {fix}"
+        )
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as error:
+        raise ExportError(
+            f"cannot load SavedModel at {path}: {type(error).__name__}: "
+            f"{_first_line(error)}; {fix}"
+        ) from error
+    if SIGNATURE_KEY not in loaded.signatures:
+        raise ExportError(
+            f"SavedModel at {path} has no {SIGNATURE_KEY!r} signature "
+            f"(has {sorted(loaded.signatures)}); {fix}"
+        )
+    return loaded.signatures[SIGNATURE_KEY]
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def serving_input_spec(serving_fn):
+    """The (name, TensorSpec) of a single-input serving signature."""
+    kwargs = serving_fn.structured_input_signature[1]
+    if len(kwargs) != 1:
+        raise ExportError(f"serving signature must take one input, takes {sorted(kwargs)}")
+    return next(iter(kwargs.items()))
+
+
+# ---------------------------------------------------------------- verifying
+
+
+def verify_export(path, model, images, *, outputs="probabilities", tolerance=None):
+    """Prove the export at `path` serves `model` with dropout off; returns the checks."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(
+            f"images must be a uint8 [B, H, W, C] batch, got {images.dtype} {images.shape}"
+        )
+    serving_fn = load_serving_fn(path)
+    problems = signature_problems(serving_fn)
+    if problems:
+        raise ExportError(f"export at {path} failed verification: signature: {'; '.join(problems)}")
+    _check_image_shape(serving_fn, images)
+    if tolerance is None:
+        tolerance = tolerance_for(model)
+    first = _call(serving_fn, images)
+    second = _call(serving_fn, images)
+    expected = _probabilities(model, scale(images), outputs, training=False).numpy()
+    report = {
+        "bitwise_repeatable": all(np.array_equal(first[k], second[k]) for k in first),
+        "max_abs_diff_vs_keras": _max_abs_diff(first[PROBABILITIES_KEY], expected),
+        "random_ops": find_random_ops(serving_fn),
+        "tolerance": float(tolerance),
+        "num_examples": int(images.shape[0]),
+    }
+    failures = _failures(report, outputs)
+    report["passed"] = not failures
+    if failures:
+        raise ExportError(f"export at {path} failed verification: {'; '.join(failures)}", report)
+    return report
+
+
+def _check_image_shape(serving_fn, images):
+    want = tuple(serving_input_spec(serving_fn)[1].shape[1:])
+    if tuple(images.shape[1:]) != want:
+        raise ValueError(
+            f"images have shape (H, W, C)={tuple(images.shape[1:])} but the export "
+            f"takes {want}; pass images of the exported shape"
+        )
+
+
+def _call(serving_fn, images):
+    result = serving_fn(**{INPUT_KEY: tf.constant(images)})
+    return {key: value.numpy() for key, value in result.items()}
+
+
+def _max_abs_diff(served, expected):
+    if served.shape != expected.shape:
+        return float("inf")
+    return float(np.max(np.abs(served.astype(np.float64) - expected), initial=0.0))
+
+
+def _failures(report, outputs):
+    """One short phrase per failed check."""
+    failures = []
+    if report["random_ops"]:
+        types = sorted({entry.rsplit(" ", 1)[-1] for entry in report["random_ops"]})
+        failures.append(f"random ops in serving graph {types} (dropout on?)")
+    if not report["bitwise_repeatable"]:
+        failures.append("two calls on the same batch differ (dropout on?)")
+    if not report["max_abs_diff_vs_keras"] <= report["tolerance"]:
+        failures.append(
+            f"probabilities differ from the Keras model (training=False, "
+            f"outputs={outputs!r}) by {report['max_abs_diff_vs_keras']:.3g} "
+            f"> tolerance {report['tolerance']:g}"
+        )
+    return failures
+
+
+def signature_problems(serving_fn):
+    """Ways the signature departs from image:uint8 -> probabilities, class_id."""
+    problems = []
+    inputs = serving_fn.structured_input_signature[1]
+    spec = inputs.get(INPUT_KEY)
+    if set(inputs) != {INPUT_KEY} or spec.dtype != tf.uint8 or spec.shape.rank != 4:
+        problems.append(f"input is {inputs}, want one uint8 [None, H, W, C] named {INPUT_KEY!r}")
+    outputs = serving_fn.structured_outputs
+    want = {PROBABILITIES_KEY: (tf.float32, 2), CLASS_ID_KEY: (tf.int64, 1)}
+    got = {key: (value.dtype, value.shape.rank) for key, value in outputs.items()}
+    if got != want:
+        problems.append(f"outputs are {got}, want {want}")
+    return problems
+
+
+def tolerance_for(model):
+    """The loosest TOLERANCES entry over the float compute dtypes of all layers."""
+    dtypes = {_dtype_name(layer.compute_dtype) for layer in _all_layers(model)}
+    dtypes.add(_dtype_name(model.compute_dtype))
+    # Integer/string layers (lookups) do no float rounding; they don't count.
+    return max([TOLERANCES[dtype] for dtype in dtypes if dtype in TOLERANCES] or [1e-5])
+
+
+def _dtype_name(dtype):
+    return getattr(dtype, "name", str(dtype))
+
+
+def _all_layers(layer):
+    for child in getattr(layer, "layers", ()):
+        yield child
+        yield from _all_layers(child)
+
+
+def is_random_op(op_type):
+    """Whether a graph op type draws random numbers."""
+    return bool(_RANDOM_OP_PATTERN.search(op_type))
+
+
+def find_random_ops(concrete_fn):
+    """'function/node OpType' for every random op in the graph and its library."""
+    graph_def = concrete_fn.graph.as_graph_def()
+    # The top level is only a StatefulPartitionedCall; the model's ops live in
+    # library functions (the library is flat and includes nested calls).
+    found = [f"signature/{node.name} {node.op}" for node in graph_def.node if is_random_op(node.op)]
+    for function in graph_def.library.function:
+        found += [
+            f"{function.signature.name}/{node.name} {node.op}"
+            for node in function.node_def
+            if is_random_op(node.op)
+        ]
+    return sorted(found)

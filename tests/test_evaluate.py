@@ -1,0 +1,180 @@
+"""Tests for dropzoo.evaluate: scoring through the serving signature only."""
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dropzoo.evaluate import ExportError, evaluate_saved_model, load_serving_fn
+from dropzoo.export import export_saved_model
+from dropzoo.preprocess import scale
+
+SHAPE = (8, 8, 1)
+NUM_CLASSES = 3
+
+
+def build_model():
+    keras.utils.set_random_seed(0)
+    image = keras.Input(shape=SHAPE, name="image")
+    x = keras.layers.Flatten()(image)
+    x = keras.layers.Dense(16, activation="relu")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    return keras.Model(image, x)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = build_model()
+    return model, export_saved_model(model, tmp_path_factory.mktemp("eval") / "saved_model")
+
+
+@pytest.fixture(scope="module")
+def data(exported):
+    """20 images labelled so the model gets exactly 12 right (accuracy 0.6)."""
+    model, _ = exported
+    images = np.random.RandomState(1).randint(0, 256, (20,) + SHAPE).astype(np.uint8)
+    predicted = model(scale(images), training=False).numpy().argmax(axis=-1)
+    wrong = (predicted + 1) % NUM_CLASSES
+    labels = np.where(np.arange(20) < 12, predicted, wrong).astype(np.int64)
+    return images, labels
+
+
+def numpy_metrics(model, images, labels):
+    """The expected result, by hand from the in-memory model."""
+    probabilities = model(scale(images), training=False).numpy().astype(np.float64)
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1 - 1e-7)
+    accuracy = np.mean(probabilities.argmax(axis=-1) == labels)
+    return accuracy, -np.mean(np.log(picked))
+
+
+def test_accuracy_and_loss_match_numpy(exported, data):
+    model, path = exported
+    images, labels = data
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(6)  # 6+6+6+2
+    result = evaluate_saved_model(path, dataset)
+    accuracy, loss = numpy_metrics(model, images, labels)
+    assert accuracy == pytest.approx(0.6)
+    assert result["num_examples"] == 20
+    assert result["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    assert result["loss"] == pytest.approx(loss, rel=1e-5)
+    assert all(type(result[key]) is kind for key, kind in
+               [("accuracy", float), ("loss", float), ("num_examples", int)])
+
+
+def test_plain_iterables_give_the_same_result(exported, data):
+    _, path = exported
+    images, labels = data
+    batches = [(images[:7], labels[:7]), (images[7:], labels[7:].reshape(-1, 1))]
+    from_list = evaluate_saved_model(path, batches)
+    from_generator = evaluate_saved_model(path, (batch for batch in batches))
+    from_dataset = evaluate_saved_model(path, tf.data.Dataset.from_tensor_slices(data).batch(20))
+    assert from_list == from_generator
+    assert from_list["accuracy"] == from_dataset["accuracy"]
+    assert from_list["loss"] == pytest.approx(from_dataset["loss"], rel=1e-9)
+
+
+def test_wrong_image_shape_fails_up_front_from_element_spec(exported):
+    _, path = exported
+    images = np.zeros((4, 10, 10, 1), np.uint8)
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(4, np.int64))).batch(2)
+    with pytest.raises(ValueError) as caught:
+        evaluate_saved_model(path, dataset)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "(8, 8, 1)" in message and "(10, 10, 1)" in message
+    assert "use a dataset whose images match" in message
+
+
+def test_wrong_image_shape_fails_before_running_an_iterable(exported):
+    _, path = exported
+
+    def batches():
+        yield np.zeros((2, 28, 28, 1), np.uint8), np.zeros(2, np.int64)
+        raise AssertionError("evaluation ran past the shape check")
+
+    with pytest.raises(ValueError, match=r"\(8, 8, 1\).*\(28, 28, 1\)"):
+        evaluate_saved_model(path, batches())
+
+
+def test_prescaled_float_images_are_rejected(exported, data):
+    _, path = exported
+    images, labels = data
+    with pytest.raises(ValueError, match="uint8"):
+        evaluate_saved_model(path, [(images / 255.0, labels)])
+
+
+def test_out_of_range_labels_are_rejected(exported, data):
+    _, path = exported
+    images, _ = data
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        evaluate_saved_model(path, [(images, np.full(20, 3))])
+
+
+def test_empty_data_is_rejected(exported):
+    _, path = exported
+    with pytest.raises(ValueError, match="non-empty"):
+        evaluate_saved_model(path, [])
+
+
+def test_load_serving_fn_returns_the_signature(exported, data):
+    _, path = exported
+    serving_fn = load_serving_fn(path)
+    images, _ = data
+    result = serving_fn(image=tf.constant(images))
+    assert set(result) == {"probabilities", "class_id"}
+
+
+def _missing(base):
+    return str(base / "nope")
+
+
+def _a_file(base):
+    path = base / "model.pb"
+    path.write_bytes(b"not a directory")
+    return str(path)
+
+
+def _empty_dir(base):
+    os.makedirs(base / "empty")
+    return str(base / "empty")
+
+
+def _no_variables(base, source):
+    path = base / "copy"
+    shutil.copytree(source, path)
+    shutil.rmtree(path / "variables")
+    return str(path)
+
+
+def _garbage_pb(base, source):
+    path = base / "copy"
+    shutil.copytree(source, path)
+    (path / "saved_model.pb").write_bytes(b"\xff\x00garbage")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda base, source: _missing(base), "does not exist"),
+        (lambda base, source: _a_file(base), "not a SavedModel directory"),
+        (lambda base, source: _empty_dir(base), "missing saved_model.pb"),
+        (_no_variables, "missing variables/"),
+        (_garbage_pb, "cannot load SavedModel"),
+    ],
+    ids=["missing", "file", "empty-dir", "no-variables", "garbage-pb"],
+)
+def test_bad_saved_model_dirs_give_one_line_errors(make, expected, exported, tmp_path):
+    _, source = exported
+    path = make(tmp_path, source)
+    with pytest.raises(ExportError) as caught:
+        load_serving_fn(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert expected in message and path in message
+    assert "export_saved_model" in message  # names the fix
+    with pytest.raises(ExportError):
+        evaluate_saved_model(path, [])
