@@ -37,4 +37,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags_lib.define_eval_flags()
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=flags_lib.parse_or_exit))

