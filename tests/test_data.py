@@ -8,6 +8,7 @@ import gzip
 import os
 import socket
 import struct
+import threading
 import time
 
 import numpy as np
@@ -167,11 +168,17 @@ def test_non_image_dataset_is_rejected(monkeypatch):
 
 def test_network_probe_gives_up_on_a_hanging_connection(monkeypatch):
     # Stands in for DNS resolution that hangs, which socket timeouts don't bound.
-    monkeypatch.setattr(data.socket, "create_connection",
-                        lambda *args, **kwargs: time.sleep(5))
+    release = threading.Event()
+
+    def hang(*args, **kwargs):
+        release.wait(5)
+        raise OSError("gave up")  # what a resolver failure looks like, once released
+
+    monkeypatch.setattr(data.socket, "create_connection", hang)
     start = time.monotonic()
     assert data._network_reachable(0.2) is False
     assert time.monotonic() - start < 1
+    release.set()  # let the probe thread finish cleanly before the patch is undone
 
 
 def test_network_probe_sees_a_listening_host(monkeypatch):
