@@ -10,7 +10,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from dropzoo.export import CLASS_ID_KEY, PROBABILITIES_KEY
+from dropzoo import stats
+from dropzoo.export import MC_DROPOUT_KEY, PROBABILITIES_KEY
 from dropzoo.export import ExportError, load_serving_fn, serving_input_spec
 
 __all__ = ["ExportError", "load_serving_fn", "evaluate_saved_model", "evaluate_on_dataset", "write_json"]
@@ -20,22 +21,54 @@ __all__ = ["ExportError", "load_serving_fn", "evaluate_saved_model", "evaluate_o
 EPSILON = 1e-7
 
 
-def evaluate_saved_model(path, batches):
-    """Accuracy and mean cross-entropy of the export at `path` over (images, labels) batches."""
+def evaluate_saved_model(path, batches, *, mc_samples=0):
+    """Accuracy, loss and ECE of the export at `path` over (images, labels) batches.
+
+    With `mc_samples` > 0 it also scores the `mc_dropout` signature (that many
+    dropout-on passes averaged): mc_accuracy, mc_nll and mc_ece.
+    """
     serving_fn = load_serving_fn(path)
     input_name, input_spec = serving_input_spec(serving_fn)
     batches = _check_input_shape(path, input_spec, batches)
-    correct, total_loss, count = 0, 0.0, 0
-    for images, labels in batches:
-        result = serving_fn(**{input_name: _as_uint8(images)})
-        probabilities = result[PROBABILITIES_KEY].numpy()
-        labels = _as_labels(labels, probabilities)
-        correct += int(np.sum(result[CLASS_ID_KEY].numpy() == labels))
-        total_loss += float(np.sum(_crossentropy(probabilities, labels)))
-        count += labels.shape[0]
-    if count == 0:
+    mc_fn = load_serving_fn(path, MC_DROPOUT_KEY) if mc_samples else None
+    probabilities, mc_probabilities, labels = [], [], []
+    for images, batch_labels in batches:
+        images = _as_uint8(images)
+        result = serving_fn(**{input_name: images})
+        probabilities.append(result[PROBABILITIES_KEY].numpy())
+        labels.append(_as_labels(batch_labels, probabilities[-1]))
+        if mc_fn is not None:
+            mc_probabilities.append(_mc_probabilities(mc_fn, images, mc_samples))
+    if not labels:
         raise ValueError(f"no examples to evaluate {path} on; pass a non-empty dataset")
-    return {"accuracy": correct / count, "loss": total_loss / count, "num_examples": count}
+    labels = np.concatenate(labels)
+    metrics = _scores(np.concatenate(probabilities), labels)
+    metrics["num_examples"] = int(labels.shape[0])
+    if mc_fn is not None:
+        mc = _scores(np.concatenate(mc_probabilities), labels)
+        metrics.update(mc_accuracy=mc["accuracy"], mc_nll=mc["loss"], mc_ece=mc["ece"],
+                       mc_samples=int(mc_samples))
+    return metrics
+
+
+def _scores(probabilities, labels):
+    """Accuracy (argmax, as class_id), mean cross-entropy and ECE."""
+    return {
+        "accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
+        "loss": float(np.mean(_crossentropy(probabilities, labels))),
+        "ece": stats.expected_calibration_error(probabilities, labels),
+    }
+
+
+# Examples x samples per mc_dropout call: bounds the tiled batch's memory.
+MC_CHUNK = 4096
+
+
+def _mc_probabilities(mc_fn, images, samples):
+    chunk = max(1, MC_CHUNK // samples)
+    parts = [mc_fn(image=images[i:i + chunk], samples=tf.constant(samples, tf.int32))
+             [PROBABILITIES_KEY].numpy() for i in range(0, int(images.shape[0]), chunk)]
+    return np.concatenate(parts)
 
 
 def _check_input_shape(path, input_spec, batches):
@@ -106,14 +139,16 @@ def _crossentropy(probabilities, labels):
     return -np.log(np.clip(picked, EPSILON, 1.0 - EPSILON))
 
 
-def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=None, batch_size=256):
+def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=None, batch_size=256,
+                        mc_samples=0):
     """Evaluates the export at `path` on a dataset's test split; returns the result dict."""
     from dropzoo import data as data_lib  # only this entry point needs the data stack
 
     load_serving_fn(path)  # fail on a broken export before loading any data
     source = data_lib.load_source(dataset, idx_dir=idx_dir, tfds_data_dir=tfds_data_dir,
                                   need_train=False)
-    result = evaluate_saved_model(path, data_lib.raw_batches(source.test, batch_size))
+    result = evaluate_saved_model(path, data_lib.raw_batches(source.test, batch_size),
+                                  mc_samples=mc_samples)
     result.update(saved_model=os.path.abspath(path), data_source=source.name, split="test")
     return result
 

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import models
 from dropzoo.preprocess import scale
 
 SIGNATURE_KEY = "serving_default"
@@ -24,6 +25,8 @@ MC_DROPOUT_KEY = "mc_dropout"
 INPUT_KEY = "image"
 PROBABILITIES_KEY = "probabilities"
 CLASS_ID_KEY = "class_id"
+STD_KEY = "probabilities_std"
+SAMPLES_KEY = "samples"
 OUTPUT_MODES = ("probabilities", "logits")
 
 # Largest |served - keras| allowed by verify_export, per compute dtype. float32
@@ -55,15 +58,24 @@ class ExportError(RuntimeError):
 # ---------------------------------------------------------------- exporting
 
 
-def export_saved_model(model, path, *, outputs="probabilities", mc_dropout_samples=None):
-    """Atomically write `model` as a uint8-in SavedModel at `path`; returns the path."""
+def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True):
+    """Atomically write `model` as a uint8-in SavedModel at `path`; returns the path.
+
+    With `mc_dropout` (and dropout in the model) the export also gets an
+    `mc_dropout` signature: `image` plus an int32 `samples` count in, the
+    mean and per-class standard deviation of `samples` dropout-on passes out.
+    """
     if outputs not in OUTPUT_MODES:
         raise ValueError(f"outputs={outputs!r} is not one of {OUTPUT_MODES}")
     input_spec = _input_spec(model)
-    endpoints = {SIGNATURE_KEY: _make_serving_fn(model, outputs, training=False)}
-    if mc_dropout_samples is not None:
-        endpoints[MC_DROPOUT_KEY] = _make_mc_dropout_fn(model, outputs, mc_dropout_samples)
-    archive = _build_archive(model, endpoints, input_spec)
+    endpoints = {SIGNATURE_KEY: (_make_serving_fn(model, outputs, training=False), [input_spec])}
+    tracked = [model]
+    if mc_dropout and models.dropout_layers(model):
+        mc_model = models.mc_dropout_model(model)
+        tracked.append(mc_model)
+        samples_spec = tf.TensorSpec((), tf.int32, name=SAMPLES_KEY)
+        endpoints[MC_DROPOUT_KEY] = (_make_mc_dropout_fn(mc_model, outputs), [input_spec, samples_spec])
+    archive = _build_archive(tracked, endpoints)
     return _write_atomically(archive, path)
 
 
@@ -94,20 +106,21 @@ def _make_serving_fn(model, outputs, training):
     return serve
 
 
-def _make_mc_dropout_fn(model, outputs, samples):
-    """Hook for the `mc_dropout` signature (N dropout-on passes averaged).
+def _make_mc_dropout_fn(mc_model, outputs):
+    """uint8 image, samples -> mean and std of `samples` dropout-on passes."""
 
-    Not implemented: model(x, training=True) flips every layer to training
-    mode, so BatchNormalization would use batch statistics and, worse, assign
-    its moving averages inside the SavedModel, drifting `serving_default`
-    after every mc_dropout call. It needs dropout-only activation (e.g. a
-    clone whose Dropout layers ignore `training`); once that exists this is
-    `_make_serving_fn` averaged over `samples` passes.
-    """
-    raise NotImplementedError(
-        f"mc_dropout signature ({samples} samples) is not implemented yet: "
-        "training=True would also put BatchNormalization in training mode"
-    )
+    def mc_dropout(image, samples):
+        images = scale(image)
+        batch = tf.shape(images)[0]
+        # One call over the batch tiled `samples` times: each copy draws its own masks.
+        tiled = tf.tile(images, tf.concat([[samples], tf.ones([3], tf.int32)], axis=0))
+        draws = _probabilities(mc_model, tiled, outputs, training=False)
+        draws = tf.reshape(draws, [samples, batch, -1])
+        result = _outputs_dict(tf.reduce_mean(draws, axis=0))
+        result[STD_KEY] = tf.math.reduce_std(draws, axis=0)
+        return result
+
+    return mc_dropout
 
 
 def _probabilities(model, images, outputs, training):
@@ -126,15 +139,16 @@ def _outputs_dict(probabilities):
     }
 
 
-def _build_archive(model, endpoints, input_spec):
-    """An ExportArchive with one signature per entry of `endpoints`."""
+def _build_archive(tracked, endpoints):
+    """An ExportArchive with one signature per {name: (fn, input_signature)}."""
     # ExportArchive, not a bare tf.Module: it also tracks Keras seed-generator
     # state, which a dropout-on signature captures and tf.Module would reject.
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for model in tracked:
+        archive.track(model)
     # serving_default goes first; the archive aliases the first endpoint.
-    for name, fn in endpoints.items():
-        archive.add_endpoint(name, fn, input_signature=[input_spec])
+    for name, (fn, input_signature) in endpoints.items():
+        archive.add_endpoint(name, fn, input_signature=input_signature)
     return archive
 
 
@@ -237,8 +251,8 @@ def _missing_parts(path):
 # ----------------------------------------------------------------- loading
 
 
-def load_serving_fn(path):
-    """The `serving_default` concrete function of the SavedModel at `path` (no Keras)."""
+def load_serving_fn(path, signature=SIGNATURE_KEY):
+    """A signature (default `serving_default`) of the SavedModel at `path` (no Keras)."""
     path = os.fspath(path)
     fix = "re-export it with dropzoo.export.export_saved_model(model, path)"
     if not os.path.exists(path):
@@ -257,12 +271,12 @@ def load_serving_fn(path):
             f"cannot load SavedModel at {path}: {type(error).__name__}: "
             f"{_first_line(error)}; {fix}"
         ) from error
-    if SIGNATURE_KEY not in loaded.signatures:
+    if signature not in loaded.signatures:
         raise ExportError(
-            f"SavedModel at {path} has no {SIGNATURE_KEY!r} signature "
+            f"SavedModel at {path} has no {signature!r} signature "
             f"(has {sorted(loaded.signatures)}); {fix}"
         )
-    return loaded.signatures[SIGNATURE_KEY]
+    return loaded.signatures[signature]
 
 
 def _first_line(error):

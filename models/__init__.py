@@ -8,12 +8,12 @@
 Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 """
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
-from models.layers import KINDS, dropout_layers
+from models.layers import KINDS, dropout_layers, mc_dropout_model
 from models.network import ACTIVATIONS
 from models.registry import OPTIONS, build, get_spec, list_models, list_placements, resolve_placement
 from models.sites import Site, format_placement
 
 __all__ = [
     "ACTIVATIONS", "KINDS", "OPTIONS", "Site", "build", "dropout_layers", "format_placement",
-    "get_spec", "list_models", "list_placements", "resolve_placement",
+    "get_spec", "list_models", "list_placements", "mc_dropout_model", "resolve_placement",
 ]

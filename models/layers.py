@@ -119,3 +119,36 @@ def dropout_layers(model):
         SpatialGaussianDropout,
     )
     return [layer for layer in model.layers if isinstance(layer, types)]
+
+
+class AlwaysOn(keras.layers.Layer):
+    """Runs a dropout layer in training mode whatever `training` says.
+
+    Only the dropout layer is switched on: calling the whole model with
+    training=True would also put layers such as BatchNormalization into
+    training mode (batch statistics, moving-average updates).
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(name=f"{layer.name}.mc", dtype=layer.dtype_policy, **kwargs)
+        self.layer = layer
+
+    def call(self, inputs, training=None):
+        return self.layer(inputs, training=True)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def mc_dropout_model(model):
+    """A model sharing `model`'s layers and weights whose dropout is always on.
+
+    Averaging its outputs over several calls is Monte Carlo dropout
+    (Gal & Ghahramani, 2016).
+    """
+    dropout = set(id(layer) for layer in dropout_layers(model))
+
+    def clone(layer):
+        return AlwaysOn(layer) if id(layer) in dropout else layer
+
+    return keras.models.clone_model(model, clone_function=clone)

@@ -85,7 +85,10 @@ def bfloat16_policy():
 def test_signature_names_dtypes_shapes(prob_export):
     _, path = prob_export
     signatures = tf.saved_model.load(path).signatures
-    assert set(signatures) == {"serving_default"}
+    assert set(signatures) == {"serving_default", "mc_dropout"}
+    mc_args = signatures["mc_dropout"].structured_input_signature[1]
+    assert mc_args == {"image": tf.TensorSpec((None,) + SHAPE, tf.uint8, name="image"),
+                       "samples": tf.TensorSpec((), tf.int32, name="samples")}
     fn = signatures["serving_default"]
     args, kwargs = fn.structured_input_signature
     assert args == ()
@@ -105,7 +108,7 @@ def test_saved_model_cli_shows_exactly_the_signature(prob_export):
         cli + ["show", "--dir", path, "--all"], capture_output=True, text=True, check=True
     ).stdout
     blocks = dict(re.findall(r"signature_def\['(\w+)'\]:(.*?)(?=signature_def\[|\Z)", shown, re.S))
-    assert set(blocks) == {"__saved_model_init_op", "serving_default"}
+    assert set(blocks) == {"__saved_model_init_op", "serving_default", "mc_dropout"}
     block = blocks["serving_default"]
     assert re.findall(r"inputs\['(\w+)'\]", block) == ["image"]
     assert sorted(re.findall(r"outputs\['(\w+)'\]", block)) == ["class_id", "probabilities"]
@@ -158,10 +161,33 @@ def test_export_rejects_unknown_outputs_mode(tmp_path):
         export_saved_model(build_model(), tmp_path / "m", outputs="softmax")
 
 
-def test_mc_dropout_hook_is_not_implemented_yet(tmp_path):
-    with pytest.raises(NotImplementedError, match="mc_dropout"):
-        export_saved_model(build_model(), tmp_path / "m", mc_dropout_samples=8)
-    assert not os.path.exists(tmp_path / "m")
+def test_mc_dropout_is_stochastic_and_serving_default_is_not(prob_export):
+    _, path = prob_export
+    loaded = tf.saved_model.load(path)
+    images = tf.constant(make_images(8))
+    mc = loaded.signatures["mc_dropout"]
+    first = mc(image=images, samples=tf.constant(16))
+    second = mc(image=images, samples=tf.constant(16))
+    assert set(first) == {"probabilities", "probabilities_std", "class_id"}
+    assert first["probabilities"].shape == (8, NUM_CLASSES)
+    assert first["probabilities_std"].shape == (8, NUM_CLASSES)
+    np.testing.assert_allclose(first["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert not np.array_equal(first["probabilities"].numpy(), second["probabilities"].numpy())
+    assert (first["probabilities_std"].numpy() > 0).any()
+    serving = loaded.signatures["serving_default"]
+    np.testing.assert_array_equal(serving(image=images)["probabilities"].numpy(),
+                                  serving(image=images)["probabilities"].numpy())
+    # Many dropout-on passes of this tiny model: their mean lies near the deterministic output.
+    many = mc(image=images, samples=tf.constant(2000))["probabilities"].numpy()
+    assert np.abs(many - serving(image=images)["probabilities"].numpy()).max() < 0.15
+
+
+def test_no_mc_dropout_signature_without_dropout(tmp_path):
+    image = keras.Input(shape=SHAPE, name="image")
+    model = keras.Model(image, keras.layers.Softmax()(keras.layers.Dense(NUM_CLASSES)(
+        keras.layers.Flatten()(image))))
+    path = export_saved_model(model, tmp_path / "m")
+    assert set(tf.saved_model.load(path).signatures) == {"serving_default"}
 
 
 # ------------------------------------------------------------ verification
