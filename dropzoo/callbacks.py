@@ -128,3 +128,63 @@ class StopAtStep(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self._epoch * self.steps_per_epoch + batch + 1 >= self.total_steps:
             self.model.stop_training = True
+
+
+def site_statistics(model, images):
+    """Per dropout site: mean/variance entering and leaving it, training vs inference.
+
+    `variance_ratio` is the output variance in training mode over that in
+    inference mode: the train/inference "variance shift" a following layer
+    sees (Li et al., 2019, on dropout before batch normalisation).
+    """
+    sites = [layer for layer in _dropout_layers(model)]
+    if not sites:
+        return {}
+    probe = keras.Model(model.input, [t for layer in sites for t in (layer.input, layer.output)])
+    seeds = _seed_states(model)
+    saved = {k: v.numpy() for k, v in seeds.items()}
+    try:
+        per_mode = {mode: probe(images, training=mode == "train") for mode in ("train", "inference")}
+    finally:
+        for k, v in seeds.items():  # the probe must not shift training's mask stream
+            v.assign(saved[k])
+    result = {}
+    for i, layer in enumerate(sites):
+        entry = {}
+        for mode, tensors in per_mode.items():
+            x_in, x_out = (np.asarray(keras.ops.convert_to_numpy(t), np.float64)
+                           for t in tensors[2 * i:2 * i + 2])
+            entry[mode] = {"in_mean": float(x_in.mean()), "in_var": float(x_in.var()),
+                           "out_mean": float(x_out.mean()), "out_var": float(x_out.var())}
+        inference_var = entry["inference"]["out_var"]
+        entry["variance_ratio"] = entry["train"]["out_var"] / inference_var if inference_var else float("nan")
+        result[layer.name] = entry
+    return result
+
+
+def _dropout_layers(model):
+    from models import dropout_layers  # the zoo's one definition of "a dropout layer"
+    return dropout_layers(model)
+
+
+class DropoutStats(keras.callbacks.Callback):
+    """Logs site_statistics on a fixed probe batch to TensorBoard every epoch."""
+
+    def __init__(self, images, logdir):
+        super().__init__()
+        self.images = images
+        self.logdir = logdir
+        self.latest = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf  # the callback writes TensorBoard summaries
+
+        self.latest = site_statistics(self.model, self.images)
+        if not self.latest:
+            return
+        with tf.summary.create_file_writer(self.logdir).as_default(step=epoch):
+            for site, entry in self.latest.items():
+                for mode in ("train", "inference"):
+                    for name, value in entry[mode].items():
+                        tf.summary.scalar(f"{site}/{mode}_{name}", value)
+                tf.summary.scalar(f"{site}/variance_ratio", entry["variance_ratio"])

@@ -29,6 +29,7 @@ from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import export as export_lib
 from dropzoo import summaries
+from dropzoo.preprocess import scale
 
 
 class RunError(RuntimeError):
@@ -144,7 +145,13 @@ def _run(config, paths, source, verbose):
     pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
                                     validation_fraction=config.validation_fraction,
                                     start_step=initial_epoch * steps_per_epoch)
+    # A fixed batch of training images on which each dropout site's activation
+    # statistics are logged every epoch (the train/inference variance shift).
+    probe_images = next(iter(data_lib.raw_batches(source.train, 256)))[0]
+    dropout_stats = callbacks_lib.DropoutStats(scale(probe_images),
+                                               os.path.join(paths["tensorboard"], "dropout_stats"))
     fit_callbacks = [
+        dropout_stats,
         callbacks_lib.EpochCheckpoint(paths["checkpoints"]),
         keras.callbacks.TensorBoard(paths["tensorboard"], histogram_freq=1),
         keras.callbacks.TerminateOnNaN(),
@@ -189,6 +196,7 @@ def _run(config, paths, source, verbose):
         "steps_per_epoch": steps_per_epoch,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "export_check": export_check,
+        "dropout_stats": dropout_stats.latest,
         "paths": {k: v for k, v in paths.items() if k != "metrics.json"},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
