@@ -2,6 +2,7 @@
 
     python eval.py --workdir=runs/keras_mnist_cnn/canonical/seed0
     python eval.py --saved_model=PATH --idx_dir=/usr/share/datasets/fashion-mnist
+    python eval.py --runs_dir=runs/study --mc_samples=30      # compare a sweep
 """
 import json
 import os
@@ -11,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 from absl import app, logging  # noqa: E402
 
+from dropzoo import compare  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import evaluate  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
@@ -21,17 +23,37 @@ def main(argv):
     if len(argv) > 1:
         return errors.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     f = flags_lib.FLAGS
-    if bool(f.saved_model) == bool(f.workdir):
-        return errors.fail("give exactly one of --saved_model=PATH or --workdir=DIR")
+    if sum(bool(x) for x in (f.saved_model, f.workdir, f.runs_dir)) != 1:
+        return errors.fail("give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR")
+    if f.mc_samples < 0:
+        return errors.fail(f"--mc_samples must be 0 (off) or a positive integer, got {f.mc_samples}")
+    if f.runs_dir:
+        return _compare(f)
     saved_model = f.saved_model or os.path.join(f.workdir, "saved_model")
     output = f.output or (os.path.join(f.workdir, "eval.json") if f.workdir else None)
     with errors.one_line():
         result = evaluate.evaluate_on_dataset(saved_model, dataset=f.dataset, idx_dir=f.idx_dir,
-                                              tfds_data_dir=f.tfds_data_dir, batch_size=f.batch_size)
-        text = json.dumps(result, indent=2, sort_keys=True)
+                                              tfds_data_dir=f.tfds_data_dir, batch_size=f.batch_size,
+                                              mc_samples=f.mc_samples)
         if output:
             evaluate.write_json(output, result)
-    print(text)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def _compare(f):
+    # Without --dataset/--idx_dir given explicitly, each run is tested on its own data.
+    override = {"dataset": f.dataset if f["dataset"].present else None,
+                "idx_dir": f.idx_dir, "tfds_data_dir": f.tfds_data_dir}
+    with errors.one_line():
+        result = compare.compare_runs(f.runs_dir, output_dir=f.output, mc_samples=f.mc_samples,
+                                      batch_size=f.batch_size, baseline=f.baseline,
+                                      data_override=override)
+    with open(result["paths"]["comparison.md"]) as md:
+        print(md.read())
+    for name, path in result["paths"].items():
+        print(f"{name:<15} {path}")
+    print(f"TensorBoard:    tensorboard --logdir {result['paths']['hparams']}  (HParams tab)")
     return 0
 
 

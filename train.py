@@ -3,6 +3,7 @@
     python train.py                                  # classic Keras CNN, offline-safe
     python train.py --model=tf_layers_cnn --placement=before_activation
     python train.py --flagfile=configs/keras_mnist_cnn.cfg
+    python train.py --placement=all --seeds=3 --workdir=runs/study   # a sweep
 
 See `python train.py --helpfull` for every flag.
 """
@@ -15,6 +16,7 @@ from absl import app, logging  # noqa: E402
 
 from dropzoo import errors  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
+from dropzoo import sweep  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 
 
@@ -22,17 +24,23 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter hides the results
     if len(argv) > 1:
         return errors.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    overwrite = flags_lib.FLAGS.overwrite
     with errors.one_line():
-        config = flags_lib.train_config()
-        workdir = flags_lib.FLAGS.workdir or flags_lib.default_workdir(config)
-        metrics = trainer.train_and_evaluate(config, workdir, overwrite=flags_lib.FLAGS.overwrite)
-    paths = metrics["paths"]
+        runs = flags_lib.train_plan()
+        if len(runs) == 1:
+            config, workdir = runs[0]
+            metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite)
+    if len(runs) > 1:
+        with errors.one_line():
+            results = sweep.run_sweep(runs, overwrite=overwrite)
+        print(sweep.summary(results))
+        return 0 if all(isinstance(m, dict) for _, _, m in results) else 1
     print(f"data:         {metrics['data']['source']}")
     print(f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")
     print(f"export check: {'passed' if metrics['export_check']['passed'] else 'FAILED'}")
-    print(f"SavedModel:   {paths['saved_model']}")
-    print(f"TensorBoard:  tensorboard --logdir {paths['tensorboard']}")
-    print(f"metrics:      {os.path.join(os.path.dirname(paths['saved_model']), 'metrics.json')}")
+    print(f"SavedModel:   {os.path.join(workdir, 'saved_model')}")
+    print(f"TensorBoard:  tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+    print(f"metrics:      {os.path.join(workdir, 'metrics.json')}")
     return 0
 
 

@@ -61,16 +61,17 @@ class ExportError(RuntimeError):
 def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True):
     """Atomically write `model` as a uint8-in SavedModel at `path`; returns the path.
 
-    With `mc_dropout` (and dropout in the model) the export also gets an
-    `mc_dropout` signature: `image` plus an int32 `samples` count in, the
-    mean and per-class standard deviation of `samples` dropout-on passes out.
+    With `mc_dropout` the export also gets an `mc_dropout` signature: `image`
+    plus an int32 `samples` count in, the mean and per-class standard
+    deviation of `samples` dropout-on passes out. A model without dropout gets
+    it too (deterministic then), so every export answers the same requests.
     """
     if outputs not in OUTPUT_MODES:
         raise ValueError(f"outputs={outputs!r} is not one of {OUTPUT_MODES}")
     input_spec = _input_spec(model)
     endpoints = {SIGNATURE_KEY: (_make_serving_fn(model, outputs, training=False), [input_spec])}
     tracked = [model]
-    if mc_dropout and models.dropout_layers(model):
+    if mc_dropout:
         mc_model = models.mc_dropout_model(model)
         tracked.append(mc_model)
         samples_spec = tf.TensorSpec((), tf.int32, name=SAMPLES_KEY)

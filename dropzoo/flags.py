@@ -2,17 +2,17 @@
 
 Flags are defined by functions that train.py and eval.py call under
 `__main__`, so importing both scripts (as tests do) never defines a flag
-twice. Nothing below the scripts' `main` reads FLAGS: `train_config` turns
-parsed flags into a plain TrainConfig.
+twice. Nothing below the scripts' `main` reads FLAGS: `train_plan` turns
+parsed flags into plain TrainConfigs.
 """
 import dataclasses
-import os
 import sys
 
 from absl import flags
 
 import models
 from dropzoo import config as config_lib
+from dropzoo import sweep
 
 FLAGS = flags.FLAGS
 
@@ -35,13 +35,19 @@ def define_train_flags(fv=FLAGS):
     flags.DEFINE_string("model", d.model, f"One of: {', '.join(models.list_models())}.", flag_values=fv)
     flags.DEFINE_string("placement", d.placement,
                         "Named placement: canonical, none, after_activation, before_activation, "
-                        "before_dense, both, conv, spatial (where the model has them).", flag_values=fv)
+                        "before_dense, both, conv, spatial (where the model has them); a comma "
+                        "list or 'all' runs a sweep.", flag_values=fv)
     flags.DEFINE_string("sites", d.sites,
                         "Explicit dropout sites, overriding --placement: 'SITE:RATE[:spatial],...', "
                         "e.g. 'conv2.post:0.1,dense1.pre:0.5'. Sites are LAYER.pre|mid|post.", flag_values=fv)
     flags.DEFINE_float("rate", d.rate, "If set, overrides the rate of every dropout site.", flag_values=fv)
-    flags.DEFINE_string("kind", d.kind, f"Dropout kind: {', '.join(models.KINDS)}.", flag_values=fv)
-    flags.DEFINE_string("activation", d.activation, f"Hidden activation: {', '.join(models.ACTIVATIONS)}.", flag_values=fv)
+    flags.DEFINE_string("kind", d.kind, f"Dropout kind: {', '.join(models.KINDS)}; a comma list sweeps.",
+                        flag_values=fv)
+    flags.DEFINE_string("activation", d.activation,
+                        f"Hidden activation: {', '.join(models.ACTIVATIONS)}; a comma list sweeps.",
+                        flag_values=fv)
+    flags.DEFINE_integer("seeds", 1, "Train seeds --seed, --seed+1, ... (more than 1 runs a sweep).",
+                         flag_values=fv)
     flags.DEFINE_float("validation_fraction", d.validation_fraction,
                        "Fraction of the training split held out for per-epoch validation.", flag_values=fv)
     flags.DEFINE_integer("epochs", d.epochs, "Training epochs (ignored when --train_steps is set).", flag_values=fv)
@@ -54,17 +60,30 @@ def define_train_flags(fv=FLAGS):
     flags.DEFINE_string("precision", d.precision, f"One of: {', '.join(config_lib.PRECISIONS)}.", flag_values=fv)
     flags.DEFINE_integer("steps_per_execution", d.steps_per_execution, "Steps per tf.function call.", flag_values=fv)
     flags.DEFINE_integer("seed", d.seed, "Seeds weights, dropout masks and data order.", flag_values=fv)
-    flags.DEFINE_string("workdir", None, "Output directory (default: runs/<model>/<placement>/seed<seed>).", flag_values=fv)
+    flags.DEFINE_string("workdir", None,
+                        "Output directory of a single run (default runs/<model>/<placement>/seed<seed>); "
+                        "for a sweep, the root under which each run gets <model>/<variant>/seed<k> "
+                        "(default runs).", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Retrain even if --workdir holds a finished run.", flag_values=fv)
 
 
 def define_eval_flags(fv=FLAGS):
     define_data_flags(fv)
     flags.DEFINE_string("saved_model", None, "SavedModel directory to evaluate.", flag_values=fv)
+    flags.DEFINE_string("runs_dir", None,
+                        "Compare every finished run below this directory (a sweep's --workdir): "
+                        "writes comparison.md/.csv/.png and HParams summaries to <runs_dir>/comparison.",
+                        flag_values=fv)
+    flags.DEFINE_integer("mc_samples", 0,
+                         "Also score Monte Carlo dropout: this many dropout-on passes averaged.",
+                         flag_values=fv)
+    flags.DEFINE_string("baseline", "canonical", "Variant the comparison's t-tests compare against.",
+                        flag_values=fv)
     flags.DEFINE_string("workdir", None, "A training workdir; evaluates <workdir>/saved_model.", flag_values=fv)
     flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.", flag_values=fv)
     flags.DEFINE_string("output", None, "Write the JSON result here (default: <workdir>/eval.json "
-                        "when --workdir is given).", flag_values=fv)
+                        "when --workdir is given); with --runs_dir, the output directory "
+                        "(default <runs_dir>/comparison).", flag_values=fv)
 
 
 def parse_or_exit(argv, fv=FLAGS):
@@ -77,17 +96,19 @@ def parse_or_exit(argv, fv=FLAGS):
         raise SystemExit(2) from None
 
 
-def train_config(flag_values=FLAGS):
-    """The TrainConfig the parsed train flags describe (validated)."""
+def train_plan(fv=FLAGS):
+    """[(TrainConfig, workdir)] the parsed train flags ask for: one run, or a sweep."""
     fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
-    values = {name: flag_values[name].value for name in fields}
-    return config_lib.validate(config_lib.TrainConfig(**values))
+    values = {name: fv[name].value for name in fields}
+    placements, kinds, activations = (_split(values[k]) for k in ("placement", "kind", "activation"))
+    base = config_lib.TrainConfig(**{**values, "placement": placements[0], "kind": kinds[0],
+                                     "activation": activations[0]})
+    configs = sweep.expand(base, placements=placements, seeds=fv["seeds"].value, kinds=kinds,
+                           activations=activations)
+    if len(configs) == 1 and fv["workdir"].value:
+        return [(configs[0], fv["workdir"].value)]
+    return [(c, sweep.run_dir(fv["workdir"].value or "runs", c)) for c in configs]
 
 
-def default_workdir(config):
-    placement = config.placement if not config.sites else "sites-" + _slug(config.sites)
-    return os.path.join("runs", config.model, placement, f"seed{config.seed}")
-
-
-def _slug(text):
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+def _split(text):
+    return [part.strip() for part in str(text).split(",") if part.strip()] or [str(text)]

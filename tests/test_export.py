@@ -182,12 +182,17 @@ def test_mc_dropout_is_stochastic_and_serving_default_is_not(prob_export):
     assert np.abs(many - serving(image=images)["probabilities"].numpy()).max() < 0.15
 
 
-def test_no_mc_dropout_signature_without_dropout(tmp_path):
+def test_mc_dropout_without_dropout_equals_serving_default(tmp_path):
     image = keras.Input(shape=SHAPE, name="image")
     model = keras.Model(image, keras.layers.Softmax()(keras.layers.Dense(NUM_CLASSES)(
         keras.layers.Flatten()(image))))
-    path = export_saved_model(model, tmp_path / "m")
-    assert set(tf.saved_model.load(path).signatures) == {"serving_default"}
+    loaded = tf.saved_model.load(export_saved_model(model, tmp_path / "m"))
+    images = tf.constant(make_images(4))
+    mc = loaded.signatures["mc_dropout"](image=images, samples=tf.constant(3))
+    np.testing.assert_allclose(mc["probabilities"].numpy(),
+                               loaded.signatures["serving_default"](image=images)["probabilities"].numpy(),
+                               rtol=1e-6)
+    np.testing.assert_allclose(mc["probabilities_std"].numpy(), 0.0, atol=1e-7)
 
 
 # ------------------------------------------------------------ verification

@@ -78,6 +78,8 @@ def test_tensorboard_has_scalars_histograms_and_hparams(finished_run):
     assert ("epoch_loss", "scalars") in tags["train"]
     assert ("epoch_accuracy", "scalars") in tags["validation"]
     assert any(plugin == "histograms" for _, plugin in tags["train"])
+    assert ("dense1.post/variance_ratio", "scalars") in tags["dropout_stats"]
+    assert ("dense1.post/train_out_var", "scalars") in tags["dropout_stats"]
     root = {tag for tag, _ in tags["."]}
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "test_accuracy"} <= root
 
@@ -145,7 +147,8 @@ def test_every_config_parses_to_a_valid_run(cfg):
     fv = flags.FlagValues()
     flags_lib.define_train_flags(fv)
     fv(["train.py", f"--flagfile={cfg}"])
-    config = flags_lib.train_config(fv)
+    runs = flags_lib.train_plan(fv)
+    config = runs[0][0]
     with open(cfg) as f:
         text = f.read()
     assert "Published result" in text, "each recipe states the number it targets"
@@ -177,7 +180,7 @@ def test_train_flags_reject_bad_values(args, message):
     flags_lib.define_train_flags(fv)
     fv(["train.py", *args])
     with pytest.raises(config_lib.ConfigError) as info:
-        flags_lib.train_config(fv)
+        flags_lib.train_plan(fv)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 

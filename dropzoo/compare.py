@@ -1,0 +1,247 @@
+"""Compare exported runs: evaluate each SavedModel, then summarise over seeds.
+
+`compare_runs(runs_dir)` finds every finished run below `runs_dir` (a
+directory with metrics.json and a complete saved_model/), evaluates each
+export on its test split through the serving signature, groups runs by
+variant (`<model>/<variant>`, the run directory's parent) and writes into
+`<runs_dir>/comparison/`:
+
+  comparison.md / .csv   per variant: mean ± std and 95% CI of test accuracy
+                         and loss over seeds, ECE, MC-dropout metrics,
+                         training time, Welch's t-test p-value vs the baseline
+  comparison.png         accuracy per variant with its interval, and
+                         validation accuracy per epoch for each variant
+  runs.json              every run's evaluation
+  hparams/               TensorBoard HParams summaries of the same numbers
+"""
+import csv
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from dropzoo import data as data_lib
+from dropzoo import evaluate
+from dropzoo import stats
+from dropzoo.export import ExportError
+
+
+def find_runs(runs_dir):
+    """Directories below `runs_dir` holding a finished run, sorted."""
+    if not os.path.isdir(runs_dir):
+        raise ValueError(f"--runs_dir {runs_dir} is not a directory; point it at a sweep's --workdir")
+    found = []
+    for root, dirs, files in os.walk(runs_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "comparison")
+        if "metrics.json" in files and os.path.isdir(os.path.join(root, "saved_model")):
+            found.append(root)
+            dirs[:] = []  # a run's own subdirectories hold no runs
+    if not found:
+        raise ValueError(f"no finished runs (metrics.json + saved_model/) below {runs_dir}; "
+                         "train some first, e.g. python train.py --placement=all --seeds=3 "
+                         f"--workdir={runs_dir}")
+    return sorted(found)
+
+
+def _data_of(metrics, override):
+    """The (dataset, idx_dir, tfds_data_dir) to test a run on: override, else its own."""
+    if override.get("dataset") or override.get("idx_dir"):
+        return override.get("dataset") or "mnist", override.get("idx_dir"), override.get("tfds_data_dir")
+    source = metrics["data"]["source"]
+    config = metrics["config"]
+    if source.startswith("idx:"):
+        return config["dataset"], source[len("idx:"):], None
+    if source.startswith("tfds:"):
+        return source[len("tfds:"):], None, config.get("tfds_data_dir")
+    return source, None, None  # mnist_sample, or another array source by name
+
+
+def evaluate_runs(run_dirs, *, mc_samples=0, batch_size=256, data_override=None, source=None):
+    """[{run, variant, seed, metrics..., evaluation...}] for each run directory.
+
+    `source` (a data.Source) tests every run on its test split instead.
+    """
+    sources, rows = {}, []
+    for run in run_dirs:
+        with open(os.path.join(run, "metrics.json")) as f:
+            metrics = json.load(f)
+        key = _data_of(metrics, data_override or {}) if source is None else "given"
+        if key == "given":
+            sources[key] = source
+        elif key not in sources:
+            sources[key] = data_lib.load_source(key[0], idx_dir=key[1], tfds_data_dir=key[2],
+                                                need_train=False)
+        try:
+            result = evaluate.evaluate_saved_model(
+                os.path.join(run, "saved_model"), data_lib.raw_batches(sources[key].test, batch_size),
+                mc_samples=mc_samples)
+        except ExportError as e:
+            raise ValueError(f"run {run}: {e}") from None
+        rows.append({
+            "run": run,
+            "variant": "/".join(pathlib.Path(run).parts[-3:-1]),  # <model>/<variant>
+            "seed": metrics["config"]["seed"],
+            "config": metrics["config"],
+            "data_source": sources[key].name,
+            "train_time_sec": metrics.get("train_time_sec"),
+            "val_accuracy": metrics.get("history", {}).get("val_accuracy", []),
+            **{f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in result.items()},
+        })
+    return rows
+
+
+METRICS = ("test_accuracy", "test_loss", "ece", "mc_accuracy", "mc_nll", "mc_ece", "train_time_sec")
+
+
+def summarise(rows, baseline="canonical"):
+    """Per-variant statistics over seeds, in variant order."""
+    variants = sorted({r["variant"] for r in rows})
+    by_variant = {v: [r for r in rows if r["variant"] == v] for v in variants}
+    table = []
+    for variant in variants:
+        runs = by_variant[variant]
+        entry = {"variant": variant, "seeds": len(runs)}
+        for metric in METRICS:
+            values = [r[metric] for r in runs if r.get(metric) is not None]
+            if values:
+                mean, std, half = stats.mean_ci(values)
+                entry[metric] = {"mean": mean, "std": std, "ci95": half}
+        base = os.path.join(os.path.dirname(variant), baseline)
+        entry["p_vs_baseline"] = (stats.welch_p_value([r["test_accuracy"] for r in runs],
+                                                      [r["test_accuracy"] for r in by_variant[base]])
+                                  if base in by_variant and base != variant else None)
+        table.append(entry)
+    return table
+
+
+def _fmt(entry, metric, digits=4, pct=False):
+    if metric not in entry:
+        return ""
+    s = entry[metric]
+    scale = 100.0 if pct else 1.0
+    text = f"{s['mean'] * scale:.{digits}f}"
+    if not np.isnan(s["std"]):
+        text += f" ± {s['std'] * scale:.{digits}f}"
+    return text
+
+
+def _ci(entry, metric, digits=4, pct=False):
+    if metric not in entry or np.isnan(entry[metric]["ci95"]):
+        return ""
+    s, scale = entry[metric], (100.0 if pct else 1.0)
+    return f"[{(s['mean'] - s['ci95']) * scale:.{digits}f}, {(s['mean'] + s['ci95']) * scale:.{digits}f}]"
+
+
+def markdown(table, baseline="canonical"):
+    """The comparison as a Markdown table (accuracy in %)."""
+    mc = any("mc_accuracy" in e for e in table)
+    head = ["variant", "seeds", "test acc % (mean ± std)", "95% CI", "test loss (mean ± std)", "95% CI", "ECE"]
+    if mc:
+        head += ["MC acc %", "MC NLL", "MC ECE"]
+    head += ["train time s", f"p vs {baseline}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for e in table:
+        cells = [e["variant"], str(e["seeds"]), _fmt(e, "test_accuracy", 2, True),
+                 _ci(e, "test_accuracy", 2, True), _fmt(e, "test_loss"), _ci(e, "test_loss"),
+                 _fmt(e, "ece")]
+        if mc:
+            cells += [_fmt(e, "mc_accuracy", 2, True), _fmt(e, "mc_nll"), _fmt(e, "mc_ece")]
+        cells += [_fmt(e, "train_time_sec", 1),
+                  "" if e["p_vs_baseline"] is None else f"{e['p_vs_baseline']:.3g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path, table):
+    fields = ["variant", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci95")]
+    fields.append("p_vs_baseline")
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for e in table:
+            row = {"variant": e["variant"], "seeds": e["seeds"], "p_vs_baseline": e["p_vs_baseline"]}
+            for m in METRICS:
+                for s in ("mean", "std", "ci95"):
+                    row[f"{m}_{s}"] = e[m][s] if m in e else ""
+            writer.writerow(row)
+
+
+def plot(path, table, rows, title=""):
+    """Accuracy per variant (mean, 95% CI, seeds as dots) and learning curves."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(table) + 3))
+    names = [e["variant"] for e in table]
+    y = np.arange(len(table))
+    means = [100 * e["test_accuracy"]["mean"] for e in table]
+    errors = [0 if np.isnan(e["test_accuracy"]["ci95"]) else 100 * e["test_accuracy"]["ci95"] for e in table]
+    left.errorbar(means, y, xerr=errors, fmt="o", capsize=4, color="black", label="mean ± 95% CI")
+    for i, name in enumerate(names):
+        seeds = [100 * r["test_accuracy"] for r in rows if r["variant"] == name]
+        left.scatter(seeds, [i] * len(seeds), s=12, alpha=0.5, color="tab:blue")
+    left.set_yticks(y, names)
+    left.invert_yaxis()
+    left.set_xlabel("test accuracy (%)")
+    left.set_title("Test accuracy per variant")
+    left.legend(loc="best", fontsize=8)
+    for name in names:
+        curves = [r["val_accuracy"] for r in rows if r["variant"] == name and r["val_accuracy"]]
+        if curves:
+            n = min(len(c) for c in curves)
+            mean = 100 * np.mean([c[:n] for c in curves], axis=0)
+            right.plot(np.arange(1, n + 1), mean, marker=".", label=name)
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation accuracy (%), mean over seeds")
+    right.set_title("Learning curves")
+    if right.lines:
+        right.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_hparams(logdir, rows):
+    """One HParams session per run, so TensorBoard's dashboard shows the comparison."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    keys = ("model", "placement", "kind", "activation", "rate", "seed")
+    metric_tags = [m for m in METRICS if any(r.get(m) is not None for r in rows)]
+    with tf.summary.create_file_writer(logdir).as_default():
+        hp.hparams_config(hparams=[hp.HParam("variant")] + [hp.HParam(k) for k in keys],
+                          metrics=[hp.Metric(m) for m in metric_tags])
+    for r in rows:
+        run_logdir = os.path.join(logdir, r["variant"], f"seed{r['seed']}")
+        with tf.summary.create_file_writer(run_logdir).as_default():
+            values = {"variant": r["variant"]}
+            values.update({k: ("" if r["config"].get(k) is None else r["config"][k]) for k in keys})
+            hp.hparams(values, trial_id=f"{r['variant']}/seed{r['seed']}")
+            for m in metric_tags:
+                if r.get(m) is not None:
+                    tf.summary.scalar(m, r[m], step=0)
+
+
+def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, batch_size=256, baseline="canonical",
+                 data_override=None, source=None):
+    """Evaluates every run below `runs_dir` and writes the comparison; returns paths + table."""
+    rows = evaluate_runs(find_runs(runs_dir), mc_samples=mc_samples, batch_size=batch_size,
+                         data_override=data_override, source=source)
+    table = summarise(rows, baseline)
+    output_dir = output_dir or os.path.join(runs_dir, "comparison")
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {name: os.path.join(output_dir, name) for name in
+             ("comparison.md", "comparison.csv", "comparison.png", "runs.json", "hparams")}
+    sources = sorted({r["data_source"] for r in rows})
+    title = f"{runs_dir} — test data: {', '.join(sources)}"
+    with open(paths["comparison.md"], "w") as f:
+        f.write(f"Test data: {', '.join(sources)}; {len(rows)} runs.\n\n" + markdown(table, baseline))
+    write_csv(paths["comparison.csv"], table)
+    plot(paths["comparison.png"], table, rows, title)
+    evaluate.write_json(paths["runs.json"], rows)
+    write_hparams(paths["hparams"], rows)
+    return {"paths": paths, "table": table, "num_runs": len(rows)}

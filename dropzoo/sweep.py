@@ -1,0 +1,100 @@
+"""Several placements x seeds (x kinds x activations) in one command.
+
+Each run trains in its own directory, `<root>/<model>/<variant>/seed<k>/`,
+where the variant is the placement, suffixed with the dropout kind and the
+hidden activation when they are not the defaults (e.g. `before_activation`,
+`both-classic`, `after_activation-sigmoid`). Every run with seed k sees the
+same data order. A sweep that is interrupted resumes where it stopped:
+finished runs are reported, not retrained, and a half-trained run resumes
+from its last checkpoint.
+"""
+import dataclasses
+import itertools
+import os
+import traceback
+
+import keras
+
+import models
+from dropzoo import config as config_lib
+from dropzoo import data as data_lib
+from dropzoo import trainer
+
+
+def expand(base, *, placements=None, seeds=1, kinds=None, activations=None):
+    """The TrainConfigs of a sweep around `base` (validated, in a stable order).
+
+    `placements` may contain "all" (every placement of the model); seeds are
+    base.seed, base.seed + 1, ...
+    """
+    placements = list(placements or [base.placement])
+    if "all" in placements:
+        placements = models.list_placements(base.model)
+    if seeds < 1:
+        raise config_lib.ConfigError(f"--seeds must be a positive integer, got {seeds}")
+    configs = []
+    for placement, kind, activation, k in itertools.product(
+            placements, kinds or [base.kind], activations or [base.activation], range(seeds)):
+        config = dataclasses.replace(base, placement=placement, kind=kind,
+                                     activation=activation, seed=base.seed + k)
+        configs.append(config_lib.validate(config))
+    return configs
+
+
+def variant_name(config):
+    """The directory name of a run's variant (placement[-kind][-activation])."""
+    name = config.placement if not config.sites else "sites-" + _slug(config.sites)
+    if config.kind != "inverted":
+        name += f"-{config.kind}"
+    if config.activation != "relu":
+        name += f"-{config.activation}"
+    return name
+
+
+def run_dir(root, config):
+    return os.path.join(root, config.model, variant_name(config), f"seed{config.seed}")
+
+
+def _slug(text):
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
+    """Trains every (config, workdir) in `runs`; returns [(config, workdir, metrics or error)].
+
+    Runs share one loaded dataset. A run that fails (e.g. a NaN loss) is
+    recorded and the sweep goes on; its error text stands in for metrics.
+    """
+    if source is None:
+        first = runs[0][0]
+        source = data_lib.load_source(first.dataset, idx_dir=first.idx_dir,
+                                      tfds_data_dir=first.tfds_data_dir)
+    results = []
+    for i, (config, workdir) in enumerate(runs, 1):
+        if verbose:
+            print(f"[{i}/{len(runs)}] {workdir}", flush=True)
+        keras.backend.clear_session()  # fresh graph and layer names for every run
+        try:
+            metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
+                                                 source=source, verbose=verbose)
+        except (trainer.RunError, ValueError) as e:
+            metrics = f"{type(e).__name__}: {e}"
+            if verbose:
+                print(f"  failed: {metrics}", flush=True)
+        except Exception:  # keep the finished runs' summary; show the bug in full
+            metrics = traceback.format_exc(limit=3)
+            if verbose:
+                print(metrics, flush=True)
+        results.append((config, workdir, metrics))
+    return results
+
+
+def summary(results):
+    """One line per run: workdir, test accuracy (or the error)."""
+    lines = []
+    for _, workdir, metrics in results:
+        if isinstance(metrics, dict):
+            lines.append(f"{workdir}  test_accuracy={metrics['test_accuracy']:.4f}")
+        else:
+            lines.append(f"{workdir}  FAILED {metrics.splitlines()[0]}")
+    return "\n".join(lines)

@@ -1,0 +1,174 @@
+"""The placement study: sweeps, the comparison's statistics and files, MC dropout, variance shift."""
+import glob
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats as scipy_stats
+
+import models
+from dropzoo import callbacks as callbacks_lib
+from dropzoo import compare
+from dropzoo import config as config_lib
+from dropzoo import stats
+from dropzoo import sweep
+from tests.test_train import tiny_source
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def test_mean_ci_against_the_t_table():
+    mean, std, half = stats.mean_ci([1.0, 2.0, 3.0])
+    assert (mean, std) == (2.0, 1.0)
+    assert half == pytest.approx(4.302652729911275 / math.sqrt(3))  # t(0.975, df=2) = 4.3027
+    mean, std, half = stats.mean_ci([0.5])
+    assert mean == 0.5 and math.isnan(std) and math.isnan(half)
+
+
+def test_welch_p_value_matches_the_formula():
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 4.0, 6.0, 8.0, 10.0])
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    assert stats.welch_p_value(a, b) == pytest.approx(2 * scipy_stats.t.sf(abs(t), df))
+    assert stats.welch_p_value([0.9, 0.9], [0.9, 0.9]) == 1.0
+    assert math.isnan(stats.welch_p_value([0.9], [0.8, 0.7]))
+
+
+def test_expected_calibration_error_by_hand():
+    p = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
+    y = np.array([0, 1, 0, 1])
+    # One example per bin: |1-.9|, |0-.8|, |1-.6|, |1-.7| averaged.
+    assert stats.expected_calibration_error(p, y, bins=10) == pytest.approx(0.4)
+    # One bin: accuracy 0.75 equals mean confidence 0.75.
+    assert stats.expected_calibration_error(p, y, bins=1) == pytest.approx(0.0)
+    assert stats.negative_log_likelihood(p, y) == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.6, 0.7])))
+
+
+# ------------------------------------------------------------------- the sweep
+
+
+def test_expand_covers_placements_seeds_and_activations():
+    base = config_lib.TrainConfig(model="dense_mlp", seed=5)
+    configs = sweep.expand(base, placements=["all"], seeds=2, activations=["relu", "tanh"])
+    assert len(configs) == len(models.list_placements("dense_mlp")) * 2 * 2
+    assert {c.seed for c in configs} == {5, 6}
+    dirs = {sweep.run_dir("root", c) for c in configs}
+    assert len(dirs) == len(configs)
+    assert "root/dense_mlp/both-tanh/seed6" in dirs and "root/dense_mlp/both/seed5" in dirs
+    with pytest.raises(config_lib.ConfigError, match="unknown placement 'nowhere'"):
+        sweep.expand(base, placements=["canonical", "nowhere"])
+    with pytest.raises(config_lib.ConfigError, match="--seeds must be a positive integer"):
+        sweep.expand(base, seeds=0)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("study"))
+    base = config_lib.TrainConfig(model="dense_mlp", dataset="tiny", epochs=2, batch_size=16,
+                                  optimizer="adam", learning_rate=0.003)
+    configs = sweep.expand(base, placements=["canonical", "before_activation"], seeds=2)
+    runs = [(c, sweep.run_dir(root, c)) for c in configs]
+    results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    comparison = compare.compare_runs(root, mc_samples=8, source=tiny_source())
+    return root, runs, results, comparison
+
+
+def test_sweep_trains_every_run_in_its_own_directory(study):
+    root, runs, results, _ = study
+    assert [w for _, w, _ in results] == [w for _, w in runs]
+    assert all(isinstance(m, dict) and m["export_check"]["passed"] for _, _, m in results)
+    assert sorted(os.path.relpath(w, root) for _, w in runs) == [
+        "dense_mlp/before_activation/seed0", "dense_mlp/before_activation/seed1",
+        "dense_mlp/canonical/seed0", "dense_mlp/canonical/seed1"]
+
+
+def test_same_seed_means_same_data_weights_and_masks(study):
+    """With ReLU, dropout before or after the activation trains the very same model."""
+    _, _, results, _ = study
+    by = {(c.placement, c.seed): m for c, _, m in results}
+    for seed in (0, 1):
+        assert by[("canonical", seed)]["history"] == by[("before_activation", seed)]["history"]
+        assert by[("canonical", seed)]["test_loss"] == by[("before_activation", seed)]["test_loss"]
+    assert by[("canonical", 0)]["history"] != by[("canonical", 1)]["history"]
+
+
+def test_rerunning_a_sweep_retrains_nothing(study):
+    _, runs, results, _ = study
+    stamps = [os.path.getmtime(os.path.join(w, "saved_model", "saved_model.pb")) for _, w in runs]
+    again = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    assert [m["test_loss"] for _, _, m in again] == [m["test_loss"] for _, _, m in results]
+    assert stamps == [os.path.getmtime(os.path.join(w, "saved_model", "saved_model.pb")) for _, w in runs]
+
+
+def test_comparison_writes_table_csv_png_and_hparams(study):
+    root, _, results, comparison = study
+    paths = comparison["paths"]
+    table = {e["variant"]: e for e in comparison["table"]}
+    assert set(table) == {"dense_mlp/canonical", "dense_mlp/before_activation"}
+    canonical = table["dense_mlp/canonical"]
+    accs = [m["test_accuracy"] for c, _, m in results if c.placement == "canonical"]
+    mean, std, half = stats.mean_ci(accs)
+    assert canonical["seeds"] == 2
+    assert canonical["test_accuracy"]["mean"] == pytest.approx(mean, abs=1e-6)
+    assert canonical["test_accuracy"]["ci95"] == pytest.approx(half, abs=1e-6)
+    assert table["dense_mlp/before_activation"]["p_vs_baseline"] == 1.0  # identical models
+    assert canonical["p_vs_baseline"] is None
+    assert {"ece", "mc_accuracy", "mc_nll", "mc_ece", "train_time_sec"} <= set(canonical)
+    with open(paths["comparison.md"]) as f:
+        text = f.read()
+    assert "| dense_mlp/canonical | 2 |" in text and "p vs canonical" in text and "MC acc %" in text
+    with open(paths["comparison.csv"]) as f:
+        lines = f.read().splitlines()
+    assert lines[0].startswith("variant,seeds,test_accuracy_mean") and len(lines) == 3
+    with open(paths["comparison.png"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    sessions = set()
+    for path in glob.glob(os.path.join(paths["hparams"], "**", "events.out.tfevents.*"), recursive=True):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            if any(v.tag == "_hparams_/session_start_info" for v in event.summary.value):
+                sessions.add(os.path.relpath(os.path.dirname(path), paths["hparams"]))
+    assert len(sessions) == 4
+
+
+def test_comparison_of_an_empty_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no finished runs"):
+        compare.compare_runs(str(tmp_path))
+
+
+# ------------------------------------------------------------- variance shift
+
+
+@pytest.mark.parametrize("kind,keep_scale", [("inverted", 1.0), ("classic", 0.5)])
+def test_variance_shift_matches_a_hand_computation(kind, keep_scale):
+    model = models.build("dense_mlp", "dense1.post:0.5", kind=kind, seed=0)
+    x = np.random.default_rng(0).uniform(0, 1, (256, 28, 28, 1)).astype("float32")
+    kernel, bias = model.get_layer("dense1").get_weights()
+    h = np.maximum(x.reshape(256, -1).astype(np.float64) @ kernel + bias, 0.0)  # what enters the site
+    entry = callbacks_lib.site_statistics(model, x)["dense1.post"]
+    for mode in ("train", "inference"):  # no dropout upstream: the input is the same in both modes
+        assert entry[mode]["in_mean"] == pytest.approx(h.mean(), rel=1e-5)
+        assert entry[mode]["in_var"] == pytest.approx(h.var(), rel=1e-5)
+    # Inference: identity (inverted) or x (1 - rate) (classic).
+    assert entry["inference"]["out_mean"] == pytest.approx(keep_scale * h.mean(), rel=1e-5)
+    assert entry["inference"]["out_var"] == pytest.approx(keep_scale ** 2 * h.var(), rel=1e-5)
+    # Training: the mean is kept in expectation; the variance grows to
+    # E[(m h s)^2] - (E[m h s])^2 with m ~ Bernoulli(0.5), s = 2 (inverted) or 1 (classic).
+    s = 2.0 if kind == "inverted" else 1.0
+    expected_var = 0.5 * s ** 2 * (h ** 2).mean() - (keep_scale * h.mean()) ** 2
+    se = math.sqrt(0.5 * s ** 2 * (h ** 2).mean() / h.size)
+    assert abs(entry["train"]["out_mean"] - keep_scale * h.mean()) < 5 * se
+    assert entry["train"]["out_var"] == pytest.approx(expected_var, rel=0.05)
+    assert entry["variance_ratio"] == pytest.approx(expected_var / (keep_scale ** 2 * h.var()), rel=0.05)
+
+
+def test_probe_does_not_move_the_training_mask_stream():
+    model = models.build("dense_mlp", seed=0)
+    x = np.random.default_rng(1).uniform(0, 1, (8, 28, 28, 1)).astype("float32")
+    before = [v.numpy().copy() for layer in model.layers for v in layer.variables if "seed" in v.path]
+    callbacks_lib.site_statistics(model, x)
+    after = [v.numpy() for layer in model.layers for v in layer.variables if "seed" in v.path]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after)) and before
