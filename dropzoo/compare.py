@@ -107,12 +107,22 @@ def summarise(rows, baseline="canonical"):
             if values:
                 mean, std, half = stats.mean_ci(values)
                 entry[metric] = {"mean": mean, "std": std, "ci95": half}
-        base = os.path.join(os.path.dirname(variant), baseline)
+        base = baseline_of(variant, baseline)
         entry["p_vs_baseline"] = (stats.welch_p_value([r["test_accuracy"] for r in runs],
                                                       [r["test_accuracy"] for r in by_variant[base]])
                                   if base in by_variant and base != variant else None)
         table.append(entry)
     return table
+
+
+def baseline_of(variant, baseline):
+    """The variant a t-test compares `variant` with: same model, kind and activation.
+
+    `keras_mnist_cnn/before_activation-sigmoid` -> `keras_mnist_cnn/<baseline>-sigmoid`.
+    """
+    model, name = variant.split("/", 1)
+    _, dash, suffix = name.partition("-")
+    return f"{model}/{baseline}{dash}{suffix}"
 
 
 def _fmt(entry, metric, digits=4, pct=False):

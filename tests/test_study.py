@@ -134,6 +134,12 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
     assert len(sessions) == 4
 
 
+def test_baseline_keeps_kind_and_activation():
+    assert compare.baseline_of("m/before_activation-sigmoid", "after_activation") == "m/after_activation-sigmoid"
+    assert compare.baseline_of("m/both-classic-tanh", "canonical") == "m/canonical-classic-tanh"
+    assert compare.baseline_of("m/none", "canonical") == "m/canonical"
+
+
 def test_comparison_of_an_empty_directory_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no finished runs"):
         compare.compare_runs(str(tmp_path))
