@@ -7,10 +7,20 @@ the fix) for every value a user can get wrong.
 import dataclasses
 
 import models
+from dropzoo import performance
 from models import sites as sites_lib
 
 OPTIMIZERS = ("adadelta", "sgd", "adam", "rmsprop")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+JIT_COMPILE = ("auto", "true", "false")
+# Fields that change how a run is observed or paced, not what it computes: a
+# rerun may differ in them (e.g. profile a few batches of a resumed run).
+# steps_per_execution 1, 3 and 6 gave bitwise-equal losses on CPU.
+OBSERVATION_ONLY = ("profile_batches", "steps_per_execution")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+# Where a run executes, not what it computes (the batch size is global): a
+# run may resume on another number of devices or machines.
+EXECUTION_ONLY = ("strategy", "cpu_devices")
 
 
 class ConfigError(ValueError):
@@ -37,9 +47,16 @@ class TrainConfig:
     batch_size: int = 128
     optimizer: str = "adadelta"
     learning_rate: float = 1.0
-    precision: str = "float32"
-    steps_per_execution: int = 1
+    # "auto" (0 for steps_per_execution) picks what is fast on the hardware
+    # (dropzoo/performance.py); metrics.json records what auto resolved to.
+    precision: str = "auto"
+    jit_compile: str = "auto"
+    steps_per_execution: int = 0
+    profile_batches: str = ""  # TensorBoard profiler: "N" or "START,STOP" training calls
     seed: int = 0
+    # Scale-out (dropzoo/distribute.py); batch_size is the global batch.
+    strategy: str = "auto"
+    cpu_devices: int | None = None  # split the CPU into N logical devices
 
     @property
     def placement_spec(self):
@@ -68,13 +85,25 @@ def validate(config):
         raise ConfigError(f"unknown optimizer {config.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
     if config.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {config.precision!r}; valid: {', '.join(PRECISIONS)}")
-    positive = {"epochs": config.epochs, "batch_size": config.batch_size,
-                "steps_per_execution": config.steps_per_execution}
+    if config.jit_compile not in JIT_COMPILE:
+        raise ConfigError(f"unknown jit_compile {config.jit_compile!r}; valid: {', '.join(JIT_COMPILE)}")
+    try:
+        performance.parse_profile_batches(config.profile_batches)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    positive = {"epochs": config.epochs, "batch_size": config.batch_size}
     if config.train_steps is not None:
         positive["train_steps"] = config.train_steps
     for name, value in positive.items():
         if value is None or value <= 0:
             raise ConfigError(f"--{name} must be a positive integer, got {value}")
+    if config.steps_per_execution is None or config.steps_per_execution < 0:
+        raise ConfigError(f"--steps_per_execution must be a positive integer or 0 (auto), "
+                          f"got {config.steps_per_execution}")
+    if config.strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {config.strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
+    if config.cpu_devices is not None and config.cpu_devices <= 0:
+        raise ConfigError(f"--cpu_devices must be a positive integer, got {config.cpu_devices}")
     if not config.learning_rate > 0:
         raise ConfigError(f"--learning_rate must be positive, got {config.learning_rate}")
     if not 0 <= config.validation_fraction < 1:
@@ -85,4 +114,5 @@ def validate(config):
 def differences(saved, config):
     """Names of the fields where a saved config dict differs from `config`."""
     current = config.to_dict()
-    return sorted(k for k in current if saved.get(k) != current[k])
+    ignored = OBSERVATION_ONLY + EXECUTION_ONLY
+    return sorted(k for k in current if saved.get(k) != current[k] and k not in ignored)

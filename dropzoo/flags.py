@@ -57,9 +57,28 @@ def define_train_flags(fv=FLAGS):
     flags.DEFINE_float("learning_rate", d.learning_rate,
                        "Learning rate. The default 1.0 is the classic example's Adadelta rate "
                        "(Keras 3's Adadelta default is 0.001).", flag_values=fv)
-    flags.DEFINE_string("precision", d.precision, f"One of: {', '.join(config_lib.PRECISIONS)}.", flag_values=fv)
-    flags.DEFINE_integer("steps_per_execution", d.steps_per_execution, "Steps per tf.function call.", flag_values=fv)
+    flags.DEFINE_string("precision", d.precision,
+                        f"One of: {', '.join(config_lib.PRECISIONS)}. auto: mixed_bfloat16 on CPUs with "
+                        "AVX-512 BF16/AMX and GPUs of compute capability >= 8.0, mixed_float16 on 7.x, "
+                        "else float32.", flag_values=fv)
+    flags.DEFINE_string("jit_compile", d.jit_compile,
+                        f"XLA: {', '.join(config_lib.JIT_COMPILE)}. auto: on with a GPU, off on CPU "
+                        "and under a tf.distribute strategy.", flag_values=fv)
+    flags.DEFINE_integer("steps_per_execution", d.steps_per_execution,
+                         "Training steps per tf.function call; must divide the steps per epoch. "
+                         "0: auto (the largest divisor up to 32).", flag_values=fv)
+    flags.DEFINE_string("profile_batches", d.profile_batches,
+                        "Profile these training calls with the TensorBoard profiler: 'N' or "
+                        "'START,STOP' (e.g. 10,20), counted from 1 in calls of steps_per_execution "
+                        "steps; empty: off.", flag_values=fv)
     flags.DEFINE_integer("seed", d.seed, "Seeds weights, dropout masks and data order.", flag_values=fv)
+    flags.DEFINE_string("strategy", d.strategy,
+                        f"tf.distribute strategy: {', '.join(config_lib.STRATEGIES)}. auto: multi_worker "
+                        "when TF_CONFIG names more than one task, mirrored with more than one GPU (or "
+                        "--cpu_devices > 1), else the default strategy. --batch_size is global.", flag_values=fv)
+    flags.DEFINE_integer("cpu_devices", d.cpu_devices,
+                         "Split the CPU into N logical devices, so --strategy=mirrored runs N replicas "
+                         "without a GPU.", flag_values=fv)
     flags.DEFINE_string("workdir", None,
                         "Output directory of a single run (default runs/<model>/<placement>/seed<seed>); "
                         "for a sweep, the root under which each run gets <model>/<variant>/seed<k> "

@@ -27,7 +27,9 @@ import models
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
+from dropzoo import distribute as distribute_lib
 from dropzoo import export as export_lib
+from dropzoo import performance
 from dropzoo import summaries
 from dropzoo.preprocess import scale
 
@@ -86,8 +88,12 @@ def prepare_workdir(config, workdir, overwrite=False):
     return None
 
 
-def build_model(config, num_classes, image_shape):
-    """The compiled model for `config` (the trainer compiles; builders don't)."""
+def build_model(config, num_classes, image_shape, steps_per_execution=None):
+    """The compiled model for `config` (the trainer compiles; builders don't).
+
+    `steps_per_execution`: as chosen by performance.choose_steps_per_execution
+    for the run's epoch length (default: config's value, 1 for auto).
+    """
     spec = models.get_spec(config.model)
     model = models.build(config.model, config.placement_spec, rate=config.rate, kind=config.kind,
                          activation=config.activation, num_classes=num_classes,
@@ -98,8 +104,9 @@ def build_model(config, num_classes, image_shape):
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=spec.outputs == "logits"),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        steps_per_execution=config.steps_per_execution,
-        jit_compile=False,  # XLA on CPU was ~6x slower for these models
+        steps_per_execution=steps_per_execution or config.steps_per_execution or 1,
+        # auto: XLA on a GPU; off on CPU (~6x slower there) and under tf.distribute.
+        jit_compile=performance.choose_jit_compile(config.jit_compile)[0],
     )
     return model
 
@@ -122,26 +129,39 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     config_lib.validate(config)
+    # First TensorFlow call: logical devices and the cluster are fixed at start-up.
+    strategy = distribute_lib.strategy_for(config)
+    if distribute_lib.is_multi_worker(strategy):  # Keras' fit fails there (keras#20585)
+        return distribute_lib.train_multi_worker(config, workdir, strategy, overwrite=overwrite,
+                                                 source=source, verbose=verbose)
     finished = prepare_workdir(config, workdir, overwrite)
     if finished is not None:
         print(f"{workdir} holds a finished run; reporting it (--overwrite retrains)")
         return finished
     paths = _paths(workdir)
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(config.precision)
+    # config.json keeps "auto"; the policy it resolved to goes to metrics.json.
+    keras.mixed_precision.set_global_policy(performance.choose_precision(config.precision)[0])
     try:
-        return _run(config, paths, source, verbose)
+        return _run(config, paths, source, verbose, strategy)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _run(config, paths, source, verbose):
+def _run(config, paths, source, verbose, strategy):
     if source is None:
         source = data_lib.load_source(config.dataset, idx_dir=config.idx_dir,
                                       tfds_data_dir=config.tfds_data_dir)
-    model = build_model(config, source.num_classes, source.image_shape)
-    initial_epoch = callbacks_lib.restore(model, paths["checkpoints"])
     steps_per_epoch, epochs = _schedule(config, _data_steps_per_epoch(source, config))
+    steps_per_execution, _ = performance.choose_steps_per_execution(
+        config.steps_per_execution, steps_per_epoch, config.train_steps)
+    steps_per_execution = distribute_lib.fit_steps_per_execution(strategy, steps_per_execution)
+    with strategy.scope():  # variables become mirrored; fit then runs every replica
+        model = build_model(config, source.num_classes, source.image_shape, steps_per_execution)
+    speed = performance.describe(config, model)
+    if verbose:
+        print(performance.summary_line(speed))
+    initial_epoch = callbacks_lib.restore(model, paths["checkpoints"])
     pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
                                     validation_fraction=config.validation_fraction,
                                     start_step=initial_epoch * steps_per_epoch)
@@ -153,7 +173,8 @@ def _run(config, paths, source, verbose):
     fit_callbacks = [
         dropout_stats,
         callbacks_lib.EpochCheckpoint(paths["checkpoints"]),
-        keras.callbacks.TensorBoard(paths["tensorboard"], histogram_freq=1),
+        keras.callbacks.TensorBoard(paths["tensorboard"], histogram_freq=1,
+                                    profile_batch=performance.parse_profile_batches(config.profile_batches)),
         keras.callbacks.TerminateOnNaN(),
     ]
     if config.train_steps:
@@ -194,6 +215,9 @@ def _run(config, paths, source, verbose):
         "train_examples_per_sec": _steady_examples_per_sec(
             throughput.epochs, config.batch_size, pipes.num_train, pipes.steps_per_epoch),
         "steps_per_epoch": steps_per_epoch,
+        **speed,  # precision and jit_compile: requested, resolved, why
+        "strategy": distribute_lib.describe(strategy),
+        "weights_sha256": distribute_lib.weights_digest(model),
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "export_check": export_check,
         "dropout_stats": dropout_stats.latest,

@@ -1,0 +1,71 @@
+"""What the benchmark scripts share: the machine line, data, timing and tables.
+
+Timing figures from a shared 2-core machine drift with whatever else runs;
+every script therefore measures the things it compares in one process, one
+after the other, and reports their ratio.
+"""
+import os
+
+# Before TensorFlow loads: its start-up chatter would bury the tables.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from dropzoo import data as data_lib  # noqa: E402
+from dropzoo import performance  # noqa: E402
+
+
+def machine():
+    """'<CPU model name>, <n> cores[, GPUs]' as lscpu would name them."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f
+                          if line.startswith("model name")), model)
+    except OSError:
+        pass
+    text = f"{model}, {os.cpu_count()} cores"
+    gpus = performance.gpu_details()
+    if gpus:
+        text += ", GPU " + ", ".join(g.get("device_name", "?") for g in gpus)
+    return text
+
+
+def load_source(dataset, idx_dir=None):
+    return data_lib.load_source(dataset, idx_dir=idx_dir)
+
+
+def arrays(ds):
+    """(images, labels) NumPy arrays of an unbatched (image, label) dataset."""
+    images, labels = [], []
+    for x, y in ds.batch(4096).as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def steady_rate(epochs, examples_per_epoch):
+    """Examples/s over every (steps, seconds) epoch but the first (it pays for tracing)."""
+    timed = epochs[1:] or epochs
+    seconds = sum(s for _, s in timed)
+    return examples_per_epoch * len(timed) / seconds if seconds > 0 else float("nan")
+
+
+def percentile(values, q):
+    return float(np.percentile(np.asarray(values), q))
+
+
+def verdict(ok):
+    return "PASS" if ok else "FAIL"
+
+
+def table(headers, rows):
+    """Rows of cells as an aligned text table (first column left, others right)."""
+    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths)))
+
+    return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])

@@ -1,0 +1,98 @@
+"""Input pipeline speed: the tf.data training stream alone vs what the model consumes.
+
+    python benchmarks/input_pipeline.py                  # mnist_sample (~1 min on 2 cores)
+    python benchmarks/input_pipeline.py --idx_dir=DIR    # the full MNIST IDX files in DIR
+
+Measures, in one run, the examples/s of `dropzoo.data.make_pipelines(...).train`
+iterated from Python with no model (what the stream can supply), then the
+steady-state training examples/s of `dropzoo.trainer.train_and_evaluate` with
+TrainConfig defaults on the same data (what the model consumes). Target: the
+pipeline supplies >= 20x what training consumes, so it never starves the
+model, even where the device is much faster.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common  # noqa: E402
+
+from dropzoo import config as config_lib  # noqa: E402
+from dropzoo import data as data_lib  # noqa: E402
+from dropzoo import trainer  # noqa: E402
+
+RATIO_TARGET = 20.0
+
+
+def pipeline_rate(source, *, batch_size, seed, data_epochs):
+    """Examples/s of the training stream over `data_epochs` passes, after a warm-up pass."""
+    pipes = data_lib.make_pipelines(source, batch_size=batch_size, seed=seed,
+                                    validation_fraction=config_lib.TrainConfig.validation_fraction)
+    iterator = iter(pipes.train)
+    # The first pass fills the cache (decode + scale): a one-off cost.
+    for _ in range(pipes.steps_per_epoch):
+        next(iterator)
+    steps = pipes.steps_per_epoch * data_epochs
+    examples = 0
+    start = time.perf_counter()
+    for _ in range(steps):
+        images, _ = next(iterator)
+        examples += int(images.shape[0])
+    return examples / (time.perf_counter() - start)
+
+
+def training_rate(source, *, epochs, batch_size, seed):
+    """The trainer's steady examples/s with TrainConfig defaults, and what auto chose."""
+    config = config_lib.TrainConfig(dataset=source.name, epochs=epochs, batch_size=batch_size, seed=seed)
+    with tempfile.TemporaryDirectory() as workdir:
+        metrics = trainer.train_and_evaluate(config, workdir, source=source, verbose=0)
+    return metrics["train_examples_per_sec"], metrics["precision"]["policy"]
+
+
+def run(source, *, epochs=4, batch_size=128, seed=0, data_epochs=20, log=print):
+    log(f"1/2 tf.data training stream alone: {data_epochs} passes ...")
+    supplied = pipeline_rate(source, batch_size=batch_size, seed=seed, data_epochs=data_epochs)
+    log(f"2/2 trainer defaults: {epochs} epochs ...")
+    consumed, policy = training_rate(source, epochs=epochs, batch_size=batch_size, seed=seed)
+    ratio = supplied / consumed
+    return {"machine": common.machine(), "dataset": source.name, "batch_size": batch_size,
+            "pipeline_examples_per_sec": supplied, "training_examples_per_sec": consumed,
+            "training_precision": policy, "ratio": ratio, "pass": ratio >= RATIO_TARGET}
+
+
+def report(result):
+    rows = [["tf.data train stream (no model)", f"{result['pipeline_examples_per_sec']:,.0f}",
+             f"{result['ratio']:.1f}x"],
+            [f"trainer defaults ({result['training_precision']})",
+             f"{result['training_examples_per_sec']:,.0f}", "1.0x"]]
+    return "\n".join([
+        f"input_pipeline: {result['dataset']}, batch {result['batch_size']}",
+        f"machine: {result['machine']}",
+        "",
+        common.table(["what", "ex/s", "ratio"], rows),
+        "",
+        f"pipeline / training = {result['ratio']:.1f}x  (target >= {RATIO_TARGET:g}x)  "
+        f"{common.verdict(result['pass'])}",
+    ])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4, help="trainer epochs (the first is excluded)")
+    parser.add_argument("--data_epochs", type=int, default=20, help="passes over the data for the stream alone")
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--dataset", default="mnist_sample", help="mnist_sample (offline) or a tfds name")
+    parser.add_argument("--idx_dir", default=None, help="directory of MNIST-format IDX .gz files")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    result = run(common.load_source(args.dataset, args.idx_dir), epochs=args.epochs,
+                 batch_size=args.batch_size, seed=args.seed, data_epochs=args.data_epochs)
+    print(report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

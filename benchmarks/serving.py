@@ -1,0 +1,142 @@
+"""Inference speed: the exported serving_default vs model.predict and model(x), in one run.
+
+    python benchmarks/serving.py                        # trainer's default precision (~40 s on 2 cores)
+    python benchmarks/serving.py --precision=float32
+
+Builds keras_mnist_cnn under the precision the trainer would use (`auto` by
+default), exports it with `dropzoo.export.export_saved_model`, reloads it with
+`tf.saved_model.load`, and times three ways to get class probabilities:
+
+* `serving_default(image=uint8)` of the reloaded SavedModel (scales in-graph);
+* `model.predict(x, batch_size=len(x))` on pre-scaled float32 images;
+* `model(x, training=False)` on the same images (eager call).
+
+Calls take turns (one of each per round) so that load from other processes
+hits all three alike. Every call ends with NumPy results. Batch 1: p50 and p99
+latency; batch 256: examples/s. Targets: batch-256 serving_default >= 3x
+model.predict; batch-1 serving_default p50 below model(x)'s.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import models  # noqa: E402
+from dropzoo import export as export_lib  # noqa: E402
+from dropzoo import performance  # noqa: E402
+from dropzoo.preprocess import scale  # noqa: E402
+
+THROUGHPUT_TARGET = 3.0
+METHODS = ("serving_default", "model.predict", "model(x)")
+
+
+def build_model(precision, seed):
+    """keras_mnist_cnn under the policy `precision` resolves to; returns (model, policy)."""
+    policy, _ = performance.choose_precision(precision)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return models.build("keras_mnist_cnn", "canonical", seed=seed), policy
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def callers(model, serving_fn):
+    """{method: f(uint8 images) -> NumPy probabilities}; scaling for Keras done outside the timing."""
+    key = export_lib.INPUT_KEY
+    return {
+        "serving_default": lambda raw, x: serving_fn(**{key: tf.constant(raw)})[
+            export_lib.PROBABILITIES_KEY].numpy(),
+        "model.predict": lambda raw, x: model.predict(x, batch_size=len(x), verbose=0),
+        "model(x)": lambda raw, x: model(x, training=False).numpy(),
+    }
+
+
+def time_rounds(calls, raw, rounds, warmup=3):
+    """{method: [seconds per call]}, the methods taking turns each round."""
+    x = scale(raw).numpy()
+    for fn in calls.values():
+        for _ in range(warmup):  # the first calls trace and build functions
+            fn(raw, x)
+    seconds = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn(raw, x)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def run(*, precision="auto", batch_size=256, latency_rounds=200, throughput_rounds=20, seed=0, log=print):
+    model, policy = build_model(precision, seed)
+    rng = np.random.default_rng(seed)
+    shape = tuple(model.inputs[0].shape[1:])
+    with tempfile.TemporaryDirectory() as workdir:
+        path = export_lib.export_saved_model(model, os.path.join(workdir, "saved_model"))
+        serving_fn = tf.saved_model.load(path).signatures[export_lib.SIGNATURE_KEY]
+        calls = callers(model, serving_fn)
+        log(f"1/2 batch 1: {latency_rounds} rounds ...")
+        single = time_rounds(calls, rng.integers(0, 256, (1,) + shape, dtype=np.uint8), latency_rounds)
+        log(f"2/2 batch {batch_size}: {throughput_rounds} rounds ...")
+        big = time_rounds(calls, rng.integers(0, 256, (batch_size,) + shape, dtype=np.uint8),
+                          throughput_rounds)
+    methods = {name: {"p50_ms": 1000 * common.percentile(single[name], 50),
+                      "p99_ms": 1000 * common.percentile(single[name], 99),
+                      "examples_per_sec": batch_size * len(big[name]) / sum(big[name])}
+               for name in METHODS}
+    serving = methods["serving_default"]
+    result = {"machine": common.machine(), "precision": policy, "batch_size": batch_size,
+              "methods": methods,
+              "throughput_ratio_vs_predict": serving["examples_per_sec"] / methods["model.predict"]["examples_per_sec"],
+              "p50_ratio_model_call_over_serving": methods["model(x)"]["p50_ms"] / serving["p50_ms"]}
+    result["pass_throughput"] = result["throughput_ratio_vs_predict"] >= THROUGHPUT_TARGET
+    result["pass_latency"] = serving["p50_ms"] < methods["model(x)"]["p50_ms"]
+    return result
+
+
+def report(result):
+    methods = result["methods"]
+    serving = methods["serving_default"]
+    rows = [[name, f"{m['p50_ms']:.2f}", f"{m['p99_ms']:.2f}", f"{m['examples_per_sec']:,.0f}",
+             f"{serving['examples_per_sec'] / m['examples_per_sec']:.2f}x"]
+            for name, m in methods.items()]
+    return "\n".join([
+        f"serving: keras_mnist_cnn ({result['precision']}), SavedModel serving_default vs Keras",
+        f"machine: {result['machine']}",
+        "",
+        common.table(["method", "batch-1 p50 ms", "batch-1 p99 ms",
+                      f"batch-{result['batch_size']} ex/s", "serving_default speedup"], rows),
+        "",
+        f"batch {result['batch_size']}: serving_default / model.predict = "
+        f"{result['throughput_ratio_vs_predict']:.2f}x  (target >= {THROUGHPUT_TARGET:g}x)  "
+        f"{common.verdict(result['pass_throughput'])}",
+        f"batch 1: p50 serving_default {serving['p50_ms']:.2f} ms vs model(x) "
+        f"{methods['model(x)']['p50_ms']:.2f} ms ({result['p50_ratio_model_call_over_serving']:.1f}x lower; "
+        f"target: lower)  {common.verdict(result['pass_latency'])}",
+    ])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--precision", default="auto", help="auto (the trainer's default), float32, mixed_bfloat16, ...")
+    parser.add_argument("--batch_size", type=int, default=256, help="batch for the throughput figure")
+    parser.add_argument("--latency_rounds", type=int, default=200, help="batch-1 calls per method")
+    parser.add_argument("--throughput_rounds", type=int, default=20, help="large-batch calls per method")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    result = run(precision=args.precision, batch_size=args.batch_size, latency_rounds=args.latency_rounds,
+                 throughput_rounds=args.throughput_rounds, seed=args.seed)
+    print(report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

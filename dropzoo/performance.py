@@ -1,0 +1,186 @@
+"""Fast-by-default choices: precision policy, XLA, steps per tf.function call.
+
+The trainer asks these before it builds a model, and records the answers
+(and why) in metrics.json:
+
+* `choose_precision("auto")` -> `mixed_bfloat16` where the hardware runs
+  bfloat16 fast: CPUs with AVX-512 BF16 or AMX (the /proc/cpuinfo flags
+  `avx512_bf16`, `amx_bf16`) and GPUs of compute capability >= 8.0 (Ampere
+  on); `mixed_float16` on GPUs of compute capability 7.x (Volta/Turing
+  tensor cores have float16 but no bfloat16; Keras adds loss scaling);
+  `float32` everywhere else.
+* `choose_jit_compile("auto")` -> XLA on a GPU; off on CPU (XLA made these
+  models ~6x slower on CPU) and off under a tf.distribute strategy (Keras'
+  own "auto" rule).
+* `choose_steps_per_execution(0, ...)` -> the largest divisor of the epoch's
+  steps up to 32: fewer Python round trips and per-batch callbacks.
+
+The first two take the hardware facts as arguments (probed when omitted), so
+tests check every branch without the hardware. `parse_profile_batches` checks
+the `--profile_batches` value handed to keras.callbacks.TensorBoard.
+"""
+import functools
+import os
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+# ------------------------------------------------------------ hardware facts
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU feature flags the kernel reports (empty where unknown)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass  # not Linux: no flags known, so auto stays float32
+    return frozenset()
+
+
+def gpu_details():
+    """One dict per visible GPU, as tf.config.experimental.get_device_details gives."""
+    import tensorflow as tf  # late: choosing from injected facts needs no TF
+
+    return [tf.config.experimental.get_device_details(gpu)
+            for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def in_distribution_strategy():
+    """Whether the caller is inside a (non-default) tf.distribute strategy scope."""
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
+# ------------------------------------------------------------------ choices
+
+
+def choose_precision(requested, *, cpu=None, gpus=None, env=None):
+    """(policy, reason) for `requested`; "auto" decides from the hardware.
+
+    `cpu` is a set of /proc/cpuinfo flags, `gpus` a list of device-detail
+    dicts ({"compute_capability": (8, 0), "device_name": ...}); both are
+    probed when None. With several GPUs the weakest one decides.
+    """
+    if requested != "auto":
+        return requested, "requested explicitly"
+    gpus = gpu_details() if gpus is None else gpus
+    if gpus:
+        return _gpu_precision(gpus)
+    cpu = cpu_flags() if cpu is None else cpu
+    env = os.environ if env is None else env
+    found = [flag for flag in BF16_CPU_FLAGS if flag in cpu]
+    if not found:
+        return "float32", "CPU has no bfloat16 instructions (avx512_bf16/amx_bf16)"
+    if env.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        # Without oneDNN, TensorFlow's CPU kernels emulate bfloat16: slower than float32.
+        return "float32", f"CPU has {found[0]} but TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off"
+    return "mixed_bfloat16", f"CPU has {found[0]}"
+
+
+def _gpu_precision(gpus):
+    capabilities = [tuple(g.get("compute_capability") or (0, 0)) for g in gpus]
+    weakest = min(capabilities)
+    name = gpus[capabilities.index(weakest)].get("device_name", "GPU")
+    where = f"{name} (compute capability {weakest[0]}.{weakest[1]})"
+    if weakest >= (8, 0):
+        return "mixed_bfloat16", f"GPU {where} runs bfloat16 natively"
+    if weakest >= (7, 0):
+        return "mixed_float16", f"GPU {where} has float16 tensor cores but no bfloat16"
+    return "float32", f"GPU {where} has no tensor cores"
+
+
+def choose_jit_compile(requested, *, gpus=None, distributed=None):
+    """(enabled, reason) for `requested` ("auto", "true" or "false")."""
+    if requested != "auto":
+        return requested == "true", "requested explicitly"
+    distributed = in_distribution_strategy() if distributed is None else distributed
+    if distributed:
+        return False, "under a tf.distribute strategy (as Keras' own auto)"
+    gpus = gpu_details() if gpus is None else gpus
+    if gpus:
+        return True, "GPU present"
+    return False, "no GPU; XLA on CPU made these models ~6x slower"
+
+
+# Auto steps_per_execution stays at or below this. Measured in the trainer on
+# 2 CPU cores, 4 and 28 steps per call were alike, ~1.4x the examples/s of 1
+# (the per-batch work of its callbacks); NaN checks and progress updates
+# happen once per call, so there is no point in much longer calls.
+MAX_AUTO_STEPS_PER_EXECUTION = 32
+
+
+def choose_steps_per_execution(requested, steps_per_epoch, train_steps=None):
+    """(steps per tf.function call, reason); `requested` 0 means auto.
+
+    Keras runs whole calls: one that ran past the end of a Keras epoch would
+    consume batches of the step-indexed stream that belong to the next epoch
+    (breaking exact resume), and StopAtStep could only stop after a whole
+    call. So the value must divide the steps per epoch and --train_steps;
+    auto takes the largest such divisor up to MAX_AUTO_STEPS_PER_EXECUTION.
+    """
+    lengths = [steps_per_epoch] + ([train_steps] if train_steps else [])
+    if requested:
+        if any(n % requested for n in lengths):
+            raise ValueError(
+                f"--steps_per_execution={requested} does not divide the {steps_per_epoch} steps per epoch"
+                f"{f' and --train_steps={train_steps}' if train_steps else ''}; use one of "
+                f"{', '.join(map(str, _divisors(lengths, 64)))}, or 0 (auto)")
+        return requested, "requested explicitly"
+    best = max(_divisors(lengths, MAX_AUTO_STEPS_PER_EXECUTION))
+    return best, (f"largest divisor of {' and '.join(map(str, sorted(set(lengths))))} steps "
+                  f"up to {MAX_AUTO_STEPS_PER_EXECUTION}")
+
+
+def _divisors(lengths, limit):
+    """Common divisors of every length up to `limit`, ascending."""
+    return [d for d in range(1, min(min(lengths), limit) + 1) if all(n % d == 0 for n in lengths)]
+
+
+def parse_profile_batches(value):
+    """'' -> 0 (off), 'N' -> N, 'A,B' -> (A, B); ValueError for anything else."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return 0
+    try:
+        numbers = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        numbers = ()
+    if len(numbers) not in (1, 2) or min(numbers) < 1 or numbers[0] > numbers[-1]:
+        raise ValueError(f"--profile_batches must be 'N' or 'START,STOP' with 1 <= START <= STOP "
+                         f"(e.g. 10,20), got {value!r}")
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def describe(config, model):
+    """The metrics.json entries: what `config` asked for, what `model` got, and why."""
+    _, precision_reason = choose_precision(config.precision)
+    # The model knows whether it was built under a strategy (Keras' own test).
+    distributed = getattr(model, "_distribute_strategy", None) is not None
+    wanted, jit_reason = choose_jit_compile(config.jit_compile, distributed=distributed)
+    if wanted and not model.jit_compile:
+        jit_reason += "; Keras turned it off (a layer does not support XLA)"
+    return {
+        "precision": {"requested": config.precision, "policy": model.dtype_policy.name,
+                      "reason": precision_reason},
+        "jit_compile": {"requested": config.jit_compile, "enabled": bool(model.jit_compile),
+                        "reason": jit_reason},
+        "steps_per_execution": {"requested": config.steps_per_execution,
+                                "used": int(model.steps_per_execution)},
+    }
+
+
+def summary_line(described):
+    """One log line for `describe`'s result."""
+    precision, jit = described["precision"], described["jit_compile"]
+    steps = described["steps_per_execution"]
+    return (f"precision: {precision['policy']} ({precision['requested']}: {precision['reason']}); "
+            f"XLA jit_compile: {'on' if jit['enabled'] else 'off'} ({jit['requested']}: {jit['reason']}); "
+            f"steps_per_execution: {steps['used']}{' (auto)' if not steps['requested'] else ''}")

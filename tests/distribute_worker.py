@@ -1,0 +1,64 @@
+"""One training process for tests/test_distribute.py, on tiny generated data.
+
+    python tests/distribute_worker.py [--epoch_pause=S] WORKDIR OUT.json JSON [WORKDIR OUT.json JSON ...]
+
+e.g. JSON = '{"strategy": "mirrored", "cpu_devices": 2}'. For each triple,
+runs trainer.train_and_evaluate with TrainConfig(**tiny defaults, **JSON) on
+test_train.tiny_source() and writes the metrics this process returned (for a
+multi-worker run: the chief's, with this worker's own weights digest) to
+OUT.json. Runs after the first reuse the process's strategy, so they must ask
+for the same one. Errors end like train.py's: one `error:` line, exit code 2.
+Strategies (and logical CPU devices) are set up before the tiny data touches
+TensorFlow, as they must be. `--epoch_pause` sleeps after each checkpoint, so
+a test can kill a worker mid-run.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(TESTS), TESTS]
+
+from dropzoo import callbacks as callbacks_lib  # noqa: E402
+from dropzoo import config as config_lib  # noqa: E402
+from dropzoo import distribute  # noqa: E402
+from dropzoo import errors  # noqa: E402
+from dropzoo import trainer  # noqa: E402
+from test_train import tiny_config, tiny_source  # noqa: E402
+
+
+def pause_after_checkpoints(seconds):
+    """Makes every epoch end `seconds` later, after its checkpoint is on disk."""
+    save = callbacks_lib.EpochCheckpoint.on_epoch_end
+
+    def save_then_pause(self, epoch, logs=None):
+        save(self, epoch, logs)
+        time.sleep(seconds)
+
+    callbacks_lib.EpochCheckpoint.on_epoch_end = save_then_pause
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="WORKDIR OUT.json JSON-of-TrainConfig-fields, repeated")
+    parser.add_argument("--epoch_pause", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    if len(args.runs) % 3:
+        parser.error("runs come in triples: WORKDIR OUT.json JSON")
+    triples = [args.runs[i:i + 3] for i in range(0, len(args.runs), 3)]
+    if args.epoch_pause:
+        pause_after_checkpoints(args.epoch_pause)
+    with errors.one_line():
+        configs = [config_lib.validate(tiny_config(**json.loads(overrides))) for _, _, overrides in triples]
+        distribute.strategy_for(configs[0])  # before tiny_source() starts TensorFlow
+        for config, (workdir, out, _) in zip(configs, triples):
+            metrics = trainer.train_and_evaluate(config, workdir, source=tiny_source(), verbose=2)
+            with open(out, "w") as f:
+                json.dump(metrics, f, indent=2, sort_keys=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

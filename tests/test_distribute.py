@@ -1,0 +1,339 @@
+"""Scale-out on tf.distribute: N replicas, two workers, a worker that dies.
+
+Strategies must be set up before TensorFlow starts, so every training here
+runs in its own process (tests/distribute_worker.py, tiny generated data) and
+the tests compare what those processes saved. The weight comparisons use
+placement `none`: with dropout on, each replica draws masks for its share
+of the batch (Keras' seed state is mirrored, so every replica draws the same
+ones), not one device's masks for the whole batch, so the runs differ.
+Multi-worker runs talk over 127.0.0.1 only.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from absl import flags
+
+from dropzoo import config as config_lib
+from dropzoo import distribute
+from dropzoo import flags as flags_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HELPER = os.path.join(ROOT, "tests", "distribute_worker.py")
+
+# Deterministic training to compare across strategies: no dropout, float32.
+# tiny_source's 86 training examples make batches of 16 x 5 + 6, all even.
+EXACT = {"placement": "none", "precision": "float32", "epochs": 6}
+# float32 sums in another order (per replica, then all-reduced), through
+# Adam, whose 1/sqrt(v) magnifies differences in near-zero gradients; the
+# largest difference seen was 2e-6.
+WEIGHT_ATOL = 1e-5
+PROCESS_TIMEOUT = 150
+
+
+def _env(tf_config=None, tmpdir=None):
+    # CPU only: logical CPU devices are the point, and two workers sharing
+    # one GPU would each try to take all of its memory.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env.pop("TF_CONFIG", None)
+    if tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)  # where non-chief workers keep their copies
+    return env
+
+
+def _start(runs, *, tf_config=None, epoch_pause=None, tmpdir=None):
+    """Starts the helper on [(workdir, out, overrides)]; returns the Popen."""
+    args = [sys.executable, HELPER]
+    if epoch_pause:
+        args.append(f"--epoch_pause={epoch_pause}")
+    for workdir, out, overrides in runs:
+        args += [str(workdir), str(out), json.dumps(overrides)]
+    return subprocess.Popen(args, cwd=ROOT, env=_env(tf_config, tmpdir), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(process, timeout=PROCESS_TIMEOUT):
+    """(returncode, stdout, stderr); kills the process if it outlives `timeout`."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"process {process.args[2:]} still ran after {timeout}s:\n{err[-3000:]}")
+    return process.returncode, out, err
+
+
+def _succeeded(process):
+    returncode, out, err = _finish(process)
+    assert returncode == 0, err[-4000:]
+    return out
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _checkpoint_arrays(workdir):
+    """{path: array} of the model and optimizer variables in the last checkpoint."""
+    arrays = {}
+    with h5py.File(os.path.join(workdir, "checkpoints", "state.weights.h5")) as f:
+        f.visititems(lambda name, item: arrays.__setitem__(name, item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def _assert_same_weights(workdir_a, workdir_b):
+    a, b = _checkpoint_arrays(workdir_a), _checkpoint_arrays(workdir_b)
+    assert sorted(a) == sorted(b) and len(a) > 4
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=WEIGHT_ATOL, err_msg=name)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _tf_configs(ports):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    return [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(len(ports))]
+
+
+def _kill_all(processes):
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+# ------------------------------------------------------------- in-process
+
+
+def test_auto_picks_multi_worker_then_mirrored_then_default():
+    def pick(**facts):
+        return distribute.resolve("auto", **{"num_gpus": 0, "num_tasks": 1, **facts})
+
+    assert pick(num_tasks=2) == "multi_worker"
+    assert pick(num_tasks=2, num_gpus=4) == "multi_worker"
+    assert pick(num_gpus=2) == "mirrored"
+    assert pick(cpu_devices=2) == "mirrored"
+    assert pick(num_gpus=1) == "default"
+    assert pick(cpu_devices=1) == "default"
+    assert distribute.resolve("one_device", num_gpus=2, num_tasks=2) == "one_device"
+    cluster = distribute.tf_config_cluster(json.dumps(_tf_configs([1, 2])[0]))
+    assert distribute.num_training_tasks(cluster) == 2
+    assert distribute.num_training_tasks(distribute.tf_config_cluster("")) == 0
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"strategy": "horovod"}, "unknown strategy 'horovod'; valid strategies: auto, one_device, "
+                              "mirrored, multi_worker"),
+    ({"cpu_devices": 0}, "--cpu_devices must be a positive integer"),
+])
+def test_bad_strategy_values_are_one_line_errors(overrides, message):
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.validate(config_lib.TrainConfig(**overrides))
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_bad_tf_config_and_uneven_batches_are_one_line_errors():
+    with pytest.raises(distribute.DistributeError, match=r"^TF_CONFIG is not valid JSON"):
+        distribute.tf_config_cluster("{'cluster': ")
+    with pytest.raises(distribute.DistributeError,
+                       match=r"^--batch_size=17 is the global batch and must be a multiple of the 2 "
+                             r"replicas; use e\.g\. --batch_size=16$"):
+        distribute.check_global_batch(17, 2)
+    distribute.check_global_batch(16, 2)
+
+
+def test_cpu_devices_after_tensorflow_started_is_a_clear_error():
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0  # TensorFlow has started: its devices are fixed
+    distribute.split_cpu(len(tf.config.list_logical_devices("CPU")))  # asks for what is there: fine
+    with pytest.raises(distribute.DistributeError,
+                       match=r"^--cpu_devices=3 must be set before TensorFlow initializes its "
+                             r"devices.*fresh process"):
+        distribute.split_cpu(3)
+
+
+def test_flags_reach_the_config_and_do_not_block_a_resume():
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", "--strategy=mirrored", "--cpu_devices=2"])
+    [(config, _)] = flags_lib.train_plan(fv)
+    assert (config.strategy, config.cpu_devices) == ("mirrored", 2)
+    # The batch is global, so a run may resume on other hardware; and
+    # config.json files written before these fields existed still match.
+    saved = config_lib.TrainConfig().to_dict()
+    del saved["strategy"], saved["cpu_devices"]
+    assert config_lib.differences(saved, config) == []
+
+
+def test_lost_peer_message_is_one_line_naming_the_task():
+    error = RuntimeError(
+        "Graph execution error:\n\nCollective ops is aborted by: Error reported from "
+        "/job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):\n"
+        "/job:worker/replica:0/task:1\nThe error could be from a previous operation. Restart")
+    message = distribute._lost_peer_message(error, "/runs/x")
+    assert "\n" not in message and "/job:worker/replica:0/task:1" in message
+    assert message.startswith("multi-worker training stopped: another task failed")
+    assert "/runs/x/checkpoints" in message and "restart every worker" in message
+
+
+# ---------------------------------------------------------- one machine
+
+
+@pytest.fixture(scope="module")
+def replica_runs(tmp_path_factory):
+    """One device vs 2 mirrored replicas on 2 logical CPUs, plus a dropout run."""
+    root = tmp_path_factory.mktemp("replicas")
+    mirrored = {"strategy": "mirrored", "cpu_devices": 2}
+    processes = [
+        _start([(root / "one", root / "one.json", EXACT)]),
+        # The dropout run reuses the process's strategy (a second run in one process).
+        _start([(root / "two", root / "two.json", {**EXACT, **mirrored}),
+                (root / "dropout", root / "dropout.json",
+                 {**mirrored, "placement": "canonical", "epochs": 2})]),
+    ]
+    try:
+        for process in processes:
+            _succeeded(process)
+    finally:
+        _kill_all(processes)
+    return root
+
+
+def test_two_replicas_train_to_the_weights_of_one(replica_runs):
+    one, two = _load(replica_runs / "one.json"), _load(replica_runs / "two.json")
+    assert one["strategy"] == {"name": "default", "num_replicas": 1, "num_workers": 1}
+    assert two["strategy"] == {"name": "mirrored", "num_replicas": 2, "num_workers": 1}
+    _assert_same_weights(replica_runs / "one", replica_runs / "two")
+    np.testing.assert_allclose(two["history"]["loss"], one["history"]["loss"], rtol=1e-5)
+    assert two["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=1e-6)
+    assert two["export_check"]["passed"]
+
+
+def test_two_replicas_with_dropout_train_and_export(replica_runs):
+    metrics = _load(replica_runs / "dropout.json")
+    assert metrics["strategy"]["num_replicas"] == 2 and metrics["epochs_completed"] == 2
+    assert metrics["placement_sites"] and np.isfinite(metrics["test_loss"])
+    assert metrics["export_check"]["passed"] and metrics["export_check"]["random_ops"] == []
+
+
+# ---------------------------------------------------------- two workers
+
+
+def _wait_for_epoch(workdir, epoch, processes, timeout=120):
+    """Waits until the chief has checkpointed `epoch` epochs."""
+    state = os.path.join(workdir, "checkpoints", "state.json")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(state) and _load(state)["epoch"] >= epoch:
+            return
+        for process in processes:
+            if process.poll() is not None:
+                pytest.fail(f"a worker ended early:\n{process.communicate()[1][-3000:]}")
+        time.sleep(0.1)
+    pytest.fail(f"no checkpoint of epoch {epoch} after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def lost_worker(tmp_path_factory):
+    """Two workers; worker 1 is killed after epoch 2; then both are rerun.
+
+    The rerun processes go on with a dropout run and a rerun of the finished
+    run (same strategy: a process sets up collectives once).
+    """
+    root = tmp_path_factory.mktemp("workers")
+    workdir = root / "run"  # the same path on both: like a shared file system
+    config = {**EXACT, "strategy": "auto"}  # auto: TF_CONFIG names 2 tasks
+    tf_configs = _tf_configs(_free_ports(2))
+    result = {"workdir": workdir}
+    processes = [_start([(workdir, root / f"killed{i}.json", config)], tf_config=tf_configs[i],
+                        epoch_pause=1.0, tmpdir=root) for i in range(2)]
+    try:
+        _wait_for_epoch(workdir, 2, processes)
+        processes[1].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        result["returncode"], _, result["stderr"] = _finish(processes[0], timeout=120)
+        result["seconds_to_stop"] = time.monotonic() - killed_at
+        processes[1].communicate()
+
+        tf_configs = _tf_configs(_free_ports(2))
+        dropout = {**config, "placement": "canonical", "epochs": 2}
+        processes = [_start([(workdir, root / f"worker{i}.json", config),
+                             (root / "dropout", root / f"dropout{i}.json", dropout),
+                             (workdir, root / f"again{i}.json", config)],
+                            tf_config=tf_configs[i], tmpdir=root)
+                     for i in range(2)]
+        for process in processes:
+            _succeeded(process)
+    finally:
+        _kill_all(processes)
+    for name in ("worker", "dropout", "again"):
+        result[name] = [_load(root / f"{name}{i}.json") for i in range(2)]
+    # Worker 1's temporary directories: one left by the kill, none by the rerun.
+    result["leftovers"] = [name for name in os.listdir(root) if name.startswith("dropzoo-worker1-")]
+    return result
+
+
+def test_a_lost_worker_stops_the_other_with_one_clear_line(lost_worker):
+    assert lost_worker["returncode"] == 2, lost_worker["stderr"][-3000:]
+    last = lost_worker["stderr"].strip().splitlines()[-1]
+    assert last.startswith("error: multi-worker training stopped: another task failed or became "
+                           "unreachable"), last
+    assert "/job:worker/replica:0/task:1" in last and "restart every worker" in last
+    # The coordination service misses heartbeats for ~10 s; no hang.
+    assert lost_worker["seconds_to_stop"] < 60
+
+
+def test_rerun_resumes_and_both_workers_end_with_the_same_weights(lost_worker):
+    chief, other = lost_worker["worker"]
+    assert chief["strategy"]["is_chief"] and not other["strategy"]["is_chief"]
+    for metrics in (chief, other):
+        assert metrics["strategy"]["name"] == "multi_worker"
+        assert metrics["strategy"]["num_replicas"] == 2
+        assert metrics["resumed_from_epoch"] >= 2 and metrics["epochs_completed"] == 6
+    assert chief["weights_sha256"] == other["weights_sha256"]
+    # Only the chief wrote the workdir; its export passed the export check.
+    workdir = lost_worker["workdir"]
+    assert _load(workdir / "metrics.json")["export_check"]["passed"]
+    assert chief["paths"]["saved_model"] == str(workdir / "saved_model")
+    assert {"train", "validation"} <= set(os.listdir(workdir / "tensorboard"))
+    assert len(lost_worker["leftovers"]) == 1  # the killed process's; the rerun deleted its own
+
+
+def test_two_workers_train_to_the_weights_of_one_device(lost_worker, replica_runs):
+    # Interrupted, resumed, on two processes with their own loop: still the
+    # single-device model, within float tolerance.
+    _assert_same_weights(replica_runs / "one", lost_worker["workdir"])
+    one = _load(replica_runs / "one.json")
+    chief = lost_worker["worker"][0]
+    resumed = chief["resumed_from_epoch"]
+    np.testing.assert_allclose(chief["history"]["loss"], one["history"]["loss"][resumed:], rtol=1e-5)
+    assert chief["history"]["val_loss"] == pytest.approx(one["history"]["val_loss"][resumed:], rel=1e-4)
+
+
+def test_two_workers_with_dropout_agree_and_a_finished_run_is_reported(lost_worker):
+    chief, other = lost_worker["dropout"]
+    assert chief["weights_sha256"] == other["weights_sha256"]
+    assert chief["epochs_completed"] == 2 and chief["export_check"]["passed"]
+    # Rerunning a finished run: every worker gets the chief's metrics.json.
+    finished = _load(lost_worker["workdir"] / "metrics.json")
+    assert lost_worker["again"] == [finished, finished]

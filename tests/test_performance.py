@@ -1,0 +1,221 @@
+"""Fast-by-default: auto precision / XLA choices, what metrics.json records, bad flags, benchmarks.
+
+The hardware is injected (CPU flags, GPU device details), so every branch is
+checked on any machine; GPU behaviour is only checked this way. The benchmark
+functions run with tiny settings and are checked for their keys, never for
+speed: timing assertions would fail on a busy machine.
+"""
+import json
+import os
+
+import pytest
+from absl import flags
+
+from benchmarks import input_pipeline, serving, train_throughput
+from dropzoo import config as config_lib
+from dropzoo import flags as flags_lib
+from dropzoo import performance
+from dropzoo import trainer
+from test_train import tiny_config, tiny_source
+
+
+def gpu(major, minor, name="Test GPU"):
+    return {"compute_capability": (major, minor), "device_name": name}
+
+
+# ------------------------------------------------------------ auto choices
+
+
+@pytest.mark.parametrize("cpu,policy", [
+    ({"avx512f", "avx512_bf16"}, "mixed_bfloat16"),   # Zen 4/5, Cooper Lake
+    ({"avx512f", "amx_bf16", "amx_tile"}, "mixed_bfloat16"),  # Sapphire Rapids
+    ({"avx2", "fma"}, "float32"),
+    (set(), "float32"),                                # flags unknown (not Linux)
+])
+def test_auto_precision_on_cpu(cpu, policy):
+    chosen, reason = performance.choose_precision("auto", cpu=cpu, gpus=[], env={})
+    assert chosen == policy and reason
+
+
+def test_auto_precision_keeps_float32_when_onednn_is_off():
+    chosen, reason = performance.choose_precision(
+        "auto", cpu={"avx512_bf16"}, gpus=[], env={"TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert chosen == "float32" and "TF_ENABLE_ONEDNN_OPTS" in reason
+
+
+@pytest.mark.parametrize("gpus,policy", [
+    ([gpu(8, 0)], "mixed_bfloat16"),                  # A100
+    ([gpu(9, 0)], "mixed_bfloat16"),                  # H100
+    ([gpu(7, 0)], "mixed_float16"),                   # V100: float16 tensor cores, no bf16
+    ([gpu(7, 5)], "mixed_float16"),                   # T4
+    ([gpu(6, 1)], "float32"),                         # P4: no tensor cores
+    ([gpu(9, 0), gpu(7, 0)], "mixed_float16"),        # the weakest GPU decides
+])
+def test_auto_precision_on_gpu_ignores_the_cpu(gpus, policy):
+    chosen, reason = performance.choose_precision("auto", cpu={"avx512_bf16"}, gpus=gpus, env={})
+    assert chosen == policy and "compute capability" in reason
+
+
+def test_explicit_precision_is_kept():
+    assert performance.choose_precision("float32", cpu={"avx512_bf16"}, gpus=[gpu(9, 0)])[0] == "float32"
+
+
+@pytest.mark.parametrize("requested,gpus,distributed,enabled", [
+    ("auto", [gpu(8, 0)], False, True),
+    ("auto", [gpu(7, 0)], False, True),
+    ("auto", [], False, False),                       # XLA on CPU was ~6x slower
+    ("auto", [gpu(8, 0)], True, False),               # Keras' own rule under tf.distribute
+    ("true", [], False, True),
+    ("false", [gpu(8, 0)], False, False),
+])
+def test_jit_compile_choice(requested, gpus, distributed, enabled):
+    chosen, reason = performance.choose_jit_compile(requested, gpus=gpus, distributed=distributed)
+    assert chosen is enabled and reason
+
+
+def test_outputs_stay_float32_under_mixed_precision():
+    import keras
+
+    import models
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = models.build("keras_mnist_cnn", "canonical", seed=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("conv2").compute_dtype == "bfloat16"
+    # The output Dense and softmax compute in float32: stable loss, float32 probabilities.
+    assert [layer.compute_dtype for layer in model.layers[-2:]] == ["float32", "float32"]
+    assert model.outputs[0].dtype == "float32"
+
+
+def test_defaults_are_auto():
+    config = config_lib.TrainConfig()
+    assert (config.precision, config.jit_compile, config.steps_per_execution) == ("auto", "auto", 0)
+    assert config.profile_batches == ""
+
+
+# ------------------------------------------------------------ the trainer
+
+
+def test_metrics_record_what_auto_resolved_to_and_config_keeps_auto(tmp_path, monkeypatch):
+    monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(performance, "gpu_details", lambda: [])
+    workdir = str(tmp_path)
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=2, profile_batches="2"), workdir,
+                                         source=tiny_source(), verbose=0)
+    assert metrics["precision"] == {"requested": "auto", "policy": "float32",
+                                    "reason": "CPU has no bfloat16 instructions (avx512_bf16/amx_bf16)"}
+    assert metrics["jit_compile"]["requested"] == "auto" and metrics["jit_compile"]["enabled"] is False
+    with open(os.path.join(workdir, "config.json")) as f:
+        saved = json.load(f)
+    assert (saved["precision"], saved["jit_compile"]) == ("auto", "auto")
+    traces = [f for _, _, files in os.walk(os.path.join(workdir, "tensorboard")) for f in files
+              if f.endswith(".xplane.pb")]
+    assert traces, "--profile_batches wrote no profiler trace"
+
+
+def test_bf16_cpu_trains_mixed_bfloat16_and_the_export_passes(tmp_path, monkeypatch):
+    monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr(performance, "gpu_details", lambda: [])
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path), source=tiny_source(), verbose=0)
+    assert metrics["precision"]["policy"] == "mixed_bfloat16"
+    assert metrics["export_check"]["passed"]
+
+
+def test_a_rerun_may_change_profiling_and_steps_per_execution_only(tmp_path):
+    config = tiny_config(epochs=1)
+    config_lib.validate(config)
+    trainer.prepare_workdir(config, str(tmp_path))
+    # Neither changes what is computed (steps_per_execution: bitwise-equal losses).
+    trainer.prepare_workdir(tiny_config(epochs=1, profile_batches="5", steps_per_execution=2),
+                            str(tmp_path))
+    with pytest.raises(trainer.RunError, match="--precision"):
+        trainer.prepare_workdir(tiny_config(epochs=1, precision="float32"), str(tmp_path))
+
+
+@pytest.mark.parametrize("requested,steps,train_steps,used", [
+    (0, 28, None, 28),        # mnist_sample: one call per epoch
+    (0, 422, None, 2),        # full MNIST, 10% held out: 422 = 2 x 211
+    (0, 1000, 2500, 25),      # must also divide --train_steps so StopAtStep stops exactly
+    (0, 7, 7, 7),
+    (0, 211, None, 1),        # a prime: no larger divisor
+    (4, 28, None, 4),
+])
+def test_auto_steps_per_execution_divides_the_epoch(requested, steps, train_steps, used):
+    assert performance.choose_steps_per_execution(requested, steps, train_steps)[0] == used
+
+
+@pytest.mark.parametrize("requested,steps,train_steps", [(5, 28, None), (8, 1000, 2500)])
+def test_steps_per_execution_that_does_not_divide_is_refused(requested, steps, train_steps):
+    with pytest.raises(ValueError, match=rf"--steps_per_execution={requested} does not divide") as info:
+        performance.choose_steps_per_execution(requested, steps, train_steps)
+    assert "\n" not in str(info.value)
+
+
+def test_metrics_record_steps_per_execution(tmp_path):
+    # tiny_source: 86 training examples in batches of 16 -> 6 steps per epoch.
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=1, steps_per_execution=3), str(tmp_path),
+                                         source=tiny_source(), verbose=0)
+    assert metrics["steps_per_execution"] == {"requested": 3, "used": 3}
+    with pytest.raises(ValueError, match="--steps_per_execution=4 does not divide the 6 steps"):
+        trainer.train_and_evaluate(tiny_config(epochs=1, steps_per_execution=4), str(tmp_path / "b"),
+                                   source=tiny_source(), verbose=0)
+
+
+# ------------------------------------------------------------ bad flag values
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--precision=bf16"], "unknown precision 'bf16'; valid: auto, float32, mixed_bfloat16, mixed_float16"),
+    (["--jit_compile=yes"], "unknown jit_compile 'yes'; valid: auto, true, false"),
+    (["--profile_batches=ten"], "--profile_batches must be 'N' or 'START,STOP'"),
+    (["--profile_batches=20,10"], "--profile_batches must be 'N' or 'START,STOP'"),
+    (["--profile_batches=0"], "--profile_batches must be 'N' or 'START,STOP'"),
+    (["--profile_batches=1,2,3"], "--profile_batches must be 'N' or 'START,STOP'"),
+    (["--steps_per_execution=-1"], "--steps_per_execution must be a positive integer or 0 (auto)"),
+])
+def test_bad_values_of_the_new_flags_are_one_line_config_errors(args, message):
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", *args])
+    with pytest.raises(config_lib.ConfigError) as info:
+        flags_lib.train_plan(fv)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value,parsed", [("", 0), ("7", 7), ("10,20", (10, 20)), (" 3,3 ", (3, 3))])
+def test_profile_batches_parse(value, parsed):
+    assert performance.parse_profile_batches(value) == parsed
+
+
+# ------------------------------------------------------------ benchmarks
+
+
+def test_train_throughput_benchmark_returns_its_numbers():
+    result = train_throughput.run(tiny_source(), epochs=1, batch_size=16, seeds=1, ablation=True,
+                                  log=lambda *_: None)
+    for run in ("classic", "trainer_float32", "trainer_defaults"):
+        assert result[run]["examples_per_sec"] > 0 and 0 <= result[run]["test_accuracy"] <= 1
+    assert result["trainer_float32"]["precision"] == "float32"
+    assert [run["steps_per_execution"] for run in result["ablations"].values()] == [1]
+    assert {"speedup", "accuracy_diff_pp", "pass_speed", "pass_accuracy"} <= set(result)
+    assert "trainer defaults / classic" in train_throughput.report(result)
+
+
+def test_input_pipeline_benchmark_returns_its_numbers():
+    result = input_pipeline.run(tiny_source(), epochs=1, batch_size=16, data_epochs=2, log=lambda *_: None)
+    assert result["pipeline_examples_per_sec"] > 0 and result["training_examples_per_sec"] > 0
+    assert result["ratio"] == pytest.approx(result["pipeline_examples_per_sec"]
+                                            / result["training_examples_per_sec"])
+    assert "pipeline / training" in input_pipeline.report(result)
+
+
+def test_serving_benchmark_returns_its_numbers():
+    result = serving.run(batch_size=8, latency_rounds=3, throughput_rounds=2, log=lambda *_: None)
+    assert set(result["methods"]) == set(serving.METHODS)
+    for figures in result["methods"].values():
+        assert figures["p50_ms"] > 0 and figures["p99_ms"] >= figures["p50_ms"] and figures["examples_per_sec"] > 0
+    assert {"throughput_ratio_vs_predict", "pass_throughput", "pass_latency"} <= set(result)
+    assert "serving_default / model.predict" in serving.report(result)
