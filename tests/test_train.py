@@ -155,12 +155,6 @@ def test_every_config_parses_to_a_valid_run(cfg):
     assert config.model in text
 
 
-def _run(script, *args, timeout=240):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
 @pytest.mark.parametrize("args,message", [
     (["--model=lenet"], "unknown model 'lenet'; valid models:"),
     (["--placement=middle"], "unknown placement 'middle'"),
@@ -197,7 +191,11 @@ def _run(script, *args, timeout=240):
     (["--idx_dir=/nonexistent"], "error: --idx_dir /nonexistent is not a directory"),
 ])
 def test_train_script_reports_bad_input_in_one_line(args, message, tmp_path):
-    result = _run("train.py", f"--workdir={tmp_path}", *args)
+    assert_one_line_error(_run("train.py", f"--workdir={tmp_path}", *args), message)
+
+
+def assert_one_line_error(result, message):
+    """Exit 2, no traceback, and the last stderr line is the `error:` message."""
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
@@ -224,11 +222,10 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    ([], "error: give exactly one of --saved_model=PATH or --workdir=DIR"),
+    ([], "error: give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR"),
+    (["--runs_dir=/nonexistent"], "error: --runs_dir /nonexistent is not a directory"),
+    (["--workdir=/tmp", "--mc_samples=-1"], "error: --mc_samples must be 0 (off) or a positive integer"),
     (["--saved_model=/nonexistent"], "error:"),
 ])
 def test_eval_rejects_bad_input_in_one_line(args, message):
-    result = _run("eval.py", *args)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
+    assert_one_line_error(_run("eval.py", *args), message)
