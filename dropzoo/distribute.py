@@ -458,13 +458,7 @@ def _finish(job, history, timings, train_time, dropout_stats):
     probe = next(iter(data_lib.raw_batches(source.test, 256)))[0].numpy()
     export_check = export_lib.verify_export(job.paths["saved_model"], model, probe, outputs=job.outputs)
     metrics = {
-        "config": config.to_dict(),
-        "data": {"source": source.name, "fallback_reason": source.fallback_reason,
-                 "num_train": pipes.num_train, "num_validation": pipes.num_validation,
-                 "num_test": pipes.num_test, "num_classes": source.num_classes,
-                 "image_shape": list(source.image_shape)},
-        "placement_sites": models.format_placement(
-            models.resolve_placement(config.model, config.placement_spec)),
+        **trainer.describe_run(config, source, pipes),
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"],
         "epochs_completed": job.initial_epoch + len(timings),

@@ -200,13 +200,7 @@ def _run(config, paths, source, verbose, strategy):
     export_check = export_lib.verify_export(paths["saved_model"], model, probe, outputs=outputs)
 
     metrics = {
-        "config": config.to_dict(),
-        "data": {"source": source.name, "fallback_reason": source.fallback_reason,
-                 "num_train": pipes.num_train, "num_validation": pipes.num_validation,
-                 "num_test": pipes.num_test, "num_classes": source.num_classes,
-                 "image_shape": list(source.image_shape)},
-        "placement_sites": models.format_placement(
-            models.resolve_placement(config.model, config.placement_spec)),
+        **describe_run(config, source, pipes),
         "test_loss": float(test_loss),
         "test_accuracy": float(test_accuracy),
         "epochs_completed": initial_epoch + len(throughput.epochs),
@@ -227,6 +221,19 @@ def _run(config, paths, source, verbose, strategy):
     summaries.write_hparams(paths["tensorboard"], config, source.name, metrics)
     _write_json(paths["metrics.json"], metrics)
     return metrics
+
+
+def describe_run(config, source, pipes):
+    """The metrics.json entries naming what was trained on what (fit and multi-worker alike)."""
+    return {
+        "config": config.to_dict(),
+        "data": {"source": source.name, "fallback_reason": source.fallback_reason,
+                 "num_train": pipes.num_train, "num_validation": pipes.num_validation,
+                 "num_test": pipes.num_test, "num_classes": source.num_classes,
+                 "image_shape": list(source.image_shape)},
+        "placement_sites": models.format_placement(
+            models.resolve_placement(config.model, config.placement_spec)),
+    }
 
 
 def _data_steps_per_epoch(source, config):

@@ -1,5 +1,4 @@
 """The one model registry: register a NetworkSpec, list, and build by name."""
-import dataclasses
 
 from models import network
 

@@ -168,6 +168,14 @@ def test_every_config_parses_to_a_valid_run(cfg):
     (["--optimizer=lion"], "unknown optimizer 'lion'"),
     (["--learning_rate=0"], "--learning_rate must be positive"),
     (["--validation_fraction=1"], "--validation_fraction must be in [0, 1)"),
+    (["--precision=bf16"], "unknown precision 'bf16'; valid: auto, float32, mixed_bfloat16, mixed_float16"),
+    (["--jit_compile=yes"], "unknown jit_compile 'yes'; valid: auto, true, false"),
+    (["--profile_batches=ten"], "--profile_batches must be 'N' or 'START,STOP'"),
+    (["--profile_batches=20,10"], "--profile_batches must be 'N' or 'START,STOP'"),
+    (["--profile_batches=0"], "--profile_batches must be 'N' or 'START,STOP'"),
+    (["--profile_batches=1,2,3"], "--profile_batches must be 'N' or 'START,STOP'"),
+    (["--steps_per_execution=-1"], "--steps_per_execution must be a positive integer or 0 (auto)"),
+    (["--seeds=0"], "--seeds must be a positive integer"),
 ])
 def test_train_flags_reject_bad_values(args, message):
     fv = flags.FlagValues()
