@@ -352,3 +352,15 @@ def test_mixed_bfloat16_model_exports_float32_and_verifies(tmp_path, bfloat16_po
     report = verify_export(path, model, make_images())
     assert report["passed"] and report["tolerance"] == 1e-2
     assert report["random_ops"] == []
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros((2,) + SHAPE, np.float32),          # pre-scaled floats instead of raw pixels
+    np.zeros((2, 9, 8, 1), np.uint8),            # another image size
+    np.zeros(SHAPE, np.uint8),                   # a single image without its batch axis
+], ids=["float32", "wrong_size", "no_batch_axis"])
+def test_serving_signature_itself_rejects_wrong_dtype_or_shape(prob_export, bad):
+    _, path = prob_export
+    serving = tf.saved_model.load(path).signatures["serving_default"]
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        serving(image=tf.constant(bad))
