@@ -96,7 +96,9 @@ METRICS = ("test_accuracy", "test_loss", "ece", "mc_accuracy", "mc_nll", "mc_ece
 
 def summarise(rows, baseline="canonical"):
     """Per-variant statistics over seeds, in variant order."""
-    variants = sorted({r["variant"] for r in rows})
+    # Baselines first, then the rest by name, so a table reads "canonical vs ...".
+    variants = sorted({r["variant"] for r in rows},
+                      key=lambda v: (v.split("/", 1)[1].partition("-")[0] != baseline, v))
     by_variant = {v: [r for r in rows if r["variant"] == v] for v in variants}
     table = []
     for variant in variants:
