@@ -384,14 +384,8 @@ def _set_up(config, paths, own_paths, strategy, chief, source, verbose):
     """Data, model (built under the strategy), the chief's checkpoint, pipelines."""
     from dropzoo import trainer
 
-    if source is None:
-        source = data_lib.load_source(config.dataset, idx_dir=config.idx_dir,
-                                      tfds_data_dir=config.tfds_data_dir)
-    steps_per_epoch, epochs = trainer._schedule(config, trainer._data_steps_per_epoch(source, config))
-    steps_per_call, _ = performance.choose_steps_per_execution(
-        config.steps_per_execution, steps_per_epoch, config.train_steps)
+    source, model, steps_per_epoch, epochs, steps_per_call = trainer.set_up(config, source, strategy)
     with strategy.scope():
-        model = trainer.build_model(config, source.num_classes, source.image_shape, steps_per_call)
         # Creating a variable is a collective (its value comes from the
         # chief), so every worker builds the optimizer, checkpoint or not.
         model.optimizer.build(model.trainable_variables)
@@ -400,9 +394,7 @@ def _set_up(config, paths, own_paths, strategy, chief, source, verbose):
     initial_epoch = _restore(strategy, chief, model, paths["checkpoints"])
     if initial_epoch and verbose:
         print(f"Resuming from the checkpoint after epoch {initial_epoch} in {paths['checkpoints']}")
-    pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
-                                    validation_fraction=config.validation_fraction,
-                                    start_step=initial_epoch * steps_per_epoch)
+    pipes = trainer.make_pipelines(config, source, initial_epoch, steps_per_epoch)
     return _Job(config, paths, own_paths, strategy, chief, source, pipes, model,
                 models.get_spec(config.model).outputs, steps_per_epoch, epochs, steps_per_call,
                 initial_epoch)

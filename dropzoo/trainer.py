@@ -148,23 +148,41 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _run(config, paths, source, verbose, strategy):
+def set_up(config, source, strategy, steps_per_call_for=lambda steps: steps):
+    """What fit and the multi-worker loop both start from.
+
+    Returns (source, model built under `strategy`, steps per Keras epoch,
+    epochs, steps per call); `steps_per_call_for` adjusts the automatic
+    choice to what the training loop supports.
+    """
     if source is None:
         source = data_lib.load_source(config.dataset, idx_dir=config.idx_dir,
                                       tfds_data_dir=config.tfds_data_dir)
     steps_per_epoch, epochs = _schedule(config, _data_steps_per_epoch(source, config))
-    steps_per_execution, _ = performance.choose_steps_per_execution(
+    steps_per_call, _ = performance.choose_steps_per_execution(
         config.steps_per_execution, steps_per_epoch, config.train_steps)
-    steps_per_execution = distribute_lib.fit_steps_per_execution(strategy, steps_per_execution)
-    with strategy.scope():  # variables become mirrored; fit then runs every replica
-        model = build_model(config, source.num_classes, source.image_shape, steps_per_execution)
+    steps_per_call = steps_per_call_for(steps_per_call)
+    with strategy.scope():  # variables become mirrored; training then runs every replica
+        model = build_model(config, source.num_classes, source.image_shape, steps_per_call)
+    return source, model, steps_per_epoch, epochs, steps_per_call
+
+
+def make_pipelines(config, source, initial_epoch, steps_per_epoch):
+    """The run's pipelines, starting at the first step after `initial_epoch` epochs."""
+    return data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
+                                   validation_fraction=config.validation_fraction,
+                                   start_step=initial_epoch * steps_per_epoch)
+
+
+def _run(config, paths, source, verbose, strategy):
+    source, model, steps_per_epoch, epochs, _ = set_up(
+        config, source, strategy,
+        lambda steps: distribute_lib.fit_steps_per_execution(strategy, steps))
     speed = performance.describe(config, model)
     if verbose:
         print(performance.summary_line(speed))
     initial_epoch = callbacks_lib.restore(model, paths["checkpoints"])
-    pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
-                                    validation_fraction=config.validation_fraction,
-                                    start_step=initial_epoch * steps_per_epoch)
+    pipes = make_pipelines(config, source, initial_epoch, steps_per_epoch)
     # A fixed batch of training images on which each dropout site's activation
     # statistics are logged every epoch (the train/inference variance shift).
     probe_images = next(iter(data_lib.raw_batches(source.train, 256)))[0]
