@@ -17,6 +17,11 @@ devices and the multi-worker runtime can only be set up before TF starts.
   It divides each step's summed loss by the step's global example count, so
   N replicas take the one-device step even on an unevenly split batch.
 
+Under any strategy with more than one replica, `distinct_replica_masks`
+folds each replica's id into its dropout seeds: Keras keeps a dropout
+layer's seed state in one mirrored variable, so the replicas would
+otherwise draw identical masks.
+
 Multi-worker rules, all from TF's own pattern: every worker runs the same
 collective operations in the same order; only the chief writes the workdir
 (TensorBoard, metrics.json, SavedModel, checkpoints), the others write their
@@ -173,6 +178,37 @@ def fit_steps_per_execution(strategy, steps):
     for placeholder tensor", keras-team/keras#19246), so those take one step.
     """
     return 1 if strategy.num_replicas_in_sync > 1 else steps
+
+
+def distinct_replica_masks(model):
+    """Makes each replica draw its own dropout masks; returns `model`.
+
+    A dropout layer draws its mask from the seed its SeedGenerator hands out,
+    and under a strategy that generator's state is one mirrored variable, so
+    without this every replica would draw the same masks for its share of
+    the global batch (examples k and k + batch/N always kept and dropped
+    together). Each generator's seed is folded with the replica's id in the
+    sync group (a global id under multi_worker), inside the replica's step.
+    With one replica in sync the seed is left as it is, so a single-device
+    run draws exactly the masks it would draw without this.
+    """
+    for layer in models.layers.dropout_layers(model):
+        generator = getattr(layer, "seed_generator", None)  # absent at rate 0
+        if generator is not None and not getattr(generator, "folds_replica_id", False):
+            generator.next = _replica_seeds(generator.next)
+            generator.folds_replica_id = True
+    return model
+
+
+def _replica_seeds(next_seed):
+    def next_for_this_replica(ordered=True):
+        seed = next_seed(ordered)  # advances the shared state as before
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return seed
+        return tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+
+    return next_for_this_replica
 
 
 def is_multi_worker(strategy):

@@ -164,6 +164,8 @@ def set_up(config, source, strategy, steps_per_call_for=lambda steps: steps):
     steps_per_call = steps_per_call_for(steps_per_call)
     with strategy.scope():  # variables become mirrored; training then runs every replica
         model = build_model(config, source.num_classes, source.image_shape, steps_per_call)
+    if strategy.num_replicas_in_sync > 1:
+        distribute_lib.distinct_replica_masks(model)
     return source, model, steps_per_epoch, epochs, steps_per_call
 
 

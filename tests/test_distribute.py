@@ -3,9 +3,9 @@
 Strategies must be set up before TensorFlow starts, so every training here
 runs in its own process (tests/distribute_worker.py, tiny generated data) and
 the tests compare what those processes saved. The weight comparisons use
-placement `none`: with dropout on, each replica draws masks for its share
-of the batch (Keras' seed state is mirrored, so every replica draws the same
-ones), not one device's masks for the whole batch, so the runs differ.
+placement `none`: with dropout on, each replica draws its own masks for its
+share of the batch, not one device's masks for the whole batch, so the runs
+differ; other tests check that the replicas' masks differ from each other.
 Multi-worker runs talk over 127.0.0.1 only.
 """
 import json
@@ -50,11 +50,13 @@ def _env(tf_config=None, tmpdir=None):
     return env
 
 
-def _start(runs, *, tf_config=None, epoch_pause=None, tmpdir=None):
+def _start(runs, *, tf_config=None, epoch_pause=None, tmpdir=None, masks=None):
     """Starts the helper on [(workdir, out, overrides)]; returns the Popen."""
     args = [sys.executable, HELPER]
     if epoch_pause:
         args.append(f"--epoch_pause={epoch_pause}")
+    if masks:
+        args.append(f"--masks={masks}")
     for workdir, out, overrides in runs:
         args += [str(workdir), str(out), json.dumps(overrides)]
     return subprocess.Popen(args, cwd=ROOT, env=_env(tf_config, tmpdir), text=True,
@@ -209,7 +211,8 @@ def replica_runs(tmp_path_factory):
         # The dropout run reuses the process's strategy (a second run in one process).
         _start([(root / "two", root / "two.json", {**EXACT, **mirrored}),
                 (root / "dropout", root / "dropout.json",
-                 {**mirrored, "placement": "canonical", "epochs": 2})]),
+                 {**mirrored, "placement": "canonical", "epochs": 2})],
+               masks=root / "masks.json"),
     ]
     try:
         for process in processes:
@@ -234,6 +237,40 @@ def test_two_replicas_with_dropout_train_and_export(replica_runs):
     assert metrics["strategy"]["num_replicas"] == 2 and metrics["epochs_completed"] == 2
     assert metrics["placement_sites"] and np.isfinite(metrics["test_loss"])
     assert metrics["export_check"]["passed"] and metrics["export_check"]["random_ops"] == []
+
+
+def _kept(outputs):
+    """Which units a dropout output kept (as a boolean array)."""
+    return np.asarray(outputs) != 0
+
+
+def test_each_replica_draws_its_own_dropout_masks(replica_runs):
+    masks = _load(replica_runs / "masks.json")
+    assert masks["replica_ids"] == [[0, 1], [0, 1]]
+    for step in masks["outputs"]:
+        first, second = (_kept(replica) for replica in step)
+        assert first.shape == second.shape == (8, 128)
+        # Not the same masks on both replicas; and each keeps about half.
+        assert (first != second).mean() > 0.3
+        assert 0.4 < first.mean() < 0.6 and 0.4 < second.mean() < 0.6
+    # And new masks at every step.
+    assert (_kept(masks["outputs"][0][0]) != _kept(masks["outputs"][1][0])).mean() > 0.3
+
+
+def test_one_replica_draws_the_masks_it_would_without_a_strategy():
+    import keras
+    import tensorflow as tf
+
+    from models import layers as layers_lib
+
+    inputs = tf.ones([16, 32])
+    for kind in ("inverted", "classic", "gaussian"):
+        plain, folded = (layers_lib.make_dropout(kind, 0.5, seed=7) for _ in range(2))
+        model = keras.Sequential([keras.Input((32,)), folded])
+        distribute.distinct_replica_masks(distribute.distinct_replica_masks(model))
+        assert folded.seed_generator.folds_replica_id
+        for _ in range(2):  # the state still advances: new masks each call
+            np.testing.assert_array_equal(folded(inputs, training=True), plain(inputs, training=True))
 
 
 # ---------------------------------------------------------- two workers
@@ -280,13 +317,13 @@ def lost_worker(tmp_path_factory):
         processes = [_start([(workdir, root / f"worker{i}.json", config),
                              (root / "dropout", root / f"dropout{i}.json", dropout),
                              (workdir, root / f"again{i}.json", config)],
-                            tf_config=tf_configs[i], tmpdir=root)
+                            tf_config=tf_configs[i], tmpdir=root, masks=root / f"masks{i}.json")
                      for i in range(2)]
         for process in processes:
             _succeeded(process)
     finally:
         _kill_all(processes)
-    for name in ("worker", "dropout", "again"):
+    for name in ("worker", "dropout", "again", "masks"):
         result[name] = [_load(root / f"{name}{i}.json") for i in range(2)]
     # Worker 1's temporary directories: one left by the kill, none by the rerun.
     result["leftovers"] = [name for name in os.listdir(root) if name.startswith("dropzoo-worker1-")]
@@ -337,3 +374,11 @@ def test_two_workers_with_dropout_agree_and_a_finished_run_is_reported(lost_work
     # Rerunning a finished run: every worker gets the chief's metrics.json.
     finished = _load(lost_worker["workdir"] / "metrics.json")
     assert lost_worker["again"] == [finished, finished]
+
+
+def test_each_worker_draws_its_own_dropout_masks(lost_worker):
+    first, second = lost_worker["masks"]
+    assert first["replica_ids"] == [[0], [0]] and second["replica_ids"] == [[1], [1]]
+    for step in range(2):
+        [mask0], [mask1] = (_kept(m["outputs"][step]) for m in (first, second))
+        assert mask0.shape == (8, 128) and (mask0 != mask1).mean() > 0.3
