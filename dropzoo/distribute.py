@@ -494,6 +494,7 @@ def _finish(job, history, timings, train_time, dropout_stats):
         "train_time_sec": train_time,
         "train_examples_per_sec": trainer._steady_examples_per_sec(
             timings, config.batch_size, pipes.num_train, pipes.steps_per_epoch),
+        "epoch_train_seconds": [seconds for _, seconds in timings],
         "steps_per_epoch": job.steps_per_epoch,
         **performance.describe(config, model),
         "strategy": describe(job.strategy),

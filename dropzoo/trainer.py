@@ -228,6 +228,7 @@ def _run(config, paths, source, verbose, strategy):
         "train_time_sec": train_time,
         "train_examples_per_sec": _steady_examples_per_sec(
             throughput.epochs, config.batch_size, pipes.num_train, pipes.steps_per_epoch),
+        "epoch_train_seconds": [seconds for _, seconds in throughput.epochs],
         "steps_per_epoch": steps_per_epoch,
         **speed,  # precision and jit_compile: requested, resolved, why
         "strategy": distribute_lib.describe(strategy),

@@ -347,6 +347,7 @@ def test_rerun_resumes_and_both_workers_end_with_the_same_weights(lost_worker):
         assert metrics["strategy"]["name"] == "multi_worker"
         assert metrics["strategy"]["num_replicas"] == 2
         assert metrics["resumed_from_epoch"] >= 2 and metrics["epochs_completed"] == 6
+        assert len(metrics["epoch_train_seconds"]) == 6 - metrics["resumed_from_epoch"]
     assert chief["weights_sha256"] == other["weights_sha256"]
     # Only the chief wrote the workdir; its export passed the export check.
     workdir = lost_worker["workdir"]

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from benchmarks import input_pipeline, serving, train_throughput
+from benchmarks import common, input_pipeline, serving, train_throughput
 from dropzoo import config as config_lib
 from dropzoo import performance
 from dropzoo import trainer
@@ -177,11 +177,23 @@ def test_train_throughput_benchmark_returns_its_numbers():
     result = train_throughput.run(tiny_source(), epochs=1, batch_size=16, seeds=1, ablation=True,
                                   log=lambda *_: None)
     for run in ("classic", "trainer_float32", "trainer_defaults"):
-        assert result[run]["examples_per_sec"] > 0 and 0 <= result[run]["test_accuracy"] <= 1
+        figures = result[run]
+        assert figures["examples_per_sec"] >= figures["all_epochs_examples_per_sec"] > 0
+        assert figures["num_epochs_timed"] == 1 and 0 <= figures["test_accuracy"] <= 1
     assert result["trainer_float32"]["precision"] == "float32"
     assert [run["steps_per_execution"] for run in result["ablations"].values()] == [1]
     assert {"speedup", "accuracy_diff_pp", "pass_speed", "pass_accuracy"} <= set(result)
     assert "trainer defaults / classic" in train_throughput.report(result)
+
+
+def test_fast_phase_rate_is_the_median_of_the_fastest_quarter():
+    # Epochs at full speed (~100) and at half speed (~50), in any order:
+    # the fastest quarter is 101 and 100.
+    assert common.fast_phase_rate([50, 101, 49, 99, 51, 100, 50, 52]) == 100.5
+    assert common.fast_phase_rate([3.0]) == 3.0
+    assert common.fast_phase_rate([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]) == 11.0
+    assert common.steady_rates([9.0, 2.0, 4.0], 100) == [50.0, 25.0]  # first epoch left out
+    assert common.steady_rates([2.0], 100) == [50.0]  # unless it is the only one
 
 
 def test_input_pipeline_benchmark_returns_its_numbers():

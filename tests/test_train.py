@@ -61,6 +61,9 @@ def test_run_writes_everything_the_user_needs(finished_run):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])
     assert metrics["test_accuracy"] > 0.5, "the quadrant task is easy; training must learn it"
     assert metrics["train_examples_per_sec"] > 0
+    seconds = metrics["epoch_train_seconds"]
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)
+    assert sum(seconds) <= metrics["train_time_sec"]
     assert len(metrics["history"]["val_accuracy"]) == 3
     check = metrics["export_check"]
     assert check["passed"] and check["bitwise_repeatable"] and check["random_ops"] == []
