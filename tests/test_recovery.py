@@ -18,8 +18,8 @@ from dropzoo import trainer
 from tests.test_train import tiny_config, tiny_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Small enough to be quick, long enough per epoch (~1-2 s) to be killed inside one.
-TRAIN_ARGS = ["--model=keras_io_convnet", "--dataset=mnist_sample", "--epochs=4", "--batch_size=64",
+# Small enough to be quick, long enough per epoch (1.5-3 s on 2 cores) to be killed inside one.
+TRAIN_ARGS = ["--model=keras_mnist_cnn", "--dataset=mnist_sample", "--epochs=4", "--batch_size=64",
               "--optimizer=adam", "--learning_rate=0.001", "--seed=3"]
 
 
