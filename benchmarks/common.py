@@ -54,8 +54,8 @@ def fast_phase_rate(rates):
     """The median of the fastest quarter of per-epoch `rates` (at least one).
 
     On the shared VMs this project is developed on, an epoch takes either t
-    or about 2t, with any setting, as the host lends the VM's two cores or
-    half of them; a mean over epochs is then a matter of which setting drew
+    or about 2t, with any setting (as if the host lent the VM both cores or
+    only one); a mean over epochs is then a matter of which setting drew
     more slow epochs. The fastest quarter measures each setting at the
     machine's full speed, the same way for all.
     """
