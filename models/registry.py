@@ -35,8 +35,6 @@ def list_placements(name):
 def resolve_placement(name, placement="canonical"):
     """{site: Site} for a placement name, a site string (has ':' or '.'), or '' (none)."""
     spec = get_spec(name)
-    if isinstance(placement, dict):
-        return spec.parse(_dict_to_text(placement))
     if ":" in placement or "." in placement or placement.strip() == "":
         return spec.parse(placement)
     placements = network.named_placements(spec)
@@ -62,11 +60,3 @@ def build(name, placement="canonical", **options):
     kwargs = {k: v for k, v in options.items() if v is not None}
     return network.build_network(get_spec(name), sites, **kwargs)
 
-
-def _dict_to_text(placement):
-    items = []
-    for site, value in placement.items():
-        if isinstance(value, network.sites_lib.Site):
-            value = f"{value.rate}" + (":spatial" if value.spatial else "")
-        items.append(f"{site}:{value}")
-    return ",".join(items)

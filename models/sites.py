@@ -17,7 +17,6 @@ The empty string is the placement with no dropout.
 """
 import dataclasses
 
-SLOTS = ("pre", "mid", "post")
 SYNTAX = "SITE:RATE[:spatial],... e.g. 'conv2.post:0.1,dense1.pre:0.5'"
 
 
