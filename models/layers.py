@@ -1,6 +1,7 @@
 """Dropout layers for every kind the zoo compares, built from Keras 3 ops only.
 
-`make_dropout` is the one place that turns (kind, rate, spatial) into a layer.
+`make_dropout` is the one place that turns (kind, rate, spatial) into a layer,
+and `check_kind` the one place that says which kinds exist.
 Where Keras ships the layer (Dropout, SpatialDropout2D, GaussianDropout) the
 zoo uses it, so the models are what users copy; the two forms Keras lacks are
 defined here:
@@ -19,7 +20,16 @@ import math
 import keras
 from keras import ops
 
+from models.sites import check_rate
+
 KINDS = ("inverted", "classic", "gaussian")
+
+
+def check_kind(kind):
+    """Returns `kind`, or raises ValueError unless it is one of KINDS."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown dropout kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    return kind
 
 
 def _channel_noise_shape(inputs):
@@ -34,9 +44,7 @@ class ClassicDropout(keras.layers.Layer):
 
     def __init__(self, rate, spatial=False, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not 0 <= rate < 1:
-            raise ValueError(f"rate must be in [0, 1), got {rate}")
-        self.rate = float(rate)
+        self.rate = check_rate(rate)
         self.spatial = bool(spatial)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -67,9 +75,7 @@ class SpatialGaussianDropout(keras.layers.Layer):
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not 0 <= rate < 1:
-            raise ValueError(f"rate must be in [0, 1), got {rate}")
-        self.rate = float(rate)
+        self.rate = check_rate(rate)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -96,6 +102,7 @@ class SpatialGaussianDropout(keras.layers.Layer):
 
 def make_dropout(kind, rate, *, spatial=False, seed=None, name=None):
     """The dropout layer of `kind` ('inverted', 'classic', 'gaussian')."""
+    check_kind(kind)
     if kind == "inverted":
         if spatial:
             return keras.layers.SpatialDropout2D(rate, seed=seed, name=name)
@@ -106,7 +113,6 @@ def make_dropout(kind, rate, *, spatial=False, seed=None, name=None):
         if spatial:
             return SpatialGaussianDropout(rate, seed=seed, name=name)
         return keras.layers.GaussianDropout(rate, seed=seed, name=name)
-    raise ValueError(f"unknown dropout kind {kind!r}; valid kinds: {', '.join(KINDS)}")
 
 
 def dropout_layers(model):

@@ -22,6 +22,15 @@ from models import sites as sites_lib
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "exponential")
 
 
+def check_activation(activation):
+    """Returns `activation`, or raises ValueError unless it is one of ACTIVATIONS."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}; valid activations: {', '.join(ACTIVATIONS)}"
+        )
+    return activation
+
+
 @dataclasses.dataclass(frozen=True)
 class Conv:
     name: str
@@ -141,12 +150,8 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
     starts from the same weights, and a mask depends only on its layer and
     side: moving dropout across an activation (mid <-> post) keeps the mask.
     """
-    if kind not in dropout_lib.KINDS:
-        raise ValueError(f"unknown dropout kind {kind!r}; valid kinds: {', '.join(dropout_lib.KINDS)}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(
-            f"unknown activation {activation!r}; valid activations: {', '.join(ACTIVATIONS)}"
-        )
+    dropout_lib.check_kind(kind)
+    check_activation(activation)
     if rate is not None:
         rate = sites_lib.check_rate(rate)
         placement = {k: dataclasses.replace(v, rate=rate) for k, v in placement.items()}

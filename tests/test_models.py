@@ -7,6 +7,7 @@ import pytest
 
 import models
 from models import layers as dropout_lib
+from models import network
 
 PARAMS = {
     "keras_mnist_cnn": 1_199_882,
@@ -70,16 +71,7 @@ def test_every_placement_builds_right(name, placement):
     sites = models.resolve_placement(name, placement)
     drops = models.dropout_layers(model)
     assert [l.name for l in drops] == list(sites)
-    # Each dropout layer sits where its name says.
-    names = [l.name for l in model.layers]
-    for site in sites:
-        layer, slot = site.split(".")
-        neighbour = {"pre": layer, "mid": f"{layer}.act", "post": None}[slot]
-        if neighbour:
-            assert names.index(neighbour) == names.index(site) + 1, (site, names)
-        else:
-            previous = names[names.index(site) - 1]
-            assert previous in (f"{layer}.act", layer) or previous.endswith(".mid"), (site, names)
+    assert_sites_where_named(models.get_spec(name), model, sites)
     for layer in drops:
         spatial = isinstance(layer, keras.layers.SpatialDropout2D)
         assert spatial == sites[layer.name].spatial
@@ -92,6 +84,44 @@ def test_every_placement_builds_right(name, placement):
         assert not np.array_equal(a, b), "training mode should draw new masks each call"
     else:
         np.testing.assert_array_equal(model(X, training=True).numpy(), out)
+
+
+def assert_sites_where_named(spec, model, sites):
+    """Each dropout layer sits where its site name says, next to the layers named for it.
+
+    LAYER.pre comes right before LAYER; LAYER.mid right after the linear op
+    LAYER and right before its activation LAYER.act; LAYER.post right after
+    LAYER.act where LAYER has an activation (conv, dense), else right after
+    LAYER (pooling).
+    """
+    names = [layer.name for layer in model.layers]
+    activated = {l.name for l in spec.layers if isinstance(l, (network.Conv, network.Dense))}
+    for site in sites:
+        layer, slot = site.split(".")
+        at = names.index(site)
+        before, after = names[at - 1], names[at + 1]
+        if slot == "pre":
+            assert after == layer, (site, names)
+        elif slot == "mid":
+            assert (before, after) == (layer, f"{layer}.act"), (site, names)
+        else:
+            assert before == (f"{layer}.act" if layer in activated else layer), (site, names)
+    for layer in activated:
+        assert isinstance(model.get_layer(f"{layer}.act"), keras.layers.Activation), layer
+
+
+def test_site_check_fails_when_an_activation_is_missing():
+    """dense1.post straight after the linear op, with no activation between, is caught."""
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    x = keras.layers.Dense(128, name="dense1")(x)
+    x = keras.layers.Dropout(0.5, name="dense1.post")(x)
+    bad = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+    spec = models.get_spec("dense_mlp")
+    with pytest.raises(AssertionError):
+        assert_sites_where_named(spec, bad, models.resolve_placement("dense_mlp"))
+    good = models.build("dense_mlp")
+    assert_sites_where_named(spec, good, models.resolve_placement("dense_mlp"))
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -177,6 +207,36 @@ def test_custom_layers_round_trip_through_config():
     clone = keras.models.model_from_json(model.to_json())
     assert [type(l) for l in clone.layers] == [type(l) for l in model.layers]
     assert clone.get_layer("conv1.post").spatial
+
+
+@pytest.mark.parametrize("check,value,message", [
+    (models.check_kind, "alpha", "unknown dropout kind 'alpha'; valid kinds: inverted, classic, gaussian"),
+    (models.check_activation, "softsign",
+     "unknown activation 'softsign'; valid activations: relu, sigmoid, tanh, elu, exponential"),
+    (lambda v: models.check_rate(v, what="--rate"), 1.5,
+     "--rate must be in [0, 1) (1 would drop every unit), got 1.5"),
+    (models.check_rate, "abc", "rate must be a number in [0, 1), got 'abc'"),
+])
+def test_validators_name_the_problem_and_the_choices(check, value, message):
+    with pytest.raises(ValueError) as info:
+        check(value)
+    assert str(info.value) == message
+
+
+def test_validators_return_what_they_accept():
+    assert models.check_kind("classic") == "classic"
+    assert models.check_activation("tanh") == "tanh"
+    assert models.check_rate("0.25") == 0.25 and models.check_rate(0) == 0.0
+
+
+@pytest.mark.parametrize("make", [
+    lambda: dropout_lib.make_dropout("gaussian", 1.0, spatial=True),
+    lambda: dropout_lib.ClassicDropout(-0.1),
+    lambda: dropout_lib.make_dropout("dropconnect", 0.5),
+])
+def test_layers_check_rate_and_kind_with_the_same_messages(make):
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)|valid kinds: inverted"):
+        make()
 
 
 @pytest.mark.parametrize("call,needle", [
