@@ -11,7 +11,6 @@ epochs, see common.fast_phase_rate, so the ratio errs low). Target: the
 pipeline supplies >= 20x what training consumes, so it never starves the
 model, even where the device is much faster.
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -20,6 +19,10 @@ import time
 if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+from dropzoo import flags as flags_lib  # noqa: E402
 
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
@@ -81,20 +84,26 @@ def report(result):
     ])
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4, help="trainer epochs (the first is excluded)")
-    parser.add_argument("--data_epochs", type=int, default=20, help="passes over the data for the stream alone")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--dataset", default="mnist_sample", help="mnist_sample (offline) or a tfds name")
-    parser.add_argument("--idx_dir", default=None, help="directory of MNIST-format IDX .gz files")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    result = run(common.load_source(args.dataset, args.idx_dir), epochs=args.epochs,
-                 batch_size=args.batch_size, seed=args.seed, data_epochs=args.data_epochs)
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_integer("epochs", 4, "Trainer epochs (the first is excluded).")
+    flags.DEFINE_integer("data_epochs", 20, "Passes over the data for the stream alone.")
+    flags.DEFINE_integer("batch_size", 128, "Batch size.")
+    flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (offline) or a tfds name.")
+    flags.DEFINE_string("idx_dir", None, "Directory of MNIST-format IDX .gz files.")
+    flags.DEFINE_integer("seed", 0, "Seed of the trainer run.")
+
+
+def main(argv):
+    del argv
+    result = run(common.load_source(FLAGS.dataset, FLAGS.idx_dir), epochs=FLAGS.epochs,
+                 batch_size=FLAGS.batch_size, seed=FLAGS.seed, data_epochs=FLAGS.data_epochs)
     print(report(result))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()  # here, not at import: tests import several benchmarks at once
+    app.run(main, flags_parser=flags_lib.parse_or_exit)

@@ -16,7 +16,6 @@ hits all three alike. Every call ends with NumPy results. Batch 1: p50 and p99
 latency; batch 256: examples/s. Targets: batch-256 serving_default >= 3x
 model.predict; batch-1 serving_default p50 below model(x)'s.
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -25,6 +24,10 @@ import time
 if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+from dropzoo import flags as flags_lib  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -124,19 +127,26 @@ def report(result):
     ])
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--precision", default="auto", help="auto (the trainer's default), float32, mixed_bfloat16, ...")
-    parser.add_argument("--batch_size", type=int, default=256, help="batch for the throughput figure")
-    parser.add_argument("--latency_rounds", type=int, default=200, help="batch-1 calls per method")
-    parser.add_argument("--throughput_rounds", type=int, default=20, help="large-batch calls per method")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    result = run(precision=args.precision, batch_size=args.batch_size, latency_rounds=args.latency_rounds,
-                 throughput_rounds=args.throughput_rounds, seed=args.seed)
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("precision", "auto", "auto (the trainer's default), float32, mixed_bfloat16, ...")
+    flags.DEFINE_integer("batch_size", 256, "Batch for the throughput figure.")
+    flags.DEFINE_integer("latency_rounds", 200, "Batch-1 calls per method.")
+    flags.DEFINE_integer("throughput_rounds", 20, "Large-batch calls per method.")
+    flags.DEFINE_integer("seed", 0, "Seed of the model's weights.")
+
+
+def main(argv):
+    del argv
+    result = run(precision=FLAGS.precision, batch_size=FLAGS.batch_size,
+                 latency_rounds=FLAGS.latency_rounds, throughput_rounds=FLAGS.throughput_rounds,
+                 seed=FLAGS.seed)
     print(report(result))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()  # here, not at import: tests import several benchmarks at once
+    app.run(main, flags_parser=flags_lib.parse_or_exit)

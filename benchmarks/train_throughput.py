@@ -29,7 +29,6 @@ drew more slow epochs); the all-epochs figure is printed beside it.
 Targets: 3 >= 2.5x the examples/s of 1, and 3's mean test accuracy within
 0.3 percentage points of 2's after the same epochs.
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -37,6 +36,10 @@ import tempfile
 if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+from dropzoo import flags as flags_lib  # noqa: E402
 
 import keras  # noqa: E402
 
@@ -197,25 +200,29 @@ def report(result):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12, help="epochs for every run (default 12, as the example)")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--dataset", default="mnist_sample", help="mnist_sample (offline) or a tfds name")
-    parser.add_argument("--idx_dir", default=None, help="directory of MNIST-format IDX .gz files")
-    parser.add_argument("--seeds", type=int, default=3,
-                        help="trainer runs use seeds 0..N-1; accuracies and ex/s are their means")
-    parser.add_argument("--ablation", action="store_true",
-                        help="also train the defaults with --steps_per_execution=1 (seed 0)")
-    parser.add_argument("--no_float32", action="store_true",
-                        help="skip the trainer float32 runs (accuracy is then compared with the classic run)")
-    args = parser.parse_args(argv)
-    result = run(common.load_source(args.dataset, args.idx_dir), epochs=args.epochs,
-                 batch_size=args.batch_size, seeds=args.seeds, compare_float32=not args.no_float32,
-                 ablation=args.ablation)
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_integer("epochs", 12, "Epochs for every run (default 12, as the example).")
+    flags.DEFINE_integer("batch_size", 128, "Batch size.")
+    flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (offline) or a tfds name.")
+    flags.DEFINE_string("idx_dir", None, "Directory of MNIST-format IDX .gz files.")
+    flags.DEFINE_integer("seeds", 3, "Trainer runs use seeds 0..N-1; accuracies and ex/s are their means.")
+    flags.DEFINE_bool("ablation", False, "Also train the defaults with --steps_per_execution=1 (seed 0).")
+    flags.DEFINE_bool("float32", True, "Train the trainer's float32 runs (--nofloat32 skips them; "
+                      "accuracy is then compared with the classic run).")
+
+
+def main(argv):
+    del argv
+    result = run(common.load_source(FLAGS.dataset, FLAGS.idx_dir), epochs=FLAGS.epochs,
+                 batch_size=FLAGS.batch_size, seeds=FLAGS.seeds, compare_float32=FLAGS.float32,
+                 ablation=FLAGS.ablation)
     print(report(result))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()  # here, not at import: tests import several benchmarks at once
+    app.run(main, flags_parser=flags_lib.parse_or_exit)

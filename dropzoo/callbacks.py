@@ -9,12 +9,14 @@
   excluded), for a steady-state examples/second figure.
 - `StopAtStep`: ends training after an exact number of steps.
 """
-import json
 import os
 import time
 
 import keras
 import numpy as np
+
+import models
+from dropzoo import files
 
 WEIGHTS = "state.weights.h5"  # model + optimizer variables
 RNG = "rng.npz"
@@ -32,19 +34,12 @@ def _seed_states(model):
             for i, v in enumerate(v for v in layer.variables if "seed_generator_state" in v.path)}
 
 
-def _atomic_write(path, write):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def saved_epoch(directory):
     """The number of epochs the checkpoint in `directory` has completed (0 if none)."""
     path = os.path.join(directory, META)
     if not os.path.exists(path):
         return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
+    return int(files.read_json(path, "delete the checkpoints directory to start over")["epoch"])
 
 
 def restore(model, directory):
@@ -74,24 +69,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
         os.makedirs(self.directory, exist_ok=True)
         # The state file is written last: it names an epoch only once the
         # weights and RNG state for that epoch are complete on disk.
-        weights = os.path.join(self.directory, WEIGHTS)
-        tmp = weights.replace(".weights.h5", f".tmp-{os.getpid()}.weights.h5")  # Keras needs the suffix
-        self.model.save_weights(tmp)
-        os.replace(tmp, weights)
+        files.atomic_write(os.path.join(self.directory, WEIGHTS), self.model.save_weights)
         rng = {path: np.asarray(v.numpy()) for path, v in _seed_states(self.model).items()}
-        _atomic_write(os.path.join(self.directory, RNG), lambda p: _save_npz(p, rng))
-        _atomic_write(os.path.join(self.directory, META),
-                      lambda p: _write_json(p, {"epoch": epoch + 1}))
+        files.atomic_write(os.path.join(self.directory, RNG), lambda p: _save_npz(p, rng))
+        files.write_json(os.path.join(self.directory, META), {"epoch": epoch + 1})
 
 
 def _save_npz(path, arrays):
     with open(path, "wb") as f:
         np.savez(f, **arrays)
-
-
-def _write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
 
 
 class Throughput(keras.callbacks.Callback):
@@ -137,7 +123,7 @@ def site_statistics(model, images):
     inference mode: the train/inference "variance shift" a following layer
     sees (Li et al., 2019, on dropout before batch normalisation).
     """
-    sites = [layer for layer in _dropout_layers(model)]
+    sites = models.dropout_layers(model)
     if not sites:
         return {}
     probe = keras.Model(model.input, [t for layer in sites for t in (layer.input, layer.output)])
@@ -160,11 +146,6 @@ def site_statistics(model, images):
         entry["variance_ratio"] = entry["train"]["out_var"] / inference_var if inference_var else float("nan")
         result[layer.name] = entry
     return result
-
-
-def _dropout_layers(model):
-    from models import dropout_layers  # the zoo's one definition of "a dropout layer"
-    return dropout_layers(model)
 
 
 class DropoutStats(keras.callbacks.Callback):

@@ -2,8 +2,9 @@
 
 `compare_runs(runs_dir)` finds every finished run below `runs_dir` (a
 directory with metrics.json and a complete saved_model/), evaluates each
-export on its test split through the serving signature, groups runs by
-variant (`<model>/<variant>`, the run directory's parent) and writes into
+export on its test split through the serving signature, groups runs by the
+configuration they recorded (everything but the seed; the group's name,
+`<model>/<variant>`, is computed from it) and writes into
 `<runs_dir>/comparison/`:
 
   comparison.md / .csv   per variant: mean ± std and 95% CI of test accuracy
@@ -15,16 +16,17 @@ variant (`<model>/<variant>`, the run directory's parent) and writes into
   hparams/               TensorBoard HParams summaries of the same numbers
 """
 import csv
-import json
 import os
-import pathlib
 
 import numpy as np
 
+from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import evaluate
+from dropzoo import files
 from dropzoo import stats
-from dropzoo.export import ExportError
+from dropzoo import sweep
+from dropzoo.errors import ExportError
 
 
 def find_runs(runs_dir):
@@ -45,16 +47,30 @@ def find_runs(runs_dir):
 
 
 def _data_of(metrics, override):
-    """The (dataset, idx_dir, tfds_data_dir) to test a run on: override, else its own."""
+    """The load_source arguments to test a run on: the override, else the run's own data."""
     if override.get("dataset") or override.get("idx_dir"):
-        return override.get("dataset") or "mnist", override.get("idx_dir"), override.get("tfds_data_dir")
-    source = metrics["data"]["source"]
-    config = metrics["config"]
-    if source.startswith("idx:"):
-        return config["dataset"], source[len("idx:"):], None
-    if source.startswith("tfds:"):
-        return source[len("tfds:"):], None, config.get("tfds_data_dir")
-    return source, None, None  # mnist_sample, or another array source by name
+        return {"dataset": override.get("dataset") or "mnist", "idx_dir": override.get("idx_dir"),
+                "tfds_data_dir": override.get("tfds_data_dir")}
+    return dict(metrics["data"]["origin"])
+
+
+# Fields of a recorded config that do not make a run another variant.
+_NOT_VARIANT = ("seed",) + config_lib.OBSERVATION_ONLY + config_lib.EXECUTION_ONLY
+
+
+def variant_key(config):
+    """What runs of one variant share: their recorded config without seed and execution details."""
+    return tuple(sorted((k, v) for k, v in config.items() if k not in _NOT_VARIANT))
+
+
+def variant_label(config):
+    """`<model>/<variant>`, computed from a recorded config."""
+    return f"{config['model']}/{sweep.variant_name(config)}"
+
+
+def baseline_config(config, baseline):
+    """`config` with its placement replaced by the `baseline` placement (same kind, activation, ...)."""
+    return {**config, "placement": baseline, "sites": ""}
 
 
 def evaluate_runs(run_dirs, *, mc_samples=0, batch_size=256, data_override=None, source=None):
@@ -64,26 +80,28 @@ def evaluate_runs(run_dirs, *, mc_samples=0, batch_size=256, data_override=None,
     """
     sources, rows = {}, []
     for run in run_dirs:
-        with open(os.path.join(run, "metrics.json")) as f:
-            metrics = json.load(f)
-        key = _data_of(metrics, data_override or {}) if source is None else "given"
-        if key == "given":
-            sources[key] = source
-        elif key not in sources:
-            sources[key] = data_lib.load_source(key[0], idx_dir=key[1], tfds_data_dir=key[2],
-                                                need_train=False)
+        metrics = files.read_json(os.path.join(run, "metrics.json"),
+                                  "delete it and rerun that run's train.py command to re-measure it")
+        if source is not None:
+            key, run_source = "given", source
+        else:
+            origin = _data_of(metrics, data_override or {})
+            key = tuple(sorted(origin.items()))
+            if key not in sources:
+                sources[key] = data_lib.load_source(**origin, need_train=False)
+            run_source = sources[key]
         try:
             result = evaluate.evaluate_saved_model(
-                os.path.join(run, "saved_model"), data_lib.raw_batches(sources[key].test, batch_size),
+                os.path.join(run, "saved_model"), data_lib.raw_batches(run_source.test, batch_size),
                 mc_samples=mc_samples)
         except ExportError as e:
-            raise ValueError(f"run {run}: {e}") from None
+            raise ExportError(f"run {run}: {e}") from None
         rows.append({
             "run": run,
-            "variant": "/".join(pathlib.Path(run).parts[-3:-1]),  # <model>/<variant>
+            "variant": variant_label(metrics["config"]),
             "seed": metrics["config"]["seed"],
             "config": metrics["config"],
-            "data_source": sources[key].name,
+            "data_source": run_source.name,
             "train_time_sec": metrics.get("train_time_sec"),
             "val_accuracy": metrics.get("history", {}).get("val_accuracy", []),
             **{f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in result.items()},
@@ -95,36 +113,27 @@ METRICS = ("test_accuracy", "test_loss", "ece", "mc_accuracy", "mc_nll", "mc_ece
 
 
 def summarise(rows, baseline="canonical"):
-    """Per-variant statistics over seeds, in variant order."""
-    # Baselines first, then the rest by name, so a table reads "canonical vs ...".
-    variants = sorted({r["variant"] for r in rows},
-                      key=lambda v: (v.split("/", 1)[1].partition("-")[0] != baseline, v))
-    by_variant = {v: [r for r in rows if r["variant"] == v] for v in variants}
+    """Per-variant statistics over seeds: baselines first, then by name."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(variant_key(r["config"]), []).append(r)
+    labels = {key: variant_label(runs[0]["config"]) for key, runs in groups.items()}
+    order = sorted(groups, key=lambda k: (groups[k][0]["config"]["placement"] != baseline, labels[k]))
     table = []
-    for variant in variants:
-        runs = by_variant[variant]
-        entry = {"variant": variant, "seeds": len(runs)}
+    for key in order:
+        runs = groups[key]
+        entry = {"variant": labels[key], "seeds": len(runs)}
         for metric in METRICS:
             values = [r[metric] for r in runs if r.get(metric) is not None]
             if values:
                 mean, std, half = stats.mean_ci(values)
                 entry[metric] = {"mean": mean, "std": std, "ci95": half}
-        base = baseline_of(variant, baseline)
+        base = variant_key(baseline_config(runs[0]["config"], baseline))
         entry["p_vs_baseline"] = (stats.welch_p_value([r["test_accuracy"] for r in runs],
-                                                      [r["test_accuracy"] for r in by_variant[base]])
-                                  if base in by_variant and base != variant else None)
+                                                      [r["test_accuracy"] for r in groups[base]])
+                                  if base in groups and base != key else None)
         table.append(entry)
     return table
-
-
-def baseline_of(variant, baseline):
-    """The variant a t-test compares `variant` with: same model, kind and activation.
-
-    `keras_mnist_cnn/before_activation-sigmoid` -> `keras_mnist_cnn/<baseline>-sigmoid`.
-    """
-    model, name = variant.split("/", 1)
-    _, dash, suffix = name.partition("-")
-    return f"{model}/{baseline}{dash}{suffix}"
 
 
 def _fmt(entry, metric, digits=4, pct=False):

@@ -7,8 +7,9 @@ the fix) for every value a user can get wrong.
 import dataclasses
 
 import models
+from dropzoo import data as data_lib
 from dropzoo import performance
-from models import sites as sites_lib
+from dropzoo.errors import ConfigError
 
 OPTIMIZERS = ("adadelta", "sgd", "adam", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -21,10 +22,6 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # Where a run executes, not what it computes (the batch size is global): a
 # run may resume on another number of devices or machines.
 EXECUTION_ONLY = ("strategy", "cpu_devices")
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; str(e) is one line with the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,17 +65,21 @@ class TrainConfig:
 
 
 def validate(config):
-    """Returns `config` unchanged, or raises ConfigError naming what is wrong."""
+    """Returns `config` unchanged, or raises ConfigError naming what is wrong.
+
+    Each fact is checked by the one function that owns it (models for kind,
+    activation, rate and sites; data for batch size and validation fraction),
+    so the builders and a config give the same message.
+    """
     try:
         models.resolve_placement(config.model, config.placement_spec)
-        # Building checks kind, activation and rate the same way the trainer will.
-        if config.kind not in models.KINDS:
-            raise ValueError(f"unknown dropout kind {config.kind!r}; valid kinds: {', '.join(models.KINDS)}")
-        if config.activation not in models.ACTIVATIONS:
-            raise ValueError(f"unknown activation {config.activation!r}; valid activations: "
-                             f"{', '.join(models.ACTIVATIONS)}")
+        models.check_kind(config.kind)
+        models.check_activation(config.activation)
         if config.rate is not None:
-            sites_lib.check_rate(config.rate, "--rate")
+            models.check_rate(config.rate, "--rate")
+        data_lib.check_batch_size(config.batch_size, "--batch_size")
+        data_lib.check_validation_fraction(config.validation_fraction, "--validation_fraction")
+        performance.parse_profile_batches(config.profile_batches)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if config.optimizer not in OPTIMIZERS:
@@ -87,11 +88,7 @@ def validate(config):
         raise ConfigError(f"unknown precision {config.precision!r}; valid: {', '.join(PRECISIONS)}")
     if config.jit_compile not in JIT_COMPILE:
         raise ConfigError(f"unknown jit_compile {config.jit_compile!r}; valid: {', '.join(JIT_COMPILE)}")
-    try:
-        performance.parse_profile_batches(config.profile_batches)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    positive = {"epochs": config.epochs, "batch_size": config.batch_size}
+    positive = {"epochs": config.epochs}
     if config.train_steps is not None:
         positive["train_steps"] = config.train_steps
     for name, value in positive.items():
@@ -106,8 +103,6 @@ def validate(config):
         raise ConfigError(f"--cpu_devices must be a positive integer, got {config.cpu_devices}")
     if not config.learning_rate > 0:
         raise ConfigError(f"--learning_rate must be positive, got {config.learning_rate}")
-    if not 0 <= config.validation_fraction < 1:
-        raise ConfigError(f"--validation_fraction must be in [0, 1), got {config.validation_fraction}")
     return config
 
 

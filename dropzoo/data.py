@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from dropzoo.errors import DataError
 from dropzoo.preprocess import scale
 
 IDX_TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
@@ -60,14 +61,6 @@ _VALID_NAMES_HINT = (
 )
 
 
-class DataError(ValueError):
-    """A user-facing data problem; str(e) is ONE line naming the problem and the fix."""
-
-    def __init__(self, message):
-        # Embedded library messages may span lines; callers print str(e) as-is.
-        super().__init__(" ".join(str(message).split()))
-
-
 @dataclasses.dataclass(frozen=True)
 class Source:
     """Unbatched (uint8 image [H, W, C], int64 label) splits plus their metadata."""
@@ -80,6 +73,9 @@ class Source:
     num_classes: int
     image_shape: tuple
     fallback_reason: str = ""
+    # How to load it again: load_source(**origin). Runs record it, so a
+    # comparison tests each run on its own data without parsing names.
+    origin: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +111,10 @@ def load_source(dataset="mnist", *, idx_dir=None, tfds_data_dir=None,
 def _sample_source(need_train, fallback_reason=""):
     x_train, y_train, x_test, y_test = mnist_sample_arrays()
     return array_source(SAMPLE_NAME, (x_train, y_train) if need_train else None,
-                         (x_test, y_test), fallback_reason)
+                         (x_test, y_test), fallback_reason, origin={"dataset": SAMPLE_NAME})
 
 
-def array_source(name, train, test, fallback_reason=""):
+def array_source(name, train, test, fallback_reason="", origin=None):
     """A `Source` over in-memory arrays; `train` is None for eval-only use."""
     x_test, y_test = test
     labels = [y_test] if train is None else [train[1], y_test]
@@ -131,6 +127,7 @@ def array_source(name, train, test, fallback_reason=""):
         num_classes=int(max(label.max() for label in labels)) + 1,
         image_shape=tuple(int(d) for d in x_test.shape[1:]),
         fallback_reason=fallback_reason,
+        origin=dict(origin or {"dataset": name}),
     )
 
 
@@ -160,6 +157,7 @@ def _tfds_source(name, data_dir, need_train, network_timeout):
         num_test=num_test,
         num_classes=int(features[label_key].num_classes),
         image_shape=tuple(int(d) for d in features[image_key].shape),
+        origin={"dataset": name, "tfds_data_dir": data_dir},
     )
 
 
@@ -273,7 +271,8 @@ def _idx_source(idx_dir, need_train):
                 f"{idx_dir}: train images are {x_train.shape[1:3]} but t10k images are "
                 f"{test[0].shape[1:3]}; use train and t10k files from the same dataset")
         train = _fixed_shuffle(x_train, y_train)
-    return array_source(f"idx:{os.path.abspath(idx_dir)}", train, test)
+    return array_source(f"idx:{os.path.abspath(idx_dir)}", train, test,
+                        origin={"idx_dir": os.path.abspath(idx_dir)})
 
 
 def _check_idx_dir(idx_dir, need_train):
@@ -411,7 +410,7 @@ def make_pipelines(source, *, batch_size, seed, validation_fraction=0.1, start_s
     The train stream is infinite; global step k always yields the same batch
     for a given seed, and `start_step` makes the stream begin at that step.
     """
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     if start_step < 0:
         raise DataError(f"start_step must be >= 0, got {start_step}")
     if source.train is None:
@@ -437,23 +436,30 @@ def make_pipelines(source, *, batch_size, seed, validation_fraction=0.1, start_s
 
 def raw_batches(ds, batch_size):
     """Fixed-order batches of UNSCALED uint8 images and labels, for serving signatures."""
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _check_batch_size(batch_size):
+def check_batch_size(batch_size, what="batch_size"):
+    """Returns `batch_size`, or raises DataError unless it is a positive integer."""
     # numbers.Integral admits numpy ints; bool is excluded as almost surely a slip.
     integral = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
     if not integral or batch_size <= 0:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise DataError(f"{what} must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+def check_validation_fraction(fraction, what="validation_fraction"):
+    """Returns `fraction`, or raises DataError unless 0 <= fraction < 1."""
+    if not (isinstance(fraction, numbers.Real) and 0 <= fraction < 1):
+        raise DataError(f"{what} must be in [0, 1), got {fraction!r}; "
+                        "use e.g. 0.1, or 0 for no validation set")
+    return fraction
 
 
 def validation_size(num_examples, fraction):
     """How many of `num_examples` training examples make_pipelines holds out."""
-    if not 0 <= fraction < 1:
-        raise DataError(
-            f"validation_fraction must be in [0, 1), got {fraction}; "
-            "use e.g. 0.1, or 0 for no validation set")
+    check_validation_fraction(fraction)
     if fraction == 0:
         return 0
     if num_examples < 2:

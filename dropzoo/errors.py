@@ -1,9 +1,11 @@
 """How the scripts report a user's mistake: one line on stderr, exit code 2.
 
-Library code raises ValueError subclasses (ConfigError, DataError, ...) or
-RunError/ExportError whose message already names the problem and the fix;
-the scripts wrap their work in `one_line()` so none of them ends in a
-traceback. Programming errors (anything else) still show theirs.
+Every error a user can fix derives from `DropzooError`, whose message is one
+line naming the problem and the fix (multi-line library texts are joined).
+`models/` stays free of this package and raises plain `ValueError`, so
+`one_line()` also turns `ValueError` and `OSError` into one line: the scripts
+wrap their work in it and none of them ends in a traceback. Programming
+errors (anything else) still show theirs.
 """
 import contextlib
 import sys
@@ -11,20 +13,50 @@ import sys
 EXIT_USAGE = 2
 
 
+class DropzooError(Exception):
+    """A user-facing error; str(e) is one line naming the problem and the fix."""
+
+    def __init__(self, message, *args):
+        # Embedded TF/h5py texts span lines; the scripts print str(e) as one line.
+        super().__init__(" ".join(str(message).split()), *args)
+
+
+class ConfigError(DropzooError, ValueError):
+    """A bad configuration value."""
+
+
+class DataError(DropzooError, ValueError):
+    """Data that cannot be found or read as asked."""
+
+
+class RunError(DropzooError, RuntimeError):
+    """A run that cannot proceed as asked (workdir, NaN loss, a lost peer)."""
+
+
+class ExportError(DropzooError, RuntimeError):
+    """An export that could not be written, loaded or verified; `details` holds the evidence."""
+
+    def __init__(self, message, details=None):
+        super().__init__(message)
+        self.details = details
+
+
+# What `one_line` reports as a user's mistake: ours, plus the plain errors that
+# models/ (ValueError) and the file system (OSError) raise.
+USER_ERRORS = (DropzooError, ValueError, OSError)
+
+
 def fail(message):
     """Prints `error: message` to stderr and returns the exit code for it."""
-    print(f"error: {str(message).strip().splitlines()[0] if str(message).strip() else message}",
-          file=sys.stderr)
+    text = " ".join(str(message).split())
+    print(f"error: {text}", file=sys.stderr)
     return EXIT_USAGE
 
 
 @contextlib.contextmanager
 def one_line():
     """Turns a user-facing error raised inside the block into `fail` + exit."""
-    from dropzoo.export import ExportError  # imported late: TensorFlow is heavy
-    from dropzoo.trainer import RunError
-
     try:
         yield
-    except (ValueError, RunError, ExportError, OSError) as e:
+    except USER_ERRORS as e:
         raise SystemExit(fail(e)) from None

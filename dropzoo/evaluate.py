@@ -4,17 +4,17 @@ No Keras objects are involved: what is measured is exactly what a server
 running the export would answer for raw uint8 pixels.
 """
 import itertools
-import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from dropzoo import files
 from dropzoo import stats
 from dropzoo.export import MC_DROPOUT_KEY, PROBABILITIES_KEY
-from dropzoo.export import ExportError, load_serving_fn, serving_input_spec
+from dropzoo.export import load_serving_fn, serving_input_spec
 
-__all__ = ["ExportError", "load_serving_fn", "evaluate_saved_model", "evaluate_on_dataset", "write_json"]
+__all__ = ["evaluate_saved_model", "evaluate_on_dataset", "write_json"]
 
 # Same clipping as Keras' crossentropy, so a confident wrong answer costs
 # -log(1e-7) ~ 16.1 instead of infinity.
@@ -154,11 +154,6 @@ def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=No
 
 
 def write_json(path, result):
-    """Writes `result` to `path` atomically."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Writes `result` to `path` atomically, creating its directory."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return files.write_json(path, result)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 import models
+from dropzoo.errors import ExportError
 from dropzoo.preprocess import scale
 
 SIGNATURE_KEY = "serving_default"
@@ -44,15 +45,6 @@ _RANDOM_OP_PATTERN = re.compile(
     r"|^Stateful(Uniform|StandardNormal)|Shuffle|SeedGenerator"
     r"|SampleDistortedBoundingBox|CandidateSampler"
 )
-
-
-class ExportError(RuntimeError):
-    """str(e) is one line naming what failed; `details` holds the evidence."""
-
-    def __init__(self, message, details=None):
-        # TF error texts span lines; callers log str(e) as a single line.
-        super().__init__(" ".join(str(message).split()))
-        self.details = details
 
 
 # ---------------------------------------------------------------- exporting

@@ -18,6 +18,7 @@ import keras
 import models
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
+from dropzoo import errors
 from dropzoo import trainer
 
 
@@ -31,7 +32,7 @@ def expand(base, *, placements=None, seeds=1, kinds=None, activations=None):
     if "all" in placements:
         placements = models.list_placements(base.model)
     if seeds < 1:
-        raise config_lib.ConfigError(f"--seeds must be a positive integer, got {seeds}")
+        raise errors.ConfigError(f"--seeds must be a positive integer, got {seeds}")
     configs = []
     for placement, kind, activation, k in itertools.product(
             placements, kinds or [base.kind], activations or [base.activation], range(seeds)):
@@ -42,7 +43,13 @@ def expand(base, *, placements=None, seeds=1, kinds=None, activations=None):
 
 
 def variant_name(config):
-    """The directory name of a run's variant (placement[-kind][-activation])."""
+    """The name of a run's variant (placement[-kind][-activation]); its directory's name.
+
+    `config` is a TrainConfig or the dict a run recorded in metrics.json.
+    """
+    if isinstance(config, dict):
+        config = config_lib.TrainConfig(**{k: v for k, v in config.items()
+                                           if k in config_lib.TrainConfig.__dataclass_fields__})
     name = config.placement if not config.sites else "sites-" + _slug(config.sites)
     if config.kind != "inverted":
         name += f"-{config.kind}"
@@ -77,8 +84,8 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
         try:
             metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
                                                  source=source, verbose=verbose)
-        except (trainer.RunError, ValueError) as e:
-            metrics = f"{type(e).__name__}: {e}"
+        except errors.USER_ERRORS as e:  # the same errors the scripts print in one line
+            metrics = f"{type(e).__name__}: {' '.join(str(e).split())}"
             if verbose:
                 print(f"  failed: {metrics}", flush=True)
         except Exception:  # keep the finished runs' summary; show the bug in full

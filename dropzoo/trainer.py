@@ -9,10 +9,18 @@ turns flags into a TrainConfig and calls it. It writes into `workdir`:
   saved_model/    the export; serving_default runs with dropout off
   metrics.json    config, data source, test metrics, timing, export check
 
-Rerunning the same command resumes from the last checkpoint; rerunning a
-finished run returns its metrics without retraining unless `overwrite`.
+Every run has the same skeleton, whatever the strategy:
+
+  prepare workdir -> seed and precision -> data, model -> restore
+  -> loop -> test -> export -> verify -> metrics
+
+Only the loop differs (`loops.FitLoop`, or `multi_worker.MultiWorkerLoop`
+under MultiWorkerMirroredStrategy); each step of the skeleton is written
+once, here. Rerunning the same command resumes from the last checkpoint;
+rerunning a finished run returns its metrics without retraining unless
+`overwrite`.
 """
-import json
+import hashlib
 import math
 import os
 import shutil
@@ -27,28 +35,22 @@ import models
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
-from dropzoo import distribute as distribute_lib
 from dropzoo import export as export_lib
+from dropzoo import files
+from dropzoo import loops
+from dropzoo import multi_worker
 from dropzoo import performance
+from dropzoo import strategies
 from dropzoo import summaries
+from dropzoo.errors import RunError
 from dropzoo.preprocess import scale
 
-
-class RunError(RuntimeError):
-    """A run that cannot proceed as asked; str(e) is one line with the fix."""
+WORKDIR_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json")
 
 
-def _paths(workdir):
-    return {name: os.path.join(workdir, name) for name in
-            ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json")}
-
-
-def _write_json(path, obj):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)  # readers see the old file or the new one, never half
+def workdir_paths(workdir):
+    """{name: path} of everything a run writes in `workdir`."""
+    return {name: os.path.join(workdir, name) for name in WORKDIR_FILES}
 
 
 def prepare_workdir(config, workdir, overwrite=False):
@@ -57,7 +59,7 @@ def prepare_workdir(config, workdir, overwrite=False):
     Returns the finished run's metrics if the run is already complete (and
     not `overwrite`), else None.
     """
-    paths = _paths(workdir)
+    paths = workdir_paths(workdir)
     if overwrite and os.path.isdir(workdir):
         for name in paths.values():
             if os.path.isdir(name):
@@ -73,27 +75,25 @@ def prepare_workdir(config, workdir, overwrite=False):
         raise RunError(f"cannot write to workdir {workdir!r} ({e.strerror}); "
                        "pass a --workdir you can write to") from None
     if os.path.exists(paths["config.json"]):
-        with open(paths["config.json"]) as f:
-            saved = json.load(f)
+        saved = files.read_json(paths["config.json"],
+                                "delete it and rerun to resume with this command's settings, "
+                                "or --overwrite to start the run again")
         changed = config_lib.differences(saved, config)
         if changed:
             listed = ", ".join(f"--{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in changed)
             raise RunError(f"workdir {workdir!r} holds a run with other settings: {listed}; "
                            "use another --workdir, or --overwrite to replace that run")
     else:
-        _write_json(paths["config.json"], config.to_dict())
+        files.write_json(paths["config.json"], config.to_dict())
     if os.path.exists(paths["metrics.json"]):
-        with open(paths["metrics.json"]) as f:
-            return json.load(f)
+        return files.read_json(paths["metrics.json"],
+                               "delete it and rerun the same command to re-export and "
+                               "re-measure from the last checkpoint")
     return None
 
 
-def build_model(config, num_classes, image_shape, steps_per_execution=None):
-    """The compiled model for `config` (the trainer compiles; builders don't).
-
-    `steps_per_execution`: as chosen by performance.choose_steps_per_execution
-    for the run's epoch length (default: config's value, 1 for auto).
-    """
+def build_model(config, num_classes, image_shape, steps_per_execution=1):
+    """The compiled model for `config` (the trainer compiles; builders don't)."""
     spec = models.get_spec(config.model)
     model = models.build(config.model, config.placement_spec, rate=config.rate, kind=config.kind,
                          activation=config.activation, num_classes=num_classes,
@@ -104,19 +104,18 @@ def build_model(config, num_classes, image_shape, steps_per_execution=None):
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=spec.outputs == "logits"),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        steps_per_execution=steps_per_execution or config.steps_per_execution or 1,
+        steps_per_execution=steps_per_execution,
         # auto: XLA on a GPU; off on CPU (~6x slower there) and under tf.distribute.
         jit_compile=performance.choose_jit_compile(config.jit_compile)[0],
     )
     return model
 
 
-def _steady_examples_per_sec(epochs, batch_size, num_train, steps_per_epoch):
-    """Examples/s over every epoch but the first (which pays for tracing)."""
-    timed = epochs[1:] or epochs
-    examples = sum(num_train if steps == steps_per_epoch else steps * batch_size for steps, _ in timed)
-    seconds = sum(s for _, s in timed)
-    return examples / seconds if seconds > 0 else None
+def loop_for(strategy):
+    """The loop that trains under `strategy`: Keras' fit, unless multi-worker."""
+    if strategies.is_multi_worker(strategy):  # Keras' fit fails there (keras#20585)
+        return multi_worker.MultiWorkerLoop(strategy)
+    return loops.FitLoop(strategy)
 
 
 def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose="auto"):
@@ -124,131 +123,119 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
 
     `source` (a data.Source) replaces the configured dataset, so tests can
     inject tiny data. `verbose`: Keras fit verbosity; "auto" shows a progress
-    bar on a terminal and one line per epoch in a log file.
+    bar on a terminal and one line per epoch in a log file. Under
+    multi-worker every worker calls this; each gets the chief's metrics with
+    its own `strategy` and `weights_sha256`.
     """
+    started = time.perf_counter()
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     config_lib.validate(config)
     # First TensorFlow call: logical devices and the cluster are fixed at start-up.
-    strategy = distribute_lib.strategy_for(config)
-    if distribute_lib.is_multi_worker(strategy):  # Keras' fit fails there (keras#20585)
-        return distribute_lib.train_multi_worker(config, workdir, strategy, overwrite=overwrite,
-                                                 source=source, verbose=verbose)
-    finished = prepare_workdir(config, workdir, overwrite)
-    if finished is not None:
-        print(f"{workdir} holds a finished run; reporting it (--overwrite retrains)")
-        return finished
-    paths = _paths(workdir)
-    keras.utils.set_random_seed(config.seed)
-    # config.json keeps "auto"; the policy it resolved to goes to metrics.json.
-    keras.mixed_precision.set_global_policy(performance.choose_precision(config.precision)[0])
-    try:
-        return _run(config, paths, source, verbose, strategy)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    strategy = strategies.strategy_for(config)
+    loop = loop_for(strategy)
+    with loop.session(workdir) as write_dir:
+        finished = loop.chief_does(lambda: prepare_workdir(config, workdir, overwrite))
+        if finished is not None:
+            if verbose:
+                print(f"{workdir} holds a finished run; reporting it (--overwrite retrains)")
+            return finished
+        keras.utils.set_random_seed(config.seed)
+        # config.json keeps "auto"; the policy it resolved to goes to metrics.json.
+        keras.mixed_precision.set_global_policy(performance.choose_precision(config.precision)[0])
+        try:
+            run = set_up(config, workdir_paths(workdir), workdir_paths(write_dir), source, strategy,
+                         loop, verbose)
+            result = loop.train(run)
+            if any(not np.isfinite(v) for v in result.history.get("loss", [])):
+                raise RunError("training loss became NaN/inf; the last good checkpoint is kept in "
+                               f"{run.paths['checkpoints']}; lower --learning_rate and rerun")
+            # Every worker exports (saving may be collective); the chief's copy is verified.
+            export_lib.export_saved_model(run.model, run.write_paths["saved_model"],
+                                          outputs=run.outputs)
+            metrics = loop.chief_does(lambda: finish(run, result, loop, started))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+    # Each process reports its own identity and weights, so runs can be compared.
+    return {**metrics, "strategy": strategies.describe(strategy),
+            "weights_sha256": weights_digest(run.model)}
 
 
-def set_up(config, source, strategy, steps_per_call_for=lambda steps: steps):
-    """What fit and the multi-worker loop both start from.
-
-    Returns (source, model built under `strategy`, steps per Keras epoch,
-    epochs, steps per call); `steps_per_call_for` adjusts the automatic
-    choice to what the training loop supports.
-    """
+def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
+    """The `loops.Run` for `config`: data, model under `strategy`, checkpoint restored."""
     if source is None:
         source = data_lib.load_source(config.dataset, idx_dir=config.idx_dir,
                                       tfds_data_dir=config.tfds_data_dir)
-    steps_per_epoch, epochs = _schedule(config, _data_steps_per_epoch(source, config))
+    steps_per_epoch, epochs = schedule(config, data_steps_per_epoch(source, config))
     steps_per_call, _ = performance.choose_steps_per_execution(
         config.steps_per_execution, steps_per_epoch, config.train_steps)
-    steps_per_call = steps_per_call_for(steps_per_call)
+    steps_per_call = loop.steps_per_call(steps_per_call)
     with strategy.scope():  # variables become mirrored; training then runs every replica
         model = build_model(config, source.num_classes, source.image_shape, steps_per_call)
     if strategy.num_replicas_in_sync > 1:
-        distribute_lib.distinct_replica_masks(model)
-    return source, model, steps_per_epoch, epochs, steps_per_call
-
-
-def make_pipelines(config, source, initial_epoch, steps_per_epoch):
-    """The run's pipelines, starting at the first step after `initial_epoch` epochs."""
-    return data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
-                                   validation_fraction=config.validation_fraction,
-                                   start_step=initial_epoch * steps_per_epoch)
-
-
-def _run(config, paths, source, verbose, strategy):
-    source, model, steps_per_epoch, epochs, _ = set_up(
-        config, source, strategy,
-        lambda steps: distribute_lib.fit_steps_per_execution(strategy, steps))
-    speed = performance.describe(config, model)
+        strategies.distinct_replica_masks(model)
     if verbose:
-        print(performance.summary_line(speed))
-    initial_epoch = callbacks_lib.restore(model, paths["checkpoints"])
-    pipes = make_pipelines(config, source, initial_epoch, steps_per_epoch)
+        print(performance.summary_line(performance.describe(config, model)))
+    initial_epoch = loop.restore(model, paths["checkpoints"])
+    if initial_epoch and verbose:
+        print(f"Resuming from the checkpoint after epoch {initial_epoch} in {paths['checkpoints']}")
+    pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
+                                    validation_fraction=config.validation_fraction,
+                                    start_step=initial_epoch * steps_per_epoch)
     # A fixed batch of training images on which each dropout site's activation
     # statistics are logged every epoch (the train/inference variance shift).
     probe_images = next(iter(data_lib.raw_batches(source.train, 256)))[0]
-    dropout_stats = callbacks_lib.DropoutStats(scale(probe_images),
-                                               os.path.join(paths["tensorboard"], "dropout_stats"))
-    fit_callbacks = [
-        dropout_stats,
-        callbacks_lib.EpochCheckpoint(paths["checkpoints"]),
-        keras.callbacks.TensorBoard(paths["tensorboard"], histogram_freq=1,
-                                    profile_batch=performance.parse_profile_batches(config.profile_batches)),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if config.train_steps:
-        fit_callbacks.append(callbacks_lib.StopAtStep(config.train_steps, steps_per_epoch))
-    throughput = callbacks_lib.Throughput()
-    if initial_epoch and verbose:
-        print(f"Resuming from the checkpoint after epoch {initial_epoch} in {paths['checkpoints']}")
+    return loops.Run(
+        config=config, paths=paths, write_paths=write_paths, source=source, pipes=pipes,
+        model=model, outputs=models.get_spec(config.model).outputs,
+        steps_per_epoch=steps_per_epoch, epochs=epochs, steps_per_call=steps_per_call,
+        initial_epoch=initial_epoch,
+        checkpoint=callbacks_lib.EpochCheckpoint(write_paths["checkpoints"]),
+        dropout_stats=callbacks_lib.DropoutStats(
+            scale(probe_images), os.path.join(paths["tensorboard"], "dropout_stats")),
+        verbose=verbose,
+    )
 
-    start = time.perf_counter()
-    history = model.fit(pipes.train, epochs=epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, validation_data=pipes.validation,
-                        callbacks=fit_callbacks + [throughput], verbose=verbose,
-                        shuffle=False)  # the pipeline shuffles, seeded per epoch
-    train_time = time.perf_counter() - start
-    if any(not np.isfinite(v) for v in history.history.get("loss", [])):
-        raise RunError("training loss became NaN/inf; the last good checkpoint is kept in "
-                       f"{paths['checkpoints']}; lower --learning_rate and rerun")
 
-    test_loss, test_accuracy = model.evaluate(pipes.test, verbose=0)
-    probe = next(iter(data_lib.raw_batches(source.test, 256)))[0].numpy()
-    outputs = models.get_spec(config.model).outputs
-    export_lib.export_saved_model(model, paths["saved_model"], outputs=outputs)
-    export_check = export_lib.verify_export(paths["saved_model"], model, probe, outputs=outputs)
-
+def finish(run, result, loop, started):
+    """The chief's part after training: test metrics, export check, metrics.json."""
+    test = loop.evaluate(run, run.pipes.test)
+    probe = next(iter(data_lib.raw_batches(run.source.test, 256)))[0].numpy()
+    export_check = export_lib.verify_export(run.paths["saved_model"], run.model, probe,
+                                            outputs=run.outputs)
     metrics = {
-        **describe_run(config, source, pipes),
-        "test_loss": float(test_loss),
-        "test_accuracy": float(test_accuracy),
-        "epochs_completed": initial_epoch + len(throughput.epochs),
-        "resumed_from_epoch": initial_epoch,
-        "train_time_sec": train_time,
-        "train_examples_per_sec": _steady_examples_per_sec(
-            throughput.epochs, config.batch_size, pipes.num_train, pipes.steps_per_epoch),
-        "epoch_train_seconds": [seconds for _, seconds in throughput.epochs],
-        "steps_per_epoch": steps_per_epoch,
-        **speed,  # precision and jit_compile: requested, resolved, why
-        "strategy": distribute_lib.describe(strategy),
-        "weights_sha256": distribute_lib.weights_digest(model),
-        "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        **describe_run(run.config, run.source, run.pipes),
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "epochs_completed": run.initial_epoch + len(result.epoch_seconds),
+        "resumed_from_epoch": run.initial_epoch,
+        "train_time_sec": result.train_seconds,
+        # From the call to a verified export, in this process (a resumed run counts its own part).
+        "wall_time_sec": time.perf_counter() - started,
+        "train_examples_per_sec": steady_examples_per_sec(
+            result.epoch_seconds, run.config.batch_size, run.pipes.num_train, run.pipes.steps_per_epoch),
+        "epoch_train_seconds": [seconds for _, seconds in result.epoch_seconds],
+        "steps_per_epoch": run.steps_per_epoch,
+        **performance.describe(run.config, run.model),  # precision, jit_compile: asked, got, why
+        "strategy": strategies.describe(loop.strategy),
+        "weights_sha256": weights_digest(run.model),
+        "history": result.history,
         "export_check": export_check,
-        "dropout_stats": dropout_stats.latest,
-        "paths": {k: v for k, v in paths.items() if k != "metrics.json"},
+        "dropout_stats": result.dropout_stats,
+        "paths": {k: v for k, v in run.paths.items() if k != "metrics.json"},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
-    summaries.write_hparams(paths["tensorboard"], config, source.name, metrics)
-    _write_json(paths["metrics.json"], metrics)
+    summaries.write_hparams(run.paths["tensorboard"], run.config, run.source.name, metrics)
+    files.write_json(run.paths["metrics.json"], metrics)
     return metrics
 
 
 def describe_run(config, source, pipes):
-    """The metrics.json entries naming what was trained on what (fit and multi-worker alike)."""
+    """The metrics.json entries naming what was trained on what."""
     return {
         "config": config.to_dict(),
-        "data": {"source": source.name, "fallback_reason": source.fallback_reason,
+        "data": {"source": source.name, "origin": source.origin,
+                 "fallback_reason": source.fallback_reason,
                  "num_train": pipes.num_train, "num_validation": pipes.num_validation,
                  "num_test": pipes.num_test, "num_classes": source.num_classes,
                  "image_shape": list(source.image_shape)},
@@ -257,7 +244,23 @@ def describe_run(config, source, pipes):
     }
 
 
-def _data_steps_per_epoch(source, config):
+def weights_digest(model):
+    """sha256 of the model's weights (values only, in order): equal digests, equal weights."""
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
+    return digest.hexdigest()
+
+
+def steady_examples_per_sec(epochs, batch_size, num_train, steps_per_epoch):
+    """Examples/s over every epoch but the first (which pays for tracing)."""
+    timed = epochs[1:] or epochs
+    examples = sum(num_train if steps == steps_per_epoch else steps * batch_size for steps, _ in timed)
+    seconds = sum(s for _, s in timed)
+    return examples / seconds if seconds > 0 else None
+
+
+def data_steps_per_epoch(source, config):
     """Steps in one pass over the training part, as make_pipelines counts them."""
     num_val = data_lib.validation_size(source.num_train, config.validation_fraction)
     return math.ceil((source.num_train - num_val) / config.batch_size)
@@ -268,7 +271,7 @@ def _data_steps_per_epoch(source, config):
 MIN_STEPS_PER_LOGGED_EPOCH = 1000
 
 
-def _schedule(config, data_steps_per_epoch):
+def schedule(config, data_steps_per_epoch):
     """(steps per Keras epoch, number of Keras epochs) for the run.
 
     The training stream is one infinite, step-indexed sequence of batches, so a

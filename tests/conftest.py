@@ -1,6 +1,39 @@
-"""Shared pytest set-up: quiet TensorFlow and make the repo root importable."""
+"""Shared pytest set-up and helpers: quiet TensorFlow, the repo root importable, tiny data.
+
+Tests import the helpers with `from conftest import tiny_config, tiny_source`
+(pytest puts this directory on sys.path; tests/distribute_worker.py, run as a
+script, has it there too).
+"""
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+from dropzoo import config as config_lib  # noqa: E402
+from dropzoo import data as data_lib  # noqa: E402
+
+
+def tiny_source(num_train=96, num_test=40, seed=0):
+    """Learnable random data: the class is which image quadrant is bright."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        labels = rng.integers(0, 4, n)
+        images = rng.integers(0, 200, (n, 28, 28, 1)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            r, c = divmod(int(label), 2)
+            images[i, r * 14:(r + 1) * 14, c * 14:(c + 1) * 14] += 40
+        return images, labels.astype(np.int64)
+
+    return data_lib.array_source("tiny", make(num_train), make(num_test))
+
+
+def tiny_config(**overrides):
+    values = dict(model="dense_mlp", dataset="tiny", epochs=3, batch_size=16,
+                  optimizer="adam", learning_rate=0.003, seed=1)
+    values.update(overrides)
+    return config_lib.TrainConfig(**values)

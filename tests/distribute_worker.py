@@ -4,7 +4,7 @@
 
 e.g. JSON = '{"strategy": "mirrored", "cpu_devices": 2}'. For each triple,
 runs trainer.train_and_evaluate with TrainConfig(**tiny defaults, **JSON) on
-test_train.tiny_source() and writes the metrics this process returned (for a
+conftest.tiny_source() and writes the metrics this process returned (for a
 multi-worker run: the chief's, with this worker's own weights digest) to
 OUT.json. Runs after the first reuse the process's strategy, so they must ask
 for the same one. Errors end like train.py's: one `error:` line, exit code 2.
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -26,13 +27,13 @@ sys.path[:0] = [os.path.dirname(TESTS), TESTS]
 
 from dropzoo import callbacks as callbacks_lib  # noqa: E402
 from dropzoo import config as config_lib  # noqa: E402
-from dropzoo import distribute  # noqa: E402
+from dropzoo import strategies  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 import models  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from test_train import tiny_config, tiny_source  # noqa: E402
+from conftest import tiny_config, tiny_source  # noqa: E402
 
 
 def pause_after_checkpoints(seconds):
@@ -49,9 +50,11 @@ def pause_after_checkpoints(seconds):
 def replica_masks(config, source):
     """{"replica_ids": [...], "outputs": [...]}: a dropout layer's training-mode
     output on ones, per replica of this process, two steps running."""
-    strategy = distribute.strategy_for(config)
-    _, model, *_ = trainer.set_up(config, source, strategy)
-    [layer] = models.layers.dropout_layers(model)
+    strategy = strategies.strategy_for(config)
+    with tempfile.TemporaryDirectory() as workdir:  # the trainer's own set-up, no checkpoint
+        paths = trainer.workdir_paths(workdir)
+        model = trainer.set_up(config, paths, paths, source, strategy, trainer.loop_for(strategy)).model
+    [layer] = models.dropout_layers(model)
     ones = np.ones([config.batch_size // strategy.num_replicas_in_sync, *layer.input.shape[1:]],
                    np.float32)
 
@@ -83,7 +86,7 @@ def main(argv):
         pause_after_checkpoints(args.epoch_pause)
     with errors.one_line():
         configs = [config_lib.validate(tiny_config(**json.loads(overrides))) for _, _, overrides in triples]
-        distribute.strategy_for(configs[0])  # before tiny_source() starts TensorFlow
+        strategies.strategy_for(configs[0])  # before tiny_source() starts TensorFlow
         for config, (workdir, out, _) in zip(configs, triples):
             metrics = trainer.train_and_evaluate(config, workdir, source=tiny_source(), verbose=2)
             with open(out, "w") as f:

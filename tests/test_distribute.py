@@ -22,7 +22,8 @@ import pytest
 from absl import flags
 
 from dropzoo import config as config_lib
-from dropzoo import distribute
+from dropzoo import multi_worker
+from dropzoo import strategies
 from dropzoo import flags as flags_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,7 +129,7 @@ def _kill_all(processes):
 
 def test_auto_picks_multi_worker_then_mirrored_then_default():
     def pick(**facts):
-        return distribute.resolve("auto", **{"num_gpus": 0, "num_tasks": 1, **facts})
+        return strategies.resolve("auto", **{"num_gpus": 0, "num_tasks": 1, **facts})
 
     assert pick(num_tasks=2) == "multi_worker"
     assert pick(num_tasks=2, num_gpus=4) == "multi_worker"
@@ -136,10 +137,10 @@ def test_auto_picks_multi_worker_then_mirrored_then_default():
     assert pick(cpu_devices=2) == "mirrored"
     assert pick(num_gpus=1) == "default"
     assert pick(cpu_devices=1) == "default"
-    assert distribute.resolve("one_device", num_gpus=2, num_tasks=2) == "one_device"
-    cluster = distribute.tf_config_cluster(json.dumps(_tf_configs([1, 2])[0]))
-    assert distribute.num_training_tasks(cluster) == 2
-    assert distribute.num_training_tasks(distribute.tf_config_cluster("")) == 0
+    assert strategies.resolve("one_device", num_gpus=2, num_tasks=2) == "one_device"
+    cluster = strategies.tf_config_cluster(json.dumps(_tf_configs([1, 2])[0]))
+    assert strategies.num_training_tasks(cluster) == 2
+    assert strategies.num_training_tasks(strategies.tf_config_cluster("")) == 0
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -154,24 +155,24 @@ def test_bad_strategy_values_are_one_line_errors(overrides, message):
 
 
 def test_bad_tf_config_and_uneven_batches_are_one_line_errors():
-    with pytest.raises(distribute.DistributeError, match=r"^TF_CONFIG is not valid JSON"):
-        distribute.tf_config_cluster("{'cluster': ")
-    with pytest.raises(distribute.DistributeError,
+    with pytest.raises(strategies.DistributeError, match=r"^TF_CONFIG is not valid JSON"):
+        strategies.tf_config_cluster("{'cluster': ")
+    with pytest.raises(strategies.DistributeError,
                        match=r"^--batch_size=17 is the global batch and must be a multiple of the 2 "
                              r"replicas; use e\.g\. --batch_size=16$"):
-        distribute.check_global_batch(17, 2)
-    distribute.check_global_batch(16, 2)
+        strategies.check_global_batch(17, 2)
+    strategies.check_global_batch(16, 2)
 
 
 def test_cpu_devices_after_tensorflow_started_is_a_clear_error():
     import tensorflow as tf
 
     tf.constant(1.0) + 1.0  # TensorFlow has started: its devices are fixed
-    distribute.split_cpu(len(tf.config.list_logical_devices("CPU")))  # asks for what is there: fine
-    with pytest.raises(distribute.DistributeError,
+    strategies.split_cpu(len(tf.config.list_logical_devices("CPU")))  # asks for what is there: fine
+    with pytest.raises(strategies.DistributeError,
                        match=r"^--cpu_devices=3 must be set before TensorFlow initializes its "
                              r"devices.*fresh process"):
-        distribute.split_cpu(3)
+        strategies.split_cpu(3)
 
 
 def test_flags_reach_the_config_and_do_not_block_a_resume():
@@ -192,7 +193,7 @@ def test_lost_peer_message_is_one_line_naming_the_task():
         "Graph execution error:\n\nCollective ops is aborted by: Error reported from "
         "/job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):\n"
         "/job:worker/replica:0/task:1\nThe error could be from a previous operation. Restart")
-    message = distribute._lost_peer_message(error, "/runs/x")
+    message = multi_worker.lost_peer_message(error, "/runs/x")
     assert "\n" not in message and "/job:worker/replica:0/task:1" in message
     assert message.startswith("multi-worker training stopped: another task failed")
     assert "/runs/x/checkpoints" in message and "restart every worker" in message
@@ -222,6 +223,7 @@ def replica_runs(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_two_replicas_train_to_the_weights_of_one(replica_runs):
     one, two = _load(replica_runs / "one.json"), _load(replica_runs / "two.json")
     assert one["strategy"] == {"name": "default", "num_replicas": 1, "num_workers": 1}
@@ -232,6 +234,7 @@ def test_two_replicas_train_to_the_weights_of_one(replica_runs):
     assert two["export_check"]["passed"]
 
 
+@pytest.mark.slow
 def test_two_replicas_with_dropout_train_and_export(replica_runs):
     metrics = _load(replica_runs / "dropout.json")
     assert metrics["strategy"]["num_replicas"] == 2 and metrics["epochs_completed"] == 2
@@ -244,6 +247,7 @@ def _kept(outputs):
     return np.asarray(outputs) != 0
 
 
+@pytest.mark.slow
 def test_each_replica_draws_its_own_dropout_masks(replica_runs):
     masks = _load(replica_runs / "masks.json")
     assert masks["replica_ids"] == [[0, 1], [0, 1]]
@@ -267,7 +271,7 @@ def test_one_replica_draws_the_masks_it_would_without_a_strategy():
     for kind in ("inverted", "classic", "gaussian"):
         plain, folded = (layers_lib.make_dropout(kind, 0.5, seed=7) for _ in range(2))
         model = keras.Sequential([keras.Input((32,)), folded])
-        distribute.distinct_replica_masks(distribute.distinct_replica_masks(model))
+        strategies.distinct_replica_masks(strategies.distinct_replica_masks(model))
         assert folded.seed_generator.folds_replica_id
         for _ in range(2):  # the state still advances: new masks each call
             np.testing.assert_array_equal(folded(inputs, training=True), plain(inputs, training=True))
@@ -330,6 +334,7 @@ def lost_worker(tmp_path_factory):
     return result
 
 
+@pytest.mark.slow
 def test_a_lost_worker_stops_the_other_with_one_clear_line(lost_worker):
     assert lost_worker["returncode"] == 2, lost_worker["stderr"][-3000:]
     last = lost_worker["stderr"].strip().splitlines()[-1]
@@ -340,6 +345,7 @@ def test_a_lost_worker_stops_the_other_with_one_clear_line(lost_worker):
     assert lost_worker["seconds_to_stop"] < 60
 
 
+@pytest.mark.slow
 def test_rerun_resumes_and_both_workers_end_with_the_same_weights(lost_worker):
     chief, other = lost_worker["worker"]
     assert chief["strategy"]["is_chief"] and not other["strategy"]["is_chief"]
@@ -357,6 +363,7 @@ def test_rerun_resumes_and_both_workers_end_with_the_same_weights(lost_worker):
     assert len(lost_worker["leftovers"]) == 1  # the killed process's; the rerun deleted its own
 
 
+@pytest.mark.slow
 def test_two_workers_train_to_the_weights_of_one_device(lost_worker, replica_runs):
     # Interrupted, resumed, on two processes with their own loop: still the
     # single-device model, within float tolerance.
@@ -368,6 +375,18 @@ def test_two_workers_train_to_the_weights_of_one_device(lost_worker, replica_run
     assert chief["history"]["val_loss"] == pytest.approx(one["history"]["val_loss"][resumed:], rel=1e-4)
 
 
+@pytest.mark.slow
+def test_both_loops_write_the_same_metrics(lost_worker, replica_runs):
+    # One function builds metrics.json for the fit loop and the multi-worker
+    # loop, so an entry added there (e.g. wall_time_sec) is in both.
+    fit = _load(replica_runs / "one.json")
+    chief = _load(lost_worker["workdir"] / "metrics.json")
+    assert set(chief) == set(fit) and "wall_time_sec" in fit
+    assert set(chief["history"]) == set(fit["history"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert chief["train_time_sec"] < chief["wall_time_sec"] and fit["train_time_sec"] < fit["wall_time_sec"]
+
+
+@pytest.mark.slow
 def test_two_workers_with_dropout_agree_and_a_finished_run_is_reported(lost_worker):
     chief, other = lost_worker["dropout"]
     assert chief["weights_sha256"] == other["weights_sha256"]
@@ -377,6 +396,7 @@ def test_two_workers_with_dropout_agree_and_a_finished_run_is_reported(lost_work
     assert lost_worker["again"] == [finished, finished]
 
 
+@pytest.mark.slow
 def test_each_worker_draws_its_own_dropout_masks(lost_worker):
     first, second = lost_worker["masks"]
     assert first["replica_ids"] == [[0], [0]] and second["replica_ids"] == [[1], [1]]

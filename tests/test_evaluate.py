@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dropzoo.evaluate import ExportError, evaluate_saved_model, load_serving_fn
+from dropzoo.errors import ExportError
+from dropzoo.evaluate import evaluate_saved_model
+from dropzoo.export import load_serving_fn
 from dropzoo.export import export_saved_model
 from dropzoo.preprocess import scale
 
@@ -73,7 +75,8 @@ def test_plain_iterables_give_the_same_result(exported, data):
     from_dataset = evaluate_saved_model(path, tf.data.Dataset.from_tensor_slices(data).batch(20))
     assert from_list == from_generator
     assert from_list["accuracy"] == from_dataset["accuracy"]
-    assert from_list["loss"] == pytest.approx(from_dataset["loss"], rel=1e-9)
+    # float32 kernels may round differently at another batch size (seen on AVX2: 1.4e-9).
+    assert from_list["loss"] == pytest.approx(from_dataset["loss"], rel=1e-6)
 
 
 def test_wrong_image_shape_fails_up_front_from_element_spec(exported):

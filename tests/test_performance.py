@@ -14,7 +14,7 @@ from benchmarks import common, input_pipeline, serving, train_throughput
 from dropzoo import config as config_lib
 from dropzoo import performance
 from dropzoo import trainer
-from test_train import tiny_config, tiny_source
+from conftest import tiny_config, tiny_source
 
 
 def gpu(major, minor, name="Test GPU"):
@@ -173,6 +173,7 @@ def test_profile_batches_parse(value, parsed):
 # ------------------------------------------------------------ benchmarks
 
 
+@pytest.mark.slow
 def test_train_throughput_benchmark_returns_its_numbers():
     result = train_throughput.run(tiny_source(), epochs=1, batch_size=16, seeds=1, ablation=True,
                                   log=lambda *_: None)

@@ -15,7 +15,7 @@ import tensorflow as tf
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import export
 from dropzoo import trainer
-from tests.test_train import tiny_config, tiny_source
+from conftest import tiny_config, tiny_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small enough to be quick, long enough per epoch (1.5-3 s on 2 cores) to be killed inside one.
@@ -53,6 +53,7 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.6], ids=["between_epochs", "mid_epoch"])
+@pytest.mark.slow
 def test_sigkill_then_rerun_finishes_like_an_uninterrupted_run(uninterrupted, tmp_path, delay):
     workdir = str(tmp_path / "run")
     process = _train(workdir)

@@ -14,7 +14,7 @@ from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import stats
 from dropzoo import sweep
-from tests.test_train import tiny_source
+from conftest import tiny_source
 
 
 # ------------------------------------------------------------------ statistics
@@ -77,6 +77,7 @@ def study(tmp_path_factory):
     return root, runs, results, comparison
 
 
+@pytest.mark.slow
 def test_sweep_trains_every_run_in_its_own_directory(study):
     root, runs, results, _ = study
     assert [w for _, w, _ in results] == [w for _, w in runs]
@@ -86,6 +87,7 @@ def test_sweep_trains_every_run_in_its_own_directory(study):
         "dense_mlp/canonical/seed0", "dense_mlp/canonical/seed1"]
 
 
+@pytest.mark.slow
 def test_same_seed_means_same_data_weights_and_masks(study):
     """With ReLU, dropout before or after the activation trains the very same model."""
     _, _, results, _ = study
@@ -96,6 +98,7 @@ def test_same_seed_means_same_data_weights_and_masks(study):
     assert by[("canonical", 0)]["history"] != by[("canonical", 1)]["history"]
 
 
+@pytest.mark.slow
 def test_rerunning_a_sweep_retrains_nothing(study):
     _, runs, results, _ = study
     stamps = [os.path.getmtime(os.path.join(w, "saved_model", "saved_model.pb")) for _, w in runs]
@@ -104,6 +107,7 @@ def test_rerunning_a_sweep_retrains_nothing(study):
     assert stamps == [os.path.getmtime(os.path.join(w, "saved_model", "saved_model.pb")) for _, w in runs]
 
 
+@pytest.mark.slow
 def test_comparison_writes_table_csv_png_and_hparams(study):
     root, _, results, comparison = study
     paths = comparison["paths"]
@@ -134,10 +138,21 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
     assert len(sessions) == 4
 
 
-def test_baseline_keeps_kind_and_activation():
-    assert compare.baseline_of("m/before_activation-sigmoid", "after_activation") == "m/after_activation-sigmoid"
-    assert compare.baseline_of("m/both-classic-tanh", "canonical") == "m/canonical-classic-tanh"
-    assert compare.baseline_of("m/none", "canonical") == "m/canonical"
+def test_baseline_is_found_from_the_recorded_config_keeping_kind_and_activation():
+    def recorded(**fields):
+        return config_lib.TrainConfig(model="m", **fields).to_dict()
+
+    sigmoid = recorded(placement="before_activation", activation="sigmoid")
+    base = compare.baseline_config(sigmoid, "after_activation")
+    assert compare.variant_label(base) == "m/after_activation-sigmoid"
+    assert compare.variant_key(base) == compare.variant_key(recorded(placement="after_activation",
+                                                                     activation="sigmoid"))
+    sites = recorded(sites="dense1.pre:0.5", kind="classic", activation="tanh")
+    assert compare.variant_label(sites) == "m/sites-dense1.pre_0.5-classic-tanh"
+    assert compare.variant_label(compare.baseline_config(sites, "canonical")) == "m/canonical-classic-tanh"
+    # The seed and where a run executed do not make another variant; the rate does.
+    assert compare.variant_key(recorded(seed=3, strategy="mirrored")) == compare.variant_key(recorded())
+    assert compare.variant_key(recorded(rate=0.3)) != compare.variant_key(recorded())
 
 
 def test_comparison_of_an_empty_directory_is_a_clear_error(tmp_path):
@@ -178,3 +193,27 @@ def test_probe_does_not_move_the_training_mask_stream():
     callbacks_lib.site_statistics(model, x)
     after = [v.numpy() for layer in model.layers for v in layer.variables if "seed" in v.path]
     assert all(np.array_equal(a, b) for a, b in zip(before, after)) and before
+
+
+def test_a_user_error_inside_a_sweep_is_one_line_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    from dropzoo import export as export_lib
+    from dropzoo.errors import ExportError
+
+    real = export_lib.verify_export
+    calls = []
+
+    def fail_first(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise ExportError(f"export at {path} failed verification:\nrandom ops in serving graph")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(export_lib, "verify_export", fail_first)
+    base = config_lib.TrainConfig(model="dense_mlp", dataset="tiny", epochs=1, batch_size=16,
+                                  optimizer="adam", learning_rate=0.003)
+    runs = [(c, sweep.run_dir(str(tmp_path), c)) for c in sweep.expand(base, seeds=2)]
+    results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    failed, finished = results[0][2], results[1][2]
+    assert failed.startswith("ExportError: export at ") and "\n" not in failed
+    assert "Traceback" not in failed and isinstance(finished, dict)
+    assert "FAILED ExportError" in sweep.summary(results).splitlines()[0]

@@ -16,30 +16,9 @@ from dropzoo import data as data_lib
 from dropzoo import evaluate
 from dropzoo import flags as flags_lib
 from dropzoo import trainer
+from conftest import tiny_config, tiny_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_source(num_train=96, num_test=40, seed=0):
-    """Learnable random data: the class is which image quadrant is bright."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        labels = rng.integers(0, 4, n)
-        images = rng.integers(0, 200, (n, 28, 28, 1)).astype(np.uint8)
-        for i, label in enumerate(labels):
-            r, c = divmod(int(label), 2)
-            images[i, r * 14:(r + 1) * 14, c * 14:(c + 1) * 14] += 40
-        return images, labels.astype(np.int64)
-
-    return data_lib.array_source("tiny", make(num_train), make(num_test))
-
-
-def tiny_config(**overrides):
-    values = dict(model="dense_mlp", dataset="tiny", epochs=3, batch_size=16,
-                  optimizer="adam", learning_rate=0.003, seed=1)
-    values.update(overrides)
-    return config_lib.TrainConfig(**values)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +42,8 @@ def test_run_writes_everything_the_user_needs(finished_run):
     assert metrics["train_examples_per_sec"] > 0
     seconds = metrics["epoch_train_seconds"]
     assert len(seconds) == 3 and all(s > 0 for s in seconds)
-    assert sum(seconds) <= metrics["train_time_sec"]
+    assert sum(seconds) <= metrics["train_time_sec"] < metrics["wall_time_sec"]
+    assert metrics["data"]["origin"] == {"dataset": "tiny"}
     assert len(metrics["history"]["val_accuracy"]) == 3
     check = metrics["export_check"]
     assert check["passed"] and check["bitwise_repeatable"] and check["random_ops"] == []

@@ -1,0 +1,91 @@
+"""Files a run writes and reads, each in one way.
+
+`atomic_write` is the one way a file reaches its final name: written to a
+temporary sibling, then renamed, so a reader (or a rerun after a crash) sees
+the old file or the new one, never half of one. A write that fails leaves no
+temporary file behind and raises `WriteError`, one line naming the file, the
+cause and the fix. `read_json` reads what `write_json` wrote, and names the
+file and the fix when it cannot.
+"""
+import errno
+import json
+import os
+
+from dropzoo.errors import DropzooError
+
+# What a failed write most likely needs, by errno.
+_FIXES = {
+    errno.ENOSPC: "the disk is full: free some space (or use a --workdir on another disk)",
+    errno.EDQUOT: "the disk quota is used up: free some space (or use a --workdir elsewhere)",
+    errno.EFBIG: "the file grew past the size limit of this process or file system "
+                 "(ulimit -f): raise the limit (or use a --workdir elsewhere)",
+    errno.EROFS: "the file system is read-only: use a --workdir you can write to",
+    errno.EACCES: "permission denied: use a --workdir you can write to",
+    errno.EPERM: "permission denied: use a --workdir you can write to",
+    errno.EIO: "the disk reported an I/O error: check the disk (or use a --workdir elsewhere)",
+}
+
+
+class WriteError(DropzooError, OSError):
+    """A file could not be written; the previous version of it is intact."""
+
+
+class ReadError(DropzooError, ValueError):
+    """A file the run needs exists but cannot be read as what it should be."""
+
+
+def write_error(path, error):
+    """A one-line WriteError for `error` (an OSError or an h5py/TF error) writing `path`."""
+    code = getattr(error, "errno", None)
+    cause = getattr(error, "strerror", None) or " ".join(str(error).split())[:200]
+    fix = _FIXES.get(code, "check the disk and the path, then rerun the same command")
+    return WriteError(f"cannot write {path} ({cause}); {fix}; "
+                      "the previous version of the file is intact")
+
+
+def temporary_name(path, pid=None):
+    """`dir/name.tmp-PID.ext`: the suffix kept (Keras wants `.weights.h5`)."""
+    directory, name = os.path.split(path)
+    stem, dot, suffix = name.partition(".")
+    return os.path.join(directory, f"{stem}.tmp-{os.getpid() if pid is None else pid}{dot}{suffix}")
+
+
+def atomic_write(path, write):
+    """Calls `write(tmp)` for a temporary sibling of `path`, then renames it to `path`."""
+    tmp = temporary_name(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as error:  # even Ctrl-C: never leave a half-written file
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(error, OSError) and not isinstance(error, DropzooError):
+            raise write_error(path, error) from None
+        raise
+    return path
+
+
+def write_json(path, obj):
+    """Writes `obj` as indented, key-sorted JSON to `path`, atomically."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())  # a full disk fails here, not after the rename
+
+    return atomic_write(path, write)
+
+
+def read_json(path, fix):
+    """The JSON object in `path`; ReadError naming the file and `fix` if it is not one."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReadError(f"{path} is corrupt ({e}); {fix}") from None
+    if not isinstance(value, dict):
+        raise ReadError(f"{path} is corrupt (not a JSON object); {fix}")
+    return value

@@ -1,0 +1,216 @@
+"""Which tf.distribute strategy a run uses: choosing, creating, describing it.
+
+`strategy_for(config)` turns `--strategy` (and `--cpu_devices`) into a
+strategy; it must be the first TensorFlow call of a process, because logical
+devices and the multi-worker runtime can only be set up before TF starts.
+
+* `default`/`one_device`/`mirrored`: one machine. The trainer builds and
+  compiles the model under `strategy.scope()` and trains with `model.fit`.
+  `--cpu_devices=N` splits the CPU into N logical devices, so mirrored
+  training runs N replicas without a GPU (for tests and for trying it out).
+* `multi_worker`: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG,
+  trained by the loop in `dropzoo/multi_worker.py` (Keras' fit fails there).
+
+Under any strategy with more than one replica, `distinct_replica_masks`
+folds each replica's id into its dropout seeds: Keras keeps a dropout
+layer's seed state in one mirrored variable, so the replicas would
+otherwise draw identical masks.
+
+As in Model Garden's `distribute_utils.py`, this module only picks and
+describes strategies; running a training loop is the loops' business.
+"""
+import json
+import os
+
+import tensorflow as tf
+
+import models
+from dropzoo.errors import DropzooError
+
+# A process can set up collectives only once, so a second run in the same
+# process (tests, sweeps) must get the strategy the first one created.
+_CREATED = {}
+
+
+class DistributeError(DropzooError, ValueError):
+    """A strategy that cannot be set up as asked."""
+
+
+# ------------------------------------------------------------ choosing
+
+
+def tf_config_cluster(tf_config):
+    """The cluster dict of a TF_CONFIG string ({} when unset); DistributeError if malformed."""
+    if not tf_config:
+        return {}
+    try:
+        parsed = json.loads(tf_config)
+    except json.JSONDecodeError as e:
+        raise DistributeError(f"TF_CONFIG is not valid JSON ({e}); see the README's "
+                              "'Many GPUs / many machines' section for its form") from None
+    cluster = parsed.get("cluster", {}) if isinstance(parsed, dict) else None
+    if not isinstance(cluster, dict):
+        raise DistributeError("TF_CONFIG must be a JSON object with a 'cluster' object, "
+                              f"got {tf_config!r}")
+    return cluster
+
+
+def num_training_tasks(cluster):
+    """Chief and worker tasks in a cluster dict (evaluators don't train)."""
+    return sum(len(cluster.get(job, ())) for job in ("chief", "worker"))
+
+
+def resolve(name, *, num_gpus, num_tasks, cpu_devices=None):
+    """The concrete strategy name for `name`: default, one_device, mirrored or multi_worker."""
+    if name != "auto":
+        return name
+    if num_tasks > 1:
+        return "multi_worker"
+    if num_gpus > 1 or (cpu_devices or 1) > 1:
+        return "mirrored"
+    return "default"
+
+
+def split_cpu(num_devices):
+    """Splits the CPU into `num_devices` logical devices; must precede TF's start-up."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    configured = tf.config.get_logical_device_configuration(cpu)
+    if configured is not None and len(configured) == num_devices:
+        return  # already split this way (an earlier run in this process)
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
+    except RuntimeError:
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have == num_devices:
+            return
+        raise DistributeError(
+            f"--cpu_devices={num_devices} must be set before TensorFlow initializes its "
+            f"devices, but this process already runs with {have} CPU device(s); pass it to "
+            "a fresh process (train.py --cpu_devices=N), or call "
+            "distribute.strategy_for(config) before any other TensorFlow call") from None
+
+
+def make_strategy(name="auto", cpu_devices=None, tf_config=None):
+    """The strategy for `name` (see config.STRATEGIES), created once per process."""
+    tf_config = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
+    key = (name, cpu_devices, tf_config)
+    if key not in _CREATED:
+        if cpu_devices:
+            split_cpu(cpu_devices)
+        num_gpus = len(tf.config.list_physical_devices("GPU"))
+        resolved = resolve(name, num_gpus=num_gpus, cpu_devices=cpu_devices,
+                           num_tasks=num_training_tasks(tf_config_cluster(tf_config)))
+        _CREATED[key] = _create(resolved, num_gpus, cpu_devices)
+    return _CREATED[key]
+
+
+def _create(name, num_gpus, cpu_devices):
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if num_gpus else "/cpu:0")
+    if name == "mirrored":
+        if num_gpus:
+            return tf.distribute.MirroredStrategy()
+        # Without GPUs MirroredStrategy takes only CPU:0; name the logical ones.
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    if (cpu_devices or 1) > 1:
+        raise DistributeError(
+            f"--cpu_devices={cpu_devices} works with --strategy=mirrored only; a multi_worker "
+            "worker uses its GPUs, or one CPU device")
+    # Peers that die are detected by the coordination service's heartbeats,
+    # which TF 2.21 turns on for this strategy (see the module docstring).
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def strategy_for(config):
+    """make_strategy for a TrainConfig, checked against its global batch size."""
+    strategy = make_strategy(config.strategy, config.cpu_devices)
+    check_global_batch(config.batch_size, strategy.num_replicas_in_sync)
+    return strategy
+
+
+def check_global_batch(batch_size, num_replicas):
+    """DistributeError unless the global batch splits evenly over the replicas."""
+    # Keras' fit reduces the first batch across replicas element-wise (its
+    # symbolic build), which fails unless the replicas' shares are equal.
+    if batch_size % num_replicas:
+        fixed = max(num_replicas, batch_size // num_replicas * num_replicas)
+        raise DistributeError(
+            f"--batch_size={batch_size} is the global batch and must be a multiple of the "
+            f"{num_replicas} replicas; use e.g. --batch_size={fixed}")
+
+
+def fit_steps_per_execution(strategy, steps):
+    """The steps per call Keras 3.15's fit can run under `strategy`.
+
+    With more than one replica a multi-step call fails ("You must feed a value
+    for placeholder tensor", keras-team/keras#19246), so those take one step.
+    """
+    return 1 if strategy.num_replicas_in_sync > 1 else steps
+
+
+def distinct_replica_masks(model):
+    """Makes each replica draw its own dropout masks; returns `model`.
+
+    A dropout layer draws its mask from the seed its SeedGenerator hands out,
+    and under a strategy that generator's state is one mirrored variable, so
+    without this every replica would draw the same masks for its share of
+    the global batch (examples k and k + batch/N always kept and dropped
+    together). Each generator's seed is folded with the replica's id in the
+    sync group (a global id under multi_worker), inside the replica's step.
+    With one replica in sync the seed is left as it is, so a single-device
+    run draws exactly the masks it would draw without this.
+    """
+    for layer in models.dropout_layers(model):
+        generator = getattr(layer, "seed_generator", None)  # absent at rate 0
+        if generator is not None and not getattr(generator, "folds_replica_id", False):
+            generator.next = _replica_seeds(generator.next)
+            generator.folds_replica_id = True
+    return model
+
+
+def _replica_seeds(next_seed):
+    def next_for_this_replica(ordered=True):
+        seed = next_seed(ordered)  # advances the shared state as before
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return seed
+        return tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+
+    return next_for_this_replica
+
+
+def is_multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def describe(strategy):
+    """metrics.json's "strategy" entry: name, replicas, workers, and this task."""
+    if is_multi_worker(strategy):
+        resolver = strategy.cluster_resolver
+        cluster = resolver.cluster_spec().as_dict()
+        return {"name": "multi_worker", "num_replicas": strategy.num_replicas_in_sync,
+                "num_workers": max(1, num_training_tasks(cluster)),
+                "task": {"type": resolver.task_type, "index": resolver.task_id},
+                "is_chief": is_chief(strategy)}
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        name = "mirrored"
+    elif isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        name = "one_device"
+    else:
+        name = "default"
+    return {"name": name, "num_replicas": strategy.num_replicas_in_sync, "num_workers": 1}
+
+
+def is_chief(strategy):
+    """Whether this task writes the run: the chief, or worker 0 in a cluster without one."""
+    if not is_multi_worker(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    if resolver.task_type is None:
+        return True
+    jobs = resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in jobs)
