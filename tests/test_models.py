@@ -159,18 +159,20 @@ def test_explicit_sites_and_rate_override():
     assert models.dropout_layers(models.build("dense_mlp", "")) == []
 
 
-@pytest.mark.parametrize("kind,spatial,cls", [
-    ("inverted", False, keras.layers.Dropout),
-    ("inverted", True, keras.layers.SpatialDropout2D),
-    ("classic", False, dropout_lib.ClassicDropout),
-    ("classic", True, dropout_lib.ClassicDropout),
-    ("gaussian", False, keras.layers.GaussianDropout),
-    ("gaussian", True, dropout_lib.SpatialGaussianDropout),
+@pytest.mark.parametrize("kind,spatial,cls,keras_cls", [
+    ("inverted", False, dropout_lib.Float32Dropout, keras.layers.Dropout),
+    ("inverted", True, dropout_lib.Float32SpatialDropout2D, keras.layers.SpatialDropout2D),
+    ("classic", False, dropout_lib.ClassicDropout, None),
+    ("classic", True, dropout_lib.ClassicDropout, None),
+    ("gaussian", False, dropout_lib.Float32GaussianDropout, keras.layers.GaussianDropout),
+    ("gaussian", True, dropout_lib.SpatialGaussianDropout, None),
 ])
-def test_kinds_pick_their_layer(kind, spatial, cls):
+def test_kinds_pick_their_layer(kind, spatial, cls, keras_cls):
     model = models.build("keras_mnist_cnn", "spatial", kind=kind, seed=0)
     layer = model.get_layer("conv1.post" if spatial else "dense1.post")
     assert type(layer) is cls
+    if keras_cls is not None:  # Keras' own layer underneath, computing in float32
+        assert isinstance(layer, keras_cls)
     assert model(X, training=False).shape == (4, 10)
 
 
@@ -230,8 +232,10 @@ def test_validators_return_what_they_accept():
 
 
 @pytest.mark.parametrize("make", [
+    lambda: dropout_lib.make_dropout("inverted", 1.0),
     lambda: dropout_lib.make_dropout("gaussian", 1.0, spatial=True),
     lambda: dropout_lib.ClassicDropout(-0.1),
+    lambda: dropout_lib.Float32GaussianDropout(1.0),
     lambda: dropout_lib.make_dropout("dropconnect", 0.5),
 ])
 def test_layers_check_rate_and_kind_with_the_same_messages(make):

@@ -1,0 +1,199 @@
+"""Dropout keeps its promise in every precision.
+
+Under float32, mixed_bfloat16 and mixed_float16, at rates 0.1, 0.25, 0.4 and
+0.5, for every kind and both forms of the zoo's dropout, on 10^6 inputs:
+
+- the Bernoulli kinds (inverted, classic) drop a fraction within 4 binomial
+  standard errors of the rate;
+- in training mode, mean output / mean input is within 4 standard errors of
+  its expectation (1; the keep probability 1 - rate for classic);
+- in inference mode it is within 5e-4 of it.
+
+The inputs vary (uniform in [0.5, 1.5]): on a constant input the one
+rounding of each output element to bfloat16 would be the same for every
+element, a bias no layer can avoid. They are shaped (N, 1, 1, C), so the
+spatial form, one draw per channel, makes 10^6 draws too. The same check
+fails on Keras' own Dropout under mixed_bfloat16, so a pass is not vacuous.
+
+Also here: under float32 the zoo's layers are bitwise Keras' own for the same
+seed; every layer survives a .keras save; """
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+from models import layers as dropout_lib
+
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+RATES = (0.1, 0.25, 0.4, 0.5)
+FORMS = [(kind, spatial) for kind in dropout_lib.KINDS for spatial in (False, True)]
+Z_LIMIT = 4.0
+INFERENCE_TOL = 5e-4
+X = np.random.default_rng(0).uniform(0.5, 1.5, (1000, 1, 1, 1000)).astype("float32")
+# Variance of one draw of each kind's multiplier, keep k = 1 - rate.
+DRAW_VARIANCE = {"inverted": lambda r: r / (1 - r), "classic": lambda r: r * (1 - r),
+                 "gaussian": lambda r: r / (1 - r)}
+
+
+def _float64(tensor):
+    return keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32")).astype(np.float64)
+
+
+def _build(policy, make):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return make()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def measure(layer, kind, rate, x=X):
+    """How far `layer` is from dropout's promises on `x`, in standard errors (or absolute)."""
+    expected = 1 - rate if kind == "classic" else 1.0
+    x_used = _float64(keras.ops.cast(x, layer.compute_dtype))  # the layer sees the compute dtype
+    train = _float64(layer(x, training=True))
+    inference = _float64(layer(x, training=False))
+    se = math.sqrt(DRAW_VARIANCE[kind](rate) * np.sum(x_used**2)) / np.sum(x_used)
+    found = {"training_z": (train.mean() / x_used.mean() - expected) / se,
+             "inference_error": inference.mean() / x_used.mean() - expected}
+    if kind != "gaussian":
+        dropped = np.mean(train == 0)  # inputs are >= 0.5, so 0 means dropped
+        found["dropped_z"] = (dropped - rate) / math.sqrt(rate * (1 - rate) / train.size)
+    return found
+
+
+def broken_promises(found):
+    """The promises `measure` found broken; empty when every one is kept."""
+    broken = [f"{name} = {found[name]:+.2f} standard errors"
+              for name in ("dropped_z", "training_z") if abs(found.get(name, 0.0)) > Z_LIMIT]
+    if abs(found["inference_error"]) > INFERENCE_TOL:
+        broken.append(f"inference mean off by {found['inference_error']:+.2e}")
+    return broken
+
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("kind,spatial", FORMS)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_dropout_keeps_its_promise(policy, kind, spatial, rate):
+    layer = _build(policy, lambda: dropout_lib.make_dropout(kind, rate, spatial=spatial, seed=1))
+    assert layer.compute_dtype == keras.mixed_precision.Policy(policy).compute_dtype
+    found = measure(layer, kind, rate)
+    assert not broken_promises(found), (broken_promises(found), found)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.4])
+@pytest.mark.parametrize("keras_layer", [keras.layers.Dropout, keras.layers.SpatialDropout2D])
+def test_the_check_fails_on_keras_dropout_in_bfloat16(keras_layer, rate):
+    """Keras' own layer draws and compares in bfloat16 there: the same check catches it."""
+    layer = _build("mixed_bfloat16", lambda: keras_layer(rate, seed=1))
+    found = measure(layer, "inverted", rate)
+    assert abs(found["training_z"]) > Z_LIMIT, found
+    assert abs(found["dropped_z"]) > Z_LIMIT, found
+    # In float32 the same layer passes: the check fails for the precision, not the layer.
+    assert not broken_promises(measure(keras_layer(rate, seed=1), "inverted", rate))
+
+
+def test_the_inference_check_fails_for_a_keep_rounded_to_bfloat16():
+    """The old ClassicDropout multiplied by 1 - rate rounded to bfloat16 (0.6 -> 0.6016)."""
+
+    class RoundedKeep(dropout_lib.ClassicDropout):
+        def call(self, inputs, training=False):
+            if training:
+                return super().call(inputs, training=True)
+            return inputs * keras.ops.cast(1.0 - self.rate, inputs.dtype)
+
+    found = measure(_build("mixed_bfloat16", lambda: RoundedKeep(0.4, seed=1)), "classic", 0.4)
+    assert found["inference_error"] > 2 * INFERENCE_TOL, found
+    assert broken_promises(found) == [f"inference mean off by {found['inference_error']:+.2e}"]
+
+
+# ------------------------------------------------------- float32: bitwise Keras
+
+
+@pytest.mark.parametrize("zoo_cls,keras_cls", [
+    (dropout_lib.Float32Dropout, keras.layers.Dropout),
+    (dropout_lib.Float32SpatialDropout2D, keras.layers.SpatialDropout2D),
+    (dropout_lib.Float32GaussianDropout, keras.layers.GaussianDropout),
+])
+def test_float32_layers_are_bitwise_keras_layers(zoo_cls, keras_cls):
+    x = np.random.default_rng(2).uniform(-1, 1, (16, 6, 6, 8)).astype("float32")
+    zoo, stock = zoo_cls(0.4, seed=7), keras_cls(0.4, seed=7)
+    for _ in range(3):  # successive masks from the same seed generator state
+        np.testing.assert_array_equal(zoo(x, training=True).numpy(), stock(x, training=True).numpy())
+    np.testing.assert_array_equal(zoo(x, training=False).numpy(), x)
+    zoo, stock = zoo_cls(0.25, seed=3), keras_cls(0.25, seed=3)
+    zoo_fn = tf.function(lambda t: zoo(t, training=True))
+    stock_fn = tf.function(lambda t: stock(t, training=True))
+    for _ in range(2):  # traced, as in fit
+        np.testing.assert_array_equal(zoo_fn(x).numpy(), stock_fn(x).numpy())
+    assert isinstance(zoo, keras_cls)
+    same = {key: value for key, value in stock.get_config().items() if key not in ("name", "dtype")}
+    assert same.items() <= zoo.get_config().items()
+
+
+def test_float32_classic_and_spatial_gaussian_are_unchanged():
+    """Bitwise what they computed before they moved to float32 noise."""
+    x = np.random.default_rng(2).uniform(-1, 1, (16, 6, 6, 8)).astype("float32")
+    uniform = keras.random.uniform(x.shape, seed=keras.random.SeedGenerator(7))
+    expected = x * keras.ops.cast(uniform >= 0.4, "float32")
+    classic = dropout_lib.ClassicDropout(0.4, seed=7)
+    np.testing.assert_array_equal(classic(x, training=True).numpy(), expected.numpy())
+    np.testing.assert_array_equal(classic(x, training=False).numpy(), x * np.float32(0.6))
+    noise = keras.random.normal((16, 1, 1, 8), mean=1.0, stddev=math.sqrt(0.4 / 0.6),
+                                seed=keras.random.SeedGenerator(7))
+    gaussian = dropout_lib.SpatialGaussianDropout(0.4, seed=7)
+    np.testing.assert_array_equal(gaussian(x, training=True).numpy(), (x * noise).numpy())
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_spatial_masks_cover_whole_feature_maps_in_mixed_precision(policy):
+    x = np.random.default_rng(2).uniform(0.5, 1.5, (16, 6, 6, 8)).astype("float32")
+    for kind in dropout_lib.KINDS:
+        layer = _build(policy, lambda: dropout_lib.make_dropout(kind, 0.5, spatial=True, seed=0))
+        ratio = _float64(layer(x, training=True)) / _float64(keras.ops.cast(x, layer.compute_dtype))
+        # One multiplier per (example, channel), up to the output's one rounding.
+        np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1, :1, :], ratio.shape),
+                                   rtol=2 ** -7, atol=0)
+
+
+# ------------------------------------------- what the rest of the zoo relies on
+
+
+@pytest.mark.parametrize("kind", dropout_lib.KINDS)
+def test_seed_generators_dropout_layers_and_mc_dropout_still_work(kind):
+    model = models.build("keras_mnist_cnn", "spatial", kind=kind, seed=0)
+    layers = models.dropout_layers(model)
+    assert [l.name for l in layers] == ["conv1.post", "conv2.post", "pool1.post", "dense1.post"]
+    for layer in layers:  # distribute wraps .next; checkpoints find the state by path
+        assert callable(layer.seed_generator.next)
+        assert any("seed_generator_state" in v.path for v in layer.variables), layer.name
+    x = np.random.default_rng(0).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
+    mc = models.mc_dropout_model(model)
+    assert not np.array_equal(mc(x).numpy(), mc(x).numpy()), "MC dropout draws new masks"
+    np.testing.assert_array_equal(model(x).numpy(), model(x).numpy())
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("kind,spatial", FORMS)
+def test_saved_keras_model_reloads(tmp_path, policy, kind, spatial):
+    def build():
+        inputs = keras.Input((3, 3, 5), name="image")
+        layer = dropout_lib.make_dropout(kind, 0.3, spatial=spatial, seed=2, name="drop")
+        return keras.Model(inputs, layer(inputs))
+
+    model = _build(policy, build)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    original, reloaded = model.get_layer("drop"), loaded.get_layer("drop")
+    assert type(reloaded) is type(original) and reloaded.get_config() == original.get_config()
+    # (Keras 3.15's own SpatialDropout2D comes back float32 here; the zoo's keeps its policy.)
+    assert reloaded.compute_dtype == original.compute_dtype == model.compute_dtype
+    x = np.random.default_rng(0).uniform(0.5, 1.5, (4, 3, 3, 5)).astype("float32")
+    np.testing.assert_array_equal(_float64(loaded(x)), _float64(model(x)))
+    # Same seed state, same masks: the reloaded layer is the same dropout.
+    reloaded.seed_generator.state.assign(original.seed_generator.state)
+    np.testing.assert_array_equal(_float64(loaded(x, training=True)), _float64(model(x, training=True)))
