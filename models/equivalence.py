@@ -1,16 +1,18 @@
 """Answers the dropout-order questions with measured numbers.
 
     python -m models.equivalence [--models=keras_mnist_cnn,...] [--activations=relu,...]
+                                 [--precisions=float32,mixed_bfloat16,mixed_float16]
 
-For each model and hidden activation it checks:
+For each model and hidden activation (float32) it checks:
 
 1. `before_activation` vs `after_activation` with the same weights and the
    same dropout mask: identical in training mode exactly when the activation
    is ReLU (positively homogeneous, maps 0 to 0), and identical in inference
    mode for every activation (inverted dropout is then the identity).
-2. Inverted dropout's order of operations: scaling by 1/(1-rate) then
-   masking equals masking then scaling, and Keras' Dropout output equals
-   the mask-then-scale formula for its own mask.
+2. The zoo's inverted dropout is mask-then-scale and scale-then-mask: its
+   training output equals x * mask / keep and (x / keep) * mask for its own
+   mask, up to float32 rounding (a layer scaling by anything but 1/keep,
+   e.g. 1/keep rounded to bfloat16, fails it).
 3. `inverted` vs `classic` (and `gaussian`): the mean of many training-mode
    passes matches the inference output of each kind (within 5 standard
    errors of the mean); classic inference output = keep probability x
@@ -18,9 +20,19 @@ For each model and hidden activation it checks:
    network whose next linear layer's kernel is scaled by the keep
    probability -- the original paper's test-time weight scaling, moved.
 
+For each precision policy (the dropout layers alone, every kind, element-wise
+and spatial, at rates 0.1 and 0.4, on inputs uniform in [0.5, 1.5]):
+
+3. the mean of many training passes matches the inference output, pooled
+   over all units (within 5 standard errors): a precision error is a bias
+   every unit shares, invisible unit by unit;
+4. the fraction of draws dropped matches the nominal rate (within 5
+   binomial standard errors), for the Bernoulli kinds.
+
 Each finding records what theory expects, what was measured and the max
 absolute difference; `holds` says whether they agree. Tests assert on them.
 """
+import contextlib
 import dataclasses
 import os
 import sys
@@ -39,6 +51,13 @@ IDENTICAL_TOL = 1e-6  # relative; float32 rounding of a reordered product
 MC_PASSES = 4000
 Z_TOL = 5.0  # standard errors of the mean
 INPUT_SHAPE = (28, 28, 1)
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISION_RATES = (0.1, 0.4)
+# 1x2 feature maps: a spatial mask covers 2 units, and 1,024 channels x MC_PASSES
+# give 4M spatial draws, enough to see a 0.26% bias (classic's keep 0.6 rounded
+# to bfloat16) at > 5 standard errors; tests/test_equivalence.py shows it.
+PRECISION_SHAPE = (8, 1, 2, 128)
+LAYERS = "dropout layers"  # the `model` of findings about the layers alone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,15 +69,24 @@ class Finding:
     measured: str
     max_abs_diff: float
     detail: str = ""
+    precision: str = "float32"
 
     @property
     def holds(self):
         return self.expected == self.measured
 
-    def line(self):
+    @property
+    def group(self):
+        """The report heading it goes under: model / activation, or the layers' policy."""
+        if self.model == LAYERS:
+            return f"{LAYERS} / {self.precision}"
+        return f"{self.model} / {self.activation}"
+
+    def line(self, width=58):
         flag = "" if self.holds else f"   <-- expected {self.expected}"
         detail = f"  ({self.detail})" if self.detail else ""
-        return f"  {self.claim:<58} {self.measured:<9} max|diff| = {self.max_abs_diff:.3g}{detail}{flag}"
+        return (f"  {self.claim:<{width}} {self.measured:<9} "
+                f"max|diff| = {self.max_abs_diff:.3g}{detail}{flag}")
 
 
 def _compare(a, b):
@@ -128,21 +156,19 @@ def _head_site_input(name, activation, seed):
 
 
 def check_scale_order(name, activation, seed=0):
-    """Claim 2: scale-then-mask == mask-then-scale; Keras Dropout == x * mask / keep."""
+    """Claim 2: the zoo's inverted dropout == x * mask / keep == (x / keep) * mask."""
     site, rate, x = _head_site_input(name, activation, seed)
     keep = np.float32(1 - rate)
-    mask = (np.random.default_rng(seed).uniform(size=x.shape) >= rate).astype("float32")
-    scale_first = (x / keep) * mask
-    mask_first = (x * mask) / keep
-    measured, diff = _compare(scale_first, mask_first)
-    findings = [Finding(name, activation, "2 scale-then-mask vs mask-then-scale",
-                        "identical", measured, diff, f"at {site}, rate {rate:g}")]
-    dropped = keras.ops.convert_to_numpy(
-        keras.layers.Dropout(rate, seed=seed)(x, training=True))
-    own_mask = (dropped != 0).astype("float32")
-    measured, diff = _compare(dropped, x * own_mask / keep)
-    findings.append(Finding(name, activation, "2 keras Dropout vs x * its mask / keep",
-                            "identical", measured, diff, f"at {site}"))
+    layer = dropout_lib.make_dropout("inverted", rate, seed=seed)
+    dropped = keras.ops.convert_to_numpy(layer(x, training=True))
+    mask = (dropped != 0).astype("float32")  # where x is 0, either formula gives 0 too
+    detail = f"at {site}, rate {rate:g}, {mask[x != 0].mean():.0%} of nonzero units kept"
+    findings = []
+    for claim, formula in (("x * its mask / keep", x * mask / keep),
+                           ("(x / keep) * its mask", (x / keep) * mask)):
+        measured, diff = _compare(dropped, formula)
+        findings.append(Finding(name, activation, f"2 inverted dropout vs {claim}",
+                                "identical", measured, diff, detail))
     return findings
 
 
@@ -206,8 +232,85 @@ def _next_linear(spec, site):
     raise ValueError(f"no linear layer after site {site}")
 
 
-def run(model_names=None, activations=None, seed=0):
-    """Every finding for the given models x activations (default: all)."""
+def check_precision_name(precision):
+    """Returns `precision`, or raises ValueError unless it is one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    return precision
+
+
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Layers built inside compute in `precision`; the previous global policy comes back after."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(check_precision_name(precision))
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+# Variance of one draw of each kind's multiplier (keep k = 1 - rate): a
+# Bernoulli(k) scaled by 1/k (inverted), unscaled (classic), or the Gaussian
+# noise N(1, rate/k), whose variance is inverted dropout's.
+def _draw_variance(kind, rate):
+    keep = 1 - rate
+    return {"inverted": rate / keep, "classic": rate * keep, "gaussian": rate / keep}[kind]
+
+
+def _float64(tensor):
+    """A tensor of any float dtype (bfloat16 too) as a float64 NumPy array."""
+    return keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32")).astype(np.float64)
+
+
+def _per_draw(values, spatial):
+    """`values` summed over what one noise draw covers: a feature map (spatial) or a unit."""
+    return values.sum(axis=(-3, -2)) if spatial else values
+
+
+def _layer_findings(precision, kind, rate, spatial, seed):
+    """Claims 3 and 4 for one dropout layer built under `precision`."""
+    with precision_policy(precision):
+        layer = dropout_lib.make_dropout(kind, rate, spatial=spatial, seed=seed)
+    x = np.random.default_rng(seed).uniform(0.5, 1.5, PRECISION_SHAPE).astype("float32")
+    x_used = _float64(keras.ops.cast(x, layer.compute_dtype))  # what the layer receives
+    tiled = np.broadcast_to(x, (MC_PASSES, *x.shape)).reshape(-1, *x.shape[1:])
+    samples = _float64(layer(tiled, training=True)).reshape(MC_PASSES, *x.shape)
+    inference = _float64(layer(x, training=False))
+
+    form = f"{kind}{' spatial' if spatial else ''}, rate {rate:g}"
+    draws = _per_draw(x_used, spatial)
+    se = np.sqrt(_draw_variance(kind, rate) * np.sum(draws**2) / MC_PASSES)
+    z = (samples.sum(axis=tuple(range(1, samples.ndim))).mean() - inference.sum()) / se
+    diff = float(np.max(np.abs(samples.mean(axis=0) - inference)))
+    findings = [Finding(LAYERS, "", f"3 {form}: mean of {MC_PASSES} training passes vs inference",
+                        "matches", "matches" if abs(z) <= Z_TOL else "different", diff,
+                        f"pooled over {x.size} units, z = {z:.2f}", precision)]
+    if kind != "gaussian":  # the Bernoulli kinds: a draw is kept or dropped
+        dropped = _per_draw(np.abs(samples), spatial) == 0  # inputs are >= 0.5: 0 means dropped
+        fraction, n = float(dropped.mean()), dropped.size
+        z = (fraction - rate) / np.sqrt(rate * (1 - rate) / n)
+        findings.append(Finding(LAYERS, "", f"4 {form}: fraction dropped vs the rate",
+                                "matches", "matches" if abs(z) <= Z_TOL else "different",
+                                abs(fraction - rate), f"{fraction:.5f} of {n:,} draws, z = {z:.2f}",
+                                precision))
+    return findings
+
+
+def check_precision(precision, seed=0):
+    """Claims 3 and 4 for every kind and form of the zoo's dropout under `precision`."""
+    findings = []
+    for kind in dropout_lib.KINDS:
+        for spatial in (False, True):
+            for rate in PRECISION_RATES:
+                findings += _layer_findings(precision, kind, rate, spatial, seed)
+    return findings
+
+
+def run(model_names=None, activations=None, precisions=None, seed=0):
+    """Every finding for the given models x activations, and precisions (default: all)."""
+    for precision in precisions or ():
+        check_precision_name(precision)
     keras.utils.set_random_seed(seed)
     findings = []
     for name in model_names or models.list_models():
@@ -215,17 +318,20 @@ def run(model_names=None, activations=None, seed=0):
             findings += check_activation_order(name, activation, seed)
             findings += check_scale_order(name, activation, seed)
             findings += check_kinds(name, activation, seed)
+    for precision in precisions or PRECISIONS:
+        findings += check_precision(precision, seed)
     return findings
 
 
 def report(findings):
     """The findings as text, grouped by model and activation."""
     lines, group = [], None
+    width = max([58] + [len(f.claim) for f in findings])
     for f in findings:
-        if (f.model, f.activation) != group:
-            group = (f.model, f.activation)
-            lines.append(f"{f.model} / {f.activation}")
-        lines.append(f.line())
+        if f.group != group:
+            group = f.group
+            lines.append(group)
+        lines.append(f.line(width))
     failed = [f for f in findings if not f.holds]
     lines.append(f"{len(findings) - len(failed)} of {len(findings)} findings agree with theory.")
     return "\n".join(lines)
@@ -234,7 +340,7 @@ def report(findings):
 def main(argv):
     del argv
     try:
-        findings = run(flags.FLAGS.models, flags.FLAGS.activations)
+        findings = run(flags.FLAGS.models, flags.FLAGS.activations, flags.FLAGS.precisions)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -246,4 +352,5 @@ if __name__ == "__main__":
     # Defined here, not at import, so importing this module adds no flags.
     flags.DEFINE_list("models", None, "Models to check (default: all).")
     flags.DEFINE_list("activations", None, "Hidden activations (default: all).")
+    flags.DEFINE_list("precisions", None, f"Policies for the layer checks (default: {','.join(PRECISIONS)}).")
     app.run(main)

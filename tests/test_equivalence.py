@@ -1,12 +1,14 @@
 """Every claim `python -m models.equivalence` prints is checked here.
 
-The module-scoped run covers every model x activation; the negative tests
+The module-scoped run covers every model x activation x precision (slow);
+one model and the layer checks per precision run fast. The negative tests
 show each check detects a violation, so a pass is not vacuous.
 """
 import os
 import subprocess
 import sys
 
+import keras
 import pytest
 
 import models
@@ -14,6 +16,7 @@ from models import equivalence
 from models import layers as dropout_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MC_CLAIM = f"mean of {equivalence.MC_PASSES} training passes vs inference"
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +25,24 @@ def findings():
 
 
 def _by_claim(findings, prefix):
-    return [f for f in findings if f.claim.startswith(prefix)]
+    return [f for f in findings if f.claim.startswith(prefix) and f.model != equivalence.LAYERS]
 
 
-def test_covers_every_model_and_activation(findings):
-    groups = {(f.model, f.activation) for f in findings}
-    assert groups == {(m, a) for m in models.list_models() for a in models.ACTIVATIONS}
+@pytest.mark.slow
+def test_covers_every_model_activation_and_precision(findings):
+    groups = {f.group for f in findings}
+    assert groups == ({f"{m} / {a}" for m in models.list_models() for a in models.ACTIVATIONS}
+                      | {f"dropout layers / {p}" for p in equivalence.PRECISIONS})
 
 
+def test_one_model_holds_every_claim():
+    """Claims 1-3 for one model, fast; the slow tests below cover every model."""
+    rows = equivalence.run(["dense_mlp"], ["relu", "tanh"], ["float32"])
+    assert rows and all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
+    assert {f.claim[0] for f in rows} == {"1", "2", "3", "4"}
+
+
+@pytest.mark.slow
 def test_claim1_activation_order(findings):
     rows = _by_claim(findings, "1 ")
     assert len(rows) == 2 * len(models.list_models()) * len(models.ACTIVATIONS)
@@ -43,18 +56,33 @@ def test_claim1_activation_order(findings):
             assert f.max_abs_diff == 0.0
 
 
+@pytest.mark.slow
 def test_claim2_scale_order(findings):
     rows = _by_claim(findings, "2 ")
-    assert rows and all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
-    assert all(f.max_abs_diff == 0.0 for f in rows if "scale-then-mask" in f.claim)
+    assert len(rows) == 2 * len(models.list_models()) * len(models.ACTIVATIONS)
+    assert all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
 
 
+@pytest.mark.slow
 def test_claim3_kinds(findings):
     rows = _by_claim(findings, "3 ")
     assert len(rows) == 5 * len(models.list_models()) * len(models.ACTIVATIONS)
     assert all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
 
 
+@pytest.mark.parametrize("precision", equivalence.PRECISIONS)
+def test_layers_keep_their_promise_in_every_precision(precision):
+    rows = equivalence.check_precision(precision)
+    assert all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
+    # Every kind and form at every rate: claim 3 for all, claim 4 for the Bernoulli kinds.
+    forms = len(dropout_lib.KINDS) * 2 * len(equivalence.PRECISION_RATES)
+    assert len([f for f in rows if f.claim.startswith("3 ")]) == forms
+    assert len([f for f in rows if f.claim.startswith("4 ")]) == forms * 2 // 3
+    assert {f.precision for f in rows} == {precision}
+    assert keras.mixed_precision.global_policy().name == "float32", "the policy is put back"
+
+
+@pytest.mark.slow
 def test_report_says_identical_or_different_with_the_max_difference(findings):
     text = equivalence.report(findings)
     assert f"{len(findings)} of {len(findings)} findings agree with theory." in text
@@ -83,6 +111,88 @@ def test_claim1_fails_when_masks_differ(monkeypatch):
     assert training.measured == "different" and not training.holds
 
 
+def test_claim2_fails_for_a_dropout_that_does_not_scale(monkeypatch):
+    """Kept units left unscaled (classic dropout's training mode) are caught."""
+    real_call = dropout_lib.Float32Dropout.call
+
+    def unscaled(self, inputs, training=False):
+        return real_call(self, inputs, training) * (1 - self.rate)
+
+    monkeypatch.setattr(dropout_lib.Float32Dropout, "call", unscaled)
+    rows = equivalence.check_scale_order("dense_mlp", "relu")
+    assert len(rows) == 2 and all(f.measured == "different" and not f.holds for f in rows)
+
+
+def test_claim2_fails_for_a_scale_rounded_to_bfloat16(monkeypatch):
+    """Kept units scaled by 1/0.6 rounded to bfloat16 (1.66406), as Keras' Dropout does there."""
+    real_call = dropout_lib.Float32Dropout.call
+
+    def rounded_scale(self, inputs, training=False):
+        keep = 1 - self.rate
+        bf16_scale = float(keras.ops.cast(keras.ops.cast(1 / keep, "bfloat16"), "float32"))
+        return real_call(self, inputs, training) * (bf16_scale * keep)
+
+    monkeypatch.setattr(dropout_lib.Float32Dropout, "call", rounded_scale)
+    rows = equivalence.check_scale_order("tf_layers_cnn", "relu")  # head rate 0.4
+    assert len(rows) == 2 and all(f.measured == "different" and not f.holds for f in rows)
+
+
+def _keras_stock_layers(monkeypatch):
+    """make_dropout hands out Keras' own layers where Keras has them (compute-dtype noise)."""
+    stock = {("inverted", False): keras.layers.Dropout,
+             ("inverted", True): keras.layers.SpatialDropout2D,
+             ("gaussian", False): keras.layers.GaussianDropout}
+    real_make = dropout_lib.make_dropout
+
+    def make(kind, rate, *, spatial=False, seed=None, name=None):
+        if (kind, spatial) in stock:
+            return stock[kind, spatial](rate, seed=seed, name=name)
+        return real_make(kind, rate, spatial=spatial, seed=seed, name=name)
+
+    monkeypatch.setattr(dropout_lib, "make_dropout", make)
+
+
+def test_precision_claims_fail_for_keras_dropout_in_bfloat16(monkeypatch):
+    _keras_stock_layers(monkeypatch)
+    rows = {f.claim: f for f in equivalence.check_precision("mixed_bfloat16")}
+    for rate in (0.1, 0.4):
+        for form in ("inverted", "inverted spatial"):
+            mean = rows[f"3 {form}, rate {rate:g}: {MC_CLAIM}"]
+            assert mean.measured == "different" and not mean.holds, mean.line()
+        dropped = rows[f"4 inverted, rate {rate:g}: fraction dropped vs the rate"]
+        assert dropped.measured == "different" and not dropped.holds, dropped.line()
+    # float32 is where Keras' layers are right: the same substitution passes there.
+    assert all(f.holds for f in equivalence.check_precision("float32"))
+
+
+def test_precision_claim3_fails_for_classic_keep_rounded_to_bfloat16(monkeypatch):
+    """The old ClassicDropout: inference multiplied by 1 - rate rounded to the compute dtype."""
+    real_call = dropout_lib.ClassicDropout.call
+
+    def rounded_keep(self, inputs, training=False):
+        if training:
+            return real_call(self, inputs, training=True)
+        return inputs * keras.ops.cast(1.0 - self.rate, inputs.dtype)
+
+    monkeypatch.setattr(dropout_lib.ClassicDropout, "call", rounded_keep)
+    rows = {f.claim: f for f in equivalence.check_precision("mixed_bfloat16")}
+    for rate in equivalence.PRECISION_RATES:
+        for form in ("classic", "classic spatial"):
+            row = rows[f"3 {form}, rate {rate:g}: {MC_CLAIM}"]
+            assert row.measured == "different" and not row.holds, row.line()
+
+
+def test_the_policy_is_put_back_when_a_check_fails(monkeypatch):
+    def broken(*args, **kwargs):
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        raise RuntimeError("broken layer")
+
+    monkeypatch.setattr(dropout_lib, "make_dropout", broken)
+    with pytest.raises(RuntimeError, match="broken layer"):
+        equivalence.check_precision("mixed_float16")
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 def test_claim3_fails_for_a_wrong_inference_scale(monkeypatch):
     """A classic dropout that forgot to scale at inference is caught by the MC check."""
     real_call = dropout_lib.ClassicDropout.call
@@ -92,7 +202,7 @@ def test_claim3_fails_for_a_wrong_inference_scale(monkeypatch):
 
     monkeypatch.setattr(dropout_lib.ClassicDropout, "call", unscaled)
     rows = {f.claim: f for f in equivalence.check_kinds("dense_mlp", "relu")}
-    classic = rows[f"3 classic: mean of {equivalence.MC_PASSES} training passes vs inference"]
+    classic = rows[f"3 classic: {MC_CLAIM}"]
     assert classic.measured == "different" and not classic.holds
     assert not rows["3 classic inference vs keep x inverted inference"].holds
 
@@ -103,10 +213,20 @@ def _run_module(*args):
 
 
 def test_command_line_prints_findings_and_exits_zero():
-    result = _run_module("--models=dense_mlp", "--activations=relu,sigmoid")
+    result = _run_module("--models=dense_mlp", "--activations=relu", "--precisions=float32")
     assert result.returncode == 0, result.stderr
-    assert "dense_mlp / relu" in result.stdout and "dense_mlp / sigmoid" in result.stdout
-    assert "18 of 18 findings agree with theory." in result.stdout
+    assert "dense_mlp / relu" in result.stdout and "dense_mlp / sigmoid" not in result.stdout
+    assert "dropout layers / float32" in result.stdout
+    assert "dropout layers / mixed_bfloat16" not in result.stdout
+    assert "29 of 29 findings agree with theory." in result.stdout  # 9 network, 20 layer
+
+
+def test_command_line_rejects_an_unknown_precision_in_one_line():
+    result = _run_module("--models=dense_mlp", "--precisions=float32,bfloat16")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: unknown precision 'bfloat16'; valid precisions: float32, mixed_bfloat16, mixed_float16")
+    assert "Traceback" not in result.stderr
 
 
 def test_command_line_rejects_an_unknown_model_in_one_line():

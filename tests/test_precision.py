@@ -16,7 +16,8 @@ spatial form, one draw per channel, makes 10^6 draws too. The same check
 fails on Keras' own Dropout under mixed_bfloat16, so a pass is not vacuous.
 
 Also here: under float32 the zoo's layers are bitwise Keras' own for the same
-seed; every layer survives a .keras save; """
+seed; every layer survives a .keras save.
+"""
 import math
 
 import keras
@@ -25,6 +26,7 @@ import pytest
 import tensorflow as tf
 
 import models
+from models import equivalence
 from models import layers as dropout_lib
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -43,11 +45,8 @@ def _float64(tensor):
 
 
 def _build(policy, make):
-    keras.mixed_precision.set_global_policy(policy)
-    try:
+    with equivalence.precision_policy(policy):
         return make()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def measure(layer, kind, rate, x=X):
