@@ -16,7 +16,7 @@ spatial form, one draw per channel, makes 10^6 draws too. The same check
 fails on Keras' own Dropout under mixed_bfloat16, so a pass is not vacuous.
 
 Also here: under float32 the zoo's layers are bitwise Keras' own for the same
-seed; every layer survives a .keras save.
+seed; every layer survives a .keras save; the benchmark returns its numbers.
 """
 import math
 
@@ -26,6 +26,7 @@ import pytest
 import tensorflow as tf
 
 import models
+from benchmarks import dropout_precision
 from models import equivalence
 from models import layers as dropout_lib
 
@@ -196,3 +197,29 @@ def test_saved_keras_model_reloads(tmp_path, policy, kind, spatial):
     # Same seed state, same masks: the reloaded layer is the same dropout.
     reloaded.seed_generator.state.assign(original.seed_generator.state)
     np.testing.assert_array_equal(_float64(loaded(x, training=True)), _float64(model(x, training=True)))
+
+
+# ------------------------------------------------------------------ benchmark
+
+
+def test_benchmark_returns_its_numbers():
+    x = np.random.default_rng(0).integers(0, 256, (48, 28, 28, 1)).astype("uint8")
+    y = np.arange(48) % 10
+    result = dropout_precision.run(x, y, epochs=2, batch_size=16, rounds=1, units=20_000,
+                                   log=lambda *_: None)
+    rows = {(r["policy"], r["rate"], r["layer"]): r for r in result["table"]}
+    assert len(rows) == 12
+    for rate in (0.1, 0.4):
+        keras_row, zoo_row = rows["float32", rate, "keras"], rows["float32", rate, "zoo"]
+        assert keras_row["dropped"] == zoo_row["dropped"], "float32: the same masks"
+        assert keras_row["mean_ratio"] == zoo_row["mean_ratio"]
+        for policy in ("mixed_bfloat16", "mixed_float16"):  # float32 draws, whatever the policy
+            assert rows[policy, rate, "zoo"]["dropped"] == zoo_row["dropped"]
+    assert rows["mixed_bfloat16", 0.4, "keras"]["kept_value"] == 1.6640625
+    for way in ("keras", "zoo"):
+        training = result["training"][way]
+        assert training["examples_per_sec"] > 0 and training["num_epochs_timed"] == 1
+        assert training["dropout_ms_per_step"] > 0
+    assert result["zoo_vs_keras"] > 0 and isinstance(result["bf16_native"], bool)
+    text = dropout_precision.report(result)
+    assert "zoo / keras" in text and "E[out]/E[in]" in text
