@@ -8,12 +8,19 @@
 See `python train.py --helpfull` for every flag.
 """
 import os
+import shlex
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
+from dropzoo import interrupts  # noqa: E402  (light: signals only)
+
+if __name__ == "__main__":
+    interrupts.quiet_during_start_up()  # Ctrl-C while TensorFlow loads: one line, no traceback
+
 from absl import app, logging  # noqa: E402
 
+from dropzoo import checkpoints  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import sweep  # noqa: E402
@@ -24,17 +31,25 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter hides the results
     if len(argv) > 1:
         return errors.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
-    overwrite = flags_lib.FLAGS.overwrite
+    try:
+        with interrupts.stop_on_signals():
+            return _train(flags_lib.FLAGS.overwrite)
+    except interrupts.Interrupted as e:
+        print(_interrupted_line(e), file=sys.stderr, flush=True)
+        interrupts.exit_by_signal(e.signum)
+
+
+def _train(overwrite):
     with errors.one_line():
         runs = flags_lib.train_plan()
         if len(runs) == 1:
             config, workdir = runs[0]
             metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite)
-    if len(runs) > 1:
-        with errors.one_line():
+        else:
             results = sweep.run_sweep(runs, overwrite=overwrite)
+    if len(runs) > 1:
         print(sweep.summary(results))
-        return 0 if all(isinstance(m, dict) for _, _, m in results) else 1
+        return 1 if sweep.failed(results) else 0
     print(f"data:         {metrics['data']['source']}")
     print(f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")
     print(f"export check: {'passed' if metrics['export_check']['passed'] else 'FAILED'}")
@@ -42,6 +57,18 @@ def main(argv):
     print(f"TensorBoard:  tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
     print(f"metrics:      {os.path.join(workdir, 'metrics.json')}")
     return 0
+
+
+def _interrupted_line(interrupted):
+    """What was kept, and the command that resumes."""
+    command = shlex.join(["python", "train.py", *sys.argv[1:]])
+    if interrupted.workdir is None:
+        return f"interrupted ({interrupted}) before training started; nothing was written; rerun: {command}"
+    directory = os.path.join(interrupted.workdir, "checkpoints")
+    epoch = checkpoints.saved_epoch(directory)
+    kept = (f"{directory} keeps epoch {epoch}; the epoch in progress is redone on resume" if epoch
+            else "no epoch had finished, so the run starts over")
+    return f"interrupted ({interrupted}): {kept}; to resume, rerun the same command: {command}"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Keras callbacks the trainer needs that Keras does not ship in this form.
 
-- `EpochCheckpoint`: resumable state after every epoch, written atomically.
+- `EpochCheckpoint`: resumable state after every epoch (`checkpoints.py`).
   Unlike keras.callbacks.BackupAndRestore it keeps the final state, saves
   the dropout layers' RNG state (so masks after a resume are the masks an
   uninterrupted run would draw), and lets the trainer read the epoch to
@@ -9,55 +9,16 @@
   excluded), for a steady-state examples/second figure.
 - `StopAtStep`: ends training after an exact number of steps.
 """
-import os
 import time
 
 import keras
 import numpy as np
 
 import models
-from dropzoo import files
-
-WEIGHTS = "state.weights.h5"  # model + optimizer variables
-RNG = "rng.npz"
-META = "state.json"
-
-
-def _seed_states(model):
-    """{key: variable} for every dropout RNG state, keyed by layer name.
-
-    Keyed by layer (not variable path): Keras numbers seed generators per
-    process, so paths differ between the run that saved and the one resuming.
-    """
-    return {f"{layer.name}/{i}": v
-            for layer in model.layers
-            for i, v in enumerate(v for v in layer.variables if "seed_generator_state" in v.path)}
-
-
-def saved_epoch(directory):
-    """The number of epochs the checkpoint in `directory` has completed (0 if none)."""
-    path = os.path.join(directory, META)
-    if not os.path.exists(path):
-        return 0
-    return int(files.read_json(path, "delete the checkpoints directory to start over")["epoch"])
-
-
-def restore(model, directory):
-    """Loads the checkpoint into `model` (weights, optimizer, RNG); returns its epoch."""
-    epoch = saved_epoch(directory)
-    if epoch == 0:
-        return 0
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(directory, WEIGHTS))
-    with np.load(os.path.join(directory, RNG)) as saved:
-        for path, variable in _seed_states(model).items():
-            variable.assign(saved[path])
-    return epoch
-
+from dropzoo import checkpoints
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves model, optimizer and dropout RNG state at the end of every epoch."""
+    """Saves model, optimizer and dropout RNG state at the end of every epoch (checkpoints.py)."""
 
     def __init__(self, directory):
         super().__init__()
@@ -66,18 +27,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs and not np.isfinite(logs.get("loss", 0.0)):
             return  # keep the last good state; TerminateOnNaN stops the run
-        os.makedirs(self.directory, exist_ok=True)
-        # The state file is written last: it names an epoch only once the
-        # weights and RNG state for that epoch are complete on disk.
-        files.atomic_write(os.path.join(self.directory, WEIGHTS), self.model.save_weights)
-        rng = {path: np.asarray(v.numpy()) for path, v in _seed_states(self.model).items()}
-        files.atomic_write(os.path.join(self.directory, RNG), lambda p: _save_npz(p, rng))
-        files.write_json(os.path.join(self.directory, META), {"epoch": epoch + 1})
-
-
-def _save_npz(path, arrays):
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        checkpoints.save(self.model, self.directory, epoch + 1)
 
 
 class Throughput(keras.callbacks.Callback):
@@ -127,7 +77,7 @@ def site_statistics(model, images):
     if not sites:
         return {}
     probe = keras.Model(model.input, [t for layer in sites for t in (layer.input, layer.output)])
-    seeds = _seed_states(model)
+    seeds = checkpoints.seed_states(model)
     saved = {k: v.numpy() for k, v in seeds.items()}
     try:
         per_mode = {mode: probe(images, training=mode == "train") for mode in ("train", "inference")}

@@ -175,6 +175,10 @@ def markdown(table, baseline="canonical"):
 
 
 def write_csv(path, table):
+    files.atomic_write(path, lambda tmp: _write_csv(tmp, table))
+
+
+def _write_csv(path, table):
     fields = ["variant", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci95")]
     fields.append("p_vs_baseline")
     with open(path, "w", newline="") as f:
@@ -222,7 +226,7 @@ def plot(path, table, rows, title=""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -247,6 +251,11 @@ def write_hparams(logdir, rows):
                     tf.summary.scalar(m, r[m], step=0)
 
 
+def _write_text(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, batch_size=256, baseline="canonical",
                  data_override=None, source=None):
     """Evaluates every run below `runs_dir` and writes the comparison; returns paths + table."""
@@ -259,10 +268,16 @@ def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, batch_size=256, bas
              ("comparison.md", "comparison.csv", "comparison.png", "runs.json", "hparams")}
     sources = sorted({r["data_source"] for r in rows})
     title = f"{runs_dir} — test data: {', '.join(sources)}"
-    with open(paths["comparison.md"], "w") as f:
-        f.write(f"Test data: {', '.join(sources)}; {len(rows)} runs.\n\n" + markdown(table, baseline))
+    text = f"Test data: {', '.join(sources)}; {len(rows)} runs.\n\n" + markdown(table, baseline)
+    files.atomic_write(paths["comparison.md"], lambda tmp: _write_text(tmp, text))
     write_csv(paths["comparison.csv"], table)
     plot(paths["comparison.png"], table, rows, title)
     evaluate.write_json(paths["runs.json"], rows)
-    write_hparams(paths["hparams"], rows)
+    try:
+        write_hparams(paths["hparams"], rows)
+    except Exception as e:  # TensorFlow's summary writer reports a full disk as its own error
+        failure = files.write_failure(e, paths["hparams"])
+        if failure is None:
+            raise
+        raise failure from None
     return {"paths": paths, "table": table, "num_runs": len(rows)}

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 import models
+from dropzoo import files
 from dropzoo.errors import ExportError
 from dropzoo.preprocess import scale
 
@@ -170,6 +171,9 @@ def _write_atomically(archive, path):
     except BaseException as error:
         # Whatever stopped us (even Ctrl-C), never leave our partial temp dir.
         shutil.rmtree(tmp, ignore_errors=True)
+        failure = files.write_failure(error, path) if isinstance(error, Exception) else None
+        if failure is not None:
+            raise failure from None
         if isinstance(error, Exception) and not isinstance(error, ExportError):
             raise ExportError(
                 f"exporting SavedModel to {path} failed: {type(error).__name__}: {error}"
@@ -213,21 +217,8 @@ def _remove_stale(parent, name, kind):
     pattern = re.compile(rf"^\.{re.escape(name)}\.{kind}-(\d+)$")
     for entry in os.listdir(parent):
         match = pattern.match(entry)
-        if match and not _is_other_live_process(int(match.group(1))):
+        if match and not files.process_alive(int(match.group(1))):
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-
-def _is_other_live_process(pid):
-    # A live exporter in another process may still be writing its temp dir.
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: existence check only
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    return True
 
 
 def _missing_parts(path):

@@ -10,6 +10,7 @@ file and the fix when it cannot.
 import errno
 import json
 import os
+import re
 
 from dropzoo.errors import DropzooError
 
@@ -34,13 +35,30 @@ class ReadError(DropzooError, ValueError):
     """A file the run needs exists but cannot be read as what it should be."""
 
 
+# How other libraries (TensorFlow, h5py) spell those errors in their messages.
+_STRERRORS = {os.strerror(code): code for code in _FIXES}
+
+
+def write_failure(error, path):
+    """A WriteError for `error` if it is a failed write (by errno or its text), else None."""
+    code = getattr(error, "errno", None)
+    if code not in _FIXES:
+        text = str(error)
+        code = next((c for message, c in _STRERRORS.items() if message in text), None)
+    if code is None:
+        return None
+    found = re.search(r"(/[^\s'\",;:\]\[]+)", str(error))
+    named = found.group(1) if found and not isinstance(error, OSError) else path
+    return write_error(named, OSError(code, os.strerror(code)))
+
+
 def write_error(path, error):
     """A one-line WriteError for `error` (an OSError or an h5py/TF error) writing `path`."""
     code = getattr(error, "errno", None)
     cause = getattr(error, "strerror", None) or " ".join(str(error).split())[:200]
-    fix = _FIXES.get(code, "check the disk and the path, then rerun the same command")
-    return WriteError(f"cannot write {path} ({cause}); {fix}; "
-                      "the previous version of the file is intact")
+    fix = _FIXES.get(code, "check the disk and the path")
+    return WriteError(f"cannot write {path} ({cause}); {fix}, then rerun the same command; "
+                      "nothing half-written was left, and earlier checkpoints and exports are intact")
 
 
 def temporary_name(path, pid=None):
@@ -61,6 +79,9 @@ def atomic_write(path, write):
             os.remove(tmp)
         except OSError:
             pass
+        failure = None if isinstance(error, DropzooError) else write_failure(error, path)
+        if failure is not None:
+            raise failure from None
         if isinstance(error, OSError) and not isinstance(error, DropzooError):
             raise write_error(path, error) from None
         raise
@@ -77,6 +98,19 @@ def write_json(path, obj):
             os.fsync(f.fileno())  # a full disk fails here, not after the rename
 
     return atomic_write(path, write)
+
+
+def process_alive(pid):
+    """Whether another live process has id `pid` (a dead writer's temporary files may go)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    return True
 
 
 def read_json(path, fix):

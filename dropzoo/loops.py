@@ -30,6 +30,7 @@ import time
 import keras
 
 from dropzoo import callbacks as callbacks_lib
+from dropzoo import checkpoints
 from dropzoo import data as data_lib
 from dropzoo import performance
 from dropzoo import strategies
@@ -84,7 +85,7 @@ class FitLoop:
         return strategies.fit_steps_per_execution(self.strategy, steps)
 
     def restore(self, model, directory):
-        return callbacks_lib.restore(model, directory)
+        return checkpoints.restore(model, directory)
 
     def train(self, run):
         throughput = callbacks_lib.Throughput()

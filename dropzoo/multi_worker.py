@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dropzoo import callbacks as callbacks_lib
+from dropzoo import checkpoints
 from dropzoo import loops
 from dropzoo import strategies
 from dropzoo.errors import RunError
@@ -88,11 +88,7 @@ class MultiWorkerLoop:
 
     def restore(self, model, directory):
         """The chief loads its checkpoint and sends it to every worker; returns its epoch."""
-        # Creating a variable is a collective (its value comes from the chief),
-        # so every worker builds the optimizer's, checkpoint or not.
-        with self.strategy.scope():
-            model.optimizer.build(model.trainable_variables)
-        epoch = self.chief_does(lambda: callbacks_lib.restore(model, directory))
+        epoch = self.chief_does(lambda: checkpoints.restore(model, directory))
         if epoch:
             self._variables_from_chief(list(model.variables) + list(model.optimizer.variables))
         return epoch

@@ -11,6 +11,7 @@ from its last checkpoint.
 import dataclasses
 import itertools
 import os
+import socket
 import traceback
 
 import keras
@@ -19,6 +20,7 @@ import models
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import errors
+from dropzoo import locks
 from dropzoo import trainer
 
 
@@ -66,11 +68,17 @@ def _slug(text):
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
 
-def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
-    """Trains every (config, workdir) in `runs`; returns [(config, workdir, metrics or error)].
+class Skipped(str):
+    """A run another process was training: its lock holder, as a one-line reason."""
 
-    Runs share one loaded dataset. A run that fails (e.g. a NaN loss) is
-    recorded and the sweep goes on; its error text stands in for metrics.
+
+def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
+    """Trains every (config, workdir) in `runs`; returns [(config, workdir, outcome)].
+
+    The outcome is the run's metrics; a `Skipped` reason if another process
+    holds the run's workdir (so the same sweep started several times splits
+    the work); or, for a run that failed (e.g. a NaN loss), its error in one
+    line, and the sweep goes on. Runs share one loaded dataset.
     """
     if source is None:
         first = runs[0][0]
@@ -82,26 +90,45 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
             print(f"[{i}/{len(runs)}] {workdir}", flush=True)
         keras.backend.clear_session()  # fresh graph and layer names for every run
         try:
-            metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
+            outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
                                                  source=source, verbose=verbose)
+        except locks.WorkdirLocked as e:
+            outcome = Skipped(str(e))
+            if verbose:
+                print(f"  skipped: another process is training it", flush=True)
         except errors.USER_ERRORS as e:  # the same errors the scripts print in one line
-            metrics = f"{type(e).__name__}: {' '.join(str(e).split())}"
+            outcome = f"{type(e).__name__}: {' '.join(str(e).split())}"
             if verbose:
-                print(f"  failed: {metrics}", flush=True)
+                print(f"  failed: {outcome}", flush=True)
         except Exception:  # keep the finished runs' summary; show the bug in full
-            metrics = traceback.format_exc(limit=3)
+            outcome = traceback.format_exc(limit=3)
             if verbose:
-                print(metrics, flush=True)
-        results.append((config, workdir, metrics))
+                print(outcome, flush=True)
+        results.append((config, workdir, outcome))
     return results
 
 
+def failed(results):
+    """The results whose run failed (skipped runs are another process's)."""
+    return [r for r in results if not isinstance(r[2], (dict, Skipped))]
+
+
 def summary(results):
-    """One line per run: workdir, test accuracy (or the error)."""
-    lines = []
-    for _, workdir, metrics in results:
-        if isinstance(metrics, dict):
-            lines.append(f"{workdir}  test_accuracy={metrics['test_accuracy']:.4f}")
+    """One line per run: workdir, test accuracy and who trained it (or why not)."""
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    lines, skipped = [], 0
+    for _, workdir, outcome in results:
+        if isinstance(outcome, Skipped):
+            skipped += 1
+            lines.append(f"{workdir}  SKIPPED (in use by another process)")
+        elif isinstance(outcome, dict):
+            by = outcome.get("trained_by")
+            who = ("trained here" if by == me else
+                   f"finished earlier by {by['host']} pid {by['pid']}" if by else "finished earlier")
+            lines.append(f"{workdir}  test_accuracy={outcome['test_accuracy']:.4f}  ({who})")
         else:
-            lines.append(f"{workdir}  FAILED {metrics.splitlines()[0]}")
+            lines.append(f"{workdir}  FAILED {outcome.splitlines()[0]}")
+    if skipped:
+        lines.append(f"{skipped} run(s) were being trained by another process; rerun this command "
+                     "once it is done to see every result")
     return "\n".join(lines)

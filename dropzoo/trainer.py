@@ -24,6 +24,7 @@ import hashlib
 import math
 import os
 import shutil
+import socket
 import sys
 import time
 
@@ -37,6 +38,8 @@ from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import export as export_lib
 from dropzoo import files
+from dropzoo import interrupts
+from dropzoo import locks
 from dropzoo import loops
 from dropzoo import multi_worker
 from dropzoo import performance
@@ -53,19 +56,8 @@ def workdir_paths(workdir):
     return {name: os.path.join(workdir, name) for name in WORKDIR_FILES}
 
 
-def prepare_workdir(config, workdir, overwrite=False):
-    """Creates `workdir`, or checks that an existing one belongs to this config.
-
-    Returns the finished run's metrics if the run is already complete (and
-    not `overwrite`), else None.
-    """
-    paths = workdir_paths(workdir)
-    if overwrite and os.path.isdir(workdir):
-        for name in paths.values():
-            if os.path.isdir(name):
-                shutil.rmtree(name)
-            elif os.path.exists(name):
-                os.remove(name)
+def ensure_writable(workdir):
+    """Creates `workdir` if need be; RunError unless this process can write to it."""
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write-test-{os.getpid()}")
@@ -74,6 +66,22 @@ def prepare_workdir(config, workdir, overwrite=False):
     except OSError as e:
         raise RunError(f"cannot write to workdir {workdir!r} ({e.strerror}); "
                        "pass a --workdir you can write to") from None
+
+
+def prepare_workdir(config, workdir, overwrite=False):
+    """Creates `workdir`, or checks that an existing one belongs to this config.
+
+    Returns the finished run's metrics if the run is already complete (and
+    not `overwrite`), else None. The caller holds the workdir's lock.
+    """
+    paths = workdir_paths(workdir)
+    ensure_writable(workdir)
+    if overwrite:
+        for name in paths.values():
+            if os.path.isdir(name):
+                shutil.rmtree(name)
+            elif os.path.exists(name):
+                os.remove(name)
     if os.path.exists(paths["config.json"]):
         saved = files.read_json(paths["config.json"],
                                 "delete it and rerun to resume with this command's settings, "
@@ -134,31 +142,60 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
     # First TensorFlow call: logical devices and the cluster are fixed at start-up.
     strategy = strategies.strategy_for(config)
     loop = loop_for(strategy)
+    lock = locks.WorkdirLock(workdir)  # taken by the chief alone: the workers share its workdir
     with loop.session(workdir) as write_dir:
-        finished = loop.chief_does(lambda: prepare_workdir(config, workdir, overwrite))
-        if finished is not None:
-            if verbose:
-                print(f"{workdir} holds a finished run; reporting it (--overwrite retrains)")
-            return finished
-        keras.utils.set_random_seed(config.seed)
-        # config.json keeps "auto"; the policy it resolved to goes to metrics.json.
-        keras.mixed_precision.set_global_policy(performance.choose_precision(config.precision)[0])
         try:
-            run = set_up(config, workdir_paths(workdir), workdir_paths(write_dir), source, strategy,
-                         loop, verbose)
-            result = loop.train(run)
-            if any(not np.isfinite(v) for v in result.history.get("loss", [])):
-                raise RunError("training loss became NaN/inf; the last good checkpoint is kept in "
-                               f"{run.paths['checkpoints']}; lower --learning_rate and rerun")
-            # Every worker exports (saving may be collective); the chief's copy is verified.
-            export_lib.export_saved_model(run.model, run.write_paths["saved_model"],
-                                          outputs=run.outputs)
-            metrics = loop.chief_does(lambda: finish(run, result, loop, started))
+            # The chief decides, so every worker skips or runs alike.
+            claim = loop.chief_does(lambda: claim_workdir(config, workdir, overwrite, lock))
+            if "locked" in claim:
+                raise locks.WorkdirLocked(claim["locked"])
+            if claim["finished"] is not None:
+                if verbose:
+                    print(f"{workdir} holds a finished run; reporting it (--overwrite retrains)")
+                return claim["finished"]
+            run, metrics = _train_export_verify(config, workdir, write_dir, source, strategy, loop,
+                                                verbose, started)
+        except interrupts.Interrupted as e:
+            e.workdir = workdir
+            raise
+        except tf.errors.OpError as e:  # a TensorBoard or checkpoint write that failed in TF
+            failure = files.write_failure(e, workdir)
+            if failure is None:
+                raise
+            raise failure from None
         finally:
-            keras.mixed_precision.set_global_policy("float32")
+            lock.release()
     # Each process reports its own identity and weights, so runs can be compared.
     return {**metrics, "strategy": strategies.describe(strategy),
             "weights_sha256": weights_digest(run.model)}
+
+
+def claim_workdir(config, workdir, overwrite, lock):
+    """{"locked": why} if another process holds `workdir`, else {"finished": metrics or None}."""
+    ensure_writable(workdir)
+    try:
+        lock.acquire()  # before --overwrite deletes anything
+    except locks.WorkdirLocked as e:
+        return {"locked": str(e)}
+    return {"finished": prepare_workdir(config, workdir, overwrite)}
+
+
+def _train_export_verify(config, workdir, write_dir, source, strategy, loop, verbose, started):
+    keras.utils.set_random_seed(config.seed)
+    # config.json keeps "auto"; the policy it resolved to goes to metrics.json.
+    keras.mixed_precision.set_global_policy(performance.choose_precision(config.precision)[0])
+    try:
+        run = set_up(config, workdir_paths(workdir), workdir_paths(write_dir), source, strategy,
+                     loop, verbose)
+        result = loop.train(run)
+        if any(not np.isfinite(v) for v in result.history.get("loss", [])):
+            raise RunError("training loss became NaN/inf; the last good checkpoint is kept in "
+                           f"{run.paths['checkpoints']}; lower --learning_rate and rerun")
+        # Every worker exports (saving may be collective); the chief's copy is verified.
+        export_lib.export_saved_model(run.model, run.write_paths["saved_model"], outputs=run.outputs)
+        return run, loop.chief_does(lambda: finish(run, result, loop, started))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
@@ -172,6 +209,9 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
     steps_per_call = loop.steps_per_call(steps_per_call)
     with strategy.scope():  # variables become mirrored; training then runs every replica
         model = build_model(config, source.num_classes, source.image_shape, steps_per_call)
+        # Built now, not by fit, so a checkpoint can restore its variables (and
+        # under multi-worker creating them is a collective every worker joins).
+        model.optimizer.build(model.trainable_variables)
     if strategy.num_replicas_in_sync > 1:
         strategies.distinct_replica_masks(model)
     if verbose:
@@ -224,6 +264,7 @@ def finish(run, result, loop, started):
         "dropout_stats": result.dropout_stats,
         "paths": {k: v for k, v in run.paths.items() if k != "metrics.json"},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "trained_by": {"host": socket.gethostname(), "pid": os.getpid()},
     }
     summaries.write_hparams(run.paths["tensorboard"], run.config, run.source.name, metrics)
     files.write_json(run.paths["metrics.json"], metrics)

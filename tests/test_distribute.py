@@ -16,11 +16,11 @@ import subprocess
 import sys
 import time
 
-import h5py
 import numpy as np
 import pytest
 from absl import flags
 
+from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import multi_worker
 from dropzoo import strategies
@@ -87,12 +87,10 @@ def _load(path):
 
 
 def _checkpoint_arrays(workdir):
-    """{path: array} of the model and optimizer variables in the last checkpoint."""
-    arrays = {}
-    with h5py.File(os.path.join(workdir, "checkpoints", "state.weights.h5")) as f:
-        f.visititems(lambda name, item: arrays.__setitem__(name, item[()])
-                     if isinstance(item, h5py.Dataset) else None)
-    return arrays
+    """{key: array} of the model and optimizer variables in the last checkpoint."""
+    directory = os.path.join(workdir, "checkpoints")
+    with np.load(checkpoints.path_for(directory, checkpoints.saved_epoch(directory))) as f:
+        return {key: f[key] for key in f.files if key.startswith(("model/", "optimizer/"))}
 
 
 def _assert_same_weights(workdir_a, workdir_b):
@@ -282,10 +280,9 @@ def test_one_replica_draws_the_masks_it_would_without_a_strategy():
 
 def _wait_for_epoch(workdir, epoch, processes, timeout=120):
     """Waits until the chief has checkpointed `epoch` epochs."""
-    state = os.path.join(workdir, "checkpoints", "state.json")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if os.path.exists(state) and _load(state)["epoch"] >= epoch:
+        if checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")) >= epoch:
             return
         for process in processes:
             if process.poll() is not None:

@@ -1,6 +1,9 @@
-"""Nothing lost: SIGKILL between and within epochs, a kill during export, NaN, repeatability."""
+"""Nothing lost: kills, Ctrl-C and SIGTERM, full disks, corrupt files, two writers, NaN, repeatability."""
+import errno
+import glob
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -13,7 +16,10 @@ import pytest
 import tensorflow as tf
 
 from dropzoo import callbacks as callbacks_lib
+from dropzoo import checkpoints
 from dropzoo import export
+from dropzoo import files
+from dropzoo import locks
 from dropzoo import trainer
 from conftest import tiny_config, tiny_source
 
@@ -37,7 +43,7 @@ def _metrics(workdir):
 def _wait_for_epoch(workdir, epoch, process, timeout=180):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callbacks_lib.saved_epoch(os.path.join(workdir, "checkpoints")) >= epoch:
+        if checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")) >= epoch:
             return
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.02)
@@ -62,7 +68,7 @@ def test_sigkill_then_rerun_finishes_like_an_uninterrupted_run(uninterrupted, tm
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert not os.path.exists(os.path.join(workdir, "metrics.json"))
-    resumed_from = callbacks_lib.saved_epoch(os.path.join(workdir, "checkpoints"))
+    resumed_from = checkpoints.saved_epoch(os.path.join(workdir, "checkpoints"))
     assert resumed_from in (2, 3)
 
     rerun = _train(workdir)
@@ -127,7 +133,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_no_bad_checkpoint(tmp_path)
     config = tiny_config(optimizer="sgd", learning_rate=1e12, epochs=2)
     with pytest.raises(trainer.RunError, match="NaN"):
         trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
-    assert callbacks_lib.saved_epoch(str(tmp_path / "checkpoints")) == 0
+    assert checkpoints.saved_epoch(str(tmp_path / "checkpoints")) == 0
     assert not (tmp_path / "saved_model").exists() and not (tmp_path / "metrics.json").exists()
 
 
@@ -138,7 +144,7 @@ def test_checkpoint_skips_an_epoch_that_ended_in_nan(tmp_path):
     saver.set_model(model)
     saver.on_epoch_end(0, {"loss": 0.5})
     saver.on_epoch_end(1, {"loss": float("nan")})
-    assert callbacks_lib.saved_epoch(str(tmp_path)) == 1
+    assert checkpoints.saved_epoch(str(tmp_path)) == 1
 
 
 def test_same_flags_and_seed_repeat_exactly(tmp_path):
@@ -148,3 +154,290 @@ def test_same_flags_and_seed_repeat_exactly(tmp_path):
                                         source=tiny_source(), verbose=0)
     for key in ("test_loss", "test_accuracy", "history", "dropout_stats"):
         assert first[key] == second[key], key
+
+
+# ------------------------------------------------- Ctrl-C and SIGTERM
+
+
+def _train_with(workdir, *extra, limit_bytes=None, args=TRAIN_ARGS):
+    """train.py as a person runs it: SIGINT is not ignored, as in a terminal."""
+    def child():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background shell job would ignore it
+        if limit_bytes:  # writes past this size fail with EFBIG (Python ignores SIGXFSZ)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.Popen([sys.executable, "train.py", *args, f"--workdir={workdir}", *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), preexec_fn=child)
+
+
+def _leftovers(workdir):
+    """Temporary files and directories a writer left behind."""
+    return sorted(os.path.relpath(os.path.join(root, name), workdir)
+                  for root, dirs, names in os.walk(workdir) for name in dirs + names if ".tmp-" in name)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow
+def test_a_signal_stops_cleanly_in_one_line_and_the_rerun_resumes_exactly(uninterrupted, tmp_path, signum):
+    workdir = str(tmp_path / "run")
+    process = _train_with(workdir)
+    _wait_for_epoch(workdir, 2, process)
+    time.sleep(0.6)  # inside epoch 3
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode in (-signum, 128 + signum), stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    kept = checkpoints.saved_epoch(os.path.join(workdir, "checkpoints"))
+    assert last.startswith(f"interrupted ({signal.Signals(signum).name}): ")
+    assert f"keeps epoch {kept}" in last and "rerun the same command: python train.py" in last
+    assert kept in (2, 3) and _leftovers(workdir) == []  # whole epochs only, nothing half-written
+
+    rerun = _train_with(workdir)
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
+    metrics = _metrics(workdir)
+    assert metrics["resumed_from_epoch"] == kept
+    assert metrics["test_loss"] == uninterrupted["test_loss"]
+    assert metrics["history"]["val_loss"] == uninterrupted["history"]["val_loss"][kept:]
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_exits_at_once(tmp_path):
+    process = _train_with(str(tmp_path / "run"))
+    _wait_for_epoch(str(tmp_path / "run"), 1, process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode in (-signal.SIGINT, 130), stderr
+    assert "Traceback" not in stderr
+
+
+# ---------------------------------------------------------- full disks
+
+
+@pytest.mark.slow
+def test_a_checkpoint_too_big_for_the_disk_fails_in_one_line_and_the_rerun_resumes(uninterrupted, tmp_path):
+    workdir = str(tmp_path / "run")
+    first = _train_with(workdir)
+    _wait_for_epoch(workdir, 2, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    kept = checkpoints.saved_epoch(os.path.join(workdir, "checkpoints"))
+    # A checkpoint of this model is ~14 MB; the export's files are smaller.
+    limited = _train_with(workdir, limit_bytes=8 * 2**20)
+    _, stderr = limited.communicate(timeout=300)
+    assert limited.returncode == 2, stderr
+    assert "Traceback" not in stderr and "Segmentation" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot write {os.path.join(workdir, 'checkpoints', f'epoch-{kept + 1:04d}.npz')} "
+                           "(File too large)")
+    assert "then rerun the same command" in last
+    assert _leftovers(workdir) == []
+    assert checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")) == kept
+
+    rerun = _train_with(workdir)
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
+    metrics = _metrics(workdir)
+    assert metrics["resumed_from_epoch"] == kept and metrics["test_loss"] == uninterrupted["test_loss"]
+
+
+def test_a_full_disk_during_the_export_keeps_the_checkpoints_and_the_rerun_exports(tmp_path, monkeypatch):
+    straight = trainer.train_and_evaluate(tiny_config(), str(tmp_path / "straight"),
+                                          source=tiny_source(), verbose=0)
+    real_write = export._write_archive
+
+    def write_then_fill_the_disk(archive, directory):
+        real_write(archive, directory)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(directory, "variables"))
+
+    monkeypatch.setattr(export, "_write_archive", write_then_fill_the_disk)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(files.WriteError) as error:
+        trainer.train_and_evaluate(tiny_config(), workdir, source=tiny_source(), verbose=0)
+    message = str(error.value)
+    assert message.startswith(f"cannot write {os.path.join(workdir, 'saved_model')} (No space left on device)")
+    assert "the disk is full" in message and "\n" not in message
+    assert _leftovers(workdir) == [] and not os.path.exists(os.path.join(workdir, "saved_model"))
+    assert checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")) == 3
+    assert not os.path.exists(os.path.join(workdir, "metrics.json"))
+
+    monkeypatch.setattr(export, "_write_archive", real_write)
+    metrics = trainer.train_and_evaluate(tiny_config(), workdir, source=tiny_source(), verbose=0)
+    assert metrics["resumed_from_epoch"] == 3 and metrics["export_check"]["passed"]
+    assert metrics["weights_sha256"] == straight["weights_sha256"]
+
+
+def test_a_failed_json_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = str(tmp_path / "metrics.json")
+    files.write_json(path, {"old": 1})
+    real_dump = json.dump
+
+    def dump_half_then_fail(obj, f, **kwargs):
+        f.write('{"new":')
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+    monkeypatch.setattr(json, "dump", dump_half_then_fail)
+    with pytest.raises(files.WriteError, match=r"^cannot write .*metrics.json \(Disk quota exceeded\); "
+                                               r"the disk quota is used up"):
+        files.write_json(path, {"new": 2})
+    monkeypatch.setattr(json, "dump", real_dump)
+    assert files.read_json(path, "") == {"old": 1} and os.listdir(tmp_path) == ["metrics.json"]
+
+
+# ---------------------------------------------------- corrupt files
+
+
+def _stopped_after_two_epochs(workdir, monkeypatch):
+    """A 3-epoch tiny run that dies after its second checkpoint."""
+    real = callbacks_lib.Throughput.on_epoch_end
+
+    def crash_after_second_epoch(self, epoch, logs=None):
+        real(self, epoch, logs)
+        if epoch == 1:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", crash_after_second_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.train_and_evaluate(tiny_config(), workdir, source=tiny_source(), verbose=0)
+    monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", real)
+    return os.path.join(workdir, "checkpoints")
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(1000)
+
+
+def _flip_a_byte(path):
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte], ids=["truncated", "bit_rot"])
+def test_a_corrupt_checkpoint_is_reported_and_the_previous_one_resumes(tmp_path, monkeypatch, capfd, damage):
+    straight = trainer.train_and_evaluate(tiny_config(), str(tmp_path / "straight"),
+                                          source=tiny_source(), verbose=0)
+    directory = _stopped_after_two_epochs(str(tmp_path / "run"), monkeypatch)
+    assert checkpoints.saved_epochs(directory) == [2, 1]
+    damage(checkpoints.path_for(directory, 2))
+    capfd.readouterr()
+    metrics = trainer.train_and_evaluate(tiny_config(), str(tmp_path / "run"), source=tiny_source(), verbose=0)
+    warning = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning: checkpoint")]
+    assert warning == [warning[0]] and checkpoints.path_for(directory, 2) in warning[0]
+    assert warning[0].endswith(f"resuming from the previous one, {checkpoints.path_for(directory, 1)}")
+    assert metrics["resumed_from_epoch"] == 1
+    assert metrics["weights_sha256"] == straight["weights_sha256"]  # exact, from the older checkpoint
+    assert checkpoints.saved_epochs(directory) == [3, 2]  # only the last two are kept
+
+
+def test_no_readable_checkpoint_is_one_line_naming_overwrite(tmp_path, monkeypatch):
+    directory = _stopped_after_two_epochs(str(tmp_path / "run"), monkeypatch)
+    for epoch in (1, 2):
+        _truncate(checkpoints.path_for(directory, epoch))
+    with pytest.raises(trainer.RunError, match=r"^no readable checkpoint in .*checkpoints .*--overwrite"):
+        trainer.train_and_evaluate(tiny_config(), str(tmp_path / "run"), source=tiny_source(), verbose=0)
+    metrics = trainer.train_and_evaluate(tiny_config(), str(tmp_path / "run"), source=tiny_source(),
+                                         verbose=0, overwrite=True)
+    assert metrics["resumed_from_epoch"] == 0 and metrics["epochs_completed"] == 3
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.json"])
+def test_a_corrupt_json_file_is_one_line_with_its_path_and_the_fix(tmp_path, name):
+    workdir = str(tmp_path / "run")
+    trainer.train_and_evaluate(tiny_config(epochs=1), workdir, source=tiny_source(), verbose=0)
+    with open(os.path.join(workdir, name), "w") as f:
+        f.write('{"epochs": 1,\x01')
+    with pytest.raises(files.ReadError) as error:
+        trainer.train_and_evaluate(tiny_config(epochs=1), workdir, source=tiny_source(), verbose=0)
+    message = str(error.value)
+    assert message.startswith(f"{os.path.join(workdir, name)} is corrupt (") and "\n" not in message
+    assert "delete it and rerun" in message
+
+
+# ------------------------------------------------- one writer per workdir
+
+
+def test_a_locked_workdir_is_refused_naming_the_holder(tmp_path):
+    workdir = str(tmp_path / "run")
+    os.makedirs(workdir)
+    holder = locks.WorkdirLock(workdir).acquire()
+    with pytest.raises(locks.WorkdirLocked, match=rf"in use by another run \(host .*, pid {os.getpid()}, since"):
+        trainer.train_and_evaluate(tiny_config(epochs=1), workdir, source=tiny_source(), verbose=0,
+                                   overwrite=True)  # the lock comes before --overwrite deletes anything
+    assert os.listdir(workdir) == [".lock"]
+    holder.release()
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=1), workdir, source=tiny_source(), verbose=0)
+    assert metrics["export_check"]["passed"]
+    locks.WorkdirLock(workdir).acquire().release()  # the run released it
+
+
+@pytest.mark.slow
+def test_two_runs_in_one_workdir_one_is_refused_and_the_other_finishes(tmp_path):
+    workdir = str(tmp_path / "run")
+    # Long enough (~20 s) to still hold the lock when the second has started up (~6 s).
+    first = _train_with(workdir, args=TRAIN_ARGS)
+    lock_file = os.path.join(workdir, locks.LOCK_FILE)
+    deadline = time.monotonic() + 120
+    while not (os.path.exists(lock_file) and os.path.getsize(lock_file)):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    second = _train_with(workdir, args=TRAIN_ARGS)
+    _, stderr = second.communicate(timeout=120)
+    assert second.returncode == 2, stderr
+    assert stderr.strip().splitlines()[-1].startswith(
+        f"error: workdir {workdir!r} is in use by another run (host ")
+    assert f"pid {first.pid}," in stderr
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert _metrics(workdir)["export_check"]["passed"]
+
+
+@pytest.mark.slow
+def test_one_sweep_started_twice_trains_every_run_exactly_once(tmp_path):
+    args = ["--model=dense_mlp", "--dataset=mnist_sample", "--placement=canonical,none,before_dense",
+            "--seeds=2", "--epochs=2", "--optimizer=adam", "--learning_rate=0.001"]
+    root = str(tmp_path / "study")
+    processes = [_train_with(root, args=args) for _ in range(2)]
+    outputs = [p.communicate(timeout=400) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr
+    trained = [line.split()[0] for stdout, _ in outputs for line in stdout.splitlines()
+               if line.endswith("(trained here)")]
+    runs = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(root, "*", "*", "*", "metrics.json")))
+    assert len(runs) == 6 and sorted(trained) == runs  # each trained once, by one of the two
+    assert all(_metrics(run)["export_check"]["passed"] for run in runs)
+
+
+def _listening_sockets():
+    """(local address, port) of the TCP sockets this process listens on (Linux /proc)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (e.g. the listing's own fd)
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if os.path.exists(table):
+            with open(table) as f:
+                for row in (line.split() for line in f.readlines()[1:]):
+                    if row[3] == "0A" and row[9] in inodes:  # state 0A: LISTEN
+                        found.append(row[1])
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
+def test_a_single_machine_run_listens_on_no_port(tmp_path):
+    import socket
+
+    with socket.socket() as server:  # the check sees a listener when there is one
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert len(_listening_sockets()) == 1
+    trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path), source=tiny_source(), verbose=0)
+    assert _listening_sockets() == []

@@ -11,6 +11,7 @@ import tensorflow as tf
 from absl import flags
 
 from dropzoo import callbacks as callbacks_lib
+from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import evaluate
@@ -30,7 +31,7 @@ def finished_run(tmp_path_factory):
 
 def test_run_writes_everything_the_user_needs(finished_run):
     workdir, metrics = finished_run
-    for name in ("config.json", "metrics.json", "saved_model/saved_model.pb", "checkpoints/state.json"):
+    for name in ("config.json", "metrics.json", "saved_model/saved_model.pb", "checkpoints/epoch-0003.npz", "checkpoints/epoch-0002.npz"):
         assert os.path.exists(os.path.join(workdir, name)), name
     with open(os.path.join(workdir, "metrics.json")) as f:
         assert json.load(f) == json.loads(json.dumps(metrics))
@@ -104,7 +105,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", crash_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         trainer.train_and_evaluate(config, str(tmp_path / "b"), source=tiny_source(), verbose=0)
-    assert callbacks_lib.saved_epoch(str(tmp_path / "b" / "checkpoints")) == 2
+    assert checkpoints.saved_epoch(str(tmp_path / "b" / "checkpoints")) == 2
     monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", real)
     resumed = trainer.train_and_evaluate(config, str(tmp_path / "b"), source=tiny_source(), verbose=0)
     assert resumed["resumed_from_epoch"] == 2 and resumed["epochs_completed"] == 3
