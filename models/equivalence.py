@@ -179,12 +179,7 @@ def _mc_mean_matches(kind, rate, x, seed):
     samples = keras.ops.convert_to_numpy(layer(tiled, training=True)).reshape(MC_PASSES, *x.shape)
     mean = samples.astype(np.float64).mean(axis=0)
     inference = keras.ops.convert_to_numpy(layer(x, training=False)).astype(np.float64)
-    # Per-unit variance of one pass: Bernoulli keep k scaled by 1/k (inverted),
-    # unscaled (classic), or N(1, rate/(1-rate)) noise (gaussian).
-    keep = 1 - rate
-    var = {"inverted": x**2 * rate / keep, "classic": x**2 * rate * keep,
-           "gaussian": x**2 * rate / keep}[kind]
-    se = np.sqrt(var / MC_PASSES)
+    se = np.sqrt(x**2 * _draw_variance(kind, rate) / MC_PASSES)
     live = se > 0
     z = float(np.max(np.abs(mean - inference)[live] / se[live])) if live.any() else 0.0
     return z, float(np.max(np.abs(mean - inference))), inference
@@ -250,10 +245,12 @@ def precision_policy(precision):
         keras.mixed_precision.set_global_policy(previous)
 
 
-# Variance of one draw of each kind's multiplier (keep k = 1 - rate): a
-# Bernoulli(k) scaled by 1/k (inverted), unscaled (classic), or the Gaussian
-# noise N(1, rate/k), whose variance is inverted dropout's.
 def _draw_variance(kind, rate):
+    """Variance of one draw of `kind`'s multiplier, keep k = 1 - rate.
+
+    A Bernoulli(k) scaled by 1/k (inverted), unscaled (classic), or the
+    Gaussian noise N(1, rate/k), whose variance is inverted dropout's.
+    """
     keep = 1 - rate
     return {"inverted": rate / keep, "classic": rate * keep, "gaussian": rate / keep}[kind]
 

@@ -5,9 +5,10 @@ and `check_kind` the one place that says which kinds exist.
 
 Every layer here draws its random numbers, makes its keep/drop decision and
 applies its scale in float32, whatever the dtype policy, and rounds each
-output element once, to the compute dtype. Keras 3.15's own layers draw and
-compare in the compute dtype: under `mixed_bfloat16` its Dropout at rate 0.4
-drops 40.59% of 10^6 units (12 standard errors off) and scales kept units by
+output element once, to the compute dtype (after float32's own rounding of
+the product, 2^-24 relative). Keras 3.15's own layers draw and compare in
+the compute dtype: under `mixed_bfloat16` its Dropout at rate 0.4 drops
+40.59% of 10^6 units (12 standard errors off) and scales kept units by
 1.66406 (1 / 0.6 rounded to bfloat16), so the expected training output is
 0.9885 of the inference output. Hence three thin subclasses of Keras' own
 layers, which keep Keras' arithmetic and only move it to float32:
@@ -97,7 +98,7 @@ class Float32SpatialDropout2D(keras.layers.SpatialDropout2D):
 
 
 def _gaussian_stddev(rate):
-    """The noise's standard deviation: the variance of inverted dropout at `rate`."""
+    """The noise's standard deviation; its square is inverted dropout's variance at `rate`."""
     return math.sqrt(rate / (1.0 - rate))
 
 

@@ -212,6 +212,7 @@ def _run_module(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # 8-12 s: a fresh process, one model and the float32 layer checks
 def test_command_line_prints_findings_and_exits_zero():
     result = _run_module("--models=dense_mlp", "--activations=relu", "--precisions=float32")
     assert result.returncode == 0, result.stderr
