@@ -4,8 +4,8 @@
     python benchmarks/dropout_precision.py --epochs=3 --rounds=1 --train_examples=1024
     python benchmarks/dropout_precision.py --idx_dir=DIR       # the full MNIST IDX files in DIR
 
-Where bfloat16 is emulated (an AVX2-only CPU: ~100 ex/s) the defaults take
-~40 min on 2 cores; `--epochs=6 --rounds=3 --train_examples=1280` took ~18
+Where bfloat16 is emulated (an AVX2-only CPU: 55-110 ex/s) the defaults take
+20-40 min on 2 cores; `--epochs=6 --rounds=3 --train_examples=1280` took ~18
 minutes on a shared one.
 
 Prints, in one run:
