@@ -129,11 +129,38 @@ def summarise(rows, baseline="canonical"):
                 mean, std, half = stats.mean_ci(values)
                 entry[metric] = {"mean": mean, "std": std, "ci95": half}
         base = variant_key(baseline_config(runs[0]["config"], baseline))
+        compared = base in groups and base != key
         entry["p_vs_baseline"] = (stats.welch_p_value([r["test_accuracy"] for r in runs],
                                                       [r["test_accuracy"] for r in groups[base]])
-                                  if base in groups and base != key else None)
+                                  if compared else None)
+        entry["p_paired"] = _paired_p(runs, groups[base]) if compared else None
         table.append(entry)
+    _holm_over_table(table)
     return table
+
+
+def _paired_p(runs, baseline_runs):
+    """Paired t-test of test accuracy over the seeds both variants ran."""
+    mine = {r["seed"]: r["test_accuracy"] for r in runs}
+    theirs = {r["seed"]: r["test_accuracy"] for r in baseline_runs}
+    seeds = sorted(set(mine) & set(theirs))
+    return stats.paired_p_value([mine[k] for k in seeds], [theirs[k] for k in seeds])
+
+
+# Family-wise error rate for the table's "survives Holm" column.
+ALPHA = 0.05
+
+
+def _holm_over_table(table):
+    """Holm's correction over every paired comparison of the table."""
+    compared = [e for e in table if e["p_paired"] is not None]
+    adjusted = stats.holm([e["p_paired"] for e in compared])
+    for entry in table:
+        entry["p_paired_holm"] = None
+        entry["survives_holm"] = None
+    for entry, p in zip(compared, adjusted):
+        entry["p_paired_holm"] = p
+        entry["survives_holm"] = bool(p < ALPHA) if not np.isnan(p) else None
 
 
 def _fmt(entry, metric, digits=4, pct=False):
@@ -160,7 +187,8 @@ def markdown(table, baseline="canonical"):
     head = ["variant", "seeds", "test acc % (mean ± std)", "95% CI", "test loss (mean ± std)", "95% CI", "ECE"]
     if mc:
         head += ["MC acc %", "MC NLL", "MC ECE"]
-    head += ["train time s", f"p vs {baseline}"]
+    head += ["train time s", f"p vs {baseline} (Welch)", "p paired", "p paired, Holm",
+             f"differs (Holm, α={ALPHA:g})"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for e in table:
         cells = [e["variant"], str(e["seeds"]), _fmt(e, "test_accuracy", 2, True),
@@ -168,10 +196,14 @@ def markdown(table, baseline="canonical"):
                  _fmt(e, "ece")]
         if mc:
             cells += [_fmt(e, "mc_accuracy", 2, True), _fmt(e, "mc_nll"), _fmt(e, "mc_ece")]
-        cells += [_fmt(e, "train_time_sec", 1),
-                  "" if e["p_vs_baseline"] is None else f"{e['p_vs_baseline']:.3g}"]
+        cells += [_fmt(e, "train_time_sec", 1)] + [
+            "" if e[key] is None else f"{e[key]:.3g}" for key in ("p_vs_baseline", "p_paired", "p_paired_holm")]
+        cells.append("" if e["survives_holm"] is None else ("yes" if e["survives_holm"] else "no"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+_TESTS = ("p_vs_baseline", "p_paired", "p_paired_holm", "survives_holm")
 
 
 def write_csv(path, table):
@@ -180,12 +212,12 @@ def write_csv(path, table):
 
 def _write_csv(path, table):
     fields = ["variant", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci95")]
-    fields.append("p_vs_baseline")
+    fields += list(_TESTS)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for e in table:
-            row = {"variant": e["variant"], "seeds": e["seeds"], "p_vs_baseline": e["p_vs_baseline"]}
+            row = {"variant": e["variant"], "seeds": e["seeds"], **{k: e[k] for k in _TESTS}}
             for m in METRICS:
                 for s in ("mean", "std", "ci95"):
                     row[f"{m}_{s}"] = e[m][s] if m in e else ""

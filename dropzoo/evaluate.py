@@ -16,11 +16,6 @@ from dropzoo.export import load_serving_fn, serving_input_spec
 
 __all__ = ["evaluate_saved_model", "evaluate_on_dataset", "write_json"]
 
-# Same clipping as Keras' crossentropy, so a confident wrong answer costs
-# -log(1e-7) ~ 16.1 instead of infinity.
-EPSILON = 1e-7
-
-
 def evaluate_saved_model(path, batches, *, mc_samples=0):
     """Accuracy, loss and ECE of the export at `path` over (images, labels) batches.
 
@@ -55,7 +50,7 @@ def _scores(probabilities, labels):
     """Accuracy (argmax, as class_id), mean cross-entropy and ECE."""
     return {
         "accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
-        "loss": float(np.mean(_crossentropy(probabilities, labels))),
+        "loss": stats.negative_log_likelihood(probabilities, labels),
         "ece": stats.expected_calibration_error(probabilities, labels),
     }
 
@@ -131,12 +126,6 @@ def _as_labels(labels, probabilities):
             f"labels must be class ids in [0, {num_classes}), got {labels.min()}..{labels.max()}"
         )
     return labels
-
-
-def _crossentropy(probabilities, labels):
-    """Per-example -log p(label), clipped like Keras (not renormalised)."""
-    picked = probabilities[np.arange(labels.shape[0]), labels].astype(np.float64)
-    return -np.log(np.clip(picked, EPSILON, 1.0 - EPSILON))
 
 
 def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=None, batch_size=256,

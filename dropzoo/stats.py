@@ -37,6 +37,40 @@ def welch_p_value(a, b):
         return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def paired_p_value(a, b):
+    """Two-sided p-value of the paired t-test of a[i] vs b[i] (same seed i); NaN if undefined.
+
+    Runs with the same seed share initial weights and data order, so their
+    difference removes that part of the noise, which Welch's test cannot.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"a paired test needs one value per seed on both sides, got {a.size} and {b.size}")
+    if a.size < 2:
+        return math.nan
+    d = a - b
+    if d.var(ddof=1) == 0:
+        return 1.0 if d.mean() == 0 else 0.0
+    return float(scipy_stats.ttest_rel(a, b).pvalue)
+
+
+def holm(p_values):
+    """Holm's step-down adjusted p-values, in the given order (NaN stays NaN, and is not counted).
+
+    Rejecting where the adjusted p < alpha keeps the family-wise error rate
+    of all the comparisons at alpha (Holm, 1979).
+    """
+    p = np.asarray(p_values, np.float64)
+    adjusted = np.full(p.shape, math.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
 def expected_calibration_error(probabilities, labels, bins=15):
     """ECE: sum over equal-width confidence bins of |accuracy - confidence| x bin share.
 
@@ -58,7 +92,10 @@ def expected_calibration_error(probabilities, labels, bins=15):
 
 
 def negative_log_likelihood(probabilities, labels, epsilon=1e-7):
-    """Mean -log p(label), with probabilities clipped like Keras' crossentropy."""
+    """Mean -log p(label), with probabilities clipped to [eps, 1 - eps] as Keras' crossentropy.
+
+    A confident wrong answer then costs -log(1e-7) ~ 16.1 instead of infinity.
+    """
     p = np.asarray(probabilities, np.float64)
     picked = p[np.arange(len(labels)), np.asarray(labels)]
-    return float(-np.log(np.clip(picked, epsilon, 1.0)).mean())
+    return float(-np.log(np.clip(picked, epsilon, 1.0 - epsilon)).mean())

@@ -24,9 +24,10 @@ from dropzoo import trainer
 from conftest import tiny_config, tiny_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Small enough to be quick, long enough per epoch (1.5-3 s on 2 cores) to be killed inside one.
+# Small enough to be quick, long enough per epoch (~1.5 s on 2 cores) to be killed inside one;
+# its checkpoint (~14 MB) is larger than its export's files (see the file-size-limit test).
 TRAIN_ARGS = ["--model=keras_mnist_cnn", "--dataset=mnist_sample", "--epochs=4", "--batch_size=64",
-              "--optimizer=adam", "--learning_rate=0.001", "--seed=3"]
+              "--validation_fraction=0.5", "--optimizer=adam", "--learning_rate=0.001", "--seed=3"]
 
 
 def _train(workdir):
@@ -58,13 +59,12 @@ def uninterrupted(tmp_path_factory):
     return _metrics(workdir)
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.6], ids=["between_epochs", "mid_epoch"])
 @pytest.mark.slow
-def test_sigkill_then_rerun_finishes_like_an_uninterrupted_run(uninterrupted, tmp_path, delay):
+def test_sigkill_mid_epoch_then_rerun_finishes_like_an_uninterrupted_run(uninterrupted, tmp_path):
     workdir = str(tmp_path / "run")
     process = _train(workdir)
     _wait_for_epoch(workdir, 2, process)
-    time.sleep(delay)  # 0: right after epoch 2's checkpoint; 0.6 s: inside epoch 3
+    time.sleep(0.6)  # inside epoch 3
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert not os.path.exists(os.path.join(workdir, "metrics.json"))
@@ -177,13 +177,11 @@ def _leftovers(workdir):
                   for root, dirs, names in os.walk(workdir) for name in dirs + names if ".tmp-" in name)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.slow
-def test_a_signal_stops_cleanly_in_one_line_and_the_rerun_resumes_exactly(uninterrupted, tmp_path, signum):
-    workdir = str(tmp_path / "run")
+def _interrupt_inside_epoch_3(workdir, signum):
+    """Starts train.py, sends `signum` inside epoch 3; returns (epoch kept, stderr)."""
     process = _train_with(workdir)
     _wait_for_epoch(workdir, 2, process)
-    time.sleep(0.6)  # inside epoch 3
+    time.sleep(0.6)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode in (-signum, 128 + signum), stderr
@@ -193,6 +191,25 @@ def test_a_signal_stops_cleanly_in_one_line_and_the_rerun_resumes_exactly(uninte
     assert last.startswith(f"interrupted ({signal.Signals(signum).name}): ")
     assert f"keeps epoch {kept}" in last and "rerun the same command: python train.py" in last
     assert kept in (2, 3) and _leftovers(workdir) == []  # whole epochs only, nothing half-written
+    return kept
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_a_full_disk_then_a_rerun_ends_like_an_uninterrupted_run(uninterrupted, tmp_path):
+    workdir = str(tmp_path / "run")
+    kept = _interrupt_inside_epoch_3(workdir, signal.SIGINT)
+    # The rerun resumes, but its next checkpoint (~14 MB; the export's files are
+    # smaller) exceeds the file-size limit: one line, no leftovers, nothing lost.
+    limited = _train_with(workdir, limit_bytes=8 * 2**20)
+    _, stderr = limited.communicate(timeout=300)
+    assert limited.returncode == 2, stderr
+    assert "Traceback" not in stderr and "Segmentation" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    failed = os.path.join(workdir, "checkpoints", f"epoch-{kept + 1:04d}.npz")
+    assert last.startswith(f"error: cannot write {failed} (File too large)")
+    assert "then rerun the same command" in last
+    assert _leftovers(workdir) == []
+    assert checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")) == kept
 
     rerun = _train_with(workdir)
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
@@ -203,43 +220,8 @@ def test_a_signal_stops_cleanly_in_one_line_and_the_rerun_resumes_exactly(uninte
 
 
 @pytest.mark.slow
-def test_a_second_ctrl_c_exits_at_once(tmp_path):
-    process = _train_with(str(tmp_path / "run"))
-    _wait_for_epoch(str(tmp_path / "run"), 1, process)
-    process.send_signal(signal.SIGINT)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode in (-signal.SIGINT, 130), stderr
-    assert "Traceback" not in stderr
-
-
-# ---------------------------------------------------------- full disks
-
-
-@pytest.mark.slow
-def test_a_checkpoint_too_big_for_the_disk_fails_in_one_line_and_the_rerun_resumes(uninterrupted, tmp_path):
-    workdir = str(tmp_path / "run")
-    first = _train_with(workdir)
-    _wait_for_epoch(workdir, 2, first)
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=30)
-    kept = checkpoints.saved_epoch(os.path.join(workdir, "checkpoints"))
-    # A checkpoint of this model is ~14 MB; the export's files are smaller.
-    limited = _train_with(workdir, limit_bytes=8 * 2**20)
-    _, stderr = limited.communicate(timeout=300)
-    assert limited.returncode == 2, stderr
-    assert "Traceback" not in stderr and "Segmentation" not in stderr
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: cannot write {os.path.join(workdir, 'checkpoints', f'epoch-{kept + 1:04d}.npz')} "
-                           "(File too large)")
-    assert "then rerun the same command" in last
-    assert _leftovers(workdir) == []
-    assert checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")) == kept
-
-    rerun = _train_with(workdir)
-    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
-    metrics = _metrics(workdir)
-    assert metrics["resumed_from_epoch"] == kept and metrics["test_loss"] == uninterrupted["test_loss"]
+def test_sigterm_stops_cleanly_in_one_line(tmp_path):
+    _interrupt_inside_epoch_3(str(tmp_path / "run"), signal.SIGTERM)
 
 
 def test_a_full_disk_during_the_export_keeps_the_checkpoints_and_the_rerun_exports(tmp_path, monkeypatch):
@@ -375,24 +357,36 @@ def test_a_locked_workdir_is_refused_naming_the_holder(tmp_path):
     locks.WorkdirLock(workdir).acquire().release()  # the run released it
 
 
-@pytest.mark.slow
-def test_two_runs_in_one_workdir_one_is_refused_and_the_other_finishes(tmp_path):
+DENSE_ARGS = ["--model=dense_mlp", "--dataset=mnist_sample", "--epochs=3", "--optimizer=adam",
+              "--learning_rate=0.001"]
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path):
     workdir = str(tmp_path / "run")
-    # Long enough (~20 s) to still hold the lock when the second has started up (~6 s).
-    first = _train_with(workdir, args=TRAIN_ARGS)
-    lock_file = os.path.join(workdir, locks.LOCK_FILE)
-    deadline = time.monotonic() + 120
-    while not (os.path.exists(lock_file) and os.path.getsize(lock_file)):
-        assert time.monotonic() < deadline and first.poll() is None
-        time.sleep(0.05)
-    second = _train_with(workdir, args=TRAIN_ARGS)
-    _, stderr = second.communicate(timeout=120)
-    assert second.returncode == 2, stderr
+    process = _train_with(workdir, "--epochs=100", args=DENSE_ARGS)
+    _wait_for_epoch(workdir, 1, process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode in (-signal.SIGINT, 130), stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_the_same_command_started_twice_one_is_refused_and_the_other_finishes(tmp_path):
+    workdir = str(tmp_path / "run")
+    processes = [_train_with(workdir, args=DENSE_ARGS) for _ in range(2)]  # both start up together
+    outcomes = [(p, *p.communicate(timeout=300)) for p in processes]
+    refused = [(p, err) for p, _, err in outcomes if p.returncode == 2]
+    finished = [p for p, _, _ in outcomes if p.returncode == 0]
+    assert len(refused) == 1 and len(finished) == 1, [err for _, _, err in outcomes]
+    [(_, stderr)] = refused
     assert stderr.strip().splitlines()[-1].startswith(
         f"error: workdir {workdir!r} is in use by another run (host ")
-    assert f"pid {first.pid}," in stderr
-    assert first.wait(timeout=300) == 0, first.stderr.read()
-    assert _metrics(workdir)["export_check"]["passed"]
+    assert f"pid {finished[0].pid}," in stderr
+    metrics = _metrics(workdir)
+    assert metrics["export_check"]["passed"] and metrics["trained_by"]["pid"] == finished[0].pid
+    assert metrics["epochs_completed"] == 3 and metrics["resumed_from_epoch"] == 0
 
 
 @pytest.mark.slow

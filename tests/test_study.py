@@ -38,6 +38,31 @@ def test_welch_p_value_matches_the_formula():
     assert math.isnan(stats.welch_p_value([0.9], [0.8, 0.7]))
 
 
+def test_paired_p_value_matches_the_formula_and_beats_welch_on_shared_seeds():
+    # Seeds move both variants together; the paired test sees the steady +0.01.
+    base = np.array([0.950, 0.962, 0.941, 0.958])
+    other = base + np.array([0.010, 0.012, 0.009, 0.011])
+    d = other - base
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(d.size))
+    assert stats.paired_p_value(other, base) == pytest.approx(2 * scipy_stats.t.sf(abs(t), d.size - 1))
+    assert stats.paired_p_value(other, base) < 0.001 < 0.05 < stats.welch_p_value(other, base)
+    assert stats.paired_p_value([0.9, 0.8], [0.9, 0.8]) == 1.0
+    assert stats.paired_p_value([0.75, 0.5], [0.5, 0.25]) == 0.0  # the same gap at every seed
+    assert math.isnan(stats.paired_p_value([0.9], [0.8]))
+    with pytest.raises(ValueError, match="one value per seed"):
+        stats.paired_p_value([0.9, 0.8], [0.8])
+
+
+def test_holm_adjusts_step_down_in_the_given_order():
+    # m = 4: sorted 0.01, 0.02, 0.03, 0.04 -> x4, x3, x2, x1, then running maxima.
+    assert stats.holm([0.04, 0.01, 0.03, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert stats.holm([0.001, 0.5]) == pytest.approx([0.002, 0.5])
+    assert stats.holm([0.3, 0.4]) == pytest.approx([0.6, 0.6])  # capped by the running max, at most 1
+    adjusted = stats.holm([0.01, float("nan"), 0.04])  # NaN is not a comparison
+    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+    assert stats.holm([]) == []
+
+
 def test_expected_calibration_error_by_hand():
     p = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
     y = np.array([0, 1, 0, 1])
@@ -120,6 +145,8 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
     assert canonical["test_accuracy"]["mean"] == pytest.approx(mean, abs=1e-6)
     assert canonical["test_accuracy"]["ci95"] == pytest.approx(half, abs=1e-6)
     assert table["dense_mlp/before_activation"]["p_vs_baseline"] == 1.0  # identical models
+    assert table["dense_mlp/before_activation"]["p_paired"] == 1.0
+    assert table["dense_mlp/before_activation"]["survives_holm"] is False
     assert canonical["p_vs_baseline"] is None
     assert {"ece", "mc_accuracy", "mc_nll", "mc_ece", "train_time_sec"} <= set(canonical)
     with open(paths["comparison.md"]) as f:
@@ -128,6 +155,7 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
     with open(paths["comparison.csv"]) as f:
         lines = f.read().splitlines()
     assert lines[0].startswith("variant,seeds,test_accuracy_mean") and len(lines) == 3
+    assert lines[0].endswith("p_vs_baseline,p_paired,p_paired_holm,survives_holm")
     with open(paths["comparison.png"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     sessions = set()
