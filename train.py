@@ -35,7 +35,11 @@ def main(argv):
         with interrupts.stop_on_signals():
             return _train(flags_lib.FLAGS.overwrite)
     except interrupts.Interrupted as e:
-        print(_interrupted_line(e), file=sys.stderr, flush=True)
+        try:
+            start = "\n" if sys.stderr.isatty() else ""  # off the progress bar's line
+            print(start + _interrupted_line(e), file=sys.stderr, flush=True)
+        except OSError:  # `train.py | tee log`: Ctrl-C ended tee too, and the pipe with it
+            pass
         interrupts.exit_by_signal(e.signum)
 
 

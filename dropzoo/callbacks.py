@@ -66,12 +66,21 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+# Layers whose training noise is a 0/keep mask (SpatialDropout2D is a Dropout).
+BERNOULLI_LAYERS = (keras.layers.Dropout, models.layers.ClassicDropout)
+
+
 def site_statistics(model, images):
     """Per dropout site: mean/variance entering and leaving it, training vs inference.
 
     `variance_ratio` is the output variance in training mode over that in
     inference mode: the train/inference "variance shift" a following layer
     sees (Li et al., 2019, on dropout before batch normalisation).
+
+    For Bernoulli sites (inverted, classic) `drop_fraction` is the fraction
+    of units dropped in training mode, counted where the input is non-zero
+    (after a ReLU about half the inputs are zero already), beside the
+    nominal `rate`: the layer's promise, measured in the run's precision.
     """
     sites = models.dropout_layers(model)
     if not sites:
@@ -94,6 +103,11 @@ def site_statistics(model, images):
                            "out_mean": float(x_out.mean()), "out_var": float(x_out.var())}
         inference_var = entry["inference"]["out_var"]
         entry["variance_ratio"] = entry["train"]["out_var"] / inference_var if inference_var else float("nan")
+        if isinstance(layer, BERNOULLI_LAYERS):
+            x_in, x_out = (keras.ops.convert_to_numpy(t) for t in per_mode["train"][2 * i:2 * i + 2])
+            live = x_in != 0
+            entry["rate"] = float(layer.rate)
+            entry["drop_fraction"] = float((x_out[live] == 0).mean()) if live.any() else float("nan")
         result[layer.name] = entry
     return result
 
@@ -119,3 +133,6 @@ class DropoutStats(keras.callbacks.Callback):
                     for name, value in entry[mode].items():
                         tf.summary.scalar(f"{site}/{mode}_{name}", value)
                 tf.summary.scalar(f"{site}/variance_ratio", entry["variance_ratio"])
+                if "drop_fraction" in entry:
+                    tf.summary.scalar(f"{site}/drop_fraction", entry["drop_fraction"])
+                    tf.summary.scalar(f"{site}/rate", entry["rate"])

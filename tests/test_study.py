@@ -3,6 +3,7 @@ import glob
 import math
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -212,6 +213,23 @@ def test_variance_shift_matches_a_hand_computation(kind, keep_scale):
     assert abs(entry["train"]["out_mean"] - keep_scale * h.mean()) < 5 * se
     assert entry["train"]["out_var"] == pytest.approx(expected_var, rel=0.05)
     assert entry["variance_ratio"] == pytest.approx(expected_var / (keep_scale ** 2 * h.var()), rel=0.05)
+    # Half the non-zero units dropped, within 4 binomial standard errors.
+    live = int((h != 0).sum())
+    assert entry["rate"] == 0.5 and abs(entry["drop_fraction"] - 0.5) < 4 * math.sqrt(0.25 / live)
+
+
+def test_drop_fraction_is_logged_for_bernoulli_sites_only_and_can_see_a_broken_rate():
+    x = np.random.default_rng(2).uniform(0.5, 1.5, (256, 28, 28, 1)).astype("float32")
+    gaussian = models.build("dense_mlp", "dense1.post:0.3", kind="gaussian", seed=0)
+    assert "drop_fraction" not in callbacks_lib.site_statistics(gaussian, x)["dense1.post"]
+    model = models.build("dense_mlp", "dense1.post:0.3", seed=0)
+    entry = callbacks_lib.site_statistics(model, x)["dense1.post"]
+    assert entry["rate"] == pytest.approx(0.3) and abs(entry["drop_fraction"] - 0.3) < 0.05
+    layer = model.get_layer("dense1.post")  # a layer that drops more than its rate says
+    layer.call = lambda inputs, training=False: (
+        keras.random.dropout(inputs, 0.6, seed=layer.seed_generator) if training else inputs)
+    entry = callbacks_lib.site_statistics(model, x)["dense1.post"]
+    assert entry["rate"] == pytest.approx(0.3) and abs(entry["drop_fraction"] - 0.6) < 0.05
 
 
 def test_probe_does_not_move_the_training_mask_stream():
