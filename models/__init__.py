@@ -4,21 +4,23 @@
     models.list_models()                    # ['dense_mlp', 'keras_io_convnet', ...]
     models.list_placements("keras_mnist_cnn")
     model = models.build("keras_mnist_cnn", "before_activation", kind="classic", seed=0)
+    model = models.build("keras_mnist_cnn", "bn_before", norm="batch", seed=0)
     models.check_kind("alpha")  # ValueError: unknown dropout kind 'alpha'; valid kinds: ...
 
-`check_kind`, `check_activation` and `check_rate` are the one check (and
-message) for each fact; the builders and the trainer's config call them.
+`check_kind`, `check_activation`, `check_norm` and `check_rate` are the one
+check (and message) for each fact; the builders and the trainer's config
+call them.
 
 Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 """
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
 from models.layers import KINDS, check_kind, dropout_layers, mc_dropout_model
-from models.network import ACTIVATIONS, check_activation
+from models.network import ACTIVATIONS, NORMS, check_activation, check_norm
 from models.registry import OPTIONS, build, get_spec, list_models, list_placements, resolve_placement
 from models.sites import Site, check_rate, format_placement
 
 __all__ = [
-    "ACTIVATIONS", "KINDS", "OPTIONS", "Site", "build", "check_activation", "check_kind",
-    "check_rate", "dropout_layers", "format_placement", "get_spec", "list_models",
-    "list_placements", "mc_dropout_model", "resolve_placement",
+    "ACTIVATIONS", "KINDS", "NORMS", "OPTIONS", "Site", "build",
+    "check_activation", "check_kind", "check_norm", "check_rate", "dropout_layers", "format_placement", "get_spec", "list_models", "list_placements",
+    "mc_dropout_model", "resolve_placement",
 ]

@@ -117,7 +117,7 @@ def _activation_pair(spec):
     """(before, after) placements, and the site moved between them."""
     named = models.list_placements(spec.name)
     canonical = models.resolve_placement(spec.name)
-    head_rate = [s for k, s in canonical.items() if k not in spec.spatial_sites][0].rate
+    head_rate = [s for k, s in canonical.items() if k not in spec.spatial_sites()][0].rate
     if "before_activation" in named:
         layer = [l.name for l in spec.layers if isinstance(l, network.Dense)][-1]
         return "before_activation", "after_activation", f"{layer}.mid/.post"
@@ -149,7 +149,7 @@ def _head_site_input(name, activation, seed):
     spec = models.get_spec(name)
     model = models.build(name, activation=activation, seed=seed)
     site, rate = [(k, s.rate) for k, s in models.resolve_placement(name).items()
-                  if k not in spec.spatial_sites][0]
+                  if k not in spec.spatial_sites()][0]
     probe = keras.Model(model.input, model.get_layer(site).input)
     x = keras.ops.convert_to_numpy(probe(_inputs(INPUT_SHAPE), training=False))
     return site, rate, x

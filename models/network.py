@@ -8,9 +8,15 @@ network gets the same variants without copies of its code.
 
 Layer naming, so names say where a layer sits:
   conv1          the linear op (Conv2D/Dense with no activation)
+  conv1.prenorm  a dropout layer on the linear op's output, before its
+                 BatchNormalization (a site only with norm="batch")
+  conv1.bn       its BatchNormalization (norm="batch" only)
   conv1.act      its activation
   conv1.post     a dropout layer at site conv1.post (likewise .pre, .mid)
   logits         the output Dense; `probabilities` its softmax, if any
+
+With norm="batch" every hidden conv/dense layer is linear op -> BN ->
+activation; the output layer has no BN.
 """
 import dataclasses
 
@@ -20,6 +26,7 @@ from models import layers as dropout_lib
 from models import sites as sites_lib
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "exponential")
+NORMS = ("none", "batch")
 
 
 def check_activation(activation):
@@ -29,6 +36,26 @@ def check_activation(activation):
             f"unknown activation {activation!r}; valid activations: {', '.join(ACTIVATIONS)}"
         )
     return activation
+
+
+def check_norm(norm):
+    """Returns `norm`, or raises ValueError unless it is one of NORMS."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
+    return norm
+
+
+def mask_stream(layer_index, slot):
+    """The seed offset of the dropout mask at `slot` of layer `layer_index`.
+
+    `mid` and `post` share a stream, so moving dropout across an activation
+    keeps the mask; `pre` has its own, and so has `prenorm` (200 + index keeps
+    the pre/mid/post offsets of networks without BN as they always were; the
+    streams stay apart for networks of up to 50 layers).
+    """
+    if slot == "prenorm":
+        return 200 + layer_index
+    return 100 + 2 * layer_index + (0 if slot == "pre" else 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,22 +110,34 @@ class NetworkSpec:
         return "probabilities" if self.layers[-1].softmax else "logits"
 
     @property
-    def sites(self):
-        """Every site of the network, in graph order."""
-        return tuple(f"{layer.name}.{slot}" for layer in self.layers for slot in layer.slots)
+    def hidden(self):
+        """Names of the hidden conv/dense layers (those BN normalises), in order."""
+        return tuple(layer.name for layer in self.layers if isinstance(layer, (Conv, Dense)))
 
-    @property
-    def spatial_sites(self):
-        """Sites on 4-D feature maps: everything up to the Flatten."""
+    def sites(self, norm="none"):
+        """Every site of the network built with `norm`, in graph order."""
+        return tuple(f"{layer.name}.{slot}" for layer in self.layers
+                     for slot in _slots(layer, norm))
+
+    def spatial_sites(self, norm="none"):
+        """Sites on 4-D feature maps (everything up to the Flatten), with `norm`."""
         sites = []
         for layer in self.layers:
             if isinstance(layer, Flatten):
                 break
-            sites += [f"{layer.name}.{slot}" for slot in layer.slots]
+            sites += [f"{layer.name}.{slot}" for slot in _slots(layer, norm)]
         return tuple(sites)
 
-    def parse(self, text):
-        return sites_lib.parse(text, self.sites, self.spatial_sites)
+    def parse(self, text, norm="none"):
+        """{site: Site} for a placement string; `.prenorm` sites exist only with norm='batch'."""
+        return sites_lib.parse(text, self.sites(norm), self.spatial_sites(norm))
+
+
+def _slots(layer, norm):
+    """The layer's slots; a hidden conv/dense gains `prenorm` (before its BN) with norm='batch'."""
+    if check_norm(norm) == "batch" and isinstance(layer, (Conv, Dense)):
+        return ("pre", "prenorm", "mid", "post")
+    return layer.slots
 
 
 def named_placements(spec):
@@ -108,10 +147,17 @@ def named_placements(spec):
     layer) and the *conv-stack* dropout (e.g. the classic example's 0.25 after
     pooling). The dense variants move the head dropout and keep the
     conv-stack dropout as the source has it.
+
+    The BN variants are site sets meant for norm="batch" (Li et al., 2019):
+    `bn_before` adds dropout after every hidden layer but the last (at
+    `conv_rate`), so every BN layer but the first receives dropped-out input;
+    `bn_after_last` has one site, after the last hidden layer's activation
+    (after the last BN), at the head rate.
     """
     canonical = spec.parse(spec.canonical)
-    conv_stack = {k: v for k, v in canonical.items() if k in spec.spatial_sites}
-    head_rate = next(v.rate for k, v in canonical.items() if k not in spec.spatial_sites)
+    spatial = spec.spatial_sites()
+    conv_stack = {k: v for k, v in canonical.items() if k in spatial}
+    head_rate = next(v.rate for k, v in canonical.items() if k not in spatial)
     head = sites_lib.Site(head_rate)
     hidden_dense = [layer.name for layer in spec.layers if isinstance(layer, Dense)]
     convs = [layer.name for layer in spec.layers if isinstance(layer, Conv)]
@@ -131,30 +177,36 @@ def named_placements(spec):
         conv_sites = {f"{c}.post": sites_lib.Site(spec.conv_rate) for c in convs}
         placements["conv"] = _in_graph_order(spec, {**canonical, **conv_sites})
         placements["spatial"] = {
-            name: dataclasses.replace(site, spatial=name in spec.spatial_sites)
+            name: dataclasses.replace(site, spatial=name in spatial)
             for name, site in placements["conv"].items()
         }
+    if spec.hidden:
+        *feeding_bn, last = spec.hidden
+        placements["bn_before"] = {
+            **{f"{h}.post": sites_lib.Site(spec.conv_rate) for h in feeding_bn}, **canonical}
+        placements["bn_after_last"] = {f"{last}.post": head}
     return {name: _in_graph_order(spec, p) for name, p in placements.items()}
 
 
 def _in_graph_order(spec, placement):
-    return {name: placement[name] for name in spec.sites if name in placement}
+    return {name: placement[name] for name in spec.sites() if name in placement}
 
 
 def build_network(spec, placement, *, rate=None, kind="inverted", activation="relu",
-                  num_classes=10, input_shape=(28, 28, 1), seed=None):
+                  norm="none", num_classes=10, input_shape=(28, 28, 1), seed=None):
     """The uncompiled keras.Model for `spec` with dropout at `placement`'s sites.
 
     `rate` overrides every site's rate. With a `seed`, kernels and dropout
     masks are seeded per layer, so every placement built with the same seed
     starts from the same weights, and a mask depends only on its layer and
-    side: moving dropout across an activation (mid <-> post) keeps the mask.
+    side (`mask_stream`): moving dropout across an activation (mid <-> post)
+    keeps the mask. norm="batch" puts a BatchNormalization between each
+    hidden linear op and its activation.
     """
     dropout_lib.check_kind(kind)
     check_activation(activation)
-    if rate is not None:
-        rate = sites_lib.check_rate(rate)
-        placement = {k: dataclasses.replace(v, rate=rate) for k, v in placement.items()}
+    batch_norm = check_norm(norm) == "batch"
+    placement = sites_lib.with_rate(placement, rate)
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
 
@@ -165,9 +217,8 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
         site = placement.get(f"{spec.layers[layer_index].name}.{slot}")
         if site is None:
             return x
-        side = 0 if slot == "pre" else 1  # mid and post share a mask stream
         layer = dropout_lib.make_dropout(
-            kind, site.rate, spatial=site.spatial, seed=seeded(100 + 2 * layer_index + side),
+            kind, site.rate, spatial=site.spatial, seed=seeded(mask_stream(layer_index, slot)),
             name=f"{spec.layers[layer_index].name}.{slot}",
         )
         return layer(x)
@@ -177,11 +228,15 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
     for index, layer in enumerate(spec.layers):
         init = keras.initializers.GlorotUniform(seed=seeded(index))
         x = dropout(x, index, "pre")
+        # Under BN the linear op has no bias: BN subtracts the batch mean, and its
+        # beta is the bias.
         if isinstance(layer, Conv):
             x = keras.layers.Conv2D(layer.filters, layer.kernel_size, padding=layer.padding,
-                                    kernel_initializer=init, name=layer.name)(x)
+                                    use_bias=not batch_norm, kernel_initializer=init,
+                                    name=layer.name)(x)
         elif isinstance(layer, Dense):
-            x = keras.layers.Dense(layer.units, kernel_initializer=init, name=layer.name)(x)
+            x = keras.layers.Dense(layer.units, use_bias=not batch_norm, kernel_initializer=init,
+                                   name=layer.name)(x)
         elif isinstance(layer, Pool):
             x = keras.layers.MaxPooling2D(layer.size, name=layer.name)(x)
         elif isinstance(layer, Flatten):
@@ -193,6 +248,9 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
             if layer.softmax:
                 x = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
         if isinstance(layer, (Conv, Dense)):
+            if batch_norm:  # the global dtype policy: Keras keeps BN's statistics in float32
+                x = dropout(x, index, "prenorm")
+                x = keras.layers.BatchNormalization(name=f"{layer.name}.bn")(x)
             x = dropout(x, index, "mid")
             x = keras.layers.Activation(activation, name=f"{layer.name}.act")(x)
         x = dropout(x, index, "post")

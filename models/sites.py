@@ -2,9 +2,12 @@
 
 A *site* is a named position in a network, written `LAYER.SLOT`:
 
-- `LAYER.pre`  -- on the layer's input, before its linear op (conv/dense);
-- `LAYER.mid`  -- between the linear op and its activation;
-- `LAYER.post` -- after the activation (or after a pooling layer).
+- `LAYER.pre`     -- on the layer's input, before its linear op (conv/dense);
+- `LAYER.prenorm` -- on the linear op's output, before its BatchNormalization
+                     (only in networks built with norm="batch");
+- `LAYER.mid`     -- between the (normalised) pre-activation and the
+                     activation: after the BN when there is one;
+- `LAYER.post`    -- after the activation (or after a pooling layer).
 
 A *placement* maps sites to `Site(rate, spatial)`. Users write one as a
 string, comma-separated `SITE:RATE` items, with an optional `:spatial` to
@@ -67,6 +70,14 @@ def parse(text, valid_sites, spatial_sites=()):
             )
         placement[name] = Site(check_rate(fields[1], f"rate of site {name!r}"), spatial)
     return placement
+
+
+def with_rate(placement, rate):
+    """`placement` with every site's rate set to `rate`; unchanged if `rate` is None."""
+    if rate is None:
+        return placement
+    rate = check_rate(rate)
+    return {name: dataclasses.replace(site, rate=rate) for name, site in placement.items()}
 
 
 def format_placement(placement):

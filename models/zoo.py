@@ -1,7 +1,8 @@
 """The reference networks, each as its source has it.
 
 Layer sizes, padding and dropout rates follow each source; parameter counts
-are pinned in tests/test_models.py.
+are pinned in tests/test_models.py, and with norm="batch" (a BN layer after
+every hidden conv/dense, which the sources do not have) in tests/test_norm.py.
 """
 from models.network import Conv, Dense, Flatten, NetworkSpec, Output, Pool
 from models.registry import register

@@ -44,10 +44,11 @@ def test_placements_that_make_sense_exist(name):
     placements = set(models.list_placements(name))
     assert REQUIRED <= placements
     spec = models.get_spec(name)
-    has_dense = any(s.startswith("dense1.") for s in spec.sites)
-    has_conv = any(s.startswith("conv") for s in spec.sites)
+    has_dense = any(s.startswith("dense1.") for s in spec.sites())
+    has_conv = any(s.startswith("conv") for s in spec.sites())
     assert ({"after_activation", "before_activation", "both"} <= placements) == has_dense
     assert ({"conv", "spatial"} <= placements) == has_conv
+    assert ({"bn_before", "bn_after_last"} <= placements) == bool(has_dense or has_conv)
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -86,28 +87,35 @@ def test_every_placement_builds_right(name, placement):
         np.testing.assert_array_equal(model(X, training=True).numpy(), out)
 
 
-def assert_sites_where_named(spec, model, sites):
+def assert_sites_where_named(spec, model, sites, norm="none"):
     """Each dropout layer sits where its site name says, next to the layers named for it.
 
-    LAYER.pre comes right before LAYER; LAYER.mid right after the linear op
-    LAYER and right before its activation LAYER.act; LAYER.post right after
-    LAYER.act where LAYER has an activation (conv, dense), else right after
-    LAYER (pooling).
+    LAYER.pre comes right before LAYER; LAYER.prenorm right after the linear
+    op LAYER and right before its BatchNormalization LAYER.bn; LAYER.mid right
+    before the activation LAYER.act and right after LAYER.bn (norm="batch")
+    or LAYER (no norm); LAYER.post right after LAYER.act where LAYER has an
+    activation (conv, dense), else right after LAYER (pooling).
     """
     names = [layer.name for layer in model.layers]
     activated = {l.name for l in spec.layers if isinstance(l, (network.Conv, network.Dense))}
+    batch = norm == "batch"
     for site in sites:
         layer, slot = site.split(".")
         at = names.index(site)
         before, after = names[at - 1], names[at + 1]
         if slot == "pre":
             assert after == layer, (site, names)
+        elif slot == "prenorm":
+            assert (before, after) == (layer, f"{layer}.bn"), (site, names)
         elif slot == "mid":
-            assert (before, after) == (layer, f"{layer}.act"), (site, names)
+            assert (before, after) == (f"{layer}.bn" if batch else layer, f"{layer}.act"), (site, names)
         else:
             assert before == (f"{layer}.act" if layer in activated else layer), (site, names)
     for layer in activated:
         assert isinstance(model.get_layer(f"{layer}.act"), keras.layers.Activation), layer
+        assert (f"{layer}.bn" in names) == batch, (layer, names)
+        if batch:
+            assert isinstance(model.get_layer(f"{layer}.bn"), keras.layers.BatchNormalization)
 
 
 def test_site_check_fails_when_an_activation_is_missing():
@@ -147,6 +155,9 @@ def test_placement_variants_move_the_head_dropout():
         "both": "pool1.post:0.25,dense1.pre:0.5,dense1.post:0.5",
         "conv": "conv1.post:0.25,conv2.post:0.25,pool1.post:0.25,dense1.post:0.5",
         "spatial": "conv1.post:0.25:spatial,conv2.post:0.25:spatial,pool1.post:0.25:spatial,dense1.post:0.5",
+        # Feeds conv2's and dense1's BN under norm="batch"; the same sites as "conv" here.
+        "bn_before": "conv1.post:0.25,conv2.post:0.25,pool1.post:0.25,dense1.post:0.5",
+        "bn_after_last": "dense1.post:0.5",
     }
 
 
@@ -218,6 +229,7 @@ def test_custom_layers_round_trip_through_config():
     (lambda v: models.check_rate(v, what="--rate"), 1.5,
      "--rate must be in [0, 1) (1 would drop every unit), got 1.5"),
     (models.check_rate, "abc", "rate must be a number in [0, 1), got 'abc'"),
+    (models.check_norm, "layer", "unknown norm 'layer'; valid norms: none, batch"),
 ])
 def test_validators_name_the_problem_and_the_choices(check, value, message):
     with pytest.raises(ValueError) as info:
@@ -228,6 +240,7 @@ def test_validators_name_the_problem_and_the_choices(check, value, message):
 def test_validators_return_what_they_accept():
     assert models.check_kind("classic") == "classic"
     assert models.check_activation("tanh") == "tanh"
+    assert models.check_norm("batch") == "batch"
     assert models.check_rate("0.25") == 0.25 and models.check_rate(0) == 0.0
 
 
@@ -258,6 +271,9 @@ def test_layers_check_rate_and_kind_with_the_same_messages(make):
     (lambda: models.build("dense_mlp", "dense1.post:0.1,dense1.post:0.2"), "given twice"),
     (lambda: models.build("dense_mlp", "dense1.post:0.1:spatial"), "cannot be spatial"),
     (lambda: models.build("dense_mlp", dropout=0.1), "valid options: rate, kind"),
+    (lambda: models.build("dense_mlp", norm="layer"), "valid norms: none, batch"),
+    (lambda: models.build("dense_mlp", "canonical", norm="layer"), "valid norms: none, batch"),
+    (lambda: models.build("dense_mlp", "dense1.prenorm:0.5"), "valid sites: dense1.pre"),
 ])
 def test_bad_arguments_name_the_valid_choices(call, needle):
     with pytest.raises(ValueError) as info:

@@ -1,0 +1,245 @@
+"""BatchNorm variants (norm="batch"), the `.prenorm` site and the BN placements.
+
+Dropout feeding BatchNormalization is the best-known placement failure (Li
+et al., 2019, variance shift); these tests pin the networks the study uses
+for it.
+"""
+import keras
+import numpy as np
+import pytest
+
+import models
+from models import equivalence
+from models import network
+from test_models import PARAMS, assert_sites_where_named
+
+X = np.random.default_rng(0).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
+
+
+def conv(k, cin, cout):
+    """A k x k Conv2D kernel with no bias (BN's beta is the bias)."""
+    return k * k * cin * cout
+
+
+def dense(n_in, n_out):
+    """A Dense kernel with no bias."""
+    return n_in * n_out
+
+
+def logits(n_in, classes=10):
+    """The output Dense: kernel and bias, no BN."""
+    return n_in * classes + classes
+
+
+# (trainable, non-trainable) parameters with norm="batch", from the layer sizes.
+# A BN layer over c channels has gamma and beta (2c, trained) and the moving
+# mean and variance (2c, not trained). Spatial sizes: 3x3 'valid' convs take
+# 28 -> 26 -> 24; 2x2 pooling halves (rounding down); 'same' keeps the size.
+BN_PARAMS = {
+    # conv1 3x3 1->32, conv2 3x3 32->64, pool 24 -> 12, dense1 12*12*64 -> 128.
+    "keras_mnist_cnn": (conv(3, 1, 32) + 2 * 32 + conv(3, 32, 64) + 2 * 64
+                        + dense(12 * 12 * 64, 128) + 2 * 128 + logits(128),
+                        2 * 32 + 2 * 64 + 2 * 128),
+    # conv1 5x5 'same' 1->32, pool 28 -> 14, conv2 5x5 'same' 32->64, pool 14 -> 7.
+    "tf_layers_cnn": (conv(5, 1, 32) + 2 * 32 + conv(5, 32, 64) + 2 * 64
+                      + dense(7 * 7 * 64, 1024) + 2 * 1024 + logits(1024),
+                      2 * 32 + 2 * 64 + 2 * 1024),
+    # conv1 28 -> 26, pool -> 13, conv2 13 -> 11, pool -> 5; no hidden dense.
+    "keras_io_convnet": (conv(3, 1, 32) + 2 * 32 + conv(3, 32, 64) + 2 * 64 + logits(5 * 5 * 64),
+                         2 * 32 + 2 * 64),
+    "dense_mlp": (dense(28 * 28, 128) + 2 * 128 + logits(128), 2 * 128),
+}
+# With norm="none" the same layers carry biases instead of BN.
+BIASES = {"keras_mnist_cnn": 32 + 64 + 128, "tf_layers_cnn": 32 + 64 + 1024,
+          "keras_io_convnet": 32 + 64, "dense_mlp": 128}
+BN_LAYERS = {
+    "keras_mnist_cnn": ["image", "conv1", "conv1.bn", "conv1.act", "conv2", "conv2.bn", "conv2.act",
+                        "pool1", "pool1.post", "flatten", "dense1", "dense1.bn", "dense1.act",
+                        "dense1.post", "logits", "probabilities"],
+    "tf_layers_cnn": ["image", "conv1", "conv1.bn", "conv1.act", "pool1", "conv2", "conv2.bn",
+                      "conv2.act", "pool2", "flatten", "dense1", "dense1.bn", "dense1.act",
+                      "dense1.post", "logits"],
+    "keras_io_convnet": ["image", "conv1", "conv1.bn", "conv1.act", "pool1", "conv2", "conv2.bn",
+                         "conv2.act", "pool2", "flatten", "logits.pre", "logits", "probabilities"],
+    "dense_mlp": ["image", "flatten", "dense1", "dense1.bn", "dense1.act", "dense1.post", "logits"],
+}
+HIDDEN = {"keras_mnist_cnn": ["conv1", "conv2", "dense1"], "tf_layers_cnn": ["conv1", "conv2", "dense1"],
+          "keras_io_convnet": ["conv1", "conv2"], "dense_mlp": ["dense1"]}
+# (bn_before, bn_after_last): canonical + each hidden layer but the last at conv_rate;
+# the last hidden layer's .post at the head rate. keras_mnist_cnn's conv_rate is 0.25, the
+# others' 0.1. With one hidden layer (dense_mlp) both are the canonical placement.
+BN_PLACEMENTS = {
+    "keras_mnist_cnn": ("conv1.post:0.25,conv2.post:0.25,pool1.post:0.25,dense1.post:0.5",
+                        "dense1.post:0.5"),
+    "tf_layers_cnn": ("conv1.post:0.1,conv2.post:0.1,dense1.post:0.4", "dense1.post:0.4"),
+    "keras_io_convnet": ("conv1.post:0.1,logits.pre:0.5", "conv2.post:0.5"),
+    "dense_mlp": ("dense1.post:0.5", "dense1.post:0.5"),
+}
+CASES = [(m, p) for m in sorted(PARAMS) for p in models.list_placements(m)]
+
+
+def _count(weights):
+    return sum(int(np.prod(w.shape)) for w in weights)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_batch_norm_parameter_counts_and_layer_order(name):
+    model = models.build(name, norm="batch", seed=0)
+    trainable, frozen = BN_PARAMS[name]
+    assert (_count(model.trainable_weights), _count(model.non_trainable_weights)) == (trainable, frozen)
+    assert model.count_params() == trainable + frozen
+    # The same network without BN: biases where BN was, 4 parameters per channel fewer.
+    assert PARAMS[name] == trainable + frozen - 4 * BIASES[name] + BIASES[name]
+    assert [layer.name for layer in model.layers] == BN_LAYERS[name]
+    for hidden in HIDDEN[name]:
+        linear, bn = model.get_layer(hidden), model.get_layer(f"{hidden}.bn")
+        assert not linear.use_bias, "BN's beta replaces the bias"
+        assert isinstance(bn, keras.layers.BatchNormalization)
+    assert model.get_layer("logits").use_bias, "the output layer keeps its bias and has no BN"
+    assert not any(l.name.startswith("logits.bn") for l in model.layers)
+
+
+@pytest.mark.parametrize("name,placement", CASES)
+def test_every_placement_builds_with_batch_norm(name, placement):
+    model = models.build(name, placement, norm="batch", seed=0)
+    assert model.count_params() == sum(BN_PARAMS[name])
+    sites = models.resolve_placement(name, placement, norm="batch")
+    assert [l.name for l in models.dropout_layers(model)] == list(sites)
+    assert_sites_where_named(models.get_spec(name), model, sites, norm="batch")
+    for training in (False, True):
+        out = model(X, training=training).numpy()
+        assert out.shape == (4, 10) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_bn_before_feeds_every_bn_but_the_first_and_bn_after_last_only_follows_the_last(name):
+    """Walk the layers: which BN layers have a dropout layer since the previous BN?"""
+    spec = models.get_spec(name)
+    hidden = HIDDEN[name]
+    assert list(spec.hidden) == hidden
+
+    def fed_bn_layers(placement):
+        model = models.build(name, placement, norm="batch", seed=0)
+        drops = {l.name for l in models.dropout_layers(model)}
+        fed, dropped_since_last_bn = [], False
+        for layer in model.layers:
+            dropped_since_last_bn |= layer.name in drops
+            if isinstance(layer, keras.layers.BatchNormalization):
+                if dropped_since_last_bn:
+                    fed.append(layer.name)
+                dropped_since_last_bn = False
+        return fed, drops
+
+    fed, drops = fed_bn_layers("bn_before")
+    assert fed == [f"{h}.bn" for h in hidden[1:]]
+    assert set(models.resolve_placement(name)) <= drops, "the source's sites are kept"
+    fed, drops = fed_bn_layers("bn_after_last")
+    assert fed == [] and drops == {f"{hidden[-1]}.post"}
+    placements = tuple(models.format_placement(models.resolve_placement(name, p))
+                       for p in ("bn_before", "bn_after_last"))
+    assert placements == BN_PLACEMENTS[name]
+
+
+def test_prenorm_sits_between_the_linear_op_and_its_bn():
+    sites = "conv1.prenorm:0.1:spatial,conv1.mid:0.1,dense1.prenorm:0.5,dense1.post:0.5"
+    model = models.build("keras_mnist_cnn", sites, norm="batch", seed=0)
+    names = [l.name for l in model.layers]
+    assert names[1:6] == ["conv1", "conv1.prenorm", "conv1.bn", "conv1.mid", "conv1.act"]
+    assert names[names.index("dense1"):names.index("logits")] == [
+        "dense1", "dense1.prenorm", "dense1.bn", "dense1.act", "dense1.post"]
+    assert isinstance(model.get_layer("conv1.prenorm"), keras.layers.SpatialDropout2D)
+    assert_sites_where_named(models.get_spec("keras_mnist_cnn"), model,
+                             models.resolve_placement("keras_mnist_cnn", sites, norm="batch"), "batch")
+
+
+def test_sites_depend_on_the_norm():
+    spec = models.get_spec("keras_io_convnet")
+    assert spec.sites() == spec.sites("none") == (
+        "conv1.pre", "conv1.mid", "conv1.post", "pool1.post", "conv2.pre", "conv2.mid",
+        "conv2.post", "pool2.post", "logits.pre")
+    assert spec.sites("batch") == (
+        "conv1.pre", "conv1.prenorm", "conv1.mid", "conv1.post", "pool1.post", "conv2.pre",
+        "conv2.prenorm", "conv2.mid", "conv2.post", "pool2.post", "logits.pre")
+    assert "conv2.prenorm" in spec.spatial_sites("batch")
+    assert "conv2.prenorm" not in spec.spatial_sites()
+    dense = models.get_spec("dense_mlp")
+    assert dense.sites("batch") == ("dense1.pre", "dense1.prenorm", "dense1.mid", "dense1.post", "logits.pre")
+    with pytest.raises(ValueError, match="valid norms: none, batch"):
+        spec.sites("group")
+
+
+def test_prenorm_is_rejected_without_batch_norm():
+    valid = ", ".join(models.get_spec("keras_mnist_cnn").sites())
+    for call in (lambda: models.build("keras_mnist_cnn", "conv1.prenorm:0.1"),
+                 lambda: models.build("keras_mnist_cnn", "conv1.prenorm:0.1", norm="none"),
+                 lambda: models.resolve_placement("keras_mnist_cnn", "conv1.prenorm:0.1")):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value) == f"unknown site 'conv1.prenorm'; valid sites: {valid}"
+    with pytest.raises(ValueError, match="cannot be spatial"):
+        models.build("dense_mlp", "dense1.prenorm:0.5:spatial", norm="batch")
+    with pytest.raises(ValueError, match="unknown site 'logits.prenorm'"):
+        models.build("dense_mlp", "logits.prenorm:0.5", norm="batch")
+
+
+def test_check_norm_names_the_valid_norms():
+    assert models.NORMS == ("none", "batch")
+    assert models.check_norm("none") == "none"
+    with pytest.raises(ValueError) as info:
+        models.check_norm("layer")
+    assert str(info.value) == "unknown norm 'layer'; valid norms: none, batch"
+    assert "norm" in models.OPTIONS
+
+
+@pytest.mark.parametrize("name", ["keras_mnist_cnn", "dense_mlp"])
+def test_norm_none_is_the_network_as_before(name):
+    """norm='none' (or None) builds the default network: same layers, weights, masks, outputs."""
+    placement = "both" if name == "dense_mlp" else "conv"
+
+    def built(**options):
+        model = models.build(name, placement, seed=0, **options)
+        return ([l.name for l in model.layers], model.count_params(),
+                [model(X, training=t).numpy() for t in (True, True, False)])
+
+    names, count, outputs = built()
+    assert count == PARAMS[name] and not any(n.endswith(".bn") for n in names)
+    for norm in ("none", None):
+        same_names, same_count, same_outputs = built(norm=norm)
+        assert (same_names, same_count) == (names, count)
+        for a, b in zip(outputs, same_outputs):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_prenorm_has_its_own_mask_stream():
+    """pre, prenorm and mid/post draw from three streams; mid and post share one."""
+    for index in range(8):
+        pre, prenorm = network.mask_stream(index, "pre"), network.mask_stream(index, "prenorm")
+        mid, post = network.mask_stream(index, "mid"), network.mask_stream(index, "post")
+        assert mid == post and len({pre, prenorm, mid}) == 3
+    streams = [network.mask_stream(i, s) for i in range(8) for s in ("pre", "prenorm", "post")]
+    assert len(set(streams)) == len(streams) and min(streams) >= 100, "no clash with kernel seeds"
+    model = models.build("keras_mnist_cnn", "conv2.pre:0.1,conv2.prenorm:0.1,conv2.post:0.1",
+                         norm="batch", seed=2)
+    seeds = [model.get_layer(f"conv2.{slot}").seed for slot in ("pre", "prenorm", "post")]
+    assert len(set(seeds)) == 3
+    mid = models.build("keras_mnist_cnn", "conv2.mid:0.1", norm="batch", seed=2)
+    assert mid.get_layer("conv2.mid").seed == seeds[2]
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_batch_norm_models_run_under_each_policy(precision):
+    with equivalence.precision_policy(precision):
+        model = models.build("keras_mnist_cnn", "bn_before", norm="batch", seed=0)
+    for hidden in HIDDEN["keras_mnist_cnn"]:
+        assert model.get_layer(f"{hidden}.bn").dtype_policy.name == precision
+    bn = model.get_layer("conv2.bn")
+    assert bn.moving_mean.dtype == "float32", "BN keeps its statistics in float32"
+    for training in (False, True):
+        out = model(X, training=training)
+        assert out.dtype == "float32" and np.isfinite(out.numpy()).all()
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+    before = bn.moving_mean.numpy().copy()
+    loss = model.train_on_batch(X, np.arange(4))
+    assert np.isfinite(loss)
+    assert not np.array_equal(bn.moving_mean.numpy(), before), "training updates BN's statistics"
+
