@@ -219,7 +219,11 @@ class AlwaysOn(keras.layers.Layer):
         self.layer = layer
 
     def call(self, inputs, training=None):
-        return self.layer(inputs, training=True)
+        # `call`, not `__call__`: Keras 3.15's `__call__` stores an explicit
+        # training=True in the call context the whole outer call shares, so every
+        # later layer called without `training` (BatchNormalization) would train
+        # too. This layer's own `__call__` already cast `inputs` to the dtype policy.
+        return self.layer.call(inputs, training=True)
 
     def compute_output_shape(self, input_shape):
         return input_shape

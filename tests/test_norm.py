@@ -10,6 +10,7 @@ import pytest
 
 import models
 from models import equivalence
+from models import layers as dropout_lib
 from models import network
 from test_models import PARAMS, assert_sites_where_named
 
@@ -242,4 +243,35 @@ def test_batch_norm_models_run_under_each_policy(precision):
     loss = model.train_on_batch(X, np.arange(4))
     assert np.isfinite(loss)
     assert not np.array_equal(bn.moving_mean.numpy(), before), "training updates BN's statistics"
+
+def test_mc_dropout_keeps_batch_norm_in_inference_mode():
+    model = models.build("keras_mnist_cnn", "bn_before", norm="batch", seed=0)
+    model(X, training=True)  # move the moving statistics off their initial 0 / 1
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    stats = [[w.numpy().copy() for w in (l.moving_mean, l.moving_variance)] for l in bns]
+    mc = models.mc_dropout_model(model)
+    first, second = mc(X).numpy(), mc(X).numpy()
+    assert not np.array_equal(first, second), "dropout is on: each call draws new masks"
+    mc(X, training=False)
+    for layer, (mean, variance) in zip(bns, stats):
+        assert mc.get_layer(layer.name) is layer, "the MC model shares the BN layers"
+        np.testing.assert_array_equal(layer.moving_mean.numpy(), mean)
+        np.testing.assert_array_equal(layer.moving_variance.numpy(), variance)
+    # Without dropout the MC model is the model in inference mode, not in training mode.
+    plain = models.build("keras_mnist_cnn", "none", norm="batch", seed=0)
+    plain(X, training=True)
+    mc_plain = models.mc_dropout_model(plain)(X).numpy()
+    np.testing.assert_array_equal(mc_plain, plain(X, training=False).numpy())
+    assert not np.allclose(mc_plain, plain(X, training=True).numpy())
+
+
+def test_mc_check_fails_when_the_wrapper_switches_the_whole_call_to_training(monkeypatch):
+    """The old AlwaysOn (`self.layer(inputs, training=True)`) trains every BN after it."""
+    monkeypatch.setattr(dropout_lib.AlwaysOn, "call",
+                        lambda self, inputs, training=None: self.layer(inputs, training=True))
+    model = models.build("dense_mlp", "dense1.prenorm:0.5", norm="batch", seed=0)
+    bn = model.get_layer("dense1.bn")
+    mean = bn.moving_mean.numpy().copy()
+    models.mc_dropout_model(model)(X)
+    assert not np.array_equal(bn.moving_mean.numpy(), mean)
 
