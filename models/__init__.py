@@ -5,22 +5,26 @@
     models.list_placements("keras_mnist_cnn")
     model = models.build("keras_mnist_cnn", "before_activation", kind="classic", seed=0)
     model = models.build("keras_mnist_cnn", "bn_before", norm="batch", seed=0)
+    models.construction_key("keras_mnist_cnn", "before_activation")  # == ... "after_activation")
     models.check_kind("alpha")  # ValueError: unknown dropout kind 'alpha'; valid kinds: ...
 
 `check_kind`, `check_activation`, `check_norm` and `check_rate` are the one
 check (and message) for each fact; the builders and the trainer's config
-call them.
+call them. `construction_key` is the one rule for which variants are the
+same network by construction.
 
 Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 """
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
 from models.layers import KINDS, check_kind, dropout_layers, mc_dropout_model
 from models.network import ACTIVATIONS, NORMS, check_activation, check_norm
-from models.registry import OPTIONS, build, get_spec, list_models, list_placements, resolve_placement
+from models.registry import (OPTIONS, ConstructionKey, build, construction_key, get_spec,
+                             list_models, list_placements, resolve_placement)
 from models.sites import Site, check_rate, format_placement
 
 __all__ = [
-    "ACTIVATIONS", "KINDS", "NORMS", "OPTIONS", "Site", "build",
-    "check_activation", "check_kind", "check_norm", "check_rate", "dropout_layers", "format_placement", "get_spec", "list_models", "list_placements",
+    "ACTIVATIONS", "KINDS", "NORMS", "OPTIONS", "ConstructionKey", "Site", "build",
+    "check_activation", "check_kind", "check_norm", "check_rate", "construction_key",
+    "dropout_layers", "format_placement", "get_spec", "list_models", "list_placements",
     "mc_dropout_model", "resolve_placement",
 ]

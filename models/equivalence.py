@@ -19,6 +19,15 @@ For each model and hidden activation (float32) it checks:
    inverted inference output; and a classic network equals the inverted
    network whose next linear layer's kernel is scaled by the keep
    probability -- the original paper's test-time weight scaling, moved.
+5. Identical by construction: for pairs of variants (placements, kinds,
+   norm="batch"), equal `models.construction_key`s mean bitwise equal
+   logits in training and inference mode when both are built with the same
+   seed (the key's rule: mid == post for the Bernoulli kinds under ReLU), and
+   unequal keys here mean different logits in some mode (gaussian noise,
+   other activations, `.pre` vs `.post`, two masks vs one, `.prenorm` vs
+   `.mid` under BN). Both modes, because a 0/1 mask commutes with any
+   activation that maps 0 to 0: classic dropout with tanh is the same at mid
+   and post while training, and differs only at inference (tanh(k x) != k tanh(x)).
 
 For each precision policy (the dropout layers alone, every kind, element-wise
 and spatial, at rates 0.1 and 0.4, on inputs uniform in [0.5, 1.5]):
@@ -113,11 +122,16 @@ def _copy_weights(source, target):
             target.get_layer(layer.name).set_weights(layer.get_weights())
 
 
+def _head_rate(spec):
+    """The rate of the source's head (non-spatial) dropout."""
+    canonical = models.resolve_placement(spec.name)
+    return [s for k, s in canonical.items() if k not in spec.spatial_sites()][0].rate
+
+
 def _activation_pair(spec):
     """(before, after) placements, and the site moved between them."""
     named = models.list_placements(spec.name)
-    canonical = models.resolve_placement(spec.name)
-    head_rate = [s for k, s in canonical.items() if k not in spec.spatial_sites()][0].rate
+    head_rate = _head_rate(spec)
     if "before_activation" in named:
         layer = [l.name for l in spec.layers if isinstance(l, network.Dense)][-1]
         return "before_activation", "after_activation", f"{layer}.mid/.post"
@@ -213,6 +227,58 @@ def check_kinds(name, activation, seed=0):
     measured, diff = _compare(_logits(classic, xs, False), _logits(inverted, xs, False))
     findings.append(Finding(name, activation, "3 classic(W) vs inverted(keep x W_next), inference",
                             "identical", measured, diff, "whole network, canonical sites"))
+    return findings
+
+
+def _construction_pairs(spec):
+    """Claim 5's pairs (a, b, kind, norm): moves across ReLU, and moves no rule allows."""
+    before, after, where = _activation_pair(spec)
+    layer, rate = where.split(".")[0], f"{_head_rate(spec):g}"
+    pre = "before_dense" if before == "before_activation" else f"{layer}.pre:{rate}"
+    return [
+        ("canonical", after, "inverted", "none"),
+        ("canonical", before, "inverted", "none"),
+        (before, after, "inverted", "none"),
+        (before, after, "classic", "none"),
+        (before, after, "gaussian", "none"),
+        (pre, after, "inverted", "none"),
+        (f"{layer}.mid:{rate},{layer}.post:{rate}", f"{layer}.post:{rate}", "inverted", "none"),
+        (before, after, "inverted", "batch"),
+        (f"{layer}.prenorm:{rate}", f"{layer}.mid:{rate}", "inverted", "batch"),
+    ]
+
+
+def check_construction(name, activation, seed=0):
+    """Claim 5: equal construction keys <=> bitwise equal logits in both modes, same seed.
+
+    Nothing is copied between the two models: equal weights and masks must
+    come from the construction itself.
+    """
+    x = _inputs(INPUT_SHAPE)
+    cache = {}
+
+    def logits(placement, kind, norm):
+        """(inference, training) logits; inference first, before BN's moving statistics move."""
+        if (placement, kind, norm) not in cache:
+            model = models.build(name, placement, kind=kind, activation=activation, norm=norm,
+                                 seed=seed)
+            cache[placement, kind, norm] = [_logits(model, x, training).astype(np.float64)
+                                            for training in (False, True)]
+        return cache[placement, kind, norm]
+
+    findings = []
+    for a, b, kind, norm in _construction_pairs(models.get_spec(name)):
+        options = dict(kind=kind, activation=activation, norm=norm)
+        same = models.construction_key(name, a, **options) == models.construction_key(name, b, **options)
+        inference, training = (float(np.max(np.abs(u - v)))
+                               for u, v in zip(logits(a, kind, norm), logits(b, kind, norm)))
+        diff = max(inference, training)
+        setting = "".join(f", {v}" for v in (kind, f"norm={norm}") if v not in ("inverted", "norm=none"))
+        findings.append(Finding(
+            name, activation, f"5 {a} vs {b}{setting}", "identical" if same else "different",
+            "identical" if diff == 0.0 else "different", diff,
+            f"keys {'equal' if same else 'differ'}; max|diff| training {training:.3g}, "
+            f"inference {inference:.3g}"))
     return findings
 
 
@@ -315,6 +381,7 @@ def run(model_names=None, activations=None, precisions=None, seed=0):
             findings += check_activation_order(name, activation, seed)
             findings += check_scale_order(name, activation, seed)
             findings += check_kinds(name, activation, seed)
+            findings += check_construction(name, activation, seed)
     for precision in precisions or PRECISIONS:
         findings += check_precision(precision, seed)
     return findings

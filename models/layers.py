@@ -39,6 +39,7 @@ from keras import ops
 from models.sites import check_rate
 
 KINDS = ("inverted", "classic", "gaussian")
+BERNOULLI_KINDS = ("inverted", "classic")  # a mask of 0s and non-negative keeps
 NOISE_DTYPE = "float32"
 
 

@@ -58,6 +58,21 @@ def mask_stream(layer_index, slot):
     return 100 + 2 * layer_index + (0 if slot == "pre" else 1)
 
 
+def interchangeable_slots(kind, activation):
+    """{slot: slot} pairs whose dropout gives the same network, mask for mask.
+
+    For the Bernoulli kinds and ReLU, dropout at `mid` equals dropout at `post`
+    of the same layer: the mask is >= 0 and ReLU is positively homogeneous and
+    maps 0 to 0 (classic's inference scale 1 - rate > 0 commutes too), and BN
+    sits before `mid`, so it is not in between. Gaussian noise can be
+    negative, and other activations do not commute: there nothing moves.
+    """
+    if kind not in dropout_lib.BERNOULLI_KINDS or activation != "relu":
+        return {}
+    # The same mask needs the same stream; the builder draws mid and post from one.
+    return {"mid": "post"} if mask_stream(0, "mid") == mask_stream(0, "post") else {}
+
+
 @dataclasses.dataclass(frozen=True)
 class Conv:
     name: str

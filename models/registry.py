@@ -1,6 +1,9 @@
-"""The one model registry: register a NetworkSpec, list, and build by name."""
+"""The one model registry: register a NetworkSpec, list, build by name, and key variants."""
+import typing
 
+from models import layers as dropout_lib
 from models import network
+from models import sites as sites_lib
 
 _REGISTRY = {}
 OPTIONS = ("rate", "kind", "activation", "norm", "num_classes", "input_shape", "seed")
@@ -71,3 +74,44 @@ def build(name, placement="canonical", **options):
     sites = resolve_placement(name, placement, kwargs.get("norm", "none"))
     return network.build_network(get_spec(name), sites, **kwargs)
 
+
+class ConstructionKey(typing.NamedTuple):
+    """What decides a variant's network and masks; equal keys, same network."""
+
+    model: str
+    kind: str
+    activation: str
+    norm: str
+    sites: tuple  # ((site, rate, spatial), ...) in graph order, after the moves
+
+
+def construction_key(name, placement="canonical", *, kind="inverted", activation="relu",
+                     rate=None, norm="none"):
+    """A hashable key: variants with equal keys are identical by construction.
+
+    Built with the same seed (and the same num_classes and input_shape, which
+    the key leaves out), two variants with equal keys are the same network
+    with the same weights (kernels are seeded per layer index) and the same
+    masks, so a sweep needs to train only one of them. The one rule
+    (`network.interchangeable_slots`, checked by claim 5 of
+    `python -m models.equivalence`): for the Bernoulli kinds and ReLU, a
+    `.mid` site is the `.post` site of the same layer with the same rate and
+    spatial flag -- unless that `.post` is in the placement too (two masks).
+    Everything else that changes the network is in the key as given: the
+    resolved sites with their rates (after a `rate` override), kind,
+    activation, norm and model. Unequal keys do not prove two networks differ.
+    """
+    dropout_lib.check_kind(kind)
+    network.check_activation(activation)
+    network.check_norm(norm)
+    spec = get_spec(name)
+    sites = sites_lib.with_rate(resolve_placement(name, placement, norm), rate)
+    valid = spec.sites(norm)
+    moves = network.interchangeable_slots(kind, activation)
+    moved = {}
+    for site, value in sites.items():
+        layer, slot = site.rsplit(".", 1)
+        target = f"{layer}.{moves[slot]}" if slot in moves else site
+        moved[target if target in valid and target not in sites else site] = value
+    ordered = tuple((s, moved[s].rate, moved[s].spatial) for s in valid if s in moved)
+    return ConstructionKey(name, kind, activation, norm, ordered)

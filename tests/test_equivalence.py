@@ -36,10 +36,10 @@ def test_covers_every_model_activation_and_precision(findings):
 
 
 def test_one_model_holds_every_claim():
-    """Claims 1-3 for one model, fast; the slow tests below cover every model."""
+    """Claims 1-5 for one model, fast; the slow tests below cover every model."""
     rows = equivalence.run(["dense_mlp"], ["relu", "tanh"], ["float32"])
     assert rows and all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
-    assert {f.claim[0] for f in rows} == {"1", "2", "3", "4"}
+    assert {f.claim[0] for f in rows} == {"1", "2", "3", "4", "5"}
 
 
 @pytest.mark.slow
@@ -68,6 +68,18 @@ def test_claim3_kinds(findings):
     rows = _by_claim(findings, "3 ")
     assert len(rows) == 5 * len(models.list_models()) * len(models.ACTIVATIONS)
     assert all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
+
+
+@pytest.mark.slow
+def test_claim5_identical_by_construction(findings):
+    rows = _by_claim(findings, "5 ")
+    assert len(rows) == 9 * len(models.list_models()) * len(models.ACTIVATIONS)  # 9 pairs each
+    assert all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
+    same = [f for f in rows if f.expected == "identical"]
+    assert all(f.max_abs_diff == 0.0 for f in same), "equal keys: bitwise the same network"
+    # Under ReLU, mid == post for inverted, classic and BN networks, in every model.
+    assert len([f for f in same if f.activation == "relu"]) >= 3 * len(models.list_models())
+    assert all(f.max_abs_diff > 1e-4 for f in rows if f.expected == "different")
 
 
 @pytest.mark.parametrize("precision", equivalence.PRECISIONS)
@@ -219,7 +231,7 @@ def test_command_line_prints_findings_and_exits_zero():
     assert "dense_mlp / relu" in result.stdout and "dense_mlp / sigmoid" not in result.stdout
     assert "dropout layers / float32" in result.stdout
     assert "dropout layers / mixed_bfloat16" not in result.stdout
-    assert "29 of 29 findings agree with theory." in result.stdout  # 9 network, 20 layer
+    assert "38 of 38 findings agree with theory." in result.stdout  # 9 + 9 network, 20 layer
 
 
 def test_command_line_rejects_an_unknown_precision_in_one_line():

@@ -1,9 +1,12 @@
-"""BatchNorm variants (norm="batch"), the `.prenorm` site and the BN placements.
+"""BatchNorm variants (norm="batch"), the `.prenorm` site, the BN placements, and
+the identical-by-construction rule (`models.construction_key`).
 
 Dropout feeding BatchNormalization is the best-known placement failure (Li
 et al., 2019, variance shift); these tests pin the networks the study uses
-for it.
+for it, and show the rule a sweep uses to skip duplicate variants can fail.
 """
+import collections
+
 import keras
 import numpy as np
 import pytest
@@ -244,6 +247,7 @@ def test_batch_norm_models_run_under_each_policy(precision):
     assert np.isfinite(loss)
     assert not np.array_equal(bn.moving_mean.numpy(), before), "training updates BN's statistics"
 
+
 def test_mc_dropout_keeps_batch_norm_in_inference_mode():
     model = models.build("keras_mnist_cnn", "bn_before", norm="batch", seed=0)
     model(X, training=True)  # move the moving statistics off their initial 0 / 1
@@ -275,3 +279,111 @@ def test_mc_check_fails_when_the_wrapper_switches_the_whole_call_to_training(mon
     models.mc_dropout_model(model)(X)
     assert not np.array_equal(bn.moving_mean.numpy(), mean)
 
+
+# --- identical by construction -------------------------------------------------
+
+def sweep_groups(name, **options):
+    """A sweep's view: the model's placements grouped by construction key."""
+    groups = collections.defaultdict(list)
+    for placement in models.list_placements(name):
+        groups[models.construction_key(name, placement, **options)].append(placement)
+    return {frozenset(g) for g in groups.values()}
+
+
+def _singletons(name, *grouped):
+    together = set().union(*grouped)
+    return {frozenset([p]) for p in models.list_placements(name) if p not in together}
+
+
+MOVED = frozenset(["canonical", "after_activation", "before_activation"])
+SAME_SITES = frozenset(["canonical", "after_activation"])  # one site set, two names
+CONV_SITES = frozenset(["conv", "bn_before"])  # equal site sets in keras_mnist_cnn
+
+
+def test_sweep_groups_only_what_relu_makes_identical():
+    """keras_mnist_cnn, relu: the keys group placements, and every group is one network.
+
+    Each placement is built with one seed; equal keys must give bitwise equal
+    logits in both modes, and unequal keys different ones.
+    """
+    name = "keras_mnist_cnn"
+    assert sweep_groups(name) == {MOVED, CONV_SITES} | _singletons(name, MOVED, CONV_SITES)
+    outputs = {}
+    for placement in models.list_placements(name):
+        model = models.build(name, placement, seed=0)
+        outputs[placement] = [model(X, training=t).numpy() for t in (False, True)]
+    for a in outputs:
+        for b in outputs:
+            same_key = models.construction_key(name, a) == models.construction_key(name, b)
+            same = all(np.array_equal(u, v) for u, v in zip(outputs[a], outputs[b]))
+            assert same == same_key, (a, b)
+
+
+@pytest.mark.parametrize("options", [dict(activation="tanh"), dict(kind="gaussian"),
+                                     dict(activation="sigmoid", kind="classic")])
+def test_sweep_keeps_before_activation_apart_without_relu_and_bernoulli(options):
+    """before_activation is its own network; canonical and after_activation stay one
+    (the same site set under two names)."""
+    name = "keras_mnist_cnn"
+    assert sweep_groups(name, **options) == (
+        {SAME_SITES, CONV_SITES} | _singletons(name, SAME_SITES, CONV_SITES))
+
+
+def test_construction_key_covers_everything_that_changes_the_network():
+    key = models.construction_key
+    m = "keras_mnist_cnn"
+    assert key(m, "before_activation", kind="classic") == key(m, "after_activation", kind="classic")
+    assert key(m, "before_activation", norm="batch") == key(m, "after_activation", norm="batch")
+    assert key(m, "after_activation") != key(m, "after_activation", norm="batch")
+    assert key(m, "after_activation") != key(m, "after_activation", kind="classic")
+    assert key(m, "after_activation") != key(m, "after_activation", rate=0.3)
+    assert key(m, "before_activation", rate=0.3) == key(m, "dense1.post:0.3,pool1.post:0.3")
+    assert key(m, "after_activation") != key("dense_mlp", "after_activation")
+    # Two masks are not one: mid is not moved onto a post that carries dropout too.
+    assert key(m, "dense1.mid:0.5,dense1.post:0.5") != key(m, "dense1.post:0.5")
+    assert key(m, "conv1.mid:0.2:spatial") == key(m, "conv1.post:0.2:spatial")
+    assert key(m, "conv1.mid:0.2:spatial") != key(m, "conv1.post:0.2")
+    assert key(m, "conv1.mid:0.2") != key(m, "conv1.post:0.3")
+    assert key(m, "dense1.prenorm:0.5", norm="batch") != key(m, "dense1.mid:0.5", norm="batch")
+    assert key(m, "dense1.pre:0.5") != key(m, "dense1.post:0.5")
+    k = key(m, "before_activation")
+    assert hash(k) == hash(key(m, "after_activation")) and k.sites == (
+        ("pool1.post", 0.25, False), ("dense1.post", 0.5, False))
+    for bad, message in ((dict(kind="alpha"), "valid kinds"), (dict(activation="gelu"), "valid activations"),
+                         (dict(norm="layer"), "valid norms"), (dict(rate=1.0), r"\[0, 1\)")):
+        with pytest.raises(ValueError, match=message):
+            key(m, "canonical", **bad)
+
+
+def test_the_construction_check_fails_when_the_rule_merges_pre_with_post(monkeypatch):
+    """A rule that also called .pre the same as .post is caught by claim 5 (and the grouping)."""
+    assert all(f.holds for f in equivalence.check_construction("dense_mlp", "relu"))
+    monkeypatch.setattr(network, "interchangeable_slots",
+                        lambda kind, activation: {"mid": "post", "pre": "post"})
+    name = "keras_mnist_cnn"
+    assert sweep_groups(name) != {MOVED, CONV_SITES} | _singletons(name, MOVED, CONV_SITES)
+    rows = {f.claim: f for f in equivalence.check_construction("dense_mlp", "relu")}
+    wrong = rows["5 before_dense vs after_activation"]
+    assert (wrong.expected, wrong.measured, wrong.holds) == ("identical", "different", False)
+
+
+def test_the_construction_check_fails_when_mid_and_post_masks_differ(monkeypatch):
+    """Give mid its own mask stream: the rule then moves nothing (it asks the builder) ..."""
+    real = network.mask_stream
+    monkeypatch.setattr(network, "mask_stream",
+                        lambda index, slot: real(index, slot) + (50 if slot == "mid" else 0))
+    assert network.interchangeable_slots("inverted", "relu") == {}
+    rows = equivalence.check_construction("dense_mlp", "relu")
+    assert all(f.holds for f in rows)
+    # ... and a rule that moved it anyway is caught: different masks, different networks.
+    monkeypatch.setattr(network, "interchangeable_slots", lambda kind, activation: {"mid": "post"})
+    rows = {f.claim: f for f in equivalence.check_construction("dense_mlp", "relu")}
+    wrong = rows["5 before_activation vs after_activation"]
+    assert (wrong.expected, wrong.measured, wrong.holds) == ("identical", "different", False)
+
+
+def test_bernoulli_kinds_are_the_ones_with_a_mask():
+    assert set(dropout_lib.BERNOULLI_KINDS) == set(models.KINDS) - {"gaussian"}
+    assert network.interchangeable_slots("classic", "relu") == {"mid": "post"}
+    assert network.interchangeable_slots("gaussian", "relu") == {}
+    assert network.interchangeable_slots("inverted", "elu") == {}
