@@ -112,8 +112,43 @@ def site_statistics(model, images):
     return result
 
 
+def norm_statistics(model, images):
+    """Per BatchNormalization layer: Li et al.'s (2019) variance shift, per channel.
+
+    The moving variance the layer learned during training (with dropout on
+    upstream) over the variance of its input at inference (dropout off) on
+    `images`; summarised as mean and max over channels. Near 1 when the
+    layer's statistics fit what it sees when serving; above 1 when dropout
+    before it inflated the variance it learned.
+    """
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return {}
+    probe = keras.Model(model.input, [layer.input for layer in norms])
+    inputs = probe(images, training=False)
+    if not isinstance(inputs, (list, tuple)):  # one output comes back bare
+        inputs = [inputs]
+    result = {}
+    for layer, x in zip(norms, inputs):
+        x = np.asarray(keras.ops.convert_to_numpy(x), np.float64)
+        served = x.reshape(-1, x.shape[-1]).var(axis=0)  # per channel (channels last)
+        learned = np.asarray(keras.ops.convert_to_numpy(layer.moving_variance), np.float64)
+        live = served > 0
+        shift = learned[live] / served[live]
+        result[layer.name] = {
+            "variance_shift_mean": float(shift.mean()) if live.any() else float("nan"),
+            "variance_shift_max": float(shift.max()) if live.any() else float("nan"),
+            "channels": int(x.shape[-1]),
+        }
+    return result
+
+
 class DropoutStats(keras.callbacks.Callback):
-    """Logs site_statistics on a fixed probe batch to TensorBoard every epoch."""
+    """Logs site_statistics (and norm_statistics) on a fixed probe batch every epoch.
+
+    `latest` maps each dropout site to its statistics, and each
+    BatchNormalization layer (`conv1.bn`, ...) to its variance shift.
+    """
 
     def __init__(self, images, logdir):
         super().__init__()
@@ -124,11 +159,16 @@ class DropoutStats(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf  # the callback writes TensorBoard summaries
 
-        self.latest = site_statistics(self.model, self.images)
+        sites = site_statistics(self.model, self.images)
+        norms = norm_statistics(self.model, self.images)
+        self.latest = {**sites, **norms}
         if not self.latest:
             return
         with tf.summary.create_file_writer(self.logdir).as_default(step=epoch):
-            for site, entry in self.latest.items():
+            for name, entry in norms.items():
+                tf.summary.scalar(f"{name}/variance_shift_mean", entry["variance_shift_mean"])
+                tf.summary.scalar(f"{name}/variance_shift_max", entry["variance_shift_max"])
+            for site, entry in sites.items():
                 for mode in ("train", "inference"):
                     for name, value in entry[mode].items():
                         tf.summary.scalar(f"{site}/{mode}_{name}", value)

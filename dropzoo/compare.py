@@ -36,7 +36,8 @@ def find_runs(runs_dir):
     found = []
     for root, dirs, files in os.walk(runs_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "comparison")
-        if "metrics.json" in files and os.path.isdir(os.path.join(root, "saved_model")):
+        if "metrics.json" in files and (os.path.isdir(os.path.join(root, "saved_model"))
+                                        or _is_identical_record(root)):
             found.append(root)
             dirs[:] = []  # a run's own subdirectories hold no runs
     if not found:
@@ -44,6 +45,14 @@ def find_runs(runs_dir):
                          "train some first, e.g. python train.py --placement=all --seeds=3 "
                          f"--workdir={runs_dir}")
     return sorted(found)
+
+
+def _is_identical_record(run):
+    """Whether `run` is a sweep's record of a run identical by construction to another."""
+    try:
+        return "identical_to" in files.read_json(os.path.join(run, "metrics.json"), "")
+    except (OSError, ValueError):
+        return False
 
 
 def _data_of(metrics, override):
@@ -76,12 +85,16 @@ def baseline_config(config, baseline):
 def evaluate_runs(run_dirs, *, mc_samples=0, batch_size=256, data_override=None, source=None):
     """[{run, variant, seed, metrics..., evaluation...}] for each run directory.
 
-    `source` (a data.Source) tests every run on its test split instead.
+    `source` (a data.Source) tests every run on its test split instead. A
+    run recorded as identical by construction to another gets that run's
+    evaluation (one export, evaluated once) and `identical_to` its path.
     """
-    sources, rows = {}, []
+    sources, evaluations, rows = {}, {}, []
     for run in run_dirs:
         metrics = files.read_json(os.path.join(run, "metrics.json"),
                                   "delete it and rerun that run's train.py command to re-measure it")
+        trained = (os.path.normpath(os.path.join(run, metrics["identical_to"]))
+                   if "identical_to" in metrics else run)
         if source is not None:
             key, run_source = "given", source
         else:
@@ -90,12 +103,15 @@ def evaluate_runs(run_dirs, *, mc_samples=0, batch_size=256, data_override=None,
             if key not in sources:
                 sources[key] = data_lib.load_source(**origin, need_train=False)
             run_source = sources[key]
-        try:
-            result = evaluate.evaluate_saved_model(
-                os.path.join(run, "saved_model"), data_lib.raw_batches(run_source.test, batch_size),
-                mc_samples=mc_samples)
-        except ExportError as e:
-            raise ExportError(f"run {run}: {e}") from None
+        if (trained, key) not in evaluations:
+            try:
+                evaluations[trained, key] = evaluate.evaluate_saved_model(
+                    os.path.join(trained, "saved_model"),
+                    data_lib.raw_batches(run_source.test, batch_size), mc_samples=mc_samples)
+            except ExportError as e:
+                raise ExportError(f"run {run}: {e}") from None
+        result = evaluations[trained, key]
+        history = metrics.get("history", {})
         rows.append({
             "run": run,
             "variant": variant_label(metrics["config"]),
@@ -103,7 +119,10 @@ def evaluate_runs(run_dirs, *, mc_samples=0, batch_size=256, data_override=None,
             "config": metrics["config"],
             "data_source": run_source.name,
             "train_time_sec": metrics.get("train_time_sec"),
-            "val_accuracy": metrics.get("history", {}).get("val_accuracy", []),
+            "val_accuracy": history.get("val_accuracy", []),
+            # The final model's validation loss (older runs: their last epoch's).
+            "validation_loss": metrics.get("validation_loss", (history.get("val_loss") or [None])[-1]),
+            "identical_to": trained if trained != run else None,
             **{f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in result.items()},
         })
     return rows
@@ -112,12 +131,24 @@ def evaluate_runs(run_dirs, *, mc_samples=0, batch_size=256, data_override=None,
 METRICS = ("test_accuracy", "test_loss", "ece", "mc_accuracy", "mc_nll", "mc_ece", "train_time_sec")
 
 
+def _without(key, field):
+    return tuple(item for item in key if item[0] != field)
+
+
 def summarise(rows, baseline="canonical"):
-    """Per-variant statistics over seeds: baselines first, then by name."""
+    """Per-variant statistics over seeds: baselines first, then by name.
+
+    A variant whose runs are all identical by construction to another's gets
+    `identical_to` (that variant's name) and no test of its own. Tests
+    compare each variant with the baseline placement of the same kind,
+    activation, norm and rate (or, when the rows hold one tuned rate per
+    placement, the baseline at its own rate).
+    """
     groups = {}
     for r in rows:
         groups.setdefault(variant_key(r["config"]), []).append(r)
     labels = {key: variant_label(runs[0]["config"]) for key, runs in groups.items()}
+    label_of_run = {r["run"]: labels[key] for key, runs in groups.items() for r in runs}
     order = sorted(groups, key=lambda k: (groups[k][0]["config"]["placement"] != baseline, labels[k]))
     table = []
     for key in order:
@@ -128,8 +159,10 @@ def summarise(rows, baseline="canonical"):
             if values:
                 mean, std, half = stats.mean_ci(values)
                 entry[metric] = {"mean": mean, "std": std, "ci95": half}
-        base = variant_key(baseline_config(runs[0]["config"], baseline))
-        compared = base in groups and base != key
+        targets = {label_of_run.get(r["identical_to"], r["identical_to"]) for r in runs}
+        entry["identical_to"] = targets.pop() if len(targets) == 1 and None not in targets else None
+        base = _baseline_key(groups, baseline_config(runs[0]["config"], baseline))
+        compared = base is not None and base != key and entry["identical_to"] is None
         entry["p_vs_baseline"] = (stats.welch_p_value([r["test_accuracy"] for r in runs],
                                                       [r["test_accuracy"] for r in groups[base]])
                                   if compared else None)
@@ -137,6 +170,15 @@ def summarise(rows, baseline="canonical"):
         table.append(entry)
     _holm_over_table(table)
     return table
+
+
+def _baseline_key(groups, config):
+    """The group of the baseline config; at another rate if the rows hold only that one."""
+    key = variant_key(config)
+    if key in groups:
+        return key
+    same = [k for k in groups if _without(k, "rate") == _without(key, "rate")]
+    return same[0] if len(same) == 1 else None
 
 
 def _paired_p(runs, baseline_runs):
@@ -198,7 +240,10 @@ def markdown(table, baseline="canonical"):
             cells += [_fmt(e, "mc_accuracy", 2, True), _fmt(e, "mc_nll"), _fmt(e, "mc_ece")]
         cells += [_fmt(e, "train_time_sec", 1)] + [
             "" if e[key] is None else f"{e[key]:.3g}" for key in ("p_vs_baseline", "p_paired", "p_paired_holm")]
-        cells.append("" if e["survives_holm"] is None else ("yes" if e["survives_holm"] else "no"))
+        if e.get("identical_to"):
+            cells.append(f"identical by construction to {e['identical_to']}")
+        else:
+            cells.append("" if e["survives_holm"] is None else ("yes" if e["survives_holm"] else "no"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -283,6 +328,100 @@ def write_hparams(logdir, rows):
                     tf.summary.scalar(m, r[m], step=0)
 
 
+def tune_rates(rows):
+    """Each placement's rate, chosen on validation data only; None if no placement has several.
+
+    Groups runs by their config without rate and seed (a placement of one
+    kind, activation, norm, ...), and picks the rate with the lowest mean
+    validation loss over seeds. Returns {"selected": {group: rate}, "grid":
+    [{variant, rate, seeds, validation_loss, test_accuracy, test_loss,
+    selected}]}: the test metrics are reported, never used to choose.
+    """
+    by_group = {}
+    for r in rows:
+        group = _without(variant_key(r["config"]), "rate")
+        by_group.setdefault(group, {}).setdefault(r["config"]["rate"], []).append(r)
+    if not any(len(rates) > 1 for rates in by_group.values()):
+        return None
+    selected, grid = {}, []
+    for group, rates in by_group.items():
+        def mean(runs, metric):
+            values = [r[metric] for r in runs if r.get(metric) is not None]
+            return float(np.mean(values)) if values else float("nan")
+
+        scored = {rate: mean(runs, "validation_loss") for rate, runs in rates.items()}
+        finite = {rate: loss for rate, loss in scored.items() if np.isfinite(loss)}
+        if not finite:
+            raise ValueError(f"the runs of {variant_label(rates[next(iter(rates))][0]['config'])} record "
+                             "no validation loss to choose a rate by; train them with "
+                             "--validation_fraction > 0")
+        selected[group] = min(finite, key=lambda rate: (finite[rate], rate is None, rate or 0))
+        label = variant_label({**next(iter(rates.values()))[0]["config"], "rate": None})
+        for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):
+            grid.append({"variant": label, "rate": rate, "seeds": len(runs),
+                         "validation_loss": scored[rate], "test_accuracy": mean(runs, "test_accuracy"),
+                         "test_loss": mean(runs, "test_loss"), "selected": rate == selected[group]})
+    return {"selected": selected, "grid": grid}
+
+
+def at_selected_rates(rows, tuned):
+    """The rows of each placement at its selected rate."""
+    return [r for r in rows
+            if tuned["selected"][_without(variant_key(r["config"]), "rate")] == r["config"]["rate"]]
+
+
+def _rate_text(rate):
+    return "sites' own" if rate is None else f"{rate:g}"
+
+
+def rates_markdown(grid):
+    """The rate x placement grid as Markdown: mean validation loss, test accuracy and NLL."""
+    lines = ["Rate chosen per placement by the lowest mean validation loss over seeds (marked *); "
+             "the test columns are reported, not used to choose.", "",
+             "| variant | rate | seeds | validation loss | test acc % | test NLL |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for g in grid:
+        lines.append(f"| {g['variant']} | {_rate_text(g['rate'])}{' *' if g['selected'] else ''} | "
+                     f"{g['seeds']} | {g['validation_loss']:.4f} | {100 * g['test_accuracy']:.2f} | "
+                     f"{g['test_loss']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_rates(path, grid, title=""):
+    """Heat maps of mean test accuracy and test NLL over rate x placement (chosen rate boxed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = list(dict.fromkeys(g["variant"] for g in grid))
+    rates = sorted({g["rate"] for g in grid}, key=lambda r: (r is None, r or 0))
+    cells = {(g["variant"], g["rate"]): g for g in grid}
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * len(rates) * 2, 1.5 + 0.45 * len(variants)))
+    for ax, metric, name, scale, cmap in ((axes[0], "test_accuracy", "test accuracy (%)", 100, "viridis"),
+                                          (axes[1], "test_loss", "test NLL", 1, "viridis_r")):
+        values = np.array([[scale * cells[v, r][metric] if (v, r) in cells else np.nan for r in rates]
+                           for v in variants])
+        image = ax.imshow(values, cmap=cmap, aspect="auto")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        for i, v in enumerate(variants):
+            for j, r in enumerate(rates):
+                if (v, r) in cells:
+                    ax.text(j, i, f"{values[i, j]:.2f}" if scale == 100 else f"{values[i, j]:.3f}",
+                            ha="center", va="center", fontsize=7, color="white")
+                    if cells[v, r]["selected"]:
+                        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False,
+                                                   edgecolor="red", linewidth=2))
+        ax.set_xticks(range(len(rates)), [_rate_text(r) for r in rates])
+        ax.set_yticks(range(len(variants)), variants if ax is axes[0] else [""] * len(variants))
+        ax.set_xlabel("dropout rate")
+        ax.set_title(f"{name}; red: rate chosen on validation loss", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
 def _write_text(path, text):
     with open(path, "w") as f:
         f.write(text)
@@ -293,17 +432,26 @@ def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, batch_size=256, bas
     """Evaluates every run below `runs_dir` and writes the comparison; returns paths + table."""
     rows = evaluate_runs(find_runs(runs_dir), mc_samples=mc_samples, batch_size=batch_size,
                          data_override=data_override, source=source)
-    table = summarise(rows, baseline)
+    tuned = tune_rates(rows)
+    table = summarise(at_selected_rates(rows, tuned) if tuned else rows, baseline)
     output_dir = output_dir or os.path.join(runs_dir, "comparison")
     os.makedirs(output_dir, exist_ok=True)
     paths = {name: os.path.join(output_dir, name) for name in
              ("comparison.md", "comparison.csv", "comparison.png", "runs.json", "hparams")}
+    if tuned:
+        paths.update({name: os.path.join(output_dir, name) for name in ("rates.md", "rates.png")})
     sources = sorted({r["data_source"] for r in rows})
     title = f"{runs_dir} — test data: {', '.join(sources)}"
-    text = f"Test data: {', '.join(sources)}; {len(rows)} runs.\n\n" + markdown(table, baseline)
+    text = f"Test data: {', '.join(sources)}; {len(rows)} runs.\n\n"
+    if tuned:
+        text += "Each placement at the rate chosen on validation data (see rates.md).\n\n"
+    text += markdown(table, baseline)
     files.atomic_write(paths["comparison.md"], lambda tmp: _write_text(tmp, text))
     write_csv(paths["comparison.csv"], table)
-    plot(paths["comparison.png"], table, rows, title)
+    plot(paths["comparison.png"], table, rows if not tuned else at_selected_rates(rows, tuned), title)
+    if tuned:
+        files.atomic_write(paths["rates.md"], lambda tmp: _write_text(tmp, rates_markdown(tuned["grid"])))
+        plot_rates(paths["rates.png"], tuned["grid"], title)
     evaluate.write_json(paths["runs.json"], rows)
     try:
         write_hparams(paths["hparams"], rows)
@@ -312,4 +460,5 @@ def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, batch_size=256, bas
         if failure is None:
             raise
         raise failure from None
-    return {"paths": paths, "table": table, "num_runs": len(rows)}
+    return {"paths": paths, "table": table, "num_runs": len(rows),
+            "rates": tuned["grid"] if tuned else None}

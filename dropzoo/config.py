@@ -33,6 +33,7 @@ class TrainConfig:
     rate: float | None = None
     kind: str = "inverted"
     activation: str = "relu"
+    norm: str = "none"  # "batch": linear -> BatchNormalization -> activation in every hidden layer
     # Data.
     dataset: str = "mnist"
     idx_dir: str | None = None
@@ -72,7 +73,8 @@ def validate(config):
     so the builders and a config give the same message.
     """
     try:
-        models.resolve_placement(config.model, config.placement_spec)
+        models.check_norm(config.norm)
+        models.resolve_placement(config.model, config.placement_spec, norm=config.norm)
         models.check_kind(config.kind)
         models.check_activation(config.activation)
         if config.rate is not None:
@@ -107,7 +109,13 @@ def validate(config):
 
 
 def differences(saved, config):
-    """Names of the fields where a saved config dict differs from `config`."""
+    """Names of the fields where a saved config dict differs from `config`.
+
+    A field the saved config lacks (written before the field existed) counts
+    as its default, so older runs still resume.
+    """
     current = config.to_dict()
+    defaults = TrainConfig().to_dict()
     ignored = OBSERVATION_ONLY + EXECUTION_ONLY
-    return sorted(k for k in current if saved.get(k) != current[k] and k not in ignored)
+    return sorted(k for k in current
+                  if saved.get(k, defaults[k]) != current[k] and k not in ignored)

@@ -40,12 +40,18 @@ def define_train_flags(fv=FLAGS):
     flags.DEFINE_string("sites", d.sites,
                         "Explicit dropout sites, overriding --placement: 'SITE:RATE[:spatial],...', "
                         "e.g. 'conv2.post:0.1,dense1.pre:0.5'. Sites are LAYER.pre|mid|post.", flag_values=fv)
-    flags.DEFINE_float("rate", d.rate, "If set, overrides the rate of every dropout site.", flag_values=fv)
+    flags.DEFINE_string("rate", None,
+                        "If set, overrides the rate of every dropout site; a comma list (e.g. "
+                        "0.1,0.25,0.5) sweeps the rates, and the comparison tunes each placement's "
+                        "rate on validation data.", flag_values=fv)
     flags.DEFINE_string("kind", d.kind, f"Dropout kind: {', '.join(models.KINDS)}; a comma list sweeps.",
                         flag_values=fv)
     flags.DEFINE_string("activation", d.activation,
                         f"Hidden activation: {', '.join(models.ACTIVATIONS)}; a comma list sweeps.",
                         flag_values=fv)
+    flags.DEFINE_string("norm", d.norm,
+                        "Normalisation of every hidden layer: none, or batch (linear -> "
+                        "BatchNormalization -> activation); a comma list sweeps.", flag_values=fv)
     flags.DEFINE_integer("seeds", 1, "Train seeds --seed, --seed+1, ... (more than 1 runs a sweep).",
                          flag_values=fv)
     flags.DEFINE_float("validation_fraction", d.validation_fraction,
@@ -119,14 +125,23 @@ def train_plan(fv=FLAGS):
     """[(TrainConfig, workdir)] the parsed train flags ask for: one run, or a sweep."""
     fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
     values = {name: fv[name].value for name in fields}
-    placements, kinds, activations = (_split(values[k]) for k in ("placement", "kind", "activation"))
+    placements, kinds, activations, norms = (
+        _split(values[k]) for k in ("placement", "kind", "activation", "norm"))
+    rates = [_rate(r) for r in _split(values["rate"])] if values["rate"] is not None else [None]
     base = config_lib.TrainConfig(**{**values, "placement": placements[0], "kind": kinds[0],
-                                     "activation": activations[0]})
+                                     "activation": activations[0], "norm": norms[0], "rate": rates[0]})
     configs = sweep.expand(base, placements=placements, seeds=fv["seeds"].value, kinds=kinds,
-                           activations=activations)
+                           activations=activations, rates=rates, norms=norms)
     if len(configs) == 1 and fv["workdir"].value:
         return [(configs[0], fv["workdir"].value)]
     return [(c, sweep.run_dir(fv["workdir"].value or "runs", c)) for c in configs]
+
+
+def _rate(text):
+    try:
+        return models.check_rate(text, "--rate")
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from None
 
 
 def _split(text):

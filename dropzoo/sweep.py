@@ -1,9 +1,10 @@
 """Several placements x seeds (x kinds x activations) in one command.
 
 Each run trains in its own directory, `<root>/<model>/<variant>/seed<k>/`,
-where the variant is the placement, suffixed with the dropout kind and the
-hidden activation when they are not the defaults (e.g. `before_activation`,
-`both-classic`, `after_activation-sigmoid`). Every run with seed k sees the
+where the variant is the placement, suffixed with the dropout kind, the
+hidden activation, the normalisation and the overriding rate when they are
+not the defaults (e.g. `before_activation`, `both-classic`,
+`after_activation-sigmoid`, `bn_before-batchnorm-rate0.25`). Every run with seed k sees the
 same data order. A sweep that is interrupted resumes where it stopped:
 finished runs are reported, not retrained, and a half-trained run resumes
 from its last checkpoint.
@@ -24,11 +25,12 @@ from dropzoo import locks
 from dropzoo import trainer
 
 
-def expand(base, *, placements=None, seeds=1, kinds=None, activations=None):
+def expand(base, *, placements=None, seeds=1, kinds=None, activations=None, rates=None, norms=None):
     """The TrainConfigs of a sweep around `base` (validated, in a stable order).
 
     `placements` may contain "all" (every placement of the model); seeds are
-    base.seed, base.seed + 1, ...
+    base.seed, base.seed + 1, ...; `rates` (None: each site's own rate)
+    override every site's rate.
     """
     placements = list(placements or [base.placement])
     if "all" in placements:
@@ -36,10 +38,11 @@ def expand(base, *, placements=None, seeds=1, kinds=None, activations=None):
     if seeds < 1:
         raise errors.ConfigError(f"--seeds must be a positive integer, got {seeds}")
     configs = []
-    for placement, kind, activation, k in itertools.product(
-            placements, kinds or [base.kind], activations or [base.activation], range(seeds)):
-        config = dataclasses.replace(base, placement=placement, kind=kind,
-                                     activation=activation, seed=base.seed + k)
+    for placement, kind, activation, norm, rate, k in itertools.product(
+            placements, kinds or [base.kind], activations or [base.activation],
+            norms or [base.norm], rates or [base.rate], range(seeds)):
+        config = dataclasses.replace(base, placement=placement, kind=kind, activation=activation,
+                                     norm=norm, rate=rate, seed=base.seed + k)
         configs.append(config_lib.validate(config))
     return configs
 
@@ -57,6 +60,10 @@ def variant_name(config):
         name += f"-{config.kind}"
     if config.activation != "relu":
         name += f"-{config.activation}"
+    if config.norm != "none":
+        name += f"-{config.norm}norm"
+    if config.rate is not None:
+        name += f"-rate{config.rate:g}"
     return name
 
 
@@ -72,22 +79,58 @@ class Skipped(str):
     """A run another process was training: its lock holder, as a one-line reason."""
 
 
+# What a sweep run's identity leaves to models.construction_key: the network.
+_NETWORK_FIELDS = ("model", "placement", "sites", "rate", "kind", "activation", "norm")
+
+
+def identity(config):
+    """Runs with equal identities train the same network on the same data, masks and steps.
+
+    The network part is models.construction_key (the rules `python -m
+    models.equivalence` checks: e.g. a Bernoulli mask moved across a ReLU);
+    every other field that changes the result must match as given.
+    """
+    network = models.construction_key(config.model, config.placement_spec, kind=config.kind,
+                                      activation=config.activation, rate=config.rate,
+                                      norm=config.norm)
+    ignored = _NETWORK_FIELDS + config_lib.OBSERVATION_ONLY + config_lib.EXECUTION_ONLY
+    rest = tuple(sorted((k, v) for k, v in config.to_dict().items() if k not in ignored))
+    return network, rest
+
+
+def plan(runs):
+    """[index of the run that trains run i]: the first run of each identical group."""
+    first = {}
+    return [first.setdefault(identity(config), i) for i, (config, _) in enumerate(runs)]
+
+
 def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
     """Trains every (config, workdir) in `runs`; returns [(config, workdir, outcome)].
 
-    The outcome is the run's metrics; a `Skipped` reason if another process
-    holds the run's workdir (so the same sweep started several times splits
-    the work); or, for a run that failed (e.g. a NaN loss), its error in one
-    line, and the sweep goes on. Runs share one loaded dataset.
+    Runs that are identical by construction to an earlier run of the sweep
+    (`plan`) are not trained: their workdir gets `trainer.record_identical`'s
+    record of the run that stands for them, and that is their outcome. The
+    outcome is otherwise the run's metrics; a `Skipped` reason if another
+    process holds the run's workdir (so the same sweep started several times
+    splits the work); or, for a run that failed (e.g. a NaN loss), its error
+    in one line, and the sweep goes on. Runs share one loaded dataset.
     """
     if source is None:
         first = runs[0][0]
         source = data_lib.load_source(first.dataset, idx_dir=first.idx_dir,
                                       tfds_data_dir=first.tfds_data_dir)
+    trained_by = plan(runs)
     results = []
     for i, (config, workdir) in enumerate(runs, 1):
         if verbose:
             print(f"[{i}/{len(runs)}] {workdir}", flush=True)
+        target = trained_by[i - 1]
+        if target != i - 1:
+            outcome = _identical(config, workdir, results[target])
+            if verbose:
+                print(f"  identical by construction to {results[target][1]}: not trained", flush=True)
+            results.append((config, workdir, outcome))
+            continue
         keras.backend.clear_session()  # fresh graph and layer names for every run
         try:
             outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
@@ -95,7 +138,7 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
         except locks.WorkdirLocked as e:
             outcome = Skipped(str(e))
             if verbose:
-                print(f"  skipped: another process is training it", flush=True)
+                print("  skipped: another process is training it", flush=True)
         except errors.USER_ERRORS as e:  # the same errors the scripts print in one line
             outcome = f"{type(e).__name__}: {' '.join(str(e).split())}"
             if verbose:
@@ -106,6 +149,19 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
                 print(outcome, flush=True)
         results.append((config, workdir, outcome))
     return results
+
+
+def _identical(config, workdir, trained):
+    """The outcome of a run identical to `trained` = (config, workdir, outcome)."""
+    _, target_workdir, outcome = trained
+    if isinstance(outcome, Skipped):
+        return outcome
+    if not isinstance(outcome, dict):
+        return f"identical by construction to {target_workdir}, which failed"
+    try:
+        return trainer.record_identical(config, workdir, target_workdir, outcome)
+    except errors.USER_ERRORS as e:
+        return f"{type(e).__name__}: {' '.join(str(e).split())}"
 
 
 def failed(results):
@@ -121,6 +177,9 @@ def summary(results):
         if isinstance(outcome, Skipped):
             skipped += 1
             lines.append(f"{workdir}  SKIPPED (in use by another process)")
+        elif isinstance(outcome, dict) and "identical_to" in outcome:
+            lines.append(f"{workdir}  identical by construction to "
+                         f"{os.path.normpath(os.path.join(workdir, outcome['identical_to']))} (not trained)")
         elif isinstance(outcome, dict):
             by = outcome.get("trained_by")
             who = ("trained here" if by == me else

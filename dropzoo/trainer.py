@@ -104,7 +104,7 @@ def build_model(config, num_classes, image_shape, steps_per_execution=1):
     """The compiled model for `config` (the trainer compiles; builders don't)."""
     spec = models.get_spec(config.model)
     model = models.build(config.model, config.placement_spec, rate=config.rate, kind=config.kind,
-                         activation=config.activation, num_classes=num_classes,
+                         activation=config.activation, norm=config.norm, num_classes=num_classes,
                          input_shape=image_shape, seed=config.seed)
     optimizer = keras.optimizers.get({"class_name": config.optimizer,
                                       "config": {"learning_rate": config.learning_rate}})
@@ -240,13 +240,18 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
 def finish(run, result, loop, started):
     """The chief's part after training: test metrics, export check, metrics.json."""
     test = loop.evaluate(run, run.pipes.test)
+    # The final model on the held-out validation split: what model selection
+    # (e.g. the comparison's choice of rate) may look at; the test split is not.
+    validation = loop.evaluate(run, run.pipes.validation) if run.pipes.validation is not None else {}
     probe = next(iter(data_lib.raw_batches(run.source.test, 256)))[0].numpy()
     export_check = export_lib.verify_export(run.paths["saved_model"], run.model, probe,
                                             outputs=run.outputs)
     metrics = {
-        **describe_run(run.config, run.source, run.pipes),
+        **describe_run(run.config, data_record(run.source, run.pipes)),
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"],
+        "validation_loss": validation.get("loss"),
+        "validation_accuracy": validation.get("accuracy"),
         "epochs_completed": run.initial_epoch + len(result.epoch_seconds),
         "resumed_from_epoch": run.initial_epoch,
         "train_time_sec": result.train_seconds,
@@ -271,18 +276,44 @@ def finish(run, result, loop, started):
     return metrics
 
 
-def describe_run(config, source, pipes):
-    """The metrics.json entries naming what was trained on what."""
+def data_record(source, pipes):
+    """metrics.json's "data" entry: what was trained and tested on, and how to load it again."""
+    return {"source": source.name, "origin": source.origin,
+            "fallback_reason": source.fallback_reason,
+            "num_train": pipes.num_train, "num_validation": pipes.num_validation,
+            "num_test": pipes.num_test, "num_classes": source.num_classes,
+            "image_shape": list(source.image_shape)}
+
+
+def describe_run(config, data):
+    """The metrics.json entries naming what was trained (`config`, its sites) on what (`data`)."""
     return {
         "config": config.to_dict(),
-        "data": {"source": source.name, "origin": source.origin,
-                 "fallback_reason": source.fallback_reason,
-                 "num_train": pipes.num_train, "num_validation": pipes.num_validation,
-                 "num_test": pipes.num_test, "num_classes": source.num_classes,
-                 "image_shape": list(source.image_shape)},
-        "placement_sites": models.format_placement(
-            models.resolve_placement(config.model, config.placement_spec)),
+        "data": data,
+        # The sites as built: after --rate replaced every site's rate.
+        "placement_sites": models.format_placement(models.sites.with_rate(
+            models.resolve_placement(config.model, config.placement_spec, norm=config.norm),
+            config.rate)),
     }
+
+
+def record_identical(config, workdir, target_workdir, target_metrics):
+    """Records in `workdir` that `config` is identical by construction to a finished run.
+
+    Writes `metrics.json`: the finished run's metrics with this run's config
+    and sites, and `identical_to`, the finished run's workdir relative to this
+    one. A sweep does this instead of training the same network again;
+    `eval.py --runs_dir` shows the run as identical to the one it points to.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    metrics = {
+        **target_metrics,
+        **describe_run(config, target_metrics["data"]),
+        "identical_to": os.path.relpath(target_workdir, workdir),
+        "identical_because": "models.construction_key: the same network with the same masks",
+    }
+    files.write_json(workdir_paths(workdir)["metrics.json"], metrics)
+    return metrics
 
 
 def weights_digest(model):

@@ -7,12 +7,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 from scipy import stats as scipy_stats
 
 import models
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import compare
 from dropzoo import config as config_lib
+from dropzoo import flags as flags_lib
 from dropzoo import stats
 from dropzoo import sweep
 from conftest import tiny_source
@@ -263,3 +265,111 @@ def test_a_user_error_inside_a_sweep_is_one_line_and_the_sweep_goes_on(tmp_path,
     assert failed.startswith("ExportError: export at ") and "\n" not in failed
     assert "Traceback" not in failed and isinstance(finished, dict)
     assert "FAILED ExportError" in sweep.summary(results).splitlines()[0]
+
+
+# ------------------------------------------------- rate x placement
+
+
+def _row(placement, rate, seed, validation_loss, test_accuracy, test_loss=0.3):
+    config = config_lib.TrainConfig(model="m", placement=placement, rate=rate, seed=seed).to_dict()
+    return {"run": f"r/{placement}/{rate}/{seed}", "variant": compare.variant_label(config), "seed": seed,
+            "config": config, "validation_loss": validation_loss, "test_accuracy": test_accuracy,
+            "test_loss": test_loss, "identical_to": None}
+
+
+def test_each_placements_rate_is_chosen_on_validation_loss_never_on_test():
+    # Validation prefers 0.1 for canonical; the test split would prefer 0.5.
+    rows = [_row("canonical", 0.1, s, 0.20 + 0.01 * s, 0.95) for s in range(3)]
+    rows += [_row("canonical", 0.5, s, 0.30 + 0.01 * s, 0.99) for s in range(3)]
+    rows += [_row("none", 0.1, s, 0.40, 0.90) for s in range(3)]
+    rows += [_row("none", 0.5, s, 0.35, 0.80) for s in range(3)]
+    tuned = compare.tune_rates(rows)
+    chosen = {g["variant"]: g["rate"] for g in tuned["grid"] if g["selected"]}
+    assert chosen == {"m/canonical": 0.1, "m/none": 0.5}
+    table = compare.summarise(compare.at_selected_rates(rows, tuned))
+    assert [e["variant"] for e in table] == ["m/canonical-rate0.1", "m/none-rate0.5"]
+    assert table[0]["test_accuracy"]["mean"] == pytest.approx(0.95)
+    # The baseline is found at its own chosen rate, and paired by seed.
+    assert table[1]["p_paired"] == 0.0 and table[1]["survives_holm"] is True
+    assert "| m/canonical | 0.1 * | 3 |" in compare.rates_markdown(tuned["grid"])
+    assert compare.tune_rates([r for r in rows if r["config"]["rate"] == 0.1]) is None  # one rate each
+
+
+def test_a_rate_grid_without_validation_loss_is_a_clear_error():
+    rows = [_row("canonical", rate, 0, None, 0.9) for rate in (0.1, 0.5)]
+    with pytest.raises(ValueError, match="no validation loss .*--validation_fraction > 0"):
+        compare.tune_rates(rows)
+
+
+def test_rate_heat_maps_are_written(tmp_path):
+    rows = [_row(p, rate, s, 0.2 + rate, 0.9 + rate / 10, 0.3 - rate / 10)
+            for p in ("canonical", "none") for rate in (0.1, 0.25, 0.5) for s in range(2)]
+    path = str(tmp_path / "rates.png")
+    compare.plot_rates(path, compare.tune_rates(rows)["grid"], "title")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rate_and_norm_lists_sweep_and_name_their_variants():
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", "--model=dense_mlp", "--rate=0.1,0.5", "--norm=none,batch", "--workdir=root"])
+    runs = flags_lib.train_plan(fv)
+    assert sorted(os.path.relpath(w, "root") for _, w in runs) == [
+        "dense_mlp/canonical-batchnorm-rate0.1/seed0", "dense_mlp/canonical-batchnorm-rate0.5/seed0",
+        "dense_mlp/canonical-rate0.1/seed0", "dense_mlp/canonical-rate0.5/seed0"]
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", "--rate=0.1,abc"])
+    with pytest.raises(config_lib.ConfigError, match=r"^--rate must be a number in \[0, 1\), got 'abc'"):
+        flags_lib.train_plan(fv)
+
+
+# ------------------------------------------- identical by construction
+
+
+# canonical and after_activation are one site set under two names (dense1.post:0.5),
+# so only before_activation separates when the rule stops applying.
+@pytest.mark.parametrize("activation,kind,trained", [("relu", "inverted", 1), ("tanh", "inverted", 2),
+                                                     ("relu", "gaussian", 2)])
+def test_the_relu_trio_is_trained_once_and_reported_three_times(tmp_path, activation, kind, trained):
+    base = config_lib.TrainConfig(model="dense_mlp", dataset="tiny", epochs=1, batch_size=16,
+                                  optimizer="adam", learning_rate=0.003, activation=activation, kind=kind)
+    configs = sweep.expand(base, placements=["canonical", "after_activation", "before_activation"])
+    runs = [(c, sweep.run_dir(str(tmp_path), c)) for c in configs]
+    results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    assert sum("identical_to" not in m for _, _, m in results) == trained
+    assert sum(os.path.isdir(os.path.join(w, "saved_model")) for _, w in runs) == trained
+    comparison = compare.compare_runs(str(tmp_path), source=tiny_source())
+    table = {e["variant"]: e for e in comparison["table"]}
+    suffix = ("" if kind == "inverted" else f"-{kind}") + ("" if activation == "relu" else f"-{activation}")
+    assert len(table) == 3
+    identical = {v: e["identical_to"] for v, e in table.items() if e["identical_to"]}
+    if trained == 1:
+        assert identical == {f"dense_mlp/after_activation{suffix}": "dense_mlp/canonical",
+                             f"dense_mlp/before_activation{suffix}": "dense_mlp/canonical"}
+        same = {e["test_accuracy"]["mean"] for e in table.values()}
+        assert len(same) == 1
+        with open(comparison["paths"]["comparison.md"]) as f:
+            assert f.read().count("identical by construction to dense_mlp/canonical") == 2
+        assert "identical by construction to" in sweep.summary(results)
+    else:
+        assert identical == {f"dense_mlp/after_activation{suffix}": f"dense_mlp/canonical{suffix}"}
+        assert table[f"dense_mlp/before_activation{suffix}"]["p_paired"] is not None
+
+
+def test_bn_variance_shift_matches_a_hand_computation():
+    model = models.build("dense_mlp", "dense1.pre:0.5", norm="batch", seed=0)
+    x = np.random.default_rng(3).uniform(0, 1, (64, 28, 28, 1)).astype("float32")
+    bn = model.get_layer("dense1.bn")
+    learned = np.random.default_rng(4).uniform(0.5, 2.0, 128).astype("float32")
+    bn.moving_variance.assign(learned)
+    # What dense1.bn sees when serving: dense1 of the undropped input (no bias with BN).
+    [kernel] = model.get_layer("dense1").get_weights()
+    served = (x.reshape(64, -1).astype(np.float64) @ kernel).var(axis=0)
+    shift = learned / served
+    entry = callbacks_lib.norm_statistics(model, x)["dense1.bn"]
+    assert entry["channels"] == 128
+    assert entry["variance_shift_mean"] == pytest.approx(shift.mean(), rel=1e-4)
+    assert entry["variance_shift_max"] == pytest.approx(shift.max(), rel=1e-4)
+    assert callbacks_lib.norm_statistics(models.build("dense_mlp", seed=0), x) == {}  # no BN, no entry

@@ -245,3 +245,12 @@ def test_eval_rejects_bad_input_in_one_line(eval_main, capsys, args, message):
     assert eval_main(*args) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [err.strip()] and err.startswith(message), err
+
+
+def test_metrics_record_the_sites_as_built_with_rate_and_norm(tmp_path):
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=1, rate=0.3, norm="batch"), str(tmp_path),
+                                         source=tiny_source(), verbose=0)
+    assert metrics["placement_sites"] == "dense1.post:0.3"
+    assert metrics["config"]["norm"] == "batch" and metrics["export_check"]["passed"]
+    assert set(metrics["dropout_stats"]) == {"dense1.post", "dense1.bn"}
+    assert metrics["validation_loss"] > 0 and 0 <= metrics["validation_accuracy"] <= 1
