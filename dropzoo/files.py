@@ -40,8 +40,11 @@ _STRERRORS = {os.strerror(code): code for code in _FIXES}
 
 
 def write_failure(error, path):
-    """A WriteError for `error` if it is a failed write (by errno or its text), else None."""
+    """A WriteError for `error` if it is a failed write (any OSError, or a library error
+    whose text names a write errno), else None."""
     code = getattr(error, "errno", None)
+    if isinstance(error, OSError) and not isinstance(error, DropzooError) and code not in _FIXES:
+        return write_error(path, error)  # another OSError: still one line naming the file
     if code not in _FIXES:
         text = str(error)
         code = next((c for message, c in _STRERRORS.items() if message in text), None)
@@ -82,8 +85,6 @@ def atomic_write(path, write):
         failure = None if isinstance(error, DropzooError) else write_failure(error, path)
         if failure is not None:
             raise failure from None
-        if isinstance(error, OSError) and not isinstance(error, DropzooError):
-            raise write_error(path, error) from None
         raise
     return path
 

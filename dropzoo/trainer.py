@@ -165,7 +165,9 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
             raise failure from None
         finally:
             lock.release()
-    # Each process reports its own identity and weights, so runs can be compared.
+    if loop.chief:
+        return metrics  # finish() described this process already
+    # A worker returns the chief's metrics with its own identity and weights.
     return {**metrics, "strategy": strategies.describe(strategy),
             "weights_sha256": weights_digest(run.model)}
 

@@ -37,3 +37,21 @@ def tiny_config(**overrides):
                   optimizer="adam", learning_rate=0.003, seed=1)
     values.update(overrides)
     return config_lib.TrainConfig(**values)
+
+
+def crash_after_epoch(monkeypatch, epoch, error):
+    """Makes training raise `error` once `epoch` epochs (and their checkpoints) are done.
+
+    Returns a function that undoes it, so the same test can then resume.
+    """
+    from dropzoo import callbacks as callbacks_lib
+
+    real = callbacks_lib.Throughput.on_epoch_end
+
+    def crash(self, index, logs=None):
+        real(self, index, logs)
+        if index + 1 == epoch:
+            raise error
+
+    monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", crash)
+    return lambda: monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", real)

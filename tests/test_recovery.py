@@ -21,7 +21,7 @@ from dropzoo import export
 from dropzoo import files
 from dropzoo import locks
 from dropzoo import trainer
-from conftest import tiny_config, tiny_source
+from conftest import crash_after_epoch, tiny_config, tiny_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small enough to be quick, long enough per epoch (~1.5 s on 2 cores) to be killed inside one;
@@ -272,17 +272,10 @@ def test_a_failed_json_write_leaves_the_old_file_and_no_temporary(tmp_path, monk
 
 def _stopped_after_two_epochs(workdir, monkeypatch):
     """A 3-epoch tiny run that dies after its second checkpoint."""
-    real = callbacks_lib.Throughput.on_epoch_end
-
-    def crash_after_second_epoch(self, epoch, logs=None):
-        real(self, epoch, logs)
-        if epoch == 1:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", crash_after_second_epoch)
+    undo = crash_after_epoch(monkeypatch, 2, RuntimeError("simulated crash"))
     with pytest.raises(RuntimeError, match="simulated crash"):
         trainer.train_and_evaluate(tiny_config(), workdir, source=tiny_source(), verbose=0)
-    monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", real)
+    undo()
     return os.path.join(workdir, "checkpoints")
 
 

@@ -10,14 +10,13 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import evaluate
 from dropzoo import flags as flags_lib
 from dropzoo import trainer
-from conftest import tiny_config, tiny_source
+from conftest import crash_after_epoch, tiny_config, tiny_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,18 +94,11 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     config = tiny_config(model="keras_io_convnet", epochs=3)
     straight = trainer.train_and_evaluate(config, str(tmp_path / "a"), source=tiny_source(), verbose=0)
 
-    real = callbacks_lib.Throughput.on_epoch_end
-
-    def crash_after_second_epoch(self, epoch, logs=None):
-        real(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated kill between epochs")
-
-    monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", crash_after_second_epoch)
+    undo = crash_after_epoch(monkeypatch, 2, KeyboardInterrupt("simulated kill between epochs"))
     with pytest.raises(KeyboardInterrupt):
         trainer.train_and_evaluate(config, str(tmp_path / "b"), source=tiny_source(), verbose=0)
     assert checkpoints.saved_epoch(str(tmp_path / "b" / "checkpoints")) == 2
-    monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", real)
+    undo()
     resumed = trainer.train_and_evaluate(config, str(tmp_path / "b"), source=tiny_source(), verbose=0)
     assert resumed["resumed_from_epoch"] == 2 and resumed["epochs_completed"] == 3
     assert resumed["test_loss"] == straight["test_loss"]
