@@ -3,6 +3,7 @@
     python eval.py --workdir=runs/keras_mnist_cnn/canonical/seed0
     python eval.py --saved_model=PATH --idx_dir=/usr/share/datasets/fashion-mnist
     python eval.py --runs_dir=runs/study --mc_samples=30      # compare a sweep
+    python eval.py --runs_dir=runs/study --mc_samples=20 --ood_idx_dir=/usr/share/datasets/fashion-mnist
 """
 import json
 import os
@@ -27,6 +28,10 @@ def main(argv):
         return errors.fail("give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR")
     if f.mc_samples < 0:
         return errors.fail(f"--mc_samples must be 0 (off) or a positive integer, got {f.mc_samples}")
+    if f.ood_dataset and f.ood_idx_dir:
+        return errors.fail("give at most one of --ood_dataset=NAME and --ood_idx_dir=DIR")
+    if not 0 <= f.mc_seed < 2**31:
+        return errors.fail(f"--mc_seed must be in [0, 2**31), got {f.mc_seed}")
     if f.runs_dir:
         return _compare(f)
     saved_model = f.saved_model or os.path.join(f.workdir, "saved_model")
@@ -34,7 +39,8 @@ def main(argv):
     with errors.one_line():
         result = evaluate.evaluate_on_dataset(saved_model, dataset=f.dataset, idx_dir=f.idx_dir,
                                               tfds_data_dir=f.tfds_data_dir, batch_size=f.batch_size,
-                                              mc_samples=f.mc_samples)
+                                              mc_samples=f.mc_samples, mc_seed=f.mc_seed,
+                                              ood=_ood(f))
         if output:
             evaluate.write_json(output, result)
     print(json.dumps(result, indent=2, sort_keys=True))
@@ -47,14 +53,18 @@ def _compare(f):
                 "idx_dir": f.idx_dir, "tfds_data_dir": f.tfds_data_dir}
     with errors.one_line():
         result = compare.compare_runs(f.runs_dir, output_dir=f.output, mc_samples=f.mc_samples,
-                                      batch_size=f.batch_size, baseline=f.baseline,
-                                      data_override=override)
+                                      mc_seed=f.mc_seed, batch_size=f.batch_size, baseline=f.baseline,
+                                      data_override=override, ood=_ood(f))
     with open(result["paths"]["comparison.md"]) as md:
         print(md.read())
     for name, path in result["paths"].items():
         print(f"{name:<15} {path}")
     print(f"TensorBoard:    tensorboard --logdir {result['paths']['hparams']}  (HParams tab)")
     return 0
+
+
+def _ood(f):
+    return {"dataset": f.ood_dataset, "idx_dir": f.ood_idx_dir}
 
 
 if __name__ == "__main__":

@@ -14,6 +14,12 @@ configuration they recorded (everything but the seed; the group's name,
                          validation accuracy per epoch for each variant
   runs.json              every run's evaluation
   hparams/               TensorBoard HParams summaries of the same numbers
+  rates.md / .png        with several rates per placement: the rate x placement
+                         grid, each placement's rate chosen on validation loss
+  uncertainty.md,        with MC dropout or OOD data: calibration and OOD
+  reliability.png,       detection per variant, reliability diagrams, and NLL
+  mc_samples.png         and ECE against the number of MC samples
+                         (dropzoo.uncertainty_report)
 """
 import csv
 import os
@@ -26,6 +32,7 @@ from dropzoo import evaluate
 from dropzoo import files
 from dropzoo import stats
 from dropzoo import sweep
+from dropzoo import uncertainty_report
 from dropzoo.errors import ExportError
 
 
@@ -82,10 +89,12 @@ def baseline_config(config, baseline):
     return {**config, "placement": baseline, "sites": ""}
 
 
-def evaluate_runs(run_dirs, *, mc_samples=0, batch_size=256, data_override=None, source=None):
+def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_override=None, source=None,
+                  ood_source=None):
     """[{run, variant, seed, metrics..., evaluation...}] for each run directory.
 
-    `source` (a data.Source) tests every run on its test split instead. A
+    `source` (a data.Source) tests every run on its test split instead;
+    `ood_source` adds out-of-distribution detection against its test split. A
     run recorded as identical by construction to another gets that run's
     evaluation (one export, evaluated once) and `identical_to` its path.
     """
@@ -107,7 +116,10 @@ def evaluate_runs(run_dirs, *, mc_samples=0, batch_size=256, data_override=None,
             try:
                 evaluations[trained, key] = evaluate.evaluate_saved_model(
                     os.path.join(trained, "saved_model"),
-                    data_lib.raw_batches(run_source.test, batch_size), mc_samples=mc_samples)
+                    data_lib.raw_batches(run_source.test, batch_size), mc_samples=mc_samples,
+                    mc_seed=mc_seed,
+                    ood_batches=(data_lib.raw_batches(ood_source.test, batch_size)
+                                 if ood_source is not None else None))
             except ExportError as e:
                 raise ExportError(f"run {run}: {e}") from None
         result = evaluations[trained, key]
@@ -128,7 +140,8 @@ def evaluate_runs(run_dirs, *, mc_samples=0, batch_size=256, data_override=None,
     return rows
 
 
-METRICS = ("test_accuracy", "test_loss", "ece", "mc_accuracy", "mc_nll", "mc_ece", "train_time_sec")
+METRICS = ("test_accuracy", "test_loss", "ece", "brier", "mc_accuracy", "mc_nll", "mc_ece", "mc_brier",
+           "train_time_sec") + uncertainty_report.OOD
 
 
 def _without(key, field):
@@ -427,11 +440,18 @@ def _write_text(path, text):
         f.write(text)
 
 
-def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, batch_size=256, baseline="canonical",
-                 data_override=None, source=None):
-    """Evaluates every run below `runs_dir` and writes the comparison; returns paths + table."""
-    rows = evaluate_runs(find_runs(runs_dir), mc_samples=mc_samples, batch_size=batch_size,
-                         data_override=data_override, source=source)
+def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, mc_seed=0, batch_size=256,
+                 baseline="canonical", data_override=None, source=None, ood=None):
+    """Evaluates every run below `runs_dir` and writes the comparison; returns paths + table.
+
+    `ood` ({"dataset", "idx_dir"}, or a data.Source) adds out-of-distribution
+    detection against that data's test split.
+    """
+    run_dirs = find_runs(runs_dir)
+    ood_source = (ood if isinstance(ood, data_lib.Source)
+                  else evaluate.load_ood_source(ood, (data_override or {}).get("tfds_data_dir")))
+    rows = evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
+                         data_override=data_override, source=source, ood_source=ood_source)
     tuned = tune_rates(rows)
     table = summarise(at_selected_rates(rows, tuned) if tuned else rows, baseline)
     output_dir = output_dir or os.path.join(runs_dir, "comparison")
@@ -440,6 +460,10 @@ def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, batch_size=256, bas
              ("comparison.md", "comparison.csv", "comparison.png", "runs.json", "hparams")}
     if tuned:
         paths.update({name: os.path.join(output_dir, name) for name in ("rates.md", "rates.png")})
+    compared = at_selected_rates(rows, tuned) if tuned else rows
+    if uncertainty_report.has_uncertainty(rows):
+        paths.update({name: os.path.join(output_dir, name)
+                      for name in ("uncertainty.md", "reliability.png", "mc_samples.png")})
     sources = sorted({r["data_source"] for r in rows})
     title = f"{runs_dir} — test data: {', '.join(sources)}"
     text = f"Test data: {', '.join(sources)}; {len(rows)} runs.\n\n"
@@ -448,7 +472,15 @@ def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, batch_size=256, bas
     text += markdown(table, baseline)
     files.atomic_write(paths["comparison.md"], lambda tmp: _write_text(tmp, text))
     write_csv(paths["comparison.csv"], table)
-    plot(paths["comparison.png"], table, rows if not tuned else at_selected_rates(rows, tuned), title)
+    plot(paths["comparison.png"], table, compared, title)
+    if "uncertainty.md" in paths:
+        text = f"Test data: {', '.join(sources)}; {len(rows)} runs" + (
+            "; each placement at the rate chosen on validation data.\n\n" if tuned else ".\n\n")
+        text += uncertainty_report.markdown(table, ood_source.name if ood_source else None)
+        files.atomic_write(paths["uncertainty.md"], lambda tmp: _write_text(tmp, text))
+        variants = [e["variant"] for e in table]
+        uncertainty_report.plot_reliability(paths["reliability.png"], compared, variants)
+        uncertainty_report.plot_mc_samples(paths["mc_samples.png"], compared, variants)
     if tuned:
         files.atomic_write(paths["rates.md"], lambda tmp: _write_text(tmp, rates_markdown(tuned["grid"])))
         plot_rates(paths["rates.png"], tuned["grid"], title)

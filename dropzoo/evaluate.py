@@ -10,60 +10,127 @@ import numpy as np
 import tensorflow as tf
 
 from dropzoo import files
-from dropzoo import stats
-from dropzoo.export import MC_DROPOUT_KEY, PROBABILITIES_KEY
-from dropzoo.export import load_serving_fn, serving_input_spec
+from dropzoo import uncertainty
+from dropzoo.export import MC_DRAWS_KEY, MC_DROPOUT_KEY, PROBABILITIES_KEY, SIGNATURE_KEY
+from dropzoo.export import load_serving_fn, load_signatures, serving_input_spec
 
 __all__ = ["evaluate_saved_model", "evaluate_on_dataset", "write_json"]
 
-def evaluate_saved_model(path, batches, *, mc_samples=0):
-    """Accuracy, loss and ECE of the export at `path` over (images, labels) batches.
+def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=None):
+    """Scores of the export at `path` over (images, labels) batches.
 
-    With `mc_samples` > 0 it also scores the `mc_dropout` signature (that many
-    dropout-on passes averaged): mc_accuracy, mc_nll and mc_ece.
+    Deterministic (`serving_default`): accuracy, loss (NLL), ECE, Brier score
+    and a reliability table. With `mc_samples` > 0, the same for the mean of
+    that many dropout-on passes (mc_accuracy, mc_nll, mc_ece, mc_brier,
+    mc_reliability), drawn reproducibly from `mc_seed`, and `mc_curve`: NLL,
+    ECE and Brier of the mean of the first t passes, t = 1..mc_samples. With
+    `ood_batches` (images of another dataset; labels ignored), how well
+    predictive entropy (deterministic and MC) and mutual information (MC)
+    tell those images from the test images: AUROC and FPR at 95% TPR.
     """
+    signatures = load_signatures(path)
     serving_fn = load_serving_fn(path)
     input_name, input_spec = serving_input_spec(serving_fn)
     batches = _check_input_shape(path, input_spec, batches)
-    mc_fn = load_serving_fn(path, MC_DROPOUT_KEY) if mc_samples else None
-    probabilities, mc_probabilities, labels = [], [], []
-    for images, batch_labels in batches:
-        images = _as_uint8(images)
-        result = serving_fn(**{input_name: images})
-        probabilities.append(result[PROBABILITIES_KEY].numpy())
-        labels.append(_as_labels(batch_labels, probabilities[-1]))
-        if mc_fn is not None:
-            mc_probabilities.append(_mc_probabilities(mc_fn, images, mc_samples))
-    if not labels:
+    if mc_samples:
+        load_serving_fn(path, MC_DROPOUT_KEY)  # fail early on an export without MC dropout
+    predict = _Predictor(signatures, input_name, mc_samples, mc_seed)
+    probabilities, draws, labels = predict(batches, need_labels=True)
+    if not len(labels):
         raise ValueError(f"no examples to evaluate {path} on; pass a non-empty dataset")
-    labels = np.concatenate(labels)
-    metrics = _scores(np.concatenate(probabilities), labels)
-    metrics["num_examples"] = int(labels.shape[0])
-    if mc_fn is not None:
-        mc = _scores(np.concatenate(mc_probabilities), labels)
-        metrics.update(mc_accuracy=mc["accuracy"], mc_nll=mc["loss"], mc_ece=mc["ece"],
-                       mc_samples=int(mc_samples))
+    deterministic = uncertainty.scores(probabilities, labels)
+    metrics = {"accuracy": deterministic["accuracy"], "loss": deterministic["nll"],
+               "ece": deterministic["ece"], "brier": deterministic["brier"],
+               "num_examples": int(labels.shape[0]),
+               "reliability": uncertainty.reliability(probabilities, labels)}
+    if mc_samples:
+        mean = draws.mean(axis=0)
+        metrics.update({f"mc_{key}": value for key, value in uncertainty.scores(mean, labels).items()})
+        # Exports from before mc_dropout_draws are sampled unseeded: say so.
+        metrics.update(mc_samples=int(mc_samples), mc_seed=int(mc_seed) if predict.seeded else None,
+                       mc_reliability=uncertainty.reliability(mean, labels),
+                       mc_curve=uncertainty.over_samples(draws, labels))
+    if ood_batches is not None:
+        ood_probabilities, ood_draws, _ = predict(_check_input_shape(path, input_spec, ood_batches),
+                                                  need_labels=False)
+        metrics.update(_ood_metrics(probabilities, draws, ood_probabilities, ood_draws))
     return metrics
 
 
-def _scores(probabilities, labels):
-    """Accuracy (argmax, as class_id), mean cross-entropy and ECE."""
-    return {
-        "accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
-        "loss": stats.negative_log_likelihood(probabilities, labels),
-        "ece": stats.expected_calibration_error(probabilities, labels),
-    }
+# OOD scores: name -> function of (deterministic probabilities, MC draws or None).
+OOD_SCORES = {
+    "entropy": lambda probabilities, draws: uncertainty.predictive_entropy(probabilities),
+    "mc_entropy": lambda probabilities, draws: uncertainty.predictive_entropy(draws.mean(axis=0)),
+    "mc_mutual_information": lambda probabilities, draws: uncertainty.mutual_information(draws),
+}
 
 
-# Examples x samples per mc_dropout call: bounds the tiled batch's memory.
+def _ood_metrics(probabilities, draws, ood_probabilities, ood_draws):
+    """ood_auroc_<score> and ood_fpr95_<score> for every score the evaluation has."""
+    if not len(ood_probabilities):
+        raise ValueError("the out-of-distribution data has no examples; check --ood_dataset/--ood_idx_dir")
+    result = {"ood_num_examples": int(len(ood_probabilities))}
+    # Without dropout every sample is the same pass: mutual information is rounding noise.
+    stochastic = draws is not None and float(np.max(np.std(draws, axis=0))) > NO_SPREAD
+    for name, score in OOD_SCORES.items():
+        if (name.startswith("mc_") and draws is None) or (name == "mc_mutual_information"
+                                                          and not stochastic):
+            continue
+        detection = uncertainty.ood_detection(score(probabilities, draws), score(ood_probabilities, ood_draws))
+        result[f"ood_auroc_{name}"] = detection["auroc"]
+        result[f"ood_fpr95_{name}"] = detection["fpr95"]
+    return result
+
+
+# Largest per-class std over MC samples still taken for "the samples agree" (float32 rounding).
+NO_SPREAD = 1e-6
+
+# Examples x samples per MC call: bounds the tiled batch's memory.
 MC_CHUNK = 4096
 
 
-def _mc_probabilities(mc_fn, images, samples):
-    chunk = max(1, MC_CHUNK // samples)
-    parts = [mc_fn(image=images[i:i + chunk], samples=tf.constant(samples, tf.int32))
-             [PROBABILITIES_KEY].numpy() for i in range(0, int(images.shape[0]), chunk)]
-    return np.concatenate(parts)
+class _Predictor:
+    """Runs an export's signatures over batches: deterministic probabilities and MC draws."""
+
+    def __init__(self, signatures, input_name, mc_samples, mc_seed):
+        self.serving_fn = signatures[SIGNATURE_KEY]
+        self.input_name = input_name
+        self.mc_samples, self.mc_seed = int(mc_samples), int(mc_seed)
+        # Exports from before mc_dropout_draws: one unseeded mc_dropout call per sample.
+        self.draws_fn = signatures.get(MC_DRAWS_KEY)
+        self.mc_fn = signatures.get(MC_DROPOUT_KEY)
+        self.seeded = self.draws_fn is not None
+
+    def __call__(self, batches, need_labels):
+        self.calls = 0
+        probabilities, draws, labels = [], [], []
+        for images, batch_labels in batches:
+            images = _as_uint8(images)
+            probabilities.append(self.serving_fn(**{self.input_name: images})[PROBABILITIES_KEY].numpy())
+            if need_labels:
+                labels.append(_as_labels(batch_labels, probabilities[-1]))
+            if self.mc_samples:
+                draws.append(self._draws(images))
+        probabilities = np.concatenate(probabilities) if probabilities else np.zeros((0, 0))
+        draws = np.concatenate(draws, axis=1) if draws else None
+        return probabilities, draws, (np.concatenate(labels) if labels else np.zeros(0, np.int64))
+
+    def _draws(self, images):
+        """[samples, batch, classes] probabilities of the dropout-on passes."""
+        samples = tf.constant(self.mc_samples, tf.int32)
+        if self.draws_fn is None:
+            return np.stack([self.mc_fn(image=images, samples=tf.constant(1, tf.int32))
+                             [PROBABILITIES_KEY].numpy() for _ in range(self.mc_samples)])
+        chunk = max(1, MC_CHUNK // self.mc_samples)
+        parts = []
+        for i in range(0, int(images.shape[0]), chunk):
+            # Each call its own seed (else every chunk would get the same masks); the
+            # sequence depends only on mc_seed and the batching, so results repeat.
+            seed = tf.constant((self.mc_seed * 1_000_003 + self.calls) % 2**31, tf.int32)
+            self.calls += 1
+            parts.append(self.draws_fn(image=images[i:i + chunk], samples=samples, seed=seed)
+                         [PROBABILITIES_KEY].numpy())
+        return np.concatenate(parts, axis=1)
 
 
 def _check_input_shape(path, input_spec, batches):
@@ -129,17 +196,35 @@ def _as_labels(labels, probabilities):
 
 
 def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=None, batch_size=256,
-                        mc_samples=0):
-    """Evaluates the export at `path` on a dataset's test split; returns the result dict."""
+                        mc_samples=0, mc_seed=0, ood=None):
+    """Evaluates the export at `path` on a dataset's test split; returns the result dict.
+
+    `ood` ({"dataset", "idx_dir"}, as load_source takes them) adds
+    out-of-distribution detection against that dataset's test split.
+    """
     from dropzoo import data as data_lib  # only this entry point needs the data stack
 
     load_serving_fn(path)  # fail on a broken export before loading any data
     source = data_lib.load_source(dataset, idx_dir=idx_dir, tfds_data_dir=tfds_data_dir,
                                   need_train=False)
-    result = evaluate_saved_model(path, data_lib.raw_batches(source.test, batch_size),
-                                  mc_samples=mc_samples)
+    ood_source = load_ood_source(ood, tfds_data_dir)
+    result = evaluate_saved_model(
+        path, data_lib.raw_batches(source.test, batch_size), mc_samples=mc_samples, mc_seed=mc_seed,
+        ood_batches=data_lib.raw_batches(ood_source.test, batch_size) if ood_source else None)
     result.update(saved_model=os.path.abspath(path), data_source=source.name, split="test")
+    if ood_source is not None:
+        result["ood_data_source"] = ood_source.name
     return result
+
+
+def load_ood_source(ood, tfds_data_dir=None):
+    """The out-of-distribution data.Source named by `ood` ({"dataset", "idx_dir"}), or None."""
+    if not ood or not (ood.get("dataset") or ood.get("idx_dir")):
+        return None
+    from dropzoo import data as data_lib
+
+    return data_lib.load_source(ood.get("dataset") or "mnist", idx_dir=ood.get("idx_dir"),
+                                tfds_data_dir=tfds_data_dir, need_train=False)
 
 
 def write_json(path, result):

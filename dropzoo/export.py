@@ -24,11 +24,16 @@ from dropzoo.preprocess import scale
 
 SIGNATURE_KEY = "serving_default"
 MC_DROPOUT_KEY = "mc_dropout"
+MC_SEEDED_KEY = "mc_dropout_seeded"
+MC_DRAWS_KEY = "mc_dropout_draws"
 INPUT_KEY = "image"
 PROBABILITIES_KEY = "probabilities"
 CLASS_ID_KEY = "class_id"
 STD_KEY = "probabilities_std"
 SAMPLES_KEY = "samples"
+SEED_KEY = "seed"
+ENTROPY_KEY = "predictive_entropy"
+MUTUAL_INFORMATION_KEY = "mutual_information"
 OUTPUT_MODES = ("probabilities", "logits")
 
 # Largest |served - keras| allowed by verify_export, per compute dtype. float32
@@ -54,10 +59,19 @@ _RANDOM_OP_PATTERN = re.compile(
 def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True):
     """Atomically write `model` as a uint8-in SavedModel at `path`; returns the path.
 
-    With `mc_dropout` the export also gets an `mc_dropout` signature: `image`
-    plus an int32 `samples` count in, the mean and per-class standard
-    deviation of `samples` dropout-on passes out. A model without dropout gets
-    it too (deterministic then), so every export answers the same requests.
+    With `mc_dropout` the export also gets three Monte Carlo dropout signatures,
+    which run the part of the network before the first dropout layer once and
+    repeat only the rest per sample (`models.MonteCarlo`):
+
+    - `mc_dropout(image, samples)`: the mean, per-class standard deviation,
+      predictive entropy and mutual information of `samples` dropout-on passes;
+    - `mc_dropout_seeded(image, samples, seed)`: the same, with masks drawn
+      from the int32 `seed` (statelessly), so a request can be repeated exactly;
+    - `mc_dropout_draws(image, samples, seed)`: every pass's probabilities,
+      [samples, batch, classes], for evaluation.
+
+    A model without dropout gets them too (deterministic then), so every
+    export answers the same requests.
     """
     if outputs not in OUTPUT_MODES:
         raise ValueError(f"outputs={outputs!r} is not one of {OUTPUT_MODES}")
@@ -65,10 +79,14 @@ def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True)
     endpoints = {SIGNATURE_KEY: (_make_serving_fn(model, outputs, training=False), [input_spec])}
     tracked = [model]
     if mc_dropout:
-        mc_model = models.mc_dropout_model(model)
-        tracked.append(mc_model)
+        mc = models.MonteCarlo(model)
+        tracked += mc.models
         samples_spec = tf.TensorSpec((), tf.int32, name=SAMPLES_KEY)
-        endpoints[MC_DROPOUT_KEY] = (_make_mc_dropout_fn(mc_model, outputs), [input_spec, samples_spec])
+        seed_spec = tf.TensorSpec((), tf.int32, name=SEED_KEY)
+        endpoints[MC_DROPOUT_KEY] = (_make_mc_dropout_fn(mc, outputs), [input_spec, samples_spec])
+        endpoints[MC_SEEDED_KEY] = (_make_mc_dropout_seeded_fn(mc, outputs),
+                                    [input_spec, samples_spec, seed_spec])
+        endpoints[MC_DRAWS_KEY] = (_make_mc_draws_fn(mc, outputs), [input_spec, samples_spec, seed_spec])
     archive = _build_archive(tracked, endpoints)
     return _write_atomically(archive, path)
 
@@ -100,21 +118,56 @@ def _make_serving_fn(model, outputs, training):
     return serve
 
 
-def _make_mc_dropout_fn(mc_model, outputs):
-    """uint8 image, samples -> mean and std of `samples` dropout-on passes."""
+def _draws(mc, images, samples, outputs):
+    """float32 probabilities of `samples` dropout-on passes: [samples, batch, classes]."""
+    draws = tf.cast(mc.draws(scale(images), samples), tf.float32)
+    return tf.nn.softmax(draws, axis=-1) if outputs == "logits" else draws
+
+
+def _mc_summary(draws):
+    """The mean prediction and its uncertainty over the samples' axis 0."""
+    mean = tf.reduce_mean(draws, axis=0)
+    entropy = _entropy(mean)
+    result = _outputs_dict(mean)
+    result[STD_KEY] = tf.math.reduce_std(draws, axis=0)
+    result[ENTROPY_KEY] = entropy
+    # I(y; w) = H(E[p]) - E[H(p)]: >= 0 in exact arithmetic; rounding may dip below.
+    result[MUTUAL_INFORMATION_KEY] = tf.maximum(entropy - tf.reduce_mean(_entropy(draws), axis=0), 0.0)
+    return result
+
+
+def _entropy(probabilities):
+    """-sum p log p over the last axis, in nats (0 log 0 = 0)."""
+    return -tf.reduce_sum(tf.math.xlogy(probabilities, probabilities), axis=-1)
+
+
+def _make_mc_dropout_fn(mc, outputs):
+    """uint8 image, samples -> mean, std, entropy and mutual information of the passes."""
 
     def mc_dropout(image, samples):
-        images = scale(image)
-        batch = tf.shape(images)[0]
-        # One call over the batch tiled `samples` times: each copy draws its own masks.
-        tiled = tf.tile(images, tf.concat([[samples], tf.ones([3], tf.int32)], axis=0))
-        draws = _probabilities(mc_model, tiled, outputs, training=False)
-        draws = tf.reshape(draws, [samples, batch, -1])
-        result = _outputs_dict(tf.reduce_mean(draws, axis=0))
-        result[STD_KEY] = tf.math.reduce_std(draws, axis=0)
-        return result
+        return _mc_summary(_draws(mc, image, samples, outputs))
 
     return mc_dropout
+
+
+def _make_mc_dropout_seeded_fn(mc, outputs):
+    """As mc_dropout, with every mask drawn from the request's `seed`."""
+
+    def mc_dropout_seeded(image, samples, seed):
+        with models.request_seed(seed):
+            return _mc_summary(_draws(mc, image, samples, outputs))
+
+    return mc_dropout_seeded
+
+
+def _make_mc_draws_fn(mc, outputs):
+    """uint8 image, samples, seed -> every pass's probabilities (seeded)."""
+
+    def mc_dropout_draws(image, samples, seed):
+        with models.request_seed(seed):
+            return {PROBABILITIES_KEY: _draws(mc, image, samples, outputs)}
+
+    return mc_dropout_draws
 
 
 def _probabilities(model, images, outputs, training):
@@ -237,6 +290,17 @@ def _missing_parts(path):
 
 def load_serving_fn(path, signature=SIGNATURE_KEY):
     """A signature (default `serving_default`) of the SavedModel at `path` (no Keras)."""
+    signatures = load_signatures(path)
+    if signature not in signatures:
+        raise ExportError(
+            f"SavedModel at {path} has no {signature!r} signature (has {sorted(signatures)}); "
+            "re-export it with dropzoo.export.export_saved_model(model, path)"
+        )
+    return signatures[signature]
+
+
+def load_signatures(path):
+    """{name: signature} of the SavedModel at `path`; ExportError if it cannot be loaded."""
     path = os.fspath(path)
     fix = "re-export it with dropzoo.export.export_saved_model(model, path)"
     if not os.path.exists(path):
@@ -255,12 +319,7 @@ def load_serving_fn(path, signature=SIGNATURE_KEY):
             f"cannot load SavedModel at {path}: {type(error).__name__}: "
             f"{_first_line(error)}; {fix}"
         ) from error
-    if signature not in loaded.signatures:
-        raise ExportError(
-            f"SavedModel at {path} has no {signature!r} signature "
-            f"(has {sorted(loaded.signatures)}); {fix}"
-        )
-    return loaded.signatures[signature]
+    return dict(loaded.signatures)
 
 
 def _first_line(error):
@@ -286,7 +345,8 @@ def verify_export(path, model, images, *, outputs="probabilities", tolerance=Non
         raise ValueError(
             f"images must be a uint8 [B, H, W, C] batch, got {images.dtype} {images.shape}"
         )
-    serving_fn = load_serving_fn(path)
+    signatures = load_signatures(path)
+    serving_fn = load_serving_fn(path) if SIGNATURE_KEY not in signatures else signatures[SIGNATURE_KEY]
     problems = signature_problems(serving_fn)
     if problems:
         raise ExportError(f"export at {path} failed verification: signature: {'; '.join(problems)}")
@@ -303,11 +363,24 @@ def verify_export(path, model, images, *, outputs="probabilities", tolerance=Non
         "tolerance": float(tolerance),
         "num_examples": int(images.shape[0]),
     }
+    seeded = signatures.get(MC_SEEDED_KEY)
+    if seeded is not None:
+        report["mc_seeded_repeatable"] = _seeded_repeatable(seeded, images)
     failures = _failures(report, outputs)
     report["passed"] = not failures
     if failures:
         raise ExportError(f"export at {path} failed verification: {'; '.join(failures)}", report)
     return report
+
+
+def _seeded_repeatable(seeded_fn, images):
+    """Whether two seeded MC calls with one seed agree bitwise (every mask follows the seed)."""
+    def call():
+        result = seeded_fn(**{INPUT_KEY: tf.constant(images), SAMPLES_KEY: tf.constant(2),
+                              SEED_KEY: tf.constant(1)})
+        return result[PROBABILITIES_KEY].numpy()
+
+    return bool(np.array_equal(call(), call()))
 
 
 def _check_image_shape(serving_fn, images):
@@ -338,6 +411,9 @@ def _failures(report, outputs):
         failures.append(f"random ops in serving graph {types} (dropout on?)")
     if not report["bitwise_repeatable"]:
         failures.append("two calls on the same batch differ (dropout on?)")
+    if report.get("mc_seeded_repeatable") is False:
+        failures.append(f"two {MC_SEEDED_KEY} calls with one seed differ (a dropout layer "
+                        "that ignores models.request_seed?)")
     if not report["max_abs_diff_vs_keras"] <= report["tolerance"]:
         failures.append(
             f"probabilities differ from the Keras model (training=False, "

@@ -100,8 +100,19 @@ def define_eval_flags(fv=FLAGS):
                         "writes comparison.md/.csv/.png and HParams summaries to <runs_dir>/comparison.",
                         flag_values=fv)
     flags.DEFINE_integer("mc_samples", 0,
-                         "Also score Monte Carlo dropout: this many dropout-on passes averaged.",
+                         "Also score Monte Carlo dropout: this many dropout-on passes averaged "
+                         "(plus NLL/ECE/Brier of the mean of the first t passes, t = 1..N).",
                          flag_values=fv)
+    flags.DEFINE_integer("mc_seed", 0, "Seed of the MC dropout masks (the export's mc_dropout_draws "
+                         "signature), so an evaluation repeats exactly.", flag_values=fv)
+    flags.DEFINE_string("ood_dataset", None,
+                        "Out-of-distribution detection: score this dataset's test split (a tfds "
+                        "name, e.g. fashion_mnist or kmnist where prepared) against the test data "
+                        "by predictive entropy and MC mutual information: AUROC, FPR at 95%% TPR.",
+                        flag_values=fv)
+    flags.DEFINE_string("ood_idx_dir", None,
+                        "As --ood_dataset, from IDX .gz files (t10k-*), e.g. "
+                        "/usr/share/datasets/fashion-mnist.", flag_values=fv)
     flags.DEFINE_string("baseline", "canonical", "Variant the comparison's t-tests compare against.",
                         flag_values=fv)
     flags.DEFINE_string("workdir", None, "A training workdir; evaluates <workdir>/saved_model.", flag_values=fv)

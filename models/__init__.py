@@ -16,15 +16,16 @@ same network by construction.
 Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 """
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
-from models.layers import KINDS, check_kind, dropout_layers, mc_dropout_model
+from models.layers import KINDS, check_kind, dropout_layers, request_seed
+from models.mc_dropout import MonteCarlo, mc_dropout_model, mc_dropout_split
 from models.network import ACTIVATIONS, NORMS, check_activation, check_norm
 from models.registry import (OPTIONS, ConstructionKey, build, construction_key, get_spec,
                              list_models, list_placements, resolve_placement)
 from models.sites import Site, check_rate, format_placement
 
 __all__ = [
-    "ACTIVATIONS", "KINDS", "NORMS", "OPTIONS", "ConstructionKey", "Site", "build",
+    "ACTIVATIONS", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "ConstructionKey", "Site", "build",
     "check_activation", "check_kind", "check_norm", "check_rate", "construction_key",
     "dropout_layers", "format_placement", "get_spec", "list_models", "list_placements",
-    "mc_dropout_model", "resolve_placement",
+    "mc_dropout_model", "mc_dropout_split", "request_seed", "resolve_placement",
 ]

@@ -31,7 +31,10 @@ The two forms Keras lacks are defined here, in float32 as well:
   spatial positions of a feature map (one noise value per channel), the
   Gaussian counterpart of SpatialDropout2D.
 """
+import contextlib
+import contextvars
 import math
+import zlib
 
 import keras
 from keras import ops
@@ -48,6 +51,48 @@ def check_kind(kind):
     if kind not in KINDS:
         raise ValueError(f"unknown dropout kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     return kind
+
+
+# A request's seed, while `request_seed` is in effect (set while tracing a seeded call).
+_REQUEST_SEED = contextvars.ContextVar("dropout_request_seed", default=None)
+
+
+@contextlib.contextmanager
+def request_seed(seed):
+    """Within it, every dropout layer of this module draws from `seed` instead of its state.
+
+    `seed` is an int scalar (a tensor inside a traced function). Each layer
+    draws from the stateless seed pair (seed, its own stream), its stream
+    being the seed it was built with (or a hash of its name), so the layers
+    of one call draw independent masks, and the same `seed` gives the same
+    masks every time. Nothing shared is read or written: concurrent calls
+    with other seeds, and unseeded calls, are undisturbed.
+    """
+    token = _REQUEST_SEED.set(seed)
+    try:
+        yield
+    finally:
+        _REQUEST_SEED.reset(token)
+
+
+class _FixedSeed(keras.random.SeedGenerator):
+    """A SeedGenerator that hands out one fixed seed pair and holds no state."""
+
+    def __init__(self, seed_pair):  # no super().__init__(): no state variable to create
+        self._seed_pair = seed_pair
+
+    def next(self, ordered=True):
+        return self._seed_pair
+
+
+def seed_source(layer):
+    """The SeedGenerator `layer` draws from: its SeedGenerator, or the request's seed under `request_seed`."""
+    request = _REQUEST_SEED.get()
+    if request is None:
+        return layer.seed_generator
+    stream = layer.seed if isinstance(layer.seed, int) else zlib.crc32(layer.name.encode())
+    dtype = "int32" if keras.backend.backend() == "tensorflow" else "uint32"
+    return _FixedSeed(ops.stack([ops.cast(request, dtype), ops.cast(stream % 2**31, dtype)]))
 
 
 def _in_float32(inputs, apply):
@@ -73,7 +118,7 @@ class Float32Dropout(keras.layers.Dropout):
     def call(self, inputs, training=False):
         if training and self.rate > 0:
             return _in_float32(inputs, lambda x: keras.random.dropout(
-                x, self.rate, noise_shape=self.noise_shape, seed=self.seed_generator))
+                x, self.rate, noise_shape=self.noise_shape, seed=seed_source(self)))
         return inputs
 
 
@@ -94,7 +139,7 @@ class Float32SpatialDropout2D(keras.layers.SpatialDropout2D):
         if training and self.rate > 0:
             noise_shape = _channel_noise_shape(inputs, self.data_format)
             return _in_float32(inputs, lambda x: keras.random.dropout(
-                x, self.rate, noise_shape=noise_shape, seed=self.seed_generator))
+                x, self.rate, noise_shape=noise_shape, seed=seed_source(self)))
         return inputs
 
 
@@ -114,7 +159,7 @@ class Float32GaussianDropout(keras.layers.GaussianDropout):
         if training and self.rate > 0:
             return _in_float32(inputs, lambda x: x * keras.random.normal(
                 ops.shape(x), mean=1.0, stddev=_gaussian_stddev(self.rate),
-                dtype=NOISE_DTYPE, seed=self.seed_generator))
+                dtype=NOISE_DTYPE, seed=seed_source(self)))
         return inputs
 
 
@@ -137,7 +182,7 @@ class ClassicDropout(keras.layers.Layer):
         if self.rate == 0:
             return inputs
         shape = _channel_noise_shape(inputs) if self.spatial else ops.shape(inputs)
-        uniform = keras.random.uniform(shape, dtype=NOISE_DTYPE, seed=self.seed_generator)
+        uniform = keras.random.uniform(shape, dtype=NOISE_DTYPE, seed=seed_source(self))
         keep = ops.cast(ops.greater_equal(uniform, self.rate), NOISE_DTYPE)
         return _in_float32(inputs, lambda x: x * keep)
 
@@ -168,7 +213,7 @@ class SpatialGaussianDropout(keras.layers.Layer):
             mean=1.0,
             stddev=_gaussian_stddev(self.rate),
             dtype=NOISE_DTYPE,
-            seed=self.seed_generator,
+            seed=seed_source(self),
         )
         return _in_float32(inputs, lambda x: x * noise)
 
@@ -195,6 +240,19 @@ def make_dropout(kind, rate, *, spatial=False, seed=None, name=None):
     return Float32GaussianDropout(rate, seed=seed, name=name)
 
 
+def float32_call(layer):
+    """`layer.call`, or for a stock Keras dropout layer the call of its float32 subclass here.
+
+    The subclasses keep Keras' attributes and arithmetic, so calling theirs on
+    a stock layer draws the same masks under float32 (and correct ones under
+    mixed precision), and honours `request_seed`, which Keras' own calls do not.
+    """
+    stock = {keras.layers.Dropout: Float32Dropout, keras.layers.SpatialDropout2D: Float32SpatialDropout2D,
+             keras.layers.GaussianDropout: Float32GaussianDropout}
+    ours = stock.get(type(layer))
+    return layer.call if ours is None else ours.call.__get__(layer)
+
+
 def dropout_layers(model):
     """The model's dropout layers (any kind), in graph order."""
     types = (
@@ -205,40 +263,3 @@ def dropout_layers(model):
         SpatialGaussianDropout,
     )
     return [layer for layer in model.layers if isinstance(layer, types)]
-
-
-class AlwaysOn(keras.layers.Layer):
-    """Runs a dropout layer in training mode whatever `training` says.
-
-    Only the dropout layer is switched on: calling the whole model with
-    training=True would also put layers such as BatchNormalization into
-    training mode (batch statistics, moving-average updates).
-    """
-
-    def __init__(self, layer, **kwargs):
-        super().__init__(name=f"{layer.name}.mc", dtype=layer.dtype_policy, **kwargs)
-        self.layer = layer
-
-    def call(self, inputs, training=None):
-        # `call`, not `__call__`: Keras 3.15's `__call__` stores an explicit
-        # training=True in the call context the whole outer call shares, so every
-        # later layer called without `training` (BatchNormalization) would train
-        # too. This layer's own `__call__` already cast `inputs` to the dtype policy.
-        return self.layer.call(inputs, training=True)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-def mc_dropout_model(model):
-    """A model sharing `model`'s layers and weights whose dropout is always on.
-
-    Averaging its outputs over several calls is Monte Carlo dropout
-    (Gal & Ghahramani, 2016).
-    """
-    dropout = set(id(layer) for layer in dropout_layers(model))
-
-    def clone(layer):
-        return AlwaysOn(layer) if id(layer) in dropout else layer
-
-    return keras.models.clone_model(model, clone_function=clone)

@@ -87,10 +87,21 @@ def bfloat16_policy():
 def test_signature_names_dtypes_shapes(prob_export):
     _, path = prob_export
     signatures = tf.saved_model.load(path).signatures
-    assert set(signatures) == {"serving_default", "mc_dropout"}
-    mc_args = signatures["mc_dropout"].structured_input_signature[1]
-    assert mc_args == {"image": tf.TensorSpec((None,) + SHAPE, tf.uint8, name="image"),
-                       "samples": tf.TensorSpec((), tf.int32, name="samples")}
+    assert set(signatures) == {"serving_default", "mc_dropout", "mc_dropout_seeded", "mc_dropout_draws"}
+    image = tf.TensorSpec((None,) + SHAPE, tf.uint8, name="image")
+    samples = tf.TensorSpec((), tf.int32, name="samples")
+    seed = tf.TensorSpec((), tf.int32, name="seed")
+    assert signatures["mc_dropout"].structured_input_signature[1] == {"image": image, "samples": samples}
+    for name in ("mc_dropout_seeded", "mc_dropout_draws"):
+        assert signatures[name].structured_input_signature[1] == {
+            "image": image, "samples": samples, "seed": seed}
+    summary = {"probabilities": [None, NUM_CLASSES], "probabilities_std": [None, NUM_CLASSES],
+               "class_id": [None], "predictive_entropy": [None], "mutual_information": [None]}
+    for name in ("mc_dropout", "mc_dropout_seeded"):
+        outputs = signatures[name].structured_outputs
+        assert {k: v.shape.as_list() for k, v in outputs.items()} == summary
+    draws = signatures["mc_dropout_draws"].structured_outputs
+    assert {k: v.shape.as_list() for k, v in draws.items()} == {"probabilities": [None, None, NUM_CLASSES]}
     fn = signatures["serving_default"]
     args, kwargs = fn.structured_input_signature
     assert args == ()
@@ -110,7 +121,8 @@ def test_saved_model_cli_shows_exactly_the_signature(prob_export):
         cli + ["show", "--dir", path, "--all"], capture_output=True, text=True, check=True
     ).stdout
     blocks = dict(re.findall(r"signature_def\['(\w+)'\]:(.*?)(?=signature_def\[|\Z)", shown, re.S))
-    assert set(blocks) == {"__saved_model_init_op", "serving_default", "mc_dropout"}
+    assert set(blocks) == {"__saved_model_init_op", "serving_default", "mc_dropout",
+                           "mc_dropout_seeded", "mc_dropout_draws"}
     block = blocks["serving_default"]
     assert re.findall(r"inputs\['(\w+)'\]", block) == ["image"]
     assert sorted(re.findall(r"outputs\['(\w+)'\]", block)) == ["class_id", "probabilities"]
@@ -170,7 +182,8 @@ def test_mc_dropout_is_stochastic_and_serving_default_is_not(prob_export):
     mc = loaded.signatures["mc_dropout"]
     first = mc(image=images, samples=tf.constant(16))
     second = mc(image=images, samples=tf.constant(16))
-    assert set(first) == {"probabilities", "probabilities_std", "class_id"}
+    assert set(first) == {"probabilities", "probabilities_std", "class_id", "predictive_entropy",
+                          "mutual_information"}
     assert first["probabilities"].shape == (8, NUM_CLASSES)
     assert first["probabilities_std"].shape == (8, NUM_CLASSES)
     np.testing.assert_allclose(first["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
@@ -195,9 +208,57 @@ def test_mc_dropout_without_dropout_equals_serving_default(tmp_path):
                                loaded.signatures["serving_default"](image=images)["probabilities"].numpy(),
                                rtol=1e-6)
     np.testing.assert_allclose(mc["probabilities_std"].numpy(), 0.0, atol=1e-7)
+    np.testing.assert_allclose(mc["mutual_information"].numpy(), 0.0, atol=1e-6)
+
+
+def test_seeded_signatures_repeat_per_seed_and_unseeded_calls_differ(prob_export):
+    _, path = prob_export
+    signatures = tf.saved_model.load(path).signatures
+    images, samples = tf.constant(make_images(8)), tf.constant(6)
+
+    def seeded(seed, name="mc_dropout_seeded"):
+        result = signatures[name](image=images, samples=samples, seed=tf.constant(seed))
+        return {key: value.numpy() for key, value in result.items()}
+
+    def unseeded():
+        return signatures["mc_dropout"](image=images, samples=samples)["probabilities"].numpy()
+
+    first, again, other = seeded(1), seeded(1), seeded(2)
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key])
+    assert not np.array_equal(first["probabilities"], other["probabilities"])
+    # Seeded calls leave the shared seed state alone: unseeded calls still differ.
+    assert not np.array_equal(unseeded(), unseeded())
+    # The draws behind a seeded summary: the same seed gives the same passes.
+    draws = seeded(1, "mc_dropout_draws")["probabilities"]
+    assert draws.shape == (6, 8, NUM_CLASSES)
+    np.testing.assert_allclose(draws.mean(axis=0), first["probabilities"], atol=1e-6)
+    # Entropy of the mean, and mutual information = that minus the mean entropy.
+    entropy = -(first["probabilities"] * np.log(first["probabilities"])).sum(axis=1)
+    mean_entropy = -(draws * np.log(draws)).sum(axis=2).mean(axis=0)
+    np.testing.assert_allclose(first["predictive_entropy"], entropy, rtol=1e-5)
+    np.testing.assert_allclose(first["mutual_information"], np.maximum(entropy - mean_entropy, 0),
+                               atol=1e-6)
+    assert (first["mutual_information"] > 0).all()
 
 
 # ------------------------------------------------------------ verification
+
+
+class StatefulOnlyDropout(keras.layers.Dropout):
+    """A dropout layer that always draws from its own state, ignoring models.request_seed."""
+
+    def call(self, inputs, training=False):
+        return keras.random.dropout(inputs, self.rate, seed=self.seed_generator) if training else inputs
+
+
+def test_verify_export_fails_when_a_dropout_layer_ignores_the_request_seed(tmp_path):
+    image = keras.Input(shape=SHAPE, name="image")
+    x = StatefulOnlyDropout(0.5)(keras.layers.Dense(8)(keras.layers.Flatten()(image)))
+    model = keras.Model(image, keras.layers.Softmax()(keras.layers.Dense(NUM_CLASSES)(x)))
+    path = export_saved_model(model, tmp_path / "m")
+    with pytest.raises(ExportError, match="mc_dropout_seeded calls with one seed differ"):
+        verify_export(path, model, make_images())
 
 
 def test_verify_export_passes_on_good_export(prob_export):
@@ -210,6 +271,7 @@ def test_verify_export_passes_on_good_export(prob_export):
         "random_ops": [],
         "tolerance": 1e-5,
         "num_examples": 16,
+        "mc_seeded_repeatable": True,
     }
     assert report["max_abs_diff_vs_keras"] <= 1e-5
 

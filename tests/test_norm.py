@@ -14,6 +14,7 @@ import pytest
 import models
 from models import equivalence
 from models import layers as dropout_lib
+from models import mc_dropout as mc_lib
 from models import network
 from test_models import PARAMS, assert_sites_where_named
 
@@ -271,7 +272,7 @@ def test_mc_dropout_keeps_batch_norm_in_inference_mode():
 
 def test_mc_check_fails_when_the_wrapper_switches_the_whole_call_to_training(monkeypatch):
     """The old AlwaysOn (`self.layer(inputs, training=True)`) trains every BN after it."""
-    monkeypatch.setattr(dropout_lib.AlwaysOn, "call",
+    monkeypatch.setattr(mc_lib.AlwaysOn, "call",
                         lambda self, inputs, training=None: self.layer(inputs, training=True))
     model = models.build("dense_mlp", "dense1.prenorm:0.5", norm="batch", seed=0)
     bn = model.get_layer("dense1.bn")

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from benchmarks import common, input_pipeline, serving, train_throughput
+from benchmarks import common, input_pipeline, mc_dropout, serving, train_throughput
 from dropzoo import config as config_lib
 from dropzoo import performance
 from dropzoo import trainer
@@ -214,3 +214,12 @@ def test_serving_benchmark_returns_its_numbers():
         assert figures["p50_ms"] > 0 and figures["p99_ms"] >= figures["p50_ms"] and figures["examples_per_sec"] > 0
     assert {"throughput_ratio_vs_predict", "pass_throughput", "pass_latency"} <= set(result)
     assert "serving_default / model.predict" in serving.report(result)
+
+
+def test_mc_dropout_benchmark_returns_its_numbers():
+    result = mc_dropout.run(samples=3, batch_size=8, rounds=2, log=lambda *_: None)
+    assert set(result["methods"]) == set(mc_dropout.METHODS)
+    assert result["methods"]["serving_default"]["ratio"] == 1.0
+    assert all(m["ms"] > 0 for m in result["methods"].values())
+    assert result["mc_over_deterministic"] == result["methods"]["mc_dropout_draws"]["ratio"]
+    assert "mc_dropout_draws (T=3) / serving_default" in mc_dropout.report(result)

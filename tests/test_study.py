@@ -14,6 +14,7 @@ import models
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import compare
 from dropzoo import config as config_lib
+from dropzoo import data as data_lib
 from dropzoo import flags as flags_lib
 from dropzoo import stats
 from dropzoo import sweep
@@ -101,7 +102,9 @@ def study(tmp_path_factory):
     configs = sweep.expand(base, placements=["canonical", "before_activation"], seeds=2)
     runs = [(c, sweep.run_dir(root, c)) for c in configs]
     results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
-    comparison = compare.compare_runs(root, mc_samples=8, source=tiny_source())
+    noise = np.random.default_rng(5).integers(0, 256, (24, 28, 28, 1)).astype(np.uint8)
+    ood = data_lib.array_source("noise", None, (noise, np.zeros(24, np.int64)))
+    comparison = compare.compare_runs(root, mc_samples=8, source=tiny_source(), ood=ood)
     return root, runs, results, comparison
 
 
@@ -153,7 +156,17 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
     assert before["identical_to"] == "dense_mlp/canonical" and before["p_paired"] is None
     assert before["test_accuracy"] == canonical["test_accuracy"]
     assert canonical["p_vs_baseline"] is None
-    assert {"ece", "mc_accuracy", "mc_nll", "mc_ece", "train_time_sec"} <= set(canonical)
+    assert {"ece", "brier", "mc_accuracy", "mc_nll", "mc_ece", "mc_brier", "train_time_sec",
+            "ood_auroc_entropy", "ood_fpr95_mc_mutual_information"} <= set(canonical)
+    with open(paths["uncertainty.md"]) as f:
+        uncertainty_text = f.read()
+    assert "Out-of-distribution data: noise" in uncertainty_text
+    assert "| MC Brier |" in uncertainty_text and "OOD AUROC (mc mutual information)" in uncertainty_text
+    cell = f"{canonical['ood_auroc_entropy']['mean']:.4f} ± {canonical['ood_auroc_entropy']['ci95']:.4f}"
+    assert cell in uncertainty_text
+    for name in ("reliability.png", "mc_samples.png"):
+        with open(paths[name], "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(paths["comparison.md"]) as f:
         text = f.read()
     assert "| dense_mlp/canonical | 2 |" in text and "p vs canonical" in text and "MC acc %" in text

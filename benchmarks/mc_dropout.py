@@ -1,0 +1,142 @@
+"""MC dropout evaluation (T samples) against deterministic evaluation, in one run.
+
+    python benchmarks/mc_dropout.py                 # T=20, batch 256 (~1 min on 2 cores)
+    python benchmarks/mc_dropout.py --samples=50 --precision=float32
+
+Builds canonical keras_mnist_cnn under the trainer's precision, exports it
+with `dropzoo.export.export_saved_model`, reloads it, and times, per batch
+of raw uint8 images:
+
+* `serving_default`: one deterministic pass (the unit every ratio is in);
+* `mc_dropout_draws` (T samples): what `eval.py --mc_samples=T` calls: the
+  part before the first dropout site once, the rest T times;
+* `mc_dropout` (T samples): the same plus the mean, std, entropy and mutual
+  information a server returns;
+* naive MC (T samples): every sample a whole pass over the tiled batch, as
+  the export did before it reused the prefix (a tf.function of
+  `models.MonteCarlo(model, reuse_prefix=False)`, traced here).
+
+Calls take turns, one of each per round, so other load hits all alike.
+Target: `mc_dropout_draws` at T=20 costs at most 5x a deterministic pass.
+"""
+import os
+import sys
+import tempfile
+import time
+
+if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+
+from dropzoo import flags as flags_lib  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import models  # noqa: E402
+from dropzoo import export as export_lib  # noqa: E402
+from dropzoo import performance  # noqa: E402
+from dropzoo.preprocess import scale  # noqa: E402
+
+TARGET = 5.0
+METHODS = ("serving_default", "mc_dropout_draws", "mc_dropout", "naive MC")
+
+
+def callers(signatures, naive, samples):
+    """{method: f(uint8 images) -> NumPy result}."""
+    image, count = export_lib.INPUT_KEY, tf.constant(samples, tf.int32)
+    seed = tf.constant(0, tf.int32)
+    probabilities = export_lib.PROBABILITIES_KEY
+    return {
+        "serving_default": lambda raw: signatures[export_lib.SIGNATURE_KEY](**{image: raw})[
+            probabilities].numpy(),
+        "mc_dropout_draws": lambda raw: signatures[export_lib.MC_DRAWS_KEY](
+            **{image: raw, export_lib.SAMPLES_KEY: count, export_lib.SEED_KEY: seed})[probabilities].numpy(),
+        "mc_dropout": lambda raw: signatures[export_lib.MC_DROPOUT_KEY](
+            **{image: raw, export_lib.SAMPLES_KEY: count})[probabilities].numpy(),
+        "naive MC": lambda raw: naive(raw, count).numpy(),
+    }
+
+
+def time_rounds(calls, raw, rounds, warmup=2):
+    """{method: [seconds per call]}, the methods taking turns each round."""
+    raw = tf.constant(raw)
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn(raw)
+    seconds = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn(raw)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def run(*, precision="auto", samples=20, batch_size=256, rounds=10, seed=0, log=print):
+    policy, _ = performance.choose_precision(precision)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = models.build("keras_mnist_cnn", "canonical", seed=seed)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    whole = models.MonteCarlo(model, reuse_prefix=False)
+    naive = tf.function(lambda raw, count: whole.draws(scale(raw), count))
+    raw = np.random.default_rng(seed).integers(0, 256, (batch_size,) + tuple(model.inputs[0].shape[1:]),
+                                               dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as workdir:
+        path = export_lib.export_saved_model(model, os.path.join(workdir, "saved_model"))
+        loaded = tf.saved_model.load(path)
+        log(f"batch {batch_size}, T={samples}: {rounds} rounds ...")
+        seconds = time_rounds(callers(loaded.signatures, naive, samples), raw, rounds)
+    # The median call: robust to the shared machine's slow phases, which hit all methods alike.
+    median = {name: common.percentile(values, 50) for name, values in seconds.items()}
+    unit = median["serving_default"]
+    result = {"machine": common.machine(), "precision": policy, "batch_size": batch_size,
+              "samples": samples, "rounds": rounds,
+              "methods": {name: {"ms": 1000 * median[name], "ratio": median[name] / unit} for name in METHODS}}
+    result["mc_over_deterministic"] = result["methods"]["mc_dropout_draws"]["ratio"]
+    result["passed"] = result["mc_over_deterministic"] <= TARGET
+    return result
+
+
+def report(result):
+    rows = [[name, f"{m['ms']:.1f}", f"{m['ratio']:.2f}x"] for name, m in result["methods"].items()]
+    return "\n".join([
+        f"MC dropout: keras_mnist_cnn canonical ({result['precision']}), batch {result['batch_size']}, "
+        f"T={result['samples']}, median of {result['rounds']} calls each",
+        f"machine: {result['machine']}",
+        "",
+        common.table(["method", "ms per batch", "x deterministic"], rows),
+        "",
+        f"mc_dropout_draws (T={result['samples']}) / serving_default = "
+        f"{result['mc_over_deterministic']:.2f}x  (target <= {TARGET:g}x)  {common.verdict(result['passed'])}",
+    ])
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("precision", "auto", "auto (the trainer's default), float32, mixed_bfloat16, ...")
+    flags.DEFINE_integer("samples", 20, "MC dropout samples T.")
+    flags.DEFINE_integer("batch_size", 256, "Examples per call.")
+    flags.DEFINE_integer("rounds", 10, "Timed calls per method.")
+    flags.DEFINE_integer("seed", 0, "Seed of the model's weights.")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # the SavedModel writer's INFO lines bury the table
+    result = run(precision=FLAGS.precision, samples=FLAGS.samples, batch_size=FLAGS.batch_size,
+                 rounds=FLAGS.rounds, seed=FLAGS.seed)
+    print(report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()  # here, not at import: tests import several benchmarks at once
+    app.run(main, flags_parser=flags_lib.parse_or_exit)

@@ -1,0 +1,118 @@
+"""What a model's probabilities say beyond accuracy: calibration and out-of-distribution scores.
+
+Plain NumPy in, plain numbers out, so each is checked against hand-computed
+values. scikit-learn supplies the Brier score, the ROC curve and AUROC, and
+the reliability curve; entropies are in nats.
+
+- `brier_score`: mean over examples of sum_k (p_k - [y = k])^2 (0 best, 2 worst).
+- `predictive_entropy`: H(p) = -sum_k p_k log p_k.
+- `mutual_information`: H(mean_s p_s) - mean_s H(p_s) over MC samples s, the
+  part of the predictive entropy due to disagreement between dropout masks
+  (Gal, 2016, "Uncertainty in deep learning", section 3.3.1).
+- `ood_detection`: AUROC and FPR at 95% TPR of a score that should be higher
+  on out-of-distribution examples (the positives) than on in-distribution ones.
+- `reliability`: accuracy and mean confidence per equal-width confidence bin.
+- `over_samples`: NLL, ECE and Brier of the mean of the first t samples, t = 1..T.
+"""
+import warnings
+
+import numpy as np
+from sklearn import calibration
+from sklearn import metrics
+
+from dropzoo import stats
+
+# Equal-width confidence bins for ECE and reliability diagrams (Guo et al., 2017).
+BINS = 15
+# Out-of-distribution detection reports the false-positive rate at this true-positive rate.
+TPR_TARGET = 0.95
+
+
+def brier_score(probabilities, labels):
+    """Multi-class Brier score: mean squared distance from the one-hot label."""
+    p = np.asarray(probabilities, np.float64)
+    with warnings.catch_warnings():
+        # float32 softmax rows sum to 1 within ~1e-7, outside scikit-learn's float64 check.
+        warnings.filterwarnings("ignore", message="The y_prob values do not sum to one")
+        return float(metrics.brier_score_loss(np.asarray(labels), p, labels=np.arange(p.shape[1]),
+                                              scale_by_half=False))
+
+
+def predictive_entropy(probabilities):
+    """H(p) per example, in nats (0 log 0 = 0)."""
+    p = np.asarray(probabilities, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(p), 0.0)
+    return -terms.sum(axis=-1)
+
+
+def mutual_information(draws):
+    """I(y; w) per example from MC draws [samples, batch, classes], in nats (clipped at 0)."""
+    d = np.asarray(draws, np.float64)
+    return np.maximum(predictive_entropy(d.mean(axis=0)) - predictive_entropy(d).mean(axis=0), 0.0)
+
+
+def ood_detection(in_scores, out_scores):
+    """{"auroc", "fpr95"}: how well `score` separates OOD (positive) from in-distribution.
+
+    FPR95 is the fraction of in-distribution examples scored at least as high
+    as the threshold that flags 95% of the OOD examples (lower is better).
+    """
+    y = np.concatenate([np.zeros(len(in_scores)), np.ones(len(out_scores))])
+    s = np.concatenate([np.asarray(in_scores, np.float64), np.asarray(out_scores, np.float64)])
+    if len(in_scores) == 0 or len(out_scores) == 0:
+        raise ValueError("OOD detection needs in-distribution and out-of-distribution examples")
+    fpr, tpr, _ = metrics.roc_curve(y, s)
+    return {"auroc": float(metrics.roc_auc_score(y, s)),
+            "fpr95": float(fpr[np.searchsorted(tpr, TPR_TARGET, side="left")])}
+
+
+def reliability(probabilities, labels, bins=BINS):
+    """Accuracy and mean top-class confidence per equal-width confidence bin, (lo, hi].
+
+    {"edges": bins + 1 edges, "count": per bin, "accuracy" and "confidence":
+    per bin, None where the bin is empty}; the bins of expected_calibration_error.
+    """
+    p = np.asarray(probabilities, np.float64)
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
+    accuracy, mean_confidence = calibration.calibration_curve(
+        correct, confidence, n_bins=bins, strategy="uniform", pos_label=1.0)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], confidence), minlength=bins)  # its binning
+    filled = np.flatnonzero(counts)
+    per_bin = {"accuracy": [None] * bins, "confidence": [None] * bins}
+    for k, b in enumerate(filled):
+        per_bin["accuracy"][b] = float(accuracy[k])
+        per_bin["confidence"][b] = float(mean_confidence[k])
+    return {"edges": edges.tolist(), "count": counts.tolist(), **per_bin}
+
+
+def pool_reliability(tables):
+    """One reliability table from several over the same bins (e.g. one per seed)."""
+    counts = np.sum([t["count"] for t in tables], axis=0)
+    pooled = {"edges": tables[0]["edges"], "count": counts.tolist()}
+    for key in ("accuracy", "confidence"):
+        weighted = np.sum([[0.0 if v is None else v * n for v, n in zip(t[key], t["count"])]
+                           for t in tables], axis=0)
+        pooled[key] = [float(w / n) if n else None for w, n in zip(weighted, counts)]
+    return pooled
+
+
+def over_samples(draws, labels):
+    """{"samples": [1..T], "nll": [...], "ece": [...], "brier": [...]} of the running MC mean."""
+    d = np.asarray(draws, np.float64)
+    running = np.cumsum(d, axis=0) / np.arange(1, d.shape[0] + 1)[:, None, None]
+    return {"samples": list(range(1, d.shape[0] + 1)),
+            "nll": [stats.negative_log_likelihood(p, labels) for p in running],
+            "ece": [stats.expected_calibration_error(p, labels) for p in running],
+            "brier": [brier_score(p, labels) for p in running]}
+
+
+def scores(probabilities, labels):
+    """accuracy, nll, ece and brier of one set of predictions."""
+    p = np.asarray(probabilities)
+    return {"accuracy": float(np.mean(p.argmax(axis=1) == np.asarray(labels))),
+            "nll": stats.negative_log_likelihood(p, labels),
+            "ece": stats.expected_calibration_error(p, labels),
+            "brier": brier_score(p, labels)}

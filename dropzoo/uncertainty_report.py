@@ -1,0 +1,127 @@
+"""The uncertainty part of a comparison: a table and two figures, from evaluated runs.
+
+    uncertainty.md   per variant, mean ± 95% CI half-width over seeds: NLL,
+                     Brier and ECE of the deterministic export and of MC
+                     dropout, and out-of-distribution AUROC / FPR95 of each score
+    reliability.png  one panel per variant: accuracy against confidence per
+                     bin, seeds pooled, deterministic and MC dropout
+    mc_samples.png   NLL and ECE of the MC mean against the number of samples T
+
+Rows and table entries are those of `dropzoo.compare` (`evaluate_runs`,
+`summarise`); the numbers come from `dropzoo.uncertainty`.
+"""
+import numpy as np
+
+from dropzoo import files
+from dropzoo import uncertainty
+from dropzoo.evaluate import OOD_SCORES
+
+CALIBRATION = ("test_loss", "brier", "ece", "mc_nll", "mc_brier", "mc_ece")
+OOD = tuple(f"ood_{measure}_{score}" for score in OOD_SCORES for measure in ("auroc", "fpr95"))
+METRICS = CALIBRATION + OOD
+
+_HEADINGS = {"test_loss": "NLL", "brier": "Brier", "ece": "ECE", "mc_nll": "MC NLL",
+             "mc_brier": "MC Brier", "mc_ece": "MC ECE",
+             **{f"ood_{m}_{s}": f"OOD {m.upper() if m == 'auroc' else 'FPR95'} ({s.replace('_', ' ')})"
+                for s in OOD_SCORES for m in ("auroc", "fpr95")}}
+
+
+def has_uncertainty(rows):
+    """Whether the runs were evaluated with MC dropout or against OOD data."""
+    return any(r.get("mc_nll") is not None or r.get(OOD[0]) is not None for r in rows)
+
+
+def _cell(entry, metric):
+    if metric not in entry:
+        return ""
+    s = entry[metric]
+    text = f"{s['mean']:.4f}"
+    return text if np.isnan(s["ci95"]) else f"{text} ± {s['ci95']:.4f}"
+
+
+def markdown(table, ood_source=None):
+    """Calibration, then OOD detection, per variant (mean ± 95% CI half-width over seeds)."""
+    lines = ["Each cell: mean ± 95% CI half-width over seeds. `=`: identical by construction "
+             "to another variant (same numbers).", ""]
+    lines += _table(table, CALIBRATION, "Calibration (lower is better)")
+    if any(m in e for e in table for m in OOD):
+        lines += ["", f"Out-of-distribution data: {ood_source or 'given'} (test split), the "
+                  "positives. Scores: predictive entropy of the deterministic export (entropy) and "
+                  "of the MC mean (mc entropy), and the MC mutual information (absent where the "
+                  "variant has no dropout: its samples agree). AUROC: higher is better; FPR95 "
+                  "(false-positive rate at 95% true-positive rate): lower is better.", ""]
+        lines += _table(table, OOD, "OOD detection")
+    return "\n".join(lines) + "\n"
+
+
+def _table(table, metrics, title):
+    metrics = [m for m in metrics if any(m in e for e in table)]
+    head = ["variant", "seeds"] + [_HEADINGS[m] for m in metrics]
+    lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for e in table:
+        cells = [e["variant"], str(e["seeds"])]
+        cells += ["="] * len(metrics) if e.get("identical_to") else [_cell(e, m) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _grid(count):
+    columns = min(4, count)
+    return columns, -(-count // columns)
+
+
+def plot_reliability(path, rows, variants):
+    """Reliability diagrams, one panel per variant, seeds pooled."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns, lines = _grid(len(variants))
+    fig, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 3.2 * lines), squeeze=False)
+    for ax, variant in zip(axes.flat, variants):
+        runs = [r for r in rows if r["variant"] == variant]
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        for key, label, style in (("reliability", "deterministic", "o-"), ("mc_reliability", "MC dropout", "s--")):
+            tables = [r[key] for r in runs if r.get(key)]
+            if tables:
+                pooled = uncertainty.pool_reliability(tables)
+                filled = [i for i, n in enumerate(pooled["count"]) if n]
+                ax.plot([pooled["confidence"][i] for i in filled], [pooled["accuracy"][i] for i in filled],
+                        style, markersize=3, label=label)
+        ax.set_title(variant, fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence", fontsize=7)
+        ax.set_ylabel("accuracy", fontsize=7)
+        ax.legend(fontsize=6, loc="upper left")
+    for ax in list(axes.flat)[len(variants):]:
+        ax.axis("off")
+    fig.suptitle("Reliability per variant (seeds pooled; on the diagonal = calibrated)", fontsize=9)
+    fig.tight_layout()
+    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def plot_mc_samples(path, rows, variants):
+    """NLL and ECE of the MC mean against the number of samples, mean over seeds per variant."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for variant in variants:
+        curves = [r["mc_curve"] for r in rows if r["variant"] == variant and r.get("mc_curve")]
+        if not curves:
+            continue
+        samples = curves[0]["samples"]
+        for ax, key in ((left, "nll"), (right, "ece")):
+            ax.plot(samples, np.mean([c[key] for c in curves], axis=0), marker=".", label=variant)
+    for ax, name in ((left, "test NLL"), (right, "test ECE")):
+        ax.set_xlabel("MC samples T")
+        ax.set_ylabel(f"{name} of the MC mean (mean over seeds)")
+        ax.set_title(f"{name} against the number of MC dropout samples", fontsize=9)
+    if left.lines:
+        left.legend(fontsize=7)
+    fig.tight_layout()
+    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)

@@ -1,0 +1,179 @@
+"""Monte Carlo dropout (Gal & Ghahramani, 2016): average several dropout-on passes.
+
+    mc = models.mc_dropout_model(model)           # dropout always on, BN in inference
+    mc = models.MonteCarlo(model)                 # prefix run once, the rest per sample
+    draws = mc.draws(images, samples=20)          # [20, batch, classes]
+    with models.request_seed(7):                  # the same masks on every call
+        draws = mc.draws(images, samples=20)
+
+Everything before the first dropout layer is the same in every sample, so
+`MonteCarlo.draws` runs that prefix once per batch and repeats only the rest
+on the prefix output expanded to `samples` copies, sample-major: row
+s * batch + i is sample s of example i, exactly the rows a naive pass over
+the tiled images would have. Given the same masks (`request_seed`,
+`fast_masks=False`) the two paths give the same samples, up to float
+rounding. A model whose other branches bypass the first dropout layer has
+no such split; it is sampled whole.
+"""
+import keras
+from keras import ops
+
+from models.layers import (NOISE_DTYPE, ClassicDropout, Float32Dropout, dropout_layers, float32_call,
+                           seed_source)
+
+
+class AlwaysOn(keras.layers.Layer):
+    """Runs a dropout layer in training mode whatever `training` says.
+
+    Only the dropout layer is switched on: calling the whole model with
+    training=True would also put layers such as BatchNormalization into
+    training mode (batch statistics, moving-average updates).
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(name=f"{layer.name}.mc", dtype=layer.dtype_policy, **kwargs)
+        self.layer = layer
+
+    def call(self, inputs, training=None):
+        # `call`, not `__call__`: Keras 3.15's `__call__` stores an explicit
+        # training=True in the call context the whole outer call shares, so every
+        # later layer called without `training` (BatchNormalization) would train
+        # too. This layer's own `__call__` already cast `inputs` to the dtype policy.
+        # A stock Keras dropout layer runs the zoo's float32 form of its call.
+        return float32_call(self.layer)(inputs, training=True)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def mc_dropout_model(model):
+    """A model sharing `model`'s layers and weights whose dropout is always on."""
+    dropout = set(id(layer) for layer in dropout_layers(model))
+
+    def clone(layer):
+        return AlwaysOn(layer) if id(layer) in dropout else layer
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def mc_dropout_split(model):
+    """(prefix, first, rest) sharing `model`'s weights, or None where there is no such split.
+
+    `prefix` maps the model's input to the input of `first`, the first dropout
+    layer, with dropout off; `rest` maps the output of `first` to the model's
+    output with every later dropout layer always on. None if the model has
+    no dropout layer, or if a path from the input to the output bypasses
+    `first`.
+    """
+    layers = dropout_layers(model)
+    if not layers or len(model.inputs) != 1:
+        return None
+    first = layers[0]
+    mc = mc_dropout_model(model)
+    switched = next(layer for layer in mc.layers if isinstance(layer, AlwaysOn) and layer.layer is first)
+    try:
+        prefix = keras.Model(model.inputs[0], first.input, name=f"{model.name}_prefix")
+        rest = keras.Model(switched.output, mc.outputs, name=f"{model.name}_mc_rest")
+    except ValueError:  # another branch needs the model's input: not a split point
+        return None
+    return prefix, first, rest
+
+
+class MonteCarlo:
+    """Draws MC-dropout samples of a model, reusing its deterministic prefix where it has one.
+
+    `MonteCarlo(model).draws(images, samples)` is the [samples, batch, ...]
+    outputs of `samples` dropout-on passes. The prefix runs once; the first
+    dropout layer expands its output to the samples; the rest runs on them.
+
+    `fast_masks` (TensorFlow backend): the first layer, if it is element-wise
+    inverted or classic dropout, cuts its masks from 32-bit random words, 4
+    (8-bit) or 2 (16-bit) per word, and drops a unit where its word is below
+    round(rate * 2^bits) (`bernoulli_samples`), masking the prefix output by
+    broadcasting instead of tiling it first: exactly Bernoulli(rate) where
+    rate is a multiple of 2^-8 (0.25, 0.5), else within 2^-17 of it (7.6e-6;
+    the precision tests allow far more), at a quarter or half the random
+    words and one pass fewer over the samples. Its masks are not the
+    layer's own draws: `fast_masks=False` draws those.
+    `reuse_prefix=False` makes every sample a whole pass of
+    `mc_dropout_model(model)` over the tiled images (the naive path).
+    """
+
+    def __init__(self, model, reuse_prefix=True, fast_masks=True):
+        split = mc_dropout_split(model) if reuse_prefix else None
+        if split is None:
+            self.prefix, self.first, self.rest = None, None, mc_dropout_model(model)
+        else:
+            self.prefix, self.first, self.rest = split
+        self.fast_masks = fast_masks and self.first is not None and _fast_form(self.first) is not None
+
+    @property
+    def models(self):
+        """The Keras models it calls (to track when exporting)."""
+        return [m for m in (self.prefix, self.rest) if m is not None]
+
+    def draws(self, images, samples):
+        if self.prefix is None:
+            expanded = _tile(images, samples)
+        else:
+            features = self.prefix(images, training=False)
+            if self.fast_masks:
+                expanded = bernoulli_samples(self.first, features, samples)
+            else:
+                expanded = float32_call(self.first)(_tile(features, samples), training=True)
+        outputs = self.rest(expanded, training=False)
+        return ops.reshape(outputs, [samples, -1, *outputs.shape[1:]])
+
+
+def _tile(x, samples):
+    """`samples` copies of the batch `x`, sample-major."""
+    return ops.tile(x, [samples] + [1] * (len(x.shape) - 1))
+
+
+def _fast_form(layer):
+    """The scale of kept units if `layer` is element-wise Bernoulli dropout, else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    if type(layer) in (keras.layers.Dropout, Float32Dropout) and layer.noise_shape is None:
+        return 1.0 / (1.0 - layer.rate) if layer.rate < 1 else 0.0
+    if isinstance(layer, ClassicDropout) and not layer.spatial:
+        return 1.0
+    return None
+
+
+def mask_bits(rate):
+    """Bits per mask word: 8 where rate * 2^8 is a whole number (then exact), else 16."""
+    return 8 if float(rate * 256).is_integer() else 16
+
+
+def bernoulli_samples(layer, features, samples):
+    """`layer`'s dropout over `samples` copies of `features`: [samples * batch, ...], sample-major.
+
+    Each unit of each copy is dropped where its b-bit random word is below
+    round(rate * 2^b), and kept units are scaled as the layer scales them,
+    in float32, rounded once to the compute dtype. b is 8 where that is
+    exact (rate a multiple of 2^-8: 0.25, 0.5, ...), else 16 (drop
+    probability within 2^-17 of `rate`); the words are cut from 32-bit
+    Philox words drawn statelessly from the layer's seed source, so
+    `request_seed` applies.
+    """
+    import tensorflow as tf  # the fast form exists for the TensorFlow backend only
+
+    bits = mask_bits(layer.rate)
+    per_word, word_dtype = 32 // bits, (tf.uint8 if bits == 8 else tf.uint16)
+    threshold = tf.constant(int(round(layer.rate * 2**bits)), word_dtype)
+    seed = tf.convert_to_tensor(seed_source(layer).next())
+    if seed.dtype != tf.int32:  # SeedGenerator state is int64; stateless ops want int32
+        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+    shape = tf.shape(features)
+    last = features.shape[-1]
+    groups = -(-last // per_word)
+    words = tf.random.stateless_uniform(tf.concat([[samples], shape[:-1], [groups]], axis=0), seed,
+                                        minval=None, maxval=None, dtype=tf.uint32)
+    parts = tf.bitcast(words, word_dtype)  # [..., groups, per_word]
+    parts = tf.reshape(parts, tf.concat([tf.shape(parts)[:-2], [groups * per_word]], axis=0))
+    if groups * per_word != last:
+        parts = parts[..., :last]
+    kept = tf.cast(features, NOISE_DTYPE) * _fast_form(layer)
+    out = tf.where(parts >= threshold, kept[tf.newaxis], tf.zeros((), NOISE_DTYPE))
+    return tf.cast(tf.reshape(out, tf.concat([[-1], shape[1:]], axis=0)), features.dtype)

@@ -1,0 +1,206 @@
+"""Calibration and OOD scores by hand, MC dropout that reuses the prefix, and their evaluation."""
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+from models import mc_dropout as mc_lib
+from dropzoo import uncertainty
+from dropzoo.evaluate import evaluate_saved_model
+from dropzoo.export import export_saved_model
+from dropzoo.preprocess import scale
+
+
+# ------------------------------------------------------------ by hand
+
+
+def test_brier_score_by_hand():
+    p = [[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.2, 0.3, 0.5]]
+    # (0.1^2 + 0.1^2), (0.6^2 + 0.6^2 + 0), (0.2^2 + 0.3^2 + 0.5^2)
+    expected = (0.02 + 0.72 + 0.38) / 3
+    assert uncertainty.brier_score(p, [0, 1, 2]) == pytest.approx(expected, abs=1e-12)
+    assert uncertainty.brier_score([[1.0, 0.0]], [0]) == 0.0
+    assert uncertainty.brier_score([[0.0, 1.0]], [0]) == 2.0
+
+
+def test_entropy_and_mutual_information_by_hand():
+    assert uncertainty.predictive_entropy([[0.5, 0.5], [1.0, 0.0]]) == pytest.approx([math.log(2), 0.0])
+    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert uncertainty.predictive_entropy([[0.75, 0.25]])[0] == pytest.approx(h)
+    # Two samples of one example that disagree: [0.5, 0.5] and [1, 0].
+    draws = np.array([[[0.5, 0.5]], [[1.0, 0.0]]])
+    assert uncertainty.mutual_information(draws)[0] == pytest.approx(h - math.log(2) / 2)
+    # Samples that agree carry no mutual information, however uncertain each is.
+    agree = np.array([[[0.5, 0.5]], [[0.5, 0.5]]])
+    assert uncertainty.mutual_information(agree)[0] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_auroc_and_fpr95_by_hand():
+    # OOD scores 0.25 and 0.4 against in-distribution 0.1, 0.2, 0.3: 5 of 6 pairs ranked right.
+    result = uncertainty.ood_detection([0.1, 0.2, 0.3], [0.25, 0.4])
+    assert result["auroc"] == pytest.approx(5 / 6)
+    # Flagging 95% of OOD needs the threshold at 0.25, which also flags 0.3: 1 of 3.
+    assert result["fpr95"] == pytest.approx(1 / 3)
+    separated = uncertainty.ood_detection([0.1, 0.2], [0.3, 0.9])
+    assert separated == {"auroc": 1.0, "fpr95": 0.0}
+    # 20 OOD scores 1..20 against in-distribution 0.5 and 18.5: 95% TPR keeps 19 of
+    # them (threshold 2), above which 18.5 lies: FPR 1/2.
+    assert uncertainty.ood_detection([0.5, 18.5], np.arange(1, 21))["fpr95"] == 0.5
+    with pytest.raises(ValueError, match="needs in-distribution and out-of-distribution"):
+        uncertainty.ood_detection([], [0.3])
+
+
+def test_reliability_bins_match_ece_and_pool_by_count():
+    p = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.55, 0.45]])
+    labels = [0, 1, 1, 0]
+    table = uncertainty.reliability(p, labels, bins=5)
+    # Confidences 0.9, 0.6, 0.8, 0.55 in (lo, hi] bins of width 0.2.
+    assert table["count"] == [0, 0, 2, 1, 1]
+    assert table["accuracy"] == [None, None, 0.5, 1.0, 1.0]
+    assert table["confidence"] == pytest.approx([None, None, 0.575, 0.8, 0.9])
+    ece = sum(n / 4 * abs(a - c) for n, a, c in zip(table["count"], table["accuracy"], table["confidence"])
+              if n)
+    from dropzoo import stats
+    assert stats.expected_calibration_error(p, labels, bins=5) == pytest.approx(ece)
+    other = uncertainty.reliability(p, [0, 0, 1, 0], bins=5)
+    pooled = uncertainty.pool_reliability([table, other])
+    assert pooled["count"] == [0, 0, 4, 2, 2]
+    assert pooled["accuracy"][2] == pytest.approx((0.5 * 2 + 1.0 * 2) / 4)
+
+
+def test_scores_over_samples_use_the_running_mean():
+    draws = np.array([[[0.5, 0.5]], [[1.0, 0.0]], [[0.9, 0.1]]])
+    curve = uncertainty.over_samples(draws, [0])
+    assert curve["samples"] == [1, 2, 3]
+    means = [0.5, 0.75, (0.5 + 1.0 + 0.9) / 3]
+    assert curve["nll"] == pytest.approx([-math.log(m) for m in means])
+    assert curve["brier"] == pytest.approx([2 * (1 - m) ** 2 for m in means])
+    assert curve["ece"] == pytest.approx([1 - m for m in means])
+
+
+# ------------------------------------------------------------ MC dropout paths
+
+
+@pytest.mark.parametrize("placement,kind", [("canonical", "inverted"), ("conv", "gaussian"),
+                                            ("spatial", "classic")])
+def test_reusing_the_prefix_equals_the_naive_path_for_the_same_masks(placement, kind):
+    model = models.build("keras_mnist_cnn", placement, kind=kind, seed=3)
+    images = np.random.RandomState(0).rand(6, 28, 28, 1).astype("float32")
+    reuse = models.MonteCarlo(model, fast_masks=False)
+    naive = models.MonteCarlo(model, reuse_prefix=False)
+    assert reuse.prefix is not None and naive.prefix is None
+    # The prefix ends where the first dropout layer starts.
+    first = models.dropout_layers(model)[0]
+    assert tuple(reuse.prefix.output.shape) == tuple(first.input.shape)
+    with models.request_seed(tf.constant(11)):
+        fast = np.asarray(reuse.draws(images, 4))
+        slow = np.asarray(naive.draws(images, 4))
+    assert fast.shape == (4, 6, 10)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(fast[0], fast[1])  # the samples drew different masks
+    deterministic = model(images, training=False).numpy()
+    assert not np.allclose(fast[0], deterministic)
+
+
+def test_a_model_whose_input_bypasses_the_first_dropout_is_sampled_whole():
+    image = keras.Input(shape=(8,), name="image")
+    hidden = keras.layers.Dropout(0.5, seed=1)(keras.layers.Dense(8)(image))
+    skip = keras.layers.Dense(8)(image)  # reaches the output without passing dropout
+    model = keras.Model(image, keras.layers.Dense(3)(keras.layers.Add()([hidden, skip])))
+    assert models.mc_dropout_split(model) is None
+    mc = models.MonteCarlo(model)
+    assert mc.prefix is None
+    x = np.ones((2, 8), "float32")
+    with models.request_seed(tf.constant(5)):
+        first, second = np.asarray(mc.draws(x, 3)), np.asarray(mc.draws(x, 3))
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("rate,bits", [(0.1, 16), (0.25, 8), (0.4, 16), (0.5, 8)])
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_fast_masks_are_bernoulli_at_the_rate_with_the_exact_scale(rate, bits, policy):
+    assert mc_lib.mask_bits(rate) == bits
+    layer = models.layers.Float32Dropout(rate, seed=1, dtype=policy)
+    ones = tf.ones([500, 10, 10, 2], layer.compute_dtype)  # odd groups for 8-bit words: sliced
+    out = mc_lib.bernoulli_samples(layer, ones, 2).numpy().astype(np.float64)
+    assert out.shape == (1000, 10, 10, 2)
+    dropped = float(np.mean(out == 0))
+    assert abs(dropped - rate) < 4 * math.sqrt(rate * (1 - rate) / out.size)
+    kept = np.unique(out[out != 0])
+    scale = np.float32(1 / (1 - rate))  # float32, then one rounding to the compute dtype
+    assert kept.tolist() == [float(tf.cast(tf.constant(scale), layer.compute_dtype).numpy())]
+    with models.request_seed(tf.constant(4)):
+        first = mc_lib.bernoulli_samples(layer, ones, 2).numpy()
+        again = mc_lib.bernoulli_samples(layer, ones, 2).numpy()
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first[:500], first[500:])  # the copies draw their own masks
+
+
+def test_fast_masks_keep_classic_units_unscaled_and_leave_other_forms_alone():
+    classic = models.layers.ClassicDropout(0.25, seed=1)
+    out = mc_lib.bernoulli_samples(classic, tf.ones([100, 40]), 3).numpy()
+    assert set(np.unique(out).tolist()) == {0.0, 1.0}
+    spatial = models.build("keras_mnist_cnn", "spatial", seed=0)
+    assert not models.MonteCarlo(spatial).fast_masks  # one mask per channel: the layer draws it
+    assert models.MonteCarlo(models.build("keras_mnist_cnn", "canonical", seed=0)).fast_masks
+
+
+def test_fast_mc_samples_average_to_the_deterministic_output():
+    model = models.build("keras_mnist_cnn", "canonical", seed=0)
+    images = np.random.RandomState(1).rand(3, 28, 28, 1).astype("float32")
+    with models.request_seed(tf.constant(2)):
+        fast = np.asarray(models.MonteCarlo(model).draws(images, 400))
+        layer_masks = np.asarray(models.MonteCarlo(model, fast_masks=False).draws(images, 400))
+    # Both are unbiased estimates of the same dropout-on mean; 400 samples agree closely.
+    np.testing.assert_allclose(fast.mean(axis=0), layer_masks.mean(axis=0), atol=0.02)
+
+
+# ------------------------------------------------------------ evaluation
+
+
+SHAPE = (8, 8, 1)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    image = keras.Input(shape=SHAPE, name="image")
+    x = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(image))
+    x = keras.layers.Dropout(0.5, seed=2)(x)
+    model = keras.Model(image, keras.layers.Dense(3, activation="softmax")(x))
+    return model, export_saved_model(model, tmp_path_factory.mktemp("unc") / "saved_model")
+
+
+def _batches(images, labels, size=16):
+    return [(images[i:i + size], labels[i:i + size]) for i in range(0, len(images), size)]
+
+
+def test_evaluation_reports_calibration_curves_and_ood_detection(export):
+    model, path = export
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 100, (40,) + SHAPE).astype(np.uint8)
+    labels = model(scale(images), training=False).numpy().argmax(axis=1)  # confident, right
+    ood = rng.randint(150, 256, (30,) + SHAPE).astype(np.uint8)
+    result = evaluate_saved_model(path, _batches(images, labels), mc_samples=5, mc_seed=3,
+                                  ood_batches=_batches(ood, np.zeros(30, np.int64)))
+    probabilities = model(scale(images), training=False).numpy()
+    assert result["brier"] == pytest.approx(uncertainty.brier_score(probabilities, labels), abs=1e-6)
+    assert sum(result["reliability"]["count"]) == 40
+    assert result["mc_curve"]["samples"] == [1, 2, 3, 4, 5]
+    assert result["mc_curve"]["nll"][-1] == pytest.approx(result["mc_nll"])
+    assert result["mc_curve"]["ece"][-1] == pytest.approx(result["mc_ece"])
+    assert result["mc_seed"] == 3 and result["ood_num_examples"] == 30
+    for score in ("entropy", "mc_entropy", "mc_mutual_information"):
+        assert 0.0 <= result[f"ood_auroc_{score}"] <= 1.0
+        assert 0.0 <= result[f"ood_fpr95_{score}"] <= 1.0
+    in_entropy = uncertainty.predictive_entropy(probabilities)
+    out_entropy = uncertainty.predictive_entropy(model(scale(ood), training=False).numpy())
+    assert result["ood_auroc_entropy"] == pytest.approx(
+        uncertainty.ood_detection(in_entropy, out_entropy)["auroc"], abs=1e-6)
+    again = evaluate_saved_model(path, _batches(images, labels), mc_samples=5, mc_seed=3)
+    assert again["mc_nll"] == result["mc_nll"]  # the same seed: the same masks
+    other = evaluate_saved_model(path, _batches(images, labels), mc_samples=5, mc_seed=4)
+    assert other["mc_nll"] != result["mc_nll"]
