@@ -59,28 +59,6 @@ def uninterrupted(tmp_path_factory):
     return _metrics(workdir)
 
 
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_rerun_finishes_like_an_uninterrupted_run(uninterrupted, tmp_path):
-    workdir = str(tmp_path / "run")
-    process = _train(workdir)
-    _wait_for_epoch(workdir, 2, process)
-    time.sleep(0.6)  # inside epoch 3
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert not os.path.exists(os.path.join(workdir, "metrics.json"))
-    resumed_from = checkpoints.saved_epoch(os.path.join(workdir, "checkpoints"))
-    assert resumed_from in (2, 3)
-
-    rerun = _train(workdir)
-    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
-    metrics = _metrics(workdir)
-    assert metrics["resumed_from_epoch"] == resumed_from
-    # Same final weights => same test metrics and same validation curve, bit for bit.
-    assert metrics["test_loss"] == uninterrupted["test_loss"]
-    assert metrics["test_accuracy"] == uninterrupted["test_accuracy"]
-    assert metrics["history"]["val_loss"] == uninterrupted["history"]["val_loss"][resumed_from:]
-
-
 KILL_DURING_EXPORT = textwrap.dedent("""
     import os, signal, sys
     import keras
@@ -178,7 +156,10 @@ def _leftovers(workdir):
 
 
 def _interrupt_inside_epoch_3(workdir, signum):
-    """Starts train.py, sends `signum` inside epoch 3; returns (epoch kept, stderr)."""
+    """Starts (or resumes) train.py, sends `signum` inside epoch 3; returns the epoch kept.
+
+    A resumed run (from epoch 1) is interrupted in the same epoch, after it saved epoch 2.
+    """
     process = _train_with(workdir)
     _wait_for_epoch(workdir, 2, process)
     time.sleep(0.6)
@@ -195,11 +176,22 @@ def _interrupt_inside_epoch_3(workdir, signum):
 
 
 @pytest.mark.slow
-def test_ctrl_c_then_a_full_disk_then_a_rerun_ends_like_an_uninterrupted_run(uninterrupted, tmp_path):
+def test_sigkill_then_ctrl_c_then_a_full_disk_then_a_rerun_ends_like_an_uninterrupted_run(
+        uninterrupted, tmp_path):
     workdir = str(tmp_path / "run")
+    # 1. SIGKILL early in epoch 2 (~1.5 s long): no handler runs; epoch 1 is on disk, whole.
+    process = _train(workdir)
+    _wait_for_epoch(workdir, 1, process)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not os.path.exists(os.path.join(workdir, "metrics.json"))
+    assert checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")) == 1
+    assert _leftovers(workdir) == []
+    # 2. The rerun resumes; Ctrl-C inside epoch 3 stops it in one line.
     kept = _interrupt_inside_epoch_3(workdir, signal.SIGINT)
-    # The rerun resumes, but its next checkpoint (~14 MB; the export's files are
-    # smaller) exceeds the file-size limit: one line, no leftovers, nothing lost.
+    # 3. The next rerun resumes, but its next checkpoint (~14 MB; the export's files
+    # are smaller) exceeds the file-size limit: one line, no leftovers, nothing lost.
     limited = _train_with(workdir, limit_bytes=8 * 2**20)
     _, stderr = limited.communicate(timeout=300)
     assert limited.returncode == 2, stderr
@@ -210,12 +202,13 @@ def test_ctrl_c_then_a_full_disk_then_a_rerun_ends_like_an_uninterrupted_run(uni
     assert "then rerun the same command" in last
     assert _leftovers(workdir) == []
     assert checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")) == kept
-
+    # 4. The last rerun ends exactly where an uninterrupted run ends, bit for bit.
     rerun = _train_with(workdir)
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
     metrics = _metrics(workdir)
     assert metrics["resumed_from_epoch"] == kept
     assert metrics["test_loss"] == uninterrupted["test_loss"]
+    assert metrics["test_accuracy"] == uninterrupted["test_accuracy"]
     assert metrics["history"]["val_loss"] == uninterrupted["history"]["val_loss"][kept:]
 
 
