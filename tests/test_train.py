@@ -232,6 +232,9 @@ def eval_main():
     (["--runs_dir=/nonexistent"], "error: --runs_dir /nonexistent is not a directory"),
     (["--workdir=/tmp", "--mc_samples=-1"], "error: --mc_samples must be 0 (off) or a positive integer"),
     (["--saved_model=/nonexistent"], "error: no SavedModel at /nonexistent"),
+    (["--workdir=/tmp", "--ood_dataset=kmnist", "--ood_idx_dir=/tmp"],
+     "error: give at most one of --ood_dataset=NAME and --ood_idx_dir=DIR"),
+    (["--workdir=/tmp", "--mc_seed=-1"], "error: --mc_seed must be in [0, 2**31)"),
 ])
 def test_eval_rejects_bad_input_in_one_line(eval_main, capsys, args, message):
     assert eval_main(*args) == 2
