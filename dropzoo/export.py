@@ -83,10 +83,12 @@ def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True)
         tracked += mc.models
         samples_spec = tf.TensorSpec((), tf.int32, name=SAMPLES_KEY)
         seed_spec = tf.TensorSpec((), tf.int32, name=SEED_KEY)
-        endpoints[MC_DROPOUT_KEY] = (_make_mc_dropout_fn(mc, outputs), [input_spec, samples_spec])
-        endpoints[MC_SEEDED_KEY] = (_make_mc_dropout_seeded_fn(mc, outputs),
-                                    [input_spec, samples_spec, seed_spec])
-        endpoints[MC_DRAWS_KEY] = (_make_mc_draws_fn(mc, outputs), [input_spec, samples_spec, seed_spec])
+        # One traced MC computation, called by all three signatures.
+        draws = tf.function(_seeded_draws(mc, outputs), input_signature=[input_spec, samples_spec, seed_spec])
+        endpoints[MC_DROPOUT_KEY] = (_make_mc_dropout_fn(draws, _fresh_seed_source(model)),
+                                     [input_spec, samples_spec])
+        endpoints[MC_SEEDED_KEY] = (_make_mc_dropout_seeded_fn(draws), [input_spec, samples_spec, seed_spec])
+        endpoints[MC_DRAWS_KEY] = (_make_mc_draws_fn(draws), [input_spec, samples_spec, seed_spec])
     archive = _build_archive(tracked, endpoints)
     return _write_atomically(archive, path)
 
@@ -118,10 +120,24 @@ def _make_serving_fn(model, outputs, training):
     return serve
 
 
-def _draws(mc, images, samples, outputs):
-    """float32 probabilities of `samples` dropout-on passes: [samples, batch, classes]."""
-    draws = tf.cast(mc.draws(scale(images), samples), tf.float32)
-    return tf.nn.softmax(draws, axis=-1) if outputs == "logits" else draws
+def _seeded_draws(mc, outputs):
+    """(uint8 image, samples, seed) -> float32 probabilities of the passes, [samples, batch, classes]."""
+
+    def draws(image, samples, seed):
+        with models.request_seed(seed):
+            values = tf.cast(mc.draws(scale(image), samples), tf.float32)
+        return tf.nn.softmax(values, axis=-1) if outputs == "logits" else values
+
+    return draws
+
+
+def _fresh_seed_source(model):
+    """A SeedGenerator the model already owns (tracked with it), or None if it has none."""
+    for layer in models.dropout_layers(model):
+        generator = getattr(layer, "seed_generator", None)  # absent at rate 0
+        if generator is not None:
+            return generator
+    return None
 
 
 def _mc_summary(draws):
@@ -141,31 +157,37 @@ def _entropy(probabilities):
     return -tf.reduce_sum(tf.math.xlogy(probabilities, probabilities), axis=-1)
 
 
-def _make_mc_dropout_fn(mc, outputs):
-    """uint8 image, samples -> mean, std, entropy and mutual information of the passes."""
+def _make_mc_dropout_fn(draws, generator):
+    """uint8 image, samples -> mean, std, entropy and mutual information of the passes.
+
+    Each call draws a fresh seed from `generator` (advancing it, as every
+    unseeded dropout call does), so unseeded calls differ.
+    """
 
     def mc_dropout(image, samples):
-        return _mc_summary(_draws(mc, image, samples, outputs))
+        if generator is None:  # no dropout layer: every pass is the same
+            seed = tf.constant(0, tf.int32)
+        else:
+            seed = keras.random.randint((), 0, 2**31 - 1, dtype="int32", seed=generator)
+        return _mc_summary(draws(image, samples, seed))
 
     return mc_dropout
 
 
-def _make_mc_dropout_seeded_fn(mc, outputs):
+def _make_mc_dropout_seeded_fn(draws):
     """As mc_dropout, with every mask drawn from the request's `seed`."""
 
     def mc_dropout_seeded(image, samples, seed):
-        with models.request_seed(seed):
-            return _mc_summary(_draws(mc, image, samples, outputs))
+        return _mc_summary(draws(image, samples, seed))
 
     return mc_dropout_seeded
 
 
-def _make_mc_draws_fn(mc, outputs):
+def _make_mc_draws_fn(draws):
     """uint8 image, samples, seed -> every pass's probabilities (seeded)."""
 
     def mc_dropout_draws(image, samples, seed):
-        with models.request_seed(seed):
-            return {PROBABILITIES_KEY: _draws(mc, image, samples, outputs)}
+        return {PROBABILITIES_KEY: draws(image, samples, seed)}
 
     return mc_dropout_draws
 
