@@ -30,6 +30,10 @@ The two forms Keras lacks are defined here, in float32 as well:
 - `SpatialGaussianDropout`: Gaussian multiplicative noise shared across the
   spatial positions of a feature map (one noise value per channel), the
   Gaussian counterpart of SpatialDropout2D.
+
+Every layer here draws from `seed_source(layer)`: its own SeedGenerator, or,
+inside `request_seed(seed)`, the stateless pair (seed, the layer's stream),
+which the seeded MC dropout signatures use.
 """
 import contextlib
 import contextvars
