@@ -86,13 +86,13 @@ class MonteCarlo:
     outputs of `samples` dropout-on passes. The prefix runs once; the first
     dropout layer expands its output to the samples; the rest runs on them.
 
-    `fast_masks` (TensorFlow backend): the first layer, if it is element-wise
+    `fast_masks`: the first layer, if it is element-wise
     inverted or classic dropout, cuts its masks from 32-bit random words, 4
     (8-bit) or 2 (16-bit) per word, and drops a unit where its word is below
     round(rate * 2^bits) (`bernoulli_samples`), masking the prefix output by
-    broadcasting instead of tiling it first: exactly Bernoulli(rate) where
-    rate is a multiple of 2^-8 (0.25, 0.5), else within 2^-17 of it (7.6e-6;
-    the precision tests allow far more), at a quarter or half the random
+    broadcasting instead of tiling it first: Bernoulli(rate) where rate is a
+    multiple of 2^-8 (0.25, 0.5), else within 2^-17 of it (7.6e-6; the
+    precision tests allow far more), at a quarter or half the random
     words and one pass fewer over the samples. Its masks are not the
     layer's own draws: `fast_masks=False` draws those.
     `reuse_prefix=False` makes every sample a whole pass of
@@ -132,8 +132,6 @@ def _tile(x, samples):
 
 def _fast_form(layer):
     """The scale of kept units if `layer` is element-wise Bernoulli dropout, else None."""
-    if keras.backend.backend() != "tensorflow":
-        return None
     if type(layer) in (keras.layers.Dropout, Float32Dropout) and layer.noise_shape is None:
         return 1.0 / (1.0 - layer.rate) if layer.rate < 1 else 0.0
     if isinstance(layer, ClassicDropout) and not layer.spatial:
@@ -151,29 +149,23 @@ def bernoulli_samples(layer, features, samples):
 
     Each unit of each copy is dropped where its b-bit random word is below
     round(rate * 2^b), and kept units are scaled as the layer scales them,
-    in float32, rounded once to the compute dtype. b is 8 where that is
-    exact (rate a multiple of 2^-8: 0.25, 0.5, ...), else 16 (drop
-    probability within 2^-17 of `rate`); the words are cut from 32-bit
-    Philox words drawn statelessly from the layer's seed source, so
-    `request_seed` applies.
+    in float32, rounded once to the compute dtype. b is 8 where rate * 2^8
+    is a whole number (0.25, 0.5, ...), else 16 (drop probability within
+    2^-17 of `rate`). The words are the bytes of 32-bit random words, drawn
+    statelessly from the layer's seed source (so `request_seed` applies)
+    over the int32 range less one value, which moves a word's odds by 2^-32.
     """
-    import tensorflow as tf  # the fast form exists for the TensorFlow backend only
-
     bits = mask_bits(layer.rate)
-    per_word, word_dtype = 32 // bits, (tf.uint8 if bits == 8 else tf.uint16)
-    threshold = tf.constant(int(round(layer.rate * 2**bits)), word_dtype)
-    seed = tf.convert_to_tensor(seed_source(layer).next())
-    if seed.dtype != tf.int32:  # SeedGenerator state is int64; stateless ops want int32
-        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
-    shape = tf.shape(features)
+    per_word = 32 // bits
+    threshold = int(round(layer.rate * 2**bits))
     last = features.shape[-1]
     groups = -(-last // per_word)
-    words = tf.random.stateless_uniform(tf.concat([[samples], shape[:-1], [groups]], axis=0), seed,
-                                        minval=None, maxval=None, dtype=tf.uint32)
-    parts = tf.bitcast(words, word_dtype)  # [..., groups, per_word]
-    parts = tf.reshape(parts, tf.concat([tf.shape(parts)[:-2], [groups * per_word]], axis=0))
+    shape = ops.shape(features)
+    words = keras.random.randint((samples, *shape[:-1], groups), -2**31, 2**31 - 1, dtype="int32",
+                                 seed=seed_source(layer))
+    parts = ops.view(words, "uint8" if bits == 8 else "uint16")  # [..., groups * per_word]
     if groups * per_word != last:
         parts = parts[..., :last]
-    kept = tf.cast(features, NOISE_DTYPE) * _fast_form(layer)
-    out = tf.where(parts >= threshold, kept[tf.newaxis], tf.zeros((), NOISE_DTYPE))
-    return tf.cast(tf.reshape(out, tf.concat([[-1], shape[1:]], axis=0)), features.dtype)
+    kept = ops.cast(features, NOISE_DTYPE) * _fast_form(layer)
+    out = ops.where(parts >= threshold, ops.expand_dims(kept, 0), ops.zeros((), NOISE_DTYPE))
+    return ops.cast(ops.reshape(out, [-1, *features.shape[1:]]), features.dtype)
