@@ -22,12 +22,16 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # Where a run executes, not what it computes (the batch size is global): a
 # run may resume on another number of devices or machines.
 EXECUTION_ONLY = ("strategy", "cpu_devices")
+DEFAULT_MODEL = "keras_mnist_cnn"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # What to train. `sites` (explicit 'SITE:RATE,...') overrides `placement`.
-    model: str = "keras_mnist_cnn"
+    # `network`, a network written as text (models/spec_text.py), replaces the
+    # zoo's: `model` then holds its name, derived from the text unless given.
+    model: str = DEFAULT_MODEL
+    network: str = ""
     placement: str = "canonical"
     sites: str = ""
     rate: float | None = None
@@ -56,6 +60,20 @@ class TrainConfig:
     strategy: str = "auto"
     cpu_devices: int | None = None  # split the CPU into N logical devices
 
+    def __post_init__(self):
+        # The network's canonical text and name: two spellings of one network are
+        # one config, and runs are filed and labelled by `model` as for the zoo.
+        # Text that does not parse is kept as given, for `validate` to report.
+        if not self.network:
+            return
+        try:
+            spec = models.parse_network(self.network,
+                                        name=None if self.model == DEFAULT_MODEL else self.model)
+        except ValueError:
+            return
+        object.__setattr__(self, "network", models.format_network(spec))
+        object.__setattr__(self, "model", spec.name)
+
     @property
     def placement_spec(self):
         """What build() gets: the explicit sites if given, else the placement name."""
@@ -72,6 +90,7 @@ def validate(config):
     activation, rate and sites; data for batch size and validation fraction),
     so the builders and a config give the same message.
     """
+    register_network(config)
     try:
         models.check_norm(config.norm)
         models.resolve_placement(config.model, config.placement_spec, norm=config.norm)
@@ -106,6 +125,20 @@ def validate(config):
     if not config.learning_rate > 0:
         raise ConfigError(f"--learning_rate must be positive, got {config.learning_rate}")
     return config
+
+
+def register_network(config):
+    """Registers `config.network`, if given, as model `config.model`; returns config.model.
+
+    Raises ConfigError if the text does not parse, or if the name is taken by
+    another network (e.g. a zoo network's name given as `model`).
+    """
+    if config.network:
+        try:
+            models.register_spec(models.parse_network(config.network, name=config.model))
+        except ValueError as e:
+            raise ConfigError(f"--network: {e}") from None
+    return config.model
 
 
 def differences(saved, config):

@@ -33,6 +33,13 @@ def define_train_flags(fv=FLAGS):
     define_data_flags(fv)
     d = config_lib.TrainConfig()
     flags.DEFINE_string("model", d.model, f"One of: {', '.join(models.list_models())}.", flag_values=fv)
+    flags.DEFINE_string("network", d.network,
+                        "Your own network instead of --model, as comma-separated layer tokens: "
+                        "conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten, dense<units>, "
+                        "dropout<rate> (its canonical dropout), logits (last: emit logits), "
+                        "convrate<rate>; e.g. conv32k3,conv64k3,pool2,flatten,dense128. @FILE reads the "
+                        "spec (JSON: a list of tokens or objects) from FILE. See models/spec_text.py.",
+                        flag_values=fv)
     flags.DEFINE_string("placement", d.placement,
                         "Named placement: canonical, none, after_activation, before_activation, "
                         "before_dense, both, conv, spatial (where the model has them); a comma "
@@ -136,6 +143,11 @@ def train_plan(fv=FLAGS):
     """[(TrainConfig, workdir)] the parsed train flags ask for: one run, or a sweep."""
     fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
     values = {name: fv[name].value for name in fields}
+    if values["network"]:
+        if values["model"] != config_lib.DEFAULT_MODEL:
+            raise config_lib.ConfigError(f"give --network=SPEC or --model={values['model']}, not both: "
+                                         "--network describes the network to train")
+        values["network"] = _network_text(values["network"])
     placements, kinds, activations, norms = (
         _split(values[k]) for k in ("placement", "kind", "activation", "norm"))
     rates = [_rate(r) for r in _split(values["rate"])] if values["rate"] is not None else [None]
@@ -146,6 +158,18 @@ def train_plan(fv=FLAGS):
     if len(configs) == 1 and fv["workdir"].value:
         return [(configs[0], fv["workdir"].value)]
     return [(c, sweep.run_dir(fv["workdir"].value or "runs", c)) for c in configs]
+
+
+def _network_text(value):
+    """The --network spec: the value, or the contents of FILE for `@FILE`."""
+    if not value.startswith("@"):
+        return value
+    try:
+        with open(value[1:]) as f:
+            return f.read()
+    except OSError as e:
+        raise config_lib.ConfigError(f"--network: cannot read {value[1:]!r} ({e.strerror}); "
+                                     "@FILE names a file holding the network spec") from None
 
 
 def _rate(text):

@@ -1,6 +1,7 @@
 """Several placements x seeds (x kinds x activations) in one command.
 
-Each run trains in its own directory, `<root>/<model>/<variant>/seed<k>/`,
+Each run trains in its own directory, `<root>/<model>/<variant>/seed<k>/`
+(a --network's model is its name, e.g. `conv32k3-pool2-flatten-dense128`),
 where the variant is the placement, suffixed with the dropout kind, the
 hidden activation, the normalisation and the overriding rate when they are
 not the defaults (e.g. `before_activation`, `both-classic`,
@@ -34,7 +35,7 @@ def expand(base, *, placements=None, seeds=1, kinds=None, activations=None, rate
     """
     placements = list(placements or [base.placement])
     if "all" in placements:
-        placements = models.list_placements(base.model)
+        placements = models.list_placements(config_lib.register_network(base))
     if seeds < 1:
         raise errors.ConfigError(f"--seeds must be a positive integer, got {seeds}")
     configs = []
@@ -80,7 +81,7 @@ class Skipped(str):
 
 
 # What a sweep run's identity leaves to models.construction_key: the network.
-_NETWORK_FIELDS = ("model", "placement", "sites", "rate", "kind", "activation", "norm")
+_NETWORK_FIELDS = ("model", "network", "placement", "sites", "rate", "kind", "activation", "norm")
 
 
 def identity(config):
@@ -90,9 +91,9 @@ def identity(config):
     models.equivalence` checks: e.g. a Bernoulli mask moved across a ReLU);
     every other field that changes the result must match as given.
     """
-    network = models.construction_key(config.model, config.placement_spec, kind=config.kind,
-                                      activation=config.activation, rate=config.rate,
-                                      norm=config.norm)
+    network = models.construction_key(config_lib.register_network(config), config.placement_spec,
+                                      kind=config.kind, activation=config.activation,
+                                      rate=config.rate, norm=config.norm)
     ignored = _NETWORK_FIELDS + config_lib.OBSERVATION_ONLY + config_lib.EXECUTION_ONLY
     rest = tuple(sorted((k, v) for k, v in config.to_dict().items() if k not in ignored))
     return network, rest

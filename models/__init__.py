@@ -7,6 +7,8 @@
     model = models.build("keras_mnist_cnn", "bn_before", norm="batch", seed=0)
     models.construction_key("keras_mnist_cnn", "before_activation")  # == ... "after_activation")
     models.check_kind("alpha")  # ValueError: unknown dropout kind 'alpha'; valid kinds: ...
+    spec = models.parse_network("conv32k3,conv64k3,pool2,flatten,dense128")  # models/spec_text.py
+    model = models.build_from_spec("conv32k3,pool2,flatten,dense64,logits", "before_dense", seed=0)
 
 `check_kind`, `check_activation`, `check_norm` and `check_rate` are the one
 check (and message) for each fact; the builders and the trainer's config
@@ -19,13 +21,16 @@ from models import zoo as _zoo  # noqa: F401  (registers the networks)
 from models.layers import KINDS, check_kind, dropout_layers, request_seed
 from models.mc_dropout import MonteCarlo, mc_dropout_model, mc_dropout_split
 from models.network import ACTIVATIONS, NORMS, check_activation, check_norm
-from models.registry import (OPTIONS, ConstructionKey, build, construction_key, get_spec,
-                             list_models, list_placements, resolve_placement)
+from models.registry import (OPTIONS, ConstructionKey, build, build_from_spec, construction_key,
+                             get_spec, list_models, list_placements, register_spec,
+                             resolve_placement)
 from models.sites import Site, check_rate, format_placement
+from models.spec_text import format_network, parse_network
 
 __all__ = [
     "ACTIVATIONS", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "ConstructionKey", "Site", "build",
-    "check_activation", "check_kind", "check_norm", "check_rate", "construction_key",
-    "dropout_layers", "format_placement", "get_spec", "list_models", "list_placements",
-    "mc_dropout_model", "mc_dropout_split", "request_seed", "resolve_placement",
+    "build_from_spec", "check_activation", "check_kind", "check_norm", "check_rate",
+    "construction_key", "dropout_layers", "format_network", "format_placement", "get_spec",
+    "list_models", "list_placements", "mc_dropout_model", "mc_dropout_split", "parse_network",
+    "register_spec", "request_seed", "resolve_placement",
 ]

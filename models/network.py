@@ -27,6 +27,13 @@ from models import sites as sites_lib
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "exponential")
 NORMS = ("none", "batch")
+# The head dropout's rate where a network does not give one: the dense
+# variants of a network whose own dropout is all in the conv stack, and the
+# canonical placement of a network written without dropout (models.spec_text).
+DEFAULT_HEAD_RATE = 0.5
+# Kernel seeds (offset = layer index) and mask streams (`mask_stream`) stay
+# apart for networks of up to this many layers, Flatten and classifier included.
+MAX_LAYERS = 50
 
 
 def check_activation(activation):
@@ -51,7 +58,7 @@ def mask_stream(layer_index, slot):
     `mid` and `post` share a stream, so moving dropout across an activation
     keeps the mask; `pre` has its own, and so has `prenorm` (200 + index keeps
     the pre/mid/post offsets of networks without BN as they always were; the
-    streams stay apart for networks of up to 50 layers).
+    streams stay apart for networks of up to MAX_LAYERS layers).
     """
     if slot == "prenorm":
         return 200 + layer_index
@@ -79,6 +86,7 @@ class Conv:
     filters: int
     kernel_size: int
     padding: str = "valid"
+    strides: int = 1
     slots = ("pre", "mid", "post")
 
 
@@ -161,7 +169,8 @@ def named_placements(spec):
     The source's dropout splits in two: the *head* dropout (the one at a dense
     layer) and the *conv-stack* dropout (e.g. the classic example's 0.25 after
     pooling). The dense variants move the head dropout and keep the
-    conv-stack dropout as the source has it.
+    conv-stack dropout as the source has it. A source whose dropout is all in
+    the conv stack gives them DEFAULT_HEAD_RATE.
 
     The BN variants are site sets meant for norm="batch" (Li et al., 2019):
     `bn_before` adds dropout after every hidden layer but the last (at
@@ -172,7 +181,7 @@ def named_placements(spec):
     canonical = spec.parse(spec.canonical)
     spatial = spec.spatial_sites()
     conv_stack = {k: v for k, v in canonical.items() if k in spatial}
-    head_rate = next(v.rate for k, v in canonical.items() if k not in spatial)
+    head_rate = next((v.rate for k, v in canonical.items() if k not in spatial), DEFAULT_HEAD_RATE)
     head = sites_lib.Site(head_rate)
     hidden_dense = [layer.name for layer in spec.layers if isinstance(layer, Dense)]
     convs = [layer.name for layer in spec.layers if isinstance(layer, Conv)]
@@ -190,7 +199,7 @@ def named_placements(spec):
         placements["before_dense"] = {**conv_stack, f"{spec.layers[-1].name}.pre": head}
     if convs:
         conv_sites = {f"{c}.post": sites_lib.Site(spec.conv_rate) for c in convs}
-        placements["conv"] = _in_graph_order(spec, {**canonical, **conv_sites})
+        placements["conv"] = _in_graph_order(spec, {**conv_sites, **canonical})  # the source's rates kept
         placements["spatial"] = {
             name: dataclasses.replace(site, spatial=name in spatial)
             for name, site in placements["conv"].items()
@@ -246,8 +255,8 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
         # Under BN the linear op has no bias: BN subtracts the batch mean, and its
         # beta is the bias.
         if isinstance(layer, Conv):
-            x = keras.layers.Conv2D(layer.filters, layer.kernel_size, padding=layer.padding,
-                                    use_bias=not batch_norm, kernel_initializer=init,
+            x = keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
+                                    padding=layer.padding, use_bias=not batch_norm, kernel_initializer=init,
                                     name=layer.name)(x)
         elif isinstance(layer, Dense):
             x = keras.layers.Dense(layer.units, use_bias=not batch_norm, kernel_initializer=init,

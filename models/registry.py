@@ -1,11 +1,19 @@
-"""The one model registry: register a NetworkSpec, list, build by name, and key variants."""
+"""The one model registry: register a NetworkSpec, list, build by name, and key variants.
+
+The zoo's networks register at import (`@register`); a network written as
+text (models.spec_text) registers with `register_spec` under its name, and
+from then on builds, resolves placements and keys variants by that name like
+any zoo network.
+"""
 import typing
 
 from models import layers as dropout_lib
 from models import network
 from models import sites as sites_lib
+from models import spec_text
 
-_REGISTRY = {}
+_REGISTRY = {}  # name -> NetworkSpec: the zoo's and those registered with register_spec
+_ZOO = set()  # the names registered by @register
 OPTIONS = ("rate", "kind", "activation", "norm", "num_classes", "input_shape", "seed")
 
 
@@ -15,12 +23,34 @@ def register(spec_fn):
     if spec.name in _REGISTRY:
         raise ValueError(f"model {spec.name!r} is registered twice")
     _REGISTRY[spec.name] = spec
+    _ZOO.add(spec.name)
     return spec_fn
 
 
+def register_spec(spec):
+    """Registers `spec` (e.g. from spec_text.parse_network) under spec.name; returns the name.
+
+    Registering an equal spec again does nothing; another spec under a name
+    already taken (a zoo network's included) raises ValueError.
+    """
+    registered = _REGISTRY.setdefault(spec.name, spec)
+    if registered != spec:
+        raise ValueError(f"model {spec.name!r} is already registered as another network "
+                         f"({registered.source}); give this network another name")
+    return spec.name
+
+
+def build_from_spec(text, placement="canonical", **options):
+    """`build` for a network written as text or JSON (see models.spec_text), registered first.
+
+    The same placements (names, site strings) and options as `build`.
+    """
+    return build(register_spec(spec_text.parse_network(text)), placement, **options)
+
+
 def list_models():
-    """Sorted names of every registered model."""
-    return sorted(_REGISTRY)
+    """Sorted names of the zoo's networks (those registered from text are not listed)."""
+    return sorted(_ZOO)
 
 
 def get_spec(name):

@@ -172,6 +172,7 @@ def _run(script, *args, timeout=240):
     (["--model=lenet"], "error: unknown model 'lenet'; valid models:"),
     (["--flagfile=configs/missing.cfg"], "error: Unable to open flagfile"),
     (["--idx_dir=/nonexistent"], "error: --idx_dir /nonexistent is not a directory"),
+    (["--network=cnv32k3,pool2,flatten"], "error: --network: unknown layer 'cnv32k3' at position 1; valid:"),
 ])
 def test_train_script_reports_bad_input_in_one_line(args, message, tmp_path):
     assert_one_line_error(_run("train.py", f"--workdir={tmp_path}", *args), message)

@@ -1,0 +1,293 @@
+"""Networks as text: one line of layer tokens (or a JSON list of them) <-> a NetworkSpec.
+
+    conv32k3,conv64k3,pool2,flatten,dense128
+    convrate0.25,conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5   # keras_mnist_cnn
+    conv32k5same,pool2,conv64k5same,pool2,flatten,dense1024,dropout0.4,logits      # tf_layers_cnn
+
+Tokens, comma-separated, in graph order (spaces and case ignored):
+
+  conv<filters>k<size>[same|valid][s<stride>]
+                  Conv2D + activation; padding valid and stride 1 unless given,
+                  e.g. conv64k5same, conv32k3s2, conv32k3sames2
+  pool<size>      MaxPooling2D(size), e.g. pool2
+  flatten         feature maps -> vector: once, after the last conv/pool and
+                  before the first dense layer (the input is an image)
+  dense<units>    Dense + activation, e.g. dense128
+  dropout<rate>   the network's own (canonical) dropout: right after a conv,
+                  pool or dense layer at its `.post` site; at the start or
+                  right after flatten on the next layer's input (`.pre`;
+                  `logits.pre` before the classifier)
+  logits          the last token: the classifier emits logits (default:
+                  softmax probabilities)
+  convrate<rate>  anywhere, once: the rate the conv/spatial/bn_before
+                  placements add after each conv (default NetworkSpec's 0.1)
+
+The classifier (Dense(num_classes), named `logits`) follows the last layer.
+Layers are named as the zoo names them (conv1, conv2, pool1, flatten,
+dense1, logits), so every named placement and site string works unchanged.
+Without a dropout token the canonical placement is DEFAULT_HEAD_RATE after the
+last hidden dense layer (`denseN.post`), or on the classifier's input
+(`logits.pre`) when there is none. The activation and BatchNormalization are
+build options (`activation=`, `norm=`), not part of the text.
+
+JSON (for long specs): a list whose items are tokens or objects
+    {"type": "conv", "filters": 32, "kernel_size": 3, "padding": "same", "strides": 1}
+    {"type": "pool", "size": 2}   {"type": "flatten"}   {"type": "dense", "units": 128}
+    {"type": "dropout", "rate": 0.5}   {"type": "logits"}   {"type": "convrate", "rate": 0.25}
+or an object {"name": NAME, "layers": [...]} that also names the network.
+
+A network is named after its canonical text (`format_network`, commas as
+dashes; long texts cut, plus a hash), so the same network always gets the
+same name; a name given to `parse_network` or in the JSON wins.
+"""
+import dataclasses
+import hashlib
+import json
+import re
+
+from models import network
+from models import sites as sites_lib
+
+VALID = ("conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten, dense<units>, "
+         "dropout<rate>, logits, convrate<rate>")
+_PATTERNS = {
+    "conv": re.compile(r"conv(\d+)k(\d+)(same|valid)?(?:s(\d+))?"),
+    "pool": re.compile(r"pool(\d+)"),
+    "flatten": re.compile(r"flatten"),
+    "dense": re.compile(r"dense(\d+)"),
+    "dropout": re.compile(r"dropout(.+)"),
+    "logits": re.compile(r"logits"),
+    "convrate": re.compile(r"convrate(.+)"),
+}
+# JSON objects: their fields and the defaults of the optional ones.
+_FIELDS = {
+    "conv": {"filters": None, "kernel_size": None, "padding": "valid", "strides": 1},
+    "pool": {"size": None}, "flatten": {}, "dense": {"units": None},
+    "dropout": {"rate": None}, "logits": {}, "convrate": {"rate": None},
+}
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME = 80  # longer derived names are cut and given a hash: they name directories
+
+
+def parse_network(text, name=None):
+    """The NetworkSpec the text (or JSON document) describes; ValueError, one line, if malformed.
+
+    `name` (else the JSON's "name", else one derived from the canonical text)
+    is the name the network is registered and built under.
+    """
+    items, given_name = _tokens_of(text)
+    spec = _parse_tokens(items)
+    canonical_text = ",".join(_format_tokens(spec))
+    name = name if name is not None else given_name
+    return dataclasses.replace(spec, name=_check_name(name) if name is not None else _name_of(canonical_text),
+                               source=f"network spec {canonical_text}")
+
+
+def format_network(spec):
+    """The one-line text `parse_network` reads back as `spec` (name and source aside).
+
+    Dropout tokens are written only where the canonical placement is not the
+    default one. ValueError if the spec has no text form (layer names not the
+    zoo's, or canonical sites the tokens cannot place, e.g. `.mid`).
+    """
+    text = ",".join(_format_tokens(spec))
+    try:
+        same = _parse_tokens(_tokens_of(text)[0]) == dataclasses.replace(spec, name="", source="")
+    except ValueError:
+        same = False
+    if not same:
+        raise ValueError(f"network {spec.name!r} has no text form: its layer names or canonical "
+                         f"sites {spec.canonical!r} are not what the tokens {text!r} give")
+    return text
+
+
+def default_canonical(layers):
+    """The canonical placement of a network written without dropout tokens."""
+    dense = [layer.name for layer in layers if isinstance(layer, network.Dense)]
+    site = f"{dense[-1]}.post" if dense else f"{layers[-1].name}.pre"
+    return sites_lib.format_placement({site: sites_lib.Site(network.DEFAULT_HEAD_RATE)})
+
+
+def _tokens_of(text):
+    """([(normalised token, how errors show it)], name or None) of the text or JSON document."""
+    if not isinstance(text, str):
+        raise ValueError(f"a network spec is text, got {type(text).__name__}")
+    if not text.lstrip().startswith(("[", "{")):
+        tokens = ("".join(part.split()).lower() for part in text.split(","))
+        return [(t, repr(t)) for t in tokens if t], None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the network spec is not valid JSON ({e}); expected a list of layer tokens "
+                         "or objects, or {\"name\": ..., \"layers\": [...]}") from None
+    name = None
+    if isinstance(document, dict):
+        unknown = sorted(set(document) - {"name", "layers"})
+        if unknown or not isinstance(document.get("layers"), list):
+            raise ValueError(f"a JSON network spec object has a \"layers\" list and optionally a "
+                             f"\"name\"; got the keys {', '.join(sorted(document))}")
+        name, document = document.get("name"), document["layers"]
+        if not isinstance(name, (str, type(None))):
+            raise ValueError(f"the JSON network spec's name must be a string, got {name!r}")
+    if not isinstance(document, list):
+        raise ValueError("a JSON network spec is a list of layer tokens or objects, "
+                         "or {\"name\": ..., \"layers\": [...]}")
+    return [(_token_of_item(item, position), repr(item) if isinstance(item, str) else json.dumps(item))
+            for position, item in enumerate(document, 1)], name
+
+
+def _token_of_item(item, position):
+    """A JSON list item as a token: strings as they are, objects written as their token."""
+    if isinstance(item, str):
+        return "".join(item.split()).lower()
+    kind = item.get("type") if isinstance(item, dict) else None
+    if kind not in _FIELDS:
+        raise ValueError(f"unknown layer {json.dumps(item)} at position {position}; objects have a "
+                         f"\"type\" of {', '.join(_FIELDS)}, or give a token: {VALID}")
+    fields = _FIELDS[kind]
+    unknown = sorted(set(item) - set(fields) - {"type"})
+    missing = sorted(k for k, v in fields.items() if v is None and k not in item)
+    if unknown or missing:
+        raise ValueError(f"layer {json.dumps(item)} at position {position} "
+                         + (f"has unknown field(s) {', '.join(unknown)}" if unknown else
+                            f"lacks {', '.join(missing)}")
+                         + f"; a {kind} object has: {', '.join(fields) or 'only type'}")
+    v = {**fields, **item}
+    if kind == "conv":
+        return f"conv{v['filters']}k{v['kernel_size']}{v['padding']}s{v['strides']}".lower()
+    return kind + "".join(str(v[k]) for k in fields).lower()
+
+
+def _positive(text, what, shown, position):
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{shown} at position {position}: {what} must be a positive integer, got {value}")
+    return value
+
+
+def _parse_tokens(items):
+    """The NetworkSpec (name and source empty) of [(normalised token, how errors show it)]."""
+    layers, sites, counts = [], {}, {}
+    pending = None  # a dropout rate waiting for the next layer's `pre` slot
+    conv_rate, logits_at, flat = None, None, False
+
+    def add_site(site, rate, shown, position):
+        if site in sites:
+            raise ValueError(f"{shown} at position {position} puts a second dropout at {site}; "
+                             "give one dropout token per site")
+        sites[site] = rate
+
+    def numbered(prefix):
+        counts[prefix] = counts.get(prefix, 0) + 1
+        return f"{prefix}{counts[prefix]}"
+
+    for position, (token, shown) in enumerate(items, 1):
+        kind, match = next(((k, m) for k, p in _PATTERNS.items() if (m := p.fullmatch(token))),
+                           (None, None))
+        if kind is None:
+            raise ValueError(f"unknown layer {shown} at position {position}; valid: {VALID}")
+        if logits_at is not None:
+            raise ValueError(f"'logits' at position {logits_at} must be the last token "
+                             f"(it makes the classifier emit logits); {shown} follows it")
+        if kind in ("dropout", "convrate"):
+            rate = sites_lib.check_rate(match[1], f"the rate of {shown} at position {position}")
+            if kind == "convrate":
+                if conv_rate is not None:
+                    raise ValueError(f"{shown} at position {position} is a second convrate; give one")
+                conv_rate = rate
+            elif layers and "post" in layers[-1].slots:
+                add_site(f"{layers[-1].name}.post", rate, shown, position)
+            elif pending is not None:
+                raise ValueError(f"{shown} at position {position} is a second dropout on the same "
+                                 "input; give one dropout token per site")
+            else:
+                pending = rate
+            continue
+        if kind == "logits":
+            logits_at = position
+            continue
+        if kind in ("conv", "pool") and flat:
+            raise ValueError(f"{shown} at position {position} comes after 'flatten'; conv and pool "
+                             "layers take feature maps, so put them before 'flatten'")
+        if kind == "conv":
+            filters, size, padding, stride = match.groups()
+            layer = network.Conv(numbered("conv"), _positive(filters, "filters", shown, position),
+                                 _positive(size, "the kernel size", shown, position), padding or "valid",
+                                 _positive(stride or "1", "the stride", shown, position))
+        elif kind == "pool":
+            layer = network.Pool(numbered("pool"), _positive(match[1], "the pool size", shown, position))
+        elif kind == "dense":
+            if not flat:
+                raise ValueError(f"{shown} at position {position} needs 'flatten' before it: dense "
+                                 "layers take vectors and the input is an image")
+            layer = network.Dense(numbered("dense"), _positive(match[1], "units", shown, position))
+        else:
+            if flat:
+                raise ValueError(f"'flatten' at position {position} is the second one; flatten once")
+            layer, flat = network.Flatten(), True
+        if pending is not None and "pre" in layer.slots:
+            add_site(f"{layer.name}.pre", pending, shown, position)
+            pending = None
+        layers.append(layer)
+    if not layers:
+        raise ValueError("the network spec has no layers; e.g. 'conv32k3,pool2,flatten,dense128'; "
+                         f"valid: {VALID}")
+    if not flat:
+        raise ValueError("the network has no 'flatten': the classifier takes vectors, so add 'flatten' "
+                         "after the last conv/pool layer")
+    if len(layers) + 1 > network.MAX_LAYERS:
+        raise ValueError(f"the network has {len(layers) + 1} layers (classifier included); "
+                         f"at most {network.MAX_LAYERS} are supported")
+    head = network.Output(softmax=logits_at is None)
+    if pending is not None:
+        sites[f"{head.name}.pre"] = pending
+    layers = tuple(layers) + (head,)
+    spec = network.NetworkSpec(name="", source="", layers=layers, canonical="",
+                               **({} if conv_rate is None else {"conv_rate": conv_rate}))
+    canonical = (sites_lib.format_placement({s: sites_lib.Site(sites[s]) for s in spec.sites() if s in sites})
+                 if sites else default_canonical(layers))
+    return dataclasses.replace(spec, canonical=canonical)
+
+
+def _format_tokens(spec):
+    """The tokens of `spec`: dropout tokens only where its canonical placement is not the default."""
+    canonical = spec.parse(spec.canonical)
+    explicit = canonical != spec.parse(default_canonical(spec.layers))
+    default_conv_rate = network.NetworkSpec.__dataclass_fields__["conv_rate"].default
+    tokens = [] if spec.conv_rate == default_conv_rate else [f"convrate{spec.conv_rate:g}"]
+
+    def dropout(site):
+        return [f"dropout{canonical[site].rate:g}"] if explicit and site in canonical else []
+
+    for layer in spec.layers:
+        tokens += dropout(f"{layer.name}.pre")
+        if isinstance(layer, network.Conv):
+            tokens.append(f"conv{layer.filters}k{layer.kernel_size}"
+                          + ("" if layer.padding == "valid" else layer.padding)
+                          + ("" if layer.strides == 1 else f"s{layer.strides}"))
+        elif isinstance(layer, network.Pool):
+            tokens.append(f"pool{layer.size}")
+        elif isinstance(layer, network.Flatten):
+            tokens.append("flatten")
+        elif isinstance(layer, network.Dense):
+            tokens.append(f"dense{layer.units}")
+        elif not layer.softmax:
+            tokens.append("logits")
+        tokens += dropout(f"{layer.name}.post")
+    return tokens
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name) or len(name) > MAX_NAME:
+        raise ValueError(f"network name {name!r} must be 1-{MAX_NAME} letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit (it names run directories)")
+    return name
+
+
+def _name_of(canonical_text):
+    """The name derived from the canonical text: commas as dashes, cut and hashed when long."""
+    slug = canonical_text.replace(",", "-")
+    if len(slug) <= MAX_NAME:
+        return slug
+    digest = hashlib.sha256(canonical_text.encode()).hexdigest()[:12]
+    return f"{slug[:MAX_NAME - 13].rstrip('-.')}-{digest}"

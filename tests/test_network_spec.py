@@ -1,0 +1,303 @@
+"""Networks as text (models/spec_text.py): parsing, the zoo as text, errors, and a --network sweep."""
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+
+import models
+from dropzoo import compare
+from dropzoo import config as config_lib
+from dropzoo import flags as flags_lib
+from dropzoo import sweep
+from models import network
+from conftest import tiny_config, tiny_source
+
+# Each zoo network as a user would write it (the README's layer column).
+ZOO_TEXT = {
+    "keras_mnist_cnn": "convrate0.25,conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5",
+    "tf_layers_cnn": "conv32k5same,pool2,conv64k5same,pool2,flatten,dense1024,dropout0.4,logits",
+    "keras_io_convnet": "conv32k3,pool2,conv64k3,pool2,flatten,dropout0.5",
+    "dense_mlp": "flatten,dense128,dropout0.5,logits",
+}
+TINY = "conv4k3s2,pool2,flatten,dense16"  # 28x28 -> 13x13 -> 6x6x4 -> 144 -> 16
+X = np.random.default_rng(0).uniform(0, 1, (2, 28, 28, 1)).astype("float32")
+
+
+def same_network(spec, zoo):
+    """`spec` equals the zoo network apart from its name and source."""
+    return dataclasses.replace(spec, name=zoo.name, source=zoo.source) == zoo
+
+
+def layer_configs(model):
+    return [(type(layer), layer.get_config()) for layer in model.layers]
+
+
+def test_the_example_form_parses():
+    spec = models.parse_network("conv32k3,conv64k3,pool2,flatten,dense128")
+    assert spec.layers == (network.Conv("conv1", 32, 3), network.Conv("conv2", 64, 3),
+                           network.Pool("pool1", 2), network.Flatten(), network.Dense("dense1", 128),
+                           network.Output(softmax=True))
+    assert spec.canonical == "dense1.post:0.5"  # the default: after the last hidden dense layer
+    assert spec.conv_rate == 0.1 and spec.outputs == "probabilities"
+    assert spec.name == "conv32k3-conv64k3-pool2-flatten-dense128"
+    # Spaces, case and a trailing comma do not change the network or its name.
+    assert models.parse_network(" Conv32K3, conv64k3 ,pool2,FLATTEN,dense128,") == spec
+
+
+@pytest.mark.parametrize("name", sorted(ZOO_TEXT))
+def test_every_zoo_network_is_a_spec(name):
+    zoo = models.get_spec(name)
+    spec = models.parse_network(ZOO_TEXT[name])
+    assert same_network(spec, zoo)
+    assert models.parse_network(models.format_network(zoo)) == spec  # the zoo's own text form
+    built, registered = models.build_from_spec(ZOO_TEXT[name], seed=0), models.build(name, seed=0)
+    assert layer_configs(built) == layer_configs(registered)
+    assert built.count_params() == registered.count_params()
+    assert ({l.name: l.rate for l in models.dropout_layers(built)}
+            == {k: s.rate for k, s in models.resolve_placement(name).items()})
+    assert spec.outputs == zoo.outputs
+    assert models.list_placements(spec.name) == models.list_placements(name)
+    np.testing.assert_array_equal(built(X).numpy(), registered(X).numpy())
+
+
+@pytest.mark.parametrize("text,name", [
+    ("conv32k5,pool2,conv64k5same,pool2,flatten,dense1024,dropout0.4,logits", "tf_layers_cnn"),  # padding
+    ("conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5", "keras_mnist_cnn"),  # conv_rate
+    ("conv32k3,pool2,conv64k3,pool2,flatten,dropout0.5,logits", "keras_io_convnet"),  # head
+    ("flatten,dense128,dropout0.4,logits", "dense_mlp"),  # rate
+    ("flatten,dropout0.5,dense128,logits", "dense_mlp"),  # site
+])
+def test_the_round_trip_check_sees_one_difference(text, name):
+    assert not same_network(models.parse_network(text), models.get_spec(name))
+
+
+@pytest.mark.parametrize("text,layer,canonical", [
+    ("conv8k5same,flatten", network.Conv("conv1", 8, 5, "same"), "logits.pre:0.5"),
+    ("conv8k3valid,flatten", network.Conv("conv1", 8, 3), "logits.pre:0.5"),
+    ("conv8k3s2,flatten", network.Conv("conv1", 8, 3, strides=2), "logits.pre:0.5"),
+    ("conv8k3sames2,flatten", network.Conv("conv1", 8, 3, "same", 2), "logits.pre:0.5"),
+    ("pool3,flatten", network.Pool("pool1", 3), "logits.pre:0.5"),
+    ("dropout0.1,conv8k3,flatten", network.Conv("conv1", 8, 3), "conv1.pre:0.1"),
+    ("conv8k3,dropout0.2,flatten,dense4", network.Conv("conv1", 8, 3), "conv1.post:0.2"),
+    ("pool2,dropout0.3,flatten", network.Pool("pool1", 2), "pool1.post:0.3"),
+    ("flatten,dropout0.2,dense4,dense8", network.Dense("dense1", 4), "dense1.pre:0.2"),
+    ("flatten,dense4,dense8", network.Dense("dense2", 8), "dense2.post:0.5"),
+    ("pool2,flatten,dropout0.4", network.Flatten(), "logits.pre:0.4"),
+    ("flatten,dense4,dropout0,dense8,dropout0.3", network.Dense("dense2", 8),
+     "dense1.post:0,dense2.post:0.3"),
+])
+def test_options_and_dropout_tokens(text, layer, canonical):
+    spec = models.parse_network(text)
+    assert layer in spec.layers and spec.canonical == canonical
+    assert models.parse_network(models.format_network(spec)) == spec
+
+
+def test_padding_stride_pool_and_logits_reach_the_keras_layers():
+    model = models.build_from_spec("conv8k3sames2,pool3,flatten,logits", seed=0)
+    conv, pool = model.get_layer("conv1"), model.get_layer("pool1")
+    assert (conv.strides, conv.padding, pool.pool_size) == ((2, 2), "same", (3, 3))
+    assert model.get_layer("conv1").output.shape == (None, 14, 14, 8)
+    assert model.layers[-1].name == "logits" and models.parse_network("flatten,logits").outputs == "logits"
+    assert models.build_from_spec("flatten").layers[-1].name == "probabilities"
+
+
+def test_conv_rate_and_a_conv_stack_only_dropout_make_the_placements():
+    spec = models.parse_network("convrate0.2,conv8k3,dropout0.3,pool2,flatten,dense16")
+    assert spec.conv_rate == 0.2 and spec.canonical == "conv1.post:0.3"
+    models.register_spec(spec)
+    placement = {p: models.format_placement(models.resolve_placement(spec.name, p))
+                 for p in ("after_activation", "conv", "bn_before")}
+    assert placement == {  # the head takes DEFAULT_HEAD_RATE; the source's conv1.post stays 0.3
+        "after_activation": "conv1.post:0.3,dense1.post:0.5",
+        "conv": "conv1.post:0.3",
+        "bn_before": "conv1.post:0.3",
+    }
+
+
+def test_json_form():
+    objects = json.dumps([
+        {"type": "conv", "filters": 4, "kernel_size": 3, "strides": 2},
+        {"type": "pool", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 16},
+        {"type": "dropout", "rate": 0.5}, {"type": "convrate", "rate": 0.1},
+    ])
+    assert models.parse_network(objects) == models.parse_network(TINY)
+    assert models.parse_network(json.dumps(TINY.split(","))) == models.parse_network(TINY)
+    named = models.parse_network(json.dumps({"name": "my_net", "layers": ["flatten", "logits"]}))
+    assert named.name == "my_net" and named.outputs == "logits"
+    assert models.parse_network("flatten", name="other").name == "other"
+
+
+def test_long_specs_get_a_short_stable_name():
+    text = ",".join(["conv8k3same"] * 20 + ["flatten"])
+    name = models.parse_network(text).name
+    assert len(name) <= 80 and name.startswith("conv8k3same-conv8k3same")
+    assert models.parse_network(text.replace(",", ", ")).name == name
+    assert models.parse_network(text + ",dense4").name != name
+
+
+VALID = "valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten, dense<units>, dropout<rate>"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("cnv32k3,pool2,flatten", f"unknown layer 'cnv32k3' at position 1; {VALID}"),
+    ("conv32k3,dense128", "'dense128' at position 2 needs 'flatten' before it"),
+    ("flatten,conv32k3", "'conv32k3' at position 2 comes after 'flatten'"),
+    ("flatten,pool2", "'pool2' at position 2 comes after 'flatten'"),
+    ("conv32k3,pool2", "the network has no 'flatten'"),
+    ("flatten,flatten", "'flatten' at position 2 is the second one"),
+    ("", "the network spec has no layers"),
+    ("logits", "the network spec has no layers"),
+    ("conv0k3,flatten", "'conv0k3' at position 1: filters must be a positive integer, got 0"),
+    ("conv8k0,flatten", "'conv8k0' at position 1: the kernel size must be a positive integer"),
+    ("conv8k3s0,flatten", "'conv8k3s0' at position 1: the stride must be a positive integer"),
+    ("pool0,flatten", "'pool0' at position 1: the pool size must be a positive integer"),
+    ("flatten,dense0", "'dense0' at position 2: units must be a positive integer, got 0"),
+    ("flatten,dropout1", "the rate of 'dropout1' at position 2 must be in [0, 1)"),
+    ("flatten,dropout-0.1", "the rate of 'dropout-0.1' at position 2 must be in [0, 1)"),
+    ("flatten,dropoutx", "the rate of 'dropoutx' at position 2 must be a number in [0, 1)"),
+    ("convrate1.5,flatten", "the rate of 'convrate1.5' at position 1 must be in [0, 1)"),
+    ("flatten,dense8,dropout0.1,dropout0.2",
+     "'dropout0.2' at position 4 puts a second dropout at dense1.post"),
+    ("flatten,dropout0.1,dropout0.2", "'dropout0.2' at position 3 is a second dropout on the same input"),
+    ("flatten,logits,dense8", "'logits' at position 2 must be the last token"),
+    (",".join(["conv1k1"] * 49 + ["flatten"]), "the network has 51 layers (classifier included); at most 50"),
+    ("[", "the network spec is not valid JSON"),
+    ('[{"type": "conv", "filters": 8}]',
+     'layer {"type": "conv", "filters": 8} at position 1 lacks kernel_size'),
+    ('[{"type": "conv", "filters": 0, "kernel_size": 3}]',
+     '{"type": "conv", "filters": 0, "kernel_size": 3} at position 1: filters must be a positive integer'),
+    ('[{"type": "dense", "units": 8, "bias": false}]',
+     'layer {"type": "dense", "units": 8, "bias": false} at position 1 has unknown field(s) bias; '
+     "a dense object has: units"),
+    ('["flatten", {"type": "lstm"}]', 'unknown layer {"type": "lstm"} at position 2; objects have a "type"'),
+    ('{"layers": ["flatten"], "size": 3}', 'a JSON network spec object has a "layers" list'),
+])
+def test_malformed_specs_are_one_line_errors(text, message):
+    with pytest.raises(ValueError) as info:
+        models.parse_network(text)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value), str(info.value)
+
+
+def test_bad_names_and_untextable_specs_are_refused():
+    with pytest.raises(ValueError, match="network name 'my/net' must be"):
+        models.parse_network("flatten", name="my/net")
+    mid = dataclasses.replace(models.get_spec("dense_mlp"), canonical="dense1.mid:0.5")
+    with pytest.raises(ValueError, match="has no text form"):
+        models.format_network(mid)
+
+
+def test_register_spec_is_one_registry():
+    spec = models.parse_network("conv2k3,flatten,dense4")
+    assert models.register_spec(spec) == spec.name == models.register_spec(models.parse_network(
+        "conv2k3valid, flatten, dense4, dropout0.5"))  # the same network again: no-op
+    assert models.get_spec(spec.name) == spec
+    with pytest.raises(ValueError, match=f"model '{spec.name}' is already registered as another network"):
+        models.register_spec(dataclasses.replace(spec, canonical="dense1.pre:0.5"))
+    with pytest.raises(ValueError, match="model 'dense_mlp' is already registered as another network"):
+        models.register_spec(models.parse_network("flatten,dense4", name="dense_mlp"))
+    assert spec.name not in models.list_models()  # the zoo's list stays the zoo
+    key = models.construction_key(spec.name, "before_activation")
+    assert key == models.construction_key(spec.name, "after_activation")
+
+
+SPEC_PLACEMENTS = models.list_placements(models.register_spec(models.parse_network(
+    "conv4k3,pool2,conv4k3same,flatten,dense8,dense8")))
+
+
+@pytest.mark.parametrize("placement", SPEC_PLACEMENTS)
+def test_every_named_placement_of_a_spec_network_builds(placement):
+    text = "conv4k3,pool2,conv4k3same,flatten,dense8,dense8"
+    sites = models.resolve_placement(models.parse_network(text).name, placement)
+    for norm in ("none", "batch"):
+        model = models.build_from_spec(text, placement, norm=norm, num_classes=3, seed=0)
+        assert [l.name for l in models.dropout_layers(model)] == list(sites)
+        out = model(X, training=False).numpy()
+        assert out.shape == (2, 3) and np.isfinite(out).all()
+
+
+def test_spec_placements_are_the_zoo_set():
+    assert SPEC_PLACEMENTS == ["canonical", "none", "after_activation", "before_activation", "before_dense",
+                               "both", "conv", "spatial", "bn_before", "bn_after_last"]
+
+
+# --------------------------------------------------------------- the trainer's side
+
+
+def network_config(**overrides):
+    """tiny_config for a network: `model` left at its default, so the network names itself."""
+    return tiny_config(**{"model": config_lib.DEFAULT_MODEL, **overrides})
+
+
+def test_config_records_the_canonical_text_and_names_the_model():
+    config = network_config(network="Conv4K3S2, pool2, flatten, dense16, dropout0.5")
+    assert config.network == TINY and config.model == models.parse_network(TINY).name
+    assert config_lib.validate(config) is config and models.get_spec(config.model).name == config.model
+    assert config_lib.TrainConfig(**config.to_dict()) == config  # as recorded in config.json
+    named = network_config(network=json.dumps({"name": "tiny_net", "layers": TINY.split(",")}))
+    assert (named.model, named.network) == ("tiny_net", TINY)
+    assert config_lib.differences(config.to_dict(), config) == []
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"network": "cnv4k3,flatten", "model": config_lib.DEFAULT_MODEL},
+     "--network: unknown layer 'cnv4k3' at position 1; valid:"),
+    ({"network": "flatten,dense4", "model": "dense_mlp"},
+     "--network: model 'dense_mlp' is already registered as another network"),
+])
+def test_config_rejects_bad_networks_in_one_line(overrides, message):
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.validate(tiny_config(**overrides))
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def train_plan(*args):
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", *args])
+    return flags_lib.train_plan(fv)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--network=conv4k3,dense8"], "--network: 'dense8' at position 2 needs 'flatten' before it"),
+    (["--network=flatten", "--model=dense_mlp"], "give --network=SPEC or --model=dense_mlp, not both"),
+    (["--network=@/nonexistent/net.json"], "--network: cannot read '/nonexistent/net.json'"),
+    (["--network=flatten,dropout2", "--placement=all"], "--network: the rate of 'dropout2' at position 2"),
+])
+def test_network_flag_rejects_bad_values(args, message):
+    with pytest.raises(config_lib.ConfigError) as info:
+        train_plan(*args)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value), str(info.value)
+
+
+def test_network_flag_reads_a_json_file_and_sweeps_every_placement(tmp_path):
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps({"name": "mynet", "layers": TINY.split(",")}, indent=2))
+    runs = train_plan(f"--network=@{path}", "--placement=all", "--seeds=2", "--workdir=study")
+    assert len(runs) == 2 * len(models.list_placements("mynet"))
+    assert {c.network for c, _ in runs} == {TINY}
+    assert ("study/mynet/before_dense/seed1") in {w for _, w in runs}
+
+
+def test_a_network_sweep_trains_resumes_and_compares(tmp_path):
+    root = str(tmp_path)
+    runs = train_plan(f"--network={TINY}", "--placement=canonical,before_activation,before_dense",
+                      "--epochs=1", "--batch_size=16", "--optimizer=adam",
+                      "--learning_rate=0.003", "--dataset=tiny", f"--workdir={root}")
+    name = models.parse_network(TINY).name
+    assert sorted(os.path.relpath(w, root) for _, w in runs) == sorted(
+        f"{name}/{p}/seed0" for p in ("canonical", "before_activation", "before_dense"))
+    results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    assert all(isinstance(m, dict) for _, _, m in results), results
+    trained = [m for _, _, m in results if "identical_to" not in m]
+    assert len(trained) == 2 and all(m["export_check"]["passed"] for m in trained)
+    assert all(m["config"]["network"] == TINY and m["config"]["model"] == name for _, _, m in results)
+    again = sweep.run_sweep(runs, source=tiny_source(), verbose=0)  # finished: reported, not retrained
+    assert [m["test_loss"] for _, _, m in again] == [m["test_loss"] for _, _, m in results]
+    table = {e["variant"]: e for e in compare.compare_runs(root, source=tiny_source())["table"]}
+    assert set(table) == {f"{name}/{p}" for p in ("canonical", "before_activation", "before_dense")}
+    assert table[f"{name}/before_activation"]["identical_to"] == f"{name}/canonical"
+    assert table[f"{name}/before_dense"]["seeds"] == 1
