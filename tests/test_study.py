@@ -388,3 +388,9 @@ def test_bn_variance_shift_matches_a_hand_computation():
     assert entry["variance_shift_mean"] == pytest.approx(shift.mean(), rel=1e-4)
     assert entry["variance_shift_max"] == pytest.approx(shift.max(), rel=1e-4)
     assert callbacks_lib.norm_statistics(models.build("dense_mlp", seed=0), x) == {}  # no BN, no entry
+    # After 435 steps at momentum 0.99, 0.99^435 of the initial variance 1 is still in it.
+    remaining = 0.99 ** 435
+    bn.moving_variance.assign(((served * 1.5) * (1 - remaining) + remaining).astype("float32"))
+    debiased = callbacks_lib.norm_statistics(model, x, steps=435)["dense1.bn"]
+    assert debiased["variance_shift_mean"] == pytest.approx(1.5, rel=1e-4)
+    assert callbacks_lib.norm_statistics(model, x)["dense1.bn"]["variance_shift_mean"] > 1.5
