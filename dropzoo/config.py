@@ -38,6 +38,7 @@ class TrainConfig:
     kind: str = "inverted"
     activation: str = "relu"
     norm: str = "none"  # "batch": linear -> BatchNormalization -> activation in every hidden layer
+    bn_momentum: float = models.DEFAULT_BN_MOMENTUM  # of those BN layers (no effect without)
     # Data.
     dataset: str = "mnist"
     idx_dir: str | None = None
@@ -61,6 +62,8 @@ class TrainConfig:
     cpu_devices: int | None = None  # split the CPU into N logical devices
 
     def __post_init__(self):
+        if self.norm == "none":  # no BN layer: its momentum changes nothing, so it is not recorded
+            object.__setattr__(self, "bn_momentum", models.DEFAULT_BN_MOMENTUM)
         # The network's canonical text and name: two spellings of one network are
         # one config, and runs are filed and labelled by `model` as for the zoo.
         # Text that does not parse is kept as given, for `validate` to report.
@@ -93,6 +96,7 @@ def validate(config):
     register_network(config)
     try:
         models.check_norm(config.norm)
+        models.check_bn_momentum(config.bn_momentum)
         models.resolve_placement(config.model, config.placement_spec, norm=config.norm)
         models.check_kind(config.kind)
         models.check_activation(config.activation)

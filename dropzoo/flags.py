@@ -59,6 +59,10 @@ def define_train_flags(fv=FLAGS):
     flags.DEFINE_string("norm", d.norm,
                         "Normalisation of every hidden layer: none, or batch (linear -> "
                         "BatchNormalization -> activation); a comma list sweeps.", flag_values=fv)
+    flags.DEFINE_float("bn_momentum", d.bn_momentum,
+                       "Momentum of the BatchNormalization layers' moving statistics (with --norm=batch). "
+                       "Keras' 0.99 keeps 0.99^steps of their initial values: use 0.9 for runs of a few "
+                       "hundred steps.", flag_values=fv)
     flags.DEFINE_integer("seeds", 1, "Train seeds --seed, --seed+1, ... (more than 1 runs a sweep).",
                          flag_values=fv)
     flags.DEFINE_float("validation_fraction", d.validation_fraction,
@@ -154,7 +158,8 @@ def train_plan(fv=FLAGS):
     base = config_lib.TrainConfig(**{**values, "placement": placements[0], "kind": kinds[0],
                                      "activation": activations[0], "norm": norms[0], "rate": rates[0]})
     configs = sweep.expand(base, placements=placements, seeds=fv["seeds"].value, kinds=kinds,
-                           activations=activations, rates=rates, norms=norms)
+                           activations=activations, rates=rates, norms=norms,
+                           bn_momentum=values["bn_momentum"])
     if len(configs) == 1 and fv["workdir"].value:
         return [(configs[0], fv["workdir"].value)]
     return [(c, sweep.run_dir(fv["workdir"].value or "runs", c)) for c in configs]

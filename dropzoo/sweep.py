@@ -26,13 +26,16 @@ from dropzoo import locks
 from dropzoo import trainer
 
 
-def expand(base, *, placements=None, seeds=1, kinds=None, activations=None, rates=None, norms=None):
+def expand(base, *, placements=None, seeds=1, kinds=None, activations=None, rates=None, norms=None,
+           bn_momentum=None):
     """The TrainConfigs of a sweep around `base` (validated, in a stable order).
 
     `placements` may contain "all" (every placement of the model); seeds are
     base.seed, base.seed + 1, ...; `rates` (None: each site's own rate)
-    override every site's rate.
+    override every site's rate. `bn_momentum` (default base's) applies to the
+    configs with BN; the others record the default, as it changes nothing there.
     """
+    momentum = {} if bn_momentum is None else {"bn_momentum": bn_momentum}
     placements = list(placements or [base.placement])
     if "all" in placements:
         placements = models.list_placements(config_lib.register_network(base))
@@ -43,7 +46,7 @@ def expand(base, *, placements=None, seeds=1, kinds=None, activations=None, rate
             placements, kinds or [base.kind], activations or [base.activation],
             norms or [base.norm], rates or [base.rate], range(seeds)):
         config = dataclasses.replace(base, placement=placement, kind=kind, activation=activation,
-                                     norm=norm, rate=rate, seed=base.seed + k)
+                                     norm=norm, rate=rate, seed=base.seed + k, **momentum)
         configs.append(config_lib.validate(config))
     return configs
 
@@ -63,6 +66,8 @@ def variant_name(config):
         name += f"-{config.activation}"
     if config.norm != "none":
         name += f"-{config.norm}norm"
+        if config.bn_momentum != models.DEFAULT_BN_MOMENTUM:
+            name += f"-bnmomentum{config.bn_momentum:g}"
     if config.rate is not None:
         name += f"-rate{config.rate:g}"
     return name

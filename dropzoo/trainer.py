@@ -104,7 +104,8 @@ def build_model(config, num_classes, image_shape, steps_per_execution=1):
     """The compiled model for `config` (the trainer compiles; builders don't)."""
     spec = models.get_spec(config_lib.register_network(config))  # a --network: registered as model
     model = models.build(config.model, config.placement_spec, rate=config.rate, kind=config.kind,
-                         activation=config.activation, norm=config.norm, num_classes=num_classes,
+                         activation=config.activation, norm=config.norm,
+                         bn_momentum=config.bn_momentum, num_classes=num_classes,
                          input_shape=image_shape, seed=config.seed)
     optimizer = keras.optimizers.get({"class_name": config.optimizer,
                                       "config": {"learning_rate": config.learning_rate}})

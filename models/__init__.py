@@ -20,7 +20,8 @@ Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
 from models.layers import KINDS, check_kind, dropout_layers, request_seed
 from models.mc_dropout import MonteCarlo, mc_dropout_model, mc_dropout_split
-from models.network import ACTIVATIONS, NORMS, check_activation, check_norm
+from models.network import (ACTIVATIONS, DEFAULT_BN_MOMENTUM, NORMS, check_activation, check_bn_momentum,
+                            check_norm)
 from models.registry import (OPTIONS, ConstructionKey, build, build_from_spec, construction_key,
                              get_spec, list_models, list_placements, register_spec,
                              resolve_placement)
@@ -28,8 +29,8 @@ from models.sites import Site, check_rate, format_placement
 from models.spec_text import format_network, parse_network
 
 __all__ = [
-    "ACTIVATIONS", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "ConstructionKey", "Site", "build",
-    "build_from_spec", "check_activation", "check_kind", "check_norm", "check_rate",
+    "ACTIVATIONS", "DEFAULT_BN_MOMENTUM", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "ConstructionKey", "Site", "build",
+    "build_from_spec", "check_activation", "check_bn_momentum", "check_kind", "check_norm", "check_rate",
     "construction_key", "dropout_layers", "format_network", "format_placement", "get_spec",
     "list_models", "list_placements", "mc_dropout_model", "mc_dropout_split", "parse_network",
     "register_spec", "request_seed", "resolve_placement",

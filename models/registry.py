@@ -14,7 +14,7 @@ from models import spec_text
 
 _REGISTRY = {}  # name -> NetworkSpec: the zoo's and those registered with register_spec
 _ZOO = set()  # the names registered by @register
-OPTIONS = ("rate", "kind", "activation", "norm", "num_classes", "input_shape", "seed")
+OPTIONS = ("rate", "kind", "activation", "norm", "bn_momentum", "num_classes", "input_shape", "seed")
 
 
 def register(spec_fn):
@@ -95,6 +95,7 @@ def build(name, placement="canonical", **options):
     Options: rate (overrides every site's rate), kind ('inverted', 'classic',
     'gaussian'), activation (hidden layers), norm ('none', or 'batch': a
     BatchNormalization between every hidden linear op and its activation),
+    bn_momentum (of those BN layers; Keras' 0.99 by default),
     num_classes, input_shape, seed. Options given as None keep their defaults.
     """
     unknown = sorted(set(options) - set(OPTIONS))

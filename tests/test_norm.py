@@ -16,6 +16,8 @@ from models import equivalence
 from models import layers as dropout_lib
 from models import mc_dropout as mc_lib
 from models import network
+from dropzoo import config as config_lib
+from dropzoo import sweep
 from test_models import PARAMS, assert_sites_where_named
 
 X = np.random.default_rng(0).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
@@ -388,3 +390,25 @@ def test_bernoulli_kinds_are_the_ones_with_a_mask():
     assert network.interchangeable_slots("classic", "relu") == {"mid": "post"}
     assert network.interchangeable_slots("gaussian", "relu") == {}
     assert network.interchangeable_slots("inverted", "elu") == {}
+
+
+def test_bn_momentum_reaches_every_bn_layer_and_names_the_variant():
+    model = models.build("keras_io_convnet", "canonical", norm="batch", bn_momentum=0.9, seed=0)
+    momenta = {layer.name: layer.momentum for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta == {"conv1.bn": 0.9, "conv2.bn": 0.9}
+    default = models.build("keras_io_convnet", "canonical", norm="batch", seed=0)
+    assert {layer.momentum for layer in default.layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {models.DEFAULT_BN_MOMENTUM}
+    with pytest.raises(ValueError, match=r"bn_momentum must be in \(0, 1\), got 1.0"):
+        models.build("keras_io_convnet", norm="batch", bn_momentum=1.0)
+    # A sweep over norm none and batch: the momentum given applies where there is BN, and
+    # the runs without BN record the default (it changes nothing there), so their
+    # directories are those of any other momentum.
+    base = config_lib.TrainConfig(model="keras_io_convnet", bn_momentum=0.9)
+    configs = sweep.expand(base, norms=["none", "batch"], bn_momentum=0.9)
+    assert [(c.norm, c.bn_momentum) for c in configs] == [("none", models.DEFAULT_BN_MOMENTUM),
+                                                          ("batch", 0.9)]
+    assert [sweep.variant_name(c) for c in configs] == ["canonical", "canonical-batchnorm-bnmomentum0.9"]
+    with pytest.raises(config_lib.ConfigError, match="bn_momentum must be in"):
+        config_lib.validate(config_lib.TrainConfig(norm="batch", bn_momentum=0.0))
