@@ -33,7 +33,10 @@ setuptools.setup(
         "mlxtend>=0.23",
         "numpy>=1.26",
         "scipy>=1.11",
+        # Brier score (multi-class since 1.7), ROC/AUROC and reliability curves.
+        "scikit-learn>=1.7",
         "matplotlib>=3.8",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # pytest-xdist: the suite runs in two processes (one per core here).
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
 )
