@@ -5,6 +5,7 @@ directly. `validate` raises `ConfigError` (one line naming the problem and
 the fix) for every value a user can get wrong.
 """
 import dataclasses
+import os
 
 import models
 from dropzoo import data as data_lib
@@ -28,10 +29,12 @@ DEFAULT_MODEL = "keras_mnist_cnn"
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # What to train. `sites` (explicit 'SITE:RATE,...') overrides `placement`.
-    # `network`, a network written as text (models/spec_text.py), replaces the
-    # zoo's: `model` then holds its name, derived from the text unless given.
+    # `network`, a network written as text (models/spec_text.py), or
+    # `keras_model`, a .keras file (models/keras_model.py), replaces the zoo's:
+    # `model` then holds its name, derived from the text or file unless given.
     model: str = DEFAULT_MODEL
     network: str = ""
+    keras_model: str = ""
     placement: str = "canonical"
     sites: str = ""
     rate: float | None = None
@@ -67,6 +70,10 @@ class TrainConfig:
         # The network's canonical text and name: two spellings of one network are
         # one config, and runs are filed and labelled by `model` as for the zoo.
         # Text that does not parse is kept as given, for `validate` to report.
+        if self.keras_model:  # an absolute path: a resumed run finds the same file from anywhere
+            object.__setattr__(self, "keras_model", os.path.abspath(self.keras_model))
+            if self.model == DEFAULT_MODEL:
+                object.__setattr__(self, "model", models.keras_model.default_name(self.keras_model))
         if not self.network:
             return
         try:
@@ -100,6 +107,9 @@ def validate(config):
         models.resolve_placement(config.model, config.placement_spec, norm=config.norm)
         models.check_kind(config.kind)
         models.check_activation(config.activation)
+        if config.keras_model:
+            for option in ("activation", "norm", "bn_momentum"):
+                models.keras_model.check_zoo_only(option, getattr(config, option))
         if config.rate is not None:
             models.check_rate(config.rate, "--rate")
         data_lib.check_batch_size(config.batch_size, "--batch_size")
@@ -132,11 +142,19 @@ def validate(config):
 
 
 def register_network(config):
-    """Registers `config.network`, if given, as model `config.model`; returns config.model.
+    """Registers `config.network` or `config.keras_model`, if given, as model `config.model`.
 
-    Raises ConfigError if the text does not parse, or if the name is taken by
-    another network (e.g. a zoo network's name given as `model`).
+    Returns config.model. Raises ConfigError if the text does not parse, the
+    file does not load (or its model cannot be rewritten), or if the name is
+    taken by another network (e.g. a zoo network's name given as `model`).
     """
+    if config.network and config.keras_model:
+        raise ConfigError("give --network=SPEC or --keras_model=PATH, not both")
+    if config.keras_model:
+        try:
+            models.register_keras_model(config.keras_model, name=config.model)
+        except ValueError as e:
+            raise ConfigError(f"--keras_model: {e}") from None
     if config.network:
         try:
             models.register_spec(models.parse_network(config.network, name=config.model))

@@ -40,6 +40,12 @@ def define_train_flags(fv=FLAGS):
                         "convrate<rate>; e.g. conv32k3,conv64k3,pool2,flatten,dense128. @FILE reads the "
                         "spec (JSON: a list of tokens or objects) from FILE. See models/spec_text.py.",
                         flag_values=fv)
+    flags.DEFINE_string("keras_model", d.keras_model,
+                        "Your own Keras model instead of --model: a .keras file (Sequential or functional, "
+                        "one image input), loaded with safe_mode (no code from the file runs). Its dropout "
+                        "is removed and placed at sites named after its layers (LAYER.pre|mid|post); "
+                        "--placement names derive from its structure. See models/keras_model.py.",
+                        flag_values=fv)
     flags.DEFINE_string("placement", d.placement,
                         "Named placement: canonical, none, after_activation, before_activation, "
                         "before_dense, both, conv, spatial (where the model has them); a comma "
@@ -147,6 +153,8 @@ def train_plan(fv=FLAGS):
     """[(TrainConfig, workdir)] the parsed train flags ask for: one run, or a sweep."""
     fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
     values = {name: fv[name].value for name in fields}
+    if values["keras_model"] and values["network"]:
+        raise config_lib.ConfigError("give --network=SPEC or --keras_model=PATH, not both")
     if values["network"]:
         if values["model"] != config_lib.DEFAULT_MODEL:
             raise config_lib.ConfigError(f"give --network=SPEC or --model={values['model']}, not both: "

@@ -9,6 +9,8 @@
     models.check_kind("alpha")  # ValueError: unknown dropout kind 'alpha'; valid kinds: ...
     spec = models.parse_network("conv32k3,conv64k3,pool2,flatten,dense128")  # models/spec_text.py
     model = models.build_from_spec("conv32k3,pool2,flatten,dense64,logits", "before_dense", seed=0)
+    variant = models.place_dropout(keras_model, "before_dense", seed=0)  # models/keras_model.py
+    name = models.register_keras_model("mine.keras")  # then build(name, ...) like a zoo network
 
 `check_kind`, `check_activation`, `check_norm` and `check_rate` are the one
 check (and message) for each fact; the builders and the trainer's config
@@ -18,12 +20,13 @@ same network by construction.
 Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 """
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
+from models.keras_model import describe_model, load_keras_model, place_dropout
 from models.layers import KINDS, check_kind, dropout_layers, request_seed
 from models.mc_dropout import MonteCarlo, mc_dropout_model, mc_dropout_split
 from models.network import (ACTIVATIONS, DEFAULT_BN_MOMENTUM, NORMS, check_activation, check_bn_momentum,
                             check_norm)
 from models.registry import (OPTIONS, ConstructionKey, build, build_from_spec, construction_key,
-                             get_spec, list_models, list_placements, register_spec,
+                             get_spec, list_models, list_placements, register_keras_model, register_spec,
                              resolve_placement)
 from models.sites import Site, check_rate, format_placement
 from models.spec_text import format_network, parse_network
@@ -31,7 +34,7 @@ from models.spec_text import format_network, parse_network
 __all__ = [
     "ACTIVATIONS", "DEFAULT_BN_MOMENTUM", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "ConstructionKey", "Site", "build",
     "build_from_spec", "check_activation", "check_bn_momentum", "check_kind", "check_norm", "check_rate",
-    "construction_key", "dropout_layers", "format_network", "format_placement", "get_spec",
-    "list_models", "list_placements", "mc_dropout_model", "mc_dropout_split", "parse_network",
-    "register_spec", "request_seed", "resolve_placement",
+    "construction_key", "describe_model", "dropout_layers", "format_network", "format_placement", "get_spec",
+    "list_models", "list_placements", "load_keras_model", "mc_dropout_model", "place_dropout", "mc_dropout_split", "parse_network",
+    "register_keras_model", "register_spec", "request_seed", "resolve_placement",
 ]

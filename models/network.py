@@ -154,6 +154,24 @@ class NetworkSpec:
         """Names of the hidden conv/dense layers (those BN normalises), in order."""
         return tuple(layer.name for layer in self.layers if isinstance(layer, (Conv, Dense)))
 
+    @property
+    def conv_names(self):
+        return tuple(layer.name for layer in self.layers if isinstance(layer, Conv))
+
+    @property
+    def dense_names(self):
+        """The hidden Dense layers (the classifier is `output_name`)."""
+        return tuple(layer.name for layer in self.layers if isinstance(layer, Dense))
+
+    @property
+    def output_name(self):
+        return self.layers[-1].name
+
+    def layer_activation(self, name, activation):
+        """The activation between `name`'s .mid and .post sites: the network's one `activation`."""
+        del name
+        return activation
+
     def sites(self, norm="none"):
         """Every site of the network built with `norm`, in graph order."""
         return tuple(f"{layer.name}.{slot}" for layer in self.layers
@@ -183,6 +201,10 @@ def _slots(layer, norm):
 def named_placements(spec):
     """{placement name: {site: Site}} for the variants that make sense for `spec`.
 
+    `spec` is a NetworkSpec or a models.keras_model.KerasModelSpec: anything
+    with sites(), spatial_sites(), parse(), canonical, conv_rate, hidden,
+    conv_names, dense_names and output_name.
+
     The source's dropout splits in two: the *head* dropout (the one at a dense
     layer) and the *conv-stack* dropout (e.g. the classic example's 0.25 after
     pooling). The dense variants move the head dropout and keep the
@@ -200,20 +222,20 @@ def named_placements(spec):
     conv_stack = {k: v for k, v in canonical.items() if k in spatial}
     head_rate = next((v.rate for k, v in canonical.items() if k not in spatial), DEFAULT_HEAD_RATE)
     head = sites_lib.Site(head_rate)
-    hidden_dense = [layer.name for layer in spec.layers if isinstance(layer, Dense)]
-    convs = [layer.name for layer in spec.layers if isinstance(layer, Conv)]
+    hidden_dense, convs = spec.dense_names, spec.conv_names
 
     placements = {"canonical": canonical, "none": {}}
     if hidden_dense:
         placements["after_activation"] = {**conv_stack, **{f"{d}.post": head for d in hidden_dense}}
-        placements["before_activation"] = {**conv_stack, **{f"{d}.mid": head for d in hidden_dense}}
+        if all(f"{d}.mid" in spec.sites() for d in hidden_dense):  # a Keras model's may have none
+            placements["before_activation"] = {**conv_stack, **{f"{d}.mid": head for d in hidden_dense}}
         placements["before_dense"] = {**conv_stack, **{f"{d}.pre": head for d in hidden_dense}}
         placements["both"] = {
             **conv_stack,
             **{f"{d}.{slot}": head for d in hidden_dense for slot in ("pre", "post")},
         }
     else:  # only the classifier is dense: its input is the one dense site
-        placements["before_dense"] = {**conv_stack, f"{spec.layers[-1].name}.pre": head}
+        placements["before_dense"] = {**conv_stack, f"{spec.output_name}.pre": head}
     if convs:
         conv_sites = {f"{c}.post": sites_lib.Site(spec.conv_rate) for c in convs}
         placements["conv"] = _in_graph_order(spec, {**conv_sites, **canonical})  # the source's rates kept

@@ -1,12 +1,13 @@
 """The one model registry: register a NetworkSpec, list, build by name, and key variants.
 
 The zoo's networks register at import (`@register`); a network written as
-text (models.spec_text) registers with `register_spec` under its name, and
-from then on builds, resolves placements and keys variants by that name like
-any zoo network.
+text (models.spec_text) or a Keras model file (models.keras_model) registers
+with `register_spec` under its name, and from then on builds, resolves
+placements and keys variants by that name like any zoo network.
 """
 import typing
 
+from models import keras_model
 from models import layers as dropout_lib
 from models import network
 from models import sites as sites_lib
@@ -30,10 +31,13 @@ def register(spec_fn):
 def register_spec(spec):
     """Registers `spec` (e.g. from spec_text.parse_network) under spec.name; returns the name.
 
-    Registering an equal spec again does nothing; another spec under a name
-    already taken (a zoo network's included) raises ValueError.
+    Registering an equal spec again does nothing, and a .keras file saved
+    again replaces its earlier version; another spec under a name already
+    taken (a zoo network's included) raises ValueError.
     """
     registered = _REGISTRY.setdefault(spec.name, spec)
+    if registered != spec and getattr(registered, "digest", "") and registered.source == spec.source:
+        _REGISTRY[spec.name] = registered = spec  # the same .keras file, saved again: its new version
     if registered != spec:
         raise ValueError(f"model {spec.name!r} is already registered as another network "
                          f"({registered.source}); give this network another name")
@@ -46,6 +50,11 @@ def build_from_spec(text, placement="canonical", **options):
     The same placements (names, site strings) and options as `build`.
     """
     return build(register_spec(spec_text.parse_network(text)), placement, **options)
+
+
+def register_keras_model(path, name=None):
+    """Registers the `.keras` file at `path` (safe_mode) as a model; returns its name (the file's stem)."""
+    return register_spec(keras_model.describe_file(path, name))
 
 
 def list_models():
@@ -102,8 +111,11 @@ def build(name, placement="canonical", **options):
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(OPTIONS)}")
     kwargs = {k: v for k, v in options.items() if v is not None}
+    spec = get_spec(name)
+    if isinstance(spec, keras_model.KerasModelSpec):
+        return keras_model.build_placed(spec, resolve_placement(name, placement), **kwargs)
     sites = resolve_placement(name, placement, kwargs.get("norm", "none"))
-    return network.build_network(get_spec(name), sites, **kwargs)
+    return network.build_network(spec, sites, **kwargs)
 
 
 class ConstructionKey(typing.NamedTuple):
@@ -138,10 +150,11 @@ def construction_key(name, placement="canonical", *, kind="inverted", activation
     spec = get_spec(name)
     sites = sites_lib.with_rate(resolve_placement(name, placement, norm), rate)
     valid = spec.sites(norm)
-    moves = network.interchangeable_slots(kind, activation)
     moved = {}
     for site, value in sites.items():
         layer, slot = site.rsplit(".", 1)
+        # A Keras model's layers each have their own activation; a zoo network has one.
+        moves = network.interchangeable_slots(kind, spec.layer_activation(layer, activation))
         target = f"{layer}.{moves[slot]}" if slot in moves else site
         moved[target if target in valid and target not in sites else site] = value
     ordered = tuple((s, moved[s].rate, moved[s].spatial) for s in valid if s in moved)

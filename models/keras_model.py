@@ -1,0 +1,444 @@
+"""Every dropout placement for a Keras model you already have.
+
+    model = models.load_keras_model("mine.keras")     # safe_mode: no code runs from the file
+    spec = models.describe_model(model)               # its sites, own placement, outputs
+    spec.sites()                                      # ('conv1.pre', 'conv1.mid', 'conv1.post', ...)
+    variant = models.place_dropout(model, "before_dense", kind="inverted", seed=0)
+    variant = models.place_dropout(model, "dense.pre:0.5,conv1.post:0.1:spatial", seed=0)
+
+`place_dropout` takes a Sequential or functional Keras 3 model with one image
+input [H, W, C] and one output, removes its dropout layers, and inserts
+dropout at sites named after the model's own layers, in the zoo's site
+language (models/sites.py):
+
+  LAYER.pre   on the input of a conv/dense layer;
+  LAYER.mid   between a conv/dense layer's linear op and its fused activation
+              (`Dense(128, activation="relu")` is split into `LAYER` with no
+              activation and `LAYER.act`, the same function);
+  LAYER.post  on the layer's output (after a fused activation).
+
+The classifier (the last conv/dense layer, before a softmax if the model
+has one) has only `.pre`. The model's own dropout becomes its `canonical`
+placement: a dropout layer after layer P is `P.post` (`:spatial` for
+SpatialDropout2D), one on the input is the next layer's `.pre`. The named
+placements (`after_activation`, `before_dense`, `conv`, ...) are derived
+from this structure by `network.named_placements`, as for the zoo.
+
+Every weight is copied from the source model, which is never changed.
+Masks are seeded as the zoo seeds them (`network.mask_stream` of the
+layer's index in the source model), so `.mid` and `.post` of a layer with a
+ReLU share a mask and the sweep's equivalence grouping stays right.
+
+Pixels reach every zoo model scaled to [0, 1] (dropzoo/preprocess.py). A
+model whose first layer is `Rescaling(scale, offset)` expects raw pixels,
+so the rewrite multiplies its scale by 255: the variant computes on [0, 1]
+input exactly what the source computed on [0, 255], and the export scales
+once. Layers follow the trainer's precision policy; the classifier and its
+softmax compute in float32, as in the zoo.
+"""
+import dataclasses
+import functools
+import hashlib
+import os
+
+import keras
+import numpy as np
+from keras.src.models.functional import Functional  # no public name for "a graph model"
+
+from models import layers as dropout_lib
+from models import network
+from models import sites as sites_lib
+
+# Dropout layers the rewrite removes; their rates become the canonical placement.
+DROPOUT_TYPES = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
+                 keras.layers.SpatialDropout3D, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
+                 dropout_lib.ClassicDropout, dropout_lib.SpatialGaussianDropout)
+SPATIAL_TYPES = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.SpatialDropout3D,
+                 dropout_lib.SpatialGaussianDropout)
+CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.SeparableConv1D,
+              keras.layers.SeparableConv2D, keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+              keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+LINEAR_TYPES = CONV_TYPES + (keras.layers.Dense,)
+# mask_stream(index, slot) stays below the next seed's streams (seed * 1000) up to this index.
+MAX_LAYER_INDEX = 449
+# Options of models.build that change zoo networks only: a Keras model keeps its own.
+_ZOO_ONLY = {"activation": "relu", "norm": "none", "bn_momentum": network.DEFAULT_BN_MOMENTUM}
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One layer of the source model as the rewrite sees it."""
+
+    name: str
+    index: int  # position in the source model's graph order: its mask streams
+    role: str  # "conv", "dense", "output" (the classifier), "head" (after it), "other"
+    activation: str  # a conv/dense layer's fused activation ("linear" if none)
+    slots: tuple
+    input_rank: int  # rank of the tensor at `.pre` (0: several inputs)
+    output_rank: int
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasModelSpec:
+    """A Keras model described as the registry's specs are: sites, placements, outputs."""
+
+    name: str
+    source: str
+    layers: tuple  # of Layer, in graph order
+    canonical: str  # the model's own dropout, in the site syntax
+    outputs: str  # "probabilities" or "logits"
+    input_shape: tuple
+    num_classes: int
+    rescaling: bool  # a first Rescaling layer, folded to take [0, 1] pixels
+    digest: str = ""  # sha256 of the file it was loaded from, if any
+    conv_rate: float = 0.1  # rate the `conv`/`spatial` placements add after each conv
+    model: keras.Model = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def hidden(self):
+        """Names of the hidden conv/dense layers, in order."""
+        return tuple(layer.name for layer in self.layers if layer.role in ("conv", "dense"))
+
+    @property
+    def conv_names(self):
+        return tuple(layer.name for layer in self.layers if layer.role == "conv")
+
+    @property
+    def dense_names(self):
+        return tuple(layer.name for layer in self.layers if layer.role == "dense")
+
+    @property
+    def output_name(self):
+        return next(layer.name for layer in self.layers if layer.role == "output")
+
+    def layer_activation(self, name, activation):
+        """The activation between `name`'s .mid and .post sites: its own, whatever `activation` says."""
+        del activation
+        return next((layer.activation for layer in self.layers if layer.name == name), "linear")
+
+    def sites(self, norm="none"):
+        check_zoo_only("norm", norm)
+        return tuple(f"{layer.name}.{slot}" for layer in self.layers for slot in layer.slots)
+
+    def spatial_sites(self, norm="none"):
+        """Sites whose tensor is a 4-D feature map [batch, H, W, C]."""
+        check_zoo_only("norm", norm)
+        return tuple(f"{layer.name}.{slot}" for layer in self.layers for slot in layer.slots
+                     if (layer.input_rank if slot == "pre" else layer.output_rank) == 4)
+
+    def parse(self, text, norm="none"):
+        return sites_lib.parse(text, self.sites(norm), self.spatial_sites(norm))
+
+
+def load_keras_model(path):
+    """The model in the `.keras` file at `path`, loaded with Keras' safe_mode (no code from the file).
+
+    Raises ValueError, one line naming the problem and the fix.
+    """
+    if not str(path).endswith(".keras"):
+        raise ValueError(f"{path}: not a .keras file; save the model with model.save('NAME.keras')")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file; give the path of a model saved with model.save('NAME.keras')")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # Keras raises ValueError, TypeError, zipfile errors, ...
+        reason = " ".join(str(e).split())[:300]
+        raise ValueError(f"{path}: Keras cannot load it with safe_mode on, which refuses code stored in "
+                         f"the file (e.g. Lambda layers) ({type(e).__name__}: {reason}); rebuild the model "
+                         "from Keras layers, or register its custom classes") from None
+
+
+def describe_file(path, name=None):
+    """The KerasModelSpec of the `.keras` file at `path` (loaded once per file version)."""
+    stat = os.stat(path) if os.path.isfile(path) else None
+    return _describe_file(os.path.abspath(path), name, stat and (stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _describe_file(path, name, version):
+    del version  # part of the cache key only: a rewritten file is read again
+    model = load_keras_model(path)
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return describe_model(model, name=name or default_name(path), source=path, digest=digest)
+
+
+def default_name(path):
+    """The model name a file gets: its stem, in the characters run directories allow."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem).lstrip("._-")
+    return cleaned or "keras_model"
+
+
+def describe_model(model, name=None, source=None, digest=""):
+    """The KerasModelSpec of `model`: its sites, canonical placement and outputs.
+
+    Raises ValueError (one line saying why) for a model the rewrite cannot
+    take: subclassed, several inputs or outputs, shared layers, nested
+    models, a non-image input, or an output that is neither a softmax nor
+    logits.
+    """
+    what = f"model {model.name!r}"
+    if isinstance(model, keras.Sequential):
+        if not model.built or not model.inputs:
+            raise ValueError(f"{what} is a Sequential without an input shape; start it with "
+                             "keras.Input(shape=(H, W, C)) so its graph exists")
+    elif not isinstance(model, Functional):
+        raise ValueError(f"{what} is a subclassed model ({type(model).__name__}): its layers are called in "
+                         "Python, not recorded as a graph, so they cannot be rewired; write it as a "
+                         "Sequential or functional model")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"{what} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                         "place_dropout rewrites classifiers with one image input and one output")
+    input_shape = tuple(model.inputs[0].shape[1:])
+    if len(input_shape) != 3 or None in input_shape:
+        raise ValueError(f"{what} takes inputs of shape {input_shape}; place_dropout rewrites image "
+                         "classifiers with one fixed-size [H, W, C] input")
+    calls = _trace(model)
+    return _spec_of(model, calls, input_shape, name or model.name, source or f"keras.Model {model.name!r}",
+                    digest)
+
+
+@dataclasses.dataclass
+class _Call:
+    layer: object
+    inputs: list  # ids of the input tensors
+    output: int  # id of the output tensor
+    rank_in: int
+    rank_out: int
+
+
+def _trace(model):
+    """[_Call] in graph order, from a clone that reuses the layers (the model is not changed)."""
+    calls = []
+
+    def call(layer, *args, **kwargs):
+        output = layer(*args, **kwargs)
+        tensors = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
+        if isinstance(layer, keras.Model):
+            raise ValueError(f"model {model.name!r} nests model {layer.name!r}; place_dropout rewrites one "
+                             "flat graph: build the outer model from the inner model's layers")
+        if not isinstance(output, keras.KerasTensor):
+            raise ValueError(f"layer {layer.name!r} of model {model.name!r} has several outputs; "
+                             "place_dropout rewrites layers with one output each")
+        if any(c.layer is layer for c in calls):
+            raise ValueError(f"layer {layer.name!r} is called more than once in model {model.name!r} "
+                             "(a shared layer); its sites would not name one place: use separate layers")
+        calls.append(_Call(layer, [id(t) for t in tensors], id(output),
+                           len(tensors[0].shape) if len(tensors) == 1 else 0, len(output.shape)))
+        return output
+
+    keras.models.clone_model(_functional(model), clone_function=lambda layer: layer, call_function=call)
+    if len(calls) > MAX_LAYER_INDEX + 1:
+        raise ValueError(f"model {model.name!r} has {len(calls)} layers; place_dropout seeds masks for "
+                         f"up to {MAX_LAYER_INDEX + 1}")
+    return calls
+
+
+def _functional(model):
+    """`model` as a functional model over the same layers (a Sequential is called layer by layer)."""
+    if not isinstance(model, keras.Sequential):
+        return model
+    inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
+    x = inputs
+    for layer in model.layers:
+        x = layer(x)
+    return keras.Model(inputs, x, name=model.name)
+
+
+def _fused_activation(layer):
+    if not isinstance(layer, LINEAR_TYPES):
+        return "linear"
+    activation = keras.activations.serialize(layer.activation)
+    return activation if isinstance(activation, str) else str(activation.get("config", activation))
+
+
+def _output_of(model, calls):
+    """(index of the classifier's call, 'probabilities' | 'logits')."""
+    what = f"model {model.name!r}"
+    last = len(calls) - 1
+    layer = calls[last].layer
+    softmax_layer = isinstance(layer, keras.layers.Softmax) or (
+        isinstance(layer, keras.layers.Activation) and _activation_name(layer) == "softmax")
+    if softmax_layer:
+        producer = [i for i, c in enumerate(calls) if c.output in calls[last].inputs]
+        if len(producer) != 1 or not isinstance(calls[producer[0]].layer, LINEAR_TYPES) \
+                or _fused_activation(calls[producer[0]].layer) != "linear":
+            raise ValueError(f"{what} ends in a softmax that does not follow a linear Dense/conv layer; "
+                             "place_dropout needs a classifier layer before the softmax")
+        return producer[0], "probabilities"
+    if not isinstance(layer, LINEAR_TYPES):
+        raise ValueError(f"{what} ends in {type(layer).__name__} {layer.name!r}; place_dropout needs a "
+                         "Dense (or conv) classifier, optionally followed by a softmax")
+    activation = _fused_activation(layer)
+    if activation not in ("softmax", "linear"):
+        raise ValueError(f"{what} ends in a {activation} activation; the zoo trains softmax classifiers: "
+                         "end the model with a softmax or with logits (no activation)")
+    return last, "probabilities" if activation == "softmax" else "logits"
+
+
+def _activation_name(layer):
+    activation = keras.activations.serialize(layer.activation)
+    return activation if isinstance(activation, str) else ""
+
+
+def _spec_of(model, calls, input_shape, name, source, digest):
+    output_index, outputs = _output_of(model, calls)
+    num_classes = int(model.outputs[0].shape[-1])
+    # A first Rescaling that alone sees the raw pixels can be folded (see the module doc).
+    rescaling = isinstance(calls[0].layer, keras.layers.Rescaling) and sum(
+        calls[0].inputs[0] in c.inputs for c in calls) == 1
+    layers = []
+    for index, call in enumerate(calls):
+        layer = call.layer
+        if isinstance(layer, DROPOUT_TYPES):
+            continue
+        activation = _fused_activation(layer)
+        if index == output_index:
+            role, slots = "output", ("pre",)
+        elif index > output_index:
+            role, slots = "head", ()
+        elif isinstance(layer, CONV_TYPES):
+            role = "conv"
+        elif isinstance(layer, keras.layers.Dense):
+            role = "dense"
+        else:
+            role = "other"
+        if role in ("conv", "dense"):
+            slots = ("pre", "mid", "post") if activation != "linear" else ("pre", "post")
+            if call.rank_in == 0:
+                slots = slots[1:]
+        elif role == "other":
+            slots = () if (index == 0 and rescaling) else ("post",)
+        layers.append(Layer(layer.name, index, role, activation, slots, call.rank_in, call.rank_out))
+    spec = KerasModelSpec(name=name, source=source, layers=tuple(layers), canonical="", outputs=outputs,
+                          input_shape=input_shape, num_classes=num_classes, rescaling=rescaling,
+                          digest=digest, model=model)
+    return dataclasses.replace(spec, canonical=sites_lib.format_placement(_own_dropout(model, calls, spec)))
+
+
+def _own_dropout(model, calls, spec):
+    """{site: Site}: where the model's own dropout layers are, as sites."""
+    producer = {c.output: c for c in calls}
+    consumers = {}
+    for c in calls:
+        for tensor in c.inputs:
+            consumers.setdefault(tensor, []).append(c)
+    valid, spatial = spec.sites(), spec.spatial_sites()
+    own = {}
+    for c in calls:
+        if not isinstance(c.layer, DROPOUT_TYPES):
+            continue
+        source = producer.get(c.inputs[0])
+        if source is not None and not isinstance(source.layer, DROPOUT_TYPES):
+            site, shares = f"{source.layer.name}.post", consumers[c.inputs[0]]
+        else:  # on the model's input (or on another dropout's output): the next layer's input
+            after = consumers.get(c.output, [])
+            site, shares = (f"{after[0].layer.name}.pre" if len(after) == 1 else ""), after
+        if site not in valid or len(shares) != 1:
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} is not at a site "
+                             f"place_dropout can name (it must be a layer's whole output, or a conv/dense "
+                             f"layer's input); valid sites: {', '.join(valid)}")
+        is_spatial = isinstance(c.layer, SPATIAL_TYPES)
+        if is_spatial and site not in spatial:
+            raise ValueError(f"spatial dropout layer {c.layer.name!r} of model {model.name!r} is not on a "
+                             "4-D feature map; the zoo's spatial dropout drops channels of [batch, H, W, C]")
+        own[site] = sites_lib.Site(float(c.layer.rate), is_spatial)
+    return {site: own[site] for site in valid if site in own}
+
+
+def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, seed=None):
+    """A new keras.Model: `model` with its dropout removed and dropout at `placement`.
+
+    `placement` is a named placement (models.network.named_placements on the
+    model's structure: canonical, none, after_activation, before_dense, conv,
+    ...) or a site string ('dense.pre:0.5,conv1.post:0.1:spatial'). `rate`
+    overrides every site's rate; `seed` seeds the masks as the zoo does.
+    Weights are copied, so the variant trains without touching `model`.
+    """
+    spec = model if isinstance(model, KerasModelSpec) else describe_model(model)
+    return build_placed(spec, resolve(spec, placement), kind=kind, rate=rate, seed=seed)
+
+
+def resolve(spec, placement):
+    """{site: Site} for a placement name or a site string on `spec`."""
+    if ":" in placement or "." in placement or placement.strip() == "":
+        return spec.parse(placement)
+    placements = network.named_placements(spec)
+    if placement not in placements:
+        raise ValueError(f"unknown placement {placement!r} for {spec.name}; valid placements: "
+                         f"{', '.join(placements)}, or sites like '{spec.sites()[0]}:0.5'")
+    return placements[placement]
+
+
+def check_zoo_only(option, value):
+    """Raises ValueError unless `value` is the default of `option`, a zoo-only build option."""
+    if value is not None and value != _ZOO_ONLY[option]:
+        raise ValueError(f"{option}={value!r} changes the zoo's networks; a Keras model keeps its own "
+                         f"layers (leave {option} at {_ZOO_ONLY[option]!r})")
+
+
+def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_classes=None,
+                 input_shape=None, **zoo_only):
+    """The variant of `spec.model` with dropout at `placement` ({site: Site}); see place_dropout.
+
+    `num_classes` and `input_shape`, if given, must be the model's own (the
+    trainer passes the data's). activation/norm/bn_momentum must be left at
+    their defaults: they rebuild zoo networks, and this model keeps its layers.
+    """
+    dropout_lib.check_kind(kind)
+    for option, value in zoo_only.items():
+        check_zoo_only(option, value)
+    if num_classes is not None and int(num_classes) != spec.num_classes:
+        raise ValueError(f"model {spec.name!r} has {spec.num_classes} outputs but the data has {num_classes} "
+                         "classes; give a model whose classifier has one unit per class")
+    if input_shape is not None and tuple(input_shape) != spec.input_shape:
+        raise ValueError(f"model {spec.name!r} takes {'x'.join(map(str, spec.input_shape))} images but the "
+                         f"data has {'x'.join(map(str, input_shape))}; give a model built for this dataset")
+    placement = sites_lib.with_rate(placement, rate)
+    unknown = sorted(set(placement) - set(spec.sites()))
+    if unknown:
+        raise ValueError(f"unknown site(s) {', '.join(unknown)}; valid sites: {', '.join(spec.sites())}")
+    by_name = {layer.name: layer for layer in spec.layers}
+    originals = {}
+
+    def dropout(x, layer, slot):
+        site = placement.get(f"{layer.name}.{slot}")
+        if site is None:
+            return x
+        stream = None if seed is None else seed * 1000 + network.mask_stream(layer.index, slot)
+        return dropout_lib.make_dropout(kind, site.rate, spatial=site.spatial, seed=stream,
+                                        name=f"{layer.name}.{slot}")(x)
+
+    def clone(layer):
+        if isinstance(layer, DROPOUT_TYPES):
+            return layer  # never called: `call` skips it
+        config = layer.get_config()
+        info = by_name[layer.name]
+        # The trainer's policy decides the compute dtype; the classifier stays float32.
+        config["dtype"] = "float32" if info.role in ("output", "head") else None
+        if info.role in ("conv", "dense"):
+            config["activation"] = "linear"  # split off: `LAYER.act`, with LAYER.mid before it
+        if info.index == 0 and spec.rescaling:
+            config["scale"] = (np.asarray(config["scale"], dtype=np.float64) * 255.0).tolist()
+        new = type(layer).from_config(config)
+        originals[id(new)] = layer
+        return new
+
+    def call(layer, *args, **kwargs):
+        if isinstance(layer, DROPOUT_TYPES):
+            return args[0]
+        info = by_name[layer.name]
+        if "pre" in info.slots:
+            args = (dropout(args[0], info, "pre"),) + args[1:]
+        x = layer(*args, **kwargs)
+        layer.set_weights(originals[id(layer)].get_weights())
+        if info.role in ("conv", "dense"):
+            x = dropout(x, info, "mid")
+            if info.activation != "linear":
+                x = keras.layers.Activation(info.activation, name=f"{layer.name}.act")(x)
+        return dropout(x, info, "post")
+
+    image = keras.Input(shape=spec.input_shape, name="image")
+    return keras.models.clone_model(_functional(spec.model), input_tensors=image, clone_function=clone,
+                                    call_function=call)

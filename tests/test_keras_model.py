@@ -1,0 +1,244 @@
+"""Placements for a Keras model the user already has (models/keras_model.py) and --keras_model."""
+import os
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+
+import models
+from dropzoo import compare
+from dropzoo import config as config_lib
+from dropzoo import flags as flags_lib
+from dropzoo import sweep
+from models import keras_model as km
+from models import network
+from conftest import tiny_source
+
+RAW = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).astype("float32")
+
+
+def user_sequential(num_classes=10):
+    """A Sequential as users write it: Rescaling, fused activations, its own Dropout layers."""
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Rescaling(1 / 255.0),
+        keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
+        keras.layers.MaxPooling2D(name="p1"),
+        keras.layers.Dropout(0.25),
+        keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(16, activation="relu", name="d1"),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(num_classes, activation="softmax", name="out"),
+    ], name="user_seq")
+
+
+def user_functional(num_classes=10):
+    """A functional model: a residual branch, BN, a separate activation, spatial dropout, logits."""
+    image = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(image)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Activation("relu", name="stem_relu")(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="tanh", name="branch")(x)
+    x = keras.layers.Add(name="add")([x, y])
+    x = keras.layers.SpatialDropout2D(0.2, name="drop_maps")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(12, activation="elu", name="fc")(x)
+    return keras.Model(image, keras.layers.Dense(num_classes, name="logits_out")(x), name="user_fn")
+
+
+def dropout_sites(model):
+    """{layer name: (class, rate)} of the variant's dropout layers."""
+    return {layer.name: (type(layer).__name__, layer.rate) for layer in models.dropout_layers(model)}
+
+
+def test_a_sequential_gets_sites_named_after_its_layers_and_its_own_dropout_as_canonical():
+    spec = models.describe_model(user_sequential())
+    assert spec.sites() == ("c1.pre", "c1.mid", "c1.post", "p1.post", "flat.post",
+                            "d1.pre", "d1.mid", "d1.post", "out.pre")
+    assert spec.spatial_sites() == ("c1.pre", "c1.mid", "c1.post", "p1.post")
+    assert spec.canonical == "p1.post:0.25,d1.post:0.5"
+    assert (spec.outputs, spec.num_classes, spec.rescaling) == ("probabilities", 10, True)
+    placements = {name: models.format_placement(p) for name, p in network.named_placements(spec).items()}
+    assert placements["before_dense"] == "p1.post:0.25,d1.pre:0.5"
+    assert placements["before_activation"] == "p1.post:0.25,d1.mid:0.5"
+    assert placements["spatial"] == "c1.post:0.1:spatial,p1.post:0.25:spatial,d1.post:0.5"
+
+
+@pytest.mark.parametrize("build", [user_sequential, user_functional])
+def test_every_placement_keeps_the_weights_and_puts_dropout_at_its_sites(build):
+    model = build()
+    spec = models.describe_model(model)
+    raw_input = spec.rescaling  # the fold: the variant takes [0, 1] pixels, the source raw ones
+    has_bn = any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    want = model(RAW, training=False).numpy()
+    before = [w.copy() for w in model.get_weights()]
+    for name, placement in network.named_placements(spec).items():
+        variant = models.place_dropout(model, name, seed=3)
+        assert dropout_sites(variant) == {
+            site: ("Float32SpatialDropout2D" if s.spatial else "Float32Dropout", s.rate)
+            for site, s in placement.items()}, name
+        if not has_bn:  # BN trains on batch statistics: training mode is another function there
+            silent = models.place_dropout(model, name, rate=0.0, seed=3)  # every site at rate 0
+            got = silent(RAW / 255.0 if raw_input else RAW, training=True).numpy()
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
+        # Dropout off: the same function whatever the placement.
+        got = variant(RAW / 255.0 if raw_input else RAW, training=False).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # source untouched
+
+
+def test_the_functional_model_sites_follow_its_graph():
+    spec = models.describe_model(user_functional())
+    assert spec.sites() == ("stem.pre", "stem.post", "stem_bn.post", "stem_relu.post", "branch.pre",
+                            "branch.mid", "branch.post", "add.post", "gap.post", "fc.pre", "fc.mid",
+                            "fc.post", "logits_out.pre")
+    assert spec.canonical == "add.post:0.2:spatial"
+    assert (spec.outputs, spec.rescaling) == ("logits", False)
+    # tanh and elu do not commute with a mask: mid and post are different networks.
+    assert models.describe_model(user_functional()).layer_activation("fc", "relu") == "elu"
+
+
+def test_variants_train_apart_from_the_source():
+    model = user_sequential()
+    variant = models.place_dropout(model, "canonical", seed=0)
+    variant.compile(optimizer=keras.optimizers.SGD(1.0), loss="sparse_categorical_crossentropy")
+    variant.fit(RAW / 255.0, np.array([0, 1, 2]), epochs=1, verbose=0)
+    assert not np.allclose(variant.get_layer("d1").kernel.numpy(), model.get_layer("d1").kernel.numpy())
+
+
+def test_masks_are_seeded_as_the_zoo_seeds_them():
+    model = user_sequential()
+    x = RAW / 255.0
+    mid = models.place_dropout(model, "before_activation", seed=5)
+    post = models.place_dropout(model, "after_activation", seed=5)
+    with models.request_seed(11):
+        a, b = mid(x, training=True).numpy(), post(x, training=True).numpy()
+    np.testing.assert_array_equal(a, b)  # a Bernoulli mask moved across a ReLU: one network
+    other = models.place_dropout(model, "before_dense", seed=5)
+    with models.request_seed(11):
+        assert not np.array_equal(other(x, training=True).numpy(), a)
+
+
+def test_a_saved_file_registers_and_keys_variants_by_its_own_activations(tmp_path):
+    path = str(tmp_path / "resnetish.keras")
+    user_functional(num_classes=4).save(path)
+    name = models.register_keras_model(path)
+    assert name == "resnetish" and models.register_keras_model(path) == name  # same file: same model
+    assert "before_activation" in models.list_placements(name)
+    # fc's activation is elu: moving its dropout across it changes the network.
+    assert (models.construction_key(name, "before_activation")
+            != models.construction_key(name, "after_activation"))
+    variant = models.build(name, "before_dense", seed=0, num_classes=4, input_shape=(28, 28, 1))
+    assert dropout_sites(variant) == {"add.post": ("Float32SpatialDropout2D", 0.2), "fc.pre": ("Float32Dropout", 0.5)}
+    with pytest.raises(ValueError, match="has 4 outputs but the data has 10 classes"):
+        models.build(name, num_classes=10)
+    with pytest.raises(ValueError, match="takes 28x28x1 images but the data has 32x32x3"):
+        models.build(name, input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="activation='tanh' changes the zoo's networks"):
+        models.build(name, activation="tanh")
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(10)
+
+    def call(self, x):
+        return self.dense(keras.ops.reshape(x, (-1, 784)))
+
+
+def two_inputs():
+    a, b = keras.Input((28, 28, 1)), keras.Input((28, 28, 1))
+    x = keras.layers.Flatten()(keras.layers.Add()([a, b]))
+    return keras.Model([a, b], keras.layers.Dense(10)(x))
+
+
+def shared_layer():
+    image = keras.Input((28, 28, 1))
+    conv = keras.layers.Conv2D(1, 3, padding="same", name="twice")
+    x = keras.layers.Flatten()(conv(conv(image)))
+    return keras.Model(image, keras.layers.Dense(10)(x))
+
+
+def sigmoid_output():
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(10, activation="sigmoid")])
+
+
+def flat_input():
+    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])
+
+
+@pytest.mark.parametrize("build,message", [
+    (Subclassed, "is a subclassed model (Subclassed)"),
+    (two_inputs, "has 2 inputs and 1 outputs"),
+    (shared_layer, "layer 'twice' is called more than once"),
+    (sigmoid_output, "ends in a sigmoid activation"),
+    (flat_input, "takes inputs of shape (784,)"),
+])
+def test_models_it_cannot_rewrite_get_one_line_why(build, message):
+    model = build()
+    if isinstance(model, Subclassed):
+        model(RAW)
+    with pytest.raises(ValueError) as info:
+        models.place_dropout(model, "canonical")
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_a_file_with_code_is_refused_by_safe_mode(tmp_path):
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(lambda x: x * 2.0),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    path = str(tmp_path / "lambda.keras")
+    model.save(path)
+    with pytest.raises(ValueError) as info:
+        models.load_keras_model(path)
+    assert "safe_mode" in str(info.value) and "\n" not in str(info.value)
+    for bad, message in [(str(tmp_path / "missing.keras"), "no such file"), (str(tmp_path / "m.h5"), "not a .keras file")]:
+        with pytest.raises(ValueError, match=message):
+            models.load_keras_model(bad)
+
+
+def train_plan(*args):
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", *args])
+    return flags_lib.train_plan(fv)
+
+
+def test_keras_model_flag_errors_are_one_line(tmp_path):
+    path = str(tmp_path / "seq.keras")
+    user_sequential(num_classes=4).save(path)
+    for args, message in [
+        ([f"--keras_model={path}", "--network=flatten"], "give --network=SPEC or --keras_model=PATH, not both"),
+        ([f"--keras_model={tmp_path}/nope.keras"], "--keras_model: "),
+        ([f"--keras_model={path}", "--activation=tanh"], "activation='tanh' changes the zoo's networks"),
+        ([f"--keras_model={path}", "--placement=conv3"], "unknown placement 'conv3' for seq"),
+    ]:
+        with pytest.raises(config_lib.ConfigError) as info:
+            for config, _ in train_plan(*args):
+                config_lib.validate(config)
+        assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+@pytest.mark.slow
+def test_a_keras_model_study_trains_groups_resumes_exports_and_compares(tmp_path):
+    path = str(tmp_path / "seq_study.keras")
+    user_sequential(num_classes=4).save(path)
+    root = str(tmp_path / "study")
+    placements = ("canonical", "after_activation", "before_activation", "before_dense")
+    runs = train_plan(f"--keras_model={path}", f"--placement={','.join(placements)}", "--epochs=1",
+                      "--batch_size=16", "--optimizer=adam", "--learning_rate=0.003", "--dataset=tiny",
+                      f"--workdir={root}")
+    assert sorted(os.path.relpath(w, root) for _, w in runs) == sorted(f"seq_study/{p}/seed0" for p in placements)
+    assert sweep.plan(runs) == [0, 0, 0, 3]  # the ReLU trio is one network
+    results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    trained = [m for _, _, m in results if "identical_to" not in m]
+    assert len(trained) == 2 and all(m["export_check"]["passed"] for m in trained)
+    assert all(m["config"]["keras_model"] == path and m["config"]["model"] == "seq_study" for _, _, m in results)
+    assert trained[0]["placement_sites"] == "p1.post:0.25,d1.post:0.5"
+    again = sweep.run_sweep(runs, source=tiny_source(), verbose=0)  # finished: reported, not retrained
+    assert [m["test_loss"] for _, _, m in again] == [m["test_loss"] for _, _, m in results]
+    table = {e["variant"]: e for e in compare.compare_runs(root, source=tiny_source())["table"]}
+    assert set(table) == {f"seq_study/{p}" for p in placements}
+    assert table["seq_study/before_activation"]["identical_to"] == "seq_study/canonical"
