@@ -285,7 +285,8 @@ def data_record(source, pipes):
             "fallback_reason": source.fallback_reason,
             "num_train": pipes.num_train, "num_validation": pipes.num_validation,
             "num_test": pipes.num_test, "num_classes": source.num_classes,
-            "image_shape": list(source.image_shape)}
+            "image_shape": list(source.image_shape),
+            "streamed": list(pipes.streamed)}  # splits too large to cache (dropzoo/data.py)
 
 
 def describe_run(config, data):

@@ -383,6 +383,7 @@ def test_steps_per_epoch_keeps_the_partial_batch(sample):
     {"validation_fraction": -0.1}, {"validation_fraction": 1.0},
     {"validation_fraction": 1.5},
     {"start_step": -1},
+    {"cache_budget_bytes": -1}, {"cache_budget_bytes": 1.5},
 ])
 def test_bad_pipeline_arguments(sample, kwargs):
     arguments = {"batch_size": 32, "seed": 0, **kwargs}
@@ -420,3 +421,142 @@ def test_train_stream_ignores_the_global_seed(sample):
         pipes = data.make_pipelines(sample, batch_size=256, seed=4)
         streams.append(_batches(pipes.train, 2))
     assert _same_batches(*streams)
+
+
+# ---------------------------------------------------- streamed (uncached)
+
+# 4x3x1 images: 48 bytes of float32 each, so this budget caches at most
+# 8 examples per split and shuffles a streamed train split in windows of 8.
+_EXAMPLE_BYTES = 4 * 4 * 3
+_WINDOW = 8
+_TINY_BUDGET = _WINDOW * _EXAMPLE_BYTES
+
+
+def _unique_arrays(rng, n):
+    """n examples with distinct pixels (the first 4 bytes count up), labels 0-5."""
+    images = rng.integers(0, 256, (n, 4, 3, 1), dtype=np.uint8)
+    images.reshape(n, -1)[:, :4] = np.arange(n, dtype=">u4").view(np.uint8).reshape(n, 4)
+    return images, (np.arange(n) % 6).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def big():
+    """50 train examples (45 train + 5 validation), 20 test: streamed under _TINY_BUDGET."""
+    rng = np.random.default_rng(11)
+    return data.array_source("big", _unique_arrays(rng, 50), _unique_arrays(rng, 20))
+
+
+def _streamed(source, **kwargs):
+    arguments = {"batch_size": 4, "seed": 5, "cache_budget_bytes": _TINY_BUDGET, **kwargs}
+    return data.make_pipelines(source, **arguments)
+
+
+def _counting_source(train, test):
+    """A Source whose splits count how often they are read from the start."""
+    reads = collections.Counter()
+
+    def split(name, arrays):
+        def generate():
+            reads[name] += 1
+            yield from zip(*arrays)
+        return tf.data.Dataset.from_generator(generate, output_signature=(
+            tf.TensorSpec((4, 3, 1), tf.uint8), tf.TensorSpec((), tf.int64)))
+
+    source = data.Source(name="counting", train=split("train", train),
+                         test=split("test", test), num_train=len(train[1]),
+                         num_test=len(test[1]), num_classes=6, image_shape=(4, 3, 1))
+    return source, reads
+
+
+def test_splits_that_fit_the_budget_are_cached(sample, big):
+    pipes = data.make_pipelines(sample, batch_size=256, seed=4)
+    assert pipes.streamed == ()  # mnist_sample: 3,600 x 28x28x1 float32 = 11 MB << 1 GiB
+    assert data.CACHE_BUDGET_BYTES == 2**30
+    # A budget of exactly the split's size still caches it (the rule is "fits").
+    exact = data.make_pipelines(big, batch_size=4, seed=5, cache_budget_bytes=45 * _EXAMPLE_BYTES)
+    assert exact.streamed == ()
+    in_memory = data.make_pipelines(big, batch_size=4, seed=5)
+    assert _same_batches(_batches(exact.train, 15), _batches(in_memory.train, 15))
+    # Each split decides for itself: 5 validation examples fit, 45 and 20 don't.
+    assert _streamed(big).streamed == ("train", "test")
+    assert _streamed(big, validation_fraction=0.2).streamed == ("train", "validation", "test")
+
+
+def test_default_budget_path_is_the_in_memory_stream(sample):
+    # The in-memory stream is unchanged by the budget argument, bit for bit.
+    default = _batches(data.make_pipelines(sample, batch_size=512, seed=5).train, 9)
+    explicit = _batches(data.make_pipelines(sample, batch_size=512, seed=5,
+                                            cache_budget_bytes=2**40).train, 9)
+    assert _same_batches(default, explicit)
+
+
+def test_streamed_splits_are_read_every_pass_cached_ones_once():
+    rng = np.random.default_rng(2)
+    source, reads = _counting_source(_unique_arrays(rng, 30), _unique_arrays(rng, 12))
+    cached = data.make_pipelines(source, batch_size=4, seed=0, validation_fraction=0)
+    _batches(cached.train, 3 * cached.steps_per_epoch)
+    _batches(cached.test), _batches(cached.test)
+    assert reads == {"train": 1, "test": 1}
+    reads.clear()
+    streamed = data.make_pipelines(source, batch_size=4, seed=0, validation_fraction=0,
+                                   cache_budget_bytes=_TINY_BUDGET)
+    assert streamed.streamed == ("train", "test")
+    first, second = _batches(streamed.test), _batches(streamed.test)
+    assert reads["test"] == 2 and _same_batches(first, second)
+    assert _same_batches(first, _batches(cached.test))  # same values, same order
+    _batches(streamed.train, 3 * streamed.steps_per_epoch)
+    assert reads["train"] >= 3  # at least once per data-epoch (the rotation re-reads a prefix)
+
+
+def test_streamed_epoch_visits_each_example_once(big):
+    pipes = _streamed(big)
+    assert (pipes.num_train, pipes.steps_per_epoch) == (45, 12)  # last batch holds 1
+    source_keys = _row_keys(*next(iter(big.train.skip(5).batch(100))))
+    stream = _batches(pipes.train, 3 * pipes.steps_per_epoch)
+    orders = []
+    for epoch in range(3):
+        batches = stream[epoch * 12:(epoch + 1) * 12]
+        assert [len(y) for _, y in batches] == [4] * 11 + [1]
+        keys = [k for x, y in batches for k in _row_keys(x, y)]
+        assert collections.Counter(keys) == collections.Counter(source_keys)
+        # Shuffled within windows: nothing moves much further than a window.
+        position = {key: i for i, key in enumerate(source_keys)}
+        moves = [i - position[key] for i, key in enumerate(keys)]
+        assert all(abs(move) < 2 * _WINDOW for move in moves[_WINDOW:-_WINDOW])
+        orders.append(keys)
+    assert orders[0] != source_keys
+    assert orders[0] != orders[1] != orders[2]
+    x, _ = stream[0]
+    assert x.dtype == np.float32 and x.shape == (4, 4, 3, 1)
+    assert 0.0 <= x.min() and x.max() <= 1.0
+
+
+def test_streamed_resumption_matches_a_fresh_run(big):
+    fresh_pipes = _streamed(big)
+    steps = fresh_pipes.steps_per_epoch  # 12
+    fresh = _batches(fresh_pipes.train, 2 * steps + 4)
+    # Inside the first window, inside an epoch (2 and 3 windows in), at and
+    # just past an epoch boundary, and inside a later epoch.
+    for start in (1, 5, 7, steps - 1, steps, steps + 1, 2 * steps + 2):
+        resumed = _batches(_streamed(big, start_step=start).train, len(fresh) - start)
+        assert _same_batches(resumed, fresh[start:]), start
+
+
+def test_streamed_stream_depends_on_the_seed_alone(big):
+    streams = []
+    for global_seed in (1, 2):
+        tf.random.set_seed(global_seed)
+        streams.append(_batches(_streamed(big).train, 14))
+    assert _same_batches(*streams)
+    assert not _same_batches(streams[0], _batches(_streamed(big, seed=6).train, 14))
+
+
+def test_streaming_logs_one_line_saying_why(big, caplog):
+    with caplog.at_level("INFO", logger="absl"):
+        _streamed(big)
+        data.make_pipelines(big, batch_size=4, seed=5)  # fits: says nothing
+    lines = [r.getMessage() for r in caplog.records if "streaming" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    for part in ("big", "train, test splits", "45 x 4x3x1 = 2,160 B", f"{_TINY_BUDGET:,} B",
+                 "cache_budget_bytes", "windows"):
+        assert part in lines[0], part
