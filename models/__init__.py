@@ -35,6 +35,7 @@ __all__ = [
     "ACTIVATIONS", "DEFAULT_BN_MOMENTUM", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "ConstructionKey", "Site", "build",
     "build_from_spec", "check_activation", "check_bn_momentum", "check_kind", "check_norm", "check_rate",
     "construction_key", "describe_model", "dropout_layers", "format_network", "format_placement", "get_spec",
-    "list_models", "list_placements", "load_keras_model", "mc_dropout_model", "place_dropout", "mc_dropout_split", "parse_network",
-    "register_keras_model", "register_spec", "request_seed", "resolve_placement",
+    "list_models", "list_placements", "load_keras_model", "mc_dropout_model", "mc_dropout_split",
+    "parse_network", "place_dropout", "register_keras_model", "register_spec", "request_seed",
+    "resolve_placement",
 ]
