@@ -16,7 +16,7 @@ setuptools.setup(
     name="dropout-zoo",
     version="0.1.0",
     description="Reference Keras/TensorFlow networks in every dropout placement, "
-    "with a trainer, SavedModel export and evaluation.",
+    "with a trainer, SavedModel/TFLite/Keras export and evaluation.",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["models", "models.*", "dropzoo", "dropzoo.*"]),
     py_modules=["train", "eval"],
@@ -36,6 +36,9 @@ setuptools.setup(
         # Brier score (multi-class since 1.7), ROC/AUROC and reliability curves.
         "scikit-learn>=1.7",
         "matplotlib>=3.8",
+        # LiteRT, the maintained TFLite runtime (tf.lite.Interpreter is deprecated since TF 2.20);
+        # 2.3.0 installs beside tensorflow-cpu 2.21 without changing its dependencies.
+        "ai-edge-litert>=2.3,<3",
     ],
     # pytest-xdist: the suite runs in two processes (one per core here).
     extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},

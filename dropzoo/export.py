@@ -6,9 +6,17 @@ the model with training=False and returns float32 `probabilities` and int64
 `class_id`. Exports are written to a temporary sibling directory and renamed
 into place, so `path` only ever holds a complete export (or nothing).
 
+`export_artifacts` writes the same serving path for other runtimes beside
+it: `model.tflite` (float32, converted from a float32 copy of the weights),
+`model_int8.tflite` (int8, calibrated on training images) and `model.keras`
+(the Keras model itself, to load back for fine-tuning).
+
 `verify_export` reloads an export without Keras and proves it is
-deterministic, matches the in-memory model and has no random ops in its graph.
+deterministic, matches the in-memory model and has no random ops in its
+graph; given the artifacts, it proves the same of each TFLite model and that
+model.keras reloads as the in-memory model.
 """
+import tempfile
 import os
 import re
 import shutil
@@ -19,6 +27,7 @@ import tensorflow as tf
 
 import models
 from dropzoo import files
+from dropzoo import tflite
 from dropzoo.errors import ExportError
 from dropzoo.preprocess import scale
 
@@ -35,6 +44,13 @@ SEED_KEY = "seed"
 ENTROPY_KEY = "predictive_entropy"
 MUTUAL_INFORMATION_KEY = "mutual_information"
 OUTPUT_MODES = ("probabilities", "logits")
+KERAS_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
+TFLITE_INT8_FILE = "model_int8.tflite"
+ARTIFACT_FILES = (KERAS_FILE, TFLITE_FILE, TFLITE_INT8_FILE)
+# Training images the int8 model is calibrated on ("a few hundred"), fed in batches.
+REPRESENTATIVE_EXAMPLES = 320
+REPRESENTATIVE_BATCH = 32
 
 # Largest |served - keras| allowed by verify_export, per compute dtype. float32
 # graph and eager kernels agree to a few ulps (~1e-7). bfloat16 keeps 8
@@ -76,7 +92,7 @@ def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True)
     if outputs not in OUTPUT_MODES:
         raise ValueError(f"outputs={outputs!r} is not one of {OUTPUT_MODES}")
     input_spec = _input_spec(model)
-    endpoints = {SIGNATURE_KEY: (_make_serving_fn(model, outputs, training=False), [input_spec])}
+    endpoints = {SIGNATURE_KEY: (serving_function(model, outputs), [input_spec])}
     tracked = [model]
     if mc_dropout:
         mc = models.MonteCarlo(model)
@@ -110,12 +126,12 @@ def _input_spec(model):
     return tf.TensorSpec((None,) + shape[1:], tf.uint8, name=INPUT_KEY)
 
 
-def _make_serving_fn(model, outputs, training):
-    """uint8 image -> {probabilities, class_id}; `training` is the dropout switch."""
+def serving_function(model, outputs="probabilities"):
+    """uint8 image -> {probabilities, class_id}, dropout off: serving_default's body."""
 
     # The argument name becomes the signature's input name.
     def serve(image):
-        return _outputs_dict(_probabilities(model, scale(image), outputs, training))
+        return _outputs_dict(_probabilities(model, scale(image), outputs, training=False))
 
     return serve
 
@@ -224,6 +240,76 @@ def _build_archive(tracked, endpoints):
 def _write_archive(archive, directory):
     """The save step proper (tests replace it to simulate a crash)."""
     archive.write_out(directory, verbose=False)
+
+
+# ------------------------------------------------ model.keras and TFLite
+
+
+def artifact_paths(directory):
+    """{file name: path} of the artifacts `export_artifacts` writes into `directory`."""
+    return {name: os.path.join(os.fspath(directory), name) for name in ARTIFACT_FILES}
+
+
+def export_artifacts(model, directory, representative_images, *, outputs="probabilities"):
+    """Writes model.keras, model.tflite and model_int8.tflite into `directory`; returns {name: path}.
+
+    `representative_images`: uint8 training images, [N, H, W, C], the int8
+    model's calibration set (the first REPRESENTATIVE_EXAMPLES are used).
+    Each file is written atomically.
+    """
+    paths = artifact_paths(directory)
+    os.makedirs(os.fspath(directory), exist_ok=True)
+    files.atomic_write(paths[KERAS_FILE], model.save)
+    float32_model, int8_model = convert_tflite(model, representative_images, outputs=outputs)
+    for name, content in ((TFLITE_FILE, float32_model), (TFLITE_INT8_FILE, int8_model)):
+        files.atomic_write(paths[name], lambda tmp, content=content: _write_bytes(tmp, content))
+    return paths
+
+
+def _write_bytes(path, content):
+    with open(path, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())  # a full disk fails here, not after the rename
+
+
+def convert_tflite(model, representative_images, *, outputs="probabilities"):
+    """(float32, int8) TFLite flatbuffers of `model`'s serving_default, from a float32 copy.
+
+    Both take uint8 `image` and return `probabilities` and `class_id`, dropout
+    off, like the SavedModel's serving_default. The int8 model is calibrated
+    on `representative_images` (uint8, as the signature takes them).
+    """
+    images = np.asarray(representative_images)[:REPRESENTATIVE_EXAMPLES]
+    if images.dtype != np.uint8 or images.ndim != 4 or not len(images):
+        raise ValueError(f"representative images must be a non-empty uint8 [N, H, W, C] batch, "
+                         f"got {images.dtype} {images.shape}")
+    copy = float32_copy(model)
+    archive = _build_archive([copy], {SIGNATURE_KEY: (serving_function(copy, outputs),
+                                                      [_input_spec(copy)])})
+    with tempfile.TemporaryDirectory(prefix="dropzoo-tflite-") as directory:
+        archive.write_out(directory, verbose=False)
+        float32_model = tflite.convert(directory)
+        batches = [images[i:i + REPRESENTATIVE_BATCH] for i in range(0, len(images), REPRESENTATIVE_BATCH)]
+        int8_model = tflite.convert(directory, representative=batches)
+    return float32_model, int8_model
+
+
+def float32_copy(model):
+    """A copy of `model` that computes in float32, with the same weights.
+
+    Mixed-precision variables are float32 already; only the compute dtype of
+    each layer changes, so the copy is the trained model without bf16/fp16
+    rounding (what a TFLite float32 model should hold).
+    """
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 # ------------------------------------------------------------ atomic write
@@ -360,8 +446,13 @@ def serving_input_spec(serving_fn):
 # ---------------------------------------------------------------- verifying
 
 
-def verify_export(path, model, images, *, outputs="probabilities", tolerance=None):
-    """Prove the export at `path` serves `model` with dropout off; returns the checks."""
+def verify_export(path, model, images, *, outputs="probabilities", tolerance=None, artifacts=None):
+    """Prove the export at `path` serves `model` with dropout off; returns the checks.
+
+    `artifacts` ({file name: path}, as `export_artifacts` returns it) adds
+    checks of model.keras, model.tflite and model_int8.tflite, reported under
+    "keras", "tflite" and "tflite_int8"; any failure fails the whole check.
+    """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(
@@ -389,10 +480,111 @@ def verify_export(path, model, images, *, outputs="probabilities", tolerance=Non
     if seeded is not None:
         report["mc_seeded_repeatable"] = _seeded_repeatable(seeded, images)
     failures = _failures(report, outputs)
+    if artifacts:
+        failures += _check_artifacts(report, artifacts, model, images, outputs, first[PROBABILITIES_KEY])
     report["passed"] = not failures
     if failures:
         raise ExportError(f"export at {path} failed verification: {'; '.join(failures)}", report)
     return report
+
+
+def _check_artifacts(report, artifacts, model, images, outputs, served):
+    """Adds the artifacts' checks to `report`; returns one phrase per failed check."""
+    failures = []
+    keras_path = artifacts.get(KERAS_FILE)
+    if keras_path:
+        report["keras"] = _check_keras_file(keras_path, model, images)
+        if report["keras"]["max_abs_diff_vs_keras"] > report["keras"]["tolerance"]:
+            failures.append(f"{KERAS_FILE}: reloaded model differs from the in-memory model by "
+                            f"{report['keras']['max_abs_diff_vs_keras']:.3g}")
+        if not report["keras"]["same_layers"]:
+            failures.append(f"{KERAS_FILE}: reloaded layers differ from the in-memory model's")
+    expected = None
+    for name, key in ((TFLITE_FILE, "tflite"), (TFLITE_INT8_FILE, "tflite_int8")):
+        if not artifacts.get(name):
+            continue
+        if expected is None:  # what model.tflite must equal: the trained weights run in float32
+            expected = _probabilities(float32_copy(model), scale(images), outputs, training=False).numpy()
+        check, probabilities = _check_tflite(artifacts[name], images, expected)
+        report[key] = check
+        failures += [f"{name}: {problem}" for problem in check["signature_problems"] + _nondeterminism(check)]
+        if key == "tflite" and probabilities is not None:
+            # int8 is measured (its accuracy goes to metrics.json), not held to a tolerance.
+            check["tolerance"] = TOLERANCES["float32"]
+            check["max_abs_diff_vs_saved_model"] = _max_abs_diff(probabilities, served)
+            check["saved_model_tolerance"] = report["tolerance"]
+            if not check["max_abs_diff_vs_float32"] <= check["tolerance"]:
+                failures.append(f"{name}: probabilities differ from the float32 Keras model by "
+                                f"{check['max_abs_diff_vs_float32']:.3g} > tolerance {check['tolerance']:g}")
+            if not check["max_abs_diff_vs_saved_model"] <= check["saved_model_tolerance"]:
+                failures.append(f"{name}: probabilities differ from the SavedModel by "
+                                f"{check['max_abs_diff_vs_saved_model']:.3g} > tolerance "
+                                f"{check['saved_model_tolerance']:g}")
+    return failures
+
+
+def _check_keras_file(path, model, images):
+    """Reloads model.keras (the zoo's layers are registered) and runs it beside `model`."""
+    try:
+        reloaded = keras.saving.load_model(path)
+    except Exception as error:
+        raise ExportError(f"cannot load {path} with keras.saving.load_model: "
+                          f"{type(error).__name__}: {_first_line(error)}") from error
+    x = scale(images)
+    diff = _max_abs_diff(_probabilities(reloaded, x, "probabilities", False).numpy(),
+                         _probabilities(model, x, "probabilities", False).numpy())
+    return {"max_abs_diff_vs_keras": diff, "tolerance": TOLERANCES["float32"],
+            "same_layers": _layer_types(reloaded) == _layer_types(model),
+            "trainable_weights": len(reloaded.trainable_weights)}
+
+
+def _layer_types(model):
+    return [(type(layer).__name__, layer.name) for layer in _all_layers(model)]
+
+
+def _check_tflite(path, images, expected):
+    """(signature, op and determinism checks of one TFLite model, its probabilities or None).
+
+    A model whose signature is wrong is not run (it could not take the images).
+    """
+    model = tflite.Model.load(path)
+    check = {"signature_problems": _tflite_signature_problems(model),
+             "random_ops": find_tflite_random_ops(model.content),
+             "bitwise_repeatable": None, "max_abs_diff_vs_float32": None,
+             "bytes": len(model.content), "runtime": tflite.RUNTIME}
+    if check["signature_problems"]:
+        return check, None
+    first, second = model(images), model(images)
+    check["bitwise_repeatable"] = all(np.array_equal(first[k], second[k]) for k in first)
+    check["max_abs_diff_vs_float32"] = _max_abs_diff(first[PROBABILITIES_KEY], expected)
+    return check, first[PROBABILITIES_KEY]
+
+
+def _nondeterminism(check):
+    problems = []
+    if check["random_ops"]:
+        problems.append(f"random ops {check['random_ops']} (dropout on?)")
+    if check["bitwise_repeatable"] is False:
+        problems.append("two calls on the same batch differ")
+    return problems
+
+
+def _tflite_signature_problems(model):
+    """Ways a TFLite serving signature departs from image:uint8 -> probabilities, class_id."""
+    problems = []
+    if model.input_name != INPUT_KEY or model.input_dtype != np.uint8 or len(model.input_shape) != 3:
+        problems.append(f"input is {model.input_name!r} {model.input_dtype} [N, *{model.input_shape}], "
+                        f"want one uint8 [None, H, W, C] named {INPUT_KEY!r}")
+    want = {PROBABILITIES_KEY: np.dtype(np.float32), CLASS_ID_KEY: np.dtype(np.int64)}
+    if model.output_dtypes != want:
+        problems.append(f"outputs are { {k: str(v) for k, v in model.output_dtypes.items()} }, "
+                        f"want { {k: str(v) for k, v in want.items()} }")
+    return problems
+
+
+def find_tflite_random_ops(content):
+    """The op types of a TFLite model that draw random numbers (is_random_op)."""
+    return [op for op in tflite.op_types(content) if is_random_op(op)]
 
 
 def _seeded_repeatable(seeded_fn, images):

@@ -1,0 +1,135 @@
+"""TFLite (LiteRT) mechanics: convert a serving function, list a model's ops, run it.
+
+This module knows TFLite, not the zoo: `dropzoo.export` decides what is
+converted (the dropout-off serving function) and what is checked.
+
+Runtime: LiteRT's interpreter (`ai_edge_litert`, the maintained runtime; TF
+2.20+ prints a deprecation notice for `tf.lite.Interpreter` pointing to it)
+when it is installed, else `tf.lite.Interpreter`. `RUNTIME` says which.
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from dropzoo.errors import ExportError
+
+try:
+    from ai_edge_litert import schema_py_generated as _schema
+    from ai_edge_litert.interpreter import Interpreter
+
+    RUNTIME = "ai_edge_litert"
+except ImportError:  # the package is optional: TF's own interpreter runs the same models
+    from tensorflow.lite.python import schema_py_generated as _schema
+
+    Interpreter = tf.lite.Interpreter
+    RUNTIME = "tf.lite"
+
+SIGNATURE_KEY = "serving_default"
+# The first bytes of a TFLite flatbuffer after its 4-byte root offset.
+_IDENTIFIER = b"TFL3"
+_BUILTIN_NAMES = {code: name for name, code in vars(_schema.BuiltinOperator).items()
+                  if not name.startswith("_")}
+
+
+def convert(saved_model_dir, signature_key=SIGNATURE_KEY, representative=None):
+    """The TFLite flatbuffer (bytes) of one signature of a SavedModel.
+
+    From a SavedModel rather than a tf.function: that is where Keras 3's
+    variables are frozen into constants (from_concrete_functions leaves
+    READ_VARIABLE ops that calibration cannot run). With `representative`
+    (input batches, as the signature takes them), weights and activations
+    are quantised to int8, calibrated on those batches; ops without an
+    integer kernel stay float. Input and output dtypes are kept either way.
+    """
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[signature_key])
+    if representative is not None:
+        batches = list(representative)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([batch] for batch in batches)
+    return converter.convert()
+
+
+def op_types(content):
+    """Sorted op type names in every subgraph of a TFLite model, in TF's CamelCase.
+
+    Read from the flatbuffer itself (an interpreter's op list shows only the
+    delegate's node for what XNNPACK took over). Builtins such as
+    RANDOM_UNIFORM come back as RandomUniform; custom and Flex ops
+    (FlexRandomUniform) keep their names.
+    """
+    model = _schema.Model.GetRootAs(content, 0)
+    names = []
+    for code_index in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(code_index)
+        # Codes below 127 live in the deprecated int8 field; the larger one is the real one.
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == _schema.BuiltinOperator.CUSTOM:
+            names.append((code.CustomCode() or b"").decode())
+        else:
+            names.append(_camel(_BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")))
+    used = set()
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        used.update(names[subgraph.Operators(i).OpcodeIndex()] for i in range(subgraph.OperatorsLength()))
+    return sorted(used)
+
+
+def _camel(name):
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def read(path):
+    """The bytes of the TFLite model at `path`; ExportError if it is none."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ExportError(f"no TFLite model at {path}: path does not exist; pass a .tflite file "
+                          "a training run wrote (model.tflite or model_int8.tflite in its workdir)")
+    if not os.path.isfile(path):
+        raise ExportError(f"{path} is a directory, not a TFLite model file (a SavedModel? use "
+                          "--saved_model for those)")
+    with open(path, "rb") as f:
+        content = f.read()
+    if content[4:8] != _IDENTIFIER:
+        raise ExportError(f"{path} is not a TFLite model (no {_IDENTIFIER.decode()} flatbuffer "
+                          "identifier); pass a .tflite file")
+    return content
+
+
+class Model:
+    """One signature of a TFLite model, called like the SavedModel's: model(image=uint8) -> dict.
+
+    Any batch size: the input is resized to each call's batch. Outputs are
+    copied out of the interpreter, so results of earlier calls stay valid.
+    """
+
+    def __init__(self, content, signature=SIGNATURE_KEY, name="TFLite model", num_threads=None):
+        try:
+            self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+            signatures = self.interpreter.get_signature_list()
+        except (ValueError, RuntimeError) as error:
+            raise ExportError(f"cannot load {name}: {type(error).__name__}: "
+                              f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error
+        if signature not in signatures:
+            raise ExportError(f"{name} has no {signature!r} signature (has {sorted(signatures)}); "
+                              "convert it from the export's serving function")
+        self.runner = self.interpreter.get_signature_runner(signature)
+        details = self.runner.get_input_details()
+        if len(details) != 1:
+            raise ExportError(f"{name}'s {signature} takes {sorted(details)}, want one image input")
+        self.input_name, detail = next(iter(details.items()))
+        # shape_signature keeps -1 for the batch axis; shape holds the current size.
+        self.input_shape = tuple(int(d) for d in detail["shape_signature"][1:])
+        self.input_dtype = np.dtype(detail["dtype"])
+        self.output_dtypes = {key: np.dtype(value["dtype"])
+                              for key, value in self.runner.get_output_details().items()}
+        self.content = content
+
+    @classmethod
+    def load(cls, path, **kwargs):
+        return cls(read(path), name=f"TFLite model {os.fspath(path)}", **kwargs)
+
+    def __call__(self, images):
+        images = np.asarray(images)
+        result = self.runner(**{self.input_name: images})
+        return {key: np.array(value) for key, value in result.items()}
