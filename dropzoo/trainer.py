@@ -7,6 +7,8 @@ turns flags into a TrainConfig and calls it. It writes into `workdir`:
   tensorboard/    train/validation scalars, weight histograms, HParams
   checkpoints/    resumable state after every epoch (see callbacks.py)
   saved_model/    the export; serving_default runs with dropout off
+  model.keras     the trained Keras model (keras.saving.load_model), to fine-tune
+  model.tflite    serving_default for TFLite/LiteRT, float32; model_int8.tflite: int8
   metrics.json    config, data source, test metrics, timing, export check
 
 Every run has the same skeleton, whatever the strategy:
@@ -36,6 +38,7 @@ import models
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
+from dropzoo import evaluate
 from dropzoo import export as export_lib
 from dropzoo import files
 from dropzoo import interrupts
@@ -45,10 +48,12 @@ from dropzoo import multi_worker
 from dropzoo import performance
 from dropzoo import strategies
 from dropzoo import summaries
+from dropzoo import tflite
 from dropzoo.errors import RunError
 from dropzoo.preprocess import scale
 
-WORKDIR_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json")
+WORKDIR_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json",
+                 *export_lib.ARTIFACT_FILES)
 
 
 def workdir_paths(workdir):
@@ -127,12 +132,15 @@ def loop_for(strategy):
     return loops.FitLoop(strategy)
 
 
-def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose="auto"):
+def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose="auto",
+                       serving_artifacts=True):
     """Trains, evaluates, exports and verifies; returns the metrics dict.
 
     `source` (a data.Source) replaces the configured dataset, so tests can
     inject tiny data. `verbose`: Keras fit verbosity; "auto" shows a progress
-    bar on a terminal and one line per epoch in a log file. Under
+    bar on a terminal and one line per epoch in a log file.
+    `serving_artifacts=False` skips model.keras and the TFLite models (about
+    2 s of a tiny run's export), for tests about other things. Under
     multi-worker every worker calls this; each gets the chief's metrics with
     its own `strategy` and `weights_sha256`.
     """
@@ -155,7 +163,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
                     print(f"{workdir} holds a finished run; reporting it (--overwrite retrains)")
                 return claim["finished"]
             run, metrics = _train_export_verify(config, workdir, write_dir, source, strategy, loop,
-                                                verbose, started)
+                                                verbose, started, serving_artifacts)
         except interrupts.Interrupted as e:
             e.workdir = workdir
             raise
@@ -183,7 +191,8 @@ def claim_workdir(config, workdir, overwrite, lock):
     return {"finished": prepare_workdir(config, workdir, overwrite)}
 
 
-def _train_export_verify(config, workdir, write_dir, source, strategy, loop, verbose, started):
+def _train_export_verify(config, workdir, write_dir, source, strategy, loop, verbose, started,
+                         serving_artifacts=True):
     keras.utils.set_random_seed(config.seed)
     # config.json keeps "auto"; the policy it resolved to goes to metrics.json.
     keras.mixed_precision.set_global_policy(performance.choose_precision(config.precision)[0])
@@ -196,7 +205,7 @@ def _train_export_verify(config, workdir, write_dir, source, strategy, loop, ver
                            f"{run.paths['checkpoints']}; lower --learning_rate and rerun")
         # Every worker exports (saving may be collective); the chief's copy is verified.
         export_lib.export_saved_model(run.model, run.write_paths["saved_model"], outputs=run.outputs)
-        return run, loop.chief_does(lambda: finish(run, result, loop, started))
+        return run, loop.chief_does(lambda: finish(run, result, loop, started, serving_artifacts))
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -240,15 +249,18 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
     )
 
 
-def finish(run, result, loop, started):
-    """The chief's part after training: test metrics, export check, metrics.json."""
+def finish(run, result, loop, started, serving_artifacts=True):
+    """The chief's part after training: test metrics, the other artifacts, export check, metrics.json."""
     test = loop.evaluate(run, run.pipes.test)
     # The final model on the held-out validation split: what model selection
     # (e.g. the comparison's choice of rate) may look at; the test split is not.
     validation = loop.evaluate(run, run.pipes.validation) if run.pipes.validation is not None else {}
+    artifacts, converted = (export_serving_artifacts(run) if serving_artifacts else (None, None))
     probe = next(iter(data_lib.raw_batches(run.source.test, 256)))[0].numpy()
     export_check = export_lib.verify_export(run.paths["saved_model"], run.model, probe,
-                                            outputs=run.outputs)
+                                            outputs=run.outputs, artifacts=artifacts)
+    written = {k: v for k, v in run.paths.items()
+               if k != "metrics.json" and (k not in export_lib.ARTIFACT_FILES or artifacts)}
     metrics = {
         **describe_run(run.config, data_record(run.source, run.pipes)),
         "test_loss": test["loss"],
@@ -269,14 +281,45 @@ def finish(run, result, loop, started):
         "weights_sha256": weights_digest(run.model),
         "history": result.history,
         "export_check": export_check,
+        **({"tflite": tflite_metrics(run, artifacts, converted)} if artifacts else {}),
         "dropout_stats": result.dropout_stats,
-        "paths": {k: v for k, v in run.paths.items() if k != "metrics.json"},
+        "paths": written,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         "trained_by": {"host": socket.gethostname(), "pid": os.getpid()},
     }
     summaries.write_hparams(run.paths["tensorboard"], run.config, run.source.name, metrics)
     files.write_json(run.paths["metrics.json"], metrics)
     return metrics
+
+
+def export_serving_artifacts(run):
+    """Writes model.keras and the TFLite models beside the SavedModel.
+
+    Returns ({name: path}, {"seconds", "calibration_examples"}).
+    """
+    started = time.perf_counter()
+    # The int8 model's calibration set: the first training images, raw uint8 as served.
+    calibration = next(iter(data_lib.raw_batches(run.source.train,
+                                                  export_lib.REPRESENTATIVE_EXAMPLES)))[0]
+    directory = os.path.dirname(run.paths["saved_model"])
+    artifacts = export_lib.export_artifacts(run.model, directory, calibration.numpy(), outputs=run.outputs)
+    return artifacts, {"seconds": time.perf_counter() - started,
+                       "calibration_examples": int(calibration.shape[0])}
+
+
+def tflite_metrics(run, artifacts, converted):
+    """metrics.json's "tflite": both TFLite models' test accuracy, and what int8 costs."""
+    accuracy = {name: evaluate.evaluate_tflite(artifacts[name], data_lib.raw_batches(run.source.test, 256))
+                ["accuracy"] for name in (export_lib.TFLITE_FILE, export_lib.TFLITE_INT8_FILE)}
+    float32, int8 = accuracy[export_lib.TFLITE_FILE], accuracy[export_lib.TFLITE_INT8_FILE]
+    return {"runtime": tflite.RUNTIME,
+            "float32_test_accuracy": float32, "int8_test_accuracy": int8,
+            # Percentage points int8 loses against float32 (negative: it gained).
+            "int8_accuracy_cost_pp": 100 * (float32 - int8),
+            "float32_bytes": os.path.getsize(artifacts[export_lib.TFLITE_FILE]),
+            "int8_bytes": os.path.getsize(artifacts[export_lib.TFLITE_INT8_FILE]),
+            "calibration_examples": converted["calibration_examples"],
+            "export_seconds": converted["seconds"]}
 
 
 def data_record(source, pipes):
