@@ -1,7 +1,8 @@
-"""Evaluate a SavedModel through its serving signature alone (no Keras objects).
+"""Evaluate a SavedModel or a TFLite model through its serving signature alone (no Keras objects).
 
     python eval.py --workdir=runs/keras_mnist_cnn/canonical/seed0
     python eval.py --saved_model=PATH --idx_dir=/usr/share/datasets/fashion-mnist
+    python eval.py --tflite=runs/keras_mnist_cnn/canonical/seed0/model_int8.tflite --dataset=mnist_sample
     python eval.py --runs_dir=runs/study --mc_samples=30      # compare a sweep
     python eval.py --runs_dir=runs/study --mc_samples=20 --ood_idx_dir=/usr/share/datasets/fashion-mnist
 """
@@ -24,8 +25,9 @@ def main(argv):
     if len(argv) > 1:
         return errors.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     f = flags_lib.FLAGS
-    if sum(bool(x) for x in (f.saved_model, f.workdir, f.runs_dir)) != 1:
-        return errors.fail("give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR")
+    if sum(bool(x) for x in (f.saved_model, f.tflite, f.workdir, f.runs_dir)) != 1:
+        return errors.fail("give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR "
+                           "(or --tflite=PATH)")
     if f.mc_samples < 0:
         return errors.fail(f"--mc_samples must be 0 (off) or a positive integer, got {f.mc_samples}")
     if f.ood_dataset and f.ood_idx_dir:
@@ -34,13 +36,13 @@ def main(argv):
         return errors.fail(f"--mc_seed must be in [0, 2**31), got {f.mc_seed}")
     if f.runs_dir:
         return _compare(f)
-    saved_model = f.saved_model or os.path.join(f.workdir, "saved_model")
+    path = f.tflite or f.saved_model or os.path.join(f.workdir, "saved_model")
     output = f.output or (os.path.join(f.workdir, "eval.json") if f.workdir else None)
     with errors.one_line():
-        result = evaluate.evaluate_on_dataset(saved_model, dataset=f.dataset, idx_dir=f.idx_dir,
+        result = evaluate.evaluate_on_dataset(path, dataset=f.dataset, idx_dir=f.idx_dir,
                                               tfds_data_dir=f.tfds_data_dir, batch_size=f.batch_size,
                                               mc_samples=f.mc_samples, mc_seed=f.mc_seed,
-                                              ood=_ood(f))
+                                              ood=_ood(f), tflite_model=bool(f.tflite))
         if output:
             evaluate.write_json(output, result)
     print(json.dumps(result, indent=2, sort_keys=True))

@@ -1,7 +1,7 @@
-"""Score an exported SavedModel through its serving signature only.
+"""Score an exported SavedModel, or a TFLite model, through its serving signature only.
 
 No Keras objects are involved: what is measured is exactly what a server
-running the export would answer for raw uint8 pixels.
+(or a phone running the TFLite model) would answer for raw uint8 pixels.
 """
 import itertools
 import os
@@ -10,11 +10,12 @@ import numpy as np
 import tensorflow as tf
 
 from dropzoo import files
+from dropzoo import tflite
 from dropzoo import uncertainty
 from dropzoo.export import MC_DRAWS_KEY, MC_DROPOUT_KEY, PROBABILITIES_KEY, SIGNATURE_KEY
 from dropzoo.export import load_serving_fn, load_signatures, serving_input_spec
 
-__all__ = ["evaluate_saved_model", "evaluate_on_dataset", "write_json"]
+__all__ = ["evaluate_saved_model", "evaluate_tflite", "evaluate_on_dataset", "write_json"]
 
 def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=None):
     """Scores of the export at `path` over (images, labels) batches.
@@ -31,10 +32,35 @@ def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=
     signatures = load_signatures(path)
     serving_fn = load_serving_fn(path)
     input_name, input_spec = serving_input_spec(serving_fn)
-    batches = _check_input_shape(path, input_spec, batches)
+    want = tuple(input_spec.shape[1:])
+    batches = _check_input_shape(f"SavedModel {path}", want, batches)
     if mc_samples:
         load_serving_fn(path, MC_DROPOUT_KEY)  # fail early on an export without MC dropout
-    predict = _Predictor(signatures, input_name, mc_samples, mc_seed)
+    predict = _Predictor(lambda images: serving_fn(**{input_name: images})[PROBABILITIES_KEY].numpy(),
+                         signatures, mc_samples, mc_seed)
+    if ood_batches is not None:
+        ood_batches = _check_input_shape(f"SavedModel {path}", want, ood_batches)
+    return _score(path, predict, batches, ood_batches)
+
+
+def evaluate_tflite(path, batches, *, ood_batches=None):
+    """Scores of the TFLite model at `path` (its serving_default) over (images, labels) batches.
+
+    The deterministic scores and OOD detection of `evaluate_saved_model`; a
+    TFLite model serves dropout off only, so there is no MC dropout.
+    """
+    model = tflite.Model.load(path, num_threads=os.cpu_count())  # a whole split: use every core
+    what = f"TFLite model {path}"
+    batches = _check_input_shape(what, model.input_shape, batches)
+    if ood_batches is not None:
+        ood_batches = _check_input_shape(what, model.input_shape, ood_batches)
+    return _score(path, _Predictor(lambda images: model(images.numpy())[PROBABILITIES_KEY]),
+                  batches, ood_batches)
+
+
+def _score(path, predict, batches, ood_batches):
+    """Accuracy, NLL, ECE, Brier, reliability (and MC, OOD scores) of `predict` over the batches."""
+    mc_samples = predict.mc_samples
     probabilities, draws, labels = predict(batches, need_labels=True)
     if not len(labels):
         raise ValueError(f"no examples to evaluate {path} on; pass a non-empty dataset")
@@ -47,12 +73,11 @@ def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=
         mean = draws.mean(axis=0)
         metrics.update({f"mc_{key}": value for key, value in uncertainty.scores(mean, labels).items()})
         # Exports from before mc_dropout_draws are sampled unseeded: say so.
-        metrics.update(mc_samples=int(mc_samples), mc_seed=int(mc_seed) if predict.seeded else None,
+        metrics.update(mc_samples=int(mc_samples), mc_seed=predict.mc_seed if predict.seeded else None,
                        mc_reliability=uncertainty.reliability(mean, labels),
                        mc_curve=uncertainty.over_samples(draws, labels))
     if ood_batches is not None:
-        ood_probabilities, ood_draws, _ = predict(_check_input_shape(path, input_spec, ood_batches),
-                                                  need_labels=False)
+        ood_probabilities, ood_draws, _ = predict(ood_batches, need_labels=False)
         metrics.update(_ood_metrics(probabilities, draws, ood_probabilities, ood_draws))
     return metrics
 
@@ -92,9 +117,10 @@ MC_CHUNK = 4096
 class _Predictor:
     """Runs an export's signatures over batches: deterministic probabilities and MC draws."""
 
-    def __init__(self, signatures, input_name, mc_samples, mc_seed):
-        self.serving_fn = signatures[SIGNATURE_KEY]
-        self.input_name = input_name
+    def __init__(self, probabilities, signatures=None, mc_samples=0, mc_seed=0):
+        """`probabilities`: uint8 images -> NumPy probabilities; `signatures`: the MC ones, if any."""
+        signatures = signatures or {}
+        self.probabilities = probabilities
         self.mc_samples, self.mc_seed = int(mc_samples), int(mc_seed)
         # Exports from before mc_dropout_draws: one unseeded mc_dropout call per sample.
         self.draws_fn = signatures.get(MC_DRAWS_KEY)
@@ -106,7 +132,7 @@ class _Predictor:
         probabilities, draws, labels = [], [], []
         for images, batch_labels in batches:
             images = _as_uint8(images)
-            probabilities.append(self.serving_fn(**{self.input_name: images})[PROBABILITIES_KEY].numpy())
+            probabilities.append(self.probabilities(images))
             if need_labels:
                 labels.append(_as_labels(batch_labels, probabilities[-1]))
             if self.mc_samples:
@@ -133,16 +159,16 @@ class _Predictor:
         return np.concatenate(parts, axis=1)
 
 
-def _check_input_shape(path, input_spec, batches):
-    """Fail before running if the data's (H, W, C) is not the export's.
+def _check_input_shape(what, want, batches):
+    """Fail before running if the data's (H, W, C) is not `want`, the model's (`what`).
 
     Returns `batches` ready to iterate (a peeked first batch is put back).
     """
-    want = tuple(input_spec.shape[1:])
+    want = tuple(want)
     have, batches = _data_image_shape(batches)
     if have != want:
         raise ValueError(
-            f"SavedModel {path} takes images of shape (H, W, C)={want} but the data has "
+            f"{what} takes images of shape (H, W, C)={want} but the data has "
             f"{have}; use a dataset whose images match the export (or export a model "
             f"built for {have})"
         )
@@ -196,22 +222,35 @@ def _as_labels(labels, probabilities):
 
 
 def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=None, batch_size=256,
-                        mc_samples=0, mc_seed=0, ood=None):
+                        mc_samples=0, mc_seed=0, ood=None, tflite_model=False):
     """Evaluates the export at `path` on a dataset's test split; returns the result dict.
 
     `ood` ({"dataset", "idx_dir"}, as load_source takes them) adds
-    out-of-distribution detection against that dataset's test split.
+    out-of-distribution detection against that dataset's test split. With
+    `tflite_model`, `path` is a .tflite file (model.tflite, model_int8.tflite).
     """
     from dropzoo import data as data_lib  # only this entry point needs the data stack
 
-    load_serving_fn(path)  # fail on a broken export before loading any data
+    if tflite_model and mc_samples:
+        raise ValueError("a TFLite model serves dropout off only: MC dropout (--mc_samples) needs "
+                         "the SavedModel's signatures; pass --saved_model for it")
+    # Fail on a broken model before loading any data.
+    if tflite_model:
+        tflite.Model.load(path)
+    else:
+        load_serving_fn(path)
     source = data_lib.load_source(dataset, idx_dir=idx_dir, tfds_data_dir=tfds_data_dir,
                                   need_train=False)
     ood_source = load_ood_source(ood, tfds_data_dir)
-    result = evaluate_saved_model(
-        path, data_lib.raw_batches(source.test, batch_size), mc_samples=mc_samples, mc_seed=mc_seed,
-        ood_batches=data_lib.raw_batches(ood_source.test, batch_size) if ood_source else None)
-    result.update(saved_model=os.path.abspath(path), data_source=source.name, split="test")
+    batches = data_lib.raw_batches(source.test, batch_size)
+    ood_batches = data_lib.raw_batches(ood_source.test, batch_size) if ood_source else None
+    if tflite_model:
+        result = evaluate_tflite(path, batches, ood_batches=ood_batches)
+    else:
+        result = evaluate_saved_model(path, batches, mc_samples=mc_samples, mc_seed=mc_seed,
+                                      ood_batches=ood_batches)
+    result.update({"tflite" if tflite_model else "saved_model": os.path.abspath(path),
+                   "data_source": source.name, "split": "test"})
     if ood_source is not None:
         result["ood_data_source"] = ood_source.name
     return result

@@ -112,6 +112,9 @@ def define_train_flags(fv=FLAGS):
 def define_eval_flags(fv=FLAGS):
     define_data_flags(fv)
     flags.DEFINE_string("saved_model", None, "SavedModel directory to evaluate.", flag_values=fv)
+    flags.DEFINE_string("tflite", None,
+                        "TFLite model to evaluate instead (a run's model.tflite or model_int8.tflite), "
+                        "run with LiteRT (ai-edge-litert) or else tf.lite; no MC dropout.", flag_values=fv)
     flags.DEFINE_string("runs_dir", None,
                         "Compare every finished run below this directory (a sweep's --workdir): "
                         "writes comparison.md/.csv/.png and HParams summaries to <runs_dir>/comparison.",
