@@ -1,0 +1,309 @@
+"""model.tflite, model_int8.tflite and model.keras: written by every export, verified, evaluated."""
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from conftest import tiny_config, tiny_source
+from dropzoo import data as data_lib
+from dropzoo import evaluate
+from dropzoo import export
+from dropzoo import flags as flags_lib
+from dropzoo import tflite
+from dropzoo import trainer
+from dropzoo.errors import ExportError
+from dropzoo.preprocess import scale
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPE = (8, 8, 1)
+NUM_CLASSES = 3
+
+
+def build_model(seed=0):
+    """Tiny untrained image classifier with a Dropout layer."""
+    keras.utils.set_random_seed(seed)
+    image = keras.Input(shape=SHAPE, name="image")
+    x = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(image))
+    x = keras.layers.Dropout(0.5)(x)
+    return keras.Model(image, keras.layers.Softmax()(keras.layers.Dense(NUM_CLASSES)(x)))
+
+
+def make_images(count=16, seed=0, shape=SHAPE):
+    return np.random.RandomState(seed).randint(0, 256, (count,) + shape).astype(np.uint8)
+
+
+def export_all(model, directory):
+    """SavedModel and the three artifacts of `model` in `directory`; returns (saved_model, artifacts)."""
+    saved_model = export.export_saved_model(model, os.path.join(directory, "saved_model"))
+    return saved_model, export.export_artifacts(model, directory, make_images(64, seed=5))
+
+
+def convert_custom(model, serving_fn, directory, input_dtype=tf.uint8):
+    """TFLite bytes of a deliberately non-standard serving function of `model`."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = tf.TensorSpec((None,) + SHAPE, input_dtype, name="image")
+    archive.add_endpoint("serving_default", serving_fn, input_signature=[spec])
+    archive.write_out(str(directory), verbose=False)
+    return tflite.convert(str(directory))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny training run with the default export: SavedModel, model.keras and both TFLite models."""
+    workdir = str(tmp_path_factory.mktemp("run"))
+    metrics = trainer.train_and_evaluate(tiny_config(), workdir, source=tiny_source(), verbose=0)
+    return workdir, metrics
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = build_model()
+    saved_model, artifacts = export_all(model, str(tmp_path_factory.mktemp("artifacts")))
+    return model, saved_model, artifacts
+
+
+# ------------------------------------------------------------- the trainer
+
+
+def test_default_run_writes_three_verified_artifacts(finished_run):
+    workdir, metrics = finished_run
+    for name in ("model.keras", "model.tflite", "model_int8.tflite"):
+        assert os.path.isfile(os.path.join(workdir, name)), name
+        assert metrics["paths"][name] == os.path.join(workdir, name)
+    check = metrics["export_check"]
+    assert check["passed"]
+    for key in ("tflite", "tflite_int8"):
+        assert check[key]["random_ops"] == [] and check[key]["bitwise_repeatable"]
+        assert check[key]["signature_problems"] == []
+    assert check["tflite"]["max_abs_diff_vs_float32"] <= 1e-5
+    assert check["tflite"]["max_abs_diff_vs_saved_model"] <= check["tolerance"]
+    assert check["keras"]["max_abs_diff_vs_keras"] <= 1e-5 and check["keras"]["same_layers"]
+    measured = metrics["tflite"]
+    assert measured["runtime"] == tflite.RUNTIME
+    # float32 TFLite is the trained model: same test accuracy as Keras' evaluate (to float32 rounding).
+    assert measured["float32_test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert 0.0 <= measured["int8_test_accuracy"] <= 1.0
+    assert measured["int8_accuracy_cost_pp"] == pytest.approx(
+        100 * (measured["float32_test_accuracy"] - measured["int8_test_accuracy"]))
+    assert measured["int8_bytes"] < measured["float32_bytes"]
+    assert measured["calibration_examples"] > 0
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        assert json.load(f)["tflite"] == json.loads(json.dumps(measured))
+
+
+def test_model_keras_loads_with_the_zoo_layers_and_trains(finished_run):
+    workdir, _ = finished_run
+    model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+    # The zoo's own dropout subclasses come back as themselves (registered), not as Keras' Dropout.
+    assert any(type(layer).__module__.startswith("models.") for layer in model.layers)
+    images, labels = next(iter(data_lib.raw_batches(tiny_source().test, 40)))
+    served = tf.saved_model.load(os.path.join(workdir, "saved_model")).signatures["serving_default"](
+        image=images)["probabilities"].numpy()
+    logits = model(scale(images), training=False)  # dense_mlp emits logits; the export adds softmax
+    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), served, atol=1e-5)
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(scale(images), labels, epochs=1, batch_size=20, verbose=0)  # compiled as trained
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_evaluate_tflite_reproduces_the_saved_model(finished_run):
+    workdir, metrics = finished_run
+    test = tiny_source().test
+    saved = evaluate.evaluate_saved_model(os.path.join(workdir, "saved_model"), data_lib.raw_batches(test, 16))
+    lite = evaluate.evaluate_tflite(os.path.join(workdir, "model.tflite"), data_lib.raw_batches(test, 16))
+    assert lite["num_examples"] == saved["num_examples"] == 40
+    assert lite["accuracy"] == saved["accuracy"]
+    assert lite["loss"] == pytest.approx(saved["loss"], rel=1e-4)
+    int8 = evaluate.evaluate_tflite(os.path.join(workdir, "model_int8.tflite"), data_lib.raw_batches(test, 16))
+    assert int8["accuracy"] == metrics["tflite"]["int8_test_accuracy"]
+
+
+def test_serving_artifacts_can_be_skipped(tmp_path):
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path), source=tiny_source(),
+                                         verbose=0, serving_artifacts=False)
+    assert "tflite" not in metrics and "tflite" not in metrics["export_check"]
+    assert not any(name in metrics["paths"] for name in export.ARTIFACT_FILES)
+    assert not os.path.exists(tmp_path / "model.tflite")
+
+
+# ------------------------------------------------------------ the check
+
+
+def test_verify_export_checks_each_artifact(exported):
+    model, saved_model, artifacts = exported
+    report = export.verify_export(saved_model, model, make_images(), artifacts=artifacts)
+    assert report["passed"]
+    assert report["tflite"]["max_abs_diff_vs_float32"] <= 1e-5
+    assert report["tflite_int8"]["random_ops"] == [] and report["tflite_int8"]["bitwise_repeatable"]
+    assert report["keras"]["max_abs_diff_vs_keras"] == 0.0
+
+
+def _random_op_model(model, directory):
+    def noisy(image):  # what a dropout-on graph would bring: an RNG op in the serving path
+        probabilities = model(scale(image), training=False)
+        probabilities += tf.random.uniform(tf.shape(probabilities), 0.0, 1e-3)
+        return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1)}
+
+    return convert_custom(model, noisy, directory)
+
+
+def _float_input_model(model, directory):
+    def float_in(image):
+        probabilities = model(image / 255.0, training=False)
+        return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1)}
+
+    return convert_custom(model, float_in, directory, input_dtype=tf.float32)
+
+
+def _other_model_tflite(model, directory):
+    return export.convert_tflite(build_model(seed=1), make_images())[0]
+
+
+def _not_tflite(model, directory):
+    return b"\x00" * 64
+
+
+@pytest.mark.parametrize("file,make,message", [
+    ("model.tflite", _random_op_model, r"model\.tflite: random ops \['RandomUniform'\].*two calls"),
+    ("model_int8.tflite", _random_op_model, r"model_int8\.tflite: random ops \['RandomUniform'\]"),
+    ("model.tflite", _other_model_tflite, r"model\.tflite: probabilities differ from the float32 Keras"),
+    ("model.tflite", _float_input_model, r"model\.tflite: input is 'image' float32"),
+    ("model.tflite", _not_tflite, r"is not a TFLite model"),
+], ids=["random-op", "int8-random-op", "other-weights", "float-input", "not-tflite"])
+def test_verify_export_fails_on_a_broken_tflite_model(exported, tmp_path, file, make, message):
+    model, saved_model, artifacts = exported
+    broken = dict(artifacts)
+    broken[file] = str(tmp_path / file)
+    with open(broken[file], "wb") as f:
+        f.write(make(model, tmp_path / "custom"))
+    with pytest.raises(ExportError, match=message) as caught:
+        export.verify_export(saved_model, model, make_images(), artifacts=broken)
+    assert "\n" not in str(caught.value)
+
+
+def test_verify_export_fails_on_a_keras_file_of_other_weights(exported, tmp_path):
+    model, saved_model, artifacts = exported
+    other = str(tmp_path / "model.keras")
+    build_model(seed=1).save(other)
+    with pytest.raises(ExportError, match="model.keras: reloaded model differs from the in-memory model"):
+        export.verify_export(saved_model, model, make_images(), artifacts={**artifacts, "model.keras": other})
+
+
+def test_bfloat16_model_converts_from_a_float32_copy(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    copy = export.float32_copy(model)
+    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), copy.get_weights()))
+    saved_model, artifacts = export_all(model, str(tmp_path))
+    report = export.verify_export(saved_model, model, make_images(), artifacts=artifacts)
+    assert report["passed"] and report["tolerance"] == 1e-2
+    assert report["tflite"]["tolerance"] == 1e-5 and report["tflite"]["saved_model_tolerance"] == 1e-2
+    # The float32 copy, not the bf16 model: TFLite sits far closer to it than to bf16 rounding.
+    assert report["tflite"]["max_abs_diff_vs_float32"] < 1e-5
+
+
+# ----------------------------------------------------------- loading, eval.py
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda base: str(base / "nope.tflite"), "does not exist"),
+    (lambda base: str(base), "is a directory"),
+    (lambda base: _write(base / "m.tflite", b"not a flatbuffer at all"), "is not a TFLite model"),
+], ids=["missing", "directory", "garbage"])
+def test_bad_tflite_paths_give_one_line_errors(make, expected, tmp_path):
+    path = make(tmp_path)
+    with pytest.raises(ExportError) as caught:
+        tflite.Model.load(path)
+    assert expected in str(caught.value) and path in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _write(path, content):
+    path.write_bytes(content)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def eval_main():
+    """eval.py's main, run in-process on a private FlagValues (a subprocess costs ~4 s of TF import)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("eval_script_tflite", os.path.join(ROOT, "eval.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    fv = flags.FlagValues()
+    flags_lib.define_eval_flags(fv)
+
+    def run(*args):
+        fv.unparse_flags()
+        fv(["eval.py", *args])
+        script.flags_lib.FLAGS = fv
+        try:
+            return script.main(["eval.py"])
+        except SystemExit as e:
+            return e.code
+
+    yield run
+    script.flags_lib.FLAGS = flags.FLAGS
+
+
+@pytest.fixture(scope="module")
+def mnist_shaped_export(tmp_path_factory):
+    """An untrained 28x28x1, 10-class dense_mlp's SavedModel and TFLite models (for eval.py on MNIST)."""
+    import models
+    model = models.build("dense_mlp", "canonical", num_classes=10, input_shape=(28, 28, 1), seed=0)
+    directory = str(tmp_path_factory.mktemp("mnist_shaped"))
+    export.export_saved_model(model, os.path.join(directory, "saved_model"), outputs="logits")
+    export.export_artifacts(model, directory, make_images(64, shape=(28, 28, 1)), outputs="logits")
+    return directory
+
+
+def test_eval_script_tflite_matches_its_saved_model(eval_main, mnist_shaped_export, capsys, tmp_path):
+    """eval.py --tflite on a dataset the trainer reads (the offline MNIST sample)."""
+    workdir = mnist_shaped_export
+    results = {}
+    for flag, path in (("saved_model", "saved_model"), ("tflite", "model.tflite")):
+        output = str(tmp_path / f"{flag}.json")
+        assert eval_main(f"--{flag}={os.path.join(workdir, path)}", "--dataset=mnist_sample",
+                         f"--output={output}") == 0
+        results[flag] = json.loads(capsys.readouterr().out)
+    saved, lite = results["saved_model"], results["tflite"]
+    assert lite["tflite"] == os.path.join(workdir, "model.tflite")
+    assert lite["num_examples"] == saved["num_examples"] > 0
+    # Stated tolerance: float32 TFLite moves a probability by <= 1e-5, so at most a near-tie flips.
+    assert abs(lite["accuracy"] - saved["accuracy"]) <= 1 / saved["num_examples"]
+    assert lite["loss"] == pytest.approx(saved["loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--tflite=/nonexistent.tflite"], "error: no TFLite model at /nonexistent.tflite"),
+    (["--tflite=/tmp"], "error: /tmp is a directory, not a TFLite model file"),
+    (["--tflite=" + os.path.join(ROOT, "setup.py")], "error: " + os.path.join(ROOT, "setup.py")
+     + " is not a TFLite model"),
+    (["--tflite=x.tflite", "--saved_model=/tmp"], "error: give exactly one of"),
+])
+def test_eval_tflite_rejects_bad_input_in_one_line(eval_main, capsys, args, message):
+    assert eval_main(*args) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith(message), err
+
+
+def test_eval_tflite_rejects_mc_and_other_shapes_in_one_line(eval_main, exported, capsys):
+    _, _, artifacts = exported  # an 8x8x1 model; the MNIST sample is 28x28x1
+    path = artifacts["model.tflite"]
+    assert eval_main(f"--tflite={path}", "--dataset=mnist_sample") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: TFLite model {path} takes images of shape (H, W, C)=(8, 8, 1) "
+                          "but the data has (28, 28, 1)") and err.count("\n") == 1, err
+    assert eval_main(f"--tflite={path}", "--mc_samples=5") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: a TFLite model serves dropout off only") and err.count("\n") == 1, err
