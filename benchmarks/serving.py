@@ -1,20 +1,25 @@
-"""Inference speed: the exported serving_default vs model.predict and model(x), in one run.
+"""Inference speed: the exported serving_default vs TFLite and Keras, in one run.
 
     python benchmarks/serving.py                        # trainer's default precision (~40 s on 2 cores)
     python benchmarks/serving.py --precision=float32
 
 Builds keras_mnist_cnn under the precision the trainer would use (`auto` by
-default), exports it with `dropzoo.export.export_saved_model`, reloads it with
-`tf.saved_model.load`, and times three ways to get class probabilities:
+default), exports it with `dropzoo.export.export_saved_model` and
+`export_artifacts` (as the trainer does), reloads them, and times five ways
+to get class probabilities:
 
 * `serving_default(image=uint8)` of the reloaded SavedModel (scales in-graph);
+* `model.tflite` and `model_int8.tflite` (the same signature, uint8 in), run
+  with `dropzoo.tflite.RUNTIME` (LiteRT when installed) at its default threads;
 * `model.predict(x, batch_size=len(x))` on pre-scaled float32 images;
 * `model(x, training=False)` on the same images (eager call).
 
 Calls take turns (one of each per round) so that load from other processes
-hits all three alike. Every call ends with NumPy results. Batch 1: p50 and p99
+hits all alike. Every call ends with NumPy results. Batch 1: p50 and p99
 latency; batch 256: examples/s. Targets: batch-256 serving_default >= 3x
-model.predict; batch-1 serving_default p50 below model(x)'s.
+model.predict; batch-1 serving_default p50 below model(x)'s; batch-1
+model.tflite p50 below serving_default's. The model is untrained (speed does
+not depend on the weights); the int8 model is calibrated on random pixels.
 """
 import os
 import sys
@@ -36,10 +41,11 @@ import tensorflow as tf  # noqa: E402
 import models  # noqa: E402
 from dropzoo import export as export_lib  # noqa: E402
 from dropzoo import performance  # noqa: E402
+from dropzoo import tflite  # noqa: E402
 from dropzoo.preprocess import scale  # noqa: E402
 
 THROUGHPUT_TARGET = 3.0
-METHODS = ("serving_default", "model.predict", "model(x)")
+METHODS = ("serving_default", "model.tflite", "model_int8.tflite", "model.predict", "model(x)")
 
 
 def build_model(precision, seed):
@@ -52,12 +58,14 @@ def build_model(precision, seed):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def callers(model, serving_fn):
+def callers(model, serving_fn, tflite_models):
     """{method: f(uint8 images) -> NumPy probabilities}; scaling for Keras done outside the timing."""
-    key = export_lib.INPUT_KEY
+    key, probabilities = export_lib.INPUT_KEY, export_lib.PROBABILITIES_KEY
+    float32, int8 = (tflite_models[name] for name in (export_lib.TFLITE_FILE, export_lib.TFLITE_INT8_FILE))
     return {
-        "serving_default": lambda raw, x: serving_fn(**{key: tf.constant(raw)})[
-            export_lib.PROBABILITIES_KEY].numpy(),
+        "serving_default": lambda raw, x: serving_fn(**{key: tf.constant(raw)})[probabilities].numpy(),
+        "model.tflite": lambda raw, x: float32(raw)[probabilities],
+        "model_int8.tflite": lambda raw, x: int8(raw)[probabilities],
         "model.predict": lambda raw, x: model.predict(x, batch_size=len(x), verbose=0),
         "model(x)": lambda raw, x: model(x, training=False).numpy(),
     }
@@ -85,7 +93,11 @@ def run(*, precision="auto", batch_size=256, latency_rounds=200, throughput_roun
     with tempfile.TemporaryDirectory() as workdir:
         path = export_lib.export_saved_model(model, os.path.join(workdir, "saved_model"))
         serving_fn = tf.saved_model.load(path).signatures[export_lib.SIGNATURE_KEY]
-        calls = callers(model, serving_fn)
+        calibration = rng.integers(0, 256, (export_lib.REPRESENTATIVE_EXAMPLES,) + shape, dtype=np.uint8)
+        artifacts = export_lib.export_artifacts(model, workdir, calibration)
+        tflite_models = {name: tflite.Model.load(artifacts[name])
+                         for name in (export_lib.TFLITE_FILE, export_lib.TFLITE_INT8_FILE)}
+        calls = callers(model, serving_fn, tflite_models)
         log(f"1/2 batch 1: {latency_rounds} rounds ...")
         single = time_rounds(calls, rng.integers(0, 256, (1,) + shape, dtype=np.uint8), latency_rounds)
         log(f"2/2 batch {batch_size}: {throughput_rounds} rounds ...")
@@ -97,11 +109,12 @@ def run(*, precision="auto", batch_size=256, latency_rounds=200, throughput_roun
                for name in METHODS}
     serving = methods["serving_default"]
     result = {"machine": common.machine(), "precision": policy, "batch_size": batch_size,
-              "methods": methods,
+              "tflite_runtime": tflite.RUNTIME, "methods": methods,
               "throughput_ratio_vs_predict": serving["examples_per_sec"] / methods["model.predict"]["examples_per_sec"],
               "p50_ratio_model_call_over_serving": methods["model(x)"]["p50_ms"] / serving["p50_ms"]}
     result["pass_throughput"] = result["throughput_ratio_vs_predict"] >= THROUGHPUT_TARGET
     result["pass_latency"] = serving["p50_ms"] < methods["model(x)"]["p50_ms"]
+    result["pass_tflite_latency"] = methods["model.tflite"]["p50_ms"] < serving["p50_ms"]
     return result
 
 
@@ -112,7 +125,8 @@ def report(result):
              f"{serving['examples_per_sec'] / m['examples_per_sec']:.2f}x"]
             for name, m in methods.items()]
     return "\n".join([
-        f"serving: keras_mnist_cnn ({result['precision']}), SavedModel serving_default vs Keras",
+        f"serving: keras_mnist_cnn ({result['precision']}), SavedModel serving_default vs TFLite "
+        f"({result['tflite_runtime']}) and Keras",
         f"machine: {result['machine']}",
         "",
         common.table(["method", "batch-1 p50 ms", "batch-1 p99 ms",
@@ -124,6 +138,8 @@ def report(result):
         f"batch 1: p50 serving_default {serving['p50_ms']:.2f} ms vs model(x) "
         f"{methods['model(x)']['p50_ms']:.2f} ms ({result['p50_ratio_model_call_over_serving']:.1f}x lower; "
         f"target: lower)  {common.verdict(result['pass_latency'])}",
+        f"batch 1: p50 model.tflite {methods['model.tflite']['p50_ms']:.2f} ms vs serving_default "
+        f"{serving['p50_ms']:.2f} ms (target: lower)  {common.verdict(result['pass_tflite_latency'])}",
     ])
 
 
