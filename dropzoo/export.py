@@ -255,12 +255,13 @@ def export_artifacts(model, directory, representative_images, *, outputs="probab
 
     `representative_images`: uint8 training images, [N, H, W, C], the int8
     model's calibration set (the first REPRESENTATIVE_EXAMPLES are used).
-    Each file is written atomically.
+    Each file is written atomically, after both conversions succeeded: a
+    failed conversion leaves the previous files as they were.
     """
     paths = artifact_paths(directory)
+    float32_model, int8_model = convert_tflite(model, representative_images, outputs=outputs)
     os.makedirs(os.fspath(directory), exist_ok=True)
     files.atomic_write(paths[KERAS_FILE], model.save)
-    float32_model, int8_model = convert_tflite(model, representative_images, outputs=outputs)
     for name, content in ((TFLITE_FILE, float32_model), (TFLITE_INT8_FILE, int8_model)):
         files.atomic_write(paths[name], lambda tmp, content=content: _write_bytes(tmp, content))
     return paths

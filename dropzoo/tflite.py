@@ -47,7 +47,12 @@ def convert(saved_model_dir, signature_key=SIGNATURE_KEY, representative=None):
         batches = list(representative)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([batch] for batch in batches)
-    return converter.convert()
+    try:
+        return converter.convert()
+    except Exception as error:  # ConverterError, or calibration's RuntimeError: several lines of MLIR
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise ExportError(f"TFLite conversion{' with int8 calibration' if representative is not None else ''} "
+                          f"failed: {type(error).__name__}: {lines[0] if lines else ''}") from error
 
 
 def op_types(content):

@@ -196,6 +196,29 @@ def test_verify_export_fails_on_a_keras_file_of_other_weights(exported, tmp_path
         export.verify_export(saved_model, model, make_images(), artifacts={**artifacts, "model.keras": other})
 
 
+def test_failed_conversion_is_one_line_and_keeps_the_previous_artifacts(exported, tmp_path, monkeypatch):
+    model, _, artifacts = exported
+    directory = os.path.dirname(artifacts["model.tflite"])
+    before = {name: open(path, "rb").read() for name, path in artifacts.items()}
+
+    def dropout_on(image):  # Keras' dropout RNG has no TFLite builtin (tensorflow#50502)
+        probabilities = model(scale(image), training=True)
+        return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1)}
+
+    with pytest.raises(ExportError) as caught:
+        convert_custom(model, dropout_on, tmp_path / "dropout_on")
+    assert str(caught.value).startswith("TFLite conversion failed: ConverterError")
+    assert "\n" not in str(caught.value)
+
+    def fail(*args, **kwargs):
+        raise caught.value
+
+    monkeypatch.setattr(tflite, "convert", fail)
+    with pytest.raises(ExportError, match="TFLite conversion failed"):
+        export.export_artifacts(build_model(seed=1), directory, make_images())
+    assert {name: open(path, "rb").read() for name, path in artifacts.items()} == before
+
+
 def test_bfloat16_model_converts_from_a_float32_copy(tmp_path):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
