@@ -1,4 +1,4 @@
-"""TFLite (LiteRT) mechanics: convert a serving function, list a model's ops, run it.
+"""TFLite (LiteRT) mechanics: convert a SavedModel signature, list a model's ops, run it.
 
 This module knows TFLite, not the zoo: `dropzoo.export` decides what is
 converted (the dropout-off serving function) and what is checked.
