@@ -75,8 +75,12 @@ _NOT_VARIANT = ("seed",) + config_lib.OBSERVATION_ONLY + config_lib.EXECUTION_ON
 
 
 def variant_key(config):
-    """What runs of one variant share: their recorded config without seed and execution details."""
-    return tuple(sorted((k, v) for k, v in config.items() if k not in _NOT_VARIANT))
+    """What runs of one variant share: their recorded config without seed and execution details.
+
+    Fields a run recorded before they existed count at their defaults, so
+    older and newer runs of one variant stay one variant.
+    """
+    return tuple(sorted((k, v) for k, v in config_lib.with_defaults(config).items() if k not in _NOT_VARIANT))
 
 
 def variant_label(config):

@@ -169,8 +169,11 @@ def differences(saved, config):
     A field the saved config lacks (written before the field existed) counts
     as its default, so older runs still resume.
     """
-    current = config.to_dict()
-    defaults = TrainConfig().to_dict()
+    current, saved = config.to_dict(), with_defaults(saved)
     ignored = OBSERVATION_ONLY + EXECUTION_ONLY
-    return sorted(k for k in current
-                  if saved.get(k, defaults[k]) != current[k] and k not in ignored)
+    return sorted(k for k in current if saved[k] != current[k] and k not in ignored)
+
+
+def with_defaults(saved):
+    """A saved config dict with every field it lacks (written before the field existed) at its default."""
+    return {**TrainConfig().to_dict(), **saved}
