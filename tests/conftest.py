@@ -12,9 +12,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
+from dropzoo import trainer  # noqa: E402
+
+# Test files whose in-process runs write model.keras and the TFLite models;
+# elsewhere a run skips them (about 2 s an export), as serving_artifacts=False does.
+_SERVING_ARTIFACT_TESTS = ("test_tflite",)
+
+
+@pytest.fixture(autouse=True)
+def _serving_artifacts_only_where_tested(request, monkeypatch):
+    if request.module.__name__ not in _SERVING_ARTIFACT_TESTS:
+        monkeypatch.setattr(trainer, "export_serving_artifacts", lambda run: (None, None))
 
 
 def tiny_source(num_train=96, num_test=40, seed=0):
