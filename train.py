@@ -58,6 +58,10 @@ def _train(overwrite):
     print(f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")
     print(f"export check: {'passed' if metrics['export_check']['passed'] else 'FAILED'}")
     print(f"SavedModel:   {os.path.join(workdir, 'saved_model')}")
+    tflite = metrics.get("tflite")
+    if tflite:  # model.keras, model.tflite, model_int8.tflite beside it
+        print(f"also:         model.keras, model.tflite, model_int8.tflite (int8 test accuracy "
+              f"{tflite['int8_test_accuracy']:.4f} vs {tflite['float32_test_accuracy']:.4f})")
     print(f"TensorBoard:  tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
     print(f"metrics:      {os.path.join(workdir, 'metrics.json')}")
     return 0
