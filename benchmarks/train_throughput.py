@@ -44,6 +44,7 @@ from dropzoo import flags as flags_lib  # noqa: E402
 import keras  # noqa: E402
 
 import models  # noqa: E402
+import models.flops  # noqa: E402,F401  (models.flops.count)
 from dropzoo import callbacks as callbacks_lib  # noqa: E402
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
@@ -131,7 +132,11 @@ def run(source, *, epochs=12, batch_size=128, seeds=3, compare_float32=True, abl
         log(f"{label} ...")
         ablations[label] = _summary([train_project(source, epochs=epochs, batch_size=batch_size,
                                                    seed=0, **overrides)])
+    # The linear ops' FLOPs per training example (models/flops.py), for GFLOP/s.
+    flops = models.flops.count(models.build("keras_mnist_cnn", input_shape=source.image_shape,
+                                            num_classes=source.num_classes))
     result = {"machine": common.machine(), "dataset": source.name, "epochs": epochs,
+              "training_flops_per_example": flops.training,
               "batch_size": batch_size, "seeds": seeds, "num_train": len(y) - num_val,
               "num_test": len(y_test),
               "classic": {**_speed([r for r, _ in classic_runs], [a for _, a in classic_runs]),
@@ -172,6 +177,7 @@ def report(result):
         rows.append([label, run["precision"], "on" if run["jit_compile"] else "off",
                      run["steps_per_execution"], f"{run['examples_per_sec']:,.0f}",
                      f"{run['examples_per_sec'] / classic_rate:.2f}x",
+                     f"{run['examples_per_sec'] * result['training_flops_per_example'] / 1e9:.1f}",
                      f"{run['all_epochs_examples_per_sec']:,.0f}", f"{100 * run['test_accuracy']:.2f}%"])
     per_image = 100 / result["num_test"]
     per_seed = ", ".join(f"{d:+.1f}" for d in result["per_seed_diff_pp"])
@@ -180,7 +186,7 @@ def report(result):
         f"{result['num_test']:,} test images), batch {result['batch_size']}, {result['epochs']} epochs",
         f"machine: {result['machine']}",
         "",
-        common.table(["run", "precision", "XLA", "steps/exec", "ex/s", "vs classic",
+        common.table(["run", "precision", "XLA", "steps/exec", "ex/s", "vs classic", "GFLOP/s",
                       "all-epochs ex/s", "test acc"], rows),
         "",
         f"speed:    trainer defaults / classic = {result['speedup']:.2f}x  "
@@ -196,6 +202,8 @@ def report(result):
         "fastest quarter",
         f"      of its {result['classic']['num_epochs_timed']} timed epochs (the machine at full "
         "speed); all-epochs ex/s: every timed epoch.",
+        f"GFLOP/s: ex/s x {result['training_flops_per_example'] / 1e6:.1f} MFLOP per training example "
+        "(convolutions and dense layers: forward, weight and input gradients; models/flops.py).",
     ]
     return "\n".join(lines)
 

@@ -187,6 +187,9 @@ def test_train_throughput_benchmark_returns_its_numbers():
     assert [run["steps_per_execution"] for run in result["ablations"].values()] == [1]
     assert {"speedup", "accuracy_diff_pp", "pass_speed", "pass_accuracy"} <= set(result)
     assert "trainer defaults / classic" in train_throughput.report(result)
+    # keras_mnist_cnn's 71,565,312 (tests/test_flops.py) with 4 classes instead of 10 in the logits.
+    assert result["training_flops_per_example"] == 71_565_312 - 3 * 2 * 128 * (10 - 4)
+    assert "GFLOP/s" in train_throughput.report(result)
 
 
 def test_fast_phase_rate_is_the_median_of_the_fastest_quarter():
