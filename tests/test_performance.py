@@ -10,10 +10,12 @@ import os
 
 import pytest
 
-from benchmarks import common, input_pipeline, mc_dropout, serving, train_throughput
+import models
+from benchmarks import common, input_pipeline, mc_dropout, op_rates, serving, train_throughput
 from dropzoo import config as config_lib
 from dropzoo import performance
 from dropzoo import trainer
+from models import flops
 from conftest import tiny_config, tiny_source
 
 
@@ -176,20 +178,68 @@ def test_profile_batches_parse(value, parsed):
 @pytest.mark.slow
 def test_train_throughput_benchmark_returns_its_numbers():
     result = train_throughput.run(tiny_source(), epochs=1, batch_size=16, seeds=1, ablation=True,
-                                  log=lambda *_: None)
-    for run in ("classic", "trainer_float32", "trainer_defaults"):
-        figures = result[run]
+                                  other_models=("tf_layers_cnn",), log=lambda *_: None)
+    float32_defaults = performance.choose_precision("auto")[0] == "float32"
+    # Where auto picks float32, a float32 run would repeat the defaults' and is not trained.
+    assert (result["trainer_float32"] is None) == float32_defaults
+    ways = ["classic", "trainer_defaults"] + ([] if float32_defaults else ["trainer_float32"])
+    for figures in [result[way] for way in ways] + [result["other_models"]["tf_layers_cnn"]]:
         # One epoch, so that one is timed (a lone first epoch is kept): both figures are its rate.
         assert figures["num_epochs_timed"] == 1 and figures["examples_per_sec"] > 0
         assert figures["examples_per_sec"] == pytest.approx(figures["all_epochs_examples_per_sec"])
         assert 0 <= figures["test_accuracy"] <= 1
-    assert result["trainer_float32"]["precision"] == "float32"
+        reference = result["references"][f"{figures['model']}/{figures['precision']}"]
+        efficiency = figures["efficiency"]
+        assert efficiency["gflops"] == pytest.approx(
+            figures["examples_per_sec"] * reference["training_flops"] / 1e9)
+        assert efficiency["dominant"] == "conv2"
+        assert efficiency["of_dominant"] == pytest.approx(
+            efficiency["gflops"] / reference["layer_gflops"]["conv2"])
+    assert result["other_models"]["tf_layers_cnn"]["model"] == "tf_layers_cnn"
     assert [run["steps_per_execution"] for run in result["ablations"].values()] == [1]
-    assert {"speedup", "accuracy_diff_pp", "pass_speed", "pass_accuracy"} <= set(result)
-    assert "trainer defaults / classic" in train_throughput.report(result)
+    assert result["efficiency"] == result["trainer_defaults"]["efficiency"]["of_dominant"]
+    assert result["pass_efficiency"] == (result["efficiency"] >= train_throughput.EFFICIENCY_TARGET)
     # keras_mnist_cnn's 71,565,312 (tests/test_flops.py) with 4 classes instead of 10 in the logits.
     assert result["training_flops_per_example"] == 71_565_312 - 3 * 2 * 128 * (10 - 4)
-    assert "GFLOP/s" in train_throughput.report(result)
+    text = train_throughput.report(result)
+    assert "efficiency: keras_mnist_cnn, trainer defaults" in text
+    assert "where a step of tf_layers_cnn goes" in text and "conv2 alone" in text
+
+
+def test_op_rates_time_each_linear_op_with_its_gradients():
+    model = models.build("keras_mnist_cnn", input_shape=(12, 12, 1), num_classes=3, seed=0)
+    references = op_rates.References(model, batch_size=2, precision="float32", calls=2,
+                                     matmul_size=64)
+    counted = flops.count(model)
+    assert set(references.steps) == set(counted.by_layer) | {"matmul 64x64"}
+    for name, (step, args, call_flops) in references.steps.items():
+        assert call_flops == (2 * 64 ** 3 if name.startswith("matmul")
+                              else 2 * counted.by_layer[name][1])
+    # The first conv needs no input gradient; the others return output, weight and input gradients.
+    output, gradients = references.steps["conv1"][0](*references.steps["conv1"][1])
+    assert output.shape == (2, 10, 10, 32) and [g.shape for g in gradients] == [(3, 3, 1, 32)]
+    output, gradients = references.steps["conv2"][0](*references.steps["conv2"][1])
+    assert output.shape == (2, 8, 8, 64)
+    assert [g.shape for g in gradients] == [(3, 3, 32, 64), (2, 10, 10, 32)]
+    with pytest.raises(RuntimeError, match="sample"):
+        references.rate("conv2")
+    references.sample()
+    references.sample()
+    assert all(len(seconds) == 4 for seconds in references.seconds.values())
+    seconds = references.layer_seconds()
+    assert references.linear_seconds() == pytest.approx(sum(seconds.values()))
+    assert references.layer_rates()["conv2"] == pytest.approx(
+        references.steps["conv2"][2] / seconds["conv2"] / 1e9)
+    assert references.matmul_rate() > 0
+
+
+def test_op_rates_run_the_op_in_the_precision_asked():
+    model = models.build("keras_mnist_cnn", input_shape=(12, 12, 1), num_classes=3, seed=0)
+    step, (x, dy) = op_rates.linear_op_step(model.get_layer("conv2"), 2, "mixed_bfloat16",
+                                            input_gradient=True)
+    output, (kernel_gradient, input_gradient) = step(x, dy)
+    assert x.dtype == output.dtype == input_gradient.dtype == "bfloat16"
+    assert kernel_gradient.dtype == "float32"  # the variable's dtype
 
 
 def test_fast_phase_rate_is_the_median_of_the_fastest_quarter():
