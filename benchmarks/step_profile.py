@@ -1,0 +1,201 @@
+"""Where a training step's time goes: the trainer's own run, profiled, per layer and pass.
+
+    python benchmarks/step_profile.py                          # keras_mnist_cnn, trainer defaults
+    python benchmarks/step_profile.py --model=tf_layers_cnn
+    python benchmarks/step_profile.py --top=15                 # also the 15 longest ops
+
+Trains with the trainer (TrainConfig defaults, 3 epochs, --profile_batches on
+the 2nd training call: after tracing, and one tf.function call of
+--steps_per_execution steps, so no epoch-end work falls inside), reads the
+TensorFlow profiler's trace (the `.xplane.pb` TensorBoard shows under Profile) and
+splits the profiled wall time among the ops that ran. TensorFlow runs up to
+two ops at once here (its inter-op threads), each on the shared cores, so a
+stretch of time where two ops overlap counts half for each: the shares add
+up to the wall time, and an op that overlaps another costs the step less
+than its own duration. Time when no op ran (the gaps between steps and
+calls) is "between ops".
+
+Ops are grouped by the model layer in their name and the pass: forward,
+backward (Keras' `gradient_tape/` ops), the optimizer update, and the rest
+(loss, metrics, the step counter). A convolution or matmul that TensorFlow
+fused with its bias and activation (`_FusedConv2D`, named after the
+activation layer) counts as the linear layer's forward pass. The profiler slows a step a little; the
+shares, not the absolute times, are the result.
+"""
+import collections
+import dataclasses
+import glob
+import os
+import re
+import sys
+import tempfile
+
+if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+import models  # noqa: E402
+import models.flops  # noqa: E402,F401  (models.flops.count)
+from dropzoo import config as config_lib  # noqa: E402
+from dropzoo import flags as flags_lib  # noqa: E402
+from dropzoo import trainer  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    start_ps: int
+    duration_ps: int
+    thread: str
+    name: str  # the op's node name and type, "gradient_tape/m/conv2/...:Conv2DBackpropFilter"
+
+
+def read_ops(logdir):
+    """Every TensorFlow op the newest trace under `logdir` recorded on the host CPU."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # TensorFlow's trace format
+
+    paths = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))
+    if not paths:
+        raise FileNotFoundError(f"no profiler trace (*.xplane.pb) under {logdir}")
+    space = xplane_pb2.XSpace()
+    with open(paths[-1], "rb") as f:
+        space.ParseFromString(f.read())
+    ops = []
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):  # the executor's threads
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name and "/" in name:  # "node/name:OpType"; not executor bookkeeping
+                    ops.append(Op(line.timestamp_ns * 1000 + event.offset_ps, event.duration_ps,
+                                  line.name, name))
+    return sorted(ops, key=lambda op: op.start_ps)
+
+
+def group_of(name, model_name):
+    """(layer, pass) of an op: ("conv2", "backward"), ("optimizer", "update"), ("other", "")."""
+    path, _, op_type = name.rpartition(":")
+    parts = [re.sub(r"_\d+$", "", part) for part in path.split("/")]  # Keras' "_1" suffixes
+    if model_name in parts[:-1]:
+        index = parts.index(model_name)
+        layer = parts[index + 1]
+        if op_type.startswith("_Fused") and layer.endswith(".act"):
+            # Grappler fuses conv/matmul + bias + activation under the activation's name.
+            layer = layer[:-len(".act")]
+        return layer, "backward" if "gradient_tape" in parts[:index] else "forward"
+    optimizers = {"adadelta", "adam", "sgd", "rmsprop"}
+    if optimizers & set(parts):
+        return "optimizer", "update"
+    return "other", ""
+
+
+def attribute(ops, key):
+    """{key(op): seconds} splitting wall time evenly among the ops running at once, and the gaps.
+
+    Returns (shares, wall seconds, seconds when no op ran).
+    """
+    edges = []
+    for index, op in enumerate(ops):
+        edges.append((op.start_ps, 1, index))
+        edges.append((op.start_ps + op.duration_ps, -1, index))
+    edges.sort()
+    shares = collections.Counter()
+    running, idle, previous = set(), 0, edges[0][0] if edges else 0
+    for time_ps, change, index in edges:
+        span = time_ps - previous
+        if running:
+            for other in running:
+                shares[key(ops[other])] += span / len(running)
+        else:
+            idle += span
+        previous = time_ps
+        if change > 0:
+            running.add(index)
+        else:
+            running.discard(index)
+    wall = (edges[-1][0] - edges[0][0]) if edges else 0
+    return {k: v / 1e12 for k, v in shares.items()}, wall / 1e12, idle / 1e12
+
+
+def profile(model_name="keras_mnist_cnn", *, epochs=3, batch_size=128, dataset="mnist_sample",
+            idx_dir=None, log=print):
+    """Trains `model_name` with the trainer defaults, profiling call 2; returns the breakdown."""
+    source = common.load_source(dataset, idx_dir)
+    config = config_lib.TrainConfig(dataset=source.name, model=model_name, epochs=epochs,
+                                     batch_size=batch_size, profile_batches="2,2")
+    with tempfile.TemporaryDirectory() as workdir:
+        log(f"training {model_name} for {epochs} epochs, profiling training call 2 ...")
+        metrics = trainer.train_and_evaluate(config, workdir, source=source, verbose=0,
+                                             serving_artifacts=False)
+        ops = read_ops(os.path.join(workdir, "tensorboard"))
+    steps = metrics["steps_per_execution"]["used"]
+    shares, wall, idle = attribute(ops, lambda op: group_of(op.name, model_name))
+    op_shares, _, _ = attribute(ops, lambda op: op.name.rpartition(":")[2])
+    durations = collections.defaultdict(list)
+    for op in ops:
+        durations[op.name].append(op.duration_ps / 1e12)
+    flops = models.flops.count(models.build(model_name, input_shape=source.image_shape,
+                                            num_classes=source.num_classes))
+    return {"model": model_name, "machine": common.machine(), "precision": metrics["precision"]["policy"],
+            "batch_size": batch_size, "steps": steps, "wall_seconds": wall, "idle_seconds": idle,
+            "groups": {f"{layer}/{kind}" if kind else layer: seconds
+                       for (layer, kind), seconds in shares.items()},
+            "op_types": op_shares, "dominant": flops.dominant,
+            "longest_ops": sorted(((sum(d) / len(d), len(d), name) for name, d in durations.items()),
+                                  reverse=True)}
+
+
+def report(result, top=0):
+    step = result["wall_seconds"] / result["steps"]
+    per_step = {name: seconds / result["steps"] for name, seconds in result["groups"].items()}
+    per_step["between ops"] = result["idle_seconds"] / result["steps"]
+    rows = [[name, f"{1e3 * seconds:.1f}", f"{100 * seconds / step:.0f}%"]
+            for name, seconds in sorted(per_step.items(), key=lambda item: -item[1])]
+    dominant = sum(s for name, s in per_step.items() if name.startswith(result["dominant"] + "/"))
+    lines = [f"step_profile: {result['model']}, trainer defaults ({result['precision']}), batch "
+             f"{result['batch_size']}, {result['steps']} profiled steps",
+             f"machine: {result['machine']}", "",
+             f"a step: {1e3 * step:.1f} ms of wall time (under the profiler); {result['dominant']}, "
+             f"forward and backward: {100 * dominant / step:.0f}% of it", "",
+             common.table(["layer/pass", "ms per step", "of the step"], rows), "",
+             "by op type:",
+             common.table(["op type", "ms per step", "of the step"],
+                          [[name, f"{1e3 * s / result['steps']:.1f}", f"{100 * s / result['wall_seconds']:.0f}%"]
+                           for name, s in sorted(result["op_types"].items(), key=lambda i: -i[1])[:12]])]
+    if top:
+        lines += ["", f"the {top} longest ops (mean duration, overlaps not split):",
+                  common.table(["ms", "calls", "op"], [[f"{1e3 * mean:.2f}", calls, name[-90:]]
+                                                       for mean, calls, name in result["longest_ops"][:top]])]
+    lines += ["", "Shares split overlapping ops evenly (two inter-op threads); 'between ops': no op "
+              "running (step boundaries,",
+              "input, scheduling)."]
+    return "\n".join(lines)
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_enum("model", "keras_mnist_cnn", models.list_models(), "Zoo model to profile.")
+    flags.DEFINE_integer("epochs", 3, "Epochs (at least 2 training calls happen).")
+    flags.DEFINE_integer("batch_size", 128, "Batch size.")
+    flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (offline) or a tfds name.")
+    flags.DEFINE_string("idx_dir", None, "Directory of MNIST-format IDX .gz files.")
+    flags.DEFINE_integer("top", 0, "Also list the N longest ops.")
+
+
+def main(argv):
+    del argv
+    result = profile(FLAGS.model, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+                     dataset=FLAGS.dataset, idx_dir=FLAGS.idx_dir)
+    print(report(result, FLAGS.top))
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main, flags_parser=flags_lib.parse_or_exit)
