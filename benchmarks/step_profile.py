@@ -19,7 +19,9 @@ Ops are grouped by the model layer in their name and the pass: forward,
 backward (Keras' `gradient_tape/` ops), the optimizer update, and the rest
 (loss, metrics, the step counter). A convolution or matmul that TensorFlow
 fused with its bias and activation (`_FusedConv2D`, named after the
-activation layer) counts as the linear layer's forward pass. The profiler slows a step a little; the
+activation layer) counts as the linear layer's forward pass. XLA kernels
+(on CPU, the trainer compiles only max pooling's gradient) are one group:
+the trace names no layer for them. The profiler slows a step a little; the
 shares, not the absolute times, are the result.
 """
 import collections
@@ -41,6 +43,11 @@ import models.flops  # noqa: E402,F401  (models.flops.count)
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import trainer  # noqa: E402
+
+
+XLA_EVENT = "CpuExecutable::ExecuteAsyncOnStream"
+# On CPU the trainer compiles only max pooling's gradient with XLA (models/pooling.py).
+XLA_GROUP = "XLA kernels (max pooling gradients)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +77,8 @@ def read_ops(logdir):
                 continue
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
+                if name == XLA_EVENT:  # an XLA kernel: the trace names no node for it
+                    name = f"xla/{XLA_EVENT}:{XLA_GROUP}"
                 if ":" in name and "/" in name:  # "node/name:OpType"; not executor bookkeeping
                     ops.append(Op(line.timestamp_ns * 1000 + event.offset_ps, event.duration_ps,
                                   line.name, name))
@@ -79,6 +88,8 @@ def read_ops(logdir):
 def group_of(name, model_name):
     """(layer, pass) of an op: ("conv2", "backward"), ("optimizer", "update"), ("other", "")."""
     path, _, op_type = name.rpartition(":")
+    if op_type == XLA_GROUP:
+        return XLA_GROUP, ""
     parts = [re.sub(r"_\d+$", "", part) for part in path.split("/")]  # Keras' "_1" suffixes
     if model_name in parts[:-1]:
         index = parts.index(model_name)
@@ -122,9 +133,12 @@ def attribute(ops, key):
 
 
 def profile(model_name="keras_mnist_cnn", *, epochs=3, batch_size=128, dataset="mnist_sample",
-            idx_dir=None, log=print):
-    """Trains `model_name` with the trainer defaults, profiling call 2; returns the breakdown."""
-    source = common.load_source(dataset, idx_dir)
+            idx_dir=None, source=None, log=print):
+    """Trains `model_name` with the trainer defaults, profiling call 2; returns the breakdown.
+
+    `source` (a data.Source) replaces `dataset`.
+    """
+    source = source or common.load_source(dataset, idx_dir)
     config = config_lib.TrainConfig(dataset=source.name, model=model_name, epochs=epochs,
                                      batch_size=batch_size, profile_batches="2,2")
     with tempfile.TemporaryDirectory() as workdir:

@@ -58,6 +58,7 @@ import keras  # noqa: E402
 
 import models  # noqa: E402
 from benchmarks import op_rates  # noqa: E402
+from models import pooling  # noqa: E402
 from dropzoo import callbacks as callbacks_lib  # noqa: E402
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
@@ -74,6 +75,7 @@ def train_classic(x_train, y_train, x_test, y_test, *, epochs, batch_size, seed)
     """The classic example's recipe; returns (steady per-epoch examples/s, test accuracy)."""
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(seed)
+    pooling.set_routing_compiler(None)  # Keras' own pooling gradient, as in the example
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     x_train = x_train.astype("float32") / 255
     x_test = x_test.astype("float32") / 255

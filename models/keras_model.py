@@ -47,6 +47,7 @@ from keras.src.models.functional import Functional  # no public name for "a grap
 
 from models import layers as dropout_lib
 from models import network
+from models import pooling
 from models import sites as sites_lib
 
 # Dropout layers the rewrite removes; their rates become the canonical placement.
@@ -421,7 +422,9 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
             config["activation"] = "linear"  # split off: `LAYER.act`, with LAYER.mid before it
         if info.index == 0 and spec.rescaling:
             config["scale"] = (np.asarray(config["scale"], dtype=np.float64) * 255.0).tolist()
-        new = type(layer).from_config(config)
+        # Keras' own max pooling becomes the zoo's: the same layer with a faster gradient.
+        cls = pooling.MaxPooling2D if type(layer) is keras.layers.MaxPooling2D else type(layer)
+        new = cls.from_config(config)
         originals[id(new)] = layer
         return new
 

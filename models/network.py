@@ -23,6 +23,7 @@ import dataclasses
 import keras
 
 from models import layers as dropout_lib
+from models import pooling
 from models import sites as sites_lib
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "exponential")
@@ -303,7 +304,7 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
             x = keras.layers.Dense(layer.units, use_bias=not batch_norm, kernel_initializer=init,
                                    name=layer.name)(x)
         elif isinstance(layer, Pool):
-            x = keras.layers.MaxPooling2D(layer.size, name=layer.name)(x)
+            x = pooling.MaxPooling2D(layer.size, name=layer.name)(x)
         elif isinstance(layer, Flatten):
             x = keras.layers.Flatten(name=layer.name)(x)
         elif isinstance(layer, Output):

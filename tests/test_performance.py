@@ -11,7 +11,8 @@ import os
 import pytest
 
 import models
-from benchmarks import common, input_pipeline, mc_dropout, op_rates, serving, train_throughput
+from benchmarks import common, input_pipeline, mc_dropout, op_rates, serving, step_profile
+from benchmarks import train_throughput
 from dropzoo import config as config_lib
 from dropzoo import performance
 from dropzoo import trainer
@@ -276,3 +277,44 @@ def test_mc_dropout_benchmark_returns_its_numbers():
     assert all(m["ms"] > 0 for m in result["methods"].values())
     assert result["mc_over_deterministic"] == result["methods"]["mc_dropout_draws"]["ratio"]
     assert "mc_dropout_draws (T=3) / serving_default" in mc_dropout.report(result)
+
+
+def test_step_profile_splits_overlapping_ops_evenly():
+    Op = step_profile.Op
+    ops = [Op(0, 10, "t0", "m/conv2/Conv2D:A"),     # alone for 0-4, with B for 4-10
+           Op(4, 8, "t1", "m/pool1/MaxPool:B"),     # with A for 4-10, alone for 10-12
+           Op(20, 5, "t0", "adadelta/Mul:C")]       # after a gap of 8
+    shares, wall, idle = step_profile.attribute(ops, key=lambda op: op.name.rpartition(":")[2])
+    assert shares == pytest.approx({"A": (4 + 3) / 1e12, "B": (3 + 2) / 1e12, "C": 5 / 1e12})
+    assert wall == pytest.approx(25 / 1e12) and idle == pytest.approx(8 / 1e12)
+    assert sum(shares.values()) + idle == pytest.approx(wall)
+
+
+@pytest.mark.parametrize("name,group", [
+    ("while/body/_1/StatefulPartitionedCall/gradient_tape/keras_mnist_cnn_1/conv2_1/convolution/"
+     "Conv2DBackpropFilter:Conv2DBackpropFilter", ("conv2", "backward")),
+    # conv + bias + ReLU fused under the activation layer's name: the conv's forward pass.
+    ("StatefulPartitionedCall/keras_mnist_cnn_1/conv2.act_1/Relu:_FusedConv2D", ("conv2", "forward")),
+    ("StatefulPartitionedCall/keras_mnist_cnn_1/conv2.act_1/Relu:Relu", ("conv2.act", "forward")),
+    ("StatefulPartitionedCall/keras_mnist_cnn_1/pool1.post_1/stateless_dropout/SelectV2:SelectV2",
+     ("pool1.post", "forward")),
+    ("StatefulPartitionedCall/adadelta/Sqrt_8:Sqrt", ("optimizer", "update")),
+    ("StatefulPartitionedCall/compile_loss/sparse_categorical_crossentropy/Sum:Sum", ("other", "")),
+    (f"xla/{step_profile.XLA_EVENT}:{step_profile.XLA_GROUP}", (step_profile.XLA_GROUP, "")),
+])
+def test_step_profile_groups_ops_by_layer_and_pass(name, group):
+    assert step_profile.group_of(name, "keras_mnist_cnn") == group
+
+
+@pytest.mark.slow
+def test_step_profile_profiles_a_training_call():
+    result = step_profile.profile("keras_mnist_cnn", epochs=3, batch_size=16, source=tiny_source(),
+                                  log=lambda *_: None)
+    # tiny_source: 86 training examples in batches of 16 -> 6 steps, one call of 6 per epoch.
+    assert result["steps"] == 6 and result["dominant"] == "conv2"
+    # pool1's gradient is an XLA kernel (models/pooling.py), which the trace names by no layer.
+    assert {"conv2/forward", "conv2/backward", "optimizer/update", step_profile.XLA_GROUP} <= set(
+        result["groups"])
+    assert "pool1/backward" not in result["groups"]
+    assert sum(result["groups"].values()) + result["idle_seconds"] == pytest.approx(result["wall_seconds"])
+    assert "conv2/backward" in step_profile.report(result, top=3)
