@@ -1,6 +1,6 @@
 """Training speed against the hardware: FLOP/s achieved over what the linear ops reach alone.
 
-    python benchmarks/train_throughput.py                      # mnist_sample, 12 epochs, 3 seeds (~6 min on 2 cores)
+    python benchmarks/train_throughput.py                      # mnist_sample, 12 epochs, 3 seeds (~11 min on 2 cores)
     python benchmarks/train_throughput.py --epochs=4 --seeds=1
     python benchmarks/train_throughput.py --idx_dir=DIR        # the full MNIST IDX files in DIR
 
