@@ -35,6 +35,21 @@ def load_source(dataset, idx_dir=None):
     return data_lib.load_source(dataset, idx_dir=idx_dir)
 
 
+def define_data_flags():
+    """--dataset and --idx_dir, as every benchmark takes them."""
+    from absl import flags
+
+    flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (offline) or a tfds name.")
+    flags.DEFINE_string("idx_dir", None, "Directory of MNIST-format IDX .gz files.")
+
+
+def source_from_flags():
+    """The data.Source --dataset and --idx_dir name."""
+    from absl import flags
+
+    return load_source(flags.FLAGS.dataset, flags.FLAGS.idx_dir)
+
+
 def arrays(ds):
     """(images, labels) NumPy arrays of an unbatched (image, label) dataset."""
     images, labels = [], []

@@ -223,7 +223,7 @@ def report(result):
 
 def main(argv):
     del argv
-    source = common.load_source(flags.FLAGS.dataset, flags.FLAGS.idx_dir)
+    source = common.source_from_flags()
     x, y = common.arrays(source.train)
     if flags.FLAGS.train_examples:
         x, y = x[:flags.FLAGS.train_examples], y[:flags.FLAGS.train_examples]
@@ -239,6 +239,5 @@ if __name__ == "__main__":
     flags.DEFINE_integer("rounds", 2, "Training runs per way, the ways taking turns.")
     flags.DEFINE_integer("batch_size", 128, "Batch size, as the classic example.")
     flags.DEFINE_integer("train_examples", 0, "Train on the first N examples (0: all).")
-    flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (offline) or a tfds name.")
-    flags.DEFINE_string("idx_dir", None, "Directory of MNIST-format IDX .gz files.")
+    common.define_data_flags()
     app.run(main)

@@ -91,14 +91,13 @@ def define_flags():
     flags.DEFINE_integer("epochs", 4, "Trainer epochs (the first is excluded).")
     flags.DEFINE_integer("data_epochs", 20, "Passes over the data for the stream alone.")
     flags.DEFINE_integer("batch_size", 128, "Batch size.")
-    flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (offline) or a tfds name.")
-    flags.DEFINE_string("idx_dir", None, "Directory of MNIST-format IDX .gz files.")
+    common.define_data_flags()
     flags.DEFINE_integer("seed", 0, "Seed of the trainer run.")
 
 
 def main(argv):
     del argv
-    result = run(common.load_source(FLAGS.dataset, FLAGS.idx_dir), epochs=FLAGS.epochs,
+    result = run(common.source_from_flags(), epochs=FLAGS.epochs,
                  batch_size=FLAGS.batch_size, seed=FLAGS.seed, data_epochs=FLAGS.data_epochs)
     print(report(result))
     return 0

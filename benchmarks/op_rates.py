@@ -32,6 +32,7 @@ import keras
 import tensorflow as tf
 
 import models.flops
+from benchmarks import common
 
 MATMUL_SIZE = 2048
 
@@ -116,8 +117,6 @@ class References:
             self.seconds[name] += time_calls(fn, args, self.calls)
 
     def _fast_seconds(self, name):
-        from benchmarks import common
-
         if not self.seconds[name]:
             raise RuntimeError("References.sample() was never called")
         return 1 / common.fast_phase_rate([1 / s for s in self.seconds[name]])

@@ -41,9 +41,9 @@ def find_runs(runs_dir):
     if not os.path.isdir(runs_dir):
         raise ValueError(f"--runs_dir {runs_dir} is not a directory; point it at a sweep's --workdir")
     found = []
-    for root, dirs, files in os.walk(runs_dir):
+    for root, dirs, names in os.walk(runs_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "comparison")
-        if "metrics.json" in files and (os.path.isdir(os.path.join(root, "saved_model"))
+        if "metrics.json" in names and (os.path.isdir(os.path.join(root, "saved_model"))
                                         or _is_identical_record(root)):
             found.append(root)
             dirs[:] = []  # a run's own subdirectories hold no runs

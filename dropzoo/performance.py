@@ -150,11 +150,17 @@ def compile_pooling_gradient():
     ~17 for keras_mnist_cnn's pool1 (batch 128, AVX2, 2 cores); about 7% of
     a training step here.
     """
-    import tensorflow as tf
-
     from models import pooling
 
-    pooling.set_routing_compiler(functools.partial(tf.function, jit_compile=True))
+    pooling.set_routing_compiler(_xla_compiler())
+
+
+@functools.lru_cache(maxsize=1)
+def _xla_compiler():
+    """One compiler object, so that naming it again keeps the routings already compiled."""
+    import tensorflow as tf
+
+    return functools.partial(tf.function, jit_compile=True)
 
 
 def parse_profile_batches(value):

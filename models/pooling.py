@@ -36,8 +36,9 @@ _ROUTING_COMPILER = None  # fn -> compiled fn; None: Keras' own gradient
 def set_routing_compiler(compiler):
     """Has every MaxPooling2D route its gradient through `compiler(fn)`; None: Keras' gradient."""
     global _ROUTING_COMPILER
-    _ROUTING_COMPILER = compiler
-    _compiled_routing.cache_clear()
+    if compiler is not _ROUTING_COMPILER:  # the trainer names it for every model it builds
+        _ROUTING_COMPILER = compiler
+        _compiled_routing.cache_clear()
 
 
 def route_gradient(inputs, outputs, gradient, pool_size):

@@ -67,3 +67,34 @@ def crash_after_epoch(monkeypatch, epoch, error):
 
     monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", crash)
     return lambda: monkeypatch.setattr(callbacks_lib.Throughput, "on_epoch_end", real)
+
+
+@pytest.fixture(scope="module")
+def eval_main():
+    """eval.py's main, run in-process on a private FlagValues (a subprocess costs ~4 s of TF import).
+
+    Returns run(*args) -> eval.py's exit status.
+    """
+    import importlib.util
+
+    from absl import flags
+
+    from dropzoo import flags as flags_lib
+
+    spec = importlib.util.spec_from_file_location("eval_script", os.path.join(ROOT, "eval.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    fv = flags.FlagValues()
+    flags_lib.define_eval_flags(fv)
+
+    def run(*args):
+        fv.unparse_flags()
+        fv(["eval.py", *args])
+        script.flags_lib.FLAGS = fv
+        try:
+            return script.main(["eval.py"])
+        except SystemExit as e:
+            return e.code
+
+    yield run
+    script.flags_lib.FLAGS = flags.FLAGS

@@ -11,7 +11,6 @@ from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import flags as flags_lib
 from dropzoo import sweep
-from models import keras_model as km
 from models import network
 from conftest import tiny_source
 

@@ -3,7 +3,6 @@ import dataclasses
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 from absl import flags

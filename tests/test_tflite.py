@@ -1,19 +1,16 @@
 """model.tflite, model_int8.tflite and model.keras: written by every export, verified, evaluated."""
 import json
 import os
-import shutil
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 from conftest import tiny_config, tiny_source
 from dropzoo import data as data_lib
 from dropzoo import evaluate
 from dropzoo import export
-from dropzoo import flags as flags_lib
 from dropzoo import tflite
 from dropzoo import trainer
 from dropzoo.errors import ExportError
@@ -254,29 +251,6 @@ def test_bad_tflite_paths_give_one_line_errors(make, expected, tmp_path):
 def _write(path, content):
     path.write_bytes(content)
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def eval_main():
-    """eval.py's main, run in-process on a private FlagValues (a subprocess costs ~4 s of TF import)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("eval_script_tflite", os.path.join(ROOT, "eval.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    fv = flags.FlagValues()
-    flags_lib.define_eval_flags(fv)
-
-    def run(*args):
-        fv.unparse_flags()
-        fv(["eval.py", *args])
-        script.flags_lib.FLAGS = fv
-        try:
-            return script.main(["eval.py"])
-        except SystemExit as e:
-            return e.code
-
-    yield run
-    script.flags_lib.FLAGS = flags.FLAGS
 
 
 @pytest.fixture(scope="module")

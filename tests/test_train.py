@@ -205,29 +205,6 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
         assert json.load(f) == printed
 
 
-@pytest.fixture(scope="module")
-def eval_main():
-    """eval.py's main, run in-process on a private FlagValues (a subprocess costs ~4 s of TF import)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("eval_script", os.path.join(ROOT, "eval.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    fv = flags.FlagValues()
-    flags_lib.define_eval_flags(fv)
-
-    def run(*args):
-        fv.unparse_flags()
-        fv(["eval.py", *args])
-        script.flags_lib.FLAGS = fv
-        try:
-            return script.main(["eval.py"])
-        except SystemExit as e:
-            return e.code
-
-    yield run
-    script.flags_lib.FLAGS = flags.FLAGS
-
-
 @pytest.mark.parametrize("args,message", [
     ([], "error: give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR"),
     (["--runs_dir=/nonexistent"], "error: --runs_dir /nonexistent is not a directory"),
