@@ -132,13 +132,8 @@ def attribute(ops, key):
     return {k: v / 1e12 for k, v in shares.items()}, wall / 1e12, idle / 1e12
 
 
-def profile(model_name="keras_mnist_cnn", *, epochs=3, batch_size=128, dataset="mnist_sample",
-            idx_dir=None, source=None, log=print):
-    """Trains `model_name` with the trainer defaults, profiling call 2; returns the breakdown.
-
-    `source` (a data.Source) replaces `dataset`.
-    """
-    source = source or common.load_source(dataset, idx_dir)
+def profile(source, model_name="keras_mnist_cnn", *, epochs=3, batch_size=128, log=print):
+    """Trains `model_name` on `source` with the trainer defaults, profiling call 2; the breakdown."""
     config = config_lib.TrainConfig(dataset=source.name, model=model_name, epochs=epochs,
                                      batch_size=batch_size, profile_batches="2,2")
     with tempfile.TemporaryDirectory() as workdir:
@@ -195,17 +190,17 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     flags.DEFINE_enum("model", "keras_mnist_cnn", models.list_models(), "Zoo model to profile.")
-    flags.DEFINE_integer("epochs", 3, "Epochs (at least 2 training calls happen).")
+    flags.DEFINE_integer("epochs", 3, "Epochs; at least 2, so that a 2nd training call happens.",
+                         lower_bound=2)
     flags.DEFINE_integer("batch_size", 128, "Batch size.")
-    flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (offline) or a tfds name.")
-    flags.DEFINE_string("idx_dir", None, "Directory of MNIST-format IDX .gz files.")
+    common.define_data_flags()
     flags.DEFINE_integer("top", 0, "Also list the N longest ops.")
 
 
 def main(argv):
     del argv
-    result = profile(FLAGS.model, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-                     dataset=FLAGS.dataset, idx_dir=FLAGS.idx_dir)
+    result = profile(common.source_from_flags(), FLAGS.model, epochs=FLAGS.epochs,
+                     batch_size=FLAGS.batch_size)
     print(report(result, FLAGS.top))
     return 0
 

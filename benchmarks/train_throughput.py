@@ -62,6 +62,7 @@ from models import pooling  # noqa: E402
 from dropzoo import callbacks as callbacks_lib  # noqa: E402
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
+from dropzoo import errors  # noqa: E402
 from dropzoo import files  # noqa: E402
 from dropzoo import performance  # noqa: E402
 from dropzoo import trainer  # noqa: E402
@@ -141,11 +142,12 @@ def run(source, *, epochs=12, batch_size=128, seeds=3, compare_float32=True, abl
     x_test, y_test = common.arrays(source.test)
     auto_precision = performance.choose_precision("auto")[0]
     compare_float32 = compare_float32 and auto_precision != "float32"
-    precisions = sorted({"float32", auto_precision})
+    # The (model, precision) of every way: the classic example is float32, the defaults auto.
+    used = {(MODEL, "float32"), (MODEL, auto_precision)} | {(name, auto_precision) for name in other_models}
     shapes = {"input_shape": source.image_shape, "num_classes": source.num_classes}
     references = {(name, precision): op_rates.References(models.build(name, seed=0, **shapes),
                                                          batch_size=batch_size, precision=precision)
-                  for name in (MODEL, *other_models) for precision in precisions}
+                  for name, precision in sorted(used)}
     classic_runs, float32_runs, default_runs = [], [], []
     other_runs = {name: [] for name in other_models}
 
@@ -329,8 +331,7 @@ FLAGS = flags.FLAGS
 def define_flags():
     flags.DEFINE_integer("epochs", 12, "Epochs for every run (default 12, as the example).")
     flags.DEFINE_integer("batch_size", 128, "Batch size.")
-    flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (offline) or a tfds name.")
-    flags.DEFINE_string("idx_dir", None, "Directory of MNIST-format IDX .gz files.")
+    common.define_data_flags()
     flags.DEFINE_integer("seeds", 3, "Trainer runs use seeds 0..N-1; accuracies and ex/s are their means.")
     flags.DEFINE_bool("ablation", False, "Also train the defaults with --steps_per_execution=1 (seed 0).")
     flags.DEFINE_bool("float32", True, "Where auto picks another precision, also train the trainer "
@@ -345,12 +346,13 @@ def define_flags():
 
 def main(argv):
     del argv
-    result = run(common.load_source(FLAGS.dataset, FLAGS.idx_dir), epochs=FLAGS.epochs,
+    result = run(common.source_from_flags(), epochs=FLAGS.epochs,
                  batch_size=FLAGS.batch_size, seeds=FLAGS.seeds, compare_float32=FLAGS.float32,
                  ablation=FLAGS.ablation, other_models=[m for m in FLAGS.other_models if m])
     print(report(result))
     if FLAGS.json:
-        files.write_json(FLAGS.json, result)
+        with errors.one_line():  # the tables are printed already: a full disk costs only the file
+            files.write_json(FLAGS.json, result)
     return 0
 
 

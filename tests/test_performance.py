@@ -308,7 +308,7 @@ def test_step_profile_groups_ops_by_layer_and_pass(name, group):
 
 @pytest.mark.slow
 def test_step_profile_profiles_a_training_call():
-    result = step_profile.profile("keras_mnist_cnn", epochs=3, batch_size=16, source=tiny_source(),
+    result = step_profile.profile(tiny_source(), "keras_mnist_cnn", epochs=3, batch_size=16,
                                   log=lambda *_: None)
     # tiny_source: 86 training examples in batches of 16 -> 6 steps, one call of 6 per epoch.
     assert result["steps"] == 6 and result["dominant"] == "conv2"
