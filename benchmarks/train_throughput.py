@@ -306,8 +306,9 @@ def report(result):
     lines.append(f"          the defaults vs the classic example: {result['accuracy_diff_vs_classic_pp']:+.2f} pp "
                  "(other data order and dropout masks)")
     for name, figures in [(MODEL, defaults), *result["other_models"].items()]:
+        flops = result["references"][f"{name}/{figures['precision']}"]["training_flops"]
         lines += ["", f"where a step of {name} goes (trainer defaults, {figures['precision']}, "
-                  f"batch {result['batch_size']}):",
+                  f"batch {result['batch_size']}; {flops / 1e6:.1f} MFLOP per training example):",
                   common.table(["", "ms", "of the step", "GFLOP/s"], _where_the_step_goes(result, figures))]
     lines += [
         "",
