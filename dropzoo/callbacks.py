@@ -66,10 +66,6 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-# Layers whose training noise is a 0/keep mask (SpatialDropout2D is a Dropout).
-BERNOULLI_LAYERS = (keras.layers.Dropout, models.layers.ClassicDropout)
-
-
 def site_statistics(model, images):
     """Per dropout site: mean/variance entering and leaving it, training vs inference.
 
@@ -103,7 +99,7 @@ def site_statistics(model, images):
                            "out_mean": float(x_out.mean()), "out_var": float(x_out.var())}
         inference_var = entry["inference"]["out_var"]
         entry["variance_ratio"] = entry["train"]["out_var"] / inference_var if inference_var else float("nan")
-        if isinstance(layer, BERNOULLI_LAYERS):
+        if models.layers.is_bernoulli(layer):
             x_in, x_out = (keras.ops.convert_to_numpy(t) for t in per_mode["train"][2 * i:2 * i + 2])
             live = x_in != 0
             entry["rate"] = float(layer.rate)

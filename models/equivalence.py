@@ -193,7 +193,7 @@ def _mc_mean_matches(kind, rate, x, seed):
     samples = keras.ops.convert_to_numpy(layer(tiled, training=True)).reshape(MC_PASSES, *x.shape)
     mean = samples.astype(np.float64).mean(axis=0)
     inference = keras.ops.convert_to_numpy(layer(x, training=False)).astype(np.float64)
-    se = np.sqrt(x**2 * _draw_variance(kind, rate) / MC_PASSES)
+    se = np.sqrt(x**2 * dropout_lib.KINDS[kind].variance(rate) / MC_PASSES)
     live = se > 0
     z = float(np.max(np.abs(mean - inference)[live] / se[live])) if live.any() else 0.0
     return z, float(np.max(np.abs(mean - inference))), inference
@@ -311,16 +311,6 @@ def precision_policy(precision):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _draw_variance(kind, rate):
-    """Variance of one draw of `kind`'s multiplier, keep k = 1 - rate.
-
-    A Bernoulli(k) scaled by 1/k (inverted), unscaled (classic), or the
-    Gaussian noise N(1, rate/k), whose variance is inverted dropout's.
-    """
-    keep = 1 - rate
-    return {"inverted": rate / keep, "classic": rate * keep, "gaussian": rate / keep}[kind]
-
-
 def _float64(tensor):
     """A tensor of any float dtype (bfloat16 too) as a float64 NumPy array."""
     return keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32")).astype(np.float64)
@@ -343,7 +333,7 @@ def _layer_findings(precision, kind, rate, spatial, seed):
 
     form = f"{kind}{' spatial' if spatial else ''}, rate {rate:g}"
     draws = _per_draw(x_used, spatial)
-    se = np.sqrt(_draw_variance(kind, rate) * np.sum(draws**2) / MC_PASSES)
+    se = np.sqrt(dropout_lib.KINDS[kind].variance(rate) * np.sum(draws**2) / MC_PASSES)
     z = (samples.sum(axis=tuple(range(1, samples.ndim))).mean() - inference.sum()) / se
     diff = float(np.max(np.abs(samples.mean(axis=0) - inference)))
     findings = [Finding(LAYERS, "", f"3 {form}: mean of {MC_PASSES} training passes vs inference",

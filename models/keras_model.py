@@ -50,12 +50,10 @@ from models import network
 from models import pooling
 from models import sites as sites_lib
 
-# Dropout layers the rewrite removes; their rates become the canonical placement.
-DROPOUT_TYPES = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
-                 keras.layers.SpatialDropout3D, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
-                 dropout_lib.ClassicDropout, dropout_lib.SpatialGaussianDropout)
-SPATIAL_TYPES = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.SpatialDropout3D,
-                 dropout_lib.SpatialGaussianDropout)
+# Dropout layers the rewrite removes (their rates become the canonical placement):
+# every kind's (models/layers.py KINDS), and Keras' forms the zoo does not train.
+SPATIAL_TYPES = dropout_lib.SPATIAL_TYPES + (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout3D)
+DROPOUT_TYPES = dropout_lib.DROPOUT_TYPES + SPATIAL_TYPES + (keras.layers.AlphaDropout,)
 CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.SeparableConv1D,
               keras.layers.SeparableConv2D, keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
               keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)

@@ -37,7 +37,9 @@ which the seeded MC dropout signatures use.
 """
 import contextlib
 import contextvars
+import dataclasses
 import math
+import typing
 import zlib
 
 import keras
@@ -45,16 +47,7 @@ from keras import ops
 
 from models.sites import check_rate
 
-KINDS = ("inverted", "classic", "gaussian")
-BERNOULLI_KINDS = ("inverted", "classic")  # a mask of 0s and non-negative keeps
 NOISE_DTYPE = "float32"
-
-
-def check_kind(kind):
-    """Returns `kind`, or raises ValueError unless it is one of KINDS."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown dropout kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-    return kind
 
 
 # A request's seed, while `request_seed` is in effect (set while tracing a seeded call).
@@ -230,40 +223,108 @@ class SpatialGaussianDropout(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="dropout_zoo")
+class SpatialClassicDropout(ClassicDropout):
+    """ClassicDropout dropping whole feature maps: one draw per (example, channel)."""
+
+    def __init__(self, rate, seed=None, **kwargs):
+        kwargs.pop("spatial", None)  # get_config() writes it; it is always True here
+        super().__init__(rate, spatial=True, seed=seed, **kwargs)
+
+
+def _keep_scale(rate):
+    """Inverted dropout's factor for kept units: 1 / (1 - rate)."""
+    return 1.0 / (1.0 - rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One dropout kind: its layers and the noise they multiply by while training.
+
+    `layer(rate, seed=, name=)` draws one multiplier per unit; `spatial_layer`
+    one per feature map of a [batch, H, W, C] input. `stock_layer` and
+    `stock_spatial_layer` are Keras' own layers of the kind (a user's model may
+    hold them; `float32_call` runs them as the zoo's). `variance(rate)` is the
+    variance of one draw of the multiplier; `bernoulli` kinds multiply by 0 or
+    `train_scale(rate)` (a unit can be dropped), the others by noise that is
+    never exactly 0.
+    """
+
+    layer: type
+    spatial_layer: type
+    bernoulli: bool
+    variance: typing.Callable[[float], float]
+    train_scale: typing.Callable[[float], float] | None = None
+    stock_layer: type | None = None
+    stock_spatial_layer: type | None = None
+
+    @property
+    def types(self):
+        """Every layer class of this kind, the stock Keras ones included."""
+        return tuple(t for t in (self.layer, self.spatial_layer, self.stock_layer, self.stock_spatial_layer)
+                     if t is not None)
+
+
+# The one table of dropout kinds; every other module reads it. A new kind is one
+# entry here (and its layer classes above): see docs/contributing.md.
+KINDS = {
+    # Keras' arithmetic: kept units scaled by 1 / (1 - rate) while training, identity at inference.
+    "inverted": Kind(layer=Float32Dropout, spatial_layer=Float32SpatialDropout2D, bernoulli=True,
+                     variance=lambda rate: rate / (1.0 - rate), train_scale=_keep_scale,
+                     stock_layer=keras.layers.Dropout, stock_spatial_layer=keras.layers.SpatialDropout2D),
+    # The paper's form: kept units unscaled while training, every unit x (1 - rate) at inference.
+    "classic": Kind(layer=ClassicDropout, spatial_layer=SpatialClassicDropout, bernoulli=True,
+                    variance=lambda rate: rate * (1.0 - rate), train_scale=lambda rate: 1.0),
+    # Multiplicative N(1, rate / (1 - rate)) noise: inverted dropout's variance, never exactly 0.
+    "gaussian": Kind(layer=Float32GaussianDropout, spatial_layer=SpatialGaussianDropout, bernoulli=False,
+                     variance=lambda rate: rate / (1.0 - rate), stock_layer=keras.layers.GaussianDropout),
+}
+DROPOUT_TYPES = tuple(t for kind in KINDS.values() for t in kind.types)
+SPATIAL_TYPES = tuple(t for kind in KINDS.values() for t in (kind.spatial_layer, kind.stock_spatial_layer)
+                      if t is not None)
+
+
+def check_kind(kind):
+    """Returns `kind`, or raises ValueError unless it is one of KINDS."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown dropout kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    return kind
+
+
 def make_dropout(kind, rate, *, spatial=False, seed=None, name=None):
-    """The dropout layer of `kind` ('inverted', 'classic', 'gaussian')."""
-    check_kind(kind)
-    if kind == "inverted":
-        if spatial:
-            return Float32SpatialDropout2D(rate, seed=seed, name=name)
-        return Float32Dropout(rate, seed=seed, name=name)
-    if kind == "classic":
-        return ClassicDropout(rate, spatial=spatial, seed=seed, name=name)
-    if spatial:
-        return SpatialGaussianDropout(rate, seed=seed, name=name)
-    return Float32GaussianDropout(rate, seed=seed, name=name)
+    """The dropout layer of `kind` (a KINDS name), element-wise or `spatial`."""
+    entry = KINDS[check_kind(kind)]
+    return (entry.spatial_layer if spatial else entry.layer)(rate, seed=seed, name=name)
+
+
+def kind_of(layer):
+    """(kind name, spatial) of a dropout layer (the zoo's or Keras' own); None if it is none."""
+    for name, entry in KINDS.items():
+        if isinstance(layer, entry.types):
+            return name, isinstance(layer, SPATIAL_TYPES) or bool(getattr(layer, "spatial", False))
+    return None
+
+
+def is_bernoulli(layer):
+    """Whether `layer` drops units (multiplies by 0 or a keep scale) rather than adding noise."""
+    found = kind_of(layer)
+    return found is not None and KINDS[found[0]].bernoulli
 
 
 def float32_call(layer):
-    """`layer.call`, or for a stock Keras dropout layer the call of its float32 subclass here.
+    """`layer.call`, or for a stock Keras dropout layer the call of the zoo's layer of its kind.
 
-    The subclasses keep Keras' attributes and arithmetic, so calling theirs on
+    The zoo's layers keep Keras' attributes and arithmetic, so calling theirs on
     a stock layer draws the same masks under float32 (and correct ones under
     mixed precision), and honours `request_seed`, which Keras' own calls do not.
     """
-    stock = {keras.layers.Dropout: Float32Dropout, keras.layers.SpatialDropout2D: Float32SpatialDropout2D,
-             keras.layers.GaussianDropout: Float32GaussianDropout}
-    ours = stock.get(type(layer))
-    return layer.call if ours is None else ours.call.__get__(layer)
+    for entry in KINDS.values():
+        for stock, ours in ((entry.stock_layer, entry.layer), (entry.stock_spatial_layer, entry.spatial_layer)):
+            if stock is not None and type(layer) is stock:
+                return ours.call.__get__(layer)
+    return layer.call
 
 
 def dropout_layers(model):
-    """The model's dropout layers (any kind), in graph order."""
-    types = (
-        keras.layers.Dropout,
-        keras.layers.SpatialDropout2D,
-        keras.layers.GaussianDropout,
-        ClassicDropout,
-        SpatialGaussianDropout,
-    )
-    return [layer for layer in model.layers if isinstance(layer, types)]
+    """The model's dropout layers (any kind, the zoo's or Keras' own), in graph order."""
+    return [layer for layer in model.layers if isinstance(layer, DROPOUT_TYPES)]

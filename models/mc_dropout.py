@@ -18,8 +18,7 @@ no such split; it is sampled whole.
 import keras
 from keras import ops
 
-from models.layers import (NOISE_DTYPE, ClassicDropout, Float32Dropout, dropout_layers, float32_call,
-                           seed_source)
+from models.layers import KINDS, NOISE_DTYPE, dropout_layers, float32_call, kind_of, seed_source
 
 
 class AlwaysOn(keras.layers.Layer):
@@ -132,11 +131,14 @@ def _tile(x, samples):
 
 def _fast_form(layer):
     """The scale of kept units if `layer` is element-wise Bernoulli dropout, else None."""
-    if type(layer) in (keras.layers.Dropout, Float32Dropout) and layer.noise_shape is None:
-        return 1.0 / (1.0 - layer.rate) if layer.rate < 1 else 0.0
-    if isinstance(layer, ClassicDropout) and not layer.spatial:
-        return 1.0
-    return None
+    found = kind_of(layer)
+    if found is None or found[1] or not KINDS[found[0]].bernoulli:
+        return None
+    entry = KINDS[found[0]]
+    # Exactly the kind's layer: a subclass may draw its masks its own way.
+    if type(layer) not in (entry.layer, entry.stock_layer) or getattr(layer, "noise_shape", None) is not None:
+        return None
+    return entry.train_scale(layer.rate)
 
 
 def mask_bits(rate):

@@ -92,7 +92,7 @@ def interchangeable_slots(kind, activation):
     sits before `mid`, so it is not in between. Gaussian noise can be
     negative, and other activations do not commute: there nothing moves.
     """
-    if kind not in dropout_lib.BERNOULLI_KINDS or activation != "relu":
+    if not dropout_lib.KINDS[kind].bernoulli or activation != "relu":
         return {}
     # The same mask needs the same stream; the builder draws mid and post from one.
     return {"mid": "post"} if mask_stream(0, "mid") == mask_stream(0, "post") else {}

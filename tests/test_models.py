@@ -174,7 +174,7 @@ def test_explicit_sites_and_rate_override():
     ("inverted", False, dropout_lib.Float32Dropout, keras.layers.Dropout),
     ("inverted", True, dropout_lib.Float32SpatialDropout2D, keras.layers.SpatialDropout2D),
     ("classic", False, dropout_lib.ClassicDropout, None),
-    ("classic", True, dropout_lib.ClassicDropout, None),
+    ("classic", True, dropout_lib.SpatialClassicDropout, dropout_lib.ClassicDropout),
     ("gaussian", False, dropout_lib.Float32GaussianDropout, keras.layers.GaussianDropout),
     ("gaussian", True, dropout_lib.SpatialGaussianDropout, None),
 ])
@@ -185,6 +185,25 @@ def test_kinds_pick_their_layer(kind, spatial, cls, keras_cls):
     if keras_cls is not None:  # Keras' own layer underneath, computing in float32
         assert isinstance(layer, keras_cls)
     assert model(X, training=False).shape == (4, 10)
+    assert dropout_lib.kind_of(layer) == (kind, spatial)
+    assert dropout_lib.is_bernoulli(layer) == (kind != "gaussian")
+
+
+@pytest.mark.parametrize("kind", list(dropout_lib.KINDS))
+def test_the_kinds_table_is_what_every_reader_sees(kind):
+    """make_dropout, kind_of, float32_call and dropout_layers all read KINDS."""
+    entry = dropout_lib.KINDS[kind]
+    for spatial, cls in ((False, entry.layer), (True, entry.spatial_layer)):
+        layer = dropout_lib.make_dropout(kind, 0.3, spatial=spatial, seed=1)
+        assert type(layer) is cls and dropout_lib.kind_of(layer) == (kind, spatial)
+        assert layer.call == dropout_lib.float32_call(layer)  # the zoo's layers run their own call
+    for spatial, stock, ours in ((False, entry.stock_layer, entry.layer),
+                                 (True, entry.stock_spatial_layer, entry.spatial_layer)):
+        if stock is not None:  # Keras' own layer: classified as the kind, run as the zoo's
+            layer = stock(0.3)
+            assert dropout_lib.kind_of(layer) == (kind, spatial)
+            assert dropout_lib.float32_call(layer).__func__ is ours.call
+    assert entry.variance(0.5) > 0 and (entry.train_scale is not None) == entry.bernoulli
 
 
 def test_classic_dropout_scales_at_inference_only():

@@ -386,7 +386,7 @@ def test_the_construction_check_fails_when_mid_and_post_masks_differ(monkeypatch
 
 
 def test_bernoulli_kinds_are_the_ones_with_a_mask():
-    assert set(dropout_lib.BERNOULLI_KINDS) == set(models.KINDS) - {"gaussian"}
+    assert {k for k, entry in dropout_lib.KINDS.items() if entry.bernoulli} == set(models.KINDS) - {"gaussian"}
     assert network.interchangeable_slots("classic", "relu") == {"mid": "post"}
     assert network.interchangeable_slots("gaussian", "relu") == {}
     assert network.interchangeable_slots("inverted", "elu") == {}
