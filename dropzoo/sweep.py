@@ -1,11 +1,13 @@
-"""Several placements x seeds (x kinds x activations) in one command.
+"""A sweep: the product of comma lists of any scalar TrainConfig field, x seeds, in one command.
 
 Each run trains in its own directory, `<root>/<model>/<variant>/seed<k>/`
 (a --network's model is its name, e.g. `conv32k3-pool2-flatten-dense128`),
 where the variant is the placement, suffixed with the dropout kind, the
 hidden activation, the normalisation and the overriding rate when they are
 not the defaults (e.g. `before_activation`, `both-classic`,
-`after_activation-sigmoid`, `bn_before-batchnorm-rate0.25`). Every run with seed k sees the
+`after_activation-sigmoid`, `bn_before-batchnorm-rate0.25`), and with any
+other field that varies within the sweep (`canonical-learning_rate0.1`).
+Every run with seed k sees the
 same data order. A sweep that is interrupted resumes where it stopped:
 finished runs are reported, not retrained, and a half-trained run resumes
 from its last checkpoint.
@@ -26,39 +28,72 @@ from dropzoo import locks
 from dropzoo import trainer
 
 
-def expand(base, *, placements=None, seeds=1, kinds=None, activations=None, rates=None, norms=None,
-           bn_momentum=None):
+def expand(base, sweeps=None, seeds=1):
     """The TrainConfigs of a sweep around `base` (validated, in a stable order).
 
-    `placements` may contain "all" (every placement of the model); seeds are
-    base.seed, base.seed + 1, ...; `rates` (None: each site's own rate)
-    override every site's rate. `bn_momentum` (default base's) applies to the
-    configs with BN; the others record the default, as it changes nothing there.
+    `base` is a TrainConfig or a dict of field values. `sweeps` maps field
+    names to lists of values (a list of one sets that field everywhere); the
+    sweep is their product (in field order), each with seeds base's seed,
+    seed + 1, ... `placement` may hold "all": every placement of the model for
+    that run's norm (`models.list_placements`). A config without BN records
+    bn_momentum at its default (TrainConfig does that), as it changes nothing,
+    so a momentum meant for the BN runs of a sweep is given in `sweeps` (or in
+    a dict `base`), not in a TrainConfig without BN.
     """
-    momentum = {} if bn_momentum is None else {"bn_momentum": bn_momentum}
-    placements = list(placements or [base.placement])
-    if "all" in placements:
-        placements = models.list_placements(config_lib.register_network(base))
-    if seeds < 1:
+    sweeps = {name: list(values) for name, values in (sweeps or {}).items()}
+    unknown = sorted(set(sweeps) - set(config_lib.SWEEPABLE))
+    if unknown:
+        raise errors.ConfigError(f"cannot sweep {', '.join(unknown)}; sweepable fields: "
+                                 f"{', '.join(config_lib.SWEEPABLE)}")
+    if not isinstance(seeds, int) or seeds < 1:
         raise errors.ConfigError(f"--seeds must be a positive integer, got {seeds}")
+    base = dict(base) if isinstance(base, dict) else base.to_dict()
+    names = [name for name in config_lib.FIELDS if name in sweeps]
     configs = []
-    for placement, kind, activation, norm, rate, k in itertools.product(
-            placements, kinds or [base.kind], activations or [base.activation],
-            norms or [base.norm], rates or [base.rate], range(seeds)):
-        config = dataclasses.replace(base, placement=placement, kind=kind, activation=activation,
-                                     norm=norm, rate=rate, seed=base.seed + k, **momentum)
-        configs.append(config_lib.validate(config))
+    for values in itertools.product(*(sweeps[name] for name in names)):
+        config = config_lib.TrainConfig(**{**base, **dict(zip(names, values))})
+        placements = [config.placement]
+        if config.placement == "all":
+            placements = models.list_placements(config_lib.register_network(config), norm=config.norm)
+        for placement in placements:
+            for k in range(seeds):
+                configs.append(config_lib.validate(
+                    dataclasses.replace(config, placement=placement, seed=base["seed"] + k)))
     return configs
 
 
-def variant_name(config):
-    """The name of a run's variant (placement[-kind][-activation]); its directory's name.
+# Fields the variant's name always shows when they are not at their default, in
+# this order; any other field shows only where it varies within the sweep.
+NAMED_FIELDS = ("placement", "sites", "kind", "activation", "norm", "bn_momentum", "rate")
+# Fields that are the run directory's other parts (model) or never name a variant.
+_NOT_IN_NAME = ("model", "network", "keras_model", "seed")
 
-    `config` is a TrainConfig or the dict a run recorded in metrics.json.
+
+def varying_fields(configs):
+    """The fields, in field order, whose values differ among `configs` (TrainConfigs or dicts).
+
+    Seeds, the names above and the fields that do not change what a run computes
+    are left out: they are not what tells one variant's directory from another's.
+    """
+    dicts = [c if isinstance(c, dict) else c.to_dict() for c in configs]
+    dicts = [config_lib.with_defaults(d) for d in dicts]
+    skip = set(NAMED_FIELDS + _NOT_IN_NAME + config_lib.OBSERVATION_ONLY + config_lib.EXECUTION_ONLY)
+    return tuple(name for name in config_lib.FIELDS
+                 if name not in skip and len({repr(d.get(name)) for d in dicts}) > 1)
+
+
+def variant_name(config, varying=()):
+    """The name of a run's variant; its directory's name.
+
+    placement (or `sites-...`), then -kind, -activation, -<norm>norm
+    (-bnmomentum<m>) and -rate<r> where not the default (e.g.
+    `before_activation`, `both-classic`, `bn_before-batchnorm-rate0.25`), then
+    -<field><value> for each field in `varying` (the fields that vary within
+    the sweep, e.g. `canonical-learning_rate0.1`). `config` is a TrainConfig
+    or the dict a run recorded in metrics.json.
     """
     if isinstance(config, dict):
-        config = config_lib.TrainConfig(**{k: v for k, v in config.items()
-                                           if k in config_lib.TrainConfig.__dataclass_fields__})
+        config = config_lib.TrainConfig(**{k: v for k, v in config.items() if k in config_lib.FIELDS})
     name = config.placement if not config.sites else "sites-" + _slug(config.sites)
     if config.kind != "inverted":
         name += f"-{config.kind}"
@@ -70,11 +105,16 @@ def variant_name(config):
             name += f"-bnmomentum{config.bn_momentum:g}"
     if config.rate is not None:
         name += f"-rate{config.rate:g}"
+    for field in varying:
+        if field not in NAMED_FIELDS + _NOT_IN_NAME:
+            value = getattr(config, field)
+            name += f"-{field}{_slug(format(value, 'g') if isinstance(value, float) else str(value))}"
     return name
 
 
-def run_dir(root, config):
-    return os.path.join(root, config.model, variant_name(config), f"seed{config.seed}")
+def run_dir(root, config, varying=()):
+    """`root/<model>/<variant>/seed<k>`; `varying` as variant_name takes it."""
+    return os.path.join(root, config.model, variant_name(config, varying), f"seed{config.seed}")
 
 
 def _slug(text):

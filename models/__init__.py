@@ -21,7 +21,7 @@ Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 """
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
 from models.keras_model import describe_model, load_keras_model, place_dropout
-from models.layers import KINDS, check_kind, dropout_layers, request_seed
+from models.layers import KINDS, POLICIES, check_kind, dropout_layers, request_seed
 from models.mc_dropout import MonteCarlo, mc_dropout_model, mc_dropout_split
 from models.network import (ACTIVATIONS, DEFAULT_BN_MOMENTUM, NORMS, check_activation, check_bn_momentum,
                             check_norm)
@@ -32,7 +32,7 @@ from models.sites import Site, check_rate, format_placement
 from models.spec_text import format_network, parse_network
 
 __all__ = [
-    "ACTIVATIONS", "DEFAULT_BN_MOMENTUM", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "ConstructionKey", "Site", "build",
+    "ACTIVATIONS", "DEFAULT_BN_MOMENTUM", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "POLICIES", "ConstructionKey", "Site", "build",
     "build_from_spec", "check_activation", "check_bn_momentum", "check_kind", "check_norm", "check_rate",
     "construction_key", "describe_model", "dropout_layers", "format_network", "format_placement", "get_spec",
     "list_models", "list_placements", "load_keras_model", "mc_dropout_model", "mc_dropout_split",

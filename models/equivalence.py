@@ -60,7 +60,7 @@ IDENTICAL_TOL = 1e-6  # relative; float32 rounding of a reordered product
 MC_PASSES = 4000
 Z_TOL = 5.0  # standard errors of the mean
 INPUT_SHAPE = (28, 28, 1)
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = dropout_lib.POLICIES
 PRECISION_RATES = (0.1, 0.4)
 # 1x2 feature maps: a spatial mask covers 2 units, and 1,024 channels x MC_PASSES
 # give 4M spatial draws, enough to see a 0.26% bias (classic's keep 0.6 rounded

@@ -48,6 +48,8 @@ from keras import ops
 from models.sites import check_rate
 
 NOISE_DTYPE = "float32"
+# The Keras dtype policies a model may train under (the zoo's layers are tested under each).
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 # A request's seed, while `request_seed` is in effect (set while tracing a seeded call).

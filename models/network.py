@@ -37,6 +37,8 @@ DEFAULT_BN_MOMENTUM = 0.99
 # variants of a network whose own dropout is all in the conv stack, and the
 # canonical placement of a network written without dropout (models.spec_text).
 DEFAULT_HEAD_RATE = 0.5
+# The placements meant for norm="batch" (named_placements): dropout before and after BN.
+BN_PLACEMENTS = ("bn_before", "bn_after_last")
 # Kernel seeds (offset = layer index) and mask streams (`mask_stream`) stay
 # apart for networks of up to this many layers, Flatten and classifier included.
 MAX_LAYERS = 50

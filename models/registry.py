@@ -69,15 +69,20 @@ def get_spec(name):
     return _REGISTRY[name]
 
 
-def list_placements(name):
+def list_placements(name, norm=None):
     """Names of the placements `name` has, canonical first.
 
     `bn_before` (dropout feeding every BN layer but the first) and
     `bn_after_last` (dropout only after the last BN) exist for every model with
     a hidden conv/dense layer, as site sets, whatever the norm; they are meant
     for norm="batch", where they put dropout before and after BatchNormalization.
+    With `norm` given, only the placements meant for it: the BN ones only with
+    norm="batch" (what a sweep's `--placement=all` trains).
     """
-    return list(network.named_placements(get_spec(name)))
+    names = list(network.named_placements(get_spec(name)))
+    if norm is not None and network.check_norm(norm) != "batch":
+        names = [n for n in names if n not in network.BN_PLACEMENTS]
+    return names
 
 
 def resolve_placement(name, placement="canonical", norm="none"):

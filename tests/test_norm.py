@@ -405,8 +405,8 @@ def test_bn_momentum_reaches_every_bn_layer_and_names_the_variant():
     # A sweep over norm none and batch: the momentum given applies where there is BN, and
     # the runs without BN record the default (it changes nothing there), so their
     # directories are those of any other momentum.
-    base = config_lib.TrainConfig(model="keras_io_convnet", bn_momentum=0.9)
-    configs = sweep.expand(base, norms=["none", "batch"], bn_momentum=0.9)
+    base = config_lib.TrainConfig(model="keras_io_convnet")
+    configs = sweep.expand(base, {"norm": ["none", "batch"], "bn_momentum": [0.9]})
     assert [(c.norm, c.bn_momentum) for c in configs] == [("none", models.DEFAULT_BN_MOMENTUM),
                                                           ("batch", 0.9)]
     assert [sweep.variant_name(c) for c in configs] == ["canonical", "canonical-batchnorm-bnmomentum0.9"]

@@ -18,7 +18,7 @@ from dropzoo import data as data_lib
 from dropzoo import flags as flags_lib
 from dropzoo import stats
 from dropzoo import sweep
-from conftest import tiny_source
+from conftest import ROOT, tiny_source
 
 
 # ------------------------------------------------------------------ statistics
@@ -82,14 +82,14 @@ def test_expected_calibration_error_by_hand():
 
 def test_expand_covers_placements_seeds_and_activations():
     base = config_lib.TrainConfig(model="dense_mlp", seed=5)
-    configs = sweep.expand(base, placements=["all"], seeds=2, activations=["relu", "tanh"])
-    assert len(configs) == len(models.list_placements("dense_mlp")) * 2 * 2
+    configs = sweep.expand(base, {"placement": ["all"], "activation": ["relu", "tanh"]}, seeds=2)
+    assert len(configs) == len(models.list_placements("dense_mlp", norm="none")) * 2 * 2
     assert {c.seed for c in configs} == {5, 6}
     dirs = {sweep.run_dir("root", c) for c in configs}
     assert len(dirs) == len(configs)
     assert "root/dense_mlp/both-tanh/seed6" in dirs and "root/dense_mlp/both/seed5" in dirs
     with pytest.raises(config_lib.ConfigError, match="unknown placement 'nowhere'"):
-        sweep.expand(base, placements=["canonical", "nowhere"])
+        sweep.expand(base, {"placement": ["canonical", "nowhere"]})
     with pytest.raises(config_lib.ConfigError, match="--seeds must be a positive integer"):
         sweep.expand(base, seeds=0)
 
@@ -99,7 +99,7 @@ def study(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("study"))
     base = config_lib.TrainConfig(model="dense_mlp", dataset="tiny", epochs=2, batch_size=16,
                                   optimizer="adam", learning_rate=0.003)
-    configs = sweep.expand(base, placements=["canonical", "before_activation"], seeds=2)
+    configs = sweep.expand(base, {"placement": ["canonical", "before_activation"]}, seeds=2)
     runs = [(c, sweep.run_dir(root, c)) for c in configs]
     results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
     noise = np.random.default_rng(5).integers(0, 256, (24, 28, 28, 1)).astype(np.uint8)
@@ -353,7 +353,7 @@ def test_rate_and_norm_lists_sweep_and_name_their_variants():
 def test_the_relu_trio_is_trained_once_and_reported_three_times(tmp_path, activation, kind, trained):
     base = config_lib.TrainConfig(model="dense_mlp", dataset="tiny", epochs=1, batch_size=16,
                                   optimizer="adam", learning_rate=0.003, activation=activation, kind=kind)
-    configs = sweep.expand(base, placements=["canonical", "after_activation", "before_activation"])
+    configs = sweep.expand(base, {"placement": ["canonical", "after_activation", "before_activation"]})
     runs = [(c, sweep.run_dir(str(tmp_path), c)) for c in configs]
     results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
     assert sum("identical_to" not in m for _, _, m in results) == trained
@@ -397,3 +397,45 @@ def test_bn_variance_shift_matches_a_hand_computation():
     debiased = callbacks_lib.norm_statistics(model, x, steps=435)["dense1.bn"]
     assert debiased["variance_shift_mean"] == pytest.approx(1.5, rel=1e-4)
     assert callbacks_lib.norm_statistics(model, x)["dense1.bn"]["variance_shift_mean"] > 1.5
+
+
+def _plan(*args):
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", *args])
+    return flags_lib.train_plan(fv)
+
+
+def test_any_scalar_field_sweeps_and_names_its_variant_only_where_it_varies():
+    runs = _plan("--model=dense_mlp", "--learning_rate=0.1,1", "--epochs=2,3", "--workdir=root")
+    assert sorted(os.path.relpath(w, "root") for _, w in runs) == [
+        "dense_mlp/canonical-epochs2-learning_rate0.1/seed0", "dense_mlp/canonical-epochs2-learning_rate1/seed0",
+        "dense_mlp/canonical-epochs3-learning_rate0.1/seed0", "dense_mlp/canonical-epochs3-learning_rate1/seed0"]
+    assert sorted((c.epochs, c.learning_rate) for c, _ in runs) == [(2, 0.1), (2, 1.0), (3, 0.1), (3, 1.0)]
+    # A field given once names nothing: the layout of a run with the defaults is unchanged.
+    [(config, workdir)] = _plan("--model=dense_mlp", "--learning_rate=0.1")
+    assert workdir == "runs/dense_mlp/canonical/seed0" and config.learning_rate == 0.1
+    # Fields whose values hold commas are never split.
+    [(config, _)] = _plan("--model=dense_mlp", "--sites=dense1.pre:0.2,dense1.post:0.3")
+    assert config.sites == "dense1.pre:0.2,dense1.post:0.3"
+    with pytest.raises(config_lib.ConfigError, match=r"^--epochs must be an integer, got 'x'"):
+        _plan("--epochs=2,x")
+    with pytest.raises(config_lib.ConfigError, match="has an empty item"):
+        _plan("--learning_rate=0.1,,1")
+
+
+def test_placement_all_is_resolved_per_norm():
+    runs = _plan("--model=dense_mlp", "--placement=all", "--norm=none,batch")
+    by_norm = {norm: {c.placement for c, _ in runs if c.norm == norm} for norm in ("none", "batch")}
+    assert by_norm["batch"] == set(models.list_placements("dense_mlp"))
+    assert by_norm["none"] == by_norm["batch"] - {"bn_before", "bn_after_last"}
+
+
+def test_every_config_field_is_a_train_flag_and_the_reference_is_current():
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    assert set(config_lib.FIELDS) <= set(fv)
+    for name, field in config_lib.FIELDS.items():
+        assert fv[name].help.startswith(field.metadata["help"])
+    with open(os.path.join(ROOT, "docs", "flags.md")) as f:
+        assert f.read() == flags_lib.markdown_reference(), "regenerate: python -m dropzoo.flags > docs/flags.md"
