@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import models  # noqa: E402
+from dropzoo import artifacts as artifacts_lib  # noqa: E402
 from dropzoo import export as export_lib  # noqa: E402
 from dropzoo import performance  # noqa: E402
 from dropzoo import tflite  # noqa: E402
@@ -61,7 +62,7 @@ def build_model(precision, seed):
 def callers(model, serving_fn, tflite_models):
     """{method: f(uint8 images) -> NumPy probabilities}; scaling for Keras done outside the timing."""
     key, probabilities = export_lib.INPUT_KEY, export_lib.PROBABILITIES_KEY
-    float32, int8 = (tflite_models[name] for name in (export_lib.TFLITE_FILE, export_lib.TFLITE_INT8_FILE))
+    float32, int8 = (tflite_models[name] for name in (artifacts_lib.TFLITE_FILE, artifacts_lib.TFLITE_INT8_FILE))
     return {
         "serving_default": lambda raw, x: serving_fn(**{key: tf.constant(raw)})[probabilities].numpy(),
         "model.tflite": lambda raw, x: float32(raw)[probabilities],
@@ -93,10 +94,10 @@ def run(*, precision="auto", batch_size=256, latency_rounds=200, throughput_roun
     with tempfile.TemporaryDirectory() as workdir:
         path = export_lib.export_saved_model(model, os.path.join(workdir, "saved_model"))
         serving_fn = tf.saved_model.load(path).signatures[export_lib.SIGNATURE_KEY]
-        calibration = rng.integers(0, 256, (export_lib.REPRESENTATIVE_EXAMPLES,) + shape, dtype=np.uint8)
-        artifacts = export_lib.export_artifacts(model, workdir, calibration)
+        calibration = rng.integers(0, 256, (artifacts_lib.REPRESENTATIVE_EXAMPLES,) + shape, dtype=np.uint8)
+        artifacts = artifacts_lib.export_artifacts(model, workdir, calibration)
         tflite_models = {name: tflite.Model.load(artifacts[name])
-                         for name in (export_lib.TFLITE_FILE, export_lib.TFLITE_INT8_FILE)}
+                         for name in (artifacts_lib.TFLITE_FILE, artifacts_lib.TFLITE_INT8_FILE)}
         calls = callers(model, serving_fn, tflite_models)
         log(f"1/2 batch 1: {latency_rounds} rounds ...")
         single = time_rounds(calls, rng.integers(0, 256, (1,) + shape, dtype=np.uint8), latency_rounds)

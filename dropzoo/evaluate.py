@@ -12,7 +12,7 @@ import tensorflow as tf
 from dropzoo import files
 from dropzoo import tflite
 from dropzoo import uncertainty
-from dropzoo.export import MC_DRAWS_KEY, MC_DROPOUT_KEY, PROBABILITIES_KEY
+from dropzoo.serving import MC_DRAWS_KEY, MC_DROPOUT_KEY, PROBABILITIES_KEY
 from dropzoo.export import load_serving_fn, load_signatures, serving_input_spec
 
 __all__ = ["evaluate_saved_model", "evaluate_tflite", "evaluate_on_dataset", "write_json"]

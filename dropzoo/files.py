@@ -1,16 +1,20 @@
-"""Files a run writes and reads, each in one way.
+"""Files a run writes and reads, each in one way: the one module that writes files.
 
 `atomic_write` is the one way a file reaches its final name: written to a
 temporary sibling, then renamed, so a reader (or a rerun after a crash) sees
-the old file or the new one, never half of one. A write that fails leaves no
-temporary file behind and raises `WriteError`, one line naming the file, the
-cause and the fix. `read_json` reads what `write_json` wrote, and names the
-file and the fix when it cannot.
+the old file or the new one, never half of one. `write_directory` does the
+same for a directory (a SavedModel): written beside it, then swapped in. A
+write that fails leaves nothing temporary behind and raises `WriteError`, one
+line naming the file, the cause and the fix. `synced` flushes a file to disk
+before its rename, so a full disk fails the write, not a later read.
+`read_json` reads what `write_json` wrote, and names the file and the fix
+when it cannot.
 """
 import errno
 import json
 import os
 import re
+import shutil
 
 from dropzoo.errors import DropzooError
 
@@ -89,16 +93,109 @@ def atomic_write(path, write):
     return path
 
 
+def synced(f):
+    """Flushes the open file `f` to disk: a full disk fails here, not after the rename."""
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def write_bytes(path, content):
+    """Writes `content` (bytes) to `path`, atomically and synced."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(content)
+            synced(f)
+
+    return atomic_write(path, write)
+
+
 def write_json(path, obj):
-    """Writes `obj` as indented, key-sorted JSON to `path`, atomically."""
+    """Writes `obj` as indented, key-sorted JSON to `path`, atomically and synced."""
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())  # a full disk fails here, not after the rename
+            synced(f)
 
     return atomic_write(path, write)
+
+
+def write_text(path, text):
+    """Writes `text` to `path`, atomically."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    return atomic_write(path, write)
+
+
+def write_directory(path, write, missing=None):
+    """Calls `write(tmp)` for a temporary sibling directory of `path`, then swaps it in for `path`.
+
+    `missing(tmp)` (optional) lists what the written directory lacks; anything
+    listed fails the write. Whatever stops the write (even Ctrl-C), the
+    temporary directory is removed, and `path` keeps its previous contents;
+    a failed write raises WriteError where it is a write failure (full disk,
+    ...), else the original error. Returns the absolute path.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    _remove_stale(parent, name, "tmp")
+    tmp = _sibling(path, "tmp", os.getpid())
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+        lacking = missing(tmp) if missing else []
+        if lacking:
+            raise IncompleteWrite(f"{tmp} was written incompletely: missing {', '.join(lacking)}")
+        _swap_into_place(tmp, path)
+    except BaseException as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        failure = write_failure(error, path) if isinstance(error, Exception) else None
+        if failure is not None:
+            raise failure from None
+        raise
+    _remove_stale(parent, name, "old")
+    return path
+
+
+class IncompleteWrite(DropzooError, RuntimeError):
+    """A directory written without some of its parts."""
+
+
+def _swap_into_place(tmp, path):
+    """Old directory aside, new one in, old one deleted; rolls back on failure."""
+    old = _sibling(path, "old", os.getpid())
+    shutil.rmtree(old, ignore_errors=True)
+    had_old = os.path.lexists(path)
+    if had_old:
+        os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        if had_old:
+            os.rename(old, path)
+        raise
+    if had_old:
+        if os.path.isdir(old) and not os.path.islink(old):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.remove(old)
+
+
+def _sibling(path, kind, pid):
+    parent, name = os.path.split(path)
+    return os.path.join(parent, f".{name}.{kind}-{pid}")
+
+
+def _remove_stale(parent, name, kind):
+    """Delete `.name.kind-<pid>` directories left by writers that are no longer running."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.{kind}-(\d+)$")
+    for entry in os.listdir(parent):
+        match = pattern.match(entry)
+        if match and not process_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 
 def process_alive(pid):

@@ -9,7 +9,6 @@ parsed flags into plain TrainConfigs.
 
     python -m dropzoo.flags > docs/flags.md      # the generated flag reference
 """
-import dataclasses
 import sys
 
 from absl import flags

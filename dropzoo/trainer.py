@@ -40,6 +40,8 @@ from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import evaluate
 from dropzoo import export as export_lib
+from dropzoo import artifacts as artifacts_lib
+from dropzoo import verify
 from dropzoo import files
 from dropzoo import interrupts
 from dropzoo import locks
@@ -53,7 +55,7 @@ from dropzoo.errors import RunError
 from dropzoo.preprocess import scale
 
 WORKDIR_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json",
-                 *export_lib.ARTIFACT_FILES)
+                 *artifacts_lib.ARTIFACT_FILES)
 
 
 def workdir_paths(workdir):
@@ -258,10 +260,10 @@ def finish(run, result, loop, started, serving_artifacts=True):
     validation = loop.evaluate(run, run.pipes.validation) if run.pipes.validation is not None else {}
     artifacts, converted = (export_serving_artifacts(run) if serving_artifacts else (None, None))
     probe = next(iter(data_lib.raw_batches(run.source.test, 256)))[0].numpy()
-    export_check = export_lib.verify_export(run.paths["saved_model"], run.model, probe,
+    export_check = verify.verify_export(run.paths["saved_model"], run.model, probe,
                                             outputs=run.outputs, artifacts=artifacts)
     written = {k: v for k, v in run.paths.items()
-               if k != "metrics.json" and (k not in export_lib.ARTIFACT_FILES or artifacts)}
+               if k != "metrics.json" and (k not in artifacts_lib.ARTIFACT_FILES or artifacts)}
     metrics = {
         **describe_run(run.config, data_record(run.source, run.pipes)),
         "test_loss": test["loss"],
@@ -301,9 +303,9 @@ def export_serving_artifacts(run):
     started = time.perf_counter()
     # The int8 model's calibration set: the first training images, raw uint8 as served.
     calibration = next(iter(data_lib.raw_batches(run.source.train,
-                                                  export_lib.REPRESENTATIVE_EXAMPLES)))[0]
+                                                  artifacts_lib.REPRESENTATIVE_EXAMPLES)))[0]
     directory = os.path.dirname(run.paths["saved_model"])
-    artifacts = export_lib.export_artifacts(run.model, directory, calibration.numpy(), outputs=run.outputs)
+    artifacts = artifacts_lib.export_artifacts(run.model, directory, calibration.numpy(), outputs=run.outputs)
     return artifacts, {"seconds": time.perf_counter() - started,
                        "calibration_examples": int(calibration.shape[0])}
 
@@ -312,14 +314,14 @@ def tflite_metrics(run, artifacts, converted):
     """metrics.json's "tflite": both TFLite models' test accuracy, and what int8 costs."""
     started = time.perf_counter()
     accuracy = {name: evaluate.evaluate_tflite(artifacts[name], data_lib.raw_batches(run.source.test, 256))
-                ["accuracy"] for name in (export_lib.TFLITE_FILE, export_lib.TFLITE_INT8_FILE)}
-    float32, int8 = accuracy[export_lib.TFLITE_FILE], accuracy[export_lib.TFLITE_INT8_FILE]
+                ["accuracy"] for name in (artifacts_lib.TFLITE_FILE, artifacts_lib.TFLITE_INT8_FILE)}
+    float32, int8 = accuracy[artifacts_lib.TFLITE_FILE], accuracy[artifacts_lib.TFLITE_INT8_FILE]
     return {"runtime": tflite.RUNTIME,
             "float32_test_accuracy": float32, "int8_test_accuracy": int8,
             # Percentage points int8 loses against float32 (negative: it gained).
             "int8_accuracy_cost_pp": 100 * (float32 - int8),
-            "float32_bytes": os.path.getsize(artifacts[export_lib.TFLITE_FILE]),
-            "int8_bytes": os.path.getsize(artifacts[export_lib.TFLITE_INT8_FILE]),
+            "float32_bytes": os.path.getsize(artifacts[artifacts_lib.TFLITE_FILE]),
+            "int8_bytes": os.path.getsize(artifacts[artifacts_lib.TFLITE_INT8_FILE]),
             "calibration_examples": converted["calibration_examples"],
             "export_seconds": converted["seconds"],  # conversion and writing
             "test_seconds": time.perf_counter() - started}  # both models over the test split

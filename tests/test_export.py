@@ -12,7 +12,9 @@ import tensorflow as tf
 
 from dropzoo import export
 from dropzoo.files import WriteError
-from dropzoo.export import ExportError, export_saved_model, is_random_op, verify_export
+from dropzoo.errors import ExportError
+from dropzoo.export import export_saved_model
+from dropzoo.verify import is_random_op, verify_export
 from dropzoo.preprocess import scale
 
 SHAPE = (8, 8, 1)

@@ -361,7 +361,10 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path):
 @pytest.mark.slow
 def test_the_same_command_started_twice_one_is_refused_and_the_other_finishes(tmp_path):
     workdir = str(tmp_path / "run")
-    processes = [_train_with(workdir, args=DENSE_ARGS) for _ in range(2)]  # both start up together
+    # Long enough that the first is still training when the second, started together, gets
+    # there on a loaded machine (3 epochs take under a second on AMX).
+    args = [a if not a.startswith("--epochs") else "--epochs=30" for a in DENSE_ARGS]
+    processes = [_train_with(workdir, args=args) for _ in range(2)]  # both start up together
     outcomes = [(p, *p.communicate(timeout=300)) for p in processes]
     refused = [(p, err) for p, _, err in outcomes if p.returncode == 2]
     finished = [p for p, _, _ in outcomes if p.returncode == 0]

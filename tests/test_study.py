@@ -18,6 +18,7 @@ from dropzoo import data as data_lib
 from dropzoo import flags as flags_lib
 from dropzoo import stats
 from dropzoo import sweep
+from dropzoo import verify
 from conftest import ROOT, tiny_source
 
 
@@ -262,10 +263,9 @@ def test_probe_does_not_move_the_training_mask_stream():
 
 
 def test_a_user_error_inside_a_sweep_is_one_line_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    from dropzoo import export as export_lib
     from dropzoo.errors import ExportError
 
-    real = export_lib.verify_export
+    real = verify.verify_export
     calls = []
 
     def fail_first(path, *args, **kwargs):
@@ -274,7 +274,7 @@ def test_a_user_error_inside_a_sweep_is_one_line_and_the_sweep_goes_on(tmp_path,
             raise ExportError(f"export at {path} failed verification:\nrandom ops in serving graph")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(export_lib, "verify_export", fail_first)
+    monkeypatch.setattr(verify, "verify_export", fail_first)
     base = config_lib.TrainConfig(model="dense_mlp", dataset="tiny", epochs=1, batch_size=16,
                                   optimizer="adam", learning_rate=0.003)
     runs = [(c, sweep.run_dir(str(tmp_path), c)) for c in sweep.expand(base, seeds=2)]

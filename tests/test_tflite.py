@@ -11,6 +11,8 @@ from conftest import tiny_config, tiny_source
 from dropzoo import data as data_lib
 from dropzoo import evaluate
 from dropzoo import export
+from dropzoo import artifacts as artifacts_lib
+from dropzoo import verify
 from dropzoo import tflite
 from dropzoo import trainer
 from dropzoo.errors import ExportError
@@ -37,7 +39,7 @@ def make_images(count=16, seed=0, shape=SHAPE):
 def export_all(model, directory):
     """SavedModel and the three artifacts of `model` in `directory`; returns (saved_model, artifacts)."""
     saved_model = export.export_saved_model(model, os.path.join(directory, "saved_model"))
-    return saved_model, export.export_artifacts(model, directory, make_images(64, seed=5))
+    return saved_model, artifacts_lib.export_artifacts(model, directory, make_images(64, seed=5))
 
 
 def convert_custom(model, serving_fn, directory, input_dtype=tf.uint8):
@@ -106,7 +108,7 @@ def test_model_keras_loads_with_the_zoo_layers_and_trains(finished_run):
     # Eager Keras and the traced graph round bfloat16 intermediates differently: the
     # tolerance is the run's own precision's (auto picks mixed_bfloat16 on AMX/AVX-512 BF16).
     compute_dtype = keras.DTypePolicy(metrics["precision"]["policy"]).compute_dtype
-    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), served, atol=export.TOLERANCES[compute_dtype])
+    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), served, atol=verify.TOLERANCES[compute_dtype])
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(scale(images), labels, epochs=1, batch_size=20, verbose=0)  # compiled as trained
     assert np.isfinite(history.history["loss"][0])
@@ -129,7 +131,7 @@ def test_serving_artifacts_can_be_skipped(tmp_path):
     metrics = trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path), source=tiny_source(),
                                          verbose=0, serving_artifacts=False)
     assert "tflite" not in metrics and "tflite" not in metrics["export_check"]
-    assert not any(name in metrics["paths"] for name in export.ARTIFACT_FILES)
+    assert not any(name in metrics["paths"] for name in artifacts_lib.ARTIFACT_FILES)
     assert not os.path.exists(tmp_path / "model.tflite")
 
 
@@ -138,7 +140,7 @@ def test_serving_artifacts_can_be_skipped(tmp_path):
 
 def test_verify_export_checks_each_artifact(exported):
     model, saved_model, artifacts = exported
-    report = export.verify_export(saved_model, model, make_images(), artifacts=artifacts)
+    report = verify.verify_export(saved_model, model, make_images(), artifacts=artifacts)
     assert report["passed"]
     assert report["tflite"]["max_abs_diff_vs_float32"] <= 1e-5
     assert report["tflite_int8"]["random_ops"] == [] and report["tflite_int8"]["bitwise_repeatable"]
@@ -163,7 +165,7 @@ def _float_input_model(model, directory):
 
 
 def _other_model_tflite(model, directory):
-    return export.convert_tflite(build_model(seed=1), make_images())[0]
+    return artifacts_lib.convert_tflite(build_model(seed=1), make_images())[0]
 
 
 def _not_tflite(model, directory):
@@ -184,7 +186,7 @@ def test_verify_export_fails_on_a_broken_tflite_model(exported, tmp_path, file, 
     with open(broken[file], "wb") as f:
         f.write(make(model, tmp_path / "custom"))
     with pytest.raises(ExportError, match=message) as caught:
-        export.verify_export(saved_model, model, make_images(), artifacts=broken)
+        verify.verify_export(saved_model, model, make_images(), artifacts=broken)
     assert "\n" not in str(caught.value)
 
 
@@ -193,7 +195,7 @@ def test_verify_export_fails_on_a_keras_file_of_other_weights(exported, tmp_path
     other = str(tmp_path / "model.keras")
     build_model(seed=1).save(other)
     with pytest.raises(ExportError, match="model.keras: reloaded model differs from the in-memory model"):
-        export.verify_export(saved_model, model, make_images(), artifacts={**artifacts, "model.keras": other})
+        verify.verify_export(saved_model, model, make_images(), artifacts={**artifacts, "model.keras": other})
 
 
 def test_failed_conversion_is_one_line_and_keeps_the_previous_artifacts(exported, tmp_path, monkeypatch):
@@ -215,7 +217,7 @@ def test_failed_conversion_is_one_line_and_keeps_the_previous_artifacts(exported
 
     monkeypatch.setattr(tflite, "convert", fail)
     with pytest.raises(ExportError, match="TFLite conversion failed"):
-        export.export_artifacts(build_model(seed=1), directory, make_images())
+        artifacts_lib.export_artifacts(build_model(seed=1), directory, make_images())
     assert {name: open(path, "rb").read() for name, path in artifacts.items()} == before
 
 
@@ -225,11 +227,11 @@ def test_bfloat16_model_converts_from_a_float32_copy(tmp_path):
         model = build_model()
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    copy = export.float32_copy(model)
+    copy = artifacts_lib.float32_copy(model)
     assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), copy.get_weights()))
     saved_model, artifacts = export_all(model, str(tmp_path))
-    report = export.verify_export(saved_model, model, make_images(), artifacts=artifacts)
+    report = verify.verify_export(saved_model, model, make_images(), artifacts=artifacts)
     assert report["passed"] and report["tolerance"] == 1e-2
     assert report["tflite"]["tolerance"] == 1e-5 and report["tflite"]["saved_model_tolerance"] == 1e-2
     # The float32 copy, not the bf16 model: TFLite sits far closer to it than to bf16 rounding.
@@ -263,7 +265,7 @@ def mnist_shaped_export(tmp_path_factory):
     model = models.build("dense_mlp", "canonical", num_classes=10, input_shape=(28, 28, 1), seed=0)
     directory = str(tmp_path_factory.mktemp("mnist_shaped"))
     export.export_saved_model(model, os.path.join(directory, "saved_model"), outputs="logits")
-    export.export_artifacts(model, directory, make_images(64, shape=(28, 28, 1)), outputs="logits")
+    artifacts_lib.export_artifacts(model, directory, make_images(64, shape=(28, 28, 1)), outputs="logits")
     return directory
 
 

@@ -1,0 +1,87 @@
+"""The serving path for other runtimes: model.keras, model.tflite and model_int8.tflite.
+
+`export_artifacts` writes, beside a run's SavedModel, the same dropout-off
+serving function for other runtimes: `model.tflite` (float32, converted from
+a float32 copy of the weights), `model_int8.tflite` (int8, calibrated on
+training images) and `model.keras` (the Keras model itself, to load back for
+fine-tuning). dropzoo/verify.py checks each of them against the model.
+"""
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+from dropzoo import export
+from dropzoo import files
+from dropzoo import serving
+from dropzoo import tflite
+
+KERAS_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
+TFLITE_INT8_FILE = "model_int8.tflite"
+ARTIFACT_FILES = (KERAS_FILE, TFLITE_FILE, TFLITE_INT8_FILE)
+# Training images the int8 model is calibrated on ("a few hundred"), fed in batches.
+REPRESENTATIVE_EXAMPLES = 320
+REPRESENTATIVE_BATCH = 32
+
+
+def artifact_paths(directory):
+    """{file name: path} of the artifacts `export_artifacts` writes into `directory`."""
+    return {name: os.path.join(os.fspath(directory), name) for name in ARTIFACT_FILES}
+
+
+def export_artifacts(model, directory, representative_images, *, outputs="probabilities"):
+    """Writes model.keras, model.tflite and model_int8.tflite into `directory`; returns {name: path}.
+
+    `representative_images`: uint8 training images, [N, H, W, C], the int8
+    model's calibration set (the first REPRESENTATIVE_EXAMPLES are used).
+    Each file is written atomically, after both conversions succeeded: a
+    failed conversion leaves the previous files as they were.
+    """
+    paths = artifact_paths(directory)
+    float32_model, int8_model = convert_tflite(model, representative_images, outputs=outputs)
+    os.makedirs(os.fspath(directory), exist_ok=True)
+    files.atomic_write(paths[KERAS_FILE], model.save)
+    for name, content in ((TFLITE_FILE, float32_model), (TFLITE_INT8_FILE, int8_model)):
+        files.write_bytes(paths[name], content)
+    return paths
+
+
+def convert_tflite(model, representative_images, *, outputs="probabilities"):
+    """(float32, int8) TFLite flatbuffers of `model`'s serving_default, from a float32 copy.
+
+    Both take uint8 `image` and return `probabilities` and `class_id`, dropout
+    off, like the SavedModel's serving_default. The int8 model is calibrated
+    on `representative_images` (uint8, as the signature takes them).
+    """
+    images = np.asarray(representative_images)[:REPRESENTATIVE_EXAMPLES]
+    if images.dtype != np.uint8 or images.ndim != 4 or not len(images):
+        raise ValueError(f"representative images must be a non-empty uint8 [N, H, W, C] batch, "
+                         f"got {images.dtype} {images.shape}")
+    copy = float32_copy(model)
+    archive = export.build_archive([copy], {serving.SIGNATURE_KEY: (export.serving_function(copy, outputs),
+                                                                   [serving.input_spec(copy)])})
+    with tempfile.TemporaryDirectory(prefix="dropzoo-tflite-") as directory:
+        archive.write_out(directory, verbose=False)
+        float32_model = tflite.convert(directory)
+        batches = [images[i:i + REPRESENTATIVE_BATCH] for i in range(0, len(images), REPRESENTATIVE_BATCH)]
+        int8_model = tflite.convert(directory, representative=batches)
+    return float32_model, int8_model
+
+
+def float32_copy(model):
+    """A copy of `model` that computes in float32, with the same weights.
+
+    Mixed-precision variables are float32 already; only the compute dtype of
+    each layer changes, so the copy is the trained model without bf16/fp16
+    rounding (what a TFLite float32 model should hold).
+    """
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy

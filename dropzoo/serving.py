@@ -1,0 +1,111 @@
+"""The serving contract, defined once: what every export takes and answers.
+
+Every serving signature (the SavedModel's `serving_default`, the TFLite
+models' `serving_default`) takes one uint8 batch named `image`, [None, H, W,
+C] raw pixels, scales it in-graph (`dropzoo.preprocess.scale`) and answers
+`OUTPUTS`, each computed from the float32 class probabilities. The MC dropout
+signatures answer the same outputs for the mean of the passes, plus their own
+(`MC_OUTPUTS`). The export (dropzoo/export.py, dropzoo/artifacts.py), its
+verification (dropzoo/verify.py) and evaluation (dropzoo/evaluate.py) read
+these tables, so a new output is one entry in `OUTPUTS`: see
+docs/contributing.md.
+"""
+import dataclasses
+import typing
+
+import numpy as np
+import tensorflow as tf
+
+from dropzoo.errors import ExportError
+
+INPUT_KEY = "image"
+INPUT_DTYPE = tf.uint8
+SIGNATURE_KEY = "serving_default"
+MC_DROPOUT_KEY = "mc_dropout"
+MC_SEEDED_KEY = "mc_dropout_seeded"
+MC_DRAWS_KEY = "mc_dropout_draws"
+SAMPLES_KEY = "samples"
+SEED_KEY = "seed"
+OUTPUT_MODES = ("probabilities", "logits")  # what a model's last layer emits
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """One output of the serving signature: its dtype, rank and how it follows from the probabilities."""
+
+    dtype: tf.DType
+    rank: int  # with the batch axis
+    compute: typing.Callable  # float32 probabilities [batch, classes] -> this output
+
+    @property
+    def numpy_dtype(self):
+        return np.dtype(self.dtype.as_numpy_dtype)
+
+
+PROBABILITIES_KEY = "probabilities"
+CLASS_ID_KEY = "class_id"
+# The outputs of serving_default (and of every export's deterministic answer), in order.
+OUTPUTS = {
+    PROBABILITIES_KEY: Output(tf.float32, 2, lambda probabilities: probabilities),
+    CLASS_ID_KEY: Output(tf.int64, 1, lambda probabilities: tf.argmax(probabilities, axis=-1,
+                                                                      output_type=tf.int64)),
+}
+# What mc_dropout and mc_dropout_seeded add to OUTPUTS (of the mean of the passes).
+STD_KEY = "probabilities_std"
+ENTROPY_KEY = "predictive_entropy"
+MUTUAL_INFORMATION_KEY = "mutual_information"
+MC_OUTPUTS = (STD_KEY, ENTROPY_KEY, MUTUAL_INFORMATION_KEY)
+
+
+def input_spec(model):
+    """The serving input of `model`: uint8 pixels of its [None, H, W, C] shape; ExportError if it has none."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        raise ExportError("model must be a functional keras.Model with exactly one input "
+                         f"(keras.Input(shape=(H, W, C), name='image')); got inputs={inputs!r}")
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4 or any(dim is None for dim in shape[1:]):
+        raise ExportError(f"model input shape {shape} is not [None, H, W, C] with known H, W, C")
+    return tf.TensorSpec((None,) + shape[1:], INPUT_DTYPE, name=INPUT_KEY)
+
+
+def probabilities(model, images, outputs="probabilities", training=False):
+    """float32 class probabilities of `model` on scaled `images`, whatever its dtype policy."""
+    if outputs not in OUTPUT_MODES:
+        raise ValueError(f"outputs={outputs!r} is not one of {OUTPUT_MODES}")
+    # Mixed-precision models return bfloat16/float16; serve float32.
+    values = tf.cast(model(images, training=training), tf.float32)
+    return tf.nn.softmax(values, axis=-1) if outputs == "logits" else values
+
+
+def answer(probabilities):
+    """{output name: tensor} of OUTPUTS for float32 probabilities."""
+    return {name: output.compute(probabilities) for name, output in OUTPUTS.items()}
+
+
+def signature_problems(serving_fn):
+    """Ways a SavedModel signature departs from the contract (empty when it keeps it)."""
+    problems = []
+    inputs = serving_fn.structured_input_signature[1]
+    spec = inputs.get(INPUT_KEY)
+    if set(inputs) != {INPUT_KEY} or spec.dtype != INPUT_DTYPE or spec.shape.rank != 4:
+        problems.append(f"input is {inputs}, want one {INPUT_DTYPE.name} [None, H, W, C] named {INPUT_KEY!r}")
+    want = {name: (output.dtype, output.rank) for name, output in OUTPUTS.items()}
+    got = {key: (value.dtype, value.shape.rank) for key, value in serving_fn.structured_outputs.items()}
+    if got != want:
+        problems.append(f"outputs are {got}, want {want}")
+    return problems
+
+
+def tflite_problems(model):
+    """Ways a TFLite model's signature (a dropzoo.tflite.Model) departs from the contract."""
+    problems = []
+    if (model.input_name != INPUT_KEY or model.input_dtype != np.dtype(INPUT_DTYPE.as_numpy_dtype)
+            or len(model.input_shape) != 3):
+        problems.append(f"input is {model.input_name!r} {model.input_dtype} [N, *{model.input_shape}], "
+                        f"want one {INPUT_DTYPE.name} [None, H, W, C] named {INPUT_KEY!r}")
+    want = {name: output.numpy_dtype for name, output in OUTPUTS.items()}
+    if model.output_dtypes != want:
+        problems.append(f"outputs are { {k: str(v) for k, v in model.output_dtypes.items()} }, "
+                        f"want { {k: str(v) for k, v in want.items()} }")
+    return problems

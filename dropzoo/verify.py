@@ -1,0 +1,254 @@
+"""Prove an export serves its model with dropout off.
+
+`verify_export` reloads a SavedModel without Keras and proves it keeps the
+serving contract (dropzoo/serving.py), is deterministic, matches the
+in-memory model within its precision's tolerance and has no random ops in
+its graph; given the artifacts (dropzoo/artifacts.py), it proves the same of
+each TFLite model and that model.keras reloads as the in-memory model.
+"""
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dropzoo import artifacts as artifacts_lib
+from dropzoo import serving
+from dropzoo import tflite
+from dropzoo.errors import ExportError
+from dropzoo.export import first_line, load_serving_fn, load_signatures, serving_input_spec
+from dropzoo.preprocess import scale
+from dropzoo.serving import (INPUT_KEY, MC_SEEDED_KEY, PROBABILITIES_KEY, SAMPLES_KEY, SEED_KEY,
+                             SIGNATURE_KEY)
+
+# Largest |served - keras| allowed by verify_export, per compute dtype. float32
+# graph and eager kernels agree to a few ulps (~1e-7). bfloat16 keeps 8
+# mantissa bits (unit roundoff 2**-8 ~ 3.9e-3): a fused graph kernel that
+# rounds one intermediate differently moves a probability by about one ulp,
+# so allow ~2.5 ulps at 1.0. float16 (2**-11 ~ 4.9e-4) gets ~2 ulps.
+TOLERANCES = {"float32": 1e-5, "float64": 1e-5, "float16": 1e-3, "bfloat16": 1e-2}
+
+# Op types that draw random numbers (stateful, stateless and dataset RNGs).
+# Matched as substrings, case-sensitive, so "StatelessIf"/"StatelessWhile"
+# (control flow) and "StringJoin" stay out while every RNG kernel is caught.
+_RANDOM_OP_PATTERN = re.compile(
+    r"Random|Multinomial|TruncatedNormal|Rng|NonDeterministicInts"
+    r"|^Stateful(Uniform|StandardNormal)|Shuffle|SeedGenerator"
+    r"|SampleDistortedBoundingBox|CandidateSampler"
+)
+
+
+def verify_export(path, model, images, *, outputs="probabilities", tolerance=None, artifacts=None):
+    """Prove the export at `path` serves `model` with dropout off; returns the checks.
+
+    `artifacts` ({file name: path}, as `export_artifacts` returns it) adds
+    checks of model.keras, model.tflite and model_int8.tflite, reported under
+    "keras", "tflite" and "tflite_int8"; any failure fails the whole check.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(
+            f"images must be a uint8 [B, H, W, C] batch, got {images.dtype} {images.shape}"
+        )
+    signatures = load_signatures(path)
+    serving_fn = load_serving_fn(path) if SIGNATURE_KEY not in signatures else signatures[SIGNATURE_KEY]
+    problems = serving.signature_problems(serving_fn)
+    if problems:
+        raise ExportError(f"export at {path} failed verification: signature: {'; '.join(problems)}")
+    _check_image_shape(serving_fn, images)
+    if tolerance is None:
+        tolerance = tolerance_for(model)
+    first = _call(serving_fn, images)
+    second = _call(serving_fn, images)
+    expected = serving.probabilities(model, scale(images), outputs, training=False).numpy()
+    report = {
+        "bitwise_repeatable": all(np.array_equal(first[k], second[k]) for k in first),
+        "max_abs_diff_vs_keras": _max_abs_diff(first[PROBABILITIES_KEY], expected),
+        "random_ops": find_random_ops(serving_fn),
+        "tolerance": float(tolerance),
+        "num_examples": int(images.shape[0]),
+    }
+    seeded = signatures.get(MC_SEEDED_KEY)
+    if seeded is not None:
+        report["mc_seeded_repeatable"] = _seeded_repeatable(seeded, images)
+    failures = _failures(report, outputs)
+    if artifacts:
+        failures += _check_artifacts(report, artifacts, model, images, outputs, first[PROBABILITIES_KEY])
+    report["passed"] = not failures
+    if failures:
+        raise ExportError(f"export at {path} failed verification: {'; '.join(failures)}", report)
+    return report
+
+
+def _check_artifacts(report, artifacts, model, images, outputs, served):
+    """Adds the artifacts' checks to `report`; returns one phrase per failed check."""
+    failures = []
+    keras_path = artifacts.get(artifacts_lib.KERAS_FILE)
+    if keras_path:
+        report["keras"] = _check_keras_file(keras_path, model, images)
+        if report["keras"]["max_abs_diff_vs_keras"] > report["keras"]["tolerance"]:
+            failures.append(f"{artifacts_lib.KERAS_FILE}: reloaded model differs from the in-memory model by "
+                            f"{report['keras']['max_abs_diff_vs_keras']:.3g}")
+        if not report["keras"]["same_layers"]:
+            failures.append(f"{artifacts_lib.KERAS_FILE}: reloaded layers differ from the in-memory model's")
+    expected = None
+    for name, key in ((artifacts_lib.TFLITE_FILE, "tflite"), (artifacts_lib.TFLITE_INT8_FILE, "tflite_int8")):
+        if not artifacts.get(name):
+            continue
+        if expected is None:  # what model.tflite must equal: the trained weights run in float32
+            expected = serving.probabilities(artifacts_lib.float32_copy(model), scale(images), outputs, training=False).numpy()
+        check, probabilities = _check_tflite(artifacts[name], images, expected)
+        report[key] = check
+        failures += [f"{name}: {problem}" for problem in check["signature_problems"] + _nondeterminism(check)]
+        if key == "tflite" and probabilities is not None:
+            # int8 is measured (its accuracy goes to metrics.json), not held to a tolerance.
+            check["tolerance"] = TOLERANCES["float32"]
+            check["max_abs_diff_vs_saved_model"] = _max_abs_diff(probabilities, served)
+            check["saved_model_tolerance"] = report["tolerance"]
+            if not check["max_abs_diff_vs_float32"] <= check["tolerance"]:
+                failures.append(f"{name}: probabilities differ from the float32 Keras model by "
+                                f"{check['max_abs_diff_vs_float32']:.3g} > tolerance {check['tolerance']:g}")
+            if not check["max_abs_diff_vs_saved_model"] <= check["saved_model_tolerance"]:
+                failures.append(f"{name}: probabilities differ from the SavedModel by "
+                                f"{check['max_abs_diff_vs_saved_model']:.3g} > tolerance "
+                                f"{check['saved_model_tolerance']:g}")
+    return failures
+
+
+def _check_keras_file(path, model, images):
+    """Reloads model.keras (the zoo's layers are registered) and runs it beside `model`."""
+    try:
+        reloaded = keras.saving.load_model(path)
+    except Exception as error:
+        raise ExportError(f"cannot load {path} with keras.saving.load_model: "
+                          f"{type(error).__name__}: {first_line(error)}") from error
+    x = scale(images)
+    diff = _max_abs_diff(serving.probabilities(reloaded, x, "probabilities", False).numpy(),
+                         serving.probabilities(model, x, "probabilities", False).numpy())
+    return {"max_abs_diff_vs_keras": diff, "tolerance": TOLERANCES["float32"],
+            "same_layers": _layer_types(reloaded) == _layer_types(model),
+            "trainable_weights": len(reloaded.trainable_weights)}
+
+
+def _layer_types(model):
+    return [(type(layer).__name__, layer.name) for layer in _all_layers(model)]
+
+
+def _check_tflite(path, images, expected):
+    """(signature, op and determinism checks of one TFLite model, its probabilities or None).
+
+    A model whose signature is wrong is not run (it could not take the images).
+    """
+    model = tflite.Model.load(path)
+    check = {"signature_problems": serving.tflite_problems(model),
+             "random_ops": find_tflite_random_ops(model.content),
+             "bitwise_repeatable": None, "max_abs_diff_vs_float32": None,
+             "bytes": len(model.content), "runtime": tflite.RUNTIME}
+    if check["signature_problems"]:
+        return check, None
+    first, second = model(images), model(images)
+    check["bitwise_repeatable"] = all(np.array_equal(first[k], second[k]) for k in first)
+    check["max_abs_diff_vs_float32"] = _max_abs_diff(first[PROBABILITIES_KEY], expected)
+    return check, first[PROBABILITIES_KEY]
+
+
+def _nondeterminism(check):
+    problems = []
+    if check["random_ops"]:
+        problems.append(f"random ops {check['random_ops']} (dropout on?)")
+    if check["bitwise_repeatable"] is False:
+        problems.append("two calls on the same batch differ")
+    return problems
+
+
+def find_tflite_random_ops(content):
+    """The op types of a TFLite model that draw random numbers (is_random_op)."""
+    return [op for op in tflite.op_types(content) if is_random_op(op)]
+
+
+def _seeded_repeatable(seeded_fn, images):
+    """Whether two seeded MC calls with one seed agree bitwise (every mask follows the seed)."""
+    def call():
+        result = seeded_fn(**{INPUT_KEY: tf.constant(images), SAMPLES_KEY: tf.constant(2),
+                              SEED_KEY: tf.constant(1)})
+        return result[PROBABILITIES_KEY].numpy()
+
+    return bool(np.array_equal(call(), call()))
+
+
+def _check_image_shape(serving_fn, images):
+    want = tuple(serving_input_spec(serving_fn)[1].shape[1:])
+    if tuple(images.shape[1:]) != want:
+        raise ValueError(
+            f"images have shape (H, W, C)={tuple(images.shape[1:])} but the export "
+            f"takes {want}; pass images of the exported shape"
+        )
+
+
+def _call(serving_fn, images):
+    result = serving_fn(**{INPUT_KEY: tf.constant(images)})
+    return {key: value.numpy() for key, value in result.items()}
+
+
+def _max_abs_diff(served, expected):
+    if served.shape != expected.shape:
+        return float("inf")
+    return float(np.max(np.abs(served.astype(np.float64) - expected), initial=0.0))
+
+
+def _failures(report, outputs):
+    """One short phrase per failed check."""
+    failures = []
+    if report["random_ops"]:
+        types = sorted({entry.rsplit(" ", 1)[-1] for entry in report["random_ops"]})
+        failures.append(f"random ops in serving graph {types} (dropout on?)")
+    if not report["bitwise_repeatable"]:
+        failures.append("two calls on the same batch differ (dropout on?)")
+    if report.get("mc_seeded_repeatable") is False:
+        failures.append(f"two {MC_SEEDED_KEY} calls with one seed differ (a dropout layer "
+                        "that ignores models.request_seed?)")
+    if not report["max_abs_diff_vs_keras"] <= report["tolerance"]:
+        failures.append(
+            f"probabilities differ from the Keras model (training=False, "
+            f"outputs={outputs!r}) by {report['max_abs_diff_vs_keras']:.3g} "
+            f"> tolerance {report['tolerance']:g}"
+        )
+    return failures
+
+
+def tolerance_for(model):
+    """The loosest TOLERANCES entry over the float compute dtypes of all layers."""
+    dtypes = {_dtype_name(layer.compute_dtype) for layer in _all_layers(model)}
+    dtypes.add(_dtype_name(model.compute_dtype))
+    # Integer/string layers (lookups) do no float rounding; they don't count.
+    return max([TOLERANCES[dtype] for dtype in dtypes if dtype in TOLERANCES] or [1e-5])
+
+
+def _dtype_name(dtype):
+    return getattr(dtype, "name", str(dtype))
+
+
+def _all_layers(layer):
+    for child in getattr(layer, "layers", ()):
+        yield child
+        yield from _all_layers(child)
+
+
+def is_random_op(op_type):
+    """Whether a graph op type draws random numbers."""
+    return bool(_RANDOM_OP_PATTERN.search(op_type))
+
+
+def find_random_ops(concrete_fn):
+    """'function/node OpType' for every random op in the graph and its library."""
+    graph_def = concrete_fn.graph.as_graph_def()
+    # The top level is only a StatefulPartitionedCall; the model's ops live in
+    # library functions (the library is flat and includes nested calls).
+    found = [f"signature/{node.name} {node.op}" for node in graph_def.node if is_random_op(node.op)]
+    for function in graph_def.library.function:
+        found += [
+            f"{function.signature.name}/{node.name} {node.op}"
+            for node in function.node_def
+            if is_random_op(node.op)
+        ]
+    return sorted(found)
