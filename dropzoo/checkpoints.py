@@ -76,13 +76,7 @@ def save(model, directory, epoch):
     np.savez(buffer, epoch=np.int64(epoch),
              **{key: np.asarray(v.numpy()) for key, v in _state(model).items()})
 
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())  # a full disk fails here, before the rename
-
-    path = files.atomic_write(path_for(directory, epoch), write)
+    path = files.write_bytes(path_for(directory, epoch), buffer.getvalue())
     for old in saved_epochs(directory)[KEEP:]:
         os.remove(path_for(directory, old))
     return path

@@ -11,12 +11,12 @@ from absl import flags
 from scipy import stats as scipy_stats
 
 import models
-from dropzoo import callbacks as callbacks_lib
 from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import flags as flags_lib
 from dropzoo import stats
+from dropzoo import site_stats
 from dropzoo import sweep
 from dropzoo import verify
 from conftest import ROOT, tiny_source
@@ -219,7 +219,7 @@ def test_variance_shift_matches_a_hand_computation(kind, keep_scale):
     x = np.random.default_rng(0).uniform(0, 1, (256, 28, 28, 1)).astype("float32")
     kernel, bias = model.get_layer("dense1").get_weights()
     h = np.maximum(x.reshape(256, -1).astype(np.float64) @ kernel + bias, 0.0)  # what enters the site
-    entry = callbacks_lib.site_statistics(model, x)["dense1.post"]
+    entry = site_stats.site_statistics(model, x)["dense1.post"]
     for mode in ("train", "inference"):  # no dropout upstream: the input is the same in both modes
         assert entry[mode]["in_mean"] == pytest.approx(h.mean(), rel=1e-5)
         assert entry[mode]["in_var"] == pytest.approx(h.var(), rel=1e-5)
@@ -242,14 +242,14 @@ def test_variance_shift_matches_a_hand_computation(kind, keep_scale):
 def test_drop_fraction_is_logged_for_bernoulli_sites_only_and_can_see_a_broken_rate():
     x = np.random.default_rng(2).uniform(0.5, 1.5, (256, 28, 28, 1)).astype("float32")
     gaussian = models.build("dense_mlp", "dense1.post:0.3", kind="gaussian", seed=0)
-    assert "drop_fraction" not in callbacks_lib.site_statistics(gaussian, x)["dense1.post"]
+    assert "drop_fraction" not in site_stats.site_statistics(gaussian, x)["dense1.post"]
     model = models.build("dense_mlp", "dense1.post:0.3", seed=0)
-    entry = callbacks_lib.site_statistics(model, x)["dense1.post"]
+    entry = site_stats.site_statistics(model, x)["dense1.post"]
     assert entry["rate"] == pytest.approx(0.3) and abs(entry["drop_fraction"] - 0.3) < 0.05
     layer = model.get_layer("dense1.post")  # a layer that drops more than its rate says
     layer.call = lambda inputs, training=False: (
         keras.random.dropout(inputs, 0.6, seed=layer.seed_generator) if training else inputs)
-    entry = callbacks_lib.site_statistics(model, x)["dense1.post"]
+    entry = site_stats.site_statistics(model, x)["dense1.post"]
     assert entry["rate"] == pytest.approx(0.3) and abs(entry["drop_fraction"] - 0.6) < 0.05
 
 
@@ -257,7 +257,7 @@ def test_probe_does_not_move_the_training_mask_stream():
     model = models.build("dense_mlp", seed=0)
     x = np.random.default_rng(1).uniform(0, 1, (8, 28, 28, 1)).astype("float32")
     before = [v.numpy().copy() for layer in model.layers for v in layer.variables if "seed" in v.path]
-    callbacks_lib.site_statistics(model, x)
+    site_stats.site_statistics(model, x)
     after = [v.numpy() for layer in model.layers for v in layer.variables if "seed" in v.path]
     assert all(np.array_equal(a, b) for a, b in zip(before, after)) and before
 
@@ -386,17 +386,17 @@ def test_bn_variance_shift_matches_a_hand_computation():
     [kernel] = model.get_layer("dense1").get_weights()
     served = (x.reshape(64, -1).astype(np.float64) @ kernel).var(axis=0)
     shift = learned / served
-    entry = callbacks_lib.norm_statistics(model, x)["dense1.bn"]
+    entry = site_stats.norm_statistics(model, x)["dense1.bn"]
     assert entry["channels"] == 128
     assert entry["variance_shift_mean"] == pytest.approx(shift.mean(), rel=1e-4)
     assert entry["variance_shift_max"] == pytest.approx(shift.max(), rel=1e-4)
-    assert callbacks_lib.norm_statistics(models.build("dense_mlp", seed=0), x) == {}  # no BN, no entry
+    assert site_stats.norm_statistics(models.build("dense_mlp", seed=0), x) == {}  # no BN, no entry
     # After 435 steps at momentum 0.99, 0.99^435 of the initial variance 1 is still in it.
     remaining = 0.99 ** 435
     bn.moving_variance.assign(((served * 1.5) * (1 - remaining) + remaining).astype("float32"))
-    debiased = callbacks_lib.norm_statistics(model, x, steps=435)["dense1.bn"]
+    debiased = site_stats.norm_statistics(model, x, steps=435)["dense1.bn"]
     assert debiased["variance_shift_mean"] == pytest.approx(1.5, rel=1e-4)
-    assert callbacks_lib.norm_statistics(model, x)["dense1.bn"]["variance_shift_mean"] > 1.5
+    assert site_stats.norm_statistics(model, x)["dense1.bn"]["variance_shift_mean"] > 1.5
 
 
 def _plan(*args):

@@ -1,6 +1,6 @@
 """Recomputes the BN study's variance shift from each run's final checkpoint, debiased.
 
-Runs trained before `callbacks.norm_statistics` debiased BatchNorm's moving
+Runs trained before `site_stats.norm_statistics` debiased BatchNorm's moving
 variance for its initial value of 1 hold the biased figure in metrics.json;
 this recomputes it for any run. It loads every trained `--norm=batch` run's
 last checkpoint, takes the trainer's probe batch (the first 256 training
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dropzoo import callbacks, checkpoints, compare, config as config_lib, data, trainer  # noqa: E402
+from dropzoo import checkpoints, compare, config as config_lib, data, site_stats, trainer  # noqa: E402
 from dropzoo.preprocess import scale  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def main(runs_dir):
         epoch = checkpoints.restore(model, os.path.join(os.path.dirname(path), "checkpoints"))
         steps = epoch * metrics["steps_per_epoch"]
         probe = next(iter(data.raw_batches(source.train, 256)))[0]
-        stats = callbacks.norm_statistics(model, scale(probe), steps=steps)
+        stats = site_stats.norm_statistics(model, scale(probe), steps=steps)
         label = compare.variant_label(metrics["config"])
         for layer, entry in stats.items():
             shifts.setdefault((label, layer), []).append(entry["variance_shift_mean"])
