@@ -19,7 +19,7 @@ For each model and hidden activation (float32) it checks:
    inverted inference output; and a classic network equals the inverted
    network whose next linear layer's kernel is scaled by the keep
    probability -- the original paper's test-time weight scaling, moved.
-5. Identical by construction: for pairs of variants (placements, kinds,
+4. Identical by construction: for pairs of variants (placements, kinds,
    norm="batch"), equal `models.construction_key`s mean bitwise equal
    logits in training and inference mode when both are built with the same
    seed (the key's rule: mid == post for the Bernoulli kinds under ReLU), and
@@ -32,10 +32,10 @@ For each model and hidden activation (float32) it checks:
 For each precision policy (the dropout layers alone, every kind, element-wise
 and spatial, at rates 0.1 and 0.4, on inputs uniform in [0.5, 1.5]):
 
-3. the mean of many training passes matches the inference output, pooled
-   over all units (within 5 standard errors): a precision error is a bias
-   every unit shares, invisible unit by unit;
-4. the fraction of draws dropped matches the nominal rate (within 5
+5. the mean of many training passes matches the inference output, pooled
+   over all units (within 5 standard errors): claim 3 for the layers alone,
+   where a precision error is a bias every unit shares, invisible unit by unit;
+6. the fraction of draws dropped matches the nominal rate (within 5
    binomial standard errors), for the Bernoulli kinds.
 
 Each finding records what theory expects, what was measured and the max
@@ -231,7 +231,7 @@ def check_kinds(name, activation, seed=0):
 
 
 def _construction_pairs(spec):
-    """Claim 5's pairs (a, b, kind, norm): moves across ReLU, and moves no rule allows."""
+    """Claim 4's pairs (a, b, kind, norm): moves across ReLU, and moves no rule allows."""
     before, after, where = _activation_pair(spec)
     layer, rate = where.split(".")[0], f"{_head_rate(spec):g}"
     pre = "before_dense" if before == "before_activation" else f"{layer}.pre:{rate}"
@@ -249,7 +249,7 @@ def _construction_pairs(spec):
 
 
 def check_construction(name, activation, seed=0):
-    """Claim 5: equal construction keys <=> bitwise equal logits in both modes, same seed.
+    """Claim 4: equal construction keys <=> bitwise equal logits in both modes, same seed.
 
     Nothing is copied between the two models: equal weights and masks must
     come from the construction itself.
@@ -275,7 +275,7 @@ def check_construction(name, activation, seed=0):
         diff = max(inference, training)
         setting = "".join(f", {v}" for v in (kind, f"norm={norm}") if v not in ("inverted", "norm=none"))
         findings.append(Finding(
-            name, activation, f"5 {a} vs {b}{setting}", "identical" if same else "different",
+            name, activation, f"4 {a} vs {b}{setting}", "identical" if same else "different",
             "identical" if diff == 0.0 else "different", diff,
             f"keys {'equal' if same else 'differ'}; max|diff| training {training:.3g}, "
             f"inference {inference:.3g}"))
@@ -322,7 +322,7 @@ def _per_draw(values, spatial):
 
 
 def _layer_findings(precision, kind, rate, spatial, seed):
-    """Claims 3 and 4 for one dropout layer built under `precision`."""
+    """Claims 5 and 6 for one dropout layer built under `precision`."""
     with precision_policy(precision):
         layer = dropout_lib.make_dropout(kind, rate, spatial=spatial, seed=seed)
     x = np.random.default_rng(seed).uniform(0.5, 1.5, PRECISION_SHAPE).astype("float32")
@@ -336,14 +336,14 @@ def _layer_findings(precision, kind, rate, spatial, seed):
     se = np.sqrt(dropout_lib.KINDS[kind].variance(rate) * np.sum(draws**2) / MC_PASSES)
     z = (samples.sum(axis=tuple(range(1, samples.ndim))).mean() - inference.sum()) / se
     diff = float(np.max(np.abs(samples.mean(axis=0) - inference)))
-    findings = [Finding(LAYERS, "", f"3 {form}: mean of {MC_PASSES} training passes vs inference",
+    findings = [Finding(LAYERS, "", f"5 {form}: mean of {MC_PASSES} training passes vs inference",
                         "matches", "matches" if abs(z) <= Z_TOL else "different", diff,
                         f"pooled over {x.size} units, z = {z:.2f}", precision)]
     if kind != "gaussian":  # the Bernoulli kinds: a draw is kept or dropped
         dropped = _per_draw(np.abs(samples), spatial) == 0  # inputs are >= 0.5: 0 means dropped
         fraction, n = float(dropped.mean()), dropped.size
         z = (fraction - rate) / np.sqrt(rate * (1 - rate) / n)
-        findings.append(Finding(LAYERS, "", f"4 {form}: fraction dropped vs the rate",
+        findings.append(Finding(LAYERS, "", f"6 {form}: fraction dropped vs the rate",
                                 "matches", "matches" if abs(z) <= Z_TOL else "different",
                                 abs(fraction - rate), f"{fraction:.5f} of {n:,} draws, z = {z:.2f}",
                                 precision))
@@ -351,7 +351,7 @@ def _layer_findings(precision, kind, rate, spatial, seed):
 
 
 def check_precision(precision, seed=0):
-    """Claims 3 and 4 for every kind and form of the zoo's dropout under `precision`."""
+    """Claims 5 and 6 for every kind and form of the zoo's dropout under `precision`."""
     findings = []
     for kind in dropout_lib.KINDS:
         for spatial in (False, True):

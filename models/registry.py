@@ -141,7 +141,7 @@ def construction_key(name, placement="canonical", *, kind="inverted", activation
     the key leaves out), two variants with equal keys are the same network
     with the same weights (kernels are seeded per layer index) and the same
     masks, so a sweep needs to train only one of them. The one rule
-    (`network.interchangeable_slots`, checked by claim 5 of
+    (`network.interchangeable_slots`, checked by claim 4 of
     `python -m models.equivalence`): for the Bernoulli kinds and ReLU, a
     `.mid` site is the `.post` site of the same layer with the same rate and
     spatial flag -- unless that `.post` is in the placement too (two masks).

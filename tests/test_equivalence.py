@@ -42,10 +42,10 @@ def test_covers_every_model_activation_and_precision(findings):
 
 
 def test_one_model_holds_every_claim():
-    """Claims 1-5 for one model, fast; the slow tests below cover every model."""
+    """Claims 1-6 for one model, fast; the slow tests below cover every model."""
     rows = equivalence.run(["dense_mlp"], ["relu", "tanh"], ["float32"])
     assert rows and all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
-    assert {f.claim[0] for f in rows} == {"1", "2", "3", "4", "5"}
+    assert {f.claim[0] for f in rows} == {"1", "2", "3", "4", "5", "6"}  # each claim numbered once
 
 
 @pytest.mark.slow
@@ -78,7 +78,7 @@ def test_claim3_kinds(findings):
 
 @pytest.mark.slow
 def test_claim5_identical_by_construction(findings):
-    rows = _by_claim(findings, "5 ")
+    rows = _by_claim(findings, "4 ")
     assert len(rows) == 9 * len(models.list_models()) * len(ACTIVATIONS)  # 9 pairs each
     assert all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
     same = [f for f in rows if f.expected == "identical"]
@@ -92,10 +92,10 @@ def test_claim5_identical_by_construction(findings):
 def test_layers_keep_their_promise_in_every_precision(precision):
     rows = equivalence.check_precision(precision)
     assert all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
-    # Every kind and form at every rate: claim 3 for all, claim 4 for the Bernoulli kinds.
+    # Every kind and form at every rate: claim 5 for all, claim 6 for the Bernoulli kinds.
     forms = len(dropout_lib.KINDS) * 2 * len(equivalence.PRECISION_RATES)
-    assert len([f for f in rows if f.claim.startswith("3 ")]) == forms
-    assert len([f for f in rows if f.claim.startswith("4 ")]) == forms * 2 // 3
+    assert len([f for f in rows if f.claim.startswith("5 ")]) == forms
+    assert len([f for f in rows if f.claim.startswith("6 ")]) == forms * 2 // 3
     assert {f.precision for f in rows} == {precision}
     assert keras.mixed_precision.global_policy().name == "float32", "the policy is put back"
 
@@ -175,9 +175,9 @@ def test_precision_claims_fail_for_keras_dropout_in_bfloat16(monkeypatch):
     rows = {f.claim: f for f in equivalence.check_precision("mixed_bfloat16")}
     for rate in (0.1, 0.4):
         for form in ("inverted", "inverted spatial"):
-            mean = rows[f"3 {form}, rate {rate:g}: {MC_CLAIM}"]
+            mean = rows[f"5 {form}, rate {rate:g}: {MC_CLAIM}"]
             assert mean.measured == "different" and not mean.holds, mean.line()
-        dropped = rows[f"4 inverted, rate {rate:g}: fraction dropped vs the rate"]
+        dropped = rows[f"6 inverted, rate {rate:g}: fraction dropped vs the rate"]
         assert dropped.measured == "different" and not dropped.holds, dropped.line()
     # float32 is where Keras' layers are right: the same substitution passes there.
     assert all(f.holds for f in equivalence.check_precision("float32"))
@@ -196,7 +196,7 @@ def test_precision_claim3_fails_for_classic_keep_rounded_to_bfloat16(monkeypatch
     rows = {f.claim: f for f in equivalence.check_precision("mixed_bfloat16")}
     for rate in equivalence.PRECISION_RATES:
         for form in ("classic", "classic spatial"):
-            row = rows[f"3 {form}, rate {rate:g}: {MC_CLAIM}"]
+            row = rows[f"5 {form}, rate {rate:g}: {MC_CLAIM}"]
             assert row.measured == "different" and not row.holds, row.line()
 
 
