@@ -11,7 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from dropzoo import data as data_lib  # noqa: E402
+
+from dropzoo import sources  # noqa: E402
 from dropzoo import performance  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def machine():
 
 
 def load_source(dataset, idx_dir=None):
-    return data_lib.load_source(dataset, idx_dir=idx_dir)
+    return sources.load_source(dataset, idx_dir=idx_dir)
 
 
 def define_data_flags():
@@ -44,7 +45,7 @@ def define_data_flags():
 
 
 def source_from_flags():
-    """The data.Source --dataset and --idx_dir name."""
+    """The sources.Source --dataset and --idx_dir name."""
     from absl import flags
 
     return load_source(flags.FLAGS.dataset, flags.FLAGS.idx_dir)

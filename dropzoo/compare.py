@@ -28,6 +28,7 @@ import numpy as np
 
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
+from dropzoo import sources
 from dropzoo import evaluate
 from dropzoo import files
 from dropzoo import stats
@@ -97,12 +98,12 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
                   ood_source=None):
     """[{run, variant, seed, metrics..., evaluation...}] for each run directory.
 
-    `source` (a data.Source) tests every run on its test split instead;
+    `source` (a sources.Source) tests every run on its test split instead;
     `ood_source` adds out-of-distribution detection against its test split. A
     run recorded as identical by construction to another gets that run's
     evaluation (one export, evaluated once) and `identical_to` its path.
     """
-    sources, evaluations, rows = {}, {}, []
+    loaded, evaluations, rows = {}, {}, []
     for run in run_dirs:
         metrics = files.read_json(os.path.join(run, "metrics.json"),
                                   "delete it and rerun that run's train.py command to re-measure it")
@@ -113,9 +114,9 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         else:
             origin = _data_of(metrics, data_override or {})
             key = tuple(sorted(origin.items()))
-            if key not in sources:
-                sources[key] = data_lib.load_source(**origin, need_train=False)
-            run_source = sources[key]
+            if key not in loaded:
+                loaded[key] = sources.load_source(**origin, need_train=False)
+            run_source = loaded[key]
         if (trained, key) not in evaluations:
             try:
                 evaluations[trained, key] = evaluate.evaluate_saved_model(
@@ -452,11 +453,11 @@ def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, mc_seed=0, batch_si
                  baseline="canonical", data_override=None, source=None, ood=None):
     """Evaluates every run below `runs_dir` and writes the comparison; returns paths + table.
 
-    `ood` ({"dataset", "idx_dir"}, or a data.Source) adds out-of-distribution
+    `ood` ({"dataset", "idx_dir"}, or a sources.Source) adds out-of-distribution
     detection against that data's test split.
     """
     run_dirs = find_runs(runs_dir)
-    ood_source = (ood if isinstance(ood, data_lib.Source)
+    ood_source = (ood if isinstance(ood, sources.Source)
                   else evaluate.load_ood_source(ood, (data_override or {}).get("tfds_data_dir")))
     rows = evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                          data_override=data_override, source=source, ood_source=ood_source)
@@ -472,9 +473,9 @@ def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, mc_seed=0, batch_si
     if uncertainty_report.has_uncertainty(rows):
         paths.update({name: os.path.join(output_dir, name)
                       for name in ("uncertainty.md", "reliability.png", "mc_samples.png")})
-    sources = sorted({r["data_source"] for r in rows})
-    title = f"{runs_dir} — test data: {', '.join(sources)}"
-    text = f"Test data: {', '.join(sources)}; {len(rows)} runs.\n\n"
+    names = sorted({r["data_source"] for r in rows})
+    title = f"{runs_dir} — test data: {', '.join(names)}"
+    text = f"Test data: {', '.join(names)}; {len(rows)} runs.\n\n"
     if tuned:
         text += "Each placement at the rate chosen on validation data (see rates.md).\n\n"
     text += markdown(table, baseline)
@@ -482,7 +483,7 @@ def compare_runs(runs_dir, *, output_dir=None, mc_samples=0, mc_seed=0, batch_si
     write_csv(paths["comparison.csv"], table)
     plot(paths["comparison.png"], table, compared, title)
     if "uncertainty.md" in paths:
-        text = f"Test data: {', '.join(sources)}; {len(rows)} runs" + (
+        text = f"Test data: {', '.join(names)}; {len(rows)} runs" + (
             "; each placement at the rate chosen on validation data.\n\n" if tuned else ".\n\n")
         text += uncertainty_report.markdown(table, ood_source.name if ood_source else None)
         files.atomic_write(paths["uncertainty.md"], lambda tmp: _write_text(tmp, text))

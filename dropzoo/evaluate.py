@@ -230,6 +230,7 @@ def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=No
     `tflite_model`, `path` is a .tflite file (model.tflite, model_int8.tflite).
     """
     from dropzoo import data as data_lib  # only this entry point needs the data stack
+    from dropzoo import sources
 
     if tflite_model and mc_samples:
         raise ValueError("a TFLite model serves dropout off only: MC dropout (--mc_samples) needs "
@@ -239,7 +240,7 @@ def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=No
         tflite.Model.load(path)
     else:
         load_serving_fn(path)
-    source = data_lib.load_source(dataset, idx_dir=idx_dir, tfds_data_dir=tfds_data_dir,
+    source = sources.load_source(dataset, idx_dir=idx_dir, tfds_data_dir=tfds_data_dir,
                                   need_train=False)
     ood_source = load_ood_source(ood, tfds_data_dir)
     batches = data_lib.raw_batches(source.test, batch_size)
@@ -257,12 +258,12 @@ def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=No
 
 
 def load_ood_source(ood, tfds_data_dir=None):
-    """The out-of-distribution data.Source named by `ood` ({"dataset", "idx_dir"}), or None."""
+    """The out-of-distribution sources.Source named by `ood` ({"dataset", "idx_dir"}), or None."""
     if not ood or not (ood.get("dataset") or ood.get("idx_dir")):
         return None
-    from dropzoo import data as data_lib
+    from dropzoo import sources  # only this entry point needs the data stack
 
-    return data_lib.load_source(ood.get("dataset") or "mnist", idx_dir=ood.get("idx_dir"),
+    return sources.load_source(ood.get("dataset") or "mnist", idx_dir=ood.get("idx_dir"),
                                 tfds_data_dir=tfds_data_dir, need_train=False)
 
 

@@ -32,6 +32,7 @@ import keras
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
 from dropzoo import data as data_lib
+from dropzoo import sources
 from dropzoo import performance
 from dropzoo import strategies
 
@@ -43,7 +44,7 @@ class Run:
     config: object  # config.TrainConfig
     paths: dict  # the workdir's files, by name (the chief's)
     write_paths: dict  # where this process writes: the workdir's, or a worker's temporary copy
-    source: data_lib.Source
+    source: sources.Source
     pipes: data_lib.Pipelines
     model: keras.Model
     outputs: str  # "probabilities" or "logits"

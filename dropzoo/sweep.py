@@ -22,7 +22,7 @@ import keras
 
 import models
 from dropzoo import config as config_lib
-from dropzoo import data as data_lib
+from dropzoo import sources
 from dropzoo import errors
 from dropzoo import locks
 from dropzoo import trainer
@@ -163,7 +163,7 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
     """
     if source is None:
         first = runs[0][0]
-        source = data_lib.load_source(first.dataset, idx_dir=first.idx_dir,
+        source = sources.load_source(first.dataset, idx_dir=first.idx_dir,
                                       tfds_data_dir=first.tfds_data_dir)
     trained_by = plan(runs)
     results = []

@@ -38,6 +38,7 @@ import models
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
+from dropzoo import sources
 from dropzoo import evaluate
 from dropzoo import export as export_lib
 from dropzoo import artifacts as artifacts_lib
@@ -139,7 +140,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
                        serving_artifacts=True):
     """Trains, evaluates, exports and verifies; returns the metrics dict.
 
-    `source` (a data.Source) replaces the configured dataset, so tests can
+    `source` (a sources.Source) replaces the configured dataset, so tests can
     inject tiny data. `verbose`: Keras fit verbosity; "auto" shows a progress
     bar on a terminal and one line per epoch in a log file.
     `serving_artifacts=False` skips model.keras and the TFLite models (about
@@ -216,7 +217,7 @@ def _train_export_verify(config, workdir, write_dir, source, strategy, loop, ver
 def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
     """The `loops.Run` for `config`: data, model under `strategy`, checkpoint restored."""
     if source is None:
-        source = data_lib.load_source(config.dataset, idx_dir=config.idx_dir,
+        source = sources.load_source(config.dataset, idx_dir=config.idx_dir,
                                       tfds_data_dir=config.tfds_data_dir)
     steps_per_epoch, epochs = schedule(config, data_steps_per_epoch(source, config))
     steps_per_call, _ = performance.choose_steps_per_execution(

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from dropzoo import config as config_lib  # noqa: E402
-from dropzoo import data as data_lib  # noqa: E402
+from dropzoo import sources  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 
 # Test files whose in-process runs write model.keras and the TFLite models;
@@ -41,7 +41,7 @@ def tiny_source(num_train=96, num_test=40, seed=0):
             images[i, r * 14:(r + 1) * 14, c * 14:(c + 1) * 14] += 40
         return images, labels.astype(np.int64)
 
-    return data_lib.array_source("tiny", make(num_train), make(num_test))
+    return sources.array_source("tiny", make(num_train), make(num_test))
 
 
 def tiny_config(**overrides):

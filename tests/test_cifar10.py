@@ -14,6 +14,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from dropzoo import data as data_lib
+
+from dropzoo import sources
 from dropzoo import evaluate
 from dropzoo import trainer
 from conftest import tiny_config
@@ -28,7 +30,7 @@ TINY_BUDGET = 10 * EXAMPLE_BYTES
 @contextlib.contextmanager
 def mock_cifar10(num_examples=NUM_EXAMPLES):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(data_lib, "_network_reachable", lambda timeout: True)
+        patch.setattr(sources, "_network_reachable", lambda timeout: True)
         with tfds.testing.mock_data(num_examples=num_examples):
             yield
 
@@ -98,7 +100,7 @@ def test_cifar10_streamed_trains_exports_and_evaluates(tmp_path, monkeypatch, ca
 
 def test_cifar10_streamed_pipelines_resume_exactly(tmp_path):
     with mock_cifar10():
-        source = data_lib.load_source("cifar10", tfds_data_dir=str(tmp_path))
+        source = sources.load_source("cifar10", tfds_data_dir=str(tmp_path))
         assert (source.image_shape, source.num_classes) == ((32, 32, 3), 10)
 
         def stream(start_step=0):

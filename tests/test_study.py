@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 import models
 from dropzoo import compare
 from dropzoo import config as config_lib
-from dropzoo import data as data_lib
+from dropzoo import sources
 from dropzoo import flags as flags_lib
 from dropzoo import stats
 from dropzoo import site_stats
@@ -104,7 +104,7 @@ def study(tmp_path_factory):
     runs = [(c, sweep.run_dir(root, c)) for c in configs]
     results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
     noise = np.random.default_rng(5).integers(0, 256, (24, 28, 28, 1)).astype(np.uint8)
-    ood = data_lib.array_source("noise", None, (noise, np.zeros(24, np.int64)))
+    ood = sources.array_source("noise", None, (noise, np.zeros(24, np.int64)))
     comparison = compare.compare_runs(root, mc_samples=8, source=tiny_source(), ood=ood)
     return root, runs, results, comparison
 

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dropzoo import checkpoints, compare, config as config_lib, data, site_stats, trainer  # noqa: E402
+from dropzoo import checkpoints, compare, config as config_lib, data, site_stats, sources, trainer  # noqa: E402
 from dropzoo.preprocess import scale  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def main(runs_dir):
         if "identical_to" in metrics or metrics["config"].get("norm") != "batch":
             continue
         config = config_lib.TrainConfig(**metrics["config"])
-        source = source or data.load_source(**metrics["data"]["origin"])
+        source = source or sources.load_source(**metrics["data"]["origin"])
         model = trainer.build_model(config, source.num_classes, source.image_shape)
         model.optimizer.build(model.trainable_variables)
         epoch = checkpoints.restore(model, os.path.join(os.path.dirname(path), "checkpoints"))
