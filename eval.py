@@ -18,6 +18,7 @@ from dropzoo import compare  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import evaluate  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
+from dropzoo import records  # noqa: E402
 
 
 def main(argv):
@@ -50,13 +51,23 @@ def main(argv):
 
 
 def _compare(f):
+    if f.collect:
+        with errors.one_line():
+            copied = records.collect(f.runs_dir, f.collect)
+        print(f"collected the records of {len(copied)} runs into {f.collect}; compare them with "
+              f"python eval.py --runs_dir={f.collect}")
+        return 0
     # Without --dataset/--idx_dir given explicitly, each run is tested on its own data.
     override = {"dataset": f.dataset if f["dataset"].present else None,
                 "idx_dir": f.idx_dir, "tfds_data_dir": f.tfds_data_dir}
+    if not f.margin > 0 or not f.nll_margin > 0:
+        return errors.fail(f"--margin and --nll_margin must be positive, got {f.margin} and {f.nll_margin}")
     with errors.one_line():
         result = compare.compare_runs(f.runs_dir, output_dir=f.output, mc_samples=f.mc_samples,
                                       mc_seed=f.mc_seed, batch_size=f.batch_size, baseline=f.baseline,
-                                      data_override=override, ood=_ood(f))
+                                      data_override=override, ood=_ood(f),
+                                      contrasts=compare.parse_contrasts(f.contrasts),
+                                      margins={"test_accuracy": f.margin / 100, "test_loss": f.nll_margin})
     with open(result["paths"]["comparison.md"]) as md:
         print(md.read())
     for name, path in result["paths"].items():

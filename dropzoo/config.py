@@ -81,8 +81,11 @@ class TrainConfig:
         "...-labels-idx1-ubyte.gz); overrides --dataset. E.g. /usr/share/datasets/fashion-mnist from "
         "Debian's dataset-fashion-mnist.")
     tfds_data_dir: str | None = _field(None, "tensorflow-datasets data directory.")
-    validation_fraction: float = _field(0.1, "Fraction of the training split held out for per-epoch "
-                                        "validation.")
+    train_size: int | None = _field(
+        None, "If set, train on this many examples of the training split: a stratified subset, the same for "
+        "every seed and variant; the validation hold-out comes out of it.")
+    validation_fraction: float = _field(0.1, "Fraction of the training split (or of --train_size) held out "
+                                        "for per-epoch validation.")
     # Optimisation: the classic Keras example's recipe by default.
     epochs: int = _field(12, "Training epochs (ignored when --train_steps is set).")
     train_steps: int | None = _field(None, "If set, train exactly this many steps instead of --epochs.")
@@ -211,6 +214,8 @@ def validate(config):
     if config.steps_per_execution is None or config.steps_per_execution < 0:
         raise ConfigError(f"--steps_per_execution must be a positive integer or 0 (auto), "
                           f"got {config.steps_per_execution}")
+    if config.train_size is not None and config.train_size < 2:
+        raise ConfigError(f"--train_size must be at least 2 examples, got {config.train_size}")
     if config.cpu_devices is not None and config.cpu_devices <= 0:
         raise ConfigError(f"--cpu_devices must be a positive integer, got {config.cpu_devices}")
     if not config.learning_rate > 0:

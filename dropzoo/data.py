@@ -39,6 +39,9 @@ class Pipelines:
     train: tf.data.Dataset
     validation: tf.data.Dataset | None
     test: tf.data.Dataset
+    # The train part once, in a fixed order, batched and scaled: what the
+    # final model is scored on with dropout off (the train-test gap).
+    train_eval: tf.data.Dataset
     steps_per_epoch: int
     num_train: int
     num_validation: int
@@ -102,6 +105,7 @@ def make_pipelines(source, *, batch_size, seed, validation_fraction=0.1, start_s
         validation=None if validation is None else _eval_batches(
             validation, batch_size, cache="validation" not in streamed),
         test=_eval_batches(source.test, batch_size, cache="test" not in streamed),
+        train_eval=_eval_batches(train, batch_size, cache=False),
         steps_per_epoch=steps_per_epoch,
         num_train=num_train,
         num_validation=num_validation,

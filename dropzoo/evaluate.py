@@ -12,12 +12,12 @@ import tensorflow as tf
 from dropzoo import files
 from dropzoo import tflite
 from dropzoo import uncertainty
-from dropzoo.serving import MC_DRAWS_KEY, MC_DROPOUT_KEY, PROBABILITIES_KEY
+from dropzoo.serving import MC_DRAWS_KEY, MC_DROPOUT_KEY, PROBABILITIES_KEY, SIGNATURE_KEY
 from dropzoo.export import load_serving_fn, load_signatures, serving_input_spec
 
 __all__ = ["evaluate_saved_model", "evaluate_tflite", "evaluate_on_dataset", "write_json"]
 
-def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=None):
+def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=None, signatures=None):
     """Scores of the export at `path` over (images, labels) batches.
 
     Deterministic (`serving_default`): accuracy, loss (NLL), ECE, Brier score
@@ -28,14 +28,18 @@ def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=
     `ood_batches` (images of another dataset; labels ignored), how well
     predictive entropy (deterministic and MC) and mutual information (MC)
     tell those images from the test images: AUROC and FPR at 95% TPR.
+    `signatures` (export.load_signatures(path)) saves loading the export again.
     """
-    signatures = load_signatures(path)
-    serving_fn = load_serving_fn(path)
+    signatures = load_signatures(path) if signatures is None else signatures
+    if SIGNATURE_KEY not in signatures:
+        load_serving_fn(path)  # its one-line error
+    serving_fn = signatures[SIGNATURE_KEY]
     input_name, input_spec = serving_input_spec(serving_fn)
     want = tuple(input_spec.shape[1:])
     batches = _check_input_shape(f"SavedModel {path}", want, batches)
     if mc_samples:
-        load_serving_fn(path, MC_DROPOUT_KEY)  # fail early on an export without MC dropout
+        if MC_DROPOUT_KEY not in signatures:
+            load_serving_fn(path, MC_DROPOUT_KEY)  # fail early, in one line, on an export without MC dropout
     predict = _Predictor(lambda images: serving_fn(**{input_name: images})[PROBABILITIES_KEY].numpy(),
                          signatures, mc_samples, mc_seed)
     if ood_batches is not None:

@@ -61,8 +61,19 @@ EVAL_FLAGS = (
     ("saved_model", None, "SavedModel directory to evaluate."),
     ("tflite", None, "TFLite model to evaluate instead (a run's model.tflite or model_int8.tflite), run with "
                      "LiteRT (ai-edge-litert); no MC dropout."),
-    ("runs_dir", None, "Compare every finished run below this directory (a sweep's --workdir): writes "
-                       "comparison.md/.csv/.png and HParams summaries to <runs_dir>/comparison."),
+    ("runs_dir", [], "Compare every finished run below these directories (a sweep's --workdir; a comma list "
+                     "compares runs collected in several): writes comparison.md/.csv/.png, contrasts and HParams "
+                     "summaries to <first runs_dir>/comparison. Works from the runs' records (metrics.json, "
+                     "evaluations/) where they hold what is asked, else through their SavedModels."),
+    ("contrasts", None, "The study's planned contrasts, A:B (A minus B) pairs of variant names, e.g. "
+                        "before_dense:after_activation,none:after_activation; only these enter the Holm "
+                        "correction. Default: every variant against --baseline."),
+    ("margin", 0.5, "Equivalence margin of the contrasts' test accuracy, in points: a difference shown to lie "
+                    "within ±margin (two one-sided tests) is 'equivalent'."),
+    ("nll_margin", 0.01, "Equivalence margin of the contrasts' test NLL, in nats."),
+    ("collect", None, "With --runs_dir: copy the records of every run below it (config.json, metrics.json, "
+                      "evaluations/: a few KB each, no SavedModels) into this directory, keeping their paths; "
+                      "compare them later with --runs_dir=DIR."),
     ("mc_samples", 0, "Also score Monte Carlo dropout: this many dropout-on passes averaged (plus NLL/ECE/"
                       "Brier of the mean of the first t passes, t = 1..N)."),
     ("mc_seed", 0, "Seed of the MC dropout masks (the export's mc_dropout_draws signature), so an evaluation "
@@ -83,7 +94,11 @@ EVAL_FLAGS = (
 def define_eval_flags(fv=FLAGS):
     define_data_flags(fv)
     for name, default, help in EVAL_FLAGS:
-        if isinstance(default, int):
+        if isinstance(default, list):
+            flags.DEFINE_list(name, default, help, flag_values=fv)
+        elif isinstance(default, float):
+            flags.DEFINE_float(name, default, help, flag_values=fv)
+        elif isinstance(default, int):
             flags.DEFINE_integer(name, default, help, flag_values=fv)
         else:
             flags.DEFINE_string(name, default, help, flag_values=fv)

@@ -20,6 +20,7 @@ as `DataError`, whose message is one line naming the problem and the fix.
 """
 import dataclasses
 import functools
+import hashlib
 import importlib.util
 import os
 import socket
@@ -64,6 +65,8 @@ class Source:
     # How to load it again: load_source(**origin). Runs record it, so a
     # comparison tests each run on its own data without parsing names.
     origin: dict = dataclasses.field(default_factory=dict)
+    # What `subset` kept of the train split ({} for the whole split), recorded with a run.
+    subset_record: dict = dataclasses.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- sources
@@ -108,6 +111,49 @@ def array_source(name, train, test, fallback_reason="", origin=None):
 
 def _dataset_from_arrays(images, labels):
     return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
+
+
+# -------------------------------------------------------------- subsets
+
+# Fixed, and independent of any run seed: every seed and variant trains on the same subset.
+_SUBSET_SEED = 20261202
+
+
+def subset(source, size):
+    """`source` with its train split cut to `size` examples, stratified by class, the same for every run.
+
+    Each class keeps its share of the split (largest remainders get the
+    examples left over by rounding); within a class the examples kept are a
+    fixed random choice (seeded by a constant, not by the run's seed), and
+    they stay in the split's own order, so the validation hold-out
+    (make_pipelines' first examples) comes out of these `size`.
+    """
+    if size is None:
+        return source
+    if source.train is None:
+        raise DataError(f"source {source.name} was loaded without its train split; it cannot be subset")
+    size = int(size)
+    if not 2 <= size <= source.num_train:
+        raise DataError(f"--train_size={size} must be between 2 and the {source.num_train:,} training examples "
+                        f"of {source.name}")
+    labels = np.fromiter(source.train.map(lambda image, label: label).as_numpy_iterator(), np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * size / len(labels)
+    keep = np.floor(quota).astype(int)
+    for k in np.argsort(-(quota - keep), kind="stable")[:size - keep.sum()]:
+        keep[k] += 1
+    rng = np.random.default_rng(_SUBSET_SEED)
+    chosen = np.zeros(len(labels), bool)
+    for label, n in zip(classes, keep):
+        members = np.flatnonzero(labels == label)
+        chosen[rng.choice(members, size=n, replace=False)] = True
+    mask = tf.constant(chosen)
+    train = (source.train.enumerate().filter(lambda i, example: tf.gather(mask, i))
+             .map(lambda i, example: example))
+    indices = np.flatnonzero(chosen)
+    record = {"train_size": size, "train_split_size": len(labels),
+              "train_subset_sha256": hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()}
+    return dataclasses.replace(source, train=train, num_train=size, subset_record=record)
 
 
 # ------------------------------------------------------------------ tfds

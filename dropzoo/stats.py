@@ -1,12 +1,23 @@
 """The statistics behind a placement comparison, on plain numbers.
 
 Kept free of TensorFlow so they are checked exactly against known inputs.
+A planned contrast is a paired comparison over seeds (the same seed gives
+both variants the same initial weights and data order): `paired_contrast`
+gives its mean difference with a confidence interval, the paired t-test,
+the two one-sided tests of equivalence within a margin (TOST), and the
+minimum detectable effect (`minimum_detectable_effect`), the smallest true
+difference the seeds run would have found with 80% power. `verdict` says
+what the three together support.
 """
 import math
 import warnings
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as scipy_stats
+
+# The power a minimum detectable effect is quoted at.
+POWER = 0.8
 
 
 def mean_ci(values, confidence=0.95):
@@ -71,24 +82,87 @@ def holm(p_values):
     return adjusted.tolist()
 
 
-def expected_calibration_error(probabilities, labels, bins=15):
-    """ECE: sum over equal-width confidence bins of |accuracy - confidence| x bin share.
+def paired_power(effect, sd, n, alpha):
+    """Power of the two-sided paired t-test at level `alpha` with `n` pairs, for a true mean difference `effect`.
 
-    Confidence is the top class probability; bins are (lo, hi], the first
-    including 0, as in Guo et al. (2017).
+    The statistic is noncentral t (df n - 1, noncentrality effect * sqrt(n) / sd).
+    Both tails are taken as survival functions (the lower one mirrored): scipy
+    1.17's nct.cdf returns NaN far in the tail, e.g. nct.cdf(-2.78, 4, 10).
     """
-    p = np.asarray(probabilities, np.float64)
-    y = np.asarray(labels)
-    confidence = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(ece)
+    if n < 2 or not sd > 0:
+        return math.nan
+    df, critical = n - 1, scipy_stats.t.ppf(1 - alpha / 2, n - 1)
+    noncentrality = effect * math.sqrt(n) / sd
+    return float(scipy_stats.nct.sf(critical, df, noncentrality) + scipy_stats.nct.sf(critical, df, -noncentrality))
+
+
+def minimum_detectable_effect(sd, n, alpha, power=POWER):
+    """The smallest true mean difference a two-sided paired t-test at `alpha` finds with `power`.
+
+    `sd` is the standard deviation of the per-seed differences, `n` the
+    number of pairs. NaN where it is undefined (fewer than 2 pairs); 0 where
+    the differences do not vary (then any nonzero difference is found).
+    """
+    if n < 2 or not np.isfinite(sd):
+        return math.nan
+    if sd == 0:
+        return 0.0
+    # Power grows with the effect; bracket the root, doubling the upper end.
+    high = sd
+    while paired_power(high, sd, n, alpha) < power:
+        high *= 2
+    return float(optimize.brentq(lambda e: paired_power(e, sd, n, alpha) - power, 0.0, high, xtol=1e-12 * sd))
+
+
+def tost_paired_p(differences, margin):
+    """p-value of equivalence within (-margin, +margin): the larger of the two one-sided paired t-tests.
+
+    H0: the mean difference is <= -margin or >= +margin. A p below alpha
+    says the difference lies inside the margin (Schuirmann, 1987). NaN
+    with fewer than 2 pairs.
+    """
+    d = np.asarray(differences, np.float64)
+    if d.size < 2:
+        return math.nan
+    mean, se = d.mean(), d.std(ddof=1) / math.sqrt(d.size)
+    if se == 0:
+        return 0.0 if abs(mean) < margin else 1.0
+    lower = scipy_stats.t.sf((mean + margin) / se, d.size - 1)  # H0: mean <= -margin
+    upper = scipy_stats.t.cdf((mean - margin) / se, d.size - 1)  # H0: mean >= +margin
+    return float(max(lower, upper))
+
+
+def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):
+    """A vs B paired over seeds: {"n", "difference", "ci_low", "ci_high", "sd", "p", "p_tost", "mde"}.
+
+    `difference` is the mean of a[i] - b[i]; the interval is the t interval at
+    `confidence`; `p` the two-sided paired t-test; `p_tost` equivalence within
+    +-`margin`; `mde` the minimum detectable effect at `alpha_for_mde` (the
+    family's alpha / m) with POWER.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"a paired contrast needs one value per seed on both sides, got {a.size} and {b.size}")
+    d = a - b
+    mean, sd, half = mean_ci(d, confidence) if d.size else (math.nan, math.nan, math.nan)
+    return {"n": int(d.size), "difference": mean, "ci_low": mean - half, "ci_high": mean + half, "sd": sd,
+            "p": paired_p_value(a, b), "p_tost": tost_paired_p(d, margin),
+            "mde": minimum_detectable_effect(sd, d.size, alpha_for_mde)}
+
+
+DIFFERS, EQUIVALENT, INCONCLUSIVE = "differs", "equivalent", "inconclusive"
+
+
+def verdict(p_holm, p_tost_holm, alpha):
+    """What a contrast's Holm-adjusted tests support: DIFFERS, EQUIVALENT, both, or INCONCLUSIVE.
+
+    Returns the list of what holds: [DIFFERS] (the difference test survives
+    Holm), [EQUIVALENT] (the equivalence test does), [DIFFERS, EQUIVALENT]
+    (a real difference smaller than the margin), or [INCONCLUSIVE].
+    """
+    found = [name for name, p in ((DIFFERS, p_holm), (EQUIVALENT, p_tost_holm)) if p is not None
+             and np.isfinite(p) and p < alpha]
+    return found or [INCONCLUSIVE]
 
 
 def negative_log_likelihood(probabilities, labels, epsilon=1e-7):

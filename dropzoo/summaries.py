@@ -1,30 +1,51 @@
-"""TensorBoard summaries the Keras callback does not write: HParams and test metrics."""
+"""TensorBoard summaries the Keras callback does not write: HParams sessions and their metrics.
+
+`write_hparams` is the one HParams writer: the trainer writes one session
+per run (its config and final scores), the comparison one per compared run.
+"""
+import os
+
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-# The metrics the HParams dashboard shows for each run (tag, group, label).
-METRICS = (
+# The metrics the HParams dashboard shows for a training run (tag, group, label).
+RUN_METRICS = (
     ("epoch_accuracy", "validation", "validation accuracy"),
     ("epoch_loss", "validation", "validation loss"),
     ("test_accuracy", None, "test accuracy"),
     ("test_loss", None, "test loss"),
+    ("train_accuracy", None, "train accuracy (dropout off)"),
+    ("train_loss", None, "train loss (dropout off)"),
 )
 
 
-def hparams_of(config, data_source):
-    """The run's hyperparameters as TensorBoard HParams values (no None)."""
-    values = {k: ("" if v is None else v) for k, v in config.to_dict().items()}
-    values["data_source"] = data_source
-    return values
+def _value(v):
+    """An HParams value: bool, number or string (None becomes '')."""
+    return "" if v is None else v if isinstance(v, (bool, int, float, str)) else str(v)
 
 
-def write_hparams(logdir, config, data_source, metrics):
-    """Writes the run's HParams and its final test metrics into `logdir`."""
+def write_hparams(logdir, sessions, metrics, step=0):
+    """Writes an HParams experiment into `logdir`.
+
+    `sessions`: [(subdirectory, {hparam: value}, {metric tag: value})], one
+    session each ('' for `logdir` itself); `metrics`: the dashboard's metric
+    columns, as tags or (tag, group, label) triples. The metric values are
+    scalars at `step`.
+    """
+    metrics = [m if isinstance(m, tuple) else (m, None, None) for m in metrics]
+    names = list(dict.fromkeys(k for _, values, _ in sessions for k in values))
     with tf.summary.create_file_writer(logdir).as_default():
-        hp.hparams_config(
-            hparams=[hp.HParam(k) for k in hparams_of(config, data_source)],
-            metrics=[hp.Metric(tag, group=group, display_name=label) for tag, group, label in METRICS],
-        )
-        hp.hparams(hparams_of(config, data_source))
-        tf.summary.scalar("test_accuracy", metrics["test_accuracy"], step=metrics["epochs_completed"])
-        tf.summary.scalar("test_loss", metrics["test_loss"], step=metrics["epochs_completed"])
+        hp.hparams_config(hparams=[hp.HParam(k) for k in names],
+                          metrics=[hp.Metric(tag, group=group, display_name=label) for tag, group, label in metrics])
+    for subdirectory, values, scalars in sessions:
+        with tf.summary.create_file_writer(os.path.join(logdir, subdirectory)).as_default():
+            hp.hparams({k: _value(v) for k, v in values.items()}, trial_id=subdirectory or None)
+            for tag, value in scalars.items():
+                tf.summary.scalar(tag, value, step=step)
+
+
+def write_run_hparams(logdir, config, data_source, metrics):
+    """A training run's session in its TensorBoard directory: its config and final scores."""
+    values = {**config.to_dict(), "data_source": data_source}
+    scalars = {tag: metrics[tag] for tag, _, _ in RUN_METRICS if metrics.get(tag) is not None}
+    write_hparams(logdir, [("", values, scalars)], RUN_METRICS, step=metrics["epochs_completed"])

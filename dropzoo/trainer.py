@@ -25,7 +25,6 @@ rerunning a finished run returns its metrics without retraining unless
 import hashlib
 import math
 import os
-import shutil
 import socket
 import sys
 import time
@@ -43,69 +42,41 @@ from dropzoo import evaluate
 from dropzoo import export as export_lib
 from dropzoo import artifacts as artifacts_lib
 from dropzoo import verify
+from dropzoo import workdir as workdir_lib
 from dropzoo import files
 from dropzoo import interrupts
 from dropzoo import locks
 from dropzoo import loops
 from dropzoo import multi_worker
 from dropzoo import performance
+from dropzoo import records
 from dropzoo import strategies
 from dropzoo import summaries
 from dropzoo import tflite
 from dropzoo.errors import RunError
 from dropzoo.preprocess import scale
 
-WORKDIR_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json",
-                 *artifacts_lib.ARTIFACT_FILES)
-
-
 def workdir_paths(workdir):
     """{name: path} of everything a run writes in `workdir`."""
-    return {name: os.path.join(workdir, name) for name in WORKDIR_FILES}
+    return workdir_lib.paths(workdir, artifacts_lib.ARTIFACT_FILES)
 
 
-def ensure_writable(workdir):
-    """Creates `workdir` if need be; RunError unless this process can write to it."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        raise RunError(f"cannot write to workdir {workdir!r} ({e.strerror}); "
-                       "pass a --workdir you can write to") from None
+def resolve(config):
+    """What `config` resolves to on this machine, recorded with the run: precision policy, dropout sites."""
+    sites = models.sites.with_rate(models.resolve_placement(config.model, config.placement_spec, norm=config.norm),
+                                   config.rate)
+    return {"precision": performance.choose_precision(config.precision)[0],
+            "sites": models.format_placement(sites)}
 
 
 def prepare_workdir(config, workdir, overwrite=False):
-    """Creates `workdir`, or checks that an existing one belongs to this config.
+    """Creates `workdir`, or checks that an existing run there is this config's (dropzoo/workdir.py).
 
     Returns the finished run's metrics if the run is already complete (and
     not `overwrite`), else None. The caller holds the workdir's lock.
     """
-    paths = workdir_paths(workdir)
-    ensure_writable(workdir)
-    if overwrite:
-        for name in paths.values():
-            if os.path.isdir(name):
-                shutil.rmtree(name)
-            elif os.path.exists(name):
-                os.remove(name)
-    if os.path.exists(paths["config.json"]):
-        saved = files.read_json(paths["config.json"],
-                                "delete it and rerun to resume with this command's settings, "
-                                "or --overwrite to start the run again")
-        changed = config_lib.differences(saved, config)
-        if changed:
-            listed = ", ".join(f"--{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in changed)
-            raise RunError(f"workdir {workdir!r} holds a run with other settings: {listed}; "
-                           "use another --workdir, or --overwrite to replace that run")
-    else:
-        files.write_json(paths["config.json"], config.to_dict())
-    if os.path.exists(paths["metrics.json"]):
-        return files.read_json(paths["metrics.json"],
-                               "delete it and rerun the same command to re-export and "
-                               "re-measure from the last checkpoint")
-    return None
+    return workdir_lib.prepare(config, workdir, resolve(config), overwrite=overwrite,
+                               extra=artifacts_lib.ARTIFACT_FILES)
 
 
 def build_model(config, num_classes, image_shape, steps_per_execution=1):
@@ -187,7 +158,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
 
 def claim_workdir(config, workdir, overwrite, lock):
     """{"locked": why} if another process holds `workdir`, else {"finished": metrics or None}."""
-    ensure_writable(workdir)
+    workdir_lib.ensure_writable(workdir)
     try:
         lock.acquire()  # before --overwrite deletes anything
     except locks.WorkdirLocked as e:
@@ -219,6 +190,8 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
     if source is None:
         source = sources.load_source(config.dataset, idx_dir=config.idx_dir,
                                       tfds_data_dir=config.tfds_data_dir)
+    if config.train_size:
+        source = sources.subset(source, config.train_size)
     steps_per_epoch, epochs = schedule(config, data_steps_per_epoch(source, config))
     steps_per_call, _ = performance.choose_steps_per_execution(
         config.steps_per_execution, steps_per_epoch, config.train_steps)
@@ -259,10 +232,18 @@ def finish(run, result, loop, started, serving_artifacts=True):
     # The final model on the held-out validation split: what model selection
     # (e.g. the comparison's choice of rate) may look at; the test split is not.
     validation = loop.evaluate(run, run.pipes.validation) if run.pipes.validation is not None else {}
+    # The final model on the data it trained on, dropout off: the train-test gap.
+    train = loop.evaluate(run, run.pipes.train_eval)
     artifacts, converted = (export_serving_artifacts(run) if serving_artifacts else (None, None))
     probe = next(iter(data_lib.raw_batches(run.source.test, 256)))[0].numpy()
-    export_check = verify.verify_export(run.paths["saved_model"], run.model, probe,
-                                            outputs=run.outputs, artifacts=artifacts)
+    signatures = export_lib.load_signatures(run.paths["saved_model"])
+    export_check = verify.verify_export(run.paths["saved_model"], run.model, probe, outputs=run.outputs,
+                                        artifacts=artifacts, signatures=signatures)
+    # The run's record of its own test scores through the export (what a comparison reads).
+    own = evaluate.evaluate_saved_model(run.paths["saved_model"], data_lib.raw_batches(run.source.test, 256),
+                                        signatures=signatures)
+    records.save_evaluation(os.path.dirname(run.paths["metrics.json"]), records.own_request(run.source.origin),
+                            run.source.name, own)
     written = {k: v for k, v in run.paths.items()
                if k != "metrics.json" and (k not in artifacts_lib.ARTIFACT_FILES or artifacts)}
     metrics = {
@@ -271,6 +252,12 @@ def finish(run, result, loop, started, serving_artifacts=True):
         "test_accuracy": test["accuracy"],
         "validation_loss": validation.get("loss"),
         "validation_accuracy": validation.get("accuracy"),
+        "train_loss": train["loss"],
+        "train_accuracy": train["accuracy"],
+        # Accuracy the final model loses and NLL it gains from training to test data (dropout off).
+        "gap_accuracy": train["accuracy"] - test["accuracy"],
+        "gap_loss": test["loss"] - train["loss"],
+        "steps_trained": int(run.model.optimizer.iterations.numpy()),
         "epochs_completed": run.initial_epoch + len(result.epoch_seconds),
         "resumed_from_epoch": run.initial_epoch,
         "train_time_sec": result.train_seconds,
@@ -291,7 +278,7 @@ def finish(run, result, loop, started, serving_artifacts=True):
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         "trained_by": {"host": socket.gethostname(), "pid": os.getpid()},
     }
-    summaries.write_hparams(run.paths["tensorboard"], run.config, run.source.name, metrics)
+    summaries.write_run_hparams(run.paths["tensorboard"], run.config, run.source.name, metrics)
     files.write_json(run.paths["metrics.json"], metrics)
     return metrics
 
@@ -330,7 +317,7 @@ def tflite_metrics(run, artifacts, converted):
 
 def data_record(source, pipes):
     """metrics.json's "data" entry: what was trained and tested on, and how to load it again."""
-    return {"source": source.name, "origin": source.origin,
+    return {"source": source.name, "origin": source.origin, **source.subset_record,
             "fallback_reason": source.fallback_reason,
             "num_train": pipes.num_train, "num_validation": pipes.num_validation,
             "num_test": pipes.num_test, "num_classes": source.num_classes,

@@ -11,7 +11,8 @@ the reliability curve; entropies are in nats.
   (Gal, 2016, "Uncertainty in deep learning", section 3.3.1).
 - `ood_detection`: AUROC and FPR at 95% TPR of a score that should be higher
   on out-of-distribution examples (the positives) than on in-distribution ones.
-- `reliability`: accuracy and mean confidence per equal-width confidence bin.
+- `reliability`: accuracy and mean confidence per equal-width confidence bin;
+  `expected_calibration_error` is computed from it (Guo et al., 2017).
 - `over_samples`: NLL, ECE and Brier of the mean of the first t samples, t = 1..T.
 """
 import warnings
@@ -88,6 +89,18 @@ def reliability(probabilities, labels, bins=BINS):
     return {"edges": edges.tolist(), "count": counts.tolist(), **per_bin}
 
 
+def calibration_error(table):
+    """ECE of a reliability table: sum over bins of |accuracy - confidence| x the bin's share."""
+    total = sum(table["count"])
+    return float(sum(n * abs(a - c) for n, a, c in zip(table["count"], table["accuracy"], table["confidence"])
+                     if n) / total) if total else float("nan")
+
+
+def expected_calibration_error(probabilities, labels, bins=BINS):
+    """ECE over equal-width confidence bins, (lo, hi], the first including 0 (Guo et al., 2017)."""
+    return calibration_error(reliability(probabilities, labels, bins))
+
+
 def pool_reliability(tables):
     """One reliability table from several over the same bins (e.g. one per seed)."""
     counts = np.sum([t["count"] for t in tables], axis=0)
@@ -105,7 +118,7 @@ def over_samples(draws, labels):
     running = np.cumsum(d, axis=0) / np.arange(1, d.shape[0] + 1)[:, None, None]
     return {"samples": list(range(1, d.shape[0] + 1)),
             "nll": [stats.negative_log_likelihood(p, labels) for p in running],
-            "ece": [stats.expected_calibration_error(p, labels) for p in running],
+            "ece": [expected_calibration_error(p, labels) for p in running],
             "brier": [brier_score(p, labels) for p in running]}
 
 
@@ -114,5 +127,5 @@ def scores(probabilities, labels):
     p = np.asarray(probabilities)
     return {"accuracy": float(np.mean(p.argmax(axis=1) == np.asarray(labels))),
             "nll": stats.negative_log_likelihood(p, labels),
-            "ece": stats.expected_calibration_error(p, labels),
+            "ece": expected_calibration_error(p, labels),
             "brier": brier_score(p, labels)}

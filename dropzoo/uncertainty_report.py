@@ -7,62 +7,49 @@
                      bin, seeds pooled, deterministic and MC dropout
     mc_samples.png   NLL and ECE of the MC mean against the number of samples T
 
-Rows and table entries are those of `dropzoo.compare` (`evaluate_runs`,
-`summarise`); the numbers come from `dropzoo.uncertainty`.
+Rows and table entries are those of `dropzoo.compare`; the columns are the
+"calibration" and "ood" ones of `dropzoo.report.COLUMNS`; the numbers come
+from `dropzoo.uncertainty`.
 """
 import numpy as np
 
 from dropzoo import files
 from dropzoo import uncertainty
-from dropzoo.evaluate import OOD_SCORES
-
-CALIBRATION = ("test_loss", "brier", "ece", "mc_nll", "mc_brier", "mc_ece")
-OOD = tuple(f"ood_{measure}_{score}" for score in OOD_SCORES for measure in ("auroc", "fpr95"))
-METRICS = CALIBRATION + OOD
-
-_HEADINGS = {"test_loss": "NLL", "brier": "Brier", "ece": "ECE", "mc_nll": "MC NLL",
-             "mc_brier": "MC Brier", "mc_ece": "MC ECE",
-             **{f"ood_{m}_{s}": f"OOD {m.upper() if m == 'auroc' else 'FPR95'} ({s.replace('_', ' ')})"
-                for s in OOD_SCORES for m in ("auroc", "fpr95")}}
 
 
 def has_uncertainty(rows):
     """Whether the runs were evaluated with MC dropout or against OOD data."""
-    return any(r.get("mc_nll") is not None or r.get(OOD[0]) is not None for r in rows)
+    return any(r.get("mc_nll") is not None or any(k.startswith("ood_auroc") for k in r) for r in rows)
 
 
-def _cell(entry, metric):
-    if metric not in entry:
-        return ""
-    s = entry[metric]
-    text = f"{s['mean']:.4f}"
-    return text if np.isnan(s["ci95"]) else f"{text} ± {s['ci95']:.4f}"
+def markdown(table, columns, cell, ood_source=None):
+    """Calibration, then OOD detection, per variant (mean ± 95% CI half-width over seeds).
 
+    `columns` are report.COLUMNS (their "calibration" and "ood" tables);
+    `cell(entry, column, spread)` formats one (report.cell).
+    """
+    def section(name, title):
+        chosen = [c for c in columns if name in c.tables and any(c.metric in e for e in table)]
+        head = ["variant", "seeds"] + [c.heading for c in chosen]
+        lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for e in table:
+            cells = [e["variant"], str(e["seeds"])]
+            cells += ["="] * len(chosen) if e.get("identical_to") else [cell(e, c, "ci95") for c in chosen]
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines, chosen
 
-def markdown(table, ood_source=None):
-    """Calibration, then OOD detection, per variant (mean ± 95% CI half-width over seeds)."""
     lines = ["Each cell: mean ± 95% CI half-width over seeds. `=`: identical by construction "
              "to another variant (same numbers).", ""]
-    lines += _table(table, CALIBRATION, "Calibration (lower is better)")
-    if any(m in e for e in table for m in OOD):
+    lines += section("calibration", "Calibration (lower is better)")[0]
+    ood_lines, chosen = section("ood", "OOD detection")
+    if chosen:
         lines += ["", f"Out-of-distribution data: {ood_source or 'given'} (test split), the "
                   "positives. Scores: predictive entropy of the deterministic export (entropy) and "
                   "of the MC mean (mc entropy), and the MC mutual information (absent where the "
                   "variant has no dropout: its samples agree). AUROC: higher is better; FPR95 "
                   "(false-positive rate at 95% true-positive rate): lower is better.", ""]
-        lines += _table(table, OOD, "OOD detection")
+        lines += ood_lines
     return "\n".join(lines) + "\n"
-
-
-def _table(table, metrics, title):
-    metrics = [m for m in metrics if any(m in e for e in table)]
-    head = ["variant", "seeds"] + [_HEADINGS[m] for m in metrics]
-    lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for e in table:
-        cells = [e["variant"], str(e["seeds"])]
-        cells += ["="] * len(metrics) if e.get("identical_to") else [_cell(e, m) for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
 
 
 def _grid(count):

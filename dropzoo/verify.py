@@ -38,19 +38,21 @@ _RANDOM_OP_PATTERN = re.compile(
 )
 
 
-def verify_export(path, model, images, *, outputs="probabilities", tolerance=None, artifacts=None):
+def verify_export(path, model, images, *, outputs="probabilities", tolerance=None, artifacts=None,
+                  signatures=None):
     """Prove the export at `path` serves `model` with dropout off; returns the checks.
 
     `artifacts` ({file name: path}, as `export_artifacts` returns it) adds
     checks of model.keras, model.tflite and model_int8.tflite, reported under
     "keras", "tflite" and "tflite_int8"; any failure fails the whole check.
+    `signatures` (export.load_signatures(path)) saves loading the export again.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(
             f"images must be a uint8 [B, H, W, C] batch, got {images.dtype} {images.shape}"
         )
-    signatures = load_signatures(path)
+    signatures = load_signatures(path) if signatures is None else signatures
     serving_fn = load_serving_fn(path) if SIGNATURE_KEY not in signatures else signatures[SIGNATURE_KEY]
     problems = serving.signature_problems(serving_fn)
     if problems:

@@ -125,15 +125,59 @@ def test_bf16_cpu_trains_mixed_bfloat16_and_the_export_passes(tmp_path, monkeypa
     assert metrics["export_check"]["passed"]
 
 
+def _started(workdir):
+    """Makes `workdir` look like a run with a checkpoint (what protects its settings)."""
+    os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+    open(os.path.join(workdir, "checkpoints", "epoch-0001.npz"), "wb").close()
+
+
 def test_a_rerun_may_change_profiling_and_steps_per_execution_only(tmp_path):
     config = tiny_config(epochs=1)
     config_lib.validate(config)
     trainer.prepare_workdir(config, str(tmp_path))
+    _started(str(tmp_path))
     # Neither changes what is computed (steps_per_execution: bitwise-equal losses).
     trainer.prepare_workdir(tiny_config(epochs=1, profile_batches="5", steps_per_execution=2),
                             str(tmp_path))
     with pytest.raises(trainer.RunError, match="--precision"):
-        trainer.prepare_workdir(tiny_config(epochs=1, precision="float32"), str(tmp_path))
+        trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_float16"), str(tmp_path))
+
+
+def test_a_run_that_never_checkpointed_blocks_nothing(tmp_path):
+    workdir = str(tmp_path)
+    trainer.prepare_workdir(tiny_config(epochs=1, dataset="typo"), workdir)  # e.g. failed loading its data
+    trainer.prepare_workdir(tiny_config(epochs=2), workdir)  # the corrected command takes over
+    with open(os.path.join(workdir, "config.json")) as f:
+        saved = json.load(f)
+    assert saved["epochs"] == 2 and saved["dataset"] == "tiny"
+    _started(workdir)
+    with pytest.raises(trainer.RunError, match=r"--epochs \(2 -> 3\)"):
+        trainer.prepare_workdir(tiny_config(epochs=3), workdir)
+
+
+def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp_path, monkeypatch):
+    workdir = str(tmp_path)
+    monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr(performance, "gpu_details", lambda: [])
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    trainer.prepare_workdir(tiny_config(epochs=1), workdir)  # auto: mixed_bfloat16 here
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["resolved"] == {"precision": "mixed_bfloat16", "sites": "dense1.post:0.5"}
+    _started(workdir)
+    # Pinning the policy auto chose is the same run; another machine's auto is not.
+    trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)
+    monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset())
+    with pytest.raises(trainer.RunError) as info:
+        trainer.prepare_workdir(tiny_config(epochs=1), workdir)
+    assert ("trained with the precision policy 'mixed_bfloat16', but this command resolves to 'float32'; "
+            "pass --precision=mixed_bfloat16 to resume it here") in str(info.value)
+    trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)
+    # A placement whose sites changed meaning since the run started is refused too.
+    monkeypatch.setattr(trainer, "resolve", lambda config: {"precision": "mixed_bfloat16",
+                                                             "sites": "dense1.pre:0.5"})
+    with pytest.raises(trainer.RunError, match="dropout sites 'dense1.post:0.5', but this command resolves to "
+                                               "'dense1.pre:0.5'; its placement has been redefined since"):
+        trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)
 
 
 @pytest.mark.parametrize("requested,steps,train_steps,used", [

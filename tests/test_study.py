@@ -15,9 +15,11 @@ from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import sources
 from dropzoo import flags as flags_lib
+from dropzoo import report
 from dropzoo import stats
 from dropzoo import site_stats
 from dropzoo import sweep
+from dropzoo import uncertainty
 from dropzoo import verify
 from conftest import ROOT, tiny_source
 
@@ -72,9 +74,9 @@ def test_expected_calibration_error_by_hand():
     p = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
     y = np.array([0, 1, 0, 1])
     # One example per bin: |1-.9|, |0-.8|, |1-.6|, |1-.7| averaged.
-    assert stats.expected_calibration_error(p, y, bins=10) == pytest.approx(0.4)
+    assert uncertainty.expected_calibration_error(p, y, bins=10) == pytest.approx(0.4)
     # One bin: accuracy 0.75 equals mean confidence 0.75.
-    assert stats.expected_calibration_error(p, y, bins=1) == pytest.approx(0.0)
+    assert uncertainty.expected_calibration_error(p, y, bins=1) == pytest.approx(0.0)
     assert stats.negative_log_likelihood(p, y) == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.6, 0.7])))
 
 
@@ -154,11 +156,12 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
     assert canonical["test_accuracy"]["mean"] == pytest.approx(mean, abs=1e-6)
     assert canonical["test_accuracy"]["ci95"] == pytest.approx(half, abs=1e-6)
     before = table["dense_mlp/before_activation"]  # identical models: no test, said instead
-    assert before["identical_to"] == "dense_mlp/canonical" and before["p_paired"] is None
+    assert before["identical_to"] == "dense_mlp/canonical"
     assert before["test_accuracy"] == canonical["test_accuracy"]
-    assert canonical["p_vs_baseline"] is None
-    assert {"ece", "brier", "mc_accuracy", "mc_nll", "mc_ece", "mc_brier", "train_time_sec",
-            "ood_auroc_entropy", "ood_fpr95_mc_mutual_information"} <= set(canonical)
+    [contrast] = comparison["contrasts"]  # every variant against the baseline
+    assert contrast["identical"] and contrast["test_accuracy"] is None
+    assert {"ece", "brier", "mc_accuracy", "mc_nll", "mc_ece", "mc_brier", "train_time_sec", "train_accuracy",
+            "gap_accuracy", "ood_auroc_entropy", "ood_fpr95_mc_mutual_information"} <= set(canonical)
     with open(paths["uncertainty.md"]) as f:
         uncertainty_text = f.read()
     assert "Out-of-distribution data: noise" in uncertainty_text
@@ -170,11 +173,13 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(paths["comparison.md"]) as f:
         text = f.read()
-    assert "| dense_mlp/canonical | 2 |" in text and "p vs canonical" in text and "MC acc %" in text
+    assert "| dense_mlp/canonical | 2 | `dense1.post:0.5` |" in text and "MC acc %" in text
+    assert "identical by construction" in text and "Regime: " in text
     with open(paths["comparison.csv"]) as f:
         lines = f.read().splitlines()
-    assert lines[0].startswith("variant,seeds,test_accuracy_mean") and len(lines) == 3
-    assert lines[0].endswith("p_vs_baseline,p_paired,p_paired_holm,survives_holm")
+    assert lines[0].startswith("variant,seeds,sites,precision,test_accuracy_mean") and len(lines) == 3
+    with open(paths["contrasts.csv"]) as f:
+        assert f.read().splitlines()[0].startswith("a,b,metric,identical,verdict,n,difference")
     with open(paths["comparison.png"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     sessions = set()
@@ -304,12 +309,16 @@ def test_each_placements_rate_is_chosen_on_validation_loss_never_on_test():
     tuned = compare.tune_rates(rows)
     chosen = {g["variant"]: g["rate"] for g in tuned["grid"] if g["selected"]}
     assert chosen == {"m/canonical": 0.1, "m/none": 0.5}
-    table = compare.summarise(compare.at_selected_rates(rows, tuned))
+    chosen_rows = compare.label_rows(compare.at_selected_rates(rows, tuned))
+    table = compare.summarise(chosen_rows)
     assert [e["variant"] for e in table] == ["m/canonical-rate0.1", "m/none-rate0.5"]
     assert table[0]["test_accuracy"]["mean"] == pytest.approx(0.95)
     # The baseline is found at its own chosen rate, and paired by seed.
-    assert table[1]["p_paired"] == 0.0 and table[1]["survives_holm"] is True
-    assert "| m/canonical | 0.1 * | 3 |" in compare.rates_markdown(tuned["grid"])
+    [contrast] = compare.contrast_table(chosen_rows, compare.baseline_pairs(chosen_rows), report.DEFAULT_MARGINS)
+    assert contrast["a"] == "m/none-rate0.5" and contrast["b"] == "m/canonical-rate0.1"
+    assert contrast["test_accuracy"]["difference"] == pytest.approx(-0.15)
+    assert contrast["test_accuracy"]["verdict"] == [stats.DIFFERS]
+    assert "| m/canonical | 0.1 * | 3 |" in report.rates_markdown(tuned["grid"])
     assert compare.tune_rates([r for r in rows if r["config"]["rate"] == 0.1]) is None  # one rate each
 
 
@@ -323,7 +332,7 @@ def test_rate_heat_maps_are_written(tmp_path):
     rows = [_row(p, rate, s, 0.2 + rate, 0.9 + rate / 10, 0.3 - rate / 10)
             for p in ("canonical", "none") for rate in (0.1, 0.25, 0.5) for s in range(2)]
     path = str(tmp_path / "rates.png")
-    compare.plot_rates(path, compare.tune_rates(rows)["grid"], "title")
+    report.plot_rates(path, compare.tune_rates(rows)["grid"], "title")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -369,11 +378,13 @@ def test_the_relu_trio_is_trained_once_and_reported_three_times(tmp_path, activa
         same = {e["test_accuracy"]["mean"] for e in table.values()}
         assert len(same) == 1
         with open(comparison["paths"]["comparison.md"]) as f:
-            assert f.read().count("identical by construction to dense_mlp/canonical") == 2
+            assert f.read().count("(= dense_mlp/canonical, identical by construction)") == 2
+        assert all(c["identical"] for c in comparison["contrasts"])
         assert "identical by construction to" in sweep.summary(results)
     else:
         assert identical == {f"dense_mlp/after_activation{suffix}": f"dense_mlp/canonical{suffix}"}
-        assert table[f"dense_mlp/before_activation{suffix}"]["p_paired"] is not None
+        tested = {c["a"]: c for c in comparison["contrasts"] if not c["identical"]}
+        assert tested[f"dense_mlp/before_activation{suffix}"]["test_accuracy"]["n"] == 1
 
 
 def test_bn_variance_shift_matches_a_hand_computation():

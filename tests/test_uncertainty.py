@@ -63,8 +63,8 @@ def test_reliability_bins_match_ece_and_pool_by_count():
     assert table["confidence"] == pytest.approx([None, None, 0.575, 0.8, 0.9])
     ece = sum(n / 4 * abs(a - c) for n, a, c in zip(table["count"], table["accuracy"], table["confidence"])
               if n)
-    from dropzoo import stats
-    assert stats.expected_calibration_error(p, labels, bins=5) == pytest.approx(ece)
+    assert uncertainty.expected_calibration_error(p, labels, bins=5) == pytest.approx(ece)
+    assert uncertainty.calibration_error(table) == pytest.approx(ece)  # the one ECE: from the bins
     other = uncertainty.reliability(p, [0, 0, 1, 0], bins=5)
     pooled = uncertainty.pool_reliability([table, other])
     assert pooled["count"] == [0, 0, 4, 2, 2]

@@ -1,0 +1,402 @@
+"""A comparison rendered: Markdown, CSV, plots and TensorBoard HParams, from one table of columns.
+
+`COLUMNS` lists every per-variant number a comparison reports: the row key it
+summarises, its heading, its unit and which table shows it. `CONTRASTS`
+lists the metrics the contrasts test, with their units and default margins.
+Everything here reads those two tables, so a new column is one entry (see
+docs/contributing.md). `write(comparison, output_dir)` writes:
+
+  comparison.md / .csv   per variant: mean ± std (95% CI) over seeds of each column;
+                         the contrasts: difference, 95% CI, MDE, verdict, p-values
+  contrasts.csv          the contrasts, one row per contrast and metric
+  comparison.png         accuracy per variant with its interval, and learning curves
+  contrasts.png          each contrast's difference, CI, margin and MDE
+  runs.json              every run's evaluation
+  hparams/               TensorBoard HParams: one session per run
+  rates.md / .png        with several rates per placement: the rate x placement grid
+  uncertainty.md, reliability.png, mc_samples.png
+                         with MC dropout or OOD data (dropzoo/uncertainty_report.py)
+"""
+import csv
+import dataclasses
+import os
+
+import numpy as np
+
+from dropzoo import files
+from dropzoo import stats
+from dropzoo import summaries
+from dropzoo import uncertainty_report
+
+OOD_SCORES = ("entropy", "mc_entropy", "mc_mutual_information")
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One per-variant number: the row key it summarises over seeds, and how it is shown."""
+
+    metric: str
+    heading: str
+    tables: tuple  # "main" (comparison.md), "calibration", "ood" (uncertainty.md); every column goes to CSV
+    scale: float = 1.0  # 100: a fraction shown in percent
+    digits: int = 4
+    interval: bool = False  # comparison.md shows its 95% CI beside mean ± std
+
+
+COLUMNS = (
+    Column("test_accuracy", "test acc %", ("main",), 100, 2, interval=True),
+    Column("test_loss", "test NLL", ("main", "calibration"), interval=True),
+    Column("train_accuracy", "train acc % (dropout off)", ("main",), 100, 2),
+    Column("gap_accuracy", "train-test gap (points)", ("main",), 100, 2),
+    Column("gap_loss", "test - train NLL", ()),
+    Column("ece", "ECE", ("main", "calibration")),
+    Column("brier", "Brier", ("calibration",)),
+    Column("mc_accuracy", "MC acc %", ("main",), 100, 2),
+    Column("mc_nll", "MC NLL", ("main", "calibration")),
+    Column("mc_ece", "MC ECE", ("main", "calibration")),
+    Column("mc_brier", "MC Brier", ("calibration",)),
+    Column("train_time_sec", "train time s", ("main",), 1, 1),
+) + tuple(Column(f"ood_{measure}_{score}", f"OOD {'AUROC' if measure == 'auroc' else 'FPR95'} "
+                 f"({score.replace('_', ' ')})", ("ood",)) for score in OOD_SCORES for measure in ("auroc", "fpr95"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Contrasted:
+    """A metric the contrasts test: its unit, and the default equivalence margin in the metric's own units."""
+
+    metric: str
+    name: str
+    unit: str
+    scale: float  # shown x scale (accuracy: in points)
+    margin: float
+
+
+CONTRASTS = (
+    # Half a point: the smallest placement effect the literature reports (0.4-1.6 points).
+    Contrasted("test_accuracy", "accuracy", "points", 100, 0.005),
+    # 0.01 nats: half a point of accuracy moved from confidently right (NLL ~ 0) to wrong (a
+    # misclassified test digit costs these models ~2 nats on average) changes the mean NLL by 0.005 x 2.
+    Contrasted("test_loss", "NLL", "nats", 1, 0.01),
+)
+DEFAULT_MARGINS = {c.metric: c.margin for c in CONTRASTS}
+
+
+def _present(table, columns):
+    return [c for c in columns if any(c.metric in e for e in table)]
+
+
+def cell(entry, column, spread="std"):
+    """`mean ± spread` of one column in one variant ('' if absent)."""
+    if column.metric not in entry:
+        return ""
+    s, scale = entry[column.metric], column.scale
+    text = f"{s['mean'] * scale:.{column.digits}f}"
+    return text if np.isnan(s[spread]) else f"{text} ± {s[spread] * scale:.{column.digits}f}"
+
+
+def interval(entry, column):
+    if column.metric not in entry or np.isnan(entry[column.metric]["ci95"]):
+        return ""
+    s, scale = entry[column.metric], column.scale
+    return f"[{(s['mean'] - s['ci95']) * scale:.{column.digits}f}, {(s['mean'] + s['ci95']) * scale:.{column.digits}f}]"
+
+
+def variants_markdown(table):
+    """The per-variant table: mean ± std over seeds of each main column (95% CI beside some)."""
+    columns = _present(table, [c for c in COLUMNS if "main" in c.tables])
+    head = ["variant", "seeds", "sites"]
+    for c in columns:
+        head += [f"{c.heading} (mean ± std)"] + (["95% CI"] if c.interval else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for e in table:
+        cells = [e["variant"], str(e["seeds"]), f"`{e['sites']}`" if e.get("sites") else "none"]
+        for c in columns:
+            cells += [cell(e, c)] + ([interval(e, c)] if c.interval else [])
+        if e.get("identical_to"):
+            cells[0] += f" (= {e['identical_to']}, identical by construction)"
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def verdict_text(result, contrasted):
+    """The verdict in words: differs (by how much), equivalent within ±margin, or inconclusive (MDE)."""
+    scale, unit = contrasted.scale, contrasted.unit
+    margin = f"±{result['margin'] * scale:g} {unit}"
+    found = result["verdict"]
+    if found == [stats.DIFFERS, stats.EQUIVALENT]:
+        return f"differs ({result['difference'] * scale:+.2f}), within {margin}"
+    if found == [stats.DIFFERS]:
+        return f"differs ({result['difference'] * scale:+.2f} {unit})"
+    if found == [stats.EQUIVALENT]:
+        return f"equivalent within {margin}"
+    mde = result["mde"]
+    return f"inconclusive (could detect ≥ {mde * scale:.2f} {unit})" if np.isfinite(mde) else "inconclusive"
+
+
+def contrasts_markdown(contrasts):
+    """One row per contrast: per metric the difference, its 95% CI, the MDE and the verdict."""
+    head = ["contrast (A - B)", "seeds"]
+    for c in CONTRASTS:
+        head += [f"Δ {c.name} ({c.unit})", "95% CI", "MDE", "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for e in contrasts:
+        results = [e.get(c.metric) for c in CONTRASTS]
+        n = next((r["n"] for r in results if r), "")
+        cells = [e["contrast"], str(n)]
+        for c, r in zip(CONTRASTS, results):
+            if e["identical"]:
+                cells += ["0", "", "", "identical by construction"]
+            elif r is None:
+                cells += ["", "", "", ""]
+            else:
+                digits = 2 if c.scale == 100 else 4
+                cells += [f"{r['difference'] * c.scale:+.{digits}f}",
+                          f"[{r['ci_low'] * c.scale:+.{digits}f}, {r['ci_high'] * c.scale:+.{digits}f}]",
+                          f"{r['mde'] * c.scale:.{digits}f}", verdict_text(r, c)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def regime_lines(regime):
+    overfit = {None: "no `none` variant to tell", True: "yes", False: "**no** (dropout had little to do)"}
+    rise = regime.get("none_validation_rise")
+    return [f"Regime: {regime['train_examples']} training examples, {regime['steps']} steps; the `none` "
+            f"control overfit: {overfit[regime['none_overfit']]}"
+            + (f" (its final validation loss is {rise:.3f}x its best epoch's; overfitting means ≥ "
+               f"{regime['overfit_threshold']:g}x)" if rise else "") + "."]
+
+
+def markdown(comparison):
+    """comparison.md: the test data, the regime, the contrasts with their verdicts, the variants."""
+    c = comparison
+    lines = [f"Test data: {', '.join(sorted({r['data_source'] for r in c['rows']}))}; {len(c['rows'])} runs.", ""]
+    if c["rates"]:
+        lines += ["Each placement at the rate chosen on validation data (see rates.md).", ""]
+    lines += regime_lines(c["regime"]) + [""]
+    if c["contrasts"]:
+        margins = ", ".join(f"{x.name} ±{c['margins'][x.metric] * x.scale:g} {x.unit}" for x in CONTRASTS)
+        lines += [f"**Contrasts** ({'planned' if c['planned'] else 'each variant against the baseline'}; "
+                  f"each metric one Holm family at α = {c['alpha']:g}; MDE: the smallest true difference "
+                  f"these seeds find with 80% power at α/m; equivalence: two one-sided tests, margins {margins})",
+                  ""] + contrasts_markdown(c["contrasts"]) + [""]
+    lines += ["**Variants** (mean ± std over seeds)", ""] + variants_markdown(c["table"])
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path, table):
+    """comparison.csv: per variant, mean, std and 95% CI half-width of every column."""
+    fields = ["variant", "seeds", "sites", "precision"] + [f"{c.metric}_{s}" for c in COLUMNS
+                                                          for s in ("mean", "std", "ci95")]
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for e in table:
+                row = {"variant": e["variant"], "seeds": e["seeds"], "sites": e.get("sites"),
+                       "precision": e.get("precision")}
+                for c in COLUMNS:
+                    for s in ("mean", "std", "ci95"):
+                        row[f"{c.metric}_{s}"] = e[c.metric][s] if c.metric in e else ""
+                writer.writerow(row)
+
+    files.atomic_write(path, write)
+
+
+CONTRAST_FIELDS = ("n", "difference", "ci_low", "ci_high", "sd", "mde", "margin", "p", "p_holm", "p_tost",
+                   "p_tost_holm")
+
+
+def write_contrasts_csv(path, contrasts):
+    """contrasts.csv: one row per contrast and metric, in the metric's own units (accuracy as a fraction)."""
+    fields = ["a", "b", "metric", "identical", "verdict"] + list(CONTRAST_FIELDS)
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for e in contrasts:
+                for c in CONTRASTS:
+                    r = e.get(c.metric) or {}
+                    writer.writerow({"a": e["a"], "b": e["b"], "metric": c.metric, "identical": e["identical"],
+                                     "verdict": "identical" if e["identical"] else "+".join(r.get("verdict", [])),
+                                     **{k: r.get(k, "") for k in CONTRAST_FIELDS}})
+
+    files.atomic_write(path, write)
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path, dpi=110):
+    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    _pyplot().close(fig)
+
+
+def plot(path, table, rows, title=""):
+    """Accuracy per variant (mean, 95% CI, seeds as dots) and learning curves."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(table) + 3))
+    names = [e["variant"] for e in table]
+    y = np.arange(len(table))
+    means = [100 * e["test_accuracy"]["mean"] for e in table]
+    errors = [0 if np.isnan(e["test_accuracy"]["ci95"]) else 100 * e["test_accuracy"]["ci95"] for e in table]
+    left.errorbar(means, y, xerr=errors, fmt="o", capsize=4, color="black", label="mean ± 95% CI")
+    for i, name in enumerate(names):
+        seeds = [100 * r["test_accuracy"] for r in rows if r["variant"] == name]
+        left.scatter(seeds, [i] * len(seeds), s=12, alpha=0.5, color="tab:blue")
+    left.set_yticks(y, names)
+    left.invert_yaxis()
+    left.set_xlabel("test accuracy (%)")
+    left.set_title("Test accuracy per variant")
+    left.legend(loc="best", fontsize=8)
+    for name in names:
+        curves = [r["val_accuracy"] for r in rows if r["variant"] == name and r["val_accuracy"]]
+        if curves:
+            n = min(len(c) for c in curves)
+            right.plot(np.arange(1, n + 1), 100 * np.mean([c[:n] for c in curves], axis=0), marker=".", label=name)
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation accuracy (%), mean over seeds")
+    right.set_title("Learning curves")
+    if right.lines:
+        right.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_contrasts(path, contrasts, title=""):
+    """Per metric: each contrast's difference with its 95% CI, the ±margin band and ±MDE ticks."""
+    plt = _pyplot()
+    tested = [e for e in contrasts if not e["identical"]]
+    fig, axes = plt.subplots(1, len(CONTRASTS), figsize=(6 * len(CONTRASTS), 0.5 * max(1, len(tested)) + 2.5),
+                             squeeze=False)
+    y = np.arange(len(tested))
+    for ax, c in zip(axes[0], CONTRASTS):
+        results = [e[c.metric] for e in tested]
+        margin = (results[0]["margin"] if results else DEFAULT_MARGINS[c.metric]) * c.scale
+        ax.axvspan(-margin, margin, color="tab:green", alpha=0.12, label=f"±margin ({margin:g} {c.unit})")
+        ax.axvline(0, color="grey", linewidth=1)
+        for i, r in enumerate(results):
+            color = {stats.DIFFERS: "tab:red", stats.EQUIVALENT: "tab:green"}.get(r["verdict"][0], "black")
+            ax.errorbar([r["difference"] * c.scale], [i], xerr=[[(r["difference"] - r["ci_low"]) * c.scale],
+                        [(r["ci_high"] - r["difference"]) * c.scale]], fmt="o", capsize=4, color=color)
+            if np.isfinite(r["mde"]):
+                ax.scatter([-r["mde"] * c.scale, r["mde"] * c.scale], [i, i], marker="|", s=120, color="tab:orange",
+                           label="±MDE" if i == 0 else None)
+        ax.set_yticks(y, [e["contrast"] for e in tested] if ax is axes[0][0] else [""] * len(tested))
+        ax.invert_yaxis()
+        ax.set_xlabel(f"difference in {c.name} ({c.unit}), A - B; red: differs, green: equivalent")
+        ax.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_hparams(logdir, rows):
+    """One HParams session per run: the fields that vary among the runs, and every column it has."""
+    from dropzoo import sweep
+
+    keys = ("model", "placement") + tuple(k for k in sweep.varying_fields([r["config"] for r in rows])
+                                          if k not in ("model", "placement")) + ("seed",)
+    metrics = [c.metric for c in COLUMNS if any(r.get(c.metric) is not None for r in rows)]
+    sessions = [(os.path.join(r["variant"], f"seed{r['seed']}"),
+                 {"variant": r["variant"], **{k: r["config"].get(k) for k in keys}},
+                 {m: r[m] for m in metrics if r.get(m) is not None}) for r in rows]
+    summaries.write_hparams(logdir, sessions, metrics)
+
+
+def _rate_text(rate):
+    return "sites' own" if rate is None else f"{rate:g}"
+
+
+def rates_markdown(grid):
+    """The rate x placement grid as Markdown: mean validation loss, test accuracy and NLL."""
+    lines = ["Rate chosen per placement by the lowest mean validation loss over seeds (marked *); "
+             "the test columns are reported, not used to choose.", "",
+             "| variant | rate | seeds | validation loss | test acc % | test NLL |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for g in grid:
+        lines.append(f"| {g['variant']} | {_rate_text(g['rate'])}{' *' if g['selected'] else ''} | "
+                     f"{g['seeds']} | {g['validation_loss']:.4f} | {100 * g['test_accuracy']:.2f} | "
+                     f"{g['test_loss']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_rates(path, grid, title=""):
+    """Heat maps of mean test accuracy and test NLL over rate x placement (chosen rate boxed)."""
+    plt = _pyplot()
+    variants = list(dict.fromkeys(g["variant"] for g in grid))
+    rates = sorted({g["rate"] for g in grid}, key=lambda r: (r is None, r or 0))
+    cells = {(g["variant"], g["rate"]): g for g in grid}
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * len(rates) * 2, 1.5 + 0.45 * len(variants)))
+    for ax, metric, name, scale, cmap in ((axes[0], "test_accuracy", "test accuracy (%)", 100, "viridis"),
+                                          (axes[1], "test_loss", "test NLL", 1, "viridis_r")):
+        values = np.array([[scale * cells[v, r][metric] if (v, r) in cells else np.nan for r in rates]
+                           for v in variants])
+        image = ax.imshow(values, cmap=cmap, aspect="auto")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        for i, v in enumerate(variants):
+            for j, r in enumerate(rates):
+                if (v, r) in cells:
+                    ax.text(j, i, f"{values[i, j]:.2f}" if scale == 100 else f"{values[i, j]:.3f}",
+                            ha="center", va="center", fontsize=7, color="white")
+                    if cells[v, r]["selected"]:
+                        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red",
+                                                   linewidth=2))
+        ax.set_xticks(range(len(rates)), [_rate_text(r) for r in rates])
+        ax.set_yticks(range(len(variants)), variants if ax is axes[0] else [""] * len(variants))
+        ax.set_xlabel("dropout rate")
+        ax.set_title(f"{name}; red: rate chosen on validation loss", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write(comparison, output_dir):
+    """Writes every file of the comparison into `output_dir`; returns {name: path}."""
+    os.makedirs(output_dir, exist_ok=True)
+    names = ["comparison.md", "comparison.csv", "contrasts.csv", "comparison.png", "runs.json", "hparams"]
+    if comparison["contrasts"]:
+        names.append("contrasts.png")
+    if comparison["rates"]:
+        names += ["rates.md", "rates.png"]
+    compared = comparison["compared"]
+    if uncertainty_report.has_uncertainty(comparison["rows"]):
+        names += ["uncertainty.md", "reliability.png", "mc_samples.png"]
+    paths = {name: os.path.join(output_dir, name) for name in names}
+    files.write_text(paths["comparison.md"], markdown(comparison))
+    write_csv(paths["comparison.csv"], comparison["table"])
+    write_contrasts_csv(paths["contrasts.csv"], comparison["contrasts"])
+    plot(paths["comparison.png"], comparison["table"], compared, comparison["title"])
+    if "contrasts.png" in paths:
+        plot_contrasts(paths["contrasts.png"], comparison["contrasts"], comparison["title"])
+    if "uncertainty.md" in paths:
+        ood = sorted({r.get("ood_data_source") for r in comparison["rows"] if r.get("ood_data_source")})
+        text = (f"Test data: {', '.join(sorted({r['data_source'] for r in comparison['rows']}))}; "
+                f"{len(comparison['rows'])} runs"
+                + ("; each placement at the rate chosen on validation data.\n\n" if comparison["rates"] else ".\n\n"))
+        text += uncertainty_report.markdown(comparison["table"], COLUMNS, cell, ", ".join(ood) or None)
+        files.write_text(paths["uncertainty.md"], text)
+        variants = [e["variant"] for e in comparison["table"]]
+        uncertainty_report.plot_reliability(paths["reliability.png"], compared, variants)
+        uncertainty_report.plot_mc_samples(paths["mc_samples.png"], compared, variants)
+    if comparison["rates"]:
+        files.write_text(paths["rates.md"], rates_markdown(comparison["rates"]))
+        plot_rates(paths["rates.png"], comparison["rates"], comparison["title"])
+    files.write_json(paths["runs.json"], [{k: v for k, v in r.items() if k != "key"} for r in comparison["rows"]])
+    try:
+        write_hparams(paths["hparams"], compared)
+    except Exception as e:  # TensorFlow's summary writer reports a full disk as its own error
+        failure = files.write_failure(e, paths["hparams"])
+        if failure is None:
+            raise
+        raise failure from None
+    return paths

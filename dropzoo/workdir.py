@@ -1,0 +1,103 @@
+"""A run's working directory: what it holds, and whether a command may write it.
+
+`prepare(config, workdir, resolved)` is the one gate a run passes before
+training. `workdir/config.json` records the config and what it resolved to
+on the machine that started it (`resolved`: the precision policy `auto`
+picked, the dropout sites the placement meant, the mask generator's
+version). A rerun of a run that has checkpoints must ask for the same
+settings and resolve them the same way, or it is refused in one line naming
+the difference and the flag that pins it; a run that never reached its first
+checkpoint (a typo, data that was not there) blocks nothing: its config.json
+is replaced by the corrected command's.
+"""
+import os
+import shutil
+
+from dropzoo import checkpoints
+from dropzoo import config as config_lib
+from dropzoo import files
+from dropzoo.errors import RunError
+
+# Everything a run writes in its workdir (artifacts.ARTIFACT_FILES are added by the trainer).
+RUN_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json", "evaluations")
+RESOLVED = "resolved"
+_CONFIG_FIX = "delete it and rerun to resume with this command's settings, or --overwrite to start the run again"
+# What each resolved value is called in a refusal, and the flag that pins it.
+_PINS = {"precision": ("the precision policy", "--precision={saved}"),
+         "sites": ("the dropout sites", "--sites={saved}"),
+         "mask_generator": ("the dropout mask generator", None)}
+
+
+def paths(workdir, extra=()):
+    """{name: path} of everything a run writes in `workdir`."""
+    return {name: os.path.join(workdir, name) for name in RUN_FILES + tuple(extra)}
+
+
+def ensure_writable(workdir):
+    """Creates `workdir` if need be; RunError unless this process can write to it."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write-test-{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise RunError(f"cannot write to workdir {workdir!r} ({e.strerror}); "
+                       "pass a --workdir you can write to") from None
+
+
+def started(workdir):
+    """Whether the run in `workdir` got anywhere: a checkpoint or a finished metrics.json."""
+    return bool(checkpoints.saved_epochs(os.path.join(workdir, "checkpoints"))) or os.path.exists(
+        os.path.join(workdir, "metrics.json"))
+
+
+def prepare(config, workdir, resolved, overwrite=False, extra=()):
+    """Creates `workdir`, or checks that an existing run there is this config's; returns its metrics if finished.
+
+    `resolved` ({"precision", "sites", ...}) is what the config resolves to
+    here; a run with checkpoints that resolved otherwise is refused. Returns
+    the finished run's metrics (unless `overwrite`), else None. The caller
+    holds the workdir's lock.
+    """
+    files_ = paths(workdir, extra)
+    ensure_writable(workdir)
+    if overwrite:
+        for name in files_.values():
+            if os.path.isdir(name):
+                shutil.rmtree(name)
+            elif os.path.exists(name):
+                os.remove(name)
+    record = {**config.to_dict(), RESOLVED: resolved}
+    if os.path.exists(files_["config.json"]):
+        saved = files.read_json(files_["config.json"], _CONFIG_FIX)
+        if started(workdir):
+            check_same(saved, config, resolved, workdir)
+        elif saved != record:  # never checkpointed: nothing to protect, the corrected command takes over
+            files.write_json(files_["config.json"], record)
+    else:
+        files.write_json(files_["config.json"], record)
+    if os.path.exists(files_["metrics.json"]):
+        return files.read_json(files_["metrics.json"], "delete it and rerun the same command to re-export and "
+                               "re-measure from the last checkpoint")
+    return None
+
+
+def check_same(saved, config, resolved, workdir):
+    """RunError, one line, unless the saved run's settings and resolved values are this command's."""
+    before = saved.get(RESOLVED) or {}  # runs recorded before this check resolve as they do now
+    changed = config_lib.differences(saved, config)
+    if "precision" in changed and before.get("precision") == resolved.get("precision"):
+        changed.remove("precision")  # auto and the policy it resolved to ask for the same run
+    if changed:
+        listed = ", ".join(f"--{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in changed)
+        raise RunError(f"workdir {workdir!r} holds a run with other settings: {listed}; "
+                       "use another --workdir, or --overwrite to replace that run")
+    for name, value in resolved.items():
+        if name in before and before[name] != value:
+            what, pin = _PINS[name]
+            fix = (f"pass {pin.format(saved=before[name])} to resume it here, " if pin and name != "sites" else "")
+            if name == "sites":
+                fix = "its placement has been redefined since; "
+            raise RunError(f"workdir {workdir!r} holds a run trained with {what} {before[name]!r}, but this command "
+                           f"resolves to {value!r}; {fix}use another --workdir, or --overwrite to train it again "
+                           "from the start")

@@ -1,0 +1,136 @@
+"""What a comparison can see: power, equivalence and the verdicts of planned contrasts.
+
+The power and TOST numbers are checked against independent computations
+(simulated paired t-tests, the t table), and a constructed study shows each
+verdict: differs, equivalent within the margin, and inconclusive with the
+effect it could have detected.
+"""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from dropzoo import compare
+from dropzoo import config as config_lib
+from dropzoo import report
+from dropzoo import stats
+from dropzoo.errors import ConfigError
+
+
+def _simulated_power(effect, sd, n, alpha, trials=200_000, seed=0):
+    """The rejection rate of the two-sided paired t-test, by simulation (no noncentral t involved)."""
+    d = np.random.default_rng(seed).normal(effect, sd, (trials, n))
+    t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / math.sqrt(n))
+    return float(np.mean(np.abs(t) > scipy_stats.t.ppf(1 - alpha / 2, n - 1)))
+
+
+@pytest.mark.parametrize("n,alpha", [(3, 0.05 / 5), (5, 0.05 / 6), (10, 0.05 / 4), (40, 0.0125)])
+def test_the_minimum_detectable_effect_has_80_percent_power_by_simulation(n, alpha):
+    mde = stats.minimum_detectable_effect(0.4, n, alpha)
+    assert _simulated_power(mde, 0.4, n, alpha) == pytest.approx(0.8, abs=0.006)
+    assert stats.paired_power(mde, 0.4, n, alpha) == pytest.approx(0.8, abs=1e-9)
+    # A smaller effect is found less often: the MDE is the smallest with 80% power.
+    assert _simulated_power(0.8 * mde, 0.4, n, alpha) < 0.75
+
+
+def test_the_mde_scales_with_the_spread_and_reproduces_the_studys_arithmetic():
+    # 3 seeds, 5 comparisons: Holm's first step needs |t| > 9.92 (t table, df 2, two-sided 0.01).
+    assert scipy_stats.t.ppf(1 - 0.01 / 2, 2) == pytest.approx(9.925, abs=1e-3)
+    # Paired spreads of 0.26-0.67 points could only see 1.9-5 points.
+    assert stats.minimum_detectable_effect(0.26, 3, 0.01) == pytest.approx(1.90, abs=0.01)
+    assert stats.minimum_detectable_effect(0.67, 3, 0.01) == pytest.approx(4.90, abs=0.02)
+    assert stats.minimum_detectable_effect(0.5, 3, 0.01) == pytest.approx(2 * stats.minimum_detectable_effect(
+        0.25, 3, 0.01))
+    assert stats.minimum_detectable_effect(0.0, 3, 0.01) == 0.0
+    assert math.isnan(stats.minimum_detectable_effect(0.3, 1, 0.01))
+    # Far in the tail the power stays a number (scipy's nct.cdf would give NaN there).
+    assert stats.paired_power(50.0, 1.0, 5, 0.05) == pytest.approx(1.0)
+
+
+def test_tost_is_the_larger_one_sided_p_and_holds_its_size_at_the_margin():
+    d = np.array([0.1, -0.05, 0.2, 0.0, 0.05])
+    mean, se = d.mean(), d.std(ddof=1) / math.sqrt(5)
+    by_hand = max(1 - scipy_stats.t.cdf((mean + 0.5) / se, 4), scipy_stats.t.cdf((mean - 0.5) / se, 4))
+    assert stats.tost_paired_p(d, 0.5) == pytest.approx(by_hand)
+    assert stats.tost_paired_p(d, 0.5) < 0.001 and stats.tost_paired_p(d, 0.01) > 0.5
+    # Size: with the true difference on the margin, equivalence is (wrongly) found at most alpha of the time.
+    rng = np.random.default_rng(1)
+    found = np.mean([stats.tost_paired_p(rng.normal(0.5, 0.3, 6), 0.5) < 0.05 for _ in range(4000)])
+    assert found == pytest.approx(0.05, abs=0.012)
+
+
+@pytest.mark.parametrize("p,p_tost,expected", [
+    (0.001, 0.6, [stats.DIFFERS]), (0.6, 0.001, [stats.EQUIVALENT]),
+    (0.001, 0.001, [stats.DIFFERS, stats.EQUIVALENT]), (0.2, 0.2, [stats.INCONCLUSIVE]),
+    (float("nan"), float("nan"), [stats.INCONCLUSIVE])])
+def test_verdicts(p, p_tost, expected):
+    assert stats.verdict(p, p_tost, 0.05) == expected
+
+
+def _rows(placement, accuracies, losses):
+    config = config_lib.TrainConfig(model="m", placement=placement).to_dict()
+    return [{"run": f"r/{placement}/{seed}", "seed": seed, "config": {**config, "seed": seed},
+             "sites": placement, "precision": "float32", "test_accuracy": a, "test_loss": nll,
+             "identical_to": None, "data_source": "d"} for seed, (a, nll) in enumerate(zip(accuracies, losses))]
+
+
+def test_a_constructed_study_gives_each_verdict():
+    rng = np.random.default_rng(7)
+    seeds = 10
+    base = 0.95 + rng.normal(0, 0.002, seeds)
+    rows = _rows("after_activation", base, 0.1 + rng.normal(0, 0.001, seeds))
+    # 1 point better on every seed, with little spread: differs.
+    rows += _rows("before_dense", base + 0.01 + rng.normal(0, 0.001, seeds), 0.1 + rng.normal(0, 0.001, seeds))
+    # Within 0.05 points: equivalent within ±0.5.
+    rows += _rows("before_activation", base + rng.normal(0, 0.0005, seeds), 0.1 + rng.normal(0, 0.0005, seeds))
+    # Wild seeds: neither, and the MDE says how large an effect these seeds could have seen.
+    rows += _rows("none", base + rng.normal(0, 0.02, seeds), 0.1 + rng.normal(0, 0.05, seeds))
+    compare.label_rows(rows)
+    contrasts = [("before_dense", "after_activation"), ("before_activation", "after_activation"),
+                 ("none", "after_activation")]
+    table = compare.contrast_table(rows, compare.planned_pairs(rows, contrasts), report.DEFAULT_MARGINS)
+    verdicts = {e["a"]: e["test_accuracy"]["verdict"] for e in table}
+    assert verdicts == {"m/before_dense": [stats.DIFFERS], "m/before_activation": [stats.EQUIVALENT],
+                        "m/none": [stats.INCONCLUSIVE]}
+    wild = next(e["test_accuracy"] for e in table if e["a"] == "m/none")
+    assert wild["mde"] > 0.005 and wild["mde"] == pytest.approx(stats.minimum_detectable_effect(
+        wild["sd"], seeds, 0.05 / 3))
+    # Holm within the family: the adjusted p is at least the raw one.
+    assert all(e["test_accuracy"]["p_holm"] >= e["test_accuracy"]["p"] for e in table)
+    text = "\n".join(report.contrasts_markdown(table))
+    assert f"differs ({100 * table[0]['test_accuracy']['difference']:+.2f} points)" in text
+    assert "equivalent within ±0.5 points" in text
+    assert f"inconclusive (could detect ≥ {100 * wild['mde']:.2f} points)" in text
+
+
+def test_planned_contrasts_name_existing_variants_in_one_line():
+    rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3]) + _rows("none", [0.9, 0.9], [0.3, 0.31])
+    compare.label_rows(rows)
+    assert len(compare.planned_pairs(rows, [("none", "after_activation")])) == 1
+    with pytest.raises(ConfigError, match="contrast side 'conv' matches no variant; the variants are: "
+                                          "m/after_activation, m/none"):
+        compare.planned_pairs(rows, [("conv", "none")])
+    assert compare.parse_contrasts("a:b, c:d") == [("a", "b"), ("c", "d")]
+    for bad in ("a", "a:b:c", "a:a", ":b"):
+        with pytest.raises(ConfigError, match="malformed contrast"):
+            compare.parse_contrasts(bad)
+
+
+def test_two_precisions_or_two_meanings_of_a_placement_are_two_variants():
+    rows = _rows("before_dense", [0.9, 0.91], [0.3, 0.3])
+    other = _rows("before_dense", [0.92, 0.93], [0.3, 0.3])
+    for r in other:
+        r["run"] += "-bf16"
+        r["precision"] = "mixed_bfloat16"
+    old = _rows("before_dense", [0.8, 0.81], [0.3, 0.3])
+    for r in old:
+        r["run"] += "-old"
+        r["sites"] = "pool1.post:0.25,dense1.pre:0.5"
+    rows = compare.label_rows(rows + other + old)
+    table = compare.summarise(rows)
+    assert len(table) == 3 and all(e["seeds"] == 2 for e in table)
+    assert {e["variant"] for e in table} == {
+        "m/before_dense [sites before_dense] [precision float32]",
+        "m/before_dense [sites before_dense] [precision mixed_bfloat16]",
+        "m/before_dense [sites pool1.post:0.25,dense1.pre:0.5] [precision float32]"}
