@@ -181,11 +181,13 @@ def parse_profile_batches(value):
 # ---------------------------------------------------------------- reporting
 
 
-def describe(config, model):
-    """The metrics.json entries: what `config` asked for, what `model` got, and why."""
+def describe(config, model, distributed=False):
+    """The metrics.json entries: what `config` asked for, what `model` got, and why.
+
+    `distributed`: whether the model was built under a tf.distribute strategy
+    (other than the default one).
+    """
     _, precision_reason = choose_precision(config.precision)
-    # The model knows whether it was built under a strategy (Keras' own test).
-    distributed = getattr(model, "_distribute_strategy", None) is not None
     wanted, jit_reason = choose_jit_compile(config.jit_compile, distributed=distributed)
     if wanted and not model.jit_compile:
         jit_reason += "; Keras turned it off (a layer does not support XLA)"

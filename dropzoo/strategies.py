@@ -46,8 +46,7 @@ def tf_config_cluster(tf_config):
     try:
         parsed = json.loads(tf_config)
     except json.JSONDecodeError as e:
-        raise DistributeError(f"TF_CONFIG is not valid JSON ({e}); see the README's "
-                              "'Many GPUs / many machines' section for its form") from None
+        raise DistributeError(f"TF_CONFIG is not valid JSON ({e}); see docs/scaling.md for its form") from None
     cluster = parsed.get("cluster", {}) if isinstance(parsed, dict) else None
     if not isinstance(cluster, dict):
         raise DistributeError("TF_CONFIG must be a JSON object with a 'cluster' object, "
@@ -151,35 +150,31 @@ def fit_steps_per_execution(strategy, steps):
     return 1 if strategy.num_replicas_in_sync > 1 else steps
 
 
-def distinct_replica_masks(model):
-    """Makes each replica draw its own dropout masks; returns `model`.
+def distinct_replica_masks():
+    """Makes each replica draw its own dropout masks (models.layers.set_seed_transform).
 
     A dropout layer draws its mask from the seed its SeedGenerator hands out,
     and under a strategy that generator's state is one mirrored variable, so
     without this every replica would draw the same masks for its share of
     the global batch (examples k and k + batch/N always kept and dropped
-    together). Each generator's seed is folded with the replica's id in the
-    sync group (a global id under multi_worker), inside the replica's step.
-    With one replica in sync the seed is left as it is, so a single-device
-    run draws exactly the masks it would draw without this.
+    together). Each draw's seed is folded with the replica's id in the sync
+    group (a global id under multi_worker), inside the replica's step. With
+    one replica in sync the seed is left as it is, so a single-device run
+    draws exactly the masks it would draw without this.
     """
-    for layer in models.dropout_layers(model):
-        generator = getattr(layer, "seed_generator", None)  # absent at rate 0
-        if generator is not None and not getattr(generator, "folds_replica_id", False):
-            generator.next = _replica_seeds(generator.next)
-            generator.folds_replica_id = True
-    return model
+    models.layers.set_seed_transform(_replica_seed)
 
 
-def _replica_seeds(next_seed):
-    def next_for_this_replica(ordered=True):
-        seed = next_seed(ordered)  # advances the shared state as before
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return seed
-        return tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+def _replica_seed(seed):
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return seed
+    return tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
 
-    return next_for_this_replica
+
+def is_distributed(strategy):
+    """Whether `strategy` is one a run chose (not TensorFlow's default, no-op strategy)."""
+    return describe(strategy)["name"] != "default"
 
 
 def is_multi_worker(strategy):

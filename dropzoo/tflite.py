@@ -4,8 +4,8 @@ This module knows TFLite, not the zoo: `dropzoo.export` decides what is
 converted (the dropout-off serving function) and what is checked.
 
 Runtime: LiteRT's interpreter (`ai_edge_litert`, the maintained runtime; TF
-2.20+ prints a deprecation notice for `tf.lite.Interpreter` pointing to it)
-when it is installed, else `tf.lite.Interpreter`. `RUNTIME` says which.
+2.20+ prints a deprecation notice for `tf.lite.Interpreter` pointing to it),
+which also supplies the flatbuffer schema the op listing reads.
 """
 import os
 
@@ -14,21 +14,14 @@ import tensorflow as tf
 
 from dropzoo.errors import ExportError
 
-try:
-    from ai_edge_litert import schema_py_generated as _schema
-    from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter
 
-    RUNTIME = "ai_edge_litert"
-except ImportError:  # the package is optional: TF's own interpreter runs the same models
-    from tensorflow.lite.python import schema_py_generated as _schema
-
-    Interpreter = tf.lite.Interpreter
-    RUNTIME = "tf.lite"
-
+RUNTIME = "ai_edge_litert"
 SIGNATURE_KEY = "serving_default"
 # The first bytes of a TFLite flatbuffer after its 4-byte root offset.
 _IDENTIFIER = b"TFL3"
-_BUILTIN_NAMES = {code: name for name, code in vars(_schema.BuiltinOperator).items()
+_BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_")}
 
 
@@ -63,13 +56,13 @@ def op_types(content):
     RANDOM_UNIFORM come back as RandomUniform; custom and Flex ops
     (FlexRandomUniform) keep their names.
     """
-    model = _schema.Model.GetRootAs(content, 0)
+    model = schema.Model.GetRootAs(content, 0)
     names = []
     for code_index in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(code_index)
         # Codes below 127 live in the deprecated int8 field; the larger one is the real one.
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == _schema.BuiltinOperator.CUSTOM:
+        if builtin == schema.BuiltinOperator.CUSTOM:
             names.append((code.CustomCode() or b"").decode())
         else:
             names.append(_camel(_BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")))

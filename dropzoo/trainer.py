@@ -202,9 +202,9 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
         # under multi-worker creating them is a collective every worker joins).
         model.optimizer.build(model.trainable_variables)
     if strategy.num_replicas_in_sync > 1:
-        strategies.distinct_replica_masks(model)
+        strategies.distinct_replica_masks()
     if verbose:
-        print(performance.summary_line(performance.describe(config, model)))
+        print(performance.summary_line(performance.describe(config, model, strategies.is_distributed(strategy))))
     initial_epoch = loop.restore(model, paths["checkpoints"])
     if initial_epoch and verbose:
         print(f"Resuming from the checkpoint after epoch {initial_epoch} in {paths['checkpoints']}")
@@ -267,7 +267,7 @@ def finish(run, result, loop, started, serving_artifacts=True):
             result.epoch_seconds, run.config.batch_size, run.pipes.num_train, run.pipes.steps_per_epoch),
         "epoch_train_seconds": [seconds for _, seconds in result.epoch_seconds],
         "steps_per_epoch": run.steps_per_epoch,
-        **performance.describe(run.config, run.model),  # precision, jit_compile: asked, got, why
+        **performance.describe(run.config, run.model, strategies.is_distributed(loop.strategy)),  # precision, jit_compile: asked, got, why
         "strategy": strategies.describe(loop.strategy),
         "weights_sha256": weights_digest(run.model),
         "history": result.history,

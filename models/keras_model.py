@@ -43,7 +43,6 @@ import os
 
 import keras
 import numpy as np
-from keras.src.models.functional import Functional  # no public name for "a graph model"
 
 from models import layers as dropout_lib
 from models import network
@@ -182,7 +181,7 @@ def describe_model(model, name=None, source=None, digest=""):
         if not model.built or not model.inputs:
             raise ValueError(f"{what} is a Sequential without an input shape; start it with "
                              "keras.Input(shape=(H, W, C)) so its graph exists")
-    elif not isinstance(model, Functional):
+    elif getattr(model, "outputs", None) is None:  # a functional model is a graph from inputs to outputs
         raise ValueError(f"{what} is a subclassed model ({type(model).__name__}): its layers are called in "
                          "Python, not recorded as a graph, so they cannot be rewired; write it as a "
                          "Sequential or functional model")

@@ -45,6 +45,7 @@ import zlib
 import keras
 from keras import ops
 
+from models import compat
 from models.sites import check_rate
 
 NOISE_DTYPE = "float32"
@@ -74,24 +75,31 @@ def request_seed(seed):
         _REQUEST_SEED.reset(token)
 
 
-class _FixedSeed(keras.random.SeedGenerator):
-    """A SeedGenerator that hands out one fixed seed pair and holds no state."""
+# Set by `set_seed_transform`: seed pair -> seed pair, applied to every draw of the zoo's layers.
+_SEED_TRANSFORM = None
 
-    def __init__(self, seed_pair):  # no super().__init__(): no state variable to create
-        self._seed_pair = seed_pair
 
-    def next(self, ordered=True):
-        return self._seed_pair
+def set_seed_transform(transform):
+    """Has every dropout layer of this module draw from `transform(its next seed pair)` (None: off).
+
+    The trainer folds a replica's id into the seed this way under a
+    tf.distribute strategy (dropzoo/strategies.py), so each replica draws its
+    own masks; a transform that returns its argument changes nothing.
+    """
+    global _SEED_TRANSFORM
+    _SEED_TRANSFORM = transform
 
 
 def seed_source(layer):
-    """The SeedGenerator `layer` draws from: its SeedGenerator, or the request's seed under `request_seed`."""
+    """The SeedGenerator `layer` draws from: its own, or the request's seed under `request_seed`."""
     request = _REQUEST_SEED.get()
     if request is None:
-        return layer.seed_generator
+        if _SEED_TRANSFORM is None:
+            return layer.seed_generator
+        return compat.FixedSeed(_SEED_TRANSFORM(layer.seed_generator.next()))
     stream = layer.seed if isinstance(layer.seed, int) else zlib.crc32(layer.name.encode())
     dtype = "int32" if keras.backend.backend() == "tensorflow" else "uint32"
-    return _FixedSeed(ops.stack([ops.cast(request, dtype), ops.cast(stream % 2**31, dtype)]))
+    return compat.FixedSeed(ops.stack([ops.cast(request, dtype), ops.cast(stream % 2**31, dtype)]))
 
 
 def _in_float32(inputs, apply):
