@@ -12,7 +12,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
-from absl import app, logging  # noqa: E402
+from absl import app  # noqa: E402
+from absl import logging  # noqa: E402
 
 from dropzoo import compare  # noqa: E402
 from dropzoo import errors  # noqa: E402

@@ -40,6 +40,6 @@ setuptools.setup(
         # 2.3.0 installs beside tensorflow-cpu 2.21 without changing its dependencies.
         "ai-edge-litert>=2.3,<3",
     ],
-    # pytest-xdist: the suite runs in two processes (one per core here).
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
+    # pytest-xdist: the suite runs in two processes (one per core here); ruff: CI's linter (ruff.toml).
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.5"]},
 )

@@ -18,7 +18,8 @@ from dropzoo import interrupts  # noqa: E402  (light: signals only)
 if __name__ == "__main__":
     interrupts.quiet_during_start_up()  # Ctrl-C while TensorFlow loads: one line, no traceback
 
-from absl import app, logging  # noqa: E402
+from absl import app  # noqa: E402
+from absl import logging  # noqa: E402
 
 from dropzoo import checkpoints  # noqa: E402
 from dropzoo import errors  # noqa: E402

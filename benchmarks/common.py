@@ -11,9 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-
-from dropzoo import sources  # noqa: E402
 from dropzoo import performance  # noqa: E402
+from dropzoo import sources  # noqa: E402
 
 
 def machine():

@@ -37,14 +37,14 @@ import time
 
 if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import common  # noqa: E402
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
 
 import models  # noqa: E402
+from benchmarks import common  # noqa: E402
 from dropzoo import callbacks as callbacks_lib  # noqa: E402
 from dropzoo import performance  # noqa: E402
 from models import layers as dropout_lib  # noqa: E402

@@ -18,14 +18,13 @@ import time
 
 if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
 from benchmarks import common  # noqa: E402
-
-from absl import app, flags  # noqa: E402
-
-from dropzoo import flags as flags_lib  # noqa: E402
-
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
+from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 
 RATIO_TARGET = 20.0

@@ -34,16 +34,15 @@ import tempfile
 
 if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import common  # noqa: E402
-
-from absl import app, flags  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
 
 import models  # noqa: E402
 import models.flops  # noqa: E402,F401  (models.flops.count)
+from benchmarks import common  # noqa: E402
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import trainer  # noqa: E402
-
 
 XLA_EVENT = "CpuExecutable::ExecuteAsyncOnStream"
 # On CPU the trainer compiles only max pooling's gradient with XLA (models/pooling.py).

@@ -48,24 +48,22 @@ import tempfile
 
 if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import common  # noqa: E402
-
-from absl import app, flags  # noqa: E402
-
-from dropzoo import flags as flags_lib  # noqa: E402
-
 import keras  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
 
 import models  # noqa: E402
+from benchmarks import common  # noqa: E402
 from benchmarks import op_rates  # noqa: E402
-from models import pooling  # noqa: E402
 from dropzoo import callbacks as callbacks_lib  # noqa: E402
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import files  # noqa: E402
+from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import performance  # noqa: E402
 from dropzoo import trainer  # noqa: E402
+from models import pooling  # noqa: E402
 
 EFFICIENCY_TARGET = 0.70  # keras_mnist_cnn, trainer defaults: of conv2's rate alone
 ACCURACY_TOLERANCE_PP = 0.3

@@ -19,6 +19,7 @@ import numpy as np
 from dropzoo import checkpoints
 from dropzoo import site_stats
 
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves model, optimizer and dropout RNG state at the end of every epoch (checkpoints.py)."""
 

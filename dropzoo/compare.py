@@ -90,7 +90,7 @@ def label_rows(rows):
     for label, groups in by_label.items():
         if len(groups) < 2:
             continue
-        for key, runs in groups.items():
+        for runs in groups.values():
             differs = [f"[{name} {runs[0].get(name)}]" for name in ("sites", "precision")
                        if len({str(g[0].get(name)) for g in groups.values()}) > 1]
             for r in runs:

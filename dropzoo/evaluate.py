@@ -12,8 +12,13 @@ import tensorflow as tf
 from dropzoo import files
 from dropzoo import tflite
 from dropzoo import uncertainty
-from dropzoo.serving import MC_DRAWS_KEY, MC_DROPOUT_KEY, PROBABILITIES_KEY, SIGNATURE_KEY
-from dropzoo.export import load_serving_fn, load_signatures, serving_input_spec
+from dropzoo.export import load_serving_fn
+from dropzoo.export import load_signatures
+from dropzoo.export import serving_input_spec
+from dropzoo.serving import MC_DRAWS_KEY
+from dropzoo.serving import MC_DROPOUT_KEY
+from dropzoo.serving import PROBABILITIES_KEY
+from dropzoo.serving import SIGNATURE_KEY
 
 __all__ = ["evaluate_saved_model", "evaluate_tflite", "evaluate_on_dataset", "write_json"]
 

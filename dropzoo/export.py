@@ -21,10 +21,19 @@ from dropzoo import files
 from dropzoo import serving
 from dropzoo.errors import ExportError
 from dropzoo.preprocess import scale
-from dropzoo.serving import (CLASS_ID_KEY, ENTROPY_KEY, INPUT_KEY, MC_DRAWS_KEY, MC_DROPOUT_KEY,  # noqa: F401
-                             MC_SEEDED_KEY, MUTUAL_INFORMATION_KEY, OUTPUT_MODES, PROBABILITIES_KEY,
-                             SAMPLES_KEY, SEED_KEY, SIGNATURE_KEY, STD_KEY)
-
+from dropzoo.serving import CLASS_ID_KEY  # noqa: F401
+from dropzoo.serving import ENTROPY_KEY  # noqa: F401
+from dropzoo.serving import INPUT_KEY  # noqa: F401
+from dropzoo.serving import MC_DRAWS_KEY  # noqa: F401
+from dropzoo.serving import MC_DROPOUT_KEY  # noqa: F401
+from dropzoo.serving import MC_SEEDED_KEY  # noqa: F401
+from dropzoo.serving import MUTUAL_INFORMATION_KEY  # noqa: F401
+from dropzoo.serving import OUTPUT_MODES  # noqa: F401
+from dropzoo.serving import PROBABILITIES_KEY  # noqa: F401
+from dropzoo.serving import SAMPLES_KEY  # noqa: F401
+from dropzoo.serving import SEED_KEY  # noqa: F401
+from dropzoo.serving import SIGNATURE_KEY  # noqa: F401
+from dropzoo.serving import STD_KEY  # noqa: F401
 
 # ---------------------------------------------------------------- exporting
 

@@ -32,8 +32,8 @@ import keras
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
 from dropzoo import data as data_lib
-from dropzoo import sources
 from dropzoo import performance
+from dropzoo import sources
 from dropzoo import strategies
 
 

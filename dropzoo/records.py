@@ -22,7 +22,8 @@ import shutil
 
 from dropzoo import files
 from dropzoo import sources
-from dropzoo.errors import ExportError, RunError
+from dropzoo.errors import ExportError
+from dropzoo.errors import RunError
 
 EVALUATIONS = "evaluations"
 RECORD_FILES = ("config.json", "metrics.json")

@@ -22,9 +22,9 @@ import keras
 
 import models
 from dropzoo import config as config_lib
-from dropzoo import sources
 from dropzoo import errors
 from dropzoo import locks
+from dropzoo import sources
 from dropzoo import trainer
 
 

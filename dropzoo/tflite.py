@@ -11,11 +11,10 @@ import os
 
 import numpy as np
 import tensorflow as tf
-
-from dropzoo.errors import ExportError
-
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
+
+from dropzoo.errors import ExportError
 
 RUNTIME = "ai_edge_litert"
 SIGNATURE_KEY = "serving_default"

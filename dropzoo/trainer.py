@@ -34,15 +34,12 @@ import numpy as np
 import tensorflow as tf
 
 import models
+from dropzoo import artifacts as artifacts_lib
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
-from dropzoo import sources
 from dropzoo import evaluate
 from dropzoo import export as export_lib
-from dropzoo import artifacts as artifacts_lib
-from dropzoo import verify
-from dropzoo import workdir as workdir_lib
 from dropzoo import files
 from dropzoo import interrupts
 from dropzoo import locks
@@ -50,11 +47,15 @@ from dropzoo import loops
 from dropzoo import multi_worker
 from dropzoo import performance
 from dropzoo import records
+from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import summaries
 from dropzoo import tflite
+from dropzoo import verify
+from dropzoo import workdir as workdir_lib
 from dropzoo.errors import RunError
 from dropzoo.preprocess import scale
+
 
 def workdir_paths(workdir):
     """{name: path} of everything a run writes in `workdir`."""
@@ -267,7 +268,8 @@ def finish(run, result, loop, started, serving_artifacts=True):
             result.epoch_seconds, run.config.batch_size, run.pipes.num_train, run.pipes.steps_per_epoch),
         "epoch_train_seconds": [seconds for _, seconds in result.epoch_seconds],
         "steps_per_epoch": run.steps_per_epoch,
-        **performance.describe(run.config, run.model, strategies.is_distributed(loop.strategy)),  # precision, jit_compile: asked, got, why
+        # precision, jit_compile: asked, got, why
+        **performance.describe(run.config, run.model, strategies.is_distributed(loop.strategy)),
         "strategy": strategies.describe(loop.strategy),
         "weights_sha256": weights_digest(run.model),
         "history": result.history,

@@ -16,10 +16,17 @@ from dropzoo import artifacts as artifacts_lib
 from dropzoo import serving
 from dropzoo import tflite
 from dropzoo.errors import ExportError
-from dropzoo.export import first_line, load_serving_fn, load_signatures, serving_input_spec
+from dropzoo.export import first_line
+from dropzoo.export import load_serving_fn
+from dropzoo.export import load_signatures
+from dropzoo.export import serving_input_spec
 from dropzoo.preprocess import scale
-from dropzoo.serving import (INPUT_KEY, MC_SEEDED_KEY, PROBABILITIES_KEY, SAMPLES_KEY, SEED_KEY,
-                             SIGNATURE_KEY)
+from dropzoo.serving import INPUT_KEY
+from dropzoo.serving import MC_SEEDED_KEY
+from dropzoo.serving import PROBABILITIES_KEY
+from dropzoo.serving import SAMPLES_KEY
+from dropzoo.serving import SEED_KEY
+from dropzoo.serving import SIGNATURE_KEY
 
 # Largest |served - keras| allowed by verify_export, per compute dtype. float32
 # graph and eager kernels agree to a few ulps (~1e-7). bfloat16 keeps 8
@@ -98,7 +105,8 @@ def _check_artifacts(report, artifacts, model, images, outputs, served):
         if not artifacts.get(name):
             continue
         if expected is None:  # what model.tflite must equal: the trained weights run in float32
-            expected = serving.probabilities(artifacts_lib.float32_copy(model), scale(images), outputs, training=False).numpy()
+            expected = serving.probabilities(artifacts_lib.float32_copy(model), scale(images), outputs,
+                                             training=False).numpy()
         check, probabilities = _check_tflite(artifacts[name], images, expected)
         report[key] = check
         failures += [f"{name}: {problem}" for problem in check["signature_problems"] + _nondeterminism(check)]

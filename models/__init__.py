@@ -20,19 +20,43 @@ same network by construction.
 Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 """
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
-from models.keras_model import describe_model, load_keras_model, place_dropout
-from models.layers import KINDS, POLICIES, check_kind, dropout_layers, request_seed
-from models.mc_dropout import MonteCarlo, mc_dropout_model, mc_dropout_split
-from models.network import (ACTIVATIONS, DEFAULT_BN_MOMENTUM, NORMS, check_activation, check_bn_momentum,
-                            check_norm)
-from models.registry import (OPTIONS, ConstructionKey, build, build_from_spec, construction_key,
-                             get_spec, list_models, list_placements, register_keras_model, register_spec,
-                             resolve_placement)
-from models.sites import Site, check_rate, format_placement
-from models.spec_text import format_network, parse_network
+from models.keras_model import describe_model
+from models.keras_model import load_keras_model
+from models.keras_model import place_dropout
+from models.layers import KINDS
+from models.layers import POLICIES
+from models.layers import check_kind
+from models.layers import dropout_layers
+from models.layers import request_seed
+from models.mc_dropout import MonteCarlo
+from models.mc_dropout import mc_dropout_model
+from models.mc_dropout import mc_dropout_split
+from models.network import ACTIVATIONS
+from models.network import DEFAULT_BN_MOMENTUM
+from models.network import NORMS
+from models.network import check_activation
+from models.network import check_bn_momentum
+from models.network import check_norm
+from models.registry import OPTIONS
+from models.registry import ConstructionKey
+from models.registry import build
+from models.registry import build_from_spec
+from models.registry import construction_key
+from models.registry import get_spec
+from models.registry import list_models
+from models.registry import list_placements
+from models.registry import register_keras_model
+from models.registry import register_spec
+from models.registry import resolve_placement
+from models.sites import Site
+from models.sites import check_rate
+from models.sites import format_placement
+from models.spec_text import format_network
+from models.spec_text import parse_network
 
 __all__ = [
-    "ACTIVATIONS", "DEFAULT_BN_MOMENTUM", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "POLICIES", "ConstructionKey", "Site", "build",
+    "ACTIVATIONS", "DEFAULT_BN_MOMENTUM", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "POLICIES", "ConstructionKey",
+    "Site", "build",
     "build_from_spec", "check_activation", "check_bn_momentum", "check_kind", "check_norm", "check_rate",
     "construction_key", "describe_model", "dropout_layers", "format_network", "format_placement", "get_spec",
     "list_models", "list_placements", "load_keras_model", "mc_dropout_model", "mc_dropout_split",

@@ -48,10 +48,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before the backend loads
 
-import numpy as np
-from absl import app, flags
-
 import keras
+import numpy as np
+from absl import app
+from absl import flags
+
 import models
 from models import layers as dropout_lib
 from models import network
@@ -133,10 +134,10 @@ def _activation_pair(spec):
     named = models.list_placements(spec.name)
     head_rate = _head_rate(spec)
     if "before_activation" in named:
-        layer = [l.name for l in spec.layers if isinstance(l, network.Dense)][-1]
+        layer = [entry.name for entry in spec.layers if isinstance(entry, network.Dense)][-1]
         return "before_activation", "after_activation", f"{layer}.mid/.post"
     # No hidden dense layer: move dropout across the last conv's activation.
-    layer = [l.name for l in spec.layers if isinstance(l, network.Conv)][-1]
+    layer = [entry.name for entry in spec.layers if isinstance(entry, network.Conv)][-1]
     return f"{layer}.mid:{head_rate}", f"{layer}.post:{head_rate}", f"{layer}.mid/.post"
 
 
@@ -285,7 +286,7 @@ def check_construction(name, activation, seed=0):
 def _next_linear(spec, site):
     """The first conv/dense layer at or after `site` (only max-pool/flatten between)."""
     layer_name, slot = site.split(".")
-    names = [l.name for l in spec.layers]
+    names = [layer.name for layer in spec.layers]
     start = names.index(layer_name) + (0 if slot == "pre" else 1)
     for layer in spec.layers[start:]:
         if isinstance(layer, (network.Conv, network.Dense, network.Output)):

@@ -83,7 +83,7 @@ def set_seed_transform(transform):
     """Has every dropout layer of this module draw from `transform(its next seed pair)` (None: off).
 
     The trainer folds a replica's id into the seed this way under a
-    tf.distribute strategy (dropzoo/strategies.py), so each replica draws its
+    distribution strategy (dropzoo/strategies.py), so each replica draws its
     own masks; a transform that returns its argument changes nothing.
     """
     global _SEED_TRANSFORM

@@ -18,7 +18,12 @@ no such split; it is sampled whole.
 import keras
 from keras import ops
 
-from models.layers import KINDS, NOISE_DTYPE, dropout_layers, float32_call, kind_of, seed_source
+from models.layers import KINDS
+from models.layers import NOISE_DTYPE
+from models.layers import dropout_layers
+from models.layers import float32_call
+from models.layers import kind_of
+from models.layers import seed_source
 
 
 class AlwaysOn(keras.layers.Layer):

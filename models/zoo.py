@@ -4,7 +4,12 @@ Layer sizes, padding and dropout rates follow each source; parameter counts
 are pinned in tests/test_models.py, and with norm="batch" (a BN layer after
 every hidden conv/dense, which the sources do not have) in tests/test_norm.py.
 """
-from models.network import Conv, Dense, Flatten, NetworkSpec, Output, Pool
+from models.network import Conv
+from models.network import Dense
+from models.network import Flatten
+from models.network import NetworkSpec
+from models.network import Output
+from models.network import Pool
 from models.registry import register
 
 

@@ -25,15 +25,17 @@ import time
 TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(TESTS), TESTS]
 
-from dropzoo import callbacks as callbacks_lib  # noqa: E402
-from dropzoo import config as config_lib  # noqa: E402
-from dropzoo import strategies  # noqa: E402
-from dropzoo import errors  # noqa: E402
-from dropzoo import trainer  # noqa: E402
-import models  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from conftest import tiny_config, tiny_source  # noqa: E402
+from conftest import tiny_config  # noqa: E402
+from conftest import tiny_source  # noqa: E402
+
+import models  # noqa: E402
+from dropzoo import callbacks as callbacks_lib  # noqa: E402
+from dropzoo import config as config_lib  # noqa: E402
+from dropzoo import errors  # noqa: E402
+from dropzoo import strategies  # noqa: E402
+from dropzoo import trainer  # noqa: E402
 
 
 def pause_after_checkpoints(seconds):

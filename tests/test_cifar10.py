@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from conftest import tiny_config
 
 from dropzoo import data as data_lib
-
-from dropzoo import sources
 from dropzoo import evaluate
+from dropzoo import sources
 from dropzoo import trainer
-from conftest import tiny_config
 
 NUM_EXAMPLES = 40  # per split: 36 train + 4 validation, 40 test
 EXAMPLE_BYTES = 4 * 32 * 32 * 3  # float32 pixels of one CIFAR-10 image

@@ -17,11 +17,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from dropzoo import data
-from dropzoo.errors import DataError
-
-from dropzoo import sources
-
 from dropzoo import readers
+from dropzoo import sources
+from dropzoo.errors import DataError
 
 TRAIN_IMAGES, TRAIN_LABELS = readers.IDX_TRAIN_FILES
 TEST_IMAGES, TEST_LABELS = readers.IDX_TEST_FILES

@@ -22,9 +22,9 @@ from absl import flags
 
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
+from dropzoo import flags as flags_lib
 from dropzoo import multi_worker
 from dropzoo import strategies
-from dropzoo import flags as flags_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(ROOT, "tests", "distribute_worker.py")

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from dropzoo.errors import ExportError
 from dropzoo.evaluate import evaluate_saved_model
-from dropzoo.export import load_serving_fn
 from dropzoo.export import export_saved_model
+from dropzoo.export import load_serving_fn
 from dropzoo.preprocess import scale
 
 SHAPE = (8, 8, 1)

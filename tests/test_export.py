@@ -11,11 +11,12 @@ import pytest
 import tensorflow as tf
 
 from dropzoo import export
-from dropzoo.files import WriteError
 from dropzoo.errors import ExportError
 from dropzoo.export import export_saved_model
-from dropzoo.verify import is_random_op, verify_export
+from dropzoo.files import WriteError
 from dropzoo.preprocess import scale
+from dropzoo.verify import is_random_op
+from dropzoo.verify import verify_export
 
 SHAPE = (8, 8, 1)
 NUM_CLASSES = 3

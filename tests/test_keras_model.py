@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 from absl import flags
+from conftest import tiny_source
 
 import models
 from dropzoo import compare
@@ -12,7 +13,6 @@ from dropzoo import config as config_lib
 from dropzoo import flags as flags_lib
 from dropzoo import sweep
 from models import network
-from conftest import tiny_source
 
 RAW = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).astype("float32")
 
@@ -193,7 +193,8 @@ def test_a_file_with_code_is_refused_by_safe_mode(tmp_path):
     with pytest.raises(ValueError) as info:
         models.load_keras_model(path)
     assert "safe_mode" in str(info.value) and "\n" not in str(info.value)
-    for bad, message in [(str(tmp_path / "missing.keras"), "no such file"), (str(tmp_path / "m.h5"), "not a .keras file")]:
+    for bad, message in [(str(tmp_path / "missing.keras"), "no such file"),
+                         (str(tmp_path / "m.h5"), "not a .keras file")]:
         with pytest.raises(ValueError, match=message):
             models.load_keras_model(bad)
 

@@ -55,9 +55,9 @@ def test_placements_that_make_sense_exist(name):
 def test_canonical_is_the_source_architecture(name):
     model = models.build(name)
     assert [layer.name for layer in model.layers] == CANONICAL_LAYERS[name]
-    assert {l.name: l.rate for l in models.dropout_layers(model)} == CANONICAL_RATES[name]
+    assert {layer.name: layer.rate for layer in models.dropout_layers(model)} == CANONICAL_RATES[name]
     # The sources' layer types and padding.
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     if name == "tf_layers_cnn":
         assert [(c.filters, c.kernel_size, c.padding) for c in convs] == [(32, (5, 5), "same"), (64, (5, 5), "same")]
     elif convs:
@@ -71,7 +71,7 @@ def test_every_placement_builds_right(name, placement):
     assert model.count_params() == PARAMS[name]
     sites = models.resolve_placement(name, placement)
     drops = models.dropout_layers(model)
-    assert [l.name for l in drops] == list(sites)
+    assert [layer.name for layer in drops] == list(sites)
     assert_sites_where_named(models.get_spec(name), model, sites)
     for layer in drops:
         spatial = isinstance(layer, keras.layers.SpatialDropout2D)
@@ -97,7 +97,7 @@ def assert_sites_where_named(spec, model, sites, norm="none"):
     activation (conv, dense), else right after LAYER (pooling).
     """
     names = [layer.name for layer in model.layers]
-    activated = {l.name for l in spec.layers if isinstance(l, (network.Conv, network.Dense))}
+    activated = {layer.name for layer in spec.layers if isinstance(layer, (network.Conv, network.Dense))}
     batch = norm == "batch"
     for site in sites:
         layer, slot = site.split(".")
@@ -163,7 +163,7 @@ def test_placement_variants_move_the_head_dropout():
 
 def test_explicit_sites_and_rate_override():
     model = models.build("keras_mnist_cnn", "conv2.post:0.1,dense1.pre:0.5")
-    assert {l.name: l.rate for l in models.dropout_layers(model)} == {"conv2.post": 0.1, "dense1.pre": 0.5}
+    assert {layer.name: layer.rate for layer in models.dropout_layers(model)} == {"conv2.post": 0.1, "dense1.pre": 0.5}
     model = models.build("keras_mnist_cnn", "conv1.mid:0.2:spatial", rate=0.3)
     (layer,) = models.dropout_layers(model)
     assert isinstance(layer, keras.layers.SpatialDropout2D) and layer.rate == 0.3
@@ -223,9 +223,9 @@ def test_classic_dropout_scales_at_inference_only():
 @pytest.mark.parametrize("activation", models.ACTIVATIONS)
 def test_hidden_activation_option(activation):
     model = models.build("keras_mnist_cnn", activation=activation)
-    acts = [l for l in model.layers if l.name.endswith(".act")]
+    acts = [layer for layer in model.layers if layer.name.endswith(".act")]
     assert len(acts) == 3
-    assert all(keras.activations.serialize(l.activation) == activation for l in acts)
+    assert all(keras.activations.serialize(layer.activation) == activation for layer in acts)
 
 
 def test_num_classes_and_input_shape_options():
@@ -237,7 +237,7 @@ def test_num_classes_and_input_shape_options():
 def test_custom_layers_round_trip_through_config():
     model = models.build("keras_mnist_cnn", "spatial", kind="classic", seed=0)
     clone = keras.models.model_from_json(model.to_json())
-    assert [type(l) for l in clone.layers] == [type(l) for l in model.layers]
+    assert [type(layer) for layer in clone.layers] == [type(layer) for layer in model.layers]
     assert clone.get_layer("conv1.post").spatial
 
 

@@ -6,6 +6,8 @@ import os
 import numpy as np
 import pytest
 from absl import flags
+from conftest import tiny_config
+from conftest import tiny_source
 
 import models
 from dropzoo import compare
@@ -13,7 +15,6 @@ from dropzoo import config as config_lib
 from dropzoo import flags as flags_lib
 from dropzoo import sweep
 from models import network
-from conftest import tiny_config, tiny_source
 
 # Each zoo network as a user would write it (the README's layer column).
 ZOO_TEXT = {
@@ -56,7 +57,7 @@ def test_every_zoo_network_is_a_spec(name):
     built, registered = models.build_from_spec(ZOO_TEXT[name], seed=0), models.build(name, seed=0)
     assert layer_configs(built) == layer_configs(registered)
     assert built.count_params() == registered.count_params()
-    assert ({l.name: l.rate for l in models.dropout_layers(built)}
+    assert ({layer.name: layer.rate for layer in models.dropout_layers(built)}
             == {k: s.rate for k, s in models.resolve_placement(name).items()})
     assert spec.outputs == zoo.outputs
     assert models.list_placements(spec.name) == models.list_placements(name)
@@ -213,7 +214,7 @@ def test_every_named_placement_of_a_spec_network_builds(placement):
     sites = models.resolve_placement(models.parse_network(text).name, placement)
     for norm in ("none", "batch"):
         model = models.build_from_spec(text, placement, norm=norm, num_classes=3, seed=0)
-        assert [l.name for l in models.dropout_layers(model)] == list(sites)
+        assert [layer.name for layer in models.dropout_layers(model)] == list(sites)
         out = model(X, training=False).numpy()
         assert out.shape == (2, 3) and np.isfinite(out).all()
 

@@ -10,15 +10,16 @@ import collections
 import keras
 import numpy as np
 import pytest
+from test_models import PARAMS
+from test_models import assert_sites_where_named
 
 import models
+from dropzoo import config as config_lib
+from dropzoo import sweep
 from models import equivalence
 from models import layers as dropout_lib
 from models import mc_dropout as mc_lib
 from models import network
-from dropzoo import config as config_lib
-from dropzoo import sweep
-from test_models import PARAMS, assert_sites_where_named
 
 X = np.random.default_rng(0).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
 
@@ -103,7 +104,7 @@ def test_batch_norm_parameter_counts_and_layer_order(name):
         assert not linear.use_bias, "BN's beta replaces the bias"
         assert isinstance(bn, keras.layers.BatchNormalization)
     assert model.get_layer("logits").use_bias, "the output layer keeps its bias and has no BN"
-    assert not any(l.name.startswith("logits.bn") for l in model.layers)
+    assert not any(layer.name.startswith("logits.bn") for layer in model.layers)
 
 
 @pytest.mark.parametrize("name,placement", CASES)
@@ -111,7 +112,7 @@ def test_every_placement_builds_with_batch_norm(name, placement):
     model = models.build(name, placement, norm="batch", seed=0)
     assert model.count_params() == sum(BN_PARAMS[name])
     sites = models.resolve_placement(name, placement, norm="batch")
-    assert [l.name for l in models.dropout_layers(model)] == list(sites)
+    assert [layer.name for layer in models.dropout_layers(model)] == list(sites)
     assert_sites_where_named(models.get_spec(name), model, sites, norm="batch")
     for training in (False, True):
         out = model(X, training=training).numpy()
@@ -127,7 +128,7 @@ def test_bn_before_feeds_every_bn_but_the_first_and_bn_after_last_only_follows_t
 
     def fed_bn_layers(placement):
         model = models.build(name, placement, norm="batch", seed=0)
-        drops = {l.name for l in models.dropout_layers(model)}
+        drops = {layer.name for layer in models.dropout_layers(model)}
         fed, dropped_since_last_bn = [], False
         for layer in model.layers:
             dropped_since_last_bn |= layer.name in drops
@@ -150,7 +151,7 @@ def test_bn_before_feeds_every_bn_but_the_first_and_bn_after_last_only_follows_t
 def test_prenorm_sits_between_the_linear_op_and_its_bn():
     sites = "conv1.prenorm:0.1:spatial,conv1.mid:0.1,dense1.prenorm:0.5,dense1.post:0.5"
     model = models.build("keras_mnist_cnn", sites, norm="batch", seed=0)
-    names = [l.name for l in model.layers]
+    names = [layer.name for layer in model.layers]
     assert names[1:6] == ["conv1", "conv1.prenorm", "conv1.bn", "conv1.mid", "conv1.act"]
     assert names[names.index("dense1"):names.index("logits")] == [
         "dense1", "dense1.prenorm", "dense1.bn", "dense1.act", "dense1.post"]
@@ -205,7 +206,7 @@ def test_norm_none_is_the_network_as_before(name):
 
     def built(**options):
         model = models.build(name, placement, seed=0, **options)
-        return ([l.name for l in model.layers], model.count_params(),
+        return ([layer.name for layer in model.layers], model.count_params(),
                 [model(X, training=t).numpy() for t in (True, True, False)])
 
     names, count, outputs = built()
@@ -254,8 +255,8 @@ def test_batch_norm_models_run_under_each_policy(precision):
 def test_mc_dropout_keeps_batch_norm_in_inference_mode():
     model = models.build("keras_mnist_cnn", "bn_before", norm="batch", seed=0)
     model(X, training=True)  # move the moving statistics off their initial 0 / 1
-    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    stats = [[w.numpy().copy() for w in (l.moving_mean, l.moving_variance)] for l in bns]
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    stats = [[w.numpy().copy() for w in (layer.moving_mean, layer.moving_variance)] for layer in bns]
     mc = models.mc_dropout_model(model)
     first, second = mc(X).numpy(), mc(X).numpy()
     assert not np.array_equal(first, second), "dropout is on: each call draws new masks"

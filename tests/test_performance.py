@@ -9,15 +9,21 @@ import json
 import os
 
 import pytest
+from conftest import tiny_config
+from conftest import tiny_source
 
 import models
-from benchmarks import common, input_pipeline, mc_dropout, op_rates, serving, step_profile
+from benchmarks import common
+from benchmarks import input_pipeline
+from benchmarks import mc_dropout
+from benchmarks import op_rates
+from benchmarks import serving
+from benchmarks import step_profile
 from benchmarks import train_throughput
 from dropzoo import config as config_lib
 from dropzoo import performance
 from dropzoo import trainer
 from models import flops
-from conftest import tiny_config, tiny_source
 
 
 def gpu(major, minor, name="Test GPU"):
@@ -258,7 +264,7 @@ def test_op_rates_time_each_linear_op_with_its_gradients():
                                      matmul_size=64)
     counted = flops.count(model)
     assert set(references.steps) == set(counted.by_layer) | {"matmul 64x64"}
-    for name, (step, args, call_flops) in references.steps.items():
+    for name, (_, _, call_flops) in references.steps.items():
         assert call_flops == (2 * 64 ** 3 if name.startswith("matmul")
                               else 2 * counted.by_layer[name][1])
     # The first conv needs no input gradient; the others return output, weight and input gradients.

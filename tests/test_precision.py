@@ -152,7 +152,7 @@ def test_float32_classic_and_spatial_gaussian_are_unchanged():
 def test_spatial_masks_cover_whole_feature_maps_in_mixed_precision(policy):
     x = np.random.default_rng(2).uniform(0.5, 1.5, (16, 6, 6, 8)).astype("float32")
     for kind in dropout_lib.KINDS:
-        layer = _build(policy, lambda: dropout_lib.make_dropout(kind, 0.5, spatial=True, seed=0))
+        layer = _build(policy, lambda kind=kind: dropout_lib.make_dropout(kind, 0.5, spatial=True, seed=0))
         ratio = _float64(layer(x, training=True)) / _float64(keras.ops.cast(x, layer.compute_dtype))
         # One multiplier per (example, channel), up to the output's one rounding.
         np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1, :1, :], ratio.shape),
@@ -166,7 +166,7 @@ def test_spatial_masks_cover_whole_feature_maps_in_mixed_precision(policy):
 def test_seed_generators_dropout_layers_and_mc_dropout_still_work(kind):
     model = models.build("keras_mnist_cnn", "spatial", kind=kind, seed=0)
     layers = models.dropout_layers(model)
-    assert [l.name for l in layers] == ["conv1.post", "conv2.post", "pool1.post", "dense1.post"]
+    assert [layer.name for layer in layers] == ["conv1.post", "conv2.post", "pool1.post", "dense1.post"]
     for layer in layers:  # distribute wraps .next; checkpoints find the state by path
         assert callable(layer.seed_generator.next)
         assert any("seed_generator_state" in v.path for v in layer.variables), layer.name

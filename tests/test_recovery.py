@@ -14,6 +14,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import crash_after_epoch
+from conftest import tiny_config
+from conftest import tiny_source
 
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
@@ -21,7 +24,6 @@ from dropzoo import export
 from dropzoo import files
 from dropzoo import locks
 from dropzoo import trainer
-from conftest import crash_after_epoch, tiny_config, tiny_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small enough to be quick, long enough per epoch (~1.5 s on 2 cores) to be killed inside one;

@@ -10,7 +10,6 @@ import ast
 import os
 
 import pytest
-
 from conftest import ROOT
 
 PACKAGES = ("models", "dropzoo")

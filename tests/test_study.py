@@ -8,21 +8,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
+from conftest import ROOT
+from conftest import tiny_source
 from scipy import stats as scipy_stats
 
 import models
 from dropzoo import compare
 from dropzoo import config as config_lib
-from dropzoo import sources
 from dropzoo import flags as flags_lib
 from dropzoo import report
-from dropzoo import stats
 from dropzoo import site_stats
+from dropzoo import sources
+from dropzoo import stats
 from dropzoo import sweep
 from dropzoo import uncertainty
 from dropzoo import verify
-from conftest import ROOT, tiny_source
-
 
 # ------------------------------------------------------------------ statistics
 

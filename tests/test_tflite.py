@@ -6,15 +6,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_config
+from conftest import tiny_source
 
-from conftest import tiny_config, tiny_source
+from dropzoo import artifacts as artifacts_lib
 from dropzoo import data as data_lib
 from dropzoo import evaluate
 from dropzoo import export
-from dropzoo import artifacts as artifacts_lib
-from dropzoo import verify
 from dropzoo import tflite
 from dropzoo import trainer
+from dropzoo import verify
 from dropzoo.errors import ExportError
 from dropzoo.preprocess import scale
 

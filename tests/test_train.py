@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
+from conftest import crash_after_epoch
+from conftest import tiny_config
+from conftest import tiny_source
 
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
@@ -16,7 +19,6 @@ from dropzoo import data as data_lib
 from dropzoo import evaluate
 from dropzoo import flags as flags_lib
 from dropzoo import trainer
-from conftest import crash_after_epoch, tiny_config, tiny_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +32,8 @@ def finished_run(tmp_path_factory):
 
 def test_run_writes_everything_the_user_needs(finished_run):
     workdir, metrics = finished_run
-    for name in ("config.json", "metrics.json", "saved_model/saved_model.pb", "checkpoints/epoch-0003.npz", "checkpoints/epoch-0002.npz"):
+    for name in ("config.json", "metrics.json", "saved_model/saved_model.pb", "checkpoints/epoch-0003.npz",
+                 "checkpoints/epoch-0002.npz"):
         assert os.path.exists(os.path.join(workdir, name)), name
     with open(os.path.join(workdir, "metrics.json")) as f:
         assert json.load(f) == json.loads(json.dumps(metrics))

@@ -7,12 +7,11 @@ import pytest
 import tensorflow as tf
 
 import models
-from models import mc_dropout as mc_lib
 from dropzoo import uncertainty
 from dropzoo.evaluate import evaluate_saved_model
 from dropzoo.export import export_saved_model
 from dropzoo.preprocess import scale
-
+from models import mc_dropout as mc_lib
 
 # ------------------------------------------------------------ by hand
 

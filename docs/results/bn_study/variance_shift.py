@@ -24,7 +24,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dropzoo import checkpoints, compare, config as config_lib, data, site_stats, sources, trainer  # noqa: E402
+from dropzoo import checkpoints  # noqa: E402
+from dropzoo import compare  # noqa: E402
+from dropzoo import config as config_lib  # noqa: E402
+from dropzoo import data  # noqa: E402
+from dropzoo import site_stats  # noqa: E402
+from dropzoo import sources  # noqa: E402
+from dropzoo import trainer  # noqa: E402
 from dropzoo.preprocess import scale  # noqa: E402
 
 
