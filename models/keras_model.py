@@ -51,8 +51,15 @@ from models import sites as sites_lib
 
 # Dropout layers the rewrite removes (their rates become the canonical placement):
 # every kind's (models/layers.py KINDS), and Keras' forms the zoo does not train.
-SPATIAL_TYPES = dropout_lib.SPATIAL_TYPES + (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout3D)
-DROPOUT_TYPES = dropout_lib.DROPOUT_TYPES + SPATIAL_TYPES + (keras.layers.AlphaDropout,)
+OTHER_SPATIAL_TYPES = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout3D)
+
+
+def _is_dropout(layer):
+    return isinstance(layer, dropout_lib.dropout_types() + OTHER_SPATIAL_TYPES + (keras.layers.AlphaDropout,))
+
+
+def _is_spatial(layer):
+    return isinstance(layer, dropout_lib.spatial_types() + OTHER_SPATIAL_TYPES)
 CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.SeparableConv1D,
               keras.layers.SeparableConv2D, keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
               keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
@@ -289,7 +296,7 @@ def _spec_of(model, calls, input_shape, name, source, digest):
     layers = []
     for index, call in enumerate(calls):
         layer = call.layer
-        if isinstance(layer, DROPOUT_TYPES):
+        if _is_dropout(layer):
             continue
         activation = _fused_activation(layer)
         if index == output_index:
@@ -325,10 +332,10 @@ def _own_dropout(model, calls, spec):
     valid, spatial = spec.sites(), spec.spatial_sites()
     own = {}
     for c in calls:
-        if not isinstance(c.layer, DROPOUT_TYPES):
+        if not _is_dropout(c.layer):
             continue
         source = producer.get(c.inputs[0])
-        if source is not None and not isinstance(source.layer, DROPOUT_TYPES):
+        if source is not None and not _is_dropout(source.layer):
             site, shares = f"{source.layer.name}.post", consumers[c.inputs[0]]
         else:  # on the model's input (or on another dropout's output): the next layer's input
             after = consumers.get(c.output, [])
@@ -337,7 +344,7 @@ def _own_dropout(model, calls, spec):
             raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} is not at a site "
                              f"place_dropout can name (it must be a layer's whole output, or a conv/dense "
                              f"layer's input); valid sites: {', '.join(valid)}")
-        is_spatial = isinstance(c.layer, SPATIAL_TYPES)
+        is_spatial = _is_spatial(c.layer)
         if is_spatial and site not in spatial:
             raise ValueError(f"spatial dropout layer {c.layer.name!r} of model {model.name!r} is not on a "
                              "4-D feature map; the zoo's spatial dropout drops channels of [batch, H, W, C]")
@@ -409,7 +416,7 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
                                         name=f"{layer.name}.{slot}")(x)
 
     def clone(layer):
-        if isinstance(layer, DROPOUT_TYPES):
+        if _is_dropout(layer):
             return layer  # never called: `call` skips it
         config = layer.get_config()
         info = by_name[layer.name]
@@ -426,7 +433,7 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
         return new
 
     def call(layer, *args, **kwargs):
-        if isinstance(layer, DROPOUT_TYPES):
+        if _is_dropout(layer):
             return args[0]
         info = by_name[layer.name]
         if "pre" in info.slots:

@@ -289,9 +289,17 @@ KINDS = {
     "gaussian": Kind(layer=Float32GaussianDropout, spatial_layer=SpatialGaussianDropout, bernoulli=False,
                      variance=lambda rate: rate / (1.0 - rate), stock_layer=keras.layers.GaussianDropout),
 }
-DROPOUT_TYPES = tuple(t for kind in KINDS.values() for t in kind.types)
-SPATIAL_TYPES = tuple(t for kind in KINDS.values() for t in (kind.spatial_layer, kind.stock_spatial_layer)
-                      if t is not None)
+
+
+def dropout_types():
+    """Every layer class of every kind in KINDS."""
+    return tuple(t for kind in KINDS.values() for t in kind.types)
+
+
+def spatial_types():
+    """The layer classes of every kind that draw one multiplier per feature map."""
+    return tuple(t for kind in KINDS.values() for t in (kind.spatial_layer, kind.stock_spatial_layer)
+                 if t is not None)
 
 
 def check_kind(kind):
@@ -311,7 +319,7 @@ def kind_of(layer):
     """(kind name, spatial) of a dropout layer (the zoo's or Keras' own); None if it is none."""
     for name, entry in KINDS.items():
         if isinstance(layer, entry.types):
-            return name, isinstance(layer, SPATIAL_TYPES) or bool(getattr(layer, "spatial", False))
+            return name, isinstance(layer, spatial_types()) or bool(getattr(layer, "spatial", False))
     return None
 
 
@@ -337,4 +345,4 @@ def float32_call(layer):
 
 def dropout_layers(model):
     """The model's dropout layers (any kind, the zoo's or Keras' own), in graph order."""
-    return [layer for layer in model.layers if isinstance(layer, DROPOUT_TYPES)]
+    return [layer for layer in model.layers if isinstance(layer, dropout_types())]
