@@ -18,6 +18,7 @@ from absl import logging  # noqa: E402
 from dropzoo import compare  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import evaluate  # noqa: E402
+from dropzoo import files  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import records  # noqa: E402
 
@@ -38,17 +39,53 @@ def main(argv):
         return errors.fail(f"--mc_seed must be in [0, 2**31), got {f.mc_seed}")
     if f.runs_dir:
         return _compare(f)
-    path = f.tflite or f.saved_model or os.path.join(f.workdir, "saved_model")
-    output = f.output or (os.path.join(f.workdir, "eval.json") if f.workdir else None)
+    given = _given_data(f)
     with errors.one_line():
-        result = evaluate.evaluate_on_dataset(path, dataset=f.dataset, idx_dir=f.idx_dir,
-                                              tfds_data_dir=f.tfds_data_dir, batch_size=f.batch_size,
-                                              mc_samples=f.mc_samples, mc_seed=f.mc_seed,
-                                              ood=_ood(f), tflite_model=bool(f.tflite))
+        own = _own_data(f.workdir, required=not given) if f.workdir else None
+        result = evaluate.evaluate_on_dataset(path_of(f), data=given or own, batch_size=f.batch_size,
+                                              mc_samples=f.mc_samples, mc_seed=f.mc_seed, ood=_ood(f),
+                                              tflite_model=bool(f.tflite))
+        on_own = own is not None and records.same_data(result["data_origin"], own)
+        output = f.output
+        if f.workdir and not f.tflite:
+            # The run's own data goes to eval.json (and its record); other data to a file of its own.
+            name = "eval.json" if on_own else f"eval-{_slug(result['data_source'])}.json"
+            output = output or os.path.join(f.workdir, name)
+            records.save_evaluation(f.workdir, records.make_request(
+                result["data_origin"], mc_samples=f.mc_samples, mc_seed=f.mc_seed, batch_size=f.batch_size,
+                ood_origin=_ood(f)), result["data_source"], result)
         if output:
             evaluate.write_json(output, result)
     print(json.dumps(result, indent=2, sort_keys=True))
+    if f.workdir and not on_own:
+        print(f"note: evaluated on {result['data_source']}, not the test data the run recorded"
+              + (f"; written to {output}" if output else ""), file=sys.stderr)
     return 0
+
+
+def path_of(f):
+    return f.tflite or f.saved_model or os.path.join(f.workdir, "saved_model")
+
+
+def _given_data(f):
+    """The data flags given on the command line, as load_source arguments ({} if none)."""
+    return {name: f[name].value for name in flags_lib.DATA_FIELDS if f[name].present}
+
+
+def _own_data(workdir, required):
+    """The test data a finished run in `workdir` recorded (metrics.json), as load_source arguments."""
+    path = os.path.join(workdir, "metrics.json")
+    if not os.path.isfile(path):
+        if not required:
+            return None
+        raise errors.RunError(f"{workdir} holds no finished run (no metrics.json) to take its test data from; "
+                              "name the data to evaluate on (--dataset, --idx_dir, --npz or --image_dir)")
+    data = files.read_json(path, "delete it and rerun that run's train.py command")["data"]
+    return dict(data.get("test_origin") or data["origin"])
+
+
+def _slug(text):
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip("_")[-80:]
 
 
 def _compare(f):
@@ -58,9 +95,8 @@ def _compare(f):
         print(f"collected the records of {len(copied)} runs into {f.collect}; compare them with "
               f"python eval.py --runs_dir={f.collect}")
         return 0
-    # Without --dataset/--idx_dir given explicitly, each run is tested on its own data.
-    override = {"dataset": f.dataset if f["dataset"].present else None,
-                "idx_dir": f.idx_dir, "tfds_data_dir": f.tfds_data_dir}
+    # Without data flags given explicitly, each run is tested on its own data.
+    override = _given_data(f) or None
     if not f.margin > 0 or not f.nll_margin > 0:
         return errors.fail(f"--margin and --nll_margin must be positive, got {f.margin} and {f.nll_margin}")
     with errors.one_line():
@@ -78,7 +114,10 @@ def _compare(f):
 
 
 def _ood(f):
-    return {"dataset": f.ood_dataset, "idx_dir": f.ood_idx_dir}
+    """The OOD data as load_source arguments, or None."""
+    if f.ood_dataset:
+        return {"dataset": f.ood_dataset, "tfds_data_dir": f.tfds_data_dir}
+    return {"idx_dir": f.ood_idx_dir} if f.ood_idx_dir else None
 
 
 if __name__ == "__main__":

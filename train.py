@@ -47,6 +47,9 @@ def main(argv):
 def _train(overwrite):
     with errors.one_line():
         runs = flags_lib.train_plan()
+        if flags_lib.FLAGS.dry_run:
+            print(sweep.describe_plan(runs))
+            return 0
         if len(runs) == 1:
             config, workdir = runs[0]
             metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite)

@@ -16,6 +16,8 @@ import typing
 import models
 from dropzoo import data as data_lib
 from dropzoo import performance
+from dropzoo import readers
+from dropzoo import sources
 from dropzoo.errors import ConfigError
 
 OPTIMIZERS = ("adadelta", "sgd", "adam", "rmsprop")
@@ -24,7 +26,8 @@ JIT_COMPILE = ("auto", "true", "false")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 DEFAULT_MODEL = "keras_mnist_cnn"
 # Values that may contain commas, or that --seeds sweeps: never a comma list of values.
-SPLIT_FIELDS = ("network", "keras_model", "sites", "profile_batches", "idx_dir", "tfds_data_dir", "seed")
+SPLIT_FIELDS = ("network", "keras_model", "sites", "profile_batches", "idx_dir", "tfds_data_dir", "npz", "image_dir",
+                "test_image_dir", "image_size", "seed")
 
 
 def _field(default, help, *, observation=False, execution=False):
@@ -78,9 +81,22 @@ class TrainConfig:
         "mnist_sample when it is not prepared and the network is down.")
     idx_dir: str | None = _field(
         None, "Directory with the original IDX .gz files (train-/t10k-images-idx3-ubyte.gz, "
-        "...-labels-idx1-ubyte.gz); overrides --dataset. E.g. /usr/share/datasets/fashion-mnist from "
+        "...-labels-idx1-ubyte.gz) instead of --dataset. E.g. /usr/share/datasets/fashion-mnist from "
         "Debian's dataset-fashion-mnist.")
     tfds_data_dir: str | None = _field(None, "tensorflow-datasets data directory.")
+    npz: str | None = _field(
+        None, "Your own arrays instead of --dataset: an .npz file with x_train, y_train, x_test, y_test (uint8 "
+        "images [N, H, W] or [N, H, W, C], integer labels 0..K-1), read without unpickling.")
+    image_dir: str | None = _field(
+        None, "Your own images instead of --dataset: a folder with one subfolder per class (the class names, "
+        "sorted), PNG/JPEG/BMP/GIF. Without --test_image_dir a fixed, stratified 20% of each class is the test "
+        "split.")
+    test_image_dir: str | None = _field(None, "With --image_dir: a folder of test images, the same class "
+                                        "subfolders.")
+    image_size: str | None = _field(
+        None, "With --image_dir: resize every image to H,W (bilinear, on uint8 pixels); without it every image "
+        "must have one size.")
+    color_mode: str = _field("grayscale", "With --image_dir: grayscale (1 channel) or rgb (3 channels).")
     train_size: int | None = _field(
         None, "If set, train on this many examples of the training split: a stratified subset, the same for "
         "every seed and variant; the validation hold-out comes out of it.")
@@ -194,6 +210,10 @@ def validate(config):
                 models.keras_model.check_zoo_only(option, getattr(config, option))
         if config.rate is not None:
             models.check_rate(config.rate, "--rate")
+        sources.choose(sources.config_arguments(config))
+        if config.color_mode not in readers.COLOR_MODES:
+            raise ConfigError(f"unknown color_mode {config.color_mode!r}; valid: {', '.join(readers.COLOR_MODES)}")
+        readers.parse_image_size(config.image_size)
         data_lib.check_batch_size(config.batch_size, "--batch_size")
         data_lib.check_validation_fraction(config.validation_fraction, "--validation_fraction")
         performance.parse_profile_batches(config.profile_batches)

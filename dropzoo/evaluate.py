@@ -230,12 +230,13 @@ def _as_labels(labels, probabilities):
     return labels
 
 
-def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=None, batch_size=256,
-                        mc_samples=0, mc_seed=0, ood=None, tflite_model=False):
-    """Evaluates the export at `path` on a dataset's test split; returns the result dict.
+def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_seed=0, ood=None,
+                        tflite_model=False):
+    """Evaluates the export at `path` on a data source's test split; returns the result dict.
 
-    `ood` ({"dataset", "idx_dir"}, as load_source takes them) adds
-    out-of-distribution detection against that dataset's test split. With
+    `data` and `ood` are sources.load_source arguments ({"dataset": ...},
+    {"idx_dir": ...}, {"npz": ...}, ...; data defaults to mnist); `ood` adds
+    out-of-distribution detection against that source's test split. With
     `tflite_model`, `path` is a .tflite file (model.tflite, model_int8.tflite).
     """
     from dropzoo import data as data_lib  # only this entry point needs the data stack
@@ -249,9 +250,8 @@ def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=No
         tflite.Model.load(path)
     else:
         load_serving_fn(path)
-    source = sources.load_source(dataset, idx_dir=idx_dir, tfds_data_dir=tfds_data_dir,
-                                  need_train=False)
-    ood_source = load_ood_source(ood, tfds_data_dir)
+    source = sources.load_source(**(data or {}), need_train=False)
+    ood_source = sources.load_source(**ood, need_train=False) if ood else None
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_source.test, batch_size) if ood_source else None
     if tflite_model:
@@ -260,20 +260,10 @@ def evaluate_on_dataset(path, *, dataset="mnist", idx_dir=None, tfds_data_dir=No
         result = evaluate_saved_model(path, batches, mc_samples=mc_samples, mc_seed=mc_seed,
                                       ood_batches=ood_batches)
     result.update({"tflite" if tflite_model else "saved_model": os.path.abspath(path),
-                   "data_source": source.name, "split": "test"})
+                   "data_source": source.name, "data_origin": source.origin, "split": "test"})
     if ood_source is not None:
         result["ood_data_source"] = ood_source.name
     return result
-
-
-def load_ood_source(ood, tfds_data_dir=None):
-    """The out-of-distribution sources.Source named by `ood` ({"dataset", "idx_dir"}), or None."""
-    if not ood or not (ood.get("dataset") or ood.get("idx_dir")):
-        return None
-    from dropzoo import sources  # only this entry point needs the data stack
-
-    return sources.load_source(ood.get("dataset") or "mnist", idx_dir=ood.get("idx_dir"),
-                                tfds_data_dir=tfds_data_dir, need_train=False)
 
 
 def write_json(path, result):

@@ -41,6 +41,10 @@ from dropzoo.serving import STD_KEY  # noqa: F401
 def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True):
     """Atomically write `model` as a uint8-in SavedModel at `path`; returns the path.
 
+    `serving_default` takes raw uint8 pixels; `serving_float` the same
+    images as float32 already scaled to [0, 1], and refuses pixels outside
+    [0, 1] (raw 0-255 values sent as floats) with an error naming the fix.
+
     With `mc_dropout` the export also gets three Monte Carlo dropout signatures,
     which run the part of the network before the first dropout layer once and
     repeat only the rest per sample (`models.MonteCarlo`):
@@ -58,7 +62,9 @@ def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True)
     if outputs not in OUTPUT_MODES:
         raise ValueError(f"outputs={outputs!r} is not one of {OUTPUT_MODES}")
     input_spec = serving.input_spec(model)
-    endpoints = {SIGNATURE_KEY: (serving_function(model, outputs), [input_spec])}
+    endpoints = {SIGNATURE_KEY: (serving_function(model, outputs), [input_spec]),
+                 serving.FLOAT_SIGNATURE_KEY: (float_serving_function(model, outputs),
+                                               [serving.float_input_spec(model)])}
     tracked = [model]
     if mc_dropout:
         mc = models.MonteCarlo(model)
@@ -90,6 +96,16 @@ def serving_function(model, outputs="probabilities"):
         return serving.answer(serving.probabilities(model, scale(image), outputs, training=False))
 
     return serve
+
+
+def float_serving_function(model, outputs="probabilities"):
+    """float32 image in [0, 1] -> serving_default's answer; refuses pixels outside [0, 1]."""
+
+    def serve_float(image):
+        return serving.answer(serving.probabilities(model, serving.checked_float_pixels(image), outputs,
+                                                    training=False))
+
+    return serve_float
 
 
 def _seeded_draws(mc, outputs):

@@ -18,13 +18,16 @@ from dropzoo import sweep
 
 FLAGS = flags.FLAGS
 # The data flags eval.py shares with train.py (same names, same help).
-DATA_FIELDS = ("dataset", "idx_dir", "tfds_data_dir")
+DATA_FIELDS = ("dataset", "idx_dir", "tfds_data_dir", "npz", "image_dir", "test_image_dir", "image_size",
+               "color_mode")
 # train.py's flags that are not TrainConfig fields: (name, default, help).
 RUN_FLAGS = (
     ("seeds", 1, "Train seeds --seed, --seed+1, ... (more than 1 runs a sweep)."),
     ("workdir", None, "Output directory of a single run (default runs/<model>/<variant>/seed<seed>); for a "
                       "sweep, the root under which each run gets <model>/<variant>/seed<k> (default runs)."),
     ("overwrite", False, "Retrain even if --workdir holds a finished run."),
+    ("dry_run", False, "Print every run of the plan (workdir, model, placement, its sites with rates and kind, "
+                       "and which runs are identical by construction) and exit without training or writing."),
 )
 
 

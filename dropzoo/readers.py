@@ -1,12 +1,19 @@
 """File formats a data source reads into NumPy arrays, each problem one line naming the file and the fix.
 
 - IDX (`read_idx`): the original MNIST / Fashion-MNIST `.gz` files.
+- `.npz` (`read_npz`): x_train, y_train, x_test, y_test arrays, read without unpickling.
+- image folders (`list_image_folder`, `read_images`): one subfolder of
+  PNG/JPEG/BMP/GIF files per class, decoded with Pillow, grayscale or RGB,
+  optionally resized; an image whose header promises an absurd pixel count is
+  refused before it is decoded.
 
 Each reader returns uint8 images [N, H, W, C] and int64 labels [N], and
 raises `DataError` (one line) for anything a user can fix.
 """
 import gzip
 import math
+import os
+import zipfile
 import zlib
 
 import numpy as np
@@ -69,3 +76,152 @@ def _gunzip(path):
         raise DataError(
             f"{path} is not a valid gzip file ({e}); re-download the original .gz, "
             "or gzip the file if it is an uncompressed IDX file") from e
+
+
+# ------------------------------------------------------------------- npz
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def read_npz(path):
+    """x_train, y_train, x_test, y_test of an `.npz` (uint8 [N, H, W] or [N, H, W, C] images, integer labels).
+
+    Read with allow_pickle=False: an object array is refused, never unpickled.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"--npz {path} does not exist; give the path of an .npz file holding "
+                        f"{', '.join(NPZ_KEYS)}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in NPZ_KEYS if key not in archive.files]
+            if missing:
+                raise DataError(f"{path} lacks {', '.join(missing)} (it holds {', '.join(archive.files) or 'nothing'})"
+                                f"; save it with np.savez(path, {', '.join(f'{k}={k}' for k in NPZ_KEYS)})")
+            arrays = {key: archive[key] for key in NPZ_KEYS}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise DataError(f"{path} holds an object array, which would have to be unpickled (unsafe: it can run "
+                            "code); save plain numeric arrays: uint8 images and integer labels") from None
+        raise DataError(f"{path} is not a readable .npz file ({' '.join(str(e).split())}); save it with "
+                        "np.savez") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e}); save it with np.savez") \
+            from None
+    train = _checked_arrays(path, "train", arrays["x_train"], arrays["y_train"])
+    test = _checked_arrays(path, "test", arrays["x_test"], arrays["y_test"])
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise DataError(f"{path}: x_train images are {train[0].shape[1:]} but x_test images are "
+                        f"{test[0].shape[1:]}; give both splits the same image shape")
+    num_classes = int(train[1].max()) + 1
+    if test[1].max() >= num_classes:
+        raise DataError(f"{path}: y_test has label {int(test[1].max())}, but y_train's labels only go up to "
+                        f"{num_classes - 1}; labels are class ids 0..K-1 shared by both splits")
+    return (*train, *test)
+
+
+def _checked_arrays(path, split, images, labels):
+    """uint8 [N, H, W, C] images and int64 [N] labels, or a DataError naming the problem and the fix."""
+    x, y = f"x_{split}", f"y_{split}"
+    if images.dtype != np.uint8:
+        hint = (" (pixels scaled to [0, 1]? np.round(x * 255).astype(np.uint8))"
+                if np.issubdtype(images.dtype, np.floating) else "")
+        raise DataError(f"{path}: {x} is {images.dtype}; the zoo takes raw uint8 pixels (0-255), which it scales "
+                        f"itself: convert {x}{hint}")
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images):
+        raise DataError(f"{path}: {x} has shape {images.shape}; give [N, H, W] (grayscale) or [N, H, W, C] images "
+                        "with C = 1 or 3, N > 0")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
+        raise DataError(f"{path}: {y} is {labels.dtype} {labels.shape}; give one integer class id per image "
+                        f"({len(images)} of them)")
+    if labels.min() < 0:
+        raise DataError(f"{path}: {y} has the negative label {int(labels.min())}; labels are class ids 0..K-1")
+    return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+# --------------------------------------------------------- image folders
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# An image with more pixels than this is refused from its header, before it is decoded (a
+# decompression bomb: a few KB of PNG can decode to gigabytes). 6,000 x 5,500.
+MAX_IMAGE_PIXELS = 33_000_000
+COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
+
+
+def list_image_folder(directory, what="--image_dir"):
+    """(sorted class names, [(path, class index)]) of a folder with one subfolder of images per class."""
+    if not os.path.isdir(directory):
+        raise DataError(f"{what} {directory} is not a directory; give a folder with one subfolder of images per "
+                        "class (the class names are the subfolders' names)")
+    entries = sorted(e for e in os.listdir(directory) if not e.startswith("."))
+    classes = [e for e in entries if os.path.isdir(os.path.join(directory, e))]
+    loose = [e for e in entries if e.lower().endswith(IMAGE_EXTENSIONS)]
+    if loose and not classes:
+        raise DataError(f"{what} {directory} holds images but no class subfolders; put each class's images in a "
+                        "subfolder named after the class, e.g. DIR/cat/1.png, DIR/dog/2.png")
+    if len(classes) < 2:
+        raise DataError(f"{what} {directory} has {len(classes)} class subfolder(s); a classifier needs at least 2, "
+                        "one subfolder of images per class")
+    files = []
+    for index, name in enumerate(classes):
+        folder = os.path.join(directory, name)
+        images = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)
+                        and not f.startswith("."))
+        if not images:
+            raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}); add its images "
+                            "or remove the folder")
+        files += [(os.path.join(folder, f), index) for f in images]
+    return classes, files
+
+
+def read_images(paths, size=None, color_mode="grayscale"):
+    """uint8 [N, H, W, C] of the image files at `paths` (C = 1 for grayscale, 3 for rgb).
+
+    With `size` (H, W), each image is resized to it with bilinear
+    interpolation (PIL's, on uint8 pixels: what a client must do too);
+    without, every image must already have one size.
+    """
+    from PIL import Image  # imported here: only image folders need it
+
+    if color_mode not in COLOR_MODES:
+        raise DataError(f"unknown color mode {color_mode!r}; valid: {', '.join(COLOR_MODES)}")
+    out, first = [], None
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size  # from the header: nothing decoded yet
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise DataError(f"{path} is {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS:,} an "
+                                    "image may have here (a decompression bomb?); shrink or remove it")
+                pixels = image.convert(COLOR_MODES[color_mode])
+                if size is not None and (width, height) != (size[1], size[0]):
+                    pixels = pixels.resize((size[1], size[0]), Image.BILINEAR)
+                array = np.asarray(pixels, np.uint8)
+        except DataError:
+            raise
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise DataError(f"{path} cannot be read as an image ({type(e).__name__}: {' '.join(str(e).split())[:200]});"
+                            " remove it or replace it with a PNG/JPEG/BMP/GIF file") from None
+        if first is None:
+            first = (path, array.shape)
+        elif array.shape != first[1]:
+            raise DataError(f"images have different sizes: {first[0]} is {first[1][1]}x{first[1][0]}, {path} is "
+                            f"{array.shape[1]}x{array.shape[0]}; pass --image_size=H,W to resize them all")
+        out.append(array)
+    images = np.stack(out)
+    return images[..., np.newaxis] if images.ndim == 3 else images
+
+
+def parse_image_size(text):
+    """(H, W) from 'H,W' (or a sequence of two ints); None for None or ''."""
+    if text is None or text == "":
+        return None
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        size = tuple(int(str(p).strip()) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise DataError(f"--image_size must be H,W in pixels, e.g. 28,28 or 32,32; got {text!r}")
+    return size

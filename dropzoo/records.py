@@ -71,6 +71,11 @@ def make_request(data_origin, *, mc_samples, mc_seed, batch_size, ood_origin):
     return request
 
 
+def same_data(origin, other):
+    """Whether two load_source argument dicts name the same data (None-valued arguments aside)."""
+    return _clean(origin) == _clean(other)
+
+
 def _clean(origin):
     return None if not origin else {k: v for k, v in sorted(origin.items()) if v is not None}
 

@@ -148,6 +148,9 @@ def contrasts_markdown(contrasts):
                 cells += ["0", "", "", "identical by construction"]
             elif r is None:
                 cells += ["", "", "", ""]
+            elif r["n"] < 2:
+                cells += [f"{r['difference'] * c.scale:+.{2 if c.scale == 100 else 4}f}" if r["n"] else "", "", "",
+                          "needs 2 or more seeds"]
             else:
                 digits = 2 if c.scale == 100 else 4
                 cells += [f"{r['difference'] * c.scale:+.{digits}f}",

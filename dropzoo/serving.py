@@ -21,6 +21,10 @@ from dropzoo.errors import ExportError
 INPUT_KEY = "image"
 INPUT_DTYPE = tf.uint8
 SIGNATURE_KEY = "serving_default"
+# The same answer for float32 pixels already scaled to [0, 1]; it refuses anything outside [0, 1]
+# (raw 0-255 values sent as floats), so neither signature can silently take the other's pixels.
+FLOAT_SIGNATURE_KEY = "serving_float"
+FLOAT_INPUT_DTYPE = tf.float32
 MC_DROPOUT_KEY = "mc_dropout"
 MC_SEEDED_KEY = "mc_dropout_seeded"
 MC_DRAWS_KEY = "mc_dropout_draws"
@@ -67,6 +71,23 @@ def input_spec(model):
     if len(shape) != 4 or any(dim is None for dim in shape[1:]):
         raise ExportError(f"model input shape {shape} is not [None, H, W, C] with known H, W, C")
     return tf.TensorSpec((None,) + shape[1:], INPUT_DTYPE, name=INPUT_KEY)
+
+
+def float_input_spec(model):
+    """serving_float's input: float32 pixels in [0, 1], of the model's [None, H, W, C] shape."""
+    return tf.TensorSpec(input_spec(model).shape, FLOAT_INPUT_DTYPE, name=INPUT_KEY)
+
+
+FLOAT_RANGE_MESSAGE = ("serving_float takes pixels scaled to [0, 1], and these are outside it (raw 0-255 "
+                       "values?): send raw uint8 pixels to serving_default, or divide by 255")
+
+
+def checked_float_pixels(image):
+    """`image` after asserting every pixel is in [0, 1] (InvalidArgumentError naming the fix otherwise)."""
+    checks = [tf.debugging.assert_greater_equal(image, tf.constant(0.0, image.dtype), message=FLOAT_RANGE_MESSAGE),
+              tf.debugging.assert_less_equal(image, tf.constant(1.0, image.dtype), message=FLOAT_RANGE_MESSAGE)]
+    with tf.control_dependencies(checks):
+        return tf.identity(image)
 
 
 def probabilities(model, images, outputs="probabilities", training=False):

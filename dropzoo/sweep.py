@@ -106,9 +106,12 @@ def variant_name(config, varying=()):
     if config.rate is not None:
         name += f"-rate{config.rate:g}"
     for field in varying:
-        if field not in NAMED_FIELDS + _NOT_IN_NAME:
-            value = getattr(config, field)
-            name += f"-{field}{_slug(format(value, 'g') if isinstance(value, float) else str(value))}"
+        value = getattr(config, field)
+        if field in NAMED_FIELDS + _NOT_IN_NAME or value in (None, ""):
+            continue
+        if isinstance(value, str) and os.sep in value:  # a path: its last part names it
+            value = os.path.basename(os.path.normpath(value))
+        name += f"-{field}{_slug(format(value, 'g') if isinstance(value, float) else str(value))}"
     return name
 
 
@@ -150,6 +153,25 @@ def plan(runs):
     return [first.setdefault(identity(config), i) for i, (config, _) in enumerate(runs)]
 
 
+def describe_plan(runs):
+    """One line per run of the plan: workdir, model, placement, sites (rate, kind), identical runs.
+
+    Writes nothing: what `train.py --dry_run` prints.
+    """
+    trained_by = plan(runs)
+    lines = []
+    for i, (config, workdir) in enumerate(runs):
+        sites = trainer.resolve(config)["sites"]
+        line = (f"{workdir}  model={config.model} placement={config.placement_spec or 'none'} "
+                f"sites=[{sites or 'none'}] kind={config.kind}")
+        if trained_by[i] != i:
+            line += f"  (identical by construction to {runs[trained_by[i]][1]}: recorded, not trained)"
+        lines.append(line)
+    trained = len(set(trained_by))
+    lines.append(f"{len(runs)} run(s), {trained} to train; nothing was written (--dry_run)")
+    return "\n".join(lines)
+
+
 def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
     """Trains every (config, workdir) in `runs`; returns [(config, workdir, outcome)].
 
@@ -163,8 +185,7 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
     """
     if source is None:
         first = runs[0][0]
-        source = sources.load_source(first.dataset, idx_dir=first.idx_dir,
-                                      tfds_data_dir=first.tfds_data_dir)
+        source = sources.load_source(**sources.config_arguments(first))
     trained_by = plan(runs)
     results = []
     for i, (config, workdir) in enumerate(runs, 1):

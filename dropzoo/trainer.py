@@ -38,6 +38,7 @@ from dropzoo import artifacts as artifacts_lib
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
+from dropzoo import errors
 from dropzoo import evaluate
 from dropzoo import export as export_lib
 from dropzoo import files
@@ -128,6 +129,8 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
     strategy = strategies.strategy_for(config)
     loop = loop_for(strategy)
     lock = locks.WorkdirLock(workdir)  # taken by the chief alone: the workers share its workdir
+    keep = workdir_lib.first_existing(workdir)
+    fresh = loop.chief and not (os.path.isdir(workdir) and workdir_lib.started(workdir))
     with loop.session(workdir) as write_dir:
         try:
             # The chief decides, so every worker skips or runs alike.
@@ -142,12 +145,16 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
                                                 verbose, started, serving_artifacts)
         except interrupts.Interrupted as e:
             e.workdir = workdir
+            _forget(fresh, lock, workdir, keep)
             raise
         except tf.errors.OpError as e:  # a TensorBoard or checkpoint write that failed in TF
             failure = files.write_failure(e, workdir)
             if failure is None:
                 raise
             raise failure from None
+        except errors.USER_ERRORS:
+            _forget(fresh, lock, workdir, keep)
+            raise
         finally:
             lock.release()
     if loop.chief:
@@ -155,6 +162,12 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
     # A worker returns the chief's metrics with its own identity and weights.
     return {**metrics, "strategy": strategies.describe(strategy),
             "weights_sha256": weights_digest(run.model)}
+
+
+def _forget(fresh, lock, workdir, keep):
+    """A run that failed before its first checkpoint leaves nothing behind: no config.json blocks its rerun."""
+    if fresh and lock.held:
+        workdir_lib.remove_unstarted(workdir, keep)
 
 
 def claim_workdir(config, workdir, overwrite, lock):
@@ -189,8 +202,7 @@ def _train_export_verify(config, workdir, write_dir, source, strategy, loop, ver
 def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
     """The `loops.Run` for `config`: data, model under `strategy`, checkpoint restored."""
     if source is None:
-        source = sources.load_source(config.dataset, idx_dir=config.idx_dir,
-                                      tfds_data_dir=config.tfds_data_dir)
+        source = sources.load_source(**sources.config_arguments(config))
     if config.train_size:
         source = sources.subset(source, config.train_size)
     steps_per_epoch, epochs = schedule(config, data_steps_per_epoch(source, config))

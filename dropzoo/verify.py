@@ -80,6 +80,9 @@ def verify_export(path, model, images, *, outputs="probabilities", tolerance=Non
     seeded = signatures.get(MC_SEEDED_KEY)
     if seeded is not None:
         report["mc_seeded_repeatable"] = _seeded_repeatable(seeded, images)
+    floats = signatures.get(serving.FLOAT_SIGNATURE_KEY)
+    if floats is not None:
+        report["float_signature"] = _check_float_signature(floats, images, first[PROBABILITIES_KEY])
     failures = _failures(report, outputs)
     if artifacts:
         failures += _check_artifacts(report, artifacts, model, images, outputs, first[PROBABILITIES_KEY])
@@ -87,6 +90,18 @@ def verify_export(path, model, images, *, outputs="probabilities", tolerance=Non
     if failures:
         raise ExportError(f"export at {path} failed verification: {'; '.join(failures)}", report)
     return report
+
+
+def _check_float_signature(float_fn, images, served):
+    """serving_float on the same images scaled to [0, 1]: its answer, and that it refuses 0-255 floats."""
+    scaled = images.astype(np.float32) / np.float32(255.0)
+    answer = float_fn(**{INPUT_KEY: tf.constant(scaled)})[PROBABILITIES_KEY].numpy()
+    try:
+        float_fn(**{INPUT_KEY: tf.constant(images.astype(np.float32))})
+        refuses = not images.max() > 1  # an all-dark batch (every pixel 0 or 1) is in range after all
+    except tf.errors.InvalidArgumentError as e:
+        refuses = serving.FLOAT_RANGE_MESSAGE in str(e)
+    return {"max_abs_diff_vs_uint8": _max_abs_diff(answer, served), "refuses_unscaled_pixels": bool(refuses)}
 
 
 def _check_artifacts(report, artifacts, model, images, outputs, served):
@@ -217,6 +232,12 @@ def _failures(report, outputs):
     if report.get("mc_seeded_repeatable") is False:
         failures.append(f"two {MC_SEEDED_KEY} calls with one seed differ (a dropout layer "
                         "that ignores models.request_seed?)")
+    floats = report.get("float_signature")
+    if floats and not floats["max_abs_diff_vs_uint8"] <= report["tolerance"]:
+        failures.append(f"serving_float answers {floats['max_abs_diff_vs_uint8']:.3g} away from serving_default "
+                        "on the same images")
+    if floats and not floats["refuses_unscaled_pixels"]:
+        failures.append("serving_float took 0-255 float pixels instead of refusing them")
     if not report["max_abs_diff_vs_keras"] <= report["tolerance"]:
         failures.append(
             f"probabilities differ from the Keras model (training=False, "

@@ -45,6 +45,38 @@ def ensure_writable(workdir):
                        "pass a --workdir you can write to") from None
 
 
+def first_existing(path):
+    """The nearest of `path` and its ancestors that exists (what a failed run must not remove)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def remove_unstarted(workdir, keep):
+    """Removes what a run that never checkpointed wrote in `workdir`, and the directories it made.
+
+    `keep` is `first_existing(workdir)` from before the run: it and its
+    ancestors stay. A run that has started (a checkpoint or metrics.json) is
+    never touched.
+    """
+    if started(workdir):
+        return
+    for name in RUN_FILES + (".lock",):
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
+    path = os.path.abspath(workdir)
+    while path != keep and path.startswith(keep + os.sep):
+        try:
+            os.rmdir(path)  # only if empty: anything else someone put there stays
+        except OSError:
+            break
+        path = os.path.dirname(path)
+
+
 def started(workdir):
     """Whether the run in `workdir` got anywhere: a checkpoint or a finished metrics.json."""
     return bool(checkpoints.saved_epochs(os.path.join(workdir, "checkpoints"))) or os.path.exists(

@@ -22,7 +22,7 @@ Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
 from models.keras_model import describe_model
 from models.keras_model import load_keras_model
-from models.keras_model import place_dropout
+from models.keras_rewrite import place_dropout
 from models.layers import KINDS
 from models.layers import POLICIES
 from models.layers import check_kind

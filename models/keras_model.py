@@ -42,11 +42,9 @@ import hashlib
 import os
 
 import keras
-import numpy as np
 
 from models import layers as dropout_lib
 from models import network
-from models import pooling
 from models import sites as sites_lib
 
 # Dropout layers the rewrite removes (their rates become the canonical placement):
@@ -54,7 +52,7 @@ from models import sites as sites_lib
 OTHER_SPATIAL_TYPES = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout3D)
 
 
-def _is_dropout(layer):
+def is_dropout(layer):
     return isinstance(layer, dropout_lib.dropout_types() + OTHER_SPATIAL_TYPES + (keras.layers.AlphaDropout,))
 
 
@@ -233,14 +231,14 @@ def _trace(model):
                            len(tensors[0].shape) if len(tensors) == 1 else 0, len(output.shape)))
         return output
 
-    keras.models.clone_model(_functional(model), clone_function=lambda layer: layer, call_function=call)
+    keras.models.clone_model(functional(model), clone_function=lambda layer: layer, call_function=call)
     if len(calls) > MAX_LAYER_INDEX + 1:
         raise ValueError(f"model {model.name!r} has {len(calls)} layers; place_dropout seeds masks for "
                          f"up to {MAX_LAYER_INDEX + 1}")
     return calls
 
 
-def _functional(model):
+def functional(model):
     """`model` as a functional model over the same layers (a Sequential is called layer by layer)."""
     if not isinstance(model, keras.Sequential):
         return model
@@ -296,7 +294,7 @@ def _spec_of(model, calls, input_shape, name, source, digest):
     layers = []
     for index, call in enumerate(calls):
         layer = call.layer
-        if _is_dropout(layer):
+        if is_dropout(layer):
             continue
         activation = _fused_activation(layer)
         if index == output_index:
@@ -332,10 +330,10 @@ def _own_dropout(model, calls, spec):
     valid, spatial = spec.sites(), spec.spatial_sites()
     own = {}
     for c in calls:
-        if not _is_dropout(c.layer):
+        if not is_dropout(c.layer):
             continue
         source = producer.get(c.inputs[0])
-        if source is not None and not _is_dropout(source.layer):
+        if source is not None and not is_dropout(source.layer):
             site, shares = f"{source.layer.name}.post", consumers[c.inputs[0]]
         else:  # on the model's input (or on another dropout's output): the next layer's input
             after = consumers.get(c.output, [])
@@ -352,100 +350,8 @@ def _own_dropout(model, calls, spec):
     return {site: own[site] for site in valid if site in own}
 
 
-def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, seed=None):
-    """A new keras.Model: `model` with its dropout removed and dropout at `placement`.
-
-    `placement` is a named placement (models.network.named_placements on the
-    model's structure: canonical, none, after_activation, before_dense, conv,
-    ...) or a site string ('dense.pre:0.5,conv1.post:0.1:spatial'). `rate`
-    overrides every site's rate; `seed` seeds the masks as the zoo does.
-    Weights are copied, so the variant trains without touching `model`.
-    """
-    spec = model if isinstance(model, KerasModelSpec) else describe_model(model)
-    return build_placed(spec, resolve(spec, placement), kind=kind, rate=rate, seed=seed)
-
-
-def resolve(spec, placement):
-    """{site: Site} for a placement name or a site string on `spec`."""
-    if ":" in placement or "." in placement or placement.strip() == "":
-        return spec.parse(placement)
-    placements = network.named_placements(spec)
-    if placement not in placements:
-        raise ValueError(f"unknown placement {placement!r} for {spec.name}; valid placements: "
-                         f"{', '.join(placements)}, or sites like '{spec.sites()[0]}:0.5'")
-    return placements[placement]
-
-
 def check_zoo_only(option, value):
     """Raises ValueError unless `value` is the default of `option`, a zoo-only build option."""
     if value is not None and value != _ZOO_ONLY[option]:
         raise ValueError(f"{option}={value!r} changes the zoo's networks; a Keras model keeps its own "
                          f"layers (leave {option} at {_ZOO_ONLY[option]!r})")
-
-
-def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_classes=None,
-                 input_shape=None, **zoo_only):
-    """The variant of `spec.model` with dropout at `placement` ({site: Site}); see place_dropout.
-
-    `num_classes` and `input_shape`, if given, must be the model's own (the
-    trainer passes the data's). activation/norm/bn_momentum must be left at
-    their defaults: they rebuild zoo networks, and this model keeps its layers.
-    """
-    dropout_lib.check_kind(kind)
-    for option, value in zoo_only.items():
-        check_zoo_only(option, value)
-    if num_classes is not None and int(num_classes) != spec.num_classes:
-        raise ValueError(f"model {spec.name!r} has {spec.num_classes} outputs but the data has {num_classes} "
-                         "classes; give a model whose classifier has one unit per class")
-    if input_shape is not None and tuple(input_shape) != spec.input_shape:
-        raise ValueError(f"model {spec.name!r} takes {'x'.join(map(str, spec.input_shape))} images but the "
-                         f"data has {'x'.join(map(str, input_shape))}; give a model built for this dataset")
-    placement = sites_lib.with_rate(placement, rate)
-    unknown = sorted(set(placement) - set(spec.sites()))
-    if unknown:
-        raise ValueError(f"unknown site(s) {', '.join(unknown)}; valid sites: {', '.join(spec.sites())}")
-    by_name = {layer.name: layer for layer in spec.layers}
-    originals = {}
-
-    def dropout(x, layer, slot):
-        site = placement.get(f"{layer.name}.{slot}")
-        if site is None:
-            return x
-        stream = None if seed is None else seed * 1000 + network.mask_stream(layer.index, slot)
-        return dropout_lib.make_dropout(kind, site.rate, spatial=site.spatial, seed=stream,
-                                        name=f"{layer.name}.{slot}")(x)
-
-    def clone(layer):
-        if _is_dropout(layer):
-            return layer  # never called: `call` skips it
-        config = layer.get_config()
-        info = by_name[layer.name]
-        # The trainer's policy decides the compute dtype; the classifier stays float32.
-        config["dtype"] = "float32" if info.role in ("output", "head") else None
-        if info.role in ("conv", "dense"):
-            config["activation"] = "linear"  # split off: `LAYER.act`, with LAYER.mid before it
-        if info.index == 0 and spec.rescaling:
-            config["scale"] = (np.asarray(config["scale"], dtype=np.float64) * 255.0).tolist()
-        # Keras' own max pooling becomes the zoo's: the same layer with a faster gradient.
-        cls = pooling.MaxPooling2D if type(layer) is keras.layers.MaxPooling2D else type(layer)
-        new = cls.from_config(config)
-        originals[id(new)] = layer
-        return new
-
-    def call(layer, *args, **kwargs):
-        if _is_dropout(layer):
-            return args[0]
-        info = by_name[layer.name]
-        if "pre" in info.slots:
-            args = (dropout(args[0], info, "pre"),) + args[1:]
-        x = layer(*args, **kwargs)
-        layer.set_weights(originals[id(layer)].get_weights())
-        if info.role in ("conv", "dense"):
-            x = dropout(x, info, "mid")
-            if info.activation != "linear":
-                x = keras.layers.Activation(info.activation, name=f"{layer.name}.act")(x)
-        return dropout(x, info, "post")
-
-    image = keras.Input(shape=spec.input_shape, name="image")
-    return keras.models.clone_model(_functional(spec.model), input_tensors=image, clone_function=clone,
-                                    call_function=call)

@@ -8,6 +8,7 @@ placements and keys variants by that name like any zoo network.
 import typing
 
 from models import keras_model
+from models import keras_rewrite
 from models import layers as dropout_lib
 from models import network
 from models import sites as sites_lib
@@ -118,7 +119,7 @@ def build(name, placement="canonical", **options):
     kwargs = {k: v for k, v in options.items() if v is not None}
     spec = get_spec(name)
     if isinstance(spec, keras_model.KerasModelSpec):
-        return keras_model.build_placed(spec, resolve_placement(name, placement), **kwargs)
+        return keras_rewrite.build_placed(spec, resolve_placement(name, placement), **kwargs)
     sites = resolve_placement(name, placement, kwargs.get("norm", "none"))
     return network.build_network(spec, sites, **kwargs)
 

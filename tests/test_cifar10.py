@@ -17,6 +17,7 @@ from conftest import tiny_config
 from dropzoo import data as data_lib
 from dropzoo import evaluate
 from dropzoo import sources
+from dropzoo import tfds_source
 from dropzoo import trainer
 
 NUM_EXAMPLES = 40  # per split: 36 train + 4 validation, 40 test
@@ -29,7 +30,7 @@ TINY_BUDGET = 10 * EXAMPLE_BYTES
 @contextlib.contextmanager
 def mock_cifar10(num_examples=NUM_EXAMPLES):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sources, "_network_reachable", lambda timeout: True)
+        patch.setattr(tfds_source, "_network_reachable", lambda timeout: True)
         with tfds.testing.mock_data(num_examples=num_examples):
             yield
 
@@ -45,8 +46,8 @@ def train_and_eval(workdir, tfds_data_dir):
     with mock_cifar10():
         metrics = trainer.train_and_evaluate(cifar_config(tfds_data_dir), str(workdir), verbose=0)
         result = evaluate.evaluate_on_dataset(os.path.join(workdir, "saved_model"),
-                                              dataset="cifar10",
-                                              tfds_data_dir=str(tfds_data_dir), batch_size=16)
+                                              data={"dataset": "cifar10", "tfds_data_dir": str(tfds_data_dir)},
+                                              batch_size=16)
     return metrics, result
 
 

@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 from dropzoo import data
 from dropzoo import readers
 from dropzoo import sources
+from dropzoo import tfds_source
 from dropzoo.errors import DataError
 
 TRAIN_IMAGES, TRAIN_LABELS = readers.IDX_TRAIN_FILES
@@ -100,7 +101,7 @@ def test_tfds_mnist_source_and_pipelines(monkeypatch, tmp_path):
     probes = []
     # Under mock_data nothing looks prepared; "reachable" sends load_source
     # down the tfds download path, which mock_data turns into a no-op.
-    monkeypatch.setattr(sources, "_network_reachable",
+    monkeypatch.setattr(tfds_source, "_network_reachable",
                         lambda timeout: probes.append(timeout) or True)
     with tfds.testing.mock_data(num_examples=20):
         source = sources.load_source("mnist", tfds_data_dir=str(tmp_path))
@@ -121,8 +122,8 @@ def test_tfds_mnist_source_and_pipelines(monkeypatch, tmp_path):
 
 
 def test_tfds_prepared_data_skips_probe(monkeypatch):
-    monkeypatch.setattr(sources, "_is_prepared", lambda builder: True)
-    monkeypatch.setattr(sources, "_network_reachable", _forbid_probe)
+    monkeypatch.setattr(tfds_source, "_is_prepared", lambda builder: True)
+    monkeypatch.setattr(tfds_source, "_network_reachable", _forbid_probe)
     with tfds.testing.mock_data(num_examples=6):
         source = sources.load_source("fashion_mnist", need_train=False)
     assert source.name == "tfds:fashion_mnist"
@@ -130,7 +131,7 @@ def test_tfds_prepared_data_skips_probe(monkeypatch):
 
 
 def test_mnist_falls_back_to_sample_when_offline(monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(sources, "_network_reachable", lambda timeout: False)
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda timeout: False)
     sources._sample_arrays_cached.cache_clear()  # Time the cold path.
     start = time.monotonic()
     with caplog.at_level("WARNING"):
@@ -146,7 +147,7 @@ def test_mnist_falls_back_to_sample_when_offline(monkeypatch, tmp_path, caplog):
 
 
 def test_other_tfds_dataset_offline_is_an_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(sources, "_network_reachable", lambda timeout: False)
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda timeout: False)
     with pytest.raises(DataError, match="--idx_dir") as error:
         sources.load_source("fashion_mnist", tfds_data_dir=str(tmp_path))
     assert "--tfds_data_dir" in str(error.value)
@@ -154,7 +155,7 @@ def test_other_tfds_dataset_offline_is_an_error(monkeypatch, tmp_path):
 
 
 def test_unknown_dataset_names_valid_options(monkeypatch):
-    monkeypatch.setattr(sources, "_network_reachable", _forbid_probe)
+    monkeypatch.setattr(tfds_source, "_network_reachable", _forbid_probe)
     with pytest.raises(DataError) as error:
         sources.load_source("no_such_dataset_xyz")
     for hint in ("mnist_sample", "fashion_mnist", "kmnist", "--idx_dir"):
@@ -163,7 +164,7 @@ def test_unknown_dataset_names_valid_options(monkeypatch):
 
 
 def test_non_image_dataset_is_rejected(monkeypatch):
-    monkeypatch.setattr(sources, "_network_reachable", _forbid_probe)
+    monkeypatch.setattr(tfds_source, "_network_reachable", _forbid_probe)
     with pytest.raises(DataError, match="not an image classification") as error:
         sources.load_source("imdb_reviews")
     _assert_one_line(error)
@@ -177,17 +178,17 @@ def test_network_probe_gives_up_on_a_hanging_connection(monkeypatch):
         release.wait(5)
         raise OSError("gave up")  # what a resolver failure looks like, once released
 
-    monkeypatch.setattr(sources.socket, "create_connection", hang)
+    monkeypatch.setattr(tfds_source.socket, "create_connection", hang)
     start = time.monotonic()
-    assert sources._network_reachable(0.2) is False
+    assert tfds_source._network_reachable(0.2) is False
     assert time.monotonic() - start < 1
     release.set()  # let the probe thread finish cleanly before the patch is undone
 
 
 def test_network_probe_sees_a_listening_host(monkeypatch):
     with socket.create_server(("127.0.0.1", 0)) as server:
-        monkeypatch.setattr(sources, "_PROBE_ADDRESS", server.getsockname()[:2])
-        assert sources._network_reachable(2.0) is True
+        monkeypatch.setattr(tfds_source, "_PROBE_ADDRESS", server.getsockname()[:2])
+        assert tfds_source._network_reachable(2.0) is True
 
 
 # ------------------------------------------------------------------- IDX

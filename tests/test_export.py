@@ -90,8 +90,11 @@ def bfloat16_policy():
 def test_signature_names_dtypes_shapes(prob_export):
     _, path = prob_export
     signatures = tf.saved_model.load(path).signatures
-    assert set(signatures) == {"serving_default", "mc_dropout", "mc_dropout_seeded", "mc_dropout_draws"}
+    assert set(signatures) == {"serving_default", "serving_float", "mc_dropout", "mc_dropout_seeded",
+                               "mc_dropout_draws"}
     image = tf.TensorSpec((None,) + SHAPE, tf.uint8, name="image")
+    assert signatures["serving_float"].structured_input_signature[1] == {
+        "image": tf.TensorSpec((None,) + SHAPE, tf.float32, name="image")}
     samples = tf.TensorSpec((), tf.int32, name="samples")
     seed = tf.TensorSpec((), tf.int32, name="seed")
     assert signatures["mc_dropout"].structured_input_signature[1] == {"image": image, "samples": samples}
@@ -124,7 +127,7 @@ def test_saved_model_cli_shows_exactly_the_signature(prob_export):
         cli + ["show", "--dir", path, "--all"], capture_output=True, text=True, check=True
     ).stdout
     blocks = dict(re.findall(r"signature_def\['(\w+)'\]:(.*?)(?=signature_def\[|\Z)", shown, re.S))
-    assert set(blocks) == {"__saved_model_init_op", "serving_default", "mc_dropout",
+    assert set(blocks) == {"__saved_model_init_op", "serving_default", "serving_float", "mc_dropout",
                            "mc_dropout_seeded", "mc_dropout_draws"}
     block = blocks["serving_default"]
     assert re.findall(r"inputs\['(\w+)'\]", block) == ["image"]
@@ -275,6 +278,8 @@ def test_verify_export_passes_on_good_export(prob_export):
         "tolerance": 1e-5,
         "num_examples": 16,
         "mc_seeded_repeatable": True,
+        # The same images scaled to [0, 1] outside the graph: the same answer within float32 rounding.
+        "float_signature": {"max_abs_diff_vs_uint8": pytest.approx(0.0, abs=1e-6), "refuses_unscaled_pixels": True},
     }
     assert report["max_abs_diff_vs_keras"] <= 1e-5
 

@@ -200,10 +200,11 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
         metrics = json.load(f)
     assert metrics["data"]["source"] == "mnist_sample"
 
-    result = _run("eval.py", f"--workdir={workdir}", "--dataset=mnist_sample")
+    result = _run("eval.py", f"--workdir={workdir}")  # the run's own test data, as it recorded it
     assert result.returncode == 0, result.stderr[-2000:]
     printed = json.loads(result.stdout)
     assert printed["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert printed["data_source"] == "mnist_sample" and "note:" not in result.stderr
     with open(os.path.join(workdir, "eval.json")) as f:
         assert json.load(f) == printed
 

@@ -1,0 +1,67 @@
+"""Call an export from Python with the right answer for any pixel dtype, or a clear error.
+
+    from dropzoo import client
+    model = client.Client("runs/keras_mnist_cnn/canonical/seed0/saved_model")
+    answer = model.predict(images)     # {"probabilities": [N, classes], "class_id": [N]}
+
+Why it exists: a SavedModel signature with a uint8 input, called from
+Python with a NumPy float array (or through `saved_model_cli run` with a
+float `.npy`), has TensorFlow cast the floats to uint8 *before* the graph
+runs: pixels already scaled to [0, 1] become 0 and every image gets the
+same answer, without a word. `predict` picks the signature from the dtype:
+
+- uint8 (or another integer dtype within 0-255): `serving_default`, as is;
+- floats: `serving_float`, which takes pixels scaled to [0, 1] and refuses
+  anything outside [0, 1]; floats above 1 (raw 0-255 values) are refused
+  here already, with the fix (`.astype(np.uint8)`);
+- anything else, or images of the wrong shape: a ValueError naming the fix.
+"""
+import numpy as np
+import tensorflow as tf
+
+from dropzoo import export
+from dropzoo import serving
+
+
+class Client:
+    """The serving signatures of one export, called with checked pixels."""
+
+    def __init__(self, saved_model):
+        self.path = saved_model
+        self.signatures = export.load_signatures(saved_model)
+        self.uint8_fn = export.load_serving_fn(saved_model)
+        self.float_fn = self.signatures.get(serving.FLOAT_SIGNATURE_KEY)
+        self.image_shape = tuple(export.serving_input_spec(self.uint8_fn)[1].shape[1:])
+
+    def predict(self, images, batch_size=256):
+        """{output: NumPy array} of the serving outputs for `images` ([N, H, W, C] or one [H, W, C])."""
+        fn, pixels = self.route(images)
+        parts = [fn(**{serving.INPUT_KEY: tf.constant(pixels[i:i + batch_size])})
+                 for i in range(0, len(pixels), batch_size)]
+        return {key: np.concatenate([p[key].numpy() for p in parts]) for key in serving.OUTPUTS}
+
+    def route(self, images):
+        """(the signature, the pixels it takes) for `images`; ValueError (one line) if they fit neither."""
+        x = np.asarray(images)
+        if x.shape == self.image_shape:
+            x = x[np.newaxis]
+        if x.ndim != 4 or x.shape[1:] != self.image_shape or not len(x):
+            want = ", ".join(map(str, self.image_shape))
+            raise ValueError(f"images have shape {x.shape}; this export takes [N, {want}] (resize them as the "
+                             "training data was)")
+        if x.dtype == np.uint8:
+            return self.uint8_fn, x
+        if np.issubdtype(x.dtype, np.integer):
+            if x.min() < 0 or x.max() > 255:
+                raise ValueError(f"integer pixels must be 0-255, these span {x.min()}..{x.max()}")
+            return self.uint8_fn, x.astype(np.uint8)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"images are {x.dtype}; pass uint8 pixels (0-255) or floats scaled to [0, 1]")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("images hold NaN or infinite pixels")
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError(f"float pixels must be scaled to [0, 1], these span {x.min():g}..{x.max():g}; if they "
+                             "are raw 0-255 values, pass images.astype(np.uint8)")
+        if self.float_fn is None:  # an export from before serving_float: scale back exactly
+            return self.uint8_fn, np.round(x * 255.0).astype(np.uint8)
+        return self.float_fn, x.astype(np.float32)

@@ -1,0 +1,158 @@
+"""The tensorflow-datasets source: an image classification dataset by name (`--dataset=NAME`).
+
+`load(name, data_dir, need_train, network_timeout)` returns the fields of a
+`sources.Source`. When the data is not prepared and the network cannot be
+reached, it raises `Unreachable` within seconds instead of retrying
+downloads for minutes (dropzoo/sources.py then falls back to the embedded
+MNIST sample for plain `mnist`, with one warning line).
+"""
+import os
+import socket
+import threading
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from dropzoo.errors import DataError
+
+# tfds downloads MNIST from this host.
+_PROBE_ADDRESS = ("storage.googleapis.com", 443)
+
+VALID_NAMES_HINT = (
+    "use mnist_sample, or a tensorflow-datasets image classification name "
+    "such as mnist, fashion_mnist, kmnist, cifar10; for files on disk pass "
+    "--idx_dir (IDX .gz), --npz (arrays) or --image_dir (a folder of images)"
+)
+
+
+class Unreachable(DataError):
+    """The dataset is not prepared and the network that would download it is down."""
+
+
+def load(name, data_dir, need_train, network_timeout):
+    """{name, train, test, num_train, num_test, num_classes, image_shape, origin} of tfds dataset `name`."""
+    builder = _tfds_builder(name, data_dir)
+    image_key, label_key = _image_label_keys(builder, name)
+    if not _is_prepared(builder):
+        if not _network_reachable(network_timeout):
+            host = f"{_PROBE_ADDRESS[0]}:{_PROBE_ADDRESS[1]}"
+            raise Unreachable(f"tfds dataset {name!r} is not prepared in {builder.data_dir_root} and the network "
+                              f"is unreachable (no connection to {host} within {network_timeout:g}s)")
+        builder.download_and_prepare()
+    _check_splits(builder, name, need_train)
+    train, num_train = _tfds_split(builder, "train") if need_train else (None, 0)
+    test, num_test = _tfds_split(builder, "test")
+    features = builder.info.features
+    return dict(
+        name=f"tfds:{name}",
+        train=train,
+        test=test,
+        num_train=num_train,
+        num_test=num_test,
+        num_classes=int(features[label_key].num_classes),
+        image_shape=tuple(int(d) for d in features[image_key].shape),
+        origin={"dataset": name, "tfds_data_dir": data_dir},
+    )
+
+
+def _tfds_builder(name, data_dir):
+    path_hint = _path_hint(name)
+    if path_hint:
+        raise DataError(path_hint)
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DataError(f"unknown dataset {name!r}: {VALID_NAMES_HINT}") from None
+    except (ValueError, TypeError) as e:  # tfds' parser: "Parsing builder name string ... failed"
+        raise DataError(f"{name!r} is not a dataset name ({' '.join(str(e).split())[:150]}): "
+                        f"{VALID_NAMES_HINT}") from None
+
+
+def _path_hint(name):
+    """The flag that takes `name` if it is a path on disk (a dataset name is not); '' otherwise."""
+    if not (os.sep in name or os.path.exists(name) or name.endswith(".npz")):
+        return ""
+    if os.path.isdir(name):
+        if any(f.endswith("idx3-ubyte.gz") for f in os.listdir(name)):
+            flag = f"--idx_dir={name}"
+        else:
+            flag = f"--image_dir={name} (a folder with one subfolder of images per class)"
+    elif name.endswith(".npz"):
+        flag = f"--npz={name}"
+    else:
+        return (f"--dataset takes a dataset name, and {name!r} looks like a path; for files on disk pass "
+                "--npz=FILE.npz, --image_dir=DIR or --idx_dir=DIR")
+    return f"--dataset takes a dataset name, not a path: for {name} pass {flag}"
+
+
+def _image_label_keys(builder, name):
+    """(image, label) feature keys; DataError unless fixed-size images, class labels."""
+    not_images = (f"tfds dataset {name!r} is not an image classification dataset; "
+                  f"{VALID_NAMES_HINT}")
+    keys = builder.info.supervised_keys
+    if not (isinstance(keys, tuple) and len(keys) == 2
+            and all(isinstance(k, str) for k in keys)):
+        raise DataError(not_images)
+    image_key, label_key = keys
+    features = builder.info.features
+    image, label = features[image_key], features[label_key]
+    if not (isinstance(image, tfds.features.Image)
+            and isinstance(label, tfds.features.ClassLabel)):
+        raise DataError(not_images)
+    if None in image.shape or np.dtype(image.np_dtype) != np.uint8:
+        raise DataError(
+            f"tfds dataset {name!r} has images of shape {image.shape} and dtype "
+            f"{np.dtype(image.np_dtype).name}; the zoo needs fixed-size uint8 "
+            "images, e.g. mnist, fashion_mnist, kmnist, cifar10")
+    return image_key, label_key
+
+
+def _is_prepared(builder):
+    # Same test as builder.is_prepared(), which also logs a warning when the
+    # answer is no, and the offline path must log exactly one line.
+    return (builder.data_path / "dataset_info.json").exists()
+
+
+def _network_reachable(timeout):
+    """Whether the tfds download host accepts a TCP connection within `timeout` seconds.
+
+    The connection runs in a daemon thread because `create_connection`'s
+    timeout does not cover DNS resolution, which can hang far longer.
+    """
+    reached = []
+
+    def connect():
+        try:
+            with socket.create_connection(_PROBE_ADDRESS, timeout=timeout):
+                reached.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=connect, name="dropzoo-network-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(reached)
+
+
+def _check_splits(builder, name, need_train):
+    splits = builder.info.splits
+    if not splits:
+        return  # Not recorded (mocked data); as_dataset reports bad splits itself.
+    wanted = ["train", "test"] if need_train else ["test"]
+    missing = [split for split in wanted if split not in splits]
+    if missing:
+        raise DataError(
+            f"tfds dataset {name!r} has no {' or '.join(missing)} split (it has "
+            f"{', '.join(sorted(splits))}); use a dataset with train and test "
+            "splits, e.g. mnist, fashion_mnist, kmnist")
+
+
+def _tfds_split(builder, split):
+    """The split in a fixed order (so validation hold-outs are stable) and its size."""
+    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    cardinality = int(ds.cardinality())
+    if cardinality >= 0:
+        return ds, cardinality
+    return ds, int(builder.info.splits[split].num_examples)
+
+
