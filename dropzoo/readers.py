@@ -99,7 +99,7 @@ def read_npz(path):
                                 f"; save it with np.savez(path, {', '.join(f'{k}={k}' for k in NPZ_KEYS)})")
             arrays = {key: archive[key] for key in NPZ_KEYS}
     except ValueError as e:
-        if "allow_pickle" in str(e):
+        if "Object arrays" in str(e):
             raise DataError(f"{path} holds an object array, which would have to be unpickled (unsafe: it can run "
                             "code); save plain numeric arrays: uint8 images and integer labels") from None
         raise DataError(f"{path} is not a readable .npz file ({' '.join(str(e).split())}); save it with "

@@ -331,7 +331,7 @@ def tflite_metrics(run, artifacts, converted):
 
 def data_record(source, pipes):
     """metrics.json's "data" entry: what was trained and tested on, and how to load it again."""
-    return {"source": source.name, "origin": source.origin, **source.subset_record,
+    return {"source": source.name, "origin": source.origin, "details": source.details, **source.subset_record,
             "fallback_reason": source.fallback_reason,
             "num_train": pipes.num_train, "num_validation": pipes.num_validation,
             "num_test": pipes.num_test, "num_classes": source.num_classes,

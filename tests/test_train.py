@@ -176,9 +176,25 @@ def _run(script, *args, timeout=240):
     (["--flagfile=configs/missing.cfg"], "error: Unable to open flagfile"),
     (["--idx_dir=/nonexistent"], "error: --idx_dir /nonexistent is not a directory"),
     (["--network=cnv32k3,pool2,flatten"], "error: --network: unknown layer 'cnv32k3' at position 1; valid:"),
+    (["--npz=/nonexistent/d.npz"], "error: --npz /nonexistent/d.npz does not exist"),
+    (["--dataset=/tmp"], "error: --dataset takes a dataset name, not a path: for /tmp pass --image_dir=/tmp"),
 ])
 def test_train_script_reports_bad_input_in_one_line(args, message, tmp_path):
-    assert_one_line_error(_run("train.py", f"--workdir={tmp_path}", *args), message)
+    workdir = tmp_path / "run"
+    assert_one_line_error(_run("train.py", f"--workdir={workdir}", *args), message)
+    assert not workdir.exists()  # nothing written
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    result = _run("train.py", "--model=dense_mlp", "--placement=canonical,after_activation,before_dense",
+                  "--dry_run", f"--workdir={tmp_path / 'study'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "3 run(s), 2 to train; nothing was written (--dry_run)"
+    assert f"{tmp_path}/study/dense_mlp/before_dense/seed0  model=dense_mlp placement=before_dense " \
+           "sites=[dense1.pre:0.5] kind=inverted" in lines
+    assert any("after_activation" in line and "identical by construction to" in line for line in lines)
+    assert not (tmp_path / "study").exists()
 
 
 def assert_one_line_error(result, message):

@@ -1,0 +1,302 @@
+"""A user's own data: image folders and .npz files, end to end, and every bad input in one line.
+
+Small files are generated here (PNG, JPEG, .npz); nothing comes from outside
+the repository.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from PIL import Image
+
+from dropzoo import client
+from dropzoo import compare
+from dropzoo import config as config_lib
+from dropzoo import readers
+from dropzoo import sources
+from dropzoo import sweep
+from dropzoo import trainer
+from dropzoo.errors import DataError
+
+
+def _digits(n, seed=0, size=12):
+    """Learnable grayscale images: the class is which half is bright."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    images = rng.integers(0, 90, (n, size, size)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        images[i, :, label * size // 2:(label + 1) * size // 2] += 120
+    return images, labels
+
+
+def write_folder(root, n=24, seed=0, size=12, rgb=False, ext=".png"):
+    images, labels = _digits(n, seed, size)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = os.path.join(root, ["left", "right"][label])
+        os.makedirs(folder, exist_ok=True)
+        pixels = np.stack([image] * 3, axis=-1) if rgb else image
+        Image.fromarray(pixels).save(os.path.join(folder, f"{i}{ext}"))
+    return root
+
+
+@pytest.fixture
+def png_folders(tmp_path):
+    return write_folder(str(tmp_path / "train"), 40), write_folder(str(tmp_path / "test"), 16, seed=1)
+
+
+def test_an_image_folder_with_a_test_folder_loads_with_classes_from_folder_names(png_folders):
+    train, test = png_folders
+    source = sources.load_source(image_dir=train, test_image_dir=test)
+    assert source.image_shape == (12, 12, 1) and source.num_classes == 2
+    assert source.num_train == 40 and source.num_test == 16
+    assert source.details["class_names"] == ["left", "right"]
+    assert source.origin == {"image_dir": train, "test_image_dir": test, "image_size": None,
+                             "color_mode": "grayscale"}
+    again = sources.load_source(**source.origin, need_train=False)  # what eval and compare do
+    assert again.num_test == 16 and again.name == source.name
+    images, labels = next(iter(again.test.batch(16).as_numpy_iterator()))
+    assert images.dtype == np.uint8 and set(labels) <= {0, 1}
+
+
+def test_an_rgb_jpeg_folder_without_a_test_folder_gets_a_fixed_stratified_split(tmp_path):
+    root = write_folder(str(tmp_path / "shapes"), 50, size=32, rgb=True, ext=".jpg")
+    first = sources.load_source(image_dir=root, color_mode="rgb")
+    second = sources.load_source(image_dir=root, color_mode="rgb")
+    assert first.image_shape == (32, 32, 3) and first.num_train + first.num_test == 50
+    split = first.details["test_split"]
+    assert split["fraction"] == sources.IMAGE_TEST_FRACTION
+    assert split == second.details["test_split"]  # the same split every time, whatever the run's seed
+    labels = [int(y) for _, y in first.test.as_numpy_iterator()]
+    per_class = {c: sum(1 for f in os.listdir(os.path.join(root, name))) for c, name in enumerate(["left", "right"])}
+    for c, count in per_class.items():  # stratified: each class gives its own share
+        assert labels.count(c) == max(1, round(count * sources.IMAGE_TEST_FRACTION))
+
+
+def test_image_size_resizes_and_mixed_sizes_without_it_are_one_line(tmp_path):
+    root = write_folder(str(tmp_path / "mixed"), 8)
+    Image.fromarray(np.zeros((20, 16), np.uint8)).save(os.path.join(root, "left", "big.png"))
+    with pytest.raises(DataError, match=r"images have different sizes: .* pass --image_size=H,W") as info:
+        sources.load_source(image_dir=root)
+    assert "\n" not in str(info.value)
+    source = sources.load_source(image_dir=root, image_size="16,16")
+    assert source.image_shape == (16, 16, 1)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda root: os.makedirs(os.path.join(root, "empty")), r"class folder .*empty has no images"),
+    (lambda root: open(os.path.join(root, "left", "broken.png"), "wb").write(b"not a png"),
+     r"broken.png cannot be read as an image .*remove it or replace it"),
+    (lambda root: [os.remove(os.path.join(root, "right", f)) for f in os.listdir(os.path.join(root, "right"))]
+     and os.rmdir(os.path.join(root, "right")), "has 1 class subfolder"),
+])
+def test_bad_image_folders_are_one_line(tmp_path, make, message):
+    root = write_folder(str(tmp_path / "data"), 8)
+    make(root)
+    with pytest.raises(DataError, match=message) as info:
+        sources.load_source(image_dir=root)
+    assert "\n" not in str(info.value)
+
+
+def test_images_without_class_subfolders_say_how_to_arrange_them(tmp_path):
+    root = tmp_path / "flat"
+    root.mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "a.png")
+    with pytest.raises(DataError, match="holds images but no class subfolders"):
+        sources.load_source(image_dir=str(root))
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    root = write_folder(str(tmp_path / "bomb"), 6)
+    monkeypatch.setattr(readers, "MAX_IMAGE_PIXELS", 100)  # a 12x12 image "exceeds" it
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("the image was decoded before its size was checked")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(DataError, match=r"12 x 12 pixels, more than the 100 an image may have here"):
+        sources.load_source(image_dir=root)
+
+
+def _npz(path, **overrides):
+    x_train, y_train = _digits(40)
+    x_test, y_test = _digits(10, seed=1)
+    arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    arrays.update(overrides)
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_an_npz_loads_grayscale_or_channels(tmp_path):
+    source = sources.load_source(npz=_npz(tmp_path / "d.npz"))
+    assert source.image_shape == (12, 12, 1) and source.num_train == 40 and source.num_classes == 2
+    rgb = np.repeat(_digits(40)[0][..., None], 3, axis=-1)
+    source = sources.load_source(npz=_npz(tmp_path / "rgb.npz", x_train=rgb,
+                                          x_test=np.repeat(_digits(10, 1)[0][..., None], 3, axis=-1)))
+    assert source.image_shape == (12, 12, 3)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"x_train": np.zeros((40, 12, 12), np.float32)}, r"x_train is float32; the zoo takes raw uint8 pixels"),
+    ({"y_test": np.full(10, 7)}, r"y_test has label 7, but y_train's labels only go up to 1"),
+    ({"y_train": np.full(40, -1)}, "negative label -1"),
+    ({"x_test": np.zeros((10, 8, 8), np.uint8)}, "give both splits the same image shape"),
+    ({"y_train": np.zeros(3, np.int64)}, "one integer class id per image"),
+])
+def test_bad_npz_arrays_are_one_line(tmp_path, overrides, message):
+    with pytest.raises(DataError, match=message) as info:
+        sources.load_source(npz=_npz(tmp_path / "bad.npz", **overrides))
+    assert "\n" not in str(info.value)
+
+
+def test_an_npz_object_array_is_refused_and_never_unpickled(tmp_path):
+    path = str(tmp_path / "evil.npz")
+    x_train, y_train = _digits(4)
+    np.savez(path, x_train=np.array([x_train[0], "payload"], dtype=object), y_train=y_train,
+             x_test=x_train, y_test=y_train)
+    with pytest.raises(DataError, match="holds an object array, which would have to be unpickled"):
+        sources.load_source(npz=path)
+    np.savez(str(tmp_path / "partial.npz"), x_train=x_train)
+    with pytest.raises(DataError, match="lacks y_train, x_test, y_test"):
+        sources.load_source(npz=str(tmp_path / "partial.npz"))
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(DataError, match="is not a readable .npz file"):
+        sources.load_source(npz=str(tmp_path / "text.npz"))
+
+
+def test_a_path_given_as_a_dataset_name_points_to_its_flag(tmp_path, png_folders):
+    train, _ = png_folders
+    with pytest.raises(DataError, match=f"--dataset takes a dataset name, not a path: for {train} pass "
+                                        f"--image_dir={train}"):
+        sources.load_source(dataset=train)
+    with pytest.raises(DataError, match=r"pass --npz="):
+        sources.load_source(dataset=_npz(tmp_path / "d.npz"))
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    (idx / "t10k-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(DataError, match=f"pass --idx_dir={idx}"):
+        sources.load_source(dataset=str(idx))
+    with pytest.raises(DataError, match="give one data source, not --npz and --image_dir"):
+        sources.load_source(npz="a.npz", image_dir=train)
+
+
+# ------------------------------------------------------------- end to end
+
+
+def _tiny(**overrides):
+    values = dict(model="dense_mlp", epochs=2, batch_size=8, optimizer="adam", learning_rate=0.003, seed=0)
+    values.update(overrides)
+    return config_lib.TrainConfig(**values)
+
+
+@pytest.mark.slow
+def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_path, eval_main, capsys):
+    train, test = png_folders
+    root = str(tmp_path / "runs")
+    configs = sweep.expand(_tiny(image_dir=train, test_image_dir=test), {"placement": ["canonical", "none"]})
+    results = sweep.run_sweep([(c, sweep.run_dir(root, c)) for c in configs], verbose=0)
+    assert all(isinstance(m, dict) and m["export_check"]["passed"] for _, _, m in results), results
+    workdir = results[0][1]
+    metrics = results[0][2]
+    assert metrics["data"]["origin"]["image_dir"] == train
+    assert metrics["data"]["details"]["class_names"] == ["left", "right"]
+    # eval.py --workdir: the run's own recorded data, with no data flag given.
+    capsys.readouterr()
+    assert eval_main(f"--workdir={workdir}") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["data_source"] == f"images:{train}" and printed["num_examples"] == 16
+    with open(os.path.join(workdir, "eval.json")) as f:
+        assert json.load(f)["accuracy"] == printed["accuracy"]
+    # Other data, given explicitly: named, and written beside eval.json, never over it.
+    assert eval_main(f"--workdir={workdir}", f"--image_dir={test}") == 0
+    captured = capsys.readouterr()
+    assert "not the test data the run recorded" in captured.err
+    others = [f for f in os.listdir(workdir) if f.startswith("eval-")]
+    assert len(others) == 1
+    with open(os.path.join(workdir, "eval.json")) as f:
+        assert json.load(f)["num_examples"] == 16  # untouched
+    comparison = compare.compare_runs(root)
+    assert {e["variant"] for e in comparison["table"]} == {"dense_mlp/canonical", "dense_mlp/none"}
+    assert comparison["contrasts"][0]["test_accuracy"]["n"] == 1
+
+
+def test_a_run_that_fails_on_bad_data_leaves_nothing(tmp_path, png_folders):
+    workdir = tmp_path / "runs" / "m" / "seed0"
+    broken = write_folder(str(tmp_path / "broken"), 6)
+    open(os.path.join(broken, "left", "x.png"), "wb").write(b"junk")
+    with pytest.raises(DataError, match="x.png cannot be read"):
+        trainer.train_and_evaluate(_tiny(image_dir=broken), str(workdir), verbose=0)
+    assert not (tmp_path / "runs").exists()  # nothing written, not even the directories
+    train, test = png_folders
+    metrics = trainer.train_and_evaluate(_tiny(image_dir=train, test_image_dir=test, epochs=1), str(workdir),
+                                         verbose=0, serving_artifacts=False)
+    assert metrics["export_check"]["passed"]
+
+
+# ---------------------------------------------------------- float pixels
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    import keras
+
+    from dropzoo import export as export_lib
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input(shape=(12, 12, 1), name="image")
+    x = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(image))
+    model = keras.Model(image, keras.layers.Softmax()(keras.layers.Dense(2)(x)))
+    path = export_lib.export_saved_model(model, str(tmp_path_factory.mktemp("export") / "saved_model"))
+    return path, _digits(32, seed=3)[0][..., None]
+
+
+def test_the_client_gives_the_right_answer_for_every_pixel_dtype_or_one_error(export):
+    path, images = export
+    model = client.Client(path)
+    expected = model.predict(images)
+    scaled = images.astype(np.float64) / 255.0
+    np.testing.assert_array_equal(model.predict(scaled)["class_id"], expected["class_id"])
+    np.testing.assert_allclose(model.predict(scaled)["probabilities"], expected["probabilities"], atol=1e-6)
+    np.testing.assert_array_equal(model.predict(images.astype(np.int64))["class_id"], expected["class_id"])
+    assert model.predict(images[0])["class_id"].shape == (1,)  # one image
+    for bad, message in [(images.astype(np.float32), r"float pixels must be scaled to \[0, 1\], these span"),
+                         (images[:, :6], "this export takes"), (images.astype(np.int64) + 300, "0-255"),
+                         (np.array([["a"]]), "")]:
+        with pytest.raises(ValueError, match=message):
+            model.predict(bad)
+
+
+def test_serving_float_answers_scaled_pixels_and_refuses_raw_ones(export):
+    import tensorflow as tf
+
+    path, images = export
+    signatures = tf.saved_model.load(path).signatures
+    served = signatures["serving_default"](image=tf.constant(images))
+    floats = signatures["serving_float"](image=tf.constant(images / np.float32(255.0)))
+    np.testing.assert_array_equal(floats["class_id"], served["class_id"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="serving_float takes pixels scaled to"):
+        signatures["serving_float"](image=tf.constant(images.astype(np.float32)))
+    # What the client exists for: NumPy floats handed to the uint8 signature are cast before the graph.
+    zeros = signatures["serving_default"](image=images / np.float32(255.0))
+    assert len(set(zeros["class_id"].numpy())) == 1  # every image gets the same answer
+
+
+@pytest.mark.slow
+def test_saved_model_cli_run_with_float_pixels(export, tmp_path):
+    path, images = export
+    scaled, raw = tmp_path / "scaled.npy", tmp_path / "raw.npy"
+    np.save(scaled, images[:4].astype(np.float32) / np.float32(255.0))
+    np.save(raw, images[:4].astype(np.float32))
+    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--dir", path, "--tag_set",
+           "serve", "--signature_def", "serving_float", "--inputs"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    good = subprocess.run(cli + [f"image={scaled}"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert good.returncode == 0, good.stderr[-2000:]
+    assert "class_id" in good.stdout
+    bad = subprocess.run(cli + [f"image={raw}"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert bad.returncode != 0 and "serving_float takes pixels scaled to [0, 1]" in bad.stderr
