@@ -149,9 +149,11 @@ def _load_dataset(need_train, dataset="mnist", tfds_data_dir=None, network_timeo
     try:
         return Source(**tfds_source.load(dataset, tfds_data_dir, need_train, network_timeout))
     except tfds_source.Unreachable as e:
-        if dataset != "mnist":
+        # Only training falls back: a test split swapped for another would be a silently wrong score.
+        if dataset != "mnist" or not need_train:
             raise DataError(f"{e}; pass --tfds_data_dir pointing at a directory where {dataset} is already "
-                            "prepared, or its files with --idx_dir, --npz or --image_dir") from None
+                            "prepared, or its files with --idx_dir (the t10k-*.gz files are enough to "
+                            "evaluate), --npz or --image_dir") from None
         logging.warning("%s, so falling back to the embedded 5,000-example MNIST sample (4,000 train / 1,000 "
                         "test); for the full data pass --tfds_data_dir pointing at prepared tfds data, or "
                         "--idx_dir with the MNIST IDX .gz files", e)

@@ -62,6 +62,10 @@ CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, ker
               keras.layers.SeparableConv2D, keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
               keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 LINEAR_TYPES = CONV_TYPES + (keras.layers.Dense,)
+POOL_TYPES = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
+              keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
+# Layers that only move units around (a mask on their output is a mask on their input).
+RESHAPING_TYPES = (keras.layers.Flatten, keras.layers.Reshape)
 # mask_stream(index, slot) stays below the next seed's streams (seed * 1000) up to this index.
 MAX_LAYER_INDEX = 449
 # Options of models.build that change zoo networks only: a Keras model keeps its own.
@@ -79,6 +83,10 @@ class Layer:
     slots: tuple
     input_rank: int  # rank of the tensor at `.pre` (0: several inputs)
     output_rank: int
+    # The tensors at `.pre` and `.post`, as the index of the call that made them (-1: the model's input),
+    # looking through layers that only reshape or drop (Flatten, Reshape, dropout): see tensor_of.
+    input_key: int = -2
+    output_key: int = -2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +119,16 @@ class KerasModelSpec:
         return tuple(layer.name for layer in self.layers if layer.role == "dense")
 
     @property
+    def pool_names(self):
+        return tuple(layer.name for layer in self.layers if layer.role == "pool")
+
+    def tensor_of(self, site):
+        """The tensor a site drops units of (a `.mid` is its own; `.pre` and `.post` by their producer)."""
+        name, slot = site.rsplit(".", 1)
+        layer = next(layer for layer in self.layers if layer.name == name)
+        return {"pre": layer.input_key, "post": layer.output_key}.get(slot, site)
+
+    @property
     def output_name(self):
         return next(layer.name for layer in self.layers if layer.role == "output")
 
@@ -129,8 +147,8 @@ class KerasModelSpec:
         return tuple(f"{layer.name}.{slot}" for layer in self.layers for slot in layer.slots
                      if (layer.input_rank if slot == "pre" else layer.output_rank) == 4)
 
-    def parse(self, text, norm="none"):
-        return sites_lib.parse(text, self.sites(norm), self.spatial_sites(norm))
+    def parse(self, text, norm="none", allow_stacked=False):
+        return sites_lib.parse(text, self.sites(norm), self.spatial_sites(norm), self.tensor_of, allow_stacked)
 
 
 def load_keras_model(path):
@@ -291,6 +309,16 @@ def _spec_of(model, calls, input_shape, name, source, digest):
     # A first Rescaling that alone sees the raw pixels can be folded (see the module doc).
     rescaling = isinstance(calls[0].layer, keras.layers.Rescaling) and sum(
         calls[0].inputs[0] in c.inputs for c in calls) == 1
+    producer = {c.output: i for i, c in enumerate(calls)}
+
+    def tensor(tensor_id):
+        """The index of the call that made this tensor, through layers that only reshape or drop (-1: input)."""
+        index = producer.get(tensor_id, -1)
+        while (index >= 0 and len(calls[index].inputs) == 1
+               and (isinstance(calls[index].layer, RESHAPING_TYPES) or is_dropout(calls[index].layer))):
+            index = producer.get(calls[index].inputs[0], -1)
+        return index
+
     layers = []
     for index, call in enumerate(calls):
         layer = call.layer
@@ -305,15 +333,19 @@ def _spec_of(model, calls, input_shape, name, source, digest):
             role = "conv"
         elif isinstance(layer, keras.layers.Dense):
             role = "dense"
+        elif isinstance(layer, POOL_TYPES):
+            role = "pool"
         else:
             role = "other"
         if role in ("conv", "dense"):
             slots = ("pre", "mid", "post") if activation != "linear" else ("pre", "post")
             if call.rank_in == 0:
                 slots = slots[1:]
-        elif role == "other":
+        elif role in ("other", "pool"):
             slots = () if (index == 0 and rescaling) else ("post",)
-        layers.append(Layer(layer.name, index, role, activation, slots, call.rank_in, call.rank_out))
+        input_key = tensor(call.inputs[0]) if len(call.inputs) == 1 else -2
+        layers.append(Layer(layer.name, index, role, activation, slots, call.rank_in, call.rank_out,
+                            input_key, tensor(call.output)))
     spec = KerasModelSpec(name=name, source=source, layers=tuple(layers), canonical="", outputs=outputs,
                           input_shape=input_shape, num_classes=num_classes, rescaling=rescaling,
                           digest=digest, model=model)

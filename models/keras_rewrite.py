@@ -13,6 +13,7 @@ import numpy as np
 
 from models import layers as dropout_lib
 from models import network
+from models import placements as placements_lib
 from models import pooling
 from models import sites as sites_lib
 from models.keras_model import KerasModelSpec
@@ -25,7 +26,7 @@ from models.keras_model import is_dropout
 def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, seed=None):
     """A new keras.Model: `model` with its dropout removed and dropout at `placement`.
 
-    `placement` is a named placement (models.network.named_placements on the
+    `placement` is a named placement (models.placements.named_placements on the
     model's structure: canonical, none, after_activation, before_dense, conv,
     ...) or a site string ('dense.pre:0.5,conv1.post:0.1:spatial'). `rate`
     overrides every site's rate; `seed` seeds the masks as the zoo does.
@@ -39,10 +40,10 @@ def resolve(spec, placement):
     """{site: Site} for a placement name or a site string on `spec`."""
     if ":" in placement or "." in placement or placement.strip() == "":
         return spec.parse(placement)
-    placements = network.named_placements(spec)
+    placements = placements_lib.named_placements(spec)
     if placement not in placements:
         raise ValueError(f"unknown placement {placement!r} for {spec.name}; valid placements: "
-                         f"{', '.join(placements)}, or sites like '{spec.sites()[0]}:0.5'")
+                         f"{', '.join(placements)}, or sites like '{placements_lib.example_site(spec)}:0.5'")
     return placements[placement]
 
 

@@ -33,12 +33,6 @@ NORMS = ("none", "batch")
 # for a layer whose inputs vary little is several times their real variance.
 # Short runs want a lower momentum (0.9 keeps 1e-20 after 435 steps).
 DEFAULT_BN_MOMENTUM = 0.99
-# The head dropout's rate where a network does not give one: the dense
-# variants of a network whose own dropout is all in the conv stack, and the
-# canonical placement of a network written without dropout (models.spec_text).
-DEFAULT_HEAD_RATE = 0.5
-# The placements meant for norm="batch" (named_placements): dropout before and after BN.
-BN_PLACEMENTS = ("bn_before", "bn_after_last")
 # Kernel seeds (offset = layer index) and mask streams (`mask_stream`) stay
 # apart for networks of up to this many layers, Flatten and classifier included.
 MAX_LAYERS = 50
@@ -167,6 +161,10 @@ class NetworkSpec:
         return tuple(layer.name for layer in self.layers if isinstance(layer, Dense))
 
     @property
+    def pool_names(self):
+        return tuple(layer.name for layer in self.layers if isinstance(layer, Pool))
+
+    @property
     def output_name(self):
         return self.layers[-1].name
 
@@ -189,9 +187,19 @@ class NetworkSpec:
             sites += [f"{layer.name}.{slot}" for slot in _slots(layer, norm)]
         return tuple(sites)
 
-    def parse(self, text, norm="none"):
+    def parse(self, text, norm="none", allow_stacked=False):
         """{site: Site} for a placement string; `.prenorm` sites exist only with norm='batch'."""
-        return sites_lib.parse(text, self.sites(norm), self.spatial_sites(norm))
+        return sites_lib.parse(text, self.sites(norm), self.spatial_sites(norm), self.tensor_of, allow_stacked)
+
+    def tensor_of(self, site):
+        """The tensor a site drops units of: a `.pre` is the previous layer's `.post` (Flatten reshapes only)."""
+        name, slot = site.rsplit(".", 1)
+        if slot != "pre":
+            return f"{name}.out" if slot == "post" else site
+        index = [layer.name for layer in self.layers].index(name) - 1
+        while index >= 0 and isinstance(self.layers[index], Flatten):
+            index -= 1
+        return f"{self.layers[index].name}.out" if index >= 0 else "input"
 
 
 def _slots(layer, norm):
@@ -199,63 +207,6 @@ def _slots(layer, norm):
     if check_norm(norm) == "batch" and isinstance(layer, (Conv, Dense)):
         return ("pre", "prenorm", "mid", "post")
     return layer.slots
-
-
-def named_placements(spec):
-    """{placement name: {site: Site}} for the variants that make sense for `spec`.
-
-    `spec` is a NetworkSpec or a models.keras_model.KerasModelSpec: anything
-    with sites(), spatial_sites(), parse(), canonical, conv_rate, hidden,
-    conv_names, dense_names and output_name.
-
-    The source's dropout splits in two: the *head* dropout (the one at a dense
-    layer) and the *conv-stack* dropout (e.g. the classic example's 0.25 after
-    pooling). The dense variants move the head dropout and keep the
-    conv-stack dropout as the source has it. A source whose dropout is all in
-    the conv stack gives them DEFAULT_HEAD_RATE.
-
-    The BN variants are site sets meant for norm="batch" (Li et al., 2019):
-    `bn_before` adds dropout after every hidden layer but the last (at
-    `conv_rate`), so every BN layer but the first receives dropped-out input;
-    `bn_after_last` has one site, after the last hidden layer's activation
-    (after the last BN), at the head rate.
-    """
-    canonical = spec.parse(spec.canonical)
-    spatial = spec.spatial_sites()
-    conv_stack = {k: v for k, v in canonical.items() if k in spatial}
-    head_rate = next((v.rate for k, v in canonical.items() if k not in spatial), DEFAULT_HEAD_RATE)
-    head = sites_lib.Site(head_rate)
-    hidden_dense, convs = spec.dense_names, spec.conv_names
-
-    placements = {"canonical": canonical, "none": {}}
-    if hidden_dense:
-        placements["after_activation"] = {**conv_stack, **{f"{d}.post": head for d in hidden_dense}}
-        if all(f"{d}.mid" in spec.sites() for d in hidden_dense):  # a Keras model's may have none
-            placements["before_activation"] = {**conv_stack, **{f"{d}.mid": head for d in hidden_dense}}
-        placements["before_dense"] = {**conv_stack, **{f"{d}.pre": head for d in hidden_dense}}
-        placements["both"] = {
-            **conv_stack,
-            **{f"{d}.{slot}": head for d in hidden_dense for slot in ("pre", "post")},
-        }
-    else:  # only the classifier is dense: its input is the one dense site
-        placements["before_dense"] = {**conv_stack, f"{spec.output_name}.pre": head}
-    if convs:
-        conv_sites = {f"{c}.post": sites_lib.Site(spec.conv_rate) for c in convs}
-        placements["conv"] = _in_graph_order(spec, {**conv_sites, **canonical})  # the source's rates kept
-        placements["spatial"] = {
-            name: dataclasses.replace(site, spatial=name in spatial)
-            for name, site in placements["conv"].items()
-        }
-    if spec.hidden:
-        *feeding_bn, last = spec.hidden
-        placements["bn_before"] = {
-            **{f"{h}.post": sites_lib.Site(spec.conv_rate) for h in feeding_bn}, **canonical}
-        placements["bn_after_last"] = {f"{last}.post": head}
-    return {name: _in_graph_order(spec, p) for name, p in placements.items()}
-
-
-def _in_graph_order(spec, placement):
-    return {name: placement[name] for name in spec.sites() if name in placement}
 
 
 def build_network(spec, placement, *, rate=None, kind="inverted", activation="relu",

@@ -11,6 +11,7 @@ from models import keras_model
 from models import keras_rewrite
 from models import layers as dropout_lib
 from models import network
+from models import placements as placements_lib
 from models import sites as sites_lib
 from models import spec_text
 
@@ -80,9 +81,9 @@ def list_placements(name, norm=None):
     With `norm` given, only the placements meant for it: the BN ones only with
     norm="batch" (what a sweep's `--placement=all` trains).
     """
-    names = list(network.named_placements(get_spec(name)))
+    names = list(placements_lib.named_placements(get_spec(name)))
     if norm is not None and network.check_norm(norm) != "batch":
-        names = [n for n in names if n not in network.BN_PLACEMENTS]
+        names = [n for n in names if n not in placements_lib.BN_PLACEMENTS]
     return names
 
 
@@ -95,11 +96,11 @@ def resolve_placement(name, placement="canonical", norm="none"):
     if ":" in placement or "." in placement or placement.strip() == "":
         return spec.parse(placement, norm)
     network.check_norm(norm)
-    placements = network.named_placements(spec)
+    placements = placements_lib.named_placements(spec)
     if placement not in placements:
         raise ValueError(
             f"unknown placement {placement!r} for {name}; valid placements: "
-            f"{', '.join(placements)}, or explicit sites like 'dense1.pre:0.5'"
+            f"{', '.join(placements)}, or explicit sites like '{placements_lib.example_site(spec)}:0.5'"
         )
     return placements[placement]
 

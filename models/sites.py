@@ -16,11 +16,16 @@ drop whole feature maps (conv-stack sites only):
     conv2.post:0.1,dense1.pre:0.5
     conv1.post:0.25:spatial,pool1.post:0.25:spatial,dense1.post:0.5
 
-The empty string is the placement with no dropout.
+The empty string is the placement with no dropout. Two sites on one tensor
+(a layer's `.post` and the next layer's `.pre`, with nothing or only
+Flatten between) would put two masks on it: one dropout of rate
+1 - (1 - p)(1 - q), not two placements. That is refused unless asked for
+with `:stack` on an item (`pool1.post:0.25,dense1.pre:0.5:stack`).
 """
 import dataclasses
 
-SYNTAX = "SITE:RATE[:spatial],... e.g. 'conv2.post:0.1,dense1.pre:0.5'"
+SYNTAX = "SITE:RATE[:spatial][:stack],... e.g. 'conv2.post:0.1,dense1.pre:0.5'"
+FLAGS = ("spatial", "stack")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,18 +47,22 @@ def check_rate(rate, what="rate"):
     return value
 
 
-def parse(text, valid_sites, spatial_sites=()):
+def parse(text, valid_sites, spatial_sites=(), tensor_of=None, allow_stacked=False):
     """Parses a placement string into {site: Site}, checking every site name.
 
     `valid_sites` are the sites this network has; `spatial_sites` the subset
-    that carries 4-D feature maps, where `:spatial` is allowed.
+    that carries 4-D feature maps, where `:spatial` is allowed; `tensor_of`
+    maps a site to the tensor it drops units of, and two sites on one tensor
+    are refused unless an item says `:stack` (or `allow_stacked`: a source's
+    own dropout is what it is).
     """
-    placement = {}
+    placement, stacked_ok = {}, set()
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
         fields = item.split(":")
-        if len(fields) not in (2, 3) or (len(fields) == 3 and fields[2] != "spatial"):
+        flags = fields[2:]
+        if len(fields) < 2 or any(f not in FLAGS for f in flags) or len(set(flags)) != len(flags):
             raise ValueError(f"malformed site {item!r}; expected {SYNTAX}")
         name = fields[0].strip()
         if name not in valid_sites:
@@ -62,14 +71,31 @@ def parse(text, valid_sites, spatial_sites=()):
             )
         if name in placement:
             raise ValueError(f"site {name!r} is given twice in {text!r}")
-        spatial = len(fields) == 3
+        spatial = "spatial" in flags
         if spatial and name not in spatial_sites:
             raise ValueError(
                 f"site {name!r} is not on a feature map, so it cannot be spatial; "
                 f"spatial sites: {', '.join(spatial_sites) or 'none'}"
             )
         placement[name] = Site(check_rate(fields[1], f"rate of site {name!r}"), spatial)
+        if "stack" in flags:
+            stacked_ok.add(name)
+    if tensor_of is not None and not allow_stacked:
+        _check_not_stacked(placement, tensor_of, stacked_ok)
     return placement
+
+
+def _check_not_stacked(placement, tensor_of, stacked_ok):
+    seen = {}
+    for name, site in placement.items():
+        tensor = tensor_of(name)
+        if tensor in seen and not ({name, seen[tensor]} & stacked_ok):
+            first = seen[tensor]
+            keep = 1 - (1 - placement[first].rate) * (1 - site.rate)
+            raise ValueError(f"sites {first!r} and {name!r} are the same tensor (nothing but Flatten between), so "
+                             f"they put two masks on it: one dropout of rate {keep:.3g}, not two placements; give "
+                             f"one of them, or add :stack to ask for both ('{name}:{site.rate:g}:stack')")
+        seen.setdefault(tensor, name)
 
 
 def with_rate(placement, rate):

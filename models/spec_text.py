@@ -46,6 +46,7 @@ import json
 import re
 
 from models import network
+from models import placements
 from models import sites as sites_lib
 
 VALID = ("conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten, dense<units>, "
@@ -105,7 +106,7 @@ def default_canonical(layers):
     """The canonical placement of a network written without dropout tokens."""
     dense = [layer.name for layer in layers if isinstance(layer, network.Dense)]
     site = f"{dense[-1]}.post" if dense else f"{layers[-1].name}.pre"
-    return sites_lib.format_placement({site: sites_lib.Site(network.DEFAULT_HEAD_RATE)})
+    return sites_lib.format_placement({site: sites_lib.Site(placements.DEFAULT_HEAD_RATE)})
 
 
 def _tokens_of(text):

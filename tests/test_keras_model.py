@@ -12,7 +12,7 @@ from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import flags as flags_lib
 from dropzoo import sweep
-from models import network
+from models import placements as placements_lib
 
 RAW = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).astype("float32")
 
@@ -58,10 +58,10 @@ def test_a_sequential_gets_sites_named_after_its_layers_and_its_own_dropout_as_c
     assert spec.spatial_sites() == ("c1.pre", "c1.mid", "c1.post", "p1.post")
     assert spec.canonical == "p1.post:0.25,d1.post:0.5"
     assert (spec.outputs, spec.num_classes, spec.rescaling) == ("probabilities", 10, True)
-    placements = {name: models.format_placement(p) for name, p in network.named_placements(spec).items()}
-    assert placements["before_dense"] == "p1.post:0.25,d1.pre:0.5"
-    assert placements["before_activation"] == "p1.post:0.25,d1.mid:0.5"
-    assert placements["spatial"] == "c1.post:0.1:spatial,p1.post:0.25:spatial,d1.post:0.5"
+    placements = {name: models.format_placement(p) for name, p in placements_lib.named_placements(spec).items()}
+    assert placements["before_dense"] == "d1.pre:0.5"
+    assert placements["before_activation"] == "d1.mid:0.5"
+    assert placements["spatial"] == "p1.post:0.25:spatial,d1.post:0.5"
 
 
 @pytest.mark.parametrize("build", [user_sequential, user_functional])
@@ -72,7 +72,7 @@ def test_every_placement_keeps_the_weights_and_puts_dropout_at_its_sites(build):
     has_bn = any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
     want = model(RAW, training=False).numpy()
     before = [w.copy() for w in model.get_weights()]
-    for name, placement in network.named_placements(spec).items():
+    for name, placement in placements_lib.named_placements(spec).items():
         variant = models.place_dropout(model, name, seed=3)
         assert dropout_sites(variant) == {
             site: ("Float32SpatialDropout2D" if s.spatial else "Float32Dropout", s.rate)
@@ -129,7 +129,7 @@ def test_a_saved_file_registers_and_keys_variants_by_its_own_activations(tmp_pat
     assert (models.construction_key(name, "before_activation")
             != models.construction_key(name, "after_activation"))
     variant = models.build(name, "before_dense", seed=0, num_classes=4, input_shape=(28, 28, 1))
-    assert dropout_sites(variant) == {"add.post": ("Float32SpatialDropout2D", 0.2), "fc.pre": ("Float32Dropout", 0.5)}
+    assert dropout_sites(variant) == {"fc.pre": ("Float32Dropout", 0.5)}
     with pytest.raises(ValueError, match="has 4 outputs but the data has 10 classes"):
         models.build(name, num_classes=10)
     with pytest.raises(ValueError, match="takes 28x28x1 images but the data has 32x32x3"):
@@ -231,14 +231,83 @@ def test_a_keras_model_study_trains_groups_resumes_exports_and_compares(tmp_path
                       "--batch_size=16", "--optimizer=adam", "--learning_rate=0.003", "--dataset=tiny",
                       f"--workdir={root}")
     assert sorted(os.path.relpath(w, root) for _, w in runs) == sorted(f"seq_study/{p}/seed0" for p in placements)
-    assert sweep.plan(runs) == [0, 0, 0, 3]  # the ReLU trio is one network
+    assert sweep.plan(runs) == [0, 1, 1, 3]  # dropout moved across a ReLU is one network
     results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
     trained = [m for _, _, m in results if "identical_to" not in m]
-    assert len(trained) == 2 and all(m["export_check"]["passed"] for m in trained)
+    assert len(trained) == 3 and all(m["export_check"]["passed"] for m in trained)
     assert all(m["config"]["keras_model"] == path and m["config"]["model"] == "seq_study" for _, _, m in results)
     assert trained[0]["placement_sites"] == "p1.post:0.25,d1.post:0.5"
     again = sweep.run_sweep(runs, source=tiny_source(), verbose=0)  # finished: reported, not retrained
     assert [m["test_loss"] for _, _, m in again] == [m["test_loss"] for _, _, m in results]
     table = {e["variant"]: e for e in compare.compare_runs(root, source=tiny_source())["table"]}
     assert set(table) == {f"seq_study/{p}" for p in placements}
-    assert table["seq_study/before_activation"]["identical_to"] == "seq_study/canonical"
+    assert table["seq_study/before_activation"]["identical_to"] == "seq_study/after_activation"
+
+
+def _sequential(*layers, name="m"):
+    return keras.Sequential([keras.Input((28, 28, 1)), *layers], name=name)
+
+
+def _placements(model):
+    spec = models.describe_model(model)
+    return {name: models.format_placement(p) for name, p in placements_lib.named_placements(spec).items()}
+
+
+def test_derived_placements_keep_a_user_models_own_rates():
+    """Conv, Pool, Conv, Pool, Flatten, Dropout(0.25), Dense(64, relu, 'fc'), Dropout(0.5), Dense(10)."""
+    model = _sequential(keras.layers.Conv2D(4, 3, activation="relu", name="conv1"),
+                        keras.layers.MaxPooling2D(name="pool1"),
+                        keras.layers.Conv2D(4, 3, activation="relu", name="conv2"),
+                        keras.layers.MaxPooling2D(name="pool2"), keras.layers.Flatten(name="flatten"),
+                        keras.layers.Dropout(0.25), keras.layers.Dense(64, activation="relu", name="fc"),
+                        keras.layers.Dropout(0.5), keras.layers.Dense(10, name="logits"))
+    got = _placements(model)
+    assert got["canonical"] == "flatten.post:0.25,fc.post:0.5"
+    # The head keeps its 0.5; with ReLU, canonical's head and after_activation are one network.
+    assert (got["after_activation"], got["before_activation"], got["before_dense"]) == (
+        "fc.post:0.5", "fc.mid:0.5", "fc.pre:0.5")
+    # The dropout on fc's input is the conv-stack dropout: its 0.25 goes after each pooling layer.
+    assert got["conv"] == "pool1.post:0.25,pool2.post:0.25,fc.post:0.5"
+    assert got["spatial"] == "pool1.post:0.25:spatial,pool2.post:0.25:spatial,fc.post:0.5"
+    name = models.register_spec(models.describe_model(model, name="fc_model"))
+    assert models.construction_key(name, "after_activation") == models.construction_key(name, "before_activation")
+    # Suggested sites exist in the model (not the zoo's dense1.pre).
+    with pytest.raises(ValueError, match=r"or explicit sites like 'fc.pre:0.5'"):
+        models.resolve_placement(name, "middle")
+
+
+@pytest.mark.parametrize("layers,expected", [
+    # No dropout at all: the head takes 0.5, the conv stack the default 0.1.
+    ([keras.layers.Conv2D(4, 3, activation="relu", name="c"), keras.layers.MaxPooling2D(name="p"),
+      keras.layers.Flatten(name="f"), keras.layers.Dense(16, activation="relu", name="d"),
+      keras.layers.Dense(10, name="out")],
+     {"canonical": "", "after_activation": "d.post:0.5", "before_dense": "d.pre:0.5",
+      "conv": "p.post:0.1,d.post:0.5"}),
+    # Dropout only before the classifier, after the last hidden dense layer: that is its head.
+    ([keras.layers.Flatten(name="f"), keras.layers.Dense(16, activation="relu", name="d"),
+      keras.layers.Dropout(0.3), keras.layers.Dense(10, name="out")],
+     {"canonical": "d.post:0.3", "after_activation": "d.post:0.3", "before_dense": "d.pre:0.3"}),
+    # Two hidden dense layers: the head is the last one's (0.5); the first's 0.2 is the input dropout.
+    ([keras.layers.Flatten(name="f"), keras.layers.Dense(32, activation="relu", name="d1"),
+      keras.layers.Dropout(0.2), keras.layers.Dense(16, activation="relu", name="d2"),
+      keras.layers.Dropout(0.5), keras.layers.Dense(10, name="out")],
+     {"canonical": "d1.post:0.2,d2.post:0.5", "after_activation": "d2.post:0.5",
+      "before_activation": "d2.mid:0.5", "before_dense": "d2.pre:0.5",
+      "bn_before": "d1.post:0.2,d2.post:0.5", "bn_after_last": "d2.post:0.5"}),
+])
+def test_derived_placements_for_other_user_layouts(layers, expected):
+    got = _placements(_sequential(*layers))
+    assert {name: got[name] for name in expected} == expected
+    assert "conv" in got if any(isinstance(layer, keras.layers.Conv2D) for layer in layers) else "conv" not in got
+
+
+def test_a_user_models_stacked_sites_are_refused_unless_asked_for():
+    model = _sequential(keras.layers.Conv2D(4, 3, activation="relu", name="c"), keras.layers.MaxPooling2D(name="p"),
+                        keras.layers.Flatten(name="f"), keras.layers.Dense(16, activation="relu", name="d"),
+                        keras.layers.Dense(10, name="out"))
+    spec = models.describe_model(model)
+    assert spec.tensor_of("p.post") == spec.tensor_of("f.post") == spec.tensor_of("d.pre")
+    with pytest.raises(ValueError, match="sites 'p.post' and 'd.pre' are the same tensor"):
+        models.place_dropout(model, "p.post:0.25,d.pre:0.5")
+    variant = models.place_dropout(model, "p.post:0.25,d.pre:0.5:stack")
+    assert set(dropout_sites(variant)) == {"p.post", "d.pre"}

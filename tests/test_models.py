@@ -39,16 +39,65 @@ def test_registry_lists_the_four_networks_sorted():
     assert models.list_models() == sorted(PARAMS)
 
 
+# Each network's named placements, derived from its structure (models/placements.py).
+PLACEMENTS = {
+    "keras_mnist_cnn": {
+        "canonical": "pool1.post:0.25,dense1.post:0.5", "none": "",
+        "after_activation": "dense1.post:0.5", "before_activation": "dense1.mid:0.5",
+        "before_dense": "dense1.pre:0.5",
+        "conv": "pool1.post:0.25,dense1.post:0.5", "spatial": "pool1.post:0.25:spatial,dense1.post:0.5",
+        "bn_before": "conv1.post:0.25,conv2.post:0.25,dense1.post:0.5", "bn_after_last": "dense1.post:0.5"},
+    "tf_layers_cnn": {
+        "canonical": "dense1.post:0.4", "none": "", "after_activation": "dense1.post:0.4",
+        "before_activation": "dense1.mid:0.4", "before_dense": "dense1.pre:0.4",
+        "conv": "pool1.post:0.1,pool2.post:0.1,dense1.post:0.4",
+        "spatial": "pool1.post:0.1:spatial,pool2.post:0.1:spatial,dense1.post:0.4",
+        "bn_before": "conv1.post:0.1,conv2.post:0.1,dense1.post:0.4", "bn_after_last": "dense1.post:0.4"},
+    "keras_io_convnet": {
+        "canonical": "logits.pre:0.5", "none": "", "before_dense": "logits.pre:0.5",
+        "conv": "pool1.post:0.1,logits.pre:0.5", "spatial": "pool1.post:0.1:spatial,logits.pre:0.5",
+        "bn_before": "conv1.post:0.1,conv2.post:0.5", "bn_after_last": "conv2.post:0.5"},
+    "dense_mlp": {
+        "canonical": "dense1.post:0.5", "none": "", "after_activation": "dense1.post:0.5",
+        "before_activation": "dense1.mid:0.5", "before_dense": "dense1.pre:0.5"},
+}
+
+
 @pytest.mark.parametrize("name", sorted(PARAMS))
-def test_placements_that_make_sense_exist(name):
-    placements = set(models.list_placements(name))
-    assert REQUIRED <= placements
+def test_each_network_gets_the_placements_its_structure_allows(name):
+    assert REQUIRED <= set(models.list_placements(name))
+    assert {p: models.format_placement(models.resolve_placement(name, p))
+            for p in models.list_placements(name)} == PLACEMENTS[name]
+
+
+# The planned contrasts, and the one thing each changes.
+ONE_FACTOR = [("before_dense", "after_activation", "the head's site"),
+              ("before_activation", "after_activation", "the head's site"),
+              ("conv", "after_activation", "conv-stack dropout added"),
+              ("spatial", "conv", "spatial flags"),
+              ("after_activation", "none", "the head added")]
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_each_planned_contrast_changes_one_thing(name):
+    placements = {p: models.resolve_placement(name, p) for p in models.list_placements(name)}
+    for a, b, change in ONE_FACTOR:
+        if a not in placements or b not in placements:
+            continue
+        first, second = placements[a], placements[b]
+        if change == "the head's site":
+            assert len(first) == len(second) == 1 and first != second
+            assert [s.rate for s in first.values()] == [s.rate for s in second.values()]
+        elif change == "conv-stack dropout added":
+            assert set(second) < set(first) and all(first[k] == v for k, v in second.items())
+        elif change == "spatial flags":
+            assert list(first) == list(second) and [s.rate for s in first.values()] == [
+                s.rate for s in second.values()] and any(s.spatial for s in first.values())
+        else:
+            assert second == {} and len(first) == 1
     spec = models.get_spec(name)
-    has_dense = any(s.startswith("dense1.") for s in spec.sites())
-    has_conv = any(s.startswith("conv") for s in spec.sites())
-    assert ({"after_activation", "before_activation", "both"} <= placements) == has_dense
-    assert ({"conv", "spatial"} <= placements) == has_conv
-    assert ({"bn_before", "bn_after_last"} <= placements) == bool(has_dense or has_conv)
+    for placement in placements.values():  # no placement puts two masks on one tensor
+        assert len({spec.tensor_of(site) for site in placement}) == len(placement)
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -143,22 +192,19 @@ def test_same_seed_same_weights_for_every_placement(name):
     assert not np.array_equal(first[0], other)
 
 
-def test_placement_variants_move_the_head_dropout():
-    got = {p: models.format_placement(models.resolve_placement("keras_mnist_cnn", p))
-           for p in models.list_placements("keras_mnist_cnn")}
-    assert got == {
-        "canonical": "pool1.post:0.25,dense1.post:0.5",
-        "none": "",
-        "after_activation": "pool1.post:0.25,dense1.post:0.5",
-        "before_activation": "pool1.post:0.25,dense1.mid:0.5",
-        "before_dense": "pool1.post:0.25,dense1.pre:0.5",
-        "both": "pool1.post:0.25,dense1.pre:0.5,dense1.post:0.5",
-        "conv": "conv1.post:0.25,conv2.post:0.25,pool1.post:0.25,dense1.post:0.5",
-        "spatial": "conv1.post:0.25:spatial,conv2.post:0.25:spatial,pool1.post:0.25:spatial,dense1.post:0.5",
-        # Feeds conv2's and dense1's BN under norm="batch"; the same sites as "conv" here.
-        "bn_before": "conv1.post:0.25,conv2.post:0.25,pool1.post:0.25,dense1.post:0.5",
-        "bn_after_last": "dense1.post:0.5",
-    }
+def test_two_sites_on_one_tensor_are_refused_unless_stacking_is_asked_for():
+    # pool1.post and dense1.pre: only Flatten between, so one tensor with two masks.
+    with pytest.raises(ValueError, match=r"sites 'pool1.post' and 'dense1.pre' are the same tensor .*one dropout "
+                                         r"of rate 0.625, not two placements; .*'dense1.pre:0.5:stack'"):
+        models.build("keras_mnist_cnn", "pool1.post:0.25,dense1.pre:0.5")
+    with pytest.raises(ValueError, match="'conv1.post' and 'conv2.pre' are the same tensor"):
+        models.resolve_placement("keras_mnist_cnn", "conv1.post:0.1,conv2.pre:0.1")
+    stacked = models.build("keras_mnist_cnn", "pool1.post:0.25,dense1.pre:0.5:stack")
+    assert [layer.name for layer in models.dropout_layers(stacked)] == ["pool1.post", "dense1.pre"]
+    # Different tensors are fine: a layer's .pre and .post, or .mid and .post.
+    models.resolve_placement("keras_mnist_cnn", "dense1.pre:0.5,dense1.post:0.5,conv2.mid:0.1,conv2.post:0.1")
+    with pytest.raises(ValueError, match="malformed site"):
+        models.resolve_placement("keras_mnist_cnn", "dense1.pre:0.5:stak")
 
 
 def test_explicit_sites_and_rate_override():
@@ -180,7 +226,7 @@ def test_explicit_sites_and_rate_override():
 ])
 def test_kinds_pick_their_layer(kind, spatial, cls, keras_cls):
     model = models.build("keras_mnist_cnn", "spatial", kind=kind, seed=0)
-    layer = model.get_layer("conv1.post" if spatial else "dense1.post")
+    layer = model.get_layer("pool1.post" if spatial else "dense1.post")
     assert type(layer) is cls
     if keras_cls is not None:  # Keras' own layer underneath, computing in float32
         assert isinstance(layer, keras_cls)
@@ -238,7 +284,7 @@ def test_custom_layers_round_trip_through_config():
     model = models.build("keras_mnist_cnn", "spatial", kind="classic", seed=0)
     clone = keras.models.model_from_json(model.to_json())
     assert [type(layer) for layer in clone.layers] == [type(layer) for layer in model.layers]
-    assert clone.get_layer("conv1.post").spatial
+    assert clone.get_layer("pool1.post").spatial
 
 
 @pytest.mark.parametrize("check,value,message", [

@@ -111,10 +111,12 @@ def test_conv_rate_and_a_conv_stack_only_dropout_make_the_placements():
     models.register_spec(spec)
     placement = {p: models.format_placement(models.resolve_placement(spec.name, p))
                  for p in ("after_activation", "conv", "bn_before")}
-    assert placement == {  # the head takes DEFAULT_HEAD_RATE; the source's conv1.post stays 0.3
-        "after_activation": "conv1.post:0.3,dense1.post:0.5",
-        "conv": "conv1.post:0.3",
-        "bn_before": "conv1.post:0.3",
+    # The head takes DEFAULT_HEAD_RATE (the network has none); the source's own conv-stack rate,
+    # 0.3, is the rate of the conv-stack sites (after pooling) and of the dropout feeding BN.
+    assert placement == {
+        "after_activation": "dense1.post:0.5",
+        "conv": "pool1.post:0.3,dense1.post:0.5",
+        "bn_before": "conv1.post:0.3,dense1.post:0.5",
     }
 
 
@@ -221,7 +223,7 @@ def test_every_named_placement_of_a_spec_network_builds(placement):
 
 def test_spec_placements_are_the_zoo_set():
     assert SPEC_PLACEMENTS == ["canonical", "none", "after_activation", "before_activation", "before_dense",
-                               "both", "conv", "spatial", "bn_before", "bn_after_last"]
+                               "conv", "spatial", "bn_before", "bn_after_last"]
 
 
 # --------------------------------------------------------------- the trainer's side

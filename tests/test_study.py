@@ -90,7 +90,7 @@ def test_expand_covers_placements_seeds_and_activations():
     assert {c.seed for c in configs} == {5, 6}
     dirs = {sweep.run_dir("root", c) for c in configs}
     assert len(dirs) == len(configs)
-    assert "root/dense_mlp/both-tanh/seed6" in dirs and "root/dense_mlp/both/seed5" in dirs
+    assert "root/dense_mlp/before_dense-tanh/seed6" in dirs and "root/dense_mlp/before_dense/seed5" in dirs
     with pytest.raises(config_lib.ConfigError, match="unknown placement 'nowhere'"):
         sweep.expand(base, {"placement": ["canonical", "nowhere"]})
     with pytest.raises(config_lib.ConfigError, match="--seeds must be a positive integer"):

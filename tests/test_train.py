@@ -18,7 +18,9 @@ from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import evaluate
 from dropzoo import flags as flags_lib
+from dropzoo import sources
 from dropzoo import trainer
+from dropzoo.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,7 +123,11 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
         trainer.train_and_evaluate(tiny_config(), str(blocker / "run"), source=tiny_source(), verbose=0)
 
 
-@pytest.mark.parametrize("cfg", sorted(glob.glob(os.path.join(ROOT, "configs", "*.cfg"))))
+TRAIN_CONFIGS = sorted(c for c in glob.glob(os.path.join(ROOT, "configs", "*.cfg")) if not c.endswith("_eval.cfg"))
+EVAL_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*_eval.cfg")))
+
+
+@pytest.mark.parametrize("cfg", TRAIN_CONFIGS)
 def test_every_config_parses_to_a_valid_run(cfg):
     fv = flags.FlagValues()
     flags_lib.define_train_flags(fv)
@@ -132,6 +138,21 @@ def test_every_config_parses_to_a_valid_run(cfg):
         text = f.read()
     assert "Published result" in text or "Expected:" in text, "each config states what it targets"
     assert config.model in text
+
+
+@pytest.mark.parametrize("cfg", EVAL_CONFIGS)
+def test_every_eval_config_parses_and_names_its_contrasts(cfg):
+    from dropzoo import compare
+
+    fv = flags.FlagValues()
+    flags_lib.define_eval_flags(fv)
+    fv(["eval.py", f"--flagfile={cfg}"])
+    assert fv.runs_dir and compare.parse_contrasts(fv.contrasts)
+    with open(cfg) as f:
+        assert "Published result" in f.read()
+    study = cfg.replace("_eval.cfg", ".cfg")
+    with open(study) as f:  # the runs it compares are the ones its study trains
+        assert f"--workdir={fv.runs_dir[0]}" in f.read()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -247,3 +268,27 @@ def test_metrics_record_the_sites_as_built_with_rate_and_norm(tmp_path):
     assert metrics["config"]["norm"] == "batch" and metrics["export_check"]["passed"]
     assert set(metrics["dropout_stats"]) == {"dense1.post", "dense1.bn"}
     assert metrics["validation_loss"] > 0 and 0 <= metrics["validation_accuracy"] <= 1
+
+
+def test_train_size_gives_every_seed_and_variant_the_same_stratified_examples(tmp_path):
+    source = tiny_source(num_train=96)
+    subset = sources.subset(source, 40)
+    labels = np.array([y for _, y in subset.train.as_numpy_iterator()])
+    everything = np.array([y for _, y in source.train.as_numpy_iterator()])
+    # Stratified: each class keeps its share of the 96 (within rounding).
+    for c in np.unique(everything):
+        assert abs(np.sum(labels == c) - 40 * np.mean(everything == c)) < 1
+    again = sources.subset(source, 40)
+    assert [y for _, y in again.train.as_numpy_iterator()] == labels.tolist()
+    digests = set()
+    for seed, placement in ((0, "canonical"), (1, "none")):
+        metrics = trainer.train_and_evaluate(tiny_config(train_size=40, seed=seed, placement=placement, epochs=1),
+                                             str(tmp_path / f"{placement}{seed}"), source=source, verbose=0)
+        assert metrics["data"]["train_size"] == 40 and metrics["data"]["num_train"] + metrics["data"][
+            "num_validation"] == 40
+        digests.add(metrics["data"]["train_subset_sha256"])
+        assert 0 <= metrics["train_accuracy"] <= 1 and metrics["gap_accuracy"] == pytest.approx(
+            metrics["train_accuracy"] - metrics["test_accuracy"])
+    assert len(digests) == 1  # the same examples for every seed and variant
+    with pytest.raises(DataError, match="--train_size=500 must be between 2 and the 96 training examples"):
+        sources.subset(source, 500)

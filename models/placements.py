@@ -1,0 +1,114 @@
+"""The named placements, derived once from a network's structure: each changes one thing.
+
+`named_placements(spec)` works on any spec with the structure below (a zoo
+NetworkSpec, a network written as text, a user's KerasModelSpec), so every
+network gets the same variants, derived the same way, keeping its own rates:
+
+- the *head* dropout is the dropout after the network's last hidden dense
+  layer (its `.post`, or `.mid`); its rate is the network's own, or
+  DEFAULT_HEAD_RATE where it has none. A network without a hidden dense
+  layer has one head position: the classifier's input (`logits.pre`);
+- the *conv-stack* dropout is the rest of its own dropout (e.g. the classic
+  example's 0.25 after pooling, or a user model's dropout on the last dense
+  layer's input); its rate is the network's own, or `spec.conv_rate`.
+
+| placement | sites | holds fixed |
+| --- | --- | --- |
+| `canonical` | the source's own | |
+| `none` | no dropout | |
+| `after_activation` | head after the last hidden dense layer's activation | no conv-stack dropout |
+| `before_activation` | head between that layer's linear op and its activation | no conv-stack dropout |
+| `before_dense` | head on that layer's input (the classifier's input without one) | no conv-stack dropout |
+| `conv` | `after_activation` + element-wise dropout after each pooling layer (each conv without pooling) | the head |
+| `spatial` | `conv` with whole feature maps dropped (SpatialDropout2D) | the head, the sites, the rate |
+| `bn_before` | after each hidden layer but the last (each feeds a BN with norm=batch); head after the last | the head |
+| `bn_after_last` | the head after the last hidden layer (after the last BN) | |
+
+So the planned contrasts each change one factor: after vs before the dense
+layer (`after_activation` vs `before_dense`), before vs after the
+activation, conv-stack dropout on vs off (`conv` vs `after_activation`),
+element-wise vs spatial (`conv` vs `spatial`), dropout vs none
+(`after_activation` vs `none`). No placement puts two masks on one tensor
+(a `.post` and the next layer's `.pre` with only Flatten between).
+
+The spec provides sites(), spatial_sites(), parse(text, norm,
+allow_stacked), tensor_of(site), canonical, conv_rate, hidden, conv_names,
+pool_names, dense_names and output_name.
+"""
+from models import sites as sites_lib
+
+# The head dropout's rate where a network does not give one: the head variants
+# of a network whose own dropout is all in the conv stack, and the canonical
+# placement of a network written without dropout (models.spec_text).
+DEFAULT_HEAD_RATE = 0.5
+# The placements meant for norm="batch": dropout before and after BN.
+BN_PLACEMENTS = ("bn_before", "bn_after_last")
+
+
+def head_of(spec):
+    """(the head layer's name or None, its head sites in order of preference) of `spec`."""
+    if spec.dense_names:
+        layer = spec.dense_names[-1]
+        return layer, [f"{layer}.post", f"{layer}.mid"]
+    return None, [f"{spec.output_name}.pre"]
+
+
+def own_rates(spec):
+    """(head rate, conv-stack rate): the network's own, or the defaults where it has none."""
+    canonical = spec.parse(spec.canonical, allow_stacked=True)
+    _, head_sites = head_of(spec)
+    head_tensors = {spec.tensor_of(s) for s in head_sites if s in spec.sites()}
+    head = [site.rate for name, site in canonical.items()
+            if name in head_sites or spec.tensor_of(name) in head_tensors]
+    stack = [site.rate for name, site in canonical.items()
+             if not (name in head_sites or spec.tensor_of(name) in head_tensors)]
+    return (head[0] if head else DEFAULT_HEAD_RATE), (stack[0] if stack else spec.conv_rate)
+
+
+def stack_sites(spec, head_site):
+    """The conv-stack sites: `.post` of each pooling layer (each conv where there is none), except the head's tensor."""
+    layers = spec.pool_names or spec.conv_names
+    head_tensor = spec.tensor_of(head_site)
+    return [f"{name}.post" for name in layers if spec.tensor_of(f"{name}.post") != head_tensor]
+
+
+def named_placements(spec):
+    """{placement name: {site: Site}} for the variants that make sense for `spec` (see the module doc)."""
+    canonical = spec.parse(spec.canonical, allow_stacked=True)
+    head_rate, stack_rate = own_rates(spec)
+    head = sites_lib.Site(head_rate)
+    layer, _ = head_of(spec)
+    valid = spec.sites()
+    placements = {"canonical": canonical, "none": {}}
+    if layer is not None:
+        after = {f"{layer}.post": head}
+        placements["after_activation"] = after
+        if f"{layer}.mid" in valid:  # a Keras model's linear dense layer has no .mid
+            placements["before_activation"] = {f"{layer}.mid": head}
+        placements["before_dense"] = {f"{layer}.pre": head}
+    else:  # only the classifier is dense: its input is the one head position
+        after = {f"{spec.output_name}.pre": head}
+        placements["before_dense"] = after
+    head_site = next(iter(after))
+    stack = stack_sites(spec, head_site)
+    if spec.conv_names and stack:
+        placements["conv"] = {**{s: sites_lib.Site(stack_rate) for s in stack}, **after}
+        placements["spatial"] = {**{s: sites_lib.Site(stack_rate, spatial=s in spec.spatial_sites())
+                                    for s in stack}, **after}
+    if len(spec.hidden) > 1:  # at least one BN fed by dropout in bn_before
+        *feeding_bn, last = spec.hidden
+        last_site = {f"{last}.post": head}
+        placements["bn_before"] = {**{f"{h}.post": sites_lib.Site(stack_rate) for h in feeding_bn}, **last_site}
+        placements["bn_after_last"] = last_site
+    return {name: in_graph_order(spec, p) for name, p in placements.items()}
+
+
+def in_graph_order(spec, placement):
+    return {name: placement[name] for name in spec.sites() if name in placement}
+
+
+def example_site(spec):
+    """A site this network has, to suggest in messages (the head's input, else its first site)."""
+    layer, _ = head_of(spec)
+    preferred = f"{layer}.pre" if layer else f"{spec.output_name}.pre"
+    return preferred if preferred in spec.sites() else spec.sites()[0]
