@@ -42,18 +42,20 @@ def main(argv):
     given = _given_data(f)
     with errors.one_line():
         own = _own_data(f.workdir, required=not given) if f.workdir else None
-        result = evaluate.evaluate_on_dataset(path_of(f), data=given or own, batch_size=f.batch_size,
+        result = evaluate.evaluate_on_dataset(path_of(f), data=given or (own and own["origin"]),
+                                              batch_size=f.batch_size,
                                               mc_samples=f.mc_samples, mc_seed=f.mc_seed, ood=_ood(f),
                                               tflite_model=bool(f.tflite))
-        on_own = own is not None and records.same_data(result["data_origin"], own)
+        on_own = own is not None and (result["data_sha256"] == own.get("test_sha256") if own.get("test_sha256")
+                                      else records.same_data(result["data_origin"], own["origin"]))
         output = f.output
         if f.workdir and not f.tflite:
             # The run's own data goes to eval.json (and its record); other data to a file of its own.
             name = "eval.json" if on_own else f"eval-{_slug(result['data_source'])}.json"
             output = output or os.path.join(f.workdir, name)
             records.save_evaluation(f.workdir, records.make_request(
-                result["data_origin"], mc_samples=f.mc_samples, mc_seed=f.mc_seed, batch_size=f.batch_size,
-                ood_origin=_ood(f)), result["data_source"], result)
+                result["data_sha256"], mc_samples=f.mc_samples, mc_seed=f.mc_seed, batch_size=f.batch_size,
+                ood_sha256=result.get("ood_sha256")), result["data_source"], result)
         if output:
             evaluate.write_json(output, result)
     print(json.dumps(result, indent=2, sort_keys=True))
@@ -73,7 +75,7 @@ def _given_data(f):
 
 
 def _own_data(workdir, required):
-    """The test data a finished run in `workdir` recorded (metrics.json), as load_source arguments."""
+    """{"origin": load_source arguments, "test_sha256"} of the test data a finished run in `workdir` recorded."""
     path = os.path.join(workdir, "metrics.json")
     if not os.path.isfile(path):
         if not required:
@@ -81,7 +83,7 @@ def _own_data(workdir, required):
         raise errors.RunError(f"{workdir} holds no finished run (no metrics.json) to take its test data from; "
                               "name the data to evaluate on (--dataset, --idx_dir, --npz or --image_dir)")
     data = files.read_json(path, "delete it and rerun that run's train.py command")["data"]
-    return dict(data.get("test_origin") or data["origin"])
+    return {"origin": dict(data.get("test_origin") or data["origin"]), "test_sha256": data.get("test_sha256")}
 
 
 def _slug(text):

@@ -332,8 +332,9 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     """
     runs_dirs = [runs_dirs] if isinstance(runs_dirs, (str, os.PathLike)) else list(runs_dirs)
     run_dirs = records.find_runs(runs_dirs)
+    notes = []
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
-                                 data_override=data_override, source=source, ood=ood)
+                                 data_override=data_override, source=source, ood=ood, notes=notes)
     label_rows(rows)
     tuned = tune_rates(rows)
     compared = at_selected_rates(rows, tuned) if tuned else rows
@@ -342,10 +343,10 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     pairs = planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline)
     comparison = {"table": table, "contrasts": contrast_table(compared, pairs, margins),
                   "planned": bool(contrasts), "regime": regime(compared), "rows": rows, "compared": compared,
-                  "rates": tuned["grid"] if tuned else None, "margins": margins, "alpha": ALPHA,
+                  "rates": tuned["grid"] if tuned else None, "margins": margins, "alpha": ALPHA, "notes": notes,
                   "title": f"{', '.join(runs_dirs)} — test data: "
                            f"{', '.join(sorted({r['data_source'] for r in rows}))}"}
     output_dir = output_dir or os.path.join(runs_dirs[0], "comparison")
     paths = report.write(comparison, output_dir)
     return {"paths": paths, "table": table, "contrasts": comparison["contrasts"], "regime": comparison["regime"],
-            "num_runs": len(rows), "rates": comparison["rates"]}
+            "num_runs": len(rows), "rates": comparison["rates"], "notes": notes}

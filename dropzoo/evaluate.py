@@ -260,9 +260,10 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
         result = evaluate_saved_model(path, batches, mc_samples=mc_samples, mc_seed=mc_seed,
                                       ood_batches=ood_batches)
     result.update({"tflite" if tflite_model else "saved_model": os.path.abspath(path),
-                   "data_source": source.name, "data_origin": source.origin, "split": "test"})
+                   "data_source": source.name, "data_origin": source.origin, "split": "test",
+                   "data_sha256": sources.fingerprint(source)})
     if ood_source is not None:
-        result["ood_data_source"] = ood_source.name
+        result.update(ood_data_source=ood_source.name, ood_sha256=sources.fingerprint(ood_source))
     return result
 
 

@@ -22,6 +22,7 @@ import shutil
 
 from dropzoo import files
 from dropzoo import sources
+from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
 from dropzoo.errors import RunError
 
@@ -58,14 +59,14 @@ def evaluation_path(run, request):
     return os.path.join(run, EVALUATIONS, f"{request_id(request)}.json")
 
 
-def own_request(data_origin, batch_size=256):
-    """The request of a run's evaluation on its own test data, as the trainer saves it."""
-    return make_request(data_origin, mc_samples=0, mc_seed=0, batch_size=batch_size, ood_origin=None)
+def make_request(data_sha256, *, mc_samples=0, mc_seed=0, batch_size=256, ood_sha256=None):
+    """What identifies an evaluation: the test data and OOD data (by content), MC samples and seed.
 
-
-def make_request(data_origin, *, mc_samples, mc_seed, batch_size, ood_origin):
-    """What identifies an evaluation: the test data, MC samples and seed (and the batching they depend on), OOD data."""
-    request = {"data": _clean(data_origin), "mc_samples": int(mc_samples), "ood": _clean(ood_origin)}
+    The data are named by `sources.fingerprint`, not by path, so a record
+    still matches on another machine, or with the same test split read from
+    tfds instead of IDX files. MC draws depend on the batching too.
+    """
+    request = {"data": data_sha256, "mc_samples": int(mc_samples), "ood": ood_sha256}
     if mc_samples:  # the MC seeds of each call follow the batching
         request.update(mc_seed=int(mc_seed), batch_size=int(batch_size))
     return request
@@ -88,7 +89,7 @@ def save_evaluation(run, request, data_source, result):
 
 
 def load_evaluation(run, request):
-    """The saved {"data_source", "result"} of `request` for `run`, or None."""
+    """The saved {"request", "data_source", "result"} of `request` for `run`, or None."""
     path = evaluation_path(run, request)
     if not os.path.isfile(path):
         return None
@@ -96,75 +97,121 @@ def load_evaluation(run, request):
     return saved if saved.get("request") == request else None
 
 
-def _data_of(metrics, override):
-    """The load_source arguments to test a run on: the override, else the run's own test data."""
-    if override and any(override.get(k) for k in ("dataset", "idx_dir", "npz", "image_dir")):
-        return {k: v for k, v in override.items() if v is not None}
-    return dict(metrics["data"].get("test_origin") or metrics["data"]["origin"])
+def saved_evaluations(run):
+    """Every evaluation saved in `run`'s record."""
+    directory = os.path.join(run, EVALUATIONS)
+    if not os.path.isdir(directory):
+        return []
+    return [files.read_json(os.path.join(directory, name), "delete it and compare again")
+            for name in sorted(os.listdir(directory)) if name.endswith(".json")]
 
 
-def _ood_origin(ood):
-    if ood is None or isinstance(ood, sources.Source):
-        return None
-    return {k: v for k, v in ood.items() if v} or None
+class _Data:
+    """Test and OOD data by identity: loaded once, fingerprinted once, or unknown where they cannot be loaded."""
+
+    def __init__(self):
+        self.loaded = {}
+
+    def identity(self, what):
+        """(fingerprint or None, Source or None, the DataError if it could not be loaded) of a Source or arguments."""
+        if isinstance(what, sources.Source):
+            key = ("source", id(what))
+        else:
+            key = json.dumps(_clean(what), sort_keys=True)
+        if key not in self.loaded:
+            try:
+                source = what if isinstance(what, sources.Source) else sources.load_source(**what, need_train=False)
+                self.loaded[key] = (sources.fingerprint(source), source, None)
+            except DataError as e:
+                self.loaded[key] = (None, None, e)
+        return self.loaded[key]
+
+    def own(self, metrics):
+        """The run's own test data: its recorded fingerprint, or (older runs) its recorded origin loaded."""
+        data = metrics["data"]
+        if data.get("test_sha256"):
+            return data["test_sha256"], None, None
+        return self.identity(dict(data.get("test_origin") or data["origin"]))
+
+    def source(self, sha, what, metrics):
+        """The Source to evaluate on for fingerprint `sha`: the one loaded, or the run's own origin loaded."""
+        found = next((src for fp, src, _ in self.loaded.values() if fp == sha and src is not None), None)
+        if found is None and metrics is not None:
+            found = self.identity(dict(metrics["data"].get("test_origin") or metrics["data"]["origin"]))[1]
+        return found
 
 
 def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_override=None, source=None,
-                  ood=None):
+                  ood=None, notes=None):
     """[{run, seed, config, sites, precision, metrics..., evaluation...}] for each run directory.
 
     Each run is scored on its own test data, or on `data_override`'s
-    ({"dataset", "idx_dir", ...} as load_source takes them), or on `source`'s
-    test split (a sources.Source: evaluated, never saved); `ood` ({"dataset",
-    "idx_dir"}, or a Source) adds out-of-distribution detection. A saved
-    evaluation of the same request is read instead of evaluating; a run
-    recorded as identical by construction to another gets that run's
-    evaluation and `identical_to` its path.
+    (load_source arguments), or on `source`'s test split (a sources.Source);
+    `ood` (load_source arguments, or a Source) adds out-of-distribution
+    detection. An evaluation the run's record holds for the same request is
+    read; otherwise the run's SavedModel is evaluated and the result saved.
+    Where the data asked for cannot be loaded here, a record that holds
+    exactly one evaluation of other data (with the same MC and OOD settings)
+    is read, and `notes` (a list) says so. A run recorded as identical by
+    construction to another gets that run's evaluation and `identical_to`.
     """
-    from dropzoo import evaluate  # TensorFlow is needed only to evaluate
-
-    loaded, rows, computed = {}, [], {}
-    ood_origin = _ood_origin(ood)
-    ood_source = ood if isinstance(ood, sources.Source) else None
+    data, rows, computed = _Data(), [], {}
+    given = source if source is not None else (data_override or None)
+    test = data.identity(given) if given else None
+    ood_id = data.identity(ood) if ood else None
     for run in run_dirs:
         metrics = files.read_json(os.path.join(run, "metrics.json"), _FIX)
         trained = (os.path.normpath(os.path.join(run, metrics["identical_to"]))
                    if "identical_to" in metrics else run)
-        origin = None if source is not None else _data_of(metrics, data_override)
-        request = None if source is not None else make_request(origin, mc_samples=mc_samples, mc_seed=mc_seed,
-                                                                batch_size=batch_size, ood_origin=ood_origin)
-        cache_key = (trained, request_id(request) if request else id(source))
-        if cache_key not in computed:
-            saved = load_evaluation(trained, request) if request else None
+        run_test = test or data.own(metrics)
+        request = make_request(run_test[0], mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
+                               ood_sha256=ood_id[0] if ood_id else None)
+        key = (trained, request_id(request))
+        if key not in computed:
+            saved = load_evaluation(trained, request) if run_test[0] else None
+            if saved is None and (run_test[2] or (ood_id and ood_id[2])):
+                saved = _held_instead(trained, request, data.own(metrics)[0] if given else None, notes)
             if saved is None:
-                saved = _evaluate(evaluate, run, trained, request, origin, source, loaded, batch_size, mc_samples,
-                                  mc_seed, ood_origin, ood_source)
-            computed[cache_key] = saved
-        saved = computed[cache_key]
+                saved = _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, batch_size,
+                                  mc_samples, mc_seed)
+            computed[key] = saved
+        saved = computed[key]
         rows.append(row(run, metrics, saved["result"], saved["data_source"], trained))
     return rows
 
 
-def _evaluate(evaluate, run, trained, request, origin, source, loaded, batch_size, mc_samples, mc_seed,
-              ood_origin, ood_source):
-    """Evaluates `trained`'s SavedModel for the request and saves it (unless the data was given in-process)."""
-    saved_model = os.path.join(trained, "saved_model")
-    if not os.path.isdir(saved_model):
-        raise RunError(f"run {run} has no saved evaluation for this request ({json.dumps(request, sort_keys=True)}) "
-                       f"and no SavedModel at {saved_model} to compute one; copy its saved_model/ back, or "
-                       "compare with the test data, --mc_samples, --mc_seed and OOD data its records hold")
-    if source is None:
-        key = json.dumps(origin, sort_keys=True)
-        if key not in loaded:
-            loaded[key] = sources.load_source(**origin, need_train=False)
-        test_source = loaded[key]
-    else:
-        test_source = source
-    if ood_origin is not None and ood_source is None:
-        ood_source = loaded.setdefault(json.dumps(ood_origin, sort_keys=True),
-                                       sources.load_source(**ood_origin, need_train=False))
-    from dropzoo import data as data_lib
+def _held_instead(run, request, own_sha, notes):
+    """The one saved evaluation matching `request` where its unknown data (None) may be anything; or None."""
+    matches = [saved for saved in saved_evaluations(run) if all(
+        saved["request"].get(k) == v for k, v in request.items() if v is not None or k not in ("data", "ood"))
+        and (request["data"] is not None or saved["request"]["data"] != own_sha)]
+    if len(matches) != 1:
+        return None
+    if notes is not None:
+        note = (f"the data asked for cannot be loaded here, so the records' own evaluations were read: "
+                f"{matches[0]['data_source']} (sha256 {str(matches[0]['request']['data'])[:12]}...)")
+        if note not in notes:
+            notes.append(note)
+    return matches[0]
 
+
+def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, batch_size, mc_samples, mc_seed):
+    """Evaluates `trained`'s SavedModel for the request and saves the result in its record."""
+    from dropzoo import data as data_lib
+    from dropzoo import evaluate  # TensorFlow is needed only to evaluate
+
+    saved_model = os.path.join(trained, "saved_model")
+    for identity in (run_test, ood_id):
+        if identity is not None and identity[2] is not None:
+            raise identity[2]  # the data is not here, and no record holds an evaluation of it
+    if not os.path.isdir(saved_model):
+        raise RunError(f"run {run} has no saved evaluation for this request (test data sha256 "
+                       f"{str(request['data'])[:12]}..., {request['mc_samples']} MC samples, OOD "
+                       f"{str(request['ood'])[:12]}) and no SavedModel at {saved_model} to compute one; copy its "
+                       "saved_model/ back, or compare with the test data, --mc_samples, --mc_seed and OOD data its "
+                       "records hold")
+    test_source = run_test[1] or data.source(run_test[0], given, metrics)
+    ood_source = ood_id[1] if ood_id else None
     try:
         result = evaluate.evaluate_saved_model(
             saved_model, data_lib.raw_batches(test_source.test, batch_size), mc_samples=mc_samples,
@@ -174,8 +221,7 @@ def _evaluate(evaluate, run, trained, request, origin, source, loaded, batch_siz
         raise ExportError(f"run {run}: {e}") from None
     if ood_source is not None:
         result["ood_data_source"] = ood_source.name
-    if request is not None:
-        save_evaluation(trained, request, test_source.name, result)
+    save_evaluation(trained, request, test_source.name, result)
     return {"data_source": test_source.name, "result": result}
 
 

@@ -255,8 +255,8 @@ def finish(run, result, loop, started, serving_artifacts=True):
     # The run's record of its own test scores through the export (what a comparison reads).
     own = evaluate.evaluate_saved_model(run.paths["saved_model"], data_lib.raw_batches(run.source.test, 256),
                                         signatures=signatures)
-    records.save_evaluation(os.path.dirname(run.paths["metrics.json"]), records.own_request(run.source.origin),
-                            run.source.name, own)
+    records.save_evaluation(os.path.dirname(run.paths["metrics.json"]), records.make_request(
+        sources.fingerprint(run.source)), run.source.name, own)
     written = {k: v for k, v in run.paths.items()
                if k != "metrics.json" and (k not in artifacts_lib.ARTIFACT_FILES or artifacts)}
     metrics = {
@@ -332,6 +332,8 @@ def tflite_metrics(run, artifacts, converted):
 def data_record(source, pipes):
     """metrics.json's "data" entry: what was trained and tested on, and how to load it again."""
     return {"source": source.name, "origin": source.origin, "details": source.details, **source.subset_record,
+            # The test split by content (sources.fingerprint): what its evaluation records are keyed by.
+            "test_sha256": sources.fingerprint(source),
             "fallback_reason": source.fallback_reason,
             "num_train": pipes.num_train, "num_validation": pipes.num_validation,
             "num_test": pipes.num_test, "num_classes": source.num_classes,
