@@ -41,5 +41,6 @@ setuptools.setup(
         "ai-edge-litert>=2.3,<3",
     ],
     # pytest-xdist: the suite runs in two processes (one per core here); ruff: CI's linter (ruff.toml).
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.5"]},
+    # pyyaml: the tests parse the Kubernetes recipe (docs/kubernetes-job.yaml).
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.5", "pyyaml>=6"]},
 )

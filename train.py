@@ -24,6 +24,7 @@ from absl import logging  # noqa: E402
 from dropzoo import checkpoints  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
+from dropzoo import shards  # noqa: E402
 from dropzoo import sweep  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 
@@ -45,17 +46,26 @@ def main(argv):
 
 
 def _train(overwrite):
+    fv = flags_lib.FLAGS
     with errors.one_line():
         runs = flags_lib.train_plan()
-        if flags_lib.FLAGS.dry_run:
+        task = shards.task_of(fv.task_index, fv.num_tasks)
+        if task is not None:
+            index, count, source = task
+            plan_size, runs = len(runs), shards.share(runs, sweep.plan(runs), index, count)
+            print(f"task {index} of {count} (from {source}): {len(runs)} of the plan's {plan_size} runs", flush=True)
+            if not runs:
+                return 0
+        if fv.dry_run:
             print(sweep.describe_plan(runs))
             return 0
-        if len(runs) == 1:
+        if len(runs) == 1 and task is None:
             config, workdir = runs[0]
-            metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite)
+            metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
+                                                 serving_artifacts=fv.serving_artifacts)
         else:
-            results = sweep.run_sweep(runs, overwrite=overwrite)
-    if len(runs) > 1:
+            results = sweep.run_sweep(runs, overwrite=overwrite, serving_artifacts=fv.serving_artifacts)
+    if len(runs) > 1 or task is not None:
         print(sweep.summary(results))
         return 1 if sweep.failed(results) else 0
     print(f"data:         {metrics['data']['source']}")

@@ -26,16 +26,25 @@ RUN_FLAGS = (
     ("workdir", None, "Output directory of a single run (default runs/<model>/<variant>/seed<seed>); for a "
                       "sweep, the root under which each run gets <model>/<variant>/seed<k> (default runs)."),
     ("overwrite", False, "Retrain even if --workdir holds a finished run."),
+    ("serving_artifacts", True, "Also write model.keras, model.tflite and model_int8.tflite beside the SavedModel "
+                                "(about 2 s a run); --noserving_artifacts skips them, e.g. in a large sweep."),
     ("dry_run", False, "Print every run of the plan (workdir, model, placement, its sites with rates and kind, "
                        "and which runs are identical by construction) and exit without training or writing."),
+    ("task_index", None, "Train only share I of the plan (0..N-1, with --num_tasks=N): for array jobs. Without it, "
+                         "Slurm's SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN) or Kubernetes' "
+                         "JOB_COMPLETION_INDEX is used where set. See docs/scaling.md."),
+    ("num_tasks", None, "Split the plan into N shares (groups of identical runs stay together); Slurm arrays "
+                        "give it as SLURM_ARRAY_TASK_COUNT, a Kubernetes Indexed Job needs it given."),
 )
+# RUN_FLAGS that take integers (their default None means unset).
+_INTEGER_RUN_FLAGS = ("task_index", "num_tasks")
 
 
 def _define(name, default, help, fv):
     """One flag; a TrainConfig field is a string flag that train_plan parses (and may split)."""
     if isinstance(default, bool):
         flags.DEFINE_bool(name, default, help, flag_values=fv)
-    elif isinstance(default, int) and name not in config_lib.FIELDS:
+    elif name in _INTEGER_RUN_FLAGS or (isinstance(default, int) and name not in config_lib.FIELDS):
         flags.DEFINE_integer(name, default, help, flag_values=fv)
     else:
         flags.DEFINE_string(name, None if default is None else str(default), help, flag_values=fv)

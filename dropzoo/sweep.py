@@ -172,7 +172,7 @@ def describe_plan(runs):
     return "\n".join(lines)
 
 
-def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
+def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_artifacts=True):
     """Trains every (config, workdir) in `runs`; returns [(config, workdir, outcome)].
 
     Runs that are identical by construction to an earlier run of the sweep
@@ -200,8 +200,8 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto"):
             continue
         keras.backend.clear_session()  # fresh graph and layer names for every run
         try:
-            outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
-                                                 source=source, verbose=verbose)
+            outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite, source=source,
+                                                 verbose=verbose, serving_artifacts=serving_artifacts)
         except locks.WorkdirLocked as e:
             outcome = Skipped(str(e))
             if verbose:

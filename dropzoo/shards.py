@@ -1,0 +1,84 @@
+"""One share of a sweep: which runs this process trains when a scheduler starts many.
+
+A study of tens of seeds per variant is an array job: Slurm's `sbatch
+--array=0-99%8` or a Kubernetes Indexed Job start N copies of the same
+`train.py` command, each with its index in the environment. The scheduler
+limits concurrency, hands out devices and requeues; this module only maps
+an index to its share of the plan, deterministically:
+
+- `task_of(task_index, num_tasks, environ)`: (index, count, where it came
+  from), from the flags if given, else from Slurm (`SLURM_ARRAY_TASK_ID -
+  SLURM_ARRAY_TASK_MIN` of `SLURM_ARRAY_TASK_COUNT` tasks; an array with a
+  step other than 1 is refused) or Kubernetes (`JOB_COMPLETION_INDEX`, with
+  `--num_tasks`), else None (the whole plan);
+- `share(runs, index, count)`: the runs of share `index`: the plan's groups
+  of identical runs (`sweep.plan`, trained once and recorded for the rest)
+  dealt round-robin, so a group never splits and every run has one share.
+
+A task run again resumes or skips its own runs as any rerun sweep does, and
+the workdir lock still keeps two processes out of one run.
+"""
+from dropzoo.errors import ConfigError
+
+
+def task_of(task_index=None, num_tasks=None, environ=None):
+    """(index, count, source) of this task, or None when nothing divides the plan."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if task_index is not None or num_tasks is not None:
+        if task_index is None and "JOB_COMPLETION_INDEX" in environ:
+            task_index = _integer(environ["JOB_COMPLETION_INDEX"], "JOB_COMPLETION_INDEX")
+            return _checked(task_index, num_tasks, "JOB_COMPLETION_INDEX (Kubernetes Indexed Job) and --num_tasks")
+        if task_index is None or num_tasks is None:
+            raise ConfigError("give --task_index and --num_tasks together (this task's index, 0..N-1, and the "
+                              "number of tasks the plan is split into)")
+        return _checked(task_index, num_tasks, "--task_index and --num_tasks")
+    if "SLURM_ARRAY_TASK_ID" in environ:
+        return _slurm(environ)
+    if "JOB_COMPLETION_INDEX" in environ:
+        raise ConfigError("JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but --num_tasks is not; pass "
+                          "--num_tasks=N, the Job's completions")
+    return None
+
+
+def _slurm(environ):
+    names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_COUNT")
+    missing = [name for name in names if name not in environ]
+    if missing:
+        raise ConfigError(f"SLURM_ARRAY_TASK_ID is set but {', '.join(missing)} is not; run the sweep as an array "
+                          "job (sbatch --array=0-N)")
+    task_id, low, high, count = (_integer(environ[name], name) for name in names)
+    if high - low + 1 != count:
+        raise ConfigError(f"the Slurm array {low}-{high} has {count} tasks, so its step is not 1; submit it as "
+                          f"--array={low}-{high} (a %limit is fine), or pass --task_index and --num_tasks")
+    return _checked(task_id - low, count,
+                    f"SLURM_ARRAY_TASK_ID={task_id} of array {low}-{high} (SLURM_ARRAY_TASK_COUNT={count})")
+
+
+def _integer(text, name):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer, got {text!r}") from None
+
+
+def _checked(index, count, source):
+    if count is None or count < 1:
+        raise ConfigError(f"--num_tasks must be a positive integer, got {count}")
+    if not 0 <= index < count:
+        raise ConfigError(f"the task index {index} is not in 0..{count - 1} ({source}); each of the {count} tasks "
+                          "takes one index")
+    return index, count, source
+
+
+def share(runs, plan, index, count):
+    """The runs of share `index` of `count`: the plan's groups of identical runs, dealt round-robin.
+
+    `plan` is sweep.plan(runs): for each run, the index of the run that
+    trains it. Groups are numbered by their first run; group g goes to share
+    g % count, with every run it stands for.
+    """
+    groups = list(dict.fromkeys(plan))
+    mine = {leader for g, leader in enumerate(groups) if g % count == index}
+    return [run for run, leader in zip(runs, plan) if leader in mine]

@@ -1,0 +1,109 @@
+"""Results you can carry: a run's record alone (no SavedModel, no checkpoints) is enough to compare it.
+
+The records of a small sweep are collected into a fresh directory; their
+comparison equals the one computed beside the SavedModels, runs collected
+from two directories compare as one study, and evaluations of other test
+data are found by the data's content wherever it lies.
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+from conftest import tiny_source
+
+from dropzoo import compare
+from dropzoo import records
+from dropzoo import sources
+from dropzoo import sweep
+from dropzoo.errors import RunError
+
+
+def _table(result):
+    """A comparison's numbers, without timing (which records keep too, but a rerun would not)."""
+    return [{k: v for k, v in e.items() if k not in ("train_time_sec", "key")} for e in result["table"]]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("records")
+    base = tiny_config(epochs=1)
+    runs = [(c, sweep.run_dir(str(root / "a"), c)) for c in sweep.expand(base, {"placement": ["canonical", "none"]},
+                                                                        seeds=2)]
+    runs += [(c, sweep.run_dir(str(root / "b"), c)) for c in sweep.expand(
+        base, {"placement": ["before_dense"]}, seeds=2)]
+    results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    assert all(isinstance(m, dict) for _, _, m in results)
+    return root
+
+
+@pytest.mark.slow
+def test_records_alone_compare_as_the_runs_did(study, tmp_path):
+    for run in records.find_runs([str(study / "a"), str(study / "b")]):  # evaluated again, through the exports
+        shutil.rmtree(os.path.join(run, records.EVALUATIONS), ignore_errors=True)
+    here = compare.compare_runs([str(study / "a"), str(study / "b")], output_dir=str(tmp_path / "out1"))
+    assert {e["variant"] for e in here["table"]} == {"dense_mlp/canonical", "dense_mlp/none",
+                                                     "dense_mlp/before_dense"}  # two directories, one study
+    collected = tmp_path / "collected"
+    copied = records.collect([str(study / "a"), str(study / "b")], str(collected))
+    assert len(copied) == 6
+    for run in copied:
+        assert sorted(os.listdir(run)) == ["config.json", "evaluations", "metrics.json"]
+        size = sum(os.path.getsize(os.path.join(dirpath, f)) for dirpath, _, names in os.walk(run) for f in names)
+        assert size < 64_000, size  # a few KB, not the SavedModel
+    there = compare.compare_runs(str(collected), output_dir=str(tmp_path / "out2"))
+    assert _table(there) == _table(here)
+    assert [{k: v for k, v in c.items()} for c in there["contrasts"]] == here["contrasts"]
+
+
+@pytest.mark.slow
+def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
+    x_test, y_test = (a[:40] for a in _arrays())
+    npz = tmp_path / "other.npz"
+    np.savez(npz, x_train=x_test, y_train=y_test, x_test=x_test, y_test=y_test)
+    moved = tmp_path / "elsewhere.npz"
+    shutil.copy(npz, moved)
+    compare.compare_runs(str(study / "a"), data_override={"npz": str(npz)}, output_dir=str(tmp_path / "o1"))
+    collected = tmp_path / "collected"
+    records.collect([str(study / "a")], str(collected))
+    # The same arrays at another path: the same fingerprint, so the records answer.
+    again = compare.compare_runs(str(collected), data_override={"npz": str(moved)}, output_dir=str(tmp_path / "o2"))
+    assert again["notes"] == [] and again["num_runs"] == 4
+    # The data gone from this machine: the one evaluation of other data each record holds, said so.
+    os.remove(moved)
+    gone = compare.compare_runs(str(collected), data_override={"npz": str(moved)}, output_dir=str(tmp_path / "o3"))
+    assert _table(gone) == _table(again) and "cannot be loaded here" in gone["notes"][0]
+    # Asking for MC dropout the records never computed, with no SavedModel: one clear line.
+    with pytest.raises(RunError, match="has no saved evaluation for this request .* and no SavedModel"):
+        compare.compare_runs(str(collected), mc_samples=3, output_dir=str(tmp_path / "o4"))
+
+
+def _arrays():
+    source = tiny_source()
+    images, labels = next(iter(source.test.batch(1000).as_numpy_iterator()))
+    return images, labels
+
+
+def test_the_fingerprint_names_content_not_order_or_path():
+    images, labels = _arrays()
+    first = sources.array_source("a", None, (images, labels))
+    shuffled = sources.array_source("b", None, (images[::-1].copy(), labels[::-1].copy()))
+    changed = labels.copy()
+    changed[0] = (changed[0] + 1) % 4
+    assert sources.fingerprint(first) == sources.fingerprint(shuffled)
+    assert sources.fingerprint(first) != sources.fingerprint(sources.array_source("c", None, (images, changed)))
+
+
+def test_the_trainer_saves_its_own_evaluation_keyed_by_its_test_data(tmp_path):
+    from dropzoo import trainer
+
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path), source=tiny_source(), verbose=0,
+                                         serving_artifacts=False)
+    request = records.make_request(metrics["data"]["test_sha256"])
+    saved = records.load_evaluation(str(tmp_path), request)
+    assert saved["data_source"] == "tiny" and saved["result"]["num_examples"] == 40
+    assert saved["result"]["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    with open(records.evaluation_path(str(tmp_path), request)) as f:
+        assert json.load(f)["request"] == request

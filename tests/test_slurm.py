@@ -1,0 +1,214 @@
+"""A sweep as a real Slurm array job: a one-node cluster on this machine, three tasks, each run trained once.
+
+The cluster (munged, slurmctld, slurmd from Debian's packages, which
+.ci/run installs) runs as root with its configuration, sockets, spool and
+logs in a temporary directory, on free ports, so nothing of the machine's
+own setup is touched. Where Slurm is not installed or this is not root, the
+tests say so and skip.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from absl import flags
+from conftest import ROOT
+
+from dropzoo import compare
+from dropzoo import flags as flags_lib
+from dropzoo import records
+from dropzoo import shards
+from dropzoo import sweep
+from dropzoo.errors import ConfigError
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+SWEEP = ["--model=dense_mlp", "--dataset=mnist_sample", "--train_size=800", "--placement=canonical,none,before_dense",
+         "--seeds=2", "--epochs=2", "--optimizer=adam", "--learning_rate=0.001", "--precision=float32",
+         "--noserving_artifacts"]
+
+
+def _missing():
+    """Why a cluster cannot be started here ('' if it can)."""
+    absent = [d for d in DAEMONS + ("sbatch", "squeue", "sinfo") if shutil.which(d) is None and not os.path.exists(
+        f"/usr/sbin/{d}")]
+    if absent:
+        return (f"Slurm is not installed ({', '.join(absent)} missing): "
+                "apt-get install slurmctld slurmd slurm-client munge")
+    if os.geteuid() != 0:
+        return "starting slurmctld and slurmd as SlurmUser=root needs root"
+    return ""
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _daemon(name):
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    why = _missing()
+    if why:
+        pytest.skip(why)
+    home = tmp_path_factory.mktemp("slurm")
+    key, socket_path = home / "munge.key", home / "munge.socket"
+    key.write_bytes(os.urandom(1024))
+    os.chmod(key, 0o400)
+    for name in ("state", "spool", "logs"):
+        (home / name).mkdir()
+    host = socket.gethostname()
+    conf = home / "slurm.conf"
+    conf.write_text("\n".join([
+        "ClusterName=dropzootest", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root",
+        "AuthType=auth/munge", f"AuthInfo=socket={socket_path}", "CredType=cred/munge",
+        f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
+        f"StateSaveLocation={home / 'state'}", f"SlurmdSpoolDir={home / 'spool'}",
+        f"SlurmctldPidFile={home / 'slurmctld.pid'}", f"SlurmdPidFile={home / 'slurmd.pid'}",
+        f"SlurmctldLogFile={home / 'logs' / 'slurmctld.log'}", f"SlurmdLogFile={home / 'logs' / 'slurmd.log'}",
+        "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core", "ReturnToService=2", "MpiDefault=none",
+        "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
+        f"NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN",
+        f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP", ""]))
+    env = dict(os.environ, SLURM_CONF=str(conf))
+    started = [subprocess.Popen([_daemon("munged"), "--foreground", "--force", f"--key-file={key}",
+                                 f"--socket={socket_path}", f"--pid-file={home / 'munged.pid'}",
+                                 f"--log-file={home / 'logs' / 'munged.log'}", f"--seed-file={home / 'munge.seed'}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        _wait(lambda: socket_path.exists(), 20, "munged's socket")
+        for daemon in ("slurmctld", "slurmd"):
+            started.append(subprocess.Popen([_daemon(daemon), "-D", "-f", str(conf)], env=env,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait(lambda: "idle" in subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True,
+                                               text=True).stdout, 60, "the node to be idle")
+        yield env, home
+    finally:
+        for process in reversed(started):
+            process.terminate()
+        for process in started:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait(ready, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
+def _plan(*args):
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", *args])
+    return flags_lib.train_plan(fv)
+
+
+def _table(result):
+    return [{k: v for k, v in e.items() if k not in ("train_time_sec", "key")} for e in result["table"]]
+
+
+@pytest.mark.slow
+def test_a_sweep_as_a_slurm_array_trains_each_run_once_and_compares_as_one_process(cluster, tmp_path):
+    env, home = cluster
+    root = tmp_path / "array"
+    command = " ".join([sys.executable, "train.py", *SWEEP, f"--workdir={root}"])
+    submitted = subprocess.run(["sbatch", "--parsable", "--array=0-2", "--cpus-per-task=1",
+                                f"--output={tmp_path}/task_%a.log", f"--chdir={ROOT}", "--wrap", command],
+                               env=env, capture_output=True, text=True, check=True)
+    job = submitted.stdout.strip().split(";")[0]
+    _wait(lambda: not subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True,
+                                     text=True).stdout.strip(), 600, f"array job {job} to finish")
+    logs = [(tmp_path / f"task_{i}.log").read_text() for i in range(3)]
+    for i, log in enumerate(logs):
+        assert f"task {i} of 3 (from SLURM_ARRAY_TASK_ID={i} of array 0-2 (SLURM_ARRAY_TASK_COUNT=3))" in log, log
+    trained = [line.split()[0] for log in logs for line in log.splitlines() if line.endswith("(trained here)")]
+    runs = records.find_runs([str(root)])
+    assert len(runs) == 6 and sorted(trained) == sorted(runs)  # every run trained, once, by one task
+    pids = {json.load(open(os.path.join(run, "metrics.json")))["trained_by"]["pid"] for run in runs}
+    assert len(pids) == 3  # three tasks, three processes
+    # The same sweep in one process, and the array's records alone, copied without SavedModels.
+    one = tmp_path / "one"
+    sweep.run_sweep(_plan(*SWEEP, f"--workdir={one}"), verbose=0, serving_artifacts=False)
+    carried = tmp_path / "carried"
+    records.collect([str(root)], str(carried))
+    assert not any(os.path.isdir(os.path.join(run, "saved_model")) for run in records.find_runs([str(carried)]))
+    in_one = compare.compare_runs(str(one), output_dir=str(tmp_path / "c1"))
+    from_records = compare.compare_runs(str(carried), output_dir=str(tmp_path / "c2"))
+    assert _table(from_records) == _table(in_one)
+    assert from_records["contrasts"] == in_one["contrasts"]
+
+
+# ------------------------------------------------------- the index mapping
+
+
+def test_shares_deal_groups_of_identical_runs_round_robin_and_cover_the_plan():
+    runs = _plan("--model=dense_mlp", "--placement=canonical,after_activation,before_activation,none", "--seeds=2")
+    plan = sweep.plan(runs)
+    shares = [shards.share(runs, plan, i, 3) for i in range(3)]
+    assert sorted(w for share in shares for _, w in share) == sorted(w for _, w in runs)  # each run once
+    assert len(set(plan)) < len(plan)  # after_activation and before_activation: one group per seed
+    for share in shares:  # a group (trained once, recorded for the rest) never splits
+        mine = {w for _, w in share}
+        leaders = {plan[i] for i, (_, w) in enumerate(runs) if w in mine}
+        assert mine == {w for i, (_, w) in enumerate(runs) if plan[i] in leaders}
+    assert shards.share(runs, plan, 0, 1) == runs
+
+
+@pytest.mark.parametrize("environ,flags_given,expected", [
+    ({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_MAX": "9",
+      "SLURM_ARRAY_TASK_COUNT": "5"}, (None, None), (2, 5)),
+    ({"JOB_COMPLETION_INDEX": "3"}, (None, 4), (3, 4)),
+    ({}, (1, 2), (1, 2)),
+    ({}, (None, None), None),
+])
+def test_the_task_comes_from_flags_slurm_or_kubernetes(environ, flags_given, expected):
+    task = shards.task_of(*flags_given, environ=environ)
+    assert (task[:2] if task else None) == expected
+
+
+@pytest.mark.parametrize("environ,flags_given,message", [
+    ({}, (3, 3), r"the task index 3 is not in 0..2"),
+    ({}, (0, 0), "--num_tasks must be a positive integer, got 0"),
+    ({}, (1, None), "give --task_index and --num_tasks together"),
+    ({"JOB_COMPLETION_INDEX": "0"}, (None, None), "but --num_tasks is not; pass --num_tasks=N"),
+    ({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "8",
+      "SLURM_ARRAY_TASK_COUNT": "5"}, (None, None), "has 5 tasks, so its step is not 1"),
+    ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "1",
+      "SLURM_ARRAY_TASK_COUNT": "2"}, (None, None), "SLURM_ARRAY_TASK_ID must be an integer"),
+])
+def test_bad_task_values_are_one_line(environ, flags_given, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        shards.task_of(*flags_given, environ=environ)
+    assert "\n" not in str(info.value)
+
+
+def test_the_kubernetes_recipe_parses_and_maps_its_indices():
+    """docs/kubernetes-job.yaml: an Indexed Job whose pods each train their share of the study."""
+    import yaml
+
+    with open(os.path.join(ROOT, "docs", "kubernetes-job.yaml")) as f:
+        job = yaml.safe_load(f)
+    spec = job["spec"]
+    assert job["kind"] == "Job" and spec["completionMode"] == "Indexed"
+    container = spec["template"]["spec"]["containers"][0]
+    args = container["command"] + container.get("args", [])
+    num_tasks = next(int(a.split("=", 1)[1]) for a in args if a.startswith("--num_tasks="))
+    assert num_tasks == spec["completions"]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never" and spec["backoffLimitPerIndex"] >= 1
+    for index in range(num_tasks):  # what each pod computes from JOB_COMPLETION_INDEX
+        assert shards.task_of(None, num_tasks, environ={"JOB_COMPLETION_INDEX": str(index)})[:2] == (
+            index, num_tasks)
