@@ -82,7 +82,8 @@ EVAL_FLAGS = (
                         "correction. Default: every variant against --baseline."),
     ("margin", 0.5, "Equivalence margin of the contrasts' test accuracy, in points: a difference shown to lie "
                     "within ±margin (two one-sided tests) is 'equivalent'."),
-    ("nll_margin", 0.01, "Equivalence margin of the contrasts' test NLL, in nats."),
+    ("nll_margin", 0.015, "Equivalence margin of the contrasts' test NLL, in nats (the NLL that half a point of "
+                          "accuracy moved from right to wrong costs these models; see docs/studies.md)."),
     ("collect", None, "With --runs_dir: copy the records of every run below it (config.json, metrics.json, "
                       "evaluations/: a few KB each, no SavedModels) into this directory, keeping their paths; "
                       "compare them later with --runs_dir=DIR."),
