@@ -154,7 +154,8 @@ def baseline_pairs(rows, baseline="canonical"):
                           and groups[k][0]["config"]["placement"] == baseline]
         if len(candidates) == 1 and candidates[0] != key:
             pairs.append((key, candidates[0]))
-    return pairs
+    # In label order, whichever directories the runs were found in.
+    return sorted(pairs, key=lambda pair: (groups[pair[1]][0]["variant"], groups[pair[0]][0]["variant"]))
 
 
 def _strip(key):

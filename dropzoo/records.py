@@ -137,7 +137,9 @@ class _Data:
         """The Source to evaluate on for fingerprint `sha`: the one loaded, or the run's own origin loaded."""
         found = next((src for fp, src, _ in self.loaded.values() if fp == sha and src is not None), None)
         if found is None and metrics is not None:
-            found = self.identity(dict(metrics["data"].get("test_origin") or metrics["data"]["origin"]))[1]
+            _, found, error = self.identity(dict(metrics["data"].get("test_origin") or metrics["data"]["origin"]))
+            if found is None:
+                raise error
         return found
 
 
