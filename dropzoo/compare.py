@@ -43,7 +43,7 @@ ALPHA = 0.05
 OVERFIT_VALIDATION_RISE = 1.05
 
 
-def variant_key(config, sites=None, precision=None):
+def variant_key(config, sites=None, precision=None, mask_generator=None):
     """What runs of one variant share: their recorded config without seed and execution details.
 
     Fields a run recorded before they existed count at their defaults, so
@@ -56,7 +56,7 @@ def variant_key(config, sites=None, precision=None):
     if precision is not None:  # `auto` and the policy it resolved to are one variant
         ignored += ("precision",)
     key = tuple(sorted((k, v) for k, v in config_lib.with_defaults(config).items() if k not in ignored))
-    return key + (("_sites", sites), ("_precision", precision))
+    return key + (("_sites", sites), ("_precision", precision), ("_mask_generator", mask_generator))
 
 
 def variant_label(config, varying=()):
@@ -82,7 +82,7 @@ def label_rows(rows):
     """
     varying = sweep.varying_fields([r["config"] for r in rows])
     for r in rows:
-        r["key"] = variant_key(r["config"], r.get("sites"), r.get("precision"))
+        r["key"] = variant_key(r["config"], r.get("sites"), r.get("precision"), r.get("mask_generator"))
         r["variant"] = variant_label(r["config"], varying)
     by_label = {}
     for r in rows:
@@ -91,7 +91,7 @@ def label_rows(rows):
         if len(groups) < 2:
             continue
         for runs in groups.values():
-            differs = [f"[{name} {runs[0].get(name)}]" for name in ("sites", "precision")
+            differs = [f"[{name} {runs[0].get(name)}]" for name in ("sites", "precision", "mask_generator")
                        if len({str(g[0].get(name)) for g in groups.values()}) > 1]
             for r in runs:
                 r["variant"] = f"{label} {' '.join(differs)}"
@@ -146,7 +146,8 @@ def baseline_pairs(rows, baseline="canonical"):
         config = runs[0]["config"]
         if config["placement"] == baseline and not config["sites"]:
             continue
-        target = variant_key(baseline_config(config, baseline), runs[0].get("sites"), runs[0].get("precision"))
+        target = variant_key(baseline_config(config, baseline), runs[0].get("sites"), runs[0].get("precision"),
+                             runs[0].get("mask_generator"))
         candidates = [k for k in groups if _strip(k) == _strip(target)
                       and groups[k][0]["config"]["placement"] == baseline and not groups[k][0]["config"]["sites"]]
         if len(candidates) != 1:  # the baseline at another rate, when each placement kept one

@@ -143,6 +143,18 @@ def _divisors(lengths, limit):
     return [d for d in range(1, min(min(lengths), limit) + 1) if all(n % d == 0 for n in lengths)]
 
 
+def compile_dropout_masks():
+    """Has the zoo's Bernoulli dropout apply its masks through XLA (models/masks.py).
+
+    The bit fields, the compare, the scale and the casts fuse into one pass;
+    the random words themselves come from TensorFlow's own kernel (XLA's
+    random number generation on CPU is far slower).
+    """
+    from models import masks
+
+    masks.set_mask_compiler(_xla_compiler())
+
+
 def compile_pooling_gradient():
     """Has the zoo's MaxPooling2D layers route their training gradient through XLA.
 

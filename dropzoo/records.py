@@ -25,6 +25,7 @@ from dropzoo import sources
 from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
 from dropzoo.errors import RunError
+from models.masks import LEGACY_GENERATOR
 
 EVALUATIONS = "evaluations"
 RECORD_FILES = ("config.json", "metrics.json")
@@ -238,6 +239,9 @@ def row(run, metrics, result, data_source, trained):
         "config": metrics["config"],
         "sites": metrics.get("placement_sites"),
         "precision": (metrics.get("precision") or {}).get("policy"),
+        # Runs recorded before the generator was recorded drew Keras' own masks.
+        "mask_generator": metrics.get("mask_generator", LEGACY_GENERATOR if metrics.get("placement_sites") and
+                                      metrics["config"].get("kind") != "gaussian" else None),
         "data_source": data_source,
         "num_train": metrics.get("data", {}).get("num_train"),
         "steps": metrics.get("steps_trained"),

@@ -69,7 +69,9 @@ def resolve(config):
     sites = models.sites.with_rate(models.resolve_placement(config.model, config.placement_spec, norm=config.norm),
                                    config.rate)
     return {"precision": performance.choose_precision(config.precision)[0],
-            "sites": models.format_placement(sites)}
+            "sites": models.format_placement(sites),
+            # The dropout masks' generator (models/masks.py); None where no site draws a Bernoulli mask.
+            "mask_generator": models.masks.MASK_GENERATOR if sites and config.kind != "gaussian" else None}
 
 
 def prepare_workdir(config, workdir, overwrite=False):
@@ -85,6 +87,7 @@ def prepare_workdir(config, workdir, overwrite=False):
 def build_model(config, num_classes, image_shape, steps_per_execution=1):
     """The compiled model for `config` (the trainer compiles; builders don't)."""
     performance.compile_pooling_gradient()
+    performance.compile_dropout_masks()
     spec = models.get_spec(config_lib.register_network(config))  # a --network: registered as model
     model = models.build(config.model, config.placement_spec, rate=config.rate, kind=config.kind,
                          activation=config.activation, norm=config.norm,
@@ -347,6 +350,7 @@ def describe_run(config, data):
     return {
         "config": config.to_dict(),
         "data": data,
+        "mask_generator": resolve(config)["mask_generator"],
         # The sites as built: after --rate replaced every site's rate.
         "placement_sites": models.format_placement(models.sites.with_rate(
             models.resolve_placement(config.model, config.placement_spec, norm=config.norm),

@@ -17,6 +17,7 @@ from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import files
 from dropzoo.errors import RunError
+from models.masks import LEGACY_GENERATOR
 
 # Everything a run writes in its workdir (artifacts.ARTIFACT_FILES are added by the trainer).
 RUN_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json", "evaluations")
@@ -125,6 +126,8 @@ def check_same(saved, config, resolved, workdir):
         raise RunError(f"workdir {workdir!r} holds a run with other settings: {listed}; "
                        "use another --workdir, or --overwrite to replace that run")
     for name, value in resolved.items():
+        if before and name not in before and name == "mask_generator" and value is not None:
+            before = {**before, name: LEGACY_GENERATOR}  # recorded before the generator was: Keras' own
         if name in before and before[name] != value:
             what, pin = _PINS[name]
             fix = (f"pass {pin.format(saved=before[name])} to resume it here, " if pin and name != "sites" else "")

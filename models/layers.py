@@ -11,7 +11,7 @@ the compute dtype: under `mixed_bfloat16` its Dropout at rate 0.4 drops
 40.59% of 10^6 units (12 standard errors off) and scales kept units by
 1.66406 (1 / 0.6 rounded to bfloat16), so the expected training output is
 0.9885 of the inference output. Hence three thin subclasses of Keras' own
-layers, which keep Keras' arithmetic and only move it to float32:
+layers, which keep Keras' arithmetic and move it to float32:
 
 - `Float32Dropout` (keras.layers.Dropout) and `Float32SpatialDropout2D`
   (keras.layers.SpatialDropout2D): inverted dropout, the kept units scaled
@@ -19,8 +19,11 @@ layers, which keep Keras' arithmetic and only move it to float32:
 - `Float32GaussianDropout` (keras.layers.GaussianDropout): multiplicative
   N(1, rate / (1 - rate)) noise while training.
 
-Under the float32 policy the casts are no-ops, so their masks and outputs are
-bitwise those of the Keras layers for the same seed (tests/test_precision.py).
+The Bernoulli layers (inverted and classic) draw their masks with the zoo's
+generator (models/masks.py: k random bits per unit, integer compares), not
+Keras' one float per unit: faster, exact for rates that are multiples of
+2^-k, within 2^-17 of any other; their masks are therefore not Keras' own
+draws for the same seed. Gaussian noise is Keras' normal draw, in float32.
 The two forms Keras lacks are defined here, in float32 as well:
 
 - `ClassicDropout`: the original paper's form (Srivastava et al., 2014). Kept
@@ -46,6 +49,7 @@ import keras
 from keras import ops
 
 from models import compat
+from models import masks
 from models.sites import check_rate
 
 NOISE_DTYPE = "float32"
@@ -124,8 +128,7 @@ class Float32Dropout(keras.layers.Dropout):
 
     def call(self, inputs, training=False):
         if training and self.rate > 0:
-            return _in_float32(inputs, lambda x: keras.random.dropout(
-                x, self.rate, noise_shape=self.noise_shape, seed=seed_source(self)))
+            return masks.masked(inputs, self.rate, 1.0 / (1.0 - self.rate), seed_source(self), self.noise_shape)
         return inputs
 
 
@@ -144,9 +147,8 @@ class Float32SpatialDropout2D(keras.layers.SpatialDropout2D):
 
     def call(self, inputs, training=False):
         if training and self.rate > 0:
-            noise_shape = _channel_noise_shape(inputs, self.data_format)
-            return _in_float32(inputs, lambda x: keras.random.dropout(
-                x, self.rate, noise_shape=noise_shape, seed=seed_source(self)))
+            return masks.masked(inputs, self.rate, 1.0 / (1.0 - self.rate), seed_source(self),
+                                _channel_noise_shape(inputs, self.data_format))
         return inputs
 
 
@@ -188,10 +190,8 @@ class ClassicDropout(keras.layers.Layer):
             return _in_float32(inputs, lambda x: x * keep)
         if self.rate == 0:
             return inputs
-        shape = _channel_noise_shape(inputs) if self.spatial else ops.shape(inputs)
-        uniform = keras.random.uniform(shape, dtype=NOISE_DTYPE, seed=seed_source(self))
-        keep = ops.cast(ops.greater_equal(uniform, self.rate), NOISE_DTYPE)
-        return _in_float32(inputs, lambda x: x * keep)
+        return masks.masked(inputs, self.rate, 1.0, seed_source(self),
+                            _channel_noise_shape(inputs) if self.spatial else None)
 
     def compute_output_shape(self, input_shape):
         return input_shape

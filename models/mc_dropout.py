@@ -18,8 +18,8 @@ no such split; it is sampled whole.
 import keras
 from keras import ops
 
+from models import masks
 from models.layers import KINDS
-from models.layers import NOISE_DTYPE
 from models.layers import dropout_layers
 from models.layers import float32_call
 from models.layers import kind_of
@@ -90,15 +90,12 @@ class MonteCarlo:
     outputs of `samples` dropout-on passes. The prefix runs once; the first
     dropout layer expands its output to the samples; the rest runs on them.
 
-    `fast_masks`: the first layer, if it is element-wise
-    inverted or classic dropout, cuts its masks from 32-bit random words, 4
-    (8-bit) or 2 (16-bit) per word, and drops a unit where its word is below
-    round(rate * 2^bits) (`bernoulli_samples`), masking the prefix output by
-    broadcasting instead of tiling it first: Bernoulli(rate) where rate is a
-    multiple of 2^-8 (0.25, 0.5), else within 2^-17 of it (7.6e-6; the
-    precision tests allow far more), at a quarter or half the random
-    words and one pass fewer over the samples. Its masks are not the
-    layer's own draws: `fast_masks=False` draws those.
+    `fast_masks`: the first layer, if it is element-wise inverted or classic
+    dropout, draws one mask per sample for the prefix output and applies it
+    by broadcasting instead of tiling the output first (`bernoulli_samples`:
+    the zoo's generator, models/masks.py, one pass fewer over the samples).
+    Its masks are not the ones the layer draws for the tiled batch:
+    `fast_masks=False` draws those.
     `reuse_prefix=False` makes every sample a whole pass of
     `mc_dropout_model(model)` over the tiled images (the naive path).
     """
@@ -146,33 +143,13 @@ def _fast_form(layer):
     return entry.train_scale(layer.rate)
 
 
-def mask_bits(rate):
-    """Bits per mask word: 8 where rate * 2^8 is a whole number (then exact), else 16."""
-    return 8 if float(rate * 256).is_integer() else 16
-
-
 def bernoulli_samples(layer, features, samples):
     """`layer`'s dropout over `samples` copies of `features`: [samples * batch, ...], sample-major.
 
-    Each unit of each copy is dropped where its b-bit random word is below
-    round(rate * 2^b), and kept units are scaled as the layer scales them,
-    in float32, rounded once to the compute dtype. b is 8 where rate * 2^8
-    is a whole number (0.25, 0.5, ...), else 16 (drop probability within
-    2^-17 of `rate`). The words are the bytes of 32-bit random words, drawn
-    statelessly from the layer's seed source (so `request_seed` applies)
-    over the int32 range less one value, which moves a word's odds by 2^-32.
+    The zoo's mask generator (models/masks.py) draws one mask per sample for
+    [samples, *features.shape] from the layer's seed source (so
+    `request_seed` applies) and applies it by broadcasting: the features are
+    never tiled before masking. Kept units are scaled as the layer scales
+    them, in float32, rounded once to the compute dtype.
     """
-    bits = mask_bits(layer.rate)
-    per_word = 32 // bits
-    threshold = int(round(layer.rate * 2**bits))
-    last = features.shape[-1]
-    groups = -(-last // per_word)
-    shape = ops.shape(features)
-    words = keras.random.randint((samples, *shape[:-1], groups), -2**31, 2**31 - 1, dtype="int32",
-                                 seed=seed_source(layer))
-    parts = ops.view(words, "uint8" if bits == 8 else "uint16")  # [..., groups * per_word]
-    if groups * per_word != last:
-        parts = parts[..., :last]
-    kept = ops.cast(features, NOISE_DTYPE) * _fast_form(layer)
-    out = ops.where(parts >= threshold, ops.expand_dims(kept, 0), ops.zeros((), NOISE_DTYPE))
-    return ops.cast(ops.reshape(out, [-1, *features.shape[1:]]), features.dtype)
+    return masks.masked_samples(features, layer.rate, _fast_form(layer), seed_source(layer), samples)

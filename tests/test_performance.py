@@ -168,7 +168,8 @@ def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     trainer.prepare_workdir(tiny_config(epochs=1), workdir)  # auto: mixed_bfloat16 here
     with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["resolved"] == {"precision": "mixed_bfloat16", "sites": "dense1.post:0.5"}
+        assert json.load(f)["resolved"] == {"precision": "mixed_bfloat16", "sites": "dense1.post:0.5",
+                                            "mask_generator": "kbit-fields-v1"}
     _started(workdir)
     # Pinning the policy auto chose is the same run; another machine's auto is not.
     trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)
@@ -184,6 +185,26 @@ def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp
     with pytest.raises(trainer.RunError, match="dropout sites 'dense1.post:0.5', but this command resolves to "
                                                "'dense1.pre:0.5'; its placement has been redefined since"):
         trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)
+
+
+def test_a_run_is_not_resumed_across_mask_generators(tmp_path):
+    workdir = str(tmp_path)
+    config = tiny_config(epochs=1, precision="float32")
+    trainer.prepare_workdir(config, workdir)
+    _started(workdir)
+    path = os.path.join(workdir, "config.json")
+    with open(path) as f:
+        saved = json.load(f)
+    # A run recorded before the generator was drew Keras' own masks.
+    del saved["resolved"]["mask_generator"]
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    with pytest.raises(trainer.RunError) as info:
+        trainer.prepare_workdir(config, workdir)
+    message = str(info.value)
+    assert "\n" not in message
+    assert ("trained with the dropout mask generator 'keras-stateless-dropout', but this command resolves to "
+            "'kbit-fields-v1'; use another --workdir, or --overwrite") in message
 
 
 @pytest.mark.parametrize("requested,steps,train_steps,used", [

@@ -122,8 +122,11 @@ def test_evaluate_tflite_reproduces_the_saved_model(finished_run):
     saved = evaluate.evaluate_saved_model(os.path.join(workdir, "saved_model"), data_lib.raw_batches(test, 16))
     lite = evaluate.evaluate_tflite(os.path.join(workdir, "model.tflite"), data_lib.raw_batches(test, 16))
     assert lite["num_examples"] == saved["num_examples"] == 40
-    assert lite["accuracy"] == saved["accuracy"]
-    assert lite["loss"] == pytest.approx(saved["loss"], rel=1e-4)
+    # model.tflite holds the float32 weights; the SavedModel serves in the run's precision (bfloat16
+    # where auto picks it), so the loss agrees to that precision's rounding.
+    bf16 = metrics["precision"]["policy"] != "float32"
+    assert lite["accuracy"] == pytest.approx(saved["accuracy"], abs=0.05 if bf16 else 0)
+    assert lite["loss"] == pytest.approx(saved["loss"], rel=1e-2 if bf16 else 1e-4)
     int8 = evaluate.evaluate_tflite(os.path.join(workdir, "model_int8.tflite"), data_lib.raw_batches(test, 16))
     assert int8["accuracy"] == metrics["tflite"]["int8_test_accuracy"]
 
