@@ -1,0 +1,113 @@
+"""Each speed change of the training step measured alone, in one process, alternating.
+
+    python benchmarks/step_parts.py                       # keras_mnist_cnn, trainer precision (auto)
+    python benchmarks/step_parts.py --precision=float32 --rounds=5
+
+Builds the trainer's model (canonical keras_mnist_cnn: 0.25 after pooling,
+0.5 after dense1), the trainer's pooling gradient, and trains it on batches
+of the MNIST sample in four ways that differ in one thing each:
+
+* masks: Keras' own draw (one float per unit, `keras.random.dropout`, as the
+  zoo drew before models/masks.py) or the zoo's generator (k-bit fields,
+  applied in one XLA-fused pass);
+* optimizer: Keras' Adadelta, or the same update fused into one XLA
+  computation (dropzoo/optimizers.py).
+
+Each round trains every way for `--steps` steps (after a warm-up call that
+traces), in turn, the order rotated each round; the result is each way's
+median milliseconds per step over the rounds, and the ratios to the old
+way (Keras masks, Keras optimizer), measured in the same run.
+"""
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+import models  # noqa: E402
+from benchmarks import common  # noqa: E402
+from dropzoo import optimizers  # noqa: E402
+from dropzoo import performance  # noqa: E402
+from models import layers as dropout_lib  # noqa: E402
+
+WAYS = (("keras masks", "keras optimizer"), ("zoo masks", "keras optimizer"),
+        ("keras masks", "fused optimizer"), ("zoo masks", "fused optimizer"))
+
+
+class KerasMaskDropout(dropout_lib.Float32Dropout):
+    """The zoo's dropout as it drew before models/masks.py: Keras' float-per-unit draw, in float32."""
+
+    def call(self, inputs, training=False):
+        if training and self.rate > 0:
+            x = keras.ops.cast(inputs, "float32")
+            out = keras.random.dropout(x, self.rate, noise_shape=self.noise_shape,
+                                       seed=dropout_lib.seed_source(self))
+            return keras.ops.cast(out, inputs.dtype)
+        return inputs
+
+
+def build(masks, optimizer, precision):
+    keras.mixed_precision.set_global_policy(performance.choose_precision(precision)[0])
+    performance.compile_pooling_gradient()
+    performance.compile_dropout_masks()
+    model = models.build("keras_mnist_cnn", seed=0)
+    if masks == "keras masks":
+        model = keras.models.clone_model(model, clone_function=lambda layer: KerasMaskDropout.from_config(
+            layer.get_config()) if isinstance(layer, dropout_lib.Float32Dropout) else layer.__class__.from_config(
+            layer.get_config()))
+    opt = optimizers.make("adadelta", 1.0, fused=optimizer == "fused optimizer")
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", steps_per_execution=1)
+    keras.mixed_precision.set_global_policy("float32")
+    return model
+
+
+def run(x, y, rounds, steps, precision, log=print):
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(128, drop_remainder=True).repeat()
+    trainers = {}
+    for way in WAYS:
+        model = build(*way, precision)
+        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)  # trace and warm up
+        trainers[way] = model
+    times = {way: [] for way in WAYS}
+    for r in range(rounds):
+        order = WAYS[r % len(WAYS):] + WAYS[:r % len(WAYS)]
+        for way in order:
+            start = time.perf_counter()
+            trainers[way].fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+            times[way].append(1000 * (time.perf_counter() - start) / steps)
+        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{' + '.join(w)} {times[w][-1]:.1f} ms" for w in WAYS))
+    median = {way: float(np.median(t)) for way, t in times.items()}
+    old = median[WAYS[0]]
+    return {"policy": performance.choose_precision(precision)[0], "ms_per_step": median,
+            "ratio_to_old": {way: m / old for way, m in median.items()}, "rounds": rounds, "steps": steps}
+
+
+def report(result):
+    rows = [(f"{masks} + {opt}", f"{result['ms_per_step'][(masks, opt)]:.1f}",
+             f"{result['ratio_to_old'][(masks, opt)]:.2f}x") for masks, opt in WAYS]
+    return (f"step_parts: keras_mnist_cnn canonical ({result['policy']}), batch 128, median of {result['rounds']} "
+            f"rounds of {result['steps']} steps\nmachine: {common.machine()}\n\n"
+            + common.table(["way", "ms per step", "of the old way"], rows))
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    source = common.source_from_flags()
+    x, y = common.arrays(source.train)
+    result = run(x, y, f.rounds, f.steps, f.precision)
+    print(report(result))
+
+
+if __name__ == "__main__":
+    common.define_data_flags()
+    flags.DEFINE_integer("rounds", 7, "Rounds; each trains every way once, in turn.")
+    flags.DEFINE_integer("steps", 28, "Training steps per way and round.")
+    flags.DEFINE_string("precision", "auto", "Precision policy (auto: what the trainer picks here).")
+    app.run(main)
