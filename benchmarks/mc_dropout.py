@@ -77,6 +77,7 @@ def time_rounds(calls, raw, rounds, warmup=2):
 
 def run(*, precision="auto", samples=20, batch_size=256, rounds=10, seed=0, log=print):
     policy, _ = performance.choose_precision(precision)
+    performance.compile_dropout_masks()  # as the trainer has it: the export must still trace portable masks
     keras.mixed_precision.set_global_policy(policy)
     try:
         model = models.build("keras_mnist_cnn", "canonical", seed=seed)

@@ -61,6 +61,12 @@ def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True)
     """
     if outputs not in OUTPUT_MODES:
         raise ValueError(f"outputs={outputs!r} is not one of {OUTPUT_MODES}")
+    # Plain ops only: a compiled (XLA) mask would make TF Serving refuse the MC signatures.
+    with models.masks.portable():
+        return _export_saved_model(model, path, outputs, mc_dropout)
+
+
+def _export_saved_model(model, path, outputs, mc_dropout):
     input_spec = serving.input_spec(model)
     endpoints = {SIGNATURE_KEY: (serving_function(model, outputs), [input_spec]),
                  serving.FLOAT_SIGNATURE_KEY: (float_serving_function(model, outputs),

@@ -24,21 +24,36 @@ backward pass applies the same mask without storing a float mask.
 The generator is a version (MASK_GENERATOR), recorded with every run: a run
 is never resumed, and runs are never pooled, across generators. Its masks are
 not Keras' own draws for the same seed (it replaces them; the zoo's layers
-are otherwise Keras' arithmetic). The bit-field work runs a few elementwise
-passes as Keras ops; the trainer has them compiled into one fused kernel
-(`set_mask_compiler`, as for max pooling's gradient: models/ stays
-Keras-only, the compiler comes from the caller).
+are otherwise Keras' arithmetic).
+
+Two ways apply the same masks, bit for bit (tests/test_masks.py):
+
+- compiled: the trainer has the fields, compare, scale and casts compiled
+  into one fused kernel (`set_mask_compiler`, as for max pooling's
+  gradient: models/ stays Keras-only, the compiler comes from the caller);
+- portable (no compiler set, or inside `portable()`): plain ops any runtime
+  serves. Each 16 bits of a word index a table holding, for the units they
+  cover, all-ones or all-zeros in the compute dtype's width, and the table
+  rows are ANDed with the kept units' bits: a gather and an AND instead of
+  a pass per shift, mask and compare. Exports trace inside `portable()`:
+  TF Serving refuses XLA-compiled functions unless started with
+  --xla_cpu_compilation_enabled.
 """
+import contextlib
 import functools
+import sys
 
 import keras
+import numpy as np
 from keras import ops
 
 MASK_GENERATOR = "kbit-fields-v1"
 # What runs trained before the generator was recorded used: Keras' stateless dropout (a float per unit).
 LEGACY_GENERATOR = "keras-stateless-dropout"
 NOISE_DTYPE = "float32"
-_COMPILER = None  # fn -> compiled fn; None: the fields are plain Keras ops
+_COMPILER = None  # fn -> compiled fn; None: the portable ops
+_PORTABLE = [False]  # inside portable(): never the compiler
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
 def set_mask_compiler(compiler):
@@ -100,14 +115,54 @@ def apply_mask(x, words, rate, scale, units):
 
 
 @functools.lru_cache(maxsize=None)
+def _keep_table(bits, threshold_, itemsize):
+    """[65536, n] table: row v is, for the 16 / bits units a 16-bit index v covers, each unit's
+    `itemsize` bytes all ones where its field is at or above `threshold_`, else all zeros, as n
+    int64 (or int32) numbers; None where the row is not a whole number of those."""
+    units = 16 // bits
+    row_bytes = units * itemsize
+    if row_bytes % 4 or sys.byteorder != "little":  # the rows are the units' bytes, little-endian
+        return None
+    fields = (np.arange(2**16)[:, None] >> (np.arange(units) * bits)) & (2**bits - 1)
+    ones = np.array(-1, f"i{itemsize}")
+    rows = np.where(fields >= threshold_, ones, np.zeros((), f"i{itemsize}"))
+    return rows.view("int64" if row_bytes % 8 == 0 else "int32")
+
+
+def apply_mask_portable(x, words, rate, scale, units):
+    """apply_mask's result, bit for bit, in plain ops: a table gather and an AND (see the module's doc)."""
+    bits = mask_bits(rate)
+    itemsize = _ITEMSIZE.get(keras.backend.standardize_dtype(x.dtype))
+    table = _keep_table(bits, threshold(rate), itemsize) if bits < 16 and itemsize else None
+    if table is None or units % (32 // bits):
+        return apply_mask(x, words, rate, scale, units)
+    kept = ops.cast(ops.cast(x, NOISE_DTYPE) * ops.cast(scale, NOISE_DTYPE), x.dtype)  # rounded once, as apply_mask
+    rows = ops.take(ops.convert_to_tensor(table), ops.cast(ops.view(words, "uint16"), "int32"), axis=0)
+    # [..., words, 2, row] -> [..., units * itemsize / table item]: the units in order, as the table's integers
+    rows = ops.reshape(rows, (*ops.shape(words)[:-1], -1))
+    out = ops.bitwise_and(rows, ops.view(kept, str(table.dtype)))
+    return ops.view(out, x.dtype)
+
+
+@contextlib.contextmanager
+def portable():
+    """Masks traced inside apply through plain ops, whatever compiler is set (for exports)."""
+    _PORTABLE.append(True)
+    try:
+        yield
+    finally:
+        _PORTABLE.pop()
+
+
+@functools.lru_cache(maxsize=None)
 def _compiled_apply(rate, scale, units):
     return _COMPILER(functools.partial(apply_mask, rate=rate, scale=scale, units=units))
 
 
 def _applier(rate, scale, units):
     """apply_mask(x, words) for one rate, scale and mask width: compiled where a compiler is set."""
-    if _COMPILER is None:
-        return functools.partial(apply_mask, rate=rate, scale=scale, units=units)
+    if _COMPILER is None or _PORTABLE[-1]:
+        return functools.partial(apply_mask_portable, rate=rate, scale=scale, units=units)
     return _compiled_apply(rate, scale, units)
 
 

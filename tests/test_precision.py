@@ -15,8 +15,10 @@ element, a bias no layer can avoid. They are shaped (N, 1, 1, C), so the
 spatial form, one draw per channel, makes 10^6 draws too. The same check
 fails on Keras' own Dropout under mixed_bfloat16, so a pass is not vacuous.
 
-Also here: under float32 the zoo's layers are bitwise Keras' own for the same
-seed; every layer survives a .keras save; the benchmark returns its numbers.
+Also here: the zoo's Bernoulli layers are Keras' layers with the zoo's masks
+(models/masks.py) and Keras' arithmetic in float32, Gaussian noise bitwise
+Keras' own; every layer survives a .keras save; the benchmark returns its
+numbers.
 """
 import math
 
@@ -111,7 +113,7 @@ def test_the_inference_check_fails_for_a_keep_rounded_to_bfloat16():
     assert broken_promises(found) == [f"inference mean off by {found['inference_error']:+.2e}"]
 
 
-# ------------------------------------------------------- float32: bitwise Keras
+# ------------------------------------------- float32: Keras' layers, the zoo's masks
 
 
 def _zoo_masked(x, rate, scale, seed, mask_shape):
