@@ -19,10 +19,13 @@ Ops are grouped by the model layer in their name and the pass: forward,
 backward (Keras' `gradient_tape/` ops), the optimizer update, and the rest
 (loss, metrics, the step counter). A convolution or matmul that TensorFlow
 fused with its bias and activation (`_FusedConv2D`, named after the
-activation layer) counts as the linear layer's forward pass. XLA kernels
-(on CPU, the trainer compiles only max pooling's gradient) are one group:
-the trace names no layer for them. The profiler slows a step a little; the
-shares, not the absolute times, are the result.
+activation layer) counts as the linear layer's forward pass. An XLA
+kernel (on CPU the trainer compiles max pooling's gradient, the dropout
+masks and the optimizer update) is named by the call that launched it: a
+mask's forward call by its layer; the optimizer's by the one call that
+updates variables; the gradients' calls, which the trace names by no layer,
+are one group. The profiler slows a step a little; the shares, not the
+absolute times, are the result.
 """
 import collections
 import dataclasses
@@ -44,9 +47,10 @@ from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 
-XLA_EVENT = "CpuExecutable::ExecuteAsyncOnStream"
-# On CPU the trainer compiles only max pooling's gradient with XLA (models/pooling.py).
-XLA_GROUP = "XLA kernels (max pooling gradients)"
+XLA_EVENT = "CpuExecutable::ExecuteAsyncOnStream"  # an XLA kernel running; the trace names no node
+XLA_LAUNCH = "ExecutorState::ProcessAsync::Start"  # a call starting, with its node's name
+XLA_OP = "XLA"  # the op type XLA kernels are listed under
+XLA_GRADIENTS = "XLA gradients (max pooling, dropout masks)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,21 +78,41 @@ def read_ops(logdir):
         for line in plane.lines:
             if not line.name.startswith("tf_Compute"):  # the executor's threads
                 continue
+            launches = []  # (start, end, node name) of the calls an XLA kernel runs inside
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
-                if name == XLA_EVENT:  # an XLA kernel: the trace names no node for it
-                    name = f"xla/{XLA_EVENT}:{XLA_GROUP}"
+                if name == XLA_LAUNCH:
+                    node = _stat(plane, event, "name")
+                    if node:
+                        launches.append((event.offset_ps, event.offset_ps + event.duration_ps, node))
+                    continue
+                if name == XLA_EVENT:  # an XLA kernel: named by the call that launched it
+                    node = _innermost(launches, event.offset_ps, event.offset_ps + event.duration_ps)
+                    name = f"{node}:{XLA_OP}" if node else f"xla/{XLA_EVENT}:{XLA_OP}"
                 if ":" in name and "/" in name:  # "node/name:OpType"; not executor bookkeeping
                     ops.append(Op(line.timestamp_ns * 1000 + event.offset_ps, event.duration_ps,
                                   line.name, name))
     return sorted(ops, key=lambda op: op.start_ps)
 
 
+def _stat(plane, event, stat_name):
+    """An event's string stat `stat_name` (e.g. a call's node name), or None."""
+    for stat in event.stats:
+        if plane.stat_metadata[stat.metadata_id].name == stat_name:
+            # A repeated string is stored once, in the plane's stat metadata, and referred to.
+            return stat.str_value or (plane.stat_metadata[stat.ref_value].name if stat.ref_value else None)
+    return None
+
+
+def _innermost(spans, start, end):
+    """The node name of the shortest (start, end, name) span containing [start, end], or None."""
+    around = [(e - s, name) for s, e, name in spans if s <= start and e >= end]
+    return min(around)[1] if around else None
+
+
 def group_of(name, model_name):
     """(layer, pass) of an op: ("conv2", "backward"), ("optimizer", "update"), ("other", "")."""
     path, _, op_type = name.rpartition(":")
-    if op_type == XLA_GROUP:
-        return XLA_GROUP, ""
     parts = [re.sub(r"_\d+$", "", part) for part in path.split("/")]  # Keras' "_1" suffixes
     if model_name in parts[:-1]:
         index = parts.index(model_name)
@@ -100,6 +124,12 @@ def group_of(name, model_name):
     optimizers = {"adadelta", "adam", "sgd", "rmsprop"}
     if optimizers & set(parts):
         return "optimizer", "update"
+    if op_type == XLA_OP:
+        # XLA calls outside a layer's scope: the one that updates variables is the optimizer's
+        # (dropzoo/optimizers.py); the others are the gradients of pooling and dropout masks.
+        if parts[-1] == "StatefulPartitionedCall":
+            return "optimizer", "update (XLA)"
+        return XLA_GRADIENTS, ""
     return "other", ""
 
 

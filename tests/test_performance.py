@@ -372,7 +372,12 @@ def test_step_profile_splits_overlapping_ops_evenly():
      ("pool1.post", "forward")),
     ("StatefulPartitionedCall/adadelta/Sqrt_8:Sqrt", ("optimizer", "update")),
     ("StatefulPartitionedCall/compile_loss/sparse_categorical_crossentropy/Sum:Sum", ("other", "")),
-    (f"xla/{step_profile.XLA_EVENT}:{step_profile.XLA_GROUP}", (step_profile.XLA_GROUP, "")),
+    # XLA kernels, named by the call that launched them.
+    ("while/cond/StatefulPartitionedCall/keras_mnist_cnn_1/pool1.post_1/PartitionedCall:XLA",
+     ("pool1.post", "forward")),
+    ("while/cond/StatefulPartitionedCall/StatefulPartitionedCall:XLA", ("optimizer", "update (XLA)")),
+    ("while/cond/StatefulPartitionedCall/PartitionedCall_2:XLA", (step_profile.XLA_GRADIENTS, "")),
+    (f"xla/{step_profile.XLA_EVENT}:XLA", (step_profile.XLA_GRADIENTS, "")),
 ])
 def test_step_profile_groups_ops_by_layer_and_pass(name, group):
     assert step_profile.group_of(name, "keras_mnist_cnn") == group
@@ -384,9 +389,10 @@ def test_step_profile_profiles_a_training_call():
                                   log=lambda *_: None)
     # tiny_source: 86 training examples in batches of 16 -> 6 steps, one call of 6 per epoch.
     assert result["steps"] == 6 and result["dominant"] == "conv2"
-    # pool1's gradient is an XLA kernel (models/pooling.py), which the trace names by no layer.
-    assert {"conv2/forward", "conv2/backward", "optimizer/update", step_profile.XLA_GROUP} <= set(
-        result["groups"])
+    # pool1's and the masks' gradients are XLA kernels the trace names by no layer; the optimizer's
+    # update is one XLA call (dropzoo/optimizers.py), pool1.post's mask another.
+    assert {"conv2/forward", "conv2/backward", "optimizer/update (XLA)", "pool1.post/forward",
+            step_profile.XLA_GRADIENTS} <= set(result["groups"])
     assert "pool1/backward" not in result["groups"]
     assert sum(result["groups"].values()) + result["idle_seconds"] == pytest.approx(result["wall_seconds"])
     assert "conv2/backward" in step_profile.report(result, top=3)
