@@ -153,6 +153,8 @@ def baseline_pairs(rows, baseline="canonical"):
         if len(candidates) != 1:  # the baseline at another rate, when each placement kept one
             candidates = [k for k in groups if _strip(_without(k, "rate")) == _strip(_without(target, "rate"))
                           and groups[k][0]["config"]["placement"] == baseline]
+        if len(candidates) > 1:  # baselines drawn by several mask generators: the variant's own
+            candidates = [k for k in candidates if dict(k)["_mask_generator"] == dict(target)["_mask_generator"]]
         if len(candidates) == 1 and candidates[0] != key:
             pairs.append((key, candidates[0]))
     # In label order, whichever directories the runs were found in.
@@ -160,8 +162,11 @@ def baseline_pairs(rows, baseline="canonical"):
 
 
 def _strip(key):
-    """A key without its resolved sites: a baseline's sites are its own."""
-    return tuple(item for item in key if item[0] != "_sites")
+    """A key without its resolved sites and mask generator: a baseline's are its own.
+
+    (A variant without dropout has no generator; its baseline has one.)
+    """
+    return tuple(item for item in key if item[0] not in ("_sites", "_mask_generator"))
 
 
 def planned_pairs(rows, contrasts):

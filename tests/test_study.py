@@ -322,6 +322,28 @@ def test_each_placements_rate_is_chosen_on_validation_loss_never_on_test():
     assert compare.tune_rates([r for r in rows if r["config"]["rate"] == 0.1]) is None  # one rate each
 
 
+def test_a_variant_without_dropout_pairs_with_the_baseline_of_its_own_mask_generator():
+    # `none` draws no masks (no generator); its baseline has one. With baselines from two
+    # generators, a variant with masks pairs with its own generator's, never the other's.
+    rows = []
+    for placement, generator in [("canonical", "kbit-fields-v1"), ("canonical", "keras-stateless-dropout"),
+                                 ("none", None), ("conv", "kbit-fields-v1")]:
+        for s in range(2):
+            row = _row(placement, 0.5, s, 0.3, 0.9)
+            row["mask_generator"] = generator
+            rows.append(row)
+    rows = compare.label_rows(rows)
+    groups = compare.group(rows)
+    pairs = {(groups[a][0]["config"]["placement"], groups[a][0].get("mask_generator"), groups[b][0].get("mask_generator"))
+             for a, b in compare.baseline_pairs(rows)}
+    assert ("conv", "kbit-fields-v1", "kbit-fields-v1") in pairs
+    assert not any(p == "conv" and b != "kbit-fields-v1" for p, _, b in pairs)
+    assert [p for p in pairs if p[0] == "none"] == []  # two candidate baselines, neither its own: none chosen
+    only_new = [r for r in rows if r.get("mask_generator") != "keras-stateless-dropout"]
+    pairs = {groups[a][0]["config"]["placement"] for a, b in compare.baseline_pairs(only_new)}
+    assert pairs == {"none", "conv"}
+
+
 def test_a_rate_grid_without_validation_loss_is_a_clear_error():
     rows = [_row("canonical", rate, 0, None, 0.9) for rate in (0.1, 0.5)]
     with pytest.raises(ValueError, match="no validation loss .*--validation_fraction > 0"):
