@@ -271,7 +271,10 @@ def subset(source, size):
     if not 2 <= size <= source.num_train:
         raise DataError(f"--train_size={size} must be between 2 and the {source.num_train:,} training examples "
                         f"of {source.name}")
-    labels = np.fromiter(source.train.map(lambda image, label: label).as_numpy_iterator(), np.int64)
+    # In batches: one Python step per label made this 50 s for Fashion-MNIST's 60k on one thread.
+    labels = np.concatenate([np.asarray(batch, np.int64).reshape(-1) for batch in
+                             source.train.map(lambda image, label: label).batch(8192).as_numpy_iterator()]
+                            or [np.zeros(0, np.int64)])
     classes, counts = np.unique(labels, return_counts=True)
     quota = counts * size / len(labels)
     keep = np.floor(quota).astype(int)
