@@ -57,7 +57,7 @@ def _train(overwrite):
             if not runs:
                 return 0
         if fv.dry_run:
-            print(sweep.describe_plan(runs))
+            print(sweep.describe_plan(runs, overwrite=fv.overwrite))
             return 0
         if len(runs) == 1 and task is None:
             config, workdir = runs[0]

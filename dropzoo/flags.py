@@ -29,7 +29,8 @@ RUN_FLAGS = (
     ("serving_artifacts", True, "Also write model.keras, model.tflite and model_int8.tflite beside the SavedModel "
                                 "(about 2 s a run); --noserving_artifacts skips them, e.g. in a large sweep."),
     ("dry_run", False, "Print every run of the plan (workdir, model, placement, its sites with rates and kind, "
-                       "and which runs are identical by construction) and exit without training or writing."),
+                       "which runs are identical by construction, finished or started) and exit without training or "
+                       "writing."),
     ("task_index", None, "Train only share I of the plan (0..N-1, with --num_tasks=N): for array jobs. Without it, "
                          "Slurm's SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN) or Kubernetes' "
                          "JOB_COMPLETION_INDEX is used where set. See docs/scaling.md."),

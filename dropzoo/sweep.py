@@ -26,6 +26,7 @@ from dropzoo import errors
 from dropzoo import locks
 from dropzoo import sources
 from dropzoo import trainer
+from dropzoo import workdir as workdirs
 
 
 def expand(base, sweeps=None, seeds=1):
@@ -153,22 +154,30 @@ def plan(runs):
     return [first.setdefault(identity(config), i) for i, (config, _) in enumerate(runs)]
 
 
-def describe_plan(runs):
+def describe_plan(runs, overwrite=False):
     """One line per run of the plan: workdir, model, placement, sites (rate, kind), identical runs.
 
+    Runs already finished in their workdir are marked and not counted as to
+    train (unless `overwrite`), those with checkpoints marked as resuming.
     Writes nothing: what `train.py --dry_run` prints.
     """
     trained_by = plan(runs)
-    lines = []
+    lines, finished = [], set()
     for i, (config, workdir) in enumerate(runs):
         sites = trainer.resolve(config)["sites"]
         line = (f"{workdir}  model={config.model} placement={config.placement_spec or 'none'} "
                 f"sites=[{sites or 'none'}] kind={config.kind}")
         if trained_by[i] != i:
             line += f"  (identical by construction to {runs[trained_by[i]][1]}: recorded, not trained)"
+        elif not overwrite and os.path.exists(os.path.join(workdir, "metrics.json")):
+            finished.add(i)
+            line += "  (finished: kept)"
+        elif not overwrite and workdirs.started(workdir):
+            line += "  (started: resumes from its last checkpoint)"
         lines.append(line)
-    trained = len(set(trained_by))
-    lines.append(f"{len(runs)} run(s), {trained} to train; nothing was written (--dry_run)")
+    trained = len(set(trained_by) - finished)
+    done = f"{len(finished)} finished, " if finished else ""
+    lines.append(f"{len(runs)} run(s), {done}{trained} to train; nothing was written (--dry_run)")
     return "\n".join(lines)
 
 

@@ -334,8 +334,8 @@ def test_a_variant_without_dropout_pairs_with_the_baseline_of_its_own_mask_gener
             rows.append(row)
     rows = compare.label_rows(rows)
     groups = compare.group(rows)
-    pairs = {(groups[a][0]["config"]["placement"], groups[a][0].get("mask_generator"), groups[b][0].get("mask_generator"))
-             for a, b in compare.baseline_pairs(rows)}
+    pairs = {(groups[a][0]["config"]["placement"], groups[a][0].get("mask_generator"),
+              groups[b][0].get("mask_generator")) for a, b in compare.baseline_pairs(rows)}
     assert ("conv", "kbit-fields-v1", "kbit-fields-v1") in pairs
     assert not any(p == "conv" and b != "kbit-fields-v1" for p, _, b in pairs)
     assert [p for p in pairs if p[0] == "none"] == []  # two candidate baselines, neither its own: none chosen

@@ -220,6 +220,15 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
            "sites=[dense1.pre:0.5] kind=inverted" in lines
     assert any("after_activation" in line and "identical by construction to" in line for line in lines)
     assert not (tmp_path / "study").exists()
+    # A run finished earlier (here: its metrics.json) is marked and not counted as to train.
+    finished = tmp_path / "study" / "dense_mlp" / "canonical" / "seed0"
+    finished.mkdir(parents=True)
+    (finished / "metrics.json").write_text("{}")
+    result = _run("train.py", "--model=dense_mlp", "--placement=canonical,after_activation,before_dense",
+                  "--dry_run", f"--workdir={tmp_path / 'study'}")
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "3 run(s), 1 finished, 1 to train; nothing was written (--dry_run)", result.stdout
+    assert any(line.startswith(str(finished)) and line.endswith("(finished: kept)") for line in lines)
 
 
 def assert_one_line_error(result, message):
