@@ -157,6 +157,18 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     # The runs it compares include the ones its study trains, or their committed records.
     records = os.path.join("docs", "results", os.path.basename(study)[:-len(".cfg")], "runs")
     assert {fv_study.workdir, records} & set(fv.runs_dir), (fv.runs_dir, fv_study.workdir)
+    # Where every compared directory is a study's workdir, each planned contrast names variants
+    # those studies train (a typo is found here, not after hours of training).
+    plans = {}
+    for train_cfg in TRAIN_CONFIGS:
+        fv_train = flags.FlagValues()
+        flags_lib.define_train_flags(fv_train)
+        fv_train(["train.py", f"--flagfile={train_cfg}"])
+        plans.setdefault(fv_train.workdir, []).extend(flags_lib.train_plan(fv_train))
+    if all(d in plans for d in fv.runs_dir):
+        rows = [{"config": c.to_dict(), "seed": c.seed, "run": w} for d in fv.runs_dir for c, w in plans[d]]
+        pairs = compare.planned_pairs(compare.label_rows(rows), compare.parse_contrasts(fv.contrasts))
+        assert len(pairs) == len(compare.parse_contrasts(fv.contrasts)) and all(a != b for a, b in pairs)
 
 
 @pytest.mark.parametrize("args,message", [
