@@ -14,6 +14,7 @@ from its last checkpoint.
 """
 import dataclasses
 import itertools
+import json
 import os
 import socket
 import traceback
@@ -162,23 +163,42 @@ def describe_plan(runs, overwrite=False):
     Writes nothing: what `train.py --dry_run` prints.
     """
     trained_by = plan(runs)
-    lines, finished = [], set()
+    lines, finished, refused = [], set(), set()
     for i, (config, workdir) in enumerate(runs):
         sites = trainer.resolve(config)["sites"]
         line = (f"{workdir}  model={config.model} placement={config.placement_spec or 'none'} "
                 f"sites=[{sites or 'none'}] kind={config.kind}")
+        other = [] if overwrite else _other_settings(config, workdir)
         if trained_by[i] != i:
             line += f"  (identical by construction to {runs[trained_by[i]][1]}: recorded, not trained)"
+        elif other:
+            refused.add(i)
+            line += (f"  (holds a run with other settings: {', '.join(other)}; it will be refused: "
+                     "another --workdir, or --overwrite)")
         elif not overwrite and os.path.exists(os.path.join(workdir, "metrics.json")):
             finished.add(i)
             line += "  (finished: kept)"
         elif not overwrite and workdirs.started(workdir):
             line += "  (started: resumes from its last checkpoint)"
         lines.append(line)
-    trained = len(set(trained_by) - finished)
+    trained = len(set(trained_by) - finished - refused)
     done = f"{len(finished)} finished, " if finished else ""
+    done += f"{len(refused)} refused (other settings in their workdir), " if refused else ""
     lines.append(f"{len(runs)} run(s), {done}{trained} to train; nothing was written (--dry_run)")
     return "\n".join(lines)
+
+
+def _other_settings(config, workdir):
+    """['--FIELD (saved -> this)'] where the run in `workdir` was started with other settings, else []."""
+    path = os.path.join(workdir, "config.json")
+    if not workdirs.started(workdir) or not os.path.exists(path):
+        return []
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return ["an unreadable config.json"]
+    return [f"--{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in config_lib.differences(saved, config)]
 
 
 def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_artifacts=True):

@@ -236,11 +236,19 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     finished = tmp_path / "study" / "dense_mlp" / "canonical" / "seed0"
     finished.mkdir(parents=True)
     (finished / "metrics.json").write_text("{}")
+    # One started with other settings is named with them: training would refuse it.
+    other = tmp_path / "study" / "dense_mlp" / "before_dense" / "seed0"
+    other.mkdir(parents=True)
+    (other / "metrics.json").write_text("{}")
+    (other / "config.json").write_text(json.dumps(
+        config_lib.TrainConfig(model="dense_mlp", placement="before_dense", epochs=3).to_dict()))
     result = _run("train.py", "--model=dense_mlp", "--placement=canonical,after_activation,before_dense",
                   "--dry_run", f"--workdir={tmp_path / 'study'}")
     lines = result.stdout.strip().splitlines()
-    assert lines[-1] == "3 run(s), 1 finished, 1 to train; nothing was written (--dry_run)", result.stdout
+    assert lines[-1] == ("3 run(s), 1 finished, 1 refused (other settings in their workdir), 0 to train; "
+                         "nothing was written (--dry_run)"), result.stdout
     assert any(line.startswith(str(finished)) and line.endswith("(finished: kept)") for line in lines)
+    assert any(line.startswith(str(other)) and "other settings: --epochs (3 -> 12)" in line for line in lines)
 
 
 def assert_one_line_error(result, message):
