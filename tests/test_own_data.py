@@ -266,7 +266,7 @@ def test_the_client_gives_the_right_answer_for_every_pixel_dtype_or_one_error(ex
     assert model.predict(images[0])["class_id"].shape == (1,)  # one image
     for bad, message in [(images.astype(np.float32), r"float pixels must be scaled to \[0, 1\], these span"),
                          (images[:, :6], "this export takes"), (images.astype(np.int64) + 300, "0-255"),
-                         (np.array([["a"]]), "")]:
+                         (np.full(images.shape, "a"), "images are <U1; pass uint8 pixels")]:
         with pytest.raises(ValueError, match=message):
             model.predict(bad)
 
