@@ -14,7 +14,6 @@ from its last checkpoint.
 """
 import dataclasses
 import itertools
-import json
 import os
 import socket
 import traceback
@@ -24,6 +23,7 @@ import keras
 import models
 from dropzoo import config as config_lib
 from dropzoo import errors
+from dropzoo import files
 from dropzoo import locks
 from dropzoo import sources
 from dropzoo import trainer
@@ -158,23 +158,24 @@ def plan(runs):
 def describe_plan(runs, overwrite=False):
     """One line per run of the plan: workdir, model, placement, sites (rate, kind), identical runs.
 
-    Runs already finished in their workdir are marked and not counted as to
-    train (unless `overwrite`), those with checkpoints marked as resuming.
+    Unless `overwrite`, runs already finished in their workdir are marked and
+    not counted as to train, those with checkpoints marked as resuming, and
+    those the trainer would refuse (other settings) say why in its words.
     Writes nothing: what `train.py --dry_run` prints.
     """
     trained_by = plan(runs)
     lines, finished, refused = [], set(), set()
     for i, (config, workdir) in enumerate(runs):
-        sites = trainer.resolve(config)["sites"]
+        resolved = trainer.resolve(config)
+        sites = resolved["sites"]
         line = (f"{workdir}  model={config.model} placement={config.placement_spec or 'none'} "
                 f"sites=[{sites or 'none'}] kind={config.kind}")
-        other = [] if overwrite else _other_settings(config, workdir)
+        refusal = None if overwrite else _refusal(config, workdir, resolved)
         if trained_by[i] != i:
             line += f"  (identical by construction to {runs[trained_by[i]][1]}: recorded, not trained)"
-        elif other:
+        elif refusal:
             refused.add(i)
-            line += (f"  (holds a run with other settings: {', '.join(other)}; it will be refused: "
-                     "another --workdir, or --overwrite)")
+            line += f"  (refused: {refusal})"
         elif not overwrite and os.path.exists(os.path.join(workdir, "metrics.json")):
             finished.add(i)
             line += "  (finished: kept)"
@@ -188,17 +189,16 @@ def describe_plan(runs, overwrite=False):
     return "\n".join(lines)
 
 
-def _other_settings(config, workdir):
-    """['--FIELD (saved -> this)'] where the run in `workdir` was started with other settings, else []."""
+def _refusal(config, workdir, resolved):
+    """The trainer's one-line refusal of the run started in `workdir` with other settings, else None."""
     path = os.path.join(workdir, "config.json")
     if not workdirs.started(workdir) or not os.path.exists(path):
-        return []
+        return None
     try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return ["an unreadable config.json"]
-    return [f"--{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in config_lib.differences(saved, config)]
+        workdirs.check_same(files.read_json(path, "delete it, or --overwrite"), config, resolved, workdir)
+    except errors.USER_ERRORS as e:
+        return str(e)
+    return None
 
 
 def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_artifacts=True):
