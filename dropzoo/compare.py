@@ -318,6 +318,10 @@ def regime(rows):
     if rises:
         rise = float(np.mean(rises))
         result.update(none_validation_rise=rise, none_overfit=bool(rise >= OVERFIT_VALIDATION_RISE))
+    # Beside the rise: a noisy validation loss can rise on a network that still underfits.
+    fits = [r["train_accuracy"] for r in rows
+            if r["config"]["placement"] == "none" and not r["config"]["sites"] and r.get("train_accuracy") is not None]
+    result["none_train_accuracy"] = float(np.mean(fits)) if fits else None
     return result
 
 

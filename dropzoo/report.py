@@ -163,11 +163,12 @@ def contrasts_markdown(contrasts):
 
 def regime_lines(regime):
     overfit = {None: "no `none` variant to tell", True: "yes", False: "**no** (dropout had little to do)"}
-    rise = regime.get("none_validation_rise")
+    rise, fits = regime.get("none_validation_rise"), regime.get("none_train_accuracy")
     return [f"Regime: {regime['train_examples']} training examples, {regime['steps']} steps; the `none` "
             f"control overfit: {overfit[regime['none_overfit']]}"
             + (f" (its final validation loss is {rise:.3f}x its best epoch's; overfitting means ≥ "
-               f"{regime['overfit_threshold']:g}x)" if rise else "") + "."]
+               f"{regime['overfit_threshold']:g}x)" if rise else "")
+            + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else "") + "."]
 
 
 def markdown(comparison):

@@ -175,6 +175,13 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
         text = f.read()
     assert "| dense_mlp/canonical | 2 | `dense1.post:0.5` |" in text and "MC acc %" in text
     assert "identical by construction" in text and "Regime: " in text
+    # How well `none` fits its training data stands beside its validation rise (or is absent without one).
+    assert "of its training data" not in text
+    [line] = report.regime_lines({"train_examples": 3600, "steps": 348, "none_overfit": True,
+                                  "none_validation_rise": 1.051, "overfit_threshold": 1.05,
+                                  "none_train_accuracy": 0.834})
+    assert line.endswith("1.051x its best epoch's; overfitting means ≥ 1.05x); it fits 83.4% of its training "
+                         "data (dropout off).")
     with open(paths["comparison.csv"]) as f:
         lines = f.read().splitlines()
     assert lines[0].startswith("variant,seeds,sites,precision,test_accuracy_mean") and len(lines) == 3
