@@ -10,7 +10,9 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+from dropzoo import environment  # light: no TensorFlow
+
+environment.set_defaults()  # before TensorFlow loads
 
 from absl import app  # noqa: E402
 from absl import logging  # noqa: E402

@@ -11,7 +11,9 @@ import os
 import shlex
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+from dropzoo import environment  # light: no TensorFlow
+
+environment.set_defaults()  # before TensorFlow loads
 
 from dropzoo import interrupts  # noqa: E402  (light: signals only)
 

@@ -6,13 +6,10 @@ after the other, and reports their ratio.
 """
 import os
 
-# Before TensorFlow loads: its start-up chatter would bury the tables.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from dropzoo import performance  # noqa: E402
-from dropzoo import sources  # noqa: E402
+from dropzoo import performance
+from dropzoo import sources
 
 
 def machine():

@@ -37,6 +37,9 @@ import time
 
 if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dropzoo import environment  # noqa: E402  (light: no TensorFlow)
+
+environment.set_defaults()  # before TensorFlow loads: as train.py and eval.py run
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

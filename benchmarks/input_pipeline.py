@@ -18,6 +18,9 @@ import time
 
 if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dropzoo import environment  # noqa: E402  (light: no TensorFlow)
+
+environment.set_defaults()  # before TensorFlow loads: as train.py and eval.py run
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 

@@ -13,6 +13,7 @@ from conftest import tiny_config
 from conftest import tiny_source
 
 import models
+from benchmarks import allocator
 from benchmarks import common
 from benchmarks import input_pipeline
 from benchmarks import mc_dropout
@@ -349,6 +350,23 @@ def test_mc_dropout_benchmark_returns_its_numbers():
     assert all(m["ms"] > 0 for m in result["methods"].values())
     assert result["mc_over_deterministic"] == result["methods"]["mc_dropout_draws"]["ratio"]
     assert "mc_dropout_draws (T=3) / serving_default" in mc_dropout.report(result)
+
+
+def test_allocator_benchmark_reports_medians_per_setting_and_their_ratio():
+    def figures(train, serve, draws):
+        return {"train examples/s": train, "serving_default ms": serve, "mc_dropout_draws ms": draws,
+                "MC / deterministic": draws / serve}
+
+    result = {"settings": {"false": [figures(1000, 100, 600), figures(900, 120, 700), figures(950, 110, 640)],
+                           "true": [figures(1100, 100, 400), figures(1000, 90, 420), figures(1050, 95, 410)]},
+              "machine": "a CPU, 2 cores", "precision": "float32", "rounds": 3, "epochs": 4}
+    med = allocator.medians(result)
+    assert med["false"]["mc_dropout_draws ms"] == 640 and med["true"]["train examples/s"] == 1050
+    assert med["false"]["MC / deterministic"] == pytest.approx(700 / 120)  # the median ratio, not a ratio of medians
+    text = allocator.report(result)
+    assert "machine: a CPU, 2 cores" in text
+    row = next(line for line in text.splitlines() if line.startswith("mc_dropout_draws ms"))
+    assert row.split()[-1] == f"{410 / 640:.2f}x"
 
 
 def test_step_profile_splits_overlapping_ops_evenly():

@@ -1,0 +1,30 @@
+"""Environment variables TensorFlow reads once, when it loads: the entry points set them first.
+
+    from dropzoo import environment
+    environment.set_defaults()      # before anything imports TensorFlow
+    import tensorflow as tf
+
+A value already in the environment wins, so a user can always override one
+(`TF_CPU_ALLOCATOR_USE_BFC=false python train.py`). Set after TensorFlow has
+loaded, they change nothing: that is why this module imports nothing heavy.
+"""
+import os
+
+DEFAULTS = {
+    # TensorFlow's C++ INFO and WARNING lines bury the results; errors still print.
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    # TensorFlow's best-fit-with-coalescing allocator for host memory, which keeps freed
+    # blocks for reuse, instead of the default, which hands large blocks back to the
+    # system: a tensor of a few MB or more (a batch of conv activations, MC dropout's
+    # 20 x 256 x 9,216 masked features) was then mapped afresh, page by page, on every
+    # step or call. docs/performance.md measures what it saves.
+    "TF_CPU_ALLOCATOR_USE_BFC": "true",
+}
+
+
+def set_defaults(environ=None):
+    """Sets each of DEFAULTS not already set in `environ` (default os.environ); returns what it set."""
+    environ = os.environ if environ is None else environ
+    chosen = {name: value for name, value in DEFAULTS.items() if name not in environ}
+    environ.update(chosen)
+    return chosen

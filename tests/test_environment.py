@@ -1,0 +1,46 @@
+"""The environment the entry points give TensorFlow: set before it loads, overridable by the user."""
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dropzoo import environment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = ["train.py", "eval.py"] + sorted(
+    os.path.relpath(path, ROOT) for path in glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))
+    if os.path.basename(path) not in ("__init__.py", "common.py", "op_rates.py"))
+
+# Runs a script's module-level code up to its first import of TensorFlow (or Keras), prints what
+# TF_CPU_ALLOCATOR_USE_BFC is at that moment, and exits there: no TensorFlow is loaded.
+FIRST_IMPORT = """
+import os, runpy, sys
+class Hook:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            print("at TensorFlow's import:", os.environ.get("TF_CPU_ALLOCATOR_USE_BFC"), flush=True)
+            os._exit(0)
+        return None
+sys.meta_path.insert(0, Hook())
+runpy.run_path(sys.argv[1], run_name="__checked__")
+print("no TensorFlow import")
+"""
+
+
+def test_defaults_fill_only_what_the_environment_lacks():
+    environ = {"TF_CPU_ALLOCATOR_USE_BFC": "false"}
+    chosen = environment.set_defaults(environ)
+    assert environ["TF_CPU_ALLOCATOR_USE_BFC"] == "false"  # the user's setting wins
+    assert chosen == {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    assert environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_entry_point_sets_the_defaults_before_tensorflow_loads(script):
+    env = {k: v for k, v in os.environ.items() if k not in environment.DEFAULTS}
+    done = subprocess.run([sys.executable, "-c", FIRST_IMPORT, script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "at TensorFlow's import: true", script
