@@ -7,6 +7,7 @@
 
 See `python train.py --helpfull` for every flag.
 """
+import json
 import os
 import shlex
 import sys
@@ -90,9 +91,23 @@ def _interrupted_line(interrupted):
         return f"interrupted ({interrupted}) before training started; nothing was written; rerun: {command}"
     directory = os.path.join(interrupted.workdir, "checkpoints")
     epoch = checkpoints.saved_epoch(directory)
-    kept = (f"{directory} keeps epoch {epoch}; the epoch in progress is redone on resume" if epoch
-            else "no epoch had finished, so the run starts over")
+    if not epoch:
+        kept = "no epoch had finished, so the run starts over"
+    elif epoch >= _planned_epochs(interrupted.workdir):
+        kept = f"{directory} keeps epoch {epoch}, the last; the test evaluation and export are redone on resume"
+    else:
+        kept = f"{directory} keeps epoch {epoch}; the epoch in progress is redone on resume"
     return f"interrupted ({interrupted}): {kept}; to resume, rerun the same command: {command}"
+
+
+def _planned_epochs(workdir):
+    """The run's --epochs from its config.json; infinity where it trains --train_steps or has none."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return float("inf")
+    return saved.get("epochs", float("inf")) if saved.get("train_steps") is None else float("inf")
 
 
 if __name__ == "__main__":

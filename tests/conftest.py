@@ -1,4 +1,5 @@
-"""Shared pytest set-up and helpers: quiet TensorFlow, the repo root importable, tiny data.
+"""Shared pytest set-up and helpers: TensorFlow's environment as the entry points set it, the repo
+root importable, tiny data.
 
 Tests import the helpers with `from conftest import tiny_config, tiny_source`
 (pytest puts this directory on sys.path; tests/distribute_worker.py, run as a
@@ -7,9 +8,12 @@ script, has it there too).
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from dropzoo import environment  # noqa: E402  (light: no TensorFlow)
+
+environment.set_defaults()  # before TensorFlow loads: tests run as the entry points do
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -22,6 +22,7 @@ from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
 from dropzoo import export
 from dropzoo import files
+from dropzoo import interrupts
 from dropzoo import locks
 from dropzoo import trainer
 
@@ -212,6 +213,25 @@ def test_sigkill_then_ctrl_c_then_a_full_disk_then_a_rerun_ends_like_an_uninterr
     assert metrics["test_loss"] == uninterrupted["test_loss"]
     assert metrics["test_accuracy"] == uninterrupted["test_accuracy"]
     assert metrics["history"]["val_loss"] == uninterrupted["history"]["val_loss"][kept:]
+
+
+def test_the_interrupted_line_says_what_a_rerun_redoes(tmp_path, monkeypatch):
+    import train  # the script's module: its line, without a process
+
+    workdir = str(tmp_path / "run")
+    os.makedirs(workdir)
+    files.write_json(os.path.join(workdir, "config.json"), {"epochs": 3, "train_steps": None})
+    interrupted = interrupts.Interrupted(signal.SIGINT)
+    interrupted.workdir = workdir
+    lines = {}
+    for epoch in (0, 2, 3):
+        monkeypatch.setattr(checkpoints, "saved_epoch", lambda directory, epoch=epoch: epoch)
+        lines[epoch] = train._interrupted_line(interrupted)
+    assert "no epoch had finished, so the run starts over" in lines[0]
+    assert "keeps epoch 2; the epoch in progress is redone on resume" in lines[2]
+    # Stopped after the last epoch (during the test evaluation or the export): no epoch is redone.
+    assert "keeps epoch 3, the last; the test evaluation and export are redone on resume" in lines[3]
+    assert all("to resume, rerun the same command: python train.py" in line for line in lines.values())
 
 
 @pytest.mark.slow
