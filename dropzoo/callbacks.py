@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from dropzoo import checkpoints
+from dropzoo import interrupts
 from dropzoo import site_stats
 
 
@@ -31,6 +32,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if logs and not np.isfinite(logs.get("loss", 0.0)):
             return  # keep the last good state; TerminateOnNaN stops the run
         checkpoints.save(self.model, self.directory, epoch + 1)
+        interrupts.raise_if_pending()  # a Ctrl-C that Python swallowed mid-epoch stops here
 
 
 class Throughput(keras.callbacks.Callback):

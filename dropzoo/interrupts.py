@@ -10,6 +10,13 @@ expect (status 130 for SIGINT, 143 for SIGTERM).
 
 A SIGINT that is ignored when the process starts (a background job of a
 non-interactive shell) stays ignored.
+
+Python swallows an exception raised where it cannot propagate: a finalizer
+(`__del__`, e.g. TensorFlow's function garbage collector) prints "Exception
+ignored in ..." and carries on. A signal landing there would be lost, and the
+run would train on. So the signal is also remembered: `raise_if_pending()`,
+called after every epoch's checkpoint, raises it again, and the swallowed
+exception prints nothing.
 """
 import contextlib
 import os
@@ -17,6 +24,7 @@ import signal
 import sys
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_RECEIVED = []  # the signal stop_on_signals() received, if any
 
 
 class Interrupted(BaseException):
@@ -30,14 +38,17 @@ class Interrupted(BaseException):
 
 @contextlib.contextmanager
 def stop_on_signals():
-    received = []
-
     def handler(signum, frame):
-        if received:  # a second Ctrl-C: no more cleaning up
+        if _RECEIVED:  # a second Ctrl-C: no more cleaning up
             os.write(2, f"\n{signal.Signals(signum).name} again: exiting now\n".encode())
             os._exit(128 + signum)
-        received.append(signum)
+        _RECEIVED.append(signum)
         raise Interrupted(signum)
+
+    def quiet_if_interrupted(unraisable):
+        if not isinstance(unraisable.exc_value, Interrupted):
+            previous_hook(unraisable)
+        # else: swallowed where it was raised; raise_if_pending() raises it again
 
     previous = {}
     for signum in SIGNALS:
@@ -46,11 +57,20 @@ def stop_on_signals():
             continue
         previous[signum] = current
         signal.signal(signum, handler)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, quiet_if_interrupted
     try:
         yield
     finally:
         for signum, current in previous.items():
             signal.signal(signum, current)
+        sys.unraisablehook = previous_hook
+        _RECEIVED.clear()
+
+
+def raise_if_pending():
+    """Raises Interrupted if a signal arrived inside stop_on_signals() (again, if it was swallowed)."""
+    if _RECEIVED:
+        raise Interrupted(_RECEIVED[0])
 
 
 def quiet_during_start_up():

@@ -125,6 +125,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
     multi-worker every worker calls this; each gets the chief's metrics with
     its own `strategy` and `weights_sha256`.
     """
+    interrupts.raise_if_pending()  # a Ctrl-C swallowed while the sweep's previous run finished
     started = time.perf_counter()
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
