@@ -1,7 +1,7 @@
 """TensorFlow's host allocator: the BFC allocator the entry points choose against the default.
 
     python benchmarks/allocator.py                  # 2 rounds (~6 min on 2 cores)
-    python benchmarks/allocator.py --rounds=3 --epochs=6
+    python benchmarks/allocator.py --rounds=4 --epochs=6 --mc_rounds=0   # training only
 
 TensorFlow picks its host allocator once, when it loads, from
 TF_CPU_ALLOCATOR_USE_BFC (dropzoo/environment.py sets it to true unless the
@@ -51,12 +51,14 @@ logging.set_verbosity(logging.ERROR)
 source = common.load_source("mnist_sample")
 metrics = train_throughput.train_project(source, epochs={epochs}, batch_size=128, seed=0)
 rates = common.steady_rates(metrics["epoch_train_seconds"], metrics["data"]["num_train"])
-mc = mc_dropout.run(rounds={mc_rounds}, log=lambda *a: None)
-print(json.dumps({{"train examples/s": common.fast_phase_rate(rates),
-                  "serving_default ms": mc["methods"]["serving_default"]["ms"],
-                  "mc_dropout_draws ms": mc["methods"]["mc_dropout_draws"]["ms"],
-                  "MC / deterministic": mc["mc_over_deterministic"],
-                  "machine": mc["machine"], "precision": mc["precision"]}}))
+figures = {{"train examples/s": common.fast_phase_rate(rates), "machine": common.machine(),
+           "precision": metrics["precision"]["policy"]}}
+if {mc_rounds}:
+    mc = mc_dropout.run(rounds={mc_rounds}, log=lambda *a: None)
+    figures.update({{"serving_default ms": mc["methods"]["serving_default"]["ms"],
+                    "mc_dropout_draws ms": mc["methods"]["mc_dropout_draws"]["ms"],
+                    "MC / deterministic": mc["mc_over_deterministic"]}})
+print(json.dumps(figures))
 """
 
 
@@ -84,8 +86,9 @@ def run(*, rounds=2, epochs=4, mc_rounds=5, log=print):
 
 
 def medians(result):
-    """{setting: {figure: median over the rounds}}."""
-    return {setting: {name: common.percentile([r[name] for r in runs], 50) for name in FIGURES}
+    """{setting: {figure: median over the rounds}} (the figures the children measured)."""
+    return {setting: {name: common.percentile([r[name] for r in runs], 50) for name in FIGURES
+                      if name in runs[0]}
             for setting, runs in result["settings"].items()}
 
 
@@ -93,11 +96,11 @@ def report(result):
     med = medians(result)
     default, bfc = (med[s] for s in SETTINGS)
     rows = [[name, f"{default[name]:.2f}", f"{bfc[name]:.2f}", f"{bfc[name] / default[name]:.2f}x"]
-            for name in FIGURES]
+            for name in FIGURES if name in default]
     return "\n".join([
         f"host allocator: keras_mnist_cnn, trainer defaults ({result['precision']}), "
-        f"{result['epochs']} epochs; MC dropout T=20, batch 256; median of {result['rounds']} rounds, "
-        "the settings taking turns",
+        f"{result['epochs']} epochs{'; MC dropout T=20, batch 256' if 'MC / deterministic' in default else ''}; "
+        f"median of {result['rounds']} rounds, the settings taking turns",
         f"machine: {result['machine']}",
         "",
         common.table(["figure", "default allocator", "BFC (the entry points')", "BFC / default"], rows),
@@ -110,7 +113,8 @@ FLAGS = flags.FLAGS
 def define_flags():
     flags.DEFINE_integer("rounds", 2, "Child processes per setting, the settings taking turns.", lower_bound=1)
     flags.DEFINE_integer("epochs", 4, "Training epochs per child (the first is not timed).", lower_bound=2)
-    flags.DEFINE_integer("mc_rounds", 5, "Timed MC calls per method per child.", lower_bound=1)
+    flags.DEFINE_integer("mc_rounds", 5, "Timed MC calls per method per child; 0: training only.",
+                         lower_bound=0)
 
 
 def main(argv):
