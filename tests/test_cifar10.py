@@ -72,6 +72,7 @@ def assert_trained_exported_evaluated(workdir, metrics, result):
     assert result["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_cifar10_trains_exports_and_evaluates(tmp_path):
     workdir = tmp_path / "run"
     metrics, result = train_and_eval(workdir, tmp_path / "tfds")

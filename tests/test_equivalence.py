@@ -240,6 +240,7 @@ def test_command_line_prints_findings_and_exits_zero():
     assert "38 of 38 findings agree with theory." in result.stdout  # 9 + 9 network, 20 layer
 
 
+@pytest.mark.slow
 def test_command_line_rejects_an_unknown_precision_in_one_line():
     result = _run_module("--models=dense_mlp", "--precisions=float32,bfloat16")
     assert result.returncode == 2
@@ -248,6 +249,7 @@ def test_command_line_rejects_an_unknown_precision_in_one_line():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_command_line_rejects_an_unknown_model_in_one_line():
     result = _run_module("--models=lenet")
     assert result.returncode == 2

@@ -120,6 +120,7 @@ def test_signature_names_dtypes_shapes(prob_export):
     assert outputs["class_id"].shape.as_list() == [None]
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_exactly_the_signature(prob_export):
     _, path = prob_export
     cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]

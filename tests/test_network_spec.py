@@ -284,6 +284,7 @@ def test_network_flag_reads_a_json_file_and_sweeps_every_placement(tmp_path):
     assert ("study/mynet/before_dense/seed1") in {w for _, w in runs}
 
 
+@pytest.mark.slow
 def test_a_network_sweep_trains_resumes_and_compares(tmp_path):
     root = str(tmp_path)
     runs = train_plan(f"--network={TINY}", "--placement=canonical,before_activation,before_dense",

@@ -215,6 +215,7 @@ def test_saved_keras_model_reloads(tmp_path, policy, kind, spatial):
 # ------------------------------------------------------------------ benchmark
 
 
+@pytest.mark.slow
 def test_benchmark_returns_its_numbers():
     x = np.random.default_rng(0).integers(0, 256, (48, 28, 28, 1)).astype("uint8")
     y = np.arange(48) % 10

@@ -78,6 +78,7 @@ KILL_DURING_EXPORT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_during_export_leaves_the_previous_export(tmp_path):
     path = str(tmp_path / "saved_model")
     good = keras.Sequential([keras.Input((4, 4, 1), name="image"), keras.layers.Flatten(),
@@ -99,6 +100,7 @@ def test_sigkill_during_export_leaves_the_previous_export(tmp_path):
     assert os.listdir(tmp_path) == ["saved_model"]
 
 
+@pytest.mark.slow
 def test_eval_refuses_an_incomplete_saved_model(tmp_path):
     broken = tmp_path / "saved_model"
     (broken / "variables").mkdir(parents=True)
@@ -128,6 +130,7 @@ def test_checkpoint_skips_an_epoch_that_ended_in_nan(tmp_path):
     assert checkpoints.saved_epoch(str(tmp_path)) == 1
 
 
+@pytest.mark.slow
 def test_same_flags_and_seed_repeat_exactly(tmp_path):
     first = trainer.train_and_evaluate(tiny_config(model="keras_io_convnet"), str(tmp_path / "a"),
                                        source=tiny_source(), verbose=0)
@@ -292,6 +295,7 @@ def test_sigterm_stops_cleanly_in_one_line(tmp_path):
     _interrupt_inside_epoch_3(str(tmp_path / "run"), signal.SIGTERM)
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_the_export_keeps_the_checkpoints_and_the_rerun_exports(tmp_path, monkeypatch):
     straight = trainer.train_and_evaluate(tiny_config(), str(tmp_path / "straight"),
                                           source=tiny_source(), verbose=0)
@@ -360,6 +364,7 @@ def _flip_a_byte(path):
         f.write(bytes([byte[0] ^ 0xFF]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [_truncate, _flip_a_byte], ids=["truncated", "bit_rot"])
 def test_a_corrupt_checkpoint_is_reported_and_the_previous_one_resumes(tmp_path, monkeypatch, capfd, damage):
     straight = trainer.train_and_evaluate(tiny_config(), str(tmp_path / "straight"),
@@ -377,6 +382,7 @@ def test_a_corrupt_checkpoint_is_reported_and_the_previous_one_resumes(tmp_path,
     assert checkpoints.saved_epochs(directory) == [3, 2]  # only the last two are kept
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_one_line_naming_overwrite(tmp_path, monkeypatch):
     directory = _stopped_after_two_epochs(str(tmp_path / "run"), monkeypatch)
     for epoch in (1, 2):
@@ -422,6 +428,7 @@ DENSE_ARGS = ["--model=dense_mlp", "--dataset=mnist_sample", "--epochs=3", "--op
               "--learning_rate=0.001"]
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_exits_at_once(tmp_path):
     workdir = str(tmp_path / "run")
     process = _train_with(workdir, "--epochs=100", args=DENSE_ARGS)
@@ -489,6 +496,7 @@ def _listening_sockets():
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
 def test_a_single_machine_run_listens_on_no_port(tmp_path):
     import socket

@@ -274,6 +274,7 @@ def test_probe_does_not_move_the_training_mask_stream():
     assert all(np.array_equal(a, b) for a, b in zip(before, after)) and before
 
 
+@pytest.mark.slow
 def test_a_user_error_inside_a_sweep_is_one_line_and_the_sweep_goes_on(tmp_path, monkeypatch):
     from dropzoo.errors import ExportError
 
@@ -388,6 +389,7 @@ def test_rate_and_norm_lists_sweep_and_name_their_variants():
 # so only before_activation separates when the rule stops applying.
 @pytest.mark.parametrize("activation,kind,trained", [("relu", "inverted", 1), ("tanh", "inverted", 2),
                                                      ("relu", "gaussian", 2)])
+@pytest.mark.slow
 def test_the_relu_trio_is_trained_once_and_reported_three_times(tmp_path, activation, kind, trained):
     base = config_lib.TrainConfig(model="dense_mlp", dataset="tiny", epochs=1, batch_size=16,
                                   optimizer="adam", learning_rate=0.003, activation=activation, kind=kind)

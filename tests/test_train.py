@@ -32,6 +32,7 @@ def finished_run(tmp_path_factory):
     return workdir, metrics
 
 
+@pytest.mark.slow
 def test_run_writes_everything_the_user_needs(finished_run):
     workdir, metrics = finished_run
     for name in ("config.json", "metrics.json", "saved_model/saved_model.pb", "checkpoints/epoch-0003.npz",
@@ -95,6 +96,7 @@ def test_rerun_with_other_settings_is_refused_naming_them(finished_run):
         trainer.train_and_evaluate(tiny_config(epochs=5), workdir, source=tiny_source(), verbose=0)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     config = tiny_config(model="keras_io_convnet", epochs=3)
     straight = trainer.train_and_evaluate(config, str(tmp_path / "a"), source=tiny_source(), verbose=0)
@@ -216,12 +218,14 @@ def _run(script, *args, timeout=240):
     (["--npz=/nonexistent/d.npz"], "error: --npz /nonexistent/d.npz does not exist"),
     (["--dataset=/tmp"], "error: --dataset takes a dataset name, not a path: for /tmp pass --image_dir=/tmp"),
 ])
+@pytest.mark.slow
 def test_train_script_reports_bad_input_in_one_line(args, message, tmp_path):
     workdir = tmp_path / "run"
     assert_one_line_error(_run("train.py", f"--workdir={workdir}", *args), message)
     assert not workdir.exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     result = _run("train.py", "--model=dense_mlp", "--placement=canonical,after_activation,before_dense",
                   "--dry_run", f"--workdir={tmp_path / 'study'}")
@@ -258,6 +262,7 @@ def assert_one_line_error(result, message):
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
 
 
+@pytest.mark.slow
 def test_train_and_eval_scripts_end_to_end(tmp_path):
     """The user's path: train.py on the offline sample, then eval.py on its export."""
     workdir = str(tmp_path / "run")
@@ -303,6 +308,7 @@ def test_metrics_record_the_sites_as_built_with_rate_and_norm(tmp_path):
     assert metrics["validation_loss"] > 0 and 0 <= metrics["validation_accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_train_size_gives_every_seed_and_variant_the_same_stratified_examples(tmp_path):
     source = tiny_source(num_train=96)
     subset = sources.subset(source, 40)
