@@ -64,7 +64,7 @@ print(json.dumps(figures))
 
 def child(setting, *, epochs, mc_rounds):
     """One child process's figures under TF_CPU_ALLOCATOR_USE_BFC=`setting`."""
-    env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": setting, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": setting}  # the rest: the child's set_defaults()
     code = CHILD.format(root=ROOT, epochs=epochs, mc_rounds=mc_rounds)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if done.returncode:
