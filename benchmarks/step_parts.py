@@ -5,19 +5,25 @@
 
 Builds the trainer's model (canonical keras_mnist_cnn: 0.25 after pooling,
 0.5 after dense1), the trainer's pooling gradient, and trains it on batches
-of the MNIST sample in four ways that differ in one thing each:
+of the MNIST sample in the ways of `WAYS`, each the one before with one more
+change:
 
 * masks: Keras' own draw (one float per unit, `keras.random.dropout`, as the
   zoo drew before models/masks.py) or the zoo's generator (k-bit fields,
   applied in one XLA-fused pass);
 * optimizer: Keras' Adadelta, or the same update fused into one XLA
-  computation (dropzoo/optimizers.py).
+  computation (dropzoo/optimizers.py);
+* ReLU gradient: TensorFlow's ReluGrad kernel, or the same product as one
+  XLA pass (models/activations.py).
+
+The last way is the trainer's step today; the ratios say what each change
+bought, measured alone against the way before it, in the same run.
 
 Each round trains every way for `--steps` steps (after a warm-up call that
 traces), in turn, the order rotated each round; the result is each way's
 milliseconds per step in its fast phase (the median of its fastest
-quarter of rounds: a shared VM runs at full or about half speed by turns), and the ratios to the old
-way (Keras masks, Keras optimizer), measured in the same run.
+quarter of rounds: a shared VM runs at full or about half speed by turns), and the ratios to the
+first way (all Keras) and to the way before.
 """
 import os
 import sys
@@ -37,10 +43,13 @@ import models  # noqa: E402
 from benchmarks import common  # noqa: E402
 from dropzoo import optimizers  # noqa: E402
 from dropzoo import performance  # noqa: E402
+from models import activations  # noqa: E402
 from models import layers as dropout_lib  # noqa: E402
 
-WAYS = (("keras masks", "keras optimizer"), ("zoo masks", "keras optimizer"),
-        ("keras masks", "fused optimizer"), ("zoo masks", "fused optimizer"))
+WAYS = (("keras masks", "keras optimizer", "keras relu gradient"),
+        ("zoo masks", "keras optimizer", "keras relu gradient"),
+        ("zoo masks", "fused optimizer", "keras relu gradient"),
+        ("zoo masks", "fused optimizer", "compiled relu gradient"))
 
 
 class KerasMaskDropout(dropout_lib.Float32Dropout):
@@ -55,10 +64,14 @@ class KerasMaskDropout(dropout_lib.Float32Dropout):
         return inputs
 
 
-def build(masks, optimizer, precision):
+def build(masks, optimizer, relu, precision):
     keras.mixed_precision.set_global_policy(performance.choose_precision(precision)[0])
     performance.compile_pooling_gradient()
     performance.compile_dropout_masks()
+    if relu == "compiled relu gradient":
+        performance.compile_activation_gradient()
+    else:
+        activations.set_gradient_compiler(None)
     model = models.build("keras_mnist_cnn", seed=0)
     if masks == "keras masks":
         model = keras.models.clone_model(model, clone_function=lambda layer: KerasMaskDropout.from_config(
@@ -87,18 +100,19 @@ def run(x, y, rounds, steps, precision, log=print):
         log(f"round {r + 1}/{rounds}: " + ", ".join(f"{' + '.join(w)} {times[w][-1]:.1f} ms" for w in WAYS))
     # A shared VM runs whole rounds at about half speed at times: each way's figure is its fast phase.
     median = {way: 1000 / common.fast_phase_rate([1000 / ms for ms in t]) for way, t in times.items()}
-    old = median[WAYS[0]]
     return {"policy": performance.choose_precision(precision)[0], "ms_per_step": median,
-            "ratio_to_old": {way: m / old for way, m in median.items()}, "rounds": rounds, "steps": steps}
+            "ratio_to_old": {way: median[way] / median[WAYS[0]] for way in WAYS},
+            "ratio_to_previous": {way: median[way] / median[WAYS[max(i - 1, 0)]] for i, way in enumerate(WAYS)},
+            "rounds": rounds, "steps": steps}
 
 
 def report(result):
-    rows = [(f"{masks} + {opt}", f"{result['ms_per_step'][(masks, opt)]:.1f}",
-             f"{result['ratio_to_old'][(masks, opt)]:.2f}x") for masks, opt in WAYS]
+    rows = [(" + ".join(way), f"{result['ms_per_step'][way]:.1f}", f"{result['ratio_to_old'][way]:.2f}x",
+             f"{result['ratio_to_previous'][way]:.2f}x") for way in WAYS]
     return (f"step_parts: keras_mnist_cnn canonical ({result['policy']}), batch 128, fast phase "
             f"(median of the fastest quarter) of {result['rounds']} rounds of {result['steps']} steps\n"
             f"machine: {common.machine()}\n\n"
-            + common.table(["way", "ms per step", "of the old way"], rows))
+            + common.table(["way", "ms per step", "of the first way", "of the way before"], rows))
 
 
 def main(argv):

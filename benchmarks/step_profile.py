@@ -20,8 +20,8 @@ backward (Keras' `gradient_tape/` ops), the optimizer update, and the rest
 (loss, metrics, the step counter). A convolution or matmul that TensorFlow
 fused with its bias and activation (`_FusedConv2D`, named after the
 activation layer) counts as the linear layer's forward pass. An XLA
-kernel (on CPU the trainer compiles max pooling's gradient, the dropout
-masks and the optimizer update) is named by the call that launched it: a
+kernel (on CPU the trainer compiles max pooling's and ReLU's gradients, the
+dropout masks and the optimizer update) is named by the call that launched it: a
 mask's forward call by its layer; the optimizer's by the one call that
 updates variables; the gradients' calls, which the trace names by no layer,
 are one group. The profiler slows a step a little; the shares, not the
@@ -53,7 +53,7 @@ from dropzoo import trainer  # noqa: E402
 XLA_EVENT = "CpuExecutable::ExecuteAsyncOnStream"  # an XLA kernel running; the trace names no node
 XLA_LAUNCH = "ExecutorState::ProcessAsync::Start"  # a call starting, with its node's name
 XLA_OP = "XLA"  # the op type XLA kernels are listed under
-XLA_GRADIENTS = "XLA gradients (max pooling, dropout masks)"
+XLA_GRADIENTS = "XLA gradients (max pooling, ReLU, dropout masks)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +129,7 @@ def group_of(name, model_name):
         return "optimizer", "update"
     if op_type == XLA_OP:
         # XLA calls outside a layer's scope: the one that updates variables is the optimizer's
-        # (dropzoo/optimizers.py); the others are the gradients of pooling and dropout masks.
+        # (dropzoo/optimizers.py); the others are the gradients of pooling, ReLU and dropout masks.
         if parts[-1] == "StatefulPartitionedCall":
             return "optimizer", "update (XLA)"
         return XLA_GRADIENTS, ""

@@ -87,6 +87,7 @@ def prepare_workdir(config, workdir, overwrite=False):
 def build_model(config, num_classes, image_shape, steps_per_execution=1):
     """The compiled model for `config` (the trainer compiles; builders don't)."""
     performance.compile_pooling_gradient()
+    performance.compile_activation_gradient()
     performance.compile_dropout_masks()
     spec = models.get_spec(config_lib.register_network(config))  # a --network: registered as model
     model = models.build(config.model, config.placement_spec, rate=config.rate, kind=config.kind,

@@ -11,6 +11,7 @@ index in the source model). The source model is never changed.
 import keras
 import numpy as np
 
+from models import activations
 from models import layers as dropout_lib
 from models import network
 from models import placements as placements_lib
@@ -21,6 +22,9 @@ from models.keras_model import check_zoo_only
 from models.keras_model import describe_model
 from models.keras_model import functional
 from models.keras_model import is_dropout
+
+# Keras' own layers the rewrite swaps for the zoo's: the same layers with faster training gradients.
+ZOO_CLASSES = {keras.layers.MaxPooling2D: pooling.MaxPooling2D, keras.layers.Activation: activations.Activation}
 
 
 def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, seed=None):
@@ -90,8 +94,8 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
             config["activation"] = "linear"  # split off: `LAYER.act`, with LAYER.mid before it
         if info.index == 0 and spec.rescaling:
             config["scale"] = (np.asarray(config["scale"], dtype=np.float64) * 255.0).tolist()
-        # Keras' own max pooling becomes the zoo's: the same layer with a faster gradient.
-        cls = pooling.MaxPooling2D if type(layer) is keras.layers.MaxPooling2D else type(layer)
+        # Keras' own max pooling and activations become the zoo's: the same layers, faster gradients.
+        cls = ZOO_CLASSES.get(type(layer), type(layer))
         new = cls.from_config(config)
         originals[id(new)] = layer
         return new
@@ -107,7 +111,7 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
         if info.role in ("conv", "dense"):
             x = dropout(x, info, "mid")
             if info.activation != "linear":
-                x = keras.layers.Activation(info.activation, name=f"{layer.name}.act")(x)
+                x = activations.Activation(info.activation, name=f"{layer.name}.act")(x)
         return dropout(x, info, "post")
 
     image = keras.Input(shape=spec.input_shape, name="image")

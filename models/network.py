@@ -22,6 +22,7 @@ import dataclasses
 
 import keras
 
+from models import activations
 from models import layers as dropout_lib
 from models import pooling
 from models import sites as sites_lib
@@ -271,6 +272,6 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
                 x = dropout(x, index, "prenorm")
                 x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{layer.name}.bn")(x)
             x = dropout(x, index, "mid")
-            x = keras.layers.Activation(activation, name=f"{layer.name}.act")(x)
+            x = activations.Activation(activation, name=f"{layer.name}.act")(x)
         x = dropout(x, index, "post")
     return keras.Model(inputs, x, name=spec.name)

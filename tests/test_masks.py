@@ -79,6 +79,16 @@ def test_the_compiled_and_the_portable_way_apply_the_same_masks(compiled, dtype,
         assert dropped > 0 or rate < 0.01
 
 
+def test_the_portable_way_gathers_without_keras_negative_index_pass():
+    """Its table indices are 16-bit words, never negative: no compare-add-select pass over them."""
+    x = tf.zeros((2, 64), "bfloat16")
+    words = masks.draw_words((2, 64), 0.25, keras.random.SeedGenerator(0))
+    graph = tf.function(lambda x, w: masks.apply_mask_portable(x, w, 0.25, 4 / 3, 64)).get_concrete_function(
+        x, words).graph
+    types = {op.type for op in graph.get_operations()}
+    assert "GatherV2" in types and not types & {"SelectV2", "Select", "Less"}
+
+
 @pytest.mark.parametrize("portable", [False, True])
 def test_the_gradient_applies_the_forward_mask(compiled, portable):
     x = tf.random.stateless_uniform((8, 12, 12, 64), [1, 2], 0.5, 1.5)
