@@ -14,13 +14,7 @@ from dropzoo import sources
 
 def machine():
     """'<CPU model name>, <n> cores[, GPUs]' as lscpu would name them."""
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f
-                          if line.startswith("model name")), model)
-    except OSError:
-        pass
+    model = performance.cpu_model()
     text = f"{model}, {os.cpu_count()} cores"
     gpus = performance.gpu_details()
     if gpus:

@@ -44,6 +44,35 @@ def cpu_flags(path="/proc/cpuinfo"):
     return frozenset()
 
 
+# The kernels TensorFlow's CPU ops pick, and so the float rounding of a run, follow these flags:
+# float32 weights repeat bit for bit on one kind of CPU, not across kinds.
+CPU_KINDS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model(path="/proc/cpuinfo"):
+    """The CPU's model name as lscpu shows it ('unknown CPU' where unknown)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def cpu_kind(flags=None):
+    """'AMX', 'AVX-512 BF16', 'AVX-512', 'AVX2' (the most the flags have), or 'other'."""
+    flags = cpu_flags() if flags is None else flags
+    return next((kind for flag, kind in CPU_KINDS if flag in flags), "other")
+
+
+def describe_machine():
+    """What a run's record says of the machine: CPU model, kind and cores."""
+    return {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": os.cpu_count()}
+
+
 def gpu_details():
     """One dict per visible GPU, as tf.config.experimental.get_device_details gives."""
     import tensorflow as tf  # late: choosing from injected facts needs no TF

@@ -297,6 +297,7 @@ def finish(run, result, loop, started, serving_artifacts=True):
         "paths": written,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         "trained_by": {"host": socket.gethostname(), "pid": os.getpid()},
+        "machine": performance.describe_machine(),
     }
     summaries.write_run_hparams(run.paths["tensorboard"], run.config, run.source.name, metrics)
     files.write_json(run.paths["metrics.json"], metrics)

@@ -97,6 +97,24 @@ def test_outputs_stay_float32_under_mixed_precision():
     assert model.outputs[0].dtype == "float32"
 
 
+@pytest.mark.parametrize("flags,kind", [
+    ({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}, "AMX"),
+    ({"avx2", "avx512f", "avx512_bf16"}, "AVX-512 BF16"),
+    ({"avx2", "avx512f"}, "AVX-512"),
+    ({"avx2", "fma"}, "AVX2"),
+    (set(), "other"),
+])
+def test_cpu_kind_is_the_most_the_flags_have(flags, kind):
+    assert performance.cpu_kind(frozenset(flags)) == kind
+
+
+def test_cpu_model_reads_the_model_name(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nmodel name\t: Some CPU @ 2.0GHz\nflags\t: avx2\n")
+    assert performance.cpu_model.__wrapped__(str(path)) == "Some CPU @ 2.0GHz"
+    assert performance.cpu_model.__wrapped__(str(tmp_path / "missing")) == "unknown CPU"
+
+
 def test_defaults_are_auto():
     config = config_lib.TrainConfig()
     assert (config.precision, config.jit_compile, config.steps_per_execution) == ("auto", "auto", 0)
@@ -118,6 +136,8 @@ def test_metrics_record_what_auto_resolved_to_and_config_keeps_auto(tmp_path, mo
     with open(os.path.join(workdir, "config.json")) as f:
         saved = json.load(f)
     assert (saved["precision"], saved["jit_compile"]) == ("auto", "auto")
+    # The record names the CPU kind its float rounding came from (flags faked above).
+    assert metrics["machine"] == {"cpu": performance.cpu_model(), "cpu_kind": "AVX2", "cores": os.cpu_count()}
     traces = [f for _, _, files in os.walk(os.path.join(workdir, "tensorboard")) for f in files
               if f.endswith(".xplane.pb")]
     assert traces, "--profile_batches wrote no profiler trace"
