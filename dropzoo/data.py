@@ -103,9 +103,9 @@ def make_pipelines(source, *, batch_size, seed, validation_fraction=0.1, start_s
     return Pipelines(
         train=train_stream,
         validation=None if validation is None else _eval_batches(
-            validation, batch_size, cache="validation" not in streamed),
-        test=_eval_batches(source.test, batch_size, cache="test" not in streamed),
-        train_eval=_eval_batches(train, batch_size, cache=False),
+            validation, num_validation, batch_size, cache="validation" not in streamed),
+        test=_eval_batches(source.test, source.num_test, batch_size, cache="test" not in streamed),
+        train_eval=_eval_batches(train, num_train, batch_size, cache=False),
         steps_per_epoch=steps_per_epoch,
         num_train=num_train,
         num_validation=num_validation,
@@ -166,9 +166,13 @@ def _scale_example(image, label):
     return scale(image), label
 
 
-def _eval_batches(ds, batch_size, cache=True):
+def _eval_batches(ds, num_examples, batch_size, cache=True):
     # Batch before scaling: one vectorized op per batch instead of per image.
     batches = ds.batch(batch_size).map(_scale_example)
+    # The batch count, stated (and checked when read): a source read from files does not know it,
+    # and Keras then pulls a whole steps_per_execution of batches past the end and warns "Your input
+    # ran out of data; interrupting training" though nothing is lost.
+    batches = batches.apply(tf.data.experimental.assert_cardinality(math.ceil(num_examples / batch_size)))
     if cache:
         batches = batches.cache()
     return batches.prefetch(tf.data.AUTOTUNE)

@@ -564,3 +564,32 @@ def test_streaming_logs_one_line_saying_why(big, caplog):
     for part in ("big", "train, test splits", "45 x 4x3x1 = 2,160 B", f"{_TINY_BUDGET:,} B",
                  "cache_budget_bytes", "windows"):
         assert part in lines[0], part
+
+
+def test_eval_splits_state_their_batch_count_so_fit_reads_them_without_running_out(recwarn):
+    """A source read from files has no known length; the eval batches state theirs.
+
+    Without it Keras pulls a whole steps_per_execution of validation batches past
+    the end and warns "Your input ran out of data; interrupting training".
+    """
+    import dataclasses
+
+    import keras
+
+    rng = np.random.default_rng(0)
+    arrays = [(rng.integers(0, 255, (n, 8, 8, 1), dtype=np.uint8), rng.integers(0, 3, n)) for n in (90, 30)]
+    source = sources.array_source("unsized", *arrays)
+    unsized = {split: getattr(source, split).filter(lambda image, label: True) for split in ("train", "test")}
+    assert unsized["test"].cardinality() == tf.data.UNKNOWN_CARDINALITY
+    source = dataclasses.replace(source, **unsized)
+    pipes = data.make_pipelines(source, batch_size=16, seed=0, validation_fraction=0.3)
+    assert [p.cardinality().numpy() for p in (pipes.validation, pipes.test, pipes.train_eval)] == [2, 2, 4]
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=4)
+    model.fit(pipes.train, epochs=1, steps_per_epoch=pipes.steps_per_epoch, validation_data=pipes.validation,
+              verbose=0)
+    assert not [w for w in recwarn if "ran out of data" in str(w.message)]
+    # A source whose length is not what it says is caught when read, not averaged over silently.
+    short = dataclasses.replace(source, num_test=40)
+    with pytest.raises(tf.errors.FailedPreconditionError):
+        list(data.make_pipelines(short, batch_size=16, seed=0).test)
