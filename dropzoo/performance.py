@@ -178,11 +178,15 @@ def compile_dropout_masks():
 
     The bit fields, the compare, the scale and the casts fuse into one pass;
     the random words themselves come from TensorFlow's own kernel (XLA's
-    random number generation on CPU is far slower).
+    random number generation on CPU is far slower). The portable masks the
+    exports trace look their table up with tf.gather.
     """
+    import tensorflow as tf
+
     from models import masks
 
     masks.set_mask_compiler(_xla_compiler())
+    masks.set_row_gather(tf.gather)  # the exports' portable masks: no negative-index pass
 
 
 def compile_pooling_gradient():

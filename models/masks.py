@@ -53,6 +53,7 @@ LEGACY_GENERATOR = "keras-stateless-dropout"
 NOISE_DTYPE = "float32"
 _COMPILER = None  # fn -> compiled fn; None: the portable ops
 _PORTABLE = [False]  # inside portable(): never the compiler
+_GATHER = None  # fn(table, indices) -> rows; None: keras.ops.take
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
@@ -144,18 +145,22 @@ def apply_mask_portable(x, words, rate, scale, units):
     return ops.view(out, x.dtype)
 
 
-def _gather_rows(table, indices):
-    """table[indices] along axis 0, for indices that are never negative (16-bit words, unsigned).
+def set_row_gather(gather):
+    """Has the portable masks look their table rows up with `gather(table, indices)`; None: keras.ops.take.
 
-    Under TensorFlow this is tf.gather itself: keras.ops.take first maps
-    negative indices (a compare, an add and a select over every index),
-    which took a sixth of an MC-dropout call's time for nothing here.
+    The indices are 16-bit words, never negative, and keras.ops.take first maps
+    negative indices (a compare, an add and a select over every index): a
+    sixth of an MC-dropout call's time. The trainer passes TensorFlow's gather
+    (dropzoo/performance.py); the rows are the same either way.
     """
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+    global _GATHER
+    _GATHER = gather
 
-        return tf.gather(table, indices)
-    return ops.take(table, indices, axis=0)
+
+def _gather_rows(table, indices):
+    if _GATHER is None:
+        return ops.take(table, indices, axis=0)
+    return _GATHER(table, indices)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ def compiled():
     performance.compile_dropout_masks()
     yield
     masks.set_mask_compiler(None)
+    masks.set_row_gather(None)
 
 
 @pytest.mark.parametrize("rate,bits,threshold", [
@@ -79,7 +80,7 @@ def test_the_compiled_and_the_portable_way_apply_the_same_masks(compiled, dtype,
         assert dropped > 0 or rate < 0.01
 
 
-def test_the_portable_way_gathers_without_keras_negative_index_pass():
+def test_the_portable_way_gathers_without_keras_negative_index_pass(compiled):
     """Its table indices are 16-bit words, never negative: no compare-add-select pass over them."""
     x = tf.zeros((2, 64), "bfloat16")
     words = masks.draw_words((2, 64), 0.25, keras.random.SeedGenerator(0))
