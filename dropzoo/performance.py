@@ -31,17 +31,22 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # ------------------------------------------------------------ hardware facts
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags(path="/proc/cpuinfo"):
-    """The CPU feature flags the kernel reports (empty where unknown)."""
+def _cpuinfo_field(name, path):
+    """The value of /proc/cpuinfo's first `name` line, or None (not Linux, or no such line)."""
     try:
         with open(path) as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
     except OSError:
-        pass  # not Linux: no flags known, so auto stays float32
-    return frozenset()
+        pass
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU feature flags the kernel reports (empty where unknown: auto then stays float32)."""
+    return frozenset((_cpuinfo_field("flags", path) or "").split())
 
 
 # The kernels TensorFlow's CPU ops pick, and so the float rounding of a run, follow these flags:
@@ -52,14 +57,7 @@ CPU_KINDS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "
 @functools.lru_cache(maxsize=1)
 def cpu_model(path="/proc/cpuinfo"):
     """The CPU's model name as lscpu shows it ('unknown CPU' where unknown)."""
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+    return _cpuinfo_field("model name", path) or "unknown CPU"
 
 
 def cpu_kind(flags=None):
