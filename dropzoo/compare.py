@@ -250,6 +250,44 @@ def _same(runs_a, runs_b):
     return {r.get("identical_to") or r["run"] for r in runs_a} == {r.get("identical_to") or r["run"] for r in runs_b}
 
 
+# ---------------------------------------------------------------------- sizes
+
+SIZE_FIELD = "train_size"
+
+
+def _size_family(label, size):
+    """A variant's label without its `-train_size<N>` part: what one curve over sizes shares."""
+    return label.replace(f"-{SIZE_FIELD}{size}", "")
+
+
+def size_curve(rows, table, contrasts):
+    """Each variant and contrast against the training size; None unless the runs trained on several.
+
+    Returns {"sizes": [...], "variants": {family: [(size, table entry)]},
+    "contrasts": {family: [(size, contrast entry)]}}: a family is a label
+    without its `-train_size<N>` (e.g. `study_cnn/conv - study_cnn/none`),
+    and a contrast joins one only where both its sides trained on one size.
+    Sizes ascend within each family.
+    """
+    size_of = {r["variant"]: r["config"].get(SIZE_FIELD) for r in rows}
+    sizes = sorted({size for size in size_of.values() if size is not None})
+    if len(sizes) < 2:
+        return None
+    variants, curves = {}, {}
+    for entry in table:
+        size = size_of.get(entry["variant"])
+        if size is not None:
+            variants.setdefault(_size_family(entry["variant"], size), []).append((size, entry))
+    for entry in contrasts:
+        size = size_of.get(entry["a"])
+        if size is not None and size_of.get(entry["b"]) == size and not entry["identical"]:
+            family = f"{_size_family(entry['a'], size)} - {_size_family(entry['b'], size)}"
+            curves.setdefault(family, []).append((size, entry))
+    for points in (*variants.values(), *curves.values()):
+        points.sort(key=lambda point: point[0])
+    return {"sizes": sizes, "variants": variants, "contrasts": curves}
+
+
 # ---------------------------------------------------------------------- rates
 
 
@@ -333,7 +371,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                  margins=None):
     """Scores every run below `runs_dirs` (a directory or a list) and writes the comparison.
 
-    Returns {"paths", "table", "contrasts", "regime", "num_runs", "rates"}.
+    Returns {"paths", "table", "contrasts", "regime", "num_runs", "rates", "sizes"}.
     `contrasts` [(A, B)] are the planned contrasts (default: every variant vs
     `baseline`); `margins` {metric: margin} the equivalence margins (default
     report.DEFAULT_MARGINS). `data_override` ({"dataset", "idx_dir", ...}) or
@@ -352,7 +390,8 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     table = summarise(compared, baseline)
     margins = dict(report.DEFAULT_MARGINS if margins is None else margins)
     pairs = planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline)
-    comparison = {"table": table, "contrasts": contrast_table(compared, pairs, margins),
+    tested = contrast_table(compared, pairs, margins)
+    comparison = {"table": table, "contrasts": tested, "sizes": size_curve(compared, table, tested),
                   "planned": bool(contrasts), "regime": regime(compared), "rows": rows, "compared": compared,
                   "rates": tuned["grid"] if tuned else None, "margins": margins, "alpha": ALPHA, "notes": notes,
                   "title": f"{', '.join(runs_dirs)} — test data: "
@@ -360,4 +399,4 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     output_dir = output_dir or os.path.join(runs_dirs[0], "comparison")
     paths = report.write(comparison, output_dir)
     return {"paths": paths, "table": table, "contrasts": comparison["contrasts"], "regime": comparison["regime"],
-            "num_runs": len(rows), "rates": comparison["rates"], "notes": notes}
+            "num_runs": len(rows), "rates": comparison["rates"], "sizes": comparison["sizes"], "notes": notes}

@@ -134,3 +134,38 @@ def test_two_precisions_or_two_meanings_of_a_placement_are_two_variants():
         "m/before_dense [sites before_dense] [precision float32]",
         "m/before_dense [sites before_dense] [precision mixed_bfloat16]",
         "m/before_dense [sites pool1.post:0.25,dense1.pre:0.5] [precision float32]"}
+
+
+def _sized_rows(placement, size, accuracies):
+    config = config_lib.TrainConfig(model="m", placement=placement, train_size=size).to_dict()
+    return [{"run": f"r/{placement}/{size}/{seed}", "seed": seed, "config": {**config, "seed": seed},
+             "sites": placement, "precision": "float32", "test_accuracy": a, "test_loss": 1 - a,
+             "identical_to": None, "data_source": "d"} for seed, a in enumerate(accuracies)]
+
+
+def test_contrasts_over_training_sizes_form_one_curve_per_contrast(tmp_path):
+    # The data-size study's shape: dropout - none at each size; the gain peaks at 1000.
+    rng = np.random.default_rng(3)
+    gains = {250: -0.002, 1000: 0.02, 4000: 0.004}
+    rows = []
+    for size, gain in gains.items():
+        base = 0.9 + rng.normal(0, 0.003, 8)
+        rows += _sized_rows("none", size, base) + _sized_rows("conv", size, base + gain + rng.normal(0, 0.001, 8))
+    compare.label_rows(rows)
+    contrasts = [(f"conv-train_size{s}", f"none-train_size{s}") for s in gains]
+    tested = compare.contrast_table(rows, compare.planned_pairs(rows, contrasts), report.DEFAULT_MARGINS)
+    curve = compare.size_curve(rows, compare.summarise(rows), tested)
+    assert curve["sizes"] == [250, 1000, 4000]
+    assert set(curve["variants"]) == {"m/conv", "m/none"}
+    [(family, points)] = curve["contrasts"].items()
+    assert family == "m/conv - m/none" and [size for size, _ in points] == [250, 1000, 4000]
+    assert [e["test_accuracy"]["difference"] for _, e in points] == pytest.approx(
+        [gains[s] for s in (250, 1000, 4000)], abs=0.001)
+    text = report.sizes_markdown(curve)
+    assert "| 1000 | 8 |" in text and "differs (+2.02 points)" in text and "| 250 | 8 |" in text
+    report.plot_sizes(str(tmp_path / "sizes.png"), curve, "title")
+    with open(tmp_path / "sizes.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # One size only: no curve.
+    one = [r for r in rows if r["config"]["train_size"] == 1000]
+    assert compare.size_curve(one, compare.summarise(one), []) is None
