@@ -337,29 +337,55 @@ def at_selected_rates(rows, tuned):
 # --------------------------------------------------------------------- regime
 
 
+def _is_none(row):
+    return row["config"]["placement"] == "none" and not row["config"]["sites"]
+
+
+def _control(runs):
+    """One `none` control's regime: its validation rise (mean over seeds), overfit or not, its fit."""
+    rises = [r["validation_rise"] for r in runs if r.get("validation_rise")]
+    fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]
+    rise = float(np.mean(rises)) if rises else None
+    overfit = None if rise is None else bool(rise >= OVERFIT_VALIDATION_RISE)
+    return {"none_validation_rise": rise, "none_overfit": overfit,
+            # Beside the rise: a noisy validation loss can rise on a network that still underfits.
+            "none_train_accuracy": float(np.mean(fits)) if fits else None}
+
+
 def regime(rows):
     """What the runs trained on and how far: {"train_examples", "steps", "none_overfit", ...}.
 
-    `none_overfit` (None without a `none` variant): whether the no-dropout
-    control overfit, by OVERFIT_VALIDATION_RISE: its final validation loss over
-    its best epoch's, mean over seeds (`none_validation_rise`).
+    `none_overfit` (None without a `none` variant, or without two validation
+    points a run): whether the no-dropout control overfit, by
+    OVERFIT_VALIDATION_RISE: its final validation loss over its best epoch's,
+    mean over seeds (`none_validation_rise`). With several `none` variants
+    (one per activation, training size, ...) each is its own control:
+    `controls` {label: that control's fields}, and the pooled fields stay None.
+    `untrained` [(label, train accuracy, chance)]: variants whose mean
+    training accuracy (dropout off) is below twice chance, whose contrasts
+    compare networks that did not learn.
     """
     def distinct(values):
         values = sorted({v for v in values if v is not None})
         return values[0] if len(values) == 1 else values
 
+    controls = {}
+    for r in rows:
+        if _is_none(r):
+            controls.setdefault(r["variant"], []).append(r)
     result = {"train_examples": distinct(r.get("num_train") for r in rows),
-              "steps": distinct(r.get("steps") for r in rows), "none_overfit": None,
-              "none_validation_rise": None, "overfit_threshold": OVERFIT_VALIDATION_RISE}
-    rises = [r["validation_rise"] for r in rows
-             if r["config"]["placement"] == "none" and not r["config"]["sites"] and r.get("validation_rise")]
-    if rises:
-        rise = float(np.mean(rises))
-        result.update(none_validation_rise=rise, none_overfit=bool(rise >= OVERFIT_VALIDATION_RISE))
-    # Beside the rise: a noisy validation loss can rise on a network that still underfits.
-    fits = [r["train_accuracy"] for r in rows
-            if r["config"]["placement"] == "none" and not r["config"]["sites"] and r.get("train_accuracy") is not None]
-    result["none_train_accuracy"] = float(np.mean(fits)) if fits else None
+              "steps": distinct(r.get("steps") for r in rows), "overfit_threshold": OVERFIT_VALIDATION_RISE,
+              "has_none": bool(controls), **_control([])}
+    if len(controls) == 1:
+        result.update(_control(next(iter(controls.values()))))
+    several = len(controls) > 1
+    result["controls"] = {label: _control(runs) for label, runs in sorted(controls.items())} if several else {}
+    result["untrained"] = []
+    for runs in group(rows).values():
+        fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]
+        classes = runs[0].get("num_classes")
+        if fits and classes and np.mean(fits) < 2 / classes:
+            result["untrained"].append((runs[0]["variant"], float(np.mean(fits)), 1 / classes))
     return result
 
 

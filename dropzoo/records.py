@@ -244,13 +244,15 @@ def row(run, metrics, result, data_source, trained):
                                       metrics["config"].get("kind") != "gaussian" else None),
         "data_source": data_source,
         "num_train": metrics.get("data", {}).get("num_train"),
+        "num_classes": metrics.get("data", {}).get("num_classes"),
         "steps": metrics.get("steps_trained"),
         "train_time_sec": metrics.get("train_time_sec"),
         "val_accuracy": history.get("val_accuracy", []),
         # The final model's validation loss (older runs: their last epoch's).
         "validation_loss": metrics.get("validation_loss", val_loss[-1] if val_loss else None),
         # The final validation loss over the best epoch's (> 1: it rose from its best).
-        "validation_rise": (val_loss[-1] / min(val_loss)) if val_loss and min(val_loss) > 0 else None,
+        # (None with one validation point: a run of one long epoch cannot show a rise.)
+        "validation_rise": (val_loss[-1] / min(val_loss)) if len(val_loss) > 1 and min(val_loss) > 0 else None,
         "train_accuracy": metrics.get("train_accuracy"),
         "train_loss": metrics.get("train_loss"),
         "identical_to": trained if trained != run else None,

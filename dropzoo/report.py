@@ -162,14 +162,31 @@ def contrasts_markdown(contrasts):
     return lines
 
 
+def _control_text(control, threshold):
+    rise, fits = control.get("none_validation_rise"), control.get("none_train_accuracy")
+    overfit = {True: "yes", False: "**no** (dropout had little to do)",
+               None: "cannot tell (fewer than two validation points a run)"}[control.get("none_overfit")]
+    return (overfit + (f" (its final validation loss is {rise:.3f}x its best epoch's; overfitting means ≥ "
+                       f"{threshold:g}x)" if rise else "")
+            + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else ""))
+
+
 def regime_lines(regime):
-    overfit = {None: "no `none` variant to tell", True: "yes", False: "**no** (dropout had little to do)"}
-    rise, fits = regime.get("none_validation_rise"), regime.get("none_train_accuracy")
-    return [f"Regime: {regime['train_examples']} training examples, {regime['steps']} steps; the `none` "
-            f"control overfit: {overfit[regime['none_overfit']]}"
-            + (f" (its final validation loss is {rise:.3f}x its best epoch's; overfitting means ≥ "
-               f"{regime['overfit_threshold']:g}x)" if rise else "")
-            + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else "") + "."]
+    """The regime in words: the data and steps, each `none` control, and any variant that did not learn."""
+    head = f"Regime: {regime['train_examples']} training examples, {regime['steps']} steps"
+    threshold = regime["overfit_threshold"]
+    controls = regime.get("controls") or {}
+    if controls:
+        lines = [head + "; each `none` control, overfit or not:", ""]
+        lines += [f"- {label}: {_control_text(control, threshold)}." for label, control in controls.items()]
+    elif regime.get("has_none", regime.get("none_overfit") is not None):
+        lines = [f"{head}; the `none` control overfit: {_control_text(regime, threshold)}."]
+    else:
+        lines = [f"{head}; the `none` control overfit: no `none` variant to tell."]
+    for label, fits, chance in regime.get("untrained") or []:
+        lines += ["", f"**Did not learn: {label}** fits {fits:.1%} of its training data (dropout off; chance "
+                      f"{chance:.0%}): its contrasts compare networks that did not train, not placements."]
+    return lines
 
 
 def markdown(comparison):

@@ -169,3 +169,34 @@ def test_contrasts_over_training_sizes_form_one_curve_per_contrast(tmp_path):
     # One size only: no curve.
     one = [r for r in rows if r["config"]["train_size"] == 1000]
     assert compare.size_curve(one, compare.summarise(one), []) is None
+
+
+def _regime_rows(placement, activation, train_accuracies, val_losses):
+    config = config_lib.TrainConfig(model="m", placement=placement, activation=activation).to_dict()
+    rise = val_losses[-1] / min(val_losses) if len(val_losses) > 1 else None
+    return [{"run": f"r/{placement}/{activation}/{seed}", "seed": seed, "config": {**config, "seed": seed},
+             "sites": placement, "precision": "float32", "test_accuracy": a, "test_loss": 0.3,
+             "train_accuracy": a, "num_classes": 10, "num_train": 3600, "steps": 348, "validation_rise": rise,
+             "identical_to": None, "data_source": "d"} for seed, a in enumerate(train_accuracies)]
+
+
+def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():
+    # One `none` per activation: pooling their validation rises would describe no network.
+    rows = (_regime_rows("none", "relu", [0.98, 0.99], [0.10, 0.20])
+            + _regime_rows("none", "sigmoid", [0.60, 0.70], [0.9, 0.8])
+            + _regime_rows("after_activation", "sigmoid", [0.10, 0.11], [2.3, 2.3]))
+    compare.label_rows(rows)
+    found = compare.regime(rows)
+    assert found["none_overfit"] is None and set(found["controls"]) == {"m/none", "m/none-sigmoid"}
+    assert found["controls"]["m/none"]["none_overfit"] is True
+    assert found["controls"]["m/none-sigmoid"]["none_overfit"] is False
+    assert found["untrained"] == [("m/after_activation-sigmoid", pytest.approx(0.105), 0.1)]
+    text = "\n".join(report.regime_lines(found))
+    assert "- m/none: yes (its final validation loss is 2.000x" in text
+    assert "- m/none-sigmoid: **no** (dropout had little to do)" in text
+    assert "**Did not learn: m/after_activation-sigmoid** fits 10.5% of its training data" in text
+    # One control, one validation point a run (a single long epoch): it cannot tell, and says so.
+    one = _regime_rows("none", "relu", [0.98, 0.99], [0.1]) + _regime_rows("conv", "relu", [0.98, 0.99], [0.1])
+    compare.label_rows(one)
+    [line] = report.regime_lines(compare.regime(one))
+    assert "overfit: cannot tell (fewer than two validation points a run); it fits 98.5%" in line
