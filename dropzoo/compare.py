@@ -25,6 +25,7 @@ and computes:
 `report.write` renders it all (Markdown, CSV, plots, TensorBoard HParams).
 """
 import os
+import re
 
 import numpy as np
 
@@ -106,7 +107,8 @@ def summarise(rows, baseline="canonical"):
     """
     groups = group(rows)
     label_of_run = {r["run"]: r["variant"] for r in rows}
-    order = sorted(groups, key=lambda k: (groups[k][0]["config"]["placement"] != baseline, groups[k][0]["variant"]))
+    order = sorted(groups, key=lambda k: (groups[k][0]["config"]["placement"] != baseline,
+                                          natural_key(groups[k][0]["variant"])))
     table = []
     for key in order:
         runs = groups[key]
@@ -121,6 +123,12 @@ def summarise(rows, baseline="canonical"):
         entry["identical_to"] = targets.pop() if len(targets) == 1 and None not in targets else None
         table.append(entry)
     return table
+
+
+def natural_key(label):
+    """Sorts labels with their numbers as numbers: `-train_size500` before `-train_size1000`."""
+    return [(0, float(part), "") if i % 2 else (1, 0.0, part)
+            for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", label))]
 
 
 def group(rows):
@@ -379,7 +387,8 @@ def regime(rows):
     if len(controls) == 1:
         result.update(_control(next(iter(controls.values()))))
     several = len(controls) > 1
-    result["controls"] = {label: _control(runs) for label, runs in sorted(controls.items())} if several else {}
+    labels = sorted(controls, key=natural_key) if several else []
+    result["controls"] = {label: _control(controls[label]) for label in labels}
     result["untrained"] = []
     for runs in group(rows).values():
         fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]

@@ -316,7 +316,7 @@ def plot_contrasts(path, contrasts, title=""):
         ax.set_yticks(y, [e["contrast"] for e in tested] if ax is axes[0][0] else [""] * len(tested))
         ax.invert_yaxis()
         ax.set_xlabel(f"Δ {c.name} ({c.unit}), A - B")
-        ax.set_title(f"{c.name}: mean difference and 95% CI (red: differs, green: equivalent)", fontsize=8)
+        ax.set_title(f"{c.name}: mean difference and 95% CI\n(red: differs, green: equivalent)", fontsize=8)
         ax.legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title, fontsize=9)

@@ -154,7 +154,10 @@ def test_contrasts_over_training_sizes_form_one_curve_per_contrast(tmp_path):
     compare.label_rows(rows)
     contrasts = [(f"conv-train_size{s}", f"none-train_size{s}") for s in gains]
     tested = compare.contrast_table(rows, compare.planned_pairs(rows, contrasts), report.DEFAULT_MARGINS)
-    curve = compare.size_curve(rows, compare.summarise(rows), tested)
+    table = compare.summarise(rows)
+    assert [e["variant"] for e in table][:3] == ["m/conv-train_size250", "m/conv-train_size1000",
+                                                 "m/conv-train_size4000"]  # sizes as numbers
+    curve = compare.size_curve(rows, table, tested)
     assert curve["sizes"] == [250, 1000, 4000]
     assert set(curve["variants"]) == {"m/conv", "m/none"}
     [(family, points)] = curve["contrasts"].items()
