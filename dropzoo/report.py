@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from dropzoo import files
+from dropzoo import sizes_report
 from dropzoo import stats
 from dropzoo import summaries
 from dropzoo import uncertainty_report
@@ -385,76 +386,6 @@ def plot_rates(path, grid, title=""):
     _save(fig, path)
 
 
-def _ci_text(result, contrasted):
-    scale = contrasted.scale
-    return (f"{result['difference'] * scale:+.2f} [{result['ci_low'] * scale:+.2f}, {result['ci_high'] * scale:+.2f}]"
-            if contrasted.scale != 1 else
-            f"{result['difference']:+.4f} [{result['ci_low']:+.4f}, {result['ci_high']:+.4f}]")
-
-
-def sizes_markdown(sizes):
-    """Per contrast family, one row per training size: both sides' accuracy, then each metric's Δ and verdict."""
-    accuracy = COLUMNS[0]
-    lines = ["Each planned contrast at each training size (A - B, paired by seed; the verdicts are the "
-             "contrasts' own, Holm-adjusted over all of them).", ""]
-    means = {e["variant"]: e for points in sizes["variants"].values() for _, e in points}
-    for family, points in sizes["contrasts"].items():
-        head = ["training size", "seeds", "A: test acc %", "B: test acc %"]
-        for c in CONTRASTS:
-            head += [f"Δ {c.name} ({c.unit}) [95% CI]", "verdict"]
-        lines += [f"**{family}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-        for size, e in points:
-            cells = [str(size), str(e[CONTRASTS[0].metric]["n"]), cell(means[e["a"]], accuracy),
-                     cell(means[e["b"]], accuracy)]
-            for c in CONTRASTS:
-                cells += [_ci_text(e[c.metric], c), verdict_text(e[c.metric], c)]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_sizes(path, sizes, title=""):
-    """Test accuracy per variant, then each contrast's Δ per metric (95% CI, ±margin), against the training size."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 1 + len(CONTRASTS), figsize=(6 * (1 + len(CONTRASTS)), 4.5))
-    accuracy = COLUMNS[0]
-    for family, points in sizes["variants"].items():
-        xs = [size for size, _ in points]
-        accs = [e[accuracy.metric] for _, e in points]
-        axes[0].errorbar(xs, [100 * s["mean"] for s in accs],
-                         yerr=[0 if np.isnan(s["ci95"]) else 100 * s["ci95"] for s in accs],
-                         marker="o", capsize=3, label=family)
-    axes[0].set_ylabel("test accuracy (%), mean ± 95% CI")
-    axes[0].set_title("Test accuracy against the training size", fontsize=9)
-    for ax, c in zip(axes[1:], CONTRASTS):
-        margin = None
-        for family, points in sizes["contrasts"].items():
-            results = [(size, e[c.metric]) for size, e in points if e[c.metric] is not None]
-            if not results:
-                continue
-            margin = results[0][1]["margin"] * c.scale
-            ax.errorbar([size for size, _ in results], [r["difference"] * c.scale for _, r in results],
-                        yerr=[[(r["difference"] - r["ci_low"]) * c.scale for _, r in results],
-                              [(r["ci_high"] - r["difference"]) * c.scale for _, r in results]],
-                        marker="o", capsize=3, label=family)
-        if margin is not None:
-            ax.axhspan(-margin, margin, color="tab:green", alpha=0.12, label=f"±margin ({margin:g} {c.unit})")
-        ax.axhline(0, color="grey", linewidth=1)
-        ax.set_ylabel(f"Δ {c.name} ({c.unit}), A - B, with 95% CI")
-        ax.set_title(f"{c.name}: the contrasts against the training size", fontsize=9)
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xticks(sizes["sizes"], [str(size) for size in sizes["sizes"]])
-        ax.minorticks_off()
-        ax.set_xlabel("training examples (--train_size)")
-        if ax.lines or ax.collections:
-            ax.legend(fontsize=7, loc="best")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    _save(fig, path)
-
-
 def write(comparison, output_dir):
     """Writes every file of the comparison into `output_dir`; returns {name: path}."""
     os.makedirs(output_dir, exist_ok=True)
@@ -489,8 +420,9 @@ def write(comparison, output_dir):
         files.write_text(paths["rates.md"], rates_markdown(comparison["rates"]))
         plot_rates(paths["rates.png"], comparison["rates"], comparison["title"])
     if "sizes.md" in paths:
-        files.write_text(paths["sizes.md"], sizes_markdown(comparison["sizes"]))
-        plot_sizes(paths["sizes.png"], comparison["sizes"], comparison["title"])
+        files.write_text(paths["sizes.md"], sizes_report.markdown(comparison["sizes"], COLUMNS[0], CONTRASTS, cell,
+                                                                  verdict_text))
+        sizes_report.plot(paths["sizes.png"], comparison["sizes"], COLUMNS[0], CONTRASTS, comparison["title"])
     files.write_json(paths["runs.json"], [{k: v for k, v in r.items() if k != "key"} for r in comparison["rows"]])
     try:
         write_hparams(paths["hparams"], compared)

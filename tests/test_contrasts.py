@@ -14,6 +14,7 @@ from scipy import stats as scipy_stats
 from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import report
+from dropzoo import sizes_report
 from dropzoo import stats
 from dropzoo.errors import ConfigError
 
@@ -164,9 +165,9 @@ def test_contrasts_over_training_sizes_form_one_curve_per_contrast(tmp_path):
     assert family == "m/conv - m/none" and [size for size, _ in points] == [250, 1000, 4000]
     assert [e["test_accuracy"]["difference"] for _, e in points] == pytest.approx(
         [gains[s] for s in (250, 1000, 4000)], abs=0.001)
-    text = report.sizes_markdown(curve)
+    text = sizes_report.markdown(curve, report.COLUMNS[0], report.CONTRASTS, report.cell, report.verdict_text)
     assert "| 1000 | 8 |" in text and "differs (+2.02 points)" in text and "| 250 | 8 |" in text
-    report.plot_sizes(str(tmp_path / "sizes.png"), curve, "title")
+    sizes_report.plot(str(tmp_path / "sizes.png"), curve, report.COLUMNS[0], report.CONTRASTS, "title")
     with open(tmp_path / "sizes.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     # One size only: no curve.
