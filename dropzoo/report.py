@@ -71,15 +71,16 @@ class Contrasted:
     unit: str
     scale: float  # shown x scale (accuracy: in points)
     margin: float
+    digits: int  # decimals shown
 
 
 CONTRASTS = (
     # Half a point: the smallest placement effect the literature reports (0.4-1.6 points).
-    Contrasted("test_accuracy", "accuracy", "points", 100, 0.005),
+    Contrasted("test_accuracy", "accuracy", "points", 100, 0.005, 2),
     # 0.015 nats: the NLL change of the accuracy margin. Half a point of test examples moved from
     # right (~0.02 nats each) to wrong (2.7-3.4 nats each, measured on the MNIST 10k split for the
     # placement study's runs) changes the mean NLL by 0.005 x ~2.9 = ~0.015.
-    Contrasted("test_loss", "NLL", "nats", 1, 0.015),
+    Contrasted("test_loss", "NLL", "nats", 1, 0.015, 4),
 )
 DEFAULT_MARGINS = {c.metric: c.margin for c in CONTRASTS}
 
@@ -152,10 +153,10 @@ def contrasts_markdown(contrasts):
             elif r is None:
                 cells += ["", "", "", ""]
             elif r["n"] < 2:
-                cells += [f"{r['difference'] * c.scale:+.{2 if c.scale == 100 else 4}f}" if r["n"] else "", "", "",
+                cells += [f"{r['difference'] * c.scale:+.{c.digits}f}" if r["n"] else "", "", "",
                           "needs 2 or more seeds"]
             else:
-                digits = 2 if c.scale == 100 else 4
+                digits = c.digits
                 cells += [f"{r['difference'] * c.scale:+.{digits}f}",
                           f"[{r['ci_low'] * c.scale:+.{digits}f}, {r['ci_high'] * c.scale:+.{digits}f}]",
                           f"{r['mde'] * c.scale:.{digits}f}", verdict_text(r, c)]

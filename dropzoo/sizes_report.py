@@ -10,10 +10,9 @@ from dropzoo import files
 
 
 def _ci_text(result, contrasted):
-    scale = contrasted.scale
-    return (f"{result['difference'] * scale:+.2f} [{result['ci_low'] * scale:+.2f}, {result['ci_high'] * scale:+.2f}]"
-            if contrasted.scale != 1 else
-            f"{result['difference']:+.4f} [{result['ci_low']:+.4f}, {result['ci_high']:+.4f}]")
+    scale, digits = contrasted.scale, contrasted.digits
+    return (f"{result['difference'] * scale:+.{digits}f} "
+            f"[{result['ci_low'] * scale:+.{digits}f}, {result['ci_high'] * scale:+.{digits}f}]")
 
 
 def markdown(sizes, accuracy, contrasts, cell, verdict_text):
