@@ -197,7 +197,7 @@ def planned_pairs(rows, contrasts):
         if len(found) != 1:
             what = "no variant" if not found else f"{len(found)} variants ({', '.join(labels[k] for k in found)})"
             raise ConfigError(f"contrast side {side!r} matches {what}; the variants are: "
-                              f"{', '.join(sorted(labels.values()))}")
+                              f"{', '.join(sorted(labels.values(), key=natural_key))}")
         return found[0]
 
     return [(find(a), find(b)) for a, b in contrasts]
