@@ -353,11 +353,14 @@ def _control(runs):
     """One `none` control's regime: its validation rise (mean over seeds), overfit or not, its fit."""
     rises = [r["validation_rise"] for r in runs if r.get("validation_rise")]
     fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]
+    tests = [r["test_accuracy"] for r in runs if r.get("train_accuracy") is not None]
     rise = float(np.mean(rises)) if rises else None
     overfit = None if rise is None else bool(rise >= OVERFIT_VALIDATION_RISE)
     return {"none_validation_rise": rise, "none_overfit": overfit,
-            # Beside the rise: a noisy validation loss can rise on a network that still underfits.
-            "none_train_accuracy": float(np.mean(fits)) if fits else None}
+            # Beside the rise: a noisy validation loss can rise on a network that still underfits, and
+            # without a validation curve the train-test gap is what says how much there is to regularise.
+            "none_train_accuracy": float(np.mean(fits)) if fits else None,
+            "none_test_accuracy": float(np.mean(tests)) if tests else None}
 
 
 def regime(rows):

@@ -166,11 +166,14 @@ def contrasts_markdown(contrasts):
 
 def _control_text(control, threshold):
     rise, fits = control.get("none_validation_rise"), control.get("none_train_accuracy")
+    tested = control.get("none_test_accuracy")
     overfit = {True: "yes", False: "**no** (dropout had little to do)",
                None: "cannot tell (fewer than two validation points a run)"}[control.get("none_overfit")]
     return (overfit + (f" (its final validation loss is {rise:.3f}x its best epoch's; overfitting means ≥ "
                        f"{threshold:g}x)" if rise else "")
-            + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else ""))
+            + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else "")
+            + (f", {100 * (fits - tested):.1f} points above its test accuracy ({tested:.1%})"
+               if fits is not None and tested is not None else ""))
 
 
 def regime_lines(regime):
