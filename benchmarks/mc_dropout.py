@@ -14,7 +14,12 @@ of raw uint8 images:
   information a server returns;
 * naive MC (T samples): every sample a whole pass over the tiled batch, as
   the export did before it reused the prefix (a tf.function of
-  `models.MonteCarlo(model, reuse_prefix=False)`, traced here).
+  `models.MonteCarlo(model, reuse_prefix=False)`, traced here);
+* draws, XLA masks (T samples): mc_dropout_draws' computation traced here,
+  its masks applied by the XLA kernel the trainer uses (the same bits as
+  the export's portable gather and AND, one fused pass): what the export's
+  masks would cost if a server could run XLA-compiled functions, which TF
+  Serving does only when started with --xla_cpu_compilation_enabled.
 
 Calls take turns, one of each per round, so other load hits all alike.
 Target: `mc_dropout_draws` at T=20 costs at most 5x a deterministic pass.
@@ -44,10 +49,10 @@ from dropzoo import performance  # noqa: E402
 from dropzoo.preprocess import scale  # noqa: E402
 
 TARGET = 5.0
-METHODS = ("serving_default", "mc_dropout_draws", "mc_dropout", "naive MC")
+METHODS = ("serving_default", "mc_dropout_draws", "mc_dropout", "naive MC", "draws, XLA masks")
 
 
-def callers(signatures, naive, samples):
+def callers(signatures, naive, compiled, samples):
     """{method: f(uint8 images) -> NumPy result}."""
     image, count = export_lib.INPUT_KEY, tf.constant(samples, tf.int32)
     seed = tf.constant(0, tf.int32)
@@ -60,6 +65,7 @@ def callers(signatures, naive, samples):
         "mc_dropout": lambda raw: signatures[export_lib.MC_DROPOUT_KEY](
             **{image: raw, export_lib.SAMPLES_KEY: count})[probabilities].numpy(),
         "naive MC": lambda raw: naive(raw, count).numpy(),
+        "draws, XLA masks": lambda raw: compiled(raw, count).numpy(),
     }
 
 
@@ -88,13 +94,15 @@ def run(*, precision="auto", samples=20, batch_size=256, rounds=10, seed=0, log=
         keras.mixed_precision.set_global_policy("float32")
     whole = models.MonteCarlo(model, reuse_prefix=False)
     naive = tf.function(lambda raw, count: whole.draws(scale(raw), count))
+    reused = models.MonteCarlo(model)
+    compiled = tf.function(lambda raw, count: reused.draws(scale(raw), count))
     raw = np.random.default_rng(seed).integers(0, 256, (batch_size,) + tuple(model.inputs[0].shape[1:]),
                                                dtype=np.uint8)
     with tempfile.TemporaryDirectory() as workdir:
         path = export_lib.export_saved_model(model, os.path.join(workdir, "saved_model"))
         loaded = tf.saved_model.load(path)
         log(f"batch {batch_size}, T={samples}: {rounds} rounds ...")
-        seconds = time_rounds(callers(loaded.signatures, naive, samples), raw, rounds)
+        seconds = time_rounds(callers(loaded.signatures, naive, compiled, samples), raw, rounds)
     # The median call: robust to the shared machine's slow phases, which hit all methods alike.
     median = {name: common.percentile(values, 50) for name, values in seconds.items()}
     unit = median["serving_default"]

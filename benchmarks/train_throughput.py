@@ -37,8 +37,9 @@ of each way is the median of its fastest quarter of epochs
 (common.fast_phase_rate: on a shared VM epochs run at full or about half
 speed, whatever the setting, and an all-epochs mean depends on which way
 drew more slow epochs); the ops alone are rated the same way, call by call.
-Targets: keras_mnist_cnn with the trainer defaults at >= 70% of conv2's
-rate alone, and (where the defaults are not float32) the defaults' mean
+Targets: keras_mnist_cnn with the trainer defaults at >= 80% of conv2's
+rate alone where auto picks float32 (AVX2), >= 45% where it picks bfloat16
+(AMX, AVX-512 BF16: the convolutions run several times faster there), and (where the defaults are not float32) the defaults' mean
 test accuracy within 0.3 percentage points of 2's after the same epochs.
 The examples/s of the defaults over the classic example's is printed too.
 """
@@ -68,7 +69,17 @@ from dropzoo import performance  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 from models import pooling  # noqa: E402
 
-EFFICIENCY_TARGET = 0.70  # keras_mnist_cnn, trainer defaults: of conv2's rate alone
+# keras_mnist_cnn, trainer defaults: of conv2's rate alone, by the precision auto picked. In bf16
+# (AMX, AVX-512 BF16) the convolutions run several times faster than in float32 and what surrounds
+# them weighs more, so the same trainer reaches a smaller share.
+EFFICIENCY_TARGETS = {"float32": 0.80, "mixed_bfloat16": 0.45, "mixed_float16": 0.45}
+
+
+def efficiency_target(precision):
+    """The efficiency keras_mnist_cnn's trainer defaults should reach in `precision`."""
+    return EFFICIENCY_TARGETS.get(precision, EFFICIENCY_TARGETS["float32"])
+
+
 ACCURACY_TOLERANCE_PP = 0.3
 MODEL = "keras_mnist_cnn"  # the classic example's network
 
@@ -233,7 +244,8 @@ def _judge(result):
         figures["efficiency"] = efficiency(figures, result["references"], result["batch_size"])
     defaults = result["trainer_defaults"]
     result["efficiency"] = defaults["efficiency"]["of_dominant"]
-    result["pass_efficiency"] = result["efficiency"] >= EFFICIENCY_TARGET
+    result["efficiency_target"] = efficiency_target(defaults["precision"])
+    result["pass_efficiency"] = result["efficiency"] >= result["efficiency_target"]
     result["speedup"] = defaults["examples_per_sec"] / result["classic"]["examples_per_sec"]
     result["speedup_all_epochs"] = (defaults["all_epochs_examples_per_sec"]
                                     / result["classic"]["all_epochs_examples_per_sec"])
@@ -290,8 +302,9 @@ def report(result):
                       "dominant op alone", "of it", f"of {matmul}", "linear ops alone",
                       "all-epochs ex/s", "test acc"], rows),
         "",
-        f"efficiency: {MODEL}, trainer defaults = {100 * result['efficiency']:.0f}% of "
-        f"{defaults['efficiency']['dominant']}'s rate alone  (target >= {100 * EFFICIENCY_TARGET:.0f}%)  "
+        f"efficiency: {MODEL}, trainer defaults = {100 * result['efficiency']:.1f}% of "
+        f"{defaults['efficiency']['dominant']}'s rate alone  (target in {defaults['precision']} >= "
+        f"{100 * result['efficiency_target']:.0f}%)  "
         f"{common.verdict(result['pass_efficiency'])}",
         f"speed:    trainer defaults / classic example = {result['speedup']:.2f}x "
         f"(over all epochs: {result['speedup_all_epochs']:.2f}x)",
