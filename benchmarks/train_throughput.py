@@ -39,8 +39,9 @@ speed, whatever the setting, and an all-epochs mean depends on which way
 drew more slow epochs); the ops alone are rated the same way, call by call.
 Targets: keras_mnist_cnn with the trainer defaults at >= 80% of conv2's
 rate alone where auto picks float32 (AVX2), >= 45% where it picks bfloat16
-(AMX, AVX-512 BF16: the convolutions run several times faster there), and (where the defaults are not float32) the defaults' mean
-test accuracy within 0.3 percentage points of 2's after the same epochs.
+(AMX, AVX-512 BF16: the convolutions run several times faster there),
+and (where the defaults are not float32) the defaults' mean test accuracy
+within 0.3 percentage points of 2's after the same epochs.
 The examples/s of the defaults over the classic example's is printed too.
 """
 import os
