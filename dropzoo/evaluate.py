@@ -16,6 +16,7 @@ from dropzoo.export import load_serving_fn
 from dropzoo.export import load_signatures
 from dropzoo.export import serving_input_spec
 from dropzoo.serving import MC_DRAWS_KEY
+from dropzoo.serving import MC_DRAWS_XLA_KEY
 from dropzoo.serving import MC_DROPOUT_KEY
 from dropzoo.serving import PROBABILITIES_KEY
 from dropzoo.serving import SIGNATURE_KEY
@@ -131,8 +132,9 @@ class _Predictor:
         signatures = signatures or {}
         self.probabilities = probabilities
         self.mc_samples, self.mc_seed = int(mc_samples), int(mc_seed)
-        # Exports from before mc_dropout_draws: one unseeded mc_dropout call per sample.
-        self.draws_fn = signatures.get(MC_DRAWS_KEY)
+        # The fused masks' draws where the export has them (the same draws, bit for bit, faster);
+        # exports from before mc_dropout_draws: one unseeded mc_dropout call per sample.
+        self.draws_fn = signatures.get(MC_DRAWS_XLA_KEY) or signatures.get(MC_DRAWS_KEY)
         self.mc_fn = signatures.get(MC_DROPOUT_KEY)
         self.seeded = self.draws_fn is not None
 

@@ -183,7 +183,7 @@ def compile_dropout_masks():
 
     from models import masks
 
-    masks.set_mask_compiler(_xla_compiler())
+    masks.set_mask_compiler(xla_compiler())
     masks.set_row_gather(tf.gather)  # the exports' portable masks: no negative-index pass
 
 
@@ -196,7 +196,7 @@ def compile_pooling_gradient():
     """
     from models import pooling
 
-    pooling.set_routing_compiler(_xla_compiler())
+    pooling.set_routing_compiler(xla_compiler())
 
 
 def compile_activation_gradient():
@@ -208,12 +208,12 @@ def compile_activation_gradient():
     """
     from models import activations
 
-    activations.set_gradient_compiler(_xla_compiler())
+    activations.set_gradient_compiler(xla_compiler())
 
 
 @functools.lru_cache(maxsize=1)
-def _xla_compiler():
-    """One compiler object, so that naming it again keeps the routings already compiled."""
+def xla_compiler():
+    """fn -> fn compiled with XLA; one object, so that naming it again keeps what is already compiled."""
     import tensorflow as tf
 
     return functools.partial(tf.function, jit_compile=True)

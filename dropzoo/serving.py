@@ -28,6 +28,8 @@ FLOAT_INPUT_DTYPE = tf.float32
 MC_DROPOUT_KEY = "mc_dropout"
 MC_SEEDED_KEY = "mc_dropout_seeded"
 MC_DRAWS_KEY = "mc_dropout_draws"
+# mc_dropout_draws with its masks fused by XLA: the same draws, for in-process evaluation (eval.py).
+MC_DRAWS_XLA_KEY = "mc_dropout_draws_xla"
 SAMPLES_KEY = "samples"
 SEED_KEY = "seed"
 OUTPUT_MODES = ("probabilities", "logits")  # what a model's last layer emits

@@ -53,6 +53,7 @@ LEGACY_GENERATOR = "keras-stateless-dropout"
 NOISE_DTYPE = "float32"
 _COMPILER = None  # fn -> compiled fn; None: the portable ops
 _PORTABLE = [False]  # inside portable(): never the compiler
+_FUSED = [None]  # inside fused(compiler): that compiler, whatever else is set
 _GATHER = None  # fn(table, indices) -> rows; None: keras.ops.take
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
@@ -173,16 +174,31 @@ def portable():
         _PORTABLE.pop()
 
 
+@contextlib.contextmanager
+def fused(compiler):
+    """Masks traced inside apply through `compiler` (e.g. XLA), even within portable().
+
+    For an export's one signature meant for in-process use (mc_dropout_draws_xla):
+    the same masks, bit for bit, in one fused pass.
+    """
+    _FUSED.append(compiler)
+    try:
+        yield
+    finally:
+        _FUSED.pop()
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled_apply(rate, scale, units):
-    return _COMPILER(functools.partial(apply_mask, rate=rate, scale=scale, units=units))
+def _compiled_apply(compiler, rate, scale, units):
+    return compiler(functools.partial(apply_mask, rate=rate, scale=scale, units=units))
 
 
 def _applier(rate, scale, units):
     """apply_mask(x, words) for one rate, scale and mask width: compiled where a compiler is set."""
-    if _COMPILER is None or _PORTABLE[-1]:
+    compiler = _FUSED[-1] or (None if _PORTABLE[-1] else _COMPILER)
+    if compiler is None:
         return functools.partial(apply_mask_portable, rate=rate, scale=scale, units=units)
-    return _compiled_apply(rate, scale, units)
+    return _compiled_apply(compiler, rate, scale, units)
 
 
 def mask_shape(inputs, noise_shape=None):

@@ -91,14 +91,14 @@ def test_signature_names_dtypes_shapes(prob_export):
     _, path = prob_export
     signatures = tf.saved_model.load(path).signatures
     assert set(signatures) == {"serving_default", "serving_float", "mc_dropout", "mc_dropout_seeded",
-                               "mc_dropout_draws"}
+                               "mc_dropout_draws", "mc_dropout_draws_xla"}
     image = tf.TensorSpec((None,) + SHAPE, tf.uint8, name="image")
     assert signatures["serving_float"].structured_input_signature[1] == {
         "image": tf.TensorSpec((None,) + SHAPE, tf.float32, name="image")}
     samples = tf.TensorSpec((), tf.int32, name="samples")
     seed = tf.TensorSpec((), tf.int32, name="seed")
     assert signatures["mc_dropout"].structured_input_signature[1] == {"image": image, "samples": samples}
-    for name in ("mc_dropout_seeded", "mc_dropout_draws"):
+    for name in ("mc_dropout_seeded", "mc_dropout_draws", "mc_dropout_draws_xla"):
         assert signatures[name].structured_input_signature[1] == {
             "image": image, "samples": samples, "seed": seed}
     summary = {"probabilities": [None, NUM_CLASSES], "probabilities_std": [None, NUM_CLASSES],
@@ -106,8 +106,9 @@ def test_signature_names_dtypes_shapes(prob_export):
     for name in ("mc_dropout", "mc_dropout_seeded"):
         outputs = signatures[name].structured_outputs
         assert {k: v.shape.as_list() for k, v in outputs.items()} == summary
-    draws = signatures["mc_dropout_draws"].structured_outputs
-    assert {k: v.shape.as_list() for k, v in draws.items()} == {"probabilities": [None, None, NUM_CLASSES]}
+    for name in ("mc_dropout_draws", "mc_dropout_draws_xla"):
+        draws = signatures[name].structured_outputs
+        assert {k: v.shape.as_list() for k, v in draws.items()} == {"probabilities": [None, None, NUM_CLASSES]}
     fn = signatures["serving_default"]
     args, kwargs = fn.structured_input_signature
     assert args == ()
@@ -129,7 +130,7 @@ def test_saved_model_cli_shows_exactly_the_signature(prob_export):
     ).stdout
     blocks = dict(re.findall(r"signature_def\['(\w+)'\]:(.*?)(?=signature_def\[|\Z)", shown, re.S))
     assert set(blocks) == {"__saved_model_init_op", "serving_default", "serving_float", "mc_dropout",
-                           "mc_dropout_seeded", "mc_dropout_draws"}
+                           "mc_dropout_seeded", "mc_dropout_draws", "mc_dropout_draws_xla"}
     block = blocks["serving_default"]
     assert re.findall(r"inputs\['(\w+)'\]", block) == ["image"]
     assert sorted(re.findall(r"outputs\['(\w+)'\]", block)) == ["class_id", "probabilities"]

@@ -1,6 +1,7 @@
 """The mask generator (models/masks.py): what each rate draws, which bits make a unit's field, and
 that the compiled and the portable ways apply the same masks, bit for bit, forward and backward;
-exports hold no compiled function (TF Serving refuses them by default)."""
+an export's servable signatures hold no compiled function (TF Serving refuses them by default), and
+its one fused signature draws what the portable one draws."""
 import keras
 import numpy as np
 import pytest
@@ -111,24 +112,58 @@ class _nothing:
         return False
 
 
-def test_an_export_holds_no_compiled_function(compiled, tmp_path):
-    model = models.build("keras_mnist_cnn", seed=0)
-    model(np.zeros((1, 28, 28, 1), "float32"))
+def _reaches_compiled(graph):
+    """{signature output node: whether it calls, at any depth, a function XLA must compile}."""
+    library = {f.signature.name: f for f in graph.library.function}
+
+    def called(node_defs):
+        for node in node_defs:
+            for value in node.attr.values():
+                yield from ([value.func.name] if value.HasField("func") else [])
+                yield from (f.name for f in value.list.func)
+
+    def reaches(name, seen):
+        if name in seen or name not in library:
+            return False
+        seen.add(name)
+        function = library[name]
+        if function.attr["_XlaMustCompile"].b or any(n.attr["_XlaMustCompile"].b for n in function.node_def):
+            return True
+        return any(reaches(f, seen) for f in called(function.node_def))
+
+    nodes = {n.name: n for n in graph.node}
+    return lambda node: any(reaches(f, set()) for f in called([nodes[node]]))
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_only_the_fused_signature_holds_a_compiled_function_and_it_draws_the_same(compiled, tmp_path, policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = models.build("keras_mnist_cnn", seed=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     path = export_lib.export_saved_model(model, str(tmp_path / "saved_model"))
     proto = saved_model_pb2.SavedModel()
     with open(f"{path}/saved_model.pb", "rb") as f:
         proto.ParseFromString(f.read())
-    graph = proto.meta_graphs[0].graph_def
-    functions = graph.library.function
-    assert functions  # the signatures' bodies are there to scan
-    compiled_fns = [f.signature.name for f in functions if f.attr["_XlaMustCompile"].b]
-    calls = [n.name for f in functions for n in f.node_def if n.attr["_XlaMustCompile"].b]
-    assert not compiled_fns and not calls
-    # The MC signatures answer, masks and all: a batch's draws differ from one another.
+    meta = proto.meta_graphs[0]
+    reaches = _reaches_compiled(meta.graph_def)
+    compiled_signatures = {key for key, signature in meta.signature_def.items()
+                           if any(reaches(t.name.split(":")[0]) for t in signature.outputs.values())}
+    assert compiled_signatures == {export_lib.MC_DRAWS_XLA_KEY}
+    # The two draws signatures: the same masks, bit for bit, and a batch's draws differ from one another.
     loaded = tf.saved_model.load(path)
-    draws = loaded.signatures[export_lib.MC_DRAWS_KEY](
-        **{export_lib.INPUT_KEY: tf.zeros((2, 28, 28, 1), tf.uint8) + 128,
-           export_lib.SAMPLES_KEY: tf.constant(4), export_lib.SEED_KEY: tf.constant(1)})
-    probabilities = draws[export_lib.PROBABILITIES_KEY].numpy()
-    assert probabilities.shape == (4, 2, 10)
-    assert not np.allclose(probabilities[0], probabilities[1])
+    request = {export_lib.INPUT_KEY: tf.constant(np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)), tf.uint8),
+               export_lib.SAMPLES_KEY: tf.constant(5), export_lib.SEED_KEY: tf.constant(1)}
+    portable, fused = (loaded.signatures[key](**request)[export_lib.PROBABILITIES_KEY].numpy()
+                       for key in (export_lib.MC_DRAWS_KEY, export_lib.MC_DRAWS_XLA_KEY))
+    assert portable.shape == (5, 3, 10)
+    np.testing.assert_array_equal(portable.view(np.uint32), fused.view(np.uint32))
+    assert not np.allclose(portable[0], portable[1])
+    # Loaded into a TF1 session, as TF Serving loads it, the servable signatures run without XLA.
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        signature = meta_graph.signature_def[export_lib.MC_DRAWS_KEY]
+        feed = {signature.inputs[k].name: v.numpy() for k, v in request.items()}
+        drawn = session.run(signature.outputs[export_lib.PROBABILITIES_KEY].name, feed)
+    np.testing.assert_array_equal(drawn.view(np.uint32), portable.view(np.uint32))

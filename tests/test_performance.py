@@ -370,8 +370,11 @@ def test_mc_dropout_benchmark_returns_its_numbers():
     assert set(result["methods"]) == set(mc_dropout.METHODS)
     assert result["methods"]["serving_default"]["ratio"] == 1.0
     assert all(m["ms"] > 0 for m in result["methods"].values())
-    assert result["mc_over_deterministic"] == result["methods"]["mc_dropout_draws"]["ratio"]
-    assert "mc_dropout_draws (T=3) / serving_default" in mc_dropout.report(result)
+    assert result["mc_over_deterministic"] == result["methods"]["mc_dropout_draws_xla"]["ratio"]
+    assert result["portable_over_deterministic"] == result["methods"]["mc_dropout_draws"]["ratio"]
+    text = mc_dropout.report(result)
+    assert "mc_dropout_draws_xla (T=3, what eval.py calls) / serving_default" in text
+    assert "mc_dropout_draws (servable, plain ops) / serving_default" in text
 
 
 def test_allocator_benchmark_reports_medians_per_setting_and_their_ratio():
