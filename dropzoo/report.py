@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from dropzoo import files
+from dropzoo import plots
 from dropzoo import sizes_report
 from dropzoo import stats
 from dropzoo import summaries
@@ -254,21 +255,9 @@ def write_contrasts_csv(path, contrasts):
     files.atomic_write(path, write)
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path, dpi=110):
-    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
-    _pyplot().close(fig)
-
-
 def plot(path, table, rows, title=""):
     """Accuracy per variant (mean, 95% CI, seeds as dots) and learning curves."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(table) + 3))
     names = [e["variant"] for e in table]
     y = np.arange(len(table))
@@ -296,12 +285,12 @@ def plot(path, table, rows, title=""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    plots.save(fig, path)
 
 
 def plot_contrasts(path, contrasts, title=""):
     """Per metric: each contrast's difference with its 95% CI, the ±margin band and ±MDE ticks."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     tested = [e for e in contrasts if not e["identical"]]
     fig, axes = plt.subplots(1, len(CONTRASTS), figsize=(6 * len(CONTRASTS), 0.5 * max(1, len(tested)) + 2.5),
                              squeeze=False)
@@ -326,7 +315,7 @@ def plot_contrasts(path, contrasts, title=""):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    plots.save(fig, path)
 
 
 def write_hparams(logdir, rows):
@@ -361,7 +350,7 @@ def rates_markdown(grid):
 
 def plot_rates(path, grid, title=""):
     """Heat maps of mean test accuracy and test NLL over rate x placement (chosen rate boxed)."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     variants = list(dict.fromkeys(g["variant"] for g in grid))
     rates = sorted({g["rate"] for g in grid}, key=lambda r: (r is None, r or 0))
     cells = {(g["variant"], g["rate"]): g for g in grid}
@@ -387,7 +376,7 @@ def plot_rates(path, grid, title=""):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    plots.save(fig, path)
 
 
 def write(comparison, output_dir):

@@ -6,7 +6,7 @@ accuracy column, its contrasted metrics and how it writes a cell and a verdict.
 """
 import numpy as np
 
-from dropzoo import files
+from dropzoo import plots
 
 
 def _ci_text(result, contrasted):
@@ -37,11 +37,7 @@ def markdown(sizes, accuracy, contrasts, cell, verdict_text):
 
 def plot(path, sizes, accuracy, contrasts, title=""):
     """Test accuracy per variant, then each contrast's Δ per metric (95% CI, ±margin), against the training size."""
-    import matplotlib
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 1 + len(contrasts), figsize=(6 * (1 + len(contrasts)), 4.5))
+    fig, axes = plots.pyplot().subplots(1, 1 + len(contrasts), figsize=(6 * (1 + len(contrasts)), 4.5))
     for family, points in sizes["variants"].items():
         xs = [size for size, _ in points]
         accs = [e[accuracy.metric] for _, e in points]
@@ -76,5 +72,4 @@ def plot(path, sizes, accuracy, contrasts, title=""):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    plots.save(fig, path)

@@ -13,7 +13,7 @@ from `dropzoo.uncertainty`.
 """
 import numpy as np
 
-from dropzoo import files
+from dropzoo import plots
 from dropzoo import uncertainty
 
 
@@ -59,10 +59,7 @@ def _grid(count):
 
 def plot_reliability(path, rows, variants):
     """Reliability diagrams, one panel per variant, seeds pooled."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     columns, lines = _grid(len(variants))
     fig, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 3.2 * lines), squeeze=False)
     for ax, variant in zip(axes.flat, variants):
@@ -85,16 +82,12 @@ def plot_reliability(path, rows, variants):
         ax.axis("off")
     fig.suptitle("Reliability per variant (seeds pooled; on the diagonal = calibrated)", fontsize=9)
     fig.tight_layout()
-    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    plots.save(fig, path, dpi=100)
 
 
 def plot_mc_samples(path, rows, variants):
     """NLL and ECE of the MC mean against the number of samples, mean over seeds per variant."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for variant in variants:
         curves = [r["mc_curve"] for r in rows if r["variant"] == variant and r.get("mc_curve")]
@@ -110,5 +103,4 @@ def plot_mc_samples(path, rows, variants):
     if left.lines:
         left.legend(fontsize=7)
     fig.tight_layout()
-    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    plots.save(fig, path, dpi=100)

@@ -52,8 +52,8 @@ MASK_GENERATOR = "kbit-fields-v1"
 LEGACY_GENERATOR = "keras-stateless-dropout"
 NOISE_DTYPE = "float32"
 _COMPILER = None  # fn -> compiled fn; None: the portable ops
-_PORTABLE = [False]  # inside portable(): never the compiler
-_FUSED = [None]  # inside fused(compiler): that compiler, whatever else is set
+_SET = object()  # a scope's "use the compiler set_mask_compiler set"
+_SCOPES = [_SET]  # the innermost scope's compiler: _SET, None (portable()) or fused(compiler)'s
 _GATHER = None  # fn(table, indices) -> rows; None: keras.ops.take
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
@@ -165,27 +165,26 @@ def _gather_rows(table, indices):
 
 
 @contextlib.contextmanager
-def portable():
-    """Masks traced inside apply through plain ops, whatever compiler is set (for exports)."""
-    _PORTABLE.append(True)
+def _scope(compiler):
+    _SCOPES.append(compiler)
     try:
         yield
     finally:
-        _PORTABLE.pop()
+        _SCOPES.pop()
 
 
-@contextlib.contextmanager
+def portable():
+    """Masks traced inside apply through plain ops, whatever compiler is set (for exports)."""
+    return _scope(None)
+
+
 def fused(compiler):
     """Masks traced inside apply through `compiler` (e.g. XLA), even within portable().
 
     For an export's one signature meant for in-process use (mc_dropout_draws_xla):
     the same masks, bit for bit, in one fused pass.
     """
-    _FUSED.append(compiler)
-    try:
-        yield
-    finally:
-        _FUSED.pop()
+    return _scope(compiler)
 
 
 @functools.lru_cache(maxsize=None)
@@ -195,7 +194,7 @@ def _compiled_apply(compiler, rate, scale, units):
 
 def _applier(rate, scale, units):
     """apply_mask(x, words) for one rate, scale and mask width: compiled where a compiler is set."""
-    compiler = _FUSED[-1] or (None if _PORTABLE[-1] else _COMPILER)
+    compiler = _COMPILER if _SCOPES[-1] is _SET else _SCOPES[-1]
     if compiler is None:
         return functools.partial(apply_mask_portable, rate=rate, scale=scale, units=units)
     return _compiled_apply(compiler, rate, scale, units)
