@@ -14,6 +14,11 @@ from dropzoo import environment  # light: no TensorFlow
 
 environment.set_defaults()  # before TensorFlow loads
 
+from dropzoo import interrupts  # noqa: E402  (light: signals only)
+
+if __name__ == "__main__":
+    interrupts.quiet_during_start_up()  # Ctrl-C while TensorFlow loads: one line, no traceback
+
 from absl import app  # noqa: E402
 from absl import logging  # noqa: E402
 
@@ -26,6 +31,20 @@ from dropzoo import records  # noqa: E402
 
 
 def main(argv):
+    try:
+        with interrupts.stop_on_signals():
+            return _main(argv)
+    except interrupts.Interrupted as e:
+        try:
+            print(f"interrupted ({e}): every evaluation that finished is kept in its run's evaluations/ "
+                  "(and every output file is whole or absent); the same command goes on from there",
+                  file=sys.stderr, flush=True)
+        except OSError:  # `eval.py | tee log`: Ctrl-C ended tee too
+            pass
+        interrupts.exit_by_signal(e.signum)
+
+
+def _main(argv):
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter hides the results
     if len(argv) > 1:
         return errors.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")

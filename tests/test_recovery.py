@@ -18,6 +18,7 @@ from conftest import crash_after_epoch
 from conftest import tiny_config
 from conftest import tiny_source
 
+import models
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
 from dropzoo import export
@@ -507,3 +508,20 @@ def test_a_single_machine_run_listens_on_no_port(tmp_path):
         assert len(_listening_sockets()) == 1
     trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path), source=tiny_source(), verbose=0)
     assert _listening_sockets() == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_eval_stops_it_in_one_line(tmp_path):
+    path = export.export_saved_model(models.build("keras_mnist_cnn", seed=0), str(tmp_path / "saved_model"))
+    # Many MC samples: the evaluation is still running when the signal comes.
+    process = subprocess.Popen([sys.executable, "eval.py", f"--saved_model={path}", "--dataset=mnist_sample",
+                                "--mc_samples=3000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(20)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode in (-signal.SIGINT, 128 + signal.SIGINT), stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted (SIGINT)"), stderr
