@@ -14,7 +14,8 @@ change:
 * optimizer: Keras' Adadelta, or the same update fused into one XLA
   computation (dropzoo/optimizers.py);
 * ReLU gradient: TensorFlow's ReluGrad kernel, or the same product as one
-  XLA pass (models/activations.py).
+  XLA pass (models/activations.py), or, for the ReLU before max pooling,
+  applied by the pooling gradient on the pooled grid (`models.pooling.fold_relu`).
 
 The last way is the trainer's step today; the ratios say what each change
 bought, measured alone against the way before it, in the same run.
@@ -49,7 +50,8 @@ from models import layers as dropout_lib  # noqa: E402
 WAYS = (("keras masks", "keras optimizer", "keras relu gradient"),
         ("zoo masks", "keras optimizer", "keras relu gradient"),
         ("zoo masks", "fused optimizer", "keras relu gradient"),
-        ("zoo masks", "fused optimizer", "compiled relu gradient"))
+        ("zoo masks", "fused optimizer", "compiled relu gradient"),
+        ("zoo masks", "fused optimizer", "relu gradient folded into pooling's"))
 
 
 class KerasMaskDropout(dropout_lib.Float32Dropout):
@@ -68,11 +70,14 @@ def build(masks, optimizer, relu, precision):
     keras.mixed_precision.set_global_policy(performance.choose_precision(precision)[0])
     performance.compile_pooling_gradient()
     performance.compile_dropout_masks()
-    if relu == "compiled relu gradient":
-        performance.compile_activation_gradient()
-    else:
+    if relu == "keras relu gradient":
         activations.set_gradient_compiler(None)
+    else:
+        performance.compile_activation_gradient()
     model = models.build("keras_mnist_cnn", seed=0)
+    if relu != "relu gradient folded into pooling's":  # each ReLU computes its own gradient
+        model.get_layer("conv2.act").gradient_taken_by = None
+        model.get_layer("pool1").folds_relu = False
     if masks == "keras masks":
         model = keras.models.clone_model(model, clone_function=lambda layer: KerasMaskDropout.from_config(
             layer.get_config()) if isinstance(layer, dropout_lib.Float32Dropout) else layer.__class__.from_config(

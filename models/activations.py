@@ -47,9 +47,18 @@ def _compiled_gradient():
     return _GRADIENT_COMPILER(relu_gradient)
 
 
+def _passed_on(outputs, upstream):
+    """The gradient of a ReLU whose max pooling applies ReluGrad itself (models.pooling.fold_relu)."""
+    return upstream
+
+
 @keras.saving.register_keras_serializable(package="dropout_zoo")
 class Activation(keras.layers.Activation):
     """keras.layers.Activation; for ReLU while training, ReluGrad as compiled Keras ops."""
+
+    # Set by models.pooling.fold_relu: (inputs, training) -> True where the max pooling
+    # reading this ReLU's output applies its gradient (on the pooled grid) instead.
+    gradient_taken_by = None
 
     def _fast_gradient(self, training):
         return bool(training and _GRADIENT_COMPILER is not None and self.activation is keras.activations.relu)
@@ -57,7 +66,10 @@ class Activation(keras.layers.Activation):
     def call(self, inputs, training=None):
         if not self._fast_gradient(training):
             return super().call(inputs)
-        gradient_of = _compiled_gradient()
+        if self.gradient_taken_by is not None and self.gradient_taken_by(inputs, training):
+            gradient_of = _passed_on
+        else:
+            gradient_of = _compiled_gradient()
 
         @ops.custom_gradient
         def rectified(x):

@@ -245,6 +245,7 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
+    relu = None  # the last ReLU layer
     for index, layer in enumerate(spec.layers):
         init = keras.initializers.GlorotUniform(seed=seeded(index))
         x = dropout(x, index, "pre")
@@ -258,7 +259,10 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
             x = keras.layers.Dense(layer.units, use_bias=not batch_norm, kernel_initializer=init,
                                    name=layer.name)(x)
         elif isinstance(layer, Pool):
-            x = pooling.MaxPooling2D(layer.size, name=layer.name)(x)
+            pool = pooling.MaxPooling2D(layer.size, name=layer.name)
+            if relu is not None and relu.output is x:  # nothing between them: the pool takes ReLU's gradient
+                pooling.fold_relu(relu, pool)
+            x = pool(x)
         elif isinstance(layer, Flatten):
             x = keras.layers.Flatten(name=layer.name)(x)
         elif isinstance(layer, Output):
@@ -272,6 +276,8 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
                 x = dropout(x, index, "prenorm")
                 x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{layer.name}.bn")(x)
             x = dropout(x, index, "mid")
-            x = activations.Activation(activation, name=f"{layer.name}.act")(x)
+            act = activations.Activation(activation, name=f"{layer.name}.act")
+            x = act(x)
+            relu = act if activation == "relu" else None
         x = dropout(x, index, "post")
     return keras.Model(inputs, x, name=spec.name)

@@ -24,11 +24,22 @@ the trainer passes TensorFlow's XLA (`jit_compile=True`), which fuses it into
 Keras' MaxPooling2D in every respect, gradient included, so a zoo model
 trained outside the trainer (the classic example's `fit`) is the original.
 This package stays Keras-only; the compiler comes from the caller.
+
+A ReLU whose output only the pool reads (conv -> ReLU -> pool, as the zoo's
+networks have it) need not compute its gradient on the unpooled grid:
+`fold_relu(activation, pool)` has the routing apply it instead, on the
+pooled grid, a quarter of the size. Where a window routes its gradient, the
+ReLU's output is the window's maximum, so ReLU's gradient there is
+`relu_gradient(maximum, upstream)`; everywhere else the routing gives +0,
+which ReLU's gradient leaves +0. The result is the two gradients' bits, one
+pass over the unpooled grid fewer (tests/test_pooling.py).
 """
 import functools
 
 import keras
 from keras import ops
+
+from models import activations
 
 _ROUTING_COMPILER = None  # fn -> compiled fn; None: Keras' own gradient
 
@@ -41,8 +52,16 @@ def set_routing_compiler(compiler):
         _compiled_routing.cache_clear()
 
 
-def route_gradient(inputs, outputs, gradient, pool_size):
-    """MaxPoolGrad for disjoint `pool_size` windows: `gradient` to each window's first maximum."""
+def route_gradient(inputs, outputs, gradient, pool_size, relu=False):
+    """MaxPoolGrad for disjoint `pool_size` windows: `gradient` to each window's first maximum.
+
+    `relu`: the inputs are a ReLU's outputs, and the result is that ReLU's
+    gradient of the routed one (ReluGrad(routed, inputs)), computed on the pooled grid.
+    """
+    # MaxPoolGrad adds each window's gradient to zeros: a -0.0 arrives as +0.0.
+    gradient = ops.where(ops.not_equal(gradient, ops.zeros_like(gradient)), gradient, ops.zeros_like(gradient))
+    if relu:
+        gradient = activations.relu_gradient(outputs, gradient)
     pool_h, pool_w = pool_size
     rows, columns, channels = outputs.shape[1], outputs.shape[2], inputs.shape[3]
     height, width = rows * pool_h, columns * pool_w
@@ -62,13 +81,36 @@ def route_gradient(inputs, outputs, gradient, pool_size):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_routing(pool_size):
-    return _ROUTING_COMPILER(functools.partial(route_gradient, pool_size=pool_size))
+def _compiled_routing(pool_size, relu):
+    return _ROUTING_COMPILER(functools.partial(route_gradient, pool_size=pool_size, relu=relu))
+
+
+def fold_relu(activation, pool):
+    """Has `pool`'s routing apply `activation`'s ReLU gradient and `activation` pass its gradient on.
+
+    Only for a ReLU whose output nothing but `pool` reads (models/network.py
+    links such pairs). The activation asks the pool, each call, whether it
+    will route its gradient (`takes_relu_gradient`), and keeps its own
+    gradient where not; the pool applies ReLU's gradient on every fast
+    route, which gives the same bits even after ReLU's own (it is idempotent).
+    """
+    if not (isinstance(activation, activations.Activation) and activation.activation is keras.activations.relu):
+        raise ValueError(f"fold_relu needs the zoo's ReLU Activation, got {activation!r}")
+    if not isinstance(pool, MaxPooling2D):
+        raise ValueError(f"fold_relu needs the zoo's MaxPooling2D, got {pool!r}")
+    pool.folds_relu = True
+    activation.gradient_taken_by = pool.takes_relu_gradient
 
 
 @keras.saving.register_keras_serializable(package="dropout_zoo")
 class MaxPooling2D(keras.layers.MaxPooling2D):
     """keras.layers.MaxPooling2D; while training, MaxPoolGrad's routing as compiled Keras ops."""
+
+    folds_relu = False  # set by fold_relu: the routing also applies the ReLU before it
+
+    def takes_relu_gradient(self, inputs, training):
+        """True where this call routes its gradient itself and applies the folded ReLU's gradient."""
+        return self.folds_relu and self._fast_gradient(inputs, training)
 
     def _fast_gradient(self, inputs, training):
         return bool(training and _ROUTING_COMPILER is not None
@@ -78,7 +120,7 @@ class MaxPooling2D(keras.layers.MaxPooling2D):
     def call(self, inputs, training=None):
         if not self._fast_gradient(inputs, training):
             return super().call(inputs)
-        route = _compiled_routing(tuple(self.pool_size))
+        route = _compiled_routing(tuple(self.pool_size), self.folds_relu)
         pool = super().call
 
         @ops.custom_gradient

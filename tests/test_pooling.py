@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import models
 from dropzoo import performance
+from models import activations
 from models import pooling
 
 
@@ -46,13 +47,14 @@ def test_gradient_is_bitwise_maxpoolgrad_ties_included(pool_size, shape):
     keras_own = keras.layers.MaxPooling2D(pool_size)
     for seed in range(3):
         x = tied_inputs(shape, seed)
-        dy = tf.random.stateless_normal(keras_own.compute_output_shape(shape), seed=[seed, 1])
+        dy = tf.random.stateless_normal(keras_own.compute_output_shape(shape), seed=[seed, 1]).numpy()
+        dy.flat[::7] = -0.0  # MaxPoolGrad routes it as +0.0
         y, dx = gradients(ours, x, dy, training=True)
         y_keras, dx_keras = gradients(keras_own, x, dy, training=True)
         np.testing.assert_array_equal(y.numpy(), y_keras.numpy())
-        np.testing.assert_array_equal(dx.numpy(), dx_keras.numpy())
+        assert_same_bits(dx.numpy(), dx_keras.numpy())
         # Ties: exactly one position per window takes its gradient.
-        assert np.count_nonzero(dx.numpy()) == np.count_nonzero(dy.numpy())
+        assert np.count_nonzero(dx.numpy()) == np.count_nonzero(dy)
 
 
 def test_bfloat16_gradient_matches_keras():
@@ -103,3 +105,84 @@ def test_zoo_networks_pool_with_it_and_save_it(tmp_path):
     assert type(reloaded.get_layer("pool1")) is pooling.MaxPooling2D
     x = np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32")
     np.testing.assert_array_equal(model.predict(x, verbose=0), reloaded.predict(x, verbose=0))
+
+
+def relu_pool_chain(policy, fold):
+    """The zoo's ReLU -> 2x2 max pooling, the pool taking the ReLU's gradient where `fold`."""
+    relu, pool = activations.Activation("relu", dtype=policy), pooling.MaxPooling2D(2, dtype=policy)
+    if fold:
+        pooling.fold_relu(relu, pool)
+    return relu, pool, keras.Sequential([relu, pool])
+
+
+def pre_activations(shape, seed, dtype):
+    """Ties, exact and signed zeros, and whole windows at or below zero; upstream with -0.0, infs and NaN."""
+    rng = np.random.default_rng(seed)
+    z = np.round(rng.normal(size=shape) * 2) / 2
+    z[:, :2, :2, :] = -np.abs(z[:, :2, :2, :])  # a window with no positive unit
+    z.flat[:4] = [0.0, -0.0, 1e-30, -1e-30]
+    dy = rng.normal(size=(shape[0], shape[1] // 2, shape[2] // 2, shape[3]))
+    dy.flat[:6] = [np.nan, np.inf, -np.inf, -0.0, -1.0, 0.0]
+    return tf.constant(z, dtype=dtype), tf.constant(dy, dtype=dtype)
+
+
+def assert_same_bits(ours, theirs):
+    """Equal bit patterns (so -0.0 is not 0.0); any NaN equals any NaN."""
+    nan = np.isnan(ours.astype("float32"))
+    np.testing.assert_array_equal(nan, np.isnan(theirs.astype("float32")))
+    bits = np.uint32 if ours.dtype == np.float32 else np.uint16
+    np.testing.assert_array_equal(ours.view(bits)[~nan], theirs.view(bits)[~nan])
+
+
+@pytest.mark.parametrize("policy,dtype", [("float32", "float32"), ("mixed_bfloat16", "bfloat16")])
+def test_folded_relu_gradient_is_relugrad_of_maxpoolgrad_bit_for_bit(policy, dtype):
+    performance.compile_activation_gradient()
+    try:
+        relu, pool, folded = relu_pool_chain(policy, fold=True)
+        _, _, separate = relu_pool_chain(policy, fold=False)
+        for seed in range(3):
+            z, dy = pre_activations((2, 8, 10, 3), seed, dtype)
+            assert relu.gradient_taken_by(z, True)  # the ReLU passes its gradient on ...
+            y, dz = gradients(folded, z, dy, training=True)
+            # ... and the pool's routing applies it: TensorFlow's two kernels, one after the other.
+            a = tf.nn.relu(z)
+            p = tf.nn.max_pool2d(a, 2, 2, "VALID")
+            routed = tf.raw_ops.MaxPoolGrad(orig_input=a, orig_output=p, grad=dy, ksize=[1, 2, 2, 1],
+                                            strides=[1, 2, 2, 1], padding="VALID")
+            expected = tf.raw_ops.ReluGrad(gradients=routed, features=a)
+            assert dz.dtype == expected.dtype == tf.as_dtype(dtype)
+            assert_same_bits(y.numpy(), p.numpy())
+            assert_same_bits(dz.numpy(), expected.numpy())
+            assert_same_bits(gradients(separate, z, dy, training=True)[1].numpy(), expected.numpy())
+    finally:
+        activations.set_gradient_compiler(None)
+
+
+def test_a_folded_relu_keeps_its_gradient_where_the_pool_does_not_route():
+    performance.compile_activation_gradient()
+    try:
+        relu, pool, folded = relu_pool_chain("float32", fold=True)
+        z, dy = pre_activations((2, 8, 8, 3), 4, "float32")
+        expected = gradients(relu_pool_chain("float32", fold=False)[2], z, dy, training=True)[1]
+        pooling.set_routing_compiler(None)  # the pool takes Keras' MaxPoolGrad: the ReLU must do its part
+        assert not relu.gradient_taken_by(z, True)
+        assert_same_bits(gradients(folded, z, dy, training=True)[1].numpy(), expected.numpy())
+    finally:
+        activations.set_gradient_compiler(None)
+    with pytest.raises(ValueError, match="ReLU"):
+        pooling.fold_relu(activations.Activation("tanh"), pooling.MaxPooling2D(2))
+
+
+def test_zoo_networks_fold_a_relu_into_the_pool_only_when_nothing_is_between_them():
+    def folded(model):
+        return {layer.name for layer in model.layers if getattr(layer, "folds_relu", False)}
+
+    canonical = models.build("keras_mnist_cnn", seed=0)
+    assert folded(canonical) == {"pool1"}
+    assert canonical.get_layer("conv2.act").gradient_taken_by is not None
+    assert canonical.get_layer("conv1.act").gradient_taken_by is None  # conv2 reads it
+    # Dropout between the ReLU and the pool: the ReLU computes its own gradient.
+    between = models.build("keras_mnist_cnn", "conv2.post:0.25,dense1.post:0.5", seed=0)
+    assert folded(between) == set() and between.get_layer("conv2.act").gradient_taken_by is None
+    assert folded(models.build("keras_mnist_cnn", activation="tanh", seed=0)) == set()
+    assert folded(models.build("tf_layers_cnn", seed=0)) == {"pool1", "pool2"}
