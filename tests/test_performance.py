@@ -19,6 +19,7 @@ from benchmarks import input_pipeline
 from benchmarks import mc_dropout
 from benchmarks import op_rates
 from benchmarks import serving
+from benchmarks import step_parts
 from benchmarks import step_profile
 from benchmarks import train_throughput
 from dropzoo import config as config_lib
@@ -392,6 +393,15 @@ def test_allocator_benchmark_reports_medians_per_setting_and_their_ratio():
     assert "machine: a CPU, 2 cores" in text
     row = next(line for line in text.splitlines() if line.startswith("mc_dropout_draws ms"))
     assert row.split()[-1] == f"{410 / 640:.2f}x"
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_step_parts_times_the_pooling_backward_folded_or_not_and_checks_their_bits(precision):
+    result = step_parts.pool_backward(precision, rounds=2, shape=(2, 8, 8, 4))
+    assert result["policy"] == precision
+    assert set(result["ms"]) == {"routing, then ReLU's gradient", "ReLU's gradient folded into the routing"}
+    assert all(ms > 0 for ms in result["ms"].values())
+    assert "folded into the routing" in step_parts.report_pool_backward(result)
 
 
 def test_step_profile_splits_overlapping_ops_evenly():
