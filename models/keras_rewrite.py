@@ -8,6 +8,8 @@ dropout layers removed, fused activations split off (`LAYER.act`) so a
 sites, seeded as the zoo seeds masks (`network.mask_stream` of the layer's
 index in the source model). The source model is never changed.
 """
+import collections
+
 import keras
 import numpy as np
 
@@ -100,18 +102,32 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
         originals[id(new)] = layer
         return new
 
+    # A ReLU whose output only a max pooling reads has the pooling apply its gradient (pooling.fold_relu):
+    # readers are counted in the source, and any layer of several inputs makes them unknown.
+    readers = collections.Counter(layer.input_key for layer in spec.layers)
+    relus = {}  # a source tensor's key -> (the zoo ReLU that makes it here, its output)
+
     def call(layer, *args, **kwargs):
         if is_dropout(layer):
             return args[0]
         info = by_name[layer.name]
         if "pre" in info.slots:
             args = (dropout(args[0], info, "pre"),) + args[1:]
+        relu, relu_output = relus.get(info.input_key, (None, None))
+        if isinstance(layer, pooling.MaxPooling2D) and args[0] is relu_output and readers[info.input_key] == 1 \
+                and -2 not in readers:
+            pooling.fold_relu(relu, layer)
         x = layer(*args, **kwargs)
         layer.set_weights(originals[id(layer)].get_weights())
+        if isinstance(layer, activations.Activation) and layer.activation is keras.activations.relu:
+            relus[info.output_key] = (layer, x)
         if info.role in ("conv", "dense"):
             x = dropout(x, info, "mid")
             if info.activation != "linear":
-                x = activations.Activation(info.activation, name=f"{layer.name}.act")(x)
+                act = activations.Activation(info.activation, name=f"{layer.name}.act")
+                x = act(x)
+                if info.activation == "relu":
+                    relus[info.output_key] = (act, x)
         return dropout(x, info, "post")
 
     image = keras.Input(shape=spec.input_shape, name="image")

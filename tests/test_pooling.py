@@ -186,3 +186,57 @@ def test_zoo_networks_fold_a_relu_into_the_pool_only_when_nothing_is_between_the
     assert folded(between) == set() and between.get_layer("conv2.act").gradient_taken_by is None
     assert folded(models.build("keras_mnist_cnn", activation="tanh", seed=0)) == set()
     assert folded(models.build("tf_layers_cnn", seed=0)) == {"pool1", "pool2"}
+
+
+def test_rewritten_keras_models_fold_a_relu_only_when_the_pool_is_its_sole_reader():
+    def folded(model):
+        return {layer.name for layer in model.layers if getattr(layer, "folds_relu", False)}
+
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv1")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+    x = keras.layers.Conv2D(4, 3, name="conv2")(x)
+    x = keras.layers.Activation("relu", name="relu2")(x)  # a ReLU layer of its own
+    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+    x = keras.layers.Dropout(0.5, name="drop")(keras.layers.Flatten(name="flat")(x))
+    chain = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(x))
+    rewritten = models.place_dropout(chain, "none")
+    assert folded(rewritten) == {"pool1", "pool2"}
+    assert rewritten.get_layer("conv1.act").gradient_taken_by is not None
+    assert rewritten.get_layer("relu2").gradient_taken_by is not None
+    assert folded(models.place_dropout(chain, "conv1.post:0.25")) == {"pool2"}  # dropout between them
+
+    # The ReLU's output also read elsewhere: neither pool may take its gradient.
+    inputs = keras.Input((12, 12, 1))
+    a = keras.layers.Conv2D(4, 3, activation="relu", name="conv1")(inputs)
+    pooled = keras.layers.Flatten(name="flat1")(keras.layers.MaxPooling2D(2, name="pool1")(a))
+    spread = keras.layers.Flatten(name="flat2")(a)
+    joined = keras.layers.Concatenate(name="join")([pooled, spread])
+    branched = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(joined))
+    assert folded(models.place_dropout(branched, "none")) == set()
+
+
+def test_a_rewritten_model_trains_with_the_fold_to_the_same_gradients():
+    performance.compile_activation_gradient()
+    try:
+        inputs = keras.Input((10, 10, 1))
+        x = keras.layers.MaxPooling2D(2, name="pool")(keras.layers.Conv2D(3, 3, activation="relu", name="conv")(inputs))
+        source = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Flatten(name="flat")(x)))
+        folded, separate = (models.place_dropout(source, "none", seed=0) for _ in range(2))
+        separate.get_layer("conv.act").gradient_taken_by = None
+        separate.get_layer("pool").folds_relu = False
+        images = tf.constant(np.round(np.random.default_rng(3).normal(size=(4, 10, 10, 1)) * 2) / 2, "float32")
+
+        def grads(model):
+            @tf.function
+            def run():
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(model(images, training=True) ** 2)
+                return tape.gradient(loss, model.trainable_variables)
+            return run()
+
+        assert folded.get_layer("pool").folds_relu
+        for a, b in zip(grads(folded), grads(separate)):
+            assert_same_bits(a.numpy(), b.numpy())
+    finally:
+        activations.set_gradient_compiler(None)
