@@ -105,6 +105,7 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
     # A ReLU whose output only a max pooling reads has the pooling apply its gradient (pooling.fold_relu):
     # readers are counted in the source, and any layer of several inputs makes them unknown.
     readers = collections.Counter(layer.input_key for layer in spec.layers)
+    readers_known = -2 not in readers
     relus = {}  # a source tensor's key -> (the zoo ReLU that makes it here, its output)
 
     def call(layer, *args, **kwargs):
@@ -114,8 +115,8 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
         if "pre" in info.slots:
             args = (dropout(args[0], info, "pre"),) + args[1:]
         relu, relu_output = relus.get(info.input_key, (None, None))
-        if isinstance(layer, pooling.MaxPooling2D) and args[0] is relu_output and readers[info.input_key] == 1 \
-                and -2 not in readers:
+        if readers_known and isinstance(layer, pooling.MaxPooling2D) and args[0] is relu_output \
+                and readers[info.input_key] == 1:
             pooling.fold_relu(relu, layer)
         x = layer(*args, **kwargs)
         layer.set_weights(originals[id(layer)].get_weights())

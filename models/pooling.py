@@ -89,7 +89,7 @@ def fold_relu(activation, pool):
     """Has `pool`'s routing apply `activation`'s ReLU gradient and `activation` pass its gradient on.
 
     Only for a ReLU whose output nothing but `pool` reads (models/network.py
-    links such pairs). The activation asks the pool, each call, whether it
+    and models/keras_rewrite.py link such pairs). The activation asks the pool, each call, whether it
     will route its gradient (`takes_relu_gradient`), and keeps its own
     gradient where not; the pool applies ReLU's gradient on every fast
     route, which gives the same bits even after ReLU's own (it is idempotent).
