@@ -13,9 +13,12 @@ from dropzoo import sources
 
 
 def machine():
-    """'<CPU model name>, <n> cores[, GPUs]' as lscpu would name them."""
+    """'<CPU model name>, <n> cores[, oneDNN's ISA cap][, GPUs]' as lscpu would name them."""
     model = performance.cpu_model()
     text = f"{model}, {os.cpu_count()} cores"
+    cap = performance.onednn_isa_cap()
+    if cap:  # the CPU then runs oneDNN's kernels for the cap's ISA: a stand-in for a CPU of that kind
+        text += f", oneDNN capped at {cap[1]} ({cap[0]})"
     gpus = performance.gpu_details()
     if gpus:
         text += ", GPU " + ", ".join(g.get("device_name", "?") for g in gpus)

@@ -225,6 +225,10 @@ def validate(config):
             plural = {"optimizer": "optimizers", "strategy": "strategies"}.get(name)
             raise ConfigError(f"unknown {name} {getattr(config, name)!r}; valid"
                               f"{' ' + plural if plural else ''}: {', '.join(valid)}")
+    try:
+        performance.choose_precision(config.precision)  # bfloat16 under a oneDNN cap without it
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     positive = {"epochs": config.epochs}
     if config.train_steps is not None:
         positive["train_steps"] = config.train_steps

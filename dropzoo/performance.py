@@ -66,9 +66,42 @@ def cpu_kind(flags=None):
     return next((kind for flag, kind in CPU_KINDS if flag in flags), "other")
 
 
-def describe_machine():
-    """What a run's record says of the machine: CPU model, kind and cores."""
-    return {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": os.cpu_count()}
+def describe_machine(env=None):
+    """What a run's record says of the machine: CPU model, kind and cores, and any oneDNN ISA cap."""
+    described = {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": os.cpu_count()}
+    cap = onednn_isa_cap(env)
+    if cap:  # oneDNN's kernels, and so the rounding, are then the cap's, not the CPU kind's
+        described["onednn_max_cpu_isa"] = cap[1]
+    return described
+
+
+# oneDNN's ISA caps (https://uxlfoundation.github.io/oneDNN/dev_guide_cpu_dispatcher_control.html) below
+# AVX512_CORE_BF16 (case does not matter; oneDNN ignores values it does not know). Under the first group,
+# on a CPU with bfloat16, TensorFlow still hands its bfloat16 convolutions to oneDNN, which cannot create
+# them (TF 2.21); under the second, oneDNN emulates bfloat16, slower than float32 (docs/performance.md).
+ONEDNN_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+ONEDNN_CAPS_EMULATING_BF16 = ("AVX512_CORE", "AVX512_CORE_VNNI")
+ONEDNN_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN reads the first one set
+
+
+def onednn_isa_cap(env=None):
+    """(variable, value) of the oneDNN ISA cap the environment sets, or None."""
+    env = os.environ if env is None else env
+    for variable in ONEDNN_CAP_VARIABLES:
+        if env.get(variable):
+            return variable, env[variable]
+    return None
+
+
+def _bf16_cap_problem(env):
+    """'without' or 'emulating' where the environment's oneDNN cap lacks bfloat16 instructions, else None."""
+    cap = onednn_isa_cap(env)
+    value = cap[1].upper() if cap else None
+    if value in ONEDNN_CAPS_WITHOUT_BF16:
+        return "without"
+    if value in ONEDNN_CAPS_EMULATING_BF16:
+        return "emulating"
+    return None
 
 
 def gpu_details():
@@ -96,20 +129,37 @@ def choose_precision(requested, *, cpu=None, gpus=None, env=None):
     dicts ({"compute_capability": (8, 0), "device_name": ...}); both are
     probed when None. With several GPUs the weakest one decides.
     """
+    env = os.environ if env is None else env
     if requested != "auto":
+        _check_requested(requested, cpu, gpus, env)
         return requested, "requested explicitly"
     gpus = gpu_details() if gpus is None else gpus
     if gpus:
         return _gpu_precision(gpus)
     cpu = cpu_flags() if cpu is None else cpu
-    env = os.environ if env is None else env
     found = [flag for flag in BF16_CPU_FLAGS if flag in cpu]
     if not found:
         return "float32", "CPU has no bfloat16 instructions (avx512_bf16/amx_bf16)"
     if env.get("TF_ENABLE_ONEDNN_OPTS") == "0":
         # Without oneDNN, TensorFlow's CPU kernels emulate bfloat16: slower than float32.
         return "float32", f"CPU has {found[0]} but TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off"
+    if _bf16_cap_problem(env):
+        variable, value = onednn_isa_cap(env)
+        return "float32", f"CPU has {found[0]} but {variable}={value} keeps oneDNN from bfloat16 instructions"
     return "mixed_bfloat16", f"CPU has {found[0]}"
+
+
+def _check_requested(requested, cpu, gpus, env):
+    """ValueError where `requested` cannot run here: bfloat16 on a CPU whose oneDNN cap has no kernels for it."""
+    if "bfloat16" not in requested or _bf16_cap_problem(env) != "without" or env.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        return
+    cpu = cpu_flags() if cpu is None else cpu
+    if not any(flag in cpu for flag in BF16_CPU_FLAGS) or (gpu_details() if gpus is None else gpus):
+        return  # TensorFlow emulates bfloat16 itself there, or a GPU computes
+    variable, value = onednn_isa_cap(env)
+    raise ValueError(f"--precision={requested} cannot run with {variable}={value}: TensorFlow hands bfloat16 "
+                     f"convolutions to oneDNN, which that cap leaves without bfloat16 kernels; unset {variable}, "
+                     f"set it to AVX512_CORE_BF16 or above, or use --precision=float32")
 
 
 def _gpu_precision(gpus):

@@ -449,3 +449,43 @@ def test_step_profile_profiles_a_training_call():
     assert "pool1/backward" not in result["groups"] and "conv2.act/backward" not in result["groups"]
     assert sum(result["groups"].values()) + result["idle_seconds"] == pytest.approx(result["wall_seconds"])
     assert "conv2/backward" in step_profile.report(result, top=3)
+
+
+@pytest.mark.parametrize("cap,policy", [
+    ("AVX2", "float32"),              # oneDNN has no bfloat16 kernels under it
+    ("avx512_core", "float32"),       # oneDNN emulates bfloat16 (case as oneDNN takes it)
+    ("AVX512_CORE_BF16", "mixed_bfloat16"),
+    ("AVX512_CORE_AMX", "mixed_bfloat16"),
+    ("DEFAULT", "mixed_bfloat16"),
+    ("", "mixed_bfloat16"),           # set but empty: no cap
+])
+def test_auto_precision_follows_a_onednn_isa_cap(cap, policy):
+    chosen, reason = performance.choose_precision("auto", cpu={"amx_bf16"}, gpus=[],
+                                                  env={"ONEDNN_MAX_CPU_ISA": cap})
+    assert chosen == policy
+    assert ("ONEDNN_MAX_CPU_ISA" in reason) == (policy == "float32")
+
+
+def test_auto_precision_reads_onednns_old_cap_variable():
+    chosen, reason = performance.choose_precision("auto", cpu={"avx512_bf16"}, gpus=[],
+                                                  env={"DNNL_MAX_CPU_ISA": "AVX2"})
+    assert chosen == "float32" and "DNNL_MAX_CPU_ISA=AVX2" in reason
+
+
+def test_explicit_bfloat16_under_a_cap_without_it_is_refused():
+    with pytest.raises(ValueError, match=r"ONEDNN_MAX_CPU_ISA=AVX2.*--precision=float32"):
+        performance.choose_precision("mixed_bfloat16", cpu={"amx_bf16"}, gpus=[],
+                                     env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    # Where TensorFlow emulates bfloat16 itself (no bfloat16 CPU, or oneDNN off) or a GPU computes, it runs.
+    for cpu, gpus, env in (({"avx2"}, [], {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+                           ({"amx_bf16"}, [gpu(9, 0)], {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+                           ({"amx_bf16"}, [], {"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "0"}),
+                           ({"amx_bf16"}, [], {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})):
+        assert performance.choose_precision("mixed_bfloat16", cpu=cpu, gpus=gpus, env=env)[0] == "mixed_bfloat16"
+    assert performance.choose_precision("float32", cpu={"amx_bf16"}, gpus=[],
+                                        env={"ONEDNN_MAX_CPU_ISA": "AVX2"})[0] == "float32"
+
+
+def test_a_runs_machine_record_names_a_onednn_cap():
+    assert performance.describe_machine(env={"ONEDNN_MAX_CPU_ISA": "AVX2"})["onednn_max_cpu_isa"] == "AVX2"
+    assert "onednn_max_cpu_isa" not in performance.describe_machine(env={})
