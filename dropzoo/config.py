@@ -112,8 +112,9 @@ class TrainConfig:
     # "auto" (0 for steps_per_execution) picks what is fast on the hardware
     # (dropzoo/performance.py); metrics.json records what auto resolved to.
     precision: str = _field(
-        "auto", f"One of: {', '.join(PRECISIONS)}. auto: mixed_bfloat16 on CPUs with AVX-512 BF16/AMX and "
-        "GPUs of compute capability >= 8.0, mixed_float16 on 7.x, else float32.")
+        "auto", f"One of: {', '.join(PRECISIONS)}. auto: mixed_bfloat16 on CPUs with AVX-512 BF16/AMX (unless "
+        "TF_ENABLE_ONEDNN_OPTS=0 or ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16) and GPUs of compute capability "
+        ">= 8.0, mixed_float16 on 7.x, else float32.")
     jit_compile: str = _field("auto", f"XLA: {', '.join(JIT_COMPILE)}. auto: on with a GPU, off on CPU and "
                               "under a tf.distribute strategy.")
     steps_per_execution: int = _field(

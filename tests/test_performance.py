@@ -489,3 +489,13 @@ def test_explicit_bfloat16_under_a_cap_without_it_is_refused():
 def test_a_runs_machine_record_names_a_onednn_cap():
     assert performance.describe_machine(env={"ONEDNN_MAX_CPU_ISA": "AVX2"})["onednn_max_cpu_isa"] == "AVX2"
     assert "onednn_max_cpu_isa" not in performance.describe_machine(env={})
+
+
+def test_the_trainers_config_refuses_bfloat16_under_a_cap_without_it(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    monkeypatch.setattr(performance, "gpu_details", lambda: [])
+    with pytest.raises(config_lib.ConfigError, match="ONEDNN_MAX_CPU_ISA=AVX2"):
+        config_lib.validate(tiny_config(precision="mixed_bfloat16"))
+    assert config_lib.validate(tiny_config(precision="auto")).precision == "auto"
