@@ -18,8 +18,8 @@ calls) is "between ops".
 Ops are grouped by the model layer in their name and the pass: forward,
 backward (Keras' `gradient_tape/` ops), the optimizer update, and the rest
 (loss, metrics, the step counter). A convolution or matmul that TensorFlow
-fused with its bias and activation (`_FusedConv2D`, named after the
-activation layer) counts as the linear layer's forward pass. An XLA
+fused with its bias and activation (`_FusedConv2D`, or oneDNN's
+`_MklNativeFusedConv2D`, named after the activation layer) counts as the linear layer's forward pass. An XLA
 kernel (on CPU the trainer compiles max pooling's and ReLU's gradients, the
 dropout masks and the optimizer update) is named by the call that launched it: a
 mask's forward call by its layer; the optimizer's by the one call that
@@ -107,6 +107,11 @@ def _stat(plane, event, stat_name):
     return None
 
 
+# A convolution or matmul fused with its bias and activation: TensorFlow's _FusedConv2D and
+# _FusedMatMul, and their oneDNN forms (_MklNativeFusedConv2D, _MklFusedMatMul, ...).
+FUSED_LINEAR = re.compile(r"^_(Mkl)?(Native)?Fused(Conv2D|MatMul|DepthwiseConv2dNative)")
+
+
 def _innermost(spans, start, end):
     """The node name of the shortest (start, end, name) span containing [start, end], or None."""
     around = [(e - s, name) for s, e, name in spans if s <= start and e >= end]
@@ -120,7 +125,7 @@ def group_of(name, model_name):
     if model_name in parts[:-1]:
         index = parts.index(model_name)
         layer = parts[index + 1]
-        if op_type.startswith("_Fused") and layer.endswith(".act"):
+        if FUSED_LINEAR.search(op_type) and layer.endswith(".act"):
             # Grappler fuses conv/matmul + bias + activation under the activation's name.
             layer = layer[:-len(".act")]
         return layer, "backward" if "gradient_tape" in parts[:index] else "forward"

@@ -421,6 +421,11 @@ def test_step_profile_splits_overlapping_ops_evenly():
     # conv + bias + ReLU fused under the activation layer's name: the conv's forward pass.
     ("StatefulPartitionedCall/keras_mnist_cnn_1/conv2.act_1/Relu:_FusedConv2D", ("conv2", "forward")),
     ("StatefulPartitionedCall/keras_mnist_cnn_1/conv2.act_1/Relu:Relu", ("conv2.act", "forward")),
+    # The same fusions as oneDNN's builds of TensorFlow name them (the default on x86).
+    ("StatefulPartitionedCall/keras_mnist_cnn_1/conv2.act_1/Relu:_MklNativeFusedConv2D", ("conv2", "forward")),
+    ("StatefulPartitionedCall/keras_mnist_cnn_1/dense1.act_1/Relu:_MklNativeFusedMatMul", ("dense1", "forward")),
+    ("StatefulPartitionedCall/keras_mnist_cnn_1/dense1.act_1/Relu:_MklFusedMatMul", ("dense1", "forward")),
+    ("StatefulPartitionedCall/keras_mnist_cnn_1/conv2.act_1/Relu:_MklNativeConv2D", ("conv2.act", "forward")),
     ("StatefulPartitionedCall/keras_mnist_cnn_1/pool1.post_1/stateless_dropout/SelectV2:SelectV2",
      ("pool1.post", "forward")),
     ("StatefulPartitionedCall/adadelta/Sqrt_8:Sqrt", ("optimizer", "update")),
