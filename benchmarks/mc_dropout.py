@@ -2,6 +2,7 @@
 
     python benchmarks/mc_dropout.py                 # T=20, batch 256 (~1 min on 2 cores)
     python benchmarks/mc_dropout.py --samples=50 --precision=float32
+    python benchmarks/mc_dropout.py --parts         # the first mask alone: portable, fused, words
 
 Builds canonical keras_mnist_cnn under the trainer's precision, exports it
 with `dropzoo.export.export_saved_model`, reloads it, and times, per batch
@@ -115,6 +116,64 @@ def run(*, precision="auto", samples=20, batch_size=256, rounds=10, seed=0, log=
     return result
 
 
+PARTS = ("the site's samples, one elementwise pass", "portable masks (table gather and AND)",
+         "fused masks (XLA)", "the random words alone")
+
+
+def run_parts(*, precision="auto", samples=20, batch_size=256, rounds=20, seed=0):
+    """ms of the first dropout site's masks over `samples` copies of a batch, each way alone, alternating.
+
+    The site is canonical keras_mnist_cnn's first (after pool1: 12x12x64 units
+    a sample). Both mask ways give the same bits (tests/test_masks.py); a
+    plain elementwise pass over the output is the floor any unfused way pays
+    per pass, and the random words are drawn inside both mask ways.
+    """
+    policy, _ = performance.choose_precision(precision)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = models.build("keras_mnist_cnn", "canonical", seed=seed)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mc = models.MonteCarlo(model)
+    raw = np.random.default_rng(seed).integers(0, 256, (batch_size,) + tuple(model.inputs[0].shape[1:]),
+                                               dtype=np.uint8)
+    features = mc.prefix(scale(tf.constant(raw)), training=False)
+    site_samples = tf.tile(features, [samples, 1, 1, 1])
+
+    def masked(scope):
+        def draw(x):
+            with models.request_seed(tf.constant(seed, tf.int32)):
+                return models.mc_dropout.bernoulli_samples(mc.first, x, samples)
+        with scope:  # the mask way is fixed when the function is traced
+            return tf.function(draw).get_concrete_function(tf.TensorSpec(features.shape, features.dtype))
+
+    words_shape = (samples, *features.shape)
+    calls = {  # each f(features)
+        PARTS[0]: tf.function(lambda _: tf.negative(site_samples)),
+        PARTS[1]: masked(models.masks.portable()),
+        PARTS[2]: masked(models.masks.fused(performance.xla_compiler())),
+        PARTS[3]: tf.function(lambda _: models.masks.draw_words(words_shape, mc.first.rate, seed)),
+    }
+    if not np.array_equal(calls[PARTS[1]](features).numpy(), calls[PARTS[2]](features).numpy()):
+        raise AssertionError("the portable and the fused masks differ")
+    seconds = time_rounds(calls, features, rounds)
+    return {"machine": common.machine(), "precision": policy, "batch_size": batch_size, "samples": samples,
+            "rounds": rounds, "units": int(np.prod(words_shape)),
+            "ms": {name: 1000 * common.percentile(seconds[name], 50) for name in PARTS}}
+
+
+def report_parts(result):
+    rows = [[name, f"{ms:.1f}"] for name, ms in result["ms"].items()]
+    return "\n".join([
+        f"MC dropout's first mask alone: keras_mnist_cnn canonical ({result['precision']}), batch "
+        f"{result['batch_size']}, T={result['samples']} ({result['units']:,} units), median of "
+        f"{result['rounds']} calls each, taking turns",
+        f"machine: {result['machine']}",
+        "",
+        common.table(["part", "ms"], rows),
+    ])
+
+
 def report(result):
     rows = [[name, f"{m['ms']:.1f}", f"{m['ratio']:.2f}x"] for name, m in result["methods"].items()]
     return "\n".join([
@@ -139,11 +198,17 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 256, "Examples per call.")
     flags.DEFINE_integer("rounds", 10, "Timed calls per method.")
     flags.DEFINE_integer("seed", 0, "Seed of the model's weights.")
+    flags.DEFINE_bool("parts", False, "Instead, time the first dropout site's masks alone: portable, fused, "
+                      "the random words, and a plain pass over the same output.")
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # the SavedModel writer's INFO lines bury the table
+    if FLAGS.parts:
+        print(report_parts(run_parts(precision=FLAGS.precision, samples=FLAGS.samples,
+                                     batch_size=FLAGS.batch_size, rounds=FLAGS.rounds, seed=FLAGS.seed)))
+        return 0
     result = run(precision=FLAGS.precision, samples=FLAGS.samples, batch_size=FLAGS.batch_size,
                  rounds=FLAGS.rounds, seed=FLAGS.seed)
     print(report(result))

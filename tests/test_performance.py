@@ -504,3 +504,10 @@ def test_the_trainers_config_refuses_bfloat16_under_a_cap_without_it(monkeypatch
     with pytest.raises(config_lib.ConfigError, match="ONEDNN_MAX_CPU_ISA=AVX2"):
         config_lib.validate(tiny_config(precision="mixed_bfloat16"))
     assert config_lib.validate(tiny_config(precision="auto")).precision == "auto"
+
+
+def test_mc_dropout_parts_time_both_mask_ways_and_check_they_agree():
+    result = mc_dropout.run_parts(precision="float32", samples=2, batch_size=4, rounds=1)
+    assert list(result["ms"]) == list(mc_dropout.PARTS) and all(ms > 0 for ms in result["ms"].values())
+    assert result["units"] == 2 * 4 * 12 * 12 * 64
+    assert "portable masks" in mc_dropout.report_parts(result)
