@@ -227,7 +227,7 @@ def validate(config):
             raise ConfigError(f"unknown {name} {getattr(config, name)!r}; valid"
                               f"{' ' + plural if plural else ''}: {', '.join(valid)}")
     try:
-        performance.choose_precision(config.precision)  # bfloat16 under a oneDNN cap without it
+        performance.check_precision(config.precision)  # bfloat16 under a oneDNN cap without it
     except ValueError as e:
         raise ConfigError(str(e)) from None
     positive = {"epochs": config.epochs}

@@ -5,8 +5,9 @@ The trainer asks these before it builds a model, and records the answers
 
 * `choose_precision("auto")` -> `mixed_bfloat16` where the hardware runs
   bfloat16 fast: CPUs with AVX-512 BF16 or AMX (the /proc/cpuinfo flags
-  `avx512_bf16`, `amx_bf16`) and GPUs of compute capability >= 8.0 (Ampere
-  on); `mixed_float16` on GPUs of compute capability 7.x (Volta/Turing
+  `avx512_bf16`, `amx_bf16`; unless oneDNN is off or its ISA cap,
+  `ONEDNN_MAX_CPU_ISA`, is below AVX512_CORE_BF16) and GPUs of compute
+  capability >= 8.0 (Ampere on); `mixed_float16` on GPUs of compute capability 7.x (Volta/Turing
   tensor cores have float16 but no bfloat16; Keras adds loss scaling);
   `float32` everywhere else.
 * `choose_jit_compile("auto")` -> XLA on a GPU; off on CPU (XLA made these
@@ -131,7 +132,7 @@ def choose_precision(requested, *, cpu=None, gpus=None, env=None):
     """
     env = os.environ if env is None else env
     if requested != "auto":
-        _check_requested(requested, cpu, gpus, env)
+        check_precision(requested, cpu=cpu, gpus=gpus, env=env)
         return requested, "requested explicitly"
     gpus = gpu_details() if gpus is None else gpus
     if gpus:
@@ -149,8 +150,12 @@ def choose_precision(requested, *, cpu=None, gpus=None, env=None):
     return "mixed_bfloat16", f"CPU has {found[0]}"
 
 
-def _check_requested(requested, cpu, gpus, env):
-    """ValueError where `requested` cannot run here: bfloat16 on a CPU whose oneDNN cap has no kernels for it."""
+def check_precision(requested, *, cpu=None, gpus=None, env=None):
+    """ValueError where `requested` cannot run here: bfloat16 on a CPU whose oneDNN cap has no kernels for it.
+
+    Probes nothing (no TensorFlow) unless such a cap is set on a CPU with bfloat16.
+    """
+    env = os.environ if env is None else env
     if "bfloat16" not in requested or _bf16_cap_problem(env) != "without" or env.get("TF_ENABLE_ONEDNN_OPTS") == "0":
         return
     cpu = cpu_flags() if cpu is None else cpu
