@@ -79,7 +79,8 @@ def describe_machine(env=None):
 # oneDNN's ISA caps (https://uxlfoundation.github.io/oneDNN/dev_guide_cpu_dispatcher_control.html) below
 # AVX512_CORE_BF16 (case does not matter; oneDNN ignores values it does not know). Under the first group,
 # on a CPU with bfloat16, TensorFlow still hands its bfloat16 convolutions to oneDNN, which cannot create
-# them (TF 2.21); under the second, oneDNN emulates bfloat16, slower than float32 (docs/performance.md).
+# them (TF 2.21); under the second, which have no bfloat16 instructions, oneDNN emulates them (slower than
+# float32 in a look at conv2 on an AMX Xeon).
 ONEDNN_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 ONEDNN_CAPS_EMULATING_BF16 = ("AVX512_CORE", "AVX512_CORE_VNNI")
 ONEDNN_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN reads the first one set
