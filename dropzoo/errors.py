@@ -3,9 +3,10 @@
 Every error a user can fix derives from `DropzooError`, whose message is one
 line naming the problem and the fix (multi-line library texts are joined).
 `models/` stays free of this package and raises plain `ValueError`, so
-`one_line()` also turns `ValueError` and `OSError` into one line: the scripts
-wrap their work in it and none of them ends in a traceback. Programming
-errors (anything else) still show theirs.
+`one_line()` also turns `ValueError` and `OSError` into one line, and the
+failure of an op that a oneDNN ISA cap in the environment leaves without a
+kernel: the scripts wrap their work in it and none of them ends in a
+traceback. Programming errors (anything else) still show theirs.
 """
 import contextlib
 import sys
@@ -60,3 +61,26 @@ def one_line():
         yield
     except USER_ERRORS as e:
         raise SystemExit(fail(e)) from None
+    except Exception as e:
+        message = onednn_cap_failure(e)
+        if message is None:
+            raise
+        raise SystemExit(fail(message)) from None
+
+
+def onednn_cap_failure(error, env=None):
+    """One line for an op oneDNN cannot run under the environment's ISA cap (ONEDNN_MAX_CPU_ISA), or None.
+
+    Under a cap below AVX512_CORE_BF16 on a CPU with bfloat16, TensorFlow still
+    hands bfloat16 convolutions to oneDNN, which fails with a multi-line
+    "could not create a primitive descriptor" (e.g. evaluating a SavedModel
+    trained in bfloat16).
+    """
+    from dropzoo import performance  # light: no TensorFlow
+
+    cap = performance.onednn_isa_cap(env)
+    if cap is None or "could not create a primitive descriptor" not in str(error):
+        return None
+    variable, value = cap
+    return (f"oneDNN has no kernel for an operation of this model under {variable}={value} (a model that "
+            f"computes in bfloat16 needs AVX512_CORE_BF16 or above); unset {variable} or raise it")

@@ -511,3 +511,23 @@ def test_mc_dropout_parts_time_both_mask_ways_and_check_they_agree():
     assert list(result["ms"]) == list(mc_dropout.PARTS) and all(ms > 0 for ms in result["ms"].values())
     assert result["units"] == 2 * 4 * 12 * 12 * 64
     assert "portable masks" in mc_dropout.report_parts(result)
+
+
+def test_a_onednn_kernel_a_cap_leaves_out_ends_in_one_line(monkeypatch, capsys):
+    from dropzoo import errors
+
+    failure = RuntimeError("Graph execution error:\n\nOperation received an exception:Status: 3, message: could "
+                           "not create a primitive descriptor for the convolution forward propagation primitive.")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(SystemExit) as exit_info:
+        with errors.one_line():
+            raise failure
+    assert exit_info.value.code == errors.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: oneDNN has no kernel") and "ONEDNN_MAX_CPU_ISA=AVX2" in err
+    # Without a cap the same failure is not a user's mistake: its traceback stays.
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    with pytest.raises(RuntimeError):
+        with errors.one_line():
+            raise failure
