@@ -5,6 +5,7 @@ every script therefore measures the things it compares in one process, one
 after the other, and reports their ratio.
 """
 import os
+import time
 
 import numpy as np
 
@@ -70,6 +71,20 @@ def fast_phase_rate(rates):
     """
     fastest = sorted(rates, reverse=True)[:max(1, len(rates) // 4)]
     return float(np.median(fastest))
+
+
+def time_in_turns(calls, args, rounds, warmup=2):
+    """{name: [seconds per call of fn(*args)]}, the calls taking turns each round after `warmup` calls each."""
+    for fn in calls.values():
+        for _ in range(warmup):  # the first calls trace and build functions
+            fn(*args)
+    seconds = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn(*args)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
 
 
 def percentile(values, q):

@@ -29,7 +29,6 @@ printed beside it.
 import os
 import sys
 import tempfile
-import time
 
 if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -72,33 +71,29 @@ def callers(signatures, naive, samples):
     }
 
 
-def time_rounds(calls, raw, rounds, warmup=2):
-    """{method: [seconds per call]}, the methods taking turns each round."""
-    raw = tf.constant(raw)
-    for fn in calls.values():
-        for _ in range(warmup):
-            fn(raw)
-    seconds = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, fn in calls.items():
-            start = time.perf_counter()
-            fn(raw)
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
+def time_rounds(calls, argument, rounds, warmup=2):
+    """{method: [seconds per call of fn(argument)]}, the methods taking turns each round."""
+    return common.time_in_turns(calls, (tf.constant(argument),), rounds, warmup)
 
 
-def run(*, precision="auto", samples=20, batch_size=256, rounds=10, seed=0, log=print):
+def _model_and_images(precision, batch_size, seed):
+    """(policy, canonical keras_mnist_cnn built under `precision`, a batch of random uint8 images)."""
     policy, _ = performance.choose_precision(precision)
-    performance.compile_dropout_masks()  # as the trainer has it: the export must still trace portable masks
     keras.mixed_precision.set_global_policy(policy)
     try:
         model = models.build("keras_mnist_cnn", "canonical", seed=seed)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    whole = models.MonteCarlo(model, reuse_prefix=False)
-    naive = tf.function(lambda raw, count: whole.draws(scale(raw), count))
     raw = np.random.default_rng(seed).integers(0, 256, (batch_size,) + tuple(model.inputs[0].shape[1:]),
                                                dtype=np.uint8)
+    return policy, model, raw
+
+
+def run(*, precision="auto", samples=20, batch_size=256, rounds=10, seed=0, log=print):
+    performance.compile_dropout_masks()  # as the trainer has it: the export must still trace portable masks
+    policy, model, raw = _model_and_images(precision, batch_size, seed)
+    whole = models.MonteCarlo(model, reuse_prefix=False)
+    naive = tf.function(lambda raw, count: whole.draws(scale(raw), count))
     with tempfile.TemporaryDirectory() as workdir:
         path = export_lib.export_saved_model(model, os.path.join(workdir, "saved_model"))
         loaded = tf.saved_model.load(path)
@@ -128,15 +123,8 @@ def run_parts(*, precision="auto", samples=20, batch_size=256, rounds=20, seed=0
     plain elementwise pass over the output is the floor any unfused way pays
     per pass, and the random words are drawn inside both mask ways.
     """
-    policy, _ = performance.choose_precision(precision)
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        model = models.build("keras_mnist_cnn", "canonical", seed=seed)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    policy, model, raw = _model_and_images(precision, batch_size, seed)
     mc = models.MonteCarlo(model)
-    raw = np.random.default_rng(seed).integers(0, 256, (batch_size,) + tuple(model.inputs[0].shape[1:]),
-                                               dtype=np.uint8)
     features = mc.prefix(scale(tf.constant(raw)), training=False)
     site_samples = tf.tile(features, [samples, 1, 1, 1])
 

@@ -24,7 +24,6 @@ not depend on the weights); the int8 model is calibrated on random pixels.
 import os
 import sys
 import tempfile
-import time
 
 if __package__ in (None, ""):  # run as a file: import this checkout, not an installed copy
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -75,17 +74,7 @@ def callers(model, serving_fn, tflite_models):
 
 def time_rounds(calls, raw, rounds, warmup=3):
     """{method: [seconds per call]}, the methods taking turns each round."""
-    x = scale(raw).numpy()
-    for fn in calls.values():
-        for _ in range(warmup):  # the first calls trace and build functions
-            fn(raw, x)
-    seconds = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, fn in calls.items():
-            start = time.perf_counter()
-            fn(raw, x)
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
+    return common.time_in_turns(calls, (raw, scale(raw).numpy()), rounds, warmup)
 
 
 def run(*, precision="auto", batch_size=256, latency_rounds=200, throughput_rounds=20, seed=0, log=print):

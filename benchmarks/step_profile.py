@@ -109,7 +109,7 @@ def _stat(plane, event, stat_name):
 
 # A convolution or matmul fused with its bias and activation: TensorFlow's _FusedConv2D and
 # _FusedMatMul, and their oneDNN forms (_MklNativeFusedConv2D, _MklFusedMatMul, ...).
-FUSED_LINEAR = re.compile(r"^_(Mkl)?(Native)?Fused(Conv2D|MatMul|DepthwiseConv2dNative)")
+FUSED_LINEAR = re.compile(r"_(Mkl)?(Native)?Fused(Conv2D|MatMul|DepthwiseConv2dNative)")
 
 
 def _innermost(spans, start, end):
@@ -125,7 +125,7 @@ def group_of(name, model_name):
     if model_name in parts[:-1]:
         index = parts.index(model_name)
         layer = parts[index + 1]
-        if FUSED_LINEAR.search(op_type) and layer.endswith(".act"):
+        if FUSED_LINEAR.match(op_type) and layer.endswith(".act"):
             # Grappler fuses conv/matmul + bias + activation under the activation's name.
             layer = layer[:-len(".act")]
         return layer, "backward" if "gradient_tape" in parts[:index] else "forward"
