@@ -112,38 +112,48 @@ def run(*, precision="auto", samples=20, batch_size=256, rounds=10, seed=0, log=
 
 
 PARTS = ("the site's samples, one elementwise pass", "portable masks (table gather and AND)",
-         "fused masks (XLA)", "the random words alone")
+         "portable masks, rows gathered by GatherV2 (before GatherNd)", "fused masks (XLA)",
+         "the random words alone")
 
 
 def run_parts(*, precision="auto", samples=20, batch_size=256, rounds=20, seed=0):
     """ms of the first dropout site's masks over `samples` copies of a batch, each way alone, alternating.
 
     The site is canonical keras_mnist_cnn's first (after pool1: 12x12x64 units
-    a sample). Both mask ways give the same bits (tests/test_masks.py); a
-    plain elementwise pass over the output is the floor any unfused way pays
+    a sample). Both mask ways give the same bits (tests/test_masks.py), and
+    so does the portable way with its table rows looked up by GatherV2, as
+    before `performance.gather_table_rows`; a plain elementwise pass over the output is the floor any unfused way pays
     per pass, and the random words are drawn inside both mask ways.
     """
+    performance.compile_dropout_masks()  # as the trainer has it
     policy, model, raw = _model_and_images(precision, batch_size, seed)
     mc = models.MonteCarlo(model)
     features = mc.prefix(scale(tf.constant(raw)), training=False)
     site_samples = tf.tile(features, [samples, 1, 1, 1])
 
-    def masked(scope):
+    def masked(scope, gather=performance.gather_table_rows):
         def draw(x):
             with models.request_seed(tf.constant(seed, tf.int32)):
                 return models.mc_dropout.bernoulli_samples(mc.first, x, samples)
-        with scope:  # the mask way is fixed when the function is traced
-            return tf.function(draw).get_concrete_function(tf.TensorSpec(features.shape, features.dtype))
+        models.masks.set_row_gather(gather)
+        try:
+            with scope:  # the mask way and the lookup are fixed when the function is traced
+                return tf.function(draw).get_concrete_function(tf.TensorSpec(features.shape, features.dtype))
+        finally:
+            models.masks.set_row_gather(performance.gather_table_rows)
 
     words_shape = (samples, *features.shape)
     calls = {  # each f(features)
         PARTS[0]: tf.function(lambda _: tf.negative(site_samples)),
         PARTS[1]: masked(models.masks.portable()),
-        PARTS[2]: masked(models.masks.fused(performance.xla_compiler())),
-        PARTS[3]: tf.function(lambda _: models.masks.draw_words(words_shape, mc.first.rate, seed)),
+        PARTS[2]: masked(models.masks.portable(), gather=tf.gather),
+        PARTS[3]: masked(models.masks.fused(performance.xla_compiler())),
+        PARTS[4]: tf.function(lambda _: models.masks.draw_words(words_shape, mc.first.rate, seed)),
     }
-    if not np.array_equal(calls[PARTS[1]](features).numpy(), calls[PARTS[2]](features).numpy()):
-        raise AssertionError("the portable and the fused masks differ")
+    fused = calls[PARTS[3]](features).numpy()
+    for name in PARTS[1:3]:
+        if not np.array_equal(calls[name](features).numpy(), fused):
+            raise AssertionError(f"{name} and the fused masks differ")
     seconds = time_rounds(calls, features, rounds)
     return {"machine": common.machine(), "precision": policy, "batch_size": batch_size, "samples": samples,
             "rounds": rounds, "units": int(np.prod(words_shape)),

@@ -233,14 +233,29 @@ def compile_dropout_masks():
     The bit fields, the compare, the scale and the casts fuse into one pass;
     the random words themselves come from TensorFlow's own kernel (XLA's
     random number generation on CPU is far slower). The portable masks the
-    exports trace look their table up with tf.gather.
+    exports trace look their table up with gather_table_rows.
     """
-    import tensorflow as tf
-
     from models import masks
 
     masks.set_mask_compiler(xla_compiler())
-    masks.set_row_gather(tf.gather)  # the exports' portable masks: no negative-index pass
+    masks.set_row_gather(gather_table_rows)
+
+
+def gather_table_rows(table, indices):
+    """`tf.gather(table, indices)` for the portable masks' table, through GatherNd.
+
+    TensorFlow's GatherV2 copies each row with a memcpy call and two
+    prefetches; GatherNd copies a slice inline, and a row of one element
+    (a 16-byte row as one complex128) in a single move. Both skip
+    keras.ops.take's pass that maps negative indices (16-bit words never
+    are). The rows are the same bits either way (tests/test_masks.py);
+    `python benchmarks/mc_dropout.py --parts` times the masks.
+    """
+    import tensorflow as tf
+
+    if table.dtype == tf.int64 and table.shape[-1] == 2:  # 16 bytes a row: bf16 at 2 bits a unit
+        return tf.bitcast(tf.gather_nd(tf.bitcast(table, tf.complex128), indices[..., None]), tf.int64)
+    return tf.gather_nd(table, indices[..., None])
 
 
 def compile_pooling_gradient():

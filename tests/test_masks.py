@@ -81,14 +81,15 @@ def test_the_compiled_and_the_portable_way_apply_the_same_masks(compiled, dtype,
         assert dropped > 0 or rate < 0.01
 
 
-def test_the_portable_way_gathers_without_keras_negative_index_pass(compiled):
-    """Its table indices are 16-bit words, never negative: no compare-add-select pass over them."""
+def test_the_portable_way_gathers_with_gather_nd_and_without_keras_negative_index_pass(compiled):
+    """Its table indices are 16-bit words, never negative: no compare-add-select pass over them, and
+    GatherNd, which copies a row inline (bf16 at 2 bits a unit: a 16-byte row as one element)."""
     x = tf.zeros((2, 64), "bfloat16")
     words = masks.draw_words((2, 64), 0.25, keras.random.SeedGenerator(0))
     graph = tf.function(lambda x, w: masks.apply_mask_portable(x, w, 0.25, 4 / 3, 64)).get_concrete_function(
         x, words).graph
     types = {op.type for op in graph.get_operations()}
-    assert "GatherV2" in types and not types & {"SelectV2", "Select", "Less"}
+    assert "GatherNd" in types and not types & {"GatherV2", "SelectV2", "Select", "Less"}
 
 
 @pytest.mark.parametrize("portable", [False, True])
@@ -167,3 +168,12 @@ def test_only_the_fused_signature_holds_a_compiled_function_and_it_draws_the_sam
         feed = {signature.inputs[k].name: v.numpy() for k, v in request.items()}
         drawn = session.run(signature.outputs[export_lib.PROBABILITIES_KEY].name, feed)
     np.testing.assert_array_equal(drawn.view(np.uint32), portable.view(np.uint32))
+
+
+@pytest.mark.parametrize("bits,itemsize", [(1, 2), (2, 2), (4, 2), (8, 2), (2, 4), (4, 4), (1, 8)])
+def test_gather_table_rows_looks_up_what_tf_gather_does(bits, itemsize):
+    """Every table shape the portable masks use (4 to 128 bytes a row), the same rows, bit for bit."""
+    table = tf.constant(masks._keep_table(bits, 1, itemsize))
+    indices = tf.constant(np.random.default_rng(bits).integers(0, 2**16, (3, 5, 7)), tf.int32)
+    np.testing.assert_array_equal(performance.gather_table_rows(table, indices).numpy(),
+                                  tf.gather(table, indices).numpy())
