@@ -2,7 +2,7 @@
 
     python benchmarks/mc_dropout.py                 # T=20, batch 256 (~1 min on 2 cores)
     python benchmarks/mc_dropout.py --samples=50 --precision=float32
-    python benchmarks/mc_dropout.py --parts         # the first mask alone: portable, fused, words
+    python benchmarks/mc_dropout.py --parts         # the first mask alone: portable (GatherNd, GatherV2), fused, words
 
 Builds canonical keras_mnist_cnn under the trainer's precision, exports it
 with `dropzoo.export.export_saved_model`, reloads it, and times, per batch
@@ -122,8 +122,9 @@ def run_parts(*, precision="auto", samples=20, batch_size=256, rounds=20, seed=0
     The site is canonical keras_mnist_cnn's first (after pool1: 12x12x64 units
     a sample). Both mask ways give the same bits (tests/test_masks.py), and
     so does the portable way with its table rows looked up by GatherV2, as
-    before `performance.gather_table_rows`; a plain elementwise pass over the output is the floor any unfused way pays
-    per pass, and the random words are drawn inside both mask ways.
+    before `performance.gather_table_rows`. A plain elementwise pass over
+    the output is the floor any unfused way pays per pass, and the random
+    words are drawn inside both mask ways.
     """
     performance.compile_dropout_masks()  # as the trainer has it
     policy, model, raw = _model_and_images(precision, batch_size, seed)
