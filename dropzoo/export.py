@@ -129,6 +129,7 @@ def _seeded_draws(mc, outputs):
     """(uint8 image, samples, seed) -> float32 probabilities of the passes, [samples, batch, classes]."""
 
     def draws(image, samples, seed):
+        samples = serving.checked_samples(samples)  # 0 would answer NaN for a batch of one, without a word
         with models.request_seed(seed):
             values = tf.cast(mc.draws(scale(image), samples), tf.float32)
         return tf.nn.softmax(values, axis=-1) if outputs == "logits" else values

@@ -92,6 +92,17 @@ def checked_float_pixels(image):
         return tf.identity(image)
 
 
+SAMPLES_MESSAGE = ("samples is the number of MC dropout passes to average and must be at least 1 (20 is "
+                   "typical); 0 would average no passes and answer NaN")
+
+
+def checked_samples(samples):
+    """`samples` after asserting it is at least 1 (InvalidArgumentError naming the fix otherwise)."""
+    check = tf.debugging.assert_greater_equal(samples, tf.constant(1, samples.dtype), message=SAMPLES_MESSAGE)
+    with tf.control_dependencies([check]):
+        return tf.identity(samples)
+
+
 def probabilities(model, images, outputs="probabilities", training=False):
     """float32 class probabilities of `model` on scaled `images`, whatever its dtype policy."""
     if outputs not in OUTPUT_MODES:

@@ -438,3 +438,17 @@ def test_serving_signature_itself_rejects_wrong_dtype_or_shape(prob_export, bad)
     serving = tf.saved_model.load(path).signatures["serving_default"]
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
         serving(image=tf.constant(bad))
+
+
+@pytest.mark.parametrize("signature", ["mc_dropout", "mc_dropout_seeded", "mc_dropout_draws",
+                                       "mc_dropout_draws_xla"])
+@pytest.mark.parametrize("samples", [0, -1])
+def test_mc_signatures_refuse_fewer_than_one_sample_naming_the_fix(prob_export, signature, samples):
+    """samples=0 once answered NaN for a batch of one (not the request's), without an error."""
+    _, path = prob_export
+    call = tf.saved_model.load(path).signatures[signature]
+    request = {"image": tf.constant(make_images(5)), "samples": tf.constant(samples)}
+    if "seed" in call.structured_input_signature[1]:
+        request["seed"] = tf.constant(1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must be at least 1"):
+        call(**request)

@@ -1,6 +1,8 @@
 """model.tflite, model_int8.tflite and model.keras: written by every export, verified, evaluated."""
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -114,6 +116,19 @@ def test_model_keras_loads_with_the_zoo_layers_and_trains(finished_run):
     history = model.fit(scale(images), labels, epochs=1, batch_size=20, verbose=0)  # compiled as trained
     assert np.isfinite(history.history["loss"][0])
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_model_keras_loads_in_a_fresh_process_with_the_documented_imports(finished_run):
+    """docs/serving.md: `import models, dropzoo.optimizers`, then keras.saving.load_model (nothing else
+    imported first: the trainer's fused optimizer must be registered by those imports alone)."""
+    workdir, _ = finished_run
+    code = ("import sys, keras, models, dropzoo.optimizers; m = keras.saving.load_model(sys.argv[1]); "
+            "print(type(m.optimizer).__name__, m.compiled)")
+    done = subprocess.run([sys.executable, "-c", code, os.path.join(workdir, "model.keras")],
+                          capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    optimizer, compiled = done.stdout.split()[-2:]
+    assert optimizer.startswith("Fused") and compiled == "True"  # the trainer's optimizer, as trained
 
 
 def test_evaluate_tflite_reproduces_the_saved_model(finished_run):
