@@ -60,6 +60,9 @@ def _main(argv):
         return errors.fail(f"--mc_seed must be in [0, 2**31), got {f.mc_seed}")
     if f.runs_dir:
         return _compare(f)
+    if f.workdir and not os.path.isdir(f.workdir):
+        return errors.fail(f"--workdir {f.workdir} is not a directory; give a run's directory (the --workdir "
+                           "train.py wrote, e.g. runs/keras_mnist_cnn/canonical/seed0), or --saved_model=PATH")
     given = _given_data(f)
     with errors.one_line():
         own = _own_data(f.workdir, required=not given) if f.workdir else None

@@ -192,6 +192,9 @@ def parse_value(name, text):
         raise ConfigError(f"--{name} must be {what}, got {text!r}") from None
 
 
+MAX_SEED = 2**32 - 1
+
+
 def validate(config):
     """Returns `config` unchanged, or raises ConfigError naming what is wrong.
 
@@ -245,6 +248,9 @@ def validate(config):
         raise ConfigError(f"--cpu_devices must be a positive integer, got {config.cpu_devices}")
     if not config.learning_rate > 0:
         raise ConfigError(f"--learning_rate must be positive, got {config.learning_rate}")
+    if not 0 <= config.seed <= MAX_SEED:  # keras.utils.set_random_seed takes NumPy's seed range
+        raise ConfigError(f"--seed must be between 0 and {MAX_SEED} (with --seeds=N, so must --seed + N - 1), "
+                          f"got {config.seed}")
     return config
 
 

@@ -5,6 +5,7 @@ No Keras objects are involved: what is measured is exactly what a server
 """
 import itertools
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -12,6 +13,7 @@ import tensorflow as tf
 from dropzoo import files
 from dropzoo import tflite
 from dropzoo import uncertainty
+from dropzoo.errors import DataError
 from dropzoo.export import load_serving_fn
 from dropzoo.export import load_signatures
 from dropzoo.export import serving_input_spec
@@ -232,6 +234,18 @@ def _as_labels(labels, probabilities):
     return labels
 
 
+def _load_ood(ood):
+    """The out-of-distribution data's Source; its errors name eval.py's --ood_* flags that gave it."""
+    from dropzoo import sources
+
+    try:
+        return sources.load_source(**ood, need_train=False)
+    except DataError as e:  # the loaders name the flags of the data under test
+        message = str(e).replace(", --npz or --image_dir", "")  # OOD data comes by name or as IDX files only
+        message = re.sub(r"--(idx_dir|dataset)\b", r"--ood_\1", message)
+        raise DataError(f"out-of-distribution data: {message}") from None
+
+
 def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_seed=0, ood=None,
                         tflite_model=False):
     """Evaluates the export at `path` on a data source's test split; returns the result dict.
@@ -253,7 +267,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     else:
         load_serving_fn(path)
     source = sources.load_source(**(data or {}), need_train=False)
-    ood_source = sources.load_source(**ood, need_train=False) if ood else None
+    ood_source = _load_ood(ood) if ood else None
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_source.test, batch_size) if ood_source else None
     if tflite_model:

@@ -313,11 +313,9 @@ def _idx_source(idx_dir, need_train):
 
 
 def _check_idx_dir(idx_dir, need_train):
-    if not os.path.isdir(idx_dir):
-        raise DataError(
-            f"--idx_dir {idx_dir} is not a directory; point it at the folder "
-            f"holding {', '.join(readers.IDX_TRAIN_FILES + readers.IDX_TEST_FILES)}")
     wanted = readers.IDX_TRAIN_FILES + readers.IDX_TEST_FILES if need_train else readers.IDX_TEST_FILES
+    if not os.path.isdir(idx_dir):
+        raise DataError(f"--idx_dir {idx_dir} is not a directory; point it at the folder holding {', '.join(wanted)}")
     missing = [f for f in wanted if not os.path.isfile(os.path.join(idx_dir, f))]
     if not missing:
         return

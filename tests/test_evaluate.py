@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dropzoo import evaluate
+from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
 from dropzoo.evaluate import evaluate_saved_model
 from dropzoo.export import export_saved_model
@@ -181,3 +183,32 @@ def test_bad_saved_model_dirs_give_one_line_errors(make, expected, exported, tmp
     assert "export_saved_model" in message  # names the fix
     with pytest.raises(ExportError):
         evaluate_saved_model(path, [])
+
+
+@pytest.mark.parametrize("ood,message", [
+    ({"idx_dir": "/nonexistent"}, "out-of-distribution data: --ood_idx_dir /nonexistent is not a directory; "
+                                  "point it at the folder holding t10k-images-idx3-ubyte.gz, "
+                                  "t10k-labels-idx1-ubyte.gz"),
+    ({"idx_dir": os.path.dirname(__file__)}, "out-of-distribution data: --ood_idx_dir "),
+])
+def test_ood_data_errors_name_the_ood_flags(ood, message):
+    """The loaders speak of --idx_dir and --dataset; for OOD data eval.py's flags are --ood_idx_dir and
+    --ood_dataset, and only the t10k files are needed."""
+    with pytest.raises(DataError) as info:
+        evaluate._load_ood(ood)
+    assert str(info.value).startswith(message) and "--idx_dir" not in str(info.value)
+    assert "train-images" not in str(info.value)
+
+
+def test_an_unprepared_ood_dataset_names_the_ood_flags(monkeypatch):
+    from dropzoo import tfds_source
+
+    def unreachable(name, *args):
+        raise tfds_source.Unreachable(f"tfds dataset {name!r} is not prepared and the network is unreachable")
+
+    monkeypatch.setattr(tfds_source, "load", unreachable)
+    with pytest.raises(DataError) as info:
+        evaluate._load_ood({"dataset": "kmnist", "tfds_data_dir": None})
+    message = str(info.value)
+    assert message.startswith("out-of-distribution data: tfds dataset 'kmnist' is not prepared")
+    assert "--ood_idx_dir" in message and "--idx_dir" not in message and "--npz" not in message

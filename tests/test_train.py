@@ -204,6 +204,8 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     (["--profile_batches=1,2,3"], "--profile_batches must be 'N' or 'START,STOP'"),
     (["--steps_per_execution=-1"], "--steps_per_execution must be a positive integer or 0 (auto)"),
     (["--seeds=0"], "--seeds must be a positive integer"),
+    (["--seed=-1"], "--seed must be between 0 and 4294967295"),
+    (["--seed=4294967295", "--seeds=2"], "--seed must be between 0 and 4294967295"),
 ])
 def test_train_flags_reject_bad_values(args, message):
     fv = flags.FlagValues()
@@ -302,6 +304,9 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
     (["--workdir=/tmp", "--ood_dataset=kmnist", "--ood_idx_dir=/tmp"],
      "error: give at most one of --ood_dataset=NAME and --ood_idx_dir=DIR"),
     (["--workdir=/tmp", "--mc_seed=-1"], "error: --mc_seed must be in [0, 2**31)"),
+    (["--workdir=/nonexistent/run"], "error: --workdir /nonexistent/run is not a directory; give a run's"),
+    (["--workdir=/nonexistent/run", "--dataset=mnist_sample"], "error: --workdir /nonexistent/run is not a "
+                                                                "directory"),
 ])
 def test_eval_rejects_bad_input_in_one_line(eval_main, capsys, args, message):
     assert eval_main(*args) == 2
