@@ -46,9 +46,7 @@ class Client:
         if x.shape == self.image_shape:
             x = x[np.newaxis]
         if x.ndim != 4 or x.shape[1:] != self.image_shape or not len(x):
-            want = ", ".join(map(str, self.image_shape))
-            raise ValueError(f"images have shape {x.shape}; this export takes [N, {want}] (resize them as the "
-                             "training data was)")
+            raise ValueError(self._shape_problem(x.shape))
         if x.dtype == np.uint8:
             return self.uint8_fn, x
         if np.issubdtype(x.dtype, np.integer):
@@ -65,3 +63,17 @@ class Client:
         if self.float_fn is None:  # an export from before serving_float: scale back exactly
             return self.uint8_fn, np.round(x * 255.0).astype(np.uint8)
         return self.float_fn, x.astype(np.float32)
+
+    def _shape_problem(self, shape):
+        """One line: how images of `shape` miss [N, *image_shape], and the fix."""
+        height, width, channels = self.image_shape
+        if len(shape) == 4 and shape[1:] == self.image_shape:
+            return f"no images to predict: the batch is empty (shape {shape})"
+        problem = f"images have shape {shape}; this export takes [N, {height}, {width}, {channels}]"
+        if channels == 1 and len(shape) in (2, 3) and shape[-2:] == (height, width):
+            return f"{problem}: add the channel axis, images[..., np.newaxis]"
+        if shape[-3:-1] == (height, width) or (len(shape) in (2, 3) and shape[-2:] == (height, width)):
+            return f"{problem}: convert them to {channels} channel(s) as the training data was (1: grayscale, 3: RGB)"
+        if len(shape) == 4:
+            return f"{problem}: resize them as the training data was"
+        return f"{problem}: a batch of images, or one [{height}, {width}, {channels}] image"

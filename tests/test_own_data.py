@@ -265,7 +265,11 @@ def test_the_client_gives_the_right_answer_for_every_pixel_dtype_or_one_error(ex
     np.testing.assert_array_equal(model.predict(images.astype(np.int64))["class_id"], expected["class_id"])
     assert model.predict(images[0])["class_id"].shape == (1,)  # one image
     for bad, message in [(images.astype(np.float32), r"float pixels must be scaled to \[0, 1\], these span"),
-                         (images[:, :6], "this export takes"), (images.astype(np.int64) + 300, "0-255"),
+                         (images[:, :6], "this export takes .*: resize them"),
+                         (images[..., 0], r"add the channel axis, images\[..., np.newaxis\]"),
+                         (np.repeat(images, 3, axis=-1), r"convert them to 1 channel\(s\)"),
+                         (images[:0], r"no images to predict: the batch is empty"),
+                         (images.astype(np.int64) + 300, "0-255"),
                          (np.full(images.shape, "a"), "images are <U1; pass uint8 pixels")]:
         with pytest.raises(ValueError, match=message):
             model.predict(bad)
