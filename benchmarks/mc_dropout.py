@@ -145,11 +145,11 @@ def run_parts(*, precision="auto", samples=20, batch_size=256, rounds=20, seed=0
 
     words_shape = (samples, *features.shape)
     calls = {  # each f(features)
-        PARTS[0]: tf.function(lambda _: tf.negative(site_samples)),
+        PARTS[0]: tf.function(lambda features: tf.negative(site_samples)),
         PARTS[1]: masked(models.masks.portable()),
         PARTS[2]: masked(models.masks.portable(), gather=tf.gather),
         PARTS[3]: masked(models.masks.fused(performance.xla_compiler())),
-        PARTS[4]: tf.function(lambda _: models.masks.draw_words(words_shape, mc.first.rate, seed)),
+        PARTS[4]: tf.function(lambda features: models.masks.draw_words(words_shape, mc.first.rate, seed)),
     }
     fused = calls[PARTS[3]](features).numpy()
     for name in PARTS[1:3]:

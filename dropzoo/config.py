@@ -205,7 +205,7 @@ def validate(config):
     register_network(config)
     try:
         models.check_norm(config.norm)
-        models.check_bn_momentum(config.bn_momentum)
+        models.check_bn_momentum(config.bn_momentum, "--bn_momentum")
         models.resolve_placement(config.model, config.placement_spec, norm=config.norm)
         models.check_kind(config.kind)
         models.check_activation(config.activation)

@@ -55,14 +55,14 @@ def check_norm(norm):
     return norm
 
 
-def check_bn_momentum(momentum):
-    """Returns `momentum` as a float, or raises ValueError unless 0 < momentum < 1."""
+def check_bn_momentum(momentum, what="bn_momentum"):
+    """Returns `momentum` as a float, or raises ValueError (naming it `what`) unless 0 < momentum < 1."""
     try:
         value = float(momentum)
     except (TypeError, ValueError):
         value = float("nan")
     if not 0.0 < value < 1.0:
-        raise ValueError(f"bn_momentum must be in (0, 1), got {momentum!r}; e.g. 0.9 for short runs, "
+        raise ValueError(f"{what} must be in (0, 1), got {momentum!r}; e.g. 0.9 for short runs, "
                          f"{DEFAULT_BN_MOMENTUM} (Keras' default)")
     return value
 

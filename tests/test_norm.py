@@ -410,5 +410,5 @@ def test_bn_momentum_reaches_every_bn_layer_and_names_the_variant():
     assert [(c.norm, c.bn_momentum) for c in configs] == [("none", models.DEFAULT_BN_MOMENTUM),
                                                           ("batch", 0.9)]
     assert [sweep.variant_name(c) for c in configs] == ["canonical", "canonical-batchnorm-bnmomentum0.9"]
-    with pytest.raises(config_lib.ConfigError, match="bn_momentum must be in"):
+    with pytest.raises(config_lib.ConfigError, match="^--bn_momentum must be in"):
         config_lib.validate(config_lib.TrainConfig(norm="batch", bn_momentum=0.0))
