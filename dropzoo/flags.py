@@ -158,8 +158,13 @@ def _values(name, text):
         raise config_lib.ConfigError(f"--{name}={text!r} has an empty item; give values separated by "
                                      "single commas, e.g. --rate=0.1,0.5")
     if name == "rate":  # the rate's own check and message: a number in [0, 1)
-        return [None if part == "" else _rate(part) for part in parts]
-    return [config_lib.parse_value(name, part) for part in parts]
+        values = [None if part == "" else _rate(part) for part in parts]
+    else:
+        values = [config_lib.parse_value(name, part) for part in parts]
+    twice = [part for part, value in zip(parts, values) if values.count(value) > 1]
+    if twice:  # one run directory would be planned twice, and a trained run recorded as identical to itself
+        raise config_lib.ConfigError(f"--{name}={text!r} lists {twice[0]!r} more than once; give each value once")
+    return values
 
 
 def _network_text(value):

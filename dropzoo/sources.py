@@ -100,9 +100,19 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
         if unknown:
             raise DataError(f"--test_image_dir {test_root} has class folder(s) {', '.join(unknown)} that "
                             f"--image_dir {root} lacks; both take the same class subfolders")
+        untested = sorted(set(classes) - {test_classes[label] for _, label in test_files})
+        if untested:  # the test accuracy would cover some classes only, without a word
+            raise DataError(f"--test_image_dir {test_root} has no images of class(es) {', '.join(untested)} that "
+                            f"--image_dir {root} trains on; give it the same class subfolders, each with images")
         test_files = [(path, classes.index(test_classes[label])) for path, label in test_files]
         train_files = files
     else:
+        counts = {name: sum(label == i for _, label in files) for i, name in enumerate(classes)}
+        alone = sorted(name for name, n in counts.items() if n < 2)
+        if alone:  # its one image would train and never be tested
+            raise DataError(f"--image_dir {root}: class(es) {', '.join(alone)} have a single image; the test split "
+                            f"takes {IMAGE_TEST_FRACTION:.0%} of each class, so give each class at least 2 images "
+                            "(5 or more for a useful test), or a --test_image_dir")
         test_root, (train_files, test_files) = None, _split_files(files, root)
         details["test_split"] = {"fraction": IMAGE_TEST_FRACTION, "rule": "per class, the files whose sha256 of "
                                  "their path below --image_dir sorts first", "test_files_sha256": hashlib.sha256(
@@ -173,13 +183,25 @@ SOURCES = (
 ARGUMENTS = tuple(dict.fromkeys(key for source in SOURCES for key in source.keys))
 
 
+# Options of a source that hold a value even when not given (a TrainConfig's defaults).
+OPTION_DEFAULTS = {"color_mode": "grayscale"}
+
+
 def choose(arguments):
-    """The SourceType the arguments name; DataError (one line) if they name several."""
+    """The SourceType the arguments name; DataError (one line) if they name several, or give an option
+    of a source they do not choose (--test_image_dir without --image_dir would be ignored, silently)."""
     given = [s for s in SOURCES[:-1] if arguments.get(s.keys[0])]
     if len(given) > 1:
         raise DataError(f"give one data source, not {' and '.join(s.flag.split('=')[0] for s in given)}: "
                         + "; ".join(s.flag for s in SOURCES))
-    return given[0] if given else SOURCES[-1]
+    chosen = given[0] if given else SOURCES[-1]
+    for source in SOURCES:
+        for key in source.keys[1:] if source is not chosen else ():
+            if arguments.get(key) not in (None, OPTION_DEFAULTS.get(key)):
+                fix = f"drop --{key}" if source is SOURCES[-1] else f"give --{source.keys[0]}=... too, or drop --{key}"
+                raise DataError(f"--{key} applies only with {source.flag.split(' ')[0]}, and the data given is "
+                                f"--{chosen.keys[0]}; {fix}")
+    return chosen
 
 
 def load_source(dataset="mnist", *, need_train=True, network_timeout=3.0, **arguments):

@@ -207,3 +207,27 @@ def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():
     [line] = report.regime_lines(compare.regime(one))
     assert line.endswith("overfit: cannot tell (fewer than two validation points a run); it fits 98.5% of its "
                          "training data (dropout off), 3.0 points above its test accuracy (95.5%).")
+
+
+def test_a_planned_contrast_across_datasets_is_refused_in_one_line():
+    """Pairing seeds of runs trained and tested on other data would declare a data effect a placement one."""
+    rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3])
+    other = _rows("none", [0.8, 0.8], [0.5, 0.51])
+    for r in other:
+        r["config"]["dataset"], r["data_source"] = "fashion_mnist", "fashion_mnist"
+    compare.label_rows(rows + other)
+    contrast = [("none-datasetfashion_mnist", "after_activation-datasetmnist")]
+    with pytest.raises(ConfigError, match=r"^contrast none-datasetfashion_mnist:after_activation-datasetmnist "
+                                          r"pairs runs trained or tested on different data \(fashion_mnist vs d\)"):
+        compare.planned_pairs(rows + other, contrast)
+
+
+def test_one_run_found_twice_is_refused_naming_both_directories():
+    """A collected copy beside its sweep (--runs_dir=sweep,copy) would double every seed."""
+    rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3])
+    copy = [{**r, "run": "copy/" + r["run"]} for r in rows]
+    compare.label_rows(rows + copy)
+    compare.check_each_run_once(rows)  # each seed once: fine
+    with pytest.raises(ConfigError, match=r"^r/after_activation/0 and copy/r/after_activation/0 are the same "
+                                          r"variant \(m/after_activation\) and seed \(0\): one run counted twice"):
+        compare.check_each_run_once(rows + copy)

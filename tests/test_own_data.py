@@ -92,12 +92,27 @@ def test_image_size_resizes_and_mixed_sizes_without_it_are_one_line(tmp_path):
      r"broken.png cannot be read as an image .*remove it or replace it"),
     (lambda root: [os.remove(os.path.join(root, "right", f)) for f in os.listdir(os.path.join(root, "right"))]
      and os.rmdir(os.path.join(root, "right")), "has 1 class subfolder"),
+    (lambda root: [os.remove(os.path.join(root, "right", f))
+                   for f in sorted(os.listdir(os.path.join(root, "right")))[1:]],
+     r"class\(es\) right have a single image; .* give each class at least 2 images"),
 ])
 def test_bad_image_folders_are_one_line(tmp_path, make, message):
     root = write_folder(str(tmp_path / "data"), 8)
     make(root)
     with pytest.raises(DataError, match=message) as info:
         sources.load_source(image_dir=root)
+    assert "\n" not in str(info.value)
+
+
+def test_a_test_folder_without_one_of_the_classes_is_refused(png_folders):
+    """Its accuracy would cover the other classes only, and say nothing."""
+    train, test = png_folders
+    os.makedirs(os.path.join(train, "middle"))
+    for i in range(4):
+        Image.fromarray(np.full((12, 12), 60 * i, np.uint8)).save(os.path.join(train, "middle", f"{i}.png"))
+    with pytest.raises(DataError, match=r"--test_image_dir .* has no images of class\(es\) middle that "
+                                        r"--image_dir .* trains on") as info:
+        sources.load_source(image_dir=train, test_image_dir=test)
     assert "\n" not in str(info.value)
 
 

@@ -205,6 +205,14 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     (["--steps_per_execution=-1"], "--steps_per_execution must be a positive integer or 0 (auto)"),
     (["--seeds=0"], "--seeds must be a positive integer"),
     (["--seed=-1"], "--seed must be between 0 and 4294967295"),
+    (["--placement=canonical,canonical"], "--placement='canonical,canonical' lists 'canonical' more than once"),
+    (["--rate=0.5,0.50"], "--rate='0.5,0.50' lists '0.5' more than once"),
+    (["--dataset=mnist_sample", "--image_size=32,32"], "--image_size applies only with --image_dir=DIR, and the "
+                                                        "data given is --dataset; give --image_dir=... too"),
+    (["--dataset=mnist_sample", "--test_image_dir=/tmp"], "--test_image_dir applies only with --image_dir=DIR"),
+    (["--color_mode=rgb"], "--color_mode applies only with --image_dir=DIR"),
+    (["--idx_dir=/tmp", "--tfds_data_dir=/tmp"], "--tfds_data_dir applies only with --dataset=NAME, and the data "
+                                                  "given is --idx_dir; drop --tfds_data_dir"),
     (["--seed=4294967295", "--seeds=2"], "--seed must be between 0 and 4294967295"),
 ])
 def test_train_flags_reject_bad_values(args, message):
