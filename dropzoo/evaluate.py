@@ -229,8 +229,9 @@ def _as_labels(labels, probabilities):
         raise ValueError(f"got {labels.shape[0]} labels for {batch} images in one batch")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
-            f"labels must be class ids in [0, {num_classes}), got {labels.min()}..{labels.max()}"
-        )
+            f"labels must be class ids in [0, {num_classes}), got {labels.min()}..{labels.max()}: the model "
+            f"answers {num_classes} classes; evaluate it on data with its classes (for a run, --workdir alone "
+            "takes the test data it recorded)")
     return labels
 
 

@@ -21,6 +21,7 @@ docs/contributing.md). `write(comparison, output_dir)` writes:
 import csv
 import dataclasses
 import os
+import shutil
 
 import numpy as np
 
@@ -379,8 +380,19 @@ def plot_rates(path, grid, title=""):
     plots.save(fig, path)
 
 
+# Every file a comparison may write; those this one does not write are removed from its directory.
+OUTPUT_NAMES = ("comparison.md", "comparison.csv", "contrasts.csv", "comparison.png", "runs.json", "hparams",
+                "contrasts.png", "rates.md", "rates.png", "sizes.md", "sizes.png", "uncertainty.md",
+                "reliability.png", "mc_samples.png")
+
+
 def write(comparison, output_dir):
-    """Writes every file of the comparison into `output_dir`; returns {name: path}."""
+    """Writes every file of the comparison into `output_dir`; returns {name: path}.
+
+    What an earlier comparison left there and this one does not write (a
+    contrasts.png, hparams sessions of other runs) is removed first, so the
+    directory holds this comparison only.
+    """
     os.makedirs(output_dir, exist_ok=True)
     names = ["comparison.md", "comparison.csv", "contrasts.csv", "comparison.png", "runs.json", "hparams"]
     if comparison["contrasts"]:
@@ -393,6 +405,12 @@ def write(comparison, output_dir):
     if uncertainty_report.has_uncertainty(comparison["rows"]):
         names += ["uncertainty.md", "reliability.png", "mc_samples.png"]
     paths = {name: os.path.join(output_dir, name) for name in names}
+    for name in OUTPUT_NAMES:
+        stale = os.path.join(output_dir, name)
+        if name == "hparams" and os.path.isdir(stale):
+            shutil.rmtree(stale)  # rewritten below: sessions of runs no longer compared would stay in it
+        elif name not in paths and os.path.isfile(stale):
+            os.remove(stale)
     files.write_text(paths["comparison.md"], markdown(comparison))
     write_csv(paths["comparison.csv"], comparison["table"])
     write_contrasts_csv(paths["contrasts.csv"], comparison["contrasts"])

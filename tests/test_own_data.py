@@ -238,6 +238,14 @@ def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_p
     comparison = compare.compare_runs(root)
     assert {e["variant"] for e in comparison["table"]} == {"dense_mlp/canonical", "dense_mlp/none"}
     assert comparison["contrasts"][0]["test_accuracy"]["n"] == 1
+    # Rerun into the same directory: what an earlier comparison wrote and this one does not is gone.
+    output = os.path.dirname(comparison["paths"]["comparison.md"])
+    open(os.path.join(output, "rates.md"), "w").write("an earlier comparison's")
+    os.makedirs(os.path.join(output, "hparams", "gone_run"))
+    again = compare.compare_runs(root)
+    assert not os.path.exists(os.path.join(output, "rates.md"))
+    assert not os.path.exists(os.path.join(output, "hparams", "gone_run"))
+    assert set(os.listdir(output)) == set(again["paths"])
 
 
 def test_a_run_that_fails_on_bad_data_leaves_nothing(tmp_path, png_folders):
