@@ -30,7 +30,6 @@ import re
 import numpy as np
 
 from dropzoo import config as config_lib
-from dropzoo import flags as flags_lib
 from dropzoo import records
 from dropzoo import report
 from dropzoo import stats
@@ -203,40 +202,11 @@ def planned_pairs(rows, contrasts):
 
     pairs = [(find(a), find(b)) for a, b in contrasts]
     for (a, b), (side_a, side_b) in zip(pairs, contrasts):
-        if _data_of(groups[a]) != _data_of(groups[b]):
+        if records.data_of(groups[a]) != records.data_of(groups[b]):
             raise ConfigError(f"contrast {side_a}:{side_b} pairs runs trained or tested on different data "
-                              f"({_data_label(groups[a])} vs {_data_label(groups[b])}); a contrast pairs seeds "
-                              "of two variants on the same data: contrast variants of one dataset")
+                              f"({records.data_label(groups[a])} vs {records.data_label(groups[b])}); a contrast "
+                              "pairs seeds of two variants on the same data: contrast variants of one dataset")
     return pairs
-
-
-# The config fields that say what a run was trained and tested on.
-DATA_FIELDS = flags_lib.DATA_FIELDS + ("train_size", "validation_fraction")
-
-
-def _data_of(runs):
-    """What a variant's runs were trained on (their data fields) and tested on (the test data's hashes)."""
-    return ({name: runs[0]["config"].get(name) for name in DATA_FIELDS},
-            frozenset(r.get("data_sha256") for r in runs))
-
-
-def _data_label(runs):
-    return ", ".join(sorted({r["data_source"] for r in runs}))
-
-
-def check_each_run_once(rows):
-    """ConfigError (one line) if two runs are one variant and seed: the same run counted twice.
-
-    A collected copy of a sweep beside the sweep itself (--runs_dir=sweep,copy)
-    would otherwise double every seed and narrow every interval.
-    """
-    seen = {}
-    for r in rows:
-        other = seen.setdefault((r["key"], r["seed"]), r["run"])
-        if other != r["run"]:
-            raise ConfigError(f"{other} and {r['run']} are the same variant ({r['variant']}) and seed ({r['seed']}): "
-                              "one run counted twice (a collected copy beside its original?); give each run's "
-                              "directory to --runs_dir once")
 
 
 def parse_contrasts(text):
@@ -459,7 +429,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                  data_override=data_override, source=source, ood=ood, notes=notes)
     label_rows(rows)
-    check_each_run_once(rows)
+    records.check_each_run_once(rows)
     tuned = tune_rates(rows)
     compared = at_selected_rates(rows, tuned) if tuned else rows
     table = summarise(compared, baseline)

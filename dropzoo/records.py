@@ -22,6 +22,7 @@ import shutil
 
 from dropzoo import files
 from dropzoo import sources
+from dropzoo.errors import ConfigError
 from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
 from dropzoo.errors import RunError
@@ -293,3 +294,32 @@ def collect(runs_dirs, destination):
                                 dirs_exist_ok=True)
             copied.append(target)
     return copied
+
+
+# The config fields that say what a run was trained and tested on.
+DATA_FIELDS = sources.ARGUMENTS + ("train_size", "validation_fraction")
+
+
+def data_of(runs):
+    """What a variant's runs were trained on (their data fields) and tested on (the test data's hashes)."""
+    return ({name: runs[0]["config"].get(name) for name in DATA_FIELDS},
+            frozenset(r.get("data_sha256") for r in runs))
+
+
+def data_label(runs):
+    return ", ".join(sorted({r["data_source"] for r in runs}))
+
+
+def check_each_run_once(rows):
+    """ConfigError (one line) if two runs are one variant and seed: the same run counted twice.
+
+    A collected copy of a sweep beside the sweep itself (--runs_dir=sweep,copy)
+    would otherwise double every seed and narrow every interval.
+    """
+    seen = {}
+    for r in rows:
+        other = seen.setdefault((r["key"], r["seed"]), r["run"])
+        if other != r["run"]:
+            raise ConfigError(f"{other} and {r['run']} are the same variant ({r['variant']}) and seed ({r['seed']}): "
+                              "one run counted twice (a collected copy beside its original?); give each run's "
+                              "directory to --runs_dir once")

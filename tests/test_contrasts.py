@@ -13,6 +13,7 @@ from scipy import stats as scipy_stats
 
 from dropzoo import compare
 from dropzoo import config as config_lib
+from dropzoo import records
 from dropzoo import report
 from dropzoo import sizes_report
 from dropzoo import stats
@@ -227,7 +228,7 @@ def test_one_run_found_twice_is_refused_naming_both_directories():
     rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3])
     copy = [{**r, "run": "copy/" + r["run"]} for r in rows]
     compare.label_rows(rows + copy)
-    compare.check_each_run_once(rows)  # each seed once: fine
+    records.check_each_run_once(rows)  # each seed once: fine
     with pytest.raises(ConfigError, match=r"^r/after_activation/0 and copy/r/after_activation/0 are the same "
                                           r"variant \(m/after_activation\) and seed \(0\): one run counted twice"):
-        compare.check_each_run_once(rows + copy)
+        records.check_each_run_once(rows + copy)
