@@ -23,6 +23,7 @@ from absl import app  # noqa: E402
 from absl import logging  # noqa: E402
 
 from dropzoo import compare  # noqa: E402
+from dropzoo import data as data_lib  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import evaluate  # noqa: E402
 from dropzoo import files  # noqa: E402
@@ -56,8 +57,8 @@ def _main(argv):
         return errors.fail(f"--mc_samples must be 0 (off) or a positive integer, got {f.mc_samples}")
     if f.ood_dataset and f.ood_idx_dir:
         return errors.fail("give at most one of --ood_dataset=NAME and --ood_idx_dir=DIR")
-    if f.batch_size <= 0:
-        return errors.fail(f"--batch_size must be a positive integer, got {f.batch_size}")
+    with errors.one_line():
+        data_lib.check_batch_size(f.batch_size, "--batch_size")
     if not 0 <= f.mc_seed < 2**31:
         return errors.fail(f"--mc_seed must be in [0, 2**31), got {f.mc_seed}")
     if f.runs_dir:

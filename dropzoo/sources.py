@@ -140,7 +140,7 @@ def _split_files(files, root):
     train, test = [], []
     for label, paths in sorted(by_class.items()):
         ordered = sorted(paths, key=lambda p: hashlib.sha256(os.path.relpath(p, root).encode()).hexdigest())
-        n_test = max(1, round(len(ordered) * IMAGE_TEST_FRACTION)) if len(ordered) > 1 else 0
+        n_test = max(1, round(len(ordered) * IMAGE_TEST_FRACTION))  # every class has 2 or more (checked)
         test += [(p, label) for p in ordered[:n_test]]
         train += [(p, label) for p in ordered[n_test:]]
     if not test:
