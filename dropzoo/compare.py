@@ -32,6 +32,7 @@ import numpy as np
 from dropzoo import config as config_lib
 from dropzoo import records
 from dropzoo import report
+from dropzoo import sizes_report
 from dropzoo import stats
 from dropzoo import sweep
 from dropzoo.errors import ConfigError
@@ -264,44 +265,6 @@ def _same(runs_a, runs_b):
     return {r.get("identical_to") or r["run"] for r in runs_a} == {r.get("identical_to") or r["run"] for r in runs_b}
 
 
-# ---------------------------------------------------------------------- sizes
-
-SIZE_FIELD = "train_size"
-
-
-def _size_family(label, size):
-    """A variant's label without its `-train_size<N>` part: what one curve over sizes shares."""
-    return label.replace(f"-{SIZE_FIELD}{size}", "")
-
-
-def size_curve(rows, table, contrasts):
-    """Each variant and contrast against the training size; None unless the runs trained on several.
-
-    Returns {"sizes": [...], "variants": {family: [(size, table entry)]},
-    "contrasts": {family: [(size, contrast entry)]}}: a family is a label
-    without its `-train_size<N>` (e.g. `study_cnn/conv - study_cnn/none`),
-    and a contrast joins one only where both its sides trained on one size.
-    Sizes ascend within each family.
-    """
-    size_of = {r["variant"]: r["config"].get(SIZE_FIELD) for r in rows}
-    sizes = sorted({size for size in size_of.values() if size is not None})
-    if len(sizes) < 2:
-        return None
-    variants, curves = {}, {}
-    for entry in table:
-        size = size_of.get(entry["variant"])
-        if size is not None:
-            variants.setdefault(_size_family(entry["variant"], size), []).append((size, entry))
-    for entry in contrasts:
-        size = size_of.get(entry["a"])
-        if size is not None and size_of.get(entry["b"]) == size and not entry["identical"]:
-            family = f"{_size_family(entry['a'], size)} - {_size_family(entry['b'], size)}"
-            curves.setdefault(family, []).append((size, entry))
-    for points in (*variants.values(), *curves.values()):
-        points.sort(key=lambda point: point[0])
-    return {"sizes": sizes, "variants": variants, "contrasts": curves}
-
-
 # ---------------------------------------------------------------------- rates
 
 
@@ -410,6 +373,16 @@ def regime(rows):
 # ---------------------------------------------------------------------- whole
 
 
+def why_no_contrasts(rows, baseline):
+    """The note of a comparison without contrasts: why there is nothing to contrast, and the fix."""
+    variants = sorted({r["variant"] for r in rows}, key=natural_key)
+    if len(variants) == 1:
+        return (f"nothing to contrast: every run here is one variant ({variants[0]}); give --runs_dir a sweep "
+                "over placements, or several directories")
+    return (f"no contrasts: no variant has a `{baseline}` baseline of its own kind, activation and data to be "
+            "contrasted with; pass --baseline=PLACEMENT or --contrasts=A:B")
+
+
 def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_size=256,
                  baseline="canonical", data_override=None, source=None, ood=None, contrasts=None,
                  margins=None):
@@ -436,7 +409,9 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     margins = dict(report.DEFAULT_MARGINS if margins is None else margins)
     pairs = planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline)
     tested = contrast_table(compared, pairs, margins)
-    comparison = {"table": table, "contrasts": tested, "sizes": size_curve(compared, table, tested),
+    if not tested:
+        notes.append(why_no_contrasts(compared, baseline))
+    comparison = {"table": table, "contrasts": tested, "sizes": sizes_report.curve(compared, table, tested),
                   "planned": bool(contrasts), "regime": regime(compared), "rows": rows, "compared": compared,
                   "rates": tuned["grid"] if tuned else None, "margins": margins, "alpha": ALPHA, "notes": notes,
                   "title": f"{', '.join(runs_dirs)} — test data: "

@@ -27,6 +27,7 @@ import numpy as np
 
 from dropzoo import files
 from dropzoo import plots
+from dropzoo import rates_report
 from dropzoo import sizes_report
 from dropzoo import stats
 from dropzoo import summaries
@@ -45,10 +46,11 @@ class Column:
     scale: float = 1.0  # 100: a fraction shown in percent
     digits: int = 4
     interval: bool = False  # comparison.md shows its 95% CI beside mean ± std
+    bounds: tuple = (0.0, np.inf)  # the values the metric can take; an interval past them is marked
 
 
 COLUMNS = (
-    Column("test_accuracy", "test acc %", ("main",), 100, 2, interval=True),
+    Column("test_accuracy", "test acc %", ("main",), 100, 2, interval=True, bounds=(0.0, 1.0)),
     Column("test_loss", "test NLL", ("main", "calibration"), interval=True),
     Column("train_accuracy", "train acc % (dropout off)", ("main",), 100, 2),
     Column("gap_accuracy", "train-test gap (points)", ("main",), 100, 2),
@@ -74,15 +76,16 @@ class Contrasted:
     scale: float  # shown x scale (accuracy: in points)
     margin: float
     digits: int  # decimals shown
+    own_unit: str  # the unit of runs.json and contrasts.csv (unscaled)
 
 
 CONTRASTS = (
     # Half a point: the smallest placement effect the literature reports (0.4-1.6 points).
-    Contrasted("test_accuracy", "accuracy", "points", 100, 0.005, 2),
+    Contrasted("test_accuracy", "accuracy", "points", 100, 0.005, 2, "fraction"),
     # 0.015 nats: the NLL change of the accuracy margin. Half a point of test examples moved from
     # right (~0.02 nats each) to wrong (2.7-3.4 nats each, measured on the MNIST 10k split for the
     # placement study's runs) changes the mean NLL by 0.005 x ~2.9 = ~0.015.
-    Contrasted("test_loss", "NLL", "nats", 1, 0.015, 4),
+    Contrasted("test_loss", "NLL", "nats", 1, 0.015, 4, "nats"),
 )
 DEFAULT_MARGINS = {c.metric: c.margin for c in CONTRASTS}
 
@@ -100,11 +103,18 @@ def cell(entry, column, spread="std"):
     return text if np.isnan(s[spread]) else f"{text} ± {s[spread] * scale:.{column.digits}f}"
 
 
+# Marks a 95% interval that runs past the values its metric can take (explained under the table).
+PAST_RANGE = "†"
+
+
 def interval(entry, column):
+    """`[low, high]` of the column's 95% t-interval, marked PAST_RANGE where it leaves the metric's range."""
     if column.metric not in entry or np.isnan(entry[column.metric]["ci95"]):
         return ""
     s, scale = entry[column.metric], column.scale
-    return f"[{(s['mean'] - s['ci95']) * scale:.{column.digits}f}, {(s['mean'] + s['ci95']) * scale:.{column.digits}f}]"
+    low, high = s["mean"] - s["ci95"], s["mean"] + s["ci95"]
+    past = PAST_RANGE if low < column.bounds[0] or high > column.bounds[1] else ""
+    return f"[{low * scale:.{column.digits}f}, {high * scale:.{column.digits}f}]{past}"
 
 
 def variants_markdown(table):
@@ -121,6 +131,10 @@ def variants_markdown(table):
         if e.get("identical_to"):
             cells[0] += f" (= {e['identical_to']}, identical by construction)"
         lines.append("| " + " | ".join(cells) + " |")
+    if any(PAST_RANGE in line for line in lines[2:]):
+        lines += ["", f"{PAST_RANGE} The 95% t-interval runs past the values the metric can take (accuracy "
+                      "0–100%, NLL ≥ 0). It is shown unclipped: too few seeds, or too much spread among them, to "
+                      "place the mean more closely."]
     return lines
 
 
@@ -209,7 +223,10 @@ def markdown(comparison):
         lines += [f"**Contrasts** ({'planned' if c['planned'] else 'each variant against the baseline'}; "
                   f"each metric one Holm family at α = {c['alpha']:g}; MDE: the smallest true difference "
                   f"these seeds find with 80% power at α/m; equivalence: two one-sided tests, margins {margins})",
-                  ""] + contrasts_markdown(c["contrasts"]) + [""]
+                  ""] + contrasts_markdown(c["contrasts"]) + ["",
+                  "contrasts.csv holds the same numbers in each metric's own unit: "
+                  + ", ".join(f"{x.name} as a {x.own_unit}" if x.own_unit == "fraction" else f"{x.name} in "
+                              f"{x.own_unit}" for x in CONTRASTS) + " (0.01 of accuracy = 1 point).", ""]
     lines += ["**Variants** (mean ± std over seeds)", ""] + variants_markdown(c["table"])
     return "\n".join(lines) + "\n"
 
@@ -240,7 +257,7 @@ CONTRAST_FIELDS = ("n", "difference", "ci_low", "ci_high", "sd", "mde", "margin"
 
 def write_contrasts_csv(path, contrasts):
     """contrasts.csv: one row per contrast and metric, in the metric's own units (accuracy as a fraction)."""
-    fields = ["a", "b", "metric", "identical", "verdict"] + list(CONTRAST_FIELDS)
+    fields = ["a", "b", "metric", "identical", "verdict"] + list(CONTRAST_FIELDS) + ["unit"]
 
     def write(tmp):
         with open(tmp, "w", newline="") as f:
@@ -251,7 +268,7 @@ def write_contrasts_csv(path, contrasts):
                     r = e.get(c.metric) or {}
                     writer.writerow({"a": e["a"], "b": e["b"], "metric": c.metric, "identical": e["identical"],
                                      "verdict": "identical" if e["identical"] else "+".join(r.get("verdict", [])),
-                                     **{k: r.get(k, "") for k in CONTRAST_FIELDS}})
+                                     **{k: r.get(k, "") for k in CONTRAST_FIELDS}, "unit": c.own_unit})
 
     files.atomic_write(path, write)
 
@@ -332,54 +349,6 @@ def write_hparams(logdir, rows):
     summaries.write_hparams(logdir, sessions, metrics)
 
 
-def _rate_text(rate):
-    return "sites' own" if rate is None else f"{rate:g}"
-
-
-def rates_markdown(grid):
-    """The rate x placement grid as Markdown: mean validation loss, test accuracy and NLL."""
-    lines = ["Rate chosen per placement by the lowest mean validation loss over seeds (marked *); "
-             "the test columns are reported, not used to choose.", "",
-             "| variant | rate | seeds | validation loss | test acc % | test NLL |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for g in grid:
-        lines.append(f"| {g['variant']} | {_rate_text(g['rate'])}{' *' if g['selected'] else ''} | "
-                     f"{g['seeds']} | {g['validation_loss']:.4f} | {100 * g['test_accuracy']:.2f} | "
-                     f"{g['test_loss']:.4f} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_rates(path, grid, title=""):
-    """Heat maps of mean test accuracy and test NLL over rate x placement (chosen rate boxed)."""
-    plt = plots.pyplot()
-    variants = list(dict.fromkeys(g["variant"] for g in grid))
-    rates = sorted({g["rate"] for g in grid}, key=lambda r: (r is None, r or 0))
-    cells = {(g["variant"], g["rate"]): g for g in grid}
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * len(rates) * 2, 1.5 + 0.45 * len(variants)))
-    for ax, metric, name, scale, cmap in ((axes[0], "test_accuracy", "test accuracy (%)", 100, "viridis"),
-                                          (axes[1], "test_loss", "test NLL", 1, "viridis_r")):
-        values = np.array([[scale * cells[v, r][metric] if (v, r) in cells else np.nan for r in rates]
-                           for v in variants])
-        image = ax.imshow(values, cmap=cmap, aspect="auto")
-        fig.colorbar(image, ax=ax, shrink=0.8)
-        for i, v in enumerate(variants):
-            for j, r in enumerate(rates):
-                if (v, r) in cells:
-                    ax.text(j, i, f"{values[i, j]:.2f}" if scale == 100 else f"{values[i, j]:.3f}",
-                            ha="center", va="center", fontsize=7, color="white")
-                    if cells[v, r]["selected"]:
-                        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red",
-                                                   linewidth=2))
-        ax.set_xticks(range(len(rates)), [_rate_text(r) for r in rates])
-        ax.set_yticks(range(len(variants)), variants if ax is axes[0] else [""] * len(variants))
-        ax.set_xlabel("dropout rate")
-        ax.set_title(f"{name}; red: rate chosen on validation loss", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    plots.save(fig, path)
-
-
 # Every file a comparison may write; those this one does not write are removed from its directory.
 OUTPUT_NAMES = ("comparison.md", "comparison.csv", "contrasts.csv", "comparison.png", "runs.json", "hparams",
                 "contrasts.png", "rates.md", "rates.png", "sizes.md", "sizes.png", "uncertainty.md",
@@ -428,8 +397,8 @@ def write(comparison, output_dir):
         uncertainty_report.plot_reliability(paths["reliability.png"], compared, variants)
         uncertainty_report.plot_mc_samples(paths["mc_samples.png"], compared, variants)
     if comparison["rates"]:
-        files.write_text(paths["rates.md"], rates_markdown(comparison["rates"]))
-        plot_rates(paths["rates.png"], comparison["rates"], comparison["title"])
+        files.write_text(paths["rates.md"], rates_report.markdown(comparison["rates"]))
+        rates_report.plot(paths["rates.png"], comparison["rates"], comparison["title"])
     if "sizes.md" in paths:
         files.write_text(paths["sizes.md"], sizes_report.markdown(comparison["sizes"], COLUMNS[0], CONTRASTS, cell,
                                                                   verdict_text))

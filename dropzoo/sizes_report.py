@@ -1,12 +1,47 @@
 """sizes.md and sizes.png: each variant and planned contrast against the training size.
 
 A comparison whose runs trained on several `--train_size` values carries
-`compare.size_curve`'s curves; report.write renders them here, passing its
+the curves `curve` finds; report.write renders them here, passing its
 accuracy column, its contrasted metrics and how it writes a cell and a verdict.
 """
 import numpy as np
 
 from dropzoo import plots
+
+SIZE_FIELD = "train_size"
+
+
+def _size_family(label, size):
+    """A variant's label without its `-train_size<N>` part: what one curve over sizes shares."""
+    return label.replace(f"-{SIZE_FIELD}{size}", "")
+
+
+def curve(rows, table, contrasts):
+    """Each variant and contrast against the training size; None unless the runs trained on several.
+
+    Returns {"sizes": [...], "variants": {family: [(size, table entry)]},
+    "contrasts": {family: [(size, contrast entry)]}}: a family is a label
+    without its `-train_size<N>` (e.g. `study_cnn/conv - study_cnn/none`),
+    and a contrast joins one only where both its sides trained on one size.
+    Sizes ascend within each family.
+    """
+    size_of = {r["variant"]: r["config"].get(SIZE_FIELD) for r in rows}
+    sizes = sorted({size for size in size_of.values() if size is not None})
+    if len(sizes) < 2:
+        return None
+    variants, curves = {}, {}
+    for entry in table:
+        size = size_of.get(entry["variant"])
+        if size is not None:
+            variants.setdefault(_size_family(entry["variant"], size), []).append((size, entry))
+    for entry in contrasts:
+        size = size_of.get(entry["a"])
+        if size is not None and size_of.get(entry["b"]) == size and not entry["identical"]:
+            family = f"{_size_family(entry['a'], size)} - {_size_family(entry['b'], size)}"
+            curves.setdefault(family, []).append((size, entry))
+    for points in (*variants.values(), *curves.values()):
+        points.sort(key=lambda point: point[0])
+    return {"sizes": sizes, "variants": variants, "contrasts": curves}
 
 
 def _ci_text(result, contrasted):

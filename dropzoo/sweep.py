@@ -19,6 +19,7 @@ import socket
 import traceback
 
 import keras
+import tensorflow as tf
 
 import models
 from dropzoo import config as config_lib
@@ -107,9 +108,10 @@ def variant_name(config, varying=()):
             name += f"-bnmomentum{config.bn_momentum:g}"
     if config.rate is not None:
         name += f"-rate{config.rate:g}"
+    unused = sources.unused_arguments(config.to_dict()) if varying else ()  # e.g. --dataset beside --image_dir
     for field in varying:
         value = getattr(config, field)
-        if field in NAMED_FIELDS + _NOT_IN_NAME or value in (None, ""):
+        if field in NAMED_FIELDS + _NOT_IN_NAME + unused or value in (None, ""):
             continue
         if isinstance(value, str) and os.sep in value:  # a path: its last part names it
             value = os.path.basename(os.path.normpath(value))
@@ -201,6 +203,12 @@ def _refusal(config, workdir, resolved):
     return None
 
 
+def _each_run_traces_its_own(record):
+    """Drops TensorFlow's retracing warning: each run of a sweep builds its own model and functions, which
+    TensorFlow counts as one function traced again and again (printed twice, by its logger and absl's)."""
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
 def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_artifacts=True):
     """Trains every (config, workdir) in `runs`; returns [(config, workdir, outcome)].
 
@@ -217,6 +225,7 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
         source = sources.load_source(**sources.config_arguments(first))
     trained_by = plan(runs)
     results = []
+    tf.get_logger().addFilter(_each_run_traces_its_own)
     for i, (config, workdir) in enumerate(runs, 1):
         if verbose:
             print(f"[{i}/{len(runs)}] {workdir}", flush=True)

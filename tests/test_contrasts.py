@@ -5,6 +5,7 @@ The power and TOST numbers are checked against independent computations
 verdict: differs, equivalent within the margin, and inconclusive with the
 effect it could have detected.
 """
+import csv
 import math
 
 import numpy as np
@@ -159,7 +160,7 @@ def test_contrasts_over_training_sizes_form_one_curve_per_contrast(tmp_path):
     table = compare.summarise(rows)
     assert [e["variant"] for e in table][:3] == ["m/conv-train_size250", "m/conv-train_size1000",
                                                  "m/conv-train_size4000"]  # sizes as numbers
-    curve = compare.size_curve(rows, table, tested)
+    curve = sizes_report.curve(rows, table, tested)
     assert curve["sizes"] == [250, 1000, 4000]
     assert set(curve["variants"]) == {"m/conv", "m/none"}
     [(family, points)] = curve["contrasts"].items()
@@ -173,7 +174,7 @@ def test_contrasts_over_training_sizes_form_one_curve_per_contrast(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     # One size only: no curve.
     one = [r for r in rows if r["config"]["train_size"] == 1000]
-    assert compare.size_curve(one, compare.summarise(one), []) is None
+    assert sizes_report.curve(one, compare.summarise(one), []) is None
 
 
 def _regime_rows(placement, activation, train_accuracies, val_losses, test_gap=0.0):
@@ -232,3 +233,46 @@ def test_one_run_found_twice_is_refused_naming_both_directories():
     with pytest.raises(ConfigError, match=r"^r/after_activation/0 and copy/r/after_activation/0 are the same "
                                           r"variant \(m/after_activation\) and seed \(0\): one run counted twice"):
         records.check_each_run_once(rows + copy)
+
+
+def test_an_interval_past_the_metrics_range_is_marked_and_explained():
+    """Two seeds far apart: the t-interval of the accuracy runs past 100%; it is shown unclipped, and said so."""
+    entry = {"variant": "m/canonical", "seeds": 2, "sites": "",
+             "test_accuracy": {"mean": 0.95, "std": 0.04, "ci95": 0.36},
+             "test_loss": {"mean": 0.1, "std": 0.01, "ci95": 0.09}}
+    text = "\n".join(report.variants_markdown([entry]))
+    assert "[59.00, 131.00]†" in text and "[0.0100, 0.1900] |" in text
+    assert "† The 95% t-interval runs past the values the metric can take" in text
+    within = {**entry, "test_accuracy": {"mean": 0.95, "std": 0.001, "ci95": 0.01}}
+    assert "†" not in "\n".join(report.variants_markdown([within]))
+    below = {**within, "test_loss": {"mean": 0.1, "std": 0.1, "ci95": 0.9}}
+    assert "[-0.8000, 1.0000]†" in "\n".join(report.variants_markdown([below]))
+
+
+def test_contrasts_csv_says_each_metrics_unit(tmp_path):
+    rows = _rows("after_activation", [0.95, 0.96, 0.97], [0.1, 0.11, 0.12])
+    rows += _rows("none", [0.94, 0.96, 0.96], [0.12, 0.11, 0.13])
+    compare.label_rows(rows)
+    table = compare.contrast_table(rows, compare.planned_pairs(rows, [("none", "after_activation")]),
+                                   report.DEFAULT_MARGINS)
+    path = str(tmp_path / "contrasts.csv")
+    report.write_contrasts_csv(path, table)
+    with open(path) as f:
+        written = {r["metric"]: r for r in csv.DictReader(f)}
+    assert written["test_accuracy"]["unit"] == "fraction" and written["test_loss"]["unit"] == "nats"
+    assert float(written["test_accuracy"]["difference"]) == pytest.approx(-0.02 / 3)
+
+
+def test_a_comparison_without_contrasts_says_why_and_the_fix():
+    one = _rows("after_activation", [0.95, 0.96], [0.1, 0.11])
+    compare.label_rows(one)
+    assert compare.baseline_pairs(one, "canonical") == []
+    assert compare.why_no_contrasts(one, "canonical") == (
+        "nothing to contrast: every run here is one variant (m/after_activation); give --runs_dir a sweep over "
+        "placements, or several directories")
+    two = one + _rows("none", [0.94, 0.95], [0.12, 0.13])
+    compare.label_rows(two)
+    assert compare.baseline_pairs(two, "canonical") == []  # neither is the baseline
+    assert compare.why_no_contrasts(two, "canonical").startswith(
+        "no contrasts: no variant has a `canonical` baseline of its own kind")
+    assert compare.why_no_contrasts(two, "canonical").endswith("pass --baseline=PLACEMENT or --contrasts=A:B")

@@ -16,6 +16,7 @@ import models
 from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import flags as flags_lib
+from dropzoo import rates_report
 from dropzoo import report
 from dropzoo import site_stats
 from dropzoo import sources
@@ -95,6 +96,17 @@ def test_expand_covers_placements_seeds_and_activations():
         sweep.expand(base, {"placement": ["canonical", "nowhere"]})
     with pytest.raises(config_lib.ConfigError, match="--seeds must be a positive integer"):
         sweep.expand(base, seeds=0)
+
+
+def test_a_variant_is_not_named_by_data_fields_its_source_does_not_read():
+    """An image-folder run beside mnist_sample runs: --dataset varies, but the image run never read it."""
+    configs = [config_lib.TrainConfig(model="dense_mlp", dataset="mnist_sample"),
+               config_lib.TrainConfig(model="dense_mlp", image_dir="/data/shapes", test_image_dir="/data/shapes_test"),
+               config_lib.TrainConfig(model="dense_mlp", idx_dir="/data/idx")]
+    varying = sweep.varying_fields(configs)
+    assert {"dataset", "image_dir", "test_image_dir", "idx_dir"} <= set(varying)
+    assert [sweep.variant_name(c, varying) for c in configs] == [
+        "canonical-datasetmnist_sample", "canonical-image_dirshapes-test_image_dirshapes_test", "canonical-idx_diridx"]
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +338,7 @@ def test_each_placements_rate_is_chosen_on_validation_loss_never_on_test():
     assert contrast["a"] == "m/none-rate0.5" and contrast["b"] == "m/canonical-rate0.1"
     assert contrast["test_accuracy"]["difference"] == pytest.approx(-0.15)
     assert contrast["test_accuracy"]["verdict"] == [stats.DIFFERS]
-    assert "| m/canonical | 0.1 * | 3 |" in report.rates_markdown(tuned["grid"])
+    assert "| m/canonical | 0.1 * | 3 |" in rates_report.markdown(tuned["grid"])
     assert compare.tune_rates([r for r in rows if r["config"]["rate"] == 0.1]) is None  # one rate each
 
 
@@ -362,7 +374,7 @@ def test_rate_heat_maps_are_written(tmp_path):
     rows = [_row(p, rate, s, 0.2 + rate, 0.9 + rate / 10, 0.3 - rate / 10)
             for p in ("canonical", "none") for rate in (0.1, 0.25, 0.5) for s in range(2)]
     path = str(tmp_path / "rates.png")
-    report.plot_rates(path, compare.tune_rates(rows)["grid"], "title")
+    rates_report.plot(path, compare.tune_rates(rows)["grid"], "title")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -481,3 +493,12 @@ def test_every_config_field_is_a_train_flag_and_the_reference_is_current():
         assert fv[name].help.startswith(field.metadata["help"])
     with open(os.path.join(ROOT, "docs", "flags.md")) as f:
         assert f.read() == flags_lib.markdown_reference(), "regenerate: python -m dropzoo.flags > docs/flags.md"
+
+
+@pytest.mark.slow
+def test_a_sweep_silences_only_tensorflows_retracing_warning(study, caplog):
+    """Each run builds its own functions; TensorFlow calls that retracing, twice per run. Other warnings stay."""
+    caplog.set_level("WARNING")
+    tf.get_logger().warning("5 out of the last 11 calls to <function f> triggered tf.function retracing. Tracing")
+    tf.get_logger().warning("a warning that says something")
+    assert [r.getMessage() for r in caplog.records if r.name == "tensorflow"] == ["a warning that says something"]

@@ -1,0 +1,56 @@
+"""rates.md and rates.png: the rate x placement grid of a comparison whose placements ran at several rates.
+
+`compare.tune_rates` chooses each placement's rate on validation loss and
+returns the grid; report.write renders it here.
+"""
+import numpy as np
+
+from dropzoo import plots
+
+
+def _rate_text(rate):
+    return "sites' own" if rate is None else f"{rate:g}"
+
+
+def markdown(grid):
+    """The rate x placement grid as Markdown: mean validation loss, test accuracy and NLL."""
+    lines = ["Rate chosen per placement by the lowest mean validation loss over seeds (marked *); "
+             "the test columns are reported, not used to choose.", "",
+             "| variant | rate | seeds | validation loss | test acc % | test NLL |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for g in grid:
+        lines.append(f"| {g['variant']} | {_rate_text(g['rate'])}{' *' if g['selected'] else ''} | "
+                     f"{g['seeds']} | {g['validation_loss']:.4f} | {100 * g['test_accuracy']:.2f} | "
+                     f"{g['test_loss']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(path, grid, title=""):
+    """Heat maps of mean test accuracy and test NLL over rate x placement (chosen rate boxed)."""
+    plt = plots.pyplot()
+    variants = list(dict.fromkeys(g["variant"] for g in grid))
+    rates = sorted({g["rate"] for g in grid}, key=lambda r: (r is None, r or 0))
+    cells = {(g["variant"], g["rate"]): g for g in grid}
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * len(rates) * 2, 1.5 + 0.45 * len(variants)))
+    for ax, metric, name, scale, cmap in ((axes[0], "test_accuracy", "test accuracy (%)", 100, "viridis"),
+                                          (axes[1], "test_loss", "test NLL", 1, "viridis_r")):
+        values = np.array([[scale * cells[v, r][metric] if (v, r) in cells else np.nan for r in rates]
+                           for v in variants])
+        image = ax.imshow(values, cmap=cmap, aspect="auto")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        for i, v in enumerate(variants):
+            for j, r in enumerate(rates):
+                if (v, r) in cells:
+                    ax.text(j, i, f"{values[i, j]:.2f}" if scale == 100 else f"{values[i, j]:.3f}",
+                            ha="center", va="center", fontsize=7, color="white")
+                    if cells[v, r]["selected"]:
+                        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red",
+                                                   linewidth=2))
+        ax.set_xticks(range(len(rates)), [_rate_text(r) for r in rates])
+        ax.set_yticks(range(len(variants)), variants if ax is axes[0] else [""] * len(variants))
+        ax.set_xlabel("dropout rate")
+        ax.set_title(f"{name}; red: rate chosen on validation loss", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    plots.save(fig, path)
