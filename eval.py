@@ -72,7 +72,8 @@ def _main(argv):
         result = evaluate.evaluate_on_dataset(path_of(f), data=given or (own and own["origin"]),
                                               batch_size=f.batch_size,
                                               mc_samples=f.mc_samples, mc_seed=f.mc_seed, ood=_ood(f),
-                                              tflite_model=bool(f.tflite))
+                                              tflite_model=bool(f.tflite),
+                                              run_class_names=own and own["class_names"])
         on_own = own is not None and (result["data_sha256"] == own.get("test_sha256") if own.get("test_sha256")
                                       else records.same_data(result["data_origin"], own["origin"]))
         output = f.output
@@ -102,7 +103,7 @@ def _given_data(f):
 
 
 def _own_data(workdir, required):
-    """{"origin": load_source arguments, "test_sha256"} of the test data a finished run in `workdir` recorded."""
+    """{"origin" (load_source arguments), "test_sha256", "class_names"}: the data a run in `workdir` recorded."""
     path = os.path.join(workdir, "metrics.json")
     if not os.path.isfile(path):
         if not required:
@@ -110,7 +111,8 @@ def _own_data(workdir, required):
         raise errors.RunError(f"{workdir} holds no finished run (no metrics.json) to take its test data from; "
                               "name the data to evaluate on (--dataset, --idx_dir, --npz or --image_dir)")
     data = files.read_json(path, "delete it and rerun that run's train.py command")["data"]
-    return {"origin": dict(data.get("test_origin") or data["origin"]), "test_sha256": data.get("test_sha256")}
+    return {"origin": dict(data.get("test_origin") or data["origin"]), "test_sha256": data.get("test_sha256"),
+            "class_names": (data.get("details") or {}).get("class_names")}
 
 
 def _slug(text):

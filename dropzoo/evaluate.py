@@ -248,13 +248,15 @@ def _load_ood(ood):
 
 
 def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_seed=0, ood=None,
-                        tflite_model=False):
+                        tflite_model=False, run_class_names=None):
     """Evaluates the export at `path` on a data source's test split; returns the result dict.
 
     `data` and `ood` are sources.load_source arguments ({"dataset": ...},
     {"idx_dir": ...}, {"npz": ...}, ...; data defaults to mnist); `ood` adds
     out-of-distribution detection against that source's test split. With
     `tflite_model`, `path` is a .tflite file (model.tflite, model_int8.tflite).
+    `run_class_names`: the class folders the run trained on, if it recorded
+    them; an image folder of other classes is refused (sources.check_classes).
     """
     from dropzoo import data as data_lib  # only this entry point needs the data stack
     from dropzoo import sources
@@ -263,11 +265,10 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
         raise ValueError("a TFLite model serves dropout off only: MC dropout (--mc_samples) needs "
                          "the SavedModel's signatures; pass --saved_model for it")
     # Fail on a broken model before loading any data.
-    if tflite_model:
-        tflite.Model.load(path)
-    else:
-        load_serving_fn(path)
+    classes = (tflite.Model.load(path).num_classes if tflite_model
+               else load_serving_fn(path).structured_outputs["probabilities"].shape[-1])
     source = sources.load_source(**(data or {}), need_train=False)
+    sources.check_classes(source, classes, run_class_names)
     ood_source = _load_ood(ood) if ood else None
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_source.test, batch_size) if ood_source else None

@@ -168,6 +168,8 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         trained = (os.path.normpath(os.path.join(run, metrics["identical_to"]))
                    if "identical_to" in metrics else run)
         run_test = test or data.own(metrics)
+        if not given and notes is not None:
+            _note_changed_files(metrics, data, notes)
         request = make_request(run_test[0], mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                ood_sha256=ood_id[0] if ood_id else None)
         key = (trained, request_id(request))
@@ -182,6 +184,25 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         saved = computed[key]
         rows.append(row(run, metrics, saved["result"], saved["data_source"], trained))
     return rows
+
+
+# Data sources read from files a user may change after training (a tfds dataset or the sample cannot change).
+_FILE_SOURCES = ("image_dir", "npz", "idx_dir")
+
+
+def _note_changed_files(metrics, data, notes):
+    """Adds a note where a run's test files now hold other data than it was evaluated on (its records are used)."""
+    recorded = metrics["data"].get("test_sha256")
+    origin = dict(metrics["data"].get("test_origin") or metrics["data"]["origin"])
+    if not recorded or not any(origin.get(key) for key in _FILE_SOURCES):
+        return
+    now, source, _ = data.identity(origin)
+    if now is not None and now != recorded:
+        note = (f"{source.name} now holds other test data than the runs trained on it were tested on (sha256 "
+                f"{recorded[:12]}... then, {now[:12]}... now): their evaluations of the data as it was are shown; "
+                "to score them on it as it is now, name it with its data flag (e.g. --image_dir=...)")
+        if note not in notes:
+            notes.append(note)
 
 
 def _held_instead(run, request, own_sha, notes):
@@ -216,6 +237,11 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
                        "records hold")
     test_source = run_test[1] or data.source(run_test[0], given, metrics)
     ood_source = ood_id[1] if ood_id else None
+    try:
+        sources.check_classes(test_source, metrics["data"].get("num_classes"),
+                              (metrics["data"].get("details") or {}).get("class_names"))
+    except DataError as e:
+        raise DataError(f"run {run}: {e}") from None
     try:
         result = evaluate.evaluate_saved_model(
             saved_model, data_lib.raw_batches(test_source.test, batch_size), mc_samples=mc_samples,

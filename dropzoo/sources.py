@@ -129,7 +129,8 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
         train = _fixed_shuffle(x_train, np.array([label for _, label in train_files], np.int64))
     origin = {"image_dir": root, "test_image_dir": test_root, "image_size": list(size) if size else None,
               "color_mode": color_mode}
-    return array_source(f"images:{root}", train, test, origin=origin, details=details)
+    name = f"images:{root}" + (f", tested on {test_root}" if test_root else "")
+    return array_source(name, train, test, origin=origin, details=details)
 
 
 def _split_files(files, root):
@@ -204,6 +205,12 @@ def choose(arguments):
     return chosen
 
 
+def unused_arguments(arguments):
+    """The data arguments (SOURCES' keys) that the source `arguments` choose does not read."""
+    chosen = choose({k: v for k, v in arguments.items() if k in ARGUMENTS})
+    return tuple(key for key in ARGUMENTS if key not in chosen.keys)
+
+
 def load_source(dataset="mnist", *, need_train=True, network_timeout=3.0, **arguments):
     """The `Source` the arguments name (SOURCES' keys; a run's recorded origin is such arguments).
 
@@ -219,6 +226,28 @@ def load_source(dataset="mnist", *, need_train=True, network_timeout=3.0, **argu
     if source.name == "dataset":
         given["network_timeout"] = network_timeout
     return source.load(need_train, **given)
+
+
+def check_classes(source, model_classes, run_class_names=None):
+    """DataError (one line) where an image folder's labels would be scored as other classes of the model.
+
+    A folder's labels are its class subfolders in sorted order. They mean the
+    model's classes only where the run was trained on folders of the same
+    names (`run_class_names`, recorded by image-folder runs), or, for a model
+    trained on other data, where there are as many folders as the model has
+    classes (folders 0-9 for a digit model).
+    """
+    names = source.details.get("class_names")
+    if not names:
+        return
+    if run_class_names and list(names) != list(run_class_names):
+        raise DataError(f"the test images' class folders ({', '.join(names)}) are not the classes the run was "
+                        f"trained on ({', '.join(run_class_names)}): folder k would be scored as the run's class k; "
+                        "evaluate on a folder with the run's class subfolders")
+    if model_classes is not None and len(names) != model_classes:
+        raise DataError(f"the test images have {len(names)} class folders ({', '.join(names)}) and the model "
+                        f"answers {model_classes} classes: folder k (in sorted order) would be scored as the model's "
+                        f"class k; evaluate on a folder with one subfolder per class of the model, in its order")
 
 
 def fingerprint(source):

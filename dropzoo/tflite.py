@@ -118,8 +118,10 @@ class Model:
         # shape_signature keeps -1 for the batch axis; shape holds the current size.
         self.input_shape = tuple(int(d) for d in detail["shape_signature"][1:])
         self.input_dtype = np.dtype(detail["dtype"])
-        self.output_dtypes = {key: np.dtype(value["dtype"])
-                              for key, value in self.runner.get_output_details().items()}
+        outputs = self.runner.get_output_details()
+        self.output_dtypes = {key: np.dtype(value["dtype"]) for key, value in outputs.items()}
+        # The classes it answers (None where it has no probabilities output).
+        self.num_classes = int(outputs["probabilities"]["shape"][-1]) if "probabilities" in outputs else None
         self.content = content
 
     @classmethod

@@ -56,6 +56,8 @@ def test_an_image_folder_with_a_test_folder_loads_with_classes_from_folder_names
     assert source.details["class_names"] == ["left", "right"]
     assert source.origin == {"image_dir": train, "test_image_dir": test, "image_size": None,
                              "color_mode": "grayscale"}
+    # The name says where the test images come from: comparisons head their report with it.
+    assert source.name == f"images:{train}, tested on {test}"
     again = sources.load_source(**source.origin, need_train=False)  # what eval and compare do
     assert again.num_test == 16 and again.name == source.name
     images, labels = next(iter(again.test.batch(16).as_numpy_iterator()))
@@ -224,7 +226,7 @@ def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_p
     capsys.readouterr()
     assert eval_main(f"--workdir={workdir}") == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["data_source"] == f"images:{train}" and printed["num_examples"] == 16
+    assert printed["data_source"] == f"images:{train}, tested on {test}" and printed["num_examples"] == 16
     with open(os.path.join(workdir, "eval.json")) as f:
         assert json.load(f)["accuracy"] == printed["accuracy"]
     # Other data, given explicitly: named, and written beside eval.json, never over it.
@@ -246,6 +248,18 @@ def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_p
     assert not os.path.exists(os.path.join(output, "rates.md"))
     assert not os.path.exists(os.path.join(output, "hparams", "gone_run"))
     assert set(os.listdir(output)) == set(again["paths"])
+    # Other data whose class folders are not the runs' own: refused, naming the run, before any score.
+    renamed = write_folder(str(tmp_path / "renamed"), 16, seed=2)
+    os.rename(os.path.join(renamed, "right"), os.path.join(renamed, "zz"))
+    with pytest.raises(DataError, match=r"^run .*seed0: the test images' class folders \(left, zz\) are not the "):
+        compare.compare_runs(root, data_override={"image_dir": renamed}, output_dir=str(tmp_path / "other"))
+    # The test folder changed after training: the recorded evaluations are shown, and the comparison says so.
+    Image.fromarray(np.zeros((12, 12), np.uint8)).save(os.path.join(test, "left", "added.png"))
+    changed = compare.compare_runs(root)
+    assert [n for n in changed["notes"] if "now holds other test data than the runs trained on it" in n]
+    assert changed["table"] == again["table"]
+    with open(changed["paths"]["comparison.md"]) as f:
+        assert "name it with its data flag (e.g. --image_dir=...)" in f.read()
 
 
 def test_a_run_that_fails_on_bad_data_leaves_nothing(tmp_path, png_folders):
@@ -327,3 +341,33 @@ def test_saved_model_cli_run_with_float_pixels(export, tmp_path):
     assert "class_id" in good.stdout
     bad = subprocess.run(cli + [f"image={raw}"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert bad.returncode != 0 and "serving_float takes pixels scaled to [0, 1]" in bad.stderr
+
+
+def test_an_image_folder_of_other_classes_than_the_model_is_refused(export, tmp_path):
+    """Folder k is scored as the model's class k: only right where the classes are the model's."""
+    from dropzoo import evaluate
+
+    path, _ = export  # a 2-class model
+    two = write_folder(str(tmp_path / "two"), 8)
+    result = evaluate.evaluate_on_dataset(path, data={"image_dir": two}, run_class_names=["left", "right"])
+    assert result["num_examples"] == sources.load_source(image_dir=two, need_train=False).num_test
+    three = write_folder(str(tmp_path / "three"), 8)
+    os.rename(os.path.join(three, "left"), os.path.join(three, "aa"))
+    write_folder(os.path.join(str(tmp_path), "more"), 12)
+    os.rename(os.path.join(str(tmp_path), "more", "left"), os.path.join(three, "left"))
+    with pytest.raises(DataError, match=r"^the test images have 3 class folders \(aa, left, right\) and the model "
+                                        r"answers 2 classes: folder k \(in sorted order\) would be scored as"):
+        evaluate.evaluate_on_dataset(path, data={"image_dir": three})
+    renamed = write_folder(str(tmp_path / "renamed"), 8)
+    os.rename(os.path.join(renamed, "right"), os.path.join(renamed, "zz"))
+    with pytest.raises(DataError, match=r"^the test images' class folders \(left, zz\) are not the classes the run "
+                                        r"was trained on \(left, right\)"):
+        evaluate.evaluate_on_dataset(path, data={"image_dir": renamed}, run_class_names=["left", "right"])
+    # A TFLite model is checked the same way: it says how many classes it answers.
+    from dropzoo import tflite
+    model_path = str(tmp_path / "model.tflite")
+    with open(model_path, "wb") as f:
+        f.write(tflite.convert(path))
+    assert tflite.Model.load(model_path).num_classes == 2
+    with pytest.raises(DataError, match=r"^the test images have 3 class folders"):
+        evaluate.evaluate_on_dataset(model_path, data={"image_dir": three}, tflite_model=True)
