@@ -17,6 +17,11 @@ language (models/sites.py):
               activation and `LAYER.act`, the same function);
   LAYER.post  on the layer's output (after a fused activation).
 
+A conv/dense layer's block of BatchNormalization and activation layers
+(Dense -> BN -> ReLU, each the only reader of the one before) is one layer
+here, as in the zoo's networks: `.post` is after the block, `.mid` before
+its activation.
+
 The classifier (the last conv/dense layer, before a softmax if the model
 has one) has only `.pre`. The model's own dropout becomes its `canonical`
 placement: a dropout layer after layer P is `P.post` (`:spatial` for
@@ -43,31 +48,10 @@ import os
 
 import keras
 
-from models import layers as dropout_lib
+from models import keras_graph as graph
 from models import network
 from models import sites as sites_lib
 
-# Dropout layers the rewrite removes (their rates become the canonical placement):
-# every kind's (models/layers.py KINDS), and Keras' forms the zoo does not train.
-OTHER_SPATIAL_TYPES = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout3D)
-
-
-def is_dropout(layer):
-    return isinstance(layer, dropout_lib.dropout_types() + OTHER_SPATIAL_TYPES + (keras.layers.AlphaDropout,))
-
-
-def _is_spatial(layer):
-    return isinstance(layer, dropout_lib.spatial_types() + OTHER_SPATIAL_TYPES)
-CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.SeparableConv1D,
-              keras.layers.SeparableConv2D, keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
-              keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
-LINEAR_TYPES = CONV_TYPES + (keras.layers.Dense,)
-POOL_TYPES = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
-              keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
-# Layers that only move units around (a mask on their output is a mask on their input).
-RESHAPING_TYPES = (keras.layers.Flatten, keras.layers.Reshape)
-# mask_stream(index, slot) stays below the next seed's streams (seed * 1000) up to this index.
-MAX_LAYER_INDEX = 449
 # Options of models.build that change zoo networks only: a Keras model keeps its own.
 _ZOO_ONLY = {"activation": "relu", "norm": "none", "bn_momentum": network.DEFAULT_BN_MOMENTUM}
 
@@ -78,8 +62,8 @@ class Layer:
 
     name: str
     index: int  # position in the source model's graph order: its mask streams
-    role: str  # "conv", "dense", "output" (the classifier), "head" (after it), "other"
-    activation: str  # a conv/dense layer's fused activation ("linear" if none)
+    role: str  # "conv", "dense", "output" (the classifier), "head" (after it), "other", "block" (see owner)
+    activation: str  # what lies between a conv/dense layer's .mid and .post ("linear" if nothing)
     slots: tuple
     input_rank: int  # rank of the tensor at `.pre` (0: several inputs)
     output_rank: int
@@ -87,6 +71,13 @@ class Layer:
     # looking through layers that only reshape or drop (Flatten, Reshape, dropout): see tensor_of.
     input_key: int = -2
     output_key: int = -2
+    # A layer of a conv/dense layer's block (its BN or activation layers): that layer's name; whether this
+    # layer's input is the owner's `.mid` (its activation layer) and its output the owner's `.post` (the last).
+    owner: str = ""
+    mid_before: bool = False
+    block_end: bool = False
+    # A conv/dense layer's fused activation ("linear" if none): the rewrite splits it off (`LAYER.act`).
+    fused: str = "linear"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,63 +206,9 @@ def describe_model(model, name=None, source=None, digest=""):
     if len(input_shape) != 3 or None in input_shape:
         raise ValueError(f"{what} takes inputs of shape {input_shape}; place_dropout rewrites image "
                          "classifiers with one fixed-size [H, W, C] input")
-    calls = _trace(model)
+    calls = graph.trace(model)
     return _spec_of(model, calls, input_shape, name or model.name, source or f"keras.Model {model.name!r}",
                     digest)
-
-
-@dataclasses.dataclass
-class _Call:
-    layer: object
-    inputs: list  # ids of the input tensors
-    output: int  # id of the output tensor
-    rank_in: int
-    rank_out: int
-
-
-def _trace(model):
-    """[_Call] in graph order, from a clone that reuses the layers (the model is not changed)."""
-    calls = []
-
-    def call(layer, *args, **kwargs):
-        output = layer(*args, **kwargs)
-        tensors = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
-        if isinstance(layer, keras.Model):
-            raise ValueError(f"model {model.name!r} nests model {layer.name!r}; place_dropout rewrites one "
-                             "flat graph: build the outer model from the inner model's layers")
-        if not isinstance(output, keras.KerasTensor):
-            raise ValueError(f"layer {layer.name!r} of model {model.name!r} has several outputs; "
-                             "place_dropout rewrites layers with one output each")
-        if any(c.layer is layer for c in calls):
-            raise ValueError(f"layer {layer.name!r} is called more than once in model {model.name!r} "
-                             "(a shared layer); its sites would not name one place: use separate layers")
-        calls.append(_Call(layer, [id(t) for t in tensors], id(output),
-                           len(tensors[0].shape) if len(tensors) == 1 else 0, len(output.shape)))
-        return output
-
-    keras.models.clone_model(functional(model), clone_function=lambda layer: layer, call_function=call)
-    if len(calls) > MAX_LAYER_INDEX + 1:
-        raise ValueError(f"model {model.name!r} has {len(calls)} layers; place_dropout seeds masks for "
-                         f"up to {MAX_LAYER_INDEX + 1}")
-    return calls
-
-
-def functional(model):
-    """`model` as a functional model over the same layers (a Sequential is called layer by layer)."""
-    if not isinstance(model, keras.Sequential):
-        return model
-    inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
-    x = inputs
-    for layer in model.layers:
-        x = layer(x)
-    return keras.Model(inputs, x, name=model.name)
-
-
-def _fused_activation(layer):
-    if not isinstance(layer, LINEAR_TYPES):
-        return "linear"
-    activation = keras.activations.serialize(layer.activation)
-    return activation if isinstance(activation, str) else str(activation.get("config", activation))
 
 
 def _output_of(model, calls):
@@ -280,27 +217,22 @@ def _output_of(model, calls):
     last = len(calls) - 1
     layer = calls[last].layer
     softmax_layer = isinstance(layer, keras.layers.Softmax) or (
-        isinstance(layer, keras.layers.Activation) and _activation_name(layer) == "softmax")
+        isinstance(layer, keras.layers.Activation) and graph.activation_name(layer) == "softmax")
     if softmax_layer:
         producer = [i for i, c in enumerate(calls) if c.output in calls[last].inputs]
-        if len(producer) != 1 or not isinstance(calls[producer[0]].layer, LINEAR_TYPES) \
-                or _fused_activation(calls[producer[0]].layer) != "linear":
+        if len(producer) != 1 or not isinstance(calls[producer[0]].layer, graph.LINEAR_TYPES) \
+                or graph.fused_activation(calls[producer[0]].layer) != "linear":
             raise ValueError(f"{what} ends in a softmax that does not follow a linear Dense/conv layer; "
                              "place_dropout needs a classifier layer before the softmax")
         return producer[0], "probabilities"
-    if not isinstance(layer, LINEAR_TYPES):
+    if not isinstance(layer, graph.LINEAR_TYPES):
         raise ValueError(f"{what} ends in {type(layer).__name__} {layer.name!r}; place_dropout needs a "
                          "Dense (or conv) classifier, optionally followed by a softmax")
-    activation = _fused_activation(layer)
+    activation = graph.fused_activation(layer)
     if activation not in ("softmax", "linear"):
         raise ValueError(f"{what} ends in a {activation} activation; the zoo trains softmax classifiers: "
                          "end the model with a softmax or with logits (no activation)")
     return last, "probabilities" if activation == "softmax" else "logits"
-
-
-def _activation_name(layer):
-    activation = keras.activations.serialize(layer.activation)
-    return activation if isinstance(activation, str) else ""
 
 
 def _spec_of(model, calls, input_shape, name, source, digest):
@@ -315,41 +247,75 @@ def _spec_of(model, calls, input_shape, name, source, digest):
         """The index of the call that made this tensor, through layers that only reshape or drop (-1: input)."""
         index = producer.get(tensor_id, -1)
         while (index >= 0 and len(calls[index].inputs) == 1
-               and (isinstance(calls[index].layer, RESHAPING_TYPES) or is_dropout(calls[index].layer))):
+               and (isinstance(calls[index].layer, graph.RESHAPING_TYPES) or graph.is_dropout(calls[index].layer))):
             index = producer.get(calls[index].inputs[0], -1)
         return index
 
+    blocks = graph.blocks(calls, output_index)
+    members = {i: (owner, position) for owner, block in blocks.items() for position, i in enumerate(block)}
     layers = []
     for index, call in enumerate(calls):
         layer = call.layer
-        if is_dropout(layer):
+        if graph.is_dropout(layer):
             continue
-        activation = _fused_activation(layer)
+        activation = graph.fused_activation(layer)
+        block = blocks.get(index, [])
+        if index in members:
+            owner, position = members[index]
+            owner_block = blocks[owner]
+            layers.append(Layer(layer.name, index, "block", "linear", (), call.rank_in, call.rank_out,
+                                tensor(call.inputs[0]), tensor(call.output), owner=calls[owner].layer.name,
+                                mid_before=index == graph.mid_layer(calls, owner, owner_block),
+                                block_end=position == len(owner_block) - 1))
+            continue
         if index == output_index:
             role, slots = "output", ("pre",)
         elif index > output_index:
             role, slots = "head", ()
-        elif isinstance(layer, CONV_TYPES):
+        elif isinstance(layer, graph.CONV_TYPES):
             role = "conv"
         elif isinstance(layer, keras.layers.Dense):
             role = "dense"
-        elif isinstance(layer, POOL_TYPES):
+        elif isinstance(layer, graph.POOL_TYPES):
             role = "pool"
         else:
             role = "other"
+        fused = activation
         if role in ("conv", "dense"):
+            mid = graph.mid_layer(calls, index, block)
+            after_mid = block if fused != "linear" else block[block.index(mid):] if mid is not None else []
+            between = ([fused] if fused != "linear" else []) + [graph.function_name(calls[i].layer) for i in after_mid]
+            activation = ",".join(between) or "linear"  # "relu": .mid and .post are one network for ReLU
             slots = ("pre", "mid", "post") if activation != "linear" else ("pre", "post")
             if call.rank_in == 0:
                 slots = slots[1:]
         elif role in ("other", "pool"):
             slots = () if (index == 0 and rescaling) else ("post",)
         input_key = tensor(call.inputs[0]) if len(call.inputs) == 1 else -2
+        output = calls[block[-1]].output if block else call.output
         layers.append(Layer(layer.name, index, role, activation, slots, call.rank_in, call.rank_out,
-                            input_key, tensor(call.output)))
+                            input_key, tensor(output), fused=fused))
     spec = KerasModelSpec(name=name, source=source, layers=tuple(layers), canonical="", outputs=outputs,
                           input_shape=input_shape, num_classes=num_classes, rescaling=rescaling,
                           digest=digest, model=model)
     return dataclasses.replace(spec, canonical=sites_lib.format_placement(_own_dropout(model, calls, spec)))
+
+
+def _site_after(spec, index):
+    """The site on the output of call `index`, or None where no site is (inside a block)."""
+    info = next((layer for layer in spec.layers if layer.index == index), None)
+    if info is None:
+        return None
+    if info.role == "block":
+        owner = next(layer for layer in spec.layers if layer.name == info.owner)
+        if info.block_end:
+            return f"{owner.name}.post"
+        reader = next((layer for layer in spec.layers if layer.owner == owner.name and layer.index > index), None)
+        return f"{owner.name}.mid" if reader is not None and reader.mid_before else None
+    if any(layer.owner == info.name for layer in spec.layers):  # a block's first layer reads it
+        first = next(layer for layer in spec.layers if layer.owner == info.name)
+        return f"{info.name}.mid" if first.mid_before else None
+    return f"{info.name}.post" if "post" in info.slots else None
 
 
 def _own_dropout(model, calls, spec):
@@ -362,11 +328,17 @@ def _own_dropout(model, calls, spec):
     valid, spatial = spec.sites(), spec.spatial_sites()
     own = {}
     for c in calls:
-        if not is_dropout(c.layer):
+        if not graph.is_dropout(c.layer):
             continue
         source = producer.get(c.inputs[0])
-        if source is not None and not is_dropout(source.layer):
-            site, shares = f"{source.layer.name}.post", consumers[c.inputs[0]]
+        if source is not None and not graph.is_dropout(source.layer):
+            site, shares = _site_after(spec, calls.index(source)), consumers[c.inputs[0]]
+            if site is None:
+                owner = next(layer.owner or layer.name for layer in spec.layers if layer.name == source.layer.name)
+                raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} is inside the block of "
+                                 f"{owner!r} (between it and its normalization): place_dropout names "
+                                 f"{owner}.pre, {owner}.mid (before its activation) and {owner}.post (after the "
+                                 "block); move the dropout to one of those")
         else:  # on the model's input (or on another dropout's output): the next layer's input
             after = consumers.get(c.output, [])
             site, shares = (f"{after[0].layer.name}.pre" if len(after) == 1 else ""), after
@@ -374,7 +346,7 @@ def _own_dropout(model, calls, spec):
             raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} is not at a site "
                              f"place_dropout can name (it must be a layer's whole output, or a conv/dense "
                              f"layer's input); valid sites: {', '.join(valid)}")
-        is_spatial = _is_spatial(c.layer)
+        is_spatial = graph.is_spatial(c.layer)
         if is_spatial and site not in spatial:
             raise ValueError(f"spatial dropout layer {c.layer.name!r} of model {model.name!r} is not on a "
                              "4-D feature map; the zoo's spatial dropout drops channels of [batch, H, W, C]")

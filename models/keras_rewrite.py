@@ -19,11 +19,11 @@ from models import network
 from models import placements as placements_lib
 from models import pooling
 from models import sites as sites_lib
+from models.keras_graph import functional
+from models.keras_graph import is_dropout
 from models.keras_model import KerasModelSpec
 from models.keras_model import check_zoo_only
 from models.keras_model import describe_model
-from models.keras_model import functional
-from models.keras_model import is_dropout
 
 # Keras' own layers the rewrite swaps for the zoo's: the same layers with faster training gradients.
 ZOO_CLASSES = {keras.layers.MaxPooling2D: pooling.MaxPooling2D, keras.layers.Activation: activations.Activation}
@@ -105,6 +105,11 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
     # A ReLU whose output only a max pooling reads has the pooling apply its gradient (pooling.fold_relu):
     # readers are counted in the source, and any layer of several inputs makes them unknown.
     readers = collections.Counter(layer.input_key for layer in spec.layers)
+
+    def tensor_key(info):
+        """The key of the tensor `info`'s call makes (a block's first layers: not its .post's)."""
+        return -3 - info.index if any(other.owner == info.name for other in spec.layers) else info.output_key
+
     readers_known = -2 not in readers
     relus = {}  # a source tensor's key -> (the zoo ReLU that makes it here, its output)
 
@@ -112,8 +117,11 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
         if is_dropout(layer):
             return args[0]
         info = by_name[layer.name]
+        owner = by_name.get(info.owner)  # a layer of a conv/dense layer's block: that layer's .mid / .post
         if "pre" in info.slots:
             args = (dropout(args[0], info, "pre"),) + args[1:]
+        if owner is not None and info.mid_before:
+            args = (dropout(args[0], owner, "mid"),) + args[1:]
         relu, relu_output = relus.get(info.input_key, (None, None))
         if readers_known and isinstance(layer, pooling.MaxPooling2D) and args[0] is relu_output \
                 and readers[info.input_key] == 1:
@@ -121,14 +129,17 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
         x = layer(*args, **kwargs)
         layer.set_weights(originals[id(layer)].get_weights())
         if isinstance(layer, activations.Activation) and layer.activation is keras.activations.relu:
-            relus[info.output_key] = (layer, x)
-        if info.role in ("conv", "dense"):
+            relus[tensor_key(info)] = (layer, x)
+        if info.role in ("conv", "dense") and info.fused != "linear":
             x = dropout(x, info, "mid")
-            if info.activation != "linear":
-                act = activations.Activation(info.activation, name=f"{layer.name}.act")
-                x = act(x)
-                if info.activation == "relu":
-                    relus[info.output_key] = (act, x)
+            act = activations.Activation(info.fused, name=f"{layer.name}.act")
+            x = act(x)
+            if info.fused == "relu":
+                relus[tensor_key(info)] = (act, x)
+        if owner is not None:
+            return dropout(x, owner, "post") if info.block_end else x
+        if any(other.owner == info.name for other in spec.layers):
+            return x  # its block's last layer holds its .post
         return dropout(x, info, "post")
 
     image = keras.Input(shape=spec.input_shape, name="image")

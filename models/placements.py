@@ -10,7 +10,9 @@ network gets the same variants, derived the same way, keeping its own rates:
   layer has one head position: the classifier's input (`logits.pre`);
 - the *conv-stack* dropout is the rest of its own dropout (e.g. the classic
   example's 0.25 after pooling, or a user model's dropout on the last dense
-  layer's input); its rate is the network's own, or `spec.conv_rate`.
+  layer's input); its rate is the network's own (of several, the one
+  nearest the head: a dropout on the input is not conv-stack dropout), or
+  `spec.conv_rate`.
 
 | placement | sites | holds fixed |
 | --- | --- | --- |
@@ -62,7 +64,7 @@ def own_rates(spec):
             if name in head_sites or spec.tensor_of(name) in head_tensors]
     stack = [site.rate for name, site in canonical.items()
              if not (name in head_sites or spec.tensor_of(name) in head_tensors)]
-    return (head[0] if head else DEFAULT_HEAD_RATE), (stack[0] if stack else spec.conv_rate)
+    return (head[0] if head else DEFAULT_HEAD_RATE), (stack[-1] if stack else spec.conv_rate)
 
 
 def stack_sites(spec, head_site):

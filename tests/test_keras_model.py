@@ -89,9 +89,10 @@ def test_every_placement_keeps_the_weights_and_puts_dropout_at_its_sites(build):
 
 def test_the_functional_model_sites_follow_its_graph():
     spec = models.describe_model(user_functional())
-    assert spec.sites() == ("stem.pre", "stem.post", "stem_bn.post", "stem_relu.post", "branch.pre",
-                            "branch.mid", "branch.post", "add.post", "gap.post", "fc.pre", "fc.mid",
-                            "fc.post", "logits_out.pre")
+    # stem -> stem_bn -> stem_relu is one block: .mid before its activation, .post after it (as in the zoo).
+    assert spec.sites() == ("stem.pre", "stem.mid", "stem.post", "branch.pre", "branch.mid", "branch.post",
+                            "add.post", "gap.post", "fc.pre", "fc.mid", "fc.post", "logits_out.pre")
+    assert spec.layer_activation("stem", "tanh") == "relu"
     assert spec.canonical == "add.post:0.2:spatial"
     assert (spec.outputs, spec.rescaling) == ("logits", False)
     # tanh and elu do not commute with a mask: mid and post are different networks.
@@ -311,3 +312,66 @@ def test_a_user_models_stacked_sites_are_refused_unless_asked_for():
         models.place_dropout(model, "p.post:0.25,d.pre:0.5")
     variant = models.place_dropout(model, "p.post:0.25,d.pre:0.5:stack")
     assert set(dropout_sites(variant)) == {"p.post", "d.pre"}
+
+
+def _feeds(variant):
+    """{dropout layer name: (the layer it reads, the layers that read it)} of a variant."""
+    found = {}
+    for layer in models.dropout_layers(variant):
+        node = variant.get_layer(layer.name)._inbound_nodes[0]
+        source = node.input_tensors[0]._keras_history[0].name
+        readers = [other.name for other in variant.layers for n in other._inbound_nodes
+                   for t in n.input_tensors if t._keras_history[0] is layer]
+        found[layer.name] = (source, readers)
+    return found
+
+
+@pytest.mark.parametrize("block,mid_reader,post_source", [
+    # Dense -> Activation layer: .post after the activation, .mid before it.
+    ([keras.layers.Dense(32, name="fc"), keras.layers.Activation("tanh", name="fcact")], "fcact", "fcact"),
+    # The Keras BN idiom, Dense -> BN -> ReLU: no BN is fed by the head dropout; .mid is between BN and ReLU.
+    ([keras.layers.Dense(32, use_bias=False, name="fc"), keras.layers.BatchNormalization(name="fcbn"),
+      keras.layers.Activation("relu", name="fcrelu")], "fcrelu", "fcrelu"),
+    # ReLU and LeakyReLU layers are activations too.
+    ([keras.layers.Dense(32, name="fc"), keras.layers.LeakyReLU(name="fcact")], "fcact", "fcact"),
+    # A fused activation then BN: .mid is the split activation's input, .post after the BN.
+    ([keras.layers.Dense(32, activation="relu", name="fc"), keras.layers.BatchNormalization(name="fcbn")],
+     "fc.act", "fcbn"),
+])
+def test_a_dense_layers_block_of_bn_and_activation_layers_is_one_layer(block, mid_reader, post_source):
+    """after_activation is after the block's activation (and BN), never between the dense layer and them."""
+    model = _sequential(keras.layers.Conv2D(4, 3, name="c1"), keras.layers.BatchNormalization(name="c1bn"),
+                        keras.layers.ReLU(name="c1relu"), keras.layers.MaxPooling2D(name="p1"),
+                        keras.layers.Flatten(name="fl"), *block, keras.layers.Dropout(0.3),
+                        keras.layers.Dense(10, activation="softmax", name="out"))
+    got = _placements(model)
+    # Its own Dropout(0.3) after the block is the head, at its own rate, whatever the block holds.
+    assert got["canonical"] == got["after_activation"] == got["bn_after_last"] == "fc.post:0.3"
+    assert got["before_activation"] == "fc.mid:0.3" and got["bn_before"] == "c1.post:0.1,fc.post:0.3"
+    assert _feeds(models.place_dropout(model, "after_activation", seed=0)) == {"fc.post": (post_source, ["out"])}
+    assert _feeds(models.place_dropout(model, "before_activation", seed=0))["fc.mid"][1] == [mid_reader]
+    # bn_before: the first BN sees no dropout; the conv block's .post is after its ReLU.
+    assert _feeds(models.place_dropout(model, "bn_before", seed=0))["c1.post"] == ("c1relu", ["p1"])
+    # ReLU right after .mid commutes with the mask (one network); tanh, or BN in between, do not.
+    name = models.register_spec(models.describe_model(model, name=f"block_{type(block[-1]).__name__}_{len(block)}"))
+    same = models.construction_key(name, "after_activation") == models.construction_key(name, "before_activation")
+    assert same == (mid_reader == "fcrelu")
+
+
+def test_a_dropout_inside_a_block_is_refused_naming_the_sites_there_are():
+    model = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dense(16, name="fc"), keras.layers.Dropout(0.2),
+                        keras.layers.BatchNormalization(name="fcbn"), keras.layers.ReLU(name="fcrelu"),
+                        keras.layers.Dense(10, activation="softmax", name="out"))
+    with pytest.raises(ValueError, match=r"is inside the block of 'fc' \(between it and its normalization\): "
+                                         r"place_dropout names fc.pre, fc.mid \(before its activation\)"):
+        models.describe_model(model)
+
+
+def test_a_user_models_input_dropout_is_not_its_conv_stack_rate():
+    """Dropout(0.1) on the input and Dropout(0.5) on the dense layer's input: the conv stack takes 0.5."""
+    model = _sequential(keras.layers.Dropout(0.1), keras.layers.Conv2D(4, 3, activation="relu", name="c"),
+                        keras.layers.MaxPooling2D(name="p"), keras.layers.Flatten(name="f"), keras.layers.Dropout(0.5),
+                        keras.layers.Dense(16, activation="relu", name="fc"), keras.layers.Dense(10, name="out"))
+    got = _placements(model)
+    assert got["canonical"] == "c.pre:0.1,f.post:0.5"
+    assert got["conv"] == "p.post:0.5,fc.post:0.5"

@@ -1,0 +1,153 @@
+"""A Keras model's graph as the rewrite reads it: its calls in order, and each conv/dense layer's block.
+
+`trace(model)` lists the layer calls of a Sequential or functional model
+(from a clone that reuses its layers: the model is not changed); `blocks`
+finds, for each hidden conv/dense layer, the BatchNormalization and
+activation layers that finish it (Dense -> BN -> ReLU). The tables below
+say which Keras layers are which.
+"""
+import dataclasses
+
+import keras
+
+from models import layers as dropout_lib
+
+# Dropout layers the rewrite removes (their rates become the canonical placement):
+# every kind's (models/layers.py KINDS), and Keras' forms the zoo does not train.
+OTHER_SPATIAL_TYPES = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout3D)
+
+
+def is_dropout(layer):
+    return isinstance(layer, dropout_lib.dropout_types() + OTHER_SPATIAL_TYPES + (keras.layers.AlphaDropout,))
+
+
+def is_spatial(layer):
+    return isinstance(layer, dropout_lib.spatial_types() + OTHER_SPATIAL_TYPES)
+
+
+CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.SeparableConv1D,
+              keras.layers.SeparableConv2D, keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+              keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+LINEAR_TYPES = CONV_TYPES + (keras.layers.Dense,)
+POOL_TYPES = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
+              keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
+# Layers that only move units around (a mask on their output is a mask on their input).
+RESHAPING_TYPES = (keras.layers.Flatten, keras.layers.Reshape)
+# Layers that finish a conv/dense layer's block when they alone read its output (Dense -> BN -> ReLU):
+# the block's `.post` is after them, and its `.mid` before its activation, as in the zoo's networks.
+ACTIVATION_TYPES = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
+                    keras.layers.PReLU)
+NORM_TYPES = (keras.layers.BatchNormalization, keras.layers.LayerNormalization, keras.layers.GroupNormalization)
+# mask_stream(index, slot) stays below the next seed's streams (seed * 1000) up to this index.
+MAX_LAYER_INDEX = 449
+@dataclasses.dataclass
+class Call:
+    layer: object
+    inputs: list  # ids of the input tensors
+    output: int  # id of the output tensor
+    rank_in: int
+    rank_out: int
+
+
+def trace(model):
+    """[Call] in graph order, from a clone that reuses the layers (the model is not changed)."""
+    calls = []
+
+    def call(layer, *args, **kwargs):
+        output = layer(*args, **kwargs)
+        tensors = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
+        if isinstance(layer, keras.Model):
+            raise ValueError(f"model {model.name!r} nests model {layer.name!r}; place_dropout rewrites one "
+                             "flat graph: build the outer model from the inner model's layers")
+        if not isinstance(output, keras.KerasTensor):
+            raise ValueError(f"layer {layer.name!r} of model {model.name!r} has several outputs; "
+                             "place_dropout rewrites layers with one output each")
+        if any(c.layer is layer for c in calls):
+            raise ValueError(f"layer {layer.name!r} is called more than once in model {model.name!r} "
+                             "(a shared layer); its sites would not name one place: use separate layers")
+        calls.append(Call(layer, [id(t) for t in tensors], id(output),
+                           len(tensors[0].shape) if len(tensors) == 1 else 0, len(output.shape)))
+        return output
+
+    keras.models.clone_model(functional(model), clone_function=lambda layer: layer, call_function=call)
+    if len(calls) > MAX_LAYER_INDEX + 1:
+        raise ValueError(f"model {model.name!r} has {len(calls)} layers; place_dropout seeds masks for "
+                         f"up to {MAX_LAYER_INDEX + 1}")
+    return calls
+
+
+def functional(model):
+    """`model` as a functional model over the same layers (a Sequential is called layer by layer)."""
+    if not isinstance(model, keras.Sequential):
+        return model
+    inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
+    x = inputs
+    for layer in model.layers:
+        x = layer(x)
+    return keras.Model(inputs, x, name=model.name)
+
+
+def fused_activation(layer):
+    if not isinstance(layer, LINEAR_TYPES):
+        return "linear"
+    activation = keras.activations.serialize(layer.activation)
+    return activation if isinstance(activation, str) else str(activation.get("config", activation))
+
+
+def function_name(layer):
+    """What a block's BN or activation layer computes, by name: 'relu' for any plain ReLU."""
+    if isinstance(layer, keras.layers.Activation):
+        return activation_name(layer) or type(layer).__name__
+    plain = isinstance(layer, keras.layers.ReLU) and layer.max_value is None and not layer.negative_slope \
+        and not layer.threshold
+    return "relu" if plain else type(layer).__name__
+
+
+def activation_name(layer):
+    """The name of an Activation layer's function ('' for other layers and unnamed functions)."""
+    if not isinstance(layer, keras.layers.Activation):
+        return ""
+    activation = keras.activations.serialize(layer.activation)
+    return activation if isinstance(activation, str) else ""
+
+
+def blocks(calls, output_index):
+    """{index of a hidden conv/dense call: [indices of its block's BN and activation layers, in order]}.
+
+    A block goes on while the tensor so far has one reader (through dropout
+    layers, which the rewrite removes) and that reader is a normalization or
+    an activation layer, with at most one activation that is not a softmax.
+    """
+    readers = {}
+    for i, c in enumerate(calls):
+        for tensor in c.inputs:
+            readers.setdefault(tensor, []).append(i)
+
+    def next_reader(i):
+        found = readers.get(calls[i].output, [])
+        while len(found) == 1 and is_dropout(calls[found[0]].layer):
+            found = readers.get(calls[found[0]].output, [])
+        return found[0] if len(found) == 1 and len(calls[found[0]].inputs) == 1 else None
+
+    blocks = {}
+    for index, call in enumerate(calls[:output_index]):
+        if not isinstance(call.layer, LINEAR_TYPES):
+            continue
+        block, current, activated = [], index, fused_activation(call.layer) != "linear"
+        while (after := next_reader(current)) is not None and after < output_index:
+            layer = calls[after].layer
+            is_activation = isinstance(layer, ACTIVATION_TYPES) and activation_name(layer) != "softmax"
+            if not (isinstance(layer, NORM_TYPES) or (is_activation and not activated)):
+                break
+            activated = activated or is_activation
+            block.append(after)
+            current = after
+        blocks[index] = block
+    return blocks
+
+
+def mid_layer(calls, owner, block):
+    """The index of the activation layer in `owner`'s block (its input is the owner's .mid), else None."""
+    if fused_activation(calls[owner].layer) != "linear":
+        return None  # the fused activation is the one; the rewrite splits it off
+    return next((i for i in block if isinstance(calls[i].layer, ACTIVATION_TYPES)), None)
