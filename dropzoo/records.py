@@ -261,6 +261,7 @@ def row(run, metrics, result, data_source, trained):
     val_loss = [v for v in history.get("val_loss", []) if v is not None]
     return {
         "run": run,
+        "weights_sha256": metrics.get("weights_sha256"),
         "variant": None,  # labelled by compare.label_rows, once every run's config is known
         "seed": metrics["config"]["seed"],
         "config": metrics["config"],
@@ -307,19 +308,41 @@ def collect(runs_dirs, destination):
     tensorboard/ or the serving artifacts. A run recorded as identical by
     construction to another keeps pointing at it.
     """
+    inside = [d for d in runs_dirs if _is_within(destination, d)]
+    if inside:
+        raise ConfigError(f"--collect {destination} is inside --runs_dir {inside[0]}: a later collect would copy "
+                          "the copies too; collect into a directory outside it")
+    pairs = [(run, os.path.join(destination, os.path.relpath(run, runs_dir)))
+             for runs_dir in runs_dirs for run in find_runs([runs_dir])]
+    for run, target in pairs:  # before anything is copied: a refused collect changes nothing
+        held = os.path.join(target, "metrics.json")
+        if os.path.isfile(held) and _weights_of(held) != _weights_of(os.path.join(run, "metrics.json")):
+            raise ConfigError(f"{target} already holds another run (other weights) than {run}, which would "
+                              "replace its records: two machines trained one variant and seed, and a comparison "
+                              "takes each seed once; collect the other machine's runs into another directory, or "
+                              "give each machine its own seeds (--seed=N --seeds=K)")
     copied = []
-    for runs_dir in runs_dirs:
-        for run in find_runs([runs_dir]):
-            target = os.path.join(destination, os.path.relpath(run, runs_dir))
-            os.makedirs(target, exist_ok=True)
-            for name in RECORD_FILES:
-                if os.path.isfile(os.path.join(run, name)):
-                    shutil.copyfile(os.path.join(run, name), os.path.join(target, name))
-            if os.path.isdir(os.path.join(run, EVALUATIONS)):
-                shutil.copytree(os.path.join(run, EVALUATIONS), os.path.join(target, EVALUATIONS),
-                                dirs_exist_ok=True)
-            copied.append(target)
+    for run, target in pairs:
+        os.makedirs(target, exist_ok=True)
+        for name in RECORD_FILES:
+            if os.path.isfile(os.path.join(run, name)):
+                shutil.copyfile(os.path.join(run, name), os.path.join(target, name))
+        if os.path.isdir(os.path.join(run, EVALUATIONS)):
+            shutil.copytree(os.path.join(run, EVALUATIONS), os.path.join(target, EVALUATIONS),
+                            dirs_exist_ok=True)
+        copied.append(target)
     return copied
+
+
+def _weights_of(metrics_path):
+    """The weights digest a run recorded (its whole record where it recorded none)."""
+    record = files.read_json(metrics_path, _FIX)
+    return record.get("weights_sha256") or json.dumps(record, sort_keys=True)
+
+
+def _is_within(path, directory):
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return path == directory or path.startswith(directory + os.sep)
 
 
 # The config fields that say what a run was trained and tested on.
@@ -344,8 +367,13 @@ def check_each_run_once(rows):
     """
     seen = {}
     for r in rows:
-        other = seen.setdefault((r["key"], r["seed"]), r["run"])
-        if other != r["run"]:
-            raise ConfigError(f"{other} and {r['run']} are the same variant ({r['variant']}) and seed ({r['seed']}): "
-                              "one run counted twice (a collected copy beside its original?); give each run's "
-                              "directory to --runs_dir once")
+        other = seen.setdefault((r["key"], r["seed"]), r)
+        if other["run"] == r["run"]:
+            continue
+        both = f"{other['run']} and {r['run']} are the same variant ({r['variant']}) and seed ({r['seed']})"
+        if other.get("weights_sha256") == r.get("weights_sha256"):
+            raise ConfigError(f"{both}: one run counted twice (a collected copy beside its original?); give each "
+                              "run's directory to --runs_dir once")
+        raise ConfigError(f"{both}, trained apart (other weights: two machines?); a comparison pairs runs by "
+                          "seed and takes each seed once: compare each directory alone, or retrain one of them "
+                          "with other seeds (--seed=N --seeds=K)")

@@ -233,6 +233,12 @@ def test_one_run_found_twice_is_refused_naming_both_directories():
     with pytest.raises(ConfigError, match=r"^r/after_activation/0 and copy/r/after_activation/0 are the same "
                                           r"variant \(m/after_activation\) and seed \(0\): one run counted twice"):
         records.check_each_run_once(rows + copy)
+    # The same seed trained apart (two machines): other weights, and another message and fix.
+    apart = [{**r, "run": "m2/" + r["run"], "weights_sha256": f"other{r['seed']}"} for r in rows]
+    compare.label_rows(rows + apart)
+    with pytest.raises(ConfigError, match=r"and seed \(0\), trained apart \(other weights: two machines\?\); "
+                                          r"a comparison pairs runs by seed and takes each seed once"):
+        records.check_each_run_once(rows + apart)
 
 
 def test_an_interval_past_the_metrics_range_is_marked_and_explained():

@@ -108,3 +108,26 @@ def test_the_trainer_saves_its_own_evaluation_keyed_by_its_test_data(tmp_path):
     assert saved["result"]["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     with open(records.evaluation_path(str(tmp_path), request)) as f:
         assert json.load(f)["request"] == request
+
+
+def test_a_collect_never_replaces_another_runs_records(tmp_path):
+    """Seed 0 trained on two machines: collecting both into one directory would silently keep one."""
+    from dropzoo.errors import ConfigError
+
+    def run(root, weights):
+        path = tmp_path / root / "dense_mlp" / "canonical" / "seed0"
+        path.mkdir(parents=True)
+        (path / "metrics.json").write_text(json.dumps({"weights_sha256": weights, "config": {"seed": 0}}))
+        return str(tmp_path / root)
+
+    first, second, target = run("m1", "aaa"), run("m2", "bbb"), str(tmp_path / "collected")
+    assert len(records.collect([first], target)) == 1
+    assert len(records.collect([first], target)) == 1  # the same run again: refreshed
+    held = os.path.join(target, "dense_mlp", "canonical", "seed0", "metrics.json")
+    with pytest.raises(ConfigError, match=r"seed0 already holds another run \(other weights\) than .*m2/dense_mlp/"
+                                          r"canonical/seed0, which would replace its records"):
+        records.collect([second], target)
+    with open(held) as f:
+        assert json.load(f)["weights_sha256"] == "aaa"  # nothing replaced
+    with pytest.raises(ConfigError, match=r"^--collect .*m1/copy is inside --runs_dir .*m1: a later collect"):
+        records.collect([first], os.path.join(first, "copy"))
