@@ -22,16 +22,31 @@ from dropzoo import site_stats
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves model, optimizer and dropout RNG state at the end of every epoch (checkpoints.py)."""
+    """Saves model, optimizer and dropout RNG state at the end of every epoch (checkpoints.py).
 
-    def __init__(self, directory):
+    With them it saves the run's history so far (`record`: {"history": {key:
+    [one value per epoch]}, "seconds": [each epoch's wall time]}), starting
+    from `earlier`, the record of the checkpoint a run resumed from.
+    """
+
+    def __init__(self, directory, earlier=None):
         super().__init__()
         self.directory = directory
+        self.earlier = earlier
+        self.record = {"history": {k: list(v) for k, v in (earlier or {}).get("history", {}).items()},
+                       "seconds": list((earlier or {}).get("seconds", []))}
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs and not np.isfinite(logs.get("loss", 0.0)):
             return  # keep the last good state; TerminateOnNaN stops the run
-        checkpoints.save(self.model, self.directory, epoch + 1)
+        for key, value in (logs or {}).items():
+            self.record["history"].setdefault(key, []).append(float(value))
+        self.record["seconds"].append(time.perf_counter() - self._start)
+        checkpoints.save(self.model, self.directory, epoch + 1, self.record)
         interrupts.raise_if_pending()  # a Ctrl-C that Python swallowed mid-epoch stops here
 
 

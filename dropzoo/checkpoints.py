@@ -12,6 +12,7 @@ loaded into the model; `restore` then says so in one line and falls back to
 the previous checkpoint.
 """
 import io
+import json
 import os
 import re
 import sys
@@ -23,6 +24,7 @@ from dropzoo import files
 from dropzoo.errors import RunError
 
 KEEP = 2
+RECORD_KEY = "record"
 _NAME = re.compile(r"^epoch-(\d+)\.npz$")
 _TEMPORARY = re.compile(r"^epoch-\d+\.tmp-(\d+)\.npz$")
 
@@ -69,11 +71,16 @@ def _state(model):
     return state
 
 
-def save(model, directory, epoch):
-    """Writes the checkpoint after `epoch` epochs, then drops all but the last KEEP."""
+def save(model, directory, epoch, record=None):
+    """Writes the checkpoint after `epoch` epochs, then drops all but the last KEEP.
+
+    `record` (JSON-able: the run's history so far) is kept in the same file, so
+    a resumed run reports every epoch, not only those after the resume.
+    """
     os.makedirs(directory, exist_ok=True)
     buffer = io.BytesIO()
-    np.savez(buffer, epoch=np.int64(epoch),
+    extra = {} if record is None else {RECORD_KEY: np.array(json.dumps(record))}
+    np.savez(buffer, epoch=np.int64(epoch), **extra,
              **{key: np.asarray(v.numpy()) for key, v in _state(model).items()})
 
     path = files.write_bytes(path_for(directory, epoch), buffer.getvalue())
@@ -99,6 +106,15 @@ def load(model, path):
             raise CorruptCheckpoint(f"{key} has shape {arrays[key].shape}, the model's is "
                                     f"{tuple(variable.shape)} (another model's checkpoint?)")
     return arrays
+
+
+def saved_record(directory, epoch):
+    """The record saved with the checkpoint after `epoch` (see save), or None (none, or an older checkpoint)."""
+    try:
+        with np.load(path_for(directory, epoch), allow_pickle=False) as archive:
+            return json.loads(str(archive[RECORD_KEY])) if RECORD_KEY in archive.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        return None  # restore has read this file; a record it cannot give is treated as absent
 
 
 def restore(model, directory, warn=None):

@@ -104,19 +104,20 @@ class MultiWorkerLoop:
         for epoch in range(run.initial_epoch, run.epochs):
             steps = min(run.steps_per_epoch, total_steps - epoch * run.steps_per_epoch)
             tic = time.perf_counter()
+            run.checkpoint.on_epoch_begin(epoch)
             logs = _train_epoch(run_steps, iterator, steps, run.steps_per_call)
             timings.append((steps, time.perf_counter() - tic))
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
             if not np.isfinite(logs["loss"]):  # the same all-reduced value on every worker
                 break  # the trainer reports it; the NaN epoch is not checkpointed
+            if self.chief and run.pipes.validation is not None:  # reads only: the others wait at the next step
+                for key, value in self.evaluate(run, run.pipes.validation).items():
+                    logs[f"val_{key}"] = value
+                    history.setdefault(f"val_{key}", []).append(value)
             run.checkpoint.set_model(run.model)
-            run.checkpoint.on_epoch_end(epoch, logs)  # every worker: saving may be collective
-            if self.chief:  # reads and local writes only: the others go on to the next step
-                if run.pipes.validation is not None:
-                    for key, value in self.evaluate(run, run.pipes.validation).items():
-                        logs[f"val_{key}"] = value
-                        history.setdefault(f"val_{key}", []).append(value)
+            run.checkpoint.on_epoch_end(epoch, logs)  # every worker: saving may be collective; with the history
+            if self.chief:  # local writes only
                 run.dropout_stats.set_model(run.model)
                 run.dropout_stats.on_epoch_end(epoch)
                 _write_scalars(writers, epoch, logs)

@@ -259,6 +259,10 @@ def row(run, metrics, result, data_source, trained):
     """One run's row of a comparison: its record's fields and one evaluation's scores."""
     history = metrics.get("history", {})
     val_loss = [v for v in history.get("val_loss", []) if v is not None]
+    # A history that starts at a resume (older runs, or a checkpoint without its record) cannot show a rise.
+    partial = metrics.get("history_from_epoch", metrics.get("resumed_from_epoch", 0)) > 0
+    if partial:
+        val_loss = []
     return {
         "run": run,
         "weights_sha256": metrics.get("weights_sha256"),
@@ -275,7 +279,7 @@ def row(run, metrics, result, data_source, trained):
         "num_classes": metrics.get("data", {}).get("num_classes"),
         "steps": metrics.get("steps_trained"),
         "train_time_sec": metrics.get("train_time_sec"),
-        "val_accuracy": history.get("val_accuracy", []),
+        "val_accuracy": [] if partial else history.get("val_accuracy", []),
         # The final model's validation loss (older runs: their last epoch's).
         "validation_loss": metrics.get("validation_loss", val_loss[-1] if val_loss else None),
         # The final validation loss over the best epoch's (> 1: it rose from its best).

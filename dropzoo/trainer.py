@@ -36,6 +36,7 @@ import tensorflow as tf
 import models
 from dropzoo import artifacts as artifacts_lib
 from dropzoo import callbacks as callbacks_lib
+from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import errors
@@ -238,15 +239,34 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
         model=model, outputs=models.get_spec(config.model).outputs,
         steps_per_epoch=steps_per_epoch, epochs=epochs, steps_per_call=steps_per_call,
         initial_epoch=initial_epoch,
-        checkpoint=callbacks_lib.EpochCheckpoint(write_paths["checkpoints"]),
+        checkpoint=callbacks_lib.EpochCheckpoint(
+            write_paths["checkpoints"],
+            checkpoints.saved_record(paths["checkpoints"], initial_epoch) if initial_epoch else None),
         dropout_stats=callbacks_lib.DropoutStats(
             scale(probe_images), os.path.join(paths["tensorboard"], "dropout_stats")),
         verbose=verbose,
     )
 
 
+def whole_history(earlier, history, initial_epoch):
+    """(history of every epoch, 0), or (this session's history, initial_epoch) where the earlier is unknown.
+
+    `earlier` is the record saved with the checkpoint the run resumed from
+    (None: not resumed, or a checkpoint written before records were kept).
+    """
+    if not initial_epoch:
+        return history, 0
+    before = (earlier or {}).get("history", {})
+    keys = history or before  # a run resumed after its last epoch trains none
+    if not keys or any(len(before.get(key, [])) != initial_epoch for key in keys):
+        return history, initial_epoch
+    return {key: before[key] + history.get(key, []) for key in keys}, 0
+
+
 def finish(run, result, loop, started, serving_artifacts=True):
     """The chief's part after training: test metrics, the other artifacts, export check, metrics.json."""
+    earlier = run.checkpoint.earlier
+    history, history_from = whole_history(earlier, result.history, run.initial_epoch)
     test = loop.evaluate(run, run.pipes.test)
     # The final model on the held-out validation split: what model selection
     # (e.g. the comparison's choice of rate) may look at; the test split is not.
@@ -279,7 +299,8 @@ def finish(run, result, loop, started, serving_artifacts=True):
         "steps_trained": int(run.model.optimizer.iterations.numpy()),
         "epochs_completed": run.initial_epoch + len(result.epoch_seconds),
         "resumed_from_epoch": run.initial_epoch,
-        "train_time_sec": result.train_seconds,
+        # Every session's epochs (a resumed run's from its checkpoint's record), where the record has them.
+        "train_time_sec": result.train_seconds + (sum(earlier["seconds"]) if history_from == 0 and earlier else 0),
         # From the call to a verified export, in this process (a resumed run counts its own part).
         "wall_time_sec": time.perf_counter() - started,
         "train_examples_per_sec": steady_examples_per_sec(
@@ -290,7 +311,8 @@ def finish(run, result, loop, started, serving_artifacts=True):
         **performance.describe(run.config, run.model, strategies.is_distributed(loop.strategy)),
         "strategy": strategies.describe(loop.strategy),
         "weights_sha256": weights_digest(run.model),
-        "history": result.history,
+        "history": history,
+        "history_from_epoch": history_from,  # 0: every epoch; N: a resume without the earlier epochs' record
         "export_check": export_check,
         **({"tflite": tflite_metrics(run, artifacts, converted)} if artifacts else {}),
         "dropout_stats": result.dropout_stats,

@@ -109,7 +109,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     resumed = trainer.train_and_evaluate(config, str(tmp_path / "b"), source=tiny_source(), verbose=0)
     assert resumed["resumed_from_epoch"] == 2 and resumed["epochs_completed"] == 3
     assert resumed["test_loss"] == straight["test_loss"]
-    assert resumed["history"]["val_loss"] == straight["history"]["val_loss"][2:]
+    # Every epoch's history, the two before the resume from the checkpoint's record: as if never interrupted.
+    assert resumed["history"] == straight["history"] and resumed["history_from_epoch"] == 0
+    assert len(resumed["history"]["val_loss"]) == 3 and resumed["train_time_sec"] > 0
 
 
 def test_train_steps_stops_exactly(tmp_path):
@@ -355,3 +357,20 @@ def test_train_size_gives_every_seed_and_variant_the_same_stratified_examples(tm
     assert len(digests) == 1  # the same examples for every seed and variant
     with pytest.raises(DataError, match="--train_size=500 must be between 2 and the 96 training examples"):
         sources.subset(source, 500)
+
+
+def test_a_resumed_runs_history_is_whole_or_says_where_it_starts():
+    earlier = {"history": {"loss": [0.9, 0.5], "val_loss": [0.8, 0.6]}, "seconds": [1.0, 1.0]}
+    now = {"loss": [0.4], "val_loss": [0.7]}
+    assert trainer.whole_history(earlier, now, 2) == ({"loss": [0.9, 0.5, 0.4], "val_loss": [0.8, 0.6, 0.7]}, 0)
+    assert trainer.whole_history(None, now, 0) == (now, 0)  # not resumed
+    # A checkpoint written before records were kept: this session's epochs only, and from which epoch.
+    assert trainer.whole_history(None, now, 2) == (now, 2)
+    assert trainer.whole_history({"history": {"loss": [0.9]}}, now, 2) == (now, 2)
+    # Resumed after its last epoch: nothing trained, the record is the history.
+    assert trainer.whole_history(earlier, {}, 2) == (earlier["history"], 0)
+    # A partial history cannot show whether the validation loss rose: the comparison leaves the rise out.
+    from dropzoo import records
+    metrics = {"config": {"seed": 0}, "history": {"val_loss": [0.5, 0.7]}, "resumed_from_epoch": 2}
+    assert records.row("r", metrics, {}, "d", "r")["validation_rise"] is None
+    assert records.row("r", {**metrics, "history_from_epoch": 0}, {}, "d", "r")["validation_rise"] == 0.7 / 0.5
