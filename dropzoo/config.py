@@ -59,10 +59,11 @@ class TrainConfig:
         "sites named after its layers (LAYER.pre|mid|post); --placement names derive from its structure.")
     placement: str = _field(
         "canonical", "Named placement: canonical, none, after_activation, before_activation, before_dense, "
-        "both, conv, spatial, bn_before, bn_after_last (where the model has them); 'all' runs every one.")
+        "conv, spatial, bn_before, bn_after_last (where the model has them); 'all' runs every one.")
     sites: str = _field(
-        "", "Explicit dropout sites, overriding --placement: 'SITE:RATE[:spatial],...', e.g. "
-        "'conv2.post:0.1,dense1.pre:0.5'. Sites are LAYER.pre|mid|post (and LAYER.prenorm with --norm=batch).")
+        "", "Explicit dropout sites, overriding --placement: 'SITE:RATE[:spatial][:stack],...', e.g. "
+        "'conv2.post:0.1,dense1.pre:0.5'. Sites are LAYER.pre|mid|post (and LAYER.prenorm with --norm=batch); "
+        ":stack allows two sites on one tensor.")
     rate: float | None = _field(
         None, "If set, overrides the rate of every dropout site; with several rates the comparison tunes "
         "each placement's rate on validation data.")
@@ -148,6 +149,8 @@ class TrainConfig:
             spec = models.parse_network(self.network,
                                         name=None if self.model == DEFAULT_MODEL else self.model)
         except ValueError:
+            return
+        if spec.name == DEFAULT_MODEL:  # a JSON "name" that is the default's: kept as given, for validate to refuse
             return
         object.__setattr__(self, "network", models.format_network(spec))
         object.__setattr__(self, "model", spec.name)
@@ -270,7 +273,10 @@ def register_network(config):
             raise ConfigError(f"--keras_model: {e}") from None
     if config.network:
         try:
-            models.register_spec(models.parse_network(config.network, name=config.model))
+            # The default model name here means the text did not parse (__post_init__ names it otherwise):
+            # parse it unnamed, so its own error is the one reported, not the default name's clash.
+            name = None if config.model == DEFAULT_MODEL else config.model
+            models.register_spec(models.parse_network(config.network, name=name))
         except ValueError as e:
             raise ConfigError(f"--network: {e}") from None
     return config.model

@@ -172,11 +172,18 @@ def _network_text(value):
     if not value.startswith("@"):
         return value
     try:
-        with open(value[1:]) as f:
-            return f.read()
+        with open(value[1:], encoding="utf-8-sig") as f:  # a byte-order mark is not part of the spec
+            text = f.read()
     except OSError as e:
         raise config_lib.ConfigError(f"--network: cannot read {value[1:]!r} ({e.strerror}); "
                                      "@FILE names a file holding the network spec") from None
+    except UnicodeDecodeError:
+        raise config_lib.ConfigError(f"--network: {value[1:]!r} is not UTF-8 text; @FILE names a file holding "
+                                     "the network spec (tokens or JSON)") from None
+    if not text.strip():  # read as no --network at all, it would train the default zoo network
+        raise config_lib.ConfigError(f"--network: {value[1:]!r} is empty; write the network spec in it (e.g. "
+                                     "conv32k3,pool2,flatten,dense128)")
+    return text
 
 
 def _rate(value):

@@ -275,6 +275,30 @@ def test_network_flag_rejects_bad_values(args, message):
     assert str(info.value).startswith(message) and "\n" not in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("content,message", [
+    # Read as no --network at all, an empty file trained the default zoo network without a word.
+    ("", "--network: '{path}' is empty; write the network spec in it"),
+    ("  \n\n", "--network: '{path}' is empty"),
+    # A name that cannot name a directory: its own error, not the default model name's clash.
+    (json.dumps({"name": "a b", "layers": ["conv32k3", "flatten"]}), "--network: network name 'a b' must be"),
+    # A zoo network's name is taken.
+    (json.dumps({"name": "keras_mnist_cnn", "layers": ["conv32k3", "flatten"]}),
+     "--network: model 'keras_mnist_cnn' is already registered as another network"),
+])
+def test_a_network_file_that_says_nothing_or_a_bad_name_is_one_line(tmp_path, content, message):
+    path = tmp_path / "net.json"
+    path.write_text(content)
+    with pytest.raises(config_lib.ConfigError) as info:
+        train_plan(f"--network=@{path}", "--dry_run")
+    assert str(info.value).startswith(message.format(path=path)) and "\n" not in str(info.value), str(info.value)
+
+
+def test_a_network_file_with_a_byte_order_mark_reads_as_without(tmp_path):
+    path = tmp_path / "net.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(TINY.split(",")).encode())
+    assert {c.network for c, _ in train_plan(f"--network=@{path}")} == {TINY}
+
+
 def test_network_flag_reads_a_json_file_and_sweeps_every_placement(tmp_path):
     path = tmp_path / "net.json"
     path.write_text(json.dumps({"name": "mynet", "layers": TINY.split(",")}, indent=2))

@@ -13,6 +13,7 @@ from conftest import crash_after_epoch
 from conftest import tiny_config
 from conftest import tiny_source
 
+import models
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
@@ -374,3 +375,12 @@ def test_a_resumed_runs_history_is_whole_or_says_where_it_starts():
     metrics = {"config": {"seed": 0}, "history": {"val_loss": [0.5, 0.7]}, "resumed_from_epoch": 2}
     assert records.row("r", metrics, {}, "d", "r")["validation_rise"] is None
     assert records.row("r", {**metrics, "history_from_epoch": 0}, {}, "d", "r")["validation_rise"] == 0.7 / 0.5
+
+
+def test_the_placement_flags_help_names_only_placements_there_are():
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    named = fv["placement"].help.split("Named placement: ")[1].split(" (where")[0].split(", ")
+    every = {p for m in models.list_models() for norm in ("none", "batch")
+             for p in models.list_placements(m, norm=norm)}
+    assert named and set(named) <= every, set(named) - every
