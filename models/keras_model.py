@@ -202,11 +202,20 @@ def describe_model(model, name=None, source=None, digest=""):
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"{what} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
                          "place_dropout rewrites classifiers with one image input and one output")
+    if not isinstance(model, keras.Sequential) and isinstance(model.input, dict):
+        raise ValueError(f"{what} takes its input as a dict ({', '.join(model.input)}); place_dropout feeds one "
+                         "image tensor: build the model on the input itself, keras.Model(image, outputs)")
     input_shape = tuple(model.inputs[0].shape[1:])
     if len(input_shape) != 3 or None in input_shape:
         raise ValueError(f"{what} takes inputs of shape {input_shape}; place_dropout rewrites image "
                          "classifiers with one fixed-size [H, W, C] input")
     calls = graph.trace(model)
+    names = {c.layer.name for c in calls}
+    taken = sorted(n for n in names if n == "image" or any(
+        n == f"{other}.{suffix}" for other in names for suffix in ("pre", "mid", "post", "prenorm", "act")))
+    if taken:
+        raise ValueError(f"{what} has a layer named {taken[0]!r}, a name the rewrite gives its own layers (the "
+                         "input 'image'; LAYER.pre, .mid, .post and .act); rename that layer")
     return _spec_of(model, calls, input_shape, name or model.name, source or f"keras.Model {model.name!r}",
                     digest)
 

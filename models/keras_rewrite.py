@@ -9,6 +9,7 @@ sites, seeded as the zoo seeds masks (`network.mask_stream` of the layer's
 index in the source model). The source model is never changed.
 """
 import collections
+import os
 
 import keras
 import numpy as np
@@ -24,6 +25,7 @@ from models.keras_graph import is_dropout
 from models.keras_model import KerasModelSpec
 from models.keras_model import check_zoo_only
 from models.keras_model import describe_model
+from models.keras_model import load_keras_model
 
 # Keras' own layers the rewrite swaps for the zoo's: the same layers with faster training gradients.
 ZOO_CLASSES = {keras.layers.MaxPooling2D: pooling.MaxPooling2D, keras.layers.Activation: activations.Activation}
@@ -38,12 +40,20 @@ def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, s
     overrides every site's rate; `seed` seeds the masks as the zoo does.
     Weights are copied, so the variant trains without touching `model`.
     """
+    if isinstance(model, (str, os.PathLike)):  # a saved model's path: what `--keras_model` takes
+        model = load_keras_model(model)
+    elif not isinstance(model, (keras.Model, KerasModelSpec)):
+        raise ValueError(f"place_dropout takes a keras.Model or the path of a .keras file, got "
+                         f"{type(model).__name__}")
     spec = model if isinstance(model, KerasModelSpec) else describe_model(model)
     return build_placed(spec, resolve(spec, placement), kind=kind, rate=rate, seed=seed)
 
 
 def resolve(spec, placement):
     """{site: Site} for a placement name or a site string on `spec`."""
+    if not isinstance(placement, str):
+        raise ValueError(f"placement must be a placement's name (e.g. 'canonical') or a site string (e.g. "
+                         f"'{placements_lib.example_site(spec)}:0.5'), got {type(placement).__name__} {placement!r}")
     if ":" in placement or "." in placement or placement.strip() == "":
         return spec.parse(placement)
     placements = placements_lib.named_placements(spec)
@@ -62,6 +72,7 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
     their defaults: they rebuild zoo networks, and this model keeps its layers.
     """
     dropout_lib.check_kind(kind)
+    network.check_seed(seed)
     for option, value in zoo_only.items():
         check_zoo_only(option, value)
     if num_classes is not None and int(num_classes) != spec.num_classes:

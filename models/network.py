@@ -19,6 +19,7 @@ With norm="batch" every hidden conv/dense layer is linear op -> BN ->
 activation; the output layer has no BN.
 """
 import dataclasses
+import numbers
 
 import keras
 
@@ -65,6 +66,12 @@ def check_bn_momentum(momentum, what="bn_momentum"):
         raise ValueError(f"{what} must be in (0, 1), got {momentum!r}; e.g. 0.9 for short runs, "
                          f"{DEFAULT_BN_MOMENTUM} (Keras' default)")
     return value
+
+
+def check_seed(seed):
+    """ValueError unless `seed` is None or an integer (it seeds kernels and masks)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ValueError(f"seed must be an integer (or None), got {seed!r}")
 
 
 def mask_stream(layer_index, slot):

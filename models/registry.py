@@ -87,12 +87,20 @@ def list_placements(name, norm=None):
     return names
 
 
+def check_placement_text(placement):
+    """ValueError unless `placement` is a string: a placement's name or a site string."""
+    if not isinstance(placement, str):
+        raise ValueError(f"placement must be a placement's name (e.g. 'canonical') or a site string (e.g. "
+                         f"'dense1.pre:0.5'), got {type(placement).__name__} {placement!r}")
+
+
 def resolve_placement(name, placement="canonical", norm="none"):
     """{site: Site} for a placement name, a site string (has ':' or '.'), or '' (none).
 
     `norm` decides which sites exist: `LAYER.prenorm` only with norm='batch'.
     """
     spec = get_spec(name)
+    check_placement_text(placement)
     if ":" in placement or "." in placement or placement.strip() == "":
         return spec.parse(placement, norm)
     network.check_norm(norm)
@@ -118,6 +126,7 @@ def build(name, placement="canonical", **options):
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(OPTIONS)}")
     kwargs = {k: v for k, v in options.items() if v is not None}
+    network.check_seed(kwargs.get("seed"))
     spec = get_spec(name)
     if isinstance(spec, keras_model.KerasModelSpec):
         return keras_rewrite.build_placed(spec, resolve_placement(name, placement), **kwargs)

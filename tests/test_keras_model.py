@@ -170,8 +170,26 @@ def flat_input():
     return keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])
 
 
+def dict_input():
+    image = keras.Input((28, 28, 1), name="px")
+    return keras.Model({"px": image}, keras.layers.Dense(10)(keras.layers.Flatten()(image)))
+
+
+def layer_named_image():
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(name="image"), keras.layers.Dense(10)])
+
+
+def layer_named_like_a_site():
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(name="fl"),
+                             keras.layers.Dense(16, activation="relu", name="fc"),
+                             keras.layers.Dense(16, name="fc.act"), keras.layers.Dense(10)])
+
+
 @pytest.mark.parametrize("build,message", [
     (Subclassed, "is a subclassed model (Subclassed)"),
+    (dict_input, "takes its input as a dict (px); place_dropout feeds one image tensor"),
+    (layer_named_image, "has a layer named 'image', a name the rewrite gives its own layers"),
+    (layer_named_like_a_site, "has a layer named 'fc.act', a name the rewrite gives its own layers"),
     (two_inputs, "has 2 inputs and 1 outputs"),
     (shared_layer, "layer 'twice' is called more than once"),
     (sigmoid_output, "ends in a sigmoid activation"),
@@ -375,3 +393,19 @@ def test_a_user_models_input_dropout_is_not_its_conv_stack_rate():
     got = _placements(model)
     assert got["canonical"] == "c.pre:0.1,f.post:0.5"
     assert got["conv"] == "p.post:0.5,fc.post:0.5"
+
+
+def test_the_python_api_takes_a_path_and_refuses_wrong_types_in_one_line(tmp_path):
+    path = str(tmp_path / "mine.keras")
+    user_sequential().save(path)
+    variant = models.place_dropout(path, "none", seed=0)  # a path, as --keras_model takes
+    assert models.dropout_layers(variant) == []
+    for call, message in [
+        (lambda: models.place_dropout(3, "none"), "place_dropout takes a keras.Model or the path of a .keras file"),
+        (lambda: models.place_dropout(user_sequential(), None), "placement must be a placement's name"),
+        (lambda: models.place_dropout(user_sequential(), "none", seed="a"), "seed must be an integer"),
+        (lambda: models.build("keras_mnist_cnn", None), "placement must be a placement's name"),
+        (lambda: models.build("keras_mnist_cnn", seed="a"), "seed must be an integer (or None), got 'a'"),
+    ]:
+        with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+            call()
