@@ -125,6 +125,9 @@ def _compare(f):
             copied = records.collect(f.runs_dir, f.collect)
         print(f"collected the records of {len(copied)} runs into {f.collect}; compare them with "
               f"python eval.py --runs_dir={f.collect}")
+        left = records.unfinished_note(f.runs_dir)
+        if left:
+            print(f"note: {left}", file=sys.stderr)
         return 0
     # Without data flags given explicitly, each run is tested on its own data.
     override = _given_data(f) or None

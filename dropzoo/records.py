@@ -51,6 +51,29 @@ def find_runs(runs_dirs):
     return sorted(dict.fromkeys(found))
 
 
+def unfinished_runs(runs_dirs):
+    """Run directories below `runs_dirs` that started (a config.json) and hold no metrics.json yet, sorted."""
+    found = []
+    for runs_dir in runs_dirs:
+        for root, dirs, names in os.walk(runs_dir):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("comparison", EVALUATIONS))
+            if "metrics.json" in names:
+                dirs[:] = []
+            elif "config.json" in names:
+                found.append(os.path.normpath(root))
+                dirs[:] = []
+    return sorted(found)
+
+
+def unfinished_note(runs_dirs):
+    """A note naming the runs below `runs_dirs` left out as unfinished, or None."""
+    left = unfinished_runs(runs_dirs)
+    if not left:
+        return None
+    return (f"{len(left)} unfinished run(s) left out (no metrics.json yet): {', '.join(left[:3])}"
+            f"{', ...' if len(left) > 3 else ''}; rerun their train.py command to finish them")
+
+
 def request_id(request):
     """The file name (without .json) of the evaluation `request` ({data, mc_samples, ...})."""
     text = json.dumps(request, sort_keys=True)

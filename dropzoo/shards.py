@@ -26,6 +26,8 @@ def task_of(task_index=None, num_tasks=None, environ=None):
     import os
 
     environ = os.environ if environ is None else environ
+    if num_tasks is not None and num_tasks < 1:  # before the pairing: the value itself is what is wrong
+        raise ConfigError(f"--num_tasks must be a positive integer, got {num_tasks}")
     if task_index is not None or num_tasks is not None:
         if task_index is None and "JOB_COMPLETION_INDEX" in environ:
             task_index = _integer(environ["JOB_COMPLETION_INDEX"], "JOB_COMPLETION_INDEX")
@@ -50,8 +52,10 @@ def _slurm(environ):
                           "job (sbatch --array=0-N)")
     task_id, low, high, count = (_integer(environ[name], name) for name in names)
     if high - low + 1 != count:
-        raise ConfigError(f"the Slurm array {low}-{high} has {count} tasks, so its step is not 1; submit it as "
-                          f"--array={low}-{high} (a %limit is fine), or pass --task_index and --num_tasks")
+        raise ConfigError(f"the Slurm array spans {low}-{high} but has {count} tasks: a step or a list of indices "
+                          f"(e.g. --array=1,3,5), which this mapping cannot number 0..N-1; submit it as "
+                          f"--array={low}-{high} or 0-{count - 1} (a %limit is fine), or pass --task_index and "
+                          "--num_tasks")
     return _checked(task_id - low, count,
                     f"SLURM_ARRAY_TASK_ID={task_id} of array {low}-{high} (SLURM_ARRAY_TASK_COUNT={count})")
 

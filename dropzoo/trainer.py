@@ -147,6 +147,9 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
             if claim["finished"] is not None:
                 if verbose:
                     print(f"{workdir} holds a finished run; reporting it (--overwrite retrains)")
+                if serving_artifacts and loop.chief and "tflite" not in claim["finished"]:
+                    print(f"note: {workdir} was trained with --noserving_artifacts, so it has no model.keras or "
+                          "TFLite models; --overwrite retrains it with them", file=sys.stderr)
                 return claim["finished"]
             run, metrics = _train_export_verify(config, workdir, write_dir, source, strategy, loop,
                                                 verbose, started, serving_artifacts)

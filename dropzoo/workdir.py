@@ -104,7 +104,7 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     if os.path.exists(files_["config.json"]):
         saved = files.read_json(files_["config.json"], _CONFIG_FIX)
         if started(workdir):
-            check_same(saved, config, resolved, workdir)
+            check_same(saved, config, resolved, workdir, resuming=not os.path.exists(files_["metrics.json"]))
         elif saved != record:  # never checkpointed: nothing to protect, the corrected command takes over
             files.write_json(files_["config.json"], record)
     else:
@@ -115,10 +115,18 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     return None
 
 
-def check_same(saved, config, resolved, workdir):
-    """RunError, one line, unless the saved run's settings and resolved values are this command's."""
+def check_same(saved, config, resolved, workdir, resuming=False):
+    """RunError, one line, unless the saved run's settings and resolved values are this command's.
+
+    `resuming` (a run with checkpoints and no metrics): how it runs must not
+    change either (--strategy, --cpu_devices), or its later epochs would
+    train otherwise than its earlier ones, and it would be recorded as one.
+    """
     before = saved.get(RESOLVED) or {}  # runs recorded before this check resolve as they do now
     changed = config_lib.differences(saved, config)
+    if resuming:
+        saved_all = config_lib.with_defaults(saved)
+        changed += [k for k in config_lib.EXECUTION_ONLY if saved_all[k] != getattr(config, k)]
     if "precision" in changed and before.get("precision") == resolved.get("precision"):
         changed.remove("precision")  # auto and the policy it resolved to ask for the same run
     if changed:

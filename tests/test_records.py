@@ -131,3 +131,17 @@ def test_a_collect_never_replaces_another_runs_records(tmp_path):
         assert json.load(f)["weights_sha256"] == "aaa"  # nothing replaced
     with pytest.raises(ConfigError, match=r"^--collect .*m1/copy is inside --runs_dir .*m1: a later collect"):
         records.collect([first], os.path.join(first, "copy"))
+
+
+def test_unfinished_runs_are_named_not_silently_left_out(tmp_path):
+    for seed, names in [(0, ("config.json", "metrics.json")), (1, ("config.json",)), (2, ())]:
+        run = tmp_path / "m" / "canonical" / f"seed{seed}"
+        run.mkdir(parents=True)
+        for name in names:
+            (run / name).write_text("{}")
+    assert records.unfinished_runs([str(tmp_path)]) == [str(tmp_path / "m" / "canonical" / "seed1")]
+    assert records.unfinished_note([str(tmp_path)]) == (
+        f"1 unfinished run(s) left out (no metrics.json yet): {tmp_path}/m/canonical/seed1; rerun their train.py "
+        "command to finish them")
+    (tmp_path / "m" / "canonical" / "seed1" / "metrics.json").write_text("{}")
+    assert records.unfinished_note([str(tmp_path)]) is None

@@ -184,9 +184,12 @@ def test_the_task_comes_from_flags_slurm_or_kubernetes(environ, flags_given, exp
     ({}, (3, 3), r"the task index 3 is not in 0..2"),
     ({}, (0, 0), "--num_tasks must be a positive integer, got 0"),
     ({}, (1, None), "give --task_index and --num_tasks together"),
+    ({}, (None, 0), "--num_tasks must be a positive integer, got 0"),
     ({"JOB_COMPLETION_INDEX": "0"}, (None, None), "but --num_tasks is not; pass --num_tasks=N"),
     ({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "8",
-      "SLURM_ARRAY_TASK_COUNT": "5"}, (None, None), "has 5 tasks, so its step is not 1"),
+      "SLURM_ARRAY_TASK_COUNT": "5"}, (None, None), "the Slurm array spans 0-8 but has 5 tasks: a step or a list"),
+    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "5",  # --array=1,3,5
+      "SLURM_ARRAY_TASK_COUNT": "3"}, (None, None), r"list of indices \(e.g. --array=1,3,5\)"),
     ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "1",
       "SLURM_ARRAY_TASK_COUNT": "2"}, (None, None), "SLURM_ARRAY_TASK_ID must be an integer"),
 ])

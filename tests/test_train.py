@@ -83,12 +83,23 @@ def test_eval_of_the_export_reproduces_the_trainer(finished_run):
     assert result["loss"] == pytest.approx(metrics["test_loss"], rel=1e-4, abs=1e-5)
 
 
-def test_rerun_of_a_finished_run_returns_it_without_training(finished_run):
+def test_rerun_of_a_finished_run_returns_it_without_training(finished_run, capsys):
     workdir, metrics = finished_run
     before = os.path.getmtime(os.path.join(workdir, "saved_model", "saved_model.pb"))
     again = trainer.train_and_evaluate(tiny_config(), workdir, source=tiny_source(), verbose=0)
     assert again == json.loads(json.dumps(metrics))
     assert os.path.getmtime(os.path.join(workdir, "saved_model", "saved_model.pb")) == before
+    assert "noserving_artifacts" not in capsys.readouterr().err  # it has them
+
+
+def test_a_rerun_asking_for_serving_artifacts_a_run_lacks_says_so(tmp_path, capsys):
+    config = tiny_config(epochs=1)
+    trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0, serving_artifacts=False)
+    capsys.readouterr()
+    trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
+    assert "was trained with --noserving_artifacts, so it has no model.keras" in capsys.readouterr().err
+    trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0, serving_artifacts=False)
+    assert capsys.readouterr().err == ""
 
 
 def test_rerun_with_other_settings_is_refused_naming_them(finished_run):
@@ -384,3 +395,18 @@ def test_the_placement_flags_help_names_only_placements_there_are():
     every = {p for m in models.list_models() for norm in ("none", "batch")
              for p in models.list_placements(m, norm=norm)}
     assert named and set(named) <= every, set(named) - every
+
+
+def test_a_run_resumes_only_as_it_ran_but_a_finished_one_reports_whatever_the_strategy(tmp_path):
+    """Epochs on one device, then on two replicas, would be recorded as one mirrored run."""
+    import dataclasses
+
+    from dropzoo import workdir as workdir_lib
+
+    config = tiny_config()
+    saved = {**config.to_dict(), "resolved": {}}
+    mirrored = dataclasses.replace(config, strategy="mirrored", cpu_devices=2)
+    with pytest.raises(trainer.RunError, match=r"holds a run with other settings: --strategy \('auto' -> 'mirrored'\), "
+                                               r"--cpu_devices \(None -> 2\); use another --workdir, or --overwrite"):
+        workdir_lib.check_same(saved, mirrored, {}, str(tmp_path), resuming=True)
+    workdir_lib.check_same(saved, mirrored, {}, str(tmp_path), resuming=False)  # finished: its record stands
