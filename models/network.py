@@ -68,6 +68,17 @@ def check_bn_momentum(momentum, what="bn_momentum"):
     return value
 
 
+def _check_fits(layer, shape):
+    """ValueError naming the layer where a conv kernel or pooling window is larger than its input."""
+    window = layer.kernel_size if isinstance(layer, Conv) and layer.padding == "valid" else (
+        layer.size if isinstance(layer, Pool) else None)
+    if window is None or len(shape) != 4 or (shape[1] >= window and shape[2] >= window):
+        return
+    raise ValueError(f"layer {layer.name!r} takes a {window}x{window} window but its input is "
+                     f"{'x'.join(map(str, shape[1:]))}: use a smaller kernel, 'same' padding, or fewer pooling "
+                     "layers before it")
+
+
 def check_seed(seed):
     """ValueError unless `seed` is None or an integer (it seeds kernels and masks)."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
@@ -254,6 +265,7 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
     x = inputs
     relu = None  # the last ReLU layer
     for index, layer in enumerate(spec.layers):
+        _check_fits(layer, x.shape)
         init = keras.initializers.GlorotUniform(seed=seeded(index))
         x = dropout(x, index, "pre")
         # Under BN the linear op has no bias: BN subtracts the batch mean, and its

@@ -66,6 +66,11 @@ _FIELDS = {
     "pool": {"size": None}, "flatten": {}, "dense": {"units": None},
     "dropout": {"rate": None}, "logits": {}, "convrate": {"rate": None},
 }
+# What each JSON field holds: (the JSON types it takes, as said in an error).
+_KINDS_OF_VALUES = {"filters": (int, "a whole number"), "kernel_size": (int, "a whole number (square kernels)"),
+                    "strides": (int, "a whole number"), "size": (int, "a whole number"),
+                    "units": (int, "a whole number"), "padding": (str, "'valid' or 'same'"),
+                    "rate": ((int, float, str), "a number in [0, 1)")}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 80  # longer derived names are cut and given a hash: they name directories
 
@@ -113,6 +118,13 @@ def _tokens_of(text):
     """([(normalised token, how errors show it)], name or None) of the text or JSON document."""
     if not isinstance(text, str):
         raise ValueError(f"a network spec is text, got {type(text).__name__}")
+    if text.strip().startswith('"'):  # the tokens as one JSON string: read them as the tokens
+        try:
+            quoted = json.loads(text)
+        except json.JSONDecodeError:
+            quoted = None
+        if isinstance(quoted, str):
+            text = quoted
     if not text.lstrip().startswith(("[", "{")):
         tokens = ("".join(part.split()).lower() for part in text.split(","))
         return [(t, repr(t)) for t in tokens if t], None
@@ -153,6 +165,11 @@ def _token_of_item(item, position):
                          + (f"has unknown field(s) {', '.join(unknown)}" if unknown else
                             f"lacks {', '.join(missing)}")
                          + f"; a {kind} object has: {', '.join(fields) or 'only type'}")
+    for key, value in item.items():
+        wanted = _KINDS_OF_VALUES.get(key)
+        if wanted and not (isinstance(value, wanted[0]) and not isinstance(value, bool)):
+            raise ValueError(f"layer {json.dumps(item)} at position {position}: its {key} must be {wanted[1]}, got "
+                             f"{json.dumps(value)}")
     v = {**fields, **item}
     if kind == "conv":
         return f"conv{v['filters']}k{v['kernel_size']}{v['padding']}s{v['strides']}".lower()

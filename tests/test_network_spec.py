@@ -168,6 +168,12 @@ VALID = "valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten
     ("flatten,logits,dense8", "'logits' at position 2 must be the last token"),
     (",".join(["conv1k1"] * 49 + ["flatten"]), "the network has 51 layers (classifier included); at most 50"),
     ("[", "the network spec is not valid JSON"),
+    ('[{"type": "dense", "units": 64.5}]',
+     'layer {"type": "dense", "units": 64.5} at position 1: its units must be a whole number, got 64.5'),
+    ('[{"type": "conv", "filters": 8, "kernel_size": [3, 3]}]', 'layer {"type": "conv", "filters": 8, '
+     '"kernel_size": [3, 3]} at position 1: its kernel_size must be a whole number (square kernels)'),
+    ('[{"type": "conv", "filters": true, "kernel_size": 3}]',
+     'layer {"type": "conv", "filters": true, "kernel_size": 3} at position 1: its filters must be a whole number'),
     ('[{"type": "conv", "filters": 8}]',
      'layer {"type": "conv", "filters": 8} at position 1 lacks kernel_size'),
     ('[{"type": "conv", "filters": 0, "kernel_size": 3}]',
@@ -293,6 +299,10 @@ def test_a_network_file_that_says_nothing_or_a_bad_name_is_one_line(tmp_path, co
     assert str(info.value).startswith(message.format(path=path)) and "\n" not in str(info.value), str(info.value)
 
 
+def test_the_tokens_as_one_json_string_read_as_the_tokens():
+    assert models.format_network(models.parse_network('"conv32k3,flatten"')) == "conv32k3,flatten"
+
+
 def test_a_network_file_with_a_byte_order_mark_reads_as_without(tmp_path):
     path = tmp_path / "net.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(TINY.split(",")).encode())
@@ -328,3 +338,13 @@ def test_a_network_sweep_trains_resumes_and_compares(tmp_path):
     assert set(table) == {f"{name}/{p}" for p in ("canonical", "before_activation", "before_dense")}
     assert table[f"{name}/before_activation"]["identical_to"] == f"{name}/canonical"
     assert table[f"{name}/before_dense"]["seeds"] == 1
+
+
+@pytest.mark.parametrize("text,message", [
+    ("conv32k30,flatten,dense10", "layer 'conv1' takes a 30x30 window but its input is 28x28x1: use a smaller"),
+    ("pool2,pool2,pool2,pool2,pool2,flatten", "layer 'pool5' takes a 2x2 window but its input is 1x1x1"),
+])
+def test_a_network_too_deep_for_its_images_names_the_layer(text, message):
+    with pytest.raises(ValueError) as info:
+        models.build_from_spec(text, input_shape=(28, 28, 1), num_classes=10)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value) and "\x1b" not in str(info.value)
