@@ -351,6 +351,12 @@ def _own_dropout(model, calls, spec):
         else:  # on the model's input (or on another dropout's output): the next layer's input
             after = consumers.get(c.output, [])
             site, shares = (f"{after[0].layer.name}.pre" if len(after) == 1 else ""), after
+        if site in valid and len(shares) > 1:
+            others = [o.layer.name for o in shares if o is not c]
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} drops units of a tensor that "
+                             f"{', '.join(repr(o) for o in others)} also read(s) without it; a site drops a tensor "
+                             f"for all its readers: put the dropout after the branch point's readers, or at "
+                             f"{site} for all of them")
         if site not in valid or len(shares) != 1:
             raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} is not at a site "
                              f"place_dropout can name (it must be a layer's whole output, or a conv/dense "

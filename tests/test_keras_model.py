@@ -409,3 +409,13 @@ def test_the_python_api_takes_a_path_and_refuses_wrong_types_in_one_line(tmp_pat
     ]:
         with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
             call()
+
+
+def test_a_dropout_on_one_branch_of_a_tensor_says_the_tensor_has_other_readers():
+    image = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c")(image)
+    y = keras.layers.Add(name="add")([x, keras.layers.Dropout(0.2, name="drop")(x)])
+    model = keras.Model(image, keras.layers.Dense(10, name="out")(keras.layers.Flatten(name="f")(y)))
+    with pytest.raises(ValueError, match=r"^dropout layer 'drop' of model .* drops units of a tensor that 'add' also "
+                                         r"read\(s\) without it; .* or at c.post for all of them$"):
+        models.describe_model(model)
