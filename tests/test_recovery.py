@@ -258,8 +258,8 @@ def test_a_ctrl_c_swallowed_in_a_finalizer_is_not_lost():
 def test_a_swallowed_ctrl_c_stops_training_after_that_epochs_checkpoint(tmp_path, monkeypatch):
     real_save = checkpoints.save
 
-    def save_then_swallow_a_signal(model, directory, epoch):
-        real_save(model, directory, epoch)
+    def save_then_swallow_a_signal(model, directory, epoch, record=None):
+        real_save(model, directory, epoch, record)
         if epoch == 1:
             _SignalsWhenCollected()
 
