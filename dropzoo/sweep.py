@@ -12,6 +12,7 @@ same data order. A sweep that is interrupted resumes where it stopped:
 finished runs are reported, not retrained, and a half-trained run resumes
 from its last checkpoint.
 """
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -209,6 +210,17 @@ def _each_run_traces_its_own(record):
     return "triggered tf.function retracing" not in record.getMessage()
 
 
+@contextlib.contextmanager
+def _quiet_retracing():
+    """TensorFlow's retracing warning off for the sweep's runs only."""
+    logger = tf.get_logger()
+    logger.addFilter(_each_run_traces_its_own)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_each_run_traces_its_own)
+
+
 def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_artifacts=True):
     """Trains every (config, workdir) in `runs`; returns [(config, workdir, outcome)].
 
@@ -225,34 +237,34 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
         source = sources.load_source(**sources.config_arguments(first))
     trained_by = plan(runs)
     results = []
-    tf.get_logger().addFilter(_each_run_traces_its_own)
-    for i, (config, workdir) in enumerate(runs, 1):
-        if verbose:
-            print(f"[{i}/{len(runs)}] {workdir}", flush=True)
-        target = trained_by[i - 1]
-        if target != i - 1:
-            outcome = _identical(config, workdir, results[target])
+    with _quiet_retracing():
+        for i, (config, workdir) in enumerate(runs, 1):
             if verbose:
-                print(f"  identical by construction to {results[target][1]}: not trained", flush=True)
+                print(f"[{i}/{len(runs)}] {workdir}", flush=True)
+            target = trained_by[i - 1]
+            if target != i - 1:
+                outcome = _identical(config, workdir, results[target])
+                if verbose:
+                    print(f"  identical by construction to {results[target][1]}: not trained", flush=True)
+                results.append((config, workdir, outcome))
+                continue
+            keras.backend.clear_session()  # fresh graph and layer names for every run
+            try:
+                outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite, source=source,
+                                                     verbose=verbose, serving_artifacts=serving_artifacts)
+            except locks.WorkdirLocked as e:
+                outcome = Skipped(str(e))
+                if verbose:
+                    print("  skipped: another process is training it", flush=True)
+            except errors.USER_ERRORS as e:  # the same errors the scripts print in one line
+                outcome = f"{type(e).__name__}: {' '.join(str(e).split())}"
+                if verbose:
+                    print(f"  failed: {outcome}", flush=True)
+            except Exception:  # keep the finished runs' summary; show the bug in full
+                outcome = traceback.format_exc(limit=3)
+                if verbose:
+                    print(outcome, flush=True)
             results.append((config, workdir, outcome))
-            continue
-        keras.backend.clear_session()  # fresh graph and layer names for every run
-        try:
-            outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite, source=source,
-                                                 verbose=verbose, serving_artifacts=serving_artifacts)
-        except locks.WorkdirLocked as e:
-            outcome = Skipped(str(e))
-            if verbose:
-                print("  skipped: another process is training it", flush=True)
-        except errors.USER_ERRORS as e:  # the same errors the scripts print in one line
-            outcome = f"{type(e).__name__}: {' '.join(str(e).split())}"
-            if verbose:
-                print(f"  failed: {outcome}", flush=True)
-        except Exception:  # keep the finished runs' summary; show the bug in full
-            outcome = traceback.format_exc(limit=3)
-            if verbose:
-                print(outcome, flush=True)
-        results.append((config, workdir, outcome))
     return results
 
 
