@@ -344,8 +344,9 @@ def _own_dropout(model, calls, spec):
             site, shares = _site_after(spec, calls.index(source)), consumers[c.inputs[0]]
             if site is None:
                 owner = next(layer.owner or layer.name for layer in spec.layers if layer.name == source.layer.name)
-                raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} is inside the block of "
-                                 f"{owner!r} (between it and its normalization): place_dropout names "
+                block = " -> ".join([owner] + [layer.name for layer in spec.layers if layer.owner == owner])
+                raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} is inside the block "
+                                 f"{block}, after {source.layer.name!r}, where no site is: place_dropout names "
                                  f"{owner}.pre, {owner}.mid (before its activation) and {owner}.post (after the "
                                  "block); move the dropout to one of those")
         else:  # on the model's input (or on another dropout's output): the next layer's input

@@ -380,7 +380,7 @@ def test_a_dropout_inside_a_block_is_refused_naming_the_sites_there_are():
     model = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dense(16, name="fc"), keras.layers.Dropout(0.2),
                         keras.layers.BatchNormalization(name="fcbn"), keras.layers.ReLU(name="fcrelu"),
                         keras.layers.Dense(10, activation="softmax", name="out"))
-    with pytest.raises(ValueError, match=r"is inside the block of 'fc' \(between it and its normalization\): "
+    with pytest.raises(ValueError, match=r"is inside the block fc -> fcbn -> fcrelu, after 'fc', where no site is: "
                                          r"place_dropout names fc.pre, fc.mid \(before its activation\)"):
         models.describe_model(model)
 
