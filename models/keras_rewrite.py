@@ -51,9 +51,7 @@ def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, s
 
 def resolve(spec, placement):
     """{site: Site} for a placement name or a site string on `spec`."""
-    if not isinstance(placement, str):
-        raise ValueError(f"placement must be a placement's name (e.g. 'canonical') or a site string (e.g. "
-                         f"'{placements_lib.example_site(spec)}:0.5'), got {type(placement).__name__} {placement!r}")
+    placements_lib.check_placement_text(placement, spec)
     if ":" in placement or "." in placement or placement.strip() == "":
         return spec.parse(placement)
     placements = placements_lib.named_placements(spec)

@@ -114,3 +114,10 @@ def example_site(spec):
     layer, _ = head_of(spec)
     preferred = f"{layer}.pre" if layer else f"{spec.output_name}.pre"
     return preferred if preferred in spec.sites() else spec.sites()[0]
+
+
+def check_placement_text(placement, spec):
+    """ValueError unless `placement` is a string: a placement's name or a site string."""
+    if not isinstance(placement, str):
+        raise ValueError(f"placement must be a placement's name (e.g. 'canonical') or a site string (e.g. "
+                         f"'{example_site(spec)}:0.5'), got {type(placement).__name__} {placement!r}")

@@ -87,20 +87,13 @@ def list_placements(name, norm=None):
     return names
 
 
-def check_placement_text(placement):
-    """ValueError unless `placement` is a string: a placement's name or a site string."""
-    if not isinstance(placement, str):
-        raise ValueError(f"placement must be a placement's name (e.g. 'canonical') or a site string (e.g. "
-                         f"'dense1.pre:0.5'), got {type(placement).__name__} {placement!r}")
-
-
 def resolve_placement(name, placement="canonical", norm="none"):
     """{site: Site} for a placement name, a site string (has ':' or '.'), or '' (none).
 
     `norm` decides which sites exist: `LAYER.prenorm` only with norm='batch'.
     """
     spec = get_spec(name)
-    check_placement_text(placement)
+    placements_lib.check_placement_text(placement, spec)
     if ":" in placement or "." in placement or placement.strip() == "":
         return spec.parse(placement, norm)
     network.check_norm(norm)
