@@ -100,6 +100,30 @@ def label_rows(rows):
     return rows
 
 
+def split_notes(rows):
+    """Notes naming each variant whose runs trained in several precisions: compared apart, never pooled.
+
+    Runs of one config from machines whose `auto` resolved differently (bf16
+    on one CPU, float32 on another) would otherwise look like one study with
+    its seeds split in two without a word.
+    """
+    by_label = {}
+    for r in rows:
+        by_label.setdefault(r["variant"].split(" [")[0], []).append(r)
+    notes = []
+    for label, runs in sorted(by_label.items(), key=lambda item: natural_key(item[0])):
+        counts = {}
+        for r in runs:
+            counts[str(r.get("precision"))] = counts.get(str(r.get("precision")), 0) + 1
+        if len(counts) < 2:
+            continue
+        held = "; ".join(f"{precision}: {n} run{'s' * (n != 1)}" for precision, n in sorted(counts.items()))
+        notes.append(f"{label} trained in {len(counts)} precisions ({held}), so it is compared as "
+                     f"{len(counts)} variants, never pooled; --precision=auto picked by each machine's CPU: to pool seeds from several machines, train them all with one --precision (e.g. "
+                     "--precision=float32)")
+    return notes
+
+
 def summarise(rows, baseline="canonical"):
     """Per-variant statistics over seeds: baselines first, then by name.
 
@@ -326,6 +350,8 @@ def _control(runs):
     rise = float(np.mean(rises)) if rises else None
     overfit = None if rise is None else bool(rise >= OVERFIT_VALIDATION_RISE)
     return {"none_validation_rise": rise, "none_overfit": overfit,
+            # Why a rise is unknown: histories that start at a resume, or runs of fewer than two epochs.
+            "none_partial_history": rise is None and any(r.get("partial_history") for r in runs),
             # Beside the rise: a noisy validation loss can rise on a network that still underfits, and
             # without a validation curve the train-test gap is what says how much there is to regularise.
             "none_train_accuracy": float(np.mean(fits)) if fits else None,
@@ -397,12 +423,17 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     detection.
     """
     runs_dirs = [runs_dirs] if isinstance(runs_dirs, (str, os.PathLike)) else list(runs_dirs)
+    if output_dir is None and len(runs_dirs) > 1:
+        raise ConfigError(f"--runs_dir names {len(runs_dirs)} directories: give --output=DIR for their comparison "
+                          f"(by default a comparison goes into its one runs directory, and {runs_dirs[0]}/comparison "
+                          "is that directory's own)")
     run_dirs = records.find_runs(runs_dirs)
     notes = [note for note in [records.unfinished_note(runs_dirs)] if note]
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                  data_override=data_override, source=source, ood=ood, notes=notes)
     label_rows(rows)
     records.check_each_run_once(rows)
+    notes += split_notes(rows)
     tuned = tune_rates(rows)
     compared = at_selected_rates(rows, tuned) if tuned else rows
     table = summarise(compared, baseline)
@@ -416,7 +447,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                   "rates": tuned["grid"] if tuned else None, "margins": margins, "alpha": ALPHA, "notes": notes,
                   "title": f"{', '.join(runs_dirs)} — test data: "
                            f"{', '.join(sorted({r['data_source'] for r in rows}))}"}
-    output_dir = output_dir or os.path.join(runs_dirs[0], "comparison")
+    output_dir = output_dir or os.path.join(runs_dirs[0], "comparison")  # one runs directory (checked above)
     paths = report.write(comparison, output_dir)
     return {"paths": paths, "table": table, "contrasts": comparison["contrasts"], "regime": comparison["regime"],
             "num_runs": len(rows), "rates": comparison["rates"], "sizes": comparison["sizes"], "notes": notes}

@@ -30,7 +30,8 @@ RUN_FLAGS = (
                                 "(about 2 s a run); --noserving_artifacts skips them, e.g. in a large sweep."),
     ("dry_run", False, "Print every run of the plan (workdir, model, placement, its sites with rates and kind, "
                        "which runs are identical by construction, finished or started) and exit without training or "
-                       "writing."),
+                       "writing. Each network is built on its data's image shape first: one that cannot take "
+                       "the images fails here as its training would."),
     ("task_index", None, "Train only share I of the plan (0..N-1, with --num_tasks=N): for array jobs. Without it, "
                          "Slurm's SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN) or Kubernetes' "
                          "JOB_COMPLETION_INDEX is used where set. See docs/scaling.md."),
@@ -76,7 +77,7 @@ EVAL_FLAGS = (
                      "LiteRT (ai-edge-litert); no MC dropout."),
     ("runs_dir", [], "Compare every finished run below these directories (a sweep's --workdir; a comma list "
                      "compares runs collected in several): writes comparison.md/.csv/.png, contrasts and HParams "
-                     "summaries to <first runs_dir>/comparison. Works from the runs' records (metrics.json, "
+                     "summaries to <runs_dir>/comparison (with several, to --output). Works from the runs' records (metrics.json, "
                      "evaluations/) where they hold what is asked, else through their SavedModels."),
     ("contrasts", None, "The study's planned contrasts, A:B (A minus B) pairs of variant names, e.g. "
                         "before_dense:after_activation,none:after_activation; only these enter the Holm "
@@ -101,7 +102,7 @@ EVAL_FLAGS = (
     ("workdir", None, "A training workdir; evaluates <workdir>/saved_model."),
     ("batch_size", 256, "Evaluation batch size."),
     ("output", None, "Write the JSON result here (default: <workdir>/eval.json when --workdir is given); with "
-                     "--runs_dir, the output directory (default <runs_dir>/comparison)."),
+                     "--runs_dir, the output directory (default <runs_dir>/comparison; required with several)."),
 )
 
 

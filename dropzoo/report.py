@@ -183,8 +183,10 @@ def contrasts_markdown(contrasts):
 def _control_text(control, threshold):
     rise, fits = control.get("none_validation_rise"), control.get("none_train_accuracy")
     tested = control.get("none_test_accuracy")
-    overfit = {True: "yes", False: "**no** (dropout had little to do)",
-               None: "cannot tell (fewer than two validation points a run)"}[control.get("none_overfit")]
+    unknown = ("cannot tell (its histories start where a run resumed: the earlier epochs' validation losses "
+               "were not recorded)" if control.get("none_partial_history")
+               else "cannot tell (fewer than two validation points a run)")
+    overfit = {True: "yes", False: "**no** (dropout had little to do)", None: unknown}[control.get("none_overfit")]
     return (overfit + (f" (its final validation loss is {rise:.3f}x its best epoch's; overfitting means ≥ "
                        f"{threshold:g}x)" if rise else "")
             + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else "")

@@ -186,6 +186,16 @@ def _regime_rows(placement, activation, train_accuracies, val_losses, test_gap=0
              "identical_to": None, "data_source": "d"} for seed, a in enumerate(train_accuracies)]
 
 
+def test_a_control_without_a_rise_says_why():
+    """Histories that start at a resume are not runs of one epoch: the reason given is theirs."""
+    short = _regime_rows("none", "relu", [0.98, 0.99], [0.10])
+    compare.label_rows(short)
+    assert "fewer than two validation points" in "\n".join(report.regime_lines(compare.regime(short)))
+    resumed = [{**r, "partial_history": True} for r in short]
+    text = "\n".join(report.regime_lines(compare.regime(resumed)))
+    assert "cannot tell (its histories start where a run resumed" in text and "fewer than two" not in text
+
+
 def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():
     # One `none` per activation: pooling their validation rises would describe no network.
     rows = (_regime_rows("none", "relu", [0.98, 0.99], [0.10, 0.20])
@@ -239,6 +249,30 @@ def test_one_run_found_twice_is_refused_naming_both_directories():
     with pytest.raises(ConfigError, match=r"and seed \(0\), trained apart \(other weights: two machines\?\); "
                                           r"a comparison pairs runs by seed and takes each seed once"):
         records.check_each_run_once(rows + apart)
+
+
+def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
+    """auto resolved to bf16 on one machine and float32 on another: never pooled, and never silently."""
+    rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3])
+    bf16 = [{**r, "run": "m2/" + r["run"], "seed": r["seed"] + 2, "precision": "mixed_bfloat16"} for r in rows]
+    assert compare.split_notes(compare.label_rows(rows)) == []
+    compare.label_rows(rows + bf16)
+    assert {r["variant"] for r in rows + bf16} == {"m/after_activation [precision float32]",
+                                                   "m/after_activation [precision mixed_bfloat16]"}
+    assert compare.split_notes(rows + bf16) == [
+        "m/after_activation trained in 2 precisions (float32: 2 runs; mixed_bfloat16: 2 runs), so it is compared as "
+        "2 variants, never pooled; --precision=auto picked by each machine's CPU: to pool seeds from several "
+        "machines, train them all with one --precision (e.g. --precision=float32)"]
+    # Pinned apart (a study of precision): the variants' names say it, no note needed.
+    pinned = [{**r, "config": {**r["config"], "precision": r["precision"]}} for r in rows + bf16]
+    compare.label_rows(pinned)
+    assert compare.split_notes(pinned) == [] and len({r["variant"] for r in pinned}) == 2
+
+
+def test_a_comparison_of_several_directories_needs_its_own_output(tmp_path):
+    with pytest.raises(ConfigError, match=r"^--runs_dir names 2 directories: give --output=DIR for their "
+                                          r"comparison \(by default a comparison goes into its one runs directory"):
+        compare.compare_runs([str(tmp_path / "a"), str(tmp_path / "b")])
 
 
 def test_an_interval_past_the_metrics_range_is_marked_and_explained():
