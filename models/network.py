@@ -74,9 +74,10 @@ def _check_fits(layer, shape):
         layer.size if isinstance(layer, Pool) else None)
     if window is None or len(shape) != 4 or (shape[1] >= window and shape[2] >= window):
         return
+    fix = ("use a smaller kernel, 'same' padding (e.g. conv32k5same), or fewer pooling layers before it"
+           if isinstance(layer, Conv) else "use a smaller window, or fewer pooling layers before it")
     raise ValueError(f"layer {layer.name!r} takes a {window}x{window} window but its input is "
-                     f"{'x'.join(map(str, shape[1:]))}: use a smaller kernel, 'same' padding, or fewer pooling "
-                     "layers before it")
+                     f"{'x'.join(map(str, shape[1:]))}: {fix}")
 
 
 def check_seed(seed):

@@ -5,6 +5,7 @@ text (models.spec_text) or a Keras model file (models.keras_model) registers
 with `register_spec` under its name, and from then on builds, resolves
 placements and keys variants by that name like any zoo network.
 """
+import dataclasses
 import typing
 
 from models import keras_model
@@ -33,13 +34,16 @@ def register(spec_fn):
 def register_spec(spec):
     """Registers `spec` (e.g. from spec_text.parse_network) under spec.name; returns the name.
 
-    Registering an equal spec again does nothing, and a .keras file saved
+    Registering an equal spec again (the same layers and sites, however it
+    was written, e.g. a zoo network as text) does nothing, and a .keras file saved
     again replaces its earlier version; another spec under a name already
     taken (a zoo network's included) raises ValueError.
     """
     registered = _REGISTRY.setdefault(spec.name, spec)
     if registered != spec and getattr(registered, "digest", "") and registered.source == spec.source:
         _REGISTRY[spec.name] = registered = spec  # the same .keras file, saved again: its new version
+    if dataclasses.replace(registered, source="") == dataclasses.replace(spec, source=""):
+        return spec.name  # the same network written another way (a zoo network as text): the one registered
     if registered != spec:
         raise ValueError(f"model {spec.name!r} is already registered as another network "
                          f"({registered.source}); give this network another name")

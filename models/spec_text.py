@@ -70,7 +70,7 @@ _FIELDS = {
 _KINDS_OF_VALUES = {"filters": (int, "a whole number"), "kernel_size": (int, "a whole number (square kernels)"),
                     "strides": (int, "a whole number"), "size": (int, "a whole number"),
                     "units": (int, "a whole number"), "padding": (str, "'valid' or 'same'"),
-                    "rate": ((int, float, str), "a number in [0, 1)")}
+                    "rate": ((int, float), "a number in [0, 1)")}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 80  # longer derived names are cut and given a hash: they name directories
 
@@ -136,6 +136,9 @@ def _tokens_of(text):
     name = None
     if isinstance(document, dict):
         unknown = sorted(set(document) - {"name", "layers"})
+        if not unknown and "layers" in document and not isinstance(document["layers"], list):
+            raise ValueError(f"the JSON network spec's \"layers\" must be a list of layer tokens or objects, got "
+                             f"{json.dumps(document['layers'])}; e.g. \"layers\": [\"conv32k3\", \"flatten\"]")
         if unknown or not isinstance(document.get("layers"), list):
             raise ValueError(f"a JSON network spec object has a \"layers\" list and optionally a "
                              f"\"name\"; got the keys {', '.join(sorted(document))}")

@@ -183,6 +183,10 @@ VALID = "valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten
      "a dense object has: units"),
     ('["flatten", {"type": "lstm"}]', 'unknown layer {"type": "lstm"} at position 2; objects have a "type"'),
     ('{"layers": ["flatten"], "size": 3}', 'a JSON network spec object has a "layers" list'),
+    ('{"layers": "conv8k3,flatten"}', 'the JSON network spec\'s "layers" must be a list of layer tokens or objects, '
+     'got "conv8k3,flatten"; e.g. "layers": ["conv32k3", "flatten"]'),
+    ('["flatten", {"type": "dropout", "rate": "0.5"}]',
+     'layer {"type": "dropout", "rate": "0.5"} at position 2: its rate must be a number in [0, 1), got "0.5"'),
 ])
 def test_malformed_specs_are_one_line_errors(text, message):
     with pytest.raises(ValueError) as info:
@@ -207,6 +211,10 @@ def test_register_spec_is_one_registry():
         models.register_spec(dataclasses.replace(spec, canonical="dense1.pre:0.5"))
     with pytest.raises(ValueError, match="model 'dense_mlp' is already registered as another network"):
         models.register_spec(models.parse_network("flatten,dense4", name="dense_mlp"))
+    # A zoo network written as text under its own name is that network, not another one.
+    zoo_text = models.format_network(models.get_spec("keras_mnist_cnn"))
+    assert models.register_spec(models.parse_network(zoo_text, name="keras_mnist_cnn")) == "keras_mnist_cnn"
+    assert models.get_spec("keras_mnist_cnn").source.startswith("Keras examples/mnist_cnn.py")
     assert spec.name not in models.list_models()  # the zoo's list stays the zoo
     key = models.construction_key(spec.name, "before_activation")
     assert key == models.construction_key(spec.name, "after_activation")
@@ -341,8 +349,10 @@ def test_a_network_sweep_trains_resumes_and_compares(tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("conv32k30,flatten,dense10", "layer 'conv1' takes a 30x30 window but its input is 28x28x1: use a smaller"),
-    ("pool2,pool2,pool2,pool2,pool2,flatten", "layer 'pool5' takes a 2x2 window but its input is 1x1x1"),
+    ("conv32k30,flatten,dense10", "layer 'conv1' takes a 30x30 window but its input is 28x28x1: use a smaller "
+                                  "kernel, 'same' padding (e.g. conv32k5same)"),
+    ("pool2,pool2,pool2,pool2,pool2,flatten", "layer 'pool5' takes a 2x2 window but its input is 1x1x1: use a "
+                                              "smaller window, or fewer pooling layers before it"),
 ])
 def test_a_network_too_deep_for_its_images_names_the_layer(text, message):
     with pytest.raises(ValueError) as info:
