@@ -119,7 +119,8 @@ def split_notes(rows):
             continue
         held = "; ".join(f"{precision}: {n} run{'s' * (n != 1)}" for precision, n in sorted(counts.items()))
         notes.append(f"{label} trained in {len(counts)} precisions ({held}), so it is compared as "
-                     f"{len(counts)} variants, never pooled; --precision=auto picked by each machine's CPU: to pool seeds from several machines, train them all with one --precision (e.g. "
+                     f"{len(counts)} variants, never pooled; --precision=auto picked by each machine's CPU: "
+                     "to pool seeds from several machines, train them all with one --precision (e.g. "
                      "--precision=float32)")
     return notes
 

@@ -77,8 +77,9 @@ EVAL_FLAGS = (
                      "LiteRT (ai-edge-litert); no MC dropout."),
     ("runs_dir", [], "Compare every finished run below these directories (a sweep's --workdir; a comma list "
                      "compares runs collected in several): writes comparison.md/.csv/.png, contrasts and HParams "
-                     "summaries to <runs_dir>/comparison (with several, to --output). Works from the runs' records (metrics.json, "
-                     "evaluations/) where they hold what is asked, else through their SavedModels."),
+                     "summaries to <runs_dir>/comparison (with several, to --output). Works from the runs' "
+                     "records (metrics.json, evaluations/) where they hold what is asked, else through their "
+                     "SavedModels."),
     ("contrasts", None, "The study's planned contrasts, A:B (A minus B) pairs of variant names, e.g. "
                         "before_dense:after_activation,none:after_activation; only these enter the Holm "
                         "correction. Default: every variant against --baseline."),
