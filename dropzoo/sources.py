@@ -228,6 +228,19 @@ def load_source(dataset="mnist", *, need_train=True, network_timeout=3.0, **argu
     return source.load(need_train, **given)
 
 
+def describe(**arguments):
+    """(image shape, number of classes) of the data the arguments name, without its training split.
+
+    Files on disk: their test split is read (IDX: the t10k files). tfds data:
+    its description alone, nothing downloaded. DataError as load_source.
+    """
+    arguments = {"dataset": "mnist", **arguments}
+    if choose(arguments).name == "dataset" and arguments["dataset"] != SAMPLE_NAME:
+        return tfds_source.describe(arguments["dataset"], arguments.get("tfds_data_dir"))
+    source = load_source(need_train=False, **arguments)
+    return source.image_shape, source.num_classes
+
+
 def check_classes(source, model_classes, run_class_names=None):
     """DataError (one line) where an image folder's labels would be scored as other classes of the model.
 

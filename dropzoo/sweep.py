@@ -166,6 +166,7 @@ def describe_plan(runs, overwrite=False):
     those the trainer would refuse (other settings) say why in its words.
     Writes nothing: what `train.py --dry_run` prints.
     """
+    check_data_fits(runs)
     trained_by = plan(runs)
     lines, finished, refused = [], set(), set()
     for i, (config, workdir) in enumerate(runs):
@@ -190,6 +191,30 @@ def describe_plan(runs, overwrite=False):
     done += f"{len(refused)} refused (other settings in their workdir), " if refused else ""
     lines.append(f"{len(runs)} run(s), {done}{trained} to train; nothing was written (--dry_run)")
     return "\n".join(lines)
+
+
+def check_data_fits(runs):
+    """ConfigError (one line) where a run's network cannot take its data, as its training would find.
+
+    A network too deep or a kernel too large for the images, a Keras model
+    built for other images: each network is built once per data source, on
+    that data's image shape and classes (sources.describe: test split only,
+    tfds data from its description).
+    """
+    described, built = {}, set()
+    for config, _ in runs:
+        arguments = sources.config_arguments(config)
+        data = tuple(sorted((k, str(v)) for k, v in arguments.items()))
+        if data not in described:
+            described[data] = sources.describe(**arguments)
+        shape, classes = described[data]
+        if (config.model, shape, classes) in built:
+            continue
+        built.add((config.model, shape, classes))
+        try:
+            trainer.build_network(config, classes, shape)  # a ValueError: the line its training would print
+        finally:
+            keras.backend.clear_session()
 
 
 def _refusal(config, workdir, resolved):

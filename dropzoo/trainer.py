@@ -85,16 +85,25 @@ def prepare_workdir(config, workdir, overwrite=False):
                                extra=artifacts_lib.ARTIFACT_FILES)
 
 
+def build_network(config, num_classes, image_shape):
+    """The uncompiled Keras model for `config` on images of `image_shape` (its network registered).
+
+    ValueError (one line) where the network cannot take such images: a
+    window larger than its input, a Keras model built for other images.
+    """
+    config_lib.register_network(config)
+    return models.build(config.model, config.placement_spec, rate=config.rate, kind=config.kind,
+                        activation=config.activation, norm=config.norm, bn_momentum=config.bn_momentum,
+                        num_classes=num_classes, input_shape=image_shape, seed=config.seed)
+
+
 def build_model(config, num_classes, image_shape, steps_per_execution=1):
     """The compiled model for `config` (the trainer compiles; builders don't)."""
     performance.compile_pooling_gradient()
     performance.compile_activation_gradient()
     performance.compile_dropout_masks()
-    spec = models.get_spec(config_lib.register_network(config))  # a --network: registered as model
-    model = models.build(config.model, config.placement_spec, rate=config.rate, kind=config.kind,
-                         activation=config.activation, norm=config.norm,
-                         bn_momentum=config.bn_momentum, num_classes=num_classes,
-                         input_shape=image_shape, seed=config.seed)
+    model = build_network(config, num_classes, image_shape)
+    spec = models.get_spec(config.model)  # a --network: registered as model by build_network
     # Keras' optimizer, its update fused into one XLA computation (dropzoo/optimizers.py).
     optimizer = optimizers.make(config.optimizer, config.learning_rate)
     model.compile(

@@ -251,6 +251,9 @@ def _run(script, *args, timeout=240):
     (["--network=cnv32k3,pool2,flatten"], "error: --network: unknown layer 'cnv32k3' at position 1; valid:"),
     (["--npz=/nonexistent/d.npz"], "error: --npz /nonexistent/d.npz does not exist"),
     (["--dataset=/tmp"], "error: --dataset takes a dataset name, not a path: for /tmp pass --image_dir=/tmp"),
+    # A network too deep for the images: the plan is built on the data's shape, so a dry run fails as training would.
+    (["--network=pool2,pool2,pool2,pool2,pool2,flatten,logits", "--dataset=mnist_sample", "--dry_run"],
+     "error: layer 'pool5' takes a 2x2 window but its input is 1x1x1: use a smaller window"),
 ])
 @pytest.mark.slow
 def test_train_script_reports_bad_input_in_one_line(args, message, tmp_path):
