@@ -29,6 +29,7 @@ from dropzoo import evaluate  # noqa: E402
 from dropzoo import files  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import records  # noqa: E402
+from dropzoo import sources  # noqa: E402
 
 
 def main(argv):
@@ -69,7 +70,8 @@ def _main(argv):
     given = _given_data(f)
     with errors.one_line():
         own = _own_data(f.workdir, required=not given) if f.workdir else None
-        result = evaluate.evaluate_on_dataset(path_of(f), data=given or (own and own["origin"]),
+        data = _data_to_score(given, own)
+        result = evaluate.evaluate_on_dataset(path_of(f), data=data,
                                               batch_size=f.batch_size,
                                               mc_samples=f.mc_samples, mc_seed=f.mc_seed, ood=_ood(f),
                                               tflite_model=bool(f.tflite),
@@ -90,7 +92,26 @@ def _main(argv):
     if f.workdir and not on_own:
         print(f"note: evaluated on {result['data_source']}, not the test data the run recorded"
               + (f"; written to {output}" if output else ""), file=sys.stderr)
+    if data is given and given.get("image_dir") and not given.get("test_image_dir"):
+        print(f"note: scored the test split of {given['image_dir']} ({result['num_examples']} images: "
+              f"{sources.IMAGE_TEST_FRACTION:.0%} of each class); to score every image in it, pass "
+              f"--test_image_dir={given['image_dir']} too", file=sys.stderr)
     return 0
+
+
+def _data_to_score(given, own):
+    """The load_source arguments to score: those given, else the run's own.
+
+    `--image_dir` alone naming the run's own test folder means the run's own
+    test data (alone it would mean that folder's 20% test split).
+    """
+    origin = own and own["origin"]
+    if not given:
+        return origin
+    if (origin and origin.get("test_image_dir") and set(given) == {"image_dir"}
+            and os.path.realpath(given["image_dir"]) == os.path.realpath(origin["test_image_dir"])):
+        return origin
+    return given
 
 
 def path_of(f):

@@ -219,13 +219,19 @@ def _note_changed_files(metrics, data, notes):
     origin = dict(metrics["data"].get("test_origin") or metrics["data"]["origin"])
     if not recorded or not any(origin.get(key) for key in _FILE_SOURCES):
         return
-    now, source, _ = data.identity(origin)
+    now, source, error = data.identity(origin)
     if now is not None and now != recorded:
         note = (f"{source.name} now holds other test data than the runs trained on it were tested on (sha256 "
                 f"{recorded[:12]}... then, {now[:12]}... now): their evaluations of the data as it was are shown; "
                 "to score them on it as it is now, name it with its data flag (e.g. --image_dir=...)")
-        if note not in notes:
-            notes.append(note)
+    elif now is None:  # deleted, emptied, or records compared on another machine
+        where = next(f"--{key}={origin[key]}" for key in ("test_image_dir",) + _FILE_SOURCES if origin.get(key))
+        note = (f"the runs' test data ({where}) cannot be read here ({error}): their recorded evaluations of it, "
+                "as it was when they were tested, are shown")
+    else:
+        return
+    if note not in notes:
+        notes.append(note)
 
 
 def _held_instead(run, request, own_sha, notes):
@@ -302,6 +308,7 @@ def row(run, metrics, result, data_source, trained):
         "num_classes": metrics.get("data", {}).get("num_classes"),
         "steps": metrics.get("steps_trained"),
         "train_time_sec": metrics.get("train_time_sec"),
+        "partial_history": partial,
         "val_accuracy": [] if partial else history.get("val_accuracy", []),
         # The final model's validation loss (older runs: their last epoch's).
         "validation_loss": metrics.get("validation_loss", val_loss[-1] if val_loss else None),

@@ -16,6 +16,7 @@ import shutil
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import files
+from dropzoo import performance
 from dropzoo.errors import RunError
 from models.masks import LEGACY_GENERATOR
 
@@ -139,6 +140,14 @@ def check_same(saved, config, resolved, workdir, resuming=False):
         if name in before and before[name] != value:
             what, pin = _PINS[name]
             fix = (f"pass {pin.format(saved=before[name])} to resume it here, " if pin and name != "sites" else "")
+            if name == "precision":
+                try:
+                    performance.check_precision(before[name])
+                except ValueError:  # the pin cannot run here either: a oneDNN cap in the environment
+                    variable, cap = performance.onednn_isa_cap()
+                    fix = (f"{variable}={cap} leaves oneDNN without bfloat16 kernels, so unset it (or set it to "
+                           f"AVX512_CORE_BF16 or above) and pass {pin.format(saved=before[name])} to resume it "
+                           "here, ")
             if name == "sites":
                 fix = "its placement has been redefined since; "
             raise RunError(f"workdir {workdir!r} holds a run trained with {what} {before[name]!r}, but this command "

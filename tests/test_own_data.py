@@ -5,6 +5,7 @@ the repository.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -229,10 +230,16 @@ def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_p
     assert printed["data_source"] == f"images:{train}, tested on {test}" and printed["num_examples"] == 16
     with open(os.path.join(workdir, "eval.json")) as f:
         assert json.load(f)["accuracy"] == printed["accuracy"]
-    # Other data, given explicitly: named, and written beside eval.json, never over it.
+    # Its own test folder named alone: the run's own test data (alone, --image_dir would mean its 20% split).
     assert eval_main(f"--workdir={workdir}", f"--image_dir={test}") == 0
     captured = capsys.readouterr()
+    assert json.loads(captured.out)["num_examples"] == 16 and "note:" not in captured.err
+    # Other data, given explicitly: named, and written beside eval.json, never over it; a folder's split said so.
+    assert eval_main(f"--workdir={workdir}", f"--image_dir={train}") == 0
+    captured = capsys.readouterr()
     assert "not the test data the run recorded" in captured.err
+    assert f"note: scored the test split of {train} (" in captured.err
+    assert f"pass --test_image_dir={train} too" in captured.err
     others = [f for f in os.listdir(workdir) if f.startswith("eval-")]
     assert len(others) == 1
     with open(os.path.join(workdir, "eval.json")) as f:
@@ -260,6 +267,12 @@ def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_p
     assert changed["table"] == again["table"]
     with open(changed["paths"]["comparison.md"]) as f:
         assert "name it with its data flag (e.g. --image_dir=...)" in f.read()
+    # The test folder gone: the recorded evaluations are shown, and said to be of data that is not here.
+    shutil.rmtree(test)
+    gone = compare.compare_runs(root)
+    assert [n for n in gone["notes"] if n.startswith(f"the runs' test data (--test_image_dir={test}) cannot be "
+                                                    "read here (")], gone["notes"]
+    assert gone["table"] == again["table"]
 
 
 def test_a_run_that_fails_on_bad_data_leaves_nothing(tmp_path, png_folders):

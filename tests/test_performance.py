@@ -201,6 +201,15 @@ def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp
     assert ("trained with the precision policy 'mixed_bfloat16', but this command resolves to 'float32'; "
             "pass --precision=mixed_bfloat16 to resume it here") in str(info.value)
     trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)
+    # Where a oneDNN cap makes auto pick float32, the pin would be refused too: the fix names the cap.
+    monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(trainer.RunError) as info:
+        trainer.prepare_workdir(tiny_config(epochs=1), workdir)
+    assert ("resolves to 'float32'; ONEDNN_MAX_CPU_ISA=AVX2 leaves oneDNN without bfloat16 kernels, so unset it "
+            "(or set it to AVX512_CORE_BF16 or above) and pass --precision=mixed_bfloat16 to resume it here"
+            ) in str(info.value)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     # A placement whose sites changed meaning since the run started is refused too.
     monkeypatch.setattr(trainer, "resolve", lambda config: {"precision": "mixed_bfloat16",
                                                              "sites": "dense1.pre:0.5"})
