@@ -8,10 +8,12 @@ fine-tuning). dropzoo/verify.py checks each of them against the model.
 """
 import os
 import tempfile
+import time
 
 import keras
 import numpy as np
 
+from dropzoo import evaluate
 from dropzoo import export
 from dropzoo import files
 from dropzoo import serving
@@ -46,6 +48,27 @@ def export_artifacts(model, directory, representative_images, *, outputs="probab
     for name, content in ((TFLITE_FILE, float32_model), (TFLITE_INT8_FILE, int8_model)):
         files.write_bytes(paths[name], content)
     return paths
+
+
+def tflite_metrics(paths, converted, test_batches):
+    """metrics.json's "tflite": both TFLite models' test accuracy on `test_batches`, and what int8 costs.
+
+    `paths` as export_artifacts returns them; `converted` {"seconds",
+    "calibration_examples"} of their export.
+    """
+    started = time.perf_counter()
+    accuracy = {name: evaluate.evaluate_tflite(paths[name], test_batches)["accuracy"]
+                for name in (TFLITE_FILE, TFLITE_INT8_FILE)}
+    float32, int8 = accuracy[TFLITE_FILE], accuracy[TFLITE_INT8_FILE]
+    return {"runtime": tflite.RUNTIME,
+            "float32_test_accuracy": float32, "int8_test_accuracy": int8,
+            # Percentage points int8 loses against float32 (negative: it gained).
+            "int8_accuracy_cost_pp": 100 * (float32 - int8),
+            "float32_bytes": os.path.getsize(paths[TFLITE_FILE]),
+            "int8_bytes": os.path.getsize(paths[TFLITE_INT8_FILE]),
+            "calibration_examples": converted["calibration_examples"],
+            "export_seconds": converted["seconds"],  # conversion and writing
+            "test_seconds": time.perf_counter() - started}  # both models over the test split
 
 
 def convert_tflite(model, representative_images, *, outputs="probabilities"):

@@ -20,17 +20,17 @@ and computes:
 - with several rates per placement, each placement's rate chosen on
   validation loss (`tune_rates`); the test split is never used to choose;
 - the regime: training-set size and steps, train-test gaps, and whether the
-  `none` control overfit (`regime`).
+  `none` control overfit (dropzoo/regime.py).
 
 `report.write` renders it all (Markdown, CSV, plots, TensorBoard HParams).
 """
 import os
-import re
 
 import numpy as np
 
 from dropzoo import config as config_lib
 from dropzoo import records
+from dropzoo import regime as regime_lib
 from dropzoo import report
 from dropzoo import sizes_report
 from dropzoo import stats
@@ -39,10 +39,6 @@ from dropzoo.errors import ConfigError
 
 # Family-wise error rate of each Holm family (one per contrasted metric).
 ALPHA = 0.05
-# The none control overfits when its final validation loss is at least this
-# factor above its best epoch's (mean over seeds): early stopping would have
-# stopped before the end, so there was something for a regulariser to do.
-OVERFIT_VALIDATION_RISE = 1.05
 
 
 def variant_key(config, sites=None, precision=None, mask_generator=None):
@@ -111,7 +107,7 @@ def split_notes(rows):
     for r in rows:
         by_label.setdefault(r["variant"].split(" [")[0], []).append(r)
     notes = []
-    for label, runs in sorted(by_label.items(), key=lambda item: natural_key(item[0])):
+    for label, runs in sorted(by_label.items(), key=lambda item: records.natural_key(item[0])):
         counts = {}
         for r in runs:
             counts[str(r.get("precision"))] = counts.get(str(r.get("precision")), 0) + 1
@@ -131,10 +127,10 @@ def summarise(rows, baseline="canonical"):
     A variant whose runs are all identical by construction to another's gets
     `identical_to` (that variant's label).
     """
-    groups = group(rows)
+    groups = records.group(rows)
     label_of_run = {r["run"]: r["variant"] for r in rows}
     order = sorted(groups, key=lambda k: (groups[k][0]["config"]["placement"] != baseline,
-                                          natural_key(groups[k][0]["variant"])))
+                                          records.natural_key(groups[k][0]["variant"])))
     table = []
     for key in order:
         runs = groups[key]
@@ -151,20 +147,6 @@ def summarise(rows, baseline="canonical"):
     return table
 
 
-def natural_key(label):
-    """Sorts labels with their numbers as numbers: `-train_size500` before `-train_size1000`."""
-    return [(0, float(part), "") if i % 2 else (1, 0.0, part)
-            for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", label))]
-
-
-def group(rows):
-    """{variant key: [rows]} in first-seen order."""
-    groups = {}
-    for r in rows:
-        groups.setdefault(r["key"], []).append(r)
-    return groups
-
-
 # ------------------------------------------------------------------ contrasts
 
 
@@ -174,7 +156,7 @@ def baseline_pairs(rows, baseline="canonical"):
     The baseline is found at the variant's own rate, or at its only rate when
     the rows hold one rate per placement (rates tuned on validation).
     """
-    groups = group(rows)
+    groups = records.group(rows)
     pairs = []
     for key, runs in groups.items():
         config = runs[0]["config"]
@@ -210,7 +192,7 @@ def planned_pairs(rows, contrasts):
     each placement kept one rate, the label without its `-rate<r>`. ConfigError
     (one line) for a side that matches no variant or several.
     """
-    groups = group(rows)
+    groups = records.group(rows)
     labels = {key: runs[0]["variant"] for key, runs in groups.items()}
 
     def find(side):
@@ -223,7 +205,7 @@ def planned_pairs(rows, contrasts):
         if len(found) != 1:
             what = "no variant" if not found else f"{len(found)} variants ({', '.join(labels[k] for k in found)})"
             raise ConfigError(f"contrast side {side!r} matches {what}; the variants are: "
-                              f"{', '.join(sorted(labels.values(), key=natural_key))}")
+                              f"{', '.join(sorted(labels.values(), key=records.natural_key))}")
         return found[0]
 
     pairs = [(find(a), find(b)) for a, b in contrasts]
@@ -258,7 +240,7 @@ def contrast_table(rows, pairs, margins):
     (equivalence) are adjusted within it, and the minimum detectable effect
     is computed at ALPHA / m.
     """
-    groups = group(rows)
+    groups = records.group(rows)
     entries = []
     for a, b in pairs:
         runs_a, runs_b = groups[a], groups[b]
@@ -336,73 +318,12 @@ def at_selected_rates(rows, tuned):
             == r["config"]["rate"]]
 
 
-# --------------------------------------------------------------------- regime
-
-
-def _is_none(row):
-    return row["config"]["placement"] == "none" and not row["config"]["sites"]
-
-
-def _control(runs):
-    """One `none` control's regime: its validation rise (mean over seeds), overfit or not, its fit."""
-    rises = [r["validation_rise"] for r in runs if r.get("validation_rise")]
-    fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]
-    tests = [r["test_accuracy"] for r in runs if r.get("train_accuracy") is not None]
-    rise = float(np.mean(rises)) if rises else None
-    overfit = None if rise is None else bool(rise >= OVERFIT_VALIDATION_RISE)
-    return {"none_validation_rise": rise, "none_overfit": overfit,
-            # Why a rise is unknown: histories that start at a resume, or runs of fewer than two epochs.
-            "none_partial_history": rise is None and any(r.get("partial_history") for r in runs),
-            # Beside the rise: a noisy validation loss can rise on a network that still underfits, and
-            # without a validation curve the train-test gap is what says how much there is to regularise.
-            "none_train_accuracy": float(np.mean(fits)) if fits else None,
-            "none_test_accuracy": float(np.mean(tests)) if tests else None}
-
-
-def regime(rows):
-    """What the runs trained on and how far: {"train_examples", "steps", "none_overfit", ...}.
-
-    `none_overfit` (None without a `none` variant, or without two validation
-    points a run): whether the no-dropout control overfit, by
-    OVERFIT_VALIDATION_RISE: its final validation loss over its best epoch's,
-    mean over seeds (`none_validation_rise`). With several `none` variants
-    (one per activation, training size, ...) each is its own control:
-    `controls` {label: that control's fields}, and the pooled fields stay None.
-    `untrained` [(label, train accuracy, chance)]: variants whose mean
-    training accuracy (dropout off) is below twice chance, whose contrasts
-    compare networks that did not learn.
-    """
-    def distinct(values):
-        values = sorted({v for v in values if v is not None})
-        return values[0] if len(values) == 1 else values
-
-    controls = {}
-    for r in rows:
-        if _is_none(r):
-            controls.setdefault(r["variant"], []).append(r)
-    result = {"train_examples": distinct(r.get("num_train") for r in rows),
-              "steps": distinct(r.get("steps") for r in rows), "overfit_threshold": OVERFIT_VALIDATION_RISE,
-              "has_none": bool(controls), **_control([])}
-    if len(controls) == 1:
-        result.update(_control(next(iter(controls.values()))))
-    several = len(controls) > 1
-    labels = sorted(controls, key=natural_key) if several else []
-    result["controls"] = {label: _control(controls[label]) for label in labels}
-    result["untrained"] = []
-    for runs in group(rows).values():
-        fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]
-        classes = runs[0].get("num_classes")
-        if fits and classes and np.mean(fits) < 2 / classes:
-            result["untrained"].append((runs[0]["variant"], float(np.mean(fits)), 1 / classes))
-    return result
-
-
 # ---------------------------------------------------------------------- whole
 
 
 def why_no_contrasts(rows, baseline):
     """The note of a comparison without contrasts: why there is nothing to contrast, and the fix."""
-    variants = sorted({r["variant"] for r in rows}, key=natural_key)
+    variants = sorted({r["variant"] for r in rows}, key=records.natural_key)
     if len(variants) == 1:
         return (f"nothing to contrast: every run here is one variant ({variants[0]}); give --runs_dir a sweep "
                 "over placements, or several directories")
@@ -444,7 +365,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     if not tested:
         notes.append(why_no_contrasts(compared, baseline))
     comparison = {"table": table, "contrasts": tested, "sizes": sizes_report.curve(compared, table, tested),
-                  "planned": bool(contrasts), "regime": regime(compared), "rows": rows, "compared": compared,
+                  "planned": bool(contrasts), "regime": regime_lib.regime(compared), "rows": rows, "compared": compared,
                   "rates": tuned["grid"] if tuned else None, "margins": margins, "alpha": ALPHA, "notes": notes,
                   "title": f"{', '.join(runs_dirs)} — test data: "
                            f"{', '.join(sorted({r['data_source'] for r in rows}))}"}

@@ -18,6 +18,7 @@ that trained them (`collect`).
 import hashlib
 import json
 import os
+import re
 import shutil
 
 from dropzoo import files
@@ -391,6 +392,20 @@ def data_of(runs):
 
 def data_label(runs):
     return ", ".join(sorted({r["data_source"] for r in runs}))
+
+
+def group(rows):
+    """{variant key: [rows]} in first-seen order (rows labelled by compare.label_rows)."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["key"], []).append(r)
+    return groups
+
+
+def natural_key(label):
+    """Sorts labels with their numbers as numbers: `-train_size500` before `-train_size1000`."""
+    return [(0, float(part), "") if i % 2 else (1, 0.0, part)
+            for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", label))]
 
 
 def check_each_run_once(rows):

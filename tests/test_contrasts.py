@@ -15,6 +15,7 @@ from scipy import stats as scipy_stats
 from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import records
+from dropzoo import regime
 from dropzoo import report
 from dropzoo import sizes_report
 from dropzoo import stats
@@ -190,9 +191,9 @@ def test_a_control_without_a_rise_says_why():
     """Histories that start at a resume are not runs of one epoch: the reason given is theirs."""
     short = _regime_rows("none", "relu", [0.98, 0.99], [0.10])
     compare.label_rows(short)
-    assert "fewer than two validation points" in "\n".join(report.regime_lines(compare.regime(short)))
+    assert "fewer than two validation points" in "\n".join(report.regime_lines(regime.regime(short)))
     resumed = [{**r, "partial_history": True} for r in short]
-    text = "\n".join(report.regime_lines(compare.regime(resumed)))
+    text = "\n".join(report.regime_lines(regime.regime(resumed)))
     assert "cannot tell (its histories start where a run resumed" in text and "fewer than two" not in text
 
 
@@ -202,7 +203,7 @@ def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():
             + _regime_rows("none", "sigmoid", [0.60, 0.70], [0.9, 0.8])
             + _regime_rows("after_activation", "sigmoid", [0.10, 0.11], [2.3, 2.3]))
     compare.label_rows(rows)
-    found = compare.regime(rows)
+    found = regime.regime(rows)
     assert found["none_overfit"] is None and set(found["controls"]) == {"m/none", "m/none-sigmoid"}
     assert found["controls"]["m/none"]["none_overfit"] is True
     assert found["controls"]["m/none-sigmoid"]["none_overfit"] is False
@@ -216,7 +217,7 @@ def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():
     one = (_regime_rows("none", "relu", [0.98, 0.99], [0.1], test_gap=0.03)
            + _regime_rows("conv", "relu", [0.98, 0.99], [0.1]))
     compare.label_rows(one)
-    [line] = report.regime_lines(compare.regime(one))
+    [line] = report.regime_lines(regime.regime(one))
     assert line.endswith("overfit: cannot tell (fewer than two validation points a run); it fits 98.5% of its "
                          "training data (dropout off), 3.0 points above its test accuracy (95.5%).")
 

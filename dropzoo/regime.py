@@ -1,0 +1,72 @@
+"""The regime a comparison's runs trained in: data, steps, and whether the no-dropout control overfit.
+
+A placement contrast means little where the network without dropout did not
+overfit (there was nothing for dropout to do) or where a variant did not
+learn at all; `regime(rows)` says which, beside the contrasts.
+"""
+import numpy as np
+
+from dropzoo import records
+
+# The none control overfits when its final validation loss is at least this
+# factor above its best epoch's (mean over seeds): early stopping would have
+# stopped before the end, so there was something for a regulariser to do.
+OVERFIT_VALIDATION_RISE = 1.05
+
+
+def _is_none(row):
+    return row["config"]["placement"] == "none" and not row["config"]["sites"]
+
+
+def _control(runs):
+    """One `none` control's regime: its validation rise (mean over seeds), overfit or not, its fit."""
+    rises = [r["validation_rise"] for r in runs if r.get("validation_rise")]
+    fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]
+    tests = [r["test_accuracy"] for r in runs if r.get("train_accuracy") is not None]
+    rise = float(np.mean(rises)) if rises else None
+    overfit = None if rise is None else bool(rise >= OVERFIT_VALIDATION_RISE)
+    return {"none_validation_rise": rise, "none_overfit": overfit,
+            # Why a rise is unknown: histories that start at a resume, or runs of fewer than two epochs.
+            "none_partial_history": rise is None and any(r.get("partial_history") for r in runs),
+            # Beside the rise: a noisy validation loss can rise on a network that still underfits, and
+            # without a validation curve the train-test gap is what says how much there is to regularise.
+            "none_train_accuracy": float(np.mean(fits)) if fits else None,
+            "none_test_accuracy": float(np.mean(tests)) if tests else None}
+
+
+def regime(rows):
+    """What the runs trained on and how far: {"train_examples", "steps", "none_overfit", ...}.
+
+    `none_overfit` (None without a `none` variant, or without two validation
+    points a run): whether the no-dropout control overfit, by
+    OVERFIT_VALIDATION_RISE: its final validation loss over its best epoch's,
+    mean over seeds (`none_validation_rise`). With several `none` variants
+    (one per activation, training size, ...) each is its own control:
+    `controls` {label: that control's fields}, and the pooled fields stay None.
+    `untrained` [(label, train accuracy, chance)]: variants whose mean
+    training accuracy (dropout off) is below twice chance, whose contrasts
+    compare networks that did not learn.
+    """
+    def distinct(values):
+        values = sorted({v for v in values if v is not None})
+        return values[0] if len(values) == 1 else values
+
+    controls = {}
+    for r in rows:
+        if _is_none(r):
+            controls.setdefault(r["variant"], []).append(r)
+    result = {"train_examples": distinct(r.get("num_train") for r in rows),
+              "steps": distinct(r.get("steps") for r in rows), "overfit_threshold": OVERFIT_VALIDATION_RISE,
+              "has_none": bool(controls), **_control([])}
+    if len(controls) == 1:
+        result.update(_control(next(iter(controls.values()))))
+    several = len(controls) > 1
+    labels = sorted(controls, key=records.natural_key) if several else []
+    result["controls"] = {label: _control(controls[label]) for label in labels}
+    result["untrained"] = []
+    for runs in records.group(rows).values():
+        fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]
+        classes = runs[0].get("num_classes")
+        if fits and classes and np.mean(fits) < 2 / classes:
+            result["untrained"].append((runs[0]["variant"], float(np.mean(fits)), 1 / classes))
+    return result
