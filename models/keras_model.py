@@ -102,6 +102,18 @@ class KerasModelSpec:
         return tuple(layer.name for layer in self.layers if layer.role in ("conv", "dense"))
 
     @property
+    def own_batch_norm(self):
+        """Whether a hidden layer after the first has BatchNormalization in its block.
+
+        There the bn_* placements mean what they mean for the zoo's norm='batch':
+        `bn_before`'s dropout on the layer before feeds that BN.
+        """
+        later = set(self.hidden[1:])
+        return any(layer.owner in later and isinstance(self.model.get_layer(layer.name),
+                                                       keras.layers.BatchNormalization)
+                   for layer in self.layers if layer.role == "block")
+
+    @property
     def conv_names(self):
         return tuple(layer.name for layer in self.layers if layer.role == "conv")
 

@@ -172,6 +172,11 @@ class NetworkSpec:
         return tuple(layer.name for layer in self.layers if isinstance(layer, (Conv, Dense)))
 
     @property
+    def own_batch_norm(self):
+        """Whether BN is part of the network itself (never here: the zoo adds it with norm='batch')."""
+        return False
+
+    @property
     def conv_names(self):
         return tuple(layer.name for layer in self.layers if isinstance(layer, Conv))
 

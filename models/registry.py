@@ -83,10 +83,12 @@ def list_placements(name, norm=None):
     a hidden conv/dense layer, as site sets, whatever the norm; they are meant
     for norm="batch", where they put dropout before and after BatchNormalization.
     With `norm` given, only the placements meant for it: the BN ones only with
-    norm="batch" (what a sweep's `--placement=all` trains).
+    norm="batch", or for a Keras model with BatchNormalization layers of its
+    own (what a sweep's `--placement=all` trains).
     """
-    names = list(placements_lib.named_placements(get_spec(name)))
-    if norm is not None and network.check_norm(norm) != "batch":
+    spec = get_spec(name)
+    names = list(placements_lib.named_placements(spec))
+    if norm is not None and network.check_norm(norm) != "batch" and not spec.own_batch_norm:
         names = [n for n in names if n not in placements_lib.BN_PLACEMENTS]
     return names
 

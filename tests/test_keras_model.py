@@ -126,6 +126,8 @@ def test_a_saved_file_registers_and_keys_variants_by_its_own_activations(tmp_pat
     name = models.register_keras_model(path)
     assert name == "resnetish" and models.register_keras_model(path) == name  # same file: same model
     assert "before_activation" in models.list_placements(name)
+    # stem_bn is in the first hidden layer's block: no dropout of bn_before would feed a BN, so none listed.
+    assert "bn_before" not in models.list_placements(name, norm="none")
     # fc's activation is elu: moving its dropout across it changes the network.
     assert (models.construction_key(name, "before_activation")
             != models.construction_key(name, "after_activation"))
@@ -374,6 +376,10 @@ def test_a_dense_layers_block_of_bn_and_activation_layers_is_one_layer(block, mi
     name = models.register_spec(models.describe_model(model, name=f"block_{type(block[-1]).__name__}_{len(block)}"))
     same = models.construction_key(name, "after_activation") == models.construction_key(name, "before_activation")
     assert same == (mid_reader == "fcrelu")
+    # BN of its own in fc's block, fed by bn_before's dropout after c1: --placement=all (norm none, as for every
+    # Keras model) trains the BN placements too; without BN there, c1bn alone is fed by no dropout.
+    has_bn = {"bn_before", "bn_after_last"} <= set(models.list_placements(name, norm="none"))
+    assert has_bn == any(isinstance(layer, keras.layers.BatchNormalization) for layer in block)
 
 
 def test_a_dropout_inside_a_block_is_refused_naming_the_sites_there_are():
