@@ -22,14 +22,15 @@ if __name__ == "__main__":
 from absl import app  # noqa: E402
 from absl import logging  # noqa: E402
 
+from dropzoo import collect  # noqa: E402
 from dropzoo import compare  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import evaluate  # noqa: E402
 from dropzoo import files  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
+from dropzoo import folders  # noqa: E402
 from dropzoo import records  # noqa: E402
-from dropzoo import sources  # noqa: E402
 
 
 def main(argv):
@@ -92,10 +93,13 @@ def _main(argv):
     if f.workdir and not on_own:
         print(f"note: evaluated on {result['data_source']}, not the test data the run recorded"
               + (f"; written to {output}" if output else ""), file=sys.stderr)
-    if data is given and given.get("image_dir") and not given.get("test_image_dir"):
-        print(f"note: scored the test split of {given['image_dir']} ({result['num_examples']} images: "
-              f"{sources.IMAGE_TEST_FRACTION:.0%} of each class); to score every image in it, pass "
-              f"--test_image_dir={given['image_dir']} too", file=sys.stderr)
+    if data is given:
+        trained_on = (own or {}).get("trained_on", {})
+        notes = [folders.split_note(given, result["num_examples"],
+                                    folders.is_training_folder(trained_on, given.get("image_dir"))),
+                 folders.scores_training_images(trained_on, given) and folders.trained_on_note(given, f.workdir)]
+        for note in filter(None, notes):
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -106,10 +110,7 @@ def _data_to_score(given, own):
     test data (alone it would mean that folder's 20% test split).
     """
     origin = own and own["origin"]
-    if not given:
-        return origin
-    if (origin and origin.get("test_image_dir") and set(given) == {"image_dir"}
-            and os.path.realpath(given["image_dir"]) == os.path.realpath(origin["test_image_dir"])):
+    if not given or (origin and folders.is_own_test_folder(origin, given)):
         return origin
     return given
 
@@ -133,7 +134,7 @@ def _own_data(workdir, required):
                               "name the data to evaluate on (--dataset, --idx_dir, --npz or --image_dir)")
     data = files.read_json(path, "delete it and rerun that run's train.py command")["data"]
     return {"origin": dict(data.get("test_origin") or data["origin"]), "test_sha256": data.get("test_sha256"),
-            "class_names": (data.get("details") or {}).get("class_names")}
+            "class_names": (data.get("details") or {}).get("class_names"), "trained_on": dict(data["origin"])}
 
 
 def _slug(text):
@@ -143,7 +144,7 @@ def _slug(text):
 def _compare(f):
     if f.collect:
         with errors.one_line():
-            copied = records.collect(f.runs_dir, f.collect)
+            copied = collect.collect(f.runs_dir, f.collect)
         print(f"collected the records of {len(copied)} runs into {f.collect}; compare them with "
               f"python eval.py --runs_dir={f.collect}")
         left = records.unfinished_note(f.runs_dir)

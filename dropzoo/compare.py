@@ -78,10 +78,13 @@ def label_rows(rows):
     rows; two variants that still share one (other recorded sites, another
     precision) get the difference appended: `[sites ...]`, `[mixed_bfloat16]`.
     """
-    varying = sweep.varying_fields([r["config"] for r in rows])
-    for r in rows:
+    # Named by the precision each run resolved to: `auto` on a bf16 CPU and a pinned bf16 are one variant.
+    configs = [{**r["config"], "precision": r.get("precision") or r["config"].get("precision", "auto")}
+               for r in rows]
+    varying = sweep.varying_fields(configs)
+    for r, config in zip(rows, configs):
         r["key"] = variant_key(r["config"], r.get("sites"), r.get("precision"), r.get("mask_generator"))
-        r["variant"] = variant_label(r["config"], varying)
+        r["variant"] = variant_label(config, varying)
     by_label = {}
     for r in rows:
         by_label.setdefault(r["variant"], {}).setdefault(r["key"], []).append(r)
@@ -96,28 +99,36 @@ def label_rows(rows):
     return rows
 
 
-def split_notes(rows):
-    """Notes naming each variant whose runs trained in several precisions: compared apart, never pooled.
-
-    Runs of one config from machines whose `auto` resolved differently (bf16
-    on one CPU, float32 on another) would otherwise look like one study with
-    its seeds split in two without a word.
-    """
-    by_label = {}
+def _apart_by_auto(rows):
+    """[[labels], {precision: runs}] for each config whose `--precision=auto` resolved to several precisions."""
+    groups = {}
     for r in rows:
-        by_label.setdefault(r["variant"].split(" [")[0], []).append(r)
-    notes = []
-    for label, runs in sorted(by_label.items(), key=lambda item: records.natural_key(item[0])):
+        key = variant_key({**r["config"], "precision": "auto"}, r.get("sites"), None, r.get("mask_generator"))
+        groups.setdefault(key, []).append(r)
+    found = []
+    for runs in groups.values():
         counts = {}
         for r in runs:
             counts[str(r.get("precision"))] = counts.get(str(r.get("precision")), 0) + 1
-        if len(counts) < 2:
-            continue
+        if len(counts) > 1 and any(r["config"].get("precision", "auto") == "auto" for r in runs):
+            found.append((sorted({r["variant"] for r in runs}, key=records.natural_key), counts))
+    return found
+
+
+def split_notes(rows):
+    """Notes naming each config whose `--precision=auto` resolved differently: compared apart, never pooled.
+
+    Runs of one command from machines whose `auto` resolved differently (bf16
+    on one CPU, float32 on another) would otherwise look like one study with
+    its seeds split in two without a word.
+    """
+    notes = []
+    for labels, counts in _apart_by_auto(rows):
         held = "; ".join(f"{precision}: {n} run{'s' * (n != 1)}" for precision, n in sorted(counts.items()))
-        notes.append(f"{label} trained in {len(counts)} precisions ({held}), so it is compared as "
-                     f"{len(counts)} variants, never pooled; --precision=auto picked by each machine's CPU: "
-                     "to pool seeds from several machines, train them all with one --precision (e.g. "
-                     "--precision=float32)")
+        notes.append(f"{' and '.join(labels)} are one config whose --precision=auto resolved to {len(counts)} "
+                     f"precisions on the machines (or environments) that trained it ({held}), so they are compared "
+                     "as separate variants, never pooled; to pool seeds from several machines, train them all with "
+                     "one --precision (e.g. --precision=float32)")
     return notes
 
 
@@ -324,6 +335,11 @@ def at_selected_rates(rows, tuned):
 def why_no_contrasts(rows, baseline):
     """The note of a comparison without contrasts: why there is nothing to contrast, and the fix."""
     variants = sorted({r["variant"] for r in rows}, key=records.natural_key)
+    apart = _apart_by_auto(rows)
+    if len(apart) == 1 and len(apart[0][0]) == len(variants):
+        return (f"nothing to contrast: the runs here are one config, apart only in the precision --precision=auto "
+                f"resolved to ({', '.join(variants)}); give --runs_dir a sweep over placements, or runs trained "
+                "with one --precision")
     if len(variants) == 1:
         return (f"nothing to contrast: every run here is one variant ({variants[0]}); give --runs_dir a sweep "
                 "over placements, or several directories")

@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 import models
+from dropzoo import errors
 from dropzoo import files
 from dropzoo import performance
 from dropzoo import serving
@@ -262,6 +263,7 @@ def load_signatures(path):
             f"cannot load SavedModel at {path}: {type(error).__name__}: "
             f"{first_line(error)}; {fix}"
         ) from error
+    _check_runs_here(loaded.signatures)
     return dict(loaded.signatures)
 
 
@@ -276,3 +278,23 @@ def serving_input_spec(serving_fn):
     if len(kwargs) != 1:
         raise ExportError(f"serving signature must take one input, takes {sorted(kwargs)}")
     return next(iter(kwargs.items()))
+
+
+def _check_runs_here(signatures):
+    """ExportError (one line) for a bfloat16 SavedModel where a oneDNN cap leaves no bfloat16 kernels.
+
+    oneDNN would abort the process at the first bfloat16 matmul (a C++
+    exception: no Python error to report); convolutions fail in Python. Only
+    under such a cap are the signatures' graphs read for their dtypes.
+    """
+    try:
+        performance.check_precision("mixed_bfloat16")
+        return
+    except ValueError:
+        pass
+    bf16 = tf.bfloat16.as_datatype_enum
+    for signature in signatures.values():
+        graph = signature.graph.as_graph_def()
+        nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
+        if any(value.type == bf16 or bf16 in value.list.type for node in nodes for value in node.attr.values()):
+            raise ExportError(errors.onednn_cap_failure("could not create a primitive descriptor"))

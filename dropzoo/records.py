@@ -19,9 +19,9 @@ import hashlib
 import json
 import os
 import re
-import shutil
 
 from dropzoo import files
+from dropzoo import folders
 from dropzoo import sources
 from dropzoo.errors import ConfigError
 from dropzoo.errors import DataError
@@ -47,8 +47,11 @@ def find_runs(runs_dirs):
                 found.append(os.path.normpath(root))
                 dirs[:] = []  # a run's own subdirectories hold no runs
     if not found:
-        raise ValueError(f"no finished runs (metrics.json) below {', '.join(runs_dirs)}; train some first, e.g. "
-                         f"python train.py --placement=all --seeds=3 --workdir={runs_dirs[0]}")
+        # Into the directory given only where it holds nothing else (not a folder of images given by mistake).
+        workdir = runs_dirs[0] if not any(files_ for _, _, files_ in os.walk(runs_dirs[0])) else "runs/study"
+        raise ValueError(f"no finished runs (metrics.json) below {', '.join(runs_dirs)}; --runs_dir takes the "
+                         "--workdir of train.py runs: train some first, e.g. python train.py --placement=all "
+                         f"--seeds=3 --workdir={workdir}")
     return sorted(dict.fromkeys(found))
 
 
@@ -183,17 +186,21 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     is read, and `notes` (a list) says so. A run recorded as identical by
     construction to another gets that run's evaluation and `identical_to`.
     """
-    data, rows, computed = _Data(), [], {}
-    given = source if source is not None else (data_override or None)
-    test = data.identity(given) if given else None
+    data, rows, computed, split, split_trained, trained_on = _Data(), [], {}, set(), False, []
     ood_id = data.identity(ood) if ood else None
     for run in run_dirs:
         metrics = files.read_json(os.path.join(run, "metrics.json"), _FIX)
         trained = (os.path.normpath(os.path.join(run, metrics["identical_to"]))
                    if "identical_to" in metrics else run)
-        run_test = test or data.own(metrics)
+        origin = metrics["data"]["origin"]
+        # --image_dir naming the run's own --test_image_dir: its own test data (folders.py).
+        given = source if source is not None else (
+            data_override if data_override and not folders.is_own_test_folder(origin, data_override) else None)
+        run_test = data.identity(given) if given else data.own(metrics)
         if not given and notes is not None:
             _note_changed_files(metrics, data, notes)
+        if isinstance(given, dict) and folders.scores_training_images(origin, given):
+            trained_on.append(run)
         request = make_request(run_test[0], mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                ood_sha256=ood_id[0] if ood_id else None)
         key = (trained, request_id(request))
@@ -206,7 +213,15 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
                                   mc_samples, mc_seed)
             computed[key] = saved
         saved = computed[key]
+        if isinstance(given, dict) and folders.split_note(given, 0):
+            split.add(saved["result"]["num_examples"])
+            split_trained = split_trained or folders.is_training_folder(origin, given["image_dir"])
         rows.append(row(run, metrics, saved["result"], saved["data_source"], trained))
+    if notes is not None and split:
+        notes.append(folders.split_note(data_override, " or ".join(map(str, sorted(split))), split_trained))
+    if notes is not None and trained_on:
+        notes.append(folders.trained_on_note(data_override, f"{len(trained_on)} run(s) ({', '.join(trained_on[:3])}"
+                                                            f"{', ...' if len(trained_on) > 3 else ''})"))
     return rows
 
 
@@ -224,7 +239,7 @@ def _note_changed_files(metrics, data, notes):
     if now is not None and now != recorded:
         note = (f"{source.name} now holds other test data than the runs trained on it were tested on (sha256 "
                 f"{recorded[:12]}... then, {now[:12]}... now): their evaluations of the data as it was are shown; "
-                "to score them on it as it is now, name it with its data flag (e.g. --image_dir=...)")
+                f"to score them on it as it is now, pass {_flags_of(origin)}")
     elif now is None:  # deleted, emptied, or records compared on another machine
         where = next(f"--{key}={origin[key]}" for key in ("test_image_dir",) + _FILE_SOURCES if origin.get(key))
         note = (f"the runs' test data ({where}) cannot be read here ({error}): their recorded evaluations of it, "
@@ -233,6 +248,12 @@ def _note_changed_files(metrics, data, notes):
         return
     if note not in notes:
         notes.append(note)
+
+
+def _flags_of(origin):
+    """The data flags that load `origin` (a run's recorded load_source arguments)."""
+    values = {k: v for k, v in origin.items() if v not in (None, sources.OPTION_DEFAULTS.get(k))}
+    return " ".join(f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in values.items())
 
 
 def _held_instead(run, request, own_sha, notes):
@@ -334,52 +355,6 @@ def _gaps(train_accuracy, train_loss, result):
     return gaps
 
 
-def collect(runs_dirs, destination):
-    """Copies the records of every finished run below `runs_dirs` into `destination`; returns their paths.
-
-    Each run keeps its path relative to the runs directory it was found in
-    (so several directories merge into one study), and only its record:
-    RECORD_FILES and evaluations/, never saved_model/, checkpoints/,
-    tensorboard/ or the serving artifacts. A run recorded as identical by
-    construction to another keeps pointing at it.
-    """
-    inside = [d for d in runs_dirs if _is_within(destination, d)]
-    if inside:
-        raise ConfigError(f"--collect {destination} is inside --runs_dir {inside[0]}: a later collect would copy "
-                          "the copies too; collect into a directory outside it")
-    pairs = [(run, os.path.join(destination, os.path.relpath(run, runs_dir)))
-             for runs_dir in runs_dirs for run in find_runs([runs_dir])]
-    for run, target in pairs:  # before anything is copied: a refused collect changes nothing
-        held = os.path.join(target, "metrics.json")
-        if os.path.isfile(held) and _weights_of(held) != _weights_of(os.path.join(run, "metrics.json")):
-            raise ConfigError(f"{target} already holds another run (other weights) than {run}, which would "
-                              "replace its records: two machines trained one variant and seed, and a comparison "
-                              "takes each seed once; collect the other machine's runs into another directory, or "
-                              "give each machine its own seeds (--seed=N --seeds=K)")
-    copied = []
-    for run, target in pairs:
-        os.makedirs(target, exist_ok=True)
-        for name in RECORD_FILES:
-            if os.path.isfile(os.path.join(run, name)):
-                shutil.copyfile(os.path.join(run, name), os.path.join(target, name))
-        if os.path.isdir(os.path.join(run, EVALUATIONS)):
-            shutil.copytree(os.path.join(run, EVALUATIONS), os.path.join(target, EVALUATIONS),
-                            dirs_exist_ok=True)
-        copied.append(target)
-    return copied
-
-
-def _weights_of(metrics_path):
-    """The weights digest a run recorded (its whole record where it recorded none)."""
-    record = files.read_json(metrics_path, _FIX)
-    return record.get("weights_sha256") or json.dumps(record, sort_keys=True)
-
-
-def _is_within(path, directory):
-    path, directory = os.path.realpath(path), os.path.realpath(directory)
-    return path == directory or path.startswith(directory + os.sep)
-
-
 # The config fields that say what a run was trained and tested on.
 DATA_FIELDS = sources.ARGUMENTS + ("train_size", "validation_fraction")
 
@@ -421,8 +396,9 @@ def check_each_run_once(rows):
             continue
         both = f"{other['run']} and {r['run']} are the same variant ({r['variant']}) and seed ({r['seed']})"
         if other.get("weights_sha256") == r.get("weights_sha256"):
-            raise ConfigError(f"{both}: one run counted twice (a collected copy beside its original?); give each "
-                              "run's directory to --runs_dir once")
+            raise ConfigError(f"{both}: one run counted twice (a collected copy beside its original, or the same "
+                              "command run again into another directory, which trains the same weights); give each "
+                              "run's directory to --runs_dir once, or retrain one with other seeds (--seed=N)")
         raise ConfigError(f"{both}, trained apart (other weights: two machines?); a comparison pairs runs by "
                           "seed and takes each seed once: compare each directory alone, or retrain one of them "
                           "with other seeds (--seed=N --seeds=K)")

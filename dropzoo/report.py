@@ -196,7 +196,8 @@ def _control_text(control, threshold):
 
 def regime_lines(regime):
     """The regime in words: the data and steps, each `none` control, and any variant that did not learn."""
-    head = f"Regime: {regime['train_examples']} training examples, {regime['steps']} steps"
+    head = (f"Regime: {regime['train_examples']} training example{_plural(regime['train_examples'])}, "
+            f"{regime['steps']} step{_plural(regime['steps'])}")
     threshold = regime["overfit_threshold"]
     controls = regime.get("controls") or {}
     if controls:
@@ -215,7 +216,8 @@ def regime_lines(regime):
 def markdown(comparison):
     """comparison.md: the test data, the regime, the contrasts with their verdicts, the variants."""
     c = comparison
-    lines = [f"Test data: {', '.join(sorted({r['data_source'] for r in c['rows']}))}; {len(c['rows'])} runs.", ""]
+    lines = [f"Test data: {', '.join(sorted({r['data_source'] for r in c['rows']}))}; {len(c['rows'])} "
+             f"run{_plural(len(c['rows']))}.", ""]
     lines += [f"Note: {note}." for note in c.get("notes", [])] + ([""] if c.get("notes") else [])
     if c["rates"]:
         lines += ["Each placement at the rate chosen on validation data (see rates.md).", ""]
@@ -414,3 +416,8 @@ def write(comparison, output_dir):
             raise
         raise failure from None
     return paths
+
+
+def _plural(count):
+    """'s' unless `count` is 1 (a list of several values takes the plural)."""
+    return "" if count == 1 else "s"

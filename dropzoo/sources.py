@@ -91,6 +91,10 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
     details = {"class_names": classes}
     if test_image_dir:
         test_root = os.path.abspath(test_image_dir)
+        if need_train and os.path.realpath(test_root) == os.path.realpath(root):
+            raise DataError(f"--test_image_dir {test_root} is --image_dir: the run would be tested on the images it "
+                            "trains on; give a folder of other images, or drop --test_image_dir to hold out "
+                            f"{IMAGE_TEST_FRACTION:.0%} of each class")
         test_classes, test_files = readers.list_image_folder(test_root, "--test_image_dir")
         unknown = sorted(set(test_classes) - set(classes))
         if unknown:
@@ -225,16 +229,23 @@ def load_source(dataset="mnist", *, need_train=True, network_timeout=3.0, **argu
 
 
 def describe(**arguments):
-    """(image shape, number of classes) of the data the arguments name, without its training split.
+    """(image shape, number of classes, note or None) of the data the arguments name, without its training split.
 
     Files on disk: their test split is read (IDX: the t10k files). tfds data:
-    its description alone, nothing downloaded. DataError as load_source.
+    its description alone, nothing downloaded; the note says where it is not
+    prepared yet. DataError as load_source.
     """
     arguments = {"dataset": "mnist", **arguments}
     if choose(arguments).name == "dataset" and arguments["dataset"] != SAMPLE_NAME:
-        return tfds_source.describe(arguments["dataset"], arguments.get("tfds_data_dir"))
+        name = arguments["dataset"]
+        shape, classes, prepared = tfds_source.describe(name, arguments.get("tfds_data_dir"))
+        fallback = ("without the network it falls back to mnist_sample" if name == "mnist" else
+                    "without the network training fails; pass --tfds_data_dir where it is prepared")
+        note = None if prepared else (f"tfds dataset {name!r} is not prepared here, so training downloads it "
+                                      f"({fallback})")
+        return shape, classes, note
     source = load_source(need_train=False, **arguments)
-    return source.image_shape, source.num_classes
+    return source.image_shape, source.num_classes, None
 
 
 def check_classes(source, model_classes, run_class_names=None):

@@ -166,7 +166,7 @@ def describe_plan(runs, overwrite=False):
     those the trainer would refuse (other settings) say why in its words.
     Writes nothing: what `train.py --dry_run` prints.
     """
-    check_data_fits(runs)
+    notes = check_data_fits(runs)
     trained_by = plan(runs)
     lines, finished, refused = [], set(), set()
     for i, (config, workdir) in enumerate(runs):
@@ -187,14 +187,17 @@ def describe_plan(runs, overwrite=False):
             line += "  (started: resumes from its last checkpoint)"
         lines.append(line)
     trained = len(set(trained_by) - finished - refused)
+    identical = sum(target != i for i, target in enumerate(trained_by))
     done = f"{len(finished)} finished, " if finished else ""
     done += f"{len(refused)} refused (other settings in their workdir), " if refused else ""
+    done += f"{identical} identical by construction (recorded, not trained), " if identical else ""
+    lines += [f"note: {note}" for note in notes]
     lines.append(f"{len(runs)} run(s), {done}{trained} to train; nothing was written (--dry_run)")
     return "\n".join(lines)
 
 
 def check_data_fits(runs):
-    """ConfigError (one line) where a run's network cannot take its data, as its training would find.
+    """The data's notes (tfds data not prepared); ValueError (one line) where a run's network cannot take its data.
 
     A network too deep or a kernel too large for the images, a Keras model
     built for other images: each network is built once per data source, on
@@ -207,7 +210,7 @@ def check_data_fits(runs):
         data = tuple(sorted((k, str(v)) for k, v in arguments.items()))
         if data not in described:
             described[data] = sources.describe(**arguments)
-        shape, classes = described[data]
+        shape, classes, _ = described[data]
         if (config.model, shape, classes) in built:
             continue
         built.add((config.model, shape, classes))
@@ -215,6 +218,7 @@ def check_data_fits(runs):
             trainer.build_network(config, classes, shape)  # a ValueError: the line its training would print
         finally:
             keras.backend.clear_session()
+    return [note for _, _, note in described.values() if note]
 
 
 def _refusal(config, workdir, resolved):

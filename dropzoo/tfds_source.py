@@ -56,15 +56,16 @@ def load(name, data_dir, need_train, network_timeout):
 
 
 def describe(name, data_dir):
-    """(image shape, number of classes) of tfds dataset `name` from its builder's description alone.
+    """(image shape, number of classes, where it is prepared or None) of tfds dataset `name`.
 
-    Nothing is downloaded or prepared: what `train.py --dry_run` checks a
-    network against.
+    From its builder's description alone: nothing is downloaded or prepared
+    (what `train.py --dry_run` checks a network against).
     """
     builder = _tfds_builder(name, data_dir)
     image_key, label_key = _image_label_keys(builder, name)
     features = builder.info.features
-    return tuple(int(d) for d in features[image_key].shape), int(features[label_key].num_classes)
+    return (tuple(int(d) for d in features[image_key].shape), int(features[label_key].num_classes),
+            str(builder.data_path) if _is_prepared(builder) else None)
 
 
 def _tfds_builder(name, data_dir):

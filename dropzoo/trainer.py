@@ -208,8 +208,10 @@ def _train_export_verify(config, workdir, write_dir, source, strategy, loop, ver
                      loop, verbose)
         result = loop.train(run)
         if any(not np.isfinite(v) for v in result.history.get("loss", [])):
-            raise RunError("training loss became NaN/inf; the last good checkpoint is kept in "
-                           f"{run.paths['checkpoints']}; lower --learning_rate and rerun")
+            kept = checkpoints.saved_epoch(run.paths["checkpoints"])
+            raise RunError("training loss became NaN/inf; " + (
+                f"the last good checkpoint (epoch {kept}) is kept in {run.paths['checkpoints']}" if kept else
+                "no epoch had finished, so nothing is kept") + "; lower --learning_rate and rerun")
         # Every worker exports (saving may be collective); the chief's copy is verified.
         export_lib.export_saved_model(run.model, run.write_paths["saved_model"], outputs=run.outputs)
         return run, loop.chief_does(lambda: finish(run, result, loop, started, serving_artifacts))

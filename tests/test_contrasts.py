@@ -135,9 +135,9 @@ def test_two_precisions_or_two_meanings_of_a_placement_are_two_variants():
     table = compare.summarise(rows)
     assert len(table) == 3 and all(e["seeds"] == 2 for e in table)
     assert {e["variant"] for e in table} == {
-        "m/before_dense [sites before_dense] [precision float32]",
-        "m/before_dense [sites before_dense] [precision mixed_bfloat16]",
-        "m/before_dense [sites pool1.post:0.25,dense1.pre:0.5] [precision float32]"}
+        "m/before_dense-precisionfloat32 [sites before_dense]",
+        "m/before_dense-precisionmixed_bfloat16",
+        "m/before_dense-precisionfloat32 [sites pool1.post:0.25,dense1.pre:0.5]"}
 
 
 def _sized_rows(placement, size, accuracies):
@@ -258,16 +258,24 @@ def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
     bf16 = [{**r, "run": "m2/" + r["run"], "seed": r["seed"] + 2, "precision": "mixed_bfloat16"} for r in rows]
     assert compare.split_notes(compare.label_rows(rows)) == []
     compare.label_rows(rows + bf16)
-    assert {r["variant"] for r in rows + bf16} == {"m/after_activation [precision float32]",
-                                                   "m/after_activation [precision mixed_bfloat16]"}
+    # Labels name the precision each run resolved to, never `auto`.
+    assert {r["variant"] for r in rows + bf16} == {"m/after_activation-precisionfloat32",
+                                                   "m/after_activation-precisionmixed_bfloat16"}
     assert compare.split_notes(rows + bf16) == [
-        "m/after_activation trained in 2 precisions (float32: 2 runs; mixed_bfloat16: 2 runs), so it is compared as "
-        "2 variants, never pooled; --precision=auto picked by each machine's CPU: to pool seeds from several "
-        "machines, train them all with one --precision (e.g. --precision=float32)"]
+        "m/after_activation-precisionfloat32 and m/after_activation-precisionmixed_bfloat16 are one config whose "
+        "--precision=auto resolved to 2 precisions on the machines (or environments) that trained it (float32: 2 "
+        "runs; mixed_bfloat16: 2 runs), so they are compared as separate variants, never pooled; to pool seeds from "
+        "several machines, train them all with one --precision (e.g. --precision=float32)"]
+    assert compare.why_no_contrasts(rows + bf16, "canonical").startswith(
+        "nothing to contrast: the runs here are one config, apart only in the precision --precision=auto resolved")
     # Pinned apart (a study of precision): the variants' names say it, no note needed.
     pinned = [{**r, "config": {**r["config"], "precision": r["precision"]}} for r in rows + bf16]
     compare.label_rows(pinned)
     assert compare.split_notes(pinned) == [] and len({r["variant"] for r in pinned}) == 2
+    # auto on a bf16 CPU and a pinned bf16: one variant, labelled as such.
+    mixed = [{**r, "config": {**r["config"], "precision": "mixed_bfloat16"}} for r in bf16[:1]] + bf16[1:]
+    compare.label_rows(mixed)
+    assert {r["variant"] for r in mixed} == {"m/after_activation"} and compare.split_notes(mixed) == []
 
 
 def test_a_comparison_of_several_directories_needs_its_own_output(tmp_path):

@@ -63,6 +63,10 @@ def test_an_image_folder_with_a_test_folder_loads_with_classes_from_folder_names
     assert again.num_test == 16 and again.name == source.name
     images, labels = next(iter(again.test.batch(16).as_numpy_iterator()))
     assert images.dtype == np.uint8 and set(labels) <= {0, 1}
+    # Training tested on its own training images is refused; evaluating every image of a folder is not.
+    with pytest.raises(DataError, match=r"--test_image_dir .* is --image_dir: the run would be tested on the images"):
+        sources.load_source(image_dir=train, test_image_dir=train)
+    assert sources.load_source(image_dir=train, test_image_dir=train, need_train=False).num_test == 40
 
 
 def test_an_rgb_jpeg_folder_without_a_test_folder_gets_a_fixed_stratified_split(tmp_path):
@@ -235,17 +239,29 @@ def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_p
     captured = capsys.readouterr()
     assert json.loads(captured.out)["num_examples"] == 16 and "note:" not in captured.err
     # Other data, given explicitly: named, and written beside eval.json, never over it; a folder's split said so.
-    assert eval_main(f"--workdir={workdir}", f"--image_dir={train}") == 0
+    other = write_folder(str(tmp_path / "other"), 10, seed=3)
+    assert eval_main(f"--workdir={workdir}", f"--image_dir={other}") == 0
     captured = capsys.readouterr()
     assert "not the test data the run recorded" in captured.err
-    assert f"note: scored the test split of {train} (" in captured.err
-    assert f"pass --test_image_dir={train} too" in captured.err
+    tested = json.loads(captured.out)["num_examples"]
+    assert f"note: scored the test split of {other} ({tested} images: 20% of each class); to score every image in " \
+           f"it, pass --test_image_dir={other} too" in captured.err and tested < 10
+    # Its training folder: the scores are of training images, and said to be; scoring all of it is not suggested.
+    assert eval_main(f"--workdir={workdir}", f"--image_dir={train}") == 0
+    captured = capsys.readouterr()
+    assert f"note: {train} holds images {workdir} trained on, so its scores there include training images" \
+        in captured.err and "--test_image_dir" not in captured.err
     others = [f for f in os.listdir(workdir) if f.startswith("eval-")]
-    assert len(others) == 1
+    assert len(others) == 2
     with open(os.path.join(workdir, "eval.json")) as f:
         assert json.load(f)["num_examples"] == 16  # untouched
     comparison = compare.compare_runs(root)
     assert {e["variant"] for e in comparison["table"]} == {"dense_mlp/canonical", "dense_mlp/none"}
+    # A comparison given the runs' own test folder scores their own test data; another folder's split is said.
+    own = compare.compare_runs(root, data_override={"image_dir": test}, output_dir=str(tmp_path / "own"))
+    assert own["table"] == comparison["table"] and own["notes"] == []
+    split = compare.compare_runs(root, data_override={"image_dir": other}, output_dir=str(tmp_path / "split"))
+    assert [n for n in split["notes"] if n.startswith(f"scored the test split of {other} ({tested} images")]
     assert comparison["contrasts"][0]["test_accuracy"]["n"] == 1
     # Rerun into the same directory: what an earlier comparison wrote and this one does not is gone.
     output = os.path.dirname(comparison["paths"]["comparison.md"])
@@ -266,7 +282,7 @@ def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_p
     assert [n for n in changed["notes"] if "now holds other test data than the runs trained on it" in n]
     assert changed["table"] == again["table"]
     with open(changed["paths"]["comparison.md"]) as f:
-        assert "name it with its data flag (e.g. --image_dir=...)" in f.read()
+        assert f"to score them on it as it is now, pass --image_dir={train} --test_image_dir={test}" in f.read()
     # The test folder gone: the recorded evaluations are shown, and said to be of data that is not here.
     shutil.rmtree(test)
     gone = compare.compare_runs(root)

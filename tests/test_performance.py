@@ -540,3 +540,28 @@ def test_a_onednn_kernel_a_cap_leaves_out_ends_in_one_line(monkeypatch, capsys):
     with pytest.raises(RuntimeError):
         with errors.one_line():
             raise failure
+
+
+def test_a_bfloat16_export_under_a_cap_without_bfloat16_is_refused_before_onednn_aborts(monkeypatch, tmp_path):
+    """A dense bf16 matmul under ONEDNN_MAX_CPU_ISA=AVX2 aborts the process in C++: refused in one line first."""
+    import keras
+
+    from dropzoo import export
+
+    for policy in ("mixed_bfloat16", "float32"):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            model = models.build("dense_mlp", "canonical", seed=0, num_classes=4, input_shape=(8, 8, 1))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        export.export_saved_model(model, str(tmp_path / policy), mc_dropout=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr(performance, "gpu_details", lambda: [])
+    with pytest.raises(export.ExportError, match=r"^oneDNN has no kernel for an operation of this model under "
+                                                 r"ONEDNN_MAX_CPU_ISA=AVX2"):
+        export.load_signatures(str(tmp_path / "mixed_bfloat16"))
+    assert "serving_default" in export.load_signatures(str(tmp_path / "float32"))  # float32 runs under the cap
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert "serving_default" in export.load_signatures(str(tmp_path / "mixed_bfloat16"))

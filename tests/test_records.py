@@ -14,6 +14,7 @@ import pytest
 from conftest import tiny_config
 from conftest import tiny_source
 
+from dropzoo import collect
 from dropzoo import compare
 from dropzoo import records
 from dropzoo import sources
@@ -48,7 +49,7 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
     assert {e["variant"] for e in here["table"]} == {"dense_mlp/canonical", "dense_mlp/none",
                                                      "dense_mlp/before_dense"}  # two directories, one study
     collected = tmp_path / "collected"
-    copied = records.collect([str(study / "a"), str(study / "b")], str(collected))
+    copied = collect.collect([str(study / "a"), str(study / "b")], str(collected))
     assert len(copied) == 6
     for run in copied:
         assert sorted(os.listdir(run)) == ["config.json", "evaluations", "metrics.json"]
@@ -68,7 +69,7 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
     shutil.copy(npz, moved)
     compare.compare_runs(str(study / "a"), data_override={"npz": str(npz)}, output_dir=str(tmp_path / "o1"))
     collected = tmp_path / "collected"
-    records.collect([str(study / "a")], str(collected))
+    collect.collect([str(study / "a")], str(collected))
     # The same arrays at another path: the same fingerprint, so the records answer.
     again = compare.compare_runs(str(collected), data_override={"npz": str(moved)}, output_dir=str(tmp_path / "o2"))
     assert again["notes"] == [] and again["num_runs"] == 4
@@ -121,16 +122,26 @@ def test_a_collect_never_replaces_another_runs_records(tmp_path):
         return str(tmp_path / root)
 
     first, second, target = run("m1", "aaa"), run("m2", "bbb"), str(tmp_path / "collected")
-    assert len(records.collect([first], target)) == 1
-    assert len(records.collect([first], target)) == 1  # the same run again: refreshed
+    assert len(collect.collect([first], target)) == 1
+    assert len(collect.collect([first], target)) == 1  # the same run again: refreshed
     held = os.path.join(target, "dense_mlp", "canonical", "seed0", "metrics.json")
     with pytest.raises(ConfigError, match=r"seed0 already holds another run \(other weights\) than .*m2/dense_mlp/"
                                           r"canonical/seed0, which would replace its records"):
-        records.collect([second], target)
+        collect.collect([second], target)
     with open(held) as f:
         assert json.load(f)["weights_sha256"] == "aaa"  # nothing replaced
     with pytest.raises(ConfigError, match=r"^--collect .*m1/copy is inside --runs_dir .*m1: a later collect"):
-        records.collect([first], os.path.join(first, "copy"))
+        collect.collect([first], os.path.join(first, "copy"))
+    # Two runs directories whose runs lie at the same path below them: refused before anything is copied.
+    fresh = str(tmp_path / "fresh")
+    with pytest.raises(ConfigError, match=r"m1/dense_mlp/canonical/seed0 and .*m2/dense_mlp/canonical/seed0 \(other "
+                                          r"weights\) would both be collected into .*fresh/dense_mlp/canonical/seed0"):
+        collect.collect([first, second], fresh)
+    assert not os.path.exists(fresh)
+    # The same run found twice (a copy beside its original): copied, and counted, once.
+    copy = str(tmp_path / "copy")
+    collect.collect([first], copy)
+    assert len(collect.collect([first, copy], fresh)) == 1
 
 
 def test_unfinished_runs_are_named_not_silently_left_out(tmp_path):

@@ -115,7 +115,8 @@ def test_eval_refuses_an_incomplete_saved_model(tmp_path):
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_no_bad_checkpoint(tmp_path):
     config = tiny_config(optimizer="sgd", learning_rate=1e12, epochs=2)
-    with pytest.raises(trainer.RunError, match="NaN"):
+    # NaN in the first epoch: nothing is kept, and the message names no checkpoint that is not there.
+    with pytest.raises(trainer.RunError, match="NaN/inf; no epoch had finished, so nothing is kept; lower"):
         trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
     assert checkpoints.saved_epoch(str(tmp_path / "checkpoints")) == 0
     assert not (tmp_path / "saved_model").exists() and not (tmp_path / "metrics.json").exists()

@@ -18,6 +18,7 @@ import pytest
 from absl import flags
 from conftest import ROOT
 
+from dropzoo import collect
 from dropzoo import compare
 from dropzoo import flags as flags_lib
 from dropzoo import records
@@ -144,7 +145,7 @@ def test_a_sweep_as_a_slurm_array_trains_each_run_once_and_compares_as_one_proce
     one = tmp_path / "one"
     sweep.run_sweep(_plan(*SWEEP, f"--workdir={one}"), verbose=0, serving_artifacts=False)
     carried = tmp_path / "carried"
-    records.collect([str(root)], str(carried))
+    collect.collect([str(root)], str(carried))
     assert not any(os.path.isdir(os.path.join(run, "saved_model")) for run in records.find_runs([str(carried)]))
     in_one = compare.compare_runs(str(one), output_dir=str(tmp_path / "c1"))
     from_records = compare.compare_runs(str(carried), output_dir=str(tmp_path / "c2"))

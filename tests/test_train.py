@@ -265,10 +265,14 @@ def test_train_script_reports_bad_input_in_one_line(args, message, tmp_path):
 @pytest.mark.slow
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     result = _run("train.py", "--model=dense_mlp", "--placement=canonical,after_activation,before_dense",
-                  "--dry_run", f"--workdir={tmp_path / 'study'}")
+                  "--dry_run", f"--workdir={tmp_path / 'study'}", f"--tfds_data_dir={tmp_path / 'tfds'}")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
-    assert lines[-1] == "3 run(s), 2 to train; nothing was written (--dry_run)"
+    # The data is not prepared: said, and nothing downloaded.
+    assert ("note: tfds dataset 'mnist' is not prepared here, so training downloads it (without the network it "
+            "falls back to mnist_sample)") in lines and not (tmp_path / "tfds").exists()
+    assert lines[-1] == ("3 run(s), 1 identical by construction (recorded, not trained), 2 to train; nothing was "
+                         "written (--dry_run)")
     assert f"{tmp_path}/study/dense_mlp/before_dense/seed0  model=dense_mlp placement=before_dense " \
            "sites=[dense1.pre:0.5] kind=inverted" in lines
     assert any("after_activation" in line and "identical by construction to" in line for line in lines)
@@ -286,7 +290,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     result = _run("train.py", "--model=dense_mlp", "--placement=canonical,after_activation,before_dense",
                   "--dry_run", f"--workdir={tmp_path / 'study'}")
     lines = result.stdout.strip().splitlines()
-    assert lines[-1] == ("3 run(s), 1 finished, 1 refused (other settings in their workdir), 0 to train; "
+    assert lines[-1] == ("3 run(s), 1 finished, 1 refused (other settings in their workdir), 1 identical by "
+                         "construction (recorded, not trained), 0 to train; "
                          "nothing was written (--dry_run)"), result.stdout
     assert any(line.startswith(str(finished)) and line.endswith("(finished: kept)") for line in lines)
     assert any(line.startswith(str(other)) and "other settings: --epochs (3 -> 12)" in line for line in lines)

@@ -1,0 +1,68 @@
+"""Carrying results: copy the records of finished runs (no SavedModels) to compare them elsewhere.
+
+`collect(runs_dirs, destination)` is `eval.py --runs_dir=... --collect=DIR`:
+each run keeps its path below its runs directory, so several directories
+(machines) merge into one study; a run is never replaced by another one.
+"""
+import json
+import os
+import shutil
+
+from dropzoo import files
+from dropzoo import records
+from dropzoo.errors import ConfigError
+
+
+def collect(runs_dirs, destination):
+    """Copies the records of every finished run below `runs_dirs` into `destination`; returns their paths.
+
+    Each run keeps its path relative to the runs directory it was found in
+    (so several directories merge into one study), and only its record:
+    records.RECORD_FILES and evaluations/, never saved_model/, checkpoints/,
+    tensorboard/ or the serving artifacts. A run recorded as identical by
+    construction to another keeps pointing at it.
+    """
+    inside = [d for d in runs_dirs if _is_within(destination, d)]
+    if inside:
+        raise ConfigError(f"--collect {destination} is inside --runs_dir {inside[0]}: a later collect would copy "
+                          "the copies too; collect into a directory outside it")
+    pairs = [(run, os.path.normpath(os.path.join(destination, os.path.relpath(run, runs_dir))))
+             for runs_dir in runs_dirs for run in records.find_runs([runs_dir])]
+    first = {}
+    for run, target in pairs:  # before anything is copied: a refused collect changes nothing
+        other = first.setdefault(target, run)
+        if other != run and _weights_of(os.path.join(other, "metrics.json")) != _weights_of(
+                os.path.join(run, "metrics.json")):
+            raise ConfigError(f"{other} and {run} (other weights) would both be collected into {target}: their "
+                              "paths below their --runs_dir are the same; collect each into a directory of its own "
+                              "(e.g. --collect=DEST/NAME), or give --runs_dir their parent directories")
+        held = os.path.join(target, "metrics.json")
+        if os.path.isfile(held) and _weights_of(held) != _weights_of(os.path.join(run, "metrics.json")):
+            raise ConfigError(f"{target} already holds another run (other weights) than {run}, which would "
+                              "replace its records: two machines trained one variant and seed, and a comparison "
+                              "takes each seed once; collect the other machine's runs into another directory, or "
+                              "give each machine its own seeds (--seed=N --seeds=K)")
+    copied = []
+    for run, target in pairs:
+        if first[target] != run:
+            continue  # the same run (same weights) found twice: copied once
+        os.makedirs(target, exist_ok=True)
+        for name in records.RECORD_FILES:
+            if os.path.isfile(os.path.join(run, name)):
+                shutil.copyfile(os.path.join(run, name), os.path.join(target, name))
+        if os.path.isdir(os.path.join(run, records.EVALUATIONS)):
+            shutil.copytree(os.path.join(run, records.EVALUATIONS), os.path.join(target, records.EVALUATIONS),
+                            dirs_exist_ok=True)
+        copied.append(target)
+    return copied
+
+
+def _weights_of(metrics_path):
+    """The weights digest a run recorded (its whole record where it recorded none)."""
+    record = files.read_json(metrics_path, "delete it and rerun that run's train.py command")
+    return record.get("weights_sha256") or json.dumps(record, sort_keys=True)
+
+
+def _is_within(path, directory):
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return path == directory or path.startswith(directory + os.sep)

@@ -1,0 +1,64 @@
+"""What an image folder named to eval.py means against a run's recorded data.
+
+`--image_dir=DIR` names a folder as training names it: its test split is
+IMAGE_TEST_FRACTION of each class, unless `--test_image_dir` names the test
+images. Against a trained run that reading can mislead, so eval.py (one
+run or a comparison) asks here:
+
+- `is_own_test_folder`: `--image_dir` alone naming the run's own
+  `--test_image_dir` means the run's own test data, all of it (alone it
+  would mean 20% of that folder);
+- `split_note`: a folder scored by its split says so, and how to score
+  every image in it;
+- `scores_training_images`, `trained_on_note`: scored images the run
+  trained on are said to be.
+"""
+import os
+
+from dropzoo import sources
+
+
+def _same_path(a, b):
+    return bool(a) and bool(b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def is_own_test_folder(origin, given):
+    """Whether `given` (data arguments) is only `--image_dir=` the run's recorded `--test_image_dir`."""
+    return (set(given) == {"image_dir"} and bool(origin.get("test_image_dir"))
+            and _same_path(given["image_dir"], origin["test_image_dir"]))
+
+
+def is_training_folder(origin, folder):
+    """Whether `folder` is the --image_dir a run of `origin` trained on."""
+    return _same_path(folder, origin.get("image_dir"))
+
+
+def split_note(given, num_examples, training_folder=False):
+    """The note of data scored by an image folder's split, or None (not a folder's split).
+
+    `training_folder`: the folder is one the runs trained on, so scoring all
+    of it is not suggested.
+    """
+    if not given.get("image_dir") or given.get("test_image_dir"):
+        return None
+    fix = "" if training_folder else f"; to score every image in it, pass --test_image_dir={given['image_dir']} too"
+    return (f"scored the test split of {given['image_dir']} ({num_examples} images: "
+            f"{sources.IMAGE_TEST_FRACTION:.0%} of each class){fix}")
+
+
+def scores_training_images(origin, given):
+    """Whether the images `given` (data arguments) scores include images a run of `origin` trained on.
+
+    The run's training folder scored whole, or by its split where the run
+    was tested on another folder; not the split it held out itself.
+    """
+    trained = origin.get("image_dir")
+    if not _same_path(trained, given.get("test_image_dir") or given.get("image_dir")):
+        return False
+    return bool(given.get("test_image_dir") or origin.get("test_image_dir"))
+
+
+def trained_on_note(given, who):
+    """The note of scores on images `who` (a run, or runs) trained on."""
+    scored = given.get("test_image_dir") or given.get("image_dir")
+    return f"{scored} holds images {who} trained on, so its scores there include training images, not test scores"
