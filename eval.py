@@ -109,9 +109,8 @@ def _data_to_score(given, own):
     `--image_dir` alone naming the run's own test folder means the run's own
     test data (alone it would mean that folder's 20% test split).
     """
-    origin = own and own["origin"]
-    if not given or (origin and folders.is_own_test_folder(origin, given)):
-        return origin
+    if not given or (own and folders.is_own_test_folder(own["trained_on"], given)):
+        return own and own["origin"]
     return given
 
 
@@ -132,8 +131,9 @@ def _own_data(workdir, required):
             return None
         raise errors.RunError(f"{workdir} holds no finished run (no metrics.json) to take its test data from; "
                               "name the data to evaluate on (--dataset, --idx_dir, --npz or --image_dir)")
-    data = files.read_json(path, "delete it and rerun that run's train.py command")["data"]
-    return {"origin": dict(data.get("test_origin") or data["origin"]), "test_sha256": data.get("test_sha256"),
+    metrics = files.read_json(path, "delete it and rerun that run's train.py command")
+    data = metrics["data"]
+    return {"origin": records.test_origin(metrics), "test_sha256": data.get("test_sha256"),
             "class_names": (data.get("details") or {}).get("class_names"), "trained_on": dict(data["origin"])}
 
 

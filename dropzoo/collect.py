@@ -26,8 +26,13 @@ def collect(runs_dirs, destination):
     if inside:
         raise ConfigError(f"--collect {destination} is inside --runs_dir {inside[0]}: a later collect would copy "
                           "the copies too; collect into a directory outside it")
-    pairs = [(run, os.path.normpath(os.path.join(destination, os.path.relpath(run, runs_dir))))
-             for runs_dir in runs_dirs for run in records.find_runs([runs_dir])]
+    pairs, found = [], set()
+    for runs_dir in runs_dirs:
+        for run in records.find_runs([runs_dir]):
+            if os.path.realpath(run) not in found:  # runs directories that overlap: each run once
+                found.add(os.path.realpath(run))
+                pairs.append((run, os.path.normpath(os.path.join(destination, os.path.relpath(run, runs_dir)))))
+    _check_not_nested(pairs, destination)
     first = {}
     for run, target in pairs:  # before anything is copied: a refused collect changes nothing
         other = first.setdefault(target, run)
@@ -55,6 +60,24 @@ def collect(runs_dirs, destination):
                             dirs_exist_ok=True)
         copied.append(target)
     return copied
+
+
+def _check_not_nested(pairs, destination):
+    """ConfigError where a run would land inside another run (collected now, or held already).
+
+    A comparison stops looking below a run's directory, so the inner one
+    would be lost from every later comparison of `destination`.
+    """
+    targets = sorted({target for _, target in pairs})
+    held = records.find_runs([destination]) if os.path.isdir(destination) and any(
+        "metrics.json" in names for _, _, names in os.walk(destination)) else []
+    every = targets + [os.path.normpath(h) for h in held]
+    for outer in every:
+        inner = next((t for t in every if t.startswith(outer + os.sep)), None)
+        if inner is not None:
+            raise ConfigError(f"collecting into {destination} would put the run at {inner} inside the run at "
+                              f"{outer}, where a comparison would not find it: give --runs_dir directories that "
+                              "hold runs at the same depth, or collect them into directories of their own")
 
 
 def _weights_of(metrics_path):

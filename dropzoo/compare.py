@@ -107,11 +107,12 @@ def _apart_by_auto(rows):
         groups.setdefault(key, []).append(r)
     found = []
     for runs in groups.values():
+        auto = [r for r in runs if r["config"].get("precision", "auto") == "auto"]  # pinned runs chose theirs
         counts = {}
-        for r in runs:
+        for r in auto:
             counts[str(r.get("precision"))] = counts.get(str(r.get("precision")), 0) + 1
-        if len(counts) > 1 and any(r["config"].get("precision", "auto") == "auto" for r in runs):
-            found.append((sorted({r["variant"] for r in runs}, key=records.natural_key), counts))
+        if len(counts) > 1:
+            found.append((sorted({r["variant"] for r in auto}, key=records.natural_key), counts))
     return found
 
 

@@ -83,4 +83,4 @@ def onednn_cap_failure(error, env=None):
         return None
     variable, value = cap
     return (f"oneDNN has no kernel for an operation of this model under {variable}={value} (a model that "
-            f"computes in bfloat16 needs AVX512_CORE_BF16 or above); unset {variable} or raise it")
+            f"computes in bfloat16 needs AVX512_CORE_BF16 or above); {performance.bf16_cap_fix(env)}")

@@ -15,6 +15,7 @@ run or a comparison) asks here:
 """
 import os
 
+from dropzoo import readers
 from dropzoo import sources
 
 
@@ -23,8 +24,16 @@ def _same_path(a, b):
 
 
 def is_own_test_folder(origin, given):
-    """Whether `given` (data arguments) is only `--image_dir=` the run's recorded `--test_image_dir`."""
-    return (set(given) == {"image_dir"} and bool(origin.get("test_image_dir"))
+    """Whether `given` (data arguments) is `--image_dir=` the run's recorded `--test_image_dir`, alone.
+
+    Options given beside it (`--image_size`, `--color_mode`) must be the ones
+    the run recorded.
+    """
+    others = {k: v for k, v in given.items() if k != "image_dir"}
+    recorded = {k: sources.OPTION_DEFAULTS.get(k) if origin.get(k) is None else origin.get(k) for k in others}
+    if "image_size" in others:
+        others["image_size"] = list(readers.parse_image_size(others["image_size"]) or []) or None
+    return (bool(given.get("image_dir")) and bool(origin.get("test_image_dir")) and others == recorded
             and _same_path(given["image_dir"], origin["test_image_dir"]))
 
 

@@ -95,6 +95,12 @@ def onednn_isa_cap(env=None):
     return None
 
 
+def bf16_cap_fix(env=None):
+    """How to give oneDNN its bfloat16 kernels back under the environment's ISA cap (one clause)."""
+    variable, _ = onednn_isa_cap(env)
+    return f"unset {variable} (or set it to AVX512_CORE_BF16 or above)"
+
+
 def _bf16_cap_problem(env):
     """'without' or 'emulating' where the environment's oneDNN cap lacks bfloat16 instructions, else None."""
     cap = onednn_isa_cap(env)
@@ -164,8 +170,8 @@ def check_precision(requested, *, cpu=None, gpus=None, env=None):
         return  # TensorFlow emulates bfloat16 itself there, or a GPU computes
     variable, value = onednn_isa_cap(env)
     raise ValueError(f"--precision={requested} cannot run with {variable}={value}: TensorFlow hands bfloat16 "
-                     f"convolutions to oneDNN, which that cap leaves without bfloat16 kernels; unset {variable}, "
-                     f"set it to AVX512_CORE_BF16 or above, or use --precision=float32")
+                     f"convolutions to oneDNN, which that cap leaves without bfloat16 kernels; {bf16_cap_fix(env)}, "
+                     "or use --precision=float32")
 
 
 def _gpu_precision(gpus):

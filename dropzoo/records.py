@@ -46,6 +46,8 @@ def find_runs(runs_dirs):
             if "metrics.json" in names:
                 found.append(os.path.normpath(root))
                 dirs[:] = []  # a run's own subdirectories hold no runs
+    if not found and unfinished_runs(runs_dirs):
+        raise ValueError(f"no finished runs below {', '.join(runs_dirs)} yet: {unfinished_note(runs_dirs)}")
     if not found:
         # Into the directory given only where it holds nothing else (not a folder of images given by mistake).
         workdir = runs_dirs[0] if not any(files_ for _, _, files_ in os.walk(runs_dirs[0])) else "runs/study"
@@ -99,6 +101,11 @@ def make_request(data_sha256, *, mc_samples=0, mc_seed=0, batch_size=256, ood_sh
     if mc_samples:  # the MC seeds of each call follow the batching
         request.update(mc_seed=int(mc_seed), batch_size=int(batch_size))
     return request
+
+
+def test_origin(metrics):
+    """The load_source arguments of the test data a run recorded (older records: a `test_origin` of its own)."""
+    return dict(metrics["data"].get("test_origin") or metrics["data"]["origin"])
 
 
 def same_data(origin, other):
@@ -160,13 +167,13 @@ class _Data:
         data = metrics["data"]
         if data.get("test_sha256"):
             return data["test_sha256"], None, None
-        return self.identity(dict(data.get("test_origin") or data["origin"]))
+        return self.identity(test_origin(metrics))
 
     def source(self, sha, what, metrics):
         """The Source to evaluate on for fingerprint `sha`: the one loaded, or the run's own origin loaded."""
         found = next((src for fp, src, _ in self.loaded.values() if fp == sha and src is not None), None)
         if found is None and metrics is not None:
-            _, found, error = self.identity(dict(metrics["data"].get("test_origin") or metrics["data"]["origin"]))
+            _, found, error = self.identity(test_origin(metrics))
             if found is None:
                 raise error
         return found
@@ -232,7 +239,7 @@ _FILE_SOURCES = ("image_dir", "npz", "idx_dir")
 def _note_changed_files(metrics, data, notes):
     """Adds a note where a run's test files now hold other data than it was evaluated on (its records are used)."""
     recorded = metrics["data"].get("test_sha256")
-    origin = dict(metrics["data"].get("test_origin") or metrics["data"]["origin"])
+    origin = test_origin(metrics)
     if not recorded or not any(origin.get(key) for key in _FILE_SOURCES):
         return
     now, source, error = data.identity(origin)

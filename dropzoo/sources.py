@@ -87,7 +87,9 @@ def _load_npz(need_train, npz):
 def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=None, color_mode="grayscale"):
     root = os.path.abspath(image_dir)
     size = readers.parse_image_size(image_size)
-    classes, files = readers.list_image_folder(root)
+    # Testing needs the test folder alone (training checked it holds the training folder's classes).
+    alone = not need_train and test_image_dir and not os.path.exists(root)
+    classes, files = readers.list_image_folder(os.path.abspath(test_image_dir) if alone else root)
     details = {"class_names": classes}
     if test_image_dir:
         test_root = os.path.abspath(test_image_dir)

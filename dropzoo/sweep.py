@@ -164,7 +164,9 @@ def describe_plan(runs, overwrite=False):
     Unless `overwrite`, runs already finished in their workdir are marked and
     not counted as to train, those with checkpoints marked as resuming, and
     those the trainer would refuse (other settings) say why in its words.
-    Writes nothing: what `train.py --dry_run` prints.
+    Writes nothing: what `train.py --dry_run` prints. Builds each network
+    once on its data's image shape first (check_data_fits), clearing the
+    Keras session after each.
     """
     notes = check_data_fits(runs)
     trained_by = plan(runs)

@@ -145,9 +145,8 @@ def check_same(saved, config, resolved, workdir, resuming=False):
                     performance.check_precision(before[name])
                 except ValueError:  # the pin cannot run here either: a oneDNN cap in the environment
                     variable, cap = performance.onednn_isa_cap()
-                    fix = (f"{variable}={cap} leaves oneDNN without bfloat16 kernels, so unset it (or set it to "
-                           f"AVX512_CORE_BF16 or above) and pass {pin.format(saved=before[name])} to resume it "
-                           "here, ")
+                    fix = (f"{variable}={cap} leaves oneDNN without bfloat16 kernels, so {performance.bf16_cap_fix()}"
+                           f" and pass {pin.format(saved=before[name])} to resume it here, ")
             if name == "sites":
                 fix = "its placement has been redefined since; "
             raise RunError(f"workdir {workdir!r} holds a run trained with {what} {before[name]!r}, but this command "

@@ -272,6 +272,12 @@ def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
     pinned = [{**r, "config": {**r["config"], "precision": r["precision"]}} for r in rows + bf16]
     compare.label_rows(pinned)
     assert compare.split_notes(pinned) == [] and len({r["variant"] for r in pinned}) == 2
+    # auto resolving to one precision beside a pinned other one (--precision=auto,float32): a choice, no note.
+    chosen = [{**r, "precision": "mixed_bfloat16"} for r in bf16] + [
+        {**r, "config": {**r["config"], "precision": "float32"}} for r in rows]
+    compare.label_rows(chosen)
+    assert compare.split_notes(chosen) == [] and not compare.why_no_contrasts(chosen, "canonical").startswith(
+        "nothing to contrast: the runs here are one config, apart only")
     # auto on a bf16 CPU and a pinned bf16: one variant, labelled as such.
     mixed = [{**r, "config": {**r["config"], "precision": "mixed_bfloat16"}} for r in bf16[:1]] + bf16[1:]
     compare.label_rows(mixed)

@@ -400,3 +400,27 @@ def test_an_image_folder_of_other_classes_than_the_model_is_refused(export, tmp_
     assert tflite.Model.load(model_path).num_classes == 2
     with pytest.raises(DataError, match=r"^the test images have 3 class folders"):
         evaluate.evaluate_on_dataset(model_path, data={"image_dir": three}, tflite_model=True)
+
+
+def test_what_an_image_folder_given_to_eval_means_against_a_run(tmp_path):
+    """folders.py: its own test folder, a folder's split, and images the run trained on."""
+    from dropzoo import folders
+
+    train, test, other = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")
+    tested_apart = {"image_dir": train, "test_image_dir": test, "image_size": [28, 28], "color_mode": "grayscale"}
+    split_run = {"image_dir": train, "test_image_dir": None, "image_size": None, "color_mode": "grayscale"}
+    assert folders.is_own_test_folder(tested_apart, {"image_dir": test + "/"})
+    assert folders.is_own_test_folder(tested_apart, {"image_dir": test, "image_size": "28,28"})
+    assert not folders.is_own_test_folder(tested_apart, {"image_dir": test, "image_size": "32,32"})
+    assert not folders.is_own_test_folder(tested_apart, {"image_dir": test, "color_mode": "rgb"})
+    assert not folders.is_own_test_folder(split_run, {"image_dir": train})
+    assert folders.split_note({"image_dir": other}, 9) == (
+        f"scored the test split of {other} (9 images: 20% of each class); to score every image in it, pass "
+        f"--test_image_dir={other} too")
+    assert folders.split_note({"image_dir": other, "test_image_dir": other}, 9) is None
+    assert "--test_image_dir" not in folders.split_note({"image_dir": train}, 9, training_folder=True)
+    # The training folder scored whole, or by its split where the run was tested apart: training images.
+    assert folders.scores_training_images(split_run, {"image_dir": train, "test_image_dir": train})
+    assert folders.scores_training_images(tested_apart, {"image_dir": train})
+    assert not folders.scores_training_images(split_run, {"image_dir": train})  # the split it held out
+    assert not folders.scores_training_images(tested_apart, {"image_dir": other})

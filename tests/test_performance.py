@@ -206,9 +206,9 @@ def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     with pytest.raises(trainer.RunError) as info:
         trainer.prepare_workdir(tiny_config(epochs=1), workdir)
-    assert ("resolves to 'float32'; ONEDNN_MAX_CPU_ISA=AVX2 leaves oneDNN without bfloat16 kernels, so unset it "
-            "(or set it to AVX512_CORE_BF16 or above) and pass --precision=mixed_bfloat16 to resume it here"
-            ) in str(info.value)
+    assert ("resolves to 'float32'; ONEDNN_MAX_CPU_ISA=AVX2 leaves oneDNN without bfloat16 kernels, so unset "
+            "ONEDNN_MAX_CPU_ISA (or set it to AVX512_CORE_BF16 or above) and pass --precision=mixed_bfloat16 to "
+            "resume it here") in str(info.value)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     # A placement whose sites changed meaning since the run started is refused too.
     monkeypatch.setattr(trainer, "resolve", lambda config: {"precision": "mixed_bfloat16",

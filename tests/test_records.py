@@ -142,6 +142,13 @@ def test_a_collect_never_replaces_another_runs_records(tmp_path):
     copy = str(tmp_path / "copy")
     collect.collect([first], copy)
     assert len(collect.collect([first, copy], fresh)) == 1
+    # Runs directories that overlap: each run once.
+    assert len(collect.collect([first, os.path.join(first, "dense_mlp")], str(tmp_path / "overlap"))) == 1
+    # A run that would land inside another (one runs directory is itself a run): refused, as a comparison
+    # would never find the inner one.
+    with pytest.raises(ConfigError, match=r"would put the run at .*nested/dense_mlp/canonical/seed0 inside the run "
+                                          r"at .*nested, where a comparison would not find it"):
+        collect.collect([os.path.join(second, "dense_mlp", "canonical", "seed0"), first], str(tmp_path / "nested"))
 
 
 def test_unfinished_runs_are_named_not_silently_left_out(tmp_path):
