@@ -206,7 +206,8 @@ def regime_lines(regime):
     elif regime.get("has_none", regime.get("none_overfit") is not None):
         lines = [f"{head}; the `none` control overfit: {_control_text(regime, threshold)}."]
     else:
-        lines = [f"{head}; the `none` control overfit: no `none` variant to tell."]
+        lines = [f"{head}; whether the network overfits without dropout: not measured (no `none` variant here; "
+                 "add --placement=none to the sweep)."]
     for label, fits, chance in regime.get("untrained") or []:
         lines += ["", f"**Did not learn: {label}** fits {fits:.1%} of its training data (dropout off; chance "
                       f"{chance:.0%}): its contrasts compare networks that did not train, not placements."]

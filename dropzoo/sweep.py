@@ -217,7 +217,8 @@ def check_data_fits(runs):
             continue
         built.add((config.model, shape, classes))
         try:
-            trainer.build_network(config, classes, shape)  # a ValueError: the line its training would print
+            # Without dropout: whether the network takes the data (a placement's own refusals are its run's).
+            trainer.build_network(dataclasses.replace(config, placement="none", sites=""), classes, shape)
         finally:
             keras.backend.clear_session()
     return [note for _, _, note in described.values() if note]

@@ -49,6 +49,7 @@ import os
 import keras
 
 from models import keras_graph as graph
+from models import layers as dropout_lib
 from models import network
 from models import sites as sites_lib
 
@@ -94,6 +95,7 @@ class KerasModelSpec:
     rescaling: bool  # a first Rescaling layer, folded to take [0, 1] pixels
     digest: str = ""  # sha256 of the file it was loaded from, if any
     conv_rate: float = 0.1  # rate the `conv`/`spatial` placements add after each conv
+    own_kinds: tuple = ()  # the dropout kinds (layers.KINDS) of its own dropout layers, sorted
     model: keras.Model = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
@@ -166,10 +168,14 @@ def load_keras_model(path):
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises ValueError, TypeError, zipfile errors, ...
-        reason = " ".join(str(e).split())[:300]
+        reason = " ".join(str(e).split())
+        if "safe_mode" in reason:  # Keras' own text offers safe_mode=False, which nothing here takes
+            reason = "it stores Python code, e.g. a Lambda layer's"
+        elif len(reason) > 300:
+            reason = reason[:300].rsplit(" ", 1)[0] + " ..."
         raise ValueError(f"{path}: Keras cannot load it with safe_mode on, which refuses code stored in "
-                         f"the file (e.g. Lambda layers) ({type(e).__name__}: {reason}); rebuild the model "
-                         "from Keras layers, or register its custom classes") from None
+                         f"the file ({type(e).__name__}: {reason}); rebuild the model from Keras layers, or "
+                         "register its custom classes") from None
 
 
 def describe_file(path, name=None):
@@ -226,8 +232,12 @@ def describe_model(model, name=None, source=None, digest=""):
     taken = sorted(n for n in names if n == "image" or any(
         n == f"{other}.{suffix}" for other in names for suffix in ("pre", "mid", "post", "prenorm", "act")))
     if taken:
+        made = any(isinstance(c.layer, dropout_lib.dropout_types()) and c.layer.name in names for c in calls
+                   if c.layer.name.endswith((".pre", ".mid", ".post")))
+        fix = ("it looks like a variant place_dropout made: call place_dropout on the source model, from which "
+               "every placement starts" if made else "rename that layer")
         raise ValueError(f"{what} has a layer named {taken[0]!r}, a name the rewrite gives its own layers (the "
-                         "input 'image'; LAYER.pre, .mid, .post and .act); rename that layer")
+                         f"input 'image'; LAYER.pre, .mid, .post and .act); {fix}")
     return _spec_of(model, calls, input_shape, name or model.name, source or f"keras.Model {model.name!r}",
                     digest)
 
@@ -319,7 +329,35 @@ def _spec_of(model, calls, input_shape, name, source, digest):
     spec = KerasModelSpec(name=name, source=source, layers=tuple(layers), canonical="", outputs=outputs,
                           input_shape=input_shape, num_classes=num_classes, rescaling=rescaling,
                           digest=digest, model=model)
-    return dataclasses.replace(spec, canonical=sites_lib.format_placement(_own_dropout(model, calls, spec)))
+    return dataclasses.replace(spec, canonical=sites_lib.format_placement(_own_dropout(model, calls, spec)),
+                               own_kinds=_own_kinds(model, calls))
+
+
+def _own_kinds(model, calls):
+    """The kinds of the model's own dropout layers; ValueError for one no kind has (AlphaDropout)."""
+    kinds = set()
+    for c in calls:
+        if not graph.is_dropout(c.layer):
+            continue
+        kind = next((name for name, k in dropout_lib.KINDS.items() if isinstance(c.layer, k.types)),
+                    "inverted" if isinstance(c.layer, graph.OTHER_SPATIAL_TYPES) else None)
+        if kind is None:
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} is {type(c.layer).__name__}, "
+                             f"which no dropout kind here draws ({', '.join(dropout_lib.KINDS)}); replace it with "
+                             "Dropout or GaussianDropout")
+        kinds.add(kind)
+    return tuple(sorted(kinds))
+
+
+def check_canonical_kind(spec, placement, kind):
+    """ValueError where `canonical` (the model's own dropout) would be drawn as another kind than its own."""
+    if placement != "canonical" or not spec.own_kinds or spec.own_kinds == (kind,):
+        return
+    own = " and ".join(spec.own_kinds)
+    fix = f"pass --kind={spec.own_kinds[0]} (kind={spec.own_kinds[0]!r})" if len(spec.own_kinds) == 1 else \
+        "give its sites with --sites and one --kind"
+    raise ValueError(f"the own dropout of model {spec.name!r} is of kind {own}, so its canonical placement drawn "
+                     f"as {kind} would not be the model's own: {fix}, or choose another placement")
 
 
 def _site_after(spec, index):

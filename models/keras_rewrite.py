@@ -23,6 +23,7 @@ from models import sites as sites_lib
 from models.keras_graph import functional
 from models.keras_graph import is_dropout
 from models.keras_model import KerasModelSpec
+from models.keras_model import check_canonical_kind
 from models.keras_model import check_zoo_only
 from models.keras_model import describe_model
 from models.keras_model import load_keras_model
@@ -46,6 +47,7 @@ def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, s
         raise ValueError(f"place_dropout takes a keras.Model or the path of a .keras file, got "
                          f"{type(model).__name__}")
     spec = model if isinstance(model, KerasModelSpec) else describe_model(model)
+    check_canonical_kind(spec, placement, kind)
     return build_placed(spec, resolve(spec, placement), kind=kind, rate=rate, seed=seed)
 
 

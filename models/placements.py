@@ -64,7 +64,8 @@ def own_rates(spec):
             if name in head_sites or spec.tensor_of(name) in head_tensors]
     stack = [site.rate for name, site in canonical.items()
              if not (name in head_sites or spec.tensor_of(name) in head_tensors)]
-    return (head[0] if head else DEFAULT_HEAD_RATE), (stack[-1] if stack else spec.conv_rate)
+    # Of several dropouts on the head's tensor (a pool's .post and the flatten after it), the one nearest the head.
+    return (head[-1] if head else DEFAULT_HEAD_RATE), (stack[-1] if stack else spec.conv_rate)
 
 
 def stack_sites(spec, head_site):

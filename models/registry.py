@@ -128,6 +128,7 @@ def build(name, placement="canonical", **options):
     network.check_seed(kwargs.get("seed"))
     spec = get_spec(name)
     if isinstance(spec, keras_model.KerasModelSpec):
+        keras_model.check_canonical_kind(spec, placement, kwargs.get("kind", "inverted"))
         return keras_rewrite.build_placed(spec, resolve_placement(name, placement), **kwargs)
     sites = resolve_placement(name, placement, kwargs.get("norm", "none"))
     return network.build_network(spec, sites, **kwargs)

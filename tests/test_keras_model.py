@@ -214,6 +214,9 @@ def test_a_file_with_code_is_refused_by_safe_mode(tmp_path):
     with pytest.raises(ValueError) as info:
         models.load_keras_model(path)
     assert "safe_mode" in str(info.value) and "\n" not in str(info.value)
+    # Keras' own text offers safe_mode=False, which no flag here takes: the reason is said in our words.
+    assert "it stores Python code, e.g. a Lambda layer's" in str(info.value)
+    assert "safe_mode=False" not in str(info.value)
     for bad, message in [(str(tmp_path / "missing.keras"), "no such file"),
                          (str(tmp_path / "m.h5"), "not a .keras file")]:
         with pytest.raises(ValueError, match=message):
@@ -425,3 +428,36 @@ def test_a_dropout_on_one_branch_of_a_tensor_says_the_tensor_has_other_readers()
     with pytest.raises(ValueError, match=r"^dropout layer 'drop' of model .* drops units of a tensor that 'add' also "
                                          r"read\(s\) without it; .* or at c.post for all of them$"):
         models.describe_model(model)
+
+
+def test_a_models_own_gaussian_dropout_is_canonical_only_as_gaussian_and_alpha_dropout_is_refused():
+    """canonical means the model's own dropout: drawn as another kind it would not be, so it is refused."""
+    model = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dense(16, activation="relu", name="fc"),
+                        keras.layers.GaussianDropout(0.3), keras.layers.Dense(10, activation="softmax", name="out"))
+    assert models.describe_model(model).own_kinds == ("gaussian",)
+    with pytest.raises(ValueError, match=r"own dropout of model .* is of kind gaussian, so its canonical placement "
+                                         r"drawn as inverted would not be the model's own: pass --kind=gaussian"):
+        models.place_dropout(model, "canonical")
+    assert dropout_sites(models.place_dropout(model, "canonical", kind="gaussian"))
+    assert dropout_sites(models.place_dropout(model, "after_activation"))  # a placement of its own kind's choosing
+    alpha = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dense(16, activation="selu", name="fc"),
+                        keras.layers.AlphaDropout(0.1), keras.layers.Dense(10, activation="softmax", name="out"))
+    with pytest.raises(ValueError, match=r"is AlphaDropout, which no dropout kind here draws"):
+        models.describe_model(alpha)
+
+
+def test_a_variant_given_back_to_place_dropout_is_sent_to_its_source():
+    model = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dense(16, activation="relu", name="fc"),
+                        keras.layers.Dense(10, activation="softmax", name="out"))
+    with pytest.raises(ValueError, match=r"it looks like a variant place_dropout made: call place_dropout on the "
+                                         r"source model"):
+        models.place_dropout(models.place_dropout(model, "after_activation"), "before_dense")
+
+
+def test_the_head_rate_is_the_dropout_nearest_the_classifier():
+    """Pool -> Dropout(0.25) -> Flatten -> Dropout(0.5) -> classifier: the head is the 0.5 on its input."""
+    model = _sequential(keras.layers.Conv2D(4, 3, activation="relu", name="c1"), keras.layers.MaxPooling2D(name="p1"),
+                        keras.layers.Dropout(0.25), keras.layers.Flatten(name="fl"), keras.layers.Dropout(0.5),
+                        keras.layers.Dense(10, activation="softmax", name="out"))
+    got = _placements(model)
+    assert got["canonical"] == "p1.post:0.25,fl.post:0.5" and got["before_dense"] == "out.pre:0.5"
