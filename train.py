@@ -77,8 +77,8 @@ def _train(overwrite):
     print(f"SavedModel:   {os.path.join(workdir, 'saved_model')}")
     tflite = metrics.get("tflite")
     if tflite:  # model.keras, model.tflite, model_int8.tflite beside it
-        print(f"also:         model.keras, model.tflite, model_int8.tflite (int8 test accuracy "
-              f"{tflite['int8_test_accuracy']:.4f} vs {tflite['float32_test_accuracy']:.4f})")
+        print(f"also:         model.keras, model.tflite, model_int8.tflite (TFLite test accuracy: int8 "
+              f"{tflite['int8_test_accuracy']:.4f}, float32 {tflite['float32_test_accuracy']:.4f})")
     print(f"TensorBoard:  tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
     print(f"metrics:      {os.path.join(workdir, 'metrics.json')}")
     return 0

@@ -56,7 +56,8 @@ class TrainConfig:
     keras_model: str = _field(
         "", "Your own Keras model instead of --model: a .keras file (Sequential or functional, one image "
         "input), loaded with safe_mode (no code from the file runs). Its dropout is removed and placed at "
-        "sites named after its layers (LAYER.pre|mid|post); --placement names derive from its structure.")
+        "sites named after its layers (LAYER.pre|mid|post); --placement names derive from its structure. "
+        "--model names it (default: the file's name), not a zoo network's name.")
     placement: str = _field(
         "canonical", "Named placement: canonical, none, after_activation, before_activation, before_dense, "
         "conv, spatial, bn_before, bn_after_last (where the model has them); 'all' runs every one.")
@@ -267,6 +268,9 @@ def register_network(config):
     if config.network and config.keras_model:
         raise ConfigError("give --network=SPEC or --keras_model=PATH, not both")
     if config.keras_model:
+        if config.model in models.list_models():
+            raise ConfigError(f"the name {config.model!r} is a zoo network's; with --keras_model, --model names "
+                              "your model (by default the file's name): pass another --model")
         try:
             models.register_keras_model(config.keras_model, name=config.model)
         except ValueError as e:

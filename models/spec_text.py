@@ -83,7 +83,13 @@ def parse_network(text, name=None):
     """
     items, given_name = _tokens_of(text)
     spec = _parse_tokens(items)
-    canonical_text = ",".join(_format_tokens(spec))
+    try:
+        canonical_text = ",".join(_format_tokens(spec))
+    except ValueError as e:  # two dropout tokens on one tensor: the :stack of site strings has no token
+        if "the same tensor" not in str(e):
+            raise
+        raise ValueError(f"{str(e).split('; give one of them')[0]}; keep one of the two dropout tokens (before "
+                         "and after 'flatten')") from None
     name = name if name is not None else given_name
     return dataclasses.replace(spec, name=_check_name(name) if name is not None else _name_of(canonical_text),
                                source=f"network spec {canonical_text}")

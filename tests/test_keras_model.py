@@ -238,6 +238,8 @@ def test_keras_model_flag_errors_are_one_line(tmp_path):
         ([f"--keras_model={tmp_path}/nope.keras"], "--keras_model: "),
         ([f"--keras_model={path}", "--activation=tanh"], "activation='tanh' changes the zoo's networks"),
         ([f"--keras_model={path}", "--placement=conv3"], "unknown placement 'conv3' for seq"),
+        ([f"--keras_model={path}", "--model=dense_mlp"], "the name 'dense_mlp' is a zoo network's; with "
+                                                         "--keras_model, --model names your model"),
     ]:
         with pytest.raises(config_lib.ConfigError) as info:
             for config, _ in train_plan(*args):
