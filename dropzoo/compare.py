@@ -341,6 +341,10 @@ def why_no_contrasts(rows, baseline):
         return (f"nothing to contrast: the runs here are one config, apart only in the precision --precision=auto "
                 f"resolved to ({', '.join(variants)}); give --runs_dir a sweep over placements, or runs trained "
                 "with one --precision")
+    baselines = {r["variant"] for r in rows if r["config"]["placement"] == baseline and not r["config"]["sites"]}
+    if len(variants) > 1 and set(variants) == baselines:
+        return (f"no contrasts by default: every variant here is a `{baseline}` baseline ({', '.join(variants)}), "
+                "and each is contrasted with its own kind's; pass --contrasts=A:B to contrast them")
     if len(variants) == 1:
         return (f"nothing to contrast: every run here is one variant ({variants[0]}); give --runs_dir a sweep "
                 "over placements, or several directories")

@@ -167,6 +167,9 @@ def _values(name, text):
     twice = [part for part, value in zip(parts, values) if values.count(value) > 1]
     if twice:  # one run directory would be planned twice, and a trained run recorded as identical to itself
         raise config_lib.ConfigError(f"--{name}={text!r} lists {twice[0]!r} more than once; give each value once")
+    if name == "placement" and "all" in values and len(values) > 1:  # 'all' holds them: each run twice
+        raise config_lib.ConfigError(f"--placement={text!r} lists 'all' beside other placements, which it holds "
+                                     "already; give --placement=all alone, or the placements you want")
     return values
 
 

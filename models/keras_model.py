@@ -330,10 +330,10 @@ def _spec_of(model, calls, input_shape, name, source, digest):
                           input_shape=input_shape, num_classes=num_classes, rescaling=rescaling,
                           digest=digest, model=model)
     return dataclasses.replace(spec, canonical=sites_lib.format_placement(_own_dropout(model, calls, spec)),
-                               own_kinds=_own_kinds(model, calls))
+                               own_kinds=_own_kinds(name, calls))
 
 
-def _own_kinds(model, calls):
+def _own_kinds(name, calls):
     """The kinds of the model's own dropout layers; ValueError for one no kind has (AlphaDropout)."""
     kinds = set()
     for c in calls:
@@ -342,7 +342,7 @@ def _own_kinds(model, calls):
         kind = next((name for name, k in dropout_lib.KINDS.items() if isinstance(c.layer, k.types)),
                     "inverted" if isinstance(c.layer, graph.OTHER_SPATIAL_TYPES) else None)
         if kind is None:
-            raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} is {type(c.layer).__name__}, "
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {name!r} is {type(c.layer).__name__}, "
                              f"which no dropout kind here draws ({', '.join(dropout_lib.KINDS)}); replace it with "
                              "Dropout or GaussianDropout")
         kinds.add(kind)
@@ -395,7 +395,7 @@ def _own_dropout(model, calls, spec):
             if site is None:
                 owner = next(layer.owner or layer.name for layer in spec.layers if layer.name == source.layer.name)
                 block = " -> ".join([owner] + [layer.name for layer in spec.layers if layer.owner == owner])
-                raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} is inside the block "
+                raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} is inside the block "
                                  f"{block}, after {source.layer.name!r}, where no site is: place_dropout names "
                                  f"{owner}.pre, {owner}.mid (before its activation) and {owner}.post (after the "
                                  "block); move the dropout to one of those")
@@ -404,17 +404,17 @@ def _own_dropout(model, calls, spec):
             site, shares = (f"{after[0].layer.name}.pre" if len(after) == 1 else ""), after
         if site in valid and len(shares) > 1:
             others = [o.layer.name for o in shares if o is not c]
-            raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} drops units of a tensor that "
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} drops units of a tensor that "
                              f"{', '.join(repr(o) for o in others)} also read(s) without it; a site drops a tensor "
                              f"for all its readers: put the dropout after the branch point's readers, or at "
                              f"{site} for all of them")
         if site not in valid or len(shares) != 1:
-            raise ValueError(f"dropout layer {c.layer.name!r} of model {model.name!r} is not at a site "
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} is not at a site "
                              f"place_dropout can name (it must be a layer's whole output, or a conv/dense "
                              f"layer's input); valid sites: {', '.join(valid)}")
         is_spatial = graph.is_spatial(c.layer)
         if is_spatial and site not in spatial:
-            raise ValueError(f"spatial dropout layer {c.layer.name!r} of model {model.name!r} is not on a "
+            raise ValueError(f"spatial dropout layer {c.layer.name!r} of model {spec.name!r} is not on a "
                              "4-D feature map; the zoo's spatial dropout drops channels of [batch, H, W, C]")
         own[site] = sites_lib.Site(float(c.layer.rate), is_spatial)
     return {site: own[site] for site in valid if site in own}

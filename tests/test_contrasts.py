@@ -278,6 +278,9 @@ def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
     compare.label_rows(chosen)
     assert compare.split_notes(chosen) == [] and not compare.why_no_contrasts(chosen, "canonical").startswith(
         "nothing to contrast: the runs here are one config, apart only")
+    # Pinned apart, canonical both: the note names them as baselines, and the fix that contrasts them.
+    assert compare.why_no_contrasts(pinned, "after_activation").startswith(
+        "no contrasts by default: every variant here is a `after_activation` baseline")
     # auto on a bf16 CPU and a pinned bf16: one variant, labelled as such.
     mixed = [{**r, "config": {**r["config"], "precision": "mixed_bfloat16"}} for r in bf16[:1]] + bf16[1:]
     compare.label_rows(mixed)

@@ -220,6 +220,8 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     (["--seeds=0"], "--seeds must be a positive integer"),
     (["--seed=-1"], "--seed must be between 0 and 4294967295"),
     (["--placement=canonical,canonical"], "--placement='canonical,canonical' lists 'canonical' more than once"),
+    # 'all' holds canonical: the trained run would be recorded as identical to itself.
+    (["--placement=canonical,all"], "--placement='canonical,all' lists 'all' beside other placements"),
     (["--rate=0.5,0.50"], "--rate='0.5,0.50' lists '0.5' more than once"),
     (["--dataset=mnist_sample", "--image_size=32,32"], "--image_size applies only with --image_dir=DIR, and the "
                                                         "data given is --dataset; give --image_dir=... too"),
