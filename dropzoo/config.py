@@ -151,9 +151,15 @@ class TrainConfig:
                                         name=None if self.model == DEFAULT_MODEL else self.model)
         except ValueError:
             return
+        text = models.format_network(spec)
+        zoo = models.zoo_name_of(spec)
+        if zoo and spec.name in (zoo, models.parse_network(text).name):  # a zoo network written out, not renamed
+            object.__setattr__(self, "network", "")  # one network, one name: the zoo's run, filed as --model's
+            object.__setattr__(self, "model", zoo)
+            return
         if spec.name == DEFAULT_MODEL:  # a JSON "name" that is the default's: kept as given, for validate to refuse
             return
-        object.__setattr__(self, "network", models.format_network(spec))
+        object.__setattr__(self, "network", text)
         object.__setattr__(self, "model", spec.name)
 
     @property

@@ -48,6 +48,7 @@ from models.registry import list_placements
 from models.registry import register_keras_model
 from models.registry import register_spec
 from models.registry import resolve_placement
+from models.registry import zoo_name_of
 from models.sites import Site
 from models.sites import check_rate
 from models.sites import format_placement
@@ -61,5 +62,5 @@ __all__ = [
     "construction_key", "describe_model", "dropout_layers", "format_network", "format_placement", "get_spec",
     "list_models", "list_placements", "load_keras_model", "mc_dropout_model", "mc_dropout_split",
     "parse_network", "place_dropout", "register_keras_model", "register_spec", "request_seed",
-    "resolve_placement",
+    "resolve_placement", "zoo_name_of",
 ]

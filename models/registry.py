@@ -68,6 +68,13 @@ def list_models():
     return sorted(_ZOO)
 
 
+def zoo_name_of(spec):
+    """The name of the zoo network `spec` is (the same layers and sites, however written), or None."""
+    bare = dataclasses.replace(spec, name="", source="")
+    return next((name for name in list_models() if isinstance(_REGISTRY[name], type(spec))
+                 and dataclasses.replace(_REGISTRY[name], name="", source="") == bare), None)
+
+
 def get_spec(name):
     """The NetworkSpec registered as `name`."""
     if name not in _REGISTRY:

@@ -37,7 +37,9 @@ JSON (for long specs): a list whose items are tokens or objects
 or an object {"name": NAME, "layers": [...]} that also names the network.
 
 A network is named after its canonical text (`format_network`, commas as
-dashes; long texts cut, plus a hash), so the same network always gets the
+dashes; long texts cut, plus a hash; a zoo network's text is that network,
+`registry.zoo_name_of`, and the trainer's config files it under the zoo's
+name), so the same network always gets the
 same name; a name given to `parse_network` or in the JSON wins.
 """
 import dataclasses

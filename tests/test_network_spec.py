@@ -205,6 +205,23 @@ def test_bad_names_and_untextable_specs_are_refused():
         models.format_network(mid)
 
 
+def test_a_zoo_network_written_out_is_that_networks_run():
+    """One network, one name: --network=<a zoo network's text> is --model=<its name>, filed under it."""
+    for name in models.list_models():
+        spec = models.get_spec(name)
+        try:
+            text = models.format_network(spec)
+        except ValueError:
+            continue  # no text form (e.g. a `.mid` canonical)
+        config = config_lib.TrainConfig(network=text)
+        assert (config.model, config.network) == (name, ""), name
+        assert models.zoo_name_of(spec) == name
+    renamed = config_lib.TrainConfig(network='{"name": "mine", "layers": ["flatten", "dense128", "dropout0.5", '
+                                             '"logits"]}')
+    assert (renamed.model, renamed.network) == ("mine", "flatten,dense128,logits")  # a name of its own: kept
+    assert models.zoo_name_of(models.parse_network("flatten,dense64")) is None
+
+
 def test_register_spec_is_one_registry():
     spec = models.parse_network("conv2k3,flatten,dense4")
     assert models.register_spec(spec) == spec.name == models.register_spec(models.parse_network(
