@@ -94,11 +94,7 @@ def _main(argv):
         print(f"note: evaluated on {result['data_source']}, not the test data the run recorded"
               + (f"; written to {output}" if output else ""), file=sys.stderr)
     if data is given:
-        trained_on = (own or {}).get("trained_on", {})
-        notes = [folders.split_note(given, result["num_examples"],
-                                    folders.is_training_folder(trained_on, given.get("image_dir"))),
-                 folders.scores_training_images(trained_on, given) and folders.trained_on_note(given, f.workdir)]
-        for note in filter(None, notes):
+        for note in folders.notes(given, [((own or {}).get("trained_on", {}), result["num_examples"], f.workdir)]):
             print(f"note: {note}", file=sys.stderr)
     return 0
 

@@ -24,6 +24,7 @@ and computes:
 
 `report.write` renders it all (Markdown, CSV, plots, TensorBoard HParams).
 """
+import collections
 import os
 
 import numpy as np
@@ -108,9 +109,7 @@ def _apart_by_auto(rows):
     found = []
     for runs in groups.values():
         auto = [r for r in runs if r["config"].get("precision", "auto") == "auto"]  # pinned runs chose theirs
-        counts = {}
-        for r in auto:
-            counts[str(r.get("precision"))] = counts.get(str(r.get("precision")), 0) + 1
+        counts = collections.Counter(str(r.get("precision")) for r in auto)
         if len(counts) > 1:
             found.append((sorted({r["variant"] for r in auto}, key=records.natural_key), counts))
     return found

@@ -76,10 +76,17 @@ def onednn_cap_failure(error, env=None):
     "could not create a primitive descriptor" (e.g. evaluating a SavedModel
     trained in bfloat16).
     """
+    if "could not create a primitive descriptor" not in str(error):
+        return None
+    return onednn_cap_message(env)
+
+
+def onednn_cap_message(env=None):
+    """The one line for a bfloat16 model under the environment's oneDNN ISA cap, or None without a cap."""
     from dropzoo import performance  # light: no TensorFlow
 
     cap = performance.onednn_isa_cap(env)
-    if cap is None or "could not create a primitive descriptor" not in str(error):
+    if cap is None:
         return None
     variable, value = cap
     return (f"oneDNN has no kernel for an operation of this model under {variable}={value} (a model that "

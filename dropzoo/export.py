@@ -297,4 +297,4 @@ def _check_runs_here(signatures):
         graph = signature.graph.as_graph_def()
         nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
         if any(value.type == bf16 or bf16 in value.list.type for node in nodes for value in node.attr.values()):
-            raise ExportError(errors.onednn_cap_failure("could not create a primitive descriptor"))
+            raise ExportError(errors.onednn_cap_message())

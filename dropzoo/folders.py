@@ -8,10 +8,8 @@ run or a comparison) asks here:
 - `is_own_test_folder`: `--image_dir` alone naming the run's own
   `--test_image_dir` means the run's own test data, all of it (alone it
   would mean 20% of that folder);
-- `split_note`: a folder scored by its split says so, and how to score
-  every image in it;
-- `scores_training_images`, `trained_on_note`: scored images the run
-  trained on are said to be.
+- `notes`: a folder scored by its split says so, and how to score every
+  image in it; scored images the run trained on are said to be.
 """
 import os
 
@@ -42,17 +40,28 @@ def is_training_folder(origin, folder):
     return _same_path(folder, origin.get("image_dir"))
 
 
-def split_note(given, num_examples, training_folder=False):
-    """The note of data scored by an image folder's split, or None (not a folder's split).
+def notes(given, scored):
+    """The notes on scoring `given` (data arguments): a folder's split, images the runs trained on.
 
-    `training_folder`: the folder is one the runs trained on, so scoring all
-    of it is not suggested.
+    `scored` [(run's recorded origin, examples scored, run)] for each run
+    scored on `given`; one note of each kind, however many runs.
     """
-    if not given.get("image_dir") or given.get("test_image_dir"):
-        return None
-    fix = "" if training_folder else f"; to score every image in it, pass --test_image_dir={given['image_dir']} too"
-    return (f"scored the test split of {given['image_dir']} ({num_examples} images: "
-            f"{sources.IMAGE_TEST_FRACTION:.0%} of each class){fix}")
+    if not given or not scored:
+        return []
+    found = []
+    if given.get("image_dir") and not given.get("test_image_dir"):  # scored by its split
+        counts = " or ".join(map(str, sorted({n for _, n, _ in scored})))
+        fix = ("" if any(is_training_folder(origin, given["image_dir"]) for origin, _, _ in scored) else
+               f"; to score every image in it, pass --test_image_dir={given['image_dir']} too")
+        found.append(f"scored the test split of {given['image_dir']} ({counts} images: "
+                     f"{sources.IMAGE_TEST_FRACTION:.0%} of each class){fix}")
+    trained = [run for origin, _, run in scored if scores_training_images(origin, given)]
+    if trained:
+        who = trained[0] if len(trained) == 1 else (
+            f"{len(trained)} runs ({', '.join(trained[:3])}{', ...' if len(trained) > 3 else ''})")
+        found.append(f"{given.get('test_image_dir') or given['image_dir']} holds images {who} trained on, so its "
+                     "scores there include training images, not test scores")
+    return found
 
 
 def scores_training_images(origin, given):
@@ -65,9 +74,3 @@ def scores_training_images(origin, given):
     if not _same_path(trained, given.get("test_image_dir") or given.get("image_dir")):
         return False
     return bool(given.get("test_image_dir") or origin.get("test_image_dir"))
-
-
-def trained_on_note(given, who):
-    """The note of scores on images `who` (a run, or runs) trained on."""
-    scored = given.get("test_image_dir") or given.get("image_dir")
-    return f"{scored} holds images {who} trained on, so its scores there include training images, not test scores"

@@ -193,7 +193,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     is read, and `notes` (a list) says so. A run recorded as identical by
     construction to another gets that run's evaluation and `identical_to`.
     """
-    data, rows, computed, split, split_trained, trained_on = _Data(), [], {}, set(), False, []
+    data, rows, computed, scored = _Data(), [], {}, []
     ood_id = data.identity(ood) if ood else None
     for run in run_dirs:
         metrics = files.read_json(os.path.join(run, "metrics.json"), _FIX)
@@ -206,8 +206,6 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         run_test = data.identity(given) if given else data.own(metrics)
         if not given and notes is not None:
             _note_changed_files(metrics, data, notes)
-        if isinstance(given, dict) and folders.scores_training_images(origin, given):
-            trained_on.append(run)
         request = make_request(run_test[0], mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                ood_sha256=ood_id[0] if ood_id else None)
         key = (trained, request_id(request))
@@ -220,15 +218,11 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
                                   mc_samples, mc_seed)
             computed[key] = saved
         saved = computed[key]
-        if isinstance(given, dict) and folders.split_note(given, 0):
-            split.add(saved["result"]["num_examples"])
-            split_trained = split_trained or folders.is_training_folder(origin, given["image_dir"])
+        if isinstance(given, dict):
+            scored.append((origin, saved["result"]["num_examples"], run))
         rows.append(row(run, metrics, saved["result"], saved["data_source"], trained))
-    if notes is not None and split:
-        notes.append(folders.split_note(data_override, " or ".join(map(str, sorted(split))), split_trained))
-    if notes is not None and trained_on:
-        notes.append(folders.trained_on_note(data_override, f"{len(trained_on)} run(s) ({', '.join(trained_on[:3])}"
-                                                            f"{', ...' if len(trained_on) > 3 else ''})"))
+    if notes is not None:
+        notes += folders.notes(data_override, scored)
     return rows
 
 

@@ -232,8 +232,8 @@ def describe_model(model, name=None, source=None, digest=""):
     taken = sorted(n for n in names if n == "image" or any(
         n == f"{other}.{suffix}" for other in names for suffix in ("pre", "mid", "post", "prenorm", "act")))
     if taken:
-        made = any(isinstance(c.layer, dropout_lib.dropout_types()) and c.layer.name in names for c in calls
-                   if c.layer.name.endswith((".pre", ".mid", ".post")))
+        made = any(isinstance(c.layer, dropout_lib.dropout_types()) and c.layer.name.endswith((".pre", ".mid", ".post"))
+                   for c in calls)
         fix = ("it looks like a variant place_dropout made: call place_dropout on the source model, from which "
                "every placement starts" if made else "rename that layer")
         raise ValueError(f"{what} has a layer named {taken[0]!r}, a name the rewrite gives its own layers (the "

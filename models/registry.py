@@ -42,7 +42,7 @@ def register_spec(spec):
     registered = _REGISTRY.setdefault(spec.name, spec)
     if registered != spec and getattr(registered, "digest", "") and registered.source == spec.source:
         _REGISTRY[spec.name] = registered = spec  # the same .keras file, saved again: its new version
-    if dataclasses.replace(registered, source="") == dataclasses.replace(spec, source=""):
+    if _same_network(registered, spec):
         return spec.name  # the same network written another way (a zoo network as text): the one registered
     if registered != spec:
         raise ValueError(f"model {spec.name!r} is already registered as another network "
@@ -68,11 +68,15 @@ def list_models():
     return sorted(_ZOO)
 
 
+def _same_network(a, b):
+    """Whether two specs are one network: the same layers and sites, whatever their name and source."""
+    return type(a) is type(b) and dataclasses.replace(a, name="", source="") == dataclasses.replace(b, name="",
+                                                                                                      source="")
+
+
 def zoo_name_of(spec):
     """The name of the zoo network `spec` is (the same layers and sites, however written), or None."""
-    bare = dataclasses.replace(spec, name="", source="")
-    return next((name for name in list_models() if isinstance(_REGISTRY[name], type(spec))
-                 and dataclasses.replace(_REGISTRY[name], name="", source="") == bare), None)
+    return next((name for name in list_models() if _same_network(_REGISTRY[name], spec)), None)
 
 
 def get_spec(name):

@@ -85,16 +85,23 @@ def parse(text, valid_sites, spatial_sites=(), tensor_of=None, allow_stacked=Fal
     return placement
 
 
+class StackedSites(ValueError):
+    """Two sites on one tensor (nothing but Flatten between): `problem` says so, `str()` adds the site-string fix."""
+
+    def __init__(self, first, second, rates):
+        combined = 1 - (1 - rates[0]) * (1 - rates[1])
+        self.problem = (f"sites {first!r} and {second!r} are the same tensor (nothing but Flatten between), so they "
+                        f"put two masks on it: one dropout of rate {combined:.3g}, not two placements")
+        super().__init__(f"{self.problem}; give one of them, or add :stack to ask for both "
+                         f"('{second}:{rates[1]:g}:stack')")
+
+
 def _check_not_stacked(placement, tensor_of, stacked_ok):
     seen = {}
     for name, site in placement.items():
         tensor = tensor_of(name)
         if tensor in seen and not ({name, seen[tensor]} & stacked_ok):
-            first = seen[tensor]
-            keep = 1 - (1 - placement[first].rate) * (1 - site.rate)
-            raise ValueError(f"sites {first!r} and {name!r} are the same tensor (nothing but Flatten between), so "
-                             f"they put two masks on it: one dropout of rate {keep:.3g}, not two placements; give "
-                             f"one of them, or add :stack to ask for both ('{name}:{site.rate:g}:stack')")
+            raise StackedSites(seen[tensor], name, (placement[seen[tensor]].rate, site.rate))
         seen.setdefault(tensor, name)
 
 

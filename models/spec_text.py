@@ -87,11 +87,8 @@ def parse_network(text, name=None):
     spec = _parse_tokens(items)
     try:
         canonical_text = ",".join(_format_tokens(spec))
-    except ValueError as e:  # two dropout tokens on one tensor: the :stack of site strings has no token
-        if "the same tensor" not in str(e):
-            raise
-        raise ValueError(f"{str(e).split('; give one of them')[0]}; keep one of the two dropout tokens (before "
-                         "and after 'flatten')") from None
+    except sites_lib.StackedSites as e:  # two dropout tokens on one tensor: the :stack of site strings has no token
+        raise ValueError(f"{e.problem}; keep one of the two dropout tokens (before and after 'flatten')") from None
     name = name if name is not None else given_name
     return dataclasses.replace(spec, name=_check_name(name) if name is not None else _name_of(canonical_text),
                                source=f"network spec {canonical_text}")

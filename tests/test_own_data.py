@@ -414,11 +414,16 @@ def test_what_an_image_folder_given_to_eval_means_against_a_run(tmp_path):
     assert not folders.is_own_test_folder(tested_apart, {"image_dir": test, "image_size": "32,32"})
     assert not folders.is_own_test_folder(tested_apart, {"image_dir": test, "color_mode": "rgb"})
     assert not folders.is_own_test_folder(split_run, {"image_dir": train})
-    assert folders.split_note({"image_dir": other}, 9) == (
+    assert folders.notes({"image_dir": other}, [(split_run, 9, "r")]) == [
         f"scored the test split of {other} (9 images: 20% of each class); to score every image in it, pass "
-        f"--test_image_dir={other} too")
-    assert folders.split_note({"image_dir": other, "test_image_dir": other}, 9) is None
-    assert "--test_image_dir" not in folders.split_note({"image_dir": train}, 9, training_folder=True)
+        f"--test_image_dir={other} too"]
+    assert folders.notes({"image_dir": other, "test_image_dir": other}, [(split_run, 9, "r")]) == []
+    assert "--test_image_dir" not in folders.notes({"image_dir": train}, [(split_run, 9, "r")])[0]
+    # Several runs: one note of each kind, naming them.
+    assert folders.notes({"image_dir": train}, [(tested_apart, 9, "r1"), (tested_apart, 12, "r2")]) == [
+        f"scored the test split of {train} (9 or 12 images: 20% of each class)",
+        f"{train} holds images 2 runs (r1, r2) trained on, so its scores there include training images, not test "
+        "scores"]
     # The training folder scored whole, or by its split where the run was tested apart: training images.
     assert folders.scores_training_images(split_run, {"image_dir": train, "test_image_dir": train})
     assert folders.scores_training_images(tested_apart, {"image_dir": train})
