@@ -36,6 +36,8 @@ setuptools.setup(
         # Brier score (multi-class since 1.7), ROC/AUROC and reliability curves.
         "scikit-learn>=1.7",
         "matplotlib>=3.8",
+        # Decodes image folders (dropzoo/readers.py); imported directly, so declared, not left to matplotlib.
+        "pillow>=10",
         # LiteRT, the maintained TFLite runtime (tf.lite.Interpreter is deprecated since TF 2.20);
         # 2.3.0 installs beside tensorflow-cpu 2.21 without changing its dependencies.
         "ai-edge-litert>=2.3,<3",
