@@ -134,6 +134,10 @@ def parse_or_exit(argv, fv=FLAGS):
 def train_plan(fv=FLAGS):
     """[(TrainConfig, workdir)] the parsed train flags ask for: one run, or a sweep."""
     texts = {name: fv[name].value for name in config_lib.FIELDS}
+    for name, example in (("network", "conv32k3,pool2,flatten,dense128"), ("keras_model", "my_cnn.keras")):
+        if fv[name].present and not (texts[name] or "").strip():  # read as not given, the default network trains
+            raise config_lib.ConfigError(f"--{name} is given but empty; give it a value (e.g. --{name}={example}), "
+                                         "or leave the flag out to train --model")
     if texts["keras_model"] and texts["network"]:
         raise config_lib.ConfigError("give --network=SPEC or --keras_model=PATH, not both")
     if texts["network"]:

@@ -131,8 +131,15 @@ def _tokens_of(text):
         if isinstance(quoted, str):
             text = quoted
     if not text.lstrip().startswith(("[", "{")):
-        tokens = ("".join(part.split()).lower() for part in text.split(","))
-        return [(t, repr(t)) for t in tokens if t], None
+        tokens = ["".join(part.split()).lower() for part in text.split(",")]
+        inner = tokens[next((i for i, t in enumerate(tokens) if t), 0):]
+        while inner and not inner[-1]:  # a leading or trailing comma is layout; an empty token between two is not
+            inner.pop()
+        if "" in inner:
+            at = inner.index("")
+            raise ValueError(f"the network spec has an empty token between {inner[at - 1]!r} and "
+                             f"{next(t for t in inner[at:] if t)!r}; write one token between single commas")
+        return [(t, repr(t)) for t in inner], None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as e:

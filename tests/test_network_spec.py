@@ -46,6 +46,7 @@ def test_the_example_form_parses():
     assert spec.name == "conv32k3-conv64k3-pool2-flatten-dense128"
     # Spaces, case and a trailing comma do not change the network or its name.
     assert models.parse_network(" Conv32K3, conv64k3 ,pool2,FLATTEN,dense128,") == spec
+    assert models.parse_network(",conv32k3,conv64k3,pool2,flatten,dense128,\n") == spec  # a file's line ends
 
 
 @pytest.mark.parametrize("name", sorted(ZOO_TEXT))
@@ -153,6 +154,9 @@ VALID = "valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten
     ("flatten,flatten", "'flatten' at position 2 is the second one"),
     ("", "the network spec has no layers"),
     ("logits", "the network spec has no layers"),
+    # An empty token between two was dropped: a deleted layer trained as if never written.
+    ("conv8k3,,pool2,flatten", "the network spec has an empty token between 'conv8k3' and 'pool2'"),
+    ("conv8k3,pool2,flatten, ,,dense8", "the network spec has an empty token between 'flatten' and 'dense8'"),
     ("conv0k3,flatten", "'conv0k3' at position 1: filters must be a positive integer, got 0"),
     ("conv8k0,flatten", "'conv8k0' at position 1: the kernel size must be a positive integer"),
     ("conv8k3s0,flatten", "'conv8k3s0' at position 1: the stride must be a positive integer"),
@@ -302,6 +306,10 @@ def train_plan(*args):
     (["--network=flatten", "--model=dense_mlp"], "give --network=SPEC or --model=dense_mlp, not both"),
     (["--network=@/nonexistent/net.json"], "--network: cannot read '/nonexistent/net.json'"),
     (["--network=flatten,dropout2", "--placement=all"], "--network: the rate of 'dropout2' at position 2"),
+    # Read as not given, an empty value trained the default zoo network without a word.
+    (["--network="], "--network is given but empty; give it a value"),
+    (["--network= "], "--network is given but empty; give it a value"),
+    (["--keras_model="], "--keras_model is given but empty; give it a value"),
 ])
 def test_network_flag_rejects_bad_values(args, message):
     with pytest.raises(config_lib.ConfigError) as info:
