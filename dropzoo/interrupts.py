@@ -8,6 +8,10 @@ again from the last finished one. A second signal ends the process at once.
 `exit_by_signal` then ends the process by the signal itself, as shells
 expect (status 130 for SIGINT, 143 for SIGTERM).
 
+Outside it, as a script starts (TensorFlow loading) and as it ends (after
+its last line, while the interpreter shuts down), `quiet_during_start_up`'s
+handler ends the process with one line saying which of the two it was.
+
 A SIGINT that is ignored when the process starts (a background job of a
 non-interactive shell) stays ignored.
 
@@ -25,6 +29,7 @@ import sys
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _RECEIVED = []  # the signal stop_on_signals() received, if any
+_LEFT = []  # non-empty once a stop_on_signals() context has ended: the script's work is over
 
 
 class Interrupted(BaseException):
@@ -65,6 +70,7 @@ def stop_on_signals():
             signal.signal(signum, current)
         sys.unraisablehook = previous_hook
         _RECEIVED.clear()
+        _LEFT.append(True)
 
 
 def raise_if_pending():
@@ -74,14 +80,19 @@ def raise_if_pending():
 
 
 def quiet_during_start_up():
-    """Until `stop_on_signals`: SIGINT/SIGTERM end the process with one line, no traceback.
+    """Outside `stop_on_signals`: SIGINT/SIGTERM end the process with one line, no traceback.
 
     For the seconds a script spends importing TensorFlow, before it has
-    written anything.
+    written anything, and those it spends shutting down after its work
+    ended, when everything it wrote is whole.
     """
     def handler(signum, frame):
-        os.write(2, f"interrupted ({signal.Signals(signum).name}) while starting; "
-                    "nothing was written\n".encode())
+        name = signal.Signals(signum).name
+        if _LEFT:
+            line = f"interrupted ({name}) while exiting, after the work above ended; every file it wrote is whole"
+        else:
+            line = f"interrupted ({name}) while starting; nothing was written"
+        os.write(2, f"{line}\n".encode())
         os._exit(128 + signum)
 
     for signum in SIGNALS:

@@ -527,3 +527,24 @@ def test_ctrl_c_in_eval_stops_it_in_one_line(tmp_path):
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("interrupted (SIGINT)"), stderr
+
+
+ENDED_THEN_CTRL_C = textwrap.dedent("""
+    import os, signal
+    from dropzoo import interrupts
+    interrupts.quiet_during_start_up()  # as train.py and eval.py start
+    with interrupts.stop_on_signals():
+        print("work done", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
+    print("not reached")
+""")
+
+
+def test_a_ctrl_c_after_the_work_ended_says_so():
+    # It said "while starting; nothing was written" after a run had written everything.
+    done = subprocess.run([sys.executable, "-c", ENDED_THEN_CTRL_C], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 128 + signal.SIGINT, done.stderr
+    assert done.stdout == "work done\n"
+    assert done.stderr == ("interrupted (SIGINT) while exiting, after the work above ended; "
+                           "every file it wrote is whole\n")
