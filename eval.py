@@ -151,6 +151,9 @@ def _compare(f):
     override = _given_data(f) or None
     if not f.margin > 0 or not f.nll_margin > 0:
         return errors.fail(f"--margin and --nll_margin must be positive, got {f.margin} and {f.nll_margin}")
+    if f.margin >= 100 * compare.MAX_ACCURACY_MARGIN:
+        return errors.fail(f"--margin is in accuracy points and must be below {100 * compare.MAX_ACCURACY_MARGIN:g}, "
+                           f"got {f.margin:g}: a difference that large is not 'no difference' (e.g. --margin=0.5)")
     with errors.one_line():
         result = compare.compare_runs(f.runs_dir, output_dir=f.output, mc_samples=f.mc_samples,
                                       mc_seed=f.mc_seed, batch_size=f.batch_size, baseline=f.baseline,

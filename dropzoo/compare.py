@@ -40,6 +40,8 @@ from dropzoo.errors import ConfigError
 
 # Family-wise error rate of each Holm family (one per contrasted metric).
 ALPHA = 0.05
+# Equivalence within 10 points or more says nothing; a margin that large is a margin in points given as a fraction.
+MAX_ACCURACY_MARGIN = 0.1
 
 
 def variant_key(config, sites=None, precision=None, mask_generator=None):
@@ -148,7 +150,8 @@ def summarise(rows, baseline="canonical"):
         entry = {"variant": runs[0]["variant"], "seeds": len(runs), "sites": runs[0].get("sites"),
                  "precision": runs[0].get("precision"), "key": key}
         for column in report.COLUMNS:
-            values = [r[column.metric] for r in runs if r.get(column.metric) is not None]
+            values = [r[column.metric] for r in runs if r.get(column.metric) is not None
+                      and np.isfinite(r[column.metric])]  # a contrast's note names a non-finite score
             if values:
                 mean, std, half = stats.mean_ci(values)
                 entry[column.metric] = {"mean": mean, "std": std, "ci95": half}
@@ -249,26 +252,27 @@ def contrast_table(rows, pairs, margins):
     (in the metric's own units: accuracy as a fraction). Each metric is one
     Holm family over the contrasts: `p_holm` (difference) and `p_tost_holm`
     (equivalence) are adjusted within it, and the minimum detectable effect
-    is computed at ALPHA / m.
+    is computed at ALPHA / m, m the contrasts tested (2 or more pairs).
+    A seed is paired where both variants have a finite value; an entry's
+    `left_out` names the seeds that were not ([] if none).
     """
     groups = records.group(rows)
     entries = []
     for a, b in pairs:
         runs_a, runs_b = groups[a], groups[b]
         entry = {"a": runs_a[0]["variant"], "b": runs_b[0]["variant"], "contrast": f"{runs_a[0]['variant']} - "
-                 f"{runs_b[0]['variant']}"}
-        identical = {r.get("identical_to") or r["run"] for r in runs_a} == {r.get("identical_to") or r["run"]
-                                                                           for r in runs_b}
-        entry["identical"] = identical
+                 f"{runs_b[0]['variant']}", "identical": _same(runs_a, runs_b), "left_out": []}
         for metric in margins:
-            mine = {r["seed"]: r[metric] for r in runs_a if r.get(metric) is not None}
-            theirs = {r["seed"]: r[metric] for r in runs_b if r.get(metric) is not None}
-            seeds = sorted(set(mine) & set(theirs))
-            entry[metric] = None if identical else stats.paired_contrast(
-                [mine[s] for s in seeds], [theirs[s] for s in seeds], margins[metric],
-                ALPHA / max(1, sum(1 for x, y in pairs if not _same(groups[x], groups[y]))))
+            seeds, left_out = _paired_seeds(runs_a, runs_b, metric)
+            entry[metric] = None if entry["identical"] else (seeds, *_values_at(runs_a, runs_b, metric, seeds))
+            entry["left_out"] += [item for item in left_out if item not in entry["left_out"]]
         entries.append(entry)
     for metric, margin in margins.items():
+        m = max(1, sum(1 for e in entries if e[metric] is not None and len(e[metric][0]) >= 2))
+        for e in entries:
+            if e[metric] is not None:
+                _, mine, theirs = e[metric]
+                e[metric] = stats.paired_contrast(mine, theirs, margin, ALPHA / m)
         tested = [e[metric] for e in entries if e[metric] is not None]
         for field in ("p", "p_tost"):
             for result, adjusted in zip(tested, stats.holm([t[field] for t in tested])):
@@ -277,6 +281,77 @@ def contrast_table(rows, pairs, margins):
             result["margin"] = margin
             result["verdict"] = stats.verdict(result["p_holm"], result["p_tost_holm"], ALPHA)
     return entries
+
+
+def check_margins(margins):
+    """`margins` as a dict, or ConfigError naming an unknown metric or a margin out of range."""
+    margins = dict(margins)
+    for metric, margin in margins.items():
+        if metric not in report.DEFAULT_MARGINS:
+            raise ConfigError(f"margins: unknown metric {metric!r}; the contrasted metrics are "
+                              f"{', '.join(report.DEFAULT_MARGINS)}")
+        if not margin > 0:
+            raise ConfigError(f"margins: the {metric} margin must be positive, got {margin}")
+    if margins.get("test_accuracy", 0) >= MAX_ACCURACY_MARGIN:
+        raise ConfigError(f"margins: the test_accuracy margin is a fraction (0.005 is half a point) below "
+                          f"{MAX_ACCURACY_MARGIN:g}, got {margins['test_accuracy']:g} "
+                          f"({100 * margins['test_accuracy']:g} points)")
+    return margins
+
+
+def _paired_seeds(runs_a, runs_b, metric):
+    """(seeds both sides have a finite `metric` for, [(variant, why, seed)] for the seeds left out)."""
+    values = [{r["seed"]: r.get(metric) for r in runs} for runs in (runs_a, runs_b)]
+    finite = [{seed for seed, v in side.items() if v is not None and np.isfinite(v)} for side in values]
+    paired = sorted(finite[0] & finite[1])
+    left_out = []
+    for side, other, runs in ((0, 1, runs_a), (1, 0, runs_b)):
+        for seed in sorted(set(values[side]) - set(paired)):
+            value = values[side][seed]
+            why = (f"no {metric}" if value is None else f"{metric} {value}" if seed not in finite[side]
+                   else "no run of the other variant" if seed not in values[other] else None)
+            if why:
+                left_out.append((runs[0]["variant"], why, seed))
+    return paired, left_out
+
+
+def _values_at(runs_a, runs_b, metric, seeds):
+    return [[next(r[metric] for r in runs if r["seed"] == seed) for seed in seeds] for runs in (runs_a, runs_b)]
+
+
+def _left_out_text(left_out):
+    """'seeds 3, 4 of m/x (no run of the other variant); seed 1 of m/y (test_loss nan)'."""
+    by_reason = {}
+    for variant, why, seed in left_out:
+        by_reason.setdefault((variant, why), []).append(seed)
+    return "; ".join(f"seed{'s' * (len(seeds) > 1)} {_ranges(seeds)} of {variant} ({why})"
+                     for (variant, why), seeds in by_reason.items())
+
+
+def _ranges(numbers):
+    """'0, 3-5, 9' for [0, 3, 4, 5, 9]."""
+    spans = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in spans)
+
+
+def contrast_notes(contrasts):
+    """Notes on contrasts whose pairing left seeds out, or whose differences have no spread."""
+    notes = [f"{e['contrast']} is paired over the seeds both variants have a finite score for; left out: "
+             f"{_left_out_text(e['left_out'])}" for e in contrasts if e["left_out"] and not e["identical"]]
+    for e in contrasts:
+        for c in report.CONTRASTS:
+            r = e.get(c.metric)
+            if r and r.get("no_spread"):
+                notes.append(f"{e['contrast']}: the {r['n']} seeds' differences in {c.name} are all "
+                             f"{r['difference'] * c.scale:+.{c.digits}f} {c.unit}, so there is no t interval; its "
+                             f"tests are the exact sign-flip tests (p at least 2/2^{r['n']}: 6 or more seeds can "
+                             "reach 0.05)")
+    return notes
 
 
 def _same(runs_a, runs_b):
@@ -379,9 +454,10 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     tuned = tune_rates(rows)
     compared = at_selected_rates(rows, tuned) if tuned else rows
     table = summarise(compared, baseline)
-    margins = dict(report.DEFAULT_MARGINS if margins is None else margins)
+    margins = check_margins(report.DEFAULT_MARGINS if margins is None else margins)
     pairs = planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline)
     tested = contrast_table(compared, pairs, margins)
+    notes += contrast_notes(tested)
     if not tested:
         notes.append(why_no_contrasts(compared, baseline))
     comparison = {"table": table, "contrasts": tested, "sizes": sizes_report.curve(compared, table, tested),

@@ -171,6 +171,8 @@ def contrasts_markdown(contrasts):
             elif r["n"] < 2:
                 cells += [f"{r['difference'] * c.scale:+.{c.digits}f}" if r["n"] else "", "", "",
                           "needs 2 or more seeds"]
+            elif r.get("no_spread"):  # one difference at every seed: no interval, no MDE (see the notes)
+                cells += [f"{r['difference'] * c.scale:+.{c.digits}f}", "no spread", "", verdict_text(r, c)]
             else:
                 digits = c.digits
                 cells += [f"{r['difference'] * c.scale:+.{digits}f}",
@@ -325,8 +327,9 @@ def plot_contrasts(path, contrasts, title=""):
         ax.axvline(0, color="grey", linewidth=1)
         for i, r in enumerate(results):
             color = {stats.DIFFERS: "tab:red", stats.EQUIVALENT: "tab:green"}.get(r["verdict"][0], "black")
-            ax.errorbar([r["difference"] * c.scale], [i], xerr=[[(r["difference"] - r["ci_low"]) * c.scale],
-                        [(r["ci_high"] - r["difference"]) * c.scale]], fmt="o", capsize=4, color=color)
+            low, high = (np.nan_to_num(r["difference"] - r["ci_low"]), np.nan_to_num(r["ci_high"] - r["difference"]))
+            ax.errorbar([r["difference"] * c.scale], [i], xerr=[[low * c.scale], [high * c.scale]], fmt="o",
+                        capsize=4, color=color)
             if np.isfinite(r["mde"]):
                 ax.scatter([-r["mde"] * c.scale, r["mde"] * c.scale], [i, i], marker="|", s=120, color="tab:orange",
                            label="±MDE" if i == 0 else None)

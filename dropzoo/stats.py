@@ -48,11 +48,26 @@ def welch_p_value(a, b):
         return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def no_spread(differences):
+    """True where 2 or more per-seed differences are one value, up to float rounding: t is undefined.
+
+    Accuracy on a test set moves in steps (1e-4 on 10,000 images), so a few
+    seeds can all differ by the same step; their sample variance is 0, or
+    1e-32 from rounding, and a t statistic of 0 / 0 or 1e-4 / 1e-17 would
+    claim certainty from two seeds.
+    """
+    d = np.asarray(differences, np.float64)
+    return d.size >= 2 and float(np.ptp(d)) <= max(1e-9 * float(np.abs(d).max()), 1e-12)
+
+
 def paired_p_value(a, b):
     """Two-sided p-value of the paired t-test of a[i] vs b[i] (same seed i); NaN if undefined.
 
     Runs with the same seed share initial weights and data order, so their
     difference removes that part of the noise, which Welch's test cannot.
+    Differences without spread (`no_spread`) get the exact sign-flip test's
+    p instead: 2 / 2^n if they are one nonzero value, else 1 (it needs 6
+    seeds to reach 0.05).
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -60,8 +75,8 @@ def paired_p_value(a, b):
     if a.size < 2:
         return math.nan
     d = a - b
-    if d.var(ddof=1) == 0:
-        return 1.0 if d.mean() == 0 else 0.0
+    if no_spread(d):
+        return 1.0 if abs(float(d.mean())) <= 1e-12 else min(1.0, 2.0 * 0.5**d.size)
     return float(scipy_stats.ttest_rel(a, b).pvalue)
 
 
@@ -100,13 +115,11 @@ def minimum_detectable_effect(sd, n, alpha, power=POWER):
     """The smallest true mean difference a two-sided paired t-test at `alpha` finds with `power`.
 
     `sd` is the standard deviation of the per-seed differences, `n` the
-    number of pairs. NaN where it is undefined (fewer than 2 pairs); 0 where
-    the differences do not vary (then any nonzero difference is found).
+    number of pairs. NaN where it is undefined: fewer than 2 pairs, or
+    differences without spread (`sd` 0), where no t-test is run.
     """
-    if n < 2 or not np.isfinite(sd):
+    if n < 2 or not np.isfinite(sd) or sd == 0:
         return math.nan
-    if sd == 0:
-        return 0.0
     # Power grows with the effect; bracket the root, doubling the upper end.
     high = sd
     while paired_power(high, sd, n, alpha) < power:
@@ -119,14 +132,16 @@ def tost_paired_p(differences, margin):
 
     H0: the mean difference is <= -margin or >= +margin. A p below alpha
     says the difference lies inside the margin (Schuirmann, 1987). NaN
-    with fewer than 2 pairs.
+    with fewer than 2 pairs. Differences without spread (`no_spread`) get
+    the exact one-sided sign-flip tests' p: 1 / 2^n if they lie inside the
+    margin, else 1.
     """
     d = np.asarray(differences, np.float64)
     if d.size < 2:
         return math.nan
+    if no_spread(d):
+        return 0.5**d.size if abs(float(d.mean())) < margin else 1.0
     mean, se = d.mean(), d.std(ddof=1) / math.sqrt(d.size)
-    if se == 0:
-        return 0.0 if abs(mean) < margin else 1.0
     lower = scipy_stats.t.sf((mean + margin) / se, d.size - 1)  # H0: mean <= -margin
     upper = scipy_stats.t.cdf((mean - margin) / se, d.size - 1)  # H0: mean >= +margin
     return float(max(lower, upper))
@@ -145,8 +160,11 @@ def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):
         raise ValueError(f"a paired contrast needs one value per seed on both sides, got {a.size} and {b.size}")
     d = a - b
     mean, sd, half = mean_ci(d, confidence) if d.size else (math.nan, math.nan, math.nan)
+    flat = no_spread(d)
+    if flat:  # no t interval: a zero-width one would claim the mean is known exactly
+        sd, half = 0.0, math.nan
     return {"n": int(d.size), "difference": mean, "ci_low": mean - half, "ci_high": mean + half, "sd": sd,
-            "p": paired_p_value(a, b), "p_tost": tost_paired_p(d, margin),
+            "no_spread": flat, "p": paired_p_value(a, b), "p_tost": tost_paired_p(d, margin),
             "mde": minimum_detectable_effect(sd, d.size, alpha_for_mde)}
 
 

@@ -46,7 +46,7 @@ def test_the_mde_scales_with_the_spread_and_reproduces_the_studys_arithmetic():
     assert stats.minimum_detectable_effect(0.67, 3, 0.01) == pytest.approx(4.90, abs=0.02)
     assert stats.minimum_detectable_effect(0.5, 3, 0.01) == pytest.approx(2 * stats.minimum_detectable_effect(
         0.25, 3, 0.01))
-    assert stats.minimum_detectable_effect(0.0, 3, 0.01) == 0.0
+    assert math.isnan(stats.minimum_detectable_effect(0.0, 3, 0.01))  # no spread: no t-test to power
     assert math.isnan(stats.minimum_detectable_effect(0.3, 1, 0.01))
     # Far in the tail the power stays a number (scipy's nct.cdf would give NaN there).
     assert stats.paired_power(50.0, 1.0, 5, 0.05) == pytest.approx(1.0)
@@ -334,3 +334,69 @@ def test_a_comparison_without_contrasts_says_why_and_the_fix():
     assert compare.why_no_contrasts(two, "canonical").startswith(
         "no contrasts: no variant has a `canonical` baseline of its own kind")
     assert compare.why_no_contrasts(two, "canonical").endswith("pass --baseline=PLACEMENT or --contrasts=A:B")
+
+
+def test_one_difference_at_every_seed_claims_no_certainty():
+    # The same +0.01 points at both seeds (up to float rounding) was "differs (+0.01), within ±0.5 points",
+    # with a zero-width interval and an MDE of 0, from two seeds.
+    rows = _rows("a", [0.9601, 0.9551], [0.1, 0.2]) + _rows("b", [0.9600, 0.9550], [0.11, 0.25])
+    compare.label_rows(rows)
+    [entry] = compare.contrast_table(rows, compare.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
+    flat = entry["test_accuracy"]
+    assert flat["no_spread"] and flat["p"] == 0.5 and flat["p_tost"] == 0.25
+    assert flat["verdict"] == [stats.INCONCLUSIVE]
+    assert math.isnan(flat["ci_low"]) and math.isnan(flat["mde"])
+    assert "| m/a - m/b | 2 | +0.01 | no spread |  | inconclusive |" in "\n".join(report.contrasts_markdown([entry]))
+    [note] = compare.contrast_notes([entry])
+    assert note.startswith("m/a - m/b: the 2 seeds' differences in accuracy are all +0.01 points, so there is no "
+                           "t interval; its tests are the exact sign-flip tests")
+    # Six seeds of one difference: the sign-flip test reaches 2/64 < 0.05.
+    rows = _rows("a", [0.9601] * 6, [0.1] * 6) + _rows("b", [0.96] * 6, [0.11] * 6)
+    compare.label_rows(rows)
+    [entry] = compare.contrast_table(rows, compare.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
+    assert entry["test_accuracy"]["p"] == 2 / 64 and entry["test_accuracy"]["verdict"] == [stats.DIFFERS,
+                                                                                            stats.EQUIVALENT]
+
+
+def test_seeds_without_a_partner_or_a_finite_score_are_named():
+    # A NaN made the contrast "+nan ... inconclusive" without a word, and unequal seed sets were
+    # intersected silently.
+    rng = np.random.default_rng(5)
+    base = 0.95 + rng.normal(0, 0.002, 8)
+    losses = 0.1 + rng.normal(0, 0.01, 8)
+    rows = _rows("a", base + rng.normal(0.001, 0.001, 8), losses + rng.normal(0, 0.005, 8))
+    rows += [r for r in _rows("b", base, np.where(np.arange(8) == 2, np.nan, losses)) if r["seed"] < 6]
+    rows += _rows("c", base + rng.normal(0, 0.002, 8), losses + rng.normal(0.01, 0.005, 8))
+    compare.label_rows(rows)
+    pairs = compare.planned_pairs(rows, [("a", "b"), ("c", "a")])
+    table = compare.contrast_table(rows, pairs, report.DEFAULT_MARGINS)
+    assert table[0]["test_accuracy"]["n"] == 6 and table[0]["test_loss"]["n"] == 5
+    assert np.isfinite(table[0]["test_loss"]["difference"])
+    assert compare.contrast_notes(table) == [
+        "m/a - m/b is paired over the seeds both variants have a finite score for; left out: seeds 6–7 of m/a "
+        "(no run of the other variant); seed 2 of m/b (test_loss nan)"]
+    # One Holm family, one m: the MDE's alpha / m counts the contrasts Holm counts.
+    assert table[1]["test_loss"]["mde"] == pytest.approx(stats.minimum_detectable_effect(
+        table[1]["test_loss"]["sd"], 8, 0.05 / 2))
+    # The variants' means leave the non-finite score out too.
+    b = next(e for e in compare.summarise(rows) if e["variant"] == "m/b")
+    assert np.isfinite(b["test_loss"]["mean"])
+
+
+@pytest.mark.parametrize("margins,message", [
+    ({"test_accuracy": 0.5}, "margins: the test_accuracy margin is a fraction (0.005 is half a point) below 0.1, "
+                             "got 0.5 (50 points)"),
+    ({"test_acc": 0.005}, "margins: unknown metric 'test_acc'; the contrasted metrics are test_accuracy, test_loss"),
+    ({"test_loss": 0}, "margins: the test_loss margin must be positive, got 0"),
+])
+def test_margins_in_the_wrong_units_are_refused(margins, message):
+    with pytest.raises(ConfigError) as info:
+        compare.check_margins(margins)
+    assert str(info.value) == message
+
+
+def test_eval_refuses_a_margin_of_ten_points_or_more(tmp_path, eval_main, capsys):
+    assert eval_main(f"--runs_dir={tmp_path}", "--margin=50") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --margin is in accuracy points and must be below 10, got 50: a difference that large is not "
+        "'no difference' (e.g. --margin=0.5)")
