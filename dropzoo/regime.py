@@ -7,6 +7,7 @@ learn at all; `regime(rows)` says which, beside the contrasts.
 import numpy as np
 
 from dropzoo import records
+from dropzoo import stats
 
 # The none control overfits when its final validation loss is at least this
 # factor above its best epoch's (mean over seeds): early stopping would have
@@ -19,13 +20,21 @@ def _is_none(row):
 
 
 def _control(runs):
-    """One `none` control's regime: its validation rise (mean over seeds), overfit or not, its fit."""
+    """One `none` control's regime: its validation rise (mean over seeds), overfit or not, its fit.
+
+    Overfit is yes or no where the rise's 95% interval over seeds lies on one
+    side of OVERFIT_VALIDATION_RISE, else `none_overfit_borderline` (the mean
+    decides `none_overfit`, and the text says it is borderline).
+    """
     rises = [r["validation_rise"] for r in runs if r.get("validation_rise")]
     fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]
     tests = [r["test_accuracy"] for r in runs if r.get("train_accuracy") is not None]
-    rise = float(np.mean(rises)) if rises else None
+    rise, _, half = stats.mean_ci(rises) if rises else (None, None, float("nan"))
     overfit = None if rise is None else bool(rise >= OVERFIT_VALIDATION_RISE)
-    return {"none_validation_rise": rise, "none_overfit": overfit,
+    interval = [rise - half, rise + half] if rise is not None and np.isfinite(half) else None
+    return {"none_validation_rise": rise, "none_overfit": overfit, "none_validation_rise_ci": interval,
+            "none_overfit_borderline": bool(interval and interval[0] < OVERFIT_VALIDATION_RISE <= interval[1]),
+            "none_rise_seeds": [sum(x >= OVERFIT_VALIDATION_RISE for x in rises), len(rises)],
             # Why a rise is unknown: histories that start at a resume, or runs of fewer than two epochs.
             "none_partial_history": rise is None and any(r.get("partial_history") for r in runs),
             # Beside the rise: a noisy validation loss can rise on a network that still underfits, and

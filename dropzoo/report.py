@@ -189,8 +189,13 @@ def _control_text(control, threshold):
                "were not recorded)" if control.get("none_partial_history")
                else "cannot tell (fewer than two validation points a run)")
     overfit = {True: "yes", False: "**no** (dropout had little to do)", None: unknown}[control.get("none_overfit")]
-    return (overfit + (f" (its final validation loss is {rise:.3f}x its best epoch's; overfitting means ≥ "
-                       f"{threshold:g}x)" if rise else "")
+    interval, (above, seeds) = control.get("none_validation_rise_ci"), control.get("none_rise_seeds") or (0, 0)
+    if control.get("none_overfit_borderline"):
+        overfit = f"borderline, {'yes' if control['none_overfit'] else 'no'} by its mean"
+    spread = (f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}] over {seeds} seeds, {above} of them at or above"
+              if interval else "")
+    return (overfit + (f" (its final validation loss is {rise:.3f}x its best epoch's{spread}; overfitting means "
+                       f"≥ {threshold:g}x)" if rise else "")
             + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else "")
             + (f", {100 * (fits - tested):.1f} points above its test accuracy ({tested:.1%})"
                if fits is not None and tested is not None else ""))

@@ -400,3 +400,21 @@ def test_eval_refuses_a_margin_of_ten_points_or_more(tmp_path, eval_main, capsys
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: --margin is in accuracy points and must be below 10, got 50: a difference that large is not "
         "'no difference' (e.g. --margin=0.5)")
+
+
+def test_a_control_near_the_overfit_threshold_is_called_borderline():
+    # A mean rise of 1.048x over seeds from 1.02x to 1.08x read "**no** (dropout had little to do)".
+    rows = _regime_rows("none", "relu", [0.99] * 5, [0.10, 0.11])
+    for r, rise in zip(rows, [1.02, 1.07, 1.03, 1.08, 1.04]):
+        r["validation_rise"] = rise
+    compare.label_rows(rows)
+    found = regime.regime(rows)
+    assert found["none_overfit"] is False and found["none_overfit_borderline"] is True
+    assert found["none_rise_seeds"] == [2, 5]
+    text = "\n".join(report.regime_lines(found))
+    assert "overfit: borderline, no by its mean (its final validation loss is 1.048x its best epoch's, 95% CI " \
+           "[1.016, 1.080] over 5 seeds, 2 of them at or above; overfitting means ≥ 1.05x)" in text
+    for r in rows:  # clearly below: a plain no
+        r["validation_rise"] = 1.0 + r["seed"] * 0.001
+    assert not regime.regime(rows)["none_overfit_borderline"]
+    assert "overfit: **no** (dropout had little to do)" in "\n".join(report.regime_lines(regime.regime(rows)))
