@@ -222,6 +222,9 @@ def validate(config):
         if config.keras_model:
             for option in ("activation", "norm", "bn_momentum"):
                 models.keras_model.check_zoo_only(option, getattr(config, option))
+            # Before any run trains: runs identical to a refused canonical would be lost with it.
+            models.keras_model.check_canonical_kind(models.get_spec(config.model), config.placement_spec,
+                                                    config.kind)
         if config.rate is not None:
             models.check_rate(config.rate, "--rate")
         sources.choose(sources.config_arguments(config))

@@ -22,7 +22,22 @@ def is_dropout(layer):
 
 
 def is_spatial(layer):
-    return isinstance(layer, dropout_lib.spatial_types() + OTHER_SPATIAL_TYPES)
+    """A dropout layer that drops whole channels: a spatial type, or Dropout(noise_shape=(None, 1, 1, C))."""
+    return isinstance(layer, dropout_lib.spatial_types() + OTHER_SPATIAL_TYPES) or _noise_form(layer) == "spatial"
+
+
+def has_other_noise_shape(layer):
+    """A dropout layer whose noise_shape is neither element-wise nor per channel (the zoo draws neither)."""
+    return _noise_form(layer) == "other"
+
+
+def _noise_form(layer):
+    shape = getattr(layer, "noise_shape", None)
+    if shape is None or all(dim is None for dim in shape[1:]):
+        return "elementwise"
+    if len(shape) >= 3 and all(dim == 1 for dim in shape[1:-1]) and shape[-1] != 1:
+        return "spatial"
+    return "other"
 
 
 CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.SeparableConv1D,
@@ -30,14 +45,18 @@ CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, ker
               keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 LINEAR_TYPES = CONV_TYPES + (keras.layers.Dense,)
 POOL_TYPES = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
-              keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
+              keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
+              keras.layers.AdaptiveMaxPooling1D, keras.layers.AdaptiveMaxPooling2D, keras.layers.AdaptiveMaxPooling3D,
+              keras.layers.AdaptiveAveragePooling1D, keras.layers.AdaptiveAveragePooling2D,
+              keras.layers.AdaptiveAveragePooling3D)
 # Layers that only move units around (a mask on their output is a mask on their input).
 RESHAPING_TYPES = (keras.layers.Flatten, keras.layers.Reshape)
 # Layers that finish a conv/dense layer's block when they alone read its output (Dense -> BN -> ReLU):
 # the block's `.post` is after them, and its `.mid` before its activation, as in the zoo's networks.
 ACTIVATION_TYPES = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
                     keras.layers.PReLU)
-NORM_TYPES = (keras.layers.BatchNormalization, keras.layers.LayerNormalization, keras.layers.GroupNormalization)
+NORM_TYPES = (keras.layers.BatchNormalization, keras.layers.LayerNormalization, keras.layers.GroupNormalization,
+              keras.layers.RMSNormalization, keras.layers.UnitNormalization)
 # mask_stream(index, slot) stays below the next seed's streams (seed * 1000) up to this index.
 MAX_LAYER_INDEX = 449
 @dataclasses.dataclass
@@ -49,21 +68,30 @@ class Call:
     rank_out: int
 
 
-def trace(model):
-    """[Call] in graph order, from a clone that reuses the layers (the model is not changed)."""
+def trace(model, name=None):
+    """[Call] in graph order, from a clone that reuses the layers (the model is not changed).
+
+    `name`: what messages call the model (its file's name), else its Keras name.
+    """
     calls = []
+    name = name or model.name
 
     def call(layer, *args, **kwargs):
+        if not isinstance(layer, keras.layers.Layer):  # `inputs / 255.0` or keras.ops.relu(x) between layers
+            raise ValueError(f"model {name!r} computes {layer.name!r} ({type(layer).__name__}) with a "
+                             "keras.ops call or an operator on tensors between its layers; place_dropout rebuilds "
+                             "layers from their configs: use a layer instead (Rescaling(1/255) for inputs / 255, "
+                             "Activation('relu') for ops.relu)")
         output = layer(*args, **kwargs)
         tensors = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
         if isinstance(layer, keras.Model):
-            raise ValueError(f"model {model.name!r} nests model {layer.name!r}; place_dropout rewrites one "
+            raise ValueError(f"model {name!r} nests model {layer.name!r}; place_dropout rewrites one "
                              "flat graph: build the outer model from the inner model's layers")
         if not isinstance(output, keras.KerasTensor):
-            raise ValueError(f"layer {layer.name!r} of model {model.name!r} has several outputs; "
+            raise ValueError(f"layer {layer.name!r} of model {name!r} has several outputs; "
                              "place_dropout rewrites layers with one output each")
         if any(c.layer is layer for c in calls):
-            raise ValueError(f"layer {layer.name!r} is called more than once in model {model.name!r} "
+            raise ValueError(f"layer {layer.name!r} is called more than once in model {name!r} "
                              "(a shared layer); its sites would not name one place: use separate layers")
         calls.append(Call(layer, [id(t) for t in tensors], id(output),
                            len(tensors[0].shape) if len(tensors) == 1 else 0, len(output.shape)))
@@ -71,7 +99,7 @@ def trace(model):
 
     keras.models.clone_model(functional(model), clone_function=lambda layer: layer, call_function=call)
     if len(calls) > MAX_LAYER_INDEX + 1:
-        raise ValueError(f"model {model.name!r} has {len(calls)} layers; place_dropout seeds masks for "
+        raise ValueError(f"model {name!r} has {len(calls)} layers; place_dropout seeds masks for "
                          f"up to {MAX_LAYER_INDEX + 1}")
     return calls
 
@@ -138,12 +166,34 @@ def blocks(calls, output_index):
             layer = calls[after].layer
             is_activation = isinstance(layer, ACTIVATION_TYPES) and activation_name(layer) != "softmax"
             if not (isinstance(layer, NORM_TYPES) or (is_activation and not activated)):
+                if not activated:
+                    _check_nothing_before_activation(calls, call.layer, after, next_reader, output_index)
                 break
             activated = activated or is_activation
             block.append(after)
             current = after
         blocks[index] = block
     return blocks
+
+
+def _check_nothing_before_activation(calls, owner, stop, next_reader, output_index):
+    """ValueError if the block of `owner` (no activation yet) stops at a layer its activation follows.
+
+    Dense -> GaussianNoise -> ReLU: the block would end before the ReLU, so
+    `owner.post` and "after the activation" would be before it.
+    """
+    current = stop
+    if isinstance(calls[stop].layer, LINEAR_TYPES + POOL_TYPES + RESHAPING_TYPES):
+        return  # Conv -> MaxPool -> ReLU: the pooling starts the next part, as in the zoo's text networks
+    while (current := next_reader(current)) is not None and current < output_index:
+        layer = calls[current].layer
+        if isinstance(layer, LINEAR_TYPES + POOL_TYPES + RESHAPING_TYPES):
+            return
+        if isinstance(layer, ACTIVATION_TYPES) and activation_name(layer) != "softmax":
+            raise ValueError(f"layer {calls[stop].layer.name!r} ({type(calls[stop].layer).__name__}) sits between "
+                             f"{owner.name!r} and its activation {layer.name!r}; place_dropout's sites before and "
+                             f"after an activation would not be where they say: move {calls[stop].layer.name!r} "
+                             f"after {layer.name!r}, or give the activation to {owner.name!r}")
 
 
 def mid_layer(calls, owner, block):

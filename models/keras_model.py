@@ -45,6 +45,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import zipfile
 
 import keras
 
@@ -165,6 +166,9 @@ def load_keras_model(path):
         raise ValueError(f"{path}: not a .keras file; save the model with model.save('NAME.keras')")
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file; give the path of a model saved with model.save('NAME.keras')")
+    if not zipfile.is_zipfile(path):  # a .keras file is a zip archive; Keras would say "file not found"
+        raise ValueError(f"{path}: not a .keras archive (a .keras file is a zip archive; this one is damaged, cut "
+                         "short or of another format); save the model again with model.save('NAME.keras')")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises ValueError, TypeError, zipfile errors, ...
@@ -208,7 +212,7 @@ def describe_model(model, name=None, source=None, digest=""):
     models, a non-image input, or an output that is neither a softmax nor
     logits.
     """
-    what = f"model {model.name!r}"
+    what = f"model {name or model.name!r}"
     if isinstance(model, keras.Sequential):
         if not model.built or not model.inputs:
             raise ValueError(f"{what} is a Sequential without an input shape; start it with "
@@ -227,8 +231,12 @@ def describe_model(model, name=None, source=None, digest=""):
     if len(input_shape) != 3 or None in input_shape:
         raise ValueError(f"{what} takes inputs of shape {input_shape}; place_dropout rewrites image "
                          "classifiers with one fixed-size [H, W, C] input")
-    calls = graph.trace(model)
+    calls = graph.trace(model, name)
     names = {c.layer.name for c in calls}
+    odd = sorted(n for n in names if any(ch in n for ch in ":, ") or not n)
+    if odd:  # site strings are LAYER.SLOT:RATE,...: such a name could not be written in one
+        raise ValueError(f"{what} has a layer named {odd[0]!r}; its sites are written LAYER.SLOT:RATE,... so a "
+                         "layer name cannot hold ':', ',' or spaces: rename that layer")
     taken = sorted(n for n in names if n == "image" or any(
         n == f"{other}.{suffix}" for other in names for suffix in ("pre", "mid", "post", "prenorm", "act")))
     if taken:
@@ -242,9 +250,9 @@ def describe_model(model, name=None, source=None, digest=""):
                     digest)
 
 
-def _output_of(model, calls):
+def _output_of(model, calls, name):
     """(index of the classifier's call, 'probabilities' | 'logits')."""
-    what = f"model {model.name!r}"
+    what = f"model {name!r}"
     last = len(calls) - 1
     layer = calls[last].layer
     softmax_layer = isinstance(layer, keras.layers.Softmax) or (
@@ -267,11 +275,12 @@ def _output_of(model, calls):
 
 
 def _spec_of(model, calls, input_shape, name, source, digest):
-    output_index, outputs = _output_of(model, calls)
+    output_index, outputs = _output_of(model, calls, name)
     num_classes = int(model.outputs[0].shape[-1])
     # A first Rescaling that alone sees the raw pixels can be folded (see the module doc).
     rescaling = isinstance(calls[0].layer, keras.layers.Rescaling) and sum(
         calls[0].inputs[0] in c.inputs for c in calls) == 1
+    _check_input_scale(calls, rescaling, f"model {name!r}")
     producer = {c.output: i for i, c in enumerate(calls)}
 
     def tensor(tensor_id):
@@ -357,7 +366,8 @@ def check_canonical_kind(spec, placement, kind):
     fix = f"pass --kind={spec.own_kinds[0]} (kind={spec.own_kinds[0]!r})" if len(spec.own_kinds) == 1 else \
         "give its sites with --sites and one --kind"
     raise ValueError(f"the own dropout of model {spec.name!r} is of kind {own}, so its canonical placement drawn "
-                     f"as {kind} would not be the model's own: {fix}, or choose another placement")
+                     f"as {kind} would not be the model's own: {fix}, or choose other placements (--placement=all "
+                     "holds canonical: list the others)")
 
 
 def _site_after(spec, index):
@@ -375,6 +385,31 @@ def _site_after(spec, index):
         first = next(layer for layer in spec.layers if layer.owner == info.name)
         return f"{info.name}.mid" if first.mid_before else None
     return f"{info.name}.post" if "post" in info.slots else None
+
+
+def _check_input_scale(calls, rescaling, what):
+    """ValueError for preprocessing that would see [0, 1] pixels where it was made for raw ones.
+
+    Before the first conv/dense layer: a Rescaling that is not the first
+    layer (after augmentation, say) would scale pixels the trainer has scaled
+    already, and a Normalization whose statistics are of raw pixels (a mean
+    above 1) would normalize [0, 1] pixels with them.
+    """
+    for index, c in enumerate(calls):
+        layer = c.layer
+        if isinstance(layer, graph.LINEAR_TYPES):
+            return
+        if isinstance(layer, keras.layers.Rescaling) and not (index == 0 and rescaling):
+            raise ValueError(f"{what} rescales pixels in layer {layer.name!r}, which is not its first layer; the "
+                             "trainer feeds pixels scaled to [0, 1] and folds only a first Rescaling into that: "
+                             f"make {layer.name!r} the model's first layer (before any augmentation), or remove it")
+        if isinstance(layer, keras.layers.Normalization) and layer.built:
+            mean = layer.mean if layer.input_mean is not None else layer.adapt_mean
+            largest = float(keras.ops.max(keras.ops.abs(keras.ops.convert_to_tensor(mean))))
+            if largest > 1.0:
+                raise ValueError(f"{what} normalizes its input in layer {layer.name!r} with statistics of raw pixels "
+                                 f"(a mean of {largest:g}); the trainer feeds pixels scaled to [0, 1]: adapt it on "
+                                 "the images divided by 255, or put a Rescaling(1/255) first and adapt it after that")
 
 
 def _own_dropout(model, calls, spec):
@@ -412,6 +447,10 @@ def _own_dropout(model, calls, spec):
             raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} is not at a site "
                              f"place_dropout can name (it must be a layer's whole output, or a conv/dense "
                              f"layer's input); valid sites: {', '.join(valid)}")
+        if graph.has_other_noise_shape(c.layer):
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} has noise_shape "
+                             f"{tuple(c.layer.noise_shape)}; the zoo drops units one by one or whole channels "
+                             "(noise_shape (None, 1, 1, C), or SpatialDropout2D): use one of those")
         is_spatial = graph.is_spatial(c.layer)
         if is_spatial and site not in spatial:
             raise ValueError(f"spatial dropout layer {c.layer.name!r} of model {spec.name!r} is not on a "

@@ -105,6 +105,8 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
         config["dtype"] = "float32" if info.role in ("output", "head") else None
         if info.role in ("conv", "dense"):
             config["activation"] = "linear"  # split off: `LAYER.act`, with LAYER.mid before it
+            if info.fused != "linear":  # a penalty on the layer's output belongs to the activation's output
+                config["activity_regularizer"] = None
         if info.index == 0 and spec.rescaling:
             config["scale"] = (np.asarray(config["scale"], dtype=np.float64) * 255.0).tolist()
         # Keras' own max pooling and activations become the zoo's: the same layers, faster gradients.
@@ -139,11 +141,14 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
             pooling.fold_relu(relu, layer)
         x = layer(*args, **kwargs)
         layer.set_weights(originals[id(layer)].get_weights())
+        if hasattr(layer, "finalize_state"):  # an adapted Normalization computes from its copied statistics
+            layer.finalize_state()
         if isinstance(layer, activations.Activation) and layer.activation is keras.activations.relu:
             relus[tensor_key(info)] = (layer, x)
         if info.role in ("conv", "dense") and info.fused != "linear":
             x = dropout(x, info, "mid")
-            act = activations.Activation(info.fused, name=f"{layer.name}.act")
+            act = activations.Activation(info.fused, name=f"{layer.name}.act",
+                                         activity_regularizer=originals[id(layer)].activity_regularizer)
             x = act(x)
             if info.fused == "relu":
                 relus[tensor_key(info)] = (act, x)

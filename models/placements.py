@@ -62,8 +62,10 @@ def own_rates(spec):
     head_tensors = {spec.tensor_of(s) for s in head_sites if s in spec.sites()}
     head = [site.rate for name, site in canonical.items()
             if name in head_sites or spec.tensor_of(name) in head_tensors]
+    first = spec.sites()[0] if spec.sites() else ""
+    on_input = spec.tensor_of(first) if first.endswith(".pre") else None  # the images: not conv-stack dropout
     stack = [site.rate for name, site in canonical.items()
-             if not (name in head_sites or spec.tensor_of(name) in head_tensors)]
+             if not (name in head_sites or spec.tensor_of(name) in head_tensors) and spec.tensor_of(name) != on_input]
     # Of several dropouts on the head's tensor (a pool's .post and the flatten after it), the one nearest the head.
     return (head[-1] if head else DEFAULT_HEAD_RATE), (stack[-1] if stack else spec.conv_rate)
 

@@ -279,7 +279,12 @@ def _parse_tokens(items):
                                **({} if conv_rate is None else {"conv_rate": conv_rate}))
     canonical = (sites_lib.format_placement({s: sites_lib.Site(sites[s]) for s in spec.sites() if s in sites})
                  if sites else default_canonical(layers))
-    return dataclasses.replace(spec, canonical=canonical)
+    spec = dataclasses.replace(spec, canonical=canonical)
+    own = placements.own_rates(dataclasses.replace(spec, conv_rate=None))[1]
+    if conv_rate is not None and own is not None and own != conv_rate:  # one would be dropped without a word
+        raise ValueError(f"'convrate{conv_rate:g}' and the network's own conv-stack dropout ({own:g}) are two "
+                         "conv-stack rates; keep one (the conv and spatial placements use it)")
+    return spec
 
 
 def _format_tokens(spec):

@@ -463,3 +463,114 @@ def test_the_head_rate_is_the_dropout_nearest_the_classifier():
                         keras.layers.Dense(10, activation="softmax", name="out"))
     got = _placements(model)
     assert got["canonical"] == "p1.post:0.25,fl.post:0.5" and got["before_dense"] == "out.pre:0.5"
+
+
+def _head(*layers):
+    """Conv, pool, flatten, then `layers`, then a Dense(10) classifier."""
+    return _sequential(keras.layers.Conv2D(4, 3, activation="relu", name="c"), keras.layers.MaxPooling2D(name="p"),
+                       keras.layers.Flatten(name="f"), *layers, keras.layers.Dense(10, name="out"))
+
+
+def test_rms_and_unit_normalization_are_part_of_a_dense_layers_block():
+    # The block stopped at RMSNormalization: fc.post (and "after the activation") was before the norm and ReLU.
+    for norm in (keras.layers.RMSNormalization, keras.layers.UnitNormalization):
+        got = _placements(_head(keras.layers.Dense(16, name="fc"), norm(name="n"), keras.layers.ReLU(name="r"),
+                                keras.layers.Dropout(0.5)))
+        assert got["canonical"] == got["after_activation"] == "fc.post:0.5"
+        assert got["before_activation"] == "fc.mid:0.5"
+        variant = models.place_dropout(_head(keras.layers.Dense(16, name="fc"), norm(name="n"),
+                                             keras.layers.ReLU(name="r")), "after_activation")
+        assert _feeds(variant)["fc.post"] == ("r", ["out"])
+
+
+def test_a_layer_between_a_dense_layer_and_its_activation_is_refused():
+    model = _head(keras.layers.Dense(16, name="fc"), keras.layers.GaussianNoise(0.1, name="gn"),
+                  keras.layers.ReLU(name="r"))
+    with pytest.raises(ValueError, match=r"^layer 'gn' \(GaussianNoise\) sits between 'fc' and its activation 'r'"):
+        models.describe_model(model)
+    # Max pooling before the ReLU starts the next part, as in the zoo's text networks: no refusal.
+    conv_pool_relu = _sequential(keras.layers.Conv2D(4, 3, name="c"), keras.layers.MaxPooling2D(name="p"),
+                                 keras.layers.ReLU(name="r"), keras.layers.Flatten(name="f"),
+                                 keras.layers.Dense(10, name="out"))
+    assert "p.post" in models.describe_model(conv_pool_relu).sites()
+
+
+def test_adaptive_pooling_is_pooling_and_a_channel_noise_shape_is_spatial():
+    got = _placements(_sequential(
+        keras.layers.Conv2D(4, 3, activation="relu", name="c"), keras.layers.AdaptiveMaxPooling2D((7, 7), name="ap"),
+        keras.layers.Dropout(0.25, noise_shape=(None, 1, 1, 4)), keras.layers.Flatten(name="f"),
+        keras.layers.Dense(16, activation="relu", name="fc"), keras.layers.Dropout(0.5),
+        keras.layers.Dense(10, name="out")))
+    # The user's own channel dropout was drawn element-wise, and conv went before the adaptive pooling.
+    assert got["canonical"] == "ap.post:0.25:spatial,fc.post:0.5"
+    assert got["conv"] == "ap.post:0.25,fc.post:0.5"
+    odd = _head(keras.layers.Dropout(0.5, noise_shape=(None, 1)), keras.layers.Dense(16, name="fc"))
+    with pytest.raises(ValueError, match=r"has noise_shape \(None, 1\); the zoo drops units one by one or whole"):
+        models.describe_model(odd)
+
+
+def test_preprocessing_that_would_see_scaled_pixels_is_refused_and_adapted_statistics_are_kept():
+    augment_first = _sequential(keras.layers.RandomTranslation(0.1, 0.1, name="shift"),
+                                keras.layers.Rescaling(1 / 255, name="resc"), keras.layers.Flatten(name="f"),
+                                keras.layers.Dense(10, name="out"))
+    with pytest.raises(ValueError, match=r"rescales pixels in layer 'resc', which is not its first layer"):
+        models.describe_model(augment_first)
+    images = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1)).astype("float32")
+    for pixels, refused in ((images, True), (images / 255.0, False)):
+        norm = keras.layers.Normalization(name="norm")
+        norm.adapt(pixels)
+        model = _sequential(norm, keras.layers.Flatten(name="f"), keras.layers.Dense(10, name="out"))
+        if refused:
+            with pytest.raises(ValueError, match=r"normalizes its input in layer 'norm' with statistics of raw "
+                                                 r"pixels \(a mean of 12"):
+                models.describe_model(model)
+            continue
+        # Adapted statistics were copied as variables the layer never read again: mean 0, variance 1.
+        variant = models.place_dropout(model, "none")
+        x = images[:4] / 255.0
+        np.testing.assert_allclose(variant(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_an_activity_regularizer_stays_on_the_activations_output():
+    model = _head(keras.layers.Dense(16, activation="relu", activity_regularizer=keras.regularizers.L1(0.01),
+                                     name="fc"))
+    variant = models.place_dropout(model, "none")
+    x = np.random.default_rng(1).random((4, 28, 28, 1)).astype("float32")
+    model(x), variant(x)
+    assert float(sum(variant.losses)) == pytest.approx(float(sum(model.losses)), rel=1e-5)
+    assert variant.get_layer("fc").activity_regularizer is None
+    assert variant.get_layer("fc.act").activity_regularizer is not None
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: keras.Model(*(lambda i: (i, keras.layers.Dense(10, name="out")(
+        keras.layers.Flatten(name="f")(i / 255.0))))(keras.Input((28, 28, 1)))),
+     "computes 'true_divide' (TrueDivide) with a keras.ops call or an operator on tensors between its layers"),
+    (lambda: _head(keras.layers.Dense(16, activation="relu", name="fc:1")),
+     "has a layer named 'fc:1'; its sites are written LAYER.SLOT:RATE,... so a layer name cannot hold"),
+])
+def test_models_with_ops_or_unwritable_layer_names_are_refused(build, message):
+    with pytest.raises(ValueError) as info:
+        models.describe_model(build())
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_a_damaged_file_is_named_as_damaged(tmp_path):
+    path = tmp_path / "cut.keras"
+    user_sequential().save(str(path))
+    path.write_bytes(path.read_bytes()[:400])
+    with pytest.raises(ValueError, match=r"cut.keras: not a .keras archive \(a .keras file is a zip archive"):
+        models.load_keras_model(str(path))
+
+
+def test_a_kind_that_would_refuse_canonical_is_refused_before_anything_trains(tmp_path):
+    # --kind=classic on a model with its own (inverted) dropout: canonical failed after the others had been
+    # grouped with it as identical, and those were lost with it.
+    path = str(tmp_path / "seq.keras")
+    user_sequential().save(path)
+    with pytest.raises(config_lib.ConfigError, match=r"is of kind inverted, so its canonical placement drawn as "
+                                                     r"classic would not be the model's own"):
+        for config, _ in train_plan(f"--keras_model={path}", "--placement=canonical,conv", "--kind=classic"):
+            config_lib.validate(config)
+    with pytest.raises(config_lib.ConfigError, match=r"the name 'keras_mnist_cnn' is a zoo network's"):
+        train_plan(f"--keras_model={path}", "--model=keras_mnist_cnn")

@@ -107,8 +107,16 @@ def test_padding_stride_pool_and_logits_reach_the_keras_layers():
 
 
 def test_conv_rate_and_a_conv_stack_only_dropout_make_the_placements():
-    spec = models.parse_network("convrate0.2,conv8k3,dropout0.3,pool2,flatten,dense16")
-    assert spec.conv_rate == 0.2 and spec.canonical == "conv1.post:0.3"
+    # convrate0.2 beside the network's own 0.3 was dropped without a word: two rates for one thing.
+    with pytest.raises(ValueError, match=r"^'convrate0.2' and the network's own conv-stack dropout \(0.3\) are two"):
+        models.parse_network("convrate0.2,conv8k3,dropout0.3,pool2,flatten,dense16")
+    # A dropout on the images is not conv-stack dropout: the convrate is the conv stack's.
+    on_input = models.parse_network("convrate0.2,dropout0.3,conv8k3,pool2,flatten,dense16,dropout0.5")
+    models.register_spec(on_input)
+    assert models.format_placement(models.resolve_placement(on_input.name, "conv")) == \
+        "pool1.post:0.2,dense1.post:0.5"
+    spec = models.parse_network("conv8k3,dropout0.3,pool2,flatten,dense16")
+    assert spec.canonical == "conv1.post:0.3"
     models.register_spec(spec)
     placement = {p: models.format_placement(models.resolve_placement(spec.name, p))
                  for p in ("after_activation", "conv", "bn_before")}
