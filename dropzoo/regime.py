@@ -23,18 +23,21 @@ def _control(runs):
     """One `none` control's regime: its validation rise (mean over seeds), overfit or not, its fit.
 
     Overfit is yes or no where the rise's 95% interval over seeds lies on one
-    side of OVERFIT_VALIDATION_RISE, else `none_overfit_borderline` (the mean
-    decides `none_overfit`, and the text says it is borderline).
+    side of OVERFIT_VALIDATION_RISE, or where every seed does; else
+    `none_overfit_borderline` (the mean decides `none_overfit`, and the text
+    says it is borderline).
     """
     rises = [r["validation_rise"] for r in runs if r.get("validation_rise")]
     fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]
     tests = [r["test_accuracy"] for r in runs if r.get("train_accuracy") is not None]
     rise, _, half = stats.mean_ci(rises) if rises else (None, None, float("nan"))
+    above = sum(x >= OVERFIT_VALIDATION_RISE for x in rises)
     overfit = None if rise is None else bool(rise >= OVERFIT_VALIDATION_RISE)
     interval = [rise - half, rise + half] if rise is not None and np.isfinite(half) else None
     return {"none_validation_rise": rise, "none_overfit": overfit, "none_validation_rise_ci": interval,
-            "none_overfit_borderline": bool(interval and interval[0] < OVERFIT_VALIDATION_RISE <= interval[1]),
-            "none_rise_seeds": [sum(x >= OVERFIT_VALIDATION_RISE for x in rises), len(rises)],
+            "none_overfit_borderline": bool(interval and interval[0] < OVERFIT_VALIDATION_RISE <= interval[1]
+                                            and 0 < above < len(rises)),
+            "none_rise_seeds": [above, len(rises)],
             # Why a rise is unknown: histories that start at a resume, or runs of fewer than two epochs.
             "none_partial_history": rise is None and any(r.get("partial_history") for r in runs),
             # Beside the rise: a noisy validation loss can rise on a network that still underfits, and
