@@ -24,6 +24,7 @@ from absl import logging  # noqa: E402
 
 from dropzoo import collect  # noqa: E402
 from dropzoo import compare  # noqa: E402
+from dropzoo import contrasts  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import evaluate  # noqa: E402
@@ -149,16 +150,17 @@ def _compare(f):
         return 0
     # Without data flags given explicitly, each run is tested on its own data.
     override = _given_data(f) or None
-    if not f.margin > 0 or not f.nll_margin > 0:
-        return errors.fail(f"--margin and --nll_margin must be positive, got {f.margin} and {f.nll_margin}")
-    if f.margin >= 100 * compare.MAX_ACCURACY_MARGIN:
-        return errors.fail(f"--margin is in accuracy points and must be below {100 * compare.MAX_ACCURACY_MARGIN:g}, "
-                           f"got {f.margin:g}: a difference that large is not 'no difference' (e.g. --margin=0.5)")
+    if not 0 < f.margin < float("inf") or not 0 < f.nll_margin < float("inf"):
+        return errors.fail(f"--margin and --nll_margin must be positive numbers, got {f.margin} and {f.nll_margin}")
+    low, high = 100 * contrasts.MIN_ACCURACY_MARGIN, 100 * contrasts.MAX_ACCURACY_MARGIN
+    if not low <= f.margin < high:
+        return errors.fail(f"--margin is in accuracy points, from {low:g} (one image in 10,000) to below {high:g}, "
+                           f"got {f.margin:g}: e.g. --margin=0.5 for half a point")
     with errors.one_line():
         result = compare.compare_runs(f.runs_dir, output_dir=f.output, mc_samples=f.mc_samples,
                                       mc_seed=f.mc_seed, batch_size=f.batch_size, baseline=f.baseline,
                                       data_override=override, ood=_ood(f),
-                                      contrasts=compare.parse_contrasts(f.contrasts),
+                                      contrasts=contrasts.parse_contrasts(f.contrasts),
                                       margins={"test_accuracy": f.margin / 100, "test_loss": f.nll_margin})
     with open(result["paths"]["comparison.md"]) as md:
         print(md.read())

@@ -223,7 +223,7 @@ def validate(config):
             for option in ("activation", "norm", "bn_momentum"):
                 models.keras_model.check_zoo_only(option, getattr(config, option))
             # Before any run trains: runs identical to a refused canonical would be lost with it.
-            models.keras_model.check_canonical_kind(models.get_spec(config.model), config.placement_spec,
+            models.keras_own.check_canonical_kind(models.get_spec(config.model), config.placement_spec,
                                                     config.kind)
         if config.rate is not None:
             models.check_rate(config.rate, "--rate")
@@ -267,6 +267,12 @@ def validate(config):
     return config
 
 
+def zoo_name_taken(name):
+    """The error for --model naming a zoo network beside --keras_model."""
+    return ConfigError(f"the name {name!r} is a zoo network's; with --keras_model, --model names your model (by "
+                       "default the file's name): pass another --model")
+
+
 def register_network(config):
     """Registers `config.network` or `config.keras_model`, if given, as model `config.model`.
 
@@ -278,8 +284,7 @@ def register_network(config):
         raise ConfigError("give --network=SPEC or --keras_model=PATH, not both")
     if config.keras_model:
         if config.model in models.list_models():
-            raise ConfigError(f"the name {config.model!r} is a zoo network's; with --keras_model, --model names "
-                              "your model (by default the file's name): pass another --model")
+            raise zoo_name_taken(config.model)
         try:
             models.register_keras_model(config.keras_model, name=config.model)
         except ValueError as e:

@@ -142,8 +142,7 @@ def train_plan(fv=FLAGS):
         raise config_lib.ConfigError("give --network=SPEC or --keras_model=PATH, not both")
     if texts["keras_model"] and fv["model"].present and texts["model"] == config_lib.DEFAULT_MODEL:
         # Read as the default, it would be replaced by the file's name without a word.
-        raise config_lib.ConfigError(f"the name {texts['model']!r} is a zoo network's; with --keras_model, --model "
-                                     "names your model (by default the file's name): pass another --model")
+        raise config_lib.zoo_name_taken(texts["model"])
     if texts["network"]:
         if texts["model"] != config_lib.DEFAULT_MODEL:
             raise config_lib.ConfigError(f"give --network=SPEC or --model={texts['model']}, not both: "

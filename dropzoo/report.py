@@ -332,7 +332,7 @@ def plot_contrasts(path, contrasts, title=""):
         ax.axvline(0, color="grey", linewidth=1)
         for i, r in enumerate(results):
             color = {stats.DIFFERS: "tab:red", stats.EQUIVALENT: "tab:green"}.get(r["verdict"][0], "black")
-            low, high = (np.nan_to_num(r["difference"] - r["ci_low"]), np.nan_to_num(r["ci_high"] - r["difference"]))
+            low, high = stats.error_bar(r)
             ax.errorbar([r["difference"] * c.scale], [i], xerr=[[low * c.scale], [high * c.scale]], fmt="o",
                         capsize=4, color=color)
             if np.isfinite(r["mde"]):

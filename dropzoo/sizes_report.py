@@ -7,6 +7,7 @@ accuracy column, its contrasted metrics and how it writes a cell and a verdict.
 import numpy as np
 
 from dropzoo import plots
+from dropzoo import stats
 
 SIZE_FIELD = "train_size"
 
@@ -46,6 +47,8 @@ def curve(rows, table, contrasts):
 
 def _ci_text(result, contrasted):
     scale, digits = contrasted.scale, contrasted.digits
+    if result.get("no_spread"):  # one difference at every seed: no interval (the comparison's notes say so)
+        return f"{result['difference'] * scale:+.{digits}f} (no spread)"
     return (f"{result['difference'] * scale:+.{digits}f} "
             f"[{result['ci_low'] * scale:+.{digits}f}, {result['ci_high'] * scale:+.{digits}f}]")
 
@@ -89,8 +92,8 @@ def plot(path, sizes, accuracy, contrasts, title=""):
                 continue
             margin = results[0][1]["margin"] * c.scale
             ax.errorbar([size for size, _ in results], [r["difference"] * c.scale for _, r in results],
-                        yerr=[[(r["difference"] - r["ci_low"]) * c.scale for _, r in results],
-                              [(r["ci_high"] - r["difference"]) * c.scale for _, r in results]],
+                        yerr=[[stats.error_bar(r)[0] * c.scale for _, r in results],
+                              [stats.error_bar(r)[1] * c.scale for _, r in results]],
                         marker="o", capsize=3, label=family)
         if margin is not None:
             ax.axhspan(-margin, margin, color="tab:green", alpha=0.12, label=f"±margin ({margin:g} {c.unit})")

@@ -168,6 +168,12 @@ def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):
             "mde": minimum_detectable_effect(sd, d.size, alpha_for_mde)}
 
 
+def error_bar(result):
+    """(below, above): a paired_contrast's distance from its difference to each end of its CI; 0 without one."""
+    below, above = result["difference"] - result["ci_low"], result["ci_high"] - result["difference"]
+    return (below if np.isfinite(below) else 0.0), (above if np.isfinite(above) else 0.0)
+
+
 DIFFERS, EQUIVALENT, INCONCLUSIVE = "differs", "equivalent", "inconclusive"
 
 

@@ -32,10 +32,24 @@ def has_other_noise_shape(layer):
 
 
 def _noise_form(layer):
+    """'elementwise', 'spatial' (one draw per sample and channel) or 'other', by noise_shape and input shape.
+
+    A None in noise_shape is the input's own size, as Keras reads it; a
+    mask shared over the batch (a first entry 1) is neither of the zoo's.
+    """
     shape = getattr(layer, "noise_shape", None)
-    if shape is None or all(dim is None for dim in shape[1:]):
+    if shape is None or isinstance(layer, dropout_lib.spatial_types() + OTHER_SPATIAL_TYPES):
         return "elementwise"
-    if len(shape) >= 3 and all(dim == 1 for dim in shape[1:-1]) and shape[-1] != 1:
+    try:
+        given = tuple(layer.input.shape)
+    except (AttributeError, ValueError):  # never called: nothing to compare with
+        given = (None,) * len(shape)
+    full = tuple(g if s is None else s for s, g in zip(shape, given))
+    if len(full) != len(given) or shape[0] is not None:
+        return "other"
+    if full[1:] == given[1:]:
+        return "elementwise"
+    if len(full) >= 3 and all(dim == 1 for dim in full[1:-1]) and full[-1] == given[-1]:
         return "spatial"
     return "other"
 
@@ -49,6 +63,9 @@ POOL_TYPES = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers
               keras.layers.AdaptiveMaxPooling1D, keras.layers.AdaptiveMaxPooling2D, keras.layers.AdaptiveMaxPooling3D,
               keras.layers.AdaptiveAveragePooling1D, keras.layers.AdaptiveAveragePooling2D,
               keras.layers.AdaptiveAveragePooling3D)
+GLOBAL_POOL_TYPES = (keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D,
+                     keras.layers.GlobalMaxPooling3D, keras.layers.GlobalAveragePooling1D,
+                     keras.layers.GlobalAveragePooling2D, keras.layers.GlobalAveragePooling3D)
 # Layers that only move units around (a mask on their output is a mask on their input).
 RESHAPING_TYPES = (keras.layers.Flatten, keras.layers.Reshape)
 # Layers that finish a conv/dense layer's block when they alone read its output (Dense -> BN -> ReLU):
@@ -183,11 +200,12 @@ def _check_nothing_before_activation(calls, owner, stop, next_reader, output_ind
     `owner.post` and "after the activation" would be before it.
     """
     current = stop
-    if isinstance(calls[stop].layer, LINEAR_TYPES + POOL_TYPES + RESHAPING_TYPES):
-        return  # Conv -> MaxPool -> ReLU: the pooling starts the next part, as in the zoo's text networks
+    ends = LINEAR_TYPES + POOL_TYPES + GLOBAL_POOL_TYPES  # Conv -> MaxPool -> ReLU: pooling starts the next part
+    if isinstance(calls[stop].layer, ends):
+        return
     while (current := next_reader(current)) is not None and current < output_index:
         layer = calls[current].layer
-        if isinstance(layer, LINEAR_TYPES + POOL_TYPES + RESHAPING_TYPES):
+        if isinstance(layer, ends):
             return
         if isinstance(layer, ACTIVATION_TYPES) and activation_name(layer) != "softmax":
             raise ValueError(f"layer {calls[stop].layer.name!r} ({type(calls[stop].layer).__name__}) sits between "

@@ -23,10 +23,10 @@ from models import sites as sites_lib
 from models.keras_graph import functional
 from models.keras_graph import is_dropout
 from models.keras_model import KerasModelSpec
-from models.keras_model import check_canonical_kind
 from models.keras_model import check_zoo_only
 from models.keras_model import describe_model
 from models.keras_model import load_keras_model
+from models.keras_own import check_canonical_kind
 
 # Keras' own layers the rewrite swaps for the zoo's: the same layers with faster training gradients.
 ZOO_CLASSES = {keras.layers.MaxPooling2D: pooling.MaxPooling2D, keras.layers.Activation: activations.Activation}

@@ -55,6 +55,17 @@ def head_of(spec):
     return None, [f"{spec.output_name}.pre"]
 
 
+def _input_tensors(spec):
+    """The tensors of the sites up to the first conv/dense layer's input: the images, however preprocessed."""
+    linear = set(spec.conv_names) | set(spec.dense_names) | {spec.output_name}
+    found = set()
+    for site in spec.sites():
+        found.add(spec.tensor_of(site))
+        if site.rsplit(".", 1)[0] in linear:
+            break
+    return found
+
+
 def own_rates(spec):
     """(head rate, conv-stack rate): the network's own, or the defaults where it has none."""
     canonical = spec.parse(spec.canonical, allow_stacked=True)
@@ -62,10 +73,9 @@ def own_rates(spec):
     head_tensors = {spec.tensor_of(s) for s in head_sites if s in spec.sites()}
     head = [site.rate for name, site in canonical.items()
             if name in head_sites or spec.tensor_of(name) in head_tensors]
-    first = spec.sites()[0] if spec.sites() else ""
-    on_input = spec.tensor_of(first) if first.endswith(".pre") else None  # the images: not conv-stack dropout
+    on_input = _input_tensors(spec)  # the images (or their preprocessing): not conv-stack dropout
     stack = [site.rate for name, site in canonical.items()
-             if not (name in head_sites or spec.tensor_of(name) in head_tensors) and spec.tensor_of(name) != on_input]
+             if not (name in head_sites or spec.tensor_of(name) in head_tensors | on_input)]
     # Of several dropouts on the head's tensor (a pool's .post and the flatten after it), the one nearest the head.
     return (head[-1] if head else DEFAULT_HEAD_RATE), (stack[-1] if stack else spec.conv_rate)
 

@@ -9,6 +9,7 @@ import dataclasses
 import typing
 
 from models import keras_model
+from models import keras_own
 from models import keras_rewrite
 from models import layers as dropout_lib
 from models import network
@@ -139,7 +140,7 @@ def build(name, placement="canonical", **options):
     network.check_seed(kwargs.get("seed"))
     spec = get_spec(name)
     if isinstance(spec, keras_model.KerasModelSpec):
-        keras_model.check_canonical_kind(spec, placement, kwargs.get("kind", "inverted"))
+        keras_own.check_canonical_kind(spec, placement, kwargs.get("kind", "inverted"))
         return keras_rewrite.build_placed(spec, resolve_placement(name, placement), **kwargs)
     sites = resolve_placement(name, placement, kwargs.get("norm", "none"))
     return network.build_network(spec, sites, **kwargs)

@@ -14,6 +14,7 @@ from scipy import stats as scipy_stats
 
 from dropzoo import compare
 from dropzoo import config as config_lib
+from dropzoo import contrasts
 from dropzoo import records
 from dropzoo import regime
 from dropzoo import report
@@ -91,9 +92,9 @@ def test_a_constructed_study_gives_each_verdict():
     # Wild seeds: neither, and the MDE says how large an effect these seeds could have seen.
     rows += _rows("none", base + rng.normal(0, 0.02, seeds), 0.1 + rng.normal(0, 0.05, seeds))
     compare.label_rows(rows)
-    contrasts = [("before_dense", "after_activation"), ("before_activation", "after_activation"),
-                 ("none", "after_activation")]
-    table = compare.contrast_table(rows, compare.planned_pairs(rows, contrasts), report.DEFAULT_MARGINS)
+    planned = [("before_dense", "after_activation"), ("before_activation", "after_activation"),
+               ("none", "after_activation")]
+    table = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, planned), report.DEFAULT_MARGINS)
     verdicts = {e["a"]: e["test_accuracy"]["verdict"] for e in table}
     assert verdicts == {"m/before_dense": [stats.DIFFERS], "m/before_activation": [stats.EQUIVALENT],
                         "m/none": [stats.INCONCLUSIVE]}
@@ -111,14 +112,14 @@ def test_a_constructed_study_gives_each_verdict():
 def test_planned_contrasts_name_existing_variants_in_one_line():
     rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3]) + _rows("none", [0.9, 0.9], [0.3, 0.31])
     compare.label_rows(rows)
-    assert len(compare.planned_pairs(rows, [("none", "after_activation")])) == 1
+    assert len(contrasts.planned_pairs(rows, [("none", "after_activation")])) == 1
     with pytest.raises(ConfigError, match="contrast side 'conv' matches no variant; the variants are: "
                                           "m/after_activation, m/none"):
-        compare.planned_pairs(rows, [("conv", "none")])
-    assert compare.parse_contrasts("a:b, c:d") == [("a", "b"), ("c", "d")]
+        contrasts.planned_pairs(rows, [("conv", "none")])
+    assert contrasts.parse_contrasts("a:b, c:d") == [("a", "b"), ("c", "d")]
     for bad in ("a", "a:b:c", "a:a", ":b"):
         with pytest.raises(ConfigError, match="malformed contrast"):
-            compare.parse_contrasts(bad)
+            contrasts.parse_contrasts(bad)
 
 
 def test_two_precisions_or_two_meanings_of_a_placement_are_two_variants():
@@ -156,8 +157,8 @@ def test_contrasts_over_training_sizes_form_one_curve_per_contrast(tmp_path):
         base = 0.9 + rng.normal(0, 0.003, 8)
         rows += _sized_rows("none", size, base) + _sized_rows("conv", size, base + gain + rng.normal(0, 0.001, 8))
     compare.label_rows(rows)
-    contrasts = [(f"conv-train_size{s}", f"none-train_size{s}") for s in gains]
-    tested = compare.contrast_table(rows, compare.planned_pairs(rows, contrasts), report.DEFAULT_MARGINS)
+    planned = [(f"conv-train_size{s}", f"none-train_size{s}") for s in gains]
+    tested = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, planned), report.DEFAULT_MARGINS)
     table = compare.summarise(rows)
     assert [e["variant"] for e in table][:3] == ["m/conv-train_size250", "m/conv-train_size1000",
                                                  "m/conv-train_size4000"]  # sizes as numbers
@@ -232,7 +233,7 @@ def test_a_planned_contrast_across_datasets_is_refused_in_one_line():
     contrast = [("none-datasetfashion_mnist", "after_activation-datasetmnist")]
     with pytest.raises(ConfigError, match=r"^contrast none-datasetfashion_mnist:after_activation-datasetmnist "
                                           r"pairs runs trained or tested on different data \(fashion_mnist vs d\)"):
-        compare.planned_pairs(rows + other, contrast)
+        contrasts.planned_pairs(rows + other, contrast)
 
 
 def test_one_run_found_twice_is_refused_naming_both_directories():
@@ -311,7 +312,7 @@ def test_contrasts_csv_says_each_metrics_unit(tmp_path):
     rows = _rows("after_activation", [0.95, 0.96, 0.97], [0.1, 0.11, 0.12])
     rows += _rows("none", [0.94, 0.96, 0.96], [0.12, 0.11, 0.13])
     compare.label_rows(rows)
-    table = compare.contrast_table(rows, compare.planned_pairs(rows, [("none", "after_activation")]),
+    table = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("none", "after_activation")]),
                                    report.DEFAULT_MARGINS)
     path = str(tmp_path / "contrasts.csv")
     report.write_contrasts_csv(path, table)
@@ -341,19 +342,19 @@ def test_one_difference_at_every_seed_claims_no_certainty():
     # with a zero-width interval and an MDE of 0, from two seeds.
     rows = _rows("a", [0.9601, 0.9551], [0.1, 0.2]) + _rows("b", [0.9600, 0.9550], [0.11, 0.25])
     compare.label_rows(rows)
-    [entry] = compare.contrast_table(rows, compare.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
+    [entry] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
     flat = entry["test_accuracy"]
     assert flat["no_spread"] and flat["p"] == 0.5 and flat["p_tost"] == 0.25
     assert flat["verdict"] == [stats.INCONCLUSIVE]
     assert math.isnan(flat["ci_low"]) and math.isnan(flat["mde"])
     assert "| m/a - m/b | 2 | +0.01 | no spread |  | inconclusive |" in "\n".join(report.contrasts_markdown([entry]))
-    [note] = compare.contrast_notes([entry])
+    [note] = contrasts.contrast_notes([entry])
     assert note.startswith("m/a - m/b: the 2 seeds' differences in accuracy are all +0.01 points, so there is no "
-                           "t interval; its tests are the exact sign-flip tests")
+                           "t interval; its tests are exact sign-flip tests")
     # Six seeds of one difference: the sign-flip test reaches 2/64 < 0.05.
     rows = _rows("a", [0.9601] * 6, [0.1] * 6) + _rows("b", [0.96] * 6, [0.11] * 6)
     compare.label_rows(rows)
-    [entry] = compare.contrast_table(rows, compare.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
+    [entry] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
     assert entry["test_accuracy"]["p"] == 2 / 64 and entry["test_accuracy"]["verdict"] == [stats.DIFFERS,
                                                                                             stats.EQUIVALENT]
 
@@ -368,11 +369,11 @@ def test_seeds_without_a_partner_or_a_finite_score_are_named():
     rows += [r for r in _rows("b", base, np.where(np.arange(8) == 2, np.nan, losses)) if r["seed"] < 6]
     rows += _rows("c", base + rng.normal(0, 0.002, 8), losses + rng.normal(0.01, 0.005, 8))
     compare.label_rows(rows)
-    pairs = compare.planned_pairs(rows, [("a", "b"), ("c", "a")])
-    table = compare.contrast_table(rows, pairs, report.DEFAULT_MARGINS)
+    pairs = contrasts.planned_pairs(rows, [("a", "b"), ("c", "a")])
+    table = contrasts.contrast_table(rows, pairs, report.DEFAULT_MARGINS)
     assert table[0]["test_accuracy"]["n"] == 6 and table[0]["test_loss"]["n"] == 5
     assert np.isfinite(table[0]["test_loss"]["difference"])
-    assert compare.contrast_notes(table) == [
+    assert contrasts.contrast_notes(table) == [
         "m/a - m/b is paired over the seeds both variants have a finite score for; left out: seeds 6–7 of m/a "
         "(no run of the other variant); seed 2 of m/b (test_loss nan)"]
     # One Holm family, one m: the MDE's alpha / m counts the contrasts Holm counts.
@@ -387,19 +388,23 @@ def test_seeds_without_a_partner_or_a_finite_score_are_named():
     ({"test_accuracy": 0.5}, "margins: the test_accuracy margin is a fraction (0.005 is half a point) below 0.1, "
                              "got 0.5 (50 points)"),
     ({"test_acc": 0.005}, "margins: unknown metric 'test_acc'; the contrasted metrics are test_accuracy, test_loss"),
-    ({"test_loss": 0}, "margins: the test_loss margin must be positive, got 0"),
+    ({"test_loss": 0}, "margins: the test_loss margin must be a positive number, got 0"),
+    ({"test_loss": float("inf")}, "margins: the test_loss margin must be a positive number, got inf"),
+    ({"test_accuracy": 0.00005}, "margins: the test_accuracy margin is a fraction (0.005 is half a point) of at "
+                                 "least 0.0001 (one image in 10,000), got 5e-05"),
 ])
 def test_margins_in_the_wrong_units_are_refused(margins, message):
     with pytest.raises(ConfigError) as info:
-        compare.check_margins(margins)
+        contrasts.check_margins(margins)
     assert str(info.value) == message
 
 
-def test_eval_refuses_a_margin_of_ten_points_or_more(tmp_path, eval_main, capsys):
-    assert eval_main(f"--runs_dir={tmp_path}", "--margin=50") == 2
+@pytest.mark.parametrize("margin", ["50", "0.005"])
+def test_eval_refuses_a_margin_in_the_wrong_units(tmp_path, eval_main, capsys, margin):
+    assert eval_main(f"--runs_dir={tmp_path}", f"--margin={margin}") == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: --margin is in accuracy points and must be below 10, got 50: a difference that large is not "
-        "'no difference' (e.g. --margin=0.5)")
+        f"error: --margin is in accuracy points, from 0.01 (one image in 10,000) to below 10, got {margin}: e.g. "
+        "--margin=0.5 for half a point")
 
 
 def test_a_control_near_the_overfit_threshold_is_called_borderline():
@@ -418,3 +423,17 @@ def test_a_control_near_the_overfit_threshold_is_called_borderline():
         r["validation_rise"] = 1.0 + r["seed"] * 0.001
     assert not regime.regime(rows)["none_overfit_borderline"]
     assert "overfit: **no** (dropout had little to do)" in "\n".join(report.regime_lines(regime.regime(rows)))
+
+
+def test_no_spread_reaches_the_size_curves_and_non_finite_scores_are_named():
+    rows = _sized_rows("none", 250, [0.90, 0.91, 0.92]) + _sized_rows("conv", 250, [0.91, 0.92, 0.93])
+    rows += _sized_rows("none", 1000, [0.95, 0.96, 0.94]) + _sized_rows("conv", 1000, [0.951, 0.962, 0.95])
+    compare.label_rows(rows)
+    tested = contrasts.contrast_table(rows, contrasts.planned_pairs(
+        rows, [(f"conv-train_size{s}", f"none-train_size{s}") for s in (250, 1000)]), report.DEFAULT_MARGINS)
+    curve = sizes_report.curve(rows, compare.summarise(rows), tested)
+    text = sizes_report.markdown(curve, report.COLUMNS[0], report.CONTRASTS, report.cell, report.verdict_text)
+    assert "+1.00 (no spread)" in text and "nan" not in text
+    rows[0]["test_loss"] = float("nan")
+    assert compare.non_finite_notes(rows) == [
+        "seed 0 of m/none-train_size250 scores test_loss nan: left out of the variant's mean and of its contrasts"]

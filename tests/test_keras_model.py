@@ -566,7 +566,7 @@ def test_a_damaged_file_is_named_as_damaged(tmp_path):
 def test_a_kind_that_would_refuse_canonical_is_refused_before_anything_trains(tmp_path):
     # --kind=classic on a model with its own (inverted) dropout: canonical failed after the others had been
     # grouped with it as identical, and those were lost with it.
-    path = str(tmp_path / "seq.keras")
+    path = str(tmp_path / "own_inverted.keras")
     user_sequential().save(path)
     with pytest.raises(config_lib.ConfigError, match=r"is of kind inverted, so its canonical placement drawn as "
                                                      r"classic would not be the model's own"):
@@ -574,3 +574,54 @@ def test_a_kind_that_would_refuse_canonical_is_refused_before_anything_trains(tm
             config_lib.validate(config)
     with pytest.raises(config_lib.ConfigError, match=r"the name 'keras_mnist_cnn' is a zoo network's"):
         train_plan(f"--keras_model={path}", "--model=keras_mnist_cnn")
+
+
+def test_noise_shapes_are_read_against_the_input_shape():
+    def canonical(shape):
+        return models.describe_model(_sequential(
+            keras.layers.Conv2D(4, 3, activation="relu", name="c"), keras.layers.Dropout(0.3, noise_shape=shape),
+            keras.layers.Flatten(name="f"), keras.layers.Dense(10, name="o"))).canonical
+
+    # None is the input's own size: these are element-wise dropout, as Keras draws them.
+    assert canonical((None, None, None, 4)) == canonical((None, 26, 26, 4)) == "c.post:0.3"
+    assert canonical((None, 1, 1, None)) == canonical((None, 1, 1, 4)) == "c.post:0.3:spatial"
+    with pytest.raises(ValueError, match=r"has noise_shape \(1, 1, 1, 4\)"):  # one mask for the whole batch
+        canonical((1, 1, 1, 4))
+
+
+def test_the_activation_check_walks_through_reshaping_and_stops_at_any_pooling():
+    reshaped = _sequential(keras.layers.Flatten(name="f"), keras.layers.Dense(16, name="d"),
+                           keras.layers.Reshape((16,), name="rs"), keras.layers.ReLU(name="r"),
+                           keras.layers.Dense(10, name="o"))
+    with pytest.raises(ValueError, match=r"layer 'rs' \(Reshape\) sits between 'd' and its activation 'r'"):
+        models.describe_model(reshaped)
+    pooled = _sequential(keras.layers.Conv2D(4, 3, name="c"), keras.layers.BatchNormalization(name="bn"),
+                         keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.ReLU(name="r"),
+                         keras.layers.Dense(10, name="o"))
+    assert "gap.post" in models.describe_model(pooled).sites()
+
+
+def test_a_folded_rescaling_lets_later_preprocessing_be_and_an_unfoldable_one_says_why():
+    # Rescaling(1/255) first, then Rescaling(2, offset=-1): the second sees what it saw in the source.
+    twice = _sequential(keras.layers.Rescaling(1 / 255, name="r1"), keras.layers.Rescaling(2.0, offset=-1.0, name="r2"),
+                        keras.layers.Conv2D(4, 3, name="c"), keras.layers.Flatten(name="f"),
+                        keras.layers.Dense(10, name="o"))
+    variant = models.place_dropout(twice, "none")
+    np.testing.assert_allclose(variant(RAW / 255.0).numpy(), twice(RAW).numpy(), rtol=1e-4, atol=1e-5)
+    image = keras.Input((28, 28, 1))
+    scaled = keras.layers.Rescaling(1 / 255, name="r")(image)
+    merged = keras.layers.Concatenate(name="cat")([keras.layers.Flatten(name="f1")(scaled),
+                                                   keras.layers.Flatten(name="f2")(image)])
+    shared_input = keras.Model(image, keras.layers.Dense(10, name="o")(merged))
+    with pytest.raises(ValueError, match=r"rescales its input in its first layer 'r', but other layers read the "
+                                         r"input too"):
+        models.describe_model(shared_input)
+
+
+def test_input_dropout_after_preprocessing_is_not_the_conv_stack_rate():
+    got = _placements(_sequential(
+        keras.layers.RandomFlip(name="fl"), keras.layers.Dropout(0.2),
+        keras.layers.Conv2D(4, 3, activation="relu", name="c"), keras.layers.MaxPooling2D(name="p"),
+        keras.layers.Flatten(name="f"), keras.layers.Dense(16, activation="relu", name="d"),
+        keras.layers.Dropout(0.5), keras.layers.Dense(10, name="o")))
+    assert got["conv"] == "p.post:0.1,d.post:0.5"  # was p.post:0.2, the input dropout's rate

@@ -15,6 +15,7 @@ from scipy import stats as scipy_stats
 import models
 from dropzoo import compare
 from dropzoo import config as config_lib
+from dropzoo import contrasts
 from dropzoo import flags as flags_lib
 from dropzoo import rates_report
 from dropzoo import records
@@ -339,7 +340,7 @@ def test_each_placements_rate_is_chosen_on_validation_loss_never_on_test():
     assert [e["variant"] for e in table] == ["m/canonical-rate0.1", "m/none-rate0.5"]
     assert table[0]["test_accuracy"]["mean"] == pytest.approx(0.95)
     # The baseline is found at its own chosen rate, and paired by seed.
-    [contrast] = compare.contrast_table(chosen_rows, compare.baseline_pairs(chosen_rows), report.DEFAULT_MARGINS)
+    [contrast] = contrasts.contrast_table(chosen_rows, compare.baseline_pairs(chosen_rows), report.DEFAULT_MARGINS)
     assert contrast["a"] == "m/none-rate0.5" and contrast["b"] == "m/canonical-rate0.1"
     assert contrast["test_accuracy"]["difference"] == pytest.approx(-0.14833, abs=1e-5)
     assert contrast["test_accuracy"]["verdict"] == [stats.DIFFERS]

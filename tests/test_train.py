@@ -159,11 +159,12 @@ def test_every_config_parses_to_a_valid_run(cfg):
 @pytest.mark.parametrize("cfg", EVAL_CONFIGS)
 def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     from dropzoo import compare
+    from dropzoo import contrasts
 
     fv = flags.FlagValues()
     flags_lib.define_eval_flags(fv)
     fv(["eval.py", f"--flagfile={cfg}"])
-    assert fv.runs_dir and compare.parse_contrasts(fv.contrasts)
+    assert fv.runs_dir and contrasts.parse_contrasts(fv.contrasts)
     with open(cfg) as f:
         assert "Published result" in f.read()
     study = cfg.replace("_eval.cfg", ".cfg")
@@ -193,8 +194,8 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
         plans.setdefault(fv_train.workdir, []).extend(flags_lib.train_plan(fv_train))
     if all(d in plans for d in compared):
         rows = [{"config": c.to_dict(), "seed": c.seed, "run": w} for d in compared for c, w in plans[d]]
-        pairs = compare.planned_pairs(compare.label_rows(rows), compare.parse_contrasts(fv.contrasts))
-        assert len(pairs) == len(compare.parse_contrasts(fv.contrasts)) and all(a != b for a, b in pairs)
+        pairs = contrasts.planned_pairs(compare.label_rows(rows), contrasts.parse_contrasts(fv.contrasts))
+        assert len(pairs) == len(contrasts.parse_contrasts(fv.contrasts)) and all(a != b for a, b in pairs)
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,0 +1,185 @@
+"""Planned contrasts of a comparison: which variants pair, their paired statistics, and notes on them.
+
+`contrast_table(rows, pairs, margins)` pairs two variants' runs by seed and,
+per metric, gives the mean difference with its 95% CI, the paired t-test,
+the equivalence test within a margin, the minimum detectable effect at
+alpha / m and a verdict, each metric one Holm family (dropzoo/stats.py has
+the statistics). `planned_pairs` finds a study's planned contrasts among
+the variants; `contrast_notes` names seeds left out of a pairing and
+differences without spread.
+"""
+import numpy as np
+
+from dropzoo import records
+from dropzoo import report
+from dropzoo import stats
+from dropzoo.errors import ConfigError
+
+# Family-wise error rate of each Holm family (one per contrasted metric).
+ALPHA = 0.05
+# Equivalence within 10 points or more says nothing; a margin that large is a margin in points given as a fraction.
+MAX_ACCURACY_MARGIN = 0.1
+# Below one image in 10,000 a margin says nothing either: it is a fraction given as points (0.005 for 0.5).
+MIN_ACCURACY_MARGIN = 1e-4
+
+
+def planned_pairs(rows, contrasts):
+    """[(key A, key B)] for the planned contrasts [(A, B)], each side a variant's name or label.
+
+    A side matches the variant labelled `<model>/<side>` or `<side>`, or, where
+    each placement kept one rate, the label without its `-rate<r>`. ConfigError
+    (one line) for a side that matches no variant or several.
+    """
+    groups = records.group(rows)
+    labels = {key: runs[0]["variant"] for key, runs in groups.items()}
+
+    def find(side):
+        names = {key: {label, label.split("/", 1)[-1]} for key, label in labels.items()}
+        for key, label in labels.items():
+            base = label.split(" [")[0]
+            if "-rate" in base:
+                names[key] |= {base.rsplit("-rate", 1)[0], base.rsplit("-rate", 1)[0].split("/", 1)[-1]}
+        found = [key for key, options in names.items() if side in options]
+        if len(found) != 1:
+            what = "no variant" if not found else f"{len(found)} variants ({', '.join(labels[k] for k in found)})"
+            raise ConfigError(f"contrast side {side!r} matches {what}; the variants are: "
+                              f"{', '.join(sorted(labels.values(), key=records.natural_key))}")
+        return found[0]
+
+    pairs = [(find(a), find(b)) for a, b in contrasts]
+    for (a, b), (side_a, side_b) in zip(pairs, contrasts):
+        if records.data_of(groups[a]) != records.data_of(groups[b]):
+            raise ConfigError(f"contrast {side_a}:{side_b} pairs runs trained or tested on different data "
+                              f"({records.data_label(groups[a])} vs {records.data_label(groups[b])}); a contrast "
+                              "pairs seeds of two variants on the same data: contrast variants of one dataset")
+    return pairs
+
+
+def parse_contrasts(text):
+    """[(A, B)] from 'A:B,C:D' (A is compared with B: A - B); ConfigError if malformed."""
+    pairs = []
+    for item in (part.strip() for part in (text or "").split(",")):
+        if not item:
+            continue
+        sides = [side.strip() for side in item.split(":")]
+        if len(sides) != 2 or not all(sides) or sides[0] == sides[1]:
+            raise ConfigError(f"malformed contrast {item!r}; write A:B (variant A minus variant B), e.g. "
+                              "--contrasts=before_dense:after_activation,none:after_activation")
+        pairs.append(tuple(sides))
+    return pairs
+
+
+def contrast_table(rows, pairs, margins):
+    """One entry per contrast (A, B): for each metric in `margins`, its paired statistics and verdict.
+
+    `margins` maps report.CONTRASTS' metrics to their equivalence margins
+    (in the metric's own units: accuracy as a fraction). Each metric is one
+    Holm family over the contrasts: `p_holm` (difference) and `p_tost_holm`
+    (equivalence) are adjusted within it, and the minimum detectable effect
+    is computed at ALPHA / m, m the contrasts tested (2 or more pairs).
+    A seed is paired where both variants have a finite value; an entry's
+    `left_out` names the seeds that were not ([] if none).
+    """
+    groups = records.group(rows)
+    entries = []
+    for a, b in pairs:
+        runs_a, runs_b = groups[a], groups[b]
+        entry = {"a": runs_a[0]["variant"], "b": runs_b[0]["variant"], "contrast": f"{runs_a[0]['variant']} - "
+                 f"{runs_b[0]['variant']}", "identical": _same(runs_a, runs_b), "left_out": []}
+        for metric in margins:
+            seeds, left_out = _paired_seeds(runs_a, runs_b, metric)
+            entry[metric] = None if entry["identical"] else (seeds, *_values_at(runs_a, runs_b, metric, seeds))
+            entry["left_out"] += [item for item in left_out if item not in entry["left_out"]]
+        entries.append(entry)
+    for metric, margin in margins.items():
+        m = max(1, sum(1 for e in entries if e[metric] is not None and len(e[metric][0]) >= 2))
+        for e in entries:
+            if e[metric] is not None:
+                _, mine, theirs = e[metric]
+                e[metric] = stats.paired_contrast(mine, theirs, margin, ALPHA / m)
+        tested = [e[metric] for e in entries if e[metric] is not None]
+        for field in ("p", "p_tost"):
+            for result, adjusted in zip(tested, stats.holm([t[field] for t in tested])):
+                result[f"{field}_holm"] = adjusted
+        for result in tested:
+            result["margin"] = margin
+            result["verdict"] = stats.verdict(result["p_holm"], result["p_tost_holm"], ALPHA)
+    return entries
+
+
+def check_margins(margins):
+    """`margins` as a dict, or ConfigError naming an unknown metric or a margin out of range."""
+    margins = dict(margins)
+    for metric, margin in margins.items():
+        if metric not in report.DEFAULT_MARGINS:
+            raise ConfigError(f"margins: unknown metric {metric!r}; the contrasted metrics are "
+                              f"{', '.join(report.DEFAULT_MARGINS)}")
+        if not 0 < margin < float("inf"):
+            raise ConfigError(f"margins: the {metric} margin must be a positive number, got {margin}")
+    if margins.get("test_accuracy", MIN_ACCURACY_MARGIN) < MIN_ACCURACY_MARGIN:
+        raise ConfigError(f"margins: the test_accuracy margin is a fraction (0.005 is half a point) of at least "
+                          f"{MIN_ACCURACY_MARGIN:g} (one image in 10,000), got {margins['test_accuracy']:g}")
+    if margins.get("test_accuracy", 0) >= MAX_ACCURACY_MARGIN:
+        raise ConfigError(f"margins: the test_accuracy margin is a fraction (0.005 is half a point) below "
+                          f"{MAX_ACCURACY_MARGIN:g}, got {margins['test_accuracy']:g} "
+                          f"({100 * margins['test_accuracy']:g} points)")
+    return margins
+
+
+def _paired_seeds(runs_a, runs_b, metric):
+    """(seeds both sides have a finite `metric` for, [(variant, why, seed)] for the seeds left out)."""
+    values = [{r["seed"]: r.get(metric) for r in runs} for runs in (runs_a, runs_b)]
+    finite = [{seed for seed, v in side.items() if v is not None and np.isfinite(v)} for side in values]
+    paired = sorted(finite[0] & finite[1])
+    left_out = []
+    for side, other, runs in ((0, 1, runs_a), (1, 0, runs_b)):
+        for seed in sorted(set(values[side]) - set(paired)):
+            value = values[side][seed]
+            why = (f"no {metric}" if value is None else f"{metric} {value}" if seed not in finite[side]
+                   else "no run of the other variant" if seed not in values[other] else None)
+            if why:
+                left_out.append((runs[0]["variant"], why, seed))
+    return paired, left_out
+
+
+def _values_at(runs_a, runs_b, metric, seeds):
+    return [[next(r[metric] for r in runs if r["seed"] == seed) for seed in seeds] for runs in (runs_a, runs_b)]
+
+
+def _left_out_text(left_out):
+    """'seeds 3, 4 of m/x (no run of the other variant); seed 1 of m/y (test_loss nan)'."""
+    by_reason = {}
+    for variant, why, seed in left_out:
+        by_reason.setdefault((variant, why), []).append(seed)
+    return "; ".join(f"seed{'s' * (len(seeds) > 1)} {_ranges(seeds)} of {variant} ({why})"
+                     for (variant, why), seeds in by_reason.items())
+
+
+def _ranges(numbers):
+    """'0, 3-5, 9' for [0, 3, 4, 5, 9]."""
+    spans = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in spans)
+
+
+def contrast_notes(contrasts):
+    """Notes on contrasts whose pairing left seeds out, or whose differences have no spread."""
+    notes = [f"{e['contrast']} is paired over the seeds both variants have a finite score for; left out: "
+             f"{_left_out_text(e['left_out'])}" for e in contrasts if e["left_out"] and not e["identical"]]
+    for e in contrasts:
+        for c in report.CONTRASTS:
+            r = e.get(c.metric)
+            if r and r.get("no_spread"):
+                notes.append(f"{e['contrast']}: the {r['n']} seeds' differences in {c.name} are all "
+                             f"{r['difference'] * c.scale:+.{c.digits}f} {c.unit}, so there is no t interval; its "
+                             f"tests are exact sign-flip tests (difference p at least 2/2^{r['n']}, equivalence "
+                             f"1/2^{r['n']}: 'differs' needs 6 seeds, 'equivalent' 5)")
+    return notes
+
+
+def _same(runs_a, runs_b):
+    return {r.get("identical_to") or r["run"] for r in runs_a} == {r.get("identical_to") or r["run"] for r in runs_b}

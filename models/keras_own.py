@@ -1,0 +1,102 @@
+"""A user's Keras model's own dropout: where its dropout layers are, as sites, and of which kind.
+
+`own_dropout` reads the model's dropout layers as the sites of its
+`canonical` placement (models/keras_model.py describes the rest of the
+model); `own_kinds` says which kinds they are, and `check_canonical_kind`
+refuses a canonical drawn as another kind than the model's own.
+"""
+from models import keras_graph as graph
+from models import layers as dropout_lib
+from models import sites as sites_lib
+
+
+def own_kinds(name, calls):
+    """The kinds of the model's own dropout layers; ValueError for one no kind has (AlphaDropout)."""
+    kinds = set()
+    for c in calls:
+        if not graph.is_dropout(c.layer):
+            continue
+        kind = next((name for name, k in dropout_lib.KINDS.items() if isinstance(c.layer, k.types)),
+                    "inverted" if isinstance(c.layer, graph.OTHER_SPATIAL_TYPES) else None)
+        if kind is None:
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {name!r} is {type(c.layer).__name__}, "
+                             f"which no dropout kind here draws ({', '.join(dropout_lib.KINDS)}); replace it with "
+                             "Dropout or GaussianDropout")
+        kinds.add(kind)
+    return tuple(sorted(kinds))
+
+
+def check_canonical_kind(spec, placement, kind):
+    """ValueError where `canonical` (the model's own dropout) would be drawn as another kind than its own."""
+    if placement != "canonical" or not spec.own_kinds or spec.own_kinds == (kind,):
+        return
+    own = " and ".join(spec.own_kinds)
+    fix = f"pass --kind={spec.own_kinds[0]} (kind={spec.own_kinds[0]!r})" if len(spec.own_kinds) == 1 else \
+        "give its sites with --sites and one --kind"
+    raise ValueError(f"the own dropout of model {spec.name!r} is of kind {own}, so its canonical placement drawn "
+                     f"as {kind} would not be the model's own: {fix}, or choose other placements (--placement=all "
+                     "holds canonical: list the others)")
+
+
+def _site_after(spec, index):
+    """The site on the output of call `index`, or None where no site is (inside a block)."""
+    info = next((layer for layer in spec.layers if layer.index == index), None)
+    if info is None:
+        return None
+    if info.role == "block":
+        owner = next(layer for layer in spec.layers if layer.name == info.owner)
+        if info.block_end:
+            return f"{owner.name}.post"
+        reader = next((layer for layer in spec.layers if layer.owner == owner.name and layer.index > index), None)
+        return f"{owner.name}.mid" if reader is not None and reader.mid_before else None
+    if any(layer.owner == info.name for layer in spec.layers):  # a block's first layer reads it
+        first = next(layer for layer in spec.layers if layer.owner == info.name)
+        return f"{info.name}.mid" if first.mid_before else None
+    return f"{info.name}.post" if "post" in info.slots else None
+
+
+def own_dropout(model, calls, spec):
+    """{site: Site}: where the model's own dropout layers are, as sites."""
+    producer = {c.output: c for c in calls}
+    consumers = {}
+    for c in calls:
+        for tensor in c.inputs:
+            consumers.setdefault(tensor, []).append(c)
+    valid, spatial = spec.sites(), spec.spatial_sites()
+    own = {}
+    for c in calls:
+        if not graph.is_dropout(c.layer):
+            continue
+        source = producer.get(c.inputs[0])
+        if source is not None and not graph.is_dropout(source.layer):
+            site, shares = _site_after(spec, calls.index(source)), consumers[c.inputs[0]]
+            if site is None:
+                owner = next(layer.owner or layer.name for layer in spec.layers if layer.name == source.layer.name)
+                block = " -> ".join([owner] + [layer.name for layer in spec.layers if layer.owner == owner])
+                raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} is inside the block "
+                                 f"{block}, after {source.layer.name!r}, where no site is: place_dropout names "
+                                 f"{owner}.pre, {owner}.mid (before its activation) and {owner}.post (after the "
+                                 "block); move the dropout to one of those")
+        else:  # on the model's input (or on another dropout's output): the next layer's input
+            after = consumers.get(c.output, [])
+            site, shares = (f"{after[0].layer.name}.pre" if len(after) == 1 else ""), after
+        if site in valid and len(shares) > 1:
+            others = [o.layer.name for o in shares if o is not c]
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} drops units of a tensor that "
+                             f"{', '.join(repr(o) for o in others)} also read(s) without it; a site drops a tensor "
+                             f"for all its readers: put the dropout after the branch point's readers, or at "
+                             f"{site} for all of them")
+        if site not in valid or len(shares) != 1:
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} is not at a site "
+                             f"place_dropout can name (it must be a layer's whole output, or a conv/dense "
+                             f"layer's input); valid sites: {', '.join(valid)}")
+        if graph.has_other_noise_shape(c.layer):
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} has noise_shape "
+                             f"{tuple(c.layer.noise_shape)}; the zoo drops units one by one or whole channels "
+                             "(noise_shape (None, 1, 1, C), or SpatialDropout2D): use one of those")
+        is_spatial = graph.is_spatial(c.layer)
+        if is_spatial and site not in spatial:
+            raise ValueError(f"spatial dropout layer {c.layer.name!r} of model {spec.name!r} is not on a "
+                             "4-D feature map; the zoo's spatial dropout drops channels of [batch, H, W, C]")
+        own[site] = sites_lib.Site(float(c.layer.rate), is_spatial)
+    return {site: own[site] for site in valid if site in own}
