@@ -72,6 +72,7 @@ def _main(argv):
     given = _given_data(f)
     with errors.one_line():
         own = _own_data(f.workdir, required=not given) if f.workdir else None
+        given = folders.with_run_image_options(given, own and own["trained_on"])
         data = _data_to_score(given, own)
         result = evaluate.evaluate_on_dataset(path_of(f), data=data,
                                               batch_size=f.batch_size,

@@ -74,3 +74,17 @@ def scores_training_images(origin, given):
     if not _same_path(trained, given.get("test_image_dir") or given.get("image_dir")):
         return False
     return bool(given.get("test_image_dir") or origin.get("test_image_dir"))
+
+
+def with_run_image_options(given, trained_on):
+    """`given` (load_source arguments), an image folder without color_mode/image_size taking the run's.
+
+    The run's model reads images of the size and channels it trained on: a
+    folder named without --color_mode or --image_size is read as the run's
+    were (grayscale at their own size would not fit an RGB model).
+    """
+    if not trained_on or "image_dir" not in given:
+        return given
+    options = {key: trained_on[key] for key in ("color_mode", "image_size")
+               if key not in given and trained_on.get(key) is not None}
+    return {**given, **options}

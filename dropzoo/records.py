@@ -202,7 +202,8 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         origin = metrics["data"]["origin"]
         # --image_dir naming the run's own --test_image_dir: its own test data (folders.py).
         given = source if source is not None else (
-            data_override if data_override and not folders.is_own_test_folder(origin, data_override) else None)
+            folders.with_run_image_options(data_override, origin)
+            if data_override and not folders.is_own_test_folder(origin, data_override) else None)
         run_test = data.identity(given) if given else data.own(metrics)
         if not given and notes is not None:
             _note_changed_files(metrics, data, notes)

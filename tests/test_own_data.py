@@ -17,6 +17,7 @@ from PIL import Image
 from dropzoo import client
 from dropzoo import compare
 from dropzoo import config as config_lib
+from dropzoo import folders
 from dropzoo import readers
 from dropzoo import sources
 from dropzoo import sweep
@@ -429,3 +430,14 @@ def test_what_an_image_folder_given_to_eval_means_against_a_run(tmp_path):
     assert folders.scores_training_images(tested_apart, {"image_dir": train})
     assert not folders.scores_training_images(split_run, {"image_dir": train})  # the split it held out
     assert not folders.scores_training_images(tested_apart, {"image_dir": other})
+
+
+def test_a_folder_given_to_eval_is_read_as_the_run_read_its_images():
+    # eval.py --workdir=RGB_RUN --image_dir=X read X as grayscale and refused it as the wrong shape.
+    trained_on = {"image_dir": "a", "test_image_dir": None, "color_mode": "rgb", "image_size": [32, 32]}
+    assert folders.with_run_image_options({"image_dir": "b"}, trained_on) == {
+        "image_dir": "b", "color_mode": "rgb", "image_size": [32, 32]}
+    given = {"image_dir": "b", "color_mode": "grayscale"}  # what is given stays given
+    assert folders.with_run_image_options(given, trained_on)["color_mode"] == "grayscale"
+    assert folders.with_run_image_options({"dataset": "mnist"}, trained_on) == {"dataset": "mnist"}
+    assert folders.with_run_image_options({"image_dir": "b"}, None) == {"image_dir": "b"}
