@@ -3,7 +3,8 @@
 `contrast_table(rows, pairs, margins)` pairs two variants' runs by seed and,
 per metric, gives the mean difference with its 95% CI, the paired t-test,
 the equivalence test within a margin, the minimum detectable effect at
-alpha / m and a verdict, each metric one Holm family (dropzoo/stats.py has
+alpha / m and a verdict; per metric, the difference tests and the
+equivalence tests are each one Holm family (dropzoo/stats.py has
 the statistics). `planned_pairs` finds a study's planned contrasts among
 the variants; `contrast_notes` names seeds left out of a pairing and
 differences without spread.
@@ -73,9 +74,9 @@ def contrast_table(rows, pairs, margins):
     """One entry per contrast (A, B): for each metric in `margins`, its paired statistics and verdict.
 
     `margins` maps report.CONTRASTS' metrics to their equivalence margins
-    (in the metric's own units: accuracy as a fraction). Each metric is one
-    Holm family over the contrasts: `p_holm` (difference) and `p_tost_holm`
-    (equivalence) are adjusted within it, and the minimum detectable effect
+    (in the metric's own units: accuracy as a fraction). Per metric, `p_holm`
+    (difference) and `p_tost_holm` (equivalence) are each adjusted over the
+    contrasts (Holm), and the minimum detectable effect
     is computed at ALPHA / m, m the contrasts tested (2 or more pairs).
     A seed is paired where both variants have a finite value; an entry's
     `left_out` names the seeds that were not ([] if none).

@@ -233,7 +233,8 @@ def markdown(comparison):
     if c["contrasts"]:
         margins = ", ".join(f"{x.name} ±{c['margins'][x.metric] * x.scale:g} {x.unit}" for x in CONTRASTS)
         lines += [f"**Contrasts** ({'planned' if c['planned'] else 'each variant against the baseline'}; "
-                  f"each metric one Holm family at α = {c['alpha']:g}; MDE: the smallest true difference "
+                  f"per metric, the difference tests and the equivalence tests each one Holm family at "
+                  f"α = {c['alpha']:g}; MDE: the smallest true difference "
                   f"these seeds find with 80% power at α/m; equivalence: two one-sided tests, margins {margins})",
                   ""] + contrasts_markdown(c["contrasts"]) + ["",
                   "contrasts.csv holds the same numbers in each metric's own unit: "
