@@ -122,6 +122,8 @@ def check_same(saved, config, resolved, workdir, resuming=False):
     `resuming` (a run with checkpoints and no metrics): how it runs must not
     change either (--strategy, --cpu_devices), or its later epochs would
     train otherwise than its earlier ones, and it would be recorded as one.
+    A finished run whose `auto` precision resolves otherwise here (another
+    CPU) is not refused: nothing trains, and its records name its precision.
     """
     before = saved.get(RESOLVED) or {}  # runs recorded before this check resolve as they do now
     changed = config_lib.differences(saved, config)
@@ -135,6 +137,8 @@ def check_same(saved, config, resolved, workdir, resuming=False):
         raise RunError(f"workdir {workdir!r} holds a run with other settings: {listed}; "
                        "use another --workdir, or --overwrite to replace that run")
     for name, value in resolved.items():
+        if name == "precision" and not resuming:  # finished: reported as trained (its records name its precision)
+            continue
         if before and name not in before and name == "mask_generator" and value is not None:
             before = {**before, name: LEGACY_GENERATOR}  # recorded before the generator was: Keras' own
         if name in before and before[name] != value:

@@ -201,6 +201,11 @@ def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp
     assert ("trained with the precision policy 'mixed_bfloat16', but this command resolves to 'float32'; "
             "pass --precision=mixed_bfloat16 to resume it here") in str(info.value)
     trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)
+    # Finished, it is reported as trained: nothing trains, and its records name its precision.
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+        json.dump({"test_accuracy": 0.5}, f)
+    assert trainer.prepare_workdir(tiny_config(epochs=1), workdir) == {"test_accuracy": 0.5}
+    os.remove(os.path.join(workdir, "metrics.json"))
     # Where a oneDNN cap makes auto pick float32, the pin would be refused too: the fix names the cap.
     monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
