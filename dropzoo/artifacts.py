@@ -107,4 +107,13 @@ def float32_copy(model):
 
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
     copy.set_weights(model.get_weights())
+    _finalize_states(copy)  # an adapted Normalization recomputes its mean and variance from the copied statistics
     return copy
+
+
+def _finalize_states(model):
+    for layer in model.layers:
+        if hasattr(layer, "finalize_state"):
+            layer.finalize_state()
+        if hasattr(layer, "layers"):
+            _finalize_states(layer)

@@ -17,6 +17,7 @@ import zipfile
 import zlib
 
 import numpy as np
+from absl import logging
 
 from dropzoo.errors import DataError
 
@@ -147,6 +148,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # decompression bomb: a few KB of PNG can decode to gigabytes). 6,000 x 5,500.
 MAX_IMAGE_PIXELS = 33_000_000
 COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
+# Pillow modes of more than 8 bits a channel.
+WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "16-bit", "I": "32-bit integer",
+              "F": "32-bit float"}
+# Image types Pillow may read but the folders here do not: said, not skipped in silence.
+OTHER_IMAGE_EXTENSIONS = (".webp", ".tif", ".tiff", ".heic", ".avif", ".jfif", ".ppm", ".pgm")
 
 
 def list_image_folder(directory, what="--image_dir"):
@@ -163,15 +169,24 @@ def list_image_folder(directory, what="--image_dir"):
     if len(classes) < 2:
         raise DataError(f"{what} {directory} has {len(classes)} class subfolder(s); a classifier needs at least 2, "
                         "one subfolder of images per class")
-    files = []
+    files, skipped = [], []
     for index, name in enumerate(classes):
         folder = os.path.join(directory, name)
-        images = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)
-                        and not f.startswith("."))
+        entries = [f for f in os.listdir(folder) if not f.startswith(".")]
+        images = sorted(f for f in entries if f.lower().endswith(IMAGE_EXTENSIONS))
+        nested = [f for f in entries if os.path.isdir(os.path.join(folder, f))]
+        other = [f for f in entries if f.lower().endswith(OTHER_IMAGE_EXTENSIONS)]
         if not images:
-            raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}); add its images "
-                            "or remove the folder")
+            inside = f"; its subfolders ({', '.join(sorted(nested))}) are not read" if nested else ""
+            raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}){inside}; "
+                            "add its images to it or remove the folder")
+        skipped += [os.path.join(name, f) + "/" for f in sorted(nested)]
+        skipped += [os.path.join(name, f) for f in sorted(other)]
         files += [(os.path.join(folder, f), index) for f in images]
+    if skipped:
+        logging.warning("%s %s: %d entr%s not read (subfolders, and image types other than %s): %s", what, directory,
+                        len(skipped), "y is" if len(skipped) == 1 else "ies are", ", ".join(IMAGE_EXTENSIONS),
+                        ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
     return classes, files
 
 
@@ -194,6 +209,9 @@ def read_images(paths, size=None, color_mode="grayscale"):
                 if width * height > MAX_IMAGE_PIXELS:
                     raise DataError(f"{path} is {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS:,} an "
                                     "image may have here (a decompression bomb?); shrink or remove it")
+                if image.mode in WIDE_MODES:  # Pillow's convert clips them to 255: nearly white images
+                    raise DataError(f"{path} has {image.mode} pixels ({WIDE_MODES[image.mode]}); images are read as "
+                                    "8-bit: save it as an 8-bit PNG (e.g. scaled by 255 / its maximum)")
                 pixels = image.convert(COLOR_MODES[color_mode])
                 if size is not None and (width, height) != (size[1], size[0]):
                     pixels = pixels.resize((size[1], size[0]), Image.BILINEAR)

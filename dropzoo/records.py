@@ -292,7 +292,7 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
     ood_source = ood_id[1] if ood_id else None
     try:
         sources.check_classes(test_source, metrics["data"].get("num_classes"),
-                              (metrics["data"].get("details") or {}).get("class_names"))
+                              (metrics["data"].get("details") or {}).get("class_names") or ())
     except DataError as e:
         raise DataError(f"run {run}: {e}") from None
     try:

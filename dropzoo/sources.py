@@ -255,9 +255,11 @@ def check_classes(source, model_classes, run_class_names=None):
 
     A folder's labels are its class subfolders in sorted order. They mean the
     model's classes only where the run was trained on folders of the same
-    names (`run_class_names`, recorded by image-folder runs), or, for a model
-    trained on other data, where there are as many folders as the model has
-    classes (folders 0-9 for a digit model).
+    names (`run_class_names`, recorded by image-folder runs), or, for a run
+    trained on data without class names (`run_class_names` empty: MNIST),
+    where the folders are its class numbers (0-9 for a digit model). For a
+    model of unknown origin (None), where there are as many folders as the
+    model has classes.
     """
     names = source.details.get("class_names")
     if not names:
@@ -270,6 +272,15 @@ def check_classes(source, model_classes, run_class_names=None):
         raise DataError(f"the test images have {len(names)} class folders ({', '.join(names)}) and the model "
                         f"answers {model_classes} classes: folder k (in sorted order) would be scored as the model's "
                         f"class k; evaluate on a folder with one subfolder per class of the model, in its order")
+    if run_class_names is not None and not run_class_names and not _numbered(names):  # zero, one: eight, five, ...
+        raise DataError(f"the model was trained on data without class names, so a folder's class subfolders are "
+                        f"its class numbers: name them 0 to {len(names) - 1} (zero-padded past 10 classes: 00, 01, "
+                        f"...), got {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}")
+
+
+def _numbered(names):
+    """True where the sorted folder names are the class numbers 0, 1, ... in order (so folder k is class k)."""
+    return all(name.isdigit() and int(name) == k for k, name in enumerate(names))
 
 
 def fingerprint(source):

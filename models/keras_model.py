@@ -118,6 +118,17 @@ class KerasModelSpec:
                    for layer in self.layers if layer.role == "block")
 
     @property
+    def norm_after_hidden(self):
+        """Whether a normalization layer comes after the last hidden layer's block (a BN after a residual Add).
+
+        There `bn_after_last` (dropout after the last hidden layer) would feed it.
+        """
+        last = next((layer for layer in self.layers if self.hidden and layer.name == self.hidden[-1]), None)
+        return last is not None and any(
+            layer.index > last.index and layer.owner != last.name
+            and isinstance(self.model.get_layer(layer.name), graph.NORM_TYPES) for layer in self.layers)
+
+    @property
     def conv_names(self):
         return tuple(layer.name for layer in self.layers if layer.role == "conv")
 

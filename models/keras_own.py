@@ -14,7 +14,7 @@ def own_kinds(name, calls):
     """The kinds of the model's own dropout layers; ValueError for one no kind has (AlphaDropout)."""
     kinds = set()
     for c in calls:
-        if not graph.is_dropout(c.layer):
+        if not graph.is_dropout(c.layer) or not c.layer.rate:  # Dropout(0.0) drops nothing: of no kind
             continue
         kind = next((name for name, k in dropout_lib.KINDS.items() if isinstance(c.layer, k.types)),
                     "inverted" if isinstance(c.layer, graph.OTHER_SPATIAL_TYPES) else None)
@@ -65,7 +65,7 @@ def own_dropout(model, calls, spec):
     valid, spatial = spec.sites(), spec.spatial_sites()
     own = {}
     for c in calls:
-        if not graph.is_dropout(c.layer):
+        if not graph.is_dropout(c.layer) or not c.layer.rate:  # Dropout(0.0), a placeholder: no dropout
             continue
         source = producer.get(c.inputs[0])
         if source is not None and not graph.is_dropout(source.layer):

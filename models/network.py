@@ -172,6 +172,11 @@ class NetworkSpec:
         return tuple(layer.name for layer in self.layers if isinstance(layer, (Conv, Dense)))
 
     @property
+    def norm_after_hidden(self):
+        """Whether a normalization comes after the last hidden layer's block: never in these networks."""
+        return False
+
+    @property
     def own_batch_norm(self):
         """Whether BN is part of the network itself (never here: the zoo adds it with norm='batch')."""
         return False

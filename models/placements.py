@@ -110,7 +110,7 @@ def named_placements(spec):
         placements["conv"] = {**{s: sites_lib.Site(stack_rate) for s in stack}, **after}
         placements["spatial"] = {**{s: sites_lib.Site(stack_rate, spatial=s in spec.spatial_sites())
                                     for s in stack}, **after}
-    if len(spec.hidden) > 1:  # at least one BN fed by dropout in bn_before
+    if len(spec.hidden) > 1 and not spec.norm_after_hidden:  # one BN fed by dropout in bn_before, none after
         *feeding_bn, last = spec.hidden
         last_site = {f"{last}.post": head}
         placements["bn_before"] = {**{f"{h}.post": sites_lib.Site(stack_rate) for h in feeding_bn}, **last_site}

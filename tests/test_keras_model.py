@@ -625,3 +625,35 @@ def test_input_dropout_after_preprocessing_is_not_the_conv_stack_rate():
         keras.layers.Flatten(name="f"), keras.layers.Dense(16, activation="relu", name="d"),
         keras.layers.Dropout(0.5), keras.layers.Dense(10, name="o")))
     assert got["conv"] == "p.post:0.1,d.post:0.5"  # was p.post:0.2, the input dropout's rate
+
+
+def test_a_rate_zero_dropout_is_no_dropout():
+    # Dropout(0.0) as a placeholder gave every head placement rate 0: four runs of `none`.
+    got = _placements(_head(keras.layers.Dense(16, activation="relu", name="fc"), keras.layers.Dropout(0.0)))
+    assert got["canonical"] == "" and got["after_activation"] == "fc.post:0.5"
+
+
+def test_the_float32_copy_for_tflite_keeps_adapted_statistics():
+    from dropzoo import artifacts
+
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(np.random.default_rng(0).random((16, 28, 28, 1)).astype("float32") + 0.5)
+    model = _sequential(norm, keras.layers.Flatten(name="f"), keras.layers.Dense(10, name="out"))
+    x = np.random.default_rng(1).random((4, 28, 28, 1)).astype("float32")
+    # The copy's mean was 0 and its variance 1: the TFLite export failed its check after training.
+    np.testing.assert_allclose(artifacts.float32_copy(model)(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_no_bn_placements_where_a_bn_follows_the_last_hidden_layer():
+    # A pre-activation residual block: conv_b -> Add -> BN. bn_after_last put dropout into that BN.
+    image = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(image)
+    y = keras.layers.ReLU(name="r_a")(keras.layers.BatchNormalization(name="bn_a")(x))
+    y = keras.layers.Conv2D(8, 3, padding="same", name="conv_a")(y)
+    y = keras.layers.ReLU(name="r_b")(keras.layers.BatchNormalization(name="bn_b")(y))
+    y = keras.layers.Conv2D(8, 3, padding="same", name="conv_b")(y)
+    z = keras.layers.BatchNormalization(name="bn_f")(keras.layers.Add(name="add")([x, y]))
+    z = keras.layers.GlobalAveragePooling2D(name="gap")(keras.layers.ReLU(name="r_f")(z))
+    spec = models.describe_model(keras.Model(image, keras.layers.Dense(10, activation="softmax", name="pred")(z)))
+    assert spec.norm_after_hidden
+    assert not set(placements_lib.BN_PLACEMENTS) & set(placements_lib.named_placements(spec))

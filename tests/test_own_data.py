@@ -441,3 +441,48 @@ def test_a_folder_given_to_eval_is_read_as_the_run_read_its_images():
     assert folders.with_run_image_options(given, trained_on)["color_mode"] == "grayscale"
     assert folders.with_run_image_options({"dataset": "mnist"}, trained_on) == {"dataset": "mnist"}
     assert folders.with_run_image_options({"image_dir": "b"}, None) == {"image_dir": "b"}
+
+
+def _named_folder(root, classes):
+    for k, name in enumerate(classes):
+        os.makedirs(os.path.join(root, name))
+        for i in range(2):
+            Image.fromarray(np.full((12, 12), 20 * k + i, np.uint8)).save(os.path.join(root, name, f"{i}.png"))
+    return root
+
+
+def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
+    # An MNIST run scored on folders zero..nine mapped them in sorted order (eight, five, four, ...): 8.5%.
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    named = sources.load_source(image_dir=_named_folder(str(tmp_path / "words"), words),
+                                test_image_dir=_named_folder(str(tmp_path / "words_test"), words), need_train=False)
+    with pytest.raises(DataError, match=r"trained on data without class names, so a folder's class subfolders are "
+                                        r"its class numbers: name them 0 to 9"):
+        sources.check_classes(named, 10, ())
+    sources.check_classes(named, 10, None)  # a SavedModel alone: where it came from is unknown
+    digits = [str(k) for k in range(10)]
+    numbered = sources.load_source(image_dir=_named_folder(str(tmp_path / "digits"), digits),
+                                   test_image_dir=_named_folder(str(tmp_path / "digits_test"), digits),
+                                   need_train=False)
+    sources.check_classes(numbered, 10, ())
+
+
+def test_wide_pixels_are_refused_and_skipped_entries_are_said(tmp_path, caplog):
+    root = write_folder(str(tmp_path / "f"), 8)
+    ramp = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 250)
+    wide = os.path.join(root, "left", "wide.png")
+    Image.fromarray(ramp).save(wide)  # 16-bit: Pillow's convert clipped it to nearly white
+    with pytest.raises(DataError, match=r"wide.png has I;16 pixels \(16-bit\); images are read as 8-bit"):
+        readers.read_images([wide])
+    os.remove(wide)
+    os.makedirs(os.path.join(root, "left", "more"))
+    open(os.path.join(root, "right", "photo.webp"), "wb").close()
+    with caplog.at_level("WARNING"):
+        _, files = readers.list_image_folder(root)
+    assert not any(path.endswith(".webp") for path, _ in files)
+    assert "2 entries are not read (subfolders, and image types other than" in caplog.text
+    assert "left/more/, right/photo.webp" in caplog.text
+    only_nested = os.path.join(root, "nested")
+    os.makedirs(os.path.join(only_nested, "inner"))
+    with pytest.raises(DataError, match=r"nested has no images .*; its subfolders \(inner\) are not read"):
+        readers.list_image_folder(root)
