@@ -201,7 +201,7 @@ def read_images(paths, size=None, color_mode="grayscale"):
 
     if color_mode not in COLOR_MODES:
         raise DataError(f"unknown color mode {color_mode!r}; valid: {', '.join(COLOR_MODES)}")
-    out, first = [], None
+    out, first, colour = [], None, None
     for path in paths:
         try:
             with Image.open(path) as image:
@@ -212,6 +212,9 @@ def read_images(paths, size=None, color_mode="grayscale"):
                 if image.mode in WIDE_MODES:  # Pillow's convert clips them to 255: nearly white images
                     raise DataError(f"{path} has {image.mode} pixels ({WIDE_MODES[image.mode]}); images are read as "
                                     "8-bit: save it as an 8-bit PNG (e.g. scaled by 255 / its maximum)")
+                if color_mode == "grayscale" and colour is None and image.mode in ("RGB", "RGBA"):
+                    rgb = np.asarray(image.convert("RGB"))
+                    colour = path if (rgb.max(axis=-1) != rgb.min(axis=-1)).any() else None
                 pixels = image.convert(COLOR_MODES[color_mode])
                 if size is not None and (width, height) != (size[1], size[0]):
                     pixels = pixels.resize((size[1], size[0]), Image.BILINEAR)
@@ -224,9 +227,13 @@ def read_images(paths, size=None, color_mode="grayscale"):
         if first is None:
             first = (path, array.shape)
         elif array.shape != first[1]:
-            raise DataError(f"images have different sizes: {first[0]} is {first[1][1]}x{first[1][0]}, {path} is "
-                            f"{array.shape[1]}x{array.shape[0]}; pass --image_size=H,W to resize them all")
+            raise DataError(f"images have different sizes: {first[0]} is {first[1][0]}x{first[1][1]}, {path} is "
+                            f"{array.shape[0]}x{array.shape[1]} (height x width); pass --image_size=H,W to resize "
+                            "them all")
         out.append(array)
+    if colour:
+        logging.warning("%s has colours, and images are read as grayscale (--color_mode=grayscale, the default); "
+                        "pass --color_mode=rgb to keep them", colour)
     images = np.stack(out)
     return images[..., np.newaxis] if images.ndim == 3 else images
 

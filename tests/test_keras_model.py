@@ -657,3 +657,11 @@ def test_no_bn_placements_where_a_bn_follows_the_last_hidden_layer():
     spec = models.describe_model(keras.Model(image, keras.layers.Dense(10, activation="softmax", name="pred")(z)))
     assert spec.norm_after_hidden
     assert not set(placements_lib.BN_PLACEMENTS) & set(placements_lib.named_placements(spec))
+
+
+def test_an_rgb_model_on_grayscale_images_names_the_colour_mode():
+    model = keras.Sequential([keras.Input((28, 28, 3)), keras.layers.Flatten(name="f"), keras.layers.Dense(10)],
+                             name="rgb")
+    with pytest.raises(ValueError, match=r"takes 28x28x3 images but the data has 28x28x1; give a model built for "
+                                         r"this dataset \(an image folder: --color_mode=rgb\)"):
+        models.keras_rewrite.build_placed(models.describe_model(model), {}, input_shape=(28, 28, 1))

@@ -87,7 +87,8 @@ def test_an_rgb_jpeg_folder_without_a_test_folder_gets_a_fixed_stratified_split(
 def test_image_size_resizes_and_mixed_sizes_without_it_are_one_line(tmp_path):
     root = write_folder(str(tmp_path / "mixed"), 8)
     Image.fromarray(np.zeros((20, 16), np.uint8)).save(os.path.join(root, "left", "big.png"))
-    with pytest.raises(DataError, match=r"images have different sizes: .* pass --image_size=H,W") as info:
+    with pytest.raises(DataError, match=r"images have different sizes: .* is 20x16 \(height x width\); pass "
+                                        r"--image_size=H,W") as info:
         sources.load_source(image_dir=root)
     assert "\n" not in str(info.value)
     source = sources.load_source(image_dir=root, image_size="16,16")
@@ -486,3 +487,16 @@ def test_wide_pixels_are_refused_and_skipped_entries_are_said(tmp_path, caplog):
     os.makedirs(os.path.join(only_nested, "inner"))
     with pytest.raises(DataError, match=r"nested has no images .*; its subfolders \(inner\) are not read"):
         readers.list_image_folder(root)
+
+
+def test_colour_images_read_as_grayscale_are_said_to_be(tmp_path, caplog):
+    gray = write_folder(str(tmp_path / "gray"), 6, rgb=True)  # RGB files of grey pixels: nothing lost
+    with caplog.at_level("WARNING"):
+        readers.read_images([os.path.join(gray, "left", f) for f in os.listdir(os.path.join(gray, "left"))])
+    assert "has colours" not in caplog.text
+    red = os.path.join(gray, "left", "red.png")
+    Image.fromarray(np.tile(np.array([200, 10, 10], np.uint8), (12, 12, 1))).save(red)
+    with caplog.at_level("WARNING"):
+        assert readers.read_images([red]).shape == (1, 12, 12, 1)
+    assert "red.png has colours, and images are read as grayscale" in caplog.text
+    assert readers.read_images([red], color_mode="rgb").shape == (1, 12, 12, 3)
