@@ -86,11 +86,11 @@ def parse(text, valid_sites, spatial_sites=(), tensor_of=None, allow_stacked=Fal
 
 
 class StackedSites(ValueError):
-    """Two sites on one tensor (nothing but Flatten between): `problem` says so, `str()` adds the site-string fix."""
+    """Two sites on one tensor (at most a Flatten between): `problem` says so, `str()` adds the site-string fix."""
 
     def __init__(self, first, second, rates):
         combined = 1 - (1 - rates[0]) * (1 - rates[1])
-        self.problem = (f"sites {first!r} and {second!r} are the same tensor (nothing but Flatten between), so they "
+        self.problem = (f"sites {first!r} and {second!r} are the same tensor (at most a Flatten between), so they "
                         f"put two masks on it: one dropout of rate {combined:.3g}, not two placements")
         super().__init__(f"{self.problem}; give one of them, or add :stack to ask for both "
                          f"('{second}:{rates[1]:g}:stack')")

@@ -196,7 +196,7 @@ VALID = "valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten
     ('["flatten", {"type": "lstm"}]', 'unknown layer {"type": "lstm"} at position 2; objects have a "type"'),
     ('{"layers": ["flatten"], "size": 3}', 'a JSON network spec object has a "layers" list'),
     ("conv8k3,pool2,dropout0.25,flatten,dropout0.5", "sites 'pool1.post' and 'logits.pre' are the same tensor "
-     "(nothing but Flatten between), so they put two masks on it: one dropout of rate 0.625, not two placements; "
+     "(at most a Flatten between), so they put two masks on it: one dropout of rate 0.625, not two placements; "
      "keep one of the two dropout tokens (before and after 'flatten')"),
     ('{"layers": "conv8k3,flatten"}', 'the JSON network spec\'s "layers" must be a list of layer tokens or objects, '
      'got "conv8k3,flatten"; e.g. "layers": ["conv32k3", "flatten"]'),
