@@ -79,6 +79,10 @@ def own_dropout(model, calls, spec):
                                  "block); move the dropout to one of those")
         else:  # on the model's input (or on another dropout's output): the next layer's input
             after = consumers.get(c.output, [])
+            if len(after) > 1 and source is None:  # one mask for several readers of the images: no site is that
+                raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} drops the model's input "
+                                 f"for {len(after)} layers ({', '.join(repr(o.layer.name) for o in after)}); a site "
+                                 "on the input is one layer's .pre: put the dropout before one layer, or remove it")
             site, shares = (f"{after[0].layer.name}.pre" if len(after) == 1 else ""), after
         if site in valid and len(shares) > 1:
             others = [o.layer.name for o in shares if o is not c]

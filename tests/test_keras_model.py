@@ -665,3 +665,14 @@ def test_an_rgb_model_on_grayscale_images_names_the_colour_mode():
     with pytest.raises(ValueError, match=r"takes 28x28x3 images but the data has 28x28x1; give a model built for "
                                          r"this dataset \(an image folder: --color_mode=rgb\)"):
         models.keras_rewrite.build_placed(models.describe_model(model), {}, input_shape=(28, 28, 1))
+
+
+def test_an_input_dropout_read_by_two_branches_says_so():
+    image = keras.Input((28, 28, 1))
+    dropped = keras.layers.Dropout(0.2, name="in_drop")(image)
+    merged = keras.layers.Concatenate(name="cat")([keras.layers.Flatten(name="f1")(dropped),
+                                                   keras.layers.Flatten(name="f2")(dropped)])
+    model = keras.Model(image, keras.layers.Dense(10, name="o")(merged))
+    with pytest.raises(ValueError, match=r"dropout layer 'in_drop' of model '.*' drops the model's input for 2 "
+                                         r"layers \('f1', 'f2'\); a site on the input is one layer's .pre"):
+        models.describe_model(model)
