@@ -13,6 +13,7 @@ import time
 import keras
 import numpy as np
 
+import models
 from dropzoo import evaluate
 from dropzoo import export
 from dropzoo import files
@@ -107,13 +108,4 @@ def float32_copy(model):
 
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
     copy.set_weights(model.get_weights())
-    _finalize_states(copy)  # an adapted Normalization recomputes its mean and variance from the copied statistics
-    return copy
-
-
-def _finalize_states(model):
-    for layer in model.layers:
-        if hasattr(layer, "finalize_state"):
-            layer.finalize_state()
-        if hasattr(layer, "layers"):
-            _finalize_states(layer)
+    return models.finalize_states(copy)  # an adapted Normalization's mean and variance, from the copied weights

@@ -91,9 +91,9 @@ def plot(path, sizes, accuracy, contrasts, title=""):
             if not results:
                 continue
             margin = results[0][1]["margin"] * c.scale
+            bars = [stats.error_bar(r) for _, r in results]
             ax.errorbar([size for size, _ in results], [r["difference"] * c.scale for _, r in results],
-                        yerr=[[stats.error_bar(r)[0] * c.scale for _, r in results],
-                              [stats.error_bar(r)[1] * c.scale for _, r in results]],
+                        yerr=[[below * c.scale for below, _ in bars], [above * c.scale for _, above in bars]],
                         marker="o", capsize=3, label=family)
         if margin is not None:
             ax.axhspan(-margin, margin, color="tab:green", alpha=0.12, label=f"±margin ({margin:g} {c.unit})")

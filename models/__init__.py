@@ -22,6 +22,7 @@ Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
 from models.keras_model import describe_model
 from models.keras_model import load_keras_model
+from models.keras_rewrite import finalize_states
 from models.keras_rewrite import place_dropout
 from models.layers import KINDS
 from models.layers import POLICIES
@@ -59,7 +60,8 @@ __all__ = [
     "ACTIVATIONS", "DEFAULT_BN_MOMENTUM", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "POLICIES", "ConstructionKey",
     "Site", "build",
     "build_from_spec", "check_activation", "check_bn_momentum", "check_kind", "check_norm", "check_rate",
-    "construction_key", "describe_model", "dropout_layers", "format_network", "format_placement", "get_spec",
+    "construction_key", "describe_model", "dropout_layers", "finalize_states", "format_network", "format_placement",
+    "get_spec",
     "list_models", "list_placements", "load_keras_model", "mc_dropout_model", "mc_dropout_split",
     "parse_network", "place_dropout", "register_keras_model", "register_spec", "request_seed",
     "resolve_placement", "zoo_name_of",

@@ -350,7 +350,7 @@ def _spec_of(model, calls, input_shape, name, source, digest):
     spec = KerasModelSpec(name=name, source=source, layers=tuple(layers), canonical="", outputs=outputs,
                           input_shape=input_shape, num_classes=num_classes, rescaling=rescaling,
                           digest=digest, model=model)
-    return dataclasses.replace(spec, canonical=sites_lib.format_placement(keras_own.own_dropout(model, calls, spec)),
+    return dataclasses.replace(spec, canonical=sites_lib.format_placement(keras_own.own_dropout(calls, spec)),
                                own_kinds=keras_own.own_kinds(name, calls))
 
 

@@ -10,12 +10,15 @@ from models import layers as dropout_lib
 from models import sites as sites_lib
 
 
+def _own(calls):
+    """The calls of the model's own dropout layers: a Dropout(0.0) (a placeholder) drops nothing and is none."""
+    return [c for c in calls if graph.is_dropout(c.layer) and c.layer.rate]
+
+
 def own_kinds(name, calls):
     """The kinds of the model's own dropout layers; ValueError for one no kind has (AlphaDropout)."""
     kinds = set()
-    for c in calls:
-        if not graph.is_dropout(c.layer) or not c.layer.rate:  # Dropout(0.0) drops nothing: of no kind
-            continue
+    for c in _own(calls):
         kind = next((name for name, k in dropout_lib.KINDS.items() if isinstance(c.layer, k.types)),
                     "inverted" if isinstance(c.layer, graph.OTHER_SPATIAL_TYPES) else None)
         if kind is None:
@@ -55,7 +58,7 @@ def _site_after(spec, index):
     return f"{info.name}.post" if "post" in info.slots else None
 
 
-def own_dropout(model, calls, spec):
+def own_dropout(calls, spec):
     """{site: Site}: where the model's own dropout layers are, as sites."""
     producer = {c.output: c for c in calls}
     consumers = {}
@@ -64,9 +67,7 @@ def own_dropout(model, calls, spec):
             consumers.setdefault(tensor, []).append(c)
     valid, spatial = spec.sites(), spec.spatial_sites()
     own = {}
-    for c in calls:
-        if not graph.is_dropout(c.layer) or not c.layer.rate:  # Dropout(0.0), a placeholder: no dropout
-            continue
+    for c in _own(calls):
         source = producer.get(c.inputs[0])
         if source is not None and not graph.is_dropout(source.layer):
             site, shares = _site_after(spec, calls.index(source)), consumers[c.inputs[0]]

@@ -144,8 +144,6 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
             pooling.fold_relu(relu, layer)
         x = layer(*args, **kwargs)
         layer.set_weights(originals[id(layer)].get_weights())
-        if hasattr(layer, "finalize_state"):  # an adapted Normalization computes from its copied statistics
-            layer.finalize_state()
         if isinstance(layer, activations.Activation) and layer.activation is keras.activations.relu:
             relus[tensor_key(info)] = (layer, x)
         if info.role in ("conv", "dense") and info.fused != "linear":
@@ -162,5 +160,16 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
         return dropout(x, info, "post")
 
     image = keras.Input(shape=spec.input_shape, name="image")
-    return keras.models.clone_model(functional(spec.model), input_tensors=image, clone_function=clone,
-                                    call_function=call)
+    return finalize_states(keras.models.clone_model(functional(spec.model), input_tensors=image,
+                                                    clone_function=clone, call_function=call))
+
+
+def finalize_states(model):
+    """`model`, its layers' state recomputed from weights copied into them (an adapted Normalization's
+    mean and variance), as Keras does when it loads them; nested models too."""
+    for layer in model.layers:
+        if hasattr(layer, "finalize_state"):
+            layer.finalize_state()
+        if hasattr(layer, "layers"):
+            finalize_states(layer)
+    return model

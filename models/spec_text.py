@@ -280,8 +280,8 @@ def _parse_tokens(items):
     canonical = (sites_lib.format_placement({s: sites_lib.Site(sites[s]) for s in spec.sites() if s in sites})
                  if sites else default_canonical(layers))
     spec = dataclasses.replace(spec, canonical=canonical)
-    own = placements.own_rates(dataclasses.replace(spec, conv_rate=None))[1]
-    if conv_rate is not None and own is not None and own != conv_rate:  # one would be dropped without a word
+    own = None if conv_rate is None else placements.own_rates(dataclasses.replace(spec, conv_rate=None))[1]
+    if own is not None and own != conv_rate:  # one would be dropped without a word
         raise ValueError(f"'convrate{conv_rate:g}' and the network's own conv-stack dropout ({own:g}) are two "
                          "conv-stack rates; keep one (the conv and spatial placements use it)")
     return spec

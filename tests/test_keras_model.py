@@ -483,16 +483,31 @@ def test_rms_and_unit_normalization_are_part_of_a_dense_layers_block():
         assert _feeds(variant)["fc.post"] == ("r", ["out"])
 
 
-def test_a_layer_between_a_dense_layer_and_its_activation_is_refused():
-    model = _head(keras.layers.Dense(16, name="fc"), keras.layers.GaussianNoise(0.1, name="gn"),
-                  keras.layers.ReLU(name="r"))
-    with pytest.raises(ValueError, match=r"^layer 'gn' \(GaussianNoise\) sits between 'fc' and its activation 'r'"):
-        models.describe_model(model)
+@pytest.mark.parametrize("layers,message", [
+    (lambda: [keras.layers.Conv2D(4, 3, activation="relu", name="c"), keras.layers.MaxPooling2D(name="p"),
+              keras.layers.Flatten(name="f"), keras.layers.Dense(16, name="fc"),
+              keras.layers.GaussianNoise(0.1, name="gn"), keras.layers.ReLU(name="r")],
+     r"^layer 'gn' \(GaussianNoise\) sits between 'fc' and its activation 'r'"),
+    # Walked through: a reshape is not the end of the block's way to its activation.
+    (lambda: [keras.layers.Flatten(name="f"), keras.layers.Dense(16, name="d"), keras.layers.Reshape((16,), name="rs"),
+              keras.layers.ReLU(name="r")],
+     r"layer 'rs' \(Reshape\) sits between 'd' and its activation 'r'"),
+])
+def test_a_layer_between_a_linear_layer_and_its_activation_is_refused(layers, message):
+    with pytest.raises(ValueError, match=message):
+        models.describe_model(_sequential(*layers(), keras.layers.Dense(10, name="out")))
+
+
+@pytest.mark.parametrize("layers,site", [
     # Max pooling before the ReLU starts the next part, as in the zoo's text networks: no refusal.
-    conv_pool_relu = _sequential(keras.layers.Conv2D(4, 3, name="c"), keras.layers.MaxPooling2D(name="p"),
-                                 keras.layers.ReLU(name="r"), keras.layers.Flatten(name="f"),
-                                 keras.layers.Dense(10, name="out"))
-    assert "p.post" in models.describe_model(conv_pool_relu).sites()
+    (lambda: [keras.layers.Conv2D(4, 3, name="c"), keras.layers.MaxPooling2D(name="p"), keras.layers.ReLU(name="r"),
+              keras.layers.Flatten(name="f")], "p.post"),
+    # So does any pooling, global pooling too.
+    (lambda: [keras.layers.Conv2D(4, 3, name="c"), keras.layers.BatchNormalization(name="bn"),
+              keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.ReLU(name="r")], "gap.post"),
+])
+def test_pooling_before_an_activation_starts_the_next_part(layers, site):
+    assert site in models.describe_model(_sequential(*layers(), keras.layers.Dense(10, name="out"))).sites()
 
 
 def test_adaptive_pooling_is_pooling_and_a_channel_noise_shape_is_spatial():
@@ -587,18 +602,6 @@ def test_noise_shapes_are_read_against_the_input_shape():
     assert canonical((None, 1, 1, None)) == canonical((None, 1, 1, 4)) == "c.post:0.3:spatial"
     with pytest.raises(ValueError, match=r"has noise_shape \(1, 1, 1, 4\)"):  # one mask for the whole batch
         canonical((1, 1, 1, 4))
-
-
-def test_the_activation_check_walks_through_reshaping_and_stops_at_any_pooling():
-    reshaped = _sequential(keras.layers.Flatten(name="f"), keras.layers.Dense(16, name="d"),
-                           keras.layers.Reshape((16,), name="rs"), keras.layers.ReLU(name="r"),
-                           keras.layers.Dense(10, name="o"))
-    with pytest.raises(ValueError, match=r"layer 'rs' \(Reshape\) sits between 'd' and its activation 'r'"):
-        models.describe_model(reshaped)
-    pooled = _sequential(keras.layers.Conv2D(4, 3, name="c"), keras.layers.BatchNormalization(name="bn"),
-                         keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.ReLU(name="r"),
-                         keras.layers.Dense(10, name="o"))
-    assert "gap.post" in models.describe_model(pooled).sites()
 
 
 def test_a_folded_rescaling_lets_later_preprocessing_be_and_an_unfoldable_one_says_why():
