@@ -95,8 +95,11 @@ def _main(argv):
     if f.workdir and not on_own:
         print(f"note: evaluated on {result['data_source']}, not the test data the run recorded"
               + (f"; written to {output}" if output else ""), file=sys.stderr)
-    if data is given:
-        for note in folders.notes(given, [((own or {}).get("trained_on", {}), result["num_examples"], f.workdir)]):
+    if data and (data is given or not on_own):  # a folder named, or the run's own changed since
+        trained_on = (own or {}).get("trained_on", {})
+        changed = own is not None and folders.split_changed(trained_on, own["details"], data,
+                                                            result.get("data_details"))
+        for note in folders.notes(data, [(trained_on, result["num_examples"], f.workdir, changed)]):
             print(f"note: {note}", file=sys.stderr)
     return 0
 
@@ -122,7 +125,8 @@ def _given_data(f):
 
 
 def _own_data(workdir, required):
-    """{"origin" (load_source arguments), "test_sha256", "class_names"}: the data a run in `workdir` recorded."""
+    """{"origin" (load_source arguments), "test_sha256", "class_names", "trained_on", "details"}: the data a run
+    in `workdir` recorded."""
     path = os.path.join(workdir, "metrics.json")
     if not os.path.isfile(path):
         if not required:
@@ -132,7 +136,8 @@ def _own_data(workdir, required):
     metrics = files.read_json(path, "delete it and rerun that run's train.py command")
     data = metrics["data"]
     return {"origin": records.test_origin(metrics), "test_sha256": data.get("test_sha256"),
-            "class_names": (data.get("details") or {}).get("class_names"), "trained_on": dict(data["origin"])}
+            "class_names": (data.get("details") or {}).get("class_names"), "trained_on": dict(data["origin"]),
+            "details": data.get("details") or {}}
 
 
 def _slug(text):

@@ -281,6 +281,8 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     result.update({"tflite" if tflite_model else "saved_model": os.path.abspath(path),
                    "data_source": source.name, "data_origin": source.origin, "split": "test",
                    "data_sha256": sources.fingerprint(source)})
+    if source.details.get("test_split"):  # a folder split for testing: which files (folders.split_changed)
+        result["data_details"] = {"test_split": source.details["test_split"]}
     if ood_source is not None:
         result.update(ood_data_source=ood_source.name, ood_sha256=sources.fingerprint(ood_source))
     return result

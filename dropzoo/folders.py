@@ -9,7 +9,9 @@ run or a comparison) asks here:
   `--test_image_dir` means the run's own test data, all of it (alone it
   would mean 20% of that folder);
 - `notes`: a folder scored by its split says so, and how to score every
-  image in it; scored images the run trained on are said to be.
+  image in it; scored images the run trained on are said to be, and so is
+  a training folder whose split changed since the run held it out
+  (`split_changed`: the split's file list is recorded by its sha256).
 """
 import os
 
@@ -43,37 +45,63 @@ def is_training_folder(origin, folder):
 def notes(given, scored):
     """The notes on scoring `given` (data arguments): a folder's split, images the runs trained on.
 
-    `scored` [(run's recorded origin, examples scored, run)] for each run
-    scored on `given`; one note of each kind, however many runs.
+    `scored` [(run's recorded origin, examples scored, run, split changed)]
+    for each run scored on `given`, the last a `split_changed` answer; one
+    note of each kind, however many runs.
     """
     if not given or not scored:
         return []
     found = []
     if given.get("image_dir") and not given.get("test_image_dir"):  # scored by its split
-        counts = " or ".join(map(str, sorted({n for _, n, _ in scored})))
-        fix = ("" if any(is_training_folder(origin, given["image_dir"]) for origin, _, _ in scored) else
+        counts = " or ".join(map(str, sorted({n for _, n, _, _ in scored})))
+        fix = ("" if any(is_training_folder(origin, given["image_dir"]) for origin, _, _, _ in scored) else
                f"; to score every image in it, pass --test_image_dir={given['image_dir']} too")
         found.append(f"scored the test split of {given['image_dir']} ({counts} images: "
                      f"{sources.IMAGE_TEST_FRACTION:.0%} of each class){fix}")
-    trained = [run for origin, _, run in scored if scores_training_images(origin, given)]
+    folder = given.get("test_image_dir") or given["image_dir"]
+    trained = [run for origin, _, run, _ in scored if scores_training_images(origin, given)]
     if trained:
-        who = trained[0] if len(trained) == 1 else (
-            f"{len(trained)} runs ({', '.join(trained[:3])}{', ...' if len(trained) > 3 else ''})")
-        found.append(f"{given.get('test_image_dir') or given['image_dir']} holds images {who} trained on, so its "
-                     "scores there include training images, not test scores")
+        found.append(f"{folder} holds images {_runs(trained)} trained on, so its scores there include training "
+                     "images, not test scores")
+    moved = [run for origin, _, run, changed in scored if changed and not scores_training_images(origin, given)]
+    if moved:
+        found.append(f"{folder} changed since {_runs(moved)} trained on it: its test split now holds other files "
+                     "than were held out, possibly images trained on, so its scores there are not test scores; "
+                     "restore the folder, or test on new images with --test_image_dir=DIR")
     return found
+
+
+def _runs(runs):
+    return runs[0] if len(runs) == 1 else f"{len(runs)} runs ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''})"
 
 
 def scores_training_images(origin, given):
     """Whether the images `given` (data arguments) scores include images a run of `origin` trained on.
 
     The run's training folder scored whole, or by its split where the run
-    was tested on another folder; not the split it held out itself.
+    was tested on another folder; not the split it held out itself (unless
+    that changed: `split_changed`).
     """
     trained = origin.get("image_dir")
     if not _same_path(trained, given.get("test_image_dir") or given.get("image_dir")):
         return False
     return bool(given.get("test_image_dir") or origin.get("test_image_dir"))
+
+
+def split_changed(origin, recorded, given, now):
+    """Whether `given` (data arguments) scores the split of a run's training folder that changed since.
+
+    `origin` and `recorded` are the run's recorded data origin and details,
+    `now` the scored source's details: a folder split for testing records
+    the sha256 of its test files' paths ("test_split"), so a folder that
+    gained, lost or renamed images shows as another split, which may hold
+    images the run trained on.
+    """
+    if given.get("test_image_dir") or not is_training_folder(origin, given.get("image_dir")):
+        return False
+    then = ((recorded or {}).get("test_split") or {}).get("test_files_sha256")
+    current = ((now or {}).get("test_split") or {}).get("test_files_sha256")
+    return bool(then and current and then != current)
 
 
 def with_run_image_options(given, trained_on):

@@ -220,7 +220,9 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             computed[key] = saved
         saved = computed[key]
         if isinstance(given, dict):
-            scored.append((origin, saved["result"]["num_examples"], run))
+            changed = folders.split_changed(origin, metrics["data"].get("details"), given,
+                                            run_test[1] and run_test[1].details)
+            scored.append((origin, saved["result"]["num_examples"], run, changed))
         rows.append(row(run, metrics, saved["result"], saved["data_source"], trained))
     if notes is not None:
         notes += folders.notes(data_override, scored)

@@ -416,13 +416,13 @@ def test_what_an_image_folder_given_to_eval_means_against_a_run(tmp_path):
     assert not folders.is_own_test_folder(tested_apart, {"image_dir": test, "image_size": "32,32"})
     assert not folders.is_own_test_folder(tested_apart, {"image_dir": test, "color_mode": "rgb"})
     assert not folders.is_own_test_folder(split_run, {"image_dir": train})
-    assert folders.notes({"image_dir": other}, [(split_run, 9, "r")]) == [
+    assert folders.notes({"image_dir": other}, [(split_run, 9, "r", False)]) == [
         f"scored the test split of {other} (9 images: 20% of each class); to score every image in it, pass "
         f"--test_image_dir={other} too"]
-    assert folders.notes({"image_dir": other, "test_image_dir": other}, [(split_run, 9, "r")]) == []
-    assert "--test_image_dir" not in folders.notes({"image_dir": train}, [(split_run, 9, "r")])[0]
+    assert folders.notes({"image_dir": other, "test_image_dir": other}, [(split_run, 9, "r", False)]) == []
+    assert "--test_image_dir" not in folders.notes({"image_dir": train}, [(split_run, 9, "r", False)])[0]
     # Several runs: one note of each kind, naming them.
-    assert folders.notes({"image_dir": train}, [(tested_apart, 9, "r1"), (tested_apart, 12, "r2")]) == [
+    assert folders.notes({"image_dir": train}, [(tested_apart, 9, "r1", False), (tested_apart, 12, "r2", False)]) == [
         f"scored the test split of {train} (9 or 12 images: 20% of each class)",
         f"{train} holds images 2 runs (r1, r2) trained on, so its scores there include training images, not test "
         "scores"]
@@ -431,6 +431,16 @@ def test_what_an_image_folder_given_to_eval_means_against_a_run(tmp_path):
     assert folders.scores_training_images(tested_apart, {"image_dir": train})
     assert not folders.scores_training_images(split_run, {"image_dir": train})  # the split it held out
     assert not folders.scores_training_images(tested_apart, {"image_dir": other})
+    # The training folder's split, changed since the run held it out: maybe training images.
+    then, now = {"test_split": {"test_files_sha256": "a"}}, {"test_split": {"test_files_sha256": "b"}}
+    assert folders.split_changed(split_run, then, {"image_dir": train}, now)
+    assert not folders.split_changed(split_run, then, {"image_dir": train}, then)
+    assert not folders.split_changed(split_run, then, {"image_dir": other}, now)  # another folder's split
+    assert not folders.split_changed(split_run, {}, {"image_dir": train}, now)  # nothing recorded
+    assert folders.notes({"image_dir": train}, [(split_run, 9, "r", True)])[1] == (
+        f"{train} changed since r trained on it: its test split now holds other files than were held out, "
+        "possibly images trained on, so its scores there are not test scores; restore the folder, or test on new "
+        "images with --test_image_dir=DIR")
 
 
 def test_a_folder_given_to_eval_is_read_as_the_run_read_its_images():
@@ -500,3 +510,25 @@ def test_colour_images_read_as_grayscale_are_said_to_be(tmp_path, caplog):
         assert readers.read_images([red]).shape == (1, 12, 12, 1)
     assert "red.png has colours, and images are read as grayscale" in caplog.text
     assert readers.read_images([red], color_mode="rgb").shape == (1, 12, 12, 3)
+
+
+@pytest.mark.slow
+def test_a_training_folder_changed_since_its_run_is_not_scored_as_test_data(tmp_path, eval_main, capsys):
+    # The split is per class by path hash: new images move it, and images trained on may then be scored.
+    train = write_folder(str(tmp_path / "train"), 30)
+    root = str(tmp_path / "runs")
+    workdir = os.path.join(root, "m", "seed0")
+    trainer.train_and_evaluate(_tiny(image_dir=train, epochs=1), workdir, verbose=0, serving_artifacts=False)
+    assert eval_main(f"--workdir={workdir}") == 0
+    assert "note:" not in capsys.readouterr().err  # the folder as it was: the run's own test split
+    write_folder(os.path.join(str(tmp_path), "more"), 30, seed=5)
+    for label in ("left", "right"):
+        for name in os.listdir(os.path.join(tmp_path, "more", label)):
+            os.rename(os.path.join(tmp_path, "more", label, name), os.path.join(train, label, "new" + name))
+    changed = f"{train} changed since {workdir} trained on it: its test split now holds other files than were held out"
+    assert eval_main(f"--workdir={workdir}") == 0
+    assert changed in capsys.readouterr().err
+    assert eval_main(f"--workdir={workdir}", f"--image_dir={train}") == 0
+    assert changed in capsys.readouterr().err
+    comparison = compare.compare_runs(root, data_override={"image_dir": train})
+    assert any(note.startswith(f"{train} changed since {workdir} trained on it") for note in comparison["notes"])
