@@ -373,6 +373,10 @@ def _check_input_scale(calls, rescaling, what):
                              "the input too; the trainer feeds pixels scaled to [0, 1] and can fold a first "
                              f"Rescaling only where it alone reads the images: have every other layer read "
                              f"{layer.name!r}'s output")
+        if isinstance(layer, keras.layers.Rescaling) and all(graph.is_dropout(b.layer) for b in calls[:index]):
+            raise ValueError(f"{what} rescales pixels in layer {layer.name!r} after its input dropout; the trainer "
+                             "feeds pixels scaled to [0, 1] and folds only a first Rescaling into that: make "
+                             f"{layer.name!r} the model's first layer, with the dropout after it")
         if isinstance(layer, keras.layers.Rescaling):
             raise ValueError(f"{what} rescales pixels in layer {layer.name!r}, which is not its first layer; the "
                              "trainer feeds pixels scaled to [0, 1] and folds only a first Rescaling into that: "

@@ -530,6 +530,11 @@ def test_preprocessing_that_would_see_scaled_pixels_is_refused_and_adapted_stati
                                 keras.layers.Dense(10, name="out"))
     with pytest.raises(ValueError, match=r"rescales pixels in layer 'resc', which is not its first layer"):
         models.describe_model(augment_first)
+    dropout_first = _sequential(keras.layers.Dropout(0.2, name="drop"), keras.layers.Rescaling(1 / 255, name="resc"),
+                                keras.layers.Flatten(name="f"), keras.layers.Dense(10, name="out"))
+    with pytest.raises(ValueError, match=r"rescales pixels in layer 'resc' after its input dropout; .* make 'resc' "
+                                         r"the model's first layer, with the dropout after it"):
+        models.describe_model(dropout_first)
     images = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1)).astype("float32")
     for pixels, refused in ((images, True), (images / 255.0, False)):
         norm = keras.layers.Normalization(name="norm")
