@@ -58,7 +58,7 @@ def notes(given, scored):
                f"; to score every image in it, pass --test_image_dir={given['image_dir']} too")
         found.append(f"scored the test split of {given['image_dir']} ({counts} images: "
                      f"{sources.IMAGE_TEST_FRACTION:.0%} of each class){fix}")
-    folder = given.get("test_image_dir") or given["image_dir"]
+    folder = given.get("test_image_dir") or given.get("image_dir")
     trained = [run for origin, _, run, _ in scored if scores_training_images(origin, given)]
     if trained:
         found.append(f"{folder} holds images {_runs(trained)} trained on, so its scores there include training "

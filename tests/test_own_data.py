@@ -420,6 +420,8 @@ def test_what_an_image_folder_given_to_eval_means_against_a_run(tmp_path):
         f"scored the test split of {other} (9 images: 20% of each class); to score every image in it, pass "
         f"--test_image_dir={other} too"]
     assert folders.notes({"image_dir": other, "test_image_dir": other}, [(split_run, 9, "r", False)]) == []
+    for data in ({"dataset": "mnist"}, {"idx_dir": other}, {"npz": other}):  # no folder: nothing to say
+        assert folders.notes(data, [(split_run, 9, "r", False)]) == []
     assert "--test_image_dir" not in folders.notes({"image_dir": train}, [(split_run, 9, "r", False)])[0]
     # Several runs: one note of each kind, naming them.
     assert folders.notes({"image_dir": train}, [(tested_apart, 9, "r1", False), (tested_apart, 12, "r2", False)]) == [
