@@ -47,6 +47,7 @@ def collect(runs_dirs, destination):
                               "replace its records: two machines trained one variant and seed, and a comparison "
                               "takes each seed once; collect the other machine's runs into another directory, or "
                               "give each machine its own seeds (--seed=N --seeds=K)")
+    _check_identical_targets(pairs, first)
     copied = []
     for run, target in pairs:
         if first[target] != run:
@@ -78,6 +79,25 @@ def _check_not_nested(pairs, destination):
             raise ConfigError(f"collecting into {destination} would put the run at {inner} inside the run at "
                               f"{outer}, where a comparison would not find it: give --runs_dir directories that "
                               "hold runs at the same depth, or collect them into directories of their own")
+
+
+def _check_identical_targets(pairs, first):
+    """ConfigError where a run recorded identical by construction to another would point at no run, or at
+    another run (other weights), once collected: the comparison would score it with that run's numbers."""
+    for run, target in pairs:
+        record = files.read_json(os.path.join(run, "metrics.json"), "delete it and rerun that run's train.py command")
+        if "identical_to" not in record:
+            continue
+        trained = os.path.normpath(os.path.join(run, record["identical_to"]))
+        lands = os.path.normpath(os.path.join(target, record["identical_to"]))
+        held = os.path.join(first[lands] if lands in first else lands, "metrics.json")
+        if not os.path.isfile(held):
+            raise ConfigError(f"{run} is recorded identical by construction to {trained}, which is not collected: "
+                              f"its numbers are that run's; give --runs_dir a directory that holds both")
+        if record.get("weights_sha256") and _weights_of(held) != record["weights_sha256"]:
+            raise ConfigError(f"{run} is recorded identical by construction to {trained}, but {lands} holds "
+                              "another run (other weights), whose numbers it would be given; collect the runs "
+                              "directory that holds both into a directory of its own (e.g. --collect=DEST/NAME)")
 
 
 def _weights_of(metrics_path):

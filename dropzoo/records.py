@@ -199,6 +199,8 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         metrics = files.read_json(os.path.join(run, "metrics.json"), _FIX)
         trained = (os.path.normpath(os.path.join(run, metrics["identical_to"]))
                    if "identical_to" in metrics else run)
+        if trained != run:
+            _check_identical_target(run, metrics, trained)
         origin = metrics["data"]["origin"]
         # --image_dir naming the run's own --test_image_dir: its own test data (folders.py).
         given = source if source is not None else (
@@ -227,6 +229,20 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     if notes is not None:
         notes += folders.notes(data_override, scored)
     return rows
+
+
+def _check_identical_target(run, metrics, trained):
+    """RunError unless `trained`, which `run` is recorded identical to by construction, is that run: its
+    numbers are the run's. A run replaced there (trained elsewhere, or again) holds other weights."""
+    path = os.path.join(trained, "metrics.json")
+    if not os.path.isfile(path):
+        raise RunError(f"{run} is recorded identical by construction to {trained}, which holds no finished run: "
+                       "copy that run back beside it (eval.py --collect takes both), or rerun the sweep")
+    held = files.read_json(path, _FIX).get("weights_sha256")
+    if metrics.get("weights_sha256") and held != metrics["weights_sha256"]:
+        raise RunError(f"{run} is recorded identical by construction to {trained}, which holds another run "
+                       "(other weights) than it was recorded from: bring back the runs directory that trained "
+                       "both, or delete its metrics.json and rerun its sweep to record it again")
 
 
 # Data sources read from files a user may change after training (a tfds dataset or the sample cannot change).

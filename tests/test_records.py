@@ -151,6 +151,40 @@ def test_a_collect_never_replaces_another_runs_records(tmp_path):
         collect.collect([os.path.join(second, "dense_mlp", "canonical", "seed0"), first], str(tmp_path / "nested"))
 
 
+def test_a_run_identical_by_construction_is_collected_only_with_the_run_it_points_at(tmp_path):
+    """Its record holds the trained run's numbers by reference: pointing at another run would give it those."""
+    from dropzoo.errors import ConfigError
+
+    def run(root, variant, weights, identical=False):
+        path = tmp_path / root / "dense_mlp" / variant / "seed0"
+        path.mkdir(parents=True)
+        record = {"weights_sha256": weights, "config": {"seed": 0}}
+        (path / "metrics.json").write_text(json.dumps(
+            {**record, "identical_to": "../../canonical/seed0"} if identical else record))
+        return str(path)
+
+    run("a", "canonical", "aaa")
+    twin = run("a", "before_activation", "aaa", identical=True)
+    run("e", "canonical", "eee")  # another machine's canonical seed 0
+    with pytest.raises(ConfigError, match=r"before_activation/seed0 is recorded identical by construction to "
+                                          r".*a/dense_mlp/canonical/seed0, which is not collected"):
+        collect.collect([os.path.dirname(twin)], str(tmp_path / "alone"))
+    mixed = str(tmp_path / "mixed")
+    collect.collect([str(tmp_path / "e")], mixed)
+    with pytest.raises(ConfigError, match=r"but .*mixed/dense_mlp/canonical/seed0 holds another run \(other weights\)"):
+        collect.collect([str(tmp_path / "a" / "dense_mlp" / "before_activation")], os.path.join(mixed, "dense_mlp",
+                                                                                                "before_activation"))
+    assert len(collect.collect([str(tmp_path / "a")], str(tmp_path / "both"))) == 2
+    # Records put together by hand: the comparison refuses the twin rather than score it as the other run.
+    target = tmp_path / "mixed" / "dense_mlp" / "before_activation" / "seed0"
+    target.mkdir(parents=True)
+    (target / "metrics.json").write_text((tmp_path / "a" / "dense_mlp" / "before_activation" / "seed0" /
+                                          "metrics.json").read_text())
+    with pytest.raises(RunError, match=r"before_activation/seed0 is recorded identical by construction to .*mixed/"
+                                       r"dense_mlp/canonical/seed0, which holds another run \(other weights\)"):
+        records.evaluate_runs([str(target)])
+
+
 def test_unfinished_runs_are_named_not_silently_left_out(tmp_path):
     for seed, names in [(0, ("config.json", "metrics.json")), (1, ("config.json",)), (2, ())]:
         run = tmp_path / "m" / "canonical" / f"seed{seed}"
