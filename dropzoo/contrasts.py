@@ -183,4 +183,14 @@ def contrast_notes(contrasts):
 
 
 def _same(runs_a, runs_b):
-    return {r.get("identical_to") or r["run"] for r in runs_a} == {r.get("identical_to") or r["run"] for r in runs_b}
+    """Whether A and B are one network by construction: the same trained run for every seed they pair on.
+
+    Seeds only one side has (more seeds of a baseline, pooled from another
+    directory) do not make two identical variants differ.
+    """
+    def trained(runs):
+        return {r["seed"]: r.get("identical_to") or r["run"] for r in runs}
+
+    a, b = trained(runs_a), trained(runs_b)
+    shared = a.keys() & b.keys()
+    return bool(shared) and all(a[seed] == b[seed] for seed in shared)

@@ -437,3 +437,20 @@ def test_no_spread_reaches_the_size_curves_and_non_finite_scores_are_named():
     rows[0]["test_loss"] = float("nan")
     assert compare.non_finite_notes(rows) == [
         "seed 0 of m/none-train_size250 scores test_loss nan: left out of the variant's mean and of its contrasts"]
+
+
+def test_identical_variants_stay_identical_with_more_seeds_of_one_of_them():
+    # before_activation is canonical by construction on seeds 0-1; seeds 2-3 of canonical pooled from elsewhere.
+    rows = _rows("canonical", [0.95, 0.96, 0.94, 0.97], [0.1, 0.11, 0.12, 0.1])
+    twins = _rows("before_activation", [0.95, 0.96], [0.1, 0.11])
+    for twin, trained in zip(twins, rows):
+        twin["identical_to"] = trained["run"]
+    rows += twins
+    compare.label_rows(rows)
+    entry, = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("before_activation", "canonical")]),
+                                      report.DEFAULT_MARGINS)
+    assert entry["identical"] and entry["test_accuracy"] is None
+    twins[1]["identical_to"] = None  # seed 1 trained on its own: not one network on every paired seed
+    entry, = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("before_activation", "canonical")]),
+                                      report.DEFAULT_MARGINS)
+    assert not entry["identical"]
