@@ -173,11 +173,13 @@ def non_finite_notes(rows):
 # ------------------------------------------------------------------ contrasts
 
 
-def baseline_pairs(rows, baseline="canonical"):
+def baseline_pairs(rows, baseline="canonical", notes=None):
     """[(variant key, baseline key)]: every variant against the baseline placement of its kind, activation, ...
 
     The baseline is found at the variant's own rate, or at its only rate when
-    the rows hold one rate per placement (rates tuned on validation).
+    the rows hold one rate per placement (rates tuned on validation). A
+    variant whose baseline is split in several (mask generators) that none
+    of them matches is not paired, and `notes` (a list) says so.
     """
     groups = records.group(rows)
     pairs = []
@@ -193,7 +195,13 @@ def baseline_pairs(rows, baseline="canonical"):
             candidates = [k for k in groups if _strip(_without(k, "rate")) == _strip(_without(target, "rate"))
                           and groups[k][0]["config"]["placement"] == baseline]
         if len(candidates) > 1:  # baselines drawn by several mask generators: the variant's own
+            split = candidates
             candidates = [k for k in candidates if dict(k)["_mask_generator"] == dict(target)["_mask_generator"]]
+            if not candidates and notes is not None:
+                notes.append(f"{runs[0]['variant']} - {baseline} is not tested: {baseline} is split into "
+                             f"{' and '.join(groups[k][0]['variant'] for k in split)} (runs of other code versions), "
+                             f"and {runs[0]['variant']} has none of their mask generators; plan it with "
+                             "--contrasts naming one of them")
         if len(candidates) == 1 and candidates[0] != key:
             pairs.append((key, candidates[0]))
     # In label order, whichever directories the runs were found in.
@@ -306,7 +314,8 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     table = summarise(compared, baseline)
     notes += non_finite_notes(compared)
     margins = contrasts_lib.check_margins(report.DEFAULT_MARGINS if margins is None else margins)
-    pairs = contrasts_lib.planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline)
+    pairs = contrasts_lib.planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline,
+                                                                                                 notes)
     tested = contrasts_lib.contrast_table(compared, pairs, margins)
     notes += contrasts_lib.contrast_notes(tested)
     if not tested:

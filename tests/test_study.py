@@ -365,6 +365,12 @@ def test_a_variant_without_dropout_pairs_with_the_baseline_of_its_own_mask_gener
     assert ("conv", "kbit-fields-v1", "kbit-fields-v1") in pairs
     assert not any(p == "conv" and b != "kbit-fields-v1" for p, _, b in pairs)
     assert [p for p in pairs if p[0] == "none"] == []  # two candidate baselines, neither its own: none chosen
+    notes = []
+    compare.baseline_pairs(rows, notes=notes)
+    assert notes == ["m/none-rate0.5 - canonical is not tested: canonical is split into m/canonical-rate0.5 "
+                     "[mask_generator kbit-fields-v1] and m/canonical-rate0.5 [mask_generator keras-stateless-dropout] "
+                     "(runs of other code versions), and m/none-rate0.5 has none of their mask generators; plan it "
+                     "with --contrasts naming one of them"]
     only_new = [r for r in rows if r.get("mask_generator") != "keras-stateless-dropout"]
     pairs = {groups[a][0]["config"]["placement"] for a, b in compare.baseline_pairs(only_new)}
     assert pairs == {"none", "conv"}
