@@ -28,6 +28,7 @@ from dropzoo import errors
 from dropzoo import files
 from dropzoo import locks
 from dropzoo import sources
+from dropzoo import strategies
 from dropzoo import trainer
 from dropzoo import workdir as workdirs
 
@@ -264,6 +265,9 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
     splits the work); or, for a run that failed (e.g. a NaN loss), its error
     in one line, and the sweep goes on. Runs share one loaded dataset.
     """
+    devices = {config.cpu_devices for config, _ in runs if config.cpu_devices}
+    if len(devices) == 1:  # before the data: loading it starts TensorFlow's devices
+        strategies.split_cpu(devices.pop())
     if source is None:
         first = runs[0][0]
         source = sources.load_source(**sources.config_arguments(first))

@@ -406,3 +406,17 @@ def test_each_worker_draws_its_own_dropout_masks(lost_worker):
     for step in range(2):
         [mask0], [mask1] = (_kept(m["outputs"][step]) for m in (first, second))
         assert mask0.shape == (8, 128) and (mask0 != mask1).mean() > 0.3
+
+
+@pytest.mark.slow
+def test_a_sweep_splits_the_cpu_before_its_data_starts_tensorflow(tmp_path):
+    # A sweep (or an array task) loads its data once, before the first run builds its strategy.
+    done = subprocess.run(
+        [sys.executable, "train.py", "--model=dense_mlp", "--dataset=mnist_sample", "--train_steps=2",
+         "--strategy=mirrored", "--cpu_devices=2", "--placement=canonical,none", "--noserving_artifacts",
+         "--precision=float32", f"--workdir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for placement in ("canonical", "none"):
+        metrics = _load(tmp_path / "dense_mlp" / placement / "seed0" / "metrics.json")
+        assert metrics["strategy"] == {"name": "mirrored", "num_replicas": 2, "num_workers": 1}
