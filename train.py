@@ -55,8 +55,13 @@ def _train(overwrite):
         task = shards.task_of(fv.task_index, fv.num_tasks)
         if task is not None:
             index, count, source = task
-            plan_size, runs = len(runs), shards.share(runs, sweep.plan(runs), index, count)
-            print(f"task {index} of {count} (from {source}): {len(runs)} of the plan's {plan_size} runs", flush=True)
+            plan = sweep.plan(runs)
+            mine = shards.share(runs, plan, index, count)
+            print(f"task {index} of {count} (from {source}): {len(mine)} of the plan's {len(runs)} runs", flush=True)
+            shards.check_slurm_share(mine, plan, index, count, source)
+            if not fv.dry_run and shards.from_slurm(source):
+                shards.check_slurm_plans(runs, index)
+            runs = mine
             if not runs:
                 return 0
         if fv.dry_run:

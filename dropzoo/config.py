@@ -60,7 +60,8 @@ class TrainConfig:
         "--model names it (default: the file's name), not a zoo network's name.")
     placement: str = _field(
         "canonical", "Named placement: canonical, none, after_activation, before_activation, before_dense, "
-        "conv, spatial, bn_before, bn_after_last (where the model has them); 'all' runs every one meant for the --norm given.")
+        "conv, spatial, bn_before, bn_after_last (where the model has them); 'all' runs every one meant for "
+        "the --norm given.")
     sites: str = _field(
         "", "Explicit dropout sites, overriding --placement: 'SITE:RATE[:spatial][:stack],...', e.g. "
         "'conv2.post:0.1,dense1.pre:0.5'. Sites are LAYER.pre|mid|post (and LAYER.prenorm with --norm=batch); "

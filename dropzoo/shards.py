@@ -17,14 +17,29 @@ an index to its share of the plan, deterministically:
 
 A task run again resumes or skips its own runs as any rerun sweep does, and
 the workdir lock still keeps two processes out of one run.
+
+A Slurm array's split comes from the environment, so a command that also
+picks its runs by the index (`--seed=$SLURM_ARRAY_TASK_ID`) would train a
+share of a share without a word: `check_slurm_share` refuses a task left
+with nothing to train, and `check_slurm_plans` a task whose plan differs
+from another task's of the same array (each records its plan's digest in
+the runs' root, `.tasks/`).
 """
+import glob
+import hashlib
+import json
+import os
+
+from dropzoo import files
 from dropzoo.errors import ConfigError
+
+# What a task whose share comes from Slurm's environment is told, where it may be a share of a share.
+_OWN_INDEX = ("if the command picks its runs by the array index itself (e.g. --seed=$SLURM_ARRAY_TASK_ID), pass "
+              "--task_index=0 --num_tasks=1 so that each task trains its whole plan")
 
 
 def task_of(task_index=None, num_tasks=None, environ=None):
     """(index, count, source) of this task, or None when nothing divides the plan."""
-    import os
-
     environ = os.environ if environ is None else environ
     if num_tasks is not None and num_tasks < 1:  # before the pairing: the value itself is what is wrong
         raise ConfigError(f"--num_tasks must be a positive integer, got {num_tasks}")
@@ -48,7 +63,8 @@ def _slurm(environ):
     names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_COUNT")
     missing = [name for name in names if name not in environ]
     if missing:
-        raise ConfigError(f"SLURM_ARRAY_TASK_ID is set but {', '.join(missing)} is not; run the sweep as an array "
+        raise ConfigError(f"SLURM_ARRAY_TASK_ID is set but {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not; run the sweep as an array "
                           "job (sbatch --array=0-N)")
     task_id, low, high, count = (_integer(environ[name], name) for name in names)
     if high - low + 1 != count:
@@ -86,3 +102,46 @@ def share(runs, plan, index, count):
     groups = list(dict.fromkeys(plan))
     mine = {leader for g, leader in enumerate(groups) if g % count == index}
     return [run for run, leader in zip(runs, plan) if leader in mine]
+
+
+def from_slurm(source):
+    """Whether a task_of source is a Slurm array's environment (not flags)."""
+    return source.startswith("SLURM_ARRAY_TASK_ID")
+
+
+def check_slurm_share(mine, plan, index, count, source):
+    """ConfigError where a Slurm array's task got no runs: the array is larger than the plan, or the command
+    picks its runs by the index too (a one-run plan per task)."""
+    if mine or not from_slurm(source):
+        return
+    groups = len(set(plan))
+    raise ConfigError(f"task {index} of {count} ({source}) has no runs to train: the plan has {groups} group(s) "
+                      f"of runs, fewer than the array's {count} tasks; {_OWN_INDEX}, or else submit "
+                      f"--array=0-{groups - 1}")
+
+
+def check_slurm_plans(runs, index, environ=None):
+    """Records this Slurm array task's plan in the runs' root; ConfigError where another task's differs.
+
+    The tasks of one array (SLURM_ARRAY_JOB_ID) run one command, so their
+    plans are equal unless the command depends on the index: then each
+    task would train one share of its own plan. The first task to start
+    cannot see it; every later one refuses. Nothing outside a Slurm array.
+    """
+    environ = os.environ if environ is None else environ
+    job = environ.get("SLURM_ARRAY_JOB_ID")
+    if not job or not runs:
+        return
+    plan = [[config.to_dict(), workdir] for config, workdir in runs]
+    digest = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+    root = os.path.commonpath([os.path.abspath(workdir) for _, workdir in runs])
+    where = os.path.join(os.path.dirname(root) if len(runs) == 1 else root, ".tasks")  # never inside a run
+    os.makedirs(where, exist_ok=True)
+    files.write_json(os.path.join(where, f"slurm-{job}-task{index}.json"), {"plan_sha256": digest,
+                                                                            "first_run": runs[0][1]})
+    for path in sorted(glob.glob(os.path.join(where, f"slurm-{job}-task*.json"))):
+        other = files.read_json(path, "delete it and submit the array again")
+        if other["plan_sha256"] != digest:
+            task = os.path.basename(path)[len(f"slurm-{job}-"):-len(".json")]
+            raise ConfigError(f"{task} of Slurm array {job} plans other runs (from {other['first_run']}) than this "
+                              f"task {index} (from {runs[0][1]}), though an array runs one command; {_OWN_INDEX}")

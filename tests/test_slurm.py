@@ -153,6 +153,25 @@ def test_a_sweep_as_a_slurm_array_trains_each_run_once_and_compares_as_one_proce
     assert from_records["contrasts"] == in_one["contrasts"]
 
 
+@pytest.mark.slow
+def test_an_array_whose_command_uses_the_index_is_refused_not_half_trained(cluster, tmp_path):
+    env, _ = cluster
+    root = tmp_path / "per_seed"
+    command = " ".join([sys.executable, "train.py", "--model=dense_mlp", "--dataset=mnist_sample", "--train_steps=2",
+                        "--placement=canonical,none", "--seed=$SLURM_ARRAY_TASK_ID", "--noserving_artifacts",
+                        "--precision=float32", f"--workdir={root}"])
+    submitted = subprocess.run(["sbatch", "--parsable", "--array=0-1", "--cpus-per-task=1",
+                                f"--output={tmp_path}/task_%a.log", f"--chdir={ROOT}", "--wrap", command],
+                               env=env, capture_output=True, text=True, check=True)
+    job = submitted.stdout.strip().split(";")[0]
+    _wait(lambda: not subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True,
+                                     text=True).stdout.strip(), 600, f"array job {job} to finish")
+    logs = [(tmp_path / f"task_{i}.log").read_text() for i in range(2)]
+    refused = [log for log in logs if f"of Slurm array {job} plans other runs" in log]
+    assert refused, logs  # the task that starts second sees the first one's plan (both may refuse)
+    assert all("--task_index=0 --num_tasks=1" in log and "Traceback" not in log for log in refused)
+
+
 # ------------------------------------------------------- the index mapping
 
 
@@ -198,6 +217,36 @@ def test_bad_task_values_are_one_line(environ, flags_given, message):
     with pytest.raises(ConfigError, match=message) as info:
         shards.task_of(*flags_given, environ=environ)
     assert "\n" not in str(info.value)
+
+
+def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
+    # `--seed=$SLURM_ARRAY_TASK_ID`: each task's plan is its own, and train.py splits it by the array too.
+    array = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "2",
+             "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_JOB_ID": "41"}
+    one_run = _plan("--model=dense_mlp", f"--workdir={tmp_path}/alone")
+    index, count, source = shards.task_of(environ=array)
+    plan = sweep.plan(one_run)
+    with pytest.raises(ConfigError, match=r"^task 1 of 3 \(SLURM_ARRAY_TASK_ID=1 .*\) has no runs to train: the plan "
+                                          r"has 1 group\(s\) of runs, fewer than the array's 3 tasks; if the command "
+                                          r"picks its runs by the array index itself .* pass --task_index=0 "
+                                          r"--num_tasks=1 .*, or else submit --array=0-0$"):
+        shards.check_slurm_share(shards.share(one_run, plan, index, count), plan, index, count, source)
+    shards.check_slurm_share([], plan, 1, 3, "--task_index and --num_tasks")  # flags: the user's own split
+    root = tmp_path / "study"
+
+    def plan_of(seed):
+        return _plan("--model=dense_mlp", "--placement=canonical,none", f"--seed={seed}", f"--workdir={root}")
+
+    shards.check_slurm_plans(plan_of(0), 0, environ={**array, "SLURM_ARRAY_TASK_ID": "0"})
+    shards.check_slurm_plans(plan_of(0), 2, environ={**array, "SLURM_ARRAY_TASK_ID": "2"})  # the same command
+    shards.check_slurm_plans(plan_of(0), 0, environ={**array, "SLURM_ARRAY_TASK_ID": "0"})  # requeued
+    with pytest.raises(ConfigError, match=r"^task0 of Slurm array 41 plans other runs \(from .*seed0\) than this "
+                                          r"task 1 \(from .*seed1\), though an array runs one command; if the"):
+        shards.check_slurm_plans(plan_of(1), 1, environ=array)
+    shards.check_slurm_plans(plan_of(1), 1, environ={**array, "SLURM_ARRAY_JOB_ID": "42"})  # another array
+    shards.check_slurm_plans(plan_of(1), 1, environ={})  # not in an array: nothing written
+    assert sorted(os.listdir(root / "dense_mlp" / ".tasks")) == [
+        "slurm-41-task0.json", "slurm-41-task1.json", "slurm-41-task2.json", "slurm-42-task1.json"]
 
 
 def test_the_kubernetes_recipe_parses_and_maps_its_indices():
