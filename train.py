@@ -32,6 +32,10 @@ from dropzoo import sweep  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 
 
+# A task whose share holds runs another process was training (EX_TEMPFAIL: a scheduler may retry it).
+EXIT_SHARE_NOT_DONE = 75
+
+
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter hides the results
     if len(argv) > 1:
@@ -75,7 +79,14 @@ def _train(overwrite):
             results = sweep.run_sweep(runs, overwrite=overwrite, serving_artifacts=fv.serving_artifacts)
     if len(runs) > 1 or task is not None:
         print(sweep.summary(results))
-        return 1 if sweep.failed(results) else 0
+        if sweep.failed(results):
+            return 1
+        if task is not None and any(isinstance(outcome, sweep.Skipped) for _, _, outcome in results):
+            # A task's share is its own: a run another process holds is not done, so the scheduler may retry.
+            print(f"error: task {task[0]} of {task[1]} left runs another process was training (SKIPPED above); "
+                  "its share is not done: run the task again once that process ends", file=sys.stderr)
+            return EXIT_SHARE_NOT_DONE
+        return 0
     print(f"data:         {metrics['data']['source']}")
     print(f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")
     print(f"export check: {'passed' if metrics['export_check']['passed'] else 'FAILED'}")

@@ -432,6 +432,26 @@ DENSE_ARGS = ["--model=dense_mlp", "--dataset=mnist_sample", "--epochs=3", "--op
 
 
 @pytest.mark.slow
+def test_a_task_whose_run_another_process_holds_is_not_done(tmp_path):
+    # Under a scheduler, exit 0 would mark the index complete with its share unfinished.
+    root = str(tmp_path / "study")
+    run = os.path.join(root, "dense_mlp", "canonical", "seed0")
+    os.makedirs(run)
+    holder = locks.WorkdirLock(run).acquire()
+    try:
+        for extra, code in ((["--task_index=0", "--num_tasks=1"], 75), ([], 0)):  # alone: the shared-directory way
+            process = _train_with(root, "--placement=canonical,none", "--noserving_artifacts", *extra,
+                                  args=["--model=dense_mlp", "--dataset=mnist_sample", "--train_steps=2"])
+            out, err = process.communicate(timeout=300)
+            assert process.returncode == code, out + err
+            assert "SKIPPED (in use by another process)" in out
+            assert ("error: task 0 of 1 left runs another process was training (SKIPPED above); its share is not "
+                    "done: run the task again once that process ends" in err) == bool(extra)
+    finally:
+        holder.release()
+
+
+@pytest.mark.slow
 def test_a_second_ctrl_c_exits_at_once(tmp_path):
     workdir = str(tmp_path / "run")
     process = _train_with(workdir, "--epochs=100", args=DENSE_ARGS)
