@@ -173,6 +173,15 @@ def non_finite_notes(rows):
 # ------------------------------------------------------------------ contrasts
 
 
+def _runs_per_directory(runs_dirs, runs):
+    """[(directory, runs found below it)] where runs were pooled from several directories, else []."""
+    if len(runs_dirs) < 2:
+        return []
+    inside = [next((d for d in runs_dirs if os.path.realpath(run).startswith(os.path.realpath(d) + os.sep)), None)
+              for run in runs]
+    return [(d, inside.count(d)) for d in runs_dirs]
+
+
 def baseline_pairs(rows, baseline="canonical", notes=None):
     """[(variant key, baseline key)]: every variant against the baseline placement of its kind, activation, ...
 
@@ -324,6 +333,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                   "planned": bool(contrasts), "regime": regime_lib.regime(compared), "rows": rows, "compared": compared,
                   "rates": tuned["grid"] if tuned else None, "margins": margins, "alpha": contrasts_lib.ALPHA,
                   "notes": notes,
+                  "from_dirs": _runs_per_directory(runs_dirs, [r["run"] for r in rows]),
                   "title": f"{', '.join(runs_dirs)} — test data: "
                            f"{', '.join(sorted({r['data_source'] for r in rows}))}"}
     output_dir = output_dir or os.path.join(runs_dirs[0], "comparison")  # one runs directory (checked above)

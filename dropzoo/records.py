@@ -38,6 +38,9 @@ def find_runs(runs_dirs):
     """Directories below any of `runs_dirs` holding a finished run (a metrics.json), sorted."""
     found = []
     for runs_dir in runs_dirs:
+        if not runs_dir:
+            raise ValueError("--runs_dir names an empty directory (a stray comma in the list?); give each "
+                             "directory once, separated by commas")
         if not os.path.isdir(runs_dir):
             raise ValueError(f"--runs_dir {runs_dir} is not a directory; point it at a sweep's --workdir "
                              "(or at a directory of collected records)")

@@ -225,7 +225,8 @@ def markdown(comparison):
     """comparison.md: the test data, the regime, the contrasts with their verdicts, the variants."""
     c = comparison
     lines = [f"Test data: {', '.join(sorted({r['data_source'] for r in c['rows']}))}; {len(c['rows'])} "
-             f"run{_plural(len(c['rows']))}.", ""]
+             f"run{_plural(len(c['rows']))}" + (f", from {', '.join(f'{d} ({n})' for d, n in c['from_dirs'])}"
+                                                 if c.get("from_dirs") else "") + ".", ""]
     lines += [f"Note: {note}." for note in c.get("notes", [])] + ([""] if c.get("notes") else [])
     if c["rates"]:
         lines += ["Each placement at the rate chosen on validation data (see rates.md).", ""]

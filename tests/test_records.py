@@ -48,6 +48,10 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
                                 output_dir=str(tmp_path / "out1"))
     assert {e["variant"] for e in here["table"]} == {"dense_mlp/canonical", "dense_mlp/none",
                                                      "dense_mlp/before_dense"}  # two directories, one study
+    with open(here["paths"]["comparison.md"]) as f:
+        assert f"; 6 runs, from {study / 'a'} (4), {study / 'b'} (2)." in f.readline()  # what was pooled
+    with pytest.raises(ValueError, match=r"--runs_dir names an empty directory \(a stray comma"):
+        records.find_runs([str(study / "a"), ""])
     collected = tmp_path / "collected"
     copied = collect.collect([str(study / "a"), str(study / "b")], str(collected))
     assert len(copied) == 6
