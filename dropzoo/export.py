@@ -86,13 +86,14 @@ def _export_saved_model(model, path, outputs, mc_dropout):
         samples_spec = tf.TensorSpec((), tf.int32, name=SAMPLES_KEY)
         seed_spec = tf.TensorSpec((), tf.int32, name=SEED_KEY)
         # One traced MC computation, called by all three signatures.
-        draws = tf.function(_seeded_draws(mc, outputs), input_signature=[input_spec, samples_spec, seed_spec])
+        draws = tf.function(_seeded_draws(mc, outputs, input_spec.shape),
+                            input_signature=[input_spec, samples_spec, seed_spec])
         endpoints[MC_DROPOUT_KEY] = (_make_mc_dropout_fn(draws, _fresh_seed_source(model)),
                                      [input_spec, samples_spec])
         endpoints[MC_SEEDED_KEY] = (_make_mc_dropout_seeded_fn(draws), [input_spec, samples_spec, seed_spec])
         endpoints[MC_DRAWS_KEY] = (_make_mc_draws_fn(draws), [input_spec, samples_spec, seed_spec])
         with models.masks.fused(performance.xla_compiler()):  # traced now: its masks are the compiled ones
-            fused = tf.function(_seeded_draws(mc, outputs)).get_concrete_function(
+            fused = tf.function(_seeded_draws(mc, outputs, input_spec.shape)).get_concrete_function(
                 input_spec, samples_spec, seed_spec)
         endpoints[MC_DRAWS_XLA_KEY] = (_make_mc_draws_fn(fused), [input_spec, samples_spec, seed_spec])
     archive = build_archive(tracked, endpoints)
@@ -109,8 +110,11 @@ def _export_saved_model(model, path, outputs, mc_dropout):
 def serving_function(model, outputs="probabilities"):
     """uint8 image -> {probabilities, class_id}, dropout off: serving_default's body."""
 
+    shape = serving.input_spec(model).shape
+
     # The argument name becomes the signature's input name.
     def serve(image):
+        image = serving.checked_shape(image, shape)
         return serving.answer(serving.probabilities(model, scale(image), outputs, training=False))
 
     return serve
@@ -119,17 +123,20 @@ def serving_function(model, outputs="probabilities"):
 def float_serving_function(model, outputs="probabilities"):
     """float32 image in [0, 1] -> serving_default's answer; refuses pixels outside [0, 1]."""
 
+    shape = serving.input_spec(model).shape
+
     def serve_float(image):
-        return serving.answer(serving.probabilities(model, serving.checked_float_pixels(image), outputs,
-                                                    training=False))
+        image = serving.checked_float_pixels(serving.checked_shape(image, shape))
+        return serving.answer(serving.probabilities(model, image, outputs, training=False))
 
     return serve_float
 
 
-def _seeded_draws(mc, outputs):
-    """(uint8 image, samples, seed) -> float32 probabilities of the passes, [samples, batch, classes]."""
+def _seeded_draws(mc, outputs, shape):
+    """(uint8 image of `shape`, samples, seed) -> float32 probabilities of the passes, [samples, batch, classes]."""
 
     def draws(image, samples, seed):
+        image = serving.checked_shape(image, shape)
         samples = serving.checked_samples(samples)  # 0 would answer NaN for a batch of one, without a word
         with models.request_seed(seed):
             values = tf.cast(mc.draws(scale(image), samples), tf.float32)

@@ -84,6 +84,16 @@ FLOAT_RANGE_MESSAGE = ("serving_float takes pixels scaled to [0, 1], and these a
                        "values?): send raw uint8 pixels to serving_default, or divide by 255")
 
 
+def checked_shape(image, shape):
+    """`image` after checking it has `shape` ([None, H, W, C]): InvalidArgumentError naming both otherwise.
+
+    A loaded signature does not check its inputs' shapes: other channels
+    would be answered (a grouped convolution) and a missing axis would
+    abort the process.
+    """
+    return tf.ensure_shape(image, shape)
+
+
 def checked_float_pixels(image):
     """`image` after asserting every pixel is in [0, 1] (InvalidArgumentError naming the fix otherwise)."""
     checks = [tf.debugging.assert_greater_equal(image, tf.constant(0.0, image.dtype), message=FLOAT_RANGE_MESSAGE),

@@ -358,6 +358,26 @@ def test_serving_float_answers_scaled_pixels_and_refuses_raw_ones(export):
     assert len(set(zeros["class_id"].numpy())) == 1  # every image gets the same answer
 
 
+def test_every_signature_refuses_images_of_another_shape_naming_both(export):
+    # A loaded signature checks dtypes, not shapes: a conv net answered RGBA images sent to a grayscale
+    # model (a grouped convolution), and a missing channel axis aborted the process.
+    import tensorflow as tf
+
+    path, images = export
+    signatures = tf.saved_model.load(path).signatures
+    wrong = {"channels": np.concatenate([images[:4]] * 2, axis=-1), "no channel axis": images[:4, ..., 0]}
+    for name, signature in signatures.items():
+        extra = {"samples": tf.constant(2)} if name.startswith("mc_") else {}
+        if name not in ("serving_default", "serving_float", "mc_dropout"):
+            extra["seed"] = tf.constant(1)
+        for what, pixels in wrong.items():
+            pixels = pixels / np.float32(255.0) if name == "serving_float" else pixels
+            with pytest.raises(tf.errors.InvalidArgumentError, match=r"Shape of tensor image \[4,12,12(,2)?\] is "
+                                                                     r"not compatible with expected shape "
+                                                                     r"\[\?,12,12,1\]"):
+                signature(image=tf.constant(pixels), **extra)
+
+
 @pytest.mark.slow
 def test_saved_model_cli_run_with_float_pixels(export, tmp_path):
     path, images = export
