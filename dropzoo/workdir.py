@@ -10,6 +10,7 @@ the difference and the flag that pins it; a run that never reached its first
 checkpoint (a typo, data that was not there) blocks nothing: its config.json
 is replaced by the corrected command's.
 """
+import glob
 import os
 import shutil
 
@@ -22,6 +23,8 @@ from models.masks import LEGACY_GENERATOR
 
 # Everything a run writes in its workdir (artifacts.ARTIFACT_FILES are added by the trainer).
 RUN_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json", "evaluations")
+# What `eval.py --workdir` writes beside a run: evaluations of its export, stale once it is trained again.
+EVAL_FILES = ("eval.json", "eval-*.json")
 RESOLVED = "resolved"
 _CONFIG_FIX = "delete it and rerun to resume with this command's settings, or --overwrite to start the run again"
 # What each resolved value is called in a refusal, and the flag that pins it.
@@ -96,7 +99,8 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     files_ = paths(workdir, extra)
     ensure_writable(workdir)
     if overwrite:
-        for name in files_.values():
+        evaluations = [path for pattern in EVAL_FILES for path in glob.glob(os.path.join(workdir, pattern))]
+        for name in list(files_.values()) + evaluations:
             if os.path.isdir(name):
                 shutil.rmtree(name)
             elif os.path.exists(name):

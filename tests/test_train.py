@@ -102,6 +102,17 @@ def test_a_rerun_asking_for_serving_artifacts_a_run_lacks_says_so(tmp_path, caps
     assert capsys.readouterr().err == ""
 
 
+def test_overwrite_removes_the_evaluations_of_the_model_it_replaces(tmp_path):
+    config = tiny_config(epochs=1)
+    trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0, serving_artifacts=False)
+    for name in ("eval.json", "eval-idx_data.json", "notes.txt"):  # eval.py's files, and one of the user's
+        (tmp_path / name).write_text("{}")
+    trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0, serving_artifacts=False,
+                               overwrite=True)
+    assert not (tmp_path / "eval.json").exists() and not (tmp_path / "eval-idx_data.json").exists()
+    assert (tmp_path / "notes.txt").exists()
+
+
 def test_rerun_with_other_settings_is_refused_naming_them(finished_run):
     workdir, _ = finished_run
     with pytest.raises(trainer.RunError, match=r"--epochs \(3 -> 5\).*--overwrite"):
