@@ -98,7 +98,7 @@ def _export_saved_model(model, path, outputs, mc_dropout):
         endpoints[MC_DRAWS_XLA_KEY] = (_make_mc_draws_fn(fused), [input_spec, samples_spec, seed_spec])
     archive = build_archive(tracked, endpoints)
     try:
-        return files.write_directory(path, lambda tmp: _write_archive(archive, tmp), missing=_missing_parts)
+        return files.write_directory(path, lambda tmp: _write_archive(archive, tmp), missing=missing_parts)
     except files.IncompleteWrite as e:
         raise ExportError(f"SavedModel not exported: {e}") from None
     except (ExportError, files.WriteError):
@@ -224,7 +224,7 @@ def _write_archive(archive, directory):
     archive.write_out(directory, verbose=False)
 
 
-def _missing_parts(path):
+def missing_parts(path):
     """What a complete SavedModel dir lacks (empty list when complete)."""
     # Without variables/variables.index, tf.saved_model.load fails to restore.
     parts = [
@@ -258,7 +258,7 @@ def load_signatures(path):
         raise ExportError(f"no SavedModel at {path}: path does not exist; {fix}")
     if not os.path.isdir(path):
         raise ExportError(f"{path} is a file, not a SavedModel directory; {fix}")
-    missing = _missing_parts(path)
+    missing = missing_parts(path)
     if missing:
         raise ExportError(
             f"{path} is not a complete SavedModel (missing {', '.join(missing)}); {fix}"

@@ -155,9 +155,9 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
             if claim["finished"] is not None:
                 if verbose:
                     print(f"{workdir} holds a finished run; reporting it (--overwrite retrains)")
-                if serving_artifacts and loop.chief and "tflite" not in claim["finished"]:
-                    print(f"note: {workdir} was trained with --noserving_artifacts, so it has no model.keras or "
-                          "TFLite models; --overwrite retrains it with them", file=sys.stderr)
+                if loop.chief:
+                    for note in _finished_run_notes(workdir, claim["finished"], serving_artifacts):
+                        print(f"note: {note}", file=sys.stderr)
                 return claim["finished"]
             run, metrics = _train_export_verify(config, workdir, write_dir, source, strategy, loop,
                                                 verbose, started, serving_artifacts)
@@ -378,6 +378,27 @@ def describe_run(config, data):
             models.resolve_placement(config.model, config.placement_spec, norm=config.norm),
             config.rate)),
     }
+
+
+def _finished_run_notes(workdir, metrics, serving_artifacts):
+    """What a finished run reported again lacks: exports deleted since, or serving artifacts never made."""
+    if "identical_to" in metrics:  # its exports are the run it points at
+        return []
+    again = (f"to export them from its last checkpoint (no training, the same weights), delete "
+             f"{os.path.join(workdir, 'metrics.json')} and rerun this command")
+    if not checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")):
+        again = "--overwrite trains it again with them (it has no checkpoint left to export from)"
+    notes = []
+    missing = [f"saved_model/{part}" for part in export_lib.missing_parts(os.path.join(workdir, "saved_model"))]
+    if "tflite" in metrics:
+        missing += [name for name in artifacts_lib.ARTIFACT_FILES if not os.path.isfile(os.path.join(workdir, name))]
+    if missing:
+        notes.append(f"{workdir} finished, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing "
+                     f"(deleted since?): its records are reported; {again}")
+    if serving_artifacts and "tflite" not in metrics:
+        notes.append(f"{workdir} was trained with --noserving_artifacts, so it has no model.keras or TFLite models; "
+                     f"{again}")
+    return notes
 
 
 def record_identical(config, workdir, target_workdir, target_metrics):

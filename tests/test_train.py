@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -97,9 +98,22 @@ def test_a_rerun_asking_for_serving_artifacts_a_run_lacks_says_so(tmp_path, caps
     trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0, serving_artifacts=False)
     capsys.readouterr()
     trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
-    assert "was trained with --noserving_artifacts, so it has no model.keras" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "was trained with --noserving_artifacts, so it has no model.keras" in err
+    assert f"to export them from its last checkpoint (no training, the same weights), delete {tmp_path}/metrics.json " \
+           "and rerun this command" in err
     trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0, serving_artifacts=False)
     assert capsys.readouterr().err == ""
+    # Exports deleted since it finished: said, with the way to make them again; that way works.
+    digest = json.loads((tmp_path / "metrics.json").read_text())["weights_sha256"]
+    shutil.rmtree(tmp_path / "saved_model")
+    trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0, serving_artifacts=False)
+    assert f"note: {tmp_path} finished, but saved_model/saved_model.pb, saved_model/variables/, " \
+           "saved_model/variables/variables.index are missing (deleted since?)" in capsys.readouterr().err
+    os.remove(tmp_path / "metrics.json")
+    again = trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
+    assert again["weights_sha256"] == digest and again["epochs_completed"] == again["resumed_from_epoch"] == 1
+    assert again["export_check"]["passed"] and (tmp_path / "saved_model" / "saved_model.pb").is_file()
 
 
 def test_overwrite_removes_the_evaluations_of_the_model_it_replaces(tmp_path):
