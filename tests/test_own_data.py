@@ -365,12 +365,12 @@ def test_every_signature_refuses_images_of_another_shape_naming_both(export):
 
     path, images = export
     signatures = tf.saved_model.load(path).signatures
-    wrong = {"channels": np.concatenate([images[:4]] * 2, axis=-1), "no channel axis": images[:4, ..., 0]}
+    wrong = [np.concatenate([images[:4]] * 2, axis=-1), images[:4, ..., 0]]  # 2 channels; no channel axis
     for name, signature in signatures.items():
         extra = {"samples": tf.constant(2)} if name.startswith("mc_") else {}
         if name not in ("serving_default", "serving_float", "mc_dropout"):
             extra["seed"] = tf.constant(1)
-        for what, pixels in wrong.items():
+        for pixels in wrong:
             pixels = pixels / np.float32(255.0) if name == "serving_float" else pixels
             with pytest.raises(tf.errors.InvalidArgumentError, match=r"Shape of tensor image \[4,12,12(,2)?\] is "
                                                                      r"not compatible with expected shape "
