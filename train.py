@@ -31,7 +31,6 @@ from dropzoo import shards  # noqa: E402
 from dropzoo import sweep  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 
-
 # A task whose share holds runs another process was training (EX_TEMPFAIL: a scheduler may retry it).
 EXIT_SHARE_NOT_DONE = 75
 
