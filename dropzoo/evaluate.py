@@ -14,6 +14,7 @@ from dropzoo import files
 from dropzoo import tflite
 from dropzoo import uncertainty
 from dropzoo.errors import DataError
+from dropzoo.errors import ExportError
 from dropzoo.export import load_serving_fn
 from dropzoo.export import load_signatures
 from dropzoo.export import serving_input_spec
@@ -39,9 +40,8 @@ def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=
     `signatures` (export.load_signatures(path)) saves loading the export again.
     """
     signatures = load_signatures(path) if signatures is None else signatures
-    if SIGNATURE_KEY not in signatures:
-        load_serving_fn(path)  # its one-line error
-    serving_fn = signatures[SIGNATURE_KEY]
+    serving_fn = load_serving_fn(path) if SIGNATURE_KEY not in signatures or PROBABILITIES_KEY not in (
+        signatures[SIGNATURE_KEY].structured_outputs or {}) else signatures[SIGNATURE_KEY]  # else its one line
     input_name, input_spec = serving_input_spec(serving_fn)
     want = tuple(input_spec.shape[1:])
     batches = _check_input_shape(f"SavedModel {path}", want, batches)
@@ -76,6 +76,7 @@ def _score(path, predict, batches, ood_batches):
     probabilities, draws, labels = predict(batches, need_labels=True)
     if not len(labels):
         raise ValueError(f"no examples to evaluate {path} on; pass a non-empty dataset")
+    _check_probabilities(path, probabilities)
     deterministic = uncertainty.scores(probabilities, labels)
     metrics = {"accuracy": deterministic["accuracy"], "loss": deterministic["nll"],
                "ece": deterministic["ece"], "brier": deterministic["brier"],
@@ -92,6 +93,16 @@ def _score(path, predict, batches, ood_batches):
         ood_probabilities, ood_draws, _ = predict(ood_batches, need_labels=False)
         metrics.update(_ood_metrics(probabilities, draws, ood_probabilities, ood_draws))
     return metrics
+
+
+def _check_probabilities(path, probabilities):
+    """ExportError unless each row is a distribution (within rounding; an int8 model's steps are 1/256)."""
+    low, high = float(np.min(probabilities)), float(np.max(probabilities))
+    worst = float(np.max(np.abs(np.sum(probabilities, axis=-1, dtype=np.float64) - 1.0)))
+    if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-6 or high > 1 + 1e-6 or worst > 0.05:
+        raise ExportError(f"{path} answers 'probabilities' that are not probabilities (values {low:.3g} to "
+                          f"{high:.3g}, rows summing to 1 within {worst:.3g}): logits? export the model with "
+                          "dropzoo.export.export_saved_model(model, path, outputs='logits'), which applies the softmax")
 
 
 # OOD scores: name -> function of (deterministic probabilities, MC draws or None).
@@ -267,7 +278,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
                          "the SavedModel's signatures; pass --saved_model for it")
     # Fail on a broken model before loading any data.
     classes = (tflite.Model.load(path).num_classes if tflite_model
-               else load_serving_fn(path).structured_outputs["probabilities"].shape[-1])
+               else load_serving_fn(path).structured_outputs[PROBABILITIES_KEY].shape[-1])
     source = sources.load_source(**(data or {}), need_train=False)
     sources.check_classes(source, classes, run_class_names)
     ood_source = _load_ood(ood) if ood else None

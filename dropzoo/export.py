@@ -247,13 +247,36 @@ def load_serving_fn(path, signature=SIGNATURE_KEY):
             f"SavedModel at {path} has no {signature!r} signature (has {sorted(signatures)}); "
             "re-export it with dropzoo.export.export_saved_model(model, path)"
         )
-    return signatures[signature]
+    found = signatures[signature]
+    outputs = found.structured_outputs
+    if not isinstance(outputs, dict) or PROBABILITIES_KEY not in outputs:
+        answers = sorted(outputs) if isinstance(outputs, dict) else outputs
+        raise ExportError(
+            f"SavedModel at {path}: its {signature!r} answers {answers}, not {PROBABILITIES_KEY!r} (an export "
+            "made elsewhere, e.g. Keras' model.export?); export the Keras "
+            "model with dropzoo.export.export_saved_model(model, path), which gives the signatures eval.py reads"
+        )
+    return found
+
+
+def _load_fix(path):
+    """How to get a loadable SavedModel at `path`, by what `path` is: a run, a run's export, or other."""
+    parent = os.path.dirname(os.path.normpath(path))
+    if os.path.isfile(os.path.join(path, "metrics.json")) or os.path.isfile(os.path.join(path, "config.json")):
+        return (f"{path} is a run's directory: pass --workdir={path}, or "
+                f"--saved_model={os.path.join(path, 'saved_model')}")
+    if os.path.isfile(os.path.join(parent, "metrics.json")) or os.path.isfile(os.path.join(parent, "config.json")):
+        return (f"it is run {parent}'s export: to export it again from the run's last checkpoint, delete {path} and "
+                f"{os.path.join(parent, 'metrics.json')} and rerun that run's train.py command")
+    if os.path.isdir(path) and any("metrics.json" in names for _, _, names in os.walk(path)):
+        return f"{path} holds runs: compare them with --runs_dir={path}, or name one run with --workdir"
+    return "re-export it with dropzoo.export.export_saved_model(model, path)"
 
 
 def load_signatures(path):
     """{name: signature} of the SavedModel at `path`; ExportError if it cannot be loaded."""
     path = os.fspath(path)
-    fix = "re-export it with dropzoo.export.export_saved_model(model, path)"
+    fix = _load_fix(path)
     if not os.path.exists(path):
         raise ExportError(f"no SavedModel at {path}: path does not exist; {fix}")
     if not os.path.isdir(path):

@@ -212,3 +212,33 @@ def test_an_unprepared_ood_dataset_names_the_ood_flags(monkeypatch):
     message = str(info.value)
     assert message.startswith("out-of-distribution data: tfds dataset 'kmnist' is not prepared")
     assert "--ood_idx_dir" in message and "--idx_dir" not in message and "--npz" not in message
+
+
+def test_exports_made_elsewhere_or_answering_logits_are_one_line(exported, data, tmp_path):
+    model, path = exported
+    images, labels = data
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    keras_export = str(tmp_path / "keras_export")
+    model.export(keras_export, verbose=False)  # serving_default answers output_0
+    with pytest.raises(ExportError, match=r"its 'serving_default' answers \['output_0'\], not 'probabilities' \(an "
+                                          r"export made elsewhere, e.g. Keras' model.export\?\); export the Keras "
+                                          r"model with dropzoo.export.export_saved_model"):
+        evaluate_saved_model(keras_export, dataset)
+    logits = keras.Model(model.inputs, model.layers[-1].output)  # softmax still inside: rebuild without it
+    logits.layers[-1].activation = keras.activations.linear
+    with pytest.raises(ExportError, match=r"answers 'probabilities' that are not probabilities .*: logits\? export "
+                                          r"the model with .*outputs='logits'"):
+        evaluate_saved_model(export_saved_model(logits, str(tmp_path / "logits"), mc_dropout=False), dataset)
+    # A run's directory, or runs below one, named as the SavedModel: the flag that fits.
+    run = tmp_path / "run"
+    shutil.copytree(path, run / "saved_model")
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(ExportError, match=rf"{run} is a run's directory: pass --workdir={run}, or "
+                                          rf"--saved_model={run}/saved_model"):
+        evaluate_saved_model(str(run), dataset)
+    with pytest.raises(ExportError, match=rf"{tmp_path} holds runs: compare them with --runs_dir={tmp_path}"):
+        evaluate_saved_model(str(tmp_path), dataset)
+    os.remove(run / "saved_model" / "saved_model.pb")
+    with pytest.raises(ExportError, match=rf"not a complete SavedModel \(missing saved_model.pb\); it is run {run}'s "
+                                          rf"export: to export it again from the run's last checkpoint, delete"):
+        evaluate_saved_model(str(run / "saved_model"), dataset)
