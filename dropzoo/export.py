@@ -175,14 +175,19 @@ def _make_mc_dropout_fn(draws, generator):
     """uint8 image, samples -> mean, std, entropy and mutual information of the passes.
 
     Each call draws a fresh seed from `generator` (advancing it, as every
-    unseeded dropout call does), so unseeded calls differ.
+    unseeded dropout call does), so unseeded calls differ; mixed with the
+    clock's microseconds, as the generator's state is saved with the export
+    and every fresh load (a server's restart, each replica) would otherwise
+    replay the same masks.
     """
 
     def mc_dropout(image, samples):
         if generator is None:  # no dropout layer: every pass is the same
             seed = tf.constant(0, tf.int32)
         else:
-            seed = keras.random.randint((), 0, 2**31 - 1, dtype="int32", seed=generator)
+            drawn = keras.random.randint((), 0, 2**31 - 1, dtype="int32", seed=generator)
+            clock = tf.cast(tf.math.floormod(tf.cast(tf.timestamp() * 1e6, tf.int64), 2**31 - 1), tf.int32)
+            seed = tf.bitwise.bitwise_xor(drawn, clock)
         return _mc_summary(draws(image, samples, seed))
 
     return mc_dropout

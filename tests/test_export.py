@@ -237,6 +237,11 @@ def test_seeded_signatures_repeat_per_seed_and_unseeded_calls_differ(prob_export
     assert not np.array_equal(first["probabilities"], other["probabilities"])
     # Seeded calls leave the shared seed state alone: unseeded calls still differ.
     assert not np.array_equal(unseeded(), unseeded())
+    # A fresh load (a restarted server, another replica) restores the saved generator state, yet its first
+    # unseeded answer is not the first answer of every other load.
+    firsts = [tf.saved_model.load(path).signatures["mc_dropout"](image=images, samples=samples)["probabilities"]
+              for _ in range(2)]
+    assert not np.array_equal(firsts[0].numpy(), firsts[1].numpy())
     # The draws behind a seeded summary: the same seed gives the same passes.
     draws = seeded(1, "mc_dropout_draws")["probabilities"]
     assert draws.shape == (6, 8, NUM_CLASSES)
