@@ -40,8 +40,10 @@ def main(argv):
             return _main(argv)
     except interrupts.Interrupted as e:
         try:
-            print(f"interrupted ({e}): every evaluation that finished is kept in its run's evaluations/ "
-                  "(and every output file is whole or absent); the same command goes on from there",
+            print(f"interrupted ({e}): " + (
+                "every evaluation that finished is kept in its run's evaluations/ (and every output file is "
+                "whole or absent); the same command goes on from there" if flags_lib.FLAGS.runs_dir else
+                "nothing was written (every output file is whole or absent); run the same command again"),
                   file=sys.stderr, flush=True)
         except OSError:  # `eval.py | tee log`: Ctrl-C ended tee too
             pass
@@ -66,6 +68,9 @@ def _main(argv):
         return errors.fail(f"--mc_seed must be in [0, 2**31), got {f.mc_seed}")
     if f.runs_dir:
         return _compare(f)
+    if f.output and os.path.isdir(f.output):  # a comparison's --output is a directory; one result is a file
+        return errors.fail(f"--output {f.output} is a directory; give the result's file name, e.g. "
+                           f"--output={os.path.join(f.output, 'eval.json')}")
     if f.workdir and not os.path.isdir(f.workdir):
         return errors.fail(f"--workdir {f.workdir} is not a directory; give a run's directory (the --workdir "
                            "train.py wrote, e.g. runs/keras_mnist_cnn/canonical/seed0), or --saved_model=PATH")
@@ -93,8 +98,11 @@ def _main(argv):
             evaluate.write_json(output, result)
     print(json.dumps(result, indent=2, sort_keys=True))
     if f.workdir and not on_own:
-        print(f"note: evaluated on {result['data_source']}, not the test data the run recorded"
-              + (f"; written to {output}" if output else ""), file=sys.stderr)
+        moved = own is not None and records.same_data(result["data_origin"], own["origin"])  # same files, changed
+        print(f"note: evaluated on {result['data_source']}, " + (
+            "whose files now hold other test data than the run was tested on (sha256 "
+            f"{str(own.get('test_sha256'))[:12]}... then, {result['data_sha256'][:12]}... now)" if moved else
+            "not the test data the run recorded") + (f"; written to {output}" if output else ""), file=sys.stderr)
     if data and (data is given or not on_own):  # a folder named, or the run's own changed since
         trained_on = (own or {}).get("trained_on", {})
         changed = own is not None and folders.split_changed(trained_on, own["details"], data,

@@ -59,7 +59,7 @@ def _read_idx_file(path, magic, ndim):
     if payload != math.prod(dims):
         raise DataError(
             f"{path} has {payload} data bytes but its header promises "
-            f"{' x '.join(map(str, dims))} = {math.prod(dims)}; the file is "
+            f"{' x '.join(map(str, dims))}{f' = {math.prod(dims)}' if len(dims) > 1 else ''}; the file is "
             "truncated or corrupt, re-download it")
     return np.frombuffer(raw, np.uint8, offset=header_size).reshape(dims)
 

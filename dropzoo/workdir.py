@@ -40,6 +40,9 @@ def paths(workdir, extra=()):
 
 def ensure_writable(workdir):
     """Creates `workdir` if need be; RunError unless this process can write to it."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise RunError(f"--workdir {workdir} is a file, not a directory; pass a directory for the run (it is "
+                       "created if need be)")
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write-test-{os.getpid()}")

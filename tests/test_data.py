@@ -269,6 +269,10 @@ def _break_size_mismatch(directory):
     _write_gz(directory / TRAIN_IMAGES, _idx_bytes(0x803, (7, 4, 3), short_payload))
 
 
+def _break_short_labels(directory):
+    _write_gz(directory / TRAIN_LABELS, _idx_bytes(0x801, (7,), bytes(5)))
+
+
 def _break_short_header(directory):
     _write_gz(directory / TEST_IMAGES, b"\x00\x00\x08")
 
@@ -281,7 +285,8 @@ def _break_short_header(directory):
     (_break_not_gzip, "not a valid gzip"),
     (_break_wrong_magic, "magic number 0x00000801, expected 0x00000803"),
     (_break_count_mismatch, "holds 7 images but"),
-    (_break_size_mismatch, "header promises 7 x 4 x 3"),
+    (_break_size_mismatch, "header promises 7 x 4 x 3 = 84; the file"),
+    (_break_short_labels, "has 5 data bytes but its header promises 7; the file"),
     (_break_short_header, "shorter than its IDX header"),
 ])
 def test_idx_bad_input(idx_dir, breaker, expected):
@@ -594,3 +599,19 @@ def test_eval_splits_state_their_batch_count_so_fit_reads_them_without_running_o
     short = dataclasses.replace(source, num_test=40)
     with pytest.raises(tf.errors.FailedPreconditionError):
         list(data.make_pipelines(short, batch_size=16, seed=0).test)
+
+
+def test_eval_says_when_a_runs_own_idx_files_changed_since(idx_dir, tmp_path, eval_main, capsys):
+    from conftest import tiny_config
+
+    from dropzoo import trainer
+
+    directory, _, _ = idx_dir
+    workdir = str(tmp_path / "run")
+    config = tiny_config(dataset="mnist", idx_dir=str(directory), epochs=1, precision="float32")
+    trainer.train_and_evaluate(config, workdir, verbose=0, serving_artifacts=False)
+    _write_idx_pair(directory, TEST_IMAGES, TEST_LABELS, *_random_split(np.random.default_rng(9), 5))
+    capsys.readouterr()
+    assert eval_main(f"--workdir={workdir}") == 0
+    assert (f"note: evaluated on idx:{directory}, whose files now hold other test data than the run was tested "
+            "on (sha256 ") in capsys.readouterr().err

@@ -162,6 +162,9 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(trainer.RunError, match="cannot write to workdir"):
         trainer.train_and_evaluate(tiny_config(), str(blocker / "run"), source=tiny_source(), verbose=0)
+    with pytest.raises(trainer.RunError, match=rf"^--workdir {blocker} is a file, not a directory; pass a directory"):
+        trainer.train_and_evaluate(tiny_config(), str(blocker), source=tiny_source(), verbose=0)
+    assert blocker.read_text() == "not a directory"
 
 
 TRAIN_CONFIGS = sorted(c for c in glob.glob(os.path.join(ROOT, "configs", "*.cfg")) if not c.endswith("_eval.cfg"))
@@ -366,6 +369,8 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
     (["--workdir=/nonexistent/run"], "error: --workdir /nonexistent/run is not a directory; give a run's"),
     (["--workdir=/nonexistent/run", "--dataset=mnist_sample"], "error: --workdir /nonexistent/run is not a "
                                                                 "directory"),
+    (["--saved_model=/nonexistent", "--output=/tmp"], "error: --output /tmp is a directory; give the result's file "
+                                                      "name, e.g. --output=/tmp/eval.json"),
 ])
 def test_eval_rejects_bad_input_in_one_line(eval_main, capsys, args, message):
     assert eval_main(*args) == 2
