@@ -47,10 +47,15 @@ def task_of(task_index=None, num_tasks=None, environ=None):
         if task_index is None and "JOB_COMPLETION_INDEX" in environ:
             task_index = _integer(environ["JOB_COMPLETION_INDEX"], "JOB_COMPLETION_INDEX")
             return _checked(task_index, num_tasks, "JOB_COMPLETION_INDEX (Kubernetes Indexed Job) and --num_tasks")
+        in_array = "SLURM_ARRAY_TASK_ID" in environ
         if task_index is None or num_tasks is None:
             raise ConfigError("give --task_index and --num_tasks together (this task's index, 0..N-1, and the "
-                              "number of tasks the plan is split into)")
-        return _checked(task_index, num_tasks, "--task_index and --num_tasks")
+                              "number of tasks the plan is split into)"
+                              + ("; inside a Slurm array give neither, and the array's index splits the plan"
+                                 if in_array else ""))
+        return _checked(task_index, num_tasks, "--task_index and --num_tasks" + (
+            f"; the Slurm array's SLURM_ARRAY_TASK_ID={environ['SLURM_ARRAY_TASK_ID']} is not used" if in_array
+            else ""))
     if "SLURM_ARRAY_TASK_ID" in environ:
         return _slurm(environ)
     if "JOB_COMPLETION_INDEX" in environ:

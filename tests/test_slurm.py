@@ -194,6 +194,7 @@ def test_shares_deal_groups_of_identical_runs_round_robin_and_cover_the_plan():
     ({"JOB_COMPLETION_INDEX": "3"}, (None, 4), (3, 4)),
     ({}, (1, 2), (1, 2)),
     ({}, (None, None), None),
+    ({"SLURM_ARRAY_TASK_ID": "1"}, (0, 1), (0, 1)),  # flags win inside an array (said: below)
 ])
 def test_the_task_comes_from_flags_slurm_or_kubernetes(environ, flags_given, expected):
     task = shards.task_of(*flags_given, environ=environ)
@@ -204,6 +205,7 @@ def test_the_task_comes_from_flags_slurm_or_kubernetes(environ, flags_given, exp
     ({}, (3, 3), r"the task index 3 is not in 0..2"),
     ({}, (0, 0), "--num_tasks must be a positive integer, got 0"),
     ({}, (1, None), "give --task_index and --num_tasks together"),
+    ({"SLURM_ARRAY_TASK_ID": "1"}, (None, 2), "together .*; inside a Slurm array give neither, and the array's index"),
     ({}, (None, 0), "--num_tasks must be a positive integer, got 0"),
     ({"JOB_COMPLETION_INDEX": "0"}, (None, None), "but --num_tasks is not; pass --num_tasks=N"),
     ({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "8",
@@ -217,6 +219,11 @@ def test_bad_task_values_are_one_line(environ, flags_given, message):
     with pytest.raises(ConfigError, match=message) as info:
         shards.task_of(*flags_given, environ=environ)
     assert "\n" not in str(info.value)
+
+
+def test_flags_inside_a_slurm_array_say_the_array_index_is_not_used():
+    _, _, source = shards.task_of(0, 1, environ={"SLURM_ARRAY_TASK_ID": "3"})
+    assert source == "--task_index and --num_tasks; the Slurm array's SLURM_ARRAY_TASK_ID=3 is not used"
 
 
 def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
