@@ -157,6 +157,20 @@ def summarise(rows, baseline="canonical"):
     return table
 
 
+def code_notes(rows):
+    """A note where the runs were trained by several versions of this code (git commits, where recorded)."""
+    codes = {}
+    for r in rows:
+        if r.get("code"):
+            codes[r["code"]] = codes.get(r["code"], 0) + 1
+    if len(codes) < 2:
+        return []
+    return [f"the runs were trained by {len(codes)} versions of this code ("
+            + ", ".join(f"{code[:12]}{'+changes' if code.endswith('+changes') else ''}: {n} run{'s' * (n > 1)}"
+                        for code, n in sorted(codes.items())) + "); their variants pool only where those versions "
+            "build the same networks and masks (the mask generator is checked; the rest is not)"]
+
+
 def non_finite_notes(rows):
     """A note for each variant and column with scores that are not finite (left out of its mean)."""
     found = {}
@@ -321,7 +335,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     tuned = tune_rates(rows)
     compared = at_selected_rates(rows, tuned) if tuned else rows
     table = summarise(compared, baseline)
-    notes += non_finite_notes(compared)
+    notes += code_notes(rows) + non_finite_notes(compared)
     margins = contrasts_lib.check_margins(report.DEFAULT_MARGINS if margins is None else margins)
     pairs = contrasts_lib.planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline,
                                                                                                  notes)

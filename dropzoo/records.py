@@ -363,6 +363,8 @@ def row(run, metrics, result, data_source, trained):
         "train_accuracy": metrics.get("train_accuracy"),
         "train_loss": metrics.get("train_loss"),
         "identical_to": trained if trained != run else None,
+        # The code that trained it (a git commit), where recorded: runs.json of older records is unchanged.
+        **({"code": code} if (code := (metrics.get("versions") or {}).get("dropout_zoo")) else {}),
         **{f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in result.items()},
         **_gaps(metrics.get("train_accuracy"), metrics.get("train_loss"), result),
     }

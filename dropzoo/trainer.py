@@ -22,10 +22,13 @@ once, here. Rerunning the same command resumes from the last checkpoint;
 rerunning a finished run returns its metrics without retraining unless
 `overwrite`.
 """
+import functools
 import hashlib
+import importlib.metadata
 import math
 import os
 import socket
+import subprocess
 import sys
 import time
 
@@ -331,7 +334,7 @@ def finish(run, result, loop, started, serving_artifacts=True):
            if artifacts else {}),
         "dropout_stats": result.dropout_stats,
         "paths": written,
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "dropout_zoo": code_version()},
         "trained_by": {"host": socket.gethostname(), "pid": os.getpid()},
         "machine": performance.describe_machine(),
     }
@@ -418,6 +421,27 @@ def record_identical(config, workdir, target_workdir, target_metrics):
     }
     files.write_json(workdir_paths(workdir)["metrics.json"], metrics)
     return metrics
+
+
+@functools.lru_cache(maxsize=1)
+def code_version():
+    """This code's git commit where it runs from a checkout ('+changes' with uncommitted ones), else its
+    package version: which code trained a run, so a comparison can say when it pools several."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        def git(*args):
+            return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+
+        if os.path.realpath(git("rev-parse", "--show-toplevel")) != os.path.realpath(root):
+            raise OSError("not this project's own checkout")  # installed inside some other repository
+        commit = git("rev-parse", "HEAD")
+        return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return importlib.metadata.version("dropout-zoo")
+        except importlib.metadata.PackageNotFoundError:
+            return None
 
 
 def weights_digest(model):

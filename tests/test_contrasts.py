@@ -454,3 +454,14 @@ def test_identical_variants_stay_identical_with_more_seeds_of_one_of_them():
     entry, = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("before_activation", "canonical")]),
                                       report.DEFAULT_MARGINS)
     assert not entry["identical"]
+
+
+def test_runs_of_several_code_versions_are_said_to_be_pooled():
+    rows = _rows("canonical", [0.95, 0.96, 0.94], [0.1, 0.11, 0.12])
+    assert compare.code_notes(rows) == []  # older records name no version
+    for r, code in zip(rows, ["a" * 40, "a" * 40, "b" * 40 + "+changes"]):
+        r["code"] = code
+    assert compare.code_notes(rows) == [
+        "the runs were trained by 2 versions of this code (aaaaaaaaaaaa: 2 runs, bbbbbbbbbbbb+changes: 1 run); "
+        "their variants pool only where those versions build the same networks and masks (the mask generator is "
+        "checked; the rest is not)"]
