@@ -43,7 +43,7 @@ def main(argv):
             print(f"interrupted ({e}): " + (
                 "every evaluation that finished is kept in its run's evaluations/ (and every output file is "
                 "whole or absent); the same command goes on from there" if flags_lib.FLAGS.runs_dir else
-                "nothing was written (every output file is whole or absent); run the same command again"),
+                "every output file is whole or absent; run the same command again"),
                   file=sys.stderr, flush=True)
         except OSError:  # `eval.py | tee log`: Ctrl-C ended tee too
             pass
@@ -153,6 +153,9 @@ def _slug(text):
 
 
 def _compare(f):
+    if not all(f.runs_dir):
+        return errors.fail(f"--runs_dir={','.join(f.runs_dir)} names an empty directory (a stray comma?); give each "
+                           "directory once, separated by commas")
     if f.collect:
         with errors.one_line():
             copied = collect.collect(f.runs_dir, f.collect)

@@ -28,6 +28,7 @@ from dropzoo import checkpoints  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import shards  # noqa: E402
+from dropzoo import strategies  # noqa: E402
 from dropzoo import sweep  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 
@@ -54,6 +55,8 @@ def main(argv):
 def _train(overwrite):
     fv = flags_lib.FLAGS
     with errors.one_line():
+        if fv.cpu_devices and fv.cpu_devices > 1:  # before anything starts TensorFlow (a --keras_model's plan)
+            strategies.split_cpu(fv.cpu_devices)
         runs = flags_lib.train_plan()
         task = shards.task_of(fv.task_index, fv.num_tasks)
         if task is not None:
@@ -63,7 +66,7 @@ def _train(overwrite):
             print(f"task {index} of {count} (from {source}): {len(mine)} of the plan's {len(runs)} runs", flush=True)
             shards.check_slurm_share(mine, plan, index, count, source)
             if not fv.dry_run and shards.from_slurm(source):
-                shards.check_slurm_plans(runs, index)
+                shards.check_slurm_plans(runs, plan, index)
             runs = mine
             if not runs:
                 return 0

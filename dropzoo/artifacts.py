@@ -19,6 +19,7 @@ from dropzoo import export
 from dropzoo import files
 from dropzoo import serving
 from dropzoo import tflite
+from dropzoo import workdir as workdirs
 
 KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
@@ -109,3 +110,20 @@ def float32_copy(model):
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
     copy.set_weights(model.get_weights())
     return models.finalize_states(copy)  # an adapted Normalization's mean and variance, from the copied weights
+
+
+def finished_run_notes(workdir, metrics, serving_artifacts):
+    """What a finished run reported again lacks: exports deleted since, or serving artifacts never made."""
+    if "identical_to" in metrics:  # its exports are the run it points at
+        return []
+    notes = []
+    missing = [f"saved_model/{part}" for part in export.missing_parts(os.path.join(workdir, "saved_model"))]
+    if "tflite" in metrics:
+        missing += [name for name in ARTIFACT_FILES if not os.path.isfile(os.path.join(workdir, name))]
+    if missing:
+        notes.append(f"{workdir} finished, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: "
+                     f"its records are reported; {workdirs.reexport_fix(workdir, 'them')}")
+    if serving_artifacts and "tflite" not in metrics:
+        notes.append(f"{workdir} was trained with --noserving_artifacts, so it has no model.keras or TFLite models; "
+                     f"{workdirs.reexport_fix(workdir, 'them')}")
+    return notes

@@ -90,11 +90,11 @@ def _check_identical_targets(pairs, first):
             continue
         trained = os.path.normpath(os.path.join(run, record["identical_to"]))
         lands = os.path.normpath(os.path.join(target, record["identical_to"]))
-        held = os.path.join(first[lands] if lands in first else lands, "metrics.json")
-        if not os.path.isfile(held):
+        problem = records.identical_target_problem(record, first[lands] if lands in first else lands)
+        if problem == "holds no finished run":
             raise ConfigError(f"{run} is recorded identical by construction to {trained}, which is not collected: "
                               f"its numbers are that run's; give --runs_dir a directory that holds both")
-        if record.get("weights_sha256") and _weights_of(held) != record["weights_sha256"]:
+        if problem:
             raise ConfigError(f"{run} is recorded identical by construction to {trained}, but {lands} holds "
                               "another run (other weights), whose numbers it would be given; collect the runs "
                               "directory that holds both into a directory of its own (e.g. --collect=DEST/NAME)")

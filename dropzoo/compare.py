@@ -31,6 +31,7 @@ import numpy as np
 
 from dropzoo import config as config_lib
 from dropzoo import contrasts as contrasts_lib
+from dropzoo import provenance
 from dropzoo import records
 from dropzoo import regime as regime_lib
 from dropzoo import report
@@ -161,7 +162,7 @@ def code_notes(rows):
     """A note where the runs were trained by several versions of this code (git commits, where recorded)."""
     codes = {}
     for r in rows:
-        if r.get("code"):
+        if provenance.is_commit(r.get("code")):
             codes[r["code"]] = codes.get(r["code"], 0) + 1
     if len(codes) < 2:
         return []
@@ -220,11 +221,10 @@ def baseline_pairs(rows, baseline="canonical", notes=None):
         if len(candidates) > 1:  # baselines drawn by several mask generators: the variant's own
             split = candidates
             candidates = [k for k in candidates if dict(k)["_mask_generator"] == dict(target)["_mask_generator"]]
-            if not candidates and notes is not None:
+            if len(candidates) != 1 and notes is not None:  # none of them, or split by sites too
                 notes.append(f"{runs[0]['variant']} - {baseline} is not tested: {baseline} is split into "
-                             f"{' and '.join(groups[k][0]['variant'] for k in split)} (runs of other code versions), "
-                             f"and {runs[0]['variant']} has none of their mask generators; plan it with "
-                             "--contrasts naming one of them")
+                             f"{' and '.join(groups[k][0]['variant'] for k in split)}, and none of them is "
+                             f"{runs[0]['variant']}'s own; plan it with --contrasts naming one of them")
         if len(candidates) == 1 and candidates[0] != key:
             pairs.append((key, candidates[0]))
     # In label order, whichever directories the runs were found in.

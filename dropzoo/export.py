@@ -21,6 +21,7 @@ from dropzoo import errors
 from dropzoo import files
 from dropzoo import performance
 from dropzoo import serving
+from dropzoo import workdir as workdirs
 from dropzoo.errors import ExportError
 from dropzoo.preprocess import scale
 from dropzoo.serving import CLASS_ID_KEY  # noqa: F401
@@ -252,27 +253,35 @@ def load_serving_fn(path, signature=SIGNATURE_KEY):
             f"SavedModel at {path} has no {signature!r} signature (has {sorted(signatures)}); "
             "re-export it with dropzoo.export.export_saved_model(model, path)"
         )
-    found = signatures[signature]
-    outputs = found.structured_outputs
+    return check_outputs(path, signature, signatures[signature])
+
+
+def check_outputs(path, name, signature):
+    """`signature` (named `name`, of the SavedModel at `path`) if it answers probabilities; else ExportError."""
+    outputs = signature.structured_outputs
     if not isinstance(outputs, dict) or PROBABILITIES_KEY not in outputs:
         answers = sorted(outputs) if isinstance(outputs, dict) else outputs
         raise ExportError(
-            f"SavedModel at {path}: its {signature!r} answers {answers}, not {PROBABILITIES_KEY!r} (an export "
-            "made elsewhere, e.g. Keras' model.export?); export the Keras "
-            "model with dropzoo.export.export_saved_model(model, path), which gives the signatures eval.py reads"
+            f"SavedModel at {path}: its {name!r} answers {answers}, not {PROBABILITIES_KEY!r} (an export made "
+            "elsewhere, e.g. Keras' model.export?); export the Keras model with "
+            "dropzoo.export.export_saved_model(model, path), which gives the signatures eval.py reads"
         )
-    return found
+    return signature
 
 
 def _load_fix(path):
     """How to get a loadable SavedModel at `path`, by what `path` is: a run, a run's export, or other."""
-    parent = os.path.dirname(os.path.normpath(path))
-    if os.path.isfile(os.path.join(path, "metrics.json")) or os.path.isfile(os.path.join(path, "config.json")):
+    def is_run(directory):
+        return any(os.path.isfile(os.path.join(directory, name)) for name in ("metrics.json", "config.json"))
+
+    parent, name = os.path.split(os.path.normpath(path))
+    if is_run(path):
         return (f"{path} is a run's directory: pass --workdir={path}, or "
                 f"--saved_model={os.path.join(path, 'saved_model')}")
-    if os.path.isfile(os.path.join(parent, "metrics.json")) or os.path.isfile(os.path.join(parent, "config.json")):
-        return (f"it is run {parent}'s export: to export it again from the run's last checkpoint, delete {path} and "
-                f"{os.path.join(parent, 'metrics.json')} and rerun that run's train.py command")
+    if name.endswith(".tflite"):
+        return f"it is a TFLite model: pass --tflite={path}"
+    if name == "saved_model" and is_run(parent):
+        return f"it is run {parent}'s export; {workdirs.reexport_fix(parent, 'it')}"
     if os.path.isdir(path) and any("metrics.json" in names for _, _, names in os.walk(path)):
         return f"{path} holds runs: compare them with --runs_dir={path}, or name one run with --workdir"
     return "re-export it with dropzoo.export.export_saved_model(model, path)"
@@ -281,22 +290,21 @@ def _load_fix(path):
 def load_signatures(path):
     """{name: signature} of the SavedModel at `path`; ExportError if it cannot be loaded."""
     path = os.fspath(path)
-    fix = _load_fix(path)
     if not os.path.exists(path):
-        raise ExportError(f"no SavedModel at {path}: path does not exist; {fix}")
+        raise ExportError(f"no SavedModel at {path}: path does not exist; {_load_fix(path)}")
     if not os.path.isdir(path):
-        raise ExportError(f"{path} is a file, not a SavedModel directory; {fix}")
+        raise ExportError(f"{path} is a file, not a SavedModel directory; {_load_fix(path)}")
     missing = missing_parts(path)
     if missing:
         raise ExportError(
-            f"{path} is not a complete SavedModel (missing {', '.join(missing)}); {fix}"
+            f"{path} is not a complete SavedModel (missing {', '.join(missing)}); {_load_fix(path)}"
         )
     try:
         loaded = tf.saved_model.load(path)
     except Exception as error:
         raise ExportError(
             f"cannot load SavedModel at {path}: {type(error).__name__}: "
-            f"{first_line(error)}; {fix}"
+            f"{first_line(error)}; {_load_fix(path)}"
         ) from error
     _check_runs_here(loaded.signatures)
     return dict(loaded.signatures)

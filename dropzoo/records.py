@@ -234,18 +234,29 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     return rows
 
 
+def identical_target_problem(metrics, held):
+    """Why `held` (a run directory) is not the run that `metrics` (a record identical to it by construction)
+    was recorded from: "holds no finished run", "holds another run (other weights)", or None where it is."""
+    path = os.path.join(held, "metrics.json")
+    if not os.path.isfile(path):
+        return "holds no finished run"
+    if metrics.get("weights_sha256") and files.read_json(path, _FIX).get("weights_sha256") != metrics[
+            "weights_sha256"]:
+        return "holds another run (other weights)"
+    return None
+
+
 def _check_identical_target(run, metrics, trained):
     """RunError unless `trained`, which `run` is recorded identical to by construction, is that run: its
     numbers are the run's. A run replaced there (trained elsewhere, or again) holds other weights."""
-    path = os.path.join(trained, "metrics.json")
-    if not os.path.isfile(path):
-        raise RunError(f"{run} is recorded identical by construction to {trained}, which holds no finished run: "
-                       "copy that run back beside it (eval.py --collect takes both), or rerun the sweep")
-    held = files.read_json(path, _FIX).get("weights_sha256")
-    if metrics.get("weights_sha256") and held != metrics["weights_sha256"]:
-        raise RunError(f"{run} is recorded identical by construction to {trained}, which holds another run "
-                       "(other weights) than it was recorded from: bring back the runs directory that trained "
-                       "both, or delete its metrics.json and rerun its sweep to record it again")
+    problem = identical_target_problem(metrics, trained)
+    if problem:
+        raise RunError(f"{run} is recorded identical by construction to {trained}, which {problem} than it was "
+                       "recorded from: bring back the runs directory that trained both (eval.py --collect takes "
+                       "both), or delete its metrics.json and rerun its sweep to record it again"
+                       if "other weights" in problem else
+                       f"{run} is recorded identical by construction to {trained}, which {problem}: copy that run "
+                       "back beside it (eval.py --collect takes both), or rerun the sweep")
 
 
 # Data sources read from files a user may change after training (a tfds dataset or the sample cannot change).

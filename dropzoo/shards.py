@@ -125,11 +125,12 @@ def check_slurm_share(mine, plan, index, count, source):
                       f"--array=0-{groups - 1}")
 
 
-def check_slurm_plans(runs, index, environ=None):
+def check_slurm_plans(runs, sweep_plan, index, environ=None):
     """Records this Slurm array task's plan in the runs' root; ConfigError where another task's differs.
 
-    The tasks of one array (SLURM_ARRAY_JOB_ID) run one command, so their
-    plans are equal unless the command depends on the index: then each
+    `sweep_plan` is sweep.plan(runs). The tasks of one array
+    (SLURM_ARRAY_JOB_ID) run one command, so their runs (workdirs) and
+    groups are equal unless the command depends on the index: then each
     task would train one share of its own plan. The first task to start
     cannot see it; every later one refuses. Nothing outside a Slurm array.
     """
@@ -137,8 +138,9 @@ def check_slurm_plans(runs, index, environ=None):
     job = environ.get("SLURM_ARRAY_JOB_ID")
     if not job or not runs:
         return
-    plan = [[config.to_dict(), workdir] for config, workdir in runs]
-    digest = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+    # What decides the shares: the runs and their groups. Data paths, devices and such may differ per task.
+    plan = [[workdir for _, workdir in runs], sweep_plan]
+    digest = hashlib.sha256(json.dumps(plan).encode()).hexdigest()
     root = os.path.commonpath([os.path.abspath(workdir) for _, workdir in runs])
     where = os.path.join(os.path.dirname(root) if len(runs) == 1 else root, ".tasks")  # never inside a run
     os.makedirs(where, exist_ok=True)

@@ -267,7 +267,10 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
     """
     devices = {config.cpu_devices for config, _ in runs if config.cpu_devices}
     if len(devices) == 1:  # before the data: loading it starts TensorFlow's devices
-        strategies.split_cpu(devices.pop())
+        try:
+            strategies.split_cpu(devices.pop())
+        except strategies.DistributeError:
+            pass  # TensorFlow started already (a caller's source): each run fails on it, in one line
     if source is None:
         first = runs[0][0]
         source = sources.load_source(**sources.config_arguments(first))

@@ -22,13 +22,10 @@ once, here. Rerunning the same command resumes from the last checkpoint;
 rerunning a finished run returns its metrics without retraining unless
 `overwrite`.
 """
-import functools
 import hashlib
-import importlib.metadata
 import math
 import os
 import socket
-import subprocess
 import sys
 import time
 
@@ -52,6 +49,7 @@ from dropzoo import loops
 from dropzoo import multi_worker
 from dropzoo import optimizers
 from dropzoo import performance
+from dropzoo import provenance
 from dropzoo import records
 from dropzoo import sources
 from dropzoo import strategies
@@ -159,7 +157,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
                 if verbose:
                     print(f"{workdir} holds a finished run; reporting it (--overwrite retrains)")
                 if loop.chief:
-                    for note in _finished_run_notes(workdir, claim["finished"], serving_artifacts):
+                    for note in artifacts_lib.finished_run_notes(workdir, claim["finished"], serving_artifacts):
                         print(f"note: {note}", file=sys.stderr)
                 return claim["finished"]
             run, metrics = _train_export_verify(config, workdir, write_dir, source, strategy, loop,
@@ -334,7 +332,7 @@ def finish(run, result, loop, started, serving_artifacts=True):
            if artifacts else {}),
         "dropout_stats": result.dropout_stats,
         "paths": written,
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "dropout_zoo": code_version()},
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "dropout_zoo": provenance.AT_START},
         "trained_by": {"host": socket.gethostname(), "pid": os.getpid()},
         "machine": performance.describe_machine(),
     }
@@ -383,27 +381,6 @@ def describe_run(config, data):
     }
 
 
-def _finished_run_notes(workdir, metrics, serving_artifacts):
-    """What a finished run reported again lacks: exports deleted since, or serving artifacts never made."""
-    if "identical_to" in metrics:  # its exports are the run it points at
-        return []
-    again = (f"to export them from its last checkpoint (no training, the same weights), delete "
-             f"{os.path.join(workdir, 'metrics.json')} and rerun this command")
-    if not checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")):
-        again = "--overwrite trains it again with them (it has no checkpoint left to export from)"
-    notes = []
-    missing = [f"saved_model/{part}" for part in export_lib.missing_parts(os.path.join(workdir, "saved_model"))]
-    if "tflite" in metrics:
-        missing += [name for name in artifacts_lib.ARTIFACT_FILES if not os.path.isfile(os.path.join(workdir, name))]
-    if missing:
-        notes.append(f"{workdir} finished, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing "
-                     f"(deleted since?): its records are reported; {again}")
-    if serving_artifacts and "tflite" not in metrics:
-        notes.append(f"{workdir} was trained with --noserving_artifacts, so it has no model.keras or TFLite models; "
-                     f"{again}")
-    return notes
-
-
 def record_identical(config, workdir, target_workdir, target_metrics):
     """Records in `workdir` that `config` is identical by construction to a finished run.
 
@@ -421,27 +398,6 @@ def record_identical(config, workdir, target_workdir, target_metrics):
     }
     files.write_json(workdir_paths(workdir)["metrics.json"], metrics)
     return metrics
-
-
-@functools.lru_cache(maxsize=1)
-def code_version():
-    """This code's git commit where it runs from a checkout ('+changes' with uncommitted ones), else its
-    package version: which code trained a run, so a comparison can say when it pools several."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        def git(*args):
-            return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10,
-                                  check=True).stdout.strip()
-
-        if os.path.realpath(git("rev-parse", "--show-toplevel")) != os.path.realpath(root):
-            raise OSError("not this project's own checkout")  # installed inside some other repository
-        commit = git("rev-parse", "HEAD")
-        return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.SubprocessError):
-        try:
-            return importlib.metadata.version("dropout-zoo")
-        except importlib.metadata.PackageNotFoundError:
-            return None
 
 
 def weights_digest(model):

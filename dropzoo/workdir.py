@@ -163,3 +163,13 @@ def check_same(saved, config, resolved, workdir, resuming=False):
             raise RunError(f"workdir {workdir!r} holds a run trained with {what} {before[name]!r}, but this command "
                            f"resolves to {value!r}; {fix}use another --workdir, or --overwrite to train it again "
                            "from the start")
+
+
+def reexport_fix(workdir, what):
+    """How to make a finished run's exports (`what`: "them", "it") again, where its checkpoints allow."""
+    if checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")):
+        return (f"export {what} again from its last checkpoint (no training, the same weights): delete "
+                f"{os.path.join(workdir, 'metrics.json')} and rerun its train.py command")
+    subject = {"them": "they"}.get(what, what)
+    return (f"{subject} cannot be exported again here: the run has no checkpoint here (records carried from where "
+            "it trained?); use the exports where it trained")

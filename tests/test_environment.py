@@ -44,3 +44,22 @@ def test_each_entry_point_sets_the_defaults_before_tensorflow_loads(script):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "at TensorFlow's import: true", script
+
+
+def test_a_run_records_the_commit_of_its_own_checkout_else_the_package_version(tmp_path):
+    import shutil
+    import subprocess
+
+    from dropzoo import provenance
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if shutil.which("git") and os.path.isdir(os.path.join(root, ".git")):
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        assert provenance.code_version(root).startswith(head) and provenance.is_commit(provenance.code_version(root))
+    # Not a checkout of its own (a package installed inside some other repository, or none): no commit claimed.
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=False, capture_output=True)
+    inner = tmp_path / "site-packages"
+    inner.mkdir()
+    other = provenance.code_version(str(inner))
+    assert not provenance.is_commit(other) and (other is None or other.startswith("dropout-zoo "))
+    assert not provenance.is_commit("dropout-zoo 0.1.0") and provenance.is_commit("a" * 40 + "+changes")

@@ -240,5 +240,12 @@ def test_exports_made_elsewhere_or_answering_logits_are_one_line(exported, data,
         evaluate_saved_model(str(tmp_path), dataset)
     os.remove(run / "saved_model" / "saved_model.pb")
     with pytest.raises(ExportError, match=rf"not a complete SavedModel \(missing saved_model.pb\); it is run {run}'s "
-                                          rf"export: to export it again from the run's last checkpoint, delete"):
+                                          r"export; it cannot be exported again here: the run has no checkpoint"):
         evaluate_saved_model(str(run / "saved_model"), dataset)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "epoch-2.npz").write_bytes(b"")  # its last checkpoint, as saved_epoch finds it
+    with pytest.raises(ExportError, match=rf"export; export it again from its last checkpoint \(no training, the "
+                                          rf"same weights\): delete {run}/metrics.json and rerun its train.py"):
+        evaluate_saved_model(str(run / "saved_model"), dataset)
+    with pytest.raises(ExportError, match=rf"it is a TFLite model: pass --tflite={run}/model.tflite"):
+        evaluate_saved_model(str(run / "model.tflite"), dataset)

@@ -241,19 +241,23 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
     shards.check_slurm_share([], plan, 1, 3, "--task_index and --num_tasks")  # flags: the user's own split
     root = tmp_path / "study"
 
-    def plan_of(seed):
-        return _plan("--model=dense_mlp", "--placement=canonical,none", f"--seed={seed}", f"--workdir={root}")
+    def plan_of(seed, *more):
+        runs = _plan("--model=dense_mlp", "--placement=canonical,none", f"--seed={seed}", f"--workdir={root}", *more)
+        return runs, sweep.plan(runs)
 
-    shards.check_slurm_plans(plan_of(0), 0, environ={**array, "SLURM_ARRAY_TASK_ID": "0"})
-    shards.check_slurm_plans(plan_of(0), 2, environ={**array, "SLURM_ARRAY_TASK_ID": "2"})  # the same command
-    shards.check_slurm_plans(plan_of(0), 0, environ={**array, "SLURM_ARRAY_TASK_ID": "0"})  # requeued
+    shards.check_slurm_plans(*plan_of(0), 0, environ={**array, "SLURM_ARRAY_TASK_ID": "0"})
+    shards.check_slurm_plans(*plan_of(0), 2, environ={**array, "SLURM_ARRAY_TASK_ID": "2"})  # the same command
+    # Data staged per task (--idx_dir=$SLURM_TMPDIR/...): the same runs, so the same plan.
+    shards.check_slurm_plans(*plan_of(0, "--idx_dir=/scratch/41.3"), 3, environ={**array, "SLURM_ARRAY_TASK_ID": "3"})
+    shards.check_slurm_plans(*plan_of(0), 0, environ={**array, "SLURM_ARRAY_TASK_ID": "0"})  # requeued
     with pytest.raises(ConfigError, match=r"^task0 of Slurm array 41 plans other runs \(from .*seed0\) than this "
                                           r"task 1 \(from .*seed1\), though an array runs one command; if the"):
-        shards.check_slurm_plans(plan_of(1), 1, environ=array)
-    shards.check_slurm_plans(plan_of(1), 1, environ={**array, "SLURM_ARRAY_JOB_ID": "42"})  # another array
-    shards.check_slurm_plans(plan_of(1), 1, environ={})  # not in an array: nothing written
+        shards.check_slurm_plans(*plan_of(1), 1, environ=array)
+    shards.check_slurm_plans(*plan_of(1), 1, environ={**array, "SLURM_ARRAY_JOB_ID": "42"})  # another array
+    shards.check_slurm_plans(*plan_of(1), 1, environ={})  # not in an array: nothing written
     assert sorted(os.listdir(root / "dense_mlp" / ".tasks")) == [
-        "slurm-41-task0.json", "slurm-41-task1.json", "slurm-41-task2.json", "slurm-42-task1.json"]
+        "slurm-41-task0.json", "slurm-41-task1.json", "slurm-41-task2.json", "slurm-41-task3.json",
+        "slurm-42-task1.json"]
 
 
 def test_the_kubernetes_recipe_parses_and_maps_its_indices():

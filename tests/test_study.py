@@ -368,8 +368,8 @@ def test_a_variant_without_dropout_pairs_with_the_baseline_of_its_own_mask_gener
     notes = []
     compare.baseline_pairs(rows, notes=notes)
     assert notes == ["m/none-rate0.5 - canonical is not tested: canonical is split into m/canonical-rate0.5 "
-                     "[mask_generator kbit-fields-v1] and m/canonical-rate0.5 [mask_generator keras-stateless-dropout] "
-                     "(runs of other code versions), and m/none-rate0.5 has none of their mask generators; plan it "
+                     "[mask_generator kbit-fields-v1] and m/canonical-rate0.5 "
+                     "[mask_generator keras-stateless-dropout], and none of them is m/none-rate0.5's own; plan it "
                      "with --contrasts naming one of them"]
     only_new = [r for r in rows if r.get("mask_generator") != "keras-stateless-dropout"]
     pairs = {groups[a][0]["config"]["placement"] for a, b in compare.baseline_pairs(only_new)}

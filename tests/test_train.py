@@ -100,8 +100,8 @@ def test_a_rerun_asking_for_serving_artifacts_a_run_lacks_says_so(tmp_path, caps
     trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
     err = capsys.readouterr().err
     assert "was trained with --noserving_artifacts, so it has no model.keras" in err
-    assert f"to export them from its last checkpoint (no training, the same weights), delete {tmp_path}/metrics.json " \
-           "and rerun this command" in err
+    assert f"export them again from its last checkpoint (no training, the same weights): delete {tmp_path}/" \
+           "metrics.json and rerun its train.py command" in err
     trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0, serving_artifacts=False)
     assert capsys.readouterr().err == ""
     # Exports deleted since it finished: said, with the way to make them again; that way works.
@@ -109,7 +109,7 @@ def test_a_rerun_asking_for_serving_artifacts_a_run_lacks_says_so(tmp_path, caps
     shutil.rmtree(tmp_path / "saved_model")
     trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0, serving_artifacts=False)
     assert f"note: {tmp_path} finished, but saved_model/saved_model.pb, saved_model/variables/, " \
-           "saved_model/variables/variables.index are missing (deleted since?)" in capsys.readouterr().err
+           "saved_model/variables/variables.index are missing: its records are reported" in capsys.readouterr().err
     os.remove(tmp_path / "metrics.json")
     again = trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
     assert again["weights_sha256"] == digest and again["epochs_completed"] == again["resumed_from_epoch"] == 1
@@ -369,6 +369,8 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
     (["--workdir=/nonexistent/run"], "error: --workdir /nonexistent/run is not a directory; give a run's"),
     (["--workdir=/nonexistent/run", "--dataset=mnist_sample"], "error: --workdir /nonexistent/run is not a "
                                                                 "directory"),
+    (["--runs_dir=/tmp,"], "error: --runs_dir=/tmp, names an empty directory (a stray comma?)"),
+    (["--runs_dir=/tmp,", "--collect=/x"], "error: --runs_dir=/tmp, names an empty directory"),
     (["--saved_model=/nonexistent", "--output=/tmp"], "error: --output /tmp is a directory; give the result's file "
                                                       "name, e.g. --output=/tmp/eval.json"),
 ])
