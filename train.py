@@ -55,8 +55,9 @@ def main(argv):
 def _train(overwrite):
     fv = flags_lib.FLAGS
     with errors.one_line():
-        if fv.cpu_devices and fv.cpu_devices > 1:  # before anything starts TensorFlow (a --keras_model's plan)
-            strategies.split_cpu(fv.cpu_devices)
+        devices = {int(v) for v in (fv.cpu_devices or "").split(",") if v.strip().isdigit()}
+        if len(devices) == 1 and max(devices) > 1:  # before anything starts TensorFlow (a --keras_model's plan)
+            strategies.split_cpu(devices.pop())
         runs = flags_lib.train_plan()
         task = shards.task_of(fv.task_index, fv.num_tasks)
         if task is not None:
