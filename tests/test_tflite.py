@@ -1,6 +1,7 @@
 """model.tflite, model_int8.tflite and model.keras: written by every export, verified, evaluated."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -144,6 +145,24 @@ def test_evaluate_tflite_reproduces_the_saved_model(finished_run):
     assert lite["loss"] == pytest.approx(saved["loss"], rel=1e-2 if bf16 else 1e-4)
     int8 = evaluate.evaluate_tflite(os.path.join(workdir, "model_int8.tflite"), data_lib.raw_batches(test, 16))
     assert int8["accuracy"] == metrics["tflite"]["int8_test_accuracy"]
+
+
+def test_a_damaged_tflite_model_of_a_run_is_refused_not_scored(finished_run, tmp_path):
+    # A .tflite file has no checksum: a flipped weight bit scored ~20% without a word; the run records digests.
+    workdir, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    images, labels = (np.concatenate(part) for part in zip(*data_lib.raw_batches(tiny_source().test, 64)))
+    np.savez(tmp_path / "tiny.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
+    evaluate.evaluate_on_dataset(str(run / "model_int8.tflite"), data={"npz": str(tmp_path / "tiny.npz")},
+                                 tflite_model=True)  # as exported: scored
+    content = bytearray((run / "model_int8.tflite").read_bytes())
+    content[len(content) // 2] ^= 0x10
+    (run / "model_int8.tflite").write_bytes(bytes(content))
+    with pytest.raises(ExportError, match=rf"model_int8.tflite is not the model {run} exported \(its sha256 differs "
+                                          r"from the one recorded\): damaged or replaced since; export it again"):
+        evaluate.evaluate_on_dataset(str(run / "model_int8.tflite"), data={"npz": str(tmp_path / "tiny.npz")},
+                                     tflite_model=True)
 
 
 def test_serving_artifacts_can_be_skipped(tmp_path):
