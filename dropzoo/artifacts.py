@@ -6,7 +6,6 @@ a float32 copy of the weights), `model_int8.tflite` (int8, calibrated on
 training images) and `model.keras` (the Keras model itself, to load back for
 fine-tuning). dropzoo/verify.py checks each of them against the model.
 """
-import hashlib
 import os
 import tempfile
 import time
@@ -21,11 +20,10 @@ from dropzoo import files
 from dropzoo import serving
 from dropzoo import tflite
 from dropzoo import workdir as workdirs
-from dropzoo.errors import ExportError
 
 KERAS_FILE = "model.keras"
-TFLITE_FILE = "model.tflite"
-TFLITE_INT8_FILE = "model_int8.tflite"
+TFLITE_FILE = tflite.FLOAT32_FILE
+TFLITE_INT8_FILE = tflite.INT8_FILE
 ARTIFACT_FILES = (KERAS_FILE, TFLITE_FILE, TFLITE_INT8_FILE)
 # Training images the int8 model is calibrated on ("a few hundred"), fed in batches.
 REPRESENTATIVE_EXAMPLES = 320
@@ -71,7 +69,7 @@ def tflite_metrics(paths, converted, test_batches):
             "float32_bytes": os.path.getsize(paths[TFLITE_FILE]),
             "int8_bytes": os.path.getsize(paths[TFLITE_INT8_FILE]),
             # A .tflite file holds no checksum of its own: a flipped bit would score without a word.
-            **{_DIGEST_KEYS[name]: _sha256(paths[name]) for name in _DIGEST_KEYS},
+            **{key: tflite.sha256(paths[name]) for name, key in tflite.RECORDED_DIGESTS.items()},
             "calibration_examples": converted["calibration_examples"],
             "export_seconds": converted["seconds"],  # conversion and writing
             "test_seconds": time.perf_counter() - started}  # both models over the test split
@@ -132,27 +130,3 @@ def finished_run_notes(workdir, metrics, serving_artifacts):
                      f"{workdirs.reexport_fix(workdir, 'them')}")
     return notes
 
-
-# metrics.json's "tflite" entry: the digest of each TFLite file, by name.
-_DIGEST_KEYS = {TFLITE_FILE: "float32_sha256", TFLITE_INT8_FILE: "int8_sha256"}
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_recorded(path):
-    """ExportError where `path` is a run's TFLite model other than the one its metrics.json recorded."""
-    run, name = os.path.split(os.path.abspath(path))
-    record = os.path.join(run, "metrics.json")
-    if name not in _DIGEST_KEYS or not os.path.isfile(record):
-        return
-    want = (files.read_json(record, "delete it and rerun that run's train.py command").get("tflite") or {}).get(
-        _DIGEST_KEYS[name])
-    if want and os.path.isfile(path) and _sha256(path) != want:
-        raise ExportError(f"{path} is not the model {run} exported (its sha256 differs from the one recorded): "
-                          f"damaged or replaced since; {workdirs.reexport_fix(run, 'it')}")

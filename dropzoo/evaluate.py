@@ -285,8 +285,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
                          "the SavedModel's signatures; pass --saved_model for it")
     # Fail on a broken model before loading any data.
     if tflite_model:
-        from dropzoo import artifacts  # a run's TFLite model is checked against its record
-        artifacts.check_recorded(path)
+        tflite.check_recorded(path)  # a run's TFLite model, against its record
     classes = (tflite.Model.load(path).num_classes if tflite_model
                else load_serving_fn(path).structured_outputs[PROBABILITIES_KEY].shape[-1])
     source = sources.load_source(**(data or {}), need_train=False)

@@ -7,6 +7,7 @@ Runtime: LiteRT's interpreter (`ai_edge_litert`, the maintained runtime; TF
 2.20+ prints a deprecation notice for `tf.lite.Interpreter` pointing to it),
 which also supplies the flatbuffer schema the op listing reads.
 """
+import hashlib
 import os
 
 import numpy as np
@@ -14,6 +15,8 @@ import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
+from dropzoo import files
+from dropzoo import workdir as workdirs
 from dropzoo.errors import ExportError
 
 RUNTIME = "ai_edge_litert"
@@ -132,3 +135,31 @@ class Model:
         images = np.asarray(images)
         result = self.runner(**{self.input_name: images})
         return {key: np.array(value) for key, value in result.items()}
+
+
+# A run's TFLite models, and the key of each one's sha256 in its metrics.json "tflite" entry: a .tflite
+# file holds no checksum of its own, so a flipped bit would otherwise score without a word.
+FLOAT32_FILE = "model.tflite"
+INT8_FILE = "model_int8.tflite"
+RECORDED_DIGESTS = {FLOAT32_FILE: "float32_sha256", INT8_FILE: "int8_sha256"}
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_recorded(path):
+    """ExportError where `path` is a run's TFLite model other than the one its metrics.json recorded."""
+    run, name = os.path.split(os.path.abspath(path))
+    record = os.path.join(run, "metrics.json")
+    if name not in RECORDED_DIGESTS or not os.path.isfile(record):
+        return
+    want = (files.read_json(record, "delete it and rerun that run's train.py command").get("tflite") or {}).get(
+        RECORDED_DIGESTS[name])
+    if want and os.path.isfile(path) and sha256(path) != want:
+        raise ExportError(f"{path} is not the model {run} exported (its sha256 differs from the one recorded): "
+                          f"damaged or replaced since; {workdirs.reexport_fix(run, 'it')}")
