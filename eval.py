@@ -97,18 +97,22 @@ def _main(argv):
         if output:
             evaluate.write_json(output, result)
     print(json.dumps(result, indent=2, sort_keys=True))
+    trained_on = (own or {}).get("trained_on", {})
+    changed = bool(own) and bool(data) and folders.split_changed(trained_on, own["details"], data,
+                                                                 result.get("data_details"))
+    written = f"; written to {output}" if output else ""
     if f.workdir and not on_own:
         moved = own is not None and records.same_data(result["data_origin"], own["origin"])  # same files, changed
         print(f"note: evaluated on {result['data_source']}, " + (
             "whose files now hold other test data than the run was tested on (sha256 "
             f"{str(own.get('test_sha256'))[:12]}... then, {result['data_sha256'][:12]}... now)" if moved else
-            "not the test data the run recorded") + (f"; written to {output}" if output else ""), file=sys.stderr)
-    if data and (data is given or not on_own):  # a folder named, or the run's own changed since
-        trained_on = (own or {}).get("trained_on", {})
-        changed = own is not None and folders.split_changed(trained_on, own["details"], data,
-                                                            result.get("data_details"))
+            "not the test data the run recorded") + written, file=sys.stderr)
+    if data and (data is given or (not on_own and not changed)):  # a folder named
         for note in folders.notes(data, [(trained_on, result["num_examples"], f.workdir, changed)]):
             print(f"note: {note}", file=sys.stderr)
+    elif changed:  # the run's own folder, changed since: one note says what that means
+        print(f"note: {folders.notes(data, [(trained_on, result['num_examples'], f.workdir, True)])[-1]}",
+              file=sys.stderr)
     return 0
 
 
@@ -159,8 +163,8 @@ def _compare(f):
     if f.collect:
         with errors.one_line():
             copied = collect.collect(f.runs_dir, f.collect)
-        print(f"collected the records of {len(copied)} runs into {f.collect}; compare them with "
-              f"python eval.py --runs_dir={f.collect}")
+        print(f"collected the records of {len(copied)} run{'s' * (len(copied) != 1)} into {f.collect}; compare "
+              f"them with python eval.py --runs_dir={f.collect}")
         left = records.unfinished_note(f.runs_dir)
         if left:
             print(f"note: {left}", file=sys.stderr)

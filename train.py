@@ -24,8 +24,10 @@ if __name__ == "__main__":
 from absl import app  # noqa: E402
 from absl import logging  # noqa: E402
 
+from dropzoo import artifacts  # noqa: E402
 from dropzoo import checkpoints  # noqa: E402
 from dropzoo import errors  # noqa: E402
+from dropzoo import export  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import shards  # noqa: E402
 from dropzoo import strategies  # noqa: E402
@@ -54,6 +56,9 @@ def main(argv):
 
 def _train(overwrite):
     fv = flags_lib.FLAGS
+    if fv.workdir and os.path.exists(fv.workdir) and not os.path.isdir(fv.workdir):  # before any run fails on it
+        return errors.fail(f"--workdir {fv.workdir} is a file, not a directory; pass a directory for the run (it "
+                           "is created if need be)")
     with errors.one_line():
         devices = {int(v) for v in (fv.cpu_devices or "").split(",") if v.strip().isdigit()}
         if len(devices) == 1 and max(devices) > 1:  # before anything starts TensorFlow (a --keras_model's plan)
@@ -93,11 +98,15 @@ def _train(overwrite):
     print(f"data:         {metrics['data']['source']}")
     print(f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")
     print(f"export check: {'passed' if metrics['export_check']['passed'] else 'FAILED'}")
-    print(f"SavedModel:   {os.path.join(workdir, 'saved_model')}")
+    exported = os.path.join(workdir, "saved_model")
+    gone = " (missing: see the note above)"  # deleted since a finished run was exported
+    print(f"SavedModel:   {exported}{gone if export.missing_parts(exported) else ''}")
     tflite = metrics.get("tflite")
     if tflite:  # model.keras, model.tflite, model_int8.tflite beside it
         print(f"also:         model.keras, model.tflite, model_int8.tflite (TFLite test accuracy: int8 "
-              f"{tflite['int8_test_accuracy']:.4f}, float32 {tflite['float32_test_accuracy']:.4f})")
+              f"{tflite['int8_test_accuracy']:.4f}, float32 {tflite['float32_test_accuracy']:.4f})"
+              + (gone if not all(os.path.isfile(os.path.join(workdir, name)) for name in artifacts.ARTIFACT_FILES)
+                 else ""))
     print(f"TensorBoard:  tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
     print(f"metrics:      {os.path.join(workdir, 'metrics.json')}")
     return 0

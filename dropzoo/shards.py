@@ -149,6 +149,7 @@ def check_slurm_plans(runs, sweep_plan, index, environ=None):
     for path in sorted(glob.glob(os.path.join(where, f"slurm-{job}-task*.json"))):
         other = files.read_json(path, "delete it and submit the array again")
         if other["plan_sha256"] != digest:
-            task = os.path.basename(path)[len(f"slurm-{job}-"):-len(".json")]
-            raise ConfigError(f"{task} of Slurm array {job} plans other runs (from {other['first_run']}) than this "
-                              f"task {index} (from {runs[0][1]}), though an array runs one command; {_OWN_INDEX}")
+            task = os.path.basename(path)[len(f"slurm-{job}-task"):-len(".json")]
+            raise ConfigError(f"task {task} of Slurm array {job} plans other runs (from {other['first_run']}) "
+                              f"than this task {index} (from {runs[0][1]}), though an array runs one command; "
+                              f"{_OWN_INDEX}")

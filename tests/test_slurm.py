@@ -250,7 +250,7 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
     # Data staged per task (--idx_dir=$SLURM_TMPDIR/...): the same runs, so the same plan.
     shards.check_slurm_plans(*plan_of(0, "--idx_dir=/scratch/41.3"), 3, environ={**array, "SLURM_ARRAY_TASK_ID": "3"})
     shards.check_slurm_plans(*plan_of(0), 0, environ={**array, "SLURM_ARRAY_TASK_ID": "0"})  # requeued
-    with pytest.raises(ConfigError, match=r"^task0 of Slurm array 41 plans other runs \(from .*seed0\) than this "
+    with pytest.raises(ConfigError, match=r"^task 0 of Slurm array 41 plans other runs \(from .*seed0\) than this "
                                           r"task 1 \(from .*seed1\), though an array runs one command; if the"):
         shards.check_slurm_plans(*plan_of(1), 1, environ=array)
     shards.check_slurm_plans(*plan_of(1), 1, environ={**array, "SLURM_ARRAY_JOB_ID": "42"})  # another array

@@ -328,6 +328,15 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert any(line.startswith(str(other)) and "other settings: --epochs (3 -> 12)" in line for line in lines)
 
 
+@pytest.mark.slow
+def test_a_sweep_into_a_file_is_one_line_before_any_run(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("kept")
+    assert_one_line_error(_run("train.py", f"--workdir={blocker}", "--model=dense_mlp", "--placement=canonical,none"),
+                          f"error: --workdir {blocker} is a file, not a directory; pass a directory")
+    assert blocker.read_text() == "kept"
+
+
 def assert_one_line_error(result, message):
     """Exit 2, no traceback, and the last stderr line is the `error:` message."""
     assert result.returncode == 2, result.stderr
