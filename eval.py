@@ -107,12 +107,12 @@ def _main(argv):
             "whose files now hold other test data than the run was tested on (sha256 "
             f"{str(own.get('test_sha256'))[:12]}... then, {result['data_sha256'][:12]}... now)" if moved else
             "not the test data the run recorded") + written, file=sys.stderr)
-    if data and (data is given or (not on_own and not changed)):  # a folder named
-        for note in folders.notes(data, [(trained_on, result["num_examples"], f.workdir, changed)]):
+    if data and (data is given or not on_own):  # a folder named, or the run's own that changed since
+        found = folders.notes(data, [(trained_on, result["num_examples"], f.workdir, changed)])
+        if changed and data is not given:  # the run's own folder: its last note, the changed split, says it all
+            found = found[-1:]
+        for note in found:
             print(f"note: {note}", file=sys.stderr)
-    elif changed:  # the run's own folder, changed since: one note says what that means
-        print(f"note: {folders.notes(data, [(trained_on, result['num_examples'], f.workdir, True)])[-1]}",
-              file=sys.stderr)
     return 0
 
 
@@ -157,9 +157,8 @@ def _slug(text):
 
 
 def _compare(f):
-    if not all(f.runs_dir):
-        return errors.fail(f"--runs_dir={','.join(f.runs_dir)} names an empty directory (a stray comma?); give each "
-                           "directory once, separated by commas")
+    with errors.one_line():
+        records.check_runs_dirs(f.runs_dir)  # first: the other checks would read '' as the working directory
     if f.collect:
         with errors.one_line():
             copied = collect.collect(f.runs_dir, f.collect)

@@ -27,12 +27,12 @@ from absl import logging  # noqa: E402
 from dropzoo import artifacts  # noqa: E402
 from dropzoo import checkpoints  # noqa: E402
 from dropzoo import errors  # noqa: E402
-from dropzoo import export  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import shards  # noqa: E402
 from dropzoo import strategies  # noqa: E402
 from dropzoo import sweep  # noqa: E402
 from dropzoo import trainer  # noqa: E402
+from dropzoo import workdir as workdirs  # noqa: E402
 
 # A task whose share holds runs another process was training (EX_TEMPFAIL: a scheduler may retry it).
 EXIT_SHARE_NOT_DONE = 75
@@ -56,10 +56,8 @@ def main(argv):
 
 def _train(overwrite):
     fv = flags_lib.FLAGS
-    if fv.workdir and os.path.exists(fv.workdir) and not os.path.isdir(fv.workdir):  # before any run fails on it
-        return errors.fail(f"--workdir {fv.workdir} is a file, not a directory; pass a directory for the run (it "
-                           "is created if need be)")
     with errors.one_line():
+        workdirs.check_not_file(fv.workdir)  # before any run of a sweep fails on it
         devices = {int(v) for v in (fv.cpu_devices or "").split(",") if v.strip().isdigit()}
         if len(devices) == 1 and max(devices) > 1:  # before anything starts TensorFlow (a --keras_model's plan)
             strategies.split_cpu(devices.pop())
@@ -98,15 +96,17 @@ def _train(overwrite):
     print(f"data:         {metrics['data']['source']}")
     print(f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")
     print(f"export check: {'passed' if metrics['export_check']['passed'] else 'FAILED'}")
-    exported = os.path.join(workdir, "saved_model")
-    gone = " (missing: see the note above)"  # deleted since a finished run was exported
-    print(f"SavedModel:   {exported}{gone if export.missing_parts(exported) else ''}")
+    missing = artifacts.missing_exports(workdir, metrics)  # deleted since a finished run was exported
+
+    def gone(names):
+        return " (missing: see the note above)" if any(name.startswith(names) for name in missing) else ""
+
+    print(f"SavedModel:   {os.path.join(workdir, 'saved_model')}{gone('saved_model/')}")
     tflite = metrics.get("tflite")
     if tflite:  # model.keras, model.tflite, model_int8.tflite beside it
         print(f"also:         model.keras, model.tflite, model_int8.tflite (TFLite test accuracy: int8 "
               f"{tflite['int8_test_accuracy']:.4f}, float32 {tflite['float32_test_accuracy']:.4f})"
-              + (gone if not all(os.path.isfile(os.path.join(workdir, name)) for name in artifacts.ARTIFACT_FILES)
-                 else ""))
+              f"{gone(artifacts.ARTIFACT_FILES)}")
     print(f"TensorBoard:  tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
     print(f"metrics:      {os.path.join(workdir, 'metrics.json')}")
     return 0

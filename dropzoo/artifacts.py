@@ -114,14 +114,20 @@ def float32_copy(model):
     return models.finalize_states(copy)  # an adapted Normalization's mean and variance, from the copied weights
 
 
+def missing_exports(workdir, metrics):
+    """The exports a finished run made that are not in `workdir` now: saved_model/ parts, serving artifacts."""
+    missing = [f"saved_model/{part}" for part in export.missing_parts(os.path.join(workdir, "saved_model"))]
+    if "tflite" in metrics:  # made with serving artifacts
+        missing += [name for name in ARTIFACT_FILES if not os.path.isfile(os.path.join(workdir, name))]
+    return missing
+
+
 def finished_run_notes(workdir, metrics, serving_artifacts):
     """What a finished run reported again lacks: exports deleted since, or serving artifacts never made."""
     if "identical_to" in metrics:  # its exports are the run it points at
         return []
     notes = []
-    missing = [f"saved_model/{part}" for part in export.missing_parts(os.path.join(workdir, "saved_model"))]
-    if "tflite" in metrics:
-        missing += [name for name in ARTIFACT_FILES if not os.path.isfile(os.path.join(workdir, name))]
+    missing = missing_exports(workdir, metrics)
     if missing:
         notes.append(f"{workdir} finished, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: "
                      f"its records are reported; {workdirs.reexport_fix(workdir, 'them')}")

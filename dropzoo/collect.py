@@ -91,7 +91,7 @@ def _check_identical_targets(pairs, first):
         trained = os.path.normpath(os.path.join(run, record["identical_to"]))
         lands = os.path.normpath(os.path.join(target, record["identical_to"]))
         problem = records.identical_target_problem(record, first[lands] if lands in first else lands)
-        if problem == "holds no finished run":
+        if problem == records.NO_RUN:
             raise ConfigError(f"{run} is recorded identical by construction to {trained}, which is not collected: "
                               f"its numbers are that run's; give --runs_dir a directory that holds both")
         if problem:

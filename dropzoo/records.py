@@ -36,11 +36,9 @@ _FIX = "delete it and rerun that run's train.py command to re-measure it"
 
 def find_runs(runs_dirs):
     """Directories below any of `runs_dirs` holding a finished run (a metrics.json), sorted."""
+    check_runs_dirs(runs_dirs)
     found = []
     for runs_dir in runs_dirs:
-        if not runs_dir:
-            raise ValueError("--runs_dir names an empty directory (a stray comma in the list?); give each "
-                             "directory once, separated by commas")
         if not os.path.isdir(runs_dir):
             raise ValueError(f"--runs_dir {runs_dir} is not a directory; point it at a sweep's --workdir "
                              "(or at a directory of collected records)")
@@ -58,6 +56,13 @@ def find_runs(runs_dirs):
                          "--workdir of train.py runs: train some first, e.g. python train.py --placement=all "
                          f"--seeds=3 --workdir={workdir}")
     return sorted(dict.fromkeys(found))
+
+
+def check_runs_dirs(runs_dirs):
+    """ValueError where the list names an empty directory: a stray comma, which would mean the cwd."""
+    if not all(runs_dirs):
+        raise ValueError(f"--runs_dir={','.join(runs_dirs)} names an empty directory (a stray comma?); give each "
+                         "directory once, separated by commas")
 
 
 def unfinished_runs(runs_dirs):
@@ -234,15 +239,19 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     return rows
 
 
+# Why a directory is not the run a record identical to it by construction was recorded from.
+NO_RUN, OTHER_WEIGHTS = "holds no finished run", "holds another run (other weights)"
+
+
 def identical_target_problem(metrics, held):
-    """Why `held` (a run directory) is not the run that `metrics` (a record identical to it by construction)
-    was recorded from: "holds no finished run", "holds another run (other weights)", or None where it is."""
+    """NO_RUN or OTHER_WEIGHTS where `held` (a run directory) is not the run that `metrics` (a record
+    identical to it by construction) was recorded from; None where it is."""
     path = os.path.join(held, "metrics.json")
     if not os.path.isfile(path):
-        return "holds no finished run"
-    if metrics.get("weights_sha256") and files.read_json(path, _FIX).get("weights_sha256") != metrics[
-            "weights_sha256"]:
-        return "holds another run (other weights)"
+        return NO_RUN
+    recorded = metrics.get("weights_sha256")
+    if recorded and files.read_json(path, _FIX).get("weights_sha256") != recorded:
+        return OTHER_WEIGHTS
     return None
 
 
@@ -250,13 +259,12 @@ def _check_identical_target(run, metrics, trained):
     """RunError unless `trained`, which `run` is recorded identical to by construction, is that run: its
     numbers are the run's. A run replaced there (trained elsewhere, or again) holds other weights."""
     problem = identical_target_problem(metrics, trained)
+    fixes = {NO_RUN: "copy that run back beside it (eval.py --collect takes both), or rerun the sweep",
+             OTHER_WEIGHTS: "bring back the runs directory that trained both (eval.py --collect takes both), or "
+                            "delete its metrics.json and rerun its sweep to record it again"}
     if problem:
-        raise RunError(f"{run} is recorded identical by construction to {trained}, which {problem} than it was "
-                       "recorded from: bring back the runs directory that trained both (eval.py --collect takes "
-                       "both), or delete its metrics.json and rerun its sweep to record it again"
-                       if "other weights" in problem else
-                       f"{run} is recorded identical by construction to {trained}, which {problem}: copy that run "
-                       "back beside it (eval.py --collect takes both), or rerun the sweep")
+        raise RunError(f"{run} is recorded identical by construction to {trained}, which {problem}"
+                       f"{' than it was recorded from' if problem == OTHER_WEIGHTS else ''}: {fixes[problem]}")
 
 
 # Data sources read from files a user may change after training (a tfds dataset or the sample cannot change).

@@ -38,11 +38,16 @@ def paths(workdir, extra=()):
     return {name: os.path.join(workdir, name) for name in RUN_FILES + tuple(extra)}
 
 
-def ensure_writable(workdir):
-    """Creates `workdir` if need be; RunError unless this process can write to it."""
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
+def check_not_file(workdir):
+    """RunError where `workdir` names an existing file: every run below it would fail on it."""
+    if workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
         raise RunError(f"--workdir {workdir} is a file, not a directory; pass a directory for the run (it is "
                        "created if need be)")
+
+
+def ensure_writable(workdir):
+    """Creates `workdir` if need be; RunError unless this process can write to it."""
+    check_not_file(workdir)
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write-test-{os.getpid()}")

@@ -617,13 +617,17 @@ def test_a_folded_rescaling_lets_later_preprocessing_be_and_an_unfoldable_one_sa
     variant = models.place_dropout(twice, "none")
     np.testing.assert_allclose(variant(RAW / 255.0).numpy(), twice(RAW).numpy(), rtol=1e-4, atol=1e-5)
     image = keras.Input((28, 28, 1))
-    scaled = keras.layers.Rescaling(1 / 255, name="r")(image)
-    merged = keras.layers.Concatenate(name="cat")([keras.layers.Flatten(name="f1")(scaled),
-                                                   keras.layers.Flatten(name="f2")(image)])
-    shared_input = keras.Model(image, keras.layers.Dense(10, name="o")(merged))
+    shared_input = _two_branches(image, keras.layers.Rescaling(1 / 255, name="r")(image), image)
     with pytest.raises(ValueError, match=r"rescales its input in its first layer 'r', but other layers read the "
                                          r"input too"):
         models.describe_model(shared_input)
+
+
+def _two_branches(image, left, right):
+    """A model of `image` reading `left` and `right` through Flatten layers 'f1' and 'f2', concatenated."""
+    merged = keras.layers.Concatenate(name="cat")([keras.layers.Flatten(name="f1")(left),
+                                                   keras.layers.Flatten(name="f2")(right)])
+    return keras.Model(image, keras.layers.Dense(10, name="o")(merged))
 
 
 def test_input_dropout_after_preprocessing_is_not_the_conv_stack_rate():
@@ -678,9 +682,7 @@ def test_an_rgb_model_on_grayscale_images_names_the_colour_mode():
 def test_an_input_dropout_read_by_two_branches_says_so():
     image = keras.Input((28, 28, 1))
     dropped = keras.layers.Dropout(0.2, name="in_drop")(image)
-    merged = keras.layers.Concatenate(name="cat")([keras.layers.Flatten(name="f1")(dropped),
-                                                   keras.layers.Flatten(name="f2")(dropped)])
-    model = keras.Model(image, keras.layers.Dense(10, name="o")(merged))
+    model = _two_branches(image, dropped, dropped)
     with pytest.raises(ValueError, match=r"dropout layer 'in_drop' of model '.*' drops the model's input for 2 "
                                          r"layers \('f1', 'f2'\); a site on the input is one layer's .pre"):
         models.describe_model(model)

@@ -111,6 +111,17 @@ def _wait(ready, seconds, what):
     raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
+def _run_array(env, logs_dir, tasks, command):
+    """Submits `command` (argv, joined for the shell) as an array of `tasks`; (job id, each task's log) once done."""
+    submitted = subprocess.run(["sbatch", "--parsable", f"--array=0-{tasks - 1}", "--cpus-per-task=1",
+                                f"--output={logs_dir}/task_%a.log", f"--chdir={ROOT}", "--wrap", " ".join(command)],
+                               env=env, capture_output=True, text=True, check=True)
+    job = submitted.stdout.strip().split(";")[0]
+    _wait(lambda: not subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True,
+                                     text=True).stdout.strip(), 600, f"array job {job} to finish")
+    return job, [(logs_dir / f"task_{i}.log").read_text() for i in range(tasks)]
+
+
 def _plan(*args):
     fv = flags.FlagValues()
     flags_lib.define_train_flags(fv)
@@ -126,14 +137,7 @@ def _table(result):
 def test_a_sweep_as_a_slurm_array_trains_each_run_once_and_compares_as_one_process(cluster, tmp_path):
     env, home = cluster
     root = tmp_path / "array"
-    command = " ".join([sys.executable, "train.py", *SWEEP, f"--workdir={root}"])
-    submitted = subprocess.run(["sbatch", "--parsable", "--array=0-2", "--cpus-per-task=1",
-                                f"--output={tmp_path}/task_%a.log", f"--chdir={ROOT}", "--wrap", command],
-                               env=env, capture_output=True, text=True, check=True)
-    job = submitted.stdout.strip().split(";")[0]
-    _wait(lambda: not subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True,
-                                     text=True).stdout.strip(), 600, f"array job {job} to finish")
-    logs = [(tmp_path / f"task_{i}.log").read_text() for i in range(3)]
+    _, logs = _run_array(env, tmp_path, 3, [sys.executable, "train.py", *SWEEP, f"--workdir={root}"])
     for i, log in enumerate(logs):
         assert f"task {i} of 3 (from SLURM_ARRAY_TASK_ID={i} of array 0-2 (SLURM_ARRAY_TASK_COUNT=3))" in log, log
     trained = [line.split()[0] for log in logs for line in log.splitlines() if line.endswith("(trained here)")]
@@ -157,16 +161,10 @@ def test_a_sweep_as_a_slurm_array_trains_each_run_once_and_compares_as_one_proce
 def test_an_array_whose_command_uses_the_index_is_refused_not_half_trained(cluster, tmp_path):
     env, _ = cluster
     root = tmp_path / "per_seed"
-    command = " ".join([sys.executable, "train.py", "--model=dense_mlp", "--dataset=mnist_sample", "--train_steps=2",
-                        "--placement=canonical,none", "--seed=$SLURM_ARRAY_TASK_ID", "--noserving_artifacts",
-                        "--precision=float32", f"--workdir={root}"])
-    submitted = subprocess.run(["sbatch", "--parsable", "--array=0-1", "--cpus-per-task=1",
-                                f"--output={tmp_path}/task_%a.log", f"--chdir={ROOT}", "--wrap", command],
-                               env=env, capture_output=True, text=True, check=True)
-    job = submitted.stdout.strip().split(";")[0]
-    _wait(lambda: not subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True,
-                                     text=True).stdout.strip(), 600, f"array job {job} to finish")
-    logs = [(tmp_path / f"task_{i}.log").read_text() for i in range(2)]
+    job, logs = _run_array(env, tmp_path, 2, [
+        sys.executable, "train.py", "--model=dense_mlp", "--dataset=mnist_sample", "--train_steps=2",
+        "--placement=canonical,none", "--seed=$SLURM_ARRAY_TASK_ID", "--noserving_artifacts", "--precision=float32",
+        f"--workdir={root}"])
     refused = [log for log in logs if f"of Slurm array {job} plans other runs" in log]
     assert refused, logs  # the task that starts second sees the first one's plan (both may refuse)
     assert all("--task_index=0 --num_tasks=1" in log and "Traceback" not in log for log in refused)
