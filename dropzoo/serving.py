@@ -84,14 +84,22 @@ FLOAT_RANGE_MESSAGE = ("serving_float takes pixels scaled to [0, 1], and these a
                        "values?): send raw uint8 pixels to serving_default, or divide by 255")
 
 
+EMPTY_BATCH_MESSAGE = "no images to predict: the batch is empty; send at least one image"
+
+
 def checked_shape(image, shape):
-    """`image` after checking it has `shape` ([None, H, W, C]): InvalidArgumentError naming both otherwise.
+    """`image` after checking it has `shape` ([None, H, W, C]) and one image or more: InvalidArgumentError
+    naming both shapes, or the empty batch, otherwise.
 
     A loaded signature does not check its inputs' shapes: other channels
-    would be answered (a grouped convolution) and a missing axis would
-    abort the process.
+    would be answered (a grouped convolution), a missing axis would abort
+    the process, and oneDNN's convolution refuses an empty batch with a
+    message about its own arguments.
     """
-    return tf.ensure_shape(image, shape)
+    image = tf.ensure_shape(image, shape)
+    check = tf.debugging.assert_positive(tf.shape(image)[0], message=EMPTY_BATCH_MESSAGE)
+    with tf.control_dependencies([check]):
+        return tf.identity(image)
 
 
 def checked_float_pixels(image):

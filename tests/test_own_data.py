@@ -378,6 +378,29 @@ def test_every_signature_refuses_images_of_another_shape_naming_both(export):
                 signature(image=tf.constant(pixels), **extra)
 
 
+def test_every_signature_refuses_an_empty_batch_in_one_line(export, tmp_path):
+    # oneDNN's convolution refused an empty batch with a message about its own arguments.
+    import keras
+    import tensorflow as tf
+
+    from dropzoo import export as export_lib
+
+    _, images = export
+    keras.utils.set_random_seed(0)
+    image = keras.Input(shape=(12, 12, 1), name="image")
+    x = keras.layers.Dropout(0.25)(keras.layers.Flatten()(keras.layers.Conv2D(2, 3, activation="relu")(image)))
+    model = keras.Model(image, keras.layers.Softmax()(keras.layers.Dense(2)(x)))
+    signatures = tf.saved_model.load(export_lib.export_saved_model(model, str(tmp_path / "conv"))).signatures
+    assert signatures["serving_default"](image=tf.constant(images[:3]))["class_id"].shape == (3,)
+    for name, signature in signatures.items():
+        extra = {"samples": tf.constant(2)} if name.startswith("mc_") else {}
+        if name not in ("serving_default", "serving_float", "mc_dropout"):
+            extra["seed"] = tf.constant(1)
+        pixels = images[:0] / np.float32(255.0) if name == "serving_float" else images[:0]
+        with pytest.raises(tf.errors.InvalidArgumentError, match="no images to predict: the batch is empty"):
+            signature(image=tf.constant(pixels), **extra)
+
+
 @pytest.mark.slow
 def test_saved_model_cli_run_with_float_pixels(export, tmp_path):
     path, images = export
