@@ -69,8 +69,10 @@ def _train(overwrite):
             mine = shards.share(runs, plan, index, count)
             print(f"task {index} of {count} (from {source}): {len(mine)} of the plan's {len(runs)} runs", flush=True)
             shards.check_slurm_share(mine, plan, index, count, source)
-            if not fv.dry_run and shards.from_slurm(source):
-                shards.check_slurm_plans(runs, plan, index)
+            if not fv.dry_run:
+                if shards.from_slurm(source):
+                    shards.check_slurm_plans(runs, plan, index)
+                shards.check_task_counts(runs, plan, index, count, source)
             runs = mine
             if not runs:
                 return 0

@@ -23,7 +23,9 @@ picks its runs by the index (`--seed=$SLURM_ARRAY_TASK_ID`) would train a
 share of a share without a word: `check_slurm_share` refuses a task left
 with nothing to train, and `check_slurm_plans` a task whose plan differs
 from another task's of the same array (each records its plan's digest in
-the runs' root, `.tasks/`).
+the runs' root, `.tasks/`). Shares of one plan split into different counts
+(task 0 of 3, task 1 of 2) would leave runs to no task: `check_task_counts`
+refuses the second count.
 """
 import glob
 import hashlib
@@ -125,6 +127,29 @@ def check_slurm_share(mine, plan, index, count, source):
                       f"--array=0-{groups - 1}")
 
 
+def _plan_digest(runs, sweep_plan):
+    """sha256 of what decides the shares: the runs (workdirs) and their groups; data paths, devices and such
+    may differ per task."""
+    return hashlib.sha256(json.dumps([[workdir for _, workdir in runs], sweep_plan]).encode()).hexdigest()
+
+
+def _tasks_dir(runs):
+    """The runs' root's `.tasks/`, never inside a run (made)."""
+    root = os.path.commonpath([os.path.abspath(workdir) for _, workdir in runs])
+    where = os.path.join(os.path.dirname(root) if len(runs) == 1 else root, ".tasks")
+    os.makedirs(where, exist_ok=True)
+    return where
+
+
+def _others(where, prefix):
+    """{task text: record} of the records `where/<prefix><task>.json`, this task's own among them."""
+    records = {}
+    for path in sorted(glob.glob(os.path.join(where, f"{prefix}*.json"))):
+        records[os.path.basename(path)[len(prefix):-len(".json")]] = files.read_json(
+            path, f"delete it, or the whole {where}, and run the task again")
+    return records
+
+
 def check_slurm_plans(runs, sweep_plan, index, environ=None):
     """Records this Slurm array task's plan in the runs' root; ConfigError where another task's differs.
 
@@ -138,18 +163,39 @@ def check_slurm_plans(runs, sweep_plan, index, environ=None):
     job = environ.get("SLURM_ARRAY_JOB_ID")
     if not job or not runs:
         return
-    # What decides the shares: the runs and their groups. Data paths, devices and such may differ per task.
-    plan = [[workdir for _, workdir in runs], sweep_plan]
-    digest = hashlib.sha256(json.dumps(plan).encode()).hexdigest()
-    root = os.path.commonpath([os.path.abspath(workdir) for _, workdir in runs])
-    where = os.path.join(os.path.dirname(root) if len(runs) == 1 else root, ".tasks")  # never inside a run
-    os.makedirs(where, exist_ok=True)
+    digest, where = _plan_digest(runs, sweep_plan), _tasks_dir(runs)
     files.write_json(os.path.join(where, f"slurm-{job}-task{index}.json"), {"plan_sha256": digest,
                                                                             "first_run": runs[0][1]})
-    for path in sorted(glob.glob(os.path.join(where, f"slurm-{job}-task*.json"))):
-        other = files.read_json(path, "delete it and submit the array again")
+    for task, other in _others(where, f"slurm-{job}-task").items():
         if other["plan_sha256"] != digest:
-            task = os.path.basename(path)[len(f"slurm-{job}-task"):-len(".json")]
             raise ConfigError(f"task {task} of Slurm array {job} plans other runs (from {other['first_run']}) "
                               f"than this task {index} (from {runs[0][1]}), though an array runs one command; "
                               f"{_OWN_INDEX}")
+
+
+def check_task_counts(runs, sweep_plan, index, count, source):
+    """Records this task's share of the plan in the runs' root; ConfigError where another task of the same
+    plan split it into another count (but 1, the whole plan): shares of two splits leave runs to no task,
+    without a word.
+
+    The first task to start cannot see it; every later one refuses, and
+    records nothing (a corrected rerun is not refused for it). A task reads
+    again after writing, so of two starting together at least one refuses.
+    """
+    if count == 1 or not runs:
+        return
+    prefix = f"split-{_plan_digest(runs, sweep_plan)[:16]}-task"
+    where = _tasks_dir(runs)
+    own = os.path.join(where, f"{prefix}{index}.json")
+    for written in (False, True):
+        for task, other in _others(where, prefix).items():
+            if task != str(index) and other["num_tasks"] not in (1, count):  # its own: the last split it took
+                if written:
+                    os.remove(own)
+                raise ConfigError(
+                    f"task {task} of this plan split it into {other['num_tasks']} shares, and this task {index} "
+                    f"into {count} ({source}): shares of two splits leave runs to no task; give every task "
+                    f"--num_tasks={other['num_tasks']}, or, to split the plan anew once every task of the other "
+                    f"split has ended, delete {os.path.join(where, prefix)}*.json")
+        if not written:
+            files.write_json(own, {"num_tasks": count, "source": source})

@@ -258,6 +258,35 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
         "slurm-42-task1.json"]
 
 
+def test_tasks_of_one_plan_split_into_other_counts_are_refused(tmp_path):
+    # Task 0 of 3 and task 1 of 2 would each train a share of another split: some runs trained by no task.
+    runs = _plan("--model=dense_mlp", "--placement=canonical,none,before_dense", "--seeds=2",
+                 f"--workdir={tmp_path}/study")
+    plan = sweep.plan(runs)
+    shards.check_task_counts(runs, plan, 0, 3, "--task_index and --num_tasks")
+    shards.check_task_counts(runs, plan, 2, 3, "--task_index and --num_tasks")
+    shards.check_task_counts(runs, plan, 0, 3, "--task_index and --num_tasks")  # run again
+    shards.check_task_counts(runs, plan, 1, 1, "--task_index and --num_tasks")  # the whole plan: never a gap
+    tasks = tmp_path / "study" / "dense_mlp" / ".tasks"
+    before = sorted(os.listdir(tasks))
+    with pytest.raises(ConfigError, match=r"^task 0 of this plan split it into 3 shares, and this task 1 into 2 "
+                                          r"\(--task_index and --num_tasks\): shares of two splits leave runs to no "
+                                          r"task; give every task --num_tasks=3, or, to split the plan anew once "
+                                          r"every task of the other split has ended, delete .*\.tasks/split-"):
+        shards.check_task_counts(runs, plan, 1, 2, "--task_index and --num_tasks")
+    assert sorted(os.listdir(tasks)) == before  # the refused task left no record to refuse a corrected one
+    shards.check_task_counts(runs, plan, 1, 3, "--task_index and --num_tasks")
+    # Another plan (more seeds) is split anew; a run's own directory never holds the records.
+    more = _plan("--model=dense_mlp", "--placement=canonical,none,before_dense", "--seeds=3",
+                 f"--workdir={tmp_path}/study")
+    shards.check_task_counts(more, sweep.plan(more), 1, 2, "JOB_COMPLETION_INDEX (Kubernetes Indexed Job)")
+    assert len(os.listdir(tasks)) == len(before) + 2
+    one = _plan("--model=dense_mlp", f"--workdir={tmp_path}/alone")
+    shards.check_task_counts(one, sweep.plan(one), 0, 2, "--task_index and --num_tasks")
+    assert one[0][1] == f"{tmp_path}/alone" and not (tmp_path / "alone").exists()  # beside the run, not in it
+    assert len(os.listdir(tmp_path / ".tasks")) == 1
+
+
 def test_the_kubernetes_recipe_parses_and_maps_its_indices():
     """docs/kubernetes-job.yaml: an Indexed Job whose pods each train their share of the study."""
     import yaml
