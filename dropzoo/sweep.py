@@ -263,7 +263,9 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
     outcome is otherwise the run's metrics; a `Skipped` reason if another
     process holds the run's workdir (so the same sweep started several times
     splits the work); or, for a run that failed (e.g. a NaN loss), its error
-    in one line, and the sweep goes on. Runs share one loaded dataset.
+    in one line, and the sweep goes on. Runs of the same data share one
+    loaded source (`source`, if given, is every run's: their data arguments
+    must then be one).
     """
     devices = {config.cpu_devices for config, _ in runs if config.cpu_devices}
     if len(devices) == 1:  # before the data: loading it starts TensorFlow's devices
@@ -271,9 +273,7 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
             strategies.split_cpu(devices.pop())
         except strategies.DistributeError:
             pass  # TensorFlow started already (a caller's source): each run fails on it, in one line
-    if source is None:
-        first = runs[0][0]
-        source = sources.load_source(**sources.config_arguments(first))
+    loaded = _sources(runs, source)
     trained_by = plan(runs)
     results = []
     with _quiet_retracing():
@@ -289,7 +289,7 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
                 continue
             keras.backend.clear_session()  # fresh graph and layer names for every run
             try:
-                outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite, source=source,
+                outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite, source=loaded(config),
                                                      verbose=verbose, serving_artifacts=serving_artifacts)
             except locks.WorkdirLocked as e:
                 outcome = Skipped(str(e))
@@ -305,6 +305,30 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
                     print(outcome, flush=True)
             results.append((config, workdir, outcome))
     return results
+
+
+def _data_key(config):
+    return tuple(sorted((key, str(value)) for key, value in sources.config_arguments(config).items()))
+
+
+def _sources(runs, source=None):
+    """config -> its loaded data source, each data (--dataset=a,b, --color_mode=grayscale,rgb) loaded once
+    when a run first needs it; `source` for every run, refused where the runs' data differ (ValueError)."""
+    if source is not None:
+        data = {_data_key(config) for config, _ in runs}
+        if len(data) > 1:
+            raise ValueError(f"source={source.name} is one dataset, but the runs take {len(data)} data settings; "
+                             "pass source=None so that each run loads its own")
+        return lambda config: source
+    loaded = {}
+
+    def load(config):
+        key = _data_key(config)
+        if key not in loaded:
+            loaded[key] = sources.load_source(**sources.config_arguments(config))
+        return loaded[key]
+
+    return load
 
 
 def _identical(config, workdir, trained):

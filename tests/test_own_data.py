@@ -219,6 +219,23 @@ def _tiny(**overrides):
 
 
 @pytest.mark.slow
+def test_a_sweep_over_the_data_trains_each_run_on_its_own(png_folders, tmp_path):
+    # All runs once took the first run's data: the rgb run trained on grayscale images, recorded as rgb.
+    train, test = png_folders
+    configs = sweep.expand(_tiny(image_dir=train, test_image_dir=test, epochs=1),
+                           {"color_mode": ["grayscale", "rgb"]})
+    runs = [(c, sweep.run_dir(str(tmp_path / "runs"), c, sweep.varying_fields(configs))) for c in configs]
+    results = sweep.run_sweep(runs, verbose=0, serving_artifacts=False)
+    for config, _, metrics in results:
+        assert isinstance(metrics, dict), metrics
+        assert metrics["data"]["origin"]["color_mode"] == config.color_mode
+        assert metrics["data"]["image_shape"][-1] == {"grayscale": 1, "rgb": 3}[config.color_mode]
+    with pytest.raises(ValueError, match="source=images:.* is one dataset, but the runs take 2 data settings; "
+                                         "pass source=None"):
+        sweep.run_sweep(runs, source=sources.load_source(image_dir=train, test_image_dir=test), verbose=0)
+
+
+@pytest.mark.slow
 def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_path, eval_main, capsys):
     train, test = png_folders
     root = str(tmp_path / "runs")
