@@ -23,6 +23,7 @@ from dropzoo.errors import DataError
 
 IDX_TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
 IDX_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+IDX_LABEL_NAMES = (IDX_TRAIN_FILES[1], IDX_TEST_FILES[1])
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, H, W)
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (N)
 
@@ -82,6 +83,8 @@ def _gunzip(path):
 # ------------------------------------------------------------------- npz
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# Past it a label is no class id (a million-way softmax), and past int64 it would wrap to a negative one.
+MAX_CLASS_ID = 999_999
 
 
 def read_npz(path):
@@ -89,43 +92,81 @@ def read_npz(path):
 
     Read with allow_pickle=False: an object array is refused, never unpickled.
     """
+    save = f"np.savez(path, {', '.join(f'{k}={k}' for k in NPZ_KEYS)})"
+    if os.path.isdir(path):
+        raise DataError(f"--npz {path} is a directory; give the path of an .npz file holding {', '.join(NPZ_KEYS)} "
+                        "(a folder of images per class: --image_dir)")
     if not os.path.isfile(path):
         raise DataError(f"--npz {path} does not exist; give the path of an .npz file holding "
                         f"{', '.join(NPZ_KEYS)}")
+    if not zipfile.is_zipfile(path):  # np.load would read an .npy as one array, and text as pickled data
+        kind = "an .npy file (one array)" if _is_npy(path) else "not an .npz archive"
+        raise DataError(f"{path} is {kind}; save the four arrays in one file with {save}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
-            if missing:
-                raise DataError(f"{path} lacks {', '.join(missing)} (it holds {', '.join(archive.files) or 'nothing'})"
-                                f"; save it with np.savez(path, {', '.join(f'{k}={k}' for k in NPZ_KEYS)})")
-            arrays = {key: archive[key] for key in NPZ_KEYS}
+            held = ', '.join(archive.files) or 'nothing'
+            if not missing:
+                arrays = {key: archive[key] for key in NPZ_KEYS}
     except ValueError as e:
         if "Object arrays" in str(e):
             raise DataError(f"{path} holds an object array, which would have to be unpickled (unsafe: it can run "
                             "code); save plain numeric arrays: uint8 images and integer labels") from None
         raise DataError(f"{path} is not a readable .npz file ({' '.join(str(e).split())}); save it with "
-                        "np.savez") from None
+                        f"{save}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e}); save it with np.savez") \
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e}); save it with {save}") \
             from None
+    if missing:
+        raise DataError(f"{path} lacks {', '.join(missing)} (it holds {held}); save it with {save}")
     train = _checked_arrays(path, "train", arrays["x_train"], arrays["y_train"])
     test = _checked_arrays(path, "test", arrays["x_test"], arrays["y_test"])
     if train[0].shape[1:] != test[0].shape[1:]:
         raise DataError(f"{path}: x_train images are {train[0].shape[1:]} but x_test images are "
                         f"{test[0].shape[1:]}; give both splits the same image shape")
-    num_classes = int(train[1].max()) + 1
-    if test[1].max() >= num_classes:
-        raise DataError(f"{path}: y_test has label {int(test[1].max())}, but y_train's labels only go up to "
-                        f"{num_classes - 1}; labels are class ids 0..K-1 shared by both splits")
+    check_class_ids(path, train[1], test[1])
     return (*train, *test)
+
+
+def _is_npy(path):
+    with open(path, "rb") as f:
+        return f.read(6) == b"\x93NUMPY"
+
+
+def check_class_ids(where, train_labels, test_labels, names=("y_train", "y_test")):
+    """DataError where the labels are not class ids 0..K-1 of K >= 2 classes shared by both splits (a test
+    label past the training's, one class); a warning where a class id below the largest has no training
+    example (labels 1..K?): its output is trained only to stay off."""
+    train_name, test_name = names
+    counts = np.bincount(train_labels)
+    num_classes = len(counts)
+    if test_labels.max() >= num_classes:
+        raise DataError(f"{where}: {test_name} has label {int(test_labels.max())}, but {train_name}'s labels only go "
+                        f"up to {num_classes - 1}; labels are class ids 0..K-1 shared by both splits")
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        raise DataError(f"{where}: {train_name} holds one class ({int(present[0])}); a classifier needs examples "
+                        "of at least 2")
+    missing = np.flatnonzero(counts == 0)
+    if len(missing):
+        shown = ", ".join(str(int(k)) for k in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        shift = "; labels 1..K? subtract 1" if list(missing) == [0] else ""
+        logging.warning("%s: %s has no example of class %s (of 0..%d): the model gets an output for it that "
+                        "training only keeps off; labels are class ids 0..K-1%s", where, train_name, shown,
+                        num_classes - 1, shift)
 
 
 def _checked_arrays(path, split, images, labels):
     """uint8 [N, H, W, C] images and int64 [N] labels, or a DataError naming the problem and the fix."""
     x, y = f"x_{split}", f"y_{split}"
     if images.dtype != np.uint8:
-        hint = (" (pixels scaled to [0, 1]? np.round(x * 255).astype(np.uint8))"
-                if np.issubdtype(images.dtype, np.floating) else "")
+        hint = ""
+        if np.issubdtype(images.dtype, np.floating) and images.size and np.all(np.isfinite(images)):
+            low, high = float(images.min()), float(images.max())
+            if 0 <= low and high <= 1:
+                hint = " (pixels scaled to [0, 1]: np.round(x * 255).astype(np.uint8))"
+            elif 0 <= low and high <= 255:
+                hint = " (pixels 0-255: np.round(x).astype(np.uint8))"
         raise DataError(f"{path}: {x} is {images.dtype}; the zoo takes raw uint8 pixels (0-255), which it scales "
                         f"itself: convert {x}{hint}")
     if images.ndim == 3:
@@ -138,6 +179,8 @@ def _checked_arrays(path, split, images, labels):
                         f"({len(images)} of them)")
     if labels.min() < 0:
         raise DataError(f"{path}: {y} has the negative label {int(labels.min())}; labels are class ids 0..K-1")
+    if int(labels.max()) > MAX_CLASS_ID:
+        raise DataError(f"{path}: {y} has the label {int(labels.max())}; labels are class ids 0..K-1")
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 

@@ -391,6 +391,7 @@ def _idx_source(idx_dir, need_train):
             raise DataError(
                 f"{idx_dir}: train images are {x_train.shape[1:3]} but t10k images are "
                 f"{test[0].shape[1:3]}; use train and t10k files from the same dataset")
+        readers.check_class_ids(idx_dir, y_train, test[1], names=readers.IDX_LABEL_NAMES)
         train = _fixed_shuffle(x_train, y_train)
     return array_source(f"idx:{os.path.abspath(idx_dir)}", train, test,
                         origin={"idx_dir": os.path.abspath(idx_dir)})

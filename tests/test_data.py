@@ -219,6 +219,19 @@ def test_idx_source(idx_dir):
     np.testing.assert_array_equal(y_test.numpy(), test[1])
 
 
+def test_idx_test_labels_past_the_training_ones_are_refused(idx_dir):
+    # A corrupt t10k label (200) once built a 201-class model without a word.
+    directory, train, test = idx_dir
+    labels = test[1].copy()
+    labels[0] = 200
+    _write_idx_pair(directory, TEST_IMAGES, TEST_LABELS, test[0], labels)
+    with pytest.raises(DataError, match=f"{directory}: {TEST_LABELS} has label 200, but {TRAIN_LABELS}'s labels only "
+                                        f"go up to {train[1].max()}; labels are class ids 0..K-1") as error:
+        sources.load_source(idx_dir=str(directory))
+    _assert_one_line(error)
+    assert sources.load_source(idx_dir=str(directory), need_train=False).num_classes == 201  # scoring alone: ok
+
+
 def test_idx_eval_only_dir(tmp_path):
     test = _random_split(np.random.default_rng(1), 5)
     _write_idx_pair(tmp_path, TEST_IMAGES, TEST_LABELS, *test)

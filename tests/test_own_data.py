@@ -171,11 +171,27 @@ def test_an_npz_loads_grayscale_or_channels(tmp_path):
     ({"y_train": np.full(40, -1)}, "negative label -1"),
     ({"x_test": np.zeros((10, 8, 8), np.uint8)}, "give both splits the same image shape"),
     ({"y_train": np.zeros(3, np.int64)}, "one integer class id per image"),
+    # The fix named follows the pixels' range: x * 255 would ruin 0-255 values.
+    ({"x_train": np.full((40, 12, 12), 0.5, np.float32)}, r"pixels scaled to \[0, 1\]: np.round\(x \* 255\)"),
+    ({"x_train": np.full((40, 12, 12), 200.0)}, r"float64; .*convert x_train \(pixels 0-255: np.round\(x\)\.astype"),
+    # Class ids a model would silently never answer, or wrap to negative ones.
+    ({"y_train": np.ones(40, np.int64), "y_test": np.ones(10, np.int64)}, r"y_train holds one class \(1\)"),
+    ({"y_train": np.full(40, 2**63, np.uint64)}, r"y_train has the label 9223372036854775808; labels are class ids"),
 ])
 def test_bad_npz_arrays_are_one_line(tmp_path, overrides, message):
     with pytest.raises(DataError, match=message) as info:
         sources.load_source(npz=_npz(tmp_path / "bad.npz", **overrides))
     assert "\n" not in str(info.value)
+
+
+def test_npz_class_ids_without_training_examples_are_said(tmp_path, caplog):
+    # Labels 1..K: class 0 gets an output that training only keeps off. Not wrong, so said, not refused.
+    with caplog.at_level("WARNING"):
+        source = sources.load_source(npz=_npz(tmp_path / "d.npz", y_train=_digits(40)[1] + 1,
+                                              y_test=_digits(10, 1)[1] + 1))
+    assert source.num_classes == 3
+    assert ("y_train has no example of class 0 (of 0..2): the model gets an output for it that training only keeps "
+            "off; labels are class ids 0..K-1; labels 1..K? subtract 1") in caplog.text
 
 
 def test_an_npz_object_array_is_refused_and_never_unpickled(tmp_path):
@@ -186,11 +202,17 @@ def test_an_npz_object_array_is_refused_and_never_unpickled(tmp_path):
     with pytest.raises(DataError, match="holds an object array, which would have to be unpickled"):
         sources.load_source(npz=path)
     np.savez(str(tmp_path / "partial.npz"), x_train=x_train)
-    with pytest.raises(DataError, match="lacks y_train, x_test, y_test"):
+    with pytest.raises(DataError, match=r"partial.npz lacks y_train, x_test, y_test \(it holds x_train\); save it "
+                                        r"with np.savez\(path, x_train=x_train, .*\)$"):
         sources.load_source(npz=str(tmp_path / "partial.npz"))
-    (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(DataError, match="is not a readable .npz file"):
+    (tmp_path / "text.npz").write_text("hello")  # np.load would call it pickled data
+    with pytest.raises(DataError, match="text.npz is not an .npz archive; save the four arrays in one file"):
         sources.load_source(npz=str(tmp_path / "text.npz"))
+    np.save(str(tmp_path / "one.npy"), x_train)
+    with pytest.raises(DataError, match=r"one.npy is an .npy file \(one array\); save the four arrays"):
+        sources.load_source(npz=str(tmp_path / "one.npy"))
+    with pytest.raises(DataError, match=r"is a directory; give the path of an .npz file .*\(a folder of images "):
+        sources.load_source(npz=str(tmp_path))
 
 
 def test_a_path_given_as_a_dataset_name_points_to_its_flag(tmp_path, png_folders):
