@@ -53,7 +53,7 @@ def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=
     predict = _Predictor(lambda images: serving_fn(**{input_name: images})[PROBABILITIES_KEY].numpy(),
                          signatures, mc_samples, mc_seed)
     if ood_batches is not None:
-        ood_batches = _check_input_shape(f"SavedModel {path}", want, ood_batches)
+        ood_batches = _check_input_shape(f"SavedModel {path}", want, ood_batches, OOD_DATA)
     return _score(path, predict, batches, ood_batches)
 
 
@@ -67,7 +67,7 @@ def evaluate_tflite(path, batches, *, ood_batches=None):
     what = f"TFLite model {path}"
     batches = _check_input_shape(what, model.input_shape, batches)
     if ood_batches is not None:
-        ood_batches = _check_input_shape(what, model.input_shape, ood_batches)
+        ood_batches = _check_input_shape(what, model.input_shape, ood_batches, OOD_DATA)
     return _score(path, _Predictor(lambda images: model(images.numpy())[PROBABILITIES_KEY]),
                   batches, ood_batches)
 
@@ -190,13 +190,19 @@ class _Predictor:
         return np.concatenate(parts, axis=1)
 
 
-def _check_input_shape(what, want, batches):
+OOD_DATA = "the out-of-distribution data (--ood_dataset/--ood_idx_dir)"
+
+
+def _check_input_shape(what, want, batches, data="the data"):
     """Fail before running if the data's (H, W, C) is not `want`, the model's (`what`).
 
     Returns `batches` ready to iterate (a peeked first batch is put back).
     """
     want = tuple(want)
     have, batches = _data_image_shape(batches)
+    if have != want and data == OOD_DATA:  # a tfds name or IDX files: nothing resizes them
+        raise ValueError(f"{what} takes images of shape (H, W, C)={want} but {data} has {have}; give "
+                         f"out-of-distribution images of the model's shape {want}")
     if have != want:
         raise ValueError(
             f"{what} takes images of shape (H, W, C)={want} but the data has "

@@ -204,3 +204,15 @@ def test_evaluation_reports_calibration_curves_and_ood_detection(export):
     assert again["mc_nll"] == result["mc_nll"]  # the same seed: the same masks
     other = evaluate_saved_model(path, _batches(images, labels), mc_samples=5, mc_seed=4)
     assert other["mc_nll"] != result["mc_nll"]
+
+
+def test_out_of_distribution_images_of_another_shape_are_named_as_such(export):
+    # They were blamed on the test data, with a fix (--image_size) the OOD flags do not take.
+    _, path = export
+    images = np.zeros((4,) + SHAPE, np.uint8)
+    ood = np.zeros((4, 9, 9, 1), np.uint8)
+    with pytest.raises(ValueError, match=r"takes images of shape \(H, W, C\)=\(8, 8, 1\) but the out-of-distribution "
+                                         r"data \(--ood_dataset/--ood_idx_dir\) has \(9, 9, 1\); give "
+                                         r"out-of-distribution images of the model's shape \(8, 8, 1\)$"):
+        evaluate_saved_model(path, _batches(images, np.zeros(4, np.int64)),
+                             ood_batches=_batches(ood, np.zeros(4, np.int64)))
