@@ -387,7 +387,8 @@ def write(comparison, output_dir):
         names += ["sizes.md", "sizes.png"]
     compared = comparison["compared"]
     if uncertainty_report.has_uncertainty(comparison["rows"]):
-        names += ["uncertainty.md", "reliability.png", "mc_samples.png"]
+        names += ["uncertainty.md", "reliability.png"] + (
+            ["mc_samples.png"] if uncertainty_report.has_mc_curve(comparison["rows"]) else [])
     paths = {name: os.path.join(output_dir, name) for name in names}
     for name in OUTPUT_NAMES:
         stale = os.path.join(output_dir, name)
@@ -410,7 +411,8 @@ def write(comparison, output_dir):
         files.write_text(paths["uncertainty.md"], text)
         variants = [e["variant"] for e in comparison["table"]]
         uncertainty_report.plot_reliability(paths["reliability.png"], compared, variants)
-        uncertainty_report.plot_mc_samples(paths["mc_samples.png"], compared, variants)
+        if "mc_samples.png" in paths:
+            uncertainty_report.plot_mc_samples(paths["mc_samples.png"], compared, variants)
     if comparison["rates"]:
         files.write_text(paths["rates.md"], rates_report.markdown(comparison["rates"]))
         rates_report.plot(paths["rates.png"], comparison["rates"], comparison["title"])

@@ -22,6 +22,20 @@ def has_uncertainty(rows):
     return any(r.get("mc_nll") is not None or any(k.startswith("ood_auroc") for k in r) for r in rows)
 
 
+def has_mc_curve(rows):
+    """Whether any run was evaluated with MC dropout (mc_samples.png has a line to draw)."""
+    return any(r.get("mc_curve") for r in rows)
+
+
+# What each OOD score is, as uncertainty.md says it (the scores of report.OOD_SCORES).
+OOD_SCORE_TEXT = {
+    "entropy": "predictive entropy of the deterministic export (entropy)",
+    "mc_entropy": "predictive entropy of the MC mean (mc entropy)",
+    "mc_mutual_information": "the MC mutual information (absent where the variant has no dropout, or with "
+                             "one sample: its samples agree)",
+}
+
+
 def markdown(table, columns, cell, ood_source=None):
     """Calibration, then OOD detection, per variant (mean ± 95% CI half-width over seeds).
 
@@ -43,10 +57,10 @@ def markdown(table, columns, cell, ood_source=None):
     lines += section("calibration", "Calibration (lower is better)")[0]
     ood_lines, chosen = section("ood", "OOD detection")
     if chosen:
+        present = {c.metric.split("_", 2)[2] for c in chosen}  # ood_<auroc|fpr95>_<score>
+        scores = [text for score, text in OOD_SCORE_TEXT.items() if score in present]
         lines += ["", f"Out-of-distribution data: {ood_source or 'given'} (test split), the "
-                  "positives. Scores: predictive entropy of the deterministic export (entropy) and "
-                  "of the MC mean (mc entropy), and the MC mutual information (absent where the "
-                  "variant has no dropout: its samples agree). AUROC: higher is better; FPR95 "
+                  f"positives. Scores: {'; '.join(scores)}. AUROC: higher is better; FPR95 "
                   "(false-positive rate at 95% true-positive rate): lower is better.", ""]
         lines += ood_lines
     return "\n".join(lines) + "\n"
@@ -97,6 +111,7 @@ def plot_mc_samples(path, rows, variants):
         for ax, key in ((left, "nll"), (right, "ece")):
             ax.plot(samples, np.mean([c[key] for c in curves], axis=0), marker=".", label=variant)
     for ax, name in ((left, "test NLL"), (right, "test ECE")):
+        ax.xaxis.get_major_locator().set_params(integer=True)  # T is a count
         ax.set_xlabel("MC samples T")
         ax.set_ylabel(f"{name} of the MC mean (mean over seeds)")
         ax.set_title(f"{name} against the number of MC dropout samples", fontsize=9)

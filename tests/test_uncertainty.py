@@ -216,3 +216,18 @@ def test_out_of_distribution_images_of_another_shape_are_named_as_such(export):
                                          r"out-of-distribution images of the model's shape \(8, 8, 1\)$"):
         evaluate_saved_model(path, _batches(images, np.zeros(4, np.int64)),
                              ood_batches=_batches(ood, np.zeros(4, np.int64)))
+
+
+def test_the_ood_text_names_only_the_scores_evaluated_and_no_mc_curve_without_mc():
+    # Without --mc_samples the text described MC scores the table did not have, beside an empty mc_samples.png.
+    from dropzoo import report
+    from dropzoo import uncertainty_report
+
+    entry = {"variant": "v", "seeds": 2, "ece": {"mean": 0.01, "ci95": 0.001},
+             "ood_auroc_entropy": {"mean": 0.9, "ci95": 0.01}, "ood_fpr95_entropy": {"mean": 0.4, "ci95": 0.02}}
+    text = uncertainty_report.markdown([entry], report.COLUMNS, report.cell, "fashion")
+    assert "Scores: predictive entropy of the deterministic export (entropy). AUROC" in text
+    assert "mc entropy" not in text and "mutual information" not in text
+    rows = [{"variant": "v", "ood_auroc_entropy": 0.9}]
+    assert uncertainty_report.has_uncertainty(rows) and not uncertainty_report.has_mc_curve(rows)
+    assert uncertainty_report.has_mc_curve(rows + [{"mc_curve": {"samples": [1], "nll": [0.1], "ece": [0.0]}}])
