@@ -309,6 +309,8 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
                    "data_sha256": sources.fingerprint(source)})
     if source.details.get("test_split"):  # a folder split for testing: which files (folders.split_changed)
         result["data_details"] = {"test_split": source.details["test_split"]}
+    if mc_samples:  # the masks are drawn per batch: the seed repeats them at this batch size only
+        result["mc_batch_size"] = batch_size
     if ood_source is not None:
         result.update(ood_data_source=ood_source.name, ood_sha256=sources.fingerprint(ood_source))
     return result

@@ -94,7 +94,9 @@ EVAL_FLAGS = (
     ("mc_samples", 0, "Also score Monte Carlo dropout: this many dropout-on passes averaged (plus NLL/ECE/"
                       "Brier of the mean of the first t passes, t = 1..N)."),
     ("mc_seed", 0, "Seed of the MC dropout masks (the export's mc_dropout_draws_xla signature, or "
-                   "mc_dropout_draws in an export without it: the same draws), so an evaluation repeats exactly."),
+                   "mc_dropout_draws in an export without it: the same draws), so an evaluation repeats exactly "
+                   "with the same --batch_size (masks are drawn per batch; the result records it as "
+                   "mc_batch_size)."),
     ("ood_dataset", None, "Out-of-distribution detection: score this dataset's test split (a tfds name, e.g. "
                           "fashion_mnist or kmnist where prepared) against the test data by predictive "
                           "entropy and MC mutual information: AUROC, FPR at 95% TPR."),

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import models
 from dropzoo import uncertainty
+from dropzoo.evaluate import evaluate_on_dataset
 from dropzoo.evaluate import evaluate_saved_model
 from dropzoo.export import export_saved_model
 from dropzoo.preprocess import scale
@@ -231,3 +232,16 @@ def test_the_ood_text_names_only_the_scores_evaluated_and_no_mc_curve_without_mc
     rows = [{"variant": "v", "ood_auroc_entropy": 0.9}]
     assert uncertainty_report.has_uncertainty(rows) and not uncertainty_report.has_mc_curve(rows)
     assert uncertainty_report.has_mc_curve(rows + [{"mc_curve": {"samples": [1], "nll": [0.1], "ece": [0.0]}}])
+
+
+def test_an_mc_evaluation_records_the_batch_size_its_masks_were_drawn_at(export, tmp_path):
+    # The masks are drawn per batch: --mc_seed repeats an evaluation at the same --batch_size only.
+    _, path = export
+    rng = np.random.RandomState(0)
+    images, labels = rng.randint(0, 256, (30,) + SHAPE[:2]).astype(np.uint8), np.arange(30) % 3
+    np.savez(tmp_path / "d.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
+    data = {"npz": str(tmp_path / "d.npz")}
+    result = evaluate_on_dataset(path, data=data, batch_size=8, mc_samples=3, mc_seed=1)
+    assert result["mc_batch_size"] == 8
+    assert evaluate_on_dataset(path, data=data, batch_size=8, mc_samples=3, mc_seed=1)["mc_nll"] == result["mc_nll"]
+    assert "mc_batch_size" not in evaluate_on_dataset(path, data=data, batch_size=8)
