@@ -66,6 +66,9 @@ def _main(argv):
         data_lib.check_batch_size(f.batch_size, "--batch_size")
     if not 0 <= f.mc_seed < 2**31:
         return errors.fail(f"--mc_seed must be in [0, 2**31), got {f.mc_seed}")
+    if f.mc_seed and not f.mc_samples:  # nothing would use it
+        return errors.fail(f"--mc_seed={f.mc_seed} seeds MC dropout, which is off; give --mc_samples=T too "
+                           "(e.g. 20)")
     if f.runs_dir:
         return _compare(f)
     if f.output and os.path.isdir(f.output):  # a comparison's --output is a directory; one result is a file

@@ -297,6 +297,10 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     source = sources.load_source(**(data or {}), need_train=False)
     sources.check_classes(source, classes, run_class_names)
     ood_source = _load_ood(ood) if ood else None
+    data_sha256 = sources.fingerprint(source)
+    if ood_source is not None and sources.fingerprint(ood_source) == data_sha256:  # AUROC 0.5 by construction
+        raise ValueError(f"the out-of-distribution data ({ood_source.name}) holds the test data's own images; give "
+                         "another dataset's (e.g. Fashion-MNIST for an MNIST model)")
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_source.test, batch_size) if ood_source else None
     if tflite_model:
@@ -306,7 +310,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
                                       ood_batches=ood_batches)
     result.update({"tflite" if tflite_model else "saved_model": os.path.abspath(path),
                    "data_source": source.name, "data_origin": source.origin, "split": "test",
-                   "data_sha256": sources.fingerprint(source)})
+                   "data_sha256": data_sha256})
     if source.details.get("test_split"):  # a folder split for testing: which files (folders.split_changed)
         result["data_details"] = {"test_split": source.details["test_split"]}
     if mc_samples:  # the masks are drawn per batch: the seed repeats them at this batch size only

@@ -408,6 +408,10 @@ def _check_idx_dir(idx_dir, need_train):
     if need_train and not any(f in missing for f in readers.IDX_TEST_FILES):
         hint = (" (evaluation alone needs only the t10k files; training needs the "
                 "train files too)")
+    plain = [f[:-len(".gz")] for f in missing if os.path.isfile(os.path.join(idx_dir, f[:-len(".gz")]))]
+    if plain:  # unpacked, as many downloads leave them
+        raise DataError(f"--idx_dir {idx_dir} holds {', '.join(plain)} uncompressed; gzip them (gzip -k FILE) so "
+                        f"that it holds {', '.join(missing)}")
     raise DataError(
         f"--idx_dir {idx_dir} is missing {', '.join(missing)}{hint}; copy the "
         "original MNIST / Fashion-MNIST IDX .gz files there under these names")

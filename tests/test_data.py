@@ -232,6 +232,15 @@ def test_idx_test_labels_past_the_training_ones_are_refused(idx_dir):
     assert sources.load_source(idx_dir=str(directory), need_train=False).num_classes == 201  # scoring alone: ok
 
 
+def test_uncompressed_idx_files_are_said_to_need_gzip(idx_dir):
+    directory, _, test = idx_dir
+    (directory / TEST_IMAGES).rename(directory / TEST_IMAGES[:-3])
+    with pytest.raises(DataError, match=rf"holds {TEST_IMAGES[:-3]} uncompressed; gzip them \(gzip -k FILE\) so "
+                                        rf"that it holds {TEST_IMAGES}$") as error:
+        sources.load_source(idx_dir=str(directory), need_train=False)
+    _assert_one_line(error)
+
+
 def test_idx_eval_only_dir(tmp_path):
     test = _random_split(np.random.default_rng(1), 5)
     _write_idx_pair(tmp_path, TEST_IMAGES, TEST_LABELS, *test)
