@@ -31,11 +31,13 @@ import numpy as np
 
 from dropzoo import config as config_lib
 from dropzoo import contrasts as contrasts_lib
+from dropzoo import files
 from dropzoo import provenance
 from dropzoo import records
 from dropzoo import regime as regime_lib
 from dropzoo import report
 from dropzoo import sizes_report
+from dropzoo import sources
 from dropzoo import stats
 from dropzoo import sweep
 from dropzoo.errors import ConfigError
@@ -307,6 +309,25 @@ def why_no_contrasts(rows, baseline):
             "contrasted with; pass --baseline=PLACEMENT or --contrasts=A:B")
 
 
+def check_trained_data(run_dirs):
+    """ConfigError where the runs vary in their data (--dataset=a,b, --color_mode=grayscale,rgb) and a run
+    trained on other data than its config names: such a sweep once trained every run on its first run's data,
+    and its variants would be compared as other data without a word. (A run trained on a caller's source,
+    through the API, records that source; nothing varies then.)"""
+    runs = [(run, files.read_json(os.path.join(run, "metrics.json"), records.FIX)) for run in run_dirs]
+    varying = set(sweep.varying_fields([metrics["config"] for _, metrics in runs])) & set(sources.ARGUMENTS)
+    if not varying:
+        return
+    for run, metrics in runs:
+        data = metrics["data"]
+        mismatch = sources.origin_mismatch(metrics["config"], data["origin"], data.get("fallback_reason"))
+        if mismatch:
+            raise ConfigError(f"{run} trained on other data than its config names ({mismatch}): a sweep over "
+                              f"--{', --'.join(sorted(varying))} once trained every run on its first run's data; "
+                              "train it again (its train.py command with --overwrite), or leave it out of "
+                              "--runs_dir")
+
+
 def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_size=256,
                  baseline="canonical", data_override=None, source=None, ood=None, contrasts=None,
                  margins=None):
@@ -326,6 +347,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                           f"(by default a comparison goes into its one runs directory, and {runs_dirs[0]}/comparison "
                           "is that directory's own)")
     run_dirs = records.find_runs(runs_dirs)
+    check_trained_data(run_dirs)
     notes = [note for note in [records.unfinished_note(runs_dirs)] if note]
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                  data_override=data_override, source=source, ood=ood, notes=notes)

@@ -281,9 +281,10 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     out-of-distribution detection against that source's test split. With
     `tflite_model`, `path` is a .tflite file (model.tflite, model_int8.tflite).
     `run_class_names`: the class folders the run trained on, if it recorded
-    them; an image folder of other classes is refused (sources.check_classes).
+    them; an image folder of other classes is refused (folders.check_classes).
     """
     from dropzoo import data as data_lib  # only this entry point needs the data stack
+    from dropzoo import folders
     from dropzoo import sources
 
     if tflite_model and mc_samples:
@@ -295,7 +296,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     classes = (tflite.Model.load(path).num_classes if tflite_model
                else load_serving_fn(path).structured_outputs[PROBABILITIES_KEY].shape[-1])
     source = sources.load_source(**(data or {}), need_train=False)
-    sources.check_classes(source, classes, run_class_names)
+    folders.check_classes(source, classes, run_class_names)
     ood_source = _load_ood(ood) if ood else None
     data_sha256 = sources.fingerprint(source)
     if ood_source is not None and sources.fingerprint(ood_source) == data_sha256:  # AUROC 0.5 by construction

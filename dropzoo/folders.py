@@ -11,12 +11,15 @@ run or a comparison) asks here:
 - `notes`: a folder scored by its split says so, and how to score every
   image in it; scored images the run trained on are said to be, and so is
   a training folder whose split changed since the run held it out
-  (`split_changed`: the split's file list is recorded by its sha256).
+  (`split_changed`: the split's file list is recorded by its sha256);
+- `check_classes`: a folder whose class subfolders are not the model's
+  classes is refused.
 """
 import os
 
 from dropzoo import readers
 from dropzoo import sources
+from dropzoo.errors import DataError
 
 
 def _same_path(a, b):
@@ -116,3 +119,36 @@ def with_run_image_options(given, trained_on):
     options = {key: trained_on[key] for key in ("color_mode", "image_size")
                if key not in given and trained_on.get(key) is not None}
     return {**given, **options}
+
+
+def check_classes(source, model_classes, run_class_names=None):
+    """DataError (one line) where an image folder's labels would be scored as other classes of the model.
+
+    A folder's labels are its class subfolders in sorted order. They mean the
+    model's classes only where the run was trained on folders of the same
+    names (`run_class_names`, recorded by image-folder runs), or, for a run
+    trained on data without class names (`run_class_names` empty: MNIST),
+    where the folders are its class numbers (0-9 for a digit model). For a
+    model of unknown origin (None), where there are as many folders as the
+    model has classes.
+    """
+    names = source.details.get("class_names")
+    if not names:
+        return
+    if run_class_names and list(names) != list(run_class_names):
+        raise DataError(f"the test images' class folders ({', '.join(names)}) are not the classes the run was "
+                        f"trained on ({', '.join(run_class_names)}): folder k would be scored as the run's class k; "
+                        "evaluate on a folder with the run's class subfolders")
+    if model_classes is not None and len(names) != model_classes:
+        raise DataError(f"the test images have {len(names)} class folders ({', '.join(names)}) and the model "
+                        f"answers {model_classes} classes: folder k (in sorted order) would be scored as the model's "
+                        f"class k; evaluate on a folder with one subfolder per class of the model, in its order")
+    if run_class_names is not None and not run_class_names and not _numbered(names):  # zero, one: eight, five, ...
+        raise DataError(f"the model was trained on data without class names, so a folder's class subfolders are "
+                        f"its class numbers: name them 0 to {len(names) - 1} (zero-padded past 10 classes: 00, 01, "
+                        f"...), got {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}")
+
+
+def _numbered(names):
+    """True where the sorted folder names are the class numbers 0, 1, ... in order (so folder k is class k)."""
+    return all(name.isdigit() and int(name) == k for k, name in enumerate(names))

@@ -31,7 +31,7 @@ from models.masks import LEGACY_GENERATOR
 
 EVALUATIONS = "evaluations"
 RECORD_FILES = ("config.json", "metrics.json")
-_FIX = "delete it and rerun that run's train.py command to re-measure it"
+FIX = "delete it and rerun that run's train.py command to re-measure it"
 
 
 def find_runs(runs_dirs):
@@ -204,7 +204,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     data, rows, computed, scored = _Data(), [], {}, []
     ood_id = data.identity(ood) if ood else None
     for run in run_dirs:
-        metrics = files.read_json(os.path.join(run, "metrics.json"), _FIX)
+        metrics = files.read_json(os.path.join(run, "metrics.json"), FIX)
         trained = (os.path.normpath(os.path.join(run, metrics["identical_to"]))
                    if "identical_to" in metrics else run)
         if trained != run:
@@ -250,7 +250,7 @@ def identical_target_problem(metrics, held):
     if not os.path.isfile(path):
         return NO_RUN
     recorded = metrics.get("weights_sha256")
-    if recorded and files.read_json(path, _FIX).get("weights_sha256") != recorded:
+    if recorded and files.read_json(path, FIX).get("weights_sha256") != recorded:
         return OTHER_WEIGHTS
     return None
 
@@ -331,7 +331,7 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
     test_source = run_test[1] or data.source(run_test[0], given, metrics)
     ood_source = ood_id[1] if ood_id else None
     try:
-        sources.check_classes(test_source, metrics["data"].get("num_classes"),
+        folders.check_classes(test_source, metrics["data"].get("num_classes"),
                               (metrics["data"].get("details") or {}).get("class_names") or ())
     except DataError as e:
         raise DataError(f"run {run}: {e}") from None

@@ -250,37 +250,35 @@ def describe(**arguments):
     return source.image_shape, source.num_classes, None
 
 
-def check_classes(source, model_classes, run_class_names=None):
-    """DataError (one line) where an image folder's labels would be scored as other classes of the model.
+# Data arguments that name files: a run's config may hold them relative to where it was started.
+_PATH_ARGUMENTS = ("npz", "image_dir", "test_image_dir", "idx_dir", "tfds_data_dir")
 
-    A folder's labels are its class subfolders in sorted order. They mean the
-    model's classes only where the run was trained on folders of the same
-    names (`run_class_names`, recorded by image-folder runs), or, for a run
-    trained on data without class names (`run_class_names` empty: MNIST),
-    where the folders are its class numbers (0-9 for a digit model). For a
-    model of unknown origin (None), where there are as many folders as the
-    model has classes.
+
+def origin_mismatch(arguments, origin, fallback_reason=""):
+    """The first data argument of `arguments` (a run's config) that the data it trained on (`origin`, its
+    Source's) contradicts, as "--name=given, not held", or None.
+
+    A sweep over the data once trained every run on the first run's data and
+    recorded each run's own config. The embedded sample standing in for
+    unreachable MNIST (a `fallback_reason`) is not a contradiction.
     """
-    names = source.details.get("class_names")
-    if not names:
-        return
-    if run_class_names and list(names) != list(run_class_names):
-        raise DataError(f"the test images' class folders ({', '.join(names)}) are not the classes the run was "
-                        f"trained on ({', '.join(run_class_names)}): folder k would be scored as the run's class k; "
-                        "evaluate on a folder with the run's class subfolders")
-    if model_classes is not None and len(names) != model_classes:
-        raise DataError(f"the test images have {len(names)} class folders ({', '.join(names)}) and the model "
-                        f"answers {model_classes} classes: folder k (in sorted order) would be scored as the model's "
-                        f"class k; evaluate on a folder with one subfolder per class of the model, in its order")
-    if run_class_names is not None and not run_class_names and not _numbered(names):  # zero, one: eight, five, ...
-        raise DataError(f"the model was trained on data without class names, so a folder's class subfolders are "
-                        f"its class numbers: name them 0 to {len(names) - 1} (zero-padded past 10 classes: 00, 01, "
-                        f"...), got {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}")
-
-
-def _numbered(names):
-    """True where the sorted folder names are the class numbers 0, 1, ... in order (so folder k is class k)."""
-    return all(name.isdigit() and int(name) == k for k, name in enumerate(names))
+    arguments = {"dataset": "mnist", **{k: v for k, v in arguments.items() if k in ARGUMENTS and v is not None}}
+    chosen = choose(arguments)
+    for key in chosen.keys:
+        given, held = arguments.get(key, OPTION_DEFAULTS.get(key)), origin.get(key)
+        if key == "dataset" and fallback_reason:
+            continue
+        if key in _PATH_ARGUMENTS and given is not None and held is not None:
+            same = os.path.normpath(os.path.abspath(given)) == os.path.normpath(held) or (
+                not os.path.isabs(given) and os.path.normpath(held).endswith(os.sep + os.path.normpath(given)))
+        elif key == "image_size":
+            size = readers.parse_image_size(given) if given is not None else None
+            same = (list(size) if size else None) == held
+        else:
+            same = given == held or (key not in origin and given is None)
+        if not same:
+            return f"--{key}={given}, not {held}"
+    return None
 
 
 def fingerprint(source):

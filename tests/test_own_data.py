@@ -553,13 +553,13 @@ def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
                                 test_image_dir=_named_folder(str(tmp_path / "words_test"), words), need_train=False)
     with pytest.raises(DataError, match=r"trained on data without class names, so a folder's class subfolders are "
                                         r"its class numbers: name them 0 to 9"):
-        sources.check_classes(named, 10, ())
-    sources.check_classes(named, 10, None)  # a SavedModel alone: where it came from is unknown
+        folders.check_classes(named, 10, ())
+    folders.check_classes(named, 10, None)  # a SavedModel alone: where it came from is unknown
     digits = [str(k) for k in range(10)]
     numbered = sources.load_source(image_dir=_named_folder(str(tmp_path / "digits"), digits),
                                    test_image_dir=_named_folder(str(tmp_path / "digits_test"), digits),
                                    need_train=False)
-    sources.check_classes(numbered, 10, ())
+    folders.check_classes(numbered, 10, ())
 
 
 def test_wide_pixels_are_refused_and_skipped_entries_are_said(tmp_path, caplog):

@@ -19,6 +19,7 @@ from dropzoo import compare
 from dropzoo import records
 from dropzoo import sources
 from dropzoo import sweep
+from dropzoo.errors import ConfigError
 from dropzoo.errors import RunError
 
 
@@ -201,3 +202,34 @@ def test_unfinished_runs_are_named_not_silently_left_out(tmp_path):
         "command to finish them")
     (tmp_path / "m" / "canonical" / "seed1" / "metrics.json").write_text("{}")
     assert records.unfinished_note([str(tmp_path)]) is None
+
+
+def _record(run, config, origin, fallback_reason=""):
+    os.makedirs(run)
+    with open(os.path.join(run, "metrics.json"), "w") as f:
+        json.dump({"config": config, "data": {"origin": origin, "fallback_reason": fallback_reason}}, f)
+    return str(run)
+
+
+def test_runs_of_a_data_sweep_that_trained_on_other_data_are_refused(tmp_path):
+    # A sweep over --color_mode once trained every run on the first run's data, each recording its own config.
+    def config(**data):
+        return tiny_config(image_dir="imgs", **data).to_dict()
+
+    folder = {"image_dir": str(tmp_path / "imgs"), "test_image_dir": None, "image_size": None}
+    gray = _record(tmp_path / "gray", config(color_mode="grayscale"), {**folder, "color_mode": "grayscale"})
+    rgb = _record(tmp_path / "rgb", config(color_mode="rgb"), {**folder, "color_mode": "grayscale"})
+    with pytest.raises(ConfigError, match=r"rgb trained on other data than its config names \(--color_mode=rgb, not "
+                                          r"grayscale\): a sweep over --color_mode once trained every run on its "
+                                          r"first run's data; train it again"):
+        compare.check_trained_data([gray, rgb])
+    fine = _record(tmp_path / "fine", config(color_mode="rgb"), {**folder, "color_mode": "rgb"})
+    compare.check_trained_data([gray, fine])
+    # Nothing varies: a caller's source (the API) is what a run records, whatever its config's defaults say.
+    compare.check_trained_data([_record(tmp_path / "api", tiny_config().to_dict(), {"dataset": "tiny"})])
+    # MNIST unreachable: the embedded sample stood in, and said so.
+    sample = _record(tmp_path / "sample", tiny_config(dataset="mnist").to_dict(), {"dataset": "mnist_sample"},
+                     "offline")
+    fashion = _record(tmp_path / "fashion", tiny_config(dataset="fashion_mnist").to_dict(),
+                      {"dataset": "fashion_mnist", "tfds_data_dir": None})
+    compare.check_trained_data([sample, fashion])
