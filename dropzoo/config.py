@@ -176,7 +176,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # A rerun may differ in these (see _field): they do not change what a run computes.
 OBSERVATION_ONLY = tuple(name for name, f in FIELDS.items() if f.metadata["observation"])
 EXECUTION_ONLY = tuple(name for name, f in FIELDS.items() if f.metadata["execution"])
-SWEEPABLE = tuple(name for name in FIELDS if name not in SPLIT_FIELDS)
+# Not swept: how a run executes names no workdir, so a sweep's runs would share one.
+SWEEPABLE = tuple(name for name in FIELDS if name not in SPLIT_FIELDS + EXECUTION_ONLY)
 
 
 def value_type(name):

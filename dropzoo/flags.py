@@ -163,6 +163,10 @@ def train_plan(fv=FLAGS):
 
 def _values(name, text):
     """The typed values of field `name`'s flag: a comma list where the field is sweepable."""
+    if name in config_lib.EXECUTION_ONLY and text is not None and "," in str(text):
+        raise config_lib.ConfigError(f"--{name} takes one value, not a list ({text}): runs under several "
+                                     f"{'strategies' if name == 'strategy' else 'device counts'} would share one "
+                                     "workdir; run one command per value, each with its own --workdir")
     if name not in config_lib.SWEEPABLE or text is None:
         return [config_lib.parse_value(name, text)]
     parts = [part.strip() for part in str(text).split(",")]
