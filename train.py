@@ -63,6 +63,7 @@ def _train(overwrite):
             strategies.split_cpu(devices.pop())
         runs = flags_lib.train_plan()
         task = shards.task_of(fv.task_index, fv.num_tasks)
+        strategies.check_one_run_per_cluster(runs, task)
         if task is not None:
             index, count, source = task
             plan = sweep.plan(runs)

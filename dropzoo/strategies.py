@@ -51,7 +51,44 @@ def tf_config_cluster(tf_config):
     if not isinstance(cluster, dict):
         raise DistributeError("TF_CONFIG must be a JSON object with a 'cluster' object, "
                               f"got {tf_config!r}")
+    _check_cluster(cluster, parsed.get("task"))
     return cluster
+
+
+_FORM = ('; see docs/scaling.md for its form: {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+         '"task": {"type": "worker", "index": 0}}')
+
+
+def _check_cluster(cluster, task):
+    """DistributeError (one line naming TF_CONFIG) where TensorFlow would fail on it with a traceback, an
+    unrelated message, or by listening twice on one address."""
+    addresses = []
+    for job, tasks in cluster.items():
+        if not isinstance(tasks, list) or not tasks:
+            raise DistributeError(f"TF_CONFIG's cluster job {job!r} must be a list of 'host:port' addresses, got "
+                                  f"{tasks!r}{_FORM}")
+        for address in tasks:
+            host, _, port = str(address).rpartition(":")
+            if not isinstance(address, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise DistributeError(f"TF_CONFIG's cluster job {job!r} lists {address!r}, not a 'host:port' "
+                                      f"address with a port in 1..65535{_FORM}")
+            addresses.append(address)
+    twice = sorted({a for a in addresses if addresses.count(a) > 1})
+    if twice:
+        raise DistributeError(f"TF_CONFIG's cluster lists {', '.join(twice)} more than once; give each task an "
+                              f"address of its own{_FORM}")
+    if not cluster:
+        return
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise DistributeError(f"TF_CONFIG names a cluster but not this process's task (got {task!r}); add "
+                              f'"task": {{"type": "worker", "index": I}}, I this process\'s place in its job{_FORM}')
+    job, index = task["type"], task["index"]
+    if job not in cluster:
+        raise DistributeError(f"TF_CONFIG's task type {job!r} is not a job of its cluster "
+                              f"({', '.join(cluster)}){_FORM}")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[job]):
+        raise DistributeError(f"TF_CONFIG's task index {index!r} is not in 0..{len(cluster[job]) - 1} (job {job!r} "
+                              f"has {len(cluster[job])} task(s)){_FORM}")
 
 
 def num_training_tasks(cluster):
@@ -118,9 +155,36 @@ def _create(name, num_gpus, cpu_devices):
         raise DistributeError(
             f"--cpu_devices={cpu_devices} works with --strategy=mirrored only; a multi_worker "
             "worker uses its GPUs, or one CPU device")
+    cluster = tf_config_cluster(os.environ.get("TF_CONFIG", ""))
+    if not cluster:
+        raise DistributeError("--strategy=multi_worker needs TF_CONFIG naming the cluster and this task" + _FORM)
     # Peers that die are detected by the coordination service's heartbeats,
     # which TF 2.21 turns on for this strategy (see the module docstring).
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except tf.errors.UnknownError as e:
+        if "Could not start gRPC server" not in str(e):
+            raise
+        task = json.loads(os.environ["TF_CONFIG"])["task"]
+        address = cluster[task["type"]][task["index"]]
+        raise DistributeError(f"this task ({task['type']} {task['index']} of TF_CONFIG) could not listen on "
+                              f"{address}: another process holds the port; end it, or give this task another port "
+                              "in TF_CONFIG, on every worker") from None
+
+
+def check_one_run_per_cluster(runs, task, tf_config=None):
+    """DistributeError where a sweep or a task's share would train under a multi-worker TF_CONFIG: TensorFlow
+    configures the cluster once, before the data of a sweep's first run starts it, so every run failed with
+    a traceback."""
+    tf_config = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
+    tasks = num_training_tasks(tf_config_cluster(tf_config))
+    if (len(runs) == 1 and task is None) or tasks < 2 or not any(
+            config.strategy in ("auto", "multi_worker") for config, _ in runs):
+        return
+    given = f"a share of a plan of {len(runs)} run(s) (task flags)" if task is not None else f"{len(runs)} runs"
+    raise DistributeError(f"TF_CONFIG names a cluster of {tasks} tasks, which trains one run per command, and this "
+                          f"command asks for {given}; give every worker one run's flags (one --placement, --seed "
+                          "and --workdir, no --seeds or task flags), or unset TF_CONFIG to sweep on one machine")
 
 
 def strategy_for(config):

@@ -162,6 +162,37 @@ def test_bad_tf_config_and_uneven_batches_are_one_line_errors():
     strategies.check_global_batch(16, 2)
 
 
+@pytest.mark.parametrize("tf_config,message", [
+    # TensorFlow gave a traceback for these three, and lines naming neither TF_CONFIG nor a fix for the rest.
+    ({"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}},
+     r"cluster job 'worker' must be a list of 'host:port' addresses, got '127.0.0.1:1'"),
+    ({"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}},
+     r"cluster job 'worker' lists '127.0.0.1', not a 'host:port' address"),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": -1}},
+     r"task index -1 is not in 0..1 \(job 'worker' has 2 task\(s\)\)"),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}},
+     r"task index 2 is not in 0..1"),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": "zero"}},
+     r"task index 'zero' is not in 0..1"),
+    ({"cluster": {"worker": ["a:1", "b:2"]}}, r"names a cluster but not this process's task \(got None\); add"),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "chief", "index": 0}},
+     r"task type 'chief' is not a job of its cluster \(worker\)"),
+    ({"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker", "index": 0}},
+     r"cluster lists a:1 more than once; give each task an address of its own"),
+])
+def test_malformed_tf_config_is_one_line_naming_it(tf_config, message):
+    with pytest.raises(strategies.DistributeError, match=r"^TF_CONFIG.*" + message + r".*see docs/scaling.md") as e:
+        strategies.tf_config_cluster(json.dumps(tf_config))
+    assert "\n" not in str(e.value)
+
+
+def test_multi_worker_without_tf_config_names_it(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(strategies.DistributeError, match=r"^--strategy=multi_worker needs TF_CONFIG naming the "
+                                                         r"cluster and this task; see docs/scaling.md"):
+        strategies._create("multi_worker", 0, None)
+
+
 def test_cpu_devices_after_tensorflow_started_is_a_clear_error():
     import tensorflow as tf
 
@@ -420,3 +451,18 @@ def test_a_sweep_splits_the_cpu_before_its_data_starts_tensorflow(tmp_path):
     for placement in ("canonical", "none"):
         metrics = _load(tmp_path / "dense_mlp" / placement / "seed0" / "metrics.json")
         assert metrics["strategy"] == {"name": "mirrored", "num_replicas": 2, "num_workers": 1}
+
+
+def test_a_sweep_or_task_share_under_a_multi_worker_cluster_is_refused_up_front():
+    # Every run of it failed with a traceback: the cluster is configured once, before a sweep's data starts TF.
+    cluster = json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}})
+    one = [(config_lib.TrainConfig(), "runs/a")]
+    two = one + [(config_lib.TrainConfig(seed=1), "runs/b")]
+    strategies.check_one_run_per_cluster(one, None, cluster)
+    strategies.check_one_run_per_cluster(two, None, "")  # no cluster: a sweep on one machine
+    strategies.check_one_run_per_cluster([(config_lib.TrainConfig(strategy="one_device"), "r")] * 2, None, cluster)
+    with pytest.raises(strategies.DistributeError, match=r"^TF_CONFIG names a cluster of 2 tasks, which trains one "
+                                                         r"run per command, and this command asks for 2 runs; give"):
+        strategies.check_one_run_per_cluster(two, None, cluster)
+    with pytest.raises(strategies.DistributeError, match=r"asks for a share of a plan of 1 run\(s\) \(task flags\)"):
+        strategies.check_one_run_per_cluster(one, (0, 1, "--task_index and --num_tasks"), cluster)
