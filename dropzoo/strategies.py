@@ -107,6 +107,20 @@ def resolve(name, *, num_gpus, num_tasks, cpu_devices=None):
     return "default"
 
 
+def resolved_here(name, cpu_devices=None, tf_config=None):
+    """What `--strategy=name` resolves to in this process, with its replica count: "default",
+    "mirrored x2", "multi_worker x2 tasks"; recorded with a run, so a resume elsewhere is refused."""
+    tf_config = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
+    num_gpus = len(tf.config.list_physical_devices("GPU"))
+    tasks = num_training_tasks(tf_config_cluster(tf_config))
+    resolved = resolve(name, num_gpus=num_gpus, num_tasks=tasks, cpu_devices=cpu_devices)
+    if resolved == "mirrored":
+        return f"mirrored x{num_gpus or cpu_devices or 1}"
+    if resolved == "multi_worker":
+        return f"multi_worker x{tasks} tasks" + (f" x{num_gpus} GPUs" if num_gpus > 1 else "")
+    return resolved
+
+
 def split_cpu(num_devices):
     """Splits the CPU into `num_devices` logical devices; must precede TF's start-up."""
     cpu = tf.config.list_physical_devices("CPU")[0]

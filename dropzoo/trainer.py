@@ -66,13 +66,16 @@ def workdir_paths(workdir):
 
 
 def resolve(config):
-    """What `config` resolves to on this machine, recorded with the run: precision policy, dropout sites."""
+    """What `config` resolves to on this machine, recorded with the run: precision policy, dropout sites, mask
+    generator, strategy."""
     sites = models.sites.with_rate(models.resolve_placement(config.model, config.placement_spec, norm=config.norm),
                                    config.rate)
     return {"precision": performance.choose_precision(config.precision)[0],
             "sites": models.format_placement(sites),
             # The dropout masks' generator (models/masks.py); None where no site draws a Bernoulli mask.
-            "mask_generator": models.masks.MASK_GENERATOR if sites and config.kind != "gaussian" else None}
+            "mask_generator": models.masks.MASK_GENERATOR if sites and config.kind != "gaussian" else None,
+            # Replicas and workers (a copied workdir resumed under another TF_CONFIG: its --strategy is still auto).
+            "strategy": strategies.resolved_here(config.strategy, config.cpu_devices)}
 
 
 def prepare_workdir(config, workdir, overwrite=False):

@@ -30,7 +30,8 @@ _CONFIG_FIX = "delete it and rerun to resume with this command's settings, or --
 # What each resolved value is called in a refusal, and the flag that pins it.
 _PINS = {"precision": ("the precision policy", "--precision={saved}"),
          "sites": ("the dropout sites", "--sites={saved}"),
-         "mask_generator": ("the dropout mask generator", None)}
+         "mask_generator": ("the dropout mask generator", None),
+         "strategy": ("the strategy", None)}
 
 
 def paths(workdir, extra=()):
@@ -149,7 +150,7 @@ def check_same(saved, config, resolved, workdir, resuming=False):
         raise RunError(f"workdir {workdir!r} holds a run with other settings: {listed}; "
                        "use another --workdir, or --overwrite to replace that run")
     for name, value in resolved.items():
-        if name == "precision" and not resuming:  # finished: reported as trained (its records name its precision)
+        if name in ("precision", "strategy") and not resuming:  # finished: reported as trained (its records say)
             continue
         if before and name not in before and name == "mask_generator" and value is not None:
             before = {**before, name: LEGACY_GENERATOR}  # recorded before the generator was: Keras' own
@@ -165,6 +166,8 @@ def check_same(saved, config, resolved, workdir, resuming=False):
                            f" and pass {pin.format(saved=before[name])} to resume it here, ")
             if name == "sites":
                 fix = "its placement has been redefined since; "
+            if name == "strategy":
+                fix = "resume it with the cluster (TF_CONFIG), GPUs or --cpu_devices it started with, "
             raise RunError(f"workdir {workdir!r} holds a run trained with {what} {before[name]!r}, but this command "
                            f"resolves to {value!r}; {fix}use another --workdir, or --overwrite to train it again "
                            "from the start")

@@ -21,6 +21,7 @@ from dropzoo import data as data_lib
 from dropzoo import evaluate
 from dropzoo import flags as flags_lib
 from dropzoo import sources
+from dropzoo import strategies
 from dropzoo import trainer
 from dropzoo.errors import DataError
 
@@ -467,3 +468,14 @@ def test_a_run_resumes_only_as_it_ran_but_a_finished_one_reports_whatever_the_st
                                                r"--cpu_devices \(None -> 2\); use another --workdir, or --overwrite"):
         workdir_lib.check_same(saved, mirrored, {}, str(tmp_path), resuming=True)
     workdir_lib.check_same(saved, mirrored, {}, str(tmp_path), resuming=False)  # finished: its record stands
+    # The same flags resolving otherwise: a workdir of a 2-worker run copied and resumed by one process.
+    cluster = json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}})
+    two = strategies.resolved_here("auto", None, cluster)
+    assert two == "multi_worker x2 tasks" and strategies.resolved_here("auto", None, "") == "default"
+    saved = {**config.to_dict(), "resolved": {"strategy": two}}
+    with pytest.raises(trainer.RunError, match=r"holds a run trained with the strategy 'multi_worker x2 tasks', but "
+                                               r"this command resolves to 'default'; resume it with the cluster "
+                                               r"\(TF_CONFIG\), GPUs or --cpu_devices it started with, use another"):
+        workdir_lib.check_same(saved, config, {"strategy": "default"}, str(tmp_path), resuming=True)
+    workdir_lib.check_same(saved, config, {"strategy": "default"}, str(tmp_path), resuming=False)
+    assert strategies.resolved_here("mirrored", 2, "") == "mirrored x2"
