@@ -30,7 +30,9 @@ import numpy as np
 import tensorflow as tf
 
 from dropzoo import checkpoints
+from dropzoo import config as config_lib
 from dropzoo import loops
+from dropzoo import sources
 from dropzoo import strategies
 from dropzoo.errors import RunError
 
@@ -166,6 +168,17 @@ class MultiWorkerLoop:
         for variable, value in zip(variables, values):
             variable.assign(flat[offset:offset + value.size].reshape(value.shape).astype(variable.dtype))
             offset += value.size
+
+
+def check_chief_flags(chief, config):
+    """RunError where this worker's flags differ from the chief's (the data's paths aside: each machine may
+    stage its data elsewhere): a worker with another --seed trained along without a word, and one with
+    another --batch_size or --placement hung or failed in TensorFlow's collectives."""
+    differing = [k for k in config_lib.differences(chief, config) if k not in sources.PATH_ARGUMENTS]
+    if differing:
+        listed = ", ".join(f"--{k} ({chief.get(k)!r} on the chief, {getattr(config, k)!r} here)" for k in differing)
+        raise RunError(f"this worker's flags differ from the chief's: {listed}; start every worker with the same "
+                       "command (only TF_CONFIG differs)")
 
 
 def lost_peer_message(error, workdir):

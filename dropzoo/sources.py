@@ -251,7 +251,7 @@ def describe(**arguments):
 
 
 # Data arguments that name files: a run's config may hold them relative to where it was started.
-_PATH_ARGUMENTS = ("npz", "image_dir", "test_image_dir", "idx_dir", "tfds_data_dir")
+PATH_ARGUMENTS = ("npz", "image_dir", "test_image_dir", "idx_dir", "tfds_data_dir")
 
 
 def origin_mismatch(arguments, origin, fallback_reason=""):
@@ -268,7 +268,7 @@ def origin_mismatch(arguments, origin, fallback_reason=""):
         given, held = arguments.get(key, OPTION_DEFAULTS.get(key)), origin.get(key)
         if key == "dataset" and fallback_reason:
             continue
-        if key in _PATH_ARGUMENTS and given is not None and held is not None:
+        if key in PATH_ARGUMENTS and given is not None and held is not None:
             same = os.path.normpath(os.path.abspath(given)) == os.path.normpath(held) or (
                 not os.path.isabs(given) and os.path.normpath(held).endswith(os.sep + os.path.normpath(given)))
         elif key == "image_size":

@@ -152,8 +152,10 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
     fresh = loop.chief and not (os.path.isdir(workdir) and workdir_lib.started(workdir))
     with loop.session(workdir) as write_dir:
         try:
-            # The chief decides, so every worker skips or runs alike.
-            claim = loop.chief_does(lambda: claim_workdir(config, workdir, overwrite, lock))
+            # The chief decides, so every worker skips or runs alike; its flags come along to be compared.
+            claim = loop.chief_does(lambda: {**claim_workdir(config, workdir, overwrite, lock),
+                                             "flags": config.to_dict()})
+            multi_worker.check_chief_flags(claim.pop("flags"), config)
             if "locked" in claim:
                 raise locks.WorkdirLocked(claim["locked"])
             if claim["finished"] is not None:

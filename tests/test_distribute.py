@@ -25,6 +25,7 @@ from dropzoo import config as config_lib
 from dropzoo import flags as flags_lib
 from dropzoo import multi_worker
 from dropzoo import strategies
+from dropzoo.errors import RunError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(ROOT, "tests", "distribute_worker.py")
@@ -466,3 +467,15 @@ def test_a_sweep_or_task_share_under_a_multi_worker_cluster_is_refused_up_front(
         strategies.check_one_run_per_cluster(two, None, cluster)
     with pytest.raises(strategies.DistributeError, match=r"asks for a share of a plan of 1 run\(s\) \(task flags\)"):
         strategies.check_one_run_per_cluster(one, (0, 1, "--task_index and --num_tasks"), cluster)
+
+
+def test_a_worker_started_with_other_flags_than_the_chief_stops_naming_them():
+    # A worker with another --seed trained along without a word; another --batch_size hung in the collectives.
+    from dropzoo import multi_worker
+
+    chief = config_lib.TrainConfig(idx_dir="/data/mnist").to_dict()
+    multi_worker.check_chief_flags(chief, config_lib.TrainConfig(idx_dir="/scratch/mnist"))  # staged elsewhere
+    with pytest.raises(RunError, match=r"^this worker's flags differ from the chief's: --batch_size \(128 on the "
+                                       r"chief, 64 here\), --seed \(0 on the chief, 7 here\); start every worker "
+                                       r"with the same command \(only TF_CONFIG differs\)$"):
+        multi_worker.check_chief_flags(chief, config_lib.TrainConfig(seed=7, batch_size=64))
