@@ -75,7 +75,9 @@ def resolve(config):
             # The dropout masks' generator (models/masks.py); None where no site draws a Bernoulli mask.
             "mask_generator": models.masks.MASK_GENERATOR if sites and config.kind != "gaussian" else None,
             # Replicas and workers (a copied workdir resumed under another TF_CONFIG: its --strategy is still auto).
-            "strategy": strategies.resolved_here(config.strategy, config.cpu_devices)}
+            "strategy": strategies.resolved_here(config.strategy, config.cpu_devices),
+            # The file's content: its path alone would report a finished run for a model re-saved since.
+            **({"keras_model_sha256": models.get_spec(config.model).digest} if config.keras_model else {})}
 
 
 def prepare_workdir(config, workdir, overwrite=False):

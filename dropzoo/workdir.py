@@ -31,7 +31,8 @@ _CONFIG_FIX = "delete it and rerun to resume with this command's settings, or --
 _PINS = {"precision": ("the precision policy", "--precision={saved}"),
          "sites": ("the dropout sites", "--sites={saved}"),
          "mask_generator": ("the dropout mask generator", None),
-         "strategy": ("the strategy", None)}
+         "strategy": ("the strategy", None),
+         "keras_model_sha256": ("the --keras_model file of sha256", None)}
 
 
 def paths(workdir, extra=()):
@@ -168,6 +169,8 @@ def check_same(saved, config, resolved, workdir, resuming=False):
                 fix = "its placement has been redefined since; "
             if name == "strategy":
                 fix = "resume it with the cluster (TF_CONFIG), GPUs or --cpu_devices it started with, "
+            if name == "keras_model_sha256":
+                fix = "the file has changed since (another model, or other weights); "
             raise RunError(f"workdir {workdir!r} holds a run trained with {what} {before[name]!r}, but this command "
                            f"resolves to {value!r}; {fix}use another --workdir, or --overwrite to train it again "
                            "from the start")

@@ -268,6 +268,16 @@ def test_a_keras_model_study_trains_groups_resumes_exports_and_compares(tmp_path
     table = {e["variant"]: e for e in compare.compare_runs(root, source=tiny_source())["table"]}
     assert set(table) == {f"seq_study/{p}" for p in placements}
     assert table["seq_study/before_activation"]["identical_to"] == "seq_study/after_activation"
+    # The file re-saved with other weights: its finished runs were reported as the new model's.
+    keras.utils.set_random_seed(5)
+    user_sequential(num_classes=4).save(path)
+    runs = train_plan(f"--keras_model={path}", f"--placement={','.join(placements)}", "--epochs=1",
+                      "--batch_size=16", "--optimizer=adam", "--learning_rate=0.003", "--dataset=tiny",
+                      f"--workdir={root}")
+    changed = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    assert all("holds a run trained with the --keras_model file of sha256" in outcome and
+               "the file has changed since (another model, or other weights)" in outcome
+               for _, _, outcome in changed[:1]), changed[0][2]
 
 
 def _sequential(*layers, name="m"):
