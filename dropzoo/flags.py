@@ -136,6 +136,10 @@ def parse_or_exit(argv, fv=FLAGS):
 def train_plan(fv=FLAGS):
     """[(TrainConfig, workdir)] the parsed train flags ask for: one run, or a sweep."""
     texts = {name: fv[name].value for name in config_lib.FIELDS}
+    if fv["sites"].present and not (texts["sites"] or "").strip():  # read as not given, --placement would train
+        raise config_lib.ConfigError("--sites is given but empty; for no dropout pass --sites=none (or "
+                                     "--placement=none), else give the sites (e.g. --sites=dense1.post:0.5) or leave "
+                                     "the flag out to train --placement")
     for name, example in (("network", "conv32k3,pool2,flatten,dense128"), ("keras_model", "my_cnn.keras")):
         if fv[name].present and not (texts[name] or "").strip():  # read as not given, the default network trains
             raise config_lib.ConfigError(f"--{name} is given but empty; give it a value (e.g. --{name}={example}), "

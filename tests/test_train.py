@@ -260,6 +260,9 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     (["--idx_dir=/tmp", "--tfds_data_dir=/tmp"], "--tfds_data_dir applies only with --dataset=NAME, and the data "
                                                   "given is --idx_dir; drop --tfds_data_dir"),
     (["--seed=4294967295", "--seeds=2"], "--seed must be between 0 and 4294967295"),
+    # Empty: read as not given, it trained the canonical placement, though the API reads "" as no dropout.
+    (["--sites="], "--sites is given but empty; for no dropout pass --sites=none (or --placement=none)"),
+    (["--sites= "], "--sites is given but empty"),
     # Not swept: both runs went into one workdir, the second recorded as identical to itself.
     (["--strategy=mirrored,one_device", "--cpu_devices=2"], "--strategy takes one value, not a list "
                                                             "(mirrored,one_device): runs under several strategies"),
