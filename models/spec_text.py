@@ -280,6 +280,10 @@ def _parse_tokens(items):
     canonical = (sites_lib.format_placement({s: sites_lib.Site(sites[s]) for s in spec.sites() if s in sites})
                  if sites else default_canonical(layers))
     spec = dataclasses.replace(spec, canonical=canonical)
+    if sites and placements.own_rates(spec)[0] == 0:  # every head placement's rate: all of them no dropout
+        raise ValueError("the dropout token before the classifier has rate 0, the rate every placement's head "
+                         "dropout takes (after_activation, before_dense, ...: all no dropout); leave it out (the "
+                         f"head rate is then {placements.DEFAULT_HEAD_RATE:g}), or give the rate the network drops at")
     own = None if conv_rate is None else placements.own_rates(dataclasses.replace(spec, conv_rate=None))[1]
     if own is not None and own != conv_rate:  # one would be dropped without a word
         raise ValueError(f"'convrate{conv_rate:g}' and the network's own conv-stack dropout ({own:g}) are two "

@@ -177,6 +177,9 @@ VALID = "valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten
     ("flatten,dense8,dropout0.1,dropout0.2",
      "'dropout0.2' at position 4 puts a second dropout at dense1.post"),
     ("flatten,dropout0.1,dropout0.2", "'dropout0.2' at position 3 is a second dropout on the same input"),
+    # Its rate became every placement's head rate: each of them no dropout, none of them grouped with none.
+    ("flatten,dense128,dropout0", "the dropout token before the classifier has rate 0, the rate every placement's "
+                                  "head dropout takes"),
     ("flatten,logits,dense8", "'logits' at position 2 must be the last token"),
     (",".join(["conv1k1"] * 49 + ["flatten"]), "the network has 51 layers (classifier included); at most 50"),
     ("[", "the network spec is not valid JSON"),
