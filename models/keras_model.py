@@ -338,6 +338,9 @@ def _spec_of(model, calls, input_shape, name, source, digest):
             after_mid = block if fused != "linear" else block[block.index(mid):] if mid is not None else []
             between = ([fused] if fused != "linear" else []) + [graph.function_name(calls[i].layer) for i in after_mid]
             activation = ",".join(between) or "linear"  # "relu": .mid and .post are one network for ReLU
+            penalised = ([layer] if fused != "linear" else []) + [calls[i].layer for i in after_mid]
+            if any(getattr(other, "activity_regularizer", None) is not None for other in penalised):
+                activation += ",activity_regularizer"  # it reads the activations: dropped at .mid, not at .post
             slots = ("pre", "mid", "post") if activation != "linear" else ("pre", "post")
             if call.rank_in == 0:
                 slots = slots[1:]

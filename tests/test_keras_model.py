@@ -397,6 +397,19 @@ def test_a_dense_layers_block_of_bn_and_activation_layers_is_one_layer(block, mi
     assert has_bn == any(isinstance(layer, keras.layers.BatchNormalization) for layer in block)
 
 
+@pytest.mark.parametrize("where", ["dense", "activation_layer"])
+def test_an_activity_regularizer_between_mid_and_post_keeps_them_apart(where):
+    # It reads the activations: dropped before them at .mid, not at .post, so the two train differently.
+    penalty = {"activity_regularizer": "l2"}
+    fc = keras.layers.Dense(8, activation="relu", name="fc", **(penalty if where == "dense" else {}))
+    block = [fc] if where == "dense" else [keras.layers.Dense(8, name="fc"),
+                                           keras.layers.Activation("relu", name="fcrelu", **penalty)]
+    model = _sequential(keras.layers.Flatten(name="fl"), *block, keras.layers.Dropout(0.5),
+                        keras.layers.Dense(10, activation="softmax", name="out"))
+    name = models.register_spec(models.describe_model(model, name=f"penalised_{where}"))
+    assert models.construction_key(name, "after_activation") != models.construction_key(name, "before_activation")
+
+
 def test_a_dropout_inside_a_block_is_refused_naming_the_sites_there_are():
     model = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dense(16, name="fc"), keras.layers.Dropout(0.2),
                         keras.layers.BatchNormalization(name="fcbn"), keras.layers.ReLU(name="fcrelu"),
