@@ -144,6 +144,11 @@ def train_plan(fv=FLAGS):
         if fv[name].present and not (texts[name] or "").strip():  # read as not given, the default network trains
             raise config_lib.ConfigError(f"--{name} is given but empty; give it a value (e.g. --{name}={example}), "
                                          "or leave the flag out to train --model")
+    if fv["bn_momentum"].present and "batch" not in str(texts["norm"]):  # reset to the default, without a word
+        fix = ("drop --bn_momentum: a --keras_model keeps its own BatchNorm layers' momentum" if texts["keras_model"]
+               else "drop --bn_momentum, or add --norm=batch")
+        raise config_lib.ConfigError("--bn_momentum sets the momentum of the BatchNorm layers --norm=batch adds, and "
+                                     f"without it there are none; {fix}")
     if texts["keras_model"] and texts["network"]:
         raise config_lib.ConfigError("give --network=SPEC or --keras_model=PATH, not both")
     if texts["keras_model"] and fv["model"].present and texts["model"] == config_lib.DEFAULT_MODEL:

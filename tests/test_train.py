@@ -263,6 +263,10 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     # Empty: read as not given, it trained the canonical placement, though the API reads "" as no dropout.
     (["--sites="], "--sites is given but empty; for no dropout pass --sites=none (or --placement=none)"),
     (["--sites= "], "--sites is given but empty"),
+    # Reset to the default without BN layers: ignored, and a sweep of it planned one workdir twice.
+    (["--bn_momentum=0.9"], "--bn_momentum sets the momentum of the BatchNorm layers --norm=batch adds, and without "
+                            "it there are none; drop --bn_momentum, or add --norm=batch"),
+    (["--bn_momentum=0.9,0.99", "--norm=none"], "--bn_momentum sets the momentum"),
     # Not swept: both runs went into one workdir, the second recorded as identical to itself.
     (["--strategy=mirrored,one_device", "--cpu_devices=2"], "--strategy takes one value, not a list "
                                                             "(mirrored,one_device): runs under several strategies"),
