@@ -20,7 +20,8 @@ Tokens, comma-separated, in graph order (spaces and case ignored):
   logits          the last token: the classifier emits logits (default:
                   softmax probabilities)
   convrate<rate>  anywhere, once: the rate the conv/spatial/bn_before
-                  placements add after each conv (default NetworkSpec's 0.1)
+                  placements add after each pooling layer (each conv where
+                  there is none; default NetworkSpec's 0.1)
 
 The classifier (Dense(num_classes), named `logits`) follows the last layer.
 Layers are named as the zoo names them (conv1, conv2, pool1, flatten,
