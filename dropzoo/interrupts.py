@@ -25,6 +25,7 @@ exception prints nothing.
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -97,6 +98,44 @@ def quiet_during_start_up():
 
     for signum in SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handler)
+
+
+# The watcher `while_blocked` starts: it outlives its parent by a moment, to say why it ended.
+_WATCHER = """
+import os, sys, time
+parent, after, waiting, stopped = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
+start, said = time.monotonic(), not waiting
+while os.getppid() == parent:
+    time.sleep(0.2)
+    if not said and time.monotonic() - start > after:
+        os.write(2, (waiting + "\\n").encode())
+        said = True
+os.write(2, (stopped + "\\n").encode())
+"""
+
+
+@contextlib.contextmanager
+def while_blocked(what, waiting_line=None, after_s=20.0):
+    """SIGINT and SIGTERM end the process at once while the main thread waits inside a C++ call that holds
+    the GIL and never returns to Python (a multi-worker cluster waiting for workers that have not started):
+    no Python handler, nor any Python thread, runs there. Their default action ends it instead, and a small
+    watcher process (no TensorFlow) says so in one line, and prints `waiting_line` once the wait passes
+    `after_s` seconds. Nothing is written while it waits.
+    """
+    restore = {s: signal.getsignal(s) for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
+    for signum in restore:
+        signal.signal(signum, signal.SIG_DFL)
+    # Its own session: a Ctrl-C at the terminal reaches this process, not the watcher.
+    watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, str(os.getpid()), str(after_s), waiting_line or "",
+                                f"stopped (a signal) while {what}; nothing was written"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield
+    finally:
+        watcher.kill()
+        watcher.wait()
+        for signum, handler in restore.items():
             signal.signal(signum, handler)
 
 

@@ -25,6 +25,7 @@ import os
 import tensorflow as tf
 
 import models
+from dropzoo import interrupts
 from dropzoo.errors import DropzooError
 
 # A process can set up collectives only once, so a second run in the same
@@ -174,8 +175,12 @@ def _create(name, num_gpus, cpu_devices):
         raise DistributeError("--strategy=multi_worker needs TF_CONFIG naming the cluster and this task" + _FORM)
     # Peers that die are detected by the coordination service's heartbeats,
     # which TF 2.21 turns on for this strategy (see the module docstring).
+    others = ", ".join(address for job in cluster.values() for address in job)
+    waiting = (f"waiting for every task of TF_CONFIG's cluster ({others}) to start; each runs the same command "
+               "with its own task (Ctrl-C stops this one)")
     try:
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        with interrupts.while_blocked("waiting for the other workers of TF_CONFIG to start", waiting):
+            return tf.distribute.MultiWorkerMirroredStrategy()
     except tf.errors.UnknownError as e:
         if "Could not start gRPC server" not in str(e):
             raise

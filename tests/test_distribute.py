@@ -479,3 +479,18 @@ def test_a_worker_started_with_other_flags_than_the_chief_stops_naming_them():
                                        r"chief, 64 here\), --seed \(0 on the chief, 7 here\); start every worker "
                                        r"with the same command \(only TF_CONFIG differs\)$"):
         multi_worker.check_chief_flags(chief, config_lib.TrainConfig(seed=7, batch_size=64))
+
+
+def test_a_worker_waiting_for_its_cluster_says_so_and_stops_on_a_signal(tmp_path):
+    # TensorFlow waits for the other workers holding the GIL: no Python handler ran, and SIGINT/SIGTERM were lost.
+    script = tmp_path / "wait.py"
+    script.write_text("import time\nfrom dropzoo import interrupts\ninterrupts.quiet_during_start_up()\n"
+                      "with interrupts.while_blocked('testing', 'still waiting', after_s=0.5):\n"
+                      "    time.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": ROOT})
+    time.sleep(3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGTERM
+    assert stderr.splitlines() == ["still waiting", "stopped (a signal) while testing; nothing was written"], stderr
