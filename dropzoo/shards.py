@@ -47,7 +47,8 @@ def task_of(task_index=None, num_tasks=None, environ=None):
         raise ConfigError(f"--num_tasks must be a positive integer, got {num_tasks}")
     if task_index is not None or num_tasks is not None:
         if task_index is None and "JOB_COMPLETION_INDEX" in environ:
-            task_index = _integer(environ["JOB_COMPLETION_INDEX"], "JOB_COMPLETION_INDEX")
+            task_index = _integer(environ["JOB_COMPLETION_INDEX"], "JOB_COMPLETION_INDEX",
+                                  "a Kubernetes Indexed Job sets it to the pod's index")
             return _checked(task_index, num_tasks, "JOB_COMPLETION_INDEX (Kubernetes Indexed Job) and --num_tasks")
         in_array = "SLURM_ARRAY_TASK_ID" in environ
         if task_index is None or num_tasks is None:
@@ -55,9 +56,10 @@ def task_of(task_index=None, num_tasks=None, environ=None):
                               "number of tasks the plan is split into)"
                               + ("; inside a Slurm array give neither, and the array's index splits the plan"
                                  if in_array else ""))
-        return _checked(task_index, num_tasks, "--task_index and --num_tasks" + (
-            f"; the Slurm array's SLURM_ARRAY_TASK_ID={environ['SLURM_ARRAY_TASK_ID']} is not used" if in_array
-            else ""))
+        unused = (f"; the Slurm array's SLURM_ARRAY_TASK_ID={environ['SLURM_ARRAY_TASK_ID']} is not used" if in_array
+                  else f"; JOB_COMPLETION_INDEX={environ['JOB_COMPLETION_INDEX']} is not used"
+                  if "JOB_COMPLETION_INDEX" in environ else "")
+        return _checked(task_index, num_tasks, "--task_index and --num_tasks" + unused)
     if "SLURM_ARRAY_TASK_ID" in environ:
         return _slurm(environ)
     if "JOB_COMPLETION_INDEX" in environ:
@@ -83,11 +85,11 @@ def _slurm(environ):
                     f"SLURM_ARRAY_TASK_ID={task_id} of array {low}-{high} (SLURM_ARRAY_TASK_COUNT={count})")
 
 
-def _integer(text, name):
+def _integer(text, name, fix=""):
     try:
         return int(text)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be an integer, got {text!r}") from None
+        raise ConfigError(f"{name} must be an integer, got {text!r}" + (f"; {fix}" if fix else "")) from None
 
 
 def _checked(index, count, source):

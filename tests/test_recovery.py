@@ -291,6 +291,10 @@ def test_the_interrupted_line_says_what_a_rerun_redoes(tmp_path, monkeypatch):
     # Stopped after the last epoch (during the test evaluation or the export): no epoch is redone.
     assert "keeps epoch 3, the last; the test evaluation and export are redone on resume" in lines[3]
     assert all("to resume, rerun the same command: python train.py" in line for line in lines.values())
+    # The chief of a cluster: the other workers stop too, and each needs its command again.
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}')
+    assert "to resume, rerun the same command on every worker of TF_CONFIG's 2-task cluster: python train.py" in (
+        train._interrupted_line(interrupted))
 
 
 @pytest.mark.slow

@@ -222,6 +222,11 @@ def test_bad_task_values_are_one_line(environ, flags_given, message):
 def test_flags_inside_a_slurm_array_say_the_array_index_is_not_used():
     _, _, source = shards.task_of(0, 1, environ={"SLURM_ARRAY_TASK_ID": "3"})
     assert source == "--task_index and --num_tasks; the Slurm array's SLURM_ARRAY_TASK_ID=3 is not used"
+    _, _, source = shards.task_of(0, 2, environ={"JOB_COMPLETION_INDEX": "1"})
+    assert source == "--task_index and --num_tasks; JOB_COMPLETION_INDEX=1 is not used"
+    with pytest.raises(ConfigError, match=r"^JOB_COMPLETION_INDEX must be an integer, got 'abc'; a Kubernetes "
+                                          r"Indexed Job sets it to the pod's index$"):
+        shards.task_of(None, 2, environ={"JOB_COMPLETION_INDEX": "abc"})
 
 
 def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
