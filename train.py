@@ -129,7 +129,8 @@ def _interrupted_line(interrupted):
     else:
         kept = f"{directory} keeps epoch {epoch}; the epoch in progress is redone on resume"
     cluster = strategies.num_training_tasks(strategies.tf_config_cluster(os.environ.get("TF_CONFIG", "")))
-    if cluster > 1:  # the other workers stop too (a lost peer): each needs its own command again
+    strategy = flags_lib.FLAGS["strategy"].value if "strategy" in flags_lib.FLAGS else "auto"
+    if cluster > 1 and strategy in ("auto", "multi_worker"):  # the other workers stop too (a lost peer)
         return (f"interrupted ({interrupted}): {kept}; to resume, rerun the same command on every worker of "
                 f"TF_CONFIG's {cluster}-task cluster: {command}")
     return f"interrupted ({interrupted}): {kept}; to resume, rerun the same command: {command}"

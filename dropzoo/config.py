@@ -36,7 +36,9 @@ def _field(default, help, *, observation=False, execution=False):
     `observation`: it changes how a run is observed or paced, not what it
     computes, so a rerun may differ in it (steps_per_execution 1, 3 and 6 gave
     bitwise-equal losses on CPU). `execution`: it says where a run executes
-    (the batch size is global), so a run may resume on other devices.
+    (the batch size is global): it names no variant, and a finished run is
+    reported whatever it says, but a run resumes only as it started (other
+    replicas draw other masks; workdir.check_same).
     """
     return dataclasses.field(default=default, metadata={"help": help, "observation": observation,
                                                          "execution": execution})

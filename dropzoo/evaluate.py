@@ -300,8 +300,8 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     ood_source = _load_ood(ood) if ood else None
     data_sha256 = sources.fingerprint(source)
     if ood_source is not None and sources.fingerprint(ood_source) == data_sha256:  # AUROC 0.5 by construction
-        raise ValueError(f"the out-of-distribution data ({ood_source.name}) holds the test data's own images; give "
-                         "another dataset's (e.g. Fashion-MNIST for an MNIST model)")
+        raise ValueError(f"the out-of-distribution data ({ood_source.name}) holds the test data's own images; "
+                         f"{uncertainty.OTHER_OOD}")
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_source.test, batch_size) if ood_source else None
     if tflite_model:

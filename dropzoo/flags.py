@@ -167,7 +167,14 @@ def train_plan(fv=FLAGS):
     if len(configs) == 1 and fv["workdir"].value:
         return [(configs[0], fv["workdir"].value)]
     varying = sweep.varying_fields(configs)
-    return [(c, sweep.run_dir(fv["workdir"].value or "runs", c, varying)) for c in configs]
+    runs = [(c, sweep.run_dir(fv["workdir"].value or "runs", c, varying)) for c in configs]
+    workdirs = [workdir for _, workdir in runs]
+    shared = sorted({w for w in workdirs if workdirs.count(w) > 1})
+    if shared:  # the second would be recorded as identical to the first: to itself
+        raise config_lib.ConfigError(f"the sweep plans other runs in one workdir ({shared[0]}); its flags differ "
+                                     "in a field that names no directory: sweep it in one command per value, each "
+                                     "with its own --workdir")
+    return runs
 
 
 def _values(name, text):

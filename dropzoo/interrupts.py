@@ -123,20 +123,21 @@ def while_blocked(what, waiting_line=None, after_s=20.0):
     watcher process (no TensorFlow) says so in one line, and prints `waiting_line` once the wait passes
     `after_s` seconds. Nothing is written while it waits.
     """
-    restore = {s: signal.getsignal(s) for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
-    for signum in restore:
-        signal.signal(signum, signal.SIG_DFL)
+    # Handlers set from Python (None: set from C; SIG_IGN stays): only the main thread may change them.
+    restore = {s: signal.getsignal(s) for s in SIGNALS if signal.getsignal(s) not in (None, signal.SIG_IGN)}
     # Its own session: a Ctrl-C at the terminal reaches this process, not the watcher.
     watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, str(os.getpid()), str(after_s), waiting_line or "",
                                 f"stopped (a signal) while {what}; nothing was written"],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
+        for signum in restore:
+            signal.signal(signum, signal.SIG_DFL)
         yield
     finally:
-        watcher.kill()
-        watcher.wait()
         for signum, handler in restore.items():
             signal.signal(signum, handler)
+        watcher.kill()
+        watcher.wait()
 
 
 def exit_by_signal(signum):

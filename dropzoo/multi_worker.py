@@ -170,15 +170,23 @@ class MultiWorkerLoop:
             offset += value.size
 
 
-def check_chief_flags(chief, config):
-    """RunError where this worker's flags differ from the chief's (the data's paths aside: each machine may
-    stage its data elsewhere): a worker with another --seed trained along without a word, and one with
-    another --batch_size or --placement hung or failed in TensorFlow's collectives."""
-    differing = [k for k in config_lib.differences(chief, config) if k not in sources.PATH_ARGUMENTS]
+def check_chief_flags(chief, config, chief_resolved=None, resolved=None):
+    """RunError where this worker's flags, or what they resolve to here (`resolved`: the precision `auto`
+    picks, a --keras_model's content), differ from the chief's: a worker with another --seed trained along
+    without a word, and one with another --batch_size or --placement hung or failed in TensorFlow's
+    collectives. Paths are not compared (each machine may stage its data, or keep its model, elsewhere)."""
+    paths = sources.PATH_ARGUMENTS + ("keras_model",)
+    differing = [(f"--{k}", chief.get(k), getattr(config, k)) for k in config_lib.differences(chief, config)
+                 if k not in paths]
+    differing += [(f"the resolved {k}", (chief_resolved or {}).get(k), value) for k, value in (resolved or {}).items()
+                  if k in ("precision", "keras_model_sha256") and (chief_resolved or {}).get(k) != value]
     if differing:
-        listed = ", ".join(f"--{k} ({chief.get(k)!r} on the chief, {getattr(config, k)!r} here)" for k in differing)
-        raise RunError(f"this worker's flags differ from the chief's: {listed}; start every worker with the same "
-                       "command (only TF_CONFIG differs)")
+        listed = ", ".join(f"{name} ({theirs!r} on the chief, {mine!r} here)" for name, theirs, mine in differing)
+        names = {name for name, _, _ in differing}
+        fix = "start every worker with the same command (only TF_CONFIG differs)"
+        fix += ", with --precision pinned" if "the resolved precision" in names else ""
+        fix += ", and the same --keras_model file" if "the resolved keras_model_sha256" in names else ""
+        raise RunError(f"this worker's flags differ from the chief's: {listed}; {fix}")
 
 
 def lost_peer_message(error, workdir):

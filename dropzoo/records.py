@@ -23,6 +23,7 @@ import re
 from dropzoo import files
 from dropzoo import folders
 from dropzoo import sources
+from dropzoo import uncertainty
 from dropzoo.errors import ConfigError
 from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
@@ -205,8 +206,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     ood_id = data.identity(ood) if ood else None
     for run in run_dirs:
         metrics = files.read_json(os.path.join(run, "metrics.json"), FIX)
-        trained = (os.path.normpath(os.path.join(run, metrics["identical_to"]))
-                   if "identical_to" in metrics else run)
+        trained = os.path.normpath(os.path.join(run, metrics["identical_to"])) if "identical_to" in metrics else run
         if trained != run:
             _check_identical_target(run, metrics, trained)
         origin = metrics["data"]["origin"]
@@ -215,6 +215,8 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             folders.with_run_image_options(data_override, origin)
             if data_override and not folders.is_own_test_folder(origin, data_override) else None)
         run_test = data.identity(given) if given else data.own(metrics)
+        if ood_id and ood_id[0] and ood_id[0] == run_test[0]:  # AUROC 0.5 by construction
+            raise DataError(f"the out-of-distribution data is {run}'s own test data; {uncertainty.OTHER_OOD}")
         if not given and notes is not None:
             _note_changed_files(metrics, data, notes)
         request = make_request(run_test[0], mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,

@@ -147,8 +147,13 @@ def _others(where, prefix):
     """{task text: record} of the records `where/<prefix><task>.json`, this task's own among them."""
     records = {}
     for path in sorted(glob.glob(os.path.join(where, f"{prefix}*.json"))):
-        records[os.path.basename(path)[len(prefix):-len(".json")]] = files.read_json(
-            path, f"delete it, or the whole {where}, and run the task again")
+        task = os.path.basename(path)[len(prefix):-len(".json")]
+        if not task.isdigit():  # another task's record being written (a temporary name)
+            continue
+        try:
+            records[task] = files.read_json(path, f"delete it, or the whole {where}, and run the task again")
+        except FileNotFoundError:  # replaced by its writer between the listing and the read
+            continue
     return records
 
 
@@ -191,13 +196,16 @@ def check_task_counts(runs, sweep_plan, index, count, source):
     own = os.path.join(where, f"{prefix}{index}.json")
     for written in (False, True):
         for task, other in _others(where, prefix).items():
-            if task != str(index) and other["num_tasks"] not in (1, count):  # its own: the last split it took
+            if task != str(index) and other["num_tasks"] != count:  # its own: the last split it took
                 if written:
                     os.remove(own)
+                n = other["num_tasks"]
+                fix = (f"submit the array as --array=0-{n - 1}" if from_slurm(source) else
+                       f"give the Job {n} completions and --num_tasks={n}" if "JOB_COMPLETION_INDEX" in source else
+                       f"give every task --num_tasks={n}")
                 raise ConfigError(
-                    f"task {task} of this plan split it into {other['num_tasks']} shares, and this task {index} "
-                    f"into {count} ({source}): shares of two splits leave runs to no task; give every task "
-                    f"--num_tasks={other['num_tasks']}, or, to split the plan anew once every task of the other "
-                    f"split has ended, delete {os.path.join(where, prefix)}*.json")
+                    f"task {task} of this plan split it into {n} shares, and this task {index} into {count} "
+                    f"({source}): shares of two splits leave runs to no task; {fix}, or, to split the plan anew "
+                    f"once every task of the other split has ended, delete {os.path.join(where, prefix)}*.json")
         if not written:
             files.write_json(own, {"num_tasks": count, "source": source})

@@ -258,25 +258,19 @@ def origin_mismatch(arguments, origin, fallback_reason=""):
     """The first data argument of `arguments` (a run's config) that the data it trained on (`origin`, its
     Source's) contradicts, as "--name=given, not held", or None.
 
-    A sweep over the data once trained every run on the first run's data and
-    recorded each run's own config. The embedded sample standing in for
-    unreachable MNIST (a `fallback_reason`) is not a contradiction.
+    A sweep over the data (`--dataset=a,b`, `--color_mode=grayscale,rgb`) once
+    trained every run on the first run's data and recorded each run's own
+    config. Paths are not compared: a sweep never varies them, and a run may
+    hold them relative to where it started. The embedded sample standing in
+    for unreachable MNIST (a `fallback_reason`) is not a contradiction.
     """
     arguments = {"dataset": "mnist", **{k: v for k, v in arguments.items() if k in ARGUMENTS and v is not None}}
     chosen = choose(arguments)
     for key in chosen.keys:
-        given, held = arguments.get(key, OPTION_DEFAULTS.get(key)), origin.get(key)
-        if key == "dataset" and fallback_reason:
+        if key in PATH_ARGUMENTS or key == "image_size" or (key == "dataset" and fallback_reason):
             continue
-        if key in PATH_ARGUMENTS and given is not None and held is not None:
-            same = os.path.normpath(os.path.abspath(given)) == os.path.normpath(held) or (
-                not os.path.isabs(given) and os.path.normpath(held).endswith(os.sep + os.path.normpath(given)))
-        elif key == "image_size":
-            size = readers.parse_image_size(given) if given is not None else None
-            same = (list(size) if size else None) == held
-        else:
-            same = given == held or (key not in origin and given is None)
-        if not same:
+        given, held = arguments.get(key, OPTION_DEFAULTS.get(key)), origin.get(key)
+        if given != held:
             return f"--{key}={given}, not {held}"
     return None
 

@@ -197,7 +197,7 @@ def check_one_run_per_cluster(runs, task, tf_config=None):
     a traceback."""
     tf_config = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
     tasks = num_training_tasks(tf_config_cluster(tf_config))
-    if (len(runs) == 1 and task is None) or tasks < 2 or not any(
+    if (len(runs) == 1 and (task is None or task[1] == 1)) or tasks < 2 or not any(
             config.strategy in ("auto", "multi_worker") for config, _ in runs):
         return
     given = f"a share of a plan of {len(runs)} run(s) (task flags)" if task is not None else f"{len(runs)} runs"

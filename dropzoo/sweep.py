@@ -64,7 +64,9 @@ def expand(base, sweeps=None, seeds=1):
             for k in range(seeds):
                 configs.append(config_lib.validate(
                     dataclasses.replace(config, placement=placement, seed=base["seed"] + k)))
-    return configs
+    # Once each: --norm=none,batch --bn_momentum=0.9,0.99 makes one norm=none config twice (its momentum is reset),
+    # which would share a workdir, the second recorded as identical to the first, that is to itself.
+    return list(dict.fromkeys(configs))
 
 
 # Fields the variant's name always shows when they are not at their default, in
@@ -209,10 +211,9 @@ def check_data_fits(runs):
     """
     described, built = {}, set()
     for config, _ in runs:
-        arguments = sources.config_arguments(config)
-        data = tuple(sorted((k, str(v)) for k, v in arguments.items()))
+        data = _data_key(config)
         if data not in described:
-            described[data] = sources.describe(**arguments)
+            described[data] = sources.describe(**sources.config_arguments(config))
         shape, classes, _ = described[data]
         if (config.model, shape, classes) in built:
             continue
@@ -231,7 +232,8 @@ def _refusal(config, workdir, resolved):
     if not workdirs.started(workdir) or not os.path.exists(path):
         return None
     try:
-        workdirs.check_same(files.read_json(path, "delete it, or --overwrite"), config, resolved, workdir)
+        workdirs.check_same(files.read_json(path, "delete it, or --overwrite"), config, resolved, workdir,
+                            resuming=not os.path.exists(os.path.join(workdir, "metrics.json")))
     except errors.USER_ERRORS as e:
         return str(e)
     return None

@@ -156,8 +156,9 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
         try:
             # The chief decides, so every worker skips or runs alike; its flags come along to be compared.
             claim = loop.chief_does(lambda: {**claim_workdir(config, workdir, overwrite, lock),
-                                             "flags": config.to_dict()})
-            multi_worker.check_chief_flags(claim.pop("flags"), config)
+                                             "flags": config.to_dict(), "resolved": resolve(config)})
+            multi_worker.check_chief_flags(claim.pop("flags"), config, claim.pop("resolved"),
+                                           resolve(config) if not loop.chief else None)
             if "locked" in claim:
                 raise locks.WorkdirLocked(claim["locked"])
             if claim["finished"] is not None:

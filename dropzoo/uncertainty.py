@@ -53,6 +53,10 @@ def mutual_information(draws):
     return np.maximum(predictive_entropy(d.mean(axis=0)) - predictive_entropy(d).mean(axis=0), 0.0)
 
 
+# The fix for out-of-distribution data that is the test data itself (an AUROC of 0.5 by construction).
+OTHER_OOD = "give another dataset's (e.g. Fashion-MNIST for an MNIST model)"
+
+
 def ood_detection(in_scores, out_scores):
     """{"auroc", "fpr95"}: how well `score` separates OOD (positive) from in-distribution.
 

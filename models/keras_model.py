@@ -44,10 +44,12 @@ softmax compute in float32, as in the zoo.
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 import zipfile
 
 import keras
+import numpy as np
 
 from models import keras_graph as graph
 from models import keras_own
@@ -204,9 +206,18 @@ def describe_file(path, name=None):
 def _describe_file(path, name, version):
     del version  # part of the cache key only: a rewritten file is read again
     model = load_keras_model(path)
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    return describe_model(model, name=name or default_name(path), source=path, digest=digest)
+    return describe_model(model, name=name or default_name(path), source=path, digest=content_digest(model))
+
+
+def content_digest(model):
+    """sha256 of a model's architecture and weights: what a run trained, whatever file holds it (a `.keras` zip
+    records when it was saved, so the same model saved again has other bytes)."""
+    digest = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
+    for weight in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(weight))
+        digest.update(f"{weight.path}:{value.dtype}:{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
 
 
 def default_name(path):

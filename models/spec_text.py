@@ -285,6 +285,10 @@ def _parse_tokens(items):
         raise ValueError("the dropout token before the classifier has rate 0, the rate every placement's head "
                          "dropout takes (after_activation, before_dense, ...: all no dropout); leave it out (the "
                          f"head rate is then {placements.DEFAULT_HEAD_RATE:g}), or give the rate the network drops at")
+    if placements.own_rates(spec)[1] == 0 and (spec.pool_names or spec.conv_names):
+        raise ValueError("the conv-stack dropout rate is 0 (convrate0, or dropout0 after a conv or pool), the rate the "
+                         "conv, spatial and bn_before placements add there: they would drop nothing in the conv "
+                         "stack; leave it out (the rate is then 0.1), or give the rate the network drops at")
     own = None if conv_rate is None else placements.own_rates(dataclasses.replace(spec, conv_rate=None))[1]
     if own is not None and own != conv_rate:  # one would be dropped without a word
         raise ValueError(f"'convrate{conv_rate:g}' and the network's own conv-stack dropout ({own:g}) are two "

@@ -465,8 +465,10 @@ def test_a_sweep_or_task_share_under_a_multi_worker_cluster_is_refused_up_front(
     with pytest.raises(strategies.DistributeError, match=r"^TF_CONFIG names a cluster of 2 tasks, which trains one "
                                                          r"run per command, and this command asks for 2 runs; give"):
         strategies.check_one_run_per_cluster(two, None, cluster)
+    # One run as a one-task split (an Indexed Job's command: --task_index=0 --num_tasks=1) is the whole plan.
+    strategies.check_one_run_per_cluster(one, (0, 1, "--task_index and --num_tasks"), cluster)
     with pytest.raises(strategies.DistributeError, match=r"asks for a share of a plan of 1 run\(s\) \(task flags\)"):
-        strategies.check_one_run_per_cluster(one, (0, 1, "--task_index and --num_tasks"), cluster)
+        strategies.check_one_run_per_cluster(one, (0, 2, "--task_index and --num_tasks"), cluster)
 
 
 def test_a_worker_started_with_other_flags_than_the_chief_stops_naming_them():
@@ -479,12 +481,25 @@ def test_a_worker_started_with_other_flags_than_the_chief_stops_naming_them():
                                        r"chief, 64 here\), --seed \(0 on the chief, 7 here\); start every worker "
                                        r"with the same command \(only TF_CONFIG differs\)$"):
         multi_worker.check_chief_flags(chief, config_lib.TrainConfig(seed=7, batch_size=64))
+    # Other checkouts: the same model file at another path passes; another model, or another auto precision, not.
+    mine = config_lib.TrainConfig(keras_model="/home/bob/zoo/my_cnn.keras", model="my_cnn")
+    theirs = {**mine.to_dict(), "keras_model": "/home/alice/zoo/my_cnn.keras"}
+    multi_worker.check_chief_flags(theirs, mine, {"keras_model_sha256": "a"}, {"keras_model_sha256": "a"})
+    with pytest.raises(RunError, match=r"differ from the chief's: the resolved keras_model_sha256 \('a' on the "
+                                       r"chief, 'b' here\), the resolved precision \('float32' on the chief, "
+                                       r"'mixed_bfloat16' here\); start every worker"):
+        multi_worker.check_chief_flags(theirs, mine, {"keras_model_sha256": "a", "precision": "float32"},
+                                       {"keras_model_sha256": "b", "precision": "mixed_bfloat16"})
 
 
 def test_a_worker_waiting_for_its_cluster_says_so_and_stops_on_a_signal(tmp_path):
     # TensorFlow waits for the other workers holding the GIL: no Python handler ran, and SIGINT/SIGTERM were lost.
     script = tmp_path / "wait.py"
-    script.write_text("import time\nfrom dropzoo import interrupts\ninterrupts.quiet_during_start_up()\n"
+    script.write_text("import signal, time\nfrom dropzoo import interrupts\ninterrupts.quiet_during_start_up()\n"
+                      "before = signal.getsignal(signal.SIGTERM)\n"
+                      "with interrupts.while_blocked('testing', None):\n"
+                      "    pass\n"
+                      "assert signal.getsignal(signal.SIGTERM) is before  # restored\n"
                       "with interrupts.while_blocked('testing', 'still waiting', after_s=0.5):\n"
                       "    time.sleep(60)\n")
     process = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stderr=subprocess.PIPE, text=True,

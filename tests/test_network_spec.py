@@ -180,6 +180,8 @@ VALID = "valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten
     # Its rate became every placement's head rate: each of them no dropout, none of them grouped with none.
     ("flatten,dense128,dropout0", "the dropout token before the classifier has rate 0, the rate every placement's "
                                   "head dropout takes"),
+    ("convrate0,conv8k3,pool2,flatten,dense16", "the conv-stack dropout rate is 0 (convrate0, or dropout0 after"),
+    ("conv8k3,pool2,dropout0,flatten,dense16,dropout0.5", "the conv-stack dropout rate is 0"),
     ("flatten,logits,dense8", "'logits' at position 2 must be the last token"),
     (",".join(["conv1k1"] * 49 + ["flatten"]), "the network has 51 layers (classifier included); at most 50"),
     ("[", "the network spec is not valid JSON"),

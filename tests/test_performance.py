@@ -191,7 +191,7 @@ def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp
     trainer.prepare_workdir(tiny_config(epochs=1), workdir)  # auto: mixed_bfloat16 here
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["resolved"] == {"precision": "mixed_bfloat16", "sites": "dense1.post:0.5",
-                                            "mask_generator": "kbit-fields-v1"}
+                                            "mask_generator": "kbit-fields-v1", "strategy": "default"}
     _started(workdir)
     # Pinning the policy auto chose is the same run; another machine's auto is not.
     trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)

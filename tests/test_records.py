@@ -20,6 +20,7 @@ from dropzoo import records
 from dropzoo import sources
 from dropzoo import sweep
 from dropzoo.errors import ConfigError
+from dropzoo.errors import DataError
 from dropzoo.errors import RunError
 
 
@@ -85,6 +86,10 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
     # Asking for MC dropout the records never computed, with no SavedModel: one clear line.
     with pytest.raises(RunError, match="has no saved evaluation for this request .* and no SavedModel"):
         compare.compare_runs(str(collected), mc_samples=3, output_dir=str(tmp_path / "o4"))
+    # Out-of-distribution data that is the test data: an AUROC of 0.5 by construction, refused.
+    with pytest.raises(DataError, match=r"the out-of-distribution data is .*'s own test data; give another"):
+        compare.compare_runs(str(collected), data_override={"npz": str(npz)}, ood={"npz": str(npz)},
+                             output_dir=str(tmp_path / "o5"))
 
 
 def _arrays(seed=0):
@@ -233,3 +238,8 @@ def test_runs_of_a_data_sweep_that_trained_on_other_data_are_refused(tmp_path):
     fashion = _record(tmp_path / "fashion", tiny_config(dataset="fashion_mnist").to_dict(),
                       {"dataset": "fashion_mnist", "tfds_data_dir": None})
     compare.check_trained_data([sample, fashion])
+    # Paths as typed, relative to where the runs started (and the fallback beside a --tfds_data_dir): not compared.
+    relative = [_record(tmp_path / f"rel{name}", tiny_config(dataset=name, tfds_data_dir="data/tfds").to_dict(),
+                        {"dataset": "mnist_sample" if name == "mnist" else name, "tfds_data_dir": "data/tfds"},
+                        "offline" if name == "mnist" else "") for name in ("mnist", "kmnist")]
+    compare.check_trained_data(relative)

@@ -486,3 +486,13 @@ def test_a_run_resumes_only_as_it_ran_but_a_finished_one_reports_whatever_the_st
         workdir_lib.check_same(saved, config, {"strategy": "default"}, str(tmp_path), resuming=True)
     workdir_lib.check_same(saved, config, {"strategy": "default"}, str(tmp_path), resuming=False)
     assert strategies.resolved_here("mirrored", 2, "") == "mirrored x2"
+
+
+def test_a_momentum_swept_beside_no_norm_plans_each_run_once():
+    # norm=none resets the momentum: two equal configs once shared a workdir, the second recorded as itself.
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", "--model=dense_mlp", "--norm=none,batch", "--bn_momentum=0.9,0.99", "--placement=canonical"])
+    runs = flags_lib.train_plan(fv)
+    assert [(c.norm, c.bn_momentum) for c, _ in runs] == [("none", 0.99), ("batch", 0.9), ("batch", 0.99)]
+    assert len({workdir for _, workdir in runs}) == 3
