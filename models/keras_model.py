@@ -179,10 +179,16 @@ def load_keras_model(path):
     if not str(path).endswith(".keras"):
         raise ValueError(f"{path}: not a .keras file; save the model with model.save('NAME.keras')")
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file; give the path of a model saved with model.save('NAME.keras')")
+        what = "a directory" if os.path.isdir(path) else "no such file"
+        raise ValueError(f"{path}: {what}; give the path of a model saved with model.save('NAME.keras')")
     if not zipfile.is_zipfile(path):  # a .keras file is a zip archive; Keras would say "file not found"
         raise ValueError(f"{path}: not a .keras archive (a .keras file is a zip archive; this one is damaged, cut "
                          "short or of another format); save the model again with model.save('NAME.keras')")
+    with zipfile.ZipFile(path) as archive:  # Keras would blame its safe_mode for the missing entry
+        whole = "config.json" in archive.namelist()
+    if not whole:
+        raise ValueError(f"{path}: a zip archive without config.json, so not a whole .keras file; save the model "
+                         "again with model.save('NAME.keras')")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises ValueError, TypeError, zipfile errors, ...

@@ -1,5 +1,6 @@
 """Placements for a Keras model the user already has (models/keras_model.py) and --keras_model."""
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -217,8 +218,14 @@ def test_a_file_with_code_is_refused_by_safe_mode(tmp_path):
     # Keras' own text offers safe_mode=False, which no flag here takes: the reason is said in our words.
     assert "it stores Python code, e.g. a Lambda layer's" in str(info.value)
     assert "safe_mode=False" not in str(info.value)
+    (tmp_path / "dir.keras").mkdir()
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:  # a zip, not a model: Keras blamed safe_mode
+        archive.writestr("notes.txt", "")
     for bad, message in [(str(tmp_path / "missing.keras"), "no such file"),
-                         (str(tmp_path / "m.h5"), "not a .keras file")]:
+                         (str(tmp_path / "m.h5"), "not a .keras file"),
+                         (str(tmp_path / "dir.keras"), "dir.keras: a directory; give the path of a model saved"),
+                         (str(tmp_path / "other.keras"), "other.keras: a zip archive without config.json, so not a "
+                                                         "whole .keras file")]:
         with pytest.raises(ValueError, match=message):
             models.load_keras_model(bad)
 
