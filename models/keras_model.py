@@ -288,6 +288,10 @@ def _output_of(model, calls, name):
         isinstance(layer, keras.layers.Activation) and graph.activation_name(layer) == "softmax")
     if softmax_layer:
         producer = [i for i, c in enumerate(calls) if c.output in calls[last].inputs]
+        if len(producer) == 1 and graph.is_dropout(calls[producer[0]].layer):
+            raise ValueError(f"{what} drops the classifier's logits ({calls[producer[0]].layer.name!r}, before its "
+                             "softmax), a site the zoo does not place; move that dropout before the classifier "
+                             "(onto its input) or remove it")
         if len(producer) != 1 or not isinstance(calls[producer[0]].layer, graph.LINEAR_TYPES) \
                 or graph.fused_activation(calls[producer[0]].layer) != "linear":
             raise ValueError(f"{what} ends in a softmax that does not follow a linear Dense/conv layer; "

@@ -598,6 +598,10 @@ def test_an_activity_regularizer_stays_on_the_activations_output():
      "computes 'true_divide' (TrueDivide) with a keras.ops call or an operator on tensors between its layers"),
     (lambda: _head(keras.layers.Dense(16, activation="relu", name="fc:1")),
      "has a layer named 'fc:1'; its sites are written LAYER.SLOT:RATE,... so a layer name cannot hold"),
+    # It was "a softmax that does not follow a linear Dense/conv layer", which it does, but for the dropout.
+    (lambda: _sequential(keras.layers.Flatten(), keras.layers.Dense(10, name="logits"),
+                         keras.layers.Dropout(0.1, name="drop"), keras.layers.Softmax()),
+     "drops the classifier's logits ('drop', before its softmax), a site the zoo does not place; move that"),
 ])
 def test_models_with_ops_or_unwritable_layer_names_are_refused(build, message):
     with pytest.raises(ValueError) as info:
