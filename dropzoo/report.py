@@ -55,15 +55,16 @@ COLUMNS = (
     Column("train_accuracy", "train acc % (dropout off)", ("main",), 100, 2),
     Column("gap_accuracy", "train-test gap (points)", ("main",), 100, 2),
     Column("gap_loss", "test - train NLL", ()),
-    Column("ece", "ECE", ("main", "calibration")),
-    Column("brier", "Brier", ("calibration",)),
+    Column("ece", "ECE", ("main", "calibration"), bounds=(0.0, 1.0)),
+    Column("brier", "Brier", ("calibration",), bounds=(0.0, 2.0)),
     Column("mc_accuracy", "MC acc %", ("main",), 100, 2),
     Column("mc_nll", "MC NLL", ("main", "calibration")),
-    Column("mc_ece", "MC ECE", ("main", "calibration")),
-    Column("mc_brier", "MC Brier", ("calibration",)),
+    Column("mc_ece", "MC ECE", ("main", "calibration"), bounds=(0.0, 1.0)),
+    Column("mc_brier", "MC Brier", ("calibration",), bounds=(0.0, 2.0)),
     Column("train_time_sec", "train time s", ("main",), 1, 1),
 ) + tuple(Column(f"ood_{measure}_{score}", f"OOD {'AUROC' if measure == 'auroc' else 'FPR95'} "
-                 f"({score.replace('_', ' ')})", ("ood",)) for score in OOD_SCORES for measure in ("auroc", "fpr95"))
+                 f"({score.replace('_', ' ')})", ("ood",), bounds=(0.0, 1.0))
+          for score in OOD_SCORES for measure in ("auroc", "fpr95"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +105,7 @@ def cell(entry, column, spread="std"):
 
 
 # Marks a 95% interval that runs past the values its metric can take (explained under the table).
-PAST_RANGE = "†"
+PAST_RANGE = uncertainty_report.PAST_RANGE
 
 
 def interval(entry, column):

@@ -16,6 +16,9 @@ import numpy as np
 from dropzoo import plots
 from dropzoo import uncertainty
 
+# Marks an interval past the values its metric can take (comparison.md's too: report.PAST_RANGE).
+PAST_RANGE = "†"
+
 
 def has_uncertainty(rows):
     """Whether the runs were evaluated with MC dropout or against OOD data."""
@@ -42,13 +45,20 @@ def markdown(table, columns, cell, ood_source=None):
     `columns` are report.COLUMNS (their "calibration" and "ood" tables);
     `cell(entry, column, spread)` formats one (report.cell).
     """
+    def marked(entry, column):
+        """The cell, marked PAST_RANGE where its interval leaves the values the metric can take."""
+        text, s = cell(entry, column, "ci95"), entry.get(column.metric)
+        past = s and np.isfinite(s["ci95"]) and not (column.bounds[0] <= s["mean"] - s["ci95"]
+                                                     and s["mean"] + s["ci95"] <= column.bounds[1])
+        return text + (PAST_RANGE if past else "")
+
     def section(name, title):
         chosen = [c for c in columns if name in c.tables and any(c.metric in e for e in table)]
         head = ["variant", "seeds"] + [c.heading for c in chosen]
         lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for e in table:
             cells = [e["variant"], str(e["seeds"])]
-            cells += ["="] * len(chosen) if e.get("identical_to") else [cell(e, c, "ci95") for c in chosen]
+            cells += ["="] * len(chosen) if e.get("identical_to") else [marked(e, c) for c in chosen]
             lines.append("| " + " | ".join(cells) + " |")
         return lines, chosen
 
@@ -63,6 +73,9 @@ def markdown(table, columns, cell, ood_source=None):
                   f"positives. Scores: {'; '.join(scores)}. AUROC: higher is better; FPR95 "
                   "(false-positive rate at 95% true-positive rate): lower is better.", ""]
         lines += ood_lines
+    if any(PAST_RANGE in line for line in lines):
+        lines += ["", f"{PAST_RANGE} mean ± 95% CI half-width past the values the metric can take (AUROC, FPR95 "
+                  "and ECE 0–1, Brier 0–2), shown unclipped: too few seeds, or too much spread among them."]
     return "\n".join(lines) + "\n"
 
 

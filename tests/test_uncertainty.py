@@ -250,3 +250,14 @@ def test_an_mc_evaluation_records_the_batch_size_its_masks_were_drawn_at(export,
     with pytest.raises(ValueError, match=r"the out-of-distribution data \(npz:.*same.npz\) holds the test data's own "
                                          "images; give another dataset's"):
         evaluate_on_dataset(path, data=data, ood={"npz": str(tmp_path / "ood" / "same.npz")})
+
+
+def test_an_ood_interval_past_its_range_is_marked():
+    from dropzoo import report
+    from dropzoo import uncertainty_report
+
+    entry = {"variant": "v", "seeds": 2, "ood_fpr95_entropy": {"mean": 0.926, "ci95": 0.4955},
+             "ood_auroc_entropy": {"mean": 0.9, "ci95": 0.01}}
+    text = uncertainty_report.markdown([entry], report.COLUMNS, report.cell, "fashion")
+    assert "| 0.9000 ± 0.0100 | 0.9260 ± 0.4955† |" in text
+    assert "† mean ± 95% CI half-width past the values the metric can take" in text
