@@ -320,7 +320,14 @@ def check_trained_data(run_dirs):
         return
     for run, metrics in runs:
         data = metrics["data"]
-        mismatch = sources.origin_mismatch(metrics["config"], data["origin"], data.get("fallback_reason"))
+        # Where the sweep is over --dataset, the sample standing in for unreachable MNIST is not its variant's data.
+        fallback = "" if "dataset" in varying else data.get("fallback_reason")
+        mismatch = sources.origin_mismatch(metrics["config"], data["origin"], fallback)
+        if mismatch and data.get("fallback_reason"):
+            raise ConfigError(f"{run} trained on other data than its config names ({mismatch}: the network was "
+                              "unreachable, and the embedded sample stood in), so its variant would be compared "
+                              "as data it never saw; train it again where the data can be loaded (--idx_dir, "
+                              "--tfds_data_dir) with --overwrite, or leave it out of --runs_dir")
         if mismatch:
             raise ConfigError(f"{run} trained on other data than its config names ({mismatch}): a sweep over "
                               f"--{', --'.join(sorted(varying))} once trained every run on its first run's data; "

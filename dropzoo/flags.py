@@ -95,8 +95,8 @@ EVAL_FLAGS = (
                       "Brier of the mean of the first t passes, t = 1..N)."),
     ("mc_seed", 0, "Seed of the MC dropout masks (the export's mc_dropout_draws_xla signature, or "
                    "mc_dropout_draws in an export without it: the same draws), so an evaluation repeats exactly "
-                   "with the same --batch_size (masks are drawn per batch; the result records it as "
-                   "mc_batch_size)."),
+                   "with the same --batch_size (masks are drawn per batch; eval.json records it as "
+                   "mc_batch_size, a run's evaluations/ record as its request's batch_size)."),
     ("ood_dataset", None, "Out-of-distribution detection: score this dataset's test split (a tfds name, e.g. "
                           "fashion_mnist or kmnist where prepared) against the test data by predictive "
                           "entropy and MC mutual information: AUROC, FPR at 95% TPR."),

@@ -84,6 +84,8 @@ def _check_cluster(cluster, task):
         raise DistributeError(f"TF_CONFIG names a cluster but not this process's task (got {task!r}); add "
                               f'"task": {{"type": "worker", "index": I}}, I this process\'s place in its job{_FORM}')
     job, index = task["type"], task["index"]
+    if isinstance(index, str) and index.isdigit():  # TensorFlow reads "0" as 0
+        index = int(index)
     if job not in cluster:
         raise DistributeError(f"TF_CONFIG's task type {job!r} is not a job of its cluster "
                               f"({', '.join(cluster)}){_FORM}")

@@ -509,3 +509,8 @@ def test_a_worker_waiting_for_its_cluster_says_so_and_stops_on_a_signal(tmp_path
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == -signal.SIGTERM
     assert stderr.splitlines() == ["still waiting", "stopped (a signal) while testing; nothing was written"], stderr
+
+
+def test_a_string_index_tensorflow_reads_is_taken():
+    cluster = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": "1"}}
+    assert strategies.num_training_tasks(strategies.tf_config_cluster(json.dumps(cluster))) == 2
