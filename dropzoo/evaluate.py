@@ -299,9 +299,8 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     folders.check_classes(source, classes, run_class_names)
     ood_source = _load_ood(ood) if ood else None
     data_sha256 = sources.fingerprint(source)
-    if ood_source is not None and sources.fingerprint(ood_source) == data_sha256:  # AUROC 0.5 by construction
-        raise ValueError(f"the out-of-distribution data ({ood_source.name}) holds the test data's own images; "
-                         f"{uncertainty.OTHER_OOD}")
+    ood_sha256 = ood_source and sources.fingerprint(ood_source)
+    uncertainty.check_ood_is_other(data_sha256, ood_sha256, f"{source.name}'s")
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_source.test, batch_size) if ood_source else None
     if tflite_model:
@@ -317,7 +316,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     if mc_samples:  # the masks are drawn per batch: the seed repeats them at this batch size only
         result["mc_batch_size"] = batch_size
     if ood_source is not None:
-        result.update(ood_data_source=ood_source.name, ood_sha256=sources.fingerprint(ood_source))
+        result.update(ood_data_source=ood_source.name, ood_sha256=ood_sha256)
     return result
 
 

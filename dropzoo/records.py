@@ -215,8 +215,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             folders.with_run_image_options(data_override, origin)
             if data_override and not folders.is_own_test_folder(origin, data_override) else None)
         run_test = data.identity(given) if given else data.own(metrics)
-        if ood_id and ood_id[0] and ood_id[0] == run_test[0]:  # AUROC 0.5 by construction
-            raise DataError(f"the out-of-distribution data is {run}'s own test data; {uncertainty.OTHER_OOD}")
+        uncertainty.check_ood_is_other(run_test[0], ood_id and ood_id[0], f"{run}'s")
         if not given and notes is not None:
             _note_changed_files(metrics, data, notes)
         request = make_request(run_test[0], mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,

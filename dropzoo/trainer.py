@@ -80,13 +80,14 @@ def resolve(config):
             **({"keras_model_sha256": models.get_spec(config.model).digest} if config.keras_model else {})}
 
 
-def prepare_workdir(config, workdir, overwrite=False):
+def prepare_workdir(config, workdir, overwrite=False, resolved=None):
     """Creates `workdir`, or checks that an existing run there is this config's (dropzoo/workdir.py).
 
     Returns the finished run's metrics if the run is already complete (and
     not `overwrite`), else None. The caller holds the workdir's lock.
+    `resolved` is resolve(config), where the caller has it.
     """
-    return workdir_lib.prepare(config, workdir, resolve(config), overwrite=overwrite,
+    return workdir_lib.prepare(config, workdir, resolved or resolve(config), overwrite=overwrite,
                                extra=artifacts_lib.ARTIFACT_FILES)
 
 
@@ -155,10 +156,10 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
     with loop.session(workdir) as write_dir:
         try:
             # The chief decides, so every worker skips or runs alike; its flags come along to be compared.
-            claim = loop.chief_does(lambda: {**claim_workdir(config, workdir, overwrite, lock),
-                                             "flags": config.to_dict(), "resolved": resolve(config)})
-            multi_worker.check_chief_flags(claim.pop("flags"), config, claim.pop("resolved"),
-                                           resolve(config) if not loop.chief else None)
+            resolved = resolve(config)
+            claim = loop.chief_does(lambda: {**claim_workdir(config, workdir, overwrite, lock, resolved),
+                                             "flags": config.to_dict(), "resolved": resolved})
+            multi_worker.check_chief_flags(claim.pop("flags"), config, claim.pop("resolved"), resolved)
             if "locked" in claim:
                 raise locks.WorkdirLocked(claim["locked"])
             if claim["finished"] is not None:
@@ -197,14 +198,14 @@ def _forget(fresh, lock, workdir, keep):
         workdir_lib.remove_unstarted(workdir, keep)
 
 
-def claim_workdir(config, workdir, overwrite, lock):
+def claim_workdir(config, workdir, overwrite, lock, resolved=None):
     """{"locked": why} if another process holds `workdir`, else {"finished": metrics or None}."""
     workdir_lib.ensure_writable(workdir)
     try:
         lock.acquire()  # before --overwrite deletes anything
     except locks.WorkdirLocked as e:
         return {"locked": str(e)}
-    return {"finished": prepare_workdir(config, workdir, overwrite)}
+    return {"finished": prepare_workdir(config, workdir, overwrite, resolved)}
 
 
 def _train_export_verify(config, workdir, write_dir, source, strategy, loop, verbose, started,

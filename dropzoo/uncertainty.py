@@ -22,6 +22,7 @@ from sklearn import calibration
 from sklearn import metrics
 
 from dropzoo import stats
+from dropzoo.errors import DataError
 
 # Equal-width confidence bins for ECE and reliability diagrams (Guo et al., 2017).
 BINS = 15
@@ -53,8 +54,12 @@ def mutual_information(draws):
     return np.maximum(predictive_entropy(d.mean(axis=0)) - predictive_entropy(d).mean(axis=0), 0.0)
 
 
-# The fix for out-of-distribution data that is the test data itself (an AUROC of 0.5 by construction).
-OTHER_OOD = "give another dataset's (e.g. Fashion-MNIST for an MNIST model)"
+def check_ood_is_other(test_sha256, ood_sha256, what):
+    """DataError where the out-of-distribution data is the test data itself (`what`: whose test data), by
+    their fingerprints: an AUROC of 0.5 by construction."""
+    if ood_sha256 and ood_sha256 == test_sha256:
+        raise DataError(f"the out-of-distribution data is {what} own test data; give another dataset's (e.g. "
+                        "Fashion-MNIST for an MNIST model)")
 
 
 def ood_detection(in_scores, out_scores):

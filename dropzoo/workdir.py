@@ -27,12 +27,15 @@ RUN_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metric
 EVAL_FILES = ("eval.json", "eval-*.json")
 RESOLVED = "resolved"
 _CONFIG_FIX = "delete it and rerun to resume with this command's settings, or --overwrite to start the run again"
-# What each resolved value is called in a refusal, and the flag that pins it.
-_PINS = {"precision": ("the precision policy", "--precision={saved}"),
-         "sites": ("the dropout sites", "--sites={saved}"),
-         "mask_generator": ("the dropout mask generator", None),
-         "strategy": ("the strategy", None),
-         "keras_model_sha256": ("the --keras_model file of sha256", None)}
+# What each resolved value is called in a refusal of a run that resolved otherwise, and the fix beside the
+# two every refusal names (another --workdir, --overwrite); {saved} is the run's value.
+_PINS = {"precision": ("the precision policy", "pass --precision={saved} to resume it here, "),
+         "sites": ("the dropout sites", "its placement has been redefined since; "),
+         "mask_generator": ("the dropout mask generator", ""),
+         "strategy": ("the strategy", "resume it with the cluster (TF_CONFIG), GPUs or --cpu_devices it started "
+                                      "with, "),
+         "keras_model_sha256": ("the --keras_model file of sha256", "the file has changed since (another model, or "
+                                                                     "other weights); ")}
 
 
 def paths(workdir, extra=()):
@@ -156,21 +159,15 @@ def check_same(saved, config, resolved, workdir, resuming=False):
         if before and name not in before and name == "mask_generator" and value is not None:
             before = {**before, name: LEGACY_GENERATOR}  # recorded before the generator was: Keras' own
         if name in before and before[name] != value:
-            what, pin = _PINS[name]
-            fix = (f"pass {pin.format(saved=before[name])} to resume it here, " if pin and name != "sites" else "")
+            what, fix = _PINS[name]
+            fix = fix.format(saved=before[name])
             if name == "precision":
                 try:
                     performance.check_precision(before[name])
                 except ValueError:  # the pin cannot run here either: a oneDNN cap in the environment
                     variable, cap = performance.onednn_isa_cap()
                     fix = (f"{variable}={cap} leaves oneDNN without bfloat16 kernels, so {performance.bf16_cap_fix()}"
-                           f" and pass {pin.format(saved=before[name])} to resume it here, ")
-            if name == "sites":
-                fix = "its placement has been redefined since; "
-            if name == "strategy":
-                fix = "resume it with the cluster (TF_CONFIG), GPUs or --cpu_devices it started with, "
-            if name == "keras_model_sha256":
-                fix = "the file has changed since (another model, or other weights); "
+                           f" and {fix}")
             raise RunError(f"workdir {workdir!r} holds a run trained with {what} {before[name]!r}, but this command "
                            f"resolves to {value!r}; {fix}use another --workdir, or --overwrite to train it again "
                            "from the start")
