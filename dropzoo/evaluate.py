@@ -301,6 +301,8 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     data_sha256 = sources.fingerprint(source)
     ood_sha256 = ood_source and sources.fingerprint(ood_source)
     uncertainty.check_ood_is_other(data_sha256, ood_sha256, f"{source.name}'s")
+    if ood_source is not None:
+        uncertainty.check_ood_overlap(sources.test_images(source), sources.test_images(ood_source), f"{source.name}'s")
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_source.test, batch_size) if ood_source else None
     if tflite_model:

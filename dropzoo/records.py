@@ -1,7 +1,6 @@
 """A finished run's small result record, and the scores a comparison reads from it.
 
-A run's record is what a comparison needs, a few kilobytes beside its large
-artifacts:
+A run's record, a few kilobytes beside its large artifacts, is what a comparison needs:
 
   config.json             the config it was trained with, its resolved precision and sites
   metrics.json            its data, test and training-split scores, history, timing, export check
@@ -331,6 +330,8 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
                        "records hold")
     test_source = run_test[1] or data.source(run_test[0], given, metrics)
     ood_source = ood_id[1] if ood_id else None
+    if ood_source is not None:
+        uncertainty.check_ood_overlap(sources.test_images(test_source), sources.test_images(ood_source), f"{run}'s")
     try:
         folders.check_classes(test_source, metrics["data"].get("num_classes"),
                               (metrics["data"].get("details") or {}).get("class_names") or ())

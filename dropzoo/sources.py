@@ -282,12 +282,20 @@ def fingerprint(source):
     the MNIST test split from tfds and from the t10k IDX files have one
     fingerprint, wherever they are on disk. Evaluation records are keyed by it.
     """
-    digests = []
-    for images, labels in source.test.batch(1024).as_numpy_iterator():
-        for image, label in zip(images, labels):
-            digests.append(hashlib.sha1(np.ascontiguousarray(image).tobytes() + int(label).to_bytes(8, "little"))
-                           .digest())
+    digests = [hashlib.sha1(np.ascontiguousarray(image).tobytes() + int(label).to_bytes(8, "little")).digest()
+               for image, label in test_examples(source)]
     return hashlib.sha256(b"".join(sorted(digests))).hexdigest()
+
+
+def test_examples(source):
+    """`source`'s test split as (image, label) NumPy pairs, one at a time."""
+    for images, labels in source.test.batch(1024).as_numpy_iterator():
+        yield from zip(images, labels)
+
+
+def test_images(source):
+    """`source`'s test images as NumPy arrays, one at a time."""
+    return (image for image, _ in test_examples(source))
 
 
 def config_arguments(config):

@@ -90,6 +90,14 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
     with pytest.raises(DataError, match=r"the out-of-distribution data is .*'s own test data; give another"):
         compare.compare_runs(str(collected), data_override={"npz": str(npz)}, ood={"npz": str(npz)},
                              output_dir=str(tmp_path / "o5"))
+    # ... and near copies of it: the test images less one, and other images with one test image among them.
+    near = tmp_path / "near.npz"
+    for ood_images, shared in ((x_test[1:], len(x_test) - 1), (np.concatenate([_arrays(seed=9)[0], x_test[:1]]), 1)):
+        np.savez(near, x_train=x_test, y_train=y_test, x_test=ood_images, y_test=np.zeros(len(ood_images), int))
+        with pytest.raises(DataError, match=rf"^{shared:,} of the {len(ood_images):,} out-of-distribution images are "
+                                            r"in .*'s own test data \(byte for byte\)"):
+            compare.compare_runs(str(study / "a"), data_override={"npz": str(npz)}, ood={"npz": str(near)},
+                                 output_dir=str(tmp_path / "o6"))
 
 
 def _arrays(seed=0):

@@ -250,6 +250,21 @@ def test_an_mc_evaluation_records_the_batch_size_its_masks_were_drawn_at(export,
     with pytest.raises(ValueError, match=r"the out-of-distribution data is npz:.*d.npz's own test data; give another "
                                          "dataset's"):
         evaluate_on_dataset(path, data=data, ood={"npz": str(tmp_path / "ood" / "same.npz")})
+    np.savez(tmp_path / "ood" / "near.npz", x_train=images, y_train=labels, x_test=images[1:], y_test=labels[1:])
+    with pytest.raises(ValueError, match=r"^29 of the 29 out-of-distribution images are in npz:.*d.npz's own test "):
+        evaluate_on_dataset(path, data=data, ood={"npz": str(tmp_path / "ood" / "near.npz")})
+
+
+def test_ood_images_that_are_test_images_are_refused_by_count():
+    rng = np.random.RandomState(0)
+    test = rng.randint(0, 256, (50, 4, 4, 1)).astype(np.uint8)
+    other = rng.randint(0, 256, (40, 4, 4, 1)).astype(np.uint8)
+    uncertainty.check_ood_overlap(test, other, "x's")  # no image in common
+    uncertainty.check_ood_overlap(test, other.astype(np.float32), "x's")  # another dtype is other bytes
+    with pytest.raises(ValueError, match=r"^49 of the 49 out-of-distribution images are in x's own test data"):
+        uncertainty.check_ood_overlap(test, test[1:], "x's")  # the test data less one image
+    with pytest.raises(ValueError, match=r"^1 of the 41 out-of-distribution images .* remove them from the "):
+        uncertainty.check_ood_overlap(test, np.concatenate([other, test[7:8]]), "x's")
 
 
 def test_an_ood_interval_past_its_range_is_marked():
