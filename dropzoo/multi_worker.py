@@ -196,7 +196,8 @@ def lost_peer_message(error, workdir):
     reason = reason.split("The error could be from a previous operation", 1)[0].strip()
     return (f"multi-worker training stopped: another task failed or became unreachable "
             f"({reason[:400]}); the chief's {os.path.join(workdir, 'checkpoints')} keeps the "
-            "last finished epoch: restart every worker with the same command to resume from it")
+            "last finished epoch, if one finished: restart every worker with the same command to resume from it "
+            "(or from the start)")
 
 
 def _exchange_function(strategy):
