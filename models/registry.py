@@ -150,7 +150,7 @@ class ConstructionKey(typing.NamedTuple):
     """What decides a variant's network and masks; equal keys, same network."""
 
     model: str
-    kind: str
+    kind: str  # None without masks
     activation: str
     norm: str
     sites: tuple  # ((site, rate, spatial), ...) in graph order, after the moves
@@ -168,6 +168,8 @@ def construction_key(name, placement="canonical", *, kind="inverted", activation
     `python -m models.equivalence`): for the Bernoulli kinds and ReLU, a
     `.mid` site is the `.post` site of the same layer with the same rate and
     spatial flag -- unless that `.post` is in the placement too (two masks).
+    And a placement whose every site has rate 0 (`rate=0`) is `none`, of any
+    kind: its layers pass their inputs through and draw nothing.
     Everything else that changes the network is in the key as given: the
     resolved sites with their rates (after a `rate` override), kind,
     activation, norm and model. Unequal keys do not prove two networks differ.
@@ -186,4 +188,6 @@ def construction_key(name, placement="canonical", *, kind="inverted", activation
         target = f"{layer}.{moves[slot]}" if slot in moves else site
         moved[target if target in valid and target not in sites else site] = value
     ordered = tuple((s, moved[s].rate, moved[s].spatial) for s in valid if s in moved)
+    if all(rate == 0 for _, rate, _ in ordered):  # no site drops anything: no masks, of any kind
+        return ConstructionKey(name, None, activation, norm, ())
     return ConstructionKey(name, kind, activation, norm, ordered)

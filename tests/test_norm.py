@@ -332,6 +332,18 @@ def test_sweep_keeps_before_activation_apart_without_relu_and_bernoulli(options)
         {SAME_SITES, CONV_SITES} | _singletons(name, SAME_SITES, CONV_SITES))
 
 
+@pytest.mark.parametrize("kind", sorted(models.KINDS))
+def test_at_rate_0_every_placement_is_none(kind):
+    """--rate=0 drops nothing at any site, in any kind: one network, trained once, with `none`'s logits."""
+    name = "keras_mnist_cnn"
+    assert sweep_groups(name, kind=kind, rate=0.0) == {frozenset(models.list_placements(name))}
+    plain = models.build(name, "none", seed=0)
+    for placement in ("canonical", "spatial", "before_activation", "conv"):
+        model = models.build(name, placement, kind=kind, rate=0.0, seed=0)
+        assert np.array_equal(model(X, training=True).numpy(), plain(X, training=True).numpy()), placement
+    assert models.construction_key(name, "canonical", kind=kind, rate=0.1) != models.construction_key(name, "none")
+
+
 def test_construction_key_covers_everything_that_changes_the_network():
     key = models.construction_key
     m = "keras_mnist_cnn"
