@@ -174,6 +174,18 @@ def code_notes(rows):
             "build the same networks and masks (the mask generator is checked; the rest is not)"]
 
 
+def replica_notes(rows):
+    """A note for each variant whose seeds trained on different numbers of replicas (mirrored, multi-worker)."""
+    counts = {}
+    for r in rows:
+        counts.setdefault(r["variant"], collections.Counter())[r.get("replicas", 1)] += 1
+    return [f"{variant} pools seeds trained on {len(held)} numbers of replicas ("
+            + "; ".join(f"{k} replica{'s' * (k != 1)}: {n} run{'s' * (n != 1)}" for k, n in sorted(held.items()))
+            + "): each replica draws its own masks, alike in distribution, so plain dropout networks pool; with "
+            "BatchNorm each replica normalises by its own share of the batch, so compare those apart"
+            for variant, held in sorted(counts.items()) if len(held) > 1]
+
+
 def non_finite_notes(rows):
     """A note for each variant and column with scores that are not finite (left out of its mean)."""
     found = {}
@@ -364,7 +376,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     tuned = tune_rates(rows)
     compared = at_selected_rates(rows, tuned) if tuned else rows
     table = summarise(compared, baseline)
-    notes += code_notes(rows) + non_finite_notes(compared)
+    notes += code_notes(rows) + replica_notes(rows) + non_finite_notes(compared)
     margins = contrasts_lib.check_margins(report.DEFAULT_MARGINS if margins is None else margins)
     pairs = contrasts_lib.planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline,
                                                                                                  notes)

@@ -356,8 +356,7 @@ def row(run, metrics, result, data_source, trained):
     val_loss = [v for v in history.get("val_loss", []) if v is not None]
     # A history that starts at a resume (older runs, or a checkpoint without its record) cannot show a rise.
     partial = metrics.get("history_from_epoch", metrics.get("resumed_from_epoch", 0)) > 0
-    if partial:
-        val_loss = []
+    val_loss = [] if partial else val_loss
     return {
         "run": run,
         "weights_sha256": metrics.get("weights_sha256"),
@@ -370,8 +369,7 @@ def row(run, metrics, result, data_source, trained):
         "mask_generator": metrics.get("mask_generator", LEGACY_GENERATOR if metrics.get("placement_sites") and
                                       metrics["config"].get("kind") != "gaussian" else None),
         "data_source": data_source,
-        "num_train": metrics.get("data", {}).get("num_train"),
-        "num_classes": metrics.get("data", {}).get("num_classes"),
+        **{k: metrics.get("data", {}).get(k) for k in ("num_train", "num_classes")},
         "steps": metrics.get("steps_trained"),
         "train_time_sec": metrics.get("train_time_sec"),
         "partial_history": partial,
@@ -386,6 +384,8 @@ def row(run, metrics, result, data_source, trained):
         "identical_to": trained if trained != run else None,
         # The code that trained it (a git commit), where recorded: runs.json of older records is unchanged.
         **({"code": code} if (code := (metrics.get("versions") or {}).get("dropout_zoo")) else {}),
+        # Runs on several replicas (mirrored, multi-worker), which draw other mask streams: a runs.json entry.
+        **({"replicas": n} if (n := (metrics.get("strategy") or {}).get("num_replicas", 1)) != 1 else {}),
         **{f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in result.items()},
         **_gaps(metrics.get("train_accuracy"), metrics.get("train_loss"), result),
     }

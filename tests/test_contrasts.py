@@ -465,3 +465,20 @@ def test_runs_of_several_code_versions_are_said_to_be_pooled():
         "the runs were trained by 2 versions of this code (aaaaaaaaaaaa: 2 runs, bbbbbbbbbbbb+changes: 1 run); "
         "their variants pool only where those versions build the same networks and masks (the mask generator is "
         "checked; the rest is not)"]
+
+
+def test_seeds_trained_on_several_numbers_of_replicas_are_said_to_be_pooled():
+    from dropzoo import records
+    metrics = {"config": {"seed": 0}, "strategy": {"name": "mirrored", "num_replicas": 2, "num_workers": 1}}
+    result = {"accuracy": 0.9, "loss": 0.3}
+    assert records.row("r", metrics, result, "d", "r")["replicas"] == 2
+    one = records.row("r", {**metrics, "strategy": {"name": "default", "num_replicas": 1}}, result, "d", "r")
+    assert "replicas" not in one  # runs.json of one-replica runs is as before
+    rows = _rows("canonical", [0.95, 0.96, 0.94], [0.1, 0.11, 0.12]) + _rows("none", [0.9, 0.91], [0.2, 0.21])
+    compare.label_rows(rows)
+    assert compare.replica_notes(rows) == []
+    rows[0]["replicas"] = rows[1]["replicas"] = 2
+    assert compare.replica_notes(rows) == [
+        "m/canonical pools seeds trained on 2 numbers of replicas (1 replica: 1 run; 2 replicas: 2 runs): "
+        "each replica draws its own masks, alike in distribution, so plain dropout networks pool; with BatchNorm "
+        "each replica normalises by its own share of the batch, so compare those apart"]
