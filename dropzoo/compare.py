@@ -263,7 +263,9 @@ def tune_rates(rows):
     activation, norm, ...), and picks the rate with the lowest mean
     validation loss over seeds. Returns {"selected": {group: rate}, "grid":
     [{variant, rate, seeds, validation_loss, test_accuracy, test_loss,
-    selected}]}: the test metrics are reported, never used to choose.
+    selected}], "notes": [...]}: the test metrics are reported, never used
+    to choose. A non-finite score (a diverged seed) is left out of its mean,
+    and a note says so.
     """
     by_group, varying = {}, sweep.varying_fields([r["config"] for r in rows])
     for r in rows:
@@ -271,10 +273,14 @@ def tune_rates(rows):
         by_group.setdefault(_without(key, "rate"), {}).setdefault(r["config"]["rate"], []).append(r)
     if not any(len(rates) > 1 for rates in by_group.values()):
         return None
-    selected, grid = {}, []
+    selected, grid, left_out = {}, [], {}
     for group_key, rates in by_group.items():
         def mean(runs, metric):
             values = [r[metric] for r in runs if r.get(metric) is not None]
+            for r in runs:
+                if r.get(metric) is not None and not np.isfinite(r[metric]):
+                    left_out.setdefault((r["variant"], metric), set()).add(r["seed"])
+            values = [v for v in values if np.isfinite(v)]
             return float(np.mean(values)) if values else float("nan")
 
         scored = {rate: mean(runs, "validation_loss") for rate, runs in rates.items()}
@@ -290,7 +296,9 @@ def tune_rates(rows):
             grid.append({"variant": label, "rate": rate, "seeds": len(runs),
                          "validation_loss": scored[rate], "test_accuracy": mean(runs, "test_accuracy"),
                          "test_loss": mean(runs, "test_loss"), "selected": rate == selected[group_key]})
-    return {"selected": selected, "grid": grid}
+    notes = [f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))} of {variant} left out of the rate "
+             f"grid's mean {metric} (not finite)" for (variant, metric), seeds in sorted(left_out.items())]
+    return {"selected": selected, "grid": grid, "notes": notes}
 
 
 def at_selected_rates(rows, tuned):
@@ -374,6 +382,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     records.check_each_run_once(rows)
     notes += split_notes(rows)
     tuned = tune_rates(rows)
+    notes += tuned["notes"] if tuned else []
     compared = at_selected_rates(rows, tuned) if tuned else rows
     table = summarise(compared, baseline)
     notes += code_notes(rows) + replica_notes(rows) + non_finite_notes(compared)

@@ -141,17 +141,27 @@ def variants_markdown(table):
 
 def verdict_text(result, contrasted):
     """The verdict in words: differs (by how much), equivalent within ±margin, or inconclusive (MDE)."""
-    scale, unit = contrasted.scale, contrasted.unit
+    scale, unit, digits = contrasted.scale, contrasted.unit, contrasted.digits
     margin = f"±{result['margin'] * scale:g} {unit}"
     found = result["verdict"]
     if found == [stats.DIFFERS, stats.EQUIVALENT]:
-        return f"differs ({result['difference'] * scale:+.2f}), within {margin}"
+        return f"differs ({result['difference'] * scale:+.{digits}f} {unit}), within {margin}"
     if found == [stats.DIFFERS]:
-        return f"differs ({result['difference'] * scale:+.2f} {unit})"
+        return f"differs ({result['difference'] * scale:+.{digits}f} {unit})"
     if found == [stats.EQUIVALENT]:
         return f"equivalent within {margin}"
     mde = result["mde"]
-    return f"inconclusive (could detect ≥ {mde * scale:.2f} {unit})" if np.isfinite(mde) else "inconclusive"
+    if mde == np.inf:
+        return f"inconclusive ({result['n']} seeds cannot differ at this family's α/m)"
+    return f"inconclusive (could detect ≥ {mde * scale:.{digits}f} {unit})" if np.isfinite(mde) else "inconclusive"
+
+
+def seeds_text(entry):
+    """A contrast's paired seeds: one number, or one per metric where a non-finite score left some out of one."""
+    counts = [(c.name, entry[c.metric]["n"]) for c in CONTRASTS if entry.get(c.metric)]
+    if len({n for _, n in counts}) > 1:
+        return ", ".join(f"{name} {n}" for name, n in counts)
+    return str(counts[0][1]) if counts else ""
 
 
 def contrasts_markdown(contrasts):
@@ -162,8 +172,7 @@ def contrasts_markdown(contrasts):
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for e in contrasts:
         results = [e.get(c.metric) for c in CONTRASTS]
-        n = next((r["n"] for r in results if r), "")
-        cells = [e["contrast"], str(n)]
+        cells = [e["contrast"], seeds_text(e)]
         for c, r in zip(CONTRASTS, results):
             if e["identical"]:
                 cells += ["0", "", "", "identical by construction"]
@@ -178,7 +187,7 @@ def contrasts_markdown(contrasts):
                 digits = c.digits
                 cells += [f"{r['difference'] * c.scale:+.{digits}f}",
                           f"[{r['ci_low'] * c.scale:+.{digits}f}, {r['ci_high'] * c.scale:+.{digits}f}]",
-                          f"{r['mde'] * c.scale:.{digits}f}", verdict_text(r, c)]
+                          f"{r['mde'] * c.scale:.{digits}f}" if np.isfinite(r["mde"]) else "—", verdict_text(r, c)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -236,8 +245,10 @@ def markdown(comparison):
         margins = ", ".join(f"{x.name} ±{c['margins'][x.metric] * x.scale:g} {x.unit}" for x in CONTRASTS)
         lines += [f"**Contrasts** ({'planned' if c['planned'] else 'each variant against the baseline'}; "
                   f"per metric, the difference tests and the equivalence tests each one Holm family at "
-                  f"α = {c['alpha']:g}; MDE: the smallest true difference "
-                  f"these seeds find with 80% power at α/m; equivalence: two one-sided tests, margins {margins})",
+                  f"α = {c['alpha']:g}, no p below an exact sign-flip test's 2/2^n over n seeds; 95% CI: the "
+                  "paired t-interval, not adjusted for the family (one that excludes 0 can stand beside "
+                  "*inconclusive*); MDE: the smallest true difference these seeds find with 80% power at α/m (— "
+                  f"where they cannot reach α/m); equivalence: two one-sided tests, margins {margins})",
                   ""] + contrasts_markdown(c["contrasts"]) + ["",
                   "contrasts.csv holds the same numbers in each metric's own unit: "
                   + ", ".join(f"{x.name} as a {x.own_unit}" if x.own_unit == "fraction" else f"{x.name} in "
@@ -419,7 +430,7 @@ def write(comparison, output_dir):
         rates_report.plot(paths["rates.png"], comparison["rates"], comparison["title"])
     if "sizes.md" in paths:
         files.write_text(paths["sizes.md"], sizes_report.markdown(comparison["sizes"], COLUMNS[0], CONTRASTS, cell,
-                                                                  verdict_text))
+                                                                  verdict_text, seeds_text))
         sizes_report.plot(paths["sizes.png"], comparison["sizes"], COLUMNS[0], CONTRASTS, comparison["title"])
     files.write_json(paths["runs.json"], [{k: v for k, v in r.items() if k != "key"} for r in comparison["rows"]])
     try:

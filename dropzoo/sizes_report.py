@@ -53,7 +53,7 @@ def _ci_text(result, contrasted):
             f"[{result['ci_low'] * scale:+.{digits}f}, {result['ci_high'] * scale:+.{digits}f}]")
 
 
-def markdown(sizes, accuracy, contrasts, cell, verdict_text):
+def markdown(sizes, accuracy, contrasts, cell, verdict_text, seeds_text):
     """Per contrast family, one row per training size: both sides' accuracy, then each metric's Δ and verdict."""
     lines = ["Each planned contrast at each training size (A - B, paired by seed; the verdicts are the "
              "contrasts' own, Holm-adjusted over all of them).", ""]
@@ -64,7 +64,7 @@ def markdown(sizes, accuracy, contrasts, cell, verdict_text):
             head += [f"Δ {c.name} ({c.unit}) [95% CI]", "verdict"]
         lines += [f"**{family}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for size, e in points:
-            cells = [str(size), str(e[contrasts[0].metric]["n"]), cell(means[e["a"]], accuracy),
+            cells = [str(size), seeds_text(e), cell(means[e["a"]], accuracy),
                      cell(means[e["b"]], accuracy)]
             for c in contrasts:
                 cells += [_ci_text(e[c.metric], c), verdict_text(e[c.metric], c)]

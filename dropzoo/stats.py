@@ -10,7 +10,6 @@ difference the seeds run would have found with 80% power. `verdict` says
 what the three together support.
 """
 import math
-import warnings
 
 import numpy as np
 from scipy import optimize
@@ -36,18 +35,6 @@ def mean_ci(values, confidence=0.95):
     return mean, std, float(t * std / math.sqrt(x.size))
 
 
-def welch_p_value(a, b):
-    """Two-sided p-value of Welch's t-test (unequal variances); NaN if undefined."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.size < 2 or b.size < 2:
-        return math.nan
-    if a.var(ddof=1) == 0 and b.var(ddof=1) == 0:
-        return 1.0 if a.mean() == b.mean() else 0.0
-    with warnings.catch_warnings():  # near-identical seeds trip scipy's precision warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def no_spread(differences):
     """True where 2 or more per-seed differences are one value, up to float rounding: t is undefined.
 
@@ -66,8 +53,9 @@ def paired_p_value(a, b):
     Runs with the same seed share initial weights and data order, so their
     difference removes that part of the noise, which Welch's test cannot.
     Differences without spread (`no_spread`) get the exact sign-flip test's
-    p instead: 2 / 2^n if they are one nonzero value, else 1 (it needs 6
-    seeds to reach 0.05).
+    p instead: 2 / 2^n if they are one nonzero value, else 1. No p is below
+    that 2 / 2^n (`sign_flip_floor`), so 'differs' needs 6 seeds at 0.05
+    whatever their spread.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -76,8 +64,20 @@ def paired_p_value(a, b):
         return math.nan
     d = a - b
     if no_spread(d):
-        return 1.0 if abs(float(d.mean())) <= 1e-12 else min(1.0, 2.0 * 0.5**d.size)
-    return float(scipy_stats.ttest_rel(a, b).pvalue)
+        return 1.0 if abs(float(d.mean())) <= 1e-12 else sign_flip_floor(d.size)
+    return max(float(scipy_stats.ttest_rel(a, b).pvalue), sign_flip_floor(d.size))
+
+
+def sign_flip_floor(n, sides=2):
+    """The smallest p an exact sign-flip test over `n` paired differences can give: 2 / 2^n (1 / 2^n one-sided).
+
+    A t-test's p below it rests on the differences being normal, which n
+    seeds cannot show: five differences of +1 image give p = 2/32 (no
+    spread), and changing one to +2 would give a t-test's 0.004. Each p of
+    a contrast is raised to it, so the two cases, and every spread between
+    them, stay on one scale.
+    """
+    return min(1.0, sides * 0.5**n)
 
 
 def holm(p_values):
@@ -116,10 +116,13 @@ def minimum_detectable_effect(sd, n, alpha, power=POWER):
 
     `sd` is the standard deviation of the per-seed differences, `n` the
     number of pairs. NaN where it is undefined: fewer than 2 pairs, or
-    differences without spread (`sd` 0), where no t-test is run.
+    differences without spread (`sd` 0), where no t-test is run. Infinite
+    where `n` seeds cannot reach `alpha` at all (`sign_flip_floor`).
     """
     if n < 2 or not np.isfinite(sd) or sd == 0:
         return math.nan
+    if sign_flip_floor(n) >= alpha:
+        return math.inf
     # Power grows with the effect; bracket the root, doubling the upper end.
     high = sd
     while paired_power(high, sd, n, alpha) < power:
@@ -134,17 +137,17 @@ def tost_paired_p(differences, margin):
     says the difference lies inside the margin (Schuirmann, 1987). NaN
     with fewer than 2 pairs. Differences without spread (`no_spread`) get
     the exact one-sided sign-flip tests' p: 1 / 2^n if they lie inside the
-    margin, else 1.
+    margin, else 1. No p is below that 1 / 2^n (`sign_flip_floor`).
     """
     d = np.asarray(differences, np.float64)
     if d.size < 2:
         return math.nan
     if no_spread(d):
-        return 0.5**d.size if abs(float(d.mean())) < margin else 1.0
+        return sign_flip_floor(d.size, sides=1) if abs(float(d.mean())) < margin else 1.0
     mean, se = d.mean(), d.std(ddof=1) / math.sqrt(d.size)
     lower = scipy_stats.t.sf((mean + margin) / se, d.size - 1)  # H0: mean <= -margin
     upper = scipy_stats.t.cdf((mean - margin) / se, d.size - 1)  # H0: mean >= +margin
-    return float(max(lower, upper))
+    return float(max(lower, upper, sign_flip_floor(d.size, sides=1)))
 
 
 def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):

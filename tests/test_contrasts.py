@@ -30,7 +30,7 @@ def _simulated_power(effect, sd, n, alpha, trials=200_000, seed=0):
     return float(np.mean(np.abs(t) > scipy_stats.t.ppf(1 - alpha / 2, n - 1)))
 
 
-@pytest.mark.parametrize("n,alpha", [(3, 0.05 / 5), (5, 0.05 / 6), (10, 0.05 / 4), (40, 0.0125)])
+@pytest.mark.parametrize("n,alpha", [(6, 0.05), (8, 0.05 / 6), (10, 0.05 / 4), (40, 0.0125)])
 def test_the_minimum_detectable_effect_has_80_percent_power_by_simulation(n, alpha):
     mde = stats.minimum_detectable_effect(0.4, n, alpha)
     assert _simulated_power(mde, 0.4, n, alpha) == pytest.approx(0.8, abs=0.006)
@@ -39,14 +39,14 @@ def test_the_minimum_detectable_effect_has_80_percent_power_by_simulation(n, alp
     assert _simulated_power(0.8 * mde, 0.4, n, alpha) < 0.75
 
 
-def test_the_mde_scales_with_the_spread_and_reproduces_the_studys_arithmetic():
-    # 3 seeds, 5 comparisons: Holm's first step needs |t| > 9.92 (t table, df 2, two-sided 0.01).
-    assert scipy_stats.t.ppf(1 - 0.01 / 2, 2) == pytest.approx(9.925, abs=1e-3)
-    # Paired spreads of 0.26-0.67 points could only see 1.9-5 points.
-    assert stats.minimum_detectable_effect(0.26, 3, 0.01) == pytest.approx(1.90, abs=0.01)
-    assert stats.minimum_detectable_effect(0.67, 3, 0.01) == pytest.approx(4.90, abs=0.02)
-    assert stats.minimum_detectable_effect(0.5, 3, 0.01) == pytest.approx(2 * stats.minimum_detectable_effect(
-        0.25, 3, 0.01))
+def test_the_mde_scales_with_the_spread_and_is_infinite_where_the_seeds_cannot_reach_alpha():
+    # 3 seeds, 5 comparisons (the earlier study): no p below 2/2^3 = 0.25, so nothing could pass 0.01.
+    assert stats.minimum_detectable_effect(0.26, 3, 0.01) == math.inf
+    assert stats.minimum_detectable_effect(0.26, 7, 0.05 / 4) == math.inf  # 2/128 > 0.0125
+    # 8 seeds at 0.01: Holm's first step needs |t| > 3.50 (t table, df 7, two-sided 0.01).
+    assert scipy_stats.t.ppf(1 - 0.01 / 2, 7) == pytest.approx(3.499, abs=1e-3)
+    assert stats.minimum_detectable_effect(0.5, 8, 0.01) == pytest.approx(2 * stats.minimum_detectable_effect(
+        0.25, 8, 0.01))
     assert math.isnan(stats.minimum_detectable_effect(0.0, 3, 0.01))  # no spread: no t-test to power
     assert math.isnan(stats.minimum_detectable_effect(0.3, 1, 0.01))
     # Far in the tail the power stays a number (scipy's nct.cdf would give NaN there).
@@ -56,9 +56,13 @@ def test_the_mde_scales_with_the_spread_and_reproduces_the_studys_arithmetic():
 def test_tost_is_the_larger_one_sided_p_and_holds_its_size_at_the_margin():
     d = np.array([0.1, -0.05, 0.2, 0.0, 0.05])
     mean, se = d.mean(), d.std(ddof=1) / math.sqrt(5)
-    by_hand = max(1 - scipy_stats.t.cdf((mean + 0.5) / se, 4), scipy_stats.t.cdf((mean - 0.5) / se, 4))
-    assert stats.tost_paired_p(d, 0.5) == pytest.approx(by_hand)
-    assert stats.tost_paired_p(d, 0.5) < 0.001 and stats.tost_paired_p(d, 0.01) > 0.5
+    def by_hand(margin):
+        return max(1 - scipy_stats.t.cdf((mean + margin) / se, 4), scipy_stats.t.cdf((mean - margin) / se, 4))
+
+    assert stats.tost_paired_p(d, 0.15) == pytest.approx(by_hand(0.15)) and by_hand(0.15) > 0.5**5
+    # No p below the exact one-sided sign-flip test's 1/2^5, where the t-test's is 0.0003.
+    assert by_hand(0.5) < 0.001 and stats.tost_paired_p(d, 0.5) == 0.5**5
+    assert stats.tost_paired_p(d, 0.01) > 0.5
     # Size: with the true difference on the margin, equivalence is (wrongly) found at most alpha of the time.
     rng = np.random.default_rng(1)
     found = np.mean([stats.tost_paired_p(rng.normal(0.5, 0.3, 6), 0.5) < 0.05 for _ in range(4000)])
@@ -169,7 +173,8 @@ def test_contrasts_over_training_sizes_form_one_curve_per_contrast(tmp_path):
     assert family == "m/conv - m/none" and [size for size, _ in points] == [250, 1000, 4000]
     assert [e["test_accuracy"]["difference"] for _, e in points] == pytest.approx(
         [gains[s] for s in (250, 1000, 4000)], abs=0.001)
-    text = sizes_report.markdown(curve, report.COLUMNS[0], report.CONTRASTS, report.cell, report.verdict_text)
+    text = sizes_report.markdown(curve, report.COLUMNS[0], report.CONTRASTS, report.cell, report.verdict_text,
+                                 report.seeds_text)
     assert "| 1000 | 8 |" in text and "differs (+2.02 points)" in text and "| 250 | 8 |" in text
     sizes_report.plot(str(tmp_path / "sizes.png"), curve, report.COLUMNS[0], report.CONTRASTS, "title")
     with open(tmp_path / "sizes.png", "rb") as f:
@@ -432,7 +437,8 @@ def test_no_spread_reaches_the_size_curves_and_non_finite_scores_are_named():
     tested = contrasts.contrast_table(rows, contrasts.planned_pairs(
         rows, [(f"conv-train_size{s}", f"none-train_size{s}") for s in (250, 1000)]), report.DEFAULT_MARGINS)
     curve = sizes_report.curve(rows, compare.summarise(rows), tested)
-    text = sizes_report.markdown(curve, report.COLUMNS[0], report.CONTRASTS, report.cell, report.verdict_text)
+    text = sizes_report.markdown(curve, report.COLUMNS[0], report.CONTRASTS, report.cell, report.verdict_text,
+                                 report.seeds_text)
     assert "+1.00 (no spread)" in text and "nan" not in text
     rows[0]["test_loss"] = float("nan")
     assert compare.non_finite_notes(rows) == [
