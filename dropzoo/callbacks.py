@@ -17,8 +17,10 @@ import keras
 import numpy as np
 
 from dropzoo import checkpoints
+from dropzoo import data_identity
 from dropzoo import interrupts
 from dropzoo import site_stats
+from dropzoo.errors import RunError
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -26,15 +28,26 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     With them it saves the run's history so far (`record`: {"history": {key:
     [one value per epoch]}, "seconds": [each epoch's wall time]}), starting
-    from `earlier`, the record of the checkpoint a run resumed from.
+    from `earlier`, the record of the checkpoint a run resumed from, and
+    what its epochs trained on (`data_identity.content_id` of `source`): a
+    resume on other data (files added to an image folder, so its split
+    moved; another npz) is refused, where both are known.
     """
 
-    def __init__(self, directory, earlier=None):
+    def __init__(self, directory, earlier=None, source=None):
         super().__init__()
         self.directory = directory
         self.earlier = earlier
+        data = data_identity.content_id(source) if source is not None else None
+        trained_on = (earlier or {}).get("data_sha256")
+        if data and trained_on and data != trained_on:
+            raise RunError(f"the data differs from what this run's {len(earlier.get('seconds', []))} epochs in "
+                           f"{directory} trained on (its content changed: files added, removed or edited, or "
+                           "another file at its path), so resuming would train on other data and a training image "
+                           "could now be tested on; restore that data, or use another --workdir, or --overwrite to "
+                           "train it again from the start")
         self.record = {"history": {k: list(v) for k, v in (earlier or {}).get("history", {}).items()},
-                       "seconds": list((earlier or {}).get("seconds", []))}
+                       "seconds": list((earlier or {}).get("seconds", [])), "data_sha256": data}
         self._start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from dropzoo import data_identity
 from dropzoo import mnist_sample
 from dropzoo import readers
 from dropzoo import tfds_source
@@ -62,6 +63,8 @@ class Source:
     subset_record: dict = dataclasses.field(default_factory=dict)
     # Facts a run records about its data beyond `origin` (class names, how the test split was cut).
     details: dict = dataclasses.field(default_factory=dict)
+    # sha256 of every array it holds, where it is read into memory ("" for tfds: versioned, read as streams).
+    content_sha256: str = ""
 
 
 # ---------------------------------------------------------------- the table
@@ -314,6 +317,9 @@ def array_source(name, train, test, fallback_reason="", origin=None, details=Non
     """A `Source` over in-memory arrays; `train` is None for eval-only use."""
     x_test, y_test = test
     labels = [y_test] if train is None else [train[1], y_test]
+    details = dict(details or {})
+    if train is not None:
+        data_identity.check_held_out(name, train[0], x_test, details)
     return Source(
         name=name,
         train=None if train is None else _dataset_from_arrays(*train),
@@ -324,7 +330,8 @@ def array_source(name, train, test, fallback_reason="", origin=None, details=Non
         image_shape=tuple(int(d) for d in x_test.shape[1:]),
         fallback_reason=fallback_reason,
         origin=dict(origin or {"dataset": name}),
-        details=dict(details or {}),
+        details=details,
+        content_sha256=data_identity.arrays_sha256([*(train or ()), x_test, y_test]),
     )
 
 

@@ -264,7 +264,7 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
         initial_epoch=initial_epoch,
         checkpoint=callbacks_lib.EpochCheckpoint(
             write_paths["checkpoints"],
-            checkpoints.saved_record(paths["checkpoints"], initial_epoch) if initial_epoch else None),
+            checkpoints.saved_record(paths["checkpoints"], initial_epoch) if initial_epoch else None, source),
         dropout_stats=callbacks_lib.DropoutStats(
             scale(probe_images), os.path.join(paths["tensorboard"], "dropout_stats")),
         verbose=verbose,

@@ -147,6 +147,28 @@ def test_a_decompression_bomb_is_refused_from_its_header_before_decoding(tmp_pat
         sources.load_source(image_dir=root)
 
 
+def test_test_images_that_are_training_images_are_refused_or_counted(png_folders, tmp_path, caplog):
+    train, _ = png_folders
+    copy = str(tmp_path / "copy")
+    shutil.copytree(train, copy)  # the training folder copied, given as the test folder
+    with pytest.raises(DataError, match=r"^images:.*, tested on .*copy: every one of its 40 test images is also a "
+                                        r"training image \(byte for byte\), so the test accuracy would be the "
+                                        "training accuracy"):
+        sources.load_source(image_dir=train, test_image_dir=copy)
+    assert sources.load_source(image_dir=train, test_image_dir=copy, need_train=False).num_test == 40  # evaluating
+    # Two copies among other test images (an image under two names in a collection): counted and said.
+    mixed = write_folder(str(tmp_path / "mixed"), 16, seed=5)
+    shutil.copy(os.path.join(train, "left", sorted(os.listdir(os.path.join(train, "left")))[0]),
+                os.path.join(mixed, "left", "copy-a.png"))
+    shutil.copy(os.path.join(train, "right", sorted(os.listdir(os.path.join(train, "right")))[0]),
+                os.path.join(mixed, "right", "copy-b.png"))
+    source = sources.load_source(image_dir=train, test_image_dir=mixed)
+    assert source.details["test_in_train"] == 2
+    said = [r.getMessage() for r in caplog.records if "test images are also training images" in r.getMessage()]
+    assert len(said) == 1 and ": 2 of its 18 test images are also training images (byte for byte" in said[0]
+    assert sources.load_source(npz=_npz(tmp_path / "d.npz")).details.get("test_in_train") is None
+
+
 def _npz(path, **overrides):
     x_train, y_train = _digits(40)
     x_test, y_test = _digits(10, seed=1)

@@ -24,6 +24,7 @@ from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import trainer
 from dropzoo.errors import DataError
+from dropzoo.errors import RunError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -150,6 +151,22 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     # Every epoch's history, the two before the resume from the checkpoint's record: as if never interrupted.
     assert resumed["history"] == straight["history"] and resumed["history_from_epoch"] == 0
     assert len(resumed["history"]["val_loss"]) == 3 and resumed["train_time_sec"] > 0
+
+
+def test_a_run_resumed_on_other_data_is_refused_and_on_its_own_data_resumes(tmp_path, monkeypatch):
+    # Files added to an image folder move its split: a resume would train on other images, and test on some it
+    # trained on. The checkpoint records what its epochs trained on.
+    config = tiny_config(epochs=2)
+    undo = crash_after_epoch(monkeypatch, 1, KeyboardInterrupt("simulated kill between epochs"))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
+    undo()
+    with pytest.raises(RunError, match=r"^the data differs from what this run's 1 epochs in .*checkpoints trained "
+                                       r"on .*; restore that data, or use another --workdir, or --overwrite"):
+        trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(seed=1), verbose=0)
+    assert checkpoints.saved_epoch(str(tmp_path / "checkpoints")) == 1  # nothing lost
+    resumed = trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
+    assert resumed["resumed_from_epoch"] == 1 and resumed["epochs_completed"] == 2
 
 
 def test_train_steps_stops_exactly(tmp_path):
