@@ -96,10 +96,8 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
     details = {"class_names": classes}
     if test_image_dir:
         test_root = os.path.abspath(test_image_dir)
-        if need_train and os.path.realpath(test_root) == os.path.realpath(root):
-            raise DataError(f"--test_image_dir {test_root} is --image_dir: the run would be tested on the images it "
-                            "trains on; give a folder of other images, or drop --test_image_dir to hold out "
-                            f"{IMAGE_TEST_FRACTION:.0%} of each class")
+        if need_train:
+            check_test_folder_apart(root, test_root)
         test_classes, test_files = readers.list_image_folder(test_root, "--test_image_dir")
         unknown = sorted(set(test_classes) - set(classes))
         if unknown:
@@ -136,6 +134,14 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
               "color_mode": color_mode}
     name = f"images:{root}" + (f", tested on {test_root}" if test_root else "")
     return array_source(name, train, test, origin=origin, details=details)
+
+
+def check_test_folder_apart(image_dir, test_image_dir):
+    """DataError where --test_image_dir is --image_dir: a run would be tested on the images it trains on."""
+    if test_image_dir and os.path.realpath(test_image_dir) == os.path.realpath(image_dir):
+        raise DataError(f"--test_image_dir {os.path.abspath(test_image_dir)} is --image_dir: the run would be tested "
+                        "on the images it trains on; give a folder of other images, or drop --test_image_dir to hold "
+                        f"out {IMAGE_TEST_FRACTION:.0%} of each class")
 
 
 def _split_files(files, root):
@@ -189,6 +195,8 @@ SOURCES = (
 ARGUMENTS = tuple(dict.fromkeys(key for source in SOURCES for key in source.keys))
 
 
+# The dataset when no data is named (a TrainConfig's default --dataset).
+DEFAULT_DATASET = "mnist"
 # Options of a source that hold a value even when not given (a TrainConfig's defaults).
 OPTION_DEFAULTS = {"color_mode": "grayscale"}
 
@@ -197,6 +205,8 @@ def choose(arguments):
     """The SourceType the arguments name; DataError (one line) if they name several, or give an option
     of a source they do not choose (--test_image_dir without --image_dir would be ignored, silently)."""
     given = [s for s in SOURCES[:-1] if arguments.get(s.keys[0])]
+    if given and arguments.get("dataset") not in (None, DEFAULT_DATASET):  # another dataset than the default
+        given.append(SOURCES[-1])
     if len(given) > 1:
         raise DataError(f"give one data source, not {' and '.join(s.flag.split('=')[0] for s in given)}: "
                         + "; ".join(s.flag for s in SOURCES))
@@ -249,6 +259,8 @@ def describe(**arguments):
         note = None if prepared else (f"tfds dataset {name!r} is not prepared here, so training downloads it "
                                       f"({fallback})")
         return shape, classes, note
+    if arguments.get("image_dir"):  # what training refuses before reading its images
+        check_test_folder_apart(arguments["image_dir"], arguments.get("test_image_dir"))
     source = load_source(need_train=False, **arguments)
     return source.image_shape, source.num_classes, None
 

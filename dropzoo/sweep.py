@@ -267,7 +267,8 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
     splits the work); or, for a run that failed (e.g. a NaN loss), its error
     in one line, and the sweep goes on. Runs of the same data share one
     loaded source (`source`, if given, is every run's: their data arguments
-    must then be one).
+    must then be one); data that cannot be loaded (DataError) stops the
+    sweep, as it stops one run: every run of it would fail alike.
     """
     devices = {config.cpu_devices for config, _ in runs if config.cpu_devices}
     if len(devices) == 1:  # before the data: loading it starts TensorFlow's devices
@@ -290,8 +291,9 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
                 results.append((config, workdir, outcome))
                 continue
             keras.backend.clear_session()  # fresh graph and layer names for every run
+            data = loaded(config)  # data that cannot be read stops the sweep in one line, as it stops one run
             try:
-                outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite, source=loaded(config),
+                outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite, source=data,
                                                      verbose=verbose, serving_artifacts=serving_artifacts)
             except locks.WorkdirLocked as e:
                 outcome = Skipped(str(e))

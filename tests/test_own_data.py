@@ -67,6 +67,8 @@ def test_an_image_folder_with_a_test_folder_loads_with_classes_from_folder_names
     # Training tested on its own training images is refused; evaluating every image of a folder is not.
     with pytest.raises(DataError, match=r"--test_image_dir .* is --image_dir: the run would be tested on the images"):
         sources.load_source(image_dir=train, test_image_dir=train)
+    with pytest.raises(DataError, match=r"--test_image_dir .* is --image_dir"):  # --dry_run's look at the data
+        sources.describe(image_dir=train, test_image_dir=train + "/")
     assert sources.load_source(image_dir=train, test_image_dir=train, need_train=False).num_test == 40
 
 
@@ -251,6 +253,10 @@ def test_a_path_given_as_a_dataset_name_points_to_its_flag(tmp_path, png_folders
         sources.load_source(dataset=str(idx))
     with pytest.raises(DataError, match="give one data source, not --npz and --image_dir"):
         sources.load_source(npz="a.npz", image_dir=train)
+    # A --dataset beside a folder was ignored, and recorded in the run's config as what it trained on.
+    with pytest.raises(DataError, match="give one data source, not --image_dir and --dataset"):
+        sources.load_source(dataset="fashion_mnist", image_dir=train)
+    assert sources.load_source(dataset="mnist", image_dir=train).num_train == 32  # the default names nothing
 
 
 # ------------------------------------------------------------- end to end
@@ -361,6 +367,12 @@ def test_a_run_that_fails_on_bad_data_leaves_nothing(tmp_path, png_folders):
     with pytest.raises(DataError, match="x.png cannot be read"):
         trainer.train_and_evaluate(_tiny(image_dir=broken), str(workdir), verbose=0)
     assert not (tmp_path / "runs").exists()  # nothing written, not even the directories
+    # A sweep of it stops at once in one line too: each of its runs failed alike, and the sweep exited 1.
+    runs = [(c, sweep.run_dir(str(tmp_path / "runs"), c)) for c in sweep.expand(
+        _tiny(image_dir=broken), {"placement": ["canonical", "none"]}, seeds=2)]
+    with pytest.raises(DataError, match="x.png cannot be read"):
+        sweep.run_sweep(runs, verbose=0)
+    assert not (tmp_path / "runs").exists()
     train, test = png_folders
     metrics = trainer.train_and_evaluate(_tiny(image_dir=train, test_image_dir=test, epochs=1), str(workdir),
                                          verbose=0, serving_artifacts=False)
