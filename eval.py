@@ -28,6 +28,7 @@ from dropzoo import contrasts  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import evaluate  # noqa: E402
+from dropzoo import export  # noqa: E402
 from dropzoo import files  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import folders  # noqa: E402
@@ -78,8 +79,10 @@ def _main(argv):
         return errors.fail(f"--workdir {f.workdir} is not a directory; give a run's directory (the --workdir "
                            "train.py wrote, e.g. runs/keras_mnist_cnn/canonical/seed0), or --saved_model=PATH")
     given = _given_data(f)
+    # A run's own export named by path (RUN/saved_model, RUN/model.tflite) is scored on the run's data too.
+    home = f.workdir or _run_holding(path_of(f))
     with errors.one_line():
-        own = _own_data(f.workdir, required=not given) if f.workdir else None
+        own = _own_data(home, required=not given) if home else None
         given = folders.with_run_image_options(given, own and own["trained_on"])
         data = _data_to_score(given, own)
         result = evaluate.evaluate_on_dataset(path_of(f), data=data,
@@ -104,14 +107,14 @@ def _main(argv):
     changed = bool(own) and bool(data) and folders.split_changed(trained_on, own["details"], data,
                                                                  result.get("data_details"))
     written = f"; written to {output}" if output else ""
-    if f.workdir and not on_own:
+    if home and not on_own:
         moved = own is not None and records.same_data(result["data_origin"], own["origin"])  # same files, changed
         print(f"note: evaluated on {result['data_source']}, " + (
             "whose files now hold other test data than the run was tested on (sha256 "
             f"{str(own.get('test_sha256'))[:12]}... then, {result['data_sha256'][:12]}... now)" if moved else
             "not the test data the run recorded") + written, file=sys.stderr)
     if data and (data is given or not on_own):  # a folder named, or the run's own that changed since
-        found = folders.notes(data, [(trained_on, result["num_examples"], f.workdir, changed)])
+        found = folders.notes(data, [(trained_on, result["num_examples"], home, changed)])
         if changed and data is not given:  # the run's own folder: its last note, the changed split, says it all
             found = found[-1:]
         for note in found:
@@ -134,6 +137,12 @@ def path_of(f):
     return f.tflite or f.saved_model or os.path.join(f.workdir, "saved_model")
 
 
+def _run_holding(path):
+    """The run directory whose export `path` is (RUN/saved_model, RUN/model.tflite, ...), or None."""
+    run = os.path.dirname(os.path.normpath(os.path.abspath(path)))
+    return run if os.path.isfile(os.path.join(run, "metrics.json")) else None
+
+
 def _given_data(f):
     """The data flags given on the command line, as load_source arguments ({} if none)."""
     return {name: f[name].value for name in flags_lib.DATA_FIELDS if f[name].present}
@@ -143,6 +152,9 @@ def _own_data(workdir, required):
     """{"origin" (load_source arguments), "test_sha256", "class_names", "trained_on", "details"}: the data a run
     in `workdir` recorded."""
     path = os.path.join(workdir, "metrics.json")
+    if not os.path.isfile(path) and export.holds_runs(workdir):
+        raise errors.RunError(f"{workdir} holds runs below it, not one run: compare them with --runs_dir={workdir}, "
+                              "or name one of them with --workdir")
     if not os.path.isfile(path):
         if not required:
             return None

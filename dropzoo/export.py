@@ -11,6 +11,7 @@ complete export (or nothing).
 model.keras and the TFLite models are written by dropzoo/artifacts.py;
 dropzoo/verify.py proves an export serves the model with dropout off.
 """
+import glob
 import os
 
 import keras
@@ -280,11 +281,23 @@ def _load_fix(path):
                 f"--saved_model={os.path.join(path, 'saved_model')}")
     if name.endswith(".tflite"):
         return f"it is a TFLite model: pass --tflite={path}"
+    if name.endswith(".keras"):
+        return (f"it is run {parent}'s Keras copy of its export: pass --workdir={parent}" if is_run(parent) else
+                "it is a Keras file: export it with dropzoo.export.export_saved_model(keras.saving.load_model("
+                f"{path!r}), DIR) and pass --saved_model=DIR")
     if name == "saved_model" and is_run(parent):
         return f"it is run {parent}'s export; {workdirs.reexport_fix(parent, 'it')}"
-    if os.path.isdir(path) and any("metrics.json" in names for _, _, names in os.walk(path)):
-        return f"{path} holds runs: compare them with --runs_dir={path}, or name one run with --workdir"
+    # A sweep's --workdir, or its saved_model/ (`eval.py --workdir=SWEEP`): runs below it.
+    root = path if os.path.isdir(path) else parent if name == "saved_model" and os.path.isdir(parent) else None
+    if root and holds_runs(root):
+        return f"{root} holds runs: compare them with --runs_dir={root}, or name one run with --workdir"
     return "re-export it with dropzoo.export.export_saved_model(model, path)"
+
+
+def holds_runs(directory, depth=5):
+    """Whether finished runs (a metrics.json) lie below `directory`, up to `depth` levels (a sweep's are 3)."""
+    return any(glob.glob(os.path.join(glob.escape(directory), *["*"] * level, "metrics.json"))
+               for level in range(1, depth + 1))
 
 
 def load_signatures(path):

@@ -73,9 +73,10 @@ def define_train_flags(fv=FLAGS):
 
 
 EVAL_FLAGS = (
-    ("saved_model", None, "SavedModel directory to evaluate."),
-    ("tflite", None, "TFLite model to evaluate instead (a run's model.tflite or model_int8.tflite), run with "
-                     "LiteRT (ai-edge-litert); no MC dropout."),
+    ("saved_model", None, "SavedModel directory to evaluate (a run's own saved_model/ is scored on the run's "
+                          "test data unless data flags name other data)."),
+    ("tflite", None, "TFLite model to evaluate instead (a run's model.tflite or model_int8.tflite: on the run's "
+                     "test data, as --saved_model), run with LiteRT (ai-edge-litert); no MC dropout."),
     ("runs_dir", [], "Compare every finished run below these directories (a sweep's --workdir; a comma list "
                      "compares runs collected in several): writes comparison.md/.csv/.png, contrasts and HParams "
                      "summaries to <runs_dir>/comparison (with several, to --output). Works from the runs' "

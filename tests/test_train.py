@@ -393,6 +393,15 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
     assert printed["data_source"] == "mnist_sample" and "note:" not in result.stderr
     with open(os.path.join(workdir, "eval.json")) as f:
         assert json.load(f) == printed
+    # The run's export named by path is scored on the run's data too (it fell back to MNIST), and written nowhere.
+    result = _run("eval.py", f"--saved_model={workdir}/saved_model")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["accuracy"] == printed["accuracy"] and "note:" not in result.stderr
+    assert_one_line_error(_run("eval.py", f"--saved_model={workdir}/model.keras"),
+                          f"error: {workdir}/model.keras is a file, not a SavedModel directory; it is run {workdir}'s "
+                          f"Keras copy of its export: pass --workdir={workdir}")
+    assert_one_line_error(_run("eval.py", f"--workdir={tmp_path}", "--dataset=mnist_sample"),
+                          f"error: {tmp_path} holds runs below it, not one run: compare them with --runs_dir={tmp_path}")
 
 
 @pytest.mark.parametrize("args,message", [
