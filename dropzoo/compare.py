@@ -186,6 +186,17 @@ def replica_notes(rows):
             for variant, held in sorted(counts.items()) if len(held) > 1]
 
 
+def resolution_notes(rows, margins):
+    """A note where one test image moves accuracy by more than the accuracy margin: a few dozen test images."""
+    sizes = [r["num_examples"] for r in rows if r.get("num_examples")]
+    step, margin = 1 / min(sizes) if sizes else 0, margins.get("test_accuracy", 0)
+    if step <= margin:
+        return []
+    return [f"the smallest test data here has {min(sizes):,} images, so one image moves accuracy by "
+            f"{100 * step:.2f} points, more than the ±{100 * margin:g}-point margin: the intervals count the seeds' "
+            "spread only, not how few images decide each score; test on more images for an answer at this margin"]
+
+
 def non_finite_notes(rows):
     """A note for each variant and column with scores that are not finite (left out of its mean)."""
     found = {}
@@ -380,6 +391,10 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                                  data_override=data_override, source=source, ood=ood, notes=notes)
     label_rows(rows)
     records.check_each_run_once(rows)
+    placements = sorted({r["config"]["placement"] for r in rows})
+    if baseline != "canonical" and not contrasts and baseline not in placements:  # a typo gave no contrasts
+        raise ConfigError(f"--baseline={baseline} is not a placement these runs trained ({', '.join(placements)}); "
+                          "give one of them, or plan contrasts with --contrasts=A:B")
     notes += split_notes(rows)
     tuned = tune_rates(rows)
     notes += tuned["notes"] if tuned else []
@@ -387,6 +402,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     table = summarise(compared, baseline)
     notes += code_notes(rows) + replica_notes(rows) + non_finite_notes(compared)
     margins = contrasts_lib.check_margins(report.DEFAULT_MARGINS if margins is None else margins)
+    notes += resolution_notes(rows, margins)
     pairs = contrasts_lib.planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline,
                                                                                                  notes)
     tested = contrasts_lib.contrast_table(compared, pairs, margins)

@@ -130,8 +130,21 @@ def parse_or_exit(argv, fv=FLAGS):
         return fv(argv)
     except flags.Error as e:
         message = str(e).replace("ERROR:: ", "")  # absl's flagfile errors carry this prefix
+        other = _other_scripts_flag(e, fv)
+        if other:  # e.g. --epochs given to eval.py
+            message = f"--{e.flagname} is {other}'s flag, not this script's ({message})"
         print(f"error: {message}; see --helpfull for every flag", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _other_scripts_flag(error, fv):
+    """'train.py' or 'eval.py' where an unknown flag is the other script's, else None."""
+    if not isinstance(error, flags.UnrecognizedFlagError):
+        return None
+    mine_is_eval = "runs_dir" in fv
+    other = flags.FlagValues()
+    (define_train_flags if mine_is_eval else define_eval_flags)(other)
+    return ("train.py" if mine_is_eval else "eval.py") if error.flagname in other else None
 
 
 def train_plan(fv=FLAGS):

@@ -78,11 +78,12 @@ class Contrasted:
     margin: float
     digits: int  # decimals shown
     own_unit: str  # the unit of runs.json and contrasts.csv (unscaled)
+    largest: float = np.inf  # the largest difference the metric can show (accuracy: 1)
 
 
 CONTRASTS = (
     # Half a point: the smallest placement effect the literature reports (0.4-1.6 points).
-    Contrasted("test_accuracy", "accuracy", "points", 100, 0.005, 2, "fraction"),
+    Contrasted("test_accuracy", "accuracy", "points", 100, 0.005, 2, "fraction", largest=1.0),
     # 0.015 nats: the NLL change of the accuracy margin. Half a point of test examples moved from
     # right (~0.02 nats each) to wrong (2.7-3.4 nats each, measured on the MNIST 10k split for the
     # placement study's runs) changes the mean NLL by 0.005 x ~2.9 = ~0.015.
@@ -153,6 +154,8 @@ def verdict_text(result, contrasted):
     mde = result["mde"]
     if mde == np.inf:
         return f"inconclusive ({result['n']} seeds cannot differ at this family's α/m)"
+    if mde >= contrasted.largest:
+        return f"inconclusive (could detect only ≥ {mde * scale:.{digits}f} {unit}, past any possible difference)"
     return f"inconclusive (could detect ≥ {mde * scale:.{digits}f} {unit})" if np.isfinite(mde) else "inconclusive"
 
 

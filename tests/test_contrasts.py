@@ -488,3 +488,22 @@ def test_seeds_trained_on_several_numbers_of_replicas_are_said_to_be_pooled():
         "m/canonical pools seeds trained on 2 numbers of replicas (1 replica: 1 run; 2 replicas: 2 runs): "
         "each replica draws its own masks, alike in distribution, so plain dropout networks pool; with BatchNorm "
         "each replica normalises by its own share of the batch, so compare those apart"]
+
+
+def test_a_test_set_coarser_than_the_margin_and_an_mde_past_the_metrics_range_are_said():
+    rows = _rows("canonical", [0.95, 0.96], [0.1, 0.11])
+    for r in rows:
+        r["num_examples"] = 10_000
+    assert compare.resolution_notes(rows, report.DEFAULT_MARGINS) == []
+    rows[1]["num_examples"] = 36
+    assert compare.resolution_notes(rows, report.DEFAULT_MARGINS) == [
+        "the smallest test data here has 36 images, so one image moves accuracy by 2.78 points, more than the "
+        "±0.5-point margin: the intervals count the seeds' spread only, not how few images decide each score; test "
+        "on more images for an answer at this margin"]
+    accuracy, nll = report.CONTRASTS
+    wide = {"verdict": [stats.INCONCLUSIVE], "mde": 2.7198, "n": 2, "margin": 0.005}
+    assert report.verdict_text(wide, accuracy) == ("inconclusive (could detect only ≥ 271.98 points, past any "
+                                                   "possible difference)")
+    assert report.verdict_text({**wide, "mde": 2.7198}, nll) == "inconclusive (could detect ≥ 2.7198 nats)"
+    assert report.verdict_text({**wide, "mde": float("inf")}, accuracy) == ("inconclusive (2 seeds cannot differ "
+                                                                             "at this family's α/m)")

@@ -52,6 +52,10 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
                                                      "dense_mlp/before_dense"}  # two directories, one study
     with open(here["paths"]["comparison.md"]) as f:
         assert f"; 6 runs, from {study / 'a'} (4), {study / 'b'} (2)." in f.readline()  # what was pooled
+    with pytest.raises(ConfigError, match=r"^--baseline=canonicl is not a placement these runs trained "
+                                          r"\(before_dense, canonical, none\); give one of them"):
+        compare.compare_runs([str(study / "a"), str(study / "b")], source=tiny_source(), baseline="canonicl",
+                             output_dir=str(tmp_path / "typo"))
     with pytest.raises(ValueError, match=r"--runs_dir=.*a, names an empty directory \(a stray comma"):
         records.find_runs([str(study / "a"), ""])
     collected = tmp_path / "collected"

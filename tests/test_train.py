@@ -401,7 +401,24 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
                           f"error: {workdir}/model.keras is a file, not a SavedModel directory; it is run {workdir}'s "
                           f"Keras copy of its export: pass --workdir={workdir}")
     assert_one_line_error(_run("eval.py", f"--workdir={tmp_path}", "--dataset=mnist_sample"),
-                          f"error: {tmp_path} holds runs below it, not one run: compare them with --runs_dir={tmp_path}")
+                          f"error: {tmp_path} holds runs below it, not one run: compare them with "
+                          f"--runs_dir={tmp_path}")
+
+
+@pytest.mark.parametrize("define,argv,message", [
+    (flags_lib.define_eval_flags, ["eval.py", "--epochs=2"], "error: --epochs is train.py's flag, not this "
+                                                             "script's (Unknown command line flag 'epochs')"),
+    (flags_lib.define_train_flags, ["train.py", "--runs_dir=x"], "error: --runs_dir is eval.py's flag, not this "
+                                                                  "script's"),
+    (flags_lib.define_train_flags, ["train.py", "--epochz=2"], "error: Unknown command line flag 'epochz'"),
+])
+def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, message):
+    fv = flags.FlagValues()
+    define(fv)
+    with pytest.raises(SystemExit) as exit_:
+        flags_lib.parse_or_exit(argv, fv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("args,message", [
