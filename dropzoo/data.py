@@ -50,6 +50,16 @@ class Pipelines:
     streamed: tuple = ()
 
 
+def summary_line(source, pipes):
+    """One log line naming the data a run trains on: source, classes, split sizes, image shape."""
+    names = (source.details or {}).get("class_names")
+    classes = f"{source.num_classes} classes" + (f" ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+                                                 if names else "")
+    shape = "x".join(str(d) for d in source.image_shape)
+    return (f"data: {source.name}: {classes}; {pipes.num_train:,} train, {pipes.num_validation:,} validation, "
+            f"{pipes.num_test:,} test images of {shape}")
+
+
 # -------------------------------------------------------------- pipelines
 
 

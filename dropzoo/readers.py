@@ -194,8 +194,6 @@ COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
 # Pillow modes of more than 8 bits a channel.
 WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "16-bit", "I": "32-bit integer",
               "F": "32-bit float"}
-# Image types Pillow may read but the folders here do not: said, not skipped in silence.
-OTHER_IMAGE_EXTENSIONS = (".webp", ".tif", ".tiff", ".heic", ".avif", ".jfif", ".ppm", ".pgm")
 
 
 def list_image_folder(directory, what="--image_dir"):
@@ -212,24 +210,26 @@ def list_image_folder(directory, what="--image_dir"):
     if len(classes) < 2:
         raise DataError(f"{what} {directory} has {len(classes)} class subfolder(s); a classifier needs at least 2, "
                         "one subfolder of images per class")
-    files, skipped = [], []
+    # Files beside the class folders (a stray image, notes.txt): not read, and said.
+    files, skipped = [], [e for e in entries if e not in classes]
     for index, name in enumerate(classes):
         folder = os.path.join(directory, name)
         entries = [f for f in os.listdir(folder) if not f.startswith(".")]
         images = sorted(f for f in entries if f.lower().endswith(IMAGE_EXTENSIONS))
         nested = [f for f in entries if os.path.isdir(os.path.join(folder, f))]
-        other = [f for f in entries if f.lower().endswith(OTHER_IMAGE_EXTENSIONS)]
+        other = sorted(f for f in entries if f not in images and f not in nested)
         if not images:
             inside = f"; its subfolders ({', '.join(sorted(nested))}) are not read" if nested else ""
-            raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}){inside}; "
-                            "add its images to it or remove the folder")
+            kinds = f"; it holds {len(other)} other file(s), e.g. {other[0]}" if other else ""
+            raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}){inside}{kinds}; "
+                            "add its images to it (or convert them) or remove the folder")
         skipped += [os.path.join(name, f) + "/" for f in sorted(nested)]
-        skipped += [os.path.join(name, f) for f in sorted(other)]
+        skipped += [os.path.join(name, f) for f in other]
         files += [(os.path.join(folder, f), index) for f in images]
     if skipped:
-        logging.warning("%s %s: %d entr%s not read (subfolders, and image types other than %s): %s", what, directory,
-                        len(skipped), "y is" if len(skipped) == 1 else "ies are", ", ".join(IMAGE_EXTENSIONS),
-                        ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
+        logging.warning("%s %s: %d entr%s not read (subfolders, files beside the class folders, and files other than "
+                        "%s): %s", what, directory, len(skipped), "y is" if len(skipped) == 1 else "ies are",
+                        ", ".join(IMAGE_EXTENSIONS), ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
     return classes, files
 
 

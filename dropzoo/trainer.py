@@ -246,14 +246,15 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
         model.optimizer.build(model.trainable_variables)
     if strategy.num_replicas_in_sync > 1:
         strategies.distinct_replica_masks()
-    if verbose:
-        print(performance.summary_line(performance.describe(config, model, strategies.is_distributed(strategy))))
     initial_epoch = loop.restore(model, paths["checkpoints"])
     if initial_epoch and verbose:
         print(f"Resuming from the checkpoint after epoch {initial_epoch} in {paths['checkpoints']}")
     pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
                                     validation_fraction=config.validation_fraction,
                                     start_step=initial_epoch * steps_per_epoch)
+    if verbose:
+        print(performance.summary_line(performance.describe(config, model, strategies.is_distributed(strategy))))
+        print(data_lib.summary_line(source, pipes))
     # A fixed batch of training images on which each dropout site's activation
     # statistics are logged every epoch (the train/inference variance shift).
     probe_images = next(iter(data_lib.raw_batches(source.train, 256)))[0]

@@ -606,11 +606,20 @@ def test_wide_pixels_are_refused_and_skipped_entries_are_said(tmp_path, caplog):
     os.remove(wide)
     os.makedirs(os.path.join(root, "left", "more"))
     open(os.path.join(root, "right", "photo.webp"), "wb").close()
+    open(os.path.join(root, "right", "notes.txt"), "w").close()
+    open(os.path.join(root, "stray.png"), "wb").close()  # beside the class folders
+    open(os.path.join(root, "left", ".DS_Store"), "wb").close()  # hidden: not said
     with caplog.at_level("WARNING"):
         _, files = readers.list_image_folder(root)
-    assert not any(path.endswith(".webp") for path, _ in files)
-    assert "2 entries are not read (subfolders, and image types other than" in caplog.text
-    assert "left/more/, right/photo.webp" in caplog.text
+    assert not any(path.endswith((".webp", ".txt", "stray.png")) for path, _ in files)
+    assert "4 entries are not read (subfolders, files beside the class folders, and files other than" in caplog.text
+    assert "stray.png, left/more/, right/notes.txt, right/photo.webp" in caplog.text
+    webp_only = write_folder(str(tmp_path / "w"), 6)
+    for name in os.listdir(os.path.join(webp_only, "right")):
+        os.rename(os.path.join(webp_only, "right", name), os.path.join(webp_only, "right", name + ".webp"))
+    with pytest.raises(DataError, match=r"right has no images .*; it holds \d+ other file\(s\), e.g. .*\.png\.webp; "
+                                        r"add its images to it \(or convert them\)"):
+        readers.list_image_folder(webp_only)
     only_nested = os.path.join(root, "nested")
     os.makedirs(os.path.join(only_nested, "inner"))
     with pytest.raises(DataError, match=r"nested has no images .*; its subfolders \(inner\) are not read"):
