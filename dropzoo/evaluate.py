@@ -207,7 +207,7 @@ def _check_input_shape(what, want, batches, data="the data"):
         raise ValueError(
             f"{what} takes images of shape (H, W, C)={want} but the data has "
             f"{have}; use a dataset whose images match the export (an image folder: --image_size={want[0]},"
-            f"{want[1]}{' --color_mode=rgb' if want[2] == 3 and have[2] != 3 else ''} resizes them), or export a "
+            f"{want[1]} --color_mode={'rgb' if want[2] == 3 else 'grayscale'} reads them so), or export a "
             f"model built for {have}"
         )
     return batches

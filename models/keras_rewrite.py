@@ -80,8 +80,10 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
                          "classes; give a model whose classifier has one unit per class")
     if input_shape is not None and tuple(input_shape) != spec.input_shape:
         channels = {1: "grayscale", 3: "rgb"}.get(spec.input_shape[-1])
+        size = ",".join(map(str, spec.input_shape[:-1]))
         hint = (f" (an image folder: --color_mode={channels})" if channels and tuple(input_shape[:-1]) ==
-                spec.input_shape[:-1] else "")
+                spec.input_shape[:-1] else f" (an image folder: --image_size={size} --color_mode={channels})"
+                if channels else "")
         raise ValueError(f"model {spec.name!r} takes {'x'.join(map(str, spec.input_shape))} images but the "
                          f"data has {'x'.join(map(str, input_shape))}; give a model built for this dataset{hint}")
     placement = sites_lib.with_rate(placement, rate)

@@ -136,7 +136,8 @@ def test_a_saved_file_registers_and_keys_variants_by_its_own_activations(tmp_pat
     assert dropout_sites(variant) == {"fc.pre": ("Float32Dropout", 0.5)}
     with pytest.raises(ValueError, match="has 4 outputs but the data has 10 classes"):
         models.build(name, num_classes=10)
-    with pytest.raises(ValueError, match="takes 28x28x1 images but the data has 32x32x3"):
+    with pytest.raises(ValueError, match=r"takes 28x28x1 images but the data has 32x32x3; give a model built for this "
+                                         r"dataset \(an image folder: --image_size=28,28 --color_mode=grayscale\)"):
         models.build(name, input_shape=(32, 32, 3))
     with pytest.raises(ValueError, match="activation='tanh' changes the zoo's networks"):
         models.build(name, activation="tanh")

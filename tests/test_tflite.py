@@ -343,7 +343,9 @@ def test_eval_tflite_rejects_mc_and_other_shapes_in_one_line(eval_main, exported
     assert eval_main(f"--tflite={path}", "--dataset=mnist_sample") == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: TFLite model {path} takes images of shape (H, W, C)=(8, 8, 1) "
-                          "but the data has (28, 28, 1)") and err.count("\n") == 1, err
+                          "but the data has (28, 28, 1); use a dataset whose images match the export (an image "
+                          "folder: --image_size=8,8 --color_mode=grayscale reads them so)"), err
+    assert err.count("\n") == 1, err
     assert eval_main(f"--tflite={path}", "--mc_samples=5") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: a TFLite model serves dropout off only") and err.count("\n") == 1, err
