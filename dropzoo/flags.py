@@ -29,10 +29,10 @@ RUN_FLAGS = (
     ("serving_artifacts", True, "Also write model.keras, model.tflite and model_int8.tflite beside the SavedModel "
                                 "(about 2 s a run); --noserving_artifacts skips them, e.g. in a large sweep."),
     ("dry_run", False, "Print every run of the plan (workdir, model, placement, its sites with rates and kind, "
-                       "which runs are identical by construction, finished or started) and exit without training or "
-                       "writing. Each network is built on its data's image shape first: one that cannot take "
-                       "the images (too deep, a kernel too large, a Keras model built for others) fails here as "
-                       "its training would."),
+                       "which runs are identical by construction, finished or started), and each data's classes "
+                       "and image shape, and exit without training or writing. Each network is built on its "
+                       "data's image shape first: one that cannot take the images (too deep, a kernel too large, a "
+                       "Keras model built for others) fails here as its training would."),
     ("task_index", None, "Train only share I of the plan (0..N-1, with --num_tasks=N): for array jobs. Without it, "
                          "Slurm's SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN) or Kubernetes' "
                          "JOB_COMPLETION_INDEX is used where set. See docs/scaling.md."),

@@ -162,9 +162,8 @@ def verdict_text(result, contrasted):
 def seeds_text(entry):
     """A contrast's paired seeds: one number, or one per metric where a non-finite score left some out of one."""
     counts = [(c.name, entry[c.metric]["n"]) for c in CONTRASTS if entry.get(c.metric)]
-    if len({n for _, n in counts}) > 1:
-        return ", ".join(f"{name} {n}" for name, n in counts)
-    return str(counts[0][1]) if counts else ""
+    return (", ".join(f"{name} {n}" for name, n in counts) if len({n for _, n in counts}) > 1
+            else str(counts[0][1]) if counts else "")
 
 
 def contrasts_markdown(contrasts):

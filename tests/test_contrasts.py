@@ -507,3 +507,10 @@ def test_a_test_set_coarser_than_the_margin_and_an_mde_past_the_metrics_range_ar
     assert report.verdict_text({**wide, "mde": 2.7198}, nll) == "inconclusive (could detect ≥ 2.7198 nats)"
     assert report.verdict_text({**wide, "mde": float("inf")}, accuracy) == ("inconclusive (2 seeds cannot differ "
                                                                              "at this family's α/m)")
+
+
+def test_a_contrasts_seeds_are_shown_per_metric_where_they_differ():
+    # A diverged seed scores a finite accuracy (argmax of NaN) but a NaN NLL: one contrast pairs fewer seeds.
+    assert report.seeds_text({"test_accuracy": {"n": 30}, "test_loss": {"n": 29}}) == "accuracy 30, NLL 29"
+    assert report.seeds_text({"test_accuracy": {"n": 30}, "test_loss": {"n": 30}}) == "30"
+    assert report.seeds_text({"test_accuracy": None, "test_loss": None}) == ""  # identical by construction

@@ -206,8 +206,10 @@ def test_read_idx_round_trip(idx_dir):
 
 def test_idx_source(idx_dir):
     directory, train, test = idx_dir
-    source = sources.load_source("ignored_when_idx_dir_given", idx_dir=str(directory))
+    source = sources.load_source(idx_dir=str(directory))
     assert source.name == f"idx:{directory}"
+    with pytest.raises(DataError, match="give one data source, not --idx_dir and --dataset"):  # was ignored
+        sources.load_source("fashion_mnist", idx_dir=str(directory))
     assert (source.num_train, source.num_test, source.image_shape) == (7, 5, (4, 3, 1))
     assert source.num_classes == int(max(train[1].max(), test[1].max())) + 1
     x_train, y_train = next(iter(source.train.batch(100)))

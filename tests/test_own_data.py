@@ -328,7 +328,8 @@ def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_p
     assert {e["variant"] for e in comparison["table"]} == {"dense_mlp/canonical", "dense_mlp/none"}
     # A comparison given the runs' own test folder scores their own test data; another folder's split is said.
     own = compare.compare_runs(root, data_override={"image_dir": test}, output_dir=str(tmp_path / "own"))
-    assert own["table"] == comparison["table"] and own["notes"] == []
+    assert own["table"] == comparison["table"] and own["notes"] == comparison["notes"]
+    assert [n for n in own["notes"] if not n.startswith("the smallest test data here has 16 images")] == []
     split = compare.compare_runs(root, data_override={"image_dir": other}, output_dir=str(tmp_path / "split"))
     assert [n for n in split["notes"] if n.startswith(f"scored the test split of {other} ({tested} images")]
     assert comparison["contrasts"][0]["test_accuracy"]["n"] == 1

@@ -336,6 +336,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert f"{tmp_path}/study/dense_mlp/before_dense/seed0  model=dense_mlp placement=before_dense " \
            "sites=[dense1.pre:0.5] kind=inverted" in lines
     assert any("after_activation" in line and "identical by construction to" in line for line in lines)
+    assert f"data: --dataset=mnist --tfds_data_dir={tmp_path / 'tfds'}: 10 classes, images of 28x28x1" in lines
     assert not (tmp_path / "study").exists()
     # A run finished earlier (here: its metrics.json) is marked and not counted as to train.
     finished = tmp_path / "study" / "dense_mlp" / "canonical" / "seed0"
