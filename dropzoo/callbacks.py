@@ -29,9 +29,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
     With them it saves the run's history so far (`record`: {"history": {key:
     [one value per epoch]}, "seconds": [each epoch's wall time]}), starting
     from `earlier`, the record of the checkpoint a run resumed from, and
-    what its epochs trained on (`data_identity.content_id` of `source`): a
-    resume on other data (files added to an image folder, so its split
-    moved; another npz) is refused, where both are known.
+    what its epochs trained on (`data_identity.content_id` of `source`: its
+    train split and subset): a resume on other training data (files added to
+    an image folder, so its split moved; another npz; the embedded MNIST
+    sample in place of tfds') is refused, where both are known.
     """
 
     def __init__(self, directory, earlier=None, source=None):
@@ -41,11 +42,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         data = data_identity.content_id(source) if source is not None else None
         trained_on = (earlier or {}).get("data_sha256")
         if data and trained_on and data != trained_on:
-            raise RunError(f"the data differs from what this run's {len(earlier.get('seconds', []))} epochs in "
-                           f"{directory} trained on (its content changed: files added, removed or edited, or "
-                           "another file at its path), so resuming would train on other data and a training image "
-                           "could now be tested on; restore that data, or use another --workdir, or --overwrite to "
-                           "train it again from the start")
+            raise RunError(f"the training data differs from what this run's {len(earlier.get('seconds', []))} "
+                           f"epochs in {directory} trained on (files added, removed or edited, which move an image "
+                           "folder's split; another file at its path; MNIST now from tfds, then the embedded sample, "
+                           "or back), so resuming would train on other data; restore that data, or use another "
+                           "--workdir, or --overwrite to train it again from the start")
         self.record = {"history": {k: list(v) for k, v in (earlier or {}).get("history", {}).items()},
                        "seconds": list((earlier or {}).get("seconds", [])), "data_sha256": data}
         self._start = time.perf_counter()

@@ -300,7 +300,10 @@ def tune_rates(rows):
             raise ValueError(f"the runs of {rates[next(iter(rates))][0]['variant']} record "
                              "no validation loss to choose a rate by; train them with "
                              "--validation_fraction > 0")
-        selected[group_key] = min(finite, key=lambda rate: (finite[rate], rate is None, rate or 0))
+        # A rate whose seeds diverged is chosen last: the mean of its survivors would flatter it.
+        diverged = {rate: sum(r.get("validation_loss") is not None and not np.isfinite(r["validation_loss"])
+                              for r in runs) for rate, runs in rates.items()}
+        selected[group_key] = min(finite, key=lambda rate: (diverged[rate], finite[rate], rate is None, rate or 0))
         first = next(iter(rates.values()))[0]
         label = variant_label({**first["config"], "rate": None}, varying)
         for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):

@@ -177,8 +177,8 @@ def contrast_notes(contrasts):
             if r and r.get("no_spread"):
                 notes.append(f"{e['contrast']}: the {r['n']} seeds' differences in {c.name} are all "
                              f"{r['difference'] * c.scale:+.{c.digits}f} {c.unit}, so there is no t interval; its "
-                             f"tests are exact sign-flip tests (difference p at least 2/2^{r['n']}, equivalence "
-                             f"1/2^{r['n']}: 'differs' needs 6 seeds, 'equivalent' 5)")
+                             f"tests are exact sign-flip tests (difference p = 2/2^{r['n']}, equivalence "
+                             f"1/2^{r['n']}, against α/m: 'differs' needs 6 seeds at α = 0.05, 'equivalent' 5)")
     return notes
 
 

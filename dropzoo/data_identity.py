@@ -3,9 +3,10 @@
 (A test split's fingerprint, which evaluation records are keyed by, is
 `sources.fingerprint`.)
 
-- `content_id`: everything an in-memory source holds and the train subset a
-  run took, so a run resumed on other data is refused (callbacks.py).
+- `content_id`: what a run trains on (its train split and subset), so a run
+  resumed on other data is refused (callbacks.py).
 - `check_held_out`: test images that are training images, byte for byte.
+- `ood_apart`: out-of-distribution data without the test images it holds.
 """
 import hashlib
 import json
@@ -41,8 +42,48 @@ def check_held_out(name, x_train, x_test, details):
 
 
 def content_id(source):
-    """What a run trains and tests on, by content (its arrays and train subset), or None where unknown (tfds)."""
-    if not source.content_sha256:
+    """What a run trains on: its train split's digest (sources.Source.train_sha256) and the subset it took; None
+    where unknown. Its test split is named apart (sources.fingerprint): a resume may test on other images."""
+    if not source.train_sha256:
         return None
-    return hashlib.sha256((source.content_sha256 + json.dumps(source.subset_record, sort_keys=True)).encode()
+    return hashlib.sha256((source.train_sha256 + json.dumps(source.subset_record, sort_keys=True)).encode()
                           ).hexdigest()
+
+
+def _digest(image):
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest()
+
+
+# Which out-of-distribution images are not test images, by the pair's fingerprints: a comparison asks once.
+_OOD_KEPT = {}
+
+
+def ood_apart(test_images, ood_source, what, key=None):
+    """`ood_source`'s test split without the images that are, byte for byte, test images (`test_images`, an
+    iterable of arrays; `what` names whose); (that dataset, how many were left out).
+
+    A test image scored as out-of-distribution pulls the AUROC towards 0.5 without a word: left out, with a
+    warning; OOD data that is all test images (the test data itself, or a copy less some) is refused.
+    `key` (the two fingerprints) keeps the answer for the next run that asks.
+    """
+    import tensorflow as tf  # the OOD data is a tf.data split
+
+    if key is None or key not in _OOD_KEPT:
+        test = {_digest(image) for image in test_images}
+        kept = [_digest(image) not in test for images, _ in ood_source.test.batch(1024).as_numpy_iterator()
+                for image in images]
+        if key is not None:
+            _OOD_KEPT[key] = kept
+    kept = _OOD_KEPT[key] if key is not None else kept
+    shared = len(kept) - sum(kept)
+    if shared and shared == len(kept):
+        raise DataError(f"all {shared:,} out-of-distribution images are in {what} own test data (byte for byte): "
+                        "it is the test data (or a copy of some of it); give another dataset's (e.g. Fashion-MNIST "
+                        "for an MNIST model)")
+    if not shared:
+        return ood_source.test, 0
+    logging.warning("%d of the %d out-of-distribution images are in %s own test data (byte for byte): left out of "
+                    "the OOD scores", shared, len(kept), what)
+    mask = tf.constant(kept)
+    return (ood_source.test.enumerate().filter(lambda i, example: tf.gather(mask, i))
+            .map(lambda i, example: example)), shared

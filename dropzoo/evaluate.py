@@ -204,11 +204,11 @@ def _check_input_shape(what, want, batches, data="the data"):
         raise ValueError(f"{what} takes images of shape (H, W, C)={want} but {data} has {have}; give "
                          f"out-of-distribution images of the model's shape {want}")
     if have != want:
+        colour = {1: " --color_mode=grayscale", 3: " --color_mode=rgb"}.get(want[2], "")
         raise ValueError(
             f"{what} takes images of shape (H, W, C)={want} but the data has "
             f"{have}; use a dataset whose images match the export (an image folder: --image_size={want[0]},"
-            f"{want[1]} --color_mode={'rgb' if want[2] == 3 else 'grayscale'} reads them so), or export a "
-            f"model built for {have}"
+            f"{want[1]}{colour} reads them so), or export a model built for {have}"
         )
     return batches
 
@@ -284,6 +284,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     them; an image folder of other classes is refused (folders.check_classes).
     """
     from dropzoo import data as data_lib  # only this entry point needs the data stack
+    from dropzoo import data_identity
     from dropzoo import folders
     from dropzoo import sources
 
@@ -301,10 +302,10 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     data_sha256 = sources.fingerprint(source)
     ood_sha256 = ood_source and sources.fingerprint(ood_source)
     uncertainty.check_ood_is_other(data_sha256, ood_sha256, f"{source.name}'s")
-    if ood_source is not None:
-        uncertainty.check_ood_overlap(sources.test_images(source), sources.test_images(ood_source), f"{source.name}'s")
+    ood_test, left_out = (data_identity.ood_apart(sources.test_images(source), ood_source, f"{source.name}'s")
+                          if ood_source else (None, 0))
     batches = data_lib.raw_batches(source.test, batch_size)
-    ood_batches = data_lib.raw_batches(ood_source.test, batch_size) if ood_source else None
+    ood_batches = data_lib.raw_batches(ood_test, batch_size) if ood_source else None
     if tflite_model:
         result = evaluate_tflite(path, batches, ood_batches=ood_batches)
     else:
@@ -318,7 +319,8 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     if mc_samples:  # the masks are drawn per batch: the seed repeats them at this batch size only
         result["mc_batch_size"] = batch_size
     if ood_source is not None:
-        result.update(ood_data_source=ood_source.name, ood_sha256=ood_sha256)
+        result.update(ood_data_source=ood_source.name, ood_sha256=ood_sha256,
+                      **({"ood_in_test_left_out": left_out} if left_out else {}))
     return result
 
 

@@ -296,7 +296,7 @@ def _load_fix(path):
 
 def holds_runs(directory, depth=5):
     """Whether finished runs (a metrics.json) lie below `directory`, up to `depth` levels (a sweep's are 3)."""
-    return any(glob.glob(os.path.join(glob.escape(directory), *["*"] * level, "metrics.json"))
+    return any(next(glob.iglob(os.path.join(glob.escape(directory), *["*"] * level, "metrics.json")), None)
                for level in range(1, depth + 1))
 
 

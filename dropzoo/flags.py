@@ -144,7 +144,10 @@ def _other_scripts_flag(error, fv):
     mine_is_eval = "runs_dir" in fv
     other = flags.FlagValues()
     (define_train_flags if mine_is_eval else define_eval_flags)(other)
-    return ("train.py" if mine_is_eval else "eval.py") if error.flagname in other else None
+    name = error.flagname
+    if name not in other and name.startswith("no") and name[2:] in other:  # --noserving_artifacts
+        name = name[2:]
+    return ("train.py" if mine_is_eval else "eval.py") if name in other else None
 
 
 def train_plan(fv=FLAGS):

@@ -211,13 +211,14 @@ def list_image_folder(directory, what="--image_dir"):
         raise DataError(f"{what} {directory} has {len(classes)} class subfolder(s); a classifier needs at least 2, "
                         "one subfolder of images per class")
     # Files beside the class folders (a stray image, notes.txt): not read, and said.
-    files, skipped = [], [e for e in entries if e not in classes]
+    files, skipped = [], sorted(set(entries) - set(classes))
     for index, name in enumerate(classes):
         folder = os.path.join(directory, name)
         entries = [f for f in os.listdir(folder) if not f.startswith(".")]
         images = sorted(f for f in entries if f.lower().endswith(IMAGE_EXTENSIONS))
         nested = [f for f in entries if os.path.isdir(os.path.join(folder, f))]
-        other = sorted(f for f in entries if f not in images and f not in nested)
+        read = set(images) | set(nested)
+        other = sorted(f for f in entries if f not in read)
         if not images:
             inside = f"; its subfolders ({', '.join(sorted(nested))}) are not read" if nested else ""
             kinds = f"; it holds {len(other)} other file(s), e.g. {other[0]}" if other else ""

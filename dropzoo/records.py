@@ -8,17 +8,17 @@ A run's record, a few kilobytes beside its large artifacts, is what a comparison
                           trainer) and on any other data, with MC dropout or OOD data (written
                           by the comparison that computed it), keyed by the request
 
-`evaluate_runs` scores each run for one request (test data, MC samples and
-seed, OOD data) from its saved evaluation, or, where there is none yet,
-through its SavedModel, saving the result: a comparison works from records
-alone once they hold what it asks, and from records copied off the machines
-that trained them (`collect`).
+`evaluate_runs` scores each run for one request (test data, MC samples and seed, OOD data) from
+its saved evaluation, or, where there is none yet, through its SavedModel, saving the result: a
+comparison works from records alone once they hold what it asks, and from records copied off the
+machines that trained them (`collect`).
 """
 import hashlib
 import json
 import os
 import re
 
+from dropzoo import data_identity
 from dropzoo import files
 from dropzoo import folders
 from dropzoo import sources
@@ -330,8 +330,8 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
                        "records hold")
     test_source = run_test[1] or data.source(run_test[0], given, metrics)
     ood_source = ood_id[1] if ood_id else None
-    if ood_source is not None:
-        uncertainty.check_ood_overlap(sources.test_images(test_source), sources.test_images(ood_source), f"{run}'s")
+    ood_test, left_out = (data_identity.ood_apart(sources.test_images(test_source), ood_source, f"{run}'s",
+                                                  key=(run_test[0], ood_id[0])) if ood_source else (None, 0))
     try:
         folders.check_classes(test_source, metrics["data"].get("num_classes"),
                               (metrics["data"].get("details") or {}).get("class_names") or ())
@@ -341,11 +341,11 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
         result = evaluate.evaluate_saved_model(
             saved_model, data_lib.raw_batches(test_source.test, batch_size), mc_samples=mc_samples,
             mc_seed=mc_seed,
-            ood_batches=data_lib.raw_batches(ood_source.test, batch_size) if ood_source is not None else None)
+            ood_batches=data_lib.raw_batches(ood_test, batch_size) if ood_source is not None else None)
     except ExportError as e:
         raise ExportError(f"run {run}: {e}") from None
     if ood_source is not None:
-        result["ood_data_source"] = ood_source.name
+        result.update(ood_data_source=ood_source.name, **({"ood_in_test_left_out": left_out} if left_out else {}))
     save_evaluation(trained, request, test_source.name, result)
     return {"data_source": test_source.name, "result": result}
 

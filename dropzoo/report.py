@@ -153,7 +153,9 @@ def verdict_text(result, contrasted):
         return f"equivalent within {margin}"
     mde = result["mde"]
     if mde == np.inf:
-        return f"inconclusive ({result['n']} seeds cannot differ at this family's α/m)"
+        return f"inconclusive ({result['n']} seeds cannot reach α/m)"
+    if result.get("no_spread"):
+        return "inconclusive (one difference at every seed: see the notes)"
     if mde >= contrasted.largest:
         return f"inconclusive (could detect only ≥ {mde * scale:.{digits}f} {unit}, past any possible difference)"
     return f"inconclusive (could detect ≥ {mde * scale:.{digits}f} {unit})" if np.isfinite(mde) else "inconclusive"

@@ -39,6 +39,8 @@ from dropzoo import tfds_source
 from dropzoo.errors import DataError
 
 SAMPLE_NAME = "mnist_sample"
+# The dataset when no data is named (a TrainConfig's default --dataset).
+DEFAULT_DATASET = "mnist"
 _ARRAY_ORDER_SEED = 1234
 # An image folder without a test folder: this share of each class is the test split.
 IMAGE_TEST_FRACTION = 0.2
@@ -63,8 +65,8 @@ class Source:
     subset_record: dict = dataclasses.field(default_factory=dict)
     # Facts a run records about its data beyond `origin` (class names, how the test split was cut).
     details: dict = dataclasses.field(default_factory=dict)
-    # sha256 of every array it holds, where it is read into memory ("" for tfds: versioned, read as streams).
-    content_sha256: str = ""
+    # What its train split holds: sha256 of its arrays (tfds: its name, version and size); "" without one.
+    train_sha256: str = ""
 
 
 # ---------------------------------------------------------------- the table
@@ -195,8 +197,6 @@ SOURCES = (
 ARGUMENTS = tuple(dict.fromkeys(key for source in SOURCES for key in source.keys))
 
 
-# The dataset when no data is named (a TrainConfig's default --dataset).
-DEFAULT_DATASET = "mnist"
 # Options of a source that hold a value even when not given (a TrainConfig's defaults).
 OPTION_DEFAULTS = {"color_mode": "grayscale"}
 
@@ -205,8 +205,6 @@ def choose(arguments):
     """The SourceType the arguments name; DataError (one line) if they name several, or give an option
     of a source they do not choose (--test_image_dir without --image_dir would be ignored, silently)."""
     given = [s for s in SOURCES[:-1] if arguments.get(s.keys[0])]
-    if given and arguments.get("dataset") not in (None, DEFAULT_DATASET):  # another dataset than the default
-        given.append(SOURCES[-1])
     if len(given) > 1:
         raise DataError(f"give one data source, not {' and '.join(s.flag.split('=')[0] for s in given)}: "
                         + "; ".join(s.flag for s in SOURCES))
@@ -226,7 +224,7 @@ def unused_arguments(arguments):
     return tuple(key for key in ARGUMENTS if key not in chosen.keys)
 
 
-def load_source(dataset="mnist", *, need_train=True, network_timeout=3.0, **arguments):
+def load_source(dataset=DEFAULT_DATASET, *, need_train=True, network_timeout=3.0, **arguments):
     """The `Source` the arguments name (SOURCES' keys; a run's recorded origin is such arguments).
 
     With `need_train=False` only the test split is loaded (for IDX only the
@@ -235,6 +233,11 @@ def load_source(dataset="mnist", *, need_train=True, network_timeout=3.0, **argu
     unknown = sorted(set(arguments) - set(ARGUMENTS))
     if unknown:
         raise TypeError(f"unknown data argument(s) {', '.join(unknown)}; valid: {', '.join(ARGUMENTS)}")
+    if dataset != DEFAULT_DATASET and any(arguments.get(s.keys[0]) for s in SOURCES[:-1]):
+        # It was ignored, and a run recorded it as its data (records of such runs are still read: choose()).
+        other = next(s for s in SOURCES[:-1] if arguments.get(s.keys[0]))
+        raise DataError(f"give one data source, not --{other.keys[0]} and --dataset={dataset}: "
+                        + "; ".join(s.flag for s in SOURCES))
     arguments = {"dataset": dataset, **arguments}
     source = choose(arguments)
     given = {k: arguments[k] for k in source.keys if arguments.get(k) is not None}
@@ -250,7 +253,7 @@ def describe(**arguments):
     its description alone, nothing downloaded; the note says where it is not
     prepared yet. DataError as load_source.
     """
-    arguments = {"dataset": "mnist", **arguments}
+    arguments = {"dataset": DEFAULT_DATASET, **arguments}
     if choose(arguments).name == "dataset" and arguments["dataset"] != SAMPLE_NAME:
         name = arguments["dataset"]
         shape, classes, prepared = tfds_source.describe(name, arguments.get("tfds_data_dir"))
@@ -279,7 +282,7 @@ def origin_mismatch(arguments, origin, fallback_reason=""):
     hold them relative to where it started. The embedded sample standing in
     for unreachable MNIST (a `fallback_reason`) is not a contradiction.
     """
-    arguments = {"dataset": "mnist", **{k: v for k, v in arguments.items() if k in ARGUMENTS and v is not None}}
+    arguments = {"dataset": DEFAULT_DATASET, **{k: v for k, v in arguments.items() if k in ARGUMENTS and v is not None}}
     chosen = choose(arguments)
     for key in chosen.keys:
         if key in PATH_ARGUMENTS or key == "image_size" or (key == "dataset" and fallback_reason):
@@ -343,7 +346,7 @@ def array_source(name, train, test, fallback_reason="", origin=None, details=Non
         fallback_reason=fallback_reason,
         origin=dict(origin or {"dataset": name}),
         details=details,
-        content_sha256=data_identity.arrays_sha256([*(train or ()), x_test, y_test]),
+        train_sha256=data_identity.arrays_sha256(train) if train is not None else "",
     )
 
 

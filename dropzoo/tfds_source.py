@@ -6,6 +6,7 @@ reached, it raises `Unreachable` within seconds instead of retrying
 downloads for minutes (dropzoo/sources.py then falls back to the embedded
 MNIST sample for plain `mnist`, with one warning line).
 """
+import hashlib
 import os
 import socket
 import threading
@@ -52,6 +53,9 @@ def load(name, data_dir, need_train, network_timeout):
         num_classes=int(features[label_key].num_classes),
         image_shape=tuple(int(d) for d in features[image_key].shape),
         origin={"dataset": name, "tfds_data_dir": data_dir},
+        # Versioned data, read as streams: named by version and size, not hashed (a resume's check, callbacks.py).
+        train_sha256=hashlib.sha256(f"tfds:{name}:{builder.info.version}:{num_train}".encode()).hexdigest()
+        if need_train else "",
     )
 
 

@@ -15,7 +15,6 @@ the reliability curve; entropies are in nats.
   `expected_calibration_error` is computed from it (Guo et al., 2017).
 - `over_samples`: NLL, ECE and Brier of the mean of the first t samples, t = 1..T.
 """
-import hashlib
 import warnings
 
 import numpy as np
@@ -61,25 +60,6 @@ def check_ood_is_other(test_sha256, ood_sha256, what):
     if ood_sha256 and ood_sha256 == test_sha256:
         raise DataError(f"the out-of-distribution data is {what} own test data; give another dataset's (e.g. "
                         "Fashion-MNIST for an MNIST model)")
-
-
-def check_ood_overlap(test_images, ood_images, what):
-    """DataError where any out-of-distribution image is, byte for byte, one of the test images.
-
-    Such an image is scored as in-distribution data counted as OOD: the AUROC
-    leans towards 0.5 by the share of them, without a word. The images are
-    iterables of arrays; `what` names whose test data they are.
-    """
-    def digest(image):
-        return hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest()
-
-    test = {digest(image) for image in test_images}
-    digests = [digest(image) for image in ood_images]
-    shared = sum(d in test for d in digests)
-    if shared:
-        raise DataError(f"{shared:,} of the {len(digests):,} out-of-distribution images are in {what} own test data "
-                        "(byte for byte), so they would be scored as out-of-distribution; remove them from the "
-                        "out-of-distribution data, or give another dataset's (e.g. Fashion-MNIST for an MNIST model)")
 
 
 def ood_detection(in_scores, out_scores):

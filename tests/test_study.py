@@ -346,6 +346,12 @@ def test_each_placements_rate_is_chosen_on_validation_loss_never_on_test():
     rows[3]["validation_loss"] = rows[3]["test_loss"] = float("nan")
     tuned = compare.tune_rates(rows)
     assert [g["validation_loss"] for g in tuned["grid"]][:2] == pytest.approx([0.21, 0.315])
+    # Survivors of a rate whose seeds diverged do not win it the choice, however low their loss.
+    for r in rows[3:5]:
+        r["validation_loss"] = float("nan")
+    rows[5]["validation_loss"] = 0.01
+    assert {g["variant"]: g["rate"] for g in compare.tune_rates(rows)["grid"] if g["selected"]}["m/canonical"] == 0.1
+    rows[4]["validation_loss"], rows[5]["validation_loss"] = 0.31, 0.32
     assert tuned["notes"] == ["seed 0 of m/canonical-rate0.5 left out of the rate grid's mean test_loss (not finite)",
                               "seed 0 of m/canonical-rate0.5 left out of the rate grid's mean validation_loss "
                               "(not finite)"]

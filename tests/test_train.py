@@ -18,6 +18,7 @@ import models
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
+from dropzoo import data_identity
 from dropzoo import evaluate
 from dropzoo import flags as flags_lib
 from dropzoo import sources
@@ -161,10 +162,15 @@ def test_a_run_resumed_on_other_data_is_refused_and_on_its_own_data_resumes(tmp_
     with pytest.raises(KeyboardInterrupt):
         trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
     undo()
-    with pytest.raises(RunError, match=r"^the data differs from what this run's 1 epochs in .*checkpoints trained "
-                                       r"on .*; restore that data, or use another --workdir, or --overwrite"):
+    with pytest.raises(RunError, match=r"^the training data differs from what this run's 1 epochs in "
+                                       r".*checkpoints trained on .*; restore that data, or use another --workdir"):
         trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(seed=1), verbose=0)
     assert checkpoints.saved_epoch(str(tmp_path / "checkpoints")) == 1  # nothing lost
+    # Other test images alone are no reason to refuse: what trained is the same.
+    train_part = tiny_source()
+    other_test = sources.array_source("tiny", next(iter(train_part.train.batch(1000).as_numpy_iterator())),
+                                      next(iter(tiny_source(seed=3).test.batch(1000).as_numpy_iterator())))
+    assert data_identity.content_id(other_test) == data_identity.content_id(train_part)
     resumed = trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
     assert resumed["resumed_from_epoch"] == 1 and resumed["epochs_completed"] == 2
 

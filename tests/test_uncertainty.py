@@ -251,20 +251,34 @@ def test_an_mc_evaluation_records_the_batch_size_its_masks_were_drawn_at(export,
                                          "dataset's"):
         evaluate_on_dataset(path, data=data, ood={"npz": str(tmp_path / "ood" / "same.npz")})
     np.savez(tmp_path / "ood" / "near.npz", x_train=images, y_train=labels, x_test=images[1:], y_test=labels[1:])
-    with pytest.raises(ValueError, match=r"^29 of the 29 out-of-distribution images are in npz:.*d.npz's own test "):
+    with pytest.raises(ValueError, match=r"^all 29 out-of-distribution images are in npz:.*d.npz's own test "):
         evaluate_on_dataset(path, data=data, ood={"npz": str(tmp_path / "ood" / "near.npz")})
 
 
-def test_ood_images_that_are_test_images_are_refused_by_count():
+def test_ood_images_that_are_test_images_are_left_out_or_refused_when_all_are(caplog):
+    from dropzoo import data_identity
+    from dropzoo import sources
+
     rng = np.random.RandomState(0)
     test = rng.randint(0, 256, (50, 4, 4, 1)).astype(np.uint8)
     other = rng.randint(0, 256, (40, 4, 4, 1)).astype(np.uint8)
-    uncertainty.check_ood_overlap(test, other, "x's")  # no image in common
-    uncertainty.check_ood_overlap(test, other.astype(np.float32), "x's")  # another dtype is other bytes
-    with pytest.raises(ValueError, match=r"^49 of the 49 out-of-distribution images are in x's own test data"):
-        uncertainty.check_ood_overlap(test, test[1:], "x's")  # the test data less one image
-    with pytest.raises(ValueError, match=r"^1 of the 41 out-of-distribution images .* remove them from the "):
-        uncertainty.check_ood_overlap(test, np.concatenate([other, test[7:8]]), "x's")
+
+    def ood(images):
+        return sources.array_source("ood", None, (images, np.zeros(len(images), np.int64)))
+
+    kept, left_out = data_identity.ood_apart(test, ood(other), "x's")  # no image in common
+    assert left_out == 0 and len(list(kept)) == 40
+    assert data_identity.ood_apart(test, ood(other.astype(np.float32)), "x's")[1] == 0  # other bytes
+    with pytest.raises(ValueError, match=r"^all 49 out-of-distribution images are in x's own test data \(byte for "
+                                         r"byte\): it is the test data \(or a copy of some of it\)"):
+        data_identity.ood_apart(test, ood(test[1:]), "x's")  # the test data less one image
+    # One test image among other images: left out of the OOD scores, said, and counted.
+    mixed = np.concatenate([other[:20], test[7:8], other[20:]])
+    kept, left_out = data_identity.ood_apart(test, ood(mixed), "x's", key=("t", "o"))
+    images = np.stack([image for image, _ in kept.as_numpy_iterator()])
+    assert left_out == 1 and np.array_equal(images, other)
+    assert "1 of the 41 out-of-distribution images are in x's own test data (byte for byte): left out" in caplog.text
+    assert data_identity.ood_apart((), ood(mixed), "x's", key=("t", "o"))[1] == 1  # asked once per pair
 
 
 def test_an_ood_interval_past_its_range_is_marked():
