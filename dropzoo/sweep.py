@@ -196,16 +196,16 @@ def describe_plan(runs, overwrite=False):
     done = f"{len(finished)} finished, " if finished else ""
     done += f"{len(refused)} refused (other settings in their workdir), " if refused else ""
     done += f"{identical} identical by construction (recorded, not trained), " if identical else ""
-    lines += [f"data: {data}: {classes} classes, images of {'x'.join(map(str, shape))}"
-              for data, (shape, classes, _) in described.items()]
+    lines += [f"data: {flags}: {classes} classes, images of {'x'.join(map(str, shape))}"
+              for flags, shape, classes, _ in described]
     lines += [f"note: {note}" for note in notes]
     lines.append(f"{len(runs)} run(s), {done}{trained} to train; nothing was written (--dry_run)")
     return "\n".join(lines)
 
 
 def check_data_fits(runs):
-    """(the data's notes (tfds data not prepared), {data flags: (image shape, classes, note)}); ValueError (one
-    line) where a run's network cannot take its data.
+    """(the data's notes (tfds data not prepared), [(its flags, image shape, classes, note)] per data); ValueError
+    (one line) where a run's network cannot take its data.
 
     A network too deep or a kernel too large for the images, a Keras model
     built for other images: each network is built once per data source, on
@@ -214,12 +214,13 @@ def check_data_fits(runs):
     """
     described, built = {}, set()
     for config, _ in runs:
-        arguments = sources.config_arguments(config)
-        chosen = sources.choose({"dataset": sources.DEFAULT_DATASET, **arguments})
-        data = " ".join(f"--{key}={arguments[key]}" for key in chosen.keys if arguments.get(key) is not None)
+        data = _data_key(config)
         if data not in described:
-            described[data] = sources.describe(**arguments)
-        shape, classes, _ = described[data]
+            arguments = sources.config_arguments(config)
+            chosen = sources.choose({"dataset": sources.DEFAULT_DATASET, **arguments})
+            flags = " ".join(f"--{key}={arguments[key]}" for key in chosen.keys if arguments.get(key) is not None)
+            described[data] = (flags, *sources.describe(**arguments))
+        _, shape, classes, _ = described[data]
         if (config.model, shape, classes) in built:
             continue
         built.add((config.model, shape, classes))
@@ -228,7 +229,7 @@ def check_data_fits(runs):
             trainer.build_network(dataclasses.replace(config, placement="none", sites=""), classes, shape)
         finally:
             keras.backend.clear_session()
-    return [note for _, _, note in described.values() if note], described
+    return [note for _, _, _, note in described.values() if note], list(described.values())
 
 
 def _refusal(config, workdir, resolved):
