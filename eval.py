@@ -33,6 +33,7 @@ from dropzoo import files  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import folders  # noqa: E402
 from dropzoo import records  # noqa: E402
+from dropzoo import sources  # noqa: E402
 
 
 def main(argv):
@@ -78,6 +79,8 @@ def _main(argv):
     if f.workdir and not os.path.isdir(f.workdir):
         return errors.fail(f"--workdir {f.workdir} is not a directory; give a run's directory (the --workdir "
                            "train.py wrote, e.g. runs/keras_mnist_cnn/canonical/seed0), or --saved_model=PATH")
+    with errors.one_line():
+        flags_lib.check_one_source(f)
     given = _given_data(f)
     # A run's own export named by path (RUN/saved_model, RUN/model.tflite) is scored on the run's data too.
     home = f.workdir or _run_holding(path_of(f))
@@ -85,6 +88,8 @@ def _main(argv):
         own = _own_data(home, required=not given) if home else None
         given = folders.with_run_image_options(given, own and own["trained_on"])
         data = _data_to_score(given, own)
+        if own and data is own["origin"]:
+            _check_recorded_data_here(home, data)
         result = evaluate.evaluate_on_dataset(path_of(f), data=data,
                                               batch_size=f.batch_size,
                                               mc_samples=f.mc_samples, mc_seed=f.mc_seed, ood=_ood(f),
@@ -137,6 +142,16 @@ def path_of(f):
     return f.tflite or f.saved_model or os.path.join(f.workdir, "saved_model")
 
 
+def _check_recorded_data_here(run, origin):
+    """RunError naming the run where the data it recorded is not at its path here (moved, deleted, another
+    machine): the loader's error would name a flag the user never gave."""
+    for key in sources.PATH_ARGUMENTS:
+        if origin.get(key) and not os.path.exists(origin[key]):
+            raise errors.RunError(f"run {run} was tested on --{key}={origin[key]}, which is not here (moved or "
+                                  "deleted?); name the data to evaluate it on (--image_dir, --npz, --idx_dir or "
+                                  "--dataset)")
+
+
 def _run_holding(path):
     """The run directory whose export `path` is (RUN/saved_model, RUN/model.tflite, ...), or None."""
     run = os.path.dirname(os.path.normpath(os.path.abspath(path)))
@@ -174,6 +189,7 @@ def _slug(text):
 def _compare(f):
     with errors.one_line():
         records.check_runs_dirs(f.runs_dir)  # first: the other checks would read '' as the working directory
+        flags_lib.check_one_source(f)
     if f.collect:
         with errors.one_line():
             copied = collect.collect(f.runs_dir, f.collect)

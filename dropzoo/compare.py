@@ -26,18 +26,18 @@ and computes:
 """
 import collections
 import os
+import re
 
 import numpy as np
 
 from dropzoo import config as config_lib
 from dropzoo import contrasts as contrasts_lib
-from dropzoo import files
+from dropzoo import pooled_data
 from dropzoo import provenance
 from dropzoo import records
 from dropzoo import regime as regime_lib
 from dropzoo import report
 from dropzoo import sizes_report
-from dropzoo import sources
 from dropzoo import stats
 from dropzoo import sweep
 from dropzoo.errors import ConfigError
@@ -267,6 +267,14 @@ def _strip(key):
 # ---------------------------------------------------------------------- rates
 
 
+def _rate_group(row):
+    """A row's variant key without its rate: --rate, and the rates inside its recorded sites (each run of a rate
+    grid records its placement's sites at its own rate: dense1.post:0.25, dense1.post:0.5)."""
+    key = _without(row.get("key") or variant_key(row["config"]), "rate")
+    return tuple((name, re.sub(r":[0-9.eE+-]+(?=:|,|$)", "", value) if name == "_sites" and value else value)
+                 for name, value in key)
+
+
 def tune_rates(rows):
     """Each placement's rate, chosen on validation data only; None if no placement has several.
 
@@ -280,8 +288,7 @@ def tune_rates(rows):
     """
     by_group, varying = {}, sweep.varying_fields([r["config"] for r in rows])
     for r in rows:
-        key = r.get("key") or variant_key(r["config"])
-        by_group.setdefault(_without(key, "rate"), {}).setdefault(r["config"]["rate"], []).append(r)
+        by_group.setdefault(_rate_group(r), {}).setdefault(r["config"]["rate"], []).append(r)
     if not any(len(rates) > 1 for rates in by_group.values()):
         return None
     selected, grid, left_out = {}, [], {}
@@ -317,8 +324,7 @@ def tune_rates(rows):
 
 def at_selected_rates(rows, tuned):
     """The rows of each placement at its selected rate."""
-    return [r for r in rows if tuned["selected"][_without(r.get("key") or variant_key(r["config"]), "rate")]
-            == r["config"]["rate"]]
+    return [r for r in rows if tuned["selected"][_rate_group(r)] == r["config"]["rate"]]
 
 
 # ---------------------------------------------------------------------- whole
@@ -343,32 +349,6 @@ def why_no_contrasts(rows, baseline):
             "contrasted with; pass --baseline=PLACEMENT or --contrasts=A:B")
 
 
-def check_trained_data(run_dirs):
-    """ConfigError where the runs vary in their data (--dataset=a,b, --color_mode=grayscale,rgb) and a run
-    trained on other data than its config names: such a sweep once trained every run on its first run's data,
-    and its variants would be compared as other data without a word. (A run trained on a caller's source,
-    through the API, records that source; nothing varies then.)"""
-    runs = [(run, files.read_json(os.path.join(run, "metrics.json"), records.FIX)) for run in run_dirs]
-    varying = set(sweep.varying_fields([metrics["config"] for _, metrics in runs])) & set(sources.ARGUMENTS)
-    if not varying:
-        return
-    for run, metrics in runs:
-        data = metrics["data"]
-        # Where the sweep is over --dataset, the sample standing in for unreachable MNIST is not its variant's data.
-        fallback = "" if "dataset" in varying else data.get("fallback_reason")
-        mismatch = sources.origin_mismatch(metrics["config"], data["origin"], fallback)
-        if mismatch and data.get("fallback_reason"):
-            raise ConfigError(f"{run} trained on other data than its config names ({mismatch}: the network was "
-                              "unreachable, and the embedded sample stood in), so its variant would be compared "
-                              "as data it never saw; train it again where the data can be loaded (--idx_dir, "
-                              "--tfds_data_dir) with --overwrite, or leave it out of --runs_dir")
-        if mismatch:
-            raise ConfigError(f"{run} trained on other data than its config names ({mismatch}): a sweep over "
-                              f"--{', --'.join(sorted(varying))} once trained every run on its first run's data; "
-                              "train it again (its train.py command with --overwrite), or leave it out of "
-                              "--runs_dir")
-
-
 def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_size=256,
                  baseline="canonical", data_override=None, source=None, ood=None, contrasts=None,
                  margins=None):
@@ -388,7 +368,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                           f"(by default a comparison goes into its one runs directory, and {runs_dirs[0]}/comparison "
                           "is that directory's own)")
     run_dirs = records.find_runs(runs_dirs)
-    check_trained_data(run_dirs)
+    pooled_data.check(run_dirs, own_test=data_override is None and source is None)
     notes = [note for note in [records.unfinished_note(runs_dirs)] if note]
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                  data_override=data_override, source=source, ood=ood, notes=notes)

@@ -36,9 +36,9 @@ def check_held_out(name, x_train, x_test, details):
                         "train on")
     if shared:
         details["test_in_train"] = shared
-        logging.warning("%s: %d of its %d test images are also training images (byte for byte: copies under other "
-                        "names?); the test scores count them as unseen. Remove the copies to hold them out",
-                        name, shared, len(x_test))
+        logging.warning("%s: %d of its %d test images %s also training images (byte for byte: duplicates); the test "
+                        "scores count them as unseen. Remove the duplicates to hold them out", name, shared,
+                        len(x_test), "is" if shared == 1 else "are")
 
 
 def content_id(source):
@@ -82,8 +82,8 @@ def ood_apart(test_images, ood_source, what, key=None):
                         "for an MNIST model)")
     if not shared:
         return ood_source.test, 0
-    logging.warning("%d of the %d out-of-distribution images are in %s own test data (byte for byte): left out of "
-                    "the OOD scores", shared, len(kept), what)
+    logging.warning("%d of the %d out-of-distribution images %s in %s own test data (byte for byte): left out of "
+                    "the OOD scores", shared, len(kept), "is" if shared == 1 else "are", what)
     mask = tf.constant(kept)
     return (ood_source.test.enumerate().filter(lambda i, example: tf.gather(mask, i))
             .map(lambda i, example: example)), shared

@@ -150,8 +150,18 @@ def _other_scripts_flag(error, fv):
     return ("train.py" if mine_is_eval else "eval.py") if name in other else None
 
 
+def check_one_source(fv=FLAGS):
+    """ConfigError where --dataset is given beside another data source's flag (even at its default, mnist: the
+    loader reads the default as no --dataset, and would ignore it)."""
+    others = [name for name in ("npz", "image_dir", "idx_dir") if fv[name].present and fv[name].value]
+    if fv["dataset"].present and others:
+        raise config_lib.ConfigError(f"give one data source, not --{others[0]} and --dataset={fv['dataset'].value}; "
+                                     f"drop --dataset to use --{others[0]}")
+
+
 def train_plan(fv=FLAGS):
     """[(TrainConfig, workdir)] the parsed train flags ask for: one run, or a sweep."""
+    check_one_source(fv)
     texts = {name: fv[name].value for name in config_lib.FIELDS}
     if fv["sites"].present and not (texts["sites"] or "").strip():  # read as not given, --placement would train
         raise config_lib.ConfigError("--sites is given but empty; for no dropout pass --sites=none (or "

@@ -186,7 +186,7 @@ def contrasts_markdown(contrasts):
                 cells += [f"{r['difference'] * c.scale:+.{c.digits}f}" if r["n"] else "", "", "",
                           "needs 2 or more seeds"]
             elif r.get("no_spread"):  # one difference at every seed: no interval, no MDE (see the notes)
-                cells += [f"{r['difference'] * c.scale:+.{c.digits}f}", "no spread", "", verdict_text(r, c)]
+                cells += [f"{r['difference'] * c.scale:+.{c.digits}f}", "no spread", "—", verdict_text(r, c)]
             else:
                 digits = c.digits
                 cells += [f"{r['difference'] * c.scale:+.{digits}f}",

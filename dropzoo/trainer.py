@@ -370,7 +370,7 @@ def data_record(source, pipes):
     """metrics.json's "data" entry: what was trained and tested on, and how to load it again."""
     return {"source": source.name, "origin": source.origin, "details": source.details, **source.subset_record,
             # The test split by content (sources.fingerprint): what its evaluation records are keyed by.
-            "test_sha256": sources.fingerprint(source),
+            "test_sha256": sources.fingerprint(source), "train_sha256": source.train_sha256 or None,
             "fallback_reason": source.fallback_reason,
             "num_train": pipes.num_train, "num_validation": pipes.num_validation,
             "num_test": pipes.num_test, "num_classes": source.num_classes,

@@ -352,7 +352,7 @@ def test_one_difference_at_every_seed_claims_no_certainty():
     assert flat["no_spread"] and flat["p"] == 0.5 and flat["p_tost"] == 0.25
     assert flat["verdict"] == [stats.INCONCLUSIVE]
     assert math.isnan(flat["ci_low"]) and math.isnan(flat["mde"])
-    assert ("| m/a - m/b | 2 | +0.01 | no spread |  | inconclusive (one difference at every seed: see the notes) |"
+    assert ("| m/a - m/b | 2 | +0.01 | no spread | — | inconclusive (one difference at every seed: see the notes) |"
             in "\n".join(report.contrasts_markdown([entry])))
     [note] = contrasts.contrast_notes([entry])
     assert note.startswith("m/a - m/b: the 2 seeds' differences in accuracy are all +0.01 points, so there is no "

@@ -16,6 +16,7 @@ from conftest import tiny_source
 
 from dropzoo import collect
 from dropzoo import compare
+from dropzoo import pooled_data
 from dropzoo import records
 from dropzoo import sources
 from dropzoo import sweep
@@ -231,11 +232,32 @@ def test_unfinished_runs_are_named_not_silently_left_out(tmp_path):
     assert records.unfinished_note([str(tmp_path)]) is None
 
 
-def _record(run, config, origin, fallback_reason=""):
+def _record(run, config, origin, fallback_reason="", **digests):
     os.makedirs(run)
     with open(os.path.join(run, "metrics.json"), "w") as f:
-        json.dump({"config": config, "data": {"origin": origin, "fallback_reason": fallback_reason}}, f)
+        json.dump({"config": config, "data": {"origin": origin, "fallback_reason": fallback_reason, **digests}}, f)
     return str(run)
+
+
+def test_runs_of_one_data_whose_content_changed_between_them_are_refused(tmp_path):
+    # A sweep's run left out, the folder grown by three images, the sweep rerun: that run trained (and was
+    # tested) on other images, and was paired by seed with the others without a word.
+    folder = {"image_dir": str(tmp_path / "imgs"), "test_image_dir": None, "image_size": None,
+              "color_mode": "grayscale"}
+    config = tiny_config(image_dir="imgs").to_dict()
+    a = _record(tmp_path / "a", config, folder, train_sha256="1" * 64, test_sha256="a" * 64)
+    b = _record(tmp_path / "b", config, folder, train_sha256="1" * 64, test_sha256="a" * 64)
+    pooled_data.check([a, b])
+    grown = _record(tmp_path / "grown", config, folder, train_sha256="2" * 64, test_sha256="b" * 64)
+    with pytest.raises(ConfigError, match=r"^the runs trained on 2 different contents of one data "
+                                          r"\(111111111111\.\.\.: 2 run\(s\), e\.g\. .*; 222222222222\.\.\.: 1 "
+                                          r"run\(s\), e\.g\. .*grown\): it changed between them"):
+        pooled_data.check([a, b, grown])
+    retested = _record(tmp_path / "retested", config, folder, train_sha256="1" * 64, test_sha256="b" * 64)
+    with pytest.raises(ConfigError, match=r"^the runs tested on 2 different contents of one data"):
+        pooled_data.check([a, retested])
+    pooled_data.check([a, retested], own_test=False)  # each scored on data given to the comparison
+    pooled_data.check([a, _record(tmp_path / "old", config, folder)])  # older records hold no digests
 
 
 def test_runs_of_a_data_sweep_that_trained_on_other_data_are_refused(tmp_path):
@@ -249,22 +271,22 @@ def test_runs_of_a_data_sweep_that_trained_on_other_data_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"rgb trained on other data than its config names \(--color_mode=rgb, not "
                                           r"grayscale\): a sweep over --color_mode once trained every run on its "
                                           r"first run's data; train it again"):
-        compare.check_trained_data([gray, rgb])
+        pooled_data.check([gray, rgb])
     fine = _record(tmp_path / "fine", config(color_mode="rgb"), {**folder, "color_mode": "rgb"})
-    compare.check_trained_data([gray, fine])
+    pooled_data.check([gray, fine])
     # Nothing varies: a caller's source (the API) is what a run records, whatever its config's defaults say.
-    compare.check_trained_data([_record(tmp_path / "api", tiny_config().to_dict(), {"dataset": "tiny"})])
+    pooled_data.check([_record(tmp_path / "api", tiny_config().to_dict(), {"dataset": "tiny"})])
     # Paths as typed, relative to where the runs started: not compared.
     relative = [_record(tmp_path / f"rel{name}", tiny_config(dataset=name, tfds_data_dir="data/tfds").to_dict(),
                         {"dataset": name, "tfds_data_dir": "data/tfds"}) for name in ("kmnist", "fashion_mnist")]
-    compare.check_trained_data(relative)
+    pooled_data.check(relative)
     # MNIST unreachable, the embedded sample stood in: fine where the data does not vary (nothing to check), but
     # in a sweep over --dataset its variant would be compared as data it never saw (mnist beside mnist_sample).
     sample = _record(tmp_path / "sample", tiny_config(dataset="mnist").to_dict(), {"dataset": "mnist_sample"},
                      "offline")
-    compare.check_trained_data([sample])
+    pooled_data.check([sample])
     alone = _record(tmp_path / "alone", tiny_config(dataset="mnist_sample").to_dict(), {"dataset": "mnist_sample"})
     with pytest.raises(ConfigError, match=r"sample trained on other data than its config names \(--dataset=mnist, "
                                           r"not mnist_sample: the network was unreachable, and the embedded sample "
                                           r"stood in\)"):
-        compare.check_trained_data([sample, alone])
+        pooled_data.check([sample, alone])

@@ -283,6 +283,9 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     (["--idx_dir=/tmp", "--tfds_data_dir=/tmp"], "--tfds_data_dir applies only with --dataset=NAME, and the data "
                                                   "given is --idx_dir; drop --tfds_data_dir"),
     (["--seed=4294967295", "--seeds=2"], "--seed must be between 0 and 4294967295"),
+    # Read as the default (no --dataset), it was ignored beside the folder, and recorded in the run's config.
+    (["--dataset=mnist", "--image_dir=/tmp"], "give one data source, not --image_dir and --dataset=mnist; drop "
+                                              "--dataset to use --image_dir"),
     # Empty: read as not given, it trained the canonical placement, though the API reads "" as no dropout.
     (["--sites="], "--sites is given but empty; for no dropout pass --sites=none (or --placement=none)"),
     (["--sites= "], "--sites is given but empty"),
@@ -442,6 +445,8 @@ def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, messa
     (["--workdir=/nonexistent/run", "--dataset=mnist_sample"], "error: --workdir /nonexistent/run is not a "
                                                                 "directory"),
     (["--runs_dir=/tmp,"], "error: --runs_dir=/tmp, names an empty directory (a stray comma?)"),
+    (["--runs_dir=/tmp", "--dataset=mnist", "--npz=x.npz"], "error: give one data source, not --npz and --dataset"),
+    (["--workdir=/tmp", "--dataset=mnist", "--idx_dir=/tmp"], "error: give one data source, not --idx_dir and "),
     (["--runs_dir=/tmp,", "--collect=/x"], "error: --runs_dir=/tmp, names an empty directory"),
     (["--saved_model=/nonexistent", "--output=/tmp"], "error: --output /tmp is a directory; give the result's file "
                                                       "name, e.g. --output=/tmp/eval.json"),
@@ -546,3 +551,15 @@ def test_a_momentum_swept_beside_no_norm_plans_each_run_once():
     runs = flags_lib.train_plan(fv)
     assert [(c.norm, c.bn_momentum) for c, _ in runs] == [("none", 0.99), ("batch", 0.9), ("batch", 0.99)]
     assert len({workdir for _, workdir in runs}) == 3
+
+
+def test_a_run_whose_recorded_data_is_gone_is_named_not_a_flag_never_given(eval_main, capsys, tmp_path):
+    run = tmp_path / "run"
+    (run / "saved_model").mkdir(parents=True)
+    gone = str(tmp_path / "moved_away")
+    (run / "metrics.json").write_text(json.dumps({"data": {"origin": {"image_dir": gone, "color_mode": "grayscale"}}}))
+    for args in ([f"--workdir={run}"], [f"--saved_model={run}/saved_model"]):
+        assert eval_main(*args) == 2
+        err = capsys.readouterr().err
+        assert err == (f"error: run {run} was tested on --image_dir={gone}, which is not here (moved or deleted?); "
+                       "name the data to evaluate it on (--image_dir, --npz, --idx_dir or --dataset)\n"), err

@@ -277,7 +277,7 @@ def test_ood_images_that_are_test_images_are_left_out_or_refused_when_all_are(ca
     kept, left_out = data_identity.ood_apart(test, ood(mixed), "x's", key=("t", "o"))
     images = np.stack([image for image, _ in kept.as_numpy_iterator()])
     assert left_out == 1 and np.array_equal(images, other)
-    assert "1 of the 41 out-of-distribution images are in x's own test data (byte for byte): left out" in caplog.text
+    assert "1 of the 41 out-of-distribution images is in x's own test data (byte for byte): left out" in caplog.text
     assert data_identity.ood_apart((), ood(mixed), "x's", key=("t", "o"))[1] == 1  # asked once per pair
 
 
@@ -290,3 +290,13 @@ def test_an_ood_interval_past_its_range_is_marked():
     text = uncertainty_report.markdown([entry], report.COLUMNS, report.cell, "fashion")
     assert "| 0.9000 ± 0.0100 | 0.9260 ± 0.4955† |" in text
     assert "† mean ± 95% CI half-width past the values the metric can take" in text
+
+
+def test_an_npz_or_a_folder_given_as_ood_data_is_told_what_ood_data_can_be(tmp_path):
+    from dropzoo import evaluate
+    # The loader's fix for the data under test (pass --npz=...) would have scored the OOD images as test data.
+    np.savez(tmp_path / "x.npz", x=np.zeros(1))
+    with pytest.raises(ValueError, match=r"^out-of-distribution data: --ood_dataset takes a dataset name, not a path: "
+                                         r".*x.npz cannot be out-of-distribution data, which comes as a tfds name or "
+                                         r"IDX files \(--ood_idx_dir=DIR\) only$"):
+        evaluate._load_ood({"dataset": str(tmp_path / "x.npz")})

@@ -1,0 +1,64 @@
+"""Whether the runs a comparison pools trained, and were tested, on the data their configs name, in one content.
+
+`check(run_dirs)` refuses, in one line, runs that would be compared as data they never saw: a sweep over
+the data (--dataset=a,b, --color_mode=grayscale,rgb) that once trained every run on its first run's data;
+the embedded MNIST sample standing in for unreachable MNIST in such a sweep; and runs of one data whose
+content changed between them (a folder edited between the runs of a sweep, one path holding other files on
+two machines), by the digests each run recorded.
+"""
+import json
+import os
+
+from dropzoo import files
+from dropzoo import records
+from dropzoo import sources
+from dropzoo import sweep
+from dropzoo.errors import ConfigError
+
+
+def _check_one_content(runs, own_test):
+    """ConfigError where runs of one data (the same origin) trained, or (`own_test`: each scored on its own test
+    data) were tested, on other contents of it: a folder changed between the runs of a sweep, or one path holds
+    other files on two machines. Their scores would be pooled and paired by seed as one data's."""
+    for field, what in (("train_sha256", "trained"), ("test_sha256", "tested") if own_test else (None, None)):
+        by_origin = {}
+        for run, metrics in runs:
+            data = metrics["data"]
+            if field and data.get(field):
+                key = json.dumps(records.test_origin(metrics) if field == "test_sha256" else data["origin"],
+                                 sort_keys=True)
+                by_origin.setdefault(key, {}).setdefault(data[field], []).append(run)
+        for versions in by_origin.values():
+            if len(versions) > 1:
+                held = "; ".join(f"{digest[:12]}...: {len(held)} run(s), e.g. {held[0]}"
+                                 for digest, held in sorted(versions.items()))
+                raise ConfigError(f"the runs {what} on {len(versions)} different contents of one data ({held}): it "
+                                  "changed between them, so their scores cannot be pooled or paired; train the "
+                                  "runs of the other contents again (--overwrite), or compare each apart")
+
+
+def check(run_dirs, own_test=True):
+    """ConfigError where the runs vary in their data (--dataset=a,b, --color_mode=grayscale,rgb) and a run
+    trained on other data than its config names: such a sweep once trained every run on its first run's data,
+    and its variants would be compared as other data without a word. (A run trained on a caller's source,
+    through the API, records that source; nothing varies then.)"""
+    runs = [(run, files.read_json(os.path.join(run, "metrics.json"), records.FIX)) for run in run_dirs]
+    _check_one_content(runs, own_test)
+    varying = set(sweep.varying_fields([metrics["config"] for _, metrics in runs])) & set(sources.ARGUMENTS)
+    if not varying:
+        return
+    for run, metrics in runs:
+        data = metrics["data"]
+        # Where the sweep is over --dataset, the sample standing in for unreachable MNIST is not its variant's data.
+        fallback = "" if "dataset" in varying else data.get("fallback_reason")
+        mismatch = sources.origin_mismatch(metrics["config"], data["origin"], fallback)
+        if mismatch and data.get("fallback_reason"):
+            raise ConfigError(f"{run} trained on other data than its config names ({mismatch}: the network was "
+                              "unreachable, and the embedded sample stood in), so its variant would be compared "
+                              "as data it never saw; train it again where the data can be loaded (--idx_dir, "
+                              "--tfds_data_dir) with --overwrite, or leave it out of --runs_dir")
+        if mismatch:
+            raise ConfigError(f"{run} trained on other data than its config names ({mismatch}): a sweep over "
+                              f"--{', --'.join(sorted(varying))} once trained every run on its first run's data; "
+                              "train it again (its train.py command with --overwrite), or leave it out of "
+                              "--runs_dir")
