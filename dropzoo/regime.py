@@ -82,3 +82,47 @@ def regime(rows):
         if fits and classes and np.mean(fits) < 2 / classes:
             result["untrained"].append((runs[0]["variant"], float(np.mean(fits)), 1 / classes))
     return result
+
+
+def _control_text(control, threshold):
+    rise, fits = control.get("none_validation_rise"), control.get("none_train_accuracy")
+    tested = control.get("none_test_accuracy")
+    unknown = ("cannot tell (its histories start where a run resumed: the earlier epochs' validation losses "
+               "were not recorded)" if control.get("none_partial_history")
+               else "cannot tell (fewer than two validation points a run)")
+    overfit = {True: "yes", False: "**no** (dropout had little to do)", None: unknown}[control.get("none_overfit")]
+    interval, (above, seeds) = control.get("none_validation_rise_ci"), control.get("none_rise_seeds") or (0, 0)
+    if control.get("none_overfit_borderline"):
+        overfit = f"borderline, {'yes' if control['none_overfit'] else 'no'} by its mean"
+    spread = (f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}] over {seeds} seeds, {above} of them at or above"
+              if interval else "")
+    return (overfit + (f" (its final validation loss is {rise:.3f}x its best epoch's{spread}; overfitting means "
+                       f"≥ {threshold:g}x)" if rise else "")
+            + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else "")
+            + (f", {100 * (fits - tested):.1f} points above its test accuracy ({tested:.1%})"
+               if fits is not None and tested is not None else ""))
+
+
+def lines(found):
+    """`regime(rows)`'s answer in words: the data and steps, each `none` control, and any variant that did not learn."""
+    head = (f"Regime: {found['train_examples']} training example{_plural(found['train_examples'])}, "
+            f"{found['steps']} step{_plural(found['steps'])}")
+    threshold = found["overfit_threshold"]
+    controls = found.get("controls") or {}
+    if controls:
+        lines = [head + "; each `none` control, overfit or not:", ""]
+        lines += [f"- {label}: {_control_text(control, threshold)}." for label, control in controls.items()]
+    elif found.get("has_none", found.get("none_overfit") is not None):
+        lines = [f"{head}; the `none` control overfit: {_control_text(found, threshold)}."]
+    else:
+        lines = [f"{head}; whether the network overfits without dropout: not measured (no `none` variant here; "
+                 "add --placement=none to the sweep)."]
+    for label, fits, chance in found.get("untrained") or []:
+        lines += ["", f"**Did not learn: {label}** fits {fits:.1%} of its training data (dropout off; chance "
+                      f"{chance:.0%}): its contrasts compare networks that did not train, not placements."]
+    return lines
+
+
+def _plural(count):
+    """'s' unless `count` is 1 (a list of several values takes the plural)."""
+    return "" if count == 1 else "s"

@@ -28,6 +28,7 @@ import numpy as np
 from dropzoo import files
 from dropzoo import plots
 from dropzoo import rates_report
+from dropzoo import regime as regime_lib
 from dropzoo import sizes_report
 from dropzoo import stats
 from dropzoo import summaries
@@ -196,45 +197,6 @@ def contrasts_markdown(contrasts):
     return lines
 
 
-def _control_text(control, threshold):
-    rise, fits = control.get("none_validation_rise"), control.get("none_train_accuracy")
-    tested = control.get("none_test_accuracy")
-    unknown = ("cannot tell (its histories start where a run resumed: the earlier epochs' validation losses "
-               "were not recorded)" if control.get("none_partial_history")
-               else "cannot tell (fewer than two validation points a run)")
-    overfit = {True: "yes", False: "**no** (dropout had little to do)", None: unknown}[control.get("none_overfit")]
-    interval, (above, seeds) = control.get("none_validation_rise_ci"), control.get("none_rise_seeds") or (0, 0)
-    if control.get("none_overfit_borderline"):
-        overfit = f"borderline, {'yes' if control['none_overfit'] else 'no'} by its mean"
-    spread = (f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}] over {seeds} seeds, {above} of them at or above"
-              if interval else "")
-    return (overfit + (f" (its final validation loss is {rise:.3f}x its best epoch's{spread}; overfitting means "
-                       f"≥ {threshold:g}x)" if rise else "")
-            + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else "")
-            + (f", {100 * (fits - tested):.1f} points above its test accuracy ({tested:.1%})"
-               if fits is not None and tested is not None else ""))
-
-
-def regime_lines(regime):
-    """The regime in words: the data and steps, each `none` control, and any variant that did not learn."""
-    head = (f"Regime: {regime['train_examples']} training example{_plural(regime['train_examples'])}, "
-            f"{regime['steps']} step{_plural(regime['steps'])}")
-    threshold = regime["overfit_threshold"]
-    controls = regime.get("controls") or {}
-    if controls:
-        lines = [head + "; each `none` control, overfit or not:", ""]
-        lines += [f"- {label}: {_control_text(control, threshold)}." for label, control in controls.items()]
-    elif regime.get("has_none", regime.get("none_overfit") is not None):
-        lines = [f"{head}; the `none` control overfit: {_control_text(regime, threshold)}."]
-    else:
-        lines = [f"{head}; whether the network overfits without dropout: not measured (no `none` variant here; "
-                 "add --placement=none to the sweep)."]
-    for label, fits, chance in regime.get("untrained") or []:
-        lines += ["", f"**Did not learn: {label}** fits {fits:.1%} of its training data (dropout off; chance "
-                      f"{chance:.0%}): its contrasts compare networks that did not train, not placements."]
-    return lines
-
-
 def markdown(comparison):
     """comparison.md: the test data, the regime, the contrasts with their verdicts, the variants."""
     c = comparison
@@ -244,7 +206,7 @@ def markdown(comparison):
     lines += [f"Note: {note}." for note in c.get("notes", [])] + ([""] if c.get("notes") else [])
     if c["rates"]:
         lines += ["Each placement at the rate chosen on validation data (see rates.md).", ""]
-    lines += regime_lines(c["regime"]) + [""]
+    lines += regime_lib.lines(c["regime"]) + [""]
     if c["contrasts"]:
         margins = ", ".join(f"{x.name} ±{c['margins'][x.metric] * x.scale:g} {x.unit}" for x in CONTRASTS)
         lines += [f"**Contrasts** ({'planned' if c['planned'] else 'each variant against the baseline'}; "

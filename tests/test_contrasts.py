@@ -197,9 +197,9 @@ def test_a_control_without_a_rise_says_why():
     """Histories that start at a resume are not runs of one epoch: the reason given is theirs."""
     short = _regime_rows("none", "relu", [0.98, 0.99], [0.10])
     compare.label_rows(short)
-    assert "fewer than two validation points" in "\n".join(report.regime_lines(regime.regime(short)))
+    assert "fewer than two validation points" in "\n".join(regime.lines(regime.regime(short)))
     resumed = [{**r, "partial_history": True} for r in short]
-    text = "\n".join(report.regime_lines(regime.regime(resumed)))
+    text = "\n".join(regime.lines(regime.regime(resumed)))
     assert "cannot tell (its histories start where a run resumed" in text and "fewer than two" not in text
 
 
@@ -214,7 +214,7 @@ def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():
     assert found["controls"]["m/none"]["none_overfit"] is True
     assert found["controls"]["m/none-sigmoid"]["none_overfit"] is False
     assert found["untrained"] == [("m/after_activation-sigmoid", pytest.approx(0.105), 0.1)]
-    text = "\n".join(report.regime_lines(found))
+    text = "\n".join(regime.lines(found))
     assert "- m/none: yes (its final validation loss is 2.000x" in text
     assert "- m/none-sigmoid: **no** (dropout had little to do)" in text
     assert "**Did not learn: m/after_activation-sigmoid** fits 10.5% of its training data" in text
@@ -223,7 +223,7 @@ def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():
     one = (_regime_rows("none", "relu", [0.98, 0.99], [0.1], test_gap=0.03)
            + _regime_rows("conv", "relu", [0.98, 0.99], [0.1]))
     compare.label_rows(one)
-    [line] = report.regime_lines(regime.regime(one))
+    [line] = regime.lines(regime.regime(one))
     assert line.endswith("overfit: cannot tell (fewer than two validation points a run); it fits 98.5% of its "
                          "training data (dropout off), 3.0 points above its test accuracy (95.5%).")
 
@@ -422,13 +422,13 @@ def test_a_control_near_the_overfit_threshold_is_called_borderline():
     found = regime.regime(rows)
     assert found["none_overfit"] is False and found["none_overfit_borderline"] is True
     assert found["none_rise_seeds"] == [2, 5]
-    text = "\n".join(report.regime_lines(found))
+    text = "\n".join(regime.lines(found))
     assert "overfit: borderline, no by its mean (its final validation loss is 1.048x its best epoch's, 95% CI " \
            "[1.016, 1.080] over 5 seeds, 2 of them at or above; overfitting means ≥ 1.05x)" in text
     for r in rows:  # clearly below: a plain no
         r["validation_rise"] = 1.0 + r["seed"] * 0.001
     assert not regime.regime(rows)["none_overfit_borderline"]
-    assert "overfit: **no** (dropout had little to do)" in "\n".join(report.regime_lines(regime.regime(rows)))
+    assert "overfit: **no** (dropout had little to do)" in "\n".join(regime.lines(regime.regime(rows)))
 
 
 def test_no_spread_reaches_the_size_curves_and_non_finite_scores_are_named():

@@ -19,6 +19,7 @@ from dropzoo import contrasts
 from dropzoo import flags as flags_lib
 from dropzoo import rates_report
 from dropzoo import records
+from dropzoo import regime
 from dropzoo import report
 from dropzoo import site_stats
 from dropzoo import sources
@@ -189,7 +190,7 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
     assert "identical by construction" in text and "Regime: " in text
     # How well `none` fits its training data stands beside its validation rise (or is absent without one).
     assert "of its training data" not in text
-    [line] = report.regime_lines({"train_examples": 3600, "steps": 348, "none_overfit": True,
+    [line] = regime.lines({"train_examples": 3600, "steps": 348, "none_overfit": True,
                                   "none_validation_rise": 1.051, "overfit_threshold": 1.05,
                                   "none_train_accuracy": 0.834})
     assert line.endswith("1.051x its best epoch's; overfitting means ≥ 1.05x); it fits 83.4% of its training "
