@@ -151,9 +151,10 @@ def _other_scripts_flag(error, fv):
 
 
 def check_one_source(fv=FLAGS):
-    """ConfigError where --dataset is given beside another data source's flag (even at its default, mnist: the
-    loader reads the default as no --dataset, and would ignore it)."""
-    others = [name for name in ("npz", "image_dir", "idx_dir") if fv[name].present and fv[name].value]
+    """ConfigError where --dataset is given beside --npz or --image_dir (even at its default, mnist: the loader
+    reads the default as no --dataset, and would ignore it). --idx_dir beside it names that dataset's IDX files
+    (the study configs name their dataset, and take --idx_dir=DIR offline)."""
+    others = [name for name in ("npz", "image_dir") if fv[name].present and fv[name].value]
     if fv["dataset"].present and others:
         raise config_lib.ConfigError(f"give one data source, not --{others[0]} and --dataset={fv['dataset'].value}; "
                                      f"drop --dataset to use --{others[0]}")

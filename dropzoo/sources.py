@@ -233,9 +233,10 @@ def load_source(dataset=DEFAULT_DATASET, *, need_train=True, network_timeout=3.0
     unknown = sorted(set(arguments) - set(ARGUMENTS))
     if unknown:
         raise TypeError(f"unknown data argument(s) {', '.join(unknown)}; valid: {', '.join(ARGUMENTS)}")
-    if dataset != DEFAULT_DATASET and any(arguments.get(s.keys[0]) for s in SOURCES[:-1]):
+    if dataset != DEFAULT_DATASET and any(arguments.get(key) for key in ("npz", "image_dir")):
         # It was ignored, and a run recorded it as its data (records of such runs are still read: choose()).
-        other = next(s for s in SOURCES[:-1] if arguments.get(s.keys[0]))
+        # (--idx_dir beside it names that dataset's IDX files.)
+        other = next(s for s in SOURCES[:-1] if s.keys[0] in ("npz", "image_dir") and arguments.get(s.keys[0]))
         raise DataError(f"give one data source, not --{other.keys[0]} and --dataset={dataset}: "
                         + "; ".join(s.flag for s in SOURCES))
     arguments = {"dataset": dataset, **arguments}

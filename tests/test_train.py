@@ -219,6 +219,11 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     assert fv.runs_dir and contrasts.parse_contrasts(fv.contrasts)
     with open(cfg) as f:
         assert "Published result" in f.read()
+    # The documented offline form: the config's dataset, its IDX files given.
+    offline = flags.FlagValues()
+    flags_lib.define_eval_flags(offline)
+    offline(["eval.py", f"--flagfile={cfg}", "--idx_dir=/data/idx"])
+    flags_lib.check_one_source(offline)
     study = cfg.replace("_eval.cfg", ".cfg")
     fv_study = flags.FlagValues()
     flags_lib.define_train_flags(fv_study)
@@ -446,7 +451,7 @@ def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, messa
                                                                 "directory"),
     (["--runs_dir=/tmp,"], "error: --runs_dir=/tmp, names an empty directory (a stray comma?)"),
     (["--runs_dir=/tmp", "--dataset=mnist", "--npz=x.npz"], "error: give one data source, not --npz and --dataset"),
-    (["--workdir=/tmp", "--dataset=mnist", "--idx_dir=/tmp"], "error: give one data source, not --idx_dir and "),
+    (["--workdir=/tmp", "--dataset=mnist", "--image_dir=/tmp"], "error: give one data source, not --image_dir "),
     (["--runs_dir=/tmp,", "--collect=/x"], "error: --runs_dir=/tmp, names an empty directory"),
     (["--saved_model=/nonexistent", "--output=/tmp"], "error: --output /tmp is a directory; give the result's file "
                                                       "name, e.g. --output=/tmp/eval.json"),
