@@ -44,9 +44,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if data and trained_on and data != trained_on:
             raise RunError(f"the training data differs from what this run's {len(earlier.get('seconds', []))} "
                            f"epochs in {directory} trained on (files added, removed or edited, which move an image "
-                           "folder's split; another file at its path; MNIST now from tfds, then the embedded sample, "
-                           "or back), so resuming would train on other data; restore that data, or use another "
-                           "--workdir, or --overwrite to train it again from the start")
+                           "folder's split; another file at its path; MNIST from tfds where the run began on the "
+                           "embedded sample, or back), so resuming would train on other data; restore that data, or "
+                           "use another --workdir, or --overwrite to train it again from the start")
         self.record = {"history": {k: list(v) for k, v in (earlier or {}).get("history", {}).items()},
                        "seconds": list((earlier or {}).get("seconds", [])), "data_sha256": data}
         self._start = time.perf_counter()
