@@ -33,7 +33,6 @@ from dropzoo import files  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import folders  # noqa: E402
 from dropzoo import records  # noqa: E402
-from dropzoo import sources  # noqa: E402
 
 
 def main(argv):
@@ -145,7 +144,10 @@ def path_of(f):
 def _check_recorded_data_here(run, origin):
     """RunError naming the run where the data it recorded is not at its path here (moved, deleted, another
     machine): the loader's error would name a flag the user never gave."""
-    for key in sources.PATH_ARGUMENTS:
+    # What testing reads: a test folder alone where one was given (the training folder may be gone); tfds data is
+    # found (or downloaded) by name, whatever its --tfds_data_dir holds now.
+    needed = ("npz", "idx_dir", "test_image_dir" if origin.get("test_image_dir") else "image_dir")
+    for key in needed:
         if origin.get(key) and not os.path.exists(origin[key]):
             raise errors.RunError(f"run {run} was tested on --{key}={origin[key]}, which is not here (moved or "
                                   "deleted?); name the data to evaluate it on (--image_dir, --npz, --idx_dir or "

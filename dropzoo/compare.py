@@ -269,8 +269,11 @@ def _strip(key):
 
 def _rate_group(row):
     """A row's variant key without its rate: --rate, and the rates inside its recorded sites (each run of a rate
-    grid records its placement's sites at its own rate: dense1.post:0.25, dense1.post:0.5)."""
+    grid records its placement's sites at its own rate: dense1.post:0.25, dense1.post:0.5). A run without --rate
+    (its placement's own rates, which may differ by site) is a group of its own."""
     key = _without(row.get("key") or variant_key(row["config"]), "rate")
+    if row["config"].get("rate") is None:
+        return key + (("_own_rates", True),)
     return tuple((name, re.sub(r":[0-9.eE+-]+(?=:|,|$)", "", value) if name == "_sites" and value else value)
                  for name, value in key)
 

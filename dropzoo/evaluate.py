@@ -268,7 +268,10 @@ def _load_ood(ood):
         return sources.load_source(**ood, need_train=False)
     except DataError as e:  # the loaders name the flags of the data under test
         message = str(e).replace(", --npz or --image_dir", "")  # OOD data comes by name or as IDX files only
-        message = re.sub(r"for (\S+) pass --(npz|image_dir)=\S+.*", r"\1 cannot be out-of-distribution data, which "
+        message = message.replace("--npz=FILE.npz, --image_dir=DIR or --idx_dir=DIR", "--idx_dir=DIR (IDX files)")
+        message = message.replace("--idx_dir (IDX .gz), --npz (arrays) or --image_dir (a folder of images)",
+                                  "--idx_dir (IDX .gz)")
+        message = re.sub(r"for (.+?) pass --(npz|image_dir)=.*", r"\1 cannot be out-of-distribution data, which "
                          "comes as a tfds name or IDX files (--ood_idx_dir=DIR) only", message)
         message = re.sub(r"--(idx_dir|dataset)\b", r"--ood_\1", message)
         raise DataError(f"out-of-distribution data: {message}") from None

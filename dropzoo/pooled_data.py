@@ -21,20 +21,22 @@ def _check_one_content(runs, own_test):
     data) were tested, on other contents of it: a folder changed between the runs of a sweep, or one path holds
     other files on two machines. Their scores would be pooled and paired by seed as one data's."""
     for field, what in (("train_sha256", "trained"), ("test_sha256", "tested") if own_test else (None, None)):
-        by_origin = {}
+        groups = {}  # by where the data was read (absolute), and by the data flags as typed (what pools variants)
         for run, metrics in runs:
             data = metrics["data"]
             if field and data.get(field):
-                key = json.dumps(records.test_origin(metrics) if field == "test_sha256" else data["origin"],
-                                 sort_keys=True)
-                by_origin.setdefault(key, {}).setdefault(data[field], []).append(run)
-        for versions in by_origin.values():
+                where = records.test_origin(metrics) if field == "test_sha256" else data["origin"]
+                for key in (("read", where), ("typed", sources.config_arguments(metrics["config"]))):
+                    groups.setdefault(json.dumps(key, sort_keys=True), {}).setdefault(data[field], []).append(run)
+        for versions in groups.values():
             if len(versions) > 1:
                 held = "; ".join(f"{digest[:12]}...: {len(held)} run(s), e.g. {held[0]}"
                                  for digest, held in sorted(versions.items()))
                 raise ConfigError(f"the runs {what} on {len(versions)} different contents of one data ({held}): it "
-                                  "changed between them, so their scores cannot be pooled or paired; train the "
-                                  "runs of the other contents again (--overwrite), or compare each apart")
+                                  "changed between them, or differs where they ran (another machine's copy at that "
+                                  "path, the embedded sample standing in for MNIST), so their scores cannot be "
+                                  "pooled or paired; train the runs of the other contents again (--overwrite), or "
+                                  "compare each apart")
 
 
 def check(run_dirs, own_test=True):

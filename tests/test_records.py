@@ -258,6 +258,11 @@ def test_runs_of_one_data_whose_content_changed_between_them_are_refused(tmp_pat
         pooled_data.check([a, retested])
     pooled_data.check([a, retested], own_test=False)  # each scored on data given to the comparison
     pooled_data.check([a, _record(tmp_path / "old", config, folder)])  # older records hold no digests
+    # --image_dir=imgs typed on two machines (other working directories): one variant, so one content.
+    there = _record(tmp_path / "there", config, {**folder, "image_dir": "/elsewhere/imgs"}, train_sha256="3" * 64)
+    with pytest.raises(ConfigError, match=r"^the runs trained on 2 different contents of one data .*differs where "
+                                          r"they ran \(another machine's copy"):
+        pooled_data.check([a, there])
 
 
 def test_runs_of_a_data_sweep_that_trained_on_other_data_are_refused(tmp_path):

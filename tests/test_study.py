@@ -346,6 +346,13 @@ def test_each_placements_rate_is_chosen_on_validation_loss_never_on_test():
     assert contrast["test_accuracy"]["p"] == 0.25 and contrast["test_accuracy"]["verdict"] == [stats.INCONCLUSIVE]
     assert "| m/canonical | 0.1 * | 3 |" in rates_report.markdown(tuned["grid"])
     assert compare.tune_rates([r for r in rows if r["config"]["rate"] == 0.1]) is None  # one rate each
+    # A run at its placement's own rates (no --rate) is its own variant, not a point of the grid.
+    own = _row("canonical", None, 0, 0.01, 0.99)
+    own["sites"] = "dense1.post:0.5,pool1.post:0.25:spatial"
+    with_own = compare.label_rows(rows + [own])
+    grid = [(g["rate"], g["selected"]) for g in compare.tune_rates(with_own)["grid"] if g["variant"] == "m/canonical"]
+    assert sorted(grid, key=str) == [(0.1, True), (0.5, False), (None, True)]  # its own low loss chose nothing
+    assert own in compare.at_selected_rates(with_own, compare.tune_rates(with_own))
     assert tuned["notes"] == []
     # A diverged seed (validation loss NaN) is left out of its rate's mean, not the rate out of the choice.
     rows[3]["validation_loss"] = rows[3]["test_loss"] = float("nan")

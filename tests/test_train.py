@@ -568,3 +568,10 @@ def test_a_run_whose_recorded_data_is_gone_is_named_not_a_flag_never_given(eval_
         err = capsys.readouterr().err
         assert err == (f"error: run {run} was tested on --image_dir={gone}, which is not here (moved or deleted?); "
                        "name the data to evaluate it on (--image_dir, --npz, --idx_dir or --dataset)\n"), err
+    # Its test folder is what testing reads: the training folder gone is no reason to refuse (nor a tfds dir).
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"data": {"origin": {
+        "image_dir": gone, "test_image_dir": str(tests), "color_mode": "grayscale", "tfds_data_dir": "rel/tfds"}}}))
+    assert eval_main(f"--workdir={run}") == 2
+    assert "which is not here" not in capsys.readouterr().err
