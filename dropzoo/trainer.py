@@ -247,6 +247,9 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
     if strategy.num_replicas_in_sync > 1:
         strategies.distinct_replica_masks()
     initial_epoch = loop.restore(model, paths["checkpoints"])
+    checkpoint = callbacks_lib.EpochCheckpoint(  # refuses other training data before the resume is announced
+        write_paths["checkpoints"],
+        checkpoints.saved_record(paths["checkpoints"], initial_epoch) if initial_epoch else None, source)
     if initial_epoch and verbose:
         print(f"Resuming from the checkpoint after epoch {initial_epoch} in {paths['checkpoints']}")
     pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
@@ -263,9 +266,7 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
         model=model, outputs=models.get_spec(config.model).outputs,
         steps_per_epoch=steps_per_epoch, epochs=epochs, steps_per_call=steps_per_call,
         initial_epoch=initial_epoch,
-        checkpoint=callbacks_lib.EpochCheckpoint(
-            write_paths["checkpoints"],
-            checkpoints.saved_record(paths["checkpoints"], initial_epoch) if initial_epoch else None, source),
+        checkpoint=checkpoint,
         dropout_stats=callbacks_lib.DropoutStats(
             scale(probe_images), os.path.join(paths["tensorboard"], "dropout_stats")),
         verbose=verbose,
