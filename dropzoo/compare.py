@@ -278,6 +278,17 @@ def _rate_group(row):
                  for name, value in key)
 
 
+def _diverged(runs, metric):
+    """The runs whose `metric` is recorded and not finite (a diverged seed)."""
+    return [r for r in runs if r.get(metric) is not None and not np.isfinite(r[metric])]
+
+
+def _finite_mean(runs, metric):
+    """The mean of `metric` over the runs that recorded a finite one (NaN without any)."""
+    values = [r[metric] for r in runs if r.get(metric) is not None and np.isfinite(r[metric])]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def tune_rates(rows):
     """Each placement's rate, chosen on validation data only; None if no placement has several.
 
@@ -296,30 +307,24 @@ def tune_rates(rows):
         return None
     selected, grid, left_out = {}, [], {}
     for group_key, rates in by_group.items():
-        def mean(runs, metric):
-            values = [r[metric] for r in runs if r.get(metric) is not None]
-            for r in runs:
-                if r.get(metric) is not None and not np.isfinite(r[metric]):
-                    left_out.setdefault((r["variant"], metric), set()).add(r["seed"])
-            values = [v for v in values if np.isfinite(v)]
-            return float(np.mean(values)) if values else float("nan")
-
-        scored = {rate: mean(runs, "validation_loss") for rate, runs in rates.items()}
+        scored = {rate: _finite_mean(runs, "validation_loss") for rate, runs in rates.items()}
         finite = {rate: loss for rate, loss in scored.items() if np.isfinite(loss)}
         if not finite:
             raise ValueError(f"the runs of {rates[next(iter(rates))][0]['variant']} record "
                              "no validation loss to choose a rate by; train them with "
                              "--validation_fraction > 0")
         # A rate whose seeds diverged is chosen last: the mean of its survivors would flatter it.
-        diverged = {rate: sum(r.get("validation_loss") is not None and not np.isfinite(r["validation_loss"])
-                              for r in runs) for rate, runs in rates.items()}
-        selected[group_key] = min(finite, key=lambda rate: (diverged[rate], finite[rate], rate is None, rate or 0))
+        selected[group_key] = min(finite, key=lambda rate: (len(_diverged(rates[rate], "validation_loss")),
+                                                            finite[rate], rate is None, rate or 0))
         first = next(iter(rates.values()))[0]
         label = variant_label({**first["config"], "rate": None}, varying)
         for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):
             grid.append({"variant": label, "rate": rate, "seeds": len(runs),
-                         "validation_loss": scored[rate], "test_accuracy": mean(runs, "test_accuracy"),
-                         "test_loss": mean(runs, "test_loss"), "selected": rate == selected[group_key]})
+                         "validation_loss": scored[rate], "test_accuracy": _finite_mean(runs, "test_accuracy"),
+                         "test_loss": _finite_mean(runs, "test_loss"), "selected": rate == selected[group_key]})
+            for metric in ("validation_loss", "test_accuracy", "test_loss"):
+                for r in _diverged(runs, metric):
+                    left_out.setdefault((r["variant"], metric), set()).add(r["seed"])
     notes = [f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))} of {variant} left out of the rate "
              f"grid's mean {metric} (not finite)" for (variant, metric), seeds in sorted(left_out.items())]
     return {"selected": selected, "grid": grid, "notes": notes}

@@ -28,8 +28,8 @@ def check_held_out(name, x_train, x_test, details):
     """DataError where every test image is a training image (byte for byte); a warning, recorded in
     `details["test_in_train"]`, where some are: a copy of the training folder given as the test folder, or one
     image under two names landing in both splits, scores what the model has seen as if it had not."""
-    seen = {hashlib.sha1(image.tobytes()).digest() for image in np.ascontiguousarray(x_train)}
-    shared = sum(hashlib.sha1(image.tobytes()).digest() in seen for image in np.ascontiguousarray(x_test))
+    seen = {_digest(image) for image in x_train}
+    shared = sum(_digest(image) in seen for image in x_test)
     if shared and shared == len(x_test):
         raise DataError(f"{name}: every one of its {shared:,} test images is also a training image (byte for byte), "
                         "so the test accuracy would be the training accuracy; give test images the run does not "
@@ -68,13 +68,13 @@ def ood_apart(test_images, ood_source, what, key=None):
     """
     import tensorflow as tf  # the OOD data is a tf.data split
 
-    if key is None or key not in _OOD_KEPT:
+    kept = _OOD_KEPT.get(key)
+    if kept is None:
         test = {_digest(image) for image in test_images}
         kept = [_digest(image) not in test for images, _ in ood_source.test.batch(1024).as_numpy_iterator()
                 for image in images]
         if key is not None:
             _OOD_KEPT[key] = kept
-    kept = _OOD_KEPT[key] if key is not None else kept
     shared = len(kept) - sum(kept)
     if shared and shared == len(kept):
         raise DataError(f"all {shared:,} out-of-distribution images are in {what} own test data (byte for byte): "

@@ -14,6 +14,7 @@ import sys
 from absl import flags
 
 from dropzoo import config as config_lib
+from dropzoo import sources
 from dropzoo import sweep
 
 FLAGS = flags.FLAGS
@@ -154,7 +155,7 @@ def check_one_source(fv=FLAGS):
     """ConfigError where --dataset is given beside --npz or --image_dir (even at its default, mnist: the loader
     reads the default as no --dataset, and would ignore it). --idx_dir beside it names that dataset's IDX files
     (the study configs name their dataset, and take --idx_dir=DIR offline)."""
-    others = [name for name in ("npz", "image_dir") if fv[name].present and fv[name].value]
+    others = [name for name in sources.NOT_WITH_DATASET if fv[name].present and fv[name].value]
     if fv["dataset"].present and others:
         raise config_lib.ConfigError(f"give one data source, not --{others[0]} and --dataset={fv['dataset'].value}; "
                                      f"drop --dataset to use --{others[0]}")

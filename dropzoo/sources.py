@@ -41,6 +41,8 @@ from dropzoo.errors import DataError
 SAMPLE_NAME = "mnist_sample"
 # The dataset when no data is named (a TrainConfig's default --dataset).
 DEFAULT_DATASET = "mnist"
+# Sources a --dataset beside would be ignored by (beside --idx_dir it names that dataset's IDX files).
+NOT_WITH_DATASET = ("npz", "image_dir")
 _ARRAY_ORDER_SEED = 1234
 # An image folder without a test folder: this share of each class is the test split.
 IMAGE_TEST_FRACTION = 0.2
@@ -233,11 +235,9 @@ def load_source(dataset=DEFAULT_DATASET, *, need_train=True, network_timeout=3.0
     unknown = sorted(set(arguments) - set(ARGUMENTS))
     if unknown:
         raise TypeError(f"unknown data argument(s) {', '.join(unknown)}; valid: {', '.join(ARGUMENTS)}")
-    if dataset != DEFAULT_DATASET and any(arguments.get(key) for key in ("npz", "image_dir")):
-        # It was ignored, and a run recorded it as its data (records of such runs are still read: choose()).
-        # (--idx_dir beside it names that dataset's IDX files.)
-        other = next(s for s in SOURCES[:-1] if s.keys[0] in ("npz", "image_dir") and arguments.get(s.keys[0]))
-        raise DataError(f"give one data source, not --{other.keys[0]} and --dataset={dataset}: "
+    other = next((key for key in NOT_WITH_DATASET if arguments.get(key)), None)
+    if dataset != DEFAULT_DATASET and other:  # ignored, yet recorded as the run's data (records still read: choose)
+        raise DataError(f"give one data source, not --{other} and --dataset={dataset}: "
                         + "; ".join(s.flag for s in SOURCES))
     arguments = {"dataset": dataset, **arguments}
     source = choose(arguments)
