@@ -1,12 +1,18 @@
-"""TensorBoard summaries the Keras callback does not write: HParams sessions and their metrics.
+"""TensorBoard summaries the Keras callback does not write: HParams sessions and their metrics, and the
+network as trained.
 
 `write_hparams` is the one HParams writer: the trainer writes one session
 per run (its config and final scores), the comparison one per compared run.
+`write_model` shows the network layer by layer, its dropout layers with their
+rates, in the run's `model.txt` and TensorBoard's Text tab.
 """
 import os
 
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
+
+from dropzoo import files
+from models import layers
 
 # The metrics the HParams dashboard shows for a training run (tag, group, label).
 RUN_METRICS = (
@@ -49,3 +55,14 @@ def write_run_hparams(logdir, config, data_source, metrics):
     values = {**config.to_dict(), "data_source": data_source}
     scalars = {tag: metrics[tag] for tag, _, _ in RUN_METRICS if metrics.get(tag) is not None}
     write_hparams(logdir, [("", values, scalars)], RUN_METRICS, step=metrics["epochs_completed"])
+
+
+def write_model(path, logdir, model):
+    """Writes `model` layer by layer (models.layers.layer_table) to the text file `path` and, as text tag
+    "model", into the TensorBoard directory `logdir` (Keras 3's own graph shows no op graph and no rates).
+    """
+    table = layers.layer_table(model)
+    files.write_text(path, table + "\n")
+    with tf.summary.create_file_writer(logdir).as_default():
+        # Markdown: indented lines stay fixed-width.
+        tf.summary.text("model", "\n".join("    " + line for line in table.splitlines()), step=0)

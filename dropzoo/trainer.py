@@ -10,6 +10,7 @@ turns flags into a TrainConfig and calls it. It writes into `workdir`:
   model.keras     the trained Keras model (keras.saving.load_model), to fine-tune
   model.tflite    serving_default for TFLite/LiteRT, float32; model_int8.tflite: int8
   metrics.json    config, data source, test metrics, timing, export check
+  model.txt       the network as trained, layer by layer, with each dropout layer's rate
 
 Every run has the same skeleton, whatever the strategy:
 
@@ -244,6 +245,7 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
         # Built now, not by fit, so a checkpoint can restore its variables (and
         # under multi-worker creating them is a collective every worker joins).
         model.optimizer.build(model.trainable_variables)
+    summaries.write_model(write_paths["model.txt"], write_paths["tensorboard"], model)
     if strategy.num_replicas_in_sync > 1:
         strategies.distinct_replica_masks()
     initial_epoch = loop.restore(model, paths["checkpoints"])
@@ -395,10 +397,8 @@ def describe_run(config, data):
 def record_identical(config, workdir, target_workdir, target_metrics):
     """Records in `workdir` that `config` is identical by construction to a finished run.
 
-    Writes `metrics.json`: the finished run's metrics with this run's config
-    and sites, and `identical_to`, the finished run's workdir relative to this
-    one. A sweep does this instead of training the same network again;
-    `eval.py --runs_dir` shows the run as identical to the one it points to.
+    Writes `metrics.json`: the finished run's metrics with this run's config and sites, and `identical_to`,
+    its workdir relative to this one, which `eval.py --runs_dir` shows. A sweep does this instead of training.
     """
     os.makedirs(workdir, exist_ok=True)
     metrics = {

@@ -22,7 +22,7 @@ from dropzoo.errors import RunError
 from models.masks import LEGACY_GENERATOR
 
 # Everything a run writes in its workdir (artifacts.ARTIFACT_FILES are added by the trainer).
-RUN_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json", "evaluations")
+RUN_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metrics.json", "evaluations", "model.txt")
 # What `eval.py --workdir` writes beside a run: evaluations of its export, stale once it is trained again.
 EVAL_FILES = ("eval.json", "eval-*.json")
 RESOLVED = "resolved"

@@ -346,3 +346,28 @@ def float32_call(layer):
 def dropout_layers(model):
     """The model's dropout layers (any kind, the zoo's or Keras' own), in graph order."""
     return [layer for layer in model.layers if isinstance(layer, dropout_types())]
+
+
+def layer_table(model):
+    """`model` layer by layer, as fixed-width text: name, type, output shape, parameters, and each dropout
+    layer's rate and what one draw covers (a unit, or a whole feature map). What a run's `model.txt` and
+    TensorBoard's Text tab show: where the placement put dropout, in the network as trained.
+    """
+    rows = [("layer", "type", "output shape", "params", "dropout")]
+    for layer in model.layers:
+        found = kind_of(layer)
+        rows.append((layer.name, type(layer).__name__, _output_shape(layer), f"{layer.count_params():,}",
+                     "" if found is None else f"{found[0]}, rate {layer.rate:g}, "
+                                              f"one draw per {'feature map' if found[1] else 'unit'}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    trainable = sum(math.prod(v.shape) for v in model.trainable_weights)
+    return "\n".join([f"{model.name}: {len(model.layers)} layers, {trainable:,} trainable parameters, "
+                      f"{model.dtype_policy.name}"] +
+                     ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows])
+
+
+def _output_shape(layer):
+    try:
+        return str(tuple(layer.output.shape))
+    except (AttributeError, ValueError):  # a layer called more than once, or never
+        return "?"

@@ -102,3 +102,11 @@ def eval_main():
 
     yield run
     script.flags_lib.FLAGS = flags.FLAGS
+
+
+def layer_table_rows(text):
+    """models.layers.layer_table's rows as {column: cell} dicts, cut where its header's columns start."""
+    _, header, *rows = text.splitlines()
+    starts = [header.index(column) for column in ("layer", "type", "output shape", "params", "dropout")]
+    return [dict(zip(("layer", "type", "shape", "params", "dropout"),
+                     (row[a:b].strip() for a, b in zip(starts, starts[1:] + [None])))) for row in rows]

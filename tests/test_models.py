@@ -4,6 +4,7 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+from conftest import layer_table_rows
 
 import models
 from models import layers as dropout_lib
@@ -351,3 +352,17 @@ def test_models_package_uses_keras_only():
     for path in root.glob("*.py"):
         text = path.read_text()
         assert "import tensorflow" not in text and "tf." not in text, path
+
+
+def test_the_layer_table_shows_each_dropout_where_the_placement_put_it():
+    text = dropout_lib.layer_table(models.build("keras_mnist_cnn", "spatial", kind="classic"))
+    assert text.splitlines()[0] == "keras_mnist_cnn: 13 layers, 1,199,882 trainable parameters, float32"
+    rows = layer_table_rows(text)
+    names = [row["layer"] for row in rows]
+    assert names.index("pool1") + 1 == names.index("pool1.post") < names.index("dense1.act") + 1 == names.index(
+        "dense1.post")
+    assert {row["layer"]: row["dropout"] for row in rows if row["dropout"]} == {
+        "pool1.post": "classic, rate 0.25, one draw per feature map",
+        "dense1.post": "classic, rate 0.5, one draw per unit"}
+    assert rows[names.index("conv2")] == {"layer": "conv2", "type": "Conv2D", "shape": "(None, 24, 24, 64)",
+                                          "params": "18,496", "dropout": ""}

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from conftest import crash_after_epoch
+from conftest import layer_table_rows
 from conftest import tiny_config
 from conftest import tiny_source
 
@@ -76,6 +77,7 @@ def test_tensorboard_has_scalars_histograms_and_hparams(finished_run):
     assert ("dense1.post/train_out_var", "scalars") in tags["dropout_stats"]
     root = {tag for tag, _ in tags["."]}
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "test_accuracy"} <= root
+    assert ("model", "text") in tags["."]  # model.txt, in the Text tab
 
 
 def test_eval_of_the_export_reproduces_the_trainer(finished_run):
@@ -468,6 +470,14 @@ def test_metrics_record_the_sites_as_built_with_rate_and_norm(tmp_path):
     assert metrics["placement_sites"] == "dense1.post:0.3"
     assert metrics["config"]["norm"] == "batch" and metrics["export_check"]["passed"]
     assert set(metrics["dropout_stats"]) == {"dense1.post", "dense1.bn"}
+    with open(tmp_path / "model.txt") as f:
+        text = f.read()
+    assert text.startswith("dense_mlp: ") and text.splitlines()[0].endswith(f", {metrics['precision']['policy']}")
+    rows = layer_table_rows(text)
+    names = [row["layer"] for row in rows]
+    assert names.index("dense1.bn") < names.index("dense1.act") < names.index("dense1.post")
+    assert [(row["layer"], row["dropout"]) for row in rows if row["dropout"]] == [
+        ("dense1.post", "inverted, rate 0.3, one draw per unit")]
     assert metrics["validation_loss"] > 0 and 0 <= metrics["validation_accuracy"] <= 1
 
 
