@@ -32,7 +32,8 @@ from this structure by `network.named_placements`, as for the zoo.
 Every weight is copied from the source model, which is never changed.
 Masks are seeded as the zoo seeds them (`network.mask_stream` of the
 layer's index in the source model), so `.mid` and `.post` of a layer with a
-ReLU share a mask and the sweep's equivalence grouping stays right.
+ReLU share a mask and the sweep's equivalence grouping stays right (placed
+together, each draws its own).
 
 Pixels reach every zoo model scaled to [0, 1] (dropzoo/preprocess.py). A
 model whose first layer is `Rescaling(scale, offset)` expects raw pixels,

@@ -5,7 +5,7 @@ its sites, own placement and the named placements derived from it) returns
 a new keras.Model: the source's layers cloned with their weights, its own
 dropout layers removed, fused activations split off (`LAYER.act`) so a
 `.mid` site exists, and the zoo's dropout layers inserted at the placement's
-sites, seeded as the zoo seeds masks (`network.mask_stream` of the layer's
+sites, seeded as the zoo seeds masks (`network.site_stream` of the layer's
 index in the source model). The source model is never changed.
 """
 import collections
@@ -97,7 +97,7 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
         site = placement.get(f"{layer.name}.{slot}")
         if site is None:
             return x
-        stream = None if seed is None else seed * 1000 + network.mask_stream(layer.index, slot)
+        stream = None if seed is None else seed * 1000 + network.site_stream(placement, layer.name, layer.index, slot)
         return dropout_lib.make_dropout(kind, site.rate, spatial=site.spatial, seed=stream,
                                         name=f"{layer.name}.{slot}")(x)
 

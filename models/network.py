@@ -86,6 +86,11 @@ def check_seed(seed):
         raise ValueError(f"seed must be an integer (or None), got {seed!r}")
 
 
+# How far a `.post` placed beside its layer's `.mid` moves its stream away from `.mid`'s (site_stream): past any
+# other offset of the network, and with seed * 1000 + offset below 2**31 for seeds up to a million.
+POST_BESIDE_MID = 2**29
+
+
 def mask_stream(layer_index, slot):
     """The seed offset of the dropout mask at `slot` of layer `layer_index`.
 
@@ -97,6 +102,14 @@ def mask_stream(layer_index, slot):
     if slot == "prenorm":
         return 200 + layer_index
     return 100 + 2 * layer_index + (0 if slot == "pre" else 1)
+
+
+def site_stream(placement, layer_name, layer_index, slot):
+    """`mask_stream` of a placed site; a `.post` placed beside its layer's `.mid` draws its own (two masks:
+    sharing one, a unit dropped at `.mid` would be the unit dropped at `.post`, its kept units scaled twice).
+    """
+    apart = slot == "post" and f"{layer_name}.mid" in placement
+    return mask_stream(layer_index, slot) + (POST_BESIDE_MID if apart else 0)
 
 
 def interchangeable_slots(kind, activation):
@@ -267,7 +280,8 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
         if site is None:
             return x
         layer = dropout_lib.make_dropout(
-            kind, site.rate, spatial=site.spatial, seed=seeded(mask_stream(layer_index, slot)),
+            kind, site.rate, spatial=site.spatial,
+            seed=seeded(site_stream(placement, spec.layers[layer_index].name, layer_index, slot)),
             name=f"{spec.layers[layer_index].name}.{slot}",
         )
         return layer(x)

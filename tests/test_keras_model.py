@@ -721,3 +721,27 @@ def test_an_input_dropout_read_by_two_branches_says_so():
     with pytest.raises(ValueError, match=r"dropout layer 'in_drop' of model '.*' drops the model's input for 2 "
                                          r"layers \('f1', 'f2'\); a site on the input is one layer's .pre"):
         models.describe_model(model)
+
+
+@pytest.mark.parametrize("source", ["zoo", "keras"])
+def test_mid_and_post_of_one_layer_draw_two_masks_not_one_twice(source):
+    """Sharing a stream, a unit dropped at `.mid` was dropped at `.post`: half kept, each scaled 4x, so the
+    layer's expected output doubled in training. Two masks keep a quarter, and the expectation."""
+    sites = "d1.mid:0.5,d1.post:0.5"
+    if source == "zoo":
+        model = models.build("dense_mlp", sites.replace("d1", "dense1"), seed=3)
+        linear, post = "dense1", "dense1.post"
+    else:
+        user = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                 keras.layers.Dense(2048, name="d1"), keras.layers.Dropout(0.5),
+                                 keras.layers.ReLU(name="r1"), keras.layers.Dropout(0.5), keras.layers.Dense(10)])
+        model = models.place_dropout(user, "canonical", seed=3)
+        assert {layer.name for layer in models.dropout_layers(model)} == {"d1.mid", "d1.post"}
+        linear, post = "d1", "d1.post"
+    x = np.random.default_rng(0).uniform(size=(96, 28, 28, 1)).astype("float32")
+    before = keras.Model(model.input, model.get_layer(linear).output)(x).numpy()
+    after = keras.Model(model.input, model.get_layer(post).output)(x, training=True).numpy()
+    positive = before > 0
+    kept = after[positive] != 0
+    assert positive.sum() > 5000 and abs(kept.mean() - 0.25) < 0.03, kept.mean()
+    np.testing.assert_allclose(after[positive][kept], 4 * before[positive][kept], rtol=1e-5)
