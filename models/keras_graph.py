@@ -71,7 +71,7 @@ RESHAPING_TYPES = (keras.layers.Flatten, keras.layers.Reshape)
 # Layers that finish a conv/dense layer's block when they alone read its output (Dense -> BN -> ReLU):
 # the block's `.post` is after them, and its `.mid` before its activation, as in the zoo's networks.
 ACTIVATION_TYPES = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
-                    keras.layers.PReLU)
+                    keras.layers.PReLU, keras.layers.Softmax)
 NORM_TYPES = (keras.layers.BatchNormalization, keras.layers.LayerNormalization, keras.layers.GroupNormalization,
               keras.layers.RMSNormalization, keras.layers.UnitNormalization)
 # mask_stream(index, slot) stays below the next seed's streams (seed * 1000) up to this index.
@@ -107,6 +107,7 @@ def trace(model, name=None):
         if not isinstance(output, keras.KerasTensor):
             raise ValueError(f"layer {layer.name!r} of model {name!r} has several outputs; "
                              "place_dropout rewrites layers with one output each")
+        _check_layer(layer, name)
         if any(c.layer is layer for c in calls):
             raise ValueError(f"layer {layer.name!r} is called more than once in model {name!r} "
                              "(a shared layer); its sites would not name one place: use separate layers")
@@ -119,6 +120,39 @@ def trace(model, name=None):
         raise ValueError(f"model {name!r} has {len(calls)} layers; place_dropout seeds masks for "
                          f"up to {MAX_LAYER_INDEX + 1}")
     return calls
+
+
+def _own_dropout_settings(config, path=""):
+    """[(setting, value)] of a layer config's own dropout (LSTM's recurrent_dropout, MultiHeadAttention's
+    dropout), nested configs (a Bidirectional's layer) included."""
+    found = []
+    for key, value in (config.items() if isinstance(config, dict) else ()):
+        if isinstance(value, dict):
+            found += _own_dropout_settings(value, f"{path}{key}.")
+        elif "dropout" in key and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            found.append((f"{path}{key}", value))
+    return found
+
+
+def _check_layer(layer, name):
+    """ValueError for a layer no placement could be faithful to: dropout of its own that no site moves or
+    removes, channels-first feature maps (the sites' spatial masks are per last axis), or an activation given as
+    a layer object (the rewrite splits a fused activation off by its name)."""
+    what = f"layer {layer.name!r} of model {name!r}"
+    if not is_dropout(layer):
+        settings = _own_dropout_settings(layer.get_config())
+        if settings:
+            given = ", ".join(dict.fromkeys(f"{key.split('.')[-1]}={value:g}" for key, value in settings))
+            raise ValueError(f"{what} drops units itself ({given}), which no placement moves or removes, so "
+                             "`none` would still drop: set it to 0 (put a Dropout layer where you want one)")
+    if getattr(layer, "data_format", None) == "channels_first":
+        raise ValueError(f"{what} is channels_first; the zoo's sites and spatial masks take [batch, H, W, C] "
+                         "feature maps: build the model channels_last (the default)")
+    if isinstance(layer, LINEAR_TYPES) and not isinstance(keras.activations.serialize(layer.activation), str):
+        raise ValueError(f"{what} has its activation as an object ({type(layer.activation).__name__}), not a "
+                         "name; the rewrite splits a fused activation off by name: put it after the layer as a "
+                         f"layer of its own (e.g. keras.layers.{type(layer.activation).__name__}()), or name a "
+                         "built-in activation")
 
 
 def functional(model):
@@ -161,7 +195,7 @@ def blocks(calls, output_index):
 
     A block goes on while the tensor so far has one reader (through dropout
     layers, which the rewrite removes) and that reader is a normalization or
-    an activation layer, with at most one activation that is not a softmax.
+    an activation layer (a hidden softmax too: the classifier's comes after it), with at most one activation.
     """
     readers = {}
     for i, c in enumerate(calls):
@@ -181,7 +215,7 @@ def blocks(calls, output_index):
         block, current, activated = [], index, fused_activation(call.layer) != "linear"
         while (after := next_reader(current)) is not None and after < output_index:
             layer = calls[after].layer
-            is_activation = isinstance(layer, ACTIVATION_TYPES) and activation_name(layer) != "softmax"
+            is_activation = isinstance(layer, ACTIVATION_TYPES)
             if not (isinstance(layer, NORM_TYPES) or (is_activation and not activated)):
                 if not activated:
                     _check_nothing_before_activation(calls, call.layer, after, next_reader, output_index)
@@ -207,7 +241,7 @@ def _check_nothing_before_activation(calls, owner, stop, next_reader, output_ind
         layer = calls[current].layer
         if isinstance(layer, ends):
             return
-        if isinstance(layer, ACTIVATION_TYPES) and activation_name(layer) != "softmax":
+        if isinstance(layer, ACTIVATION_TYPES):
             raise ValueError(f"layer {calls[stop].layer.name!r} ({type(calls[stop].layer).__name__}) sits between "
                              f"{owner.name!r} and its activation {layer.name!r}; place_dropout's sites before and "
                              f"after an activation would not be where they say: move {calls[stop].layer.name!r} "

@@ -261,6 +261,11 @@ def describe_model(model, name=None, source=None, digest=""):
     if len(input_shape) != 3 or None in input_shape:
         raise ValueError(f"{what} takes inputs of shape {input_shape}; place_dropout rewrites image "
                          "classifiers with one fixed-size [H, W, C] input")
+    output_shape = tuple(model.outputs[0].shape[1:])
+    if len(output_shape) != 1:
+        raise ValueError(f"{what} outputs {output_shape} per image; the zoo trains classifiers with one score "
+                         "per class, [batch, classes]: end it with Flatten or GlobalAveragePooling2D before its "
+                         "Dense classifier")
     calls = graph.trace(model, name)
     names = {c.layer.name for c in calls}
     odd = sorted(n for n in names if any(ch in n for ch in ":,") or n != n.strip() or not n)
@@ -348,8 +353,8 @@ def _spec_of(model, calls, input_shape, name, source, digest):
             role, slots = "head", ()
         elif isinstance(layer, graph.CONV_TYPES):
             role = "conv"
-        elif isinstance(layer, keras.layers.Dense):
-            role = "dense"
+        elif isinstance(layer, keras.layers.Dense):  # on a feature map, one per position: a 1x1 conv
+            role = "dense" if call.rank_in <= 2 else "conv"
         elif isinstance(layer, graph.POOL_TYPES):
             role = "pool"
         else:

@@ -69,6 +69,8 @@ def own_dropout(calls, spec):
     own = {}
     for c in _own(calls):
         source = producer.get(c.inputs[0])
+        if source is not None and spec.rescaling and calls.index(source) == 0:
+            source = None  # after the folded Rescaling (no site of its own): on the images, as the trainer feeds them
         if source is not None and not graph.is_dropout(source.layer):
             site, shares = _site_after(spec, calls.index(source)), consumers[c.inputs[0]]
             if site is None:

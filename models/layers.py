@@ -51,6 +51,7 @@ from keras import ops
 from models import compat
 from models import masks
 from models.sites import check_rate
+from models.sites import format_rate
 
 NOISE_DTYPE = "float32"
 # The Keras dtype policies a model may train under (the zoo's layers are tested under each).
@@ -357,7 +358,7 @@ def layer_table(model):
     for layer in model.layers:
         found = kind_of(layer)
         rows.append((layer.name, type(layer).__name__, _output_shape(layer), f"{layer.count_params():,}",
-                     "" if found is None else f"{found[0]}, rate {layer.rate:g}, "
+                     "" if found is None else f"{found[0]}, rate {format_rate(layer.rate)}, "
                                               f"one draw per {'feature map' if found[1] else 'unit'}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     trainable = sum(math.prod(v.shape) for v in model.trainable_weights)

@@ -108,8 +108,9 @@ def named_placements(spec):
     stack = stack_sites(spec, head_site)
     if spec.conv_names and stack:
         placements["conv"] = {**{s: sites_lib.Site(stack_rate) for s in stack}, **after}
-        placements["spatial"] = {**{s: sites_lib.Site(stack_rate, spatial=s in spec.spatial_sites())
-                                    for s in stack}, **after}
+        if set(stack) & set(spec.spatial_sites()):  # 1-D feature maps have no channels to drop whole
+            placements["spatial"] = {**{s: sites_lib.Site(stack_rate, spatial=s in spec.spatial_sites())
+                                        for s in stack}, **after}
     if len(spec.hidden) > 1 and not spec.norm_after_hidden:  # one BN fed by dropout in bn_before, none after
         *feeding_bn, last = spec.hidden
         last_site = {f"{last}.post": head}

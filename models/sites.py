@@ -113,9 +113,16 @@ def with_rate(placement, rate):
     return {name: dataclasses.replace(site, rate=rate) for name, site in placement.items()}
 
 
+def format_rate(rate):
+    """`rate` as text that reads back as the same float: short where 6 digits hold it (0.25), else whole
+    (Dropout(1/3)'s 0.3333333333333333, not 0.333333)."""
+    short = f"{rate:g}"
+    return short if float(short) == rate else repr(float(rate))
+
+
 def format_placement(placement):
     """The placement as the string `parse` reads back."""
     return ",".join(
-        f"{name}:{site.rate:g}" + (":spatial" if site.spatial else "")
+        f"{name}:{format_rate(site.rate)}" + (":spatial" if site.spatial else "")
         for name, site in placement.items()
     )

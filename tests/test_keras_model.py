@@ -16,6 +16,7 @@ from dropzoo import sweep
 from models import placements as placements_lib
 
 RAW = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).astype("float32")
+L = keras.layers
 
 
 def user_sequential(num_classes=10):
@@ -745,3 +746,63 @@ def test_mid_and_post_of_one_layer_draw_two_masks_not_one_twice(source):
     kept = after[positive] != 0
     assert positive.sum() > 5000 and abs(kept.mean() - 0.25) < 0.03, kept.mean()
     np.testing.assert_allclose(after[positive][kept], 4 * before[positive][kept], rtol=1e-5)
+
+
+def _attention(dropout):
+    image = keras.Input((28, 28, 1))
+    rows = keras.layers.Reshape((28, 28))(image)
+    attended = keras.layers.MultiHeadAttention(2, 8, dropout=dropout, name="mha")(rows, rows)
+    return keras.Model(image, keras.layers.Dense(10)(keras.layers.Flatten()(attended)))
+
+
+@pytest.mark.parametrize("build,message", [
+    # Accepted before: `none` still dropped inside the layer, and canonical was "identical" to it.
+    (lambda: _sequential(L.Reshape((28, 28)), L.LSTM(8, dropout=0.3, recurrent_dropout=0.2, name="rnn"), L.Dense(10)),
+     "layer 'rnn' of model 'm' drops units itself (dropout=0.3, recurrent_dropout=0.2), which no placement moves or "
+     "removes, so `none` would still drop: set it to 0"),
+    (lambda: _sequential(L.Reshape((28, 28)), L.Bidirectional(L.GRU(8, dropout=0.25), name="bi"), L.Dense(10)),
+     "layer 'bi' of model 'm' drops units itself (dropout=0.25), which"),
+    (lambda: _attention(0.3), "layer 'mha' of model 'functional"),
+    # Accepted before, with a channels-last spatial mask on channels-first maps (it zeroed columns).
+    (lambda: _sequential(L.Permute((3, 1, 2)), L.Conv2D(4, 3, data_format="channels_first", name="cf"),
+                         L.Flatten(), L.Dense(10)),
+     "layer 'cf' of model 'm' is channels_first; the zoo's sites and spatial masks take [batch, H, W, C]"),
+    # Failed later with "Could not interpret activation function identifier: {...}".
+    (lambda: _head(L.Dense(16, activation=L.LeakyReLU(negative_slope=0.2), name="fc")),
+     "layer 'fc' of model 'm' has its activation as an object (LeakyReLU), not a name; the rewrite splits"),
+    # Passed --dry_run, then failed in Keras' loss while training.
+    (lambda: _sequential(L.Conv2D(4, 3), L.MaxPooling2D(), L.Dense(10, activation="softmax")),
+     "model 'm' outputs (13, 13, 10) per image; the zoo trains classifiers with one score per class"),
+])
+def test_models_no_placement_could_be_faithful_to_are_refused_in_one_line(build, message):
+    with pytest.raises(ValueError) as info:
+        models.describe_model(build())
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+    models.describe_model(_sequential(L.Reshape((28, 28)), L.LSTM(8), L.Dense(10)))  # without its own dropout
+    models.describe_model(_attention(0.0))
+
+
+def test_the_structure_decides_each_placement_in_shapes_the_zoo_lacks():
+    # 1-D feature maps have no channels to drop whole: no `spatial` (it was `conv` under another name).
+    conv1d = _placements(_sequential(L.Reshape((28, 28)), L.Conv1D(4, 3, activation="relu", name="c"),
+                                     L.MaxPooling1D(name="p"), L.Flatten(), L.Dense(16, activation="relu", name="fc"),
+                                     L.Dense(10)))
+    assert "spatial" not in conv1d and conv1d["conv"] == "p.post:0.1,fc.post:0.5"
+    # A softmax layer inside the network is its layer's activation, as a fused one is.
+    model = _sequential(L.Flatten(), L.Dense(16, name="d"), L.Softmax(name="sm"), L.Dense(10))
+    assert _placements(model)["before_activation"] == "d.mid:0.5"
+    assert [layer.name for layer in models.place_dropout(model, "after_activation").layers][2:5] == [
+        "d", "sm", "d.post"]
+    # A Dense on a feature map works per position, as a 1x1 conv: the head is the classifier's input.
+    per_position = _placements(_sequential(L.Conv2D(4, 3, activation="relu", name="c1"),
+                                           L.Dense(8, activation="relu", name="px"), L.MaxPooling2D(name="p"),
+                                           L.GlobalAveragePooling2D(name="gap"), L.Dense(10, name="out")))
+    assert per_position["before_dense"] == "out.pre:0.5" and "after_activation" not in per_position
+    # Dropout after a folded Rescaling is on the images as the trainer feeds them: the first conv's input.
+    model = _sequential(L.Rescaling(1 / 255), L.Dropout(0.1), L.Conv2D(4, 3, activation="relu", name="c"),
+                        L.Flatten(), L.Dense(10))
+    assert models.describe_model(model).canonical == "c.pre:0.1"
+    # A rate 6 digits cannot hold is kept whole.
+    spec = models.describe_model(_head(L.Dense(16, activation="relu", name="fc"), L.Dropout(1 / 3)))
+    assert spec.canonical == "fc.post:0.3333333333333333"
+    assert models.dropout_layers(models.place_dropout(spec))[0].rate == 1 / 3
