@@ -5,7 +5,6 @@ No Keras objects are involved: what is measured is exactly what a server
 """
 import itertools
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
@@ -13,7 +12,6 @@ import tensorflow as tf
 from dropzoo import files
 from dropzoo import tflite
 from dropzoo import uncertainty
-from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
 from dropzoo.export import check_outputs
 from dropzoo.export import load_serving_fn
@@ -260,23 +258,6 @@ def _as_labels(labels, probabilities):
     return labels
 
 
-def _load_ood(ood):
-    """The out-of-distribution data's Source; its errors name eval.py's --ood_* flags that gave it."""
-    from dropzoo import sources
-
-    try:
-        return sources.load_source(**ood, need_train=False)
-    except DataError as e:  # the loaders name the flags of the data under test
-        message = str(e).replace(", --npz or --image_dir", "")  # OOD data comes by name or as IDX files only
-        message = message.replace("--npz=FILE.npz, --image_dir=DIR or --idx_dir=DIR", "--idx_dir=DIR (IDX files)")
-        message = message.replace("--idx_dir (IDX .gz), --npz (arrays) or --image_dir (a folder of images)",
-                                  "--idx_dir (IDX .gz)")
-        message = re.sub(r"for (.+?) pass --(npz|image_dir)=.*", r"\1 cannot be out-of-distribution data, which "
-                         "comes as a tfds name or IDX files (--ood_idx_dir=DIR) only", message)
-        message = re.sub(r"--(idx_dir|dataset)\b", r"--ood_\1", message)
-        raise DataError(f"out-of-distribution data: {message}") from None
-
-
 def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_seed=0, ood=None,
                         tflite_model=False, run_class_names=None):
     """Evaluates the export at `path` on a data source's test split; returns the result dict.
@@ -303,7 +284,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
                else load_serving_fn(path).structured_outputs[PROBABILITIES_KEY].shape[-1])
     source = sources.load_source(**(data or {}), need_train=False)
     folders.check_classes(source, classes, run_class_names)
-    ood_source = _load_ood(ood) if ood else None
+    ood_source = uncertainty.load_ood(ood) if ood else None
     data_sha256 = sources.fingerprint(source)
     ood_sha256 = ood_source and sources.fingerprint(ood_source)
     uncertainty.check_ood_is_other(data_sha256, ood_sha256, f"{source.name}'s")

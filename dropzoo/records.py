@@ -101,9 +101,8 @@ def evaluation_path(run, request):
 def make_request(data_sha256, *, mc_samples=0, mc_seed=0, batch_size=256, ood_sha256=None):
     """What identifies an evaluation: the test data and OOD data (by content), MC samples and seed.
 
-    The data are named by `sources.fingerprint`, not by path, so a record
-    still matches on another machine, or with the same test split read from
-    tfds instead of IDX files. MC draws depend on the batching too.
+    The data are named by `sources.fingerprint`, not by path, so a record still matches on another machine, or
+    with the same test split read from tfds instead of IDX files. MC draws depend on the batching too.
     """
     request = {"data": data_sha256, "mc_samples": int(mc_samples), "ood": ood_sha256}
     if mc_samples:  # the MC seeds of each call follow the batching
@@ -156,15 +155,14 @@ class _Data:
     def __init__(self):
         self.loaded = {}
 
-    def identity(self, what):
-        """(fingerprint or None, Source or None, the DataError if it could not be loaded) of a Source or arguments."""
-        if isinstance(what, sources.Source):
-            key = ("source", id(what))
-        else:
-            key = json.dumps(_clean(what), sort_keys=True)
+    def identity(self, what, ood=False):
+        """(fingerprint or None, Source or None, the DataError if it could not be loaded) of a Source or arguments
+        (`ood`: out-of-distribution data, whose errors name the --ood_* flags)."""
+        key = ("source", id(what)) if isinstance(what, sources.Source) else json.dumps([_clean(what), ood])
         if key not in self.loaded:
             try:
-                source = what if isinstance(what, sources.Source) else sources.load_source(**what, need_train=False)
+                source = what if isinstance(what, sources.Source) else uncertainty.load_ood(what) if ood else \
+                    sources.load_source(**what, need_train=False)
                 self.loaded[key] = (sources.fingerprint(source), source, None)
             except DataError as e:
                 self.loaded[key] = (None, None, e)
@@ -202,7 +200,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     construction to another gets that run's evaluation and `identical_to`.
     """
     data, rows, computed, scored = _Data(), [], {}, []
-    ood_id = data.identity(ood) if ood else None
+    ood_id = data.identity(ood, ood=True) if ood else None
     for run in run_dirs:
         metrics = files.read_json(os.path.join(run, "metrics.json"), FIX)
         trained = os.path.normpath(os.path.join(run, metrics["identical_to"])) if "identical_to" in metrics else run
@@ -221,9 +219,10 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
                                ood_sha256=ood_id[0] if ood_id else None)
         key = (trained, request_id(request))
         if key not in computed:
-            saved = load_evaluation(trained, request) if run_test[0] else None
+            # OOD data that cannot be loaded is not "no OOD": an evaluation without it is not the one asked for.
+            saved = load_evaluation(trained, request) if run_test[0] and not (ood_id and ood_id[2]) else None
             if saved is None and (run_test[2] or (ood_id and ood_id[2])):
-                saved = _held_instead(trained, request, data.own(metrics)[0] if given else None, notes)
+                saved = _held_instead(trained, request, data.own(metrics)[0] if given else None, notes, bool(ood))
             if saved is None:
                 saved = _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, batch_size,
                                   mc_samples, mc_seed)
@@ -298,11 +297,12 @@ def _flags_of(origin):
     return " ".join(f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in values.items())
 
 
-def _held_instead(run, request, own_sha, notes):
-    """The one saved evaluation matching `request` where its unknown data (None) may be anything; or None."""
+def _held_instead(run, request, own_sha, notes, ood_asked):
+    """The one saved evaluation matching `request` where its unknown data (None) may be any (OOD data: any)."""
     matches = [saved for saved in saved_evaluations(run) if all(
         saved["request"].get(k) == v for k, v in request.items() if v is not None or k not in ("data", "ood"))
-        and (request["data"] is not None or saved["request"]["data"] != own_sha)]
+        and (request["data"] is not None or saved["request"]["data"] != own_sha)
+        and (saved["request"]["ood"] is not None) == ood_asked]
     if len(matches) != 1:
         return None
     if notes is not None:

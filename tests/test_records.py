@@ -94,6 +94,12 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
     # Asking for MC dropout the records never computed, with no SavedModel: one clear line.
     with pytest.raises(RunError, match="has no saved evaluation for this request .* and no SavedModel"):
         compare.compare_runs(str(collected), mc_samples=3, output_dir=str(tmp_path / "o4"))
+    # OOD data that cannot be loaded is refused, naming the flag: it was taken for none, and the plain
+    # evaluations each record holds were shown without a word (no uncertainty.md).
+    for where in (study / "a", collected):
+        with pytest.raises(DataError, match=r"^out-of-distribution data: --ood_idx_dir .*nowhere is not a directory"):
+            compare.compare_runs(str(where), ood={"idx_dir": str(tmp_path / "nowhere")},
+                                 output_dir=str(tmp_path / "o4b"))
     # Out-of-distribution data that is the test data: an AUROC of 0.5 by construction, refused.
     with pytest.raises(DataError, match=r"the out-of-distribution data is .*'s own test data; give another"):
         compare.compare_runs(str(collected), data_override={"npz": str(npz)}, ood={"npz": str(npz)},

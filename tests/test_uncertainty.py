@@ -293,10 +293,9 @@ def test_an_ood_interval_past_its_range_is_marked():
 
 
 def test_an_npz_or_a_folder_given_as_ood_data_is_told_what_ood_data_can_be(tmp_path):
-    from dropzoo import evaluate
     # The loader's fix for the data under test (pass --npz=...) would have scored the OOD images as test data.
     np.savez(tmp_path / "x.npz", x=np.zeros(1))
     with pytest.raises(ValueError, match=r"^out-of-distribution data: --ood_dataset takes a dataset name, not a path: "
                                          r".*x.npz cannot be out-of-distribution data, which comes as a tfds name or "
                                          r"IDX files \(--ood_idx_dir=DIR\) only$"):
-        evaluate._load_ood({"dataset": str(tmp_path / "x.npz")})
+        uncertainty.load_ood({"dataset": str(tmp_path / "x.npz")})
