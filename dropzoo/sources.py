@@ -383,6 +383,9 @@ def subset(source, size):
                              source.train.map(lambda image, label: label).batch(8192).as_numpy_iterator()]
                             or [np.zeros(0, np.int64)])
     classes, counts = np.unique(labels, return_counts=True)
+    if size < len(classes):  # a class left out would never be learnt, yet still be tested
+        raise DataError(f"--train_size={size} is below the {len(classes)} classes of {source.name}; a stratified "
+                        f"subset keeps every class: give at least {len(classes)}")
     quota = counts * size / len(labels)
     keep = np.floor(quota).astype(int)
     for k in np.argsort(-(quota - keep), kind="stable")[:size - keep.sum()]:

@@ -504,6 +504,11 @@ def test_train_size_gives_every_seed_and_variant_the_same_stratified_examples(tm
     assert len(digests) == 1  # the same examples for every seed and variant
     with pytest.raises(DataError, match="--train_size=500 must be between 2 and the 96 training examples"):
         sources.subset(source, 500)
+    # Fewer than the classes left one out of training (it trained silently on 3 of 4).
+    with pytest.raises(DataError, match="^--train_size=3 is below the 4 classes of tiny; a stratified subset keeps "
+                                        "every class: give at least 4$"):
+        sources.subset(source, 3)
+    assert len({y for _, y in sources.subset(source, 4).train.as_numpy_iterator()}) == 4
 
 
 def test_a_resumed_runs_history_is_whole_or_says_where_it_starts():
