@@ -169,6 +169,9 @@ def train_plan(fv=FLAGS):
         raise config_lib.ConfigError("--sites is given but empty; for no dropout pass --sites=none (or "
                                      "--placement=none), else give the sites (e.g. --sites=dense1.post:0.5) or leave "
                                      "the flag out to train --placement")
+    if fv["sites"].present and fv["placement"].present:  # --sites replaced it: a sweep of it planned one run per name
+        raise config_lib.ConfigError(f"give --sites={texts['sites']} or --placement={texts['placement']}, not both: "
+                                     "--sites is the placement of every run, written out as sites")
     for name, example in (("network", "conv32k3,pool2,flatten,dense128"), ("keras_model", "my_cnn.keras")):
         if fv[name].present and not (texts[name] or "").strip():  # read as not given, the default network trains
             raise config_lib.ConfigError(f"--{name} is given but empty; give it a value (e.g. --{name}={example}), "

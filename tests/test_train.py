@@ -296,6 +296,9 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     # Empty: read as not given, it trained the canonical placement, though the API reads "" as no dropout.
     (["--sites="], "--sites is given but empty; for no dropout pass --sites=none (or --placement=none)"),
     (["--sites= "], "--sites is given but empty"),
+    # --sites replaced the placement: the sweep of it named one workdir per placement name, then refused that.
+    (["--placement=all", "--sites=dense1.pre:0.5"], "give --sites=dense1.pre:0.5 or --placement=all, not both: "
+                                                    "--sites is the placement of every run, written out as sites"),
     # Reset to the default without BN layers: ignored, and a sweep of it planned one workdir twice.
     (["--bn_momentum=0.9"], "--bn_momentum sets the momentum of the BatchNorm layers --norm=batch adds, and without "
                             "it there are none; drop --bn_momentum, or add --norm=batch"),
