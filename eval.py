@@ -33,6 +33,7 @@ from dropzoo import files  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import folders  # noqa: E402
 from dropzoo import records  # noqa: E402
+from dropzoo import sources  # noqa: E402
 
 
 def main(argv):
@@ -147,11 +148,21 @@ def _check_recorded_data_here(run, origin):
     # What testing reads: a test folder alone where one was given (the training folder may be gone); tfds data is
     # found (or downloaded) by name, whatever its --tfds_data_dir holds now.
     needed = ("npz", "idx_dir", "test_image_dir" if origin.get("test_image_dir") else "image_dir")
+    fix = "name the data to evaluate it on (--image_dir, --npz, --idx_dir or --dataset)"
     for key in needed:
         if origin.get(key) and not os.path.exists(origin[key]):
             raise errors.RunError(f"run {run} was tested on --{key}={origin[key]}, which is not here (moved or "
-                                  "deleted?); name the data to evaluate it on (--image_dir, --npz, --idx_dir or "
-                                  "--dataset)")
+                                  f"deleted?); {fix}")
+    name = origin.get("dataset")
+    if name and not any(origin.get(key) for key in sources.PATH_ARGUMENTS if key != "tfds_data_dir"):
+        try:
+            sources.describe(dataset=name)  # a name, nothing loaded
+        except errors.DataError as e:
+            if str(e).startswith("unknown dataset"):  # a source of arrays (the Python API's) records its name only
+                raise errors.RunError(f"run {run} was trained on data named {name!r}, which is no dataset eval.py "
+                                      f"can load (arrays given to the Python API are not kept with the run); {fix}"
+                                      ) from None
+            raise
 
 
 def _run_holding(path):
