@@ -107,7 +107,8 @@ EVAL_FLAGS = (
     ("baseline", "canonical", "Variant the comparison's t-tests compare against."),
     ("workdir", None, "A training workdir; evaluates <workdir>/saved_model."),
     ("batch_size", 256, "Evaluation batch size."),
-    ("output", None, "Write the JSON result here (default: <workdir>/eval.json when --workdir is given); with "
+    ("output", None, "Write the JSON result here (default with --workdir: <workdir>/eval.json for the run's own test "
+                     "data, <workdir>/eval-<data>.json for other data); with "
                      "--runs_dir, the output directory (default <runs_dir>/comparison; required with several)."),
 )
 
