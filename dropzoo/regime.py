@@ -99,8 +99,8 @@ def _control_text(control, threshold):
     return (overfit + (f" (its final validation loss is {rise:.3f}x its best epoch's{spread}; overfitting means "
                        f"≥ {threshold:g}x)" if rise else "")
             + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else "")
-            + (f", {100 * (fits - tested):.1f} points above its test accuracy ({tested:.1%})"
-               if fits is not None and tested is not None else ""))
+            + (f", {abs(100 * (fits - tested)):.1f} points {'above' if fits >= tested else 'below'} its test "
+               f"accuracy ({tested:.1%})" if fits is not None and tested is not None else ""))
 
 
 def lines(found):

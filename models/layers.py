@@ -243,6 +243,15 @@ class SpatialClassicDropout(ClassicDropout):
         super().__init__(rate, spatial=True, seed=seed, **kwargs)
 
 
+def _classic_variance(rate):  # functions, not lambdas: AutoGraph cannot tell two lambdas on one line apart
+    return rate * (1.0 - rate)
+
+
+def _unit_scale(rate):
+    del rate
+    return 1.0
+
+
 def _keep_scale(rate):
     """Inverted dropout's factor for kept units: 1 / (1 - rate)."""
     return 1.0 / (1.0 - rate)
@@ -285,7 +294,7 @@ KINDS = {
                      stock_layer=keras.layers.Dropout, stock_spatial_layer=keras.layers.SpatialDropout2D),
     # The paper's form: kept units unscaled while training, every unit x (1 - rate) at inference.
     "classic": Kind(layer=ClassicDropout, spatial_layer=SpatialClassicDropout, bernoulli=True,
-                    variance=lambda rate: rate * (1.0 - rate), train_scale=lambda rate: 1.0),
+                    variance=_classic_variance, train_scale=_unit_scale),
     # Multiplicative N(1, rate / (1 - rate)) noise: inverted dropout's variance, never exactly 0.
     "gaussian": Kind(layer=Float32GaussianDropout, spatial_layer=SpatialGaussianDropout, bernoulli=False,
                      variance=lambda rate: rate / (1.0 - rate), stock_layer=keras.layers.GaussianDropout),

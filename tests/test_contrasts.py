@@ -226,6 +226,13 @@ def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():
     [line] = regime.lines(regime.regime(one))
     assert line.endswith("overfit: cannot tell (fewer than two validation points a run); it fits 98.5% of its "
                          "training data (dropout off), 3.0 points above its test accuracy (95.5%).")
+    # Testing better than it fits its training data: below, not "-0.3 points above".
+    under = (_regime_rows("none", "relu", [0.98, 0.99], [0.1], test_gap=-0.003)
+             + _regime_rows("conv", "relu", [0.98, 0.99], [0.1]))
+    compare.label_rows(under)
+    [line] = regime.lines(regime.regime(under))
+    assert line.endswith("it fits 98.5% of its training data (dropout off), 0.3 points below its test accuracy "
+                         "(98.8%).")
 
 
 def test_a_planned_contrast_across_datasets_is_refused_in_one_line():
