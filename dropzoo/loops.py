@@ -25,6 +25,7 @@ The interface, besides `train(run) -> LoopResult`:
 """
 import contextlib
 import dataclasses
+import math
 import time
 
 import keras
@@ -89,13 +90,19 @@ class FitLoop:
         return checkpoints.restore(model, directory)
 
     def train(self, run):
+        profile = performance.parse_profile_batches(run.config.profile_batches)
+        if profile:
+            steps = (run.epochs - run.initial_epoch) * run.steps_per_epoch
+            if run.config.train_steps:
+                steps = min(steps, run.config.train_steps - run.initial_epoch * run.steps_per_epoch)
+            performance.check_profile_batches(profile, math.ceil(steps / run.steps_per_call))
         throughput = callbacks_lib.Throughput()
         callbacks = [
             run.dropout_stats,
             run.checkpoint,
             keras.callbacks.TensorBoard(
                 run.paths["tensorboard"], histogram_freq=1,
-                profile_batch=performance.parse_profile_batches(run.config.profile_batches)),
+                profile_batch=profile),
             keras.callbacks.TerminateOnNaN(),
             throughput,
         ]
