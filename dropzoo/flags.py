@@ -33,7 +33,8 @@ RUN_FLAGS = (
                        "which runs are identical by construction, finished or started), and each data's classes "
                        "and image shape, and exit without training or writing. Each network is built on its "
                        "data's image shape first: one that cannot take the images (too deep, a kernel too large, a "
-                       "Keras model built for others) fails here as its training would."),
+                       "Keras model built for others) fails here as its training would, and so do files training "
+                       "would refuse and a --train_size or --steps_per_execution they cannot take."),
     ("task_index", None, "Train only share I of the plan (0..N-1, with --num_tasks=N): for array jobs. Without it, "
                          "Slurm's SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN) or Kubernetes' "
                          "JOB_COMPLETION_INDEX is used where set. See docs/scaling.md."),

@@ -144,6 +144,13 @@ def split_cpu(num_devices):
             "distribute.strategy_for(config) before any other TensorFlow call") from None
 
 
+def check_cluster(name):
+    """DistributeError where --strategy=multi_worker is asked for without TF_CONFIG naming a cluster (what
+    `train.py --dry_run` checks too)."""
+    if name == "multi_worker" and not tf_config_cluster(os.environ.get("TF_CONFIG", "")):
+        raise DistributeError("--strategy=multi_worker needs TF_CONFIG naming the cluster and this task" + _FORM)
+
+
 def make_strategy(name="auto", cpu_devices=None, tf_config=None):
     """The strategy for `name` (see config.STRATEGIES), created once per process."""
     tf_config = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
@@ -172,9 +179,8 @@ def _create(name, num_gpus, cpu_devices):
         raise DistributeError(
             f"--cpu_devices={cpu_devices} works with --strategy=mirrored only; a multi_worker "
             "worker uses its GPUs, or one CPU device")
+    check_cluster(name)
     cluster = tf_config_cluster(os.environ.get("TF_CONFIG", ""))
-    if not cluster:
-        raise DistributeError("--strategy=multi_worker needs TF_CONFIG naming the cluster and this task" + _FORM)
     # Peers that die are detected by the coordination service's heartbeats,
     # which TF 2.21 turns on for this strategy (see the module docstring).
     others = ", ".join(address for job in cluster.values() for address in job)

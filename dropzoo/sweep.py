@@ -27,6 +27,7 @@ from dropzoo import config as config_lib
 from dropzoo import errors
 from dropzoo import files
 from dropzoo import locks
+from dropzoo import performance
 from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import trainer
@@ -209,17 +210,26 @@ def check_data_fits(runs):
 
     A network too deep or a kernel too large for the images, a Keras model
     built for other images: each network is built once per data source, on
-    that data's image shape and classes (sources.describe: test split only,
-    tfds data from its description).
+    that data's image shape and classes. Files (and mnist_sample) are loaded
+    as training loads them, so what training refuses in them or in a run's
+    --train_size or --steps_per_execution is refused here; tfds data is read
+    from its description (sources.describe), nothing downloaded.
     """
-    described, built = {}, set()
+    described, built, loaded = {}, set(), {}
     for config, _ in runs:
         data = _data_key(config)
+        strategies.check_cluster(config.strategy)
         if data not in described:
             arguments = sources.config_arguments(config)
             chosen = sources.choose({"dataset": sources.DEFAULT_DATASET, **arguments})
             flags = " ".join(f"--{key}={arguments[key]}" for key in chosen.keys if arguments.get(key) is not None)
-            described[data] = (flags, *sources.describe(**arguments))
+            if chosen.name == "dataset" and arguments.get("dataset", sources.DEFAULT_DATASET) != sources.SAMPLE_NAME:
+                described[data] = (flags, *sources.describe(**arguments))
+            else:
+                loaded[data] = sources.load_source(**arguments)
+                described[data] = (flags, loaded[data].image_shape, loaded[data].num_classes, None)
+        if data in loaded:
+            _check_schedule(config, loaded[data])
         _, shape, classes, _ = described[data]
         if (config.model, shape, classes) in built:
             continue
@@ -230,6 +240,14 @@ def check_data_fits(runs):
         finally:
             keras.backend.clear_session()
     return [note for _, _, _, note in described.values() if note], list(described.values())
+
+
+def _check_schedule(config, source):
+    """What training refuses of `config` on `source` before its first step: --train_size, --steps_per_execution."""
+    if config.train_size:
+        source = sources.subset(source, config.train_size)
+    steps_per_epoch, _ = trainer.schedule(config, trainer.data_steps_per_epoch(source, config))
+    performance.choose_steps_per_execution(config.steps_per_execution, steps_per_epoch, config.train_steps)
 
 
 def _refusal(config, workdir, resolved):

@@ -660,3 +660,23 @@ def test_a_training_folder_changed_since_its_run_is_not_scored_as_test_data(tmp_
     assert changed in capsys.readouterr().err
     comparison = compare.compare_runs(root, data_override={"image_dir": train})
     assert any(note.startswith(f"{train} changed since {workdir} trained on it") for note in comparison["notes"])
+
+
+def test_a_dry_run_reads_the_training_images_as_training_does(tmp_path):
+    """It read the test split only: a test folder copied from the training folder, or a training image that
+    cannot be read, passed it ("1 to train") and was refused when training started."""
+    train = write_folder(str(tmp_path / "train"), 24)
+    copy = str(tmp_path / "copy")
+    shutil.copytree(train, copy)
+    config = config_lib.TrainConfig(model="dense_mlp", image_dir=train, test_image_dir=copy)
+    with pytest.raises(DataError, match="every one of its 24 test images is also a training image"):
+        sweep.describe_plan([(config, str(tmp_path / "run"))])
+    test = write_folder(str(tmp_path / "test"), 8, seed=1)
+    with open(os.path.join(train, "left", "broken.png"), "wb") as f:
+        f.write(b"not a png")
+    config = config_lib.TrainConfig(model="dense_mlp", image_dir=train, test_image_dir=test)
+    with pytest.raises(DataError, match=r"broken.png cannot be read as an image"):
+        sweep.describe_plan([(config, str(tmp_path / "run"))])
+    os.remove(os.path.join(train, "left", "broken.png"))
+    assert "1 run(s), 1 to train" in sweep.describe_plan([(config, str(tmp_path / "run"))])
+    assert not (tmp_path / "run").exists()

@@ -543,3 +543,20 @@ def test_a_sweep_silences_only_tensorflows_retracing_warning_and_only_while_it_r
     caplog.clear()
     tf.get_logger().warning("5 out of the last 11 calls to <function f> triggered tf.function retracing. Tracing")
     assert len([r for r in caplog.records if r.name == "tensorflow"]) == 1  # after the sweep, as TensorFlow has it
+
+
+@pytest.mark.parametrize("args,error,message", [
+    # Each passed --dry_run ("N to train"), then failed as training started.
+    (["--train_size=100000"], "DataError", "--train_size=100000 must be between 2 and the 4,000 training examples"),
+    (["--train_size=500,100000"], "DataError", "--train_size=100000 must be between"),
+    (["--steps_per_execution=5"], "ValueError", "--steps_per_execution=5 does not divide the 29 steps per epoch"),
+    (["--strategy=multi_worker"], "DistributeError", "--strategy=multi_worker needs TF_CONFIG naming the cluster"),
+])
+def test_a_dry_run_refuses_what_training_would_refuse_at_its_start(args, error, message, tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    runs = _plan("--model=dense_mlp", "--dataset=mnist_sample", f"--workdir={tmp_path}", *args)
+    with pytest.raises(ValueError) as info:
+        sweep.describe_plan(runs)
+    assert type(info.value).__name__ == error and str(info.value).startswith(message), str(info.value)
+    assert "to train" in sweep.describe_plan(_plan("--model=dense_mlp", "--dataset=mnist_sample", "--train_size=500",
+                                                   f"--workdir={tmp_path}"))
