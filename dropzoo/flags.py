@@ -157,6 +157,11 @@ def check_one_source(fv=FLAGS):
     """ConfigError where --dataset is given beside --npz or --image_dir (even at its default, mnist: the loader
     reads the default as no --dataset, and would ignore it). --idx_dir beside it names that dataset's IDX files
     (the study configs name their dataset, and take --idx_dir=DIR offline)."""
+    empty = [name for name in DATA_FIELDS + tuple(n for n in ("ood_dataset", "ood_idx_dir") if n in fv)
+             if fv[name].present and not str(fv[name].value or "").strip()]
+    if empty:  # read as not given: an unset $VAR trained or scored other data (the default dataset) without a word
+        raise config_lib.ConfigError(f"--{empty[0]} is given but empty (an unset variable?); give it a value, or "
+                                     "leave the flag out")
     others = [name for name in sources.NOT_WITH_DATASET if fv[name].present and fv[name].value]
     if fv["dataset"].present and others:
         raise config_lib.ConfigError(f"give one data source, not --{others[0]} and --dataset={fv['dataset'].value}; "

@@ -296,6 +296,10 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     # Empty: read as not given, it trained the canonical placement, though the API reads "" as no dropout.
     (["--sites="], "--sites is given but empty; for no dropout pass --sites=none (or --placement=none)"),
     (["--sites= "], "--sites is given but empty"),
+    # Read as not given: an unset $VAR trained the default dataset (or a test folder's 20% split) without a word.
+    (["--image_dir="], "--image_dir is given but empty (an unset variable?); give it a value, or leave the flag out"),
+    (["--image_dir=/tmp", "--test_image_dir="], "--test_image_dir is given but empty"),
+    (["--npz= "], "--npz is given but empty"),
     # --sites replaced the placement: the sweep of it named one workdir per placement name, then refused that.
     (["--placement=all", "--sites=dense1.pre:0.5"], "give --sites=dense1.pre:0.5 or --placement=all, not both: "
                                                     "--sites is the placement of every run, written out as sites"),
@@ -458,6 +462,8 @@ def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, messa
     (["--runs_dir=/tmp", "--dataset=mnist", "--npz=x.npz"], "error: give one data source, not --npz and --dataset"),
     (["--workdir=/tmp", "--dataset=mnist", "--image_dir=/tmp"], "error: give one data source, not --image_dir "),
     (["--runs_dir=/tmp,", "--collect=/x"], "error: --runs_dir=/tmp, names an empty directory"),
+    (["--workdir=/tmp", "--image_dir="], "error: --image_dir is given but empty (an unset variable?)"),
+    (["--runs_dir=/tmp", "--ood_idx_dir="], "error: --ood_idx_dir is given but empty"),
     (["--saved_model=/nonexistent", "--output=/tmp"], "error: --output /tmp is a directory; give the result's file "
                                                       "name, e.g. --output=/tmp/eval.json"),
 ])
