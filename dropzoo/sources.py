@@ -19,9 +19,8 @@ loads. A new source is one entry there (and its reader in dropzoo/readers.py).
 * `--dataset=NAME`: a tensorflow-datasets image classification dataset
   (dropzoo/tfds_source.py).
 
-The tf.data pipelines that feed a model are in dropzoo/data.py. Every
-problem a user can fix is raised as `DataError`, one line naming the problem
-and the fix.
+The tf.data pipelines that feed a model are in dropzoo/data.py. Every problem a user can fix is raised as
+`DataError`, one line naming the problem and the fix.
 """
 import dataclasses
 import hashlib
@@ -123,7 +122,7 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
         test_root, (train_files, test_files) = None, _split_files(files, root)
         details["test_split"] = {"fraction": IMAGE_TEST_FRACTION, "rule": "per class, the files whose sha256 of "
                                  "their path below --image_dir sorts first", "test_files_sha256": hashlib.sha256(
-                                     "\n".join(sorted(os.path.relpath(p, root) for p, _ in test_files)).encode()
+                                     os.fsencode("\n".join(sorted(os.path.relpath(p, root) for p, _ in test_files)))
                                  ).hexdigest()}
     test = (readers.read_images([p for p, _ in test_files], size, color_mode),
             np.array([label for _, label in test_files], np.int64))
@@ -149,13 +148,14 @@ def check_test_folder_apart(image_dir, test_image_dir):
 
 
 def _split_files(files, root):
-    """(train, test) files: per class, the IMAGE_TEST_FRACTION whose path hash sorts first (seed-free, stable)."""
+    """(train, test) files: per class, the IMAGE_TEST_FRACTION whose path hash (of the name's bytes: any name, UTF-8
+    or not) sorts first (seed-free, stable)."""
     by_class = {}
     for path, label in files:
         by_class.setdefault(label, []).append(path)
     train, test = [], []
     for label, paths in sorted(by_class.items()):
-        ordered = sorted(paths, key=lambda p: hashlib.sha256(os.path.relpath(p, root).encode()).hexdigest())
+        ordered = sorted(paths, key=lambda p: hashlib.sha256(os.fsencode(os.path.relpath(p, root))).hexdigest())
         n_test = max(1, round(len(ordered) * IMAGE_TEST_FRACTION))  # every class has 2 or more (checked)
         test += [(p, label) for p in ordered[:n_test]]
         train += [(p, label) for p in ordered[n_test:]]

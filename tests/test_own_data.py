@@ -680,3 +680,13 @@ def test_a_dry_run_reads_the_training_images_as_training_does(tmp_path):
     os.remove(os.path.join(train, "left", "broken.png"))
     assert "1 run(s), 1 to train" in sweep.describe_plan([(config, str(tmp_path / "run"))])
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_whose_names_are_not_utf8_is_split_and_read(tmp_path):
+    """A class folder named in Latin-1 crashed the 20% split with a bare UnicodeEncodeError naming no file."""
+    root = write_folder(str(tmp_path / "latin1"), 12)
+    os.rename(os.path.join(root, "left"), os.path.join(root, b"\xe9t\xe9".decode("utf-8", "surrogateescape")))
+    source = sources.load_source(image_dir=root)
+    assert source.num_train + source.num_test == 12 and source.num_classes == 2
+    again = sources.load_source(image_dir=root)
+    assert source.details["test_split"] == again.details["test_split"]
