@@ -104,11 +104,11 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
         test_classes, test_files = readers.list_image_folder(test_root, "--test_image_dir")
         unknown = sorted(set(test_classes) - set(classes))
         if unknown:
-            raise DataError(f"--test_image_dir {test_root} has class folder(s) {', '.join(unknown)} that "
+            raise DataError(f"--test_image_dir {test_root} has class folder(s) {', '.join(map(repr, unknown))} that "
                             f"--image_dir {root} lacks; both take the same class subfolders")
         untested = sorted(set(classes) - {test_classes[label] for _, label in test_files})
         if untested:  # the test accuracy would cover some classes only, without a word
-            raise DataError(f"--test_image_dir {test_root} has no images of class(es) {', '.join(untested)} that "
+            raise DataError(f"--test_image_dir {test_root} has no images of class(es) {', '.join(map(repr, untested))} that "
                             f"--image_dir {root} trains on; give it the same class subfolders, each with images")
         test_files = [(path, classes.index(test_classes[label])) for path, label in test_files]
         train_files = files

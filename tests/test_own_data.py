@@ -121,10 +121,15 @@ def test_a_test_folder_without_one_of_the_classes_is_refused(png_folders):
     os.makedirs(os.path.join(train, "middle"))
     for i in range(4):
         Image.fromarray(np.full((12, 12), 60 * i, np.uint8)).save(os.path.join(train, "middle", f"{i}.png"))
-    with pytest.raises(DataError, match=r"--test_image_dir .* has no images of class\(es\) middle that "
+    with pytest.raises(DataError, match=r"--test_image_dir .* has no images of class\(es\) 'middle' that "
                                         r"--image_dir .* trains on") as info:
         sources.load_source(image_dir=train, test_image_dir=test)
     assert "\n" not in str(info.value)
+    # Quoted, so a name that differs by a trailing space shows it.
+    os.makedirs(os.path.join(test, "middle "))
+    Image.fromarray(np.zeros((12, 12), np.uint8)).save(os.path.join(test, "middle ", "0.png"))
+    with pytest.raises(DataError, match=r"has class folder\(s\) 'middle ' that --image_dir .* lacks"):
+        sources.load_source(image_dir=train, test_image_dir=test)
 
 
 def test_images_without_class_subfolders_say_how_to_arrange_them(tmp_path):
