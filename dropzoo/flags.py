@@ -176,9 +176,10 @@ def train_plan(fv=FLAGS):
         raise config_lib.ConfigError("--sites is given but empty; for no dropout pass --sites=none (or "
                                      "--placement=none), else give the sites (e.g. --sites=dense1.post:0.5) or leave "
                                      "the flag out to train --placement")
-    if fv["sites"].present and fv["placement"].present:  # --sites replaced it: a sweep of it planned one run per name
+    placements = _values("placement", texts["placement"])
+    if fv["sites"].present and (len(placements) > 1 or placements == ["all"]):  # each name planned, then one run
         raise config_lib.ConfigError(f"give --sites={texts['sites']} or --placement={texts['placement']}, not both: "
-                                     "--sites is the placement of every run, written out as sites")
+                                     "--sites overrides --placement, so every run of the sweep would train its sites")
     for name, example in (("network", "conv32k3,pool2,flatten,dense128"), ("keras_model", "my_cnn.keras")):
         if fv[name].present and not (texts[name] or "").strip():  # read as not given, the default network trains
             raise config_lib.ConfigError(f"--{name} is given but empty; give it a value (e.g. --{name}={example}), "

@@ -26,8 +26,6 @@ the `--profile_batches` value handed to keras.callbacks.TensorBoard.
 import functools
 import os
 
-from dropzoo.errors import ConfigError
-
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -314,12 +312,12 @@ def parse_profile_batches(value):
 
 
 def check_profile_batches(value, calls):
-    """ConfigError where `--profile_batches` (parsed) reaches past the `calls` training calls the run makes in
+    """ValueError where `--profile_batches` (parsed) reaches past the `calls` training calls the run makes in
     this session: Keras' profiler would wait for a call that never comes, and write nothing."""
     stop = value if isinstance(value, int) else value[-1]
     if stop > calls:
-        raise ConfigError(f"--profile_batches asks for training call {stop}, but this run makes {calls:,} "
-                          f"(calls of --steps_per_execution steps, this session); profile calls up to {calls:,}")
+        raise ValueError(f"--profile_batches asks for training call {stop}, but this run makes {calls:,} "
+                         f"(calls of --steps_per_execution steps, this session); profile calls up to {calls:,}")
 
 
 # ---------------------------------------------------------------- reporting

@@ -39,6 +39,9 @@ def read_idx(images_path, labels_path):
         raise DataError(
             f"{images_path} holds {len(images)} images but {labels_path} holds "
             f"{len(labels)} labels; use the image and label files of the same split")
+    if not len(images) or 0 in images.shape[1:]:
+        raise DataError(f"{images_path} holds {len(images)} images of {'x'.join(map(str, images.shape[1:]))} pixels; "
+                        "give IDX files that hold the split's images")
     return images[..., np.newaxis], labels.astype(np.int64)
 
 
@@ -171,9 +174,12 @@ def _checked_arrays(path, split, images, labels):
                         f"itself: convert {x}{hint}")
     if images.ndim == 3:
         images = images[..., np.newaxis]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images):
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images) or 0 in images.shape[1:3]:
         raise DataError(f"{path}: {x} has shape {images.shape}; give [N, H, W] (grayscale) or [N, H, W, C] images "
-                        "with C = 1 or 3, N > 0")
+                        "with C = 1 or 3, N > 0 and H, W > 0")
+    if images.max() == 1:  # scaled by 1/255 as raw pixels: the images would be all but black
+        logging.warning("%s: %s's pixels are 0 and 1 (binarized?); the zoo takes raw uint8 pixels (0-255) and "
+                        "scales them by 1/255, so these are near black: multiply by 255", path, x)
     if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
         raise DataError(f"{path}: {y} is {labels.dtype} {labels.shape}; give one integer class id per image "
                         f"({len(images)} of them)")

@@ -108,8 +108,8 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
                             f"--image_dir {root} lacks; both take the same class subfolders")
         untested = sorted(set(classes) - {test_classes[label] for _, label in test_files})
         if untested:  # the test accuracy would cover some classes only, without a word
-            raise DataError(f"--test_image_dir {test_root} has no images of class(es) {', '.join(map(repr, untested))} that "
-                            f"--image_dir {root} trains on; give it the same class subfolders, each with images")
+            raise DataError(f"--test_image_dir {test_root} has no images of class(es) {', '.join(map(repr, untested))} "
+                            f"that --image_dir {root} trains on; give it the same class subfolders, each with images")
         test_files = [(path, classes.index(test_classes[label])) for path, label in test_files]
         train_files = files
     else:

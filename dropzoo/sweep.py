@@ -229,7 +229,7 @@ def check_data_fits(runs):
                 loaded[data] = sources.load_source(**arguments)
                 described[data] = (flags, loaded[data].image_shape, loaded[data].num_classes, None)
         if data in loaded:
-            _check_schedule(config, loaded[data])
+            _check_schedule(config, loaded, data)
         _, shape, classes, _ = described[data]
         if (config.model, shape, classes) in built:
             continue
@@ -242,12 +242,21 @@ def check_data_fits(runs):
     return [note for _, _, _, note in described.values() if note], list(described.values())
 
 
-def _check_schedule(config, source):
-    """What training refuses of `config` on `source` before its first step: --train_size, --steps_per_execution."""
+def _check_schedule(config, loaded, data):
+    """What training refuses of `config` on its data (`loaded[data]`) before its first step: --train_size,
+    --steps_per_execution, --profile_batches. Each --train_size subset is cut once (`loaded` keeps it)."""
+    source = loaded[data]
     if config.train_size:
-        source = sources.subset(source, config.train_size)
-    steps_per_epoch, _ = trainer.schedule(config, trainer.data_steps_per_epoch(source, config))
-    performance.choose_steps_per_execution(config.steps_per_execution, steps_per_epoch, config.train_steps)
+        if (data, config.train_size) not in loaded:
+            loaded[data, config.train_size] = sources.subset(source, config.train_size)
+        source = loaded[data, config.train_size]
+    steps_per_epoch, epochs = trainer.schedule(config, trainer.data_steps_per_epoch(source, config))
+    per_call, _ = performance.choose_steps_per_execution(config.steps_per_execution, steps_per_epoch,
+                                                         config.train_steps)
+    profile = performance.parse_profile_batches(config.profile_batches)
+    if profile:
+        steps = min(epochs * steps_per_epoch, config.train_steps or epochs * steps_per_epoch)
+        performance.check_profile_batches(profile, -(-steps // per_call))
 
 
 def _refusal(config, workdir, resolved):

@@ -139,20 +139,23 @@ def _check_layer(layer, name):
     removes, channels-first feature maps (the sites' spatial masks are per last axis), or an activation given as
     a layer object (the rewrite splits a fused activation off by its name)."""
     what = f"layer {layer.name!r} of model {name!r}"
+    if isinstance(layer, keras.layers.Wrapper) and is_dropout(layer.layer):
+        raise ValueError(f"{what} wraps dropout layer {layer.layer.name!r} ({type(layer).__name__}), which no "
+                         "placement moves or removes, so `none` would still drop: use a Dropout layer itself")
     if not is_dropout(layer):
         settings = _own_dropout_settings(layer.get_config())
         if settings:
             given = ", ".join(dict.fromkeys(f"{key.split('.')[-1]}={value:g}" for key, value in settings))
             raise ValueError(f"{what} drops units itself ({given}), which no placement moves or removes, so "
                              "`none` would still drop: set it to 0 (put a Dropout layer where you want one)")
-    if getattr(layer, "data_format", None) == "channels_first":
+    if getattr(layer, "data_format", None) == "channels_first" and not isinstance(layer, keras.layers.Flatten):
         raise ValueError(f"{what} is channels_first; the zoo's sites and spatial masks take [batch, H, W, C] "
                          "feature maps: build the model channels_last (the default)")
     if isinstance(layer, LINEAR_TYPES) and not isinstance(keras.activations.serialize(layer.activation), str):
-        raise ValueError(f"{what} has its activation as an object ({type(layer.activation).__name__}), not a "
-                         "name; the rewrite splits a fused activation off by name: put it after the layer as a "
-                         f"layer of its own (e.g. keras.layers.{type(layer.activation).__name__}()), or name a "
-                         "built-in activation")
+        given = getattr(layer.activation, "__name__", None) or type(layer.activation).__name__
+        raise ValueError(f"{what} has the activation {given!r}, which is no built-in activation's name; the rewrite "
+                         "splits a fused activation off by name: give the layer no activation and put the "
+                         "activation after it as a layer of its own (with its settings), or name a built-in one")
 
 
 def functional(model):
@@ -241,7 +244,8 @@ def _check_nothing_before_activation(calls, owner, stop, next_reader, output_ind
         layer = calls[current].layer
         if isinstance(layer, ends):
             return
-        if isinstance(layer, ACTIVATION_TYPES):
+        # A softmax is not element-wise: a Flatten or Reshape before it changes it, so it is no activation to move.
+        if isinstance(layer, ACTIVATION_TYPES) and function_name(layer).lower() != "softmax":
             raise ValueError(f"layer {calls[stop].layer.name!r} ({type(calls[stop].layer).__name__}) sits between "
                              f"{owner.name!r} and its activation {layer.name!r}; place_dropout's sites before and "
                              f"after an activation would not be where they say: move {calls[stop].layer.name!r} "

@@ -769,7 +769,10 @@ def _attention(dropout):
      "layer 'cf' of model 'm' is channels_first; the zoo's sites and spatial masks take [batch, H, W, C]"),
     # Failed later with "Could not interpret activation function identifier: {...}".
     (lambda: _head(L.Dense(16, activation=L.LeakyReLU(negative_slope=0.2), name="fc")),
-     "layer 'fc' of model 'm' has its activation as an object (LeakyReLU), not a name; the rewrite splits"),
+     "layer 'fc' of model 'm' has the activation 'LeakyReLU', which is no built-in activation's name; the rewrite"),
+    # A wrapped dropout layer drops as a Dropout does, out of every placement's reach.
+    (lambda: _sequential(L.Reshape((28, 28)), L.TimeDistributed(L.Dropout(0.5), name="td"), L.Flatten(), L.Dense(10)),
+     "layer 'td' of model 'm' wraps dropout layer"),
     # Passed --dry_run, then failed in Keras' loss while training.
     (lambda: _sequential(L.Conv2D(4, 3), L.MaxPooling2D(), L.Dense(10, activation="softmax")),
      "model 'm' outputs (13, 13, 10) per image; the zoo trains classifiers with one score per class"),
@@ -780,6 +783,9 @@ def test_models_no_placement_could_be_faithful_to_are_refused_in_one_line(build,
     assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
     models.describe_model(_sequential(L.Reshape((28, 28)), L.LSTM(8), L.Dense(10)))  # without its own dropout
     models.describe_model(_attention(0.0))
+    # A Flatten's data_format orders the flattened units only; a softmax after a Flatten is no conv's activation.
+    models.describe_model(_sequential(L.Conv2D(4, 3), L.Flatten(data_format="channels_first"), L.Dense(10)))
+    models.describe_model(_sequential(L.Conv2D(4, 3), L.Flatten(), L.Softmax(), L.Dense(10)))
 
 
 def test_the_structure_decides_each_placement_in_shapes_the_zoo_lacks():

@@ -302,7 +302,8 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     (["--npz= "], "--npz is given but empty"),
     # --sites replaced the placement: the sweep of it named one workdir per placement name, then refused that.
     (["--placement=all", "--sites=dense1.pre:0.5"], "give --sites=dense1.pre:0.5 or --placement=all, not both: "
-                                                    "--sites is the placement of every run, written out as sites"),
+                                                    "--sites overrides --placement, so every run of the sweep"),
+    (["--placement=canonical,none", "--sites=dense1.pre:0.5"], "give --sites=dense1.pre:0.5 or --placement="),
     # Reset to the default without BN layers: ignored, and a sweep of it planned one workdir twice.
     (["--bn_momentum=0.9"], "--bn_momentum sets the momentum of the BatchNorm layers --norm=batch adds, and without "
                             "it there are none; drop --bn_momentum, or add --norm=batch"),
@@ -606,3 +607,11 @@ def test_a_run_whose_recorded_data_is_gone_is_named_not_a_flag_never_given(eval_
         f"error: run {run} was trained on data named 'tiny', which is no dataset eval.py can load (arrays given to "
         "the Python API are not kept with the run); name the data to evaluate it on (--image_dir, --npz, --idx_dir "
         "or --dataset)\n")
+
+
+def test_sites_override_one_placement_as_a_flagfile_sets_it():
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", "--flagfile=" + os.path.join(ROOT, "configs", "keras_mnist_cnn.cfg"), "--sites=dense1.pre:0.5"])
+    [(config, _)] = flags_lib.train_plan(fv)
+    assert config.placement == "canonical" and config.placement_spec == "dense1.pre:0.5"
