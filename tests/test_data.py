@@ -639,3 +639,21 @@ def test_eval_says_when_a_runs_own_idx_files_changed_since(idx_dir, tmp_path, ev
     assert eval_main(f"--workdir={workdir}") == 0
     assert (f"note: evaluated on idx:{directory}, whose files now hold other test data than the run was tested "
             "on (sha256 ") in capsys.readouterr().err
+
+
+def test_a_split_with_no_images_or_no_pixels_says_so(tmp_path, caplog):
+    """They failed in numpy ('zero-size array to reduction operation maximum') or as 'every test image is a
+    training image' (all empty images are one image)."""
+    _write_idx_pair(tmp_path, *readers.IDX_TEST_FILES, np.zeros((0, 28, 28)), np.zeros(0))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz holds 0 images of 28x28 pixels; give IDX"):
+        sources.load_source(idx_dir=str(tmp_path), need_train=False)
+    labels = np.arange(20) % 2
+    np.savez(tmp_path / "empty.npz", x_train=np.zeros((20, 0, 0), np.uint8), y_train=labels,
+             x_test=np.zeros((6, 0, 0), np.uint8), y_test=labels[:6])
+    with pytest.raises(DataError, match=r"x_train has shape \(20, 0, 0, 1\); .* N > 0 and H, W > 0"):
+        sources.load_source(npz=str(tmp_path / "empty.npz"))
+    # Binarized uint8 pixels are scaled by 1/255 as raw ones would be: near black, so it is said.
+    binary = (np.random.default_rng(0).random((26, 4, 4)) > 0.5).astype(np.uint8)
+    np.savez(tmp_path / "binary.npz", x_train=binary[:20], y_train=labels, x_test=binary[20:], y_test=labels[:6])
+    sources.load_source(npz=str(tmp_path / "binary.npz"))
+    assert any("x_train's pixels are 0 and 1 (binarized?)" in r.getMessage() for r in caplog.records)
