@@ -158,7 +158,8 @@ def _check_recorded_data_here(run, origin):
         try:
             sources.describe(dataset=name)  # a name, nothing loaded
         except errors.DataError as e:
-            if str(e).startswith("unknown dataset"):  # a source of arrays (the Python API's) records its name only
+            # A source of arrays (the Python API's) records its name only; train.py refuses any other such --dataset.
+            if str(e).startswith(("unknown dataset", "--dataset takes a dataset name", f"{name!r} is not a dataset")):
                 raise errors.RunError(f"run {run} was trained on data named {name!r}, which is no dataset eval.py "
                                       f"can load (arrays given to the Python API are not kept with the run); {fix}"
                                       ) from None

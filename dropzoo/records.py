@@ -40,8 +40,8 @@ def find_runs(runs_dirs):
     found = []
     for runs_dir in runs_dirs:
         if not os.path.isdir(runs_dir):
-            raise ValueError(f"--runs_dir {runs_dir} is not a directory; point it at a sweep's --workdir "
-                             "(or at a directory of collected records)")
+            raise ValueError(f"--runs_dir {runs_dir} is not a directory; point it at a sweep's --workdir (or at a "
+                             "directory of collected records)")
         for root, dirs, names in os.walk(runs_dir):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("comparison", EVALUATIONS))
             if "metrics.json" in names:
@@ -49,8 +49,7 @@ def find_runs(runs_dirs):
                 dirs[:] = []  # a run's own subdirectories hold no runs
     if not found and unfinished_runs(runs_dirs):
         raise ValueError(f"no finished runs below {', '.join(runs_dirs)} yet: {unfinished_note(runs_dirs)}")
-    if not found:
-        # Into the directory given only where it holds nothing else (not a folder of images given by mistake).
+    if not found:  # into the directory given only where it holds nothing else (not a folder of images by mistake)
         workdir = runs_dirs[0] if not any(files_ for _, _, files_ in os.walk(runs_dirs[0])) else "runs/study"
         raise ValueError(f"no finished runs (metrics.json) below {', '.join(runs_dirs)}; --runs_dir takes the "
                          "--workdir of train.py runs: train some first, e.g. python train.py --placement=all "
@@ -61,8 +60,8 @@ def find_runs(runs_dirs):
 def check_runs_dirs(runs_dirs):
     """ValueError where the list names an empty directory: a stray comma, which would mean the cwd."""
     if not all(runs_dirs):
-        raise ValueError(f"--runs_dir={','.join(runs_dirs)} names an empty directory (a stray comma?); give each "
-                         "directory once, separated by commas")
+        raise ValueError(f"--runs_dir={','.join(runs_dirs)} names an empty directory (a stray comma?); give each one "
+                         "once, separated by commas")
 
 
 def unfinished_runs(runs_dirs):
@@ -81,8 +80,7 @@ def unfinished_runs(runs_dirs):
 
 def unfinished_note(runs_dirs):
     """A note naming the runs below `runs_dirs` left out as unfinished, or None."""
-    left = unfinished_runs(runs_dirs)
-    if not left:
+    if not (left := unfinished_runs(runs_dirs)):
         return None
     return (f"{len(left)} unfinished run(s) left out (no metrics.json yet): {', '.join(left[:3])}"
             f"{', ...' if len(left) > 3 else ''}; rerun their train.py command to finish them")
@@ -120,7 +118,7 @@ def same_data(origin, other):
     return _clean(origin) == _clean(other)
 
 
-def _clean(origin):
+def _clean(origin):  # sorted: a cache key
     return None if not origin else {k: v for k, v in sorted(origin.items()) if v is not None}
 
 
@@ -306,8 +304,10 @@ def _held_instead(run, request, own_sha, notes, ood_asked):
     if len(matches) != 1:
         return None
     if notes is not None:
+        held = matches[0]["request"]
         note = (f"the data asked for cannot be loaded here, so the records' own evaluations were read: "
-                f"{matches[0]['data_source']} (sha256 {str(matches[0]['request']['data'])[:12]}...)")
+                f"{matches[0]['data_source']} (sha256 {str(held['data'])[:12]}...)" + (f", with the out-of-distribution"
+                f" data they hold (sha256 {str(held['ood'])[:12]}...), not the OOD data named" if ood_asked else ""))
         if note not in notes:
             notes.append(note)
     return matches[0]

@@ -119,6 +119,11 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
     assert rows and all(np.isfinite(e["ood_auroc_entropy"]["mean"]) for e in rows)
     with open(tmp_path / "o7" / "runs.json") as f:
         assert {r["ood_in_test_left_out"] for r in json.load(f)} == {1}
+    # OOD data not here, where each record holds one evaluation with OOD data: read, and the note says whose.
+    held = compare.compare_runs(str(study / "a"), data_override={"npz": str(npz)},
+                                ood={"idx_dir": str(tmp_path / "nowhere")}, output_dir=str(tmp_path / "o8"))
+    assert any("with the out-of-distribution data they hold" in n and n.endswith("not the OOD data named")
+               for n in held["notes"]), held["notes"]
 
 
 def _arrays(seed=0):

@@ -607,6 +607,9 @@ def test_a_run_whose_recorded_data_is_gone_is_named_not_a_flag_never_given(eval_
         f"error: run {run} was trained on data named 'tiny', which is no dataset eval.py can load (arrays given to "
         "the Python API are not kept with the run); name the data to evaluate it on (--image_dir, --npz, --idx_dir "
         "or --dataset)\n")
+    (run / "metrics.json").write_text(json.dumps({"data": {"source": "my/arrays", "origin": {"dataset": "my/arrays"}}}))
+    assert eval_main(f"--workdir={run}") == 2
+    assert capsys.readouterr().err.startswith(f"error: run {run} was trained on data named 'my/arrays', which is no")
 
 
 def test_sites_override_one_placement_as_a_flagfile_sets_it():
