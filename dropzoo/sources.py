@@ -364,18 +364,16 @@ _SUBSET_SEED = 20261202
 def subset(source, size):
     """`source` with its train split cut to `size` examples, stratified by class, the same for every run.
 
-    Each class keeps its share of the split (largest remainders get the
-    examples left over by rounding); within a class the examples kept are a
-    fixed random choice (seeded by a constant, not by the run's seed), and
-    they stay in the split's own order, so the validation hold-out
-    (make_pipelines' first examples) comes out of these `size`.
+    Each class keeps its share of the split, and at least one example (largest remainders get those left over
+    by rounding); within a class the examples kept are a fixed random choice (seeded by a constant, not by the
+    run's seed), in the split's own order, so the validation hold-out (make_pipelines' first examples) comes out
+    of these `size`.
     """
     if size is None:
         return source
     if source.train is None:
         raise DataError(f"source {source.name} was loaded without its train split; it cannot be subset")
-    size = int(size)
-    if not 2 <= size <= source.num_train:
+    if not 2 <= (size := int(size)) <= source.num_train:
         raise DataError(f"--train_size={size} must be between 2 and the {source.num_train:,} training examples "
                         f"of {source.name}")
     # In batches: one Python step per label made this 50 s for Fashion-MNIST's 60k on one thread.
@@ -387,7 +385,9 @@ def subset(source, size):
         raise DataError(f"--train_size={size} is below the {len(classes)} classes of {source.name}; a stratified "
                         f"subset keeps every class: give at least {len(classes)}")
     quota = counts * size / len(labels)
-    keep = np.floor(quota).astype(int)
+    keep = np.maximum(np.floor(quota).astype(int), 1)  # every class, however rare
+    for k in np.argsort(-keep, kind="stable")[:max(0, keep.sum() - size)]:
+        keep[k] -= 1
     for k in np.argsort(-(quota - keep), kind="stable")[:size - keep.sum()]:
         keep[k] += 1
     rng = np.random.default_rng(_SUBSET_SEED)

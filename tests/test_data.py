@@ -657,3 +657,13 @@ def test_a_split_with_no_images_or_no_pixels_says_so(tmp_path, caplog):
     np.savez(tmp_path / "binary.npz", x_train=binary[:20], y_train=labels, x_test=binary[20:], y_test=labels[:6])
     sources.load_source(npz=str(tmp_path / "binary.npz"))
     assert any("x_train's pixels are 0 and 1 (binarized?)" in r.getMessage() for r in caplog.records)
+
+
+def test_a_subset_keeps_every_class_however_rare():
+    """Shares rounded down left a class of 2 in 102 out of a subset of 10 (it trained on two classes of three)."""
+    images = np.random.default_rng(0).integers(0, 255, (112, 4, 4, 1), dtype=np.uint8)
+    labels = np.array([0] * 50 + [1] * 50 + [2] * 2)
+    source = sources.array_source("t", (images[:102], labels), (images[102:], np.arange(10) % 3))
+    for size, expected in ((3, [1, 1, 1]), (10, [5, 4, 1]), (101, [50, 49, 2])):
+        kept = [int(label) for _, label in sources.subset(source, size).train.as_numpy_iterator()]
+        assert np.bincount(kept, minlength=3).tolist() == expected
