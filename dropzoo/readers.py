@@ -150,6 +150,11 @@ def check_class_ids(where, train_labels, test_labels, names=("y_train", "y_test"
     if len(present) < 2:
         raise DataError(f"{where}: {train_name} holds one class ({int(present[0])}); a classifier needs examples "
                         "of at least 2")
+    untested = sorted(set(present) - set(np.unique(test_labels)))
+    if untested:  # as a test folder without one of the classes: the accuracy would cover some classes only
+        shown = ", ".join(str(int(k)) for k in untested[:5]) + (", ..." if len(untested) > 5 else "")
+        raise DataError(f"{where}: {test_name} has no example of class(es) {shown} that {train_name} trains on, so "
+                        "the test accuracy would cover some classes only; give a test split with every class")
     missing = np.flatnonzero(counts == 0)
     if len(missing):
         shown = ", ".join(str(int(k)) for k in missing[:5]) + (", ..." if len(missing) > 5 else "")

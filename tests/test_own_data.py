@@ -695,3 +695,12 @@ def test_a_folder_whose_names_are_not_utf8_is_split_and_read(tmp_path):
     assert source.num_train + source.num_test == 12 and source.num_classes == 2
     again = sources.load_source(image_dir=root)
     assert source.details["test_split"] == again.details["test_split"]
+
+
+def test_an_npz_test_split_without_one_of_the_classes_is_refused(tmp_path):
+    """As a test folder without one of the classes: the accuracy would cover the others only, and say nothing."""
+    images = np.random.default_rng(0).integers(0, 255, (30, 4, 4), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=images[:20], y_train=np.arange(20) % 3, x_test=images[20:],
+             y_test=np.zeros(10, int))
+    with pytest.raises(DataError, match=r"d.npz: y_test has no example of class\(es\) 1, 2 that y_train trains on"):
+        sources.load_source(npz=str(tmp_path / "d.npz"))
