@@ -17,6 +17,8 @@ run or a comparison) asks here:
 """
 import os
 
+from absl import logging
+
 from dropzoo import readers
 from dropzoo import sources
 from dropzoo.errors import DataError
@@ -133,6 +135,13 @@ def check_classes(source, model_classes, run_class_names=None):
     model has classes.
     """
     names = source.details.get("class_names")
+    numbers = run_class_names and all(n.isdigit() for n in run_class_names) and not _numbered(run_class_names)
+    if not names and numbers:  # labels as class ids, and the run's class 2 is folder '10'
+        shown = next(k for k, n in enumerate(run_class_names) if int(n) != k)
+        logging.warning("%s: its labels are read as the run's class ids, and the run's class folders are numbers "
+                        "ordered as text (%s, ...): label %d scores as folder '%s'; relabel if your labels are the "
+                        "folder numbers", source.name, ", ".join(run_class_names[:shown + 2]), shown,
+                        run_class_names[shown])
     if not names:
         return
     if run_class_names and list(names) != list(run_class_names):

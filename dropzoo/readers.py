@@ -222,6 +222,11 @@ def list_image_folder(directory, what="--image_dir"):
         raise DataError(f"{what} {directory} has {len(classes)} class subfolder(s); a classifier needs at least 2, "
                         "one subfolder of images per class")
     # Files beside the class folders (a stray image, notes.txt): not read, and said.
+    if what == "--image_dir" and all(c.isdigit() for c in classes) and classes != sorted(classes, key=int):
+        moved = next(i for i, c in enumerate(classes) if c != sorted(classes, key=int)[i])
+        logging.warning("%s %s: its class folders are numbers, ordered as text, as Keras orders them (%s, ...): class "
+                        "id %d is folder '%s', not %d; labels meant as the numbers would not match (pad them: 01, 02, "
+                        "..., 10)", what, directory, ", ".join(classes[:moved + 2]), moved, classes[moved], moved)
     files, skipped = [], sorted(set(entries) - set(classes))
     for index, name in enumerate(classes):
         folder = os.path.join(directory, name)

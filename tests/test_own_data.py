@@ -704,3 +704,21 @@ def test_an_npz_test_split_without_one_of_the_classes_is_refused(tmp_path):
              y_test=np.zeros(10, int))
     with pytest.raises(DataError, match=r"d.npz: y_test has no example of class\(es\) 1, 2 that y_train trains on"):
         sources.load_source(npz=str(tmp_path / "d.npz"))
+
+
+def test_class_folders_named_by_numbers_in_text_order_are_said(tmp_path, caplog):
+    """Folders 0..10 are classes 0, 1, 10, 2, ... (Keras' order): npz labels 0..10 meant as the folder numbers
+    then scored 27% where the folder scored 82%, without a word."""
+    for name in map(str, range(11)):
+        os.makedirs(tmp_path / "n" / name)
+        for i in range(2):
+            Image.fromarray(np.full((4, 4), 20 * int(name) + i, np.uint8)).save(tmp_path / "n" / name / f"{i}.png")
+    source = sources.load_source(image_dir=str(tmp_path / "n"))
+    assert source.details["class_names"][:3] == ["0", "1", "10"]
+    said = [r.getMessage() for r in caplog.records]
+    assert any("its class folders are numbers, ordered as text, as Keras orders them (0, 1, 10, 2, ...): class id 2 "
+               "is folder '10', not 2" in m for m in said), said
+    arrays = sources.array_source("npz:x", None, (np.zeros((2, 4, 4, 1), np.uint8), np.array([0, 1])))
+    folders.check_classes(arrays, 11, source.details["class_names"])
+    assert any("npz:x: its labels are read as the run's class ids" in r.getMessage() and
+               "label 2 scores as folder '10'" in r.getMessage() for r in caplog.records)
