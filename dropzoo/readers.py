@@ -258,6 +258,7 @@ def read_images(paths, size=None, color_mode="grayscale"):
     without, every image must already have one size.
     """
     from PIL import Image  # imported here: only image folders need it
+    from PIL import ImageOps
 
     if color_mode not in COLOR_MODES:
         raise DataError(f"unknown color mode {color_mode!r}; valid: {', '.join(COLOR_MODES)}")
@@ -272,10 +273,13 @@ def read_images(paths, size=None, color_mode="grayscale"):
                 if image.mode in WIDE_MODES:  # Pillow's convert clips them to 255: nearly white images
                     raise DataError(f"{path} has {image.mode} pixels ({WIDE_MODES[image.mode]}); images are read as "
                                     "8-bit: save it as an 8-bit PNG (e.g. scaled by 255 / its maximum)")
-                if color_mode == "grayscale" and colour is None and image.mode in ("RGB", "RGBA"):
-                    rgb = np.asarray(image.convert("RGB"))
+                if color_mode == "grayscale" and colour is None and image.mode not in ("1", "L", "LA"):
+                    rgb = np.asarray(image.convert("RGB"))  # RGB, a palette, CMYK, ...
                     colour = path if (rgb.max(axis=-1) != rgb.min(axis=-1)).any() else None
-                pixels = image.convert(COLOR_MODES[color_mode])
+                # Upright, as viewers show it: a camera's EXIF orientation (a portrait photo stored sideways).
+                upright = ImageOps.exif_transpose(image)
+                width, height = upright.size
+                pixels = upright.convert(COLOR_MODES[color_mode])
                 if size is not None and (width, height) != (size[1], size[0]):
                     pixels = pixels.resize((size[1], size[0]), Image.BILINEAR)
                 array = np.asarray(pixels, np.uint8)

@@ -722,3 +722,21 @@ def test_class_folders_named_by_numbers_in_text_order_are_said(tmp_path, caplog)
     folders.check_classes(arrays, 11, source.details["class_names"])
     assert any("npz:x: its labels are read as the run's class ids" in r.getMessage() and
                "label 2 scores as folder '10'" in r.getMessage() for r in caplog.records)
+
+
+def test_images_are_read_upright_and_palette_colours_are_said(tmp_path, caplog):
+    """A camera's EXIF orientation was ignored (a portrait photo trained sideways), and a colour palette PNG was
+    read as grayscale without the warning an RGB one gets."""
+    pixels = np.zeros((8, 12, 3), np.uint8)
+    pixels[:, :6] = 255
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # stored rotated: shown turned by 90 degrees
+    image.save(tmp_path / "turned.jpg", exif=exif)
+    [upright] = readers.read_images([str(tmp_path / "turned.jpg")], color_mode="rgb")
+    assert upright.shape == (12, 8, 3)
+    palette = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), mode="P")
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.save(tmp_path / "palette.png")
+    readers.read_images([str(tmp_path / "palette.png")])
+    assert any("palette.png has colours, and images are read as grayscale" in r.getMessage() for r in caplog.records)
