@@ -90,10 +90,11 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_CLASS_ID = 999_999
 
 
-def read_npz(path):
+def read_npz(path, need_train=True):
     """x_train, y_train, x_test, y_test of an `.npz` (uint8 [N, H, W] or [N, H, W, C] images, integer labels).
 
-    Read with allow_pickle=False: an object array is refused, never unpickled.
+    Read with allow_pickle=False: an object array is refused, never unpickled. `need_train`: it is trained on
+    (not only tested), so its test split must hold every class it trains on.
     """
     save = f"np.savez(path, {', '.join(f'{k}={k}' for k in NPZ_KEYS)})"
     if os.path.isdir(path):
@@ -127,7 +128,7 @@ def read_npz(path):
     if train[0].shape[1:] != test[0].shape[1:]:
         raise DataError(f"{path}: x_train images are {train[0].shape[1:]} but x_test images are "
                         f"{test[0].shape[1:]}; give both splits the same image shape")
-    check_class_ids(path, train[1], test[1])
+    check_class_ids(path, train[1], test[1], every_class_tested=need_train)
     return (*train, *test)
 
 
@@ -136,10 +137,11 @@ def _is_npy(path):
         return f.read(6) == b"\x93NUMPY"
 
 
-def check_class_ids(where, train_labels, test_labels, names=("y_train", "y_test")):
+def check_class_ids(where, train_labels, test_labels, names=("y_train", "y_test"), every_class_tested=True):
     """DataError where the labels are not class ids 0..K-1 of K >= 2 classes shared by both splits (a test
-    label past the training's, one class); a warning where a class id below the largest has no training
-    example (labels 1..K?): its output is trained only to stay off."""
+    label past the training's, one class; with `every_class_tested`, a class trained on but never tested); a
+    warning where a class id below the largest has no training example (labels 1..K?): its output is trained
+    only to stay off."""
     train_name, test_name = names
     counts = np.bincount(train_labels)
     num_classes = len(counts)
@@ -150,7 +152,7 @@ def check_class_ids(where, train_labels, test_labels, names=("y_train", "y_test"
     if len(present) < 2:
         raise DataError(f"{where}: {train_name} holds one class ({int(present[0])}); a classifier needs examples "
                         "of at least 2")
-    untested = sorted(set(present) - set(np.unique(test_labels)))
+    untested = sorted(set(present) - set(np.unique(test_labels))) if every_class_tested else []
     if untested:  # as a test folder without one of the classes: the accuracy would cover some classes only
         shown = ", ".join(str(int(k)) for k in untested[:5]) + (", ..." if len(untested) > 5 else "")
         raise DataError(f"{where}: {test_name} has no example of class(es) {shown} that {train_name} trains on, so "

@@ -85,7 +85,7 @@ class SourceType:
 
 def _load_npz(need_train, npz):
     path = os.path.abspath(npz)
-    x_train, y_train, x_test, y_test = readers.read_npz(path)
+    x_train, y_train, x_test, y_test = readers.read_npz(path, need_train)
     return array_source(f"npz:{path}", _fixed_shuffle(x_train, y_train) if need_train else None,
                         (x_test, y_test), origin={"npz": path})
 

@@ -704,6 +704,8 @@ def test_an_npz_test_split_without_one_of_the_classes_is_refused(tmp_path):
              y_test=np.zeros(10, int))
     with pytest.raises(DataError, match=r"d.npz: y_test has no example of class\(es\) 1, 2 that y_train trains on"):
         sources.load_source(npz=str(tmp_path / "d.npz"))
+    # Only tested (eval.py, OOD data): what it holds is what is asked to be scored.
+    assert sources.load_source(npz=str(tmp_path / "d.npz"), need_train=False).num_test == 10
 
 
 def test_class_folders_named_by_numbers_in_text_order_are_said(tmp_path, caplog):
