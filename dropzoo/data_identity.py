@@ -5,7 +5,7 @@
 
 - `content_id`: what a run trains on (its train split and subset), so a run
   resumed on other data is refused (callbacks.py).
-- `check_held_out`: test images that are training images, byte for byte.
+- `check_held_out`: test images that are training images, byte for byte (and training images under two labels).
 - `ood_apart`: out-of-distribution data without the test images it holds.
 """
 import hashlib
@@ -24,11 +24,23 @@ def arrays_sha256(arrays):
     return digest.hexdigest()
 
 
-def check_held_out(name, x_train, x_test, details):
+def check_held_out(name, train, x_test, details):
     """DataError where every test image is a training image (byte for byte); a warning, recorded in
     `details["test_in_train"]`, where some are: a copy of the training folder given as the test folder, or one
-    image under two names landing in both splits, scores what the model has seen as if it had not."""
-    seen = {_digest(image) for image in x_train}
+    image under two names landing in both splits, scores what the model has seen as if it had not. A warning,
+    recorded in `details["images_under_two_labels"]`, where one training image has two labels (a class folder
+    linked to another, a copy filed under two classes): it is trained toward both."""
+    x_train, y_train = train
+    labels = {}
+    for image, label in zip(x_train, y_train):
+        labels.setdefault(_digest(image), set()).add(int(label))
+    twice = sum(len(found) > 1 for found in labels.values())
+    if twice:
+        details["images_under_two_labels"] = twice
+        logging.warning("%s: %d of its training images %s under two or more labels (byte for byte: a class folder "
+                        "linked to another, or one image filed under two classes); each is trained toward every label "
+                        "it has", name, twice, "is" if twice == 1 else "are")
+    seen = set(labels)
     shared = sum(_digest(image) in seen for image in x_test)
     if shared and shared == len(x_test):
         raise DataError(f"{name}: every one of its {shared:,} test images is also a training image (byte for byte), "

@@ -335,7 +335,7 @@ def array_source(name, train, test, fallback_reason="", origin=None, details=Non
     labels = [y_test] if train is None else [train[1], y_test]
     details = dict(details or {})
     if train is not None:
-        data_identity.check_held_out(name, train[0], x_test, details)
+        data_identity.check_held_out(name, train, x_test, details)
     return Source(
         name=name,
         train=None if train is None else _dataset_from_arrays(*train),

@@ -742,3 +742,14 @@ def test_images_are_read_upright_and_palette_colours_are_said(tmp_path, caplog):
     palette.save(tmp_path / "palette.png")
     readers.read_images([str(tmp_path / "palette.png")])
     assert any("palette.png has colours, and images are read as grayscale" in r.getMessage() for r in caplog.records)
+
+
+def test_a_class_folder_linked_to_another_is_said_to_train_its_images_under_two_labels(tmp_path, caplog):
+    """A symlinked alias class trained the same images under two labels, with only the test-duplicates warning."""
+    root = write_folder(str(tmp_path / "alias"), 24)
+    os.symlink(os.path.join(root, "left"), os.path.join(root, "leftalias"))
+    source = sources.load_source(image_dir=root)
+    assert source.num_classes == 3 and source.details["images_under_two_labels"] > 0
+    assert any("of its training images are under two or more labels" in r.getMessage() or
+               "of its training images is under two or more labels" in r.getMessage() for r in caplog.records)
+    assert "images_under_two_labels" not in sources.load_source(image_dir=write_folder(str(tmp_path / "b"), 24)).details
