@@ -66,6 +66,11 @@ def _digest(image):
     return hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest()
 
 
+def digests(images):
+    """The set of per-image digests of an iterable of images (byte for byte: equal digests, equal images)."""
+    return {_digest(image) for image in images}
+
+
 # Which out-of-distribution images are not test images, by the pair's fingerprints: a comparison asks once.
 _OOD_KEPT = {}
 

@@ -15,10 +15,12 @@ run or a comparison) asks here:
 - `check_classes`: a folder whose class subfolders are not the model's
   classes is refused.
 """
+import json
 import os
 
 from absl import logging
 
+from dropzoo import data_identity
 from dropzoo import readers
 from dropzoo import sources
 from dropzoo.errors import DataError
@@ -64,7 +66,8 @@ def notes(given, scored):
         found.append(f"scored the test split of {given['image_dir']} ({counts} images: "
                      f"{sources.IMAGE_TEST_FRACTION:.0%} of each class){fix}")
     folder = given.get("test_image_dir") or given.get("image_dir")
-    trained = [run for origin, _, run, _ in scored if scores_training_images(origin, given)]
+    trained = [run for origin, _, run, _ in scored
+               if scores_training_images(origin, given) or holds_training_images(origin, given)]
     if trained:
         found.append(f"{folder} holds images {_runs(trained)} trained on, so its scores there include training "
                      "images, not test scores")
@@ -91,6 +94,26 @@ def scores_training_images(origin, given):
     if not _same_path(trained, given.get("test_image_dir") or given.get("image_dir")):
         return False
     return bool(given.get("test_image_dir") or origin.get("test_image_dir"))
+
+
+# Whether a folder scored holds a run's training images, by (its origin, the folder's arguments).
+_HOLDS = {}
+
+
+def holds_training_images(origin, given):
+    """Whether the images `given` (an image folder) scores hold, byte for byte, an image a run of `origin` (an
+    image folder still here) trained on: a copy of its training folder is no test folder. Read once a pair."""
+    if not (given.get("image_dir") and origin.get("image_dir") and os.path.isdir(origin["image_dir"])):
+        return False
+    key = json.dumps([origin, given], sort_keys=True)
+    if key not in _HOLDS:
+        try:
+            trained = data_identity.digests(x for x, _ in sources.load_source(**origin).train.as_numpy_iterator())
+            scored = sources.load_source(**given, need_train=False).test.as_numpy_iterator()
+            _HOLDS[key] = any(digest in trained for digest in data_identity.digests(x for x, _ in scored))
+        except DataError:  # the run's folder changed, or the one given cannot be read: said elsewhere
+            _HOLDS[key] = False
+    return _HOLDS[key]
 
 
 def split_changed(origin, recorded, given, now):

@@ -753,3 +753,17 @@ def test_a_class_folder_linked_to_another_is_said_to_train_its_images_under_two_
     assert any("of its training images are under two or more labels" in r.getMessage() or
                "of its training images is under two or more labels" in r.getMessage() for r in caplog.records)
     assert "images_under_two_labels" not in sources.load_source(image_dir=write_folder(str(tmp_path / "b"), 24)).details
+
+
+def test_a_copy_of_a_runs_training_folder_is_said_to_hold_its_training_images(tmp_path):
+    """Compared by path only, a byte copy of the training folder was scored as test data without a note."""
+    train = write_folder(str(tmp_path / "train"), 24)
+    copy = str(tmp_path / "copy")
+    shutil.copytree(train, copy)
+    origin = {"image_dir": train, "test_image_dir": None, "image_size": None, "color_mode": "grayscale"}
+    given = {"image_dir": copy, "test_image_dir": copy, "color_mode": "grayscale"}
+    [note] = folders.notes(given, [(origin, 24, "runs/r", False)])
+    assert note == (f"{copy} holds images runs/r trained on, so its scores there include training images, not test "
+                    "scores")
+    other = write_folder(str(tmp_path / "other"), 12, seed=7)
+    assert folders.notes({"image_dir": other, "test_image_dir": other}, [(origin, 12, "runs/r", False)]) == []
