@@ -158,12 +158,14 @@ def check_classes(source, model_classes, run_class_names=None):
     model has classes.
     """
     names = source.details.get("class_names")
-    numbers = run_class_names and all(n.isdigit() for n in run_class_names) and not _numbered(run_class_names)
-    if not names and numbers:  # labels as class ids, and the run's class 2 is folder '10'
-        shown = next(k for k, n in enumerate(run_class_names) if int(n) != k)
+    # Labels are class ids: where the run's class folders are numbers other than 0..K-1 in order, class k is not
+    # folder k (text order 0, 1, 10, 2, ..., or 1..K).
+    shown = next((k for k, n in enumerate(run_class_names or ()) if int(n) != k), None) \
+        if run_class_names and all(n.isdigit() for n in run_class_names) else None
+    if not names and shown is not None:
         logging.warning("%s: its labels are read as the run's class ids, and the run's class folders are numbers "
-                        "ordered as text (%s, ...): label %d scores as folder '%s'; relabel if your labels are the "
-                        "folder numbers", source.name, ", ".join(run_class_names[:shown + 2]), shown,
+                        "other than 0..K-1 in order (%s, ...): label %d scores as folder '%s'; relabel if your labels "
+                        "are the folder numbers", source.name, ", ".join(run_class_names[:shown + 2]), shown,
                         run_class_names[shown])
     if not names:
         return

@@ -25,7 +25,6 @@ The interface, besides `train(run) -> LoopResult`:
 """
 import contextlib
 import dataclasses
-import math
 import time
 
 import keras
@@ -92,10 +91,9 @@ class FitLoop:
     def train(self, run):
         profile = performance.parse_profile_batches(run.config.profile_batches)
         if profile:
-            steps = (run.epochs - run.initial_epoch) * run.steps_per_epoch
-            if run.config.train_steps:
-                steps = min(steps, run.config.train_steps - run.initial_epoch * run.steps_per_epoch)
-            performance.check_profile_batches(profile, math.ceil(steps / run.steps_per_call))
+            performance.check_profile_batches(profile, epochs=run.epochs, steps_per_epoch=run.steps_per_epoch,
+                                              steps_per_call=run.steps_per_call, train_steps=run.config.train_steps,
+                                              initial_epoch=run.initial_epoch)
         throughput = callbacks_lib.Throughput()
         callbacks = [
             run.dropout_stats,

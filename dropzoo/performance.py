@@ -311,9 +311,14 @@ def parse_profile_batches(value):
     return numbers[0] if len(numbers) == 1 else numbers
 
 
-def check_profile_batches(value, calls):
-    """ValueError where `--profile_batches` (parsed) reaches past the `calls` training calls the run makes in
-    this session: Keras' profiler would wait for a call that never comes, and write nothing."""
+def check_profile_batches(value, *, epochs, steps_per_epoch, steps_per_call, train_steps=0, initial_epoch=0):
+    """ValueError where `--profile_batches` (parsed) reaches past the training calls the run makes in this
+    session (from `initial_epoch` to `epochs`, stopped at `train_steps`): Keras' profiler would wait for a call
+    that never comes, and write nothing."""
+    steps = (epochs - initial_epoch) * steps_per_epoch
+    if train_steps:
+        steps = min(steps, train_steps - initial_epoch * steps_per_epoch)
+    calls = -(-steps // steps_per_call)
     stop = value if isinstance(value, int) else value[-1]
     if stop > calls:
         raise ValueError(f"--profile_batches asks for training call {stop}, but this run makes {calls:,} "

@@ -209,6 +209,15 @@ WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "
               "F": "32-bit float"}
 
 
+def first_out_of_number_order(names):
+    """Where class folders named by numbers, in text order (0, 1, 10, 2, ...: Keras' order), first leave the
+    numbers' order: that class id is not its folder's number. None where they keep it, or are not all numbers."""
+    if not names or not all(name.isdigit() for name in names):
+        return None
+    by_number = sorted(names, key=int)
+    return next((k for k, (name, number) in enumerate(zip(names, by_number)) if name != number), None)
+
+
 def list_image_folder(directory, what="--image_dir"):
     """(sorted class names, [(path, class index)]) of a folder with one subfolder of images per class."""
     if not os.path.isdir(directory):
@@ -224,8 +233,8 @@ def list_image_folder(directory, what="--image_dir"):
         raise DataError(f"{what} {directory} has {len(classes)} class subfolder(s); a classifier needs at least 2, "
                         "one subfolder of images per class")
     # Files beside the class folders (a stray image, notes.txt): not read, and said.
-    if what == "--image_dir" and all(c.isdigit() for c in classes) and classes != sorted(classes, key=int):
-        moved = next(i for i, c in enumerate(classes) if c != sorted(classes, key=int)[i])
+    moved = first_out_of_number_order(classes)
+    if what == "--image_dir" and moved is not None:
         logging.warning("%s %s: its class folders are numbers, ordered as text, as Keras orders them (%s, ...): class "
                         "id %d is folder '%s', not %d; labels meant as the numbers would not match (pad them: 01, 02, "
                         "..., 10)", what, directory, ", ".join(classes[:moved + 2]), moved, classes[moved], moved)

@@ -255,8 +255,8 @@ def _check_schedule(config, loaded, data):
                                                          config.train_steps)
     profile = performance.parse_profile_batches(config.profile_batches)
     if profile:
-        steps = min(epochs * steps_per_epoch, config.train_steps or epochs * steps_per_epoch)
-        performance.check_profile_batches(profile, -(-steps // per_call))
+        performance.check_profile_batches(profile, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                          steps_per_call=per_call, train_steps=config.train_steps)
 
 
 def _refusal(config, workdir, resolved):
