@@ -355,55 +355,6 @@ def _dataset_from_arrays(images, labels):
     return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
 
 
-# -------------------------------------------------------------- subsets
-
-# Fixed, and independent of any run seed: every seed and variant trains on the same subset.
-_SUBSET_SEED = 20261202
-
-
-def subset(source, size):
-    """`source` with its train split cut to `size` examples, stratified by class, the same for every run.
-
-    Each class keeps its share of the split, and at least one example (largest remainders get those left over
-    by rounding); within a class the examples kept are a fixed random choice (seeded by a constant, not by the
-    run's seed), in the split's own order, so the validation hold-out (make_pipelines' first examples) comes out
-    of these `size`.
-    """
-    if size is None:
-        return source
-    if source.train is None:
-        raise DataError(f"source {source.name} was loaded without its train split; it cannot be subset")
-    if not 2 <= (size := int(size)) <= source.num_train:
-        raise DataError(f"--train_size={size} must be between 2 and the {source.num_train:,} training examples "
-                        f"of {source.name}")
-    # In batches: one Python step per label made this 50 s for Fashion-MNIST's 60k on one thread.
-    labels = np.concatenate([np.asarray(batch, np.int64).reshape(-1) for batch in
-                             source.train.map(lambda image, label: label).batch(8192).as_numpy_iterator()]
-                            or [np.zeros(0, np.int64)])
-    classes, counts = np.unique(labels, return_counts=True)
-    if size < len(classes):  # a class left out would never be learnt, yet still be tested
-        raise DataError(f"--train_size={size} is below the {len(classes)} classes of {source.name}; a stratified "
-                        f"subset keeps every class: give at least {len(classes)}")
-    quota = counts * size / len(labels)
-    keep = np.maximum(np.floor(quota).astype(int), 1)  # every class, however rare
-    for k in np.argsort(-keep, kind="stable")[:max(0, keep.sum() - size)]:
-        keep[k] -= 1
-    for k in np.argsort(-(quota - keep), kind="stable")[:size - keep.sum()]:
-        keep[k] += 1
-    rng = np.random.default_rng(_SUBSET_SEED)
-    chosen = np.zeros(len(labels), bool)
-    for label, n in zip(classes, keep):
-        members = np.flatnonzero(labels == label)
-        chosen[rng.choice(members, size=n, replace=False)] = True
-    mask = tf.constant(chosen)
-    train = (source.train.enumerate().filter(lambda i, example: tf.gather(mask, i))
-             .map(lambda i, example: example))
-    indices = np.flatnonzero(chosen)
-    record = {"train_size": size, "train_split_size": len(labels),
-              "train_subset_sha256": hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()}
-    return dataclasses.replace(source, train=train, num_train=size, subset_record=record)
-
-
 # ------------------------------------------------------------------- IDX
 
 

@@ -30,6 +30,7 @@ from dropzoo import locks
 from dropzoo import performance
 from dropzoo import sources
 from dropzoo import strategies
+from dropzoo import subsets
 from dropzoo import trainer
 from dropzoo import workdir as workdirs
 
@@ -247,9 +248,10 @@ def _check_schedule(config, loaded, data):
     --steps_per_execution, --profile_batches. Each --train_size subset is cut once (`loaded` keeps it)."""
     source = loaded[data]
     if config.train_size:
-        if (data, config.train_size) not in loaded:
-            loaded[data, config.train_size] = sources.subset(source, config.train_size)
-        source = loaded[data, config.train_size]
+        key = data, config.train_size, config.validation_fraction
+        if key not in loaded:
+            loaded[key] = subsets.subset(source, config.train_size, config.validation_fraction)
+        source = loaded[key]
     steps_per_epoch, epochs = trainer.schedule(config, trainer.data_steps_per_epoch(source, config))
     per_call, _ = performance.choose_steps_per_execution(config.steps_per_execution, steps_per_epoch,
                                                          config.train_steps)

@@ -20,6 +20,7 @@ from dropzoo import data
 from dropzoo import mnist_sample
 from dropzoo import readers
 from dropzoo import sources
+from dropzoo import subsets
 from dropzoo import tfds_source
 from dropzoo.errors import DataError
 
@@ -666,5 +667,12 @@ def test_a_subset_keeps_every_class_however_rare():
     labels = np.array([0] * 50 + [1] * 50 + [2] * 2)
     source = sources.array_source("t", (images[:102], labels), (images[102:], np.arange(10) % 3))
     for size, expected in ((3, [1, 1, 1]), (10, [5, 4, 1]), (101, [50, 49, 2])):
-        kept = [int(label) for _, label in sources.subset(source, size).train.as_numpy_iterator()]
+        kept = [int(label) for _, label in subsets.subset(source, size).train.as_numpy_iterator()]
         assert np.bincount(kept, minlength=3).tolist() == expected
+    # A class whose only kept example is in the validation hold-out (the subset's first) was tested, never trained.
+    with pytest.raises(DataError, match=r"^--train_size=3 leaves class [012] of t only in the validation hold-out "
+                                        r"\(the subset's first 1\), so it would never be trained; give a larger "
+                                        r"--train_size or --validation_fraction=0$"):
+        subsets.subset(source, 3, validation_fraction=0.1)
+    assert subsets.subset(source, 3, validation_fraction=0).num_train == 3
+    assert subsets.subset(source, 101, validation_fraction=0.1).num_train == 101

@@ -24,6 +24,7 @@ from dropzoo import evaluate
 from dropzoo import flags as flags_lib
 from dropzoo import sources
 from dropzoo import strategies
+from dropzoo import subsets
 from dropzoo import trainer
 from dropzoo.errors import DataError
 from dropzoo.errors import RunError
@@ -494,13 +495,13 @@ def test_metrics_record_the_sites_as_built_with_rate_and_norm(tmp_path):
 @pytest.mark.slow
 def test_train_size_gives_every_seed_and_variant_the_same_stratified_examples(tmp_path):
     source = tiny_source(num_train=96)
-    subset = sources.subset(source, 40)
+    subset = subsets.subset(source, 40)
     labels = np.array([y for _, y in subset.train.as_numpy_iterator()])
     everything = np.array([y for _, y in source.train.as_numpy_iterator()])
     # Stratified: each class keeps its share of the 96 (within rounding).
     for c in np.unique(everything):
         assert abs(np.sum(labels == c) - 40 * np.mean(everything == c)) < 1
-    again = sources.subset(source, 40)
+    again = subsets.subset(source, 40)
     assert [y for _, y in again.train.as_numpy_iterator()] == labels.tolist()
     digests = set()
     for seed, placement in ((0, "canonical"), (1, "none")):
@@ -513,12 +514,12 @@ def test_train_size_gives_every_seed_and_variant_the_same_stratified_examples(tm
             metrics["train_accuracy"] - metrics["test_accuracy"])
     assert len(digests) == 1  # the same examples for every seed and variant
     with pytest.raises(DataError, match="--train_size=500 must be between 2 and the 96 training examples"):
-        sources.subset(source, 500)
+        subsets.subset(source, 500)
     # Fewer than the classes left one out of training (it trained silently on 3 of 4).
     with pytest.raises(DataError, match="^--train_size=3 is below the 4 classes of tiny; a stratified subset keeps "
                                         "every class: give at least 4$"):
-        sources.subset(source, 3)
-    assert len({y for _, y in sources.subset(source, 4).train.as_numpy_iterator()}) == 4
+        subsets.subset(source, 3)
+    assert len({y for _, y in subsets.subset(source, 4).train.as_numpy_iterator()}) == 4
 
 
 def test_a_resumed_runs_history_is_whole_or_says_where_it_starts():
