@@ -14,6 +14,7 @@ import dataclasses
 import math
 import numbers
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -91,7 +92,7 @@ def make_pipelines(source, *, batch_size, seed, validation_fraction=0.1, start_s
     if not (isinstance(budget, numbers.Integral) and not isinstance(budget, bool)
             and budget >= 0):
         raise DataError(f"cache_budget_bytes must be an integer >= 0, got {budget!r}")
-    num_validation = validation_size(source.num_train, validation_fraction)
+    num_validation = check_every_class_trained(source, validation_fraction)
     num_train = source.num_train - num_validation
     steps_per_epoch = math.ceil(num_train / batch_size)
     train = source.train.skip(num_validation)
@@ -158,6 +159,23 @@ def check_validation_fraction(fraction, what="validation_fraction"):
         raise DataError(f"{what} must be in [0, 1), got {fraction!r}; "
                         "use e.g. 0.1, or 0 for no validation set")
     return fraction
+
+
+def check_every_class_trained(source, validation_fraction):
+    """How many examples make_pipelines holds out for validation (the train split's first), or DataError where
+    they are all a class has: it would be tested, never trained. Labels not in memory (tfds) are not checked."""
+    held = validation_size(source.num_train, validation_fraction)
+    labels = source.train_labels
+    lost = [] if labels is None or not held else np.setdiff1d(labels[:held], labels[held:]).tolist()
+    if lost:
+        names = source.details.get("class_names") or []
+        named = ", ".join(repr(names[k]) if k < len(names) else str(k) for k in lost[:5])
+        cut = source.subset_record.get("train_size")
+        raise DataError(f"{f'--train_size={cut} leaves' if cut else 'the training split of'} {source.name} "
+                        f"{'' if cut else 'has '}class {named} only in the validation hold-out (its first {held}), "
+                        f"so it would never be trained; give {'a larger --train_size' if cut else 'it more examples'}"
+                        f" or --validation_fraction=0")
+    return held
 
 
 def validation_size(num_examples, fraction):

@@ -68,6 +68,8 @@ class Source:
     details: dict = dataclasses.field(default_factory=dict)
     # What its train split holds: sha256 of its arrays (tfds: its name, version and size); "" without one.
     train_sha256: str = ""
+    # The train split's labels in its order, where they are in memory (files; None for tfds data).
+    train_labels: typing.Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
 # ---------------------------------------------------------------- the table
@@ -348,6 +350,7 @@ def array_source(name, train, test, fallback_reason="", origin=None, details=Non
         origin=dict(origin or {"dataset": name}),
         details=details,
         train_sha256=data_identity.arrays_sha256(train) if train is not None else "",
+        train_labels=None if train is None else np.asarray(train[1], np.int64),
     )
 
 

@@ -9,20 +9,19 @@ import hashlib
 import numpy as np
 import tensorflow as tf
 
-from dropzoo import data as data_lib
 from dropzoo.errors import DataError
 
 # Fixed, and independent of any run seed: every seed and variant trains on the same subset.
 _SUBSET_SEED = 20261202
 
 
-def subset(source, size, validation_fraction=0.0):
+def subset(source, size):
     """`source` with its train split cut to `size` examples, stratified by class, the same for every run.
 
     Each class keeps its share of the split, and at least one example (largest remainders get those left over
     by rounding); within a class the examples kept are a fixed random choice (seeded by a constant, not by the
-    run's seed), in the split's own order, so the validation hold-out (make_pipelines' first examples, a
-    `validation_fraction` of `size`) comes out of these `size`: a class it would hold all of is refused.
+    run's seed), in the split's own order, so the validation hold-out (make_pipelines' first examples) comes out
+    of these `size` (data.check_every_class_trained refuses one that holds all of a class).
     """
     if size is None:
         return source
@@ -51,21 +50,10 @@ def subset(source, size, validation_fraction=0.0):
         members = np.flatnonzero(labels == label)
         chosen[rng.choice(members, size=n, replace=False)] = True
     indices = np.flatnonzero(chosen)
-    _check_trained_classes(source, size, labels[indices], classes, validation_fraction)
     mask = tf.constant(chosen)
     train = (source.train.enumerate().filter(lambda i, example: tf.gather(mask, i))
              .map(lambda i, example: example))
     record = {"train_size": size, "train_split_size": len(labels),
               "train_subset_sha256": hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()}
-    return dataclasses.replace(source, train=train, num_train=size, subset_record=record)
-
-
-def _check_trained_classes(source, size, kept_labels, classes, validation_fraction):
-    held = data_lib.validation_size(size, validation_fraction)
-    lost = np.setdiff1d(classes, kept_labels[held:])
-    if lost.size:  # tested, never trained: its accuracy would be charged to dropout
-        names = source.details.get("class_names") or []
-        named = ", ".join(repr(names[k]) if k < len(names) else str(k) for k in lost[:5].tolist())
-        raise DataError(f"--train_size={size} leaves class {named} of {source.name} only in the validation "
-                        f"hold-out (the subset's first {held}), so it would never be trained; give a larger "
-                        f"--train_size or --validation_fraction=0")
+    return dataclasses.replace(source, train=train, num_train=size, subset_record=record,
+                               train_labels=labels[indices])

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 import models
 from dropzoo import config as config_lib
+from dropzoo import data as data_lib
 from dropzoo import errors
 from dropzoo import files
 from dropzoo import locks
@@ -244,14 +245,15 @@ def check_data_fits(runs):
 
 
 def _check_schedule(config, loaded, data):
-    """What training refuses of `config` on its data (`loaded[data]`) before its first step: --train_size,
-    --steps_per_execution, --profile_batches. Each --train_size subset is cut once (`loaded` keeps it)."""
+    """What training refuses of `config` on its data (`loaded[data]`) before its first step: --train_size, a class
+    held out whole for validation, --steps_per_execution, --profile_batches. Each --train_size subset is cut once
+    (`loaded` keeps it)."""
     source = loaded[data]
     if config.train_size:
-        key = data, config.train_size, config.validation_fraction
-        if key not in loaded:
-            loaded[key] = subsets.subset(source, config.train_size, config.validation_fraction)
-        source = loaded[key]
+        if (data, config.train_size) not in loaded:
+            loaded[data, config.train_size] = subsets.subset(source, config.train_size)
+        source = loaded[data, config.train_size]
+    data_lib.check_every_class_trained(source, config.validation_fraction)
     steps_per_epoch, epochs = trainer.schedule(config, trainer.data_steps_per_epoch(source, config))
     per_call, _ = performance.choose_steps_per_execution(config.steps_per_execution, steps_per_epoch,
                                                          config.train_steps)

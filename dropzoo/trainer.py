@@ -235,7 +235,7 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
     """The `loops.Run` for `config`: data, model under `strategy`, checkpoint restored."""
     if source is None:
         source = sources.load_source(**sources.config_arguments(config))
-    source = subsets.subset(source, config.train_size, config.validation_fraction)  # None: the whole split
+    source = subsets.subset(source, config.train_size)  # None: the whole split
     steps_per_epoch, epochs = schedule(config, data_steps_per_epoch(source, config))
     steps_per_call, _ = performance.choose_steps_per_execution(
         config.steps_per_execution, steps_per_epoch, config.train_steps)

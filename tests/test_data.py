@@ -634,7 +634,8 @@ def test_eval_says_when_a_runs_own_idx_files_changed_since(idx_dir, tmp_path, ev
 
     directory, _, _ = idx_dir
     workdir = str(tmp_path / "run")
-    config = tiny_config(dataset="mnist", idx_dir=str(directory), epochs=1, precision="float32")
+    config = tiny_config(dataset="mnist", idx_dir=str(directory), epochs=1, precision="float32",
+                         validation_fraction=0)  # its 6 random classes: one has a single example
     trainer.train_and_evaluate(config, workdir, verbose=0, serving_artifacts=False)
     _write_idx_pair(directory, TEST_IMAGES, TEST_LABELS, *_random_split(np.random.default_rng(9), 5))
     capsys.readouterr()
@@ -670,9 +671,25 @@ def test_a_subset_keeps_every_class_however_rare():
         kept = [int(label) for _, label in subsets.subset(source, size).train.as_numpy_iterator()]
         assert np.bincount(kept, minlength=3).tolist() == expected
     # A class whose only kept example is in the validation hold-out (the subset's first) was tested, never trained.
-    with pytest.raises(DataError, match=r"^--train_size=3 leaves class [012] of t only in the validation hold-out "
-                                        r"\(the subset's first 1\), so it would never be trained; give a larger "
+    with pytest.raises(DataError, match=r"^--train_size=3 leaves t class [012] only in the validation hold-out "
+                                        r"\(its first 1\), so it would never be trained; give a larger "
                                         r"--train_size or --validation_fraction=0$"):
-        subsets.subset(source, 3, validation_fraction=0.1)
-    assert subsets.subset(source, 3, validation_fraction=0).num_train == 3
-    assert subsets.subset(source, 101, validation_fraction=0.1).num_train == 101
+        data.check_every_class_trained(subsets.subset(source, 3), 0.1)
+    assert data.check_every_class_trained(subsets.subset(source, 3), 0) == 0
+    assert data.check_every_class_trained(subsets.subset(source, 101), 0.1) == 10
+
+
+def test_a_class_held_out_whole_for_validation_is_refused():
+    """A class whose training examples all fell in the validation hold-out (the split's first) was tested, never
+    trained, and its errors charged to the network."""
+    images = np.random.default_rng(0).integers(0, 256, (23, 4, 4, 1), dtype=np.uint8)
+    labels = np.array([1] + [0] * 19)  # "rare" (1) is first: a hold-out of 1 or 2 takes it whole
+    source = sources.array_source("t", (images[:20], labels), (images[20:], np.array([0, 1, 1])),
+                                  details={"class_names": ["common", "rare"]})
+    with pytest.raises(DataError, match=r"^the training split of t has class 'rare' only in the validation hold-out "
+                                        r"\(its first 2\), so it would never be trained; give it more examples or "
+                                        r"--validation_fraction=0$"):
+        data.make_pipelines(source, batch_size=4, seed=0, validation_fraction=0.1)
+    assert data.make_pipelines(source, batch_size=4, seed=0, validation_fraction=0).num_validation == 0
+    flipped = sources.array_source("t", (images[:20], labels[::-1]), (images[20:], np.array([0, 1, 1])))
+    assert data.make_pipelines(flipped, batch_size=4, seed=0, validation_fraction=0.1).num_train == 18
