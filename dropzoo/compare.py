@@ -252,6 +252,7 @@ def baseline_pairs(rows, baseline="canonical", notes=None):
                              f"{runs[0]['variant']}'s own; plan it with --contrasts naming one of them")
         if len(candidates) == 1 and candidates[0] != key:
             pairs.append((key, candidates[0]))
+    contrasts_lib.check_same_data(groups, pairs)
     # In label order, whichever directories the runs were found in.
     return sorted(pairs, key=lambda pair: (groups[pair[1]][0]["variant"], groups[pair[0]][0]["variant"]))
 
@@ -381,7 +382,8 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                  data_override=data_override, source=source, ood=ood, notes=notes)
     label_rows(rows)
-    records.check_each_run_once(rows)
+    pooled_data.check_each_run_once(rows)
+    pooled_data.check_one_test_data(records.group(rows))
     placements = sorted({r["config"]["placement"] for r in rows})
     if baseline != "canonical" and not contrasts and baseline not in placements:  # a typo gave no contrasts
         raise ConfigError(f"--baseline={baseline} is not a placement these runs trained ({', '.join(placements)}); "

@@ -48,12 +48,20 @@ def planned_pairs(rows, contrasts):
         return found[0]
 
     pairs = [(find(a), find(b)) for a, b in contrasts]
-    for (a, b), (side_a, side_b) in zip(pairs, contrasts):
-        if records.data_of(groups[a]) != records.data_of(groups[b]):
-            raise ConfigError(f"contrast {side_a}:{side_b} pairs runs trained or tested on different data "
-                              f"({records.data_label(groups[a])} vs {records.data_label(groups[b])}); a contrast "
-                              "pairs seeds of two variants on the same data: contrast variants of one dataset")
+    check_same_data(groups, pairs, contrasts)
     return pairs
+
+
+def check_same_data(groups, pairs, sides=None):
+    """ConfigError where a contrast pairs runs trained or tested on different data (`groups`: records.group;
+    `sides`: the contrasts as the user named them, by default the variants' labels)."""
+    for (a, b), (label_a, label_b) in zip(pairs, sides or [(groups[a][0]["variant"], groups[b][0]["variant"])
+                                                           for a, b in pairs]):
+        if records.data_of(groups[a]) != records.data_of(groups[b]):
+            data_a, data_b = records.data_label(groups[a], groups[b]), records.data_label(groups[b], groups[a])
+            raise ConfigError(f"contrast {label_a}:{label_b} pairs runs trained or tested on different data "
+                              f"({data_a} vs {data_b}); a contrast pairs seeds of two variants on the same data: "
+                              "contrast variants of one dataset, scored on one test set")
 
 
 def parse_contrasts(text):

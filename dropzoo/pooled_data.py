@@ -4,7 +4,8 @@
 the data (--dataset=a,b, --color_mode=grayscale,rgb) that once trained every run on its first run's data;
 the embedded MNIST sample standing in for unreachable MNIST in such a sweep; and runs of one data whose
 content changed between them (a folder edited between the runs of a sweep, one path holding other files on
-two machines), by the digests each run recorded.
+two machines), by the digests each run recorded. `check_each_run_once(rows)` and `check_one_test_data(groups)`
+refuse a run counted twice, and a variant whose runs were scored on different test data.
 """
 import json
 import os
@@ -64,3 +65,39 @@ def check(run_dirs, own_test=True):
                               f"--{', --'.join(sorted(varying))} once trained every run on its first run's data; "
                               "train it again (its train.py command with --overwrite), or leave it out of "
                               "--runs_dir")
+
+
+def check_each_run_once(rows):
+    """ConfigError (one line) if two runs are one variant and seed: the same run counted twice.
+
+    A collected copy of a sweep beside the sweep itself (--runs_dir=sweep,copy)
+    would otherwise double every seed and narrow every interval.
+    """
+    seen = {}
+    for r in rows:
+        other = seen.setdefault((r["key"], r["seed"]), r)
+        if other["run"] == r["run"]:
+            continue
+        both = f"{other['run']} and {r['run']} are the same variant ({r['variant']}) and seed ({r['seed']})"
+        if other.get("weights_sha256") == r.get("weights_sha256"):
+            raise ConfigError(f"{both}: one run counted twice (a collected copy beside its original, or the same "
+                              "command run again into another directory, which trains the same weights); give each "
+                              "run's directory to --runs_dir once, or retrain one with other seeds (--seed=N)")
+        raise ConfigError(f"{both}, trained apart (other weights: two machines?); a comparison pairs runs by "
+                          "seed and takes each seed once: compare each directory alone, or retrain one of them "
+                          "with other seeds (--seed=N --seeds=K)")
+
+
+def check_one_test_data(groups):
+    """ConfigError where a variant's runs were scored on different test data (where the data asked for could
+    not be loaded, each run's one saved evaluation of other data is read): their scores cannot be pooled."""
+    for runs in groups.values():
+        held = {}
+        for r in runs:
+            held.setdefault(r.get("data_sha256"), []).append(r["run"])
+        if len(held) > 1:
+            raise ConfigError(f"{runs[0]['variant']}'s runs were scored on {len(held)} different test data ("
+                              + "; ".join(f"sha256 {str(sha)[:12]}...: {len(rs)} run(s), e.g. {rs[0]}"
+                                          for sha, rs in sorted(held.items(), key=str)) +
+                              "), so their scores cannot be pooled; score them on one: give its data flags "
+                              "(--idx_dir, --image_dir, --npz, --dataset) where it can be loaded")

@@ -23,7 +23,6 @@ from dropzoo import files
 from dropzoo import folders
 from dropzoo import sources
 from dropzoo import uncertainty
-from dropzoo.errors import ConfigError
 from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
 from dropzoo.errors import RunError
@@ -230,7 +229,8 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             changed = folders.split_changed(origin, metrics["data"].get("details"), given,
                                             run_test[1] and run_test[1].details)
             scored.append((origin, saved["result"]["num_examples"], run, changed))
-        rows.append(row(run, metrics, saved["result"], saved["data_source"], trained))
+        rows.append(row(run, metrics, saved["result"], saved["data_source"], trained,
+                        saved.get("request", request)["data"]))
     if notes is not None:
         notes += folders.notes(data_override, scored)
     return rows
@@ -350,8 +350,9 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
     return {"data_source": test_source.name, "result": result}
 
 
-def row(run, metrics, result, data_source, trained):
-    """One run's row of a comparison: its record's fields and one evaluation's scores."""
+def row(run, metrics, result, data_source, trained, data_sha256=None):
+    """One run's row of a comparison: its record's fields and one evaluation's scores (of the test data whose
+    fingerprint is `data_sha256`)."""
     history = metrics.get("history", {})
     val_loss = [v for v in history.get("val_loss", []) if v is not None]
     # A history that starts at a resume (older runs, or a checkpoint without its record) cannot show a rise.
@@ -369,6 +370,7 @@ def row(run, metrics, result, data_source, trained):
         "mask_generator": metrics.get("mask_generator", LEGACY_GENERATOR if metrics.get("placement_sites") and
                                       metrics["config"].get("kind") != "gaussian" else None),
         "data_source": data_source,
+        "data_sha256": data_sha256,
         **{k: metrics.get("data", {}).get(k) for k in ("num_train", "num_classes")},
         "steps": metrics.get("steps_trained"),
         "train_time_sec": metrics.get("train_time_sec"),
@@ -411,8 +413,13 @@ def data_of(runs):
             frozenset(r.get("data_sha256") for r in runs))
 
 
-def data_label(runs):
-    return ", ".join(sorted({r["data_source"] for r in runs}))
+def data_label(runs, among=()):
+    """The test data `runs` were scored on: names, and fingerprints where names do not tell them (or the data of
+    the runs `among`) apart."""
+    named = sorted({(r["data_source"], r.get("data_sha256") or "") for r in runs})
+    both = {(r["data_source"], r.get("data_sha256") or "") for r in [*runs, *among]}
+    twice = len({name for name, _ in both}) < len(both)
+    return ", ".join(name + (f" (sha256 {sha[:12]}...)" if twice else "") for name, sha in named)
 
 
 def group(rows):
@@ -427,24 +434,3 @@ def natural_key(label):
     """Sorts labels with their numbers as numbers: `-train_size500` before `-train_size1000`."""
     return [(0, float(part), "") if i % 2 else (1, 0.0, part)
             for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", label))]
-
-
-def check_each_run_once(rows):
-    """ConfigError (one line) if two runs are one variant and seed: the same run counted twice.
-
-    A collected copy of a sweep beside the sweep itself (--runs_dir=sweep,copy)
-    would otherwise double every seed and narrow every interval.
-    """
-    seen = {}
-    for r in rows:
-        other = seen.setdefault((r["key"], r["seed"]), r)
-        if other["run"] == r["run"]:
-            continue
-        both = f"{other['run']} and {r['run']} are the same variant ({r['variant']}) and seed ({r['seed']})"
-        if other.get("weights_sha256") == r.get("weights_sha256"):
-            raise ConfigError(f"{both}: one run counted twice (a collected copy beside its original, or the same "
-                              "command run again into another directory, which trains the same weights); give each "
-                              "run's directory to --runs_dir once, or retrain one with other seeds (--seed=N)")
-        raise ConfigError(f"{both}, trained apart (other weights: two machines?); a comparison pairs runs by "
-                          "seed and takes each seed once: compare each directory alone, or retrain one of them "
-                          "with other seeds (--seed=N --seeds=K)")

@@ -398,7 +398,9 @@ def write(comparison, output_dir):
         files.write_text(paths["sizes.md"], sizes_report.markdown(comparison["sizes"], COLUMNS[0], CONTRASTS, cell,
                                                                   verdict_text, seeds_text))
         sizes_report.plot(paths["sizes.png"], comparison["sizes"], COLUMNS[0], CONTRASTS, comparison["title"])
-    files.write_json(paths["runs.json"], [{k: v for k, v in r.items() if k != "key"} for r in comparison["rows"]])
+    # (The test data's fingerprint stays out: the records' runs.json files predate it; data_source names it.)
+    files.write_json(paths["runs.json"], [{k: v for k, v in r.items() if k not in ("key", "data_sha256")}
+                                          for r in comparison["rows"]])
     try:
         write_hparams(paths["hparams"], compared)
     except Exception as e:  # TensorFlow's summary writer reports a full disk as its own error

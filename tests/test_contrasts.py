@@ -15,6 +15,7 @@ from scipy import stats as scipy_stats
 from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import contrasts
+from dropzoo import pooled_data
 from dropzoo import records
 from dropzoo import regime
 from dropzoo import report
@@ -248,21 +249,45 @@ def test_a_planned_contrast_across_datasets_is_refused_in_one_line():
         contrasts.planned_pairs(rows + other, contrast)
 
 
+def test_runs_scored_on_other_test_data_are_neither_pooled_nor_paired():
+    """Where the data asked for could not be loaded, each run's one saved evaluation of other data was read: runs
+    scored on two test sets were pooled in a variant, and paired with a baseline scored on another (+5.41 points
+    called a difference where the paired truth was +0.41)."""
+    rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3]) + _rows("canonical", [0.8, 0.81], [0.5, 0.5])
+    for r in rows:
+        r["data_sha256"] = "a" * 64 if r["config"]["placement"] == "after_activation" else "b" * 64
+    compare.label_rows(rows)
+    groups = records.group(rows)
+    pooled_data.check_one_test_data(groups)  # each variant on one test set: fine
+    with pytest.raises(ConfigError, match=r"^contrast m/after_activation:m/canonical pairs runs trained or tested on "
+                                          r"different data \(d \(sha256 aaaaaaaaaaaa\.\.\.\) vs d \(sha256 "
+                                          r"bbbbbbbbbbbb\.\.\.\)\)"):
+        compare.baseline_pairs(rows)
+    with pytest.raises(ConfigError, match=r"^contrast after_activation:canonical pairs runs trained or tested"):
+        contrasts.planned_pairs(rows, [("after_activation", "canonical")])
+    rows[0]["data_sha256"] = "c" * 64
+    with pytest.raises(ConfigError, match=r"^m/after_activation's runs were scored on 2 different test data \(sha256 "
+                                          r"aaaaaaaaaaaa\.\.\.: 1 run\(s\), e\.g\. r/after_activation/1; sha256 "
+                                          r"cccccccccccc\.\.\.: 1 run\(s\), e\.g\. r/after_activation/0\), so their "
+                                          r"scores cannot be pooled; score them on one: give its data flags"):
+        pooled_data.check_one_test_data(records.group(rows))
+
+
 def test_one_run_found_twice_is_refused_naming_both_directories():
     """A collected copy beside its sweep (--runs_dir=sweep,copy) would double every seed."""
     rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3])
     copy = [{**r, "run": "copy/" + r["run"]} for r in rows]
     compare.label_rows(rows + copy)
-    records.check_each_run_once(rows)  # each seed once: fine
+    pooled_data.check_each_run_once(rows)  # each seed once: fine
     with pytest.raises(ConfigError, match=r"^r/after_activation/0 and copy/r/after_activation/0 are the same "
                                           r"variant \(m/after_activation\) and seed \(0\): one run counted twice"):
-        records.check_each_run_once(rows + copy)
+        pooled_data.check_each_run_once(rows + copy)
     # The same seed trained apart (two machines): other weights, and another message and fix.
     apart = [{**r, "run": "m2/" + r["run"], "weights_sha256": f"other{r['seed']}"} for r in rows]
     compare.label_rows(rows + apart)
     with pytest.raises(ConfigError, match=r"and seed \(0\), trained apart \(other weights: two machines\?\); "
                                           r"a comparison pairs runs by seed and takes each seed once"):
-        records.check_each_run_once(rows + apart)
+        pooled_data.check_each_run_once(rows + apart)
 
 
 def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
@@ -482,7 +507,6 @@ def test_runs_of_several_code_versions_are_said_to_be_pooled():
 
 
 def test_seeds_trained_on_several_numbers_of_replicas_are_said_to_be_pooled():
-    from dropzoo import records
     metrics = {"config": {"seed": 0}, "strategy": {"name": "mirrored", "num_replicas": 2, "num_workers": 1}}
     result = {"accuracy": 0.9, "loss": 0.3}
     assert records.row("r", metrics, result, "d", "r")["replicas"] == 2

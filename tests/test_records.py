@@ -91,6 +91,21 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
     os.remove(moved)
     gone = compare.compare_runs(str(collected), data_override={"npz": str(moved)}, output_dir=str(tmp_path / "o3"))
     assert _table(gone) == _table(again) and "cannot be loaded here" in gone["notes"][0]
+    # Each run's row says which test data scored it; one run holding its evaluation of other data is not pooled
+    # with the rest (it was: a variant's mean mixed two test sets without a word).
+    runs = records.find_runs([str(collected)])
+    fingerprint = sources.fingerprint(sources.load_source(npz=str(npz), need_train=False))
+    assert {r["data_sha256"] for r in records.evaluate_runs(runs, data_override={"npz": str(moved)}, notes=[])} == {
+        fingerprint}
+    held = next(e for e in records.saved_evaluations(runs[0]) if e["request"]["data"] == fingerprint)
+    path = records.evaluation_path(runs[0], held["request"])
+    with open(path) as f:
+        saved = json.load(f)
+    saved["request"]["data"] = "f" * 64
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    with pytest.raises(ConfigError, match=r"'s runs were scored on 2 different test data \(sha256 "):
+        compare.compare_runs(str(collected), data_override={"npz": str(moved)}, output_dir=str(tmp_path / "o3b"))
     # Asking for MC dropout the records never computed, with no SavedModel: one clear line.
     with pytest.raises(RunError, match="has no saved evaluation for this request .* and no SavedModel"):
         compare.compare_runs(str(collected), mc_samples=3, output_dir=str(tmp_path / "o4"))
