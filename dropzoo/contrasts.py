@@ -183,10 +183,13 @@ def contrast_notes(contrasts):
         for c in report.CONTRASTS:
             r = e.get(c.metric)
             if r and r.get("no_spread"):
+                # A difference of 0 at every seed is no evidence of one (p = 1); its equivalence is 1/2^n.
+                p = "1 (no difference)" if r["p"] == 1 else f"2/2^{r['n']}"
+                p_tost = f"1/2^{r['n']}" if r["p_tost"] < 1 else "1 (outside the margin)"
                 notes.append(f"{e['contrast']}: the {r['n']} seeds' differences in {c.name} are all "
                              f"{r['difference'] * c.scale:+.{c.digits}f} {c.unit}, so there is no t interval; its "
-                             f"tests are exact sign-flip tests (difference p = 2/2^{r['n']}, equivalence "
-                             f"1/2^{r['n']}, against α/m: 'differs' needs 6 seeds at α = 0.05, 'equivalent' 5)")
+                             f"tests are exact sign-flip tests (difference p = {p}, equivalence {p_tost}, against "
+                             "α/m: 'differs' needs 6 seeds at α = 0.05, 'equivalent' 5)")
     return notes
 
 

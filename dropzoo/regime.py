@@ -28,8 +28,12 @@ def _control(runs):
     says it is borderline).
     """
     rises = [r["validation_rise"] for r in runs if r.get("validation_rise")]
-    fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]
-    tests = [r["test_accuracy"] for r in runs if r.get("train_accuracy") is not None]
+    # A final validation loss that is not finite (diverged) has no rise to average: left out, and said.
+    lost = sum(not np.isfinite(x) for x in rises)
+    rises = [x for x in rises if np.isfinite(x)]
+    fitted = [r for r in runs if r.get("train_accuracy") is not None and np.isfinite(r["train_accuracy"])
+              and np.isfinite(r["test_accuracy"])]
+    fits, tests = [r["train_accuracy"] for r in fitted], [r["test_accuracy"] for r in fitted]
     rise, _, half = stats.mean_ci(rises) if rises else (None, None, float("nan"))
     above = sum(x >= OVERFIT_VALIDATION_RISE for x in rises)
     overfit = None if rise is None else bool(rise >= OVERFIT_VALIDATION_RISE)
@@ -38,6 +42,7 @@ def _control(runs):
             "none_overfit_borderline": bool(interval and interval[0] < OVERFIT_VALIDATION_RISE <= interval[1]
                                             and 0 < above < len(rises)),
             "none_rise_seeds": [above, len(rises)],
+            **({"none_rise_not_finite": lost} if lost else {}),
             # Why a rise is unknown: histories that start at a resume, or runs of fewer than two epochs.
             "none_partial_history": rise is None and any(r.get("partial_history") for r in runs),
             # Beside the rise: a noisy validation loss can rise on a network that still underfits, and
@@ -78,6 +83,7 @@ def regime(rows):
     result["untrained"] = []
     for runs in records.group(rows).values():
         fits = [r["train_accuracy"] for r in runs if r.get("train_accuracy") is not None]
+        fits = fits if all(np.isfinite(fits)) else []  # not a fit; non_finite_notes names such runs
         classes = runs[0].get("num_classes")
         if fits and classes and np.mean(fits) < 2 / classes:
             result["untrained"].append((runs[0]["variant"], float(np.mean(fits)), 1 / classes))
@@ -96,6 +102,9 @@ def _control_text(control, threshold):
         overfit = f"borderline, {'yes' if control['none_overfit'] else 'no'} by its mean"
     spread = (f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}] over {seeds} seeds, {above} of them at or above"
               if interval else "")
+    if control.get("none_rise_not_finite"):
+        spread += (f"; {control['none_rise_not_finite']} seed(s) left out, whose final validation loss is not "
+                   "finite (diverged)")
     return (overfit + (f" (its final validation loss is {rise:.3f}x its best epoch's{spread}; overfitting means "
                        f"≥ {threshold:g}x)" if rise else "")
             + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else "")

@@ -204,6 +204,18 @@ def test_a_control_without_a_rise_says_why():
     assert "cannot tell (its histories start where a run resumed" in text and "fewer than two" not in text
 
 
+def test_a_control_seed_whose_validation_loss_diverged_is_left_out_and_said():
+    """A NaN rise made the mean NaN, and NaN >= 1.05 is False: "**no** (dropout had little to do) (... nanx ...)"."""
+    rows = _regime_rows("none", "relu", [0.99] * 10, [0.10, 0.13])
+    rows[-1]["validation_rise"] = float("nan")
+    compare.label_rows(rows)
+    found = regime.regime(rows)
+    assert found["none_overfit"] is True and found["none_validation_rise"] == pytest.approx(1.3)
+    text = "\n".join(regime.lines(found))
+    assert "nan" not in text.lower() and "over 9 seeds, 9 of them at or above; 1 seed(s) left out, whose final " \
+        "validation loss is not finite (diverged)" in text
+
+
 def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():
     # One `none` per activation: pooling their validation rises would describe no network.
     rows = (_regime_rows("none", "relu", [0.98, 0.99], [0.10, 0.20])
@@ -389,6 +401,13 @@ def test_one_difference_at_every_seed_claims_no_certainty():
     [note] = contrasts.contrast_notes([entry])
     assert note.startswith("m/a - m/b: the 2 seeds' differences in accuracy are all +0.01 points, so there is no "
                            "t interval; its tests are exact sign-flip tests")
+    assert "(difference p = 2/2^2, equivalence 1/2^2, against α/m" in note
+    # No difference at all, at every seed: p = 1, not the sign-flip floor the note used to state.
+    rows = _rows("a", [0.96] * 8, [0.1] * 8) + _rows("b", [0.96] * 8, [0.1] * 8)
+    compare.label_rows(rows)
+    [entry] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
+    assert entry["test_accuracy"]["p"] == 1.0
+    assert "(difference p = 1 (no difference), equivalence 1/2^8, against" in contrasts.contrast_notes([entry])[0]
     # Six seeds of one difference: the sign-flip test reaches 2/64 < 0.05.
     rows = _rows("a", [0.9601] * 6, [0.1] * 6) + _rows("b", [0.96] * 6, [0.11] * 6)
     compare.label_rows(rows)
