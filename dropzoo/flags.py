@@ -195,7 +195,7 @@ def train_plan(fv=FLAGS):
         # Read as the default, it would be replaced by the file's name without a word.
         raise config_lib.zoo_name_taken(texts["model"])
     if texts["network"]:
-        if texts["model"] != config_lib.DEFAULT_MODEL:
+        if fv["model"].present or texts["model"] != config_lib.DEFAULT_MODEL:  # (the default, typed: refused too)
             raise config_lib.ConfigError(f"give --network=SPEC or --model={texts['model']}, not both: "
                                          "--network describes the network to train")
         texts["network"] = _network_text(texts["network"])

@@ -81,8 +81,10 @@ def own_rates(spec):
 
 
 def stack_sites(spec, head_site):
-    """The conv-stack sites: `.post` of each pooling layer (each conv where there is none), except the head's tensor."""
-    layers = spec.pool_names or spec.conv_names
+    """The conv-stack sites: `.post` of each pooling layer after the first conv (each conv where there is none),
+    except the head's tensor. (A pool before the first conv pools the images: dropout there is on the input.)"""
+    on_input = _input_tensors(spec)
+    layers = [name for name in spec.pool_names if spec.tensor_of(f"{name}.post") not in on_input] or spec.conv_names
     head_tensor = spec.tensor_of(head_site)
     return [f"{name}.post" for name in layers if spec.tensor_of(f"{name}.post") != head_tensor]
 
@@ -111,7 +113,9 @@ def named_placements(spec):
         if set(stack) & set(spec.spatial_sites()):  # 1-D feature maps have no channels to drop whole
             placements["spatial"] = {**{s: sites_lib.Site(stack_rate, spatial=s in spec.spatial_sites())
                                         for s in stack}, **after}
-    if len(spec.hidden) > 1 and not spec.norm_after_hidden:  # one BN fed by dropout in bn_before, none after
+    # One BN fed by dropout in bn_before, none after; at a rate of 0 there (a dense-only network's own dropout0 between
+    # its dense layers) it would drop nothing where it feeds BN: bn_after_last again, trained as another variant.
+    if len(spec.hidden) > 1 and not spec.norm_after_hidden and stack_rate > 0:
         *feeding_bn, last = spec.hidden
         last_site = {f"{last}.post": head}
         placements["bn_before"] = {**{f"{h}.post": sites_lib.Site(stack_rate) for h in feeding_bn}, **last_site}

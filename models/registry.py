@@ -117,8 +117,10 @@ def resolve_placement(name, placement="canonical", norm="none"):
     network.check_norm(norm)
     placements = placements_lib.named_placements(spec)
     if placement not in placements:
+        why = (" (its dropout rate between hidden layers is 0, so bn_before would drop nothing where it feeds "
+               "BatchNorm)" if placement == "bn_before" and len(spec.hidden) > 1 else "")
         raise ValueError(
-            f"unknown placement {placement!r} for {name}; valid placements: "
+            f"unknown placement {placement!r} for {name}{why}; valid placements: "
             f"{', '.join(placements)}, or explicit sites like '{placements_lib.example_site(spec)}:0.5'"
         )
     return placements[placement]

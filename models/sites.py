@@ -39,6 +39,8 @@ class Site:
 def check_rate(rate, what="rate"):
     """Returns `rate` as a float, or raises ValueError unless 0 <= rate < 1."""
     try:
+        if isinstance(rate, str) and "_" in rate:  # Python's float() reads 0.2_5 as 0.25
+            raise ValueError
         value = float(rate)
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be a number in [0, 1), got {rate!r}") from None

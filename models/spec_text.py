@@ -16,10 +16,11 @@ Tokens, comma-separated, in graph order (spaces and case ignored):
   dropout<rate>   the network's own (canonical) dropout: right after a conv,
                   pool or dense layer at its `.post` site; at the start or
                   right after flatten on the next layer's input (`.pre`;
-                  `logits.pre` before the classifier)
+                  `logits.pre` before the classifier; not before a pool,
+                  which has no input site)
   logits          the last token: the classifier emits logits (default:
                   softmax probabilities)
-  convrate<rate>  anywhere, once: the rate the conv/spatial/bn_before
+  convrate<rate>  anywhere before logits, once: the rate the conv/spatial/bn_before
                   placements add after each pooling layer (each conv where
                   there is none; default NetworkSpec's 0.1)
 
@@ -259,6 +260,10 @@ def _parse_tokens(items):
             if flat:
                 raise ValueError(f"'flatten' at position {position} is the second one; flatten once")
             layer, flat = network.Flatten(), True
+        if pending is not None and kind == "pool":  # it would be carried past the pool, onto its output
+            raise ValueError(f"the dropout before {shown} at position {position} has no site: a pool layer has no "
+                             "input site (dropping units before max pooling is not dropping them after); put the "
+                             "dropout token after the pool, or before the first conv")
         if pending is not None and "pre" in layer.slots:
             add_site(f"{layer.name}.pre", pending, shown, position)
             pending = None
@@ -301,10 +306,10 @@ def _format_tokens(spec):
     canonical = spec.parse(spec.canonical)
     explicit = canonical != spec.parse(default_canonical(spec.layers))
     default_conv_rate = network.NetworkSpec.__dataclass_fields__["conv_rate"].default
-    tokens = [] if spec.conv_rate == default_conv_rate else [f"convrate{spec.conv_rate:g}"]
+    tokens = [] if spec.conv_rate == default_conv_rate else [f"convrate{sites_lib.format_rate(spec.conv_rate)}"]
 
     def dropout(site):
-        return [f"dropout{canonical[site].rate:g}"] if explicit and site in canonical else []
+        return [f"dropout{sites_lib.format_rate(canonical[site].rate)}"] if explicit and site in canonical else []
 
     for layer in spec.layers:
         tokens += dropout(f"{layer.name}.pre")

@@ -15,6 +15,8 @@ from dropzoo import config as config_lib
 from dropzoo import flags as flags_lib
 from dropzoo import sweep
 from models import network
+from models import placements
+from models import sites as sites_lib
 
 # Each zoo network as a user would write it (the README's layer column).
 ZOO_TEXT = {
@@ -129,6 +131,38 @@ def test_conv_rate_and_a_conv_stack_only_dropout_make_the_placements():
     }
 
 
+def test_a_pool_before_the_first_conv_is_not_the_conv_stack():
+    """conv and spatial put their conv-stack dropout on the pooled images (the input), and none after a conv."""
+    spec = models.parse_network("pool2,conv8k3,dropout0.3,flatten,dense16")
+    found = placements.named_placements(spec)
+    assert sites_lib.format_placement(found["conv"]) == "conv1.post:0.3,dense1.post:0.5"
+    spec = models.parse_network("pool2,conv8k3,pool2,flatten,dense16")
+    assert sites_lib.format_placement(placements.named_placements(spec)["conv"]) == "pool2.post:0.1,dense1.post:0.5"
+
+
+def test_bn_before_is_not_a_placement_where_it_would_drop_nothing():
+    """A dense-only network with dropout0 between its dense layers: bn_before added that 0 where it feeds BN, and was
+    trained as a variant apart from bn_after_last, one network compared with itself."""
+    spec = models.parse_network("flatten,dense16,dropout0,dense8,dropout0.5")
+    assert "bn_before" not in placements.named_placements(spec)
+    assert "bn_before" in placements.named_placements(models.parse_network("flatten,dense16,dense8"))
+    models.register_spec(dataclasses.replace(spec, name="zero_between"))
+    with pytest.raises(ValueError, match=r"^unknown placement 'bn_before' for zero_between \(its dropout rate between "
+                                         r"hidden layers is 0, so bn_before would drop nothing where it feeds"):
+        models.resolve_placement("zero_between", "bn_before", norm="batch")
+
+
+def test_rates_of_any_precision_have_a_text_form():
+    """{rate:g} wrote 6 digits, so the round trip failed: 'has no text form' for dropout0.1234567 or 1/3."""
+    for text in ("conv8k3,pool2,flatten,dense16,dropout0.1234567", "convrate0.3333333,conv8k3,pool2,flatten,dense16"):
+        spec = models.parse_network(text)
+        assert models.parse_network(models.format_network(spec)) == spec
+    third = models.parse_network(json.dumps(["flatten", "dense8", {"type": "dropout", "rate": 1 / 3}]))
+    assert placements.own_rates(third)[0] == 1 / 3 and "dropout0.3333333333333333" in models.format_network(third)
+    assert models.parse_network("flatten,dense8,dropout0.1234567").name != models.parse_network(
+        "flatten,dense8,dropout0.1234568").name
+
+
 def test_json_form():
     objects = json.dumps([
         {"type": "conv", "filters": 4, "kernel_size": 3, "strides": 2},
@@ -182,6 +216,12 @@ VALID = "valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten
                                   "head dropout takes"),
     ("convrate0,conv8k3,pool2,flatten,dense16", "the conv-stack dropout rate is 0 (convrate0, or dropout0 after"),
     ("conv8k3,pool2,dropout0,flatten,dense16,dropout0.5", "the conv-stack dropout rate is 0"),
+    # A dropout before a pool was carried past it onto the pool's output (or the next conv's input).
+    ("dropout0.3,pool2,flatten,dense16", "the dropout before 'pool2' at position 2 has no site: a pool layer has no "
+                                         "input site"),
+    ("dropout0.2,pool2,conv8k3,flatten,dense16", "the dropout before 'pool2' at position 2 has no site"),
+    # Python's float() reads digits grouped by underscores.
+    ("flatten,dropout0.2_5", "the rate of 'dropout0.2_5' at position 2 must be a number in [0, 1)"),
     ("flatten,logits,dense8", "'logits' at position 2 must be the last token"),
     (",".join(["conv1k1"] * 49 + ["flatten"]), "the network has 51 layers (classifier included); at most 50"),
     ("[", "the network spec is not valid JSON"),
@@ -317,6 +357,8 @@ def train_plan(*args):
 @pytest.mark.parametrize("args,message", [
     (["--network=conv4k3,dense8"], "--network: 'dense8' at position 2 needs 'flatten' before it"),
     (["--network=flatten", "--model=dense_mlp"], "give --network=SPEC or --model=dense_mlp, not both"),
+    # The default model, typed: it was replaced by the network without a word.
+    (["--network=flatten", "--model=keras_mnist_cnn"], "give --network=SPEC or --model=keras_mnist_cnn, not both"),
     (["--network=@/nonexistent/net.json"], "--network: cannot read '/nonexistent/net.json'"),
     (["--network=flatten,dropout2", "--placement=all"], "--network: the rate of 'dropout2' at position 2"),
     # Read as not given, an empty value trained the default zoo network without a word.
