@@ -19,6 +19,7 @@ same answer, without a word. `predict` picks the signature from the dtype:
 import numpy as np
 import tensorflow as tf
 
+from dropzoo import data as data_lib
 from dropzoo import export
 from dropzoo import serving
 
@@ -35,6 +36,7 @@ class Client:
 
     def predict(self, images, batch_size=256):
         """{output: NumPy array} of the serving outputs for `images` ([N, H, W, C] or one [H, W, C])."""
+        data_lib.check_batch_size(batch_size)
         fn, pixels = self.route(images)
         parts = [fn(**{serving.INPUT_KEY: tf.constant(pixels[i:i + batch_size])})
                  for i in range(0, len(pixels), batch_size)]

@@ -23,6 +23,7 @@ from dropzoo import files
 from dropzoo import folders
 from dropzoo import sources
 from dropzoo import uncertainty
+from dropzoo import workdir as workdirs
 from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
 from dropzoo.errors import RunError
@@ -45,7 +46,14 @@ def find_runs(runs_dirs):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("comparison", EVALUATIONS))
             if "metrics.json" in names:
                 found.append(os.path.normpath(root))
-                dirs[:] = []  # a run's own subdirectories hold no runs
+                dirs[:] = []  # a run's own subdirectories hold no runs; others would be left out of the comparison:
+                nested = next((os.path.join(below, "metrics.json") for below, _, held in os.walk(root)
+                               if below != root and "metrics.json" in held and os.path.relpath(below, root).split(
+                                   os.sep)[0] not in workdirs.RUN_FILES), None)
+                if nested:
+                    raise ValueError(f"the run {root} holds another run below it ({os.path.dirname(nested)}): a "
+                                     "comparison takes a run's directory as one run; move the runs below it into a "
+                                     "directory of their own, and give --runs_dir both")
     if not found and unfinished_runs(runs_dirs):
         raise ValueError(f"no finished runs below {', '.join(runs_dirs)} yet: {unfinished_note(runs_dirs)}")
     if not found:  # into the directory given only where it holds nothing else (not a folder of images by mistake)

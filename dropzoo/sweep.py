@@ -197,7 +197,7 @@ def describe_plan(runs, overwrite=False):
     trained = len(set(trained_by) - finished - refused)
     identical = sum(target != i for i, target in enumerate(trained_by))
     done = f"{len(finished)} finished, " if finished else ""
-    done += f"{len(refused)} refused (other settings in their workdir), " if refused else ""
+    done += f"{len(refused)} refused (see their lines), " if refused else ""
     done += f"{identical} identical by construction (recorded, not trained), " if identical else ""
     lines += [f"data: {flags}: {classes} classes, images of {'x'.join(map(str, shape))}"
               for flags, shape, classes, _ in described]
@@ -266,6 +266,10 @@ def _check_schedule(config, loaded, data):
 def _refusal(config, workdir, resolved):
     """The trainer's one-line refusal of the run started in `workdir` with other settings, else None."""
     path = os.path.join(workdir, "config.json")
+    try:
+        workdirs.check_one_run_here(workdir)
+    except errors.USER_ERRORS as e:
+        return str(e)
     if not workdirs.started(workdir) or not os.path.exists(path):
         return None
     try:

@@ -11,6 +11,7 @@ checkpoint (a typo, data that was not there) blocks nothing: its config.json
 is replaced by the corrected command's.
 """
 import glob
+import json
 import os
 import shutil
 
@@ -48,6 +49,36 @@ def check_not_file(workdir):
     if workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
         raise RunError(f"--workdir {workdir} is a file, not a directory; pass a directory for the run (it is "
                        "created if need be)")
+
+
+def check_one_run_here(workdir, depth=5):
+    """RunError where `workdir` lies inside another run's directory, or holds runs below it (up to `depth` levels):
+    eval.py --runs_dir and --collect take a directory holding a run as that one run, and leave the others out."""
+    workdir = os.path.abspath(workdir)
+    parent = os.path.dirname(workdir)
+    while parent != os.path.dirname(parent):
+        if is_run(parent):
+            raise RunError(f"{workdir} lies inside the run {parent}: a comparison (eval.py --runs_dir) would take "
+                           f"{parent} as one run and leave the runs below it out; give a --workdir outside {parent}")
+        parent = os.path.dirname(parent)
+    for level in range(1, depth + 1):
+        for path in glob.iglob(os.path.join(glob.escape(workdir), *["*"] * level, "config.json")):
+            below = os.path.dirname(path)
+            if os.path.relpath(below, workdir).split(os.sep)[0] not in RUN_FILES and is_run(below):
+                raise RunError(f"--workdir {workdir} holds other runs below it (e.g. {below}): a comparison (eval.py "
+                               f"--runs_dir) would take {workdir} as one run and leave them out; give another "
+                               "--workdir (a sweep puts its runs below its own)")
+
+
+def is_run(directory):
+    """Whether `directory` holds a run: its metrics.json, or the config.json `prepare` writes."""
+    if os.path.isfile(os.path.join(directory, "metrics.json")):
+        return True
+    try:
+        with open(os.path.join(directory, "config.json")) as f:
+            return RESOLVED in json.load(f)
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def ensure_writable(workdir):
@@ -110,6 +141,7 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     holds the workdir's lock.
     """
     files_ = paths(workdir, extra)
+    check_one_run_here(workdir)
     ensure_writable(workdir)
     if overwrite:
         evaluations = [path for pattern in EVAL_FILES for path in glob.glob(os.path.join(workdir, pattern))]
@@ -175,6 +207,15 @@ def check_same(saved, config, resolved, workdir, resuming=False):
 
 def reexport_fix(workdir, what):
     """How to make a finished run's exports (`what`: "them", "it") again, where its checkpoints allow."""
+    try:
+        with open(os.path.join(workdir, "metrics.json")) as f:
+            target = json.load(f).get("identical_to")
+    except (OSError, ValueError, AttributeError):
+        target = None
+    if target:  # recorded, never trained: it has no exports or checkpoints of its own
+        target = os.path.normpath(os.path.join(workdir, target))
+        return (f"this run was never trained: it is identical by construction to {target}, whose exports are its "
+                f"own; pass --workdir={target}")
     if checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")):
         return (f"export {what} again from its last checkpoint (no training, the same weights): delete "
                 f"{os.path.join(workdir, 'metrics.json')} and rerun its train.py command")

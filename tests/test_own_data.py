@@ -420,6 +420,8 @@ def test_the_client_gives_the_right_answer_for_every_pixel_dtype_or_one_error(ex
                          (np.full(images.shape, "a"), "images are <U1; pass uint8 pixels")]:
         with pytest.raises(ValueError, match=message):
             model.predict(bad)
+    with pytest.raises(ValueError, match=r"^batch_size must be a positive integer, got 0$"):  # range() arg 3 ...
+        model.predict(images, batch_size=0)
 
 
 def test_serving_float_answers_scaled_pixels_and_refuses_raw_ones(export):

@@ -572,3 +572,40 @@ def test_a_ctrl_c_after_the_work_ended_says_so():
     assert done.stdout == "work done\n"
     assert done.stderr == ("interrupted (SIGINT) while exiting, after the work above ended; "
                            "every file it wrote is whole\n")
+
+
+def test_a_run_inside_another_runs_directory_is_refused_before_it_is_lost(tmp_path):
+    """A run into a sweep's --workdir (or a sweep into a run's) trained without a word, and eval.py --runs_dir and
+    --collect then took the outer directory as one run and left the others out."""
+    from dropzoo import records
+    from dropzoo import workdir as workdirs
+
+    def fake_run(directory, finished=True):
+        os.makedirs(directory / "saved_model" / "variables")
+        files.write_json(str(directory / "config.json"), {"model": "m", workdirs.RESOLVED: {}})
+        if finished:
+            files.write_json(str(directory / "metrics.json"), {"config": {"seed": 0}})
+
+    sweep_dir = tmp_path / "sweep"
+    fake_run(sweep_dir / "m" / "none" / "seed0", finished=False)  # started: its config.json says so
+    with pytest.raises(trainer.RunError, match=rf"^--workdir {sweep_dir} holds other runs below it \(e\.g\. "
+                                               rf"{sweep_dir}/m/none/seed0\): a comparison .* give another --workdir"):
+        workdirs.check_one_run_here(str(sweep_dir))
+    single = tmp_path / "single"
+    fake_run(single)
+    workdirs.check_one_run_here(str(single))  # its own saved_model/ holds no run
+    with pytest.raises(trainer.RunError, match=rf"^{single}/m/none/seed0 lies inside the run {single}: .* give a "
+                                               rf"--workdir outside {single}$"):
+        workdirs.check_one_run_here(str(single / "m" / "none" / "seed0"))
+    workdirs.check_one_run_here(str(tmp_path / "elsewhere"))  # nothing there yet: fine
+    # Such a layout made before: refused by the comparison, not compared without the runs below.
+    fake_run(single / "m" / "none" / "seed1")
+    with pytest.raises(ValueError, match=rf"^the run {single} holds another run below it \({single}/m/none/seed1\)"):
+        records.find_runs([str(single)])
+    # A run recorded as identical by construction has no exports of its own: the fix names the run that has them.
+    twin = tmp_path / "twin"
+    os.makedirs(twin)
+    files.write_json(str(twin / "metrics.json"), {"identical_to": "../single"})
+    assert workdirs.reexport_fix(str(twin), "it") == (
+        f"this run was never trained: it is identical by construction to {single}, whose exports are its own; pass "
+        f"--workdir={single}")

@@ -376,7 +376,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     result = _run("train.py", "--model=dense_mlp", "--placement=canonical,after_activation,before_dense",
                   "--dry_run", f"--workdir={tmp_path / 'study'}")
     lines = result.stdout.strip().splitlines()
-    assert lines[-1] == ("3 run(s), 1 finished, 1 refused (other settings in their workdir), 1 identical by "
+    assert lines[-1] == ("3 run(s), 1 finished, 1 refused (see their lines), 1 identical by "
                          "construction (recorded, not trained), 0 to train; "
                          "nothing was written (--dry_run)"), result.stdout
     assert any(line.startswith(str(finished)) and line.endswith("(finished: kept)") for line in lines)
