@@ -13,7 +13,8 @@ an index to its share of the plan, deterministically:
   `--num_tasks`), else None (the whole plan);
 - `share(runs, index, count)`: the runs of share `index`: the plan's groups
   of identical runs (`sweep.plan`, trained once and recorded for the rest)
-  dealt round-robin, so a group never splits and every run has one share.
+  dealt round-robin in the order of their directories (not of the flags'
+  values), so a group never splits and every run has one share.
 
 A task run again resumes or skips its own runs as any rerun sweep does, and
 the workdir lock still keeps two processes out of one run.
@@ -108,9 +109,18 @@ def share(runs, plan, index, count):
     trains it. Groups are numbered by their first run; group g goes to share
     g % count, with every run it stands for.
     """
-    groups = list(dict.fromkeys(plan))
-    mine = {leader for g, leader in enumerate(groups) if g % count == index}
+    groups = _groups(runs, plan)
+    mine = {leader for g, leader in enumerate(sorted(groups, key=groups.get)) if g % count == index}
     return [run for run, leader in zip(runs, plan) if leader in mine]
+
+
+def _groups(runs, plan):
+    """{leader: its group's workdirs, sorted}. Groups dealt in the order of their workdirs, not of the plan, so that
+    tasks typed with a list's values in another order (--placement=none,canonical; canonical,none) deal alike."""
+    groups = {}
+    for (_, workdir), leader in zip(runs, plan):
+        groups.setdefault(leader, []).append(os.path.normpath(workdir))
+    return {leader: sorted(workdirs) for leader, workdirs in groups.items()}
 
 
 def from_slurm(source):
@@ -130,9 +140,9 @@ def check_slurm_share(mine, plan, index, count, source):
 
 
 def _plan_digest(runs, sweep_plan):
-    """sha256 of what decides the shares: the runs (workdirs) and their groups; data paths, devices and such
-    may differ per task."""
-    return hashlib.sha256(json.dumps([[workdir for _, workdir in runs], sweep_plan]).encode()).hexdigest()
+    """sha256 of what decides the shares: the runs (workdirs) and their groups, in any order; data paths, devices
+    and such may differ per task."""
+    return hashlib.sha256(json.dumps(sorted(_groups(runs, sweep_plan).values())).encode()).hexdigest()
 
 
 def _tasks_dir(runs):

@@ -184,6 +184,11 @@ def test_shares_deal_groups_of_identical_runs_round_robin_and_cover_the_plan():
         leaders = {plan[i] for i, (_, w) in enumerate(runs) if w in mine}
         assert mine == {w for i, (_, w) in enumerate(runs) if plan[i] in leaders}
     assert shards.share(runs, plan, 0, 1) == runs
+    # Tasks typed by hand with the values in another order: the same shares (they overlapped, and left runs out).
+    other = _plan("--model=dense_mlp", "--placement=none,before_activation,after_activation,canonical", "--seeds=2")
+    assert [sorted(w for _, w in shards.share(other, sweep.plan(other), i, 3)) for i in range(3)] == [
+        sorted(w for _, w in share) for share in shares]
+    assert shards._plan_digest(other, sweep.plan(other)) == shards._plan_digest(runs, plan)
 
 
 @pytest.mark.parametrize("environ,flags_given,expected", [
