@@ -5,6 +5,8 @@
 model); `own_kinds` says which kinds they are, and `check_canonical_kind`
 refuses a canonical drawn as another kind than the model's own.
 """
+import keras
+
 from models import keras_graph as graph
 from models import layers as dropout_lib
 from models import sites as sites_lib
@@ -87,6 +89,10 @@ def own_dropout(calls, spec):
                                  f"for {len(after)} layers ({', '.join(repr(o.layer.name) for o in after)}); a site "
                                  "on the input is one layer's .pre: put the dropout before one layer, or remove it")
             site, shares = (f"{after[0].layer.name}.pre" if len(after) == 1 else ""), after
+            if (site not in valid and len(after) == 1 and isinstance(after[0].layer, keras.layers.Flatten)
+                    and not graph.is_spatial(c.layer) and not graph.has_other_noise_shape(c.layer)):
+                # Unit by unit, dropping before a Flatten drops the same units as after it: its output's site.
+                site = _site_after(spec, calls.index(after[0])) or site
         if site in valid and len(shares) > 1:
             others = [o.layer.name for o in shares if o is not c]
             raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} drops units of a tensor that "

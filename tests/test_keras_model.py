@@ -428,6 +428,20 @@ def test_a_dropout_inside_a_block_is_refused_naming_the_sites_there_are():
         models.describe_model(model)
 
 
+def test_dropout_on_the_images_before_a_flatten_is_the_flattened_inputs_site():
+    """Input -> Dropout -> Flatten -> Dense was refused as 'not at a site', though unit by unit it drops what
+    the Flatten's output site drops; channels dropped whole before a Flatten have no such site."""
+    model = _sequential(keras.layers.Dropout(0.2), keras.layers.Flatten(name="f"),
+                        keras.layers.Dense(16, activation="relu", name="fc"), keras.layers.Dropout(0.5),
+                        keras.layers.Dense(10, activation="softmax", name="out"))
+    got = _placements(model)
+    assert got["canonical"] == "f.post:0.2,fc.post:0.5" and got["before_dense"] == "fc.pre:0.5"
+    spatial = _sequential(keras.layers.SpatialDropout2D(0.2), keras.layers.Flatten(name="f"),
+                          keras.layers.Dense(10, activation="softmax", name="out"))
+    with pytest.raises(ValueError, match=r"dropout layer .* is not at a site place_dropout can name"):
+        models.describe_model(spatial)
+
+
 def test_a_user_models_input_dropout_is_not_its_conv_stack_rate():
     """Dropout(0.1) on the input and Dropout(0.5) on the dense layer's input: the conv stack takes 0.5."""
     model = _sequential(keras.layers.Dropout(0.1), keras.layers.Conv2D(4, 3, activation="relu", name="c"),
