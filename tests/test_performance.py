@@ -272,7 +272,7 @@ def test_steps_per_execution_that_does_not_divide_is_refused(requested, steps, t
 
 def test_metrics_record_steps_per_execution(tmp_path):
     # tiny_source: 86 training examples in batches of 16 -> 6 steps per epoch.
-    metrics = trainer.train_and_evaluate(tiny_config(epochs=1, steps_per_execution=3), str(tmp_path),
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=1, steps_per_execution=3), str(tmp_path / "a"),
                                          source=tiny_source(), verbose=0)
     assert metrics["steps_per_execution"] == {"requested": 3, "used": 3}
     with pytest.raises(ValueError, match="--steps_per_execution=4 does not divide the 6 steps"):
