@@ -106,8 +106,8 @@ def share(runs, plan, index, count):
     """The runs of share `index` of `count`: the plan's groups of identical runs, dealt round-robin.
 
     `plan` is sweep.plan(runs): for each run, the index of the run that
-    trains it. Groups are numbered by their first run; group g goes to share
-    g % count, with every run it stands for.
+    trains it. Groups are numbered in the order of their directories; group g
+    goes to share g % count, with every run it stands for.
     """
     groups = _groups(runs, plan)
     mine = {leader for g, leader in enumerate(sorted(groups, key=groups.get)) if g % count == index}
