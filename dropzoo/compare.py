@@ -37,6 +37,7 @@ from dropzoo import provenance
 from dropzoo import records
 from dropzoo import regime as regime_lib
 from dropzoo import report
+from dropzoo import shards
 from dropzoo import sizes_report
 from dropzoo import stats
 from dropzoo import sweep
@@ -378,7 +379,8 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                           "is that directory's own)")
     run_dirs = records.find_runs(runs_dirs)
     pooled_data.check(run_dirs, own_test=data_override is None and source is None)
-    notes = [note for note in [records.unfinished_note(runs_dirs)] if note]
+    notes = [note for note in [records.unfinished_note(runs_dirs),
+                               shards.missing_note(runs_dirs, run_dirs + records.unfinished_runs(runs_dirs))] if note]
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                  data_override=data_override, source=source, ood=ood, notes=notes)
     label_rows(rows)

@@ -219,3 +219,26 @@ def check_task_counts(runs, sweep_plan, index, count, source):
                     f"once every task of the other split has ended, delete {os.path.join(where, prefix)}*.json")
         if not written:
             files.write_json(own, {"num_tasks": count, "source": source})
+    # The whole plan, so that a comparison can name the runs no task has started (a task never run).
+    planned = [os.path.relpath(os.path.abspath(workdir), os.path.dirname(where)) for _, workdir in runs]
+    files.write_json(os.path.join(where, f"plan-{prefix[len('split-'):-len('-task')]}.json"), {"runs": planned})
+
+
+def missing_note(runs_dirs, runs):
+    """A note naming the runs an array's tasks planned below `runs_dirs` (their `.tasks/plan-*.json`) that left no
+    record here (`runs`: the run directories found, finished or not), or None: a task never run, or not yet."""
+    here = {os.path.abspath(run) for run in runs}
+    planned, plans = set(), []
+    for runs_dir in runs_dirs:
+        for path in sorted(glob.glob(os.path.join(glob.escape(runs_dir), "**", ".tasks", "plan-*.json"),
+                                     recursive=True)):
+            root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+            plans.append(path)
+            planned |= {os.path.normpath(os.path.join(root, run)) for run in files.read_json(path, "delete it")["runs"]}
+    missing = sorted(planned - here)
+    if not missing:
+        return None
+    return (f"{len(missing)} of the {len(planned)} runs an array job planned ({', '.join(plans[:2])}) have no record "
+            f"here (a task not run, or not started yet): {', '.join(os.path.relpath(m) for m in missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}; run the tasks that train them, or read the comparison as "
+            "covering fewer seeds than planned")

@@ -290,11 +290,25 @@ def test_tasks_of_one_plan_split_into_other_counts_are_refused(tmp_path):
     more = _plan("--model=dense_mlp", "--placement=canonical,none,before_dense", "--seeds=3",
                  f"--workdir={tmp_path}/study")
     shards.check_task_counts(more, sweep.plan(more), 1, 2, "JOB_COMPLETION_INDEX (Kubernetes Indexed Job)")
-    assert len(os.listdir(tasks)) == len(before) + 2
+    assert len(os.listdir(tasks)) == len(before) + 3  # task 1's split; the other plan's split and plan
     one = _plan("--model=dense_mlp", f"--workdir={tmp_path}/alone")
     shards.check_task_counts(one, sweep.plan(one), 0, 2, "--task_index and --num_tasks")
     assert one[0][1] == f"{tmp_path}/alone" and not (tmp_path / "alone").exists()  # beside the run, not in it
-    assert len(os.listdir(tmp_path / ".tasks")) == 1
+    assert len(os.listdir(tmp_path / ".tasks")) == 2  # its split and its plan
+
+
+def test_a_comparison_names_the_runs_no_task_of_the_array_started(tmp_path):
+    """Task 2 of 3 never ran: the comparison ran on the runs present, and nothing said the plan had more."""
+    runs = _plan("--model=dense_mlp", "--placement=canonical,none", "--seeds=3", f"--workdir={tmp_path}/study")
+    plan = sweep.plan(runs)
+    for index in (0, 1):
+        shards.check_task_counts(runs, plan, index, 3, "--task_index and --num_tasks")
+    done = [workdir for index in (0, 1) for _, workdir in shards.share(runs, plan, index, 3)]
+    left = sorted({w for _, w in runs} - set(done))
+    note = shards.missing_note([str(tmp_path / "study")], done)
+    assert note.startswith(f"{len(left)} of the 6 runs an array job planned ({tmp_path}/study/dense_mlp/.tasks/plan-")
+    assert os.path.relpath(left[0]) in note and "run the tasks that train them" in note
+    assert shards.missing_note([str(tmp_path / "study")], [w for _, w in runs]) is None
 
 
 def test_the_kubernetes_recipe_parses_and_maps_its_indices():
