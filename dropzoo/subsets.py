@@ -27,17 +27,13 @@ def subset(source, size):
         return source
     if source.train is None:
         raise DataError(f"source {source.name} was loaded without its train split; it cannot be subset")
-    if not 2 <= (size := int(size)) <= source.num_train:
-        raise DataError(f"--train_size={size} must be between 2 and the {source.num_train:,} training examples "
-                        f"of {source.name}")
+    size = check_size(source, size, 0)  # its bounds; its classes once the labels are read
     # In batches: one Python step per label made this 50 s for Fashion-MNIST's 60k on one thread.
     labels = np.concatenate([np.asarray(batch, np.int64).reshape(-1) for batch in
                              source.train.map(lambda image, label: label).batch(8192).as_numpy_iterator()]
                             or [np.zeros(0, np.int64)])
     classes, counts = np.unique(labels, return_counts=True)
-    if size < len(classes):  # a class left out would never be learnt, yet still be tested
-        raise DataError(f"--train_size={size} is below the {len(classes)} classes of {source.name}; a stratified "
-                        f"subset keeps every class: give at least {len(classes)}")
+    check_size(source, size, len(classes))
     quota = counts * size / len(labels)
     keep = np.maximum(np.floor(quota).astype(int), 1)  # every class, however rare
     for k in np.argsort(-keep, kind="stable")[:max(0, keep.sum() - size)]:
@@ -57,3 +53,14 @@ def subset(source, size):
               "train_subset_sha256": hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()}
     return dataclasses.replace(source, train=train, num_train=size, subset_record=record,
                                train_labels=labels[indices])
+
+
+def check_size(source, size, classes):
+    """`size` as an int, or DataError unless a subset of `source`'s train split keeps each of `classes` classes."""
+    if not 2 <= (size := int(size)) <= source.num_train:
+        raise DataError(f"--train_size={size} must be between 2 and the {source.num_train:,} training examples "
+                        f"of {source.name}")
+    if size < classes:  # a class left out would never be learnt, yet still be tested
+        raise DataError(f"--train_size={size} is below the {classes} classes of {source.name}; a stratified "
+                        f"subset keeps every class: give at least {classes}")
+    return size

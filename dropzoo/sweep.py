@@ -32,6 +32,7 @@ from dropzoo import performance
 from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import subsets
+from dropzoo import tfds_source
 from dropzoo import trainer
 from dropzoo import workdir as workdirs
 
@@ -215,7 +216,8 @@ def check_data_fits(runs):
     that data's image shape and classes. Files (and mnist_sample) are loaded
     as training loads them, so what training refuses in them or in a run's
     --train_size or --steps_per_execution is refused here; tfds data is read
-    from its description (sources.describe), nothing downloaded.
+    from its description (sources.describe), nothing downloaded, and where it is
+    prepared its splits' recorded sizes are checked as files' are.
     """
     described, built, loaded = {}, set(), {}
     for config, _ in runs:
@@ -227,6 +229,13 @@ def check_data_fits(runs):
             flags = " ".join(f"--{key}={arguments[key]}" for key in chosen.keys if arguments.get(key) is not None)
             if chosen.name == "dataset" and arguments.get("dataset", sources.DEFAULT_DATASET) != sources.SAMPLE_NAME:
                 described[data] = (flags, *sources.describe(**arguments))
+                sizes = tfds_source.prepared_sizes(arguments.get("dataset", sources.DEFAULT_DATASET),
+                                                   arguments.get("tfds_data_dir"))
+                if sizes:  # prepared: its splits' sizes, for what training checks of them (nothing read)
+                    _, shape, classes, _ = described[data]
+                    loaded[data] = sources.Source(name=f"tfds:{arguments.get('dataset', sources.DEFAULT_DATASET)}",
+                                                  train=None, test=None, num_train=sizes[0], num_test=sizes[1],
+                                                  num_classes=classes, image_shape=shape)
             else:
                 loaded[data] = sources.load_source(**arguments)
                 described[data] = (flags, loaded[data].image_shape, loaded[data].num_classes, None)
@@ -251,7 +260,9 @@ def _check_schedule(config, loaded, data):
     source = loaded[data]
     if config.train_size:
         if (data, config.train_size) not in loaded:
-            loaded[data, config.train_size] = subsets.subset(source, config.train_size)
+            loaded[data, config.train_size] = (  # tfds data: its size alone (it is not read)
+                subsets.subset(source, config.train_size) if source.train is not None else dataclasses.replace(
+                    source, num_train=subsets.check_size(source, config.train_size, source.num_classes)))
         source = loaded[data, config.train_size]
     data_lib.check_every_class_trained(source, config.validation_fraction)
     steps_per_epoch, epochs = trainer.schedule(config, trainer.data_steps_per_epoch(source, config))

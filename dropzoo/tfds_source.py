@@ -72,6 +72,15 @@ def describe(name, data_dir):
             str(builder.data_path) if _is_prepared(builder) else None)
 
 
+def prepared_sizes(name, data_dir):
+    """(train, test) examples of tfds dataset `name` where it is prepared (its recorded splits), else None."""
+    builder = _tfds_builder(name, data_dir)
+    splits = builder.info.splits if _is_prepared(builder) else {}
+    if "train" not in splits or "test" not in splits:
+        return None
+    return int(splits["train"].num_examples), int(splits["test"].num_examples)
+
+
 def _tfds_builder(name, data_dir):
     path_hint = _path_hint(name)
     if path_hint:

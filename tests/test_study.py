@@ -560,3 +560,37 @@ def test_a_dry_run_refuses_what_training_would_refuse_at_its_start(args, error, 
     assert type(info.value).__name__ == error and str(info.value).startswith(message), str(info.value)
     assert "to train" in sweep.describe_plan(_plan("--model=dense_mlp", "--dataset=mnist_sample", "--train_size=500",
                                                    f"--workdir={tmp_path}"))
+
+
+def test_a_dry_run_checks_a_prepared_tfds_datasets_sizes(tmp_path):
+    """tfds data was read from its description alone, so a --train_size or --steps_per_execution it cannot take
+    passed --dry_run and failed as training started. Prepared, its splits' recorded sizes are checked (nothing
+    read); tfds' own test dataset is prepared here from generated images, without the network."""
+    import tensorflow_datasets as tfds
+
+    class DryRunDigits(tfds.core.GeneratorBasedBuilder):  # registered as dry_run_digits: 20 train, 20 test
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, supervised_keys=("image", "label"), features=tfds.features.
+                                         FeaturesDict({"image": tfds.features.Image(shape=(28, 28, 1)),
+                                                       "label": tfds.features.ClassLabel(num_classes=10)}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(), "test": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i in range(20):
+                yield i, {"image": np.full((28, 28, 1), i, np.uint8), "label": i % 10}
+
+    DryRunDigits(data_dir=str(tmp_path / "tfds")).download_and_prepare()
+    data = ["--model=dense_mlp", "--dataset=dry_run_digits", f"--tfds_data_dir={tmp_path / 'tfds'}",
+            f"--workdir={tmp_path / 'w'}"]
+    for args, message in ((["--train_size=100"], "--train_size=100 must be between 2 and the 20 training examples "
+                                                 "of tfds:dry_run_digits"),
+                          (["--train_size=5"], "--train_size=5 is below the 10 classes of tfds:dry_run_digits"),
+                          (["--batch_size=4", "--steps_per_execution=4"], "--steps_per_execution=4 does not divide "
+                                                                          "the 5 steps per epoch")):
+        with pytest.raises(ValueError, match=f"^{message}"):
+            sweep.describe_plan(_plan(*data, *args))
+    assert "1 run(s), 1 to train" in sweep.describe_plan(_plan(*data, "--train_size=12"))
