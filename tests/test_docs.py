@@ -4,9 +4,12 @@ Standard library only (no TensorFlow): every Markdown link and image in
 README.md and docs/**/*.md must point at a file or directory that exists,
 and an `#anchor` at a heading of the target Markdown file (GitHub's slugs);
 every docs/*.md page must be reachable from the README; the README keeps its
-two opening commands and at most 150 lines. The last tests plant broken
-links to prove the checker reports them.
+two opening commands and at most 150 lines; every `module.name` a Python
+example in them uses of the project's modules is defined there (read with
+`ast`, nothing imported). The last tests plant broken links to prove the
+checker reports them.
 """
+import ast
 import os
 import pathlib
 import re
@@ -182,3 +185,54 @@ def test_checker_passes_a_clean_text(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.md").write_text("## Results\n\n### Results\n", encoding="utf-8")
     assert check_markdown("[x](sub/a.md#results-1) [y](sub/)", tmp_path) == []
+
+
+_PROJECT_IMPORT = re.compile(r"^\s*(?:from (dropzoo|models) import (\w+)(?: as (\w+))?|import (models|dropzoo))\s*$",
+                             re.MULTILINE)
+
+
+def python_blocks(text):
+    """The bodies of the ```python blocks of a Markdown text."""
+    return re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+
+
+def defined_names(path):
+    """The names a module file binds at its top level (defs, classes, assignments, imports)."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return names
+
+
+def undefined_uses(block):
+    """["alias.name"] the block uses of the project's modules that the modules do not define."""
+    problems = []
+    for package, module, alias, whole in _PROJECT_IMPORT.findall(block):
+        path = ROOT / (f"{package}/{module}.py" if module else f"{whole}/__init__.py")
+        if not path.is_file():
+            problems.append(f"{package or whole}.{module}: no such module")
+            continue
+        names = defined_names(path)
+        for name in set(re.findall(rf"\b{re.escape(alias or module or whole)}\.(\w+)", block)):
+            if name not in names:
+                problems.append(f"{alias or module or whole}.{name}")
+    return problems
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_python_examples_use_names_the_modules_define(path):
+    """api.md's `sources.subset(...)` raised AttributeError once subsets got a module of their own."""
+    problems = [p for block in python_blocks(path.read_text(encoding="utf-8")) for p in undefined_uses(block)]
+    assert not problems, f"{path.name}: {problems}"
+
+
+def test_the_example_checker_reports_a_name_a_module_lacks():
+    assert undefined_uses("from dropzoo import sources\nsources.subset(s, 10)\nsources.load_source()\n") == [
+        "sources.subset"]
+    assert undefined_uses("import models\nmodels.build('x')\n") == []
