@@ -17,11 +17,9 @@ Every run has the same skeleton, whatever the strategy:
   prepare workdir -> seed and precision -> data, model -> restore
   -> loop -> test -> export -> verify -> metrics
 
-Only the loop differs (`loops.FitLoop`, or `multi_worker.MultiWorkerLoop`
-under MultiWorkerMirroredStrategy); each step of the skeleton is written
-once, here. Rerunning the same command resumes from the last checkpoint;
-rerunning a finished run returns its metrics without retraining unless
-`overwrite`.
+Only the loop differs (`loops.FitLoop`, or `multi_worker.MultiWorkerLoop` under MultiWorkerMirroredStrategy);
+each step of the skeleton is written once, here. Rerunning the same command resumes from the last checkpoint;
+rerunning a finished run returns its metrics without retraining unless `overwrite`.
 """
 import hashlib
 import math
@@ -40,6 +38,7 @@ from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
+from dropzoo import data_identity
 from dropzoo import errors
 from dropzoo import evaluate
 from dropzoo import export as export_lib
@@ -136,9 +135,9 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
                        serving_artifacts=True):
     """Trains, evaluates, exports and verifies; returns the metrics dict.
 
-    `source` (a sources.Source) replaces the configured dataset, so tests can
-    inject tiny data. `verbose`: Keras fit verbosity; "auto" shows a progress
-    bar on a terminal and one line per epoch in a log file.
+    `source` (a sources.Source) replaces the configured dataset (a finished run
+    recorded on other data is refused). `verbose`: Keras fit verbosity; "auto"
+    shows a progress bar on a terminal and one line per epoch in a log file.
     `serving_artifacts=False` skips model.keras and the TFLite models (about
     2 s of a tiny run's export), for tests about other things. Under
     multi-worker every worker calls this; each gets the chief's metrics with
@@ -165,8 +164,9 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
             if "locked" in claim:
                 raise locks.WorkdirLocked(claim["locked"])
             if claim["finished"] is not None:
+                data_identity.check_finished_on(source, claim["finished"].get("data"), workdir)
                 if verbose:
-                    print(f"{workdir} holds a finished run; reporting it (--overwrite retrains)")
+                    print(f"{workdir} holds a finished run; reporting it (--overwrite retrains, on data as it is now)")
                 if loop.chief:
                     for note in artifacts_lib.finished_run_notes(workdir, claim["finished"], serving_artifacts):
                         print(f"note: {note}", file=sys.stderr)

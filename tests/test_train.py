@@ -619,3 +619,14 @@ def test_sites_override_one_placement_as_a_flagfile_sets_it():
     fv(["train.py", "--flagfile=" + os.path.join(ROOT, "configs", "keras_mnist_cnn.cfg"), "--sites=dense1.pre:0.5"])
     [(config, _)] = flags_lib.train_plan(fv)
     assert config.placement == "canonical" and config.placement_spec == "dense1.pre:0.5"
+
+
+def test_a_finished_run_given_other_training_data_is_refused_not_reported(tmp_path):
+    """Its old metrics came back as the new data's (0.312 on other arrays), without a word at verbose=0."""
+    config, workdir = tiny_config(epochs=1), str(tmp_path / "run")
+    first = trainer.train_and_evaluate(config, workdir, source=tiny_source(), verbose=0, serving_artifacts=False)
+    assert trainer.train_and_evaluate(config, workdir, source=tiny_source(), verbose=0) == first  # the same data
+    with pytest.raises(DataError, match=rf"^{workdir} holds a run finished on other training data \(sha256 "
+                                        r"[0-9a-f]{12}\.\.\.\) than tiny \(sha256 [0-9a-f]{12}\.\.\.\), so its results "
+                                        r"would be reported as this data's; use another workdir, or overwrite=True"):
+        trainer.train_and_evaluate(config, workdir, source=tiny_source(seed=1), verbose=0)
