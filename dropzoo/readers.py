@@ -123,13 +123,24 @@ def read_npz(path, need_train=True):
             from None
     if missing:
         raise DataError(f"{path} lacks {', '.join(missing)} (it holds {held}); save it with {save}")
-    train = _checked_arrays(path, "train", arrays["x_train"], arrays["y_train"])
-    test = _checked_arrays(path, "test", arrays["x_test"], arrays["y_test"])
-    if train[0].shape[1:] != test[0].shape[1:]:
-        raise DataError(f"{path}: x_train images are {train[0].shape[1:]} but x_test images are "
-                        f"{test[0].shape[1:]}; give both splits the same image shape")
-    check_class_ids(path, train[1], test[1], every_class_tested=need_train)
+    train, test = check_arrays(path, (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]),
+                               need_train)
     return (*train, *test)
+
+
+def check_arrays(where, train, test, every_class_tested=True):
+    """((x_train, y_train) or None, (x_test, y_test)) as uint8 [N, H, W, C] images and int64 labels, or a
+    DataError naming the problem and the fix: other dtypes or shapes, labels that are no class ids shared by
+    both splits (check_class_ids). `train` may be None (a test split alone)."""
+    train = None if train is None else _checked_arrays(where, "train", *map(np.asarray, train))
+    test = _checked_arrays(where, "test", *map(np.asarray, test))
+    if train is None:
+        return None, test
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise DataError(f"{where}: x_train images are {train[0].shape[1:]} but x_test images are "
+                        f"{test[0].shape[1:]}; give both splits the same image shape")
+    check_class_ids(where, train[1], test[1], every_class_tested=every_class_tested)
+    return train, test
 
 
 def _is_npy(path):

@@ -88,7 +88,7 @@ class SourceType:
 def _load_npz(need_train, npz):
     path = os.path.abspath(npz)
     x_train, y_train, x_test, y_test = readers.read_npz(path, need_train)
-    return array_source(f"npz:{path}", _fixed_shuffle(x_train, y_train) if need_train else None,
+    return _source(f"npz:{path}", _fixed_shuffle(x_train, y_train) if need_train else None,
                         (x_test, y_test), origin={"npz": path})
 
 
@@ -138,7 +138,7 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
     origin = {"image_dir": root, "test_image_dir": test_root, "image_size": list(size) if size else None,
               "color_mode": color_mode}
     name = f"images:{root}" + (f", tested on {test_root}" if test_root else "")
-    return array_source(name, train, test, origin=origin, details=details)
+    return _source(name, train, test, origin=origin, details=details)
 
 
 def check_test_folder_apart(image_dir, test_image_dir):
@@ -327,12 +327,19 @@ def config_arguments(config):
 
 def _sample_source(need_train, fallback_reason=""):
     x_train, y_train, x_test, y_test = mnist_sample.arrays()
-    return array_source(SAMPLE_NAME, (x_train, y_train) if need_train else None,
+    return _source(SAMPLE_NAME, (x_train, y_train) if need_train else None,
                         (x_test, y_test), fallback_reason, origin={"dataset": SAMPLE_NAME})
 
 
 def array_source(name, train, test, fallback_reason="", origin=None, details=None):
-    """A `Source` over in-memory arrays; `train` is None for eval-only use."""
+    """A `Source` over in-memory arrays (uint8 [N, H, W(, C)] images, integer class ids), checked as an `.npz`'s
+    are; `train` is None for eval-only use. DataError (one line) naming the problem and the fix."""
+    train, test = readers.check_arrays(name, train, test)
+    return _source(name, train, test, fallback_reason, origin, details)
+
+
+def _source(name, train, test, fallback_reason="", origin=None, details=None):
+    """A `Source` over arrays a reader has checked."""
     x_test, y_test = test
     labels = [y_test] if train is None else [train[1], y_test]
     details = dict(details or {})
@@ -373,7 +380,7 @@ def _idx_source(idx_dir, need_train):
                 f"{test[0].shape[1:3]}; use train and t10k files from the same dataset")
         readers.check_class_ids(idx_dir, y_train, test[1], names=readers.IDX_LABEL_NAMES)
         train = _fixed_shuffle(x_train, y_train)
-    return array_source(f"idx:{os.path.abspath(idx_dir)}", train, test,
+    return _source(f"idx:{os.path.abspath(idx_dir)}", train, test,
                         origin={"idx_dir": os.path.abspath(idx_dir)})
 
 

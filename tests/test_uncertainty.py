@@ -268,7 +268,6 @@ def test_ood_images_that_are_test_images_are_left_out_or_refused_when_all_are(ca
 
     kept, left_out = data_identity.ood_apart(test, ood(other), "x's")  # no image in common
     assert left_out == 0 and len(list(kept)) == 40
-    assert data_identity.ood_apart(test, ood(other.astype(np.float32)), "x's")[1] == 0  # other bytes
     with pytest.raises(ValueError, match=r"^all 49 out-of-distribution images are in x's own test data \(byte for "
                                          r"byte\): it is the test data \(or a copy of some of it\)"):
         data_identity.ood_apart(test, ood(test[1:]), "x's")  # the test data less one image
