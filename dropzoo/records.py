@@ -15,6 +15,7 @@ machines that trained them (`collect`).
 """
 import hashlib
 import json
+import math
 import os
 import re
 
@@ -47,13 +48,10 @@ def find_runs(runs_dirs):
             if "metrics.json" in names:
                 found.append(os.path.normpath(root))
                 dirs[:] = []  # a run's own subdirectories hold no runs; others would be left out of the comparison:
-                nested = next((os.path.join(below, "metrics.json") for below, _, held in os.walk(root)
-                               if below != root and "metrics.json" in held and os.path.relpath(below, root).split(
-                                   os.sep)[0] not in workdirs.RUN_FILES), None)
-                if nested:
-                    raise ValueError(f"the run {root} holds another run below it ({os.path.dirname(nested)}): a "
-                                     "comparison takes a run's directory as one run; move the runs below it into a "
-                                     "directory of their own, and give --runs_dir both")
+                if nested := workdirs.run_below(root):
+                    raise ValueError(f"the run {root} holds another run below it ({nested}): a comparison takes a "
+                                     "run's directory as one run; move the runs below it into a directory of their "
+                                     "own, and give --runs_dir both")
     if not found and unfinished_runs(runs_dirs):
         raise ValueError(f"no finished runs below {', '.join(runs_dirs)} yet: {unfinished_note(runs_dirs)}")
     if not found:  # into the directory given only where it holds nothing else (not a folder of images by mistake)
@@ -362,10 +360,9 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
     """One run's row of a comparison: its record's fields and one evaluation's scores (of the test data whose
     fingerprint is `data_sha256`)."""
     history = metrics.get("history", {})
-    val_loss = [v for v in history.get("val_loss", []) if v is not None]
     # A history that starts at a resume (older runs, or a checkpoint without its record) cannot show a rise.
     partial = metrics.get("history_from_epoch", metrics.get("resumed_from_epoch", 0)) > 0
-    val_loss = [] if partial else val_loss
+    val_loss = [] if partial else [v for v in history.get("val_loss", []) if v is not None]
     return {
         "run": run,
         "weights_sha256": metrics.get("weights_sha256"),
@@ -386,9 +383,7 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
         "val_accuracy": [] if partial else history.get("val_accuracy", []),
         # The final model's validation loss (older runs: their last epoch's).
         "validation_loss": metrics.get("validation_loss", val_loss[-1] if val_loss else None),
-        # The final validation loss over the best epoch's (> 1: it rose from its best).
-        # (None with one validation point: a run of one long epoch cannot show a rise.)
-        "validation_rise": (val_loss[-1] / min(val_loss)) if len(val_loss) > 1 and min(val_loss) > 0 else None,
+        "validation_rise": _rise(val_loss),  # > 1: it rose from its best
         "train_accuracy": metrics.get("train_accuracy"),
         "train_loss": metrics.get("train_loss"),
         "identical_to": trained if trained != run else None,
@@ -399,6 +394,15 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
         **{f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in result.items()},
         **_gaps(metrics.get("train_accuracy"), metrics.get("train_loss"), result),
     }
+
+
+def _rise(val_loss):
+    """The final validation loss over the best epoch's; NaN where the final one is not finite (diverged); None with
+    one validation point (a run of one long epoch cannot show a rise)."""
+    finite = [v for v in val_loss if math.isfinite(v)]
+    if len(val_loss) < 2 or not finite or min(finite) <= 0:
+        return None
+    return val_loss[-1] / min(finite) if math.isfinite(val_loss[-1]) else float("nan")
 
 
 def _gaps(train_accuracy, train_loss, result):

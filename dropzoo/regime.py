@@ -95,6 +95,8 @@ def _control_text(control, threshold):
     tested = control.get("none_test_accuracy")
     unknown = ("cannot tell (its histories start where a run resumed: the earlier epochs' validation losses "
                "were not recorded)" if control.get("none_partial_history")
+               else f"cannot tell (the final validation loss of all {control['none_rise_not_finite']} seed(s) is not "
+               "finite: they diverged)" if control.get("none_rise_not_finite")
                else "cannot tell (fewer than two validation points a run)")
     overfit = {True: "yes", False: "**no** (dropout had little to do)", None: unknown}[control.get("none_overfit")]
     interval, (above, seeds) = control.get("none_validation_rise_ci"), control.get("none_rise_seeds") or (0, 0)

@@ -58,22 +58,35 @@ def check_one_run_here(workdir, depth=5):
     parent = os.path.dirname(workdir)
     while parent != os.path.dirname(parent):
         if is_run(parent):
-            raise RunError(f"{workdir} lies inside the run {parent}: a comparison (eval.py --runs_dir) would take "
-                           f"{parent} as one run and leave the runs below it out; give a --workdir outside {parent}")
+            raise RunError(f"{workdir} lies inside the run {parent}{_unstarted(parent)}: a comparison (eval.py "
+                           f"--runs_dir) would take {parent} as one run and leave the runs below it out; give a "
+                           f"--workdir outside {parent}")
         parent = os.path.dirname(parent)
+    below = run_below(workdir, depth)
+    if below:
+        raise RunError(f"--workdir {workdir} holds other runs below it, e.g. {below}{_unstarted(below)}: a "
+                       "comparison (eval.py "
+                       f"--runs_dir) would take {workdir} as one run and leave them out; give another --workdir (a "
+                       "sweep puts its runs below its own)")
+
+
+def run_below(directory, depth=5):
+    """A run below `directory` (up to `depth` levels; not in a run's own subdirectories or hidden ones), or None."""
     for level in range(1, depth + 1):
-        for path in glob.iglob(os.path.join(glob.escape(workdir), *["*"] * level, "config.json")):
+        for path in glob.iglob(os.path.join(glob.escape(directory), *["*"] * level, "config.json")):
             below = os.path.dirname(path)
-            if os.path.relpath(below, workdir).split(os.sep)[0] not in RUN_FILES and is_run(below):
-                raise RunError(f"--workdir {workdir} holds other runs below it (e.g. {below}): a comparison (eval.py "
-                               f"--runs_dir) would take {workdir} as one run and leave them out; give another "
-                               "--workdir (a sweep puts its runs below its own)")
+            if os.path.relpath(below, directory).split(os.sep)[0] not in RUN_FILES + ("comparison",) and is_run(below):
+                return below
+    return None
+
+
+def _unstarted(run):
+    """Where the run at `run` never reached a checkpoint (killed at its start): that it may be deleted."""
+    return "" if started(run) else " (which never reached a checkpoint: delete it if it is not wanted)"
 
 
 def is_run(directory):
-    """Whether `directory` holds a run: its metrics.json, or the config.json `prepare` writes."""
-    if os.path.isfile(os.path.join(directory, "metrics.json")):
-        return True
+    """Whether `directory` holds a run (or its collected records): the config.json `prepare` writes."""
     try:
         with open(os.path.join(directory, "config.json")) as f:
             return RESOLVED in json.load(f)

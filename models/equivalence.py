@@ -22,7 +22,8 @@ For each model and hidden activation (float32) it checks:
 4. Identical by construction: for pairs of variants (placements, kinds,
    norm="batch"), equal `models.construction_key`s mean bitwise equal
    logits in training and inference mode when both are built with the same
-   seed (the key's rule: mid == post for the Bernoulli kinds under ReLU), and
+   seed (the key's rules: mid == post for the Bernoulli kinds under ReLU; a
+   site of rate 0 is no site, unless a .mid beside its .post), and
    unequal keys here mean different logits in some mode (gaussian noise,
    other activations, `.pre` vs `.post`, two masks vs one, `.prenorm` vs
    `.mid` under BN). Both modes, because a 0/1 mask commutes with any
@@ -244,6 +245,10 @@ def _construction_pairs(spec):
         (before, after, "gaussian", "none"),
         (pre, after, "inverted", "none"),
         (f"{layer}.mid:{rate},{layer}.post:{rate}", f"{layer}.post:{rate}", "inverted", "none"),
+        # A site of rate 0 is no site, of any kind; but a .mid beside its .post gives .post a stream of its own.
+        (f"{layer}.pre:0,{layer}.post:{rate}", f"{layer}.post:{rate}", "inverted", "none"),
+        (f"{layer}.pre:0,{layer}.post:{rate}", f"{layer}.post:{rate}", "gaussian", "none"),
+        (f"{layer}.mid:0,{layer}.post:{rate}", f"{layer}.post:{rate}", "inverted", "none"),
         (before, after, "inverted", "batch"),
         (f"{layer}.prenorm:{rate}", f"{layer}.mid:{rate}", "inverted", "batch"),
     ]

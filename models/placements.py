@@ -113,9 +113,9 @@ def named_placements(spec):
         if set(stack) & set(spec.spatial_sites()):  # 1-D feature maps have no channels to drop whole
             placements["spatial"] = {**{s: sites_lib.Site(stack_rate, spatial=s in spec.spatial_sites())
                                         for s in stack}, **after}
-    # One BN fed by dropout in bn_before, none after; at a rate of 0 there (a dense-only network's own dropout0 between
-    # its dense layers) it would drop nothing where it feeds BN: bn_after_last again, trained as another variant.
-    if len(spec.hidden) > 1 and not spec.norm_after_hidden and stack_rate > 0:
+    # One BN fed by dropout in bn_before, none after. (At a rate of 0 where it feeds BN, a network's own dropout0
+    # between its dense layers, it is bn_after_last by construction: registry.construction_key.)
+    if len(spec.hidden) > 1 and not spec.norm_after_hidden:
         *feeding_bn, last = spec.hidden
         last_site = {f"{last}.post": head}
         placements["bn_before"] = {**{f"{h}.post": sites_lib.Site(stack_rate) for h in feeding_bn}, **last_site}

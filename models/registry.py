@@ -117,10 +117,8 @@ def resolve_placement(name, placement="canonical", norm="none"):
     network.check_norm(norm)
     placements = placements_lib.named_placements(spec)
     if placement not in placements:
-        why = (" (its dropout rate between hidden layers is 0, so bn_before would drop nothing where it feeds "
-               "BatchNorm)" if placement == "bn_before" and len(spec.hidden) > 1 else "")
         raise ValueError(
-            f"unknown placement {placement!r} for {name}{why}; valid placements: "
+            f"unknown placement {placement!r} for {name}; valid placements: "
             f"{', '.join(placements)}, or explicit sites like '{placements_lib.example_site(spec)}:0.5'"
         )
     return placements[placement]
@@ -170,8 +168,11 @@ def construction_key(name, placement="canonical", *, kind="inverted", activation
     `python -m models.equivalence`): for the Bernoulli kinds and ReLU, a
     `.mid` site is the `.post` site of the same layer with the same rate and
     spatial flag -- unless that `.post` is in the placement too (two masks).
-    And a placement whose every site has rate 0 (`rate=0`) is `none`, of any
-    kind: its layers pass their inputs through and draw nothing.
+    And a site of rate 0 is no site, of any kind: its layer passes its input
+    through and draws nothing, and the other sites draw their own masks (a
+    placement whose every site has rate 0, `rate=0`, is `none`) -- except a
+    `.mid` beside its layer's `.post`, whose presence gives `.post` a stream
+    of its own.
     Everything else that changes the network is in the key as given: the
     resolved sites with their rates (after a `rate` override), kind,
     activation, norm and model. Unequal keys do not prove two networks differ.
@@ -181,6 +182,8 @@ def construction_key(name, placement="canonical", *, kind="inverted", activation
     network.check_norm(norm)
     spec = get_spec(name)
     sites = sites_lib.with_rate(resolve_placement(name, placement, norm), rate)
+    sites = {site: value for site, value in sites.items()
+             if value.rate > 0 or (site.endswith(".mid") and f"{site[:-len('.mid')]}.post" in sites)}
     valid = spec.sites(norm)
     moved = {}
     for site, value in sites.items():

@@ -296,7 +296,8 @@ def _parse_tokens(items):
                          "stack; leave it out (the rate is then 0.1), or give the rate the network drops at")
     own = None if conv_rate is None else placements.own_rates(dataclasses.replace(spec, conv_rate=None))[1]
     if own is not None and own != conv_rate:  # one would be dropped without a word
-        raise ValueError(f"'convrate{conv_rate:g}' and the network's own conv-stack dropout ({own:g}) are two "
+        raise ValueError(f"'convrate{sites_lib.format_rate(conv_rate)}' and the network's own conv-stack dropout "
+                         f"({sites_lib.format_rate(own)}) are two "
                          "conv-stack rates; keep one (the conv and spatial placements use it)")
     return spec
 

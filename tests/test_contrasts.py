@@ -214,6 +214,13 @@ def test_a_control_seed_whose_validation_loss_diverged_is_left_out_and_said():
     text = "\n".join(regime.lines(found))
     assert "nan" not in text.lower() and "over 9 seeds, 9 of them at or above; 1 seed(s) left out, whose final " \
         "validation loss is not finite (diverged)" in text
+    for r in rows:  # every seed diverged: said so, not "fewer than two validation points"
+        r["validation_rise"] = float("nan")
+    assert "cannot tell (the final validation loss of all 10 seed(s) is not finite: they diverged)" in "\n".join(
+        regime.lines(regime.regime(rows)))
+    # A NaN before the best epoch is not the best epoch (min() over it gave NaN, and no rise at all).
+    assert records._rise([float("nan"), 0.1, 0.13]) == pytest.approx(1.3)
+    assert math.isnan(records._rise([0.1, float("nan")])) and records._rise([0.1]) is None
 
 
 def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():

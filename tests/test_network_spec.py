@@ -140,16 +140,22 @@ def test_a_pool_before_the_first_conv_is_not_the_conv_stack():
     assert sites_lib.format_placement(placements.named_placements(spec)["conv"]) == "pool2.post:0.1,dense1.post:0.5"
 
 
-def test_bn_before_is_not_a_placement_where_it_would_drop_nothing():
-    """A dense-only network with dropout0 between its dense layers: bn_before added that 0 where it feeds BN, and was
-    trained as a variant apart from bn_after_last, one network compared with itself."""
-    spec = models.parse_network("flatten,dense16,dropout0,dense8,dropout0.5")
-    assert "bn_before" not in placements.named_placements(spec)
-    assert "bn_before" in placements.named_placements(models.parse_network("flatten,dense16,dense8"))
-    models.register_spec(dataclasses.replace(spec, name="zero_between"))
-    with pytest.raises(ValueError, match=r"^unknown placement 'bn_before' for zero_between \(its dropout rate between "
-                                         r"hidden layers is 0, so bn_before would drop nothing where it feeds"):
-        models.resolve_placement("zero_between", "bn_before", norm="batch")
+def test_bn_before_at_a_rate_of_0_between_layers_is_bn_after_last_by_construction():
+    """A dense-only network with dropout0 between its dense layers: bn_before put that 0 where it feeds BN, and was
+    trained apart from bn_after_last, one network compared with itself. Under --rate it is a variant of its own."""
+    spec = models.register_spec(dataclasses.replace(
+        models.parse_network("flatten,dense16,dropout0,dense8,dropout0.5"), name="zero_between"))
+    found = placements.named_placements(models.get_spec(spec))
+    assert sites_lib.format_placement(found["bn_before"]) == "dense1.post:0,dense2.post:0.5"
+    assert models.construction_key(spec, "bn_before", norm="batch") == models.construction_key(
+        spec, "bn_after_last", norm="batch")
+    assert models.construction_key(spec, "bn_before", norm="batch", rate=0.3) != models.construction_key(
+        spec, "bn_after_last", norm="batch", rate=0.3)
+    # A .mid of rate 0 beside its layer's .post still counts: it gives .post a mask stream of its own.
+    assert models.construction_key(spec, "dense2.mid:0,dense2.post:0.5") != models.construction_key(
+        spec, "dense2.post:0.5")
+    assert models.construction_key(spec, "dense1.pre:0,dense2.post:0.5") == models.construction_key(
+        spec, "dense2.post:0.5")
 
 
 def test_rates_of_any_precision_have_a_text_form():

@@ -588,8 +588,9 @@ def test_a_run_inside_another_runs_directory_is_refused_before_it_is_lost(tmp_pa
 
     sweep_dir = tmp_path / "sweep"
     fake_run(sweep_dir / "m" / "none" / "seed0", finished=False)  # started: its config.json says so
-    with pytest.raises(trainer.RunError, match=rf"^--workdir {sweep_dir} holds other runs below it \(e\.g\. "
-                                               rf"{sweep_dir}/m/none/seed0\): a comparison .* give another --workdir"):
+    with pytest.raises(trainer.RunError, match=rf"^--workdir {sweep_dir} holds other runs below it, e\.g\. "
+                                               rf"{sweep_dir}/m/none/seed0 \(which never reached a checkpoint: delete "
+                                               r"it if it is not wanted\): a comparison .* give another --workdir"):
         workdirs.check_one_run_here(str(sweep_dir))
     single = tmp_path / "single"
     fake_run(single)
@@ -598,6 +599,9 @@ def test_a_run_inside_another_runs_directory_is_refused_before_it_is_lost(tmp_pa
                                                rf"--workdir outside {single}$"):
         workdirs.check_one_run_here(str(single / "m" / "none" / "seed0"))
     workdirs.check_one_run_here(str(tmp_path / "elsewhere"))  # nothing there yet: fine
+    os.makedirs(tmp_path / "project")
+    files.write_json(str(tmp_path / "project" / "metrics.json"), {"acc": 0.9})  # another tool's file, not a run
+    workdirs.check_one_run_here(str(tmp_path / "project" / "runs" / "x"))
     # Such a layout made before: refused by the comparison, not compared without the runs below.
     fake_run(single / "m" / "none" / "seed1")
     with pytest.raises(ValueError, match=rf"^the run {single} holds another run below it \({single}/m/none/seed1\)"):
