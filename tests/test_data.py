@@ -693,3 +693,23 @@ def test_a_class_held_out_whole_for_validation_is_refused():
     assert data.make_pipelines(source, batch_size=4, seed=0, validation_fraction=0).num_validation == 0
     flipped = sources.array_source("t", (images[:20], labels[::-1]), (images[20:], np.array([0, 1, 1])))
     assert data.make_pipelines(flipped, batch_size=4, seed=0, validation_fraction=0.1).num_train == 18
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda x, y, xt, yt: (x, y, xt, np.where(yt == 0, 9, yt)), r"t: y_test has label 9, but y_train's"),
+    (lambda x, y, xt, yt: (x, y, xt, np.where(yt == 3, 0, yt)), r"t: y_test has no example of class\(es\) 3 that"),
+    (lambda x, y, xt, yt: (x, y + 0.5, xt, yt), r"t: y_train is float64 \(40,\); give one integer class id per image"),
+    (lambda x, y, xt, yt: (x, y - 1, xt, yt), r"t: y_train has the negative label -1"),
+    (lambda x, y, xt, yt: (x / 255.0, y, xt, yt), r"t: x_train is float64; .* \(pixels scaled to \[0, 1\]"),
+    (lambda x, y, xt, yt: (x, np.eye(4)[y], xt, yt), r"t: y_train is float64 \(40, 4\); give one integer class id"),
+    (lambda x, y, xt, yt: (x, y, np.repeat(xt, 3, axis=-1), yt), r"t: x_train images are \(4, 4, 1\) but x_test"),
+])
+def test_arrays_given_in_memory_are_checked_as_an_npz_is(change, message):
+    """sources.array_source trained on what load_source(npz=...) refused: a class tested but never trained, float
+    labels truncated, float pixels failing only at export, after training."""
+    rng = np.random.default_rng(0)
+    x, xt = (rng.integers(0, 256, (n, 4, 4, 1), dtype=np.uint8) for n in (40, 12))
+    y, yt = np.arange(40) % 4, np.arange(12) % 4
+    assert sources.array_source("t", (x[..., 0], y), (xt, yt)).image_shape == (4, 4, 1)  # the channel added
+    with pytest.raises(DataError, match=f"^{message}"):
+        sources.array_source("t", *(lambda a, b, c, d: ((a, b), (c, d)))(*change(x, y, xt, yt)))
