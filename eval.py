@@ -124,6 +124,9 @@ def _main(argv):
             found = found[-1:]
         for note in found:
             print(f"note: {note}", file=sys.stderr)
+    if result.get("mc_no_spread"):
+        print(f"note: the {result['mc_samples']} MC dropout passes all agree (the network has no dropout to "
+              "sample), so the mc_* scores repeat the plain ones", file=sys.stderr)
     return 0
 
 

@@ -198,6 +198,14 @@ def resolution_notes(rows, margins):
             "spread only, not how few images decide each score; test on more images for an answer at this margin"]
 
 
+def mc_notes(rows):
+    """A note naming the variants whose MC dropout passes all agree (no dropout): their mc_* columns are the plain
+    ones, not an effect of sampling."""
+    flat = sorted({r["variant"] for r in rows if r.get("mc_no_spread")}, key=records.natural_key)
+    return [f"{', '.join(flat)}: {'its' if len(flat) == 1 else 'their'} MC dropout passes all agree (no dropout "
+            "to sample), so the mc_* columns repeat the plain ones"] if flat else []
+
+
 def non_finite_notes(rows):
     """A note for each variant and column with scores that are not finite (left out of its mean)."""
     found = {}
@@ -395,7 +403,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     notes += tuned["notes"] if tuned else []
     compared = at_selected_rates(rows, tuned) if tuned else rows
     table = summarise(compared, baseline)
-    notes += code_notes(rows) + replica_notes(rows) + non_finite_notes(compared)
+    notes += code_notes(rows) + replica_notes(rows) + non_finite_notes(compared) + mc_notes(compared)
     margins = contrasts_lib.check_margins(report.DEFAULT_MARGINS if margins is None else margins)
     notes += resolution_notes(rows, margins)
     pairs = contrasts_lib.planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline,

@@ -89,6 +89,8 @@ def _score(path, predict, batches, ood_batches):
         metrics.update(mc_samples=int(mc_samples), mc_seed=predict.mc_seed if predict.seeded else None,
                        mc_reliability=uncertainty.reliability(mean, labels),
                        mc_curve=uncertainty.over_samples(draws, labels))
+        if float(np.max(np.std(draws, axis=0))) <= NO_SPREAD:  # no dropout: T copies of the plain pass
+            metrics["mc_no_spread"] = True
     if ood_batches is not None:
         ood_probabilities, ood_draws, _ = predict(ood_batches, need_labels=False)
         metrics.update(_ood_metrics(probabilities, draws, ood_probabilities, ood_draws))

@@ -205,6 +205,23 @@ def test_evaluation_reports_calibration_curves_and_ood_detection(export):
     assert again["mc_nll"] == result["mc_nll"]  # the same seed: the same masks
     other = evaluate_saved_model(path, _batches(images, labels), mc_samples=5, mc_seed=4)
     assert other["mc_nll"] != result["mc_nll"]
+    assert "mc_no_spread" not in result
+
+
+def test_mc_dropout_of_a_network_without_dropout_says_its_passes_agree(tmp_path):
+    """Its mc_* scores repeated the plain ones, shown as an MC result (and flat MC curves) without a word."""
+    from dropzoo import compare
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input(shape=SHAPE, name="image")
+    model = keras.Model(image, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(image)))
+    path = export_saved_model(model, tmp_path / "saved_model")
+    images = np.random.RandomState(0).randint(0, 100, (20,) + SHAPE).astype(np.uint8)
+    result = evaluate_saved_model(path, _batches(images, np.arange(20) % 3), mc_samples=3)
+    assert result["mc_no_spread"] is True and result["mc_nll"] == pytest.approx(result["loss"], abs=1e-6)
+    rows = [{"variant": "m/none", "mc_no_spread": True}, {"variant": "m/canonical"}]
+    assert compare.mc_notes(rows) == ["m/none: its MC dropout passes all agree (no dropout to sample), so the mc_* "
+                                      "columns repeat the plain ones"]
 
 
 def test_out_of_distribution_images_of_another_shape_are_named_as_such(export):
