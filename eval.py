@@ -25,7 +25,6 @@ from absl import logging  # noqa: E402
 from dropzoo import collect  # noqa: E402
 from dropzoo import compare  # noqa: E402
 from dropzoo import contrasts  # noqa: E402
-from dropzoo import data as data_lib  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import evaluate  # noqa: E402
 from dropzoo import export  # noqa: E402
@@ -60,17 +59,10 @@ def _main(argv):
     if sum(bool(x) for x in (f.saved_model, f.tflite, f.workdir, f.runs_dir)) != 1:
         return errors.fail("give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR "
                            "(or --tflite=PATH)")
-    if f.mc_samples < 0:
-        return errors.fail(f"--mc_samples must be 0 (off) or a positive integer, got {f.mc_samples}")
     if f.ood_dataset and f.ood_idx_dir:
         return errors.fail("give at most one of --ood_dataset=NAME and --ood_idx_dir=DIR")
     with errors.one_line():
-        data_lib.check_batch_size(f.batch_size, "--batch_size")
-    if not 0 <= f.mc_seed < 2**31:
-        return errors.fail(f"--mc_seed must be in [0, 2**31), got {f.mc_seed}")
-    if f.mc_seed and not f.mc_samples:  # nothing would use it
-        return errors.fail(f"--mc_seed={f.mc_seed} seeds MC dropout, which is off; give --mc_samples=T too "
-                           "(e.g. 20)")
+        evaluate.check_mc(f.mc_samples, f.mc_seed, f.batch_size)
     if f.runs_dir:
         return _compare(f)
     if f.output and os.path.isdir(f.output):  # a comparison's --output is a directory; one result is a file

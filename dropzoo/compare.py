@@ -32,6 +32,7 @@ import numpy as np
 
 from dropzoo import config as config_lib
 from dropzoo import contrasts as contrasts_lib
+from dropzoo import evaluate
 from dropzoo import pooled_data
 from dropzoo import provenance
 from dropzoo import records
@@ -381,6 +382,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     detection.
     """
     runs_dirs = [runs_dirs] if isinstance(runs_dirs, (str, os.PathLike)) else list(runs_dirs)
+    evaluate.check_mc(mc_samples, mc_seed, batch_size)  # also where the records answer and nothing is evaluated
     if output_dir is None and len(runs_dirs) > 1:
         raise ConfigError(f"--runs_dir names {len(runs_dirs)} directories: give --output=DIR for their comparison "
                           f"(by default a comparison goes into its one runs directory, and {runs_dirs[0]}/comparison "

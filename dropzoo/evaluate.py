@@ -4,11 +4,13 @@ No Keras objects are involved: what is measured is exactly what a server
 (or a phone running the TFLite model) would answer for raw uint8 pixels.
 """
 import itertools
+import numbers
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from dropzoo import data as data_lib
 from dropzoo import files
 from dropzoo import tflite
 from dropzoo import uncertainty
@@ -25,6 +27,20 @@ from dropzoo.serving import SIGNATURE_KEY
 
 __all__ = ["evaluate_saved_model", "evaluate_tflite", "evaluate_on_dataset", "write_json"]
 
+def check_mc(mc_samples, mc_seed, batch_size=None):
+    """ValueError (one line) unless `mc_samples` is 0 (off) or a positive integer and `mc_seed` one of [0, 2**31)
+    used by it; and a positive integer `batch_size` (the API's and eval.py's flags alike)."""
+    integral = [isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (mc_samples, mc_seed)]
+    if not integral[0] or mc_samples < 0:
+        raise ValueError(f"--mc_samples must be 0 (off) or a positive integer, got {mc_samples!r}")
+    if not integral[1] or not 0 <= mc_seed < 2**31:  # the draws' seeds are taken mod 2**31: 2**31 is seed 0
+        raise ValueError(f"--mc_seed must be an integer in [0, 2**31), got {mc_seed!r}")
+    if mc_seed and not mc_samples:  # nothing would use it
+        raise ValueError(f"--mc_seed={mc_seed} seeds MC dropout, which is off; give --mc_samples=T too (e.g. 20)")
+    if batch_size is not None:
+        data_lib.check_batch_size(batch_size, "--batch_size")
+
+
 def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=None, signatures=None):
     """Scores of the export at `path` over (images, labels) batches.
 
@@ -38,6 +54,7 @@ def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=
     tell those images from the test images: AUROC and FPR at 95% TPR.
     `signatures` (export.load_signatures(path)) saves loading the export again.
     """
+    check_mc(mc_samples, mc_seed)
     signatures = load_signatures(path) if signatures is None else signatures
     if SIGNATURE_KEY not in signatures:
         load_serving_fn(path)  # its one-line error
@@ -271,11 +288,11 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     `run_class_names`: the class folders the run trained on, if it recorded
     them; an image folder of other classes is refused (folders.check_classes).
     """
-    from dropzoo import data as data_lib  # only this entry point needs the data stack
     from dropzoo import data_identity
     from dropzoo import folders
     from dropzoo import sources
 
+    check_mc(mc_samples, mc_seed, batch_size)
     if tflite_model and mc_samples:
         raise ValueError("a TFLite model serves dropout off only: MC dropout (--mc_samples) needs "
                          "the SavedModel's signatures; pass --saved_model for it")
