@@ -416,6 +416,7 @@ def test_the_client_gives_the_right_answer_for_every_pixel_dtype_or_one_error(ex
                          (images[..., 0], r"add the channel axis, images\[..., np.newaxis\]"),
                          (np.repeat(images, 3, axis=-1), r"convert them to 1 channel\(s\)"),
                          (images[:0], r"no images to predict: the batch is empty"),
+                         (np.moveaxis(images, -1, 1), r"move the channel axis last, np.moveaxis\(images, 1, -1\)"),
                          (images.astype(np.int64) + 300, "0-255"),
                          (np.full(images.shape, "a"), "images are <U1; pass uint8 pixels")]:
         with pytest.raises(ValueError, match=message):
