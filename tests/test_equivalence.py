@@ -79,12 +79,17 @@ def test_claim3_kinds(findings):
 @pytest.mark.slow
 def test_claim5_identical_by_construction(findings):
     rows = _by_claim(findings, "4 ")
-    assert len(rows) == 9 * len(models.list_models()) * len(ACTIVATIONS)  # 9 pairs each
+    assert len(rows) == 12 * len(models.list_models()) * len(ACTIVATIONS)  # 12 pairs each
     assert all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
     same = [f for f in rows if f.expected == "identical"]
     assert all(f.max_abs_diff == 0.0 for f in same), "equal keys: bitwise the same network"
     # Under ReLU, mid == post for inverted, classic and BN networks, in every model.
     assert len([f for f in same if f.activation == "relu"]) >= 3 * len(models.list_models())
+    # A site of rate 0 is no site, of every kind and activation; a .mid of rate 0 beside its .post is one.
+    zero = [f for f in rows if ".pre:0," in f.claim]
+    assert len(zero) == 2 * len(models.list_models()) * len(ACTIVATIONS)
+    assert all(f.expected == "identical" for f in zero)
+    assert all(f.expected == "different" for f in rows if ".mid:0," in f.claim)
     assert all(f.max_abs_diff > 1e-4 for f in rows if f.expected == "different")
 
 
@@ -237,7 +242,7 @@ def test_command_line_prints_findings_and_exits_zero():
     assert "dense_mlp / relu" in result.stdout and "dense_mlp / sigmoid" not in result.stdout
     assert "dropout layers / float32" in result.stdout
     assert "dropout layers / mixed_bfloat16" not in result.stdout
-    assert "38 of 38 findings agree with theory." in result.stdout  # 9 + 9 network, 20 layer
+    assert "41 of 41 findings agree with theory." in result.stdout  # 9 + 12 network, 20 layer
 
 
 @pytest.mark.slow
