@@ -45,7 +45,7 @@ def find_runs(runs_dirs):
                              "directory of collected records)")
         for root, dirs, names in os.walk(runs_dir):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("comparison", EVALUATIONS))
-            if "metrics.json" in names:
+            if "metrics.json" in names and workdirs.is_run(root):  # (not another tool's metrics.json)
                 found.append(os.path.normpath(root))
                 dirs[:] = []  # a run's own subdirectories hold no runs; others would be left out of the comparison:
                 if nested := workdirs.run_below(root):

@@ -73,8 +73,8 @@ def check_one_run_here(workdir, depth=5):
 def run_below(directory, depth=5):
     """A run below `directory` (up to `depth` levels; not in a run's own subdirectories or hidden ones), or None."""
     for level in range(1, depth + 1):
-        for path in glob.iglob(os.path.join(glob.escape(directory), *["*"] * level, "config.json")):
-            below = os.path.dirname(path)
+        for below in sorted({os.path.dirname(path) for name in ("config.json", "metrics.json") for path in
+                             glob.iglob(os.path.join(glob.escape(directory), *["*"] * level, name))}):
             if os.path.relpath(below, directory).split(os.sep)[0] not in RUN_FILES + ("comparison",) and is_run(below):
                 return below
     return None
@@ -86,12 +86,19 @@ def _unstarted(run):
 
 
 def is_run(directory):
-    """Whether `directory` holds a run (or its collected records): the config.json `prepare` writes."""
-    try:
-        with open(os.path.join(directory, "config.json")) as f:
-            return RESOLVED in json.load(f)
-    except (OSError, ValueError, TypeError):
-        return False
+    """Whether `directory` holds a run (or its collected records): the config.json `prepare` writes, or a run's
+    metrics.json (a run recorded as identical by construction has only that; an unreadable one is a run's, whose
+    reader says what is wrong). Another tool's metrics.json or config.json is not."""
+    for name, key in (("config.json", RESOLVED), ("metrics.json", "config")):
+        try:
+            with open(os.path.join(directory, name)) as f:
+                if key in json.load(f):
+                    return True
+        except ValueError:  # corrupt: a run's record, said where it is read
+            return name == "metrics.json"
+        except (OSError, TypeError):
+            pass
+    return False
 
 
 def ensure_writable(workdir):

@@ -606,6 +606,19 @@ def test_a_run_inside_another_runs_directory_is_refused_before_it_is_lost(tmp_pa
     fake_run(single / "m" / "none" / "seed1")
     with pytest.raises(ValueError, match=rf"^the run {single} holds another run below it \({single}/m/none/seed1\)"):
         records.find_runs([str(single)])
+    # A run recorded as identical by construction is a metrics.json alone: a run all the same.
+    recorded = tmp_path / "sweep2" / "m" / "before_activation" / "seed0"
+    os.makedirs(recorded)
+    files.write_json(str(recorded / "metrics.json"), {"config": {"seed": 0}, "identical_to": "../../x/seed0"})
+    with pytest.raises(trainer.RunError, match=r"lies inside the run .*sweep2/m/before_activation/seed0: "):
+        workdirs.check_one_run_here(str(recorded / "x"))
+    with pytest.raises(trainer.RunError, match=r"holds other runs below it, e\.g\. .*before_activation/seed0: "):
+        workdirs.check_one_run_here(str(tmp_path / "sweep2" / "m"))
+    # Another tool's metrics.json below --runs_dir is not a run (it failed on KeyError 'data').
+    os.makedirs(tmp_path / "sweep3" / "tb_export")
+    files.write_json(str(tmp_path / "sweep3" / "tb_export" / "metrics.json"), {"acc": 0.9})
+    fake_run(tmp_path / "sweep3" / "m" / "seed0")
+    assert records.find_runs([str(tmp_path / "sweep3")]) == [str(tmp_path / "sweep3" / "m" / "seed0")]
     # A run recorded as identical by construction has no exports of its own: the fix names the run that has them.
     twin = tmp_path / "twin"
     os.makedirs(twin)
