@@ -10,6 +10,7 @@ import shutil
 
 from dropzoo import files
 from dropzoo import records
+from dropzoo import shards
 from dropzoo.errors import ConfigError
 
 
@@ -60,6 +61,11 @@ def collect(runs_dirs, destination):
             shutil.copytree(os.path.join(run, records.EVALUATIONS), os.path.join(target, records.EVALUATIONS),
                             dirs_exist_ok=True)
         copied.append(target)
+    for runs_dir in runs_dirs:  # the array plans too: a comparison of the copies names the runs never trained
+        for plan in shards.plans(runs_dir):
+            target = os.path.join(destination, os.path.relpath(plan, runs_dir))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(plan, target)
     return copied
 
 

@@ -224,21 +224,29 @@ def check_task_counts(runs, sweep_plan, index, count, source):
     files.write_json(os.path.join(where, f"plan-{prefix[len('split-'):-len('-task')]}.json"), {"runs": planned})
 
 
+def plans(runs_dir):
+    """The array plans (`.tasks/plan-*.json`) below `runs_dir`."""
+    return sorted(glob.glob(os.path.join(glob.escape(runs_dir), "**", ".tasks", "plan-*.json"), recursive=True))
+
+
 def missing_note(runs_dirs, runs):
     """A note naming the runs an array's tasks planned below `runs_dirs` (their `.tasks/plan-*.json`) that left no
-    record here (`runs`: the run directories found, finished or not), or None: a task never run, or not yet."""
-    here = {os.path.abspath(run) for run in runs}
-    planned, plans = set(), []
+    record (`runs`: the run directories found, finished or not), or None: a task not run, or not finished.
+
+    Runs are matched by their path below their runs directory, so a study whose tasks ran on several machines
+    (--runs_dir=machine1/study,machine2/study) or was collected elsewhere matches its plan."""
+    here = {os.path.relpath(os.path.abspath(run), os.path.abspath(d)) for d in runs_dirs for run in runs
+            if not os.path.relpath(os.path.abspath(run), os.path.abspath(d)).startswith(os.pardir)}
+    planned, found = set(), []
     for runs_dir in runs_dirs:
-        for path in sorted(glob.glob(os.path.join(glob.escape(runs_dir), "**", ".tasks", "plan-*.json"),
-                                     recursive=True)):
-            root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-            plans.append(path)
+        for path in plans(runs_dir):
+            found.append(path)
+            root = os.path.relpath(os.path.dirname(os.path.dirname(os.path.abspath(path))), os.path.abspath(runs_dir))
             planned |= {os.path.normpath(os.path.join(root, run)) for run in files.read_json(path, "delete it")["runs"]}
     missing = sorted(planned - here)
     if not missing:
         return None
-    return (f"{len(missing)} of the {len(planned)} runs an array job planned ({', '.join(plans[:2])}) have no record "
-            f"here (a task not run, or not started yet): {', '.join(os.path.relpath(m) for m in missing[:3])}"
-            f"{', ...' if len(missing) > 3 else ''}; run the tasks that train them, or read the comparison as "
-            "covering fewer seeds than planned")
+    return (f"{len(missing)} of the {len(planned)} runs an array job planned have no record here (a task not run or "
+            f"not finished, or a run that failed before its first checkpoint): "
+            f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} (below --runs_dir); run those tasks "
+            f"again, or, if that plan was given up, delete {', '.join(found[:2])}{', ...' if len(found) > 2 else ''}")

@@ -306,9 +306,31 @@ def test_a_comparison_names_the_runs_no_task_of_the_array_started(tmp_path):
     done = [workdir for index in (0, 1) for _, workdir in shards.share(runs, plan, index, 3)]
     left = sorted({w for _, w in runs} - set(done))
     note = shards.missing_note([str(tmp_path / "study")], done)
-    assert note.startswith(f"{len(left)} of the 6 runs an array job planned ({tmp_path}/study/dense_mlp/.tasks/plan-")
-    assert os.path.relpath(left[0]) in note and "run the tasks that train them" in note
+    assert note.startswith(f"{len(left)} of the 6 runs an array job planned have no record here (a task not run")
+    assert f"{os.path.relpath(left[0], tmp_path / 'study')}" in note
+    assert f"; run those tasks again, or, if that plan was given up, delete {tmp_path}/study/dense_mlp/.tasks/plan-" \
+        in note
     assert shards.missing_note([str(tmp_path / "study")], [w for _, w in runs]) is None
+    # The tasks on two machines, each with its share and the plan: compared together, nothing is missing.
+    machines = []
+    for index in (0, 1):
+        machine = tmp_path / f"m{index}"
+        shutil.copytree(tmp_path / "study", machine / "study")
+        machines.append(str(machine / "study"))
+    own = [w.replace(str(tmp_path / "study"), machines[index]) for index in (0, 1)
+           for _, w in shards.share(runs, plan, index, 3)]
+    assert shards.missing_note(machines, own).startswith(f"{len(left)} of the 6 runs")  # task 2 still missing
+    assert shards.missing_note(machines, own + [w.replace(str(tmp_path / "study"), machines[0]) for w in left]) is None
+    # Collected elsewhere, the plan comes along: the copies still say what was never trained.
+    for workdir in done:
+        os.makedirs(workdir)
+        for name in ("config.json", "metrics.json"):
+            with open(os.path.join(workdir, name), "w") as f:
+                json.dump({"resolved": {}, "config": {"seed": 0}, "weights_sha256": workdir}, f)
+    collect.collect([str(tmp_path / "study")], str(tmp_path / "collected"))
+    found = records.find_runs([str(tmp_path / "collected")])
+    assert len(found) == len(done) and shards.missing_note([str(tmp_path / "collected")], found).startswith(
+        f"{len(left)} of the 6 runs an array job planned have no record here")
 
 
 def test_the_kubernetes_recipe_parses_and_maps_its_indices():
