@@ -104,13 +104,3 @@ def ood_apart(test_images, ood_source, what, key=None):
     mask = tf.constant(kept)
     return (ood_source.test.enumerate().filter(lambda i, example: tf.gather(mask, i))
             .map(lambda i, example: example)), shared
-
-
-def check_finished_on(source, recorded, workdir):
-    """DataError where a finished run's record (`recorded`: its metrics' "data") names other training data than
-    `source`, the data given for it now: its records would be reported as that data's."""
-    held = (recorded or {}).get("train_sha256")
-    if source is not None and source.train_sha256 and held and source.train_sha256 != held:
-        raise DataError(f"{workdir} holds a run finished on other training data (sha256 {held[:12]}...) than "
-                        f"{source.name} (sha256 {source.train_sha256[:12]}...), so its results would be reported as "
-                        "this data's; use another workdir, or overwrite=True (--overwrite) to train it on this data")

@@ -308,6 +308,23 @@ def fingerprint(source):
     return hashlib.sha256(b"".join(sorted(digests))).hexdigest()
 
 
+def check_finished_on(source, recorded, workdir):
+    """DataError where a finished run's record (`recorded`: its metrics' "data") names other training or test data
+    than `source`, its data as it is now: its results would be reported as this data's."""
+    fix = "use another workdir, or overwrite=True (--overwrite) to train it on this data"
+    held = recorded.get("train_sha256")
+    if source.train_sha256 and held and source.train_sha256 != held:
+        raise DataError(f"{workdir} holds a run finished on other training data (sha256 {held[:12]}...) than "
+                        f"{source.name} (sha256 {source.train_sha256[:12]}...), so its results would be reported as "
+                        f"this data's; {fix}")
+    held, now = recorded.get("test_sha256"), fingerprint(source) if recorded.get("test_sha256") else None
+    if held and held != now:
+        raise DataError(f"{workdir} holds a run finished and tested on other test data (sha256 {held[:12]}...) than "
+                        f"{source.name}'s (sha256 {now[:12]}...), so its test scores would be reported as this data's; "
+                        f"score it on this data with eval.py --workdir={workdir} (evaluate.evaluate_on_dataset), or "
+                        f"{fix}")
+
+
 def test_examples(source):
     """`source`'s test split as (image, label) NumPy pairs, one at a time."""
     for images, labels in source.test.batch(1024).as_numpy_iterator():

@@ -38,7 +38,6 @@ from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
-from dropzoo import data_identity
 from dropzoo import errors
 from dropzoo import evaluate
 from dropzoo import export as export_lib
@@ -135,9 +134,8 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
                        serving_artifacts=True):
     """Trains, evaluates, exports and verifies; returns the metrics dict.
 
-    `source` (a sources.Source) replaces the configured dataset (a finished run
-    recorded on other data is refused). `verbose`: Keras fit verbosity; "auto"
-    shows a progress bar on a terminal and one line per epoch in a log file.
+    `source` (a sources.Source) replaces the configured dataset (a finished run recorded on other data is
+    refused). `verbose`: Keras fit verbosity; "auto" shows a progress bar on a terminal, else one line an epoch.
     `serving_artifacts=False` skips model.keras and the TFLite models (about
     2 s of a tiny run's export), for tests about other things. Under
     multi-worker every worker calls this; each gets the chief's metrics with
@@ -164,7 +162,9 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
             if "locked" in claim:
                 raise locks.WorkdirLocked(claim["locked"])
             if claim["finished"] is not None:
-                data_identity.check_finished_on(source, claim["finished"].get("data"), workdir)
+                if loop.chief:  # the data as it is now: the run's results are reported as that data's
+                    sources.check_finished_on(source or sources.load_source(**sources.config_arguments(config)),
+                                              claim["finished"].get("data", {}), workdir)
                 if verbose:
                     print(f"{workdir} holds a finished run; reporting it (--overwrite retrains, on data as it is now)")
                 if loop.chief:

@@ -630,3 +630,11 @@ def test_a_finished_run_given_other_training_data_is_refused_not_reported(tmp_pa
                                         r"[0-9a-f]{12}\.\.\.\) than tiny \(sha256 [0-9a-f]{12}\.\.\.\), so its results "
                                         r"would be reported as this data's; use another workdir, or overwrite=True"):
         trainer.train_and_evaluate(config, workdir, source=tiny_source(seed=1), verbose=0)
+    # The same training arrays, another test split: its old test scores came back as this split's.
+    same_train = tiny_source()
+    other_test = sources.array_source("tiny", (np.stack([x for x, _ in same_train.train.as_numpy_iterator()]),
+                                               same_train.train_labels), tuple(
+        np.stack(part) for part in zip(*tiny_source(seed=2).test.as_numpy_iterator())))
+    with pytest.raises(DataError, match=rf"^{workdir} holds a run finished and tested on other test data \(sha256 "
+                                        rf".* score it on this data with eval.py --workdir={workdir} "):
+        trainer.train_and_evaluate(config, workdir, source=other_test, verbose=0)
