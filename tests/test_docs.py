@@ -187,8 +187,7 @@ def test_checker_passes_a_clean_text(tmp_path):
     assert check_markdown("[x](sub/a.md#results-1) [y](sub/)", tmp_path) == []
 
 
-_PROJECT_IMPORT = re.compile(r"^\s*(?:from (dropzoo|models) import (\w+)(?: as (\w+))?|import (models|dropzoo))\s*$",
-                             re.MULTILINE)
+_PACKAGES = ("dropzoo", "models")
 
 
 def python_blocks(text):
@@ -210,19 +209,54 @@ def defined_names(path):
     return names
 
 
+def _module_file(dotted):
+    """The file of a project module `a.b` (a package's __init__.py), or None."""
+    path = ROOT.joinpath(*dotted.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py") if path.with_suffix(".py").is_file() \
+        else None
+
+
 def undefined_uses(block):
-    """["alias.name"] the block uses of the project's modules that the modules do not define."""
-    problems = []
-    for package, module, alias, whole in _PROJECT_IMPORT.findall(block):
-        path = ROOT / (f"{package}/{module}.py" if module else f"{whole}/__init__.py")
-        if not path.is_file():
-            problems.append(f"{package or whole}.{module}: no such module")
-            continue
-        names = defined_names(path)
-        for name in set(re.findall(rf"\b{re.escape(alias or module or whole)}\.(\w+)", block)):
-            if name not in names:
-                problems.append(f"{alias or module or whole}.{name}")
-    return problems
+    """["name"] of the project's modules and names the block uses that do not exist (imports and attributes)."""
+    problems, bound = [], {}  # local name -> the project module it names
+    try:
+        tree = ast.parse(block)
+    except SyntaxError:  # a fragment to paste into a file (contributing.md's table entries), unless it imports
+        if re.search(r"^\s*(from|import) (dropzoo|models)\b", block, re.MULTILINE):
+            raise
+        return []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in _PACKAGES:
+                    if _module_file(alias.name) is None:
+                        problems.append(alias.name)
+                    bound[alias.asname or alias.name.split(".")[0]] = alias.asname and alias.name or \
+                        alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in _PACKAGES:
+            for alias in node.names:
+                dotted = f"{node.module}.{alias.name}"
+                if _module_file(dotted) is not None:
+                    bound[alias.asname or alias.name] = dotted
+                elif _module_file(node.module) is None or alias.name not in defined_names(_module_file(node.module)):
+                    problems.append(dotted)
+    for node in ast.walk(tree):  # the outermost attribute of a chain a.b.c names its module by the rest
+        if isinstance(node, ast.Attribute):
+            chain, inner = [node.attr], node.value
+            while isinstance(inner, ast.Attribute):
+                chain.insert(0, inner.attr)
+                inner = inner.value
+            if not isinstance(inner, ast.Name) or inner.id not in bound:
+                continue
+            module = bound[inner.id]
+            for attr in chain:
+                if _module_file(f"{module}.{attr}") is not None:
+                    module = f"{module}.{attr}"
+                    continue
+                if attr not in defined_names(_module_file(module)):
+                    problems.append(f"{module}.{attr}")
+                break
+    return sorted(set(problems))
 
 
 @pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -234,5 +268,12 @@ def test_python_examples_use_names_the_modules_define(path):
 
 def test_the_example_checker_reports_a_name_a_module_lacks():
     assert undefined_uses("from dropzoo import sources\nsources.subset(s, 10)\nsources.load_source()\n") == [
-        "sources.subset"]
+        "dropzoo.sources.subset"]
     assert undefined_uses("import models\nmodels.build('x')\n") == []
+    # Two modules on one line, a comment after the import, a dotted import, a name imported from a package.
+    assert undefined_uses("from dropzoo import client, evaluate  # two\nevaluate.nope()\nclient.Client\n") == [
+        "dropzoo.evaluate.nope"]
+    assert undefined_uses("import dropzoo.sources\ndropzoo.sources.nope()\ndropzoo.sources.load_source()\n") == [
+        "dropzoo.sources.nope"]
+    assert undefined_uses("from models import build, nope\nbuild('x')\n") == ["models.nope"]
+    assert undefined_uses("from dropzoo.sources import load_source\nfrom dropzoo import gone\n") == ["dropzoo.gone"]
