@@ -61,6 +61,9 @@ def _main(argv):
                            "(or --tflite=PATH)")
     if f.ood_dataset and f.ood_idx_dir:
         return errors.fail("give at most one of --ood_dataset=NAME and --ood_idx_dir=DIR")
+    if f.tflite and (f.mc_samples or f.mc_seed):  # before check_mc, whose fix (add --mc_samples) would not do
+        return errors.fail("a TFLite model serves dropout off only: MC dropout (--mc_samples, --mc_seed) needs the "
+                           "SavedModel; pass --saved_model=DIR (or --workdir) instead of --tflite")
     with errors.one_line():
         evaluate.check_mc(f.mc_samples, f.mc_seed, f.batch_size)
     if f.runs_dir:
@@ -117,8 +120,8 @@ def _main(argv):
         for note in found:
             print(f"note: {note}", file=sys.stderr)
     if result.get("mc_no_spread"):
-        print(f"note: the {result['mc_samples']} MC dropout passes all agree (the network has no dropout to "
-              "sample), so the mc_* scores repeat the plain ones", file=sys.stderr)
+        print(f"note: the {result['mc_samples']} MC dropout passes all agree (no dropout to sample, or none that "
+              "moves these probabilities), so the mc_* scores repeat the plain ones", file=sys.stderr)
     return 0
 
 

@@ -74,8 +74,8 @@ class Client:
         problem = f"images have shape {shape}; this export takes [N, {height}, {width}, {channels}]"
         if channels == 1 and len(shape) in (2, 3) and shape[-2:] == (height, width):
             return f"{problem}: add the channel axis, images[..., np.newaxis]"
-        if len(shape) == 4 and shape[1] in (1, 3) and shape[2:] == (height, width):  # channels first (PyTorch's)
-            return f"{problem}: move the channel axis last, np.moveaxis(images, 1, -1)"
+        if shape[-3:-2] in ((1,), (3,)) and shape[-2:] == (height, width) and len(shape) in (3, 4):  # channels first
+            return f"{problem}: move the channel axis last, np.moveaxis(images, {len(shape) - 3}, -1)"
         if shape[-3:-1] == (height, width) or (len(shape) in (2, 3) and shape[-2:] == (height, width)):
             return f"{problem}: convert them to {channels} channel(s) as the training data was (1: grayscale, 3: RGB)"
         if len(shape) == 4:

@@ -204,7 +204,8 @@ def mc_notes(rows):
     ones, not an effect of sampling."""
     flat = sorted({r["variant"] for r in rows if r.get("mc_no_spread")}, key=records.natural_key)
     return [f"{', '.join(flat)}: {'its' if len(flat) == 1 else 'their'} MC dropout passes all agree (no dropout "
-            "to sample), so the mc_* columns repeat the plain ones"] if flat else []
+            "to sample, or none that moves the probabilities), so the mc_* columns repeat the plain ones"
+            ] if flat else []
 
 
 def non_finite_notes(rows):

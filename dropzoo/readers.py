@@ -199,8 +199,9 @@ def _checked_arrays(path, split, images, labels):
         logging.warning("%s: %s's pixels are 0 and 1 (binarized?); the zoo takes raw uint8 pixels (0-255) and "
                         "scales them by 1/255, so these are near black: multiply by 255", path, x)
     if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
+        flat = f", e.g. {y}.reshape(-1)" if labels.shape == (len(images), 1) else ""
         raise DataError(f"{path}: {y} is {labels.dtype} {labels.shape}; give one integer class id per image "
-                        f"({len(images)} of them)")
+                        f"({len(images)} of them){flat}")
     if labels.min() < 0:
         raise DataError(f"{path}: {y} has the negative label {int(labels.min())}; labels are class ids 0..K-1")
     if int(labels.max()) > MAX_CLASS_ID:

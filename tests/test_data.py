@@ -702,6 +702,8 @@ def test_a_class_held_out_whole_for_validation_is_refused():
     (lambda x, y, xt, yt: (x, y - 1, xt, yt), r"t: y_train has the negative label -1"),
     (lambda x, y, xt, yt: (x / 255.0, y, xt, yt), r"t: x_train is float64; .* \(pixels scaled to \[0, 1\]"),
     (lambda x, y, xt, yt: (x, np.eye(4)[y], xt, yt), r"t: y_train is float64 \(40, 4\); give one integer class id"),
+    (lambda x, y, xt, yt: (x, y[:, None], xt, yt), r"t: y_train is int64 \(40, 1\); .* \(40 of them\), e\.g\. "
+                                                   r"y_train\.reshape\(-1\)"),
     (lambda x, y, xt, yt: (x, y, np.repeat(xt, 3, axis=-1), yt), r"t: x_train images are \(4, 4, 1\) but x_test"),
 ])
 def test_arrays_given_in_memory_are_checked_as_an_npz_is(change, message):

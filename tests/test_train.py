@@ -456,6 +456,7 @@ def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, messa
      "error: give at most one of --ood_dataset=NAME and --ood_idx_dir=DIR"),
     (["--workdir=/tmp", "--mc_seed=-1"], "error: --mc_seed must be an integer in [0, 2**31)"),
     (["--workdir=/tmp", "--mc_seed=3"], "error: --mc_seed=3 seeds MC dropout, which is off; give --mc_samples=T"),
+    (["--tflite=/tmp/m.tflite", "--mc_seed=3"], "error: a TFLite model serves dropout off only: MC dropout"),
     (["--workdir=/tmp", "--batch_size=0"], "error: --batch_size must be a positive integer, got 0"),
     (["--workdir=/nonexistent/run"], "error: --workdir /nonexistent/run is not a directory; give a run's"),
     (["--workdir=/nonexistent/run", "--dataset=mnist_sample"], "error: --workdir /nonexistent/run is not a "

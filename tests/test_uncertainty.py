@@ -228,8 +228,8 @@ def test_mc_dropout_of_a_network_without_dropout_says_its_passes_agree(tmp_path)
     with pytest.raises(ValueError, match=r"^--batch_size must be a positive integer, got 0$"):
         compare.compare_runs(str(tmp_path), batch_size=0)
     rows = [{"variant": "m/none", "mc_no_spread": True}, {"variant": "m/canonical"}]
-    assert compare.mc_notes(rows) == ["m/none: its MC dropout passes all agree (no dropout to sample), so the mc_* "
-                                      "columns repeat the plain ones"]
+    assert compare.mc_notes(rows) == ["m/none: its MC dropout passes all agree (no dropout to sample, or none that "
+                                      "moves the probabilities), so the mc_* columns repeat the plain ones"]
 
 
 def test_out_of_distribution_images_of_another_shape_are_named_as_such(export):
