@@ -308,9 +308,17 @@ def fingerprint(source):
     return hashlib.sha256(b"".join(sorted(digests))).hexdigest()
 
 
-def check_finished_on(source, recorded, workdir):
+def check_finished_on(source, config, recorded, workdir):
     """DataError where a finished run's record (`recorded`: its metrics' "data") names other training or test data
-    than `source`, its data as it is now: its results would be reported as this data's."""
+    than `source` (None: `config`'s data, loaded as it is now): its results would be reported as this data's. Data
+    that cannot be loaded here is said, and the record reported as it was."""
+    if source is None:
+        try:
+            source = load_source(**config_arguments(config))
+        except DataError as e:
+            logging.warning("%s: the run's data cannot be loaded here (%s), so it is not compared with what the run "
+                            "recorded; its results are reported as they were", workdir, e)
+            return
     fix = "use another workdir, or overwrite=True (--overwrite) to train it on this data"
     held = recorded.get("train_sha256")
     if source.train_sha256 and held and source.train_sha256 != held:

@@ -163,8 +163,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
                 raise locks.WorkdirLocked(claim["locked"])
             if claim["finished"] is not None:
                 if loop.chief:  # the data as it is now: the run's results are reported as that data's
-                    sources.check_finished_on(source or sources.load_source(**sources.config_arguments(config)),
-                                              claim["finished"].get("data", {}), workdir)
+                    sources.check_finished_on(source, config, claim["finished"].get("data", {}), workdir)
                 if verbose:
                     print(f"{workdir} holds a finished run; reporting it (--overwrite retrains, on data as it is now)")
                 if loop.chief:

@@ -639,3 +639,24 @@ def test_a_finished_run_given_other_training_data_is_refused_not_reported(tmp_pa
     with pytest.raises(DataError, match=rf"^{workdir} holds a run finished and tested on other test data \(sha256 "
                                         rf".* score it on this data with eval.py --workdir={workdir} "):
         trainer.train_and_evaluate(config, workdir, source=other_test, verbose=0)
+
+
+
+def test_a_finished_run_of_a_file_is_compared_with_the_file_as_it_is_now(tmp_path, caplog):
+    """From the command line (no source given) an edited .npz got the old scores: its data is now loaded and
+    compared; data that cannot be loaded here is said, and the record reported as it was."""
+    def save(seed):
+        x, y = tiny_source(seed=seed).train, tiny_source(seed=seed).test
+        arrays = [np.stack(part) for split in (x, y) for part in zip(*split.as_numpy_iterator())]
+        np.savez(tmp_path / "d.npz", x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
+
+    save(0)
+    config, workdir = tiny_config(epochs=1, dataset="mnist", npz=str(tmp_path / "d.npz")), str(tmp_path / "run")
+    first = trainer.train_and_evaluate(config, workdir, verbose=0, serving_artifacts=False)
+    assert trainer.train_and_evaluate(config, workdir, verbose=0) == first
+    save(1)
+    with pytest.raises(DataError, match=rf"^{workdir} holds a run finished on other training data"):
+        trainer.train_and_evaluate(config, workdir, verbose=0)
+    os.remove(tmp_path / "d.npz")
+    assert trainer.train_and_evaluate(config, workdir, verbose=0) == first
+    assert "the run's data cannot be loaded here (--npz" in caplog.text
