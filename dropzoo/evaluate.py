@@ -25,7 +25,8 @@ from dropzoo.serving import MC_DROPOUT_KEY
 from dropzoo.serving import PROBABILITIES_KEY
 from dropzoo.serving import SIGNATURE_KEY
 
-__all__ = ["evaluate_saved_model", "evaluate_tflite", "evaluate_on_dataset", "write_json"]
+__all__ = ["check_mc", "evaluate_saved_model", "evaluate_tflite", "evaluate_on_dataset", "write_json"]
+
 
 def check_mc(mc_samples, mc_seed, batch_size=None):
     """ValueError (one line) unless `mc_samples` is 0 (off) or a positive integer and `mc_seed` one of [0, 2**31)
@@ -106,11 +107,14 @@ def _score(path, predict, batches, ood_batches):
         metrics.update(mc_samples=int(mc_samples), mc_seed=predict.mc_seed if predict.seeded else None,
                        mc_reliability=uncertainty.reliability(mean, labels),
                        mc_curve=uncertainty.over_samples(draws, labels))
-        if float(np.max(np.std(draws, axis=0))) <= NO_SPREAD:  # no dropout: T copies of the plain pass
-            metrics["mc_no_spread"] = True
+    # Without dropout (or none that moves these probabilities) every sample is the same pass: said, and mutual
+    # information, rounding noise then, is left out.
+    stochastic = draws is not None and float(np.max(np.std(draws, axis=0))) > NO_SPREAD
+    if mc_samples and not stochastic:
+        metrics["mc_no_spread"] = True
     if ood_batches is not None:
         ood_probabilities, ood_draws, _ = predict(ood_batches, need_labels=False)
-        metrics.update(_ood_metrics(probabilities, draws, ood_probabilities, ood_draws))
+        metrics.update(_ood_metrics(probabilities, draws, ood_probabilities, ood_draws, stochastic))
     return metrics
 
 
@@ -137,13 +141,12 @@ OOD_SCORES = {
 }
 
 
-def _ood_metrics(probabilities, draws, ood_probabilities, ood_draws):
-    """ood_auroc_<score> and ood_fpr95_<score> for every score the evaluation has."""
+def _ood_metrics(probabilities, draws, ood_probabilities, ood_draws, stochastic):
+    """ood_auroc_<score> and ood_fpr95_<score> for every score the evaluation has (MC mutual information only
+    where the test draws vary: `stochastic`)."""
     if not len(ood_probabilities):
         raise ValueError("the out-of-distribution data has no examples; check --ood_dataset/--ood_idx_dir")
     result = {"ood_num_examples": int(len(ood_probabilities))}
-    # Without dropout every sample is the same pass: mutual information is rounding noise.
-    stochastic = draws is not None and float(np.max(np.std(draws, axis=0))) > NO_SPREAD
     for name, score in OOD_SCORES.items():
         if (name.startswith("mc_") and draws is None) or (name == "mc_mutual_information"
                                                           and not stochastic):

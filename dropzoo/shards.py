@@ -201,7 +201,8 @@ def check_task_counts(runs, sweep_plan, index, count, source):
     """
     if count == 1 or not runs:
         return
-    prefix = f"split-{_plan_digest(runs, sweep_plan)[:16]}-task"
+    digest = _plan_digest(runs, sweep_plan)[:16]
+    prefix = f"split-{digest}-task"
     where = _tasks_dir(runs)
     own = os.path.join(where, f"{prefix}{index}.json")
     for written in (False, True):
@@ -221,7 +222,7 @@ def check_task_counts(runs, sweep_plan, index, count, source):
             files.write_json(own, {"num_tasks": count, "source": source})
     # The whole plan, so that a comparison can name the runs no task has started (a task never run).
     planned = [os.path.relpath(os.path.abspath(workdir), os.path.dirname(where)) for _, workdir in runs]
-    files.write_json(os.path.join(where, f"plan-{prefix[len('split-'):-len('-task')]}.json"), {"runs": planned})
+    files.write_json(os.path.join(where, f"plan-{digest}.json"), {"runs": planned})
 
 
 def plans(runs_dir):
@@ -235,13 +236,15 @@ def missing_note(runs_dirs, runs):
 
     Runs are matched by their path below their runs directory, so a study whose tasks ran on several machines
     (--runs_dir=machine1/study,machine2/study) or was collected elsewhere matches its plan."""
-    here = {os.path.relpath(os.path.abspath(run), os.path.abspath(d)) for d in runs_dirs for run in runs
-            if not os.path.relpath(os.path.abspath(run), os.path.abspath(d)).startswith(os.pardir)}
+    def below(path, directory):
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(directory))
+
+    here = {below(run, d) for d in runs_dirs for run in runs if not below(run, d).startswith(os.pardir)}
     planned, found = set(), []
     for runs_dir in runs_dirs:
         for path in plans(runs_dir):
             found.append(path)
-            root = os.path.relpath(os.path.dirname(os.path.dirname(os.path.abspath(path))), os.path.abspath(runs_dir))
+            root = below(os.path.dirname(os.path.dirname(path)), runs_dir)
             planned |= {os.path.normpath(os.path.join(root, run)) for run in files.read_json(path, "delete it")["runs"]}
     missing = sorted(planned - here)
     if not missing:

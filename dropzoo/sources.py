@@ -89,7 +89,7 @@ def _load_npz(need_train, npz):
     path = os.path.abspath(npz)
     x_train, y_train, x_test, y_test = readers.read_npz(path, need_train)
     return _source(f"npz:{path}", _fixed_shuffle(x_train, y_train) if need_train else None,
-                        (x_test, y_test), origin={"npz": path})
+                   (x_test, y_test), origin={"npz": path})
 
 
 def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=None, color_mode="grayscale"):
@@ -353,7 +353,7 @@ def config_arguments(config):
 def _sample_source(need_train, fallback_reason=""):
     x_train, y_train, x_test, y_test = mnist_sample.arrays()
     return _source(SAMPLE_NAME, (x_train, y_train) if need_train else None,
-                        (x_test, y_test), fallback_reason, origin={"dataset": SAMPLE_NAME})
+                   (x_test, y_test), fallback_reason, origin={"dataset": SAMPLE_NAME})
 
 
 def array_source(name, train, test, fallback_reason="", origin=None, details=None):
@@ -406,7 +406,7 @@ def _idx_source(idx_dir, need_train):
         readers.check_class_ids(idx_dir, y_train, test[1], names=readers.IDX_LABEL_NAMES)
         train = _fixed_shuffle(x_train, y_train)
     return _source(f"idx:{os.path.abspath(idx_dir)}", train, test,
-                        origin={"idx_dir": os.path.abspath(idx_dir)})
+                   origin={"idx_dir": os.path.abspath(idx_dir)})
 
 
 def _check_idx_dir(idx_dir, need_train):

@@ -28,10 +28,11 @@ def subset(source, size):
     if source.train is None:
         raise DataError(f"source {source.name} was loaded without its train split; it cannot be subset")
     size = check_size(source, size, 0)  # its bounds; its classes once the labels are read
-    # In batches: one Python step per label made this 50 s for Fashion-MNIST's 60k on one thread.
-    labels = np.concatenate([np.asarray(batch, np.int64).reshape(-1) for batch in
-                             source.train.map(lambda image, label: label).batch(8192).as_numpy_iterator()]
-                            or [np.zeros(0, np.int64)])
+    labels = source.train_labels  # in memory for files; tfds data is read for them, in batches (one Python step
+    if labels is None:  # a label made this 50 s for Fashion-MNIST's 60k on one thread)
+        labels = np.concatenate([np.asarray(batch, np.int64).reshape(-1) for batch in
+                                 source.train.map(lambda image, label: label).batch(8192).as_numpy_iterator()]
+                                or [np.zeros(0, np.int64)])
     classes, counts = np.unique(labels, return_counts=True)
     check_size(source, size, len(classes))
     quota = counts * size / len(labels)

@@ -227,15 +227,14 @@ def check_data_fits(runs):
             arguments = sources.config_arguments(config)
             chosen = sources.choose({"dataset": sources.DEFAULT_DATASET, **arguments})
             flags = " ".join(f"--{key}={arguments[key]}" for key in chosen.keys if arguments.get(key) is not None)
-            if chosen.name == "dataset" and arguments.get("dataset", sources.DEFAULT_DATASET) != sources.SAMPLE_NAME:
+            name = arguments.get("dataset", sources.DEFAULT_DATASET)
+            if chosen.name == "dataset" and name != sources.SAMPLE_NAME:
                 described[data] = (flags, *sources.describe(**arguments))
-                sizes = tfds_source.prepared_sizes(arguments.get("dataset", sources.DEFAULT_DATASET),
-                                                   arguments.get("tfds_data_dir"))
+                sizes = tfds_source.prepared_sizes(name, arguments.get("tfds_data_dir"))
                 if sizes:  # prepared: its splits' sizes, for what training checks of them (nothing read)
                     _, shape, classes, _ = described[data]
-                    loaded[data] = sources.Source(name=f"tfds:{arguments.get('dataset', sources.DEFAULT_DATASET)}",
-                                                  train=None, test=None, num_train=sizes[0], num_test=sizes[1],
-                                                  num_classes=classes, image_shape=shape)
+                    loaded[data] = sources.Source(name=f"tfds:{name}", train=None, test=None, num_train=sizes[0],
+                                                  num_test=sizes[1], num_classes=classes, image_shape=shape)
             else:
                 loaded[data] = sources.load_source(**arguments)
                 described[data] = (flags, loaded[data].image_shape, loaded[data].num_classes, None)

@@ -65,9 +65,8 @@ def check_one_run_here(workdir, depth=5):
     below = run_below(workdir, depth)
     if below:
         raise RunError(f"--workdir {workdir} holds other runs below it, e.g. {below}{_unstarted(below)}: a "
-                       "comparison (eval.py "
-                       f"--runs_dir) would take {workdir} as one run and leave them out; give another --workdir (a "
-                       "sweep puts its runs below its own)")
+                       f"comparison (eval.py --runs_dir) would take {workdir} as one run and leave them out; give "
+                       "another --workdir (a sweep puts its runs below its own)")
 
 
 def run_below(directory, depth=5):
@@ -94,8 +93,9 @@ def is_run(directory):
             with open(os.path.join(directory, name)) as f:
                 if key in json.load(f):
                     return True
-        except ValueError:  # corrupt: a run's record, said where it is read
-            return name == "metrics.json"
+        except ValueError:  # corrupt: a run's metrics.json, said where it is read
+            if name == "metrics.json":
+                return True
         except (OSError, TypeError):
             pass
     return False

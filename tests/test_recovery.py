@@ -614,6 +614,9 @@ def test_a_run_inside_another_runs_directory_is_refused_before_it_is_lost(tmp_pa
         workdirs.check_one_run_here(str(recorded / "x"))
     with pytest.raises(trainer.RunError, match=r"holds other runs below it, e\.g\. .*before_activation/seed0: "):
         workdirs.check_one_run_here(str(tmp_path / "sweep2" / "m"))
+    # A corrupt config.json beside a run's metrics.json: still a run (the config.json answer ended the look).
+    (recorded / "config.json").write_text("{not json")
+    assert workdirs.is_run(str(recorded))
     # Another tool's metrics.json below --runs_dir is not a run (it failed on KeyError 'data').
     os.makedirs(tmp_path / "sweep3" / "tb_export")
     files.write_json(str(tmp_path / "sweep3" / "tb_export" / "metrics.json"), {"acc": 0.9})
