@@ -19,6 +19,7 @@ from dropzoo import performance
 from dropzoo import readers
 from dropzoo import sources
 from dropzoo.errors import ConfigError
+from models import sites as sites_lib
 
 OPTIMIZERS = ("adadelta", "sgd", "adam", "rmsprop")
 PRECISIONS = ("auto",) + models.POLICIES
@@ -140,6 +141,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.norm == "none":  # no BN layer: its momentum changes nothing, so it is not recorded
             object.__setattr__(self, "bn_momentum", models.DEFAULT_BN_MOMENTUM)
+        object.__setattr__(self, "sites", sites_lib.normalize(self.sites))  # one placement, one spelling, one run
         # The network's canonical text and name: two spellings of one network are
         # one config, and runs are filed and labelled by `model` as for the zoo.
         # Text that does not parse is kept as given, for `validate` to report.
@@ -311,8 +313,18 @@ def differences(saved, config):
     as its default, so older runs still resume.
     """
     current, saved = config.to_dict(), with_defaults(saved)
+    saved["sites"] = sites_lib.normalize(saved["sites"])  # recorded as typed before the spelling was normalised
+    saved["network"] = canonical_network(saved["network"])  # ... and before an implied convrate was written
     ignored = OBSERVATION_ONLY + EXECUTION_ONLY
     return sorted(k for k in current if saved[k] != current[k] and k not in ignored)
+
+
+def canonical_network(text):
+    """`text` as a config holds a --network now (as given where it does not parse, for `validate` to report)."""
+    try:
+        return models.format_network(models.parse_network(text)) if text else text
+    except ValueError:
+        return text
 
 
 def with_defaults(saved):

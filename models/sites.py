@@ -87,6 +87,22 @@ def parse(text, valid_sites, spatial_sites=(), tensor_of=None, allow_stacked=Fal
     return placement
 
 
+def normalize(text):
+    """`text` spelled one way (no blanks or empty items, rates as format_rate writes them, flags sorted), so one
+    placement names one run; as given where an item is malformed or none is left, for `parse` to report."""
+    items = []
+    for item in (part.strip() for part in text.split(",")):
+        fields = [field.strip() for field in item.split(":")]
+        if not item:
+            continue
+        try:
+            rate = format_rate(check_rate(fields[1]))
+        except (IndexError, ValueError):
+            return text
+        items.append(":".join([fields[0], rate] + sorted(fields[2:])))
+    return ",".join(items) or text
+
+
 class StackedSites(ValueError):
     """Two sites on one tensor (at most a Flatten between): `problem` says so, `str()` adds the site-string fix."""
 

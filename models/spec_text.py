@@ -22,7 +22,9 @@ Tokens, comma-separated, in graph order (spaces and case ignored):
                   softmax probabilities)
   convrate<rate>  anywhere before logits, once: the rate the conv/spatial/bn_before
                   placements add after each pooling layer (each conv where
-                  there is none; default NetworkSpec's 0.1)
+                  there is none; default: the network's own conv-stack
+                  dropout rate, else NetworkSpec's 0.1). Written or implied,
+                  one rate is one network: its text writes it where not 0.1
 
 The classifier (Dense(num_classes), named `logits`) follows the last layer.
 Layers are named as the zoo names them (conv1, conv2, pool1, flatten,
@@ -294,12 +296,13 @@ def _parse_tokens(items):
         raise ValueError("the conv-stack dropout rate is 0 (convrate0, or dropout0 after a conv or pool), the rate the "
                          "conv, spatial and bn_before placements add there: they would drop nothing in the conv "
                          "stack; leave it out (the rate is then 0.1), or give the rate the network drops at")
-    own = None if conv_rate is None else placements.own_rates(dataclasses.replace(spec, conv_rate=None))[1]
-    if own is not None and own != conv_rate:  # one would be dropped without a word
+    own = placements.own_rates(dataclasses.replace(spec, conv_rate=None))[1]
+    if own is not None and conv_rate is not None and own != conv_rate:  # one would be dropped without a word
         raise ValueError(f"'convrate{sites_lib.format_rate(conv_rate)}' and the network's own conv-stack dropout "
                          f"({sites_lib.format_rate(own)}) are two "
                          "conv-stack rates; keep one (the conv and spatial placements use it)")
-    return spec
+    # The rate the placements use, written or implied by the network's own conv-stack dropout: one network, one spec.
+    return spec if own is None else dataclasses.replace(spec, conv_rate=own)
 
 
 def _format_tokens(spec):

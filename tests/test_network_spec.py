@@ -69,13 +69,46 @@ def test_every_zoo_network_is_a_spec(name):
 
 @pytest.mark.parametrize("text,name", [
     ("conv32k5,pool2,conv64k5same,pool2,flatten,dense1024,dropout0.4,logits", "tf_layers_cnn"),  # padding
-    ("conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5", "keras_mnist_cnn"),  # conv_rate
+    ("conv32k3,conv64k3,pool2,dropout0.3,flatten,dense128,dropout0.5", "keras_mnist_cnn"),  # conv-stack rate
     ("conv32k3,pool2,conv64k3,pool2,flatten,dropout0.5,logits", "keras_io_convnet"),  # head
     ("flatten,dense128,dropout0.4,logits", "dense_mlp"),  # rate
     ("flatten,dropout0.5,dense128,logits", "dense_mlp"),  # site
 ])
 def test_the_round_trip_check_sees_one_difference(text, name):
     assert not same_network(models.parse_network(text), models.get_spec(name))
+
+
+@pytest.mark.parametrize("text", [
+    "conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5",  # the conv-stack rate implied
+    "convrate0.25,conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5",  # ... and written
+])
+def test_a_convrate_the_network_implies_is_one_network_written_or_not(text):
+    spec = models.parse_network(text)
+    assert same_network(spec, models.get_spec("keras_mnist_cnn"))
+    config = config_lib.TrainConfig(network=text)
+    assert (config.model, config.network) == ("keras_mnist_cnn", "")  # the zoo's run, however written
+    other = text.replace("convrate0.25,", "").replace("pool2,dropout0.25", "pool2,dropout0.3")
+    assert models.format_network(models.parse_network(other)) == models.format_network(
+        models.parse_network("convrate0.3," + other)) == "convrate0.3," + other
+
+
+def test_a_run_recorded_with_the_convrate_implied_still_resumes():
+    text = "conv8k3,pool2,dropout0.3,flatten,dense16"
+    config = config_lib.TrainConfig(network=text, model="mine")
+    assert config.network == "convrate0.3," + text
+    assert config_lib.differences({**config.to_dict(), "network": text}, config) == []  # recorded before
+
+
+@pytest.mark.parametrize("typed,normal", [
+    (" pool1.post:0.250 , dense1.post:.5, ", "pool1.post:0.25,dense1.post:0.5"),
+    ("pool1.post:0.25:stack:spatial", "pool1.post:0.25:spatial:stack"),
+    ("none", "none"), (" , ", " , "), ("dense1.post:0.2_5,", "dense1.post:0.2_5,"),  # for validate to report
+])
+def test_one_placement_is_one_spelling(typed, normal):
+    assert sites_lib.normalize(typed) == normal
+    assert config_lib.TrainConfig(sites=typed).sites == normal
+    assert config_lib.differences({**config_lib.TrainConfig().to_dict(), "sites": typed},
+                                  config_lib.TrainConfig(sites=normal)) == []
 
 
 @pytest.mark.parametrize("text,layer,canonical", [
