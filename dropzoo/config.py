@@ -108,7 +108,8 @@ class TrainConfig:
         "every seed and variant; the validation hold-out comes out of it.")
     validation_fraction: float = _field(0.1, "Fraction of the training split (or of --train_size) held out "
                                         "for per-epoch validation.")
-    # Optimisation: the classic Keras example's recipe by default.
+    # Optimisation: the classic Keras example's optimizer, batch and epochs by default (its flagfile also
+    # trains on the whole split, as it did, in float32).
     epochs: int = _field(12, "Training epochs (ignored when --train_steps is set).")
     train_steps: int | None = _field(None, "If set, train exactly this many steps instead of --epochs.")
     batch_size: int = _field(128, "Global batch size.")

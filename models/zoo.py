@@ -71,7 +71,9 @@ def keras_io_convnet():
 
 @register
 def dense_mlp():
-    """The Dense(128, activation='relu') + Dropout snippet people post."""
+    """The Dense(128, activation='relu') + Dropout snippet people post, at the rate 0.5 they post it with.
+
+    The TensorFlow 2 quickstart's form has rate 0.2: configs/tf_quickstart_mlp.cfg (--rate=0.2)."""
     return NetworkSpec(
         name="dense_mlp",
         source="the Flatten -> Dense(128, relu) -> Dropout -> Dense(10) snippet",

@@ -211,6 +211,37 @@ def test_every_config_parses_to_a_valid_run(cfg):
     assert config.model in text
 
 
+# What each source trained with (its file, cited in the config): the recipe configs must say the same.
+RECIPES = {
+    # keras-team/keras examples/mnist_cnn.py (Keras 2): Adadelta() (lr 1.0), 12 epochs on all 60,000.
+    "keras_mnist_cnn": dict(optimizer="adadelta", learning_rate=1.0, batch_size=128, epochs=12,
+                            train_steps=None, validation_fraction=0.0, rate=None),
+    # tensorflow/examples/tutorials/layers/cnn_mnist.py: SGD 0.001, batch 100, 20,000 steps on 55,000.
+    "tf_layers_cnn": dict(optimizer="sgd", learning_rate=0.001, batch_size=100, train_steps=20000,
+                          validation_fraction=5000 / 60000, rate=None),
+    # keras-io examples/vision/mnist_convnet.py: adam, batch 128, 15 epochs, validation_split=0.1.
+    "keras_io_convnet": dict(optimizer="adam", learning_rate=0.001, batch_size=128, epochs=15,
+                             train_steps=None, validation_fraction=0.1, rate=None),
+    # tensorflow/docs beginner quickstart: Dropout(0.2), adam, fit(epochs=5) (batch 32), no validation.
+    "tf_quickstart_mlp": dict(model="dense_mlp", optimizer="adam", learning_rate=0.001, batch_size=32, epochs=5,
+                              train_steps=None, validation_fraction=0.0, rate=0.2),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_each_recipe_config_trains_as_its_source(recipe):
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', recipe + '.cfg')}"])
+    [(config, _)] = flags_lib.train_plan(fv)
+    expected = {"model": recipe, "placement": "canonical", "dataset": "mnist", "precision": "float32",
+                "kind": "inverted", "activation": "relu", "norm": "none", **RECIPES[recipe]}
+    assert {name: getattr(config, name) for name in expected} == expected
+    if RECIPES[recipe]["validation_fraction"]:  # the hold-out the source had, to the example
+        assert data_lib.validation_size(60000, config.validation_fraction) == {
+            "tf_layers_cnn": 5000, "keras_io_convnet": 6000}[recipe]
+
+
 @pytest.mark.parametrize("cfg", EVAL_CONFIGS)
 def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     from dropzoo import compare
