@@ -149,7 +149,7 @@ class TrainConfig:
         if self.keras_model:  # an absolute path: a resumed run finds the same file from anywhere
             object.__setattr__(self, "keras_model", os.path.abspath(self.keras_model))
             if self.model == DEFAULT_MODEL:
-                object.__setattr__(self, "model", models.keras_model.default_name(self.keras_model))
+                object.__setattr__(self, "model", models.keras_file.default_name(self.keras_model))
         if not self.network:
             return
         try:

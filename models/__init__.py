@@ -20,8 +20,8 @@ same network by construction.
 Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 """
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
+from models.keras_file import load_keras_model
 from models.keras_model import describe_model
-from models.keras_model import load_keras_model
 from models.keras_rewrite import finalize_states
 from models.keras_rewrite import place_dropout
 from models.layers import KINDS

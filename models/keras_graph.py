@@ -142,8 +142,18 @@ def _check_layer(layer, name):
     if isinstance(layer, keras.layers.Wrapper) and is_dropout(layer.layer):
         raise ValueError(f"{what} wraps dropout layer {layer.layer.name!r} ({type(layer).__name__}), which no "
                          "placement moves or removes, so `none` would still drop: use a Dropout layer itself")
+    if isinstance(layer, keras.layers.Lambda):  # its Python function: Keras rebuilds it only if unsafe
+        raise ValueError(f"{what} is a Lambda; place_dropout rebuilds each layer from its config, which Keras does "
+                         "for a Lambda's Python function only with unsafe deserialization: use Keras' own layers "
+                         "(Rescaling, Activation, ...) or a Layer subclass of your own with get_config")
+    try:
+        config = layer.get_config()
+    except NotImplementedError:
+        raise ValueError(f"{what} ({type(layer).__name__}) has no get_config(); place_dropout rebuilds each layer "
+                         "from its config: give the class a get_config() returning its constructor's arguments") \
+            from None
     if not is_dropout(layer):
-        settings = _own_dropout_settings(layer.get_config())
+        settings = _own_dropout_settings(config)
         if settings:
             given = ", ".join(dict.fromkeys(f"{key.split('.')[-1]}={value:g}" for key, value in settings))
             raise ValueError(f"{what} drops units itself ({given}), which no placement moves or removes, so "
@@ -220,6 +230,7 @@ def blocks(calls, output_index):
             is_activation = isinstance(layer, ACTIVATION_TYPES)
             if not (isinstance(layer, NORM_TYPES) or (is_activation and not activated)):
                 if not activated:
+                    _check_own_class(layer, call.layer)
                     _check_nothing_before_activation(calls, call.layer, after, next_reader, output_index)
                 break
             activated = activated or is_activation
@@ -227,6 +238,16 @@ def blocks(calls, output_index):
             current = after
         blocks[index] = block
     return blocks
+
+
+def _check_own_class(layer, owner):
+    """ValueError if `layer`, of a class of the user's own, follows `owner`, which has no activation: it may be
+    the activation (a Swish layer), and no site before or after it could say."""
+    if not type(layer).__module__.startswith(("keras.", "models.")):
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}, a class of your own) follows "
+                         f"{owner.name!r}, which has no activation, so place_dropout cannot tell whether it is the "
+                         "activation (its sites before and after the activation would not be where they say): "
+                         f"write an activation as keras.layers.Activation(fn), or give {owner.name!r} its activation")
 
 
 def _check_nothing_before_activation(calls, owner, stop, next_reader, output_index):

@@ -25,7 +25,8 @@ its activation.
 The classifier (the last conv/dense layer, before a softmax if the model
 has one) has only `.pre`. The model's own dropout becomes its `canonical`
 placement: a dropout layer after layer P is `P.post` (`:spatial` for
-SpatialDropout2D), one on the input is the next layer's `.pre`. The named
+SpatialDropout2D), one on the input is the next layer's `.pre` (through a
+Flatten: the conv/dense layer's, as the zoo names it). The named
 placements (`after_activation`, `before_dense`, `conv`, ...) are derived
 from this structure by `network.named_placements`, as for the zoo.
 
@@ -44,14 +45,11 @@ softmax compute in float32, as in the zoo.
 """
 import dataclasses
 import functools
-import hashlib
-import json
 import os
-import zipfile
 
 import keras
-import numpy as np
 
+from models import keras_file
 from models import keras_graph as graph
 from models import keras_own
 from models import layers as dropout_lib
@@ -172,37 +170,6 @@ class KerasModelSpec:
         return sites_lib.parse(text, self.sites(norm), self.spatial_sites(norm), self.tensor_of, allow_stacked)
 
 
-def load_keras_model(path):
-    """The model in the `.keras` file at `path`, loaded with Keras' safe_mode (no code from the file).
-
-    Raises ValueError, one line naming the problem and the fix.
-    """
-    if not str(path).endswith(".keras"):
-        raise ValueError(f"{path}: not a .keras file; save the model with model.save('NAME.keras')")
-    if not os.path.isfile(path):
-        what = "a directory" if os.path.isdir(path) else "no such file"
-        raise ValueError(f"{path}: {what}; give the path of a model saved with model.save('NAME.keras')")
-    if not zipfile.is_zipfile(path):  # a .keras file is a zip archive; Keras would say "file not found"
-        raise ValueError(f"{path}: not a .keras archive (a .keras file is a zip archive; this one is damaged, cut "
-                         "short or of another format); save the model again with model.save('NAME.keras')")
-    with zipfile.ZipFile(path) as archive:  # Keras would blame its safe_mode for the missing entry
-        whole = "config.json" in archive.namelist()
-    if not whole:
-        raise ValueError(f"{path}: a zip archive without config.json, so not a whole .keras file; save the model "
-                         "again with model.save('NAME.keras')")
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as e:  # Keras raises ValueError, TypeError, zipfile errors, ...
-        reason = " ".join(str(e).split())
-        if "safe_mode" in reason:  # Keras' own text offers safe_mode=False, which nothing here takes
-            reason = "it stores Python code, e.g. a Lambda layer's"
-        elif len(reason) > 300:
-            reason = reason[:300].rsplit(" ", 1)[0] + " ..."
-        raise ValueError(f"{path}: Keras cannot load it with safe_mode on, which refuses code stored in "
-                         f"the file ({type(e).__name__}: {reason}); rebuild the model from Keras layers, or "
-                         "register its custom classes") from None
-
-
 def describe_file(path, name=None):
     """The KerasModelSpec of the `.keras` file at `path` (loaded once per file version)."""
     stat = os.stat(path) if os.path.isfile(path) else None
@@ -212,26 +179,9 @@ def describe_file(path, name=None):
 @functools.lru_cache(maxsize=8)
 def _describe_file(path, name, version):
     del version  # part of the cache key only: a rewritten file is read again
-    model = load_keras_model(path)
-    return describe_model(model, name=name or default_name(path), source=path, digest=content_digest(model))
-
-
-def content_digest(model):
-    """sha256 of a model's architecture and weights: what a run trained, whatever file holds it (a `.keras` zip
-    records when it was saved, so the same model saved again has other bytes)."""
-    digest = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
-    for weight in model.weights:
-        value = np.asarray(keras.ops.convert_to_numpy(weight))
-        digest.update(f"{weight.path}:{value.dtype}:{value.shape}".encode())
-        digest.update(np.ascontiguousarray(value).tobytes())
-    return digest.hexdigest()
-
-
-def default_name(path):
-    """The model name a file gets: its stem, in the characters run directories allow."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem).lstrip("._-")
-    return cleaned or "keras_model"
+    model = keras_file.load_keras_model(path)
+    return describe_model(model, name=name or keras_file.default_name(path), source=path,
+                          digest=keras_file.content_digest(model))
 
 
 def describe_model(model, name=None, source=None, digest=""):
@@ -259,8 +209,10 @@ def describe_model(model, name=None, source=None, digest=""):
                          "image tensor: build the model on the input itself, keras.Model(image, outputs)")
     input_shape = tuple(model.inputs[0].shape[1:])
     if len(input_shape) != 3 or None in input_shape:
+        fix = (f": give grayscale images their channel axis, keras.Input(shape={input_shape + (1,)}) (a Flatten "
+               "after it reads the same)" if len(input_shape) == 2 and None not in input_shape else "")
         raise ValueError(f"{what} takes inputs of shape {input_shape}; place_dropout rewrites image "
-                         "classifiers with one fixed-size [H, W, C] input")
+                         f"classifiers with one fixed-size [H, W, C] input{fix}")
     output_shape = tuple(model.outputs[0].shape[1:])
     if len(output_shape) != 1:
         raise ValueError(f"{what} outputs {output_shape} per image; the zoo trains classifiers with one score "
@@ -275,8 +227,9 @@ def describe_model(model, name=None, source=None, digest=""):
     taken = sorted(n for n in names if n == "image" or any(
         n == f"{other}.{suffix}" for other in names for suffix in ("pre", "mid", "post", "prenorm", "act")))
     if taken:
-        made = any(isinstance(c.layer, dropout_lib.dropout_types()) and c.layer.name.endswith((".pre", ".mid", ".post"))
-                   for c in calls)
+        made = any((c.layer.name.endswith(".act") and model.inputs[0].name == "image")  # `none`: no dropout left
+                   or (isinstance(c.layer, dropout_lib.dropout_types())
+                       and c.layer.name.endswith((".pre", ".mid", ".post"))) for c in calls)
         fix = ("it looks like a variant place_dropout made: call place_dropout on the source model, from which "
                "every placement starts" if made else "rename that layer")
         raise ValueError(f"{what} has a layer named {taken[0]!r}, a name the rewrite gives its own layers (the "
@@ -301,11 +254,13 @@ def _output_of(model, calls, name):
         if len(producer) != 1 or not isinstance(calls[producer[0]].layer, graph.LINEAR_TYPES) \
                 or graph.fused_activation(calls[producer[0]].layer) != "linear":
             raise ValueError(f"{what} ends in a softmax that does not follow a linear Dense/conv layer; "
-                             "place_dropout needs a classifier layer before the softmax")
+                             "place_dropout needs a classifier layer (no activation) right before the softmax: "
+                             "after a global pooling, end with Dense(num_classes) and the softmax")
         return producer[0], "probabilities"
     if not isinstance(layer, graph.LINEAR_TYPES):
         raise ValueError(f"{what} ends in {type(layer).__name__} {layer.name!r}; place_dropout needs a "
-                         "Dense (or conv) classifier, optionally followed by a softmax")
+                         "Dense (or conv) classifier as the last layer, optionally followed by a softmax (after a "
+                         "global pooling: Dense(num_classes))")
     activation = graph.fused_activation(layer)
     if activation not in ("softmax", "linear"):
         raise ValueError(f"{what} ends in a {activation} activation; the zoo trains softmax classifiers: "

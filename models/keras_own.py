@@ -60,6 +60,22 @@ def _site_after(spec, index):
     return f"{info.name}.post" if "post" in info.slots else None
 
 
+def _reader_input(site, calls, consumers, valid):
+    """A Flatten's (or Reshape's) `.post` as the `.pre` of the conv/dense layer that alone reads it, through
+    reshapes: one tensor, one site, as the zoo names it (Flatten -> Dropout -> Dense is `dense.pre`, the site
+    `before_dense` drops, with its masks), else `site`."""
+    call = next((c for c in calls if f"{c.layer.name}.post" == site), None)
+    if call is None or not isinstance(call.layer, graph.RESHAPING_TYPES):
+        return site
+    while len(readers := consumers.get(call.output, [])) == 1 and (
+            graph.is_dropout(readers[0].layer) or isinstance(readers[0].layer, graph.RESHAPING_TYPES)):
+        call = readers[0]
+    if len(readers) == 1 and isinstance(readers[0].layer, graph.LINEAR_TYPES) \
+            and f"{readers[0].layer.name}.pre" in valid:
+        return f"{readers[0].layer.name}.pre"
+    return site
+
+
 def own_dropout(calls, spec):
     """{site: Site}: where the model's own dropout layers are, as sites."""
     producer = {c.output: c for c in calls}
@@ -93,6 +109,7 @@ def own_dropout(calls, spec):
                     and not graph.is_spatial(c.layer) and not graph.has_other_noise_shape(c.layer)):
                 # Unit by unit, dropping before a Flatten drops the same units as after it: its output's site.
                 site = _site_after(spec, calls.index(after[0])) or site
+        site = _reader_input(site, calls, consumers, valid)
         if site in valid and len(shares) > 1:
             others = [o.layer.name for o in shares if o is not c]
             raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} drops units of a tensor that "

@@ -20,12 +20,12 @@ from models import network
 from models import placements as placements_lib
 from models import pooling
 from models import sites as sites_lib
+from models.keras_file import load_keras_model
 from models.keras_graph import functional
 from models.keras_graph import is_dropout
 from models.keras_model import KerasModelSpec
 from models.keras_model import check_zoo_only
 from models.keras_model import describe_model
-from models.keras_model import load_keras_model
 from models.keras_own import check_canonical_kind
 
 # Keras' own layers the rewrite swaps for the zoo's: the same layers with faster training gradients.
@@ -116,7 +116,13 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
             config["scale"] = (np.asarray(config["scale"], dtype=np.float64) * 255.0).tolist()
         # Keras' own max pooling and activations become the zoo's: the same layers, faster gradients.
         cls = ZOO_CLASSES.get(type(layer), type(layer))
-        new = cls.from_config(config)
+        try:
+            new = cls.from_config(config)
+        except (TypeError, ValueError) as e:  # a class of the user's own whose config does not rebuild it
+            reason = " ".join(str(e).split())[:200]
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) does not rebuild from its config "
+                             f"({reason}); place_dropout rebuilds each layer from its config: give the class a "
+                             "get_config() returning its constructor's arguments (and **kwargs for Layer's)") from None
         originals[id(new)] = layer
         return new
 

@@ -8,11 +8,13 @@ network gets the same variants, derived the same way, keeping its own rates:
   layer (its `.post`, or `.mid`); its rate is the network's own, or
   DEFAULT_HEAD_RATE where it has none. A network without a hidden dense
   layer has one head position: the classifier's input (`logits.pre`);
-- the *conv-stack* dropout is the rest of its own dropout (e.g. the classic
-  example's 0.25 after pooling, or a user model's dropout on the last dense
-  layer's input); its rate is the network's own (of several, the one
-  nearest the head: a dropout on the input is not conv-stack dropout), or
-  `spec.conv_rate`.
+- the *conv-stack* dropout is its own dropout between the images and the
+  first dense layer's input (e.g. the classic example's 0.25 after pooling,
+  or a user model's dropout on the flattened features); its rate is the
+  network's own (of several, the one nearest the head: a dropout on the
+  input is not conv-stack dropout, nor one after a hidden dense layer), or
+  `spec.conv_rate`. `bn_before` drops at it after each hidden layer but the
+  last, at the network's own rate where it drops there.
 
 | placement | sites | holds fixed |
 | --- | --- | --- |
@@ -74,10 +76,22 @@ def own_rates(spec):
     head = [site.rate for name, site in canonical.items()
             if name in head_sites or spec.tensor_of(name) in head_tensors]
     on_input = _input_tensors(spec)  # the images (or their preprocessing): not conv-stack dropout
-    stack = [site.rate for name, site in canonical.items()
-             if not (name in head_sites or spec.tensor_of(name) in head_tensors | on_input)]
+    in_stack = _stack_tensors(spec)  # up to the first dense layer's input: not a hidden dense layer's dropout
+    stack = [site.rate for name, site in canonical.items() if spec.tensor_of(name) in in_stack
+             and not (name in head_sites or spec.tensor_of(name) in head_tensors | on_input)]
     # Of several dropouts on the head's tensor (a pool's .post and the flatten after it), the one nearest the head.
     return (head[-1] if head else DEFAULT_HEAD_RATE), (stack[-1] if stack else spec.conv_rate)
+
+
+def _stack_tensors(spec):
+    """The tensors of the sites up to the first dense layer's input (the classifier's, without one)."""
+    first = f"{(spec.dense_names or [spec.output_name])[0]}.pre"
+    found = set()
+    for site in spec.sites():
+        found.add(spec.tensor_of(site))
+        if site == first:
+            break
+    return found
 
 
 def stack_sites(spec, head_site):
@@ -118,7 +132,9 @@ def named_placements(spec):
     if len(spec.hidden) > 1 and not spec.norm_after_hidden:
         *feeding_bn, last = spec.hidden
         last_site = {f"{last}.post": head}
-        placements["bn_before"] = {**{f"{h}.post": sites_lib.Site(stack_rate) for h in feeding_bn}, **last_site}
+        # At each feeding site, the network's own rate where it drops there (a hidden dense layer's dropout).
+        placements["bn_before"] = {**{f"{h}.post": sites_lib.Site(canonical.get(f"{h}.post", sites_lib.Site(
+            stack_rate)).rate) for h in feeding_bn}, **last_site}
         placements["bn_after_last"] = last_site
     return {name: in_graph_order(spec, p) for name, p in placements.items()}
 

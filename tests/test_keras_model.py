@@ -307,7 +307,7 @@ def test_derived_placements_keep_a_user_models_own_rates():
                         keras.layers.Dropout(0.25), keras.layers.Dense(64, activation="relu", name="fc"),
                         keras.layers.Dropout(0.5), keras.layers.Dense(10, name="logits"))
     got = _placements(model)
-    assert got["canonical"] == "flatten.post:0.25,fc.post:0.5"
+    assert got["canonical"] == "fc.pre:0.25,fc.post:0.5"  # after the Flatten: fc's input, as the zoo names it
     # The head keeps its 0.5; with ReLU, canonical's head and after_activation are one network.
     assert (got["after_activation"], got["before_activation"], got["before_dense"]) == (
         "fc.post:0.5", "fc.mid:0.5", "fc.pre:0.5")
@@ -430,12 +430,12 @@ def test_a_dropout_inside_a_block_is_refused_naming_the_sites_there_are():
 
 def test_dropout_on_the_images_before_a_flatten_is_the_flattened_inputs_site():
     """Input -> Dropout -> Flatten -> Dense was refused as 'not at a site', though unit by unit it drops what
-    the Flatten's output site drops; channels dropped whole before a Flatten have no such site."""
+    the dense layer's input site drops; channels dropped whole before a Flatten have no such site."""
     model = _sequential(keras.layers.Dropout(0.2), keras.layers.Flatten(name="f"),
                         keras.layers.Dense(16, activation="relu", name="fc"), keras.layers.Dropout(0.5),
                         keras.layers.Dense(10, activation="softmax", name="out"))
     got = _placements(model)
-    assert got["canonical"] == "f.post:0.2,fc.post:0.5" and got["before_dense"] == "fc.pre:0.5"
+    assert got["canonical"] == "fc.pre:0.2,fc.post:0.5" and got["before_dense"] == "fc.pre:0.5"
     spatial = _sequential(keras.layers.SpatialDropout2D(0.2), keras.layers.Flatten(name="f"),
                           keras.layers.Dense(10, activation="softmax", name="out"))
     with pytest.raises(ValueError, match=r"dropout layer .* is not at a site place_dropout can name"):
@@ -448,7 +448,7 @@ def test_a_user_models_input_dropout_is_not_its_conv_stack_rate():
                         keras.layers.MaxPooling2D(name="p"), keras.layers.Flatten(name="f"), keras.layers.Dropout(0.5),
                         keras.layers.Dense(16, activation="relu", name="fc"), keras.layers.Dense(10, name="out"))
     got = _placements(model)
-    assert got["canonical"] == "c.pre:0.1,f.post:0.5"
+    assert got["canonical"] == "c.pre:0.1,fc.pre:0.5"
     assert got["conv"] == "p.post:0.5,fc.post:0.5"
 
 
@@ -508,7 +508,7 @@ def test_the_head_rate_is_the_dropout_nearest_the_classifier():
                         keras.layers.Dropout(0.25), keras.layers.Flatten(name="fl"), keras.layers.Dropout(0.5),
                         keras.layers.Dense(10, activation="softmax", name="out"))
     got = _placements(model)
-    assert got["canonical"] == "p1.post:0.25,fl.post:0.5" and got["before_dense"] == "out.pre:0.5"
+    assert got["canonical"] == "p1.post:0.25,out.pre:0.5" and got["before_dense"] == "out.pre:0.5"
 
 
 def _head(*layers):
@@ -826,3 +826,98 @@ def test_the_structure_decides_each_placement_in_shapes_the_zoo_lacks():
     spec = models.describe_model(_head(L.Dense(16, activation="relu", name="fc"), L.Dropout(1 / 3)))
     assert spec.canonical == "fc.post:0.3333333333333333"
     assert models.dropout_layers(models.place_dropout(spec))[0].rate == 1 / 3
+
+
+class Swish(keras.layers.Layer):
+    """An activation written as a layer class of the user's own."""
+
+    def call(self, x):
+        return x * keras.ops.sigmoid(x)
+
+
+class NoConfig(keras.layers.Layer):
+    """A layer whose constructor takes an argument its config does not give back."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def call(self, x):
+        return x * self.k
+
+
+class Unconfigurable(keras.layers.Layer):
+    def call(self, x):
+        return x
+
+    def get_config(self):
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("layers,message", [
+    # "after the activation" was put before the Swish without a word.
+    (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, name="d"), Swish(name="sw")],
+     "layer 'sw' (Swish, a class of your own) follows 'd', which has no activation, so place_dropout cannot tell "
+     "whether it is the activation"),
+    (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, name="d"), keras.layers.Lambda(lambda x: 2 * x)],
+     "is a Lambda; place_dropout rebuilds each layer from its config"),
+    (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu", name="d"), Unconfigurable(name="u")],
+     "layer 'u' of model 'm' (Unconfigurable) has no get_config(); place_dropout rebuilds each layer"),
+    (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu", name="d"), NoConfig(2.0)],
+     "layer 'no_config' (NoConfig) does not rebuild from its config (Error when deserializing class 'NoConfig'"),
+])
+def test_layers_of_a_users_own_class_are_refused_where_no_site_could_be_right(layers, message):
+    model = _sequential(*layers(), keras.layers.Dense(10, name="out"))
+    with pytest.raises(ValueError) as info:
+        models.place_dropout(model, "after_activation")
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+    swish_after_activation = _sequential(keras.layers.Flatten(), keras.layers.Dense(16, activation="relu", name="d"),
+                                         Swish(name="sw"), keras.layers.Dense(10, name="out"))
+    assert "d.post" in [layer.name for layer in models.place_dropout(swish_after_activation, "after_activation").layers]
+
+
+def test_a_file_with_a_class_of_ones_own_names_the_class(tmp_path):
+    registered = keras.saving.register_keras_serializable(package="mine")(type("Cube", (Swish,), {}))
+    path = str(tmp_path / "cube.keras")
+    _sequential(keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), registered(),
+                keras.layers.Dense(10)).save(path)
+    del keras.saving.get_custom_objects()["mine>Cube"]  # another Python: the class is not defined there
+    with pytest.raises(ValueError, match=r"cube.keras: its class 'mine>Cube' is one of your own, which this Python "
+                                         r"does not know; build the model from Keras' own layers"):
+        models.load_keras_model(path)
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10)]),
+     "takes inputs of shape (28, 28); place_dropout rewrites image classifiers with one fixed-size [H, W, C] input: "
+     "give grayscale images their channel axis, keras.Input(shape=(28, 28, 1))"),
+    (lambda: _sequential(keras.layers.Conv2D(8, 3, activation="relu"), keras.layers.Conv2D(10, 1),
+                         keras.layers.GlobalAveragePooling2D(), keras.layers.Softmax()),
+     "after a global pooling, end with Dense(num_classes) and the softmax"),
+    (lambda: models.place_dropout(_sequential(keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"),
+                                              keras.layers.Dense(10)), "none"),
+     "it looks like a variant place_dropout made: call place_dropout on the source model"),
+])
+def test_refusals_name_the_fix_for_shapes_users_write(build, message):
+    with pytest.raises(ValueError) as info:
+        models.place_dropout(build(), "canonical")
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_dropout_after_a_flatten_is_the_dense_layers_input_as_in_the_zoo():
+    """The keras.io convnet (Flatten -> Dropout -> classifier): canonical and before_dense were two sites on one
+    tensor (flatten.post, out.pre) with two mask streams, so one network trained twice as two variants."""
+    model = _sequential(keras.layers.Conv2D(4, 3, activation="relu", name="c1"), keras.layers.MaxPooling2D(name="p1"),
+                        keras.layers.Flatten(name="fl"), keras.layers.Dropout(0.5),
+                        keras.layers.Dense(10, activation="softmax", name="out"))
+    got = _placements(model)
+    assert got["canonical"] == got["before_dense"] == "out.pre:0.5"
+    name = models.register_spec(models.describe_model(model, name="kio_model"))
+    assert models.construction_key(name, "canonical") == models.construction_key(name, "before_dense")
+    # Through a Reshape too; a dropout before a BN after the Flatten stays the Flatten's output.
+    reshaped = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dropout(0.3),
+                           keras.layers.Reshape((784,), name="rs"), keras.layers.Dense(10, name="out"))
+    assert _placements(reshaped)["canonical"] == "out.pre:0.3"
+    normed = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dropout(0.3),
+                         keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(10, name="out"))
+    assert _placements(normed)["canonical"] == "fl.post:0.3"

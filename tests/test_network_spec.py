@@ -164,6 +164,22 @@ def test_conv_rate_and_a_conv_stack_only_dropout_make_the_placements():
     }
 
 
+def test_a_hidden_dense_layers_dropout_is_not_the_conv_stack():
+    """Its 0.5 went after every pooling layer in conv and spatial; the conv stack has none of its own: 0.1."""
+    spec = models.parse_network("conv8k3,pool2,conv8k3,pool2,flatten,dense64,dropout0.5,dense32,dropout0.3")
+    assert placements.own_rates(spec) == (0.3, 0.1) and not models.format_network(spec).startswith("convrate")
+    named = {p: sites_lib.format_placement(s) for p, s in placements.named_placements(spec).items()}
+    assert named["conv"] == "pool1.post:0.1,pool2.post:0.1,dense2.post:0.3"
+    assert named["spatial"] == "pool1.post:0.1:spatial,pool2.post:0.1:spatial,dense2.post:0.3"
+    # Feeding BN: the conv stack's rate after each conv, the network's own after its first dense layer.
+    assert named["bn_before"] == "conv1.post:0.1,conv2.post:0.1,dense1.post:0.5,dense2.post:0.3"
+    # Dropout on the flattened features is the conv stack's: it feeds the first dense layer.
+    flat = models.parse_network("conv8k3,pool2,flatten,dropout0.25,dense64,dropout0.5")
+    assert placements.own_rates(flat) == (0.5, 0.25)
+    mlp = placements.named_placements(models.parse_network("flatten,dense128,dropout0.2,dense64,dropout0.5"))
+    assert sites_lib.format_placement(mlp["bn_before"]) == "dense1.post:0.2,dense2.post:0.5"
+
+
 def test_a_pool_before_the_first_conv_is_not_the_conv_stack():
     """conv and spatial put their conv-stack dropout on the pooled images (the input), and none after a conv."""
     spec = models.parse_network("pool2,conv8k3,dropout0.3,flatten,dense16")
