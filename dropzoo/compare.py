@@ -208,6 +208,15 @@ def mc_notes(rows):
             ] if flat else []
 
 
+def keras_model_notes(rows):
+    """A note for each model taken from a .keras file: every seed starts from the file's weights."""
+    files = sorted({(r["config"]["model"], os.path.basename(r["config"]["keras_model"])) for r in rows
+                    if r["config"].get("keras_model") and r["config"].get("keras_weights", "kept") == "kept"})
+    return [f"{model}: every seed started from the weights in {file} (--keras_model), so the seeds vary the masks "
+            "and the order of the data, not the initial weights: the spread, intervals and MDEs are those of that "
+            "one initialisation (--keras_weights=fresh draws them per seed)" for model, file in files]
+
+
 def non_finite_notes(rows):
     """A note for each variant and column with scores that are not finite (left out of its mean)."""
     found = {}
@@ -406,7 +415,8 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     notes += tuned["notes"] if tuned else []
     compared = at_selected_rates(rows, tuned) if tuned else rows
     table = summarise(compared, baseline)
-    notes += code_notes(rows) + replica_notes(rows) + non_finite_notes(compared) + mc_notes(compared)
+    notes += code_notes(rows) + replica_notes(rows) + keras_model_notes(rows) + non_finite_notes(compared)
+    notes += mc_notes(compared)
     margins = contrasts_lib.check_margins(report.DEFAULT_MARGINS if margins is None else margins)
     notes += resolution_notes(rows, margins)
     pairs = contrasts_lib.planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline,

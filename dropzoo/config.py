@@ -61,6 +61,10 @@ class TrainConfig:
         "input), loaded with safe_mode (no code from the file runs). Its dropout is removed and placed at "
         "sites named after its layers (LAYER.pre|mid|post); --placement names derive from its structure. "
         "--model names it (default: the file's name), not a zoo network's name.")
+    keras_weights: str = _field(
+        "kept", "With --keras_model: kept (every seed starts from the file's weights: seeds vary the masks and the "
+        "data order only) or fresh (each seed initialises the model's trainable layers afresh from their own "
+        "initializers, as the zoo's networks are; frozen layers and adapted statistics keep the file's).")
     placement: str = _field(
         "canonical", "Named placement: canonical, none, after_activation, before_activation, before_dense, "
         "conv, spatial, bn_before, bn_after_last (where the model has them); 'all' runs every one meant for "
@@ -226,6 +230,10 @@ def validate(config):
         models.resolve_placement(config.model, config.placement_spec, norm=config.norm)
         models.check_kind(config.kind)
         models.check_activation(config.activation)
+        models.keras_rewrite.check_weights(config.keras_weights, config.seed)
+        if config.keras_weights != "kept" and not config.keras_model:
+            raise ValueError(f"--keras_weights={config.keras_weights} is for --keras_model; {config.model!r} is "
+                             "initialised afresh by its seed: drop --keras_weights")
         if config.keras_model:
             for option in ("activation", "norm", "bn_momentum"):
                 models.keras_model.check_zoo_only(option, getattr(config, option))

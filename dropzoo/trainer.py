@@ -100,7 +100,8 @@ def build_network(config, num_classes, image_shape):
     config_lib.register_network(config)
     return models.build(config.model, config.placement_spec, rate=config.rate, kind=config.kind,
                         activation=config.activation, norm=config.norm, bn_momentum=config.bn_momentum,
-                        num_classes=num_classes, input_shape=image_shape, seed=config.seed)
+                        num_classes=num_classes, input_shape=image_shape, seed=config.seed,
+                        weights=config.keras_weights if config.keras_model else None)
 
 
 def build_model(config, num_classes, image_shape, steps_per_execution=1):

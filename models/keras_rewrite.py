@@ -9,6 +9,7 @@ sites, seeded as the zoo seeds masks (`network.site_stream` of the layer's
 index in the source model). The source model is never changed.
 """
 import collections
+import hashlib
 import os
 
 import keras
@@ -32,14 +33,17 @@ from models.keras_own import check_canonical_kind
 ZOO_CLASSES = {keras.layers.MaxPooling2D: pooling.MaxPooling2D, keras.layers.Activation: activations.Activation}
 
 
-def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, seed=None):
+def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, seed=None, weights="kept"):
     """A new keras.Model: `model` with its dropout removed and dropout at `placement`.
 
     `placement` is a named placement (models.placements.named_placements on the
     model's structure: canonical, none, after_activation, before_dense, conv,
     ...) or a site string ('dense.pre:0.5,conv1.post:0.1:spatial'). `rate`
     overrides every site's rate; `seed` seeds the masks as the zoo does.
-    Weights are copied, so the variant trains without touching `model`.
+    `weights`: "kept" copies every weight, so the variant trains without
+    touching `model`; "fresh" initialises each trainable layer that names its
+    initializers afresh, seeded by `seed` and the layer (as the zoo's networks
+    are), and copies the rest (frozen layers, adapted statistics).
     """
     if isinstance(model, (str, os.PathLike)):  # a saved model's path: what `--keras_model` takes
         model = load_keras_model(model)
@@ -48,7 +52,31 @@ def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, s
                          f"{type(model).__name__}")
     spec = model if isinstance(model, KerasModelSpec) else describe_model(model)
     check_canonical_kind(spec, placement, kind)
-    return build_placed(spec, resolve(spec, placement), kind=kind, rate=rate, seed=seed)
+    return build_placed(spec, resolve(spec, placement), kind=kind, rate=rate, seed=seed, weights=weights)
+
+
+WEIGHTS = ("kept", "fresh")
+
+
+def check_weights(weights, seed):
+    """ValueError unless `weights` is one of WEIGHTS ("fresh" needs a seed to draw them by)."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; valid: {', '.join(WEIGHTS)}")
+    if weights == "fresh" and seed is None:
+        raise ValueError("weights='fresh' draws the initial weights from the seed: give seed=")
+
+
+def _seed_initializers(config, seed, index):
+    """Seeds, in place, every initializer a layer's config names, by `seed`, the layer's index and the
+    initializer's name (so each run of a seed draws the same weights in every placement); whether it named any."""
+    names = sorted(key for key, value in config.items() if key.endswith("_initializer") and value is not None)
+    for name in names:
+        initializer = keras.initializers.serialize(keras.initializers.get(config[name]))
+        if "seed" in initializer.get("config", {}):
+            digest = hashlib.sha256(f"{seed}:{index}:{name}".encode()).digest()
+            initializer["config"]["seed"] = int.from_bytes(digest[:4], "big") >> 1
+        config[name] = initializer
+    return bool(names)
 
 
 def resolve(spec, placement):
@@ -64,7 +92,7 @@ def resolve(spec, placement):
 
 
 def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_classes=None,
-                 input_shape=None, **zoo_only):
+                 input_shape=None, weights="kept", **zoo_only):
     """The variant of `spec.model` with dropout at `placement` ({site: Site}); see place_dropout.
 
     `num_classes` and `input_shape`, if given, must be the model's own (the
@@ -73,6 +101,7 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
     """
     dropout_lib.check_kind(kind)
     network.check_seed(seed)
+    check_weights(weights, seed)
     for option, value in zoo_only.items():
         check_zoo_only(option, value)
     if num_classes is not None and int(num_classes) != spec.num_classes:
@@ -91,7 +120,7 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
     if unknown:
         raise ValueError(f"unknown site(s) {', '.join(unknown)}; valid sites: {', '.join(spec.sites())}")
     by_name = {layer.name: layer for layer in spec.layers}
-    originals = {}
+    originals, initialised = {}, set()
 
     def dropout(x, layer, slot):
         site = placement.get(f"{layer.name}.{slot}")
@@ -114,6 +143,7 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
                 config["activity_regularizer"] = None
         if info.index == 0 and spec.rescaling:
             config["scale"] = (np.asarray(config["scale"], dtype=np.float64) * 255.0).tolist()
+        fresh = weights == "fresh" and layer.trainable and _seed_initializers(config, seed, info.index)
         # Keras' own max pooling and activations become the zoo's: the same layers, faster gradients.
         cls = ZOO_CLASSES.get(type(layer), type(layer))
         try:
@@ -124,6 +154,8 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
                              f"({reason}); place_dropout rebuilds each layer from its config: give the class a "
                              "get_config() returning its constructor's arguments (and **kwargs for Layer's)") from None
         originals[id(new)] = layer
+        if fresh:
+            initialised.add(id(new))
         return new
 
     # A ReLU whose output only a max pooling reads has the pooling apply its gradient (pooling.fold_relu):
@@ -151,7 +183,8 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
                 and readers[info.input_key] == 1:
             pooling.fold_relu(relu, layer)
         x = layer(*args, **kwargs)
-        layer.set_weights(originals[id(layer)].get_weights())
+        if id(layer) not in initialised:  # else its initializers drew its weights (weights="fresh")
+            layer.set_weights(originals[id(layer)].get_weights())
         if isinstance(layer, activations.Activation) and layer.activation is keras.activations.relu:
             relus[tensor_key(info)] = (layer, x)
         if info.role in ("conv", "dense") and info.fused != "linear":

@@ -19,7 +19,7 @@ from models import spec_text
 
 _REGISTRY = {}  # name -> NetworkSpec: the zoo's and those registered with register_spec
 _ZOO = set()  # the names registered by @register
-OPTIONS = ("rate", "kind", "activation", "norm", "bn_momentum", "num_classes", "input_shape", "seed")
+OPTIONS = ("rate", "kind", "activation", "norm", "bn_momentum", "num_classes", "input_shape", "seed", "weights")
 
 
 def register(spec_fn):
@@ -131,7 +131,8 @@ def build(name, placement="canonical", **options):
     'gaussian'), activation (hidden layers), norm ('none', or 'batch': a
     BatchNormalization between every hidden linear op and its activation),
     bn_momentum (of those BN layers; Keras' 0.99 by default),
-    num_classes, input_shape, seed. Options given as None keep their defaults.
+    num_classes, input_shape, seed, and for a Keras model weights ('kept' or
+    'fresh', see place_dropout). Options given as None keep their defaults.
     """
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
@@ -142,6 +143,9 @@ def build(name, placement="canonical", **options):
     if isinstance(spec, keras_model.KerasModelSpec):
         keras_own.check_canonical_kind(spec, placement, kwargs.get("kind", "inverted"))
         return keras_rewrite.build_placed(spec, resolve_placement(name, placement), **kwargs)
+    if "weights" in kwargs:  # a zoo network is always initialised by its seed
+        raise ValueError(f"weights={kwargs['weights']!r} is for a Keras model of your own; {name!r} is initialised "
+                         "afresh by its seed: leave weights out")
     sites = resolve_placement(name, placement, kwargs.get("norm", "none"))
     return network.build_network(spec, sites, **kwargs)
 

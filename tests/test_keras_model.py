@@ -13,6 +13,7 @@ from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import flags as flags_lib
 from dropzoo import sweep
+from dropzoo import trainer
 from models import placements as placements_lib
 
 RAW = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).astype("float32")
@@ -249,6 +250,9 @@ def test_keras_model_flag_errors_are_one_line(tmp_path):
         ([f"--keras_model={path}", "--placement=conv3"], "unknown placement 'conv3' for seq"),
         ([f"--keras_model={path}", "--model=dense_mlp"], "the name 'dense_mlp' is a zoo network's; with "
                                                          "--keras_model, --model names your model"),
+        ([f"--keras_model={path}", "--keras_weights=new"], "unknown weights 'new'; valid: kept, fresh"),
+        (["--keras_weights=fresh"], "--keras_weights=fresh is for --keras_model; 'keras_mnist_cnn' is initialised "
+                                    "afresh by its seed: drop --keras_weights"),
     ]:
         with pytest.raises(config_lib.ConfigError) as info:
             for config, _ in train_plan(*args):
@@ -274,8 +278,11 @@ def test_a_keras_model_study_trains_groups_resumes_exports_and_compares(tmp_path
     assert trained[0]["placement_sites"] == "p1.post:0.25,d1.post:0.5"
     again = sweep.run_sweep(runs, source=tiny_source(), verbose=0)  # finished: reported, not retrained
     assert [m["test_loss"] for _, _, m in again] == [m["test_loss"] for _, _, m in results]
-    table = {e["variant"]: e for e in compare.compare_runs(root, source=tiny_source())["table"]}
+    comparison = compare.compare_runs(root, source=tiny_source())
+    table = {e["variant"]: e for e in comparison["table"]}
     assert set(table) == {f"seq_study/{p}" for p in placements}
+    assert "seq_study: every seed started from the weights in seq_study.keras (--keras_model), so the seeds vary " \
+           "the masks and the order of the data, not the initial weights" in " ".join(comparison["notes"])
     assert table["seq_study/before_activation"]["identical_to"] == "seq_study/after_activation"
     # The file re-saved with other weights: its finished runs were reported as the new model's.
     keras.utils.set_random_seed(5)
@@ -921,3 +928,35 @@ def test_dropout_after_a_flatten_is_the_dense_layers_input_as_in_the_zoo():
     normed = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dropout(0.3),
                          keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(10, name="out"))
     assert _placements(normed)["canonical"] == "fl.post:0.3"
+
+
+def test_fresh_weights_draw_each_seeds_own_and_keep_frozen_layers(tmp_path):
+    """--keras_weights=fresh: seeds are replicates of the initialisation too, as for the zoo's networks."""
+    model = _sequential(keras.layers.Conv2D(4, 3, activation="relu", name="frozen"),
+                        keras.layers.BatchNormalization(name="bn"), keras.layers.MaxPooling2D(name="p"),
+                        keras.layers.Flatten(name="f"), keras.layers.Dense(16, activation="relu", name="fc"),
+                        keras.layers.Dense(10, activation="softmax", name="out"))
+    model.get_layer("frozen").trainable = False
+    path = str(tmp_path / "fresh.keras")
+    model.save(path)
+
+    def weights(*args):
+        [(config, _)] = train_plan(f"--keras_model={path}", "--workdir=w", *args)
+        config_lib.validate(config)
+        return by_layer(trainer.build_network(config, 10, (28, 28, 1)))
+
+    def by_layer(built):
+        return {f"{layer.name}/{v.name}": v.numpy() for layer in built.layers for v in layer.weights}
+
+    source = by_layer(model)
+    kept, seed1, seed1_other_placement, seed2 = (
+        weights("--seed=1"), weights("--seed=1", "--keras_weights=fresh"),
+        weights("--seed=1", "--keras_weights=fresh", "--placement=before_dense"),
+        weights("--seed=2", "--keras_weights=fresh"))
+    assert all(np.array_equal(kept[k], source[k]) for k in source)
+    for k in ("fc/kernel", "out/kernel"):
+        assert not np.array_equal(seed1[k], source[k]) and not np.array_equal(seed1[k], seed2[k])
+        assert np.array_equal(seed1[k], seed1_other_placement[k])  # one seed, one network in every placement
+    assert np.array_equal(seed1["frozen/kernel"], source["frozen/kernel"])  # frozen: the file's
+    with pytest.raises(ValueError, match=r"weights='fresh' is for a Keras model of your own; 'dense_mlp' is "):
+        models.build("dense_mlp", weights="fresh", seed=0)
