@@ -794,6 +794,10 @@ def _attention(dropout):
     # A wrapped dropout layer drops as a Dropout does, out of every placement's reach.
     (lambda: _sequential(L.Reshape((28, 28)), L.TimeDistributed(L.Dropout(0.5), name="td"), L.Flatten(), L.Dense(10)),
      "layer 'td' of model 'm' wraps dropout layer"),
+    # Always-on dropout (MC sampling in the model) became train-only dropout in canonical without a word.
+    (lambda: (lambda i: keras.Model(i, L.Dense(10)(L.Dropout(0.5, name="mc")(L.Flatten()(i), training=True))))(
+        keras.Input((28, 28, 1))),
+     "is called with training=True, so it drops always; the trainer drops in training only (eval.py --mc_samples"),
     # Passed --dry_run, then failed in Keras' loss while training.
     (lambda: _sequential(L.Conv2D(4, 3), L.MaxPooling2D(), L.Dense(10, activation="softmax")),
      "model 'm' outputs (13, 13, 10) per image; the zoo trains classifiers with one score per class"),
