@@ -3,6 +3,7 @@
     from dropzoo import client
     model = client.Client("runs/keras_mnist_cnn/canonical/seed0/saved_model")
     answer = model.predict(images)     # {"probabilities": [N, classes], "class_id": [N]}
+    model.class_names                  # class k's name (an image folder's); [] for numbered classes
 
 Why it exists: a SavedModel signature with a uint8 input, called from
 Python with a NumPy float array (or through `saved_model_cli run` with a
@@ -33,6 +34,7 @@ class Client:
         self.uint8_fn = export.load_serving_fn(saved_model)
         self.float_fn = self.signatures.get(serving.FLOAT_SIGNATURE_KEY)
         self.image_shape = tuple(export.serving_input_spec(self.uint8_fn)[1].shape[1:])
+        self.class_names = export.class_names(saved_model)  # None: exported before exports recorded them
 
     def predict(self, images, batch_size=256):
         """{output: NumPy array} of the serving outputs for `images` ([N, H, W, C] or one [H, W, C])."""

@@ -16,6 +16,7 @@ from dropzoo import tflite
 from dropzoo import uncertainty
 from dropzoo.errors import ExportError
 from dropzoo.export import check_outputs
+from dropzoo.export import class_names as export_class_names
 from dropzoo.export import load_serving_fn
 from dropzoo.export import load_signatures
 from dropzoo.export import serving_input_spec
@@ -289,7 +290,9 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     out-of-distribution detection against that source's test split. With
     `tflite_model`, `path` is a .tflite file (model.tflite, model_int8.tflite).
     `run_class_names`: the class folders the run trained on, if it recorded
-    them; an image folder of other classes is refused (folders.check_classes).
+    them (else the SavedModel's own record of them); an image folder of other
+    classes, or scored by a model that records none, is refused
+    (folders.check_classes).
     """
     from dropzoo import data_identity
     from dropzoo import folders
@@ -305,7 +308,9 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     classes = (tflite.Model.load(path).num_classes if tflite_model
                else load_serving_fn(path).structured_outputs[PROBABILITIES_KEY].shape[-1])
     source = sources.load_source(**(data or {}), need_train=False)
-    folders.check_classes(source, classes, run_class_names)
+    if run_class_names is None and not tflite_model:  # an export copied out of its run says them itself
+        run_class_names = export_class_names(path)
+    folders.check_classes(source, classes, run_class_names, path)
     ood_source = uncertainty.load_ood(ood) if ood else None
     data_sha256 = sources.fingerprint(source)
     ood_sha256 = ood_source and sources.fingerprint(ood_source)

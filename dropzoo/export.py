@@ -12,6 +12,7 @@ model.keras and the TFLite models are written by dropzoo/artifacts.py;
 dropzoo/verify.py proves an export serves the model with dropout off.
 """
 import glob
+import json
 import os
 
 import keras
@@ -40,11 +41,18 @@ from dropzoo.serving import SEED_KEY  # noqa: F401
 from dropzoo.serving import SIGNATURE_KEY  # noqa: F401
 from dropzoo.serving import STD_KEY  # noqa: F401
 
+# Beside the SavedModel's own files (TF Serving reads assets.extra/ for warm-up requests only).
+CLASS_NAMES_FILE = os.path.join("assets.extra", "class_names.json")
+
 # ---------------------------------------------------------------- exporting
 
 
-def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True):
+def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True, class_names=None):
     """Atomically write `model` as a uint8-in SavedModel at `path`; returns the path.
+
+    `class_names` (the data's, in class order; [] where the classes are their
+    numbers) go to CLASS_NAMES_FILE inside it, so a copy of the export still
+    says which class each `class_id` is (`class_names(path)` reads them).
 
     `serving_default` takes raw uint8 pixels; `serving_float` the same
     images as float32 already scaled to [0, 1], and refuses pixels outside
@@ -73,10 +81,10 @@ def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True)
         raise ValueError(f"outputs={outputs!r} is not one of {OUTPUT_MODES}")
     # Plain ops (but in mc_dropout_draws_xla): a compiled mask would make TF Serving refuse a signature.
     with models.masks.portable():
-        return _export_saved_model(model, path, outputs, mc_dropout)
+        return _export_saved_model(model, path, outputs, mc_dropout, class_names)
 
 
-def _export_saved_model(model, path, outputs, mc_dropout):
+def _export_saved_model(model, path, outputs, mc_dropout, class_names):
     input_spec = serving.input_spec(model)
     endpoints = {SIGNATURE_KEY: (serving_function(model, outputs), [input_spec]),
                  serving.FLOAT_SIGNATURE_KEY: (float_serving_function(model, outputs),
@@ -100,7 +108,8 @@ def _export_saved_model(model, path, outputs, mc_dropout):
         endpoints[MC_DRAWS_XLA_KEY] = (_make_mc_draws_fn(fused), [input_spec, samples_spec, seed_spec])
     archive = build_archive(tracked, endpoints)
     try:
-        return files.write_directory(path, lambda tmp: _write_archive(archive, tmp), missing=missing_parts)
+        return files.write_directory(path, lambda tmp: (_write_archive(archive, tmp),
+                                                        _write_class_names(tmp, class_names)), missing=missing_parts)
     except files.IncompleteWrite as e:
         raise ExportError(f"SavedModel not exported: {e}") from None
     except (ExportError, files.WriteError):
@@ -229,6 +238,24 @@ def build_archive(tracked, endpoints):
 def _write_archive(archive, directory):
     """The save step proper (tests replace it to simulate a crash)."""
     archive.write_out(directory, verbose=False)
+
+
+def _write_class_names(directory, names):
+    if names is not None:
+        os.makedirs(os.path.join(directory, os.path.dirname(CLASS_NAMES_FILE)), exist_ok=True)
+        with open(os.path.join(directory, CLASS_NAMES_FILE), "w") as f:
+            json.dump({"class_names": list(names)}, f)
+
+
+def class_names(path):
+    """The class names the SavedModel at `path` was trained on ([]: its classes are their numbers), or None where
+    it records none (exported before exports carried them)."""
+    try:
+        with open(os.path.join(path, CLASS_NAMES_FILE)) as f:
+            names = json.load(f)["class_names"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return list(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
 
 
 def missing_parts(path):

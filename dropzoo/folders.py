@@ -146,16 +146,17 @@ def with_run_image_options(given, trained_on):
     return {**given, **options}
 
 
-def check_classes(source, model_classes, run_class_names=None):
+def check_classes(source, model_classes, run_class_names=None, model="the model"):
     """DataError (one line) where an image folder's labels would be scored as other classes of the model.
 
     A folder's labels are its class subfolders in sorted order. They mean the
     model's classes only where the run was trained on folders of the same
-    names (`run_class_names`, recorded by image-folder runs), or, for a run
-    trained on data without class names (`run_class_names` empty: MNIST),
-    where the folders are its class numbers (0-9 for a digit model). For a
-    model of unknown origin (None), where there are as many folders as the
-    model has classes.
+    names (`run_class_names`, recorded by image-folder runs and their
+    exports), or, for a run trained on data without class names
+    (`run_class_names` empty: MNIST), where the folders are its class numbers
+    (0-9 for a digit model). A model of unknown origin (None: `model`, a
+    TFLite file or an export of older code, copied out of its run) is refused
+    an image folder: nothing says which folder is which class.
     """
     names = source.details.get("class_names")
     # Labels are class ids: where the run's class folders are numbers other than 0..K-1 in order, class k is not
@@ -169,6 +170,10 @@ def check_classes(source, model_classes, run_class_names=None):
                         run_class_names[shown])
     if not names:
         return
+    if run_class_names is None:  # folder k would be scored as class k, right or not, without a word
+        raise DataError(f"{model} records no class names (copied out of its run, or exported before exports "
+                        "carried them), so nothing says which of the test folders is which of its classes; score it "
+                        "through its run (eval.py --workdir=RUN, or the export's path inside RUN)")
     if run_class_names and list(names) != list(run_class_names):
         raise DataError(f"the test images' class folders ({', '.join(names)}) are not the classes the run was "
                         f"trained on ({', '.join(run_class_names)}): folder k would be scored as the run's class k; "

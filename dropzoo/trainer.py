@@ -225,7 +225,8 @@ def _train_export_verify(config, workdir, write_dir, source, strategy, loop, ver
                 f"the last good checkpoint (epoch {kept}) is kept in {run.paths['checkpoints']}" if kept else
                 "no epoch had finished, so nothing is kept") + "; lower --learning_rate and rerun")
         # Every worker exports (saving may be collective); the chief's copy is verified.
-        export_lib.export_saved_model(run.model, run.write_paths["saved_model"], outputs=run.outputs)
+        export_lib.export_saved_model(run.model, run.write_paths["saved_model"], outputs=run.outputs,
+                                      class_names=run.source.details.get("class_names") or [])
         return run, loop.chief_does(lambda: finish(run, result, loop, started, serving_artifacts))
     finally:
         keras.mixed_precision.set_global_policy("float32")

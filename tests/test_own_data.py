@@ -398,7 +398,8 @@ def export(tmp_path_factory):
     image = keras.Input(shape=(12, 12, 1), name="image")
     x = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(image))
     model = keras.Model(image, keras.layers.Softmax()(keras.layers.Dense(2)(x)))
-    path = export_lib.export_saved_model(model, str(tmp_path_factory.mktemp("export") / "saved_model"))
+    path = export_lib.export_saved_model(model, str(tmp_path_factory.mktemp("export") / "saved_model"),
+                                         class_names=["left", "right"])
     return path, _digits(32, seed=3)[0][..., None]
 
 
@@ -502,10 +503,12 @@ def test_saved_model_cli_run_with_float_pixels(export, tmp_path):
 def test_an_image_folder_of_other_classes_than_the_model_is_refused(export, tmp_path):
     """Folder k is scored as the model's class k: only right where the classes are the model's."""
     from dropzoo import evaluate
+    from dropzoo import export as export_lib
 
-    path, _ = export  # a 2-class model
+    path, _ = export  # a 2-class model, exported with its class names
+    assert export_lib.class_names(path) == ["left", "right"]
     two = write_folder(str(tmp_path / "two"), 8)
-    result = evaluate.evaluate_on_dataset(path, data={"image_dir": two}, run_class_names=["left", "right"])
+    result = evaluate.evaluate_on_dataset(path, data={"image_dir": two})  # the export says its classes
     assert result["num_examples"] == sources.load_source(image_dir=two, need_train=False).num_test
     three = write_folder(str(tmp_path / "three"), 8)
     os.rename(os.path.join(three, "left"), os.path.join(three, "aa"))
@@ -513,20 +516,24 @@ def test_an_image_folder_of_other_classes_than_the_model_is_refused(export, tmp_
     os.rename(os.path.join(str(tmp_path), "more", "left"), os.path.join(three, "left"))
     with pytest.raises(DataError, match=r"^the test images have 3 class folders \(aa, left, right\) and the model "
                                         r"answers 2 classes: folder k \(in sorted order\) would be scored as"):
-        evaluate.evaluate_on_dataset(path, data={"image_dir": three})
+        evaluate.evaluate_on_dataset(path, data={"image_dir": three}, run_class_names=())
     renamed = write_folder(str(tmp_path / "renamed"), 8)
     os.rename(os.path.join(renamed, "right"), os.path.join(renamed, "zz"))
-    with pytest.raises(DataError, match=r"^the test images' class folders \(left, zz\) are not the classes the run "
-                                        r"was trained on \(left, right\)"):
-        evaluate.evaluate_on_dataset(path, data={"image_dir": renamed}, run_class_names=["left", "right"])
-    # A TFLite model is checked the same way: it says how many classes it answers.
+    for names in (None, ["left", "right"]):  # the export's own record, or its run's
+        with pytest.raises(DataError, match=r"^the test images' class folders \(left, zz\) are not the classes the "
+                                            r"run was trained on \(left, right\)"):
+            evaluate.evaluate_on_dataset(path, data={"image_dir": renamed}, run_class_names=names)
+    # Copied out of its run, a model without class names scored folder k as class k, right or not.
     from dropzoo import tflite
     model_path = str(tmp_path / "model.tflite")
     with open(model_path, "wb") as f:
         f.write(tflite.convert(path))
     assert tflite.Model.load(model_path).num_classes == 2
-    with pytest.raises(DataError, match=r"^the test images have 3 class folders"):
-        evaluate.evaluate_on_dataset(model_path, data={"image_dir": three}, tflite_model=True)
+    with pytest.raises(DataError, match=r"model.tflite records no class names \(copied out of its run, or exported "
+                                        r"before exports carried them\), so nothing says which"):
+        evaluate.evaluate_on_dataset(model_path, data={"image_dir": two}, tflite_model=True)
+    evaluate.evaluate_on_dataset(model_path, data={"image_dir": two}, tflite_model=True,
+                                 run_class_names=["left", "right"])
 
 
 def test_what_an_image_folder_given_to_eval_means_against_a_run(tmp_path):
@@ -597,7 +604,8 @@ def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
     with pytest.raises(DataError, match=r"trained on data without class names, so a folder's class subfolders are "
                                         r"its class numbers: name them 0 to 9"):
         folders.check_classes(named, 10, ())
-    folders.check_classes(named, 10, None)  # a SavedModel alone: where it came from is unknown
+    with pytest.raises(DataError, match=r"^the model records no class names"):  # a model of unknown origin
+        folders.check_classes(named, 10, None)
     digits = [str(k) for k in range(10)]
     numbered = sources.load_source(image_dir=_named_folder(str(tmp_path / "digits"), digits),
                                    test_image_dir=_named_folder(str(tmp_path / "digits_test"), digits),
