@@ -94,9 +94,8 @@ def prepare_workdir(config, workdir, overwrite=False, resolved=None):
 def build_network(config, num_classes, image_shape):
     """The uncompiled Keras model for `config` on images of `image_shape` (its network registered).
 
-    ValueError (one line) where the network cannot take such images: a
-    window larger than its input, a Keras model built for other images.
-    """
+    ValueError (one line) where the network cannot take such images (a window larger than its input, a Keras
+    model built for other images)."""
     config_lib.register_network(config)
     return models.build(config.model, config.placement_spec, rate=config.rate, kind=config.kind,
                         activation=config.activation, norm=config.norm, bn_momentum=config.bn_momentum,
