@@ -95,7 +95,7 @@ def _main(argv):
         output = f.output
         if f.workdir and not f.tflite:
             # The run's own data goes to eval.json (and its record); other data to a file of its own.
-            name = "eval.json" if on_own else f"eval-{_slug(result['data_source'])}.json"
+            name = "eval.json" if on_own else f"eval-{files.slug(result['data_source'])}.json"
             output = output or os.path.join(f.workdir, name)
             records.save_evaluation(f.workdir, records.make_request(
                 result["data_sha256"], mc_samples=f.mc_samples, mc_seed=f.mc_seed, batch_size=f.batch_size,
@@ -192,10 +192,6 @@ def _own_data(workdir, required):
     return {"origin": records.test_origin(metrics), "test_sha256": data.get("test_sha256"),
             "class_names": (data.get("details") or {}).get("class_names"), "trained_on": dict(data["origin"]),
             "details": data.get("details") or {}}
-
-
-def _slug(text):
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip("_")[-80:]
 
 
 def _compare(f):

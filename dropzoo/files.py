@@ -11,6 +11,7 @@ before its rename, so a full disk fails the write, not a later read.
 when it cannot.
 """
 import errno
+import hashlib
 import json
 import os
 import re
@@ -54,9 +55,17 @@ def write_failure(error, path):
         code = next((c for message, c in _STRERRORS.items() if message in text), None)
     if code is None:
         return None
-    found = re.search(r"(/[^\s'\",;:\]\[]+)", str(error))
+    # The first path in the text, not a device name (/job:localhost/replica:0/...).
+    found = re.search(r"(?<![\w/])(/(?!job:)[^\s'\",;:\]\[]+)", str(error))
     named = found.group(1) if found and not isinstance(error, OSError) else path
     return write_error(named, OSError(code, os.strerror(code)))
+
+
+def slug(text, limit=80):
+    """`text` in file-name characters, at most `limit`; a longer one is cut, with a digest of the whole, so two
+    long texts that end alike do not name one file."""
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip("_")
+    return name if len(name) <= limit else f"{name[9 - limit:]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def write_error(path, error):

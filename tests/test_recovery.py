@@ -629,3 +629,21 @@ def test_a_run_inside_another_runs_directory_is_refused_before_it_is_lost(tmp_pa
     assert workdirs.reexport_fix(str(twin), "it") == (
         f"this run was never trained: it is identical by construction to {single}, whose exports are its own; pass "
         f"--workdir={single}")
+
+
+def test_a_library_write_error_names_the_file_not_the_device():
+    """TensorFlow's text names its device first: 'cannot write /job' named no file."""
+    failed = tf.errors.ResourceExhaustedError(
+        None, None, "{{function_node __wrapped__SaveV2_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+        "/w/run/saved_model/variables/variables.data-00000-of-00001; No space left on device")
+    error = files.write_failure(failed, "/w/run/saved_model")
+    assert str(error).startswith("cannot write /w/run/saved_model/variables/variables.data-00000-of-00001 (No space")
+    alone = files.write_failure(RuntimeError("/job:localhost/replica:0/task:0: Permission denied"), "/w/run/x")
+    assert str(alone).startswith("cannot write /w/run/x (Permission denied)")
+
+
+def test_long_file_name_slugs_keep_what_tells_them_apart():
+    """eval.py's eval-<data>.json: two long paths that ended alike wrote one file (the last 80 characters)."""
+    a, b = (files.slug(f"image_dir:/data/{team}/{'x' * 90}/test") for team in ("teamA", "teamB"))
+    assert a != b and len(a) == len(b) == 80 and a.endswith("_test-" + a[-8:])
+    assert files.slug("idx:/usr/share/datasets/fashion-mnist") == "idx__usr_share_datasets_fashion-mnist"
