@@ -20,6 +20,7 @@ from dropzoo import checkpoints
 from dropzoo import data_identity
 from dropzoo import interrupts
 from dropzoo import site_stats
+from dropzoo import workdir as workdir_lib
 from dropzoo.errors import RunError
 
 
@@ -33,12 +34,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
     train split and subset): a resume on other training data (files added to
     an image folder, so its split moved; another npz; the embedded MNIST
     sample in place of tfds') is refused, where both are known.
+    `run` ((TrainConfig, what it resolves to here)) is saved too, and a
+    resume from a checkpoint of other settings (config.json deleted and the
+    run retyped, another run's checkpoint copied in) is refused.
     """
 
-    def __init__(self, directory, earlier=None, source=None):
+    def __init__(self, directory, earlier=None, source=None, run=None):
         super().__init__()
         self.directory = directory
         self.earlier = earlier
+        if run is not None:  # checkpoints written before the run was saved with them: unchecked
+            workdir_lib.check_checkpoint(earlier, *run, directory)
         data = data_identity.content_id(source) if source is not None else None
         trained_on = (earlier or {}).get("data_sha256")
         if data and trained_on and data != trained_on:
@@ -48,7 +54,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
                            "embedded sample, or back), so resuming would train on other data; restore that data, or "
                            "use another --workdir, or --overwrite to train it again from the start")
         self.record = {"history": {k: list(v) for k, v in (earlier or {}).get("history", {}).items()},
-                       "seconds": list((earlier or {}).get("seconds", [])), "data_sha256": data}
+                       "seconds": list((earlier or {}).get("seconds", [])), "data_sha256": data,
+                       **({"run": {**run[0].to_dict(), workdir_lib.RESOLVED: run[1]}} if run else {})}
         self._start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -117,6 +117,12 @@ def saved_record(directory, epoch):
         return None  # restore has read this file; a record it cannot give is treated as absent
 
 
+def newest_record(directory):
+    """The record of the newest checkpoint in `directory`, or None."""
+    epoch = saved_epoch(directory)
+    return saved_record(directory, epoch) if epoch else None
+
+
 def restore(model, directory, warn=None):
     """Loads the newest readable checkpoint into `model`; returns its epoch (0 if none).
 

@@ -69,7 +69,10 @@ def cpu_kind(flags=None):
 
 def describe_machine(env=None):
     """What a run's record says of the machine: CPU model, kind and cores, and any oneDNN ISA cap."""
-    described = {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": os.cpu_count()}
+    # The cores this process may use (taskset, a container's CPU set), not the machine's: oneDNN splits its sums
+    # by them, so they decide the rounding too.
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    described = {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": usable}
     cap = onednn_isa_cap(env)
     if cap:  # oneDNN's kernels, and so the rounding, are then the cap's, not the CPU kind's
         described["onednn_max_cpu_isa"] = cap[1]

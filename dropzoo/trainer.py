@@ -249,9 +249,9 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
     if strategy.num_replicas_in_sync > 1:
         strategies.distinct_replica_masks()
     initial_epoch = loop.restore(model, paths["checkpoints"])
-    checkpoint = callbacks_lib.EpochCheckpoint(  # refuses other training data before the resume is announced
-        write_paths["checkpoints"],
-        checkpoints.saved_record(paths["checkpoints"], initial_epoch) if initial_epoch else None, source)
+    checkpoint = callbacks_lib.EpochCheckpoint(  # refuses other data or settings before the resume is announced
+        write_paths["checkpoints"], checkpoints.saved_record(paths["checkpoints"], initial_epoch) if initial_epoch
+        else None, source, run=(config, resolve(config)))
     if initial_epoch and verbose:
         print(f"Resuming from the checkpoint after epoch {initial_epoch} in {paths['checkpoints']}")
     pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,

@@ -177,7 +177,8 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
             check_same(saved, config, resolved, workdir, resuming=not os.path.exists(files_["metrics.json"]))
         elif saved != record:  # never checkpointed: nothing to protect, the corrected command takes over
             files.write_json(files_["config.json"], record)
-    else:
+    else:  # none, or deleted: where checkpoints say what they trained, a command of other settings is refused
+        check_checkpoint(checkpoints.newest_record(files_["checkpoints"]), config, resolved, files_["checkpoints"])
         files.write_json(files_["config.json"], record)
     if os.path.exists(files_["metrics.json"]):
         return files.read_json(files_["metrics.json"], "delete it and rerun the same command to re-export and "
@@ -185,7 +186,15 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     return None
 
 
-def check_same(saved, config, resolved, workdir, resuming=False):
+def check_checkpoint(record, config, resolved, directory=None):
+    """RunError unless the run a checkpoint's `record` names (checkpoints.save) is `config`'s (unnamed: older)."""
+    if (record or {}).get("run"):
+        epoch = len(record.get("seconds", []))
+        check_same(record["run"], config, resolved, directory, resuming=True,
+                   subject=f"the checkpoint after epoch {epoch}{f' in {directory}' if directory else ''} is of a run")
+
+
+def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
     """RunError, one line, unless the saved run's settings and resolved values are this command's.
 
     `resuming` (a run with checkpoints and no metrics): how it runs must not
@@ -193,7 +202,9 @@ def check_same(saved, config, resolved, workdir, resuming=False):
     train otherwise than its earlier ones, and it would be recorded as one.
     A finished run whose `auto` precision resolves otherwise here (another
     CPU) is not refused: nothing trains, and its records name its precision.
+    `subject` begins the message (default: the workdir holds a run).
     """
+    subject = subject or f"workdir {workdir!r} holds a run"
     before = saved.get(RESOLVED) or {}  # runs recorded before this check resolve as they do now
     changed = config_lib.differences(saved, config)
     if resuming:
@@ -203,7 +214,7 @@ def check_same(saved, config, resolved, workdir, resuming=False):
         changed.remove("precision")  # auto and the policy it resolved to ask for the same run
     if changed:
         listed = ", ".join(f"--{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in changed)
-        raise RunError(f"workdir {workdir!r} holds a run with other settings: {listed}; "
+        raise RunError(f"{subject} with other settings: {listed}; "
                        "use another --workdir, or --overwrite to replace that run")
     for name, value in resolved.items():
         if name in ("precision", "strategy") and not resuming:  # finished: reported as trained (its records say)
@@ -220,7 +231,7 @@ def check_same(saved, config, resolved, workdir, resuming=False):
                     variable, cap = performance.onednn_isa_cap()
                     fix = (f"{variable}={cap} leaves oneDNN without bfloat16 kernels, so {performance.bf16_cap_fix()}"
                            f" and {fix}")
-            raise RunError(f"workdir {workdir!r} holds a run trained with {what} {before[name]!r}, but this command "
+            raise RunError(f"{subject} trained with {what} {before[name]!r}, but this command "
                            f"resolves to {value!r}; {fix}use another --workdir, or --overwrite to train it again "
                            "from the start")
 

@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from conftest import tiny_source
 import models
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
+from dropzoo import errors
 from dropzoo import export
 from dropzoo import files
 from dropzoo import interrupts
@@ -356,6 +358,29 @@ def _stopped_after_two_epochs(workdir, monkeypatch):
         trainer.train_and_evaluate(tiny_config(), workdir, source=tiny_source(), verbose=0)
     undo()
     return os.path.join(workdir, "checkpoints")
+
+
+def test_a_checkpoint_resumes_only_the_settings_it_was_trained_with(tmp_path, monkeypatch):
+    """config.json deleted and the run retyped with other flags, or another run's checkpoint copied in: both
+    resumed without a word, and were recorded as runs of the new settings."""
+    directory = _stopped_after_two_epochs(str(tmp_path / "run"), monkeypatch)
+    os.remove(str(tmp_path / "run" / "config.json"))
+    with pytest.raises(errors.RunError, match=r"^the checkpoint after epoch 2 in .* is of a run with other settings: "
+                                              r"--learning_rate \(0.003 -> 0.01\), --seed \(1 -> 2\); use another"):
+        trainer.train_and_evaluate(tiny_config(seed=2, learning_rate=0.01), str(tmp_path / "run"),
+                                   source=tiny_source(), verbose=0)
+    with pytest.raises(errors.RunError, match=r"^the checkpoint after epoch 2 in .* is of a run with other settings: "
+                                              r"--rate \(None -> 0.25\)"):
+        _resume_with(tiny_config(rate=0.25), directory, tmp_path)
+    metrics = trainer.train_and_evaluate(tiny_config(), str(tmp_path / "run"), source=tiny_source(), verbose=0)
+    assert metrics["resumed_from_epoch"] == 2
+
+
+def _resume_with(config, checkpoints_dir, tmp_path):
+    """Trains `config` in a new workdir holding a copy of `checkpoints_dir` (another run's checkpoints)."""
+    workdir = str(tmp_path / "copied")
+    shutil.copytree(checkpoints_dir, os.path.join(workdir, "checkpoints"))
+    trainer.train_and_evaluate(config, workdir, source=tiny_source(), verbose=0)
 
 
 def _truncate(path):
