@@ -224,7 +224,12 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
         if name in before and before[name] != value:
             what, fix = _PINS[name]
             fix = fix.format(saved=before[name])
-            if name == "precision":
+            if name == "precision" and "bfloat16" in str(before[name]) and \
+                    os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":  # pinned, it would resume on other kernels
+                fix = ("TF_ENABLE_ONEDNN_OPTS=0 turns off oneDNN, whose bfloat16 kernels it trained with: unset it "
+                       "to resume it here (--precision with the variable set resumes on TensorFlow's slower "
+                       "kernels, which round otherwise), or ")
+            elif name == "precision":
                 try:
                     performance.check_precision(before[name])
                 except ValueError:  # the pin cannot run here either: a oneDNN cap in the environment

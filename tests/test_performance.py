@@ -223,7 +223,14 @@ def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp
     assert ("resolves to 'float32'; ONEDNN_MAX_CPU_ISA=AVX2 leaves oneDNN without bfloat16 kernels, so unset "
             "ONEDNN_MAX_CPU_ISA (or set it to AVX512_CORE_BF16 or above) and pass --precision=mixed_bfloat16 to "
             "resume it here") in str(info.value)
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    # With oneDNN off, the pin would resume on TensorFlow's own kernels: not the run's rounding.
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    with pytest.raises(trainer.RunError) as info:
+        trainer.prepare_workdir(tiny_config(epochs=1), workdir)
+    assert "resolves to 'float32'; TF_ENABLE_ONEDNN_OPTS=0 turns off oneDNN, whose bfloat16 kernels it trained " \
+           "with: unset it to resume it here" in str(info.value)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     # A placement whose sites changed meaning since the run started is refused too.
     monkeypatch.setattr(trainer, "resolve", lambda config: {"precision": "mixed_bfloat16",
                                                              "sites": "dense1.pre:0.5"})
@@ -549,7 +556,7 @@ def test_a_onednn_kernel_a_cap_leaves_out_ends_in_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: oneDNN has no kernel") and "ONEDNN_MAX_CPU_ISA=AVX2" in err
     # Without a cap the same failure is not a user's mistake: its traceback stays.
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     with pytest.raises(RuntimeError):
         with errors.one_line():
@@ -577,5 +584,5 @@ def test_a_bfloat16_export_under_a_cap_without_bfloat16_is_refused_before_onednn
                                                  r"ONEDNN_MAX_CPU_ISA=AVX2"):
         export.load_signatures(str(tmp_path / "mixed_bfloat16"))
     assert "serving_default" in export.load_signatures(str(tmp_path / "float32"))  # float32 runs under the cap
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert "serving_default" in export.load_signatures(str(tmp_path / "mixed_bfloat16"))
