@@ -14,6 +14,7 @@ import sys
 from absl import flags
 
 from dropzoo import config as config_lib
+from dropzoo import performance
 from dropzoo import sources
 from dropzoo import sweep
 
@@ -168,6 +169,19 @@ def check_one_source(fv=FLAGS):
                                      f"drop --dataset to use --{others[0]}")
 
 
+def _check_one_policy_each(precisions):
+    """ConfigError where two --precision values resolve to one policy here (auto and the one it picks)."""
+    if len(precisions) < 2 or not set(precisions) <= set(config_lib.PRECISIONS):
+        return
+    policies = [performance.choose_precision(p)[0] for p in precisions]
+    twice = next((p for p in policies if policies.count(p) > 1), None)
+    if twice:
+        same = [p for p, policy in zip(precisions, policies) if policy == twice]
+        raise config_lib.ConfigError(f"--precision={','.join(precisions)}: {' and '.join(same)} are {twice} here, "
+                                     "one run trained twice (and counted twice in its comparison); list each policy "
+                                     "once")
+
+
 def train_plan(fv=FLAGS):
     """[(TrainConfig, workdir)] the parsed train flags ask for: one run, or a sweep."""
     check_one_source(fv)
@@ -200,6 +214,7 @@ def train_plan(fv=FLAGS):
                                          "--network describes the network to train")
         texts["network"] = _network_text(texts["network"])
     lists = {name: _values(name, text) for name, text in texts.items()}
+    _check_one_policy_each(lists["precision"])
     base = {name: values[0] for name, values in lists.items()}
     sweeps = {name: values for name, values in lists.items() if len(values) > 1 or values == ["all"]}
     seeds = fv["seeds"].value

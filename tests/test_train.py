@@ -354,6 +354,24 @@ def test_train_flags_reject_bad_values(args, message):
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
+def test_a_precision_sweep_of_one_policy_twice_is_refused(monkeypatch):
+    """auto and the policy it picks here trained one run twice, and its comparison then refused the pair."""
+    from dropzoo import performance
+
+    monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset())  # no bfloat16: auto is float32
+    monkeypatch.setattr(performance, "gpu_details", lambda: [])
+    for listed, ok in (("auto,float32", False), ("float32,auto", False), ("auto,mixed_bfloat16", True)):
+        fv = flags.FlagValues()
+        flags_lib.define_train_flags(fv)
+        fv(["train.py", f"--precision={listed}"])
+        if ok:
+            assert len(flags_lib.train_plan(fv)) == 2
+            continue
+        with pytest.raises(config_lib.ConfigError, match=rf"^--precision={listed}: (auto and float32|float32 and "
+                                                         r"auto) are float32 here, one run trained twice"):
+            flags_lib.train_plan(fv)
+
+
 def _run(script, *args, timeout=240):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
