@@ -285,7 +285,8 @@ def read_images(paths, size=None, color_mode="grayscale"):
 
     if color_mode not in COLOR_MODES:
         raise DataError(f"unknown color mode {color_mode!r}; valid: {', '.join(COLOR_MODES)}")
-    out, first, colour = [], None, None
+    _check_fits_in_memory(len(paths), size, color_mode)
+    out, first, colour, transparent = [], None, None, []
     for path in paths:
         try:
             with Image.open(path) as image:
@@ -301,6 +302,8 @@ def read_images(paths, size=None, color_mode="grayscale"):
                     colour = path if (rgb.max(axis=-1) != rgb.min(axis=-1)).any() else None
                 # Upright, as viewers show it: a camera's EXIF orientation (a portrait photo stored sideways).
                 upright = ImageOps.exif_transpose(image)
+                if _has_transparency(upright):
+                    transparent.append(path)
                 width, height = upright.size
                 pixels = upright.convert(COLOR_MODES[color_mode])
                 if size is not None and (width, height) != (size[1], size[0]):
@@ -321,8 +324,34 @@ def read_images(paths, size=None, color_mode="grayscale"):
     if colour:
         logging.warning("%s has colours, and images are read as grayscale (--color_mode=grayscale, the default); "
                         "pass --color_mode=rgb to keep them", colour)
+    if transparent:  # what lies under it is read, not the background a viewer draws: a black sheet, often
+        logging.warning("%d image(s) have transparent pixels (e.g. %s); they are read without their transparency, "
+                        "so the colour stored under it shows (black in most files), not the background a viewer "
+                        "draws: flatten them onto their background first (Pillow: Image.alpha_composite(Image.new("
+                        "'RGBA', im.size, 'white'), im.convert('RGBA')))", len(transparent), transparent[0])
     images = np.stack(out)
     return images[..., np.newaxis] if images.ndim == 3 else images
+
+
+def _has_transparency(image):
+    """Whether an image has pixels that are not opaque (an alpha channel, or a palette/colour marked transparent)."""
+    if "A" not in image.getbands() and "transparency" not in image.info:
+        return False
+    return image.convert("RGBA").getchannel("A").getextrema()[0] < 255
+
+
+def _check_fits_in_memory(count, size, color_mode):
+    """DataError where `count` images at `size` would not fit in half of this machine's memory."""
+    if size is None or not hasattr(os, "sysconf"):
+        return
+    needed = count * size[0] * size[1] * (3 if color_mode == "rgb" else 1)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return
+    if needed > memory / 2:
+        raise DataError(f"{count:,} images at --image_size={size[0]},{size[1]} take {needed / 2**30:.1f} GiB, more "
+                        f"than half of this machine's {memory / 2**30:.1f} GiB of memory; give a smaller --image_size")
 
 
 def parse_image_size(text):
@@ -336,4 +365,7 @@ def parse_image_size(text):
         size = ()
     if len(size) != 2 or min(size) < 1:
         raise DataError(f"--image_size must be H,W in pixels, e.g. 28,28 or 32,32; got {text!r}")
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:  # every image is held in memory at this size
+        raise DataError(f"--image_size={size[0]},{size[1]} is {size[0] * size[1]:,} pixels an image, more than the "
+                        f"{MAX_IMAGE_PIXELS:,} an image may have here; give a smaller size (e.g. 224,224)")
     return size

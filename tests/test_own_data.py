@@ -656,6 +656,35 @@ def test_colour_images_read_as_grayscale_are_said_to_be(tmp_path, caplog):
     assert readers.read_images([red], color_mode="rgb").shape == (1, 12, 12, 3)
 
 
+def test_transparent_images_are_said_to_lose_their_background(tmp_path, caplog):
+    """Ink on a transparent sheet was read as a black sheet, without a word (a drawing model then scored chance)."""
+    ink = np.zeros((12, 12, 4), np.uint8)
+    ink[4:8, 2:10, 3] = 255  # opaque black strokes; the rest transparent black
+    drawn = str(tmp_path / "drawn.png")
+    Image.fromarray(ink).save(drawn)
+    opaque = str(tmp_path / "opaque.png")
+    Image.fromarray(np.full((12, 12, 4), 255, np.uint8)).save(opaque)  # an alpha channel, every pixel opaque
+    keyed = str(tmp_path / "keyed.png")
+    Image.fromarray(np.full((12, 12), 7, np.uint8)).save(keyed, transparency=7)  # a grey marked transparent
+    with caplog.at_level("WARNING"):
+        readers.read_images([opaque])
+    assert "transparent" not in caplog.text
+    with caplog.at_level("WARNING"):
+        read = readers.read_images([opaque, drawn, keyed])
+    assert read[1].max() == 0  # the drawing as read: a black sheet
+    assert ("2 image(s) have transparent pixels (e.g. " + drawn + "); they are read without their transparency, so "
+            "the colour stored under it shows (black in most files)") in caplog.text
+
+
+def test_an_image_size_too_large_to_hold_is_refused_before_reading(tmp_path):
+    """--image_size=100000,100000 ran out of memory (killed, or a MemoryError traceback)."""
+    with pytest.raises(DataError, match=r"^--image_size=100000,100000 is 10,000,000,000 pixels an image, more than"):
+        readers.parse_image_size("100000,100000")
+    with pytest.raises(DataError, match=r"^10,000,000 images at --image_size=5000,5000 take .* GiB, more than half of "
+                                        r"this machine's"):
+        readers.read_images(["unread.png"] * 10_000_000, size=(5000, 5000))
+
+
 @pytest.mark.slow
 def test_a_training_folder_changed_since_its_run_is_not_scored_as_test_data(tmp_path, eval_main, capsys):
     # The split is per class by path hash: new images move it, and images trained on may then be scored.
