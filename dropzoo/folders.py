@@ -17,6 +17,7 @@ run or a comparison) asks here:
 """
 import json
 import os
+import unicodedata
 
 from absl import logging
 
@@ -162,7 +163,7 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
     # Labels are class ids: where the run's class folders are numbers other than 0..K-1 in order, class k is not
     # folder k (text order 0, 1, 10, 2, ..., or 1..K).
     shown = next((k for k, n in enumerate(run_class_names or ()) if int(n) != k), None) \
-        if run_class_names and all(n.isdigit() for n in run_class_names) else None
+        if run_class_names and all(n.isdecimal() for n in run_class_names) else None
     if not names and shown is not None:
         logging.warning("%s: its labels are read as the run's class ids, and the run's class folders are numbers "
                         "other than 0..K-1 in order (%s, ...): label %d scores as folder '%s'; relabel if your labels "
@@ -175,9 +176,8 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                         "carried them), so nothing says which of the test folders is which of its classes; score it "
                         "through its run (eval.py --workdir=RUN, or the export's path inside RUN)")
     if run_class_names and list(names) != list(run_class_names):
-        raise DataError(f"the test images' class folders ({', '.join(names)}) are not the classes the run was "
-                        f"trained on ({', '.join(run_class_names)}): folder k would be scored as the run's class k; "
-                        "evaluate on a folder with the run's class subfolders")
+        raise DataError(f"the test images' class folders {_difference(names, run_class_names)}: folder k would be "
+                        "scored as the run's class k; evaluate on a folder with the run's class subfolders")
     if model_classes is not None and len(names) != model_classes:
         raise DataError(f"the test images have {len(names)} class folders ({', '.join(names)}) and the model "
                         f"answers {model_classes} classes: folder k (in sorted order) would be scored as the model's "
@@ -188,6 +188,21 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                         f"...), got {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}")
 
 
+def _difference(names, trained):
+    """How class folder `names` differ from the classes a run `trained` on, in a few names (of hundreds)."""
+    def listed(found):
+        return ", ".join(found[:5]) + (f", ... ({len(found)})" if len(found) > 5 else "")
+
+    extra, missing = [n for n in names if n not in trained], [n for n in trained if n not in names]
+    said = [f"include {listed(extra)}, which the run did not train on" if extra else "",
+            f"lack {listed(missing)}, which it did" if missing else ""]
+    text = " and ".join(part for part in said if part)
+    if sorted(unicodedata.normalize("NFC", n) for n in names) == sorted(unicodedata.normalize("NFC", n)
+                                                                      for n in trained):
+        text += " (the same names in another Unicode form, as a Mac writes them: rename the folders to the run's)"
+    return text
+
+
 def _numbered(names):
     """True where the sorted folder names are the class numbers 0, 1, ... in order (so folder k is class k)."""
-    return all(name.isdigit() and int(name) == k for k, name in enumerate(names))
+    return all(name.isdecimal() and int(name) == k for k, name in enumerate(names))

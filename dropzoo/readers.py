@@ -224,10 +224,24 @@ WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "
 def first_out_of_number_order(names):
     """Where class folders named by numbers, in text order (0, 1, 10, 2, ...: Keras' order), first leave the
     numbers' order: that class id is not its folder's number. None where they keep it, or are not all numbers."""
-    if not names or not all(name.isdigit() for name in names):
+    if not names or not all(name.isdecimal() for name in names):  # '²' is a digit, not a number int() reads
         return None
     by_number = sorted(names, key=int)
     return next((k for k, (name, number) in enumerate(zip(names, by_number)) if name != number), None)
+
+
+def _check_entry(directory, name, what):
+    """DataError for a folder entry that would be left out or fail later without saying why: a link to nothing (a
+    class on an unmounted disk would be a class less), a name that is not UTF-8 (no record could hold it)."""
+    path = os.path.join(directory, name)
+    if os.path.islink(path) and not os.path.exists(path):
+        raise DataError(f"{what} {directory}: {name} is a link to {os.readlink(path)}, which does not exist (moved, "
+                        "or on a disk not mounted?); restore it or remove the link")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{what} {directory}: the name {name.encode('utf-8', 'surrogateescape')!r} is not UTF-8 "
+                        "text, which the run's records cannot hold; rename it (e.g. with convmv)") from None
 
 
 def list_image_folder(directory, what="--image_dir"):
@@ -236,6 +250,8 @@ def list_image_folder(directory, what="--image_dir"):
         raise DataError(f"{what} {directory} is not a directory; give a folder with one subfolder of images per "
                         "class (the class names are the subfolders' names)")
     entries = sorted(e for e in os.listdir(directory) if not e.startswith("."))
+    for entry in entries:
+        _check_entry(directory, entry, what)
     classes = [e for e in entries if os.path.isdir(os.path.join(directory, e))]
     loose = [e for e in entries if e.lower().endswith(IMAGE_EXTENSIONS)]
     if loose and not classes:
@@ -261,8 +277,14 @@ def list_image_folder(directory, what="--image_dir"):
         if not images:
             inside = f"; its subfolders ({', '.join(sorted(nested))}) are not read" if nested else ""
             kinds = f"; it holds {len(other)} other file(s), e.g. {other[0]}" if other else ""
+            splits = {c.lower(): c for c in classes}
+            train, test = (next((splits[k] for k in keys if k in splits), None) for keys in (
+                ("train", "training"), ("test", "testing", "val", "valid", "validation")))
+            fix = (f"a folder of splits: pass --image_dir={os.path.join(directory, train)} --test_image_dir="
+                   f"{os.path.join(directory, test)}" if nested and train and test else
+                   "add its images to it (or convert them) or remove the folder")
             raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}){inside}{kinds}; "
-                            "add its images to it (or convert them) or remove the folder")
+                            f"{fix}")
         skipped += [os.path.join(name, f) + "/" for f in sorted(nested)]
         skipped += [os.path.join(name, f) for f in other]
         files += [(os.path.join(folder, f), index) for f in images]

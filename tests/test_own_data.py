@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import unicodedata
 
 import numpy as np
 import pytest
@@ -807,3 +808,42 @@ def test_a_copy_of_a_runs_training_folder_is_said_to_hold_its_training_images(tm
                     "scores")
     other = write_folder(str(tmp_path / "other"), 12, seed=7)
     assert folders.notes({"image_dir": other, "test_image_dir": other}, [(origin, 12, "runs/r", False)]) == []
+
+
+def test_folder_entries_that_would_be_lost_or_misread_are_refused_with_the_fix(tmp_path):
+    # A class on a disk not mounted: a class less, said only among skipped files.
+    root = write_folder(str(tmp_path / "linked"), 8)
+    os.symlink(str(tmp_path / "unmounted" / "triangle"), os.path.join(root, "triangle"))
+    with pytest.raises(DataError, match=r"linked: triangle is a link to .*unmounted/triangle, which does not exist"):
+        readers.list_image_folder(root)
+    # A name that is not UTF-8 stopped training with an encoder's error naming neither the folder nor a fix.
+    odd = write_folder(str(tmp_path / "odd"), 8)
+    os.rename(os.path.join(odd, "left"), os.path.join(odd, b"caf\xe9".decode("utf-8", "surrogateescape")))
+    with pytest.raises(DataError, match=r"odd: the name b'caf\\xe9' is not UTF-8 text, which the run's records "):
+        readers.list_image_folder(odd)
+    # A folder of splits: train and test read as two classes without images.
+    splits = str(tmp_path / "data")
+    write_folder(os.path.join(splits, "train"), 8), write_folder(os.path.join(splits, "test"), 8)
+    with pytest.raises(DataError, match=rf"a folder of splits: pass --image_dir={splits}/train --test_image_dir="
+                                        rf"{splits}/test$"):
+        readers.list_image_folder(splits)
+    # '²' is a digit to str.isdigit, not a number int() reads: the number-order check raised ValueError.
+    assert readers.first_out_of_number_order(["1", "²"]) is None
+
+
+def test_a_class_mismatch_names_the_differences_not_every_class():
+    names = [f"class{k:03d}" for k in range(300)]
+    def arrays(names):
+        train, test = (np.arange(k, k + 16, dtype=np.uint8).reshape(4, 2, 2, 1) for k in (0, 100))
+        return sources.array_source("t", (train, np.array([0, 1, 0, 1])), (test, np.array([0, 1, 0, 1])),
+                                    details={"class_names": names})
+
+    test = arrays(names[:299] + ["extra"])
+    with pytest.raises(DataError) as info:
+        folders.check_classes(test, 300, names)
+    assert str(info.value).startswith("the test images' class folders include extra, which the run did not train "
+                                      "on and lack class299, which it did: folder k") and len(str(info.value)) < 300
+    nfd = [unicodedata.normalize("NFD", n) for n in ("café", "thé")]
+    mac = arrays(nfd)
+    with pytest.raises(DataError, match=r"\(the same names in another Unicode form, as a Mac writes them"):
+        folders.check_classes(mac, 2, ["café", "thé"])
