@@ -9,6 +9,7 @@ A value already in the environment wins, so a user can always override one
 loaded, they change nothing: that is why this module imports nothing heavy.
 """
 import os
+import sys
 
 DEFAULTS = {
     # TensorFlow's C++ INFO and WARNING lines bury the results; errors still print.
@@ -23,7 +24,12 @@ DEFAULTS = {
 
 
 def set_defaults(environ=None):
-    """Sets each of DEFAULTS not already set in `environ` (default os.environ); returns what it set."""
+    """Sets each of DEFAULTS not already set in `environ` (default os.environ); returns what it set.
+
+    Given none (a script starting), also lets stdout print file names that are not UTF-8 (a class folder named in
+    Latin-1) as the bytes they are, as Python does in the C locale: elsewhere printing one stopped a run."""
+    if environ is None and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     environ = os.environ if environ is None else environ
     chosen = {name: value for name, value in DEFAULTS.items() if name not in environ}
     environ.update(chosen)

@@ -231,17 +231,12 @@ def first_out_of_number_order(names):
 
 
 def _check_entry(directory, name, what):
-    """DataError for a folder entry that would be left out or fail later without saying why: a link to nothing (a
-    class on an unmounted disk would be a class less), a name that is not UTF-8 (no record could hold it)."""
+    """DataError for a link to nothing among the class folders: a class on a disk not mounted would be a class
+    less, said only among the files not read."""
     path = os.path.join(directory, name)
     if os.path.islink(path) and not os.path.exists(path):
         raise DataError(f"{what} {directory}: {name} is a link to {os.readlink(path)}, which does not exist (moved, "
                         "or on a disk not mounted?); restore it or remove the link")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DataError(f"{what} {directory}: the name {name.encode('utf-8', 'surrogateescape')!r} is not UTF-8 "
-                        "text, which the run's records cannot hold; rename it (e.g. with convmv)") from None
 
 
 def list_image_folder(directory, what="--image_dir"):

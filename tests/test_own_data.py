@@ -521,8 +521,8 @@ def test_an_image_folder_of_other_classes_than_the_model_is_refused(export, tmp_
     renamed = write_folder(str(tmp_path / "renamed"), 8)
     os.rename(os.path.join(renamed, "right"), os.path.join(renamed, "zz"))
     for names in (None, ["left", "right"]):  # the export's own record, or its run's
-        with pytest.raises(DataError, match=r"^the test images' class folders \(left, zz\) are not the classes the "
-                                            r"run was trained on \(left, right\)"):
+        with pytest.raises(DataError, match=r"^the test images' class folders include zz, which the run did not "
+                                            r"train on and lack right, which it did: folder k"):
             evaluate.evaluate_on_dataset(path, data={"image_dir": renamed}, run_class_names=names)
     # Copied out of its run, a model without class names scored folder k as class k, right or not.
     from dropzoo import tflite
@@ -816,11 +816,6 @@ def test_folder_entries_that_would_be_lost_or_misread_are_refused_with_the_fix(t
     os.symlink(str(tmp_path / "unmounted" / "triangle"), os.path.join(root, "triangle"))
     with pytest.raises(DataError, match=r"linked: triangle is a link to .*unmounted/triangle, which does not exist"):
         readers.list_image_folder(root)
-    # A name that is not UTF-8 stopped training with an encoder's error naming neither the folder nor a fix.
-    odd = write_folder(str(tmp_path / "odd"), 8)
-    os.rename(os.path.join(odd, "left"), os.path.join(odd, b"caf\xe9".decode("utf-8", "surrogateescape")))
-    with pytest.raises(DataError, match=r"odd: the name b'caf\\xe9' is not UTF-8 text, which the run's records "):
-        readers.list_image_folder(odd)
     # A folder of splits: train and test read as two classes without images.
     splits = str(tmp_path / "data")
     write_folder(os.path.join(splits, "train"), 8), write_folder(os.path.join(splits, "test"), 8)
