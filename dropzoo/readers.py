@@ -94,7 +94,8 @@ def read_npz(path, need_train=True):
     """x_train, y_train, x_test, y_test of an `.npz` (uint8 [N, H, W] or [N, H, W, C] images, integer labels).
 
     Read with allow_pickle=False: an object array is refused, never unpickled. `need_train`: it is trained on
-    (not only tested), so its test split must hold every class it trains on.
+    (not only tested), so its test split must hold every class it trains on; without, only x_test and y_test are
+    read (x_train and y_train are None).
     """
     save = f"np.savez(path, {', '.join(f'{k}={k}' for k in NPZ_KEYS)})"
     if os.path.isdir(path):
@@ -106,12 +107,13 @@ def read_npz(path, need_train=True):
     if not zipfile.is_zipfile(path):  # np.load would read an .npy as one array, and text as pickled data
         kind = "an .npy file (one array)" if _is_npy(path) else "not an .npz archive"
         raise DataError(f"{path} is {kind}; save the four arrays in one file with {save}")
+    needed = NPZ_KEYS if need_train else NPZ_KEYS[2:]  # scoring reads the test split alone
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in NPZ_KEYS if key not in archive.files]
+            missing = [key for key in needed if key not in archive.files]
             held = ', '.join(archive.files) or 'nothing'
             if not missing:
-                arrays = {key: archive[key] for key in NPZ_KEYS}
+                arrays = {key: archive[key] for key in needed}
     except ValueError as e:
         if "Object arrays" in str(e):
             raise DataError(f"{path} holds an object array, which would have to be unpickled (unsafe: it can run "
@@ -123,9 +125,9 @@ def read_npz(path, need_train=True):
             from None
     if missing:
         raise DataError(f"{path} lacks {', '.join(missing)} (it holds {held}); save it with {save}")
-    train, test = check_arrays(path, (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]),
-                               need_train)
-    return (*train, *test)
+    train, test = check_arrays(path, (arrays["x_train"], arrays["y_train"]) if need_train else None,
+                               (arrays["x_test"], arrays["y_test"]))
+    return (*(train or (None, None)), *test)
 
 
 def check_arrays(where, train, test, every_class_tested=True):

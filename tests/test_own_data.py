@@ -842,3 +842,24 @@ def test_a_class_mismatch_names_the_differences_not_every_class():
     mac = arrays(nfd)
     with pytest.raises(DataError, match=r"\(the same names in another Unicode form, as a Mac writes them"):
         folders.check_classes(mac, 2, ["café", "thé"])
+
+
+def test_scoring_arrays_needs_their_test_split_alone_and_says_when_it_holds_training_images(tmp_path):
+    from dropzoo import data_identity
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 255, (40, 6, 6), dtype=np.uint8), np.arange(40) % 4
+    np.savez(tmp_path / "run.npz", x_train=images[:30], y_train=labels[:30], x_test=images[30:], y_test=labels[30:])
+    # A test split alone was refused ("lacks x_train, y_train"), and a dummy training split had to hold every class.
+    np.savez(tmp_path / "only_test.npz", x_test=images[:10], y_test=labels[:10])
+    scored = sources.load_source(npz=str(tmp_path / "only_test.npz"), need_train=False)
+    assert scored.num_test == 10 and scored.num_train == 0
+    with pytest.raises(DataError, match=r"only_test.npz lacks x_train, y_train"):
+        sources.load_source(npz=str(tmp_path / "only_test.npz"))  # training still needs both
+    # Its first 10 images are training images of the run's data: said, as for an image folder.
+    trained_on = {"npz": str(tmp_path / "run.npz")}
+    assert data_identity.trained_images_notes(trained_on, {"npz": str(tmp_path / "only_test.npz")}, "r", 10) == [
+        "10 of the 10 images scored are in the training split of r's data (byte for byte; it trained on all of it "
+        "but its validation hold-out), so its scores there are not test scores"]
+    assert data_identity.trained_images_notes(trained_on, trained_on, "r", 10) == []  # its own test split
+    assert data_identity.trained_images_notes({"dataset": "mnist"}, trained_on, "r", 10) == []  # not loaded to look
