@@ -325,7 +325,28 @@ def differences(saved, config):
     saved["sites"] = sites_lib.normalize(saved["sites"])  # recorded as typed before the spelling was normalised
     saved["network"] = canonical_network(saved["network"])  # ... and before an implied convrate was written
     ignored = OBSERVATION_ONLY + EXECUTION_ONLY
-    return sorted(k for k in current if saved[k] != current[k] and k not in ignored)
+    return sorted(k for k in current if saved[k] != current[k] and k not in ignored
+                  and not _one_spelling(k, saved[k], current[k]))
+
+
+# Data paths: one folder or file, however written (relative or absolute, a trailing slash); its content is checked
+# apart (sources.check_finished_on, the checkpoint's data digest).
+_PATH_FIELDS = ("idx_dir", "tfds_data_dir", "npz", "image_dir", "test_image_dir")
+
+
+def _one_spelling(name, saved, current):
+    """Whether two values of field `name` are one setting written two ways ('16, 16' and '16,16'; 'data/x' and
+    its absolute path)."""
+    if not (isinstance(saved, str) and isinstance(current, str)):
+        return False
+    if name in _PATH_FIELDS:
+        return os.path.realpath(saved) == os.path.realpath(current)
+    if name == "image_size":
+        try:
+            return readers.parse_image_size(saved) == readers.parse_image_size(current)
+        except ValueError:
+            return False
+    return False
 
 
 def canonical_network(text):

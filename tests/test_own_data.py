@@ -863,3 +863,15 @@ def test_scoring_arrays_needs_their_test_split_alone_and_says_when_it_holds_trai
         "but its validation hold-out), so its scores there are not test scores"]
     assert data_identity.trained_images_notes(trained_on, trained_on, "r", 10) == []  # its own test split
     assert data_identity.trained_images_notes({"dataset": "mnist"}, trained_on, "r", 10) == []  # not loaded to look
+
+
+def test_a_rerun_naming_the_same_data_another_way_is_the_same_run(tmp_path, monkeypatch):
+    """'16, 16' against a run recorded with '16,16', or a relative path to the same folder, was refused as
+    other settings, with --overwrite (training it again) offered."""
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("data/train")
+    saved = config_lib.TrainConfig(image_dir="data/train", image_size="16,16").to_dict()
+    same = config_lib.TrainConfig(image_dir=str(tmp_path / "data" / "train") + "/", image_size="16, 16")
+    assert config_lib.differences(saved, same) == []
+    other = config_lib.TrainConfig(image_dir=str(tmp_path / "data"), image_size="16,17")
+    assert config_lib.differences(saved, other) == ["image_dir", "image_size"]
