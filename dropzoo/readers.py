@@ -195,13 +195,18 @@ def _checked_arrays(path, split, images, labels):
     if images.ndim == 3:
         images = images[..., np.newaxis]
     if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images) or 0 in images.shape[1:3]:
+        first = images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3)
+        hint = f" (channels first: np.moveaxis({x}, 1, -1))" if first else ""
         raise DataError(f"{path}: {x} has shape {images.shape}; give [N, H, W] (grayscale) or [N, H, W, C] images "
-                        "with C = 1 or 3, N > 0 and H, W > 0")
+                        f"with C = 1 or 3, N > 0 and H, W > 0{hint}")
     if images.max() == 1:  # scaled by 1/255 as raw pixels: the images would be all but black
         logging.warning("%s: %s's pixels are 0 and 1 (binarized?); the zoo takes raw uint8 pixels (0-255) and "
                         "scales them by 1/255, so these are near black: multiply by 255", path, x)
     if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
-        flat = f", e.g. {y}.reshape(-1)" if labels.shape == (len(images), 1) else ""
+        flat = (f", e.g. {y}.reshape(-1)" if labels.shape == (len(images), 1) else
+                f", e.g. {y}.argmax(axis=1) (one-hot)" if labels.ndim == 2 and len(labels) == len(images) else
+                f" (names as text: np.unique({y}, return_inverse=True)[1], in the order np.unique gives)"
+                if labels.dtype.kind in "US" else "")
         raise DataError(f"{path}: {y} is {labels.dtype} {labels.shape}; give one integer class id per image "
                         f"({len(images)} of them){flat}")
     if labels.min() < 0:
@@ -244,7 +249,8 @@ def _check_entry(directory, name, what):
 def list_image_folder(directory, what="--image_dir"):
     """(sorted class names, [(path, class index)]) of a folder with one subfolder of images per class."""
     if not os.path.isdir(directory):
-        raise DataError(f"{what} {directory} is not a directory; give a folder with one subfolder of images per "
+        problem = "is a file, not a directory" if os.path.exists(directory) else "does not exist"
+        raise DataError(f"{what} {directory} {problem}; give a folder with one subfolder of images per "
                         "class (the class names are the subfolders' names)")
     entries = sorted(e for e in os.listdir(directory) if not e.startswith("."))
     for entry in entries:
@@ -305,7 +311,7 @@ def read_images(paths, size=None, color_mode="grayscale"):
     if color_mode not in COLOR_MODES:
         raise DataError(f"unknown color mode {color_mode!r}; valid: {', '.join(COLOR_MODES)}")
     _check_fits_in_memory(len(paths), size, color_mode)
-    out, first, colour, transparent = [], None, None, []
+    out, first, colour, transparent, unreadable = [], None, None, [], []
     for path in paths:
         try:
             with Image.open(path) as image:
@@ -330,9 +336,9 @@ def read_images(paths, size=None, color_mode="grayscale"):
                 array = np.asarray(pixels, np.uint8)
         except DataError:
             raise
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise DataError(f"{path} cannot be read as an image ({type(e).__name__}: {' '.join(str(e).split())[:200]});"
-                            " remove it or replace it with a PNG/JPEG/BMP/GIF file") from None
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # all named at once: not one per rerun
+            unreadable.append(f"{path} ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+            continue
         if first is None:
             first = (path, array.shape)
         elif array.shape != first[1]:
@@ -340,6 +346,11 @@ def read_images(paths, size=None, color_mode="grayscale"):
                             f"{array.shape[0]}x{array.shape[1]} (height x width); pass --image_size=H,W to resize "
                             "them all")
         out.append(array)
+    if unreadable:
+        unreadable.sort()
+        more = f"; {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        raise DataError(f"{len(unreadable)} file(s) cannot be read as images: {'; '.join(unreadable[:3])}{more}; "
+                        "remove them or replace them with PNG/JPEG/BMP/GIF files")
     if colour:
         logging.warning("%s has colours, and images are read as grayscale (--color_mode=grayscale, the default); "
                         "pass --color_mode=rgb to keep them", colour)

@@ -126,15 +126,13 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
                                  "their path below --image_dir sorts first", "test_files_sha256": hashlib.sha256(
                                      os.fsencode("\n".join(sorted(os.path.relpath(p, root) for p, _ in test_files)))
                                  ).hexdigest()}
-    test = (readers.read_images([p for p, _ in test_files], size, color_mode),
-            np.array([label for _, label in test_files], np.int64))
+    # One read of both splits: every unreadable file, and a test image of another size, is said at once.
+    read = readers.read_images([p for p, _ in test_files] + [p for p, _ in train_files if need_train], size,
+                               color_mode)
+    test = (read[:len(test_files)], np.array([label for _, label in test_files], np.int64))
     train = None
     if need_train:
-        x_train = readers.read_images([p for p, _ in train_files], size, color_mode)
-        if x_train.shape[1:] != test[0].shape[1:]:
-            raise DataError(f"training images are {x_train.shape[1]}x{x_train.shape[2]} but test images are "
-                            f"{test[0].shape[1]}x{test[0].shape[2]}; pass --image_size=H,W to resize them all")
-        train = _fixed_shuffle(x_train, np.array([label for _, label in train_files], np.int64))
+        train = _fixed_shuffle(read[len(test_files):], np.array([label for _, label in train_files], np.int64))
     origin = {"image_dir": root, "test_image_dir": test_root, "image_size": list(size) if size else None,
               "color_mode": color_mode}
     name = f"images:{root}" + (f", tested on {test_root}" if test_root else "")
