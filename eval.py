@@ -25,7 +25,6 @@ from absl import logging  # noqa: E402
 from dropzoo import collect  # noqa: E402
 from dropzoo import compare  # noqa: E402
 from dropzoo import contrasts  # noqa: E402
-from dropzoo import data_identity  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import evaluate  # noqa: E402
 from dropzoo import export  # noqa: E402
@@ -116,7 +115,7 @@ def _main(argv):
             "not the test data the run recorded") + written, file=sys.stderr)
     if data and (data is given or not on_own):  # a folder named, or the run's own that changed since
         found = folders.notes(data, [(trained_on, result["num_examples"], home, changed)])
-        found += data_identity.trained_images_notes(trained_on, data, home, result["num_examples"]) if home else []
+        found += folders.trained_images_notes(trained_on, data, home, result["num_examples"]) if home else []
         if changed and data is not given:  # the run's own folder: its last note, the changed split, says it all
             found = found[-1:]
         for note in found:

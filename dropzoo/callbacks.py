@@ -11,17 +11,29 @@
   excluded), for a steady-state examples/second figure.
 - `StopAtStep`: ends training after an exact number of steps.
 """
+import socket
 import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from dropzoo import checkpoints
 from dropzoo import data_identity
 from dropzoo import interrupts
+from dropzoo import performance
+from dropzoo import provenance
 from dropzoo import site_stats
 from dropzoo import workdir as workdir_lib
 from dropzoo.errors import RunError
+
+
+def session_record(earlier=None):
+    """This process's part of a run: its first epoch (after the checkpoint's `earlier` record), the code, versions
+    and machine that train it."""
+    first = len((earlier or {}).get("seconds", [])) + 1
+    return {"epochs": [first, first - 1], "code": provenance.AT_START, "tensorflow": tf.__version__,
+            "keras": keras.__version__, "host": socket.gethostname(), "machine": performance.describe_machine()}
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -55,7 +67,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
                            "use another --workdir, or --overwrite to train it again from the start")
         self.record = {"history": {k: list(v) for k, v in (earlier or {}).get("history", {}).items()},
                        "seconds": list((earlier or {}).get("seconds", [])), "data_sha256": data,
-                       **({"run": {**run[0].to_dict(), workdir_lib.RESOLVED: run[1]}} if run else {})}
+                       **({"run": {**run[0].to_dict(), workdir_lib.RESOLVED: run[1]}} if run else {}),
+                       # Who trained which epochs: a resume may run other code, versions or machines.
+                       "sessions": list((earlier or {}).get("sessions", [])) + [session_record(earlier)]}
         self._start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -64,6 +78,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs and not np.isfinite(logs.get("loss", 0.0)):
             return  # keep the last good state; TerminateOnNaN stops the run
+        self.record["sessions"][-1]["epochs"] = [self.record["sessions"][-1]["epochs"][0], epoch + 1]
         for key, value in (logs or {}).items():
             self.record["history"].setdefault(key, []).append(float(value))
         self.record["seconds"].append(time.perf_counter() - self._start)

@@ -71,27 +71,6 @@ def digests(images):
     return {_digest(image) for image in images}
 
 
-def trained_images_notes(trained_on, data, run, scored):
-    """[a note] where arrays scored for a run (`data`: an npz or IDX files) hold images of the training split it
-    trained on (`trained_on`, its data's origin), byte for byte: its scores there are not test scores. (Image
-    folders are told apart by path: folders.notes.) Data that is not local files is not loaded to look."""
-    from dropzoo import sources
-
-    local = ("npz", "idx_dir")
-    if not any(data.get(k) for k in local) or not any(trained_on.get(k) for k in local):
-        return []
-    try:
-        trained = sources.load_source(**{k: v for k, v in trained_on.items() if k in local}, need_train=True)
-        test = sources.load_source(**data, need_train=False)
-    except (DataError, OSError, ValueError):
-        return []  # the run's data moved: nothing to compare with
-    seen = digests(image for images, _ in trained.train.batch(1024).as_numpy_iterator() for image in images)
-    shared = sum(_digest(image) in seen for images, _ in test.test.batch(1024).as_numpy_iterator() for image in images)
-    return [f"{shared:,} of the {scored:,} images scored are in the training split of {run}'s data (byte for byte; "
-            "it trained on all of it but its validation hold-out), so its scores there are not test scores"
-            ] if shared else []
-
-
 # Which out-of-distribution images are not test images, by the pair's fingerprints: a comparison asks once.
 _OOD_KEPT = {}
 

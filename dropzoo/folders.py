@@ -13,7 +13,9 @@ run or a comparison) asks here:
   a training folder whose split changed since the run held it out
   (`split_changed`: the split's file list is recorded by its sha256);
 - `check_classes`: a folder whose class subfolders are not the model's
-  classes is refused.
+  classes is refused;
+- `trained_images_notes`: arrays (an npz, IDX files) scored for a run that
+  hold images of its data's training split are said to, as folders are.
 """
 import json
 import os
@@ -206,3 +208,25 @@ def _difference(names, trained):
 def _numbered(names):
     """True where the sorted folder names are the class numbers 0, 1, ... in order (so folder k is class k)."""
     return all(name.isdecimal() and int(name) == k for k, name in enumerate(names))
+
+
+def trained_images_notes(trained_on, data, run, scored):
+    """[a note] where arrays scored for a run (`data`: an npz or IDX files) hold images of the training split it
+    trained on (`trained_on`, its data's origin), byte for byte: its scores there are not test scores. (Image
+    folders are told apart by path: folders.notes.) Data that is not local files is not loaded to look."""
+    local = ("npz", "idx_dir")
+    if not any(data.get(k) for k in local) or not any(trained_on.get(k) for k in local):
+        return []
+    try:
+        trained = sources.load_source(**{k: v for k, v in trained_on.items() if k in local}, need_train=True)
+        test = sources.load_source(**data, need_train=False)
+    except (DataError, OSError, ValueError):
+        return []  # the run's data moved: nothing to compare with
+    def images(split):
+        return (image for batch, _ in split.batch(1024).as_numpy_iterator() for image in batch)
+
+    seen = data_identity.digests(images(trained.train))
+    shared = sum(data_identity.digests([image]) <= seen for image in images(test.test))
+    return [f"{shared:,} of the {scored:,} images scored are in the training split of {run}'s data (byte for byte; "
+            "it trained on all of it but its validation hold-out), so its scores there are not test scores"
+            ] if shared else []

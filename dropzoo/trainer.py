@@ -328,8 +328,7 @@ def finish(run, result, loop, started, serving_artifacts=True):
         "resumed_from_epoch": run.initial_epoch,
         # Every session's epochs (a resumed run's from its checkpoint's record), where the record has them.
         "train_time_sec": result.train_seconds + (sum(earlier["seconds"]) if history_from == 0 and earlier else 0),
-        # From the call to a verified export, in this process (a resumed run counts its own part).
-        "wall_time_sec": time.perf_counter() - started,
+        "wall_time_sec": time.perf_counter() - started,  # call to verified export, this process (its part)
         "train_examples_per_sec": steady_examples_per_sec(
             result.epoch_seconds, run.config.batch_size, run.pipes.num_train, run.pipes.steps_per_epoch),
         "epoch_train_seconds": [seconds for _, seconds in result.epoch_seconds],
@@ -348,6 +347,7 @@ def finish(run, result, loop, started, serving_artifacts=True):
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "dropout_zoo": provenance.AT_START},
         "trained_by": {"host": socket.gethostname(), "pid": os.getpid()},
         "machine": performance.describe_machine(),
+        "sessions": run.checkpoint.record["sessions"],  # each session's epochs, code, versions, machine
     }
     summaries.write_run_hparams(run.paths["tensorboard"], run.config, run.source.name, metrics)
     files.write_json(run.paths["metrics.json"], metrics)

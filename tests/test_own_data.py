@@ -848,8 +848,6 @@ def test_a_class_mismatch_names_the_differences_not_every_class():
 
 
 def test_scoring_arrays_needs_their_test_split_alone_and_says_when_it_holds_training_images(tmp_path):
-    from dropzoo import data_identity
-
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 255, (40, 6, 6), dtype=np.uint8), np.arange(40) % 4
     np.savez(tmp_path / "run.npz", x_train=images[:30], y_train=labels[:30], x_test=images[30:], y_test=labels[30:])
@@ -861,11 +859,11 @@ def test_scoring_arrays_needs_their_test_split_alone_and_says_when_it_holds_trai
         sources.load_source(npz=str(tmp_path / "only_test.npz"))  # training still needs both
     # Its first 10 images are training images of the run's data: said, as for an image folder.
     trained_on = {"npz": str(tmp_path / "run.npz")}
-    assert data_identity.trained_images_notes(trained_on, {"npz": str(tmp_path / "only_test.npz")}, "r", 10) == [
+    assert folders.trained_images_notes(trained_on, {"npz": str(tmp_path / "only_test.npz")}, "r", 10) == [
         "10 of the 10 images scored are in the training split of r's data (byte for byte; it trained on all of it "
         "but its validation hold-out), so its scores there are not test scores"]
-    assert data_identity.trained_images_notes(trained_on, trained_on, "r", 10) == []  # its own test split
-    assert data_identity.trained_images_notes({"dataset": "mnist"}, trained_on, "r", 10) == []  # not loaded to look
+    assert folders.trained_images_notes(trained_on, trained_on, "r", 10) == []  # its own test split
+    assert folders.trained_images_notes({"dataset": "mnist"}, trained_on, "r", 10) == []  # not loaded to look
 
 
 def test_a_rerun_naming_the_same_data_another_way_is_the_same_run(tmp_path, monkeypatch):

@@ -374,6 +374,10 @@ def test_a_checkpoint_resumes_only_the_settings_it_was_trained_with(tmp_path, mo
         _resume_with(tiny_config(rate=0.25), directory, tmp_path)
     metrics = trainer.train_and_evaluate(tiny_config(), str(tmp_path / "run"), source=tiny_source(), verbose=0)
     assert metrics["resumed_from_epoch"] == 2
+    # Each session says which epochs it trained, with what code and on what machine.
+    assert [s["epochs"] for s in metrics["sessions"]] == [[1, 2], [3, 3]]
+    assert {s["code"] for s in metrics["sessions"]} == {metrics["versions"]["dropout_zoo"]}
+    assert metrics["sessions"][-1]["machine"] == metrics["machine"]
 
 
 def _resume_with(config, checkpoints_dir, tmp_path):
