@@ -189,8 +189,10 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
 def check_checkpoint(record, config, resolved, directory=None):
     """RunError unless the run a checkpoint's `record` names (checkpoints.save) is `config`'s (unnamed: older)."""
     if (record or {}).get("run"):
-        epoch = len(record.get("seconds", []))
-        check_same(record["run"], config, resolved, directory, resuming=True,
+        epoch, run = len(record.get("seconds", [])), record["run"]
+        if run.get("train_steps") is None and config.train_steps is None and epoch <= config.epochs:
+            run = {**run, "epochs": config.epochs}  # its epochs are the first of a longer run's: nothing depends on it
+        check_same(run, config, resolved, directory, resuming=True,
                    subject=f"the checkpoint after epoch {epoch}{f' in {directory}' if directory else ''} is of a run")
 
 
@@ -214,7 +216,11 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
         changed.remove("precision")  # auto and the policy it resolved to ask for the same run
     if changed:
         listed = ", ".join(f"--{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in changed)
-        raise RunError(f"{subject} with other settings: {listed}; "
+        longer = changed == ["epochs"] and config.epochs > config_lib.with_defaults(saved)["epochs"] \
+            and config.train_steps is None
+        extend = (f"; to train it on to {config.epochs} epochs from its checkpoints, delete its config.json and "
+                  "metrics.json and rerun this command" if longer and workdir and os.path.isdir(workdir) else "")
+        raise RunError(f"{subject} with other settings: {listed}{extend}; "
                        "use another --workdir, or --overwrite to replace that run")
     for name, value in resolved.items():
         if name in ("precision", "strategy") and not resuming:  # finished: reported as trained (its records say)

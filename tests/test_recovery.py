@@ -676,3 +676,23 @@ def test_long_file_name_slugs_keep_what_tells_them_apart():
     a, b = (files.slug(f"image_dir:/data/{team}/{'x' * 90}/test") for team in ("teamA", "teamB"))
     assert a != b and len(a) == len(b) == 80 and a.endswith("_test-" + a[-8:])
     assert files.slug("idx:/usr/share/datasets/fashion-mnist") == "idx__usr_share_datasets_fashion-mnist"
+
+
+@pytest.mark.slow
+def test_a_finished_run_trains_on_to_more_epochs_as_its_message_says(tmp_path):
+    """Raising --epochs on a finished run offered only --overwrite (all of it again); its checkpoints are the
+    first epochs of the longer run, bit for bit."""
+    straight = trainer.train_and_evaluate(tiny_config(epochs=3), str(tmp_path / "straight"), source=tiny_source(),
+                                          verbose=0, serving_artifacts=False)
+    workdir = str(tmp_path / "run")
+    trainer.train_and_evaluate(tiny_config(epochs=2), workdir, source=tiny_source(), verbose=0,
+                               serving_artifacts=False)
+    with pytest.raises(errors.RunError, match=r"--epochs \(2 -> 3\); to train it on to 3 epochs from its "
+                                              r"checkpoints, delete its config.json and metrics.json and rerun"):
+        trainer.train_and_evaluate(tiny_config(epochs=3), workdir, source=tiny_source(), verbose=0)
+    for name in ("config.json", "metrics.json"):
+        os.remove(os.path.join(workdir, name))
+    longer = trainer.train_and_evaluate(tiny_config(epochs=3), workdir, source=tiny_source(), verbose=0,
+                                        serving_artifacts=False)
+    assert longer["resumed_from_epoch"] == 2 and longer["weights_sha256"] == straight["weights_sha256"]
+    assert longer["history"] == straight["history"]
