@@ -99,11 +99,11 @@ def trace(model, name=None):
                              "keras.ops call or an operator on tensors between its layers; place_dropout rebuilds "
                              "layers from their configs: use a layer instead (Rescaling(1/255) for inputs / 255, "
                              "Activation('relu') for ops.relu)")
-        if is_dropout(layer) and kwargs.get("training") is not None:  # always on (MC sampling) or always off
-            when = "always" if kwargs["training"] else "never"
-            raise ValueError(f"dropout layer {layer.name!r} of model {name!r} is called with training="
-                             f"{kwargs['training']!r}, so it drops {when}; the trainer drops in training only "
-                             "(eval.py --mc_samples samples dropout at test time): call it without training=")
+        # Always on (MC sampling built in). (training=False is what a Sequential records for every layer.)
+        if is_dropout(layer) and kwargs.get("training") is True:
+            raise ValueError(f"dropout layer {layer.name!r} of model {name!r} is called with training=True, so it "
+                             "drops always; the trainer drops in training only (eval.py --mc_samples samples dropout "
+                             "at test time): call it without training=")
         output = layer(*args, **kwargs)
         tensors = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
         if isinstance(layer, keras.Model):
