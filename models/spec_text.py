@@ -1,7 +1,7 @@
 """Networks as text: one line of layer tokens (or a JSON list of them) <-> a NetworkSpec.
 
     conv32k3,conv64k3,pool2,flatten,dense128
-    convrate0.25,conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5   # keras_mnist_cnn
+    conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5   # keras_mnist_cnn
     conv32k5same,pool2,conv64k5same,pool2,flatten,dense1024,dropout0.4,logits      # tf_layers_cnn
 
 Tokens, comma-separated, in graph order (spaces and case ignored):
@@ -24,7 +24,8 @@ Tokens, comma-separated, in graph order (spaces and case ignored):
                   placements add after each pooling layer (each conv where
                   there is none; default: the network's own conv-stack
                   dropout rate, else NetworkSpec's 0.1). Written or implied,
-                  one rate is one network: its text writes it where not 0.1
+                  one rate is one network: its text writes it where neither
+                  implied nor 0.1
 
 The classifier (Dense(num_classes), named `logits`) follows the last layer.
 Layers are named as the zoo names them (conv1, conv2, pool1, flatten,
@@ -310,7 +311,10 @@ def _format_tokens(spec):
     canonical = spec.parse(spec.canonical)
     explicit = canonical != spec.parse(default_canonical(spec.layers))
     default_conv_rate = network.NetworkSpec.__dataclass_fields__["conv_rate"].default
-    tokens = [] if spec.conv_rate == default_conv_rate else [f"convrate{sites_lib.format_rate(spec.conv_rate)}"]
+    # Not where the network's own conv-stack dropout implies it: the text then reads as most users write it.
+    implied = placements.own_rates(dataclasses.replace(spec, conv_rate=None))[1] is not None
+    tokens = [] if implied or spec.conv_rate == default_conv_rate else [
+        f"convrate{sites_lib.format_rate(spec.conv_rate)}"]
 
     def dropout(site):
         return [f"dropout{sites_lib.format_rate(canonical[site].rate)}"] if explicit and site in canonical else []

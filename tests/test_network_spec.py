@@ -20,7 +20,7 @@ from models import sites as sites_lib
 
 # Each zoo network as a user would write it (the README's layer column).
 ZOO_TEXT = {
-    "keras_mnist_cnn": "convrate0.25,conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5",
+    "keras_mnist_cnn": "conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5",
     "tf_layers_cnn": "conv32k5same,pool2,conv64k5same,pool2,flatten,dense1024,dropout0.4,logits",
     "keras_io_convnet": "conv32k3,pool2,conv64k3,pool2,flatten,dropout0.5",
     "dense_mlp": "flatten,dense128,dropout0.5,logits",
@@ -89,14 +89,16 @@ def test_a_convrate_the_network_implies_is_one_network_written_or_not(text):
     assert (config.model, config.network) == ("keras_mnist_cnn", "")  # the zoo's run, however written
     other = text.replace("convrate0.25,", "").replace("pool2,dropout0.25", "pool2,dropout0.3")
     assert models.format_network(models.parse_network(other)) == models.format_network(
-        models.parse_network("convrate0.3," + other)) == "convrate0.3," + other
+        models.parse_network("convrate0.3," + other)) == other  # the text as most write it, and its name
 
 
-def test_a_run_recorded_with_the_convrate_implied_still_resumes():
+def test_runs_recorded_with_either_spelling_still_resume_under_their_names():
     text = "conv8k3,pool2,dropout0.3,flatten,dense16"
-    config = config_lib.TrainConfig(network=text, model="mine")
-    assert config.network == "convrate0.3," + text
-    assert config_lib.differences({**config.to_dict(), "network": text}, config) == []  # recorded before
+    implied, written = config_lib.TrainConfig(network=text), config_lib.TrainConfig(network="convrate0.3," + text)
+    assert implied.network == written.network == text and implied.model == written.model == "conv8k3-pool2-" \
+        "dropout0.3-flatten-dense16"  # the name a run of the implied spelling was filed under
+    named = config_lib.TrainConfig(network="convrate0.3," + text, model="mine")  # a study's named network
+    assert config_lib.differences({**named.to_dict(), "network": "convrate0.3," + text}, named) == []
 
 
 @pytest.mark.parametrize("typed,normal", [
