@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 import models
+from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import errors
@@ -280,11 +281,15 @@ def _refusal(config, workdir, resolved):
         workdirs.check_one_run_here(workdir)
     except errors.USER_ERRORS as e:
         return str(e)
-    if not workdirs.started(workdir) or not os.path.exists(path):
+    if not workdirs.started(workdir):
         return None
     try:
-        workdirs.check_same(files.read_json(path, "delete it, or --overwrite"), config, resolved, workdir,
-                            resuming=not os.path.exists(os.path.join(workdir, "metrics.json")))
+        if os.path.exists(path):
+            workdirs.check_same(files.read_json(path, "delete it, or --overwrite"), config, resolved, workdir,
+                                resuming=not os.path.exists(os.path.join(workdir, "metrics.json")))
+        if not os.path.exists(os.path.join(workdir, "metrics.json")):  # to resume: its checkpoint's own settings
+            directory = os.path.join(workdir, "checkpoints")
+            workdirs.check_checkpoint(checkpoints.newest_record(directory), config, resolved, directory)
     except errors.USER_ERRORS as e:
         return str(e)
     return None

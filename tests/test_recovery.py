@@ -27,6 +27,7 @@ from dropzoo import export
 from dropzoo import files
 from dropzoo import interrupts
 from dropzoo import locks
+from dropzoo import sweep
 from dropzoo import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -365,6 +366,9 @@ def test_a_checkpoint_resumes_only_the_settings_it_was_trained_with(tmp_path, mo
     resumed without a word, and were recorded as runs of the new settings."""
     directory = _stopped_after_two_epochs(str(tmp_path / "run"), monkeypatch)
     os.remove(str(tmp_path / "run" / "config.json"))
+    retyped = tiny_config(seed=2, learning_rate=0.01)
+    said = sweep._refusal(retyped, str(tmp_path / "run"), trainer.resolve(retyped))  # what --dry_run prints
+    assert said.startswith("the checkpoint after epoch 2 in "), said
     with pytest.raises(errors.RunError, match=r"^the checkpoint after epoch 2 in .* is of a run with other settings: "
                                               r"--learning_rate \(0.003 -> 0.01\), --seed \(1 -> 2\); use another"):
         trainer.train_and_evaluate(tiny_config(seed=2, learning_rate=0.01), str(tmp_path / "run"),
