@@ -329,17 +329,19 @@ def differences(saved, config):
                   and not _one_spelling(k, saved[k], current[k]))
 
 
-# Data paths: one folder or file, however written (relative or absolute, a trailing slash); its content is checked
-# apart (sources.check_finished_on, the checkpoint's data digest).
-_PATH_FIELDS = ("idx_dir", "tfds_data_dir", "npz", "image_dir", "test_image_dir")
+# Data files named by path: a run is of their content, which is checked apart (sources.check_finished_on, the
+# checkpoint's data digest), so another path to the same data (relative from elsewhere, moved) is the same run.
+_DATA_PATHS = ("idx_dir", "npz", "image_dir", "test_image_dir")
 
 
 def _one_spelling(name, saved, current):
     """Whether two values of field `name` are one setting written two ways ('16, 16' and '16,16'; 'data/x' and
-    its absolute path)."""
+    /home/me/data/x, or the folder moved since)."""
     if not (isinstance(saved, str) and isinstance(current, str)):
         return False
-    if name in _PATH_FIELDS:
+    if name in _DATA_PATHS:
+        return bool(saved) and bool(current)
+    if name == "tfds_data_dir":
         return os.path.realpath(saved) == os.path.realpath(current)
     if name == "image_size":
         try:

@@ -89,6 +89,11 @@ ONEDNN_CAPS_EMULATING_BF16 = ("AVX512_CORE", "AVX512_CORE_VNNI")
 ONEDNN_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN reads the first one set
 
 
+def onednn_state(env=None):
+    """'off' where TF_ENABLE_ONEDNN_OPTS=0 keeps TensorFlow from oneDNN's CPU kernels, else 'on'."""
+    return "off" if (os.environ if env is None else env).get("TF_ENABLE_ONEDNN_OPTS") == "0" else "on"
+
+
 def onednn_isa_cap(env=None):
     """(variable, value) of the oneDNN ISA cap the environment sets, or None."""
     env = os.environ if env is None else env

@@ -66,8 +66,7 @@ def workdir_paths(workdir):
 
 
 def resolve(config):
-    """What `config` resolves to on this machine, recorded with the run: precision policy, dropout sites, mask
-    generator, strategy."""
+    """What `config` resolves to here, recorded with the run: precision, sites, mask generator, strategy, oneDNN."""
     sites = models.sites.with_rate(models.resolve_placement(config.model, config.placement_spec, norm=config.norm),
                                    config.rate)
     return {"precision": performance.choose_precision(config.precision)[0],
@@ -76,6 +75,7 @@ def resolve(config):
             "mask_generator": models.masks.MASK_GENERATOR if sites and config.kind != "gaussian" else None,
             # Replicas and workers (a copied workdir resumed under another TF_CONFIG: its --strategy is still auto).
             "strategy": strategies.resolved_here(config.strategy, config.cpu_devices),
+            "onednn": performance.onednn_state(),  # TF_ENABLE_ONEDNN_OPTS=0: other kernels, other rounding
             # The file's content: its path alone would report a finished run for a model re-saved since.
             **({"keras_model_sha256": models.get_spec(config.model).digest} if config.keras_model else {})}
 

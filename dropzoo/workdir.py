@@ -36,7 +36,9 @@ _PINS = {"precision": ("the precision policy", "pass --precision={saved} to resu
          "strategy": ("the strategy", "resume it with the cluster (TF_CONFIG), GPUs or --cpu_devices it started "
                                       "with, "),
          "keras_model_sha256": ("the --keras_model file of sha256", "the file has changed since (another model, or "
-                                                                     "other weights); ")}
+                                                                     "other weights); "),
+         "onednn": ("oneDNN", "set TF_ENABLE_ONEDNN_OPTS as when it began (unset: oneDNN on; 0: off) to resume "
+                              "it here, ")}
 
 
 def paths(workdir, extra=()):
@@ -223,7 +225,7 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
         raise RunError(f"{subject} with other settings: {listed}{extend}; "
                        "use another --workdir, or --overwrite to replace that run")
     for name, value in resolved.items():
-        if name in ("precision", "strategy") and not resuming:  # finished: reported as trained (its records say)
+        if name in ("precision", "strategy", "onednn") and not resuming:  # finished: reported as trained (records say)
             continue
         if before and name not in before and name == "mask_generator" and value is not None:
             before = {**before, name: LEGACY_GENERATOR}  # recorded before the generator was: Keras' own

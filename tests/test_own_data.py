@@ -867,12 +867,14 @@ def test_scoring_arrays_needs_their_test_split_alone_and_says_when_it_holds_trai
 
 
 def test_a_rerun_naming_the_same_data_another_way_is_the_same_run(tmp_path, monkeypatch):
-    """'16, 16' against a run recorded with '16,16', or a relative path to the same folder, was refused as
-    other settings, with --overwrite (training it again) offered."""
+    """'16, 16' against a run recorded with '16,16', or another path to the same folder (relative from elsewhere,
+    or moved), was refused as other settings, with --overwrite (training it again) offered. Content decides."""
     monkeypatch.chdir(tmp_path)
     os.makedirs("data/train")
     saved = config_lib.TrainConfig(image_dir="data/train", image_size="16,16").to_dict()
     same = config_lib.TrainConfig(image_dir=str(tmp_path / "data" / "train") + "/", image_size="16, 16")
     assert config_lib.differences(saved, same) == []
     other = config_lib.TrainConfig(image_dir=str(tmp_path / "data"), image_size="16,17")
-    assert config_lib.differences(saved, other) == ["image_dir", "image_size"]
+    assert config_lib.differences(saved, other) == ["image_size"]  # the folder: its content is compared apart
+    assert config_lib.differences(saved, config_lib.TrainConfig(npz="d.npz", image_size="16,16")) == [
+        "image_dir", "npz"]  # another kind of data

@@ -200,7 +200,8 @@ def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp
     trainer.prepare_workdir(tiny_config(epochs=1), workdir)  # auto: mixed_bfloat16 here
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["resolved"] == {"precision": "mixed_bfloat16", "sites": "dense1.post:0.5",
-                                            "mask_generator": "kbit-fields-v1", "strategy": "default"}
+                                            "mask_generator": "kbit-fields-v1", "strategy": "default",
+                                            "onednn": "on"}
     _started(workdir)
     # Pinning the policy auto chose is the same run; another machine's auto is not.
     trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)
@@ -230,6 +231,11 @@ def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp
         trainer.prepare_workdir(tiny_config(epochs=1), workdir)
     assert "resolves to 'float32'; TF_ENABLE_ONEDNN_OPTS=0 turns off oneDNN, whose bfloat16 kernels it trained " \
            "with: unset it to resume it here" in str(info.value)
+    # Pinned, it resumed on TensorFlow's own kernels without a word: the run records oneDNN on.
+    with pytest.raises(trainer.RunError) as info:
+        trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)
+    assert "trained with oneDNN 'on', but this command resolves to 'off'; set TF_ENABLE_ONEDNN_OPTS as when it " \
+           "began" in str(info.value)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     # A placement whose sites changed meaning since the run started is refused too.
     monkeypatch.setattr(trainer, "resolve", lambda config: {"precision": "mixed_bfloat16",
