@@ -159,7 +159,8 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
     (`run_class_names` empty: MNIST), where the folders are its class numbers
     (0-9 for a digit model). A model of unknown origin (None: `model`, a
     TFLite file or an export of older code, copied out of its run) is refused
-    an image folder: nothing says which folder is which class.
+    an image folder, unless its folders are class numbers: nothing says which
+    folder is which class.
     """
     names = source.details.get("class_names")
     # Labels are class ids: where the run's class folders are numbers other than 0..K-1 in order, class k is not
@@ -173,10 +174,12 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                         run_class_names[shown])
     if not names:
         return
-    if run_class_names is None:  # folder k would be scored as class k, right or not, without a word
+    if run_class_names is None and not _numbered(names):  # folder k would be scored as class k, right or not
         raise DataError(f"{model} records no class names (copied out of its run, or exported before exports "
                         "carried them), so nothing says which of the test folders is which of its classes; score it "
-                        "through its run (eval.py --workdir=RUN, or the export's path inside RUN)")
+                        "through its run (eval.py --workdir=RUN, or the export's path inside RUN), name the folders "
+                        "by class number (0, 1, ...), or, a SavedModel, give it its classes in order in "
+                        'assets.extra/class_names.json: {"class_names": [...]}')
     if run_class_names and list(names) != list(run_class_names):
         raise DataError(f"the test images' class folders {_difference(names, run_class_names)}: folder k would be "
                         "scored as the run's class k; evaluate on a folder with the run's class subfolders")
@@ -227,6 +230,6 @@ def trained_images_notes(trained_on, data, run, scored):
 
     seen = data_identity.digests(images(trained.train))
     shared = sum(data_identity.digests([image]) <= seen for image in images(test.test))
-    return [f"{shared:,} of the {scored:,} images scored are in the training split of {run}'s data (byte for byte; "
-            "it trained on all of it but its validation hold-out), so its scores there are not test scores"
+    return [f"{shared:,} of the {scored:,} images scored are in the training split of {run}'s data (byte for byte), "
+            "which it drew its training images from, so its scores there may include training images, not test scores"
             ] if shared else []

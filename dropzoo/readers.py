@@ -239,9 +239,9 @@ def first_out_of_number_order(names):
 
 def _check_entry(directory, name, what):
     """DataError for a link to nothing among the class folders: a class on a disk not mounted would be a class
-    less, said only among the files not read."""
+    less, said only among the files not read. (A link named as an image, beside the class folders, is not read.)"""
     path = os.path.join(directory, name)
-    if os.path.islink(path) and not os.path.exists(path):
+    if os.path.islink(path) and not os.path.exists(path) and not name.lower().endswith(IMAGE_EXTENSIONS):
         raise DataError(f"{what} {directory}: {name} is a link to {os.readlink(path)}, which does not exist (moved, "
                         "or on a disk not mounted?); restore it or remove the link")
 

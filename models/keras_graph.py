@@ -10,7 +10,9 @@ import dataclasses
 
 import keras
 
+from models import activations
 from models import layers as dropout_lib
+from models import pooling
 
 # Dropout layers the rewrite removes (their rates become the canonical placement):
 # every kind's (models/layers.py KINDS), and Keras' forms the zoo does not train.
@@ -248,8 +250,10 @@ def blocks(calls, output_index):
 def _check_own_class(layer, owner):
     """ValueError if `layer`, of a class of the user's own, follows `owner`, which has no activation: it may be
     the activation (a Swish layer), and no site before or after it could say."""
-    if not type(layer).__module__.startswith(("keras.", "models.")):
-        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}, a class of your own) follows "
+    known = type(layer).__module__.startswith("keras.") or isinstance(layer, (activations.Activation,
+                                                                              pooling.MaxPooling2D))
+    if not known:  # the zoo's own classes are those two: a user's package named `models` is still the user's
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}, a class Keras does not define) follows "
                          f"{owner.name!r}, which has no activation, so place_dropout cannot tell whether it is the "
                          "activation (its sites before and after the activation would not be where they say): "
                          f"write an activation as keras.layers.Activation(fn), or give {owner.name!r} its activation")

@@ -868,8 +868,8 @@ class Unconfigurable(keras.layers.Layer):
 @pytest.mark.parametrize("layers,message", [
     # "after the activation" was put before the Swish without a word.
     (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, name="d"), Swish(name="sw")],
-     "layer 'sw' (Swish, a class of your own) follows 'd', which has no activation, so place_dropout cannot tell "
-     "whether it is the activation"),
+     "layer 'sw' (Swish, a class Keras does not define) follows 'd', which has no activation, so place_dropout cannot "
+     "tell whether it is the activation"),
     (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, name="d"), keras.layers.Lambda(lambda x: 2 * x)],
      "is a Lambda; place_dropout rebuilds each layer from its config"),
     (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu", name="d"), Unconfigurable(name="u")],

@@ -615,6 +615,7 @@ def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
                                    test_image_dir=_named_folder(str(tmp_path / "digits_test"), digits),
                                    need_train=False)
     folders.check_classes(numbered, 10, ())
+    folders.check_classes(numbered, 10, None)  # a model of unknown origin: folders named by class number
 
 
 def test_wide_pixels_are_refused_and_skipped_entries_are_said(tmp_path, caplog):
@@ -819,6 +820,9 @@ def test_folder_entries_that_would_be_lost_or_misread_are_refused_with_the_fix(t
     os.symlink(str(tmp_path / "unmounted" / "triangle"), os.path.join(root, "triangle"))
     with pytest.raises(DataError, match=r"linked: triangle is a link to .*unmounted/triangle, which does not exist"):
         readers.list_image_folder(root)
+    os.remove(os.path.join(root, "triangle"))
+    os.symlink(str(tmp_path / "gone.png"), os.path.join(root, "cover.png"))  # a file beside the classes: not read
+    assert readers.list_image_folder(root)[0] == ["left", "right"]
     # A folder of splits: train and test read as two classes without images.
     splits = str(tmp_path / "data")
     write_folder(os.path.join(splits, "train"), 8), write_folder(os.path.join(splits, "test"), 8)
@@ -860,8 +864,8 @@ def test_scoring_arrays_needs_their_test_split_alone_and_says_when_it_holds_trai
     # Its first 10 images are training images of the run's data: said, as for an image folder.
     trained_on = {"npz": str(tmp_path / "run.npz")}
     assert folders.trained_images_notes(trained_on, {"npz": str(tmp_path / "only_test.npz")}, "r", 10) == [
-        "10 of the 10 images scored are in the training split of r's data (byte for byte; it trained on all of it "
-        "but its validation hold-out), so its scores there are not test scores"]
+        "10 of the 10 images scored are in the training split of r's data (byte for byte), which it drew its "
+        "training images from, so its scores there may include training images, not test scores"]
     assert folders.trained_images_notes(trained_on, trained_on, "r", 10) == []  # its own test split
     assert folders.trained_images_notes({"dataset": "mnist"}, trained_on, "r", 10) == []  # not loaded to look
 
