@@ -13,6 +13,7 @@ import sys
 from dropzoo import environment  # light: no TensorFlow
 
 environment.set_defaults()  # before TensorFlow loads
+environment.print_any_file_name()
 
 from dropzoo import interrupts  # noqa: E402  (light: signals only)
 

@@ -212,7 +212,9 @@ def keras_model_notes(rows):
     """A note for each model taken from a .keras file: every seed starts from the file's weights."""
     files = sorted({(r["config"]["model"], os.path.basename(r["config"]["keras_model"])) for r in rows
                     if r["config"].get("keras_model") and r["config"].get("keras_weights", "kept") == "kept"})
-    return [f"{model}: every seed started from the weights in {file} (--keras_model), so the seeds vary the masks "
+    fresh = {r["config"]["model"] for r in rows if r["config"].get("keras_weights") == "fresh"}
+    return [f"{model}{' (its --keras_weights=kept runs)' if model in fresh else ''}: every seed started from the "
+            f"weights in {file} (--keras_model), so the seeds vary the masks "
             "and the order of the data, not the initial weights: the spread, intervals and MDEs are those of that "
             "one initialisation (--keras_weights=fresh draws them per seed)" for model, file in files]
 

@@ -24,13 +24,15 @@ DEFAULTS = {
 
 
 def set_defaults(environ=None):
-    """Sets each of DEFAULTS not already set in `environ` (default os.environ); returns what it set.
-
-    Given none (a script starting), also lets stdout print file names that are not UTF-8 (a class folder named in
-    Latin-1) as the bytes they are, as Python does in the C locale: elsewhere printing one stopped a run."""
-    if environ is None and hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="surrogateescape")
+    """Sets each of DEFAULTS not already set in `environ` (default os.environ); returns what it set."""
     environ = os.environ if environ is None else environ
     chosen = {name: value for name, value in DEFAULTS.items() if name not in environ}
     environ.update(chosen)
     return chosen
+
+
+def print_any_file_name():
+    """Lets stdout print file names that are not UTF-8 (a class folder named in Latin-1) as the bytes they are, as
+    Python does in the C locale only: under another locale printing one stopped the run."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")

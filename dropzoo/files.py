@@ -61,10 +61,15 @@ def write_failure(error, path):
     return write_error(named, OSError(code, os.strerror(code)))
 
 
+def name_characters(text):
+    """`text` with every character a file name should not hold (a slash, a space, a colon, ...) as '_'."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
 def slug(text, limit=80):
     """`text` in file-name characters, at most `limit`; a longer one is cut, with a digest of the whole, so two
     long texts that end alike do not name one file."""
-    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip("_")
+    name = name_characters(text).strip("_")
     return name if len(name) <= limit else f"{name[9 - limit:]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 

@@ -379,6 +379,11 @@ def _check_fits_in_memory(count, size, color_mode):
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         return
+    try:  # a container's limit (cgroup v2), where lower
+        with open("/sys/fs/cgroup/memory.max") as f:
+            memory = min(memory, int(f.read()))
+    except (OSError, ValueError):  # none, or "max"
+        pass
     if needed > memory / 2:
         raise DataError(f"{count:,} images at --image_size={size[0]},{size[1]} take {needed / 2**30:.1f} GiB, more "
                         f"than half of this machine's {memory / 2**30:.1f} GiB of memory; give a smaller --image_size")

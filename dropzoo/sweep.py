@@ -106,7 +106,7 @@ def variant_name(config, varying=()):
     """
     if isinstance(config, dict):
         config = config_lib.TrainConfig(**{k: v for k, v in config.items() if k in config_lib.FIELDS})
-    name = config.placement if not config.sites else "sites-" + _slug(config.sites)
+    name = config.placement if not config.sites else "sites-" + files.name_characters(config.sites)
     if config.kind != "inverted":
         name += f"-{config.kind}"
     if config.activation != "relu":
@@ -124,7 +124,7 @@ def variant_name(config, varying=()):
             continue
         if isinstance(value, str) and os.sep in value:  # a path: its last part names it
             value = os.path.basename(os.path.normpath(value))
-        name += f"-{field}{_slug(format(value, 'g') if isinstance(value, float) else str(value))}"
+        name += f"-{field}{files.name_characters(format(value, 'g') if isinstance(value, float) else str(value))}"
     return name
 
 
@@ -133,8 +133,7 @@ def run_dir(root, config, varying=()):
     return os.path.join(root, config.model, variant_name(config, varying), f"seed{config.seed}")
 
 
-def _slug(text):
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
 
 
 class Skipped(str):

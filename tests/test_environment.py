@@ -69,7 +69,7 @@ def test_a_run_records_the_commit_of_its_own_checkout_else_the_package_version(t
 def test_a_script_prints_names_that_are_not_utf8_in_any_locale():
     """A class folder named in Latin-1, printed under a UTF-8 locale other than C, stopped the run."""
     name = b"caf\xe9".decode("utf-8", "surrogateescape")
-    code = f"from dropzoo import environment; environment.set_defaults(); print({name!r})"
+    code = f"from dropzoo import environment; environment.print_any_file_name(); print({name!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT,
                           env=dict(os.environ, PYTHONIOENCODING="utf-8:strict"))
     assert done.returncode == 0 and done.stdout == b"caf\xe9\n", done.stderr

@@ -882,3 +882,14 @@ def test_a_rerun_naming_the_same_data_another_way_is_the_same_run(tmp_path, monk
     assert config_lib.differences(saved, other) == ["image_size"]  # the folder: its content is compared apart
     assert config_lib.differences(saved, config_lib.TrainConfig(npz="d.npz", image_size="16,16")) == [
         "image_dir", "npz"]  # another kind of data
+
+
+@pytest.mark.parametrize("images,labels,hint", [
+    (np.zeros((4, 3, 8, 8), np.uint8), np.arange(4), "(channels first: np.moveaxis(x_train, 1, -1))"),
+    (np.zeros((4, 8, 8), np.uint8), np.eye(4, dtype=np.int64), "e.g. y_train.argmax(axis=1) (one-hot)"),
+    (np.zeros((4, 8, 8), np.uint8), np.array(["a", "b", "a", "b"]), "np.unique(y_train, return_inverse=True)[1]"),
+])
+def test_arrays_in_a_common_other_layout_get_the_line_that_converts_them(images, labels, hint):
+    with pytest.raises(DataError) as info:
+        readers.check_arrays("d.npz", (images, labels), (images, labels))
+    assert hint in str(info.value) and "\n" not in str(info.value)
