@@ -28,11 +28,10 @@ from dropzoo import workdir as workdir_lib
 from dropzoo.errors import RunError
 
 
-def session_record(earlier=None):
-    """This process's part of a run: its first epoch (after the checkpoint's `earlier` record), the code, versions
-    and machine that train it."""
-    first = len((earlier or {}).get("seconds", [])) + 1
-    return {"epochs": [first, first - 1], "code": provenance.AT_START, "tensorflow": tf.__version__,
+def session_record():
+    """This process's part of a run: the epochs it trains (first and last; none yet: []), the code, versions and
+    machine that train it."""
+    return {"epochs": [], "code": provenance.AT_START, "tensorflow": tf.__version__,
             "keras": keras.__version__, "host": socket.gethostname(), "machine": performance.describe_machine()}
 
 
@@ -69,7 +68,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                        "seconds": list((earlier or {}).get("seconds", [])), "data_sha256": data,
                        **({"run": {**run[0].to_dict(), workdir_lib.RESOLVED: run[1]}} if run else {}),
                        # Who trained which epochs: a resume may run other code, versions or machines.
-                       "sessions": list((earlier or {}).get("sessions", [])) + [session_record(earlier)]}
+                       "sessions": list((earlier or {}).get("sessions", [])) + [session_record()]}
         self._start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -78,7 +77,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs and not np.isfinite(logs.get("loss", 0.0)):
             return  # keep the last good state; TerminateOnNaN stops the run
-        self.record["sessions"][-1]["epochs"] = [self.record["sessions"][-1]["epochs"][0], epoch + 1]
+        session = self.record["sessions"][-1]
+        session["epochs"] = [session["epochs"][0] if session["epochs"] else epoch + 1, epoch + 1]
         for key, value in (logs or {}).items():
             self.record["history"].setdefault(key, []).append(float(value))
         self.record["seconds"].append(time.perf_counter() - self._start)
