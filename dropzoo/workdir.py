@@ -179,8 +179,11 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
             check_same(saved, config, resolved, workdir, resuming=not os.path.exists(files_["metrics.json"]))
         elif saved != record:  # never checkpointed: nothing to protect, the corrected command takes over
             files.write_json(files_["config.json"], record)
-    else:  # none, or deleted: where checkpoints say what they trained, a command of other settings is refused
+    else:  # none, or deleted: what checkpoints or a finished record say they trained, other settings may not take
         check_checkpoint(checkpoints.newest_record(files_["checkpoints"]), config, resolved, files_["checkpoints"])
+        if os.path.exists(files_["metrics.json"]):  # else its results would be reported as this command's
+            finished = files.read_json(files_["metrics.json"], "delete it and rerun the same command")
+            check_same(finished.get("config") or {}, config, resolved, workdir)
         files.write_json(files_["config.json"], record)
     if os.path.exists(files_["metrics.json"]):
         return files.read_json(files_["metrics.json"], "delete it and rerun the same command to re-export and "

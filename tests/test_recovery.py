@@ -695,8 +695,12 @@ def test_a_finished_run_trains_on_to_more_epochs_as_its_message_says(tmp_path):
     with pytest.raises(errors.RunError, match=r"--epochs \(2 -> 3\); to train it on to 3 epochs from its "
                                               r"checkpoints, delete its config.json and metrics.json and rerun"):
         trainer.train_and_evaluate(tiny_config(epochs=3), workdir, source=tiny_source(), verbose=0)
+    os.remove(os.path.join(workdir, "config.json"))  # half of it: the 2-epoch results were reported as 3 epochs'
+    with pytest.raises(errors.RunError, match=r"--epochs \(2 -> 3\)"):
+        trainer.train_and_evaluate(tiny_config(epochs=3), workdir, source=tiny_source(), verbose=0)
     for name in ("config.json", "metrics.json"):
-        os.remove(os.path.join(workdir, name))
+        if os.path.exists(os.path.join(workdir, name)):
+            os.remove(os.path.join(workdir, name))
     longer = trainer.train_and_evaluate(tiny_config(epochs=3), workdir, source=tiny_source(), verbose=0,
                                         serving_artifacts=False)
     assert longer["resumed_from_epoch"] == 2 and longer["weights_sha256"] == straight["weights_sha256"]
