@@ -35,6 +35,20 @@ def session_record():
             "keras": keras.__version__, "host": socket.gethostname(), "machine": performance.describe_machine()}
 
 
+def check_trained_on(earlier, source, directory):
+    """`source`'s training content (data_identity.content_id), or RunError where the checkpoint's `earlier` record
+    says its epochs trained on other data."""
+    data = data_identity.content_id(source) if source is not None else None
+    trained_on = (earlier or {}).get("data_sha256")
+    if data and trained_on and data != trained_on:
+        raise RunError(f"the training data differs from what this run's {len(earlier.get('seconds', []))} "
+                       f"epochs in {directory} trained on (files added, removed or edited, which move an image "
+                       "folder's split; another file at its path; MNIST from tfds where the run began on the "
+                       "embedded sample, or back), so resuming would train on other data; restore that data, or "
+                       "use another --workdir, or --overwrite to train it again from the start")
+    return data
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves model, optimizer and dropout RNG state at the end of every epoch (checkpoints.py).
 
@@ -56,14 +70,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.earlier = earlier
         if run is not None:  # checkpoints written before the run was saved with them: unchecked
             workdir_lib.check_checkpoint(earlier, *run, directory)
-        data = data_identity.content_id(source) if source is not None else None
-        trained_on = (earlier or {}).get("data_sha256")
-        if data and trained_on and data != trained_on:
-            raise RunError(f"the training data differs from what this run's {len(earlier.get('seconds', []))} "
-                           f"epochs in {directory} trained on (files added, removed or edited, which move an image "
-                           "folder's split; another file at its path; MNIST from tfds where the run began on the "
-                           "embedded sample, or back), so resuming would train on other data; restore that data, or "
-                           "use another --workdir, or --overwrite to train it again from the start")
+        data = check_trained_on(earlier, source, directory)
         self.record = {"history": {k: list(v) for k, v in (earlier or {}).get("history", {}).items()},
                        "seconds": list((earlier or {}).get("seconds", [])), "data_sha256": data,
                        **({"run": {**run[0].to_dict(), workdir_lib.RESOLVED: run[1]}} if run else {}),

@@ -325,8 +325,27 @@ def differences(saved, config):
     saved["sites"] = sites_lib.normalize(saved["sites"])  # recorded as typed before the spelling was normalised
     saved["network"] = canonical_network(saved["network"])  # ... and before an implied convrate was written
     ignored = OBSERVATION_ONLY + EXECUTION_ONLY
-    return sorted(k for k in current if saved[k] != current[k] and k not in ignored
-                  and not _one_spelling(k, saved[k], current[k]))
+    changed = sorted(k for k in current if saved[k] != current[k] and k not in ignored
+                     and not _one_spelling(k, saved[k], current[k]))
+    if {"model", "network"} & set(changed) and _one_network(saved, current):  # named otherwise by older code
+        changed = [k for k in changed if k not in ("model", "network")]
+    return changed
+
+
+def _one_network(saved, current):
+    """Whether two configs' model and network fields describe one network (the classic CNN written out, filed
+    under its derived name by older code, and now under the zoo's): the same layers and sites."""
+    def spec(fields):
+        if fields.get("keras_model"):
+            return None
+        try:
+            return models.parse_network(fields["network"]) if fields["network"] else models.get_spec(fields["model"])
+        except ValueError:
+            return None
+
+    a, b = spec(saved), spec(current)
+    return a is not None and b is not None and models.zoo_name_of(a) == models.zoo_name_of(b) and \
+        models.format_network(a) == models.format_network(b)
 
 
 # Data files named by path: a run is of their content, which is checked apart (sources.check_finished_on, the

@@ -225,6 +225,7 @@ def trained_images_notes(trained_on, data, run, scored):
         test = sources.load_source(**data, need_train=False)
     except (DataError, OSError, ValueError):
         return []  # the run's data moved: nothing to compare with
+
     def images(split):
         return (image for batch, _ in split.batch(1024).as_numpy_iterator() for image in batch)
 

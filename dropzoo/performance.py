@@ -90,8 +90,10 @@ ONEDNN_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN read
 
 
 def onednn_state(env=None):
-    """'off' where TF_ENABLE_ONEDNN_OPTS=0 keeps TensorFlow from oneDNN's CPU kernels, else 'on'."""
-    return "off" if (os.environ if env is None else env).get("TF_ENABLE_ONEDNN_OPTS") == "0" else "on"
+    """'off' where TF_ENABLE_ONEDNN_OPTS (0 or false, as TensorFlow reads it) keeps TensorFlow from oneDNN's CPU
+    kernels, else 'on'."""
+    value = (os.environ if env is None else env).get("TF_ENABLE_ONEDNN_OPTS", "")
+    return "off" if value.strip().lower() in ("0", "false") else "on"
 
 
 def onednn_isa_cap(env=None):
@@ -156,7 +158,7 @@ def choose_precision(requested, *, cpu=None, gpus=None, env=None):
     found = [flag for flag in BF16_CPU_FLAGS if flag in cpu]
     if not found:
         return "float32", "CPU has no bfloat16 instructions (avx512_bf16/amx_bf16)"
-    if env.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+    if onednn_state(env) == "off":
         # Without oneDNN, TensorFlow's CPU kernels emulate bfloat16: slower than float32.
         return "float32", f"CPU has {found[0]} but TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off"
     if _bf16_cap_problem(env):
@@ -171,7 +173,7 @@ def check_precision(requested, *, cpu=None, gpus=None, env=None):
     Probes nothing (no TensorFlow) unless such a cap is set on a CPU with bfloat16.
     """
     env = os.environ if env is None else env
-    if "bfloat16" not in requested or _bf16_cap_problem(env) != "without" or env.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+    if "bfloat16" not in requested or _bf16_cap_problem(env) != "without" or onednn_state(env) == "off":
         return
     cpu = cpu_flags() if cpu is None else cpu
     if not any(flag in cpu for flag in BF16_CPU_FLAGS) or (gpu_details() if gpus is None else gpus):

@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 import models
+from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
@@ -133,9 +134,6 @@ def run_dir(root, config, varying=()):
     return os.path.join(root, config.model, variant_name(config, varying), f"seed{config.seed}")
 
 
-
-
-
 class Skipped(str):
     """A run another process was training: its lock holder, as a one-line reason."""
 
@@ -175,7 +173,8 @@ def describe_plan(runs, overwrite=False):
     once on its data's image shape first (check_data_fits), clearing the
     Keras session after each.
     """
-    notes, described = check_data_fits(runs)
+    loaded = {}
+    notes, described = check_data_fits(runs, loaded)
     trained_by = plan(runs)
     lines, finished, refused = [], set(), set()
     for i, (config, workdir) in enumerate(runs):
@@ -183,7 +182,9 @@ def describe_plan(runs, overwrite=False):
         sites = resolved["sites"]
         line = (f"{workdir}  model={config.model} placement={config.placement_spec or 'none'} "
                 f"sites=[{sites or 'none'}] kind={config.kind}")
-        refusal = None if overwrite else _refusal(config, workdir, resolved)
+        source = loaded.get(_data_key(config))  # files read (tfds: sizes only, nothing to compare)
+        refusal = None if overwrite else _refusal(config, workdir, resolved,
+                                                  source if source is not None and source.train is not None else None)
         if trained_by[i] != i:
             line += f"  (identical by construction to {runs[trained_by[i]][1]}: recorded, not trained)"
         elif refusal:
@@ -207,7 +208,7 @@ def describe_plan(runs, overwrite=False):
     return "\n".join(lines)
 
 
-def check_data_fits(runs):
+def check_data_fits(runs, loaded=None):
     """(the data's notes (tfds data not prepared), [(its flags, image shape, classes, note)] per data); ValueError
     (one line) where a run's network cannot take its data.
 
@@ -219,7 +220,8 @@ def check_data_fits(runs):
     from its description (sources.describe), nothing downloaded, and where it is
     prepared its splits' recorded sizes are checked as files' are.
     """
-    described, built, loaded = {}, set(), {}
+    described, built = {}, set()
+    loaded = {} if loaded is None else loaded  # filled: {data key: its Source} (files read; tfds: sizes only)
     for config, _ in runs:
         data = _data_key(config)
         strategies.check_cluster(config.strategy)
@@ -273,22 +275,19 @@ def _check_schedule(config, loaded, data):
                                           steps_per_call=per_call, train_steps=config.train_steps)
 
 
-def _refusal(config, workdir, resolved):
-    """The trainer's one-line refusal of the run started in `workdir` with other settings, else None."""
-    path = os.path.join(workdir, "config.json")
+def _refusal(config, workdir, resolved, source=None):
+    """The trainer's one-line refusal of the run in `workdir` (started with other settings; finished, or to resume,
+    on other data than `source`, where loaded), else None."""
     try:
         workdirs.check_one_run_here(workdir)
-    except errors.USER_ERRORS as e:
-        return str(e)
-    if not workdirs.started(workdir):
-        return None
-    try:
-        if os.path.exists(path):
-            workdirs.check_same(files.read_json(path, "delete it, or --overwrite"), config, resolved, workdir,
-                                resuming=not os.path.exists(os.path.join(workdir, "metrics.json")))
-        if not os.path.exists(os.path.join(workdir, "metrics.json")):  # to resume: its checkpoint's own settings
+        workdirs.check_recorded(config, workdir, resolved)
+        if source is not None and os.path.exists(os.path.join(workdir, "metrics.json")):
+            sources.check_finished_on(source, config, files.read_json(os.path.join(workdir, "metrics.json"), "")
+                                      .get("data", {}), workdir)
+        elif source is not None and workdirs.started(workdir):
             directory = os.path.join(workdir, "checkpoints")
-            workdirs.check_checkpoint(checkpoints.newest_record(directory), config, resolved, directory)
+            callbacks_lib.check_trained_on(checkpoints.newest_record(directory), subsets.subset(
+                source, config.train_size), directory)
     except errors.USER_ERRORS as e:
         return str(e)
     return None

@@ -173,22 +173,34 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
             elif os.path.exists(name):
                 os.remove(name)
     record = {**config.to_dict(), RESOLVED: resolved}
+    check_recorded(config, workdir, resolved)
     if os.path.exists(files_["config.json"]):
         saved = files.read_json(files_["config.json"], _CONFIG_FIX)
-        if started(workdir):
-            check_same(saved, config, resolved, workdir, resuming=not os.path.exists(files_["metrics.json"]))
-        elif saved != record:  # never checkpointed: nothing to protect, the corrected command takes over
+        if not started(workdir) and saved != record:  # never checkpointed: the corrected command takes over
             files.write_json(files_["config.json"], record)
-    else:  # none, or deleted: what checkpoints or a finished record say they trained, other settings may not take
-        check_checkpoint(checkpoints.newest_record(files_["checkpoints"]), config, resolved, files_["checkpoints"])
-        if os.path.exists(files_["metrics.json"]):  # else its results would be reported as this command's
-            finished = files.read_json(files_["metrics.json"], "delete it and rerun the same command")
-            check_same(finished.get("config") or {}, config, resolved, workdir)
+    else:
         files.write_json(files_["config.json"], record)
     if os.path.exists(files_["metrics.json"]):
         return files.read_json(files_["metrics.json"], "delete it and rerun the same command to re-export and "
                                "re-measure from the last checkpoint")
     return None
+
+
+def check_recorded(config, workdir, resolved):
+    """RunError unless what `workdir` holds (a finished run, or checkpoints to resume) is of `config`'s settings,
+    by its config.json, else (deleted) by what its metrics.json or its newest checkpoint records."""
+    files_ = paths(workdir)
+    if not started(workdir):
+        return
+    finished = os.path.exists(files_["metrics.json"])
+    if os.path.exists(files_["config.json"]):
+        saved = files.read_json(files_["config.json"], _CONFIG_FIX)
+        check_same(saved, config, resolved, workdir, resuming=not finished)
+    elif finished:  # its results would be reported as this command's
+        recorded = files.read_json(files_["metrics.json"], "delete it and rerun the same command")
+        check_same(recorded.get("config") or {}, config, resolved, workdir)
+    if not finished:  # config.json deleted, or another run's checkpoint copied in
+        check_checkpoint(checkpoints.newest_record(files_["checkpoints"]), config, resolved, files_["checkpoints"])
 
 
 def check_checkpoint(record, config, resolved, directory=None):
@@ -222,9 +234,11 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
     if changed:
         listed = ", ".join(f"--{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in changed)
         longer = changed == ["epochs"] and config.epochs > config_lib.with_defaults(saved)["epochs"] \
-            and config.train_steps is None
-        extend = (f"; to train it on to {config.epochs} epochs from its checkpoints, delete its config.json and "
-                  "metrics.json and rerun this command" if longer and workdir and os.path.isdir(workdir) else "")
+            and config.train_steps is None and workdir and os.path.isdir(workdir) and (checkpoints.newest_record(
+                os.path.join(workdir, "checkpoints")) or {}).get("run")  # (older ones: nothing checks the flags)
+        both = " and metrics.json" if workdir and os.path.exists(os.path.join(workdir, "metrics.json")) else ""
+        extend = (f"; to train it on to {config.epochs} epochs from its checkpoints, delete its config.json{both} "
+                  "and rerun this command" if longer else "")
         raise RunError(f"{subject} with other settings: {listed}{extend}; "
                        "use another --workdir, or --overwrite to replace that run")
     for name, value in resolved.items():
@@ -235,11 +249,9 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
         if name in before and before[name] != value:
             what, fix = _PINS[name]
             fix = fix.format(saved=before[name])
-            if name == "precision" and "bfloat16" in str(before[name]) and \
-                    os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":  # pinned, it would resume on other kernels
-                fix = ("TF_ENABLE_ONEDNN_OPTS=0 turns off oneDNN, whose bfloat16 kernels it trained with: unset it "
-                       "to resume it here (--precision with the variable set resumes on TensorFlow's slower "
-                       "kernels, which round otherwise), or ")
+            if name == "precision" and "bfloat16" in str(before[name]) and performance.onednn_state() == "off":
+                fix = ("TF_ENABLE_ONEDNN_OPTS turns off oneDNN, whose bfloat16 kernels it trained with: unset it "
+                       "to resume it here, or ")
             elif name == "precision":
                 try:
                     performance.check_precision(before[name])

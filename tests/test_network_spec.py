@@ -498,3 +498,19 @@ def test_a_network_too_deep_for_its_images_names_the_layer(text, message):
     with pytest.raises(ValueError) as info:
         models.build_from_spec(text, input_shape=(28, 28, 1), num_classes=10)
     assert str(info.value).startswith(message) and "\n" not in str(info.value) and "\x1b" not in str(info.value)
+
+
+@pytest.mark.parametrize("typed,old_name", [
+    # The classic CNN written out, filed by older code under its derived name: now the zoo's run.
+    ("conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5",
+     "conv32k3-conv64k3-pool2-dropout0.25-flatten-dense128-dropout0.5"),
+    # A convrate written beside the dropout that implies it: now left out of the text and the name.
+    ("convrate0.3,conv8k3,pool2,dropout0.3,flatten,dense16", "convrate0.3-conv8k3-pool2-dropout0.3-flatten-dense16"),
+])
+def test_a_run_filed_under_an_older_name_of_its_network_is_the_same_run(typed, old_name):
+    now = config_lib.TrainConfig(network=typed)
+    assert now.model != old_name
+    recorded = {**now.to_dict(), "network": typed, "model": old_name}  # as older code recorded it
+    assert config_lib.differences(recorded, now) == []
+    other = config_lib.TrainConfig(network=typed.replace("dense", "dense2"))
+    assert config_lib.differences(recorded, other) == ["model", "network"]

@@ -893,3 +893,18 @@ def test_arrays_in_a_common_other_layout_get_the_line_that_converts_them(images,
     with pytest.raises(DataError) as info:
         readers.check_arrays("d.npz", (images, labels), (images, labels))
     assert hint in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_dry_run_compares_the_data_of_a_run_named_by_another_path(tmp_path):
+    """A path no longer names a run (content does): --dry_run said 'finished: kept' where training refused."""
+    train = write_folder(str(tmp_path / "train"), 16)
+    workdir = str(tmp_path / "run")
+    trainer.train_and_evaluate(_tiny(image_dir=train, epochs=1), workdir, verbose=0, serving_artifacts=False)
+    moved = shutil.copytree(train, str(tmp_path / "moved"))
+    assert "(finished: kept)" in sweep.describe_plan([(_tiny(image_dir=moved, epochs=1), workdir)])
+    other = write_folder(str(tmp_path / "other"), 16, seed=7)
+    plan = sweep.describe_plan([(_tiny(image_dir=other, epochs=1), workdir)])
+    assert "(refused: " in plan and "holds a run finished on other training data" in plan
+    os.remove(os.path.join(workdir, "metrics.json"))  # as if interrupted: it would resume on other data
+    plan = sweep.describe_plan([(_tiny(image_dir=other, epochs=1), workdir)])
+    assert "(refused: the training data differs from what this run's 1 epochs" in plan

@@ -229,8 +229,10 @@ def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     with pytest.raises(trainer.RunError) as info:
         trainer.prepare_workdir(tiny_config(epochs=1), workdir)
-    assert "resolves to 'float32'; TF_ENABLE_ONEDNN_OPTS=0 turns off oneDNN, whose bfloat16 kernels it trained " \
+    assert "resolves to 'float32'; TF_ENABLE_ONEDNN_OPTS turns off oneDNN, whose bfloat16 kernels it trained " \
            "with: unset it to resume it here" in str(info.value)
+    assert performance.onednn_state({"TF_ENABLE_ONEDNN_OPTS": "False"}) == "off"  # as TensorFlow reads it
+    assert performance.onednn_state({"TF_ENABLE_ONEDNN_OPTS": "1"}) == performance.onednn_state({}) == "on"
     # Pinned, it resumed on TensorFlow's own kernels without a word: the run records oneDNN on.
     with pytest.raises(trainer.RunError) as info:
         trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)
