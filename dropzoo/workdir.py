@@ -196,9 +196,10 @@ def check_recorded(config, workdir, resolved):
     if os.path.exists(files_["config.json"]):
         saved = files.read_json(files_["config.json"], _CONFIG_FIX)
         check_same(saved, config, resolved, workdir, resuming=not finished)
-    elif finished:  # its results would be reported as this command's
+    elif finished:  # its results would be reported as this command's (a record without its config: unchecked)
         recorded = files.read_json(files_["metrics.json"], "delete it and rerun the same command")
-        check_same(recorded.get("config") or {}, config, resolved, workdir)
+        if isinstance(recorded, dict) and isinstance(recorded.get("config"), dict):
+            check_same(recorded["config"], config, resolved, workdir)
     if not finished:  # config.json deleted, or another run's checkpoint copied in
         check_checkpoint(checkpoints.newest_record(files_["checkpoints"]), config, resolved, files_["checkpoints"])
 
