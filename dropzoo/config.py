@@ -323,7 +323,6 @@ def differences(saved, config):
     """
     current, saved = config.to_dict(), with_defaults(saved)
     saved["sites"] = sites_lib.normalize(saved["sites"])  # recorded as typed before the spelling was normalised
-    saved["network"] = canonical_network(saved["network"])  # ... and before an implied convrate was written
     ignored = OBSERVATION_ONLY + EXECUTION_ONLY
     changed = sorted(k for k in current if saved[k] != current[k] and k not in ignored
                      and not _one_spelling(k, saved[k], current[k]))
@@ -333,8 +332,8 @@ def differences(saved, config):
 
 
 def _one_network(saved, current):
-    """Whether two configs' model and network fields describe one network (the classic CNN written out, filed
-    under its derived name by older code, and now under the zoo's): the same layers and sites."""
+    """Whether two configs' model and network fields describe one network, however written or named (the classic
+    CNN written out, filed under its derived name by older code and now under the zoo's; a redundant convrate)."""
     def spec(fields):
         if fields.get("keras_model"):
             return None
@@ -343,9 +342,8 @@ def _one_network(saved, current):
         except ValueError:
             return None
 
-    a, b = spec(saved), spec(current)
-    return a is not None and b is not None and models.zoo_name_of(a) == models.zoo_name_of(b) and \
-        models.format_network(a) == models.format_network(b)
+    a, b = spec(saved), spec(current)  # one text, one network (a zoo network's text too)
+    return a is not None and b is not None and models.format_network(a) == models.format_network(b)
 
 
 # Data files named by path: a run is of their content, which is checked apart (sources.check_finished_on, the
@@ -368,14 +366,6 @@ def _one_spelling(name, saved, current):
         except ValueError:
             return False
     return False
-
-
-def canonical_network(text):
-    """`text` as a config holds a --network now (as given where it does not parse, for `validate` to report)."""
-    try:
-        return models.format_network(models.parse_network(text)) if text else text
-    except ValueError:
-        return text
 
 
 def with_defaults(saved):
