@@ -30,12 +30,15 @@ def site_statistics(model, images):
     if not sites:
         return {}
     probe = keras.Model(model.input, [t for layer in sites for t in (layer.input, layer.output)])
-    seeds = checkpoints.seed_states(model)
-    saved = {k: v.numpy() for k, v in seeds.items()}
+    # The probe must leave the model as it found it: training's mask stream (the seed states) and
+    # BatchNormalization's moving statistics, which a training-mode call moves toward the probe batch
+    # (in the variants with dropout only: the others have no sites to probe).
+    state = {id(v): v for v in [*checkpoints.seed_states(model).values(), *model.non_trainable_variables]}
+    saved = {k: v.numpy() for k, v in state.items()}
     try:
         per_mode = {mode: probe(images, training=mode == "train") for mode in ("train", "inference")}
     finally:
-        for k, v in seeds.items():  # the probe must not shift training's mask stream
+        for k, v in state.items():
             v.assign(saved[k])
     result = {}
     for i, layer in enumerate(sites):

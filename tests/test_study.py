@@ -287,6 +287,17 @@ def test_probe_does_not_move_the_training_mask_stream():
     assert all(np.array_equal(a, b) for a, b in zip(before, after)) and before
 
 
+def test_probe_leaves_batch_norm_statistics_as_they_were():
+    # A training-mode call moves BN's moving statistics toward its batch; the probe runs once an epoch in the
+    # variants with dropout only, so left in, it would treat `none` and the others differently.
+    model = models.build("dense_mlp", "dense1.post:0.5", norm="batch", seed=0)
+    x = np.random.default_rng(1).uniform(0, 1, (64, 28, 28, 1)).astype("float32")
+    moving = [v for v in model.non_trainable_variables if "moving" in v.path]
+    before = [v.numpy().copy() for v in model.weights]
+    assert site_stats.site_statistics(model, x)["dense1.post"] and moving
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.weights))
+
+
 @pytest.mark.slow
 def test_a_user_error_inside_a_sweep_is_one_line_and_the_sweep_goes_on(tmp_path, monkeypatch):
     from dropzoo.errors import ExportError
