@@ -35,6 +35,9 @@ def check_mc(mc_samples, mc_seed, batch_size=None):
     integral = [isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (mc_samples, mc_seed)]
     if not integral[0] or mc_samples < 0:
         raise ValueError(f"--mc_samples must be 0 (off) or a positive integer, got {mc_samples!r}")
+    if mc_samples == 1:  # its spread would read as "no dropout to sample", and its mean is one noisy pass
+        raise ValueError("--mc_samples=1 is a single dropout pass: MC dropout averages several and measures their "
+                         "spread; give 2 or more (20 is usual), or 0 for none")
     if not integral[1] or not 0 <= mc_seed < 2**31:  # the draws' seeds are taken mod 2**31: 2**31 is seed 0
         raise ValueError(f"--mc_seed must be an integer in [0, 2**31), got {mc_seed!r}")
     if mc_seed and not mc_samples:  # nothing would use it
@@ -178,9 +181,11 @@ class _Predictor:
         self.draws_fn = signatures.get(MC_DRAWS_XLA_KEY) or signatures.get(MC_DRAWS_KEY)
         self.mc_fn = signatures.get(MC_DROPOUT_KEY)
         self.seeded = self.draws_fn is not None
+        # Counts across calls: the OOD pass's seeds follow the test pass's, so no OOD image shares its masks
+        # with the test image at its position.
+        self.calls = 0
 
     def __call__(self, batches, need_labels):
-        self.calls = 0
         probabilities, draws, labels = [], [], []
         for images, batch_labels in batches:
             images = _as_uint8(images)

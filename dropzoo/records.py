@@ -110,6 +110,8 @@ def make_request(data_sha256, *, mc_samples=0, mc_seed=0, batch_size=256, ood_sh
     request = {"data": data_sha256, "mc_samples": int(mc_samples), "ood": ood_sha256}
     if mc_samples:  # the MC seeds of each call follow the batching
         request.update(mc_seed=int(mc_seed), batch_size=int(batch_size))
+        if ood_sha256:  # earlier evaluations drew the OOD pass with the test pass's seeds: not this one
+            request["ood_seeds"] = "after_test"
     return request
 
 

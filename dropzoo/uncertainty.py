@@ -73,7 +73,8 @@ def ood_detection(in_scores, out_scores):
     s = np.concatenate([np.asarray(in_scores, np.float64), np.asarray(out_scores, np.float64)])
     if len(in_scores) == 0 or len(out_scores) == 0:
         raise ValueError("OOD detection needs in-distribution and out-of-distribution examples")
-    fpr, tpr, _ = metrics.roc_curve(y, s)
+    # Every threshold kept: the default drops collinear points, and with tied scores the one at 95% TPR with them.
+    fpr, tpr, _ = metrics.roc_curve(y, s, drop_intermediate=False)
     return {"auroc": float(metrics.roc_auc_score(y, s)),
             "fpr95": float(fpr[np.searchsorted(tpr, TPR_TARGET, side="left")])}
 

@@ -50,6 +50,10 @@ def test_auroc_and_fpr95_by_hand():
     # 20 OOD scores 1..20 against in-distribution 0.5 and 18.5: 95% TPR keeps 19 of
     # them (threshold 2), above which 18.5 lies: FPR 1/2.
     assert uncertainty.ood_detection([0.5, 18.5], np.arange(1, 21))["fpr95"] == 0.5
+    # Tied scores: the threshold 5 flags 19 of 20 OOD and 1 of 10 in-distribution. The ROC point there is
+    # collinear with its neighbours, and scikit-learn's default drops such points: FPR95 read 0.2.
+    tied = uncertainty.ood_detection([5, 4] + [0] * 8, [10] * 18 + [5, 4])
+    assert tied["fpr95"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="needs in-distribution and out-of-distribution"):
         uncertainty.ood_detection([], [0.3])
 
@@ -257,6 +261,27 @@ def test_the_ood_text_names_only_the_scores_evaluated_and_no_mc_curve_without_mc
     rows = [{"variant": "v", "ood_auroc_entropy": 0.9}]
     assert uncertainty_report.has_uncertainty(rows) and not uncertainty_report.has_mc_curve(rows)
     assert uncertainty_report.has_mc_curve(rows + [{"mc_curve": {"samples": [1], "nll": [0.1], "ece": [0.0]}}])
+
+
+def test_the_ood_pass_draws_other_masks_than_the_test_pass(export):
+    # Seeds follow the calls: restarting them for the OOD data gave its i-th batch the test data's i-th masks.
+    from dropzoo.export import load_signatures
+    from dropzoo.serving import MC_DRAWS_XLA_KEY
+    _, path = export
+    signatures = dict(load_signatures(path))
+    seeds, draws = [], signatures[MC_DRAWS_XLA_KEY]
+    signatures[MC_DRAWS_XLA_KEY] = lambda seed, **kwargs: seeds.append(int(seed)) or draws(seed=seed, **kwargs)
+    images = np.random.RandomState(0).randint(0, 256, (32,) + SHAPE).astype(np.uint8)
+    evaluate_saved_model(path, _batches(images, np.zeros(32, np.int64)), mc_samples=4, mc_seed=5,
+                         ood_batches=_batches(255 - images, np.zeros(32, np.int64)), signatures=signatures)
+    assert len(seeds) == 4 and len(set(seeds)) == 4, seeds
+
+
+def test_one_mc_pass_is_refused_its_spread_would_read_as_no_dropout():
+    from dropzoo.evaluate import check_mc
+    with pytest.raises(ValueError, match=r"--mc_samples=1 is a single dropout pass.*give 2 or more"):
+        check_mc(1, 0)
+    check_mc(2, 0)
 
 
 def test_an_mc_evaluation_records_the_batch_size_its_masks_were_drawn_at(export, tmp_path):
