@@ -339,9 +339,11 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
                 print(f"[{i}/{len(runs)}] {workdir}", flush=True)
             target = trained_by[i - 1]
             if target != i - 1:
-                outcome = _identical(config, workdir, results[target])
+                outcome = _identical(config, workdir, results[target], overwrite)
                 if verbose:
-                    print(f"  identical by construction to {results[target][1]}: not trained", flush=True)
+                    print(f"  identical by construction to {results[target][1]}: not trained"
+                          + ("; skipped: another process holds its workdir" if isinstance(outcome, Skipped) else
+                             "" if isinstance(outcome, dict) else f"; failed: {outcome}"), flush=True)
                 results.append((config, workdir, outcome))
                 continue
             keras.backend.clear_session()  # fresh graph and layer names for every run
@@ -389,17 +391,28 @@ def _sources(runs, source=None):
     return load
 
 
-def _identical(config, workdir, trained):
-    """The outcome of a run identical to `trained` = (config, workdir, outcome)."""
+def _identical(config, workdir, trained, overwrite=False):
+    """The outcome of a run identical to `trained` = (config, workdir, outcome).
+
+    Its record is written as a trained run's would be: under the workdir's lock (another process's run there is
+    skipped), and only where the workdir holds nothing of other settings (refused as the trainer refuses it); a
+    finished run of these settings there is its outcome, kept.
+    """
     _, target_workdir, outcome = trained
     if isinstance(outcome, Skipped):
         return outcome
     if not isinstance(outcome, dict):
         return f"identical by construction to {target_workdir}, which failed"
+    lock = locks.WorkdirLock(workdir)
     try:
-        return trainer.record_identical(config, workdir, target_workdir, outcome)
+        claim = trainer.claim_workdir(config, workdir, overwrite, lock)
+        if "locked" in claim:
+            return Skipped(claim["locked"])
+        return claim["finished"] or trainer.record_identical(config, workdir, target_workdir, outcome)
     except errors.USER_ERRORS as e:
         return f"{type(e).__name__}: {' '.join(str(e).split())}"
+    finally:
+        lock.release()
 
 
 def failed(results):

@@ -705,3 +705,39 @@ def test_a_finished_run_trains_on_to_more_epochs_as_its_message_says(tmp_path):
                                         serving_artifacts=False)
     assert longer["resumed_from_epoch"] == 2 and longer["weights_sha256"] == straight["weights_sha256"]
     assert longer["history"] == straight["history"]
+
+
+def test_a_sweep_records_an_identical_run_only_where_a_trained_run_could_be_written(tmp_path):
+    """The record of a run identical by construction to another went in without the lock or the settings check:
+    it replaced a finished run of other settings (whose own command then reported the other run's score), and
+    wrote into a workdir another process was training."""
+    canonical, follower = str(tmp_path / "canonical"), str(tmp_path / "before_activation")
+    other = trainer.train_and_evaluate(tiny_config(placement="before_activation", epochs=2), follower,
+                                       source=tiny_source(), verbose=0)
+    runs = [(tiny_config(placement="canonical"), canonical), (tiny_config(placement="before_activation"), follower)]
+    assert sweep.plan(runs) == [0, 0]  # one network under ReLU: the second is not trained
+    (_, _, trained), (_, _, refused) = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    assert refused.startswith("RunError: workdir") and "--epochs (2 -> 3)" in refused, refused
+    with open(os.path.join(follower, "metrics.json")) as f:
+        assert json.load(f) == other  # kept, not replaced
+    # Another process holds the workdir: skipped, nothing written there.
+    held = str(tmp_path / "held")
+    os.makedirs(held)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from dropzoo import locks
+        lock = locks.WorkdirLock({held!r}).acquire()
+        print("held", flush=True)
+        time.sleep(60)""")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        outcome = sweep._identical(runs[1][0], held, (runs[0][0], canonical, trained))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert isinstance(outcome, sweep.Skipped) and not os.path.exists(os.path.join(held, "metrics.json")), outcome
+    # Free: the record, pointing at the run that stands for it; a second sweep reports it as it is.
+    record = sweep._identical(runs[1][0], held, (runs[0][0], canonical, trained))
+    assert record["identical_to"] == os.path.join("..", "canonical") and record["test_accuracy"] == trained[
+        "test_accuracy"]
+    assert sweep._identical(runs[1][0], held, (runs[0][0], canonical, trained)) == record
