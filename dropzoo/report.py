@@ -103,7 +103,10 @@ def cell(entry, column, spread="std"):
         return ""
     s, scale = entry[column.metric], column.scale
     text = f"{s['mean'] * scale:.{column.digits}f}"
-    return text if np.isnan(s[spread]) else f"{text} ± {s[spread] * scale:.{column.digits}f}"
+    text = text if np.isnan(s[spread]) else f"{text} ± {s[spread] * scale:.{column.digits}f}"
+    if s.get("n", entry.get("seeds")) != entry.get("seeds"):  # a seed's score was not finite: over fewer seeds
+        text += f" ({s['n']} of {entry['seeds']} seeds)"
+    return text
 
 
 # Marks a 95% interval that runs past the values its metric can take (explained under the table).

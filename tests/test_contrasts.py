@@ -504,6 +504,17 @@ def test_no_spread_reaches_the_size_curves_and_non_finite_scores_are_named():
         "seed 0 of m/none-train_size250 scores test_loss nan: left out of the variant's mean and of its contrasts"]
 
 
+def test_the_variants_table_gives_no_interval_without_spread_and_counts_the_seeds_of_each_mean():
+    rows = _rows("canonical", [0.96, 0.96, 0.96, 0.96], [0.1, 0.2, float("nan"), 0.3])
+    compare.label_rows(rows)
+    entry, = compare.summarise(rows)
+    text = "\n".join(report.variants_markdown([entry]))
+    # Four seeds of 96.00%: a zero-width interval would claim the mean known exactly.
+    assert "96.00 ± 0.00 |  |" in text and "[96.00, 96.00]" not in text
+    # One seed's NLL diverged: the mean is over the other three, and the cell says so.
+    assert entry["test_loss"]["n"] == 3 and "0.2000 ± 0.1000 (3 of 4 seeds)" in text
+
+
 def test_identical_variants_stay_identical_with_more_seeds_of_one_of_them():
     # before_activation is canonical by construction on seeds 0-1; seeds 2-3 of canonical pooled from elsewhere.
     rows = _rows("canonical", [0.95, 0.96, 0.94, 0.97], [0.1, 0.11, 0.12, 0.1])
