@@ -19,10 +19,10 @@ an index to its share of the plan, deterministically:
 A task run again resumes or skips its own runs as any rerun sweep does, and
 the workdir lock still keeps two processes out of one run.
 
-A Slurm array's split comes from the environment, so a command that also
-picks its runs by the index (`--seed=$SLURM_ARRAY_TASK_ID`) would train a
-share of a share without a word: `check_slurm_share` refuses a task left
-with nothing to train, and `check_slurm_plans` a task whose plan differs
+A Slurm array's split comes from the environment (a Kubernetes Indexed
+Job's index too), so a command that also picks its runs by the index
+(`--seed=$SLURM_ARRAY_TASK_ID`) would train a share of a share without a
+word: `check_slurm_share` refuses a task left with nothing to train, and `check_slurm_plans` a task whose plan differs
 from another task's of the same array (each records its plan's digest in
 the runs' root, `.tasks/`). Shares of one plan split into different counts
 (task 0 of 3, task 1 of 2) would leave runs to no task: `check_task_counts`
@@ -129,11 +129,19 @@ def from_slurm(source):
 
 
 def check_slurm_share(mine, plan, index, count, source):
-    """ConfigError where a Slurm array's task got no runs: the array is larger than the plan, or the command
-    picks its runs by the index too (a one-run plan per task)."""
-    if mine or not from_slurm(source):
+    """ConfigError where a Slurm array's task, or a Kubernetes Indexed Job's pod, got no runs: the array (Job) is
+    larger than the plan, or the command picks its runs by the index too (a one-run plan per task). A split typed
+    with --task_index is the user's own."""
+    kubernetes = source.startswith("JOB_COMPLETION_INDEX")
+    if mine or not (from_slurm(source) or kubernetes):
         return
     groups = len(set(plan))
+    if kubernetes:
+        raise ConfigError(f"task {index} of {count} ({source}) has no runs to train: the plan has {groups} group(s) "
+                          f"of runs, fewer than the Job's {count} completions; if the command picks its runs by the "
+                          "index itself (e.g. --seed=$JOB_COMPLETION_INDEX), pass --task_index=0 --num_tasks=1 so "
+                          f"that each pod trains its whole plan, or else give the Job {groups} completions and "
+                          f"--num_tasks={groups}")
     raise ConfigError(f"task {index} of {count} ({source}) has no runs to train: the plan has {groups} group(s) "
                       f"of runs, fewer than the array's {count} tasks; {_OWN_INDEX}, or else submit "
                       f"--array=0-{groups - 1}")

@@ -113,15 +113,26 @@ def resolve(name, *, num_gpus, num_tasks, cpu_devices=None):
 def resolved_here(name, cpu_devices=None, tf_config=None):
     """What `--strategy=name` resolves to in this process, with its replica count: "default",
     "mirrored x2", "multi_worker x2 tasks"; recorded with a run, so a resume elsewhere is refused."""
-    tf_config = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
-    num_gpus = len(tf.config.list_physical_devices("GPU"))
-    tasks = num_training_tasks(tf_config_cluster(tf_config))
-    resolved = resolve(name, num_gpus=num_gpus, num_tasks=tasks, cpu_devices=cpu_devices)
+    resolved, num_gpus, tasks = _here(name, cpu_devices, tf_config)
     if resolved == "mirrored":
         return f"mirrored x{num_gpus or cpu_devices or 1}"
     if resolved == "multi_worker":
         return f"multi_worker x{tasks} tasks" + (f" x{num_gpus} GPUs" if num_gpus > 1 else "")
     return resolved
+
+
+def replicas_here(name, cpu_devices=None, tf_config=None):
+    """How many replicas `--strategy=name` trains on in this process: what the global batch is split over."""
+    resolved, num_gpus, tasks = _here(name, cpu_devices, tf_config)
+    return {"mirrored": num_gpus or cpu_devices or 1, "multi_worker": tasks * max(1, num_gpus)}.get(resolved, 1)
+
+
+def _here(name, cpu_devices, tf_config):
+    """(what `name` resolves to, GPUs, training tasks) in this process."""
+    tf_config = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
+    num_gpus = len(tf.config.list_physical_devices("GPU"))
+    tasks = num_training_tasks(tf_config_cluster(tf_config))
+    return resolve(name, num_gpus=num_gpus, num_tasks=tasks, cpu_devices=cpu_devices), num_gpus, tasks
 
 
 def split_cpu(num_devices):

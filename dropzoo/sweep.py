@@ -225,6 +225,8 @@ def check_data_fits(runs, loaded=None):
     for config, _ in runs:
         data = _data_key(config)
         strategies.check_cluster(config.strategy)
+        # A global batch the replicas cannot split fails every run alike: said once, before any is trained.
+        strategies.check_global_batch(config.batch_size, strategies.replicas_here(config.strategy, config.cpu_devices))
         if data not in described:
             arguments = sources.config_arguments(config)
             chosen = sources.choose({"dataset": sources.DEFAULT_DATASET, **arguments})

@@ -247,6 +247,13 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
                                           r"--num_tasks=1 .*, or else submit --array=0-0$"):
         shards.check_slurm_share(shards.share(one_run, plan, index, count), plan, index, count, source)
     shards.check_slurm_share([], plan, 1, 3, "--task_index and --num_tasks")  # flags: the user's own split
+    # A Kubernetes Indexed Job's pod alike: it exited 0 having trained nothing, and the Job "succeeded".
+    index, count, source = shards.task_of(None, 3, environ={"JOB_COMPLETION_INDEX": "1"})
+    with pytest.raises(ConfigError, match=r"^task 1 of 3 \(JOB_COMPLETION_INDEX .*\) has no runs to train: the plan "
+                                          r"has 1 group\(s\) of runs, fewer than the Job's 3 completions; .*"
+                                          r"--seed=\$JOB_COMPLETION_INDEX.*give the Job 1 completions and "
+                                          r"--num_tasks=1$"):
+        shards.check_slurm_share(shards.share(one_run, plan, index, count), plan, index, count, source)
     root = tmp_path / "study"
 
     def plan_of(seed, *more):

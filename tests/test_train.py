@@ -388,6 +388,10 @@ def _run(script, *args, timeout=240):
     # A network too deep for the images: the plan is built on the data's shape, so a dry run fails as training would.
     (["--network=pool2,pool2,pool2,pool2,pool2,flatten,logits", "--dataset=mnist_sample", "--dry_run"],
      "error: layer 'pool5' takes a 2x2 window but its input is 1x1x1: use a smaller window"),
+    # A global batch the replicas cannot split: every run would fail on it, so the dry run says it once.
+    (["--model=dense_mlp", "--dataset=mnist_sample", "--placement=canonical,none", "--strategy=mirrored",
+      "--cpu_devices=3", "--batch_size=64", "--dry_run"],
+     "error: --batch_size=64 is the global batch and must be a multiple of the 3 replicas; use e.g. --batch_size=63"),
 ])
 @pytest.mark.slow
 def test_train_script_reports_bad_input_in_one_line(args, message, tmp_path):
