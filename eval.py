@@ -114,6 +114,9 @@ def _main(argv):
             "whose files now hold other test data than the run was tested on (sha256 "
             f"{str(own.get('test_sha256'))[:12]}... then, {result['data_sha256'][:12]}... now)" if moved else
             "not the test data the run recorded") + written, file=sys.stderr)
+    if not home and not f.tflite:  # an export copied out of its run: it records the run's test data
+        for note in evaluate.copied_export_notes(path_of(f), result):
+            print(f"note: {note}{written}", file=sys.stderr)
     if data and (data is given or not on_own):  # a folder named, or the run's own that changed since
         found = folders.notes(data, [(trained_on, result["num_examples"], home, changed)])
         found += folders.trained_images_notes(trained_on, data, home, result["num_examples"]) if home else []
@@ -146,7 +149,7 @@ def _check_recorded_data_here(run, origin):
     """RunError naming the run where the data it recorded is not at its path here (moved, deleted, another
     machine): the loader's error would name a flag the user never gave."""
     # What testing reads: a test folder alone where one was given (the training folder may be gone); tfds data is
-    # found (or downloaded) by name, whatever its --tfds_data_dir holds now.
+    # found (or downloaded) by name, in the --tfds_data_dir the run recorded.
     needed = ("npz", "idx_dir", "test_image_dir" if origin.get("test_image_dir") else "image_dir")
     fix = "name the data to evaluate it on (--image_dir, --npz, --idx_dir or --dataset)"
     for key in needed:
@@ -156,7 +159,7 @@ def _check_recorded_data_here(run, origin):
     name = origin.get("dataset")
     if name and not any(origin.get(key) for key in sources.PATH_ARGUMENTS if key != "tfds_data_dir"):
         try:
-            sources.describe(dataset=name)  # a name, nothing loaded
+            sources.describe(dataset=name, tfds_data_dir=origin.get("tfds_data_dir"))  # a name, nothing loaded
         except errors.DataError as e:
             # A source of arrays (the Python API's) records its name only; train.py refuses any other such --dataset.
             if str(e).startswith(("unknown dataset", "--dataset takes a dataset name", f"{name!r} is not a dataset")):

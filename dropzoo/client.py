@@ -33,7 +33,7 @@ class Client:
         self.signatures = export.load_signatures(saved_model)
         self.uint8_fn = export.load_serving_fn(saved_model)
         self.float_fn = self.signatures.get(serving.FLOAT_SIGNATURE_KEY)
-        self.image_shape = tuple(export.serving_input_spec(self.uint8_fn)[1].shape[1:])
+        self.image_shape = tuple(export.serving_input_spec(self.uint8_fn, f"SavedModel {saved_model}")[1].shape[1:])
         self.class_names = export.class_names(saved_model)  # None: exported before exports recorded them
 
     def predict(self, images, batch_size=256):

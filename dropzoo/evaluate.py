@@ -16,9 +16,11 @@ from dropzoo import tflite
 from dropzoo import uncertainty
 from dropzoo.errors import ExportError
 from dropzoo.export import check_outputs
+from dropzoo.export import check_uint8_input
 from dropzoo.export import class_names as export_class_names
 from dropzoo.export import load_serving_fn
 from dropzoo.export import load_signatures
+from dropzoo.export import recorded_test_data
 from dropzoo.export import serving_input_spec
 from dropzoo.serving import MC_DRAWS_KEY
 from dropzoo.serving import MC_DRAWS_XLA_KEY
@@ -64,7 +66,7 @@ def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=
     if SIGNATURE_KEY not in signatures:
         load_serving_fn(path)  # its one-line error
     serving_fn = check_outputs(path, SIGNATURE_KEY, signatures[SIGNATURE_KEY])
-    input_name, input_spec = serving_input_spec(serving_fn)
+    input_name, input_spec = serving_input_spec(serving_fn, f"SavedModel {path}")
     want = tuple(input_spec.shape[1:])
     batches = _check_input_shape(f"SavedModel {path}", want, batches)
     if mc_samples:
@@ -85,6 +87,7 @@ def evaluate_tflite(path, batches, *, ood_batches=None):
     """
     model = tflite.Model.load(path, num_threads=os.cpu_count())  # a whole split: use every core
     what = f"TFLite model {path}"
+    check_uint8_input(what, model.input_dtype.name)
     batches = _check_input_shape(what, model.input_shape, batches)
     if ood_batches is not None:
         ood_batches = _check_input_shape(what, model.input_shape, ood_batches, OOD_DATA)
@@ -120,6 +123,16 @@ def _score(path, predict, batches, ood_batches):
         ood_probabilities, ood_draws, _ = predict(ood_batches, need_labels=False)
         metrics.update(_ood_metrics(probabilities, draws, ood_probabilities, ood_draws, stochastic))
     return metrics
+
+
+def copied_export_notes(path, result):
+    """[a note] where the SavedModel at `path`, scored apart from its run, was tested by its run on other data than
+    `result` scored (the export records its run's test split)."""
+    recorded = recorded_test_data(path)
+    if recorded is None or recorded["test_sha256"] == result.get("data_sha256"):
+        return []
+    return [f"evaluated on {result['data_source']}, not the test data the export's run was tested on "
+            f"({recorded.get('source')})"]
 
 
 def _check_probabilities(path, probabilities):

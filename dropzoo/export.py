@@ -43,16 +43,19 @@ from dropzoo.serving import STD_KEY  # noqa: F401
 
 # Beside the SavedModel's own files (TF Serving reads assets.extra/ for warm-up requests only).
 CLASS_NAMES_FILE = os.path.join("assets.extra", "class_names.json")
+TEST_DATA_FILE = os.path.join("assets.extra", "test_data.json")
 
 # ---------------------------------------------------------------- exporting
 
 
-def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True, class_names=None):
+def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True, class_names=None, test_data=None):
     """Atomically write `model` as a uint8-in SavedModel at `path`; returns the path.
 
     `class_names` (the data's, in class order; [] where the classes are their
     numbers) go to CLASS_NAMES_FILE inside it, so a copy of the export still
     says which class each `class_id` is (`class_names(path)` reads them).
+    `test_data` ({"source", "test_sha256"}: the run's test split) goes to
+    TEST_DATA_FILE, so a copy scored on other data can say so (`recorded_test_data(path)`).
 
     `serving_default` takes raw uint8 pixels; `serving_float` the same
     images as float32 already scaled to [0, 1], and refuses pixels outside
@@ -81,10 +84,10 @@ def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True,
         raise ValueError(f"outputs={outputs!r} is not one of {OUTPUT_MODES}")
     # Plain ops (but in mc_dropout_draws_xla): a compiled mask would make TF Serving refuse a signature.
     with models.masks.portable():
-        return _export_saved_model(model, path, outputs, mc_dropout, class_names)
+        return _export_saved_model(model, path, outputs, mc_dropout, class_names, test_data)
 
 
-def _export_saved_model(model, path, outputs, mc_dropout, class_names):
+def _export_saved_model(model, path, outputs, mc_dropout, class_names, test_data):
     input_spec = serving.input_spec(model)
     endpoints = {SIGNATURE_KEY: (serving_function(model, outputs), [input_spec]),
                  serving.FLOAT_SIGNATURE_KEY: (float_serving_function(model, outputs),
@@ -109,7 +112,9 @@ def _export_saved_model(model, path, outputs, mc_dropout, class_names):
     archive = build_archive(tracked, endpoints)
     try:
         return files.write_directory(path, lambda tmp: (_write_archive(archive, tmp),
-                                                        _write_class_names(tmp, class_names)), missing=missing_parts)
+                                                        _write_extra(tmp, CLASS_NAMES_FILE, class_names, "class_names"),
+                                                        _write_extra(tmp, TEST_DATA_FILE, test_data)),
+                                     missing=missing_parts)
     except files.IncompleteWrite as e:
         raise ExportError(f"SavedModel not exported: {e}") from None
     except (ExportError, files.WriteError):
@@ -240,11 +245,23 @@ def _write_archive(archive, directory):
     archive.write_out(directory, verbose=False)
 
 
-def _write_class_names(directory, names):
-    if names is not None:
-        os.makedirs(os.path.join(directory, os.path.dirname(CLASS_NAMES_FILE)), exist_ok=True)
-        with open(os.path.join(directory, CLASS_NAMES_FILE), "w") as f:
-            json.dump({"class_names": list(names)}, f)
+def _write_extra(directory, name, value, key=None):
+    """`value` (as {key: value} where `key` is given) into the export's file `name`; nothing for None."""
+    if value is not None:
+        os.makedirs(os.path.join(directory, os.path.dirname(name)), exist_ok=True)
+        with open(os.path.join(directory, name), "w") as f:
+            json.dump({key: list(value)} if key else value, f)
+
+
+def recorded_test_data(path):
+    """{"source", "test_sha256"} of the test split the SavedModel at `path` was tested on by its run, or None
+    (exported before exports recorded it, or not by a run)."""
+    try:
+        with open(os.path.join(path, TEST_DATA_FILE)) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) and isinstance(recorded.get("test_sha256"), str) else None
 
 
 def class_names(path):
@@ -355,12 +372,23 @@ def first_line(error):
     return lines[0] if lines else ""
 
 
-def serving_input_spec(serving_fn):
-    """The (name, TensorSpec) of a single-input serving signature."""
+def serving_input_spec(serving_fn, what="the SavedModel"):
+    """The (name, TensorSpec) of a single-input serving signature that takes uint8 pixels."""
     kwargs = serving_fn.structured_input_signature[1]
     if len(kwargs) != 1:
         raise ExportError(f"serving signature must take one input, takes {sorted(kwargs)}")
-    return next(iter(kwargs.items()))
+    name, spec = next(iter(kwargs.items()))
+    check_uint8_input(what, spec.dtype.name)
+    return name, spec
+
+
+def check_uint8_input(what, dtype):
+    """ExportError (one line) unless a model's serving input is uint8 pixels, as every export of this project's."""
+    if dtype != "uint8":
+        raise ExportError(f"{what} takes {dtype} images, and its callers here (eval.py, Client) give the uint8 "
+                          "pixels (0-255) that this project's exports take and scale themselves; export the model "
+                          "with train.py or dropzoo.export.export_saved_model, or give it a uint8 input that scales "
+                          "the pixels as in training")
 
 
 def _check_runs_here(signatures):

@@ -216,12 +216,15 @@ def _numbered(names):
 def trained_images_notes(trained_on, data, run, scored):
     """[a note] where arrays scored for a run (`data`: an npz or IDX files) hold images of the training split it
     trained on (`trained_on`, its data's origin), byte for byte: its scores there are not test scores. (Image
-    folders are told apart by path: folders.notes.) Data that is not local files is not loaded to look."""
+    folders are told apart by path: folders.notes.) Data that is neither local files nor the embedded sample is
+    not loaded to look."""
     local = ("npz", "idx_dir")
-    if not any(data.get(k) for k in local) or not any(trained_on.get(k) for k in local):
+    sample = trained_on.get("dataset") == sources.SAMPLE_NAME and not any(trained_on.get(k) for k in local)
+    if not any(data.get(k) for k in local) or not (sample or any(trained_on.get(k) for k in local)):
         return []
     try:
-        trained = sources.load_source(**{k: v for k, v in trained_on.items() if k in local}, need_train=True)
+        trained = sources.load_source(**({"dataset": sources.SAMPLE_NAME} if sample else
+                                          {k: v for k, v in trained_on.items() if k in local}), need_train=True)
         test = sources.load_source(**data, need_train=False)
     except (DataError, OSError, ValueError):
         return []  # the run's data moved: nothing to compare with

@@ -294,6 +294,12 @@ def origin_mismatch(arguments, origin, fallback_reason=""):
     return None
 
 
+def export_record(source):
+    """What a run's export carries about its data (export.export_saved_model's arguments): class names, test split."""
+    return {"class_names": source.details.get("class_names") or [],
+            "test_data": {"source": source.name, "test_sha256": fingerprint(source)}}
+
+
 def fingerprint(source):
     """A content digest of `source`'s test split: sha256 over its examples' sorted digests.
 

@@ -44,6 +44,10 @@ def load(name, data_dir, need_train, network_timeout):
     train, num_train = _tfds_split(builder, "train") if need_train else (None, 0)
     test, num_test = _tfds_split(builder, "test")
     features = builder.info.features
+    # Its classes' names where it has them (cifar10: airplane, ...), for the export and its clients; tfds names
+    # unnamed classes by their numbers (mnist: '0'...'9'), which is what no names mean.
+    names = [str(n) for n in features[label_key].names]
+    numbered = names == [str(k) for k in range(len(names))]
     return dict(
         name=f"tfds:{name}",
         train=train,
@@ -52,7 +56,8 @@ def load(name, data_dir, need_train, network_timeout):
         num_test=num_test,
         num_classes=int(features[label_key].num_classes),
         image_shape=tuple(int(d) for d in features[image_key].shape),
-        origin={"dataset": name, "tfds_data_dir": data_dir},
+        origin={"dataset": name, "tfds_data_dir": os.path.abspath(data_dir) if data_dir else data_dir},
+        details={} if numbered else {"class_names": names},
         # Versioned data, read as streams: named by version and size, not hashed (a resume's check, callbacks.py).
         train_sha256=hashlib.sha256(f"tfds:{name}:{builder.info.version}:{num_train}".encode()).hexdigest()
         if need_train else "",
@@ -75,8 +80,11 @@ def describe(name, data_dir):
 def prepared_sizes(name, data_dir):
     """(train, test) examples of tfds dataset `name` where it is prepared (its recorded splits), else None."""
     builder = _tfds_builder(name, data_dir)
-    splits = builder.info.splits if _is_prepared(builder) else {}
-    if "train" not in splits or "test" not in splits:
+    if not _is_prepared(builder):
+        return None
+    _check_splits(builder, name, need_train=True)  # prepared without a test split: refused now, as training will
+    splits = builder.info.splits
+    if "train" not in splits or "test" not in splits:  # not recorded (mocked data)
         return None
     return int(splits["train"].num_examples), int(splits["test"].num_examples)
 

@@ -225,7 +225,7 @@ def _train_export_verify(config, workdir, write_dir, source, strategy, loop, ver
                 "no epoch had finished, so nothing is kept") + "; lower --learning_rate and rerun")
         # Every worker exports (saving may be collective); the chief's copy is verified.
         export_lib.export_saved_model(run.model, run.write_paths["saved_model"], outputs=run.outputs,
-                                      class_names=run.source.details.get("class_names") or [])
+                                      **sources.export_record(run.source))
         return run, loop.chief_does(lambda: finish(run, result, loop, started, serving_artifacts))
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -303,8 +303,8 @@ def finish(run, result, loop, started, serving_artifacts=True):
     artifacts, converted = (export_serving_artifacts(run) if serving_artifacts else (None, None))
     probe = next(iter(data_lib.raw_batches(run.source.test, 256)))[0].numpy()
     signatures = export_lib.load_signatures(run.paths["saved_model"])
-    export_check = verify.verify_export(run.paths["saved_model"], run.model, probe, outputs=run.outputs,
-                                        artifacts=artifacts, signatures=signatures)
+    export_check = verify.verify_or_set_aside(run.paths["saved_model"], run.model, probe, outputs=run.outputs,
+                                              artifacts=artifacts, signatures=signatures)
     # The run's record of its own test scores through the export (what a comparison reads).
     own = evaluate.evaluate_saved_model(run.paths["saved_model"], data_lib.raw_batches(run.source.test, 256),
                                         signatures=signatures)

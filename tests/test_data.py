@@ -114,6 +114,8 @@ def test_tfds_mnist_source_and_pipelines(monkeypatch, tmp_path):
         test_batches = _batches(pipes.test)
     assert probes, "the tfds path should have consulted the probe before downloading"
     assert source.name == "tfds:mnist" and source.fallback_reason == ""
+    assert source.details == {}  # tfds names MNIST's classes '0'...'9': their numbers, as no names mean
+    assert source.origin["tfds_data_dir"] == str(tmp_path)
     assert (source.num_train, source.num_test) == (20, 20)
     assert source.num_classes == 10 and source.image_shape == (28, 28, 1)
     assert source.train.element_spec == (
@@ -122,6 +124,50 @@ def test_tfds_mnist_source_and_pipelines(monkeypatch, tmp_path):
     assert (pipes.num_train, pipes.num_validation, pipes.steps_per_epoch) == (15, 5, 2)
     assert train_batch[0].shape == (8, 28, 28, 1) and train_batch[0].dtype == tf.float32
     assert [len(y) for _, y in test_batches] == [8, 8, 4]
+
+
+class NamedShapes(tfds.core.GeneratorBasedBuilder):
+    """A tfds dataset prepared here (registered by its name, named_shapes), with named classes."""
+    VERSION = tfds.core.Version("1.0.0")
+    SPLITS = ("train", "test")
+
+    def _info(self):
+        features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(8, 8, 1)), "label": (
+            tfds.features.ClassLabel(names=["circle", "square", "triangle"]))})
+        return tfds.core.DatasetInfo(builder=self, supervised_keys=("image", "label"), features=features)
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in self.SPLITS}
+
+    def _generate_examples(self, split):
+        rng = np.random.default_rng(len(split))
+        for i in range(6):
+            yield f"{split}{i}", {"image": rng.integers(0, 256, (8, 8, 1), dtype=np.uint8), "label": i % 3}
+
+
+class NamedShapesWithoutTest(NamedShapes):
+    SPLITS = ("train", "validation")
+
+
+def test_a_prepared_tfds_dataset_brings_its_class_names_and_is_found_where_the_run_found_it(tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    for builder in (NamedShapes, NamedShapesWithoutTest):
+        builder(data_dir=data_dir).download_and_prepare()
+    source = sources.load_source("named_shapes", tfds_data_dir=data_dir, need_train=False)
+    # The export writes them (class_names.json), so its clients and eval.py's folder check know the classes.
+    assert source.details == {"class_names": ["circle", "square", "triangle"]}
+    assert tfds_source.prepared_sizes("named_shapes", data_dir) == (6, 6)
+    # --dry_run took a prepared dataset without a test split for one not prepared; training then refused it.
+    with pytest.raises(DataError, match=r"^tfds dataset 'named_shapes_without_test' has no test split \(it has "
+                                        r"train, validation\)"):
+        tfds_source.prepared_sizes("named_shapes_without_test", data_dir)
+    # eval.py --workdir looked the name up without the run's --tfds_data_dir: "no dataset eval.py can load".
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "eval_script", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval.py"))
+    eval_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_script)
+    eval_script._check_recorded_data_here("RUN", source.origin)
 
 
 def test_tfds_prepared_data_skips_probe(monkeypatch):

@@ -214,6 +214,56 @@ def test_an_unprepared_ood_dataset_names_the_ood_flags(monkeypatch):
     assert "--ood_idx_dir" in message and "--idx_dir" not in message and "--npz" not in message
 
 
+def test_an_export_that_takes_float_pixels_is_refused_in_one_line(exported, data, tmp_path):
+    # eval.py and the Client give uint8 pixels; such an export failed inside TensorFlow with a traceback.
+    model, _ = exported
+    images, labels = data
+
+    class FloatPixels(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.float32, name="image")])
+        def serve(self, image):
+            probabilities = self.model(image / 255.0, training=False)
+            return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1)}
+
+    module = FloatPixels()
+    path = str(tmp_path / "float_pixels")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    with pytest.raises(ExportError, match=r"^SavedModel .*float_pixels takes float32 images, and its callers here "
+                                          r"\(eval.py, Client\) give the uint8 pixels"):
+        evaluate_saved_model(path, dataset)
+    from dropzoo import client
+    with pytest.raises(ExportError, match=r"float_pixels takes float32 images"):
+        client.Client(path)
+    from dropzoo.evaluate import evaluate_tflite
+    (tmp_path / "float_pixels.tflite").write_bytes(tf.lite.TFLiteConverter.from_saved_model(path).convert())
+    with pytest.raises(ExportError, match=r"^TFLite model .*float_pixels.tflite takes float32 images"):
+        evaluate_tflite(str(tmp_path / "float_pixels.tflite"), dataset)
+
+
+def test_an_export_copied_out_of_its_run_says_when_it_is_scored_on_other_data(exported, data, tmp_path, eval_main,
+                                                                                 capsys):
+    # Scored on other data through its run, a note said so; copied out, a Fashion-MNIST model scored 10% on MNIST
+    # without a word. The export now carries its run's test split by content.
+    from dropzoo import sources
+    model, _ = exported
+    images, labels = data
+    np.savez(tmp_path / "test.npz", x_test=images[..., 0], y_test=labels)
+    np.savez(tmp_path / "other.npz", x_test=255 - images[..., 0], y_test=labels)
+    tested = sources.load_source(npz=str(tmp_path / "test.npz"), need_train=False)
+    path = export_saved_model(model, str(tmp_path / "copy"), test_data=sources.export_record(tested)["test_data"])
+    assert eval_main(f"--saved_model={path}", f"--npz={tmp_path / 'test.npz'}") == 0
+    assert "note:" not in capsys.readouterr().err  # its own test data
+    assert eval_main(f"--saved_model={path}", f"--npz={tmp_path / 'other.npz'}") == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"note: evaluated on npz:{tmp_path / 'other.npz'}, not the test data the export's run was tested on "
+        f"(npz:{tmp_path / 'test.npz'})")
+
+
 def test_exports_made_elsewhere_or_answering_logits_are_one_line(exported, data, tmp_path):
     model, path = exported
     images, labels = data

@@ -305,6 +305,10 @@ def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_p
     metrics = results[0][2]
     assert metrics["data"]["origin"]["image_dir"] == train
     assert metrics["data"]["details"]["class_names"] == ["left", "right"]
+    # Its export carries its test split by content, so a copy scored on other data can say so.
+    from dropzoo import export as export_lib
+    assert export_lib.recorded_test_data(os.path.join(workdir, "saved_model")) == {
+        "source": metrics["data"]["source"], "test_sha256": metrics["data"]["test_sha256"]}
     # eval.py --workdir: the run's own recorded data, with no data flag given.
     capsys.readouterr()
     assert eval_main(f"--workdir={workdir}") == 0
@@ -868,6 +872,12 @@ def test_scoring_arrays_needs_their_test_split_alone_and_says_when_it_holds_trai
         "training images from, so its scores there may include training images, not test scores"]
     assert folders.trained_images_notes(trained_on, trained_on, "r", 10) == []  # its own test split
     assert folders.trained_images_notes({"dataset": "mnist"}, trained_on, "r", 10) == []  # not loaded to look
+    # The embedded sample is local too: a run trained on it, scored on some of its training digits.
+    sample = sources.load_source(dataset="mnist_sample")
+    digits, digit_labels = next(sample.train.batch(7).as_numpy_iterator())
+    np.savez(tmp_path / "digits.npz", x_test=digits[..., 0], y_test=digit_labels)
+    assert folders.trained_images_notes({"dataset": "mnist_sample"}, {"npz": str(tmp_path / "digits.npz")}, "r",
+                                        7)[0].startswith("7 of the 7 images scored are in the training split of r's")
 
 
 def test_a_rerun_naming_the_same_data_another_way_is_the_same_run(tmp_path, monkeypatch):

@@ -349,3 +349,32 @@ def test_eval_tflite_rejects_mc_and_other_shapes_in_one_line(eval_main, exported
     assert eval_main(f"--tflite={path}", "--mc_samples=5") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: a TFLite model serves dropout off only") and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_an_export_that_fails_its_check_is_moved_aside_and_the_rerun_exports_again(tmp_path, monkeypatch):
+    # It stayed at saved_model/ beside the TFLite files, unmarked, where a Client served it as the run's.
+    config = tiny_config(epochs=1)
+    with monkeypatch.context() as patch:
+        for dtype in verify.TOLERANCES:  # no difference passes, in any precision
+            patch.setitem(verify.TOLERANCES, dtype, -1.0)
+        with pytest.raises(ExportError, match=rf"failed verification: .*; the export is moved to {tmp_path}/"
+                                              r"failed_export \(for inspection: nothing serves it as the run's\)$"):
+            trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
+    assert sorted(os.listdir(tmp_path / "failed_export")) == ["model.keras", "model.tflite", "model_int8.tflite",
+                                                              "saved_model"]
+    assert not any((tmp_path / name).exists() for name in ("saved_model", "model.tflite", "metrics.json"))
+    metrics = trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
+    assert metrics["export_check"]["passed"] and metrics["resumed_from_epoch"] == 1
+    assert (tmp_path / "saved_model" / "saved_model.pb").is_file() and not (tmp_path / "failed_export").exists()
+
+
+def test_the_tolerance_grows_with_the_widest_sum_a_unit_computes():
+    # A 64x64x3 image into a Dense layer: 12,288 products summed in another order by XNNPACK than by oneDNN
+    # differed by 1.3e-5 on random pixels, past a flat 1e-5, and the run could never finish.
+    keras.mixed_precision.set_global_policy("float32")
+    narrow = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    wide = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    assert verify.tolerance_for(narrow) == verify.TOLERANCES["float32"]  # 784 inputs: as it was
+    assert verify.tolerance_for(wide) == pytest.approx(verify.TOLERANCES["float32"] * (12288 / 1024) ** 0.5)
+    assert verify.tolerance_for(wide, "bfloat16") == pytest.approx(verify.TOLERANCES["bfloat16"] * 12 ** 0.5)
