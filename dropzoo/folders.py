@@ -180,9 +180,14 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                         "through its run (eval.py --workdir=RUN, or the export's path inside RUN), name the folders "
                         "by class number (0, 1, ...), or, a SavedModel, give it its classes in order in "
                         'assets.extra/class_names.json: {"class_names": [...]}')
-    if run_class_names and list(names) != list(run_class_names):
+    # Folders named by class number (0, 1, ...) say which class each is, also to a run with named classes (a tfds
+    # dataset's 'T-shirt/top' cannot even be a folder's name); a run whose classes were numbers is held to those.
+    by_number = _numbered(names) and not all(n.isdecimal() for n in run_class_names or ())
+    if run_class_names and list(names) != list(run_class_names) and not by_number:
+        numbers = "" if all(n.isdecimal() for n in run_class_names) else \
+            f" (or named by class number, 0 to {len(run_class_names) - 1})"
         raise DataError(f"the test images' class folders {_difference(names, run_class_names)}: folder k would be "
-                        "scored as the run's class k; evaluate on a folder with the run's class subfolders")
+                        f"scored as the run's class k; evaluate on a folder with the run's class subfolders{numbers}")
     if model_classes is not None and len(names) != model_classes:
         raise DataError(f"the test images have {len(names)} class folders ({', '.join(names)}) and the model "
                         f"answers {model_classes} classes: folder k (in sorted order) would be scored as the model's "

@@ -620,6 +620,12 @@ def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
                                    need_train=False)
     folders.check_classes(numbered, 10, ())
     folders.check_classes(numbered, 10, None)  # a model of unknown origin: folders named by class number
+    # A run with named classes (a tfds dataset's: Fashion-MNIST's 'T-shirt/top' is no folder name) takes them too.
+    fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot"]
+    folders.check_classes(numbered, 10, fashion)
+    with pytest.raises(DataError, match=r"the test images have 10 class folders .* and the model answers 11"):
+        folders.check_classes(numbered, 11, fashion + ["Hat"])
 
 
 def test_wide_pixels_are_refused_and_skipped_entries_are_said(tmp_path, caplog):
