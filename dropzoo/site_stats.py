@@ -9,6 +9,7 @@ metrics.json.
 """
 import keras
 import numpy as np
+import tensorflow as tf
 
 import models
 from dropzoo import checkpoints
@@ -33,7 +34,10 @@ def site_statistics(model, images):
     # The probe must leave the model as it found it: training's mask stream (the seed states) and
     # BatchNormalization's moving statistics, which a training-mode call moves toward the probe batch
     # (in the variants with dropout only: the others have no sites to probe).
-    state = {id(v): v for v in [*checkpoints.seed_states(model).values(), *model.non_trainable_variables]}
+    # Each replica's own copy under tf.distribute: a mirrored BN's copies drift apart (aggregation none), and
+    # assigning the variable would give every replica the first one's.
+    state = {id(c): c for v in [*checkpoints.seed_states(model).values(), *model.non_trainable_variables]
+             for c in _copies(v)}
     saved = {k: v.numpy() for k, v in state.items()}
     try:
         per_mode = {mode: probe(images, training=mode == "train") for mode in ("train", "inference")}
@@ -57,6 +61,12 @@ def site_statistics(model, images):
             entry["drop_fraction"] = float((x_out[live] == 0).mean()) if live.any() else float("nan")
         result[layer.name] = entry
     return result
+
+
+def _copies(variable):
+    """A Keras variable's per-replica copies where tf.distribute mirrors it, else the variable itself."""
+    value = getattr(variable, "value", None)
+    return list(value.values) if isinstance(value, tf.distribute.DistributedValues) else [variable]
 
 
 def norm_statistics(model, images, steps=None):

@@ -185,19 +185,19 @@ def describe_plan(runs, overwrite=False):
         source = loaded.get(_data_key(config))  # files read (tfds: sizes only, nothing to compare)
         refusal = None if overwrite else _refusal(config, workdir, resolved,
                                                   source if source is not None and source.train is not None else None)
-        if trained_by[i] != i:
-            line += f"  (identical by construction to {runs[trained_by[i]][1]}: recorded, not trained)"
-        elif refusal:
+        if refusal:  # a follower too: its record would be refused as a trained run is
             refused.add(i)
             line += f"  (refused: {refusal})"
         elif not overwrite and os.path.exists(os.path.join(workdir, "metrics.json")):
             finished.add(i)
             line += "  (finished: kept)"
+        elif trained_by[i] != i:
+            line += f"  (identical by construction to {runs[trained_by[i]][1]}: recorded, not trained)"
         elif not overwrite and workdirs.started(workdir):
             line += "  (started: resumes from its last checkpoint)"
         lines.append(line)
     trained = len(set(trained_by) - finished - refused)
-    identical = sum(target != i for i, target in enumerate(trained_by))
+    identical = sum(target != i and i not in finished | refused for i, target in enumerate(trained_by))
     done = f"{len(finished)} finished, " if finished else ""
     done += f"{len(refused)} refused (see their lines), " if refused else ""
     done += f"{identical} identical by construction (recorded, not trained), " if identical else ""
@@ -343,9 +343,7 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
             if target != i - 1:
                 outcome = _identical(config, workdir, results[target], overwrite)
                 if verbose:
-                    print(f"  identical by construction to {results[target][1]}: not trained"
-                          + ("; skipped: another process holds its workdir" if isinstance(outcome, Skipped) else
-                             "" if isinstance(outcome, dict) else f"; failed: {outcome}"), flush=True)
+                    print(f"  {_identical_line(results[target][1], outcome)}", flush=True)
                 results.append((config, workdir, outcome))
                 continue
             keras.backend.clear_session()  # fresh graph and layer names for every run
@@ -394,15 +392,12 @@ def _sources(runs, source=None):
 
 
 def _identical(config, workdir, trained, overwrite=False):
-    """The outcome of a run identical to `trained` = (config, workdir, outcome).
-
-    Its record is written as a trained run's would be: under the workdir's lock (another process's run there is
-    skipped), and only where the workdir holds nothing of other settings (refused as the trainer refuses it); a
-    finished run of these settings there is its outcome, kept.
-    """
+    """The outcome of a run identical to `trained` = (config, workdir, outcome). Its record is written as a trained
+    run's would be: under the workdir's lock (another process's run there: skipped), where the workdir holds nothing
+    of other settings (refused as the trainer refuses it); a finished run of these settings there is kept."""
     _, target_workdir, outcome = trained
     if isinstance(outcome, Skipped):
-        return outcome
+        return Skipped(f"identical by construction to {target_workdir}, which another process is training")
     if not isinstance(outcome, dict):
         return f"identical by construction to {target_workdir}, which failed"
     lock = locks.WorkdirLock(workdir)
@@ -415,6 +410,14 @@ def _identical(config, workdir, trained, overwrite=False):
         return f"{type(e).__name__}: {' '.join(str(e).split())}"
     finally:
         lock.release()
+
+
+def _identical_line(target_workdir, outcome):
+    """What a sweep prints of a run identical by construction to the run in `target_workdir`."""
+    if not isinstance(outcome, dict):
+        return f"{'skipped' if isinstance(outcome, Skipped) else 'failed'}: {outcome}"
+    return f"identical by construction to {target_workdir}" + (
+        ": recorded, not trained" if "identical_to" in outcome else "; its own finished run here is kept")
 
 
 def failed(results):

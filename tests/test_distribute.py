@@ -514,3 +514,36 @@ def test_a_worker_waiting_for_its_cluster_says_so_and_stops_on_a_signal(tmp_path
 def test_a_string_index_tensorflow_reads_is_taken():
     cluster = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": "1"}}
     assert strategies.num_training_tasks(strategies.tf_config_cluster(json.dumps(cluster))) == 2
+
+
+PROBE_UNDER_MIRRORED = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, models
+from dropzoo import site_stats
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = models.build("dense_mlp", "dense1.post:0.5", norm="batch", seed=0)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 1, (64, 28, 28, 1)).astype("float32")
+x[32:] *= 3  # the second replica's half: other batch statistics, so the copies drift apart
+model.fit(x, np.arange(64) % 10, batch_size=64, epochs=1, verbose=0, shuffle=False)
+def copies():
+    return [c.numpy().copy() for v in model.non_trainable_variables if "moving" in v.path for c in v.value.values]
+before = copies()
+assert any(not np.array_equal(a, b) for a, b in zip(before[::2], before[1::2])), "the copies did not drift"
+site_stats.site_statistics(model, x[:16])
+assert all(np.array_equal(a, b) for a, b in zip(before, copies())), "a replica's BN statistics changed"
+print("kept")
+"""
+
+
+@pytest.mark.slow
+def test_the_dropout_probe_leaves_each_replicas_batch_norm_statistics_as_they_were():
+    # Mirrored BN statistics are one copy per replica (aggregation none), and they drift apart; the probe restored
+    # the first replica's into every copy, so a run's test score moved with the probe, in dropout variants only.
+    result = subprocess.run([sys.executable, "-c", PROBE_UNDER_MIRRORED], cwd=ROOT, env=_env(), capture_output=True,
+                            text=True, timeout=PROCESS_TIMEOUT)
+    assert result.returncode == 0 and result.stdout.strip().endswith("kept"), result.stderr[-3000:]

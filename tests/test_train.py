@@ -434,6 +434,18 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
                          "nothing was written (--dry_run)"), result.stdout
     assert any(line.startswith(str(finished)) and line.endswith("(finished: kept)") for line in lines)
     assert any(line.startswith(str(other)) and "other settings: --epochs (3 -> 12)" in line for line in lines)
+    # A run identical by construction whose workdir holds other settings: refused, as the sweep refuses its record
+    # (the dry run said "recorded, not trained").
+    follower = tmp_path / "study" / "dense_mlp" / "after_activation" / "seed0"
+    follower.mkdir(parents=True)
+    (follower / "metrics.json").write_text("{}")
+    (follower / "config.json").write_text(json.dumps(
+        config_lib.TrainConfig(model="dense_mlp", placement="after_activation", epochs=3).to_dict()))
+    result = _run("train.py", "--model=dense_mlp", "--placement=canonical,after_activation,before_dense",
+                  "--dry_run", f"--workdir={tmp_path / 'study'}")
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "3 run(s), 1 finished, 2 refused (see their lines), 0 to train; nothing was written (--dry_run)"
+    assert any(line.startswith(str(follower)) and "other settings: --epochs (3 -> 12)" in line for line in lines)
 
 
 @pytest.mark.slow
