@@ -129,6 +129,35 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class FirstReplicaStatistics(keras.callbacks.Callback):
+    """Every replica's copy of a layer's statistics set to the first replica's, under a MirroredStrategy.
+
+    BatchNormalization's moving mean and variance are one copy per replica (aggregation none), each moved by its
+    own share of every batch, so they drift apart over an epoch; checkpoints and the export hold the first
+    replica's. Aligned as each epoch starts (a resumed run starts from the checkpoint's: so does an uninterrupted
+    one), before validation and when training ends, the scores a run reports are those of the model it saves.
+    (Multi-worker runs evaluate on the chief's own copy already.)
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._align()
+
+    def on_test_begin(self, logs=None):
+        self._align()
+
+    def on_train_end(self, logs=None):
+        self._align()
+
+    def _align(self):
+        seeds = {id(v) for v in checkpoints.seed_states(self.model).values()}  # each replica's masks are its own
+        for variable in self.model.non_trainable_variables:
+            copies = site_stats.replica_copies(variable)
+            if id(variable) not in seeds and len(copies) > 1:
+                first = copies[0].numpy()
+                for copy in copies[1:]:
+                    copy.assign(first)
+
+
 class DropoutStats(keras.callbacks.Callback):
     """Logs site_statistics (and norm_statistics) on a fixed probe batch every epoch.
 

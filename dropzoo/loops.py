@@ -96,6 +96,7 @@ class FitLoop:
                                               initial_epoch=run.initial_epoch)
         throughput = callbacks_lib.Throughput()
         callbacks = [
+            callbacks_lib.FirstReplicaStatistics(),  # before the probe and the checkpoint read them
             run.dropout_stats,
             run.checkpoint,
             keras.callbacks.TensorBoard(

@@ -37,7 +37,7 @@ def site_statistics(model, images):
     # Each replica's own copy under tf.distribute: a mirrored BN's copies drift apart (aggregation none), and
     # assigning the variable would give every replica the first one's.
     state = {id(c): c for v in [*checkpoints.seed_states(model).values(), *model.non_trainable_variables]
-             for c in _copies(v)}
+             for c in replica_copies(v)}
     saved = {k: v.numpy() for k, v in state.items()}
     try:
         per_mode = {mode: probe(images, training=mode == "train") for mode in ("train", "inference")}
@@ -63,7 +63,7 @@ def site_statistics(model, images):
     return result
 
 
-def _copies(variable):
+def replica_copies(variable):
     """A Keras variable's per-replica copies where tf.distribute mirrors it, else the variable itself."""
     value = getattr(variable, "value", None)
     return list(value.values) if isinstance(value, tf.distribute.DistributedValues) else [variable]

@@ -242,7 +242,8 @@ def replica_runs(tmp_path_factory):
         # The dropout run reuses the process's strategy (a second run in one process).
         _start([(root / "two", root / "two.json", {**EXACT, **mirrored}),
                 (root / "dropout", root / "dropout.json",
-                 {**mirrored, "placement": "canonical", "epochs": 2})],
+                 {**mirrored, "placement": "canonical", "epochs": 2}),
+                (root / "bn", root / "bn.json", {**mirrored, "placement": "canonical", "norm": "batch", "epochs": 2})],
                masks=root / "masks.json"),
     ]
     try:
@@ -270,6 +271,17 @@ def test_two_replicas_with_dropout_train_and_export(replica_runs):
     assert metrics["strategy"]["num_replicas"] == 2 and metrics["epochs_completed"] == 2
     assert metrics["placement_sites"] and np.isfinite(metrics["test_loss"])
     assert metrics["export_check"]["passed"] and metrics["export_check"]["random_ops"] == []
+
+
+@pytest.mark.slow
+def test_two_replicas_with_batch_norm_report_the_scores_of_the_model_they_export(replica_runs):
+    # Each replica's BN statistics drift apart over an epoch; the export holds the first replica's, while the test
+    # and validation scores were taken with each replica's own: the run reported a score its export does not give.
+    metrics = _load(replica_runs / "bn.json")
+    [record] = [_load(path)["result"] for path in (replica_runs / "bn" / "evaluations").iterdir()]
+    assert metrics["strategy"]["num_replicas"] == 2 and metrics["export_check"]["passed"]
+    assert metrics["test_loss"] == pytest.approx(record["loss"], rel=1e-5, abs=1e-6)
+    assert metrics["test_accuracy"] == pytest.approx(record["accuracy"], abs=1e-6)
 
 
 def _kept(outputs):
