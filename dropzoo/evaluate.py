@@ -36,7 +36,7 @@ def check_mc(mc_samples, mc_seed, batch_size=None):
     used by it; and a positive integer `batch_size` (the API's and eval.py's flags alike)."""
     integral = [isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (mc_samples, mc_seed)]
     if not integral[0] or mc_samples < 0:
-        raise ValueError(f"--mc_samples must be 0 (off) or a positive integer, got {mc_samples!r}")
+        raise ValueError(f"--mc_samples must be 0 (off) or an integer of 2 or more, got {mc_samples!r}")
     if mc_samples == 1:  # its spread would read as "no dropout to sample", and its mean is one noisy pass
         raise ValueError("--mc_samples=1 is a single dropout pass: MC dropout averages several and measures their "
                          "spread; give 2 or more (20 is usual), or 0 for none")
@@ -87,7 +87,7 @@ def evaluate_tflite(path, batches, *, ood_batches=None):
     """
     model = tflite.Model.load(path, num_threads=os.cpu_count())  # a whole split: use every core
     what = f"TFLite model {path}"
-    check_uint8_input(what, model.input_dtype.name)
+    check_uint8_input(what, model.input_dtype.name, callers="eval.py")
     batches = _check_input_shape(what, model.input_shape, batches)
     if ood_batches is not None:
         ood_batches = _check_input_shape(what, model.input_shape, ood_batches, OOD_DATA)

@@ -382,10 +382,10 @@ def serving_input_spec(serving_fn, what="the SavedModel"):
     return name, spec
 
 
-def check_uint8_input(what, dtype):
+def check_uint8_input(what, dtype, callers="eval.py, Client"):
     """ExportError (one line) unless a model's serving input is uint8 pixels, as every export of this project's."""
     if dtype != "uint8":
-        raise ExportError(f"{what} takes {dtype} images, and its callers here (eval.py, Client) give the uint8 "
+        raise ExportError(f"{what} takes {dtype} images, and its callers here ({callers}) give the uint8 "
                           "pixels (0-255) that this project's exports take and scale themselves; export the model "
                           "with train.py or dropzoo.export.export_saved_model, or give it a uint8 input that scales "
                           "the pixels as in training")

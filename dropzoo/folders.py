@@ -162,7 +162,9 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
     an image folder, unless its folders are class numbers: nothing says which
     folder is which class.
     """
-    names = source.details.get("class_names")
+    # Only an image folder's labels come from names (its sorted class subfolders); a tfds dataset's are ids.
+    from_folders = any((source.origin or {}).get(key) for key in ("image_dir", "test_image_dir"))
+    names = source.details.get("class_names") if from_folders else None
     # Labels are class ids: where the run's class folders are numbers other than 0..K-1 in order, class k is not
     # folder k (text order 0, 1, 10, 2, ..., or 1..K).
     shown = next((k for k, n in enumerate(run_class_names or ()) if int(n) != k), None) \
@@ -203,6 +205,9 @@ def _difference(names, trained):
     def listed(found):
         return ", ".join(found[:5]) + (f", ... ({len(found)})" if len(found) > 5 else "")
 
+    if sorted(names) == sorted(trained):  # one set of names: the run's classes are not in sorted order
+        return ("are the run's classes, read in sorted order, and the run's are in another ("
+                + ", ".join(f"{k}: {n}" for k, n in enumerate(trained[:4])) + ", ...)")
     extra, missing = [n for n in names if n not in trained], [n for n in trained if n not in names]
     said = [f"include {listed(extra)}, which the run did not train on" if extra else "",
             f"lack {listed(missing)}, which it did" if missing else ""]

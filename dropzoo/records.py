@@ -8,10 +8,9 @@ A run's record, a few kilobytes beside its large artifacts, is what a comparison
                           trainer) and on any other data, with MC dropout or OOD data (written
                           by the comparison that computed it), keyed by the request
 
-`evaluate_runs` scores each run for one request (test data, MC samples and seed, OOD data) from
-its saved evaluation, or, where there is none yet, through its SavedModel, saving the result: a
-comparison works from records alone once they hold what it asks, and from records copied off the
-machines that trained them (`collect`).
+`evaluate_runs` scores each run for one request (test data, MC samples and seed, OOD data) from its saved
+evaluation, or, where there is none yet, through its SavedModel, saving the result: a comparison works from
+records alone once they hold what it asks, and from records copied off the machines that trained them (`collect`).
 """
 import hashlib
 import json
@@ -65,8 +64,7 @@ def find_runs(runs_dirs):
 def check_runs_dirs(runs_dirs):
     """ValueError where the list names an empty directory: a stray comma, which would mean the cwd."""
     if not all(runs_dirs):
-        raise ValueError(f"--runs_dir={','.join(runs_dirs)} names an empty directory (a stray comma?); give each one "
-                         "once, separated by commas")
+        raise ValueError(f"--runs_dir={','.join(runs_dirs)} names an empty directory (a stray comma?); give each once")
 
 
 def unfinished_runs(runs_dirs):
@@ -93,8 +91,7 @@ def unfinished_note(runs_dirs):
 
 def request_id(request):
     """The file name (without .json) of the evaluation `request` ({data, mc_samples, ...})."""
-    text = json.dumps(request, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def evaluation_path(run, request):
@@ -137,10 +134,13 @@ def save_evaluation(run, request, data_source, result):
 
 
 def load_evaluation(run, request):
-    """The saved {"request", "data_source", "result"} of `request` for `run`, or None."""
+    """The saved {"request", "data_source", "result"} of `request` for `run`, or None; records alone answer an MC +
+    OOD request from before its OOD pass took seeds of its own (the test pass's again: correlated, not biased)."""
     path = evaluation_path(run, request)
     if not os.path.isfile(path):
-        return None
+        older = {k: v for k, v in request.items() if k != "ood_seeds"}
+        alone = older != request and not os.path.isdir(os.path.join(run, "saved_model"))
+        return load_evaluation(run, older) if alone else None
     saved = files.read_json(path, "delete it and compare again with the run's saved_model/ present")
     return saved if saved.get("request") == request else None
 

@@ -626,6 +626,21 @@ def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
     folders.check_classes(numbered, 10, fashion)
     with pytest.raises(DataError, match=r"the test images have 10 class folders .* and the model answers 11"):
         folders.check_classes(numbered, 11, fashion + ["Hat"])
+    # Folders of the run's names, whose order is not sorted order: said so (not "another Unicode form").
+    shuffled = ["b", "a", "c"]
+    abc = sources.load_source(image_dir=_named_folder(str(tmp_path / "abc"), sorted(shuffled)),
+                              test_image_dir=_named_folder(str(tmp_path / "abc_test"), sorted(shuffled)),
+                              need_train=False)
+    with pytest.raises(DataError, match=r"^the test images' class folders are the run's classes, read in sorted "
+                                        r"order, and the run's are in another \(0: b, 1: a, 2: c, \.\.\.\): .*"
+                                        r"\(or named by class number, 0 to 2\)$"):
+        folders.check_classes(abc, 3, shuffled)
+    # A tfds dataset's labels are class ids, whatever names it has: scored by any run (it was refused as a folder).
+    images = np.arange(8 * 28 * 28, dtype=np.uint32).reshape(8, 28, 28, 1).astype(np.uint8)
+    tfds_like = sources.array_source("tfds:fashion_mnist", (images[:4], np.arange(4)), (images[4:], np.arange(4)),
+                                     origin={"dataset": "fashion_mnist"}, details={"class_names": fashion})
+    folders.check_classes(tfds_like, 10, ())
+    folders.check_classes(tfds_like, 10, None)
 
 
 def test_wide_pixels_are_refused_and_skipped_entries_are_said(tmp_path, caplog):
@@ -848,7 +863,7 @@ def test_a_class_mismatch_names_the_differences_not_every_class():
     def arrays(names):
         train, test = (np.arange(k, k + 16, dtype=np.uint8).reshape(4, 2, 2, 1) for k in (0, 100))
         return sources.array_source("t", (train, np.array([0, 1, 0, 1])), (test, np.array([0, 1, 0, 1])),
-                                    details={"class_names": names})
+                                    origin={"image_dir": "folders"}, details={"class_names": names})
 
     test = arrays(names[:299] + ["extra"])
     with pytest.raises(DataError) as info:

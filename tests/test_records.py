@@ -321,3 +321,18 @@ def test_runs_of_a_data_sweep_that_trained_on_other_data_are_refused(tmp_path):
                                           r"not mnist_sample: the network was unreachable, and the embedded sample "
                                           r"stood in\)"):
         pooled_data.check([sample, alone])
+
+
+def test_records_alone_answer_an_mc_and_ood_request_with_an_evaluation_from_before_its_own_ood_seeds(tmp_path):
+    # Since the OOD pass took MC seeds of its own, such a request has another id: collected records (no SavedModel
+    # to evaluate again) were refused, saying to compare with the MC and OOD data they hold, which they did.
+    run = str(tmp_path / "run")
+    request = records.make_request("d" * 64, mc_samples=20, mc_seed=0, ood_sha256="o" * 64)
+    older = {k: v for k, v in request.items() if k != "ood_seeds"}
+    assert request["ood_seeds"] == "after_test" and records.request_id(older) != records.request_id(request)
+    records.save_evaluation(run, older, "idx:mnist", {"accuracy": 0.9})
+    assert records.load_evaluation(run, request)["result"] == {"accuracy": 0.9}
+    os.makedirs(os.path.join(run, "saved_model"))  # evaluated again where the export is here
+    assert records.load_evaluation(run, request) is None
+    plain = records.make_request("d" * 64, mc_samples=20, mc_seed=0)  # no OOD: its id as it always was
+    assert "ood_seeds" not in plain and records.load_evaluation(run, plain) is None

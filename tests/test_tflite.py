@@ -359,7 +359,8 @@ def test_an_export_that_fails_its_check_is_moved_aside_and_the_rerun_exports_aga
         for dtype in verify.TOLERANCES:  # no difference passes, in any precision
             patch.setitem(verify.TOLERANCES, dtype, -1.0)
         with pytest.raises(ExportError, match=rf"failed verification: .*; the export is moved to {tmp_path}/"
-                                              r"failed_export \(for inspection: nothing serves it as the run's\)$"):
+                                              r"failed_export \(for inspection: nothing serves it as the run's; rerunning the command exports again "
+                                              r"from the last checkpoint\)$"):
             trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
     assert sorted(os.listdir(tmp_path / "failed_export")) == ["model.keras", "model.tflite", "model_int8.tflite",
                                                               "saved_model"]
@@ -377,4 +378,6 @@ def test_the_tolerance_grows_with_the_widest_sum_a_unit_computes():
     wide = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
     assert verify.tolerance_for(narrow) == verify.TOLERANCES["float32"]  # 784 inputs: as it was
     assert verify.tolerance_for(wide) == pytest.approx(verify.TOLERANCES["float32"] * (12288 / 1024) ** 0.5)
-    assert verify.tolerance_for(wide, "bfloat16") == pytest.approx(verify.TOLERANCES["bfloat16"] * 12 ** 0.5)
+    # bfloat16's error is the rounding of the activations, not the order of a sum: kept (2% off pixels move
+    # probabilities by 1.3e-2, which a grown 3e-2 let through).
+    assert verify.tolerance_for(wide, "bfloat16") == verify.TOLERANCES["bfloat16"]

@@ -515,7 +515,7 @@ def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, messa
 @pytest.mark.parametrize("args,message", [
     ([], "error: give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR"),
     (["--runs_dir=/nonexistent"], "error: --runs_dir /nonexistent is not a directory"),
-    (["--workdir=/tmp", "--mc_samples=-1"], "error: --mc_samples must be 0 (off) or a positive integer"),
+    (["--workdir=/tmp", "--mc_samples=-1"], "error: --mc_samples must be 0 (off) or an integer of 2 or more"),
     (["--workdir=/tmp", "--mc_samples=1"], "error: --mc_samples=1 is a single dropout pass"),
     (["--saved_model=/nonexistent"], "error: no SavedModel at /nonexistent"),
     (["--workdir=/tmp", "--ood_dataset=kmnist", "--ood_idx_dir=/tmp"],
