@@ -359,8 +359,8 @@ def test_an_export_that_fails_its_check_is_moved_aside_and_the_rerun_exports_aga
         for dtype in verify.TOLERANCES:  # no difference passes, in any precision
             patch.setitem(verify.TOLERANCES, dtype, -1.0)
         with pytest.raises(ExportError, match=rf"failed verification: .*; the export is moved to {tmp_path}/"
-                                              r"failed_export \(for inspection: nothing serves it as the run's; rerunning the command exports again "
-                                              r"from the last checkpoint\)$"):
+                                              r"failed_export \(for inspection: nothing serves it as the run's; "
+                                              r"rerunning the command exports again from the last checkpoint\)$"):
             trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
     assert sorted(os.listdir(tmp_path / "failed_export")) == ["model.keras", "model.tflite", "model_int8.tflite",
                                                               "saved_model"]
