@@ -101,7 +101,8 @@ def trace(model, name=None):
                              "keras.ops call or an operator on tensors between its layers; place_dropout rebuilds "
                              "layers from their configs: use a layer instead (Rescaling(1/255) for inputs / 255, "
                              "Activation('relu') for ops.relu)")
-        # Always on (MC sampling built in). (training=False is what a Sequential records for every layer.)
+        # Always on (MC sampling built in). training=False is what Keras records for every layer called on symbolic
+        # inputs, and fit(training=True) overrides it (Keras 3.15): a dropout called so drops in training, as here.
         if is_dropout(layer) and kwargs.get("training") is True:
             raise ValueError(f"dropout layer {layer.name!r} of model {name!r} is called with training=True, so it "
                              "drops always; the trainer drops in training only (eval.py --mc_samples samples dropout "
