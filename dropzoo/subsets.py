@@ -19,7 +19,7 @@ def subset(source, size):
     """`source` with its train split cut to `size` examples, stratified by class, the same for every run.
 
     Each class keeps its share of the split, and at least one example (largest remainders get those left over
-    by rounding); within a class the examples kept are a fixed random choice (seeded by a constant, not by the
+    by rounding; a rare class's one comes from the class most over its share that has more than one); within a class the examples kept are a fixed random choice (seeded by a constant, not by the
     run's seed), in the split's own order, so the validation hold-out (make_pipelines' first examples) comes out
     of these `size` (data.check_every_class_trained refuses one that holds all of a class).
     """
@@ -37,8 +37,8 @@ def subset(source, size):
     check_size(source, size, len(classes))
     quota = counts * size / len(labels)
     keep = np.maximum(np.floor(quota).astype(int), 1)  # every class, however rare
-    for k in np.argsort(-keep, kind="stable")[:max(0, keep.sum() - size)]:
-        keep[k] -= 1
+    while keep.sum() > size:  # the rare classes' ones come from the class most over its share that can spare one
+        keep[np.argmax(np.where(keep > 1, keep - quota, -np.inf))] -= 1
     for k in np.argsort(-(quota - keep), kind="stable")[:size - keep.sum()]:
         keep[k] += 1
     rng = np.random.default_rng(_SUBSET_SEED)

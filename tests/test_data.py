@@ -723,6 +723,16 @@ def test_a_subset_keeps_every_class_however_rare():
         data.check_every_class_trained(subsets.subset(source, 3), 0.1)
     assert data.check_every_class_trained(subsets.subset(source, 3), 0) == 0
     assert data.check_every_class_trained(subsets.subset(source, 101), 0.1) == 10
+    # Several rare classes: the ones they were given were taken back from classes of one, leaving two classes out
+    # ([900, 25, 25, 25, 25] into 10 kept [8, 0, 0, 1, 1]), without a word.
+    for counts, size, expected in (([900, 25, 25, 25, 25], 10, [6, 1, 1, 1, 1]),
+                                   ([900, 25, 25, 25, 25], 12, [8, 1, 1, 1, 1]),
+                                   ([38, 31, 16, 19, 3, 5, 1], 8, [2, 1, 1, 1, 1, 1, 1])):
+        labels = np.repeat(np.arange(len(counts)), counts)
+        images = np.random.default_rng(1).integers(0, 255, (len(labels) + 7, 4, 4, 1), dtype=np.uint8)
+        test_labels = np.arange(7) % len(counts)
+        source = sources.array_source("t", (images[:len(labels)], labels), (images[len(labels):], test_labels))
+        assert np.bincount(subsets.subset(source, size).train_labels, minlength=len(counts)).tolist() == expected
 
 
 def test_a_class_held_out_whole_for_validation_is_refused():
