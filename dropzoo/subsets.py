@@ -19,9 +19,10 @@ def subset(source, size):
     """`source` with its train split cut to `size` examples, stratified by class, the same for every run.
 
     Each class keeps its share of the split, and at least one example (largest remainders get those left over
-    by rounding; a rare class's one comes from the class most over its share that has more than one); within a class the examples kept are a fixed random choice (seeded by a constant, not by the
-    run's seed), in the split's own order, so the validation hold-out (make_pipelines' first examples) comes out
-    of these `size` (data.check_every_class_trained refuses one that holds all of a class).
+    by rounding; a rare class's one comes from the class most over its share that has more than one); within a
+    class the examples kept are a fixed random choice (seeded by a constant, not by the run's seed), in the
+    split's own order, so the validation hold-out (make_pipelines' first examples) comes out of these `size`
+    (data.check_every_class_trained refuses one that holds all of a class).
     """
     if size is None:
         return source
