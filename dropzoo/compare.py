@@ -155,8 +155,6 @@ def summarise(rows, baseline="canonical"):
                       and np.isfinite(r[column.metric])]  # a contrast's note names a non-finite score
             if values:
                 mean, std, half = stats.mean_ci(values)
-                if stats.no_spread(values):  # every seed scored the same: no interval, as in the contrasts
-                    half = float("nan")
                 entry[column.metric] = {"mean": mean, "std": std, "ci95": half, "n": len(values)}
         targets = {label_of_run.get(r["identical_to"], r["identical_to"]) for r in runs}
         entry["identical_to"] = targets.pop() if len(targets) == 1 and None not in targets else None

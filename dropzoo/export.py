@@ -110,10 +110,12 @@ def _export_saved_model(model, path, outputs, mc_dropout, class_names, test_data
                 input_spec, samples_spec, seed_spec)
         endpoints[MC_DRAWS_XLA_KEY] = (_make_mc_draws_fn(fused), [input_spec, samples_spec, seed_spec])
     archive = build_archive(tracked, endpoints)
+    extras = {CLASS_NAMES_FILE: None if class_names is None else {"class_names": list(class_names)},
+              TEST_DATA_FILE: test_data}
     try:
         return files.write_directory(path, lambda tmp: (_write_archive(archive, tmp),
-                                                        _write_extra(tmp, CLASS_NAMES_FILE, class_names, "class_names"),
-                                                        _write_extra(tmp, TEST_DATA_FILE, test_data)),
+                                                        *(_write_extra(tmp, name, record)
+                                                          for name, record in extras.items())),
                                      missing=missing_parts)
     except files.IncompleteWrite as e:
         raise ExportError(f"SavedModel not exported: {e}") from None
@@ -245,33 +247,35 @@ def _write_archive(archive, directory):
     archive.write_out(directory, verbose=False)
 
 
-def _write_extra(directory, name, value, key=None):
-    """`value` (as {key: value} where `key` is given) into the export's file `name`; nothing for None."""
-    if value is not None:
+def _write_extra(directory, name, record):
+    """`record` (a dict) into the export's file `name`; nothing for None."""
+    if record is not None:
         os.makedirs(os.path.join(directory, os.path.dirname(name)), exist_ok=True)
         with open(os.path.join(directory, name), "w") as f:
-            json.dump({key: list(value)} if key else value, f)
+            json.dump(record, f)
+
+
+def _read_extra(path, name):
+    """The dict in the SavedModel's file `name`, or {} where it has none (an export of older code) or another."""
+    try:
+        with open(os.path.join(path, name)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def recorded_test_data(path):
     """{"source", "test_sha256"} of the test split the SavedModel at `path` was tested on by its run, or None
     (exported before exports recorded it, or not by a run)."""
-    try:
-        with open(os.path.join(path, TEST_DATA_FILE)) as f:
-            recorded = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return recorded if isinstance(recorded, dict) and isinstance(recorded.get("test_sha256"), str) else None
+    recorded = _read_extra(path, TEST_DATA_FILE)
+    return recorded if isinstance(recorded.get("test_sha256"), str) else None
 
 
 def class_names(path):
     """The class names the SavedModel at `path` was trained on ([]: its classes are their numbers), or None where
     it records none (exported before exports carried them)."""
-    try:
-        with open(os.path.join(path, CLASS_NAMES_FILE)) as f:
-            names = json.load(f)["class_names"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    names = _read_extra(path, CLASS_NAMES_FILE).get("class_names")
     return list(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
 
 

@@ -167,8 +167,8 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
     names = source.details.get("class_names") if from_folders else None
     # Labels are class ids: where the run's class folders are numbers other than 0..K-1 in order, class k is not
     # folder k (text order 0, 1, 10, 2, ..., or 1..K).
-    shown = next((k for k, n in enumerate(run_class_names or ()) if int(n) != k), None) \
-        if run_class_names and all(n.isdecimal() for n in run_class_names) else None
+    numbers = bool(run_class_names) and all(n.isdecimal() for n in run_class_names)  # the run's folders: 0, 1, ...
+    shown = next((k for k, n in enumerate(run_class_names) if int(n) != k), None) if numbers else None
     if not names and shown is not None:
         logging.warning("%s: its labels are read as the run's class ids, and the run's class folders are numbers "
                         "other than 0..K-1 in order (%s, ...): label %d scores as folder '%s'; relabel if your labels "
@@ -184,12 +184,10 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                         'assets.extra/class_names.json: {"class_names": [...]}')
     # Folders named by class number (0, 1, ...) say which class each is, also to a run with named classes (a tfds
     # dataset's 'T-shirt/top' cannot even be a folder's name); a run whose classes were numbers is held to those.
-    by_number = _numbered(names) and not all(n.isdecimal() for n in run_class_names or ())
-    if run_class_names and list(names) != list(run_class_names) and not by_number:
-        numbers = "" if all(n.isdecimal() for n in run_class_names) else \
-            f" (or named by class number, 0 to {len(run_class_names) - 1})"
+    if run_class_names and list(names) != list(run_class_names) and not (_numbered(names) and not numbers):
+        by_number = "" if numbers else f" (or named by class number, 0 to {len(run_class_names) - 1})"
         raise DataError(f"the test images' class folders {_difference(names, run_class_names)}: folder k would be "
-                        f"scored as the run's class k; evaluate on a folder with the run's class subfolders{numbers}")
+                        f"scored as the run's class k; evaluate on a folder with the run's class subfolders{by_number}")
     if model_classes is not None and len(names) != model_classes:
         raise DataError(f"the test images have {len(names)} class folders ({', '.join(names)}) and the model "
                         f"answers {model_classes} classes: folder k (in sorted order) would be scored as the model's "

@@ -103,7 +103,7 @@ def _control_text(control, threshold):
     if control.get("none_overfit_borderline"):
         overfit = f"borderline, {'yes' if control['none_overfit'] else 'no'} by its mean"
     spread = (f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}] over {seeds} seeds, {above} of them at or above"
-              if interval else "")
+              if interval else f", no spread over {seeds} seeds, {above} of them at or above" if seeds > 1 else "")
     if control.get("none_rise_not_finite"):
         spread += (f"; {control['none_rise_not_finite']} seed(s) left out, whose final validation loss is not "
                    "finite (diverged)")

@@ -22,11 +22,11 @@ the workdir lock still keeps two processes out of one run.
 A Slurm array's split comes from the environment (a Kubernetes Indexed
 Job's index too), so a command that also picks its runs by the index
 (`--seed=$SLURM_ARRAY_TASK_ID`) would train a share of a share without a
-word: `check_slurm_share` refuses a task left with nothing to train, and `check_slurm_plans` a task whose plan differs
-from another task's of the same array (each records its plan's digest in
-the runs' root, `.tasks/`). Shares of one plan split into different counts
-(task 0 of 3, task 1 of 2) would leave runs to no task: `check_task_counts`
-refuses the second count.
+word: `check_slurm_share` refuses a task left with nothing to train, and
+`check_slurm_plans` a task whose plan differs from another task's of the
+same array (each records its plan's digest in the runs' root, `.tasks/`).
+Shares of one plan split into different counts (task 0 of 3, task 1 of 2)
+would leave runs to no task: `check_task_counts` refuses the second count.
 """
 import glob
 import hashlib
@@ -137,14 +137,14 @@ def check_slurm_share(mine, plan, index, count, source):
         return
     groups = len(set(plan))
     if kubernetes:
-        raise ConfigError(f"task {index} of {count} ({source}) has no runs to train: the plan has {groups} group(s) "
-                          f"of runs, fewer than the Job's {count} completions; if the command picks its runs by the "
-                          "index itself (e.g. --seed=$JOB_COMPLETION_INDEX), pass --task_index=0 --num_tasks=1 so "
-                          f"that each pod trains its whole plan, or else give the Job {groups} completions and "
-                          f"--num_tasks={groups}")
+        larger = f"the Job's {count} completions"
+        own = ("if the command picks its runs by the index itself (e.g. --seed=$JOB_COMPLETION_INDEX), pass "
+               "--task_index=0 --num_tasks=1 so that each pod trains its whole plan")
+        fix = f"give the Job {groups} completions and --num_tasks={groups}"
+    else:
+        larger, own, fix = f"the array's {count} tasks", _OWN_INDEX, f"submit --array=0-{groups - 1}"
     raise ConfigError(f"task {index} of {count} ({source}) has no runs to train: the plan has {groups} group(s) "
-                      f"of runs, fewer than the array's {count} tasks; {_OWN_INDEX}, or else submit "
-                      f"--array=0-{groups - 1}")
+                      f"of runs, fewer than {larger}; {own}, or else {fix}")
 
 
 def _plan_digest(runs, sweep_plan):

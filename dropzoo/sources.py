@@ -23,6 +23,7 @@ The tf.data pipelines that feed a model are in dropzoo/data.py. Every problem a 
 `DataError`, one line naming the problem and the fix.
 """
 import dataclasses
+import functools
 import hashlib
 import os
 import typing
@@ -70,6 +71,13 @@ class Source:
     train_sha256: str = ""
     # The train split's labels in its order, where they are in memory (files; None for tfds data).
     train_labels: typing.Any = dataclasses.field(default=None, compare=False, repr=False)
+
+    @functools.cached_property
+    def test_sha256(self):
+        """`fingerprint`: read once (a run's export, records and checks each ask; a tfds split is read to answer)."""
+        digests = [hashlib.sha1(np.ascontiguousarray(image).tobytes() + int(label).to_bytes(8, "little")).digest()
+                   for image, label in test_examples(self)]
+        return hashlib.sha256(b"".join(sorted(digests))).hexdigest()
 
 
 # ---------------------------------------------------------------- the table
@@ -307,9 +315,7 @@ def fingerprint(source):
     the MNIST test split from tfds and from the t10k IDX files have one
     fingerprint, wherever they are on disk. Evaluation records are keyed by it.
     """
-    digests = [hashlib.sha1(np.ascontiguousarray(image).tobytes() + int(label).to_bytes(8, "little")).digest()
-               for image, label in test_examples(source)]
-    return hashlib.sha256(b"".join(sorted(digests))).hexdigest()
+    return source.test_sha256
 
 
 def check_finished_on(source, config, recorded, workdir):

@@ -22,7 +22,8 @@ POWER = 0.8
 def mean_ci(values, confidence=0.95):
     """(mean, sample std, half-width of the t confidence interval) over seeds.
 
-    One value gives std and half-width NaN: one seed says nothing about noise.
+    One value gives std and half-width NaN: one seed says nothing about noise. Values that are all one
+    (no_spread) give half-width NaN too: a zero-width interval would claim the mean is known exactly.
     """
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
@@ -31,6 +32,8 @@ def mean_ci(values, confidence=0.95):
     if x.size < 2:
         return mean, math.nan, math.nan
     std = float(x.std(ddof=1))
+    if no_spread(x):
+        return mean, std, math.nan
     t = scipy_stats.t.ppf(0.5 + confidence / 2, df=x.size - 1)
     return mean, std, float(t * std / math.sqrt(x.size))
 
@@ -164,8 +167,8 @@ def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):
     d = a - b
     mean, sd, half = mean_ci(d, confidence) if d.size else (math.nan, math.nan, math.nan)
     flat = no_spread(d)
-    if flat:  # no t interval: a zero-width one would claim the mean is known exactly
-        sd, half = 0.0, math.nan
+    if flat:  # (mean_ci gives no interval then)
+        sd = 0.0
     return {"n": int(d.size), "difference": mean, "ci_low": mean - half, "ci_high": mean + half, "sd": sd,
             "no_spread": flat, "p": paired_p_value(a, b), "p_tost": tost_paired_p(d, margin),
             "mde": minimum_detectable_effect(sd, d.size, alpha_for_mde)}

@@ -400,6 +400,16 @@ def test_train_script_reports_bad_input_in_one_line(args, message, tmp_path):
     assert not workdir.exists()  # nothing written
 
 
+def _finished_with(root, placement, **settings):
+    """A dense_mlp seed-0 run directory below `root` holding a finished run of `settings`."""
+    workdir = root / "dense_mlp" / placement / "seed0"
+    workdir.mkdir(parents=True)
+    (workdir / "metrics.json").write_text("{}")
+    (workdir / "config.json").write_text(json.dumps(
+        config_lib.TrainConfig(model="dense_mlp", placement=placement, **settings).to_dict()))
+    return workdir
+
+
 @pytest.mark.slow
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     result = _run("train.py", "--model=dense_mlp", "--placement=canonical,after_activation,before_dense",
@@ -421,11 +431,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     finished.mkdir(parents=True)
     (finished / "metrics.json").write_text("{}")
     # One started with other settings is named with them: training would refuse it.
-    other = tmp_path / "study" / "dense_mlp" / "before_dense" / "seed0"
-    other.mkdir(parents=True)
-    (other / "metrics.json").write_text("{}")
-    (other / "config.json").write_text(json.dumps(
-        config_lib.TrainConfig(model="dense_mlp", placement="before_dense", epochs=3).to_dict()))
+    other = _finished_with(tmp_path / "study", "before_dense", epochs=3)
     result = _run("train.py", "--model=dense_mlp", "--placement=canonical,after_activation,before_dense",
                   "--dry_run", f"--workdir={tmp_path / 'study'}")
     lines = result.stdout.strip().splitlines()
@@ -436,11 +442,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert any(line.startswith(str(other)) and "other settings: --epochs (3 -> 12)" in line for line in lines)
     # A run identical by construction whose workdir holds other settings: refused, as the sweep refuses its record
     # (the dry run said "recorded, not trained").
-    follower = tmp_path / "study" / "dense_mlp" / "after_activation" / "seed0"
-    follower.mkdir(parents=True)
-    (follower / "metrics.json").write_text("{}")
-    (follower / "config.json").write_text(json.dumps(
-        config_lib.TrainConfig(model="dense_mlp", placement="after_activation", epochs=3).to_dict()))
+    follower = _finished_with(tmp_path / "study", "after_activation", epochs=3)
     result = _run("train.py", "--model=dense_mlp", "--placement=canonical,after_activation,before_dense",
                   "--dry_run", f"--workdir={tmp_path / 'study'}")
     lines = result.stdout.strip().splitlines()
