@@ -641,6 +641,15 @@ def test_a_run_resumes_only_as_it_ran_but_a_finished_one_reports_whatever_the_st
         workdir_lib.check_same(saved, config, {"strategy": "default"}, str(tmp_path), resuming=True)
     workdir_lib.check_same(saved, config, {"strategy": "default"}, str(tmp_path), resuming=False)
     assert strategies.resolved_here("mirrored", 2, "") == "mirrored x2"
+    # Two spellings of one strategy resume each other: auto on two CPU devices is mirrored there.
+    both = strategies.resolved_here("auto", 2, "")
+    assert both == "mirrored x2"
+    auto = dataclasses.replace(config, cpu_devices=2)
+    saved = {**auto.to_dict(), "resolved": {"strategy": both}}
+    workdir_lib.check_same(saved, mirrored, {"strategy": both}, str(tmp_path), resuming=True)
+    with pytest.raises(trainer.RunError, match=r"--cpu_devices \(2 -> 4\)"):  # the replicas are not
+        workdir_lib.check_same(saved, dataclasses.replace(mirrored, cpu_devices=4), {"strategy": "mirrored x4"},
+                               str(tmp_path), resuming=True)
 
 
 def test_a_momentum_swept_beside_no_norm_plans_each_run_once():
