@@ -102,7 +102,9 @@ def _control_text(control, threshold):
     interval, (above, seeds) = control.get("none_validation_rise_ci"), control.get("none_rise_seeds") or (0, 0)
     if control.get("none_overfit_borderline"):
         overfit = f"borderline, {'yes' if control['none_overfit'] else 'no'} by its mean"
-    spread = (f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}] over {seeds} seeds, {above} of them at or above"
+    unclipped = " (unclipped: the ratio is at least 1)" if interval and interval[0] < 1 else ""
+    spread = (f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}]{unclipped} over {seeds} seeds, {above} of them at "
+              "or above"
               if interval else f", no spread over {seeds} seeds, {above} of them at or above" if seeds > 1 else "")
     if control.get("none_rise_not_finite"):
         spread += (f"; {control['none_rise_not_finite']} seed(s) left out, whose final validation loss is not "

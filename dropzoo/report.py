@@ -216,8 +216,10 @@ def markdown(comparison):
                   f"per metric, the difference tests and the equivalence tests each one Holm family at "
                   f"α = {c['alpha']:g}, no p below an exact sign-flip test's 2/2^n over n seeds; 95% CI: the "
                   "paired t-interval, not adjusted for the family (one that excludes 0 can stand beside "
-                  "*inconclusive*); MDE: the smallest true difference these seeds find with 80% power at α/m (— "
-                  f"where they cannot reach α/m); equivalence: two one-sided tests, margins {margins})",
+                  "*inconclusive*); MDE: the smallest true difference these seeds find with 80% power at α/m, Holm's "
+                  "strictest step (— where they cannot reach α/m; Holm's later steps and equivalence, which needs "
+                  "one seed fewer, can still reach a verdict beside it); equivalence: two one-sided tests, "
+                  f"margins {margins})",
                   ""] + contrasts_markdown(c["contrasts"]) + ["",
                   "contrasts.csv holds the same numbers in each metric's own unit: "
                   + ", ".join(f"{x.name} as a {x.own_unit}" if x.own_unit == "fraction" else f"{x.name} in "
