@@ -90,7 +90,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.record["history"].setdefault(key, []).append(float(value))
         self.record["seconds"].append(time.perf_counter() - self._start)
         checkpoints.save(self.model, self.directory, epoch + 1, self.record)
-        interrupts.raise_if_pending()  # a Ctrl-C that Python swallowed mid-epoch stops here
+
+
+class StopIfInterrupted(keras.callbacks.Callback):
+    """Stops the run at the end of an epoch where a signal arrived and Python swallowed its exception (one raised
+    in a finalizer); last in the list, so the epoch's checkpoint, summaries and progress line are all written."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        interrupts.raise_if_pending()
 
 
 class Throughput(keras.callbacks.Callback):

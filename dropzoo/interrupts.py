@@ -19,8 +19,8 @@ Python swallows an exception raised where it cannot propagate: a finalizer
 (`__del__`, e.g. TensorFlow's function garbage collector) prints "Exception
 ignored in ..." and carries on. A signal landing there would be lost, and the
 run would train on. So the signal is also remembered: `raise_if_pending()`,
-called after every epoch's checkpoint, raises it again, and the swallowed
-exception prints nothing.
+called at the end of every epoch, after its checkpoint, summaries and
+progress line, raises it again, and the swallowed exception prints nothing.
 """
 import contextlib
 import os

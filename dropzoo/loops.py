@@ -95,18 +95,23 @@ class FitLoop:
                                               steps_per_call=run.steps_per_call, train_steps=run.config.train_steps,
                                               initial_epoch=run.initial_epoch)
         throughput = callbacks_lib.Throughput()
+        # Summaries before the checkpoint: a run killed between the two redoes the epoch and writes its points
+        # again (equal values), where the other order would lose them for good.
         callbacks = [
             callbacks_lib.FirstReplicaStatistics(),  # before the probe and the checkpoint read them
             run.dropout_stats,
-            run.checkpoint,
             keras.callbacks.TensorBoard(
                 run.paths["tensorboard"], histogram_freq=1,
                 profile_batch=profile),
+            run.checkpoint,
             keras.callbacks.TerminateOnNaN(),
             throughput,
         ]
         if run.config.train_steps:
             callbacks.append(callbacks_lib.StopAtStep(run.config.train_steps, run.steps_per_epoch))
+        # Keras appends its progress bar after these; given here, the epoch's line comes before a swallowed
+        # signal stops the run.
+        callbacks += [keras.callbacks.ProgbarLogger(), callbacks_lib.StopIfInterrupted()]
         start = time.perf_counter()
         history = run.model.fit(run.pipes.train, epochs=run.epochs, initial_epoch=run.initial_epoch,
                                 steps_per_epoch=run.steps_per_epoch,

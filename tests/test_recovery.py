@@ -259,7 +259,9 @@ def test_a_ctrl_c_swallowed_in_a_finalizer_is_not_lost():
     assert done.stderr == ""  # no "Exception ignored in", no traceback
 
 
-def test_a_swallowed_ctrl_c_stops_training_after_that_epochs_checkpoint(tmp_path, monkeypatch):
+def test_a_swallowed_ctrl_c_stops_training_after_that_epochs_checkpoint(tmp_path, monkeypatch, capsys):
+    import tensorflow as tf
+
     real_save = checkpoints.save
 
     def save_then_swallow_a_signal(model, directory, epoch, record=None):
@@ -271,10 +273,16 @@ def test_a_swallowed_ctrl_c_stops_training_after_that_epochs_checkpoint(tmp_path
     workdir = str(tmp_path / "run")
     with interrupts.stop_on_signals():
         with pytest.raises(interrupts.Interrupted) as stopped:
-            trainer.train_and_evaluate(tiny_config(epochs=3), workdir, source=tiny_source(), verbose=0)
+            trainer.train_and_evaluate(tiny_config(epochs=3), workdir, source=tiny_source(), verbose=2)
     assert stopped.value.workdir == workdir
     assert checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")) == 1
     assert not os.path.exists(os.path.join(workdir, "metrics.json"))
+    # The kept epoch is whole outside its checkpoint too: its summaries (a resume does not redo it) and its line.
+    events = glob.glob(os.path.join(workdir, "tensorboard", "train", "events.out.tfevents.*"))
+    steps = [event.step for path in events for event in tf.compat.v1.train.summary_iterator(path)
+             for value in event.summary.value if value.tag == "epoch_loss"]
+    assert steps == [0]
+    assert capsys.readouterr().out.count(" - loss: ") == 1
 
 
 def test_the_interrupted_line_says_what_a_rerun_redoes(tmp_path, monkeypatch):
