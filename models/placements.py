@@ -96,11 +96,14 @@ def _stack_tensors(spec):
 
 def stack_sites(spec, head_site):
     """The conv-stack sites: `.post` of each pooling layer after the first conv (each conv where there is none),
-    except the head's tensor. (A pool before the first conv pools the images: dropout there is on the input.)"""
-    on_input = _input_tensors(spec)
-    layers = [name for name in spec.pool_names if spec.tensor_of(f"{name}.post") not in on_input] or spec.conv_names
-    head_tensor = spec.tensor_of(head_site)
-    return [f"{name}.post" for name in layers if spec.tensor_of(f"{name}.post") != head_tensor]
+    except the head's tensor. (A pool before the first conv pools the images: dropout there is on the input; a pool
+    the classifier reads is the head's: `conv,conv,pool2,flatten` drops after each conv.)"""
+    left_out = _input_tensors(spec) | {spec.tensor_of(head_site)}
+
+    def posts(names):
+        return [f"{name}.post" for name in names if spec.tensor_of(f"{name}.post") not in left_out]
+
+    return posts(spec.pool_names) or posts(spec.conv_names)
 
 
 def named_placements(spec):
@@ -136,7 +139,18 @@ def named_placements(spec):
         placements["bn_before"] = {**{f"{h}.post": sites_lib.Site(canonical.get(f"{h}.post", sites_lib.Site(
             stack_rate)).rate) for h in feeding_bn}, **last_site}
         placements["bn_after_last"] = last_site
+    # One tensor, two names (a model's own dropout on a pool's output that the dense layer reads, `before_dense`
+    # its `.pre`): the canonical's names, so the sweep trains it once, with one set of masks.
+    own = _by_tensor(spec, canonical)
+    placements = {name: canonical if own is not None and _by_tensor(spec, p) == own else p
+                  for name, p in placements.items()}
     return {name: in_graph_order(spec, p) for name, p in placements.items()}
+
+
+def _by_tensor(spec, placement):
+    """{tensor: Site}; None where two sites share a tensor (two masks on it: not one placement's renaming)."""
+    found = {spec.tensor_of(site): value for site, value in placement.items()}
+    return found if len(found) == len(placement) else None
 
 
 def in_graph_order(spec, placement):

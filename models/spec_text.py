@@ -17,7 +17,8 @@ Tokens, comma-separated, in graph order (spaces and case ignored):
                   pool or dense layer at its `.post` site; at the start or
                   right after flatten on the next layer's input (`.pre`;
                   `logits.pre` before the classifier; not before a pool,
-                  which has no input site)
+                  which has no input site). With no dense layer, one
+                  before flatten is the one after it: `logits.pre`
   logits          the last token: the classifier emits logits (default:
                   softmax probabilities)
   convrate<rate>  anywhere before logits, once: the rate the conv/spatial/bn_before
@@ -286,6 +287,10 @@ def _parse_tokens(items):
     layers = tuple(layers) + (head,)
     spec = network.NetworkSpec(name="", source="", layers=layers, canonical="",
                                **({} if conv_rate is None else {"conv_rate": conv_rate}))
+    head_input = f"{head.name}.pre"
+    if not spec.dense_names and head_input not in sites:  # before or after flatten, one tensor: one site, one name
+        for site in [s for s in sites if spec.tensor_of(s) == spec.tensor_of(head_input)]:
+            sites[head_input] = sites.pop(site)
     canonical = (sites_lib.format_placement({s: sites_lib.Site(sites[s]) for s in spec.sites() if s in sites})
                  if sites else default_canonical(layers))
     spec = dataclasses.replace(spec, canonical=canonical)

@@ -932,6 +932,15 @@ def test_dropout_after_a_flatten_is_the_dense_layers_input_as_in_the_zoo():
     normed = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dropout(0.3),
                          keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(10, name="out"))
     assert _placements(normed)["canonical"] == "fl.post:0.3"
+    # The same tensor without a Flatten (global pooling), or with the dropout before it: one variant, once.
+    for number, head in enumerate(([keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dropout(0.4)],
+                                   [keras.layers.MaxPooling2D(name="gap"), keras.layers.Dropout(0.4), keras.layers.Flatten()])):
+        pooled = _sequential(keras.layers.Conv2D(4, 3, activation="relu", name="c1"), *head,
+                             keras.layers.Dense(10, activation="softmax", name="out"))
+        got = _placements(pooled)
+        assert got["canonical"] == got["before_dense"] == "gap.post:0.4", got
+        name = models.register_spec(models.describe_model(pooled, name=f"pooled_head{number}"))
+        assert models.construction_key(name, "canonical") == models.construction_key(name, "before_dense")
 
 
 def test_fresh_weights_draw_each_seeds_own_and_keep_frozen_layers(tmp_path):

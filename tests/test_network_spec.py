@@ -121,7 +121,7 @@ def test_one_placement_is_one_spelling(typed, normal):
     ("pool3,flatten", network.Pool("pool1", 3), "logits.pre:0.5"),
     ("dropout0.1,conv8k3,flatten", network.Conv("conv1", 8, 3), "conv1.pre:0.1"),
     ("conv8k3,dropout0.2,flatten,dense4", network.Conv("conv1", 8, 3), "conv1.post:0.2"),
-    ("pool2,dropout0.3,flatten", network.Pool("pool1", 2), "pool1.post:0.3"),
+    ("pool2,dropout0.3,flatten", network.Pool("pool1", 2), "logits.pre:0.3"),  # one tensor: after flatten's name
     ("flatten,dropout0.2,dense4,dense8", network.Dense("dense1", 4), "dense1.pre:0.2"),
     ("flatten,dense4,dense8", network.Dense("dense2", 8), "dense2.post:0.5"),
     ("pool2,flatten,dropout0.4", network.Flatten(), "logits.pre:0.4"),
@@ -180,6 +180,22 @@ def test_a_hidden_dense_layers_dropout_is_not_the_conv_stack():
     assert placements.own_rates(flat) == (0.5, 0.25)
     mlp = placements.named_placements(models.parse_network("flatten,dense128,dropout0.2,dense64,dropout0.5"))
     assert sites_lib.format_placement(mlp["bn_before"]) == "dense1.post:0.2,dense2.post:0.5"
+
+
+def test_the_classifiers_input_is_one_site_and_a_pool_there_leaves_the_conv_stack_its_convs():
+    """A dropout before the flatten that the classifier reads was `pool1.post`, after it `logits.pre`: two names and
+    two variants (canonical, before_dense) of one network. And `conv`, with the only pool on the head's tensor,
+    vanished from --placement=all instead of dropping after each conv."""
+    before, after = (models.parse_network(t) for t in ("conv8k3,conv8k3,pool2,dropout0.4,flatten",
+                                                       "conv8k3,conv8k3,pool2,flatten,dropout0.4"))
+    assert before.name == after.name == "conv8k3-conv8k3-pool2-flatten-dropout0.4"
+    assert before.canonical == after.canonical == "logits.pre:0.4"
+    found = {p: sites_lib.format_placement(s) for p, s in placements.named_placements(before).items()}
+    assert found["before_dense"] == found["canonical"] == "logits.pre:0.4"
+    assert found["conv"] == "conv1.post:0.1,conv2.post:0.1,logits.pre:0.4"
+    assert found["spatial"] == "conv1.post:0.1:spatial,conv2.post:0.1:spatial,logits.pre:0.4"
+    with pytest.raises(ValueError, match="are the same tensor"):  # both: two masks on one tensor, refused as before
+        models.parse_network("conv8k3,pool2,dropout0.5,flatten,dropout0.3")
 
 
 def test_a_pool_before_the_first_conv_is_not_the_conv_stack():
