@@ -933,8 +933,9 @@ def test_dropout_after_a_flatten_is_the_dense_layers_input_as_in_the_zoo():
                          keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(10, name="out"))
     assert _placements(normed)["canonical"] == "fl.post:0.3"
     # The same tensor without a Flatten (global pooling), or with the dropout before it: one variant, once.
-    for number, head in enumerate(([keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dropout(0.4)],
-                                   [keras.layers.MaxPooling2D(name="gap"), keras.layers.Dropout(0.4), keras.layers.Flatten()])):
+    heads = ([keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dropout(0.4)],
+             [keras.layers.MaxPooling2D(name="gap"), keras.layers.Dropout(0.4), keras.layers.Flatten()])
+    for number, head in enumerate(heads):
         pooled = _sequential(keras.layers.Conv2D(4, 3, activation="relu", name="c1"), *head,
                              keras.layers.Dense(10, activation="softmax", name="out"))
         got = _placements(pooled)
