@@ -93,11 +93,14 @@ def own_dropout(calls, spec):
             site, shares = _site_after(spec, calls.index(source)), consumers[c.inputs[0]]
             if site is None:
                 owner = next(layer.owner or layer.name for layer in spec.layers if layer.name == source.layer.name)
-                block = " -> ".join([owner] + [layer.name for layer in spec.layers if layer.owner == owner])
+                rest = [layer.name for layer in spec.layers if layer.owner == owner]
+                fused = getattr(getattr(source.layer, "activation", None), "__name__", "linear")
+                after = f"{source.layer.name!r}" + (f" and its {fused}" if fused != "linear" else "")
                 raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} is inside the block "
-                                 f"{block}, after {source.layer.name!r}, where no site is: place_dropout names "
-                                 f"{owner}.pre, {owner}.mid (before its activation) and {owner}.post (after the "
-                                 "block); move the dropout to one of those")
+                                 f"{' -> '.join([owner + (f' ({fused})' if fused != 'linear' else '')] + rest)}, "
+                                 f"after {after}, where no site is: place_dropout names {owner}.pre, {owner}.mid "
+                                 f"(before its activation) and {owner}.post (after {rest[-1]!r}, the block's end); "
+                                 "move the dropout to one of those")
         else:  # on the model's input (or on another dropout's output): the next layer's input
             after = consumers.get(c.output, [])
             if len(after) > 1 and source is None:  # one mask for several readers of the images: no site is that

@@ -188,7 +188,8 @@ def _token_of_item(item, position):
                          + f"; a {kind} object has: {', '.join(fields) or 'only type'}")
     for key, value in item.items():
         wanted = _KINDS_OF_VALUES.get(key)
-        if wanted and not (isinstance(value, wanted[0]) and not isinstance(value, bool)):
+        if wanted and not (isinstance(value, wanted[0]) and not isinstance(value, bool)
+                           and (key != "padding" or value.lower() in ("valid", "same"))):
             raise ValueError(f"layer {json.dumps(item)} at position {position}: its {key} must be {wanted[1]}, got "
                              f"{json.dumps(value)}")
     v = {**fields, **item}

@@ -431,8 +431,16 @@ def test_a_dropout_inside_a_block_is_refused_naming_the_sites_there_are():
                         keras.layers.BatchNormalization(name="fcbn"), keras.layers.ReLU(name="fcrelu"),
                         keras.layers.Dense(10, activation="softmax", name="out"))
     with pytest.raises(ValueError, match=r"is inside the block fc -> fcbn -> fcrelu, after 'fc', where no site is: "
-                                         r"place_dropout names fc.pre, fc.mid \(before its activation\)"):
+                                         r"place_dropout names fc.pre, fc.mid \(before its activation\) and fc.post "
+                                         r"\(after 'fcrelu', the block's end\)"):
         models.describe_model(model)
+    # Dense(relu) -> Dropout -> BN: the dropout is after the activation the dense layer runs itself, and says so.
+    fused = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dense(16, activation="relu", name="fc"),
+                        keras.layers.Dropout(0.2), keras.layers.BatchNormalization(name="fcbn"),
+                        keras.layers.Dense(10, activation="softmax", name="out"))
+    with pytest.raises(ValueError, match=r"inside the block fc \(relu\) -> fcbn, after 'fc' and its relu, where no "
+                                         r"site is: .* and fc.post \(after 'fcbn', the block's end\)"):
+        models.describe_model(fused)
 
 
 def test_dropout_on_the_images_before_a_flatten_is_the_flattened_inputs_site():

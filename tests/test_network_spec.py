@@ -302,6 +302,8 @@ VALID = "valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten
      'layer {"type": "dense", "units": 64.5} at position 1: its units must be a whole number, got 64.5'),
     ('[{"type": "conv", "filters": 8, "kernel_size": [3, 3]}]', 'layer {"type": "conv", "filters": 8, '
      '"kernel_size": [3, 3]} at position 1: its kernel_size must be a whole number (square kernels)'),
+    ('[{"type": "conv", "filters": 8, "kernel_size": 3, "padding": "full"}]', 'layer {"type": "conv", "filters": 8, '
+     '"kernel_size": 3, "padding": "full"} at position 1: its padding must be \'valid\' or \'same\', got "full"'),
     ('[{"type": "conv", "filters": true, "kernel_size": 3}]',
      'layer {"type": "conv", "filters": true, "kernel_size": 3} at position 1: its filters must be a whole number'),
     ('[{"type": "conv", "filters": 8}]',
