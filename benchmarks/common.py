@@ -4,19 +4,25 @@ Timing figures from a shared 2-core machine drift with whatever else runs;
 every script therefore measures the things it compares in one process, one
 after the other, and reports their ratio.
 """
-import os
 import time
 
 import numpy as np
+from absl import app
+from absl import logging
 
 from dropzoo import performance
 from dropzoo import sources
 
+# As train.py: TensorFlow's INFO lines (the SavedModel and TFLite writers') bury the tables. After absl's start,
+# which sets INFO where --verbosity is not given; --verbosity=1 (debug) still wins.
+app.call_after_init(lambda: logging.get_verbosity() > logging.INFO or logging.set_verbosity(logging.WARNING))
+
 
 def machine():
-    """'<CPU model name>, <n> cores[, oneDNN's ISA cap][, GPUs]' as lscpu would name them."""
-    model = performance.cpu_model()
-    text = f"{model}, {os.cpu_count()} cores"
+    """'<CPU model name> (<kind>), <n> cores[, oneDNN's ISA cap][, GPUs]': the model as lscpu names it, its kind
+    (AVX2, AVX-512 BF16, AMX: one model name covers several) and the cores this process may use."""
+    described = performance.describe_machine()
+    text = f"{described['cpu']} ({described['cpu_kind']}), {described['cores']} cores"
     cap = performance.onednn_isa_cap()
     if cap:  # the CPU then runs oneDNN's kernels for the cap's ISA: a stand-in for a CPU of that kind
         text += f", oneDNN capped at {cap[1]} ({cap[0]})"

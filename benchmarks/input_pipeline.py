@@ -54,7 +54,8 @@ def training_rate(source, *, epochs, batch_size, seed):
     """The trainer's full-speed examples/s with TrainConfig defaults, and what auto chose."""
     config = config_lib.TrainConfig(dataset=source.name, epochs=epochs, batch_size=batch_size, seed=seed)
     with tempfile.TemporaryDirectory() as workdir:
-        metrics = trainer.train_and_evaluate(config, workdir, source=source, verbose=0)
+        metrics = trainer.train_and_evaluate(config, workdir, source=source, verbose=0,
+                                             serving_artifacts=False)  # no .keras/TFLite: not what is timed
     rates = common.steady_rates(metrics["epoch_train_seconds"], metrics["data"]["num_train"])
     return common.fast_phase_rate(rates), metrics["precision"]["policy"]
 

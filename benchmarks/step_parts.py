@@ -103,14 +103,14 @@ def run(x, y, rounds, steps, precision, log=print):
     trainers = {}
     for way in WAYS:
         model = build(*way, precision)
-        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)  # trace and warm up
+        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)  # trace and warm up
         trainers[way] = model
     times = {way: [] for way in WAYS}
     for r in range(rounds):
         order = WAYS[r % len(WAYS):] + WAYS[:r % len(WAYS)]
         for way in order:
             start = time.perf_counter()
-            trainers[way].fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+            trainers[way].fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
             times[way].append(1000 * (time.perf_counter() - start) / steps)
         log(f"round {r + 1}/{rounds}: " + ", ".join(f"{' + '.join(w)} {times[w][-1]:.1f} ms" for w in WAYS))
     # A shared VM runs whole rounds at about half speed at times: each way's figure is its fast phase.
