@@ -14,7 +14,8 @@ field is below round(rate x 2^k). So:
   odds by at most 2^-32;
 - any other rate is drawn at the nearest multiple of 2^-16: within 2^-17
   (7.6e-6) of it, e.g. 0.1 -> 6554/65536 = 0.100006, 0.4 -> 26214/65536 =
-  0.399994, far inside the binomial noise of any measurement here.
+  0.399994, far inside the binomial noise of any measurement here (rates
+  that would round to 0 or 1 are refused: sites.check_rate).
 
 The mask is applied in float32 (kept units x scale, rounded once to the
 compute dtype), as the zoo's layers always have. `masked(x, ...)` draws the

@@ -295,6 +295,11 @@ def test_custom_layers_round_trip_through_config():
     (lambda v: models.check_rate(v, what="--rate"), 1.5,
      "--rate must be in [0, 1) (1 would drop every unit), got 1.5"),
     (models.check_rate, "abc", "rate must be a number in [0, 1), got 'abc'"),
+    # Drawn at the nearest multiple of 2^-16: 0 (no dropout, 168 drops expected in 8.4e7 units) or 1 (all dropped).
+    (models.check_rate, 2e-6, "rate 2e-06 is drawn at the nearest multiple of 2^-16, which is 0: it would drop "
+     "nothing; give 0 for no dropout, or a rate from 2^-16 (1.5e-05) to 1 - 2^-16 (0.999985)"),
+    (lambda v: models.check_rate(v, what="--rate"), "0.999998", "--rate '0.999998' is drawn at the nearest multiple "
+     "of 2^-16, which is 1: it would drop every unit; give a rate from 2^-16 (1.5e-05) to 1 - 2^-16 (0.999985)"),
     (models.check_norm, "layer", "unknown norm 'layer'; valid norms: none, batch"),
 ])
 def test_validators_name_the_problem_and_the_choices(check, value, message):
@@ -308,6 +313,7 @@ def test_validators_return_what_they_accept():
     assert models.check_activation("tanh") == "tanh"
     assert models.check_norm("batch") == "batch"
     assert models.check_rate("0.25") == 0.25 and models.check_rate(0) == 0.0
+    assert models.check_rate(2**-16) == 2**-16 and models.check_rate(1 - 2**-16) == 1 - 2**-16
 
 
 @pytest.mark.parametrize("make", [
