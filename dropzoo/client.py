@@ -4,6 +4,7 @@
     model = client.Client("runs/keras_mnist_cnn/canonical/seed0/saved_model")
     answer = model.predict(images)     # {"probabilities": [N, classes], "class_id": [N]}
     model.class_names                  # class k's name (an image folder's); [] for numbered classes
+    mc = model.mc_dropout(images, samples=20, seed=0)   # mean probabilities, their std, entropy, MI
 
 Why it exists: a SavedModel signature with a uint8 input, called from
 Python with a NumPy float array (or through `saved_model_cli run` with a
@@ -16,6 +17,10 @@ same answer, without a word. `predict` picks the signature from the dtype:
   anything outside [0, 1]; floats above 1 (raw 0-255 values) are refused
   here already, with the fix (`.astype(np.uint8)`);
 - anything else, or images of the wrong shape: a ValueError naming the fix.
+
+`mc_dropout` calls the MC signatures, which take uint8 pixels only: floats
+scaled to [0, 1] go to them as the uint8 values they came from (k/255),
+and floats between those (resized, augmented) are refused with the fix.
 """
 import numpy as np
 import tensorflow as tf
@@ -43,6 +48,25 @@ class Client:
         parts = [fn(**{serving.INPUT_KEY: tf.constant(pixels[i:i + batch_size])})
                  for i in range(0, len(pixels), batch_size)]
         return {key: np.concatenate([p[key].numpy() for p in parts]) for key in serving.OUTPUTS}
+
+    def mc_dropout(self, images, samples=20, seed=None, batch_size=256):
+        """{output: NumPy array} of MC dropout over `samples` passes (`mc_dropout`, or `mc_dropout_seeded` with
+        `seed`: the same images, seed and batch_size give the same answer)."""
+        data_lib.check_batch_size(batch_size)
+        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+            raise ValueError(f"samples must be a positive integer (passes to average), got {samples!r}")
+        fn, pixels = self.route(images)
+        if fn is not self.uint8_fn:  # floats k/255: the uint8 pixels they are, else refused
+            pixels = _as_uint8(pixels)
+        name = serving.MC_DROPOUT_KEY if seed is None else serving.MC_SEEDED_KEY
+        if name not in self.signatures:
+            raise ValueError(f"SavedModel {self.path} has no {name} signature (exported by older code); export "
+                             "the run again to serve MC dropout")
+        extra = {serving.SAMPLES_KEY: tf.constant(samples, tf.int32),
+                 **({} if seed is None else {serving.SEED_KEY: tf.constant(seed, tf.int32)})}
+        parts = [self.signatures[name](**{serving.INPUT_KEY: tf.constant(pixels[i:i + batch_size])}, **extra)
+                 for i in range(0, len(pixels), batch_size)]
+        return {key: np.concatenate([p[key].numpy() for p in parts]) for key in parts[0]}
 
     def route(self, images):
         """(the signature, the pixels it takes) for `images`; ValueError (one line) if they fit neither."""
@@ -83,3 +107,14 @@ class Client:
         if len(shape) == 4:
             return f"{problem}: resize them as the training data was"
         return f"{problem}: a batch of images, or one [{height}, {width}, {channels}] image"
+
+
+def _as_uint8(pixels):
+    """The uint8 pixels that float `pixels` in [0, 1] were scaled from (k/255); ValueError if they are other."""
+    values = pixels.astype(np.float64) * 255.0
+    whole = np.round(values)
+    if np.max(np.abs(values - whole)) > 1e-3:
+        raise ValueError("the MC dropout signatures take uint8 pixels, and these floats are not pixels scaled by "
+                         "1/255 (resized or augmented?); pass the uint8 images, or quantize them: "
+                         "np.round(images * 255).astype(np.uint8)")
+    return whole.astype(np.uint8)

@@ -434,6 +434,26 @@ def test_the_client_gives_the_right_answer_for_every_pixel_dtype_or_one_error(ex
         model.predict(images, batch_size=0)
 
 
+def test_the_client_serves_mc_dropout_the_uint8_pixels_floats_came_from(export):
+    """A NumPy float image handed to an MC signature is cast to uint8 before the graph: every image answered alike."""
+    path, images = export
+    model = client.Client(path)
+    seeded = model.mc_dropout(images, samples=3, seed=7)
+    assert set(seeded) >= {"probabilities", "class_id", "probabilities_std", "predictive_entropy",
+                           "mutual_information"}
+    np.testing.assert_array_equal(seeded["class_id"], model.predict(images)["class_id"])  # no dropout here
+    scaled = model.mc_dropout(images / 255.0, samples=3, seed=7)
+    for key, value in seeded.items():
+        np.testing.assert_array_equal(scaled[key], value)
+    assert model.mc_dropout(images, samples=2)["probabilities"].shape == (len(images), 2)  # unseeded
+    for bad, message in [((images / 255.0 * 0.999,), "not pixels scaled by 1/255 .*np.round"),
+                         ((images.astype(np.float32),), r"float pixels must be scaled to \[0, 1\]"),
+                         ((images, 0), "samples must be a positive integer"),
+                         ((images, 2.5), "samples must be a positive integer")]:
+        with pytest.raises(ValueError, match=message):
+            model.mc_dropout(*bad)
+
+
 def test_serving_float_answers_scaled_pixels_and_refuses_raw_ones(export):
     import tensorflow as tf
 
