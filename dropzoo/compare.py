@@ -42,6 +42,7 @@ from dropzoo import shards
 from dropzoo import sizes_report
 from dropzoo import stats
 from dropzoo import sweep
+from dropzoo import uncertainty_report
 from dropzoo.errors import ConfigError
 
 
@@ -197,15 +198,6 @@ def resolution_notes(rows, margins):
     return [f"the smallest test data here has {min(sizes):,} images, so one image moves accuracy by "
             f"{100 * step:.2f} points, more than the ±{100 * margin:g}-point margin: the intervals count the seeds' "
             "spread only, not how few images decide each score; test on more images for an answer at this margin"]
-
-
-def mc_notes(rows):
-    """A note naming the variants whose MC dropout passes all agree (no dropout): their mc_* columns are the plain
-    ones, not an effect of sampling."""
-    flat = sorted({r["variant"] for r in rows if r.get("mc_no_spread")}, key=records.natural_key)
-    return [f"{', '.join(flat)}: {'its' if len(flat) == 1 else 'their'} MC dropout passes all agree (no dropout "
-            "to sample, or none that moves the probabilities), so the mc_* columns repeat the plain ones"
-            ] if flat else []
 
 
 def keras_model_notes(rows):
@@ -418,7 +410,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     compared = at_selected_rates(rows, tuned) if tuned else rows
     table = summarise(compared, baseline)
     notes += code_notes(rows) + replica_notes(rows) + keras_model_notes(rows) + non_finite_notes(compared)
-    notes += mc_notes(compared)
+    notes += uncertainty_report.mc_notes(compared)
     margins = contrasts_lib.check_margins(report.DEFAULT_MARGINS if margins is None else margins)
     notes += resolution_notes(rows, margins)
     pairs = contrasts_lib.planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline,

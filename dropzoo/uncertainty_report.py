@@ -14,6 +14,7 @@ from `dropzoo.uncertainty`.
 import numpy as np
 
 from dropzoo import plots
+from dropzoo import records
 from dropzoo import uncertainty
 
 # Marks an interval past the values its metric can take (comparison.md's too: report.PAST_RANGE).
@@ -34,13 +35,22 @@ def has_mc_curve(rows):
 OOD_SCORE_TEXT = {
     "entropy": "predictive entropy of the deterministic export (entropy)",
     "mc_entropy": "predictive entropy of the MC mean (mc entropy)",
-    "mc_mutual_information": "the MC mutual information (absent where the variant has no dropout, or with "
-                             "one sample: its samples agree)",
+    "mc_mutual_information": "the MC mutual information (absent where the variant has no dropout: its passes "
+                             "agree)",
 }
 
 
-def markdown(table, columns, cell, ood_source=None):
-    """Calibration, then OOD detection, per variant (mean ± 95% CI half-width over seeds).
+def mc_notes(rows):
+    """A note naming the variants whose MC dropout passes all agree (no dropout): their mc_* columns are the plain
+    ones, not an effect of sampling."""
+    flat = sorted({r["variant"] for r in rows if r.get("mc_no_spread")}, key=records.natural_key)
+    return [f"{', '.join(flat)}: {'its' if len(flat) == 1 else 'their'} MC dropout passes all agree (no dropout "
+            "to sample, or none that moves the probabilities), so the mc_* columns repeat the plain ones"
+            ] if flat else []
+
+
+def markdown(table, columns, cell, ood_source=None, notes=()):
+    """Calibration, then OOD detection, per variant (mean ± 95% CI half-width over seeds), then `notes`.
 
     `columns` are report.COLUMNS (their "calibration" and "ood" tables);
     `cell(entry, column, spread)` formats one (report.cell).
@@ -76,6 +86,7 @@ def markdown(table, columns, cell, ood_source=None):
     if any(PAST_RANGE in line for line in lines):
         lines += ["", f"{PAST_RANGE} mean ± 95% CI half-width past the values the metric can take (AUROC, FPR95 "
                   "and ECE 0–1, Brier 0–2), shown unclipped: too few seeds, or too much spread among them."]
+    lines += [line for note in notes for line in ("", f"Note: {note}.")]
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import models
 from dropzoo import uncertainty
+from dropzoo import uncertainty_report
 from dropzoo.evaluate import evaluate_on_dataset
 from dropzoo.evaluate import evaluate_saved_model
 from dropzoo.export import export_saved_model
@@ -233,8 +234,11 @@ def test_mc_dropout_of_a_network_without_dropout_says_its_passes_agree(tmp_path)
     with pytest.raises(ValueError, match=r"^--batch_size must be a positive integer, got 0$"):
         compare.compare_runs(str(tmp_path), batch_size=0)
     rows = [{"variant": "m/none", "mc_no_spread": True}, {"variant": "m/canonical"}]
-    assert compare.mc_notes(rows) == ["m/none: its MC dropout passes all agree (no dropout to sample, or none that "
-                                      "moves the probabilities), so the mc_* columns repeat the plain ones"]
+    note = ("m/none: its MC dropout passes all agree (no dropout to sample, or none that moves the probabilities), "
+            "so the mc_* columns repeat the plain ones")
+    assert uncertainty_report.mc_notes(rows) == [note]
+    # uncertainty.md says it too: its MC columns for a variant without dropout are not a measurement of sampling.
+    assert uncertainty_report.markdown([], [], None, notes=[note]).endswith(f"\n\nNote: {note}.\n")
 
 
 def test_out_of_distribution_images_of_another_shape_are_named_as_such(export):
