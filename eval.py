@@ -21,7 +21,6 @@ if __name__ == "__main__":
     interrupts.quiet_during_start_up()  # Ctrl-C while TensorFlow loads: one line, no traceback
 
 from absl import app  # noqa: E402
-from absl import logging  # noqa: E402
 
 from dropzoo import collect  # noqa: E402
 from dropzoo import compare  # noqa: E402
@@ -53,7 +52,7 @@ def main(argv):
 
 
 def _main(argv):
-    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter hides the results
+    errors.plain_logs()
     if len(argv) > 1:
         return errors.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     f = flags_lib.FLAGS

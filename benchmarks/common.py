@@ -8,14 +8,14 @@ import time
 
 import numpy as np
 from absl import app
-from absl import logging
 
+from dropzoo import errors
 from dropzoo import performance
 from dropzoo import sources
 
 # As train.py: TensorFlow's INFO lines (the SavedModel and TFLite writers') bury the tables. After absl's start,
-# which sets INFO where --verbosity is not given; --verbosity=1 (debug) still wins.
-app.call_after_init(lambda: logging.get_verbosity() > logging.INFO or logging.set_verbosity(logging.WARNING))
+# which sets INFO where --verbosity is not given.
+app.call_after_init(errors.plain_logs)
 
 
 def machine():

@@ -40,7 +40,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 
 import models  # noqa: E402
 from benchmarks import common  # noqa: E402
@@ -203,7 +202,6 @@ def define_flags():
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # the SavedModel writer's INFO lines bury the table
     if FLAGS.parts:
         print(report_parts(run_parts(precision=FLAGS.precision, samples=FLAGS.samples,
                                      batch_size=FLAGS.batch_size, rounds=FLAGS.rounds, seed=FLAGS.seed)))

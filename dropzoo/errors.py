@@ -9,6 +9,7 @@ kernel: the scripts wrap their work in it and none of them ends in a
 traceback. Programming errors (anything else) still show theirs.
 """
 import contextlib
+import logging as python_logging
 import sys
 
 EXIT_USAGE = 2
@@ -52,6 +53,20 @@ def fail(message):
     text = " ".join(str(message).split())
     print(f"error: {text}", file=sys.stderr)
     return EXIT_USAGE
+
+
+class _Plain(python_logging.Formatter):
+    def format(self, record):
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def plain_logs():
+    """Warnings and errors only, each as `warning: ...` like the scripts' own lines (absl's prefix, time, thread
+    and file:line, is for debugging them); call after absl's start (in `main`)."""
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter hides the results
+    logging.get_absl_handler().setFormatter(_Plain())
 
 
 @contextlib.contextmanager
