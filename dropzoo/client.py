@@ -22,6 +22,8 @@ same answer, without a word. `predict` picks the signature from the dtype:
 scaled to [0, 1] go to them as the uint8 values they came from (k/255),
 and floats between those (resized, augmented) are refused with the fix.
 """
+import numbers
+
 import numpy as np
 import tensorflow as tf
 
@@ -51,21 +53,28 @@ class Client:
 
     def mc_dropout(self, images, samples=20, seed=None, batch_size=256):
         """{output: NumPy array} of MC dropout over `samples` passes (`mc_dropout`, or `mc_dropout_seeded` with
-        `seed`: the same images, seed and batch_size give the same answer)."""
+        `seed` in [0, 2**31): the same images, seed and batch_size give the same answer; each chunk of
+        `batch_size` images draws its own masks, as eval.py's do)."""
         data_lib.check_batch_size(batch_size)
-        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
             raise ValueError(f"samples must be a positive integer (passes to average), got {samples!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or not 0 <= seed < 2**31):  # an int32 input: 2**32 would be seed 0
+            raise ValueError(f"seed must be an integer in [0, 2**31), or None for unseeded draws, got {seed!r}")
         fn, pixels = self.route(images)
         if fn is not self.uint8_fn:  # floats k/255: the uint8 pixels they are, else refused
-            pixels = _as_uint8(pixels)
+            pixels = _as_uint8(pixels, np.asarray(images).dtype)
         name = serving.MC_DROPOUT_KEY if seed is None else serving.MC_SEEDED_KEY
         if name not in self.signatures:
             raise ValueError(f"SavedModel {self.path} has no {name} signature (exported by older code); export "
                              "the run again to serve MC dropout")
-        extra = {serving.SAMPLES_KEY: tf.constant(samples, tf.int32),
-                 **({} if seed is None else {serving.SEED_KEY: tf.constant(seed, tf.int32)})}
-        parts = [self.signatures[name](**{serving.INPUT_KEY: tf.constant(pixels[i:i + batch_size])}, **extra)
-                 for i in range(0, len(pixels), batch_size)]
+        parts = []
+        for call, i in enumerate(range(0, len(pixels), batch_size)):
+            inputs = {serving.INPUT_KEY: tf.constant(pixels[i:i + batch_size]),
+                      serving.SAMPLES_KEY: tf.constant(samples, tf.int32)}
+            if seed is not None:
+                inputs[serving.SEED_KEY] = tf.constant(serving.chunk_seed(seed, call), tf.int32)
+            parts.append(self.signatures[name](**inputs))
         return {key: np.concatenate([p[key].numpy() for p in parts]) for key in parts[0]}
 
     def route(self, images):
@@ -109,11 +118,12 @@ class Client:
         return f"{problem}: a batch of images, or one [{height}, {width}, {channels}] image"
 
 
-def _as_uint8(pixels):
-    """The uint8 pixels that float `pixels` in [0, 1] were scaled from (k/255); ValueError if they are other."""
+def _as_uint8(pixels, dtype):
+    """The uint8 pixels that float `pixels` in [0, 1] (given as `dtype`) were scaled from (k/255); ValueError if
+    they are other. Within `dtype`'s rounding of k/255: float16 holds 1/255 only to 2e-3 of a level."""
     values = pixels.astype(np.float64) * 255.0
     whole = np.round(values)
-    if np.max(np.abs(values - whole)) > 1e-3:
+    if np.max(np.abs(values - whole)) > max(1e-3, 255 * float(np.finfo(dtype).eps)):
         raise ValueError("the MC dropout signatures take uint8 pixels, and these floats are not pixels scaled by "
                          "1/255 (resized or augmented?); pass the uint8 images, or quantize them: "
                          "np.round(images * 255).astype(np.uint8)")

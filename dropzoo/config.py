@@ -227,8 +227,11 @@ def validate(config):
     try:
         models.check_norm(config.norm)
         models.check_bn_momentum(config.bn_momentum, "--bn_momentum")
-        models.resolve_placement(config.model, config.placement_spec, norm=config.norm)
+        placed = models.resolve_placement(config.model, config.placement_spec, norm=config.norm)
         models.check_kind(config.kind)
+        if config.rate is not None:
+            models.check_rate(config.rate, "--rate")
+        models.check_drawn_rates(placed, config.kind, config.rate)
         models.check_activation(config.activation)
         models.keras_rewrite.check_weights(config.keras_weights, config.seed)
         if config.keras_weights != "kept" and not config.keras_model:
@@ -240,8 +243,6 @@ def validate(config):
             # Before any run trains: runs identical to a refused canonical would be lost with it.
             models.keras_own.check_canonical_kind(models.get_spec(config.model), config.placement_spec,
                                                     config.kind)
-        if config.rate is not None:
-            models.check_rate(config.rate, "--rate")
         sources.choose(sources.config_arguments(config))
         if config.color_mode not in readers.COLOR_MODES:
             raise ConfigError(f"unknown color_mode {config.color_mode!r}; valid: {', '.join(readers.COLOR_MODES)}")

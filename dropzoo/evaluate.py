@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from dropzoo import data as data_lib
 from dropzoo import files
+from dropzoo import serving
 from dropzoo import tflite
 from dropzoo import uncertainty
 from dropzoo.errors import ExportError
@@ -222,7 +223,7 @@ class _Predictor:
         for i in range(0, int(images.shape[0]), chunk):
             # Each call its own seed (else every chunk would get the same masks); the
             # sequence depends only on mc_seed and the batching, so results repeat.
-            seed = tf.constant((self.mc_seed * 1_000_003 + self.calls) % 2**31, tf.int32)
+            seed = tf.constant(serving.chunk_seed(self.mc_seed, self.calls), tf.int32)
             self.calls += 1
             parts.append(self.draws_fn(image=images[i:i + chunk], samples=samples, seed=seed)
                          [PROBABILITIES_KEY].numpy())

@@ -114,6 +114,12 @@ SAMPLES_MESSAGE = ("samples is the number of MC dropout passes to average and mu
                    "typical); 0 would average no passes and answer NaN")
 
 
+def chunk_seed(seed, call):
+    """The seed of the `call`-th chunk of a seeded MC request split into chunks: each chunk its own masks (one
+    seed for all would repeat them every chunk), the sequence fixed by `seed` and the chunking."""
+    return (seed * 1_000_003 + call) % 2**31
+
+
 def checked_samples(samples):
     """`samples` after asserting it is at least 1 (InvalidArgumentError naming the fix otherwise)."""
     check = tf.debugging.assert_greater_equal(samples, tf.constant(1, samples.dtype), message=SAMPLES_MESSAGE)

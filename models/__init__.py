@@ -26,6 +26,7 @@ from models.keras_rewrite import finalize_states
 from models.keras_rewrite import place_dropout
 from models.layers import KINDS
 from models.layers import POLICIES
+from models.layers import check_drawn_rates
 from models.layers import check_kind
 from models.layers import dropout_layers
 from models.layers import request_seed
@@ -59,7 +60,8 @@ from models.spec_text import parse_network
 __all__ = [
     "ACTIVATIONS", "DEFAULT_BN_MOMENTUM", "KINDS", "MonteCarlo", "NORMS", "OPTIONS", "POLICIES", "ConstructionKey",
     "Site", "build",
-    "build_from_spec", "check_activation", "check_bn_momentum", "check_kind", "check_norm", "check_rate",
+    "build_from_spec", "check_activation", "check_bn_momentum", "check_drawn_rates", "check_kind", "check_norm",
+    "check_rate",
     "construction_key", "describe_model", "dropout_layers", "finalize_states", "format_network", "format_placement",
     "get_spec",
     "list_models", "list_placements", "load_keras_model", "mc_dropout_model", "mc_dropout_split",

@@ -9,6 +9,7 @@ import keras
 
 from models import keras_graph as graph
 from models import layers as dropout_lib
+from models import masks
 from models import sites as sites_lib
 
 
@@ -131,5 +132,11 @@ def own_dropout(calls, spec):
         if is_spatial and site not in spatial:
             raise ValueError(f"spatial dropout layer {c.layer.name!r} of model {spec.name!r} is not on a "
                              "4-D feature map; the zoo's spatial dropout drops channels of [batch, H, W, C]")
-        own[site] = sites_lib.Site(float(c.layer.rate), is_spatial)
+        rate = float(c.layer.rate)
+        if not isinstance(c.layer, dropout_lib.KINDS["gaussian"].types) and masks.drawn_rate(rate) in (0.0, 1.0):
+            raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} has rate {rate:g}, which the "
+                             "zoo's mask generator draws at the nearest multiple of 2^-16, "
+                             f"{masks.drawn_rate(rate):g}: it would drop {'nothing' if rate < 0.5 else 'every unit'}; "
+                             "remove the layer, or give it a rate between 2^-17 and 1 - 2^-17")
+        own[site] = sites_lib.Site(rate, is_spatial)
     return {site: own[site] for site in valid if site in own}

@@ -107,6 +107,13 @@ def seed_source(layer):
     return compat.FixedSeed(ops.stack([ops.cast(request, dtype), ops.cast(stream % 2**31, dtype)]))
 
 
+def _drawable(rate):
+    """`rate` checked for the Bernoulli layers, whose masks the generator draws (masks.check_drawable)."""
+    rate = check_rate(rate)
+    masks.check_drawable(rate)
+    return rate
+
+
 def _in_float32(inputs, apply):
     """`apply` on `inputs` cast to float32, cast back: one rounding per output element."""
     return ops.cast(apply(ops.cast(inputs, NOISE_DTYPE)), inputs.dtype)
@@ -125,7 +132,7 @@ class Float32Dropout(keras.layers.Dropout):
     """keras.layers.Dropout drawing, comparing and scaling in float32 under any policy."""
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
-        super().__init__(check_rate(rate), noise_shape=noise_shape, seed=seed, **kwargs)
+        super().__init__(_drawable(rate), noise_shape=noise_shape, seed=seed, **kwargs)
 
     def call(self, inputs, training=False):
         if training and self.rate > 0:
@@ -138,7 +145,7 @@ class Float32SpatialDropout2D(keras.layers.SpatialDropout2D):
     """keras.layers.SpatialDropout2D drawing, comparing and scaling in float32."""
 
     def __init__(self, rate, data_format=None, seed=None, name=None, dtype=None):
-        super().__init__(check_rate(rate), data_format=data_format, seed=seed, name=name,
+        super().__init__(_drawable(rate), data_format=data_format, seed=seed, name=name,
                          dtype=dtype)
 
     def get_config(self):
@@ -179,7 +186,7 @@ class ClassicDropout(keras.layers.Layer):
 
     def __init__(self, rate, spatial=False, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.rate = check_rate(rate)
+        self.rate = _drawable(rate)
         self.spatial = bool(spatial)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -317,6 +324,18 @@ def check_kind(kind):
     if kind not in KINDS:
         raise ValueError(f"unknown dropout kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     return kind
+
+
+def check_drawn_rates(placement, kind, rate=None):
+    """ValueError (one line) naming the site (or `--rate`, the override `rate`) where a Bernoulli kind would draw
+    its rate as 0 or 1."""
+    if check_kind(kind) == "gaussian" or not placement:  # Gaussian noise draws no masks
+        return
+    if rate is not None:  # every site's
+        masks.check_drawable(check_rate(rate, "--rate"), "--rate")
+        return
+    for site, value in placement.items():
+        masks.check_drawable(value.rate, f"the rate of site {site}")
 
 
 def make_dropout(kind, rate, *, spatial=False, seed=None, name=None):

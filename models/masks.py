@@ -15,7 +15,7 @@ field is below round(rate x 2^k). So:
 - any other rate is drawn at the nearest multiple of 2^-16: within 2^-17
   (7.6e-6) of it, e.g. 0.1 -> 6554/65536 = 0.100006, 0.4 -> 26214/65536 =
   0.399994, far inside the binomial noise of any measurement here (rates
-  that would round to 0 or 1 are refused: sites.check_rate).
+  that would round to 0 or 1 are refused: check_drawable).
 
 The mask is applied in float32 (kept units x scale, rounded once to the
 compute dtype), as the zoo's layers always have. `masked(x, ...)` draws the
@@ -78,6 +78,17 @@ def mask_bits(rate):
 def threshold(rate):
     """The field value below which a unit is dropped: round(rate x 2^bits)."""
     return int(round(rate * 2 ** mask_bits(rate)))
+
+
+def check_drawable(rate, what="rate"):
+    """ValueError (one line) where `rate` would be drawn as 0 or 1: (0, 2^-17] drops nothing, [1 - 2^-17, 1)
+    every unit (the nearest multiple of 2^-16, halves rounded to even). Gaussian noise draws no masks."""
+    drawn = drawn_rate(rate)
+    if 0 < rate and drawn in (0.0, 1.0):
+        fix = ("it would drop nothing; give 0 for no dropout, or a rate above 2^-17 (7.63e-06)" if drawn == 0 else
+               "it would drop every unit; give a rate below 1 - 2^-17 (0.9999924)")
+        raise ValueError(f"{what} {rate:g} is drawn by the dropout mask generator at the nearest multiple of 2^-16, "
+                         f"{drawn:g}: {fix}")
 
 
 def drawn_rate(rate):

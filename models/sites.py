@@ -46,12 +46,6 @@ def check_rate(rate, what="rate"):
         raise ValueError(f"{what} must be a number in [0, 1), got {rate!r}") from None
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{what} must be in [0, 1) (1 would drop every unit), got {rate!r}")
-    # The mask generator draws a rate at the nearest multiple of 2^-16 (models/masks.py): these would be 0 or 1.
-    if 0.0 < value < 2.0**-17 or value >= 1.0 - 2.0**-17:
-        drawn = ("0: it would drop nothing; give 0 for no dropout, or" if value < 0.5
-                 else "1: it would drop every unit; give")
-        raise ValueError(f"{what} {rate!r} is drawn at the nearest multiple of 2^-16, which is {drawn} a rate from "
-                         "2^-16 (1.5e-05) to 1 - 2^-16 (0.999985)")
     return value
 
 

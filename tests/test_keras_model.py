@@ -982,3 +982,16 @@ def test_fresh_weights_draw_each_seeds_own_and_keep_frozen_layers(tmp_path):
     assert np.array_equal(seed1["frozen/kernel"], source["frozen/kernel"])  # frozen: the file's
     with pytest.raises(ValueError, match=r"weights='fresh' is for a Keras model of your own; 'dense_mlp' is "):
         models.build("dense_mlp", weights="fresh", seed=0)
+
+
+def test_a_models_own_rate_drawn_as_0_or_1_is_refused_naming_its_layer():
+    """Dropout(1e-6) was refused under the site name the rewrite gives it, with a fix ('give 0') a file cannot take."""
+    for rate, what in ((1e-6, "nothing"), (0.999999, "every unit")):
+        model = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dropout(rate, name="tiny"),
+                            keras.layers.Dense(10, activation="softmax", name="out"))
+        with pytest.raises(ValueError, match=f"dropout layer 'tiny' of model .* has rate {rate:g}, which the zoo's "
+                                             f"mask generator draws .*: it would drop {what}; remove the layer"):
+            models.describe_model(model)
+    gaussian = _sequential(keras.layers.Flatten(name="fl"), keras.layers.GaussianDropout(1e-6, name="g"),
+                           keras.layers.Dense(10, activation="softmax", name="out"))
+    assert models.describe_model(gaussian).canonical == "out.pre:1e-06"

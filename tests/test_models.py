@@ -295,11 +295,6 @@ def test_custom_layers_round_trip_through_config():
     (lambda v: models.check_rate(v, what="--rate"), 1.5,
      "--rate must be in [0, 1) (1 would drop every unit), got 1.5"),
     (models.check_rate, "abc", "rate must be a number in [0, 1), got 'abc'"),
-    # Drawn at the nearest multiple of 2^-16: 0 (no dropout, 168 drops expected in 8.4e7 units) or 1 (all dropped).
-    (models.check_rate, 2e-6, "rate 2e-06 is drawn at the nearest multiple of 2^-16, which is 0: it would drop "
-     "nothing; give 0 for no dropout, or a rate from 2^-16 (1.5e-05) to 1 - 2^-16 (0.999985)"),
-    (lambda v: models.check_rate(v, what="--rate"), "0.999998", "--rate '0.999998' is drawn at the nearest multiple "
-     "of 2^-16, which is 1: it would drop every unit; give a rate from 2^-16 (1.5e-05) to 1 - 2^-16 (0.999985)"),
     (models.check_norm, "layer", "unknown norm 'layer'; valid norms: none, batch"),
 ])
 def test_validators_name_the_problem_and_the_choices(check, value, message):
@@ -313,7 +308,31 @@ def test_validators_return_what_they_accept():
     assert models.check_activation("tanh") == "tanh"
     assert models.check_norm("batch") == "batch"
     assert models.check_rate("0.25") == 0.25 and models.check_rate(0) == 0.0
-    assert models.check_rate(2**-16) == 2**-16 and models.check_rate(1 - 2**-16) == 1 - 2**-16
+
+
+def test_a_rate_the_mask_generator_would_draw_as_0_or_1_is_refused_for_masks_only():
+    """Drawn at the nearest multiple of 2^-16 (halves to even): 2e-6 and 2^-17 itself dropped nothing (0 of 4.2e6
+    units), 0.999998 every unit. Gaussian noise draws no masks: its tiny rates still train."""
+    from models import layers
+    from models import masks
+
+    for rate, drawn in ((2e-6, "0: it would drop nothing"), (2**-17, "0: it would drop nothing"),
+                        (0.999998, "1: it would drop every unit"), (1 - 2**-17, "1: it would drop every unit")):
+        with pytest.raises(ValueError, match=f"^rate {rate:g} is drawn by the dropout mask generator at the nearest "
+                                             f"multiple of 2\\^-16, {drawn}"):
+            masks.check_drawable(rate)
+        with pytest.raises(ValueError, match="is drawn by the dropout mask generator"):
+            layers.make_dropout("inverted", rate)
+        layers.make_dropout("gaussian", rate)
+    for rate in (0.0, 2**-17 * 1.01, 1e-5, 1 - 2**-16):
+        masks.check_drawable(rate)
+        assert 0 < masks.drawn_rate(rate) < 1 or rate == 0
+    with pytest.raises(ValueError, match=r"^the rate of site dense1.post 1e-06 is drawn"):
+        models.check_drawn_rates({"dense1.post": models.Site(1e-6)}, "classic")
+    with pytest.raises(ValueError, match=r"^--rate 1e-06 is drawn"):  # the override, whatever the sites' own
+        models.check_drawn_rates({"dense1.post": models.Site(0.5)}, "inverted", 1e-6)
+    models.check_drawn_rates({"dense1.post": models.Site(1e-6)}, "inverted", 0.5)
+    models.check_drawn_rates({"dense1.post": models.Site(1e-6)}, "gaussian")
 
 
 @pytest.mark.parametrize("make", [

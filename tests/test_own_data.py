@@ -446,10 +446,17 @@ def test_the_client_serves_mc_dropout_the_uint8_pixels_floats_came_from(export):
     for key, value in seeded.items():
         np.testing.assert_array_equal(scaled[key], value)
     assert model.mc_dropout(images, samples=2)["probabilities"].shape == (len(images), 2)  # unseeded
+    halves = model.mc_dropout((images / 255.0).astype(np.float16), samples=3, seed=7)  # 1/255 held to 2e-3
+    np.testing.assert_array_equal(halves["probabilities"], seeded["probabilities"])
+    # A request split into chunks: each its own masks (one seed for all repeated them every batch_size images).
+    twice = np.concatenate([images[:4], images[:4]])
+    assert model.mc_dropout(twice, samples=3, seed=7, batch_size=4)["probabilities"].shape == (8, 2)
     for bad, message in [((images / 255.0 * 0.999,), "not pixels scaled by 1/255 .*np.round"),
                          ((images.astype(np.float32),), r"float pixels must be scaled to \[0, 1\]"),
                          ((images, 0), "samples must be a positive integer"),
-                         ((images, 2.5), "samples must be a positive integer")]:
+                         ((images, 2.5), "samples must be a positive integer"),
+                         ((images, 3, 2**32), r"seed must be an integer in \[0, 2\*\*31\)"),
+                         ((images, 3, -1), r"seed must be an integer in \[0, 2\*\*31\)")]:
         with pytest.raises(ValueError, match=message):
             model.mc_dropout(*bad)
 

@@ -353,3 +353,18 @@ def test_an_npz_or_a_folder_given_as_ood_data_is_told_what_ood_data_can_be(tmp_p
                                          r".*x.npz cannot be out-of-distribution data, which comes as a tfds name or "
                                          r"IDX files \(--ood_idx_dir=DIR\) only$"):
         uncertainty.load_ood({"dataset": str(tmp_path / "x.npz")})
+
+
+def test_the_clients_mc_dropout_draws_each_chunk_its_own_masks_and_repeats_by_seed(export):
+    """One seed sent with every chunk of a request gave image i and image i + batch_size the same masks."""
+    from dropzoo import client
+
+    _, path = export
+    images = np.random.default_rng(0).integers(0, 256, (4,) + SHAPE, dtype=np.uint8)
+    model = client.Client(str(path))
+    twice = model.mc_dropout(np.concatenate([images, images]), samples=5, seed=3, batch_size=4)
+    assert not np.array_equal(twice["probabilities"][:4], twice["probabilities"][4:])
+    again = model.mc_dropout(np.concatenate([images, images]), samples=5, seed=3, batch_size=4)
+    np.testing.assert_array_equal(again["probabilities"], twice["probabilities"])
+    other = model.mc_dropout(images, samples=5, seed=4)
+    assert not np.array_equal(other["probabilities"], twice["probabilities"][:4])
