@@ -79,8 +79,9 @@ def _train(overwrite):
             if not runs:
                 return 0
         if fv.dry_run:
-            print(sweep.describe_plan(runs, overwrite=fv.overwrite))
-            return 0
+            text, refused = sweep.dry_run(runs, overwrite=fv.overwrite)
+            print(text)
+            return errors.EXIT_USAGE if refused else 0  # the command itself would fail on them
         if len(runs) == 1 and task is None:
             config, workdir = runs[0]
             metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,

@@ -163,7 +163,7 @@ def plan(runs):
     return [first.setdefault(identity(config), i) for i, (config, _) in enumerate(runs)]
 
 
-def describe_plan(runs, overwrite=False):
+def dry_run(runs, overwrite=False):
     """One line per run of the plan: workdir, model, placement, sites (rate, kind), identical runs.
 
     Unless `overwrite`, runs already finished in their workdir are marked and
@@ -171,7 +171,7 @@ def describe_plan(runs, overwrite=False):
     those the trainer would refuse (other settings) say why in its words.
     Writes nothing: what `train.py --dry_run` prints. Builds each network
     once on its data's image shape first (check_data_fits), clearing the
-    Keras session after each.
+    Keras session after each. Returns (the text, how many runs it refuses).
     """
     loaded = {}
     notes, described = check_data_fits(runs, loaded)
@@ -205,7 +205,7 @@ def describe_plan(runs, overwrite=False):
               for flags, shape, classes, _ in described]
     lines += [f"note: {note}" for note in notes]
     lines.append(f"{len(runs)} run(s), {done}{trained} to train; nothing was written (--dry_run)")
-    return "\n".join(lines)
+    return "\n".join(lines), len(refused)
 
 
 def check_data_fits(runs, loaded=None):

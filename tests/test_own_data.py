@@ -772,15 +772,15 @@ def test_a_dry_run_reads_the_training_images_as_training_does(tmp_path):
     shutil.copytree(train, copy)
     config = config_lib.TrainConfig(model="dense_mlp", image_dir=train, test_image_dir=copy)
     with pytest.raises(DataError, match="every one of its 24 test images is also a training image"):
-        sweep.describe_plan([(config, str(tmp_path / "run"))])
+        sweep.dry_run([(config, str(tmp_path / "run"))])[0]
     test = write_folder(str(tmp_path / "test"), 8, seed=1)
     with open(os.path.join(train, "left", "broken.png"), "wb") as f:
         f.write(b"not a png")
     config = config_lib.TrainConfig(model="dense_mlp", image_dir=train, test_image_dir=test)
     with pytest.raises(DataError, match=r"cannot be read as images: .*broken.png"):
-        sweep.describe_plan([(config, str(tmp_path / "run"))])
+        sweep.dry_run([(config, str(tmp_path / "run"))])[0]
     os.remove(os.path.join(train, "left", "broken.png"))
-    assert "1 run(s), 1 to train" in sweep.describe_plan([(config, str(tmp_path / "run"))])
+    assert "1 run(s), 1 to train" in sweep.dry_run([(config, str(tmp_path / "run"))])[0]
     assert not (tmp_path / "run").exists()
 
 
@@ -959,10 +959,10 @@ def test_the_dry_run_compares_the_data_of_a_run_named_by_another_path(tmp_path):
     workdir = str(tmp_path / "run")
     trainer.train_and_evaluate(_tiny(image_dir=train, epochs=1), workdir, verbose=0, serving_artifacts=False)
     moved = shutil.copytree(train, str(tmp_path / "moved"))
-    assert "(finished: kept)" in sweep.describe_plan([(_tiny(image_dir=moved, epochs=1), workdir)])
+    assert "(finished: kept)" in sweep.dry_run([(_tiny(image_dir=moved, epochs=1), workdir)])[0]
     other = write_folder(str(tmp_path / "other"), 16, seed=7)
-    plan = sweep.describe_plan([(_tiny(image_dir=other, epochs=1), workdir)])
+    plan = sweep.dry_run([(_tiny(image_dir=other, epochs=1), workdir)])[0]
     assert "(refused: " in plan and "holds a run finished on other training data" in plan
     os.remove(os.path.join(workdir, "metrics.json"))  # as if interrupted: it would resume on other data
-    plan = sweep.describe_plan([(_tiny(image_dir=other, epochs=1), workdir)])
+    plan = sweep.dry_run([(_tiny(image_dir=other, epochs=1), workdir)])[0]
     assert "(refused: the training data differs from what this run's 1 epochs" in plan

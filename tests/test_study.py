@@ -567,10 +567,10 @@ def test_a_dry_run_refuses_what_training_would_refuse_at_its_start(args, error, 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     runs = _plan("--model=dense_mlp", "--dataset=mnist_sample", f"--workdir={tmp_path}", *args)
     with pytest.raises(ValueError) as info:
-        sweep.describe_plan(runs)
+        sweep.dry_run(runs)[0]
     assert type(info.value).__name__ == error and str(info.value).startswith(message), str(info.value)
-    assert "to train" in sweep.describe_plan(_plan("--model=dense_mlp", "--dataset=mnist_sample", "--train_size=500",
-                                                   f"--workdir={tmp_path}"))
+    assert "to train" in sweep.dry_run(_plan("--model=dense_mlp", "--dataset=mnist_sample", "--train_size=500",
+                                             f"--workdir={tmp_path}"))[0]
 
 
 def test_a_dry_run_checks_a_prepared_tfds_datasets_sizes(tmp_path):
@@ -603,5 +603,5 @@ def test_a_dry_run_checks_a_prepared_tfds_datasets_sizes(tmp_path):
                           (["--batch_size=4", "--steps_per_execution=4"], "--steps_per_execution=4 does not divide "
                                                                           "the 5 steps per epoch")):
         with pytest.raises(ValueError, match=f"^{message}"):
-            sweep.describe_plan(_plan(*data, *args))
-    assert "1 run(s), 1 to train" in sweep.describe_plan(_plan(*data, "--train_size=12"))
+            sweep.dry_run(_plan(*data, *args))[0]
+    assert "1 run(s), 1 to train" in sweep.dry_run(_plan(*data, "--train_size=12"))[0]

@@ -438,6 +438,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert lines[-1] == ("3 run(s), 1 finished, 1 refused (see their lines), 1 identical by "
                          "construction (recorded, not trained), 0 to train; "
                          "nothing was written (--dry_run)"), result.stdout
+    assert result.returncode == 2  # the command would fail on it: a script gating on the dry run must see so
     assert any(line.startswith(str(finished)) and line.endswith("(finished: kept)") for line in lines)
     assert any(line.startswith(str(other)) and "other settings: --epochs (3 -> 12)" in line for line in lines)
     # A run identical by construction whose workdir holds other settings: refused, as the sweep refuses its record
