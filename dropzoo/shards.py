@@ -147,10 +147,18 @@ def check_slurm_share(mine, plan, index, count, source):
                       f"of runs, fewer than {larger}; {own}, or else {fix}")
 
 
+# Where a task may differ: where it finds the same data and model file, and how it runs them (its node's devices).
+_PER_TASK = ("idx_dir", "tfds_data_dir", "npz", "image_dir", "test_image_dir", "keras_model", "steps_per_execution",
+             "profile_batches", "strategy", "cpu_devices")
+
+
 def _plan_digest(runs, sweep_plan):
-    """sha256 of what decides the shares: the runs (workdirs) and their groups, in any order; data paths, devices
-    and such may differ per task."""
-    return hashlib.sha256(json.dumps(sorted(_groups(runs, sweep_plan).values())).encode()).hexdigest()
+    """sha256 of the plan: the runs (workdirs), their groups and the settings each trains with (a rate or epochs
+    set from the task index names no workdir), in any order; data paths, devices and such may differ per task."""
+    settings = sorted((os.path.normpath(workdir), sorted((k, repr(v)) for k, v in config.to_dict().items()
+                                                         if k not in _PER_TASK)) for config, workdir in runs)
+    plan = [sorted(_groups(runs, sweep_plan).values()), settings]
+    return hashlib.sha256(json.dumps(plan).encode()).hexdigest()
 
 
 def _tasks_dir(runs):

@@ -189,6 +189,15 @@ def test_shares_deal_groups_of_identical_runs_round_robin_and_cover_the_plan():
     assert [sorted(w for _, w in shards.share(other, sweep.plan(other), i, 3)) for i in range(3)] == [
         sorted(w for _, w in share) for share in shares]
     assert shards._plan_digest(other, sweep.plan(other)) == shards._plan_digest(runs, plan)
+    # A setting taken from the task index names no workdir (--learning_rate=0.$((SLURM_ARRAY_TASK_ID+1))): each
+    # task trained its share of its own plan, and every run once at one rate, without a word.
+    rated = _plan("--model=dense_mlp", "--placement=canonical,after_activation,before_activation,none", "--seeds=2",
+                  "--learning_rate=0.2")
+    assert [w for _, w in rated] == [w for _, w in runs]
+    assert shards._plan_digest(rated, sweep.plan(rated)) != shards._plan_digest(runs, plan)
+    moved = _plan("--model=dense_mlp", "--placement=canonical,after_activation,before_activation,none", "--seeds=2",
+                  "--idx_dir=/elsewhere")  # a task's own copy of the data: the same plan
+    assert shards._plan_digest(moved, sweep.plan(moved)) == shards._plan_digest(runs, plan)
 
 
 @pytest.mark.parametrize("environ,flags_given,expected", [
