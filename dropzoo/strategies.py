@@ -65,6 +65,9 @@ def _check_cluster(cluster, task):
     unrelated message, or by listening twice on one address."""
     addresses = []
     for job, tasks in cluster.items():
+        if job not in ("chief", "worker", "evaluator"):  # a "ps" job: every task waits for it, forever
+            raise DistributeError(f"TF_CONFIG's cluster has a job {job!r}, which multi-worker training does not "
+                                  f"use (its jobs: chief, worker, evaluator); leave it out{_FORM}")
         if not isinstance(tasks, list) or not tasks:
             raise DistributeError(f"TF_CONFIG's cluster job {job!r} must be a list of 'host:port' addresses, got "
                                   f"{tasks!r}{_FORM}")

@@ -180,6 +180,9 @@ def test_bad_tf_config_and_uneven_batches_are_one_line_errors():
      r"task type 'chief' is not a job of its cluster \(worker\)"),
     ({"cluster": {"worker": ["a:1", "a:1"]}, "task": {"type": "worker", "index": 0}},
      r"cluster lists a:1 more than once; give each task an address of its own"),
+    # Every task waited for the parameter server, forever, and SIGTERM could not stop it.
+    ({"cluster": {"worker": ["a:1", "b:2"], "ps": ["c:3"]}, "task": {"type": "worker", "index": 0}},
+     r"cluster has a job 'ps', which multi-worker training does not use \(its jobs: chief, worker, evaluator\)"),
 ])
 def test_malformed_tf_config_is_one_line_naming_it(tf_config, message):
     with pytest.raises(strategies.DistributeError, match=r"^TF_CONFIG.*" + message + r".*see docs/scaling.md") as e:
