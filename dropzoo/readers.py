@@ -311,7 +311,7 @@ def read_images(paths, size=None, color_mode="grayscale"):
     if color_mode not in COLOR_MODES:
         raise DataError(f"unknown color mode {color_mode!r}; valid: {', '.join(COLOR_MODES)}")
     _check_fits_in_memory(len(paths), size, color_mode)
-    out, first, colour, transparent, unreadable = [], None, None, [], []
+    out, first, colour, transparent, unreadable, gray, squashed = [], None, None, [], [], [], []
     for path in paths:
         try:
             with Image.open(path) as image:
@@ -322,6 +322,8 @@ def read_images(paths, size=None, color_mode="grayscale"):
                 if image.mode in WIDE_MODES:  # Pillow's convert clips them to 255: nearly white images
                     raise DataError(f"{path} has {image.mode} pixels ({WIDE_MODES[image.mode]}); images are read as "
                                     "8-bit: save it as an 8-bit PNG (e.g. scaled by 255 / its maximum)")
+                if color_mode == "rgb" and image.mode in ("1", "L", "LA", "I;16"):
+                    gray.append(path)
                 if color_mode == "grayscale" and colour is None and image.mode not in ("1", "L", "LA"):
                     rgb = np.asarray(image.convert("RGB"))  # RGB, a palette, CMYK, ...
                     colour = path if (rgb.max(axis=-1) != rgb.min(axis=-1)).any() else None
@@ -332,6 +334,8 @@ def read_images(paths, size=None, color_mode="grayscale"):
                 width, height = upright.size
                 pixels = upright.convert(COLOR_MODES[color_mode])
                 if size is not None and (width, height) != (size[1], size[0]):
+                    if abs(width * size[0] - height * size[1]) > max(width, height):  # not the size's shape
+                        squashed.append(f"{path}, {width}x{height}")
                     pixels = pixels.resize((size[1], size[0]), Image.BILINEAR)
                 array = np.asarray(pixels, np.uint8)
         except DataError:
@@ -354,6 +358,12 @@ def read_images(paths, size=None, color_mode="grayscale"):
     if colour:
         logging.warning("%s has colours, and images are read as grayscale (--color_mode=grayscale, the default); "
                         "pass --color_mode=rgb to keep them", colour)
+    if gray:  # a colour model scored on gray images, or trained on a few among colour ones: worth a word
+        logging.warning("%d of %d image(s) are grayscale (e.g. %s) and are read as rgb, each channel the same gray",
+                        len(gray), len(paths), gray[0])
+    if squashed:
+        logging.warning("%d of %d image(s) have another shape than %dx%d (width x height; e.g. %s) and are "
+                        "stretched to it, not cropped", len(squashed), len(paths), size[1], size[0], squashed[0])
     if transparent:  # what lies under it is read, not the background a viewer draws: a black sheet, often
         logging.warning("%d image(s) have transparent pixels (e.g. %s); they are read without their transparency, "
                         "so the colour stored under it shows (black in most files), not the background a viewer "

@@ -966,3 +966,20 @@ def test_the_dry_run_compares_the_data_of_a_run_named_by_another_path(tmp_path):
     os.remove(os.path.join(workdir, "metrics.json"))  # as if interrupted: it would resume on other data
     plan = sweep.dry_run([(_tiny(image_dir=other, epochs=1), workdir)])[0]
     assert "(refused: the training data differs from what this run's 1 epochs" in plan
+
+
+def test_gray_images_read_as_rgb_and_images_stretched_to_the_size_are_said(tmp_path, caplog):
+    """A grayscale test folder scored by a colour run (its mode and size applied) was converted and resized
+    without a word, as were images of another shape than --image_size."""
+    paths = []
+    for i, (mode, size) in enumerate([("L", (64, 64)), ("RGB", (32, 32)), ("RGB", (96, 32)), ("RGB", (64, 64))]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new(mode, size, 128).save(paths[-1])
+    assert readers.read_images(paths, size=(32, 32), color_mode="rgb").shape == (4, 32, 32, 3)
+    said = [r.getMessage() for r in caplog.records]
+    assert f"1 of 4 image(s) are grayscale (e.g. {paths[0]}) and are read as rgb, each channel the same gray" in said
+    assert (f"1 of 4 image(s) have another shape than 32x32 (width x height; e.g. {paths[2]}, 96x32) and are "
+            "stretched to it, not cropped") in said
+    caplog.clear()
+    readers.read_images(paths[1:2] + paths[3:], size=(32, 32), color_mode="rgb")  # colour, same shape: nothing
+    assert not caplog.records
