@@ -47,9 +47,7 @@ class Client:
         """{output: NumPy array} of the serving outputs for `images` ([N, H, W, C] or one [H, W, C])."""
         data_lib.check_batch_size(batch_size)
         fn, pixels = self.route(images)
-        parts = [fn(**{serving.INPUT_KEY: tf.constant(pixels[i:i + batch_size])})
-                 for i in range(0, len(pixels), batch_size)]
-        return {key: np.concatenate([p[key].numpy() for p in parts]) for key in serving.OUTPUTS}
+        return _in_chunks(fn, pixels, batch_size)
 
     def mc_dropout(self, images, samples=20, seed=None, batch_size=256):
         """{output: NumPy array} of MC dropout over `samples` passes (`mc_dropout`, or `mc_dropout_seeded` with
@@ -68,14 +66,9 @@ class Client:
         if name not in self.signatures:
             raise ValueError(f"SavedModel {self.path} has no {name} signature (exported by older code); export "
                              "the run again to serve MC dropout")
-        parts = []
-        for call, i in enumerate(range(0, len(pixels), batch_size)):
-            inputs = {serving.INPUT_KEY: tf.constant(pixels[i:i + batch_size]),
-                      serving.SAMPLES_KEY: tf.constant(samples, tf.int32)}
-            if seed is not None:
-                inputs[serving.SEED_KEY] = tf.constant(serving.chunk_seed(seed, call), tf.int32)
-            parts.append(self.signatures[name](**inputs))
-        return {key: np.concatenate([p[key].numpy() for p in parts]) for key in parts[0]}
+        return _in_chunks(self.signatures[name], pixels, batch_size, lambda call: {
+            serving.SAMPLES_KEY: tf.constant(samples, tf.int32),
+            **({} if seed is None else {serving.SEED_KEY: tf.constant(serving.chunk_seed(seed, call), tf.int32)})})
 
     def route(self, images):
         """(the signature, the pixels it takes) for `images`; ValueError (one line) if they fit neither."""
@@ -116,6 +109,14 @@ class Client:
         if len(shape) == 4:
             return f"{problem}: resize them as the training data was"
         return f"{problem}: a batch of images, or one [{height}, {width}, {channels}] image"
+
+
+def _in_chunks(fn, pixels, batch_size, other_inputs=lambda call: {}):
+    """{output: NumPy array} of `fn` over `pixels` in chunks of `batch_size`, chunk `call` also given
+    `other_inputs(call)`."""
+    parts = [fn(**{serving.INPUT_KEY: tf.constant(pixels[i:i + batch_size])}, **other_inputs(call))
+             for call, i in enumerate(range(0, len(pixels), batch_size))]
+    return {key: np.concatenate([p[key].numpy() for p in parts]) for key in parts[0]}
 
 
 def _as_uint8(pixels, dtype):

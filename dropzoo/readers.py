@@ -322,7 +322,7 @@ def read_images(paths, size=None, color_mode="grayscale"):
                 if image.mode in WIDE_MODES:  # Pillow's convert clips them to 255: nearly white images
                     raise DataError(f"{path} has {image.mode} pixels ({WIDE_MODES[image.mode]}); images are read as "
                                     "8-bit: save it as an 8-bit PNG (e.g. scaled by 255 / its maximum)")
-                if color_mode == "rgb" and image.mode in ("1", "L", "LA", "I;16"):
+                if color_mode == "rgb" and image.mode in ("1", "L", "LA"):
                     gray.append(path)
                 if color_mode == "grayscale" and colour is None and image.mode not in ("1", "L", "LA"):
                     rgb = np.asarray(image.convert("RGB"))  # RGB, a palette, CMYK, ...

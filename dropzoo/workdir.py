@@ -229,8 +229,9 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
     changed = config_lib.differences(saved, config)
     if resuming:
         saved_all = config_lib.with_defaults(saved)
-        changed += [k for k in config_lib.EXECUTION_ONLY if saved_all[k] != getattr(config, k)
-                    and not (k == "strategy" and before.get(k) and before.get(k) == resolved.get(k))]  # auto: same
+        # A flag whose resolution the run recorded (--strategy: auto is the mirrored it resolves to) is held to
+        # that resolution below, not to its spelling.
+        changed += [k for k in config_lib.EXECUTION_ONLY if saved_all[k] != getattr(config, k) and k not in before]
     if "precision" in changed and before.get("precision") == resolved.get("precision"):
         changed.remove("precision")  # auto and the policy it resolved to ask for the same run
     if changed:

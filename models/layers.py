@@ -331,8 +331,8 @@ def check_drawn_rates(placement, kind, rate=None):
     its rate as 0 or 1."""
     if check_kind(kind) == "gaussian" or not placement:  # Gaussian noise draws no masks
         return
-    if rate is not None:  # every site's
-        masks.check_drawable(check_rate(rate, "--rate"), "--rate")
+    if rate is not None:  # every site's (a checked rate)
+        masks.check_drawable(rate, "--rate")
         return
     for site, value in placement.items():
         masks.check_drawable(value.rate, f"the rate of site {site}")
