@@ -21,8 +21,10 @@ from dropzoo import interrupts  # noqa: E402  (light: signals only)
 
 if __name__ == "__main__":
     interrupts.quiet_during_start_up()  # Ctrl-C while TensorFlow loads: one line, no traceback
+    environment.import_tensorflow()  # without the banner its native libraries print whatever the log level
 
 from absl import app  # noqa: E402
+from absl import logging  # noqa: E402
 
 from dropzoo import artifacts  # noqa: E402
 from dropzoo import checkpoints  # noqa: E402
@@ -72,9 +74,11 @@ def _train(overwrite):
             print(f"task {index} of {count} (from {source}): {len(mine)} of the plan's {len(runs)} runs", flush=True)
             shards.check_slurm_share(mine, plan, index, count, source)
             if not fv.dry_run:
-                if shards.from_slurm(source):
-                    shards.check_slurm_plans(runs, plan, index)
+                shards.check_array_plans(runs, plan, index, source)
                 shards.check_task_counts(runs, plan, index, count, source)
+            unchecked = shards.kubernetes_unchecked(source)
+            if unchecked:
+                logging.warning("%s", unchecked)
             runs = mine
             if not runs:
                 return 0

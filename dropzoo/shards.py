@@ -23,8 +23,10 @@ A Slurm array's split comes from the environment (a Kubernetes Indexed
 Job's index too), so a command that also picks its runs by the index
 (`--seed=$SLURM_ARRAY_TASK_ID`) would train a share of a share without a
 word: `check_slurm_share` refuses a task left with nothing to train, and
-`check_slurm_plans` a task whose plan differs from another task's of the
-same array (each records its plan's digest in the runs' root, `.tasks/`).
+`check_array_plans` a task whose plan differs from another task's of the
+same array job (each records its plan's digest in the runs' root,
+`.tasks/`; a Kubernetes pod names its Job by DROPZOO_JOB_UID, which
+docs/kubernetes-job.yaml sets from the pod's labels).
 Shares of one plan split into different counts (task 0 of 3, task 1 of 2)
 would leave runs to no task: `check_task_counts` refuses the second count.
 """
@@ -39,6 +41,8 @@ from dropzoo.errors import ConfigError
 # What a task whose share comes from Slurm's environment is told, where it may be a share of a share.
 _OWN_INDEX = ("if the command picks its runs by the array index itself (e.g. --seed=$SLURM_ARRAY_TASK_ID), pass "
               "--task_index=0 --num_tasks=1 so that each task trains its whole plan")
+_OWN_INDEX_K8S = ("if the command picks its runs by the index itself (e.g. --seed=$(JOB_COMPLETION_INDEX)), pass "
+                  "--task_index=0 --num_tasks=1 so that each pod trains its whole plan")
 
 
 def task_of(task_index=None, num_tasks=None, environ=None):
@@ -138,8 +142,7 @@ def check_slurm_share(mine, plan, index, count, source):
     groups = len(set(plan))
     if kubernetes:
         larger = f"the Job's {count} completions"
-        own = ("if the command picks its runs by the index itself (e.g. --seed=$JOB_COMPLETION_INDEX), pass "
-               "--task_index=0 --num_tasks=1 so that each pod trains its whole plan")
+        own = _OWN_INDEX_K8S
         fix = f"give the Job {groups} completions and --num_tasks={groups}"
     else:
         larger, own, fix = f"the array's {count} tasks", _OWN_INDEX, f"submit --array=0-{groups - 1}"
@@ -183,27 +186,61 @@ def _others(where, prefix):
     return records
 
 
-def check_slurm_plans(runs, sweep_plan, index, environ=None):
-    """Records this Slurm array task's plan in the runs' root; ConfigError where another task's differs.
+# The environment variable a Kubernetes Indexed Job's pods name their Job by (docs/kubernetes-job.yaml sets it from
+# the pod's label batch.kubernetes.io/controller-uid: a Job's name is reused by the next Job of that name, its uid not).
+JOB_UID = "DROPZOO_JOB_UID"
 
-    `sweep_plan` is sweep.plan(runs). The tasks of one array
-    (SLURM_ARRAY_JOB_ID) run one command, so their runs (workdirs) and
-    groups are equal unless the command depends on the index: then each
-    task would train one share of its own plan. The first task to start
-    cannot see it; every later one refuses. Nothing outside a Slurm array.
-    """
+
+def array_job(source, environ=None):
+    """(scheduler, job id) of the array job whose index gave this task its share (`source`, from task_of), or None:
+    Slurm's SLURM_ARRAY_JOB_ID, or a Kubernetes Indexed Job's uid in DROPZOO_JOB_UID (None where it is not set:
+    see `kubernetes_unchecked`). A split typed with --task_index is the user's own, and nothing compares it."""
     environ = os.environ if environ is None else environ
-    job = environ.get("SLURM_ARRAY_JOB_ID")
-    if not job or not runs:
+    if from_slurm(source):
+        return ("slurm", environ["SLURM_ARRAY_JOB_ID"]) if environ.get("SLURM_ARRAY_JOB_ID") else None
+    if source.startswith("JOB_COMPLETION_INDEX") and environ.get(JOB_UID):
+        return "k8s", environ[JOB_UID]
+    return None
+
+
+def kubernetes_unchecked(source, environ=None):
+    """The warning for a Kubernetes pod whose Job's pods cannot compare plans (DROPZOO_JOB_UID unset), or None."""
+    environ = os.environ if environ is None else environ
+    if not source.startswith("JOB_COMPLETION_INDEX") or environ.get(JOB_UID):
+        return None
+    return (f"{JOB_UID} is not set, so this pod cannot check that the Job's other pods plan the same runs (a command "
+            "that picks its runs by JOB_COMPLETION_INDEX would train a share of a share without a word); set it from "
+            "the pod's label batch.kubernetes.io/controller-uid as docs/kubernetes-job.yaml does")
+
+
+def check_array_plans(runs, sweep_plan, index, source, environ=None):
+    """Records this array task's plan in the runs' root; ConfigError where another task's of the same job differs.
+
+    `sweep_plan` is sweep.plan(runs), `source` task_of's. The tasks of one
+    array job (a Slurm array, a Kubernetes Indexed Job: `array_job`) run one
+    command, so their runs (workdirs), groups and settings are equal unless
+    the command depends on the index: then each task would train one share
+    of its own plan. The first task to start cannot see it; every later one
+    refuses. Nothing outside an array job.
+    """
+    job = array_job(source, environ)
+    if job is None or not runs:
         return
+    scheduler, job_id = job
     digest, where = _plan_digest(runs, sweep_plan), _tasks_dir(runs)
-    files.write_json(os.path.join(where, f"slurm-{job}-task{index}.json"), {"plan_sha256": digest,
-                                                                            "first_run": runs[0][1]})
-    for task, other in _others(where, f"slurm-{job}-task").items():
+    prefix = f"{scheduler}-{_file_safe(job_id)}-task"
+    files.write_json(os.path.join(where, f"{prefix}{index}.json"), {"plan_sha256": digest, "first_run": runs[0][1]})
+    for task, other in _others(where, prefix).items():
         if other["plan_sha256"] != digest:
-            raise ConfigError(f"task {task} of Slurm array {job} plans other runs (from {other['first_run']}) "
-                              f"than this task {index} (from {runs[0][1]}), though an array runs one command; "
-                              f"{_OWN_INDEX}")
+            what = f"Slurm array {job_id}" if scheduler == "slurm" else f"Kubernetes Job {job_id}"
+            own = _OWN_INDEX if scheduler == "slurm" else _OWN_INDEX_K8S
+            raise ConfigError(f"task {task} of {what} plans other runs (from {other['first_run']}) than this task "
+                              f"{index} (from {runs[0][1]}), though an array job runs one command; {own}")
+
+
+def _file_safe(text):
+    """`text` with anything but letters, digits, '.', '_' and '-' replaced by '_' (a job id in a file name)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
 
 def check_task_counts(runs, sweep_plan, index, count, source):

@@ -260,7 +260,7 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
     index, count, source = shards.task_of(None, 3, environ={"JOB_COMPLETION_INDEX": "1"})
     with pytest.raises(ConfigError, match=r"^task 1 of 3 \(JOB_COMPLETION_INDEX .*\) has no runs to train: the plan "
                                           r"has 1 group\(s\) of runs, fewer than the Job's 3 completions; .*"
-                                          r"--seed=\$JOB_COMPLETION_INDEX.*give the Job 1 completions and "
+                                          r"--seed=\$\(JOB_COMPLETION_INDEX\).*give the Job 1 completions and "
                                           r"--num_tasks=1$"):
         shards.check_slurm_share(shards.share(one_run, plan, index, count), plan, index, count, source)
     root = tmp_path / "study"
@@ -269,19 +269,53 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
         runs = _plan("--model=dense_mlp", "--placement=canonical,none", f"--seed={seed}", f"--workdir={root}", *more)
         return runs, sweep.plan(runs)
 
-    shards.check_slurm_plans(*plan_of(0), 0, environ={**array, "SLURM_ARRAY_TASK_ID": "0"})
-    shards.check_slurm_plans(*plan_of(0), 2, environ={**array, "SLURM_ARRAY_TASK_ID": "2"})  # the same command
+    slurm = "SLURM_ARRAY_TASK_ID=... of array 0-3"  # task_of's source inside a Slurm array
+
+    def check(runs_and_plan, index, environ, source=slurm):
+        shards.check_array_plans(*runs_and_plan, index, source, environ=environ)
+
+    check(plan_of(0), 0, {**array, "SLURM_ARRAY_TASK_ID": "0"})
+    check(plan_of(0), 2, {**array, "SLURM_ARRAY_TASK_ID": "2"})  # the same command
     # Data staged per task (--idx_dir=$SLURM_TMPDIR/...): the same runs, so the same plan.
-    shards.check_slurm_plans(*plan_of(0, "--idx_dir=/scratch/41.3"), 3, environ={**array, "SLURM_ARRAY_TASK_ID": "3"})
-    shards.check_slurm_plans(*plan_of(0), 0, environ={**array, "SLURM_ARRAY_TASK_ID": "0"})  # requeued
+    check(plan_of(0, "--idx_dir=/scratch/41.3"), 3, {**array, "SLURM_ARRAY_TASK_ID": "3"})
+    check(plan_of(0), 0, {**array, "SLURM_ARRAY_TASK_ID": "0"})  # requeued
     with pytest.raises(ConfigError, match=r"^task 0 of Slurm array 41 plans other runs \(from .*seed0\) than this "
-                                          r"task 1 \(from .*seed1\), though an array runs one command; if the"):
-        shards.check_slurm_plans(*plan_of(1), 1, environ=array)
-    shards.check_slurm_plans(*plan_of(1), 1, environ={**array, "SLURM_ARRAY_JOB_ID": "42"})  # another array
-    shards.check_slurm_plans(*plan_of(1), 1, environ={})  # not in an array: nothing written
+                                          r"task 1 \(from .*seed1\), though an array job runs one command; if the"):
+        check(plan_of(1), 1, array)
+    check(plan_of(1), 1, {**array, "SLURM_ARRAY_JOB_ID": "42"})  # another array
+    check(plan_of(1), 1, {})  # not in an array: nothing written
+    check(plan_of(1), 1, array, source="--task_index and --num_tasks")  # the user's own split: nothing compared
     assert sorted(os.listdir(root / "dense_mlp" / ".tasks")) == [
         "slurm-41-task0.json", "slurm-41-task1.json", "slurm-41-task2.json", "slurm-41-task3.json",
         "slurm-42-task1.json"]
+
+
+def test_a_kubernetes_pod_whose_plan_differs_from_its_jobs_other_pods_is_refused(tmp_path):
+    # `--seed=$(JOB_COMPLETION_INDEX)` in a Job's command: each pod plans its own seed and takes a share of it.
+    root = tmp_path / "study"
+    source = "JOB_COMPLETION_INDEX (Kubernetes Indexed Job) and --num_tasks"
+    job = {shards.JOB_UID: "3f2a-77"}
+
+    def check(seed, index, environ):
+        runs = _plan("--model=dense_mlp", "--placement=canonical,none", f"--seed={seed}", f"--workdir={root}")
+        shards.check_array_plans(runs, sweep.plan(runs), index, source,
+                                 environ={**environ, "JOB_COMPLETION_INDEX": str(index)})
+
+    check(0, 0, job)
+    check(0, 1, job)  # the same command
+    with pytest.raises(ConfigError, match=r"^task 0 of Kubernetes Job 3f2a-77 plans other runs \(from .*seed0\) than "
+                                          r"this task 2 \(from .*seed2\), though an array job runs one command; if "
+                                          r"the command picks its runs by the index itself \(e.g. "
+                                          r"--seed=\$\(JOB_COMPLETION_INDEX\)\), pass --task_index=0 --num_tasks=1"):
+        check(2, 2, job)
+    check(2, 2, {shards.JOB_UID: "9c1d-01"})  # a later Job, though it may bear the same name
+    check(5, 3, {})  # no uid: nothing can be compared, and the pod is told
+    assert shards.kubernetes_unchecked(source, environ={}).startswith(
+        "DROPZOO_JOB_UID is not set, so this pod cannot check that the Job's other pods plan the same runs")
+    assert shards.kubernetes_unchecked(source, environ=job) is None
+    assert shards.kubernetes_unchecked("--task_index and --num_tasks", environ={}) is None
+    assert sorted(os.listdir(root / "dense_mlp" / ".tasks")) == [
+        "k8s-3f2a-77-task0.json", "k8s-3f2a-77-task1.json", "k8s-3f2a-77-task2.json", "k8s-9c1d-01-task2.json"]
 
 
 def test_tasks_of_one_plan_split_into_other_counts_are_refused(tmp_path):
@@ -362,6 +396,12 @@ def test_the_kubernetes_recipe_parses_and_maps_its_indices():
     num_tasks = next(int(a.split("=", 1)[1]) for a in args if a.startswith("--num_tasks="))
     assert num_tasks == spec["completions"]
     assert spec["template"]["spec"]["restartPolicy"] == "Never" and spec["backoffLimitPerIndex"] >= 1
+    # Each pod names its Job by the Job's uid, from the label Kubernetes puts on the Job's pods.
+    env = {e["name"]: e for e in container["env"]}
+    assert env[shards.JOB_UID]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/controller-uid']")
     for index in range(num_tasks):  # what each pod computes from JOB_COMPLETION_INDEX
-        assert shards.task_of(None, num_tasks, environ={"JOB_COMPLETION_INDEX": str(index)})[:2] == (
-            index, num_tasks)
+        environ = {"JOB_COMPLETION_INDEX": str(index), shards.JOB_UID: "3f2a-77"}
+        index_, count, source = shards.task_of(None, num_tasks, environ=environ)
+        assert (index_, count) == (index, num_tasks)
+        assert shards.array_job(source, environ) == ("k8s", "3f2a-77")
