@@ -19,6 +19,7 @@ from dropzoo import interrupts  # noqa: E402  (light: signals only)
 
 if __name__ == "__main__":
     interrupts.quiet_during_start_up()  # Ctrl-C while TensorFlow loads: one line, no traceback
+    environment.import_tensorflow()  # without the banner its native libraries print whatever the log level
 
 from absl import app  # noqa: E402
 

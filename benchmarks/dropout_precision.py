@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a file: import this checkout, not an ins
 from dropzoo import environment  # noqa: E402  (light: no TensorFlow)
 
 environment.set_defaults()  # before TensorFlow loads: as train.py and eval.py run
+environment.import_tensorflow()  # without the start-up banner, as train.py and eval.py
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -10,6 +10,7 @@ loaded, they change nothing: that is why this module imports nothing heavy.
 """
 import os
 import sys
+import tempfile
 
 DEFAULTS = {
     # TensorFlow's C++ INFO and WARNING lines bury the results; errors still print.
@@ -29,6 +30,37 @@ def set_defaults(environ=None):
     chosen = {name: value for name, value in DEFAULTS.items() if name not in environ}
     environ.update(chosen)
     return chosen
+
+
+# What TensorFlow's native libraries print on stderr as they load, whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21 logs
+# through Abseil before Abseil's logging is set up): a banner pair, twice, before every command's first line.
+START_UP_BANNER = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+                   "] oneDNN custom operations are on.")
+
+
+def import_tensorflow(environ=None):
+    """Imports TensorFlow with its start-up banner (START_UP_BANNER) kept off stderr, as TF_CPP_MIN_LOG_LEVEL (set
+    to 2 by `set_defaults`) means to; every other line TensorFlow prints there as it loads is passed on. With
+    TF_CPP_MIN_LOG_LEVEL=0 (INFO wanted) nothing is held back. Call after `set_defaults`."""
+    environ = os.environ if environ is None else environ
+    if environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
+        import tensorflow  # noqa: F401
+        return
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as held:
+        stderr = os.dup(2)
+        os.dup2(held.fileno(), 2)  # the native libraries write to the descriptor, not to sys.stderr
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(stderr, 2)
+            os.close(stderr)
+            held.seek(0)
+            for line in held:
+                text = line.decode(errors="replace")
+                if not (text.startswith(START_UP_BANNER[0]) or START_UP_BANNER[1] in text):
+                    os.write(2, line)
 
 
 def print_any_file_name():

@@ -73,3 +73,35 @@ def test_a_script_prints_names_that_are_not_utf8_in_any_locale():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT,
                           env=dict(os.environ, PYTHONIOENCODING="utf-8:strict"))
     assert done.returncode == 0 and done.stdout == b"caf\xe9\n", done.stderr
+
+
+# A stand-in for TensorFlow's native start-up: the banner its libraries print on the stderr descriptor whatever
+# TF_CPP_MIN_LOG_LEVEL says, twice, and a line that is not the banner.
+FAKE_TENSORFLOW = r'''
+import os
+banner = (b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+          b"I0000 00:00:1796517567.343704   24659 port.cc:153] oneDNN custom operations are on. You may see ...\n")
+os.write(2, banner + b"E0000 kernel registry: something the user must see\n" + banner)
+'''
+
+
+@pytest.mark.parametrize("level, banner_shown", [("2", False), ("0", True)])
+def test_tensorflow_loads_without_its_start_up_banner_unless_info_is_asked_for(tmp_path, level, banner_shown):
+    (tmp_path / "tensorflow.py").write_text(FAKE_TENSORFLOW)
+    code = "from dropzoo import environment; environment.import_tensorflow(); print('imported')"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": level, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "imported\n", done.stderr
+    assert "E0000 kernel registry: something the user must see\n" in done.stderr
+    assert ("oneDNN custom operations" in done.stderr) == banner_shown
+    assert ("absl::InitializeLog" in done.stderr) == banner_shown
+    if not banner_shown:
+        assert done.stderr == "E0000 kernel registry: something the user must see\n"
+
+
+def test_a_bad_flag_is_one_line_and_nothing_else_on_stderr():
+    # TensorFlow 2.21's banner (four lines) came before every command's first line of its own.
+    done = subprocess.run([sys.executable, "eval.py", "--epochz=2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == "error: Unknown command line flag 'epochz'; see --helpfull for every flag\n"
