@@ -95,6 +95,9 @@ def make_pipelines(source, *, batch_size, seed, validation_fraction=0.1, start_s
     num_validation = check_every_class_trained(source, validation_fraction)
     num_train = source.num_train - num_validation
     steps_per_epoch = math.ceil(num_train / batch_size)
+    if batch_size > num_train:  # Keras' batches end with the data: the run trains on batches of num_train
+        logging.warning("--batch_size=%d is larger than the %s training images: each epoch is one step, on a batch "
+                        "of %s", batch_size, f"{num_train:,}", f"{num_train:,}")
     train = source.train.skip(num_validation)
     validation = source.train.take(num_validation) if num_validation else None
     example_bytes = 4 * math.prod(source.image_shape)

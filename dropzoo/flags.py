@@ -9,10 +9,12 @@ parsed flags into plain TrainConfigs.
 
     python -m dropzoo.flags > docs/flags.md      # the generated flag reference
 """
+import dataclasses
 import sys
 
 from absl import flags
 
+import models
 from dropzoo import config as config_lib
 from dropzoo import performance
 from dropzoo import sources
@@ -230,6 +232,26 @@ def train_plan(fv=FLAGS):
                                      "in a field that names no directory: sweep it in one command per value, each "
                                      "with its own --workdir")
     return runs
+
+
+def unused_flags(runs, fv=FLAGS):
+    """One warning line for each flag given that no run of the plan `runs` uses: it changes nothing they compute
+    (--rate or --kind with no dropout site to set; --epochs beside --train_steps)."""
+    configs = [config for config, _ in runs]
+    notes = []
+    for name in ("rate", "kind"):
+        if not fv[name].present or fv[name].value is None:
+            continue
+        other = {"rate": lambda c: dataclasses.replace(c, rate=c.rate / 2),
+                 "kind": lambda c: dataclasses.replace(c, kind=next(k for k in models.KINDS if k != c.kind))}[name]
+        if all(sweep.identity(c) == sweep.identity(other(c)) for c in configs):
+            given = f"--sites={fv['sites'].value}" if fv["sites"].value else f"--placement={fv['placement'].value}"
+            notes.append(f"--{name}={fv[name].value} is not used: no run of the plan has a dropout site for it to set "
+                         f"({given})")
+    if fv["epochs"].present and fv["train_steps"].value is not None:
+        notes.append(f"--epochs={fv['epochs'].value} is not used: --train_steps={fv['train_steps'].value} sets how "
+                     "long each run trains")
+    return notes
 
 
 def _values(name, text):

@@ -354,6 +354,45 @@ def test_train_flags_reject_bad_values(args, message):
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("args, notes", [
+    # Accepted, then changed nothing: no site for the rate or kind to set.
+    (["--placement=none", "--rate=0.3"], ["--rate=0.3 is not used: no run of the plan has a dropout site for it to "
+                                          "set (--placement=none)"]),
+    (["--placement=none", "--rate=0.3,0.5"], ["--rate=0.3,0.5 is not used: no run of the plan has a dropout site"]),
+    (["--sites=none", "--kind=gaussian"], ["--kind=gaussian is not used: no run of the plan has a dropout site for "
+                                           "it to set (--sites=none)"]),
+    (["--epochs=3", "--train_steps=5"], ["--epochs=3 is not used: --train_steps=5 sets how long each run trains"]),
+    # Used by some run: nothing to say.
+    (["--placement=none,canonical", "--rate=0.3"], []),
+    (["--placement=canonical", "--rate=0.3", "--kind=classic"], []),
+    (["--sites=dense1.pre:0.5", "--kind=gaussian"], []),
+    (["--train_steps=5"], []),
+    (["--placement=none"], []),
+])
+def test_flags_that_no_run_uses_are_named(args, notes):
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train.py", "--model=dense_mlp", "--dataset=mnist_sample", *args])
+    found = flags_lib.unused_flags(flags_lib.train_plan(fv), fv)
+    assert len(found) == len(notes) and all(f.startswith(n) for f, n in zip(found, notes)), found
+
+
+def test_a_batch_larger_than_the_training_data_is_named(caplog):
+    from dropzoo import data as data_lib
+    from dropzoo import sources
+
+    source = sources.load_source("mnist_sample")
+    with caplog.at_level("WARNING"):
+        pipes = data_lib.make_pipelines(source, batch_size=5000, seed=0)
+    assert pipes.steps_per_epoch == 1
+    assert "--batch_size=5000 is larger than the 3,600 training images: each epoch is one step, on a batch of 3,600" \
+        in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        data_lib.make_pipelines(source, batch_size=3600, seed=0)
+    assert "--batch_size" not in caplog.text
+
+
 def test_a_precision_sweep_of_one_policy_twice_is_refused(monkeypatch):
     """auto and the policy it picks here trained one run twice, and its comparison then refused the pair."""
     from dropzoo import performance
