@@ -28,6 +28,7 @@ from dropzoo import compare  # noqa: E402
 from dropzoo import contrasts  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import evaluate  # noqa: E402
+from dropzoo import evaluations  # noqa: E402
 from dropzoo import export  # noqa: E402
 from dropzoo import files  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
@@ -98,7 +99,7 @@ def _main(argv):
             # The run's own data goes to eval.json (and its record); other data to a file of its own.
             name = "eval.json" if on_own else f"eval-{files.slug(result['data_source'])}.json"
             output = output or os.path.join(f.workdir, name)
-            records.save_evaluation(f.workdir, records.make_request(
+            evaluations.save_evaluation(f.workdir, evaluations.make_request(
                 result["data_sha256"], mc_samples=f.mc_samples, mc_seed=f.mc_seed, batch_size=f.batch_size,
                 ood_sha256=result.get("ood_sha256")), result["data_source"], result)
         if output:

@@ -69,6 +69,9 @@ def _train(overwrite):
         workdirs.check_one_run_here(runs[0][1])  # a sweep into a run's directory, a run into a sweep's: refused
         task = shards.task_of(fv.task_index, fv.num_tasks)
         strategies.check_one_run_per_cluster(runs, task)
+        if (len(runs) > 1 or task is not None) and not fv.dry_run:
+            # One line for a root it cannot write (a read-only volume), not one FAILED line per run.
+            workdirs.ensure_writable(os.path.commonpath([os.path.abspath(w) for _, w in runs]))
         if task is not None:
             index, count, source = task
             plan = sweep.plan(runs)

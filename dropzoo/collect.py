@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 
+from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import records
 from dropzoo import shards
@@ -57,8 +58,8 @@ def collect(runs_dirs, destination):
         for name in records.RECORD_FILES:
             if os.path.isfile(os.path.join(run, name)):
                 shutil.copyfile(os.path.join(run, name), os.path.join(target, name))
-        if os.path.isdir(os.path.join(run, records.EVALUATIONS)):
-            shutil.copytree(os.path.join(run, records.EVALUATIONS), os.path.join(target, records.EVALUATIONS),
+        if os.path.isdir(os.path.join(run, evaluations.EVALUATIONS)):
+            shutil.copytree(os.path.join(run, evaluations.EVALUATIONS), os.path.join(target, evaluations.EVALUATIONS),
                             dirs_exist_ok=True)
         copied.append(target)
     for runs_dir in runs_dirs:  # the array plans too: a comparison of the copies names the runs never trained

@@ -33,6 +33,7 @@ import numpy as np
 from dropzoo import config as config_lib
 from dropzoo import contrasts as contrasts_lib
 from dropzoo import evaluate
+from dropzoo import files
 from dropzoo import pooled_data
 from dropzoo import provenance
 from dropzoo import records
@@ -392,6 +393,10 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                           f"(by default a comparison goes into its one runs directory, and {runs_dirs[0]}/comparison "
                           "is that directory's own)")
     run_dirs = records.find_runs(runs_dirs)
+    output_dir = output_dir or os.path.join(runs_dirs[0], "comparison")  # one runs directory (checked above)
+    if why := files.unwritable(output_dir, make=False):  # before the runs are scored (minutes with MC), not after
+        raise ConfigError(f"cannot write the comparison to {output_dir} ({why}); give --output=DIR, a directory you "
+                          "can write to (the runs are only read)")
     pooled_data.check(run_dirs, own_test=data_override is None and source is None)
     notes = [note for note in [records.unfinished_note(runs_dirs),
                                shards.missing_note(runs_dirs, run_dirs + records.unfinished_runs(runs_dirs))] if note]
@@ -426,7 +431,6 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                   "from_dirs": _runs_per_directory(runs_dirs, [r["run"] for r in rows]),
                   "title": f"{', '.join(runs_dirs)} — test data: "
                            f"{', '.join(sorted({r['data_source'] for r in rows}))}"}
-    output_dir = output_dir or os.path.join(runs_dirs[0], "comparison")  # one runs directory (checked above)
     paths = report.write(comparison, output_dir)
     return {"paths": paths, "table": table, "contrasts": comparison["contrasts"], "regime": comparison["regime"],
             "num_runs": len(rows), "rates": comparison["rates"], "sizes": comparison["sizes"], "notes": notes}

@@ -82,6 +82,25 @@ def write_error(path, error):
                       "nothing half-written was left, and earlier checkpoints and exports are intact")
 
 
+def unwritable(directory, make=True):
+    """Why this process cannot write in `directory`, or None. `make`: made first, with its parents, if need be;
+    else nothing is made, and the nearest of it and its ancestors that exists is tried."""
+    target = os.path.abspath(directory)
+    try:
+        if make:
+            os.makedirs(directory, exist_ok=True)
+        while not os.path.exists(target):
+            target = os.path.dirname(target)
+        if not os.path.isdir(target):
+            return f"{target} is a file"
+        probe = os.path.join(target, f".write-test-{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 def temporary_name(path, pid=None):
     """`dir/name.tmp-PID.ext`: the suffix kept (Keras wants `.weights.h5`)."""
     directory, name = os.path.split(path)

@@ -12,13 +12,13 @@ A run's record, a few kilobytes beside its large artifacts, is what a comparison
 evaluation, or, where there is none yet, through its SavedModel, saving the result: a comparison works from
 records alone once they hold what it asks, and from records copied off the machines that trained them (`collect`).
 """
-import hashlib
 import json
 import math
 import os
 import re
 
 from dropzoo import data_identity
+from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import folders
 from dropzoo import sources
@@ -29,8 +29,8 @@ from dropzoo.errors import ExportError
 from dropzoo.errors import RunError
 from models.masks import LEGACY_GENERATOR
 
-EVALUATIONS = "evaluations"
 RECORD_FILES = ("config.json", "metrics.json")
+_NOT_RUNS = ("comparison", evaluations.EVALUATIONS)  # directories below a runs directory that hold no runs
 FIX = "delete it and rerun that run's train.py command to re-measure it"
 
 
@@ -43,7 +43,7 @@ def find_runs(runs_dirs):
             raise ValueError(f"--runs_dir {runs_dir} is not a directory; point it at a sweep's --workdir (or at a "
                              "directory of collected records)")
         for root, dirs, names in os.walk(runs_dir):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("comparison", EVALUATIONS))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_RUNS)
             if "metrics.json" in names and workdirs.is_run(root):  # (not another tool's metrics.json)
                 found.append(os.path.normpath(root))
                 dirs[:] = []  # a run's own subdirectories hold no runs; others would be left out of the comparison:
@@ -72,7 +72,7 @@ def unfinished_runs(runs_dirs):
     found = []
     for runs_dir in runs_dirs:
         for root, dirs, names in os.walk(runs_dir):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("comparison", EVALUATIONS))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_RUNS)
             if "metrics.json" in names:
                 dirs[:] = []
             elif "config.json" in names:
@@ -89,29 +89,6 @@ def unfinished_note(runs_dirs):
             f"{', ...' if len(left) > 3 else ''}; rerun their train.py command to finish them")
 
 
-def request_id(request):
-    """The file name (without .json) of the evaluation `request` ({data, mc_samples, ...})."""
-    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def evaluation_path(run, request):
-    return os.path.join(run, EVALUATIONS, f"{request_id(request)}.json")
-
-
-def make_request(data_sha256, *, mc_samples=0, mc_seed=0, batch_size=256, ood_sha256=None):
-    """What identifies an evaluation: the test data and OOD data (by content), MC samples and seed.
-
-    The data are named by `sources.fingerprint`, not by path, so a record still matches on another machine, or
-    with the same test split read from tfds instead of IDX files. MC draws depend on the batching too.
-    """
-    request = {"data": data_sha256, "mc_samples": int(mc_samples), "ood": ood_sha256}
-    if mc_samples:  # the MC seeds of each call follow the batching
-        request.update(mc_seed=int(mc_seed), batch_size=int(batch_size))
-        if ood_sha256:  # earlier evaluations drew the OOD pass with the test pass's seeds: not this one
-            request["ood_seeds"] = "after_test"
-    return request
-
-
 def test_origin(metrics):
     """The load_source arguments of the test data a run recorded (older records: a `test_origin` of its own)."""
     return dict(metrics["data"].get("test_origin") or metrics["data"]["origin"])
@@ -124,34 +101,6 @@ def same_data(origin, other):
 
 def _clean(origin):  # sorted: a cache key
     return None if not origin else {k: v for k, v in sorted(origin.items()) if v is not None}
-
-
-def save_evaluation(run, request, data_source, result):
-    """Writes `result` (an evaluation of `run`'s export for `request`) into the run's record."""
-    os.makedirs(os.path.join(run, EVALUATIONS), exist_ok=True)
-    files.write_json(evaluation_path(run, request), {"request": request, "data_source": data_source,
-                                                      "result": result})
-
-
-def load_evaluation(run, request):
-    """The saved {"request", "data_source", "result"} of `request` for `run`, or None; records alone answer an MC +
-    OOD request from before its OOD pass took seeds of its own (the test pass's again: correlated, not biased)."""
-    path = evaluation_path(run, request)
-    if not os.path.isfile(path):
-        older = {k: v for k, v in request.items() if k != "ood_seeds"}
-        alone = older != request and not os.path.isdir(os.path.join(run, "saved_model"))
-        return load_evaluation(run, older) if alone else None
-    saved = files.read_json(path, "delete it and compare again with the run's saved_model/ present")
-    return saved if saved.get("request") == request else None
-
-
-def saved_evaluations(run):
-    """Every evaluation saved in `run`'s record."""
-    directory = os.path.join(run, EVALUATIONS)
-    if not os.path.isdir(directory):
-        return []
-    return [files.read_json(os.path.join(directory, name), "delete it and compare again")
-            for name in sorted(os.listdir(directory)) if name.endswith(".json")]
 
 
 class _Data:
@@ -220,12 +169,13 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         uncertainty.check_ood_is_other(run_test[0], ood_id and ood_id[0], f"{run}'s")
         if not given and notes is not None:
             _note_changed_files(metrics, data, notes)
-        request = make_request(run_test[0], mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
-                               ood_sha256=ood_id[0] if ood_id else None)
-        key = (trained, request_id(request))
+        request = evaluations.make_request(run_test[0], mc_samples=mc_samples, mc_seed=mc_seed,
+                                           batch_size=batch_size, ood_sha256=ood_id[0] if ood_id else None)
+        key = (trained, evaluations.request_id(request))
         if key not in computed:
             # OOD data that cannot be loaded is not "no OOD": an evaluation without it is not the one asked for.
-            saved = load_evaluation(trained, request) if run_test[0] and not (ood_id and ood_id[2]) else None
+            loadable = run_test[0] and not (ood_id and ood_id[2])
+            saved = evaluations.load_evaluation(trained, request) if loadable else None
             if saved is None and (run_test[2] or (ood_id and ood_id[2])):
                 saved = _held_instead(trained, request, data.own(metrics)[0] if given else None, notes, bool(ood))
             if saved is None:
@@ -305,7 +255,7 @@ def _flags_of(origin):
 
 def _held_instead(run, request, own_sha, notes, ood_asked):
     """The one saved evaluation matching `request` where its unknown data (None) may be any (OOD data: any)."""
-    matches = [saved for saved in saved_evaluations(run) if all(
+    matches = [saved for saved in evaluations.saved_evaluations(run) if all(
         saved["request"].get(k) == v for k, v in request.items() if v is not None or k not in ("data", "ood"))
         and (request["data"] is not None or saved["request"]["data"] != own_sha)
         and (saved["request"]["ood"] is not None) == ood_asked]
@@ -354,7 +304,7 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
         raise ExportError(f"run {run}: {e}") from None
     if ood_source is not None:
         result.update(ood_data_source=ood_source.name, **({"ood_in_test_left_out": left_out} if left_out else {}))
-    save_evaluation(trained, request, test_source.name, result)
+    evaluations.save_evaluation(trained, request, test_source.name, result)
     return {"data_source": test_source.name, "result": result}
 
 

@@ -40,6 +40,7 @@ from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import errors
 from dropzoo import evaluate
+from dropzoo import evaluations
 from dropzoo import export as export_lib
 from dropzoo import files
 from dropzoo import interrupts
@@ -49,7 +50,6 @@ from dropzoo import multi_worker
 from dropzoo import optimizers
 from dropzoo import performance
 from dropzoo import provenance
-from dropzoo import records
 from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import subsets
@@ -308,7 +308,7 @@ def finish(run, result, loop, started, serving_artifacts=True):
     # The run's record of its own test scores through the export (what a comparison reads).
     own = evaluate.evaluate_saved_model(run.paths["saved_model"], data_lib.raw_batches(run.source.test, 256),
                                         signatures=signatures)
-    records.save_evaluation(os.path.dirname(run.paths["metrics.json"]), records.make_request(
+    evaluations.save_evaluation(os.path.dirname(run.paths["metrics.json"]), evaluations.make_request(
         sources.fingerprint(run.source)), run.source.name, own)
     written = {k: v for k, v in run.paths.items()
                if k != "metrics.json" and (k not in artifacts_lib.ARTIFACT_FILES or artifacts)}

@@ -106,14 +106,9 @@ def is_run(directory):
 def ensure_writable(workdir):
     """Creates `workdir` if need be; RunError unless this process can write to it."""
     check_not_file(workdir)
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        raise RunError(f"cannot write to workdir {workdir!r} ({e.strerror}); "
-                       "pass a --workdir you can write to") from None
+    why = files.unwritable(workdir)
+    if why:
+        raise RunError(f"cannot write to workdir {workdir!r} ({why}); pass a --workdir you can write to")
 
 
 def first_existing(path):

@@ -14,6 +14,7 @@ sys.path.insert(0, ROOT)
 from dropzoo import environment  # noqa: E402  (light: no TensorFlow)
 
 environment.set_defaults()  # before TensorFlow loads: tests run as the entry points do
+environment.import_tensorflow()  # without the start-up banner, as the entry points
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

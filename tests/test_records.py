@@ -16,6 +16,7 @@ from conftest import tiny_source
 
 from dropzoo import collect
 from dropzoo import compare
+from dropzoo import evaluations
 from dropzoo import pooled_data
 from dropzoo import records
 from dropzoo import sources
@@ -46,7 +47,7 @@ def study(tmp_path_factory):
 @pytest.mark.slow
 def test_records_alone_compare_as_the_runs_did(study, tmp_path):
     for run in records.find_runs([str(study / "a"), str(study / "b")]):  # evaluated again, through the exports
-        shutil.rmtree(os.path.join(run, records.EVALUATIONS), ignore_errors=True)
+        shutil.rmtree(os.path.join(run, evaluations.EVALUATIONS), ignore_errors=True)
     here = compare.compare_runs([str(study / "a"), str(study / "b")], source=tiny_source(),
                                 output_dir=str(tmp_path / "out1"))
     assert {e["variant"] for e in here["table"]} == {"dense_mlp/canonical", "dense_mlp/none",
@@ -69,6 +70,34 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
     there = compare.compare_runs(str(collected), output_dir=str(tmp_path / "out2"))
     assert _table(there) == _table(here)
     assert [{k: v for k, v in c.items()} for c in there["contrasts"]] == here["contrasts"]
+
+
+@pytest.mark.slow
+def test_a_comparison_reads_runs_it_cannot_write_to_and_refuses_an_output_it_cannot_write_first(
+        study, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("kept")
+    with monkeypatch.context() as patched:  # refused before any run is scored (minutes with MC dropout)
+        patched.setattr(records, "evaluate_runs", lambda *a, **k: pytest.fail("scored before the output was checked"))
+        with pytest.raises(ConfigError, match=rf"^cannot write the comparison to {blocker}/cmp \({blocker} is a "
+                                              r"file\); give --output=DIR, a directory you can write to \(the runs "
+                                              r"are only read\)$"):
+            compare.compare_runs(str(study / "a"), output_dir=str(blocker / "cmp"))
+    assert blocker.read_text() == "kept"
+    # Records that cannot keep an evaluation (a read-only copy; here a file where evaluations/ would be): the runs
+    # are scored all the same, each says its evaluation is not kept, and the next comparison scores them again.
+    copy = tmp_path / "copy"
+    shutil.copytree(study / "a", copy)
+    for run in records.find_runs([str(copy)]):
+        shutil.rmtree(os.path.join(run, evaluations.EVALUATIONS))
+        with open(os.path.join(run, evaluations.EVALUATIONS), "w") as f:
+            f.write("not a directory")
+    expected = compare.compare_runs(str(study / "a"), source=tiny_source(), output_dir=str(tmp_path / "expected"))
+    with caplog.at_level("WARNING"):
+        got = compare.compare_runs(str(copy), source=tiny_source(), output_dir=str(tmp_path / "got"))
+    assert _table(got) == _table(expected)
+    assert caplog.text.count("its evaluation (of ") == 4 and "is not kept in its record, which this process cannot " \
+        "write to" in caplog.text
 
 
 @pytest.mark.slow
@@ -97,8 +126,8 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
     fingerprint = sources.fingerprint(sources.load_source(npz=str(npz), need_train=False))
     assert {r["data_sha256"] for r in records.evaluate_runs(runs, data_override={"npz": str(moved)}, notes=[])} == {
         fingerprint}
-    held = next(e for e in records.saved_evaluations(runs[0]) if e["request"]["data"] == fingerprint)
-    path = records.evaluation_path(runs[0], held["request"])
+    held = next(e for e in evaluations.saved_evaluations(runs[0]) if e["request"]["data"] == fingerprint)
+    path = evaluations.evaluation_path(runs[0], held["request"])
     with open(path) as f:
         saved = json.load(f)
     saved["request"]["data"] = "f" * 64
@@ -162,11 +191,11 @@ def test_the_trainer_saves_its_own_evaluation_keyed_by_its_test_data(tmp_path):
 
     metrics = trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path), source=tiny_source(), verbose=0,
                                          serving_artifacts=False)
-    request = records.make_request(metrics["data"]["test_sha256"])
-    saved = records.load_evaluation(str(tmp_path), request)
+    request = evaluations.make_request(metrics["data"]["test_sha256"])
+    saved = evaluations.load_evaluation(str(tmp_path), request)
     assert saved["data_source"] == "tiny" and saved["result"]["num_examples"] == 40
     assert saved["result"]["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
-    with open(records.evaluation_path(str(tmp_path), request)) as f:
+    with open(evaluations.evaluation_path(str(tmp_path), request)) as f:
         assert json.load(f)["request"] == request
 
 
@@ -327,12 +356,12 @@ def test_records_alone_answer_an_mc_and_ood_request_with_an_evaluation_from_befo
     # Since the OOD pass took MC seeds of its own, such a request has another id: collected records (no SavedModel
     # to evaluate again) were refused, saying to compare with the MC and OOD data they hold, which they did.
     run = str(tmp_path / "run")
-    request = records.make_request("d" * 64, mc_samples=20, mc_seed=0, ood_sha256="o" * 64)
+    request = evaluations.make_request("d" * 64, mc_samples=20, mc_seed=0, ood_sha256="o" * 64)
     older = {k: v for k, v in request.items() if k != "ood_seeds"}
-    assert request["ood_seeds"] == "after_test" and records.request_id(older) != records.request_id(request)
-    records.save_evaluation(run, older, "idx:mnist", {"accuracy": 0.9})
-    assert records.load_evaluation(run, request)["result"] == {"accuracy": 0.9}
+    assert request["ood_seeds"] == "after_test" and evaluations.request_id(older) != evaluations.request_id(request)
+    evaluations.save_evaluation(run, older, "idx:mnist", {"accuracy": 0.9})
+    assert evaluations.load_evaluation(run, request)["result"] == {"accuracy": 0.9}
     os.makedirs(os.path.join(run, "saved_model"))  # evaluated again where the export is here
-    assert records.load_evaluation(run, request) is None
-    plain = records.make_request("d" * 64, mc_samples=20, mc_seed=0)  # no OOD: its id as it always was
-    assert "ood_seeds" not in plain and records.load_evaluation(run, plain) is None
+    assert evaluations.load_evaluation(run, request) is None
+    plain = evaluations.make_request("d" * 64, mc_samples=20, mc_seed=0)  # no OOD: its id as it always was
+    assert "ood_seeds" not in plain and evaluations.load_evaluation(run, plain) is None

@@ -497,6 +497,12 @@ def test_a_sweep_into_a_file_is_one_line_before_any_run(tmp_path):
     assert_one_line_error(_run("train.py", f"--workdir={blocker}", "--model=dense_mlp", "--placement=canonical,none"),
                           f"error: --workdir {blocker} is a file, not a directory; pass a directory")
     assert blocker.read_text() == "kept"
+    # Below a file (or on a read-only volume): one line for the sweep, not a FAILED line per run and exit 1.
+    done = _run("train.py", f"--workdir={blocker}/study", "--model=dense_mlp", "--dataset=mnist_sample",
+                "--placement=canonical,none")
+    assert_one_line_error(done, f"error: cannot write to workdir '{blocker}/study/dense_mlp' (Not a directory); pass "
+                                "a --workdir you can write to")
+    assert "FAILED" not in done.stdout + done.stderr
 
 
 def assert_one_line_error(result, message):

@@ -1,0 +1,76 @@
+"""A run's saved evaluations: `evaluations/<id>.json` in its record, one per request.
+
+A request names what an evaluation scored: the test data and OOD data by
+content (`sources.fingerprint`), MC samples, seed and batching. The trainer
+saves the evaluation of a run's own test data; a comparison (or eval.py
+--workdir) saves each other evaluation it computes, so that records alone
+answer it next time, on this machine or on another (`collect`).
+"""
+import hashlib
+import json
+import os
+
+from absl import logging
+
+from dropzoo import files
+
+EVALUATIONS = "evaluations"
+
+
+def request_id(request):
+    """The file name (without .json) of the evaluation `request` ({data, mc_samples, ...})."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def evaluation_path(run, request):
+    return os.path.join(run, EVALUATIONS, f"{request_id(request)}.json")
+
+
+def make_request(data_sha256, *, mc_samples=0, mc_seed=0, batch_size=256, ood_sha256=None):
+    """What identifies an evaluation: the test data and OOD data (by content), MC samples and seed.
+
+    The data are named by `sources.fingerprint`, not by path, so a record still matches on another machine, or
+    with the same test split read from tfds instead of IDX files. MC draws depend on the batching too.
+    """
+    request = {"data": data_sha256, "mc_samples": int(mc_samples), "ood": ood_sha256}
+    if mc_samples:  # the MC seeds of each call follow the batching
+        request.update(mc_seed=int(mc_seed), batch_size=int(batch_size))
+        if ood_sha256:  # earlier evaluations drew the OOD pass with the test pass's seeds: not this one
+            request["ood_seeds"] = "after_test"
+    return request
+
+
+def save_evaluation(run, request, data_source, result):
+    """Writes `result` (an evaluation of `run`'s export for `request`) into the run's record. A record that cannot
+    be written to (a read-only copy, another user's) keeps none, with a warning: the next comparison computes it
+    again; returns whether it was kept."""
+    why = files.unwritable(os.path.join(run, EVALUATIONS), make=False)
+    if why:
+        logging.warning("%s: its evaluation (of %s) is not kept in its record, which this process cannot write to "
+                        "(%s); it was computed, and is computed again each time it is asked for", run, data_source, why)
+        return False
+    os.makedirs(os.path.join(run, EVALUATIONS), exist_ok=True)
+    files.write_json(evaluation_path(run, request), {"request": request, "data_source": data_source,
+                                                      "result": result})
+    return True
+
+
+def load_evaluation(run, request):
+    """The saved {"request", "data_source", "result"} of `request` for `run`, or None; records alone answer an MC +
+    OOD request from before its OOD pass took seeds of its own (the test pass's again: correlated, not biased)."""
+    path = evaluation_path(run, request)
+    if not os.path.isfile(path):
+        older = {k: v for k, v in request.items() if k != "ood_seeds"}
+        alone = older != request and not os.path.isdir(os.path.join(run, "saved_model"))
+        return load_evaluation(run, older) if alone else None
+    saved = files.read_json(path, "delete it and compare again with the run's saved_model/ present")
+    return saved if saved.get("request") == request else None
+
+
+def saved_evaluations(run):
+    """Every evaluation saved in `run`'s record."""
+    directory = os.path.join(run, EVALUATIONS)
+    if not os.path.isdir(directory):
+        return []
+    return [files.read_json(os.path.join(directory, name), "delete it and compare again")
+            for name in sorted(os.listdir(directory)) if name.endswith(".json")]
