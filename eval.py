@@ -109,6 +109,7 @@ def _main(argv):
     changed = bool(own) and bool(data) and folders.split_changed(trained_on, own["details"], data,
                                                                  result.get("data_details"))
     written = f"; written to {output}" if output else ""
+    print(f"{evaluate.summary_line(result)}{written}", file=sys.stderr)  # stdout stays JSON
     if home and not on_own:
         moved = own is not None and records.same_data(result["data_origin"], own["origin"])  # same files, changed
         print(f"note: evaluated on {result['data_source']}, " + (

@@ -175,6 +175,21 @@ def _ood_metrics(probabilities, draws, ood_probabilities, ood_draws, stochastic)
     return result
 
 
+def summary_line(result):
+    """One line of an evaluation's headline scores (eval.py prints the whole result as JSON)."""
+    line = (f"accuracy {100 * result['accuracy']:.2f}%, NLL {result['loss']:.4f}, ECE {result['ece']:.4f} on "
+            f"{result['data_source']} ({result.get('split', 'test')}, {result['num_examples']:,} images)")
+    if result.get("mc_samples"):
+        line += (f"; MC dropout ({result['mc_samples']} passes): accuracy {100 * result['mc_accuracy']:.2f}%, "
+                 f"NLL {result['mc_nll']:.4f}")
+    best = max((name for name in OOD_SCORES if f"ood_auroc_{name}" in result),
+               key=lambda name: result[f"ood_auroc_{name}"], default=None)
+    if best:
+        line += (f"; out-of-distribution ({result['ood_num_examples']:,} images): AUROC "
+                 f"{result[f'ood_auroc_{best}']:.3f} by {best.replace('_', ' ')}")
+    return line
+
+
 # Largest per-class std over MC samples still taken for "the samples agree" (float32 rounding).
 NO_SPREAD = 1e-6
 

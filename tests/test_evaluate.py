@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dropzoo import evaluate
 from dropzoo import uncertainty
 from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
@@ -299,3 +300,14 @@ def test_exports_made_elsewhere_or_answering_logits_are_one_line(exported, data,
         evaluate_saved_model(str(run / "saved_model"), dataset)
     with pytest.raises(ExportError, match=rf"it is a TFLite model: pass --tflite={run}/model.tflite"):
         evaluate_saved_model(str(run / "model.tflite"), dataset)
+
+
+def test_the_summary_line_names_the_headline_scores_and_the_best_ood_score():
+    result = {"accuracy": 0.98765, "loss": 0.04321, "ece": 0.0123, "data_source": "mnist", "split": "test",
+              "num_examples": 10000}
+    assert evaluate.summary_line(result) == "accuracy 98.77%, NLL 0.0432, ECE 0.0123 on mnist (test, 10,000 images)"
+    result.update(mc_samples=20, mc_accuracy=0.9881, mc_nll=0.0401, ood_num_examples=10000, ood_auroc_entropy=0.91,
+                  ood_auroc_mc_entropy=0.93, ood_auroc_mc_mutual_information=0.925)
+    assert evaluate.summary_line(result) == (
+        "accuracy 98.77%, NLL 0.0432, ECE 0.0123 on mnist (test, 10,000 images); MC dropout (20 passes): accuracy "
+        "98.81%, NLL 0.0401; out-of-distribution (10,000 images): AUROC 0.930 by mc entropy")

@@ -532,6 +532,10 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
     assert printed["data_source"] == "mnist_sample" and "note:" not in result.stderr
     with open(os.path.join(workdir, "eval.json")) as f:
         assert json.load(f) == printed
+    # stdout is the JSON alone; stderr has the headline, as the terminal shows it.
+    assert result.stderr.splitlines()[-1] == (
+        f"accuracy {100 * printed['accuracy']:.2f}%, NLL {printed['loss']:.4f}, ECE {printed['ece']:.4f} on "
+        f"mnist_sample (test, 1,000 images); written to {workdir}/eval.json")
     # The run's export named by path is scored on the run's data too (it fell back to MNIST), and written nowhere.
     result = _run("eval.py", f"--saved_model={workdir}/saved_model")
     assert result.returncode == 0, result.stderr[-2000:]
