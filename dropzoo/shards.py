@@ -164,11 +164,12 @@ def _plan_digest(runs, sweep_plan):
     return hashlib.sha256(json.dumps(plan).encode()).hexdigest()
 
 
-def _tasks_dir(runs):
-    """The runs' root's `.tasks/`, never inside a run (made)."""
+def _tasks_dir(runs, make=True):
+    """The runs' root's `.tasks/`, never inside a run (made unless `make` is False)."""
     root = os.path.commonpath([os.path.abspath(workdir) for _, workdir in runs])
     where = os.path.join(os.path.dirname(root) if len(runs) == 1 else root, ".tasks")
-    os.makedirs(where, exist_ok=True)
+    if make:
+        os.makedirs(where, exist_ok=True)
     return where
 
 
@@ -213,7 +214,7 @@ def kubernetes_unchecked(source, environ=None):
             "the pod's label batch.kubernetes.io/controller-uid as docs/kubernetes-job.yaml does")
 
 
-def check_array_plans(runs, sweep_plan, index, source, environ=None):
+def check_array_plans(runs, sweep_plan, index, source, environ=None, record=True):
     """Records this array task's plan in the runs' root; ConfigError where another task's of the same job differs.
 
     `sweep_plan` is sweep.plan(runs), `source` task_of's. The tasks of one
@@ -221,15 +222,18 @@ def check_array_plans(runs, sweep_plan, index, source, environ=None):
     command, so their runs (workdirs), groups and settings are equal unless
     the command depends on the index: then each task would train one share
     of its own plan. The first task to start cannot see it; every later one
-    refuses. Nothing outside an array job.
+    refuses. Nothing outside an array job. With `record` False (a dry run)
+    it only compares, and writes nothing.
     """
     job = array_job(source, environ)
     if job is None or not runs:
         return
     scheduler, job_id = job
-    digest, where = _plan_digest(runs, sweep_plan), _tasks_dir(runs)
+    digest, where = _plan_digest(runs, sweep_plan), _tasks_dir(runs, make=record)
     prefix = f"{scheduler}-{_file_safe(job_id)}-task"
-    files.write_json(os.path.join(where, f"{prefix}{index}.json"), {"plan_sha256": digest, "first_run": runs[0][1]})
+    if record:
+        files.write_json(os.path.join(where, f"{prefix}{index}.json"), {"plan_sha256": digest,
+                                                                        "first_run": runs[0][1]})
     for task, other in _others(where, prefix).items():
         if other["plan_sha256"] != digest:
             what = f"Slurm array {job_id}" if scheduler == "slurm" else f"Kubernetes Job {job_id}"
@@ -243,7 +247,7 @@ def _file_safe(text):
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
 
-def check_task_counts(runs, sweep_plan, index, count, source):
+def check_task_counts(runs, sweep_plan, index, count, source, record=True):
     """Records this task's share of the plan in the runs' root; ConfigError where another task of the same
     plan split it into another count (but 1, the whole plan): shares of two splits leave runs to no task,
     without a word.
@@ -251,14 +255,15 @@ def check_task_counts(runs, sweep_plan, index, count, source):
     The first task to start cannot see it; every later one refuses, and
     records nothing (a corrected rerun is not refused for it). A task reads
     again after writing, so of two starting together at least one refuses.
+    With `record` False (a dry run) it only compares, and writes nothing.
     """
     if count == 1 or not runs:
         return
     digest = _plan_digest(runs, sweep_plan)[:16]
     prefix = f"split-{digest}-task"
-    where = _tasks_dir(runs)
+    where = _tasks_dir(runs, make=record)
     own = os.path.join(where, f"{prefix}{index}.json")
-    for written in (False, True):
+    for written in (False, True) if record else (False,):
         for task, other in _others(where, prefix).items():
             if task != str(index) and other["num_tasks"] != count:  # its own: the last split it took
                 if written:
@@ -271,8 +276,10 @@ def check_task_counts(runs, sweep_plan, index, count, source):
                     f"task {task} of this plan split it into {n} shares, and this task {index} into {count} "
                     f"({source}): shares of two splits leave runs to no task; {fix}, or, to split the plan anew "
                     f"once every task of the other split has ended, delete {os.path.join(where, prefix)}*.json")
-        if not written:
+        if not written and record:
             files.write_json(own, {"num_tasks": count, "source": source})
+    if not record:
+        return
     # The whole plan, so that a comparison can name the runs no task has started (a task never run).
     planned = [os.path.relpath(os.path.abspath(workdir), os.path.dirname(where)) for _, workdir in runs]
     files.write_json(os.path.join(where, f"plan-{digest}.json"), {"runs": planned})

@@ -279,9 +279,11 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
     # Data staged per task (--idx_dir=$SLURM_TMPDIR/...): the same runs, so the same plan.
     check(plan_of(0, "--idx_dir=/scratch/41.3"), 3, {**array, "SLURM_ARRAY_TASK_ID": "3"})
     check(plan_of(0), 0, {**array, "SLURM_ARRAY_TASK_ID": "0"})  # requeued
-    with pytest.raises(ConfigError, match=r"^task 0 of Slurm array 41 plans other runs \(from .*seed0\) than this "
-                                          r"task 1 \(from .*seed1\), though an array job runs one command; if the"):
-        check(plan_of(1), 1, array)
+    for record in (False, True):  # a dry run (record=False) says the same, and writes nothing
+        with pytest.raises(ConfigError, match=r"^task 0 of Slurm array 41 plans other runs \(from .*seed0\) than "
+                                              r"this task 1 \(from .*seed1\), though an array job runs one command"):
+            shards.check_array_plans(*plan_of(1), 1, slurm, environ=array, record=record)
+        assert ("slurm-41-task1.json" in os.listdir(root / "dense_mlp" / ".tasks")) == record
     check(plan_of(1), 1, {**array, "SLURM_ARRAY_JOB_ID": "42"})  # another array
     check(plan_of(1), 1, {})  # not in an array: nothing written
     check(plan_of(1), 1, array, source="--task_index and --num_tasks")  # the user's own split: nothing compared
@@ -335,6 +337,11 @@ def test_tasks_of_one_plan_split_into_other_counts_are_refused(tmp_path):
                                           r"every task of the other split has ended, delete .*\.tasks/split-"):
         shards.check_task_counts(runs, plan, 1, 2, "--task_index and --num_tasks")
     assert sorted(os.listdir(tasks)) == before  # the refused task left no record to refuse a corrected one
+    # A dry run (record=False) says the same, and writes nothing either way.
+    with pytest.raises(ConfigError, match=r"^task 0 of this plan split it into 3 shares, and this task 1 into 2 "):
+        shards.check_task_counts(runs, plan, 1, 2, "--task_index and --num_tasks", record=False)
+    shards.check_task_counts(runs, plan, 1, 3, "--task_index and --num_tasks", record=False)
+    assert sorted(os.listdir(tasks)) == before
     shards.check_task_counts(runs, plan, 1, 3, "--task_index and --num_tasks")
     # Another plan (more seeds) is split anew; a run's own directory never holds the records.
     more = _plan("--model=dense_mlp", "--placement=canonical,none,before_dense", "--seeds=3",
