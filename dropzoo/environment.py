@@ -8,6 +8,7 @@ A value already in the environment wins, so a user can always override one
 (`TF_CPU_ALLOCATOR_USE_BFC=false python train.py`). Set after TensorFlow has
 loaded, they change nothing: that is why this module imports nothing heavy.
 """
+import contextlib
 import os
 import sys
 import tempfile
@@ -32,34 +33,46 @@ def set_defaults(environ=None):
     return chosen
 
 
-# What TensorFlow's native libraries print on stderr as they load, whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21 logs
-# through Abseil before Abseil's logging is set up): a banner pair, twice, before every command's first line.
+# What native libraries print on the stderr descriptor whatever TF_CPP_MIN_LOG_LEVEL says: TensorFlow 2.21's
+# start-up banner (it logs through Abseil before Abseil's logging is set up), a pair twice before every command's
+# first line; LiteRT's line as a TFLite model first runs.
 START_UP_BANNER = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
                    "] oneDNN custom operations are on.")
+LITERT_DELEGATE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+# ... and the int8 calibration's settings, printed as a TFLite model is quantised.
+TFLITE_CALIBRATION = "fully_quantize: "
 
 
 def import_tensorflow(environ=None):
     """Imports TensorFlow with its start-up banner (START_UP_BANNER) kept off stderr, as TF_CPP_MIN_LOG_LEVEL (set
     to 2 by `set_defaults`) means to; every other line TensorFlow prints there as it loads is passed on. With
     TF_CPP_MIN_LOG_LEVEL=0 (INFO wanted) nothing is held back. Call after `set_defaults`."""
+    with native_lines_without(lambda text: text.startswith(START_UP_BANNER[0]) or START_UP_BANNER[1] in text,
+                              environ):
+        import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def native_lines_without(is_noise, environ=None):
+    """Holds what is written to the stderr descriptor (by native code, as by Python) inside the block, then passes
+    on every line but those `is_noise(text)` is true of; with TF_CPP_MIN_LOG_LEVEL=0 or unset, holds nothing."""
     environ = os.environ if environ is None else environ
     if environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
-        import tensorflow  # noqa: F401
+        yield
         return
     sys.stderr.flush()
     with tempfile.TemporaryFile() as held:
         stderr = os.dup(2)
-        os.dup2(held.fileno(), 2)  # the native libraries write to the descriptor, not to sys.stderr
+        os.dup2(held.fileno(), 2)  # native code writes to the descriptor, not to sys.stderr
         try:
-            import tensorflow  # noqa: F401
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(stderr, 2)
             os.close(stderr)
             held.seek(0)
             for line in held:
-                text = line.decode(errors="replace")
-                if not (text.startswith(START_UP_BANNER[0]) or START_UP_BANNER[1] in text):
+                if not is_noise(line.decode(errors="replace")):
                     os.write(2, line)
 
 

@@ -15,6 +15,7 @@ import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
+from dropzoo import environment
 from dropzoo import files
 from dropzoo import workdir as workdirs
 from dropzoo.errors import ExportError
@@ -43,7 +44,8 @@ def convert(saved_model_dir, signature_key=SIGNATURE_KEY, representative=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([batch] for batch in batches)
     try:
-        return converter.convert()
+        with environment.native_lines_without(lambda text: text.startswith(environment.TFLITE_CALIBRATION)):
+            return converter.convert()
     except Exception as error:  # ConverterError, or calibration's RuntimeError: several lines of MLIR
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         raise ExportError(f"TFLite conversion{' with int8 calibration' if representative is not None else ''} "
@@ -126,6 +128,7 @@ class Model:
         # The classes it answers (None where it has no probabilities output).
         self.num_classes = int(outputs["probabilities"]["shape"][-1]) if "probabilities" in outputs else None
         self.content = content
+        self._ran = False
 
     @classmethod
     def load(cls, path, **kwargs):
@@ -133,7 +136,12 @@ class Model:
 
     def __call__(self, images):
         images = np.asarray(images)
-        result = self.runner(**{self.input_name: images})
+        if self._ran:
+            result = self.runner(**{self.input_name: images})
+        else:  # the first run prints LiteRT's delegate line: INFO, kept off stderr as TensorFlow's are
+            with environment.native_lines_without(lambda text: text.startswith(environment.LITERT_DELEGATE)):
+                result = self.runner(**{self.input_name: images})
+            self._ran = True
         return {key: np.array(value) for key, value in result.items()}
 
 

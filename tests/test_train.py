@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -521,9 +522,15 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"SavedModel:   {workdir}/saved_model" in result.stdout
     assert "export check: passed" in result.stdout
+    # Nothing but the run's own lines: the native libraries' INFO (TensorFlow's start-up banner, the int8
+    # calibration's settings, LiteRT's delegate) is kept off both streams.
+    assert not re.search(r"InitializeLog|oneDNN custom|fully_quantize|XNNPACK", result.stdout + result.stderr), \
+        result.stderr
     with open(os.path.join(workdir, "metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["data"]["source"] == "mnist_sample"
+    tflite = _run("eval.py", f"--tflite={workdir}/model.tflite")
+    assert tflite.returncode == 0 and tflite.stderr.startswith("accuracy "), tflite.stderr
 
     result = _run("eval.py", f"--workdir={workdir}")  # the run's own test data, as it recorded it
     assert result.returncode == 0, result.stderr[-2000:]
