@@ -30,6 +30,17 @@ def _value(v):
     return "" if v is None else v if isinstance(v, (bool, int, float, str)) else str(v)
 
 
+def _domain(values):
+    """The HParams domain of a column's values (so the dashboard lists and filters them), or None where the
+    sessions hold values of more than one type (a run without the field among runs with it)."""
+    values = [_value(v) for v in values]
+    kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else str for v in values}
+    if len(kinds) != 1:
+        return None
+    kind = kinds.pop()
+    return hp.Discrete(sorted({kind(v) for v in values}), dtype=kind)
+
+
 def write_hparams(logdir, sessions, metrics, step=0):
     """Writes an HParams experiment into `logdir`.
 
@@ -41,7 +52,8 @@ def write_hparams(logdir, sessions, metrics, step=0):
     metrics = [m if isinstance(m, tuple) else (m, None, None) for m in metrics]
     names = list(dict.fromkeys(k for _, values, _ in sessions for k in values))
     with tf.summary.create_file_writer(logdir).as_default():
-        hp.hparams_config(hparams=[hp.HParam(k) for k in names],
+        hp.hparams_config(hparams=[hp.HParam(k, _domain([values.get(k) for _, values, _ in sessions]))
+                                   for k in names],
                           metrics=[hp.Metric(tag, group=group, display_name=label) for tag, group, label in metrics])
     for subdirectory, values, scalars in sessions:
         with tf.summary.create_file_writer(os.path.join(logdir, subdirectory)).as_default():

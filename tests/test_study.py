@@ -208,6 +208,16 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
             if any(v.tag == "_hparams_/session_start_info" for v in event.summary.value):
                 sessions.add(os.path.relpath(os.path.dirname(path), paths["hparams"]))
     assert len(sessions) == 4
+    # Each column's domain is its values, so the dashboard lists and filters them.
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    [root] = glob.glob(os.path.join(paths["hparams"], "events.out.tfevents.*"))
+    experiment = next(plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content).experiment
+                      for event in tf.compat.v1.train.summary_iterator(root) for v in event.summary.value
+                      if v.tag == "_hparams_/experiment")
+    domains = {info.name: {value.string_value or value.number_value for value in info.domain_discrete.values}
+               for info in experiment.hparam_infos}
+    assert domains["placement"] == {"canonical", "before_activation"} and domains["seed"] == {0.0, 1.0}, domains
 
 
 def test_baseline_is_found_from_the_recorded_config_keeping_kind_and_activation():
