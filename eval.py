@@ -126,6 +126,8 @@ def _main(argv):
             found = found[-1:]
         for note in found:
             print(f"note: {note}", file=sys.stderr)
+    for note in evaluate.absent_classes_notes([result]):
+        print(f"note: {note}", file=sys.stderr)
     if result.get("mc_no_spread"):
         print(f"note: the {result['mc_samples']} MC dropout passes all agree (no dropout to sample, or none that "
               "moves these probabilities), so the mc_* scores repeat the plain ones", file=sys.stderr)

@@ -108,6 +108,9 @@ def _score(path, predict, batches, ood_batches):
                "ece": deterministic["ece"], "brier": deterministic["brier"],
                "num_examples": int(labels.shape[0]),
                "reliability": uncertainty.reliability(probabilities, labels)}
+    absent = sorted(set(range(probabilities.shape[-1])) - set(np.unique(labels).tolist()))
+    if absent:  # arrays of some classes only (a folder is refused: its names say which classes it lacks)
+        metrics["classes_absent"] = [int(k) for k in absent]
     if mc_samples:
         mean = draws.mean(axis=0)
         metrics.update({f"mc_{key}": value for key, value in uncertainty.scores(mean, labels).items()})
@@ -173,6 +176,22 @@ def _ood_metrics(probabilities, draws, ood_probabilities, ood_draws, stochastic)
         result[f"ood_auroc_{name}"] = detection["auroc"]
         result[f"ood_fpr95_{name}"] = detection["fpr95"]
     return result
+
+
+def absent_classes_notes(results):
+    """A note for each test data whose images lack some of the model's classes (`classes_absent` of evaluations or
+    comparison rows): its scores cover the other classes only."""
+    found = {}
+    for r in results:
+        if r.get("classes_absent"):
+            found.setdefault((r["data_source"], tuple(r["classes_absent"])), []).append(r)
+    notes = []
+    for (source, absent), scored in sorted(found.items()):
+        shown = ", ".join(map(str, absent[:8])) + (", ..." if len(absent) > 8 else "")
+        runs = f" ({len(scored)} runs)" if len(scored) > 1 else ""
+        notes.append(f"{source} has no example of class{'es' * (len(absent) > 1)} {shown} of the model{runs}: its "
+                     "scores cover the other classes only (a test split with every class gives the model's)")
+    return notes
 
 
 def summary_line(result):

@@ -169,6 +169,13 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
     # folder k (text order 0, 1, 10, 2, ..., or 1..K).
     numbers = bool(run_class_names) and all(n.isdecimal() for n in run_class_names)  # the run's folders: 0, 1, ...
     shown = next((k for k, n in enumerate(run_class_names) if int(n) != k), None) if numbers else None
+    # Other data with class names (a tfds dataset's labels, ids with a name each): label k is the run's class k only
+    # where the names say so; it was scored as class k whatever its name (0% for the same classes in another order).
+    labelled = None if from_folders else source.details.get("class_names")
+    if labelled and run_class_names and not _same_classes(labelled, run_class_names):
+        raise DataError(f"{source.name}'s classes {_difference(labelled, run_class_names, in_order=True)}: its label "
+                        "k would be scored as the run's class k; evaluate on data with the run's classes in its order "
+                        "(an .npz whose labels are the run's class ids)")
     if not names and shown is not None:
         logging.warning("%s: its labels are read as the run's class ids, and the run's class folders are numbers "
                         "other than 0..K-1 in order (%s, ...): label %d scores as folder '%s'; relabel if your labels "
@@ -198,12 +205,23 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                         f"...), got {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}")
 
 
-def _difference(names, trained):
-    """How class folder `names` differ from the classes a run `trained` on, in a few names (of hundreds)."""
+def _same_classes(names, trained):
+    """Whether label k of data with class `names` is class k of a run that `trained` on its names (numbers: 0 is 00)."""
+    numbers = all(n.isdecimal() for n in list(names) + list(trained))
+    return [int(n) for n in names] == [int(n) for n in trained] if numbers else list(names) == list(trained)
+
+
+def _difference(names, trained, in_order=False):
+    """How class folder `names` (`in_order`: a dataset's class names, in label order) differ from the classes a run
+    `trained` on, in a few names (of hundreds)."""
     def listed(found):
         return ", ".join(found[:5]) + (f", ... ({len(found)})" if len(found) > 5 else "")
 
     if sorted(names) == sorted(trained):  # one set of names: the run's classes are not in sorted order
+        if in_order:
+            k = next(k for k, (a, b) in enumerate(zip(names, trained)) if a != b)
+            return (f"are the run's classes in another order (label {k} is {names[k]!r}, the run's class {k} "
+                    f"{trained[k]!r})")
         return ("are the run's classes, read in sorted order, and the run's are in another ("
                 + ", ".join(f"{k}: {n}" for k, n in enumerate(trained[:4])) + ", ...)")
     extra, missing = [n for n in names if n not in trained], [n for n in trained if n not in names]

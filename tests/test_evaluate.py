@@ -311,3 +311,22 @@ def test_the_summary_line_names_the_headline_scores_and_the_best_ood_score():
     assert evaluate.summary_line(result) == (
         "accuracy 98.77%, NLL 0.0432, ECE 0.0123 on mnist (test, 10,000 images); MC dropout (20 passes): accuracy "
         "98.81%, NLL 0.0401; out-of-distribution (10,000 images): AUROC 0.930 by mc entropy")
+
+
+def test_test_data_without_some_of_the_models_classes_is_said(exported, data):
+    """An .npz of classes 0 and 1 scored by a 3-class run: the scores cover those classes only, said (a test folder
+    lacking a class is refused by name; arrays carry no names)."""
+    _, path = exported
+    images, labels = data
+    assert "classes_absent" not in evaluate_saved_model(path, tf.data.Dataset.from_tensor_slices(
+        (images, np.arange(20) % NUM_CLASSES)).batch(8))
+    result = evaluate_saved_model(path, tf.data.Dataset.from_tensor_slices((images, labels % 2)).batch(8))
+    assert result["classes_absent"] == [2]
+    result["data_source"] = "npz:two.npz"
+    assert evaluate.absent_classes_notes([result]) == [
+        "npz:two.npz has no example of class 2 of the model: its scores cover the other classes only (a test split "
+        "with every class gives the model's)"]
+    rows = [{"data_source": "npz:two.npz", "classes_absent": [0, 2]}] * 3 + [{"data_source": "mnist"}]
+    assert evaluate.absent_classes_notes(rows) == [
+        "npz:two.npz has no example of classes 0, 2 of the model (3 runs): its scores cover the other classes only "
+        "(a test split with every class gives the model's)"]

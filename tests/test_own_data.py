@@ -668,6 +668,21 @@ def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
                                      origin={"dataset": "fashion_mnist"}, details={"class_names": fashion})
     folders.check_classes(tfds_like, 10, ())
     folders.check_classes(tfds_like, 10, None)
+    folders.check_classes(tfds_like, 10, fashion)  # a run trained on those names, in that order
+    # ... but where the run's classes have names, a dataset's label k is its class k only under the same name: a run
+    # scored 0% on its own classes in another order, without a word.
+    reordered = fashion[1:] + fashion[:1]
+    with pytest.raises(DataError, match=r"^tfds:fashion_mnist's classes are the run's classes in another order "
+                                        r"\(label 0 is 'T-shirt/top', the run's class 0 'Trouser'\): its label k "
+                                        r"would be scored as the run's class k; evaluate on data with the run's "
+                                        r"classes in its order"):
+        folders.check_classes(tfds_like, 10, reordered)
+    with pytest.raises(DataError, match=r"^tfds:fashion_mnist's classes include T-shirt/top, .*, which the run did "
+                                        r"not train on"):
+        folders.check_classes(tfds_like, 10, [f"class {k}" for k in range(10)])
+    digits_like = sources.array_source("tfds:mnist", (images[:4], np.arange(4)), (images[4:], np.arange(4)),
+                                       origin={"dataset": "mnist"}, details={"class_names": digits})
+    folders.check_classes(digits_like, 10, [f"{k:02d}" for k in range(10)])  # folders 00..09: the same numbers
 
 
 def test_wide_pixels_are_refused_and_skipped_entries_are_said(tmp_path, caplog):
