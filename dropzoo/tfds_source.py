@@ -103,8 +103,9 @@ def _tfds_builder(name, data_dir):
 
 
 def _path_hint(name):
-    """The flag that takes `name` if it is a path on disk (a dataset name is not); '' otherwise."""
-    if not (os.sep in name or os.path.exists(name) or name.endswith(".npz")):
+    """The flag that takes `name` if it is a path on disk (a dataset name is not); '' otherwise. A registered tfds
+    dataset's name is a name, with its config (`emnist/byclass`) and whatever folder of that name lies here."""
+    if not (os.sep in name or os.path.exists(name) or name.endswith(".npz")) or _registered(name):
         return ""
     if os.path.isdir(name):
         if any(f.endswith("idx3-ubyte.gz") for f in os.listdir(name)):
@@ -117,6 +118,15 @@ def _path_hint(name):
         return (f"--dataset takes a dataset name, and {name!r} looks like a path; for files on disk pass "
                 "--npz=FILE.npz, --image_dir=DIR or --idx_dir=DIR")
     return f"--dataset takes a dataset name, not a path: for {name} pass {flag}"
+
+
+def _registered(name):
+    """Whether `name` (`dataset`, `dataset/config`, `dataset:version`) names a dataset tfds has a builder for."""
+    try:
+        tfds.builder_cls(name.split("/")[0].split(":")[0])
+    except (tfds.core.registered.DatasetNotFoundError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _image_label_keys(builder, name):

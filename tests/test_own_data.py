@@ -268,6 +268,22 @@ def test_a_path_given_as_a_dataset_name_points_to_its_flag(tmp_path, png_folders
     assert sources.load_source(dataset="mnist", image_dir=train).num_train == 32  # the default names nothing
 
 
+
+def test_a_tfds_name_is_a_name_with_its_config_and_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    from dropzoo import tfds_source
+
+    # `emnist/byclass` (a config) was called a path, and a folder ./mnist made the default command fail.
+    for name in ("emnist/byclass", "mnist_corrupted/shot_noise", "mnist:3.*.*", "mnist"):
+        assert tfds_source._path_hint(name) == "", name
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("mnist")
+    assert tfds_source._path_hint("mnist") == ""
+    os.makedirs("my_digits/train")
+    assert tfds_source._path_hint("my_digits/train").startswith("--dataset takes a dataset name, not a path: for "
+                                                                "my_digits/train pass --image_dir=my_digits/train")
+    assert "looks like a path" in tfds_source._path_hint("/data/nowhere")
+
+
 # ------------------------------------------------------------- end to end
 
 
