@@ -1014,3 +1014,20 @@ def test_gray_images_read_as_rgb_and_images_stretched_to_the_size_are_said(tmp_p
     caplog.clear()
     readers.read_images(paths[1:2] + paths[3:], size=(32, 32), color_mode="rgb")  # colour, same shape: nothing
     assert not caplog.records
+
+
+def test_test_folders_named_in_another_unicode_form_are_said_to_be(tmp_path):
+    # The two lists printed alike ('Éclair' and 'Éclair'): the test folders were the same names, decomposed.
+    import unicodedata
+
+    names = ["Éclair", "Tarte"]
+    train = _named_folder(str(tmp_path / "train"), names)
+    test = _named_folder(str(tmp_path / "test"), [unicodedata.normalize("NFD", n) for n in names])
+    with pytest.raises(DataError, match=r"has class folder\(s\) 'E\\u0301clair' that --image_dir .* lacks; both take "
+                                        r"the same class subfolders \(these are its names in another Unicode form, "
+                                        r"as a Mac writes them"):
+        sources.load_source(image_dir=train, test_image_dir=test)
+    other = _named_folder(str(tmp_path / "other"), ["Éclair", "Gâteau"])
+    with pytest.raises(DataError, match=r"has class folder\(s\) 'Gâteau' that --image_dir .* lacks; both take the "
+                                        r"same class subfolders$"):
+        sources.load_source(image_dir=train, test_image_dir=other)
