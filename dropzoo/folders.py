@@ -67,7 +67,7 @@ def notes(given, scored):
         fix = ("" if any(is_training_folder(origin, given["image_dir"]) for origin, _, _, _ in scored) else
                f"; to score every image in it, pass --test_image_dir={given['image_dir']} too")
         found.append(f"scored the test split of {given['image_dir']} ({counts} images: "
-                     f"{sources.IMAGE_TEST_FRACTION:.0%} of each class){fix}")
+                     f"{sources.IMAGE_TEST_FRACTION:.0%} of each class, rounded, at least one image each){fix}")
     folder = given.get("test_image_dir") or given.get("image_dir")
     trained = [run for origin, _, run, _ in scored
                if scores_training_images(origin, given) or holds_training_images(origin, given)]
@@ -110,12 +110,16 @@ def holds_training_images(origin, given):
         return False
     key = json.dumps([origin, given], sort_keys=True)
     if key not in _HOLDS:
+        level = logging.get_verbosity()
+        logging.set_verbosity(logging.ERROR)  # read again: their warnings were said as they were read for the scores
         try:
             trained = data_identity.digests(x for x, _ in sources.load_source(**origin).train.as_numpy_iterator())
             scored = sources.load_source(**given, need_train=False).test.as_numpy_iterator()
             _HOLDS[key] = any(digest in trained for digest in data_identity.digests(x for x, _ in scored))
         except DataError:  # the run's folder changed, or the one given cannot be read: said elsewhere
             _HOLDS[key] = False
+        finally:
+            logging.set_verbosity(level)
     return _HOLDS[key]
 
 

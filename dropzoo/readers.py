@@ -266,15 +266,18 @@ def list_image_folder(directory, what="--image_dir"):
     # Files beside the class folders (a stray image, notes.txt): not read, and said.
     moved = first_out_of_number_order(classes)
     if what == "--image_dir" and moved is not None:
+        by_number = sorted(classes, key=int)
+        start = "" if int(by_number[0]) == 0 else f"; class ids start at 0, so folder '{by_number[0]}' is class 0"
         logging.warning("%s %s: its class folders are numbers, ordered as text, as Keras orders them (%s, ...): class "
-                        "id %d is folder '%s', not %d; labels meant as the numbers would not match (pad them: 01, 02, "
-                        "..., 10)", what, directory, ", ".join(classes[:moved + 2]), moved, classes[moved], moved)
+                        "id %d is folder '%s', not folder '%s'; labels meant as the numbers would not match (pad them: "
+                        "01, 02, ..., 10)%s", what, directory, ", ".join(classes[:moved + 2]), moved, classes[moved],
+                        by_number[moved], start)
     files, skipped = [], sorted(set(entries) - set(classes))
     for index, name in enumerate(classes):
         folder = os.path.join(directory, name)
         entries = [f for f in os.listdir(folder) if not f.startswith(".")]
-        images = sorted(f for f in entries if f.lower().endswith(IMAGE_EXTENSIONS))
-        nested = [f for f in entries if os.path.isdir(os.path.join(folder, f))]
+        nested = [f for f in entries if os.path.isdir(os.path.join(folder, f))]  # (a folder named x.png too)
+        images = sorted(f for f in entries if f.lower().endswith(IMAGE_EXTENSIONS) and f not in nested)
         read = set(images) | set(nested)
         other = sorted(f for f in entries if f not in read)
         if not images:
@@ -357,7 +360,8 @@ def read_images(paths, size=None, color_mode="grayscale"):
                         "remove them or replace them with PNG/JPEG/BMP/GIF files")
     if colour:
         logging.warning("%s has colours, and images are read as grayscale (--color_mode=grayscale, the default); "
-                        "pass --color_mode=rgb to keep them", colour)
+                        "to train on colour pass --color_mode=rgb (a run trained on grayscale scores them gray)",
+                        colour)
     if gray:  # a colour model scored on gray images, or trained on a few among colour ones: worth a word
         logging.warning("%d of %d image(s) are grayscale (e.g. %s) and are read as rgb, each channel the same gray",
                         len(gray), len(paths), gray[0])

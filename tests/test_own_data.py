@@ -342,7 +342,8 @@ def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_p
     captured = capsys.readouterr()
     assert "not the test data the run recorded" in captured.err
     tested = json.loads(captured.out)["num_examples"]
-    assert f"note: scored the test split of {other} ({tested} images: 20% of each class); to score every image in " \
+    assert f"note: scored the test split of {other} ({tested} images: 20% of each class, rounded, at least one " \
+           "image each); to score every image in " \
            f"it, pass --test_image_dir={other} too" in captured.err and tested < 10
     # Its training folder: the scores are of training images, and said to be; scoring all of it is not suggested.
     assert eval_main(f"--workdir={workdir}", f"--image_dir={train}") == 0
@@ -600,7 +601,8 @@ def test_what_an_image_folder_given_to_eval_means_against_a_run(tmp_path):
     assert not folders.is_own_test_folder(tested_apart, {"image_dir": test, "color_mode": "rgb"})
     assert not folders.is_own_test_folder(split_run, {"image_dir": train})
     assert folders.notes({"image_dir": other}, [(split_run, 9, "r", False)]) == [
-        f"scored the test split of {other} (9 images: 20% of each class); to score every image in it, pass "
+        f"scored the test split of {other} (9 images: 20% of each class, rounded, at least one image each); to score "
+        "every image in it, pass "
         f"--test_image_dir={other} too"]
     assert folders.notes({"image_dir": other, "test_image_dir": other}, [(split_run, 9, "r", False)]) == []
     for data in ({"dataset": "mnist"}, {"idx_dir": other}, {"npz": other}):  # no folder: nothing to say
@@ -608,7 +610,8 @@ def test_what_an_image_folder_given_to_eval_means_against_a_run(tmp_path):
     assert "--test_image_dir" not in folders.notes({"image_dir": train}, [(split_run, 9, "r", False)])[0]
     # Several runs: one note of each kind, naming them.
     assert folders.notes({"image_dir": train}, [(tested_apart, 9, "r1", False), (tested_apart, 12, "r2", False)]) == [
-        f"scored the test split of {train} (9 or 12 images: 20% of each class)",
+        f"scored the test split of {train} (9 or 12 images: 20% of each class, rounded, at least one "
+        "image each)",
         f"{train} holds images 2 runs (r1, r2) trained on, so its scores there include training images, not test "
         "scores"]
     # The training folder scored whole, or by its split where the run was tested apart: training images.
@@ -710,15 +713,16 @@ def test_wide_pixels_are_refused_and_skipped_entries_are_said(tmp_path, caplog):
         readers.read_images([wide])
     os.remove(wide)
     os.makedirs(os.path.join(root, "left", "more"))
+    os.makedirs(os.path.join(root, "left", "album.png"))  # a folder named as an image: not read, and said once
     open(os.path.join(root, "right", "photo.webp"), "wb").close()
     open(os.path.join(root, "right", "notes.txt"), "w").close()
     open(os.path.join(root, "stray.png"), "wb").close()  # beside the class folders
     open(os.path.join(root, "left", ".DS_Store"), "wb").close()  # hidden: not said
     with caplog.at_level("WARNING"):
         _, files = readers.list_image_folder(root)
-    assert not any(path.endswith((".webp", ".txt", "stray.png")) for path, _ in files)
-    assert "4 entries are not read (subfolders, files beside the class folders, and files other than" in caplog.text
-    assert "stray.png, left/more/, right/notes.txt, right/photo.webp" in caplog.text
+    assert not any(path.endswith((".webp", ".txt", "stray.png", "album.png")) for path, _ in files)
+    assert "5 entries are not read (subfolders, files beside the class folders, and files other than" in caplog.text
+    assert "stray.png, left/album.png/, left/more/, right/notes.txt, right/photo.webp" in caplog.text
     webp_only = write_folder(str(tmp_path / "w"), 6)
     for name in os.listdir(os.path.join(webp_only, "right")):
         os.rename(os.path.join(webp_only, "right", name), os.path.join(webp_only, "right", name + ".webp"))
@@ -847,7 +851,18 @@ def test_class_folders_named_by_numbers_in_text_order_are_said(tmp_path, caplog)
     assert source.details["class_names"][:3] == ["0", "1", "10"]
     said = [r.getMessage() for r in caplog.records]
     assert any("its class folders are numbers, ordered as text, as Keras orders them (0, 1, 10, 2, ...): class id 2 "
-               "is folder '10', not 2" in m for m in said), said
+               "is folder '10', not folder '2'; labels meant as the numbers would not match (pad them: 01, 02, ..., "
+               "10)" in m and "start at 0" not in m for m in said), said
+    # Numbered from 1: padding alone leaves the ids one below the numbers, said too.
+    for name in ("1", "2", "10"):
+        os.makedirs(tmp_path / "m" / name)
+        for i in range(2):
+            Image.fromarray(np.full((4, 4), 20 * int(name) + i, np.uint8)).save(tmp_path / "m" / name / f"{i}.png")
+    caplog.clear()
+    sources.load_source(image_dir=str(tmp_path / "m"))
+    assert any("(1, 10, 2, ...): class id 1 is folder '10', not folder '2'; labels meant as the numbers would not "
+               "match (pad them: 01, 02, ..., 10); class ids start at 0, so folder '1' is class 0" in r.getMessage()
+               for r in caplog.records), caplog.text
     arrays = sources.array_source("npz:x", None, (np.zeros((2, 4, 4, 1), np.uint8), np.array([0, 1])))
     folders.check_classes(arrays, 11, source.details["class_names"])
     assert any("npz:x: its labels are read as the run's class ids" in r.getMessage() and
