@@ -41,6 +41,8 @@ setuptools.setup(
         # LiteRT, the maintained TFLite runtime (tf.lite.Interpreter is deprecated since TF 2.20);
         # 2.3.0 installs beside tensorflow-cpu 2.21 without changing its dependencies.
         "ai-edge-litert>=2.3,<3",
+        # Writes a run's record into its TFLite models' metadata (dropzoo/tflite.py); LiteRT and TF depend on it.
+        "flatbuffers>=24.3",
     ],
     # pytest-xdist: the suite runs in two processes (one per core here); ruff: CI's linter (ruff.toml).
     # pyyaml: the tests parse the Kubernetes recipe (docs/kubernetes-job.yaml).

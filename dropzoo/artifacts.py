@@ -35,16 +35,22 @@ def artifact_paths(directory):
     return {name: os.path.join(os.fspath(directory), name) for name in ARTIFACT_FILES}
 
 
-def export_artifacts(model, directory, representative_images, *, outputs="probabilities"):
+def export_artifacts(model, directory, representative_images, *, outputs="probabilities", class_names=None,
+                     test_data=None):
     """Writes model.keras, model.tflite and model_int8.tflite into `directory`; returns {name: path}.
 
     `representative_images`: uint8 training images, [N, H, W, C], the int8
     model's calibration set (the first REPRESENTATIVE_EXAMPLES are used).
     Each file is written atomically, after both conversions succeeded: a
-    failed conversion leaves the previous files as they were.
+    failed conversion leaves the previous files as they were. `class_names`
+    and `test_data` (sources.export_record), where given, go into both TFLite
+    models (tflite.with_record), as the SavedModel keeps them in assets.extra.
     """
     paths = artifact_paths(directory)
     float32_model, int8_model = convert_tflite(model, representative_images, outputs=outputs)
+    if class_names is not None or test_data is not None:
+        record = {"class_names": class_names, "test_data": test_data}
+        float32_model, int8_model = (tflite.with_record(content, record) for content in (float32_model, int8_model))
     os.makedirs(os.fspath(directory), exist_ok=True)
     files.atomic_write(paths[KERAS_FILE], model.save)
     for name, content in ((TFLITE_FILE, float32_model), (TFLITE_INT8_FILE, int8_model)):

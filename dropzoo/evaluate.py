@@ -129,11 +129,11 @@ def _score(path, predict, batches, ood_batches):
     return metrics
 
 
-def copied_export_notes(path, result):
-    """[a note] where the SavedModel at `path`, scored apart from its run, was tested by its run on other data than
-    `result` scored (the export records its run's test split)."""
-    recorded = recorded_test_data(path)
-    if recorded is None or recorded["test_sha256"] == result.get("data_sha256"):
+def copied_export_notes(path, result, tflite_model=False):
+    """[a note] where the SavedModel (`tflite_model`: the TFLite model) at `path`, scored apart from its run, was
+    tested by its run on other data than `result` scored (the export records its run's test split)."""
+    recorded = tflite.recorded(path, "test_data") if tflite_model else recorded_test_data(path)
+    if not isinstance(recorded, dict) or recorded.get("test_sha256") in (None, result.get("data_sha256")):
         return []
     return [f"evaluated on {result['data_source']}, not the test data the export's run was tested on "
             f"({recorded.get('source')})"]
@@ -361,8 +361,9 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     classes = (tflite.Model.load(path).num_classes if tflite_model
                else load_serving_fn(path).structured_outputs[PROBABILITIES_KEY].shape[-1])
     source = sources.load_source(**(data or {}), need_train=False)
-    if run_class_names is None and not tflite_model:  # an export copied out of its run says them itself
-        run_class_names = export_class_names(path)
+    if run_class_names is None:  # an export copied out of its run says them itself
+        names = tflite.recorded(path, "class_names") if tflite_model else export_class_names(path)
+        run_class_names = list(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
     folders.check_classes(source, classes, run_class_names, path)
     ood_source = uncertainty.load_ood(ood) if ood else None
     data_sha256 = sources.fingerprint(source)

@@ -8,8 +8,10 @@ Runtime: LiteRT's interpreter (`ai_edge_litert`, the maintained runtime; TF
 which also supplies the flatbuffer schema the op listing reads.
 """
 import hashlib
+import json
 import os
 
+import flatbuffers
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
@@ -50,6 +52,50 @@ def convert(saved_model_dir, signature_key=SIGNATURE_KEY, representative=None):
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         raise ExportError(f"TFLite conversion{' with int8 calibration' if representative is not None else ''} "
                           f"failed: {type(error).__name__}: {lines[0] if lines else ''}") from error
+
+
+# The metadata entry (name -> buffer, in the flatbuffer's own list) that holds what the run's SavedModel keeps in
+# assets.extra: its class names and the test data it was tested on, as JSON; the interpreter does not read it.
+RECORD_METADATA = "dropzoo_record"
+
+
+def with_record(content, record):
+    """`content` (a TFLite flatbuffer) carrying `record` (a JSON-able dict) as its RECORD_METADATA entry, so that a
+    copy of the file says what its run trained and tested on; any entry of that name before is replaced."""
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(record, sort_keys=True).encode(), np.uint8)
+    model.buffers = (model.buffers or []) + [buffer]
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = RECORD_METADATA, len(model.buffers) - 1
+    model.metadata = [m for m in model.metadata or [] if _text(m.name) != RECORD_METADATA] + [entry]
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def record(content):
+    """The RECORD_METADATA dict of a TFLite flatbuffer, or {} where it has none (converted elsewhere, or by older
+    code) or it cannot be read."""
+    model = schema.Model.GetRootAs(content, 0)
+    for i in range(model.MetadataLength()):
+        if _text(model.Metadata(i).Name()) == RECORD_METADATA:
+            data = model.Buffers(model.Metadata(i).Buffer()).DataAsNumpy()
+            try:
+                found = json.loads(bytes(data).decode()) if not isinstance(data, int) else {}
+            except ValueError:
+                return {}
+            return found if isinstance(found, dict) else {}
+    return {}
+
+
+def recorded(path, key):
+    """The `key` entry ("class_names", "test_data") of the record the TFLite model at `path` carries, or None."""
+    return record(read(path)).get(key)
+
+
+def _text(name):
+    return name.decode() if isinstance(name, bytes) else name or ""
 
 
 def op_types(content):

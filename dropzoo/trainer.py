@@ -355,16 +355,14 @@ def finish(run, result, loop, started, serving_artifacts=True):
 
 
 def export_serving_artifacts(run):
-    """Writes model.keras and the TFLite models beside the SavedModel.
-
-    Returns ({name: path}, {"seconds", "calibration_examples"}).
-    """
+    """Writes model.keras and the TFLite models beside the SavedModel; ({name: path}, {"seconds", ...})."""
     started = time.perf_counter()
     # The int8 model's calibration set: the first training images, raw uint8 as served.
     calibration = next(iter(data_lib.raw_batches(run.source.train,
                                                   artifacts_lib.REPRESENTATIVE_EXAMPLES)))[0]
     directory = os.path.dirname(run.paths["saved_model"])
-    artifacts = artifacts_lib.export_artifacts(run.model, directory, calibration.numpy(), outputs=run.outputs)
+    artifacts = artifacts_lib.export_artifacts(run.model, directory, calibration.numpy(), outputs=run.outputs,
+                                               **sources.export_record(run.source))
     return artifacts, {"seconds": time.perf_counter() - started,
                        "calibration_examples": int(calibration.shape[0])}
 

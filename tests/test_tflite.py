@@ -165,6 +165,32 @@ def test_a_damaged_tflite_model_of_a_run_is_refused_not_scored(finished_run, tmp
                                      tflite_model=True)
 
 
+def test_a_copied_tflite_model_says_what_its_run_trained_and_tested_on(finished_run, tmp_path):
+    # A .tflite copied out of its run scored other data without a word, and took any image folder as class ids:
+    # each carries its run's class names and test data, as the SavedModel does in assets.extra.
+    workdir, metrics = finished_run
+    for name in (tflite.FLOAT32_FILE, tflite.INT8_FILE):
+        with open(os.path.join(workdir, name), "rb") as f:
+            carried = tflite.record(f.read())
+        assert carried == {"class_names": [], "test_data": {"source": "tiny", "test_sha256": metrics["data"][
+            "test_sha256"]}}, carried
+        copy = tmp_path / name
+        shutil.copy(os.path.join(workdir, name), copy)
+        images, labels = (np.concatenate(part) for part in zip(*data_lib.raw_batches(tiny_source(seed=9).test, 64)))
+        np.savez(tmp_path / "other.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
+        result = evaluate.evaluate_on_dataset(str(copy), data={"npz": str(tmp_path / "other.npz")}, tflite_model=True)
+        assert evaluate.copied_export_notes(str(copy), result, tflite_model=True) == [
+            f"evaluated on npz:{tmp_path / 'other.npz'}, not the test data the export's run was tested on (tiny)"]
+    # The record is metadata the interpreter does not read: the same answers, whatever it holds, replaced in place.
+    with open(os.path.join(workdir, tflite.FLOAT32_FILE), "rb") as f:
+        content = f.read()
+    other = tflite.with_record(content, {"class_names": ["a", "b"]})
+    assert tflite.record(other) == {"class_names": ["a", "b"]} and tflite.op_types(other) == tflite.op_types(content)
+    batch = make_images(4, shape=tiny_source().image_shape)
+    np.testing.assert_array_equal(tflite.Model(other)(batch)["probabilities"],
+                                  tflite.Model(content)(batch)["probabilities"])
+
+
 def test_serving_artifacts_can_be_skipped(tmp_path):
     metrics = trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path), source=tiny_source(),
                                          verbose=0, serving_artifacts=False)
