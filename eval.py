@@ -115,10 +115,10 @@ def _main(argv):
         print(f"note: evaluated on {result['data_source']}, " + (
             "whose files now hold other test data than the run was tested on (sha256 "
             f"{str(own.get('test_sha256'))[:12]}... then, {result['data_sha256'][:12]}... now)" if moved else
-            "not the test data the run recorded") + written, file=sys.stderr)
+            "not the test data the run recorded"), file=sys.stderr)
     if not home:  # an export copied out of its run: it records the run's test data
         for note in evaluate.copied_export_notes(path_of(f), result, tflite_model=bool(f.tflite)):
-            print(f"note: {note}{written}", file=sys.stderr)
+            print(f"note: {note}", file=sys.stderr)
     if data and (data is given or not on_own):  # a folder named, or the run's own that changed since
         found = folders.notes(data, [(trained_on, result["num_examples"], home, changed)])
         found += folders.trained_images_notes(trained_on, data, home, result["num_examples"]) if home else []

@@ -71,7 +71,7 @@ def _train(overwrite):
         strategies.check_one_run_per_cluster(runs, task)
         if (len(runs) > 1 or task is not None) and not fv.dry_run:
             # One line for a root it cannot write (a read-only volume), not one FAILED line per run.
-            workdirs.ensure_writable(os.path.commonpath([os.path.abspath(w) for _, w in runs]))
+            workdirs.ensure_writable(os.path.commonpath([os.path.abspath(w) for _, w in runs]), make=False)
         if task is not None:
             index, count, source = task
             plan = sweep.plan(runs)

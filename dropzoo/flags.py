@@ -242,7 +242,7 @@ def unused_flags(runs, fv=FLAGS):
     for name in ("rate", "kind"):
         if not fv[name].present or fv[name].value is None:
             continue
-        other = {"rate": lambda c: dataclasses.replace(c, rate=c.rate / 2),
+        other = {"rate": lambda c: dataclasses.replace(c, rate=c.rate / 2 if c.rate else 0.5),  # (0 sets a site off)
                  "kind": lambda c: dataclasses.replace(c, kind=next(k for k in models.KINDS if k != c.kind))}[name]
         if all(sweep.identity(c) == sweep.identity(other(c)) for c in configs):
             given = f"--sites={fv['sites'].value}" if fv["sites"].value else f"--placement={fv['placement'].value}"

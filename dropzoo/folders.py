@@ -175,8 +175,9 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
     shown = next((k for k, n in enumerate(run_class_names) if int(n) != k), None) if numbers else None
     # Other data with class names (a tfds dataset's labels, ids with a name each): label k is the run's class k only
     # where the names say so; it was scored as class k whatever its name (0% for the same classes in another order).
+    # A run whose classes are folders 0..K-1 takes labels as those numbers, as its folders say.
     labelled = None if from_folders else source.details.get("class_names")
-    if labelled and run_class_names and not _same_classes(labelled, run_class_names):
+    if labelled and run_class_names and not _numbered(run_class_names) and not _same_classes(labelled, run_class_names):
         raise DataError(f"{source.name}'s classes {_difference(labelled, run_class_names, in_order=True)}: its label "
                         "k would be scored as the run's class k; evaluate on data with the run's classes in its order "
                         "(an .npz whose labels are the run's class ids)")

@@ -35,25 +35,26 @@ def _domain(values):
     sessions hold values of more than one type (a run without the field among runs with it)."""
     values = [_value(v) for v in values]
     kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else str for v in values}
-    if len(kinds) != 1:
+    if len(kinds) != 1 or any(v != v for v in values):  # (NaN: a value no filter can match)
         return None
     kind = kinds.pop()
     return hp.Discrete(sorted({kind(v) for v in values}), dtype=kind)
 
 
-def write_hparams(logdir, sessions, metrics, step=0):
+def write_hparams(logdir, sessions, metrics, step=0, domains=True):
     """Writes an HParams experiment into `logdir`.
 
     `sessions`: [(subdirectory, {hparam: value}, {metric tag: value})], one
     session each ('' for `logdir` itself); `metrics`: the dashboard's metric
     columns, as tags or (tag, group, label) triples. The metric values are
-    scalars at `step`.
+    scalars at `step`. With `domains`, each hparam's domain is the values
+    the sessions hold (for experiments that hold every session compared).
     """
     metrics = [m if isinstance(m, tuple) else (m, None, None) for m in metrics]
     names = list(dict.fromkeys(k for _, values, _ in sessions for k in values))
     with tf.summary.create_file_writer(logdir).as_default():
-        hp.hparams_config(hparams=[hp.HParam(k, _domain([values.get(k) for _, values, _ in sessions]))
-                                   for k in names],
+        hp.hparams_config(hparams=[hp.HParam(k, _domain([values.get(k) for _, values, _ in sessions]) if domains
+                                             else None) for k in names],
                           metrics=[hp.Metric(tag, group=group, display_name=label) for tag, group, label in metrics])
     for subdirectory, values, scalars in sessions:
         with tf.summary.create_file_writer(os.path.join(logdir, subdirectory)).as_default():
@@ -66,7 +67,9 @@ def write_run_hparams(logdir, config, data_source, metrics):
     """A training run's session in its TensorBoard directory: its config and final scores."""
     values = {**config.to_dict(), "data_source": data_source}
     scalars = {tag: metrics[tag] for tag, _, _ in RUN_METRICS if metrics.get(tag) is not None}
-    write_hparams(logdir, [("", values, scalars)], RUN_METRICS, step=metrics["epochs_completed"])
+    # No domains: TensorBoard takes one run's experiment for a logdir of many, and its one value each would be all
+    # the dashboard lists (a comparison's sessions share one experiment, which has them).
+    write_hparams(logdir, [("", values, scalars)], RUN_METRICS, step=metrics["epochs_completed"], domains=False)
 
 
 def write_model(path, logdir, model):

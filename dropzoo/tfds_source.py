@@ -107,6 +107,10 @@ def _path_hint(name):
     dataset's name is a name, with its config (`emnist/byclass`) and whatever folder of that name lies here."""
     if not (os.sep in name or os.path.exists(name) or name.endswith(".npz")) or _registered(name):
         return ""
+    configs = _configs(name.partition("/")[0])
+    if configs is not None and not os.path.exists(name):  # emnist/nonesuch: a dataset, not a path
+        return (f"tfds dataset {name.partition('/')[0]!r} has no config {name.partition('/')[2]!r}; "
+                + (f"its configs: {', '.join(configs)}" if configs else "it has none: give its name alone"))
     if os.path.isdir(name):
         if any(f.endswith("idx3-ubyte.gz") for f in os.listdir(name)):
             flag = f"--idx_dir={name}"
@@ -121,12 +125,20 @@ def _path_hint(name):
 
 
 def _registered(name):
-    """Whether `name` (`dataset`, `dataset/config`, `dataset:version`) names a dataset tfds has a builder for."""
+    """Whether `name` (`dataset`, `dataset/config`, `dataset:version`) names a dataset tfds has a builder for,
+    and a config it has (`cifar10/train`, `mnist/` are paths)."""
+    base, slash, config = name.partition("/")
+    configs = _configs(base)
+    return configs is not None and (not slash or config.split(":")[0] in configs)
+
+
+def _configs(base):
+    """The config names of the tfds dataset `base` (`name` or `name:version`), or None where tfds has none such."""
     try:
-        tfds.builder_cls(name.split("/")[0].split(":")[0])
+        builder = tfds.builder_cls(base.split(":")[0])
     except (tfds.core.registered.DatasetNotFoundError, ValueError, TypeError):
-        return False
-    return True
+        return None
+    return [c.name for c in builder.BUILDER_CONFIGS or []]
 
 
 def _image_label_keys(builder, name):

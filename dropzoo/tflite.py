@@ -46,7 +46,7 @@ def convert(saved_model_dir, signature_key=SIGNATURE_KEY, representative=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([batch] for batch in batches)
     try:
-        with environment.native_lines_without(lambda text: text.startswith(environment.TFLITE_CALIBRATION)):
+        with environment.native_lines_without(environment.TFLITE_CALIBRATION):
             return converter.convert()
     except Exception as error:  # ConverterError, or calibration's RuntimeError: several lines of MLIR
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -185,7 +185,7 @@ class Model:
         if self._ran:
             result = self.runner(**{self.input_name: images})
         else:  # the first run prints LiteRT's delegate line: INFO, kept off stderr as TensorFlow's are
-            with environment.native_lines_without(lambda text: text.startswith(environment.LITERT_DELEGATE)):
+            with environment.native_lines_without(environment.LITERT_DELEGATE):
                 result = self.runner(**{self.input_name: images})
             self._ran = True
         return {key: np.array(value) for key, value in result.items()}

@@ -103,10 +103,10 @@ def is_run(directory):
     return False
 
 
-def ensure_writable(workdir):
-    """Creates `workdir` if need be; RunError unless this process can write to it."""
+def ensure_writable(workdir, make=True):
+    """Creates `workdir` if need be (unless `make` is False); RunError unless this process can write to it."""
     check_not_file(workdir)
-    why = files.unwritable(workdir)
+    why = files.unwritable(workdir, make=make)
     if why:
         raise RunError(f"cannot write to workdir {workdir!r} ({why}); pass a --workdir you can write to")
 

@@ -99,6 +99,34 @@ def test_tensorflow_loads_without_its_start_up_banner_unless_info_is_asked_for(t
         assert done.stderr == "E0000 kernel registry: something the user must see\n"
 
 
+# As the scripts start: a Ctrl-C handler, then TensorFlow (a stand-in that takes its time, or dies in native code).
+STARTING = "from dropzoo import environment, interrupts; interrupts.quiet_during_start_up(); " \
+           "environment.import_tensorflow(); print('imported')"
+
+
+@pytest.mark.parametrize("stand_in, expected, status", [
+    # A Ctrl-C while TensorFlow loads: its one line arrives (it was held with the banner, and lost at the exit).
+    ("import time; time.sleep(30)", "interrupted (SIGINT) while starting; nothing was written\n", 128 + 2),
+    # A native abort while it loads: what it said first arrives.
+    ("import os; os.write(2, b'F0000 check failed: no kernel\\n'); os.abort()", "F0000 check failed: no kernel\n",
+     -6),
+])
+def test_what_is_said_as_tensorflow_loads_arrives_however_the_process_ends(tmp_path, stand_in, expected, status):
+    import signal
+    import time
+
+    (tmp_path / "tensorflow.py").write_text(stand_in)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])}
+    process = subprocess.Popen([sys.executable, "-c", STARTING], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    if status == 128 + 2:
+        time.sleep(3)  # well into the stand-in's import
+        process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, out, err) == (status, "", expected)
+
+
 def test_a_bad_flag_is_one_line_and_nothing_else_on_stderr():
     # TensorFlow 2.21's banner (four lines) came before every command's first line of its own.
     done = subprocess.run([sys.executable, "eval.py", "--epochz=2"], cwd=ROOT, capture_output=True, text=True,

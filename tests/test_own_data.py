@@ -282,6 +282,14 @@ def test_a_tfds_name_is_a_name_with_its_config_and_beside_a_folder_of_that_name(
     assert tfds_source._path_hint("my_digits/train").startswith("--dataset takes a dataset name, not a path: for "
                                                                 "my_digits/train pass --image_dir=my_digits/train")
     assert "looks like a path" in tfds_source._path_hint("/data/nowhere")
+    # A path below a folder named as a dataset is still a path; a config the dataset lacks is said to be one.
+    os.makedirs("cifar10/train/cat")
+    assert tfds_source._path_hint("cifar10/train").startswith("--dataset takes a dataset name, not a path: for "
+                                                              "cifar10/train pass --image_dir=cifar10/train")
+    assert tfds_source._path_hint("mnist/").startswith("--dataset takes a dataset name, not a path: for mnist/")
+    assert tfds_source._path_hint("emnist/nonesuch") == (
+        "tfds dataset 'emnist' has no config 'nonesuch'; its configs: byclass, bymerge, balanced, letters, digits, "
+        "mnist")
 
 
 # ------------------------------------------------------------- end to end
@@ -702,6 +710,10 @@ def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
     digits_like = sources.array_source("tfds:mnist", (images[:4], np.arange(4)), (images[4:], np.arange(4)),
                                        origin={"dataset": "mnist"}, details={"class_names": digits})
     folders.check_classes(digits_like, 10, [f"{k:02d}" for k in range(10)])  # folders 00..09: the same numbers
+    # A run trained on folders 0..9 takes a named dataset's labels as its class numbers, as its folders say.
+    folders.check_classes(tfds_like, 10, digits)
+    with pytest.raises(DataError, match=r"^tfds:fashion_mnist's classes include T-shirt/top"):  # folders 1..10: not
+        folders.check_classes(tfds_like, 10, sorted(str(k) for k in range(1, 11)))  # class ids
 
 
 def test_wide_pixels_are_refused_and_skipped_entries_are_said(tmp_path, caplog):

@@ -80,6 +80,14 @@ def test_tensorboard_has_scalars_histograms_and_hparams(finished_run):
     root = {tag for tag, _ in tags["."]}
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "test_accuracy"} <= root
     assert ("model", "text") in tags["."]  # model.txt, in the Text tab
+    # No domains in a run's own experiment: TensorBoard over a sweep takes one run's, and listed its values alone.
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    experiment = next(plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content).experiment
+                      for own in glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+                      for event in tf.compat.v1.train.summary_iterator(own) for v in event.summary.value
+                      if v.tag == "_hparams_/experiment")
+    assert experiment.hparam_infos and not any(info.HasField("domain_discrete") for info in experiment.hparam_infos)
 
 
 def test_eval_of_the_export_reproduces_the_trainer(finished_run):
@@ -363,6 +371,8 @@ def test_train_flags_reject_bad_values(args, message):
     (["--sites=none", "--kind=gaussian"], ["--kind=gaussian is not used: no run of the plan has a dropout site for "
                                            "it to set (--sites=none)"]),
     (["--epochs=3", "--train_steps=5"], ["--epochs=3 is not used: --train_steps=5 sets how long each run trains"]),
+    (["--rate=0"], []),  # a site turned off is a site set: halving 0 changed nothing, and it was said unused
+    (["--rate=0", "--kind=classic"], ["--kind=classic is not used"]),
     # Used by some run: nothing to say.
     (["--placement=none,canonical", "--rate=0.3"], []),
     (["--placement=canonical", "--rate=0.3", "--kind=classic"], []),
@@ -501,9 +511,14 @@ def test_a_sweep_into_a_file_is_one_line_before_any_run(tmp_path):
     # Below a file (or on a read-only volume): one line for the sweep, not a FAILED line per run and exit 1.
     done = _run("train.py", f"--workdir={blocker}/study", "--model=dense_mlp", "--dataset=mnist_sample",
                 "--placement=canonical,none")
-    assert_one_line_error(done, f"error: cannot write to workdir '{blocker}/study/dense_mlp' (Not a directory); pass "
-                                "a --workdir you can write to")
+    assert_one_line_error(done, f"error: cannot write to workdir '{blocker}/study/dense_mlp' ({blocker} is a file); "
+                                "pass a --workdir you can write to")
     assert "FAILED" not in done.stdout + done.stderr
+    # A task whose share is empty trains nothing and makes no run directory (the check made the one run's).
+    done = _run("train.py", f"--workdir={tmp_path}/one", "--model=dense_mlp", "--dataset=mnist_sample",
+                "--task_index=1", "--num_tasks=2")
+    assert done.returncode == 0 and "0 of the plan's 1 runs" in done.stdout, done.stderr
+    assert sorted(os.listdir(tmp_path)) == [".tasks", "file"]
 
 
 def assert_one_line_error(result, message):
