@@ -94,11 +94,13 @@ def _main(argv):
                                               run_class_names=own and (own["class_names"] or ()))
         on_own = own is not None and (result["data_sha256"] == own.get("test_sha256") if own.get("test_sha256")
                                       else records.same_data(result["data_origin"], own["origin"]))
-        output = f.output
+        output, unwritable = f.output, None
         if f.workdir and not f.tflite:
-            # The run's own data goes to eval.json (and its record); other data to a file of its own.
+            # The run's own data goes to eval.json (and its record); other data to a file of its own, where the
+            # run can be written to (a read-only copy: the result is printed, and --output keeps it).
             name = "eval.json" if on_own else f"eval-{files.slug(result['data_source'])}.json"
-            output = output or os.path.join(f.workdir, name)
+            unwritable = None if output else files.unwritable(f.workdir, make=False)
+            output = output or (None if unwritable else os.path.join(f.workdir, name))
             evaluations.save_evaluation(f.workdir, evaluations.make_request(
                 result["data_sha256"], mc_samples=f.mc_samples, mc_seed=f.mc_seed, batch_size=f.batch_size,
                 ood_sha256=result.get("ood_sha256")), result["data_source"], result)
@@ -110,6 +112,9 @@ def _main(argv):
                                                                  result.get("data_details"))
     written = f"; written to {output}" if output else ""
     print(f"{evaluate.summary_line(result)}{written}", file=sys.stderr)  # stdout stays JSON
+    if unwritable:
+        print(f"note: not written to {f.workdir} ({unwritable}); pass --output=FILE to keep the result",
+              file=sys.stderr)
     if home and not on_own:
         moved = own is not None and records.same_data(result["data_origin"], own["origin"])  # same files, changed
         print(f"note: evaluated on {result['data_source']}, " + (
