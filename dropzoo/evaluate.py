@@ -364,7 +364,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     if run_class_names is None:  # an export copied out of its run says them itself
         names = tflite.recorded(path, "class_names") if tflite_model else export_class_names(path)
         run_class_names = list(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
-    folders.check_classes(source, classes, run_class_names, path)
+    source = folders.check_classes(source, classes, run_class_names, path)  # its labels as the model's class ids
     ood_source = uncertainty.load_ood(ood) if ood else None
     data_sha256 = sources.fingerprint(source)
     ood_sha256 = ood_source and sources.fingerprint(ood_source)

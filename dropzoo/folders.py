@@ -17,10 +17,12 @@ run or a comparison) asks here:
 - `trained_images_notes`: arrays (an npz, IDX files) scored for a run that
   hold images of its data's training split are said to, as folders are.
 """
+import dataclasses
 import json
 import os
 import unicodedata
 
+import tensorflow as tf
 from absl import logging
 
 from dropzoo import data_identity
@@ -154,17 +156,18 @@ def with_run_image_options(given, trained_on):
 
 
 def check_classes(source, model_classes, run_class_names=None, model="the model"):
-    """DataError (one line) where an image folder's labels would be scored as other classes of the model.
+    """`source` with labels that are the model's class ids: DataError (one line) where they cannot be.
 
-    A folder's labels are its class subfolders in sorted order. They mean the
-    model's classes only where the run was trained on folders of the same
-    names (`run_class_names`, recorded by image-folder runs and their
-    exports), or, for a run trained on data without class names
-    (`run_class_names` empty: MNIST), where the folders are its class numbers
-    (0-9 for a digit model). A model of unknown origin (None: `model`, a
-    TFLite file or an export of older code, copied out of its run) is refused
-    an image folder, unless its folders are class numbers: nothing says which
-    folder is which class.
+    A folder's labels are its class subfolders in sorted order. Each is the
+    run's class of its name (`run_class_names`, recorded by image-folder runs
+    and their exports), or, folders named by number (0, 1, ...), the class of
+    that number, to a run whose own classes are not numbers (a run trained on
+    data without class names, `run_class_names` empty: MNIST; or a model of
+    unknown origin, None: `model`, an export of older code copied out of its
+    run): a folder of some of the classes, or of the run's in another order,
+    is relabelled to them (a copy of `source`). Other folders are refused:
+    nothing says which folder is which class. Other data with class names (a
+    tfds dataset) is refused where its names are not the run's, in its order.
     """
     # Only an image folder's labels come from names (its sorted class subfolders); a tfds dataset's are ids.
     from_folders = any((source.origin or {}).get(key) for key in ("image_dir", "test_image_dir"))
@@ -187,7 +190,10 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                         "are the folder numbers", source.name, ", ".join(run_class_names[:shown + 2]), shown,
                         run_class_names[shown])
     if not names:
-        return
+        return source
+    ids = _class_ids(names, run_class_names, model_classes, numbers)
+    if ids is not None:
+        return source if ids == list(range(len(ids))) else _relabelled(source, ids)
     if run_class_names is None and not _numbered(names):  # folder k would be scored as class k, right or not
         raise DataError(f"{model} records no class names (copied out of its run, or exported before exports "
                         "carried them), so nothing says which of the test folders is which of its classes; score it "
@@ -197,9 +203,10 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
     # Folders named by class number (0, 1, ...) say which class each is, also to a run with named classes (a tfds
     # dataset's 'T-shirt/top' cannot even be a folder's name); a run whose classes were numbers is held to those.
     if run_class_names and list(names) != list(run_class_names) and not (_numbered(names) and not numbers):
-        by_number = "" if numbers else f" (or named by class number, 0 to {len(run_class_names) - 1})"
-        raise DataError(f"the test images' class folders {_difference(names, run_class_names)}: folder k would be "
-                        f"scored as the run's class k; evaluate on a folder with the run's class subfolders{by_number}")
+        by_number = "" if numbers else f" (or by class number, 0 to {len(run_class_names) - 1})"
+        raise DataError(f"the test images' class folders {_difference(names, run_class_names)}: nothing says which "
+                        f"of its classes they hold; name each folder as the run's class it holds (some of them will "
+                        f"do){by_number}")
     if model_classes is not None and len(names) != model_classes:
         raise DataError(f"the test images have {len(names)} class folders ({', '.join(names)}) and the model "
                         f"answers {model_classes} classes: folder k (in sorted order) would be scored as the model's "
@@ -208,6 +215,31 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
         raise DataError(f"the model was trained on data without class names, so a folder's class subfolders are "
                         f"its class numbers: name them 0 to {len(names) - 1} (zero-padded past 10 classes: 00, 01, "
                         f"...), got {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}")
+    return source
+
+
+def _class_ids(names, run_class_names, model_classes, numbers):
+    """The model's class id of each class folder (`names`, sorted) where the names say it: the run's class of that
+    name; for folders named by number, to a run whose own classes are not numbers, that number. None elsewhere."""
+    if run_class_names and set(names) <= set(run_class_names):
+        return [list(run_class_names).index(name) for name in names]
+    if all(name.isdecimal() for name in names) and not numbers and all(
+            int(name) < (model_classes or len(names)) for name in names):
+        return [int(name) for name in names]
+    return None
+
+
+def _relabelled(source, ids):
+    """A copy of `source` whose label k (its k-th class folder) is class ids[k], and says which folder is which."""
+    table = tf.constant(ids, tf.int64)
+
+    def relabel(split):
+        return None if split is None else split.map(lambda image, label: (image, tf.gather(table, label)))
+
+    folders_ = source.details["class_names"]
+    return dataclasses.replace(source, train=relabel(source.train), test=relabel(source.test),
+                               num_classes=max(ids) + 1, train_labels=None,
+                               details={**source.details, "class_ids": dict(zip(folders_, ids))})
 
 
 def _same_classes(names, trained):
@@ -217,25 +249,21 @@ def _same_classes(names, trained):
 
 
 def _difference(names, trained, in_order=False):
-    """How class folder `names` (`in_order`: a dataset's class names, in label order) differ from the classes a run
-    `trained` on, in a few names (of hundreds)."""
+    """How class folder `names` (`in_order`: a dataset's class names, in label order, which must be the run's)
+    differ from the classes a run `trained` on, in a few names (of hundreds)."""
     def listed(found):
         return ", ".join(found[:5]) + (f", ... ({len(found)})" if len(found) > 5 else "")
 
-    if sorted(names) == sorted(trained):  # one set of names: the run's classes are not in sorted order
-        if in_order:
-            k = next(k for k, (a, b) in enumerate(zip(names, trained)) if a != b)
-            return (f"are the run's classes in another order (label {k} is {names[k]!r}, the run's class {k} "
-                    f"{trained[k]!r})")
-        return ("are the run's classes, read in sorted order, and the run's are in another ("
-                + ", ".join(f"{k}: {n}" for k, n in enumerate(trained[:4])) + ", ...)")
+    if in_order and sorted(names) == sorted(trained):  # one set of names: the run's classes in another order
+        k = next(k for k, (a, b) in enumerate(zip(names, trained)) if a != b)
+        return f"are the run's classes in another order (label {k} is {names[k]!r}, the run's class {k} {trained[k]!r})"
     extra, missing = [n for n in names if n not in trained], [n for n in trained if n not in names]
     said = [f"include {listed(extra)}, which the run did not train on" if extra else "",
-            f"lack {listed(missing)}, which it did" if missing else ""]
+            f"lack {listed(missing)}, which it did" if missing and in_order else ""]
     text = " and ".join(part for part in said if part)
-    if sorted(unicodedata.normalize("NFC", n) for n in names) == sorted(unicodedata.normalize("NFC", n)
-                                                                      for n in trained):
-        text += " (the same names in another Unicode form, as a Mac writes them: rename the folders to the run's)"
+    trained_forms = {unicodedata.normalize("NFC", n) for n in trained}
+    if all(unicodedata.normalize("NFC", n) in trained_forms for n in extra):
+        text += " (the run's names in another Unicode form, as a Mac writes them: rename the folders to the run's)"
     return text
 
 

@@ -246,7 +246,7 @@ def _check_entry(directory, name, what):
                         "or on a disk not mounted?); restore it or remove the link")
 
 
-def list_image_folder(directory, what="--image_dir"):
+def list_image_folder(directory, what="--image_dir", min_classes=2):
     """(sorted class names, [(path, class index)]) of a folder with one subfolder of images per class."""
     if not os.path.isdir(directory):
         problem = "is a file, not a directory" if os.path.exists(directory) else "does not exist"
@@ -260,7 +260,7 @@ def list_image_folder(directory, what="--image_dir"):
     if loose and not classes:
         raise DataError(f"{what} {directory} holds images but no class subfolders; put each class's images in a "
                         "subfolder named after the class, e.g. DIR/cat/1.png, DIR/dog/2.png")
-    if len(classes) < 2:
+    if len(classes) < min_classes:  # (a folder only scored may hold one of the model's classes)
         raise DataError(f"{what} {directory} has {len(classes)} class subfolder(s); a classifier needs at least 2, "
                         "one subfolder of images per class")
     # Files beside the class folders (a stray image, notes.txt): not read, and said.

@@ -167,7 +167,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             if data_override and not folders.is_own_test_folder(origin, data_override) else None)
         run_test = data.identity(given) if given else data.own(metrics)
         if run_test[1] is not None and given:  # before a saved evaluation answers (older code scored label k as
-            _check_classes(run, run_test[1], metrics)  # class k whatever its name)
+            run_test = (run_test[0], _check_classes(run, run_test[1], metrics), *run_test[2:])  # class k whatever)
         uncertainty.check_ood_is_other(run_test[0], ood_id and ood_id[0], f"{run}'s")
         if not given and notes is not None:
             _note_changed_files(metrics, data, notes)
@@ -274,10 +274,11 @@ def _held_instead(run, request, own_sha, notes, ood_asked):
 
 
 def _check_classes(run, test_source, metrics):
-    """folders.check_classes for `run`, naming it: DataError where the test data's labels are not its classes."""
+    """folders.check_classes for `run`, naming it: the test data with its labels as the run's class ids, or a
+    DataError where they cannot be."""
     try:
-        folders.check_classes(test_source, metrics["data"].get("num_classes"),
-                              (metrics["data"].get("details") or {}).get("class_names") or ())
+        return folders.check_classes(test_source, metrics["data"].get("num_classes"),
+                                     (metrics["data"].get("details") or {}).get("class_names") or ())
     except DataError as e:
         raise DataError(f"run {run}: {e}") from None
 
@@ -301,8 +302,8 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
     ood_source = ood_id[1] if ood_id else None
     ood_test, left_out = (data_identity.ood_apart(sources.test_images(test_source), ood_source, f"{run}'s",
                                                   key=(run_test[0], ood_id[0])) if ood_source else (None, 0))
-    if not given:  # (given data was checked before any saved evaluation could answer)
-        _check_classes(run, test_source, metrics)
+    if not given:  # (given data was checked, and relabelled, before any saved evaluation could answer)
+        test_source = _check_classes(run, test_source, metrics)
     try:
         result = evaluate.evaluate_saved_model(
             saved_model, data_lib.raw_batches(test_source.test, batch_size), mc_samples=mc_samples,

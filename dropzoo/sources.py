@@ -106,13 +106,14 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
     size = readers.parse_image_size(image_size)
     # Testing needs the test folder alone (training checked it holds the training folder's classes).
     alone = not need_train and test_image_dir and not os.path.exists(root)
-    classes, files = readers.list_image_folder(os.path.abspath(test_image_dir) if alone else root)
+    least = 2 if need_train else 1  # scored only: some of a model's classes (folders.check_classes)
+    classes, files = readers.list_image_folder(os.path.abspath(test_image_dir) if alone else root, min_classes=least)
     details = {"class_names": classes}
     if test_image_dir:
         test_root = os.path.abspath(test_image_dir)
         if need_train:
             check_test_folder_apart(root, test_root)
-        test_classes, test_files = readers.list_image_folder(test_root, "--test_image_dir")
+        test_classes, test_files = readers.list_image_folder(test_root, "--test_image_dir", min_classes=least)
         unknown = sorted(set(test_classes) - set(classes))
         if unknown:
             mac = sorted(unicodedata.normalize("NFC", n) for n in unknown) == sorted(
@@ -123,7 +124,7 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
                             + (" (these are its names in another Unicode form, as a Mac writes them: rename the test "
                                "folders as the training folders are named)" if mac else ""))
         untested = sorted(set(classes) - {test_classes[label] for _, label in test_files})
-        if untested:  # the test accuracy would cover some classes only, without a word
+        if untested and need_train:  # the test accuracy would cover some classes only, without a word
             raise DataError(f"--test_image_dir {test_root} has no images of class(es) {', '.join(map(repr, untested))} "
                             f"that --image_dir {root} trains on; give it the same class subfolders, each with images")
         test_files = [(path, classes.index(test_classes[label])) for path, label in test_files]

@@ -581,8 +581,13 @@ def test_an_image_folder_of_other_classes_than_the_model_is_refused(export, tmp_
     os.rename(os.path.join(renamed, "right"), os.path.join(renamed, "zz"))
     for names in (None, ["left", "right"]):  # the export's own record, or its run's
         with pytest.raises(DataError, match=r"^the test images' class folders include zz, which the run did not "
-                                            r"train on and lack right, which it did: folder k"):
+                                            r"train on: nothing says which of its classes they hold"):
             evaluate.evaluate_on_dataset(path, data={"image_dir": renamed}, run_class_names=names)
+    # Some of its classes, by name: scored as those, the others said absent.
+    os.rename(os.path.join(renamed, "zz"), os.path.join(str(tmp_path), "zz"))
+    result = evaluate.evaluate_on_dataset(path, data={"image_dir": renamed, "test_image_dir": renamed})
+    assert result["classes_absent"] == [1] and result["num_examples"] == len(os.listdir(os.path.join(renamed,
+                                                                                                     "left")))
     # Copied out of its run, a model without class names scored folder k as class k, right or not.
     from dropzoo import tflite
     model_path = str(tmp_path / "model.tflite")
@@ -677,18 +682,37 @@ def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
     # A run with named classes (a tfds dataset's: Fashion-MNIST's 'T-shirt/top' is no folder name) takes them too.
     fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot"]
-    folders.check_classes(numbered, 10, fashion)
-    with pytest.raises(DataError, match=r"the test images have 10 class folders .* and the model answers 11"):
-        folders.check_classes(numbered, 11, fashion + ["Hat"])
-    # Folders of the run's names, whose order is not sorted order: said so (not "another Unicode form").
+    assert folders.check_classes(numbered, 10, fashion) is numbered
+    # Folders of some of the classes: scored as those (the evaluation notes the classes absent).
+    assert folders.check_classes(numbered, 11, fashion + ["Hat"]) is numbered
+
+    def labels(source):
+        return [int(label) for _, label in source.test.as_numpy_iterator()]
+
+    # Folders of the run's names, whose order is not sorted order: each scored as the run's class of its name (they
+    # were refused: folder k would have been class k).
     shuffled = ["b", "a", "c"]
     abc = sources.load_source(image_dir=_named_folder(str(tmp_path / "abc"), sorted(shuffled)),
                               test_image_dir=_named_folder(str(tmp_path / "abc_test"), sorted(shuffled)),
                               need_train=False)
-    with pytest.raises(DataError, match=r"^the test images' class folders are the run's classes, read in sorted "
-                                        r"order, and the run's are in another \(0: b, 1: a, 2: c, \.\.\.\): .*"
-                                        r"\(or named by class number, 0 to 2\)$"):
-        folders.check_classes(abc, 3, shuffled)
+    relabelled = folders.check_classes(abc, 3, shuffled)
+    assert labels(abc) == [0, 0, 1, 1, 2, 2] and labels(relabelled) == [1, 1, 0, 0, 2, 2]
+    assert relabelled.details["class_ids"] == {"a": 1, "b": 0, "c": 2}
+    assert sources.fingerprint(relabelled) != sources.fingerprint(abc)
+    # ... and some of them: folders a and c of a run on b, a, c, d.
+    ac = sources.load_source(image_dir=_named_folder(str(tmp_path / "ac"), ["a", "c"]),
+                             test_image_dir=_named_folder(str(tmp_path / "ac_test"), ["a", "c"]), need_train=False)
+    assert labels(folders.check_classes(ac, 4, shuffled + ["d"])) == [1, 1, 2, 2]
+    # Folders named by number, some of them: each scored as its number's class (not as its place in the list).
+    some = sources.load_source(image_dir=_named_folder(str(tmp_path / "37"), ["3", "7"]),
+                               test_image_dir=_named_folder(str(tmp_path / "37_test"), ["3", "7"]), need_train=False)
+    for run_names in ((), None, fashion):
+        assert labels(folders.check_classes(some, 10, run_names)) == [3, 3, 7, 7]
+    with pytest.raises(DataError, match=r"^the test images' class folders include 7, which the run did not "
+                                        r"train on: nothing says"):  # a run whose classes were numbers: held to them
+        folders.check_classes(some, 10, ["1", "10", "2", "3"])
+    with pytest.raises(DataError, match=r"^the test images have 2 class folders \(3, 7\) and the model answers 5"):
+        folders.check_classes(some, 5, ())  # folder 7 of a 5-class model
     # A tfds dataset's labels are class ids, whatever names it has: scored by any run (it was refused as a folder).
     images = np.arange(8 * 28 * 28, dtype=np.uint32).reshape(8, 28, 28, 1).astype(np.uint8)
     tfds_like = sources.array_source("tfds:fashion_mnist", (images[:4], np.arange(4)), (images[4:], np.arange(4)),
@@ -954,10 +978,11 @@ def test_a_class_mismatch_names_the_differences_not_every_class():
     with pytest.raises(DataError) as info:
         folders.check_classes(test, 300, names)
     assert str(info.value).startswith("the test images' class folders include extra, which the run did not train "
-                                      "on and lack class299, which it did: folder k") and len(str(info.value)) < 300
+                                      "on: nothing says which of its classes they hold; name each folder as the "
+                                      "run's class it holds (some of them will do)") and len(str(info.value)) < 300
     nfd = [unicodedata.normalize("NFD", n) for n in ("café", "thé")]
     mac = arrays(nfd)
-    with pytest.raises(DataError, match=r"\(the same names in another Unicode form, as a Mac writes them"):
+    with pytest.raises(DataError, match=r"\(the run's names in another Unicode form, as a Mac writes them"):
         folders.check_classes(mac, 2, ["café", "thé"])
 
 
