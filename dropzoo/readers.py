@@ -13,6 +13,7 @@ raises `DataError` (one line) for anything a user can fix.
 import gzip
 import math
 import os
+import unicodedata
 import zipfile
 import zlib
 
@@ -244,6 +245,21 @@ def _check_entry(directory, name, what):
     if os.path.islink(path) and not os.path.exists(path) and not name.lower().endswith(IMAGE_EXTENSIONS):
         raise DataError(f"{what} {directory}: {name} is a link to {os.readlink(path)}, which does not exist (moved, "
                         "or on a disk not mounted?); restore it or remove the link")
+
+
+def check_test_classes(test_root, test_classes, root, classes):
+    """DataError where the test folder `test_root` has class folders the training folder `root` lacks (with a word
+    where they are its names in another Unicode form, shown escaped: the two lists printed alike)."""
+    unknown = sorted(set(test_classes) - set(classes))
+    if not unknown:
+        return
+    mac = sorted(unicodedata.normalize("NFC", n) for n in unknown) == sorted(
+        unicodedata.normalize("NFC", n) for n in set(classes) - set(test_classes))
+    shown = ", ".join(map(ascii if mac else repr, unknown))
+    raise DataError(f"--test_image_dir {test_root} has class folder(s) {shown} that --image_dir {root} lacks; both "
+                    "take the same class subfolders"
+                    + (" (these are its names in another Unicode form, as a Mac writes them: rename the test folders "
+                       "as the training folders are named)" if mac else ""))
 
 
 def list_image_folder(directory, what="--image_dir", min_classes=2):

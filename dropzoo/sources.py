@@ -27,7 +27,6 @@ import functools
 import hashlib
 import os
 import typing
-import unicodedata
 
 import numpy as np
 import tensorflow as tf
@@ -114,15 +113,7 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
         if need_train:
             check_test_folder_apart(root, test_root)
         test_classes, test_files = readers.list_image_folder(test_root, "--test_image_dir", min_classes=least)
-        unknown = sorted(set(test_classes) - set(classes))
-        if unknown:
-            mac = sorted(unicodedata.normalize("NFC", n) for n in unknown) == sorted(
-                unicodedata.normalize("NFC", n) for n in set(classes) - set(test_classes))
-            raise DataError(f"--test_image_dir {test_root} has class folder(s) "
-                            f"{', '.join(map(ascii if mac else repr, unknown))} that "
-                            f"--image_dir {root} lacks; both take the same class subfolders"
-                            + (" (these are its names in another Unicode form, as a Mac writes them: rename the test "
-                               "folders as the training folders are named)" if mac else ""))
+        readers.check_test_classes(test_root, test_classes, root, classes)
         untested = sorted(set(classes) - {test_classes[label] for _, label in test_files})
         if untested and need_train:  # the test accuracy would cover some classes only, without a word
             raise DataError(f"--test_image_dir {test_root} has no images of class(es) {', '.join(map(repr, untested))} "
