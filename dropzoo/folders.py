@@ -194,7 +194,8 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
     ids = _class_ids(names, run_class_names, model_classes, numbers)
     if ids is not None:
         return source if ids == list(range(len(ids))) else _relabelled(source, ids)
-    if run_class_names is None and not _numbered(names):  # folder k would be scored as class k, right or not
+    decimal = all(name.isdecimal() for name in names)
+    if run_class_names is None and not decimal:  # folder k would be scored as class k, right or not
         raise DataError(f"{model} records no class names (copied out of its run, or exported before exports "
                         "carried them), so nothing says which of the test folders is which of its classes; score it "
                         "through its run (eval.py --workdir=RUN, or the export's path inside RUN), name the folders "
@@ -202,20 +203,18 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                         'assets.extra/class_names.json: {"class_names": [...]}')
     # Folders named by class number (0, 1, ...) say which class each is, also to a run with named classes (a tfds
     # dataset's 'T-shirt/top' cannot even be a folder's name); a run whose classes were numbers is held to those.
-    if run_class_names and list(names) != list(run_class_names) and not (_numbered(names) and not numbers):
+    if run_class_names and not (decimal and not numbers):
         by_number = "" if numbers else f" (or by class number, 0 to {len(run_class_names) - 1})"
         raise DataError(f"the test images' class folders {_difference(names, run_class_names)}: nothing says which "
                         f"of its classes they hold; name each folder as the run's class it holds (some of them will "
                         f"do){by_number}")
-    if model_classes is not None and len(names) != model_classes:
-        raise DataError(f"the test images have {len(names)} class folders ({', '.join(names)}) and the model "
-                        f"answers {model_classes} classes: folder k (in sorted order) would be scored as the model's "
-                        f"class k; evaluate on a folder with one subfolder per class of the model, in its order")
-    if run_class_names is not None and not run_class_names and not _numbered(names):  # zero, one: eight, five, ...
+    if not decimal:  # a run trained on data without class names (MNIST): zero, one, ... would sort eight, five, ...
         raise DataError(f"the model was trained on data without class names, so a folder's class subfolders are "
-                        f"its class numbers: name them 0 to {len(names) - 1} (zero-padded past 10 classes: 00, 01, "
-                        f"...), got {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}")
-    return source
+                        f"its class numbers: name them by number, 0 to {(model_classes or len(names)) - 1} (some of "
+                        f"them will do), got {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}")
+    beyond = [name for name in names if int(name) >= (model_classes or 0)]
+    raise DataError(f"the test images' class folder(s) {', '.join(beyond[:5])} name no class of the model, which "
+                    f"answers {model_classes} classes (0 to {(model_classes or 1) - 1}); leave them out")
 
 
 def _class_ids(names, run_class_names, model_classes, numbers):
@@ -224,7 +223,7 @@ def _class_ids(names, run_class_names, model_classes, numbers):
     if run_class_names and set(names) <= set(run_class_names):
         return [list(run_class_names).index(name) for name in names]
     if all(name.isdecimal() for name in names) and not numbers and all(
-            int(name) < (model_classes or len(names)) for name in names):
+            model_classes is None or int(name) < model_classes for name in names):
         return [int(name) for name in names]
     return None
 
