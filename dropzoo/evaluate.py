@@ -178,13 +178,20 @@ def _ood_metrics(probabilities, draws, ood_probabilities, ood_draws, stochastic)
     return result
 
 
+def name_absent_classes(result, class_names):
+    """Adds the names of the classes absent from the test labels (`classes_absent`) where the model's are known."""
+    if result.get("classes_absent") and class_names and len(class_names) > max(result["classes_absent"]):
+        result["classes_absent_names"] = [class_names[k] for k in result["classes_absent"]]
+
+
 def absent_classes_notes(results):
     """A note for each test data whose images lack some of the model's classes (`classes_absent` of evaluations or
     comparison rows): its scores cover the other classes only."""
     found = {}
     for r in results:
         if r.get("classes_absent"):
-            found.setdefault((r["data_source"], tuple(r["classes_absent"])), []).append(r)
+            found.setdefault((r["data_source"], tuple(r.get("classes_absent_names") or r["classes_absent"])),
+                             []).append(r)
     notes = []
     for (source, absent), scored in sorted(found.items()):
         shown = ", ".join(map(str, absent[:8])) + (", ..." if len(absent) > 8 else "")
@@ -388,6 +395,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     if ood_source is not None:
         result.update(ood_data_source=ood_source.name, ood_sha256=ood_sha256,
                       **({"ood_in_test_left_out": left_out} if left_out else {}))
+    name_absent_classes(result, run_class_names)
     return result
 
 

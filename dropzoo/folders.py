@@ -191,7 +191,7 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                         run_class_names[shown])
     if not names:
         return source
-    ids = _class_ids(names, run_class_names, model_classes, numbers)
+    ids = _class_ids(names, run_class_names, model_classes)
     if ids is not None:
         return source if ids == list(range(len(ids))) else _relabelled(source, ids)
     decimal = all(name.isdecimal() for name in names)
@@ -203,8 +203,9 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                         'assets.extra/class_names.json: {"class_names": [...]}')
     # Folders named by class number (0, 1, ...) say which class each is, also to a run with named classes (a tfds
     # dataset's 'T-shirt/top' cannot even be a folder's name); a run whose classes were numbers is held to those.
-    if run_class_names and not (decimal and not numbers):
-        by_number = "" if numbers else f" (or by class number, 0 to {len(run_class_names) - 1})"
+    numbered_run = any(name.isdecimal() for name in run_class_names or ())  # held to its own numbers' names
+    if run_class_names and not (decimal and not numbered_run):
+        by_number = "" if numbered_run else f" (or by class number, 0 to {len(run_class_names) - 1})"
         raise DataError(f"the test images' class folders {_difference(names, run_class_names)}: nothing says which "
                         f"of its classes they hold; name each folder as the run's class it holds (some of them will "
                         f"do){by_number}")
@@ -217,12 +218,14 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                     f"answers {model_classes} classes (0 to {(model_classes or 1) - 1}); leave them out")
 
 
-def _class_ids(names, run_class_names, model_classes, numbers):
+def _class_ids(names, run_class_names, model_classes):
     """The model's class id of each class folder (`names`, sorted) where the names say it: the run's class of that
-    name; for folders named by number, to a run whose own classes are not numbers, that number. None elsewhere."""
+    name; for folders named by number, to a run none of whose own classes is named by a number, that number (a
+    folder 1/ of a run on 1, 2, 3, x is its class '1', with or without a 0/ beside it). None elsewhere."""
     if run_class_names and set(names) <= set(run_class_names):
         return [list(run_class_names).index(name) for name in names]
-    if all(name.isdecimal() for name in names) and not numbers and all(
+    numbered_run = any(name.isdecimal() for name in run_class_names or ())
+    if all(name.isdecimal() for name in names) and not numbered_run and all(
             model_classes is None or int(name) < model_classes for name in names):
         return [int(name) for name in names]
     return None
@@ -257,11 +260,14 @@ def _difference(names, trained, in_order=False):
         k = next(k for k, (a, b) in enumerate(zip(names, trained)) if a != b)
         return f"are the run's classes in another order (label {k} is {names[k]!r}, the run's class {k} {trained[k]!r})"
     extra, missing = [n for n in names if n not in trained], [n for n in trained if n not in names]
+    trained_forms = {unicodedata.normalize("NFC", n) for n in trained}
+    mac = bool(extra) and all(unicodedata.normalize("NFC", n) in trained_forms for n in extra)
+    if mac:  # shown escaped: printed, the two forms look alike
+        extra = [ascii(n) for n in extra]
     said = [f"include {listed(extra)}, which the run did not train on" if extra else "",
             f"lack {listed(missing)}, which it did" if missing and in_order else ""]
     text = " and ".join(part for part in said if part)
-    trained_forms = {unicodedata.normalize("NFC", n) for n in trained}
-    if all(unicodedata.normalize("NFC", n) in trained_forms for n in extra):
+    if mac:
         text += " (the run's names in another Unicode form, as a Mac writes them: rename the folders to the run's)"
     return text
 

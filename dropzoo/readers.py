@@ -262,7 +262,7 @@ def check_test_classes(test_root, test_classes, root, classes):
                        "as the training folders are named)" if mac else ""))
 
 
-def list_image_folder(directory, what="--image_dir", min_classes=2):
+def list_image_folder(directory, what="--image_dir", training=True):
     """(sorted class names, [(path, class index)]) of a folder with one subfolder of images per class."""
     if not os.path.isdir(directory):
         problem = "is a file, not a directory" if os.path.exists(directory) else "does not exist"
@@ -276,12 +276,13 @@ def list_image_folder(directory, what="--image_dir", min_classes=2):
     if loose and not classes:
         raise DataError(f"{what} {directory} holds images but no class subfolders; put each class's images in a "
                         "subfolder named after the class, e.g. DIR/cat/1.png, DIR/dog/2.png")
-    if len(classes) < min_classes:  # (a folder only scored may hold one of the model's classes)
-        raise DataError(f"{what} {directory} has {len(classes)} class subfolder(s); a classifier needs at least 2, "
-                        "one subfolder of images per class")
+    if len(classes) < (2 if training else 1):  # (a folder only scored may hold one of the model's classes)
+        raise DataError(f"{what} {directory} has {len(classes)} class subfolder(s); "
+                        + ("a classifier needs at least 2, one subfolder of images per class" if training else
+                           "give it one subfolder of images per class (each named as the model's class it holds)"))
     # Files beside the class folders (a stray image, notes.txt): not read, and said.
     moved = first_out_of_number_order(classes)
-    if what == "--image_dir" and moved is not None:
+    if what == "--image_dir" and training and moved is not None:  # (scored, folders are matched by name)
         by_number = sorted(classes, key=int)
         start = "" if int(by_number[0]) == 0 else f"; class ids start at 0, so folder '{by_number[0]}' is class 0"
         logging.warning("%s %s: its class folders are numbers, ordered as text, as Keras orders them (%s, ...): class "

@@ -167,7 +167,8 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             if data_override and not folders.is_own_test_folder(origin, data_override) else None)
         run_test = data.identity(given) if given else data.own(metrics)
         if run_test[1] is not None and given:  # before a saved evaluation answers (older code scored label k as
-            run_test = (run_test[0], _check_classes(run, run_test[1], metrics), *run_test[2:])  # class k whatever)
+            checked = _check_classes(run, run_test[1], metrics)  # class k whatever its name); relabelled by name,
+            run_test = (sources.fingerprint(checked), checked, run_test[2])  # it is other test data (as in eval.py)
         uncertainty.check_ood_is_other(run_test[0], ood_id and ood_id[0], f"{run}'s")
         if not given and notes is not None:
             _note_changed_files(metrics, data, notes)
@@ -313,6 +314,7 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
         raise ExportError(f"run {run}: {e}") from None
     if ood_source is not None:
         result.update(ood_data_source=ood_source.name, **({"ood_in_test_left_out": left_out} if left_out else {}))
+    evaluate.name_absent_classes(result, (metrics["data"].get("details") or {}).get("class_names"))
     evaluations.save_evaluation(trained, request, test_source.name, result)
     return {"data_source": test_source.name, "result": result}
 

@@ -105,14 +105,14 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
     size = readers.parse_image_size(image_size)
     # Testing needs the test folder alone (training checked it holds the training folder's classes).
     alone = not need_train and test_image_dir and not os.path.exists(root)
-    least = 2 if need_train else 1  # scored only: some of a model's classes (folders.check_classes)
-    classes, files = readers.list_image_folder(os.path.abspath(test_image_dir) if alone else root, min_classes=least)
+    # Scored only, a folder may hold some of a model's classes, matched by name (folders.check_classes).
+    classes, files = readers.list_image_folder(os.path.abspath(test_image_dir) if alone else root, training=need_train)
     details = {"class_names": classes}
     if test_image_dir:
         test_root = os.path.abspath(test_image_dir)
         if need_train:
             check_test_folder_apart(root, test_root)
-        test_classes, test_files = readers.list_image_folder(test_root, "--test_image_dir", min_classes=least)
+        test_classes, test_files = readers.list_image_folder(test_root, "--test_image_dir", training=need_train)
         readers.check_test_classes(test_root, test_classes, root, classes)
         untested = sorted(set(classes) - {test_classes[label] for _, label in test_files})
         if untested and need_train:  # the test accuracy would cover some classes only, without a word

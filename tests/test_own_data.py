@@ -712,6 +712,17 @@ def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
     with pytest.raises(DataError, match=r"^the test images' class folders include 7, which the run did not "
                                         r"train on: nothing says"):  # a run whose classes were numbers: held to them
         folders.check_classes(some, 10, ["1", "10", "2", "3"])
+    # A run on 1, 2, 3, x: folder 1/ is its class '1' alone, and refused beside a 0/ (it became class id 1, '2').
+    one = sources.load_source(image_dir=_named_folder(str(tmp_path / "1"), ["1"]),
+                              test_image_dir=_named_folder(str(tmp_path / "1_test"), ["1"]), need_train=False)
+    assert labels(folders.check_classes(one, 4, ["1", "2", "3", "x"])) == [0, 0]
+    zero_one = sources.load_source(image_dir=_named_folder(str(tmp_path / "01"), ["0", "1"]),
+                                   test_image_dir=_named_folder(str(tmp_path / "01_test"), ["0", "1"]),
+                                   need_train=False)
+    with pytest.raises(DataError, match=r"^the test images' class folders include 0, which the run did not train "
+                                        r"on: nothing says which of its classes they hold; name each folder as the "
+                                        r"run's class it holds \(some of them will do\)$"):
+        folders.check_classes(zero_one, 4, ["1", "2", "3", "x"])
     with pytest.raises(DataError, match=r"^the test images' class folder\(s\) 7 name no class of the model, which "
                                         r"answers 5 classes \(0 to 4\); leave them out$"):
         folders.check_classes(some, 5, ())  # folder 7 of a 5-class model
@@ -984,8 +995,11 @@ def test_a_class_mismatch_names_the_differences_not_every_class():
                                       "run's class it holds (some of them will do)") and len(str(info.value)) < 300
     nfd = [unicodedata.normalize("NFD", n) for n in ("café", "thé")]
     mac = arrays(nfd)
-    with pytest.raises(DataError, match=r"\(the run's names in another Unicode form, as a Mac writes them"):
+    with pytest.raises(DataError, match=r"^the test images' class folders include 'cafe\\u0301', 'the\\u0301', which "
+                                        r"the run did not train on \(the run's names in another Unicode form, as a "
+                                        r"Mac writes them"):
         folders.check_classes(mac, 2, ["café", "thé"])
+    assert "Unicode" not in folders._difference(["b"], ["a", "b"], in_order=True)  # nothing extra: no such hint
 
 
 def test_scoring_arrays_needs_their_test_split_alone_and_says_when_it_holds_training_images(tmp_path):
