@@ -69,7 +69,9 @@ def native_lines_without(noise, environ=None):
     small filter process that drops the lines `noise` ((prefixes, substrings)) names and writes every other one
     as it comes; with TF_CPP_MIN_LOG_LEVEL=0 or unset, nothing is filtered. The filter is in a session of its own
     (a Ctrl-C at the terminal does not reach it) and reads to the end of its input, so the lines of a process
-    that dies inside the block (a signal handler's, a native abort's) still arrive."""
+    that dies inside the block (a signal handler's, a native abort's) still arrive. Kept to blocks that start no
+    process (one would hold the filter's input open, and the block's end would wait for it), and to seconds: a
+    block's stderr lines can arrive after stdout lines written beside them, where both go to one file."""
     environ = os.environ if environ is None else environ
     if environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0") or not sys.executable:
         yield
