@@ -35,6 +35,7 @@ from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import folders  # noqa: E402
 from dropzoo import records  # noqa: E402
 from dropzoo import sources  # noqa: E402
+from dropzoo import tflite  # noqa: E402
 
 
 def main(argv):
@@ -83,6 +84,8 @@ def _main(argv):
     home = f.workdir or _run_holding(path_of(f))
     with errors.one_line():
         own = _own_data(home, required=not given) if home else None
+        if not given and not home:  # a copied export: the default data (MNIST) is right only for an MNIST model
+            _check_copied_export_data(path_of(f), bool(f.tflite))
         given = folders.with_run_image_options(given, own and own["trained_on"])
         data = _data_to_score(given, own)
         if own and data is own["origin"]:
@@ -182,6 +185,16 @@ def _run_holding(path):
     """The run directory whose export `path` is (RUN/saved_model, RUN/model.tflite, ...), or None."""
     run = os.path.dirname(os.path.normpath(os.path.abspath(path)))
     return run if os.path.isfile(os.path.join(run, "metrics.json")) else None
+
+
+def _check_copied_export_data(path, tflite_model):
+    """DataError where an export copied out of its run, given no data flags, records that its run was tested on
+    other data than the default (MNIST): the default's error, or score, would be about data never asked for."""
+    recorded = tflite.recorded(path, "test_data") if tflite_model else export.recorded_test_data(path)
+    source = str((recorded or {}).get("source", ""))
+    if source and source not in ("mnist_sample", "tfds:mnist"):
+        raise errors.DataError(f"{path} was copied out of its run, which was tested on {source}; name the data to "
+                               "score it on (--image_dir and --test_image_dir, --npz, --idx_dir or --dataset)")
 
 
 def _given_data(f):

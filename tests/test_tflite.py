@@ -165,7 +165,7 @@ def test_a_damaged_tflite_model_of_a_run_is_refused_not_scored(finished_run, tmp
                                      tflite_model=True)
 
 
-def test_a_copied_tflite_model_says_what_its_run_trained_and_tested_on(finished_run, tmp_path):
+def test_a_copied_tflite_model_says_what_its_run_trained_and_tested_on(finished_run, tmp_path, eval_main, capsys):
     # A .tflite copied out of its run scored other data without a word, and took any image folder as class ids:
     # each carries its run's class names and test data, as the SavedModel does in assets.extra.
     workdir, metrics = finished_run
@@ -181,6 +181,13 @@ def test_a_copied_tflite_model_says_what_its_run_trained_and_tested_on(finished_
         result = evaluate.evaluate_on_dataset(str(copy), data={"npz": str(tmp_path / "other.npz")}, tflite_model=True)
         assert evaluate.copied_export_notes(str(copy), result, tflite_model=True) == [
             f"evaluated on npz:{tmp_path / 'other.npz'}, not the test data the export's run was tested on (tiny)"]
+    # Given no data, a copy is not scored on the default (MNIST), which it was not tested on: told to name its data.
+    copied = shutil.copytree(os.path.join(workdir, "saved_model"), tmp_path / "saved_model")
+    for flag in (f"--tflite={tmp_path / tflite.INT8_FILE}", f"--saved_model={copied}"):
+        assert eval_main(flag) == 2
+        assert capsys.readouterr().err.endswith("was copied out of its run, which was tested on tiny; name the data "
+                                                "to score it on (--image_dir and --test_image_dir, --npz, --idx_dir or "
+                                                "--dataset)\n")
     # The record is metadata the interpreter does not read: the same answers, whatever it holds, replaced in place.
     with open(os.path.join(workdir, tflite.FLOAT32_FILE), "rb") as f:
         content = f.read()
