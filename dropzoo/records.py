@@ -62,9 +62,9 @@ def find_runs(runs_dirs):
 
 
 def check_runs_dirs(runs_dirs):
-    """ValueError where the list names an empty directory: a stray comma, which would mean the cwd."""
+    """ValueError where the list has an empty entry: a stray comma, which would mean the cwd."""
     if not all(runs_dirs):
-        raise ValueError(f"--runs_dir={','.join(runs_dirs)} names an empty directory (a stray comma?); give each once")
+        raise ValueError(f"--runs_dir={','.join(runs_dirs)} has an empty entry (a stray comma?); drop it")
 
 
 def unfinished_runs(runs_dirs):

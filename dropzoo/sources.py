@@ -126,7 +126,8 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
         if alone:  # its one image would train and never be tested
             raise DataError(f"--image_dir {root}: class(es) {', '.join(alone)} have a single image; the test split "
                             f"takes {IMAGE_TEST_FRACTION:.0%} of each class, so give each class at least 2 images "
-                            "(5 or more for a useful test), or a --test_image_dir")
+                            "(5 or more for a useful test), or a --test_image_dir (with --validation_fraction=0, "
+                            "so that each single image trains)")
         test_root, (train_files, test_files) = None, _split_files(files, root)
         details["test_split"] = {"fraction": IMAGE_TEST_FRACTION, "rule": "per class, the files whose sha256 of "
                                  "their path below --image_dir sorts first", "test_files_sha256": hashlib.sha256(

@@ -58,7 +58,7 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
                                           r"\(before_dense, canonical, none\); give one of them"):
         compare.compare_runs([str(study / "a"), str(study / "b")], source=tiny_source(), baseline="canonicl",
                              output_dir=str(tmp_path / "typo"))
-    with pytest.raises(ValueError, match=r"--runs_dir=.*a, names an empty directory \(a stray comma"):
+    with pytest.raises(ValueError, match=r"--runs_dir=.*a, has an empty entry \(a stray comma\?\); drop it"):
         records.find_runs([str(study / "a"), ""])
     collected = tmp_path / "collected"
     copied = collect.collect([str(study / "a"), str(study / "b")], str(collected))

@@ -601,10 +601,10 @@ def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, messa
     (["--workdir=/nonexistent/run"], "error: --workdir /nonexistent/run is not a directory; give a run's"),
     (["--workdir=/nonexistent/run", "--dataset=mnist_sample"], "error: --workdir /nonexistent/run is not a "
                                                                 "directory"),
-    (["--runs_dir=/tmp,"], "error: --runs_dir=/tmp, names an empty directory (a stray comma?)"),
+    (["--runs_dir=/tmp,"], "error: --runs_dir=/tmp, has an empty entry (a stray comma?); drop it"),
     (["--runs_dir=/tmp", "--dataset=mnist", "--npz=x.npz"], "error: give one data source, not --npz and --dataset"),
     (["--workdir=/tmp", "--dataset=mnist", "--image_dir=/tmp"], "error: give one data source, not --image_dir "),
-    (["--runs_dir=/tmp,", "--collect=/x"], "error: --runs_dir=/tmp, names an empty directory"),
+    (["--runs_dir=/tmp,", "--collect=/x"], "error: --runs_dir=/tmp, has an empty entry"),
     (["--workdir=/tmp", "--image_dir="], "error: --image_dir is given but empty (an unset variable?)"),
     (["--runs_dir=/tmp", "--ood_idx_dir="], "error: --ood_idx_dir is given but empty"),
     (["--saved_model=/nonexistent", "--output=/tmp"], "error: --output /tmp is a directory; give the result's file "
