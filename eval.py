@@ -190,7 +190,7 @@ def _run_holding(path):
 def _check_copied_export_data(path, tflite_model):
     """DataError where an export copied out of its run, given no data flags, records that its run was tested on
     other data than the default (MNIST): the default's error, or score, would be about data never asked for."""
-    recorded = tflite.recorded(path, "test_data") if tflite_model else export.recorded_test_data(path)
+    recorded = (tflite if tflite_model else export).recorded_test_data(path)
     source = str((recorded or {}).get("source", ""))
     if source and source not in ("mnist_sample", "tfds:mnist"):
         raise errors.DataError(f"{path} was copied out of its run, which was tested on {source}; name the data to "

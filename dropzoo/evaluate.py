@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from dropzoo import data as data_lib
+from dropzoo import export
 from dropzoo import files
 from dropzoo import serving
 from dropzoo import tflite
@@ -18,10 +19,8 @@ from dropzoo import uncertainty
 from dropzoo.errors import ExportError
 from dropzoo.export import check_outputs
 from dropzoo.export import check_uint8_input
-from dropzoo.export import class_names as export_class_names
 from dropzoo.export import load_serving_fn
 from dropzoo.export import load_signatures
-from dropzoo.export import recorded_test_data
 from dropzoo.export import serving_input_spec
 from dropzoo.serving import MC_DRAWS_KEY
 from dropzoo.serving import MC_DRAWS_XLA_KEY
@@ -132,8 +131,8 @@ def _score(path, predict, batches, ood_batches):
 def copied_export_notes(path, result, tflite_model=False):
     """[a note] where the SavedModel (`tflite_model`: the TFLite model) at `path`, scored apart from its run, was
     tested by its run on other data than `result` scored (the export records its run's test split)."""
-    recorded = tflite.recorded(path, "test_data") if tflite_model else recorded_test_data(path)
-    if not isinstance(recorded, dict) or recorded.get("test_sha256") in (None, result.get("data_sha256")):
+    recorded = (tflite if tflite_model else export).recorded_test_data(path)
+    if recorded is None or recorded["test_sha256"] == result.get("data_sha256"):
         return []
     return [f"evaluated on {result['data_source']}, not the test data the export's run was tested on "
             f"({recorded.get('source')})"]
@@ -369,8 +368,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
                else load_serving_fn(path).structured_outputs[PROBABILITIES_KEY].shape[-1])
     source = sources.load_source(**(data or {}), need_train=False)
     if run_class_names is None:  # an export copied out of its run says them itself
-        names = tflite.recorded(path, "class_names") if tflite_model else export_class_names(path)
-        run_class_names = list(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+        run_class_names = (tflite if tflite_model else export).class_names(path)
     source = folders.check_classes(source, classes, run_class_names, path)  # its labels as the model's class ids
     ood_source = uncertainty.load_ood(ood) if ood else None
     data_sha256 = sources.fingerprint(source)

@@ -82,15 +82,21 @@ def write_error(path, error):
                       "nothing half-written was left, and earlier checkpoints and exports are intact")
 
 
+def first_existing(path):
+    """The nearest of `path` and its ancestors that exists (what a failed run must not remove)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def unwritable(directory, make=True):
     """Why this process cannot write in `directory`, or None. `make`: made first, with its parents, if need be;
     else nothing is made, and the nearest of it and its ancestors that exists is tried."""
-    target = os.path.abspath(directory)
     try:
         if make:
             os.makedirs(directory, exist_ok=True)
-        while not os.path.exists(target):
-            target = os.path.dirname(target)
+        target = first_existing(directory)
         if not os.path.isdir(target):
             return f"{target} is a file"
         probe = os.path.join(target, f".write-test-{os.getpid()}")

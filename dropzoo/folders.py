@@ -20,7 +20,6 @@ run or a comparison) asks here:
 import dataclasses
 import json
 import os
-import unicodedata
 
 import tensorflow as tf
 from absl import logging
@@ -260,8 +259,7 @@ def _difference(names, trained, in_order=False):
         k = next(k for k, (a, b) in enumerate(zip(names, trained)) if a != b)
         return f"are the run's classes in another order (label {k} is {names[k]!r}, the run's class {k} {trained[k]!r})"
     extra, missing = [n for n in names if n not in trained], [n for n in trained if n not in names]
-    trained_forms = {unicodedata.normalize("NFC", n) for n in trained}
-    mac = bool(extra) and all(unicodedata.normalize("NFC", n) in trained_forms for n in extra)
+    mac = readers.other_unicode_form(extra, trained)
     if mac:  # shown escaped: printed, the two forms look alike
         extra = [ascii(n) for n in extra]
     said = [f"include {listed(extra)}, which the run did not train on" if extra else "",

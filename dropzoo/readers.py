@@ -247,14 +247,20 @@ def _check_entry(directory, name, what):
                         "or on a disk not mounted?); restore it or remove the link")
 
 
+def other_unicode_form(names, known):
+    """Whether every one of `names` is one of the `known` names written in another Unicode form (a Mac writes
+    'é' as 'e' + U+0301): printed, the two look alike."""
+    forms = {unicodedata.normalize("NFC", n) for n in known}
+    return bool(names) and all(unicodedata.normalize("NFC", n) in forms for n in names)
+
+
 def check_test_classes(test_root, test_classes, root, classes):
     """DataError where the test folder `test_root` has class folders the training folder `root` lacks (with a word
     where they are its names in another Unicode form, shown escaped: the two lists printed alike)."""
     unknown = sorted(set(test_classes) - set(classes))
     if not unknown:
         return
-    mac = sorted(unicodedata.normalize("NFC", n) for n in unknown) == sorted(
-        unicodedata.normalize("NFC", n) for n in set(classes) - set(test_classes))
+    mac = other_unicode_form(unknown, classes)
     shown = ", ".join(map(ascii if mac else repr, unknown))
     raise DataError(f"--test_image_dir {test_root} has class folder(s) {shown} that --image_dir {root} lacks; both "
                     "take the same class subfolders"

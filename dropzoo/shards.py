@@ -132,11 +132,16 @@ def from_slurm(source):
     return source.startswith("SLURM_ARRAY_TASK_ID")
 
 
+def from_kubernetes(source):
+    """Whether a task_of source is a Kubernetes Indexed Job's environment (JOB_COMPLETION_INDEX, not flags)."""
+    return source.startswith("JOB_COMPLETION_INDEX")
+
+
 def check_slurm_share(mine, plan, index, count, source):
     """ConfigError where a Slurm array's task, or a Kubernetes Indexed Job's pod, got no runs: the array (Job) is
     larger than the plan, or the command picks its runs by the index too (a one-run plan per task). A split typed
     with --task_index is the user's own."""
-    kubernetes = source.startswith("JOB_COMPLETION_INDEX")
+    kubernetes = from_kubernetes(source)
     if mine or not (from_slurm(source) or kubernetes):
         return
     groups = len(set(plan))
@@ -199,7 +204,7 @@ def array_job(source, environ=None):
     environ = os.environ if environ is None else environ
     if from_slurm(source):
         return ("slurm", environ["SLURM_ARRAY_JOB_ID"]) if environ.get("SLURM_ARRAY_JOB_ID") else None
-    if source.startswith("JOB_COMPLETION_INDEX") and environ.get(JOB_UID):
+    if from_kubernetes(source) and environ.get(JOB_UID):
         return "k8s", environ[JOB_UID]
     return None
 
@@ -207,7 +212,7 @@ def array_job(source, environ=None):
 def kubernetes_unchecked(source, environ=None):
     """The warning for a Kubernetes pod whose Job's pods cannot compare plans (DROPZOO_JOB_UID unset), or None."""
     environ = os.environ if environ is None else environ
-    if not source.startswith("JOB_COMPLETION_INDEX") or environ.get(JOB_UID):
+    if not from_kubernetes(source) or environ.get(JOB_UID):
         return None
     return (f"{JOB_UID} is not set, so this pod cannot check that the Job's other pods plan the same runs (a command "
             "that picks its runs by JOB_COMPLETION_INDEX would train a share of a share without a word); set it from "
@@ -230,7 +235,7 @@ def check_array_plans(runs, sweep_plan, index, source, environ=None, record=True
         return
     scheduler, job_id = job
     digest, where = _plan_digest(runs, sweep_plan), _tasks_dir(runs, make=record)
-    prefix = f"{scheduler}-{_file_safe(job_id)}-task"
+    prefix = f"{scheduler}-{files.name_characters(job_id)}-task"
     if record:
         files.write_json(os.path.join(where, f"{prefix}{index}.json"), {"plan_sha256": digest,
                                                                         "first_run": runs[0][1]})
@@ -240,11 +245,6 @@ def check_array_plans(runs, sweep_plan, index, source, environ=None, record=True
             own = _OWN_INDEX if scheduler == "slurm" else _OWN_INDEX_K8S
             raise ConfigError(f"task {task} of {what} plans other runs (from {other['first_run']}) than this task "
                               f"{index} (from {runs[0][1]}), though an array job runs one command; {own}")
-
-
-def _file_safe(text):
-    """`text` with anything but letters, digits, '.', '_' and '-' replaced by '_' (a job id in a file name)."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
 
 def check_task_counts(runs, sweep_plan, index, count, source, record=True):
@@ -270,7 +270,7 @@ def check_task_counts(runs, sweep_plan, index, count, source, record=True):
                     os.remove(own)
                 n = other["num_tasks"]
                 fix = (f"submit the array as --array=0-{n - 1}" if from_slurm(source) else
-                       f"give the Job {n} completions and --num_tasks={n}" if "JOB_COMPLETION_INDEX" in source else
+                       f"give the Job {n} completions and --num_tasks={n}" if from_kubernetes(source) else
                        f"give every task --num_tasks={n}")
                 raise ConfigError(
                     f"task {task} of this plan split it into {n} shares, and this task {index} into {count} "

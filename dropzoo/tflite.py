@@ -89,9 +89,18 @@ def record(content):
     return {}
 
 
-def recorded(path, key):
-    """The `key` entry ("class_names", "test_data") of the record the TFLite model at `path` carries, or None."""
-    return record(read(path)).get(key)
+def class_names(path):
+    """The class names the TFLite model at `path` was trained on ([]: its classes are their numbers), or None where
+    it carries none (as export.class_names for a SavedModel)."""
+    names = record(read(path)).get("class_names")
+    return list(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+
+
+def recorded_test_data(path):
+    """{"source", "test_sha256"} of the test split the TFLite model at `path` was tested on by its run, or None (as
+    export.recorded_test_data for a SavedModel)."""
+    recorded = record(read(path)).get("test_data")
+    return recorded if isinstance(recorded, dict) and isinstance(recorded.get("test_sha256"), str) else None
 
 
 def _text(name):

@@ -150,7 +150,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
     strategy = strategies.strategy_for(config)
     loop = loop_for(strategy)
     lock = locks.WorkdirLock(workdir)  # taken by the chief alone: the workers share its workdir
-    keep = workdir_lib.first_existing(workdir)
+    keep = files.first_existing(workdir)
     fresh = loop.chief and not (os.path.isdir(workdir) and workdir_lib.started(workdir))
     with loop.session(workdir) as write_dir:
         try:

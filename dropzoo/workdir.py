@@ -111,18 +111,10 @@ def ensure_writable(workdir, make=True):
         raise RunError(f"cannot write to workdir {workdir!r} ({why}); pass a --workdir you can write to")
 
 
-def first_existing(path):
-    """The nearest of `path` and its ancestors that exists (what a failed run must not remove)."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    return path
-
-
 def remove_unstarted(workdir, keep):
     """Removes what a run that never checkpointed wrote in `workdir`, and the directories it made.
 
-    `keep` is `first_existing(workdir)` from before the run: it and its
+    `keep` is `files.first_existing(workdir)` from before the run: it and its
     ancestors stay. A run that has started (a checkpoint or metrics.json) is
     never touched.
     """
