@@ -5,6 +5,7 @@
     python eval.py --tflite=runs/keras_mnist_cnn/canonical/seed0/model_int8.tflite --dataset=mnist_sample
     python eval.py --runs_dir=runs/study --mc_samples=30      # compare a sweep
     python eval.py --runs_dir=runs/study --mc_samples=20 --ood_idx_dir=/usr/share/datasets/fashion-mnist
+    python eval.py --workdir=runs/mine/canonical/seed0 --mc_samples=20 --ood_image_dir=photos/  # any images
 """
 import json
 import os
@@ -33,6 +34,7 @@ from dropzoo import export  # noqa: E402
 from dropzoo import files  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import folders  # noqa: E402
+from dropzoo import ood as ood_lib  # noqa: E402
 from dropzoo import records  # noqa: E402
 from dropzoo import sources  # noqa: E402
 from dropzoo import tflite  # noqa: E402
@@ -62,8 +64,8 @@ def _main(argv):
     if sum(bool(x) for x in (f.saved_model, f.tflite, f.workdir, f.runs_dir)) != 1:
         return errors.fail("give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR "
                            "(or --tflite=PATH)")
-    if f.ood_dataset and f.ood_idx_dir:
-        return errors.fail("give at most one of --ood_dataset=NAME and --ood_idx_dir=DIR")
+    with errors.one_line():
+        _ood(f)  # one OOD source, before any data loads
     if f.tflite and (f.mc_samples or f.mc_seed):  # before check_mc, whose fix (add --mc_samples) would not do
         return errors.fail("a TFLite model serves dropout off only: MC dropout (--mc_samples, --mc_seed) needs the "
                            "SavedModel; pass --saved_model=DIR (or --workdir) instead of --tflite")
@@ -257,10 +259,8 @@ def _compare(f):
 
 
 def _ood(f):
-    """The OOD data as load_source arguments, or None."""
-    if f.ood_dataset:
-        return {"dataset": f.ood_dataset, "tfds_data_dir": f.tfds_data_dir}
-    return {"idx_dir": f.ood_idx_dir} if f.ood_idx_dir else None
+    """The OOD data the --ood_* flags name (ood.arguments), or None."""
+    return ood_lib.arguments(f.ood_dataset, f.ood_idx_dir, f.ood_npz, f.ood_image_dir, f.tfds_data_dir)
 
 
 if __name__ == "__main__":

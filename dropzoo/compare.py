@@ -383,7 +383,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     `baseline`); `margins` {metric: margin} the equivalence margins (default
     report.DEFAULT_MARGINS). `data_override` ({"dataset", "idx_dir", ...}) or
     `source` (a sources.Source) tests every run on that data instead of its
-    own; `ood` ({"dataset", "idx_dir"}, or a Source) adds out-of-distribution
+    own; `ood` (ood.arguments, or a Source) adds out-of-distribution
     detection.
     """
     runs_dirs = [runs_dirs] if isinstance(runs_dirs, (str, os.PathLike)) else list(runs_dirs)

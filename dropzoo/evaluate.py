@@ -13,6 +13,7 @@ import tensorflow as tf
 from dropzoo import data as data_lib
 from dropzoo import export
 from dropzoo import files
+from dropzoo import ood as ood_lib
 from dropzoo import serving
 from dropzoo import tflite
 from dropzoo import uncertainty
@@ -165,7 +166,7 @@ def _ood_metrics(probabilities, draws, ood_probabilities, ood_draws, stochastic)
     """ood_auroc_<score> and ood_fpr95_<score> for every score the evaluation has (MC mutual information only
     where the test draws vary: `stochastic`)."""
     if not len(ood_probabilities):
-        raise ValueError("the out-of-distribution data has no examples; check --ood_dataset/--ood_idx_dir")
+        raise ValueError("the out-of-distribution data has no examples; check the --ood_* flag that names it")
     result = {"ood_num_examples": int(len(ood_probabilities))}
     for name, score in OOD_SCORES.items():
         if (name.startswith("mc_") and draws is None) or (name == "mc_mutual_information"
@@ -270,7 +271,7 @@ class _Predictor:
         return np.concatenate(parts, axis=1)
 
 
-OOD_DATA = "the out-of-distribution data (--ood_dataset/--ood_idx_dir)"
+OOD_DATA = "the out-of-distribution data (--ood_*)"
 
 
 def _check_input_shape(what, want, batches, data="the data"):
@@ -280,9 +281,10 @@ def _check_input_shape(what, want, batches, data="the data"):
     """
     want = tuple(want)
     have, batches = _data_image_shape(batches)
-    if have != want and data == OOD_DATA:  # a tfds name or IDX files: nothing resizes them
+    if have != want and data == OOD_DATA:  # a tfds name, IDX files or arrays: nothing resizes them
         raise ValueError(f"{what} takes images of shape (H, W, C)={want} but {data} has {have}; give "
-                         f"out-of-distribution images of the model's shape {want}")
+                         f"out-of-distribution images of the model's shape {want}, or a folder of images "
+                         "(--ood_image_dir=DIR reads them at the model's size and channels)")
     if have != want:
         colour = {1: " --color_mode=grayscale", 3: " --color_mode=rgb"}.get(want[2], "")
         raise ValueError(
@@ -344,8 +346,9 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
                         tflite_model=False, run_class_names=None):
     """Evaluates the export at `path` on a data source's test split; returns the result dict.
 
-    `data` and `ood` are sources.load_source arguments ({"dataset": ...},
-    {"idx_dir": ...}, {"npz": ...}, ...; data defaults to mnist); `ood` adds
+    `data` is sources.load_source arguments ({"dataset": ...}, {"idx_dir": ...},
+    {"npz": ...}, ...; default mnist); `ood` (ood.arguments: a tfds name, IDX
+    files, arrays or a folder of images, read at the model's size) adds
     out-of-distribution detection against that source's test split. With
     `tflite_model`, `path` is a .tflite file (model.tflite, model_int8.tflite).
     `run_class_names`: the class folders the run trained on, if it recorded
@@ -364,13 +367,18 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     # Fail on a broken model before loading any data.
     if tflite_model:
         tflite.check_recorded(path)  # a run's TFLite model, against its record
-    classes = (tflite.Model.load(path).num_classes if tflite_model
-               else load_serving_fn(path).structured_outputs[PROBABILITIES_KEY].shape[-1])
+    if tflite_model:
+        model = tflite.Model.load(path)
+        classes, image_shape = model.num_classes, model.input_shape
+    else:
+        serving_fn = load_serving_fn(path)
+        classes = serving_fn.structured_outputs[PROBABILITIES_KEY].shape[-1]
+        image_shape = serving_input_spec(serving_fn, f"SavedModel {path}")[1].shape[1:]
     source = sources.load_source(**(data or {}), need_train=False)
     if run_class_names is None:  # an export copied out of its run says them itself
         run_class_names = (tflite if tflite_model else export).class_names(path)
     source = folders.check_classes(source, classes, run_class_names, path)  # its labels as the model's class ids
-    ood_source = uncertainty.load_ood(ood) if ood else None
+    ood_source = ood_lib.load(ood_lib.for_model(ood, image_shape)) if ood else None  # a folder: the model's size
     data_sha256 = sources.fingerprint(source)
     ood_sha256 = ood_source and sources.fingerprint(ood_source)
     uncertainty.check_ood_is_other(data_sha256, ood_sha256, f"{source.name}'s")

@@ -22,6 +22,7 @@ from dropzoo import sweep
 
 FLAGS = flags.FLAGS
 # The data flags eval.py shares with train.py (same names, same help).
+OOD_FIELDS = ("ood_dataset", "ood_idx_dir", "ood_npz", "ood_image_dir")
 DATA_FIELDS = ("dataset", "idx_dir", "tfds_data_dir", "npz", "image_dir", "test_image_dir", "image_size",
                "color_mode")
 # train.py's flags that are not TrainConfig fields: (name, default, help).
@@ -108,6 +109,10 @@ EVAL_FLAGS = (
                           "entropy and MC mutual information: AUROC, FPR at 95% TPR."),
     ("ood_idx_dir", None, "As --ood_dataset, from IDX .gz files (t10k-*), e.g. "
                           "/usr/share/datasets/fashion-mnist."),
+    ("ood_npz", None, "As --ood_dataset, from an .npz file's x_test (or its one array; an .npy array too): uint8 "
+                      "[N, H, W] or [N, H, W, C] images of the model's shape (labels, if any, are not used)."),
+    ("ood_image_dir", None, "As --ood_dataset, from a folder of images (PNG, JPEG, BMP, GIF; its subfolders too, "
+                            "however named), each read at the model's size and channels as --image_dir reads them."),
     ("baseline", "canonical", "Variant the comparison's t-tests compare against."),
     ("workdir", None, "A training workdir; evaluates <workdir>/saved_model."),
     ("batch_size", 256, "Evaluation batch size."),
@@ -160,7 +165,7 @@ def check_one_source(fv=FLAGS):
     """ConfigError where --dataset is given beside --npz or --image_dir (even at its default, mnist: the loader
     reads the default as no --dataset, and would ignore it). --idx_dir beside it names that dataset's IDX files
     (the study configs name their dataset, and take --idx_dir=DIR offline)."""
-    empty = [name for name in DATA_FIELDS + tuple(n for n in ("ood_dataset", "ood_idx_dir") if n in fv)
+    empty = [name for name in DATA_FIELDS + tuple(n for n in OOD_FIELDS if n in fv)
              if fv[name].present and not str(fv[name].value or "").strip()]
     if empty:  # read as not given: an unset $VAR trained or scored other data (the default dataset) without a word
         raise config_lib.ConfigError(f"--{empty[0]} is given but empty (an unset variable?); give it a value, or "

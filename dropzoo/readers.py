@@ -106,7 +106,7 @@ def read_npz(path, need_train=True):
         raise DataError(f"--npz {path} does not exist; give the path of an .npz file holding "
                         f"{', '.join(NPZ_KEYS)}")
     if not zipfile.is_zipfile(path):  # np.load would read an .npy as one array, and text as pickled data
-        kind = "an .npy file (one array)" if _is_npy(path) else "not an .npz archive"
+        kind = "an .npy file (one array)" if is_npy(path) else "not an .npz archive"
         raise DataError(f"{path} is {kind}; save the four arrays in one file with {save}")
     needed = NPZ_KEYS if need_train else NPZ_KEYS[2:]  # scoring reads the test split alone
     try:
@@ -146,7 +146,7 @@ def check_arrays(where, train, test, every_class_tested=True):
     return train, test
 
 
-def _is_npy(path):
+def is_npy(path):
     with open(path, "rb") as f:
         return f.read(6) == b"\x93NUMPY"
 
@@ -324,12 +324,13 @@ def list_image_folder(directory, what="--image_dir", training=True):
     return classes, files
 
 
-def read_images(paths, size=None, color_mode="grayscale"):
+def read_images(paths, size=None, color_mode="grayscale", model=None):
     """uint8 [N, H, W, C] of the image files at `paths` (C = 1 for grayscale, 3 for rgb).
 
     With `size` (H, W), each image is resized to it with bilinear
     interpolation (PIL's, on uint8 pixels: what a client must do too);
-    without, every image must already have one size.
+    without, every image must already have one size. `model`: what chose the
+    size and colour mode (else the flags did), named in the colour warning.
     """
     from PIL import Image  # imported here: only image folders need it
     from PIL import ImageOps
@@ -381,7 +382,9 @@ def read_images(paths, size=None, color_mode="grayscale"):
         more = f"; {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
         raise DataError(f"{len(unreadable)} file(s) cannot be read as images: {'; '.join(unreadable[:3])}{more}; "
                         "remove them or replace them with PNG/JPEG/BMP/GIF files")
-    if colour:
+    if colour and model:
+        logging.warning("%s has colours, and images are read as grayscale, as %s takes them", colour, model)
+    elif colour:
         logging.warning("%s has colours, and images are read as grayscale (--color_mode=grayscale, the default); "
                         "to train on colour pass --color_mode=rgb (a run trained on grayscale scores them gray)",
                         colour)

@@ -21,6 +21,7 @@ from dropzoo import data_identity
 from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import folders
+from dropzoo import ood as ood_lib
 from dropzoo import sources
 from dropzoo import uncertainty
 from dropzoo import workdir as workdirs
@@ -115,7 +116,7 @@ class _Data:
         key = ("source", id(what)) if isinstance(what, sources.Source) else json.dumps([_clean(what), ood])
         if key not in self.loaded:
             try:
-                source = what if isinstance(what, sources.Source) else uncertainty.load_ood(what) if ood else \
+                source = what if isinstance(what, sources.Source) else ood_lib.load(what) if ood else \
                     sources.load_source(**what, need_train=False)
                 self.loaded[key] = (sources.fingerprint(source), source, None)
             except DataError as e:
@@ -145,7 +146,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
 
     Each run is scored on its own test data, or on `data_override`'s
     (load_source arguments), or on `source`'s test split (a sources.Source);
-    `ood` (load_source arguments, or a Source) adds out-of-distribution
+    `ood` (ood.arguments, or a Source) adds out-of-distribution
     detection. An evaluation the run's record holds for the same request is
     read; otherwise the run's SavedModel is evaluated and the result saved.
     Where the data asked for cannot be loaded here, a record that holds
@@ -154,9 +155,10 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     construction to another gets that run's evaluation and `identical_to`.
     """
     data, rows, computed, scored = _Data(), [], {}, []
-    ood_id = data.identity(ood, ood=True) if ood else None
     for run in run_dirs:
         metrics = files.read_json(os.path.join(run, "metrics.json"), FIX)
+        # (a folder of OOD images is read at each run's image size: loaded once for each size)
+        ood_id = data.identity(ood_lib.for_model(ood, metrics["data"].get("image_shape")), ood=True) if ood else None
         trained = os.path.normpath(os.path.join(run, metrics["identical_to"])) if "identical_to" in metrics else run
         if trained != run:
             _check_identical_target(run, metrics, trained)

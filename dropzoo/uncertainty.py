@@ -15,7 +15,6 @@ the reliability curve; entropies are in nats.
   `expected_calibration_error` is computed from it (Guo et al., 2017).
 - `over_samples`: NLL, ECE and Brier of the mean of the first t samples, t = 1..T.
 """
-import re
 import warnings
 
 import numpy as np
@@ -141,19 +140,3 @@ def scores(probabilities, labels):
             "ece": expected_calibration_error(p, labels),
             "brier": brier_score(p, labels)}
 
-
-def load_ood(ood):
-    """The out-of-distribution data's Source; its errors name eval.py's --ood_* flags that gave it."""
-    from dropzoo import sources
-
-    try:
-        return sources.load_source(**ood, need_train=False)
-    except DataError as e:  # the loaders name the flags of the data under test
-        message = str(e).replace(", --npz or --image_dir", "")  # OOD data comes by name or as IDX files only
-        message = message.replace("--npz=FILE.npz, --image_dir=DIR or --idx_dir=DIR", "--idx_dir=DIR (IDX files)")
-        message = message.replace("--idx_dir (IDX .gz), --npz (arrays) or --image_dir (a folder of images)",
-                                  "--idx_dir (IDX .gz)")
-        message = re.sub(r"for (.+?) pass --(npz|image_dir)=.*", r"\1 cannot be out-of-distribution data, which "
-                         "comes as a tfds name or IDX files (--ood_idx_dir=DIR) only", message)
-        message = re.sub(r"--(idx_dir|dataset)\b", r"--ood_\1", message)
-        raise DataError(f"out-of-distribution data: {message}") from None

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from dropzoo import evaluate
+from dropzoo import ood as ood_lib
 from dropzoo import uncertainty
 from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
@@ -196,7 +197,7 @@ def test_ood_data_errors_name_the_ood_flags(ood, message):
     """The loaders speak of --idx_dir and --dataset; for OOD data eval.py's flags are --ood_idx_dir and
     --ood_dataset, and only the t10k files are needed."""
     with pytest.raises(DataError) as info:
-        uncertainty.load_ood(ood)
+        ood_lib.load(ood)
     assert str(info.value).startswith(message) and "--idx_dir" not in str(info.value)
     assert "train-images" not in str(info.value)
 
@@ -209,7 +210,7 @@ def test_an_unprepared_ood_dataset_names_the_ood_flags(monkeypatch):
 
     monkeypatch.setattr(tfds_source, "load", unreachable)
     with pytest.raises(DataError) as info:
-        uncertainty.load_ood({"dataset": "kmnist", "tfds_data_dir": None})
+        ood_lib.load({"dataset": "kmnist", "tfds_data_dir": None})
     message = str(info.value)
     assert message.startswith("out-of-distribution data: tfds dataset 'kmnist' is not prepared")
     assert "--ood_idx_dir" in message and "--idx_dir" not in message and "--npz" not in message

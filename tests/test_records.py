@@ -170,6 +170,20 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
                for n in held["notes"]), held["notes"]
 
 
+def test_a_comparison_reads_an_ood_folder_at_each_runs_image_size(study, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "photos").mkdir()
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8)).save(tmp_path / "photos" / f"{i}.png")
+    result = compare.compare_runs(str(study / "a"), source=tiny_source(), ood={"image_dir": str(tmp_path / "photos")},
+                                  output_dir=str(tmp_path / "out"))
+    assert result["table"] and all(0 <= e["ood_auroc_entropy"]["mean"] <= 1 for e in result["table"])
+    with open(result["paths"]["uncertainty.md"]) as f:
+        assert f"Out-of-distribution data: images:{tmp_path / 'photos'} (all its images)" in f.read()
+
+
 def _arrays(seed=0):
     source = tiny_source(seed=seed)
     images, labels = next(iter(source.test.batch(1000).as_numpy_iterator()))

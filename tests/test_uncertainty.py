@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import models
+from dropzoo import ood as ood_lib
 from dropzoo import uncertainty
 from dropzoo import uncertainty_report
 from dropzoo.evaluate import evaluate_on_dataset
@@ -346,13 +347,12 @@ def test_an_ood_interval_past_its_range_is_marked():
     assert "† mean ± 95% CI half-width past the values the metric can take" in text
 
 
-def test_an_npz_or_a_folder_given_as_ood_data_is_told_what_ood_data_can_be(tmp_path):
+def test_an_npz_given_as_an_ood_dataset_name_is_told_its_ood_flag(tmp_path):
     # The loader's fix for the data under test (pass --npz=...) would have scored the OOD images as test data.
     np.savez(tmp_path / "x.npz", x=np.zeros(1))
     with pytest.raises(ValueError, match=r"^out-of-distribution data: --ood_dataset takes a dataset name, not a path: "
-                                         r".*x.npz cannot be out-of-distribution data, which comes as a tfds name or "
-                                         r"IDX files \(--ood_idx_dir=DIR\) only$"):
-        uncertainty.load_ood({"dataset": str(tmp_path / "x.npz")})
+                                         r"for .*x.npz pass --ood_npz=.*x.npz$"):
+        ood_lib.load({"dataset": str(tmp_path / "x.npz")})
 
 
 def test_the_clients_mc_dropout_draws_each_chunk_its_own_masks_and_repeats_by_seed(export):
@@ -368,3 +368,21 @@ def test_the_clients_mc_dropout_draws_each_chunk_its_own_masks_and_repeats_by_se
     np.testing.assert_array_equal(again["probabilities"], twice["probabilities"])
     other = model.mc_dropout(images, samples=5, seed=4)
     assert not np.array_equal(other["probabilities"], twice["probabilities"][:4])
+
+
+def test_a_folder_of_any_images_is_ood_data_read_at_the_models_size(export, tmp_path):
+    """eval.py took OOD data only as a tfds name or IDX files: a model of another shape than 28x28 had none."""
+    from PIL import Image
+
+    _, path = export
+    rng = np.random.RandomState(0)
+    images, labels = rng.randint(0, 256, (30,) + SHAPE[:2]).astype(np.uint8), np.arange(30) % 3
+    np.savez(tmp_path / "d.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
+    (tmp_path / "photos" / "more").mkdir(parents=True)
+    for i in range(12):  # colour photos of another size, some in a subfolder
+        Image.fromarray(rng.randint(0, 256, (30, 20, 3)).astype(np.uint8)).save(
+            tmp_path / "photos" / ("more" if i % 3 else "") / f"{i}.jpg")
+    result = evaluate_on_dataset(path, data={"npz": str(tmp_path / "d.npz")}, batch_size=8, mc_samples=3,
+                                 ood={"image_dir": str(tmp_path / "photos")})
+    assert result["ood_num_examples"] == 12 and result["ood_data_source"] == f"images:{tmp_path / 'photos'}"
+    assert 0 <= result["ood_auroc_mc_mutual_information"] <= 1

@@ -1,0 +1,125 @@
+"""Out-of-distribution data for eval.py: a tfds name, IDX files, an array file or a folder of images.
+
+Its labels are never used: out-of-distribution detection asks only how unlike
+the test images the model finds these images. One table row per kind of
+data, as sources.py has for the data under test:
+
+- `--ood_dataset=NAME`: a tfds dataset's test split (with --tfds_data_dir).
+- `--ood_idx_dir=DIR`: t10k-*.gz IDX files.
+- `--ood_npz=FILE`: an .npz's x_test (or its one array), or an .npy array.
+- `--ood_image_dir=DIR`: every image in a folder and its subfolders, read at
+  the model's size and channels (`for_model`), as a client would resize them.
+
+The first three must have the model's (H, W, C) already: nothing resizes
+arrays (evaluate.py says so, naming --ood_image_dir).
+"""
+import logging
+import os
+import re
+import zipfile
+
+import numpy as np
+
+from dropzoo import readers
+from dropzoo import sources
+from dropzoo.errors import DataError
+
+# eval.py's flag of each kind (load_source's argument name -> the flag).
+FLAGS = {"dataset": "--ood_dataset", "idx_dir": "--ood_idx_dir", "npz": "--ood_npz", "image_dir": "--ood_image_dir"}
+NPZ_KEY = "x_test"
+
+
+def arguments(dataset=None, idx_dir=None, npz=None, image_dir=None, tfds_data_dir=None):
+    """The OOD data eval.py's flags name ({kind: value}, as load takes it), or None; DataError where several are
+    given (one would be scored, the others ignored)."""
+    given = {kind: value for kind, value in (("dataset", dataset), ("idx_dir", idx_dir), ("npz", npz),
+                                             ("image_dir", image_dir)) if value}
+    if len(given) > 1:
+        named = [f"{FLAGS[kind]}={value}" for kind, value in given.items()]
+        raise DataError(f"give one out-of-distribution source, not {' and '.join(named)}; keep one of them")
+    if "dataset" in given and tfds_data_dir:
+        given["tfds_data_dir"] = tfds_data_dir
+    return given or None
+
+
+def for_model(ood, image_shape):
+    """`ood` read at a model's (H, W, C): an image folder at its size and channels (others are as they are)."""
+    if not ood or isinstance(ood, sources.Source) or "image_dir" not in ood or image_shape is None:
+        return ood
+    height, width, channels = (int(d) for d in image_shape)
+    return {**ood, "image_size": f"{height},{width}", "color_mode": "rgb" if channels == 3 else "grayscale"}
+
+
+def load(ood):
+    """The OOD data's Source (its labels all 0: unused); its errors name the --ood_* flag that gave it."""
+    if "npz" in ood:
+        return _arrays(ood["npz"])
+    if "image_dir" in ood:
+        return _folder(ood["image_dir"], ood.get("image_size"), ood.get("color_mode", "grayscale"))
+    try:
+        return sources.load_source(**ood, need_train=False)
+    except DataError as e:  # the loaders name the flags of the data under test: name OOD data's own
+        message = str(e).replace("(a folder with one subfolder of images per class)", "(a folder of images)")
+        message = re.sub(r"--(idx_dir|dataset|npz|image_dir)\b", r"--ood_\1", message)
+        raise DataError(f"out-of-distribution data: {message}") from None
+
+
+def _arrays(path):
+    """Source of an .npz's x_test (or its one array) or an .npy's array: uint8 [N, H, W(, C)] images."""
+    path = os.path.abspath(path)
+    what = f"--ood_npz {path}"
+    if not os.path.isfile(path):
+        problem = "is a directory (a folder of images: --ood_image_dir)" if os.path.isdir(path) else "does not exist"
+        raise DataError(f"{what} {problem}; give an .npz file whose {NPZ_KEY} holds uint8 images")
+    if not zipfile.is_zipfile(path) and not readers.is_npy(path):  # np.load would read text as pickled data
+        raise DataError(f"{what} is not an .npz or .npy file; save the images with np.savez(path, {NPZ_KEY}=images)")
+    try:
+        with np.load(path, allow_pickle=False) as held:  # an .npz (a zip); an .npy is one array, not closable
+            names = held.files
+            key = NPZ_KEY if NPZ_KEY in names else names[0] if len(names) == 1 else None
+            images = held[key] if key else None
+            # Its labels are not used; kept where it has them, it is known by the fingerprint load_source gives it.
+            labels = held["y_test"] if key == NPZ_KEY and "y_test" in names else None
+    except (AttributeError, TypeError):  # np.load gave an .npy's array
+        images, key, names, labels = np.load(path, allow_pickle=False), "the array", None, None
+    except ValueError as e:
+        unsafe = "Object arrays" in str(e)
+        raise DataError(f"{what}: " + ("it holds an object array, which would have to be unpickled (unsafe); save "
+                                       "uint8 images" if unsafe else f"cannot be read ({' '.join(str(e).split())})")
+                        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{what} is not a readable .npz or .npy file ({type(e).__name__}); save the images with "
+                        f"np.savez(path, {NPZ_KEY}=images)") from None
+    if images is None:
+        raise DataError(f"{what} has no {NPZ_KEY} (it holds {', '.join(names) or 'nothing'}); save the images as "
+                        f"np.savez(path, {NPZ_KEY}=images)")
+    if labels is None or np.shape(labels) != np.shape(images)[:1] or not np.issubdtype(labels.dtype, np.integer):
+        labels = np.zeros(len(images) if np.ndim(images) else 0, np.int64)
+    try:
+        return sources.array_source(f"npz:{path}", None, (images, labels), origin={"ood_npz": path})
+    except DataError as e:
+        raise DataError(f"out-of-distribution data: {str(e).replace('x_test', key)}") from None
+
+
+def _folder(root, image_size, color_mode):
+    """Source of every image below `root` (sorted paths), at `image_size` ('H,W', the model's) and `color_mode`."""
+    root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        problem = "is a file, not a directory" if os.path.exists(root) else "does not exist"
+        raise DataError(f"--ood_image_dir {root} {problem}; give a folder of images (subfolders are read too)")
+    paths, skipped = [], []
+    for directory, folders, names in os.walk(root):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in sorted(n for n in names if not n.startswith(".")):
+            (paths if name.lower().endswith(readers.IMAGE_EXTENSIONS) else skipped).append(
+                os.path.join(directory, name))
+    if not paths:
+        raise DataError(f"--ood_image_dir {root} has no images ({', '.join(readers.IMAGE_EXTENSIONS)}) in it or its "
+                        "subfolders; give a folder of images")
+    if skipped:
+        logging.warning("--ood_image_dir %s: %d file(s) other than %s are not read, e.g. %s", root, len(skipped),
+                        ", ".join(readers.IMAGE_EXTENSIONS), os.path.relpath(skipped[0], root))
+    size = readers.parse_image_size(image_size)
+    images = readers.read_images(paths, size, color_mode, model="the model")
+    origin = {"ood_image_dir": root, "image_size": list(size) if size else None, "color_mode": color_mode}
+    return sources.array_source(f"images:{root}", None, (images, np.zeros(len(images), np.int64)), origin=origin)
