@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from dropzoo import evaluate
 from dropzoo import ood as ood_lib
-from dropzoo import uncertainty
 from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
 from dropzoo.evaluate import evaluate_saved_model
