@@ -87,7 +87,11 @@ def contrast_table(rows, pairs, margins):
     contrasts (Holm), and the minimum detectable effect
     is computed at ALPHA / m, m the contrasts tested (2 or more pairs).
     A seed is paired where both variants have a finite value; an entry's
-    `left_out` names the seeds that were not ([] if none).
+    `left_out` names the seeds that were not ([] if none). A seed whose run
+    diverged (a contrasted score not finite: NaN probabilities, which still
+    "score" an accuracy by argmax) is left out of every metric, and the
+    entry's `diverged` ({variant: [seeds]}) makes each verdict inconclusive:
+    the survivors alone would flatter a variant that diverges.
     """
     groups = records.group(rows)
     entries = []
@@ -95,8 +99,12 @@ def contrast_table(rows, pairs, margins):
         runs_a, runs_b = groups[a], groups[b]
         entry = {"a": runs_a[0]["variant"], "b": runs_b[0]["variant"], "contrast": f"{runs_a[0]['variant']} - "
                  f"{runs_b[0]['variant']}", "identical": _same(runs_a, runs_b), "left_out": []}
+        diverged = [{r["seed"]: f"{bad[0]} {r[bad[0]]}, diverged: left out of every metric" for r in runs
+                     for bad in [[m for m in margins if _not_finite(r.get(m))]] if bad} for runs in (runs_a, runs_b)]
+        entry["diverged"] = {runs[0]["variant"]: sorted(seeds) for runs, seeds in zip((runs_a, runs_b), diverged)
+                             if seeds and not entry["identical"]}
         for metric in margins:
-            seeds, left_out = _paired_seeds(runs_a, runs_b, metric)
+            seeds, left_out = _paired_seeds(runs_a, runs_b, metric, diverged)
             entry[metric] = None if entry["identical"] else (seeds, *_values_at(runs_a, runs_b, metric, seeds))
             entry["left_out"] += [item for item in left_out if item not in entry["left_out"]]
         entries.append(entry)
@@ -113,7 +121,16 @@ def contrast_table(rows, pairs, margins):
         for result in tested:
             result["margin"] = margin
             result["verdict"] = stats.verdict(result["p_holm"], result["p_tost_holm"], ALPHA)
+        for e in entries:
+            if e[metric] is not None and e["diverged"]:  # no verdict on the survivors alone
+                e[metric]["verdict"] = [stats.INCONCLUSIVE]
+                e[metric]["diverged"] = "; ".join(f"{variant} diverged on seed{'s' * (len(seeds) > 1)} "
+                                                  f"{_ranges(seeds)}" for variant, seeds in e["diverged"].items())
     return entries
+
+
+def _not_finite(value):
+    return value is not None and not np.isfinite(value)
 
 
 def check_margins(margins):
@@ -135,16 +152,18 @@ def check_margins(margins):
     return margins
 
 
-def _paired_seeds(runs_a, runs_b, metric):
-    """(seeds both sides have a finite `metric` for, [(variant, why, seed)] for the seeds left out)."""
+def _paired_seeds(runs_a, runs_b, metric, diverged=({}, {})):
+    """(seeds both sides have a finite `metric` for, and whose runs did not diverge (`diverged`: each side's
+    {seed: which score is not finite}), [(variant, why, seed)] for the seeds left out)."""
     values = [{r["seed"]: r.get(metric) for r in runs} for runs in (runs_a, runs_b)]
-    finite = [{seed for seed, v in side.items() if v is not None and np.isfinite(v)} for side in values]
+    finite = [{seed for seed, v in side.items() if v is not None and np.isfinite(v)} - set(gone)
+              for side, gone in zip(values, diverged)]
     paired = sorted(finite[0] & finite[1])
     left_out = []
     for side, other, runs in ((0, 1, runs_a), (1, 0, runs_b)):
         for seed in sorted(set(values[side]) - set(paired)):
             value = values[side][seed]
-            why = (f"no {metric}" if value is None else f"{metric} {value}" if seed not in finite[side]
+            why = (f"no {metric}" if value is None else diverged[side][seed] if seed in diverged[side]
                    else "no run of the other variant" if seed not in values[other] else None)
             if why:
                 left_out.append((runs[0]["variant"], why, seed))

@@ -435,11 +435,18 @@ def test_seeds_without_a_partner_or_a_finite_score_are_named():
     compare.label_rows(rows)
     pairs = contrasts.planned_pairs(rows, [("a", "b"), ("c", "a")])
     table = contrasts.contrast_table(rows, pairs, report.DEFAULT_MARGINS)
-    assert table[0]["test_accuracy"]["n"] == 6 and table[0]["test_loss"]["n"] == 5
+    # The diverged seed is left out of accuracy too (NaN probabilities score an accuracy by argmax)...
+    assert table[0]["test_accuracy"]["n"] == 5 and table[0]["test_loss"]["n"] == 5
     assert np.isfinite(table[0]["test_loss"]["difference"])
     assert contrasts.contrast_notes(table) == [
         "m/a - m/b is paired over the seeds both variants have a finite score for; left out: seeds 6–7 of m/a "
-        "(no run of the other variant); seed 2 of m/b (test_loss nan)"]
+        "(no run of the other variant); seed 2 of m/b (test_loss nan, diverged: left out of every metric)"]
+    # ... and no verdict rests on the seeds that did not diverge.
+    assert table[0]["diverged"] == {"m/b": [2]} and table[1]["diverged"] == {}
+    for metric, contrasted in zip(report.DEFAULT_MARGINS, report.CONTRASTS):
+        assert table[0][metric]["verdict"] == [stats.INCONCLUSIVE]
+        assert report.verdict_text(table[0][metric], contrasted) == (
+            "inconclusive (m/b diverged on seed 2: the other seeds alone would flatter it)")
     # One Holm family, one m: the MDE's alpha / m counts the contrasts Holm counts.
     assert table[1]["test_loss"]["mde"] == pytest.approx(stats.minimum_detectable_effect(
         table[1]["test_loss"]["sd"], 8, 0.05 / 2))
@@ -586,3 +593,39 @@ def test_a_contrasts_seeds_are_shown_per_metric_where_they_differ():
     assert report.seeds_text({"test_accuracy": {"n": 30}, "test_loss": {"n": 29}}) == "accuracy 30, NLL 29"
     assert report.seeds_text({"test_accuracy": {"n": 30}, "test_loss": {"n": 30}}) == "30"
     assert report.seeds_text({"test_accuracy": None, "test_loss": None}) == ""  # identical by construction
+
+
+def test_a_variant_that_diverged_on_some_seeds_is_not_called_equivalent_on_the_others():
+    """Its NLL was paired over the survivors and read 'equivalent within ±0.015 nats' for a variant whose
+    probabilities were NaN on a fifth of its seeds (their accuracy, argmax of NaN, stayed in the other metric)."""
+    rng = np.random.default_rng(1)
+    accuracy, loss = 0.965 + rng.normal(0, 0.004, 20), 0.11 + rng.normal(0, 0.01, 20)
+    diverged = np.arange(20) < 4
+    rows = _rows("a", np.where(diverged, 0.098, accuracy + rng.normal(0, 0.0005, 20)),
+                 np.where(diverged, np.nan, loss + rng.normal(0, 0.002, 20)))
+    rows += _rows("b", accuracy, loss)
+    compare.label_rows(rows)
+    [entry] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
+    assert entry["test_accuracy"]["n"] == entry["test_loss"]["n"] == 16
+    assert entry["test_loss"]["p_tost_holm"] < 0.05  # the survivors alone are equivalent...
+    text = "\n".join(report.contrasts_markdown([entry]))
+    assert "equivalent" not in text and text.count("inconclusive (m/a diverged on seeds 0–3: ") == 2
+
+
+def test_equivalence_at_exactly_the_margin_is_not_inside_it_by_rounding():
+    # 50 more images right in 10,000 at every seed is a difference of exactly 0.005: not within ±0.005.
+    inside = [stats.tost_paired_p(np.full(8, (a + 50) / 1e4 - a / 1e4), 0.005) < 1 for a in range(9000, 9950)]
+    assert not any(inside)
+    assert stats.tost_paired_p(np.full(8, 49 / 1e4), 0.005) == 1 / 256
+
+
+def test_few_seeds_say_which_test_they_cannot_reach():
+    """'5 seeds cannot reach α/m' stood beside the same 5 seeds' equivalence verdict: a difference needs
+    2/2^n < α/m, equivalence 1/2^n < α/m."""
+    result = stats.paired_contrast([0.95, 0.96, 0.94, 0.97, 0.95], [0.95, 0.95, 0.95, 0.95, 0.95], 0.005, 0.05)
+    assert result["mde"] == np.inf and result["equivalence_reachable"]
+    assert report.verdict_text({**result, "verdict": [stats.INCONCLUSIVE], "margin": 0.005}, report.CONTRASTS[0]) \
+        == "inconclusive (5 seeds cannot reach α/m for a difference; equivalence not shown)"
+    few = stats.paired_contrast([0.95, 0.96, 0.94, 0.97], [0.95] * 4, 0.005, 0.05 / 4)
+    assert report.verdict_text({**few, "verdict": [stats.INCONCLUSIVE], "margin": 0.005}, report.CONTRASTS[0]) \
+        == "inconclusive (4 seeds cannot reach α/m)"
