@@ -43,6 +43,7 @@ input exactly what the source computed on [0, 255], and the export scales
 once. Layers follow the trainer's precision policy; the classifier and its
 softmax compute in float32, as in the zoo.
 """
+import collections
 import dataclasses
 import functools
 import os
@@ -82,6 +83,9 @@ class Layer:
     block_end: bool = False
     # A conv/dense layer's fused activation ("linear" if none): the rewrite splits it off (`LAYER.act`).
     fused: str = "linear"
+    # Whether other layers read its input too (through reshapes and dropout): its `.pre` drops it for this layer
+    # only (the rewrite inserts the dropout before it), so it is not the producer's `.post`.
+    shared_input: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +133,20 @@ class KerasModelSpec:
             layer.index > last.index and layer.owner != last.name
             and isinstance(self.model.get_layer(layer.name), graph.NORM_TYPES) for layer in self.layers)
 
+    def classifier_reads_alone(self, name):
+        """Whether the classifier reads hidden layer `name` through single-input layers only: not through a merge
+        of branches (parallel towers concatenated, a residual Add), where dropout after `name` would drop one
+        branch and leave the others."""
+        key = next(layer.input_key for layer in self.layers if layer.role == "output")
+        linear = {layer.output_key: layer for layer in self.layers if layer.role in ("conv", "dense")}
+        by_index = {layer.index: layer for layer in self.layers}
+        while key >= 0:
+            layer = linear.get(key) or by_index[key]
+            if layer.role in ("conv", "dense"):
+                return layer.name == name
+            key = layer.input_key  # -2 where it reads several tensors
+        return False
+
     @property
     def conv_names(self):
         return tuple(layer.name for layer in self.layers if layer.role == "conv")
@@ -145,6 +163,8 @@ class KerasModelSpec:
         """The tensor a site drops units of (a `.mid` is its own; `.pre` and `.post` by their producer)."""
         name, slot = site.rsplit(".", 1)
         layer = next(layer for layer in self.layers if layer.name == name)
+        if slot == "pre" and layer.shared_input:  # this layer's copy of a tensor others read undropped
+            return site
         return {"pre": layer.input_key, "post": layer.output_key}.get(slot, site)
 
     @property
@@ -285,6 +305,18 @@ def _spec_of(model, calls, input_shape, name, source, digest):
             index = producer.get(calls[index].inputs[0], -1)
         return index
 
+    readers = collections.Counter(tensor_id for c in calls for tensor_id in c.inputs)
+
+    def shared(tensor_id):
+        """Whether another layer reads this tensor, or one it is a reshaped or dropped copy of."""
+        while readers[tensor_id] < 2:
+            index = producer.get(tensor_id, -1)
+            if index < 0 or len(calls[index].inputs) != 1 or not (
+                    isinstance(calls[index].layer, graph.RESHAPING_TYPES) or graph.is_dropout(calls[index].layer)):
+                return False
+            tensor_id = calls[index].inputs[0]
+        return True
+
     blocks = graph.blocks(calls, output_index)
     members = {i: (owner, position) for owner, block in blocks.items() for position, i in enumerate(block)}
     layers = []
@@ -331,7 +363,8 @@ def _spec_of(model, calls, input_shape, name, source, digest):
         input_key = tensor(call.inputs[0]) if len(call.inputs) == 1 else -2
         output = calls[block[-1]].output if block else call.output
         layers.append(Layer(layer.name, index, role, activation, slots, call.rank_in, call.rank_out,
-                            input_key, tensor(output), fused=fused))
+                            input_key, tensor(output), fused=fused,
+                            shared_input=len(call.inputs) == 1 and shared(call.inputs[0])))
     spec = KerasModelSpec(name=name, source=source, layers=tuple(layers), canonical="", outputs=outputs,
                           input_shape=input_shape, num_classes=num_classes, rescaling=rescaling,
                           digest=digest, model=model)

@@ -189,6 +189,11 @@ class NetworkSpec:
         """Whether a normalization comes after the last hidden layer's block: never in these networks."""
         return False
 
+    def classifier_reads_alone(self, name):
+        """Whether the classifier reads hidden layer `name` through no merge of branches: a chain always does."""
+        del name
+        return True
+
     @property
     def own_batch_norm(self):
         """Whether BN is part of the network itself (never here: the zoo adds it with norm='batch')."""

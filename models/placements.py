@@ -7,7 +7,10 @@ network gets the same variants, derived the same way, keeping its own rates:
 - the *head* dropout is the dropout after the network's last hidden dense
   layer (its `.post`, or `.mid`); its rate is the network's own, or
   DEFAULT_HEAD_RATE where it has none. A network without a hidden dense
-  layer has one head position: the classifier's input (`logits.pre`);
+  layer has one head position: the classifier's input (`logits.pre`), as
+  has one whose classifier reads its last dense layers through a merge
+  (two towers concatenated, a residual Add: dropout on one branch would
+  leave the other undropped);
 - the *conv-stack* dropout is its own dropout between the images and the
   first dense layer's input (e.g. the classic example's 0.25 after pooling,
   or a user model's dropout on the flattened features); its rate is the
@@ -36,8 +39,8 @@ element-wise vs spatial (`conv` vs `spatial`), dropout vs none
 (a `.post` and the next layer's `.pre` with only Flatten between).
 
 The spec provides sites(), spatial_sites(), parse(text, norm,
-allow_stacked), tensor_of(site), canonical, conv_rate, hidden, conv_names,
-pool_names, dense_names and output_name.
+allow_stacked), tensor_of(site), classifier_reads_alone(layer), canonical,
+conv_rate, hidden, conv_names, pool_names, dense_names and output_name.
 """
 from models import sites as sites_lib
 
@@ -50,8 +53,9 @@ BN_PLACEMENTS = ("bn_before", "bn_after_last")
 
 
 def head_of(spec):
-    """(the head layer's name or None, its head sites in order of preference) of `spec`."""
-    if spec.dense_names:
+    """(the head layer's name or None, its head sites in order of preference) of `spec`: the last hidden dense
+    layer, where the classifier reads it alone (not through a merge of branches)."""
+    if spec.dense_names and spec.classifier_reads_alone(spec.dense_names[-1]):
         layer = spec.dense_names[-1]
         return layer, [f"{layer}.post", f"{layer}.mid"]
     return None, [f"{spec.output_name}.pre"]
@@ -132,7 +136,8 @@ def named_placements(spec):
                                         for s in stack}, **after}
     # One BN fed by dropout in bn_before, none after. (At a rate of 0 where it feeds BN, a network's own dropout0
     # between its dense layers, it is bn_after_last by construction: registry.construction_key.)
-    if len(spec.hidden) > 1 and not spec.norm_after_hidden:
+    # (A last hidden layer the classifier reads through a merge, a residual branch, is not "the last": none here.)
+    if len(spec.hidden) > 1 and not spec.norm_after_hidden and spec.classifier_reads_alone(spec.hidden[-1]):
         *feeding_bn, last = spec.hidden
         last_site = {f"{last}.post": head}
         # At each feeding site, the network's own rate where it drops there (a hidden dense layer's dropout).

@@ -1,0 +1,76 @@
+"""A user's model whose last hidden layers are branches (parallel towers, a residual Add), or whose layers share
+an input: the head is the classifier's input, and a `.pre` there is that layer's own copy of the tensor."""
+import keras
+import numpy as np
+
+import models
+from models import placements as placements_lib
+
+L = keras.layers
+
+
+def _placements(model):
+    spec = models.describe_model(model)
+    return {name: models.format_placement(p) for name, p in placements_lib.named_placements(spec).items()}
+
+
+def _towers(own_dropout=False):
+    """Flatten (then a Dropout(0.5) read by both towers, if `own_dropout`), towers 'a' and 'b', concatenated."""
+    image = keras.Input((28, 28, 1))
+    x = L.Flatten(name="f")(L.Conv2D(4, 3, activation="relu", name="c")(image))
+    x = L.Dropout(0.5, name="own")(x) if own_dropout else x
+    a, b = (L.Dense(16, activation="relu", name=name)(x) for name in "ab")
+    return keras.Model(image, L.Dense(10, name="out")(L.Concatenate(name="cat")([a, b])))
+
+
+def test_parallel_towers_get_the_head_on_the_classifiers_input_not_on_one_tower():
+    # after_activation was b.post, before_dense b.pre: tower a reached the classifier undropped, and bn_before
+    # read tower a as a layer "before the last".
+    got = _placements(_towers())
+    assert got["before_dense"] == "out.pre:0.5" and got["conv"] == "c.post:0.1,out.pre:0.5"
+    assert not {"after_activation", "before_activation", "bn_before", "bn_after_last"} & set(got)
+    variant = models.place_dropout(_towers(), "before_dense", seed=0)
+    [dropout] = models.dropout_layers(variant)
+    assert variant.get_layer("out").input is dropout.output  # both towers' units, after the concatenation
+
+
+def test_a_residual_dense_block_gets_the_head_on_the_sum_not_on_its_branch():
+    image = keras.Input((28, 28, 1))
+    x = L.Dense(32, activation="relu", name="d1")(L.Flatten()(image))
+    y = L.Dense(32, activation="relu", name="d2")(x)
+    got = _placements(keras.Model(image, L.Dense(10, name="out")(L.Add(name="add")([x, y]))))
+    assert got["before_dense"] == "out.pre:0.5" and "after_activation" not in got
+
+
+def test_a_chain_through_single_input_layers_keeps_its_last_dense_layer_as_the_head():
+    got = _placements(keras.Sequential([keras.Input((28, 28, 1)), L.Flatten(), L.Dense(16, activation="relu",
+                                                                                        name="d"),
+                                        L.UnitNormalization(name="n"), L.Dense(10, name="out")]))
+    assert got["after_activation"] == "d.post:0.5"
+
+
+def test_a_pre_on_a_tensor_other_layers_read_is_that_layers_own_copy():
+    # The own Dropout after the Flatten feeds both towers (f.post); b.pre drops b's input alone, so it is not
+    # f.post: before_dense (then b.pre) was renamed to the canonical and trained the canonical's network.
+    spec = models.describe_model(_towers(own_dropout=True))
+    assert spec.canonical == "f.post:0.5"
+    assert spec.tensor_of("b.pre") != spec.tensor_of("f.post") != spec.tensor_of("a.pre")
+    assert models.format_placement(placements_lib.named_placements(spec)["before_dense"]) == "out.pre:0.5"
+    variant = models.place_dropout(spec, "b.pre:0.5", seed=0)
+    [dropout] = models.dropout_layers(variant)
+    assert variant.get_layer("a").input is variant.get_layer("f").output
+    assert variant.get_layer("b").input is dropout.output
+    # A residual block's c1.post and c2.pre are not one tensor: the shortcut reads c1.post alone.
+    image = keras.Input((28, 28, 1))
+    x = L.Conv2D(4, 3, activation="relu", name="c1")(image)
+    y = L.Add()([x, L.Conv2D(4, 3, padding="same", name="c2")(x)])
+    spec = models.describe_model(keras.Model(image, L.Dense(10, name="out")(L.GlobalAveragePooling2D()(y))))
+    assert set(spec.parse("c1.post:0.2,c2.pre:0.2")) == {"c1.post", "c2.pre"}
+
+
+def test_the_towers_variants_serve_what_the_source_computes():
+    source = _towers(own_dropout=True)
+    images = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    for placement in ("canonical", "before_dense", "none", "b.pre:0.3"):
+        variant = models.place_dropout(source, placement, seed=1)
+        np.testing.assert_allclose(variant(images, training=False), source(images, training=False), atol=1e-6)
