@@ -1,4 +1,4 @@
-"""keras.layers.Activation with a faster ReLU training gradient.
+"""keras.layers.Activation with a faster ReLU training gradient; LeakyReLU in ops graphs keep (end of file).
 
 ReLU's gradient is TensorFlow's ReluGrad kernel, `upstream * (y > 0)`. Under
 mixed_bfloat16 on a CPU that kernel is Eigen's element-wise bfloat16 code:
@@ -81,3 +81,14 @@ class Activation(keras.layers.Activation):
             return y, gradient
 
         return rectified(inputs)
+
+
+@keras.saving.register_keras_serializable(package="dropout_zoo")
+class LeakyReLU(keras.layers.LeakyReLU):
+    """keras.layers.LeakyReLU written as `x if x > 0 else negative_slope * x`: the values and gradient of its
+    kernel, in ops no graph rewrite fuses into the layers before it. TensorFlow 2.21's oneDNN remapper fuses
+    Conv2D + BiasAdd + Add + LeakyRelu in a graph and drops the slope (computing the default 0.2), so a residual
+    block's LeakyReLU(0.1) trained and served another function than it computes eagerly."""
+
+    def call(self, inputs):
+        return ops.where(ops.greater(inputs, ops.zeros_like(inputs)), inputs, inputs * self.negative_slope)

@@ -29,8 +29,10 @@ from models.keras_model import check_zoo_only
 from models.keras_model import describe_model
 from models.keras_own import check_canonical_kind
 
-# Keras' own layers the rewrite swaps for the zoo's: the same layers with faster training gradients.
-ZOO_CLASSES = {keras.layers.MaxPooling2D: pooling.MaxPooling2D, keras.layers.Activation: activations.Activation}
+# Keras' own layers the rewrite swaps for the zoo's: the same layers, with faster training gradients or (LeakyReLU)
+# in ops TensorFlow's graph rewrites compute as written (models/activations.py).
+ZOO_CLASSES = {keras.layers.MaxPooling2D: pooling.MaxPooling2D, keras.layers.Activation: activations.Activation,
+               keras.layers.LeakyReLU: activations.LeakyReLU}
 
 
 def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, seed=None, weights="kept"):
