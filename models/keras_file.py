@@ -39,6 +39,12 @@ def load_keras_model(path):
                              "Python API (docs/api.md) from a script that defines the class and registers it "
                              "(keras.saving.register_keras_serializable)") from None
         reason = " ".join(str(e).split())
+        lambdas = _classes(path, "Lambda")
+        if "safe_mode" in reason and lambdas:  # registering a class cannot help: the code is the layer's
+            raise ValueError(f"{path}: its Lambda layer {lambdas[0]!r} stores Python code, which Keras' safe_mode "
+                             "(on here: nothing from a file runs) refuses, and the rewrite could not rebuild; "
+                             "replace it with Keras layers (Rescaling, Activation, Reshape, ...) and save the model "
+                             "again") from None
         if "safe_mode" in reason:  # Keras' own text offers safe_mode=False, which nothing here takes
             reason = "it stores Python code, e.g. a Lambda layer's"
         elif len(reason) > 300:
@@ -50,16 +56,30 @@ def load_keras_model(path):
 
 def _unknown_classes(path):
     """The registered names of the classes in the file's config that neither Keras nor this Python knows."""
+    found = []
+    for node in _config_objects(path):
+        name, module = node.get("registered_name"), node.get("module")
+        if isinstance(name, str) and not str(module or "").startswith("keras") \
+                and keras.saving.get_registered_object(name) is None and name not in found:
+            found.append(name)
+    return found
+
+
+def _classes(path, class_name):
+    """The names of the layers of Keras class `class_name` in the file's config."""
+    return [node["config"]["name"] for node in _config_objects(path) if node.get("class_name") == class_name
+            and isinstance(node.get("config"), dict) and node["config"].get("name")]
+
+
+def _config_objects(path):
+    """Every object (dict) in the file's config, depth first."""
     with zipfile.ZipFile(path) as archive:
         config = json.loads(archive.read("config.json"))
     found = []
 
     def walk(node):
         if isinstance(node, dict):
-            name, module = node.get("registered_name"), node.get("module")
-            if isinstance(name, str) and not str(module or "").startswith("keras") \
-                    and keras.saving.get_registered_object(name) is None and name not in found:
-                found.append(name)
+            found.append(node)
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):

@@ -131,7 +131,8 @@ def own_dropout(calls, spec):
         is_spatial = graph.is_spatial(c.layer)
         if is_spatial and site not in spatial:
             raise ValueError(f"spatial dropout layer {c.layer.name!r} of model {spec.name!r} is not on a "
-                             "4-D feature map; the zoo's spatial dropout drops channels of [batch, H, W, C]")
+                             "4-D feature map; the zoo's spatial dropout drops channels of [batch, H, W, C] only: "
+                             "replace it with Dropout (units one by one), or remove it")
         rate = float(c.layer.rate)
         if not isinstance(c.layer, dropout_lib.KINDS["gaussian"].types) and masks.drawn_rate(rate) in (0.0, 1.0):
             raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} has rate {rate:g}, which the "
