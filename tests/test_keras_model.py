@@ -193,8 +193,9 @@ def layer_named_like_a_site():
 
 def spatial_dropout_1d():
     return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Reshape((28, 28)),
-                             keras.layers.Conv1D(4, 3, activation="relu"), keras.layers.SpatialDropout1D(0.3, name="sd"),
-                             keras.layers.Flatten(), keras.layers.Dense(10)])
+                             keras.layers.Conv1D(4, 3, activation="relu"),
+                             keras.layers.SpatialDropout1D(0.3, name="sd"), keras.layers.Flatten(),
+                             keras.layers.Dense(10)])
 
 
 @pytest.mark.parametrize("build,message", [
