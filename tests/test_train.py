@@ -593,7 +593,7 @@ def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, messa
     (["--workdir=/tmp", "--mc_samples=1"], "error: --mc_samples=1 is a single dropout pass"),
     (["--saved_model=/nonexistent"], "error: no SavedModel at /nonexistent"),
     (["--workdir=/tmp", "--ood_dataset=kmnist", "--ood_idx_dir=/tmp"],
-     "error: give at most one of --ood_dataset=NAME and --ood_idx_dir=DIR"),
+     "error: give one out-of-distribution source, not --ood_dataset=kmnist and --ood_idx_dir=/tmp; keep one of them"),
     (["--workdir=/tmp", "--mc_seed=-1"], "error: --mc_seed must be an integer in [0, 2**31)"),
     (["--workdir=/tmp", "--mc_seed=3"], "error: --mc_seed=3 seeds MC dropout, which is off; give --mc_samples=T"),
     (["--tflite=/tmp/m.tflite", "--mc_seed=3"], "error: a TFLite model serves dropout off only: MC dropout"),

@@ -248,8 +248,9 @@ def test_out_of_distribution_images_of_another_shape_are_named_as_such(export):
     images = np.zeros((4,) + SHAPE, np.uint8)
     ood = np.zeros((4, 9, 9, 1), np.uint8)
     with pytest.raises(ValueError, match=r"takes images of shape \(H, W, C\)=\(8, 8, 1\) but the out-of-distribution "
-                                         r"data \(--ood_dataset/--ood_idx_dir\) has \(9, 9, 1\); give "
-                                         r"out-of-distribution images of the model's shape \(8, 8, 1\)$"):
+                                         r"data \(--ood_\*\) has \(9, 9, 1\); give out-of-distribution images of the "
+                                         r"model's shape \(8, 8, 1\), or a folder of images \(--ood_image_dir=DIR "
+                                         r"reads them at the model's size and channels\)$"):
         evaluate_saved_model(path, _batches(images, np.zeros(4, np.int64)),
                              ood_batches=_batches(ood, np.zeros(4, np.int64)))
 
