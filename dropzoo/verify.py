@@ -92,6 +92,8 @@ def verify_export(path, model, images, *, outputs="probabilities", tolerance=Non
     floats = signatures.get(serving.FLOAT_SIGNATURE_KEY)
     if floats is not None:
         report["float_signature"] = _check_float_signature(floats, images, first[PROBABILITIES_KEY])
+    if tolerance > TOLERANCES["float32"]:  # a bfloat16/float16 tolerance would hide a graph that computes otherwise
+        report["float32_graph"] = _check_float32_graph(model, images, outputs)
     failures = _failures(report, outputs)
     if artifacts:
         failures += _check_artifacts(report, artifacts, model, images, outputs, first[PROBABILITIES_KEY])
@@ -132,6 +134,17 @@ def _check_float_signature(float_fn, images, served):
     except tf.errors.InvalidArgumentError as e:
         refuses = serving.FLOAT_RANGE_MESSAGE in str(e)
     return {"max_abs_diff_vs_uint8": _max_abs_diff(answer, served), "refuses_unscaled_pixels": bool(refuses)}
+
+
+def _check_float32_graph(model, images, outputs):
+    """The model in float32 run by a tf.function (TensorFlow's graph rewrites, oneDNN's fusions) against its eager
+    run, held to float32's tolerance: a rewrite that computes another function (TF 2.21 fused Conv2D + BiasAdd +
+    Add + LeakyRelu with the default slope) moves a bfloat16 model by less than bfloat16's own roundoff."""
+    copy = artifacts_lib.float32_copy(model)
+    x = tf.constant(scale(images))
+    eager = serving.probabilities(copy, x, outputs, training=False).numpy()
+    graph = tf.function(lambda v: serving.probabilities(copy, v, outputs, training=False))(x).numpy()
+    return {"max_abs_diff_vs_eager": _max_abs_diff(graph, eager), "tolerance": tolerance_for(model, "float32")}
 
 
 def _check_artifacts(report, artifacts, model, images, outputs, served):
@@ -268,6 +281,12 @@ def _failures(report, outputs):
                         "on the same images")
     if floats and not floats["refuses_unscaled_pixels"]:
         failures.append("serving_float took 0-255 float pixels instead of refusing them")
+    graph = report.get("float32_graph")
+    if graph and not graph["max_abs_diff_vs_eager"] <= graph["tolerance"]:
+        failures.append(f"the model run in float32 by a TensorFlow graph differs from its eager run by "
+                        f"{graph['max_abs_diff_vs_eager']:.3g} > tolerance {graph['tolerance']:g}: a graph rewrite "
+                        "computes another function than the model (oneDNN's fusions: TF_ENABLE_ONEDNN_OPTS=0 turns "
+                        "them off), which this precision's own tolerance would hide")
     if not report["max_abs_diff_vs_keras"] <= report["tolerance"]:
         failures.append(
             f"probabilities differ from the Keras model (training=False, "

@@ -457,3 +457,30 @@ def test_mc_signatures_refuse_fewer_than_one_sample_naming_the_fix(prob_export, 
         request["seed"] = tf.constant(1)
     with pytest.raises(tf.errors.InvalidArgumentError, match="must be at least 1"):
         call(**request)
+
+
+def _leaky_residual(layer):
+    """A conv, a residual Add and `layer`(negative_slope=0.1): the pattern TensorFlow 2.21's oneDNN remapper fuses
+    (Conv2D + BiasAdd + Add + LeakyRelu) and computes with the default slope 0.2."""
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(image)
+    x = keras.layers.Add()([x, keras.layers.Conv2D(4, 3, padding="same")(x)])
+    x = layer(negative_slope=0.1)(x)
+    return keras.Model(image, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x)))
+
+
+def test_a_bfloat16_export_check_runs_the_model_in_float32_where_its_tolerance_would_hide_a_rewrite(
+        tmp_path, bfloat16_policy):
+    from models import activations
+
+    images = np.random.default_rng(1).integers(0, 256, (16, 8, 8, 1), dtype=np.uint8)
+    good = _leaky_residual(activations.LeakyReLU)
+    report = verify_export(export_saved_model(good, tmp_path / "good"), good, images)
+    assert report["tolerance"] == 1e-2 and report["float32_graph"]["max_abs_diff_vs_eager"] <= 1e-5
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0":  # the rewrite that computes otherwise
+        bad = _leaky_residual(keras.layers.LeakyReLU)
+        with pytest.raises(ExportError, match=r"the model run in float32 by a TensorFlow graph differs from its "
+                                              r"eager run by .* > tolerance 1e-05: a graph rewrite computes another "
+                                              r"function than the model"):
+            verify_export(export_saved_model(bad, tmp_path / "bad"), bad, images)
