@@ -99,8 +99,9 @@ def contrast_table(rows, pairs, margins):
         runs_a, runs_b = groups[a], groups[b]
         entry = {"a": runs_a[0]["variant"], "b": runs_b[0]["variant"], "contrast": f"{runs_a[0]['variant']} - "
                  f"{runs_b[0]['variant']}", "identical": _same(runs_a, runs_b), "left_out": []}
+        scored = list(dict.fromkeys([*margins, *report.DEFAULT_MARGINS]))  # diverged whatever is contrasted
         diverged = [{r["seed"]: f"{bad[0]} {r[bad[0]]}, diverged: left out of every metric" for r in runs
-                     for bad in [[m for m in margins if _not_finite(r.get(m))]] if bad} for runs in (runs_a, runs_b)]
+                     for bad in [[m for m in scored if _not_finite(r.get(m))]] if bad} for runs in (runs_a, runs_b)]
         entry["diverged"] = {runs[0]["variant"]: sorted(seeds) for runs, seeds in zip((runs_a, runs_b), diverged)
                              if seeds and not entry["identical"]}
         for metric in margins:

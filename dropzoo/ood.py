@@ -78,8 +78,7 @@ def _arrays(path):
             names = held.files
             key = NPZ_KEY if NPZ_KEY in names else names[0] if len(names) == 1 else None
             images = held[key] if key else None
-            # Its labels are not used; kept where it has them, it is known by the fingerprint load_source gives it.
-            labels = held["y_test"] if key == NPZ_KEY and "y_test" in names else None
+            labels = _labels(held) if key == NPZ_KEY else None
     except (AttributeError, TypeError):  # np.load gave an .npy's array
         images, key, names, labels = np.load(path, allow_pickle=False), "the array", None, None
     except ValueError as e:
@@ -93,12 +92,24 @@ def _arrays(path):
     if images is None:
         raise DataError(f"{what} has no {NPZ_KEY} (it holds {', '.join(names) or 'nothing'}); save the images as "
                         f"np.savez(path, {NPZ_KEY}=images)")
-    if labels is None or np.shape(labels) != np.shape(images)[:1] or not np.issubdtype(labels.dtype, np.integer):
+    if labels is None or np.shape(labels) != np.shape(images)[:1]:
         labels = np.zeros(len(images) if np.ndim(images) else 0, np.int64)
     try:
         return sources.array_source(f"npz:{path}", None, (images, labels), origin={"ood_npz": path})
     except DataError as e:
         raise DataError(f"out-of-distribution data: {str(e).replace('x_test', key)}") from None
+
+
+def _labels(held):
+    """An .npz's y_test where they are class ids, else None. They are not used: kept, the file is known by the
+    fingerprint load_source gives it (a copy of the test data is refused); -1 for "unknown" must not refuse it."""
+    try:
+        labels = held["y_test"] if "y_test" in held.files else None
+    except ValueError:  # an object array: never unpickled
+        return None
+    if labels is None or not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1 or not labels.size:
+        return None
+    return labels if 0 <= labels.min() and labels.max() <= readers.MAX_CLASS_ID else None
 
 
 def _folder(root, image_size, color_mode):
@@ -107,9 +118,11 @@ def _folder(root, image_size, color_mode):
     if not os.path.isdir(root):
         problem = "is a file, not a directory" if os.path.exists(root) else "does not exist"
         raise DataError(f"--ood_image_dir {root} {problem}; give a folder of images (subfolders are read too)")
-    paths, skipped = [], []
-    for directory, folders, names in os.walk(root):
-        folders[:] = sorted(f for f in folders if not f.startswith("."))
+    paths, skipped, seen = [], [], {os.path.realpath(root)}
+    for directory, folders, names in os.walk(root, followlinks=True):  # linked folders too (--image_dir reads them)
+        folders[:] = [f for f in sorted(folders) if not f.startswith(".")
+                      and os.path.realpath(os.path.join(directory, f)) not in seen]  # each folder once: no loops
+        seen.update(os.path.realpath(os.path.join(directory, f)) for f in folders)
         for name in sorted(n for n in names if not n.startswith(".")):
             (paths if name.lower().endswith(readers.IMAGE_EXTENSIONS) else skipped).append(
                 os.path.join(directory, name))

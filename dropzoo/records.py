@@ -181,6 +181,9 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             # OOD data that cannot be loaded is not "no OOD": an evaluation without it is not the one asked for.
             loadable = run_test[0] and not (ood_id and ood_id[2])
             saved = evaluations.load_evaluation(trained, request) if loadable else None
+            for arguments, identity in ((given, run_test), (ood, ood_id)):
+                if identity and identity[2] is not None and _here(arguments):
+                    raise identity[2]  # data that is here but broken: not absent, so no other evaluation stands in
             if saved is None and (run_test[2] or (ood_id and ood_id[2])):
                 saved = _held_instead(trained, request, data.own(metrics)[0] if given else None, notes, bool(ood))
             if saved is None:
@@ -256,6 +259,13 @@ def _flags_of(origin):
     """The data flags that load `origin` (a run's recorded load_source arguments)."""
     values = {k: v for k, v in origin.items() if v not in (None, sources.OPTION_DEFAULTS.get(k))}
     return " ".join(f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in values.items())
+
+
+def _here(arguments):
+    """Whether data named by path (a folder of images, an .npz, IDX files) is on this machine: an error loading it
+    is then the data's (a corrupt image), which no evaluation of other data may answer for."""
+    return isinstance(arguments, dict) and any(os.path.exists(str(arguments[key])) for key in (
+        "image_dir", "test_image_dir", "npz", "idx_dir") if arguments.get(key))
 
 
 def _held_instead(run, request, own_sha, notes, ood_asked):

@@ -156,7 +156,7 @@ def verdict_text(result, contrasted):
     if found == [stats.EQUIVALENT]:
         return f"equivalent within {margin}"
     if result.get("diverged"):
-        return f"inconclusive ({result['diverged']}: the other seeds alone would flatter it)"
+        return f"inconclusive ({result['diverged']}: no verdict on the seeds that did not)"
     mde = result["mde"]
     if mde == np.inf and result.get("equivalence_reachable"):  # equivalence's floor is 1/2^n, a difference's 2/2^n
         return f"inconclusive ({result['n']} seeds cannot reach α/m for a difference; equivalence not shown)"

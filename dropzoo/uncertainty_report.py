@@ -79,7 +79,7 @@ def markdown(table, columns, cell, ood_source=None, notes=()):
     if chosen:
         present = {c.metric.split("_", 2)[2] for c in chosen}  # ood_<auroc|fpr95>_<score>
         scores = [text for score, text in OOD_SCORE_TEXT.items() if score in present]
-        part = "all its images" if str(ood_source).startswith(("images:", "npz:")) else "test split"  # a folder
+        part = "its images" if str(ood_source).startswith(("images:", "npz:")) else "test split"  # a folder
         lines += ["", f"Out-of-distribution data: {ood_source or 'given'} ({part}), the "
                   f"positives. Scores: {'; '.join(scores)}. AUROC: higher is better; FPR95 "
                   "(false-positive rate at 95% true-positive rate): lower is better.", ""]

@@ -91,4 +91,20 @@ class LeakyReLU(keras.layers.LeakyReLU):
     block's LeakyReLU(0.1) trained and served another function than it computes eagerly."""
 
     def call(self, inputs):
-        return ops.where(ops.greater(inputs, ops.zeros_like(inputs)), inputs, inputs * self.negative_slope)
+        return _leaky(inputs, self.negative_slope)
+
+
+@keras.saving.register_keras_serializable(package="dropout_zoo")
+class ReLU(keras.layers.ReLU):
+    """keras.layers.ReLU; with a negative slope alone (no max_value, no threshold), which Keras computes with the
+    LeakyRelu op, in the ops of the zoo's LeakyReLU (the same fusion drops its slope)."""
+
+    def call(self, inputs):
+        if self.negative_slope and self.max_value is None and not self.threshold:
+            return _leaky(inputs, self.negative_slope)
+        return super().call(inputs)
+
+
+def _leaky(inputs, slope):
+    """LeakyRelu's values and gradient: `inputs` where positive, else `inputs * slope`."""
+    return ops.where(ops.greater(inputs, ops.zeros_like(inputs)), inputs, inputs * slope)

@@ -86,6 +86,8 @@ class Layer:
     # Whether other layers read its input too (through reshapes and dropout): its `.pre` drops it for this layer
     # only (the rewrite inserts the dropout before it), so it is not the producer's `.post`.
     shared_input: bool = False
+    # The keys of all its input tensors (a merge reads several; input_key is -2 there).
+    input_keys: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +134,21 @@ class KerasModelSpec:
         return last is not None and any(
             layer.index > last.index and layer.owner != last.name
             and isinstance(self.model.get_layer(layer.name), graph.NORM_TYPES) for layer in self.layers)
+
+    def classifier_input_tensors(self):
+        """The tensors between the last conv/dense/pooling layer of each branch and the classifier (through merges
+        and other single layers): a dropout on any of them is on the classifier's input, or on a branch of it."""
+        found, todo = set(), [next(layer.input_key for layer in self.layers if layer.role == "output")]
+        linear = {layer.output_key for layer in self.layers if layer.role in ("conv", "dense", "pool")}
+        by_index = {layer.index: layer for layer in self.layers}
+        while todo:
+            key = todo.pop()
+            if key in found:
+                continue
+            found.add(key)
+            if key >= 0 and key not in linear:
+                todo += list(by_index[key].input_keys)
+        return found
 
     def classifier_reads_alone(self, name):
         """Whether the classifier reads hidden layer `name` through single-input layers only: not through a merge
@@ -364,7 +381,8 @@ def _spec_of(model, calls, input_shape, name, source, digest):
         output = calls[block[-1]].output if block else call.output
         layers.append(Layer(layer.name, index, role, activation, slots, call.rank_in, call.rank_out,
                             input_key, tensor(output), fused=fused,
-                            shared_input=len(call.inputs) == 1 and shared(call.inputs[0])))
+                            shared_input=len(call.inputs) == 1 and shared(call.inputs[0]),
+                            input_keys=tuple(tensor(t) for t in call.inputs)))
     spec = KerasModelSpec(name=name, source=source, layers=tuple(layers), canonical="", outputs=outputs,
                           input_shape=input_shape, num_classes=num_classes, rescaling=rescaling,
                           digest=digest, model=model)

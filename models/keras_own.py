@@ -114,12 +114,17 @@ def own_dropout(calls, spec):
                 # Unit by unit, dropping before a Flatten drops the same units as after it: its output's site.
                 site = _site_after(spec, calls.index(after[0])) or site
         site = _reader_input(site, calls, consumers, valid)
+        readers = consumers.get(c.output, [])
+        if site in valid and len(shares) > 1 and len(readers) == 1 and isinstance(
+                readers[0].layer, graph.LINEAR_TYPES) and f"{readers[0].layer.name}.pre" in valid:
+            site, shares = f"{readers[0].layer.name}.pre", [c]  # one layer's copy of a tensor others read undropped
         if site in valid and len(shares) > 1:
             others = [o.layer.name for o in shares if o is not c]
             raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} drops units of a tensor that "
-                             f"{', '.join(repr(o) for o in others)} also read(s) without it; a site drops a tensor "
-                             f"for all its readers: put the dropout after the branch point's readers, or at "
-                             f"{site} for all of them")
+                             f"{', '.join(repr(o) for o in others)} also read(s) without it; a .post drops a tensor "
+                             f"for all its readers, a conv/dense layer's .pre for that layer alone: put the dropout "
+                             f"right before one conv/dense layer, after the branch point's readers, or at {site} "
+                             "for all of them")
         if site not in valid or len(shares) != 1:
             raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} is not at a site "
                              f"place_dropout can name (it must be a layer's whole output, or a conv/dense "

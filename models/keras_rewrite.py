@@ -32,7 +32,7 @@ from models.keras_own import check_canonical_kind
 # Keras' own layers the rewrite swaps for the zoo's: the same layers, with faster training gradients or (LeakyReLU)
 # in ops TensorFlow's graph rewrites compute as written (models/activations.py).
 ZOO_CLASSES = {keras.layers.MaxPooling2D: pooling.MaxPooling2D, keras.layers.Activation: activations.Activation,
-               keras.layers.LeakyReLU: activations.LeakyReLU}
+               keras.layers.LeakyReLU: activations.LeakyReLU, keras.layers.ReLU: activations.ReLU}
 
 
 def place_dropout(model, placement="canonical", *, kind="inverted", rate=None, seed=None, weights="kept"):

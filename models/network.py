@@ -194,6 +194,10 @@ class NetworkSpec:
         del name
         return True
 
+    def classifier_input_tensors(self):
+        """The tensors on the classifier's input: in a chain, its input alone."""
+        return {self.tensor_of(f"{self.output_name}.pre")}
+
     @property
     def own_batch_norm(self):
         """Whether BN is part of the network itself (never here: the zoo adds it with norm='batch')."""

@@ -39,8 +39,9 @@ element-wise vs spatial (`conv` vs `spatial`), dropout vs none
 (a `.post` and the next layer's `.pre` with only Flatten between).
 
 The spec provides sites(), spatial_sites(), parse(text, norm,
-allow_stacked), tensor_of(site), classifier_reads_alone(layer), canonical,
-conv_rate, hidden, conv_names, pool_names, dense_names and output_name.
+allow_stacked), tensor_of(site), classifier_reads_alone(layer),
+classifier_input_tensors(), canonical, conv_rate, hidden, conv_names,
+pool_names, dense_names and output_name.
 """
 from models import sites as sites_lib
 
@@ -75,8 +76,10 @@ def _input_tensors(spec):
 def own_rates(spec):
     """(head rate, conv-stack rate): the network's own, or the defaults where it has none."""
     canonical = spec.parse(spec.canonical, allow_stacked=True)
-    _, head_sites = head_of(spec)
+    layer, head_sites = head_of(spec)
     head_tensors = {spec.tensor_of(s) for s in head_sites if s in spec.sites()}
+    if layer is None and spec.dense_names:  # dense layers merged into the classifier's input: their own dropout
+        head_tensors |= spec.classifier_input_tensors()  # on the branches is the head's (0.3 on each, 0.3 on all)
     head = [site.rate for name, site in canonical.items()
             if name in head_sites or spec.tensor_of(name) in head_tensors]
     on_input = _input_tensors(spec)  # the images (or their preprocessing): not conv-stack dropout

@@ -117,11 +117,14 @@ def test_zoo_networks_and_rewritten_keras_models_use_it_and_save_it(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_zoos_leaky_relu_is_keras_values_and_gradient_bit_for_bit(dtype):
+def test_the_zoos_leaky_relus_are_keras_values_and_gradient_bit_for_bit(dtype):
     x = tf.constant(np.concatenate([np.random.default_rng(0).normal(size=500), [0.0, -0.0, 1e-30, -1e-30]]),
                     dtype)
-    for slope in (0.1, 0.2, 0.3, 1.5):
-        ours, theirs = activations.LeakyReLU(negative_slope=slope), keras.layers.LeakyReLU(negative_slope=slope)
+    pairs = [(activations.LeakyReLU(negative_slope=s), keras.layers.LeakyReLU(negative_slope=s))
+             for s in (0.1, 0.2, 0.3, 1.5)]
+    pairs += [(activations.ReLU(**kw), keras.layers.ReLU(**kw))
+              for kw in ({"negative_slope": 0.1}, {}, {"negative_slope": 0.1, "max_value": 6.0}, {"threshold": 0.5})]
+    for ours, theirs in pairs:
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(x)
             y_ours, y_theirs = ours(x), theirs(x)
@@ -130,18 +133,21 @@ def test_the_zoos_leaky_relu_is_keras_values_and_gradient_bit_for_bit(dtype):
         np.testing.assert_array_equal(tape.gradient(y_ours, x), tape.gradient(y_theirs, x))
 
 
-def test_a_residual_blocks_leaky_relu_keeps_its_slope_in_a_graph():
+@pytest.mark.parametrize("layer,zoo", [(keras.layers.LeakyReLU, activations.LeakyReLU),
+                                       (keras.layers.ReLU, activations.ReLU)])
+def test_a_residual_blocks_leaky_relu_keeps_its_slope_in_a_graph(layer, zoo):
     """TensorFlow 2.21's oneDNN remapper fuses Conv2D + BiasAdd + Add + LeakyRelu in a graph and computes the
-    default slope 0.2: a LeakyReLU(0.1) after a residual Add trained and served another function (the export check
-    failed in float32 without saying why, and passed within bfloat16's tolerance)."""
+    default slope 0.2: a LeakyReLU(0.1) (or a ReLU(negative_slope=0.1), the same op) after a residual Add trained
+    and served another function (the export check failed in float32 without saying why, and passed within
+    bfloat16's tolerance)."""
     keras.utils.set_random_seed(0)
     image = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(image)
     x = keras.layers.Add()([x, keras.layers.Conv2D(4, 3, padding="same", name="c2")(x)])
-    x = keras.layers.LeakyReLU(negative_slope=0.1, name="leaky")(x)
+    x = layer(negative_slope=0.1, name="leaky")(x)
     source = keras.Model(image, keras.layers.Dense(3, name="out")(keras.layers.Flatten()(x)))
     variant = models.place_dropout(source, "none")
-    assert type(variant.get_layer("leaky")) is activations.LeakyReLU
+    assert type(variant.get_layer("leaky")) is zoo
     images = tf.constant(np.random.default_rng(1).normal(size=(4, 8, 8, 1)), tf.float32)
     eager = source(images, training=False)
     np.testing.assert_allclose(tf.function(lambda v: variant(v, training=False))(images), eager, atol=1e-6)

@@ -446,7 +446,7 @@ def test_seeds_without_a_partner_or_a_finite_score_are_named():
     for metric, contrasted in zip(report.DEFAULT_MARGINS, report.CONTRASTS):
         assert table[0][metric]["verdict"] == [stats.INCONCLUSIVE]
         assert report.verdict_text(table[0][metric], contrasted) == (
-            "inconclusive (m/b diverged on seed 2: the other seeds alone would flatter it)")
+            "inconclusive (m/b diverged on seed 2: no verdict on the seeds that did not)")
     # One Holm family, one m: the MDE's alpha / m counts the contrasts Holm counts.
     assert table[1]["test_loss"]["mde"] == pytest.approx(stats.minimum_detectable_effect(
         table[1]["test_loss"]["sd"], 8, 0.05 / 2))
@@ -610,6 +610,9 @@ def test_a_variant_that_diverged_on_some_seeds_is_not_called_equivalent_on_the_o
     assert entry["test_loss"]["p_tost_holm"] < 0.05  # the survivors alone are equivalent...
     text = "\n".join(report.contrasts_markdown([entry]))
     assert "equivalent" not in text and text.count("inconclusive (m/a diverged on seeds 0–3: ") == 2
+    # Contrasting accuracy alone (the API's margins), the NaN NLL still says the seeds diverged.
+    [alone] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), {"test_accuracy": 0.005})
+    assert alone["diverged"] == {"m/a": [0, 1, 2, 3]} and alone["test_accuracy"]["n"] == 16
 
 
 def test_equivalence_at_exactly_the_margin_is_not_inside_it_by_rounding():

@@ -74,3 +74,31 @@ def test_the_towers_variants_serve_what_the_source_computes():
     for placement in ("canonical", "before_dense", "none", "b.pre:0.3"):
         variant = models.place_dropout(source, placement, seed=1)
         np.testing.assert_allclose(variant(images, training=False), source(images, training=False), atol=1e-6)
+
+
+def test_merged_branches_own_dropout_is_the_heads_rate():
+    """Towers each ending in their own Dropout(0.3) got the head at the default 0.5: canonical against before_dense
+    then changed the rate as well as the place (0.3 on each tower is 0.3 on their concatenation)."""
+    image = keras.Input((28, 28, 1))
+    x = L.Flatten(name="f")(L.Conv2D(4, 3, activation="relu", name="c")(image))
+    a, b = (L.Dropout(0.3)(L.Dense(16, activation="relu", name=name)(x)) for name in "ab")
+    got = _placements(keras.Model(image, L.Dense(10, name="out")(L.Concatenate()([a, b]))))
+    assert got["before_dense"] == "out.pre:0.3" and got["conv"] == "c.post:0.1,out.pre:0.3"
+    # A residual conv branch's own dropout stays the conv stack's: the classifier reads a pooling layer.
+    x = L.Conv2D(4, 3, activation="relu", name="c1")(image)
+    y = L.Dropout(0.2)(L.Conv2D(4, 3, padding="same", name="c2")(x))
+    got = _placements(keras.Model(image, L.Dense(10, name="out")(L.GlobalAveragePooling2D()(L.Add()([x, y])))))
+    assert got["before_dense"] == "out.pre:0.5" and got["conv"] == "c1.post:0.2,c2.post:0.2,out.pre:0.5"
+
+
+def test_a_models_own_dropout_before_one_of_several_readers_is_that_layers_pre():
+    # It was refused ("a site drops a tensor for all its readers"), though b.pre names exactly this.
+    image = keras.Input((28, 28, 1))
+    x = L.Flatten(name="f")(L.Conv2D(4, 3, activation="relu", name="c")(image))
+    a, b = L.Dense(16, activation="relu", name="a")(x), L.Dense(16, activation="relu", name="b")(L.Dropout(0.3)(x))
+    source = keras.Model(image, L.Dense(10, name="out")(L.Concatenate()([a, b])))
+    spec = models.describe_model(source)
+    assert spec.canonical == "b.pre:0.3"
+    variant = models.place_dropout(source, "canonical", seed=0)
+    [dropout] = models.dropout_layers(variant)
+    assert variant.get_layer("b").input is dropout.output and variant.get_layer("a").input is not dropout.output

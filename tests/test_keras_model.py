@@ -501,7 +501,9 @@ def test_a_dropout_on_one_branch_of_a_tensor_says_the_tensor_has_other_readers()
     y = keras.layers.Add(name="add")([x, keras.layers.Dropout(0.2, name="drop")(x)])
     model = keras.Model(image, keras.layers.Dense(10, name="out")(keras.layers.Flatten(name="f")(y)))
     with pytest.raises(ValueError, match=r"^dropout layer 'drop' of model .* drops units of a tensor that 'add' also "
-                                         r"read\(s\) without it; .* or at c.post for all of them$"):
+                                         r"read\(s\) without it; a .post drops a tensor for all its readers, a "
+                                         r"conv/dense layer's .pre for that layer alone: .* or at c.post for all of "
+                                         r"them$"):
         models.describe_model(model)
 
 

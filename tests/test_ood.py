@@ -53,6 +53,17 @@ def test_a_folder_and_its_subfolders_are_read_at_the_models_size_and_channels(tm
     assert ood.for_model({"npz": "a.npz"}, shape) == {"npz": "a.npz"}
 
 
+def test_linked_folders_are_read_once_each(tmp_path):
+    root = _folder(tmp_path / "photos")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), i, np.uint8)).save(other / f"{i}.png")
+    (root / "linked").symlink_to(other, target_is_directory=True)
+    (root / "cats" / "loop").symlink_to(root, target_is_directory=True)  # read once, not forever
+    assert ood.load(ood.for_model({"image_dir": str(root)}, (8, 8, 1))).num_test == 9 + 3
+
+
 def test_arrays_give_their_x_test_or_their_one_array(tmp_path):
     images = np.random.default_rng(1).integers(0, 256, (6, 28, 28), np.uint8)
     np.savez(tmp_path / "split.npz", x_train=images[:1], y_train=[0], x_test=images, y_test=np.arange(6))
@@ -67,6 +78,10 @@ def test_arrays_give_their_x_test_or_their_one_array(tmp_path):
     from dropzoo import sources
     assert sources.fingerprint(ood.load({"npz": str(tmp_path / "split.npz")})) == sources.fingerprint(
         sources.load_source(npz=str(tmp_path / "split.npz"), need_train=False))
+    # Labels that are no class ids (-1 for "unknown", text) are not used, so they refuse nothing.
+    for labels in (-np.ones(6, int), np.array(list("abcdef")), np.array([None] * 6, object)):
+        np.savez(tmp_path / "unlabelled.npz", x_test=images, y_test=labels)
+        assert ood.load({"npz": str(tmp_path / "unlabelled.npz")}).num_test == 6
 
 
 @pytest.mark.parametrize("make,message", [

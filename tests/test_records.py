@@ -181,7 +181,14 @@ def test_a_comparison_reads_an_ood_folder_at_each_runs_image_size(study, tmp_pat
                                   output_dir=str(tmp_path / "out"))
     assert result["table"] and all(0 <= e["ood_auroc_entropy"]["mean"] <= 1 for e in result["table"])
     with open(result["paths"]["uncertainty.md"]) as f:
-        assert f"Out-of-distribution data: images:{tmp_path / 'photos'} (all its images)" in f.read()
+        assert f"Out-of-distribution data: images:{tmp_path / 'photos'} (its images)" in f.read()
+    # Each run now holds one OOD evaluation: a folder that is here but broken is refused naming the file, not
+    # answered by that evaluation of the other folder (a note was all it said).
+    shutil.copytree(tmp_path / "photos", tmp_path / "broken")
+    (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"1 file\(s\) cannot be read as images: .*broken/x.png"):
+        compare.compare_runs(str(study / "a"), source=tiny_source(), ood={"image_dir": str(tmp_path / "broken")},
+                             output_dir=str(tmp_path / "out2"))
 
 
 def _arrays(seed=0):
