@@ -351,7 +351,7 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
                                       metrics["config"].get("kind") != "gaussian" else None),
         "data_source": data_source,
         "data_sha256": data_sha256,
-        **{k: metrics.get("data", {}).get(k) for k in ("num_train", "num_classes")},
+        **{k: metrics.get("data", {}).get(k) for k in ("num_train", "num_validation", "num_classes")},
         "steps": metrics.get("steps_trained"),
         "train_time_sec": metrics.get("train_time_sec"),
         "partial_history": partial,

@@ -13,6 +13,10 @@ from dropzoo import stats
 # factor above its best epoch's (mean over seeds): early stopping would have
 # stopped before the end, so there was something for a regulariser to do.
 OVERFIT_VALIDATION_RISE = 1.05
+# Below this many validation images their loss moves by more than that 5% between epochs by chance (a mean of
+# per-image losses whose spread is about their mean: ~1/sqrt(n) of itself, 25% at 16 images), and a final loss
+# over the lowest of a noisy series is above 1 by chance alone: the rise cannot tell overfitting from noise.
+MIN_VALIDATION_IMAGES = 100
 
 
 def _is_none(row):
@@ -36,12 +40,16 @@ def _control(runs):
     fits, tests = [r["train_accuracy"] for r in fitted], [r["test_accuracy"] for r in fitted]
     rise, _, half = stats.mean_ci(rises) if rises else (None, None, float("nan"))
     above = sum(x >= OVERFIT_VALIDATION_RISE for x in rises)
-    overfit = None if rise is None else bool(rise >= OVERFIT_VALIDATION_RISE)
+    images = [r["num_validation"] for r in runs if r.get("num_validation")]
+    few = min(images) if images and min(images) < MIN_VALIDATION_IMAGES else None
+    overfit = None if rise is None or few else bool(rise >= OVERFIT_VALIDATION_RISE)
     interval = [rise - half, rise + half] if rise is not None and np.isfinite(half) else None
     return {"none_validation_rise": rise, "none_overfit": overfit, "none_validation_rise_ci": interval,
-            "none_overfit_borderline": bool(interval and interval[0] < OVERFIT_VALIDATION_RISE <= interval[1]
+            "none_overfit_borderline": bool(not few and interval
+                                            and interval[0] < OVERFIT_VALIDATION_RISE <= interval[1]
                                             and 0 < above < len(rises)),
             "none_rise_seeds": [above, len(rises)],
+            **({"none_validation_images": few} if few else {}),
             **({"none_rise_not_finite": lost} if lost else {}),
             # Why a rise is unknown: histories that start at a resume, or runs of fewer than two epochs.
             "none_partial_history": rise is None and any(r.get("partial_history") for r in runs),
@@ -93,7 +101,11 @@ def regime(rows):
 def _control_text(control, threshold):
     rise, fits = control.get("none_validation_rise"), control.get("none_train_accuracy")
     tested = control.get("none_test_accuracy")
-    unknown = ("cannot tell (its histories start where a run resumed: the earlier epochs' validation losses "
+    few = control.get("none_validation_images")
+    unknown = (f"cannot tell (its validation loss is of {few} images, too few to tell a rise from noise: with "
+               f"fewer than {MIN_VALIDATION_IMAGES} a loss moves by more than {OVERFIT_VALIDATION_RISE - 1:.0%} "
+               "between epochs by chance; give more data or a larger --validation_fraction)" if few
+               else "cannot tell (its histories start where a run resumed: the earlier epochs' validation losses "
                "were not recorded)" if control.get("none_partial_history")
                else f"cannot tell (the final validation loss of all {control['none_rise_not_finite']} seed(s) is not "
                "finite: they diverged)" if control.get("none_rise_not_finite")

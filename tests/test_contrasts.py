@@ -204,6 +204,24 @@ def test_a_control_without_a_rise_says_why():
     assert "cannot tell (its histories start where a run resumed" in text and "fewer than two" not in text
 
 
+def test_a_validation_set_too_small_to_show_a_rise_cannot_tell_overfitting():
+    """16 validation images of a short run on a user's folder read "overfit: yes (1.778x)": a loss over 16 images
+    zig-zags by more than 5% between epochs, and the final over the lowest of a noisy series is above 1 by chance;
+    the same network trained longer reached 100%."""
+    rows = _regime_rows("none", "relu", [0.95] * 3, [0.10, 0.18])
+    for r in rows:
+        r["num_validation"] = 16
+    compare.label_rows(rows)
+    found = regime.regime(rows)
+    assert found["none_overfit"] is None and not found["none_overfit_borderline"]
+    text = "\n".join(regime.lines(found))
+    assert "overfit: cannot tell (its validation loss is of 16 images, too few to tell a rise from noise" in text
+    assert "(its final validation loss is 1.800x its best epoch's" in text
+    for r in rows:
+        r["num_validation"] = 400
+    assert regime.regime(rows)["none_overfit"] is True
+
+
 def test_a_control_seed_whose_validation_loss_diverged_is_left_out_and_said():
     """A NaN rise made the mean NaN, and NaN >= 1.05 is False: "**no** (dropout had little to do) (... nanx ...)"."""
     rows = _regime_rows("none", "relu", [0.99] * 10, [0.10, 0.13])
