@@ -6,6 +6,7 @@ a float32 copy of the weights), `model_int8.tflite` (int8, calibrated on
 training images) and `model.keras` (the Keras model itself, to load back for
 fine-tuning). dropzoo/verify.py checks each of them against the model.
 """
+import logging
 import os
 import tempfile
 import time
@@ -28,6 +29,9 @@ ARTIFACT_FILES = (KERAS_FILE, TFLITE_FILE, TFLITE_INT8_FILE)
 # Training images the int8 model is calibrated on ("a few hundred"), fed in batches.
 REPRESENTATIVE_EXAMPLES = 320
 REPRESENTATIVE_BATCH = 32
+# int8 losing this much test accuracy (and 2 test images or more) is warned (the zoo's networks lose under 1 point on
+# MNIST): a sweep prints no per-run line, and model_int8.tflite would be served without a word.
+INT8_COST_WARNING = 0.02
 
 
 def artifact_paths(directory):
@@ -65,9 +69,14 @@ def tflite_metrics(paths, converted, test_batches):
     "calibration_examples"} of their export.
     """
     started = time.perf_counter()
-    accuracy = {name: evaluate.evaluate_tflite(paths[name], test_batches)["accuracy"]
-                for name in (TFLITE_FILE, TFLITE_INT8_FILE)}
-    float32, int8 = accuracy[TFLITE_FILE], accuracy[TFLITE_INT8_FILE]
+    scored = {name: evaluate.evaluate_tflite(paths[name], test_batches) for name in (TFLITE_FILE, TFLITE_INT8_FILE)}
+    float32, int8 = (scored[name]["accuracy"] for name in (TFLITE_FILE, TFLITE_INT8_FILE))
+    images = scored[TFLITE_FILE]["num_examples"]
+    if (float32 - int8) * images >= 2 and float32 - int8 >= INT8_COST_WARNING:
+        logging.warning("%s scores %.1f points below %s on the test data (%.4f vs %.4f, %d images): int8 "
+                        "quantisation costs this model that much; serve %s or the SavedModel, or check %s on "
+                        "more data first", TFLITE_INT8_FILE, 100 * (float32 - int8), TFLITE_FILE, int8, float32,
+                        images, TFLITE_FILE, TFLITE_INT8_FILE)
     return {"runtime": tflite.RUNTIME,
             "float32_test_accuracy": float32, "int8_test_accuracy": int8,
             # Percentage points int8 loses against float32 (negative: it gained).

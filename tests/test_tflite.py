@@ -1,5 +1,6 @@
 """model.tflite, model_int8.tflite and model.keras: written by every export, verified, evaluated."""
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -414,3 +415,26 @@ def test_the_tolerance_grows_with_the_widest_sum_a_unit_computes():
     # bfloat16's error is the rounding of the activations, not the order of a sum: kept (2% off pixels move
     # probabilities by 1.3e-2, which a grown 3e-2 let through).
     assert verify.tolerance_for(wide, "bfloat16") == verify.TOLERANCES["bfloat16"]
+
+
+@pytest.mark.parametrize("float32,int8,images,warned", [
+    (0.8667, 0.7333, 60, True),  # a user's residual model: 13 points, said
+    (0.97, 0.965, 1000, False),  # half a point: what the zoo's networks lose
+    (0.9667, 0.9333, 30, False),  # one image of 30: not a measurement of quantisation
+])
+def test_an_int8_model_that_loses_accuracy_is_said(monkeypatch, caplog, float32, int8, images, warned):
+    from dropzoo import artifacts
+    from dropzoo import evaluate
+
+    scores = {artifacts.TFLITE_FILE: float32, artifacts.TFLITE_INT8_FILE: int8}
+    monkeypatch.setattr(evaluate, "evaluate_tflite", lambda path, batches: {
+        "accuracy": scores[os.path.basename(path)], "num_examples": images})
+    monkeypatch.setattr(os.path, "getsize", lambda path: 1)
+    monkeypatch.setattr(artifacts.tflite, "sha256", lambda path: "0" * 64)
+    paths = {name: f"/run/{name}" for name in artifacts.ARTIFACT_FILES}
+    with caplog.at_level(logging.WARNING):
+        metrics = artifacts.tflite_metrics(paths, {"seconds": 1.0, "calibration_examples": 320}, None)
+    assert metrics["int8_accuracy_cost_pp"] == pytest.approx(100 * (float32 - int8))
+    assert ("model_int8.tflite scores 13.3 points below model.tflite on the test data (0.7333 vs 0.8667, 60 "
+            "images): int8 quantisation costs this model that much" in caplog.text) == warned
+    assert ("model_int8.tflite scores" in caplog.text) == warned
