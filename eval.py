@@ -88,6 +88,8 @@ def _main(argv):
         own = _own_data(home, required=not given) if home else None
         if not given and not home:  # a copied export: the default data (MNIST) is right only for an MNIST model
             _check_copied_export_data(path_of(f), bool(f.tflite))
+        if own and "test_image_dir" in given and "image_dir" not in given and own["trained_on"].get("image_dir"):
+            given = {**given, "image_dir": own["trained_on"]["image_dir"]}  # a test folder for the run's classes
         given = folders.with_run_image_options(given, own and own["trained_on"])
         data = _data_to_score(given, own)
         if own and data is own["origin"]:

@@ -353,13 +353,18 @@ def test_an_image_folder_trains_sweeps_evaluates_and_compares(png_folders, tmp_p
     assert f"note: scored the test split of {other} ({tested} images: 20% of each class, rounded, at least one " \
            "image each); to score every image in " \
            f"it, pass --test_image_dir={other} too" in captured.err and tested < 10
+    # A test folder named alone scores every image in it, for the run's classes (it was refused: "the data given
+    # is --dataset", though none was given).
+    assert eval_main(f"--workdir={workdir}", f"--test_image_dir={other}") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["num_examples"] == 10 and "not the test data the run recorded" in captured.err
     # Its training folder: the scores are of training images, and said to be; scoring all of it is not suggested.
     assert eval_main(f"--workdir={workdir}", f"--image_dir={train}") == 0
     captured = capsys.readouterr()
     assert f"note: {train} holds images {workdir} trained on, so its scores there include training images" \
         in captured.err and "--test_image_dir" not in captured.err
     others = [f for f in os.listdir(workdir) if f.startswith("eval-")]
-    assert len(others) == 2
+    assert len(others) == 3
     with open(os.path.join(workdir, "eval.json")) as f:
         assert json.load(f)["num_examples"] == 16  # untouched
     comparison = compare.compare_runs(root)
