@@ -41,7 +41,7 @@ def _control(runs):
     rise, _, half = stats.mean_ci(rises) if rises else (None, None, float("nan"))
     above = sum(x >= OVERFIT_VALIDATION_RISE for x in rises)
     images = [r["num_validation"] for r in runs if r.get("num_validation")]
-    few = min(images) if images and min(images) < MIN_VALIDATION_IMAGES else None
+    few = min(images) if rise is not None and images and min(images) < MIN_VALIDATION_IMAGES else None
     overfit = None if rise is None or few else bool(rise >= OVERFIT_VALIDATION_RISE)
     interval = [rise - half, rise + half] if rise is not None and np.isfinite(half) else None
     return {"none_validation_rise": rise, "none_overfit": overfit, "none_validation_rise_ci": interval,
