@@ -439,7 +439,7 @@ def summary(results):
         elif isinstance(outcome, dict):
             by = outcome.get("trained_by")
             who = ("trained here" if by == me else
-                   f"finished earlier by {by['host']} pid {by['pid']}" if by else "finished earlier")
+                   f"finished earlier, by process {by['pid']} on host {by['host']}" if by else "finished earlier")
             lines.append(f"{workdir}  test_accuracy={outcome['test_accuracy']:.4f}  ({who})")
         else:
             lines.append(f"{workdir}  FAILED {outcome.splitlines()[0]}")

@@ -615,3 +615,10 @@ def test_a_dry_run_checks_a_prepared_tfds_datasets_sizes(tmp_path):
         with pytest.raises(ValueError, match=f"^{message}"):
             sweep.dry_run(_plan(*data, *args))[0]
     assert "1 run(s), 1 to train" in sweep.dry_run(_plan(*data, "--train_size=12"))[0]
+
+
+def test_a_sweeps_summary_says_who_finished_a_run_in_words():
+    """'finished earlier by vm pid 5588' read as a VM's process; the host and the process are named as such."""
+    outcome = {"test_accuracy": 0.97, "trained_by": {"host": "vm", "pid": 5588}}
+    assert sweep.summary([(None, "runs/a", outcome)]).splitlines()[0] == (
+        "runs/a  test_accuracy=0.9700  (finished earlier, by process 5588 on host vm)")
