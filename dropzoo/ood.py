@@ -1,8 +1,7 @@
 """Out-of-distribution data for eval.py: a tfds name, IDX files, an array file or a folder of images.
 
 Its labels are never used: out-of-distribution detection asks only how unlike
-the test images the model finds these images. One table row per kind of
-data, as sources.py has for the data under test:
+the test images the model finds these images. The kinds, one flag each:
 
 - `--ood_dataset=NAME`: a tfds dataset's test split (with --tfds_data_dir).
 - `--ood_idx_dir=DIR`: t10k-*.gz IDX files.
@@ -51,7 +50,7 @@ def for_model(ood, image_shape):
 
 
 def load(ood):
-    """The OOD data's Source (its labels all 0: unused); its errors name the --ood_* flag that gave it."""
+    """The OOD data's Source (its labels unused: 0 where it has none); its errors name the --ood_* flag."""
     if "npz" in ood:
         return _arrays(ood["npz"])
     if "image_dir" in ood:

@@ -149,9 +149,10 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     `ood` (ood.arguments, or a Source) adds out-of-distribution
     detection. An evaluation the run's record holds for the same request is
     read; otherwise the run's SavedModel is evaluated and the result saved.
-    Where the data asked for cannot be loaded here, a record that holds
-    exactly one evaluation of other data (with the same MC and OOD settings)
-    is read, and `notes` (a list) says so. A run recorded as identical by
+    Where the data asked for is not here, a record that holds exactly one
+    evaluation of other data (with the same MC and OOD settings) is read, and
+    `notes` (a list) says so; data named by a path that is here but cannot
+    be read (a corrupt image) is refused. A run recorded as identical by
     construction to another gets that run's evaluation and `identical_to`.
     """
     data, rows, computed, scored = _Data(), [], {}, []
