@@ -177,6 +177,7 @@ class DropoutStats(keras.callbacks.Callback):
         self.images = images
         self.logdir = logdir
         self.latest = {}
+        self.writer = None  # one events file a run (a writer made each epoch wrote one file each)
 
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf  # the callback writes TensorBoard summaries
@@ -188,7 +189,9 @@ class DropoutStats(keras.callbacks.Callback):
         self.latest = {**sites, **norms}
         if not self.latest:
             return
-        with tf.summary.create_file_writer(self.logdir).as_default(step=epoch):
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(self.logdir)
+        with self.writer.as_default(step=epoch):
             for name, entry in norms.items():
                 tf.summary.scalar(f"{name}/variance_shift_mean", entry["variance_shift_mean"])
                 tf.summary.scalar(f"{name}/variance_shift_max", entry["variance_shift_max"])
@@ -200,3 +203,9 @@ class DropoutStats(keras.callbacks.Callback):
                 if "drop_fraction" in entry:
                     tf.summary.scalar(f"{site}/drop_fraction", entry["drop_fraction"])
                     tf.summary.scalar(f"{site}/rate", entry["rate"])
+        self.writer.flush()  # each epoch's statistics on disk as it ends (an interrupted run keeps them)
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

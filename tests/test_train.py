@@ -77,6 +77,8 @@ def test_tensorboard_has_scalars_histograms_and_hparams(finished_run):
     assert any(plugin == "histograms" for _, plugin in tags["train"])
     assert ("dense1.post/variance_ratio", "scalars") in tags["dropout_stats"]
     assert ("dense1.post/train_out_var", "scalars") in tags["dropout_stats"]
+    # One events file for the run's 3 epochs (a writer made each epoch wrote a file each).
+    assert len(glob.glob(os.path.join(workdir, "tensorboard", "dropout_stats", "events.out.tfevents.*"))) == 1
     root = {tag for tag, _ in tags["."]}
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "test_accuracy"} <= root
     assert ("model", "text") in tags["."]  # model.txt, in the Text tab
