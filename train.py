@@ -100,6 +100,9 @@ def _train(overwrite):
         print(sweep.summary(results))
         if sweep.failed(results):
             return 1
+        if task is None and not any(isinstance(outcome, sweep.Skipped) for _, _, outcome in results):
+            root = fv.workdir or os.path.commonpath([workdir for _, workdir, _ in results])
+            print(f"compare:      python eval.py --runs_dir={shlex.quote(root)}")
         if task is not None and any(isinstance(outcome, sweep.Skipped) for _, _, outcome in results):
             # A task's share is its own: a run another process holds is not done, so the scheduler may retry.
             print(f"error: task {task[0]} of {task[1]} left runs another process was training (SKIPPED above); "

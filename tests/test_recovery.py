@@ -543,6 +543,11 @@ def test_one_sweep_started_twice_trains_every_run_exactly_once(tmp_path):
     runs = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(root, "*", "*", "*", "metrics.json")))
     assert len(runs) == 6 and sorted(trained) == runs  # each trained once, by one of the two
     assert all(_metrics(run)["export_check"]["passed"] for run in runs)
+    # A process that saw every run done names the comparison's command (one that skipped runs says to rerun).
+    for stdout, _ in outputs:
+        last = stdout.splitlines()[-1]
+        assert last == f"compare:      python eval.py --runs_dir={root}" if "SKIPPED" not in stdout else \
+            "run(s) were being trained by another process" in last
 
 
 def _listening_sockets():
