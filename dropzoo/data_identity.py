@@ -77,7 +77,7 @@ _OOD_KEPT = {}
 
 def ood_apart(test_images, ood_source, what, key=None):
     """`ood_source`'s test split without the images that are, byte for byte, test images (`test_images`, an
-    iterable of arrays; `what` names whose); (that dataset, how many were left out).
+    iterable of arrays; `what` names whose: a run, or its data's name); (that dataset, how many were left out).
 
     A test image scored as out-of-distribution pulls the AUROC towards 0.5 without a word: left out, with a
     warning; OOD data that is all test images (the test data itself, or a copy less some) is refused.
@@ -94,13 +94,13 @@ def ood_apart(test_images, ood_source, what, key=None):
             _OOD_KEPT[key] = kept
     shared = len(kept) - sum(kept)
     if shared and shared == len(kept):
-        raise DataError(f"all {shared:,} out-of-distribution images are in {what} own test data (byte for byte): "
-                        "it is the test data (or a copy of some of it); give another dataset's (e.g. Fashion-MNIST "
-                        "for an MNIST model)")
+        raise DataError(f"the out-of-distribution data is the test data of {what}, or a copy of some of it: all "
+                        f"{shared:,} of its images are test images (byte for byte); give images of something else "
+                        "(e.g. Fashion-MNIST for an MNIST model)")
     if not shared:
         return ood_source.test, 0
-    logging.warning("%d of the %d out-of-distribution images %s in %s own test data (byte for byte): left out of "
-                    "the OOD scores", shared, len(kept), "is" if shared == 1 else "are", what)
+    logging.warning("%d of the %d out-of-distribution images %s of %s (byte for byte): left out of the OOD scores",
+                    shared, len(kept), "is a test image" if shared == 1 else "are test images", what)
     mask = tf.constant(kept)
     return (ood_source.test.enumerate().filter(lambda i, example: tf.gather(mask, i))
             .map(lambda i, example: example)), shared

@@ -381,8 +381,8 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     ood_source = ood_lib.load(ood_lib.for_model(ood, image_shape)) if ood else None  # a folder: the model's size
     data_sha256 = sources.fingerprint(source)
     ood_sha256 = ood_source and sources.fingerprint(ood_source)
-    uncertainty.check_ood_is_other(data_sha256, ood_sha256, f"{source.name}'s")
-    ood_test, left_out = (data_identity.ood_apart(sources.test_images(source), ood_source, f"{source.name}'s")
+    uncertainty.check_ood_is_other(data_sha256, ood_sha256, source.name)
+    ood_test, left_out = (data_identity.ood_apart(sources.test_images(source), ood_source, source.name)
                           if ood_source else (None, 0))
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_test, batch_size) if ood_source else None

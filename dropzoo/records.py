@@ -172,7 +172,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         if run_test[1] is not None and given:  # before a saved evaluation answers (older code scored label k as
             checked = _check_classes(run, run_test[1], metrics)  # class k whatever its name); relabelled by name,
             run_test = (sources.fingerprint(checked), checked, run_test[2])  # it is other test data (as in eval.py)
-        uncertainty.check_ood_is_other(run_test[0], ood_id and ood_id[0], f"{run}'s")
+        uncertainty.check_ood_is_other(run_test[0], ood_id and ood_id[0], run)
         if not given and notes is not None:
             _note_changed_files(metrics, data, notes)
         request = evaluations.make_request(run_test[0], mc_samples=mc_samples, mc_seed=mc_seed,
@@ -314,7 +314,7 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
                        "records hold")
     test_source = run_test[1] or data.source(run_test[0], given, metrics)
     ood_source = ood_id[1] if ood_id else None
-    ood_test, left_out = (data_identity.ood_apart(sources.test_images(test_source), ood_source, f"{run}'s",
+    ood_test, left_out = (data_identity.ood_apart(sources.test_images(test_source), ood_source, run,
                                                   key=(run_test[0], ood_id[0])) if ood_source else (None, 0))
     if not given:  # (given data was checked, and relabelled, before any saved evaluation could answer)
         test_source = _check_classes(run, test_source, metrics)

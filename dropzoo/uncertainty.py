@@ -55,11 +55,11 @@ def mutual_information(draws):
 
 
 def check_ood_is_other(test_sha256, ood_sha256, what):
-    """DataError where the out-of-distribution data is the test data itself (`what`: whose test data), by
+    """DataError where the out-of-distribution data is the test data itself (`what`: whose, a run or data), by
     their fingerprints: an AUROC of 0.5 by construction."""
     if ood_sha256 and ood_sha256 == test_sha256:
-        raise DataError(f"the out-of-distribution data is {what} own test data; give another dataset's (e.g. "
-                        "Fashion-MNIST for an MNIST model)")
+        raise DataError(f"the out-of-distribution data is the test data of {what}; give images of something else "
+                        "(e.g. Fashion-MNIST for an MNIST model)")
 
 
 def ood_detection(in_scores, out_scores):

@@ -304,11 +304,12 @@ def test_an_mc_evaluation_records_the_batch_size_its_masks_were_drawn_at(export,
     assert "mc_batch_size" not in evaluate_on_dataset(path, data=data, batch_size=8)
     (tmp_path / "ood").mkdir()
     np.savez(tmp_path / "ood" / "same.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
-    with pytest.raises(ValueError, match=r"the out-of-distribution data is npz:.*d.npz's own test data; give another "
-                                         "dataset's"):
+    with pytest.raises(ValueError, match=r"the out-of-distribution data is the test data of npz:.*d.npz; give "
+                                         "images of something else"):
         evaluate_on_dataset(path, data=data, ood={"npz": str(tmp_path / "ood" / "same.npz")})
     np.savez(tmp_path / "ood" / "near.npz", x_train=images, y_train=labels, x_test=images[1:], y_test=labels[1:])
-    with pytest.raises(ValueError, match=r"^all 29 out-of-distribution images are in npz:.*d.npz's own test "):
+    with pytest.raises(ValueError, match=r"^the out-of-distribution data is the test data of npz:.*d.npz, or a copy "
+                                         r"of some of it: all 29 of its images are test images"):
         evaluate_on_dataset(path, data=data, ood={"npz": str(tmp_path / "ood" / "near.npz")})
 
 
@@ -323,18 +324,18 @@ def test_ood_images_that_are_test_images_are_left_out_or_refused_when_all_are(ca
     def ood(images):
         return sources.array_source("ood", None, (images, np.zeros(len(images), np.int64)))
 
-    kept, left_out = data_identity.ood_apart(test, ood(other), "x's")  # no image in common
+    kept, left_out = data_identity.ood_apart(test, ood(other), "x")  # no image in common
     assert left_out == 0 and len(list(kept)) == 40
-    with pytest.raises(ValueError, match=r"^all 49 out-of-distribution images are in x's own test data \(byte for "
-                                         r"byte\): it is the test data \(or a copy of some of it\)"):
-        data_identity.ood_apart(test, ood(test[1:]), "x's")  # the test data less one image
+    with pytest.raises(ValueError, match=r"^the out-of-distribution data is the test data of x, or a copy of some of "
+                                         r"it: all 49 of its images are test images \(byte for byte\)"):
+        data_identity.ood_apart(test, ood(test[1:]), "x")  # the test data less one image
     # One test image among other images: left out of the OOD scores, said, and counted.
     mixed = np.concatenate([other[:20], test[7:8], other[20:]])
-    kept, left_out = data_identity.ood_apart(test, ood(mixed), "x's", key=("t", "o"))
+    kept, left_out = data_identity.ood_apart(test, ood(mixed), "x", key=("t", "o"))
     images = np.stack([image for image, _ in kept.as_numpy_iterator()])
     assert left_out == 1 and np.array_equal(images, other)
-    assert "1 of the 41 out-of-distribution images is in x's own test data (byte for byte): left out" in caplog.text
-    assert data_identity.ood_apart((), ood(mixed), "x's", key=("t", "o"))[1] == 1  # asked once per pair
+    assert "1 of the 41 out-of-distribution images is a test image of x (byte for byte): left out" in caplog.text
+    assert data_identity.ood_apart((), ood(mixed), "x", key=("t", "o"))[1] == 1  # asked once per pair
 
 
 def test_an_ood_interval_past_its_range_is_marked():
