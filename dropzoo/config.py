@@ -102,7 +102,7 @@ class TrainConfig:
         "sorted), PNG/JPEG/BMP/GIF. Without --test_image_dir a fixed, stratified 20% of each class is the test "
         "split.")
     test_image_dir: str | None = _field(None, "With --image_dir: a folder of test images, the same class "
-                                        "subfolders.")
+                                        "subfolders (eval.py --workdir of a run trained on a folder: alone).")
     image_size: str | None = _field(
         None, "With --image_dir: resize every image to H,W (bilinear, on uint8 pixels); without it every image "
         "must have one size.")

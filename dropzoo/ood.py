@@ -119,9 +119,13 @@ def _folder(root, image_size, color_mode):
         raise DataError(f"--ood_image_dir {root} {problem}; give a folder of images (subfolders are read too)")
     paths, skipped, seen = [], [], {os.path.realpath(root)}
     for directory, folders, names in os.walk(root, followlinks=True):  # linked folders too (--image_dir reads them)
-        folders[:] = [f for f in sorted(folders) if not f.startswith(".")
-                      and os.path.realpath(os.path.join(directory, f)) not in seen]  # each folder once: no loops
-        seen.update(os.path.realpath(os.path.join(directory, f)) for f in folders)
+        kept = []
+        for folder in sorted(f for f in folders if not f.startswith(".")):
+            real = os.path.realpath(os.path.join(directory, folder))
+            if real not in seen:  # each folder once: no loops, no folder and its link both
+                seen.add(real)
+                kept.append(folder)
+        folders[:] = kept
         for name in sorted(n for n in names if not n.startswith(".")):
             (paths if name.lower().endswith(readers.IMAGE_EXTENSIONS) else skipped).append(
                 os.path.join(directory, name))

@@ -40,7 +40,8 @@ def _control(runs):
     fits, tests = [r["train_accuracy"] for r in fitted], [r["test_accuracy"] for r in fitted]
     rise, _, half = stats.mean_ci(rises) if rises else (None, None, float("nan"))
     above = sum(x >= OVERFIT_VALIDATION_RISE for x in rises)
-    images = [r["num_validation"] for r in runs if r.get("num_validation")]
+    images = [r["num_validation"] for r in runs if r.get("num_validation") and r.get("validation_rise")
+              and np.isfinite(r["validation_rise"])]  # of the rises averaged
     few = min(images) if rise is not None and images and min(images) < MIN_VALIDATION_IMAGES else None
     overfit = None if rise is None or few else bool(rise >= OVERFIT_VALIDATION_RISE)
     interval = [rise - half, rise + half] if rise is not None and np.isfinite(half) else None

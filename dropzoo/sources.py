@@ -223,8 +223,7 @@ def choose(arguments):
             if arguments.get(key) not in (None, OPTION_DEFAULTS.get(key)):
                 fix = f"drop --{key}" if source is SOURCES[-1] else f"give --{source.keys[0]}=... too, or drop --{key}"
                 named = given or arguments.get("dataset") not in (None, DEFAULT_DATASET)
-                data = (f"the data given is --{chosen.keys[0]}" if named else
-                        f"no --{source.keys[0]} is given (without a data flag the data is --dataset={DEFAULT_DATASET})")
+                data = f"the data given is --{chosen.keys[0]}" if named else f"no --{source.keys[0]} is given"
                 raise DataError(f"--{key} applies only with {source.flag.split(' ')[0]}, and {data}; {fix}")
     return chosen
 

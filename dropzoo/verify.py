@@ -92,7 +92,7 @@ def verify_export(path, model, images, *, outputs="probabilities", tolerance=Non
     floats = signatures.get(serving.FLOAT_SIGNATURE_KEY)
     if floats is not None:
         report["float_signature"] = _check_float_signature(floats, images, first[PROBABILITIES_KEY])
-    if tolerance > TOLERANCES["float32"]:  # a bfloat16/float16 tolerance would hide a graph that computes otherwise
+    if tolerance_for(model) > tolerance_for(model, "float32"):  # bfloat16/float16's would hide a graph's error
         report["float32_graph"] = _check_float32_graph(model, images, outputs)
     failures = _failures(report, outputs)
     if artifacts:

@@ -136,17 +136,20 @@ class KerasModelSpec:
             and isinstance(self.model.get_layer(layer.name), graph.NORM_TYPES) for layer in self.layers)
 
     def classifier_input_tensors(self):
-        """The tensors between the last conv/dense/pooling layer of each branch and the classifier (through merges
-        and other single layers): a dropout on any of them is on the classifier's input, or on a branch of it."""
+        """The tensors from each branch's last hidden dense layer's output to the classifier (through merges and
+        other single layers): a dropout on any of them is on the classifier's input, or on a branch of it. A
+        conv's or pooling layer's output, or the images, a merge reads too (a skip connection) are not: dropout
+        there is the conv stack's, or the input's."""
         found, todo = set(), [next(layer.input_key for layer in self.layers if layer.role == "output")]
+        dense = {layer.output_key for layer in self.layers if layer.role == "dense"}
         linear = {layer.output_key for layer in self.layers if layer.role in ("conv", "dense", "pool")}
         by_index = {layer.index: layer for layer in self.layers}
         while todo:
             key = todo.pop()
-            if key in found:
+            if key in found or key < 0 or (key in linear and key not in dense):
                 continue
             found.add(key)
-            if key >= 0 and key not in linear:
+            if key not in linear:
                 todo += list(by_index[key].input_keys)
         return found
 

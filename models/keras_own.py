@@ -123,8 +123,8 @@ def own_dropout(calls, spec):
             raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} drops units of a tensor that "
                              f"{', '.join(repr(o) for o in others)} also read(s) without it; a .post drops a tensor "
                              f"for all its readers, a conv/dense layer's .pre for that layer alone: put the dropout "
-                             f"right before one conv/dense layer, after the branch point's readers, or at {site} "
-                             "for all of them")
+                             f"right before one conv/dense layer (nothing between: after a Flatten, not before it), "
+                             f"after the branch point's readers, or at {site} for all of them")
         if site not in valid or len(shares) != 1:
             raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} is not at a site "
                              f"place_dropout can name (it must be a layer's whole output, or a conv/dense "

@@ -102,3 +102,19 @@ def test_a_models_own_dropout_before_one_of_several_readers_is_that_layers_pre()
     variant = models.place_dropout(source, "canonical", seed=0)
     [dropout] = models.dropout_layers(variant)
     assert variant.get_layer("b").input is dropout.output and variant.get_layer("a").input is not dropout.output
+
+
+def test_a_skip_from_the_conv_stack_or_the_images_keeps_their_dropout_where_it_was():
+    """A merge that also reads the pooled features (a skip) made their own 0.25 the head's, and the conv stack fell
+    back to 0.1; one that reads the images made an input dropout of 0.1 the head's."""
+    image = keras.Input((28, 28, 1))
+    x = L.MaxPooling2D(name="p")(L.Conv2D(4, 3, activation="relu", name="c")(image))
+    x = L.Flatten(name="f")(L.Dropout(0.25)(x))
+    d = L.Dense(16, activation="relu", name="d")(x)
+    got = _placements(keras.Model(image, L.Dense(10, name="out")(L.Concatenate()([x, d]))))
+    assert got["canonical"] == "p.post:0.25" and got["before_dense"] == "out.pre:0.5"
+    assert got["conv"] == "p.post:0.25,out.pre:0.5"
+    flat = L.Flatten(name="flat")(L.Dropout(0.1)(image))
+    dense = L.Dense(784, activation="relu", name="d")(flat)
+    got = _placements(keras.Model(image, L.Dense(10, name="out")(L.Add()([flat, dense]))))
+    assert got["before_dense"] == "out.pre:0.5"

@@ -61,6 +61,7 @@ def test_linked_folders_are_read_once_each(tmp_path):
         Image.fromarray(np.full((8, 8), i, np.uint8)).save(other / f"{i}.png")
     (root / "linked").symlink_to(other, target_is_directory=True)
     (root / "cats" / "loop").symlink_to(root, target_is_directory=True)  # read once, not forever
+    (root / "dogs").symlink_to(root / "cats", target_is_directory=True)  # a folder and its link: once
     assert ood.load(ood.for_model({"image_dir": str(root)}, (8, 8, 1))).num_test == 9 + 3
 
 

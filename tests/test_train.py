@@ -329,8 +329,8 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     (["--dataset=mnist_sample", "--image_size=32,32"], "--image_size applies only with --image_dir=DIR, and the "
                                                         "data given is --dataset; give --image_dir=... too"),
     (["--dataset=mnist_sample", "--test_image_dir=/tmp"], "--test_image_dir applies only with --image_dir=DIR"),
-    (["--color_mode=rgb"], "--color_mode applies only with --image_dir=DIR, and no --image_dir is given (without a "
-                           "data flag the data is --dataset=mnist); give --image_dir=... too, or drop --color_mode"),
+    (["--color_mode=rgb"], "--color_mode applies only with --image_dir=DIR, and no --image_dir is given; give "
+                           "--image_dir=... too, or drop --color_mode"),
     (["--idx_dir=/tmp", "--tfds_data_dir=/tmp"], "--tfds_data_dir applies only with --dataset=NAME, and the data "
                                                   "given is --idx_dir; drop --tfds_data_dir"),
     (["--seed=4294967295", "--seeds=2"], "--seed must be between 0 and 4294967295"),
