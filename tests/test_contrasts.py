@@ -220,6 +220,9 @@ def test_a_validation_set_too_small_to_show_a_rise_cannot_tell_overfitting():
     for r in rows:
         r["num_validation"] = 400
     assert regime.regime(rows)["none_overfit"] is True
+    # A run whose rise is not averaged (none recorded: a resumed history) does not decide it by its images.
+    rows[0].update(num_validation=16, validation_rise=None)
+    assert regime.regime(rows)["none_overfit"] is True
 
 
 def test_a_control_seed_whose_validation_loss_diverged_is_left_out_and_said():
