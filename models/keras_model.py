@@ -136,22 +136,49 @@ class KerasModelSpec:
             and isinstance(self.model.get_layer(layer.name), graph.NORM_TYPES) for layer in self.layers)
 
     def classifier_input_tensors(self):
-        """The tensors from each branch's last hidden dense layer's output to the classifier (through merges and
-        other single layers): a dropout on any of them is on the classifier's input, or on a branch of it. A
-        conv's or pooling layer's output, or the images, a merge reads too (a skip connection) are not: dropout
-        there is the conv stack's, or the input's."""
+        """The tensors from each branch's last hidden dense layer to the classifier (through merges and other
+        layers): a dropout on any of them is on the classifier's input, or on a branch of it. A tensor no dense
+        layer lies before (a skip from the conv stack, a global pooling, the images however preprocessed) is not:
+        dropout there is the conv stack's, or the input's."""
         found, todo = set(), [next(layer.input_key for layer in self.layers if layer.role == "output")]
-        dense = {layer.output_key for layer in self.layers if layer.role == "dense"}
-        linear = {layer.output_key for layer in self.layers if layer.role in ("conv", "dense", "pool")}
-        by_index = {layer.index: layer for layer in self.layers}
         while todo:
             key = todo.pop()
-            if key in found or key < 0 or (key in linear and key not in dense):
+            if key in found or key < 0 or "dense" not in self._roles_before(key):
                 continue
             found.add(key)
-            if key not in linear:
-                todo += list(by_index[key].input_keys)
+            producer = self._producer(key)
+            if producer.role != "dense":
+                todo += list(producer.input_keys)
         return found
+
+    def tensors_before(self, roles):
+        """The tensors of the sites that no layer of `roles` ("conv", "dense", "output") lies before, on any path
+        from the images: the images however preprocessed (all three), the conv stack (dense and output)."""
+        roles = set(roles)
+        found = set()
+        for site in self.sites():
+            name, slot = site.rsplit(".", 1)
+            layer = next(layer for layer in self.layers if layer.name == name)
+            keys = layer.input_keys if slot in ("pre", "mid") else (layer.output_key,)
+            above = set().union(*(self._roles_before(key) for key in keys))
+            if not (above | ({layer.role} if slot == "mid" else set())) & roles:
+                found.add(self.tensor_of(site))
+        return found
+
+    def _producer(self, key):
+        """The layer whose output is tensor `key` (a conv/dense layer for its block's end)."""
+        return next((layer for layer in self.layers if layer.role in ("conv", "dense", "pool", "output")
+                     and layer.output_key == key), None) or next(layer for layer in self.layers if layer.index == key)
+
+    def _roles_before(self, key):
+        """The roles of the layers that make tensor `key`, on every path from the images (it included)."""
+        if key < 0:
+            return frozenset()
+        cache = self.__dict__.setdefault("_roles_cache", {})
+        if key not in cache:
+            producer = self._producer(key)
+            cache[key] = frozenset({producer.role}).union(*(self._roles_before(k) for k in producer.input_keys))
+        return cache[key]
 
     def classifier_reads_alone(self, name):
         """Whether the classifier reads hidden layer `name` through single-input layers only: not through a merge

@@ -198,6 +198,18 @@ class NetworkSpec:
         """The tensors on the classifier's input: in a chain, its input alone."""
         return {self.tensor_of(f"{self.output_name}.pre")}
 
+    def tensors_before(self, roles):
+        """The tensors of the sites before the first layer of `roles` ("conv", "dense", "output"), its input
+        included: in a chain, the sites in order up to that layer's `.pre`."""
+        names = {"conv": self.conv_names, "dense": self.dense_names, "output": (self.output_name,)}
+        stop = {name for role in roles for name in names[role]}
+        found = set()
+        for site in self.sites():
+            found.add(self.tensor_of(site))
+            if site.rsplit(".", 1)[0] in stop:
+                break
+        return found
+
     @property
     def own_batch_norm(self):
         """Whether BN is part of the network itself (never here: the zoo adds it with norm='batch')."""

@@ -40,8 +40,8 @@ element-wise vs spatial (`conv` vs `spatial`), dropout vs none
 
 The spec provides sites(), spatial_sites(), parse(text, norm,
 allow_stacked), tensor_of(site), classifier_reads_alone(layer),
-classifier_input_tensors(), canonical, conv_rate, hidden, conv_names,
-pool_names, dense_names and output_name.
+classifier_input_tensors(), tensors_before(roles), canonical, conv_rate,
+hidden, conv_names, pool_names, dense_names and output_name.
 """
 from models import sites as sites_lib
 
@@ -63,14 +63,8 @@ def head_of(spec):
 
 
 def _input_tensors(spec):
-    """The tensors of the sites up to the first conv/dense layer's input: the images, however preprocessed."""
-    linear = set(spec.conv_names) | set(spec.dense_names) | {spec.output_name}
-    found = set()
-    for site in spec.sites():
-        found.add(spec.tensor_of(site))
-        if site.rsplit(".", 1)[0] in linear:
-            break
-    return found
+    """The tensors of the sites before any conv/dense layer: the images, however preprocessed."""
+    return spec.tensors_before(("conv", "dense", "output"))
 
 
 def own_rates(spec):
@@ -91,14 +85,8 @@ def own_rates(spec):
 
 
 def _stack_tensors(spec):
-    """The tensors of the sites up to the first dense layer's input (the classifier's, without one)."""
-    first = f"{(spec.dense_names or [spec.output_name])[0]}.pre"
-    found = set()
-    for site in spec.sites():
-        found.add(spec.tensor_of(site))
-        if site == first:
-            break
-    return found
+    """The tensors of the sites before any dense layer (the classifier, without one): the conv stack's."""
+    return spec.tensors_before(("dense", "output"))
 
 
 def stack_sites(spec, head_site):

@@ -118,3 +118,38 @@ def test_a_skip_from_the_conv_stack_or_the_images_keeps_their_dropout_where_it_w
     dense = L.Dense(784, activation="relu", name="d")(flat)
     got = _placements(keras.Model(image, L.Dense(10, name="out")(L.Add()([flat, dense]))))
     assert got["before_dense"] == "out.pre:0.5"
+
+
+def _rates(model):
+    return placements_lib.own_rates(models.describe_model(model))
+
+
+def test_rates_follow_the_graph_not_the_order_of_its_layers():
+    """What lies before a dense layer, or before any conv/dense layer, on every path from the images (a prefix of
+    the sites in graph order cut into the other branch); a global pooling or a folded Rescaling is no dense layer."""
+    image = keras.Input((28, 28, 1))
+    c2 = L.Conv2D(8, 3, activation="relu", name="c2")(L.MaxPooling2D(name="p1")(
+        L.Conv2D(4, 3, activation="relu", name="c1")(image)))
+    g = L.Dropout(0.25)(L.GlobalAveragePooling2D(name="g")(c2))
+    d = L.Dense(16, activation="relu", name="d")(L.Flatten(name="f")(c2))
+    assert _rates(keras.Model(image, L.Dense(10, name="out")(L.Concatenate()([g, d])))) == (0.5, 0.25)
+    r = L.Rescaling(1 / 255, name="r")(image)
+    flat = L.Flatten(name="flat")(L.Dropout(0.1)(r))
+    assert _rates(keras.Model(image, L.Dense(10, name="out")(L.Add()([flat, L.Dense(784, name="d")(flat)])))) \
+        == (0.5, 0.1)
+    x = L.Flatten(name="fi")(image)  # a deep dense tower beside a conv tower with its own 0.25
+    for i in range(4):
+        x = L.Dense(32, activation="relu", name=f"d{i}")(x)
+    y = L.Flatten(name="fy")(L.Dropout(0.25)(L.MaxPooling2D(name="p")(L.Conv2D(4, 3, activation="relu",
+                                                                                name="c")(image))))
+    model = keras.Model(image, L.Dense(10, name="out")(L.Concatenate()([x, y])))
+    assert _placements(model)["conv"] == "p.post:0.25,out.pre:0.5"
+    y = L.Flatten(name="fy")(L.MaxPooling2D(name="p")(L.Conv2D(4, 3, activation="relu", name="c")(image)))
+    a = L.Dense(16, activation="relu", name="a")(L.Flatten(name="fa")(L.Dropout(0.2)(image)))
+    assert _rates(keras.Model(image, L.Dense(10, name="out")(L.Concatenate()([y, a])))) == (0.5, 0.1)  # input's
+    # Mirror images of one network get one set of rates, whichever tower comes first.
+    x = L.Flatten(name="f")(L.MaxPooling2D(name="p")(L.Conv2D(4, 3, activation="relu", name="c")(image)))
+    for dropped in "ab":
+        towers = [L.Dense(16, activation="relu", name=name)(L.Dropout(0.3)(x) if name == dropped else x)
+                  for name in "ab"]
+        assert _rates(keras.Model(image, L.Dense(10, name="out")(L.Concatenate()(towers)))) == (0.5, 0.3)
