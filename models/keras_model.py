@@ -341,7 +341,7 @@ def _spec_of(model, calls, input_shape, name, source, digest):
     # A first Rescaling that alone sees the raw pixels can be folded (see the module doc).
     rescaling = isinstance(calls[0].layer, keras.layers.Rescaling) and sum(
         calls[0].inputs[0] in c.inputs for c in calls) == 1
-    _check_input_scale(calls, rescaling, f"model {name!r}")
+    graph.check_input_scale(calls, rescaling, f"model {name!r}")
     producer = {c.output: i for i, c in enumerate(calls)}
 
     def tensor(tensor_id):
@@ -418,42 +418,6 @@ def _spec_of(model, calls, input_shape, name, source, digest):
                           digest=digest, model=model)
     return dataclasses.replace(spec, canonical=sites_lib.format_placement(keras_own.own_dropout(calls, spec)),
                                own_kinds=keras_own.own_kinds(name, calls))
-
-
-def _check_input_scale(calls, rescaling, what):
-    """ValueError for preprocessing that would see [0, 1] pixels where it was made for raw ones.
-
-    Before the first conv/dense layer: a Rescaling that is not the first
-    layer (after augmentation, say) would scale pixels the trainer has scaled
-    already, and a Normalization whose statistics are of raw pixels (a mean
-    above 1) would normalize [0, 1] pixels with them.
-    """
-    if rescaling:  # what follows the folded Rescaling sees what it saw in the source
-        return
-    for index, c in enumerate(calls):
-        layer = c.layer
-        if isinstance(layer, graph.LINEAR_TYPES):
-            return
-        if isinstance(layer, keras.layers.Rescaling) and index == 0:
-            raise ValueError(f"{what} rescales its input in its first layer {layer.name!r}, but other layers read "
-                             "the input too; the trainer feeds pixels scaled to [0, 1] and can fold a first "
-                             f"Rescaling only where it alone reads the images: have every other layer read "
-                             f"{layer.name!r}'s output")
-        if isinstance(layer, keras.layers.Rescaling) and all(graph.is_dropout(b.layer) for b in calls[:index]):
-            raise ValueError(f"{what} rescales pixels in layer {layer.name!r} after its input dropout; the trainer "
-                             "feeds pixels scaled to [0, 1] and folds only a first Rescaling into that: make "
-                             f"{layer.name!r} the model's first layer, with the dropout after it")
-        if isinstance(layer, keras.layers.Rescaling):
-            raise ValueError(f"{what} rescales pixels in layer {layer.name!r}, which is not its first layer; the "
-                             "trainer feeds pixels scaled to [0, 1] and folds only a first Rescaling into that: "
-                             f"make {layer.name!r} the model's first layer (before any augmentation), or remove it")
-        if isinstance(layer, keras.layers.Normalization) and layer.built:
-            mean = layer.mean if layer.input_mean is not None else layer.adapt_mean
-            largest = float(keras.ops.max(keras.ops.abs(keras.ops.convert_to_tensor(mean))))
-            if largest > 1.0:
-                raise ValueError(f"{what} normalizes its input in layer {layer.name!r} with statistics of raw pixels "
-                                 f"(a mean of {largest:g}); the trainer feeds pixels scaled to [0, 1]: adapt it on "
-                                 "the images divided by 255, or put a Rescaling(1/255) first and adapt it after that")
 
 
 def check_zoo_only(option, value):
