@@ -349,7 +349,7 @@ def _one_network(saved, current):
 
 # Data files named by path: a run is of their content, which is checked apart (sources.check_finished_on, the
 # checkpoint's data digest), so another path to the same data (relative from elsewhere, moved) is the same run.
-_DATA_PATHS = ("idx_dir", "npz", "image_dir", "test_image_dir")
+DATA_PATHS = ("idx_dir", "npz", "image_dir", "test_image_dir")
 
 
 def _one_spelling(name, saved, current):
@@ -357,7 +357,7 @@ def _one_spelling(name, saved, current):
     /home/me/data/x, or the folder moved since)."""
     if not (isinstance(saved, str) and isinstance(current, str)):
         return False
-    if name in _DATA_PATHS:
+    if name in DATA_PATHS:
         return bool(saved) and bool(current)
     if name == "tfds_data_dir":
         return os.path.realpath(saved) == os.path.realpath(current)

@@ -202,7 +202,7 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
                         'assets.extra/class_names.json: {"class_names": [...]}')
     # Folders named by class number (0, 1, ...) say which class each is, also to a run with named classes (a tfds
     # dataset's 'T-shirt/top' cannot even be a folder's name); a run whose classes were numbers is held to those.
-    numbered_run = any(name.isdecimal() for name in run_class_names or ())  # held to its own numbers' names
+    numbered_run = _numbered_run(run_class_names)  # held to its own numbers' names
     if run_class_names and not (decimal and not numbered_run):
         by_number = "" if numbered_run else f" (or by class number, 0 to {len(run_class_names) - 1})"
         raise DataError(f"the test images' class folders {_difference(names, run_class_names)}: nothing says which "
@@ -223,8 +223,7 @@ def _class_ids(names, run_class_names, model_classes):
     folder 1/ of a run on 1, 2, 3, x is its class '1', with or without a 0/ beside it). None elsewhere."""
     if run_class_names and set(names) <= set(run_class_names):
         return [list(run_class_names).index(name) for name in names]
-    numbered_run = any(name.isdecimal() for name in run_class_names or ())
-    if all(name.isdecimal() for name in names) and not numbered_run and all(
+    if all(name.isdecimal() for name in names) and not _numbered_run(run_class_names) and all(
             model_classes is None or int(name) < model_classes for name in names):
         return [int(name) for name in names]
     return None
@@ -268,6 +267,11 @@ def _difference(names, trained, in_order=False):
     if mac:
         text += " (the run's names in another Unicode form, as a Mac writes them: rename the folders to the run's)"
     return text
+
+
+def _numbered_run(run_class_names):
+    """Whether a run has a class named by a number (its folders are held to those names, not read as ids)."""
+    return any(name.isdecimal() for name in run_class_names or ())
 
 
 def _numbered(names):

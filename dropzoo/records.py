@@ -17,6 +17,7 @@ import math
 import os
 import re
 
+from dropzoo import config as config_lib
 from dropzoo import data_identity
 from dropzoo import evaluations
 from dropzoo import files
@@ -265,8 +266,8 @@ def _flags_of(origin):
 def _here(arguments):
     """Whether data named by path (a folder of images, an .npz, IDX files) is on this machine: an error loading it
     is then the data's (a corrupt image), which no evaluation of other data may answer for."""
-    return isinstance(arguments, dict) and any(os.path.exists(str(arguments[key])) for key in (
-        "image_dir", "test_image_dir", "npz", "idx_dir") if arguments.get(key))
+    return isinstance(arguments, dict) and any(os.path.exists(str(arguments[key])) for key in config_lib.DATA_PATHS
+                                               if arguments.get(key))
 
 
 def _held_instead(run, request, own_sha, notes, ood_asked):

@@ -185,10 +185,8 @@ class KerasModelSpec:
         of branches (parallel towers concatenated, a residual Add), where dropout after `name` would drop one
         branch and leave the others."""
         key = next(layer.input_key for layer in self.layers if layer.role == "output")
-        linear = {layer.output_key: layer for layer in self.layers if layer.role in ("conv", "dense")}
-        by_index = {layer.index: layer for layer in self.layers}
         while key >= 0:
-            layer = linear.get(key) or by_index[key]
+            layer = self._producer(key)
             if layer.role in ("conv", "dense"):
                 return layer.name == name
             key = layer.input_key  # -2 where it reads several tensors
