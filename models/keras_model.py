@@ -180,6 +180,21 @@ class KerasModelSpec:
             cache[key] = frozenset({producer.role}).union(*(self._roles_before(k) for k in producer.input_keys))
         return cache[key]
 
+    def on_one_path(self, first, second):
+        """Whether one of layers `first` and `second` lies before the other on a path from the images (a conv
+        and a pooling layer of one branch), not beside it (towers of which only one pools)."""
+        return first in self._names_before(second) or second in self._names_before(first)
+
+    def _names_before(self, name):
+        """The names of the layers on every path from the images to layer `name`'s input."""
+        cache = self.__dict__.setdefault("_names_cache", {})
+        if name not in cache:
+            layer = next(layer for layer in self.layers if layer.name == name)
+            producers = [self._producer(key) for key in layer.input_keys if key >= 0]
+            cache[name] = frozenset(p.name for p in producers).union(*(self._names_before(p.name)
+                                                                         for p in producers))
+        return cache[name]
+
     def classifier_reads_alone(self, name):
         """Whether the classifier reads hidden layer `name` through single-input layers only: not through a merge
         of branches (parallel towers concatenated, a residual Add), where dropout after `name` would drop one

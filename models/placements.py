@@ -92,13 +92,18 @@ def _stack_tensors(spec):
 def stack_sites(spec, head_site):
     """The conv-stack sites: `.post` of each pooling layer after the first conv (each conv where there is none),
     except the head's tensor. (A pool before the first conv pools the images: dropout there is on the input; a pool
-    the classifier reads is the head's: `conv,conv,pool2,flatten` drops after each conv.)"""
+    the classifier reads is the head's: `conv,conv,pool2,flatten` drops after each conv.) In a model with branches,
+    a conv on no path with those pools (a tower that does not pool beside one that does) drops after itself."""
     left_out = _input_tensors(spec) | {spec.tensor_of(head_site)}
 
     def posts(names):
         return [f"{name}.post" for name in names if spec.tensor_of(f"{name}.post") not in left_out]
 
-    return posts(spec.pool_names) or posts(spec.conv_names)
+    pools = [site.rsplit(".", 1)[0] for site in posts(spec.pool_names)]
+    if not pools:
+        return posts(spec.conv_names)
+    unpooled = [conv for conv in spec.conv_names if not any(spec.on_one_path(conv, pool) for pool in pools)]
+    return [site for site in spec.sites() if site in posts(pools) + posts(unpooled)]  # in graph order
 
 
 def named_placements(spec):

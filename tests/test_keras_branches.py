@@ -153,3 +153,19 @@ def test_rates_follow_the_graph_not_the_order_of_its_layers():
         towers = [L.Dense(16, activation="relu", name=name)(L.Dropout(0.3)(x) if name == dropped else x)
                   for name in "ab"]
         assert _rates(keras.Model(image, L.Dense(10, name="out")(L.Concatenate()(towers)))) == (0.5, 0.3)
+
+
+def test_a_tower_that_does_not_pool_beside_one_that_does_drops_after_its_convs_in_conv():
+    # `conv` put dropout after the pooling tower's pool only: the other tower's conv reached the head undropped.
+    image = keras.Input((28, 28, 1))
+    a = L.MaxPooling2D(name="pa")(L.Conv2D(4, 3, padding="same", activation="relu", name="ca")(image))
+    b = L.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="cb")(image)
+    x = L.Dense(16, activation="relu", name="d")(L.Flatten()(L.Concatenate(name="cat")([a, b])))
+    got = _placements(keras.Model(image, L.Dense(10, name="out")(x)))
+    assert got["conv"] == "pa.post:0.1,cb.post:0.1,d.post:0.5"
+    assert got["spatial"] == "pa.post:0.1:spatial,cb.post:0.1:spatial,d.post:0.5"
+    # One branch that pools after two convs: its convs are the pool's, as in a chain.
+    c = L.MaxPooling2D(name="p")(L.Conv2D(4, 3, padding="same", activation="relu", name="c2")(
+        L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(image)))
+    x = L.Dense(16, activation="relu", name="d")(L.Flatten()(L.Concatenate()([c, b])))
+    assert _placements(keras.Model(image, L.Dense(10, name="out")(x)))["conv"] == "p.post:0.1,cb.post:0.1,d.post:0.5"
