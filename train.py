@@ -64,7 +64,7 @@ def _train(overwrite):
         if len(devices) == 1 and max(devices) > 1:  # before anything starts TensorFlow (a --keras_model's plan)
             strategies.split_cpu(devices.pop())
         runs = flags_lib.train_plan()
-        for note in flags_lib.unused_flags(runs):
+        for note in flags_lib.unused_flags(runs) + flags_lib.model_notes(runs):
             logging.warning("%s", note)
         workdirs.check_one_run_here(runs[0][1])  # a sweep into a run's directory, a run into a sweep's: refused
         task = shards.task_of(fv.task_index, fv.num_tasks)

@@ -259,6 +259,13 @@ def unused_flags(runs, fv=FLAGS):
     return notes
 
 
+def model_notes(runs):
+    """One line for each network of the plan `runs` whose named placements had a choice to make the user should
+    know of (its own head dropout at several rates), where a run trains one of them at its own rates."""
+    names = {c.model for c, _ in runs if c.rate is None and not c.sites and c.placement not in ("canonical", "none")}
+    return [note for note in (models.head_rate_note(name) for name in sorted(names)) if note]
+
+
 def _values(name, text):
     """The typed values of field `name`'s flag: a comma list where the field is sweepable."""
     if name in config_lib.EXECUTION_ONLY and text is not None and "," in str(text):

@@ -67,15 +67,35 @@ def _input_tensors(spec):
     return spec.tensors_before(("conv", "dense", "output"))
 
 
-def own_rates(spec):
-    """(head rate, conv-stack rate): the network's own, or the defaults where it has none."""
+def _own_head(spec):
+    """{site: rate} of the network's own dropout at the head (on a branch of it, where branches merge into it)."""
     canonical = spec.parse(spec.canonical, allow_stacked=True)
     layer, head_sites = head_of(spec)
     head_tensors = {spec.tensor_of(s) for s in head_sites if s in spec.sites()}
     if layer is None and spec.dense_names:  # dense layers merged into the classifier's input: their own dropout
         head_tensors |= spec.classifier_input_tensors()  # on the branches is the head's (0.3 on each, 0.3 on all)
-    head = [site.rate for name, site in canonical.items()
-            if name in head_sites or spec.tensor_of(name) in head_tensors]
+    return {name: site.rate for name, site in canonical.items()
+            if name in head_sites or spec.tensor_of(name) in head_tensors}
+
+
+def head_rate_note(spec):
+    """A line for a network whose own head dropout has several rates (towers at 0.3 and 0.5), else None: the
+    named placements have one head dropout, at the last of them."""
+    own = _own_head(spec)
+    if len(set(own.values())) < 2:
+        return None
+    listed = ", ".join(f"{rate:g} on {site}" for site, rate in own.items())
+    return (f"model {spec.name}: its own dropout at the head has several rates ({listed}); the named placements "
+            f"put one head dropout at {list(own.values())[-1]:g}, the last of them; --rate=R sets another")
+
+
+def own_rates(spec):
+    """(head rate, conv-stack rate): the network's own, or the defaults where it has none."""
+    canonical = spec.parse(spec.canonical, allow_stacked=True)
+    _, head_sites = head_of(spec)
+    own_head = _own_head(spec)
+    head = list(own_head.values())
+    head_tensors = {spec.tensor_of(s) for s in own_head}
     on_input = _input_tensors(spec)  # the images (or their preprocessing): not conv-stack dropout
     in_stack = _stack_tensors(spec)  # up to the first dense layer's input: not a hidden dense layer's dropout
     stack = [site.rate for name, site in canonical.items() if spec.tensor_of(name) in in_stack

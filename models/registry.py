@@ -105,6 +105,11 @@ def list_placements(name, norm=None):
     return names
 
 
+def head_rate_note(name):
+    """A line for model `name` where its own head dropout has several rates, of which its placements take one."""
+    return placements_lib.head_rate_note(get_spec(name))
+
+
 def resolve_placement(name, placement="canonical", norm="none"):
     """{site: Site} for a placement name, a site string (has ':' or '.'), or '' (none).
 

@@ -91,6 +91,30 @@ def test_merged_branches_own_dropout_is_the_heads_rate():
     assert got["before_dense"] == "out.pre:0.5" and got["conv"] == "c1.post:0.2,c2.post:0.2,out.pre:0.5"
 
 
+def test_towers_at_several_own_rates_are_named_where_a_named_placement_takes_one(tmp_path):
+    from absl import flags
+
+    from dropzoo import flags as flags_lib
+
+    image = keras.Input((28, 28, 1))
+    x = L.Flatten(name="f")(L.Conv2D(4, 3, activation="relu", name="c")(image))
+    a, b = (L.Dropout(rate, name=f"drop_{name}")(L.Dense(16, activation="relu", name=name)(x))
+            for name, rate in (("a", 0.3), ("b", 0.5)))
+    path = str(tmp_path / "towers.keras")
+    keras.Model(image, L.Dense(10, activation="softmax", name="out")(L.Concatenate()([a, b]))).save(path)
+
+    def notes(*args):
+        fv = flags.FlagValues()
+        flags_lib.define_train_flags(fv)
+        fv(["train.py", f"--keras_model={path}", "--dataset=mnist_sample", *args])
+        return flags_lib.model_notes(flags_lib.train_plan(fv))
+
+    assert notes("--placement=before_dense,canonical") == [
+        "model towers: its own dropout at the head has several rates (0.5 on b.post, 0.3 on a.post); the named "
+        "placements put one head dropout at 0.3, the last of them; --rate=R sets another"]
+    assert notes("--placement=canonical,none") == notes("--placement=conv", "--rate=0.3") == []
+
+
 def test_a_models_own_dropout_before_one_of_several_readers_is_that_layers_pre():
     # It was refused ("a site drops a tensor for all its readers"), though b.pre names exactly this.
     image = keras.Input((28, 28, 1))
