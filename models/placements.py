@@ -134,16 +134,20 @@ def named_placements(spec):
     layer, _ = head_of(spec)
     valid = spec.sites()
     placements = {"canonical": canonical, "none": {}}
+    # The head (only the classifier is dense: its input), under the model's own name for its own dropout there
+    # (a Dropout after a global pooling the classifier reads is that pool's `.post`): every placement with the head
+    # draws those masks, so `conv` differs from `before_dense` by the conv-stack sites alone, as in the zoo.
+    head_site = f"{layer}.post" if layer is not None else f"{spec.output_name}.pre"
+    head_site = next((own for own, site in canonical.items()
+                      if site == head and spec.tensor_of(own) == spec.tensor_of(head_site)), head_site)
+    after = {head_site: head}
     if layer is not None:
-        after = {f"{layer}.post": head}
         placements["after_activation"] = after
         if f"{layer}.mid" in valid:  # a Keras model's linear dense layer has no .mid
             placements["before_activation"] = {f"{layer}.mid": head}
         placements["before_dense"] = {f"{layer}.pre": head}
-    else:  # only the classifier is dense: its input is the one head position
-        after = {f"{spec.output_name}.pre": head}
+    else:
         placements["before_dense"] = after
-    head_site = next(iter(after))
     stack = stack_sites(spec, head_site)
     if spec.conv_names and stack:
         placements["conv"] = {**{s: sites_lib.Site(stack_rate) for s in stack}, **after}

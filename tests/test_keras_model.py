@@ -317,6 +317,22 @@ def _placements(model):
     return {name: models.format_placement(p) for name, p in placements_lib.named_placements(spec).items()}
 
 
+def test_the_heads_own_dropout_keeps_its_name_and_masks_in_every_placement():
+    # GAP -> Dropout(0.3) -> Dense: canonical and before_dense named the head gap.post, conv and spatial out.pre,
+    # which draws other masks: conv against before_dense differed by the head's masks as well as the conv stack.
+    model = _sequential(keras.layers.Conv2D(4, 3, activation="relu", name="c"), keras.layers.MaxPooling2D(name="p"),
+                        keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dropout(0.3),
+                        keras.layers.Dense(10, activation="softmax", name="out"))
+    got = _placements(model)
+    assert got["canonical"] == got["before_dense"] == "gap.post:0.3"
+    assert got["conv"] == "p.post:0.1,gap.post:0.3" and got["spatial"] == "p.post:0.1:spatial,gap.post:0.3"
+    spec = models.describe_model(model)
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    with_stack_off = models.place_dropout(spec, "p.post:0,gap.post:0.3", seed=0)
+    assert np.array_equal(with_stack_off(x, training=True), models.place_dropout(spec, "gap.post:0.3", seed=0)(
+        x, training=True))
+
+
 def test_derived_placements_keep_a_user_models_own_rates():
     """Conv, Pool, Conv, Pool, Flatten, Dropout(0.25), Dense(64, relu, 'fc'), Dropout(0.5), Dense(10)."""
     model = _sequential(keras.layers.Conv2D(4, 3, activation="relu", name="conv1"),
