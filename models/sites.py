@@ -46,7 +46,7 @@ def check_rate(rate, what="rate"):
         raise ValueError(f"{what} must be a number in [0, 1), got {rate!r}") from None
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{what} must be in [0, 1) (1 would drop every unit), got {rate!r}")
-    return value
+    return value + 0.0  # -0 is 0: one rate, one name
 
 
 def parse(text, valid_sites, spatial_sites=(), tensor_of=None, allow_stacked=False):

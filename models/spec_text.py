@@ -137,7 +137,8 @@ def _tokens_of(text):
         if isinstance(quoted, str):
             text = quoted
     if not text.lstrip().startswith(("[", "{")):
-        tokens = ["".join(part.split()).lower() for part in text.split(",")]
+        # Separated by a comma or new lines (a file may give one token per line, with or without commas).
+        tokens = [_one_word(part) for part in re.split(r"\s*,\s*|\s*\n\s*", text.strip())]
         inner = tokens[next((i for i, t in enumerate(tokens) if t), 0):]
         while inner and not inner[-1]:  # a leading or trailing comma is layout; an empty token between two is not
             inner.pop()
@@ -170,10 +171,20 @@ def _tokens_of(text):
             for position, item in enumerate(document, 1)], name
 
 
+def _one_word(text):
+    """A token, lower-cased, without the spaces around it; one with spaces inside is refused (`pool2 2` was read as
+    pool22, a 22-wide pool)."""
+    word = text.strip().lower()
+    if len(word.split()) > 1:
+        raise ValueError(f"layer token {text.strip()!r} has a space inside; write each token as one word (pool2, "
+                         "dense128) and separate tokens with commas or new lines")
+    return word
+
+
 def _token_of_item(item, position):
     """A JSON list item as a token: strings as they are, objects written as their token."""
     if isinstance(item, str):
-        return "".join(item.split()).lower()
+        return _one_word(item)
     kind = item.get("type") if isinstance(item, dict) else None
     if kind not in _FIELDS:
         raise ValueError(f"unknown layer {json.dumps(item)} at position {position}; objects have a "

@@ -318,12 +318,14 @@ def test_a_rate_the_mask_generator_would_draw_as_0_or_1_is_refused_for_masks_onl
 
     for rate, drawn in ((2e-6, "0: it would drop nothing"), (2**-17, "0: it would drop nothing"),
                         (0.999998, "1: it would drop every unit"), (1 - 2**-17, "1: it would drop every unit")):
-        with pytest.raises(ValueError, match=f"^rate {rate:g} is drawn by the dropout mask generator at the nearest "
+        with pytest.raises(ValueError, match=f"^rate {rate:.10g} is drawn by the dropout mask generator at the nearest "
                                              f"multiple of 2\\^-16, {drawn}"):
             masks.check_drawable(rate)
         with pytest.raises(ValueError, match="is drawn by the dropout mask generator"):
             layers.make_dropout("inverted", rate)
         layers.make_dropout("gaussian", rate)
+    with pytest.raises(ValueError, match=r"^rate 0.9999999 is drawn .* 1: it would drop every unit"):
+        masks.check_drawable(0.9999999)  # as written: it read "rate 1 is drawn ... at 1"
     for rate in (0.0, 2**-17 * 1.01, 1e-5, 1 - 2**-16):
         masks.check_drawable(rate)
         assert 0 < masks.drawn_rate(rate) < 1 or rate == 0

@@ -320,6 +320,9 @@ VALID = "valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten
      "keep one of the two dropout tokens (before and after 'flatten')"),
     ('{"layers": "conv8k3,flatten"}', 'the JSON network spec\'s "layers" must be a list of layer tokens or objects, '
      'got "conv8k3,flatten"; e.g. "layers": ["conv32k3", "flatten"]'),
+    # Spaces inside a token were deleted: a 2-wide pool and a stray 2 read as a 22-wide pool.
+    ("conv8k3,pool2 2,flatten", "layer token 'pool2 2' has a space inside; write each token as one word"),
+    ('["conv8k3", "pool 2"]', "layer token 'pool 2' has a space inside"),
     ('["flatten", {"type": "dropout", "rate": "0.5"}]',
      'layer {"type": "dropout", "rate": "0.5"} at position 2: its rate must be a number in [0, 1), got "0.5"'),
 ])
@@ -463,6 +466,15 @@ def test_a_network_file_that_says_nothing_or_a_bad_name_is_one_line(tmp_path, co
     with pytest.raises(config_lib.ConfigError) as info:
         train_plan(f"--network=@{path}", "--dry_run")
     assert str(info.value).startswith(message.format(path=path)) and "\n" not in str(info.value), str(info.value)
+
+
+def test_a_network_file_may_give_one_token_per_line():
+    # The lines were glued into one token ("unknown layer 'conv8k3pool2flattendense16'").
+    spec = models.parse_network("conv8k3,pool2,flatten,dense16")
+    assert models.parse_network("conv8k3\npool2\n\nflatten\ndense16\n") == spec
+    assert models.parse_network("conv8k3,\n  pool2,\nflatten ,\ndense16,\n") == spec
+    assert models.parse_network("flatten,dense16,dropout-0,dense8,dropout0.5") == models.parse_network(
+        "flatten,dense16,dropout0,dense8,dropout0.5")  # -0 is 0: one network, one name
 
 
 def test_the_tokens_as_one_json_string_read_as_the_tokens():
