@@ -110,7 +110,7 @@ def _main(argv):
             output = output or (None if unwritable else os.path.join(f.workdir, name))
             evaluations.save_evaluation(f.workdir, evaluations.make_request(
                 result["data_sha256"], mc_samples=f.mc_samples, mc_seed=f.mc_seed, batch_size=f.batch_size,
-                ood_sha256=result.get("ood_sha256")), result["data_source"], result)
+                ood_sha256=result.get("ood_sha256")), result["data_source"], result, (own or {}).get("weights_sha256"))
         if output:
             evaluate.write_json(output, result)
     print(json.dumps(result, indent=2, sort_keys=True))
@@ -208,7 +208,7 @@ def _given_data(f):
 
 def _own_data(workdir, required):
     """{"origin" (load_source arguments), "test_sha256", "class_names", "trained_on", "details"}: the data a run
-    in `workdir` recorded."""
+    in `workdir` recorded; and "weights_sha256", the weights it recorded (its saved evaluations name them)."""
     path = os.path.join(workdir, "metrics.json")
     if not os.path.isfile(path) and export.holds_runs(workdir):
         raise errors.RunError(f"{workdir} holds runs below it, not one run: compare them with --runs_dir={workdir}, "
@@ -222,7 +222,7 @@ def _own_data(workdir, required):
     data = metrics["data"]
     return {"origin": records.test_origin(metrics), "test_sha256": data.get("test_sha256"),
             "class_names": (data.get("details") or {}).get("class_names"), "trained_on": dict(data["origin"]),
-            "details": data.get("details") or {}}
+            "details": data.get("details") or {}, "weights_sha256": metrics.get("weights_sha256")}
 
 
 def _compare(f):

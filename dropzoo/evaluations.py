@@ -1,7 +1,9 @@
 """A run's saved evaluations: `evaluations/<id>.json` in its record, one per request.
 
 A request names what an evaluation scored: the test data and OOD data by
-content (`sources.fingerprint`), MC samples, seed and batching. The trainer
+content (`sources.fingerprint`), MC samples, seed and batching; the record
+names the weights too (the run's `weights_sha256`), so one saved before the
+run trained on answers nothing for the weights it has now. The trainer
 saves the evaluation of a run's own test data; a comparison (or eval.py
 --workdir) saves each other evaluation it computes, so that records alone
 answer it next time, on this machine or on another (`collect`).
@@ -40,8 +42,9 @@ def make_request(data_sha256, *, mc_samples=0, mc_seed=0, batch_size=256, ood_sh
     return request
 
 
-def save_evaluation(run, request, data_source, result):
-    """Writes `result` (an evaluation of `run`'s export for `request`) into the run's record. A record that cannot
+def save_evaluation(run, request, data_source, result, weights):
+    """Writes `result` (an evaluation of `run`'s export, of weights digest `weights`, for `request`) into the run's
+    record. A record that cannot
     be written to (a read-only copy, another user's) keeps none, with a warning: the next comparison computes it
     again; returns whether it was kept."""
     why = files.unwritable(os.path.join(run, EVALUATIONS), make=False)
@@ -51,26 +54,31 @@ def save_evaluation(run, request, data_source, result):
         return False
     os.makedirs(os.path.join(run, EVALUATIONS), exist_ok=True)
     files.write_json(evaluation_path(run, request), {"request": request, "data_source": data_source,
-                                                      "result": result})
+                                                      "result": result, "weights_sha256": weights})
     return True
 
 
-def load_evaluation(run, request):
-    """The saved {"request", "data_source", "result"} of `request` for `run`, or None; records alone answer an MC +
-    OOD request from before its OOD pass took seeds of its own (the test pass's again: correlated, not biased)."""
+def load_evaluation(run, request, weights):
+    """The saved {"request", "data_source", "result"} of `request` for `run`'s weights (digest `weights`), or None;
+    records alone answer an MC + OOD request from before its OOD pass took seeds of its own (the test pass's
+    again: correlated, not biased). A record of other weights is None (the run trained on since); one that names
+    none is older than this check (the trainer removes those as a run trains on: workdir.prepare)."""
     path = evaluation_path(run, request)
     if not os.path.isfile(path):
         older = {k: v for k, v in request.items() if k != "ood_seeds"}
         alone = older != request and not os.path.isdir(os.path.join(run, "saved_model"))
-        return load_evaluation(run, older) if alone else None
+        return load_evaluation(run, older, weights) if alone else None
     saved = files.read_json(path, "delete it and compare again with the run's saved_model/ present")
+    if saved.get("weights_sha256") not in (None, weights):
+        return None
     return saved if saved.get("request") == request else None
 
 
-def saved_evaluations(run):
-    """Every evaluation saved in `run`'s record."""
+def saved_evaluations(run, weights):
+    """Every evaluation saved in `run`'s record of its weights (digest `weights`; or naming none: older)."""
     directory = os.path.join(run, EVALUATIONS)
     if not os.path.isdir(directory):
         return []
-    return [files.read_json(os.path.join(directory, name), "delete it and compare again")
-            for name in sorted(os.listdir(directory)) if name.endswith(".json")]
+    saved = [files.read_json(os.path.join(directory, name), "delete it and compare again")
+             for name in sorted(os.listdir(directory)) if name.endswith(".json")]
+    return [record for record in saved if record.get("weights_sha256") in (None, weights)]

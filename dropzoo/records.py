@@ -182,12 +182,13 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         if key not in computed:
             # OOD data that cannot be loaded is not "no OOD": an evaluation without it is not the one asked for.
             loadable = run_test[0] and not (ood_id and ood_id[2])
-            saved = evaluations.load_evaluation(trained, request) if loadable else None
+            saved = evaluations.load_evaluation(trained, request, metrics.get("weights_sha256")) if loadable else None
             for arguments, identity in ((given, run_test), (ood, ood_id)):
                 if identity and identity[2] is not None and _here(arguments):
                     raise identity[2]  # data that is here but broken: not absent, so no other evaluation stands in
             if saved is None and (run_test[2] or (ood_id and ood_id[2])):
-                saved = _held_instead(trained, request, data.own(metrics)[0] if given else None, notes, bool(ood))
+                saved = _held_instead(trained, request, data.own(metrics)[0] if given else None, notes, bool(ood),
+                                      metrics.get("weights_sha256"))
             if saved is None:
                 saved = _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, batch_size,
                                   mc_samples, mc_seed)
@@ -270,9 +271,9 @@ def _here(arguments):
                                                if arguments.get(key))
 
 
-def _held_instead(run, request, own_sha, notes, ood_asked):
+def _held_instead(run, request, own_sha, notes, ood_asked, weights):
     """The one saved evaluation matching `request` where its unknown data (None) may be any (OOD data: any)."""
-    matches = [saved for saved in evaluations.saved_evaluations(run) if all(
+    matches = [saved for saved in evaluations.saved_evaluations(run, weights) if all(
         saved["request"].get(k) == v for k, v in request.items() if v is not None or k not in ("data", "ood"))
         and (request["data"] is not None or saved["request"]["data"] != own_sha)
         and (saved["request"]["ood"] is not None) == ood_asked]
@@ -329,7 +330,7 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
     if ood_source is not None:
         result.update(ood_data_source=ood_source.name, **({"ood_in_test_left_out": left_out} if left_out else {}))
     evaluate.name_absent_classes(result, (metrics["data"].get("details") or {}).get("class_names"))
-    evaluations.save_evaluation(trained, request, test_source.name, result)
+    evaluations.save_evaluation(trained, request, test_source.name, result, metrics.get("weights_sha256"))
     return {"data_source": test_source.name, "result": result}
 
 

@@ -308,8 +308,9 @@ def finish(run, result, loop, started, serving_artifacts=True):
     # The run's record of its own test scores through the export (what a comparison reads).
     own = evaluate.evaluate_saved_model(run.paths["saved_model"], data_lib.raw_batches(run.source.test, 256),
                                         signatures=signatures)
+    weights = weights_digest(run.model)
     evaluations.save_evaluation(os.path.dirname(run.paths["metrics.json"]), evaluations.make_request(
-        sources.fingerprint(run.source)), run.source.name, own)
+        sources.fingerprint(run.source)), run.source.name, own, weights)
     written = {k: v for k, v in run.paths.items()
                if k != "metrics.json" and (k not in artifacts_lib.ARTIFACT_FILES or artifacts)}
     metrics = {
@@ -336,7 +337,7 @@ def finish(run, result, loop, started, serving_artifacts=True):
         # precision, jit_compile: asked, got, why
         **performance.describe(run.config, run.model, strategies.is_distributed(loop.strategy)),
         "strategy": strategies.describe(loop.strategy),
-        "weights_sha256": weights_digest(run.model),
+        "weights_sha256": weights,
         "history": history,
         "history_from_epoch": history_from,  # 0: every epoch; N: a resume without the earlier epochs' record
         "export_check": export_check,

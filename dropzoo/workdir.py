@@ -170,6 +170,10 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     if os.path.exists(files_["metrics.json"]):
         return files.read_json(files_["metrics.json"], "delete it and rerun the same command to re-export and "
                                "re-measure from the last checkpoint")
+    # To be trained (on): evaluations of earlier weights (a finished run whose metrics.json was deleted to train it
+    # to more epochs) would answer a comparison for the new ones. Newer records name their weights; these go.
+    if os.path.isdir(files_["evaluations"]):
+        shutil.rmtree(files_["evaluations"])
     return None
 
 

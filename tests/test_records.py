@@ -126,7 +126,9 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
     fingerprint = sources.fingerprint(sources.load_source(npz=str(npz), need_train=False))
     assert {r["data_sha256"] for r in records.evaluate_runs(runs, data_override={"npz": str(moved)}, notes=[])} == {
         fingerprint}
-    held = next(e for e in evaluations.saved_evaluations(runs[0]) if e["request"]["data"] == fingerprint)
+    with open(os.path.join(runs[0], "metrics.json")) as f:
+        weights = json.load(f)["weights_sha256"]
+    held = next(e for e in evaluations.saved_evaluations(runs[0], weights) if e["request"]["data"] == fingerprint)
     path = evaluations.evaluation_path(runs[0], held["request"])
     with open(path) as f:
         saved = json.load(f)
@@ -215,11 +217,42 @@ def test_the_trainer_saves_its_own_evaluation_keyed_by_its_test_data(tmp_path):
     metrics = trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path), source=tiny_source(), verbose=0,
                                          serving_artifacts=False)
     request = evaluations.make_request(metrics["data"]["test_sha256"])
-    saved = evaluations.load_evaluation(str(tmp_path), request)
+    saved = evaluations.load_evaluation(str(tmp_path), request, metrics["weights_sha256"])
     assert saved["data_source"] == "tiny" and saved["result"]["num_examples"] == 40
     assert saved["result"]["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     with open(evaluations.evaluation_path(str(tmp_path), request)) as f:
         assert json.load(f)["request"] == request
+    # Another model's weights: nothing saved answers for them.
+    assert evaluations.load_evaluation(str(tmp_path), request, "0" * 64) is None
+    assert evaluations.saved_evaluations(str(tmp_path), "0" * 64) == []
+
+
+def test_a_comparison_after_a_run_trained_on_scores_its_new_weights(tmp_path):
+    """A finished run trained on (its metrics.json deleted, --epochs raised, as reliability.md says) kept its
+    comparison's saved evaluations, which then answered for the new weights: test accuracy, NLL and MC scores of
+    the old model beside the new model's train accuracy, without a word."""
+    from dropzoo import trainer
+
+    run = str(tmp_path / "run")
+    source = tiny_source()
+    trainer.train_and_evaluate(tiny_config(epochs=1), run, source=source, verbose=0, serving_artifacts=False)
+    with open(os.path.join(run, "metrics.json")) as f:
+        first = json.load(f)["weights_sha256"]
+    older = evaluations.make_request(sources.fingerprint(source), mc_samples=3, mc_seed=0)
+    evaluations.save_evaluation(run, older, "tiny", {"accuracy": 0.123}, None)  # as older code saved it: no weights
+    mc = evaluations.make_request(sources.fingerprint(source), mc_samples=4, mc_seed=0)
+    evaluations.save_evaluation(run, mc, "tiny", {"accuracy": 0.456}, first)
+    shutil.copy(evaluations.evaluation_path(run, mc), str(tmp_path / "backup.json"))
+    os.remove(os.path.join(run, "metrics.json"))
+    os.remove(os.path.join(run, "config.json"))
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=2), run, source=source, verbose=0,
+                                         serving_artifacts=False)
+    assert metrics["weights_sha256"] != first
+    for request in (older, mc):  # removed as the run trained on
+        assert evaluations.load_evaluation(run, request, metrics["weights_sha256"]) is None
+    shutil.copy(str(tmp_path / "backup.json"), evaluations.evaluation_path(run, mc))  # restored from a backup
+    assert evaluations.load_evaluation(run, mc, metrics["weights_sha256"]) is None
+    assert evaluations.load_evaluation(run, mc, first)["result"] == {"accuracy": 0.456}  # the weights it scored
 
 
 def test_a_collect_never_replaces_another_runs_records(tmp_path):
@@ -382,9 +415,9 @@ def test_records_alone_answer_an_mc_and_ood_request_with_an_evaluation_from_befo
     request = evaluations.make_request("d" * 64, mc_samples=20, mc_seed=0, ood_sha256="o" * 64)
     older = {k: v for k, v in request.items() if k != "ood_seeds"}
     assert request["ood_seeds"] == "after_test" and evaluations.request_id(older) != evaluations.request_id(request)
-    evaluations.save_evaluation(run, older, "idx:mnist", {"accuracy": 0.9})
-    assert evaluations.load_evaluation(run, request)["result"] == {"accuracy": 0.9}
+    evaluations.save_evaluation(run, older, "idx:mnist", {"accuracy": 0.9}, "w" * 64)
+    assert evaluations.load_evaluation(run, request, "w" * 64)["result"] == {"accuracy": 0.9}
     os.makedirs(os.path.join(run, "saved_model"))  # evaluated again where the export is here
-    assert evaluations.load_evaluation(run, request) is None
+    assert evaluations.load_evaluation(run, request, "w" * 64) is None
     plain = evaluations.make_request("d" * 64, mc_samples=20, mc_seed=0)  # no OOD: its id as it always was
-    assert "ood_seeds" not in plain and evaluations.load_evaluation(run, plain) is None
+    assert "ood_seeds" not in plain and evaluations.load_evaluation(run, plain, "w" * 64) is None
