@@ -61,13 +61,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
     sample in place of tfds') is refused, where both are known.
     `run` ((TrainConfig, what it resolves to here)) is saved too, and a
     resume from a checkpoint of other settings (config.json deleted and the
-    run retyped, another run's checkpoint copied in) is refused.
+    run retyped, another run's checkpoint copied in) is refused. With `stats` (the DropoutStats callback, called
+    before this one) the record keeps the epoch's dropout statistics: a run resumed after its last epoch reports them.
     """
 
-    def __init__(self, directory, earlier=None, source=None, run=None):
+    def __init__(self, directory, earlier=None, source=None, run=None, stats=None):
         super().__init__()
         self.directory = directory
         self.earlier = earlier
+        self.stats = stats
         if run is not None:  # checkpoints written before the run was saved with them: unchecked
             workdir_lib.check_checkpoint(earlier, *run, directory)
         data = check_trained_on(earlier, source, directory)
@@ -89,6 +91,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             self.record["history"].setdefault(key, []).append(float(value))
         self.record["seconds"].append(time.perf_counter() - self._start)
+        if self.stats is not None:
+            self.record["dropout_stats"] = self.stats.latest
         checkpoints.save(self.model, self.directory, epoch + 1, self.record)
 
 
@@ -172,11 +176,11 @@ class DropoutStats(keras.callbacks.Callback):
     BatchNormalization layer (`conv1.bn`, ...) to its variance shift.
     """
 
-    def __init__(self, images, logdir):
+    def __init__(self, images, logdir, latest=None):
         super().__init__()
         self.images = images
         self.logdir = logdir
-        self.latest = {}
+        self.latest = dict(latest or {})  # a resumed run's: its checkpoint's (none to train: the last epoch's)
         self.writer = None  # one events file a run (a writer made each epoch wrote one file each)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -117,12 +117,12 @@ class MultiWorkerLoop:
                 for key, value in self.evaluate(run, run.pipes.validation).items():
                     logs[f"val_{key}"] = value
                     history.setdefault(f"val_{key}", []).append(value)
-            run.checkpoint.set_model(run.model)
-            run.checkpoint.on_epoch_end(epoch, logs)  # every worker: saving may be collective; with the history
-            if self.chief:  # local writes only
+            if self.chief:  # local writes only; before the checkpoint, which keeps the statistics (as in fit)
                 run.dropout_stats.set_model(run.model)
                 run.dropout_stats.on_epoch_end(epoch)
                 _write_scalars(writers, epoch, logs)
+            run.checkpoint.set_model(run.model)
+            run.checkpoint.on_epoch_end(epoch, logs)  # every worker: saving may be collective; with the history
             if run.verbose:
                 print(f"Epoch {epoch + 1}/{run.epochs} - {timings[-1][1]:.1f}s - " +
                       " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)

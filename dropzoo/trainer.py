@@ -249,9 +249,14 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
     if strategy.num_replicas_in_sync > 1:
         strategies.distinct_replica_masks()
     initial_epoch = loop.restore(model, paths["checkpoints"])
+    earlier = checkpoints.saved_record(paths["checkpoints"], initial_epoch) if initial_epoch else None
+    # A fixed batch of training images on which each dropout site's activation
+    # statistics are logged every epoch (the train/inference variance shift).
+    probe_images = next(iter(data_lib.raw_batches(source.train, 256)))[0]
+    dropout_stats = callbacks_lib.DropoutStats(scale(probe_images), os.path.join(paths["tensorboard"], "dropout_stats"),
+                                               latest=(earlier or {}).get("dropout_stats"))
     checkpoint = callbacks_lib.EpochCheckpoint(  # refuses other data or settings before the resume is announced
-        write_paths["checkpoints"], checkpoints.saved_record(paths["checkpoints"], initial_epoch) if initial_epoch
-        else None, source, run=(config, resolve(config)))
+        write_paths["checkpoints"], earlier, source, run=(config, resolve(config)), stats=dropout_stats)
     if initial_epoch and verbose:
         print(f"Resuming from the checkpoint after epoch {initial_epoch} in {paths['checkpoints']}")
     pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
@@ -260,17 +265,13 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
     if verbose:
         print(performance.summary_line(performance.describe(config, model, strategies.is_distributed(strategy))))
         print(data_lib.summary_line(source, pipes))
-    # A fixed batch of training images on which each dropout site's activation
-    # statistics are logged every epoch (the train/inference variance shift).
-    probe_images = next(iter(data_lib.raw_batches(source.train, 256)))[0]
     return loops.Run(
         config=config, paths=paths, write_paths=write_paths, source=source, pipes=pipes,
         model=model, outputs=models.get_spec(config.model).outputs,
         steps_per_epoch=steps_per_epoch, epochs=epochs, steps_per_call=steps_per_call,
         initial_epoch=initial_epoch,
         checkpoint=checkpoint,
-        dropout_stats=callbacks_lib.DropoutStats(
-            scale(probe_images), os.path.join(paths["tensorboard"], "dropout_stats")),
+        dropout_stats=dropout_stats,
         verbose=verbose,
     )
 

@@ -339,6 +339,8 @@ def test_a_full_disk_during_the_export_keeps_the_checkpoints_and_the_rerun_expor
     assert metrics["resumed_from_epoch"] == 3 and metrics["export_check"]["passed"]
     assert metrics["weights_sha256"] == straight["weights_sha256"]
     assert [s["epochs"] for s in metrics["sessions"]] == [[1, 3], []]  # the second trained none: it exported
+    # The last epoch's dropout statistics, from the checkpoint (they were {}: studies' BN tables read them).
+    assert straight["dropout_stats"] and metrics["dropout_stats"] == straight["dropout_stats"]
 
 
 def test_a_failed_json_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
