@@ -108,6 +108,8 @@ class Client:
             return f"{problem}: convert them to {channels} channel(s) as the training data was (1: grayscale, 3: RGB)"
         if len(shape) == 4:
             return f"{problem}: resize them as the training data was"
+        if len(shape) == 3 and shape[-1] == channels:  # one image of another size
+            return f"{problem}, or one [{height}, {width}, {channels}] image: resize it as the training data was"
         return f"{problem}: a batch of images, or one [{height}, {width}, {channels}] image"
 
 

@@ -452,6 +452,7 @@ def test_the_client_gives_the_right_answer_for_every_pixel_dtype_or_one_error(ex
     assert model.predict(images[0])["class_id"].shape == (1,)  # one image
     for bad, message in [(images.astype(np.float32), r"float pixels must be scaled to \[0, 1\], these span"),
                          (images[:, :6], "this export takes .*: resize them"),
+                         (images[0, :6], r"or one \[12, 12, 1\] image: resize it as the training data was"),
                          (images[..., 0], r"add the channel axis, images\[..., np.newaxis\]"),
                          (np.repeat(images, 3, axis=-1), r"convert them to 1 channel\(s\)"),
                          (images[:0], r"no images to predict: the batch is empty"),
