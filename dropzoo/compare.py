@@ -44,97 +44,8 @@ from dropzoo import sizes_report
 from dropzoo import stats
 from dropzoo import sweep
 from dropzoo import uncertainty_report
+from dropzoo import variants
 from dropzoo.errors import ConfigError
-
-
-def variant_key(config, sites=None, precision=None, mask_generator=None):
-    """What runs of one variant share: their recorded config without seed and execution details.
-
-    Fields a run recorded before they existed count at their defaults, so
-    older and newer runs of one variant stay one variant. `sites` (the
-    resolved sites a run recorded) and `precision` (its resolved policy),
-    when given, are part of the key: a run whose placement meant other sites,
-    or that trained in another precision, is another variant.
-    """
-    ignored = ("seed",) + config_lib.OBSERVATION_ONLY + config_lib.EXECUTION_ONLY
-    if precision is not None:  # `auto` and the policy it resolved to are one variant
-        ignored += ("precision",)
-    key = tuple(sorted((k, v) for k, v in config_lib.with_defaults(config).items() if k not in ignored))
-    return key + (("_sites", sites), ("_precision", precision), ("_mask_generator", mask_generator))
-
-
-def variant_label(config, varying=()):
-    """`<model>/<variant>`, computed from a recorded config; `varying` as sweep.variant_name takes it."""
-    return f"{config['model']}/{sweep.variant_name(config, varying)}"
-
-
-def baseline_config(config, baseline):
-    """`config` with its placement replaced by the `baseline` placement (same kind, activation, ...)."""
-    return {**config, "placement": baseline, "sites": ""}
-
-
-def _without(key, field):
-    return tuple(item for item in key if item[0] != field)
-
-
-def label_rows(rows):
-    """Sets each row's "variant" label and "key"; labels tell apart every variant the rows hold.
-
-    A label is `<model>/<variant name>` with the fields that vary among the
-    rows; two variants that still share one (other recorded sites, another
-    precision) get the difference appended: `[sites ...]`, `[mixed_bfloat16]`.
-    """
-    # Named by the precision each run resolved to: `auto` on a bf16 CPU and a pinned bf16 are one variant.
-    configs = [{**r["config"], "precision": r.get("precision") or r["config"].get("precision", "auto")}
-               for r in rows]
-    varying = sweep.varying_fields(configs)
-    for r, config in zip(rows, configs):
-        r["key"] = variant_key(r["config"], r.get("sites"), r.get("precision"), r.get("mask_generator"))
-        r["variant"] = variant_label(config, varying)
-    by_label = {}
-    for r in rows:
-        by_label.setdefault(r["variant"], {}).setdefault(r["key"], []).append(r)
-    for label, groups in by_label.items():
-        if len(groups) < 2:
-            continue
-        for runs in groups.values():
-            differs = [f"[{name} {runs[0].get(name)}]" for name in ("sites", "precision", "mask_generator")
-                       if len({str(g[0].get(name)) for g in groups.values()}) > 1]
-            for r in runs:
-                r["variant"] = f"{label} {' '.join(differs)}"
-    return rows
-
-
-def _apart_by_auto(rows):
-    """[[labels], {precision: runs}] for each config whose `--precision=auto` resolved to several precisions."""
-    groups = {}
-    for r in rows:
-        key = variant_key({**r["config"], "precision": "auto"}, r.get("sites"), None, r.get("mask_generator"))
-        groups.setdefault(key, []).append(r)
-    found = []
-    for runs in groups.values():
-        auto = [r for r in runs if r["config"].get("precision", "auto") == "auto"]  # pinned runs chose theirs
-        counts = collections.Counter(str(r.get("precision")) for r in auto)
-        if len(counts) > 1:
-            found.append((sorted({r["variant"] for r in auto}, key=records.natural_key), counts))
-    return found
-
-
-def split_notes(rows):
-    """Notes naming each config whose `--precision=auto` resolved differently: compared apart, never pooled.
-
-    Runs of one command from machines whose `auto` resolved differently (bf16
-    on one CPU, float32 on another) would otherwise look like one study with
-    its seeds split in two without a word.
-    """
-    notes = []
-    for labels, counts in _apart_by_auto(rows):
-        held = "; ".join(f"{precision}: {n} run{'s' * (n != 1)}" for precision, n in sorted(counts.items()))
-        notes.append(f"{' and '.join(labels)} are one config whose --precision=auto resolved to {len(counts)} "
-                     f"precisions on the machines (or environments) that trained it ({held}), so they are compared "
-                     "as separate variants, never pooled; to pool seeds from several machines, train them all with "
-                     "one --precision (e.g. --precision=float32)")
-    return notes
 
 
 def summarise(rows, baseline="canonical"):
@@ -251,12 +162,13 @@ def baseline_pairs(rows, baseline="canonical", notes=None):
         config = runs[0]["config"]
         if config["placement"] == baseline and not config["sites"]:
             continue
-        target = variant_key(baseline_config(config, baseline), runs[0].get("sites"), runs[0].get("precision"),
-                             runs[0].get("mask_generator"))
+        as_keyed = {**config, **{name: dict(key)[name] for name in config_lib.DATA_PATHS}}  # data read elsewhere
+        target = variants.row_key(runs[0], variants.baseline_config(as_keyed, baseline))
         candidates = [k for k in groups if _strip(k) == _strip(target)
                       and groups[k][0]["config"]["placement"] == baseline and not groups[k][0]["config"]["sites"]]
         if len(candidates) != 1:  # the baseline at another rate, when each placement kept one
-            candidates = [k for k in groups if _strip(_without(k, "rate")) == _strip(_without(target, "rate"))
+            at_any_rate = _strip(variants.without(target, "rate"))
+            candidates = [k for k in groups if _strip(variants.without(k, "rate")) == at_any_rate
                           and groups[k][0]["config"]["placement"] == baseline]
         if len(candidates) > 1:  # baselines drawn by several mask generators: the variant's own
             split = candidates
@@ -287,7 +199,7 @@ def _rate_group(row):
     """A row's variant key without its rate: --rate, and the rates inside its recorded sites (each run of a rate
     grid records its placement's sites at its own rate: dense1.post:0.25, dense1.post:0.5). A run without --rate
     (its placement's own rates, which may differ by site) is a group of its own."""
-    key = _without(row.get("key") or variant_key(row["config"]), "rate")
+    key = variants.without(row.get("key") or variants.variant_key(row["config"]), "rate")
     if row["config"].get("rate") is None:
         return key + (("_own_rates", True),)
     return tuple((name, re.sub(r":[0-9.eE+-]+(?=:|,|$)", "", value) if name == "_sites" and value else value)
@@ -333,7 +245,7 @@ def tune_rates(rows):
         selected[group_key] = min(finite, key=lambda rate: (len(_diverged(rates[rate], "validation_loss")),
                                                             finite[rate], rate is None, rate or 0))
         first = next(iter(rates.values()))[0]
-        label = variant_label({**first["config"], "rate": None}, varying)
+        label = variants.variant_label({**first["config"], "rate": None}, varying)
         for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):
             grid.append({"variant": label, "rate": rate, "seeds": len(runs),
                          "validation_loss": scored[rate], "test_accuracy": _finite_mean(runs, "test_accuracy"),
@@ -356,18 +268,18 @@ def at_selected_rates(rows, tuned):
 
 def why_no_contrasts(rows, baseline):
     """The note of a comparison without contrasts: why there is nothing to contrast, and the fix."""
-    variants = sorted({r["variant"] for r in rows}, key=records.natural_key)
-    apart = _apart_by_auto(rows)
-    if len(apart) == 1 and len(apart[0][0]) == len(variants):
+    labels = sorted({r["variant"] for r in rows}, key=records.natural_key)
+    apart = variants.apart_by_auto(rows)
+    if len(apart) == 1 and len(apart[0][0]) == len(labels):
         return (f"nothing to contrast: the runs here are one config, apart only in the precision --precision=auto "
-                f"resolved to ({', '.join(variants)}); give --runs_dir a sweep over placements, or runs trained "
+                f"resolved to ({', '.join(labels)}); give --runs_dir a sweep over placements, or runs trained "
                 "with one --precision")
     baselines = {r["variant"] for r in rows if r["config"]["placement"] == baseline and not r["config"]["sites"]}
-    if len(variants) > 1 and set(variants) == baselines:
-        return (f"no contrasts by default: every variant here is a `{baseline}` baseline ({', '.join(variants)}), "
+    if len(labels) > 1 and set(labels) == baselines:
+        return (f"no contrasts by default: every variant here is a `{baseline}` baseline ({', '.join(labels)}), "
                 "and each is contrasted with its own kind's; pass --contrasts=A:B to contrast them")
-    if len(variants) == 1:
-        return (f"nothing to contrast: every run here is one variant ({variants[0]}); give --runs_dir a sweep "
+    if len(labels) == 1:
+        return (f"nothing to contrast: every run here is one variant ({labels[0]}); give --runs_dir a sweep "
                 "over placements, or several directories")
     return (f"no contrasts: no variant has a `{baseline}` baseline of its own kind, activation and data to be "
             "contrasted with; pass --baseline=PLACEMENT or --contrasts=A:B")
@@ -402,14 +314,14 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                                shards.missing_note(runs_dirs, run_dirs + records.unfinished_runs(runs_dirs))] if note]
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                  data_override=data_override, source=source, ood=ood, notes=notes)
-    label_rows(rows)
+    variants.label_rows(rows)
     pooled_data.check_each_run_once(rows)
     pooled_data.check_one_test_data(records.group(rows))
     placements = sorted({r["config"]["placement"] for r in rows})
     if baseline != "canonical" and not contrasts and baseline not in placements:  # a typo gave no contrasts
         raise ConfigError(f"--baseline={baseline} is not a placement these runs trained ({', '.join(placements)}); "
                           "give one of them, or plan contrasts with --contrasts=A:B")
-    notes += split_notes(rows)
+    notes += variants.split_notes(rows)
     tuned = tune_rates(rows)
     notes += tuned["notes"] if tuned else []
     compared = at_selected_rates(rows, tuned) if tuned else rows

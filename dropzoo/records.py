@@ -344,7 +344,7 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
     return {
         "run": run,
         "weights_sha256": metrics.get("weights_sha256"),
-        "variant": None,  # labelled by compare.label_rows, once every run's config is known
+        "variant": None,  # labelled by variants.label_rows, once every run's config is known
         "seed": metrics["config"]["seed"],
         "config": metrics["config"],
         "sites": metrics.get("placement_sites"),
@@ -354,6 +354,8 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
                                       metrics["config"].get("kind") != "gaussian" else None),
         "data_source": data_source,
         "data_sha256": data_sha256,
+        "train_sha256": metrics.get("data", {}).get("train_sha256"),  # what it trained on, wherever it was read
+        "keras_model_sha256": metrics.get("keras_model_sha256") or _keras_model_digest(run, metrics),
         **{k: metrics.get("data", {}).get(k) for k in ("num_train", "num_validation", "num_classes")},
         "steps": metrics.get("steps_trained"),
         "train_time_sec": metrics.get("train_time_sec"),
@@ -372,6 +374,14 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
         **{f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in result.items()},
         **_gaps(metrics.get("train_accuracy"), metrics.get("train_loss"), result),
     }
+
+
+def _keras_model_digest(run, metrics):
+    """The --keras_model file's sha256 a run recorded before metrics.json kept it: its config.json's (None)."""
+    path = os.path.join(run, "config.json")
+    if not metrics["config"].get("keras_model") or not os.path.isfile(path):
+        return None
+    return (files.read_json(path, FIX).get(workdirs.RESOLVED) or {}).get("keras_model_sha256")
 
 
 def _rise(val_loss):
@@ -398,8 +408,11 @@ DATA_FIELDS = sources.ARGUMENTS + ("train_size", "validation_fraction")
 
 
 def data_of(runs):
-    """What a variant's runs were trained on (their data fields) and tested on (the test data's hashes)."""
-    return ({name: runs[0]["config"].get(name) for name in DATA_FIELDS},
+    """What a variant's runs were trained on (their data fields; the content of the data read from a path, where
+    recorded, not the path) and tested on (the test data's hashes)."""
+    content = runs[0].get("train_sha256")
+    return ({name: runs[0]["config"].get(name) for name in DATA_FIELDS
+             if not (content and name in config_lib.DATA_PATHS)}, content,
             frozenset(r.get("data_sha256") for r in runs))
 
 
@@ -413,7 +426,7 @@ def data_label(runs, among=()):
 
 
 def group(rows):
-    """{variant key: [rows]} in first-seen order (rows labelled by compare.label_rows)."""
+    """{variant key: [rows]} in first-seen order (rows labelled by variants.label_rows)."""
     groups = {}
     for r in rows:
         groups.setdefault(r["key"], []).append(r)

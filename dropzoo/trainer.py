@@ -383,14 +383,13 @@ def data_record(source, pipes):
 
 def describe_run(config, data):
     """The metrics.json entries naming what was trained (`config`, its sites) on what (`data`)."""
+    resolved = resolve(config)
     return {
         "config": config.to_dict(),
         "data": data,
-        "mask_generator": resolve(config)["mask_generator"],
-        # The sites as built: after --rate replaced every site's rate.
-        "placement_sites": models.format_placement(models.sites.with_rate(
-            models.resolve_placement(config.model, config.placement_spec, norm=config.norm),
-            config.rate)),
+        "mask_generator": resolved["mask_generator"],
+        **({"keras_model_sha256": resolved["keras_model_sha256"]} if config.keras_model else {}),  # not its path
+        "placement_sites": resolved["sites"],  # the sites as built: after --rate replaced every site's rate
     }
 
 

@@ -21,6 +21,7 @@ from dropzoo import regime
 from dropzoo import report
 from dropzoo import sizes_report
 from dropzoo import stats
+from dropzoo import variants
 from dropzoo.errors import ConfigError
 
 
@@ -96,7 +97,7 @@ def test_a_constructed_study_gives_each_verdict():
     rows += _rows("before_activation", base + rng.normal(0, 0.0005, seeds), 0.1 + rng.normal(0, 0.0005, seeds))
     # Wild seeds: neither, and the MDE says how large an effect these seeds could have seen.
     rows += _rows("none", base + rng.normal(0, 0.02, seeds), 0.1 + rng.normal(0, 0.05, seeds))
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     planned = [("before_dense", "after_activation"), ("before_activation", "after_activation"),
                ("none", "after_activation")]
     table = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, planned), report.DEFAULT_MARGINS)
@@ -116,7 +117,7 @@ def test_a_constructed_study_gives_each_verdict():
 
 def test_planned_contrasts_name_existing_variants_in_one_line():
     rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3]) + _rows("none", [0.9, 0.9], [0.3, 0.31])
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     assert len(contrasts.planned_pairs(rows, [("none", "after_activation")])) == 1
     with pytest.raises(ConfigError, match="contrast side 'conv' matches no variant; the variants are: "
                                           "m/after_activation, m/none"):
@@ -137,7 +138,7 @@ def test_two_precisions_or_two_meanings_of_a_placement_are_two_variants():
     for r in old:
         r["run"] += "-old"
         r["sites"] = "pool1.post:0.25,dense1.pre:0.5"
-    rows = compare.label_rows(rows + other + old)
+    rows = variants.label_rows(rows + other + old)
     table = compare.summarise(rows)
     assert len(table) == 3 and all(e["seeds"] == 2 for e in table)
     assert {e["variant"] for e in table} == {
@@ -161,7 +162,7 @@ def test_contrasts_over_training_sizes_form_one_curve_per_contrast(tmp_path):
     for size, gain in gains.items():
         base = 0.9 + rng.normal(0, 0.003, 8)
         rows += _sized_rows("none", size, base) + _sized_rows("conv", size, base + gain + rng.normal(0, 0.001, 8))
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     planned = [(f"conv-train_size{s}", f"none-train_size{s}") for s in gains]
     tested = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, planned), report.DEFAULT_MARGINS)
     table = compare.summarise(rows)
@@ -197,7 +198,7 @@ def _regime_rows(placement, activation, train_accuracies, val_losses, test_gap=0
 def test_a_control_without_a_rise_says_why():
     """Histories that start at a resume are not runs of one epoch: the reason given is theirs."""
     short = _regime_rows("none", "relu", [0.98, 0.99], [0.10])
-    compare.label_rows(short)
+    variants.label_rows(short)
     assert "fewer than two validation points" in "\n".join(regime.lines(regime.regime(short)))
     resumed = [{**r, "partial_history": True} for r in short]
     text = "\n".join(regime.lines(regime.regime(resumed)))
@@ -211,7 +212,7 @@ def test_a_validation_set_too_small_to_show_a_rise_cannot_tell_overfitting():
     rows = _regime_rows("none", "relu", [0.95] * 3, [0.10, 0.18])
     for r in rows:
         r["num_validation"] = 16
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     found = regime.regime(rows)
     assert found["none_overfit"] is None and not found["none_overfit_borderline"]
     text = "\n".join(regime.lines(found))
@@ -229,7 +230,7 @@ def test_a_control_seed_whose_validation_loss_diverged_is_left_out_and_said():
     """A NaN rise made the mean NaN, and NaN >= 1.05 is False: "**no** (dropout had little to do) (... nanx ...)"."""
     rows = _regime_rows("none", "relu", [0.99] * 10, [0.10, 0.13])
     rows[-1]["validation_rise"] = float("nan")
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     found = regime.regime(rows)
     assert found["none_overfit"] is True and found["none_validation_rise"] == pytest.approx(1.3)
     text = "\n".join(regime.lines(found))
@@ -249,7 +250,7 @@ def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():
     rows = (_regime_rows("none", "relu", [0.98, 0.99], [0.10, 0.20])
             + _regime_rows("none", "sigmoid", [0.60, 0.70], [0.9, 0.8])
             + _regime_rows("after_activation", "sigmoid", [0.10, 0.11], [2.3, 2.3]))
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     found = regime.regime(rows)
     assert found["none_overfit"] is None and set(found["controls"]) == {"m/none", "m/none-sigmoid"}
     assert found["controls"]["m/none"]["none_overfit"] is True
@@ -263,14 +264,14 @@ def test_each_none_control_is_its_own_regime_and_a_variant_at_chance_is_named():
     # The control's test accuracy stands beside its fit: the gap is what there is to regularise.
     one = (_regime_rows("none", "relu", [0.98, 0.99], [0.1], test_gap=0.03)
            + _regime_rows("conv", "relu", [0.98, 0.99], [0.1]))
-    compare.label_rows(one)
+    variants.label_rows(one)
     [line] = regime.lines(regime.regime(one))
     assert line.endswith("overfit: cannot tell (fewer than two validation points a run); it fits 98.5% of its "
                          "training data (dropout off), 3.0 points above its test accuracy (95.5%).")
     # Testing better than it fits its training data: below, not "-0.3 points above".
     under = (_regime_rows("none", "relu", [0.98, 0.99], [0.1], test_gap=-0.003)
              + _regime_rows("conv", "relu", [0.98, 0.99], [0.1]))
-    compare.label_rows(under)
+    variants.label_rows(under)
     [line] = regime.lines(regime.regime(under))
     assert line.endswith("it fits 98.5% of its training data (dropout off), 0.3 points below its test accuracy "
                          "(98.8%).")
@@ -282,7 +283,7 @@ def test_a_planned_contrast_across_datasets_is_refused_in_one_line():
     other = _rows("none", [0.8, 0.8], [0.5, 0.51])
     for r in other:
         r["config"]["dataset"], r["data_source"] = "fashion_mnist", "fashion_mnist"
-    compare.label_rows(rows + other)
+    variants.label_rows(rows + other)
     contrast = [("none-datasetfashion_mnist", "after_activation-datasetmnist")]
     with pytest.raises(ConfigError, match=r"^contrast none-datasetfashion_mnist:after_activation-datasetmnist "
                                           r"pairs runs trained or tested on different data \(fashion_mnist vs d\)"):
@@ -296,7 +297,7 @@ def test_runs_scored_on_other_test_data_are_neither_pooled_nor_paired():
     rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3]) + _rows("canonical", [0.8, 0.81], [0.5, 0.5])
     for r in rows:
         r["data_sha256"] = "a" * 64 if r["config"]["placement"] == "after_activation" else "b" * 64
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     groups = records.group(rows)
     pooled_data.check_one_test_data(groups)  # each variant on one test set: fine
     with pytest.raises(ConfigError, match=r"^contrast m/after_activation:m/canonical pairs runs trained or tested on "
@@ -317,29 +318,66 @@ def test_one_run_found_twice_is_refused_naming_both_directories():
     """A collected copy beside its sweep (--runs_dir=sweep,copy) would double every seed."""
     rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3])
     copy = [{**r, "run": "copy/" + r["run"]} for r in rows]
-    compare.label_rows(rows + copy)
+    variants.label_rows(rows + copy)
     pooled_data.check_each_run_once(rows)  # each seed once: fine
     with pytest.raises(ConfigError, match=r"^r/after_activation/0 and copy/r/after_activation/0 are the same "
                                           r"variant \(m/after_activation\) and seed \(0\): one run counted twice"):
         pooled_data.check_each_run_once(rows + copy)
     # The same seed trained apart (two machines): other weights, and another message and fix.
     apart = [{**r, "run": "m2/" + r["run"], "weights_sha256": f"other{r['seed']}"} for r in rows]
-    compare.label_rows(rows + apart)
+    variants.label_rows(rows + apart)
     with pytest.raises(ConfigError, match=r"and seed \(0\), trained apart \(other weights: two machines\?\); "
                                           r"a comparison pairs runs by seed and takes each seed once"):
         pooled_data.check_each_run_once(rows + apart)
+
+
+def test_a_keras_model_file_is_one_variant_by_its_content_not_its_path():
+    """Two files at one path (16 and 256 hidden units, typed into one workdir by two tasks) were pooled as one
+    variant (26.55 ± 19.45); one file at two paths (two machines) split in two."""
+    def runs(path, digest, machine):
+        return [{**r, "run": f"{machine}/{r['run']}", "config": {**r["config"], "keras_model": path},
+                 "keras_model_sha256": digest} for r in _rows("canonical", [0.128, 0.403], [2.0, 1.5])]
+
+    one_path = variants.label_rows(runs("/m/my.keras", "a" * 64, "m1") + [
+        {**r, "seed": r["seed"] + 2} for r in runs("/m/my.keras", "b" * 64, "m2")])
+    assert len(records.group(one_path)) == 2
+    assert {r["variant"] for r in one_path} == {"m/canonical [keras_model_sha256 aaaaaaaaaaaa]",
+                                                "m/canonical [keras_model_sha256 bbbbbbbbbbbb]"}
+    two_paths = variants.label_rows(runs("/home/a/my.keras", "a" * 64, "m1") + [
+        {**r, "seed": r["seed"] + 2} for r in runs("/home/b/my.keras", "a" * 64, "m2")])
+    assert len(records.group(two_paths)) == 1 and {r["variant"] for r in two_paths} == {"m/canonical"}
+
+
+def test_one_data_read_at_two_paths_is_one_variant():
+    """Two machines' byte-identical .npz at other paths split into two variants of one label (each half the
+    seeds); other data at two paths stays two variants, each labelled by its path."""
+    def runs(path, content, first_seed):
+        return [{**r, "seed": r["seed"] + first_seed, "run": f"{path}/{r['run']}", "train_sha256": content,
+                 "config": {**r["config"], "npz": path, "seed": r["seed"] + first_seed}}
+                for r in _rows("canonical", [0.9, 0.91], [0.3, 0.3])]
+
+    same = variants.label_rows(runs("/a/d.npz", "c" * 64, 0) + runs("/b/d.npz", "c" * 64, 2))
+    assert len(records.group(same)) == 1 and {r["variant"] for r in same} == {"m/canonical"}
+    # One machine trained the baseline, the other the variant: one data, so they pair.
+    apart = variants.label_rows(runs("/a/d.npz", "c" * 64, 0) + [
+        {**r, "config": {**r["config"], "placement": "none"}, "sites": "none"} for r in runs("/b/d.npz", "c" * 64, 0)])
+    assert len(compare.baseline_pairs(apart)) == 1
+    other = variants.label_rows(runs("/a/d.npz", "c" * 64, 0) + runs("/b/d.npz", "e" * 64, 2))
+    assert len(records.group(other)) == 2
+    assert {r["variant"] for r in other} == {"m/canonical-npzd.npz [npz /a/d.npz]",
+                                             "m/canonical-npzd.npz [npz /b/d.npz]"}
 
 
 def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
     """auto resolved to bf16 on one machine and float32 on another: never pooled, and never silently."""
     rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3])
     bf16 = [{**r, "run": "m2/" + r["run"], "seed": r["seed"] + 2, "precision": "mixed_bfloat16"} for r in rows]
-    assert compare.split_notes(compare.label_rows(rows)) == []
-    compare.label_rows(rows + bf16)
+    assert variants.split_notes(variants.label_rows(rows)) == []
+    variants.label_rows(rows + bf16)
     # Labels name the precision each run resolved to, never `auto`.
     assert {r["variant"] for r in rows + bf16} == {"m/after_activation-precisionfloat32",
                                                    "m/after_activation-precisionmixed_bfloat16"}
-    assert compare.split_notes(rows + bf16) == [
+    assert variants.split_notes(rows + bf16) == [
         "m/after_activation-precisionfloat32 and m/after_activation-precisionmixed_bfloat16 are one config whose "
         "--precision=auto resolved to 2 precisions on the machines (or environments) that trained it (float32: 2 "
         "runs; mixed_bfloat16: 2 runs), so they are compared as separate variants, never pooled; to pool seeds from "
@@ -348,21 +386,21 @@ def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
         "nothing to contrast: the runs here are one config, apart only in the precision --precision=auto resolved")
     # Pinned apart (a study of precision): the variants' names say it, no note needed.
     pinned = [{**r, "config": {**r["config"], "precision": r["precision"]}} for r in rows + bf16]
-    compare.label_rows(pinned)
-    assert compare.split_notes(pinned) == [] and len({r["variant"] for r in pinned}) == 2
+    variants.label_rows(pinned)
+    assert variants.split_notes(pinned) == [] and len({r["variant"] for r in pinned}) == 2
     # auto resolving to one precision beside a pinned other one (--precision=auto,float32): a choice, no note.
     chosen = [{**r, "precision": "mixed_bfloat16"} for r in bf16] + [
         {**r, "config": {**r["config"], "precision": "float32"}} for r in rows]
-    compare.label_rows(chosen)
-    assert compare.split_notes(chosen) == [] and not compare.why_no_contrasts(chosen, "canonical").startswith(
+    variants.label_rows(chosen)
+    assert variants.split_notes(chosen) == [] and not compare.why_no_contrasts(chosen, "canonical").startswith(
         "nothing to contrast: the runs here are one config, apart only")
     # Pinned apart, canonical both: the note names them as baselines, and the fix that contrasts them.
     assert compare.why_no_contrasts(pinned, "after_activation").startswith(
         "no contrasts by default: every variant here is a `after_activation` baseline")
     # auto on a bf16 CPU and a pinned bf16: one variant, labelled as such.
     mixed = [{**r, "config": {**r["config"], "precision": "mixed_bfloat16"}} for r in bf16[:1]] + bf16[1:]
-    compare.label_rows(mixed)
-    assert {r["variant"] for r in mixed} == {"m/after_activation"} and compare.split_notes(mixed) == []
+    variants.label_rows(mixed)
+    assert {r["variant"] for r in mixed} == {"m/after_activation"} and variants.split_notes(mixed) == []
 
 
 def test_a_comparison_of_several_directories_needs_its_own_output(tmp_path):
@@ -388,7 +426,7 @@ def test_an_interval_past_the_metrics_range_is_marked_and_explained():
 def test_contrasts_csv_says_each_metrics_unit(tmp_path):
     rows = _rows("after_activation", [0.95, 0.96, 0.97], [0.1, 0.11, 0.12])
     rows += _rows("none", [0.94, 0.96, 0.96], [0.12, 0.11, 0.13])
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     table = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("none", "after_activation")]),
                                    report.DEFAULT_MARGINS)
     path = str(tmp_path / "contrasts.csv")
@@ -401,13 +439,13 @@ def test_contrasts_csv_says_each_metrics_unit(tmp_path):
 
 def test_a_comparison_without_contrasts_says_why_and_the_fix():
     one = _rows("after_activation", [0.95, 0.96], [0.1, 0.11])
-    compare.label_rows(one)
+    variants.label_rows(one)
     assert compare.baseline_pairs(one, "canonical") == []
     assert compare.why_no_contrasts(one, "canonical") == (
         "nothing to contrast: every run here is one variant (m/after_activation); give --runs_dir a sweep over "
         "placements, or several directories")
     two = one + _rows("none", [0.94, 0.95], [0.12, 0.13])
-    compare.label_rows(two)
+    variants.label_rows(two)
     assert compare.baseline_pairs(two, "canonical") == []  # neither is the baseline
     assert compare.why_no_contrasts(two, "canonical").startswith(
         "no contrasts: no variant has a `canonical` baseline of its own kind")
@@ -418,7 +456,7 @@ def test_one_difference_at_every_seed_claims_no_certainty():
     # The same +0.01 points at both seeds (up to float rounding) was "differs (+0.01), within ±0.5 points",
     # with a zero-width interval and an MDE of 0, from two seeds.
     rows = _rows("a", [0.9601, 0.9551], [0.1, 0.2]) + _rows("b", [0.9600, 0.9550], [0.11, 0.25])
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     [entry] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
     flat = entry["test_accuracy"]
     assert flat["no_spread"] and flat["p"] == 0.5 and flat["p_tost"] == 0.25
@@ -432,13 +470,13 @@ def test_one_difference_at_every_seed_claims_no_certainty():
     assert "(difference p = 2/2^2, equivalence 1/2^2, against α/m" in note
     # No difference at all, at every seed: p = 1, not the sign-flip floor the note used to state.
     rows = _rows("a", [0.96] * 8, [0.1] * 8) + _rows("b", [0.96] * 8, [0.1] * 8)
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     [entry] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
     assert entry["test_accuracy"]["p"] == 1.0
     assert "(difference p = 1 (no difference), equivalence 1/2^8, against" in contrasts.contrast_notes([entry])[0]
     # Six seeds of one difference: the sign-flip test reaches 2/64 < 0.05.
     rows = _rows("a", [0.9601] * 6, [0.1] * 6) + _rows("b", [0.96] * 6, [0.11] * 6)
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     [entry] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
     assert entry["test_accuracy"]["p"] == 2 / 64 and entry["test_accuracy"]["verdict"] == [stats.DIFFERS,
                                                                                             stats.EQUIVALENT]
@@ -453,7 +491,7 @@ def test_seeds_without_a_partner_or_a_finite_score_are_named():
     rows = _rows("a", base + rng.normal(0.001, 0.001, 8), losses + rng.normal(0, 0.005, 8))
     rows += [r for r in _rows("b", base, np.where(np.arange(8) == 2, np.nan, losses)) if r["seed"] < 6]
     rows += _rows("c", base + rng.normal(0, 0.002, 8), losses + rng.normal(0.01, 0.005, 8))
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     pairs = contrasts.planned_pairs(rows, [("a", "b"), ("c", "a")])
     table = contrasts.contrast_table(rows, pairs, report.DEFAULT_MARGINS)
     # The diverged seed is left out of accuracy too (NaN probabilities score an accuracy by argmax)...
@@ -504,7 +542,7 @@ def test_a_control_near_the_overfit_threshold_is_called_borderline():
     rows = _regime_rows("none", "relu", [0.99] * 5, [0.10, 0.11])
     for r, rise in zip(rows, [1.02, 1.07, 1.03, 1.08, 1.04]):
         r["validation_rise"] = rise
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     found = regime.regime(rows)
     assert found["none_overfit"] is False and found["none_overfit_borderline"] is True
     assert found["none_rise_seeds"] == [2, 5]
@@ -524,7 +562,7 @@ def test_a_control_near_the_overfit_threshold_is_called_borderline():
 def test_no_spread_reaches_the_size_curves_and_non_finite_scores_are_named():
     rows = _sized_rows("none", 250, [0.90, 0.91, 0.92]) + _sized_rows("conv", 250, [0.91, 0.92, 0.93])
     rows += _sized_rows("none", 1000, [0.95, 0.96, 0.94]) + _sized_rows("conv", 1000, [0.951, 0.962, 0.95])
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     tested = contrasts.contrast_table(rows, contrasts.planned_pairs(
         rows, [(f"conv-train_size{s}", f"none-train_size{s}") for s in (250, 1000)]), report.DEFAULT_MARGINS)
     curve = sizes_report.curve(rows, compare.summarise(rows), tested)
@@ -538,7 +576,7 @@ def test_no_spread_reaches_the_size_curves_and_non_finite_scores_are_named():
 
 def test_the_variants_table_gives_no_interval_without_spread_and_counts_the_seeds_of_each_mean():
     rows = _rows("canonical", [0.96, 0.96, 0.96, 0.96], [0.1, 0.2, float("nan"), 0.3])
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     entry, = compare.summarise(rows)
     text = "\n".join(report.variants_markdown([entry]))
     # Four seeds of 96.00%: a zero-width interval would claim the mean known exactly.
@@ -554,7 +592,7 @@ def test_identical_variants_stay_identical_with_more_seeds_of_one_of_them():
     for twin, trained in zip(twins, rows):
         twin["identical_to"] = trained["run"]
     rows += twins
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     entry, = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("before_activation", "canonical")]),
                                       report.DEFAULT_MARGINS)
     assert entry["identical"] and entry["test_accuracy"] is None
@@ -582,7 +620,7 @@ def test_seeds_trained_on_several_numbers_of_replicas_are_said_to_be_pooled():
     one = records.row("r", {**metrics, "strategy": {"name": "default", "num_replicas": 1}}, result, "d", "r")
     assert "replicas" not in one  # runs.json of one-replica runs is as before
     rows = _rows("canonical", [0.95, 0.96, 0.94], [0.1, 0.11, 0.12]) + _rows("none", [0.9, 0.91], [0.2, 0.21])
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     assert compare.replica_notes(rows) == []
     rows[0]["replicas"] = rows[1]["replicas"] = 2
     assert compare.replica_notes(rows) == [
@@ -625,7 +663,7 @@ def test_a_variant_that_diverged_on_some_seeds_is_not_called_equivalent_on_the_o
     rows = _rows("a", np.where(diverged, 0.098, accuracy + rng.normal(0, 0.0005, 20)),
                  np.where(diverged, np.nan, loss + rng.normal(0, 0.002, 20)))
     rows += _rows("b", accuracy, loss)
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     [entry] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
     assert entry["test_accuracy"]["n"] == entry["test_loss"]["n"] == 16
     assert entry["test_loss"]["p_tost_holm"] < 0.05  # the survivors alone are equivalent...

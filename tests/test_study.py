@@ -26,6 +26,7 @@ from dropzoo import sources
 from dropzoo import stats
 from dropzoo import sweep
 from dropzoo import uncertainty
+from dropzoo import variants
 from dropzoo import verify
 
 # ------------------------------------------------------------------ statistics
@@ -225,19 +226,19 @@ def test_baseline_is_found_from_the_recorded_config_keeping_kind_and_activation(
         return config_lib.TrainConfig(model="m", **fields).to_dict()
 
     sigmoid = recorded(placement="before_activation", activation="sigmoid")
-    base = compare.baseline_config(sigmoid, "after_activation")
-    assert compare.variant_label(base) == "m/after_activation-sigmoid"
-    assert compare.variant_key(base) == compare.variant_key(recorded(placement="after_activation",
+    base = variants.baseline_config(sigmoid, "after_activation")
+    assert variants.variant_label(base) == "m/after_activation-sigmoid"
+    assert variants.variant_key(base) == variants.variant_key(recorded(placement="after_activation",
                                                                      activation="sigmoid"))
     sites = recorded(sites="dense1.pre:0.5", kind="classic", activation="tanh")
-    assert compare.variant_label(sites) == "m/sites-dense1.pre_0.5-classic-tanh"
-    assert compare.variant_label(compare.baseline_config(sites, "canonical")) == "m/canonical-classic-tanh"
+    assert variants.variant_label(sites) == "m/sites-dense1.pre_0.5-classic-tanh"
+    assert variants.variant_label(variants.baseline_config(sites, "canonical")) == "m/canonical-classic-tanh"
     # The seed and where a run executed do not make another variant; the rate does.
-    assert compare.variant_key(recorded(seed=3, strategy="mirrored")) == compare.variant_key(recorded())
-    assert compare.variant_key(recorded(rate=0.3)) != compare.variant_key(recorded())
+    assert variants.variant_key(recorded(seed=3, strategy="mirrored")) == variants.variant_key(recorded())
+    assert variants.variant_key(recorded(rate=0.3)) != variants.variant_key(recorded())
     # A run recorded before a field existed is the same variant as one recorded after.
     older = {k: v for k, v in recorded().items() if k not in ("bn_momentum", "keras_model")}
-    assert compare.variant_key(older) == compare.variant_key(recorded())
+    assert variants.variant_key(older) == variants.variant_key(recorded())
 
 
 def test_comparison_of_an_empty_directory_is_a_clear_error(tmp_path):
@@ -337,7 +338,7 @@ def test_a_user_error_inside_a_sweep_is_one_line_and_the_sweep_goes_on(tmp_path,
 
 def _row(placement, rate, seed, validation_loss, test_accuracy, test_loss=0.3):
     config = config_lib.TrainConfig(model="m", placement=placement, rate=rate, seed=seed).to_dict()
-    return {"run": f"r/{placement}/{rate}/{seed}", "variant": compare.variant_label(config), "seed": seed,
+    return {"run": f"r/{placement}/{rate}/{seed}", "variant": variants.variant_label(config), "seed": seed,
             "config": config, "validation_loss": validation_loss, "test_accuracy": test_accuracy,
             "test_loss": test_loss, "identical_to": None}
 
@@ -351,11 +352,11 @@ def test_each_placements_rate_is_chosen_on_validation_loss_never_on_test():
     for r in rows:  # as runs record them: the sites at each run's own rate
         r["sites"] = f"dense1.post:{r['config']['rate']:g},pool1.post:{r['config']['rate']:g}:spatial" if (
             r["config"]["placement"] == "canonical") else ""
-    compare.label_rows(rows)
+    variants.label_rows(rows)
     tuned = compare.tune_rates(rows)
     chosen = {g["variant"]: g["rate"] for g in tuned["grid"] if g["selected"]}
     assert chosen == {"m/canonical": 0.1, "m/none": 0.5}  # the rates of a placement met (its sites held them apart)
-    chosen_rows = compare.label_rows(compare.at_selected_rates(rows, tuned))
+    chosen_rows = variants.label_rows(compare.at_selected_rates(rows, tuned))
     table = compare.summarise(chosen_rows)
     assert [e["variant"] for e in table] == ["m/canonical-rate0.1", "m/none-rate0.5"]
     assert table[0]["test_accuracy"]["mean"] == pytest.approx(0.95)
@@ -370,7 +371,7 @@ def test_each_placements_rate_is_chosen_on_validation_loss_never_on_test():
     # A run at its placement's own rates (no --rate) is its own variant, not a point of the grid.
     own = _row("canonical", None, 0, 0.01, 0.99)
     own["sites"] = "dense1.post:0.5,pool1.post:0.25:spatial"
-    with_own = compare.label_rows(rows + [own])
+    with_own = variants.label_rows(rows + [own])
     grid = [(g["rate"], g["selected"]) for g in compare.tune_rates(with_own)["grid"] if g["variant"] == "m/canonical"]
     assert sorted(grid, key=str) == [(0.1, True), (0.5, False), (None, True)]  # its own low loss chose nothing
     assert own in compare.at_selected_rates(with_own, compare.tune_rates(with_own))
@@ -400,7 +401,7 @@ def test_a_variant_without_dropout_pairs_with_the_baseline_of_its_own_mask_gener
             row = _row(placement, 0.5, s, 0.3, 0.9)
             row["mask_generator"] = generator
             rows.append(row)
-    rows = compare.label_rows(rows)
+    rows = variants.label_rows(rows)
     groups = records.group(rows)
     pairs = {(groups[a][0]["config"]["placement"], groups[a][0].get("mask_generator"),
               groups[b][0].get("mask_generator")) for a, b in compare.baseline_pairs(rows)}

@@ -27,6 +27,7 @@ from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import subsets
 from dropzoo import trainer
+from dropzoo import variants
 from dropzoo.errors import DataError
 from dropzoo.errors import RunError
 
@@ -255,7 +256,6 @@ def test_each_recipe_config_trains_as_its_source(recipe):
 
 @pytest.mark.parametrize("cfg", EVAL_CONFIGS)
 def test_every_eval_config_parses_and_names_its_contrasts(cfg):
-    from dropzoo import compare
     from dropzoo import contrasts
 
     fv = flags.FlagValues()
@@ -296,7 +296,7 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
         plans.setdefault(fv_train.workdir, []).extend(flags_lib.train_plan(fv_train))
     if all(d in plans for d in compared):
         rows = [{"config": c.to_dict(), "seed": c.seed, "run": w} for d in compared for c, w in plans[d]]
-        pairs = contrasts.planned_pairs(compare.label_rows(rows), contrasts.parse_contrasts(fv.contrasts))
+        pairs = contrasts.planned_pairs(variants.label_rows(rows), contrasts.parse_contrasts(fv.contrasts))
         assert len(pairs) == len(contrasts.parse_contrasts(fv.contrasts)) and all(a != b for a, b in pairs)
 
 

@@ -25,12 +25,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dropzoo import checkpoints  # noqa: E402
-from dropzoo import compare  # noqa: E402
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import data  # noqa: E402
 from dropzoo import site_stats  # noqa: E402
 from dropzoo import sources  # noqa: E402
 from dropzoo import trainer  # noqa: E402
+from dropzoo import variants  # noqa: E402
 from dropzoo.preprocess import scale  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main(runs_dir):
         steps = epoch * metrics["steps_per_epoch"]
         probe = next(iter(data.raw_batches(source.train, 256)))[0]
         stats = site_stats.norm_statistics(model, scale(probe), steps=steps)
-        label = compare.variant_label(metrics["config"])
+        label = variants.variant_label(metrics["config"])
         for layer, entry in stats.items():
             shifts.setdefault((label, layer), []).append(entry["variance_shift_mean"])
         images, labels = _arrays(source.test)

@@ -1,0 +1,142 @@
+"""What makes runs one variant, and the label each variant is shown by.
+
+`variant_key` is what runs of one variant share: their recorded config
+without the seed and execution details, their resolved sites, precision and
+mask generator, and a --keras_model file's content (not its path). Runs of
+one data read at other paths (two machines' copies, one content) are one
+variant (`label_rows`); a config whose `--precision=auto` resolved to
+several precisions is compared apart, with a note (`split_notes`).
+"""
+import collections
+
+from dropzoo import config as config_lib
+from dropzoo import records
+from dropzoo import sweep
+
+
+def variant_key(config, sites=None, precision=None, mask_generator=None, model_digest=None):
+    """What runs of one variant share: their recorded config without seed and execution details.
+
+    Fields a run recorded before they existed count at their defaults, so
+    older and newer runs of one variant stay one variant. `sites` (the
+    resolved sites a run recorded) and `precision` (its resolved policy),
+    when given, are part of the key: a run whose placement meant other sites,
+    or that trained in another precision, is another variant. So is
+    `model_digest`, the sha256 of a --keras_model file, in place of its path:
+    another file at one path is another model, one file at two paths (two
+    machines) one.
+    """
+    ignored = ("seed",) + config_lib.OBSERVATION_ONLY + config_lib.EXECUTION_ONLY
+    if precision is not None:  # `auto` and the policy it resolved to are one variant
+        ignored += ("precision",)
+    if model_digest:
+        ignored += ("keras_model",)
+    key = tuple(sorted((k, v) for k, v in config_lib.with_defaults(config).items() if k not in ignored))
+    return key + (("_sites", sites), ("_precision", precision), ("_mask_generator", mask_generator)) + (
+        (("_keras_model", model_digest),) if model_digest else ())
+
+
+def row_key(row, config=None):
+    """variant_key of a comparison row (of `config` in its place, where given)."""
+    return variant_key(config or row["config"], row.get("sites"), row.get("precision"), row.get("mask_generator"),
+                       row.get("keras_model_sha256"))
+
+
+def variant_label(config, varying=()):
+    """`<model>/<variant>`, computed from a recorded config; `varying` as sweep.variant_name takes it."""
+    return f"{config['model']}/{sweep.variant_name(config, varying)}"
+
+
+def baseline_config(config, baseline):
+    """`config` with its placement replaced by the `baseline` placement (same kind, activation, ...)."""
+    return {**config, "placement": baseline, "sites": ""}
+
+
+def without(key, field):
+    return tuple(item for item in key if item[0] != field)
+
+
+def label_rows(rows):
+    """Sets each row's "variant" label and "key"; labels tell apart every variant the rows hold.
+
+    A label is `<model>/<variant name>` with the fields that vary among the
+    rows; two variants that still share one (other recorded sites, another
+    precision) get the difference appended: `[sites ...]`, `[mixed_bfloat16]`.
+    """
+    for r in rows:
+        r["key"] = row_key(r)
+    moved = _one_data_read_apart(rows)
+    # Named by the precision each run resolved to: `auto` on a bf16 CPU and a pinned bf16 are one variant.
+    configs = [{**r["config"], **moved.get(id(r), {}),
+                "precision": r.get("precision") or r["config"].get("precision", "auto")} for r in rows]
+    varying = sweep.varying_fields(configs)
+    for r, config in zip(rows, configs):
+        r["variant"] = variant_label(config, varying)
+    by_label = {}
+    for r in rows:
+        by_label.setdefault(r["variant"], {}).setdefault(r["key"], []).append(r)
+    for label, groups in by_label.items():
+        if len(groups) < 2:
+            continue
+        firsts = [g[0] for g in groups.values()]
+        named = [name for name in ("sites", "precision", "mask_generator", "keras_model_sha256")
+                 if len({str(r.get(name)) for r in firsts}) > 1]
+        # Else a field the label shortens (data at two paths: its file name alone): each in full.
+        fields = [] if named else sorted(name for name in config_lib.with_defaults(firsts[0]["config"])
+                                         if len({str(config_lib.with_defaults(r["config"]).get(name))
+                                                 for r in firsts}) > 1 and name != "seed")
+        for runs in groups.values():
+            differs = [f"[{name} {str(runs[0].get(name))[:12 if name.endswith('sha256') else None]}]"
+                       for name in named] + [f"[{name} {runs[0]['config'].get(name)}]" for name in fields]
+            for r in runs:
+                r["variant"] = f"{label} {' '.join(differs)}"
+    return rows
+
+
+def _one_data_read_apart(rows):
+    """Runs whose data was read at other paths (two machines' copies) but recorded one content (`train_sha256`)
+    are keyed, and labelled, by the data paths of the first run of that content: one variant, paired with its
+    baseline as one data. Returns {id(row): those data paths} for the runs read elsewhere."""
+    first, moved = {}, {}
+    for r in rows:
+        if not r.get("train_sha256"):
+            continue
+        one = first.setdefault(r["train_sha256"], r)
+        paths = {name: one["config"].get(name) for name in config_lib.DATA_PATHS}
+        if any(r["config"].get(name) != value for name, value in paths.items()):
+            r["key"] = tuple((name, paths[name]) if name in paths else (name, value) for name, value in r["key"])
+            moved[id(r)] = paths
+    return moved
+
+
+def apart_by_auto(rows):
+    """[[labels], {precision: runs}] for each config whose `--precision=auto` resolved to several precisions."""
+    groups = {}
+    for r in rows:
+        key = variant_key({**r["config"], "precision": "auto"}, r.get("sites"), None, r.get("mask_generator"),
+                          r.get("keras_model_sha256"))
+        groups.setdefault(key, []).append(r)
+    found = []
+    for runs in groups.values():
+        auto = [r for r in runs if r["config"].get("precision", "auto") == "auto"]  # pinned runs chose theirs
+        counts = collections.Counter(str(r.get("precision")) for r in auto)
+        if len(counts) > 1:
+            found.append((sorted({r["variant"] for r in auto}, key=records.natural_key), counts))
+    return found
+
+
+def split_notes(rows):
+    """Notes naming each config whose `--precision=auto` resolved differently: compared apart, never pooled.
+
+    Runs of one command from machines whose `auto` resolved differently (bf16
+    on one CPU, float32 on another) would otherwise look like one study with
+    its seeds split in two without a word.
+    """
+    notes = []
+    for labels, counts in apart_by_auto(rows):
+        held = "; ".join(f"{precision}: {n} run{'s' * (n != 1)}" for precision, n in sorted(counts.items()))
+        notes.append(f"{' and '.join(labels)} are one config whose --precision=auto resolved to {len(counts)} "
+                     f"precisions on the machines (or environments) that trained it ({held}), so they are compared "
+                     "as separate variants, never pooled; to pool seeds from several machines, train them all with "
+                     "one --precision (e.g. --precision=float32)")
+    return notes
