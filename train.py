@@ -90,13 +90,17 @@ def _train(overwrite):
             text, refused = sweep.dry_run(runs, overwrite=fv.overwrite)
             print(text)
             return errors.EXIT_USAGE if refused else 0  # the command itself would fail on them
-        if len(runs) == 1 and task is None:
+        # One run alone, or a one-run share under a multi-worker cluster (an Indexed Job's --task_index=0
+        # --num_tasks=1), which must build its strategy before its data starts TensorFlow: a sweep's loads it first.
+        single = len(runs) == 1 and (task is None or strategies.num_training_tasks(strategies.tf_config_cluster(
+            os.environ.get("TF_CONFIG", ""))) > 1)
+        if single:
             config, workdir = runs[0]
             metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
                                                  serving_artifacts=fv.serving_artifacts)
         else:
             results = sweep.run_sweep(runs, overwrite=overwrite, serving_artifacts=fv.serving_artifacts)
-    if len(runs) > 1 or task is not None:
+    if not single:
         print(sweep.summary(results))
         if sweep.failed(results):
             return 1

@@ -486,6 +486,23 @@ def test_a_sweep_or_task_share_under_a_multi_worker_cluster_is_refused_up_front(
         strategies.check_one_run_per_cluster(one, (0, 2, "--task_index and --num_tasks"), cluster)
 
 
+@pytest.mark.slow
+def test_a_one_run_share_under_a_cluster_trains_as_that_one_run(tmp_path):
+    """An Indexed Job's command (--task_index=0 --num_tasks=1) under a two-worker TF_CONFIG went through the
+    sweep, whose data started TensorFlow before the cluster was configured: a traceback on every worker."""
+    command = [sys.executable, "train.py", "--model=dense_mlp", "--dataset=mnist_sample", "--train_steps=2",
+               f"--workdir={tmp_path / 'run'}", "--task_index=0", "--num_tasks=1", "--noserving_artifacts"]
+    workers = [subprocess.Popen(command, cwd=ROOT, env=_env(tf_config), text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE) for tf_config in _tf_configs(_free_ports(2))]
+    try:
+        done = [_finish(worker) for worker in workers]
+    finally:
+        _kill_all(workers)
+    assert [rc for rc, _, _ in done] == [0, 0], done[0][2][-2000:]
+    assert "Traceback" not in done[0][2] + done[1][2] and "export check: passed" in done[0][1]
+    assert _load(tmp_path / "run" / "metrics.json")["strategy"]["num_workers"] == 2
+
+
 def test_a_worker_started_with_other_flags_than_the_chief_stops_naming_them():
     # A worker with another --seed trained along without a word; another --batch_size hung in the collectives.
     from dropzoo import multi_worker
