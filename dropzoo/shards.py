@@ -150,7 +150,9 @@ def check_slurm_share(mine, plan, index, count, source):
         own = _OWN_INDEX_K8S
         fix = f"give the Job {groups} completions and --num_tasks={groups}"
     else:
-        larger, own, fix = f"the array's {count} tasks", _OWN_INDEX, f"submit --array=0-{groups - 1}"
+        larger, own, fix = f"the array's {count} tasks", _OWN_INDEX, (
+            f"submit --array=0-{groups - 1} (its other tasks dealt every run; to rerun it at that size, first delete "
+            "the split-*-task*.json files they wrote beside the runs)")
     raise ConfigError(f"task {index} of {count} ({source}) has no runs to train: the plan has {groups} group(s) "
                       f"of runs, fewer than {larger}; {own}, or else {fix}")
 
