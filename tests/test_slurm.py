@@ -254,7 +254,7 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
                                           r"has 1 group\(s\) of runs, fewer than the array's 3 tasks; if the command "
                                           r"picks its runs by the array index itself .* pass --task_index=0 "
                                           r"--num_tasks=1 .*, or else submit --array=0-0 \(its other tasks dealt every "
-                                          r"run; to rerun it at that size, first delete the split-\*-task\*.json files"):
+                                          r"run; to rerun it at that size, first delete the split-\*-task\*.json"):
         shards.check_slurm_share(shards.share(one_run, plan, index, count), plan, index, count, source)
     shards.check_slurm_share([], plan, 1, 3, "--task_index and --num_tasks")  # flags: the user's own split
     # A Kubernetes Indexed Job's pod alike: it exited 0 having trained nothing, and the Job "succeeded".
