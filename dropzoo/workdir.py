@@ -226,7 +226,10 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
     if "precision" in changed and before.get("precision") == resolved.get("precision"):
         changed.remove("precision")  # auto and the policy it resolved to ask for the same run
     if changed:
-        listed = ", ".join(f"--{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in changed)
+        def shown(value):
+            return "unset" if value is None else repr(value)
+
+        listed = ", ".join(f"--{k} ({shown(saved.get(k))} -> {shown(getattr(config, k))})" for k in changed)
         longer = changed == ["epochs"] and config.epochs > config_lib.with_defaults(saved)["epochs"] \
             and config.train_steps is None and workdir and os.path.isdir(workdir) and (checkpoints.newest_record(
                 os.path.join(workdir, "checkpoints")) or {}).get("run")  # (older ones: nothing checks the flags)

@@ -385,7 +385,7 @@ def test_a_checkpoint_resumes_only_the_settings_it_was_trained_with(tmp_path, mo
         trainer.train_and_evaluate(tiny_config(seed=2, learning_rate=0.01), str(tmp_path / "run"),
                                    source=tiny_source(), verbose=0)
     with pytest.raises(errors.RunError, match=r"^the checkpoint after epoch 2 in .* is of a run with other settings: "
-                                              r"--rate \(None -> 0.25\)"):
+                                              r"--rate \(unset -> 0.25\)"):
         _resume_with(tiny_config(rate=0.25), directory, tmp_path)
     metrics = trainer.train_and_evaluate(tiny_config(), str(tmp_path / "run"), source=tiny_source(), verbose=0)
     assert metrics["resumed_from_epoch"] == 2
