@@ -2,7 +2,7 @@
 
 `variant_key` is what runs of one variant share: their recorded config
 without the seed and execution details, their resolved sites, precision and
-mask generator, and a --keras_model file's content (not its path). Runs of
+mask generator, and a --keras_model file's model (by content, not path). Runs of
 one data read at other paths (two machines' copies, one content) are one
 variant (`label_rows`); a config whose `--precision=auto` resolved to
 several precisions is compared apart, with a note (`split_notes`).
@@ -22,9 +22,9 @@ def variant_key(config, sites=None, precision=None, mask_generator=None, model_d
     resolved sites a run recorded) and `precision` (its resolved policy),
     when given, are part of the key: a run whose placement meant other sites,
     or that trained in another precision, is another variant. So is
-    `model_digest`, the sha256 of a --keras_model file, in place of its path:
-    another file at one path is another model, one file at two paths (two
-    machines) one.
+    `model_digest`, a --keras_model file's content digest (its architecture
+    and weights), in place of its path: another model at one path is another
+    variant, one model at two paths (two machines) one.
     """
     ignored = ("seed",) + config_lib.OBSERVATION_ONLY + config_lib.EXECUTION_ONLY
     if precision is not None:  # `auto` and the policy it resolved to are one variant
