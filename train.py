@@ -30,6 +30,7 @@ from dropzoo import artifacts  # noqa: E402
 from dropzoo import checkpoints  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
+from dropzoo import locks  # noqa: E402
 from dropzoo import shards  # noqa: E402
 from dropzoo import strategies  # noqa: E402
 from dropzoo import sweep  # noqa: E402
@@ -96,8 +97,15 @@ def _train(overwrite):
             os.environ.get("TF_CONFIG", ""))) > 1)
         if single:
             config, workdir = runs[0]
-            metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
-                                                 serving_artifacts=fv.serving_artifacts)
+            try:
+                metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
+                                                     serving_artifacts=fv.serving_artifacts)
+            except locks.WorkdirLocked as e:
+                if task is None:
+                    raise
+                print(f"error: {e}; task {task[0]} of {task[1]} is not done: run it again once that process ends",
+                      file=sys.stderr)
+                return EXIT_SHARE_NOT_DONE
         else:
             results = sweep.run_sweep(runs, overwrite=overwrite, serving_artifacts=fv.serving_artifacts)
     if not single:

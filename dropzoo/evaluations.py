@@ -44,9 +44,11 @@ def make_request(data_sha256, *, mc_samples=0, mc_seed=0, batch_size=256, ood_sh
 
 def save_evaluation(run, request, data_source, result, weights):
     """Writes `result` (an evaluation of `run`'s export, of weights digest `weights`, for `request`) into the run's
-    record. A record that cannot
+    record (not where `weights` is None: it could answer later for other weights). A record that cannot
     be written to (a read-only copy, another user's) keeps none, with a warning: the next comparison computes it
     again; returns whether it was kept."""
+    if weights is None:  # a run without a finished record (eval.py --workdir mid-training): nothing to key it by
+        return False
     why = files.unwritable(os.path.join(run, EVALUATIONS), make=False)
     if why:
         logging.warning("%s: its evaluation (of %s) is not kept in its record, which this process cannot write to "
@@ -62,7 +64,7 @@ def load_evaluation(run, request, weights):
     """The saved {"request", "data_source", "result"} of `request` for `run`'s weights (digest `weights`), or None;
     records alone answer an MC + OOD request from before its OOD pass took seeds of its own (the test pass's
     again: correlated, not biased). A record of other weights is None (the run trained on since); one that names
-    none is older than this check (the trainer removes those as a run trains on: workdir.prepare)."""
+    none is older than this check (the trainer removes those as a run trains on: drop_unweighted)."""
     path = evaluation_path(run, request)
     if not os.path.isfile(path):
         older = {k: v for k, v in request.items() if k != "ood_seeds"}
@@ -72,6 +74,16 @@ def load_evaluation(run, request, weights):
     if saved.get("weights_sha256") not in (None, weights):
         return None
     return saved if saved.get("request") == request else None
+
+
+def drop_unweighted(run):
+    """Removes `run`'s saved evaluations that name no weights (saved by older code), before it trains: they would
+    answer for the weights it is about to have. Those that name theirs stay (a re-export keeps its weights)."""
+    directory = os.path.join(run, EVALUATIONS)
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
+        path = os.path.join(directory, name)
+        if name.endswith(".json") and not files.read_json(path, "delete it").get("weights_sha256"):
+            os.remove(path)
 
 
 def saved_evaluations(run, weights):

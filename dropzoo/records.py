@@ -408,11 +408,10 @@ DATA_FIELDS = sources.ARGUMENTS + ("train_size", "validation_fraction")
 
 
 def data_of(runs):
-    """What a variant's runs were trained on (their data fields; the content of the data read from a path, where
-    recorded, not the path) and tested on (the test data's hashes)."""
-    content = runs[0].get("train_sha256")
-    return ({name: runs[0]["config"].get(name) for name in DATA_FIELDS
-             if not (content and name in config_lib.DATA_PATHS)}, content,
+    """What a variant's runs were trained on (their data fields, as the variant is keyed: one data read at two paths
+    by the first run's) and tested on (the test data's hashes)."""
+    keyed = dict(runs[0].get("key") or ())
+    return ({name: keyed.get(name, runs[0]["config"].get(name)) for name in DATA_FIELDS},
             frozenset(r.get("data_sha256") for r in runs))
 
 

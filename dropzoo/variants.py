@@ -94,14 +94,15 @@ def label_rows(rows):
 
 
 def _one_data_read_apart(rows):
-    """Runs whose data was read at other paths (two machines' copies) but recorded one content (`train_sha256`)
-    are keyed, and labelled, by the data paths of the first run of that content: one variant, paired with its
-    baseline as one data. Returns {id(row): those data paths} for the runs read elsewhere."""
+    """Runs whose data was read at other paths (two machines' copies) but recorded one content (`train_sha256`,
+    and the test data they were scored on) are keyed, and labelled, by the data paths of the first run of that
+    content: one variant, paired with its baseline as one data. Returns {id(row): those data paths} for the runs
+    read elsewhere."""
     first, moved = {}, {}
     for r in rows:
         if not r.get("train_sha256"):
             continue
-        one = first.setdefault(r["train_sha256"], r)
+        one = first.setdefault((r["train_sha256"], r.get("data_sha256")), r)
         paths = {name: one["config"].get(name) for name in config_lib.DATA_PATHS}
         if any(r["config"].get(name) != value for name, value in paths.items()):
             r["key"] = tuple((name, paths[name]) if name in paths else (name, value) for name, value in r["key"])

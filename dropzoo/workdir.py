@@ -17,6 +17,7 @@ import shutil
 
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
+from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import performance
 from dropzoo.errors import RunError
@@ -153,8 +154,8 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     check_one_run_here(workdir)
     ensure_writable(workdir)
     if overwrite:
-        evaluations = [path for pattern in EVAL_FILES for path in glob.glob(os.path.join(workdir, pattern))]
-        for name in list(files_.values()) + evaluations:
+        eval_files = [path for pattern in EVAL_FILES for path in glob.glob(os.path.join(workdir, pattern))]
+        for name in list(files_.values()) + eval_files:
             if os.path.isdir(name):
                 shutil.rmtree(name)
             elif os.path.exists(name):
@@ -171,9 +172,8 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
         return files.read_json(files_["metrics.json"], "delete it and rerun the same command to re-export and "
                                "re-measure from the last checkpoint")
     # To be trained (on): evaluations of earlier weights (a finished run whose metrics.json was deleted to train it
-    # to more epochs) would answer a comparison for the new ones. Newer records name their weights; these go.
-    if os.path.isdir(files_["evaluations"]):
-        shutil.rmtree(files_["evaluations"])
+    # to more epochs) would answer a comparison for the new ones. Newer records name their weights; older ones go.
+    evaluations.drop_unweighted(workdir)
     return None
 
 

@@ -4,7 +4,7 @@
     conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5   # keras_mnist_cnn
     conv32k5same,pool2,conv64k5same,pool2,flatten,dense1024,dropout0.4,logits      # tf_layers_cnn
 
-Tokens, comma-separated, in graph order (spaces and case ignored):
+Tokens, separated by commas or new lines, in graph order (case and the spaces around a token ignored):
 
   conv<filters>k<size>[same|valid][s<stride>]
                   Conv2D + activation; padding valid and stride 1 unless given,

@@ -368,6 +368,28 @@ def test_one_data_read_at_two_paths_is_one_variant():
                                              "m/canonical-npzd.npz [npz /b/d.npz]"}
 
 
+def test_runs_that_record_their_train_content_pair_with_runs_from_before_it():
+    # Which first run of a group recorded train_sha256 decided what "its data" was: "different data (mnist vs
+    # mnist)" refused a study of older and newer runs.
+    old = _rows("canonical", [0.9, 0.91], [0.3, 0.3])
+    new = [{**r, "train_sha256": "c" * 64, "data_sha256": "t" * 64} for r in _rows("none", [0.88, 0.9], [0.4, 0.35])]
+    rows = variants.label_rows([{**r, "data_sha256": "t" * 64} for r in old] + new)
+    pairs = compare.baseline_pairs(rows)
+    assert len(pairs) == 1
+    contrasts.check_same_data(records.group(rows), pairs)
+
+
+def test_one_training_data_scored_on_two_test_sets_stays_two_variants():
+    def runs(test_dir, scored):
+        return [{**r, "train_sha256": "c" * 64, "data_sha256": scored, "run": f"{test_dir}/{r['run']}",
+                 "config": {**r["config"], "image_dir": "/a/train", "test_image_dir": test_dir}}
+                for r in _rows("canonical", [0.9, 0.91], [0.3, 0.3])]
+
+    rows = variants.label_rows(runs("/a/test1", "1" * 64) + runs("/a/test2", "2" * 64))
+    assert len(records.group(rows)) == 2
+    pooled_data.check_each_run_once(rows)  # not one run counted twice
+
+
 def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
     """auto resolved to bf16 on one machine and float32 on another: never pooled, and never silently."""
     rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3])

@@ -239,20 +239,25 @@ def test_a_comparison_after_a_run_trained_on_scores_its_new_weights(tmp_path):
     with open(os.path.join(run, "metrics.json")) as f:
         first = json.load(f)["weights_sha256"]
     older = evaluations.make_request(sources.fingerprint(source), mc_samples=3, mc_seed=0)
-    evaluations.save_evaluation(run, older, "tiny", {"accuracy": 0.123}, None)  # as older code saved it: no weights
+    with open(evaluations.evaluation_path(run, older), "w") as f:  # as older code saved it: no weights named
+        json.dump({"request": older, "data_source": "tiny", "result": {"accuracy": 0.123}}, f)
+    assert evaluations.load_evaluation(run, older, first)["result"] == {"accuracy": 0.123}
     mc = evaluations.make_request(sources.fingerprint(source), mc_samples=4, mc_seed=0)
     evaluations.save_evaluation(run, mc, "tiny", {"accuracy": 0.456}, first)
+    # Weights not known (eval.py --workdir on a run without its metrics.json): nothing saved to answer later.
+    assert not evaluations.save_evaluation(run, evaluations.make_request("u" * 64), "tiny", {}, None)
+    assert not os.path.exists(evaluations.evaluation_path(run, evaluations.make_request("u" * 64)))
     shutil.copy(evaluations.evaluation_path(run, mc), str(tmp_path / "backup.json"))
     os.remove(os.path.join(run, "metrics.json"))
     os.remove(os.path.join(run, "config.json"))
     metrics = trainer.train_and_evaluate(tiny_config(epochs=2), run, source=source, verbose=0,
                                          serving_artifacts=False)
     assert metrics["weights_sha256"] != first
-    for request in (older, mc):  # removed as the run trained on
-        assert evaluations.load_evaluation(run, request, metrics["weights_sha256"]) is None
+    assert not os.path.exists(evaluations.evaluation_path(run, older))  # naming no weights: removed as it trained
+    assert evaluations.load_evaluation(run, mc, metrics["weights_sha256"]) is None  # of the earlier weights
+    assert evaluations.load_evaluation(run, mc, first)["result"] == {"accuracy": 0.456}  # (kept: they name theirs)
     shutil.copy(str(tmp_path / "backup.json"), evaluations.evaluation_path(run, mc))  # restored from a backup
     assert evaluations.load_evaluation(run, mc, metrics["weights_sha256"]) is None
-    assert evaluations.load_evaluation(run, mc, first)["result"] == {"accuracy": 0.456}  # the weights it scored
 
 
 def test_a_collect_never_replaces_another_runs_records(tmp_path):
