@@ -245,7 +245,9 @@ def tune_rates(rows):
         selected[group_key] = min(finite, key=lambda rate: (len(_diverged(rates[rate], "validation_loss")),
                                                             finite[rate], rate is None, rate or 0))
         first = next(iter(rates.values()))[0]
-        label = variants.variant_label({**first["config"], "rate": None}, varying)
+        # (two models at one path: the model's digest, as the variant's label names it)
+        label = variants.variant_label({**first["config"], "rate": None}, varying) + "".join(
+            f" {model}" for model in re.findall(r"\[keras_model_sha256 \w+\]", first["variant"]))
         for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):
             grid.append({"variant": label, "rate": rate, "seeds": len(runs),
                          "validation_loss": scored[rate], "test_accuracy": _finite_mean(runs, "test_accuracy"),

@@ -348,6 +348,20 @@ def test_a_keras_model_file_is_one_variant_by_its_content_not_its_path():
     assert len(records.group(two_paths)) == 1 and {r["variant"] for r in two_paths} == {"m/canonical"}
 
 
+def test_a_rate_grid_over_two_models_at_one_path_names_each():
+    rows = []
+    for digest in "ab":
+        for rate in (0.25, 0.5):
+            rows += [{**r, "run": f"{digest}{rate}/{r['run']}", "keras_model_sha256": digest * 64,
+                      "validation_loss": 0.3 + rate * (1 if digest == "a" else -1),
+                      "config": {**r["config"], "keras_model": "/m/my.keras", "rate": rate},
+                      "sites": f"d.post:{rate}"} for r in _rows("canonical", [0.9, 0.91], [0.3, 0.3])]
+    grid = compare.tune_rates(variants.label_rows(rows))["grid"]
+    chosen = {row["variant"]: row["rate"] for row in grid if row["selected"]}
+    assert chosen == {"m/canonical [keras_model_sha256 aaaaaaaaaaaa]": 0.25,
+                      "m/canonical [keras_model_sha256 bbbbbbbbbbbb]": 0.5}
+
+
 def test_one_data_read_at_two_paths_is_one_variant():
     """Two machines' byte-identical .npz at other paths split into two variants of one label (each half the
     seeds); other data at two paths stays two variants, each labelled by its path."""
