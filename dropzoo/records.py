@@ -354,8 +354,10 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
                                       metrics["config"].get("kind") != "gaussian" else None),
         "data_source": data_source,
         "data_sha256": data_sha256,
-        "train_sha256": metrics.get("data", {}).get("train_sha256"),  # what it trained on, wherever it was read
-        "keras_model_sha256": metrics.get("keras_model_sha256") or _keras_model_digest(run, metrics),
+        # What it trained on, wherever it was read, and the --keras_model's content (runs.json entries: where known).
+        **({"train_sha256": train} if (train := metrics.get("data", {}).get("train_sha256")) else {}),
+        **({"keras_model_sha256": model} if (model := metrics.get("keras_model_sha256")
+                                              or _keras_model_digest(run, metrics)) else {}),
         **{k: metrics.get("data", {}).get(k) for k in ("num_train", "num_validation", "num_classes")},
         "steps": metrics.get("steps_trained"),
         "train_time_sec": metrics.get("train_time_sec"),
