@@ -42,7 +42,6 @@ from dropzoo import report
 from dropzoo import shards
 from dropzoo import sizes_report
 from dropzoo import stats
-from dropzoo import sweep
 from dropzoo import uncertainty_report
 from dropzoo import variants
 from dropzoo.errors import ConfigError
@@ -228,7 +227,7 @@ def tune_rates(rows):
     to choose. A non-finite score (a diverged seed) is left out of its mean,
     and a note says so.
     """
-    by_group, varying = {}, sweep.varying_fields([r["config"] for r in rows])
+    by_group = {}
     for r in rows:
         by_group.setdefault(_rate_group(r), {}).setdefault(r["config"]["rate"], []).append(r)
     if not any(len(rates) > 1 for rates in by_group.values()):
@@ -245,9 +244,9 @@ def tune_rates(rows):
         selected[group_key] = min(finite, key=lambda rate: (len(_diverged(rates[rate], "validation_loss")),
                                                             finite[rate], rate is None, rate or 0))
         first = next(iter(rates.values()))[0]
-        # (two models at one path: the model's digest, as the variant's label names it)
-        label = variants.variant_label({**first["config"], "rate": None}, varying) + "".join(
-            f" {model}" for model in re.findall(r"\[keras_model_sha256 \w+\]", first["variant"]))
+        # The variant's label without its rate: what else tells variants apart stays (a precision, a model's digest).
+        rate = first["config"]["rate"]
+        label = first["variant"].replace(f"-rate{rate:g}", "", 1) if rate is not None else first["variant"]
         for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):
             grid.append({"variant": label, "rate": rate, "seeds": len(runs),
                          "validation_loss": scored[rate], "test_accuracy": _finite_mean(runs, "test_accuracy"),

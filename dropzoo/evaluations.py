@@ -44,11 +44,10 @@ def make_request(data_sha256, *, mc_samples=0, mc_seed=0, batch_size=256, ood_sh
 
 def save_evaluation(run, request, data_source, result, weights):
     """Writes `result` (an evaluation of `run`'s export, of weights digest `weights`, for `request`) into the run's
-    record (not where `weights` is None: it could answer later for other weights). A record that cannot
+    record (`weights` None: unknown, a run without its finished record; it answers for no known weights). A
+    record that cannot
     be written to (a read-only copy, another user's) keeps none, with a warning: the next comparison computes it
     again; returns whether it was kept."""
-    if weights is None:  # a run without a finished record (eval.py --workdir mid-training): nothing to key it by
-        return False
     why = files.unwritable(os.path.join(run, EVALUATIONS), make=False)
     if why:
         logging.warning("%s: its evaluation (of %s) is not kept in its record, which this process cannot write to "
@@ -71,9 +70,13 @@ def load_evaluation(run, request, weights):
         alone = older != request and not os.path.isdir(os.path.join(run, "saved_model"))
         return load_evaluation(run, older, weights) if alone else None
     saved = files.read_json(path, "delete it and compare again with the run's saved_model/ present")
-    if saved.get("weights_sha256") not in (None, weights):
-        return None
-    return saved if saved.get("request") == request else None
+    return saved if saved.get("request") == request and _of(saved, weights) else None
+
+
+def _of(saved, weights):
+    """Whether a saved evaluation scored weights `weights`: it names them, or it names none at all (saved by older
+    code, before this check; the trainer removes those as a run trains on)."""
+    return "weights_sha256" not in saved or saved["weights_sha256"] == weights
 
 
 def drop_unweighted(run):
@@ -82,7 +85,12 @@ def drop_unweighted(run):
     directory = os.path.join(run, EVALUATIONS)
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
         path = os.path.join(directory, name)
-        if name.endswith(".json") and not files.read_json(path, "delete it").get("weights_sha256"):
+        try:
+            with open(path) as f:
+                named = json.load(f).get("weights_sha256")
+        except (OSError, ValueError, AttributeError):  # a cache entry: unreadable (a killed write's), it goes too
+            named = None
+        if named is None and os.path.isfile(path):
             os.remove(path)
 
 
@@ -93,4 +101,4 @@ def saved_evaluations(run, weights):
         return []
     saved = [files.read_json(os.path.join(directory, name), "delete it and compare again")
              for name in sorted(os.listdir(directory)) if name.endswith(".json")]
-    return [record for record in saved if record.get("weights_sha256") in (None, weights)]
+    return [record for record in saved if _of(record, weights)]

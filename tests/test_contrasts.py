@@ -360,6 +360,12 @@ def test_a_rate_grid_over_two_models_at_one_path_names_each():
     chosen = {row["variant"]: row["rate"] for row in grid if row["selected"]}
     assert chosen == {"m/canonical [keras_model_sha256 aaaaaaaaaaaa]": 0.25,
                       "m/canonical [keras_model_sha256 bbbbbbbbbbbb]": 0.5}
+    # One config whose --precision=auto resolved to two precisions on two machines: named by each.
+    for r in rows:
+        r.update(keras_model_sha256=None, precision="float32" if r["keras_model_sha256"] == "a" * 64 else "bf16")
+    grid = compare.tune_rates(variants.label_rows(rows))["grid"]
+    assert {row["variant"] for row in grid if row["selected"]} == {"m/canonical-precisionfloat32",
+                                                                    "m/canonical-precisionbf16"}
 
 
 def test_one_data_read_at_two_paths_is_one_variant():
@@ -391,6 +397,17 @@ def test_runs_that_record_their_train_content_pair_with_runs_from_before_it():
     pairs = compare.baseline_pairs(rows)
     assert len(pairs) == 1
     contrasts.check_same_data(records.group(rows), pairs)
+
+
+def test_a_contrast_of_runs_that_recorded_other_train_contents_at_one_path_is_refused():
+    def runs(placement, content):
+        return [{**r, "train_sha256": content, "data_sha256": "t" * 64, "config": {**r["config"], "npz": "/a/d.npz"}}
+                for r in _rows(placement, [0.9, 0.91], [0.3, 0.3])]
+
+    rows = variants.label_rows(runs("canonical", "c" * 64) + runs("none", "e" * 64))
+    with pytest.raises(ConfigError, match=r"pairs runs trained or tested on different data \(d, trained on sha256 "
+                                          r"eeeeeeeeeeee\.\.\. vs d, trained on sha256 cccccccccccc\.\.\.\)"):
+        compare.baseline_pairs(rows)
 
 
 def test_one_training_data_scored_on_two_test_sets_stays_two_variants():

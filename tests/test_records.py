@@ -244,16 +244,23 @@ def test_a_comparison_after_a_run_trained_on_scores_its_new_weights(tmp_path):
     assert evaluations.load_evaluation(run, older, first)["result"] == {"accuracy": 0.123}
     mc = evaluations.make_request(sources.fingerprint(source), mc_samples=4, mc_seed=0)
     evaluations.save_evaluation(run, mc, "tiny", {"accuracy": 0.456}, first)
-    # Weights not known (eval.py --workdir on a run without its metrics.json): nothing saved to answer later.
-    assert not evaluations.save_evaluation(run, evaluations.make_request("u" * 64), "tiny", {}, None)
-    assert not os.path.exists(evaluations.evaluation_path(run, evaluations.make_request("u" * 64)))
+    # Weights not known (eval.py --workdir on a run without its metrics.json): it answers for no known weights.
+    unknown = evaluations.make_request("u" * 64)
+    assert evaluations.save_evaluation(run, unknown, "tiny", {"accuracy": 0.5}, None)
+    assert evaluations.load_evaluation(run, unknown, first) is None
+    assert evaluations.load_evaluation(run, unknown, None)["result"] == {"accuracy": 0.5}  # a run that names none
+    os.makedirs(os.path.join(run, "evaluations", "odd.json"))  # and a killed write's leftover: neither stops it
+    with open(os.path.join(run, "evaluations", "x.tmp-1.json"), "w") as f:
+        f.write("{")
     shutil.copy(evaluations.evaluation_path(run, mc), str(tmp_path / "backup.json"))
     os.remove(os.path.join(run, "metrics.json"))
     os.remove(os.path.join(run, "config.json"))
     metrics = trainer.train_and_evaluate(tiny_config(epochs=2), run, source=source, verbose=0,
                                          serving_artifacts=False)
     assert metrics["weights_sha256"] != first
-    assert not os.path.exists(evaluations.evaluation_path(run, older))  # naming no weights: removed as it trained
+    for request in (older, unknown):  # naming no weights: removed as it trained
+        assert not os.path.exists(evaluations.evaluation_path(run, request))
+    assert not os.path.exists(os.path.join(run, "evaluations", "x.tmp-1.json"))
     assert evaluations.load_evaluation(run, mc, metrics["weights_sha256"]) is None  # of the earlier weights
     assert evaluations.load_evaluation(run, mc, first)["result"] == {"accuracy": 0.456}  # (kept: they name theirs)
     shutil.copy(str(tmp_path / "backup.json"), evaluations.evaluation_path(run, mc))  # restored from a backup
