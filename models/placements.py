@@ -40,7 +40,7 @@ element-wise vs spatial (`conv` vs `spatial`), dropout vs none
 
 The spec provides sites(), spatial_sites(), parse(text, norm,
 allow_stacked), tensor_of(site), classifier_reads_alone(layer),
-classifier_input_tensors(), tensors_before(roles), canonical, conv_rate,
+classifier_input_tensors(), tensors_before(roles), on_one_path(a, b), canonical, conv_rate,
 hidden, conv_names, pool_names, dense_names and output_name.
 """
 from models import sites as sites_lib
@@ -92,14 +92,11 @@ def head_rate_note(spec):
 def own_rates(spec):
     """(head rate, conv-stack rate): the network's own, or the defaults where it has none."""
     canonical = spec.parse(spec.canonical, allow_stacked=True)
-    _, head_sites = head_of(spec)
-    own_head = _own_head(spec)
+    own_head = _own_head(spec)  # (the head's sites, and its tensors': not the conv stack's)
     head = list(own_head.values())
-    head_tensors = {spec.tensor_of(s) for s in own_head}
-    on_input = _input_tensors(spec)  # the images (or their preprocessing): not conv-stack dropout
+    left_out = {spec.tensor_of(s) for s in own_head} | _input_tensors(spec)  # the images: not conv-stack dropout
     in_stack = _stack_tensors(spec)  # up to the first dense layer's input: not a hidden dense layer's dropout
-    stack = [site.rate for name, site in canonical.items() if spec.tensor_of(name) in in_stack
-             and not (name in head_sites or spec.tensor_of(name) in head_tensors | on_input)]
+    stack = [site.rate for name, site in canonical.items() if spec.tensor_of(name) in in_stack - left_out]
     # Of several dropouts on the head's tensor (a pool's .post and the flatten after it), the one nearest the head.
     return (head[-1] if head else DEFAULT_HEAD_RATE), (stack[-1] if stack else spec.conv_rate)
 
