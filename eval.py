@@ -251,7 +251,8 @@ def _compare(f):
                                       mc_seed=f.mc_seed, batch_size=f.batch_size, baseline=f.baseline,
                                       data_override=override, ood=_ood(f),
                                       contrasts=contrasts.parse_contrasts(f.contrasts),
-                                      margins={"test_accuracy": f.margin / 100, "test_loss": f.nll_margin})
+                                      margins={"test_accuracy": f.margin / 100, "test_loss": f.nll_margin},
+                                      accuracy_below=f.accuracy_below)
     with open(result["paths"]["comparison.md"]) as md:
         print(md.read())
     for name, path in result["paths"].items():

@@ -32,6 +32,7 @@ import numpy as np
 
 from dropzoo import config as config_lib
 from dropzoo import contrasts as contrasts_lib
+from dropzoo import descriptive
 from dropzoo import evaluate
 from dropzoo import files
 from dropzoo import pooled_data
@@ -288,19 +289,21 @@ def why_no_contrasts(rows, baseline):
 
 def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_size=256,
                  baseline="canonical", data_override=None, source=None, ood=None, contrasts=None,
-                 margins=None):
+                 margins=None, accuracy_below=()):
     """Scores every run below `runs_dirs` (a directory or a list) and writes the comparison.
 
     Returns {"paths", "table", "contrasts", "regime", "num_runs", "rates", "sizes"}.
     `contrasts` [(A, B)] are the planned contrasts (default: every variant vs
     `baseline`); `margins` {metric: margin} the equivalence margins (default
-    report.DEFAULT_MARGINS). `data_override` ({"dataset", "idx_dir", ...}) or
+    report.DEFAULT_MARGINS); `accuracy_below` (percentages) the test
+    accuracies descriptive.md counts each variant's runs below. `data_override` ({"dataset", "idx_dir", ...}) or
     `source` (a sources.Source) tests every run on that data instead of its
     own; `ood` (ood.arguments, or a Source) adds out-of-distribution
     detection.
     """
     runs_dirs = [runs_dirs] if isinstance(runs_dirs, (str, os.PathLike)) else list(runs_dirs)
     evaluate.check_mc(mc_samples, mc_seed, batch_size)  # also where the records answer and nothing is evaluated
+    accuracy_below = descriptive.accuracy_levels(accuracy_below)
     if output_dir is None and len(runs_dirs) > 1:
         raise ConfigError(f"--runs_dir names {len(runs_dirs)} directories: give --output=DIR for their comparison "
                           f"(by default a comparison goes into its one runs directory, and {runs_dirs[0]}/comparison "
@@ -341,7 +344,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     comparison = {"table": table, "contrasts": tested, "sizes": sizes_report.curve(compared, table, tested),
                   "planned": bool(contrasts), "regime": regime_lib.regime(compared), "rows": rows, "compared": compared,
                   "rates": tuned["grid"] if tuned else None, "margins": margins, "alpha": contrasts_lib.ALPHA,
-                  "notes": notes,
+                  "notes": notes, "accuracy_below": accuracy_below,
                   "from_dirs": _runs_per_directory(runs_dirs, [r["run"] for r in rows]),
                   "title": f"{', '.join(runs_dirs)} — test data: "
                            f"{', '.join(sorted({r['data_source'] for r in rows}))}"}

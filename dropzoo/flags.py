@@ -95,6 +95,8 @@ EVAL_FLAGS = (
                     "within ±margin (two one-sided tests) is 'equivalent'."),
     ("nll_margin", 0.015, "Equivalence margin of the contrasts' test NLL, in nats (the NLL that half a point of "
                           "accuracy moved from right to wrong costs these models; see docs/studies.md)."),
+    ("accuracy_below", [], "Test accuracies in percent (e.g. 95,80): descriptive.md counts and lists each variant's "
+                           "runs testing below each."),
     ("collect", None, "With --runs_dir: copy the records of every run below it (config.json, metrics.json, "
                       "evaluations/: a few KB each, no SavedModels) into this directory, keeping their paths; "
                       "compare them later with --runs_dir=DIR."),

@@ -19,6 +19,7 @@ import re
 
 from dropzoo import config as config_lib
 from dropzoo import data_identity
+from dropzoo import descriptive
 from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import folders
@@ -375,6 +376,7 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
         **({"replicas": n} if (n := (metrics.get("strategy") or {}).get("num_replicas", 1)) != 1 else {}),
         **{f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in result.items()},
         **_gaps(metrics.get("train_accuracy"), metrics.get("train_loss"), result),
+        **descriptive.record_fields(metrics),  # times, CPU, BN shifts: descriptive.md's (not runs.json's)
     }
 
 

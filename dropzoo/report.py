@@ -8,6 +8,8 @@ docs/contributing.md). `write(comparison, output_dir)` writes:
 
   comparison.md / .csv   per variant: mean ± std (95% CI) over seeds of each column;
                          the contrasts: difference, 95% CI, MDE, verdict, p-values
+  descriptive.md         medians, ranges, counts below levels, paired signs, BN variance shifts, times per CPU
+                         (dropzoo/descriptive.py)
   contrasts.csv          the contrasts, one row per contrast and metric
   comparison.png         accuracy per variant with its interval, and learning curves
   contrasts.png          each contrast's difference, CI, margin and MDE
@@ -25,6 +27,7 @@ import shutil
 
 import numpy as np
 
+from dropzoo import descriptive
 from dropzoo import files
 from dropzoo import plots
 from dropzoo import rates_report
@@ -352,7 +355,8 @@ def write_hparams(logdir, rows):
 
 
 # Every file a comparison may write; those this one does not write are removed from its directory.
-OUTPUT_NAMES = ("comparison.md", "comparison.csv", "contrasts.csv", "comparison.png", "runs.json", "hparams",
+OUTPUT_NAMES = ("comparison.md", "descriptive.md", "comparison.csv", "contrasts.csv", "comparison.png", "runs.json",
+                "hparams",
                 "contrasts.png", "rates.md", "rates.png", "sizes.md", "sizes.png", "uncertainty.md",
                 "reliability.png", "mc_samples.png")
 
@@ -365,7 +369,8 @@ def write(comparison, output_dir):
     directory holds this comparison only.
     """
     os.makedirs(output_dir, exist_ok=True)
-    names = ["comparison.md", "comparison.csv", "contrasts.csv", "comparison.png", "runs.json", "hparams"]
+    names = ["comparison.md", "descriptive.md", "comparison.csv", "contrasts.csv", "comparison.png", "runs.json",
+             "hparams"]
     if comparison["contrasts"]:
         names.append("contrasts.png")
     if comparison["rates"]:
@@ -384,6 +389,8 @@ def write(comparison, output_dir):
         elif name not in paths and os.path.isfile(stale):
             os.remove(stale)
     files.write_text(paths["comparison.md"], markdown(comparison))
+    files.write_text(paths["descriptive.md"], descriptive.markdown(comparison, CONTRASTS,
+                                                                   comparison.get("accuracy_below", ())))
     write_csv(paths["comparison.csv"], comparison["table"])
     write_contrasts_csv(paths["contrasts.csv"], comparison["contrasts"])
     plot(paths["comparison.png"], comparison["table"], compared, comparison["title"])
@@ -409,7 +416,8 @@ def write(comparison, output_dir):
                                                                   verdict_text, seeds_text))
         sizes_report.plot(paths["sizes.png"], comparison["sizes"], COLUMNS[0], CONTRASTS, comparison["title"])
     # (The test data's fingerprint stays out: the records' runs.json files predate it; data_source names it.)
-    files.write_json(paths["runs.json"], [{k: v for k, v in r.items() if k not in ("key", "data_sha256")}
+    left_out = ("key", "data_sha256") + descriptive.ROW_FIELDS
+    files.write_json(paths["runs.json"], [{k: v for k, v in r.items() if k not in left_out}
                                           for r in comparison["rows"]])
     try:
         write_hparams(paths["hparams"], compared)

@@ -155,7 +155,7 @@ def tost_paired_p(differences, margin):
 
 
 def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):
-    """A vs B paired over seeds: {"n", "difference", "ci_low", "ci_high", "sd", "p", "p_tost", "mde"}.
+    """A vs B paired over seeds: {"n", "difference", "ci_low", "ci_high", "sd", "p", "p_tost", "mde", ...}.
 
     `difference` is the mean of a[i] - b[i]; the interval is the t interval at
     `confidence`; `p` the two-sided paired t-test; `p_tost` equivalence within
@@ -171,6 +171,9 @@ def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):
     if flat:  # (mean_ci gives no interval then)
         sd = 0.0
     return {"n": int(d.size), "difference": mean, "ci_low": mean - half, "ci_high": mean + half, "sd": sd,
+            # Descriptive (descriptive.md): the median difference, and the seeds where A is above, equal, below.
+            "median": float(np.median(d)) if d.size else math.nan,
+            "signs": (int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum())),
             "no_spread": flat, "p": paired_p_value(a, b), "p_tost": tost_paired_p(d, margin),
             "mde": minimum_detectable_effect(sd, d.size, alpha_for_mde),
             "equivalence_reachable": bool(d.size >= 2 and sign_flip_floor(d.size, sides=1) < alpha_for_mde)}

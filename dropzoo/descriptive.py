@@ -1,0 +1,171 @@
+"""descriptive.md: the figures a comparison's tests do not give, printed from the same runs.
+
+The contrasts say what the seeds can and cannot show; a study's text also
+says how the seeds are spread (the median run, how many runs test below a
+level, how many seeds a contrast's sign holds for), how long runs took on
+which CPU, and how far each BatchNormalization layer's statistics shift.
+This module computes those figures from the comparison's rows, so every
+descriptive number a study publishes is printed by its comparison command:
+
+- per variant: test accuracy and training accuracy (dropout off) at their
+  minimum, median and maximum over seeds; the last epoch's accuracy on the
+  training batches (dropout on); and, for each level in `accuracy_below`
+  (percent), the runs testing below it;
+- per contrast: the paired differences' mean and median, and on how many
+  seeds A scored higher, the same, or lower;
+- per BatchNormalization layer: the variance shift (moving variance over the
+  variance the layer sees at inference, mean over channels) over seeds;
+- per recorded CPU: the runs' wall and training times.
+
+Descriptive only: no test and no interval here (comparison.md has those).
+"""
+import numpy as np
+
+from dropzoo.errors import ConfigError
+
+
+def accuracy_levels(levels):
+    """`levels` (numbers or strings such as '95' or '95%') as percentages, or ConfigError naming a bad one."""
+    found = []
+    for level in levels:
+        try:
+            value = float(str(level).strip().rstrip("%"))
+        except ValueError:
+            value = None
+        if value is None or not 1 <= value <= 100:  # (below 1: a fraction, 0.95 meant as 95%)
+            raise ConfigError(f"--accuracy_below takes test accuracies in percent, from 1 to 100 "
+                              f"(e.g. --accuracy_below=95,80 for 95% and 80%), got {level!r}")
+        found.append(value)
+    return tuple(sorted(set(found), reverse=True))
+
+
+def record_fields(metrics):
+    """The fields of a run's metrics.json this module reads, for its comparison row."""
+    accuracy = [v for v in (metrics.get("history") or {}).get("accuracy", []) if v is not None]
+    shifts = {name: s["variance_shift_mean"] for name, s in (metrics.get("dropout_stats") or {}).items()
+              if isinstance(s, dict) and "variance_shift_mean" in s}
+    machine = metrics.get("machine") or {}
+    return {"wall_time_sec": metrics.get("wall_time_sec"),
+            "batch_accuracy": accuracy[-1] if accuracy else None,
+            "norm_shifts": shifts or None,
+            "cpu": f"{machine['cpu']} ({machine.get('cpu_kind', 'kind not recorded')})" if machine.get("cpu") else None}
+
+
+# The row fields above stay out of runs.json: they are in each run's metrics.json already.
+ROW_FIELDS = ("wall_time_sec", "batch_accuracy", "norm_shifts", "cpu")
+
+
+def _spread(values, scale=1.0, digits=2):
+    """'min / median / max' of the finite values ('' without any)."""
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return ""
+    return " / ".join(f"{x * scale:.{digits}f}" for x in (min(values), float(np.median(values)), max(values)))
+
+
+def _by_variant(rows):
+    found = {}
+    for r in rows:
+        found.setdefault(r["variant"], []).append(r)
+    return found
+
+
+def variants_lines(table, compared, accuracy_below=()):
+    """Per variant: test and training accuracy over seeds, and the runs below each level of `accuracy_below`."""
+    runs_of = _by_variant(compared)
+    head = ["variant", "seeds", "test acc % (min / median / max)", "train acc %, dropout off (min / median / max)",
+            "training batches acc %, dropout on, last epoch (min / median / max)"]
+    head += [f"test acc below {level:g}%" for level in accuracy_below]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    listed = []
+    for entry in table:
+        runs = runs_of[entry["variant"]]
+        cells = [entry["variant"], str(len(runs))] + [_spread([r.get(m) for r in runs], 100) for m in
+                                                      ("test_accuracy", "train_accuracy", "batch_accuracy")]
+        for level in accuracy_below:
+            low = sorted((r["test_accuracy"], r["seed"]) for r in runs if r.get("test_accuracy") is not None
+                         and r["test_accuracy"] * 100 < level)
+            cells.append(f"{len(low)} of {len(runs)}")
+            if low:
+                listed.append(f"- {entry['variant']} below {level:g}%: "
+                              + ", ".join(f"{100 * value:.2f} (seed {seed})" for value, seed in low))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ([""] + listed if listed else [])
+
+
+def contrasts_lines(contrasts, contrasted):
+    """Per contrast and metric (`contrasted`: contrasted): the paired differences' mean and median, and
+    the seeds' signs."""
+    head = ["contrast (A - B)"]
+    for c in contrasted:
+        head += [f"Δ {c.name} ({c.unit}): mean / median", f"{c.name}: seeds A > B / = / <"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for e in contrasts:
+        cells = [e["contrast"]]
+        for c in contrasted:
+            r = e.get(c.metric)
+            if e["identical"] or not r or not r["n"]:
+                cells += ["identical by construction" if e["identical"] else "", ""]
+                continue
+            cells += [" / ".join(f"{round(r[k] * c.scale, c.digits) + 0.0:+.{c.digits}f}"  # (no -0.00)
+                                 for k in ("difference", "median")),
+                      " / ".join(str(n) for n in r["signs"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def norm_lines(table, compared):
+    """Per variant and BatchNormalization layer: the variance shift's mean / median / max over seeds."""
+    runs_of = _by_variant(compared)
+    layers = list(dict.fromkeys(name for r in compared for name in (r.get("norm_shifts") or {})))
+    if not layers:
+        return []
+    lines = ["| variant | " + " | ".join(layers) + " |", "|" + " --- |" * (len(layers) + 1)]
+    for entry in table:
+        runs = runs_of[entry["variant"]]
+        cells = []
+        for name in layers:
+            values = [r["norm_shifts"][name] for r in runs if name in (r.get("norm_shifts") or {})]
+            cells.append(f"{np.mean(values):.2f} / {np.median(values):.2f} / {max(values):.2f}" if values else "")
+        lines.append(f"| {entry['variant']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def time_lines(rows):
+    """Per recorded CPU: each trained run's wall and training time (a variant identical by construction to
+    another reuses its runs, and is not counted twice)."""
+    trained = [r for r in rows if not r.get("identical_to")]
+    by_cpu = {}
+    for r in trained:
+        by_cpu.setdefault(r.get("cpu") or "CPU not recorded", []).append(r)
+    lines = ["| CPU | runs | wall time s (min / median / max) | wall time h, summed | "
+             "train time s (min / median / max) | train time h, summed |", "|" + " --- |" * 6]
+    for cpu, runs in sorted(by_cpu.items(), key=lambda item: (item[0] == "CPU not recorded", item[0])):
+        cells = [cpu, str(len(runs))]
+        for metric in ("wall_time_sec", "train_time_sec"):
+            values = [r[metric] for r in runs if r.get(metric) is not None]
+            cells += [_spread(values, digits=0), f"{sum(values) / 3600:.2f}" if values else ""]
+            if values and len(values) < len(runs):
+                cells[-1] += f" ({len(values)} of {len(runs)} runs recorded it)"
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(comparison, contrasted, accuracy_below=()):
+    """descriptive.md of a comparison (report.write's `comparison`; `contrasted`: report.CONTRASTS)."""
+    c = comparison
+    lines = [f"Descriptive figures of the runs compared in comparison.md ({len(c['rows'])} "
+             f"run{'s' * (len(c['rows']) != 1)}): no test, no interval; the tests are in comparison.md.", "",
+             "**Per variant**, over seeds" + (" (each placement at the rate chosen on validation data)"
+                                              if c.get("rates") else ""), ""]
+    lines += variants_lines(c["table"], c["compared"], accuracy_below) + [""]
+    if c["contrasts"]:
+        lines += ["**Contrasts**, over the seeds each pairs (as in comparison.md)", ""]
+        lines += contrasts_lines(c["contrasts"], contrasted) + [""]
+    norm = norm_lines(c["table"], c["compared"])
+    if norm:
+        lines += ["**Variance shift** of each BatchNormalization layer, mean / median / max over seeds (its moving "
+                  "variance over the variance of its input at inference, mean over channels; 1: the statistics "
+                  "fit what it sees when serving)", ""] + norm + [""]
+    lines += ["**Time per run**, by the CPU each run recorded", ""] + time_lines(c["rows"])
+    return "\n".join(lines) + "\n"
