@@ -84,8 +84,8 @@ EVAL_FLAGS = (
     ("tflite", None, "TFLite model to evaluate instead (a run's model.tflite or model_int8.tflite: on the run's "
                      "test data, as --saved_model), run with LiteRT (ai-edge-litert); no MC dropout."),
     ("runs_dir", [], "Compare every finished run below these directories (a sweep's --workdir; a comma list "
-                     "compares runs collected in several): writes comparison.md/.csv/.png, contrasts and HParams "
-                     "summaries to <runs_dir>/comparison (with several, to --output). Works from the runs' "
+                     "compares runs collected in several): writes comparison.md/.csv/.png, descriptive.md, contrasts "
+                     "and HParams summaries to <runs_dir>/comparison (with several, to --output). Works from the runs' "
                      "records (metrics.json, evaluations/) where they hold what is asked, else through their "
                      "SavedModels."),
     ("contrasts", None, "The study's planned contrasts, A:B (A minus B) pairs of variant names, e.g. "
