@@ -17,6 +17,7 @@ from conftest import tiny_source
 from dropzoo import collect
 from dropzoo import compare
 from dropzoo import evaluations
+from dropzoo import performance
 from dropzoo import pooled_data
 from dropzoo import records
 from dropzoo import sources
@@ -70,6 +71,12 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
     there = compare.compare_runs(str(collected), output_dir=str(tmp_path / "out2"))
     assert _table(there) == _table(here)
     assert [{k: v for k, v in c.items()} for c in there["contrasts"]] == here["contrasts"]
+    # The descriptive figures come from the records too: each run's CPU and times, read from its metrics.json.
+    with open(here["paths"]["descriptive.md"]) as f, open(there["paths"]["descriptive.md"]) as g:
+        text = f.read()
+        assert text == g.read()
+    cpu = performance.describe_machine()
+    assert f"| {cpu['cpu']} ({cpu['cpu_kind']}) | 6 |" in text
 
 
 @pytest.mark.slow
