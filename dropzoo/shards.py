@@ -162,11 +162,15 @@ _PER_TASK = ("idx_dir", "tfds_data_dir", "npz", "image_dir", "test_image_dir", "
              "profile_batches", "strategy", "cpu_devices")
 
 
+def _settings(config):
+    """[(field, repr(value))] a run trains with, but where a task may find its data and what devices it runs on."""
+    return sorted((k, repr(v)) for k, v in config.to_dict().items() if k not in _PER_TASK)
+
+
 def _plan_digest(runs, sweep_plan):
     """sha256 of the plan: the runs (workdirs), their groups and the settings each trains with (a rate or epochs
     set from the task index names no workdir), in any order; data paths, devices and such may differ per task."""
-    settings = sorted((os.path.normpath(workdir), sorted((k, repr(v)) for k, v in config.to_dict().items()
-                                                         if k not in _PER_TASK)) for config, workdir in runs)
+    settings = sorted((os.path.normpath(workdir), _settings(config)) for config, workdir in runs)
     plan = [sorted(_groups(runs, sweep_plan).values()), settings]
     return hashlib.sha256(json.dumps(plan).encode()).hexdigest()
 
@@ -280,11 +284,40 @@ def check_task_counts(runs, sweep_plan, index, count, source, record=True):
                     f"once every task of the other split has ended, delete {os.path.join(where, prefix)}*.json")
         if not written and record:
             files.write_json(own, {"num_tasks": count, "source": source})
+    check_other_settings(runs, where, digest)
     if not record:
         return
-    # The whole plan, so that a comparison can name the runs no task has started (a task never run).
+    # The whole plan, so that a comparison can name the runs no task has started (a task never run), and the
+    # settings of each run, so that a task typed with other flags is refused (check_other_settings).
     planned = [os.path.relpath(os.path.abspath(workdir), os.path.dirname(where)) for _, workdir in runs]
-    files.write_json(os.path.join(where, f"plan-{digest}.json"), {"runs": planned})
+    settings = [dict(_settings(config)) for config, _ in runs]
+    files.write_json(os.path.join(where, f"plan-{digest}.json"), {"runs": planned, "settings": settings})
+
+
+def check_other_settings(runs, where, digest):
+    """ConfigError where another split plan in `where` (its `plan-*.json`) trains one of `runs` with other
+    settings: hand-typed tasks given other flags (task 0 with --epochs=12, task 1 with --epochs=20) would train
+    their shares into one study as other variants, each short of seeds. Plans of more or fewer seeds of the same
+    settings (a study extended) share their common runs and pass."""
+    mine = {os.path.relpath(os.path.abspath(workdir), os.path.dirname(where)): (dict(_settings(config)), workdir)
+            for config, workdir in runs}
+    for path in sorted(glob.glob(os.path.join(glob.escape(where), "plan-*.json"))):
+        if os.path.basename(path) == f"plan-{digest}.json":
+            continue
+        try:
+            other = files.read_json(path, f"delete it, or the whole {where}, and run the task again")
+        except FileNotFoundError:
+            continue
+        for run, settings in zip(other.get("runs", []), other.get("settings", [])):  # (older plans: no settings)
+            here, workdir = mine.get(os.path.normpath(run), (None, None))
+            if here is None or here == settings:
+                continue
+            differ = [f"{k}: {settings.get(k, 'unset')} there, {here.get(k, 'unset')} here"
+                      for k in sorted(here.keys() | settings.keys()) if here.get(k) != settings.get(k)]
+            raise ConfigError(f"another task split this study with other settings ({path}): {workdir} trains with "
+                              f"{'; '.join(differ)}, so the tasks' shares would be other variants, each short of "
+                              "seeds; give every task the same flags, or, if that plan was given up, delete its "
+                              f"runs and {path}")
 
 
 def plans(runs_dir):

@@ -413,3 +413,26 @@ def test_the_kubernetes_recipe_parses_and_maps_its_indices():
         index_, count, source = shards.task_of(None, num_tasks, environ=environ)
         assert (index_, count) == (index, num_tasks)
         assert shards.array_job(source, environ) == ("k8s", "3f2a-77")
+
+
+def test_a_task_typed_with_other_flags_than_its_siblings_is_refused(tmp_path):
+    # Task 0 of 2 at 12 epochs and task 1 of 2 at 20 name the same workdirs: each would train its share as
+    # another variant (the comparison splits them by epochs), each half the seeds, without a word.
+    study = f"--workdir={tmp_path}/study"
+    runs = _plan("--model=dense_mlp", "--placement=canonical,none", "--seeds=2", "--epochs=12", study)
+    shards.check_task_counts(runs, sweep.plan(runs), 0, 2, "--task_index and --num_tasks")
+    other = _plan("--model=dense_mlp", "--placement=canonical,none", "--seeds=2", "--epochs=20", study)
+    for record in (False, True):  # a dry run says so too
+        with pytest.raises(ConfigError, match=(
+                r"^another task split this study with other settings \(.*\.tasks/plan-[0-9a-f]+\.json\): "
+                r".*/study/dense_mlp/canonical/seed0 trains with epochs: 12 there, 20 here, so the tasks' shares "
+                r"would be other variants, each short of seeds; give every task the same flags, or, if that plan "
+                r"was given up, delete its runs and ")):
+            shards.check_task_counts(other, sweep.plan(other), 1, 2, "--task_index and --num_tasks", record=record)
+    # The same settings over more seeds (a study extended) share their common runs, and pass; so does a task
+    # that finds its data at another path.
+    more = _plan("--model=dense_mlp", "--placement=canonical,none", "--seeds=3", "--epochs=12", study)
+    shards.check_task_counts(more, sweep.plan(more), 1, 2, "--task_index and --num_tasks")
+    elsewhere = _plan("--model=dense_mlp", "--placement=canonical,none", "--seeds=2", "--epochs=12",
+                      f"--idx_dir={tmp_path}/copy", study)
+    shards.check_task_counts(elsewhere, sweep.plan(elsewhere), 1, 2, "--task_index and --num_tasks")
