@@ -3,6 +3,7 @@
     python benchmarks/dropout_precision.py                     # 6 epochs x 2 rounds, mnist_sample
     python benchmarks/dropout_precision.py --epochs=3 --rounds=1 --train_examples=1024
     python benchmarks/dropout_precision.py --idx_dir=DIR       # the full MNIST IDX files in DIR
+    python benchmarks/dropout_precision.py --rounds=0          # the precision table alone, in seconds
 
 Where bfloat16 is emulated (an AVX2-only CPU: 55-110 ex/s) the defaults take
 20-40 min on 2 cores; `--epochs=6 --rounds=3 --train_examples=1280` took ~18
@@ -173,15 +174,15 @@ def run(x, y, *, epochs=6, batch_size=128, rounds=2, units=10**6, seed=0, log=pr
                       "all_epochs_examples_per_sec": len(rates[way]) / sum(1 / r for r in rates[way]),
                       "num_epochs_timed": len(rates[way]),
                       "dropout_ms_per_step": float(np.median(layer_ms[way]))}
-                for way in WAYS}
+                for way in WAYS} if rounds else None  # --rounds=0: the table alone
     flags_found = sorted(set(performance.BF16_CPU_FLAGS) & performance.cpu_flags())
     return {"machine": common.machine(), "bf16_cpu_flags": flags_found,
             "bf16_native": bool(flags_found), "policy": TRAIN_POLICY, "epochs": epochs,
             "batch_size": batch_size, "rounds": rounds, "num_train": len(x), "units": units,
             "table": table, "training": training,
-            "zoo_vs_keras": training["zoo"]["examples_per_sec"] / training["keras"]["examples_per_sec"],
-            "zoo_vs_keras_all_epochs": (training["zoo"]["all_epochs_examples_per_sec"]
-                                        / training["keras"]["all_epochs_examples_per_sec"])}
+            **({"zoo_vs_keras": training["zoo"]["examples_per_sec"] / training["keras"]["examples_per_sec"],
+                "zoo_vs_keras_all_epochs": (training["zoo"]["all_epochs_examples_per_sec"]
+                                            / training["keras"]["all_epochs_examples_per_sec"])} if training else {})}
 
 
 def report(result):
@@ -194,11 +195,11 @@ def report(result):
                      f"{row['dropped']:.5f} ({row['dropped_z']:+.1f})",
                      f"{kept} ({row['exact_kept_value']:.5f})",
                      f"{row['mean_ratio']:.5f} (+-{row['mean_ratio_se']:.5f})"])
-    training = result["training"]
+    training = result["training"] or {}
     speed = [[f"{way} dropout", f"{training[way]['examples_per_sec']:,.0f}",
               f"{training[way]['all_epochs_examples_per_sec']:,.0f}",
               str(training[way]["num_epochs_timed"]), f"{training[way]['dropout_ms_per_step']:.2f}"]
-             for way in WAYS]
+             for way in WAYS if way in training]
     cpu = ", ".join(result["bf16_cpu_flags"]) or "neither avx512_bf16 nor amx_bf16"
     lines = [
         "dropout_precision: inverted dropout in training mode, seed 1",
@@ -207,6 +208,10 @@ def report(result):
         f"{result['units']:,} units of 1.0 (kept value; exact in brackets), "
         "and E[out]/E[in] on inputs uniform in [0.5, 1.5] (1 is exact; +- 1 standard error):",
         common.table(["policy", "rate", "layer", "dropped (z)", "kept value", "E[out]/E[in]"], rows),
+    ]
+    if not training:
+        return "\n".join(lines + ["", "(--rounds=0: no training timed)"])
+    lines += [
         "",
         f"keras_mnist_cnn training under {result['policy']}, batch {result['batch_size']}, "
         f"{result['epochs']} epochs x {result['rounds']} rounds per way on "
@@ -240,7 +245,7 @@ def main(argv):
 if __name__ == "__main__":
     # Defined here, not at import, so importing this module (tests do) adds no flags.
     flags.DEFINE_integer("epochs", 6, "Epochs per training run (the first is not timed).")
-    flags.DEFINE_integer("rounds", 2, "Training runs per way, the ways taking turns.")
+    flags.DEFINE_integer("rounds", 2, "Training runs per way, the ways taking turns (0: the precision table alone).")
     flags.DEFINE_integer("batch_size", 128, "Batch size, as the classic example.")
     flags.DEFINE_integer("train_examples", 0, "Train on the first N examples (0: all).")
     common.define_data_flags()

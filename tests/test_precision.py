@@ -236,3 +236,12 @@ def test_benchmark_returns_its_numbers():
     assert result["zoo_vs_keras"] > 0 and isinstance(result["bf16_native"], bool)
     text = dropout_precision.report(result)
     assert "zoo / keras" in text and "E[out]/E[in]" in text
+
+
+def test_the_benchmark_prints_the_precision_table_alone_without_training():
+    x = np.zeros((4, 28, 28, 1), "uint8")
+    result = dropout_precision.run(x, np.arange(4), rounds=0, units=20_000, log=lambda *_: None)
+    assert result["training"] is None and "zoo_vs_keras" not in result and len(result["table"]) == 12
+    text = dropout_precision.report(result)
+    assert "E[out]/E[in]" in text and text.endswith("(--rounds=0: no training timed)")
+    assert "zoo / keras" not in text
