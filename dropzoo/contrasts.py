@@ -29,7 +29,8 @@ def planned_pairs(rows, contrasts):
 
     A side matches the variant labelled `<model>/<side>` or `<side>`, or, where
     each placement kept one rate, the label without its `-rate<r>`. ConfigError
-    (one line) for a side that matches no variant or several.
+    (one line) for a side that matches no variant or several, a contrast of a
+    variant with itself, and one contrast planned twice (A:B twice, or B:A).
     """
     groups = records.group(rows)
     labels = {key: runs[0]["variant"] for key, runs in groups.items()}
@@ -47,7 +48,19 @@ def planned_pairs(rows, contrasts):
                               f"{', '.join(sorted(labels.values(), key=records.natural_key))}")
         return found[0]
 
-    pairs = [(find(a), find(b)) for a, b in contrasts]
+    pairs, seen = [], {}
+    for a, b in contrasts:
+        pair = (find(a), find(b))
+        if pair[0] == pair[1]:
+            raise ConfigError(f"contrast {a}:{b} names one variant ({labels[pair[0]]}) on both sides; a contrast "
+                              "is variant A minus another variant B")
+        # One hypothesis planned twice (or as B:A) would count twice in the Holm family: larger MDEs, other verdicts.
+        if frozenset(pair) in seen:
+            first, (x, y) = seen[frozenset(pair)]
+            raise ConfigError(f"contrasts {first} and {a}:{b} are one contrast ({labels[x]} vs {labels[y]}); plan "
+                              "it once, or each would count in the Holm family as a hypothesis of its own")
+        seen[frozenset(pair)] = (f"{a}:{b}", pair)
+        pairs.append(pair)
     check_same_data(groups, pairs, contrasts)
     return pairs
 

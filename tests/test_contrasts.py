@@ -126,6 +126,15 @@ def test_planned_contrasts_name_existing_variants_in_one_line():
     for bad in ("a", "a:b:c", "a:a", ":b"):
         with pytest.raises(ConfigError, match="malformed contrast"):
             contrasts.parse_contrasts(bad)
+    # One variant under two names; one contrast planned twice, or both ways: each copy counted in the Holm
+    # family (NLL p_holm 0.049 -> 0.098, differs -> inconclusive, in a review's 10-seed copy of the MNIST study).
+    with pytest.raises(ConfigError, match=r"^contrast none:m/none names one variant \(m/none\) on both sides"):
+        contrasts.planned_pairs(rows, [("none", "m/none")])
+    for twice in ([("none", "after_activation"), ("none", "after_activation")],
+                  [("none", "after_activation"), ("m/after_activation", "none")]):
+        with pytest.raises(ConfigError, match=rf"^contrasts none:after_activation and {twice[1][0]}:{twice[1][1]} "
+                                              r"are one contrast \(m/none vs m/after_activation\); plan it once"):
+            contrasts.planned_pairs(rows, twice)
 
 
 def test_two_precisions_or_two_meanings_of_a_placement_are_two_variants():
