@@ -17,6 +17,21 @@ from absl import logging
 from dropzoo import files
 
 EVALUATIONS = "evaluations"
+# What a comparison reads of a saved evaluation (its result's other scores are optional: MC, OOD, calibration).
+FIELDS = {"data_source": str, "request": dict, "result": {"accuracy": (int, float), "loss": (int, float),
+                                                          "num_examples": int}}
+
+
+def read(path, fix):
+    """A saved evaluation; ReadError naming it where it lacks what a comparison reads, or scores an accuracy
+    outside 0..1 or a negative NLL (a hand edit: 97.2 for 0.972 read as -962 points without a word)."""
+    saved = files.read_json(path, fix, FIELDS)
+    accuracy, loss = saved["result"]["accuracy"], saved["result"]["loss"]
+    wrong = [what for what, bad in ((f"accuracy {accuracy} outside 0..1", not 0 <= accuracy <= 1),
+                                    (f"NLL {loss} below 0", loss < 0)) if bad]
+    if wrong:
+        raise files.ReadError(f"{path} is corrupt ({', '.join(wrong)}); {fix}")
+    return saved
 
 
 def request_id(request):
@@ -69,7 +84,7 @@ def load_evaluation(run, request, weights):
         older = {k: v for k, v in request.items() if k != "ood_seeds"}
         alone = older != request and not os.path.isdir(os.path.join(run, "saved_model"))
         return load_evaluation(run, older, weights) if alone else None
-    saved = files.read_json(path, "delete it and compare again with the run's saved_model/ present")
+    saved = read(path, "delete it and compare again with the run's saved_model/ present")
     return saved if saved.get("request") == request and _of(saved, weights) else None
 
 
@@ -99,6 +114,6 @@ def saved_evaluations(run, weights):
     directory = os.path.join(run, EVALUATIONS)
     if not os.path.isdir(directory):
         return []
-    saved = [files.read_json(os.path.join(directory, name), "delete it and compare again")
+    saved = [read(os.path.join(directory, name), "delete it and compare again")
              for name in sorted(os.listdir(directory)) if name.endswith(".json")]
     return [record for record in saved if _of(record, weights)]

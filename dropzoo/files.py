@@ -250,8 +250,9 @@ def process_alive(pid):
     return True
 
 
-def read_json(path, fix):
-    """The JSON object in `path`; ReadError naming the file and `fix` if it is not one."""
+def read_json(path, fix, fields=None):
+    """The JSON object in `path`; ReadError naming the file and `fix` if it is not one, or lacks one of `fields`
+    ({name: type, a tuple of types, or {name: ...} for an object's own fields}) or holds it as another type."""
     try:
         with open(path) as f:
             value = json.load(f)
@@ -259,4 +260,29 @@ def read_json(path, fix):
         raise ReadError(f"{path} is corrupt ({e}); {fix}") from None
     if not isinstance(value, dict):
         raise ReadError(f"{path} is corrupt (not a JSON object); {fix}")
+    wrong = _wrong_field(value, fields or {})
+    if wrong:
+        raise ReadError(f"{path} is corrupt ({wrong}); {fix}")
     return value
+
+
+def _wrong_field(value, fields, within=""):
+    """What is wrong with `value`'s `fields` (read_json's), or None."""
+    for name, kind in fields.items():
+        if name not in value:
+            return f"no {within}{name}"
+        found = value[name]
+        if isinstance(kind, dict):
+            wrong = (f"{within}{name} is not an object" if not isinstance(found, dict)
+                     else _wrong_field(found, kind, f"{within}{name}."))
+            if wrong:
+                return wrong
+        elif not isinstance(found, kind) or (isinstance(found, bool) and kind is not bool):  # (True is an int)
+            return f"{within}{name} is {json.dumps(found)[:40]}, not {_names(kind)}"
+    return None
+
+
+def _names(kind):
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))

@@ -45,7 +45,8 @@ def check(run_dirs, own_test=True):
     trained on other data than its config names: such a sweep once trained every run on its first run's data,
     and its variants would be compared as other data without a word. (A run trained on a caller's source,
     through the API, records that source; nothing varies then.)"""
-    runs = [(run, files.read_json(os.path.join(run, "metrics.json"), records.FIX)) for run in run_dirs]
+    runs = [(run, files.read_json(os.path.join(run, "metrics.json"), records.FIX, records.METRICS_FIELDS))
+            for run in run_dirs]
     _check_one_content(runs, own_test)
     varying = set(sweep.varying_fields([metrics["config"] for _, metrics in runs])) & set(sources.ARGUMENTS)
     if not varying:

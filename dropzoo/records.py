@@ -35,6 +35,8 @@ from models.masks import LEGACY_GENERATOR
 RECORD_FILES = ("config.json", "metrics.json")
 _NOT_RUNS = ("comparison", evaluations.EVALUATIONS)  # directories below a runs directory that hold no runs
 FIX = "delete it and rerun that run's train.py command to re-measure it"
+# What a comparison reads of every metrics.json: one without them (a hand edit, another tool's) is refused by name.
+METRICS_FIELDS = {"config": {"model": str, "placement": str, "seed": int}, "data": {"origin": dict}}
 
 
 def find_runs(runs_dirs):
@@ -159,7 +161,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     """
     data, rows, computed, scored = _Data(), [], {}, []
     for run in run_dirs:
-        metrics = files.read_json(os.path.join(run, "metrics.json"), FIX)
+        metrics = files.read_json(os.path.join(run, "metrics.json"), FIX, METRICS_FIELDS)
         # (a folder of OOD images is read at each run's image size: loaded once for each size)
         ood_id = data.identity(ood_lib.for_model(ood, metrics["data"].get("image_shape")), ood=True) if ood else None
         trained = os.path.normpath(os.path.join(run, metrics["identical_to"])) if "identical_to" in metrics else run

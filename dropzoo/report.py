@@ -236,9 +236,10 @@ def markdown(comparison):
 
 
 def write_csv(path, table):
-    """comparison.csv: per variant, mean, std and 95% CI half-width of every column."""
-    fields = ["variant", "seeds", "sites", "precision"] + [f"{c.metric}_{s}" for c in COLUMNS
-                                                          for s in ("mean", "std", "ci95")]
+    """comparison.csv: per variant, mean, std, 95% CI half-width and seeds (n: fewer than `seeds` where a seed's
+    score was not finite) of every column."""
+    stats_of = ("mean", "std", "ci95", "n")
+    fields = ["variant", "seeds", "sites", "precision"] + [f"{c.metric}_{s}" for c in COLUMNS for s in stats_of]
 
     def write(tmp):
         with open(tmp, "w", newline="") as f:
@@ -248,7 +249,7 @@ def write_csv(path, table):
                 row = {"variant": e["variant"], "seeds": e["seeds"], "sites": e.get("sites"),
                        "precision": e.get("precision")}
                 for c in COLUMNS:
-                    for s in ("mean", "std", "ci95"):
+                    for s in stats_of:
                         row[f"{c.metric}_{s}"] = e[c.metric][s] if c.metric in e else ""
                 writer.writerow(row)
 

@@ -17,6 +17,7 @@ from conftest import tiny_source
 from dropzoo import collect
 from dropzoo import compare
 from dropzoo import evaluations
+from dropzoo import files
 from dropzoo import performance
 from dropzoo import pooled_data
 from dropzoo import records
@@ -440,3 +441,36 @@ def test_records_alone_answer_an_mc_and_ood_request_with_an_evaluation_from_befo
     assert evaluations.load_evaluation(run, request, "w" * 64) is None
     plain = evaluations.make_request("d" * 64, mc_samples=20, mc_seed=0)  # no OOD: its id as it always was
     assert "ood_seeds" not in plain and evaluations.load_evaluation(run, plain, "w" * 64) is None
+
+
+@pytest.mark.parametrize("edit, wrong", [
+    (lambda saved: saved["result"].pop("loss"), "no result.loss"),
+    (lambda saved: saved["result"].update(accuracy=None), "result.accuracy is null, not an integer or a number"),
+    (lambda saved: saved["result"].update(accuracy="0.97"), 'result.accuracy is "0.97", not an integer or a number'),
+    (lambda saved: saved.update(result=[]), "result is not an object"),
+    (lambda saved: saved["result"].update(accuracy=97.2), "accuracy 97.2 outside 0..1"),
+    (lambda saved: saved["result"].update(loss=-0.5), "NLL -0.5 below 0"),
+])
+def test_a_saved_evaluation_missing_a_score_or_out_of_range_is_refused_by_name(tmp_path, edit, wrong):
+    # Each was a traceback (KeyError, TypeError, AttributeError), or, for a percent given as a fraction,
+    # a comparison reading "-962.04 points" without a word.
+    saved = {"data_source": "d", "request": {}, "result": {"accuracy": 0.97, "loss": 0.1, "num_examples": 10}}
+    edit(saved)
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(files.ReadError) as info:
+        evaluations.read(str(path), "delete it and compare again")
+    assert str(info.value) == f"{path} is corrupt ({wrong}); delete it and compare again"
+
+
+def test_a_metrics_record_without_what_a_comparison_reads_is_refused_by_name(tmp_path):
+    run = tmp_path / "m" / "canonical" / "seed0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"data": {"origin": {}}, "test_accuracy": 0.9}))
+    with pytest.raises(files.ReadError, match=r"metrics.json is corrupt \(no config\); delete it and rerun that "
+                                              r"run's train.py command to re-measure it"):
+        pooled_data.check([str(run)])
+    (run / "metrics.json").write_text(json.dumps({"config": {"model": "m", "placement": "canonical", "seed": "0"},
+                                                  "data": {"origin": {}}}))
+    with pytest.raises(files.ReadError, match=r"\(config.seed is \"0\", not an integer\)"):
+        pooled_data.check([str(run)])

@@ -198,7 +198,8 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
                          "data (dropout off).")
     with open(paths["comparison.csv"]) as f:
         lines = f.read().splitlines()
-    assert lines[0].startswith("variant,seeds,sites,precision,test_accuracy_mean") and len(lines) == 3
+    assert lines[0].startswith("variant,seeds,sites,precision,test_accuracy_mean,test_accuracy_std,"
+                               "test_accuracy_ci95,test_accuracy_n,") and len(lines) == 3
     with open(paths["contrasts.csv"]) as f:
         assert f.read().splitlines()[0].startswith("a,b,metric,identical,verdict,n,difference")
     with open(paths["comparison.png"], "rb") as f:
