@@ -103,8 +103,10 @@ def _load_npz(need_train, npz):
 def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=None, color_mode="grayscale"):
     root = os.path.abspath(image_dir)
     size = readers.parse_image_size(image_size)
-    # Testing needs the test folder alone (training checked it holds the training folder's classes).
-    alone = not need_train and test_image_dir and not os.path.exists(root)
+    # Testing needs the test folder alone (training checked it holds the training folder's classes), whatever the
+    # training folder holds now: a class added there since mapped the run's own test images to other labels (refused,
+    # naming the training folder's class as the test folder's).
+    alone = not need_train and test_image_dir
     # Scored only, a folder may hold some of a model's classes, matched by name (folders.check_classes).
     classes, files = readers.list_image_folder(os.path.abspath(test_image_dir) if alone else root, training=need_train)
     details = {"class_names": classes}

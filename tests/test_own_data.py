@@ -1105,3 +1105,19 @@ def test_test_folders_named_in_another_unicode_form_are_said_to_be(tmp_path):
     with pytest.raises(DataError, match=r"has class folder\(s\) 'Gâteau' that --image_dir .* lacks; both take the "
                                         r"same class subfolders$"):
         sources.load_source(image_dir=train, test_image_dir=other)
+
+
+def test_a_runs_own_test_folder_is_scored_whatever_its_training_folder_gained_since(png_folders, tmp_path, eval_main,
+                                                                                     capsys):
+    # A class added to the training folder after the run (aa, sorting first) shifted every test label by one
+    # and the run's own, unchanged test folder was refused, naming aa as the test folder's.
+    train, test = png_folders
+    workdir = str(tmp_path / "run")
+    trainer.train_and_evaluate(_tiny(image_dir=train, test_image_dir=test, epochs=1), workdir, verbose=0,
+                               serving_artifacts=False)
+    assert eval_main(f"--workdir={workdir}") == 0
+    before = capsys.readouterr().out.splitlines()[-1]
+    shutil.copytree(os.path.join(train, "left"), os.path.join(train, "aa"))
+    assert eval_main(f"--workdir={workdir}") == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == before and "note:" not in captured.err  # its own test data, as before
