@@ -98,7 +98,8 @@ def _main(argv):
                                               batch_size=f.batch_size,
                                               mc_samples=f.mc_samples, mc_seed=f.mc_seed, ood=_ood(f),
                                               tflite_model=bool(f.tflite),
-                                              run_class_names=own and (own["class_names"] or ()))
+                                              run_class_names=own and (own["class_names"] or ()),
+                                              trained_on=own and own["trained_on"])
         on_own = own is not None and (result["data_sha256"] == own.get("test_sha256") if own.get("test_sha256")
                                       else records.same_data(result["data_origin"], own["origin"]))
         output, unwritable = f.output, None

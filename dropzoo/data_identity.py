@@ -6,7 +6,7 @@
 - `content_id`: what a run trains on (its train split and subset), so a run
   resumed on other data is refused (callbacks.py).
 - `check_held_out`: test images that are training images, byte for byte (and training images under two labels).
-- `ood_apart`: out-of-distribution data without the test images it holds.
+- `ood_apart`: out-of-distribution data without the test and training images it holds.
 """
 import hashlib
 import json
@@ -75,32 +75,38 @@ def digests(images):
 _OOD_KEPT = {}
 
 
-def ood_apart(test_images, ood_source, what, key=None):
+def ood_apart(test_images, ood_source, what, key=None, train=None):
     """`ood_source`'s test split without the images that are, byte for byte, test images (`test_images`, an
-    iterable of arrays; `what` names whose: a run, or its data's name); (that dataset, how many were left out).
+    iterable of arrays; `what` names whose: a run, or its data's name) or training-split images (`train`: their
+    `digests`, where known); (that dataset, how many test images, how many training images were left out).
 
-    A test image scored as out-of-distribution pulls the AUROC towards 0.5 without a word: left out, with a
-    warning; OOD data that is all test images (the test data itself, or a copy less some) is refused.
-    `key` (the two fingerprints) keeps the answer for the next run that asks.
+    A test image scored as out-of-distribution pulls the AUROC towards 0.5 without a word, and so does an image the
+    run trained on (its own training folder given as OOD data scored AUROC 0.61): left out, with a warning; OOD data
+    that is all test images or all training images is refused. `key` (the fingerprints) keeps the answer for the
+    next run that asks.
     """
     import tensorflow as tf  # the OOD data is a tf.data split
 
     kept = _OOD_KEPT.get(key)
     if kept is None:
-        test = {_digest(image) for image in test_images}
-        kept = [_digest(image) not in test for images, _ in ood_source.test.batch(1024).as_numpy_iterator()
-                for image in images]
+        test, train = {_digest(image) for image in test_images}, train or set()
+        # Per image: 0 kept, 1 a test image, 2 a training image.
+        kept = [1 if d in test else 2 if d in train else 0 for images, _ in ood_source.test.batch(1024)
+                .as_numpy_iterator() for d in map(_digest, images)]
         if key is not None:
             _OOD_KEPT[key] = kept
-    shared = len(kept) - sum(kept)
-    if shared and shared == len(kept):
-        raise DataError(f"the out-of-distribution data is the test data of {what}, or a copy of some of it: all "
-                        f"{shared:,} of its images are test images (byte for byte); give images of something else "
-                        "(e.g. Fashion-MNIST for an MNIST model)")
-    if not shared:
-        return ood_source.test, 0
-    logging.warning("%d of the %d out-of-distribution images %s of %s (byte for byte): left out of the OOD scores",
-                    shared, len(kept), "is a test image" if shared == 1 else "are test images", what)
-    mask = tf.constant(kept)
+    in_test, in_train = kept.count(1), kept.count(2)
+    for shared, which, of in ((in_test, "test", "the test data"), (in_train, "training", "the training data")):
+        if shared and shared == len(kept):
+            raise DataError(f"the out-of-distribution data is {of} of {what}, or a copy of some of it: all "
+                            f"{shared:,} of its images are {which} images (byte for byte); give images of something "
+                            "else (e.g. Fashion-MNIST for an MNIST model)")
+        if shared:
+            logging.warning("%d of the %d out-of-distribution images %s of %s (byte for byte): left out of the OOD "
+                            "scores", shared, len(kept), f"is a {which} image" if shared == 1 else f"are {which} "
+                            "images", what)
+    if not in_test + in_train:
+        return ood_source.test, 0, 0
+    mask = tf.constant([k == 0 for k in kept])
     return (ood_source.test.enumerate().filter(lambda i, example: tf.gather(mask, i))
-            .map(lambda i, example: example)), shared
+            .map(lambda i, example: example)), in_test, in_train

@@ -343,7 +343,7 @@ def _as_labels(labels, probabilities):
 
 
 def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_seed=0, ood=None,
-                        tflite_model=False, run_class_names=None):
+                        tflite_model=False, run_class_names=None, trained_on=None):
     """Evaluates the export at `path` on a data source's test split; returns the result dict.
 
     `data` is sources.load_source arguments ({"dataset": ...}, {"idx_dir": ...},
@@ -354,7 +354,8 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     `run_class_names`: the class folders the run trained on, if it recorded
     them (else the SavedModel's own record of them); an image folder of other
     classes, or scored by a model that records none, is refused
-    (folders.check_classes).
+    (folders.check_classes). `trained_on`: the run's training data (load_source
+    arguments), whose images are left out of the OOD data, as the test images are.
     """
     from dropzoo import data_identity
     from dropzoo import folders
@@ -382,8 +383,9 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     data_sha256 = sources.fingerprint(source)
     ood_sha256 = ood_source and sources.fingerprint(ood_source)
     uncertainty.check_ood_is_other(data_sha256, ood_sha256, source.name)
-    ood_test, left_out = (data_identity.ood_apart(sources.test_images(source), ood_source, source.name)
-                          if ood_source else (None, 0))
+    ood_test, left_out, trained = (data_identity.ood_apart(
+        sources.test_images(source), ood_source, source.name,
+        train=ood_lib.training_digests(trained_on) if trained_on else None) if ood_source else (None, 0, 0))
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_test, batch_size) if ood_source else None
     if tflite_model:
@@ -400,7 +402,8 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
         result["mc_batch_size"] = batch_size
     if ood_source is not None:
         result.update(ood_data_source=ood_source.name, ood_sha256=ood_sha256,
-                      **({"ood_in_test_left_out": left_out} if left_out else {}))
+                      **({"ood_in_test_left_out": left_out} if left_out else {}),
+                      **({"ood_in_train_left_out": trained} if trained else {}))
     name_absent_classes(result, run_class_names)
     return result
 

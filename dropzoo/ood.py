@@ -18,7 +18,9 @@ import re
 import zipfile
 
 import numpy as np
+from absl import logging as absl_logging
 
+from dropzoo import data_identity
 from dropzoo import readers
 from dropzoo import sources
 from dropzoo.errors import DataError
@@ -47,6 +49,29 @@ def for_model(ood, image_shape):
         return ood
     height, width, channels = (int(d) for d in image_shape)
     return {**ood, "image_size": f"{height},{width}", "color_mode": "rgb" if channels == 3 else "grayscale"}
+
+
+# The training-split digests of each run's data (its recorded origin): one load for a comparison's runs.
+_TRAINED = {}
+
+
+def training_digests(origin):
+    """The per-image digests of the training split `origin` (load_source arguments) names, or None where it
+    cannot be loaded here (a run trained on data elsewhere: its OOD data is then checked against its test data
+    only)."""
+    key = repr(sorted((k, v) for k, v in (origin or {}).items() if v is not None))
+    if key not in _TRAINED:
+        verbosity = absl_logging.get_verbosity()
+        absl_logging.set_verbosity(absl_logging.ERROR)  # what training said of its data (files not read) is said
+        try:
+            source = sources.load_source(**origin, need_train=True)
+            _TRAINED[key] = data_identity.digests(image for images, _ in source.train.batch(1024).as_numpy_iterator()
+                                                  for image in images)
+        except (DataError, TypeError):  # not here; or arguments older code recorded
+            _TRAINED[key] = None
+        finally:
+            absl_logging.set_verbosity(verbosity)
+    return _TRAINED[key]
 
 
 def load(ood):

@@ -319,8 +319,10 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
                        "records hold")
     test_source = run_test[1] or data.source(run_test[0], given, metrics)
     ood_source = ood_id[1] if ood_id else None
-    ood_test, left_out = (data_identity.ood_apart(sources.test_images(test_source), ood_source, run,
-                                                  key=(run_test[0], ood_id[0])) if ood_source else (None, 0))
+    trained_on = metrics["data"]["origin"]  # its training images are left out of the OOD data too
+    ood_test, left_out, in_train = (data_identity.ood_apart(
+        sources.test_images(test_source), ood_source, run, key=(run_test[0], ood_id[0], repr(trained_on)),
+        train=ood_lib.training_digests(trained_on)) if ood_source else (None, 0, 0))
     if not given:  # (given data was checked, and relabelled, before any saved evaluation could answer)
         test_source = _check_classes(run, test_source, metrics)
     try:
@@ -331,7 +333,8 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
     except ExportError as e:
         raise ExportError(f"run {run}: {e}") from None
     if ood_source is not None:
-        result.update(ood_data_source=ood_source.name, **({"ood_in_test_left_out": left_out} if left_out else {}))
+        result.update(ood_data_source=ood_source.name, **({"ood_in_test_left_out": left_out} if left_out else {}),
+                      **({"ood_in_train_left_out": in_train} if in_train else {}))
     evaluate.name_absent_classes(result, (metrics["data"].get("details") or {}).get("class_names"))
     evaluations.save_evaluation(trained, request, test_source.name, result, metrics.get("weights_sha256"))
     return {"data_source": test_source.name, "result": result}

@@ -1121,3 +1121,8 @@ def test_a_runs_own_test_folder_is_scored_whatever_its_training_folder_gained_si
     assert eval_main(f"--workdir={workdir}") == 0
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-1] == before and "note:" not in captured.err  # its own test data, as before
+    # Its training folder given as out-of-distribution data: refused (it scored an AUROC near 0.5 without a word).
+    shutil.rmtree(os.path.join(train, "aa"))
+    assert eval_main(f"--workdir={workdir}", "--mc_samples=2", f"--ood_image_dir={train}") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: the out-of-distribution data is the training data of images:")

@@ -313,29 +313,36 @@ def test_an_mc_evaluation_records_the_batch_size_its_masks_were_drawn_at(export,
         evaluate_on_dataset(path, data=data, ood={"npz": str(tmp_path / "ood" / "near.npz")})
 
 
-def test_ood_images_that_are_test_images_are_left_out_or_refused_when_all_are(caplog):
+def test_ood_images_that_are_test_or_training_images_are_left_out_or_refused_when_all_are(caplog):
     from dropzoo import data_identity
     from dropzoo import sources
 
     rng = np.random.RandomState(0)
     test = rng.randint(0, 256, (50, 4, 4, 1)).astype(np.uint8)
     other = rng.randint(0, 256, (40, 4, 4, 1)).astype(np.uint8)
+    train = rng.randint(0, 256, (30, 4, 4, 1)).astype(np.uint8)
 
     def ood(images):
         return sources.array_source("ood", None, (images, np.zeros(len(images), np.int64)))
 
-    kept, left_out = data_identity.ood_apart(test, ood(other), "x")  # no image in common
-    assert left_out == 0 and len(list(kept)) == 40
+    kept, in_test, in_train = data_identity.ood_apart(test, ood(other), "x")  # no image in common
+    assert in_test == in_train == 0 and len(list(kept)) == 40
     with pytest.raises(ValueError, match=r"^the out-of-distribution data is the test data of x, or a copy of some of "
                                          r"it: all 49 of its images are test images \(byte for byte\)"):
         data_identity.ood_apart(test, ood(test[1:]), "x")  # the test data less one image
-    # One test image among other images: left out of the OOD scores, said, and counted.
-    mixed = np.concatenate([other[:20], test[7:8], other[20:]])
-    kept, left_out = data_identity.ood_apart(test, ood(mixed), "x", key=("t", "o"))
+    # The run's own training images (its training folder given as OOD data scored AUROC 0.61): refused when all.
+    with pytest.raises(ValueError, match=r"^the out-of-distribution data is the training data of x, or a copy of some "
+                                         r"of it: all 30 of its images are training images \(byte for byte\)"):
+        data_identity.ood_apart(test, ood(train), "x", train=data_identity.digests(train))
+    # One test image and two training images among other images: left out of the OOD scores, said, and counted.
+    mixed = np.concatenate([other[:20], test[7:8], train[3:5], other[20:]])
+    kept, in_test, in_train = data_identity.ood_apart(test, ood(mixed), "x", key=("t", "o"),
+                                                      train=data_identity.digests(train))
     images = np.stack([image for image, _ in kept.as_numpy_iterator()])
-    assert left_out == 1 and np.array_equal(images, other)
-    assert "1 of the 41 out-of-distribution images is a test image of x (byte for byte): left out" in caplog.text
-    assert data_identity.ood_apart((), ood(mixed), "x", key=("t", "o"))[1] == 1  # asked once per pair
+    assert (in_test, in_train) == (1, 2) and np.array_equal(images, other)
+    assert "1 of the 43 out-of-distribution images is a test image of x (byte for byte): left out" in caplog.text
+    assert "2 of the 43 out-of-distribution images are training images of x (byte for byte): left out" in caplog.text
+    assert data_identity.ood_apart((), ood(mixed), "x", key=("t", "o"))[1:] == (1, 2)  # asked once per pair
 
 
 def test_an_ood_interval_past_its_range_is_marked():
