@@ -21,15 +21,28 @@ same answer, without a word. `predict` picks the signature from the dtype:
 `mc_dropout` calls the MC signatures, which take uint8 pixels only: floats
 scaled to [0, 1] go to them as the uint8 values they came from (k/255),
 and floats between those (resized, augmented) are refused with the fix.
+
+From a shell, each image file's class, read at the export's size and
+channels as `--image_dir` reads images (`main`):
+
+    python -m dropzoo.client runs/mine/canonical/seed0/saved_model photo.jpg other.png
 """
 import numbers
+import os
+import sys
 
-import numpy as np
-import tensorflow as tf
+if __name__ == "__main__":  # TensorFlow's environment before it loads, as train.py's (no start-up banner)
+    from dropzoo import environment
 
-from dropzoo import data as data_lib
-from dropzoo import export
-from dropzoo import serving
+    environment.set_defaults()
+    environment.import_tensorflow()
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from dropzoo import data as data_lib  # noqa: E402
+from dropzoo import export  # noqa: E402
+from dropzoo import serving  # noqa: E402
 
 
 class Client:
@@ -131,3 +144,42 @@ def _as_uint8(pixels, dtype):
                          "1/255 (resized or augmented?); pass the uint8 images, or quantize them: "
                          "np.round(images * 255).astype(np.uint8)")
     return whole.astype(np.uint8)
+
+
+USAGE = "python -m dropzoo.client SAVED_MODEL IMAGE [IMAGE ...]"
+
+
+def classify(saved_model, paths):
+    """[(path, class name or id, its probability)] of each image file, read at the export's size and channels as
+    --image_dir reads images (PIL's bilinear resize of uint8 pixels)."""
+    from dropzoo import readers
+
+    model = Client(saved_model)
+    height, width, channels = model.image_shape
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ValueError(f"{path} is not a file; give image files (PNG, JPEG, BMP, GIF), e.g. {USAGE}")
+    images = readers.read_images(list(paths), (height, width), "rgb" if channels == 3 else "grayscale")
+    answer = model.predict(images)
+    names = model.class_names or []
+    return [(path, names[k] if k < len(names) else str(k), float(answer["probabilities"][i, k]))
+            for i, (path, k) in enumerate(zip(paths, answer["class_id"].tolist()))]
+
+
+def main(argv):
+    """Prints `path<TAB>class<TAB>probability` per image; one `error:` line and exit 2 on bad input."""
+    from dropzoo import errors
+
+    errors.plain_logs()
+    if len(argv) < 2 or argv[0].startswith("-"):
+        return errors.fail(f"usage: {USAGE} (each image's class, read at the export's size)")
+    with errors.one_line():
+        if not os.path.isdir(argv[0]):
+            raise ValueError(f"{argv[0]} is not a SavedModel directory; give a run's saved_model/ first: {USAGE}")
+        for path, name, probability in classify(argv[0], argv[1:]):
+            print(f"{path}\t{name}\t{probability:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

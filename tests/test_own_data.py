@@ -465,6 +465,30 @@ def test_the_client_gives_the_right_answer_for_every_pixel_dtype_or_one_error(ex
         model.predict(images, batch_size=0)
 
 
+def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wrong(export, tmp_path, capsys):
+    # `python -m dropzoo.client` printed nothing and exited 0.
+    path, images = export
+    files = []
+    for i, image in enumerate(images[:3]):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.repeat(np.repeat(image[..., 0], 2, 0), 2, 1)).convert("RGB").save(files[-1])  # 24x24 RGB
+    expected = client.Client(path).predict(readers.read_images(files, (12, 12), "grayscale"))
+    assert client.main([path, *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[:2] for line in lines] == [[f, ["left", "right"][k]] for f, k in
+                                                        zip(files, expected["class_id"])]
+    assert [float(line.split("\t")[2]) for line in lines] == pytest.approx(
+        expected["probabilities"].max(axis=1), abs=1e-4)
+    assert client.main([]) == 2
+    assert capsys.readouterr().err.startswith("error: usage: python -m dropzoo.client SAVED_MODEL IMAGE")
+    with pytest.raises(SystemExit) as exit_:
+        client.main([path, str(tmp_path / "missing.png")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'missing.png'} is not a file; give image files "
+                                               "(PNG, JPEG, BMP, GIF), e.g. python -m dropzoo.client SAVED_MODEL "
+                                               "IMAGE [IMAGE ...]")
+
+
 def test_the_client_serves_mc_dropout_the_uint8_pixels_floats_came_from(export):
     """A NumPy float image handed to an MC signature is cast to uint8 before the graph: every image answered alike."""
     path, images = export
