@@ -191,6 +191,12 @@ def _checked_arrays(path, split, images, labels):
                 hint = " (pixels scaled to [0, 1]: np.round(x * 255).astype(np.uint8))"
             elif 0 <= low and high <= 255:
                 hint = " (pixels 0-255: np.round(x).astype(np.uint8))"
+        elif np.issubdtype(images.dtype, np.integer) and images.size:
+            low, high = int(images.min()), int(images.max())
+            # (.astype(np.uint8) alone wraps 16-bit pixels modulo 256 without a word)
+            hint = (" (its values are 0-255: x.astype(np.uint8))" if 0 <= low and high <= 255 else
+                    " (16-bit pixels: (x // 257).astype(np.uint8), not .astype(np.uint8), which wraps them)"
+                    if 0 <= low and high <= 65535 else f" (its values span {low}..{high}: rescale them to 0-255)")
         raise DataError(f"{path}: {x} is {images.dtype}; the zoo takes raw uint8 pixels (0-255), which it scales "
                         f"itself: convert {x}{hint}")
     if images.ndim == 3:

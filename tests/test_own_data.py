@@ -207,6 +207,9 @@ def test_an_npz_loads_grayscale_or_channels(tmp_path):
     # The fix named follows the pixels' range: x * 255 would ruin 0-255 values.
     ({"x_train": np.full((40, 12, 12), 0.5, np.float32)}, r"pixels scaled to \[0, 1\]: np.round\(x \* 255\)"),
     ({"x_train": np.full((40, 12, 12), 200.0)}, r"float64; .*convert x_train \(pixels 0-255: np.round\(x\)\.astype"),
+    ({"x_train": np.full((40, 12, 12), 200, np.int64)}, r"int64; .*\(its values are 0-255: x.astype\(np.uint8\)\)"),
+    ({"x_train": np.full((40, 12, 12), 65280, np.uint16)}, r"uint16; .*\(16-bit pixels: \(x // 257\)\.astype"),
+    ({"x_train": np.full((40, 12, 12), -5, np.int16)}, r"int16; .*\(its values span -5\.\.-5: rescale them"),
     # Class ids a model would silently never answer, or wrap to negative ones.
     ({"y_train": np.ones(40, np.int64), "y_test": np.ones(10, np.int64)}, r"y_train holds one class \(1\)"),
     ({"y_train": np.full(40, 2**63, np.uint64)}, r"y_train has the label 9223372036854775808; labels are class ids"),
