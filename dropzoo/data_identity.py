@@ -48,9 +48,9 @@ def check_held_out(name, train, x_test, details):
                         "train on")
     if shared:
         details["test_in_train"] = shared
-        logging.warning("%s: %d of its %d test images %s also training images (byte for byte: duplicates); the test "
-                        "scores count them as unseen. Remove the duplicates to hold them out", name, shared,
-                        len(x_test), "is" if shared == 1 else "are")
+        logging.warning("%s: %d of its %d test images %s (byte for byte: duplicates); the test scores count them "
+                        "as unseen. Remove the duplicates to hold them out", name, shared, len(x_test),
+                        "is also a training image" if shared == 1 else "are also training images")
 
 
 def content_id(source):

@@ -268,10 +268,15 @@ def check_test_classes(test_root, test_classes, root, classes):
         return
     mac = other_unicode_form(unknown, classes)
     shown = ", ".join(map(ascii if mac else repr, unknown))
+    cased = ", ".join(f"{name!r} here, {c!r} in --image_dir" for name in unknown for c in classes
+                      if c.casefold() == name.casefold())
     raise DataError(f"--test_image_dir {test_root} has class folder(s) {shown} that --image_dir {root} lacks; both "
                     "take the same class subfolders"
                     + (" (these are its names in another Unicode form, as a Mac writes them: rename the test folders "
-                       "as the training folders are named)" if mac else ""))
+                       "as the training folders are named)" if mac else
+                       f" (names differ in case only: {cased}"
+                       "; class names are case-sensitive: rename the test folders as the training folders are named)"
+                       if cased else ""))
 
 
 def list_image_folder(directory, what="--image_dir", training=True):
@@ -288,7 +293,8 @@ def list_image_folder(directory, what="--image_dir", training=True):
     if loose and not classes:
         raise DataError(f"{what} {directory} holds images but no class subfolders; put each class's images in a "
                         "subfolder named after the class, e.g. DIR/cat/1.png, DIR/dog/2.png")
-    if len(classes) < (2 if training else 1):  # (a folder only scored may hold one of the model's classes)
+    # (a folder only scored may hold one of the model's classes; a test folder short of classes is said by name)
+    if len(classes) < (2 if training and what == "--image_dir" else 1):
         raise DataError(f"{what} {directory} has {len(classes)} class subfolder(s); "
                         + ("a classifier needs at least 2, one subfolder of images per class" if training else
                            "give it one subfolder of images per class (each named as the model's class it holds)"))

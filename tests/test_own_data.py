@@ -134,6 +134,17 @@ def test_a_test_folder_without_one_of_the_classes_is_refused(png_folders):
     Image.fromarray(np.zeros((12, 12), np.uint8)).save(os.path.join(test, "middle ", "0.png"))
     with pytest.raises(DataError, match=r"has class folder\(s\) 'middle ' that --image_dir .* lacks"):
         sources.load_source(image_dir=train, test_image_dir=test)
+    # Another case: said. One class only: named as missing classes, not "a classifier needs at least 2".
+    os.rename(os.path.join(test, "middle "), os.path.join(test, "Middle"))
+    with pytest.raises(DataError, match=r"has class folder\(s\) 'Middle' that --image_dir .* lacks; both take the "
+                                        r"same class subfolders \(names differ in case only: 'Middle' here, 'middle' "
+                                        r"in --image_dir; class names are case-sensitive"):
+        sources.load_source(image_dir=train, test_image_dir=test)
+    for name in ("Middle", "right"):
+        shutil.rmtree(os.path.join(test, name))
+    with pytest.raises(DataError, match=r"--test_image_dir .* has no images of class\(es\) 'middle', 'right' that "
+                                        r"--image_dir .* trains on"):
+        sources.load_source(image_dir=train, test_image_dir=test)
 
 
 def test_images_without_class_subfolders_say_how_to_arrange_them(tmp_path):
