@@ -123,6 +123,13 @@ class Client:
             return f"{problem}: resize them as the training data was"
         if len(shape) == 3 and shape[-1] == channels:  # one image of another size
             return f"{problem}, or one [{height}, {width}, {channels}] image: resize it as the training data was"
+        if len(shape) == 3 and shape[-1] in (1, 3, 4):  # one image of another size and colours (a photo)
+            mode = "RGB" if channels == 3 else "L"
+            return (f"{problem}, or one [{height}, {width}, {channels}] image: read it as the training data was, "
+                    f"np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(path)).convert('{mode}').resize(({width}, "
+                    f"{height}), "
+                    f"PIL.Image.BILINEAR)){'[..., None]' if channels == 1 else ''}, or classify image files with "
+                    "python -m dropzoo.client SAVED_MODEL IMAGE...")
         return f"{problem}: a batch of images, or one [{height}, {width}, {channels}] image"
 
 

@@ -467,6 +467,9 @@ def test_the_client_gives_the_right_answer_for_every_pixel_dtype_or_one_error(ex
     for bad, message in [(images.astype(np.float32), r"float pixels must be scaled to \[0, 1\], these span"),
                          (images[:, :6], "this export takes .*: resize them"),
                          (images[0, :6], r"or one \[12, 12, 1\] image: resize it as the training data was"),
+                         (np.zeros((24, 24, 3), np.uint8), r"or one \[12, 12, 1\] image: read it as the training "
+                          r"data was, np\.asarray\(PIL\.ImageOps\.exif_transpose\(PIL\.Image\.open\(path\)\)"
+                          r"\.convert\('L'\)\.resize\(\(12, 12\), PIL\.Image\.BILINEAR\)\)\[\.\.\., None\]"),
                          (images[..., 0], r"add the channel axis, images\[..., np.newaxis\]"),
                          (np.repeat(images, 3, axis=-1), r"convert them to 1 channel\(s\)"),
                          (images[:0], r"no images to predict: the batch is empty"),
