@@ -166,7 +166,8 @@ def classify(saved_model, paths):
     for path in paths:
         if not os.path.isfile(path):
             raise ValueError(f"{path} is not a file; give image files (PNG, JPEG, BMP, GIF), e.g. {USAGE}")
-    images = readers.read_images(list(paths), (height, width), "rgb" if channels == 3 else "grayscale")
+    images = readers.read_images(list(paths), (height, width), "rgb" if channels == 3 else "grayscale",
+                                 model="the export")
     answer = model.predict(images)
     names = model.class_names or []
     return [(path, names[k] if k < len(names) else str(k), float(answer["probabilities"][i, k]))
