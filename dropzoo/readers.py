@@ -1,6 +1,6 @@
 """File formats a data source reads into NumPy arrays, each problem one line naming the file and the fix.
 
-- IDX (`read_idx`): the original MNIST / Fashion-MNIST `.gz` files.
+- IDX (dropzoo/idx.py): the original MNIST / Fashion-MNIST `.gz` files.
 - `.npz` (`read_npz`): x_train, y_train, x_test, y_test arrays, read without unpickling.
 - image folders (`list_image_folder`, `read_images`): one subfolder of
   PNG/JPEG/BMP/GIF files per class, decoded with Pillow, grayscale or RGB,
@@ -10,79 +10,14 @@
 Each reader returns uint8 images [N, H, W, C] and int64 labels [N], and
 raises `DataError` (one line) for anything a user can fix.
 """
-import gzip
-import math
 import os
 import unicodedata
 import zipfile
-import zlib
 
 import numpy as np
 from absl import logging
 
 from dropzoo.errors import DataError
-
-IDX_TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
-IDX_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-IDX_LABEL_NAMES = (IDX_TRAIN_FILES[1], IDX_TEST_FILES[1])
-_IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, H, W)
-_IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (N)
-
-
-# ------------------------------------------------------------------- IDX
-
-
-def read_idx(images_path, labels_path):
-    """Reads one IDX gzip image file and its label file: uint8 [N, H, W, 1], int64 [N]."""
-    images = _read_idx_file(images_path, _IDX_IMAGES_MAGIC, ndim=3)
-    labels = _read_idx_file(labels_path, _IDX_LABELS_MAGIC, ndim=1)
-    if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds "
-            f"{len(labels)} labels; use the image and label files of the same split")
-    if not len(images) or 0 in images.shape[1:]:
-        raise DataError(f"{images_path} holds {len(images)} images of {'x'.join(map(str, images.shape[1:]))} pixels; "
-                        "give IDX files that hold the split's images")
-    return images[..., np.newaxis], labels.astype(np.int64)
-
-
-def _read_idx_file(path, magic, ndim):
-    raw = _gunzip(path)
-    found = int.from_bytes(raw[:4], "big")
-    if len(raw) >= 4 and found != magic:
-        raise DataError(
-            f"{path} has IDX magic number 0x{found:08x}, expected 0x{magic:08x} "
-            f"({'images' if magic == _IDX_IMAGES_MAGIC else 'labels'}); check the "
-            "file is the right one and not swapped or corrupted")
-    header_size = 4 * (1 + ndim)
-    if len(raw) < header_size:
-        raise DataError(
-            f"{path} is only {len(raw)} bytes, shorter than its IDX header; "
-            "re-download the file")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    payload = len(raw) - header_size
-    if payload != math.prod(dims):
-        raise DataError(
-            f"{path} has {payload} data bytes but its header promises "
-            f"{' x '.join(map(str, dims))}{f' = {math.prod(dims)}' if len(dims) > 1 else ''}; the file is "
-            "truncated or corrupt, re-download it")
-    return np.frombuffer(raw, np.uint8, offset=header_size).reshape(dims)
-
-
-def _gunzip(path):
-    try:
-        with gzip.open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError as e:
-        raise DataError(f"{path} does not exist; check the path") from e
-    except EOFError as e:
-        raise DataError(
-            f"{path} is a truncated gzip file ({e}); re-download it") from e
-    except (OSError, zlib.error) as e:
-        raise DataError(
-            f"{path} is not a valid gzip file ({e}); re-download the original .gz, "
-            "or gzip the file if it is an uncompressed IDX file") from e
-
 
 # ------------------------------------------------------------------- npz
 

@@ -33,6 +33,7 @@ import tensorflow as tf
 from absl import logging
 
 from dropzoo import data_identity
+from dropzoo import idx
 from dropzoo import mnist_sample
 from dropzoo import readers
 from dropzoo import tfds_source
@@ -407,29 +408,29 @@ def _dataset_from_arrays(images, labels):
 
 def _idx_source(idx_dir, need_train):
     _check_idx_dir(idx_dir, need_train)
-    test = readers.read_idx(*(os.path.join(idx_dir, f) for f in readers.IDX_TEST_FILES))
+    test = idx.read_idx(*(os.path.join(idx_dir, f) for f in idx.IDX_TEST_FILES))
     train = None
     if need_train:
-        x_train, y_train = readers.read_idx(*(os.path.join(idx_dir, f) for f in readers.IDX_TRAIN_FILES))
+        x_train, y_train = idx.read_idx(*(os.path.join(idx_dir, f) for f in idx.IDX_TRAIN_FILES))
         if x_train.shape[1:] != test[0].shape[1:]:
             raise DataError(
                 f"{idx_dir}: train images are {x_train.shape[1:3]} but t10k images are "
                 f"{test[0].shape[1:3]}; use train and t10k files from the same dataset")
-        readers.check_class_ids(idx_dir, y_train, test[1], names=readers.IDX_LABEL_NAMES)
+        readers.check_class_ids(idx_dir, y_train, test[1], names=idx.IDX_LABEL_NAMES)
         train = _fixed_shuffle(x_train, y_train)
     return _source(f"idx:{os.path.abspath(idx_dir)}", train, test,
                    origin={"idx_dir": os.path.abspath(idx_dir)})
 
 
 def _check_idx_dir(idx_dir, need_train):
-    wanted = readers.IDX_TRAIN_FILES + readers.IDX_TEST_FILES if need_train else readers.IDX_TEST_FILES
+    wanted = idx.IDX_TRAIN_FILES + idx.IDX_TEST_FILES if need_train else idx.IDX_TEST_FILES
     if not os.path.isdir(idx_dir):
         raise DataError(f"--idx_dir {idx_dir} is not a directory; point it at the folder holding {', '.join(wanted)}")
     missing = [f for f in wanted if not os.path.isfile(os.path.join(idx_dir, f))]
     if not missing:
         return
     hint = ""
-    if need_train and not any(f in missing for f in readers.IDX_TEST_FILES):
+    if need_train and not any(f in missing for f in idx.IDX_TEST_FILES):
         hint = (" (evaluation alone needs only the t10k files; training needs the "
                 "train files too)")
     plain = [f[:-len(".gz")] for f in missing if os.path.isfile(os.path.join(idx_dir, f[:-len(".gz")]))]

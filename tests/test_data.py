@@ -17,15 +17,15 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from dropzoo import data
+from dropzoo import idx
 from dropzoo import mnist_sample
-from dropzoo import readers
 from dropzoo import sources
 from dropzoo import subsets
 from dropzoo import tfds_source
 from dropzoo.errors import DataError
 
-TRAIN_IMAGES, TRAIN_LABELS = readers.IDX_TRAIN_FILES
-TEST_IMAGES, TEST_LABELS = readers.IDX_TEST_FILES
+TRAIN_IMAGES, TRAIN_LABELS = idx.IDX_TRAIN_FILES
+TEST_IMAGES, TEST_LABELS = idx.IDX_TEST_FILES
 
 
 # ---------------------------------------------------------------- helpers
@@ -245,7 +245,7 @@ def test_network_probe_sees_a_listening_host(monkeypatch):
 
 def test_read_idx_round_trip(idx_dir):
     directory, (images, labels), _ = idx_dir
-    x, y = readers.read_idx(directory / TRAIN_IMAGES, directory / TRAIN_LABELS)
+    x, y = idx.read_idx(directory / TRAIN_IMAGES, directory / TRAIN_LABELS)
     assert x.dtype == np.uint8 and x.shape == (7, 4, 3, 1)
     assert y.dtype == np.int64
     np.testing.assert_array_equal(x[..., 0], images)
@@ -693,7 +693,7 @@ def test_eval_says_when_a_runs_own_idx_files_changed_since(idx_dir, tmp_path, ev
 def test_a_split_with_no_images_or_no_pixels_says_so(tmp_path, caplog):
     """They failed in numpy ('zero-size array to reduction operation maximum') or as 'every test image is a
     training image' (all empty images are one image)."""
-    _write_idx_pair(tmp_path, *readers.IDX_TEST_FILES, np.zeros((0, 28, 28)), np.zeros(0))
+    _write_idx_pair(tmp_path, *idx.IDX_TEST_FILES, np.zeros((0, 28, 28)), np.zeros(0))
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz holds 0 images of 28x28 pixels; give IDX"):
         sources.load_source(idx_dir=str(tmp_path), need_train=False)
     labels = np.arange(20) % 2

@@ -235,6 +235,11 @@ def test_the_trainer_saves_its_own_evaluation_keyed_by_its_test_data(tmp_path):
     assert evaluations.saved_evaluations(str(tmp_path), "0" * 64) == []
 
 
+def _scores(accuracy):
+    """A saved evaluation's result: what a comparison reads of it (evaluations.FIELDS)."""
+    return {"accuracy": accuracy, "loss": 0.1, "num_examples": 10}
+
+
 def test_a_comparison_after_a_run_trained_on_scores_its_new_weights(tmp_path):
     """A finished run trained on (its metrics.json deleted, --epochs raised, as reliability.md says) kept its
     comparison's saved evaluations, which then answered for the new weights: test accuracy, NLL and MC scores of
@@ -248,15 +253,15 @@ def test_a_comparison_after_a_run_trained_on_scores_its_new_weights(tmp_path):
         first = json.load(f)["weights_sha256"]
     older = evaluations.make_request(sources.fingerprint(source), mc_samples=3, mc_seed=0)
     with open(evaluations.evaluation_path(run, older), "w") as f:  # as older code saved it: no weights named
-        json.dump({"request": older, "data_source": "tiny", "result": {"accuracy": 0.123}}, f)
-    assert evaluations.load_evaluation(run, older, first)["result"] == {"accuracy": 0.123}
+        json.dump({"request": older, "data_source": "tiny", "result": _scores(0.123)}, f)
+    assert evaluations.load_evaluation(run, older, first)["result"] == _scores(0.123)
     mc = evaluations.make_request(sources.fingerprint(source), mc_samples=4, mc_seed=0)
-    evaluations.save_evaluation(run, mc, "tiny", {"accuracy": 0.456}, first)
+    evaluations.save_evaluation(run, mc, "tiny", _scores(0.456), first)
     # Weights not known (eval.py --workdir on a run without its metrics.json): it answers for no known weights.
     unknown = evaluations.make_request("u" * 64)
-    assert evaluations.save_evaluation(run, unknown, "tiny", {"accuracy": 0.5}, None)
+    assert evaluations.save_evaluation(run, unknown, "tiny", _scores(0.5), None)
     assert evaluations.load_evaluation(run, unknown, first) is None
-    assert evaluations.load_evaluation(run, unknown, None)["result"] == {"accuracy": 0.5}  # a run that names none
+    assert evaluations.load_evaluation(run, unknown, None)["result"] == _scores(0.5)  # a run that names none
     os.makedirs(os.path.join(run, "evaluations", "odd.json"))  # and a killed write's leftover: neither stops it
     with open(os.path.join(run, "evaluations", "x.tmp-1.json"), "w") as f:
         f.write("{")
@@ -270,7 +275,7 @@ def test_a_comparison_after_a_run_trained_on_scores_its_new_weights(tmp_path):
         assert not os.path.exists(evaluations.evaluation_path(run, request))
     assert not os.path.exists(os.path.join(run, "evaluations", "x.tmp-1.json"))
     assert evaluations.load_evaluation(run, mc, metrics["weights_sha256"]) is None  # of the earlier weights
-    assert evaluations.load_evaluation(run, mc, first)["result"] == {"accuracy": 0.456}  # (kept: they name theirs)
+    assert evaluations.load_evaluation(run, mc, first)["result"] == _scores(0.456)  # (kept: they name theirs)
     shutil.copy(str(tmp_path / "backup.json"), evaluations.evaluation_path(run, mc))  # restored from a backup
     assert evaluations.load_evaluation(run, mc, metrics["weights_sha256"]) is None
 
@@ -322,7 +327,8 @@ def test_a_run_identical_by_construction_is_collected_only_with_the_run_it_point
     def run(root, variant, weights, identical=False):
         path = tmp_path / root / "dense_mlp" / variant / "seed0"
         path.mkdir(parents=True)
-        record = {"weights_sha256": weights, "config": {"seed": 0}}
+        record = {"weights_sha256": weights, "config": {"seed": 0, "model": "dense_mlp", "placement": variant},
+                  "data": {"origin": {}}}
         (path / "metrics.json").write_text(json.dumps(
             {**record, "identical_to": "../../canonical/seed0"} if identical else record))
         return str(path)
@@ -435,8 +441,8 @@ def test_records_alone_answer_an_mc_and_ood_request_with_an_evaluation_from_befo
     request = evaluations.make_request("d" * 64, mc_samples=20, mc_seed=0, ood_sha256="o" * 64)
     older = {k: v for k, v in request.items() if k != "ood_seeds"}
     assert request["ood_seeds"] == "after_test" and evaluations.request_id(older) != evaluations.request_id(request)
-    evaluations.save_evaluation(run, older, "idx:mnist", {"accuracy": 0.9}, "w" * 64)
-    assert evaluations.load_evaluation(run, request, "w" * 64)["result"] == {"accuracy": 0.9}
+    evaluations.save_evaluation(run, older, "idx:mnist", _scores(0.9), "w" * 64)
+    assert evaluations.load_evaluation(run, request, "w" * 64)["result"] == _scores(0.9)
     os.makedirs(os.path.join(run, "saved_model"))  # evaluated again where the export is here
     assert evaluations.load_evaluation(run, request, "w" * 64) is None
     plain = evaluations.make_request("d" * 64, mc_samples=20, mc_seed=0)  # no OOD: its id as it always was
