@@ -38,6 +38,7 @@ from dropzoo import ood as ood_lib  # noqa: E402
 from dropzoo import records  # noqa: E402
 from dropzoo import sources  # noqa: E402
 from dropzoo import tflite  # noqa: E402
+from dropzoo import uncertainty_report  # noqa: E402
 
 
 def main(argv):
@@ -123,6 +124,9 @@ def _main(argv):
     if unwritable:
         print(f"note: not written to {f.workdir} ({unwritable}); pass --output=FILE to keep the result",
               file=sys.stderr)
+    if result.get("ood_train_checked") is False:
+        print(f"note: the out-of-distribution data was not checked for {home}'s training images: "
+              f"{uncertainty_report.UNCHECKED_OOD}", file=sys.stderr)
     if home and not on_own:
         moved = own is not None and records.same_data(result["data_origin"], own["origin"])  # same files, changed
         print(f"note: evaluated on {result['data_source']}, " + (

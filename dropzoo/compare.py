@@ -332,7 +332,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     table = summarise(compared, baseline)
     notes += code_notes(rows) + replica_notes(rows) + keras_model_notes(rows) + non_finite_notes(compared)
     notes += evaluate.absent_classes_notes(rows)
-    notes += uncertainty_report.mc_notes(compared)
+    notes += uncertainty_report.mc_notes(compared) + uncertainty_report.ood_notes(rows)
     margins = contrasts_lib.check_margins(report.DEFAULT_MARGINS if margins is None else margins)
     notes += resolution_notes(rows, margins)
     pairs = contrasts_lib.planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline,

@@ -82,7 +82,7 @@ def ood_apart(test_images, ood_source, what, key=None, train=None):
 
     A test image scored as out-of-distribution pulls the AUROC towards 0.5 without a word, and so does an image the
     run trained on (its own training folder given as OOD data scored AUROC 0.61): left out, with a warning; OOD data
-    that is all test images or all training images is refused. `key` (the fingerprints) keeps the answer for the
+    made only of test or training images is refused. `key` (the fingerprints) keeps the answer for the
     next run that asks.
     """
     import tensorflow as tf  # the OOD data is a tf.data split
@@ -96,11 +96,17 @@ def ood_apart(test_images, ood_source, what, key=None, train=None):
         if key is not None:
             _OOD_KEPT[key] = kept
     in_test, in_train = kept.count(1), kept.count(2)
-    for shared, which, of in ((in_test, "test", "the test data"), (in_train, "training", "the training data")):
-        if shared and shared == len(kept):
-            raise DataError(f"the out-of-distribution data is {of} of {what}, or a copy of some of it: all "
-                            f"{shared:,} of its images are {which} images (byte for byte); give images of something "
-                            "else (e.g. Fashion-MNIST for an MNIST model)")
+    if in_test and in_test == len(kept):
+        raise DataError(f"the out-of-distribution data is the test data of {what}, or a copy of some of it: all "
+                        f"{in_test:,} of its images are test images (byte for byte); give images of something else "
+                        "(e.g. Fashion-MNIST for an MNIST model)")
+    if in_train and in_test + in_train == len(kept):
+        found = (f"the training data of {what}, or a copy of some of it: all {in_train:,} of its images are training "
+                 "images" if not in_test else f"{what}'s own data: all {len(kept):,} of its images are its test "
+                 f"({in_test:,}) or training ({in_train:,}) images")
+        raise DataError(f"the out-of-distribution data is {found} (byte for byte); give images of something else, "
+                        "which the model neither trained nor was tested on")
+    for shared, which in ((in_test, "test"), (in_train, "training")):
         if shared:
             logging.warning("%d of the %d out-of-distribution images %s of %s (byte for byte): left out of the OOD "
                             "scores", shared, len(kept), f"is a {which} image" if shared == 1 else f"are {which} "

@@ -357,7 +357,6 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     (folders.check_classes). `trained_on`: the run's training data (load_source
     arguments), whose images are left out of the OOD data, as the test images are.
     """
-    from dropzoo import data_identity
     from dropzoo import folders
     from dropzoo import sources
 
@@ -383,9 +382,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     data_sha256 = sources.fingerprint(source)
     ood_sha256 = ood_source and sources.fingerprint(ood_source)
     uncertainty.check_ood_is_other(data_sha256, ood_sha256, source.name)
-    ood_test, left_out, trained = (data_identity.ood_apart(
-        sources.test_images(source), ood_source, source.name,
-        train=ood_lib.training_digests(trained_on) if trained_on else None) if ood_source else (None, 0, 0))
+    ood_test, ood_fields = ood_lib.apart(source, ood_source, source.name, trained_on) if ood_source else (None, {})
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_test, batch_size) if ood_source else None
     if tflite_model:
@@ -401,9 +398,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     if mc_samples:  # the masks are drawn per batch: the seed repeats them at this batch size only
         result["mc_batch_size"] = batch_size
     if ood_source is not None:
-        result.update(ood_data_source=ood_source.name, ood_sha256=ood_sha256,
-                      **({"ood_in_test_left_out": left_out} if left_out else {}),
-                      **({"ood_in_train_left_out": trained} if trained else {}))
+        result.update(ood_sha256=ood_sha256, **ood_fields)
     name_absent_classes(result, run_class_names)
     return result
 

@@ -53,25 +53,52 @@ def for_model(ood, image_shape):
 
 # The training-split digests of each run's data (its recorded origin): one load for a comparison's runs.
 _TRAINED = {}
+# Where a run's training images are looked up: local files and the embedded sample (tfds data is not loaded to look:
+# offline it would be another dataset, the sample; online, a download).
+_LOCAL = ("image_dir", "npz", "idx_dir")
 
 
 def training_digests(origin):
-    """The per-image digests of the training split `origin` (load_source arguments) names, or None where it
-    cannot be loaded here (a run trained on data elsewhere: its OOD data is then checked against its test data
-    only)."""
-    key = repr(sorted((k, v) for k, v in (origin or {}).items() if v is not None))
+    """The per-image digests of the training split `origin` (a run's recorded load_source arguments) names, or None
+    where it is not looked up here: tfds data, or files no longer here (folders.trained_images_notes alike)."""
+    origin = dict(origin or {})
+    local = {k: v for k, v in origin.items() if k in _LOCAL + ("test_image_dir", "image_size", "color_mode")}
+    if not any(origin.get(k) for k in _LOCAL):
+        if origin.get("dataset") != sources.SAMPLE_NAME:
+            return None
+        local = {"dataset": sources.SAMPLE_NAME}
+    key = repr(sorted(local.items()))
     if key not in _TRAINED:
         verbosity = absl_logging.get_verbosity()
         absl_logging.set_verbosity(absl_logging.ERROR)  # what training said of its data (files not read) is said
         try:
-            source = sources.load_source(**origin, need_train=True)
+            source = sources.load_source(**local, need_train=True)
             _TRAINED[key] = data_identity.digests(image for images, _ in source.train.batch(1024).as_numpy_iterator()
                                                   for image in images)
-        except (DataError, TypeError):  # not here; or arguments older code recorded
+        except (DataError, OSError, ValueError, TypeError):  # moved, changed, or arguments older code recorded
             _TRAINED[key] = None
         finally:
             absl_logging.set_verbosity(verbosity)
     return _TRAINED[key]
+
+
+def apart(test_source, ood_source, what, trained_on=None, key=None):
+    """(the OOD test split without the test images, and the run's training images where `trained_on` (its data's
+    origin) can be looked up here, {the result's OOD fields}): `ood_in_test_left_out`, `ood_in_train_left_out`, and
+    with `trained_on`, `ood_train_checked` (False where its training images could not be looked up)."""
+    train = training_digests(trained_on) if trained_on is not None else None
+    ood_test, in_test, in_train = data_identity.ood_apart(sources.test_images(test_source), ood_source, what,
+                                                          key=key and (*key, repr(trained_on)), train=train)
+    fields = {"ood_data_source": ood_source.name, **({"ood_in_test_left_out": in_test} if in_test else {}),
+              **({"ood_in_train_left_out": in_train} if in_train else {})}
+    return ood_test, {**fields, **({"ood_train_checked": train is not None} if trained_on is not None else {})}
+
+
+def unchecked(result, trained_on):
+    """Whether a saved evaluation's OOD scores were computed without looking for the run's training images, which
+    can be looked up now (its training data is here again, or the evaluation is older than the check)."""
+    return bool(result.get("ood_data_source")) and not result.get("ood_train_checked") and \
+        training_digests(trained_on) is not None
 
 
 def load(ood):

@@ -18,7 +18,6 @@ import os
 import re
 
 from dropzoo import config as config_lib
-from dropzoo import data_identity
 from dropzoo import descriptive
 from dropzoo import evaluations
 from dropzoo import files
@@ -186,6 +185,9 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             # OOD data that cannot be loaded is not "no OOD": an evaluation without it is not the one asked for.
             loadable = run_test[0] and not (ood_id and ood_id[2])
             saved = evaluations.load_evaluation(trained, request, metrics.get("weights_sha256")) if loadable else None
+            if saved and ood and ood_lib.unchecked(saved["result"], metrics["data"]["origin"]) and os.path.isdir(
+                    os.path.join(trained, "saved_model")):  # OOD scores that may count training images: again
+                saved = None
             for arguments, identity in ((given, run_test), (ood, ood_id)):
                 if identity and identity[2] is not None and _here(arguments):
                     raise identity[2]  # data that is here but broken: not absent, so no other evaluation stands in
@@ -319,10 +321,8 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
                        "records hold")
     test_source = run_test[1] or data.source(run_test[0], given, metrics)
     ood_source = ood_id[1] if ood_id else None
-    trained_on = metrics["data"]["origin"]  # its training images are left out of the OOD data too
-    ood_test, left_out, in_train = (data_identity.ood_apart(
-        sources.test_images(test_source), ood_source, run, key=(run_test[0], ood_id[0], repr(trained_on)),
-        train=ood_lib.training_digests(trained_on)) if ood_source else (None, 0, 0))
+    ood_test, ood_fields = (ood_lib.apart(test_source, ood_source, run, metrics["data"]["origin"],
+                                          key=(run_test[0], ood_id[0])) if ood_source else (None, {}))
     if not given:  # (given data was checked, and relabelled, before any saved evaluation could answer)
         test_source = _check_classes(run, test_source, metrics)
     try:
@@ -332,9 +332,7 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
             ood_batches=data_lib.raw_batches(ood_test, batch_size) if ood_source is not None else None)
     except ExportError as e:
         raise ExportError(f"run {run}: {e}") from None
-    if ood_source is not None:
-        result.update(ood_data_source=ood_source.name, **({"ood_in_test_left_out": left_out} if left_out else {}),
-                      **({"ood_in_train_left_out": in_train} if in_train else {}))
+    result.update(ood_fields)
     evaluate.name_absent_classes(result, (metrics["data"].get("details") or {}).get("class_names"))
     evaluations.save_evaluation(trained, request, test_source.name, result, metrics.get("weights_sha256"))
     return {"data_source": test_source.name, "result": result}

@@ -49,6 +49,19 @@ def mc_notes(rows):
             ] if flat else []
 
 
+# Why the OOD data could not be checked for a run's training images (ood.apart), and what follows.
+UNCHECKED_OOD = ("its training data is not here to compare with (data from tensorflow-datasets is not loaded to "
+                 "look, or its files moved), so any out-of-distribution images it trained on count as unseen")
+
+
+def ood_notes(rows):
+    """A note where the OOD data was not checked for the training images of some runs (ood.apart)."""
+    runs = [r for r in rows if r.get("ood_data_source") and not r.get("ood_train_checked")]
+    variants = ", ".join(sorted({r["variant"] for r in runs}, key=records.natural_key))
+    return [f"the out-of-distribution data was not checked for the training images of {len(runs)} run"
+            f"{'s' * (len(runs) != 1)} ({variants}): for each, {UNCHECKED_OOD}"] if runs else []
+
+
 def markdown(table, columns, cell, ood_source=None, notes=()):
     """Calibration, then OOD detection, per variant (mean ± 95% CI half-width over seeds), then `notes`.
 

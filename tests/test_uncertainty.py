@@ -343,6 +343,33 @@ def test_ood_images_that_are_test_or_training_images_are_left_out_or_refused_whe
     assert "1 of the 43 out-of-distribution images is a test image of x (byte for byte): left out" in caplog.text
     assert "2 of the 43 out-of-distribution images are training images of x (byte for byte): left out" in caplog.text
     assert data_identity.ood_apart((), ood(mixed), "x", key=("t", "o"))[1:] == (1, 2)  # asked once per pair
+    # Only test and training images between them: refused, not "no examples" after leaving them all out.
+    with pytest.raises(ValueError, match=r"^the out-of-distribution data is x's own data: all 5 of its images are its "
+                                         r"test \(2\) or training \(3\) images \(byte for byte\); give images of "
+                                         r"something else, which the model neither trained nor was tested on"):
+        data_identity.ood_apart(test, ood(np.concatenate([test[:2], train[:3]])), "x",
+                                train=data_identity.digests(train))
+
+
+def test_a_runs_training_images_are_looked_up_in_local_files_and_the_sample_only(tmp_path):
+    from dropzoo import ood as ood_lib
+    from dropzoo import sources
+    from dropzoo import uncertainty_report
+
+    sample = ood_lib.training_digests({"dataset": sources.SAMPLE_NAME})
+    assert len(sample) > 1000
+    # tfds data is not loaded to look (offline it would be the sample, another dataset); moved files are not here.
+    assert ood_lib.training_digests({"dataset": "mnist"}) is None
+    assert ood_lib.training_digests({"idx_dir": str(tmp_path / "gone")}) is None
+    assert ood_lib.unchecked({"ood_data_source": "o"}, {"dataset": sources.SAMPLE_NAME})  # older than the check
+    assert not ood_lib.unchecked({"ood_data_source": "o", "ood_train_checked": True}, {"dataset": "mnist"})
+    assert not ood_lib.unchecked({"ood_data_source": "o"}, {"dataset": "mnist"})  # nothing to check it with
+    rows = [{"variant": "m/none", "ood_data_source": "o", "ood_train_checked": False},
+            {"variant": "m/conv", "ood_data_source": "o", "ood_train_checked": True}, {"variant": "m/x"}]
+    assert uncertainty_report.ood_notes(rows) == [
+        "the out-of-distribution data was not checked for the training images of 1 run (m/none): for each, its "
+        "training data is not here to compare with (data from tensorflow-datasets is not loaded to look, or its files "
+        "moved), so any out-of-distribution images it trained on count as unseen"]
 
 
 def test_an_ood_interval_past_its_range_is_marked():
