@@ -426,9 +426,18 @@ def test_a_task_typed_with_other_flags_than_its_siblings_is_refused(tmp_path):
         with pytest.raises(ConfigError, match=(
                 r"^another task split this study with other settings \(.*\.tasks/plan-[0-9a-f]+\.json\): "
                 r".*/study/dense_mlp/canonical/seed0 trains with epochs: 12 there, 20 here, so the tasks' shares "
-                r"would be other variants, each short of seeds; give every task the same flags, or, if that plan "
-                r"was given up, delete its runs and ")):
+                r"would be other variants, each short of seeds; give every task the same flags, or --overwrite to "
+                r"replace its runs, or, if that plan was given up, delete its runs and ")):
             shards.check_task_counts(other, sweep.plan(other), 1, 2, "--task_index and --num_tasks", record=record)
+    tasks = tmp_path / "study" / "dense_mlp" / ".tasks"
+    assert len(list(tasks.glob("split-*"))) == 1  # the refused task recorded nothing
+    # A plan written before a setting existed: the setting counts as its default.
+    [plan] = tasks.glob("plan-*.json")
+    older = json.loads(plan.read_text())
+    for settings in older["settings"]:
+        del settings["jit_compile"]
+    plan.write_text(json.dumps(older))
+    shards.check_task_counts(runs, sweep.plan(runs), 1, 2, "--task_index and --num_tasks")
     # The same settings over more seeds (a study extended) share their common runs, and pass; so does a task
     # that finds its data at another path.
     more = _plan("--model=dense_mlp", "--placement=canonical,none", "--seeds=3", "--epochs=12", study)
@@ -436,3 +445,10 @@ def test_a_task_typed_with_other_flags_than_its_siblings_is_refused(tmp_path):
     elsewhere = _plan("--model=dense_mlp", "--placement=canonical,none", "--seeds=2", "--epochs=12",
                       f"--idx_dir={tmp_path}/copy", study)
     shards.check_task_counts(elsewhere, sweep.plan(elsewhere), 1, 2, "--task_index and --num_tasks")
+    # --overwrite replaces the runs, and with them the plan of other settings (a dry run only looks).
+    shards.check_task_counts(other, sweep.plan(other), 0, 2, "--task_index and --num_tasks", record=False,
+                             overwrite=True)
+    assert plan.exists()
+    shards.check_task_counts(other, sweep.plan(other), 0, 2, "--task_index and --num_tasks", overwrite=True)
+    assert not plan.exists()
+    shards.check_task_counts(other, sweep.plan(other), 1, 2, "--task_index and --num_tasks")  # its sibling, after
