@@ -46,21 +46,24 @@ def record_fields(metrics):
               if isinstance(s, dict) and "variance_shift_mean" in s}
     machine = metrics.get("machine") or {}
     return {"wall_time_sec": metrics.get("wall_time_sec"),
+            # A run resumed from a checkpoint records the times of its last session only.
+            "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
             "batch_accuracy": accuracy[-1] if accuracy else None,
             "norm_shifts": shifts or None,
             "cpu": f"{machine['cpu']} ({machine.get('cpu_kind', 'kind not recorded')})" if machine.get("cpu") else None}
 
 
 # The row fields above stay out of runs.json: they are in each run's metrics.json already.
-ROW_FIELDS = ("wall_time_sec", "batch_accuracy", "norm_shifts", "cpu")
+ROW_FIELDS = ("wall_time_sec", "resumed_from_epoch", "batch_accuracy", "norm_shifts", "cpu")
 
 
 def _spread(values, scale=1.0, digits=2):
-    """'min / median / max' of the finite values ('' without any)."""
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    if not values:
+    """'min / median / max' of the finite values ('' without any), and '(n of N)' where some are not."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
         return ""
-    return " / ".join(f"{x * scale:.{digits}f}" for x in (min(values), float(np.median(values)), max(values)))
+    text = " / ".join(f"{x * scale:.{digits}f}" for x in (min(finite), float(np.median(finite)), max(finite)))
+    return text + (f" ({len(finite)} of {len(values)})" if len(finite) < len(values) else "")
 
 
 def _by_variant(rows):
@@ -84,7 +87,7 @@ def variants_lines(table, compared, accuracy_below=()):
                                                       ("test_accuracy", "train_accuracy", "batch_accuracy")]
         for level in accuracy_below:
             low = sorted((r["test_accuracy"], r["seed"]) for r in runs if r.get("test_accuracy") is not None
-                         and r["test_accuracy"] * 100 < level)
+                         and r["test_accuracy"] < level / 100)  # (0.57 * 100 is 56.99999999999999)
             cells.append(f"{len(low)} of {len(runs)}")
             if low:
                 listed.append(f"- {entry['variant']} below {level:g}%: "
@@ -133,20 +136,22 @@ def norm_lines(table, compared):
 
 def time_lines(rows):
     """Per recorded CPU: each trained run's wall and training time (a variant identical by construction to
-    another reuses its runs, and is not counted twice)."""
+    another reuses its runs, and is not counted twice; a run resumed from a checkpoint recorded its last session's
+    times only, and is counted apart)."""
     trained = [r for r in rows if not r.get("identical_to")]
     by_cpu = {}
     for r in trained:
         by_cpu.setdefault(r.get("cpu") or "CPU not recorded", []).append(r)
-    lines = ["| CPU | runs | wall time s (min / median / max) | wall time h, summed | "
-             "train time s (min / median / max) | train time h, summed |", "|" + " --- |" * 6]
+    lines = ["| CPU | runs | resumed (not timed) | wall time s (min / median / max) | wall time h, summed | "
+             "train time s (min / median / max) | train time h, summed |", "|" + " --- |" * 7]
     for cpu, runs in sorted(by_cpu.items(), key=lambda item: (item[0] == "CPU not recorded", item[0])):
-        cells = [cpu, str(len(runs))]
+        whole = [r for r in runs if not r.get("resumed_from_epoch")]
+        cells = [cpu, str(len(runs)), str(len(runs) - len(whole))]
         for metric in ("wall_time_sec", "train_time_sec"):
-            values = [r[metric] for r in runs if r.get(metric) is not None]
-            cells += [_spread(values, digits=0), f"{sum(values) / 3600:.2f}" if values else ""]
-            if values and len(values) < len(runs):
-                cells[-1] += f" ({len(values)} of {len(runs)} runs recorded it)"
+            values = [r[metric] for r in whole if r.get(metric) is not None]
+            cells += [_spread(values, digits=0), f"{sum(values) / 3600:.3g}" if values else ""]
+            if values and len(values) < len(whole):
+                cells[-1] += f" ({len(values)} of {len(whole)} runs recorded it)"
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

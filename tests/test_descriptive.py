@@ -48,18 +48,26 @@ def test_the_figures_are_the_seeds_own_medians_counts_and_signs():
     assert cells[1] == f"{100 * d.mean():+.2f} / {100 * np.median(d):+.2f}"
     assert cells[2] == f"{(d > 0).sum()} / {(d == 0).sum()} / {(d < 0).sum()}" == "3 / 1 / 1"
     assert "| m/after_activation | 1.20 / 1.20 / 1.40 |" in lines
-    assert "| Xeon (AMX) | 5 | 60 / 80 / 100 | 0.11 | 55 / 75 / 95 | 0.10 |" in lines
-    assert "| CPU not recorded | 5 | 30 / 50 / 70 | 0.07 | 25 / 45 / 65 | 0.06 |" in lines
+    assert "| Xeon (AMX) | 5 | 0 | 60 / 80 / 100 | 0.111 | 55 / 75 / 95 | 0.104 |" in lines
+    assert "| CPU not recorded | 5 | 0 | 30 / 50 / 70 | 0.0694 | 25 / 45 / 65 | 0.0625 |" in lines
 
 
-def test_a_run_identical_by_construction_is_timed_once_and_a_missing_time_is_said():
-    rows = _rows("after_activation", [0.97, 0.96], [0.1, 0.1], "EPYC (AVX2)", [60, 70])
+def test_a_run_identical_by_construction_is_timed_once_and_a_missing_or_resumed_time_is_said():
+    rows = _rows("after_activation", [0.97, 0.96, 0.95], [0.1, 0.1, 0.1], "EPYC (AVX2)", [60, 70, 28])
     twin = _rows("before_activation", [0.97, 0.96], [0.1, 0.1], "EPYC (AVX2)", [60, 70])
     for r, of in zip(twin, rows):
         r["identical_to"] = of["run"]
     rows[1]["wall_time_sec"] = None
+    # Resumed after its last epoch: 28 s of wall time and 0 s of training were its last session's, not the run's.
+    rows[2].update(resumed_from_epoch=40, train_time_sec=0.04)
     text = descriptive.time_lines(rows + twin)
-    assert text[2] == "| EPYC (AVX2) | 2 | 60 / 60 / 60 | 0.02 (1 of 2 runs recorded it) | 55 / 60 / 65 | 0.03 |"
+    assert text[2] == ("| EPYC (AVX2) | 3 | 1 | 60 / 60 / 60 | 0.0167 (1 of 2 runs recorded it) | 55 / 60 / 65 | "
+                       "0.0333 |")
+    # A spread over fewer values than seeds says so; a level is compared as a fraction (0.57 is not below 57%).
+    assert descriptive._spread([0.5, None, 0.7], 100) == "50.00 / 60.00 / 70.00 (2 of 3)"
+    low = _rows("none", [0.57, 0.56], [0.1, 0.1])
+    assert "| 1 of 2 |" in descriptive.variants_lines([{"variant": "m/none"}], [{**r, "variant": "m/none"}
+                                                                             for r in low], (57.0,))[2]
 
 
 def test_a_metrics_record_gives_its_times_cpu_batch_accuracy_and_bn_shifts():
@@ -67,10 +75,10 @@ def test_a_metrics_record_gives_its_times_cpu_batch_accuracy_and_bn_shifts():
                "machine": {"cpu": "AMD EPYC", "cpu_kind": "AVX-512 BF16"},
                "dropout_stats": {"conv1.bn": {"variance_shift_mean": 1.5, "channels": 4},
                                  "dense1.post": {"rate": 0.5, "drop_fraction": 0.49}}}
-    assert descriptive.record_fields(metrics) == {"wall_time_sec": 12.5, "batch_accuracy": 0.9,
+    assert descriptive.record_fields(metrics) == {"wall_time_sec": 12.5, "resumed_from_epoch": 0, "batch_accuracy": 0.9,
                                                   "norm_shifts": {"conv1.bn": 1.5}, "cpu": "AMD EPYC (AVX-512 BF16)"}
-    assert descriptive.record_fields({}) == {"wall_time_sec": None, "batch_accuracy": None, "norm_shifts": None,
-                                             "cpu": None}
+    assert descriptive.record_fields({"resumed_from_epoch": 3}) == {
+        "wall_time_sec": None, "resumed_from_epoch": 3, "batch_accuracy": None, "norm_shifts": None, "cpu": None}
 
 
 @pytest.mark.parametrize("level", ["ninety", "0", "0.95", "101", "-5"])
