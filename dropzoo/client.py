@@ -179,12 +179,20 @@ def main(argv):
     from dropzoo import errors
 
     errors.plain_logs()
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: {USAGE}\nprints each image file's class and its probability, the files read at the export's "
+              "size and channels as --image_dir reads images")
+        return 0
     if len(argv) < 2 or argv[0].startswith("-"):
         return errors.fail(f"usage: {USAGE} (each image's class, read at the export's size)")
+    export_dir = argv[0]
+    if os.path.isdir(os.path.join(export_dir, "saved_model")):  # a run's directory: its export
+        export_dir = os.path.join(export_dir, "saved_model")
     with errors.one_line():
-        if not os.path.isdir(argv[0]):
-            raise ValueError(f"{argv[0]} is not a SavedModel directory; give a run's saved_model/ first: {USAGE}")
-        for path, name, probability in classify(argv[0], argv[1:]):
+        if not os.path.isdir(export_dir):
+            raise ValueError(f"{export_dir} is not a SavedModel directory; give a run's saved_model/ (or the run's "
+                             f"directory) first: {USAGE}")
+        for path, name, probability in classify(export_dir, argv[1:]):
             print(f"{path}\t{name}\t{probability:.4f}")
     return 0
 

@@ -106,7 +106,7 @@ def ood_apart(test_images, ood_source, what, key=None, train=None):
                  f"({in_test:,}) or training ({in_train:,}) images")
         raise DataError(f"the out-of-distribution data is {found} (byte for byte); give images of something else, "
                         "which the model neither trained nor was tested on")
-    for shared, which in ((in_test, "test"), (in_train, "training")):
+    for shared, which in ((in_test, "test"), (in_train, "training-split")):  # (validation images are in that split)
         if shared:
             logging.warning("%d of the %d out-of-distribution images %s of %s (byte for byte): left out of the OOD "
                             "scores", shared, len(kept), f"is a {which} image" if shared == 1 else f"are {which} "

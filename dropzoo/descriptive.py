@@ -50,7 +50,8 @@ def record_fields(metrics):
             "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
             "batch_accuracy": accuracy[-1] if accuracy else None,
             "norm_shifts": shifts or None,
-            "cpu": f"{machine['cpu']} ({machine.get('cpu_kind', 'kind not recorded')})" if machine.get("cpu") else None}
+            "cpu": (f"{machine['cpu']} ({machine.get('cpu_kind', 'kind not recorded')})"
+                    + (f", {machine['cores']} cores" if machine.get("cores") else "")) if machine.get("cpu") else None}
 
 
 # The row fields above stay out of runs.json: they are in each run's metrics.json already.

@@ -130,8 +130,9 @@ def _checked_arrays(path, split, images, labels):
             low, high = int(images.min()), int(images.max())
             # (.astype(np.uint8) alone wraps 16-bit pixels modulo 256 without a word)
             hint = (" (its values are 0-255: x.astype(np.uint8))" if 0 <= low and high <= 255 else
-                    " (16-bit pixels: (x // 257).astype(np.uint8), not .astype(np.uint8), which wraps them)"
-                    if 0 <= low and high <= 65535 else f" (its values span {low}..{high}: rescale them to 0-255)")
+                    f" (its values span {low}..{high}: rescale them to 0-255 by the range the pixels can take, e.g. "
+                    "(x // 257).astype(np.uint8) for 16-bit ones, (x // 16) for 12-bit ones; .astype(np.uint8) "
+                    "alone wraps them modulo 256)")
         raise DataError(f"{path}: {x} is {images.dtype}; the zoo takes raw uint8 pixels (0-255), which it scales "
                         f"itself: convert {x}{hint}")
     if images.ndim == 3:

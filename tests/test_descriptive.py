@@ -72,11 +72,12 @@ def test_a_run_identical_by_construction_is_timed_once_and_a_missing_or_resumed_
 
 def test_a_metrics_record_gives_its_times_cpu_batch_accuracy_and_bn_shifts():
     metrics = {"wall_time_sec": 12.5, "history": {"accuracy": [0.5, 0.9]},
-               "machine": {"cpu": "AMD EPYC", "cpu_kind": "AVX-512 BF16"},
+               "machine": {"cpu": "AMD EPYC", "cpu_kind": "AVX-512 BF16", "cores": 2},
                "dropout_stats": {"conv1.bn": {"variance_shift_mean": 1.5, "channels": 4},
                                  "dense1.post": {"rate": 0.5, "drop_fraction": 0.49}}}
     assert descriptive.record_fields(metrics) == {"wall_time_sec": 12.5, "resumed_from_epoch": 0, "batch_accuracy": 0.9,
-                                                  "norm_shifts": {"conv1.bn": 1.5}, "cpu": "AMD EPYC (AVX-512 BF16)"}
+                                                  "norm_shifts": {"conv1.bn": 1.5},
+                                                  "cpu": "AMD EPYC (AVX-512 BF16), 2 cores"}
     assert descriptive.record_fields({"resumed_from_epoch": 3}) == {
         "wall_time_sec": None, "resumed_from_epoch": 3, "batch_accuracy": None, "norm_shifts": None, "cpu": None}
 

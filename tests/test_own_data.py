@@ -219,7 +219,9 @@ def test_an_npz_loads_grayscale_or_channels(tmp_path):
     ({"x_train": np.full((40, 12, 12), 0.5, np.float32)}, r"pixels scaled to \[0, 1\]: np.round\(x \* 255\)"),
     ({"x_train": np.full((40, 12, 12), 200.0)}, r"float64; .*convert x_train \(pixels 0-255: np.round\(x\)\.astype"),
     ({"x_train": np.full((40, 12, 12), 200, np.int64)}, r"int64; .*\(its values are 0-255: x.astype\(np.uint8\)\)"),
-    ({"x_train": np.full((40, 12, 12), 65280, np.uint16)}, r"uint16; .*\(16-bit pixels: \(x // 257\)\.astype"),
+    ({"x_train": np.full((40, 12, 12), 65280, np.uint16)},
+     r"uint16; .*\(its values span 65280\.\.65280: rescale them to 0-255 by the range the pixels can take, e\.g\. "
+     r"\(x // 257\)\.astype\(np\.uint8\) for 16-bit ones"),
     ({"x_train": np.full((40, 12, 12), -5, np.int16)}, r"int16; .*\(its values span -5\.\.-5: rescale them"),
     # Class ids a model would silently never answer, or wrap to negative ones.
     ({"y_train": np.ones(40, np.int64), "y_test": np.ones(10, np.int64)}, r"y_train holds one class \(1\)"),
@@ -496,8 +498,12 @@ def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wr
                                                         zip(files, expected["class_id"])]
     assert [float(line.split("\t")[2]) for line in lines] == pytest.approx(
         expected["probabilities"].max(axis=1), abs=1e-4)
+    assert client.main([os.path.dirname(path), files[0]]) == 0  # the run's directory: its saved_model/
+    assert capsys.readouterr().out.splitlines() == lines[:1]
     assert client.main([]) == 2
     assert capsys.readouterr().err.startswith("error: usage: python -m dropzoo.client SAVED_MODEL IMAGE")
+    assert client.main(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: python -m dropzoo.client SAVED_MODEL IMAGE")
     with pytest.raises(SystemExit) as exit_:
         client.main([path, str(tmp_path / "missing.png")])
     assert exit_.value.code == 2

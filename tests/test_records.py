@@ -77,7 +77,7 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
         text = f.read()
         assert text == g.read()
     cpu = performance.describe_machine()
-    assert f"| {cpu['cpu']} ({cpu['cpu_kind']}) | 6 |" in text
+    assert f"| {cpu['cpu']} ({cpu['cpu_kind']}), {cpu['cores']} cores | 6 | 0 |" in text
 
 
 @pytest.mark.slow

@@ -341,7 +341,8 @@ def test_ood_images_that_are_test_or_training_images_are_left_out_or_refused_whe
     images = np.stack([image for image, _ in kept.as_numpy_iterator()])
     assert (in_test, in_train) == (1, 2) and np.array_equal(images, other)
     assert "1 of the 43 out-of-distribution images is a test image of x (byte for byte): left out" in caplog.text
-    assert "2 of the 43 out-of-distribution images are training images of x (byte for byte): left out" in caplog.text
+    assert ("2 of the 43 out-of-distribution images are training-split images of x (byte for byte): left out"
+            in caplog.text)
     assert data_identity.ood_apart((), ood(mixed), "x", key=("t", "o"))[1:] == (1, 2)  # asked once per pair
     # Only test and training images between them: refused, not "no examples" after leaving them all out.
     with pytest.raises(ValueError, match=r"^the out-of-distribution data is x's own data: all 5 of its images are its "
