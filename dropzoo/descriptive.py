@@ -150,7 +150,8 @@ def time_lines(rows):
         cells = [cpu, str(len(runs)), str(len(runs) - len(whole))]
         for metric in ("wall_time_sec", "train_time_sec"):
             values = [r[metric] for r in whole if r.get(metric) is not None]
-            cells += [_spread(values, digits=0), f"{sum(values) / 3600:.3g}" if values else ""]
+            hours = sum(values) / 3600
+            cells += [_spread(values, digits=0), (f"{hours:.2f}" if hours >= 0.1 else f"{hours:.3f}") if values else ""]
             if values and len(values) < len(whole):
                 cells[-1] += f" ({len(values)} of {len(whole)} runs recorded it)"
         lines.append("| " + " | ".join(cells) + " |")

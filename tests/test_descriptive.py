@@ -48,8 +48,8 @@ def test_the_figures_are_the_seeds_own_medians_counts_and_signs():
     assert cells[1] == f"{100 * d.mean():+.2f} / {100 * np.median(d):+.2f}"
     assert cells[2] == f"{(d > 0).sum()} / {(d == 0).sum()} / {(d < 0).sum()}" == "3 / 1 / 1"
     assert "| m/after_activation | 1.20 / 1.20 / 1.40 |" in lines
-    assert "| Xeon (AMX) | 5 | 0 | 60 / 80 / 100 | 0.111 | 55 / 75 / 95 | 0.104 |" in lines
-    assert "| CPU not recorded | 5 | 0 | 30 / 50 / 70 | 0.0694 | 25 / 45 / 65 | 0.0625 |" in lines
+    assert "| Xeon (AMX) | 5 | 0 | 60 / 80 / 100 | 0.11 | 55 / 75 / 95 | 0.10 |" in lines
+    assert "| CPU not recorded | 5 | 0 | 30 / 50 / 70 | 0.069 | 25 / 45 / 65 | 0.062 |" in lines
 
 
 def test_a_run_identical_by_construction_is_timed_once_and_a_missing_or_resumed_time_is_said():
@@ -61,8 +61,8 @@ def test_a_run_identical_by_construction_is_timed_once_and_a_missing_or_resumed_
     # Resumed after its last epoch: 28 s of wall time and 0 s of training were its last session's, not the run's.
     rows[2].update(resumed_from_epoch=40, train_time_sec=0.04)
     text = descriptive.time_lines(rows + twin)
-    assert text[2] == ("| EPYC (AVX2) | 3 | 1 | 60 / 60 / 60 | 0.0167 (1 of 2 runs recorded it) | 55 / 60 / 65 | "
-                       "0.0333 |")
+    assert text[2] == ("| EPYC (AVX2) | 3 | 1 | 60 / 60 / 60 | 0.017 (1 of 2 runs recorded it) | 55 / 60 / 65 | "
+                       "0.033 |")
     # A spread over fewer values than seeds says so; a level is compared as a fraction (0.57 is not below 57%).
     assert descriptive._spread([0.5, None, 0.7], 100) == "50.00 / 60.00 / 70.00 (2 of 3)"
     low = _rows("none", [0.57, 0.56], [0.1, 0.1])
