@@ -98,7 +98,7 @@ def variants_lines(table, compared, accuracy_below=()):
 
 
 def contrasts_lines(contrasts, contrasted):
-    """Per contrast and metric (`contrasted`: contrasted): the paired differences' mean and median, and
+    """Per contrast and metric (`contrasted`: report.CONTRASTS): the paired differences' mean and median, and
     the seeds' signs."""
     head = ["contrast (A - B)"]
     for c in contrasted:
