@@ -31,6 +31,11 @@ class DataError(DropzooError, ValueError):
     """Data that cannot be found or read as asked."""
 
 
+class UnknownDataError(DataError):
+    """Data named by something that names no data anywhere (a misspelt dataset): not data that is elsewhere, so no
+    evaluation of other data stands in for it."""
+
+
 class RunError(DropzooError, RuntimeError):
     """A run that cannot proceed as asked (workdir, NaN loss, a lost peer)."""
 

@@ -29,6 +29,7 @@ from dropzoo import workdir as workdirs
 from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
 from dropzoo.errors import RunError
+from dropzoo.errors import UnknownDataError
 from models.masks import LEGACY_GENERATOR
 
 RECORD_FILES = ("config.json", "metrics.json")
@@ -189,8 +190,9 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
                     os.path.join(trained, "saved_model")):  # OOD scores that may count training images: again
                 saved = None
             for arguments, identity in ((given, run_test), (ood, ood_id)):
-                if identity and identity[2] is not None and _here(arguments):
-                    raise identity[2]  # data that is here but broken: not absent, so no other evaluation stands in
+                if identity and identity[2] is not None and (_here(arguments) or isinstance(identity[2],
+                                                                                         UnknownDataError)):
+                    raise identity[2]  # data here but broken, or misspelt: not absent, so nothing else stands in
             if saved is None and (run_test[2] or (ood_id and ood_id[2])):
                 saved = _held_instead(trained, request, data.own(metrics)[0] if given else None, notes, bool(ood),
                                       metrics.get("weights_sha256"))

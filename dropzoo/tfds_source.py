@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from dropzoo.errors import DataError
+from dropzoo.errors import UnknownDataError
 
 # tfds downloads MNIST from this host.
 _PROBE_ADDRESS = ("storage.googleapis.com", 443)
@@ -92,13 +93,13 @@ def prepared_sizes(name, data_dir):
 def _tfds_builder(name, data_dir):
     path_hint = _path_hint(name)
     if path_hint:
-        raise DataError(path_hint)
+        raise UnknownDataError(path_hint)
     try:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        raise DataError(f"unknown dataset {name!r}: {VALID_NAMES_HINT}") from None
+        raise UnknownDataError(f"unknown dataset {name!r}: {VALID_NAMES_HINT}") from None
     except (ValueError, TypeError) as e:  # tfds' parser: "Parsing builder name string ... failed"
-        raise DataError(f"{name!r} is not a dataset name ({' '.join(str(e).split())[:150]}): "
+        raise UnknownDataError(f"{name!r} is not a dataset name ({' '.join(str(e).split())[:150]}): "
                         f"{VALID_NAMES_HINT}") from None
 
 

@@ -180,6 +180,10 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
                                 ood={"idx_dir": str(tmp_path / "nowhere")}, output_dir=str(tmp_path / "o8"))
     assert any("with the out-of-distribution data they hold" in n and n.endswith("not the OOD data named")
                for n in held["notes"]), held["notes"]
+    # A misspelt dataset names no data anywhere: refused, not answered by an evaluation of other data the records
+    # hold (it read the npz's, with a note only).
+    with pytest.raises(DataError, match=r"^unknown dataset 'mnst'"):
+        compare.compare_runs(str(study / "a"), data_override={"dataset": "mnst"}, output_dir=str(tmp_path / "o9"))
 
 
 def test_a_comparison_reads_an_ood_folder_at_each_runs_image_size(study, tmp_path):
