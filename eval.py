@@ -37,7 +37,6 @@ from dropzoo import folders  # noqa: E402
 from dropzoo import ood as ood_lib  # noqa: E402
 from dropzoo import records  # noqa: E402
 from dropzoo import sources  # noqa: E402
-from dropzoo import tflite  # noqa: E402
 from dropzoo import uncertainty_report  # noqa: E402
 
 
@@ -84,11 +83,11 @@ def _main(argv):
         flags_lib.check_one_source(f)
     given = _given_data(f)
     # A run's own export named by path (RUN/saved_model, RUN/model.tflite) is scored on the run's data too.
-    home = f.workdir or _run_holding(path_of(f))
+    home = f.workdir or evaluate.run_holding(path_of(f))
     with errors.one_line():
         own = _own_data(home, required=not given) if home else None
         if not given and not home:  # a copied export: the default data (MNIST) is right only for an MNIST model
-            _check_copied_export_data(path_of(f), bool(f.tflite))
+            evaluate.check_copied_export_data(path_of(f), bool(f.tflite))
         if own and "test_image_dir" in given and "image_dir" not in given and own["trained_on"].get("image_dir"):
             given = {**given, "image_dir": own["trained_on"]["image_dir"]}  # a test folder for the run's classes
         given = folders.with_run_image_options(given, own and own["trained_on"])
@@ -188,22 +187,6 @@ def _check_recorded_data_here(run, origin):
                                       f"can load (arrays given to the Python API are not kept with the run); {fix}"
                                       ) from None
             raise
-
-
-def _run_holding(path):
-    """The run directory whose export `path` is (RUN/saved_model, RUN/model.tflite, ...), or None."""
-    run = os.path.dirname(os.path.normpath(os.path.abspath(path)))
-    return run if os.path.isfile(os.path.join(run, "metrics.json")) else None
-
-
-def _check_copied_export_data(path, tflite_model):
-    """DataError where an export copied out of its run, given no data flags, records that its run was tested on
-    other data than the default (MNIST): the default's error, or score, would be about data never asked for."""
-    recorded = (tflite if tflite_model else export).recorded_test_data(path)
-    source = str((recorded or {}).get("source", ""))
-    if source and source not in ("mnist_sample", "tfds:mnist"):
-        raise errors.DataError(f"{path} was copied out of its run, which was tested on {source}; name the data to "
-                               "score it on (--image_dir and --test_image_dir, --npz, --idx_dir or --dataset)")
 
 
 def _given_data(f):

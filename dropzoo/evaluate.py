@@ -347,7 +347,10 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     """Evaluates the export at `path` on a data source's test split; returns the result dict.
 
     `data` is sources.load_source arguments ({"dataset": ...}, {"idx_dir": ...},
-    {"npz": ...}, ...; default mnist); `ood` (ood.arguments: a tfds name, IDX
+    {"npz": ...}, ...; default: a run's own export (RUN/saved_model, RUN/model.tflite)
+    is scored on the test data its run recorded, as eval.py does; another export on
+    MNIST, unless it records that its run tested on other data, which is refused:
+    `check_copied_export_data`); `ood` (ood.arguments: a tfds name, IDX
     files, arrays or a folder of images, read at the model's size) adds
     out-of-distribution detection against that source's test split. With
     `tflite_model`, `path` is a .tflite file (model.tflite, model_int8.tflite).
@@ -374,6 +377,15 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
         serving_fn = load_serving_fn(path)
         classes = serving_fn.structured_outputs[PROBABILITIES_KEY].shape[-1]
         image_shape = serving_input_spec(serving_fn, f"SavedModel {path}")[1].shape[1:]
+    if data is None and run_holding(path):  # a run's own export: the run's own test data, as eval.py scores it
+        from dropzoo import records
+
+        metrics = files.read_json(os.path.join(run_holding(path), "metrics.json"), records.FIX, records.METRICS_FIELDS)
+        data, trained_on = records.test_origin(metrics), trained_on or metrics["data"]["origin"]
+        if run_class_names is None:
+            run_class_names = (metrics["data"].get("details") or {}).get("class_names") or ()
+    elif data is None:
+        check_copied_export_data(path, tflite_model)
     source = sources.load_source(**(data or {}), need_train=False)
     if run_class_names is None:  # an export copied out of its run says them itself
         run_class_names = (tflite if tflite_model else export).class_names(path)
@@ -401,6 +413,24 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
         result.update(ood_sha256=ood_sha256, **ood_fields)
     name_absent_classes(result, run_class_names)
     return result
+
+
+def run_holding(path):
+    """The run directory whose export `path` is (RUN/saved_model, RUN/model.tflite, ...), or None."""
+    run = os.path.dirname(os.path.normpath(os.path.abspath(path)))
+    return run if os.path.isfile(os.path.join(run, "metrics.json")) else None
+
+
+def check_copied_export_data(path, tflite_model):
+    """DataError where an export copied out of its run, given no data, records that its run was tested on other
+    data than the default (MNIST): the default's error, or score, would be about data never asked for."""
+    from dropzoo.errors import DataError
+
+    recorded = (tflite if tflite_model else export).recorded_test_data(path)
+    source = str((recorded or {}).get("source", ""))
+    if source and source not in ("mnist_sample", "tfds:mnist"):
+        raise DataError(f"{path} was copied out of its run, which was tested on {source}; name the data to "
+                        "score it on (--image_dir and --test_image_dir, --npz, --idx_dir or --dataset)")
 
 
 def write_json(path, result):

@@ -1164,6 +1164,11 @@ def test_a_runs_own_test_folder_is_scored_whatever_its_training_folder_gained_si
                                serving_artifacts=False)
     assert eval_main(f"--workdir={workdir}") == 0
     before = capsys.readouterr().out.splitlines()[-1]
+    # From Python, a run's export without data= is scored on the run's own test data too (it took MNIST).
+    from dropzoo import evaluate as evaluate_lib
+    with open(os.path.join(workdir, "eval.json")) as f:
+        assert evaluate_lib.evaluate_on_dataset(os.path.join(workdir, "saved_model"))["accuracy"] == (
+            json.load(f)["accuracy"])
     shutil.copytree(os.path.join(train, "left"), os.path.join(train, "aa"))
     assert eval_main(f"--workdir={workdir}") == 0
     captured = capsys.readouterr()
