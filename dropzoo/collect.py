@@ -22,8 +22,9 @@ def collect(runs_dirs, destination):
     (so several directories merge into one study), and only its record:
     records.RECORD_FILES and evaluations/, never saved_model/, checkpoints/,
     tensorboard/ or the serving artifacts. A run recorded as identical by
-    construction to another keeps pointing at it.
+    construction to another keeps pointing at it. `runs_dirs`: one directory or a list.
     """
+    runs_dirs = [runs_dirs] if isinstance(runs_dirs, (str, os.PathLike)) else list(runs_dirs)
     inside = [d for d in runs_dirs if _is_within(destination, d)]
     if inside:
         raise ConfigError(f"--collect {destination} is inside --runs_dir {inside[0]}: a later collect would copy "

@@ -216,6 +216,37 @@ def parse_value(name, text):
 MAX_SEED = 2**32 - 1
 
 
+def check_sweeps(sweeps):
+    """{field: [values]} of `sweeps` (sweep.expand's), or ConfigError for a field that cannot be swept or values
+    that are not a list ("all" would be swept letter by letter)."""
+    unknown = sorted(set(sweeps) - set(SWEEPABLE))
+    if unknown:
+        raise ConfigError(f"cannot sweep {', '.join(unknown)}; sweepable fields: {', '.join(SWEEPABLE)}")
+    for name, values in sweeps.items():
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise ConfigError(f"sweeps[{name!r}] must be a list of values, got {values!r}: e.g. "
+                              f"{{{name!r}: [{values!r}]}}")
+    return {name: list(values) for name, values in sweeps.items()}
+
+
+def check_types(config):
+    """ConfigError naming the first field whose value is not of its type (from Python: epochs=2.5 failed deep in
+    Keras, train_size=100.7 trained on 100, rate="0.5" read as '0.50.5'); an int is a float too, a bool neither."""
+    for name, field in FIELDS.items():
+        value = getattr(config, name)
+        kinds = typing.get_args(field.type) or (field.type,)
+        if value is None and type(None) in kinds:
+            continue
+        wanted = int if int in kinds else float if float in kinds else str
+        fits = (isinstance(value, str) if wanted is str else not isinstance(value, bool) and
+                isinstance(value, (int, float) if wanted is float else int))
+        if not fits:
+            what = {int: "an integer", float: "a number", str: "a string"}[wanted]
+            numpy = type(value).__module__ == "numpy"  # (np.int64: not JSON, nor an int)
+            raise ConfigError(f"--{name} must be {what}, got {value!r}"
+                              + (f" (a numpy {type(value).__name__}: pass {wanted.__name__}(...))" if numpy else ""))
+
+
 def validate(config):
     """Returns `config` unchanged, or raises ConfigError naming what is wrong.
 
@@ -223,6 +254,7 @@ def validate(config):
     activation, rate and sites; data for batch size and validation fraction),
     so the builders and a config give the same message.
     """
+    check_types(config)
     register_network(config)
     try:
         models.check_norm(config.norm)

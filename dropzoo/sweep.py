@@ -51,11 +51,7 @@ def expand(base, sweeps=None, seeds=1):
     so a momentum meant for the BN runs of a sweep is given in `sweeps` (or in
     a dict `base`), not in a TrainConfig without BN.
     """
-    sweeps = {name: list(values) for name, values in (sweeps or {}).items()}
-    unknown = sorted(set(sweeps) - set(config_lib.SWEEPABLE))
-    if unknown:
-        raise errors.ConfigError(f"cannot sweep {', '.join(unknown)}; sweepable fields: "
-                                 f"{', '.join(config_lib.SWEEPABLE)}")
+    sweeps = config_lib.check_sweeps(sweeps or {})
     if not isinstance(seeds, int) or seeds < 1:
         raise errors.ConfigError(f"--seeds must be a positive integer, got {seeds}")
     base = dict(base) if isinstance(base, dict) else base.to_dict()

@@ -65,6 +65,7 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
     collected = tmp_path / "collected"
     copied = collect.collect([str(study / "a"), str(study / "b")], str(collected))
     assert len(copied) == 6
+    assert len(collect.collect(str(study / "a"), str(tmp_path / "one"))) == 4  # one directory, as compare_runs takes
     for run in copied:
         assert sorted(os.listdir(run)) == ["config.json", "evaluations", "metrics.json"]
         size = sum(os.path.getsize(os.path.join(dirpath, f)) for dirpath, _, names in os.walk(run) for f in names)

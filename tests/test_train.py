@@ -26,6 +26,7 @@ from dropzoo import flags as flags_lib
 from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import subsets
+from dropzoo import sweep
 from dropzoo import trainer
 from dropzoo import variants
 from dropzoo.errors import DataError
@@ -812,3 +813,30 @@ def test_a_finished_run_of_a_file_is_compared_with_the_file_as_it_is_now(tmp_pat
     os.remove(tmp_path / "d.npz")
     assert trainer.train_and_evaluate(config, workdir, verbose=0) == first
     assert "the run's data cannot be loaded here (--npz" in caplog.text
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"epochs": 2.5}, "--epochs must be an integer, got 2.5"),  # failed deep in Keras
+    ({"train_size": 100.7}, "--train_size must be an integer, got 100.7"),  # trained on 100
+    ({"rate": "0.5"}, "--rate must be a number, got '0.5'"),  # read as '0.50.5'
+    ({"epochs": True}, "--epochs must be an integer, got True"),
+    ({"seed": np.int64(3)}, "--seed must be an integer, got np.int64(3) (a numpy int64: pass int(...))"),
+    ({"model": None}, "--model must be a string, got None"),
+])
+def test_a_config_field_of_another_type_is_one_line_from_python(overrides, message):
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.validate(config_lib.TrainConfig(**overrides))
+    assert str(info.value) == message
+    config_lib.validate(config_lib.TrainConfig(learning_rate=1, rate=np.float64(0.5)))  # an int is a number
+
+
+def test_sweep_values_that_are_not_a_list_are_one_line_from_python():
+    # "all" was swept letter by letter ("unknown placement 'a'"), 0.5 a bare TypeError.
+    for sweeps, message in (({"placement": "all"}, "sweeps['placement'] must be a list of values, got 'all': e.g. "
+                                                   "{'placement': ['all']}"),
+                            ({"learning_rate": 0.5}, "sweeps['learning_rate'] must be a list of values, got 0.5"),
+                            ({"workdir": ["x"]}, "cannot sweep workdir; sweepable fields: model,")):
+        with pytest.raises(config_lib.ConfigError) as info:
+            sweep.expand(config_lib.TrainConfig(), sweeps)
+        assert str(info.value).startswith(message)
+    assert len(sweep.expand(config_lib.TrainConfig(model="dense_mlp"), {"placement": ("canonical", "none")})) == 2
