@@ -38,6 +38,7 @@ from dropzoo import ood as ood_lib  # noqa: E402
 from dropzoo import records  # noqa: E402
 from dropzoo import sources  # noqa: E402
 from dropzoo import uncertainty_report  # noqa: E402
+from dropzoo import workdir as workdirs  # noqa: E402
 
 
 def main(argv):
@@ -208,7 +209,7 @@ def _own_data(workdir, required):
                               "name the data to evaluate on (--dataset, --idx_dir, --npz or --image_dir)")
     metrics = files.read_json(path, "delete it and rerun that run's train.py command")
     data = metrics["data"]
-    return {"origin": records.test_origin(metrics), "test_sha256": data.get("test_sha256"),
+    return {"origin": workdirs.test_origin(metrics), "test_sha256": data.get("test_sha256"),
             "class_names": (data.get("details") or {}).get("class_names"), "trained_on": dict(data["origin"]),
             "details": data.get("details") or {}, "weights_sha256": metrics.get("weights_sha256")}
 

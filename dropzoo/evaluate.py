@@ -378,10 +378,11 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
         classes = serving_fn.structured_outputs[PROBABILITIES_KEY].shape[-1]
         image_shape = serving_input_spec(serving_fn, f"SavedModel {path}")[1].shape[1:]
     if data is None and run_holding(path):  # a run's own export: the run's own test data, as eval.py scores it
-        from dropzoo import records
+        from dropzoo import workdir as workdirs
 
-        metrics = files.read_json(os.path.join(run_holding(path), "metrics.json"), records.FIX, records.METRICS_FIELDS)
-        data, trained_on = records.test_origin(metrics), trained_on or metrics["data"]["origin"]
+        metrics = files.read_json(os.path.join(run_holding(path), "metrics.json"), "delete it and rerun that run's "
+                                  "train.py command", {"data": {"origin": dict}})
+        data, trained_on = workdirs.test_origin(metrics), trained_on or metrics["data"]["origin"]
         if run_class_names is None:
             run_class_names = (metrics["data"].get("details") or {}).get("class_names") or ()
     elif data is None:

@@ -14,6 +14,7 @@ from dropzoo import files
 from dropzoo import records
 from dropzoo import sources
 from dropzoo import sweep
+from dropzoo import workdir as workdirs
 from dropzoo.errors import ConfigError
 
 
@@ -26,7 +27,7 @@ def _check_one_content(runs, own_test):
         for run, metrics in runs:
             data = metrics["data"]
             if field and data.get(field):
-                where = records.test_origin(metrics) if field == "test_sha256" else data["origin"]
+                where = workdirs.test_origin(metrics) if field == "test_sha256" else data["origin"]
                 for key in (("read", where), ("typed", sources.config_arguments(metrics["config"]))):
                     groups.setdefault(json.dumps(key, sort_keys=True), {}).setdefault(data[field], []).append(run)
         for versions in groups.values():

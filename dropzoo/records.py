@@ -94,11 +94,6 @@ def unfinished_note(runs_dirs):
             f"{', ...' if len(left) > 3 else ''}; rerun their train.py command to finish them")
 
 
-def test_origin(metrics):
-    """The load_source arguments of the test data a run recorded (older records: a `test_origin` of its own)."""
-    return dict(metrics["data"].get("test_origin") or metrics["data"]["origin"])
-
-
 def same_data(origin, other):
     """Whether two load_source argument dicts name the same data (None-valued arguments aside)."""
     return _clean(origin) == _clean(other)
@@ -132,13 +127,13 @@ class _Data:
         data = metrics["data"]
         if data.get("test_sha256"):
             return data["test_sha256"], None, None
-        return self.identity(test_origin(metrics))
+        return self.identity(workdirs.test_origin(metrics))
 
     def source(self, sha, what, metrics):
         """The Source to evaluate on for fingerprint `sha`: the one loaded, or the run's own origin loaded."""
         found = next((src for fp, src, _ in self.loaded.values() if fp == sha and src is not None), None)
         if found is None and metrics is not None:
-            _, found, error = self.identity(test_origin(metrics))
+            _, found, error = self.identity(workdirs.test_origin(metrics))
             if found is None:
                 raise error
         return found
@@ -247,7 +242,7 @@ _FILE_SOURCES = ("image_dir", "npz", "idx_dir")
 def _note_changed_files(metrics, data, notes):
     """Adds a note where a run's test files now hold other data than it was evaluated on (its records are used)."""
     recorded = metrics["data"].get("test_sha256")
-    origin = test_origin(metrics)
+    origin = workdirs.test_origin(metrics)
     if not recorded or not any(origin.get(key) for key in _FILE_SOURCES):
         return
     now, source, error = data.identity(origin)

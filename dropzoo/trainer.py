@@ -211,8 +211,9 @@ def claim_workdir(config, workdir, overwrite, lock, resolved=None):
 
 def _train_export_verify(config, workdir, write_dir, source, strategy, loop, verbose, started,
                          serving_artifacts=True):
-    keras.utils.set_random_seed(config.seed)
-    # config.json keeps "auto"; the policy it resolved to goes to metrics.json.
+    keras.utils.set_random_seed(config.seed)  # (Python's and NumPy's global generators too, as Keras seeds them)
+    # config.json keeps "auto"; the policy it resolved to goes to metrics.json. The caller's policy comes back after.
+    before = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(performance.choose_precision(config.precision)[0])
     try:
         run = set_up(config, workdir_paths(workdir), workdir_paths(write_dir), source, strategy,
@@ -228,7 +229,7 @@ def _train_export_verify(config, workdir, write_dir, source, strategy, loop, ver
                                       **sources.export_record(run.source))
         return run, loop.chief_does(lambda: finish(run, result, loop, started, serving_artifacts))
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(before)
 
 
 def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):

@@ -42,6 +42,12 @@ _PINS = {"precision": ("the precision policy", "pass --precision={saved} to resu
                               "it here, ")}
 
 
+def test_origin(metrics):
+    """The load_source arguments of the test data a run recorded in its metrics.json (older records: a
+    `test_origin` of its own)."""
+    return dict(metrics["data"].get("test_origin") or metrics["data"]["origin"])
+
+
 def paths(workdir, extra=()):
     """{name: path} of everything a run writes in `workdir`."""
     return {name: os.path.join(workdir, name) for name in RUN_FILES + tuple(extra)}
