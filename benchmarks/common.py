@@ -45,10 +45,13 @@ def define_data_flags():
 
 
 def source_from_flags():
-    """The sources.Source --dataset and --idx_dir name."""
+    """The sources.Source --dataset and --idx_dir name (data that cannot be loaded: one error line, exit 2)."""
     from absl import flags
 
-    return load_source(flags.FLAGS.dataset, flags.FLAGS.idx_dir)
+    from dropzoo import errors
+
+    with errors.one_line():
+        return load_source(flags.FLAGS.dataset, flags.FLAGS.idx_dir)
 
 
 def arrays(ds):

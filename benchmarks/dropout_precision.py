@@ -51,6 +51,7 @@ from absl import flags  # noqa: E402
 import models  # noqa: E402
 from benchmarks import common  # noqa: E402
 from dropzoo import callbacks as callbacks_lib  # noqa: E402
+from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import performance  # noqa: E402
 from models import layers as dropout_lib  # noqa: E402
 
@@ -232,10 +233,6 @@ def report(result):
 
 def main(argv):
     del argv
-    if flags.FLAGS.rounds < 0:
-        print(f"error: --rounds is how many training runs per way, 0 or more (0: the table alone), got "
-              f"{flags.FLAGS.rounds}", file=sys.stderr)
-        return 2
     if not flags.FLAGS.rounds:  # the table alone: no data to load
         print(report(run(np.zeros((1, 28, 28, 1), np.uint8), np.zeros(1, np.int64), rounds=0)))
         return 0
@@ -251,9 +248,10 @@ def main(argv):
 
 if __name__ == "__main__":
     # Defined here, not at import, so importing this module (tests do) adds no flags.
-    flags.DEFINE_integer("epochs", 6, "Epochs per training run (the first is not timed).")
-    flags.DEFINE_integer("rounds", 2, "Training runs per way, the ways taking turns (0: the precision table alone).")
-    flags.DEFINE_integer("batch_size", 128, "Batch size, as the classic example.")
-    flags.DEFINE_integer("train_examples", 0, "Train on the first N examples (0: all).")
+    flags.DEFINE_integer("epochs", 6, "Epochs per training run (the first is not timed).", lower_bound=2)
+    flags.DEFINE_integer("rounds", 2, "Training runs per way, the ways taking turns (0: the precision table alone).",
+                         lower_bound=0)
+    flags.DEFINE_integer("batch_size", 128, "Batch size, as the classic example.", lower_bound=1)
+    flags.DEFINE_integer("train_examples", 0, "Train on the first N examples (0: all).", lower_bound=0)
     common.define_data_flags()
-    app.run(main)
+    app.run(main, flags_parser=flags_lib.parse_or_exit)

@@ -92,9 +92,9 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_integer("epochs", 4, "Trainer epochs (the first is excluded).")
-    flags.DEFINE_integer("data_epochs", 20, "Passes over the data for the stream alone.")
-    flags.DEFINE_integer("batch_size", 128, "Batch size.")
+    flags.DEFINE_integer("epochs", 4, "Trainer epochs (the first is excluded).", lower_bound=2)
+    flags.DEFINE_integer("data_epochs", 20, "Passes over the data for the stream alone.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
     common.define_data_flags()
     flags.DEFINE_integer("seed", 0, "Seed of the trainer run.")
 

@@ -44,6 +44,7 @@ from absl import flags  # noqa: E402
 
 import models  # noqa: E402
 from benchmarks import common  # noqa: E402
+from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import export as export_lib  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import performance  # noqa: E402
@@ -192,10 +193,10 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_string("precision", "auto", "auto (the trainer's default), float32, mixed_bfloat16, ...")
-    flags.DEFINE_integer("samples", 20, "MC dropout samples T.")
-    flags.DEFINE_integer("batch_size", 256, "Examples per call.")
-    flags.DEFINE_integer("rounds", 10, "Timed calls per method.")
+    flags.DEFINE_enum("precision", "auto", config_lib.PRECISIONS, "The precision policy (auto: the trainer's default).")
+    flags.DEFINE_integer("samples", 20, "MC dropout samples T.", lower_bound=2)
+    flags.DEFINE_integer("batch_size", 256, "Examples per call.", lower_bound=1)
+    flags.DEFINE_integer("rounds", 10, "Timed calls per method.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Seed of the model's weights.")
     flags.DEFINE_bool("parts", False, "Instead, time the first dropout site's masks alone: portable, fused, "
                       "the random words, and a plain pass over the same output.")

@@ -40,6 +40,7 @@ from absl import flags  # noqa: E402
 import models  # noqa: E402
 from benchmarks import common  # noqa: E402
 from dropzoo import artifacts as artifacts_lib  # noqa: E402
+from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import export as export_lib  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import performance  # noqa: E402
@@ -139,10 +140,10 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_string("precision", "auto", "auto (the trainer's default), float32, mixed_bfloat16, ...")
-    flags.DEFINE_integer("batch_size", 256, "Batch for the throughput figure.")
-    flags.DEFINE_integer("latency_rounds", 200, "Batch-1 calls per method.")
-    flags.DEFINE_integer("throughput_rounds", 20, "Large-batch calls per method.")
+    flags.DEFINE_enum("precision", "auto", config_lib.PRECISIONS, "The precision policy (auto: the trainer's default).")
+    flags.DEFINE_integer("batch_size", 256, "Batch for the throughput figure.", lower_bound=1)
+    flags.DEFINE_integer("latency_rounds", 200, "Batch-1 calls per method.", lower_bound=1)
+    flags.DEFINE_integer("throughput_rounds", 20, "Large-batch calls per method.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Seed of the model's weights.")
 
 

@@ -52,6 +52,8 @@ from absl import flags  # noqa: E402
 
 import models  # noqa: E402
 from benchmarks import common  # noqa: E402
+from dropzoo import config as config_lib  # noqa: E402
+from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import optimizers  # noqa: E402
 from dropzoo import performance  # noqa: E402
 from models import activations  # noqa: E402
@@ -160,8 +162,7 @@ def report(result):
     rows = [(" + ".join(way), f"{result['ms_per_step'][way]:.1f}", f"{result['ratio_to_old'][way]:.2f}x",
              f"{result['ratio_to_previous'][way]:.2f}x") for way in WAYS]
     return (f"step_parts: keras_mnist_cnn canonical ({result['policy']}), batch 128, fast phase "
-            f"(median of the fastest quarter) of {result['rounds']} rounds of {result['steps']} steps\n"
-            f"machine: {common.machine()}\n\n"
+            f"(median of the fastest quarter) of {result['rounds']} rounds of {result['steps']} steps\n\n"
             + common.table(["way", "ms per step", "of the first way", "of the way before"], rows))
 
 
@@ -169,6 +170,7 @@ def main(argv):
     del argv
     f = flags.FLAGS
     source = common.source_from_flags()
+    print(f"machine: {common.machine()}")  # (each ratio below names its CPU)
     print(report_pool_backward(pool_backward(f.precision)))
     if f.kernels:
         return
@@ -179,8 +181,9 @@ def main(argv):
 
 if __name__ == "__main__":
     common.define_data_flags()
-    flags.DEFINE_integer("rounds", 8, "Rounds; each trains every way once, in turn.")
-    flags.DEFINE_integer("steps", 28, "Training steps per way and round.")
-    flags.DEFINE_string("precision", "auto", "Precision policy (auto: what the trainer picks here).")
+    flags.DEFINE_integer("rounds", 8, "Rounds; each trains every way once, in turn.", lower_bound=1)
+    flags.DEFINE_integer("steps", 28, "Training steps per way and round.", lower_bound=1)
+    flags.DEFINE_enum("precision", "auto", config_lib.PRECISIONS,
+                      "Precision policy (auto: what the trainer picks here).")
     flags.DEFINE_bool("kernels", False, "Time only pool1's backward pass, folded or not, not the training steps.")
-    app.run(main)
+    app.run(main, flags_parser=flags_lib.parse_or_exit)

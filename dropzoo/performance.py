@@ -11,7 +11,7 @@ The trainer asks these before it builds a model, and records the answers
   tensor cores have float16 but no bfloat16; Keras adds loss scaling);
   `float32` everywhere else.
 * `choose_jit_compile("auto")` -> XLA on a GPU; off on CPU (XLA made these
-  models ~6x slower on CPU) and off under a tf.distribute strategy (Keras'
+  models several times slower on CPU) and off under a tf.distribute strategy (Keras'
   own "auto" rule).
 * `choose_steps_per_execution(0, ...)` -> the largest divisor of the epoch's
   steps up to 32: fewer Python round trips and per-batch callbacks.
@@ -206,7 +206,7 @@ def choose_jit_compile(requested, *, gpus=None, distributed=None):
     gpus = gpu_details() if gpus is None else gpus
     if gpus:
         return True, "GPU present"
-    return False, "no GPU; XLA on CPU made these models ~6x slower"
+    return False, "no GPU; XLA on CPU trains these models several times slower (train_throughput.py --ablation)"
 
 
 # Auto steps_per_execution stays at or below this. Measured in the trainer on

@@ -117,7 +117,7 @@ def build_model(config, num_classes, image_shape, steps_per_execution=1):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=spec.outputs == "logits"),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         steps_per_execution=steps_per_execution,
-        # auto: XLA on a GPU; off on CPU (~6x slower there) and under tf.distribute.
+        # auto: XLA on a GPU; off on CPU (several times slower there) and under tf.distribute.
         jit_compile=performance.choose_jit_compile(config.jit_compile)[0],
     )
     return model
