@@ -1,8 +1,8 @@
 """What the benchmark scripts share: the machine line, data, timing and tables.
 
 Timing figures from a shared 2-core machine drift with whatever else runs;
-every script therefore measures the things it compares in one process, one
-after the other, and reports their ratio.
+every script therefore measures the things it compares in one process (or
+in child processes it alternates), taking turns, and reports their ratio.
 """
 import time
 
