@@ -69,6 +69,18 @@ def steady_rates(epoch_seconds, examples_per_epoch):
     return [examples_per_epoch / s for s in timed if s > 0]
 
 
+# Below this many timed epochs a way, its fastest quarter is one or two epochs, and one epoch sets a ratio.
+FEW_EPOCHS = 8
+
+
+def few_epochs_note(timed):
+    """A NOTE line where each way was timed over fewer than FEW_EPOCHS epochs (a quick run), else None."""
+    if timed >= FEW_EPOCHS:
+        return None
+    return (f"NOTE: {timed} timed epoch(s) a way: the fastest quarter is {max(1, timed // 4)} epoch(s), so one "
+            "epoch at another speed sets each ratio; quote a run of the defaults")
+
+
 def fast_phase_rate(rates):
     """The median of the fastest quarter of per-epoch `rates` (at least one).
 

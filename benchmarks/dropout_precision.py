@@ -224,6 +224,8 @@ def report(result):
         "ex/s: training steps only, first epoch of each run excluded; the median of each way's "
         "fastest quarter of epochs.",
     ]
+    note = common.few_epochs_note(min(training[way]["num_epochs_timed"] for way in WAYS))
+    lines += [note] if note else []
     if not result["bf16_native"]:
         lines.append("NOTE: this CPU has no bfloat16 instructions, so bfloat16 is emulated here and "
                      "these examples/s do not represent a bfloat16 machine; the dropout layers' "

@@ -341,7 +341,8 @@ def report(result):
         "      call by call, rated like the epochs (benchmarks/op_rates.py); 'linear ops alone': "
         "their summed time over the step's.",
     ]
-    return "\n".join(lines)
+    note = common.few_epochs_note(result["classic"]["num_epochs_timed"])
+    return "\n".join(lines + ([note] if note else []))
 
 
 FLAGS = flags.FLAGS

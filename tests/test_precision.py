@@ -236,6 +236,7 @@ def test_benchmark_returns_its_numbers():
     assert result["zoo_vs_keras"] > 0 and isinstance(result["bf16_native"], bool)
     text = dropout_precision.report(result)
     assert "zoo / keras" in text and "E[out]/E[in]" in text
+    assert "NOTE: 1 timed epoch(s) a way: the fastest quarter is 1 epoch(s)" in text  # a quick run says so
 
 
 def test_the_benchmark_prints_the_precision_table_alone_without_training():
