@@ -185,7 +185,9 @@ def test_mnist_falls_back_to_sample_when_offline(monkeypatch, tmp_path, caplog):
     start = time.monotonic()
     with caplog.at_level("WARNING"):
         source = sources.load_source("mnist", tfds_data_dir=str(tmp_path / "tfds"))
-    assert time.monotonic() - start < 5
+    # Not a speed target: tfds' retries offline take ~3.5 minutes; the fallback must not wait for them (a loaded
+    # 2-core machine takes a few seconds to read the sample).
+    assert time.monotonic() - start < 60
     assert source.name == "mnist_sample"
     assert (source.num_train, source.num_test) == (4000, 1000)
     assert "not prepared" in source.fallback_reason
