@@ -206,7 +206,7 @@ def choose_jit_compile(requested, *, gpus=None, distributed=None):
     gpus = gpu_details() if gpus is None else gpus
     if gpus:
         return True, "GPU present"
-    return False, "no GPU; XLA on CPU trains these models several times slower (train_throughput.py --ablation)"
+    return False, "no GPU; XLA on CPU trains these models several times slower: train_throughput.py --ablation"
 
 
 # Auto steps_per_execution stays at or below this. Measured in the trainer on
