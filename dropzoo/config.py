@@ -275,6 +275,7 @@ def validate(config):
             # Before any run trains: runs identical to a refused canonical would be lost with it.
             models.keras_own.check_canonical_kind(models.get_spec(config.model), config.placement_spec,
                                                     config.kind)
+        sources.check_dataset_alone(config.dataset, sources.config_arguments(config))
         sources.choose(sources.config_arguments(config))
         if config.color_mode not in readers.COLOR_MODES:
             raise ConfigError(f"unknown color_mode {config.color_mode!r}; valid: {', '.join(readers.COLOR_MODES)}")

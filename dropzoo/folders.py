@@ -68,7 +68,7 @@ def notes(given, scored):
         fix = ("" if any(is_training_folder(origin, given["image_dir"]) for origin, _, _, _ in scored) else
                f"; to score every image in it, pass --test_image_dir={given['image_dir']} too")
         found.append(f"scored the test split of {given['image_dir']} ({counts} images: "
-                     f"{sources.IMAGE_TEST_FRACTION:.0%} of each class, rounded, at least one image each){fix}")
+                     f"{readers.IMAGE_TEST_FRACTION:.0%} of each class, rounded, at least one image each){fix}")
     folder = given.get("test_image_dir") or given.get("image_dir")
     trained = [run for origin, _, run, _ in scored
                if scores_training_images(origin, given) or holds_training_images(origin, given)]

@@ -10,6 +10,7 @@
 Each reader returns uint8 images [N, H, W, C] and int64 labels [N], and
 raises `DataError` (one line) for anything a user can fix.
 """
+import hashlib
 import os
 import unicodedata
 import zipfile
@@ -161,6 +162,8 @@ def _checked_arrays(path, split, images, labels):
 
 # --------------------------------------------------------- image folders
 
+# A folder without --test_image_dir: this fraction of each class is held out to test (split_files).
+IMAGE_TEST_FRACTION = 0.2
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # An image with more pixels than this is refused from its header, before it is decoded (a
 # decompression bomb: a few KB of PNG can decode to gigabytes). 6,000 x 5,500.
@@ -392,3 +395,29 @@ def parse_image_size(text):
         raise DataError(f"--image_size={size[0]},{size[1]} is {size[0] * size[1]:,} pixels an image, more than the "
                         f"{MAX_IMAGE_PIXELS:,} an image may have here; give a smaller size (e.g. 224,224)")
     return size
+
+
+def check_test_folder_apart(image_dir, test_image_dir):
+    """DataError where --test_image_dir is --image_dir: a run would be tested on the images it trains on."""
+    if test_image_dir and os.path.realpath(test_image_dir) == os.path.realpath(image_dir):
+        raise DataError(f"--test_image_dir {os.path.abspath(test_image_dir)} is --image_dir: the run would be tested "
+                        "on the images it trains on; give a folder of other images, or drop --test_image_dir to hold "
+                        f"out {IMAGE_TEST_FRACTION:.0%} of each class")
+
+
+def split_files(files, root):
+    """(train, test) files: per class, the IMAGE_TEST_FRACTION whose path hash (of the name's bytes: any name, UTF-8
+    or not) sorts first (seed-free, stable)."""
+    by_class = {}
+    for path, label in files:
+        by_class.setdefault(label, []).append(path)
+    train, test = [], []
+    for label, paths in sorted(by_class.items()):
+        ordered = sorted(paths, key=lambda p: hashlib.sha256(os.fsencode(os.path.relpath(p, root))).hexdigest())
+        n_test = max(1, round(len(ordered) * IMAGE_TEST_FRACTION))  # every class has 2 or more (checked)
+        test += [(p, label) for p in ordered[:n_test]]
+        train += [(p, label) for p in ordered[n_test:]]
+    if not test:
+        raise DataError(f"--image_dir {root} has too few images per class to hold out a test split; add images or "
+                        "pass --test_image_dir")
+    return train, test

@@ -45,8 +45,6 @@ DEFAULT_DATASET = "mnist"
 # Sources a --dataset beside would be ignored by (beside --idx_dir it names that dataset's IDX files).
 NOT_WITH_DATASET = ("npz", "image_dir")
 _ARRAY_ORDER_SEED = 1234
-# An image folder without a test folder: this share of each class is the test split.
-IMAGE_TEST_FRACTION = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +112,7 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
     if test_image_dir:
         test_root = os.path.abspath(test_image_dir)
         if need_train:
-            check_test_folder_apart(root, test_root)
+            readers.check_test_folder_apart(root, test_root)
         test_classes, test_files = readers.list_image_folder(test_root, "--test_image_dir", training=need_train)
         readers.check_test_classes(test_root, test_classes, root, classes)
         untested = sorted(set(classes) - {test_classes[label] for _, label in test_files})
@@ -128,12 +126,12 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
         alone = sorted(name for name, n in counts.items() if n < 2)
         if alone:  # its one image would train and never be tested
             raise DataError(f"--image_dir {root}: class(es) {', '.join(alone)} have a single image; the test split "
-                            f"takes {IMAGE_TEST_FRACTION:.0%} of each class, so give each class at least 2 images "
-                            "(5 or more for a useful test), or a --test_image_dir (with --validation_fraction=0, "
-                            "so that each single image trains)")
-        test_root, (train_files, test_files) = None, _split_files(files, root)
-        details["test_split"] = {"fraction": IMAGE_TEST_FRACTION, "rule": "per class, the files whose sha256 of "
-                                 "their path below --image_dir sorts first", "test_files_sha256": hashlib.sha256(
+                            f"takes {readers.IMAGE_TEST_FRACTION:.0%} of each class, so give each class at least 2 "
+                            "images (5 or more for a useful test), or a --test_image_dir (with "
+                            "--validation_fraction=0, so that each single image trains)")
+        test_root, (train_files, test_files) = None, readers.split_files(files, root)
+        details["test_split"] = {"fraction": readers.IMAGE_TEST_FRACTION, "rule": "per class, the files whose sha256 "
+                                 "of their path below --image_dir sorts first", "test_files_sha256": hashlib.sha256(
                                      os.fsencode("\n".join(sorted(os.path.relpath(p, root) for p, _ in test_files)))
                                  ).hexdigest()}
     # One read of both splits: every unreadable file, and a test image of another size, is said at once.
@@ -147,32 +145,6 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
               "color_mode": color_mode}
     name = f"images:{root}" + (f", tested on {test_root}" if test_root else "")
     return _source(name, train, test, origin=origin, details=details)
-
-
-def check_test_folder_apart(image_dir, test_image_dir):
-    """DataError where --test_image_dir is --image_dir: a run would be tested on the images it trains on."""
-    if test_image_dir and os.path.realpath(test_image_dir) == os.path.realpath(image_dir):
-        raise DataError(f"--test_image_dir {os.path.abspath(test_image_dir)} is --image_dir: the run would be tested "
-                        "on the images it trains on; give a folder of other images, or drop --test_image_dir to hold "
-                        f"out {IMAGE_TEST_FRACTION:.0%} of each class")
-
-
-def _split_files(files, root):
-    """(train, test) files: per class, the IMAGE_TEST_FRACTION whose path hash (of the name's bytes: any name, UTF-8
-    or not) sorts first (seed-free, stable)."""
-    by_class = {}
-    for path, label in files:
-        by_class.setdefault(label, []).append(path)
-    train, test = [], []
-    for label, paths in sorted(by_class.items()):
-        ordered = sorted(paths, key=lambda p: hashlib.sha256(os.fsencode(os.path.relpath(p, root))).hexdigest())
-        n_test = max(1, round(len(ordered) * IMAGE_TEST_FRACTION))  # every class has 2 or more (checked)
-        test += [(p, label) for p in ordered[:n_test]]
-        train += [(p, label) for p in ordered[n_test:]]
-    if not test:
-        raise DataError(f"--image_dir {root} has too few images per class to hold out a test split; add images or "
-                        "pass --test_image_dir")
-    return train, test
 
 
 def _load_idx(need_train, idx_dir):
@@ -237,6 +209,15 @@ def unused_arguments(arguments):
     return tuple(key for key in ARGUMENTS if key not in chosen.keys)
 
 
+def check_dataset_alone(dataset, arguments):
+    """DataError where a --dataset other than the default is given beside files (--npz, --idx_dir, --image_dir):
+    it would be ignored, yet recorded as the run's data (records, which may hold both, are read by `choose`)."""
+    other = next((key for key in NOT_WITH_DATASET if arguments.get(key)), None)
+    if dataset not in (None, DEFAULT_DATASET) and other:
+        raise DataError(f"give one data source, not --{other} and --dataset={dataset}: "
+                        + "; ".join(s.flag for s in SOURCES))
+
+
 def load_source(dataset=DEFAULT_DATASET, *, need_train=True, network_timeout=3.0, **arguments):
     """The `Source` the arguments name (SOURCES' keys; a run's recorded origin is such arguments).
 
@@ -246,10 +227,7 @@ def load_source(dataset=DEFAULT_DATASET, *, need_train=True, network_timeout=3.0
     unknown = sorted(set(arguments) - set(ARGUMENTS))
     if unknown:
         raise TypeError(f"unknown data argument(s) {', '.join(unknown)}; valid: {', '.join(ARGUMENTS)}")
-    other = next((key for key in NOT_WITH_DATASET if arguments.get(key)), None)
-    if dataset != DEFAULT_DATASET and other:  # ignored, yet recorded as the run's data (records still read: choose)
-        raise DataError(f"give one data source, not --{other} and --dataset={dataset}: "
-                        + "; ".join(s.flag for s in SOURCES))
+    check_dataset_alone(dataset, arguments)
     arguments = {"dataset": dataset, **arguments}
     source = choose(arguments)
     given = {k: arguments[k] for k in source.keys if arguments.get(k) is not None}
@@ -275,7 +253,7 @@ def describe(**arguments):
                                       f"({fallback})")
         return shape, classes, note
     if arguments.get("image_dir"):  # what training refuses before reading its images
-        check_test_folder_apart(arguments["image_dir"], arguments.get("test_image_dir"))
+        readers.check_test_folder_apart(arguments["image_dir"], arguments.get("test_image_dir"))
     source = load_source(need_train=False, **arguments)
     return source.image_shape, source.num_classes, None
 

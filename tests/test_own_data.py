@@ -79,12 +79,12 @@ def test_an_rgb_jpeg_folder_without_a_test_folder_gets_a_fixed_stratified_split(
     second = sources.load_source(image_dir=root, color_mode="rgb")
     assert first.image_shape == (32, 32, 3) and first.num_train + first.num_test == 50
     split = first.details["test_split"]
-    assert split["fraction"] == sources.IMAGE_TEST_FRACTION
+    assert split["fraction"] == readers.IMAGE_TEST_FRACTION
     assert split == second.details["test_split"]  # the same split every time, whatever the run's seed
     labels = [int(y) for _, y in first.test.as_numpy_iterator()]
     per_class = {c: sum(1 for f in os.listdir(os.path.join(root, name))) for c, name in enumerate(["left", "right"])}
     for c, count in per_class.items():  # stratified: each class gives its own share
-        assert labels.count(c) == max(1, round(count * sources.IMAGE_TEST_FRACTION))
+        assert labels.count(c) == max(1, round(count * readers.IMAGE_TEST_FRACTION))
 
 
 def test_image_size_resizes_and_mixed_sizes_without_it_are_one_line(tmp_path):

@@ -840,3 +840,9 @@ def test_sweep_values_that_are_not_a_list_are_one_line_from_python():
             sweep.expand(config_lib.TrainConfig(), sweeps)
         assert str(info.value).startswith(message)
     assert len(sweep.expand(config_lib.TrainConfig(model="dense_mlp"), {"placement": ("canonical", "none")})) == 2
+
+
+def test_a_dataset_beside_files_is_refused_when_the_config_is_validated():
+    # It passed validate() and was refused only when the data loaded (a dry run, a sweep's first run).
+    with pytest.raises(config_lib.ConfigError, match=r"^give one data source, not --npz and --dataset=fashion_mnist"):
+        config_lib.validate(config_lib.TrainConfig(npz="/x.npz", dataset="fashion_mnist"))
