@@ -80,7 +80,7 @@ def _train(overwrite):
             print(f"task {index} of {count} (from {source}): {len(mine)} of the plan's {len(runs)} runs", flush=True)
             shards.check_slurm_share(mine, plan, index, count, source)
             shards.check_array_plans(runs, plan, index, source, record=not fv.dry_run)  # a dry run only compares
-            shards.check_task_counts(runs, plan, index, count, source, record=not fv.dry_run, overwrite=fv.overwrite)
+            shards.check_task_counts(runs, plan, index, count, source, record=not fv.dry_run)
             unchecked = shards.kubernetes_unchecked(source)
             if unchecked:
                 logging.warning("%s", unchecked)

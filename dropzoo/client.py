@@ -25,7 +25,7 @@ and floats between those (resized, augmented) are refused with the fix.
 From a shell, each image file's class, read at the export's size and
 channels as `--image_dir` reads images (`main`):
 
-    python -m dropzoo.client runs/mine/canonical/seed0/saved_model photo.jpg other.png
+    python -m dropzoo.client runs/mine/canonical/seed0 photo.jpg other.png     # a run, or its saved_model/
 """
 import numbers
 import os
@@ -153,7 +153,7 @@ def _as_uint8(pixels, dtype):
     return whole.astype(np.uint8)
 
 
-USAGE = "python -m dropzoo.client SAVED_MODEL IMAGE [IMAGE ...]"
+USAGE = "python -m dropzoo.client SAVED_MODEL_OR_RUN IMAGE [IMAGE ...]"
 
 
 def classify(saved_model, paths):
@@ -179,7 +179,7 @@ def main(argv):
     from dropzoo import errors
 
     errors.plain_logs()
-    if argv[:1] in (["-h"], ["--help"]):
+    if "-h" in argv or "--help" in argv:
         print(f"usage: {USAGE}\nprints each image file's class and its probability, the files read at the export's "
               "size and channels as --image_dir reads images")
         return 0

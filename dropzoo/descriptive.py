@@ -51,7 +51,8 @@ def record_fields(metrics):
             "batch_accuracy": accuracy[-1] if accuracy else None,
             "norm_shifts": shifts or None,
             "cpu": (f"{machine['cpu']} ({machine.get('cpu_kind', 'kind not recorded')})"
-                    + (f", {machine['cores']} cores" if machine.get("cores") else "")) if machine.get("cpu") else None}
+                    + (f", {machine['cores']} cores available" if machine.get("cores") else "")) if machine.get("cpu")
+            else None}
 
 
 # The row fields above stay out of runs.json: they are in each run's metrics.json already.

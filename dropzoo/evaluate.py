@@ -377,14 +377,17 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
         serving_fn = load_serving_fn(path)
         classes = serving_fn.structured_outputs[PROBABILITIES_KEY].shape[-1]
         image_shape = serving_input_spec(serving_fn, f"SavedModel {path}")[1].shape[1:]
-    if data is None and run_holding(path):  # a run's own export: the run's own test data, as eval.py scores it
+    run = run_holding(path)
+    if run and (data is None or trained_on is None):  # a run's own export: its data, as eval.py reads them
         from dropzoo import workdir as workdirs
 
-        metrics = files.read_json(os.path.join(run_holding(path), "metrics.json"), "delete it and rerun that run's "
-                                  "train.py command", {"data": {"origin": dict}})
-        data, trained_on = workdirs.test_origin(metrics), trained_on or metrics["data"]["origin"]
-        if run_class_names is None:
-            run_class_names = (metrics["data"].get("details") or {}).get("class_names") or ()
+        metrics = files.read_json(os.path.join(run, "metrics.json"), "delete it and rerun that run's train.py "
+                                  "command", {"data": {"origin": dict}})
+        trained_on = trained_on or metrics["data"]["origin"]  # its training images are left out of OOD data
+        if data is None:  # its own test data
+            data = workdirs.test_origin(metrics)
+            if run_class_names is None:
+                run_class_names = (metrics["data"].get("details") or {}).get("class_names") or ()
     elif data is None:
         check_copied_export_data(path, tflite_model)
     source = sources.load_source(**(data or {}), need_train=False)

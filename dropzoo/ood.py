@@ -112,7 +112,7 @@ def load(ood):
     except DataError as e:  # the loaders name the flags of the data under test: name OOD data's own
         message = str(e).replace("(a folder with one subfolder of images per class)", "(a folder of images)")
         message = re.sub(r"--(idx_dir|dataset|npz|image_dir)\b", r"--ood_\1", message)
-        raise DataError(f"out-of-distribution data: {message}") from None
+        raise type(e)(f"out-of-distribution data: {message}") from None  # (UnknownDataError stays one)
 
 
 def _arrays(path):

@@ -254,7 +254,7 @@ def check_array_plans(runs, sweep_plan, index, source, environ=None, record=True
                               f"{index} (from {runs[0][1]}), though an array job runs one command; {own}")
 
 
-def check_task_counts(runs, sweep_plan, index, count, source, record=True, overwrite=False):
+def check_task_counts(runs, sweep_plan, index, count, source, record=True):
     """Records this task's share of the plan in the runs' root; ConfigError where another task of the same
     plan split it into another count (but 1, the whole plan): shares of two splits leave runs to no task,
     without a word.
@@ -263,15 +263,13 @@ def check_task_counts(runs, sweep_plan, index, count, source, record=True, overw
     records nothing (a corrected rerun is not refused for it). A task reads
     again after writing, so of two starting together at least one refuses.
     With `record` False (a dry run) it only compares, and writes nothing.
-    `overwrite` (--overwrite): another plan of the same runs with other
-    settings is replaced, not refused (check_other_settings).
     """
     if count == 1 or not runs:
         return
     digest = _plan_digest(runs, sweep_plan)[:16]
     prefix = f"split-{digest}-task"
     where = _tasks_dir(runs, make=record)
-    check_other_settings(runs, where, digest, replace=overwrite and record, refuse=not overwrite)
+    check_other_settings(runs, where, digest)
     own = os.path.join(where, f"{prefix}{index}.json")
     for written in (False, True) if record else (False,):
         for task, other in _others(where, prefix).items():
@@ -297,16 +295,17 @@ def check_task_counts(runs, sweep_plan, index, count, source, record=True, overw
     files.write_json(os.path.join(where, f"plan-{digest}.json"), {"runs": planned, "settings": settings})
 
 
-def check_other_settings(runs, where, digest, replace=False, refuse=True):
+def check_other_settings(runs, where, digest):
     """ConfigError where another split plan in `where` (its `plan-*.json`) trains one of `runs` with other
     settings: hand-typed tasks given other flags (task 0 with --epochs=12, task 1 with --epochs=20) would train
     their shares into one study as other variants, each short of seeds. Plans of more or fewer seeds of the same
     settings (a study extended) share their common runs and pass; a setting an older plan lacks (a field added to
-    the code since) counts as its default. With `replace` (--overwrite, which replaces those runs) the other plan
-    is removed instead; with `refuse` False, nothing is refused."""
+    the code since) counts as its default. --overwrite does not pass it: one task's --overwrite replaces its own
+    share only, and the other plan's runs would stay beside them as another variant."""
     mine = {os.path.relpath(os.path.abspath(workdir), os.path.dirname(where)): (dict(_settings(config)), workdir)
             for config, workdir in runs}
     defaults = {name: repr(field.default) for name, field in config_lib.FIELDS.items() if name not in _PER_TASK}
+    conflicts = []  # (plan path, the first run's difference)
     for path in sorted(glob.glob(os.path.join(glob.escape(where), "plan-*.json"))):
         if os.path.basename(path) == f"plan-{digest}.json":
             continue
@@ -318,18 +317,17 @@ def check_other_settings(runs, where, digest, replace=False, refuse=True):
             here, workdir = mine.get(os.path.normpath(run), (None, None))
             if here is None or {**defaults, **here} == {**defaults, **settings}:
                 continue
-            if replace:
-                os.remove(path)
-                break
-            if not refuse:
-                break
             differ = [f"{k}: {settings.get(k, defaults.get(k, 'unset'))} there, {here.get(k, defaults.get(k, 'unset'))}"
                       " here" for k in sorted(here.keys() | settings.keys())
                       if here.get(k, defaults.get(k)) != settings.get(k, defaults.get(k))]
-            raise ConfigError(f"another task split this study with other settings ({path}): {workdir} trains with "
-                              f"{'; '.join(differ)}, so the tasks' shares would be other variants, each short of "
-                              "seeds; give every task the same flags, or --overwrite to replace its runs, or, if "
-                              f"that plan was given up, delete its runs and {path}")
+            conflicts.append((path, f"{workdir} trains with {'; '.join(differ)}"))
+            break
+    if conflicts:
+        path, differ = conflicts[0]
+        raise ConfigError(f"another task split this study with other settings ({path}): {differ}, so the tasks' "
+                          "shares would be other variants, each short of seeds; give every task the same flags, or, "
+                          f"to train the study anew with these, delete {' and '.join(p for p, _ in conflicts)} and "
+                          "run every task with them and --overwrite")
 
 
 def plans(runs_dir):

@@ -50,16 +50,24 @@ def mc_notes(rows):
 
 
 # Why the OOD data could not be checked for a run's training images (ood.apart), and what follows.
-UNCHECKED_OOD = ("its training data is not here to compare with (data from tensorflow-datasets is not loaded to "
-                 "look, or its files moved), so any out-of-distribution images it trained on count as unseen")
+UNCHECKED_OOD = ("its training data is not looked up here (data from tensorflow-datasets is not loaded to look, or "
+                 "its files moved), so any out-of-distribution images it trained on count as unseen")
 
 
 def ood_notes(rows):
-    """A note where the OOD data was not checked for the training images of some runs (ood.apart)."""
-    runs = [r for r in rows if r.get("ood_data_source") and not r.get("ood_train_checked")]
-    variants = ", ".join(sorted({r["variant"] for r in runs}, key=records.natural_key))
-    return [f"the out-of-distribution data was not checked for the training images of {len(runs)} run"
-            f"{'s' * (len(runs) != 1)} ({variants}): for each, {UNCHECKED_OOD}"] if runs else []
+    """Notes where the OOD data was not checked for the training images of some runs (ood.apart): their training
+    data could not be looked up, or their saved evaluations are older than the check (and no SavedModel is here to
+    compute them again)."""
+    notes = []
+    for checked, why in ((False, f"for each, {UNCHECKED_OOD}"),
+                         (None, "their OOD scores come from evaluations saved before the check, and no SavedModel "
+                                "is here to compute them again")):
+        runs = [r for r in rows if r.get("ood_data_source") and r.get("ood_train_checked") is checked]
+        if runs:
+            variants = ", ".join(sorted({r["variant"] for r in runs}, key=records.natural_key))
+            notes.append(f"the out-of-distribution data was not checked for the training images of {len(runs)} run"
+                         f"{'s' * (len(runs) != 1)} ({variants}): {why}")
+    return notes
 
 
 def markdown(table, columns, cell, ood_source=None, notes=()):

@@ -77,7 +77,7 @@ def test_a_metrics_record_gives_its_times_cpu_batch_accuracy_and_bn_shifts():
                                  "dense1.post": {"rate": 0.5, "drop_fraction": 0.49}}}
     assert descriptive.record_fields(metrics) == {"wall_time_sec": 12.5, "resumed_from_epoch": 0, "batch_accuracy": 0.9,
                                                   "norm_shifts": {"conv1.bn": 1.5},
-                                                  "cpu": "AMD EPYC (AVX-512 BF16), 2 cores"}
+                                                  "cpu": "AMD EPYC (AVX-512 BF16), 2 cores available"}
     assert descriptive.record_fields({"resumed_from_epoch": 3}) == {
         "wall_time_sec": None, "resumed_from_epoch": 3, "batch_accuracy": None, "norm_shifts": None, "cpu": None}
 

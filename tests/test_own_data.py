@@ -501,15 +501,15 @@ def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wr
     assert client.main([os.path.dirname(path), files[0]]) == 0  # the run's directory: its saved_model/
     assert capsys.readouterr().out.splitlines() == lines[:1]
     assert client.main([]) == 2
-    assert capsys.readouterr().err.startswith("error: usage: python -m dropzoo.client SAVED_MODEL IMAGE")
-    assert client.main(["--help"]) == 0
-    assert capsys.readouterr().out.startswith("usage: python -m dropzoo.client SAVED_MODEL IMAGE")
+    assert capsys.readouterr().err.startswith("error: usage: python -m dropzoo.client SAVED_MODEL_OR_RUN IMAGE")
+    assert client.main([path, "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: python -m dropzoo.client SAVED_MODEL_OR_RUN IMAGE")
     with pytest.raises(SystemExit) as exit_:
         client.main([path, str(tmp_path / "missing.png")])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'missing.png'} is not a file; give image files "
-                                               "(PNG, JPEG, BMP, GIF), e.g. python -m dropzoo.client SAVED_MODEL "
-                                               "IMAGE [IMAGE ...]")
+                                               "(PNG, JPEG, BMP, GIF), e.g. python -m dropzoo.client "
+                                               "SAVED_MODEL_OR_RUN IMAGE [IMAGE ...]")
 
 
 def test_the_client_serves_mc_dropout_the_uint8_pixels_floats_came_from(export):

@@ -78,7 +78,7 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
         text = f.read()
         assert text == g.read()
     cpu = performance.describe_machine()
-    assert f"| {cpu['cpu']} ({cpu['cpu_kind']}), {cpu['cores']} cores | 6 | 0 |" in text
+    assert f"| {cpu['cpu']} ({cpu['cpu_kind']}), {cpu['cores']} cores available | 6 | 0 |" in text
 
 
 @pytest.mark.slow
@@ -185,6 +185,9 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
     # hold (it read the npz's, with a note only).
     with pytest.raises(DataError, match=r"^unknown dataset 'mnst'"):
         compare.compare_runs(str(study / "a"), data_override={"dataset": "mnst"}, output_dir=str(tmp_path / "o9"))
+    with pytest.raises(DataError, match=r"^out-of-distribution data: unknown dataset 'mnst'"):  # OOD data too
+        compare.compare_runs(str(study / "a"), data_override={"npz": str(npz)}, ood={"dataset": "mnst"},
+                             output_dir=str(tmp_path / "o10"))
 
 
 def test_a_comparison_reads_an_ood_folder_at_each_runs_image_size(study, tmp_path):

@@ -367,10 +367,13 @@ def test_a_runs_training_images_are_looked_up_in_local_files_and_the_sample_only
     assert not ood_lib.unchecked({"ood_data_source": "o"}, {"dataset": "mnist"})  # nothing to check it with
     rows = [{"variant": "m/none", "ood_data_source": "o", "ood_train_checked": False},
             {"variant": "m/conv", "ood_data_source": "o", "ood_train_checked": True}, {"variant": "m/x"}]
+    rows.append({"variant": "m/old", "ood_data_source": "o"})  # saved before the check, no SavedModel to redo it
     assert uncertainty_report.ood_notes(rows) == [
         "the out-of-distribution data was not checked for the training images of 1 run (m/none): for each, its "
-        "training data is not here to compare with (data from tensorflow-datasets is not loaded to look, or its files "
-        "moved), so any out-of-distribution images it trained on count as unseen"]
+        "training data is not looked up here (data from tensorflow-datasets is not loaded to look, or its files "
+        "moved), so any out-of-distribution images it trained on count as unseen",
+        "the out-of-distribution data was not checked for the training images of 1 run (m/old): their OOD scores "
+        "come from evaluations saved before the check, and no SavedModel is here to compute them again"]
 
 
 def test_an_ood_interval_past_its_range_is_marked():
