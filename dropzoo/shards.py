@@ -326,8 +326,8 @@ def check_other_settings(runs, where, digest):
         path, differ = conflicts[0]
         raise ConfigError(f"another task split this study with other settings ({path}): {differ}, so the tasks' "
                           "shares would be other variants, each short of seeds; give every task the same flags, or, "
-                          f"to train the study anew with these, delete {' and '.join(p for p, _ in conflicts)} and "
-                          "run every task with them and --overwrite")
+                          f"to train the study anew with these, delete {' and '.join(p for p, _ in conflicts)} (and "
+                          "the runs only they planned) and run every task with them and --overwrite")
 
 
 def plans(runs_dir):

@@ -60,8 +60,8 @@ def ood_notes(rows):
     compute them again)."""
     notes = []
     for checked, why in ((False, f"for each, {UNCHECKED_OOD}"),
-                         (None, "their OOD scores come from evaluations saved before the check, and no SavedModel "
-                                "is here to compute them again")):
+                         (None, "their OOD scores come from evaluations saved before the check, which could not be "
+                                "done again here (no SavedModel to score, or the training data not looked up here)")):
         runs = [r for r in rows if r.get("ood_data_source") and r.get("ood_train_checked") is checked]
         if runs:
             variants = ", ".join(sorted({r["variant"] for r in runs}, key=records.natural_key))

@@ -427,8 +427,8 @@ def test_a_task_typed_with_other_flags_than_its_siblings_is_refused(tmp_path):
                 r"^another task split this study with other settings \(.*\.tasks/plan-[0-9a-f]+\.json\): "
                 r".*/study/dense_mlp/canonical/seed0 trains with epochs: 12 there, 20 here, so the tasks' shares "
                 r"would be other variants, each short of seeds; give every task the same flags, or, to train the "
-                r"study anew with these, delete .*plan-[0-9a-f]+\.json and run every task with them and "
-                r"--overwrite$")):
+                r"study anew with these, delete .*plan-[0-9a-f]+\.json \(and the runs only they planned\) and run "
+                r"every task with them and --overwrite$")):
             shards.check_task_counts(other, sweep.plan(other), 1, 2, "--task_index and --num_tasks", record=record)
     tasks = tmp_path / "study" / "dense_mlp" / ".tasks"
     assert len(list(tasks.glob("split-*"))) == 1  # the refused task recorded nothing

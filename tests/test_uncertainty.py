@@ -373,7 +373,8 @@ def test_a_runs_training_images_are_looked_up_in_local_files_and_the_sample_only
         "training data is not looked up here (data from tensorflow-datasets is not loaded to look, or its files "
         "moved), so any out-of-distribution images it trained on count as unseen",
         "the out-of-distribution data was not checked for the training images of 1 run (m/old): their OOD scores "
-        "come from evaluations saved before the check, and no SavedModel is here to compute them again"]
+        "come from evaluations saved before the check, which could not be done again here (no SavedModel to score, "
+        "or the training data not looked up here)"]
 
 
 def test_an_ood_interval_past_its_range_is_marked():
