@@ -25,6 +25,7 @@ import tensorflow as tf
 from absl import logging
 
 from dropzoo import data_identity
+from dropzoo import ood
 from dropzoo import readers
 from dropzoo import sources
 from dropzoo.errors import DataError
@@ -284,21 +285,19 @@ def trained_images_notes(trained_on, data, run, scored):
     trained on (`trained_on`, its data's origin), byte for byte: its scores there are not test scores. (Image
     folders are told apart by path: folders.notes.) Data that is neither local files nor the embedded sample is
     not loaded to look."""
-    local = ("npz", "idx_dir")
-    sample = trained_on.get("dataset") == sources.SAMPLE_NAME and not any(trained_on.get(k) for k in local)
-    if not any(data.get(k) for k in local) or not (sample or any(trained_on.get(k) for k in local)):
+    if not any(data.get(k) for k in ("npz", "idx_dir")):
+        return []
+    seen = ood.training_digests(trained_on)  # (None: not looked up here, as for OOD data)
+    if seen is None:
         return []
     try:
-        trained = sources.load_source(**({"dataset": sources.SAMPLE_NAME} if sample else
-                                          {k: v for k, v in trained_on.items() if k in local}), need_train=True)
         test = sources.load_source(**data, need_train=False)
     except (DataError, OSError, ValueError):
-        return []  # the run's data moved: nothing to compare with
+        return []
 
     def images(split):
         return (image for batch, _ in split.batch(1024).as_numpy_iterator() for image in batch)
 
-    seen = data_identity.digests(images(trained.train))
     shared = sum(data_identity.digests([image]) <= seen for image in images(test.test))
     return [f"{shared:,} of the {scored:,} images scored are in the training split of {run}'s data (byte for byte), "
             "which it drew its training images from, so its scores there may include training images, not test scores"
