@@ -133,7 +133,12 @@ class _Data:
         """The Source to evaluate on for fingerprint `sha`: the one loaded, or the run's own origin loaded."""
         found = next((src for fp, src, _ in self.loaded.values() if fp == sha and src is not None), None)
         if found is None and metrics is not None:
-            _, found, error = self.identity(workdirs.test_origin(metrics))
+            origin = workdirs.test_origin(metrics)
+            _, found, error = self.identity(origin)
+            if isinstance(error, UnknownDataError) and set(origin) == {"dataset"}:  # sources.array_source's
+                raise UnknownDataError(f"a run was trained on data named {origin['dataset']!r}, which is no dataset "
+                                       "that can be loaded (arrays are not kept with a run): pass that source again "
+                                       "as source= (or name other data with data_override=)")
             if found is None:
                 raise error
         return found
