@@ -75,10 +75,11 @@ def digests(images):
 _OOD_KEPT = {}
 
 
-def ood_apart(test_images, ood_source, what, key=None, train=None):
+def ood_apart(test_images, ood_source, what, key=None, train=None, trained=None):
     """`ood_source`'s test split without the images that are, byte for byte, test images (`test_images`, an
     iterable of arrays; `what` names whose: a run, or its data's name) or training-split images (`train`: their
-    `digests`, where known); (that dataset, how many test images, how many training images were left out).
+    `digests`, where known; `trained` names whose, `what` by default); (that dataset, how many test images, how
+    many training images were left out).
 
     A test image scored as out-of-distribution pulls the AUROC towards 0.5 without a word, and so does an image the
     run trained on (its own training folder given as OOD data scored AUROC 0.61): left out, with a warning; OOD data
@@ -95,22 +96,22 @@ def ood_apart(test_images, ood_source, what, key=None, train=None):
                 .as_numpy_iterator() for d in map(_digest, images)]
         if key is not None:
             _OOD_KEPT[key] = kept
-    in_test, in_train = kept.count(1), kept.count(2)
+    in_test, in_train, trained = kept.count(1), kept.count(2), trained or what
     if in_test and in_test == len(kept):
         raise DataError(f"the out-of-distribution data is the test data of {what}, or a copy of some of it: all "
                         f"{in_test:,} of its images are test images (byte for byte); give images of something else "
                         "(e.g. Fashion-MNIST for an MNIST model)")
     if in_train and in_test + in_train == len(kept):
-        found = (f"the training data of {what}, or a copy of some of it: all {in_train:,} of its images are training "
-                 "images" if not in_test else f"{what}'s own data: all {len(kept):,} of its images are its test "
-                 f"({in_test:,}) or training ({in_train:,}) images")
+        found = (f"the training data of {trained}, or a copy of some of it: all {in_train:,} of its images are "
+                 "training images" if not in_test else f"made of test and training images: all {len(kept):,} of its "
+                 f"images are test images of {what} ({in_test:,}) or training images of {trained} ({in_train:,})")
         raise DataError(f"the out-of-distribution data is {found} (byte for byte); give images of something else, "
                         "which the model neither trained nor was tested on")
-    for shared, which in ((in_test, "test"), (in_train, "training-split")):  # (validation images are in that split)
-        if shared:
+    for shared, which, whose in ((in_test, "test", what), (in_train, "training-split", trained)):  # (validation
+        if shared:  # images are in the training split)
             logging.warning("%d of the %d out-of-distribution images %s of %s (byte for byte): left out of the OOD "
                             "scores", shared, len(kept), f"is a {which} image" if shared == 1 else f"are {which} "
-                            "images", what)
+                            "images", whose)
     if not in_test + in_train:
         return ood_source.test, 0, 0
     mask = tf.constant([k == 0 for k in kept])

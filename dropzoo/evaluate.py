@@ -377,7 +377,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
         serving_fn = load_serving_fn(path)
         classes = serving_fn.structured_outputs[PROBABILITIES_KEY].shape[-1]
         image_shape = serving_input_spec(serving_fn, f"SavedModel {path}")[1].shape[1:]
-    run = run_holding(path)
+    run, own = run_holding(path), data is None  # (OOD training images are named after the data scored where own)
     if run and (data is None or trained_on is None):  # a run's own export: its data, as eval.py reads them
         from dropzoo import workdir as workdirs
 
@@ -398,7 +398,8 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     data_sha256 = sources.fingerprint(source)
     ood_sha256 = ood_source and sources.fingerprint(ood_source)
     uncertainty.check_ood_is_other(data_sha256, ood_sha256, source.name)
-    ood_test, ood_fields = ood_lib.apart(source, ood_source, source.name, trained_on) if ood_source else (None, {})
+    ood_test, ood_fields = ood_lib.apart(source, ood_source, source.name, trained_on,
+                                         trained=None if own else "the model") if ood_source else (None, {})
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_test, batch_size) if ood_source else None
     if tflite_model:

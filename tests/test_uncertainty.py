@@ -345,11 +345,19 @@ def test_ood_images_that_are_test_or_training_images_are_left_out_or_refused_whe
             in caplog.text)
     assert data_identity.ood_apart((), ood(mixed), "x", key=("t", "o"))[1:] == (1, 2)  # asked once per pair
     # Only test and training images between them: refused, not "no examples" after leaving them all out.
-    with pytest.raises(ValueError, match=r"^the out-of-distribution data is x's own data: all 5 of its images are its "
-                                         r"test \(2\) or training \(3\) images \(byte for byte\); give images of "
-                                         r"something else, which the model neither trained nor was tested on"):
+    with pytest.raises(ValueError, match=r"^the out-of-distribution data is made of test and training images: all 5 "
+                                         r"of its images are test images of x \(2\) or training images of x \(3\) "
+                                         r"\(byte for byte\); give images of something else, which the model neither "
+                                         r"trained nor was tested on"):
         data_identity.ood_apart(test, ood(np.concatenate([test[:2], train[:3]])), "x",
                                 train=data_identity.digests(train))
+    # Scored on other data than it trained on, its training images are named as the model's, not that data's.
+    caplog.clear()
+    data_identity.ood_apart(test, ood(mixed), "y", train=data_identity.digests(train), trained="the model")
+    assert "1 of the 43 out-of-distribution images is a test image of y (byte for byte)" in caplog.text
+    assert "2 of the 43 out-of-distribution images are training-split images of the model (byte" in caplog.text
+    with pytest.raises(ValueError, match=r"^the out-of-distribution data is the training data of the model, or a "):
+        data_identity.ood_apart(test, ood(train), "y", train=data_identity.digests(train), trained="the model")
 
 
 def test_a_runs_training_images_are_looked_up_in_local_files_and_the_sample_only(tmp_path):
