@@ -27,6 +27,7 @@ channels as `--image_dir` reads images (`main`):
 
     python -m dropzoo.client runs/mine/canonical/seed0 photo.jpg other.png     # a run, or its saved_model/
 """
+import glob
 import numbers
 import os
 import sys
@@ -192,6 +193,11 @@ def main(argv):
         if not os.path.isdir(export_dir):
             raise ValueError(f"{export_dir} is not a SavedModel directory; give a run's saved_model/ (or the run's "
                              f"directory) first: {USAGE}")
+        if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")) and export.holds_runs(export_dir):
+            one = os.path.dirname(sorted(glob.glob(os.path.join(glob.escape(export_dir), "**", "metrics.json"),
+                                                   recursive=True))[0])
+            raise ValueError(f"{export_dir} holds runs below it, not an export; give one run first (e.g. {one}): "
+                             f"{USAGE}")
         for path, name, probability in classify(export_dir, argv[1:]):
             print(f"{path}\t{name}\t{probability:.4f}")
     return 0

@@ -84,8 +84,9 @@ def training_digests(origin):
 
 def apart(test_source, ood_source, what, trained_on=None, key=None, trained=None):
     """(the OOD test split without the test images, and the run's training images where `trained_on` (its data's
-    origin) can be looked up here (`trained` names whose, `what` by default), {the result's OOD fields}): `ood_in_test_left_out`, `ood_in_train_left_out`, and
-    with `trained_on`, `ood_train_checked` (False where its training images could not be looked up)."""
+    origin) can be looked up here (`trained` names whose, `what` by default), {the result's OOD fields}):
+    `ood_in_test_left_out`, `ood_in_train_left_out`, and with `trained_on`, `ood_train_checked` (False where its
+    training images could not be looked up)."""
     train = training_digests(trained_on) if trained_on is not None else None
     ood_test, in_test, in_train = data_identity.ood_apart(sources.test_images(test_source), ood_source, what,
                                                           key=key and (*key, repr(trained_on)), train=train,

@@ -500,6 +500,14 @@ def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wr
         expected["probabilities"].max(axis=1), abs=1e-4)
     assert client.main([os.path.dirname(path), files[0]]) == 0  # the run's directory: its saved_model/
     assert capsys.readouterr().out.splitlines() == lines[:1]
+    run = tmp_path / "runs" / "net" / "seed0"  # a folder of runs: one of them is named, not eval.py's --runs_dir
+    shutil.copytree(path, run / "saved_model")
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        client.main([str(tmp_path / "runs"), files[0]])
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'runs'} holds runs below it, not an export; give "
+                                               f"one run first (e.g. {run}): python -m dropzoo.client "
+                                               "SAVED_MODEL_OR_RUN IMAGE [IMAGE ...]")
     assert client.main([]) == 2
     assert capsys.readouterr().err.startswith("error: usage: python -m dropzoo.client SAVED_MODEL_OR_RUN IMAGE")
     assert client.main([path, "--help"]) == 0

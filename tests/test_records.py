@@ -62,7 +62,7 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
                              output_dir=str(tmp_path / "typo"))
     # In-memory arrays are not kept with a run: scored anew (here with MC dropout), they are asked for again.
     with pytest.raises(DataError, match=r"^a run was trained on data named 'tiny', which is no dataset that can be "
-                                        r"loaded \(arrays are not kept with a run\): pass that source again as source="):
+                                        r"loaded \(arrays are not kept with a run\): pass that source again"):
         compare.compare_runs(str(study / "b"), mc_samples=2, output_dir=str(tmp_path / "arrays"))
     with pytest.raises(ValueError, match=r"--runs_dir=.*a, has an empty entry \(a stray comma\?\); drop it"):
         records.find_runs([str(study / "a"), ""])
