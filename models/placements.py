@@ -72,8 +72,8 @@ def _own_head(spec):
     canonical = spec.parse(spec.canonical, allow_stacked=True)
     layer, head_sites = head_of(spec)
     head_tensors = {spec.tensor_of(s) for s in head_sites if s in spec.sites()}
-    if layer is None and spec.dense_names:  # dense layers merged into the classifier's input: their own dropout
-        head_tensors |= spec.classifier_input_tensors()  # on the branches is the head's (0.3 on each, 0.3 on all)
+    if spec.dense_names:  # from the last dense layer(s) to the classifier, through other layers (an Identity, a
+        head_tensors |= spec.classifier_input_tensors()  # GaussianNoise; merged branches: 0.3 on each, 0.3 on all)
     return {name: site.rate for name, site in canonical.items()
             if name in head_sites or spec.tensor_of(name) in head_tensors}
 

@@ -558,6 +558,19 @@ def test_the_head_rate_is_the_dropout_nearest_the_classifier():
     assert got["canonical"] == "p1.post:0.25,out.pre:0.5" and got["before_dense"] == "out.pre:0.5"
 
 
+@pytest.mark.parametrize("between", [lambda: keras.layers.Identity(name="x"), lambda: keras.layers.GaussianNoise(
+    0.1, name="x"), lambda: keras.layers.ActivityRegularization(name="x"), lambda: keras.layers.Activation("linear",
+                                                                                                         name="x")])
+def test_the_head_rate_is_read_through_layers_between_the_last_dense_layer_and_its_dropout(between):
+    # Dense(relu) -> GaussianNoise -> Dropout(0.3) -> classifier: canonical kept the 0.3 and every head placement
+    # silently took the default 0.5, so canonical vs after_activation changed the rate as well as the place.
+    got = _placements(_head(keras.layers.Dense(16, activation="relu", name="fc"), between(),
+                            keras.layers.Dropout(0.3)))
+    assert got["canonical"] == "x.post:0.3"
+    assert (got["after_activation"], got["before_activation"], got["before_dense"]) == (
+        "fc.post:0.3", "fc.mid:0.3", "fc.pre:0.3")
+
+
 def _head(*layers):
     """Conv, pool, flatten, then `layers`, then a Dense(10) classifier."""
     return _sequential(keras.layers.Conv2D(4, 3, activation="relu", name="c"), keras.layers.MaxPooling2D(name="p"),
