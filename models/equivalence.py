@@ -2,8 +2,10 @@
 
     python -m models.equivalence [--models=keras_mnist_cnn,...] [--activations=relu,...]
                                  [--precisions=float32,mixed_bfloat16,mixed_float16]
+    python -m models.equivalence --network=conv32k3,pool2,flatten,dense128,dropout0.5   (or @FILE)
 
-For each model and hidden activation (float32) it checks:
+For each model (the zoo's, or a network of your own written as text) and
+hidden activation (float32) it checks:
 
 1. `before_activation` vs `after_activation` with the same weights and the
    same dropout mask: identical in training mode exactly when the activation
@@ -383,6 +385,28 @@ def run(model_names=None, activations=None, precisions=None, seed=0):
     return findings
 
 
+def register_network(text):
+    """The name of the network `text` describes (layer tokens or JSON, as train.py's --network), registered to be
+    checked; ValueError (one line) where it is malformed or has no hidden layer to move dropout across."""
+    spec = models.get_spec(models.register_spec(models.parse_network(text)))
+    if not any(isinstance(entry, (network.Conv, network.Dense)) for entry in spec.layers):
+        raise ValueError(f"network {spec.name} has no hidden conv or dense layer, so no activation to move dropout "
+                         "across; give a network with one (e.g. flatten,dense128,dropout0.5)")
+    return spec.name
+
+
+def _network_text(value):
+    """--network's spec: the value, or the contents of FILE for `@FILE`."""
+    if not value.startswith("@"):
+        return value
+    try:
+        with open(value[1:], encoding="utf-8-sig") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--network: cannot read {value[1:]!r} ({getattr(e, 'strerror', None) or e}); @FILE names "
+                         "a text file holding the network spec") from None
+
+
 def report(findings):
     """The findings as text, grouped by model and activation."""
     lines, group = [], None
@@ -400,7 +424,10 @@ def report(findings):
 def main(argv):
     del argv
     try:
-        findings = run(flags.FLAGS.models, flags.FLAGS.activations, flags.FLAGS.precisions)
+        names = flags.FLAGS.models
+        if flags.FLAGS.network is not None:  # a network of your own: checked alone, or beside --models
+            names = [register_network(_network_text(flags.FLAGS.network)), *(names or ())]
+        findings = run(names, flags.FLAGS.activations, flags.FLAGS.precisions)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -411,6 +438,8 @@ def main(argv):
 if __name__ == "__main__":
     # Defined here, not at import, so importing this module adds no flags.
     flags.DEFINE_list("models", None, "Models to check (default: all).")
+    flags.DEFINE_string("network", None, "A network of your own as layer tokens, as train.py's --network takes it "
+                        "(or @FILE), checked instead of the zoo's (beside --models where given).")
     flags.DEFINE_list("activations", None, "Hidden activations (default: all).")
     flags.DEFINE_list("precisions", None, f"Policies for the layer checks (default: {','.join(PRECISIONS)}).")
     app.run(main)

@@ -48,6 +48,23 @@ def test_one_model_holds_every_claim():
     assert {f.claim[0] for f in rows} == {"1", "2", "3", "4", "5", "6"}  # each claim numbered once
 
 
+def test_a_network_of_your_own_written_as_text_holds_every_claim(tmp_path):
+    """`--network`: the claims for a user's text network (the zoo's four alone were checked)."""
+    path = tmp_path / "net.txt"
+    path.write_text("conv8k3,pool2,flatten,dense16,dropout0.3\n")
+    name = equivalence.register_network(equivalence._network_text(f"@{path}"))
+    rows = equivalence.run([name], ["relu", "tanh"], ["float32"])
+    assert rows and all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
+    assert {f.model for f in rows} == {name, equivalence.LAYERS}
+    assert {f.claim[0] for f in rows if f.model == name} == {"1", "2", "3", "4"}
+    with pytest.raises(ValueError, match=r"^network flatten has no hidden conv or dense layer, so no activation to "
+                                         r"move dropout across; give a network with one"):
+        equivalence.register_network("flatten")
+    with pytest.raises(ValueError, match=r"^--network: cannot read .*missing.txt' \(No such file or directory\); "
+                                         r"@FILE names a text file holding the network spec$"):
+        equivalence._network_text(f"@{tmp_path / 'missing.txt'}")
+
+
 @pytest.mark.slow
 def test_claim1_activation_order(findings):
     rows = _by_claim(findings, "1 ")
