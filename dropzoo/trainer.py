@@ -420,8 +420,8 @@ def weights_digest(model):
 
 
 def steady_examples_per_sec(epochs, batch_size, num_train, steps_per_epoch):
-    """Examples/s over every epoch but the first (which pays for tracing)."""
-    timed = epochs[1:] or epochs
+    """Examples/s over every epoch of this session but its first (which pays for tracing); None with one alone."""
+    timed = epochs[1:]
     examples = sum(num_train if steps == steps_per_epoch else steps * batch_size for steps, _ in timed)
     seconds = sum(s for _, s in timed)
     return examples / seconds if seconds > 0 else None

@@ -56,6 +56,9 @@ def test_run_writes_everything_the_user_needs(finished_run):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])
     assert metrics["test_accuracy"] > 0.5, "the quadrant task is easy; training must learn it"
     assert metrics["train_examples_per_sec"] > 0
+    # One epoch in a session is all tracing: no steady-state rate (it read 2.8x low after a resume of the last).
+    assert trainer.steady_examples_per_sec([(6, 2.4)], 16, 96, 6) is None
+    assert trainer.steady_examples_per_sec([(6, 2.4), (6, 0.5), (3, 0.5)], 16, 96, 6) == (96 + 48) / 1.0
     seconds = metrics["epoch_train_seconds"]
     assert len(seconds) == 3 and all(s > 0 for s in seconds)
     assert sum(seconds) <= metrics["train_time_sec"] < metrics["wall_time_sec"]
