@@ -275,13 +275,17 @@ def list_image_folder(directory, what="--image_dir", training=True):
     return classes, files
 
 
+SCORED = "scored"  # read_images' `model` for test images read to be scored, in the colour mode of a run or the flags
+
+
 def read_images(paths, size=None, color_mode="grayscale", model=None):
     """uint8 [N, H, W, C] of the image files at `paths` (C = 1 for grayscale, 3 for rgb).
 
     With `size` (H, W), each image is resized to it with bilinear
     interpolation (PIL's, on uint8 pixels: what a client must do too);
     without, every image must already have one size. `model`: what chose the
-    size and colour mode (else the flags did), named in the colour warning.
+    size and colour mode (else the flags did, for training; SCORED: for
+    scoring, the run's or the flags'), named in the colour warning.
     """
     from PIL import Image  # imported here: only image folders need it
     from PIL import ImageOps
@@ -333,7 +337,10 @@ def read_images(paths, size=None, color_mode="grayscale", model=None):
         more = f"; {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
         raise DataError(f"{len(unreadable)} file(s) cannot be read as images: {'; '.join(unreadable[:3])}{more}; "
                         "remove them or replace them with PNG/JPEG/BMP/GIF files")
-    if colour and model:
+    if colour and model == SCORED:
+        logging.warning("%s has colours, and images are read as grayscale (the run's colour mode, or --color_mode="
+                        "grayscale, the default); a model that takes colour needs --color_mode=rgb", colour)
+    elif colour and model:
         logging.warning("%s has colours, and images are read as grayscale, as %s takes them", colour, model)
     elif colour:
         logging.warning("%s has colours, and images are read as grayscale (--color_mode=grayscale, the default); "

@@ -136,7 +136,7 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
                                  ).hexdigest()}
     # One read of both splits: every unreadable file, and a test image of another size, is said at once.
     read = readers.read_images([p for p, _ in test_files] + [p for p, _ in train_files if need_train], size,
-                               color_mode, model=None if need_train else "the run")  # (scored: its colour mode)
+                               color_mode, model=None if need_train else readers.SCORED)
     test = (read[:len(test_files)], np.array([label for _, label in test_files], np.int64))
     train = None
     if need_train:

@@ -856,6 +856,13 @@ def test_colour_images_read_as_grayscale_are_said_to_be(tmp_path, caplog):
         assert readers.read_images([red]).shape == (1, 12, 12, 1)
     assert "red.png has colours, and images are read as grayscale" in caplog.text
     assert readers.read_images([red], color_mode="rgb").shape == (1, 12, 12, 3)
+    # Test images to score, in the flags' default mode: not "as the run takes them" (there may be no run, and the
+    # model take colour).
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        sources.load_source(image_dir=gray, test_image_dir=gray, need_train=False)
+    assert ("red.png has colours, and images are read as grayscale (the run's colour mode, or --color_mode=grayscale, "
+            "the default); a model that takes colour needs --color_mode=rgb") in caplog.text
 
 
 def test_transparent_images_are_said_to_lose_their_background(tmp_path, caplog):
