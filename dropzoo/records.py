@@ -134,13 +134,15 @@ class _Data:
         found = next((src for fp, src, _ in self.loaded.values() if fp == sha and src is not None), None)
         if found is None and metrics is not None:
             origin = workdirs.test_origin(metrics)
-            _, found, error = self.identity(origin)
-            if isinstance(error, UnknownDataError) and set(origin) == {"dataset"}:  # sources.array_source's
-                raise UnknownDataError(f"a run was trained on data named {origin['dataset']!r}, which is no dataset "
-                                       "that can be loaded (arrays are not kept with a run): pass that source again "
-                                       "as source= (or name other data with data_override=)")
-            if found is None:
-                raise error
+            now, found, error = self.identity(origin)
+            if found is None and not (isinstance(error, UnknownDataError) and set(origin) == {"dataset"}):
+                raise error  # (a name alone: sources.array_source's, or the data a run tested on, changed)
+            if now != sha:  # scored and saved under `sha`, other data would answer for the run's own from then on
+                raise DataError(f"the runs' test data ({_flags_of(origin)}) is not here as they were tested on it "
+                                f"(sha256 {sha[:12]}... then, {f'{now[:12]}... now' if now else 'not loadable now'}): "
+                                "give it again (Python: source=, as arrays are not kept with a run; eval.py: --npz, "
+                                "--image_dir or --idx_dir), or compare with the --mc_samples, --mc_seed and OOD data "
+                                "the runs' records hold")
         return found
 
 

@@ -61,8 +61,9 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
         compare.compare_runs([str(study / "a"), str(study / "b")], source=tiny_source(), baseline="canonicl",
                              output_dir=str(tmp_path / "typo"))
     # In-memory arrays are not kept with a run: scored anew (here with MC dropout), they are asked for again.
-    with pytest.raises(DataError, match=r"^a run was trained on data named 'tiny', which is no dataset that can be "
-                                        r"loaded \(arrays are not kept with a run\): pass that source again"):
+    with pytest.raises(DataError, match=r"^the runs' test data \(--dataset=tiny\) is not here as they were tested on "
+                                        r"it \(sha256 \w{12}\.\.\. then, not loadable now\): give it again \(Python: "
+                                        r"source=, as arrays are not kept with a run; eval.py: --npz"):
         compare.compare_runs(str(study / "b"), mc_samples=2, output_dir=str(tmp_path / "arrays"))
     with pytest.raises(ValueError, match=r"--runs_dir=.*a, has an empty entry \(a stray comma\?\); drop it"):
         records.find_runs([str(study / "a"), ""])
@@ -219,6 +220,30 @@ def _arrays(seed=0):
     source = tiny_source(seed=seed)
     images, labels = next(iter(source.test.batch(1000).as_numpy_iterator()))
     return images, labels
+
+
+def test_a_runs_own_test_data_changed_since_is_not_scored_in_its_place(tmp_path):
+    """Arrays named like a dataset (here the sample's name), or an .npz rewritten since: a new request (MC dropout)
+    scored the data as it is now and saved it as the run's own test data's evaluation, without a word."""
+    x_test, y_test = _arrays(seed=5)
+    x_train, y_train = _arrays(seed=6)
+    npz = tmp_path / "data.npz"
+    np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    runs = [(tiny_config(epochs=1), str(tmp_path / "npz" / "run")),
+            (tiny_config(epochs=1), str(tmp_path / "named" / "run"))]
+    sweep.run_sweep(runs[:1], source=sources.load_source(npz=str(npz)), verbose=0)
+    sweep.run_sweep(runs[1:], source=sources.array_source(sources.SAMPLE_NAME, (x_train, y_train), (x_test, y_test)),
+                    verbose=0)
+    np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test[::-1], y_test=(y_test + 1) % 4)
+    for root, flags in (("npz", f"--npz={npz}"), ("named", f"--dataset={sources.SAMPLE_NAME}")):
+        with pytest.raises(DataError, match=rf"^the runs' test data \({flags}\) is not here as they were tested on it "
+                                            r"\(sha256 \w{12}\.\.\. then, \w{12}\.\.\. now\): give it again"):
+            compare.compare_runs(str(tmp_path / root), mc_samples=2, output_dir=str(tmp_path / f"{root}_out"))
+        assert not os.listdir(os.path.join(tmp_path, root, "run", evaluations.EVALUATIONS)) or all(
+            "mc" not in name for name in os.listdir(os.path.join(tmp_path, root, "run", evaluations.EVALUATIONS)))
+    # Its saved evaluation of the data as it was still answers, said so.
+    result = compare.compare_runs(str(tmp_path / "npz"), output_dir=str(tmp_path / "saved"))
+    assert result["num_runs"] == 1 and any("now holds other test data" in note for note in result["notes"])
 
 
 def test_the_fingerprint_names_content_not_order_or_path():
