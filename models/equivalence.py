@@ -126,10 +126,21 @@ def _copy_weights(source, target):
             target.get_layer(layer.name).set_weights(layer.get_weights())
 
 
+def _head(spec):
+    """(placement, site, rate) of the head (non-spatial) dropout claims 2 and 3 probe: canonical's, or where the
+    network's own dropout is all in the conv stack (conv8k3,pool2,dropout0.25,flatten,dense16), a head placement's."""
+    for placement in ("canonical", "after_activation", "before_dense"):
+        if placement in models.list_placements(spec.name):
+            head = [(k, s.rate) for k, s in models.resolve_placement(spec.name, placement).items()
+                    if k not in spec.spatial_sites()]
+            if head:
+                return (placement, *head[0])
+    raise ValueError(f"network {spec.name} has no dropout site on a vector: claims 2 and 3 probe one")
+
+
 def _head_rate(spec):
     """The rate of the source's head (non-spatial) dropout."""
-    canonical = models.resolve_placement(spec.name)
-    return [s for k, s in canonical.items() if k not in spec.spatial_sites()][0].rate
+    return _head(spec)[2]
 
 
 def _activation_pair(spec):
@@ -164,10 +175,8 @@ def check_activation_order(name, activation, seed=0):
 
 def _head_site_input(name, activation, seed):
     """The canonical head dropout site, its rate and the activations entering it."""
-    spec = models.get_spec(name)
-    model = models.build(name, activation=activation, seed=seed)
-    site, rate = [(k, s.rate) for k, s in models.resolve_placement(name).items()
-                  if k not in spec.spatial_sites()][0]
+    placement, site, rate = _head(models.get_spec(name))
+    model = models.build(name, placement, activation=activation, seed=seed)
     probe = keras.Model(model.input, model.get_layer(site).input)
     x = keras.ops.convert_to_numpy(probe(_inputs(INPUT_SHAPE), training=False))
     return site, rate, x
@@ -388,6 +397,8 @@ def run(model_names=None, activations=None, precisions=None, seed=0):
 def register_network(text):
     """The name of the network `text` describes (layer tokens or JSON, as train.py's --network), registered to be
     checked; ValueError (one line) where it is malformed or has no hidden layer to move dropout across."""
+    if text.strip() in models.list_models():
+        raise ValueError(f"{text.strip()} is one of the zoo's networks: check it with --models={text.strip()}")
     spec = models.get_spec(models.register_spec(models.parse_network(text)))
     if not any(isinstance(entry, (network.Conv, network.Dense)) for entry in spec.layers):
         raise ValueError(f"network {spec.name} has no hidden conv or dense layer, so no activation to move dropout "

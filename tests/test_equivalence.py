@@ -53,10 +53,17 @@ def test_a_network_of_your_own_written_as_text_holds_every_claim(tmp_path):
     path = tmp_path / "net.txt"
     path.write_text("conv8k3,pool2,flatten,dense16,dropout0.3\n")
     name = equivalence.register_network(equivalence._network_text(f"@{path}"))
-    rows = equivalence.run([name], ["relu", "tanh"], ["float32"])
+    # Its own dropout all in the conv stack: claims 2 and 3 probe the head placement's (an IndexError before).
+    stack_only = equivalence.register_network("conv8k3,pool2,dropout0.25,flatten,dense16")
+    rows = equivalence.run([name, stack_only], ["relu", "tanh"], ["float32"])
     assert rows and all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
-    assert {f.model for f in rows} == {name, equivalence.LAYERS}
-    assert {f.claim[0] for f in rows if f.model == name} == {"1", "2", "3", "4"}
+    assert {f.model for f in rows} == {name, stack_only, equivalence.LAYERS}
+    for network in (name, stack_only):
+        assert {f.claim[0] for f in rows if f.model == network} == {"1", "2", "3", "4"}
+    assert any(f.model == stack_only and "at dense1.post, rate 0.5" in f.detail for f in rows)
+    with pytest.raises(ValueError, match=r"^keras_mnist_cnn is one of the zoo's networks: check it with "
+                                         r"--models=keras_mnist_cnn$"):
+        equivalence.register_network("keras_mnist_cnn")
     with pytest.raises(ValueError, match=r"^network flatten has no hidden conv or dense layer, so no activation to "
                                          r"move dropout across; give a network with one"):
         equivalence.register_network("flatten")
