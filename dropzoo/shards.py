@@ -32,6 +32,7 @@ would leave runs to no task: `check_task_counts` refuses the second count.
 """
 import glob
 import hashlib
+import itertools
 import json
 import os
 
@@ -149,7 +150,8 @@ def check_slurm_share(mine, plan, index, count, source):
     if kubernetes:
         larger = f"the Job's {count} completions"
         own = _OWN_INDEX_K8S
-        fix = f"give the Job {groups} completions and --num_tasks={groups}"
+        fix = (f"give the Job {groups} completions and --num_tasks={groups} (to rerun it at that size, first "
+               "delete the split-*-task*.json files its pods wrote beside the runs)")
     else:
         larger, own, fix = f"the array's {count} tasks", _OWN_INDEX, (
             f"submit --array=0-{groups - 1} (its other tasks dealt every run; to rerun it at that size, first delete "
@@ -171,9 +173,11 @@ def _settings(config):
 def _plan_digest(runs, sweep_plan):
     """sha256 of the plan: the runs (workdirs), their groups and the settings each trains with (a rate or epochs
     set from the task index names no workdir), in any order; data paths, devices and such may differ per task."""
-    settings = sorted((os.path.normpath(workdir), _settings(config)) for config, workdir in runs)
-    plan = [sorted(_groups(runs, sweep_plan).values()), settings]
-    return hashlib.sha256(json.dumps(plan).encode()).hexdigest()
+    root = os.path.dirname(_tasks_dir(runs, make=False))  # workdirs below it: one plan however the path is spelt
+    settings = sorted((os.path.relpath(os.path.abspath(workdir), root), _settings(config)) for config, workdir in runs)
+    groups = sorted(sorted(os.path.relpath(os.path.abspath(w), root) for w in ws)
+                    for ws in _groups(runs, sweep_plan).values())
+    return hashlib.sha256(json.dumps([groups, settings]).encode()).hexdigest()
 
 
 def _tasks_dir(runs, make=True):
@@ -304,7 +308,6 @@ def check_other_settings(runs, where, digest):
     share only, and the other plan's runs would stay beside them as another variant."""
     mine = {os.path.relpath(os.path.abspath(workdir), os.path.dirname(where)): (dict(_settings(config)), workdir)
             for config, workdir in runs}
-    defaults = {name: repr(field.default) for name, field in config_lib.FIELDS.items() if name not in _PER_TASK}
     conflicts = []  # (plan path, the first run's difference)
     for path in sorted(glob.glob(os.path.join(glob.escape(where), "plan-*.json"))):
         if os.path.basename(path) == f"plan-{digest}.json":
@@ -315,19 +318,34 @@ def check_other_settings(runs, where, digest):
             continue
         for run, settings in zip(other.get("runs", []), other.get("settings", [])):  # (older plans: no settings)
             here, workdir = mine.get(os.path.normpath(run), (None, None))
-            if here is None or {**defaults, **here} == {**defaults, **settings}:
-                continue
-            differ = [f"{k}: {settings.get(k, defaults.get(k, 'unset'))} there, {here.get(k, defaults.get(k, 'unset'))}"
-                      " here" for k in sorted(here.keys() | settings.keys())
-                      if here.get(k, defaults.get(k)) != settings.get(k, defaults.get(k))]
-            conflicts.append((path, f"{workdir} trains with {'; '.join(differ)}"))
-            break
+            differ = _differences(settings, here) if here is not None else None
+            if differ:
+                conflicts.append((path, f"{workdir} trains with {differ}"))
+                break
     if conflicts:
         path, differ = conflicts[0]
         raise ConfigError(f"another task split this study with other settings ({path}): {differ}, so the tasks' "
                           "shares would be other variants, each short of seeds; give every task the same flags, or, "
                           f"to train the study anew with these, delete {' and '.join(p for p, _ in conflicts)} (and "
                           "the runs only they planned) and run every task with them and --overwrite")
+
+
+def _differences(planned, here):
+    """"epochs: 1 there, 2 here; ..." where two runs' settings (dicts of `_settings`) differ, else "": a setting one
+    lacks (a field added to the code since) counts as its default."""
+    defaults = {name: repr(field.default) for name, field in config_lib.FIELDS.items() if name not in _PER_TASK}
+    planned, here = {**defaults, **planned}, {**defaults, **here}
+    return "; ".join(f"{k}: {planned.get(k, 'unset')} there, {here.get(k, 'unset')} here"
+                     for k in sorted(here.keys() | planned.keys()) if here.get(k) != planned.get(k))
+
+
+def _held_settings(run):
+    """The `_settings` of the run (or collected records) in directory `run`, from its config.json; None without."""
+    path = os.path.join(run, "config.json")
+    if not os.path.isfile(path):
+        return None
+    saved = config_lib.with_defaults(files.read_json(path, "delete it and rerun that run's train.py command"))
+    return dict(_settings(config_lib.TrainConfig(**{k: v for k, v in saved.items() if k in config_lib.FIELDS})))
 
 
 def plans(runs_dir):
@@ -344,17 +362,29 @@ def missing_note(runs_dirs, runs):
     def below(path, directory):
         return os.path.relpath(os.path.abspath(path), os.path.abspath(directory))
 
-    here = {below(run, d) for d in runs_dirs for run in runs if not below(run, d).startswith(os.pardir)}
-    planned, found = set(), []
+    here = {below(run, d): run for d in runs_dirs for run in runs if not below(run, d).startswith(os.pardir)}
+    planned, found, other = set(), [], []  # other: (run, how its settings differ from its plan's)
     for runs_dir in runs_dirs:
         for path in plans(runs_dir):
             found.append(path)
             root = below(os.path.dirname(os.path.dirname(path)), runs_dir)
-            planned |= {os.path.normpath(os.path.join(root, run)) for run in files.read_json(path, "delete it")["runs"]}
-    missing = sorted(planned - here)
-    if not missing:
-        return None
-    return (f"{len(missing)} of the {len(planned)} runs an array job planned have no record here (a task not run or "
-            f"not finished, or a run that failed before its first checkpoint): "
-            f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} (below --runs_dir); run those tasks "
-            f"again, or, if that plan was given up, delete {', '.join(found[:2])}{', ...' if len(found) > 2 else ''}")
+            plan = files.read_json(path, "delete it")
+            for run, settings in itertools.zip_longest(plan["runs"], plan.get("settings", [])):  # (older: none)
+                run = os.path.normpath(os.path.join(root, run))
+                planned.add(run)
+                held = _held_settings(here[run]) if run in here and settings is not None else None
+                if held is not None and _differences(settings, held):
+                    other.append((run, _differences(settings, held)))
+    missing, given_up = sorted(planned - set(here)), f"{', '.join(found[:2])}{', ...' if len(found) > 2 else ''}"
+    notes = []
+    if missing:
+        notes.append(f"{len(missing)} of the {len(planned)} runs an array job planned have no record here (a task not "
+                     f"run or not finished, or a run that failed before its first checkpoint): "
+                     f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} (below --runs_dir); run those "
+                     f"tasks again, or, if that plan was given up, delete {given_up}")
+    if other:  # tasks typed with other flags where they shared no .tasks/ (two machines): other variants, short
+        notes.append(f"{len(other)} of the {len(planned)} runs an array job planned hold other settings than its plan "
+                     f"gave them ({other[0][0]}: {other[0][1].replace(' there', ' planned')}): tasks given other "
+                     "flags, so each variant holds part of the plan's seeds; rerun those tasks with the plan's flags "
+                     f"and --overwrite, or, if that plan was given up, delete {given_up}")
+    return " ".join(notes) or None

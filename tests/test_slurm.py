@@ -262,7 +262,8 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"^task 1 of 3 \(JOB_COMPLETION_INDEX .*\) has no runs to train: the plan "
                                           r"has 1 group\(s\) of runs, fewer than the Job's 3 completions; .*"
                                           r"--seed=\$\(JOB_COMPLETION_INDEX\).*give the Job 1 completions and "
-                                          r"--num_tasks=1$"):
+                                          r"--num_tasks=1 \(to rerun it at that size, first delete the "
+                                          r"split-\*-task\*\.json files its pods wrote beside the runs\)$"):
         shards.check_slurm_share(shards.share(one_run, plan, index, count), plan, index, count, source)
     root = tmp_path / "study"
 
@@ -321,7 +322,7 @@ def test_a_kubernetes_pod_whose_plan_differs_from_its_jobs_other_pods_is_refused
         "k8s-3f2a-77-task0.json", "k8s-3f2a-77-task1.json", "k8s-3f2a-77-task2.json", "k8s-9c1d-01-task2.json"]
 
 
-def test_tasks_of_one_plan_split_into_other_counts_are_refused(tmp_path):
+def test_tasks_of_one_plan_split_into_other_counts_are_refused(tmp_path, monkeypatch):
     # Task 0 of 3 and task 1 of 2 would each train a share of another split: some runs trained by no task.
     runs = _plan("--model=dense_mlp", "--placement=canonical,none,before_dense", "--seeds=2",
                  f"--workdir={tmp_path}/study")
@@ -338,6 +339,13 @@ def test_tasks_of_one_plan_split_into_other_counts_are_refused(tmp_path):
                                           r"every task of the other split has ended, delete .*\.tasks/split-"):
         shards.check_task_counts(runs, plan, 1, 2, "--task_index and --num_tasks")
     assert sorted(os.listdir(tasks)) == before  # the refused task left no record to refuse a corrected one
+    # The study's directory spelt another way (relative here, absolute there; one disk mounted at other paths):
+    # one plan, refused alike (it was another plan, and the two splits left a run to no task without a word).
+    monkeypatch.chdir(tmp_path)
+    spelt = _plan("--model=dense_mlp", "--placement=canonical,none,before_dense", "--seeds=2", "--workdir=study")
+    assert shards._plan_digest(spelt, sweep.plan(spelt)) == shards._plan_digest(runs, plan)
+    with pytest.raises(ConfigError, match=r"^task 0 of this plan split it into 3 shares, and this task 1 into 2 "):
+        shards.check_task_counts(spelt, sweep.plan(spelt), 1, 2, "--task_index and --num_tasks")
     # A dry run (record=False) says the same, and writes nothing either way.
     with pytest.raises(ConfigError, match=r"^task 0 of this plan split it into 3 shares, and this task 1 into 2 "):
         shards.check_task_counts(runs, plan, 1, 2, "--task_index and --num_tasks", record=False)
@@ -389,6 +397,31 @@ def test_a_comparison_names_the_runs_no_task_of_the_array_started(tmp_path):
     found = records.find_runs([str(tmp_path / "collected")])
     assert len(found) == len(done) and shards.missing_note([str(tmp_path / "collected")], found).startswith(
         f"{len(left)} of the 6 runs an array job planned have no record here")
+
+
+def test_a_comparison_names_runs_that_hold_other_settings_than_their_plan(tmp_path):
+    """Task 0 typed with --epochs=1 on one machine, task 1 with --epochs=2 on another (no .tasks/ shared, so nothing
+    refused either): collected, the study compared as complete, each variant split in two short of seeds."""
+    plans = {epochs: _plan("--model=dense_mlp", "--placement=canonical,none", "--seeds=2", f"--epochs={epochs}",
+                           f"--workdir={tmp_path}/m{epochs}/study") for epochs in (1, 2)}
+    trained = []
+    for index, epochs in enumerate(plans):
+        runs = plans[epochs]
+        shards.check_task_counts(runs, sweep.plan(runs), index, 2, "--task_index and --num_tasks")
+        for config, workdir in shards.share(runs, sweep.plan(runs), index, 2):
+            os.makedirs(workdir)
+            with open(os.path.join(workdir, "config.json"), "w") as f:
+                json.dump({**config.to_dict(), "resolved": {}}, f)
+            trained.append(workdir)
+    machines = [str(tmp_path / "m1" / "study"), str(tmp_path / "m2" / "study")]
+    note = shards.missing_note(machines, trained)
+    assert note.startswith("4 of the 4 runs an array job planned hold other settings than its plan gave them (")
+    assert ": epochs: 2 planned, 1 here)" in note or ": epochs: 1 planned, 2 here)" in note
+    assert "tasks given other flags, so each variant holds part of the plan's seeds; rerun those tasks with the " \
+        "plan's flags and --overwrite" in note
+    # One machine's own share against its own plan: nothing to say.
+    assert shards.missing_note([machines[0]], [w for w in trained if w.startswith(machines[0])]).startswith(
+        "2 of the 4 runs an array job planned have no record here")
 
 
 def test_the_kubernetes_recipe_parses_and_maps_its_indices():
