@@ -223,7 +223,7 @@ def _compare(f):
             copied = collect.collect(f.runs_dir, f.collect)
         print(f"collected the records of {len(copied)} run{'s' * (len(copied) != 1)} into {f.collect}; compare "
               f"them with python eval.py --runs_dir={f.collect}")
-        left = records.unfinished_note(f.runs_dir)
+        left = workdirs.unfinished_note(f.runs_dir)
         if left:
             print(f"note: {left}", file=sys.stderr)
         return 0

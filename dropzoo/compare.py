@@ -45,6 +45,7 @@ from dropzoo import sizes_report
 from dropzoo import stats
 from dropzoo import uncertainty_report
 from dropzoo import variants
+from dropzoo import workdir as workdirs
 from dropzoo.errors import ConfigError
 
 
@@ -314,8 +315,8 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
         raise ConfigError(f"cannot write the comparison to {output_dir} ({why}); give --output=DIR, a directory you "
                           "can write to (the runs are only read)")
     pooled_data.check(run_dirs, own_test=data_override is None and source is None)
-    notes = [note for note in [records.unfinished_note(runs_dirs),
-                               shards.missing_note(runs_dirs, run_dirs + records.unfinished_runs(runs_dirs))] if note]
+    notes = [note for note in [workdirs.unfinished_note(runs_dirs),
+                               shards.missing_note(runs_dirs, run_dirs + workdirs.unfinished_runs(runs_dirs))] if note]
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                  data_override=data_override, source=source, ood=ood, notes=notes)
     variants.label_rows(rows)

@@ -33,7 +33,6 @@ from dropzoo.errors import UnknownDataError
 from models.masks import LEGACY_GENERATOR
 
 RECORD_FILES = ("config.json", "metrics.json")
-_NOT_RUNS = ("comparison", evaluations.EVALUATIONS)  # directories below a runs directory that hold no runs
 FIX = "delete it and rerun that run's train.py command to re-measure it"
 # What a comparison reads of every metrics.json: one without them (a hand edit, another tool's) is refused by name.
 METRICS_FIELDS = {"config": {"model": str, "placement": str, "seed": int}, "data": {"origin": dict}}
@@ -48,7 +47,7 @@ def find_runs(runs_dirs):
             raise ValueError(f"--runs_dir {runs_dir} is not a directory; point it at a sweep's --workdir (or at a "
                              "directory of collected records)")
         for root, dirs, names in os.walk(runs_dir):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_RUNS)
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in workdirs.NOT_RUNS)
             if "metrics.json" in names and workdirs.is_run(root):  # (not another tool's metrics.json)
                 found.append(os.path.normpath(root))
                 dirs[:] = []  # a run's own subdirectories hold no runs; others would be left out of the comparison:
@@ -56,8 +55,8 @@ def find_runs(runs_dirs):
                     raise ValueError(f"the run {root} holds another run below it ({nested}): a comparison takes a "
                                      "run's directory as one run; move the runs below it into a directory of their "
                                      "own, and give --runs_dir both")
-    if not found and unfinished_runs(runs_dirs):
-        raise ValueError(f"no finished runs below {', '.join(runs_dirs)} yet: {unfinished_note(runs_dirs)}")
+    if not found and workdirs.unfinished_runs(runs_dirs):
+        raise ValueError(f"no finished runs below {', '.join(runs_dirs)} yet: {workdirs.unfinished_note(runs_dirs)}")
     if not found:  # into the directory given only where it holds nothing else (not a folder of images by mistake)
         workdir = runs_dirs[0] if not any(files_ for _, _, files_ in os.walk(runs_dirs[0])) else "runs/study"
         raise ValueError(f"no finished runs (metrics.json) below {', '.join(runs_dirs)}; --runs_dir takes the "
@@ -70,28 +69,6 @@ def check_runs_dirs(runs_dirs):
     """ValueError where the list has an empty entry: a stray comma, which would mean the cwd."""
     if not all(runs_dirs):
         raise ValueError(f"--runs_dir={','.join(runs_dirs)} has an empty entry (a stray comma?); drop it")
-
-
-def unfinished_runs(runs_dirs):
-    """Run directories below `runs_dirs` that started (a config.json) and hold no metrics.json yet, sorted."""
-    found = []
-    for runs_dir in runs_dirs:
-        for root, dirs, names in os.walk(runs_dir):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_RUNS)
-            if "metrics.json" in names:
-                dirs[:] = []
-            elif "config.json" in names:
-                found.append(os.path.normpath(root))
-                dirs[:] = []
-    return sorted(found)
-
-
-def unfinished_note(runs_dirs):
-    """A note naming the runs below `runs_dirs` left out as unfinished, or None."""
-    if not (left := unfinished_runs(runs_dirs)):
-        return None
-    return (f"{len(left)} unfinished run(s) left out (no metrics.json yet): {', '.join(left[:3])}"
-            f"{', ...' if len(left) > 3 else ''}; rerun their train.py command to finish them")
 
 
 def same_data(origin, other):

@@ -284,3 +284,30 @@ def reexport_fix(workdir, what):
     subject = {"them": "they"}.get(what, what)
     return (f"{subject} cannot be exported again here: the run has no checkpoint here (records carried from where "
             "it trained?); use the exports where it trained")
+
+
+NOT_RUNS = ("comparison", evaluations.EVALUATIONS)  # directories below a runs directory that hold no runs
+
+
+def unfinished_runs(runs_dirs):
+    """Run directories below `runs_dirs` that started (a config.json) and hold no metrics.json yet, sorted."""
+    found = []
+    for runs_dir in runs_dirs:
+        for root, dirs, names in os.walk(runs_dir):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in NOT_RUNS)
+            if "metrics.json" in names:
+                dirs[:] = []
+            elif "config.json" in names:  # (finished below another of runs_dirs, where its rerun went: not left)
+                if not any(os.path.isfile(os.path.join(d, os.path.relpath(root, runs_dir), "metrics.json"))
+                           for d in runs_dirs):
+                    found.append(os.path.normpath(root))
+                dirs[:] = []
+    return sorted(found)
+
+
+def unfinished_note(runs_dirs):
+    """A note naming the runs below `runs_dirs` left out as unfinished, or None."""
+    if not (left := unfinished_runs(runs_dirs)):
+        return None
+    return (f"{len(left)} unfinished run(s) left out (no metrics.json yet): {', '.join(left[:3])}"
+            f"{', ...' if len(left) > 3 else ''}; rerun their train.py command to finish them")

@@ -47,6 +47,7 @@ absolute difference; `holds` says whether they agree. Tests assert on them.
 import contextlib
 import dataclasses
 import os
+import pathlib
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before the backend loads
@@ -138,15 +139,10 @@ def _head(spec):
     raise ValueError(f"network {spec.name} has no dropout site on a vector: claims 2 and 3 probe one")
 
 
-def _head_rate(spec):
-    """The rate of the source's head (non-spatial) dropout."""
-    return _head(spec)[2]
-
-
 def _activation_pair(spec):
     """(before, after) placements, and the site moved between them."""
     named = models.list_placements(spec.name)
-    head_rate = _head_rate(spec)
+    head_rate = _head(spec)[2]
     if "before_activation" in named:
         layer = [entry.name for entry in spec.layers if isinstance(entry, network.Dense)][-1]
         return "before_activation", "after_activation", f"{layer}.mid/.post"
@@ -246,7 +242,7 @@ def check_kinds(name, activation, seed=0):
 def _construction_pairs(spec):
     """Claim 4's pairs (a, b, kind, norm): moves across ReLU, and moves no rule allows."""
     before, after, where = _activation_pair(spec)
-    layer, rate = where.split(".")[0], f"{_head_rate(spec):g}"
+    layer, rate = where.split(".")[0], f"{_head(spec)[2]:g}"
     pre = "before_dense" if before == "before_activation" else f"{layer}.pre:{rate}"
     return [
         ("canonical", after, "inverted", "none"),
@@ -408,11 +404,8 @@ def register_network(text):
 
 def _network_text(value):
     """--network's spec: the value, or the contents of FILE for `@FILE`."""
-    if not value.startswith("@"):
-        return value
     try:
-        with open(value[1:], encoding="utf-8-sig") as f:
-            return f.read()
+        return pathlib.Path(value[1:]).read_text(encoding="utf-8-sig") if value.startswith("@") else value
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"--network: cannot read {value[1:]!r} ({getattr(e, 'strerror', None) or e}); @FILE names "
                          "a text file holding the network spec") from None

@@ -23,6 +23,7 @@ from dropzoo import pooled_data
 from dropzoo import records
 from dropzoo import sources
 from dropzoo import sweep
+from dropzoo import workdir as workdirs
 from dropzoo.errors import ConfigError
 from dropzoo.errors import DataError
 from dropzoo.errors import RunError
@@ -398,12 +399,17 @@ def test_unfinished_runs_are_named_not_silently_left_out(tmp_path):
         run.mkdir(parents=True)
         for name in names:
             (run / name).write_text("{}")
-    assert records.unfinished_runs([str(tmp_path)]) == [str(tmp_path / "m" / "canonical" / "seed1")]
-    assert records.unfinished_note([str(tmp_path)]) == (
+    assert workdirs.unfinished_runs([str(tmp_path)]) == [str(tmp_path / "m" / "canonical" / "seed1")]
+    assert workdirs.unfinished_note([str(tmp_path)]) == (
         f"1 unfinished run(s) left out (no metrics.json yet): {tmp_path}/m/canonical/seed1; rerun their train.py "
         "command to finish them")
+    # Abandoned on one machine and finished on another (its rerun went there): not "left out".
+    other = tmp_path / "other"
+    (other / "m" / "canonical" / "seed1").mkdir(parents=True)
+    (other / "m" / "canonical" / "seed1" / "metrics.json").write_text("{}")
+    assert workdirs.unfinished_note([str(tmp_path), str(other)]) is None
     (tmp_path / "m" / "canonical" / "seed1" / "metrics.json").write_text("{}")
-    assert records.unfinished_note([str(tmp_path)]) is None
+    assert workdirs.unfinished_note([str(tmp_path)]) is None
 
 
 def _record(run, config, origin, fallback_reason="", **digests):
