@@ -300,24 +300,24 @@ def check_task_counts(runs, sweep_plan, index, count, source, record=True):
 
 
 def check_other_settings(runs, where, digest):
-    """ConfigError where another split plan in `where` (its `plan-*.json`) trains one of `runs` with other
+    """ConfigError where another split plan in or near `where` (`_nearby_plans`) trains one of `runs` with other
     settings: hand-typed tasks given other flags (task 0 with --epochs=12, task 1 with --epochs=20) would train
     their shares into one study as other variants, each short of seeds. Plans of more or fewer seeds of the same
     settings (a study extended) share their common runs and pass; a setting an older plan lacks (a field added to
     the code since) counts as its default. --overwrite does not pass it: one task's --overwrite replaces its own
     share only, and the other plan's runs would stay beside them as another variant."""
-    mine = {os.path.relpath(os.path.abspath(workdir), os.path.dirname(where)): (dict(_settings(config)), workdir)
-            for config, workdir in runs}
+    mine = {os.path.abspath(workdir): (dict(_settings(config)), workdir) for config, workdir in runs}
     conflicts = []  # (plan path, the first run's difference)
-    for path in sorted(glob.glob(os.path.join(glob.escape(where), "plan-*.json"))):
-        if os.path.basename(path) == f"plan-{digest}.json":
+    for path in _nearby_plans(where):
+        if path == os.path.abspath(os.path.join(where, f"plan-{digest}.json")):
             continue
         try:
             other = files.read_json(path, f"delete it, or the whole {where}, and run the task again")
         except FileNotFoundError:
             continue
+        base = os.path.dirname(os.path.dirname(path))  # its runs' paths are below the directory of its .tasks/
         for run, settings in zip(other.get("runs", []), other.get("settings", [])):  # (older plans: no settings)
-            here, workdir = mine.get(os.path.normpath(run), (None, None))
+            here, workdir = mine.get(os.path.normpath(os.path.join(base, run)), (None, None))
             differ = _differences(settings, here) if here is not None else None
             if differ:
                 conflicts.append((path, f"{workdir} trains with {differ}"))
@@ -346,6 +346,18 @@ def _held_settings(run):
         return None
     saved = config_lib.with_defaults(files.read_json(path, "delete it and rerun that run's train.py command"))
     return dict(_settings(config_lib.TrainConfig(**{k: v for k, v in saved.items() if k in config_lib.FIELDS})))
+
+
+def _nearby_plans(where, levels=4):
+    """The plan-*.json files (absolute paths) in `where` (a .tasks/ directory), in every .tasks/ below its directory,
+    and in the .tasks/ of the `levels` directories above it: a plan over part of a study (one placement, one model)
+    lies deeper than one over all of it, and the two name the same runs."""
+    root = os.path.dirname(os.path.abspath(where))
+    found = set(plans(root))
+    for _ in range(levels):
+        root = os.path.dirname(root)
+        found |= set(glob.glob(os.path.join(glob.escape(root), ".tasks", "plan-*.json")))
+    return sorted(found)
 
 
 def plans(runs_dir):

@@ -485,3 +485,17 @@ def test_a_task_typed_with_other_flags_than_its_siblings_is_refused(tmp_path):
         path.unlink()
     for index in (0, 1):
         shards.check_task_counts(other, sweep.plan(other), index, 2, "--task_index and --num_tasks")
+    # A plan over part of the study (one placement) keeps its .tasks/ deeper, and one over more of it higher: each
+    # still sees the other's settings (an extension at --epochs=20 trained its new seeds into canonical/ unchecked).
+    part = _plan("--model=dense_mlp", "--placement=canonical", "--seeds=4", "--epochs=12", study)
+    with pytest.raises(ConfigError, match=r"^another task split this study with other settings \(.*/study/dense_mlp/"
+                                          r"\.tasks/plan-.* with epochs: 20 there, 12 here"):
+        shards.check_task_counts(part, sweep.plan(part), 1, 2, "--task_index and --num_tasks")
+    deeper = tmp_path / "deeper"
+    part = _plan("--model=dense_mlp", "--placement=canonical", "--seeds=2", "--epochs=12", f"--workdir={deeper}")
+    shards.check_task_counts(part, sweep.plan(part), 0, 2, "--task_index and --num_tasks")
+    assert (deeper / "dense_mlp" / "canonical" / ".tasks").is_dir()
+    whole = _plan("--model=dense_mlp", "--placement=canonical,none", "--seeds=2", "--epochs=20", f"--workdir={deeper}")
+    with pytest.raises(ConfigError, match=r"^another task split this study with other settings \(.*/deeper/dense_mlp/"
+                                          r"canonical/\.tasks/plan-.* with epochs: 12 there, 20 here"):
+        shards.check_task_counts(whole, sweep.plan(whole), 1, 2, "--task_index and --num_tasks")
