@@ -33,6 +33,8 @@ TPR_TARGET = 0.95
 def brier_score(probabilities, labels):
     """Multi-class Brier score: mean squared distance from the one-hot label."""
     p = np.asarray(probabilities, np.float64)
+    if not np.all(np.isfinite(p)):  # a model that diverged on some images: no score (scikit-learn raises)
+        return float("nan")
     with warnings.catch_warnings():
         # float32 softmax rows sum to 1 within ~1e-7, outside scikit-learn's float64 check.
         warnings.filterwarnings("ignore", message="The y_prob values do not sum to one")
@@ -72,6 +74,8 @@ def ood_detection(in_scores, out_scores):
     s = np.concatenate([np.asarray(in_scores, np.float64), np.asarray(out_scores, np.float64)])
     if len(in_scores) == 0 or len(out_scores) == 0:
         raise ValueError("OOD detection needs in-distribution and out-of-distribution examples")
+    if not np.all(np.isfinite(s)):  # scores of non-finite probabilities: none to rank by
+        return {"auroc": float("nan"), "fpr95": float("nan")}
     # Every threshold kept: the default drops collinear points, and with tied scores the one at 95% TPR with them.
     fpr, tpr, _ = metrics.roc_curve(y, s, drop_intermediate=False)
     return {"auroc": float(metrics.roc_auc_score(y, s)),
@@ -82,9 +86,13 @@ def reliability(probabilities, labels, bins=BINS):
     """Accuracy and mean top-class confidence per equal-width confidence bin, (lo, hi].
 
     {"edges": bins + 1 edges, "count": per bin, "accuracy" and "confidence":
-    per bin, None where the bin is empty}; the bins of expected_calibration_error.
+    per bin, None where the bin is empty}; the bins of expected_calibration_error. Probabilities that are not
+    all finite (a model diverged on some images) give an empty table, whose error is NaN.
     """
     p = np.asarray(probabilities, np.float64)
+    if not np.all(np.isfinite(p)):
+        return {"edges": np.linspace(0.0, 1.0, bins + 1).tolist(), "count": [0] * bins, "accuracy": [None] * bins,
+                "confidence": [None] * bins}
     confidence = p.max(axis=1)
     correct = (p.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
     accuracy, mean_confidence = calibration.calibration_curve(
@@ -135,7 +143,8 @@ def over_samples(draws, labels):
 def scores(probabilities, labels):
     """accuracy, nll, ece and brier of one set of predictions."""
     p = np.asarray(probabilities)
-    return {"accuracy": float(np.mean(p.argmax(axis=1) == np.asarray(labels))),
+    answered = np.all(np.isfinite(p), axis=1)  # a row with NaN is no answer, not class 0 (its argmax)
+    return {"accuracy": float(np.mean((p.argmax(axis=1) == np.asarray(labels)) & answered)),
             "nll": stats.negative_log_likelihood(p, labels),
             "ece": expected_calibration_error(p, labels),
             "brier": brier_score(p, labels)}

@@ -435,3 +435,14 @@ def test_a_folder_of_any_images_is_ood_data_read_at_the_models_size(export, tmp_
                                  ood={"image_dir": str(tmp_path / "photos")})
     assert result["ood_num_examples"] == 12 and result["ood_data_source"] == f"images:{tmp_path / 'photos'}"
     assert 0 <= result["ood_auroc_mc_mutual_information"] <= 1
+
+
+def test_scores_of_a_model_that_diverged_on_some_images_are_nan_not_an_error():
+    """scikit-learn raised "Input contains NaN." and ended the whole comparison; a NaN row counted as class 0."""
+    p = np.array([[0.9, 0.1], [np.nan, np.nan], [0.2, 0.8]])
+    got = uncertainty.scores(p, np.array([0, 0, 1]))
+    assert got["accuracy"] == pytest.approx(2 / 3) and all(np.isnan(got[k]) for k in ("nll", "ece", "brier"))
+    assert sum(uncertainty.reliability(p, np.array([0, 0, 1]))["count"]) == 0
+    detection = uncertainty.ood_detection(np.array([0.1, np.nan]), np.array([0.5, 0.7]))
+    assert np.isnan(detection["auroc"]) and np.isnan(detection["fpr95"])
+    assert uncertainty.ood_detection(np.array([0.1, 0.2]), np.array([0.5, 0.7]))["auroc"] == 1.0
