@@ -138,7 +138,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     be read (a corrupt image) is refused. A run recorded as identical by
     construction to another gets that run's evaluation and `identical_to`.
     """
-    data, rows, computed, scored = _Data(), [], {}, []
+    data, rows, computed, scored, held_ood = _Data(), [], {}, [], set()
     for run in run_dirs:
         metrics = files.read_json(os.path.join(run, "metrics.json"), FIX, METRICS_FIELDS)
         # (a folder of OOD images is read at each run's image size: loaded once for each size)
@@ -186,6 +186,13 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             scored.append((origin, saved["result"]["num_examples"], run, changed))
         rows.append(row(run, metrics, saved["result"], saved["data_source"], trained,
                         saved.get("request", request)["data"]))
+        held_ood.add(saved.get("request", request)["ood"])
+    if len(held_ood) > 1:  # OOD data not here, answered per run by the one its record holds: not one OOD data set
+        raise DataError(f"the out-of-distribution data named cannot be loaded here, and the runs' records hold "
+                        f"evaluations of {len(held_ood)} other OOD data sets (sha256 "
+                        f"{', '.join(sorted(str(sha)[:12] + '...' for sha in held_ood))}), whose scores would be "
+                        "averaged as one; name OOD data that is here (--ood_idx_dir, --ood_npz, --ood_image_dir, "
+                        "--ood_dataset)")
     if notes is not None:
         notes += folders.notes(data_override, scored)
     return rows

@@ -187,6 +187,22 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
                                 ood={"idx_dir": str(tmp_path / "nowhere")}, output_dir=str(tmp_path / "o8"))
     assert any("with the out-of-distribution data they hold" in n and n.endswith("not the OOD data named")
                for n in held["notes"]), held["notes"]
+    # Records holding evaluations of other OOD data run by run: refused, not averaged as one (it averaged the
+    # AUROCs of two OOD tasks into one mean per variant).
+    split = tmp_path / "split"
+    shutil.copytree(study / "a", split)
+    first = records.find_runs([str(split)])[0]
+    for name in os.listdir(os.path.join(first, evaluations.EVALUATIONS)):
+        with open(os.path.join(first, evaluations.EVALUATIONS, name)) as f:
+            if json.load(f)["request"]["ood"] is not None:
+                os.remove(os.path.join(first, evaluations.EVALUATIONS, name))
+    other = tmp_path / "other_ood.npz"
+    np.savez(other, x_test=_arrays(seed=11)[0])
+    records.evaluate_runs([first], data_override={"npz": str(npz)}, ood={"npz": str(other)})
+    with pytest.raises(DataError, match=r"^the out-of-distribution data named cannot be loaded here, and the runs' "
+                                        r"records hold evaluations of 2 other OOD data sets \(sha256 "):
+        compare.compare_runs(str(split), data_override={"npz": str(npz)}, ood={"idx_dir": str(tmp_path / "nowhere")},
+                             output_dir=str(tmp_path / "o8b"))
     # A misspelt dataset names no data anywhere: refused, not answered by an evaluation of other data the records
     # hold (it read the npz's, with a note only).
     with pytest.raises(DataError, match=r"^unknown dataset 'mnst'"):
