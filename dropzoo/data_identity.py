@@ -103,8 +103,9 @@ def ood_apart(test_images, ood_source, what, key=None, train=None, trained=None)
                         "(e.g. Fashion-MNIST for an MNIST model)")
     if in_train and in_test + in_train == len(kept):
         found = (f"the training data of {trained}, or a copy of some of it: all {in_train:,} of its images are "
-                 "training images" if not in_test else f"made of test and training images: all {len(kept):,} of its "
-                 f"images are test images of {what} ({in_test:,}) or training images of {trained} ({in_train:,})")
+                 "training-split images" if not in_test else f"made of test and training images: all {len(kept):,} "
+                 f"of its images are test images of {what} ({in_test:,}) or training-split images of {trained} "
+                 f"({in_train:,})")
         raise DataError(f"the out-of-distribution data is {found} (byte for byte); give images of something else, "
                         "which the model neither trained nor was tested on")
     for shared, which, whose in ((in_test, "test", what), (in_train, "training-split", trained)):  # (validation

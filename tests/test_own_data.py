@@ -1193,4 +1193,4 @@ def test_a_runs_own_test_folder_is_scored_whatever_its_training_folder_gained_si
     assert eval_main(f"--workdir={workdir}", "--mc_samples=2", f"--ood_image_dir={train}") == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "error: the out-of-distribution data is the training data of the model, or a copy of some of it: all 40 of "
-        "its images are training images (byte for byte)")
+        "its images are training-split images (byte for byte)")

@@ -332,7 +332,7 @@ def test_ood_images_that_are_test_or_training_images_are_left_out_or_refused_whe
         data_identity.ood_apart(test, ood(test[1:]), "x")  # the test data less one image
     # The run's own training images (its training folder given as OOD data scored AUROC 0.61): refused when all.
     with pytest.raises(ValueError, match=r"^the out-of-distribution data is the training data of x, or a copy of some "
-                                         r"of it: all 30 of its images are training images \(byte for byte\)"):
+                                         r"of it: all 30 of its images are training-split images \(byte for byte\)"):
         data_identity.ood_apart(test, ood(train), "x", train=data_identity.digests(train))
     # One test image and two training images among other images: left out of the OOD scores, said, and counted.
     mixed = np.concatenate([other[:20], test[7:8], train[3:5], other[20:]])
@@ -346,9 +346,9 @@ def test_ood_images_that_are_test_or_training_images_are_left_out_or_refused_whe
     assert data_identity.ood_apart((), ood(mixed), "x", key=("t", "o"))[1:] == (1, 2)  # asked once per pair
     # Only test and training images between them: refused, not "no examples" after leaving them all out.
     with pytest.raises(ValueError, match=r"^the out-of-distribution data is made of test and training images: all 5 "
-                                         r"of its images are test images of x \(2\) or training images of x \(3\) "
-                                         r"\(byte for byte\); give images of something else, which the model neither "
-                                         r"trained nor was tested on"):
+                                         r"of its images are test images of x \(2\) or training-split images of x "
+                                         r"\(3\) \(byte for byte\); give images of something else, which the model "
+                                         r"neither trained nor was tested on"):
         data_identity.ood_apart(test, ood(np.concatenate([test[:2], train[:3]])), "x",
                                 train=data_identity.digests(train))
     # Scored on other data than it trained on, its training images are named as the model's, not that data's.
