@@ -115,11 +115,14 @@ class _Data:
             if found is None and not (isinstance(error, UnknownDataError) and set(origin) == {"dataset"}):
                 raise error  # (a name alone: sources.array_source's, or the data a run tested on, changed)
             if now != sha:  # scored and saved under `sha`, other data would answer for the run's own from then on
-                raise DataError(f"the runs' test data ({_flags_of(origin)}) is not here as they were tested on it "
-                                f"(sha256 {sha[:12]}... then, {f'{now[:12]}... now' if now else 'not loadable now'}): "
-                                "give it again (Python: source=, as arrays are not kept with a run; eval.py: --npz, "
-                                "--image_dir or --idx_dir), or compare with the --mc_samples, --mc_seed and OOD data "
-                                "the runs' records hold")
+                named = set(origin) == {"dataset"}  # (in-memory arrays record their name alone)
+                what = f"named {origin['dataset']!r}" if named else _flags_of(origin)
+                fix = (f"to score them on it as it is now, as other data, pass {_flags_of(origin)}" if now and not named
+                       else "give it again (Python: source=, as arrays are not kept with a run; eval.py: --npz, "
+                       "--image_dir or --idx_dir)")
+                raise DataError(f"the runs' test data ({what}) is not here as they were tested on it (sha256 "
+                                f"{sha[:12]}... then, {f'{now[:12]}... now' if now else 'not loadable now'}): {fix}, "
+                                "or compare with the --mc_samples, --mc_seed and OOD data the runs' records hold")
         return found
 
 

@@ -62,7 +62,7 @@ def test_records_alone_compare_as_the_runs_did(study, tmp_path):
         compare.compare_runs([str(study / "a"), str(study / "b")], source=tiny_source(), baseline="canonicl",
                              output_dir=str(tmp_path / "typo"))
     # In-memory arrays are not kept with a run: scored anew (here with MC dropout), they are asked for again.
-    with pytest.raises(DataError, match=r"^the runs' test data \(--dataset=tiny\) is not here as they were tested on "
+    with pytest.raises(DataError, match=r"^the runs' test data \(named 'tiny'\) is not here as they were tested on "
                                         r"it \(sha256 \w{12}\.\.\. then, not loadable now\): give it again \(Python: "
                                         r"source=, as arrays are not kept with a run; eval.py: --npz"):
         compare.compare_runs(str(study / "b"), mc_samples=2, output_dir=str(tmp_path / "arrays"))
@@ -252,9 +252,11 @@ def test_a_runs_own_test_data_changed_since_is_not_scored_in_its_place(tmp_path)
     sweep.run_sweep(runs[1:], source=sources.array_source(sources.SAMPLE_NAME, (x_train, y_train), (x_test, y_test)),
                     verbose=0)
     np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test[::-1], y_test=(y_test + 1) % 4)
-    for root, flags in (("npz", f"--npz={npz}"), ("named", f"--dataset={sources.SAMPLE_NAME}")):
-        with pytest.raises(DataError, match=rf"^the runs' test data \({flags}\) is not here as they were tested on it "
-                                            r"\(sha256 \w{12}\.\.\. then, \w{12}\.\.\. now\): give it again"):
+    for root, what, fix in (("npz", f"--npz={npz}", f"to score them on it as it is now, as other data, pass "
+                                                     f"--npz={npz}"),
+                            ("named", f"named '{sources.SAMPLE_NAME}'", "give it again")):
+        with pytest.raises(DataError, match=rf"^the runs' test data \({what}\) is not here as they were tested on it "
+                                            rf"\(sha256 \w{{12}}\.\.\. then, \w{{12}}\.\.\. now\): {fix}"):
             compare.compare_runs(str(tmp_path / root), mc_samples=2, output_dir=str(tmp_path / f"{root}_out"))
         assert not os.listdir(os.path.join(tmp_path, root, "run", evaluations.EVALUATIONS)) or all(
             "mc" not in name for name in os.listdir(os.path.join(tmp_path, root, "run", evaluations.EVALUATIONS)))
