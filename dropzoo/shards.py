@@ -312,8 +312,12 @@ def check_other_settings(runs, where, digest):
         if path == os.path.abspath(os.path.join(where, f"plan-{digest}.json")):
             continue
         try:
-            other = files.read_json(path, f"delete it, or the whole {where}, and run the task again")
+            other = files.read_json(path, f"delete it, or the whole {os.path.dirname(path)}, and run the task again")
         except FileNotFoundError:
+            continue
+        except (files.ReadError, OSError):  # in this study's own .tasks/, said; elsewhere maybe another study's
+            if os.path.dirname(path) == os.path.abspath(where):
+                raise
             continue
         base = os.path.dirname(os.path.dirname(path))  # its runs' paths are below the directory of its .tasks/
         for run, settings in zip(other.get("runs", []), other.get("settings", [])):  # (older plans: no settings)
@@ -348,6 +352,13 @@ def _held_settings(run):
     return dict(_settings(config_lib.TrainConfig(**{k: v for k, v in saved.items() if k in config_lib.FIELDS})))
 
 
+def same_settings(run, other):
+    """Whether the runs (or collected records) in directories `run` and `other` hold one config, by their
+    config.json (where each found its data and what devices it had aside): the same run, trained again elsewhere."""
+    mine, theirs = _held_settings(run), _held_settings(other)
+    return mine is not None and theirs is not None and not _differences(mine, theirs)
+
+
 def _nearby_plans(where, levels=4):
     """The plan-*.json files (absolute paths) in `where` (a .tasks/ directory), in every .tasks/ below its directory,
     and in the .tasks/ of the `levels` directories above it: a plan over part of a study (one placement, one model)
@@ -374,8 +385,13 @@ def missing_note(runs_dirs, runs):
     def below(path, directory):
         return os.path.relpath(os.path.abspath(path), os.path.abspath(directory))
 
-    here = {below(run, d): run for d in runs_dirs for run in runs if not below(run, d).startswith(os.pardir)}
-    planned, found, other = set(), [], []  # other: (run, how its settings differ from its plan's)
+    # {path below its runs directory: [the runs there, those below the plan's own runs directory first]}
+    here = {}
+    for d in runs_dirs:
+        for run in runs:
+            if not below(run, d).startswith(os.pardir):
+                here.setdefault(below(run, d), []).append((d, run))
+    planned, found, other = set(), [], {}  # other: {run: how its settings differ from its plan's}
     for runs_dir in runs_dirs:
         for path in plans(runs_dir):
             found.append(path)
@@ -384,9 +400,12 @@ def missing_note(runs_dirs, runs):
             for run, settings in itertools.zip_longest(plan["runs"], plan.get("settings", [])):  # (older: none)
                 run = os.path.normpath(os.path.join(root, run))
                 planned.add(run)
-                held = _held_settings(here[run]) if run in here and settings is not None else None
+                # The run in the plan's own directory, else another machine's share of it (two studies of one
+                # layout side by side each hold their own runs).
+                held = sorted(here.get(run, []), key=lambda found_in: found_in[0] != runs_dir)
+                held = _held_settings(held[0][1]) if held and settings is not None else None
                 if held is not None and _differences(settings, held):
-                    other.append((run, _differences(settings, held)))
+                    other[run] = _differences(settings, held)
     missing, given_up = sorted(planned - set(here)), f"{', '.join(found[:2])}{', ...' if len(found) > 2 else ''}"
     notes = []
     if missing:
@@ -395,8 +414,9 @@ def missing_note(runs_dirs, runs):
                      f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} (below --runs_dir); run those "
                      f"tasks again, or, if that plan was given up, delete {given_up}")
     if other:  # tasks typed with other flags where they shared no .tasks/ (two machines): other variants, short
+        first = min(other)
         notes.append(f"{len(other)} of the {len(planned)} runs an array job planned hold other settings than its plan "
-                     f"gave them ({other[0][0]}: {other[0][1].replace(' there', ' planned')}): tasks given other "
+                     f"gave them ({first}: {other[first].replace(' there', ' planned')}): tasks given other "
                      "flags, so each variant holds part of the plan's seeds; rerun those tasks with the plan's flags "
                      f"and --overwrite, or, if that plan was given up, delete {given_up}")
     return " ".join(notes) or None

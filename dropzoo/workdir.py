@@ -20,6 +20,7 @@ from dropzoo import config as config_lib
 from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import performance
+from dropzoo import shards
 from dropzoo.errors import RunError
 from models.masks import LEGACY_GENERATOR
 
@@ -298,8 +299,9 @@ def unfinished_runs(runs_dirs):
             if "metrics.json" in names:
                 dirs[:] = []
             elif "config.json" in names:  # (finished below another of runs_dirs, where its rerun went: not left)
-                if not any(os.path.isfile(os.path.join(d, os.path.relpath(root, runs_dir), "metrics.json"))
-                           for d in runs_dirs):
+                elsewhere = [os.path.join(d, os.path.relpath(root, runs_dir)) for d in runs_dirs]
+                if not any(os.path.isfile(os.path.join(run, "metrics.json")) and shards.same_settings(root, run)
+                           for run in elsewhere):
                     found.append(os.path.normpath(root))
                 dirs[:] = []
     return sorted(found)

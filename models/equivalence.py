@@ -405,7 +405,7 @@ def register_network(text):
 def _network_text(value):
     """--network's spec: the value, or the contents of FILE for `@FILE`."""
     try:
-        return pathlib.Path(value[1:]).read_text(encoding="utf-8-sig") if value.startswith("@") else value
+        return pathlib.Path(value[1:] or "?").read_text(encoding="utf-8-sig") if value.startswith("@") else value
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"--network: cannot read {value[1:]!r} ({getattr(e, 'strerror', None) or e}); @FILE names "
                          "a text file holding the network spec") from None

@@ -421,11 +421,16 @@ def test_unfinished_runs_are_named_not_silently_left_out(tmp_path):
     assert workdirs.unfinished_note([str(tmp_path)]) == (
         f"1 unfinished run(s) left out (no metrics.json yet): {tmp_path}/m/canonical/seed1; rerun their train.py "
         "command to finish them")
-    # Abandoned on one machine and finished on another (its rerun went there): not "left out".
+    # Abandoned on one machine and finished on another (its rerun went there): not "left out"; a run of another
+    # config at the same path (another study of one layout) is not that run.
+    config = tiny_config(seed=1).to_dict()
+    (tmp_path / "m" / "canonical" / "seed1" / "config.json").write_text(json.dumps(config))
     other = tmp_path / "other"
     (other / "m" / "canonical" / "seed1").mkdir(parents=True)
     (other / "m" / "canonical" / "seed1" / "metrics.json").write_text("{}")
-    assert workdirs.unfinished_note([str(tmp_path), str(other)]) is None
+    for epochs, left in ((config["epochs"] + 1, 1), (config["epochs"], 0)):
+        (other / "m" / "canonical" / "seed1" / "config.json").write_text(json.dumps({**config, "epochs": epochs}))
+        assert len(workdirs.unfinished_runs([str(tmp_path), str(other)])) == left
     (tmp_path / "m" / "canonical" / "seed1" / "metrics.json").write_text("{}")
     assert workdirs.unfinished_note([str(tmp_path)]) is None
 

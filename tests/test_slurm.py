@@ -422,6 +422,17 @@ def test_a_comparison_names_runs_that_hold_other_settings_than_their_plan(tmp_pa
     # One machine's own share against its own plan: nothing to say.
     assert shards.missing_note([machines[0]], [w for w in trained if w.startswith(machines[0])]).startswith(
         "2 of the 4 runs an array job planned have no record here")
+    # Two complete studies of one layout side by side (--epochs=1 and --epochs=2), each with its own plan: each
+    # plan is held to its own runs (it was held to the other study's, and advised --overwrite).
+    for epochs in plans:
+        runs = plans[epochs]
+        for index in (0, 1):
+            shards.check_task_counts(runs, sweep.plan(runs), index, 2, "--task_index and --num_tasks")
+            for config, workdir in shards.share(runs, sweep.plan(runs), index, 2):
+                os.makedirs(workdir, exist_ok=True)
+                with open(os.path.join(workdir, "config.json"), "w") as f:
+                    json.dump({**config.to_dict(), "resolved": {}}, f)
+    assert shards.missing_note(machines, [w for runs in plans.values() for _, w in runs]) is None
 
 
 def test_the_kubernetes_recipe_parses_and_maps_its_indices():
@@ -491,6 +502,11 @@ def test_a_task_typed_with_other_flags_than_its_siblings_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"^another task split this study with other settings \(.*/study/dense_mlp/"
                                           r"\.tasks/plan-.* with epochs: 20 there, 12 here"):
         shards.check_task_counts(part, sweep.plan(part), 1, 2, "--task_index and --num_tasks")
+    # An unreadable plan of the .tasks/ above (another study's, maybe) is not this study's to refuse for.
+    (tmp_path / ".tasks").mkdir()
+    (tmp_path / ".tasks" / "plan-0000.json").write_text('{"runs": [')
+    fresh = _plan("--model=dense_mlp", "--placement=canonical", "--seeds=2", f"--workdir={tmp_path}/fresh")
+    shards.check_task_counts(fresh, sweep.plan(fresh), 1, 2, "--task_index and --num_tasks")
     deeper = tmp_path / "deeper"
     part = _plan("--model=dense_mlp", "--placement=canonical", "--seeds=2", "--epochs=12", f"--workdir={deeper}")
     shards.check_task_counts(part, sweep.plan(part), 0, 2, "--task_index and --num_tasks")
