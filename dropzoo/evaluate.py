@@ -120,7 +120,7 @@ def _score(path, predict, batches, ood_batches):
                        mc_curve=uncertainty.over_samples(draws, labels))
     # Without dropout (or none that moves these probabilities) every sample is the same pass: said, and mutual
     # information, rounding noise then, is left out.
-    stochastic = draws is not None and float(np.max(np.std(draws, axis=0))) > NO_SPREAD
+    stochastic = draws is not None and bool(np.any(np.std(draws, axis=0) > NO_SPREAD))  # (NaN rows: no spread)
     if mc_samples and not stochastic:
         metrics["mc_no_spread"] = True
     if ood_batches is not None:

@@ -178,6 +178,8 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             if saved is None and (run_test[2] or (ood_id and ood_id[2])):
                 saved = _held_instead(trained, request, data.own(metrics)[0] if given else None, notes, bool(ood),
                                       metrics.get("weights_sha256"))
+                if saved and ood_id and ood_id[2]:  # (a folder of OOD images here has a fingerprint per image size)
+                    held_ood.add(saved["request"]["ood"])
             if saved is None:
                 saved = _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, batch_size,
                                   mc_samples, mc_seed)
@@ -189,7 +191,6 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
             scored.append((origin, saved["result"]["num_examples"], run, changed))
         rows.append(row(run, metrics, saved["result"], saved["data_source"], trained,
                         saved.get("request", request)["data"]))
-        held_ood.add(saved.get("request", request)["ood"])
     if len(held_ood) > 1:  # OOD data not here, answered per run by the one its record holds: not one OOD data set
         raise DataError(f"the out-of-distribution data named cannot be loaded here, and the runs' records hold "
                         f"evaluations of {len(held_ood)} other OOD data sets (sha256 "

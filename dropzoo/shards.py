@@ -355,7 +355,10 @@ def _held_settings(run):
 def same_settings(run, other):
     """Whether the runs (or collected records) in directories `run` and `other` hold one config, by their
     config.json (where each found its data and what devices it had aside): the same run, trained again elsewhere."""
-    mine, theirs = _held_settings(run), _held_settings(other)
+    try:
+        mine, theirs = _held_settings(run), _held_settings(other)
+    except files.ReadError:  # a corrupt config.json: not known to be that run
+        return False
     return mine is not None and theirs is not None and not _differences(mine, theirs)
 
 

@@ -43,11 +43,12 @@ def brier_score(probabilities, labels):
 
 
 def predictive_entropy(probabilities):
-    """H(p) per example, in nats (0 log 0 = 0)."""
+    """H(p) per example, in nats (0 log 0 = 0); NaN where a row is not all finite (not 0: no answer is no
+    certainty, and OOD detection must not rank it)."""
     p = np.asarray(probabilities, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, p * np.log(p), 0.0)
-    return -terms.sum(axis=-1)
+    return np.where(np.all(np.isfinite(p), axis=-1), -terms.sum(axis=-1), np.nan)
 
 
 def mutual_information(draws):

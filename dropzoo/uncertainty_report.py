@@ -150,7 +150,8 @@ def plot_mc_samples(path, rows, variants):
     plt = plots.pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for variant in variants:
-        curves = [r["mc_curve"] for r in rows if r["variant"] == variant and r.get("mc_curve")]
+        curves = [r["mc_curve"] for r in rows if r["variant"] == variant and r.get("mc_curve")  # (not finite: left
+                  and np.all(np.isfinite(r["mc_curve"]["nll"] + r["mc_curve"]["ece"]))]  # out, as of the means)
         if not curves:
             continue
         samples = curves[0]["samples"]

@@ -233,6 +233,27 @@ def test_a_comparison_reads_an_ood_folder_at_each_runs_image_size(study, tmp_pat
                              output_dir=str(tmp_path / "out2"))
 
 
+@pytest.mark.slow
+def test_an_ood_folder_here_is_scored_at_each_runs_size_though_its_fingerprints_differ(tmp_path):
+    """Runs of two image sizes and a folder of OOD images that is here: read at each run's size, so one fingerprint
+    per size, which the check for OOD answered by other data set by set took for two OOD data sets and refused."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    (tmp_path / "photos").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), np.uint8)).save(tmp_path / "photos" / f"{i}.png")
+    (x_train, y_train), (x_test, y_test) = _arrays(seed=5), _arrays(seed=6)
+    for size in (28, 12):
+        npz = tmp_path / f"data{size}.npz"
+        np.savez(npz, x_train=x_train[:, :size, :size], y_train=y_train, x_test=x_test[:, :size, :size], y_test=y_test)
+        config = tiny_config(epochs=1, npz=str(npz), dataset="mnist")
+        sweep.run_sweep([(config, str(tmp_path / "runs" / f"size{size}"))], verbose=0)
+    result = compare.compare_runs(str(tmp_path / "runs"), ood={"image_dir": str(tmp_path / "photos")},
+                                  output_dir=str(tmp_path / "out"))
+    assert result["num_runs"] == 2
+
+
 def _arrays(seed=0):
     source = tiny_source(seed=seed)
     images, labels = next(iter(source.test.batch(1000).as_numpy_iterator()))
@@ -431,6 +452,8 @@ def test_unfinished_runs_are_named_not_silently_left_out(tmp_path):
     for epochs, left in ((config["epochs"] + 1, 1), (config["epochs"], 0)):
         (other / "m" / "canonical" / "seed1" / "config.json").write_text(json.dumps({**config, "epochs": epochs}))
         assert len(workdirs.unfinished_runs([str(tmp_path), str(other)])) == left
+    (tmp_path / "m" / "canonical" / "seed1" / "config.json").write_text("{not json")  # not known to be that run
+    assert len(workdirs.unfinished_runs([str(tmp_path), str(other)])) == 1
     (tmp_path / "m" / "canonical" / "seed1" / "metrics.json").write_text("{}")
     assert workdirs.unfinished_note([str(tmp_path)]) is None
 

@@ -445,4 +445,9 @@ def test_scores_of_a_model_that_diverged_on_some_images_are_nan_not_an_error():
     assert sum(uncertainty.reliability(p, np.array([0, 0, 1]))["count"]) == 0
     detection = uncertainty.ood_detection(np.array([0.1, np.nan]), np.array([0.5, 0.7]))
     assert np.isnan(detection["auroc"]) and np.isnan(detection["fpr95"])
+    # A NaN row's entropy is NaN, not 0 (the most certain score there is): it gave a finite AUROC of 0.57.
+    entropy = uncertainty.predictive_entropy(p)
+    assert np.isnan(entropy[1]) and np.isfinite(entropy[[0, 2]]).all()
+    assert np.isnan(uncertainty.ood_detection(entropy, np.array([0.5, 0.7]))["auroc"])
+    assert np.isnan(uncertainty.mutual_information(np.stack([p, p]))[1])
     assert uncertainty.ood_detection(np.array([0.1, 0.2]), np.array([0.5, 0.7]))["auroc"] == 1.0
