@@ -208,8 +208,8 @@ def summary_line(result):
     if result.get("mc_samples"):
         line += (f"; MC dropout ({result['mc_samples']} passes): accuracy {100 * result['mc_accuracy']:.2f}%, "
                  f"NLL {result['mc_nll']:.4f}")
-    best = max((name for name in OOD_SCORES if f"ood_auroc_{name}" in result),
-               key=lambda name: result[f"ood_auroc_{name}"], default=None)
+    best = max((name for name in OOD_SCORES if np.isfinite(result.get(f"ood_auroc_{name}", np.nan))),
+               key=lambda name: result[f"ood_auroc_{name}"], default=None)  # (NaN: a model that diverged there)
     if best:
         line += (f"; out-of-distribution ({result['ood_num_examples']:,} images): AUROC "
                  f"{result[f'ood_auroc_{best}']:.3f} by {best.replace('_', ' ')}")

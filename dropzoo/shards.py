@@ -356,9 +356,10 @@ def same_settings(run, other):
     """Whether the runs (or collected records) in directories `run` and `other` hold one config, by their
     config.json (where each found its data and what devices it had aside): the same run, trained again elsewhere."""
     try:
-        mine, theirs = _held_settings(run), _held_settings(other)
-    except files.ReadError:  # a corrupt config.json: not known to be that run
+        mine = _held_settings(run)
+    except files.ReadError:  # a corrupt config.json of `run`: not known to be `other` (whose own is read, and said)
         return False
+    theirs = _held_settings(other)
     return mine is not None and theirs is not None and not _differences(mine, theirs)
 
 

@@ -450,4 +450,10 @@ def test_scores_of_a_model_that_diverged_on_some_images_are_nan_not_an_error():
     assert np.isnan(entropy[1]) and np.isfinite(entropy[[0, 2]]).all()
     assert np.isnan(uncertainty.ood_detection(entropy, np.array([0.5, 0.7]))["auroc"])
     assert np.isnan(uncertainty.mutual_information(np.stack([p, p]))[1])
+    from dropzoo import evaluate  # the headline names a finite AUROC, not a NaN one that comes first
+
+    line = evaluate.summary_line({"accuracy": 0.9, "loss": 0.3, "ece": 0.01, "data_source": "x", "num_examples": 10,
+                                  "ood_num_examples": 5, "ood_auroc_entropy": float("nan"),
+                                  "ood_auroc_mc_entropy": 0.82})
+    assert line.endswith("; out-of-distribution (5 images): AUROC 0.820 by mc entropy")
     assert uncertainty.ood_detection(np.array([0.1, 0.2]), np.array([0.5, 0.7]))["auroc"] == 1.0
