@@ -112,10 +112,10 @@ class _Data:
         if found is None and metrics is not None:
             origin = workdirs.test_origin(metrics)
             now, found, error = self.identity(origin)
-            if found is None and not (isinstance(error, UnknownDataError) and set(origin) == {"dataset"}):
-                raise error  # (a name alone: sources.array_source's, or the data a run tested on, changed)
+            named = set(origin) == {"dataset"}  # (in-memory arrays record their name alone: sources.array_source's)
+            if found is None and not (isinstance(error, UnknownDataError) and named):
+                raise error
             if now != sha:  # scored and saved under `sha`, other data would answer for the run's own from then on
-                named = set(origin) == {"dataset"}  # (in-memory arrays record their name alone)
                 what = f"named {origin['dataset']!r}" if named else _flags_of(origin)
                 fix = (f"to score them on it as it is now, as other data, pass {_flags_of(origin)}" if now and not named
                        else "give it again (Python: source=, as arrays are not kept with a run; eval.py: --npz, "

@@ -174,9 +174,12 @@ def _plan_digest(runs, sweep_plan):
     """sha256 of the plan: the runs (workdirs), their groups and the settings each trains with (a rate or epochs
     set from the task index names no workdir), in any order; data paths, devices and such may differ per task."""
     root = os.path.dirname(_tasks_dir(runs, make=False))  # workdirs below it: one plan however the path is spelt
-    settings = sorted((os.path.relpath(os.path.abspath(workdir), root), _settings(config)) for config, workdir in runs)
-    groups = sorted(sorted(os.path.relpath(os.path.abspath(w), root) for w in ws)
-                    for ws in _groups(runs, sweep_plan).values())
+
+    def below(workdir):
+        return os.path.relpath(os.path.abspath(workdir), root)
+
+    settings = sorted((below(workdir), _settings(config)) for config, workdir in runs)
+    groups = sorted(sorted(map(below, workdirs)) for workdirs in _groups(runs, sweep_plan).values())
     return hashlib.sha256(json.dumps([groups, settings]).encode()).hexdigest()
 
 
@@ -407,9 +410,9 @@ def missing_note(runs_dirs, runs):
                 # The run in the plan's own directory, else another machine's share of it (two studies of one
                 # layout side by side each hold their own runs).
                 held = sorted(here.get(run, []), key=lambda found_in: found_in[0] != runs_dir)
-                held = _held_settings(held[0][1]) if held and settings is not None else None
-                if held is not None and _differences(settings, held):
-                    other[run] = _differences(settings, held)
+                differ = _differences(settings, _held_settings(held[0][1]) or settings) if held and settings else ""
+                if differ:
+                    other[run] = differ
     missing, given_up = sorted(planned - set(here)), f"{', '.join(found[:2])}{', ...' if len(found) > 2 else ''}"
     notes = []
     if missing:
