@@ -3,13 +3,16 @@
     python -m models.equivalence [--models=keras_mnist_cnn,...] [--activations=relu,...]
                                  [--precisions=float32,mixed_bfloat16,mixed_float16]
     python -m models.equivalence --network=conv32k3,pool2,flatten,dense128,dropout0.5   (or @FILE)
+    python -m models.equivalence --keras_model=my_cnn.keras
 
-For each model (the zoo's, or a network of your own written as text) and
+For each model (the zoo's, a network of your own written as text, or a Keras
+model of yours with its own activations: models/probes.py finds where) and
 hidden activation (float32) it checks:
 
 1. `before_activation` vs `after_activation` with the same weights and the
    same dropout mask: identical in training mode exactly when the activation
-   is ReLU (positively homogeneous, maps 0 to 0), and identical in inference
+   is positively homogeneous and maps 0 to 0 (ReLU; a Keras model's LeakyReLU
+   and PReLU too, up to rounding), and identical in inference
    mode for every activation (inverted dropout is then the identity).
 2. The zoo's inverted dropout is mask-then-scale and scale-then-mask: its
    training output equals x * mask / keep and (x / keep) * mask for its own
@@ -20,7 +23,8 @@ hidden activation (float32) it checks:
    errors of the mean); classic inference output = keep probability x
    inverted inference output; and a classic network equals the inverted
    network whose next linear layer's kernel is scaled by the keep
-   probability -- the original paper's test-time weight scaling, moved.
+   probability -- the original paper's test-time weight scaling, moved ("not
+   checked", saying why, where a merge or a BatchNorm reads a site's units).
 4. Identical by construction: for pairs of variants (placements, kinds,
    norm="batch"), equal `models.construction_key`s mean bitwise equal
    logits in training and inference mode when both are built with the same
@@ -60,11 +64,11 @@ from absl import flags
 import models
 from models import layers as dropout_lib
 from models import network
+from models import probes
 
 IDENTICAL_TOL = 1e-6  # relative; float32 rounding of a reordered product
 MC_PASSES = 4000
 Z_TOL = 5.0  # standard errors of the mean
-INPUT_SHAPE = (28, 28, 1)
 PRECISIONS = dropout_lib.POLICIES
 PRECISION_RATES = (0.1, 0.4)
 # 1x2 feature maps: a spatial mask covers 2 units, and 1,024 channels x MC_PASSES
@@ -72,6 +76,8 @@ PRECISION_RATES = (0.1, 0.4)
 # to bfloat16) at > 5 standard errors; tests/test_equivalence.py shows it.
 PRECISION_SHAPE = (8, 1, 2, 128)
 LAYERS = "dropout layers"  # the `model` of findings about the layers alone
+OWN = "own activations"  # the `activation` of findings about a Keras model
+NOT_CHECKED = "not checked"  # a claim the network has no place for (expected and measured)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +105,8 @@ class Finding:
     def line(self, width=58):
         flag = "" if self.holds else f"   <-- expected {self.expected}"
         detail = f"  ({self.detail})" if self.detail else ""
+        if self.measured == NOT_CHECKED:
+            return f"  {self.claim:<{width}} {self.measured}{detail}"
         return (f"  {self.claim:<{width}} {self.measured:<9} "
                 f"max|diff| = {self.max_abs_diff:.3g}{detail}{flag}")
 
@@ -115,54 +123,26 @@ def _inputs(input_shape, batch=8, seed=0):
     return np.random.default_rng(seed).uniform(0, 1, (batch, *input_shape)).astype("float32")
 
 
-def _logits(model, x, training):
-    """The model's pre-softmax output, where differences are not squashed."""
-    head = keras.Model(model.input, model.get_layer("logits").output)
-    return keras.ops.convert_to_numpy(head(x, training=training))
-
-
 def _copy_weights(source, target):
     for layer in source.layers:
         if layer.weights:
             target.get_layer(layer.name).set_weights(layer.get_weights())
 
 
-def _head(spec):
-    """(placement, site, rate) of the head (non-spatial) dropout claims 2 and 3 probe: canonical's, or where the
-    network's own dropout is all in the conv stack (conv8k3,pool2,dropout0.25,flatten,dense16), a head placement's."""
-    for placement in ("canonical", "after_activation", "before_dense"):
-        if placement in models.list_placements(spec.name):
-            head = [(k, s.rate) for k, s in models.resolve_placement(spec.name, placement).items()
-                    if k not in spec.spatial_sites()]
-            if head:
-                return (placement, *head[0])
-    raise ValueError(f"network {spec.name} has no dropout site on a vector: claims 2 and 3 probe one")
-
-
-def _activation_pair(spec):
-    """(before, after) placements, and the site moved between them."""
-    named = models.list_placements(spec.name)
-    head_rate = _head(spec)[2]
-    if "before_activation" in named:
-        layer = [entry.name for entry in spec.layers if isinstance(entry, network.Dense)][-1]
-        return "before_activation", "after_activation", f"{layer}.mid/.post"
-    # No hidden dense layer: move dropout across the last conv's activation.
-    layer = [entry.name for entry in spec.layers if isinstance(entry, network.Conv)][-1]
-    return f"{layer}.mid:{head_rate}", f"{layer}.post:{head_rate}", f"{layer}.mid/.post"
-
-
 def check_activation_order(name, activation, seed=0):
     """Claim 1: before vs after the activation, in training and inference mode."""
     spec = models.get_spec(name)
-    before, after, where = _activation_pair(spec)
-    x = _inputs(INPUT_SHAPE)
+    before, after, where = probes.activation_pair(spec)
+    homogeneous = probes.homogeneous(spec, where.split(".")[0], activation)
+    x = _inputs(probes.input_shape(spec))
     findings = []
     for training in (True, False):
-        m_before = models.build(name, before, activation=activation, seed=seed)
-        m_after = models.build(name, after, activation=activation, seed=seed)
+        m_before = probes.build(name, before, activation=activation, seed=seed)
+        m_after = probes.build(name, after, activation=activation, seed=seed)
         _copy_weights(m_after, m_before)
-        measured, diff = _compare(_logits(m_before, x, training), _logits(m_after, x, training))
-        expected = "identical" if (activation == "relu" or not training) else "different"
+        measured, diff = _compare(probes.logits(spec, m_before, x, training),
+                                  probes.logits(spec, m_after, x, training))
+        expected = "identical" if (homogeneous or not training) else "different"
         mode = "training" if training else "inference"
         findings.append(Finding(name, activation, f"1 before vs after activation, {mode} mode",
                                 expected, measured, diff, f"{where}, same mask"))
@@ -171,11 +151,12 @@ def check_activation_order(name, activation, seed=0):
 
 def _head_site_input(name, activation, seed):
     """The canonical head dropout site, its rate and the activations entering it."""
-    placement, site, rate = _head(models.get_spec(name))
-    model = models.build(name, placement, activation=activation, seed=seed)
+    spec = models.get_spec(name)
+    placement, site, rate = probes.head(spec)
+    model = probes.build(name, placement, activation=activation, seed=seed)
     probe = keras.Model(model.input, model.get_layer(site).input)
-    x = keras.ops.convert_to_numpy(probe(_inputs(INPUT_SHAPE), training=False))
-    return site, rate, x
+    x = keras.ops.convert_to_numpy(probe(_inputs(probes.input_shape(spec)), training=False))
+    return site, rate, probes.site_units(x)
 
 
 def check_scale_order(name, activation, seed=0):
@@ -225,26 +206,30 @@ def check_kinds(name, activation, seed=0):
     # The paper scales weights at test time; inverted dropout scales at training
     # time. Scaling the kernel after each site by the keep probability maps one
     # network onto the other, so the two kinds define the same functions.
-    inverted = models.build(name, kind="inverted", activation=activation, seed=seed)
-    classic = models.build(name, kind="classic", activation=activation, seed=seed)
+    claim = "3 classic(W) vs inverted(keep x W_next), inference"
+    try:
+        readers = {site: probes.linear_readers(spec, site) for site in models.resolve_placement(name)}
+    except ValueError as e:  # a Keras model's site read by a merge or a BatchNorm: no kernel carries the factor
+        return findings + [Finding(name, activation, claim, NOT_CHECKED, NOT_CHECKED, 0.0, str(e))]
+    inverted = probes.build(name, "canonical", kind="inverted", activation=activation, seed=seed)
+    classic = probes.build(name, "canonical", kind="classic", activation=activation, seed=seed)
     _copy_weights(classic, inverted)
     for site_name, site in models.resolve_placement(name).items():
-        nxt = inverted.get_layer(_next_linear(spec, site_name))
-        kernel, bias = nxt.get_weights()
-        nxt.set_weights([kernel * (1 - site.rate), bias])
-    xs = _inputs(INPUT_SHAPE)
-    measured, diff = _compare(_logits(classic, xs, False), _logits(inverted, xs, False))
-    findings.append(Finding(name, activation, "3 classic(W) vs inverted(keep x W_next), inference",
-                            "identical", measured, diff, "whole network, canonical sites"))
+        for reader in readers[site_name]:
+            weights = inverted.get_layer(reader).get_weights()  # its kernel first, then its bias
+            inverted.get_layer(reader).set_weights([weights[0] * (1 - site.rate), *weights[1:]])
+    xs = _inputs(probes.input_shape(spec))
+    measured, diff = _compare(probes.logits(spec, classic, xs, False), probes.logits(spec, inverted, xs, False))
+    findings.append(Finding(name, activation, claim, "identical", measured, diff, "whole network, canonical sites"))
     return findings
 
 
 def _construction_pairs(spec):
     """Claim 4's pairs (a, b, kind, norm): moves across ReLU, and moves no rule allows."""
-    before, after, where = _activation_pair(spec)
-    layer, rate = where.split(".")[0], f"{_head(spec)[2]:g}"
+    before, after, where = probes.activation_pair(spec)
+    layer, rate = where.split(".")[0], f"{probes.head(spec)[2]:g}"
     pre = "before_dense" if before == "before_activation" else f"{layer}.pre:{rate}"
-    return [
+    pairs = [
         ("canonical", after, "inverted", "none"),
         ("canonical", before, "inverted", "none"),
         (before, after, "inverted", "none"),
@@ -259,6 +244,7 @@ def _construction_pairs(spec):
         (before, after, "inverted", "batch"),
         (f"{layer}.prenorm:{rate}", f"{layer}.mid:{rate}", "inverted", "batch"),
     ]
+    return [pair for pair in pairs if pair[3] == "none"] if probes.is_keras(spec) else pairs  # it keeps its norm
 
 
 def check_construction(name, activation, seed=0):
@@ -267,21 +253,21 @@ def check_construction(name, activation, seed=0):
     Nothing is copied between the two models: equal weights and masks must
     come from the construction itself.
     """
-    x = _inputs(INPUT_SHAPE)
+    spec = models.get_spec(name)
+    x = _inputs(probes.input_shape(spec))
     cache = {}
 
     def logits(placement, kind, norm):
         """(inference, training) logits; inference first, before BN's moving statistics move."""
         if (placement, kind, norm) not in cache:
-            model = models.build(name, placement, kind=kind, activation=activation, norm=norm,
-                                 seed=seed)
-            cache[placement, kind, norm] = [_logits(model, x, training).astype(np.float64)
+            model = probes.build(name, placement, kind=kind, activation=activation, norm=norm, seed=seed)
+            cache[placement, kind, norm] = [probes.logits(spec, model, x, training).astype(np.float64)
                                             for training in (False, True)]
         return cache[placement, kind, norm]
 
     findings = []
-    for a, b, kind, norm in _construction_pairs(models.get_spec(name)):
-        options = dict(kind=kind, activation=activation, norm=norm)
+    for a, b, kind, norm in _construction_pairs(spec):
+        options = dict(kind=kind, activation="relu" if probes.is_keras(spec) else activation, norm=norm)
         same = models.construction_key(name, a, **options) == models.construction_key(name, b, **options)
         inference, training = (float(np.max(np.abs(u - v)))
                                for u, v in zip(logits(a, kind, norm), logits(b, kind, norm)))
@@ -293,17 +279,6 @@ def check_construction(name, activation, seed=0):
             f"keys {'equal' if same else 'differ'}; max|diff| training {training:.3g}, "
             f"inference {inference:.3g}"))
     return findings
-
-
-def _next_linear(spec, site):
-    """The first conv/dense layer at or after `site` (only max-pool/flatten between)."""
-    layer_name, slot = site.split(".")
-    names = [layer.name for layer in spec.layers]
-    start = names.index(layer_name) + (0 if slot == "pre" else 1)
-    for layer in spec.layers[start:]:
-        if isinstance(layer, (network.Conv, network.Dense, network.Output)):
-            return layer.name
-    raise ValueError(f"no linear layer after site {site}")
 
 
 def check_precision_name(precision):
@@ -380,7 +355,8 @@ def run(model_names=None, activations=None, precisions=None, seed=0):
     keras.utils.set_random_seed(seed)
     findings = []
     for name in model_names or models.list_models():
-        for activation in activations or network.ACTIVATIONS:
+        own = probes.is_keras(models.get_spec(name))  # a Keras model keeps its own activations
+        for activation in (OWN,) if own else activations or network.ACTIVATIONS:
             findings += check_activation_order(name, activation, seed)
             findings += check_scale_order(name, activation, seed)
             findings += check_kinds(name, activation, seed)
@@ -402,6 +378,17 @@ def register_network(text):
     return spec.name
 
 
+def register_keras(path):
+    """The name of the Keras model in the `.keras` file at `path`, registered to be checked with its own
+    activations; ValueError (one line) where it cannot be (models.register_keras_model) or has no activation."""
+    if pathlib.Path(path).stem in models.list_models():  # the model's name is its file's
+        raise ValueError(f"--keras_model: its name {pathlib.Path(path).stem!r} (the file's) is a zoo network's; "
+                         "copy the file under another name")
+    name = models.register_keras_model(path)
+    probes.activation_pair(models.get_spec(name))
+    return name
+
+
 def _network_text(value):
     """--network's spec: the value, or the contents of FILE for `@FILE`."""
     try:
@@ -421,7 +408,10 @@ def report(findings):
             lines.append(group)
         lines.append(f.line(width))
     failed = [f for f in findings if not f.holds]
-    lines.append(f"{len(findings) - len(failed)} of {len(findings)} findings agree with theory.")
+    skipped = sum(f.measured == NOT_CHECKED for f in findings)
+    checked = len(findings) - skipped
+    lines.append(f"{checked - len(failed)} of {checked} findings agree with theory"
+                 + (f"; {skipped} not checked (its line says why)." if skipped else "."))
     return "\n".join(lines)
 
 
@@ -431,6 +421,11 @@ def main(argv):
         names = flags.FLAGS.models
         if flags.FLAGS.network is not None:  # a network of your own: checked alone, or beside --models
             names = [register_network(_network_text(flags.FLAGS.network)), *(names or ())]
+        if flags.FLAGS.keras_model is not None:
+            if flags.FLAGS.activations and names is None:
+                raise ValueError("--activations is for the zoo's networks and text networks; a --keras_model is "
+                                 "checked with its own: leave --activations out")
+            names = [register_keras(flags.FLAGS.keras_model), *(names or ())]
         findings = run(names, flags.FLAGS.activations, flags.FLAGS.precisions)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -444,6 +439,8 @@ if __name__ == "__main__":
     flags.DEFINE_list("models", None, "Models to check (default: all).")
     flags.DEFINE_string("network", None, "A network of your own as layer tokens, as train.py's --network takes it "
                         "(or @FILE), checked instead of the zoo's (beside --models where given).")
-    flags.DEFINE_list("activations", None, "Hidden activations (default: all).")
+    flags.DEFINE_string("keras_model", None, "A model of your own saved with model.save('NAME.keras'), checked "
+                        "with its own activations (beside --models and --network where given).")
+    flags.DEFINE_list("activations", None, "Hidden activations of the zoo's and text networks (default: all).")
     flags.DEFINE_list("precisions", None, f"Policies for the layer checks (default: {','.join(PRECISIONS)}).")
     app.run(main)

@@ -14,6 +14,7 @@ import pytest
 import models
 from models import equivalence
 from models import layers as dropout_lib
+from models import probes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MC_CLAIM = f"mean of {equivalence.MC_PASSES} training passes vs inference"
@@ -284,3 +285,97 @@ def test_command_line_rejects_an_unknown_model_in_one_line():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown model 'lenet'; valid models:")
     assert "Traceback" not in result.stderr
+
+
+def _saved(tmp_path, name, *layers, shape=(12, 12, 1)):
+    """A functional model of `layers` in sequence (a callable: the tensors so far -> the next), saved to a file."""
+    image = keras.Input(shape)
+    x = image
+    for layer in layers:
+        x = layer(x)
+    path = tmp_path / f"{name}.keras"
+    keras.Model(image, x).save(path)
+    return str(path)
+
+
+def _rows(findings, name):
+    return {f.claim: f for f in findings if f.model == name}
+
+
+def test_a_keras_model_of_your_own_holds_every_claim_with_its_own_activations(tmp_path):
+    """`--keras_model`: claims 1-4 for a user's model, its own LeakyReLU (positively homogeneous: the same network
+    before and after it, up to rounding) and tanh (another network in training) as theory says."""
+    L = keras.layers
+    leaky = equivalence.register_keras(_saved(
+        tmp_path, "leaky", L.Conv2D(4, 3, activation="relu"), L.MaxPooling2D(), L.Dropout(0.25), L.Flatten(),
+        L.Dense(16), L.LeakyReLU(0.1), L.Dropout(0.4), L.Dense(3, activation="softmax")))
+    tanh = equivalence.register_keras(_saved(
+        tmp_path, "tanh_mlp", L.Flatten(), L.Dense(16, activation="tanh"), L.Dropout(0.2), L.Dense(3)))
+    findings = equivalence.run([leaky, tanh], ["sigmoid"], ["float32"])
+    assert findings and all(f.holds for f in findings), [f.line() for f in findings if not f.holds]
+    for name in (leaky, tanh):
+        rows = _rows(findings, name)
+        assert {f.activation for f in rows.values()} == {equivalence.OWN}  # not the zoo's sigmoid
+        assert {claim[0] for claim in rows} == {"1", "2", "3", "4"}
+        whole = rows["3 classic(W) vs inverted(keep x W_next), inference"]
+        assert whole.measured == "identical", whole.line()
+    assert _rows(findings, leaky)["1 before vs after activation, training mode"].expected == "identical"
+    assert _rows(findings, tanh)["1 before vs after activation, training mode"].expected == "different"
+    assert "at dense.post, rate 0.4" in _rows(findings, leaky)["2 inverted dropout vs x * its mask / keep"].detail
+
+
+def test_a_keras_models_test_time_scaling_reaches_every_reader_or_is_not_checked(tmp_path, monkeypatch):
+    """Claim 3's weight scaling scales every linear layer that reads a site's units: both towers reading one
+    dropped pooling output; where a merge reads them (a residual Add) no kernel carries the factor, said so."""
+    L = keras.layers
+    image = keras.Input((12, 12, 1))
+    pooled = L.Flatten()(L.Dropout(0.25)(L.MaxPooling2D()(L.Conv2D(4, 3, activation="relu")(image))))
+    merged = L.Concatenate()([L.Dense(8, activation="relu")(pooled), L.Dense(8, activation="relu")(pooled)])
+    path = tmp_path / "towers.keras"
+    keras.Model(image, L.Dense(3, activation="softmax")(L.Dropout(0.5)(merged))).save(path)
+    towers = equivalence.register_keras(str(path))
+    claim = "3 classic(W) vs inverted(keep x W_next), inference"
+    assert _rows(equivalence.check_kinds(towers, equivalence.OWN), towers)[claim].measured == "identical"
+    real = probes.linear_readers
+    monkeypatch.setattr(probes, "linear_readers", lambda spec, site: real(spec, site)[:1])  # one tower forgotten
+    assert _rows(equivalence.check_kinds(towers, equivalence.OWN), towers)[claim].measured == "different"
+    monkeypatch.undo()
+
+    image = keras.Input((12, 12, 1))
+    a = L.Conv2D(4, 3, padding="same", activation="relu")(image)
+    b = L.Dropout(0.2)(L.Conv2D(4, 3, padding="same", activation="relu")(a))
+    x = L.Dropout(0.5)(L.Dense(8, activation="relu")(L.GlobalMaxPooling2D()(L.Add()([a, b]))))
+    path = tmp_path / "skip.keras"
+    keras.Model(image, L.Dense(3, activation="softmax")(x)).save(path)
+    skip = equivalence.register_keras(str(path))
+    row = _rows(equivalence.check_kinds(skip, equivalence.OWN), skip)[claim]
+    assert row.measured == equivalence.NOT_CHECKED and row.holds, row.line()
+    assert "its units reach add (Add), which a keep factor does not pass through" in row.detail
+    assert "max|diff|" not in row.line()
+    assert equivalence.report([row]).endswith("0 of 0 findings agree with theory; 1 not checked (its line says why).")
+
+
+def test_a_keras_model_that_cannot_be_checked_is_refused_in_one_line(tmp_path):
+    L = keras.layers
+    with pytest.raises(ValueError, match=r"^network linear has no hidden conv or dense layer with an activation"):
+        equivalence.register_keras(_saved(tmp_path, "linear", L.Flatten(), L.Dense(8), L.Dropout(0.5), L.Dense(3)))
+    with pytest.raises(ValueError, match=r"^--keras_model: its name 'dense_mlp' \(the file's\) is a zoo network's; "
+                                         r"copy the file under another name$"):
+        equivalence.register_keras(_saved(tmp_path, "dense_mlp", L.Flatten(), L.Dense(8, activation="relu"),
+                                          L.Dense(3)))
+    with pytest.raises(ValueError, match=r"no such file"):
+        equivalence.register_keras(str(tmp_path / "missing.keras"))
+
+
+@pytest.mark.slow  # a fresh process
+def test_command_line_checks_a_keras_model_with_its_own_activations_only(tmp_path):
+    L = keras.layers
+    path = _saved(tmp_path, "mine", L.Flatten(), L.Dense(8, activation="relu"), L.Dropout(0.5), L.Dense(3))
+    result = _run_module(f"--keras_model={path}", "--activations=tanh", "--precisions=float32")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --activations is for the zoo's networks and text networks; a --keras_model is checked with its "
+        "own: leave --activations out")
+    result = _run_module(f"--keras_model={path}", "--precisions=float32")
+    assert result.returncode == 0, result.stderr
+    assert "mine / own activations" in result.stdout and "39 of 39 findings agree with theory." in result.stdout

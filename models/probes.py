@@ -1,0 +1,153 @@
+"""Where in a network the equivalence claims probe: the zoo's networks, text networks and Keras models alike.
+
+models/equivalence.py states the claims; this module answers what they ask
+of one network: the shape of its images, its logits, the head site claims 2
+and 3 probe, the layer whose activation claims 1 and 4 move dropout across
+(and whether theory says that move keeps the network), and the linear layers
+that read a site's units (claim 3's test-time weight scaling, moved).
+"""
+import keras
+import numpy as np
+
+import models
+from models import keras_graph as graph
+from models import keras_model
+from models import keras_rewrite
+from models import network
+
+ZOO_INPUT_SHAPE = (28, 28, 1)
+# Layers that move, pick or average units: a keep factor on their input is one on their output.
+_PASS_TYPES = graph.RESHAPING_TYPES + graph.POOL_TYPES + graph.GLOBAL_POOL_TYPES + (
+    keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D, keras.layers.Cropping1D,
+    keras.layers.Cropping2D, keras.layers.Cropping3D, keras.layers.Permute, keras.layers.Identity)
+_LINEAR_ROLES = ("conv", "dense", "output")
+
+
+def is_keras(spec):
+    return isinstance(spec, keras_model.KerasModelSpec)
+
+
+def input_shape(spec):
+    return spec.input_shape if is_keras(spec) else ZOO_INPUT_SHAPE
+
+
+def build(name, placement, *, kind="inverted", activation="relu", norm="none", seed=0):
+    """`models.build`; a Keras model keeps its own activations, and is built in any kind at `canonical` (the
+    claims compare kinds at its own sites; the trainer refuses to draw them as another kind than its own)."""
+    spec = models.get_spec(name)
+    if is_keras(spec):
+        return keras_rewrite.build_placed(spec, models.resolve_placement(name, placement), kind=kind, seed=seed)
+    return models.build(name, placement, kind=kind, activation=activation, norm=norm, seed=seed)
+
+
+def logits(spec, model, x, training):
+    """The model's pre-softmax output, where differences are not squashed: its classifier's, without a
+    softmax fused into it."""
+    layer = model.get_layer(spec.output_name)
+    if graph.fused_activation(layer) == "linear":
+        return keras.ops.convert_to_numpy(keras.Model(model.input, layer.output)(x, training=training))
+    features = keras.Model(model.input, layer.input)(x, training=training)
+    linear = type(layer).from_config({**layer.get_config(), "activation": "linear", "name": "probe_logits"})
+    linear.build(features.shape)
+    linear.set_weights(layer.get_weights())
+    return keras.ops.convert_to_numpy(linear(features))
+
+
+def head(spec):
+    """(placement, site, rate) of the head (non-spatial) dropout claims 2 and 3 probe: canonical's, or where the
+    network's own dropout is all in the conv stack (conv8k3,pool2,dropout0.25,flatten,dense16), a head placement's."""
+    for placement in ("canonical", "after_activation", "before_dense"):
+        if placement in models.list_placements(spec.name):
+            found = [(k, s.rate) for k, s in models.resolve_placement(spec.name, placement).items()
+                     if k not in spec.spatial_sites()]
+            if found:
+                return (placement, *found[0])
+    raise ValueError(f"network {spec.name} has no dropout site on a vector: claims 2 and 3 probe one")
+
+
+def activation_pair(spec):
+    """(before, after) placements, and the site moved between them: `before_activation` and `after_activation`,
+    or where the network has none (no hidden dense layer with an activation), the last conv's .mid and .post."""
+    if "before_activation" in models.list_placements(spec.name):
+        layer = next(iter(models.resolve_placement(spec.name, "before_activation"))).rsplit(".", 1)[0]
+        return "before_activation", "after_activation", f"{layer}.mid/.post"
+    sites = spec.sites()
+    with_activation = [name for name in (*spec.conv_names, *spec.dense_names) if f"{name}.mid" in sites]
+    if not with_activation:
+        raise ValueError(f"network {spec.name} has no hidden conv or dense layer with an activation, so no "
+                         "activation to move dropout across; give a network with one")
+    layer, rate = with_activation[-1], head(spec)[2]
+    return f"{layer}.mid:{rate}", f"{layer}.post:{rate}", f"{layer}.mid/.post"
+
+
+def homogeneous(spec, layer, activation):
+    """Whether what lies between `layer`'s .mid and .post is positively homogeneous and maps 0 to 0 (f(c x) =
+    c f(x) for c > 0): then a mask scaled by 1/keep passes through it, and dropout at either site is one network
+    (up to rounding). The zoo's `activation`, or a Keras model's own layers (ReLU, LeakyReLU, PReLU)."""
+    if not is_keras(spec):
+        return activation == "relu"
+    own = next(entry for entry in spec.layers if entry.name == layer)
+    block = [entry for entry in spec.layers if entry.owner == layer]
+    after_mid = block[next((i for i, entry in enumerate(block) if entry.mid_before), len(block)):]
+    if own.fused != "linear":
+        after_mid = block
+    return own.fused in ("relu", "leaky_relu", "linear") and all(
+        _homogeneous_layer(spec.model.get_layer(entry.name)) for entry in after_mid)
+
+
+def _homogeneous_layer(layer):
+    if isinstance(layer, keras.layers.Activation):
+        return graph.activation_name(layer) in ("relu", "leaky_relu", "linear")
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.max_value is None and not layer.threshold
+    return isinstance(layer, (keras.layers.LeakyReLU, keras.layers.PReLU))
+
+
+def linear_readers(spec, site):
+    """The conv/dense layers that read `site`'s units through layers a keep factor passes through (pooling,
+    reshapes, padding, a ReLU): scaling their kernels by the keep probability is the paper's test-time weight
+    scaling. ValueError where anything else reads them (a merge, a BatchNorm, another activation)."""
+    if not is_keras(spec):
+        return (_next_linear(spec, site),)
+    name, slot = site.rsplit(".", 1)
+    layer = next(entry for entry in spec.layers if entry.name == name)
+    if slot == "pre" and layer.role in _LINEAR_ROLES:
+        return (name,)
+    if slot == "mid" and not homogeneous(spec, name, None):
+        raise ValueError(f"{site}: {layer.activation} lies after it, which a keep factor does not pass through")
+    return tuple(sorted(_readers_of(spec, layer.output_key, site)))
+
+
+def _readers_of(spec, key, site):
+    found = set()
+    readers = [entry for entry in spec.layers if key in entry.input_keys and entry.output_key != key]
+    if not readers:
+        raise ValueError(f"{site}: no conv or dense layer reads its units")
+    for entry in readers:
+        source = spec.model.get_layer(entry.name)
+        if entry.role in _LINEAR_ROLES:
+            found.add(entry.name)
+        elif len(entry.input_keys) == 1 and (isinstance(source, _PASS_TYPES) or _homogeneous_layer(source)):
+            found |= _readers_of(spec, entry.output_key, site)
+        else:
+            raise ValueError(f"{site}: its units reach {entry.name} ({type(source).__name__}), which a keep factor "
+                             "does not pass through")
+    return found
+
+
+def _next_linear(spec, site):
+    """The first conv/dense layer at or after `site` (only max-pool/flatten between)."""
+    layer_name, slot = site.split(".")
+    names = [layer.name for layer in spec.layers]
+    start = names.index(layer_name) + (0 if slot == "pre" else 1)
+    for layer in spec.layers[start:]:
+        if isinstance(layer, (network.Conv, network.Dense, network.Output)):
+            return layer.name
+    raise ValueError(f"no linear layer after site {site}")
+
+
+def site_units(x, limit=16384):
+    """`x` [batch, ...] as rows of units, at most `limit` units in all (a dropout layer on a vector is
+    element-wise: fewer units test the same layer, and keep the claims' many passes in memory)."""
+    rows = np.asarray(x).reshape(len(x), -1)
+    return rows[:max(1, limit // rows.shape[1]), :limit]
