@@ -302,9 +302,11 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     own; `ood` (ood.arguments, or a Source) adds out-of-distribution
     detection.
     """
-    runs_dirs = [runs_dirs] if isinstance(runs_dirs, (str, os.PathLike)) else list(runs_dirs)
+    runs_dirs = [os.fspath(d) for d in ([runs_dirs] if isinstance(runs_dirs, (str, os.PathLike)) else runs_dirs)]
     evaluate.check_mc(mc_samples, mc_seed, batch_size)  # also where the records answer and nothing is evaluated
     accuracy_below = descriptive.accuracy_levels(accuracy_below)
+    margins = contrasts_lib.check_margins(margins or {})  # these before the runs are scored (minutes with MC)
+    contrasts = contrasts_lib.check_contrasts(contrasts)
     if output_dir is None and len(runs_dirs) > 1:
         raise ConfigError(f"--runs_dir names {len(runs_dirs)} directories: give --output=DIR for their comparison "
                           f"(by default a comparison goes into its one runs directory, and {runs_dirs[0]}/comparison "
@@ -334,7 +336,6 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     notes += code_notes(rows) + replica_notes(rows) + keras_model_notes(rows) + non_finite_notes(compared)
     notes += evaluate.absent_classes_notes(rows)
     notes += uncertainty_report.mc_notes(compared) + uncertainty_report.ood_notes(rows)
-    margins = contrasts_lib.check_margins(report.DEFAULT_MARGINS if margins is None else margins)
     notes += resolution_notes(rows, margins)
     pairs = contrasts_lib.planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline,
                                                                                                  notes)

@@ -222,11 +222,15 @@ def check_sweeps(sweeps):
     unknown = sorted(set(sweeps) - set(SWEEPABLE))
     if unknown:
         raise ConfigError(f"cannot sweep {', '.join(unknown)}; sweepable fields: {', '.join(SWEEPABLE)}")
+    checked = {}
     for name, values in sweeps.items():
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
             raise ConfigError(f"sweeps[{name!r}] must be a list of values, got {values!r}: e.g. "
                               f"{{{name!r}: [{values!r}]}}")
-    return {name: list(values) for name, values in sweeps.items()}
+        checked[name] = list(values)
+        if not checked[name]:  # the product of an empty list is no run at all
+            raise ConfigError(f"sweeps[{name!r}] is empty; give at least one value, or leave {name!r} out")
+    return checked
 
 
 def check_types(config):
@@ -254,6 +258,8 @@ def validate(config):
     activation, rate and sites; data for batch size and validation fraction),
     so the builders and a config give the same message.
     """
+    if not isinstance(config, TrainConfig):  # a dict of fields (config.to_dict()), from Python
+        raise ConfigError(f"give a TrainConfig (dropzoo.config.TrainConfig(**fields)), got {type(config).__name__}")
     check_types(config)
     register_network(config)
     try:
@@ -405,3 +411,17 @@ def _one_spelling(name, saved, current):
 def with_defaults(saved):
     """A saved config dict with every field it lacks (written before the field existed) at its default."""
     return {**TrainConfig().to_dict(), **saved}
+
+
+def check_runs(runs):
+    """ConfigError where `runs` are not (TrainConfig, workdir) pairs, or two runs with other settings share a workdir
+    (the second would be refused after the first had trained)."""
+    workdirs = {}
+    for run in runs:
+        if not (isinstance(run, (tuple, list)) and len(run) == 2 and isinstance(run[0], TrainConfig)
+                and isinstance(run[1], (str, os.PathLike))):
+            raise ConfigError(f"runs are (TrainConfig, workdir) pairs, e.g. [(config, sweep.run_dir(root, config))], "
+                              f"got {type(run).__name__}")
+        if workdirs.setdefault(os.path.abspath(run[1]), run[0]) != run[0]:
+            raise ConfigError(f"two runs share the workdir {run[1]} with other settings; give each its own "
+                              "(sweep.run_dir(root, config, sweep.varying_fields(configs)))")

@@ -9,6 +9,8 @@ the statistics). `planned_pairs` finds a study's planned contrasts among
 the variants; `contrast_notes` names seeds left out of a pairing and
 differences without spread.
 """
+import numbers
+
 import numpy as np
 
 from dropzoo import records
@@ -22,6 +24,18 @@ ALPHA = 0.05
 MAX_ACCURACY_MARGIN = 0.1
 # Below one image in 10,000 a margin says nothing either: it is a fraction given as points (0.005 for 0.5).
 MIN_ACCURACY_MARGIN = 1e-4
+
+
+def check_contrasts(contrasts):
+    """`contrasts` as a list of (A, B) pairs of variant names ("A:B", eval.py's spelling, too), or ConfigError."""
+    pairs = []
+    for contrast in contrasts or ():
+        pair = tuple(contrast.split(":", 1)) if isinstance(contrast, str) else contrast
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(s, str) and s for s in pair)):
+            raise ConfigError(f"contrasts: give (A, B) pairs of variant names, e.g. [('before_dense', 'canonical')], "
+                              f"or 'A:B'; got {contrast!r}")
+        pairs.append(tuple(pair))
+    return pairs
 
 
 def planned_pairs(rows, contrasts):
@@ -154,13 +168,17 @@ def _not_finite(value):
 
 
 def check_margins(margins):
-    """`margins` as a dict, or ConfigError naming an unknown metric or a margin out of range."""
-    margins = dict(margins)
+    """`margins` as a dict of every contrasted metric's (a metric left out keeps its default), or ConfigError naming
+    an unknown metric or a margin out of range."""
+    if not isinstance(margins, dict):
+        raise ConfigError(f"margins: give a dict {{metric: margin}}, e.g. {{'test_accuracy': 0.005}}, got "
+                          f"{type(margins).__name__}")
+    margins = {**report.DEFAULT_MARGINS, **margins}
     for metric, margin in margins.items():
         if metric not in report.DEFAULT_MARGINS:
             raise ConfigError(f"margins: unknown metric {metric!r}; the contrasted metrics are "
                               f"{', '.join(report.DEFAULT_MARGINS)}")
-        if not 0 < margin < float("inf"):
+        if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 < margin < float("inf"):
             raise ConfigError(f"margins: the {metric} margin must be a positive number, got {margin}")
     if margins.get("test_accuracy", MIN_ACCURACY_MARGIN) < MIN_ACCURACY_MARGIN:
         raise ConfigError(f"margins: the test_accuracy margin is a fraction (0.005 is half a point) of at least "

@@ -27,7 +27,7 @@ from dropzoo.errors import ConfigError
 def accuracy_levels(levels):
     """`levels` (numbers or strings such as '95' or '95%') as percentages, or ConfigError naming a bad one."""
     found = []
-    for level in levels:
+    for level in [levels] if isinstance(levels, (str, int, float)) else levels:
         try:
             value = float(str(level).strip().rstrip("%"))
         except ValueError:

@@ -11,13 +11,13 @@ import numpy as np
 import tensorflow as tf
 
 from dropzoo import data as data_lib
+from dropzoo import errors
 from dropzoo import export
 from dropzoo import files
 from dropzoo import ood as ood_lib
 from dropzoo import serving
 from dropzoo import tflite
 from dropzoo import uncertainty
-from dropzoo.errors import ExportError
 from dropzoo.export import check_outputs
 from dropzoo.export import check_uint8_input
 from dropzoo.export import load_serving_fn
@@ -149,7 +149,7 @@ def _check_probabilities(path, probabilities):
     low, high = float(np.min(finite)), float(np.max(finite))
     worst = float(np.max(np.abs(np.sum(finite, axis=-1, dtype=np.float64) - 1.0)))
     if low < -1e-6 or high > 1 + 1e-6 or worst > 0.01 + finite.shape[-1] / 256:
-        raise ExportError(f"{path} answers 'probabilities' that are not probabilities (values {low:.3g} to "
+        raise errors.ExportError(f"{path} answers 'probabilities' that are not probabilities (values {low:.3g} to "
                           f"{high:.3g}, rows summing to 1 within {worst:.3g}): logits? export the model with "
                           "dropzoo.export.export_saved_model(model, path, outputs='logits'), which applies the softmax")
 
@@ -370,7 +370,6 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     # Fail on a broken model before loading any data.
     if tflite_model:
         tflite.check_recorded(path)  # a run's TFLite model, against its record
-    if tflite_model:
         model = tflite.Model.load(path)
         classes, image_shape = model.num_classes, model.input_shape
     else:
@@ -390,7 +389,13 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
                 run_class_names = (metrics["data"].get("details") or {}).get("class_names") or ()
     elif data is None:
         check_copied_export_data(path, tflite_model)
-    source = sources.load_source(**(data or {}), need_train=False)
+    try:
+        source = sources.load_source(**(data or {}), need_train=False)
+    except errors.UnknownDataError:  # a run's own in-memory arrays record their name alone (sources.array_source's)
+        if not (run and own and set(data) == {"dataset"}):
+            raise
+        raise errors.DataError(f"{path}: its run tested on in-memory arrays named {data['dataset']!r}, not kept "
+                               "with a run; save them (np.savez) and pass data={'npz': PATH}, or other data") from None
     if run_class_names is None:  # an export copied out of its run says them itself
         run_class_names = (tflite if tflite_model else export).class_names(path)
     source = folders.check_classes(source, classes, run_class_names, path)  # its labels as the model's class ids

@@ -5,6 +5,7 @@ kept (`Source.subset_record`), so its comparison can tell runs of one size from 
 """
 import dataclasses
 import hashlib
+import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -59,6 +60,8 @@ def subset(source, size):
 
 def check_size(source, size, classes):
     """`size` as an int, or DataError unless a subset of `source`'s train split keeps each of `classes` classes."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):  # 100.5 would train on 100, "1000" on 1000
+        raise DataError(f"train_size must be a whole number of examples, got {size!r}")
     if not 2 <= (size := int(size)) <= source.num_train:
         raise DataError(f"--train_size={size} must be between 2 and the {source.num_train:,} training examples "
                         f"of {source.name}")

@@ -19,7 +19,6 @@ import os
 import socket
 import traceback
 
-import keras
 import tensorflow as tf
 
 import models
@@ -29,6 +28,7 @@ from dropzoo import config as config_lib
 from dropzoo import data as data_lib
 from dropzoo import errors
 from dropzoo import files
+from dropzoo import keras_state
 from dropzoo import locks
 from dropzoo import performance
 from dropzoo import sources
@@ -154,7 +154,8 @@ def identity(config):
 
 
 def plan(runs):
-    """[index of the run that trains run i]: the first run of each identical group."""
+    """[index of the run that trains run i]: the first run of each identical group (config_lib.check_runs first)."""
+    config_lib.check_runs(runs)
     first = {}
     return [first.setdefault(identity(config), i) for i, (config, _) in enumerate(runs)]
 
@@ -248,7 +249,7 @@ def check_data_fits(runs, loaded=None):
             # Without dropout: whether the network takes the data (a placement's own refusals are its run's).
             trainer.build_network(dataclasses.replace(config, placement="none", sites=""), classes, shape)
         finally:
-            keras.backend.clear_session()
+            keras_state.clear_session()
     return [note for _, _, _, note in described.values() if note], list(described.values())
 
 
@@ -342,7 +343,7 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
                     print(f"  {_identical_line(results[target][1], outcome)}", flush=True)
                 results.append((config, workdir, outcome))
                 continue
-            keras.backend.clear_session()  # fresh graph and layer names for every run
+            keras_state.clear_session()  # fresh graph and layer names for every run
             data = loaded(config)  # data that cannot be read stops the sweep in one line, as it stops one run
             try:
                 outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite, source=data,

@@ -44,6 +44,7 @@ from dropzoo import evaluations
 from dropzoo import export as export_lib
 from dropzoo import files
 from dropzoo import interrupts
+from dropzoo import keras_state
 from dropzoo import locks
 from dropzoo import loops
 from dropzoo import multi_worker
@@ -211,11 +212,10 @@ def claim_workdir(config, workdir, overwrite, lock, resolved=None):
 
 def _train_export_verify(config, workdir, write_dir, source, strategy, loop, verbose, started,
                          serving_artifacts=True):
-    keras.utils.set_random_seed(config.seed)  # (Python's and NumPy's global generators too, as Keras seeds them)
-    # config.json keeps "auto"; the policy it resolved to goes to metrics.json. The caller's policy comes back after.
-    before = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(performance.choose_precision(config.precision)[0])
-    try:
+    with keras_state.kept():  # the caller's policy and Python's and NumPy's generators come back after
+        keras.utils.set_random_seed(config.seed)
+        # config.json keeps "auto"; the policy it resolved to goes to metrics.json.
+        keras.mixed_precision.set_global_policy(performance.choose_precision(config.precision)[0])
         run = set_up(config, workdir_paths(workdir), workdir_paths(write_dir), source, strategy,
                      loop, verbose)
         result = loop.train(run)
@@ -228,8 +228,6 @@ def _train_export_verify(config, workdir, write_dir, source, strategy, loop, ver
         export_lib.export_saved_model(run.model, run.write_paths["saved_model"], outputs=run.outputs,
                                       **sources.export_record(run.source))
         return run, loop.chief_does(lambda: finish(run, result, loop, started, serving_artifacts))
-    finally:
-        keras.mixed_precision.set_global_policy(before)
 
 
 def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):

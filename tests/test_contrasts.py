@@ -582,6 +582,8 @@ def test_seeds_without_a_partner_or_a_finite_score_are_named():
     ({"test_acc": 0.005}, "margins: unknown metric 'test_acc'; the contrasted metrics are test_accuracy, test_loss"),
     ({"test_loss": 0}, "margins: the test_loss margin must be a positive number, got 0"),
     ({"test_loss": float("inf")}, "margins: the test_loss margin must be a positive number, got inf"),
+    ({"test_loss": "0.02"}, "margins: the test_loss margin must be a positive number, got 0.02"),
+    ([("test_loss", 0.02)], "margins: give a dict {metric: margin}, e.g. {'test_accuracy': 0.005}, got list"),
     ({"test_accuracy": 0.00005}, "margins: the test_accuracy margin is a fraction (0.005 is half a point) of at "
                                  "least 0.0001 (one image in 10,000), got 5e-05"),
 ])
@@ -589,6 +591,22 @@ def test_margins_in_the_wrong_units_are_refused(margins, message):
     with pytest.raises(ConfigError) as info:
         contrasts.check_margins(margins)
     assert str(info.value) == message
+
+
+def test_planned_contrasts_are_pairs_of_names_or_eval_spelling():
+    assert contrasts.check_contrasts([("a", "b"), "c:d", ["e", "f"]]) == [("a", "b"), ("c", "d"), ("e", "f")]
+    assert contrasts.check_contrasts(None) == []
+    for bad in (["a"], [("a", "b", "c")], [("a", 1)], ["a:"], [None]):
+        with pytest.raises(ConfigError, match=r"^contrasts: give \(A, B\) pairs of variant names, e\.g\. "):
+            contrasts.check_contrasts(bad)
+
+
+def test_a_metric_left_out_of_the_margins_keeps_its_default():
+    """One margin given (the API's margins={"test_accuracy": 0.01}): the other keeps its default; a comparison
+    given only one ended in a KeyError after every run was scored."""
+    assert contrasts.check_margins({"test_accuracy": 0.01}) == {"test_accuracy": 0.01,
+                                                                "test_loss": report.DEFAULT_MARGINS["test_loss"]}
+    assert contrasts.check_margins({}) == report.DEFAULT_MARGINS
 
 
 @pytest.mark.parametrize("margin", ["50", "0.005"])

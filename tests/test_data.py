@@ -725,6 +725,10 @@ def test_a_subset_keeps_every_class_however_rare():
         data.check_every_class_trained(subsets.subset(source, 3), 0.1)
     assert data.check_every_class_trained(subsets.subset(source, 3), 0) == 0
     assert data.check_every_class_trained(subsets.subset(source, 101), 0.1) == 10
+    assert subsets.subset(source, np.int64(10)).num_train == 10
+    for size in (10.5, "10", True):  # 10.5 trained on 10, without a word
+        with pytest.raises(DataError, match=r"^train_size must be a whole number of examples, got "):
+            subsets.subset(source, size)
     # Several rare classes: the ones they were given were taken back from classes of one, leaving two classes out
     # ([900, 25, 25, 25, 25] into 10 kept [8, 0, 0, 1, 1]), without a word.
     for counts, size, expected in (([900, 25, 25, 25, 25], 10, [6, 1, 1, 1, 1]),
@@ -771,5 +775,11 @@ def test_arrays_given_in_memory_are_checked_as_an_npz_is(change, message):
     x, xt = (rng.integers(0, 256, (n, 4, 4, 1), dtype=np.uint8) for n in (40, 12))
     y, yt = np.arange(40) % 4, np.arange(12) % 4
     assert sources.array_source("t", (x[..., 0], y), (xt, yt)).image_shape == (4, 4, 1)  # the channel added
+    for name, train, test, what in ((["t"], (x, y), (xt, yt), "name must be a non-empty string naming the data, got"),
+                                    ("t", (x, y, y), (xt, yt), r"train must be an \(images, labels\) pair, got tuple "
+                                                               "of 3"),
+                                    ("t", (x, y), {"x": xt, "y": yt}, "test must be an .* pair, got dict")):
+        with pytest.raises(DataError, match=f"^array_source: {what}"):
+            sources.array_source(name, train, test)
     with pytest.raises(DataError, match=f"^{message}"):
         sources.array_source("t", *(lambda a, b, c, d: ((a, b), (c, d)))(*change(x, y, xt, yt)))

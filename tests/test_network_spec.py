@@ -3,6 +3,7 @@ import dataclasses
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 from absl import flags
@@ -12,8 +13,10 @@ from conftest import tiny_source
 import models
 from dropzoo import compare
 from dropzoo import config as config_lib
+from dropzoo import evaluate
 from dropzoo import flags as flags_lib
 from dropzoo import sweep
+from dropzoo.errors import DataError
 from models import network
 from models import placements
 from models import sites as sites_lib
@@ -505,13 +508,25 @@ def test_a_network_sweep_trains_resumes_and_compares(tmp_path):
     name = models.parse_network(TINY).name
     assert sorted(os.path.relpath(w, root) for _, w in runs) == sorted(
         f"{name}/{p}/seed0" for p in ("canonical", "before_activation", "before_dense"))
-    results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    keras.mixed_precision.set_global_policy("mixed_float16")  # a notebook's own: the sweep gives it back
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    try:
+        results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        assert np.random.rand() == expected  # the caller's NumPy stream, not one the runs' seed set
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     assert all(isinstance(m, dict) for _, _, m in results), results
     trained = [m for _, _, m in results if "identical_to" not in m]
     assert len(trained) == 2 and all(m["export_check"]["passed"] for m in trained)
     assert all(m["config"]["network"] == TINY and m["config"]["model"] == name for _, _, m in results)
     again = sweep.run_sweep(runs, source=tiny_source(), verbose=0)  # finished: reported, not retrained
     assert [m["test_loss"] for _, _, m in again] == [m["test_loss"] for _, _, m in results]
+    with pytest.raises(DataError, match=r"saved_model: its run tested on in-memory arrays named 'tiny', not kept "
+                                        r"with a run; save them \(np.savez\) and pass data=\{'npz': PATH\}"):
+        evaluate.evaluate_on_dataset(os.path.join(runs[0][1], "saved_model"))  # an UnknownDataError 'tiny' before
     table = {e["variant"]: e for e in compare.compare_runs(root, source=tiny_source())["table"]}
     assert set(table) == {f"{name}/{p}" for p in ("canonical", "before_activation", "before_dense")}
     assert table[f"{name}/before_activation"]["identical_to"] == f"{name}/canonical"

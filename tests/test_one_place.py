@@ -43,7 +43,7 @@ def test_a_new_comparison_column_is_one_entry_in_COLUMNS(monkeypatch, tmp_path):
     workdir = str(tmp_path / "runs" / "dense_mlp" / "canonical" / "seed0")
     trainer.train_and_evaluate(tiny_config(epochs=1), workdir, source=tiny_source(), verbose=0,
                                serving_artifacts=False)
-    result = compare.compare_runs(str(tmp_path / "runs"), source=tiny_source())
+    result = compare.compare_runs(tmp_path / "runs", source=tiny_source())  # a pathlib.Path, as a notebook gives
     [entry] = result["table"]
     assert "validation_loss" in entry
     with open(result["paths"]["comparison.md"]) as f:

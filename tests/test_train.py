@@ -838,11 +838,24 @@ def test_sweep_values_that_are_not_a_list_are_one_line_from_python():
     for sweeps, message in (({"placement": "all"}, "sweeps['placement'] must be a list of values, got 'all': e.g. "
                                                    "{'placement': ['all']}"),
                             ({"learning_rate": 0.5}, "sweeps['learning_rate'] must be a list of values, got 0.5"),
-                            ({"workdir": ["x"]}, "cannot sweep workdir; sweepable fields: model,")):
+                            ({"workdir": ["x"]}, "cannot sweep workdir; sweepable fields: model,"),
+                            ({"placement": []}, "sweeps['placement'] is empty; give at least one value, or leave")):
         with pytest.raises(config_lib.ConfigError) as info:
             sweep.expand(config_lib.TrainConfig(), sweeps)
         assert str(info.value).startswith(message)
-    assert len(sweep.expand(config_lib.TrainConfig(model="dense_mlp"), {"placement": ("canonical", "none")})) == 2
+    configs = sweep.expand(config_lib.TrainConfig(model="dense_mlp"), {"placement": (p for p in ("canonical", "none"))})
+    assert len(configs) == 2
+    # What a sweep takes from Python: (config, workdir) pairs, each its own workdir, and a config, not its dict.
+    for runs, message in (([configs[0]], "runs are (TrainConfig, workdir) pairs, e.g. [(config, sweep.run_dir(root, "
+                                         "config))], got TrainConfig"),
+                          ([(configs[0], "r"), (configs[1], "./r")], "two runs share the workdir ./r with other "
+                                                                    "settings; give each its own")):
+        with pytest.raises(config_lib.ConfigError) as info:
+            sweep.plan(runs)
+        assert str(info.value).startswith(message)
+    with pytest.raises(config_lib.ConfigError, match=r"^give a TrainConfig \(dropzoo.config.TrainConfig\(\*\*fields"
+                                                     r"\)\), got dict$"):
+        config_lib.validate(configs[0].to_dict())
 
 
 def test_a_dataset_beside_files_is_refused_when_the_config_is_validated():
