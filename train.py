@@ -135,7 +135,9 @@ def _train(overwrite):
         print(f"also:         model.keras, model.tflite, model_int8.tflite (TFLite test accuracy: int8 "
               f"{tflite['int8_test_accuracy']:.4f}, float32 {tflite['float32_test_accuracy']:.4f})"
               f"{gone(artifacts.ARTIFACT_FILES)}")
-    print(f"TensorBoard:  tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+    # The run's directory, not its tensorboard/: TensorBoard names a session at its logdir's root ".", and finds
+    # no "./validation" run for its validation columns.
+    print(f"TensorBoard:  tensorboard --logdir {workdir}")
     print(f"metrics:      {os.path.join(workdir, 'metrics.json')}")
     return 0
 

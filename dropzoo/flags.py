@@ -16,6 +16,7 @@ from absl import flags
 
 import models
 from dropzoo import config as config_lib
+from dropzoo import idx
 from dropzoo import performance
 from dropzoo import sources
 from dropzoo import sweep
@@ -172,6 +173,9 @@ def check_one_source(fv=FLAGS):
     if empty:  # read as not given: an unset $VAR trained or scored other data (the default dataset) without a word
         raise config_lib.ConfigError(f"--{empty[0]} is given but empty (an unset variable?); give it a value, or "
                                      "leave the flag out")
+    if fv["dataset"].present and fv["idx_dir"].value:  # --dataset=mnist too: the default, given, names the files
+        for name in str(fv["dataset"].value).split(","):
+            idx.check_named(name.strip(), fv["idx_dir"].value)
     others = [name for name in sources.NOT_WITH_DATASET if fv[name].present and fv[name].value]
     if fv["dataset"].present and others:
         raise config_lib.ConfigError(f"give one data source, not --{others[0]} and --dataset={fv['dataset'].value}; "
@@ -255,6 +259,9 @@ def unused_flags(runs, fv=FLAGS):
             given = f"--sites={fv['sites'].value}" if fv["sites"].value else f"--placement={fv['placement'].value}"
             notes.append(f"--{name}={fv[name].value} is not used: no run of the plan has a dropout site for it to set "
                          f"({given})")
+    if fv["placement"].present and fv["sites"].value and fv["placement"].value not in (None, "canonical"):
+        notes.append(f"--placement={fv['placement'].value} is not used: --sites={fv['sites'].value} sets where dropout "
+                     "goes (TensorBoard's placement column shows the sites)")
     if fv["epochs"].present and fv["train_steps"].value is not None:
         notes.append(f"--epochs={fv['epochs'].value} is not used: --train_steps={fv['train_steps'].value} sets how "
                      "long each run trains")

@@ -3,7 +3,9 @@
 `read_idx(images, labels)` returns uint8 images [N, H, W, 1] and int64 labels [N].
 """
 import gzip
+import hashlib
 import math
+import os
 import zlib
 
 import numpy as np
@@ -13,6 +15,12 @@ from dropzoo.errors import DataError
 IDX_TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
 IDX_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 IDX_LABEL_NAMES = (IDX_TRAIN_FILES[1], IDX_TEST_FILES[1])
+# The sha256 of each IDX dataset's t10k labels, unpacked (a re-compressed copy, as Debian ships Fashion-MNIST, is the
+# same content): a --dataset named beside --idx_dir names those files, and is checked against them (check_named).
+TEST_LABELS_SHA256 = {
+    "mnist": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    "fashion_mnist": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, H, W)
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (N)
 
@@ -29,6 +37,21 @@ def read_idx(images_path, labels_path):
         raise DataError(f"{images_path} holds {len(images)} images of {'x'.join(map(str, images.shape[1:]))} pixels; "
                         "give IDX files that hold the split's images")
     return images[..., np.newaxis], labels.astype(np.int64)
+
+
+def check_named(dataset, idx_dir):
+    """DataError where `dataset` (a --dataset beside --idx_dir, which it names) is not the data of the IDX files in
+    `idx_dir`: the run would be recorded, and shown, as data it did not read. Files not there are left to the loader."""
+    path = os.path.join(idx_dir, IDX_TEST_FILES[1])
+    if dataset not in TEST_LABELS_SHA256:
+        raise DataError(f"--dataset={dataset} beside --idx_dir names that dataset's IDX files, and {dataset} has none "
+                        f"known here ({', '.join(TEST_LABELS_SHA256)}); drop --dataset to read {idx_dir}'s files")
+    digest = hashlib.sha256(_gunzip(path)).hexdigest() if os.path.isfile(path) else None
+    if digest not in (None, TEST_LABELS_SHA256[dataset]):
+        found = next((name for name, sha in TEST_LABELS_SHA256.items() if sha == digest), None)
+        what, fix = ((f"{found}'s files", f"give --dataset={found}, or drop --dataset") if found else
+                     ("other IDX files", f"drop --dataset, or point --idx_dir at {dataset}'s files"))
+        raise DataError(f"--idx_dir {idx_dir} holds {what}, not {dataset}'s (by its {IDX_TEST_FILES[1]}); {fix}")
 
 
 def _read_idx_file(path, magic, ndim):

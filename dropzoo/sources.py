@@ -213,6 +213,8 @@ def check_dataset_alone(dataset, arguments):
     """DataError where a --dataset other than the default is given beside files (--npz, --idx_dir, --image_dir):
     it would be ignored, yet recorded as the run's data (records, which may hold both, are read by `choose`)."""
     other = next((key for key in NOT_WITH_DATASET if arguments.get(key)), None)
+    if dataset not in (None, DEFAULT_DATASET) and arguments.get("idx_dir"):  # it names those files: are they its?
+        idx.check_named(dataset, arguments["idx_dir"])
     if dataset not in (None, DEFAULT_DATASET) and other:
         raise DataError(f"give one data source, not --{other} and --dataset={dataset}: "
                         + "; ".join(s.flag for s in SOURCES))

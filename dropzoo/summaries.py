@@ -41,7 +41,7 @@ def _domain(values):
     return hp.Discrete(sorted({kind(v) for v in values}), dtype=kind)
 
 
-def write_hparams(logdir, sessions, metrics, step=0, domains=True):
+def write_hparams(logdir, sessions, metrics, step=0, domains=True, trial_id=None):
     """Writes an HParams experiment into `logdir`.
 
     `sessions`: [(subdirectory, {hparam: value}, {metric tag: value})], one
@@ -49,6 +49,7 @@ def write_hparams(logdir, sessions, metrics, step=0, domains=True):
     columns, as tags or (tag, group, label) triples. The metric values are
     scalars at `step`. With `domains`, each hparam's domain is the values
     the sessions hold (for experiments that hold every session compared).
+    A session's trial id (the dashboard's name for it) is its subdirectory, or `trial_id` for `logdir`'s own.
     """
     metrics = [m if isinstance(m, tuple) else (m, None, None) for m in metrics]
     names = list(dict.fromkeys(k for _, values, _ in sessions for k in values))
@@ -58,18 +59,20 @@ def write_hparams(logdir, sessions, metrics, step=0, domains=True):
                           metrics=[hp.Metric(tag, group=group, display_name=label) for tag, group, label in metrics])
     for subdirectory, values, scalars in sessions:
         with tf.summary.create_file_writer(os.path.join(logdir, subdirectory)).as_default():
-            hp.hparams({k: _value(v) for k, v in values.items()}, trial_id=subdirectory or None)
+            hp.hparams({k: _value(v) for k, v in values.items()}, trial_id=subdirectory or trial_id)
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value, step=step)
 
 
 def write_run_hparams(logdir, config, data_source, metrics):
-    """A training run's session in its TensorBoard directory: its config and final scores."""
-    values = {**config.to_dict(), "data_source": data_source}
+    """A training run's session in its TensorBoard directory (`logdir`, RUN/tensorboard): its config and final
+    scores, under the run's directory as its trial id (a hash otherwise)."""
+    values = {**config.to_dict(), "placement": config.placement_spec, "data_source": data_source}  # what trained
     scalars = {tag: metrics[tag] for tag, _, _ in RUN_METRICS if metrics.get(tag) is not None}
     # No domains: TensorBoard takes one run's experiment for a logdir of many, and its one value each would be all
     # the dashboard lists (a comparison's sessions share one experiment, which has them).
-    write_hparams(logdir, [("", values, scalars)], RUN_METRICS, step=metrics["epochs_completed"], domains=False)
+    write_hparams(logdir, [("", values, scalars)], RUN_METRICS, step=metrics["epochs_completed"], domains=False,
+                  trial_id=os.path.normpath(os.path.dirname(os.path.normpath(logdir))))
 
 
 def write_model(path, logdir, model):

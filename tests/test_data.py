@@ -5,6 +5,7 @@ and the network probe is replaced wherever the code would consult it.
 """
 import collections
 import gzip
+import hashlib
 import os
 import socket
 import struct
@@ -254,11 +255,24 @@ def test_read_idx_round_trip(idx_dir):
     np.testing.assert_array_equal(y, labels)
 
 
-def test_idx_source(idx_dir):
+def test_idx_source(idx_dir, monkeypatch):
     directory, train, test = idx_dir
     source = sources.load_source(idx_dir=str(directory))
     assert source.name == f"idx:{directory}"
-    # Beside a dataset's name, --idx_dir names its IDX files (a study's config names its dataset).
+    # Beside a dataset's name, --idx_dir names its IDX files (a study's config names its dataset), if they are its:
+    # other files were trained on, and recorded and shown as that dataset.
+    with pytest.raises(DataError, match=rf"^--idx_dir {directory} holds other IDX files, not fashion_mnist's \(by its "
+                                        r"t10k-labels-idx1-ubyte.gz\); drop --dataset, or point --idx_dir at "
+                                        r"fashion_mnist's files$"):
+        sources.load_source("fashion_mnist", idx_dir=str(directory))
+    with pytest.raises(DataError, match=r"^--dataset=mnist_sample beside --idx_dir names that dataset's IDX files, "
+                                        r"and mnist_sample has none known here \(mnist, fashion_mnist\); drop"):
+        sources.load_source("mnist_sample", idx_dir=str(directory))
+    digest = hashlib.sha256(gzip.decompress((directory / TEST_LABELS).read_bytes())).hexdigest()
+    monkeypatch.setitem(idx.TEST_LABELS_SHA256, "mnist", digest)  # these files as MNIST's
+    with pytest.raises(DataError, match=r"holds mnist's files, not fashion_mnist's .*; give --dataset=mnist, or drop"):
+        sources.load_source("fashion_mnist", idx_dir=str(directory))
+    monkeypatch.setitem(idx.TEST_LABELS_SHA256, "fashion_mnist", digest)
     assert sources.load_source("fashion_mnist", idx_dir=str(directory)).name == f"idx:{directory}"
     assert (source.num_train, source.num_test, source.image_shape) == (7, 5, (4, 3, 1))
     assert source.num_classes == int(max(train[1].max(), test[1].max())) + 1

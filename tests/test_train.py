@@ -95,6 +95,13 @@ def test_tensorboard_has_scalars_histograms_and_hparams(finished_run):
                       for event in tf.compat.v1.train.summary_iterator(own) for v in event.summary.value
                       if v.tag == "_hparams_/experiment")
     assert experiment.hparam_infos and not any(info.HasField("domain_discrete") for info in experiment.hparam_infos)
+    # The session is named after the run (the dashboard showed a hash), and its placement column says what trained.
+    start = next(plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content).session_start_info
+                 for own in glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+                 for event in tf.compat.v1.train.summary_iterator(own) for v in event.summary.value
+                 if v.tag == "_hparams_/session_start_info")
+    assert start.group_name == os.path.normpath(workdir)
+    assert start.hparams["placement"].string_value == "canonical"
 
 
 def test_eval_of_the_export_reproduces_the_trainer(finished_run):
@@ -378,6 +385,10 @@ def test_train_flags_reject_bad_values(args, message):
     (["--sites=none", "--kind=gaussian"], ["--kind=gaussian is not used: no run of the plan has a dropout site for "
                                            "it to set (--sites=none)"]),
     (["--epochs=3", "--train_steps=5"], ["--epochs=3 is not used: --train_steps=5 sets how long each run trains"]),
+    # It trained the sites, and its placement column named the placement.
+    (["--placement=before_dense", "--sites=dense1.pre:0.3"], ["--placement=before_dense is not used: "
+                                                              "--sites=dense1.pre:0.3 sets where dropout goes"]),
+    (["--placement=canonical", "--sites=dense1.pre:0.3"], []),  # a flagfile's canonical, overridden by --sites
     (["--rate=0"], []),  # a site turned off is a site set: halving 0 changed nothing, and it was said unused
     (["--rate=0", "--kind=classic"], ["--kind=classic is not used"]),
     # Used by some run: nothing to say.
