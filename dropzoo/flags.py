@@ -147,6 +147,8 @@ def parse_or_exit(argv, fv=FLAGS):
         other = _other_scripts_flag(e, fv)
         if other:  # e.g. --epochs given to eval.py
             message = f"--{e.flagname} is {other}'s flag, not this script's ({message})"
+        elif message.startswith("flag --seeds="):  # --seeds=0,1 meant as seeds 0 and 1
+            message += " (--seeds=N trains N seeds from --seed: --seed=0 --seeds=2 for seeds 0 and 1)"
         print(f"error: {message}; see --helpfull for every flag", file=sys.stderr)
         raise SystemExit(2) from None
 

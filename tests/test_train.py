@@ -594,6 +594,9 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
     (flags_lib.define_train_flags, ["train.py", "--runs_dir=x"], "error: --runs_dir is eval.py's flag, not this "
                                                                   "script's"),
     (flags_lib.define_train_flags, ["train.py", "--epochz=2"], "error: Unknown command line flag 'epochz'"),
+    (flags_lib.define_train_flags, ["train.py", "--seeds=0,1"], "error: flag --seeds=0,1: invalid literal for int() "
+                                                                "with base 10: '0,1' (--seeds=N trains N seeds from "
+                                                                "--seed: --seed=0 --seeds=2 for seeds 0 and 1)"),
 ])
 def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, message):
     fv = flags.FlagValues()
