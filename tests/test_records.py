@@ -489,6 +489,11 @@ def test_runs_of_one_data_whose_content_changed_between_them_are_refused(tmp_pat
     with pytest.raises(ConfigError, match=r"^the runs trained on 2 different contents of one data .*differs where "
                                           r"they ran \(another machine's copy"):
         pooled_data.check([a, there])
+    # Runs of two callers' Sources (the API's source=): their configs name the default dataset, their records each
+    # its own arrays; two data, not "2 different contents of one data" (the contrasts check each pair's data).
+    api = tiny_config(dataset="mnist").to_dict()
+    pooled_data.check([_record(tmp_path / "x", api, {"dataset": "tiny"}, train_sha256="4" * 64),
+                       _record(tmp_path / "y", api, {"dataset": "other"}, train_sha256="5" * 64)])
 
 
 def test_runs_of_a_data_sweep_that_trained_on_other_data_are_refused(tmp_path):
