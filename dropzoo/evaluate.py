@@ -150,8 +150,9 @@ def _check_probabilities(path, probabilities):
     worst = float(np.max(np.abs(np.sum(finite, axis=-1, dtype=np.float64) - 1.0)))
     if low < -1e-6 or high > 1 + 1e-6 or worst > 0.01 + finite.shape[-1] / 256:
         raise errors.ExportError(f"{path} answers 'probabilities' that are not probabilities (values {low:.3g} to "
-                          f"{high:.3g}, rows summing to 1 within {worst:.3g}): logits? export the model with "
-                          "dropzoo.export.export_saved_model(model, path, outputs='logits'), which applies the softmax")
+                                 f"{high:.3g}, rows summing to 1 within {worst:.3g}): logits? export the model with "
+                                 "dropzoo.export.export_saved_model(model, path, outputs='logits'), which applies the "
+                                 "softmax")
 
 
 # OOD scores: name -> function of (deterministic probabilities, MC draws or None).

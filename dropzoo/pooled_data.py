@@ -28,10 +28,11 @@ def _check_one_content(runs, own_test):
             data = metrics["data"]
             if field and data.get(field):
                 where = workdirs.test_origin(metrics) if field == "test_sha256" else data["origin"]
+                keys = [("read", where)]
                 # (A run of a caller's Source, through the API, is its data: its config's defaults name none.)
-                typed = sources.origin_mismatch(metrics["config"], data["origin"], data.get("fallback_reason", "")) \
-                    is None and [("typed", sources.config_arguments(metrics["config"]))]
-                for key in [("read", where)] + (typed or []):
+                if sources.origin_mismatch(metrics["config"], data["origin"], data.get("fallback_reason", "")) is None:
+                    keys.append(("typed", sources.config_arguments(metrics["config"])))
+                for key in keys:
                     groups.setdefault(json.dumps(key, sort_keys=True), {}).setdefault(data[field], []).append(run)
         for versions in groups.values():
             if len(versions) > 1:
