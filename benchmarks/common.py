@@ -40,8 +40,9 @@ def define_data_flags():
     """--dataset and --idx_dir, as every benchmark takes them."""
     from absl import flags
 
-    flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (offline) or a tfds name.")
-    flags.DEFINE_string("idx_dir", None, "Directory of MNIST-format IDX .gz files.")
+    flags.DEFINE_string("dataset", "mnist_sample", "mnist_sample (offline) or a tfds name; beside --idx_dir, the "
+                        "dataset its files are (mnist, fashion_mnist), if given.")
+    flags.DEFINE_string("idx_dir", None, "Directory of MNIST-format IDX .gz files (instead of --dataset).")
 
 
 def source_from_flags():
@@ -50,8 +51,10 @@ def source_from_flags():
 
     from dropzoo import errors
 
+    # The default (mnist_sample) names no IDX files: beside --idx_dir, only a --dataset given names its files.
+    given = flags.FLAGS["dataset"].present or not flags.FLAGS.idx_dir
     with errors.one_line():
-        return load_source(flags.FLAGS.dataset, flags.FLAGS.idx_dir)
+        return load_source(flags.FLAGS.dataset if given else sources.DEFAULT_DATASET, flags.FLAGS.idx_dir)
 
 
 def arrays(ds):

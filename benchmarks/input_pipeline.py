@@ -101,7 +101,7 @@ def define_flags():
     flags.DEFINE_integer("data_epochs", 20, "Passes over the data for the stream alone.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
     common.define_data_flags()
-    flags.DEFINE_integer("seed", 0, "Seed of the trainer run.")
+    flags.DEFINE_integer("seed", 0, "Seed of the trainer run.", lower_bound=0)
 
 
 def main(argv):

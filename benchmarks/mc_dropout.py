@@ -197,7 +197,7 @@ def define_flags():
     flags.DEFINE_integer("samples", 20, "MC dropout samples T.", lower_bound=2)
     flags.DEFINE_integer("batch_size", 256, "Examples per call.", lower_bound=1)
     flags.DEFINE_integer("rounds", 10, "Timed calls per method.", lower_bound=1)
-    flags.DEFINE_integer("seed", 0, "Seed of the model's weights.")
+    flags.DEFINE_integer("seed", 0, "Seed of the model's weights.", lower_bound=0)
     flags.DEFINE_bool("parts", False, "Instead, time the first dropout site's masks alone: portable, fused, "
                       "the random words, and a plain pass over the same output.")
 

@@ -144,7 +144,7 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 256, "Batch for the throughput figure.", lower_bound=1)
     flags.DEFINE_integer("latency_rounds", 200, "Batch-1 calls per method.", lower_bound=1)
     flags.DEFINE_integer("throughput_rounds", 20, "Large-batch calls per method.", lower_bound=1)
-    flags.DEFINE_integer("seed", 0, "Seed of the model's weights.")
+    flags.DEFINE_integer("seed", 0, "Seed of the model's weights.", lower_bound=0)
 
 
 def main(argv):

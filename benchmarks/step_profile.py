@@ -230,9 +230,9 @@ def define_flags():
     flags.DEFINE_enum("model", "keras_mnist_cnn", models.list_models(), "Zoo model to profile.")
     flags.DEFINE_integer("epochs", 3, "Epochs; at least 2, so that a 2nd training call happens.",
                          lower_bound=2)
-    flags.DEFINE_integer("batch_size", 128, "Batch size.")
+    flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
     common.define_data_flags()
-    flags.DEFINE_integer("top", 0, "Also list the N longest ops.")
+    flags.DEFINE_integer("top", 0, "Also list the N longest ops.", lower_bound=0)
 
 
 def main(argv):

@@ -418,10 +418,16 @@ def check_runs(runs):
     (the second would be refused after the first had trained)."""
     workdirs = {}
     for run in runs:
-        if not (isinstance(run, (tuple, list)) and len(run) == 2 and isinstance(run[0], TrainConfig)
-                and isinstance(run[1], (str, os.PathLike))):
+        wrong = None
+        if not (isinstance(run, (tuple, list)) and len(run) == 2):
+            wrong = type(run).__name__
+        elif not isinstance(run[0], TrainConfig):
+            wrong = f"a {type(run[0]).__name__} config"
+        elif not isinstance(run[1], (str, os.PathLike)):
+            wrong = f"a {type(run[1]).__name__} workdir"
+        if wrong:
             raise ConfigError(f"runs are (TrainConfig, workdir) pairs, e.g. [(config, sweep.run_dir(root, config))], "
-                              f"got {type(run).__name__}")
+                              f"got {wrong}")
         if workdirs.setdefault(os.path.abspath(run[1]), run[0]) != run[0]:
             raise ConfigError(f"two runs share the workdir {run[1]} with other settings; give each its own "
                               "(sweep.run_dir(root, config, sweep.varying_fields(configs)))")

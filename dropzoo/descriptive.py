@@ -19,6 +19,8 @@ descriptive number a study publishes is printed by its comparison command:
 
 Descriptive only: no test and no interval here (comparison.md has those).
 """
+import numbers
+
 import numpy as np
 
 from dropzoo.errors import ConfigError
@@ -27,7 +29,7 @@ from dropzoo.errors import ConfigError
 def accuracy_levels(levels):
     """`levels` (numbers or strings such as '95' or '95%') as percentages, or ConfigError naming a bad one."""
     found = []
-    for level in [levels] if isinstance(levels, (str, int, float)) else levels:
+    for level in [levels] if isinstance(levels, (str, numbers.Real)) else levels:
         try:
             value = float(str(level).strip().rstrip("%"))
         except ValueError:

@@ -60,7 +60,8 @@ def subset(source, size):
 
 def check_size(source, size, classes):
     """`size` as an int, or DataError unless a subset of `source`'s train split keeps each of `classes` classes."""
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral):  # 100.5 would train on 100, "1000" on 1000
+    whole = isinstance(size, numbers.Integral) or (isinstance(size, numbers.Real) and float(size).is_integer())
+    if isinstance(size, bool) or not whole:  # 100.5 would train on 100, "1000" on 1000
         raise DataError(f"train_size must be a whole number of examples, got {size!r}")
     if not 2 <= (size := int(size)) <= source.num_train:
         raise DataError(f"--train_size={size} must be between 2 and the {source.num_train:,} training examples "

@@ -72,7 +72,7 @@ def write_run_hparams(logdir, config, data_source, metrics):
     # No domains: TensorBoard takes one run's experiment for a logdir of many, and its one value each would be all
     # the dashboard lists (a comparison's sessions share one experiment, which has them).
     write_hparams(logdir, [("", values, scalars)], RUN_METRICS, step=metrics["epochs_completed"], domains=False,
-                  trial_id=os.path.normpath(os.path.dirname(os.path.normpath(logdir))))
+                  trial_id=os.path.dirname(os.path.abspath(logdir)))  # (relative, two runs' could be one)
 
 
 def write_model(path, logdir, model):

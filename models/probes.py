@@ -1,11 +1,15 @@
-"""Where in a network the equivalence claims probe: the zoo's networks, text networks and Keras models alike.
+"""Which networks the equivalence claims probe, and where: the zoo's networks, text networks and Keras models alike.
 
 models/equivalence.py states the claims; this module answers what they ask
 of one network: the shape of its images, its logits, the head site claims 2
 and 3 probe, the layer whose activation claims 1 and 4 move dropout across
 (and whether theory says that move keeps the network), and the linear layers
-that read a site's units (claim 3's test-time weight scaling, moved).
+that read a site's units (claim 3's test-time weight scaling, moved). A
+network of your own is registered here to be checked (`register_network`
+for text, `register_keras` for a `.keras` file).
 """
+import pathlib
+
 import keras
 import numpy as np
 
@@ -151,3 +155,47 @@ def site_units(x, limit=16384):
     element-wise: fewer units test the same layer, and keep the claims' many passes in memory)."""
     rows = np.asarray(x).reshape(len(x), -1)
     return rows[:max(1, limit // rows.shape[1]), :limit]
+
+
+def moved_across(spec, layer, a, b):
+    """Whether placements `a` and `b` differ only by a dropout at `layer`'s .mid in one and at its .post (with the
+    same rate) in the other: moved across its activation."""
+    def moved(placement):
+        sites = models.resolve_placement(spec.name, placement)
+        return sites if f"{layer}.post" in sites else {
+            f"{layer}.post" if site == f"{layer}.mid" else site: value for site, value in sites.items()}
+
+    resolved = [models.resolve_placement(spec.name, p) for p in (a, b)]
+    return resolved[0] != resolved[1] and moved(a) == moved(b)
+
+
+def register_network(text):
+    """The name of the network `text` describes (layer tokens or JSON, as train.py's --network), registered to be
+    checked; ValueError (one line) where it is malformed or has no hidden layer to move dropout across."""
+    if text.strip() in models.list_models():
+        raise ValueError(f"{text.strip()} is one of the zoo's networks: check it with --models={text.strip()}")
+    spec = models.get_spec(models.register_spec(models.parse_network(text)))
+    if not any(isinstance(entry, (network.Conv, network.Dense)) for entry in spec.layers):
+        raise ValueError(f"network {spec.name} has no hidden conv or dense layer, so no activation to move dropout "
+                         "across; give a network with one (e.g. flatten,dense128,dropout0.5)")
+    return spec.name
+
+
+def register_keras(path):
+    """The name of the Keras model in the `.keras` file at `path`, registered to be checked with its own
+    activations; ValueError (one line) where it cannot be (models.register_keras_model) or has no activation."""
+    if pathlib.Path(path).stem in models.list_models():  # the model's name is its file's
+        raise ValueError(f"--keras_model: its name {pathlib.Path(path).stem!r} (the file's) is a zoo network's; "
+                         "copy the file under another name")
+    name = models.register_keras_model(path)
+    activation_pair(models.get_spec(name))
+    return name
+
+
+def network_text(value):
+    """--network's spec: the value, or the contents of FILE for `@FILE`."""
+    try:
+        return pathlib.Path(value[1:] or "?").read_text(encoding="utf-8-sig") if value.startswith("@") else value
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--network: cannot read {value[1:]!r} ({getattr(e, 'strerror', None) or e}); @FILE names "
+                         "a text file holding the network spec") from None

@@ -255,7 +255,7 @@ def test_read_idx_round_trip(idx_dir):
     np.testing.assert_array_equal(y, labels)
 
 
-def test_idx_source(idx_dir, monkeypatch):
+def test_idx_source(idx_dir, monkeypatch, caplog):
     directory, train, test = idx_dir
     source = sources.load_source(idx_dir=str(directory))
     assert source.name == f"idx:{directory}"
@@ -265,9 +265,12 @@ def test_idx_source(idx_dir, monkeypatch):
                                         r"t10k-labels-idx1-ubyte.gz\); drop --dataset, or point --idx_dir at "
                                         r"fashion_mnist's files$"):
         sources.load_source("fashion_mnist", idx_dir=str(directory))
-    with pytest.raises(DataError, match=r"^--dataset=mnist_sample beside --idx_dir names that dataset's IDX files, "
-                                        r"and mnist_sample has none known here \(mnist, fashion_mnist\); drop"):
+    with pytest.raises(DataError, match=r"^--dataset=mnist_sample is the embedded sample, not IDX files; drop "
+                                        r"--dataset to read .*'s files, or name their dataset"):
         sources.load_source("mnist_sample", idx_dir=str(directory))
+    with caplog.at_level("WARNING"):  # IDX files of a dataset whose labels are not known here: named, unchecked
+        assert sources.load_source("kmnist", idx_dir=str(directory)).name == f"idx:{directory}"
+    assert "is recorded as kmnist's files, unchecked: only mnist and fashion_mnist's are known here" in caplog.text
     digest = hashlib.sha256(gzip.decompress((directory / TEST_LABELS).read_bytes())).hexdigest()
     monkeypatch.setitem(idx.TEST_LABELS_SHA256, "mnist", digest)  # these files as MNIST's
     with pytest.raises(DataError, match=r"holds mnist's files, not fashion_mnist's .*; give --dataset=mnist, or drop"):
@@ -740,6 +743,7 @@ def test_a_subset_keeps_every_class_however_rare():
     assert data.check_every_class_trained(subsets.subset(source, 3), 0) == 0
     assert data.check_every_class_trained(subsets.subset(source, 101), 0.1) == 10
     assert subsets.subset(source, np.int64(10)).num_train == 10
+    assert subsets.subset(source, 10.0).num_train == 10  # a whole number, as JSON may give it
     for size in (10.5, "10", True):  # 10.5 trained on 10, without a word
         with pytest.raises(DataError, match=r"^train_size must be a whole number of examples, got "):
             subsets.subset(source, size)

@@ -53,9 +53,9 @@ def test_a_network_of_your_own_written_as_text_holds_every_claim(tmp_path):
     """`--network`: the claims for a user's text network (the zoo's four alone were checked)."""
     path = tmp_path / "net.txt"
     path.write_text("conv8k3,pool2,flatten,dense16,dropout0.3\n")
-    name = equivalence.register_network(equivalence._network_text(f"@{path}"))
+    name = probes.register_network(probes.network_text(f"@{path}"))
     # Its own dropout all in the conv stack: claims 2 and 3 probe the head placement's (an IndexError before).
-    stack_only = equivalence.register_network("conv8k3,pool2,dropout0.25,flatten,dense16")
+    stack_only = probes.register_network("conv8k3,pool2,dropout0.25,flatten,dense16")
     rows = equivalence.run([name, stack_only], ["relu", "tanh"], ["float32"])
     assert rows and all(f.holds for f in rows), [f.line() for f in rows if not f.holds]
     assert {f.model for f in rows} == {name, stack_only, equivalence.LAYERS}
@@ -64,13 +64,13 @@ def test_a_network_of_your_own_written_as_text_holds_every_claim(tmp_path):
     assert any(f.model == stack_only and "at dense1.post, rate 0.5" in f.detail for f in rows)
     with pytest.raises(ValueError, match=r"^keras_mnist_cnn is one of the zoo's networks: check it with "
                                          r"--models=keras_mnist_cnn$"):
-        equivalence.register_network("keras_mnist_cnn")
+        probes.register_network("keras_mnist_cnn")
     with pytest.raises(ValueError, match=r"^network flatten has no hidden conv or dense layer, so no activation to "
                                          r"move dropout across; give a network with one"):
-        equivalence.register_network("flatten")
+        probes.register_network("flatten")
     with pytest.raises(ValueError, match=r"^--network: cannot read .*missing.txt' \(No such file or directory\); "
                                          r"@FILE names a text file holding the network spec$"):
-        equivalence._network_text(f"@{tmp_path / 'missing.txt'}")
+        probes.network_text(f"@{tmp_path / 'missing.txt'}")
 
 
 @pytest.mark.slow
@@ -306,14 +306,20 @@ def test_a_keras_model_of_your_own_holds_every_claim_with_its_own_activations(tm
     """`--keras_model`: claims 1-4 for a user's model, its own LeakyReLU (positively homogeneous: the same network
     before and after it, up to rounding) and tanh (another network in training) as theory says."""
     L = keras.layers
-    leaky = equivalence.register_keras(_saved(
-        tmp_path, "leaky", L.Conv2D(4, 3, activation="relu"), L.MaxPooling2D(), L.Dropout(0.25), L.Flatten(),
-        L.Dense(16), L.LeakyReLU(0.1), L.Dropout(0.4), L.Dense(3, activation="softmax")))
-    tanh = equivalence.register_keras(_saved(
-        tmp_path, "tanh_mlp", L.Flatten(), L.Dense(16, activation="tanh"), L.Dropout(0.2), L.Dense(3)))
-    findings = equivalence.run([leaky, tanh], ["sigmoid"], ["float32"])
+    leaky = probes.register_keras(_saved(
+        tmp_path, "eq_leaky", L.Conv2D(4, 3, activation="relu"), L.MaxPooling2D(), L.Dropout(0.25), L.Flatten(),
+        L.Dense(16, name="hidden"), L.LeakyReLU(0.1), L.Dropout(0.4), L.Dense(3, activation="softmax")))
+    tanh = probes.register_keras(_saved(
+        tmp_path, "eq_tanh_mlp", L.Flatten(), L.Dense(16, activation="tanh"), L.Dropout(0.2), L.Dense(3)))
+    # PReLU (alpha 0 at the start: bitwise the same before and after) and ReLU6, whose cap the images never reach:
+    # theory's "different" is shown on images scaled up (both read as disagreeing with theory).
+    prelu = probes.register_keras(_saved(
+        tmp_path, "eq_prelu", L.Flatten(), L.Dense(16), L.PReLU(), L.Dropout(0.5), L.Dense(3, activation="softmax")))
+    relu6 = probes.register_keras(_saved(
+        tmp_path, "eq_relu6", L.Flatten(), L.Dense(16), L.ReLU(max_value=6), L.Dropout(0.5), L.Dense(3)))
+    findings = equivalence.run([leaky, tanh, prelu, relu6], ["sigmoid"], ["float32"])
     assert findings and all(f.holds for f in findings), [f.line() for f in findings if not f.holds]
-    for name in (leaky, tanh):
+    for name in (leaky, tanh, prelu, relu6):
         rows = _rows(findings, name)
         assert {f.activation for f in rows.values()} == {equivalence.OWN}  # not the zoo's sigmoid
         assert {claim[0] for claim in rows} == {"1", "2", "3", "4"}
@@ -321,7 +327,11 @@ def test_a_keras_model_of_your_own_holds_every_claim_with_its_own_activations(tm
         assert whole.measured == "identical", whole.line()
     assert _rows(findings, leaky)["1 before vs after activation, training mode"].expected == "identical"
     assert _rows(findings, tanh)["1 before vs after activation, training mode"].expected == "different"
-    assert "at dense.post, rate 0.4" in _rows(findings, leaky)["2 inverted dropout vs x * its mask / keep"].detail
+    capped = _rows(findings, relu6)["1 before vs after activation, training mode"]
+    assert capped.expected == capped.measured == "different" and ", images x" in capped.detail, capped.line()
+    moved = _rows(findings, prelu)["4 before_activation vs after_activation"]
+    assert moved.expected == "identical" and "keys differ; one function up to rounding" in moved.detail
+    assert "at hidden.post, rate 0.4" in _rows(findings, leaky)["2 inverted dropout vs x * its mask / keep"].detail
 
 
 def test_a_keras_models_test_time_scaling_reaches_every_reader_or_is_not_checked(tmp_path, monkeypatch):
@@ -331,9 +341,9 @@ def test_a_keras_models_test_time_scaling_reaches_every_reader_or_is_not_checked
     image = keras.Input((12, 12, 1))
     pooled = L.Flatten()(L.Dropout(0.25)(L.MaxPooling2D()(L.Conv2D(4, 3, activation="relu")(image))))
     merged = L.Concatenate()([L.Dense(8, activation="relu")(pooled), L.Dense(8, activation="relu")(pooled)])
-    path = tmp_path / "towers.keras"
+    path = tmp_path / "eq_towers.keras"  # (registered names are one namespace)
     keras.Model(image, L.Dense(3, activation="softmax")(L.Dropout(0.5)(merged))).save(path)
-    towers = equivalence.register_keras(str(path))
+    towers = probes.register_keras(str(path))
     claim = "3 classic(W) vs inverted(keep x W_next), inference"
     assert _rows(equivalence.check_kinds(towers, equivalence.OWN), towers)[claim].measured == "identical"
     real = probes.linear_readers
@@ -344,33 +354,33 @@ def test_a_keras_models_test_time_scaling_reaches_every_reader_or_is_not_checked
     image = keras.Input((12, 12, 1))
     a = L.Conv2D(4, 3, padding="same", activation="relu")(image)
     b = L.Dropout(0.2)(L.Conv2D(4, 3, padding="same", activation="relu")(a))
-    x = L.Dropout(0.5)(L.Dense(8, activation="relu")(L.GlobalMaxPooling2D()(L.Add()([a, b]))))
-    path = tmp_path / "skip.keras"
+    x = L.Dropout(0.5)(L.Dense(8, activation="relu")(L.GlobalMaxPooling2D()(L.Add(name="skip_add")([a, b]))))
+    path = tmp_path / "eq_skip.keras"
     keras.Model(image, L.Dense(3, activation="softmax")(x)).save(path)
-    skip = equivalence.register_keras(str(path))
+    skip = probes.register_keras(str(path))
     row = _rows(equivalence.check_kinds(skip, equivalence.OWN), skip)[claim]
     assert row.measured == equivalence.NOT_CHECKED and row.holds, row.line()
-    assert "its units reach add (Add), which a keep factor does not pass through" in row.detail
+    assert "its units reach skip_add (Add), which a keep factor does not pass through" in row.detail
     assert "max|diff|" not in row.line()
     assert equivalence.report([row]).endswith("0 of 0 findings agree with theory; 1 not checked (its line says why).")
 
 
 def test_a_keras_model_that_cannot_be_checked_is_refused_in_one_line(tmp_path):
     L = keras.layers
-    with pytest.raises(ValueError, match=r"^network linear has no hidden conv or dense layer with an activation"):
-        equivalence.register_keras(_saved(tmp_path, "linear", L.Flatten(), L.Dense(8), L.Dropout(0.5), L.Dense(3)))
+    with pytest.raises(ValueError, match=r"^network eq_linear has no hidden conv or dense layer with an activation"):
+        probes.register_keras(_saved(tmp_path, "eq_linear", L.Flatten(), L.Dense(8), L.Dropout(0.5), L.Dense(3)))
     with pytest.raises(ValueError, match=r"^--keras_model: its name 'dense_mlp' \(the file's\) is a zoo network's; "
                                          r"copy the file under another name$"):
-        equivalence.register_keras(_saved(tmp_path, "dense_mlp", L.Flatten(), L.Dense(8, activation="relu"),
+        probes.register_keras(_saved(tmp_path, "dense_mlp", L.Flatten(), L.Dense(8, activation="relu"),
                                           L.Dense(3)))
     with pytest.raises(ValueError, match=r"no such file"):
-        equivalence.register_keras(str(tmp_path / "missing.keras"))
+        probes.register_keras(str(tmp_path / "missing.keras"))
 
 
 @pytest.mark.slow  # a fresh process
 def test_command_line_checks_a_keras_model_with_its_own_activations_only(tmp_path):
     L = keras.layers
-    path = _saved(tmp_path, "mine", L.Flatten(), L.Dense(8, activation="relu"), L.Dropout(0.5), L.Dense(3))
+    path = _saved(tmp_path, "eq_mine", L.Flatten(), L.Dense(8, activation="relu"), L.Dropout(0.5), L.Dense(3))
     result = _run_module(f"--keras_model={path}", "--activations=tanh", "--precisions=float32")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
@@ -378,4 +388,4 @@ def test_command_line_checks_a_keras_model_with_its_own_activations_only(tmp_pat
         "own: leave --activations out")
     result = _run_module(f"--keras_model={path}", "--precisions=float32")
     assert result.returncode == 0, result.stderr
-    assert "mine / own activations" in result.stdout and "39 of 39 findings agree with theory." in result.stdout
+    assert "eq_mine / own activations" in result.stdout and "39 of 39 findings agree with theory." in result.stdout

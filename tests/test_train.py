@@ -100,7 +100,7 @@ def test_tensorboard_has_scalars_histograms_and_hparams(finished_run):
                  for own in glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
                  for event in tf.compat.v1.train.summary_iterator(own) for v in event.summary.value
                  if v.tag == "_hparams_/session_start_info")
-    assert start.group_name == os.path.normpath(workdir)
+    assert start.group_name == os.path.abspath(workdir)  # a relative one could name two runs
     assert start.hparams["placement"].string_value == "canonical"
 
 
@@ -862,6 +862,8 @@ def test_sweep_values_that_are_not_a_list_are_one_line_from_python():
     # What a sweep takes from Python: (config, workdir) pairs, each its own workdir, and a config, not its dict.
     for runs, message in (([configs[0]], "runs are (TrainConfig, workdir) pairs, e.g. [(config, sweep.run_dir(root, "
                                          "config))], got TrainConfig"),
+                          ([(configs[0], None)], "runs are (TrainConfig, workdir) pairs, e.g. [(config, "
+                                                 "sweep.run_dir(root, config))], got a NoneType workdir"),
                           ([(configs[0], "r"), (configs[1], "./r")], "two runs share the workdir ./r with other "
                                                                     "settings; give each its own")):
         with pytest.raises(config_lib.ConfigError) as info:
