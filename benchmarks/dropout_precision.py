@@ -24,7 +24,9 @@ Prints, in one run:
    dropout seeds, the two taking turns (`--rounds`, the order swapped every
    round). Examples/s per epoch, training steps only, the first epoch of each
    run excluded; the headline is `common.fast_phase_rate` over each way's
-   timed epochs, the all-epochs figure beside it.
+   timed epochs, the all-epochs figure beside it. The zoo's layers draw their
+   portable masks here: the trainer's XLA-compiled masks
+   (`performance.compile_dropout_masks`) are not what this compares.
 3. The dropout layers alone: forward + backward of the model's two dropout
    layers on one batch of its own activation shapes, per training step.
 
