@@ -10,6 +10,7 @@ import numpy as np
 from absl import app
 
 from dropzoo import errors
+from dropzoo import idx
 from dropzoo import performance
 from dropzoo import sources
 
@@ -54,6 +55,8 @@ def source_from_flags():
     # The default (mnist_sample) names no IDX files: beside --idx_dir, only a --dataset given names its files.
     given = flags.FLAGS["dataset"].present or not flags.FLAGS.idx_dir
     with errors.one_line():
+        if flags.FLAGS["dataset"].present and flags.FLAGS.idx_dir:  # --dataset=mnist too: given, it names the files
+            idx.check_named(flags.FLAGS.dataset, flags.FLAGS.idx_dir)
         return load_source(flags.FLAGS.dataset if given else sources.DEFAULT_DATASET, flags.FLAGS.idx_dir)
 
 

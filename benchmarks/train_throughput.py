@@ -192,8 +192,10 @@ def run(source, *, epochs=12, batch_size=128, seeds=3, compare_float32=True, abl
                                                   seed=seed, model=name))
     sample_references()
     # Each ablation against the defaults' seed 0, trained just before it (the machine's speed drifts over a run).
-    ablations = {"trainer defaults, seed 0 (the ablations' baseline)": _summary(default_runs[:1]),
-                 **{label: _summary([run]) for label, run in ablation_runs.items()}} if ablation_runs else {}
+    ablations = {}
+    if ablation_runs and seeds > 1:  # (with one seed the defaults' row is that run)
+        ablations["trainer defaults, seed 0 (the ablations' baseline)"] = _summary(default_runs[:1])
+    ablations.update({label: _summary([run]) for label, run in ablation_runs.items()})
     result = {"machine": common.machine(), "dataset": source.name, "epochs": epochs,
               "batch_size": batch_size, "seeds": seeds, "num_train": len(y) - num_val,
               "num_test": len(y_test), "auto_precision": auto_precision,

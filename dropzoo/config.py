@@ -422,9 +422,9 @@ def check_runs(runs):
         if not (isinstance(run, (tuple, list)) and len(run) == 2):
             wrong = type(run).__name__
         elif not isinstance(run[0], TrainConfig):
-            wrong = f"a {type(run[0]).__name__} config"
+            wrong = f"a config of type {type(run[0]).__name__}"
         elif not isinstance(run[1], (str, os.PathLike)):
-            wrong = f"a {type(run[1]).__name__} workdir"
+            wrong = f"a workdir of type {type(run[1]).__name__}"
         if wrong:
             raise ConfigError(f"runs are (TrainConfig, workdir) pairs, e.g. [(config, sweep.run_dir(root, config))], "
                               f"got {wrong}")

@@ -29,7 +29,8 @@ from dropzoo.errors import ConfigError
 def accuracy_levels(levels):
     """`levels` (numbers or strings such as '95' or '95%') as percentages, or ConfigError naming a bad one."""
     found = []
-    for level in [levels] if isinstance(levels, (str, numbers.Real)) else levels:
+    for level in levels.split(",") if isinstance(levels, str) else [levels] if isinstance(levels, numbers.Real) \
+            else levels:
         try:
             value = float(str(level).strip().rstrip("%"))
         except ValueError:

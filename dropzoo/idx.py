@@ -47,16 +47,21 @@ def check_named(dataset, idx_dir):
     if dataset == "mnist_sample":  # the embedded sample: no IDX files are it
         raise DataError(f"--dataset=mnist_sample is the embedded sample, not IDX files; drop --dataset to read "
                         f"{idx_dir}'s files, or name their dataset (mnist, fashion_mnist, ...)")
-    if dataset not in TEST_LABELS_SHA256:  # (kmnist, ...: IDX files whose labels are not known here)
-        logging.warning("--idx_dir %s is recorded as %s's files, unchecked: only %s's are known here", idx_dir,
-                        dataset, " and ".join(TEST_LABELS_SHA256))
-        return
     digest = hashlib.sha256(_gunzip(path)).hexdigest() if os.path.isfile(path) else None
-    if digest not in (None, TEST_LABELS_SHA256[dataset]):
-        found = next((name for name, sha in TEST_LABELS_SHA256.items() if sha == digest), None)
+    found = next((name for name, sha in TEST_LABELS_SHA256.items() if sha == digest), None)
+    if found is None and dataset not in TEST_LABELS_SHA256:  # (kmnist's files, ...: labels not known here)
+        if digest is not None and (dataset, idx_dir) not in _WARNED:
+            _WARNED.add((dataset, idx_dir))
+            logging.warning("--idx_dir %s is recorded as %s's files, unchecked: only %s's are known here", idx_dir,
+                            dataset, " and ".join(TEST_LABELS_SHA256))
+        return
+    if digest is not None and found != dataset:
         what, fix = ((f"{found}'s files", f"give --dataset={found}, or drop --dataset") if found else
                      ("other IDX files", f"drop --dataset, or point --idx_dir at {dataset}'s files"))
         raise DataError(f"--idx_dir {idx_dir} holds {what}, not {dataset}'s (by its {IDX_TEST_FILES[1]}); {fix}")
+
+
+_WARNED = set()  # (dataset, idx_dir) said unchecked once (the flags and the config each check it)
 
 
 def _read_idx_file(path, magic, ndim):

@@ -8,6 +8,7 @@ that read a site's units (claim 3's test-time weight scaling, moved). A
 network of your own is registered here to be checked (`register_network`
 for text, `register_keras` for a `.keras` file).
 """
+import math
 import pathlib
 
 import keras
@@ -155,6 +156,20 @@ def site_units(x, limit=16384):
     element-wise: fewer units test the same layer, and keep the claims' many passes in memory)."""
     rows = np.asarray(x).reshape(len(x), -1)
     return rows[:max(1, limit // rows.shape[1]), :limit]
+
+
+def moved_across_homogeneous(spec, layer, a, b):
+    """Whether placements `a` and `b` of a Keras model move a dropout across `layer`'s LeakyReLU or PReLU (or
+    another positively homogeneous activation but a plain ReLU, whose moves the construction keys make equal)."""
+    return is_keras(spec) and homogeneous(spec, layer, None) and moved_across(spec, layer, a, b)
+
+
+def negative_draws(spec):
+    """Why a Gaussian dropout moved across a LeakyReLU or PReLU may compute alike on a probe's draws: only a draw
+    below 0 separates the two (N(1, rate / (1 - rate)) at the head's rate), rare at a low rate."""
+    rate = head(spec)[2]
+    share = 0.5 * math.erfc(math.sqrt((1 - rate) / rate) / math.sqrt(2))
+    return f"only a negative Gaussian draw separates them, {share:.2g} of draws at rate {rate:g}, none here"
 
 
 def moved_across(spec, layer, a, b):

@@ -275,8 +275,11 @@ def test_idx_source(idx_dir, monkeypatch, caplog):
     monkeypatch.setitem(idx.TEST_LABELS_SHA256, "mnist", digest)  # these files as MNIST's
     with pytest.raises(DataError, match=r"holds mnist's files, not fashion_mnist's .*; give --dataset=mnist, or drop"):
         sources.load_source("fashion_mnist", idx_dir=str(directory))
-    monkeypatch.setitem(idx.TEST_LABELS_SHA256, "fashion_mnist", digest)
+    monkeypatch.undo()
+    monkeypatch.setitem(idx.TEST_LABELS_SHA256, "fashion_mnist", digest)  # these files as Fashion-MNIST's
     assert sources.load_source("fashion_mnist", idx_dir=str(directory)).name == f"idx:{directory}"
+    with pytest.raises(DataError, match=r"holds fashion_mnist's files, not kmnist's"):  # known files: no warning
+        sources.load_source("kmnist", idx_dir=str(directory))
     assert (source.num_train, source.num_test, source.image_shape) == (7, 5, (4, 3, 1))
     assert source.num_classes == int(max(train[1].max(), test[1].max())) + 1
     x_train, y_train = next(iter(source.train.batch(100)))

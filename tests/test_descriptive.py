@@ -35,6 +35,9 @@ def test_the_figures_are_the_seeds_own_medians_counts_and_signs():
     rows += _rows("none", none, [0.12, 0.3, 0.09, 0.5, 0.11], None, [30, 40, 50, 60, 70])
     text = descriptive.markdown(_comparison(rows, [("after_activation", "none")]), report.CONTRASTS,
                                 descriptive.accuracy_levels(["95", "90%"]))
+    # From Python: one level (a NumPy number too), or eval.py's comma list as one string.
+    assert descriptive.accuracy_levels(np.int64(95)) == (95.0,)
+    assert descriptive.accuracy_levels("95,90%") == descriptive.accuracy_levels(["95", "90%"]) == (95.0, 90.0)
     lines = text.splitlines()
     row = next(line for line in lines if line.startswith("| m/none |"))
     assert row == ("| m/none | 5 | 85.00 / 96.00 / 97.50 | 87.00 / 98.00 / 99.50 | 86.00 / 97.00 / 98.50 "

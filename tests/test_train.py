@@ -863,7 +863,7 @@ def test_sweep_values_that_are_not_a_list_are_one_line_from_python():
     for runs, message in (([configs[0]], "runs are (TrainConfig, workdir) pairs, e.g. [(config, sweep.run_dir(root, "
                                          "config))], got TrainConfig"),
                           ([(configs[0], None)], "runs are (TrainConfig, workdir) pairs, e.g. [(config, "
-                                                 "sweep.run_dir(root, config))], got a NoneType workdir"),
+                                                 "sweep.run_dir(root, config))], got a workdir of type NoneType"),
                           ([(configs[0], "r"), (configs[1], "./r")], "two runs share the workdir ./r with other "
                                                                     "settings; give each its own")):
         with pytest.raises(config_lib.ConfigError) as info:
