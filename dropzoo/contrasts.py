@@ -30,7 +30,7 @@ def check_contrasts(contrasts):
     """`contrasts` as a list of (A, B) pairs of variant names ("A:B", or "A:B,C:D" for all: eval.py's spelling,
     too), or ConfigError."""
     pairs = []
-    for contrast in [c for c in contrasts.split(",") if c.strip()] if isinstance(contrasts, str) else contrasts or ():
+    for contrast in contrasts.split(",") if isinstance(contrasts, str) else contrasts or ():
         pair = tuple(side.strip() for side in contrast.split(":")) if isinstance(contrast, str) else contrast
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(s, str) and s for s in pair)):
             raise ConfigError(f"contrasts: give (A, B) pairs of variant names, e.g. [('before_dense', 'canonical')], "

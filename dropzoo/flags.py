@@ -177,7 +177,8 @@ def check_one_source(fv=FLAGS):
                                      "leave the flag out")
     if fv["dataset"].present and fv["idx_dir"].value:  # --dataset=mnist too: the default, given, names the files
         for name in str(fv["dataset"].value).split(","):
-            idx.check_named(name.strip(), fv["idx_dir"].value)
+            if name.strip():  # (an empty item is refused as such with the other flags)
+                idx.check_named(name.strip(), fv["idx_dir"].value)
     others = [name for name in sources.NOT_WITH_DATASET if fv[name].present and fv[name].value]
     if fv["dataset"].present and others:
         raise config_lib.ConfigError(f"give one data source, not --{others[0]} and --dataset={fv['dataset'].value}; "

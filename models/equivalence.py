@@ -34,8 +34,10 @@ hidden activation (float32) it checks:
    mode (gaussian noise, other activations, `.pre` vs `.post`, two masks vs
    one, `.prenorm` vs `.mid` under BN), on images scaled up to x100 where
    the images themselves do not reach the difference (a ReLU6 below 6);
-   a move across a Keras model's LeakyReLU or PReLU is one function up to
-   rounding (its keys differ: it trains twice). Both modes, because a 0/1 mask commutes with any
+   a Bernoulli mask moved across a Keras model's LeakyReLU or PReLU is one
+   function up to rounding (its keys differ: it trains twice), and Gaussian
+   noise there differs by its negative draws alone ("not checked" at a rate
+   too low for any). Both modes, because a 0/1 mask commutes with any
    activation that maps 0 to 0: classic dropout with tanh is the same at mid
    and post while training, and differs only at inference (tanh(k x) != k tanh(x)).
 
@@ -73,6 +75,7 @@ MC_PASSES = 4000
 # Where theory expects two networks to differ but the images do not show it (a ReLU6 whose inputs never reach 6),
 # they are compared again on images scaled by these.
 INPUT_SCALES = (1.0, 10.0, 100.0)
+RARE_DRAWS = 3  # fewer expected negative Gaussian draws (none drawn is then >= 5% likely): a LeakyReLU move unchecked
 Z_TOL = 5.0  # standard errors of the mean
 PRECISIONS = dropout_lib.POLICIES
 PRECISION_RATES = (0.1, 0.4)
@@ -161,9 +164,8 @@ def _scaled(scale, measured):
     """What the detail says of images scaled up to separate two networks theory says differ."""
     if scale == 1:
         return ""
-    if measured == "different":
-        return f", images x{scale:g} (on the images themselves the two agreed: where they differ lies beyond them)"
-    return f", not separated on images scaled up to x{scale:g}"
+    return (f", images x{scale:g} (on the images themselves the two agreed: where they differ lies beyond them)"
+            if measured == "different" else f", not separated on images scaled up to x{scale:g}")
 
 
 def _head_site_input(name, activation, seed):
@@ -268,10 +270,8 @@ def check_construction(name, activation, seed=0):
     """Claim 4: equal construction keys <=> bitwise equal logits in both modes, same seed.
 
     Nothing is copied between the two models: equal weights and masks must
-    come from the construction itself. Unequal keys: logits that differ beyond
-    float32 rounding in some mode (on images scaled up to x100 where the
-    images themselves do not separate them), except a move across a Keras
-    model's LeakyReLU or PReLU, one function up to rounding.
+    come from the construction itself. Unequal keys: differing beyond rounding
+    in some mode (on scaled images where need be; module docstring, claim 4).
     """
     spec = models.get_spec(name)
     x = _inputs(probes.input_shape(spec))
@@ -304,9 +304,10 @@ def check_construction(name, activation, seed=0):
                 break
         setting = "".join(f", {v}" for v in (kind, f"norm={norm}") if v not in ("inverted", "norm=none"))
         keys = f"keys {'equal' if same else 'differ'}{'; one function up to rounding' if rounding else ''}"
-        if measured == "identical" and kind == "gaussian" and across:  # a negative draw alone separates them
+        expected, why = probes.negative_draws(spec, layer, len(x)) if kind == "gaussian" and across else (0, "")
+        if measured == "identical" and why and expected < RARE_DRAWS:  # none drawn, as likely as not: no test
             findings.append(Finding(name, activation, f"4 {a} vs {b}{setting}", NOT_CHECKED, NOT_CHECKED, diff,
-                                    f"{keys}; {probes.negative_draws(spec)}"))
+                                    f"{keys}; {why}"))
             continue
         findings.append(Finding(
             name, activation, f"4 {a} vs {b}{setting}", "identical" if same or rounding else "different",

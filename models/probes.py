@@ -164,12 +164,14 @@ def moved_across_homogeneous(spec, layer, a, b):
     return is_keras(spec) and homogeneous(spec, layer, None) and moved_across(spec, layer, a, b)
 
 
-def negative_draws(spec):
-    """Why a Gaussian dropout moved across a LeakyReLU or PReLU may compute alike on a probe's draws: only a draw
-    below 0 separates the two (N(1, rate / (1 - rate)) at the head's rate), rare at a low rate."""
+def negative_draws(spec, layer, batch):
+    """(how many, why) of a Gaussian dropout moved across `layer`'s LeakyReLU or PReLU on `batch` images: only a
+    draw below 0 separates the two (N(1, rate / (1 - rate)) at the head's rate), rare at a low rate."""
     rate = head(spec)[2]
     share = 0.5 * math.erfc(math.sqrt((1 - rate) / rate) / math.sqrt(2))
-    return f"only a negative Gaussian draw separates them, {share:.2g} of draws at rate {rate:g}, none here"
+    draws = batch * int(np.prod(spec.model.get_layer(layer).output.shape[1:]))
+    return share * draws, (f"only a negative Gaussian draw separates them, {share:.2g} of draws at rate {rate:g}: "
+                           f"{share * draws:.2g} expected among these {draws:,}")
 
 
 def moved_across(spec, layer, a, b):

@@ -324,7 +324,7 @@ def test_a_keras_model_of_your_own_holds_every_claim_with_its_own_activations(tm
     assert findings and all(f.holds for f in findings), [f.line() for f in findings if not f.holds]
     gaussian = _rows(findings, rare)["4 before_activation vs after_activation, gaussian"]
     assert gaussian.measured == equivalence.NOT_CHECKED and "only a negative Gaussian draw separates them, 6.5e-06 " \
-        "of draws at rate 0.05, none here" in gaussian.detail, gaussian.line()
+        "of draws at rate 0.05: 0.00084 expected among these 128" in gaussian.detail, gaussian.line()
     for name in (leaky, tanh, prelu, relu6, rare):
         rows = _rows(findings, name)
         assert {f.activation for f in rows.values()} == {equivalence.OWN}  # not the zoo's sigmoid
@@ -338,6 +338,25 @@ def test_a_keras_model_of_your_own_holds_every_claim_with_its_own_activations(tm
     moved = _rows(findings, prelu)["4 before_activation vs after_activation"]
     assert moved.expected == "identical" and "keys differ; one function up to rounding" in moved.detail
     assert "at hidden.post, rate 0.4" in _rows(findings, leaky)["2 inverted dropout vs x * its mask / keep"].detail
+
+
+def test_a_gaussian_noise_that_draws_no_negative_value_fails_claim_4_across_a_leaky_relu(tmp_path, monkeypatch):
+    """At rate 0.5 about 20 of these 128 draws are negative, and only they separate Gaussian dropout before and after
+    a LeakyReLU: noise that is never negative (|noise|) makes the two one function, which claim 4 must catch (it was
+    reported 'not checked', whatever the rate)."""
+    L = keras.layers
+    name = probes.register_keras(_saved(
+        tmp_path, "eq_gauss_leaky", L.Flatten(), L.Dense(16), L.LeakyReLU(0.1), L.Dropout(0.5), L.Dense(3)))
+    claim = "4 before_activation vs after_activation, gaussian"
+    assert _rows(equivalence.check_construction(name, equivalence.OWN), name)[claim].holds
+    real_call = dropout_lib.Float32GaussianDropout.call
+
+    def positive_noise(self, inputs, training=False):
+        return keras.ops.abs(real_call(self, keras.ops.abs(inputs), training)) * keras.ops.sign(inputs)
+
+    monkeypatch.setattr(dropout_lib.Float32GaussianDropout, "call", positive_noise)
+    row = _rows(equivalence.check_construction(name, equivalence.OWN), name)[claim]
+    assert row.measured == "identical" and not row.holds, row.line()
 
 
 def test_a_keras_models_test_time_scaling_reaches_every_reader_or_is_not_checked(tmp_path, monkeypatch):
