@@ -30,12 +30,15 @@ def check_contrasts(contrasts):
     """`contrasts` as a list of (A, B) pairs of variant names ("A:B", or "A:B,C:D" for all: eval.py's spelling,
     too), or ConfigError."""
     pairs = []
-    for contrast in contrasts.split(",") if isinstance(contrasts, str) else contrasts or ():
-        pair = tuple(side.strip() for side in contrast.split(":")) if isinstance(contrast, str) else contrast
-        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(s, str) and s for s in pair)):
+    for contrast in [contrasts] if isinstance(contrasts, str) else contrasts or ():
+        if isinstance(contrast, str) and contrast.strip():  # eval.py's spelling: its one parser
+            pairs += parse_contrasts(contrast)
+            continue
+        if not (isinstance(contrast, (tuple, list)) and len(contrast) == 2
+                and all(isinstance(side, str) and side for side in contrast)):
             raise ConfigError(f"contrasts: give (A, B) pairs of variant names, e.g. [('before_dense', 'canonical')], "
                               f"or 'A:B'; got {contrast!r}")
-        pairs.append(tuple(pair))
+        pairs.append(tuple(contrast))
     return pairs
 
 
@@ -99,11 +102,10 @@ def check_same_data(groups, pairs, sides=None):
 
 
 def parse_contrasts(text):
-    """[(A, B)] from 'A:B,C:D' (A is compared with B: A - B); ConfigError if malformed."""
+    """[(A, B)] from 'A:B,C:D' (A is compared with B: A - B); [] from no text; ConfigError if malformed (an empty
+    item too)."""
     pairs = []
-    for item in (part.strip() for part in (text or "").split(",")):
-        if not item:
-            continue
+    for item in (part.strip() for part in (text or "").split(",")) if (text or "").strip() else ():
         sides = [side.strip() for side in item.split(":")]
         if len(sides) != 2 or not all(sides) or sides[0] == sides[1]:
             raise ConfigError(f"malformed contrast {item!r}; write A:B (variant A minus variant B), e.g. "
