@@ -235,6 +235,9 @@ def _compare(f):
     if not low <= f.margin < high:
         return errors.fail(f"--margin is in accuracy points, from {low:g} (one image in 10,000) to below {high:g}, "
                            f"got {f.margin:g}: e.g. --margin=0.5 for half a point")
+    if f.nll_margin >= contrasts.MAX_NLL_MARGIN:
+        return errors.fail(f"--nll_margin is in nats, below {contrasts.MAX_NLL_MARGIN:g} (equivalence within more "
+                           f"says nothing), got {f.nll_margin:g}: e.g. --nll_margin=0.015")
     with errors.one_line():
         result = compare.compare_runs(f.runs_dir, output_dir=f.output, mc_samples=f.mc_samples,
                                       mc_seed=f.mc_seed, batch_size=f.batch_size, baseline=f.baseline,

@@ -24,6 +24,8 @@ ALPHA = 0.05
 MAX_ACCURACY_MARGIN = 0.1
 # Below one image in 10,000 a margin says nothing either: it is a fraction given as points (0.005 for 0.5).
 MIN_ACCURACY_MARGIN = 1e-4
+# NLL equivalence within a nat or more says nothing (guessing among 10 classes scores 2.3): 1.5 for 0.015, a slip.
+MAX_NLL_MARGIN = 1.0
 
 
 def check_contrasts(contrasts):
@@ -190,6 +192,10 @@ def check_margins(margins):
         raise ConfigError(f"margins: the test_accuracy margin is a fraction (0.005 is half a point) below "
                           f"{MAX_ACCURACY_MARGIN:g}, got {margins['test_accuracy']:g} "
                           f"({100 * margins['test_accuracy']:g} points)")
+    if margins.get("test_loss", 0) >= MAX_NLL_MARGIN:
+        loss = margins["test_loss"]
+        raise ConfigError(f"margins: the test_loss margin is in nats (0.015 by default), below {MAX_NLL_MARGIN:g}: "
+                          f"equivalence within {loss:g} nats says nothing, got {loss:g}")
     return margins
 
 

@@ -95,7 +95,7 @@ EVAL_FLAGS = (
     ("margin", 0.5, "Equivalence margin of the contrasts' test accuracy, in points: a difference shown to lie "
                     "within ±margin (two one-sided tests) is 'equivalent'."),
     ("nll_margin", 0.015, "Equivalence margin of the contrasts' test NLL, in nats (the NLL that half a point of "
-                          "accuracy moved from right to wrong costs these models; see docs/studies.md)."),
+                          "accuracy moved from right to wrong costs these models; see docs/studies.md); below 1."),
     ("accuracy_below", [], "Test accuracies in percent (e.g. 95,80): descriptive.md counts and lists each variant's "
                            "runs testing below each."),
     ("collect", None, "With --runs_dir: copy the records of every run below it (config.json, metrics.json, "

@@ -22,6 +22,12 @@ TEST_LABELS_SHA256 = {
     "mnist": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     "fashion_mnist": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
+# sources.fingerprint of each such dataset's 10,000 test images (IDX files or tfds, the same content): an evaluation
+# a run's record holds is known to be of that dataset by it (records.py, where the dataset is not here).
+TEST_FINGERPRINTS = {
+    "mnist": "6af081a225966b457b62d881bd728a921fee9b59f54765277536df657d20702a",
+    "fashion_mnist": "68993702c4bd643b9d01be480af277a321fd6464a4c4df8f3ae260bbe27a9a7c",
+}
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, H, W)
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (N)
 

@@ -17,11 +17,14 @@ import math
 import os
 import re
 
+from absl import logging
+
 from dropzoo import config as config_lib
 from dropzoo import descriptive
 from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import folders
+from dropzoo import idx
 from dropzoo import ood as ood_lib
 from dropzoo import sources
 from dropzoo import uncertainty
@@ -177,7 +180,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
                     raise identity[2]  # data here but broken, or misspelt: not absent, so nothing else stands in
             if saved is None and (run_test[2] or (ood_id and ood_id[2])):
                 saved = _held_instead(trained, request, data.own(metrics)[0] if given else None, notes, bool(ood),
-                                      metrics.get("weights_sha256"))
+                                      metrics.get("weights_sha256"), given, run_test[2])
                 if saved and ood_id and ood_id[2]:  # (a folder of OOD images here has a fingerprint per image size)
                     held_ood.add(saved["request"]["ood"])
             if saved is None:
@@ -268,22 +271,33 @@ def _here(arguments):
                                                if arguments.get(key))
 
 
-def _held_instead(run, request, own_sha, notes, ood_asked, weights):
-    """The one saved evaluation matching `request` where its unknown data (None) may be any (OOD data: any)."""
+def _held_instead(run, request, own_sha, notes, ood_asked, weights, asked=None, error=None):
+    """The one saved evaluation matching `request` where its unknown data (None) may be any (OOD data: any), said
+    in `notes` and on stderr. A dataset asked for by name (`asked`) that cannot be loaded (`error`) is answered only
+    by an evaluation known to be of it (idx.TEST_FINGERPRINTS, or its tfds name): fashion_mnist offline is not
+    answered by the MNIST evaluation a record holds."""
     matches = [saved for saved in evaluations.saved_evaluations(run, weights) if all(
         saved["request"].get(k) == v for k, v in request.items() if v is not None or k not in ("data", "ood"))
         and (request["data"] is not None or saved["request"]["data"] != own_sha)
         and (saved["request"]["ood"] is not None) == ood_asked]
     if len(matches) != 1:
         return None
-    if notes is not None:
-        held = matches[0]["request"]
-        note = (f"the data asked for cannot be loaded here, so the records' own evaluations were read: "
-                f"{matches[0]['data_source']} (sha256 {str(held['data'])[:12]}...)" + (f", with the out-of-distribution"
-                f" data they hold (sha256 {str(held['ood'])[:12]}...), not the OOD data named" if ood_asked else ""))
-        if note not in notes:
+    held = matches[0]
+    name = asked.get("dataset") if isinstance(asked, dict) and request["data"] is None and not any(
+        asked.get(key) for key in config_lib.DATA_PATHS) else None
+    if name and held["request"]["data"] != idx.TEST_FINGERPRINTS.get(name) and held["data_source"] != f"tfds:{name}":
+        raise DataError(f"{error or f'{name} cannot be loaded here'}; the runs' records hold an evaluation of other "
+                        f"data only ({held['data_source']}), not known to be {name}'s, which cannot answer for it")
+    what = f" ({_flags_of(asked)})" if isinstance(asked, dict) and request["data"] is None else ""
+    note = (f"the data asked for{what} cannot be loaded here, so the records' own evaluations were read: "
+            f"{held['data_source']} (sha256 {str(held['request']['data'])[:12]}...)" + (
+                f", with the out-of-distribution data they hold (sha256 {str(held['request']['ood'])[:12]}...), not "
+                "the OOD data named" if ood_asked else ""))
+    if notes is None or note not in notes:
+        logging.warning("%s", note)
+        if notes is not None:
             notes.append(note)
-    return matches[0]
+    return held
 
 
 def _check_classes(run, test_source, metrics):

@@ -67,7 +67,12 @@ def markdown(sizes, accuracy, contrasts, cell, verdict_text, seeds_text):
             cells = [str(size), seeds_text(e), cell(means[e["a"]], accuracy),
                      cell(means[e["b"]], accuracy)]
             for c in contrasts:
-                cells += [_ci_text(e[c.metric], c), verdict_text(e[c.metric], c)]
+                result = e[c.metric]
+                if result["n"] < 2:  # no interval (as the comparison's table says)
+                    difference = f"{result['difference'] * c.scale:+.{c.digits}f}" if result["n"] else ""
+                    cells += [difference, "needs 2 or more seeds"]
+                else:
+                    cells += [_ci_text(result, c), verdict_text(result, c)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -94,7 +94,7 @@ def reliability(probabilities, labels, bins=BINS):
     if not np.all(np.isfinite(p)):
         return {"edges": np.linspace(0.0, 1.0, bins + 1).tolist(), "count": [0] * bins, "accuracy": [None] * bins,
                 "confidence": [None] * bins}
-    confidence = p.max(axis=1)
+    confidence = np.clip(p.max(axis=1), 0.0, 1.0)  # (a softmax may round past 1 by an ulp: the checks allow it)
     correct = (p.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
     accuracy, mean_confidence = calibration.calibration_curve(
         correct, confidence, n_bins=bins, strategy="uniform", pos_label=1.0)
@@ -142,8 +142,9 @@ def over_samples(draws, labels):
 
 
 def scores(probabilities, labels):
-    """accuracy, nll, ece and brier of one set of predictions."""
-    p = np.asarray(probabilities)
+    """accuracy, nll, ece and brier of one set of predictions (probabilities rounded past 1, as a softmax may by an
+    ulp and the export checks allow, are read as 1)."""
+    p = np.clip(np.asarray(probabilities), 0.0, 1.0)  # (NaN stays NaN)
     answered = np.all(np.isfinite(p), axis=1)  # a row with NaN is no answer, not class 0 (its argmax)
     return {"accuracy": float(np.mean((p.argmax(axis=1) == np.asarray(labels)) & answered)),
             "nll": stats.negative_log_likelihood(p, labels),

@@ -586,6 +586,8 @@ def test_seeds_without_a_partner_or_a_finite_score_are_named():
     ([("test_loss", 0.02)], "margins: give a dict {metric: margin}, e.g. {'test_accuracy': 0.005}, got list"),
     ({"test_accuracy": 0.00005}, "margins: the test_accuracy margin is a fraction (0.005 is half a point) of at "
                                  "least 0.0001 (one image in 10,000), got 5e-05"),
+    ({"test_loss": 1.5}, "margins: the test_loss margin is in nats (0.015 by default), below 1: equivalence within "
+                         "1.5 nats says nothing, got 1.5"),
 ])
 def test_margins_in_the_wrong_units_are_refused(margins, message):
     with pytest.raises(ConfigError) as info:
@@ -617,6 +619,10 @@ def test_eval_refuses_a_margin_in_the_wrong_units(tmp_path, eval_main, capsys, m
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: --margin is in accuracy points, from 0.01 (one image in 10,000) to below 10, got {margin}: e.g. "
         "--margin=0.5 for half a point")
+    assert eval_main(f"--runs_dir={tmp_path}", "--nll_margin=1.5") == 2  # 1.5 for 0.015: every verdict "equivalent"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --nll_margin is in nats, below 1 (equivalence within more says nothing), got 1.5: e.g. "
+        "--nll_margin=0.015")
 
 
 def test_a_control_near_the_overfit_threshold_is_called_borderline():
@@ -651,6 +657,13 @@ def test_no_spread_reaches_the_size_curves_and_non_finite_scores_are_named():
     text = sizes_report.markdown(curve, report.COLUMNS[0], report.CONTRASTS, report.cell, report.verdict_text,
                                  report.seeds_text)
     assert "+1.00 (no spread)" in text and "nan" not in text
+    # One seed paired at a size: no interval, as the comparison's table says (it printed "[+nan, +nan] | inconclusive")
+    one = [r for r in rows if not (r["variant"] == "m/none-train_size250" and r["seed"])]
+    tested = contrasts.contrast_table(one, contrasts.planned_pairs(
+        one, [(f"conv-train_size{s}", f"none-train_size{s}") for s in (250, 1000)]), report.DEFAULT_MARGINS)
+    text = sizes_report.markdown(sizes_report.curve(one, compare.summarise(one), tested), report.COLUMNS[0],
+                                 report.CONTRASTS, report.cell, report.verdict_text, report.seeds_text)
+    assert "| +1.00 | needs 2 or more seeds | -0.0100 | needs 2 or more seeds |" in text and "nan" not in text
     rows[0]["test_loss"] = float("nan")
     assert compare.non_finite_notes(rows) == [
         "seed 0 of m/none-train_size250 scores test_loss nan: left out of the variant's mean and of its contrasts"]

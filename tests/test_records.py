@@ -18,11 +18,13 @@ from dropzoo import collect
 from dropzoo import compare
 from dropzoo import evaluations
 from dropzoo import files
+from dropzoo import idx
 from dropzoo import performance
 from dropzoo import pooled_data
 from dropzoo import records
 from dropzoo import sources
 from dropzoo import sweep
+from dropzoo import tfds_source
 from dropzoo import workdir as workdirs
 from dropzoo.errors import ConfigError
 from dropzoo.errors import DataError
@@ -116,7 +118,7 @@ def test_a_comparison_reads_runs_it_cannot_write_to_and_refuses_an_output_it_can
 
 
 @pytest.mark.slow
-def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
+def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path, monkeypatch):
     x_test, y_test = _arrays(seed=5)  # other test images than the runs' own
     npz = tmp_path / "other.npz"
     np.savez(npz, x_train=x_test, y_train=y_test, x_test=x_test, y_test=y_test)
@@ -134,7 +136,22 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path):
     # The data gone from this machine: the one evaluation of other data each record holds, said so.
     os.remove(moved)
     gone = compare.compare_runs(str(collected), data_override={"npz": str(moved)}, output_dir=str(tmp_path / "o3"))
-    assert _table(gone) == _table(again) and "cannot be loaded here" in gone["notes"][0]
+    assert _table(gone) == _table(again) and gone["notes"][0].startswith(
+        f"the data asked for (--npz={moved}) cannot be loaded here, so the records' own evaluations were read: npz:")
+    # A dataset asked for by name, not here: the evaluation of other data the records hold does not answer for it
+    # (it did, exit 0: Fashion-MNIST asked, the MNIST-like arrays' scores published).
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda timeout: False)
+    with pytest.raises(DataError, match=r"^tfds dataset 'fashion_mnist' is not prepared in .*; the runs' records hold "
+                       r"an evaluation of other data only \(npz:.*\), not known to be fashion_mnist's, which cannot "
+                       r"answer for it$"):
+        compare.compare_runs(str(collected), data_override={"dataset": "fashion_mnist", "tfds_data_dir": str(
+            tmp_path / "no_tfds")}, output_dir=str(tmp_path / "o4"))
+    # An evaluation known to be of that dataset by its content (as MNIST's and Fashion-MNIST's are) answers for it.
+    monkeypatch.setitem(idx.TEST_FINGERPRINTS, "fashion_mnist", sources.fingerprint(sources.load_source(
+        npz=str(npz), need_train=False)))
+    named = compare.compare_runs(str(collected), data_override={"dataset": "fashion_mnist", "tfds_data_dir": str(
+        tmp_path / "no_tfds")}, output_dir=str(tmp_path / "o5"))
+    assert _table(named) == _table(again) and "(--dataset=fashion_mnist" in named["notes"][0]
     # Each run's row says which test data scored it; one run holding its evaluation of other data is not pooled
     # with the rest (it was: a variant's mean mixed two test sets without a word).
     runs = records.find_runs([str(collected)])

@@ -437,6 +437,15 @@ def test_a_folder_of_any_images_is_ood_data_read_at_the_models_size(export, tmp_
     assert 0 <= result["ood_auroc_mc_mutual_information"] <= 1
 
 
+def test_a_softmax_rounded_past_one_is_scored_as_the_checks_allow():
+    """The export checks allow probabilities 1e-6 past 1 (float rounding); scikit-learn's calibration curve refused
+    them, ending the evaluation with "y_prob has values outside [0, 1]"."""
+    p = np.zeros((4, 10), np.float32)
+    p[:, 0] = np.float32(1.0000001)
+    got = uncertainty.scores(p, np.array([0, 0, 0, 1]))
+    assert got["accuracy"] == 0.75 and got["ece"] == pytest.approx(0.25, abs=1e-6)
+
+
 def test_scores_of_a_model_that_diverged_on_some_images_are_nan_not_an_error():
     """scikit-learn raised "Input contains NaN." and ended the whole comparison; a NaN row counted as class 0."""
     p = np.array([[0.9, 0.1], [np.nan, np.nan], [0.2, 0.8]])
