@@ -40,6 +40,9 @@ from dropzoo import sources  # noqa: E402
 from dropzoo import uncertainty_report  # noqa: E402
 from dropzoo import workdir as workdirs  # noqa: E402
 
+# What only a comparison (--runs_dir) reads; --collect first.
+COMPARISON_FLAGS = ("collect", "contrasts", "baseline", "margin", "nll_margin", "accuracy_below")
+
 
 def main(argv):
     try:
@@ -65,6 +68,14 @@ def _main(argv):
     if sum(bool(x) for x in (f.saved_model, f.tflite, f.workdir, f.runs_dir)) != 1:
         return errors.fail("give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR "
                            "(or --tflite=PATH)")
+    given_only = [name for name in COMPARISON_FLAGS if f[name].present]
+    if given_only and not f.runs_dir:  # (scoring one export would ignore it: --collect would copy nothing, unsaid)
+        return errors.fail(f"--{given_only[0]} applies only with --runs_dir (a comparison of runs); drop it to "
+                           "score one export")
+    ignored = [name for name in (*COMPARISON_FLAGS[1:], "mc_samples", "mc_seed", "output") if f[name].present]
+    if f.collect and ignored:
+        return errors.fail(f"--collect copies the runs' records and compares nothing, so --{ignored[0]} would be "
+                           f"ignored; collect first, then compare with python eval.py --runs_dir={f.collect}")
     with errors.one_line():
         _ood(f)  # one OOD source, before any data loads
     if f.tflite and (f.mc_samples or f.mc_seed):  # before check_mc, whose fix (add --mc_samples) would not do

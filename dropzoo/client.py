@@ -44,12 +44,33 @@ import tensorflow as tf  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
 from dropzoo import export  # noqa: E402
 from dropzoo import serving  # noqa: E402
+from dropzoo import workdir as workdirs  # noqa: E402
+from dropzoo.errors import ExportError  # noqa: E402
+
+
+def export_of(path):
+    """The SavedModel to serve for `path`: itself, or a run directory's saved_model/; ExportError (one line, the
+    fix) for a run without its export and for a TFLite model."""
+    if os.path.isdir(os.path.join(path, "saved_model")):
+        return os.path.join(path, "saved_model")
+    if os.path.isfile(os.path.join(path, "metrics.json")):
+        raise ExportError(f"{path} is a run's directory without its export (saved_model/); "
+                          f"{workdirs.reexport_fix(path, 'it')}")
+    if os.path.isfile(os.path.join(path, "config.json")):
+        raise ExportError(f"{path} is a run that has not finished (no metrics.json): its export (saved_model/) is "
+                          "written when its training ends; rerun its train.py command to finish it")
+    if str(path).endswith(".tflite"):
+        raise ExportError(f"{path} is a TFLite model; the client serves a SavedModel: give the run's saved_model/ (a "
+                          "TFLite model runs in tf.lite.Interpreter, docs/serving.md)")
+    return path
 
 
 class Client:
     """The serving signatures of one export, called with checked pixels."""
 
     def __init__(self, saved_model):
+        """`saved_model`: an export's directory, or a run's (its saved_model/)."""
+        saved_model = export_of(saved_model)
         self.path = saved_model
         self.signatures = export.load_signatures(saved_model)
         self.uint8_fn = export.load_serving_fn(saved_model)
@@ -186,10 +207,8 @@ def main(argv):
         return 0
     if len(argv) < 2 or argv[0].startswith("-"):
         return errors.fail(f"usage: {USAGE} (each image's class, read at the export's size)")
-    export_dir = argv[0]
-    if os.path.isdir(os.path.join(export_dir, "saved_model")):  # a run's directory: its export
-        export_dir = os.path.join(export_dir, "saved_model")
     with errors.one_line():
+        export_dir = export_of(argv[0])
         if not os.path.isdir(export_dir):
             raise ValueError(f"{export_dir} is not a SavedModel directory; give a run's saved_model/ (or the run's "
                              f"directory) first: {USAGE}")

@@ -140,6 +140,19 @@ def read(path):
     """The bytes of the TFLite model at `path`; ExportError if it is none."""
     path = os.fspath(path)
     if not os.path.exists(path):
+        run = os.path.dirname(os.path.abspath(path))
+        try:
+            with open(os.path.join(run, "metrics.json")) as f:
+                metrics = json.load(f)
+        except (OSError, ValueError):
+            metrics = None
+        if isinstance(metrics, dict) and "tflite" not in metrics and "identical_to" not in metrics:
+            fix = workdirs.reexport_fix(run, "them")
+            raise ExportError(f"no TFLite model at {path}: run {run} was trained with --noserving_artifacts, so it "
+                              f"has none; {fix}{' without --noserving_artifacts' * fix.endswith('command')}")
+        if isinstance(metrics, dict):
+            raise ExportError(f"no TFLite model at {path}: run {run} wrote it, and it is gone since; "
+                              f"{workdirs.reexport_fix(run, 'it')}")
         raise ExportError(f"no TFLite model at {path}: path does not exist; pass a .tflite file "
                           "a training run wrote (model.tflite or model_int8.tflite in its workdir)")
     if not os.path.isfile(path):

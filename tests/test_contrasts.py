@@ -625,6 +625,26 @@ def test_eval_refuses_a_margin_in_the_wrong_units(tmp_path, eval_main, capsys, m
         "--nll_margin=0.015")
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--collect={tmp}/copy"], "--collect applies only with --runs_dir (a comparison of runs); drop it to score one "
+                               "export"),
+    (["--contrasts=a:b", "--margin=1"], "--contrasts applies only with --runs_dir (a comparison of runs); drop it to "
+                                        "score one export"),
+    (["--accuracy_below=95"], "--accuracy_below applies only with --runs_dir (a comparison of runs); drop it to "
+                              "score one export"),
+])
+def test_comparison_flags_scoring_one_export_are_refused_not_ignored(tmp_path, eval_main, capsys, args, message):
+    """eval.py --saved_model=... --collect=DIR exited 0 having copied nothing; --contrasts and the margins were
+    ignored as silently."""
+    assert eval_main(f"--saved_model={tmp_path}", *[a.format(tmp=tmp_path) for a in args]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
+    assert not (tmp_path / "copy").exists()
+    assert eval_main(f"--runs_dir={tmp_path}", f"--collect={tmp_path}/copy", "--mc_samples=20") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --collect copies the runs' records and compares nothing, so --mc_samples would be ignored; collect "
+        f"first, then compare with python eval.py --runs_dir={tmp_path}/copy")
+
+
 def test_a_control_near_the_overfit_threshold_is_called_borderline():
     # A mean rise of 1.048x over seeds from 1.02x to 1.08x read "**no** (dropout had little to do)".
     rows = _regime_rows("none", "relu", [0.99] * 5, [0.10, 0.11])

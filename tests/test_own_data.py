@@ -24,6 +24,7 @@ from dropzoo import sources
 from dropzoo import sweep
 from dropzoo import trainer
 from dropzoo.errors import DataError
+from dropzoo.errors import ExportError
 
 
 def _digits(n, seed=0, size=12):
@@ -508,6 +509,16 @@ def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wr
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'runs'} holds runs below it, not an export; give "
                                                f"one run first (e.g. {run}): python -m dropzoo.client "
                                                "SAVED_MODEL_OR_RUN IMAGE [IMAGE ...]")
+    # A run whose export is gone, and a TFLite model: what to do, not eval.py's flags (--workdir, --tflite).
+    shutil.rmtree(run / "saved_model")
+    with pytest.raises(SystemExit):
+        client.main([str(run), files[0]])
+    assert capsys.readouterr().err.strip() == (f"error: {run} is a run's directory without its export "
+                                               "(saved_model/); it cannot be exported again here: the run has no "
+                                               "checkpoint here (records carried from where it trained?); use the "
+                                               "exports where it trained")
+    with pytest.raises(ExportError, match=r"^.*model\.tflite is a TFLite model; the client serves a SavedModel: "):
+        client.Client(str(tmp_path / "model.tflite"))
     assert client.main([]) == 2
     assert capsys.readouterr().err.startswith("error: usage: python -m dropzoo.client SAVED_MODEL_OR_RUN IMAGE")
     assert client.main([path, "--help"]) == 0

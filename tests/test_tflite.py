@@ -438,3 +438,22 @@ def test_an_int8_model_that_loses_accuracy_is_said(monkeypatch, caplog, float32,
     assert ("model_int8.tflite scores 13.3 points below model.tflite on the test data (0.7333 vs 0.8667, 60 "
             "images): int8 quantisation costs this model that much" in caplog.text) == warned
     assert ("model_int8.tflite scores" in caplog.text) == warned
+
+
+def test_a_runs_missing_tflite_model_is_named_with_why_and_the_fix(tmp_path):
+    """A run trained with --noserving_artifacts was told to "pass a .tflite file a training run wrote (... in its
+    workdir)": that was its workdir."""
+    (tmp_path / "metrics.json").write_text(json.dumps({"weights_sha256": "0" * 64}))
+    with pytest.raises(ExportError) as info:
+        tflite.read(tmp_path / "model.tflite")
+    assert str(info.value) == (f"no TFLite model at {tmp_path / 'model.tflite'}: run {tmp_path} was trained with "
+                               "--noserving_artifacts, so it has none; they cannot be exported again here: the run "
+                               "has no checkpoint here (records carried from where it trained?); use the exports "
+                               "where it trained")
+    (tmp_path / "metrics.json").write_text(json.dumps({"tflite": {}}))
+    with pytest.raises(ExportError, match=r"^no TFLite model at .*: run .* wrote it, and it is gone since; it "
+                                          r"cannot be exported again here"):
+        tflite.read(tmp_path / "model.tflite")
+    with pytest.raises(ExportError, match=r"^no TFLite model at .*: path does not exist; pass a \.tflite file a "
+                                          r"training run wrote"):
+        tflite.read(tmp_path / "elsewhere" / "model.tflite")
