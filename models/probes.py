@@ -45,6 +45,18 @@ def build(name, placement, *, kind="inverted", activation="relu", norm="none", s
     return models.build(name, placement, kind=kind, activation=activation, norm=norm, seed=seed)
 
 
+def images(spec, batch=8, seed=0):
+    """`batch` random images of the network's input shape, uniform in [0, 1): what the claims feed it."""
+    return np.random.default_rng(seed).uniform(0, 1, (batch, *input_shape(spec))).astype("float32")
+
+
+def copy_weights(source, target):
+    """`source`'s weights into `target`'s layers of the same names."""
+    for layer in source.layers:
+        if layer.weights:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
+
+
 def logits(spec, model, x, training):
     """The model's pre-softmax output, where differences are not squashed: its classifier's, without a
     softmax fused into it."""
@@ -149,6 +161,30 @@ def _next_linear(spec, site):
         if isinstance(layer, (network.Conv, network.Dense, network.Output)):
             return layer.name
     raise ValueError(f"no linear layer after site {site}")
+
+
+def unseparable(name, layer, placements, images, *, activation="relu", seed=0):
+    """Why the Bernoulli dropout that `placements` (two) move across `layer`'s activation cannot separate them on
+    `images` (each a batch), or None. So where what lies between its .mid and .post acts, on the values entering
+    it, as a positively homogeneous map keeping 0: f(c z) = c f(z), up to float32 rounding, at c = keep and
+    1 / keep (the factors in inference and in training) and f(0) = 0. Theory's difference then lies beyond the
+    images (a ReLU(max_value=1000) fed below 1000); otherwise two equal networks are a real disagreement."""
+    rate = next((sites[f"{layer}.mid"].rate for sites in map(lambda p: models.resolve_placement(name, p), placements)
+                 if f"{layer}.mid" in sites), None)
+    if rate is None:  # (nothing moved across it)
+        return None
+    model = build(name, f"{layer}.mid:{rate},{layer}.post:{rate}", activation=activation, seed=seed)
+    mid, post = model.get_layer(f"{layer}.mid"), model.get_layer(f"{layer}.post")
+    block, keep = keras.Model(mid.output, post.input), 1 - rate
+    for x in images:
+        z = keras.ops.convert_to_numpy(keras.Model(model.input, mid.input)(x, training=False))
+        fz = keras.ops.convert_to_numpy(block(z)).astype(np.float64)
+        bound = 1e-6 * max(1.0, float(np.max(np.abs(fz))) / keep)
+        if np.any(keras.ops.convert_to_numpy(block(0 * z))) or any(
+                np.max(np.abs(keras.ops.convert_to_numpy(block(c * z)) - c * fz)) > bound for c in (keep, 1 / keep)):
+            return None
+    return (f"on every input the images give it, {layer}'s activation acts as a homogeneous one (f(c z) = c f(z) at "
+            "c = keep, 1/keep; f(0) = 0): no mask separates the two there, theory's difference lies beyond")
 
 
 def site_units(x, limit=16384):

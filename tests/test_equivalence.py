@@ -340,6 +340,31 @@ def test_a_keras_model_of_your_own_holds_every_claim_with_its_own_activations(tm
     assert "at hidden.post, rate 0.4" in _rows(findings, leaky)["2 inverted dropout vs x * its mask / keep"].detail
 
 
+def test_an_activation_homogeneous_on_every_input_the_images_give_it_is_not_checked_not_a_disagreement(
+        tmp_path, monkeypatch):
+    """A ReLU(max_value=1000), fed below 1000 even on images x100, is a ReLU there: dropout before and after it are
+    one network on them, which read as disagreeing with theory ("expected different"). It is not checked, saying
+    why; where the activation is not homogeneous on its inputs (tanh), two equal networks still disagree."""
+    L = keras.layers
+    capped = probes.register_keras(_saved(
+        tmp_path, "eq_capped", L.Flatten(), L.Dense(16, name="eq_capped_hidden"), L.ReLU(max_value=1000),
+        L.Dropout(0.5), L.Dense(3)))
+    rows = _rows(equivalence.check_activation_order(capped, equivalence.OWN) + equivalence.check_construction(
+        capped, equivalence.OWN), capped)
+    for claim in ("1 before vs after activation, training mode", "4 before_activation vs after_activation",
+                  "4 before_activation vs after_activation, classic"):
+        assert rows[claim].measured == equivalence.NOT_CHECKED and "eq_capped_hidden's activation acts as a "             "homogeneous one (f(c z) = c f(z) at c = keep, 1/keep; f(0) = 0)" in rows[claim].detail, rows[claim].line()
+    assert rows["4 before_activation vs after_activation, gaussian"].measured == "different"  # negative draws
+    tanh = probes.register_keras(_saved(
+        tmp_path, "eq_tanh_bug", L.Flatten(), L.Dense(16, activation="tanh", name="eq_tanh_bug_hidden"),
+        L.Dropout(0.2), L.Dense(3)))
+    build = probes.build  # a bug building before_activation as after_activation: one network, tanh or not
+    monkeypatch.setattr(probes, "build", lambda name, placement, **kw: build(
+        name, "after_activation" if placement == "before_activation" else placement, **kw))
+    [training, _] = equivalence.check_activation_order(tanh, equivalence.OWN)
+    assert (training.expected, training.measured) == ("different", "identical") and not training.holds
+
+
 def test_a_gaussian_noise_that_draws_no_negative_value_fails_claim_4_across_a_leaky_relu(tmp_path, monkeypatch):
     """At rate 0.5 about 20 of these 128 draws are negative, and only they separate Gaussian dropout before and after
     a LeakyReLU: noise that is never negative (|noise|) makes the two one function, which claim 4 must catch (it was
