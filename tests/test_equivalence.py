@@ -353,7 +353,8 @@ def test_an_activation_homogeneous_on_every_input_the_images_give_it_is_not_chec
         capped, equivalence.OWN), capped)
     for claim in ("1 before vs after activation, training mode", "4 before_activation vs after_activation",
                   "4 before_activation vs after_activation, classic"):
-        assert rows[claim].measured == equivalence.NOT_CHECKED and "eq_capped_hidden's activation acts as a "             "homogeneous one (f(c z) = c f(z) at c = keep, 1/keep; f(0) = 0)" in rows[claim].detail, rows[claim].line()
+        assert rows[claim].measured == equivalence.NOT_CHECKED and "eq_capped_hidden's activation acts as a " \
+            "homogeneous one (f(c z) = c f(z) at c = keep, 1/keep; f(0) = 0)" in rows[claim].detail, rows[claim].line()
     assert rows["4 before_activation vs after_activation, gaussian"].measured == "different"  # negative draws
     tanh = probes.register_keras(_saved(
         tmp_path, "eq_tanh_bug", L.Flatten(), L.Dense(16, activation="tanh", name="eq_tanh_bug_hidden"),
