@@ -72,7 +72,8 @@ def _main(argv):
     if given_only and not f.runs_dir:  # (scoring one export would ignore it: --collect would copy nothing, unsaid)
         return errors.fail(f"--{given_only[0]} applies only with --runs_dir (a comparison of runs); drop it to "
                            "score one export")
-    ignored = [name for name in (*COMPARISON_FLAGS[1:], "mc_samples", "mc_seed", "output") if f[name].present]
+    ignored = [name for name in (*COMPARISON_FLAGS[1:], "mc_samples", "mc_seed", "output", "batch_size",
+                                 *flags_lib.DATA_FIELDS, *flags_lib.OOD_FIELDS) if f[name].present]
     if f.collect and ignored:
         return errors.fail(f"--collect copies the runs' records and compares nothing, so --{ignored[0]} would be "
                            f"ignored; collect first, then compare with python eval.py --runs_dir={f.collect}")

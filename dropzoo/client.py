@@ -28,6 +28,7 @@ channels as `--image_dir` reads images (`main`):
     python -m dropzoo.client runs/mine/canonical/seed0 photo.jpg other.png     # a run, or its saved_model/
 """
 import glob
+import json
 import numbers
 import os
 import sys
@@ -49,19 +50,29 @@ from dropzoo.errors import ExportError  # noqa: E402
 
 
 def export_of(path):
-    """The SavedModel to serve for `path`: itself, or a run directory's saved_model/; ExportError (one line, the
-    fix) for a run without its export and for a TFLite model."""
+    """The SavedModel to serve for `path`: itself, a run directory's saved_model/ (a run identical by construction
+    to another: that run's); ExportError (one line, the fix) for a run without its export, a TFLite model and a
+    directory of runs."""
+    path = os.fspath(path)
     if os.path.isdir(os.path.join(path, "saved_model")):
         return os.path.join(path, "saved_model")
     if os.path.isfile(os.path.join(path, "metrics.json")):
+        with open(os.path.join(path, "metrics.json")) as f:
+            target = json.load(f).get("identical_to")
+        if target:  # never trained: the run it is identical to serves for it
+            return export_of(os.path.normpath(os.path.join(path, target)))
         raise ExportError(f"{path} is a run's directory without its export (saved_model/); "
                           f"{workdirs.reexport_fix(path, 'it')}")
     if os.path.isfile(os.path.join(path, "config.json")):
         raise ExportError(f"{path} is a run that has not finished (no metrics.json): its export (saved_model/) is "
                           "written when its training ends; rerun its train.py command to finish it")
-    if str(path).endswith(".tflite"):
+    if os.path.isfile(path) and path.endswith(".tflite"):
         raise ExportError(f"{path} is a TFLite model; the client serves a SavedModel: give the run's saved_model/ (a "
                           "TFLite model runs in tf.lite.Interpreter, docs/serving.md)")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "saved_model.pb")) and export.holds_runs(path):
+        one = os.path.dirname(sorted(glob.glob(os.path.join(glob.escape(path), "**", "metrics.json"),
+                                               recursive=True))[0])
+        raise ExportError(f"{path} holds runs below it, not an export; give one run (e.g. {one})")
     return path
 
 
@@ -212,11 +223,6 @@ def main(argv):
         if not os.path.isdir(export_dir):
             raise ValueError(f"{export_dir} is not a SavedModel directory; give a run's saved_model/ (or the run's "
                              f"directory) first: {USAGE}")
-        if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")) and export.holds_runs(export_dir):
-            one = os.path.dirname(sorted(glob.glob(os.path.join(glob.escape(export_dir), "**", "metrics.json"),
-                                                   recursive=True))[0])
-            raise ValueError(f"{export_dir} holds runs below it, not an export; give one run first (e.g. {one}): "
-                             f"{USAGE}")
         for path, name, probability in classify(export_dir, argv[1:]):
             print(f"{path}\t{name}\t{probability:.4f}")
     return 0

@@ -14,7 +14,12 @@ import os
 
 from absl import logging
 
+from dropzoo import config as config_lib
 from dropzoo import files
+from dropzoo import idx
+from dropzoo import ood as ood_lib
+from dropzoo import sources
+from dropzoo.errors import DataError
 
 EVALUATIONS = "evaluations"
 # What a comparison reads of a saved evaluation (its result's other scores are optional: MC, OOD, calibration).
@@ -117,3 +122,54 @@ def saved_evaluations(run, weights):
     saved = [read(os.path.join(directory, name), "delete it and compare again")
              for name in sorted(os.listdir(directory)) if name.endswith(".json")]
     return [record for record in saved if _of(record, weights)]
+
+
+def _named(arguments):
+    """The dataset `arguments` (load_source's) name without a path (a tfds name), or None."""
+    named = isinstance(arguments, dict) and not any(arguments.get(key) for key in config_lib.DATA_PATHS)
+    return arguments.get("dataset") if named else None
+
+
+def _known_as(name, sha, data_source):
+    """Whether data of fingerprint `sha`, read from `data_source`, is the dataset `name` (by content, or tfds')."""
+    return sha == idx.TEST_FINGERPRINTS.get(name) or data_source == f"tfds:{name}"
+
+
+def held_instead(run, request, weights, said, own_sha, test, ood):
+    """The one saved evaluation of `run` answering `request` where its test or OOD data cannot be loaded here
+    (their fingerprints None in it; `test`, `ood`: (what was asked, the error loading it)), said in `said` (a
+    list) and on stderr; None where there is none. Data asked for by path may be answered by the one evaluation of
+    other data the record holds (the data elsewhere); a dataset asked for by name only by one known to be of it
+    (_known_as; the run's own too), and DataError where the record holds only others: fashion_mnist offline was
+    answered by the MNIST evaluation a record held, exit 0."""
+    (asked, error), (ood_asked, ood_error) = test, ood
+    name = _named(asked) if request["data"] is None else None
+    ood_name = _named(ood_asked) if ood_asked and request["ood"] is None else None
+    matches = [saved for saved in saved_evaluations(run, weights) if all(
+        saved["request"].get(k) == v for k, v in request.items() if v is not None or k not in ("data", "ood"))
+        and (saved["request"]["ood"] is not None) == bool(ood_asked)]
+    found = [saved for saved in matches if (
+        _known_as(name, saved["request"]["data"], saved["data_source"]) if name else
+        request["data"] is not None or saved["request"]["data"] != own_sha) and (
+        not ood_name or _known_as(ood_name, saved["request"]["ood"], saved["result"].get("ood_data_source")))]
+    if matches and not found and (name or ood_name):
+        what, why, key = (name, error, "data_source") if name else (ood_name, ood_error, "ood_data_source")
+        held = sorted({str(saved.get(key) or saved["result"].get(key)) for saved in matches})
+        raise DataError(f"{why or f'{what} cannot be loaded here'}; the runs' records hold evaluations of other "
+                        f"data only ({', '.join(held)}), not known to be {what}'s, which cannot answer for it")
+    if len(found) != 1:
+        return None
+    held = found[0]
+    flags = [sources.flags_of(asked)] if request["data"] is None and isinstance(asked, dict) else []
+    if request["ood"] is None and isinstance(ood_asked, dict):
+        flags.append(" ".join(f"{ood_lib.FLAGS.get(k, '--' + k)}={v}" for k, v in ood_asked.items()))
+    note = (f"the data asked for{' (' + '; '.join(flags) + ')' if flags else ''} cannot be loaded here, so the "
+            f"records' own evaluations were read: {held['data_source']} (sha256 {str(held['request']['data'])[:12]}"
+            "...)" + (f", with the out-of-distribution data they hold ({held['result'].get('ood_data_source')}, "
+                      f"sha256 {str(held['request']['ood'])[:12]}...)" + (f": {ood_name}'s" if ood_name else
+                                                                          " in place of the OOD data named")
+                      if ood_asked else ""))
+    if note not in said:
+        logging.warning("%s", note)
+        said.append(note)
+    return held

@@ -17,14 +17,11 @@ import math
 import os
 import re
 
-from absl import logging
-
 from dropzoo import config as config_lib
 from dropzoo import descriptive
 from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import folders
-from dropzoo import idx
 from dropzoo import ood as ood_lib
 from dropzoo import sources
 from dropzoo import uncertainty
@@ -119,8 +116,9 @@ class _Data:
             if found is None and not (isinstance(error, UnknownDataError) and named):
                 raise error
             if now != sha:  # scored and saved under `sha`, other data would answer for the run's own from then on
-                what = f"named {origin['dataset']!r}" if named else _flags_of(origin)
-                fix = (f"to score them on it as it is now, as other data, pass {_flags_of(origin)}" if now and not named
+                what = f"named {origin['dataset']!r}" if named else sources.flags_of(origin)
+                flags = sources.flags_of(origin)
+                fix = (f"to score them on it as it is now, as other data, pass {flags}" if now and not named
                        else "give it again (Python: source=, as arrays are not kept with a run; eval.py: --npz, "
                        "--image_dir or --idx_dir)")
                 raise DataError(f"the runs' test data ({what}) is not here as they were tested on it (sha256 "
@@ -145,6 +143,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
     construction to another gets that run's evaluation and `identical_to`.
     """
     data, rows, computed, scored, held_ood = _Data(), [], {}, [], set()
+    said = notes if notes is not None else []  # what was said of evaluations read in place of the data asked for
     for run in run_dirs:
         metrics = files.read_json(os.path.join(run, "metrics.json"), FIX, METRICS_FIELDS)
         # (a folder of OOD images is read at each run's image size: loaded once for each size)
@@ -179,8 +178,9 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
                                                                                          UnknownDataError)):
                     raise identity[2]  # data here but broken, or misspelt: not absent, so nothing else stands in
             if saved is None and (run_test[2] or (ood_id and ood_id[2])):
-                saved = _held_instead(trained, request, data.own(metrics)[0] if given else None, notes, bool(ood),
-                                      metrics.get("weights_sha256"), given, run_test[2])
+                saved = evaluations.held_instead(trained, request, metrics.get("weights_sha256"), said,
+                                                 data.own(metrics)[0] if given else None, (given, run_test[2]),
+                                                 (ood, ood_id and ood_id[2]))
                 if saved and ood_id and ood_id[2]:  # (a folder of OOD images here has a fingerprint per image size)
                     held_ood.add(saved["request"]["ood"])
             if saved is None:
@@ -247,7 +247,7 @@ def _note_changed_files(metrics, data, notes):
     if now is not None and now != recorded:
         note = (f"{source.name} now holds other test data than the runs trained on it were tested on (sha256 "
                 f"{recorded[:12]}... then, {now[:12]}... now): their evaluations of the data as it was are shown; "
-                f"to score them on it as it is now, pass {_flags_of(origin)}")
+                f"to score them on it as it is now, pass {sources.flags_of(origin)}")
     elif now is None:  # deleted, emptied, or records compared on another machine
         where = next(f"--{key}={origin[key]}" for key in ("test_image_dir",) + _FILE_SOURCES if origin.get(key))
         note = (f"the runs' test data ({where}) cannot be read here ({error}): their recorded evaluations of it, "
@@ -258,46 +258,11 @@ def _note_changed_files(metrics, data, notes):
         notes.append(note)
 
 
-def _flags_of(origin):
-    """The data flags that load `origin` (a run's recorded load_source arguments)."""
-    values = {k: v for k, v in origin.items() if v not in (None, sources.OPTION_DEFAULTS.get(k))}
-    return " ".join(f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in values.items())
-
-
 def _here(arguments):
     """Whether data named by path (a folder of images, an .npz, IDX files) is on this machine: an error loading it
     is then the data's (a corrupt image), which no evaluation of other data may answer for."""
     return isinstance(arguments, dict) and any(os.path.exists(str(arguments[key])) for key in config_lib.DATA_PATHS
                                                if arguments.get(key))
-
-
-def _held_instead(run, request, own_sha, notes, ood_asked, weights, asked=None, error=None):
-    """The one saved evaluation matching `request` where its unknown data (None) may be any (OOD data: any), said
-    in `notes` and on stderr. A dataset asked for by name (`asked`) that cannot be loaded (`error`) is answered only
-    by an evaluation known to be of it (idx.TEST_FINGERPRINTS, or its tfds name): fashion_mnist offline is not
-    answered by the MNIST evaluation a record holds."""
-    matches = [saved for saved in evaluations.saved_evaluations(run, weights) if all(
-        saved["request"].get(k) == v for k, v in request.items() if v is not None or k not in ("data", "ood"))
-        and (request["data"] is not None or saved["request"]["data"] != own_sha)
-        and (saved["request"]["ood"] is not None) == ood_asked]
-    if len(matches) != 1:
-        return None
-    held = matches[0]
-    name = asked.get("dataset") if isinstance(asked, dict) and request["data"] is None and not any(
-        asked.get(key) for key in config_lib.DATA_PATHS) else None
-    if name and held["request"]["data"] != idx.TEST_FINGERPRINTS.get(name) and held["data_source"] != f"tfds:{name}":
-        raise DataError(f"{error or f'{name} cannot be loaded here'}; the runs' records hold an evaluation of other "
-                        f"data only ({held['data_source']}), not known to be {name}'s, which cannot answer for it")
-    what = f" ({_flags_of(asked)})" if isinstance(asked, dict) and request["data"] is None else ""
-    note = (f"the data asked for{what} cannot be loaded here, so the records' own evaluations were read: "
-            f"{held['data_source']} (sha256 {str(held['request']['data'])[:12]}...)" + (
-                f", with the out-of-distribution data they hold (sha256 {str(held['request']['ood'])[:12]}...), not "
-                "the OOD data named" if ood_asked else ""))
-    if notes is None or note not in notes:
-        logging.warning("%s", note)
-        if notes is not None:
-            notes.append(note)
-    return held
 
 
 def _check_classes(run, test_source, metrics):

@@ -209,6 +209,12 @@ def unused_arguments(arguments):
     return tuple(key for key in ARGUMENTS if key not in chosen.keys)
 
 
+def flags_of(arguments):
+    """The command-line data flags (train.py's, eval.py's) that load `arguments` (load_source's)."""
+    values = {k: v for k, v in arguments.items() if v not in (None, OPTION_DEFAULTS.get(k))}
+    return " ".join(f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in values.items())
+
+
 def check_dataset_alone(dataset, arguments):
     """DataError where a --dataset other than the default is given beside files (--npz, --idx_dir, --image_dir):
     it would be ignored, yet recorded as the run's data (records, which may hold both, are read by `choose`)."""

@@ -136,25 +136,33 @@ def _camel(name):
     return "".join(part.capitalize() for part in name.split("_"))
 
 
+def _missing_fix(path):
+    """Why a run's .tflite at `path` is not there and what to do; or, for any other path, what to pass."""
+    run, name = os.path.split(os.path.abspath(path))
+    try:
+        with open(os.path.join(run, "metrics.json")) as f:
+            metrics = json.load(f)
+    except (OSError, ValueError):
+        metrics = None
+    if not isinstance(metrics, dict) or name not in RECORDED_DIGESTS:
+        return ("path does not exist; pass a .tflite file a training run wrote (model.tflite or model_int8.tflite in "
+                "its workdir)")
+    if metrics.get("identical_to"):
+        target = os.path.normpath(os.path.join(run, metrics["identical_to"]))
+        return (f"run {run} was never trained: it is identical by construction to {target}, whose exports are its "
+                f"own; pass --tflite={os.path.join(target, name)}")
+    if "tflite" not in metrics:
+        fix = workdirs.reexport_fix(run, "them")
+        return (f"run {run} was trained with --noserving_artifacts, so it has none; "
+                f"{fix}{' without --noserving_artifacts' * fix.endswith('command')}")
+    return f"run {run} wrote it, and it is gone since; {workdirs.reexport_fix(run, 'it')}"
+
+
 def read(path):
     """The bytes of the TFLite model at `path`; ExportError if it is none."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        run = os.path.dirname(os.path.abspath(path))
-        try:
-            with open(os.path.join(run, "metrics.json")) as f:
-                metrics = json.load(f)
-        except (OSError, ValueError):
-            metrics = None
-        if isinstance(metrics, dict) and "tflite" not in metrics and "identical_to" not in metrics:
-            fix = workdirs.reexport_fix(run, "them")
-            raise ExportError(f"no TFLite model at {path}: run {run} was trained with --noserving_artifacts, so it "
-                              f"has none; {fix}{' without --noserving_artifacts' * fix.endswith('command')}")
-        if isinstance(metrics, dict):
-            raise ExportError(f"no TFLite model at {path}: run {run} wrote it, and it is gone since; "
-                              f"{workdirs.reexport_fix(run, 'it')}")
-        raise ExportError(f"no TFLite model at {path}: path does not exist; pass a .tflite file "
-                          "a training run wrote (model.tflite or model_int8.tflite in its workdir)")
+        raise ExportError(f"no TFLite model at {path}: {_missing_fix(path)}")
     if not os.path.isfile(path):
         raise ExportError(f"{path} is a directory, not a TFLite model file (a SavedModel? use "
                           "--saved_model for those)")

@@ -643,6 +643,8 @@ def test_comparison_flags_scoring_one_export_are_refused_not_ignored(tmp_path, e
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: --collect copies the runs' records and compares nothing, so --mc_samples would be ignored; collect "
         f"first, then compare with python eval.py --runs_dir={tmp_path}/copy")
+    assert eval_main(f"--runs_dir={tmp_path}", f"--collect={tmp_path}/copy", "--ood_idx_dir=/nonexistent") == 2
+    assert "so --ood_idx_dir would be ignored" in capsys.readouterr().err
 
 
 def test_a_control_near_the_overfit_threshold_is_called_borderline():

@@ -507,8 +507,7 @@ def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wr
     with pytest.raises(SystemExit):
         client.main([str(tmp_path / "runs"), files[0]])
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'runs'} holds runs below it, not an export; give "
-                                               f"one run first (e.g. {run}): python -m dropzoo.client "
-                                               "SAVED_MODEL_OR_RUN IMAGE [IMAGE ...]")
+                                               f"one run (e.g. {run})")
     # A run whose export is gone, and a TFLite model: what to do, not eval.py's flags (--workdir, --tflite).
     shutil.rmtree(run / "saved_model")
     with pytest.raises(SystemExit):
@@ -517,8 +516,15 @@ def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wr
                                                "(saved_model/); it cannot be exported again here: the run has no "
                                                "checkpoint here (records carried from where it trained?); use the "
                                                "exports where it trained")
+    (tmp_path / "model.tflite").write_bytes(b"TFL3")
     with pytest.raises(ExportError, match=r"^.*model\.tflite is a TFLite model; the client serves a SavedModel: "):
         client.Client(str(tmp_path / "model.tflite"))
+    # A run identical by construction to another is served by that run's export.
+    twin = tmp_path / "runs" / "net" / "seed1"
+    twin.mkdir()
+    (twin / "metrics.json").write_text(json.dumps({"identical_to": os.path.relpath(os.path.dirname(path), twin)}))
+    assert client.Client(str(twin)).path == path
+    assert client.main([str(twin), files[0]]) == 0 and capsys.readouterr().out.splitlines() == lines[:1]
     assert client.main([]) == 2
     assert capsys.readouterr().err.startswith("error: usage: python -m dropzoo.client SAVED_MODEL_OR_RUN IMAGE")
     assert client.main([path, "--help"]) == 0

@@ -142,8 +142,8 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path, m
     # (it did, exit 0: Fashion-MNIST asked, the MNIST-like arrays' scores published).
     monkeypatch.setattr(tfds_source, "_network_reachable", lambda timeout: False)
     with pytest.raises(DataError, match=r"^tfds dataset 'fashion_mnist' is not prepared in .*; the runs' records hold "
-                       r"an evaluation of other data only \(npz:.*\), not known to be fashion_mnist's, which cannot "
-                       r"answer for it$"):
+                       r"evaluations of other data only \(npz:.*other\.npz, tiny\), not known to be fashion_mnist's, "
+                       r"which cannot answer for it$"):
         compare.compare_runs(str(collected), data_override={"dataset": "fashion_mnist", "tfds_data_dir": str(
             tmp_path / "no_tfds")}, output_dir=str(tmp_path / "o4"))
     # An evaluation known to be of that dataset by its content (as MNIST's and Fashion-MNIST's are) answers for it.
@@ -152,6 +152,14 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path, m
     named = compare.compare_runs(str(collected), data_override={"dataset": "fashion_mnist", "tfds_data_dir": str(
         tmp_path / "no_tfds")}, output_dir=str(tmp_path / "o5"))
     assert _table(named) == _table(again) and "(--dataset=fashion_mnist" in named["notes"][0]
+    # The runs' own test data, named and not here: their own evaluations answer (they were refused as "other data").
+    own = sources.fingerprint(tiny_source())
+    monkeypatch.setitem(idx.TEST_FINGERPRINTS, "fashion_mnist", own)
+    named = compare.compare_runs(str(collected), data_override={"dataset": "fashion_mnist", "tfds_data_dir": str(
+        tmp_path / "no_tfds")}, output_dir=str(tmp_path / "o6"))
+    assert _table(named) == _table(compare.compare_runs(str(collected), output_dir=str(tmp_path / "o7")))
+    assert {r["data_sha256"] for r in records.evaluate_runs(records.find_runs([str(collected)]), data_override={
+        "dataset": "fashion_mnist", "tfds_data_dir": str(tmp_path / "no_tfds")})} == {own}
     # Each run's row says which test data scored it; one run holding its evaluation of other data is not pooled
     # with the rest (it was: a variant's mean mixed two test sets without a word).
     runs = records.find_runs([str(collected)])
@@ -202,8 +210,13 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path, m
     # OOD data not here, where each record holds one evaluation with OOD data: read, and the note says whose.
     held = compare.compare_runs(str(study / "a"), data_override={"npz": str(npz)},
                                 ood={"idx_dir": str(tmp_path / "nowhere")}, output_dir=str(tmp_path / "o8"))
-    assert any("with the out-of-distribution data they hold" in n and n.endswith("not the OOD data named")
+    assert any("with the out-of-distribution data they hold" in n and n.endswith("in place of the OOD data named")
                for n in held["notes"]), held["notes"]
+    # OOD data named as a dataset, not here: answered only by OOD data known to be it (kmnist's is not known).
+    with pytest.raises(DataError, match=r"^out-of-distribution data: tfds dataset 'kmnist' is not prepared .*; the "
+                       r"runs' records hold evaluations of other data only \(npz:.*\), not known to be kmnist's"):
+        compare.compare_runs(str(study / "a"), data_override={"npz": str(npz)}, ood={
+            "dataset": "kmnist", "tfds_data_dir": str(tmp_path / "no_tfds")}, output_dir=str(tmp_path / "o9"))
     # Records holding evaluations of other OOD data run by run: refused, not averaged as one (it averaged the
     # AUROCs of two OOD tasks into one mean per variant).
     split = tmp_path / "split"

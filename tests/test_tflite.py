@@ -457,3 +457,14 @@ def test_a_runs_missing_tflite_model_is_named_with_why_and_the_fix(tmp_path):
     with pytest.raises(ExportError, match=r"^no TFLite model at .*: path does not exist; pass a \.tflite file a "
                                           r"training run wrote"):
         tflite.read(tmp_path / "elsewhere" / "model.tflite")
+    # A misspelt name in a run's directory is no export gone (it said so, and to delete metrics.json).
+    with pytest.raises(ExportError, match=r"^no TFLite model at .*modle\.tflite: path does not exist; pass"):
+        tflite.read(tmp_path / "modle.tflite")
+    # A run identical by construction to another: that run's file.
+    (tmp_path / "metrics.json").write_text(json.dumps({"identical_to": "../other"}))
+    with pytest.raises(ExportError) as info:
+        tflite.read(tmp_path / "model_int8.tflite")
+    other = os.path.normpath(tmp_path / ".." / "other")
+    assert str(info.value) == (f"no TFLite model at {tmp_path / 'model_int8.tflite'}: run {tmp_path} was never "
+                               f"trained: it is identical by construction to {other}, whose exports are its own; "
+                               f"pass --tflite={other}/model_int8.tflite")
