@@ -9,6 +9,7 @@ say which Keras layers are which.
 import dataclasses
 
 import keras
+import numpy as np
 
 from models import activations
 from models import layers as dropout_lib
@@ -289,6 +290,11 @@ def mid_layer(calls, owner, block):
     return next((i for i in block if isinstance(calls[i].layer, ACTIVATION_TYPES)), None)
 
 
+# What a first Rescaling may make of raw pixels (1/255: 1; 1/127.5, offset -1: [-1, 1]); beyond, it was made for
+# pixels in [0, 1] (Rescaling(2, offset=-1) on raw pixels gives 509) and folding it would scale them twice.
+MAX_SCALED_PIXEL = 10.0
+
+
 def check_input_scale(calls, rescaling, what):
     """ValueError for preprocessing that would see [0, 1] pixels where it was made for raw ones.
 
@@ -297,7 +303,16 @@ def check_input_scale(calls, rescaling, what):
     already, and a Normalization whose statistics are of raw pixels (a mean
     above 1) would normalize [0, 1] pixels with them.
     """
-    if rescaling:  # what follows the folded Rescaling sees what it saw in the source
+    if rescaling:  # what follows the folded Rescaling sees what it saw in the source, if it was made for raw pixels
+        layer = calls[0].layer
+        scale, offset = (np.asarray(v, np.float64) for v in (layer.scale, layer.offset))
+        largest = float(np.max(np.abs(np.concatenate([np.ravel(offset), np.ravel(255 * scale + offset)]))))
+        if largest > MAX_SCALED_PIXEL:
+            raise ValueError(f"{what} begins with {layer.name!r} (Rescaling, scale {np.ravel(scale)[0]:g}, offset "
+                             f"{np.ravel(offset)[0]:g}), which would take raw pixels [0, 255] to {largest:g}: it "
+                             "looks made for pixels already in [0, 1]; the trainer feeds [0, 1] pixels and folds a "
+                             "first Rescaling as one of raw pixels: divide its scale by 255 (e.g. Rescaling(2/255, "
+                             "offset=-1) for [-1, 1]), or remove it")
         return
     for index, c in enumerate(calls):
         layer = c.layer
@@ -317,9 +332,11 @@ def check_input_scale(calls, rescaling, what):
                              "trainer feeds pixels scaled to [0, 1] and folds only a first Rescaling into that: "
                              f"make {layer.name!r} the model's first layer (before any augmentation), or remove it")
         if isinstance(layer, keras.layers.Normalization) and layer.built:
-            mean = layer.mean if layer.input_mean is not None else layer.adapt_mean
-            largest = float(keras.ops.max(keras.ops.abs(keras.ops.convert_to_tensor(mean))))
-            if largest > 1.0:
+            mean, variance = ((layer.mean, layer.variance) if layer.input_mean is not None else
+                              (layer.adapt_mean, layer.adapt_variance))
+            mean, std = (float(np.max(np.abs(keras.ops.convert_to_numpy(v)))) for v in (mean, keras.ops.sqrt(variance)))
+            if mean > 1.0 or std > 1.0:  # (pixels in [0, 1] have a standard deviation of at most 0.5)
+                what_of = f"a mean of {mean:g}" if mean > 1.0 else f"a standard deviation of {std:g}"
                 raise ValueError(f"{what} normalizes its input in layer {layer.name!r} with statistics of raw pixels "
-                                 f"(a mean of {largest:g}); the trainer feeds pixels scaled to [0, 1]: adapt it on "
+                                 f"({what_of}); the trainer feeds pixels scaled to [0, 1]: adapt it on "
                                  "the images divided by 255, or put a Rescaling(1/255) first and adapt it after that")
