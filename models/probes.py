@@ -40,7 +40,8 @@ def build(name, placement, *, kind="inverted", activation="relu", norm="none", s
     """`models.build`; a Keras model keeps its own activations, and is built in any kind at `canonical` (the
     claims compare kinds at its own sites; the trainer refuses to draw them as another kind than its own)."""
     spec = models.get_spec(name)
-    if is_keras(spec):
+    if is_keras(spec):  # its own noise layers (GaussianNoise, unseeded) draw alike in every build, as in the trainer
+        keras.utils.set_random_seed(seed)
         return keras_rewrite.build_placed(spec, models.resolve_placement(name, placement), kind=kind, seed=seed)
     return models.build(name, placement, kind=kind, activation=activation, norm=norm, seed=seed)
 

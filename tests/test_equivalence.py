@@ -366,6 +366,18 @@ def test_an_activation_homogeneous_on_every_input_the_images_give_it_is_not_chec
     assert (training.expected, training.measured) == ("different", "identical") and not training.holds
 
 
+def test_a_keras_models_own_noise_layer_draws_alike_in_both_networks_of_a_pair(tmp_path):
+    """A GaussianNoise of the model's own (unseeded) drew other noise in each network the claims build, so pairs
+    identical by construction read as different ("expected identical", exit 1) though the trainer trains them once."""
+    L = keras.layers
+    noisy = probes.register_keras(_saved(
+        tmp_path, "eq_noisy", L.Flatten(), L.Dense(16, activation="relu", name="eq_noisy_hidden"), L.GaussianNoise(0.1),
+        L.Dropout(0.4), L.Dense(3)))
+    findings = equivalence.check_activation_order(noisy, equivalence.OWN) + equivalence.check_construction(
+        noisy, equivalence.OWN)
+    assert all(f.holds for f in findings), [f.line() for f in findings if not f.holds]
+
+
 def test_a_gaussian_noise_that_draws_no_negative_value_fails_claim_4_across_a_leaky_relu(tmp_path, monkeypatch):
     """At rate 0.5 about 20 of these 128 draws are negative, and only they separate Gaussian dropout before and after
     a LeakyReLU: noise that is never negative (|noise|) makes the two one function, which claim 4 must catch (it was
