@@ -135,8 +135,9 @@ def named_placements(spec):
     # (a Dropout after a global pooling the classifier reads is that pool's `.post`): every placement with the head
     # draws those masks, so `conv` differs from `before_dense` by the conv-stack sites alone, as in the zoo.
     head_site = f"{layer}.post" if layer is not None else f"{spec.output_name}.pre"
-    head_site = next((own for own, site in canonical.items()
-                      if site == head and spec.tensor_of(own) == spec.tensor_of(head_site)), head_site)
+    on_head = [own for own in canonical if spec.tensor_of(own) == spec.tensor_of(head_site)]
+    if len(on_head) == 1 and canonical[on_head[0]] == head:  # (two stacked there: its own masks are not one site's)
+        head_site = on_head[0]
     after = {head_site: head}
     if layer is not None:
         placements["after_activation"] = after

@@ -577,6 +577,21 @@ def _head(*layers):
                        keras.layers.Flatten(name="f"), *layers, keras.layers.Dense(10, name="out"))
 
 
+def test_two_own_dropouts_stacked_at_the_head_leave_the_head_placements_their_own_site():
+    """Dropout(0.3) then Dropout(0.2) after the last dense layer: after_activation took the second's name
+    (out.pre), whose masks are not fc.mid's, so before and after the activation (a ReLU between) trained twice."""
+    model = _head(keras.layers.Dense(32, activation="relu", name="fc"), keras.layers.Dropout(0.3, name="da"),
+                  keras.layers.Dropout(0.2, name="db"))
+    got = _placements(model)
+    assert got["canonical"] == "fc.post:0.3,out.pre:0.2"
+    assert (got["after_activation"], got["before_activation"]) == ("fc.post:0.2", "fc.mid:0.2")
+    name = models.register_spec(models.describe_model(model, name="stacked_head_model"))
+    assert models.construction_key(name, "after_activation") == models.construction_key(name, "before_activation")
+    # One own dropout there keeps its own name (a Dropout after a global pooling is gap.post in every placement).
+    assert _placements(_head(keras.layers.Dense(32, activation="relu", name="fc"), keras.layers.Dropout(
+        0.2, name="da")))["after_activation"] == "fc.post:0.2"
+
+
 def test_rms_and_unit_normalization_are_part_of_a_dense_layers_block():
     # The block stopped at RMSNormalization: fc.post (and "after the activation") was before the norm and ReLU.
     for norm in (keras.layers.RMSNormalization, keras.layers.UnitNormalization):
