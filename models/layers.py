@@ -382,17 +382,40 @@ def layer_table(model):
     layer's rate and what one draw covers (a unit, or a whole feature map). What a run's `model.txt` and
     TensorBoard's Text tab show: where the placement put dropout, in the network as trained.
     """
-    rows = [("layer", "type", "output shape", "params", "dropout")]
-    for layer in model.layers:
+    reads = _reads(model)
+    previous = [None] + [layer.name for layer in model.layers]
+    branched = any(reads.get(layer.name, [before]) != [before] for layer, before in zip(model.layers[1:], previous[1:]))
+    rows = [("layer", "type", "output shape", "params", "dropout") + (("reads",) if branched else ())]
+    for layer, before in zip(model.layers, previous):
         found = kind_of(layer)
+        read = reads.get(layer.name, [])
         rows.append((layer.name, type(layer).__name__, _output_shape(layer), f"{layer.count_params():,}",
                      "" if found is None else f"{found[0]}, rate {format_rate(layer.rate)}, "
-                                              f"one draw per {'feature map' if found[1] else 'unit'}"))
+                                              f"one draw per {'feature map' if found[1] else 'unit'}")
+                    + ((", ".join(read) if read not in ([before], []) else "",) if branched else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     trainable = sum(math.prod(v.shape) for v in model.trainable_weights)
     return "\n".join([f"{model.name}: {len(model.layers)} layers, {trainable:,} trainable parameters, "
                       f"{model.dtype_policy.name}"] +
                      ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows])
+
+
+def _reads(model):
+    """{layer name: the names of the layers it reads} of a functional model (from its config), else {}: in a
+    model with branches, which branch a dropout is on (a row's predecessor in the table need not be its input)."""
+    try:
+        config = model.get_config()
+    except (NotImplementedError, TypeError, ValueError):  # (a subclassed model)
+        return {}
+
+    def history(value):
+        if isinstance(value, dict):
+            found = [value["keras_history"][0]] if "keras_history" in value else []
+            return found + [name for v in value.values() for name in history(v)]
+        return [name for v in value for name in history(v)] if isinstance(value, (list, tuple)) else []
+
+    return {entry["name"]: history(entry.get("inbound_nodes", [])) for entry in config.get("layers", [])
+            if isinstance(entry, dict) and "name" in entry}
 
 
 def _output_shape(layer):

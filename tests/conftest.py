@@ -108,6 +108,7 @@ def eval_main():
 def layer_table_rows(text):
     """models.layers.layer_table's rows as {column: cell} dicts, cut where its header's columns start."""
     _, header, *rows = text.splitlines()
-    starts = [header.index(column) for column in ("layer", "type", "output shape", "params", "dropout")]
-    return [dict(zip(("layer", "type", "shape", "params", "dropout"),
+    columns = ("layer", "type", "output shape", "params", "dropout") + (("reads",) if "reads" in header else ())
+    starts = [header.index(column) for column in columns]
+    return [dict(zip(("layer", "type", "shape", "params", "dropout", "reads"),
                      (row[a:b].strip() for a, b in zip(starts, starts[1:] + [None])))) for row in rows]

@@ -683,7 +683,8 @@ def test_a_first_rescaling_or_normalization_made_for_unit_pixels_is_refused_not_
             (keras.layers.Normalization(mean=0.0, variance=255.0**2, name="norm"), r"normalizes its input in layer "
              r"'norm' with statistics of raw pixels \(a standard deviation of 255\)")):
         with pytest.raises(ValueError, match=message):
-            models.describe_model(_sequential(first, keras.layers.Flatten(name="f"), keras.layers.Dense(10, name="out")))
+            models.describe_model(_sequential(first, keras.layers.Flatten(name="f"),
+                                              keras.layers.Dense(10, name="out")))
     for first in (keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="raw"),
                   keras.layers.Normalization(mean=0.13, variance=0.09, name="norm")):  # made for raw, [0, 1] pixels
         model = _sequential(first, keras.layers.Flatten(name="f"), keras.layers.Dense(10, name="out"))

@@ -381,6 +381,26 @@ def test_models_package_uses_keras_only():
         assert "import tensorflow" not in text and "tf." not in text, path
 
 
+def test_the_layer_table_of_a_model_with_branches_says_what_each_layer_reads():
+    """In graph order a branch's layers interleave: a dropout's next row need not read it (model.txt showed
+    `bpool.post` above three convs that one of them reads)."""
+    import keras
+
+    image = keras.Input((12, 12, 1), name="image")
+    stem = keras.layers.Conv2D(4, 3, activation="relu", name="tbl_stem")(image)
+    wide = keras.layers.Conv2D(4, 1, activation="relu", name="tbl_wide")(stem)
+    pooled = keras.layers.MaxPooling2D(3, strides=1, padding="same", name="tbl_pool")(stem)
+    narrow = keras.layers.Conv2D(4, 1, activation="relu", name="tbl_narrow")(pooled)
+    x = keras.layers.Flatten(name="tbl_flat")(keras.layers.Concatenate(name="tbl_cat")([wide, narrow]))
+    model = keras.Model(image, keras.layers.Dense(3, activation="softmax", name="tbl_out")(x), name="tbl_branched")
+    rows = {row["layer"]: row for row in layer_table_rows(dropout_lib.layer_table(models.place_dropout(model, "conv")))}
+    assert rows["tbl_pool.post"]["dropout"] == "inverted, rate 0.1, one draw per unit"
+    assert (rows["tbl_wide"]["reads"], rows["tbl_narrow"]["reads"]) == ("tbl_stem.act", "tbl_pool.post")
+    assert rows["tbl_cat"]["reads"] == "tbl_wide.post, tbl_narrow.act"  # (the branch that does not pool drops)
+    assert rows["tbl_flat"]["reads"] == ""
+    assert "reads" not in dropout_lib.layer_table(models.build("keras_mnist_cnn", "canonical"))  # one chain
+
+
 def test_the_layer_table_shows_each_dropout_where_the_placement_put_it():
     text = dropout_lib.layer_table(models.build("keras_mnist_cnn", "spatial", kind="classic"))
     assert text.splitlines()[0] == "keras_mnist_cnn: 13 layers, 1,199,882 trainable parameters, float32"
