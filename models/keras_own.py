@@ -10,12 +10,28 @@ import keras
 from models import keras_graph as graph
 from models import layers as dropout_lib
 from models import masks
+from models import placements
 from models import sites as sites_lib
 
 
 def _own(calls):
     """The calls of the model's own dropout layers: a Dropout(0.0) (a placeholder) drops nothing and is none."""
     return [c for c in calls if graph.is_dropout(c.layer) and c.layer.rate]
+
+
+def placeholder_note(spec):
+    """A line for a Keras model with dropout layers of rate 0, else None: they are no dropout, so the named
+    placements drop at their default rates where they stand (a Dropout(0.0) at the head: 0.5 there)."""
+    model = getattr(spec, "model", None)
+    zero = [layer.name for layer in (model.layers if model is not None else ()) if graph.is_dropout(layer)
+            and not getattr(layer, "rate", 1)]
+    if not zero:
+        return None
+    head, stack = placements.own_rates(spec)
+    return (f"model {spec.name}: its dropout layer{'s' * (len(zero) > 1)} {', '.join(map(repr, zero))} of rate 0 "
+            f"{'are' if len(zero) > 1 else 'is'} no dropout, so the named placements drop at their rates where "
+            f"{'they stand' if len(zero) > 1 else 'it stands'} (the head at {head:g}, the conv stack at {stack:g}); "
+            "--rate=R sets another")
 
 
 def own_kinds(name, calls):

@@ -106,8 +106,11 @@ def list_placements(name, norm=None):
 
 
 def head_rate_note(name):
-    """A line for model `name` where its own head dropout has several rates, of which its placements take one."""
-    return placements_lib.head_rate_note(get_spec(name))
+    """A line for model `name` where its own head dropout has several rates, of which its placements take one, or
+    where it has dropout layers of rate 0 (no dropout: the placements drop at their defaults there)."""
+    spec = get_spec(name)
+    notes = [placements_lib.head_rate_note(spec), keras_own.placeholder_note(spec)]
+    return "; ".join(note for note in notes if note) or None
 
 
 def resolve_placement(name, placement="canonical", norm="none"):

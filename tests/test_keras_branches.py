@@ -113,6 +113,12 @@ def test_towers_at_several_own_rates_are_named_where_a_named_placement_takes_one
         "model towers: its own dropout at the head has several rates (0.5 on b.post, 0.3 on a.post); the named "
         "placements put one head dropout at 0.3, the last of them; --rate=R sets another"]
     assert notes("--placement=canonical,none") == notes("--placement=conv", "--rate=0.3") == []
+    # A Dropout(0.0) at the head is no dropout: the head placements drop at 0.5 there, said (it was not).
+    x = L.Dense(16, activation="relu", name="fc")(L.Dropout(0.3, name="dfl")(x))
+    keras.Model(image, L.Dense(10, activation="softmax", name="out")(L.Dropout(0.0, name="dh")(x))).save(path)
+    assert notes("--placement=after_activation") == [
+        "model towers: its dropout layer 'dh' of rate 0 is no dropout, so the named placements drop at their "
+        "rates where it stands (the head at 0.5, the conv stack at 0.3); --rate=R sets another"]
 
 
 def test_a_models_own_dropout_before_one_of_several_readers_is_that_layers_pre():
