@@ -12,6 +12,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
 from dropzoo import files
+from dropzoo import idx
 from models import layers
 
 # The metrics the HParams dashboard shows for a training run (tag, group, label).
@@ -68,6 +69,12 @@ def write_run_hparams(logdir, config, data_source, metrics):
     """A training run's session in its TensorBoard directory (`logdir`, RUN/tensorboard): its config and final
     scores, under the run's directory as its trial id (a hash otherwise)."""
     values = {**config.to_dict(), "placement": config.placement_spec, "data_source": data_source}  # what trained
+    # The data's name, not --dataset's (its default, mnist, beside files or the Python API's arrays): by the files'
+    # content where it is known (Fashion-MNIST's IDX files showed "mnist"), else none.
+    origin = metrics["data"]["origin"]
+    known = {sha: name for name, sha in idx.TEST_FINGERPRINTS.items()}
+    values["dataset"] = origin["dataset"] if not set(origin) - {"dataset", "tfds_data_dir"} else known.get(
+        metrics["data"].get("test_sha256"), "")
     scalars = {tag: metrics[tag] for tag, _, _ in RUN_METRICS if metrics.get(tag) is not None}
     # No domains: TensorBoard takes one run's experiment for a logdir of many, and its one value each would be all
     # the dashboard lists (a comparison's sessions share one experiment, which has them).

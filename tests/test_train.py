@@ -102,6 +102,27 @@ def test_tensorboard_has_scalars_histograms_and_hparams(finished_run):
                  if v.tag == "_hparams_/session_start_info")
     assert start.group_name == os.path.abspath(workdir)  # a relative one could name two runs
     assert start.hparams["placement"].string_value == "canonical"
+    assert start.hparams["dataset"].string_value == "tiny"  # the arrays' name, not --dataset's default (mnist)
+
+
+def test_a_runs_hparams_name_the_data_it_read_not_the_default_dataset(tmp_path):
+    """IDX files of Fashion-MNIST read without --dataset showed dataset "mnist" (its default) in TensorBoard."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from dropzoo import idx
+    from dropzoo import summaries
+
+    for origin, sha, name in (({"idx_dir": "/data/fashion"}, idx.TEST_FINGERPRINTS["fashion_mnist"], "fashion_mnist"),
+                              ({"npz": "/data/mine.npz"}, "0" * 64, ""),
+                              ({"dataset": "mnist_sample"}, "1" * 64, "mnist_sample")):
+        logdir = tmp_path / name / "tensorboard"
+        summaries.write_run_hparams(str(logdir), tiny_config(), "source", {
+            "epochs_completed": 1, "data": {"origin": origin, "test_sha256": sha}})
+        start = next(plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content).session_start_info
+                     for own in glob.glob(os.path.join(logdir, "events.out.tfevents.*"))
+                     for event in tf.compat.v1.train.summary_iterator(own) for v in event.summary.value
+                     if v.tag == "_hparams_/session_start_info")
+        assert start.hparams["dataset"].string_value == name
 
 
 def test_eval_of_the_export_reproduces_the_trainer(finished_run):
