@@ -203,8 +203,12 @@ def _check_recorded_data_here(run, origin):
 
 
 def _given_data(f):
-    """The data flags given on the command line, as load_source arguments ({} if none)."""
-    return {name: f[name].value for name in flags_lib.DATA_FIELDS if f[name].present}
+    """The data flags given on the command line, as load_source arguments ({} if none). --tfds_data_dir beside
+    --ood_dataset alone is where that is: it scored the runs on the default dataset (mnist) instead of their own."""
+    given = {name: f[name].value for name in flags_lib.DATA_FIELDS if f[name].present}
+    if set(given) == {"tfds_data_dir"} and f.ood_dataset:
+        return {}
+    return given
 
 
 def _own_data(workdir, required):

@@ -125,9 +125,10 @@ def saved_evaluations(run, weights):
 
 
 def _named(arguments):
-    """The dataset `arguments` (load_source's) name without a path (a tfds name), or None."""
+    """The dataset `arguments` (load_source's) name without a path (a tfds name: the default one where only
+    --tfds_data_dir is given), or None."""
     named = isinstance(arguments, dict) and not any(arguments.get(key) for key in config_lib.DATA_PATHS)
-    return arguments.get("dataset") if named else None
+    return (arguments.get("dataset") or sources.DEFAULT_DATASET) if named else None
 
 
 def _known_as(name, sha, data_source):
@@ -148,13 +149,14 @@ def held_instead(run, request, weights, said, own_sha, test, ood):
     matches = [saved for saved in saved_evaluations(run, weights) if all(
         saved["request"].get(k) == v for k, v in request.items() if v is not None or k not in ("data", "ood"))
         and (saved["request"]["ood"] is not None) == bool(ood_asked)]
-    found = [saved for saved in matches if (
-        _known_as(name, saved["request"]["data"], saved["data_source"]) if name else
-        request["data"] is not None or saved["request"]["data"] != own_sha) and (
-        not ood_name or _known_as(ood_name, saved["request"]["ood"], saved["result"].get("ood_data_source")))]
-    if matches and not found and (name or ood_name):
-        what, why, key = (name, error, "data_source") if name else (ood_name, ood_error, "ood_data_source")
-        held = sorted({str(saved.get(key) or saved["result"].get(key)) for saved in matches})
+    tested = [saved for saved in matches if _known_as(name, saved["request"]["data"], saved["data_source"])] \
+        if name else [saved for saved in matches if request["data"] is not None or saved["request"]["data"] != own_sha]
+    found = [saved for saved in tested if not ood_name or _known_as(ood_name, saved["request"]["ood"],
+                                                                  saved["result"].get("ood_data_source"))]
+    if (name and matches and not tested) or (ood_name and tested and not found):  # the side not known to be it
+        what, why, among, key = (name, error, matches, "data_source") if name and not tested else (
+            ood_name, ood_error, tested, "ood_data_source")
+        held = sorted({str(saved.get(key) or saved["result"].get(key)) for saved in among})
         raise DataError(f"{why or f'{what} cannot be loaded here'}; the runs' records hold evaluations of other "
                         f"data only ({', '.join(held)}), not known to be {what}'s, which cannot answer for it")
     if len(found) != 1:

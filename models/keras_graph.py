@@ -290,9 +290,12 @@ def mid_layer(calls, owner, block):
     return next((i for i in block if isinstance(calls[i].layer, ACTIVATION_TYPES)), None)
 
 
-# What a first Rescaling may make of raw pixels (1/255: 1; 1/127.5, offset -1: [-1, 1]); beyond, it was made for
-# pixels in [0, 1] (Rescaling(2, offset=-1) on raw pixels gives 509) and folding it would scale them twice.
-MAX_SCALED_PIXEL = 10.0
+# What a first Rescaling may make of raw pixels: values no larger than the pixels' own (1/255: [0, 1]; caffe's mean
+# subtraction, scale 1: [-124, 152]); past them it amplifies what it was made to get in [0, 1] (Rescaling(2,
+# offset=-1) gives 509 on raw pixels), and folded as one of raw pixels would scale them twice.
+MAX_SCALED_PIXEL = 255.0 * (1 + 1e-6)
+# Statistics of raw pixels: a mean above 1, or a spread no image in [0, 1] has (a hand-set variance of 4 may be meant).
+MAX_UNIT_STD = 5.0
 
 
 def check_input_scale(calls, rescaling, what):
@@ -308,8 +311,9 @@ def check_input_scale(calls, rescaling, what):
         scale, offset = (np.asarray(v, np.float64) for v in (layer.scale, layer.offset))
         largest = float(np.max(np.abs(np.concatenate([np.ravel(offset), np.ravel(255 * scale + offset)]))))
         if largest > MAX_SCALED_PIXEL:
-            raise ValueError(f"{what} begins with {layer.name!r} (Rescaling, scale {np.ravel(scale)[0]:g}, offset "
-                             f"{np.ravel(offset)[0]:g}), which would take raw pixels [0, 255] to {largest:g}: it "
+            shown = [", ".join(f"{v:g}" for v in np.ravel(v)) for v in (scale, offset)]
+            raise ValueError(f"{what} begins with {layer.name!r} (Rescaling, scale {shown[0]}, offset {shown[1]}), "
+                             f"which would take raw pixels [0, 255] to {largest:g}, past their own range: it "
                              "looks made for pixels already in [0, 1]; the trainer feeds [0, 1] pixels and folds a "
                              "first Rescaling as one of raw pixels: divide its scale by 255 (e.g. Rescaling(2/255, "
                              "offset=-1) for [-1, 1]), or remove it")
@@ -335,7 +339,7 @@ def check_input_scale(calls, rescaling, what):
             mean, variance = ((layer.mean, layer.variance) if layer.input_mean is not None else
                               (layer.adapt_mean, layer.adapt_variance))
             mean, std = (float(np.max(np.abs(keras.ops.convert_to_numpy(v)))) for v in (mean, keras.ops.sqrt(variance)))
-            if mean > 1.0 or std > 1.0:  # (pixels in [0, 1] have a standard deviation of at most 0.5)
+            if mean > 1.0 or std > MAX_UNIT_STD:  # (pixels in [0, 1] have a standard deviation of at most 0.5)
                 what_of = f"a mean of {mean:g}" if mean > 1.0 else f"a standard deviation of {std:g}"
                 raise ValueError(f"{what} normalizes its input in layer {layer.name!r} with statistics of raw pixels "
                                  f"({what_of}); the trainer feeds pixels scaled to [0, 1]: adapt it on "

@@ -678,15 +678,18 @@ def test_a_first_rescaling_or_normalization_made_for_unit_pixels_is_refused_not_
     caught by its mean only: mean 0, variance 255^2 normalized [0, 1] pixels by 255."""
     for first, message in (
             (keras.layers.Rescaling(2.0, offset=-1.0, name="unit"), r"^model '.*' begins with 'unit' \(Rescaling, "
-             r"scale 2, offset -1\), which would take raw pixels \[0, 255\] to 509: it looks made for pixels already "
+             r"scale 2, offset -1\), which would take raw pixels \[0, 255\] to 509, past their own range: it looks "
+             r"made for pixels already "
              r"in \[0, 1\]; .*: divide its scale by 255"),
             (keras.layers.Normalization(mean=0.0, variance=255.0**2, name="norm"), r"normalizes its input in layer "
              r"'norm' with statistics of raw pixels \(a standard deviation of 255\)")):
         with pytest.raises(ValueError, match=message):
             models.describe_model(_sequential(first, keras.layers.Flatten(name="f"),
                                               keras.layers.Dense(10, name="out")))
-    for first in (keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="raw"),
-                  keras.layers.Normalization(mean=0.13, variance=0.09, name="norm")):  # made for raw, [0, 1] pixels
+    for first in (keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="raw"), keras.layers.Rescaling(1.0, name="raw"),
+                  keras.layers.Rescaling(1.0, offset=-103.939, name="caffe"),  # keras.applications' mean subtraction
+                  keras.layers.Normalization(mean=0.13, variance=0.09, name="norm"),
+                  keras.layers.Normalization(mean=0.5, variance=4.0, name="norm")):  # made for raw, [0, 1] pixels
         model = _sequential(first, keras.layers.Flatten(name="f"), keras.layers.Dense(10, name="out"))
         assert models.describe_model(model).rescaling == isinstance(first, keras.layers.Rescaling)
 

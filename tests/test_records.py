@@ -604,3 +604,29 @@ def test_a_metrics_record_without_what_a_comparison_reads_is_refused_by_name(tmp
                                                   "data": {"origin": {}}}))
     with pytest.raises(files.ReadError, match=r"\(config.seed is \"0\", not an integer\)"):
         pooled_data.check([str(run)])
+
+
+def test_an_evaluation_read_for_data_not_here_is_of_the_data_named(tmp_path):
+    """held_instead, case by case: what a record's evaluations may answer for data that cannot be loaded here."""
+    mnist, own, other = idx.TEST_FINGERPRINTS["mnist"], idx.TEST_FINGERPRINTS["fashion_mnist"], "a" * 64
+    result = {"accuracy": 0.9, "loss": 0.3, "num_examples": 10}
+    for data, source, ood, ood_source in ((own, "idx:/f", None, None), (other, "npz:/o.npz", None, None),
+                                          (own, "idx:/f", mnist, "idx:/m")):
+        evaluations.save_evaluation(str(tmp_path), evaluations.make_request(data, ood_sha256=ood), source,
+                                    {**result, **({"ood_data_source": ood_source} if ood else {})}, "w")
+    gone = DataError("not here")
+
+    def held(asked, ood=None):
+        return evaluations.held_instead(str(tmp_path), evaluations.make_request(None), "w", [], own, (asked, gone),
+                                        (ood, ood and gone))
+
+    assert held({"npz": "/gone.npz"})["data_source"] == "npz:/o.npz"  # by path: the one evaluation of other data
+    assert held({"dataset": "fashion_mnist"})["data_source"] == "idx:/f"  # by name: the runs' own, known to be it
+    # The default dataset (mnist), asked with --tfds_data_dir alone, is not answered by the npz's scores.
+    with pytest.raises(DataError, match=r"^not here; the runs' records hold evaluations of other data only "
+                                        r"\(idx:/f, npz:/o.npz\), not known to be mnist's"):
+        held({"tfds_data_dir": "/nowhere"})
+    assert held({"dataset": "fashion_mnist"}, {"dataset": "mnist"})["result"]["ood_data_source"] == "idx:/m"
+    # Only the OOD data is not known to be what was named: the error is about it, not the test data.
+    with pytest.raises(DataError, match=r"^not here; .* \(idx:/m\), not known to be kmnist's"):
+        held({"dataset": "fashion_mnist"}, {"dataset": "kmnist"})
