@@ -308,14 +308,15 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     margins = contrasts_lib.check_margins(margins or {})  # these before the runs are scored (minutes with MC)
     contrasts = contrasts_lib.check_contrasts(contrasts)
     if output_dir is None and len(runs_dirs) > 1:
-        raise ConfigError(f"--runs_dir names {len(runs_dirs)} directories: give --output=DIR for their comparison "
+        raise ConfigError(f"--runs_dir names {len(runs_dirs)} directories: give --output=DIR (output_dir=) for their "
+                          "comparison "
                           f"(by default a comparison goes into its one runs directory, and {runs_dirs[0]}/comparison "
                           "is that directory's own)")
     run_dirs = records.find_runs(runs_dirs)
     output_dir = output_dir or os.path.join(runs_dirs[0], "comparison")  # one runs directory (checked above)
     if why := files.unwritable(output_dir, make=False):  # before the runs are scored (minutes with MC), not after
-        raise ConfigError(f"cannot write the comparison to {output_dir} ({why}); give --output=DIR, a directory you "
-                          "can write to (the runs are only read)")
+        raise ConfigError(f"cannot write the comparison to {output_dir} ({why}); give --output=DIR (output_dir=), a "
+                          "directory you can write to (the runs are only read)")
     pooled_data.check(run_dirs, own_test=data_override is None and source is None)
     notes = [note for note in [workdirs.unfinished_note(runs_dirs),
                                shards.missing_note(runs_dirs, run_dirs + workdirs.unfinished_runs(runs_dirs))] if note]

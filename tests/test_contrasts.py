@@ -466,8 +466,8 @@ def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
 
 
 def test_a_comparison_of_several_directories_needs_its_own_output(tmp_path):
-    with pytest.raises(ConfigError, match=r"^--runs_dir names 2 directories: give --output=DIR for their "
-                                          r"comparison \(by default a comparison goes into its one runs directory"):
+    with pytest.raises(ConfigError, match=r"^--runs_dir names 2 directories: give --output=DIR \(output_dir=\) for "
+                                          r"their comparison \(by default a comparison goes into its one runs"):
         compare.compare_runs([str(tmp_path / "a"), str(tmp_path / "b")])
 
 

@@ -97,8 +97,8 @@ def test_a_comparison_reads_runs_it_cannot_write_to_and_refuses_an_output_it_can
     with monkeypatch.context() as patched:  # refused before any run is scored (minutes with MC dropout)
         patched.setattr(records, "evaluate_runs", lambda *a, **k: pytest.fail("scored before the output was checked"))
         with pytest.raises(ConfigError, match=rf"^cannot write the comparison to {blocker}/cmp \({blocker} is a "
-                                              r"file\); give --output=DIR, a directory you can write to \(the runs "
-                                              r"are only read\)$"):
+                                              r"file\); give --output=DIR \(output_dir=\), a directory you can "
+                                              r"write to \(the runs are only read\)$"):
             compare.compare_runs(str(study / "a"), output_dir=str(blocker / "cmp"))
     assert blocker.read_text() == "kept"
     # Records that cannot keep an evaluation (a read-only copy; here a file where evaluations/ would be): the runs
