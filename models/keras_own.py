@@ -120,6 +120,11 @@ def own_dropout(calls, spec):
                                  "move the dropout to one of those")
         else:  # on the model's input (or on another dropout's output): the next layer's input
             after = consumers.get(c.output, [])
+            if source is not None and any(graph.is_dropout(o.layer) for o in after):  # three stacked: no name left
+                stack = [source.layer.name, c.layer.name] + [o.layer.name for o in after if graph.is_dropout(o.layer)]
+                raise ValueError(f"dropout layers {', '.join(map(repr, stack))} of model {spec.name!r} are stacked "
+                                 "on one tensor; place_dropout names two there at most (a layer's .post and the "
+                                 "next layer's .pre): merge two of them into one (rates a and b: 1 - (1-a)(1-b))")
             if len(after) > 1 and source is None:  # one mask for several readers of the images: no site is that
                 raise ValueError(f"dropout layer {c.layer.name!r} of model {spec.name!r} drops the model's input "
                                  f"for {len(after)} layers ({', '.join(repr(o.layer.name) for o in after)}); a site "

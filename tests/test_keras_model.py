@@ -587,6 +587,11 @@ def test_two_own_dropouts_stacked_at_the_head_leave_the_head_placements_their_ow
     assert (got["after_activation"], got["before_activation"]) == ("fc.post:0.2", "fc.mid:0.2")
     name = models.register_spec(models.describe_model(model, name="stacked_head_model"))
     assert models.construction_key(name, "after_activation") == models.construction_key(name, "before_activation")
+    three = _head(keras.layers.Dense(32, activation="relu", name="fc"), keras.layers.Dropout(0.3, name="da"),
+                  keras.layers.Dropout(0.2, name="db"), keras.layers.Dropout(0.1, name="dc"))
+    with pytest.raises(ValueError, match=r"^dropout layers 'da', 'db', 'dc' of model 'm' are stacked on one tensor; "
+                                         r"place_dropout names two there at most"):  # (it said 'db' is at no site)
+        models.describe_model(three)
     # One own dropout there keeps its own name (a Dropout after a global pooling is gap.post in every placement).
     assert _placements(_head(keras.layers.Dense(32, activation="relu", name="fc"), keras.layers.Dropout(
         0.2, name="da")))["after_activation"] == "fc.post:0.2"
