@@ -94,9 +94,9 @@ def _main(argv):
                            "train.py wrote, e.g. runs/keras_mnist_cnn/canonical/seed0), or --saved_model=PATH")
     with errors.one_line():
         flags_lib.check_one_source(f)
-    given = _given_data(f)
     # A run's own export named by path (RUN/saved_model, RUN/model.tflite) is scored on the run's data too.
     home = f.workdir or evaluate.run_holding(path_of(f))
+    given = _given_data(f, runs_own=bool(home))
     with errors.one_line():
         own = _own_data(home, required=not given) if home else None
         if not given and not home:  # a copied export: the default data (MNIST) is right only for an MNIST model
@@ -202,11 +202,12 @@ def _check_recorded_data_here(run, origin):
             raise
 
 
-def _given_data(f):
-    """The data flags given on the command line, as load_source arguments ({} if none). --tfds_data_dir beside
-    --ood_dataset alone is where that is: it scored the runs on the default dataset (mnist) instead of their own."""
+def _given_data(f, runs_own=True):
+    """The data flags given on the command line, as load_source arguments ({} if none). Where runs have data of
+    their own (`runs_own`), --tfds_data_dir beside --ood_dataset alone is where that is: it scored the runs on the
+    default dataset (mnist) instead of their own; an export copied out of its run has none: the default's there."""
     given = {name: f[name].value for name in flags_lib.DATA_FIELDS if f[name].present}
-    if set(given) == {"tfds_data_dir"} and f.ood_dataset:
+    if set(given) == {"tfds_data_dir"} and f.ood_dataset and runs_own:
         return {}
     return given
 

@@ -294,8 +294,21 @@ def mid_layer(calls, owner, block):
 # subtraction, scale 1: [-124, 152]); past them it amplifies what it was made to get in [0, 1] (Rescaling(2,
 # offset=-1) gives 509 on raw pixels), and folded as one of raw pixels would scale them twice.
 MAX_SCALED_PIXEL = 255.0 * (1 + 1e-6)
+MAX_DIVIDED_PIXEL, MIN_PIXEL_MEAN = 10.0, 10.0  # raw pixels divided down to about [0, 1]; a pixel mean subtracted
 # Statistics of raw pixels: a mean above 1, or a spread no image in [0, 1] has (a hand-set variance of 4 may be meant).
 MAX_UNIT_STD = 5.0
+
+
+def _for_raw_pixels(scale, offset):
+    """Whether a first Rescaling(scale, offset) reads as one made for raw pixels: taking them nowhere past their own
+    range, and dividing them (1/255, 1/127.5 with offset -1), subtracting pixel means (caffe's, scale 1), or only
+    scaling (no offset; Rescaling(1.0) too). Otherwise it centres or amplifies what it was made to get in [0, 1]
+    (Rescaling(1, offset=-0.5), Rescaling(2, offset=-1): 509 on raw pixels)."""
+    scale, offset = (np.ravel(np.asarray(v, np.float64)) for v in (scale, offset))
+    largest = float(np.max(np.abs(np.concatenate([offset, 255 * scale + offset]))))
+    divides, subtracts_means = float(np.max(np.abs(scale))) * 255 <= MAX_DIVIDED_PIXEL, float(np.min(np.abs(
+        offset))) >= MIN_PIXEL_MEAN
+    return largest <= MAX_SCALED_PIXEL and (divides or subtracts_means or not np.any(offset))
 
 
 def check_input_scale(calls, rescaling, what):
@@ -308,15 +321,16 @@ def check_input_scale(calls, rescaling, what):
     """
     if rescaling:  # what follows the folded Rescaling sees what it saw in the source, if it was made for raw pixels
         layer = calls[0].layer
-        scale, offset = (np.asarray(v, np.float64) for v in (layer.scale, layer.offset))
-        largest = float(np.max(np.abs(np.concatenate([np.ravel(offset), np.ravel(255 * scale + offset)]))))
-        if largest > MAX_SCALED_PIXEL:
-            shown = [", ".join(f"{v:g}" for v in np.ravel(v)) for v in (scale, offset)]
+        if not _for_raw_pixels(layer.scale, layer.offset):
+            scale, offset = (np.ravel(np.asarray(v, np.float64)) for v in (layer.scale, layer.offset))
+            shown = [", ".join(f"{v:g}" for v in values) for values in (scale, offset)]
+            raw, unit = ([float(np.min(np.minimum(offset, top * scale + offset))),
+                          float(np.max(np.maximum(offset, top * scale + offset)))] for top in (255, 1))
             raise ValueError(f"{what} begins with {layer.name!r} (Rescaling, scale {shown[0]}, offset {shown[1]}), "
-                             f"which would take raw pixels [0, 255] to {largest:g}, past their own range: it "
-                             "looks made for pixels already in [0, 1]; the trainer feeds [0, 1] pixels and folds a "
-                             "first Rescaling as one of raw pixels: divide its scale by 255 (e.g. Rescaling(2/255, "
-                             "offset=-1) for [-1, 1]), or remove it")
+                             f"which takes raw pixels [0, 255] to [{raw[0]:g}, {raw[1]:g}] and pixels in [0, 1] to "
+                             f"[{unit[0]:g}, {unit[1]:g}]: it looks made for the latter; the trainer feeds [0, 1] "
+                             "pixels and folds a first Rescaling as one of raw pixels: divide its scale by 255 (e.g. "
+                             "Rescaling(2/255, offset=-1) for [-1, 1]), or remove it")
         return
     for index, c in enumerate(calls):
         layer = c.layer

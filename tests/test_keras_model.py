@@ -683,9 +683,10 @@ def test_a_first_rescaling_or_normalization_made_for_unit_pixels_is_refused_not_
     caught by its mean only: mean 0, variance 255^2 normalized [0, 1] pixels by 255."""
     for first, message in (
             (keras.layers.Rescaling(2.0, offset=-1.0, name="unit"), r"^model '.*' begins with 'unit' \(Rescaling, "
-             r"scale 2, offset -1\), which would take raw pixels \[0, 255\] to 509, past their own range: it looks "
-             r"made for pixels already "
-             r"in \[0, 1\]; .*: divide its scale by 255"),
+             r"scale 2, offset -1\), which takes raw pixels \[0, 255\] to \[-1, 509\] and pixels in \[0, 1\] to "
+             r"\[-1, 1\]: it looks made for the latter; .*: divide its scale by 255"),
+            (keras.layers.Rescaling(1.0, offset=-0.5, name="unit"), r"to \[-0.5, 254.5\] and pixels in \[0, 1\] to "
+             r"\[-0.5, 0.5\]: it looks made for the latter"),  # centring [0, 1] pixels (folded: by 255)
             (keras.layers.Normalization(mean=0.0, variance=255.0**2, name="norm"), r"normalizes its input in layer "
              r"'norm' with statistics of raw pixels \(a standard deviation of 255\)")):
         with pytest.raises(ValueError, match=message):
