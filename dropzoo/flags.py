@@ -275,7 +275,7 @@ def model_notes(runs):
     """One line for each network of the plan `runs` whose named placements had a choice to make the user should
     know of (its own head dropout at several rates), where a run trains one of them at its own rates."""
     names = {c.model for c, _ in runs if c.rate is None and not c.sites and c.placement not in ("canonical", "none")}
-    return [note for note in (models.head_rate_note(name) for name in sorted(names)) if note]
+    return [note for name in sorted(names) for note in models.head_notes(name)]
 
 
 def _values(name, text):

@@ -45,7 +45,7 @@ from models.registry import build
 from models.registry import build_from_spec
 from models.registry import construction_key
 from models.registry import get_spec
-from models.registry import head_rate_note
+from models.registry import head_notes
 from models.registry import list_models
 from models.registry import list_placements
 from models.registry import register_keras_model
@@ -64,7 +64,7 @@ __all__ = [
     "build_from_spec", "check_activation", "check_bn_momentum", "check_drawn_rates", "check_kind", "check_norm",
     "check_rate",
     "construction_key", "describe_model", "dropout_layers", "finalize_states", "format_network", "format_placement",
-    "get_spec", "head_rate_note",
+    "get_spec", "head_notes",
     "list_models", "list_placements", "load_keras_model", "mc_dropout_model", "mc_dropout_split",
     "parse_network", "place_dropout", "register_keras_model", "register_spec", "request_seed",
     "resolve_placement", "zoo_name_of",

@@ -20,17 +20,26 @@ def _own(calls):
 
 
 def placeholder_note(spec):
-    """A line for a Keras model with dropout layers of rate 0, else None: they are no dropout, so the named
-    placements drop at their default rates where they stand (a Dropout(0.0) at the head: 0.5 there)."""
+    """A line for a Keras model with a Dropout of rate 0 (a placeholder, no dropout) at its head, else None: every
+    head placement drops at its head rate there (0.5 where the model drops nowhere else at the head)."""
     model = getattr(spec, "model", None)
-    zero = [layer.name for layer in (model.layers if model is not None else ()) if graph.is_dropout(layer)
-            and not getattr(layer, "rate", 1)]
+    if model is None:
+        return None
+    inputs = dropout_lib.layer_inputs(model)
+    readers = {name: [reader for reader, read in inputs.items() if name in read] for name in inputs}
+
+    def reaches_classifier(name, seen=()):  # through no other conv/dense layer
+        layer = model.get_layer(name)
+        if isinstance(layer, graph.LINEAR_TYPES) and name not in seen:
+            return name == spec.output_name
+        return any(reaches_classifier(reader, (*seen, name)) for reader in readers.get(name, ()))
+
+    zero = [layer.name for layer in model.layers if graph.is_dropout(layer) and not getattr(layer, "rate", 1)
+            and reaches_classifier(layer.name, (layer.name,))]
     if not zero:
         return None
-    head, stack = placements.own_rates(spec)
-    return (f"model {spec.name}: its dropout layer{'s' * (len(zero) > 1)} {', '.join(map(repr, zero))} of rate 0 "
-            f"{'are' if len(zero) > 1 else 'is'} no dropout, so the named placements drop at their rates where "
-            f"{'they stand' if len(zero) > 1 else 'it stands'} (the head at {head:g}, the conv stack at {stack:g}); "
+    return (f"model {spec.name}: its head dropout {', '.join(map(repr, zero))} has rate 0 (no dropout); the head "
+            f"placements (after_activation, before_dense, ...) drop at {placements.own_rates(spec)[0]:g} there; "
             "--rate=R sets another")
 
 

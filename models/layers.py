@@ -382,7 +382,7 @@ def layer_table(model):
     layer's rate and what one draw covers (a unit, or a whole feature map). What a run's `model.txt` and
     TensorBoard's Text tab show: where the placement put dropout, in the network as trained.
     """
-    reads = _reads(model)
+    reads = layer_inputs(model)
     previous = [None] + [layer.name for layer in model.layers]
     branched = any(reads.get(layer.name, [before]) != [before] for layer, before in zip(model.layers[1:], previous[1:]))
     rows = [("layer", "type", "output shape", "params", "dropout") + (("reads",) if branched else ())]
@@ -400,7 +400,7 @@ def layer_table(model):
                      ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows])
 
 
-def _reads(model):
+def layer_inputs(model):
     """{layer name: the names of the layers it reads} of a functional model (from its config), else {}: in a
     model with branches, which branch a dropout is on (a row's predecessor in the table need not be its input)."""
     try:

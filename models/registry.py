@@ -105,12 +105,11 @@ def list_placements(name, norm=None):
     return names
 
 
-def head_rate_note(name):
-    """A line for model `name` where its own head dropout has several rates, of which its placements take one, or
-    where it has dropout layers of rate 0 (no dropout: the placements drop at their defaults there)."""
+def head_notes(name):
+    """Lines for model `name` where its named placements' head is not plainly its own: its own head dropout has
+    several rates, of which they take one; or a Dropout(0.0) there, where they drop at their head rate."""
     spec = get_spec(name)
-    notes = [placements_lib.head_rate_note(spec), keras_own.placeholder_note(spec)]
-    return "; ".join(note for note in notes if note) or None
+    return [note for note in (placements_lib.head_rate_note(spec), keras_own.placeholder_note(spec)) if note]
 
 
 def resolve_placement(name, placement="canonical", norm="none"):

@@ -117,8 +117,13 @@ def test_towers_at_several_own_rates_are_named_where_a_named_placement_takes_one
     x = L.Dense(16, activation="relu", name="fc")(L.Dropout(0.3, name="dfl")(x))
     keras.Model(image, L.Dense(10, activation="softmax", name="out")(L.Dropout(0.0, name="dh")(x))).save(path)
     assert notes("--placement=after_activation") == [
-        "model towers: its dropout layer 'dh' of rate 0 is no dropout, so the named placements drop at their "
-        "rates where it stands (the head at 0.5, the conv stack at 0.3); --rate=R sets another"]
+        "model towers: its head dropout 'dh' has rate 0 (no dropout); the head placements (after_activation, "
+        "before_dense, ...) drop at 0.5 there; --rate=R sets another"]
+    # One in the conv stack (no placement's site), beside a head of its own: nothing to say.
+    conv = L.Dropout(0.0, name="dz")(L.Conv2D(4, 3, activation="relu", name="c")(image))
+    x = L.Dense(16, activation="relu", name="fc")(L.Flatten(name="f")(L.MaxPooling2D(name="p")(conv)))
+    keras.Model(image, L.Dense(10, activation="softmax", name="out")(L.Dropout(0.4, name="dh")(x))).save(path)
+    assert notes("--placement=after_activation,conv") == []
 
 
 def test_a_models_own_dropout_before_one_of_several_readers_is_that_layers_pre():
