@@ -11,6 +11,7 @@ import collections
 
 from dropzoo import config as config_lib
 from dropzoo import records
+from dropzoo import sources
 from dropzoo import sweep
 
 
@@ -96,17 +97,21 @@ def label_rows(rows):
 def _one_data_read_apart(rows):
     """Runs whose data was read at other paths (two machines' copies) but recorded one content (`train_sha256`,
     and the test data they were scored on) are keyed, and labelled, by the data paths of the first run of that
-    content: one variant, paired with its baseline as one data. Returns {id(row): those data paths} for the runs
-    read elsewhere."""
-    first, moved = {}, {}
+    content, and by the dataset one of them names (IDX files read with and without --dataset=fashion_mnist: the
+    other recorded --dataset's default, mnist): one variant, paired with its baseline as one data. Returns
+    {id(row): those data fields} for the runs read elsewhere."""
+    groups, moved = {}, {}
     for r in rows:
-        if not r.get("train_sha256"):
-            continue
-        one = first.setdefault((r["train_sha256"], r.get("data_sha256")), r)
-        paths = {name: one["config"].get(name) for name in config_lib.DATA_PATHS}
-        if any(r["config"].get(name) != value for name, value in paths.items()):
-            r["key"] = tuple((name, paths[name]) if name in paths else (name, value) for name, value in r["key"])
-            moved[id(r)] = paths
+        if r.get("train_sha256"):
+            groups.setdefault((r["train_sha256"], r.get("data_sha256")), []).append(r)
+    for runs in groups.values():
+        paths = {name: runs[0]["config"].get(name) for name in config_lib.DATA_PATHS}
+        paths["dataset"] = next((r["config"]["dataset"] for r in runs if r["config"].get("dataset") not in (
+            None, sources.DEFAULT_DATASET)), runs[0]["config"].get("dataset"))
+        for r in runs:
+            if any(r["config"].get(name) != value for name, value in paths.items()):
+                r["key"] = tuple((name, paths[name]) if name in paths else (name, value) for name, value in r["key"])
+                moved[id(r)] = paths
     return moved
 
 

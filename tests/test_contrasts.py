@@ -397,6 +397,18 @@ def test_one_data_read_at_two_paths_is_one_variant():
                                              "m/canonical-npzd.npz [npz /b/d.npz]"}
 
 
+def test_idx_files_read_with_and_without_the_dataset_named_are_one_variant_named_by_it():
+    """Fashion-MNIST's IDX files read without --dataset record its default (mnist): beside runs that named
+    fashion_mnist, one data split into two variants, one labelled `[dataset mnist]`."""
+    def runs(dataset, first_seed):
+        return [{**r, "seed": r["seed"] + first_seed, "run": f"{dataset}/{r['run']}", "train_sha256": "f" * 64,
+                 "config": {**r["config"], "idx_dir": "/data/fashion", "dataset": dataset, "seed": r["seed"] +
+                            first_seed}} for r in _rows("canonical", [0.9, 0.91], [0.3, 0.3])]
+
+    rows = variants.label_rows(runs("mnist", 0) + runs("fashion_mnist", 2))
+    assert len(records.group(rows)) == 1 and {r["variant"] for r in rows} == {"m/canonical"}
+
+
 def test_runs_that_record_their_train_content_pair_with_runs_from_before_it():
     # Which first run of a group recorded train_sha256 decided what "its data" was: "different data (mnist vs
     # mnist)" refused a study of older and newer runs.
