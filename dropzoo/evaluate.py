@@ -195,7 +195,8 @@ def absent_classes_notes(results):
                              []).append(r)
     notes = []
     for (source, absent), scored in sorted(found.items()):
-        shown = ", ".join(map(str, absent[:8])) + (", ..." if len(absent) > 8 else "")
+        named = bool(scored[0].get("classes_absent_names"))  # a folder's classes by name: '1' is not class id 1
+        shown = ", ".join(map(repr if named else str, absent[:8])) + (", ..." if len(absent) > 8 else "")
         runs = f" ({len(scored)} runs)" if len(scored) > 1 else ""
         notes.append(f"{source} has no example of class{'es' * (len(absent) > 1)} {shown} of the model{runs}: its "
                      "scores cover the other classes only (a test split with every class gives the model's)")

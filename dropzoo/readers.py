@@ -293,7 +293,7 @@ def read_images(paths, size=None, color_mode="grayscale", model=None):
     if color_mode not in COLOR_MODES:
         raise DataError(f"unknown color mode {color_mode!r}; valid: {', '.join(COLOR_MODES)}")
     _check_fits_in_memory(len(paths), size, color_mode)
-    out, first, colour, transparent, unreadable, gray, squashed = [], None, None, [], [], [], []
+    out, first, colour, transparent, unreadable, gray, squashed = [], None, [], [], [], [], []
     for path in paths:
         try:
             with Image.open(path) as image:
@@ -306,9 +306,10 @@ def read_images(paths, size=None, color_mode="grayscale", model=None):
                                     "8-bit: save it as an 8-bit PNG (e.g. scaled by 255 / its maximum)")
                 if color_mode == "rgb" and image.mode in ("1", "L", "LA"):
                     gray.append(path)
-                if color_mode == "grayscale" and colour is None and image.mode not in ("1", "L", "LA"):
+                if color_mode == "grayscale" and image.mode not in ("1", "L", "LA"):
                     rgb = np.asarray(image.convert("RGB"))  # RGB, a palette, CMYK, ...
-                    colour = path if (rgb.max(axis=-1) != rgb.min(axis=-1)).any() else None
+                    if (rgb.max(axis=-1) != rgb.min(axis=-1)).any():
+                        colour.append(path)
                 # Upright, as viewers show it: a camera's EXIF orientation (a portrait photo stored sideways).
                 upright = ImageOps.exif_transpose(image)
                 if _has_transparency(upright):
@@ -337,13 +338,14 @@ def read_images(paths, size=None, color_mode="grayscale", model=None):
         more = f"; {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
         raise DataError(f"{len(unreadable)} file(s) cannot be read as images: {'; '.join(unreadable[:3])}{more}; "
                         "remove them or replace them with PNG/JPEG/BMP/GIF files")
+    colour = colour and f"{len(colour)} of {len(paths)} image(s) have colours (e.g. {colour[0]})"
     if colour and model == SCORED:
-        logging.warning("%s has colours, and images are read as grayscale (the run's colour mode, or --color_mode="
+        logging.warning("%s, and images are read as grayscale (the run's colour mode, or --color_mode="
                         "grayscale, the default); a model that takes colour needs --color_mode=rgb", colour)
     elif colour and model:
-        logging.warning("%s has colours, and images are read as grayscale, as %s takes them", colour, model)
+        logging.warning("%s, and images are read as grayscale, as %s takes them", colour, model)
     elif colour:
-        logging.warning("%s has colours, and images are read as grayscale (--color_mode=grayscale, the default); "
+        logging.warning("%s, and images are read as grayscale (--color_mode=grayscale, the default); "
                         "to train on colour pass --color_mode=rgb (a run trained on grayscale scores them gray)",
                         colour)
     if gray:  # a colour model scored on gray images, or trained on a few among colour ones: worth a word

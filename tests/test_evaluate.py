@@ -330,3 +330,6 @@ def test_test_data_without_some_of_the_models_classes_is_said(exported, data):
     assert evaluate.absent_classes_notes(rows) == [
         "npz:two.npz has no example of classes 0, 2 of the model (3 runs): its scores cover the other classes only "
         "(a test split with every class gives the model's)"]
+    # A folder's classes by name, quoted: its folder '1' (class id 0) read as class id 1.
+    named = [{"data_source": "images:t", "classes_absent": [0], "classes_absent_names": ["1"]}]
+    assert evaluate.absent_classes_notes(named)[0].startswith("images:t has no example of class '1' of the model")

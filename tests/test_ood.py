@@ -47,7 +47,8 @@ def test_a_folder_and_its_subfolders_are_read_at_the_models_size_and_channels(tm
     said = caplog.text
     assert "1 file(s) other than .png" in said and "notes.txt" in said
     assert "stretched to it" in said
-    assert ("has colours, and images are read as grayscale, as the model takes them" in said) == (mode == "grayscale")
+    assert ("have colours (e.g. " in said and "), and images are read as grayscale, as the model takes them" in said) \
+        == (mode == "grayscale")
     assert "--color_mode" not in said  # eval.py has no such flag for OOD data: the model decides
     # Other kinds are read as they are; nothing resizes arrays.
     assert ood.for_model({"npz": "a.npz"}, shape) == {"npz": "a.npz"}

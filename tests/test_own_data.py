@@ -5,6 +5,7 @@ the repository.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -871,15 +872,17 @@ def test_colour_images_read_as_grayscale_are_said_to_be(tmp_path, caplog):
     Image.fromarray(np.tile(np.array([200, 10, 10], np.uint8), (12, 12, 1))).save(red)
     with caplog.at_level("WARNING"):
         assert readers.read_images([red]).shape == (1, 12, 12, 1)
-    assert "red.png has colours, and images are read as grayscale" in caplog.text
+    assert "1 of 1 image(s) have colours (e.g. " in caplog.text and "red.png), and images are read as grayscale" in \
+        caplog.text
     assert readers.read_images([red], color_mode="rgb").shape == (1, 12, 12, 3)
     # Test images to score, in the flags' default mode: not "as the run takes them" (there may be no run, and the
     # model take colour).
     caplog.clear()
     with caplog.at_level("WARNING"):
         sources.load_source(image_dir=gray, test_image_dir=gray, need_train=False)
-    assert ("red.png has colours, and images are read as grayscale (the run's colour mode, or --color_mode=grayscale, "
+    assert ("red.png), and images are read as grayscale (the run's colour mode, or --color_mode=grayscale, "
             "the default); a model that takes colour needs --color_mode=rgb") in caplog.text
+    assert re.search(r"\b1 of \d+ image\(s\) have colours \(e\.g\. ", caplog.text)  # how many, not one file
 
 
 def test_transparent_images_are_said_to_lose_their_background(tmp_path, caplog):
@@ -1018,7 +1021,7 @@ def test_images_are_read_upright_and_palette_colours_are_said(tmp_path, caplog):
     palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
     palette.save(tmp_path / "palette.png")
     readers.read_images([str(tmp_path / "palette.png")])
-    assert any("palette.png has colours, and images are read as grayscale" in r.getMessage() for r in caplog.records)
+    assert any("palette.png), and images are read as grayscale" in r.getMessage() for r in caplog.records)
 
 
 def test_a_class_folder_linked_to_another_is_said_to_train_its_images_under_two_labels(tmp_path, caplog):
