@@ -163,7 +163,8 @@ def baseline_pairs(rows, baseline="canonical", notes=None):
         config = runs[0]["config"]
         if config["placement"] == baseline and not config["sites"]:
             continue
-        as_keyed = {**config, **{name: dict(key)[name] for name in config_lib.DATA_PATHS}}  # data read elsewhere
+        # Data read elsewhere, or named by one run of its content only: as the key has it (variants.label_rows).
+        as_keyed = {**config, **{name: dict(key)[name] for name in (*config_lib.DATA_PATHS, "dataset")}}
         target = variants.row_key(runs[0], variants.baseline_config(as_keyed, baseline))
         candidates = [k for k in groups if _strip(k) == _strip(target)
                       and groups[k][0]["config"]["placement"] == baseline and not groups[k][0]["config"]["sites"]]

@@ -207,10 +207,17 @@ def contrasts_markdown(contrasts):
     return lines
 
 
+def _test_data(rows):
+    """The rows' test data: one source, or several, each in its own brackets (a source names its folders with
+    commas: "images:A, tested on B")."""
+    found = sorted({r["data_source"] for r in rows})
+    return found[0] if len(found) == 1 else f"{len(found)} sets, " + " and ".join(f"[{d}]" for d in found)
+
+
 def markdown(comparison):
     """comparison.md: the test data, the regime, the contrasts with their verdicts, the variants."""
     c = comparison
-    lines = [f"Test data: {', '.join(sorted({r['data_source'] for r in c['rows']}))}; {len(c['rows'])} "
+    lines = [f"Test data: {_test_data(c['rows'])}; {len(c['rows'])} "
              f"run{_plural(len(c['rows']))}" + (f", from {', '.join(f'{d} ({n})' for d, n in c['from_dirs'])}"
                                                  if c.get("from_dirs") else "") + ".", ""]
     lines += [f"Note: {note}." for note in c.get("notes", [])] + ([""] if c.get("notes") else [])
@@ -399,7 +406,7 @@ def write(comparison, output_dir):
         plot_contrasts(paths["contrasts.png"], comparison["contrasts"], comparison["title"])
     if "uncertainty.md" in paths:
         ood = sorted({r.get("ood_data_source") for r in comparison["rows"] if r.get("ood_data_source")})
-        text = (f"Test data: {', '.join(sorted({r['data_source'] for r in comparison['rows']}))}; "
+        text = (f"Test data: {_test_data(comparison['rows'])}; "
                 f"{len(comparison['rows'])} runs"
                 + ("; each placement at the rate chosen on validation data.\n\n" if comparison["rates"] else ".\n\n"))
         text += uncertainty_report.markdown(comparison["table"], COLUMNS, cell, ", ".join(ood) or None,

@@ -407,6 +407,10 @@ def test_idx_files_read_with_and_without_the_dataset_named_are_one_variant_named
 
     rows = variants.label_rows(runs("mnist", 0) + runs("fashion_mnist", 2))
     assert len(records.group(rows)) == 1 and {r["variant"] for r in rows} == {"m/canonical"}
+    # The variant read without --dataset pairs with its baseline read with it (one data).
+    apart = variants.label_rows(runs("fashion_mnist", 0) + [
+        {**r, "config": {**r["config"], "placement": "none"}, "sites": "none"} for r in runs("mnist", 0)])
+    assert len(compare.baseline_pairs(apart)) == 1
 
 
 def test_runs_that_record_their_train_content_pair_with_runs_from_before_it():
@@ -820,3 +824,10 @@ def test_few_seeds_say_which_test_they_cannot_reach():
     few = stats.paired_contrast([0.95, 0.96, 0.94, 0.97], [0.95] * 4, 0.005, 0.05 / 4)
     assert report.verdict_text({**few, "verdict": [stats.INCONCLUSIVE], "margin": 0.005}, report.CONTRASTS[0]) \
         == "inconclusive (4 seeds cannot reach α/m)"
+
+
+def test_a_comparisons_several_test_data_are_told_apart():
+    """'Test data: images:A, images:A, tested on B' read as one source."""
+    assert report._test_data([{"data_source": "mnist"}] * 2) == "mnist"
+    assert report._test_data([{"data_source": "images:A, tested on B"}, {"data_source": "images:A"}]) == (
+        "2 sets, [images:A] and [images:A, tested on B]")
