@@ -189,14 +189,12 @@ def absent_classes_notes(results):
     """A note for each test data whose images lack some of the model's classes (`classes_absent` of evaluations or
     comparison rows): its scores cover the other classes only."""
     found = {}
-    for r in results:
-        if r.get("classes_absent"):
-            found.setdefault((r["data_source"], tuple(r.get("classes_absent_names") or r["classes_absent"])),
-                             []).append(r)
+    for r in (r for r in results if r.get("classes_absent")):
+        found.setdefault((r["data_source"], tuple(r.get("classes_absent_names") or r["classes_absent"])), []).append(r)
     notes = []
-    for (source, absent), scored in sorted(found.items()):
-        named = bool(scored[0].get("classes_absent_names"))  # a folder's classes by name: '1' is not class id 1
-        shown = ", ".join(map(repr if named else str, absent[:8])) + (", ..." if len(absent) > 8 else "")
+    for (source, absent), scored in sorted(found.items()):  # (names quoted: a folder '1' is not class id 1)
+        shown = ", ".join(map(repr if scored[0].get("classes_absent_names") else str, absent[:8])) + ", ..." * (
+            len(absent) > 8)
         runs = f" ({len(scored)} runs)" if len(scored) > 1 else ""
         notes.append(f"{source} has no example of class{'es' * (len(absent) > 1)} {shown} of the model{runs}: its "
                      "scores cover the other classes only (a test split with every class gives the model's)")
