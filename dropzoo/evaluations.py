@@ -168,9 +168,9 @@ def held_instead(run, request, weights, said, own_sha, test, ood):
     note = (f"the data asked for{' (' + '; '.join(flags) + ')' if flags else ''} cannot be loaded here, so the "
             f"records' own evaluations were read: {held['data_source']} (sha256 {str(held['request']['data'])[:12]}"
             "...)" + (f", with the out-of-distribution data they hold ({held['result'].get('ood_data_source')}, "
-                      f"sha256 {str(held['request']['ood'])[:12]}...)" + (f": {ood_name}'s" if ood_name else
-                                                                          " in place of the OOD data named")
-                      if ood_asked else ""))
+                      f"sha256 {str(held['request']['ood'])[:12]}...)" + (
+                          "" if request["ood"] is not None else f": {ood_name}'s" if ood_name else
+                          " in place of the OOD data named") if ood_asked else ""))
     if note not in said:
         logging.warning("%s", note)
         said.append(note)

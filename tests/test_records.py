@@ -627,6 +627,11 @@ def test_an_evaluation_read_for_data_not_here_is_of_the_data_named(tmp_path):
                                         r"\(idx:/f, npz:/o.npz\), not known to be mnist's"):
         held({"tfds_data_dir": "/nowhere"})
     assert held({"dataset": "fashion_mnist"}, {"dataset": "mnist"})["result"]["ood_data_source"] == "idx:/m"
+    # The OOD data here (its fingerprint in the request), the test data not: the OOD scores held are of it.
+    said = []
+    evaluations.held_instead(str(tmp_path), evaluations.make_request(None, ood_sha256=mnist), "w", said, own,
+                             ({"dataset": "fashion_mnist"}, gone), ({"idx_dir": "/m"}, None))
+    assert said[0].endswith("with the out-of-distribution data they hold (idx:/m, sha256 " + mnist[:12] + "...)")
     # Only the OOD data is not known to be what was named: the error is about it, not the test data.
     with pytest.raises(DataError, match=r"^not here; .* \(idx:/m\), not known to be kmnist's"):
         held({"dataset": "fashion_mnist"}, {"dataset": "kmnist"})
