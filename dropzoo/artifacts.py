@@ -147,8 +147,7 @@ def finished_run_notes(workdir, metrics, serving_artifacts):
         notes.append(f"{workdir} finished, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: "
                      f"its records are reported; {workdirs.reexport_fix(workdir, 'them')}")
     if serving_artifacts and "tflite" not in metrics:
-        fix = workdirs.reexport_fix(workdir, "them")
         notes.append(f"{workdir} was trained with --noserving_artifacts, so it has no model.keras or TFLite models; "
-                     f"{fix}{' without --noserving_artifacts' * fix.endswith('command')}")
+                     f"{workdirs.reexport_fix(workdir, 'them', ' without --noserving_artifacts')}")
     return notes
 

@@ -116,8 +116,8 @@ class _Data:
             if found is None and not (isinstance(error, UnknownDataError) and named):
                 raise error
             if now != sha:  # scored and saved under `sha`, other data would answer for the run's own from then on
-                what = f"named {origin['dataset']!r}" if named else sources.flags_of(origin)
                 flags = sources.flags_of(origin)
+                what = f"named {origin['dataset']!r}" if named else flags
                 fix = (f"to score them on it as it is now, as other data, pass {flags}" if now and not named
                        else "give it again (Python: source=, as arrays are not kept with a run; eval.py: --npz, "
                        "--image_dir or --idx_dir)")

@@ -152,9 +152,8 @@ def _missing_fix(path):
         return (f"run {run} was never trained: it is identical by construction to {target}, whose exports are its "
                 f"own; pass --tflite={os.path.join(target, name)}")
     if "tflite" not in metrics:
-        fix = workdirs.reexport_fix(run, "them")
         return (f"run {run} was trained with --noserving_artifacts, so it has none; "
-                f"{fix}{' without --noserving_artifacts' * fix.endswith('command')}")
+                f"{workdirs.reexport_fix(run, 'them', ' without --noserving_artifacts')}")
     return f"run {run} wrote it, and it is gone since; {workdirs.reexport_fix(run, 'it')}"
 
 

@@ -268,8 +268,9 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
                            "from the start")
 
 
-def reexport_fix(workdir, what):
-    """How to make a finished run's exports (`what`: "them", "it") again, where its checkpoints allow."""
+def reexport_fix(workdir, what, rerun=""):
+    """How to make a finished run's exports (`what`: "them", "it") again, where its checkpoints allow (`rerun`:
+    what its train.py command needs changed for that, e.g. " without --noserving_artifacts")."""
     try:
         with open(os.path.join(workdir, "metrics.json")) as f:
             target = json.load(f).get("identical_to")
@@ -281,7 +282,7 @@ def reexport_fix(workdir, what):
                 f"own; pass --workdir={target}")
     if checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")):
         return (f"export {what} again from its last checkpoint (no training, the same weights): delete "
-                f"{os.path.join(workdir, 'metrics.json')} and rerun its train.py command")
+                f"{os.path.join(workdir, 'metrics.json')} and rerun its train.py command{rerun}")
     subject = {"them": "they"}.get(what, what)
     return (f"{subject} cannot be exported again here: the run has no checkpoint here (records carried from where "
             "it trained?); use the exports where it trained")

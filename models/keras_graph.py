@@ -300,11 +300,11 @@ MAX_UNIT_STD = 5.0
 
 
 def _for_raw_pixels(scale, offset):
-    """Whether a first Rescaling(scale, offset) reads as one made for raw pixels: taking them nowhere past their own
-    range, and dividing them (1/255, 1/127.5 with offset -1), subtracting pixel means (caffe's, scale 1), or only
-    scaling (no offset; Rescaling(1.0) too). Otherwise it centres or amplifies what it was made to get in [0, 1]
-    (Rescaling(1, offset=-0.5), Rescaling(2, offset=-1): 509 on raw pixels)."""
-    scale, offset = (np.ravel(np.asarray(v, np.float64)) for v in (scale, offset))
+    """Whether a first Rescaling(scale, offset) (1-D arrays: per channel, or one value) reads as one made for raw
+    pixels: taking them nowhere past their own range, and dividing them (1/255, 1/127.5 with offset -1),
+    subtracting pixel means (caffe's, scale 1), or only scaling (no offset; Rescaling(1.0) too). Otherwise it
+    centres or amplifies what it was made to get in [0, 1] (Rescaling(1, offset=-0.5), Rescaling(2, offset=-1):
+    509 on raw pixels)."""
     largest = float(np.max(np.abs(np.concatenate([offset, 255 * scale + offset]))))
     divides, subtracts_means = float(np.max(np.abs(scale))) * 255 <= MAX_DIVIDED_PIXEL, float(np.min(np.abs(
         offset))) >= MIN_PIXEL_MEAN
@@ -321,8 +321,8 @@ def check_input_scale(calls, rescaling, what):
     """
     if rescaling:  # what follows the folded Rescaling sees what it saw in the source, if it was made for raw pixels
         layer = calls[0].layer
-        if not _for_raw_pixels(layer.scale, layer.offset):
-            scale, offset = (np.ravel(np.asarray(v, np.float64)) for v in (layer.scale, layer.offset))
+        scale, offset = (np.ravel(np.asarray(v, np.float64)) for v in (layer.scale, layer.offset))
+        if not _for_raw_pixels(scale, offset):
             shown = [", ".join(f"{v:g}" for v in values) for values in (scale, offset)]
             raw, unit = ([float(np.min(np.minimum(offset, top * scale + offset))),
                           float(np.max(np.maximum(offset, top * scale + offset)))] for top in (255, 1))

@@ -176,9 +176,9 @@ def unseparable(name, layer, placements, images, *, activation="relu", seed=0):
         return None
     model = build(name, f"{layer}.mid:{rate},{layer}.post:{rate}", activation=activation, seed=seed)
     mid, post = model.get_layer(f"{layer}.mid"), model.get_layer(f"{layer}.post")
-    block, keep = keras.Model(mid.output, post.input), 1 - rate
+    block, entering, keep = keras.Model(mid.output, post.input), keras.Model(model.input, mid.input), 1 - rate
     for x in images:
-        z = keras.ops.convert_to_numpy(keras.Model(model.input, mid.input)(x, training=False))
+        z = keras.ops.convert_to_numpy(entering(x, training=False))
         fz = keras.ops.convert_to_numpy(block(z)).astype(np.float64)
         bound = 1e-6 * max(1.0, float(np.max(np.abs(fz))) / keep)
         if np.any(keras.ops.convert_to_numpy(block(0 * z))) or any(
