@@ -181,9 +181,32 @@ def baseline_pairs(rows, baseline="canonical", notes=None):
                              f"{runs[0]['variant']}'s own; plan it with --contrasts naming one of them")
         if len(candidates) == 1 and candidates[0] != key:
             pairs.append((key, candidates[0]))
+        elif not candidates and notes is not None and (note := _no_baseline_note(runs[0], target, groups, baseline)):
+            notes.append(note)
     contrasts_lib.check_same_data(groups, pairs)
     # In label order, whichever directories the runs were found in.
     return sorted(pairs, key=lambda pair: (groups[pair[1]][0]["variant"], groups[pair[0]][0]["variant"]))
+
+
+def _no_baseline_note(row, target, groups, baseline):
+    """Why a variant is not tested where other runs are `baseline`: the nearest of them and how it differs."""
+    own = dict(_strip(target))
+    differences = []
+    for key, runs in groups.items():
+        if runs[0]["config"]["placement"] == baseline and not runs[0]["config"]["sites"]:
+            theirs = dict(_strip(key))
+            fields = sorted(name for name in own.keys() | theirs.keys()
+                            if name != "rate" and own.get(name) != theirs.get(name))
+            differences.append((len(fields), runs[0]["variant"], fields, theirs))
+    if not differences:  # no baseline anywhere: the comparison's own note says so
+        return None
+    _, label, fields, theirs = min(differences, key=lambda d: d[:2])
+    if not fields:
+        return None
+    told = "; ".join(f"{name.lstrip('_')} {theirs.get(name)!r} where it has {own.get(name)!r}" for name in fields[:3])
+    return (f"{row['variant']} - {baseline} is not tested: no `{baseline}` run differs from it only in placement "
+            f"(the nearest, {label}, has {told}); train `{baseline}` runs like it, or plan the contrast with "
+            "--contrasts=A:B")
 
 
 def _strip(key):

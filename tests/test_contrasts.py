@@ -831,3 +831,21 @@ def test_a_comparisons_several_test_data_are_told_apart():
     assert report._test_data([{"data_source": "mnist"}] * 2) == "mnist"
     assert report._test_data([{"data_source": "images:A, tested on B"}, {"data_source": "images:A"}]) == (
         "2 sets, [images:A] and [images:A, tested on B]")
+
+
+def test_a_variant_without_a_baseline_of_its_own_is_named_with_the_nearest_baseline():
+    """Runs of two directories, one variant's baseline on other data only: it was left out of the contrasts
+    without a word while the others were tested."""
+    rows = _rows("canonical", [0.95, 0.96], [0.1, 0.11]) + _rows("none", [0.94, 0.95], [0.12, 0.13])
+    other = _rows("after_activation", [0.93, 0.94], [0.14, 0.15])
+    for r in other:
+        r["config"]["dataset"], r["data_source"] = "fashion_mnist", "fashion_mnist"
+    variants.label_rows(rows + other)
+    notes = []
+    pairs = compare.baseline_pairs(rows + other, "canonical", notes)
+    assert len(pairs) == 1
+    assert notes == ["m/after_activation-datasetfashion_mnist - canonical is not tested: no `canonical` run differs "
+                     "from it only in placement (the nearest, m/canonical-datasetmnist, has dataset 'mnist' where it "
+                     "has 'fashion_mnist'); train `canonical` runs like it, or plan the contrast with --contrasts=A:B"]
+    notes = []
+    assert compare.baseline_pairs(other, "canonical", notes) == [] and notes == []  # none at all: why_no_contrasts
