@@ -72,9 +72,11 @@ def keras_io_convnet():
 
 @register
 def dense_mlp():
-    """The Dense(128, activation='relu') + Dropout snippet people post, at the rate 0.5 they post it with.
+    """The Dense(128, activation='relu') + Dropout snippet, at rate 0.5.
 
-    The TensorFlow 2 quickstart's form has rate 0.2: configs/tf_quickstart_mlp.cfg (--rate=0.2)."""
+    Its one published source, the TensorFlow 2 quickstart for beginners, has rate 0.2:
+    configs/tf_quickstart_mlp.cfg (--rate=0.2) reproduces it. The 0.5 here is no source's: it is Srivastava
+    et al.'s rate for hidden units, kept as the default because the studies trained with it."""
     return NetworkSpec(
         name="dense_mlp",
         source="the Flatten -> Dense(128, relu) -> Dropout -> Dense(10) snippet",
