@@ -41,6 +41,7 @@ if __name__ == "__main__":  # TensorFlow's environment before it loads, as train
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import logging  # noqa: E402
 
 from dropzoo import data as data_lib  # noqa: E402
 from dropzoo import export  # noqa: E402
@@ -123,12 +124,13 @@ class Client:
             x = x[np.newaxis]
         if x.ndim != 4 or x.shape[1:] != self.image_shape or not len(x):
             raise ValueError(self._shape_problem(x.shape))
-        if x.dtype == np.uint8:
-            return self.uint8_fn, x
         if np.issubdtype(x.dtype, np.integer):
             if x.min() < 0 or x.max() > 255:
                 raise ValueError(f"integer pixels must be 0-255, these span {x.min()}..{x.max()}")
-            return self.uint8_fn, x.astype(np.uint8)
+            if x.max() == 1 and x.size > 1:  # as training says of such arrays (readers): answers for near black
+                logging.warning("the images' pixels are 0 and 1 (binarized?); integer pixels are read as 0-255, so "
+                                "these are near black: multiply by 255")
+            return self.uint8_fn, x.astype(np.uint8, copy=False)
         if not np.issubdtype(x.dtype, np.floating):
             raise ValueError(f"images are {x.dtype}; pass uint8 pixels (0-255) or floats scaled to [0, 1]")
         if not np.all(np.isfinite(x)):

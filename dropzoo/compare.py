@@ -42,6 +42,7 @@ from dropzoo import regime as regime_lib
 from dropzoo import report
 from dropzoo import shards
 from dropzoo import sizes_report
+from dropzoo import sources
 from dropzoo import stats
 from dropzoo import uncertainty_report
 from dropzoo import variants
@@ -317,7 +318,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                  margins=None, accuracy_below=()):
     """Scores every run below `runs_dirs` (a directory or a list) and writes the comparison.
 
-    Returns {"paths", "table", "contrasts", "regime", "num_runs", "rates", "sizes"}.
+    Returns {"paths", "table", "contrasts", "regime", "num_runs", "rates", "sizes", "notes"}.
     `contrasts` [(A, B)] are the planned contrasts (default: every variant vs
     `baseline`); `margins` {metric: margin} the equivalence margins (default
     report.DEFAULT_MARGINS); `accuracy_below` (percentages) the test
@@ -331,6 +332,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     accuracy_below = descriptive.accuracy_levels(accuracy_below)
     margins = contrasts_lib.check_margins(margins or {})  # these before the runs are scored (minutes with MC)
     contrasts = contrasts_lib.check_contrasts(contrasts)
+    data_override = sources.as_arguments(data_override) or None
     if output_dir is None and len(runs_dirs) > 1:
         raise ConfigError(f"--runs_dir names {len(runs_dirs)} directories: give --output=DIR (output_dir=) for their "
                           "comparison "

@@ -386,7 +386,7 @@ def _one_network(saved, current):
     return a is not None and b is not None and models.format_network(a) == models.format_network(b)
 
 
-# Data files named by path: a run is of their content, which is checked apart (sources.check_finished_on, the
+# Data files named by path: a run is of their content, which is checked apart (run_data.check_finished_on, the
 # checkpoint's data digest), so another path to the same data (relative from elsewhere, moved) is the same run.
 DATA_PATHS = ("idx_dir", "npz", "image_dir", "test_image_dir")
 

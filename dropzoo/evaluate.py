@@ -70,9 +70,8 @@ def evaluate_saved_model(path, batches, *, mc_samples=0, mc_seed=0, ood_batches=
     input_name, input_spec = serving_input_spec(serving_fn, f"SavedModel {path}")
     want = tuple(input_spec.shape[1:])
     batches = _check_input_shape(f"SavedModel {path}", want, batches)
-    if mc_samples:
-        if MC_DROPOUT_KEY not in signatures:
-            load_serving_fn(path, MC_DROPOUT_KEY)  # fail early, in one line, on an export without MC dropout
+    if mc_samples and MC_DROPOUT_KEY not in signatures:
+        load_serving_fn(path, MC_DROPOUT_KEY)  # fail early, in one line, on an export without MC dropout
     predict = _Predictor(lambda images: serving_fn(**{input_name: images})[PROBABILITIES_KEY].numpy(),
                          signatures, mc_samples, mc_seed)
     if ood_batches is not None:
@@ -92,8 +91,7 @@ def evaluate_tflite(path, batches, *, ood_batches=None):
     batches = _check_input_shape(what, model.input_shape, batches)
     if ood_batches is not None:
         ood_batches = _check_input_shape(what, model.input_shape, ood_batches, OOD_DATA)
-    return _score(path, _Predictor(lambda images: model(images.numpy())[PROBABILITIES_KEY]),
-                  batches, ood_batches)
+    return _score(path, _Predictor(lambda images: model(images.numpy())[PROBABILITIES_KEY]), batches, ood_batches)
 
 
 def _score(path, predict, batches, ood_batches):
@@ -360,10 +358,12 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     (folders.check_classes). `trained_on`: the run's training data (load_source
     arguments), whose images are left out of the OOD data, as the test images are.
     """
+    from dropzoo import client
     from dropzoo import folders
     from dropzoo import sources
 
     check_mc(mc_samples, mc_seed, batch_size)
+    path = path if tflite_model else client.export_of(path)  # a run's directory too, as the client takes it
     if tflite_model and mc_samples:
         raise ValueError("a TFLite model serves dropout off only: MC dropout (--mc_samples) needs "
                          "the SavedModel's signatures; pass --saved_model for it")
@@ -390,7 +390,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     elif data is None:
         check_copied_export_data(path, tflite_model)
     try:
-        source = sources.load_source(**(data or {}), need_train=False)
+        source = sources.load_source(**sources.as_arguments(data), need_train=False)
     except errors.UnknownDataError:  # a run's own in-memory arrays record their name alone (sources.array_source's)
         if not (run and own and set(data) == {"dataset"}):
             raise

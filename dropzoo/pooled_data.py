@@ -68,9 +68,10 @@ def check(run_dirs, own_test=True):
                               "--tfds_data_dir) with --overwrite, or leave it out of --runs_dir")
         if mismatch:
             raise ConfigError(f"{run} trained on other data than its config names ({mismatch}): a sweep over "
-                              f"--{', --'.join(sorted(varying))} once trained every run on its first run's data; "
-                              "train it again (its train.py command with --overwrite), or leave it out of "
-                              "--runs_dir")
+                              f"--{', --'.join(sorted(varying))} once trained every run on its first run's data, and "
+                              "a run given source= from Python keeps its config's data at the defaults; train it "
+                              "again (its train.py command with --overwrite), compare it with runs of its own data "
+                              "(source= for data of your own), or leave it out of --runs_dir")
 
 
 def check_each_run_once(rows):

@@ -116,6 +116,11 @@ def check_class_ids(where, train_labels, test_labels, names=("y_train", "y_test"
                         num_classes - 1, shift)
 
 
+# A split whose brightest pixel is this dark is pixels of another range (0..1 binarized, 0..16 as sklearn's digits)
+# read as raw 0-255 values.
+DARKEST_BRIGHTEST = 31
+
+
 def _checked_arrays(path, split, images, labels):
     """uint8 [N, H, W, C] images and int64 [N] labels, or a DataError naming the problem and the fix."""
     x, y = f"x_{split}", f"y_{split}"
@@ -143,9 +148,13 @@ def _checked_arrays(path, split, images, labels):
         hint = f" (channels first: np.moveaxis({x}, 1, -1))" if first else ""
         raise DataError(f"{path}: {x} has shape {images.shape}; give [N, H, W] (grayscale) or [N, H, W, C] images "
                         f"with C = 1 or 3, N > 0 and H, W > 0{hint}")
-    if images.max() == 1:  # scaled by 1/255 as raw pixels: the images would be all but black
-        logging.warning("%s: %s's pixels are 0 and 1 (binarized?); the zoo takes raw uint8 pixels (0-255) and "
-                        "scales them by 1/255, so these are near black: multiply by 255", path, x)
+    brightest = int(images.max())
+    if 0 < brightest <= DARKEST_BRIGHTEST:  # scaled by 1/255 as raw pixels: the images would be all but black
+        logging.warning("%s: %s's brightest pixel is %d of 255 (%s?); the zoo takes raw uint8 pixels (0-255) and "
+                        "scales them by 1/255, so these are near black: %s", path, x, brightest,
+                        "pixels 0 and 1, binarized" if brightest == 1 else f"pixels of another range, 0..{brightest}",
+                        "multiply by 255" if brightest == 1 else
+                        f"rescale them, e.g. (x.astype(np.uint16) * 255 // {brightest}).astype(np.uint8)")
     if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
         flat = (f", e.g. {y}.reshape(-1)" if labels.shape == (len(images), 1) else
                 f", e.g. {y}.argmax(axis=1) (one-hot)" if labels.ndim == 2 and len(labels) == len(images) else

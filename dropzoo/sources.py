@@ -59,8 +59,7 @@ class Source:
     num_classes: int
     image_shape: tuple
     fallback_reason: str = ""
-    # How to load it again: load_source(**origin). Runs record it, so a
-    # comparison tests each run on its own data without parsing names.
+    # How to load it again: load_source(**origin). Runs record it: a comparison tests each run on its own data.
     origin: dict = dataclasses.field(default_factory=dict)
     # What `subset` kept of the train split ({} for the whole split), recorded with a run.
     subset_record: dict = dataclasses.field(default_factory=dict)
@@ -226,15 +225,23 @@ def check_dataset_alone(dataset, arguments):
                         + "; ".join(s.flag for s in SOURCES))
 
 
+def as_arguments(data):
+    """`data` (a Python caller's data=, None for none) as load_source's keyword arguments; DataError if not a dict."""
+    if data is not None and not isinstance(data, dict):
+        raise DataError(f"data= takes load_source's arguments as a dict, e.g. {{'dataset': 'mnist_sample'}} or "
+                        f"{{'npz': PATH}}, not {type(data).__name__} {data!r}")
+    return data or {}
+
+
 def load_source(dataset=DEFAULT_DATASET, *, need_train=True, network_timeout=3.0, **arguments):
     """The `Source` the arguments name (SOURCES' keys; a run's recorded origin is such arguments).
 
     With `need_train=False` only the test split is loaded (for IDX only the
-    t10k files are required). Unknown arguments raise TypeError.
+    t10k files are required). Unknown arguments raise DataError.
     """
     unknown = sorted(set(arguments) - set(ARGUMENTS))
     if unknown:
-        raise TypeError(f"unknown data argument(s) {', '.join(unknown)}; valid: {', '.join(ARGUMENTS)}")
+        raise DataError(f"unknown data argument(s) {', '.join(unknown)}; valid: {', '.join(ARGUMENTS)}")
     check_dataset_alone(dataset, arguments)
     arguments = {"dataset": dataset, **arguments}
     source = choose(arguments)
@@ -305,31 +312,6 @@ def fingerprint(source):
     fingerprint, wherever they are on disk. Evaluation records are keyed by it.
     """
     return source.test_sha256
-
-
-def check_finished_on(source, config, recorded, workdir):
-    """DataError where a finished run's record (`recorded`: its metrics' "data") names other training or test data
-    than `source` (None: `config`'s data, loaded as it is now): its results would be reported as this data's. Data
-    that cannot be loaded here is said, and the record reported as it was."""
-    if source is None:
-        try:
-            source = load_source(**config_arguments(config))
-        except DataError as e:
-            logging.warning("%s: the run's data cannot be loaded here (%s), so it is not compared with what the run "
-                            "recorded; its results are reported as they were", workdir, e)
-            return
-    fix = "use another workdir, or overwrite=True (--overwrite) to train it on this data"
-    held = recorded.get("train_sha256")
-    if source.train_sha256 and held and source.train_sha256 != held:
-        raise DataError(f"{workdir} holds a run finished on other training data (sha256 {held[:12]}...) than "
-                        f"{source.name} (sha256 {source.train_sha256[:12]}...), so its results would be reported as "
-                        f"this data's; {fix}")
-    held, now = recorded.get("test_sha256"), fingerprint(source) if recorded.get("test_sha256") else None
-    if held and held != now:
-        raise DataError(f"{workdir} holds a run finished and tested on other test data (sha256 {held[:12]}...) than "
-                        f"{source.name}'s (sha256 {now[:12]}...), so its test scores would be reported as this data's; "
-                        f"score it on this data with eval.py --workdir={workdir} (evaluate.evaluate_on_dataset), or "
-                        f"{fix}")
 
 
 def test_examples(source):

@@ -1,20 +1,17 @@
 """A sweep: the product of comma lists of any scalar TrainConfig field, x seeds, in one command.
 
-Each run trains in its own directory, `<root>/<model>/<variant>/seed<k>/`
-(a --network's model is its name, e.g. `conv32k3-pool2-flatten-dense128`),
-where the variant is the placement, suffixed with the dropout kind, the
-hidden activation, the normalisation and the overriding rate when they are
-not the defaults (e.g. `before_activation`, `both-classic`,
-`after_activation-sigmoid`, `bn_before-batchnorm-rate0.25`), and with any
-other field that varies within the sweep (`canonical-learning_rate0.1`).
-Every run with seed k sees the
-same data order. A sweep that is interrupted resumes where it stopped:
-finished runs are reported, not retrained, and a half-trained run resumes
-from its last checkpoint.
+Each run trains in its own directory, `<root>/<model>/<variant>/seed<k>/` (a --network's model is its name,
+e.g. `conv32k3-pool2-flatten-dense128`), where the variant is the placement, suffixed with the dropout kind, the
+hidden activation, the normalisation and the overriding rate when they are not the defaults (e.g.
+`before_activation`, `both-classic`, `after_activation-sigmoid`, `bn_before-batchnorm-rate0.25`), and with any
+other field that varies within the sweep (`canonical-learning_rate0.1`). Every run with seed k sees the same data
+order. A sweep that is interrupted resumes where it stopped: finished runs are reported, not retrained, and a
+half-trained run resumes from its last checkpoint.
 """
 import contextlib
 import dataclasses
 import itertools
+import numbers
 import os
 import socket
 import traceback
@@ -31,6 +28,7 @@ from dropzoo import files
 from dropzoo import keras_state
 from dropzoo import locks
 from dropzoo import performance
+from dropzoo import run_data
 from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import subsets
@@ -52,8 +50,9 @@ def expand(base, sweeps=None, seeds=1):
     a dict `base`), not in a TrainConfig without BN.
     """
     sweeps = config_lib.check_sweeps(sweeps or {})
-    if not isinstance(seeds, int) or seeds < 1:
-        raise errors.ConfigError(f"--seeds must be a positive integer, got {seeds}")
+    if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds < 1:
+        raise errors.ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
+    seeds = int(seeds)  # (a numpy integer too)
     base = dict(base) if isinstance(base, dict) else base.to_dict()
     names = [name for name in config_lib.FIELDS if name in sweeps]
     configs = []
@@ -65,7 +64,7 @@ def expand(base, sweeps=None, seeds=1):
         for placement in placements:
             for k in range(seeds):
                 configs.append(config_lib.validate(
-                    dataclasses.replace(config, placement=placement, seed=base["seed"] + k)))
+                    dataclasses.replace(config, placement=placement, seed=config.seed + k)))
     # Once each: --norm=none,batch --bn_momentum=0.9,0.99 makes one norm=none config twice (its momentum is reset),
     # which would share a workdir, the second recorded as identical to the first, that is to itself.
     return list(dict.fromkeys(configs))
@@ -160,7 +159,7 @@ def plan(runs):
     return [first.setdefault(identity(config), i) for i, (config, _) in enumerate(runs)]
 
 
-def dry_run(runs, overwrite=False):
+def dry_run(runs, overwrite=False, source=None):
     """One line per run of the plan: workdir, model, placement, sites (rate, kind), identical runs.
 
     Unless `overwrite`, runs already finished in their workdir are marked and
@@ -168,10 +167,11 @@ def dry_run(runs, overwrite=False):
     those the trainer would refuse (other settings) say why in its words.
     Writes nothing: what `train.py --dry_run` prints. Builds each network
     once on its data's image shape first (check_data_fits), clearing the
-    Keras session after each. Returns (the text, how many runs it refuses).
+    Keras session after each; `source` as run_sweep takes it (every run's data).
+    Returns (the text, how many runs it refuses).
     """
     loaded = {}
-    notes, described = check_data_fits(runs, loaded)
+    notes, described = check_data_fits(runs, loaded, source)
     trained_by = plan(runs)
     lines, finished, refused = [], set(), set()
     for i, (config, workdir) in enumerate(runs):
@@ -205,7 +205,7 @@ def dry_run(runs, overwrite=False):
     return "\n".join(lines), len(refused)
 
 
-def check_data_fits(runs, loaded=None):
+def check_data_fits(runs, loaded=None, source=None):
     """(the data's notes (tfds data not prepared), [(its flags, image shape, classes, note)] per data); ValueError
     (one line) where a run's network cannot take its data.
 
@@ -215,7 +215,7 @@ def check_data_fits(runs, loaded=None):
     as training loads them, so what training refuses in them or in a run's
     --train_size or --steps_per_execution is refused here; tfds data is read
     from its description (sources.describe), nothing downloaded, and where it is
-    prepared its splits' recorded sizes are checked as files' are.
+    prepared its splits' recorded sizes are checked as files' are. `source` (a caller's) is every run's data.
     """
     described, built = {}, set()
     loaded = {} if loaded is None else loaded  # filled: {data key: its Source} (files read; tfds: sizes only)
@@ -224,7 +224,11 @@ def check_data_fits(runs, loaded=None):
         strategies.check_cluster(config.strategy)
         # A global batch the replicas cannot split fails every run alike: said once, before any is trained.
         strategies.check_global_batch(config.batch_size, strategies.replicas_here(config.strategy, config.cpu_devices))
-        if data not in described:
+        if data not in described and source is not None:
+            _sources(runs, source)  # one data setting for every run, as run_sweep refuses others
+            loaded[data], described[data] = source, (f"source={source.name}", source.image_shape, source.num_classes,
+                                                     None)
+        elif data not in described:
             arguments = sources.config_arguments(config)
             chosen = sources.choose({"dataset": sources.DEFAULT_DATASET, **arguments})
             flags = " ".join(f"--{key}={arguments[key]}" for key in chosen.keys if arguments.get(key) is not None)
@@ -281,7 +285,7 @@ def _refusal(config, workdir, resolved, source=None):
         workdirs.check_one_run_here(workdir)
         workdirs.check_recorded(config, workdir, resolved)
         if source is not None and os.path.exists(os.path.join(workdir, "metrics.json")):
-            sources.check_finished_on(source, config, files.read_json(os.path.join(workdir, "metrics.json"), "")
+            run_data.check_finished_on(source, config, files.read_json(os.path.join(workdir, "metrics.json"), "")
                                       .get("data", {}), workdir)
         elif source is not None and workdirs.started(workdir):
             directory = os.path.join(workdir, "checkpoints")

@@ -51,6 +51,7 @@ from dropzoo import multi_worker
 from dropzoo import optimizers
 from dropzoo import performance
 from dropzoo import provenance
+from dropzoo import run_data
 from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import subsets
@@ -135,10 +136,10 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
                        serving_artifacts=True):
     """Trains, evaluates, exports and verifies; returns the metrics dict.
 
-    `source` (a sources.Source) replaces the configured dataset (a finished run recorded on other data is
-    refused). `verbose`: Keras fit verbosity; "auto" shows a progress bar on a terminal, else one line an epoch.
-    `serving_artifacts=False` skips model.keras and the TFLite models (about
-    2 s of a tiny run's export), for tests about other things. Under
+    `source` (a sources.Source) replaces the configured data (refused where the config names other data, or a
+    finished run recorded other data). `verbose`: Keras fit verbosity; "auto" shows a progress bar on a terminal,
+    else one line an epoch. `serving_artifacts=False` skips model.keras and the TFLite models (about 2 s of a tiny
+    run's export), for tests about other things. Under
     multi-worker every worker calls this; each gets the chief's metrics with
     its own `strategy` and `weights_sha256`.
     """
@@ -147,6 +148,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     config_lib.validate(config)
+    run_data.check_given(source, config)
     # First TensorFlow call: logical devices and the cluster are fixed at start-up.
     strategy = strategies.strategy_for(config)
     loop = loop_for(strategy)
@@ -164,7 +166,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
                 raise locks.WorkdirLocked(claim["locked"])
             if claim["finished"] is not None:
                 if loop.chief:  # the data as it is now: the run's results are reported as that data's
-                    sources.check_finished_on(source, config, claim["finished"].get("data", {}), workdir)
+                    run_data.check_finished_on(source, config, claim["finished"].get("data", {}), workdir)
                 if verbose:
                     print(f"{workdir} holds a finished run; reporting it (--overwrite retrains, on data as it is now)")
                 if loop.chief:

@@ -727,7 +727,22 @@ def test_a_split_with_no_images_or_no_pixels_says_so(tmp_path, caplog):
     binary = (np.random.default_rng(0).random((26, 4, 4)) > 0.5).astype(np.uint8)
     np.savez(tmp_path / "binary.npz", x_train=binary[:20], y_train=labels, x_test=binary[20:], y_test=labels[:6])
     sources.load_source(npz=str(tmp_path / "binary.npz"))
-    assert any("x_train's pixels are 0 and 1 (binarized?)" in r.getMessage() for r in caplog.records)
+    assert any("x_train's brightest pixel is 1 of 255 (pixels 0 and 1, binarized?)" in r.getMessage() and
+               r.getMessage().endswith("near black: multiply by 255") for r in caplog.records)
+    # So are pixels of another small range (sklearn's digits, 0..16): they trained to 0.76 where 0-255 gave 0.95.
+    caplog.clear()
+    np.savez(tmp_path / "digits.npz", x_train=binary[:20] * 16, y_train=labels, x_test=binary[20:] * 16,
+             y_test=labels[:6])
+    sources.load_source(npz=str(tmp_path / "digits.npz"))
+    said = [r.getMessage() for r in caplog.records if "brightest pixel" in r.getMessage()]
+    assert said[0].endswith("x_train's brightest pixel is 16 of 255 (pixels of another range, 0..16?); the zoo "
+                            "takes raw uint8 pixels (0-255) and scales them by 1/255, so these are near black: "
+                            "rescale them, e.g. (x.astype(np.uint16) * 255 // 16).astype(np.uint8)")
+    caplog.clear()  # pixels of the whole range: nothing said
+    np.savez(tmp_path / "full.npz", x_train=binary[:20] * 255, y_train=labels, x_test=binary[20:] * 255,
+             y_test=labels[:6])
+    sources.load_source(npz=str(tmp_path / "full.npz"))
+    assert not [r for r in caplog.records if "brightest pixel" in r.getMessage()]
 
 
 def test_a_subset_keeps_every_class_however_rare():

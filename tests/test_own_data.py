@@ -3,6 +3,7 @@
 Small files are generated here (PNG, JPEG, .npz); nothing comes from outside
 the repository.
 """
+import dataclasses
 import json
 import os
 import re
@@ -486,6 +487,17 @@ def test_the_client_gives_the_right_answer_for_every_pixel_dtype_or_one_error(ex
         model.predict(images, batch_size=0)
 
 
+def test_the_client_says_binarized_integer_pixels_are_near_black(export, caplog):
+    """0/1 integer images answered as near black (every one class 5) without the warning training gives."""
+    path, images = export
+    model = client.Client(path)
+    model.predict(images)
+    assert "binarized" not in caplog.text
+    model.predict((images > 127).astype(np.uint8))
+    assert ("the images' pixels are 0 and 1 (binarized?); integer pixels are read as 0-255, so these are near "
+            "black: multiply by 255") in caplog.text
+
+
 def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wrong(export, tmp_path, capsys):
     # `python -m dropzoo.client` printed nothing and exited 0.
     path, images = export
@@ -956,6 +968,23 @@ def test_a_dry_run_reads_the_training_images_as_training_does(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_dry_run_of_a_sweep_on_a_callers_arrays_checks_the_networks_on_them(tmp_path):
+    """It said MNIST would be downloaded, and built each network on 28x28x1 images, for runs given source=."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 6, 6, 3), dtype=np.uint8)
+    arrays = sources.array_source("mine", (images[:32], np.arange(32) % 2), (images[32:], np.arange(8) % 2))
+    runs = [(_tiny(model="dry_arrays_cnn", placement=p, network="conv4k3,conv4k3,flatten,dense8,logits"),
+             str(tmp_path / p)) for p in ("none", "before_dense")]
+    text, refused = sweep.dry_run(runs, source=arrays)
+    assert refused == 0 and "2 run(s), 2 to train" in text and "mnist" not in text
+    deep = [(_tiny(model="dry_arrays_deep", network="conv4k3,conv4k3,conv4k3,flatten,dense8,logits"),
+             str(tmp_path / "deep"))]
+    with pytest.raises(ValueError, match=r"layer .conv3. takes a 3x3 window but its input is 2x2x4"):  # on 6x6
+        sweep.dry_run(deep, source=arrays)
+    deep = [(dataclasses.replace(deep[0][0], dataset="mnist_sample"), deep[0][1])]
+    assert "1 to train" in sweep.dry_run(deep)[0]  # on the config's own data (28x28 digits) it fits
+
+
 def test_a_folder_whose_names_are_not_utf8_is_split_and_read(tmp_path):
     """A class folder named in Latin-1 crashed the 20% split with a bare UnicodeEncodeError naming no file."""
     root = write_folder(str(tmp_path / "latin1"), 12)
@@ -1204,6 +1233,14 @@ def test_a_runs_own_test_folder_is_scored_whatever_its_training_folder_gained_si
     with open(os.path.join(workdir, "eval.json")) as f:
         assert evaluate_lib.evaluate_on_dataset(os.path.join(workdir, "saved_model"))["accuracy"] == (
             json.load(f)["accuracy"])
+    # The run's directory serves for its export, as the client takes it (it was refused, naming eval.py's flags).
+    assert evaluate_lib.evaluate_on_dataset(workdir)["saved_model"] == os.path.abspath(os.path.join(workdir,
+                                                                                                     "saved_model"))
+    with pytest.raises(DataError, match=r"^data= takes load_source's arguments as a dict, e\.g\. \{'dataset': "
+                                        r"'mnist_sample'\} or \{'npz': PATH\}, not str 'mnist_sample'$"):
+        evaluate_lib.evaluate_on_dataset(workdir, data="mnist_sample")
+    with pytest.raises(DataError, match=r"^unknown data argument\(s\) datset; valid: "):
+        evaluate_lib.evaluate_on_dataset(workdir, data={"datset": "mnist_sample"})
     shutil.copytree(os.path.join(train, "left"), os.path.join(train, "aa"))
     assert eval_main(f"--workdir={workdir}") == 0
     captured = capsys.readouterr()

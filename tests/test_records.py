@@ -297,8 +297,8 @@ def test_a_runs_own_test_data_changed_since_is_not_scored_in_its_place(tmp_path)
     x_train, y_train = _arrays(seed=6)
     npz = tmp_path / "data.npz"
     np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    runs = [(tiny_config(epochs=1), str(tmp_path / "npz" / "run")),
-            (tiny_config(epochs=1), str(tmp_path / "named" / "run"))]
+    runs = [(tiny_config(epochs=1, dataset=sources.DEFAULT_DATASET), str(tmp_path / "npz" / "run")),
+            (tiny_config(epochs=1, dataset=sources.DEFAULT_DATASET), str(tmp_path / "named" / "run"))]
     sweep.run_sweep(runs[:1], source=sources.load_source(npz=str(npz)), verbose=0)
     sweep.run_sweep(runs[1:], source=sources.array_source(sources.SAMPLE_NAME, (x_train, y_train), (x_test, y_test)),
                     verbose=0)
@@ -536,7 +536,8 @@ def test_runs_of_a_data_sweep_that_trained_on_other_data_are_refused(tmp_path):
     rgb = _record(tmp_path / "rgb", config(color_mode="rgb"), {**folder, "color_mode": "grayscale"})
     with pytest.raises(ConfigError, match=r"rgb trained on other data than its config names \(--color_mode=rgb, not "
                                           r"grayscale\): a sweep over --color_mode once trained every run on its "
-                                          r"first run's data; train it again"):
+                                          r"first run's data, and a run given source= from Python keeps its "
+                                          r"config's data at the defaults; train it again"):
         pooled_data.check([gray, rgb])
     fine = _record(tmp_path / "fine", config(color_mode="rgb"), {**folder, "color_mode": "rgb"})
     pooled_data.check([gray, fine])

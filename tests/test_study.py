@@ -96,8 +96,12 @@ def test_expand_covers_placements_seeds_and_activations():
     assert "root/dense_mlp/before_dense-tanh/seed6" in dirs and "root/dense_mlp/before_dense/seed5" in dirs
     with pytest.raises(config_lib.ConfigError, match="unknown placement 'nowhere'"):
         sweep.expand(base, {"placement": ["canonical", "nowhere"]})
-    with pytest.raises(config_lib.ConfigError, match="--seeds must be a positive integer"):
+    with pytest.raises(config_lib.ConfigError, match=r"--seeds must be a positive integer, got 0"):
         sweep.expand(base, seeds=0)
+    with pytest.raises(config_lib.ConfigError, match="must be a positive integer, got True"):
+        sweep.expand(base, seeds=True)
+    # A dict without a seed starts at the default seed (it raised KeyError); a numpy count is a count.
+    assert [c.seed for c in sweep.expand({"model": "dense_mlp"}, seeds=np.int64(3))] == [0, 1, 2]
 
 
 def test_a_variant_is_not_named_by_data_fields_its_source_does_not_read():

@@ -23,6 +23,7 @@ from dropzoo import data as data_lib
 from dropzoo import data_identity
 from dropzoo import evaluate
 from dropzoo import flags as flags_lib
+from dropzoo import run_data
 from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import subsets
@@ -141,6 +142,21 @@ def test_rerun_of_a_finished_run_returns_it_without_training(finished_run, capsy
     assert again == json.loads(json.dumps(metrics))
     assert os.path.getmtime(os.path.join(workdir, "saved_model", "saved_model.pb")) == before
     assert "noserving_artifacts" not in capsys.readouterr().err  # it has them
+
+
+def test_a_callers_source_beside_a_config_naming_other_data_is_refused_before_anything_is_written(tmp_path):
+    """The run trained on the caller's arrays and config.json said fashion_mnist, without a word."""
+    workdir = str(tmp_path / "run")
+    for named, flags in [({"dataset": "fashion_mnist"}, "--dataset=fashion_mnist"),
+                         ({"dataset": "mnist", "idx_dir": "/data/idx"}, "--idx_dir=/data/idx")]:
+        with pytest.raises(DataError, match=rf"^source=tiny replaces the config's data, and the config names other "
+                                            rf"data \({flags}\): the run would be recorded as that; leave the config's "
+                                            r"data fields at their defaults with source=, or drop source="):
+            trainer.train_and_evaluate(tiny_config(**named), workdir, source=tiny_source(), verbose=0)
+        assert not os.path.exists(workdir)
+    # At the defaults, or naming the source's own data: trained (the API's way, and a sweep's loaded source).
+    run_data.check_given(tiny_source(), tiny_config(dataset="mnist"))
+    run_data.check_given(tiny_source(), tiny_config())
 
 
 def test_a_rerun_asking_for_serving_artifacts_a_run_lacks_says_so(tmp_path, capsys):
