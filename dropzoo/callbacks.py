@@ -169,6 +169,12 @@ class FirstReplicaStatistics(keras.callbacks.Callback):
                     copy.assign(first)
 
 
+def _scalar(name, value):
+    """A TensorBoard scalar; a float64 statistic past float32's range (activations blowing up) as +-inf, which
+    tf.summary converts (it refused the value, ending the run with an unrelated error)."""
+    tf.summary.scalar(name, np.copysign(np.inf, value) if abs(value) > float(np.finfo(np.float32).max) else value)
+
+
 class DropoutStats(keras.callbacks.Callback):
     """Logs site_statistics (and norm_statistics) on a fixed probe batch every epoch.
 
@@ -184,8 +190,8 @@ class DropoutStats(keras.callbacks.Callback):
         self.writer = None  # one events file a run (a writer made each epoch wrote one file each)
 
     def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf  # the callback writes TensorBoard summaries
-
+        if logs and not np.isfinite(logs.get("loss", 0.0)):
+            return  # a diverged epoch: the trainer stops the run, naming it (its statistics may not even convert)
         sites = site_stats.site_statistics(self.model, self.images)
         optimizer = getattr(self.model, "optimizer", None)
         steps = int(optimizer.iterations.numpy()) if optimizer is not None and optimizer.built else None
@@ -197,16 +203,16 @@ class DropoutStats(keras.callbacks.Callback):
             self.writer = tf.summary.create_file_writer(self.logdir)
         with self.writer.as_default(step=epoch):
             for name, entry in norms.items():
-                tf.summary.scalar(f"{name}/variance_shift_mean", entry["variance_shift_mean"])
-                tf.summary.scalar(f"{name}/variance_shift_max", entry["variance_shift_max"])
+                _scalar(f"{name}/variance_shift_mean", entry["variance_shift_mean"])
+                _scalar(f"{name}/variance_shift_max", entry["variance_shift_max"])
             for site, entry in sites.items():
                 for mode in ("train", "inference"):
                     for name, value in entry[mode].items():
-                        tf.summary.scalar(f"{site}/{mode}_{name}", value)
-                tf.summary.scalar(f"{site}/variance_ratio", entry["variance_ratio"])
+                        _scalar(f"{site}/{mode}_{name}", value)
+                _scalar(f"{site}/variance_ratio", entry["variance_ratio"])
                 if "drop_fraction" in entry:
-                    tf.summary.scalar(f"{site}/drop_fraction", entry["drop_fraction"])
-                    tf.summary.scalar(f"{site}/rate", entry["rate"])
+                    _scalar(f"{site}/drop_fraction", entry["drop_fraction"])
+                    _scalar(f"{site}/rate", entry["rate"])
         self.writer.flush()  # each epoch's statistics on disk as it ends (an interrupted run keeps them)
 
     def on_train_end(self, logs=None):

@@ -236,10 +236,16 @@ def check_sweeps(sweeps):
 def check_types(config):
     """ConfigError naming the first field whose value is not of its type (from Python: epochs=2.5 failed deep in
     Keras, train_size=100.7 trained on 100, rate="0.5" read as '0.50.5'); an int is a float too, a bool neither."""
-    for name, field in FIELDS.items():
-        value = getattr(config, name)
-        kinds = typing.get_args(field.type) or (field.type,)
-        if value is None and type(None) in kinds:
+    wrong = type_problem(config.to_dict())
+    if wrong:
+        raise ConfigError(wrong)
+
+
+def type_problem(values):
+    """How the first of `values` ({field: value}; a run's recorded config too) is not of its field's type, or None."""
+    for name, value in values.items():
+        kinds = typing.get_args(FIELDS[name].type) or (FIELDS[name].type,) if name in FIELDS else ()
+        if not kinds or (value is None and type(None) in kinds):
             continue
         wanted = int if int in kinds else float if float in kinds else str
         fits = (isinstance(value, str) if wanted is str else not isinstance(value, bool) and
@@ -247,8 +253,9 @@ def check_types(config):
         if not fits:
             what = {int: "an integer", float: "a number", str: "a string"}[wanted]
             numpy = type(value).__module__ == "numpy"  # (np.int64: not JSON, nor an int)
-            raise ConfigError(f"--{name} must be {what}, got {value!r}"
-                              + (f" (a numpy {type(value).__name__}: pass {wanted.__name__}(...))" if numpy else ""))
+            return (f"--{name} must be {what}, got {value!r}"
+                    + (f" (a numpy {type(value).__name__}: pass {wanted.__name__}(...))" if numpy else ""))
+    return None
 
 
 def validate(config):
@@ -383,7 +390,10 @@ def _one_network(saved, current):
             return None
 
     a, b = spec(saved), spec(current)  # one text, one network (a zoo network's text too)
-    return a is not None and b is not None and models.format_network(a) == models.format_network(b)
+    try:
+        return a is not None and b is not None and models.format_network(a) == models.format_network(b)
+    except ValueError:  # a network the text cannot write (a layer it has no token for): other settings, then
+        return False
 
 
 # Data files named by path: a run is of their content, which is checked apart (run_data.check_finished_on, the

@@ -44,9 +44,10 @@ class ReadError(DropzooError, ValueError):
 _STRERRORS = {os.strerror(code): code for code in _FIXES}
 
 
-def write_failure(error, path):
+def write_failure(error, path, temporary=None):
     """A WriteError for `error` if it is a failed write (any OSError, or a library error
-    whose text names a write errno), else None."""
+    whose text names a write errno), else None. A file named inside `temporary` (a directory being written, gone
+    once the write fails) is named as `path`, what was being written."""
     code = getattr(error, "errno", None)
     if isinstance(error, OSError) and not isinstance(error, DropzooError) and code not in _FIXES:
         return write_error(path, error)  # another OSError: still one line naming the file
@@ -58,6 +59,8 @@ def write_failure(error, path):
     # The first path in the text, not a device name (/job:localhost/replica:0/...).
     found = re.search(r"(?<![\w/])(/(?!job:)[^\s'\",;:\]\[]+)", str(error))
     named = found.group(1) if found and not isinstance(error, OSError) else path
+    if temporary and (named + os.sep).startswith(temporary + os.sep):
+        named = path
     return write_error(named, OSError(code, os.strerror(code)))
 
 
@@ -191,7 +194,7 @@ def write_directory(path, write, missing=None):
         _swap_into_place(tmp, path)
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        failure = write_failure(error, path) if isinstance(error, Exception) else None
+        failure = write_failure(error, path, tmp) if isinstance(error, Exception) else None
         if failure is not None:
             raise failure from None
         raise

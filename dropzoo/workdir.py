@@ -193,6 +193,9 @@ def check_recorded(config, workdir, resolved):
     finished = os.path.exists(files_["metrics.json"])
     if os.path.exists(files_["config.json"]):
         saved = files.read_json(files_["config.json"], _CONFIG_FIX)
+        wrong = config_lib.type_problem(saved)  # a hand-edited value: not "other settings" (--overwrite loses them)
+        if wrong:
+            raise files.ReadError(f"{files_['config.json']} is corrupt ({wrong}); {_CONFIG_FIX}")
         check_same(saved, config, resolved, workdir, resuming=not finished)
     elif finished:  # its results would be reported as this command's (a record without its config: unchecked)
         recorded = files.read_json(files_["metrics.json"], "delete it and rerun the same command")

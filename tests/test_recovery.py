@@ -456,6 +456,12 @@ def test_a_corrupt_json_file_is_one_line_with_its_path_and_the_fix(tmp_path, nam
     message = str(error.value)
     assert message.startswith(f"{os.path.join(workdir, name)} is corrupt (") and "\n" not in message
     assert "delete it and rerun" in message
+    if name == "config.json":  # JSON, with a value of another type: corrupt too (it read as "other settings",
+        with open(os.path.join(workdir, name), "w") as f:  # and the --overwrite named would drop its checkpoints)
+            json.dump({**tiny_config(epochs=1).to_dict(), "epochs": "four"}, f)
+        with pytest.raises(files.ReadError, match=r"config\.json is corrupt \(--epochs must be an integer, got "
+                                                  r"'four'\); delete it and rerun to resume"):
+            trainer.train_and_evaluate(tiny_config(epochs=1), workdir, source=tiny_source(), verbose=0)
 
 
 # ------------------------------------------------- one writer per workdir
@@ -689,6 +695,11 @@ def test_a_library_write_error_names_the_file_not_the_device():
     assert str(error).startswith("cannot write /w/run/saved_model/variables/variables.data-00000-of-00001 (No space")
     alone = files.write_failure(RuntimeError("/job:localhost/replica:0/task:0: Permission denied"), "/w/run/x")
     assert str(alone).startswith("cannot write /w/run/x (Permission denied)")
+    # A file inside the directory being written (removed once the write fails): named as what was being written.
+    inside = tf.errors.ResourceExhaustedError(None, None, "/w/run/.saved_model.tmp-12/saved_model.pb.tmp0f; No space "
+                                                          "left on device")
+    error = files.write_failure(inside, "/w/run/saved_model", "/w/run/.saved_model.tmp-12")
+    assert str(error).startswith("cannot write /w/run/saved_model (No space left on device)")
 
 
 def test_long_file_name_slugs_keep_what_tells_them_apart():
@@ -756,3 +767,18 @@ def test_a_sweep_records_an_identical_run_only_where_a_trained_run_could_be_writ
     assert record["identical_to"] == os.path.join("..", "canonical") and record["test_accuracy"] == trained[
         "test_accuracy"]
     assert sweep._identical(runs[1][0], held, (runs[0][0], canonical, trained)) == record
+
+
+def test_statistics_past_float32_are_written_as_infinite(tmp_path):
+    """Activations blowing up (finite in float64, past float32) ended a run with "Can't convert Python sequence with
+    a value out of range for a double-precision float", not the trainer's divergence message."""
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default(step=0):
+        for tag, value in (("big", 1e300), ("small", -1e300), ("nan", float("nan")), ("plain", 2.5)):
+            callbacks_lib._scalar(tag, value)
+    writer.close()
+    written = {v.tag: float(tf.make_ndarray(v.tensor)) for path in glob.glob(str(tmp_path / "events.*"))
+               for event in tf.compat.v1.train.summary_iterator(path) for v in event.summary.value}
+    assert written["big"] == np.inf and written["small"] == -np.inf and written["plain"] == 2.5
+    assert np.isnan(written["nan"])
+
