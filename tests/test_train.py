@@ -147,10 +147,10 @@ def test_rerun_of_a_finished_run_returns_it_without_training(finished_run, capsy
 def test_a_callers_source_beside_a_config_naming_other_data_is_refused_before_anything_is_written(tmp_path):
     """The run trained on the caller's arrays and config.json said fashion_mnist, without a word."""
     workdir = str(tmp_path / "run")
-    for named, flags in [({"dataset": "fashion_mnist"}, "--dataset=fashion_mnist"),
+    for named, given in [({"dataset": "fashion_mnist"}, "--dataset=fashion_mnist"),
                          ({"dataset": "mnist", "idx_dir": "/data/idx"}, "--idx_dir=/data/idx")]:
         with pytest.raises(DataError, match=rf"^source=tiny replaces the config's data, and the config names other "
-                                            rf"data \({flags}\): the run would be recorded as that; leave the config's "
+                                            rf"data \({given}\): the run would be recorded as that; leave the config's "
                                             r"data fields at their defaults with source=, or drop source="):
             trainer.train_and_evaluate(tiny_config(**named), workdir, source=tiny_source(), verbose=0)
         assert not os.path.exists(workdir)
