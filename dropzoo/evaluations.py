@@ -22,6 +22,10 @@ from dropzoo import sources
 from dropzoo.errors import DataError
 
 EVALUATIONS = "evaluations"
+# The version of what an evaluation computes (evaluate.py's scores). Raise it when a score is added or computed
+# otherwise: a saved evaluation of an earlier version is then scored again where the run's export is here (records
+# alone still answer with it, said once). Evaluations saved before it was recorded are version 1.
+SCORER = 1
 # What a comparison reads of a saved evaluation (its result's other scores are optional: MC, OOD, calibration).
 FIELDS = {"data_source": str, "request": dict, "result": {"accuracy": (int, float), "loss": (int, float),
                                                           "num_examples": int}}
@@ -75,7 +79,7 @@ def save_evaluation(run, request, data_source, result, weights):
         return False
     os.makedirs(os.path.join(run, EVALUATIONS), exist_ok=True)
     files.write_json(evaluation_path(run, request), {"request": request, "data_source": data_source,
-                                                      "result": result, "weights_sha256": weights})
+                                                      "result": result, "weights_sha256": weights, "scorer": SCORER})
     return True
 
 
@@ -90,7 +94,15 @@ def load_evaluation(run, request, weights):
         alone = older != request and not os.path.isdir(os.path.join(run, "saved_model"))
         return load_evaluation(run, older, weights) if alone else None
     saved = read(path, "delete it and compare again with the run's saved_model/ present")
-    return saved if saved.get("request") == request and _of(saved, weights) else None
+    if saved.get("request") != request or not _of(saved, weights):
+        return None
+    if saved.get("scorer", 1) < SCORER:  # scored by earlier code: again where the export is here
+        if os.path.isdir(os.path.join(run, "saved_model")):
+            return None
+        logging.log_first_n(logging.WARNING, "%s: its saved evaluation was scored by an earlier version of the scores "
+                            "(%s, now %s), and its export is not here to score it again: a score added since is "
+                            "missing from it", 1, run, saved.get("scorer", 1), SCORER)
+    return saved
 
 
 def _of(saved, weights):

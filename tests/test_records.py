@@ -342,6 +342,26 @@ def test_the_trainer_saves_its_own_evaluation_keyed_by_its_test_data(tmp_path):
     assert evaluations.saved_evaluations(str(tmp_path), "0" * 64) == []
 
 
+def test_an_evaluation_scored_by_earlier_scores_is_scored_again_where_the_export_is_here(tmp_path, monkeypatch,
+                                                                                       caplog):
+    """Saved evaluations carried no version of the scores: a score added since was missing from the runs evaluated
+    before it (its comparison column dropped, its CSV cells empty), without a word."""
+    from dropzoo import trainer
+
+    run = str(tmp_path / "run")
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=1), run, source=tiny_source(), verbose=0,
+                                         serving_artifacts=False)
+    request = evaluations.make_request(metrics["data"]["test_sha256"])
+    with open(evaluations.evaluation_path(run, request)) as f:
+        assert json.load(f)["scorer"] == evaluations.SCORER
+    assert evaluations.load_evaluation(run, request, metrics["weights_sha256"]) is not None
+    monkeypatch.setattr(evaluations, "SCORER", evaluations.SCORER + 1)
+    assert evaluations.load_evaluation(run, request, metrics["weights_sha256"]) is None  # scored again
+    shutil.rmtree(os.path.join(run, "saved_model"))  # records alone: it answers, said
+    assert evaluations.load_evaluation(run, request, metrics["weights_sha256"])["result"]["num_examples"] == 40
+    assert "scored by an earlier version of the scores (1, now 2), and its export is not here" in caplog.text
+
+
 def _scores(accuracy):
     """A saved evaluation's result: what a comparison reads of it (evaluations.FIELDS)."""
     return {"accuracy": accuracy, "loss": 0.1, "num_examples": 10}
