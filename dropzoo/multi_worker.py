@@ -96,7 +96,7 @@ class MultiWorkerLoop:
         return epoch
 
     def train(self, run):
-        run_steps = _train_function(run.model, self.strategy, run.outputs == "logits")
+        run_steps = _train_function(run.model, self.strategy)
         writers = ({name: tf.summary.create_file_writer(os.path.join(run.paths["tensorboard"], name))
                     for name in ("train", "validation")} if self.chief else {})
         iterator = iter(self.strategy.experimental_distribute_dataset(_sharded(run.pipes.train)))
@@ -133,7 +133,7 @@ class MultiWorkerLoop:
     def evaluate(self, run, dataset):
         """{"loss", "accuracy"} on this worker alone (no collectives)."""
         if self._evaluating is None or self._evaluating[0] is not run.model:  # trace once per model
-            self._evaluating = (run.model, _eval_function(run.model, run.outputs == "logits"))
+            self._evaluating = (run.model, _eval_function(run.model))
         batch_totals = self._evaluating[1]
         totals = np.zeros(3)
         for images, labels in dataset:
@@ -223,15 +223,16 @@ def _sharded(dataset):
     return dataset.with_options(options)
 
 
-def _per_example(labels, outputs, from_logits):
-    """(loss, correct) per example, in float32 whatever the precision policy."""
+def _per_example(model, labels, outputs):
+    """(loss, correct) per example, in float32 whatever the precision policy; the loss is the one the trainer
+    compiled the model with (trainer.build_model), per example, as Keras' fit computes it."""
     outputs = tf.cast(outputs, tf.float32)
-    loss = keras.losses.sparse_categorical_crossentropy(labels, outputs, from_logits=from_logits)
+    loss = model.loss.call(labels, outputs)
     correct = tf.cast(tf.equal(tf.argmax(outputs, axis=-1), tf.cast(labels, tf.int64)), tf.float32)
     return loss, correct
 
 
-def _train_function(model, strategy, from_logits):
+def _train_function(model, strategy):
     """tf.function(iterator, num_steps) -> [loss sum, correct, examples] over all workers."""
     def replica_step(batch):
         images, labels = batch
@@ -243,7 +244,7 @@ def _train_function(model, strategy, from_logits):
         global_count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
-            loss, correct = _per_example(labels, outputs, from_logits)
+            loss, correct = _per_example(model, labels, outputs)
             total = tf.reduce_sum(loss) / global_count
             if model.losses:  # layer regularizers: one per model, not per replica
                 total += tf.add_n(model.losses) / ctx.num_replicas_in_sync
@@ -274,10 +275,10 @@ def _train_epoch(run_steps, iterator, steps, steps_per_call):
     return {"loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2])}
 
 
-def _eval_function(model, from_logits):
+def _eval_function(model):
     @tf.function(reduce_retracing=True)
     def batch_totals(images, labels):
-        loss, correct = _per_example(labels, model(images, training=False), from_logits)
+        loss, correct = _per_example(model, labels, model(images, training=False))
         return tf.stack([tf.reduce_sum(loss), tf.reduce_sum(correct),
                          tf.cast(tf.shape(labels)[0], tf.float32)])
 
