@@ -27,8 +27,7 @@ JIT_COMPILE = ("auto", "true", "false")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 DEFAULT_MODEL = "keras_mnist_cnn"
 # Values that may contain commas, or that --seeds sweeps: never a comma list of values.
-SPLIT_FIELDS = ("network", "keras_model", "sites", "profile_batches", "idx_dir", "tfds_data_dir", "npz", "image_dir",
-                "test_image_dir", "image_size", "seed")
+SPLIT_FIELDS = ("network", "keras_model", "sites", "profile_batches", *sources.PATH_ARGUMENTS, "image_size", "seed")
 
 
 def _field(default, help, *, observation=False, execution=False):
@@ -398,7 +397,7 @@ def _one_network(saved, current):
 
 # Data files named by path: a run is of their content, which is checked apart (run_data.check_finished_on, the
 # checkpoint's data digest), so another path to the same data (relative from elsewhere, moved) is the same run.
-DATA_PATHS = ("idx_dir", "npz", "image_dir", "test_image_dir")
+DATA_PATHS = sources.DATA_FILES
 
 
 def _one_spelling(name, saved, current):

@@ -24,8 +24,7 @@ from dropzoo import sweep
 FLAGS = flags.FLAGS
 # The data flags eval.py shares with train.py (same names, same help).
 OOD_FIELDS = ("ood_dataset", "ood_idx_dir", "ood_npz", "ood_image_dir")
-DATA_FIELDS = ("dataset", "idx_dir", "tfds_data_dir", "npz", "image_dir", "test_image_dir", "image_size",
-               "color_mode")
+DATA_FIELDS = tuple(dict.fromkeys(key for source in reversed(sources.SOURCES) for key in source.keys))  # --dataset 1st
 # train.py's flags that are not TrainConfig fields: (name, default, help).
 RUN_FLAGS = (
     ("seeds", 1, "Train seeds --seed, --seed+1, ... (more than 1 runs a sweep)."),

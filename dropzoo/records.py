@@ -234,14 +234,13 @@ def _check_identical_target(run, metrics, trained):
 
 
 # Data sources read from files a user may change after training (a tfds dataset or the sample cannot change).
-_FILE_SOURCES = ("image_dir", "npz", "idx_dir")
 
 
 def _note_changed_files(metrics, data, notes):
     """Adds a note where a run's test files now hold other data than it was evaluated on (its records are used)."""
     recorded = metrics["data"].get("test_sha256")
     origin = workdirs.test_origin(metrics)
-    if not recorded or not any(origin.get(key) for key in _FILE_SOURCES):
+    if not recorded or not any(origin.get(key) for key in sources.FILE_SOURCES):
         return
     now, source, error = data.identity(origin)
     if now is not None and now != recorded:
@@ -249,7 +248,7 @@ def _note_changed_files(metrics, data, notes):
                 f"{recorded[:12]}... then, {now[:12]}... now): their evaluations of the data as it was are shown; "
                 f"to score them on it as it is now, pass {sources.flags_of(origin)}")
     elif now is None:  # deleted, emptied, or records compared on another machine
-        where = next(f"--{key}={origin[key]}" for key in ("test_image_dir",) + _FILE_SOURCES if origin.get(key))
+        where = next(f"--{key}={origin[key]}" for key in ("test_image_dir",) + sources.FILE_SOURCES if origin.get(key))
         note = (f"the runs' test data ({where}) cannot be read here ({error}): their recorded evaluations of it, "
                 "as it was when they were tested, are shown")
     else:

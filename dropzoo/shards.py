@@ -38,6 +38,7 @@ import os
 
 from dropzoo import config as config_lib
 from dropzoo import files
+from dropzoo import sources
 from dropzoo.errors import ConfigError
 
 # What a task whose share comes from Slurm's environment is told, where it may be a share of a share.
@@ -161,8 +162,8 @@ def check_slurm_share(mine, plan, index, count, source):
 
 
 # Where a task may differ: where it finds the same data and model file, and how it runs them (its node's devices).
-_PER_TASK = ("idx_dir", "tfds_data_dir", "npz", "image_dir", "test_image_dir", "keras_model", "steps_per_execution",
-             "profile_batches", "strategy", "cpu_devices")
+_PER_TASK = (*sources.PATH_ARGUMENTS, "keras_model", "steps_per_execution", "profile_batches", "strategy",
+             "cpu_devices")
 
 
 def _settings(config):

@@ -6,7 +6,9 @@ the arguments that load it again (runs record it, so `eval.py` and the
 comparison find each run's data). `SOURCES` is the one table of data
 sources: how each is named on the command line, which arguments (the
 TrainConfig fields of the same names) select and describe it, and how it
-loads. A new source is one entry there (and its reader in dropzoo/readers.py).
+loads. A new source is one entry there (and its reader in dropzoo/readers.py): the lists of data arguments
+elsewhere (the flags, which are paths, which a --dataset may not go beside, what a sweep never splits at commas,
+what each array-job task may hold at its own path) are derived from it.
 
 * `--npz=FILE`: x_train, y_train, x_test, y_test arrays;
 * `--image_dir=DIR`: a folder with one subfolder of images per class, with
@@ -42,8 +44,6 @@ from dropzoo.errors import DataError
 SAMPLE_NAME = "mnist_sample"
 # The dataset when no data is named (a TrainConfig's default --dataset).
 DEFAULT_DATASET = "mnist"
-# Sources a --dataset beside would be ignored by (beside --idx_dir it names that dataset's IDX files).
-NOT_WITH_DATASET = ("npz", "image_dir")
 _ARRAY_ORDER_SEED = 1234
 
 
@@ -89,6 +89,8 @@ class SourceType:
     flag: str  # how a user names it on the command line
     keys: tuple  # the arguments it takes (TrainConfig fields of these names); keys[0] selects it
     load: typing.Callable  # (need_train, **its arguments) -> Source
+    files: tuple = ()  # its arguments that name the data by path (a run is of their content, wherever they are)
+    dataset_names_it: bool = False  # a --dataset beside it names its files (else it would be ignored: refused)
 
 
 def _load_npz(need_train, npz):
@@ -170,14 +172,20 @@ def _load_dataset(need_train, dataset="mnist", tfds_data_dir=None, network_timeo
 # The one table of data sources, in the order they are chosen: the first whose
 # selecting argument is given; --dataset (default mnist) when none is.
 SOURCES = (
-    SourceType("npz", "--npz=FILE", ("npz",), _load_npz),
+    SourceType("npz", "--npz=FILE", ("npz",), _load_npz, files=("npz",)),
     SourceType("images", "--image_dir=DIR [--test_image_dir=DIR] [--image_size=H,W] [--color_mode=rgb]",
-               ("image_dir", "test_image_dir", "image_size", "color_mode"), _load_image_folder),
-    SourceType("idx", "--idx_dir=DIR", ("idx_dir",), _load_idx),
+               ("image_dir", "test_image_dir", "image_size", "color_mode"), _load_image_folder,
+               files=("image_dir", "test_image_dir")),
+    SourceType("idx", "--idx_dir=DIR", ("idx_dir",), _load_idx, files=("idx_dir",), dataset_names_it=True),
     SourceType("dataset", "--dataset=NAME [--tfds_data_dir=DIR] (mnist_sample, or a tfds name)",
                ("dataset", "tfds_data_dir"), _load_dataset),
 )
 ARGUMENTS = tuple(dict.fromkeys(key for source in SOURCES for key in source.keys))
+# The arguments that name data by path, and the sources they select.
+DATA_FILES = tuple(key for source in SOURCES for key in source.files)
+FILE_SOURCES = tuple(source.keys[0] for source in SOURCES if source.files)
+# Sources a --dataset beside would be ignored by (beside --idx_dir it names that dataset's IDX files).
+NOT_WITH_DATASET = tuple(source.keys[0] for source in SOURCES[:-1] if not source.dataset_names_it)
 
 
 # Options of a source that hold a value even when not given (a TrainConfig's defaults).
@@ -273,8 +281,9 @@ def describe(**arguments):
     return source.image_shape, source.num_classes, None
 
 
-# Data arguments that name files: a run's config may hold them relative to where it was started.
-PATH_ARGUMENTS = ("npz", "image_dir", "test_image_dir", "idx_dir", "tfds_data_dir")
+# Data arguments that name files (and tfds' data directory): a run's config may hold them relative to where it
+# was started.
+PATH_ARGUMENTS = DATA_FILES + ("tfds_data_dir",)
 
 
 def origin_mismatch(arguments, origin, fallback_reason=""):
