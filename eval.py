@@ -24,6 +24,7 @@ if __name__ == "__main__":
 
 from absl import app  # noqa: E402
 
+from dropzoo import client  # noqa: E402
 from dropzoo import collect  # noqa: E402
 from dropzoo import compare  # noqa: E402
 from dropzoo import contrasts  # noqa: E402
@@ -175,6 +176,11 @@ def _data_to_score(given, own):
 
 
 def path_of(f):
+    """The export scored: --tflite, --saved_model (a run's directory named there: its export, as the client takes
+    it, so the run's own data and notes follow), or --workdir's."""
+    if f.saved_model and any(os.path.exists(os.path.join(f.saved_model, name))
+                             for name in ("saved_model", "metrics.json", "config.json")):
+        return client.export_of(f.saved_model)
     return f.tflite or f.saved_model or os.path.join(f.workdir, "saved_model")
 
 

@@ -30,6 +30,7 @@ from benchmarks import common  # noqa: E402
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import data as data_lib  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
+from dropzoo import sources  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 
 RATIO_TARGET = 20.0
@@ -54,7 +55,8 @@ def pipeline_rate(source, *, batch_size, seed, data_epochs):
 
 def training_rate(source, *, epochs, batch_size, seed):
     """The trainer's full-speed examples/s with TrainConfig defaults, and what auto chose."""
-    config = config_lib.TrainConfig(dataset=source.name, epochs=epochs, batch_size=batch_size, seed=seed)
+    config = config_lib.TrainConfig(**sources.config_arguments(source.origin), epochs=epochs, batch_size=batch_size,
+                                    seed=seed)
     with tempfile.TemporaryDirectory() as workdir:
         metrics = trainer.train_and_evaluate(config, workdir, source=source, verbose=0,
                                              serving_artifacts=False)  # no .keras/TFLite: not what is timed

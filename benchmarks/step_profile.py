@@ -49,6 +49,7 @@ import models.flops  # noqa: E402,F401  (models.flops.count)
 from benchmarks import common  # noqa: E402
 from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
+from dropzoo import sources  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 
 XLA_EVENT = "CpuExecutable::ExecuteAsyncOnStream"  # an XLA kernel running; the trace names no node
@@ -172,7 +173,7 @@ def attribute(ops, key):
 
 def profile(source, model_name="keras_mnist_cnn", *, epochs=3, batch_size=128, log=print):
     """Trains `model_name` on `source` with the trainer defaults, profiling call 2; the breakdown."""
-    config = config_lib.TrainConfig(dataset=source.name, model=model_name, epochs=epochs,
+    config = config_lib.TrainConfig(**sources.config_arguments(source.origin), model=model_name, epochs=epochs,
                                      batch_size=batch_size, profile_batches="2,2")
     with tempfile.TemporaryDirectory() as workdir:
         log(f"training {model_name} for {epochs} epochs, profiling training call 2 ...")

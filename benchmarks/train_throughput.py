@@ -68,6 +68,7 @@ from dropzoo import errors  # noqa: E402
 from dropzoo import files  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import performance  # noqa: E402
+from dropzoo import sources  # noqa: E402
 from dropzoo import trainer  # noqa: E402
 from models import pooling  # noqa: E402
 
@@ -113,7 +114,7 @@ def train_project(source, *, epochs, batch_size, seed, **overrides):
     The SavedModel is exported and checked as in any run; model.keras and the
     TFLite models are not (they take seconds and say nothing about training).
     """
-    config = config_lib.TrainConfig(dataset=source.name, epochs=epochs, batch_size=batch_size,
+    config = config_lib.TrainConfig(**sources.config_arguments(source.origin), epochs=epochs, batch_size=batch_size,
                                     seed=seed, **overrides)
     with tempfile.TemporaryDirectory() as workdir:
         return trainer.train_and_evaluate(config, workdir, source=source, verbose=0,

@@ -96,13 +96,22 @@ def load_evaluation(run, request, weights):
     saved = read(path, "delete it and compare again with the run's saved_model/ present")
     if saved.get("request") != request or not _of(saved, weights):
         return None
-    if saved.get("scorer", 1) < SCORER:  # scored by earlier code: again where the export is here
+    scorer = saved.get("scorer", 1)
+    if isinstance(scorer, bool) or not isinstance(scorer, int):
+        raise files.ReadError(f"{path} is corrupt (scorer is {json.dumps(scorer)[:40]}, not an integer); delete it "
+                              "and compare again with the run's saved_model/ present")
+    if scorer < SCORER:  # scored by earlier code: again where the export is here
         if os.path.isdir(os.path.join(run, "saved_model")):
             return None
-        logging.log_first_n(logging.WARNING, "%s: its saved evaluation was scored by an earlier version of the scores "
-                            "(%s, now %s), and its export is not here to score it again: a score added since is "
-                            "missing from it", 1, run, saved.get("scorer", 1), SCORER)
+        if run not in _SAID_EARLIER:
+            _SAID_EARLIER.add(run)
+            logging.warning("%s: its saved evaluation was scored by an earlier version of the scores (%s, now %s), "
+                            "and its export is not here to score it again: a score added since is missing from it",
+                            run, scorer, SCORER)
     return saved
+
+
+_SAID_EARLIER = set()  # runs whose evaluations of earlier scores were said (once each)
 
 
 def _of(saved, weights):

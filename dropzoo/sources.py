@@ -6,9 +6,10 @@ the arguments that load it again (runs record it, so `eval.py` and the
 comparison find each run's data). `SOURCES` is the one table of data
 sources: how each is named on the command line, which arguments (the
 TrainConfig fields of the same names) select and describe it, and how it
-loads. A new source is one entry there (and its reader in dropzoo/readers.py): the lists of data arguments
-elsewhere (the flags, which are paths, which a --dataset may not go beside, what a sweep never splits at commas,
-what each array-job task may hold at its own path) are derived from it.
+loads. A new source is one entry there (and its reader in dropzoo/readers.py): the data flags, which arguments
+are paths, which a --dataset may not go beside, what a sweep never splits at commas and what each array-job task
+may hold at its own path are derived from it. (eval.py's check that a run's recorded files are still here, and
+folders.trained_images_notes, name the file sources they know.)
 
 * `--npz=FILE`: x_train, y_train, x_test, y_test arrays;
 * `--image_dir=DIR`: a folder with one subfolder of images per class, with

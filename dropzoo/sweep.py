@@ -167,8 +167,7 @@ def dry_run(runs, overwrite=False, source=None):
     those the trainer would refuse (other settings) say why in its words.
     Writes nothing: what `train.py --dry_run` prints. Builds each network
     once on its data's image shape first (check_data_fits), clearing the
-    Keras session after each; `source` as run_sweep takes it (every run's data).
-    Returns (the text, how many runs it refuses).
+    Keras session after each; `source` as run_sweep takes it. Returns (the text, how many runs it refuses).
     """
     loaded = {}
     notes, described = check_data_fits(runs, loaded, source)
@@ -224,8 +223,9 @@ def check_data_fits(runs, loaded=None, source=None):
         strategies.check_cluster(config.strategy)
         # A global batch the replicas cannot split fails every run alike: said once, before any is trained.
         strategies.check_global_batch(config.batch_size, strategies.replicas_here(config.strategy, config.cpu_devices))
-        if data not in described and source is not None:
-            _sources(runs, source)  # one data setting for every run, as run_sweep refuses others
+        if source is not None:  # every run's: one data setting (run_sweep refuses others), refused as training would
+            _sources(runs, source)
+            run_data.check_given(source, config)
             loaded[data], described[data] = source, (f"source={source.name}", source.image_shape, source.num_classes,
                                                      None)
         elif data not in described:

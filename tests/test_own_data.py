@@ -983,6 +983,10 @@ def test_a_dry_run_of_a_sweep_on_a_callers_arrays_checks_the_networks_on_them(tm
         sweep.dry_run(deep, source=arrays)
     deep = [(dataclasses.replace(deep[0][0], dataset="mnist_sample"), deep[0][1])]
     assert "1 to train" in sweep.dry_run(deep)[0]  # on the config's own data (28x28 digits) it fits
+    # A config naming other data beside the source: refused as training refuses it (it said "1 to train").
+    with pytest.raises(DataError, match=r"^source=mine replaces the config's data, and the config names other data "
+                                        r"\(--dataset=mnist_sample\)"):
+        sweep.dry_run(deep, source=arrays)
 
 
 def test_a_folder_whose_names_are_not_utf8_is_split_and_read(tmp_path):
@@ -1233,6 +1237,13 @@ def test_a_runs_own_test_folder_is_scored_whatever_its_training_folder_gained_si
     with open(os.path.join(workdir, "eval.json")) as f:
         assert evaluate_lib.evaluate_on_dataset(os.path.join(workdir, "saved_model"))["accuracy"] == (
             json.load(f)["accuracy"])
+    # eval.py --saved_model naming the run's directory scores its export as the run's own (its data, its folder's
+    # image options), as --saved_model=RUN/saved_model does.
+    assert eval_main(f"--saved_model={workdir}/saved_model") == 0
+    by_export = capsys.readouterr()
+    assert eval_main(f"--saved_model={workdir}") == 0
+    by_run = capsys.readouterr()
+    assert by_run.out.splitlines()[-1] == by_export.out.splitlines()[-1] and by_run.err == by_export.err
     # The run's directory serves for its export, as the client takes it (it was refused, naming eval.py's flags).
     assert evaluate_lib.evaluate_on_dataset(workdir)["saved_model"] == os.path.abspath(os.path.join(workdir,
                                                                                                      "saved_model"))

@@ -360,6 +360,12 @@ def test_an_evaluation_scored_by_earlier_scores_is_scored_again_where_the_export
     shutil.rmtree(os.path.join(run, "saved_model"))  # records alone: it answers, said
     assert evaluations.load_evaluation(run, request, metrics["weights_sha256"])["result"]["num_examples"] == 40
     assert "scored by an earlier version of the scores (1, now 2), and its export is not here" in caplog.text
+    with open(evaluations.evaluation_path(run, request)) as f:
+        saved = json.load(f)
+    with open(evaluations.evaluation_path(run, request), "w") as f:  # a hand edit: one line, not a TypeError
+        json.dump({**saved, "scorer": "2"}, f)
+    with pytest.raises(files.ReadError, match=r"is corrupt \(scorer is \"2\", not an integer\); delete it"):
+        evaluations.load_evaluation(run, request, metrics["weights_sha256"])
 
 
 def _scores(accuracy):
