@@ -247,7 +247,7 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
         extend = (f"; to train it on to {config.epochs} epochs from its checkpoints, delete its config.json{both} "
                   "and rerun this command" if longer else "")
         raise RunError(f"{subject} with other settings: {listed}{extend}; "
-                       "use another --workdir, or --overwrite to replace that run")
+                       "use another --workdir, or --overwrite (overwrite=True) to replace that run")
     for name, value in resolved.items():
         if name in ("precision", "strategy", "onednn") and not resuming:  # finished: reported as trained (records say)
             continue
