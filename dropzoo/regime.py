@@ -52,6 +52,8 @@ def _control(runs):
             "none_rise_seeds": [above, len(rises)],
             **({"none_validation_images": few} if few else {}),
             **({"none_rise_not_finite": lost} if lost else {}),
+            **({"none_rise_partial": partial} if rise is not None and (partial := sum(
+                bool(r.get("partial_history")) and not r.get("validation_rise") for r in runs)) else {}),
             # Why a rise is unknown: histories that start at a resume, or runs of fewer than two epochs.
             "none_partial_history": rise is None and any(r.get("partial_history") for r in runs),
             # Beside the rise: a noisy validation loss can rise on a network that still underfits, and
@@ -117,11 +119,15 @@ def _control_text(control, threshold):
         overfit = f"borderline, {'yes' if control['none_overfit'] else 'no'} by its mean"
     unclipped = " (unclipped: the ratio is at least 1)" if interval and interval[0] < 1 else ""
     spread = (f", 95% CI [{interval[0]:.3f}, {interval[1]:.3f}]{unclipped} over {seeds} seeds, {above} of them at "
-              "or above"
-              if interval else f", no spread over {seeds} seeds, {above} of them at or above" if seeds > 1 else "")
+              f"or above {threshold:g}x"
+              if interval else f", no spread over {seeds} seeds, {above} of them at or above {threshold:g}x"
+              if seeds > 1 else "")
     if control.get("none_rise_not_finite"):
         spread += (f"; {control['none_rise_not_finite']} seed(s) left out, whose final validation loss is not "
                    "finite (diverged)")
+    if control.get("none_rise_partial"):
+        spread += (f"; {control['none_rise_partial']} seed(s) left out, whose histories start where a run resumed "
+                   "(the earlier epochs' validation losses were not recorded)")
     return (overfit + (f" (its final validation loss is {rise:.3f}x its best epoch's{spread}; overfitting means "
                        f"≥ {threshold:g}x)" if rise else "")
             + (f"; it fits {fits:.1%} of its training data (dropout off)" if fits is not None else "")

@@ -228,12 +228,12 @@ def markdown(comparison):
         margins = ", ".join(f"{x.name} ±{c['margins'][x.metric] * x.scale:g} {x.unit}" for x in CONTRASTS)
         lines += [f"**Contrasts** ({'planned' if c['planned'] else 'each variant against the baseline'}; "
                   f"per metric, the difference tests and the equivalence tests each one Holm family at "
-                  f"α = {c['alpha']:g}, no p below an exact sign-flip test's 2/2^n over n seeds; 95% CI: the "
-                  "paired t-interval, not adjusted for the family (one that excludes 0 can stand beside "
-                  "*inconclusive*); MDE: the smallest true difference these seeds find with 80% power at α/m, Holm's "
-                  "strictest step (— where they cannot reach α/m; Holm's later steps and equivalence, which needs "
-                  "one seed fewer, can still reach a verdict beside it); equivalence: two one-sided tests, "
-                  f"margins {margins})",
+                  f"α = {c['alpha']:g}, no difference p below an exact sign-flip test's 2/2^n over n seeds "
+                  "(equivalence p: 1/2^n); 95% CI: the paired t-interval, not adjusted for the family (one that "
+                  "excludes 0 can stand beside *inconclusive*); MDE: the smallest true difference these seeds find "
+                  "with 80% power at α/m, Holm's strictest step (— where they cannot reach α/m; Holm's later steps "
+                  "and equivalence, which needs one seed fewer, can still reach a verdict beside it); equivalence: "
+                  f"two one-sided tests, margins {margins})",
                   ""] + contrasts_markdown(c["contrasts"]) + ["",
                   "contrasts.csv holds the same numbers in each metric's own unit: "
                   + ", ".join(f"{x.name} as a {x.own_unit}" if x.own_unit == "fraction" else f"{x.name} in "
@@ -341,7 +341,8 @@ def plot_contrasts(path, contrasts, title=""):
         ax.set_yticks(y, [e["contrast"] for e in tested] if ax is axes[0][0] else [""] * len(tested))
         ax.invert_yaxis()
         ax.set_xlabel(f"Δ {c.name} ({c.unit}), A - B")
-        ax.set_title(f"{c.name}: mean difference and 95% CI\n(red: differs, green: equivalent)", fontsize=8)
+        ax.set_title(f"{c.name}: mean difference and 95% CI\n(red: differs, green: equivalent, black: inconclusive)",
+                     fontsize=8)
         ax.legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title, fontsize=9)
@@ -350,16 +351,17 @@ def plot_contrasts(path, contrasts, title=""):
 
 
 def write_hparams(logdir, rows):
-    """One HParams session per run: the fields that vary among the runs, and every column it has."""
+    """One HParams session per run: the fields that vary among the runs, and every column it has, named and scaled
+    as comparison.md shows it (test acc % in percent, the gap in points)."""
     from dropzoo import sweep
 
     keys = ("model", "placement") + tuple(k for k in sweep.varying_fields([r["config"] for r in rows])
                                           if k not in ("model", "placement")) + ("seed",)
-    metrics = [c.metric for c in COLUMNS if any(r.get(c.metric) is not None for r in rows)]
+    columns = [c for c in COLUMNS if any(r.get(c.metric) is not None for r in rows)]
     sessions = [(os.path.join(r["variant"], f"seed{r['seed']}"),
                  {"variant": r["variant"], **{k: r["config"].get(k) for k in keys}},
-                 {m: r[m] for m in metrics if r.get(m) is not None}) for r in rows]
-    summaries.write_hparams(logdir, sessions, metrics)
+                 {c.metric: r[c.metric] * c.scale for c in columns if r.get(c.metric) is not None}) for r in rows]
+    summaries.write_hparams(logdir, sessions, [(c.metric, None, c.heading) for c in columns])
 
 
 # Every file a comparison may write; those this one does not write are removed from its directory.

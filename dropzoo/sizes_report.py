@@ -56,10 +56,11 @@ def _ci_text(result, contrasted):
 def markdown(sizes, accuracy, contrasts, cell, verdict_text, seeds_text):
     """Per contrast family, one row per training size: both sides' accuracy, then each metric's Δ and verdict."""
     lines = ["Each planned contrast at each training size (A - B, paired by seed; the verdicts are the "
-             "contrasts' own, Holm-adjusted over all of them).", ""]
+             "contrasts' own, Holm-adjusted over all of them). The training size is --train_size: the examples "
+             "drawn, of which --validation_fraction is held out for validation.", ""]
     means = {e["variant"]: e for points in sizes["variants"].values() for _, e in points}
     for family, points in sizes["contrasts"].items():
-        head = ["training size", "seeds", "A: test acc %", "B: test acc %"]
+        head = ["training size", "seeds", "A: test acc % (mean ± std)", "B: test acc % (mean ± std)"]
         for c in contrasts:
             head += [f"Δ {c.name} ({c.unit}) [95% CI]", "verdict"]
         lines += [f"**{family}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -109,7 +110,7 @@ def plot(path, sizes, accuracy, contrasts, title=""):
         ax.set_xscale("log")
         ax.set_xticks(sizes["sizes"], [str(size) for size in sizes["sizes"]])
         ax.minorticks_off()
-        ax.set_xlabel("training examples (--train_size)")
+        ax.set_xlabel("--train_size (examples, validation hold-out included)")
         if ax.lines or ax.collections:
             ax.legend(fontsize=7, loc="best")
     if title:

@@ -243,7 +243,7 @@ def test_a_control_seed_whose_validation_loss_diverged_is_left_out_and_said():
     found = regime.regime(rows)
     assert found["none_overfit"] is True and found["none_validation_rise"] == pytest.approx(1.3)
     text = "\n".join(regime.lines(found))
-    assert "nan" not in text.lower() and "over 9 seeds, 9 of them at or above; 1 seed(s) left out, whose final " \
+    assert "nan" not in text.lower() and "over 9 seeds, 9 of them at or above 1.05x; 1 seed(s) left out, whose final " \
         "validation loss is not finite (diverged)" in text
     for r in rows:  # every seed diverged: said so, not "fewer than two validation points"
         r["validation_rise"] = float("nan")
@@ -674,7 +674,7 @@ def test_a_control_near_the_overfit_threshold_is_called_borderline():
     assert found["none_rise_seeds"] == [2, 5]
     text = "\n".join(regime.lines(found))
     assert "overfit: borderline, no by its mean (its final validation loss is 1.048x its best epoch's, 95% CI " \
-           "[1.016, 1.080] over 5 seeds, 2 of them at or above; overfitting means ≥ 1.05x)" in text
+           "[1.016, 1.080] over 5 seeds, 2 of them at or above 1.05x; overfitting means ≥ 1.05x)" in text
     for r in rows:  # clearly below: a plain no
         r["validation_rise"] = 1.0 + r["seed"] * 0.001
     assert not regime.regime(rows)["none_overfit_borderline"]
@@ -849,3 +849,16 @@ def test_a_variant_without_a_baseline_of_its_own_is_named_with_the_nearest_basel
                      "has 'fashion_mnist'); train `canonical` runs like it, or plan the contrast with --contrasts=A:B"]
     notes = []
     assert compare.baseline_pairs(other, "canonical", notes) == [] and notes == []  # none at all: why_no_contrasts
+
+
+def test_a_control_with_seeds_resumed_from_older_records_says_how_many_its_rise_leaves_out():
+    """'over 28 seeds' for a 30-seed control, the two whose histories start at a resume left out without a word."""
+    rows = _regime_rows("none", "relu", [0.99] * 5, [0.10, 0.11])
+    for r, rise in zip(rows, [1.2, 1.3, 1.25, None, 1.22]):
+        r["validation_rise"] = rise
+        r["partial_history"] = rise is None
+    variants.label_rows(rows)
+    found = regime.regime(rows)
+    assert found["none_rise_seeds"] == [4, 4] and found["none_rise_partial"] == 1
+    assert ("over 4 seeds, 4 of them at or above 1.05x; 1 seed(s) left out, whose histories start where a run "
+            "resumed (the earlier epochs' validation losses were not recorded)") in "\n".join(regime.lines(found))

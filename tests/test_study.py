@@ -1,5 +1,6 @@
 """The placement study: sweeps, the comparison's statistics and files, MC dropout, variance shift."""
 import glob
+import json
 import math
 import os
 
@@ -224,6 +225,15 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
     domains = {info.name: {value.string_value or value.number_value for value in info.domain_discrete.values}
                for info in experiment.hparam_infos}
     assert domains["placement"] == {"canonical", "before_activation"} and domains["seed"] == {0.0, 1.0}, domains
+    # Its metrics named and scaled as comparison.md shows them (fractions under bare tags read as other numbers).
+    shown = {info.name.tag: info.display_name for info in experiment.metric_infos}
+    assert shown["test_accuracy"] == "test acc %" and shown["train_accuracy"] == "train acc % (dropout off)"
+    with open(paths["runs.json"]) as f:
+        first = json.load(f)[0]
+    [events] = glob.glob(os.path.join(paths["hparams"], first["variant"], f"seed{first['seed']}", "events.*"))
+    written = {v.tag: float(tf.make_ndarray(v.tensor)) for event in tf.compat.v1.train.summary_iterator(events)
+               for v in event.summary.value if v.tag == "test_accuracy"}
+    assert written["test_accuracy"] == pytest.approx(100 * first["test_accuracy"], rel=1e-6)
 
 
 def test_baseline_is_found_from_the_recorded_config_keeping_kind_and_activation():
