@@ -283,6 +283,12 @@ def tune_rates(rows):
                     left_out.setdefault((r["variant"], metric), set()).add(r["seed"])
     notes = [f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))} of {variant} left out of the rate "
              f"grid's mean {metric} (not finite)" for (variant, metric), seeds in sorted(left_out.items())]
+    for group_key, rates in by_group.items():  # no dropout: every rate is one network, and nothing was chosen
+        runs = [r for group in rates.values() for r in group]
+        if len(rates) > 1 and not any(r.get("sites") for r in runs):
+            chosen = next(r["variant"] for r in rates[selected[group_key]])
+            notes.append(f"{chosen} has no dropout sites: its rates are one network (trained once), so the rate "
+                         "its label carries was not chosen by anything; it stands for every rate")
     return {"selected": selected, "grid": grid, "notes": notes}
 
 

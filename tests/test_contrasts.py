@@ -862,3 +862,15 @@ def test_a_control_with_seeds_resumed_from_older_records_says_how_many_its_rise_
     assert found["none_rise_seeds"] == [4, 4] and found["none_rise_partial"] == 1
     assert ("over 4 seeds, 4 of them at or above 1.05x; 1 seed(s) left out, whose histories start where a run "
             "resumed (the earlier epochs' validation losses were not recorded)") in "\n".join(regime.lines(found))
+
+
+def test_a_rate_grid_says_the_control_without_dropout_chose_no_rate():
+    """The control of a rate sweep, one network at every rate, was labelled none-rate0.2 and shown as 'chosen'."""
+    rows = []
+    for rate in (0.2, 0.5):
+        for placement, sites in (("canonical", f"d.post:{rate}"), ("none", "")):
+            rows += [{**r, "run": f"{rate}/{r['run']}", "validation_loss": 0.3 + rate, "sites": sites,
+                      "config": {**r["config"], "rate": rate}} for r in _rows(placement, [0.9, 0.91], [0.3, 0.3])]
+    notes = compare.tune_rates(variants.label_rows(rows))["notes"]
+    assert notes == ["m/none-rate0.2 has no dropout sites: its rates are one network (trained once), so the rate its "
+                     "label carries was not chosen by anything; it stands for every rate"]
