@@ -145,8 +145,8 @@ def _runs_per_directory(runs_dirs, runs):
     """[(directory, runs found below it)] where runs were pooled from several directories, else []."""
     if len(runs_dirs) < 2:
         return []
-    inside = [next((d for d in runs_dirs if os.path.realpath(run).startswith(os.path.realpath(d) + os.sep)), None)
-              for run in runs]
+    inside = [next((d for d in runs_dirs if (os.path.realpath(run) + os.sep).startswith(os.path.realpath(d) + os.sep)),
+                   None) for run in runs]  # a run named as --runs_dir itself too
     return [(d, inside.count(d)) for d in runs_dirs]
 
 

@@ -881,3 +881,12 @@ def test_a_rate_grid_says_the_control_without_dropout_chose_no_rate():
     notes = compare.tune_rates(variants.label_rows(rows))["notes"]
     assert notes == ["m/none-rate0.2 has no dropout sites: its rates are one network (trained once), so the rate its "
                      "label carries was not chosen by anything; it stands for every rate"]
+
+
+def test_the_runs_of_each_directory_are_counted_a_run_given_as_its_own_directory_too(tmp_path):
+    """'5 runs, from m1/study (4), m3/study (0)': a run named as --runs_dir itself counted in none."""
+    (tmp_path / "m1" / "a").mkdir(parents=True)
+    (tmp_path / "m3").mkdir()
+    runs = [str(tmp_path / "m1" / "a"), str(tmp_path / "m3")]
+    assert compare._runs_per_directory([str(tmp_path / "m1"), str(tmp_path / "m3")], runs) == [
+        (str(tmp_path / "m1"), 1), (str(tmp_path / "m3"), 1)]
