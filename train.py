@@ -144,7 +144,8 @@ def _train(overwrite):
 
 def _interrupted_line(interrupted):
     """What was kept, and the command that resumes."""
-    command = shlex.join(["python", "train.py", *sys.argv[1:]])
+    script = sys.argv[0] if os.path.basename(sys.argv[0]) == "train.py" else "train.py"  # as typed: another cwd too
+    command = shlex.join(["python", script, *sys.argv[1:]])
     if interrupted.workdir is None:
         return f"interrupted ({interrupted}) before training started; nothing was written; rerun: {command}"
     directory = os.path.join(interrupted.workdir, "checkpoints")
