@@ -355,8 +355,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                  data_override=data_override, source=source, ood=ood, notes=notes)
     variants.label_rows(rows)
-    rows, twice = pooled_data.each_run_once(rows)
-    notes += twice
+    pooled_data.check_each_run_once(rows)
     pooled_data.check_one_test_data(records.group(rows))
     placements = sorted({r["config"]["placement"] for r in rows})
     if baseline != "canonical" and not contrasts and baseline not in placements:  # a typo gave no contrasts

@@ -4,9 +4,8 @@
 the data (--dataset=a,b, --color_mode=grayscale,rgb) that once trained every run on its first run's data;
 the embedded MNIST sample standing in for unreachable MNIST in such a sweep; and runs of one data whose
 content changed between them (a folder edited between the runs of a sweep, one path holding other files on
-two machines), by the digests each run recorded. `each_run_once(rows)` counts a run found twice once (and refuses two
-runs of one variant and seed trained apart), and `check_one_test_data(groups)` refuses a variant whose runs were
-scored on different test data.
+two machines), by the digests each run recorded. `check_each_run_once(rows)` and `check_one_test_data(groups)`
+refuse a run counted twice, and a variant whose runs were scored on different test data.
 """
 import json
 import os
@@ -75,28 +74,18 @@ def check(run_dirs, own_test=True):
                               "(source= for data of your own), or leave it out of --runs_dir")
 
 
-def each_run_once(rows):
-    """(the rows with each variant and seed once, [a note]); ConfigError (one line) where two runs of one variant
-    and seed are not known to be one run.
+def check_each_run_once(rows):
+    """ConfigError (one line) if two runs are one variant and seed: the same run counted twice.
 
-    A collected copy of a sweep beside the sweep itself (--runs_dir=sweep,copy),
-    or a run trained on two machines (array jobs split two ways), would
-    otherwise double its seed and narrow every interval. Two that record the
-    same weights are one run: counted once, and said. Two trained apart (other
-    weights), or older records that name none, are refused.
+    A collected copy of a sweep beside the sweep itself (--runs_dir=sweep,copy)
+    would otherwise double every seed and narrow every interval.
     """
-    seen, kept, twice = {}, [], []
+    seen = {}
     for r in rows:
         other = seen.setdefault((r["key"], r["seed"]), r)
-        if other is r:
-            kept.append(r)
-            continue
-        if other["run"] == r["run"]:  # one path found twice: one run
+        if other["run"] == r["run"]:
             continue
         both = f"{other['run']} and {r['run']} are the same variant ({r['variant']}) and seed ({r['seed']})"
-        if other.get("weights_sha256") and other["weights_sha256"] == r.get("weights_sha256"):
-            twice.append((other["run"], r["run"]))
-            continue
         if other.get("weights_sha256") == r.get("weights_sha256"):
             raise ConfigError(f"{both}: one run counted twice (a collected copy beside its original, or the same "
                               "command run again into another directory, which trains the same weights); give each "
@@ -104,10 +93,6 @@ def each_run_once(rows):
         raise ConfigError(f"{both}, trained apart (other weights: two machines?); a comparison pairs runs by "
                           "seed and takes each seed once: compare each directory alone, or retrain one of them "
                           "with other seeds (--seed=N --seeds=K)")
-    notes = [f"{len(twice)} run(s) found twice, each copy with the same weights (one run: a collected copy beside "
-             f"its original, or trained on two machines), are counted once, e.g. {twice[0][0]} (kept) and "
-             f"{twice[0][1]}"] if twice else []
-    return kept, notes
 
 
 def check_one_test_data(groups):

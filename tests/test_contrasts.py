@@ -323,28 +323,21 @@ def test_runs_scored_on_other_test_data_are_neither_pooled_nor_paired():
         pooled_data.check_one_test_data(records.group(rows))
 
 
-def test_one_run_found_twice_is_counted_once_and_runs_trained_apart_are_refused():
-    """A collected copy beside its sweep (--runs_dir=sweep,copy), or a run trained on two machines (array jobs split
-    two ways), would double its seed; refused, the message blamed a copy where two machines trained one run."""
-    rows = [{**r, "weights_sha256": f"w{r['seed']}"} for r in _rows("after_activation", [0.9, 0.91], [0.3, 0.3])]
+def test_one_run_found_twice_is_refused_naming_both_directories():
+    """A collected copy beside its sweep (--runs_dir=sweep,copy) would double every seed."""
+    rows = _rows("after_activation", [0.9, 0.91], [0.3, 0.3])
     copy = [{**r, "run": "copy/" + r["run"]} for r in rows]
     variants.label_rows(rows + copy)
-    assert pooled_data.each_run_once(rows) == (rows, [])  # each seed once: fine
-    kept, notes = pooled_data.each_run_once(rows + copy)
-    assert kept == rows and notes == [
-        "2 run(s) found twice, each copy with the same weights (one run: a collected copy beside its original, or "
-        "trained on two machines), are counted once, e.g. r/after_activation/0 (kept) and copy/r/after_activation/0"]
-    # Older records that name no weights: not known to be one run.
-    unnamed = [{k: v for k, v in r.items() if k != "weights_sha256"} for r in rows + copy]
+    pooled_data.check_each_run_once(rows)  # each seed once: fine
     with pytest.raises(ConfigError, match=r"^r/after_activation/0 and copy/r/after_activation/0 are the same "
                                           r"variant \(m/after_activation\) and seed \(0\): one run counted twice"):
-        pooled_data.each_run_once(unnamed)
+        pooled_data.check_each_run_once(rows + copy)
     # The same seed trained apart (two machines): other weights, and another message and fix.
     apart = [{**r, "run": "m2/" + r["run"], "weights_sha256": f"other{r['seed']}"} for r in rows]
     variants.label_rows(rows + apart)
     with pytest.raises(ConfigError, match=r"and seed \(0\), trained apart \(other weights: two machines\?\); "
                                           r"a comparison pairs runs by seed and takes each seed once"):
-        pooled_data.each_run_once(rows + apart)
+        pooled_data.check_each_run_once(rows + apart)
 
 
 def test_a_keras_model_file_is_one_variant_by_its_content_not_its_path():
@@ -450,7 +443,7 @@ def test_one_training_data_scored_on_two_test_sets_stays_two_variants():
 
     rows = variants.label_rows(runs("/a/test1", "1" * 64) + runs("/a/test2", "2" * 64))
     assert len(records.group(rows)) == 2
-    assert pooled_data.each_run_once(rows) == (rows, [])  # not one run counted twice
+    pooled_data.check_each_run_once(rows)  # not one run counted twice
 
 
 def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
