@@ -87,9 +87,12 @@ def check_each_run_once(rows):
             continue
         both = f"{other['run']} and {r['run']} are the same variant ({r['variant']}) and seed ({r['seed']})"
         if other.get("weights_sha256") == r.get("weights_sha256"):
-            raise ConfigError(f"{both}: one run counted twice (a collected copy beside its original, or the same "
-                              "command run again into another directory, which trains the same weights); give each "
-                              "run's directory to --runs_dir once, or retrain one with other seeds (--seed=N)")
+            raise ConfigError(f"{both}: one run counted twice (a collected copy beside its original, the same "
+                              "command run again into another directory, or array jobs split two ways on two "
+                              "machines: each trains the same weights); give each run's directory to --runs_dir "
+                              "once, or collect the directories into one first (eval.py --runs_dir=A --collect=ALL, "
+                              "then --runs_dir=B --collect=ALL: the same run collected again is refreshed) and "
+                              "compare --runs_dir=ALL")
         raise ConfigError(f"{both}, trained apart (other weights: two machines?); a comparison pairs runs by "
                           "seed and takes each seed once: compare each directory alone, or retrain one of them "
                           "with other seeds (--seed=N --seeds=K)")
