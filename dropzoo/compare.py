@@ -277,7 +277,8 @@ def tune_rates(rows):
         for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):
             grid.append({"variant": label, "rate": rate, "seeds": len(runs),
                          "validation_loss": scored[rate], "test_accuracy": _finite_mean(runs, "test_accuracy"),
-                         "test_loss": _finite_mean(runs, "test_loss"), "selected": rate == selected[group_key]})
+                         "test_loss": _finite_mean(runs, "test_loss"), "selected": rate == selected[group_key],
+                         "no_dropout": not any(r.get("sites") for r in runs)})
             for metric in ("validation_loss", "test_accuracy", "test_loss"):
                 for r in _diverged(runs, metric):
                     left_out.setdefault((r["variant"], metric), set()).add(r["seed"])

@@ -15,11 +15,13 @@ def _rate_text(rate):
 def markdown(grid):
     """The rate x placement grid as Markdown: mean validation loss, test accuracy and NLL."""
     lines = ["Rate chosen per placement by the lowest mean validation loss over seeds (marked *); "
-             "the test columns are reported, not used to choose.", "",
+             "the test columns are reported, not used to choose. A variant without dropout is one network at "
+             "every rate (marked =): nothing is chosen for it.", "",
              "| variant | rate | seeds | validation loss | test acc % | test NLL |",
              "| --- | --- | --- | --- | --- | --- |"]
     for g in grid:
-        lines.append(f"| {g['variant']} | {_rate_text(g['rate'])}{' *' if g['selected'] else ''} | "
+        mark = " =" if g.get("no_dropout") else " *" if g["selected"] else ""
+        lines.append(f"| {g['variant']} | {_rate_text(g['rate'])}{mark} | "
                      f"{g['seeds']} | {g['validation_loss']:.4f} | {100 * g['test_accuracy']:.2f} | "
                      f"{g['test_loss']:.4f} |")
     return "\n".join(lines) + "\n"

@@ -352,16 +352,21 @@ def plot_contrasts(path, contrasts, title=""):
 
 def write_hparams(logdir, rows):
     """One HParams session per run: the fields that vary among the runs, and every column it has, named and scaled
-    as comparison.md shows it (test acc % in percent, the gap in points)."""
+    as comparison.md shows it (test acc % in percent, the gap in points), a scaled one under a tag of its own
+    (`test_accuracy_percent`: a run's own summaries hold the fraction under `test_accuracy`, and one TensorBoard
+    over a runs directory shows both)."""
     from dropzoo import sweep
 
     keys = ("model", "placement") + tuple(k for k in sweep.varying_fields([r["config"] for r in rows])
                                           if k not in ("model", "placement")) + ("seed",)
     columns = [c for c in COLUMNS if any(r.get(c.metric) is not None for r in rows)]
+    def tag(column):
+        return column.metric if column.scale == 1 else f"{column.metric}_percent"
+
     sessions = [(os.path.join(r["variant"], f"seed{r['seed']}"),
                  {"variant": r["variant"], **{k: r["config"].get(k) for k in keys}},
-                 {c.metric: r[c.metric] * c.scale for c in columns if r.get(c.metric) is not None}) for r in rows]
-    summaries.write_hparams(logdir, sessions, [(c.metric, None, c.heading) for c in columns])
+                 {tag(c): r[c.metric] * c.scale for c in columns if r.get(c.metric) is not None}) for r in rows]
+    summaries.write_hparams(logdir, sessions, [(tag(c), None, c.heading) for c in columns])
 
 
 # Every file a comparison may write; those this one does not write are removed from its directory.

@@ -16,6 +16,7 @@ from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import contrasts
 from dropzoo import pooled_data
+from dropzoo import rates_report
 from dropzoo import records
 from dropzoo import regime
 from dropzoo import report
@@ -871,7 +872,10 @@ def test_a_rate_grid_says_the_control_without_dropout_chose_no_rate():
         for placement, sites in (("canonical", f"d.post:{rate}"), ("none", "")):
             rows += [{**r, "run": f"{rate}/{r['run']}", "validation_loss": 0.3 + rate, "sites": sites,
                       "config": {**r["config"], "rate": rate}} for r in _rows(placement, [0.9, 0.91], [0.3, 0.3])]
-    notes = compare.tune_rates(variants.label_rows(rows))["notes"]
+    tuned = compare.tune_rates(variants.label_rows(rows))
+    table = rates_report.markdown(tuned["grid"])
+    assert "| m/none | 0.2 = |" in table and "| m/none | 0.5 = |" in table and "| m/canonical | 0.2 * |" in table
+    notes = tuned["notes"]
     assert notes == ["m/none-rate0.2 has no dropout sites: its rates are one network (trained once), so the rate its "
                      "label carries was not chosen by anything; it stands for every rate"]
 

@@ -227,13 +227,13 @@ def test_comparison_writes_table_csv_png_and_hparams(study):
     assert domains["placement"] == {"canonical", "before_activation"} and domains["seed"] == {0.0, 1.0}, domains
     # Its metrics named and scaled as comparison.md shows them (fractions under bare tags read as other numbers).
     shown = {info.name.tag: info.display_name for info in experiment.metric_infos}
-    assert shown["test_accuracy"] == "test acc %" and shown["train_accuracy"] == "train acc % (dropout off)"
+    assert shown["test_accuracy_percent"] == "test acc %" and shown["test_loss"] == "test NLL"
     with open(paths["runs.json"]) as f:
         first = json.load(f)[0]
     [events] = glob.glob(os.path.join(paths["hparams"], first["variant"], f"seed{first['seed']}", "events.*"))
     written = {v.tag: float(tf.make_ndarray(v.tensor)) for event in tf.compat.v1.train.summary_iterator(events)
-               for v in event.summary.value if v.tag == "test_accuracy"}
-    assert written["test_accuracy"] == pytest.approx(100 * first["test_accuracy"], rel=1e-6)
+               for v in event.summary.value if v.tag == "test_accuracy_percent"}
+    assert written["test_accuracy_percent"] == pytest.approx(100 * first["test_accuracy"], rel=1e-6)
 
 
 def test_baseline_is_found_from_the_recorded_config_keeping_kind_and_activation():
