@@ -178,8 +178,7 @@ def _data_to_score(given, own):
 def path_of(f):
     """The export scored: --tflite, --saved_model (a run's directory named there: its export, as the client takes
     it, so the run's own data and notes follow), or --workdir's."""
-    if f.saved_model and any(os.path.exists(os.path.join(f.saved_model, name))
-                             for name in ("saved_model", "metrics.json", "config.json")):
+    if f.saved_model and client.is_run_directory(f.saved_model):
         return client.export_of(f.saved_model)
     return f.tflite or f.saved_model or os.path.join(f.workdir, "saved_model")
 

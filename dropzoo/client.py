@@ -50,6 +50,11 @@ from dropzoo import workdir as workdirs  # noqa: E402
 from dropzoo.errors import ExportError  # noqa: E402
 
 
+def is_run_directory(path):
+    """Whether `path` is a run's directory (its export, its records): what `export_of` resolves."""
+    return any(os.path.exists(os.path.join(path, name)) for name in ("saved_model", "metrics.json", "config.json"))
+
+
 def export_of(path):
     """The SavedModel to serve for `path`: itself, a run directory's saved_model/ (a run identical by construction
     to another: that run's); ExportError (one line, the fix) for a run without its export, a TFLite model and a

@@ -259,7 +259,7 @@ def tune_rates(rows):
         by_group.setdefault(_rate_group(r), {}).setdefault(r["config"]["rate"], []).append(r)
     if not any(len(rates) > 1 for rates in by_group.values()):
         return None
-    selected, grid, left_out = {}, [], {}
+    selected, grid, left_out, controls = {}, [], {}, []
     for group_key, rates in by_group.items():
         scored = {rate: _finite_mean(runs, "validation_loss") for rate, runs in rates.items()}
         finite = {rate: loss for rate, loss in scored.items() if np.isfinite(loss)}
@@ -271,6 +271,9 @@ def tune_rates(rows):
         selected[group_key] = min(finite, key=lambda rate: (len(_diverged(rates[rate], "validation_loss")),
                                                             finite[rate], rate is None, rate or 0))
         first = next(iter(rates.values()))[0]
+        no_dropout = not any(r.get("sites") for runs in rates.values() for r in runs)  # one network at every rate
+        if no_dropout and len(rates) > 1:
+            controls.append(next(r["variant"] for r in rates[selected[group_key]]))
         # The variant's label without its rate: what else tells variants apart stays (a precision, a model's digest).
         rate = first["config"]["rate"]
         label = first["variant"].replace(f"-rate{rate:g}", "", 1) if rate is not None else first["variant"]
@@ -278,18 +281,14 @@ def tune_rates(rows):
             grid.append({"variant": label, "rate": rate, "seeds": len(runs),
                          "validation_loss": scored[rate], "test_accuracy": _finite_mean(runs, "test_accuracy"),
                          "test_loss": _finite_mean(runs, "test_loss"), "selected": rate == selected[group_key],
-                         "no_dropout": not any(r.get("sites") for r in runs)})
+                         "no_dropout": no_dropout})
             for metric in ("validation_loss", "test_accuracy", "test_loss"):
                 for r in _diverged(runs, metric):
                     left_out.setdefault((r["variant"], metric), set()).add(r["seed"])
     notes = [f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))} of {variant} left out of the rate "
              f"grid's mean {metric} (not finite)" for (variant, metric), seeds in sorted(left_out.items())]
-    for group_key, rates in by_group.items():  # no dropout: every rate is one network, and nothing was chosen
-        runs = [r for group in rates.values() for r in group]
-        if len(rates) > 1 and not any(r.get("sites") for r in runs):
-            chosen = next(r["variant"] for r in rates[selected[group_key]])
-            notes.append(f"{chosen} has no dropout sites: its rates are one network (trained once), so the rate "
-                         "its label carries was not chosen by anything; it stands for every rate")
+    notes += [f"{chosen} has no dropout sites: its rates are one network (trained once), so the rate its label "
+              "carries was not chosen by anything; it stands for every rate" for chosen in controls]
     return {"selected": selected, "grid": grid, "notes": notes}
 
 

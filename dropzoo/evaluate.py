@@ -363,7 +363,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     from dropzoo import sources
 
     check_mc(mc_samples, mc_seed, batch_size)
-    path = path if tflite_model else client.export_of(path)  # a run's directory too, as the client takes it
+    path = client.export_of(path) if not tflite_model and client.is_run_directory(path) else path  # as the client
     if tflite_model and mc_samples:
         raise ValueError("a TFLite model serves dropout off only: MC dropout (--mc_samples) needs "
                          "the SavedModel's signatures; pass --saved_model for it")

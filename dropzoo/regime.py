@@ -39,6 +39,8 @@ def _control(runs):
               and np.isfinite(r["test_accuracy"])]
     fits, tests = [r["train_accuracy"] for r in fitted], [r["test_accuracy"] for r in fitted]
     rise, _, half = stats.mean_ci(rises) if rises else (None, None, float("nan"))
+    # Seeds left out of the rise because their histories start at a resume (said where others give a rise).
+    partial = sum(bool(r.get("partial_history")) and not r.get("validation_rise") for r in runs) if rise else 0
     above = sum(x >= OVERFIT_VALIDATION_RISE for x in rises)
     images = [r["num_validation"] for r in runs if r.get("num_validation") and r.get("validation_rise")
               and np.isfinite(r["validation_rise"])]  # of the rises averaged
@@ -52,8 +54,7 @@ def _control(runs):
             "none_rise_seeds": [above, len(rises)],
             **({"none_validation_images": few} if few else {}),
             **({"none_rise_not_finite": lost} if lost else {}),
-            **({"none_rise_partial": partial} if rise is not None and (partial := sum(
-                bool(r.get("partial_history")) and not r.get("validation_rise") for r in runs)) else {}),
+            **({"none_rise_partial": partial} if partial else {}),
             # Why a rise is unknown: histories that start at a resume, or runs of fewer than two epochs.
             "none_partial_history": rise is None and any(r.get("partial_history") for r in runs),
             # Beside the rise: a noisy validation loss can rise on a network that still underfits, and

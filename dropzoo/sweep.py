@@ -162,12 +162,11 @@ def plan(runs):
 def dry_run(runs, overwrite=False, source=None):
     """One line per run of the plan: workdir, model, placement, sites (rate, kind), identical runs.
 
-    Unless `overwrite`, runs already finished in their workdir are marked and
-    not counted as to train, those with checkpoints marked as resuming, and
-    those the trainer would refuse (other settings) say why in its words.
-    Writes nothing: what `train.py --dry_run` prints. Builds each network
-    once on its data's image shape first (check_data_fits), clearing the
-    Keras session after each; `source` as run_sweep takes it. Returns (the text, how many runs it refuses).
+    Unless `overwrite`, runs already finished in their workdir are marked and not counted as to train, those with
+    checkpoints marked as resuming, and those the trainer would refuse (other settings) say why in its words.
+    Writes nothing: what `train.py --dry_run` prints. Builds each network once on its data's image shape first
+    (check_data_fits), clearing the Keras session after each; `source` as run_sweep takes it. Returns (the text,
+    how many runs it refuses).
     """
     loaded = {}
     notes, described = check_data_fits(runs, loaded, source)
@@ -218,14 +217,15 @@ def check_data_fits(runs, loaded=None, source=None):
     """
     described, built = {}, set()
     loaded = {} if loaded is None else loaded  # filled: {data key: its Source} (files read; tfds: sizes only)
+    if source is not None:  # every run's: one data setting (run_sweep refuses others)
+        _sources(runs, source)
     for config, _ in runs:
         data = _data_key(config)
         strategies.check_cluster(config.strategy)
         # A global batch the replicas cannot split fails every run alike: said once, before any is trained.
         strategies.check_global_batch(config.batch_size, strategies.replicas_here(config.strategy, config.cpu_devices))
-        if source is not None:  # every run's: one data setting (run_sweep refuses others), refused as training would
-            _sources(runs, source)
-            run_data.check_given(source, config)
+        if source is not None:
+            run_data.check_given(source, config)  # refused as training would
             loaded[data], described[data] = source, (f"source={source.name}", source.image_shape, source.num_classes,
                                                      None)
         elif data not in described:
