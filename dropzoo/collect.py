@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 
+from dropzoo import config as config_lib
 from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import records
@@ -46,10 +47,15 @@ def collect(runs_dirs, destination):
                               "(e.g. --collect=DEST/NAME), or give --runs_dir their parent directories")
         held = os.path.join(target, "metrics.json")
         if os.path.isfile(held) and _weights_of(held) != _weights_of(os.path.join(run, "metrics.json")):
+            settings = _settings_apart(held, os.path.join(run, "metrics.json"))
+            why = (f"they trained other settings ({', '.join(settings)}) under one variant name (each sweep names "
+                   "its variants for what it varies); collect each sweep into a directory of its own "
+                   "(--collect=DEST/NAME), or sweep both settings in one command" if settings else
+                   "two machines trained one variant and seed, and a comparison takes each seed once; collect the "
+                   "other machine's runs into another directory, or give each machine its own seeds "
+                   "(--seed=N --seeds=K)")
             raise ConfigError(f"{target} already holds another run (other weights) than {run}, which would "
-                              "replace its records: two machines trained one variant and seed, and a comparison "
-                              "takes each seed once; collect the other machine's runs into another directory, or "
-                              "give each machine its own seeds (--seed=N --seeds=K)")
+                              f"replace its records: {why}")
     _check_identical_targets(pairs, first)
     copied = []
     for run, target in pairs:
@@ -106,6 +112,17 @@ def _check_identical_targets(pairs, first):
             raise ConfigError(f"{run} is recorded identical by construction to {trained}, but {lands} holds "
                               "another run (other weights), whose numbers it would be given; collect the runs "
                               "directory that holds both into a directory of its own (e.g. --collect=DEST/NAME)")
+
+
+def _settings_apart(metrics_path, other_path):
+    """The training settings (config fields, not the seed's) in which two runs' records differ."""
+    def settings(path):
+        saved = files.read_json(path, "delete it and rerun that run's train.py command").get("config", {})
+        return config_lib.with_defaults(saved) if isinstance(saved, dict) else {}
+
+    ignored = config_lib.OBSERVATION_ONLY + config_lib.EXECUTION_ONLY + ("seed",)
+    a, b = settings(metrics_path), settings(other_path)
+    return sorted(k for k in a.keys() | b.keys() if k not in ignored and a.get(k) != b.get(k))
 
 
 def _weights_of(metrics_path):

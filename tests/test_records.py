@@ -432,6 +432,14 @@ def test_a_collect_never_replaces_another_runs_records(tmp_path):
         collect.collect([second], target)
     with open(held) as f:
         assert json.load(f)["weights_sha256"] == "aaa"  # nothing replaced
+    # Two sweeps that each varied one thing only name their variants alike: said as such, not as two machines.
+    other = tmp_path / "m3" / "dense_mlp" / "canonical" / "seed0"
+    other.mkdir(parents=True)
+    (other / "metrics.json").write_text(json.dumps({"weights_sha256": "ccc",
+                                                    "config": {"seed": 0, "learning_rate": 0.5}}))
+    with pytest.raises(ConfigError, match=r"replace its records: they trained other settings \(learning_rate\) "
+                                          r"under one variant name"):
+        collect.collect([str(tmp_path / "m3")], target)
     with pytest.raises(ConfigError, match=r"^--collect .*m1/copy is inside --runs_dir .*m1: a later collect"):
         collect.collect([first], os.path.join(first, "copy"))
     # Two runs directories whose runs lie at the same path below them: refused before anything is copied.
