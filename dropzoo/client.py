@@ -99,12 +99,12 @@ class Client:
         """{output: NumPy array} of the serving outputs for `images` ([N, H, W, C] or one [H, W, C])."""
         data_lib.check_batch_size(batch_size)
         fn, pixels = self.route(images)
-        return _in_chunks(fn, pixels, batch_size)
+        return _in_chunks(fn, pixels, [(i, i + batch_size) for i in range(0, len(pixels), batch_size)])
 
     def mc_dropout(self, images, samples=20, seed=None, batch_size=256):
         """{output: NumPy array} of MC dropout over `samples` passes (`mc_dropout`, or `mc_dropout_seeded` with
-        `seed` in [0, 2**31): the same images, seed and batch_size give the same answer; each chunk of
-        `batch_size` images draws its own masks, as eval.py's do)."""
+        `seed` in [0, 2**31): the same images, seed and batch_size give the same answer, and eval.py's with its
+        --mc_seed and --batch_size; each call draws its own masks, in serving.mc_chunks' calls as eval.py's do)."""
         data_lib.check_batch_size(batch_size)
         if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
             raise ValueError(f"samples must be a positive integer (passes to average), got {samples!r}")
@@ -118,9 +118,10 @@ class Client:
         if name not in self.signatures:
             raise ValueError(f"SavedModel {self.path} has no {name} signature (exported by older code); export "
                              "the run again to serve MC dropout")
-        return _in_chunks(self.signatures[name], pixels, batch_size, lambda call: {
-            serving.SAMPLES_KEY: tf.constant(samples, tf.int32),
-            **({} if seed is None else {serving.SEED_KEY: tf.constant(serving.chunk_seed(seed, call), tf.int32)})})
+        return _in_chunks(self.signatures[name], pixels, serving.mc_chunks(len(pixels), batch_size, samples),
+                          lambda call: {serving.SAMPLES_KEY: tf.constant(samples, tf.int32), **(
+                              {} if seed is None else
+                              {serving.SEED_KEY: tf.constant(serving.chunk_seed(seed, call), tf.int32)})})
 
     def route(self, images):
         """(the signature, the pixels it takes) for `images`; ValueError (one line) if they fit neither."""
@@ -173,11 +174,11 @@ class Client:
         return f"{problem}: a batch of images, or one [{height}, {width}, {channels}] image"
 
 
-def _in_chunks(fn, pixels, batch_size, other_inputs=lambda call: {}):
-    """{output: NumPy array} of `fn` over `pixels` in chunks of `batch_size`, chunk `call` also given
+def _in_chunks(fn, pixels, chunks, other_inputs=lambda call: {}):
+    """{output: NumPy array} of `fn` over `pixels` in `chunks` ([(start, stop)]), chunk `call` also given
     `other_inputs(call)`."""
-    parts = [fn(**{serving.INPUT_KEY: tf.constant(pixels[i:i + batch_size])}, **other_inputs(call))
-             for call, i in enumerate(range(0, len(pixels), batch_size))]
+    parts = [fn(**{serving.INPUT_KEY: tf.constant(pixels[start:stop])}, **other_inputs(call))
+             for call, (start, stop) in enumerate(chunks)]
     return {key: np.concatenate([p[key].numpy() for p in parts]) for key in parts[0]}
 
 

@@ -35,6 +35,7 @@ from dropzoo import contrasts as contrasts_lib
 from dropzoo import descriptive
 from dropzoo import evaluate
 from dropzoo import files
+from dropzoo import ood as ood_lib
 from dropzoo import pooled_data
 from dropzoo import provenance
 from dropzoo import records
@@ -339,6 +340,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     margins = contrasts_lib.check_margins(margins or {})  # these before the runs are scored (minutes with MC)
     contrasts = contrasts_lib.check_contrasts(contrasts)
     data_override = sources.as_arguments(data_override) or None
+    ood = ood_lib.checked(ood)
     if output_dir is None and len(runs_dirs) > 1:
         raise ConfigError(f"--runs_dir names {len(runs_dirs)} directories: give --output=DIR (output_dir=) for their "
                           "comparison "

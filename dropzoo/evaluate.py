@@ -217,10 +217,6 @@ def summary_line(result):
 # Largest per-class std over MC samples still taken for "the samples agree" (float32 rounding).
 NO_SPREAD = 1e-6
 
-# Examples x samples per MC call: bounds the tiled batch's memory.
-MC_CHUNK = 4096
-
-
 class _Predictor:
     """Runs an export's signatures over batches: deterministic probabilities and MC draws."""
 
@@ -257,14 +253,13 @@ class _Predictor:
         if self.draws_fn is None:
             return np.stack([self.mc_fn(image=images, samples=tf.constant(1, tf.int32))
                              [PROBABILITIES_KEY].numpy() for _ in range(self.mc_samples)])
-        chunk = max(1, MC_CHUNK // self.mc_samples)
         parts = []
-        for i in range(0, int(images.shape[0]), chunk):
+        for start, stop in serving.mc_chunks(int(images.shape[0]), int(images.shape[0]), self.mc_samples):
             # Each call its own seed (else every chunk would get the same masks); the
             # sequence depends only on mc_seed and the batching, so results repeat.
             seed = tf.constant(serving.chunk_seed(self.mc_seed, self.calls), tf.int32)
             self.calls += 1
-            parts.append(self.draws_fn(image=images[i:i + chunk], samples=samples, seed=seed)
+            parts.append(self.draws_fn(image=images[start:stop], samples=samples, seed=seed)
                          [PROBABILITIES_KEY].numpy())
         return np.concatenate(parts, axis=1)
 
@@ -363,6 +358,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     from dropzoo import sources
 
     check_mc(mc_samples, mc_seed, batch_size)
+    ood = ood_lib.checked(ood)
     path = client.export_of(path) if not tflite_model and client.is_run_directory(path) else path  # as the client
     if tflite_model and mc_samples:
         raise ValueError("a TFLite model serves dropout off only: MC dropout (--mc_samples) needs "

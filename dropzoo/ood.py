@@ -43,6 +43,25 @@ def arguments(dataset=None, idx_dir=None, npz=None, image_dir=None, tfds_data_di
     return given or None
 
 
+def checked(ood):
+    """`ood`, a Python caller's ood= (None, a Source, or a dict naming one source, as `arguments` returns it);
+    DataError (one line) for anything else: a string, an unknown key, none or two sources (one scored)."""
+    if ood is None or isinstance(ood, sources.Source):
+        return ood
+    kinds = ", ".join(FLAGS)
+    example = "e.g. {'npz': 'noise.npz'}, {'image_dir': 'other_images/'} or {'dataset': 'fashion_mnist'}"
+    if not isinstance(ood, dict):
+        raise DataError(f"ood= takes a dict naming one source ({kinds}), {example}; got {type(ood).__name__} "
+                        f"{ood!r}")
+    unknown = sorted(set(ood) - set(FLAGS) - {"tfds_data_dir"})
+    if unknown:
+        raise DataError(f"ood= has an unknown key {unknown[0]!r}: name one source ({kinds}; tfds_data_dir beside "
+                        f"dataset), {example}")
+    if arguments(**{kind: ood.get(kind) for kind in FLAGS}) is None:
+        raise DataError(f"ood= names no source (every value is empty): {example}")
+    return ood
+
+
 def for_model(ood, image_shape):
     """`ood` read at a model's (H, W, C): an image folder at its size and channels (others are as they are)."""
     if not ood or isinstance(ood, sources.Source) or "image_dir" not in ood or image_shape is None:

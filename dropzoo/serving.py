@@ -114,6 +114,19 @@ SAMPLES_MESSAGE = ("samples is the number of MC dropout passes to average and mu
                    "typical); 0 would average no passes and answer NaN")
 
 
+# Examples x samples per MC call: bounds the tiled batch's memory.
+MC_CHUNK = 4096
+
+
+def mc_chunks(count, batch_size, samples):
+    """[(start, stop)] of the MC calls over `count` images taken in batches of `batch_size`, each batch split
+    into calls of at most MC_CHUNK // samples images: eval.py's and the client's, so that one seed, with the
+    `call`-th chunk drawing with chunk_seed(seed, call), gives both the same masks."""
+    chunk = max(1, MC_CHUNK // samples)
+    return [(i, min(i + chunk, start + batch_size, count)) for start in range(0, count, batch_size)
+            for i in range(start, min(start + batch_size, count), chunk)]
+
+
 def chunk_seed(seed, call):
     """The seed of the `call`-th chunk of a seeded MC request split into chunks: each chunk its own masks (one
     seed for all would repeat them every chunk), the sequence fixed by `seed` and the chunking."""

@@ -7,6 +7,8 @@ import pytest
 import tensorflow as tf
 
 import models
+from dropzoo import evaluate
+from dropzoo import export as export_lib
 from dropzoo import ood as ood_lib
 from dropzoo import uncertainty
 from dropzoo import uncertainty_report
@@ -404,6 +406,29 @@ def test_an_npz_given_as_an_ood_dataset_name_is_told_its_ood_flag(tmp_path):
         ood_lib.load({"dataset": str(tmp_path / "x.npz")})
 
 
+def test_ood_from_python_is_a_dict_naming_one_source(export, tmp_path):
+    """A path given as ood= crashed in a TypeError; two sources scored one of them, an unknown key was ignored."""
+    from dropzoo import compare
+    from dropzoo.errors import DataError
+
+    _, path = export
+    with pytest.raises(DataError, match=r"^ood= takes a dict naming one source \(dataset, idx_dir, npz, "
+                                        r"image_dir\), e\.g\. .*; got str 'noise\.npz'$"):
+        evaluate_on_dataset(str(path), ood="noise.npz")
+    with pytest.raises(DataError, match=r"^ood= takes a dict"):
+        compare.compare_runs(str(tmp_path), ood=["noise.npz"])
+    with pytest.raises(DataError, match=r"^ood= has an unknown key 'np': name one source"):
+        ood_lib.checked({"np": "noise.npz"})
+    with pytest.raises(DataError, match=r"^give one out-of-distribution source, not --ood_npz=a.npz and "
+                                        r"--ood_image_dir=b"):
+        ood_lib.checked({"npz": "a.npz", "image_dir": "b"})
+    with pytest.raises(DataError, match=r"^ood= names no source \(every value is empty\)"):
+        ood_lib.checked({"npz": ""})
+    assert ood_lib.checked({"dataset": "fashion_mnist", "tfds_data_dir": "d"}) == {"dataset": "fashion_mnist",
+                                                                                   "tfds_data_dir": "d"}
+    assert ood_lib.checked(None) is None
+
+
 def test_the_clients_mc_dropout_draws_each_chunk_its_own_masks_and_repeats_by_seed(export):
     """One seed sent with every chunk of a request gave image i and image i + batch_size the same masks."""
     from dropzoo import client
@@ -417,6 +442,23 @@ def test_the_clients_mc_dropout_draws_each_chunk_its_own_masks_and_repeats_by_se
     np.testing.assert_array_equal(again["probabilities"], twice["probabilities"])
     other = model.mc_dropout(images, samples=5, seed=4)
     assert not np.array_equal(other["probabilities"], twice["probabilities"][:4])
+
+
+def test_the_clients_seeded_mc_dropout_draws_eval_pys_masks(export, monkeypatch):
+    """The client chunked by batch_size only, eval.py each batch by MC_CHUNK // samples too: at T=20 (batches
+    over 204 images) one seed gave other masks, and api.md said they were eval.py's."""
+    from dropzoo import client
+    from dropzoo import serving
+
+    _, path = export
+    monkeypatch.setattr(serving, "MC_CHUNK", 10)  # 2 images a call at 5 samples: each batch of 3 in two calls
+    images = np.random.default_rng(1).integers(0, 256, (7,) + SHAPE, dtype=np.uint8)
+    assert serving.mc_chunks(7, 3, 5) == [(0, 2), (2, 3), (3, 5), (5, 6), (6, 7)]
+    served = client.Client(str(path)).mc_dropout(images, samples=5, seed=11, batch_size=3)["probabilities"]
+    signatures = export_lib.load_signatures(str(path))
+    predictor = evaluate._Predictor(lambda x: None, signatures, mc_samples=5, mc_seed=11)
+    draws = np.concatenate([predictor._draws(images[i:i + 3]) for i in range(0, 7, 3)], axis=1)
+    np.testing.assert_allclose(served, draws.mean(axis=0), rtol=1e-6, atol=1e-7)
 
 
 def test_a_folder_of_any_images_is_ood_data_read_at_the_models_size(export, tmp_path):
