@@ -107,7 +107,7 @@ def ood_apart(test_images, ood_source, what, key=None, train=None, trained=None)
                  f"of its images are test images of {what} ({in_test:,}) or training-split images of {trained} "
                  f"({in_train:,})")
         raise DataError(f"the out-of-distribution data is {found} (byte for byte); give images of something else, "
-                        "which the model neither trained nor was tested on")
+                        "in neither the test nor the training split of the model's data")
     for shared, which, whose in ((in_test, "test", what), (in_train, "training-split", trained)):  # (validation
         if shared:  # images are in the training split)
             logging.warning("%d of the %d out-of-distribution images %s of %s (byte for byte): left out of the OOD "

@@ -94,8 +94,9 @@ class MonteCarlo:
     dropout, draws one mask per sample for the prefix output and applies it
     by broadcasting instead of tiling the output first (`bernoulli_samples`:
     the zoo's generator, models/masks.py, one pass fewer over the samples).
-    Its masks are not the ones the layer draws for the tiled batch:
-    `fast_masks=False` draws those.
+    Its masks are the ones the layer draws for the tiled batch (one generator
+    over the same sample-major elements, so the two paths agree bit for bit:
+    tested); `fast_masks=False` tiles first and calls the layer.
     `reuse_prefix=False` makes every sample a whole pass of
     `mc_dropout_model(model)` over the tiled images (the naive path).
     """
