@@ -300,7 +300,9 @@ def check_construction(name, activation, seed=0):
             if measured == "different" or same or rounding:
                 break
         setting = "".join(f", {v}" for v in (kind, f"norm={norm}") if v not in ("inverted", "norm=none"))
-        keys = f"keys {'equal' if same else 'differ'}{'; one function up to rounding' if rounding else ''}"
+        penalty = " (the activity_regularizer's penalty reads the activations: dropped at .mid, not at .post)" if (
+            not same and probes.penalised(spec, layer) and probes.moved_across(spec, layer, a, b)) else ""
+        keys = f"keys {'equal' if same else 'differ'}{penalty}{'; one function up to rounding' if rounding else ''}"
         expected, why = probes.negative_draws(spec, layer, len(x)) if kind == "gaussian" and across else (0, "")
         if measured == "identical" and not (same or rounding) and kind != "gaussian" and probes.moved_across(
                 spec, layer, a, b):  # theory's difference out of the images' reach, or a real disagreement

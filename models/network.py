@@ -258,6 +258,12 @@ class NetworkSpec:
 
     def parse(self, text, norm="none", allow_stacked=False):
         """{site: Site} for a placement string; `.prenorm` sites exist only with norm='batch'."""
+        with_batch_norm = set(self.sites("batch")) - set(self.sites(norm))
+        named = next((n for n in (item.split(":")[0].strip() for item in text.split(",")) if n in with_batch_norm),
+                     None)
+        if named:  # (else "unknown site", listing the sites without it)
+            raise ValueError(f"site {named!r} is before a BatchNormalization, which this network has only with "
+                             "--norm=batch (norm='batch'); add it, or name a .pre, .mid or .post site")
         return sites_lib.parse(text, self.sites(norm), self.spatial_sites(norm), self.tensor_of, allow_stacked)
 
     def tensor_of(self, site):

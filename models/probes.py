@@ -113,6 +113,14 @@ def homogeneous(spec, layer, activation):
         _homogeneous_layer(spec.model.get_layer(entry.name)) for entry in after_mid)
 
 
+def penalised(spec, layer):
+    """Whether a Keras model's `layer` block holds an activity_regularizer: its penalty reads the activations, so a
+    dropout moved across them changes the loss, not the logits (the construction keys tell the two apart)."""
+    names = {entry.name for entry in spec.layers if entry.name == layer or entry.owner == layer}
+    return is_keras(spec) and any(getattr(spec.model.get_layer(n), "activity_regularizer", None) is not None
+                                  for n in names)
+
+
 def _homogeneous_layer(layer):
     if isinstance(layer, keras.layers.Activation):
         return graph.activation_name(layer) in ("relu", "leaky_relu", "linear")

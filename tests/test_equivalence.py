@@ -366,6 +366,19 @@ def test_an_activation_homogeneous_on_every_input_the_images_give_it_is_not_chec
     assert (training.expected, training.measured) == ("different", "identical") and not training.holds
 
 
+def test_a_move_across_an_activity_regularized_relu_names_the_penalty_as_what_keys_it_apart(tmp_path):
+    """The same logits, trained apart: the line gave the LeakyReLU's reason (rounding), not the penalty's."""
+    L = keras.layers
+    penalised = probes.register_keras(_saved(
+        tmp_path, "eq_penalised", L.Flatten(), L.Dense(16, activation="relu", activity_regularizer="l2"),
+        L.Dropout(0.5), L.Dense(3)))
+    rows = _rows(equivalence.check_construction(penalised, equivalence.OWN), penalised)
+    row = rows["4 before_activation vs after_activation"]
+    assert row.holds and row.measured == "identical", row.line()
+    assert row.detail.startswith("keys differ (the activity_regularizer's penalty reads the activations: dropped at "
+                                 ".mid, not at .post)"), row.line()
+
+
 def test_a_keras_models_own_noise_layer_draws_alike_in_both_networks_of_a_pair(tmp_path):
     """A GaussianNoise of the model's own (unseeded) drew other noise in each network the claims build, so pairs
     identical by construction read as different ("expected identical", exit 1) though the trainer trains them once."""
