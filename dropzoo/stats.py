@@ -77,8 +77,8 @@ def sign_flip_floor(n, sides=2):
     A t-test's p below it rests on the differences being normal, which n
     seeds cannot show: five differences of +1 image give p = 2/32 (no
     spread), and changing one to +2 would give a t-test's 0.004. Each p of
-    a contrast is raised to it, so the two cases, and every spread between
-    them, stay on one scale.
+    a contrast is raised to it. A floor, not the exact test: with tied
+    differences a t-test's p above it can still be below the exact one's.
     """
     return min(1.0, sides * 0.5**n)
 
