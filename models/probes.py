@@ -116,9 +116,10 @@ def homogeneous(spec, layer, activation):
 def penalised(spec, layer):
     """Whether a Keras model's `layer` block holds an activity_regularizer: its penalty reads the activations, so a
     dropout moved across them changes the loss, not the logits (the construction keys tell the two apart)."""
+    if not is_keras(spec):  # (the zoo's layers have no regularizers)
+        return False
     names = {entry.name for entry in spec.layers if entry.name == layer or entry.owner == layer}
-    return is_keras(spec) and any(getattr(spec.model.get_layer(n), "activity_regularizer", None) is not None
-                                  for n in names)
+    return any(getattr(spec.model.get_layer(n), "activity_regularizer", None) is not None for n in names)
 
 
 def _homogeneous_layer(layer):
