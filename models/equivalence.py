@@ -287,8 +287,7 @@ def check_construction(name, activation, seed=0):
     for a, b, kind, norm in _construction_pairs(spec):
         options = dict(kind=kind, activation="relu" if probes.is_keras(spec) else activation, norm=norm)
         same = models.construction_key(name, a, **options) == models.construction_key(name, b, **options)
-        # A move across a LeakyReLU or PReLU (a Keras model's): one function, trained twice, equal up to rounding.
-        across = not same and probes.moved_across_homogeneous(spec, layer, a, b)
+        across = not same and probes.moved_across_homogeneous(spec, layer, a, b)  # a LeakyReLU's: equal to rounding
         rounding = across and dropout_lib.KINDS[kind].bernoulli
         for scale in INPUT_SCALES if not (same or rounding) else INPUT_SCALES[:1]:
             inference, training = (_compare(u, v) for u, v in zip(logits(a, kind, norm, scale),
@@ -300,9 +299,8 @@ def check_construction(name, activation, seed=0):
             if measured == "different" or same or rounding:
                 break
         setting = "".join(f", {v}" for v in (kind, f"norm={norm}") if v not in ("inverted", "norm=none"))
-        penalty = " (the activity_regularizer's penalty reads the activations: dropped at .mid, not at .post)" if (
-            not same and probes.penalised(spec, layer) and probes.moved_across(spec, layer, a, b)) else ""
-        keys = f"keys {'equal' if same else 'differ'}{penalty}{'; one function up to rounding' if rounding else ''}"
+        keys = (f"keys {'equal' if same else 'differ'}{'' if same else probes.penalty_note(spec, layer, a, b)}"
+                f"{'; one function up to rounding' if rounding else ''}")
         expected, why = probes.negative_draws(spec, layer, len(x)) if kind == "gaussian" and across else (0, "")
         if measured == "identical" and not (same or rounding) and kind != "gaussian" and probes.moved_across(
                 spec, layer, a, b):  # theory's difference out of the images' reach, or a real disagreement

@@ -113,13 +113,16 @@ def homogeneous(spec, layer, activation):
         _homogeneous_layer(spec.model.get_layer(entry.name)) for entry in after_mid)
 
 
-def penalised(spec, layer):
-    """Whether a Keras model's `layer` block holds an activity_regularizer: its penalty reads the activations, so a
-    dropout moved across them changes the loss, not the logits (the construction keys tell the two apart)."""
+def penalty_note(spec, layer, a, b):
+    """Why placements `a` and `b`, moving a dropout across a Keras model's `layer` block that holds an
+    activity_regularizer, are keyed apart ('' where they do not): its penalty reads the activations, so the move
+    changes the loss, not the logits."""
     if not is_keras(spec):  # (the zoo's layers have no regularizers)
-        return False
+        return ""
     names = {entry.name for entry in spec.layers if entry.name == layer or entry.owner == layer}
-    return any(getattr(spec.model.get_layer(n), "activity_regularizer", None) is not None for n in names)
+    penalised = any(getattr(spec.model.get_layer(n), "activity_regularizer", None) is not None for n in names)
+    return " (the activity_regularizer's penalty reads the activations: dropped at .mid, not at .post)" if (
+        penalised and moved_across(spec, layer, a, b)) else ""
 
 
 def _homogeneous_layer(layer):

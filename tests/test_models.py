@@ -366,7 +366,7 @@ def test_layers_check_rate_and_kind_with_the_same_messages(make):
     (lambda: models.build("dense_mlp", dropout=0.1), "valid options: rate, kind"),
     (lambda: models.build("dense_mlp", norm="layer"), "valid norms: none, batch"),
     (lambda: models.build("dense_mlp", "canonical", norm="layer"), "valid norms: none, batch"),
-    (lambda: models.build("dense_mlp", "dense1.prenorm:0.5"), "valid sites: dense1.pre"),
+    (lambda: models.build("dense_mlp", "dense1.prenorm:0.5"), "only with --norm=batch"),
 ])
 def test_bad_arguments_name_the_valid_choices(call, needle):
     with pytest.raises(ValueError) as info:
