@@ -74,7 +74,7 @@ def export_of(path):
                           "written when its training ends; rerun its train.py command to finish it")
     if os.path.isfile(path) and path.endswith(".tflite"):
         raise ExportError(f"{path} is a TFLite model; the client serves a SavedModel: give the run's saved_model/ (a "
-                          "TFLite model runs in tf.lite.Interpreter, docs/serving.md)")
+                          "TFLite model runs in LiteRT's Interpreter, ai_edge_litert.interpreter; docs/serving.md)")
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "saved_model.pb")) and export.holds_runs(path):
         one = os.path.dirname(sorted(glob.glob(os.path.join(glob.escape(path), "**", "metrics.json"),
                                                recursive=True))[0])

@@ -199,6 +199,27 @@ def test_a_copied_tflite_model_says_what_its_run_trained_and_tested_on(finished_
                                   tflite.Model(content)(batch)["probabilities"])
 
 
+@pytest.mark.parametrize("shape", [(8, 8, 1), (8, 8, 3)])
+def test_the_tflite_models_refuse_images_of_another_shape(shape):
+    """The converter drops the SavedModel's shape assertions and the interpreter resizes its input to what it is
+    given: 3 channels sent to a 1-channel model were answered (MNIST at 10%), an NCHW batch aborted the process."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input(shape=shape, name="image")
+    x = keras.layers.MaxPooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(image))
+    model = keras.Model(image, keras.layers.Dense(NUM_CLASSES, activation="softmax")(keras.layers.Flatten()(x)))
+    images = make_images(shape=shape)
+    channels = 3 if shape[-1] == 1 else 1
+    wrong = [np.repeat(images[:3, ..., :1], channels, axis=-1), images[:3, :7], np.transpose(images[:3], (0, 3, 1, 2))]
+    for blob in artifacts_lib.convert_tflite(model, images):
+        answer = Interpreter(model_content=blob).get_signature_runner()(image=images[:3])["probabilities"]
+        np.testing.assert_allclose(answer, model(scale(images[:3]), training=False), atol=2e-2)
+        for batch in wrong:
+            with pytest.raises(Exception, match="failed to prepare"):
+                Interpreter(model_content=blob).get_signature_runner()(image=batch)
+
+
 def test_serving_artifacts_can_be_skipped(tmp_path):
     metrics = trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path), source=tiny_source(),
                                          verbose=0, serving_artifacts=False)
