@@ -115,14 +115,14 @@ def _check_identical_targets(pairs, first):
 
 
 def _settings_apart(metrics_path, other_path):
-    """The training settings (config fields, not the seed's) in which two runs' records differ."""
+    """The training settings in which two runs' records differ, read as a resume reads them (config.differences:
+    one path or spelling of a setting is one setting); [] where a record holds no config it can compare."""
     def settings(path):
-        saved = files.read_json(path, "delete it and rerun that run's train.py command").get("config", {})
-        return config_lib.with_defaults(saved) if isinstance(saved, dict) else {}
+        saved = files.read_json(path, "delete it and rerun that run's train.py command").get("config")
+        return saved if isinstance(saved, dict) and not config_lib.type_problem(saved) else None
 
-    ignored = config_lib.OBSERVATION_ONLY + config_lib.EXECUTION_ONLY + ("seed",)
     a, b = settings(metrics_path), settings(other_path)
-    return sorted(k for k in a.keys() | b.keys() if k not in ignored and a.get(k) != b.get(k))
+    return config_lib.settings_apart(a, b) if a is not None and b is not None else []
 
 
 def _weights_of(metrics_path):

@@ -367,10 +367,16 @@ def differences(saved, config):
     A field the saved config lacks (written before the field existed) counts
     as its default, so older runs still resume.
     """
-    current, saved = config.to_dict(), with_defaults(saved)
-    saved["sites"] = sites_lib.normalize(saved["sites"])  # recorded as typed before the spelling was normalised
+    return settings_apart(saved, config.to_dict())
+
+
+def settings_apart(saved, current):
+    """Names of the fields where two saved config dicts (two runs' records) differ, as `differences` reads them."""
+    saved, current = with_defaults(saved), with_defaults(current)
+    for fields in (saved, current):  # recorded as typed before the spelling was normalised
+        fields["sites"] = sites_lib.normalize(fields["sites"])
     ignored = OBSERVATION_ONLY + EXECUTION_ONLY
-    changed = sorted(k for k in current if saved[k] != current[k] and k not in ignored
+    changed = sorted(k for k in FIELDS if saved[k] != current[k] and k not in ignored
                      and not _one_spelling(k, saved[k], current[k]))
     if {"model", "network"} & set(changed) and _one_network(saved, current):  # named otherwise by older code
         changed = [k for k in changed if k not in ("model", "network")]

@@ -44,8 +44,9 @@ def arguments(dataset=None, idx_dir=None, npz=None, image_dir=None, tfds_data_di
 
 
 def checked(ood):
-    """`ood`, a Python caller's ood= (None, a Source, or a dict naming one source, as `arguments` returns it);
-    DataError (one line) for anything else: a string, an unknown key, none or two sources (one scored)."""
+    """`ood`, a Python caller's ood= (None, a Source, or a dict naming one source, as `arguments` returns it), as
+    `load` takes it (empty values dropped); DataError (one line) for anything else: a string, an unknown key, none
+    or two sources (one would be scored), a tfds_data_dir without a dataset."""
     if ood is None or isinstance(ood, sources.Source):
         return ood
     kinds = ", ".join(FLAGS)
@@ -55,11 +56,19 @@ def checked(ood):
                         f"{ood!r}")
     unknown = sorted(set(ood) - set(FLAGS) - {"tfds_data_dir"})
     if unknown:
-        raise DataError(f"ood= has an unknown key {unknown[0]!r}: name one source ({kinds}; tfds_data_dir beside "
-                        f"dataset), {example}")
-    if arguments(**{kind: ood.get(kind) for kind in FLAGS}) is None:
-        raise DataError(f"ood= names no source (every value is empty): {example}")
-    return ood
+        why = (" (an image folder is read at each model's size and channels)" if unknown[0] in (
+            "image_size", "color_mode") else "")
+        raise DataError(f"ood= has an unknown key {unknown[0]!r}{why}: name one source ({kinds}; tfds_data_dir "
+                        f"beside dataset), {example}")
+    given = {kind: ood[kind] for kind in FLAGS if ood.get(kind)}
+    if len(given) != 1:
+        what = f"{len(given)} sources, {' and '.join(given)}: one would be scored; keep one" if given else \
+            "no source (every value is empty)"
+        raise DataError(f"ood= names {what}, {example}")
+    if ood.get("tfds_data_dir") and "dataset" not in given:
+        raise DataError(f"ood= gives tfds_data_dir beside {next(iter(given))}: it is where tensorflow-datasets "
+                        "keeps a dataset; drop it, or name the dataset")
+    return {**given, **({"tfds_data_dir": ood["tfds_data_dir"]} if ood.get("tfds_data_dir") else {})}
 
 
 def for_model(ood, image_shape):

@@ -119,8 +119,8 @@ def penalty_note(spec, layer, a, b):
     changes the loss, not the logits."""
     if not is_keras(spec):  # (the zoo's layers have no regularizers)
         return ""
-    names = {entry.name for entry in spec.layers if entry.name == layer or entry.owner == layer}
-    penalised = any(getattr(spec.model.get_layer(n), "activity_regularizer", None) is not None for n in names)
+    own = next(entry for entry in spec.layers if entry.name == layer)  # keras_model's record of what keys it
+    penalised = "activity_regularizer" in own.activation.split(",")
     return " (the activity_regularizer's penalty reads the activations: dropped at .mid, not at .post)" if (
         penalised and moved_across(spec, layer, a, b)) else ""
 

@@ -440,6 +440,16 @@ def test_a_collect_never_replaces_another_runs_records(tmp_path):
     with pytest.raises(ConfigError, match=r"replace its records: they trained other settings \(learning_rate\) "
                                           r"under one variant name"):
         collect.collect([str(tmp_path / "m3")], target)
+    # One setting written two ways (a data path from elsewhere, sites spaced): one variant, as a resume reads it.
+    sites = "dense1.post:0.5,pool1.post:0.25"
+    for root, config in (("m4", {"seed": 0, "idx_dir": "data/mnist", "sites": sites.replace(",", ", ")}),
+                         ("m5", {"seed": 0, "idx_dir": "/home/me/data/mnist", "sites": sites})):
+        run_dir = tmp_path / root / "dense_mlp" / "canonical" / "seed0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"weights_sha256": root, "config": config}))
+    collect.collect([str(tmp_path / "m4")], str(tmp_path / "spelled"))
+    with pytest.raises(ConfigError, match=r"replace its records: two machines trained one variant and seed"):
+        collect.collect([str(tmp_path / "m5")], str(tmp_path / "spelled"))
     with pytest.raises(ConfigError, match=r"^--collect .*m1/copy is inside --runs_dir .*m1: a later collect"):
         collect.collect([first], os.path.join(first, "copy"))
     # Two runs directories whose runs lie at the same path below them: refused before anything is copied.

@@ -426,13 +426,21 @@ def test_ood_from_python_is_a_dict_naming_one_source(export, tmp_path):
         compare.compare_runs(str(tmp_path), ood=["noise.npz"])
     with pytest.raises(DataError, match=r"^ood= has an unknown key 'np': name one source"):
         ood_lib.checked({"np": "noise.npz"})
-    with pytest.raises(DataError, match=r"^give one out-of-distribution source, not --ood_npz=a.npz and "
-                                        r"--ood_image_dir=b"):
+    with pytest.raises(DataError, match=r"^ood= names 2 sources, npz and image_dir: one would be scored; keep one"):
         ood_lib.checked({"npz": "a.npz", "image_dir": "b"})
     with pytest.raises(DataError, match=r"^ood= names no source \(every value is empty\)"):
         ood_lib.checked({"npz": ""})
+    with pytest.raises(DataError, match=r"^ood= has an unknown key 'image_size' \(an image folder is read at each "
+                                        r"model's size and channels\)"):
+        ood_lib.checked({"image_dir": "b", "image_size": "28,28"})
+    with pytest.raises(DataError, match=r"^ood= gives tfds_data_dir beside npz: "):
+        ood_lib.checked({"npz": "a.npz", "tfds_data_dir": "d"})
+    # Empty values are dropped, not left for load to pick by key (it read {"npz": None} as a path).
+    assert ood_lib.checked({"dataset": "kmnist", "npz": None}) == {"dataset": "kmnist"}
+    assert ood_lib.checked({"npz": "", "image_dir": "b"}) == {"image_dir": "b"}
     assert ood_lib.checked({"dataset": "fashion_mnist", "tfds_data_dir": "d"}) == {"dataset": "fashion_mnist",
                                                                                    "tfds_data_dir": "d"}
+    assert ood_lib.checked(ood_lib.arguments(idx_dir="x")) == {"idx_dir": "x"}  # eval.py's own dict
     assert ood_lib.checked(None) is None
 
 
