@@ -48,7 +48,9 @@ def collect(runs_dirs, destination):
         held = os.path.join(target, "metrics.json")
         if os.path.isfile(held) and _weights_of(held) != _weights_of(os.path.join(run, "metrics.json")):
             settings = _settings_apart(held, os.path.join(run, "metrics.json"))
-            why = (f"they trained other settings ({', '.join(settings)}) under one variant name (each sweep names "
+            why = ("their records cannot be compared (one holds no readable config); collect the runs into a "
+                   "directory of their own (--collect=DEST/NAME)" if settings is None else
+                   f"they trained other settings ({', '.join(settings)}) under one variant name (each sweep names "
                    "its variants for what it varies); collect each sweep into a directory of its own "
                    "(--collect=DEST/NAME), or sweep both settings in one command" if settings else
                    "two machines trained one variant and seed, and a comparison takes each seed once; collect the "
@@ -114,15 +116,30 @@ def _check_identical_targets(pairs, first):
                               "directory that holds both into a directory of its own (e.g. --collect=DEST/NAME)")
 
 
-def _settings_apart(metrics_path, other_path):
-    """The training settings in which two runs' records differ, read as a resume reads them (config.differences:
-    one path or spelling of a setting is one setting); [] where a record holds no config it can compare."""
-    def settings(path):
-        saved = files.read_json(path, "delete it and rerun that run's train.py command").get("config")
-        return saved if isinstance(saved, dict) and not config_lib.type_problem(saved) else None
+# Settings named by a path on the machine that trained (a folder moved, another machine's home): compared by what
+# the records say they held (their digests) instead.
+_BY_CONTENT = config_lib.DATA_PATHS + ("tfds_data_dir", "keras_model")
 
-    a, b = settings(metrics_path), settings(other_path)
-    return config_lib.settings_apart(a, b) if a is not None and b is not None else []
+
+def _settings_apart(metrics_path, other_path):
+    """The training settings in which two runs' records differ, read as a resume reads them (one spelling of a
+    setting is one setting), with their data and a --keras_model file told apart by the digests the records hold,
+    not by path ("data", "keras_model"); None where a record holds no config that can be compared."""
+    records_ = [files.read_json(path, "delete it and rerun that run's train.py command")
+                for path in (metrics_path, other_path)]
+    configs = [r.get("config") for r in records_]
+    if not all(isinstance(c, dict) and not config_lib.type_problem(c) for c in configs):
+        return None
+    try:
+        apart = [k for k in config_lib.settings_apart(*configs) if k not in _BY_CONTENT]
+    except (AttributeError, TypeError, ValueError):  # (a field no resume could read either: sites not a string)
+        return None
+    data = [r.get("data") if isinstance(r.get("data"), dict) else {} for r in records_]
+    if any(data[0].get(k) and data[1].get(k) and data[0][k] != data[1][k] for k in ("train_sha256", "test_sha256")):
+        apart.append("data")
+    if records_[0].get("keras_model_sha256") != records_[1].get("keras_model_sha256"):
+        apart.append("keras_model")
+    return apart
 
 
 def _weights_of(metrics_path):

@@ -63,8 +63,12 @@ def checked(ood):
     given = {kind: ood[kind] for kind in FLAGS if ood.get(kind)}
     if len(given) != 1:
         what = f"{len(given)} sources, {' and '.join(given)}: one would be scored; keep one" if given else \
-            "no source (every value is empty)"
+            f"no source (none of {kinds} with a value)"
         raise DataError(f"ood= names {what}, {example}")
+    kind, value = next(iter(given.items()))
+    if not isinstance(value, (str, os.PathLike)):
+        raise DataError(f"ood= {kind} must be a {'name' if kind == 'dataset' else 'path'} (a string), got "
+                        f"{type(value).__name__} {value!r}, {example}")
     if ood.get("tfds_data_dir") and "dataset" not in given:
         raise DataError(f"ood= gives tfds_data_dir beside {next(iter(given))}: it is where tensorflow-datasets "
                         "keeps a dataset; drop it, or name the dataset")

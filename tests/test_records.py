@@ -450,6 +450,18 @@ def test_a_collect_never_replaces_another_runs_records(tmp_path):
     collect.collect([str(tmp_path / "m4")], str(tmp_path / "spelled"))
     with pytest.raises(ConfigError, match=r"replace its records: two machines trained one variant and seed"):
         collect.collect([str(tmp_path / "m5")], str(tmp_path / "spelled"))
+    # Other data under another path (told by the digests the records hold), or a record whose config is unreadable.
+    for root, record in (("m6", {"config": {"seed": 0, "idx_dir": "data/mnist"}, "data": {"test_sha256": "aaa"}}),
+                         ("m7", {"config": {"seed": 0, "idx_dir": "data/fashion"}, "data": {"test_sha256": "bbb"}}),
+                         ("m8", {"config": {"seed": 0, "epochs": "12"}})):  # (a string: no config.json reads so)
+        run_dir = tmp_path / root / "dense_mlp" / "canonical" / "seed0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"weights_sha256": root, **record}))
+    collect.collect([str(tmp_path / "m6")], str(tmp_path / "data"))
+    with pytest.raises(ConfigError, match=r"replace its records: they trained other settings \(data\)"):
+        collect.collect([str(tmp_path / "m7")], str(tmp_path / "data"))
+    with pytest.raises(ConfigError, match=r"replace its records: their records cannot be compared"):
+        collect.collect([str(tmp_path / "m8")], str(tmp_path / "data"))
     with pytest.raises(ConfigError, match=r"^--collect .*m1/copy is inside --runs_dir .*m1: a later collect"):
         collect.collect([first], os.path.join(first, "copy"))
     # Two runs directories whose runs lie at the same path below them: refused before anything is copied.

@@ -428,8 +428,12 @@ def test_ood_from_python_is_a_dict_naming_one_source(export, tmp_path):
         ood_lib.checked({"np": "noise.npz"})
     with pytest.raises(DataError, match=r"^ood= names 2 sources, npz and image_dir: one would be scored; keep one"):
         ood_lib.checked({"npz": "a.npz", "image_dir": "b"})
-    with pytest.raises(DataError, match=r"^ood= names no source \(every value is empty\)"):
-        ood_lib.checked({"npz": ""})
+    for empty in ({"npz": ""}, {"tfds_data_dir": "d"}):
+        with pytest.raises(DataError, match=r"^ood= names no source \(none of dataset, idx_dir, npz, image_dir with "
+                                            r"a value\)"):
+            ood_lib.checked(empty)
+    with pytest.raises(DataError, match=r"^ood= npz must be a path \(a string\), got int 5"):
+        ood_lib.checked({"npz": 5})
     with pytest.raises(DataError, match=r"^ood= has an unknown key 'image_size' \(an image folder is read at each "
                                         r"model's size and channels\)"):
         ood_lib.checked({"image_dir": "b", "image_size": "28,28"})
