@@ -348,8 +348,10 @@ def _sample_source(need_train, fallback_reason=""):
 
 
 def array_source(name, train, test, fallback_reason="", origin=None, details=None):
-    """A `Source` over in-memory arrays (uint8 [N, H, W(, C)] images, integer class ids), checked as an `.npz`'s
-    are; `train` is None for eval-only use. DataError (one line) naming the problem and the fix."""
+    """A `Source` over in-memory arrays (uint8 [N, H, W(, C)] images, integer class ids), checked and its training
+    arrays put in one fixed order as an `.npz`'s are (the validation hold-out is their first part: arrays sorted by
+    class held out one class); `train` is None for eval-only use. DataError (one line) naming the problem and the
+    fix."""
     if not isinstance(name, str) or not name:
         raise DataError(f"array_source: name must be a non-empty string naming the data, got {name!r}")
     for split, pair in (("train", train), ("test", test)):
@@ -357,7 +359,7 @@ def array_source(name, train, test, fallback_reason="", origin=None, details=Non
             raise DataError(f"array_source: {split} must be an (images, labels) pair, got {type(pair).__name__}"
                             f"{f' of {len(pair)}' if isinstance(pair, (tuple, list)) else ''}")
     train, test = readers.check_arrays(name, train, test)
-    return _source(name, train, test, fallback_reason, origin, details)
+    return _source(name, None if train is None else _fixed_shuffle(*train), test, fallback_reason, origin, details)
 
 
 def _source(name, train, test, fallback_reason="", origin=None, details=None):

@@ -36,6 +36,12 @@ def _serving_artifacts_only_where_tested(request, monkeypatch):
 
 def tiny_source(num_train=96, num_test=40, seed=0):
     """Learnable random data: the class is which image quadrant is bright."""
+    return sources.array_source("tiny", *tiny_arrays(num_train, num_test, seed))
+
+
+def tiny_arrays(num_train=96, num_test=40, seed=0):
+    """tiny_source's ((x_train, y_train), (x_test, y_test)), as given to array_source (which puts the training
+    arrays in its fixed order)."""
     rng = np.random.default_rng(seed)
 
     def make(n):
@@ -46,7 +52,7 @@ def tiny_source(num_train=96, num_test=40, seed=0):
             images[i, r * 14:(r + 1) * 14, c * 14:(c + 1) * 14] += 40
         return images, labels.astype(np.int64)
 
-    return sources.array_source("tiny", make(num_train), make(num_test))
+    return make(num_train), make(num_test)
 
 
 def tiny_config(**overrides):

@@ -781,7 +781,8 @@ def test_a_class_held_out_whole_for_validation_is_refused():
     """A class whose training examples all fell in the validation hold-out (the split's first) was tested, never
     trained, and its errors charged to the network."""
     images = np.random.default_rng(0).integers(0, 256, (23, 4, 4, 1), dtype=np.uint8)
-    labels = np.array([1] + [0] * 19)  # "rare" (1) is first: a hold-out of 1 or 2 takes it whole
+    first = sources._fixed_shuffle(np.zeros(20), np.arange(20))[1][0]  # the example array_source puts first
+    labels = np.where(np.arange(20) == first, 1, 0)  # "rare" (1) is first: a hold-out of 1 or 2 takes it whole
     source = sources.array_source("t", (images[:20], labels), (images[20:], np.array([0, 1, 1])),
                                   details={"class_names": ["common", "rare"]})
     with pytest.raises(DataError, match=r"^the training split of t has class 'rare' only in the validation hold-out "
@@ -791,6 +792,18 @@ def test_a_class_held_out_whole_for_validation_is_refused():
     assert data.make_pipelines(source, batch_size=4, seed=0, validation_fraction=0).num_validation == 0
     flipped = sources.array_source("t", (images[:20], labels[::-1]), (images[20:], np.array([0, 1, 1])))
     assert data.make_pipelines(flipped, batch_size=4, seed=0, validation_fraction=0.1).num_train == 18
+
+
+def test_arrays_sorted_by_class_hold_out_every_class_for_validation():
+    """array_source kept the arrays' order: sorted by class, the validation hold-out (the first part) was one class,
+    and the rates a comparison chooses on validation loss were chosen on it."""
+    images = np.random.default_rng(1).integers(0, 256, (130, 4, 4, 1), dtype=np.uint8)
+    labels = np.repeat(np.arange(5), 20)  # sorted by class, as many datasets come
+    source = sources.array_source("sorted", (images[:100], labels), (images[100:], np.arange(30) % 5))
+    held_out = next(iter(source.train.take(20).batch(20).as_numpy_iterator()))[1]
+    assert len(set(held_out.tolist())) >= 4, held_out
+    again = sources.array_source("sorted", (images[:100], labels), (images[100:], np.arange(30) % 5))
+    assert again.train_sha256 == source.train_sha256  # one fixed order: the same arrays are the same data
 
 
 @pytest.mark.parametrize("change,message", [

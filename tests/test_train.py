@@ -13,6 +13,7 @@ import tensorflow as tf
 from absl import flags
 from conftest import crash_after_epoch
 from conftest import layer_table_rows
+from conftest import tiny_arrays
 from conftest import tiny_config
 from conftest import tiny_source
 
@@ -231,8 +232,7 @@ def test_a_run_resumed_on_other_data_is_refused_and_on_its_own_data_resumes(tmp_
     assert checkpoints.saved_epoch(str(tmp_path / "checkpoints")) == 1  # nothing lost
     # Other test images alone are no reason to refuse: what trained is the same.
     train_part = tiny_source()
-    other_test = sources.array_source("tiny", next(iter(train_part.train.batch(1000).as_numpy_iterator())),
-                                      next(iter(tiny_source(seed=3).test.batch(1000).as_numpy_iterator())))
+    other_test = sources.array_source("tiny", tiny_arrays()[0], tiny_arrays(seed=3)[1])
     assert data_identity.content_id(other_test) == data_identity.content_id(train_part)
     resumed = trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
     assert resumed["resumed_from_epoch"] == 1 and resumed["epochs_completed"] == 2
@@ -839,10 +839,7 @@ def test_a_finished_run_given_other_training_data_is_refused_not_reported(tmp_pa
                                         r"would be reported as this data's; use another workdir, or overwrite=True"):
         trainer.train_and_evaluate(config, workdir, source=tiny_source(seed=1), verbose=0)
     # The same training arrays, another test split: its old test scores came back as this split's.
-    same_train = tiny_source()
-    other_test = sources.array_source("tiny", (np.stack([x for x, _ in same_train.train.as_numpy_iterator()]),
-                                               same_train.train_labels), tuple(
-        np.stack(part) for part in zip(*tiny_source(seed=2).test.as_numpy_iterator())))
+    other_test = sources.array_source("tiny", tiny_arrays()[0], tiny_arrays(seed=2)[1])
     with pytest.raises(DataError, match=rf"^{workdir} holds a run finished and tested on other test data \(sha256 "
                                         rf".* score it on this data with eval.py --workdir={workdir} "):
         trainer.train_and_evaluate(config, workdir, source=other_test, verbose=0)
