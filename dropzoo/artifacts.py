@@ -102,8 +102,12 @@ def convert_tflite(model, representative_images, *, outputs="probabilities"):
         raise ValueError(f"representative images must be a non-empty uint8 [N, H, W, C] batch, "
                          f"got {images.dtype} {images.shape}")
     copy = float32_copy(model)
-    archive = export.build_archive([copy], {serving.SIGNATURE_KEY: (export.serving_function(copy, outputs),
-                                                                   [serving.input_spec(copy)])})
+    serve, spec = export.serving_function(copy, outputs), serving.input_spec(copy)
+
+    def image_locked(image):  # the converter drops serve's shape assertions: ops that fail on another shape instead
+        return serve(serving.shape_locked(image, spec.shape))
+
+    archive = export.build_archive([copy], {serving.SIGNATURE_KEY: (image_locked, [spec])})
     with tempfile.TemporaryDirectory(prefix="dropzoo-tflite-") as directory:
         archive.write_out(directory, verbose=False)
         float32_model = tflite.convert(directory)

@@ -132,7 +132,7 @@ def serving_function(model, outputs="probabilities"):
 
     # The argument name becomes the signature's input name.
     def serve(image):
-        image = serving.shape_locked(serving.checked_shape(image, shape), shape)  # (TFLite keeps the second only)
+        image = serving.checked_shape(image, shape)
         return serving.answer(serving.probabilities(model, scale(image), outputs, training=False))
 
     return serve
