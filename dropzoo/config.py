@@ -362,11 +362,8 @@ def register_network(config):
 
 
 def differences(saved, config):
-    """Names of the fields where a saved config dict differs from `config`.
-
-    A field the saved config lacks (written before the field existed) counts
-    as its default, so older runs still resume.
-    """
+    """Names of the fields where a saved config dict differs from `config`. A field the saved config lacks (written
+    before the field existed) counts as its default, so older runs still resume."""
     return settings_apart(saved, config.to_dict())
 
 
@@ -374,7 +371,8 @@ def settings_apart(saved, current):
     """Names of the fields where two saved config dicts (two runs' records) differ, as `differences` reads them."""
     saved, current = with_defaults(saved), with_defaults(current)
     for fields in (saved, current):  # recorded as typed before the spelling was normalised
-        fields["sites"] = sites_lib.normalize(fields["sites"])
+        if isinstance(fields["sites"], str):
+            fields["sites"] = sites_lib.normalize(fields["sites"])
     ignored = OBSERVATION_ONLY + EXECUTION_ONLY
     changed = sorted(k for k in FIELDS if saved[k] != current[k] and k not in ignored
                      and not _one_spelling(k, saved[k], current[k]))
@@ -408,7 +406,9 @@ DATA_PATHS = sources.DATA_FILES
 
 def _one_spelling(name, saved, current):
     """Whether two values of field `name` are one setting written two ways ('16, 16' and '16,16'; 'data/x' and
-    /home/me/data/x, or the folder moved since)."""
+    /home/me/data/x, or the folder moved since; unset and empty)."""
+    if saved in (None, "") and current in (None, ""):
+        return True
     if not (isinstance(saved, str) and isinstance(current, str)):
         return False
     if name in DATA_PATHS:

@@ -1162,6 +1162,15 @@ def test_a_rerun_naming_the_same_data_another_way_is_the_same_run(tmp_path, monk
         "image_dir", "npz"]  # another kind of data
 
 
+def test_an_unset_data_path_and_an_empty_one_are_one_setting():
+    """A run recorded with `idx_dir: ""` (TrainConfig(idx_dir="") from Python) was refused on a rerun without it as
+    other settings; a `sites` recorded as a non-string raised a TypeError instead of naming the field."""
+    saved = {**config_lib.TrainConfig().to_dict(), "idx_dir": "", "tfds_data_dir": ""}
+    assert config_lib.differences(saved, config_lib.TrainConfig()) == []
+    assert config_lib.differences(saved, config_lib.TrainConfig(idx_dir="data")) == ["idx_dir"]
+    assert config_lib.settings_apart({"sites": 3}, config_lib.TrainConfig().to_dict()) == ["sites"]
+
+
 @pytest.mark.parametrize("images,labels,hint", [
     (np.zeros((4, 3, 8, 8), np.uint8), np.arange(4), "(channels first: np.moveaxis(x_train, 1, -1))"),
     (np.zeros((4, 8, 8), np.uint8), np.eye(4, dtype=np.int64), "e.g. y_train.argmax(axis=1) (one-hot)"),
