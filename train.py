@@ -74,17 +74,7 @@ def _train(overwrite):
             # One line for a root it cannot write (a read-only volume), not one FAILED line per run.
             workdirs.ensure_writable(os.path.commonpath([os.path.abspath(w) for _, w in runs]), make=False)
         if task is not None:
-            index, count, source = task
-            plan = sweep.plan(runs)
-            mine = shards.share(runs, plan, index, count)
-            print(f"task {index} of {count} (from {source}): {len(mine)} of the plan's {len(runs)} runs", flush=True)
-            shards.check_slurm_share(mine, plan, index, count, source)
-            shards.check_array_plans(runs, plan, index, source, record=not fv.dry_run)  # a dry run only compares
-            shards.check_task_counts(runs, plan, index, count, source, record=not fv.dry_run)
-            unchecked = shards.kubernetes_unchecked(source)
-            if unchecked:
-                logging.warning("%s", unchecked)
-            runs = mine
+            runs = _task_share(runs, task)
             if not runs:
                 return 0
         if fv.dry_run:
@@ -93,9 +83,8 @@ def _train(overwrite):
             return errors.EXIT_USAGE if refused else 0  # the command itself would fail on them
         # One run alone, or a one-run share under a multi-worker cluster (an Indexed Job's --task_index=0
         # --num_tasks=1), which must build its strategy before its data starts TensorFlow: a sweep's loads it first.
-        single = len(runs) == 1 and (task is None or strategies.num_training_tasks(strategies.tf_config_cluster(
-            os.environ.get("TF_CONFIG", ""))) > 1)
-        if single:
+        if len(runs) == 1 and (task is None or strategies.num_training_tasks(strategies.tf_config_cluster(
+                os.environ.get("TF_CONFIG", ""))) > 1):
             config, workdir = runs[0]
             try:
                 metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
@@ -106,21 +95,48 @@ def _train(overwrite):
                 print(f"error: {e}; task {task[0]} of {task[1]} is not done: run it again once that process ends",
                       file=sys.stderr)
                 return EXIT_SHARE_NOT_DONE
-        else:
-            results = sweep.run_sweep(runs, overwrite=overwrite, serving_artifacts=fv.serving_artifacts)
-    if not single:
-        print(sweep.summary(results))
-        if sweep.failed(results):
-            return 1
-        if task is None and not any(isinstance(outcome, sweep.Skipped) for _, _, outcome in results):
-            root = fv.workdir or os.path.commonpath([workdir for _, workdir, _ in results])
-            print(f"compare:      python eval.py --runs_dir={shlex.quote(root)}")
-        if task is not None and any(isinstance(outcome, sweep.Skipped) for _, _, outcome in results):
-            # A task's share is its own: a run another process holds is not done, so the scheduler may retry.
-            print(f"error: task {task[0]} of {task[1]} left runs another process was training (SKIPPED above); "
-                  "its share is not done: run the task again once that process ends", file=sys.stderr)
-            return EXIT_SHARE_NOT_DONE
-        return 0
+            _print_run(metrics, workdir)
+            return 0
+        results = sweep.run_sweep(runs, overwrite=overwrite, serving_artifacts=fv.serving_artifacts)
+    return _print_sweep(results, task, fv.workdir)
+
+
+def _task_share(runs, task):
+    """The runs of the plan `runs` that `task` (index, count, where they came from) trains, checked against the
+    array's other tasks and said in one line."""
+    index, count, source = task
+    dry_run = flags_lib.FLAGS.dry_run
+    plan = sweep.plan(runs)
+    mine = shards.share(runs, plan, index, count)
+    print(f"task {index} of {count} (from {source}): {len(mine)} of the plan's {len(runs)} runs", flush=True)
+    shards.check_slurm_share(mine, plan, index, count, source)
+    shards.check_array_plans(runs, plan, index, source, record=not dry_run)  # a dry run only compares
+    shards.check_task_counts(runs, plan, index, count, source, record=not dry_run)
+    unchecked = shards.kubernetes_unchecked(source)
+    if unchecked:
+        logging.warning("%s", unchecked)
+    return mine
+
+
+def _print_sweep(results, task, root):
+    """The sweep's summary, and its exit status: 1 where a run failed, 75 where a task left runs to another."""
+    print(sweep.summary(results))
+    if sweep.failed(results):
+        return 1
+    skipped = any(isinstance(outcome, sweep.Skipped) for _, _, outcome in results)
+    if task is None and not skipped:
+        root = root or os.path.commonpath([workdir for _, workdir, _ in results])
+        print(f"compare:      python eval.py --runs_dir={shlex.quote(root)}")
+    if task is not None and skipped:
+        # A task's share is its own: a run another process holds is not done, so the scheduler may retry.
+        print(f"error: task {task[0]} of {task[1]} left runs another process was training (SKIPPED above); "
+              "its share is not done: run the task again once that process ends", file=sys.stderr)
+        return EXIT_SHARE_NOT_DONE
+    return 0
+
+
+def _print_run(metrics, workdir):
+    """One run's results and where its files are."""
     print(f"data:         {metrics['data']['source']}")
     print(f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")
     print(f"export check: {'passed' if metrics['export_check']['passed'] else 'FAILED'}")
@@ -139,7 +155,6 @@ def _train(overwrite):
     # no "./validation" run for its validation columns.
     print(f"TensorBoard:  tensorboard --logdir {workdir}")
     print(f"metrics:      {os.path.join(workdir, 'metrics.json')}")
-    return 0
 
 
 def _interrupted_line(interrupted):
