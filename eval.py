@@ -66,18 +66,9 @@ def _main(argv):
     if len(argv) > 1:
         return errors.fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     f = flags_lib.FLAGS
-    if sum(bool(x) for x in (f.saved_model, f.tflite, f.workdir, f.runs_dir)) != 1:
-        return errors.fail("give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR "
-                           "(or --tflite=PATH)")
-    given_only = [name for name in COMPARISON_FLAGS if f[name].present]
-    if given_only and not f.runs_dir:  # (scoring one export would ignore it: --collect would copy nothing, unsaid)
-        return errors.fail(f"--{given_only[0]} applies only with --runs_dir (a comparison of runs); drop it to "
-                           "score one export")
-    ignored = [name for name in (*COMPARISON_FLAGS[1:], "mc_samples", "mc_seed", "output", "batch_size",
-                                 *flags_lib.DATA_FIELDS, *flags_lib.OOD_FIELDS) if f[name].present]
-    if f.collect and ignored:
-        return errors.fail(f"--collect copies the runs' records and compares nothing, so --{ignored[0]} would be "
-                           f"ignored; collect first, then compare with python eval.py --runs_dir={f.collect}")
+    problem = _flags_problem(f)
+    if problem:
+        return errors.fail(problem)
     with errors.one_line():
         _ood(f)  # one OOD source, before any data loads
     if f.tflite and (f.mc_samples or f.mc_seed):  # before check_mc, whose fix (add --mc_samples) would not do
@@ -93,6 +84,27 @@ def _main(argv):
     if f.workdir and not os.path.isdir(f.workdir):
         return errors.fail(f"--workdir {f.workdir} is not a directory; give a run's directory (the --workdir "
                            "train.py wrote, e.g. runs/keras_mnist_cnn/canonical/seed0), or --saved_model=PATH")
+    return _score_one(f)
+
+
+def _flags_problem(f):
+    """The line refusing flags that cannot go together, or None."""
+    if sum(bool(x) for x in (f.saved_model, f.tflite, f.workdir, f.runs_dir)) != 1:
+        return "give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR (or --tflite=PATH)"
+    given_only = [name for name in COMPARISON_FLAGS if f[name].present]
+    if given_only and not f.runs_dir:  # (scoring one export would ignore it: --collect would copy nothing, unsaid)
+        return f"--{given_only[0]} applies only with --runs_dir (a comparison of runs); drop it to score one export"
+    ignored = [name for name in (*COMPARISON_FLAGS[1:], "mc_samples", "mc_seed", "output", "batch_size",
+                                 *flags_lib.DATA_FIELDS, *flags_lib.OOD_FIELDS) if f[name].present]
+    if f.collect and ignored:
+        return (f"--collect copies the runs' records and compares nothing, so --{ignored[0]} would be ignored; "
+                f"collect first, then compare with python eval.py --runs_dir={f.collect}")
+    return None
+
+
+def _score_one(f):
+    """Scores one export (--saved_model, --tflite, or a run's --workdir): its JSON on stdout, the summary and notes on
+    stderr, and where it is a run's, the result saved with it."""
     with errors.one_line():
         flags_lib.check_one_source(f)
     # A run's own export named by path (RUN/saved_model, RUN/model.tflite) is scored on the run's data too.
@@ -129,39 +141,43 @@ def _main(argv):
         if output:
             evaluate.write_json(output, result)
     print(json.dumps(result, indent=2, sort_keys=True))
-    trained_on = (own or {}).get("trained_on", {})
-    changed = bool(own) and bool(data) and folders.split_changed(trained_on, own["details"], data,
-                                                                 result.get("data_details"))
     written = f"; written to {output}" if output else ""
     print(f"{evaluate.summary_line(result)}{written}", file=sys.stderr)  # stdout stays JSON
     if unwritable:
         print(f"note: not written to {f.workdir} ({unwritable}); pass --output=FILE to keep the result",
               file=sys.stderr)
+    for note in _notes(result, path_of(f), bool(f.tflite), home, own, data, given, on_own):
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def _notes(result, path, tflite, home, own, data, given, on_own):
+    """What a reader of one export's `result` must know: data other than the run's own or changed since, training
+    images among those scored, classes absent, MC passes that all agree."""
+    notes = []
+    trained_on = (own or {}).get("trained_on", {})
+    changed = bool(own) and bool(data) and folders.split_changed(trained_on, own["details"], data,
+                                                                 result.get("data_details"))
     if result.get("ood_train_checked") is False:
-        print(f"note: the out-of-distribution data was not checked for {home}'s training images: "
-              f"{uncertainty_report.UNCHECKED_OOD}", file=sys.stderr)
+        notes.append(f"the out-of-distribution data was not checked for {home}'s training images: "
+                     f"{uncertainty_report.UNCHECKED_OOD}")
     if home and not on_own:
         moved = own is not None and records.same_data(result["data_origin"], own["origin"])  # same files, changed
-        print(f"note: evaluated on {result['data_source']}, " + (
+        notes.append(f"evaluated on {result['data_source']}, " + (
             "whose files now hold other test data than the run was tested on (sha256 "
             f"{str(own.get('test_sha256'))[:12]}... then, {result['data_sha256'][:12]}... now)" if moved else
-            "not the test data the run recorded"), file=sys.stderr)
+            "not the test data the run recorded"))
     if not home:  # an export copied out of its run: it records the run's test data
-        for note in evaluate.copied_export_notes(path_of(f), result, tflite_model=bool(f.tflite)):
-            print(f"note: {note}", file=sys.stderr)
+        notes += evaluate.copied_export_notes(path, result, tflite_model=tflite)
     if data and (data is given or not on_own):  # a folder named, or the run's own that changed since
         found = folders.notes(data, [(trained_on, result["num_examples"], home, changed)])
         found += folders.trained_images_notes(trained_on, data, home, result["num_examples"]) if home else []
-        if changed and data is not given:  # the run's own folder: its last note, the changed split, says it all
-            found = found[-1:]
-        for note in found:
-            print(f"note: {note}", file=sys.stderr)
-    for note in evaluate.absent_classes_notes([result]):
-        print(f"note: {note}", file=sys.stderr)
+        notes += found[-1:] if changed and data is not given else found  # its own changed split says it all
+    notes += evaluate.absent_classes_notes([result])
     if result.get("mc_no_spread"):
-        print(f"note: the {result['mc_samples']} MC dropout passes all agree (no dropout to sample, or none that "
-              "moves these probabilities), so the mc_* scores repeat the plain ones", file=sys.stderr)
-    return 0
+        notes.append(f"the {result['mc_samples']} MC dropout passes all agree (no dropout to sample, or none that "
+                     "moves these probabilities), so the mc_* scores repeat the plain ones")
+    return notes
 
 
 def _data_to_score(given, own):
