@@ -51,7 +51,7 @@ class TrainConfig:
     model: str = _field(DEFAULT_MODEL, f"One of: {', '.join(models.list_models())}.")
     network: str = _field(
         "", "Your own network instead of --model, as comma-separated layer tokens: "
-        "conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten, dense<units>, dropout<rate> "
+        "conv<filters>k<size>[same|valid][s<stride>], pool<size>, avgpool<size>, flatten, dense<units>, dropout<rate> "
         "(its canonical dropout), logits (last: emit logits), convrate<rate>; e.g. "
         "conv32k3,conv64k3,pool2,flatten,dense128. @FILE reads the spec (JSON: a list of tokens or "
         "objects) from FILE. See docs/models.md.")

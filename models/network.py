@@ -141,6 +141,7 @@ class Conv:
 class Pool:
     name: str
     size: int = 2
+    average: bool = False  # AveragePooling2D; MaxPooling2D by default
     slots = ("post",)
 
 
@@ -334,6 +335,8 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
         elif isinstance(layer, Dense):
             x = keras.layers.Dense(layer.units, use_bias=not batch_norm, kernel_initializer=init,
                                    name=layer.name)(x)
+        elif isinstance(layer, Pool) and layer.average:
+            x = keras.layers.AveragePooling2D(layer.size, name=layer.name)(x)
         elif isinstance(layer, Pool):
             pool = pooling.MaxPooling2D(layer.size, name=layer.name)
             if relu is not None and relu.output is x:  # nothing between them: the pool takes ReLU's gradient

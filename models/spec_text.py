@@ -10,6 +10,7 @@ Tokens, separated by commas or new lines, in graph order (case and the spaces ar
                   Conv2D + activation; padding valid and stride 1 unless given,
                   e.g. conv64k5same, conv32k3s2, conv32k3sames2
   pool<size>      MaxPooling2D(size), e.g. pool2
+  avgpool<size>   AveragePooling2D(size), e.g. avgpool2 (named poolN too)
   flatten         feature maps -> vector: once, after the last conv/pool and
                   before the first dense layer (the input is an image)
   dense<units>    Dense + activation, e.g. dense128
@@ -38,7 +39,7 @@ build options (`activation=`, `norm=`), not part of the text.
 
 JSON (for long specs): a list whose items are tokens or objects
     {"type": "conv", "filters": 32, "kernel_size": 3, "padding": "same", "strides": 1}
-    {"type": "pool", "size": 2}   {"type": "flatten"}   {"type": "dense", "units": 128}
+    {"type": "pool", "size": 2, "average": false}   {"type": "flatten"}   {"type": "dense", "units": 128}
     {"type": "dropout", "rate": 0.5}   {"type": "logits"}   {"type": "convrate", "rate": 0.25}
 or an object {"name": NAME, "layers": [...]} that also names the network.
 
@@ -57,11 +58,11 @@ from models import network
 from models import placements
 from models import sites as sites_lib
 
-VALID = ("conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten, dense<units>, "
+VALID = ("conv<filters>k<size>[same|valid][s<stride>], pool<size>, avgpool<size>, flatten, dense<units>, "
          "dropout<rate>, logits, convrate<rate>")
 _PATTERNS = {
     "conv": re.compile(r"conv(\d+)k(\d+)(same|valid)?(?:s(\d+))?"),
-    "pool": re.compile(r"pool(\d+)"),
+    "pool": re.compile(r"(avg)?pool(\d+)"),
     "flatten": re.compile(r"flatten"),
     "dense": re.compile(r"dense(\d+)"),
     "dropout": re.compile(r"dropout(.+)"),
@@ -71,13 +72,14 @@ _PATTERNS = {
 # JSON objects: their fields and the defaults of the optional ones.
 _FIELDS = {
     "conv": {"filters": None, "kernel_size": None, "padding": "valid", "strides": 1},
-    "pool": {"size": None}, "flatten": {}, "dense": {"units": None},
+    "pool": {"size": None, "average": False}, "flatten": {}, "dense": {"units": None},
     "dropout": {"rate": None}, "logits": {}, "convrate": {"rate": None},
 }
 # What each JSON field holds: (the JSON types it takes, as said in an error).
 _KINDS_OF_VALUES = {"filters": (int, "a whole number"), "kernel_size": (int, "a whole number (square kernels)"),
                     "strides": (int, "a whole number"), "size": (int, "a whole number"),
                     "units": (int, "a whole number"), "padding": (str, "'valid' or 'same'"),
+                    "average": (bool, "true or false"),
                     "rate": ((int, float), "a number in [0, 1)")}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 80  # longer derived names are cut and given a hash: they name directories
@@ -199,13 +201,15 @@ def _token_of_item(item, position):
                          + f"; a {kind} object has: {', '.join(fields) or 'only type'}")
     for key, value in item.items():
         wanted = _KINDS_OF_VALUES.get(key)
-        if wanted and not (isinstance(value, wanted[0]) and not isinstance(value, bool)
+        if wanted and not (isinstance(value, wanted[0]) and (wanted[0] is bool or not isinstance(value, bool))
                            and (key != "padding" or value.lower() in ("valid", "same"))):
             raise ValueError(f"layer {json.dumps(item)} at position {position}: its {key} must be {wanted[1]}, got "
                              f"{json.dumps(value)}")
     v = {**fields, **item}
     if kind == "conv":
         return f"conv{v['filters']}k{v['kernel_size']}{v['padding']}s{v['strides']}".lower()
+    if kind == "pool":
+        return f"{'avg' if v['average'] else ''}pool{v['size']}"
     return kind + "".join(str(v[k]) for k in fields).lower()
 
 
@@ -266,7 +270,8 @@ def _parse_tokens(items):
                                  _positive(size, "the kernel size", shown, position), padding or "valid",
                                  _positive(stride or "1", "the stride", shown, position))
         elif kind == "pool":
-            layer = network.Pool(numbered("pool"), _positive(match[1], "the pool size", shown, position))
+            layer = network.Pool(numbered("pool"), _positive(match[2], "the pool size", shown, position),
+                                 average=bool(match[1]))
         elif kind == "dense":
             if not flat:
                 raise ValueError(f"{shown} at position {position} needs 'flatten' before it: dense "
@@ -278,7 +283,7 @@ def _parse_tokens(items):
             layer, flat = network.Flatten(), True
         if pending is not None and kind == "pool":  # it would be carried past the pool, onto its output
             raise ValueError(f"the dropout before {shown} at position {position} has no site: a pool layer has no "
-                             "input site (dropping units before max pooling is not dropping them after); put the "
+                             "input site (dropping units before pooling is not dropping them after); put the "
                              "dropout token after the pool, or before the first conv")
         if pending is not None and "pre" in layer.slots:
             add_site(f"{layer.name}.pre", pending, shown, position)
@@ -343,7 +348,7 @@ def _format_tokens(spec):
                           + ("" if layer.padding == "valid" else layer.padding)
                           + ("" if layer.strides == 1 else f"s{layer.strides}"))
         elif isinstance(layer, network.Pool):
-            tokens.append(f"pool{layer.size}")
+            tokens.append(f"{'avg' if layer.average else ''}pool{layer.size}")
         elif isinstance(layer, network.Flatten):
             tokens.append("flatten")
         elif isinstance(layer, network.Dense):

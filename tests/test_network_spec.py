@@ -252,6 +252,28 @@ def test_json_form():
     assert models.parse_network("flatten", name="other").name == "other"
 
 
+def test_average_pooling_is_a_token_and_a_json_field():
+    """Networks that average-pool (common in users' own CNNs) had no text form: `avgpool<size>` builds Keras'
+    AveragePooling2D, named poolN as a max pool is, so the placements and sites are the same."""
+    spec = models.parse_network("conv8k3,avgpool2,dropout0.25,flatten,dense16")
+    assert spec.layers[1] == network.Pool("pool1", 2, average=True) and spec.canonical == "pool1.post:0.25"
+    assert models.format_network(spec) == "conv8k3,avgpool2,dropout0.25,flatten,dense16"
+    assert spec.name != models.parse_network("conv8k3,pool2,dropout0.25,flatten,dense16").name
+    assert models.parse_network(json.dumps([{"type": "conv", "filters": 8, "kernel_size": 3},
+                                            {"type": "pool", "size": 2, "average": True}, "flatten", "dense16",
+                                            "dropout0.5"])) == models.parse_network("conv8k3,avgpool2,flatten,dense16")
+    with pytest.raises(ValueError, match="its average must be true or false, got 1"):
+        models.parse_network('[{"type": "pool", "size": 2, "average": 1}, "flatten"]')
+    model = models.build_from_spec("conv8k3,avgpool2,flatten,dense16", "conv", seed=0, input_shape=(12, 12, 1),
+                                   num_classes=3)
+    assert type(model.get_layer("pool1")) is keras.layers.AveragePooling2D
+    assert "pool1.post" in [layer.name for layer in model.layers]
+    x = np.random.default_rng(0).random((2, 12, 12, 1), np.float32)
+    pooled = keras.Model(model.input, model.get_layer("pool1").output)(x, training=False)
+    relu = keras.Model(model.input, model.get_layer("pool1").input)(x, training=False)
+    np.testing.assert_allclose(pooled, keras.ops.average_pool(relu, 2, 2), rtol=1e-6)
+
+
 def test_long_specs_get_a_short_stable_name():
     text = ",".join(["conv8k3same"] * 20 + ["flatten"])
     name = models.parse_network(text).name
@@ -260,7 +282,8 @@ def test_long_specs_get_a_short_stable_name():
     assert models.parse_network(text + ",dense4").name != name
 
 
-VALID = "valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, flatten, dense<units>, dropout<rate>"
+VALID = ("valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, avgpool<size>, flatten, dense<units>, "
+         "dropout<rate>")
 
 
 @pytest.mark.parametrize("text,message", [
