@@ -30,6 +30,9 @@ RUN_FILES = ("config.json", "tensorboard", "checkpoints", "saved_model", "metric
 EVAL_FILES = ("eval.json", "eval-*.json")
 RESOLVED = "resolved"
 _CONFIG_FIX = "delete it and rerun to resume with this command's settings, or --overwrite to start the run again"
+# What a finished run's metrics.json holds for the lines reporting it again (train.py's, a sweep's summary).
+FINISHED_FIELDS = {"test_accuracy": float, "test_loss": float, "export_check": {"passed": bool},
+                   "data": {"source": str, "origin": dict}}
 # What each resolved value is called in a refusal of a run that resolved otherwise, and the fix beside the
 # two every refusal names (another --workdir, --overwrite); {saved} is the run's value.
 _PINS = {"precision": ("the precision policy", "pass --precision={saved} to resume it here, "),
@@ -177,7 +180,7 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
         files.write_json(files_["config.json"], record)
     if os.path.exists(files_["metrics.json"]):
         return files.read_json(files_["metrics.json"], "delete it and rerun the same command to re-export and "
-                               "re-measure from the last checkpoint")
+                               "re-measure from the last checkpoint", FINISHED_FIELDS)
     # To be trained (on): evaluations of earlier weights (a finished run whose metrics.json was deleted to train it
     # to more epochs) would answer a comparison for the new ones. Newer records name their weights; older ones go.
     evaluations.drop_unweighted(workdir)

@@ -462,6 +462,13 @@ def test_a_corrupt_json_file_is_one_line_with_its_path_and_the_fix(tmp_path, nam
         with pytest.raises(files.ReadError, match=r"config\.json is corrupt \(--epochs must be an integer, got "
                                                   r"'four'\); delete it and rerun to resume"):
             trainer.train_and_evaluate(tiny_config(epochs=1), workdir, source=tiny_source(), verbose=0)
+    else:  # valid JSON without what reports the finished run again: a KeyError traceback in train.py and the sweep
+        for damaged in ({}, {"test_accuracy": "0.9"}):
+            with open(os.path.join(workdir, name), "w") as f:
+                json.dump(damaged, f)
+            with pytest.raises(files.ReadError, match=r"metrics\.json is corrupt \((no test_accuracy|test_accuracy "
+                                                      r"is \"0\.9\", not a number)\); delete it and rerun"):
+                trainer.train_and_evaluate(tiny_config(epochs=1), workdir, source=tiny_source(), verbose=0)
 
 
 # ------------------------------------------------- one writer per workdir
