@@ -64,19 +64,25 @@ def collect(runs_dirs, destination):
         if first[target] != run:
             continue  # the same run (same weights) found twice: copied once
         os.makedirs(target, exist_ok=True)
-        for name in records.RECORD_FILES:
-            if os.path.isfile(os.path.join(run, name)):
-                shutil.copyfile(os.path.join(run, name), os.path.join(target, name))
         if os.path.isdir(os.path.join(run, evaluations.EVALUATIONS)):
             shutil.copytree(os.path.join(run, evaluations.EVALUATIONS), os.path.join(target, evaluations.EVALUATIONS),
-                            dirs_exist_ok=True)
+                            dirs_exist_ok=True, copy_function=_copy_whole)
+        for name in records.RECORD_FILES:  # metrics.json last: a run is finished by it
+            if os.path.isfile(os.path.join(run, name)):
+                _copy_whole(os.path.join(run, name), os.path.join(target, name))
         copied.append(target)
     for runs_dir in runs_dirs:  # the array plans too: a comparison of the copies names the runs never trained
         for plan in shards.plans(runs_dir):
             target = os.path.join(destination, os.path.relpath(plan, runs_dir))
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.copyfile(plan, target)
+            _copy_whole(plan, target)
     return copied
+
+
+def _copy_whole(source, target):
+    """Copies `source` to `target` whole or not at all: a collect stopped midway (Ctrl-C, a full disk) leaves no
+    half-copied record to be read later."""
+    return files.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def _check_not_nested(pairs, destination):

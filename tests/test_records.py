@@ -413,6 +413,33 @@ def test_a_comparison_after_a_run_trained_on_scores_its_new_weights(tmp_path):
     assert evaluations.load_evaluation(run, mc, metrics["weights_sha256"]) is None
 
 
+def test_a_collect_stopped_midway_leaves_no_half_copied_record(tmp_path, monkeypatch):
+    """Files were copied in place: a collect stopped while copying metrics.json left part of it, the finished-run
+    marker, in the copy."""
+    run = tmp_path / "m1" / "dense_mlp" / "canonical" / "seed0"
+    (run / "evaluations").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"seed": 0}))
+    (run / "metrics.json").write_text(json.dumps({"weights_sha256": "aaa", "config": {"seed": 0}}))
+    (run / "evaluations" / "e.json").write_text("{}")
+    copyfile = shutil.copyfile
+
+    def stopped(source, target):
+        if source.endswith("metrics.json"):
+            with open(target, "w") as f:
+                f.write('{"weights_sha')
+            raise KeyboardInterrupt
+        return copyfile(source, target)
+
+    monkeypatch.setattr(collect.shutil, "copyfile", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        collect.collect([str(tmp_path / "m1")], str(tmp_path / "collected"))
+    copy = tmp_path / "collected" / "dense_mlp" / "canonical" / "seed0"
+    assert sorted(os.listdir(copy)) == ["config.json", "evaluations"]  # no metrics.json, whole or in part
+    monkeypatch.setattr(collect.shutil, "copyfile", copyfile)
+    assert len(collect.collect([str(tmp_path / "m1")], str(tmp_path / "collected"))) == 1  # run again: whole
+    assert json.loads((copy / "metrics.json").read_text())["weights_sha256"] == "aaa"
+
+
 def test_a_collect_never_replaces_another_runs_records(tmp_path):
     """Seed 0 trained on two machines: collecting both into one directory would silently keep one."""
     from dropzoo.errors import ConfigError
