@@ -212,9 +212,11 @@ def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp
             "pass --precision=mixed_bfloat16 to resume it here") in str(info.value)
     trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_bfloat16"), workdir)
     # Finished, it is reported as trained: nothing trains, and its records name its precision.
+    finished = {"test_accuracy": 0.5, "test_loss": 1.0, "export_check": {"passed": True},
+                "data": {"source": "tiny", "origin": {"dataset": "tiny"}}}
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
-        json.dump({"test_accuracy": 0.5}, f)
-    assert trainer.prepare_workdir(tiny_config(epochs=1), workdir) == {"test_accuracy": 0.5}
+        json.dump(finished, f)
+    assert trainer.prepare_workdir(tiny_config(epochs=1), workdir) == finished
     os.remove(os.path.join(workdir, "metrics.json"))
     # Where a oneDNN cap makes auto pick float32, the pin would be refused too: the fix names the cap.
     monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
