@@ -1,12 +1,10 @@
 """A training run's configuration: one frozen dataclass, validated in one place.
 
-Every field is a flag of `train.py` of the same name: `dropzoo/flags.py`
-defines the flags from the fields (type, default and the help text in
-`metadata`), so a field is written once. Scalar fields (a number or a name)
-take a comma list on the command line, which sweeps them; the fields whose
-values may contain commas (`SPLIT_FIELDS`) and the seed (swept by --seeds)
-do not. `validate` raises `ConfigError` (one line naming the problem and the
-fix) for every value a user can get wrong.
+Every field is a flag of `train.py` of the same name: `dropzoo/flags.py` defines the flags from the fields (type,
+default and the help text in `metadata`), so a field is written once. Scalar fields (a number or a name) take a comma
+list on the command line, which sweeps them; the fields whose values may contain commas (`SPLIT_FIELDS`) and the seed
+(swept by --seeds) do not. `validate` raises `ConfigError` (one line naming the problem and the fix) for every value a
+user can get wrong.
 """
 import dataclasses
 import os
@@ -145,11 +143,14 @@ class TrainConfig:
     def __post_init__(self):
         if self.norm == "none":  # no BN layer: its momentum changes nothing, so it is not recorded
             object.__setattr__(self, "bn_momentum", models.DEFAULT_BN_MOMENTUM)
-        object.__setattr__(self, "sites", sites_lib.normalize(self.sites))  # one placement, one spelling, one run
-        # The network's canonical text and name: two spellings of one network are
-        # one config, and runs are filed and labelled by `model` as for the zoo.
-        # Text that does not parse is kept as given, for `validate` to report.
-        if self.keras_model:  # an absolute path: a resumed run finds the same file from anywhere
+        if isinstance(self.sites, str):  # one placement, one spelling, one run
+            object.__setattr__(self, "sites", sites_lib.normalize(self.sites))
+        # The network's canonical text and name: two spellings of one network are one config, and runs are filed
+        # and labelled by `model` as for the zoo. What does not parse is kept as given, for `validate` to report.
+        if hasattr(self.keras_model, "layers"):  # a model object: a run records (and resumes) a file
+            raise ConfigError("keras_model takes the path of a .keras file, got a model object; save it "
+                              "(model.save('my_model.keras')) and pass that path")
+        if isinstance(self.keras_model, (str, os.PathLike)) and self.keras_model:  # absolute: found from anywhere
             object.__setattr__(self, "keras_model", os.path.abspath(self.keras_model))
             if self.model == DEFAULT_MODEL:
                 object.__setattr__(self, "model", models.keras_file.default_name(self.keras_model))
@@ -335,12 +336,9 @@ def zoo_name_taken(name):
 
 
 def register_network(config):
-    """Registers `config.network` or `config.keras_model`, if given, as model `config.model`.
-
-    Returns config.model. Raises ConfigError if the text does not parse, the
-    file does not load (or its model cannot be rewritten), or if the name is
-    taken by another network (e.g. a zoo network's name given as `model`).
-    """
+    """Registers `config.network` or `config.keras_model`, if given, as model `config.model`; returns config.model.
+    ConfigError if the text does not parse, the file does not load (or its model cannot be rewritten), or if the name
+    is taken by another network (e.g. a zoo network's name given as `model`)."""
     if config.network and config.keras_model:
         raise ConfigError("give --network=SPEC or --keras_model=PATH, not both")
     if config.keras_model:
@@ -350,6 +348,9 @@ def register_network(config):
             models.register_keras_model(config.keras_model, name=config.model)
         except ValueError as e:
             raise ConfigError(f"--keras_model: {e}") from None
+    if isinstance(config.network, str) and config.network.startswith("@"):  # (the flags read the file)
+        raise ConfigError(f"network {config.network!r}: @FILE is the command line's; from Python pass the file's "
+                          "text, network=open(PATH).read()")
     if config.network:
         try:
             # The default model name here means the text did not parse (__post_init__ names it otherwise):

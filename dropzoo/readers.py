@@ -402,10 +402,9 @@ def parse_image_size(text):
     """(H, W) from 'H,W' (or a sequence of two ints); None for None or ''."""
     if text is None or text == "":
         return None
-    parts = text.split(",") if isinstance(text, str) else list(text)
     try:
-        size = tuple(int(str(p).strip()) for p in parts)
-    except ValueError:
+        size = tuple(int(str(p).strip()) for p in (text.split(",") if isinstance(text, str) else list(text)))
+    except (TypeError, ValueError):  # (an int: one side, not H,W)
         size = ()
     if len(size) != 2 or min(size) < 1:
         raise DataError(f"--image_size must be H,W in pixels, e.g. 28,28 or 32,32; got {text!r}")

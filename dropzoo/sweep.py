@@ -316,17 +316,15 @@ def _quiet_retracing():
 def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_artifacts=True):
     """Trains every (config, workdir) in `runs`; returns [(config, workdir, outcome)].
 
-    Runs that are identical by construction to an earlier run of the sweep
-    (`plan`) are not trained: their workdir gets `trainer.record_identical`'s
-    record of the run that stands for them, and that is their outcome. The
-    outcome is otherwise the run's metrics; a `Skipped` reason if another
-    process holds the run's workdir (so the same sweep started several times
-    splits the work); or, for a run that failed (e.g. a NaN loss), its error
-    in one line, and the sweep goes on. Runs of the same data share one
-    loaded source (`source`, if given, is every run's: their data arguments
-    must then be one); data that cannot be loaded (DataError) stops the
-    sweep, as it stops one run: every run of it would fail alike.
+    Runs that are identical by construction to an earlier run of the sweep (`plan`) are not trained: their workdir
+    gets `trainer.record_identical`'s record of the run that stands for them, and that is their outcome. The outcome
+    is otherwise the run's metrics; a `Skipped` reason if another process holds the run's workdir (so the same sweep
+    started several times splits the work); or, for a run that failed (e.g. a NaN loss), its error in one line, and
+    the sweep goes on. Runs of the same data share one loaded source (`source`, if given, is every run's: their data
+    arguments must then be one); data that cannot be loaded (DataError) stops the sweep, as it stops one run: every
+    run of it would fail alike.
     """
+    config_lib.check_runs(runs)
     devices = {config.cpu_devices for config, _ in runs if config.cpu_devices}
     if len(devices) == 1:  # before the data: loading it starts TensorFlow's devices
         try:

@@ -47,7 +47,9 @@ def register_spec(spec):
         return spec.name  # the same network written another way (a zoo network as text): the one registered
     if registered != spec:
         raise ValueError(f"model {spec.name!r} is already registered as another network "
-                         f"({registered.source}); give this network another name")
+                         f"({registered.source}); give this network another name"
+                         + ("" if spec.name in _ZOO else " (or, one edited in a notebook, restart its kernel: "
+                            "names are registered per process)"))
     return spec.name
 
 

@@ -99,6 +99,8 @@ def test_image_size_resizes_and_mixed_sizes_without_it_are_one_line(tmp_path):
     assert "\n" not in str(info.value)
     source = sources.load_source(image_dir=root, image_size="16,16")
     assert source.image_shape == (16, 16, 1)
+    with pytest.raises(DataError, match=r"^--image_size must be H,W in pixels, e.g. 28,28 or 32,32; got 16$"):
+        sources.load_source(image_dir=root, image_size=16)  # from Python: a TypeError traceback
 
 
 @pytest.mark.parametrize("make,message", [

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -873,6 +874,7 @@ def test_a_finished_run_of_a_file_is_compared_with_the_file_as_it_is_now(tmp_pat
     ({"epochs": True}, "--epochs must be an integer, got True"),
     ({"seed": np.int64(3)}, "--seed must be an integer, got np.int64(3) (a numpy int64: pass int(...))"),
     ({"model": None}, "--model must be a string, got None"),
+    ({"sites": ["dense1.pre:0.5"]}, "--sites must be a string, got ['dense1.pre:0.5']"),  # an AttributeError
 ])
 def test_a_config_field_of_another_type_is_one_line_from_python(overrides, message):
     with pytest.raises(config_lib.ConfigError) as info:
@@ -903,6 +905,15 @@ def test_sweep_values_that_are_not_a_list_are_one_line_from_python():
         with pytest.raises(config_lib.ConfigError) as info:
             sweep.plan(runs)
         assert str(info.value).startswith(message)
+    with pytest.raises(config_lib.ConfigError, match=r"^runs are \(TrainConfig, workdir\) pairs, .*got TrainConfig"):
+        sweep.run_sweep((configs[0], "r"))  # one pair, not a list of them: a TypeError unpacking it
+    # A model object for keras_model (place_dropout takes one), @FILE (the flags read it): one line with the fix.
+    with pytest.raises(config_lib.ConfigError, match=r"^keras_model takes the path of a .keras file, got a model "
+                                                     r"object; save it \(model.save\('my_model.keras'\)\)"):
+        config_lib.TrainConfig(keras_model=keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    with pytest.raises(config_lib.ConfigError, match=r"^network '@net.json': @FILE is the command line's; from "
+                                                     r"Python pass the file's text, network=open\(PATH\).read\(\)$"):
+        config_lib.validate(config_lib.TrainConfig(network="@net.json"))
     with pytest.raises(config_lib.ConfigError, match=r"^give a TrainConfig \(dropzoo.config.TrainConfig\(\*\*fields"
                                                      r"\)\), got dict$"):
         config_lib.validate(configs[0].to_dict())
