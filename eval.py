@@ -24,6 +24,7 @@ if __name__ == "__main__":
 
 from absl import app  # noqa: E402
 
+from dropzoo import artifacts  # noqa: E402
 from dropzoo import client  # noqa: E402
 from dropzoo import collect  # noqa: E402
 from dropzoo import compare  # noqa: E402
@@ -76,6 +77,12 @@ def _main(argv):
                            "SavedModel; pass --saved_model=DIR (or --workdir) instead of --tflite")
     with errors.one_line():
         evaluate.check_mc(f.mc_samples, f.mc_seed, f.batch_size)
+    run = f.output and _run_owning(f.output)
+    if run:  # `--output=RUN/metrics.json` replaced the run's record, and the run was lost to every later command
+        own = os.path.relpath(os.path.abspath(f.output), run).split(os.sep)
+        return errors.fail(f"--output {f.output} is {'inside ' * (len(own) > 1)}{run}'s own {own[0]}: give a file "
+                           "(or a comparison's directory) outside the run's records and exports, e.g. "
+                           f"--output={os.path.join(run, 'eval-mine.json' if not f.runs_dir else 'comparison')}")
     if f.runs_dir:
         return _compare(f)
     if f.output and os.path.isdir(f.output):  # a comparison's --output is a directory; one result is a file
@@ -85,6 +92,18 @@ def _main(argv):
         return errors.fail(f"--workdir {f.workdir} is not a directory; give a run's directory (the --workdir "
                            "train.py wrote, e.g. runs/keras_mnist_cnn/canonical/seed0), or --saved_model=PATH")
     return _score_one(f)
+
+
+def _run_owning(path):
+    """The run of which `path` is one of its own files or directories (a record, an export, its checkpoints), or
+    None. Its eval.json, eval-*.json and comparison/ are outputs, not its own."""
+    below = os.path.abspath(path)
+    while below != os.path.dirname(below):
+        parent = os.path.dirname(below)
+        if os.path.basename(below) in workdirs.RUN_FILES + artifacts.ARTIFACT_FILES and workdirs.is_run(parent):
+            return parent
+        below = parent
+    return None
 
 
 def _flags_problem(f):
@@ -245,7 +264,7 @@ def _own_data(workdir, required):
             return None
         raise errors.RunError(f"{workdir} holds no finished run (no metrics.json) to take its test data from; "
                               "name the data to evaluate on (--dataset, --idx_dir, --npz or --image_dir)")
-    metrics = files.read_json(path, "delete it and rerun that run's train.py command")
+    metrics = files.read_json(path, "delete it and rerun that run's train.py command", {"data": {"origin": dict}})
     data = metrics["data"]
     return {"origin": workdirs.test_origin(metrics), "test_sha256": data.get("test_sha256"),
             "class_names": (data.get("details") or {}).get("class_names"), "trained_on": dict(data["origin"]),

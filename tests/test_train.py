@@ -675,6 +675,27 @@ def test_eval_rejects_bad_input_in_one_line(eval_main, capsys, args, message):
     assert err.strip().splitlines() == [err.strip()] and err.startswith(message), err
 
 
+def test_eval_output_into_a_runs_own_files_is_refused_before_anything_is_written(eval_main, capsys, tmp_path):
+    """--output=RUN/metrics.json replaced the run's record with the evaluation: exit 0, and the run broken for
+    train.py and eval.py from then on."""
+    run = tmp_path / "run"
+    (run / "saved_model").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"resolved": {}}))
+    (run / "metrics.json").write_text("{\"kept\": 1}")
+    for output, own in ((run / "metrics.json", "own metrics.json"), (run / "config.json", "own config.json"),
+                        (run / "saved_model" / "x.json", "inside"), (run / "model.tflite", "own model.tflite")):
+        assert eval_main(f"--workdir={run}", f"--output={output}") == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --output {output} is ") and own in err and err.count("\n") == 1, err
+        assert f"e.g. --output={run}/eval-mine.json" in err
+    assert eval_main(f"--runs_dir={tmp_path}", f"--output={run}/checkpoints") == 2
+    assert "e.g. --output=" in capsys.readouterr().err
+    assert (run / "metrics.json").read_text() == "{\"kept\": 1}" and not (run / "saved_model" / "x.json").exists()
+    # A record without its data (overwritten by such an --output before): one line, not a KeyError traceback.
+    assert eval_main(f"--workdir={run}") == 2
+    assert capsys.readouterr().err.startswith(f"error: {run}/metrics.json is corrupt (no data); delete it and rerun")
+
+
 def test_metrics_record_the_sites_as_built_with_rate_and_norm(tmp_path):
     metrics = trainer.train_and_evaluate(tiny_config(epochs=1, rate=0.3, norm="batch"), str(tmp_path),
                                          source=tiny_source(), verbose=0)
