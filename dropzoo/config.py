@@ -259,15 +259,15 @@ def type_problem(values):
 
 
 def validate(config):
-    """Returns `config` unchanged, or raises ConfigError naming what is wrong.
-
-    Each fact is checked by the one function that owns it (models for kind,
-    activation, rate and sites; data for batch size and validation fraction),
-    so the builders and a config give the same message.
-    """
+    """Returns `config` unchanged, or raises ConfigError naming what is wrong. Each fact is checked by the one function
+    that owns it (models for kind, activation, rate and sites; data for batch size and validation fraction), so the
+    builders and a config give the same message."""
     if not isinstance(config, TrainConfig):  # a dict of fields (config.to_dict()), from Python
         raise ConfigError(f"give a TrainConfig (dropzoo.config.TrainConfig(**fields)), got {type(config).__name__}")
     check_types(config)
+    if not config.sites and not config.placement.strip():  # read as no sites: trained without dropout, unsaid
+        raise ConfigError("--placement is given but empty (an unset variable?); give a placement (e.g. canonical, "
+                          "or none for no dropout)")
     register_network(config)
     try:
         models.check_norm(config.norm)

@@ -274,7 +274,17 @@ def model_notes(runs):
     """One line for each network of the plan `runs` whose named placements had a choice to make the user should
     know of (its own head dropout at several rates), where a run trains one of them at its own rates."""
     names = {c.model for c, _ in runs if c.rate is None and not c.sites and c.placement not in ("canonical", "none")}
-    return [note for name in sorted(names) for note in models.head_notes(name)]
+    notes = [note for name in sorted(names) for note in models.head_notes(name)]
+    unfed = sorted({c.placement for c, _ in runs if c.placement in models.placements.BN_PLACEMENTS and not c.sites
+                    and c.norm != "batch" and not models.get_spec(c.model).own_batch_norm})
+    if unfed and not any(c.norm == "batch" for c, _ in runs):  # (beside --norm=batch runs: a study's control)
+        notes.append(f"--placement={','.join(unfed)} is meant for BatchNorm, which this network lacks without "
+                     "--norm=batch: its sites are trained without a BN layer to feed (add --norm=batch)")
+    spelled = [c.placement for c, _ in runs if ":" in c.placement]
+    if len(set(spelled)) > 1:  # --sites' spelling given to --placement: a sweep of one site each
+        notes.append(f"--placement={','.join(dict.fromkeys(spelled))} sweeps each site as a placement of its own; "
+                     f"for one placement of them all, pass --sites={','.join(dict.fromkeys(spelled))}")
+    return notes
 
 
 def _values(name, text):

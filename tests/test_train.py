@@ -896,12 +896,32 @@ def test_a_finished_run_of_a_file_is_compared_with_the_file_as_it_is_now(tmp_pat
     ({"seed": np.int64(3)}, "--seed must be an integer, got np.int64(3) (a numpy int64: pass int(...))"),
     ({"model": None}, "--model must be a string, got None"),
     ({"sites": ["dense1.pre:0.5"]}, "--sites must be a string, got ['dense1.pre:0.5']"),  # an AttributeError
+    ({"placement": " "}, "--placement is given but empty (an unset variable?); give a placement (e.g. canonical, "
+                         "or none for no dropout)"),  # trained without dropout, filed without a variant, unsaid
 ])
 def test_a_config_field_of_another_type_is_one_line_from_python(overrides, message):
     with pytest.raises(config_lib.ConfigError) as info:
         config_lib.validate(config_lib.TrainConfig(**overrides))
     assert str(info.value) == message
     config_lib.validate(config_lib.TrainConfig(learning_rate=1, rate=np.float64(0.5)))  # an int is a number
+
+
+def test_a_placement_that_may_not_be_what_was_meant_is_said():
+    """bn_before without --norm=batch feeds no BN; sites in --placement sweep one site each (--sites' spelling)."""
+    def notes(*args):
+        fv = flags.FlagValues()
+        flags_lib.define_train_flags(fv)
+        fv(["train.py", "--dataset=mnist_sample", *args])
+        return flags_lib.model_notes(flags_lib.train_plan(fv))
+
+    assert notes("--placement=bn_before,none") == [
+        "--placement=bn_before is meant for BatchNorm, which this network lacks without --norm=batch: its sites are "
+        "trained without a BN layer to feed (add --norm=batch)"]
+    assert notes("--placement=bn_before", "--norm=batch") == notes("--placement=bn_before", "--norm=none,batch") == []
+    assert notes("--placement=dense1.pre:0.5,dense1.post:0.3") == [
+        "--placement=dense1.pre:0.5,dense1.post:0.3 sweeps each site as a placement of its own; for one placement "
+        "of them all, pass --sites=dense1.pre:0.5,dense1.post:0.3"]
+    assert notes("--placement=dense1.pre:0.5,none") == notes("--sites=dense1.pre:0.5,dense1.post:0.3") == []
 
 
 def test_sweep_values_that_are_not_a_list_are_one_line_from_python():
