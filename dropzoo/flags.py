@@ -150,6 +150,11 @@ def parse_or_exit(argv, fv=FLAGS):
             message += " (--seeds=N trains N seeds from --seed: --seed=0 --seeds=2 for seeds 0 and 1)"
         print(f"error: {message}; see --helpfull for every flag", file=sys.stderr)
         raise SystemExit(2) from None
+    except (UnicodeDecodeError, OSError) as e:  # a --flagfile that is not text (absl reads it as UTF-8)
+        named = [arg.split("=", 1)[1] for arg in argv if arg.startswith(("--flagfile=", "-flagfile="))]
+        print(f"error: cannot read the flagfile {named[-1] if named else ''} ({type(e).__name__}: {e}); a flagfile is "
+              "text, one --flag=value per line (e.g. configs/keras_mnist_cnn.cfg)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _other_scripts_flag(error, fv):

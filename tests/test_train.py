@@ -645,6 +645,18 @@ def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, messa
     assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
 
 
+def test_a_flagfile_that_is_not_text_is_one_line(capsys, tmp_path):
+    (tmp_path / "model.tflite").write_bytes(b"TFL3\xa8\xff\x00")  # a UnicodeDecodeError traceback
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    with pytest.raises(SystemExit) as exit_:
+        flags_lib.parse_or_exit(["train.py", f"--flagfile={tmp_path / 'model.tflite'}"], fv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: cannot read the flagfile {tmp_path / 'model.tflite'} (UnicodeDecodeError: ")
+    assert err.endswith("a flagfile is text, one --flag=value per line (e.g. configs/keras_mnist_cnn.cfg)\n")
+
+
 @pytest.mark.parametrize("args,message", [
     ([], "error: give exactly one of --saved_model=PATH, --workdir=DIR or --runs_dir=DIR"),
     (["--runs_dir=/nonexistent"], "error: --runs_dir /nonexistent is not a directory"),
