@@ -16,6 +16,7 @@ from dropzoo import data as data_lib
 from dropzoo import performance
 from dropzoo import readers
 from dropzoo import sources
+from dropzoo import strategies
 from dropzoo.errors import ConfigError
 from models import sites as sites_lib
 
@@ -31,13 +32,10 @@ SPLIT_FIELDS = ("network", "keras_model", "sites", "profile_batches", *sources.P
 def _field(default, help, *, observation=False, execution=False):
     """A TrainConfig field with its flag's help text.
 
-    `observation`: it changes how a run is observed or paced, not what it
-    computes, so a rerun may differ in it (steps_per_execution 1, 3 and 6 gave
-    bitwise-equal losses on CPU). `execution`: it says where a run executes
-    (the batch size is global): it names no variant, and a finished run is
-    reported whatever it says, but a run resumes only as it started (other
-    replicas draw other masks; workdir.check_same).
-    """
+    `observation`: it changes how a run is observed or paced, not what it computes, so a rerun may differ in it
+    (steps_per_execution 1, 3 and 6 gave bitwise-equal losses on CPU). `execution`: it says where a run executes (the
+    batch size is global): it names no variant, and a finished run is reported whatever it says, but a run resumes
+    only as it started (other replicas draw other masks; workdir.check_same)."""
     return dataclasses.field(default=default, metadata={"help": help, "observation": observation,
                                                          "execution": execution})
 
@@ -278,6 +276,7 @@ def validate(config):
             models.check_rate(config.rate, "--rate")
         models.check_drawn_rates(placed, config.kind, config.rate)
         models.check_activation(config.activation)
+        strategies.check_cpu_devices(config.strategy, config.cpu_devices)
         models.keras_rewrite.check_weights(config.keras_weights, config.seed)
         if config.keras_weights != "kept" and not config.keras_model:
             raise ValueError(f"--keras_weights={config.keras_weights} is for --keras_model; {config.model!r} is "

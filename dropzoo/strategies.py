@@ -113,6 +113,14 @@ def resolve(name, *, num_gpus, num_tasks, cpu_devices=None):
     return "default"
 
 
+def check_cpu_devices(name, cpu_devices):
+    """ValueError where --cpu_devices > 1 is given to a strategy that trains on one device (it split the CPU, and
+    the run recorded it, for nothing)."""
+    if (cpu_devices or 1) > 1 and name not in ("auto", "mirrored"):
+        raise ValueError(f"--cpu_devices={cpu_devices} splits the CPU for --strategy=mirrored (or auto); "
+                         f"--strategy={name} trains on one device: drop --cpu_devices, or pass --strategy=mirrored")
+
+
 def resolved_here(name, cpu_devices=None, tf_config=None):
     """What `--strategy=name` resolves to in this process, with its replica count: "default",
     "mirrored x2", "multi_worker x2 tasks"; recorded with a run, so a resume elsewhere is refused."""

@@ -146,6 +146,9 @@ def test_auto_picks_multi_worker_then_mirrored_then_default():
     ({"strategy": "horovod"}, "unknown strategy 'horovod'; valid strategies: auto, one_device, "
                               "mirrored, multi_worker"),
     ({"cpu_devices": 0}, "--cpu_devices must be a positive integer"),
+    ({"cpu_devices": 2, "strategy": "one_device"},  # split the CPU and recorded it for one replica, unsaid
+     "--cpu_devices=2 splits the CPU for --strategy=mirrored (or auto); --strategy=one_device trains on one device: "
+     "drop --cpu_devices, or pass --strategy=mirrored"),
 ])
 def test_bad_strategy_values_are_one_line_errors(overrides, message):
     with pytest.raises(config_lib.ConfigError) as info:
