@@ -152,6 +152,18 @@ def started(workdir):
         os.path.join(workdir, "metrics.json"))
 
 
+def _check_outside_data(config, workdir):
+    """RunError where `workdir` is an image folder the run reads, or inside one: its records and exports would
+    become class folders of its own data (and a rerun or eval.py would read them as such)."""
+    run = os.path.realpath(workdir)
+    for name in ("image_dir", "test_image_dir"):
+        folder = getattr(config, name) and os.path.realpath(getattr(config, name))
+        if folder and (run == folder or run.startswith(folder + os.sep)):
+            raise RunError(f"--workdir {workdir} is {'inside ' * (run != folder)}--{name} {getattr(config, name)}: "
+                           "the run's records would be read as class folders of its images; give a --workdir "
+                           "outside the image folder")
+
+
 def prepare(config, workdir, resolved, overwrite=False, extra=()):
     """Creates `workdir`, or checks that an existing run there is this config's; returns its metrics if finished.
 
@@ -162,6 +174,7 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     """
     files_ = paths(workdir, extra)
     check_one_run_here(workdir)
+    _check_outside_data(config, workdir)
     ensure_writable(workdir)
     if overwrite:
         eval_files = [path for pattern in EVAL_FILES for path in glob.glob(os.path.join(workdir, pattern))]

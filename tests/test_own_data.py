@@ -1150,6 +1150,18 @@ def test_scoring_arrays_needs_their_test_split_alone_and_says_when_it_holds_trai
                                         7)[0].startswith("7 of the 7 images scored are in the training split of r's")
 
 
+def test_a_workdir_inside_the_image_folder_is_refused_before_anything_is_written(tmp_path):
+    """--workdir=--image_dir trained, then its checkpoints/, saved_model/ ... were class folders of its own data."""
+    root = write_folder(str(tmp_path / "imgs"), 8)
+    for workdir, name in ((root, "image_dir"), (os.path.join(root, "runs", "r"), "image_dir")):
+        config = config_lib.TrainConfig(model="dense_mlp", image_dir=root, epochs=1)
+        with pytest.raises(trainer.RunError, match=rf"^--workdir {re.escape(workdir)} is (inside )?--{name} "
+                                                   rf"{re.escape(root)}: the run's records would be read as class "
+                                                   "folders of its images; give a --workdir outside"):
+            trainer.train_and_evaluate(config, workdir, verbose=0)
+    assert sorted(os.listdir(root)) == ["left", "right"]
+
+
 def test_a_rerun_naming_the_same_data_another_way_is_the_same_run(tmp_path, monkeypatch):
     """'16, 16' against a run recorded with '16,16', or another path to the same folder (relative from elsewhere,
     or moved), was refused as other settings, with --overwrite (training it again) offered. Content decides."""
