@@ -310,8 +310,9 @@ def describe_model(model, name=None, source=None, digest=""):
         made = any((c.layer.name.endswith(".act") and model.inputs[0].name == "image")  # `none`: no dropout left
                    or (isinstance(c.layer, dropout_lib.dropout_types())
                        and c.layer.name.endswith((".pre", ".mid", ".post"))) for c in calls)
-        fix = ("it looks like a variant place_dropout made: call place_dropout on the source model, from which "
-               "every placement starts" if made else "rename that layer")
+        fix = ("it looks like a variant the zoo built (place_dropout's, or a run's model.keras): give the model it "
+               "started from, from which every placement starts (a run's config.json names its --model, --network "
+               "or --keras_model)" if made else "rename that layer")
         raise ValueError(f"{what} has a layer named {taken[0]!r}, a name the rewrite gives its own layers (the "
                          f"input 'image'; LAYER.pre, .mid, .post and .act); {fix}")
     return _spec_of(model, calls, input_shape, name or model.name, source or f"keras.Model {model.name!r}",

@@ -544,8 +544,8 @@ def test_a_models_own_gaussian_dropout_is_canonical_only_as_gaussian_and_alpha_d
 def test_a_variant_given_back_to_place_dropout_is_sent_to_its_source():
     model = _sequential(keras.layers.Flatten(name="fl"), keras.layers.Dense(16, activation="relu", name="fc"),
                         keras.layers.Dense(10, activation="softmax", name="out"))
-    with pytest.raises(ValueError, match=r"it looks like a variant place_dropout made: call place_dropout on the "
-                                         r"source model"):
+    with pytest.raises(ValueError, match=r"it looks like a variant the zoo built \(place_dropout's, or a run's "
+                                         r"model.keras\): give the model it started from"):
         models.place_dropout(models.place_dropout(model, "after_activation"), "before_dense")
 
 
@@ -1003,7 +1003,7 @@ def test_a_file_with_a_class_of_ones_own_names_the_class(tmp_path):
      "after a global pooling, end with Dense(num_classes) and the softmax"),
     (lambda: models.place_dropout(_sequential(keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"),
                                               keras.layers.Dense(10)), "none"),
-     "it looks like a variant place_dropout made: call place_dropout on the source model"),
+     "it looks like a variant the zoo built (place_dropout's, or a run's model.keras): give the model it started"),
 ])
 def test_refusals_name_the_fix_for_shapes_users_write(build, message):
     with pytest.raises(ValueError) as info:
