@@ -330,8 +330,8 @@ def _as_labels(labels, probabilities):
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
             f"labels must be class ids in [0, {num_classes}), got {labels.min()}..{labels.max()}: the model "
-            f"answers {num_classes} classes; evaluate it on data with its classes (for a run, --workdir alone "
-            "takes the test data it recorded)")
+            f"answers {num_classes} classes; evaluate it on data with its classes (a run, or a comparison of runs, "
+            "given no data flags is scored on the test data it recorded)")
     return labels
 
 

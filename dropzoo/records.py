@@ -300,8 +300,8 @@ def _evaluate(run, trained, request, data, given, run_test, ood_id, metrics, bat
             saved_model, data_lib.raw_batches(test_source.test, batch_size), mc_samples=mc_samples,
             mc_seed=mc_seed,
             ood_batches=data_lib.raw_batches(ood_test, batch_size) if ood_source is not None else None)
-    except ExportError as e:
-        raise ExportError(f"run {run}: {e}") from None
+    except (ExportError, ValueError) as e:  # (labels the model has no class for): which run of the comparison
+        raise type(e)(f"run {run}: {e}") from None
     result.update(ood_fields)
     evaluate.name_absent_classes(result, (metrics["data"].get("details") or {}).get("class_names"))
     evaluations.save_evaluation(trained, request, test_source.name, result, metrics.get("weights_sha256"))

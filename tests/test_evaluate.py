@@ -115,7 +115,9 @@ def test_prescaled_float_images_are_rejected(exported, data):
 def test_out_of_range_labels_are_rejected(exported, data):
     _, path = exported
     images, _ = data
-    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+    with pytest.raises(ValueError, match=r"^labels must be class ids in \[0, 3\), got 3\.\.3: the model answers 3 "
+                                         r"classes; evaluate it on data with its classes \(a run, or a comparison of "
+                                         r"runs, given no data flags is scored on the test data it recorded\)$"):
         evaluate_saved_model(path, [(images, np.full(20, 3))])
 
 
