@@ -320,8 +320,8 @@ def validate(config):
         raise ConfigError(f"--train_size must be at least 2 examples, got {config.train_size}")
     if config.cpu_devices is not None and config.cpu_devices <= 0:
         raise ConfigError(f"--cpu_devices must be a positive integer, got {config.cpu_devices}")
-    if not config.learning_rate > 0:
-        raise ConfigError(f"--learning_rate must be positive, got {config.learning_rate}")
+    if not 0 < config.learning_rate < float("inf"):  # (inf trained to a NaN loss)
+        raise ConfigError(f"--learning_rate must be a positive number, got {config.learning_rate}")
     if not 0 <= config.seed <= MAX_SEED:  # keras.utils.set_random_seed takes NumPy's seed range
         raise ConfigError(f"--seed must be between 0 and {MAX_SEED} (with --seeds=N, so must --seed + N - 1), "
                           f"got {config.seed}")

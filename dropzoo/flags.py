@@ -210,6 +210,9 @@ def train_plan(fv=FLAGS):
         raise config_lib.ConfigError("--sites is given but empty; for no dropout pass --sites=none (or "
                                      "--placement=none), else give the sites (e.g. --sites=dense1.post:0.5) or leave "
                                      "the flag out to train --placement")
+    if fv["workdir"].present and not (fv["workdir"].value or "").strip():  # read as not given: trained into runs/
+        raise config_lib.ConfigError("--workdir is given but empty (an unset variable?); give a directory, or leave "
+                                     "the flag out to train into runs/MODEL/VARIANT/seedN")
     placements = _values("placement", texts["placement"])
     if fv["sites"].present and (len(placements) > 1 or placements == ["all"]):  # each name planned, then one run
         raise config_lib.ConfigError(f"give --sites={texts['sites']} or --placement={texts['placement']}, not both: "

@@ -40,14 +40,12 @@ from dropzoo import workdir as workdirs
 def expand(base, sweeps=None, seeds=1):
     """The TrainConfigs of a sweep around `base` (validated, in a stable order).
 
-    `base` is a TrainConfig or a dict of field values. `sweeps` maps field
-    names to lists of values (a list of one sets that field everywhere); the
-    sweep is their product (in field order), each with seeds base's seed,
-    seed + 1, ... `placement` may hold "all": every placement of the model for
-    that run's norm (`models.list_placements`). A config without BN records
-    bn_momentum at its default (TrainConfig does that), as it changes nothing,
-    so a momentum meant for the BN runs of a sweep is given in `sweeps` (or in
-    a dict `base`), not in a TrainConfig without BN.
+    `base` is a TrainConfig or a dict of field values. `sweeps` maps field names to lists of values (a list of one
+    sets that field everywhere); the sweep is their product (in field order), each with seeds base's seed, seed + 1,
+    ... `placement` may hold "all": every placement of the model for that run's norm (`models.list_placements`). A
+    config without BN records bn_momentum at its default (TrainConfig does that), as it changes nothing, so a
+    momentum meant for the BN runs of a sweep is given in `sweeps` (or in a dict `base`), not in a TrainConfig
+    without BN.
     """
     sweeps = config_lib.check_sweeps(sweeps or {})
     if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds < 1:
@@ -93,12 +91,10 @@ def varying_fields(configs):
 def variant_name(config, varying=()):
     """The name of a run's variant; its directory's name.
 
-    placement (or `sites-...`), then -kind, -activation, -<norm>norm
-    (-bnmomentum<m>) and -rate<r> where not the default (e.g.
-    `before_activation`, `both-classic`, `bn_before-batchnorm-rate0.25`), then
-    -<field><value> for each field in `varying` (the fields that vary within
-    the sweep, e.g. `canonical-learning_rate0.1`). `config` is a TrainConfig
-    or the dict a run recorded in metrics.json.
+    placement (or `sites-...`), then -kind, -activation, -<norm>norm (-bnmomentum<m>) and -rate<r> where not the
+    default (e.g. `before_activation`, `both-classic`, `bn_before-batchnorm-rate0.25`), then -<field><value> for each
+    field in `varying` (the fields that vary within the sweep, e.g. `canonical-learning_rate0.1`). `config` is a
+    TrainConfig or the dict a run recorded in metrics.json.
     """
     if isinstance(config, dict):
         config = config_lib.TrainConfig(**{k: v for k, v in config.items() if k in config_lib.FIELDS})
@@ -384,7 +380,12 @@ def _sources(runs, source=None):
     def load(config):
         key = _data_key(config)
         if key not in loaded:
-            loaded[key] = sources.load_source(**sources.config_arguments(config))
+            data = loaded[key] = sources.load_source(**sources.config_arguments(config))
+            same = [other for other in loaded.values() if other is not data and other.name == data.name]
+            if same and data.fallback_reason:  # (--dataset=mnist_sample,mnist offline): two arms of one data
+                raise errors.DataError(f"--dataset={config.dataset} fell back to {data.name} ({data.fallback_reason}), "
+                                       "which another run of the sweep trains on as itself: the arms would be one "
+                                       f"data; make {config.dataset} loadable here, or drop it from the sweep")
         return loaded[key]
 
     return load

@@ -180,6 +180,24 @@ def test_tfds_prepared_data_skips_probe(monkeypatch):
     assert source.train is None and source.num_train == 0 and source.num_test == 6
 
 
+def test_a_sweep_arm_falling_back_to_another_arms_data_stops_the_sweep(monkeypatch, tmp_path):
+    """--dataset=mnist_sample,mnist offline trained both arms on the sample, said only by a warning; a comparison
+    refused the runs after both had trained."""
+    from dropzoo import config as config_lib
+    from dropzoo import sweep
+
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda timeout: False)
+    runs = [(config_lib.TrainConfig(dataset=name, tfds_data_dir=str(tmp_path / "tfds")), name)
+            for name in ("mnist_sample", "mnist")]
+    load = sweep._sources(runs)
+    assert load(runs[0][0]).name == "mnist_sample"
+    with pytest.raises(DataError, match=r"^--dataset=mnist fell back to mnist_sample \(tfds dataset 'mnist' is not "
+                                        r"prepared .*\), which another run of the sweep trains on as itself: the arms "
+                                        r"would be one data; make mnist loadable here, or drop it from the sweep$"):
+        load(runs[1][0])
+    assert sweep._sources(runs[1:])(runs[1][0]).name == "mnist_sample"  # alone: the fallback, warned, as before
+
+
 def test_mnist_falls_back_to_sample_when_offline(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(tfds_source, "_network_reachable", lambda timeout: False)
     mnist_sample._arrays_cached.cache_clear()  # Time the cold path.

@@ -360,7 +360,9 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     (["--batch_size=-4"], "--batch_size must be a positive integer"),
     (["--train_steps=0"], "--train_steps must be a positive integer"),
     (["--optimizer=lion"], "unknown optimizer 'lion'"),
-    (["--learning_rate=0"], "--learning_rate must be positive"),
+    (["--learning_rate=0"], "--learning_rate must be a positive number, got 0.0"),
+    (["--learning_rate=inf"], "--learning_rate must be a positive number, got inf"),  # (a NaN loss, epochs later)
+    (["--workdir="], "--workdir is given but empty (an unset variable?); give a directory, or leave the flag out"),
     (["--validation_fraction=1"], "--validation_fraction must be in [0, 1)"),
     (["--precision=bf16"], "unknown precision 'bf16'; valid: auto, float32, mixed_bfloat16, mixed_float16"),
     (["--jit_compile=yes"], "unknown jit_compile 'yes'; valid: auto, true, false"),
