@@ -90,13 +90,17 @@ def check_same_data(groups, pairs, sides=None):
     `sides`: the contrasts as the user named them, by default the variants' labels)."""
     for (a, b), (label_a, label_b) in zip(pairs, sides or [(groups[a][0]["variant"], groups[b][0]["variant"])
                                                            for a, b in pairs]):
-        # Where both sides recorded what they trained on (one path, other files: two machines' copies), by content.
-        contents = [sorted({r["train_sha256"] for r in groups[side] if r.get("train_sha256")}) for side in (a, b)]
+        # Where both sides recorded what they trained on (one path, other files: two machines' copies), by content;
+        # at one --train_size, the examples it kept too (another subset: another machine's code or NumPy).
+        one_size = len({r["config"].get("train_size") for side in (a, b) for r in groups[side]}) == 1
+        contents = [sorted({r["train_sha256"][:12] + "..." + (
+            f" (subset {r['train_subset_sha256'][:12]}...)" if one_size and r.get("train_subset_sha256") else "")
+            for r in groups[side] if r.get("train_sha256")}) for side in (a, b)]
         trained_apart = all(contents) and contents[0] != contents[1]
         if records.data_of(groups[a]) != records.data_of(groups[b]) or trained_apart:
             data_a, data_b = records.data_label(groups[a], groups[b]), records.data_label(groups[b], groups[a])
             if trained_apart:
-                data_a, data_b = (f"{data}, trained on sha256 {', '.join(c[:12] + '...' for c in content)}"
+                data_a, data_b = (f"{data}, trained on sha256 {', '.join(content)}"
                                   for data, content in ((data_a, contents[0]), (data_b, contents[1])))
             raise ConfigError(f"contrast {label_a}:{label_b} pairs runs trained or tested on different data "
                               f"({data_a} vs {data_b}); a contrast pairs seeds of two variants on the same data: "

@@ -28,16 +28,20 @@ def _check_one_content(runs, own_test):
             data = metrics["data"]
             if field and data.get(field):
                 where = workdirs.test_origin(metrics) if field == "test_sha256" else data["origin"]
-                keys = [("read", where)]
+                # At one --train_size, the examples it kept are what a run trained on too.
+                size = metrics["config"].get("train_size") if field == "train_sha256" else None
+                keys = [("read", where, size)]
                 # (A run of a caller's Source, through the API, is its data: its config's defaults name none.)
                 if sources.origin_mismatch(metrics["config"], data["origin"], data.get("fallback_reason", "")) is None:
-                    keys.append(("typed", sources.config_arguments(metrics["config"])))
+                    keys.append(("typed", sources.config_arguments(metrics["config"]), size))
+                subset = data.get("train_subset_sha256") if field == "train_sha256" else None
+                content = f"{data[field][:12]}...{f' (subset {subset[:12]}...)' if subset else ''}"
                 for key in keys:
-                    groups.setdefault(json.dumps(key, sort_keys=True), {}).setdefault(data[field], []).append(run)
+                    groups.setdefault(json.dumps(key, sort_keys=True), {}).setdefault(content, []).append(run)
         for versions in groups.values():
             if len(versions) > 1:
-                held = "; ".join(f"{digest[:12]}...: {len(held)} run(s), e.g. {held[0]}"
-                                 for digest, held in sorted(versions.items()))
+                held = "; ".join(f"{content}: {len(held)} run(s), e.g. {held[0]}"
+                                 for content, held in sorted(versions.items()))
                 raise ConfigError(f"the runs {what} on {len(versions)} different contents of one data ({held}): it "
                                   "changed between them, or differs where they ran (another machine's copy at that "
                                   "path, the embedded sample standing in for MNIST), so their scores cannot be "

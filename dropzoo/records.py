@@ -330,6 +330,7 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
         "data_sha256": data_sha256,
         # What it trained on, wherever it was read, and the --keras_model's content (runs.json entries: where known).
         **({"train_sha256": train} if (train := metrics.get("data", {}).get("train_sha256")) else {}),
+        "train_subset_sha256": metrics.get("data", {}).get("train_subset_sha256"),  # --train_size's examples
         **({"keras_model_sha256": model} if (model := metrics.get("keras_model_sha256")
                                               or _keras_model_digest(run, metrics)) else {}),
         **{k: metrics.get("data", {}).get(k) for k in ("num_train", "num_validation", "num_classes")},

@@ -436,6 +436,20 @@ def test_a_contrast_of_runs_that_recorded_other_train_contents_at_one_path_is_re
         compare.baseline_pairs(rows)
 
 
+def test_a_contrast_of_runs_that_kept_other_examples_at_one_train_size_is_refused():
+    def runs(placement, subset, size=600):
+        return [{**r, "train_sha256": "c" * 64, "train_subset_sha256": subset, "data_sha256": "t" * 64,
+                 "config": {**r["config"], "npz": "/a/d.npz", "train_size": size}}
+                for r in _rows(placement, [0.9, 0.91], [0.3, 0.3])]
+
+    rows = variants.label_rows(runs("canonical", "6" * 64) + runs("none", "7" * 64))
+    with pytest.raises(ConfigError, match=r"different data \(d, trained on sha256 cccccccccccc\.\.\. \(subset "
+                                          r"777777777777\.\.\.\) vs d, trained on sha256 cccccccccccc\.\.\. "
+                                          r"\(subset 666666666666\.\.\.\)\)"):
+        compare.baseline_pairs(rows)
+    assert len(compare.baseline_pairs(variants.label_rows(runs("canonical", "6" * 64) + runs("none", "6" * 64)))) == 1
+
+
 def test_one_training_data_scored_on_two_test_sets_stays_two_variants():
     def runs(test_dir, scored):
         return [{**r, "train_sha256": "c" * 64, "data_sha256": scored, "run": f"{test_dir}/{r['run']}",

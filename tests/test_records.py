@@ -607,6 +607,16 @@ def test_runs_of_one_data_whose_content_changed_between_them_are_refused(tmp_pat
     api = tiny_config(dataset="mnist").to_dict()
     pooled_data.check([_record(tmp_path / "x", api, {"dataset": "tiny"}, train_sha256="4" * 64),
                        _record(tmp_path / "y", api, {"dataset": "other"}, train_sha256="5" * 64)])
+    # At one --train_size, other examples kept (another machine's subset code or NumPy): pooled as one, unsaid.
+    sized = tiny_config(image_dir="imgs", train_size=8).to_dict()
+    kept = _record(tmp_path / "kept", sized, folder, train_sha256="1" * 64, train_subset_sha256="6" * 64)
+    other = _record(tmp_path / "other", sized, folder, train_sha256="1" * 64, train_subset_sha256="7" * 64)
+    with pytest.raises(ConfigError, match=r"^the runs trained on 2 different contents of one data \(111111111111\.\.\. "
+                                          r"\(subset 666666666666\.\.\.\): 1 run\(s\), e\.g\. .*kept; 111111111111"):
+        pooled_data.check([kept, other])
+    smaller = _record(tmp_path / "smaller", tiny_config(image_dir="imgs", train_size=4).to_dict(), folder,
+                      train_sha256="1" * 64, train_subset_sha256="8" * 64)
+    pooled_data.check([kept, smaller])  # two sizes: two variants, each its own subset
 
 
 def test_runs_of_a_data_sweep_that_trained_on_other_data_are_refused(tmp_path):
