@@ -79,17 +79,21 @@ def summarise(rows, baseline="canonical"):
 
 
 def code_notes(rows):
-    """A note where the runs were trained by several versions of this code (git commits, where recorded)."""
-    codes = {}
-    for r in rows:
-        if provenance.is_commit(r.get("code")):
-            codes[r["code"]] = codes.get(r["code"], 0) + 1
-    if len(codes) < 2:
-        return []
-    return [f"the runs were trained by {len(codes)} versions of this code ("
-            + ", ".join(f"{code[:12]}{'+changes' if code.endswith('+changes') else ''}: {n} run{'s' * (n > 1)}"
-                        for code, n in sorted(codes.items())) + "); their variants pool only where those versions "
-            "build the same networks and masks (the mask generator is checked; the rest is not)"]
+    """A note where the runs were trained by several versions of this code (git commits, where recorded), and one where
+    by several versions of TensorFlow and Keras."""
+    codes = collections.Counter(r["code"] for r in rows if provenance.is_commit(r.get("code")))
+    frameworks = collections.Counter(r["frameworks"] for r in rows if r.get("frameworks"))
+    notes = [] if len(codes) < 2 else [
+        f"the runs were trained by {len(codes)} versions of this code ("
+        + ", ".join(f"{code[:12]}{'+changes' if code.endswith('+changes') else ''}: {n} run{'s' * (n > 1)}"
+                    for code, n in sorted(codes.items())) + "); their variants pool only where those versions "
+        "build the same networks and masks (the mask generator is checked; the rest is not)"]
+    if len(frameworks) > 1:  # seeds pair by equal initial weights and masks, which these versions draw
+        notes.append(f"the runs were trained under {len(frameworks)} versions of the frameworks ("
+                     + "; ".join(f"{v}: {n} run{'s' * (n > 1)}" for v, n in sorted(frameworks.items()))
+                     + "); a seed pairs runs of one start only where they draw the same initial weights and masks: "
+                       "train a study's seeds under one version (a pinned environment), or check the pairs apart")
+    return notes
 
 
 def replica_notes(rows):

@@ -346,6 +346,7 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
         "identical_to": trained if trained != run else None,
         # The code that trained it (a git commit), where recorded: runs.json of older records is unchanged.
         **({"code": code} if (code := (metrics.get("versions") or {}).get("dropout_zoo")) else {}),
+        "frameworks": ", ".join(f"{k} {v}" for k, v in (metrics.get("versions") or {}).items() if k != "dropout_zoo"),
         # Runs on several replicas (mirrored, multi-worker), which draw other mask streams: a runs.json entry.
         **({"replicas": n} if (n := (metrics.get("strategy") or {}).get("num_replicas", 1)) != 1 else {}),
         **{f"test_{k}" if k in ("accuracy", "loss") else k: v for k, v in result.items()},

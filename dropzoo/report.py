@@ -431,8 +431,8 @@ def write(comparison, output_dir):
         files.write_text(paths["sizes.md"], sizes_report.markdown(comparison["sizes"], COLUMNS[0], CONTRASTS, cell,
                                                                   verdict_text, seeds_text))
         sizes_report.plot(paths["sizes.png"], comparison["sizes"], COLUMNS[0], CONTRASTS, comparison["title"])
-    # (The test data's fingerprint stays out: the records' runs.json files predate it; data_source names it.)
-    left_out = ("key", "data_sha256") + descriptive.ROW_FIELDS
+    # (Fingerprints and frameworks stay out: the records' runs.json files predate them; metrics.json holds them.)
+    left_out = ("key", "data_sha256", "train_subset_sha256", "frameworks") + descriptive.ROW_FIELDS
     files.write_json(paths["runs.json"], [{k: v for k, v in r.items() if k not in left_out}
                                           for r in comparison["rows"]])
     try:

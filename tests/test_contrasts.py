@@ -759,6 +759,17 @@ def test_runs_of_several_code_versions_are_said_to_be_pooled():
         "the runs were trained by 2 versions of this code (aaaaaaaaaaaa: 2 runs, bbbbbbbbbbbb+changes: 1 run); "
         "their variants pool only where those versions build the same networks and masks (the mask generator is "
         "checked; the rest is not)"]
+    # Other TensorFlow or Keras versions (the study's seeds pair by their initial weights and masks): said too.
+    metrics = {"config": {"seed": 0}, "versions": {"tensorflow": "2.21.0", "keras": "3.15.1", "dropout_zoo": "a" * 40}}
+    assert records.row("r", metrics, {"accuracy": 0.9, "loss": 0.3}, "d", "r")["frameworks"] == (
+        "tensorflow 2.21.0, keras 3.15.1")
+    for r, frameworks in zip(rows, ["tensorflow 2.21.0, keras 3.15.1"] * 2 + ["tensorflow 2.16.1, keras 3.3.3"]):
+        r["code"], r["frameworks"] = "a" * 40, frameworks
+    assert compare.code_notes(rows) == [
+        "the runs were trained under 2 versions of the frameworks (tensorflow 2.16.1, keras 3.3.3: 1 run; "
+        "tensorflow 2.21.0, keras 3.15.1: 2 runs); a seed pairs runs of one start only where they draw the same "
+        "initial weights and masks: train a study's seeds under one version (a pinned environment), or check the "
+        "pairs apart"]
 
 
 def test_seeds_trained_on_several_numbers_of_replicas_are_said_to_be_pooled():
