@@ -30,7 +30,6 @@ import re
 
 import numpy as np
 
-from dropzoo import config as config_lib
 from dropzoo import contrasts as contrasts_lib
 from dropzoo import descriptive
 from dropzoo import evaluate
@@ -170,7 +169,7 @@ def baseline_pairs(rows, baseline="canonical", notes=None):
         if config["placement"] == baseline and not config["sites"]:
             continue
         # Data read elsewhere, or named by one run of its content only: as the key has it (variants.label_rows).
-        as_keyed = {**config, **{name: dict(key)[name] for name in (*config_lib.DATA_PATHS, "dataset")}}
+        as_keyed = {**config, **{name: dict(key)[name] for name in (*variants.READ_APART, "dataset")}}
         target = variants.row_key(runs[0], variants.baseline_config(as_keyed, baseline))
         candidates = [k for k in groups if _strip(k) == _strip(target)
                       and groups[k][0]["config"]["placement"] == baseline and not groups[k][0]["config"]["sites"]]

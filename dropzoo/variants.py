@@ -94,6 +94,10 @@ def label_rows(rows):
     return rows
 
 
+# Where runs read data they recorded one content of: the data files, and tfds' prepared datasets.
+READ_APART = config_lib.DATA_PATHS + ("tfds_data_dir",)
+
+
 def _one_data_read_apart(rows):
     """Runs whose data was read at other paths (two machines' copies) but recorded one content (`train_sha256`,
     and the test data they were scored on) are keyed, and labelled, by the data paths of the first run of that
@@ -105,7 +109,7 @@ def _one_data_read_apart(rows):
         if r.get("train_sha256"):
             groups.setdefault((r["train_sha256"], r.get("data_sha256")), []).append(r)
     for runs in groups.values():
-        paths = {name: runs[0]["config"].get(name) for name in config_lib.DATA_PATHS}
+        paths = {name: runs[0]["config"].get(name) for name in READ_APART}
         paths["dataset"] = next((r["config"]["dataset"] for r in runs if r["config"].get("dataset") not in (
             None, sources.DEFAULT_DATASET)), runs[0]["config"].get("dataset"))
         for r in runs:

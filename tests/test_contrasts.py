@@ -394,6 +394,10 @@ def test_one_data_read_at_two_paths_is_one_variant():
     assert len(compare.baseline_pairs(apart)) == 1
     other = variants.label_rows(runs("/a/d.npz", "c" * 64, 0) + runs("/b/d.npz", "e" * 64, 2))
     assert len(records.group(other)) == 2
+    # MNIST prepared for tfds in another directory on each machine: one content, one variant (it split in two).
+    tfds = [{**r, "config": {**r["config"], "npz": None, "tfds_data_dir": r["config"]["npz"]}}
+            for r in runs("/a/tfds", "c" * 64, 0) + runs("/mnt/tfds", "c" * 64, 2)]
+    assert len(records.group(variants.label_rows(tfds))) == 1
     assert {r["variant"] for r in other} == {"m/canonical-npzd.npz [npz /a/d.npz]",
                                              "m/canonical-npzd.npz [npz /b/d.npz]"}
 
