@@ -181,9 +181,11 @@ def baseline_pairs(rows, baseline="canonical", notes=None):
             split = candidates
             candidates = [k for k in candidates if dict(k)["_mask_generator"] == dict(target)["_mask_generator"]]
             if len(candidates) != 1 and notes is not None:  # none of them, or split by sites too
+                names = [groups[k][0]["variant"] for k in split]
+                fix = ("plan it with --contrasts naming one of them" if not any(set(n) & set(":,") for n in names)
+                       else "compare each directory apart, or train one of them again with this code")  # (unnamable)
                 notes.append(f"{runs[0]['variant']} - {baseline} is not tested: {baseline} is split into "
-                             f"{' and '.join(groups[k][0]['variant'] for k in split)}, and none of them is "
-                             f"{runs[0]['variant']}'s own; plan it with --contrasts naming one of them")
+                             f"{' and '.join(names)}, and none of them is {runs[0]['variant']}'s own; {fix}")
         if len(candidates) == 1 and candidates[0] != key:
             pairs.append((key, candidates[0]))
         elif not candidates and notes is not None and (note := _no_baseline_note(runs[0], target, groups, baseline)):
@@ -379,7 +381,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                                                                                                  notes)
     tested = contrasts_lib.contrast_table(compared, pairs, margins)
     notes += contrasts_lib.contrast_notes(tested)
-    if not tested:
+    if not tested and not any(f"{baseline} is split into" in note for note in notes):  # (that note says why)
         notes.append(why_no_contrasts(compared, baseline))
     comparison = {"table": table, "contrasts": tested, "sizes": sizes_report.curve(compared, table, tested),
                   "planned": bool(contrasts), "regime": regime_lib.regime(compared), "rows": rows, "compared": compared,

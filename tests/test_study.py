@@ -431,6 +431,14 @@ def test_a_variant_without_dropout_pairs_with_the_baseline_of_its_own_mask_gener
                      "[mask_generator kbit-fields-v1] and m/canonical-rate0.5 "
                      "[mask_generator keras-stateless-dropout], and none of them is m/none-rate0.5's own; plan it "
                      "with --contrasts naming one of them"]
+    # Split by the sites recorded (another version's placement): labels a --contrasts cannot write (A:B), so
+    # the note names a fix that can be typed.
+    by_sites = [{**_row("canonical", 0.5, s, 0.3, 0.9), "sites": "dense1.post:0.5" if s < 2 else "dense1.pre:0.5"}
+                for s in range(4)] + [{**_row("none", 0.5, s, 0.3, 0.9), "sites": "none"} for s in range(4)]
+    notes = []
+    assert compare.baseline_pairs(variants.label_rows(by_sites), notes=notes) == []
+    assert len(notes) == 1 and notes[0].endswith("compare each directory apart, or train one of them again with "
+                                                 "this code"), notes
     only_new = [r for r in rows if r.get("mask_generator") != "keras-stateless-dropout"]
     pairs = {groups[a][0]["config"]["placement"] for a, b in compare.baseline_pairs(only_new)}
     assert pairs == {"none", "conv"}
