@@ -66,9 +66,14 @@ def find_runs(runs_dirs):
 
 
 def check_runs_dirs(runs_dirs):
-    """ValueError where the list has an empty entry: a stray comma, which would mean the cwd."""
+    """ValueError where the list has an empty entry (a stray comma, which would mean the cwd), or one directory
+    twice (its runs were counted once, but the comparison named it as two sources)."""
     if not all(runs_dirs):
         raise ValueError(f"--runs_dir={','.join(runs_dirs)} has an empty entry (a stray comma?); drop it")
+    seen = [os.path.realpath(d) for d in runs_dirs]
+    twice = next((d for d, real in zip(runs_dirs, seen) if seen.count(real) > 1), None)
+    if twice:
+        raise ValueError(f"--runs_dir={','.join(runs_dirs)} names {twice} twice; give each directory once")
 
 
 def same_data(origin, other):
