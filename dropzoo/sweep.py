@@ -301,8 +301,7 @@ def _each_run_traces_its_own(record):
 @contextlib.contextmanager
 def _quiet_retracing():
     """TensorFlow's retracing warning off for the sweep's runs only."""
-    logger = tf.get_logger()
-    logger.addFilter(_each_run_traces_its_own)
+    (logger := tf.get_logger()).addFilter(_each_run_traces_its_own)
     try:
         yield
     finally:
@@ -317,9 +316,8 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
     is otherwise the run's metrics; a `Skipped` reason if another process holds the run's workdir (so the same sweep
     started several times splits the work); or, for a run that failed (e.g. a NaN loss), its error in one line, and
     the sweep goes on. Runs of the same data share one loaded source (`source`, if given, is every run's: their data
-    arguments must then be one); data that cannot be loaded (DataError) stops the sweep, as it stops one run: every
-    run of it would fail alike.
-    """
+    arguments must then be one); data that cannot be loaded, or that fell back to another run's (DataError), stops
+    the sweep, as it stops one run: every run of it would fail alike."""
     config_lib.check_runs(runs)
     devices = {config.cpu_devices for config, _ in runs if config.cpu_devices}
     if len(devices) == 1:  # before the data: loading it starts TensorFlow's devices
@@ -381,11 +379,13 @@ def _sources(runs, source=None):
         key = _data_key(config)
         if key not in loaded:
             data = loaded[key] = sources.load_source(**sources.config_arguments(config))
-            same = [other for other in loaded.values() if other is not data and other.name == data.name]
-            if same and data.fallback_reason:  # (--dataset=mnist_sample,mnist offline): two arms of one data
-                raise errors.DataError(f"--dataset={config.dataset} fell back to {data.name} ({data.fallback_reason}), "
-                                       "which another run of the sweep trains on as itself: the arms would be one "
-                                       f"data; make {config.dataset} loadable here, or drop it from the sweep")
+            # Two arms of one data (--dataset=mnist_sample,mnist offline): the one that fell back.
+            fell = next((d if d.fallback_reason else data for k, d in loaded.items() if k != key and d.name ==
+                         data.name and (d.fallback_reason or data.fallback_reason)), None)
+            if fell:
+                raise errors.DataError(f"a --dataset of the sweep fell back to {fell.name} ({fell.fallback_reason}), "
+                                       "which another of its runs trains on too: the arms would be one data; make "
+                                       "that dataset loadable here, or drop it from the sweep")
         return loaded[key]
 
     return load

@@ -191,10 +191,15 @@ def test_a_sweep_arm_falling_back_to_another_arms_data_stops_the_sweep(monkeypat
             for name in ("mnist_sample", "mnist")]
     load = sweep._sources(runs)
     assert load(runs[0][0]).name == "mnist_sample"
-    with pytest.raises(DataError, match=r"^--dataset=mnist fell back to mnist_sample \(tfds dataset 'mnist' is not "
-                                        r"prepared .*\), which another run of the sweep trains on as itself: the arms "
-                                        r"would be one data; make mnist loadable here, or drop it from the sweep$"):
+    message = (r"^a --dataset of the sweep fell back to mnist_sample \(tfds dataset 'mnist' is not prepared .*\), "
+               r"which another of its runs trains on too: the arms would be one data; make that dataset loadable "
+               r"here, or drop it from the sweep$")
+    with pytest.raises(DataError, match=message):
         load(runs[1][0])
+    reversed_load = sweep._sources(runs[::-1])  # the fallback first, the sample it fell back to second
+    assert reversed_load(runs[1][0]).name == "mnist_sample"
+    with pytest.raises(DataError, match=message):
+        reversed_load(runs[0][0])
     assert sweep._sources(runs[1:])(runs[1][0]).name == "mnist_sample"  # alone: the fallback, warned, as before
 
 
