@@ -328,9 +328,10 @@ def _load_fix(path):
         return (f"{path} is a run's directory: pass --workdir={path}, or "
                 f"--saved_model={os.path.join(path, 'saved_model')}")
     if name.endswith(".tflite"):
-        return f"it is a TFLite model: pass --tflite={path}"
+        return f"it is a TFLite model: pass --tflite={path} (in Python: tflite_model=True)"
     if name.endswith(".keras"):
-        return (f"it is run {parent}'s Keras copy of its export: pass --workdir={parent}" if is_run(parent) else
+        return (f"it is run {parent}'s Keras copy of its export: pass --workdir={parent} (in Python: the run's "
+                "directory)" if is_run(parent) else
                 "it is a Keras file: export it with dropzoo.export.export_saved_model(keras.saving.load_model("
                 f"{path!r}), DIR) and pass --saved_model=DIR")
     if name == "saved_model" and is_run(parent):

@@ -300,7 +300,8 @@ def test_exports_made_elsewhere_or_answering_logits_are_one_line(exported, data,
     with pytest.raises(ExportError, match=rf"export; export it again from its last checkpoint \(no training, the "
                                           rf"same weights\): delete {run}/metrics.json and rerun its train.py"):
         evaluate_saved_model(str(run / "saved_model"), dataset)
-    with pytest.raises(ExportError, match=rf"it is a TFLite model: pass --tflite={run}/model.tflite"):
+    with pytest.raises(ExportError, match=rf"it is a TFLite model: pass --tflite={run}/model.tflite \(in Python: "
+                                          r"tflite_model=True\)"):
         evaluate_saved_model(str(run / "model.tflite"), dataset)
 
 
