@@ -152,8 +152,9 @@ def parse_or_exit(argv, fv=FLAGS):
         raise SystemExit(2) from None
     except (UnicodeDecodeError, OSError) as e:  # a --flagfile that is not text (absl reads it as UTF-8)
         named = [arg.split("=", 1)[1] for arg in argv if arg.startswith(("--flagfile=", "-flagfile="))]
-        print(f"error: cannot read the flagfile {named[-1] if named else ''} ({type(e).__name__}: {e}); a flagfile is "
-              "text, one --flag=value per line (e.g. configs/keras_mnist_cnn.cfg)", file=sys.stderr)
+        print(f"error: cannot read the flagfile {named[-1] if named else ''} or one it names ({type(e).__name__}: "
+              f"{e}); a flagfile is text, one --flag=value per line (e.g. configs/keras_mnist_cnn.cfg)",
+              file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -152,7 +152,7 @@ def started(workdir):
         os.path.join(workdir, "metrics.json"))
 
 
-def _check_outside_data(config, workdir):
+def check_outside_data(config, workdir):
     """RunError where `workdir` is an image folder the run reads, or inside one: its records and exports would
     become class folders of its own data (and a rerun or eval.py would read them as such)."""
     run = os.path.realpath(workdir)
@@ -174,7 +174,7 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     """
     files_ = paths(workdir, extra)
     check_one_run_here(workdir)
-    _check_outside_data(config, workdir)
+    check_outside_data(config, workdir)
     ensure_writable(workdir)
     if overwrite:
         eval_files = [path for pattern in EVAL_FILES for path in glob.glob(os.path.join(workdir, pattern))]

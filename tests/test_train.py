@@ -655,7 +655,8 @@ def test_a_flagfile_that_is_not_text_is_one_line(capsys, tmp_path):
         flags_lib.parse_or_exit(["train.py", f"--flagfile={tmp_path / 'model.tflite'}"], fv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1, err
-    assert err.startswith(f"error: cannot read the flagfile {tmp_path / 'model.tflite'} (UnicodeDecodeError: ")
+    assert err.startswith(f"error: cannot read the flagfile {tmp_path / 'model.tflite'} or one it names "
+                          "(UnicodeDecodeError: ")
     assert err.endswith("a flagfile is text, one --flag=value per line (e.g. configs/keras_mnist_cnn.cfg)\n")
 
 
