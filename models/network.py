@@ -76,6 +76,8 @@ def _check_fits(layer, shape):
         return
     fix = ("use a smaller kernel, 'same' padding (e.g. conv32k5same), or fewer pooling layers before it"
            if isinstance(layer, Conv) else "use a smaller window, or fewer pooling layers before it")
+    if shape[1] <= 4 < min(shape[2], shape[3]):  # (1, 28, 28): the channels given first
+        fix = f"input_shape is (height, width, channels), channels last: e.g. ({shape[2]}, {shape[3]}, {shape[1]})"
     raise ValueError(f"layer {layer.name!r} takes a {window}x{window} window but its input is "
                      f"{'x'.join(map(str, shape[1:]))}: {fix}")
 

@@ -568,6 +568,15 @@ def test_a_network_too_deep_for_its_images_names_the_layer(text, message):
     assert str(info.value).startswith(message) and "\n" not in str(info.value) and "\x1b" not in str(info.value)
 
 
+def test_an_input_shape_given_channels_first_says_so():
+    with pytest.raises(ValueError, match=r"^layer 'conv1' takes a 3x3 window but its input is 1x28x28: input_shape is "
+                                         r"\(height, width, channels\), channels last: e.g. \(28, 28, 1\)$"):
+        models.build("keras_mnist_cnn", input_shape=(1, 28, 28), num_classes=10)
+    with pytest.raises(ValueError, match=r"^layer 'conv2' takes a 3x3 window but its input is 2x2x64: use a smaller"):
+        models.build_from_spec("conv64k3same,pool2,pool2,pool2,conv64k3,conv64k3,flatten", input_shape=(20, 20, 1),
+                               num_classes=10)  # a deep network's small maps: not taken for channels first
+
+
 @pytest.mark.parametrize("typed,old_name", [
     # The classic CNN written out, filed by older code under its derived name: now the zoo's run.
     ("conv32k3,conv64k3,pool2,dropout0.25,flatten,dense128,dropout0.5",
