@@ -83,10 +83,10 @@ def _main(argv):
         return errors.fail(f"--output {f.output} is {'inside ' * (len(own) > 1)}{run}'s own {own[0]}: give a file "
                            "(or a comparison's directory) outside the run's records and exports, e.g. "
                            f"--output={os.path.join(run, 'eval-mine.json' if not f.runs_dir else 'comparison')}")
-    if f.runs_dir and f.output and (os.path.isfile(f.output) or f.output.endswith(".json")):
-        return errors.fail(f"--output {f.output} is a file; a comparison writes a directory of files (comparison.md, "
-                           f"contrasts.csv, ...): give a directory, e.g. --output={os.path.dirname(f.output) or '.'}"
-                           "/comparison")
+    if f.runs_dir and f.output and (os.path.isfile(f.output) or f.output.lower().endswith(".json")):
+        return errors.fail(f"--output {f.output} names a file; a comparison writes a directory of files "
+                           "(comparison.md, contrasts.csv, ...): give a directory, e.g. "
+                           f"--output={os.path.dirname(f.output) or '.'}/comparison")
     if f.runs_dir:
         return _compare(f)
     if f.output and os.path.isdir(f.output):  # a comparison's --output is a directory; one result is a file

@@ -12,6 +12,7 @@ A run's record, a few kilobytes beside its large artifacts, is what a comparison
 evaluation, or, where there is none yet, through its SavedModel, saving the result: a comparison works from
 records alone once they hold what it asks, and from records copied off the machines that trained them (`collect`).
 """
+import itertools
 import json
 import math
 import os
@@ -70,10 +71,12 @@ def check_runs_dirs(runs_dirs):
     twice (its runs were counted once, but the comparison named it as two sources)."""
     if not all(runs_dirs):
         raise ValueError(f"--runs_dir={','.join(runs_dirs)} has an empty entry (a stray comma?); drop it")
-    seen = [os.path.realpath(d) for d in runs_dirs]
-    twice = next((d for d, real in zip(runs_dirs, seen) if seen.count(real) > 1), None)
-    if twice:
-        raise ValueError(f"--runs_dir={','.join(runs_dirs)} names {twice} twice; give each directory once")
+    real = [os.path.realpath(d) for d in runs_dirs]
+    for i, j in itertools.permutations(range(len(runs_dirs)), 2):
+        if i < j and real[i] == real[j] or real[j].startswith(real[i].rstrip(os.sep) + os.sep):
+            raise ValueError(f"--runs_dir={','.join(runs_dirs)} names {runs_dirs[j]} "
+                             f"{'and' if real[i] == real[j] else 'inside'} {runs_dirs[i]}: its runs would be found "
+                             "twice; give each directory once, none inside another")
 
 
 def same_data(origin, other):

@@ -134,15 +134,11 @@ _NETWORK_FIELDS = ("model", "network", "placement", "sites", "rate", "kind", "ac
 
 
 def identity(config):
-    """Runs with equal identities train the same network on the same data, masks and steps.
-
-    The network part is models.construction_key (the rules `python -m
-    models.equivalence` checks: e.g. a Bernoulli mask moved across a ReLU);
-    every other field that changes the result must match as given.
-    """
-    network = models.construction_key(config_lib.register_network(config), config.placement_spec,
-                                      kind=config.kind, activation=config.activation,
-                                      rate=config.rate, norm=config.norm)
+    """Runs with equal identities train the same network on the same data, masks and steps. The network part is
+    models.construction_key (the rules `python -m models.equivalence` checks: e.g. a Bernoulli mask moved across a
+    ReLU); every other field that changes the result must match as given."""
+    network = models.construction_key(config_lib.register_network(config), config.placement_spec, kind=config.kind,
+                                      activation=config.activation, rate=config.rate, norm=config.norm)
     ignored = _NETWORK_FIELDS + config_lib.OBSERVATION_ONLY + config_lib.EXECUTION_ONLY
     rest = tuple(sorted((k, v) for k, v in config.to_dict().items() if k not in ignored))
     return network, rest
@@ -326,6 +322,8 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
         except strategies.DistributeError:
             pass  # TensorFlow started already (a caller's source): each run fails on it, in one line
     loaded = _sources(runs, source)
+    for config, _ in runs:  # every data first: one that cannot be read, or fell back onto another's, before any trains
+        loaded(config)
     trained_by = plan(runs)
     results = []
     with _quiet_retracing():
@@ -373,19 +371,21 @@ def _sources(runs, source=None):
             raise ValueError(f"source={source.name} is one dataset, but the runs take {len(data)} data settings; "
                              "pass source=None so that each run loads its own")
         return lambda config: source
-    loaded = {}
+    loaded, typed = {}, {}
 
     def load(config):
         key = _data_key(config)
         if key not in loaded:
             data = loaded[key] = sources.load_source(**sources.config_arguments(config))
+            typed[key] = config.dataset
             # Two arms of one data (--dataset=mnist_sample,mnist offline): the one that fell back.
-            fell = next((d if d.fallback_reason else data for k, d in loaded.items() if k != key and d.name ==
+            fell = next((k if d.fallback_reason else key for k, d in loaded.items() if k != key and d.name ==
                          data.name and (d.fallback_reason or data.fallback_reason)), None)
             if fell:
-                raise errors.DataError(f"a --dataset of the sweep fell back to {fell.name} ({fell.fallback_reason}), "
-                                       "which another of its runs trains on too: the arms would be one data; make "
-                                       "that dataset loadable here, or drop it from the sweep")
+                raise errors.DataError(f"--dataset={typed[fell]} fell back to {data.name} "
+                                       f"({loaded[fell].fallback_reason}), which another arm of the sweep trains on "
+                                       f"too: the arms would be one data; make {typed[fell]} loadable here, or drop "
+                                       "it from the sweep")
         return loaded[key]
 
     return load

@@ -68,7 +68,7 @@ def check_bn_momentum(momentum, what="bn_momentum"):
     return value
 
 
-def _check_fits(layer, shape):
+def _check_fits(layer, shape, images=None):
     """ValueError naming the layer where a conv kernel or pooling window is larger than its input."""
     window = layer.kernel_size if isinstance(layer, Conv) and layer.padding == "valid" else (
         layer.size if isinstance(layer, Pool) else None)
@@ -76,8 +76,8 @@ def _check_fits(layer, shape):
         return
     fix = ("use a smaller kernel, 'same' padding (e.g. conv32k5same), or fewer pooling layers before it"
            if isinstance(layer, Conv) else "use a smaller window, or fewer pooling layers before it")
-    if shape[1] <= 4 < min(shape[2], shape[3]):  # (1, 28, 28): the channels given first
-        fix = f"input_shape is (height, width, channels), channels last: e.g. ({shape[2]}, {shape[3]}, {shape[1]})"
+    if len(images or ()) == 3 and images[0] <= 4 < min(images[1:]):  # input_shape (1, 28, 28): channels first
+        fix = f"input_shape is (height, width, channels), channels last: e.g. ({images[1]}, {images[2]}, {images[0]})"
     raise ValueError(f"layer {layer.name!r} takes a {window}x{window} window but its input is "
                      f"{'x'.join(map(str, shape[1:]))}: {fix}")
 
@@ -325,7 +325,7 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
     x = inputs
     relu = None  # the last ReLU layer
     for index, layer in enumerate(spec.layers):
-        _check_fits(layer, x.shape)
+        _check_fits(layer, x.shape, tuple(input_shape))
         init = keras.initializers.GlorotUniform(seed=seeded(index))
         x = dropout(x, index, "pre")
         # Under BN the linear op has no bias: BN subtracts the batch mean, and its

@@ -191,9 +191,9 @@ def test_a_sweep_arm_falling_back_to_another_arms_data_stops_the_sweep(monkeypat
             for name in ("mnist_sample", "mnist")]
     load = sweep._sources(runs)
     assert load(runs[0][0]).name == "mnist_sample"
-    message = (r"^a --dataset of the sweep fell back to mnist_sample \(tfds dataset 'mnist' is not prepared .*\), "
-               r"which another of its runs trains on too: the arms would be one data; make that dataset loadable "
-               r"here, or drop it from the sweep$")
+    message = (r"^--dataset=mnist fell back to mnist_sample \(tfds dataset 'mnist' is not prepared .*\), which "
+               r"another arm of the sweep trains on too: the arms would be one data; make mnist loadable here, or "
+               r"drop it from the sweep$")
     with pytest.raises(DataError, match=message):
         load(runs[1][0])
     reversed_load = sweep._sources(runs[::-1])  # the fallback first, the sample it fell back to second
@@ -201,6 +201,10 @@ def test_a_sweep_arm_falling_back_to_another_arms_data_stops_the_sweep(monkeypat
     with pytest.raises(DataError, match=message):
         reversed_load(runs[0][0])
     assert sweep._sources(runs[1:])(runs[1][0]).name == "mnist_sample"  # alone: the fallback, warned, as before
+    # In the sweep, before either arm trains (the fallback first trained it to a finished run named mnist).
+    with pytest.raises(DataError, match=message):
+        sweep.run_sweep([(c, str(tmp_path / "runs" / w)) for c, w in runs[::-1]], verbose=0)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_mnist_falls_back_to_sample_when_offline(monkeypatch, tmp_path, caplog):

@@ -575,6 +575,10 @@ def test_an_input_shape_given_channels_first_says_so():
     with pytest.raises(ValueError, match=r"^layer 'conv2' takes a 3x3 window but its input is 2x2x64: use a smaller"):
         models.build_from_spec("conv64k3same,pool2,pool2,pool2,conv64k3,conv64k3,flatten", input_shape=(20, 20, 1),
                                num_classes=10)  # a deep network's small maps: not taken for channels first
+    with pytest.raises(ValueError, match=r"^layer 'conv1' takes a 5x5 window but its input is 4x64x3: use a smaller"):
+        models.build_from_spec("conv8k5,flatten", input_shape=(4, 64, 3), num_classes=2)  # short images, channels last
+    with pytest.raises(ValueError, match=r"channels last: e.g. \(32, 32, 3\)$"):  # from the input, not a layer's
+        models.build_from_spec("conv8k3same,conv8k5,flatten", input_shape=(3, 32, 32), num_classes=2)
 
 
 @pytest.mark.parametrize("typed,old_name", [

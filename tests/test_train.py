@@ -679,9 +679,10 @@ def test_a_flagfile_that_is_not_text_is_one_line(capsys, tmp_path):
     (["--runs_dir=/tmp", "--dataset=mnist", "--npz=x.npz"], "error: give one data source, not --npz and --dataset"),
     (["--workdir=/tmp", "--dataset=mnist", "--image_dir=/tmp"], "error: give one data source, not --image_dir "),
     (["--runs_dir=/tmp,", "--collect=/x"], "error: --runs_dir=/tmp, has an empty entry"),
-    (["--runs_dir=/tmp,/tmp/"], "error: --runs_dir=/tmp,/tmp/ names /tmp twice; give each directory once"),
-    (["--runs_dir=/tmp", "--output=/tmp/r/eval.json"], "error: --output /tmp/r/eval.json is a file; a comparison "
-                                                         "writes a directory of files"),
+    (["--runs_dir=/tmp,/tmp/"], "error: --runs_dir=/tmp,/tmp/ names /tmp/ and /tmp: its runs would be found twice"),
+    (["--runs_dir=/tmp,/tmp/x"], "error: --runs_dir=/tmp,/tmp/x names /tmp/x inside /tmp: its runs would be found "),
+    (["--runs_dir=/tmp", "--output=/tmp/r/eval.JSON"], "error: --output /tmp/r/eval.JSON names a file; a "
+                                                         "comparison writes a directory of files"),
     (["--workdir=/tmp", "--image_dir="], "error: --image_dir is given but empty (an unset variable?)"),
     (["--runs_dir=/tmp", "--ood_idx_dir="], "error: --ood_idx_dir is given but empty"),
     (["--saved_model=/nonexistent", "--output=/tmp"], "error: --output /tmp is a directory; give the result's file "
