@@ -13,6 +13,7 @@ from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import records
 from dropzoo import shards
+from dropzoo import variants
 from dropzoo.errors import ConfigError
 
 
@@ -26,7 +27,7 @@ def collect(runs_dirs, destination):
     construction to another keeps pointing at it. `runs_dirs`: one directory or a list.
     """
     runs_dirs = [runs_dirs] if isinstance(runs_dirs, (str, os.PathLike)) else list(runs_dirs)
-    inside = [d for d in runs_dirs if _is_within(destination, d)]
+    inside = [d for d in runs_dirs if files.is_within(destination, d)]
     if inside:
         raise ConfigError(f"--collect {destination} is inside --runs_dir {inside[0]}: a later collect would copy "
                           "the copies too; collect into a directory outside it")
@@ -124,7 +125,7 @@ def _check_identical_targets(pairs, first):
 
 # Settings named by a path on the machine that trained (a folder moved, another machine's home): compared by what
 # the records say they held (their digests) instead.
-_BY_CONTENT = config_lib.DATA_PATHS + ("tfds_data_dir", "keras_model")
+_BY_CONTENT = variants.READ_APART + ("keras_model",)
 
 
 def _settings_apart(metrics_path, other_path):
@@ -152,8 +153,3 @@ def _weights_of(metrics_path):
     """The weights digest a run recorded (its whole record where it recorded none)."""
     record = files.read_json(metrics_path, "delete it and rerun that run's train.py command")
     return record.get("weights_sha256") or json.dumps(record, sort_keys=True)
-
-
-def _is_within(path, directory):
-    path, directory = os.path.realpath(path), os.path.realpath(directory)
-    return path == directory or path.startswith(directory + os.sep)

@@ -77,6 +77,9 @@ def summarise(rows, baseline="canonical"):
     return table
 
 
+SPLIT = "is split into"  # a baseline's runs apart (generators, sites): baseline_pairs' note, which says why
+
+
 def code_notes(rows):
     """A note where the runs were trained by several versions of this code (git commits, where recorded), and one where
     by several versions of TensorFlow and Keras."""
@@ -149,8 +152,7 @@ def _runs_per_directory(runs_dirs, runs):
     """[(directory, runs found below it)] where runs were pooled from several directories, else []."""
     if len(runs_dirs) < 2:
         return []
-    inside = [next((d for d in runs_dirs if (os.path.realpath(run) + os.sep).startswith(os.path.realpath(d) + os.sep)),
-                   None) for run in runs]  # a run named as --runs_dir itself too
+    inside = [next((d for d in runs_dirs if files.is_within(run, d)), None) for run in runs]  # (a run named too)
     return [(d, inside.count(d)) for d in runs_dirs]
 
 
@@ -184,7 +186,7 @@ def baseline_pairs(rows, baseline="canonical", notes=None):
                 names = [groups[k][0]["variant"] for k in split]
                 fix = ("plan it with --contrasts naming one of them" if not any(set(n) & set(":,") for n in names)
                        else "compare each directory apart, or train one of them again with this code")  # (unnamable)
-                notes.append(f"{runs[0]['variant']} - {baseline} is not tested: {baseline} is split into "
+                notes.append(f"{runs[0]['variant']} - {baseline} is not tested: {baseline} {SPLIT} "
                              f"{' and '.join(names)}, and none of them is {runs[0]['variant']}'s own; {fix}")
         if len(candidates) == 1 and candidates[0] != key:
             pairs.append((key, candidates[0]))
@@ -381,7 +383,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                                                                                                  notes)
     tested = contrasts_lib.contrast_table(compared, pairs, margins)
     notes += contrasts_lib.contrast_notes(tested)
-    if not tested and not any(f"{baseline} is split into" in note for note in notes):  # (that note says why)
+    if not tested and not any(f"{baseline} {SPLIT} " in note for note in notes):  # (that note says why)
         notes.append(why_no_contrasts(compared, baseline))
     comparison = {"table": table, "contrasts": tested, "sizes": sizes_report.curve(compared, table, tested),
                   "planned": bool(contrasts), "regime": regime_lib.regime(compared), "rows": rows, "compared": compared,

@@ -93,9 +93,8 @@ def check_same_data(groups, pairs, sides=None):
         # Where both sides recorded what they trained on (one path, other files: two machines' copies), by content;
         # at one --train_size, the examples it kept too (another subset: another machine's code or NumPy).
         one_size = len({r["config"].get("train_size") for side in (a, b) for r in groups[side]}) == 1
-        contents = [sorted({r["train_sha256"][:12] + "..." + (
-            f" (subset {r['train_subset_sha256'][:12]}...)" if one_size and r.get("train_subset_sha256") else "")
-            for r in groups[side] if r.get("train_sha256")}) for side in (a, b)]
+        contents = [sorted({records.trained_content(r["train_sha256"], one_size and r.get("train_subset_sha256"))
+                            for r in groups[side] if r.get("train_sha256")}) for side in (a, b)]
         trained_apart = all(contents) and contents[0] != contents[1]
         if records.data_of(groups[a]) != records.data_of(groups[b]) or trained_apart:
             data_a, data_b = records.data_label(groups[a], groups[b]), records.data_label(groups[b], groups[a])

@@ -110,6 +110,12 @@ def unwritable(directory, make=True):
     return None
 
 
+def is_within(path, directory):
+    """Whether `path` is `directory` or below it, links resolved."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
 def temporary_name(path, pid=None):
     """`dir/name.tmp-PID.ext`: the suffix kept (Keras wants `.weights.h5`)."""
     directory, name = os.path.split(path)

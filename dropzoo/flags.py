@@ -289,10 +289,10 @@ def model_notes(runs):
     if unfed and not any(c.norm == "batch" for c, _ in runs):  # (beside --norm=batch runs: a study's control)
         notes.append(f"--placement={','.join(unfed)} is meant for BatchNorm, which this network lacks without "
                      "--norm=batch: its sites are trained without a BN layer to feed (add --norm=batch)")
-    spelled = [c.placement for c, _ in runs if ":" in c.placement]
-    if len(set(spelled)) > 1:  # --sites' spelling given to --placement: a sweep of one site each
-        notes.append(f"--placement={','.join(dict.fromkeys(spelled))} sweeps each site as a placement of its own; "
-                     f"for one placement of them all, pass --sites={','.join(dict.fromkeys(spelled))}")
+    spelled = ",".join(dict.fromkeys(c.placement for c, _ in runs if ":" in c.placement))
+    if spelled.count(",") > 0:  # --sites' spelling given to --placement: a sweep of one site each
+        notes.append(f"--placement={spelled} sweeps each site as a placement of its own; for one placement of them "
+                     f"all, pass --sites={spelled}")
     return notes
 
 

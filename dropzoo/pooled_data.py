@@ -35,7 +35,7 @@ def _check_one_content(runs, own_test):
                 if sources.origin_mismatch(metrics["config"], data["origin"], data.get("fallback_reason", "")) is None:
                     keys.append(("typed", sources.config_arguments(metrics["config"]), size))
                 subset = data.get("train_subset_sha256") if field == "train_sha256" else None
-                content = f"{data[field][:12]}...{f' (subset {subset[:12]}...)' if subset else ''}"
+                content = records.trained_content(data[field], subset)
                 for key in keys:
                     groups.setdefault(json.dumps(key, sort_keys=True), {}).setdefault(content, []).append(run)
         for versions in groups.values():

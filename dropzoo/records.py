@@ -71,12 +71,16 @@ def check_runs_dirs(runs_dirs):
     twice (its runs were counted once, but the comparison named it as two sources)."""
     if not all(runs_dirs):
         raise ValueError(f"--runs_dir={','.join(runs_dirs)} has an empty entry (a stray comma?); drop it")
-    real = [os.path.realpath(d) for d in runs_dirs]
-    for i, j in itertools.permutations(range(len(runs_dirs)), 2):
-        if i < j and real[i] == real[j] or real[j].startswith(real[i].rstrip(os.sep) + os.sep):
-            raise ValueError(f"--runs_dir={','.join(runs_dirs)} names {runs_dirs[j]} "
-                             f"{'and' if real[i] == real[j] else 'inside'} {runs_dirs[i]}: its runs would be found "
-                             "twice; give each directory once, none inside another")
+    for (i, outer), (j, inner) in itertools.permutations(enumerate(runs_dirs), 2):
+        same = os.path.realpath(outer) == os.path.realpath(inner)
+        if (i < j if same else files.is_within(inner, outer)):
+            raise ValueError(f"--runs_dir={','.join(runs_dirs)} names {inner} {'and' if same else 'inside'} {outer}: "
+                             "its runs would be found twice; give each directory once, none inside another")
+
+
+def trained_content(train_sha256, subset_sha256=None):
+    """How messages name what a run trained on: its training data's digest, and --train_size's subset of it."""
+    return f"{train_sha256[:12]}...{f' (subset {subset_sha256[:12]}...)' if subset_sha256 else ''}"
 
 
 def same_data(origin, other):

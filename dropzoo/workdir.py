@@ -155,11 +155,11 @@ def started(workdir):
 def check_outside_data(config, workdir):
     """RunError where `workdir` is an image folder the run reads, or inside one: its records and exports would
     become class folders of its own data (and a rerun or eval.py would read them as such)."""
-    run = os.path.realpath(workdir)
     for name in ("image_dir", "test_image_dir"):
-        folder = getattr(config, name) and os.path.realpath(getattr(config, name))
-        if folder and (run == folder or run.startswith(folder + os.sep)):
-            raise RunError(f"--workdir {workdir} is {'inside ' * (run != folder)}--{name} {getattr(config, name)}: "
+        folder = getattr(config, name)
+        if folder and files.is_within(workdir, folder):
+            inside = os.path.realpath(workdir) != os.path.realpath(folder)
+            raise RunError(f"--workdir {workdir} is {'inside ' * inside}--{name} {folder}: "
                            "the run's records would be read as class folders of its images; give a --workdir "
                            "outside the image folder")
 
