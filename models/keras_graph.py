@@ -143,6 +143,36 @@ def _own_dropout_settings(config, path=""):
     return found
 
 
+def _keras_own(layer):
+    """Whether Keras itself defines the layer's class (its behaviour is known here by the class alone)."""
+    return type(layer).__module__.startswith("keras.")
+
+
+def _own_randomness(layer, config):
+    """What a layer of a class of the user's own draws at random with: dropout layers it holds (at any depth), a
+    SeedGenerator of its own or of a layer of the user's within it, and a `rate` setting (dropout's name)."""
+    found, seen, todo = [], set(), [(layer, value) for value in vars(layer).values()]
+    while todo:
+        owner, value = todo.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, keras.layers.Layer) and is_dropout(value):
+            found.append(f"{type(value).__name__} {value.name!r}")
+        elif isinstance(value, keras.layers.Layer):
+            todo += [(value, v) for v in vars(value).values()]
+        elif isinstance(value, keras.random.SeedGenerator) and not _keras_own(owner):
+            found.append(f"a SeedGenerator of {owner.name!r}")
+        elif isinstance(value, (list, tuple)):
+            todo += [(owner, v) for v in value]
+        elif isinstance(value, dict):
+            todo += [(owner, v) for v in value.values()]
+    rate = config.get("rate")
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
+        found.append(f"rate={rate:g}")
+    return sorted(set(found))
+
+
 def _check_layer(layer, name):
     """ValueError for a layer no placement could be faithful to: dropout of its own that no site moves or
     removes, channels-first feature maps (the sites' spatial masks are per last axis), or an activation given as
@@ -161,6 +191,15 @@ def _check_layer(layer, name):
         raise ValueError(f"{what} ({type(layer).__name__}) has no get_config(); place_dropout rebuilds each layer "
                          "from its config: give the class a get_config() returning its constructor's arguments") \
             from None
+    if is_dropout(layer) and not (_keras_own(layer) or type(layer) in dropout_lib.dropout_types()):
+        raise ValueError(f"{what} is a {type(layer).__name__}, a dropout class of its own; place_dropout redraws "
+                         "every dropout layer as the zoo's, which drops in training only, so what its own code does "
+                         "(dropping at inference too?) would be lost: use Keras' Dropout, SpatialDropout2D or "
+                         "GaussianDropout itself")
+    if not is_dropout(layer) and not _keras_own(layer) and (random := _own_randomness(layer, config)):
+        raise ValueError(f"{what} ({type(layer).__name__}) draws at random itself ({', '.join(random)}), which no "
+                         "placement moves or removes, so `none` would still drop: take the dropout out of it and "
+                         "put a Dropout layer where you want one (augmentation: Keras' own Random* layers)")
     if not is_dropout(layer):
         settings = _own_dropout_settings(config)
         if settings:

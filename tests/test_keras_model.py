@@ -961,7 +961,66 @@ class Unconfigurable(keras.layers.Layer):
         raise NotImplementedError
 
 
+class OwnDropout(keras.layers.Layer):
+    """Dropout written by hand: a `rate` and keras.random.dropout, no Keras dropout class."""
+
+    def __init__(self, rate=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+
+    def call(self, x, training=None):
+        return keras.random.dropout(x, self.rate) if training else x
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+
+class DenseBlock(keras.layers.Layer):
+    """A block holding Keras layers, one of them a Dropout."""
+
+    def __init__(self, units=16, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.dense = units, keras.layers.Dense(units, activation="relu")
+        self.drop = keras.layers.Dropout(0.4)
+
+    def call(self, x, training=None):
+        return self.drop(self.dense(x), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class AlwaysOnDropout(keras.layers.Dropout):
+    """MC dropout built into the model: drops at inference too."""
+
+    def call(self, x, training=None):
+        return super().call(x, training=True)
+
+
+class Jitter(keras.layers.Layer):
+    """Noise of the user's own, drawn from a SeedGenerator it holds."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(1)
+
+    def call(self, x, training=None):
+        return x + keras.random.normal(keras.ops.shape(x), seed=self.seed_generator) if training else x
+
+
 @pytest.mark.parametrize("layers,message", [
+    # Kept in every placement, `none` too, without a word: `none` still dropped in training.
+    (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), OwnDropout(0.3, name="od")],
+     "layer 'od' of model 'm' (OwnDropout) draws at random itself (rate=0.3), which no placement moves or removes, "
+     "so `none` would still drop: take the dropout out of it"),
+    (lambda: [keras.layers.Flatten(), DenseBlock(name="blk")],
+     "layer 'blk' of model 'm' (DenseBlock) draws at random itself (Dropout 'dropout"),
+    (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), Jitter(name="j")],
+     "layer 'j' of model 'm' (Jitter) draws at random itself (a SeedGenerator of 'j')"),
+    # Became the zoo's train-only dropout in every placement: the model's own dropped at inference too.
+    (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), AlwaysOnDropout(0.3, name="mc")],
+     "layer 'mc' of model 'm' is a AlwaysOnDropout, a dropout class of its own; place_dropout redraws every dropout "
+     "layer as the zoo's, which drops in training only"),
     # "after the activation" was put before the Swish without a word.
     (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, name="d"), Swish(name="sw")],
      "layer 'sw' (Swish, a class Keras does not define) follows 'd', which has no activation, so place_dropout cannot "
