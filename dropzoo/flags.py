@@ -287,8 +287,10 @@ def model_notes(runs):
     unfed = sorted({c.placement for c, _ in runs if c.placement in models.placements.BN_PLACEMENTS and not c.sites
                     and c.norm != "batch" and not models.get_spec(c.model).own_batch_norm})
     if unfed and not any(c.norm == "batch" for c, _ in runs):  # (beside --norm=batch runs: a study's control)
-        notes.append(f"--placement={','.join(unfed)} is meant for BatchNorm, which this network lacks without "
-                     "--norm=batch: its sites are trained without a BN layer to feed (add --norm=batch)")
+        own = any(c.keras_model for c, _ in runs if c.placement in unfed)  # --norm rebuilds zoo networks only
+        notes.append(f"--placement={','.join(unfed)} is meant for BatchNorm, which this network lacks"
+                     f"{'' if own else ' without --norm=batch'}: its sites are trained without a BN layer to feed "
+                     f"({'give the Keras model BatchNormalization layers' if own else 'add --norm=batch'})")
     spelled = ",".join(dict.fromkeys(c.placement for c, _ in runs if ":" in c.placement))
     if spelled.count(",") > 0:  # --sites' spelling given to --placement: a sweep of one site each
         notes.append(f"--placement={spelled} sweeps each site as a placement of its own; for one placement of them "

@@ -925,7 +925,7 @@ def test_a_config_field_of_another_type_is_one_line_from_python(overrides, messa
     config_lib.validate(config_lib.TrainConfig(learning_rate=1, rate=np.float64(0.5)))  # an int is a number
 
 
-def test_a_placement_that_may_not_be_what_was_meant_is_said():
+def test_a_placement_that_may_not_be_what_was_meant_is_said(tmp_path):
     """bn_before without --norm=batch feeds no BN; sites in --placement sweep one site each (--sites' spelling)."""
     def notes(*args):
         fv = flags.FlagValues()
@@ -937,6 +937,13 @@ def test_a_placement_that_may_not_be_what_was_meant_is_said():
         "--placement=bn_before is meant for BatchNorm, which this network lacks without --norm=batch: its sites are "
         "trained without a BN layer to feed (add --norm=batch)"]
     assert notes("--placement=bn_before", "--norm=batch") == notes("--placement=bn_before", "--norm=none,batch") == []
+    path = str(tmp_path / "plain.keras")  # --norm rebuilds zoo networks only: a Keras model's BN is its own
+    relu = [keras.layers.Dense(8, activation="relu") for _ in range(2)]
+    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), *relu,
+                      keras.layers.Dense(10, activation="softmax")]).save(path)
+    assert notes(f"--keras_model={path}", "--placement=bn_before") == [
+        "--placement=bn_before is meant for BatchNorm, which this network lacks: its sites are trained without a BN "
+        "layer to feed (give the Keras model BatchNormalization layers)"]
     assert notes("--placement=dense1.pre:0.5,dense1.post:0.3") == [
         "--placement=dense1.pre:0.5,dense1.post:0.3 sweeps each site as a placement of its own; for one placement "
         "of them all, pass --sites=dense1.pre:0.5,dense1.post:0.3"]
