@@ -351,7 +351,9 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     them (else the SavedModel's own record of them); an image folder of other
     classes, or scored by a model that records none, is refused
     (folders.check_classes). `trained_on`: the run's training data (load_source
-    arguments), whose images are left out of the OOD data, as the test images are.
+    arguments), whose images are left out of the OOD data, as the test images are
+    (an export out of its run: the scored data's own training split, in-distribution
+    by definition).
     """
     from dropzoo import client
     from dropzoo import folders
@@ -399,8 +401,11 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     data_sha256 = sources.fingerprint(source)
     ood_sha256 = ood_source and sources.fingerprint(ood_source)
     uncertainty.check_ood_is_other(data_sha256, ood_sha256, source.name)
-    ood_test, ood_fields = ood_lib.apart(source, ood_source, source.name, trained_on,
-                                         trained=None if own else "the model") if ood_source else (None, {})
+    # An export copied out of its run: the scored data's own training split is in-distribution by definition.
+    training, whose = (source.origin, None) if run is None and trained_on is None else (
+        trained_on, None if own else "the model")
+    ood_test, ood_fields = ood_lib.apart(source, ood_source, source.name, training, trained=whose) if ood_source \
+        else (None, {})
     batches = data_lib.raw_batches(source.test, batch_size)
     ood_batches = data_lib.raw_batches(ood_test, batch_size) if ood_source else None
     if tflite_model:

@@ -1285,3 +1285,12 @@ def test_a_runs_own_test_folder_is_scored_whatever_its_training_folder_gained_si
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "error: the out-of-distribution data is the training data of the model, or a copy of some of it: all 40 of "
         "its images are training-split images (byte for byte)")
+    # The export copied out of its run, scored on its folders: the training folder as OOD data scored AUROC 0.5
+    # without a word or an ood_train_checked (the scored data's own training split is in-distribution anyway).
+    copied = str(tmp_path / "copied")
+    shutil.copytree(os.path.join(workdir, "saved_model"), copied)
+    assert eval_main(f"--saved_model={copied}", f"--image_dir={train}", f"--test_image_dir={test}",
+                     f"--ood_image_dir={train}") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"error: the out-of-distribution data is the training data of images:{train}, tested on {test}, or a copy "
+        "of some of it: all 40 of its images are training-split images (byte for byte)")
