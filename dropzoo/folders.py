@@ -192,6 +192,9 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
     if not names:
         return source
     ids = _class_ids(names, run_class_names, model_classes)
+    if ids is not None and run_class_names and not set(names) <= set(run_class_names):  # numbers to named classes
+        logging.warning("%s: its class folders are numbers, each scored as the run's class of that number: %s",
+                        source.name, ", ".join(f"{n} as {run_class_names[i]!r}" for n, i in zip(names, ids)))
     if ids is not None:
         return source if ids == list(range(len(ids))) else _relabelled(source, ids)
     decimal = all(name.isdecimal() for name in names)

@@ -222,6 +222,9 @@ def _folder(root, image_size, color_mode):
         logging.warning("--ood_image_dir %s: %d file(s) other than %s are not read, e.g. %s", root, len(skipped),
                         ", ".join(readers.IMAGE_EXTENSIONS), os.path.relpath(skipped[0], root))
     size = readers.parse_image_size(image_size)
-    images = readers.read_images(paths, size, color_mode, model="the model")
+    try:
+        images = readers.read_images(paths, size, color_mode, model="the model")
+    except DataError as e:  # a file's problem: say it is the OOD folder's
+        raise type(e)(f"--ood_image_dir {root}: {e}") from None
     origin = {"ood_image_dir": root, "image_size": list(size) if size else None, "color_mode": color_mode}
     return sources.array_source(f"images:{root}", None, (images, np.zeros(len(images), np.int64)), origin=origin)

@@ -109,13 +109,15 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
     # naming the training folder's class as the test folder's).
     alone = not need_train and test_image_dir
     # Scored only, a folder may hold some of a model's classes, matched by name (folders.check_classes).
-    classes, files = readers.list_image_folder(os.path.abspath(test_image_dir) if alone else root, training=need_train)
+    classes, files = readers.list_image_folder(os.path.abspath(test_image_dir) if alone else root,
+                                               "--test_image_dir" if alone else "--image_dir", training=need_train)
     details = {"class_names": classes}
     if test_image_dir:
         test_root = os.path.abspath(test_image_dir)
         if need_train:
             readers.check_test_folder_apart(root, test_root)
-        test_classes, test_files = readers.list_image_folder(test_root, "--test_image_dir", training=need_train)
+        test_classes, test_files = (classes, files) if alone else readers.list_image_folder(
+            test_root, "--test_image_dir", training=need_train)  # (alone: listed, and its warnings said, once)
         readers.check_test_classes(test_root, test_classes, root, classes)
         untested = sorted(set(classes) - {test_classes[label] for _, label in test_files})
         if untested and need_train:  # the test accuracy would cover some classes only, without a word
