@@ -757,7 +757,7 @@ def _named_folder(root, classes):
     return root
 
 
-def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
+def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path, caplog):
     # An MNIST run scored on folders zero..nine mapped them in sorted order (eight, five, four, ...): 8.5%.
     words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     named = sources.load_source(image_dir=_named_folder(str(tmp_path / "words"), words),
@@ -800,8 +800,12 @@ def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path):
     # Folders named by number, some of them: each scored as its number's class (not as its place in the list).
     some = sources.load_source(image_dir=_named_folder(str(tmp_path / "37"), ["3", "7"]),
                                test_image_dir=_named_folder(str(tmp_path / "37_test"), ["3", "7"]), need_train=False)
+    caplog.clear()
     for run_names in ((), None, fashion):
         assert labels(folders.check_classes(some, 10, run_names)) == [3, 3, 7, 7]
+    # ... said where the run's classes have names (a folder 1/ of a run on one, seven, three was 'seven', unsaid).
+    said = [r.getMessage() for r in caplog.records if "each scored as the run's class of that number" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("class of that number: 3 as 'Dress', 7 as 'Sneaker'"), said
     with pytest.raises(DataError, match=r"^the test images' class folders include 7, which the run did not "
                                         r"train on: nothing says"):  # a run whose classes were numbers: held to them
         folders.check_classes(some, 10, ["1", "10", "2", "3"])
@@ -1294,3 +1298,26 @@ def test_a_runs_own_test_folder_is_scored_whatever_its_training_folder_gained_si
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         f"error: the out-of-distribution data is the training data of images:{train}, tested on {test}, or a copy "
         "of some of it: all 40 of its images are training-split images (byte for byte)")
+
+
+def test_a_folder_scored_alone_or_as_ood_data_is_named_by_its_own_flag_in_errors(tmp_path, caplog):
+    # A test folder scored alone (eval.py --workdir=RUN --test_image_dir=X) was named --image_dir in its errors, and
+    # listed twice: its warnings said twice, once under each flag.
+    train = _named_folder(str(tmp_path / "train"), ["a", "b"])
+    empty = str(tmp_path / "empty")
+    os.makedirs(empty)
+    with pytest.raises(DataError, match=rf"^--test_image_dir {re.escape(empty)} has 0 class subfolder\(s\); give it "):
+        sources.load_source(image_dir=train, test_image_dir=empty, need_train=False)
+    test = _named_folder(str(tmp_path / "test"), ["a", "b"])
+    with open(os.path.join(test, "a", "notes.txt"), "w") as f:
+        f.write("not an image")
+    sources.load_source(image_dir=train, test_image_dir=test, need_train=False)
+    said = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"--test_image_dir {test}: 1 entry is not read"), said
+    # An OOD folder's unreadable image: the error says it is the OOD folder's (it read as the data scored's).
+    from dropzoo import ood as ood_lib
+    odd = str(tmp_path / "odd")
+    os.makedirs(odd)
+    Image.fromarray(np.full((12, 12), 600, np.uint16)).save(os.path.join(odd, "deep.png"))
+    with pytest.raises(DataError, match=rf"^--ood_image_dir {re.escape(odd)}: .*deep\.png has I;16 pixels"):
+        ood_lib.load(ood_lib.arguments(image_dir=odd))
