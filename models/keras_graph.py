@@ -277,6 +277,11 @@ def blocks(calls, output_index):
             layer = calls[after].layer
             is_activation = isinstance(layer, ACTIVATION_TYPES)
             if not (isinstance(layer, NORM_TYPES) or (is_activation and not activated)):
+                if is_activation and function_name(layer) != "linear":  # Dense(activation="relu") -> tanh
+                    raise ValueError(f"layer {layer.name!r} is a second activation after {call.layer.name!r}'s, so "
+                                     "\"after the activation\" would fall between the two (dropout before the "
+                                     f"{layer.name!r}): give {call.layer.name!r} one activation (the two as one "
+                                     "Activation layer of your own class, or drop one)")
                 if not activated:
                     _check_own_class(layer, call.layer)
                     _check_nothing_before_activation(calls, call.layer, after, next_reader, output_index)
@@ -291,8 +296,7 @@ def blocks(calls, output_index):
 def _check_own_class(layer, owner):
     """ValueError if `layer`, of a class of the user's own, follows `owner`, which has no activation: it may be
     the activation (a Swish layer), and no site before or after it could say."""
-    known = type(layer).__module__.startswith("keras.") or isinstance(layer, (activations.Activation,
-                                                                              pooling.MaxPooling2D))
+    known = _keras_own(layer) or isinstance(layer, (activations.Activation, pooling.MaxPooling2D))
     if not known:  # the zoo's own classes are those two: a user's package named `models` is still the user's
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}, a class Keras does not define) follows "
                          f"{owner.name!r}, which has no activation, so place_dropout cannot tell whether it is the "

@@ -894,6 +894,11 @@ def _attention(dropout):
     (lambda: (lambda i: keras.Model(i, L.Dense(10)(L.Dropout(0.5, name="mc")(L.Flatten()(i), training=True))))(
         keras.Input((28, 28, 1))),
      "is called with training=True, so it drops always; the trainer drops in training only (eval.py --mc_samples"),
+    # A second activation: after_activation dropped after the ReLU, before the tanh, without a word.
+    (lambda: _head(L.Dense(16, activation="relu", name="fc"), L.Activation("tanh", name="t")),
+     "layer 't' is a second activation after 'fc''s, so \"after the activation\" would fall between the two"),
+    (lambda: _head(L.Dense(16, activation="relu", name="fc"), L.BatchNormalization(), L.ReLU(name="r")),
+     "layer 'r' is a second activation after 'fc''s"),
     # Passed --dry_run, then failed in Keras' loss while training.
     (lambda: _sequential(L.Conv2D(4, 3), L.MaxPooling2D(), L.Dense(10, activation="softmax")),
      "model 'm' outputs (13, 13, 10) per image; the zoo trains classifiers with one score per class"),
