@@ -258,7 +258,8 @@ def contrast_notes(contrasts):
                 notes.append(f"{e['contrast']}: the {r['n']} seeds' differences in {c.name} are all "
                              f"{r['difference'] * c.scale:+.{c.digits}f} {c.unit}, so there is no t interval; its "
                              f"tests are exact sign-flip tests (difference p = {p}, equivalence {p_tost}, against "
-                             "α/m: 'differs' needs 6 seeds at α = 0.05, 'equivalent' 5)")
+                             f"α/m = {r['alpha']:.3g}: 'differs' needs {stats.seeds_to_reach(r['alpha'])} seeds, "
+                             f"'equivalent' {stats.seeds_to_reach(r['alpha'], sides=1)})")
     return notes
 
 

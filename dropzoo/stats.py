@@ -9,6 +9,7 @@ minimum detectable effect (`minimum_detectable_effect`), the smallest true
 difference the seeds run would have found with 80% power. `verdict` says
 what the three together support.
 """
+import itertools
 import math
 
 import numpy as np
@@ -81,6 +82,11 @@ def sign_flip_floor(n, sides=2):
     differences a t-test's p above it can still be below the exact one's.
     """
     return min(1.0, sides * 0.5**n)
+
+
+def seeds_to_reach(alpha, sides=2):
+    """The fewest seeds whose sign_flip_floor is below `alpha`: 6 two-sided and 5 one-sided at 0.05."""
+    return next(n for n in itertools.count(1) if sign_flip_floor(n, sides) < alpha)
 
 
 def holm(p_values):
@@ -175,7 +181,7 @@ def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):
             "median": float(np.median(d)) if d.size else math.nan,
             "signs": (int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum())),
             "no_spread": flat, "p": paired_p_value(a, b), "p_tost": tost_paired_p(d, margin),
-            "mde": minimum_detectable_effect(sd, d.size, alpha_for_mde),
+            "mde": minimum_detectable_effect(sd, d.size, alpha_for_mde), "alpha": alpha_for_mde,
             "equivalence_reachable": bool(d.size >= 2 and sign_flip_floor(d.size, sides=1) < alpha_for_mde)}
 
 

@@ -577,6 +577,16 @@ def test_one_difference_at_every_seed_claims_no_certainty():
     [entry] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
     assert entry["test_accuracy"]["p"] == 2 / 64 and entry["test_accuracy"]["verdict"] == [stats.DIFFERS,
                                                                                             stats.EQUIVALENT]
+    assert contrasts.contrast_notes([entry])[0].endswith("against α/m = 0.05: 'differs' needs 6 seeds, "
+                                                         "'equivalent' 5)")
+    # Two contrasts: α/m = 0.025, where 'differs' needs 7 seeds (the note said 6 at 0.05 whatever m was).
+    rows += _rows("c", [0.9602] * 6, [0.12] * 6)
+    variants.label_rows(rows)
+    table = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b"), ("c", "b")]),
+                                     report.DEFAULT_MARGINS)
+    assert table[0]["test_accuracy"]["verdict"] == [stats.EQUIVALENT]  # differs: 2/64 > 0.025, equivalent: 1/64
+    assert contrasts.contrast_notes(table)[0].endswith("against α/m = 0.025: 'differs' needs 7 seeds, "
+                                                       "'equivalent' 6)")
 
 
 def test_seeds_without_a_partner_or_a_finite_score_are_named():
