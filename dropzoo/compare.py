@@ -141,7 +141,8 @@ def non_finite_notes(rows):
             if isinstance(value, (int, float)) and not np.isfinite(value):
                 found.setdefault((r["variant"], column.metric, str(value)), []).append(r["seed"])
     return [f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))} of {variant} "
-            f"score{'s' * (len(seeds) == 1)} {metric} {value}: left out of the variant's mean and of its contrasts"
+            f"score{'s' * (len(seeds) == 1)} {metric} {value}: left out of the variant's {metric} mean and of its "
+            "contrasts (its other columns' means keep the run's finite scores, a diverged run's accuracy too)"
             for (variant, metric, value), seeds in sorted(found.items())]
 
 

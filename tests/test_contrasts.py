@@ -733,7 +733,8 @@ def test_no_spread_reaches_the_size_curves_and_non_finite_scores_are_named():
     assert "| +1.00 | needs 2 or more seeds | -0.0100 | needs 2 or more seeds |" in text and "nan" not in text
     rows[0]["test_loss"] = float("nan")
     assert compare.non_finite_notes(rows) == [
-        "seed 0 of m/none-train_size250 scores test_loss nan: left out of the variant's mean and of its contrasts"]
+        "seed 0 of m/none-train_size250 scores test_loss nan: left out of the variant's test_loss mean and of its "
+        "contrasts (its other columns' means keep the run's finite scores, a diverged run's accuracy too)"]
 
 
 def test_the_variants_table_gives_no_interval_without_spread_and_counts_the_seeds_of_each_mean():
