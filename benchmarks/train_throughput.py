@@ -14,7 +14,8 @@ against the step's, which says how much of a step is spent outside them.
 Trainings, with the same batch and data (and, per seed, the same initial
 weights):
 
-1. keras_mnist_cnn, the classic example exactly as its script does it: NumPy
+1. keras_mnist_cnn, the classic example exactly as its script does it, in
+   Keras' own layers (the zoo's initial weights for the seed): NumPy
    arrays scaled to float32, one-hot labels, float32 global policy,
    Adadelta(learning_rate=1.0), `model.fit(x, y, batch_size=128,
    epochs=N, validation_data=(x_test, y_test))`, on the examples the trainer
@@ -70,6 +71,8 @@ from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import performance  # noqa: E402
 from dropzoo import sources  # noqa: E402
 from dropzoo import trainer  # noqa: E402
+from models import activations  # noqa: E402
+from models import layers as dropout_layers  # noqa: E402
 from models import pooling  # noqa: E402
 
 # keras_mnist_cnn, trainer defaults: of conv2's rate alone, by the precision auto picked. In bf16
@@ -87,18 +90,35 @@ ACCURACY_TOLERANCE_PP = 0.3
 MODEL = "keras_mnist_cnn"  # the classic example's network
 
 
+# The zoo's layers of the classic example's network -> Keras' own classes (their configs are Keras').
+KERAS_OWN = {activations.Activation: keras.layers.Activation, pooling.MaxPooling2D: keras.layers.MaxPooling2D,
+             dropout_layers.Float32Dropout: keras.layers.Dropout}
+
+
+def keras_own(model):
+    """`model` (the zoo's build) in Keras' own layers, with its initial weights: the classic example as its script
+    writes it, untouched by the zoo's process-wide switches (compiled masks, ReLU and pooling gradients), which a
+    trainer run before it leaves set."""
+    stock = keras.models.clone_model(model, clone_function=lambda layer: KERAS_OWN.get(
+        type(layer), type(layer)).from_config(layer.get_config()))
+    zoo = [layer.name for layer in stock.layers if not type(layer).__module__.startswith("keras.")]
+    if zoo:  # a zoo layer KERAS_OWN lacks: the example would not be Keras' own
+        raise RuntimeError(f"the classic example kept the zoo's layers {zoo}: add their Keras classes to KERAS_OWN")
+    stock.set_weights(model.get_weights())
+    return stock
+
+
 def train_classic(x_train, y_train, x_test, y_test, *, epochs, batch_size, seed):
     """The classic example's recipe; returns (steady per-epoch examples/s, test accuracy)."""
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(seed)
-    pooling.set_routing_compiler(None)  # Keras' own pooling gradient, as in the example
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     x_train = x_train.astype("float32") / 255
     x_test = x_test.astype("float32") / 255
     y_train = keras.utils.to_categorical(y_train, num_classes)
     y_test = keras.utils.to_categorical(y_test, num_classes)
-    model = models.build(MODEL, "canonical", num_classes=num_classes,
-                         input_shape=x_train.shape[1:], seed=seed)
+    model = keras_own(models.build(MODEL, "canonical", num_classes=num_classes, input_shape=x_train.shape[1:],
+                                   seed=seed))
     model.compile(loss=keras.losses.categorical_crossentropy,
                   optimizer=keras.optimizers.Adadelta(learning_rate=1.0), metrics=["accuracy"])
     throughput = callbacks_lib.Throughput()  # times training steps only, like the trainer's

@@ -8,6 +8,7 @@ speed: timing assertions would fail on a busy machine.
 import json
 import os
 
+import numpy as np
 import pytest
 from conftest import tiny_config
 from conftest import tiny_source
@@ -307,6 +308,19 @@ def test_profile_batches_parse(value, parsed):
 
 
 # ------------------------------------------------------------ benchmarks
+
+
+def test_the_classic_example_is_keras_own_layers_with_the_zoos_initial_weights():
+    # It was the zoo's build: after a trainer run, its dropout and ReLU ran the trainer's compiled masks and gradients.
+    zoo = models.build(train_throughput.MODEL, "canonical", num_classes=10, input_shape=(28, 28, 1), seed=3)
+    classic = train_throughput.keras_own(zoo)
+    assert all(type(layer).__module__.startswith("keras.") for layer in classic.layers)
+    assert [type(layer).__name__ for layer in classic.layers] == [
+        "InputLayer", "Conv2D", "Activation", "Conv2D", "Activation", "MaxPooling2D", "Dropout", "Flatten", "Dense",
+        "Activation", "Dropout", "Dense", "Activation"]
+    assert [layer.rate for layer in classic.layers if hasattr(layer, "rate")] == [0.25, 0.5]
+    images = np.random.default_rng(0).random((4, 28, 28, 1), np.float32)
+    np.testing.assert_array_equal(classic(images).numpy(), zoo(images).numpy())
 
 
 @pytest.mark.slow
