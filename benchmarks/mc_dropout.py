@@ -51,6 +51,7 @@ from dropzoo import performance  # noqa: E402
 from dropzoo.preprocess import scale  # noqa: E402
 
 TARGET = 5.0
+TARGET_SAMPLES, TARGET_BATCH = 20, 256  # the setting the target is set at (eval.py's defaults)
 METHODS = ("serving_default", "mc_dropout_draws_xla", "mc_dropout_draws", "mc_dropout", "naive MC")
 
 
@@ -108,7 +109,9 @@ def run(*, precision="auto", samples=20, batch_size=256, rounds=10, seed=0, log=
               "methods": {name: {"ms": 1000 * median[name], "ratio": median[name] / unit} for name in METHODS}}
     result["mc_over_deterministic"] = result["methods"]["mc_dropout_draws_xla"]["ratio"]
     result["portable_over_deterministic"] = result["methods"]["mc_dropout_draws"]["ratio"]
-    result["passed"] = result["mc_over_deterministic"] <= TARGET
+    # Judged only at the target's own setting: T and the batch move the ratio (None: not judged).
+    at_target = (samples, batch_size) == (TARGET_SAMPLES, TARGET_BATCH)
+    result["passed"] = result["mc_over_deterministic"] <= TARGET if at_target else None
     return result
 
 
@@ -184,7 +187,9 @@ def report(result):
         common.table(["method", "ms per batch", "x deterministic"], rows),
         "",
         f"mc_dropout_draws_xla (T={result['samples']}, what eval.py calls) / serving_default = "
-        f"{result['mc_over_deterministic']:.2f}x  (target <= {TARGET:g}x)  {common.verdict(result['passed'])}",
+        f"{result['mc_over_deterministic']:.2f}x  (target <= {TARGET:g}x at T={TARGET_SAMPLES}, batch "
+        f"{TARGET_BATCH})  " + ("not judged at this T and batch" if result["passed"] is None else
+                                common.verdict(result["passed"])),
         f"mc_dropout_draws (servable, plain ops) / serving_default = {result['portable_over_deterministic']:.2f}x",
     ])
 

@@ -118,8 +118,8 @@ def report(result):
              f"{serving['examples_per_sec'] / m['examples_per_sec']:.2f}x"]
             for name, m in methods.items()]
     return "\n".join([
-        f"serving: keras_mnist_cnn ({result['precision']}), SavedModel serving_default vs TFLite "
-        f"({result['tflite_runtime']}) and Keras",
+        f"serving: keras_mnist_cnn, SavedModel serving_default and Keras in {result['precision']} vs TFLite "
+        f"({result['tflite_runtime']}: model.tflite float32, model_int8.tflite int8, whatever the precision)",
         f"machine: {result['machine']}",
         "",
         common.table(["method", "batch-1 p50 ms", "batch-1 p99 ms",

@@ -432,6 +432,8 @@ def test_mc_dropout_benchmark_returns_its_numbers():
     text = mc_dropout.report(result)
     assert "mc_dropout_draws_xla (T=3, what eval.py calls) / serving_default" in text
     assert "mc_dropout_draws (servable, plain ops) / serving_default" in text
+    # The 5x target is set at T=20, batch 256: judged there only (it printed PASS or FAIL at any T and batch).
+    assert result["passed"] is None and "(target <= 5x at T=20, batch 256)  not judged at this T and batch" in text
 
 
 def test_allocator_benchmark_reports_medians_per_setting_and_their_ratio():
