@@ -20,6 +20,7 @@ activation; the output layer has no BN.
 """
 import dataclasses
 import numbers
+import os
 
 import keras
 
@@ -80,6 +81,27 @@ def _check_fits(layer, shape, images=None):
         fix = f"input_shape is (height, width, channels), channels last: e.g. ({images[1]}, {images[2]}, {images[0]})"
     raise ValueError(f"layer {layer.name!r} takes a {window}x{window} window but its input is "
                      f"{'x'.join(map(str, shape[1:]))}: {fix}")
+
+
+def _memory_bytes():
+    """This machine's physical memory in bytes, or None where the platform does not say (not Linux or macOS)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_weights(layer, inputs, outputs, total):
+    """`total` parameters plus `layer`'s (a conv/dense layer from `inputs` channels to `outputs`); ValueError where
+    training them could not fit this machine's memory (building alone allocated them: a dry run was killed)."""
+    total += (layer.kernel_size ** 2 if isinstance(layer, Conv) else 1) * inputs * outputs + outputs
+    need, memory = 4 * 4 * total, _memory_bytes()  # float32 weights, gradients and the optimizer's two slots
+    if memory and need > memory:
+        raise ValueError(f"layer {layer.name!r} brings the network to {total:,} parameters: training holds about "
+                         f"four float32 copies of them ({need / 2**30:,.1f} GiB: weights, gradients, the optimizer's "
+                         f"two), more than this machine's {memory / 2**30:.1f} GiB memory; give it fewer units or "
+                         "filters (or pool before the first dense layer)")
+    return total
 
 
 def check_seed(seed):
@@ -323,9 +345,12 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
-    relu = None  # the last ReLU layer
+    relu, parameters = None, 0  # the last ReLU layer; the weights so far
     for index, layer in enumerate(spec.layers):
         _check_fits(layer, x.shape, tuple(input_shape))
+        if isinstance(layer, (Conv, Dense, Output)):
+            outputs = num_classes if isinstance(layer, Output) else getattr(layer, "filters", None) or layer.units
+            parameters = _check_weights(layer, x.shape[-1], int(outputs), parameters)
         init = keras.initializers.GlorotUniform(seed=seeded(index))
         x = dropout(x, index, "pre")
         # Under BN the linear op has no bias: BN subtracts the batch mean, and its

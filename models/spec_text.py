@@ -177,6 +177,9 @@ def _one_word(text):
     """A token, lower-cased, without the spaces around it; one with spaces inside is refused (`pool2 2` was read as
     pool22, a 22-wide pool)."""
     word = text.strip().lower()
+    if "#" in word:
+        raise ValueError(f"layer token {text.strip()!r} holds a '#': a network's text has no comments; remove the "
+                         "comment (a JSON file may name the network: {\"name\": ..., \"layers\": [...]})")
     if len(word.split()) > 1:
         raise ValueError(f"layer token {text.strip()!r} has a space inside; write each token as one word (pool2, "
                          "dense128) and separate tokens with commas or new lines")
@@ -205,6 +208,9 @@ def _token_of_item(item, position):
                            and (key != "padding" or value.lower() in ("valid", "same"))):
             raise ValueError(f"layer {json.dumps(item)} at position {position}: its {key} must be {wanted[1]}, got "
                              f"{json.dumps(value)}")
+        if wanted and wanted[0] is int and value < 1:  # as a token (dense-1) it would read as no layer at all
+            raise ValueError(f"layer {json.dumps(item)} at position {position}: its {key} must be a positive "
+                             f"integer, got {value}")
     v = {**fields, **item}
     if kind == "conv":
         return f"conv{v['filters']}k{v['kernel_size']}{v['padding']}s{v['strides']}".lower()
@@ -213,10 +219,15 @@ def _token_of_item(item, position):
     return kind + "".join(str(v[k]) for k in fields).lower()
 
 
+# Sizes, kernels, strides and windows are int32 in TensorFlow's ops: a larger one fails deep inside them.
+MAX_SIZE = 2**31 - 1
+
+
 def _positive(text, what, shown, position):
     value = int(text)
-    if value < 1:
-        raise ValueError(f"{shown} at position {position}: {what} must be a positive integer, got {value}")
+    if not 1 <= value <= MAX_SIZE:
+        raise ValueError(f"{shown} at position {position}: {what} must be a positive integer"
+                         f"{' below 2^31' if value > 0 else ''}, got {value}")
     return value
 
 

@@ -335,7 +335,7 @@ VALID = ("valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, avgpoo
     ('[{"type": "conv", "filters": 8}]',
      'layer {"type": "conv", "filters": 8} at position 1 lacks kernel_size'),
     ('[{"type": "conv", "filters": 0, "kernel_size": 3}]',
-     '{"type": "conv", "filters": 0, "kernel_size": 3} at position 1: filters must be a positive integer'),
+     'layer {"type": "conv", "filters": 0, "kernel_size": 3} at position 1: its filters must be a positive integer'),
     ('[{"type": "dense", "units": 8, "bias": false}]',
      'layer {"type": "dense", "units": 8, "bias": false} at position 1 has unknown field(s) bias; '
      "a dense object has: units"),
@@ -351,6 +351,17 @@ VALID = ("valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, avgpoo
     ('["conv8k3", "pool 2"]', "layer token 'pool 2' has a space inside"),
     ('["flatten", {"type": "dropout", "rate": "0.5"}]',
      'layer {"type": "dropout", "rate": "0.5"} at position 2: its rate must be a number in [0, 1), got "0.5"'),
+    # Past int32: TensorFlow's own message, naming no token (a stride passed the dry run and failed in training).
+    ("flatten,dense99999999999999999999", "'dense99999999999999999999' at position 2: units must be a positive "
+     "integer below 2^31, got 99999999999999999999"),
+    ("conv8k3s4294967296,flatten", "'conv8k3s4294967296' at position 1: the stride must be a positive integer below "
+     "2^31"),
+    # A negative number in an object read as an unknown layer (its token dense-1).
+    ('["flatten", {"type": "dense", "units": -1}]',
+     'layer {"type": "dense", "units": -1} at position 2: its units must be a positive integer, got -1'),
+    ('[{"type": "pool", "size": -2}, "flatten"]', 'layer {"type": "pool", "size": -2} at position 1: its size must'),
+    # A comment read as a token with a space inside.
+    ("conv8k3,pool2,  # my pool\nflatten", "layer token '# my pool' holds a '#': a network's text has no comments"),
 ])
 def test_malformed_specs_are_one_line_errors(text, message):
     with pytest.raises(ValueError) as info:
@@ -595,3 +606,17 @@ def test_a_run_filed_under_an_older_name_of_its_network_is_the_same_run(typed, o
     assert config_lib.differences(recorded, now) == []
     other = config_lib.TrainConfig(network=typed.replace("dense", "dense2"))
     assert config_lib.differences(recorded, other) == ["model", "network"]
+
+
+def test_a_network_too_large_to_train_here_is_refused_before_its_weights_are_allocated(monkeypatch):
+    # flatten,dense100000000 allocated 78.5e9 weights in --dry_run: a ResourceExhaustedError traceback, or the
+    # process killed by the system.
+    from models import network
+    monkeypatch.setattr(network, "_memory_bytes", lambda: 2**30)  # a 1 GiB machine
+    with pytest.raises(ValueError) as info:
+        network.build_network(models.parse_network("conv8k3,flatten,dense20000"), {}, input_shape=(28, 28, 1))
+    assert str(info.value) == (
+        "layer 'dense1' brings the network to 108,180,080 parameters: training holds about four float32 copies of "
+        "them (1.6 GiB: weights, gradients, the optimizer's two), more than this machine's 1.0 GiB memory; give it "
+        "fewer units or filters (or pool before the first dense layer)")
+    network.build_network(models.parse_network("conv8k3,flatten,dense2000"), {}, input_shape=(28, 28, 1))
