@@ -182,9 +182,11 @@ def _notes(result, path, tflite, home, own, data, given, on_own):
     changed = bool(own) and bool(data) and folders.split_changed(trained_on, own["details"], data,
                                                                  result.get("data_details"))
     if result.get("ood_train_checked") is False:
-        whose = f"{home}'s" if home else f"{result['data_source']}'s"  # a copied export: the scored data's
-        notes.append(f"the out-of-distribution data was not checked for {whose} training images: "
-                     f"{uncertainty_report.UNCHECKED_OOD}")
+        notes.append(f"the out-of-distribution data was not checked for {home}'s training images: "
+                     f"{uncertainty_report.UNCHECKED_OOD}" if home else  # a copied export: the scored data's own
+                     f"the out-of-distribution data was not checked for the training images of "
+                     f"{result['data_source']} (data from tensorflow-datasets is not loaded to look), so any of those "
+                     "among the OOD images count as unseen")
     if home and not on_own:
         moved = own is not None and records.same_data(result["data_origin"], own["origin"])  # same files, changed
         notes.append(f"evaluated on {result['data_source']}, " + (

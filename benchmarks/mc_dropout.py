@@ -51,7 +51,7 @@ from dropzoo import performance  # noqa: E402
 from dropzoo.preprocess import scale  # noqa: E402
 
 TARGET = 5.0
-TARGET_SAMPLES, TARGET_BATCH = 20, 256  # the setting the target is set at (eval.py's defaults)
+TARGET_SAMPLES, TARGET_BATCH = 20, 256  # the setting the target is set at (the docs' --mc_samples, eval.py's batch)
 METHODS = ("serving_default", "mc_dropout_draws_xla", "mc_dropout_draws", "mc_dropout", "naive MC")
 
 

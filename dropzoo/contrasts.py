@@ -258,9 +258,18 @@ def contrast_notes(contrasts):
                 notes.append(f"{e['contrast']}: the {r['n']} seeds' differences in {c.name} are all "
                              f"{r['difference'] * c.scale:+.{c.digits}f} {c.unit}, so there is no t interval; its "
                              f"tests are exact sign-flip tests (difference p = {p}, equivalence {p_tost}, against "
-                             f"α/m = {r['alpha']:.3g}: 'differs' needs {stats.seeds_to_reach(r['alpha'])} seeds, "
-                             f"'equivalent' {stats.seeds_to_reach(r['alpha'], sides=1)})")
+                             f"{_seeds_needed(r['alpha'])})")
     return notes
+
+
+def _seeds_needed(alpha):
+    """What the exact tests need against Holm's thresholds: α/m (`alpha`) at its first step, up to ALPHA at its last."""
+    if alpha >= ALPHA:
+        return f"α = {ALPHA:g}: 'differs' needs {stats.seeds_to_reach(ALPHA)} seeds, 'equivalent' " \
+               f"{stats.seeds_to_reach(ALPHA, sides=1)}"
+    return (f"Holm's thresholds, α/m = {alpha:.3g} at its first step up to α = {ALPHA:g} at its last: 'differs' needs "
+            f"{stats.seeds_to_reach(alpha)} to {stats.seeds_to_reach(ALPHA)} seeds, 'equivalent' "
+            f"{stats.seeds_to_reach(alpha, sides=1)} to {stats.seeds_to_reach(ALPHA, sides=1)}")
 
 
 def _same(runs_a, runs_b):

@@ -402,7 +402,7 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
     ood_sha256 = ood_source and sources.fingerprint(ood_source)
     uncertainty.check_ood_is_other(data_sha256, ood_sha256, source.name)
     # An export copied out of its run: the scored data's own training split is in-distribution by definition.
-    training, whose = (source.origin, None) if run is None and trained_on is None else (
+    training, whose = (ood_lib.scored_training(source.origin), None) if run is None and trained_on is None else (
         trained_on, None if own else "the model")
     ood_test, ood_fields = ood_lib.apart(source, ood_source, source.name, training, trained=whose) if ood_source \
         else (None, {})

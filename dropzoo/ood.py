@@ -114,6 +114,13 @@ def training_digests(origin):
     return _TRAINED[key]
 
 
+def scored_training(origin):
+    """`origin` (the data an export copied out of its run is scored on), whose training split its OOD data is held
+    apart from as the run's would be, where it has one: its files' where they hold one, a tfds dataset's (not looked
+    up here: said unchecked); None where its files hold a test split alone (an .npz of x_test, t10k IDX files)."""
+    return origin if not any(origin.get(k) for k in _LOCAL) or training_digests(origin) is not None else None
+
+
 def apart(test_source, ood_source, what, trained_on=None, key=None, trained=None):
     """(the OOD test split without the test images, and the run's training images where `trained_on` (its data's
     origin) can be looked up here (`trained` names whose, `what` by default), {the result's OOD fields}):

@@ -148,9 +148,15 @@ def _keras_own(layer):
     return type(layer).__module__.startswith("keras.")
 
 
+def _augments(layer):
+    """Whether `layer` is (or subclasses) one of Keras' own random augmentation layers (RandomFlip, ...)."""
+    return any(c.__module__.startswith("keras.") and c.__name__.startswith("Random") for c in type(layer).__mro__)
+
+
 def _own_randomness(layer, config):
-    """What a layer of a class of the user's own draws at random with: dropout layers it holds (at any depth), a
-    SeedGenerator of its own or of a layer of the user's within it, and a `rate` setting (dropout's name)."""
+    """What a layer of a class of the user's own draws at random with: dropout layers of a rate above 0 it holds
+    (at any depth), a SeedGenerator of its own or of a layer of the user's within it (Keras' augmentation layers,
+    subclassed or not, are augmentation), and a setting named as dropout's (`rate`, `drop_prob`, ...) in (0, 1)."""
     found, seen, todo = [], set(), [(layer, value) for value in vars(layer).values()]
     while todo:
         owner, value = todo.pop()
@@ -158,18 +164,20 @@ def _own_randomness(layer, config):
             continue
         seen.add(id(value))
         if isinstance(value, keras.layers.Layer) and is_dropout(value):
-            found.append(f"{type(value).__name__} {value.name!r}")
+            if value.rate:  # a Dropout(0.0) drops nothing (MultiHeadAttention holds one at its default dropout=0)
+                found.append(f"{type(value).__name__} {value.name!r}")
         elif isinstance(value, keras.layers.Layer):
             todo += [(value, v) for v in vars(value).values()]
-        elif isinstance(value, keras.random.SeedGenerator) and not _keras_own(owner):
+        elif isinstance(value, keras.random.SeedGenerator) and not (_keras_own(owner) or _augments(owner)):
             found.append(f"a SeedGenerator of {owner.name!r}")
         elif isinstance(value, (list, tuple)):
             todo += [(owner, v) for v in value]
         elif isinstance(value, dict):
             todo += [(owner, v) for v in value.values()]
-    rate = config.get("rate")
-    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
-        found.append(f"rate={rate:g}")
+    for key, value in config.items():  # (a rate of 1 or more is no dropout's: a dilation, a scale)
+        if (key == "rate" or "drop" in key) and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and 0 < value < 1:
+            found.append(f"{key}={value:g}")
     return sorted(set(found))
 
 
@@ -192,11 +200,12 @@ def _check_layer(layer, name):
                          "from its config: give the class a get_config() returning its constructor's arguments") \
             from None
     if is_dropout(layer) and not (_keras_own(layer) or type(layer) in dropout_lib.dropout_types()):
-        raise ValueError(f"{what} is a {type(layer).__name__}, a dropout class of its own; place_dropout redraws "
+        raise ValueError(f"{what} is of {type(layer).__name__}, a dropout class of its own; place_dropout redraws "
                          "every dropout layer as the zoo's, which drops in training only, so what its own code does "
                          "(dropping at inference too?) would be lost: use Keras' Dropout, SpatialDropout2D or "
                          "GaussianDropout itself")
-    if not is_dropout(layer) and not _keras_own(layer) and (random := _own_randomness(layer, config)):
+    if not is_dropout(layer) and not _keras_own(layer) and not _augments(layer) and \
+            (random := _own_randomness(layer, config)):
         raise ValueError(f"{what} ({type(layer).__name__}) draws at random itself ({', '.join(random)}), which no "
                          "placement moves or removes, so `none` would still drop: take the dropout out of it and "
                          "put a Dropout layer where you want one (augmentation: Keras' own Random* layers)")
@@ -280,8 +289,9 @@ def blocks(calls, output_index):
                 if is_activation and function_name(layer) != "linear":  # Dense(activation="relu") -> tanh
                     raise ValueError(f"layer {layer.name!r} is a second activation after {call.layer.name!r}'s, so "
                                      "\"after the activation\" would fall between the two (dropout before the "
-                                     f"{layer.name!r}): give {call.layer.name!r} one activation (the two as one "
-                                     "Activation layer of your own class, or drop one)")
+                                     f"{layer.name!r}): give {call.layer.name!r} one activation (drop one, or "
+                                     "compute both in one keras.layers.Activation(fn), fn a function registered "
+                                     "with keras.saving.register_keras_serializable)")
                 if not activated:
                     _check_own_class(layer, call.layer)
                     _check_nothing_before_activation(calls, call.layer, after, next_reader, output_index)

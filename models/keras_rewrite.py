@@ -150,6 +150,8 @@ def build_placed(spec, placement, *, rate=None, kind="inverted", seed=None, num_
         cls = ZOO_CLASSES.get(type(layer), type(layer))
         try:
             new = cls.from_config(config)
+            if new.name != layer.name:  # a config without the name (Keras' automatic one): rebuilt as another layer
+                raise ValueError(f"it came back named {new.name!r}: its config lacks the name")
         except (TypeError, ValueError) as e:  # a class of the user's own whose config does not rebuild it
             reason = " ".join(str(e).split())[:200]
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) does not rebuild from its config "

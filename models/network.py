@@ -83,24 +83,36 @@ def _check_fits(layer, shape, images=None):
                      f"{'x'.join(map(str, shape[1:]))}: {fix}")
 
 
+# The memory limit of this process's cgroup (a container's, a Slurm job's): cgroup v2, then v1.
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
 def _memory_bytes():
-    """This machine's physical memory in bytes, or None where the platform does not say (not Linux or macOS)."""
+    """The memory this process may use: the machine's physical memory, or its cgroup's limit where lower; None
+    where the platform says neither (not Linux or macOS)."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        found = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
     except (AttributeError, ValueError, OSError):
-        return None
+        found = []
+    for path in CGROUP_LIMITS:
+        try:
+            with open(path) as f:
+                found.append(int(f.read().strip()))  # ("max": no limit, not a number)
+        except (OSError, ValueError):
+            pass
+    return min(found, default=None)
 
 
 def _check_weights(layer, inputs, outputs, total):
     """`total` parameters plus `layer`'s (a conv/dense layer from `inputs` channels to `outputs`); ValueError where
     training them could not fit this machine's memory (building alone allocated them: a dry run was killed)."""
     total += (layer.kernel_size ** 2 if isinstance(layer, Conv) else 1) * inputs * outputs + outputs
-    need, memory = 4 * 4 * total, _memory_bytes()  # float32 weights, gradients and the optimizer's two slots
+    need, memory = 3 * 4 * total, _memory_bytes()  # float32: the initializer's draw, the weights, their gradients
     if memory and need > memory:
-        raise ValueError(f"layer {layer.name!r} brings the network to {total:,} parameters: training holds about "
-                         f"four float32 copies of them ({need / 2**30:,.1f} GiB: weights, gradients, the optimizer's "
-                         f"two), more than this machine's {memory / 2**30:.1f} GiB memory; give it fewer units or "
-                         "filters (or pool before the first dense layer)")
+        raise ValueError(f"layer {layer.name!r} brings the network to {total:,} parameters: building and training "
+                         f"it hold at least three float32 copies of them ({need / 2**30:,.1f} GiB: the initializer's "
+                         f"draw, the weights, their gradients), more than the {memory / 2**30:.1f} GiB of memory "
+                         "here; give it fewer units or filters (or pool before the first dense layer)")
     return total
 
 

@@ -564,7 +564,7 @@ def test_one_difference_at_every_seed_claims_no_certainty():
     [note] = contrasts.contrast_notes([entry])
     assert note.startswith("m/a - m/b: the 2 seeds' differences in accuracy are all +0.01 points, so there is no "
                            "t interval; its tests are exact sign-flip tests")
-    assert "(difference p = 2/2^2, equivalence 1/2^2, against α/m" in note
+    assert "(difference p = 2/2^2, equivalence 1/2^2, against α = 0.05" in note
     # No difference at all, at every seed: p = 1, not the sign-flip floor the note used to state.
     rows = _rows("a", [0.96] * 8, [0.1] * 8) + _rows("b", [0.96] * 8, [0.1] * 8)
     variants.label_rows(rows)
@@ -577,16 +577,18 @@ def test_one_difference_at_every_seed_claims_no_certainty():
     [entry] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
     assert entry["test_accuracy"]["p"] == 2 / 64 and entry["test_accuracy"]["verdict"] == [stats.DIFFERS,
                                                                                             stats.EQUIVALENT]
-    assert contrasts.contrast_notes([entry])[0].endswith("against α/m = 0.05: 'differs' needs 6 seeds, "
+    assert contrasts.contrast_notes([entry])[0].endswith("against α = 0.05: 'differs' needs 6 seeds, "
                                                          "'equivalent' 5)")
-    # Two contrasts: α/m = 0.025, where 'differs' needs 7 seeds (the note said 6 at 0.05 whatever m was).
+    # Two contrasts: Holm's first step is at α/m = 0.025, where 'differs' needs 7 seeds, its last at 0.05 (the note
+    # said 6 at 0.05 whatever m was; then 7 at α/m, where Holm's later steps take 6).
     rows += _rows("c", [0.9602] * 6, [0.12] * 6)
     variants.label_rows(rows)
     table = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b"), ("c", "b")]),
                                      report.DEFAULT_MARGINS)
     assert table[0]["test_accuracy"]["verdict"] == [stats.EQUIVALENT]  # differs: 2/64 > 0.025, equivalent: 1/64
-    assert contrasts.contrast_notes(table)[0].endswith("against α/m = 0.025: 'differs' needs 7 seeds, "
-                                                       "'equivalent' 6)")
+    assert contrasts.contrast_notes(table)[0].endswith(
+        "against Holm's thresholds, α/m = 0.025 at its first step up to α = 0.05 at its last: 'differs' needs 7 to 6 "
+        "seeds, 'equivalent' 6 to 5)")
 
 
 def test_seeds_without_a_partner_or_a_finite_score_are_named():

@@ -995,6 +995,50 @@ class DenseBlock(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
+class Holder(keras.layers.Layer):
+    """A block whose get_config forgets Layer's own (super().get_config()): rebuilt, it has another name."""
+
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.dense = units, keras.layers.Dense(units)
+
+    def call(self, x):
+        return self.dense(x)
+
+    def get_config(self):
+        return {"units": self.units}
+
+
+class Scale(keras.layers.Layer):
+    """Nothing random: a `rate` of 1 or more is no dropout's (a scale, a dilation)."""
+
+    def __init__(self, rate=2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.placeholder = rate, keras.layers.Dropout(0.0)  # a Dropout(0.0) drops nothing
+
+    def call(self, x):
+        return self.placeholder(x) * self.rate
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+
+class Flip(keras.layers.RandomFlip):
+    """Keras' own augmentation, subclassed: augmentation still."""
+
+
+class DropPath(keras.layers.Layer):
+    def __init__(self, drop_prob=0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.drop_prob = drop_prob
+
+    def call(self, x, training=None):
+        return keras.random.dropout(x, self.drop_prob) if training else x
+
+    def get_config(self):
+        return {**super().get_config(), "drop_prob": self.drop_prob}
+
+
 class AlwaysOnDropout(keras.layers.Dropout):
     """MC dropout built into the model: drops at inference too."""
 
@@ -1020,12 +1064,17 @@ class Jitter(keras.layers.Layer):
      "so `none` would still drop: take the dropout out of it"),
     (lambda: [keras.layers.Flatten(), DenseBlock(name="blk")],
      "layer 'blk' of model 'm' (DenseBlock) draws at random itself (Dropout 'dropout"),
+    (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), DropPath(name="dp")],
+     "layer 'dp' of model 'm' (DropPath) draws at random itself (drop_prob=0.2)"),
     (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), Jitter(name="j")],
      "layer 'j' of model 'm' (Jitter) draws at random itself (a SeedGenerator of 'j')"),
     # Became the zoo's train-only dropout in every placement: the model's own dropped at inference too.
     (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), AlwaysOnDropout(0.3, name="mc")],
-     "layer 'mc' of model 'm' is a AlwaysOnDropout, a dropout class of its own; place_dropout redraws every dropout "
+     "layer 'mc' of model 'm' is of AlwaysOnDropout, a dropout class of its own; place_dropout redraws every dropout "
      "layer as the zoo's, which drops in training only"),
+    # A KeyError from inside the rewrite.
+    (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), Holder(name="h")],
+     "layer 'h' (Holder) does not rebuild from its config (it came back named 'holder"),
     # "after the activation" was put before the Swish without a word.
     (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, name="d"), Swish(name="sw")],
      "layer 'sw' (Swish, a class Keras does not define) follows 'd', which has no activation, so place_dropout cannot "
@@ -1045,6 +1094,11 @@ def test_layers_of_a_users_own_class_are_refused_where_no_site_could_be_right(la
     swish_after_activation = _sequential(keras.layers.Flatten(), keras.layers.Dense(16, activation="relu", name="d"),
                                          Swish(name="sw"), keras.layers.Dense(10, name="out"))
     assert "d.post" in [layer.name for layer in models.place_dropout(swish_after_activation, "after_activation").layers]
+    # Kept: a rate of 2 and a Dropout(0.0) inside (no randomness), Keras' augmentation subclassed.
+    for kept in (Scale(2.0, name="s"), Flip("horizontal", name="s")):
+        model = _sequential(kept, keras.layers.Flatten(), keras.layers.Dense(16, activation="relu", name="d"),
+                            keras.layers.Dense(10, name="out"))
+        assert "s" in [layer.name for layer in models.place_dropout(model, "after_activation").layers]
 
 
 def test_a_file_with_a_class_of_ones_own_names_the_class(tmp_path):

@@ -608,7 +608,7 @@ def test_a_run_filed_under_an_older_name_of_its_network_is_the_same_run(typed, o
     assert config_lib.differences(recorded, other) == ["model", "network"]
 
 
-def test_a_network_too_large_to_train_here_is_refused_before_its_weights_are_allocated(monkeypatch):
+def test_a_network_too_large_to_train_here_is_refused_before_its_weights_are_allocated(monkeypatch, tmp_path):
     # flatten,dense100000000 allocated 78.5e9 weights in --dry_run: a ResourceExhaustedError traceback, or the
     # process killed by the system.
     from models import network
@@ -616,7 +616,13 @@ def test_a_network_too_large_to_train_here_is_refused_before_its_weights_are_all
     with pytest.raises(ValueError) as info:
         network.build_network(models.parse_network("conv8k3,flatten,dense20000"), {}, input_shape=(28, 28, 1))
     assert str(info.value) == (
-        "layer 'dense1' brings the network to 108,180,080 parameters: training holds about four float32 copies of "
-        "them (1.6 GiB: weights, gradients, the optimizer's two), more than this machine's 1.0 GiB memory; give it "
-        "fewer units or filters (or pool before the first dense layer)")
+        "layer 'dense1' brings the network to 108,180,080 parameters: building and training it hold at least three "
+        "float32 copies of them (1.2 GiB: the initializer's draw, the weights, their gradients), more than the 1.0 "
+        "GiB of memory here; give it fewer units or filters (or pool before the first dense layer)")
     network.build_network(models.parse_network("conv8k3,flatten,dense2000"), {}, input_shape=(28, 28, 1))
+    # A container's or a Slurm job's limit is the memory there is, where lower than the machine's ("max": none).
+    monkeypatch.undo()
+    (tmp_path / "v2").write_text("max\n")
+    (tmp_path / "v1").write_text(f"{2**30}\n")
+    monkeypatch.setattr(network, "CGROUP_LIMITS", (str(tmp_path / "v2"), str(tmp_path / "v1"), str(tmp_path / "no")))
+    assert network._memory_bytes() == min(2**30, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))

@@ -527,3 +527,16 @@ def test_scores_of_a_model_that_diverged_on_some_images_are_nan_not_an_error():
                                   "ood_auroc_mc_entropy": 0.82})
     assert line.endswith("; out-of-distribution (5 images): AUROC 0.820 by mc entropy")
     assert uncertainty.ood_detection(np.array([0.1, 0.2]), np.array([0.5, 0.7]))["auroc"] == 1.0
+
+
+def test_a_copied_exports_ood_data_is_held_to_the_scored_datas_training_split_where_it_has_one(tmp_path):
+    # The scored data's own training split is in-distribution whoever trained on it; files of a test split alone (an
+    # npz of x_test, t10k IDX files) have none to hold it to, and were said "not checked" as if moved or tfds data.
+    images = np.arange(12 * 28 * 28).reshape(12, 28, 28).astype(np.uint8)
+    full, test_only = str(tmp_path / "full.npz"), str(tmp_path / "test_only.npz")
+    np.savez(full, x_train=images[:8], y_train=np.arange(8) % 2, x_test=images[8:], y_test=np.arange(4) % 2)
+    np.savez(test_only, x_test=images[8:], y_test=np.arange(4) % 2)
+    assert ood_lib.scored_training({"npz": full}) == {"npz": full}
+    assert ood_lib.scored_training({"npz": test_only}) is None
+    assert ood_lib.scored_training({"dataset": "mnist"}) == {"dataset": "mnist"}  # looked up: no; said: yes
+    assert ood_lib.scored_training({"dataset": "mnist_sample"}) == {"dataset": "mnist_sample"}
