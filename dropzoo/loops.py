@@ -89,6 +89,9 @@ class FitLoop:
         return checkpoints.restore(model, directory)
 
     def train(self, run):
+        strategies.check_first_batches({"training": run.pipes.num_train, "validation": run.pipes.num_validation,
+                                        "test": run.pipes.num_test}, run.config.batch_size,
+                                       self.strategy.num_replicas_in_sync)  # (the sweep's dry run says it first)
         profile = performance.parse_profile_batches(run.config.profile_batches)
         if profile:
             performance.check_profile_batches(profile, epochs=run.epochs, steps_per_epoch=run.steps_per_epoch,

@@ -254,6 +254,26 @@ def check_global_batch(batch_size, num_replicas):
             f"{num_replicas} replicas; use e.g. --batch_size={fixed}")
 
 
+def check_first_batches(sizes, batch_size, num_replicas):
+    """DistributeError where a split ({name: examples}) smaller than one global batch does not split evenly over the
+    replicas: its first batch is that split, and Keras sums the replicas' shares of a first batch element-wise
+    (check_global_batch), which fails on unequal shares with a traceback (AddN) in fit or evaluate."""
+    for name, size in sizes.items():
+        if num_replicas > 1 and 0 < size < batch_size and size % num_replicas:
+            fix = (f"--batch_size={size // num_replicas * num_replicas} or less, a multiple of {num_replicas}"
+                   if size >= num_replicas else "fewer replicas (--cpu_devices)")
+            raise DistributeError(f"the {name} split holds {size:,} examples, fewer than one global batch "
+                                  f"(--batch_size={batch_size}), which do not split evenly over the {num_replicas} "
+                                  f"replicas (Keras sums the replicas' shares of a first batch, which fails unless "
+                                  f"they are equal); use {fix}, or give that split more examples")
+
+
+def check_first_batches_here(config, **sizes):
+    """check_first_batches for `config` in this process (Keras' fit: mirrored; the multi-worker loop is not it)."""
+    if not resolved_here(config.strategy, config.cpu_devices).startswith("multi_worker"):
+        check_first_batches(sizes, config.batch_size, replicas_here(config.strategy, config.cpu_devices))
+
+
 def fit_steps_per_execution(strategy, steps):
     """The steps per call Keras 3.15's fit can run under `strategy`.
 

@@ -260,7 +260,8 @@ def _check_schedule(config, loaded, data):
                 subsets.subset(source, config.train_size) if source.train is not None else dataclasses.replace(
                     source, num_train=subsets.check_size(source, config.train_size, source.num_classes)))
         source = loaded[data, config.train_size]
-    data_lib.check_every_class_trained(source, config.validation_fraction)
+    held = data_lib.check_every_class_trained(source, config.validation_fraction)  # (the validation examples)
+    strategies.check_first_batches_here(config, training=source.num_train - held, validation=held, test=source.num_test)
     steps_per_epoch, epochs = trainer.schedule(config, trainer.data_steps_per_epoch(source, config))
     per_call, _ = performance.choose_steps_per_execution(config.steps_per_execution, steps_per_epoch,
                                                          config.train_steps)

@@ -164,6 +164,18 @@ def test_bad_tf_config_and_uneven_batches_are_one_line_errors():
                              r"replicas; use e\.g\. --batch_size=16$"):
         strategies.check_global_batch(17, 2)
     strategies.check_global_batch(16, 2)
+    # A split smaller than one global batch is its first batch: 51 validation examples over 2 replicas (26 and 25)
+    # failed in TensorFlow's AddN with a traceback, after --dry_run had passed.
+    with pytest.raises(strategies.DistributeError,
+                       match=r"^the validation split holds 51 examples, fewer than one global batch "
+                             r"\(--batch_size=64\), which do not split evenly over the 2 replicas .*; use "
+                             r"--batch_size=50 or less, a multiple of 2, or give that split more examples$"):
+        strategies.check_first_batches({"training": 461, "validation": 51, "test": 1000}, 64, 2)
+    with pytest.raises(strategies.DistributeError, match=r"use fewer replicas \(--cpu_devices\)"):
+        strategies.check_first_batches({"test": 3}, 64, 4)
+    strategies.check_first_batches({"training": 461, "validation": 52, "test": 1000}, 64, 2)  # even: it splits
+    strategies.check_first_batches({"training": 461, "validation": 51, "test": 1000}, 64, 1)
+    strategies.check_first_batches({"training": 521, "validation": 0, "test": 1000}, 64, 2)  # a later batch of 9
 
 
 @pytest.mark.parametrize("tf_config,message", [
