@@ -268,8 +268,8 @@ def _seeds_needed(alpha):
         return f"α = {ALPHA:g}: 'differs' needs {stats.seeds_to_reach(ALPHA)} seeds, 'equivalent' " \
                f"{stats.seeds_to_reach(ALPHA, sides=1)}"
     return (f"Holm's thresholds, α/m = {alpha:.3g} at its first step up to α = {ALPHA:g} at its last: 'differs' needs "
-            f"{stats.seeds_to_reach(alpha)} to {stats.seeds_to_reach(ALPHA)} seeds, 'equivalent' "
-            f"{stats.seeds_to_reach(alpha, sides=1)} to {stats.seeds_to_reach(ALPHA, sides=1)}")
+            f"{stats.seeds_to_reach(alpha)} seeds at the first step, {stats.seeds_to_reach(ALPHA)} at the last; "
+            f"'equivalent' {stats.seeds_to_reach(alpha, sides=1)} and {stats.seeds_to_reach(ALPHA, sides=1)}")
 
 
 def _same(runs_a, runs_b):

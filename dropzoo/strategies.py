@@ -254,24 +254,42 @@ def check_global_batch(batch_size, num_replicas):
             f"{num_replicas} replicas; use e.g. --batch_size={fixed}")
 
 
-def check_first_batches(sizes, batch_size, num_replicas):
-    """DistributeError where a split ({name: examples}) smaller than one global batch does not split evenly over the
-    replicas: its first batch is that split, and Keras sums the replicas' shares of a first batch element-wise
-    (check_global_batch), which fails on unequal shares with a traceback (AddN) in fit or evaluate."""
-    for name, size in sizes.items():
-        if num_replicas > 1 and 0 < size < batch_size and size % num_replicas:
-            fix = (f"--batch_size={size // num_replicas * num_replicas} or less, a multiple of {num_replicas}"
-                   if size >= num_replicas else "fewer replicas (--cpu_devices)")
-            raise DistributeError(f"the {name} split holds {size:,} examples, fewer than one global batch "
-                                  f"(--batch_size={batch_size}), which do not split evenly over the {num_replicas} "
-                                  f"replicas (Keras sums the replicas' shares of a first batch, which fails unless "
-                                  f"they are equal); use {fix}, or give that split more examples")
+def check_first_batches(sizes, batch_size, num_replicas, schedule=None):
+    """DistributeError where the first batch of a fit or evaluate call would not split evenly over the replicas:
+    Keras sums the replicas' shares of it element-wise (check_global_batch), which fails on unequal shares with a
+    traceback (AddN). That batch is a split ({name: examples}) smaller than one global batch, or, with
+    `schedule` (steps per Keras epoch, epochs: --train_steps' epochs of other lengths than the data's), the data's
+    last, partial training batch where a later epoch starts on it: a run resumed there could never finish."""
+    if num_replicas < 2:
+        return
+    uneven = {name: size for name, size in sizes.items() if 0 < size < batch_size and size % num_replicas}
+    steps, last = -(-sizes.get("training", 0) // batch_size), sizes.get("training", 0) % batch_size
+    starts = [epoch for epoch in range(1, schedule[1]) if epoch * schedule[0] % steps == steps - 1] \
+        if schedule and steps else []
+    if not uneven and not (starts and last % num_replicas):
+        return
+    why = "Keras sums the replicas' shares of a first batch, which fails unless they are equal"
+    if not uneven:
+        raise DistributeError(f"with --train_steps, Keras epoch {starts[0] + 1} starts on the training data's last "
+                              f"batch of {last} examples, which the {num_replicas} replicas cannot share evenly "
+                              f"({why}: a run resumed there could never finish); give the training split a multiple of "
+                              f"{num_replicas} examples (--train_size, --validation_fraction; it has "
+                              f"{sizes['training']:,}), or train by --epochs")
+    fixes = [size // num_replicas * num_replicas for size in uneven.values() if size >= num_replicas]
+    fix = (f"--batch_size={min(fixes)} or less, a multiple of {num_replicas}" if len(fixes) == len(uneven) else
+           "fewer replicas (--cpu_devices, or GPUs: CUDA_VISIBLE_DEVICES)")
+    splits = " and ".join(f"the {name} split ({size:,} examples)" for name, size in uneven.items())
+    raise DistributeError(f"{splits} {'is' if len(uneven) == 1 else 'are'} smaller than one global batch "
+                          f"(--batch_size={batch_size}) and not a multiple of the {num_replicas} replicas ({why}); "
+                          f"use {fix}, or give {'that split' if len(uneven) == 1 else 'those splits'} more examples")
 
 
-def check_first_batches_here(config, **sizes):
+def check_first_batches_here(config, schedule, training, validation, test):
     """check_first_batches for `config` in this process (Keras' fit: mirrored; the multi-worker loop is not it)."""
     if not resolved_here(config.strategy, config.cpu_devices).startswith("multi_worker"):
-        check_first_batches(sizes, config.batch_size, replicas_here(config.strategy, config.cpu_devices))
+        replicas = replicas_here(config.strategy, config.cpu_devices)
+        check_first_batches({"training": training, "validation": validation, "test": test}, config.batch_size,
+                            replicas, schedule if config.train_steps else None)
 
 
 def fit_steps_per_execution(strategy, steps):

@@ -261,13 +261,12 @@ def _check_schedule(config, loaded, data):
                     source, num_train=subsets.check_size(source, config.train_size, source.num_classes)))
         source = loaded[data, config.train_size]
     held = data_lib.check_every_class_trained(source, config.validation_fraction)  # (the validation examples)
-    strategies.check_first_batches_here(config, training=source.num_train - held, validation=held, test=source.num_test)
-    steps_per_epoch, epochs = trainer.schedule(config, trainer.data_steps_per_epoch(source, config))
-    per_call, _ = performance.choose_steps_per_execution(config.steps_per_execution, steps_per_epoch,
-                                                         config.train_steps)
+    steps, epochs = trainer.schedule(config, trainer.data_steps_per_epoch(source, config))  # (per Keras epoch)
+    strategies.check_first_batches_here(config, (steps, epochs), source.num_train - held, held, source.num_test)
+    per_call, _ = performance.choose_steps_per_execution(config.steps_per_execution, steps, config.train_steps)
     profile = performance.parse_profile_batches(config.profile_batches)
     if profile:
-        performance.check_profile_batches(profile, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        performance.check_profile_batches(profile, epochs=epochs, steps_per_epoch=steps,
                                           steps_per_call=per_call, train_steps=config.train_steps)
 
 

@@ -148,9 +148,14 @@ def _keras_own(layer):
     return type(layer).__module__.startswith("keras.")
 
 
+# Settings named as a dropout's: its rate, TF1's keep_prob, stochastic depth's drop_prob and survival_probability.
+DROPOUT_SETTING_WORDS = ("drop", "keep_prob", "survival")
+
+
 def _augments(layer):
-    """Whether `layer` is (or subclasses) one of Keras' own random augmentation layers (RandomFlip, ...)."""
-    return any(c.__module__.startswith("keras.") and c.__name__.startswith("Random") for c in type(layer).__mro__)
+    """Whether `layer` is (or subclasses) one of Keras' own image augmentation layers (RandomFlip, RandAugment,
+    Solarization, ...: those of its preprocessing package), whose random draws are augmentation's."""
+    return any(c.__module__.startswith("keras.") and ".preprocessing." in c.__module__ for c in type(layer).__mro__)
 
 
 def _own_randomness(layer, config):
@@ -175,9 +180,9 @@ def _own_randomness(layer, config):
         elif isinstance(value, dict):
             todo += [(owner, v) for v in value.values()]
     for key, value in config.items():  # (a rate of 1 or more is no dropout's: a dilation, a scale)
-        if (key == "rate" or "drop" in key) and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and 0 < value < 1:
-            found.append(f"{key}={value:g}")
+        if (key == "rate" or any(word in key for word in DROPOUT_SETTING_WORDS)) and isinstance(value, (int, float)) \
+                and not isinstance(value, bool) and 0 < value < 1:
+            found.append(f"{key}={value:g}, named as a dropout's setting")
     return sorted(set(found))
 
 
@@ -204,11 +209,11 @@ def _check_layer(layer, name):
                          "every dropout layer as the zoo's, which drops in training only, so what its own code does "
                          "(dropping at inference too?) would be lost: use Keras' Dropout, SpatialDropout2D or "
                          "GaussianDropout itself")
-    if not is_dropout(layer) and not _keras_own(layer) and not _augments(layer) and \
-            (random := _own_randomness(layer, config)):
-        raise ValueError(f"{what} ({type(layer).__name__}) draws at random itself ({', '.join(random)}), which no "
-                         "placement moves or removes, so `none` would still drop: take the dropout out of it and "
-                         "put a Dropout layer where you want one (augmentation: Keras' own Random* layers)")
+    if not is_dropout(layer) and not _keras_own(layer) and (random := _own_randomness(layer, config)):
+        raise ValueError(f"{what} ({type(layer).__name__}) looks like it drops units itself ({'; '.join(random)}), "
+                         "which no placement moves or removes, so `none` would still drop: take the dropout out of it "
+                         "and put a Dropout layer where you want one (augmentation: Keras' own layers, e.g. "
+                         "RandomFlip; a setting that is no dropout's: give it another name)")
     if not is_dropout(layer):
         settings = _own_dropout_settings(config)
         if settings:

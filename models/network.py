@@ -83,8 +83,28 @@ def _check_fits(layer, shape, images=None):
                      f"{'x'.join(map(str, shape[1:]))}: {fix}")
 
 
-# The memory limit of this process's cgroup (a container's, a Slurm job's): cgroup v2, then v1.
-CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+# Where this process's cgroup (a container's, a Slurm job's) is named, and where its limits are read.
+PROC_CGROUP, CGROUP_ROOT = "/proc/self/cgroup", "/sys/fs/cgroup"
+
+
+def _cgroup_limit_files():
+    """The memory-limit files of this process's cgroup and every cgroup above it: v2's memory.max, v1's
+    memory.limit_in_bytes (a limit set on a parent, a Slurm job's above its step, binds too)."""
+    try:
+        with open(PROC_CGROUP) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:  # "0::/path" (v2), "N:memory:/path" (v1)
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers and "memory" not in controllers.split(","):
+            continue
+        root, name = (CGROUP_ROOT, "memory.max") if not controllers else (os.path.join(CGROUP_ROOT, "memory"),
+                                                                          "memory.limit_in_bytes")
+        parts = [part for part in path.split("/") if part]
+        found += [os.path.join(root, *parts[:depth], name) for depth in range(len(parts), -1, -1)]
+    return found
 
 
 def _memory_bytes():
@@ -94,7 +114,7 @@ def _memory_bytes():
         found = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
     except (AttributeError, ValueError, OSError):
         found = []
-    for path in CGROUP_LIMITS:
+    for path in _cgroup_limit_files():
         try:
             with open(path) as f:
                 found.append(int(f.read().strip()))  # ("max": no limit, not a number)

@@ -587,8 +587,8 @@ def test_one_difference_at_every_seed_claims_no_certainty():
                                      report.DEFAULT_MARGINS)
     assert table[0]["test_accuracy"]["verdict"] == [stats.EQUIVALENT]  # differs: 2/64 > 0.025, equivalent: 1/64
     assert contrasts.contrast_notes(table)[0].endswith(
-        "against Holm's thresholds, α/m = 0.025 at its first step up to α = 0.05 at its last: 'differs' needs 7 to 6 "
-        "seeds, 'equivalent' 6 to 5)")
+        "against Holm's thresholds, α/m = 0.025 at its first step up to α = 0.05 at its last: 'differs' needs 7 seeds "
+        "at the first step, 6 at the last; 'equivalent' 6 and 5)")
 
 
 def test_seeds_without_a_partner_or_a_finite_score_are_named():

@@ -167,15 +167,30 @@ def test_bad_tf_config_and_uneven_batches_are_one_line_errors():
     # A split smaller than one global batch is its first batch: 51 validation examples over 2 replicas (26 and 25)
     # failed in TensorFlow's AddN with a traceback, after --dry_run had passed.
     with pytest.raises(strategies.DistributeError,
-                       match=r"^the validation split holds 51 examples, fewer than one global batch "
-                             r"\(--batch_size=64\), which do not split evenly over the 2 replicas .*; use "
-                             r"--batch_size=50 or less, a multiple of 2, or give that split more examples$"):
+                       match=r"^the validation split \(51 examples\) is smaller than one global batch "
+                             r"\(--batch_size=64\) and not a multiple of the 2 replicas .*; use --batch_size=50 or "
+                             r"less, a multiple of 2, or give that split more examples$"):
         strategies.check_first_batches({"training": 461, "validation": 51, "test": 1000}, 64, 2)
-    with pytest.raises(strategies.DistributeError, match=r"use fewer replicas \(--cpu_devices\)"):
+    # Every such split at once, and a batch that suits them all (200 was suggested, then refused for the 199).
+    with pytest.raises(strategies.DistributeError,
+                       match=r"^the training split \(201 examples\) and the test split \(199 examples\) are smaller "
+                             r".*; use --batch_size=198 or less, a multiple of 2, or give those splits more examples$"):
+        strategies.check_first_batches({"training": 201, "validation": 0, "test": 199}, 256, 2)
+    with pytest.raises(strategies.DistributeError, match=r"use fewer replicas \(--cpu_devices, or GPUs"):
         strategies.check_first_batches({"test": 3}, 64, 4)
     strategies.check_first_batches({"training": 461, "validation": 52, "test": 1000}, 64, 2)  # even: it splits
     strategies.check_first_batches({"training": 461, "validation": 51, "test": 1000}, 64, 1)
     strategies.check_first_batches({"training": 521, "validation": 0, "test": 1000}, 64, 2)  # a later batch of 9
+    # --train_steps' Keras epochs of 1000 steps over 7 data steps (99 examples, batch 16): epoch 2 starts on the last
+    # batch of 3, where a resumed run failed with the same traceback, every time.
+    sizes = {"training": 99, "validation": 0, "test": 40}
+    with pytest.raises(strategies.DistributeError,
+                       match=r"^with --train_steps, Keras epoch 2 starts on the training data's last batch of 3 "
+                             r"examples, which the 2 replicas cannot share evenly .*a run resumed there could never "
+                             r"finish\); give the training split a multiple of 2 examples"):
+        strategies.check_first_batches(sizes, 16, 2, schedule=(1000, 3))
+    strategies.check_first_batches(sizes, 16, 2, schedule=(7, 3))  # epochs of the data's own length
+    strategies.check_first_batches({**sizes, "training": 98}, 16, 2, schedule=(1000, 3))  # a last batch of 2
 
 
 @pytest.mark.parametrize("tf_config,message", [

@@ -1027,6 +1027,21 @@ class Flip(keras.layers.RandomFlip):
     """Keras' own augmentation, subclassed: augmentation still."""
 
 
+class FlipDrop(keras.layers.RandomFlip):
+    """Keras' augmentation subclassed, with a Dropout of its own inside: the Dropout still drops in `none`."""
+
+    def __init__(self, mode="horizontal", **kwargs):
+        super().__init__(mode, **kwargs)
+        self.drop = keras.layers.Dropout(0.5)
+
+    def call(self, x, training=None):
+        return self.drop(super().call(x, training=training), training=training)
+
+
+class Solarized(keras.layers.Solarization):
+    """Keras' augmentation of another name than Random*, subclassed: augmentation still."""
+
+
 class DropPath(keras.layers.Layer):
     def __init__(self, drop_prob=0.2, **kwargs):
         super().__init__(**kwargs)
@@ -1060,14 +1075,17 @@ class Jitter(keras.layers.Layer):
 @pytest.mark.parametrize("layers,message", [
     # Kept in every placement, `none` too, without a word: `none` still dropped in training.
     (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), OwnDropout(0.3, name="od")],
-     "layer 'od' of model 'm' (OwnDropout) draws at random itself (rate=0.3), which no placement moves or removes, "
+     "layer 'od' of model 'm' (OwnDropout) looks like it drops units itself (rate=0.3, named as a dropout's "
+     "setting), which no placement moves or removes, "
      "so `none` would still drop: take the dropout out of it"),
     (lambda: [keras.layers.Flatten(), DenseBlock(name="blk")],
-     "layer 'blk' of model 'm' (DenseBlock) draws at random itself (Dropout 'dropout"),
+     "layer 'blk' of model 'm' (DenseBlock) looks like it drops units itself (Dropout 'dropout"),
     (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), DropPath(name="dp")],
-     "layer 'dp' of model 'm' (DropPath) draws at random itself (drop_prob=0.2)"),
+     "layer 'dp' of model 'm' (DropPath) looks like it drops units itself (drop_prob=0.2, named"),
+    (lambda: [FlipDrop(name="fd"), keras.layers.Flatten(), keras.layers.Dense(16, activation="relu")],
+     "layer 'fd' of model 'm' (FlipDrop) looks like it drops units itself (Dropout 'dropout"),
     (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), Jitter(name="j")],
-     "layer 'j' of model 'm' (Jitter) draws at random itself (a SeedGenerator of 'j')"),
+     "layer 'j' of model 'm' (Jitter) looks like it drops units itself (a SeedGenerator of 'j')"),
     # Became the zoo's train-only dropout in every placement: the model's own dropped at inference too.
     (lambda: [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"), AlwaysOnDropout(0.3, name="mc")],
      "layer 'mc' of model 'm' is of AlwaysOnDropout, a dropout class of its own; place_dropout redraws every dropout "
@@ -1095,7 +1113,7 @@ def test_layers_of_a_users_own_class_are_refused_where_no_site_could_be_right(la
                                          Swish(name="sw"), keras.layers.Dense(10, name="out"))
     assert "d.post" in [layer.name for layer in models.place_dropout(swish_after_activation, "after_activation").layers]
     # Kept: a rate of 2 and a Dropout(0.0) inside (no randomness), Keras' augmentation subclassed.
-    for kept in (Scale(2.0, name="s"), Flip("horizontal", name="s")):
+    for kept in (Scale(2.0, name="s"), Flip("horizontal", name="s"), Solarized(addition_factor=0.1, name="s")):
         model = _sequential(kept, keras.layers.Flatten(), keras.layers.Dense(16, activation="relu", name="d"),
                             keras.layers.Dense(10, name="out"))
         assert "s" in [layer.name for layer in models.place_dropout(model, "after_activation").layers]

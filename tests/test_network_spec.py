@@ -620,9 +620,17 @@ def test_a_network_too_large_to_train_here_is_refused_before_its_weights_are_all
         "float32 copies of them (1.2 GiB: the initializer's draw, the weights, their gradients), more than the 1.0 "
         "GiB of memory here; give it fewer units or filters (or pool before the first dense layer)")
     network.build_network(models.parse_network("conv8k3,flatten,dense2000"), {}, input_shape=(28, 28, 1))
-    # A container's or a Slurm job's limit is the memory there is, where lower than the machine's ("max": none).
+    # The process's own cgroup and those above it (a Slurm job's above its step; "max": no limit) bind where lower
+    # than the machine's memory: the root's files alone missed them, and the process was killed.
     monkeypatch.undo()
-    (tmp_path / "v2").write_text("max\n")
-    (tmp_path / "v1").write_text(f"{2**30}\n")
-    monkeypatch.setattr(network, "CGROUP_LIMITS", (str(tmp_path / "v2"), str(tmp_path / "v1"), str(tmp_path / "no")))
-    assert network._memory_bytes() == min(2**30, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    (tmp_path / "proc").write_text("0::/job/step\n3:memory:/job/step\n2:cpu:/elsewhere\n")
+    for directory, limit in (("job/step", "max"), ("job", str(2**31)), ("memory/job/step", str(2**30))):
+        (tmp_path / directory).mkdir(parents=True, exist_ok=True)
+        (tmp_path / directory / ("memory.max" if directory.startswith("job") else "memory.limit_in_bytes")
+         ).write_text(limit + "\n")
+    monkeypatch.setattr(network, "PROC_CGROUP", str(tmp_path / "proc"))
+    monkeypatch.setattr(network, "CGROUP_ROOT", str(tmp_path))
+    assert network._memory_bytes() == min(2**30, physical)
+    (tmp_path / "memory/job/step/memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert network._memory_bytes() == min(2**31, physical)
