@@ -92,7 +92,7 @@ class FitLoop:
         strategies.check_first_batches({"training": run.pipes.num_train, "validation": run.pipes.num_validation,
                                         "test": run.pipes.num_test}, run.config.batch_size,
                                        self.strategy.num_replicas_in_sync,  # (the sweep's dry run says it first)
-                                       (run.steps_per_epoch, run.epochs) if run.config.train_steps else None)
+                                       (run.steps_per_epoch, run.epochs))
         profile = performance.parse_profile_batches(run.config.profile_batches)
         if profile:
             performance.check_profile_batches(profile, epochs=run.epochs, steps_per_epoch=run.steps_per_epoch,

@@ -20,6 +20,7 @@ As in Model Garden's `distribute_utils.py`, this module only picks and
 describes strategies; running a training loop is the loops' business.
 """
 import json
+import math
 import os
 
 import tensorflow as tf
@@ -258,12 +259,12 @@ def check_first_batches(sizes, batch_size, num_replicas, schedule=None):
     """DistributeError where the first batch of a fit or evaluate call would not split evenly over the replicas:
     Keras sums the replicas' shares of it element-wise (check_global_batch), which fails on unequal shares with a
     traceback (AddN). That batch is a split ({name: examples}) smaller than one global batch, or, with
-    `schedule` (steps per Keras epoch, epochs: --train_steps' epochs of other lengths than the data's), the data's
-    last, partial training batch where a later epoch starts on it: a run resumed there could never finish."""
+    `schedule` (steps per Keras epoch, epochs), the data's last, partial training batch where a later epoch starts
+    on it (--train_steps' epochs are not the data's): a run resumed there could never finish."""
     if num_replicas < 2:
         return
     uneven = {name: size for name, size in sizes.items() if 0 < size < batch_size and size % num_replicas}
-    steps, last = -(-sizes.get("training", 0) // batch_size), sizes.get("training", 0) % batch_size
+    steps, last = math.ceil(sizes.get("training", 0) / batch_size), sizes.get("training", 0) % batch_size
     starts = [epoch for epoch in range(1, schedule[1]) if epoch * schedule[0] % steps == steps - 1] \
         if schedule and steps else []
     if not uneven and not (starts and last % num_replicas):
@@ -287,9 +288,8 @@ def check_first_batches(sizes, batch_size, num_replicas, schedule=None):
 def check_first_batches_here(config, schedule, training, validation, test):
     """check_first_batches for `config` in this process (Keras' fit: mirrored; the multi-worker loop is not it)."""
     if not resolved_here(config.strategy, config.cpu_devices).startswith("multi_worker"):
-        replicas = replicas_here(config.strategy, config.cpu_devices)
         check_first_batches({"training": training, "validation": validation, "test": test}, config.batch_size,
-                            replicas, schedule if config.train_steps else None)
+                            replicas_here(config.strategy, config.cpu_devices), schedule)
 
 
 def fit_steps_per_execution(strategy, steps):

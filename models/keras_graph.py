@@ -131,14 +131,21 @@ def trace(model, name=None):
     return calls
 
 
-def _own_dropout_settings(config, path=""):
+# Settings named as a dropout's: its rate, TF1's keep_prob, stochastic depth's drop_prob and survival_probability.
+DROPOUT_SETTING_WORDS = ("drop", "keep_prob", "survival")
+
+
+def _own_dropout_settings(config, path="", users_class=False):
     """[(setting, value)] of a layer config's own dropout (LSTM's recurrent_dropout, MultiHeadAttention's
-    dropout), nested configs (a Bidirectional's layer) included."""
+    dropout), nested configs (a Bidirectional's layer) included; in a class of the user's own also a setting in
+    (0, 1) named as a dropout's (a rate of 1 or more is a dilation's, a scale's)."""
     found = []
     for key, value in (config.items() if isinstance(config, dict) else ()):
         if isinstance(value, dict):
-            found += _own_dropout_settings(value, f"{path}{key}.")
-        elif "dropout" in key and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            found += _own_dropout_settings(value, f"{path}{key}.", users_class)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and (
+                "dropout" in key or users_class and value < 1 and (
+                    key == "rate" or any(word in key for word in DROPOUT_SETTING_WORDS))):
             found.append((f"{path}{key}", value))
     return found
 
@@ -148,20 +155,16 @@ def _keras_own(layer):
     return type(layer).__module__.startswith("keras.")
 
 
-# Settings named as a dropout's: its rate, TF1's keep_prob, stochastic depth's drop_prob and survival_probability.
-DROPOUT_SETTING_WORDS = ("drop", "keep_prob", "survival")
-
-
 def _augments(layer):
     """Whether `layer` is (or subclasses) one of Keras' own image augmentation layers (RandomFlip, RandAugment,
     Solarization, ...: those of its preprocessing package), whose random draws are augmentation's."""
     return any(c.__module__.startswith("keras.") and ".preprocessing." in c.__module__ for c in type(layer).__mro__)
 
 
-def _own_randomness(layer, config):
-    """What a layer of a class of the user's own draws at random with: dropout layers of a rate above 0 it holds
-    (at any depth), a SeedGenerator of its own or of a layer of the user's within it (Keras' augmentation layers,
-    subclassed or not, are augmentation), and a setting named as dropout's (`rate`, `drop_prob`, ...) in (0, 1)."""
+def _own_randomness(layer):
+    """What a layer of a class of the user's own holds to draw at random with: dropout layers of a rate above 0 (at
+    any depth), a SeedGenerator of its own or of a layer of the user's within it (Keras' augmentation layers,
+    subclassed or not, are augmentation)."""
     found, seen, todo = [], set(), [(layer, value) for value in vars(layer).values()]
     while todo:
         owner, value = todo.pop()
@@ -179,10 +182,6 @@ def _own_randomness(layer, config):
             todo += [(owner, v) for v in value]
         elif isinstance(value, dict):
             todo += [(owner, v) for v in value.values()]
-    for key, value in config.items():  # (a rate of 1 or more is no dropout's: a dilation, a scale)
-        if (key == "rate" or any(word in key for word in DROPOUT_SETTING_WORDS)) and isinstance(value, (int, float)) \
-                and not isinstance(value, bool) and 0 < value < 1:
-            found.append(f"{key}={value:g}, named as a dropout's setting")
     return sorted(set(found))
 
 
@@ -204,22 +203,23 @@ def _check_layer(layer, name):
         raise ValueError(f"{what} ({type(layer).__name__}) has no get_config(); place_dropout rebuilds each layer "
                          "from its config: give the class a get_config() returning its constructor's arguments") \
             from None
-    if is_dropout(layer) and not (_keras_own(layer) or type(layer) in dropout_lib.dropout_types()):
+    users = not _keras_own(layer)
+    if is_dropout(layer) and users and type(layer) not in dropout_lib.dropout_types():
         raise ValueError(f"{what} is of {type(layer).__name__}, a dropout class of its own; place_dropout redraws "
                          "every dropout layer as the zoo's, which drops in training only, so what its own code does "
                          "(dropping at inference too?) would be lost: use Keras' Dropout, SpatialDropout2D or "
                          "GaussianDropout itself")
-    if not is_dropout(layer) and not _keras_own(layer) and (random := _own_randomness(layer, config)):
-        raise ValueError(f"{what} ({type(layer).__name__}) looks like it drops units itself ({'; '.join(random)}), "
+    settings = [] if is_dropout(layer) else _own_dropout_settings(config, users_class=users)
+    given = list(dict.fromkeys(f"{key.split('.')[-1]}={value:g}" for key, value in settings))
+    if users and not is_dropout(layer) and (found := [f"{g}, named as a dropout's setting" for g in given]
+                                            + _own_randomness(layer)):
+        raise ValueError(f"{what} ({type(layer).__name__}) looks like it drops units itself ({'; '.join(found)}), "
                          "which no placement moves or removes, so `none` would still drop: take the dropout out of it "
                          "and put a Dropout layer where you want one (augmentation: Keras' own layers, e.g. "
                          "RandomFlip; a setting that is no dropout's: give it another name)")
-    if not is_dropout(layer):
-        settings = _own_dropout_settings(config)
-        if settings:
-            given = ", ".join(dict.fromkeys(f"{key.split('.')[-1]}={value:g}" for key, value in settings))
-            raise ValueError(f"{what} drops units itself ({given}), which no placement moves or removes, so "
-                             "`none` would still drop: set it to 0 (put a Dropout layer where you want one)")
+    if given:
+        raise ValueError(f"{what} drops units itself ({', '.join(given)}), which no placement moves or removes, so "
+                         "`none` would still drop: set it to 0 (put a Dropout layer where you want one)")
     if getattr(layer, "data_format", None) == "channels_first" and not isinstance(layer, keras.layers.Flatten):
         raise ValueError(f"{what} is channels_first; the zoo's sites and spatial masks take [batch, H, W, C] "
                          "feature maps: build the model channels_last (the default)")

@@ -967,7 +967,9 @@ class Unconfigurable(keras.layers.Layer):
 
 
 class OwnDropout(keras.layers.Layer):
-    """Dropout written by hand: a `rate` and keras.random.dropout, no Keras dropout class."""
+    """Dropout written by hand: keras.random.dropout at a rate its config names SETTING, no Keras dropout class."""
+
+    SETTING = "rate"
 
     def __init__(self, rate=0.5, **kwargs):
         super().__init__(**kwargs)
@@ -977,7 +979,16 @@ class OwnDropout(keras.layers.Layer):
         return keras.random.dropout(x, self.rate) if training else x
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate}
+        return {**super().get_config(), self.SETTING: self.rate}
+
+
+class DropPath(OwnDropout):
+    """Stochastic depth's name for its rate."""
+
+    SETTING = "drop_prob"
+
+    def __init__(self, drop_prob=0.2, **kwargs):
+        super().__init__(drop_prob, **kwargs)
 
 
 class DenseBlock(keras.layers.Layer):
@@ -1040,18 +1051,6 @@ class FlipDrop(keras.layers.RandomFlip):
 
 class Solarized(keras.layers.Solarization):
     """Keras' augmentation of another name than Random*, subclassed: augmentation still."""
-
-
-class DropPath(keras.layers.Layer):
-    def __init__(self, drop_prob=0.2, **kwargs):
-        super().__init__(**kwargs)
-        self.drop_prob = drop_prob
-
-    def call(self, x, training=None):
-        return keras.random.dropout(x, self.drop_prob) if training else x
-
-    def get_config(self):
-        return {**super().get_config(), "drop_prob": self.drop_prob}
 
 
 class AlwaysOnDropout(keras.layers.Dropout):
