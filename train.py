@@ -9,6 +9,7 @@ See `python train.py --helpfull` for every flag.
 """
 import json
 import os
+import re
 import shlex
 import sys
 
@@ -51,7 +52,7 @@ def main(argv):
     except interrupts.Interrupted as e:
         try:
             start = "\n" if sys.stderr.isatty() else ""  # off the progress bar's line
-            print(start + _interrupted_line(e), file=sys.stderr, flush=True)
+            print(start + _interrupted_line(e, flags_lib.FLAGS.overwrite), file=sys.stderr, flush=True)
         except OSError:  # `train.py | tee log`: Ctrl-C ended tee too, and the pipe with it
             pass
         interrupts.exit_by_signal(e.signum)
@@ -85,9 +86,11 @@ def _train(overwrite):
             return errors.EXIT_USAGE if refused else 0  # the command itself would fail on them
         # One run alone, or a one-run share under a multi-worker cluster (an Indexed Job's --task_index=0
         # --num_tasks=1), which must build its strategy before its data starts TensorFlow: a sweep's loads it first.
-        if len(runs) == 1 and (task is None or strategies.num_training_tasks(strategies.tf_config_cluster(
-                os.environ.get("TF_CONFIG", ""))) > 1):
+        cluster = strategies.num_training_tasks(strategies.tf_config_cluster(os.environ.get("TF_CONFIG", "")))
+        if len(runs) == 1 and (task is None or cluster > 1):
             config, workdir = runs[0]
+            if overwrite and cluster <= 1 and workdirs.started(workdir):  # before it is deleted: a typo lost it
+                sweep.check_data_fits(runs)  # the data loads, the network takes it (what a sweep checks first)
             try:
                 metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
                                                      serving_artifacts=fv.serving_artifacts)
@@ -159,12 +162,17 @@ def _print_run(metrics, workdir):
     print(f"metrics:      {os.path.join(workdir, 'metrics.json')}")
 
 
-def _interrupted_line(interrupted):
-    """What was kept, and the command that resumes."""
+def _interrupted_line(interrupted, overwrite=False):
+    """What was kept, and the command that resumes (without `overwrite`'s flag: rerun as typed, it would start over)."""
     script = sys.argv[0] if os.path.basename(sys.argv[0]) == "train.py" else "train.py"  # as typed: another cwd too
     command = shlex.join(["python", script, *sys.argv[1:]])
     if interrupted.workdir is None:
         return f"interrupted ({interrupted}) before training started; nothing was written; rerun: {command}"
+    again = "rerun the same command"
+    if overwrite:
+        kept_args = [arg for arg in sys.argv[1:] if not re.fullmatch(r"--?(no)?overwrite(=.*)?", arg)]
+        extra = [] if len(kept_args) < len(sys.argv) - 1 else ["--nooverwrite"]  # set in a --flagfile
+        command, again = shlex.join(["python", script, *kept_args, *extra]), "rerun it without --overwrite"
     directory = os.path.join(interrupted.workdir, "checkpoints")
     epoch = checkpoints.saved_epoch(directory)
     if not epoch:
@@ -176,9 +184,9 @@ def _interrupted_line(interrupted):
     cluster = strategies.num_training_tasks(strategies.tf_config_cluster(os.environ.get("TF_CONFIG", "")))
     strategy = flags_lib.FLAGS["strategy"].value if "strategy" in flags_lib.FLAGS else "auto"
     if cluster > 1 and strategy in ("auto", "multi_worker"):  # the other workers stop too (a lost peer)
-        return (f"interrupted ({interrupted}): {kept}; to resume, rerun the same command on every worker of "
+        return (f"interrupted ({interrupted}): {kept}; to resume, {again} on every worker of "
                 f"TF_CONFIG's {cluster}-task cluster: {command}")
-    return f"interrupted ({interrupted}): {kept}; to resume, rerun the same command: {command}"
+    return f"interrupted ({interrupted}): {kept}; to resume, {again}: {command}"
 
 
 def _planned_epochs(workdir):

@@ -10,6 +10,7 @@ the variants; `contrast_notes` names seeds left out of a pairing and
 differences without spread.
 """
 import numbers
+import re
 
 import numpy as np
 
@@ -62,6 +63,12 @@ def planned_pairs(rows, contrasts):
             if "-rate" in base:
                 names[key] |= {base.rsplit("-rate", 1)[0], base.rsplit("-rate", 1)[0].split("/", 1)[-1]}
         found = [key for key, options in names.items() if side in options]
+        apart = sorted(label for label in labels.values() if side in {re.sub(r"-precision\w+", "", base) for base in (
+            label.split(" [")[0], label.split(" [")[0].split("/", 1)[-1])})
+        if not found and apart:  # a study's seeds trained in two precisions: a variant each
+            raise ConfigError(f"contrast side {side!r} matches no variant: its runs trained in several precisions, "
+                              f"each a variant of its own ({', '.join(apart)}); name one of them, or train them all "
+                              "with one --precision (e.g. --precision=float32) to pool their seeds")
         if len(found) != 1:
             what = "no variant" if not found else f"{len(found)} variants ({', '.join(labels[k] for k in found)})"
             raise ConfigError(f"contrast side {side!r} matches {what}; the variants are: "

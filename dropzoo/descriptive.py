@@ -19,6 +19,7 @@ descriptive number a study publishes is printed by its comparison command:
 
 Descriptive only: no test and no interval here (comparison.md has those).
 """
+import collections
 import numbers
 
 import numpy as np
@@ -162,11 +163,19 @@ def time_lines(rows):
     return lines
 
 
+def trained_in(rows):
+    """The precision the rows trained in ("float32"), or each of several with its runs ("float32 (4) and
+    mixed_bfloat16 (4)"): a study pins one, so that machines pool seeds; a comparison says which it holds."""
+    found = sorted(collections.Counter(str(r.get("precision") or "an unrecorded precision") for r in rows).items())
+    return " and ".join(name if len(found) == 1 else f"{name} ({n})" for name, n in found)
+
+
 def markdown(comparison, contrasted, accuracy_below=()):
     """descriptive.md of a comparison (report.write's `comparison`; `contrasted`: report.CONTRASTS)."""
     c = comparison
     lines = [f"Descriptive figures of the runs compared in comparison.md ({len(c['rows'])} "
-             f"run{'s' * (len(c['rows']) != 1)}): no test, no interval; the tests are in comparison.md.", "",
+             f"run{'s' * (len(c['rows']) != 1)}, trained in {trained_in(c['rows'])}): no test, no interval; the "
+             "tests are in comparison.md.", "",
              "**Per variant**, over seeds" + (" (each placement at the rate chosen on validation data)"
                                               if c.get("rates") else ""), ""]
     lines += variants_lines(c["table"], c["compared"], accuracy_below) + [""]

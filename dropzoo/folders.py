@@ -268,8 +268,12 @@ def _difference(names, trained, in_order=False):
     said = [f"include {listed(extra)}, which the run did not train on" if extra else "",
             f"lack {listed(missing)}, which it did" if missing and in_order else ""]
     text = " and ".join(part for part in said if part)
+    cased = "" if mac else readers.case_only(extra[:5], trained, "here", "in the run")
     if mac:
         text += " (the run's names in another Unicode form, as a Mac writes them: rename the folders to the run's)"
+    elif cased:
+        text += (f" (names differ in case only: {cased}; class names are case-sensitive: rename the folders to "
+                 "the run's)")
     return text
 
 

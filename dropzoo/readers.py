@@ -208,6 +208,12 @@ def other_unicode_form(names, known):
     return bool(names) and all(unicodedata.normalize("NFC", n) in forms for n in names)
 
 
+def case_only(names, classes, here, there):
+    """"'a' `here`, 'A' `there`" for each of `names` that is one of `classes` but for case ('' where none)."""
+    return ", ".join(f"{name!r} {here}, {c!r} {there}" for name in names for c in classes
+                     if c != name and c.casefold() == name.casefold())
+
+
 def check_test_classes(test_root, test_classes, root, classes):
     """DataError where the test folder `test_root` has class folders the training folder `root` lacks (with a word
     where they are its names in another Unicode form, shown escaped: the two lists printed alike)."""
@@ -216,8 +222,7 @@ def check_test_classes(test_root, test_classes, root, classes):
         return
     mac = other_unicode_form(unknown, classes)
     shown = ", ".join(map(ascii if mac else repr, unknown))
-    cased = ", ".join(f"{name!r} here, {c!r} in --image_dir" for name in unknown for c in classes
-                      if c.casefold() == name.casefold())
+    cased = case_only(unknown, classes, "here", "in --image_dir")
     raise DataError(f"--test_image_dir {test_root} has class folder(s) {shown} that --image_dir {root} lacks; both "
                     "take the same class subfolders"
                     + (" (these are its names in another Unicode form, as a Mac writes them: rename the test folders "

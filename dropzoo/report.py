@@ -217,9 +217,9 @@ def _test_data(rows):
 def markdown(comparison):
     """comparison.md: the test data, the regime, the contrasts with their verdicts, the variants."""
     c = comparison
-    lines = [f"Test data: {_test_data(c['rows'])}; {len(c['rows'])} "
-             f"run{_plural(len(c['rows']))}" + (f", from {', '.join(f'{d} ({n})' for d, n in c['from_dirs'])}"
-                                                 if c.get("from_dirs") else "") + ".", ""]
+    lines = [f"Test data: {_test_data(c['rows'])}; {len(c['rows'])} run{_plural(len(c['rows']))} trained in "
+             f"{descriptive.trained_in(c['rows'])}" + (f", from {', '.join(f'{d} ({n})' for d, n in c['from_dirs'])}"
+                                                        if c.get("from_dirs") else "") + ".", ""]
     lines += [f"Note: {note}." for note in c.get("notes", [])] + ([""] if c.get("notes") else [])
     if c["rates"]:
         lines += ["Each placement at the rate chosen on validation data (see rates.md).", ""]
@@ -351,28 +351,28 @@ def plot_contrasts(path, contrasts, title=""):
 
 
 def write_hparams(logdir, rows):
-    """One HParams session per run: the fields that vary among the runs, and every column it has, named and scaled
-    as comparison.md shows it (test acc % in percent, the gap in points), a scaled one under a tag of its own
-    (`test_accuracy_percent`: a run's own summaries hold the fraction under `test_accuracy`, and one TensorBoard
-    over a runs directory shows both)."""
+    """One HParams session per run: the fields that vary among the runs (the precision each trained in, not `auto`),
+    and every column it has, named and scaled as comparison.md shows it (test acc % in percent, the gap in points),
+    a scaled one under a tag of its own (`test_accuracy_percent`: a run's own summaries hold the fraction under
+    `test_accuracy`, and one TensorBoard over a runs directory shows both)."""
     from dropzoo import sweep
 
-    keys = ("model", "placement") + tuple(k for k in sweep.varying_fields([r["config"] for r in rows])
-                                          if k not in ("model", "placement")) + ("seed",)
+    configs = [{**r["config"], "precision": r.get("precision") or r["config"].get("precision")} for r in rows]
+    keys = ("model", "placement") + tuple(k for k in sweep.varying_fields(configs) if k not in ("model", "placement"))
     columns = [c for c in COLUMNS if any(r.get(c.metric) is not None for r in rows)]
     def tag(column):
         return column.metric if column.scale == 1 else f"{column.metric}_percent"
 
     sessions = [(os.path.join(r["variant"], f"seed{r['seed']}"),
-                 {"variant": r["variant"], **{k: r["config"].get(k) for k in keys}},
-                 {tag(c): r[c.metric] * c.scale for c in columns if r.get(c.metric) is not None}) for r in rows]
+                 {"variant": r["variant"], **{k: config.get(k) for k in keys + ("seed",)}},
+                 {tag(c): r[c.metric] * c.scale for c in columns if r.get(c.metric) is not None})
+                for r, config in zip(rows, configs)]
     summaries.write_hparams(logdir, sessions, [(tag(c), None, c.heading) for c in columns])
 
 
 # Every file a comparison may write; those this one does not write are removed from its directory.
 OUTPUT_NAMES = ("comparison.md", "descriptive.md", "comparison.csv", "contrasts.csv", "comparison.png", "runs.json",
-                "hparams",
-                "contrasts.png", "rates.md", "rates.png", "sizes.md", "sizes.png", "uncertainty.md",
+                "hparams", "contrasts.png", "rates.md", "rates.png", "sizes.md", "sizes.png", "uncertainty.md",
                 "reliability.png", "mc_samples.png")
 
 
@@ -414,7 +414,7 @@ def write(comparison, output_dir):
     if "uncertainty.md" in paths:
         ood = sorted({r.get("ood_data_source") for r in comparison["rows"] if r.get("ood_data_source")})
         text = (f"Test data: {_test_data(comparison['rows'])}; "
-                f"{len(comparison['rows'])} runs"
+                f"{len(comparison['rows'])} runs trained in {descriptive.trained_in(comparison['rows'])}"
                 + ("; each placement at the rate chosen on validation data.\n\n" if comparison["rates"] else ".\n\n"))
         text += uncertainty_report.markdown(comparison["table"], COLUMNS, cell, ", ".join(ood) or None,
                                             uncertainty_report.mc_notes(comparison["compared"])

@@ -25,6 +25,9 @@ RUN_METRICS = (
     ("train_loss", None, "train loss (dropout off)"),
 )
 
+# How a run's HParams events file ends (tensorboard/events.out.tfevents.*.hparams): found again to be replaced.
+HPARAMS_SUFFIX = ".hparams"
+
 
 def _value(v):
     """An HParams value: bool, number or string (None becomes '')."""
@@ -42,7 +45,7 @@ def _domain(values):
     return hp.Discrete(sorted({kind(v) for v in values}), dtype=kind)
 
 
-def write_hparams(logdir, sessions, metrics, step=0, domains=True, trial_id=None):
+def write_hparams(logdir, sessions, metrics, step=0, domains=True, trial_id=None, suffix=""):
     """Writes an HParams experiment into `logdir`.
 
     `sessions`: [(subdirectory, {hparam: value}, {metric tag: value})], one
@@ -51,15 +54,16 @@ def write_hparams(logdir, sessions, metrics, step=0, domains=True, trial_id=None
     scalars at `step`. With `domains`, each hparam's domain is the values
     the sessions hold (for experiments that hold every session compared).
     A session's trial id (the dashboard's name for it) is its subdirectory, or `trial_id` for `logdir`'s own.
+    `suffix` ends the events files' names.
     """
     metrics = [m if isinstance(m, tuple) else (m, None, None) for m in metrics]
     names = list(dict.fromkeys(k for _, values, _ in sessions for k in values))
-    with tf.summary.create_file_writer(logdir).as_default():
+    with tf.summary.create_file_writer(logdir, filename_suffix=suffix).as_default():
         hp.hparams_config(hparams=[hp.HParam(k, _domain([values.get(k) for _, values, _ in sessions]) if domains
                                              else None) for k in names],
                           metrics=[hp.Metric(tag, group=group, display_name=label) for tag, group, label in metrics])
     for subdirectory, values, scalars in sessions:
-        with tf.summary.create_file_writer(os.path.join(logdir, subdirectory)).as_default():
+        with tf.summary.create_file_writer(os.path.join(logdir, subdirectory), filename_suffix=suffix).as_default():
             hp.hparams({k: _value(v) for k, v in values.items()}, trial_id=subdirectory or trial_id)
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value, step=step)
@@ -69,6 +73,7 @@ def write_run_hparams(logdir, config, data_source, metrics):
     """A training run's session in its TensorBoard directory (`logdir`, RUN/tensorboard): its config and final
     scores, under the run's directory as its trial id (a hash otherwise)."""
     values = {**config.to_dict(), "placement": config.placement_spec, "data_source": data_source}  # what trained
+    values["precision"] = (metrics.get("precision") or {}).get("policy") or config.precision  # not `auto`
     # The data's name, not --dataset's (its default, mnist, beside files or the Python API's arrays): by the files'
     # content where it is known (Fashion-MNIST's IDX files showed "mnist"), else none.
     origin = metrics["data"]["origin"]
@@ -76,10 +81,15 @@ def write_run_hparams(logdir, config, data_source, metrics):
     values["dataset"] = origin["dataset"] if not set(origin) - {"dataset", "tfds_data_dir"} else known.get(
         metrics["data"].get("test_sha256"), "")
     scalars = {tag: metrics[tag] for tag, _, _ in RUN_METRICS if metrics.get(tag) is not None}
+    # One session per run: a run trained on or re-exported (its metrics.json deleted) writes again, and TensorBoard
+    # showed the first session's settings beside the last one's scores. Its own file goes before the new one is written.
+    for earlier in tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*" + HPARAMS_SUFFIX)):
+        tf.io.gfile.remove(earlier)
     # No domains: TensorBoard takes one run's experiment for a logdir of many, and its one value each would be all
     # the dashboard lists (a comparison's sessions share one experiment, which has them).
     write_hparams(logdir, [("", values, scalars)], RUN_METRICS, step=metrics["epochs_completed"], domains=False,
-                  trial_id=os.path.dirname(os.path.abspath(logdir)))  # (relative, two runs' could be one)
+                  trial_id=os.path.dirname(os.path.abspath(logdir)),  # (relative, two runs' could be one)
+                  suffix=HPARAMS_SUFFIX)
 
 
 def write_model(path, logdir, model):

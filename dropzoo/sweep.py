@@ -312,8 +312,8 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
     is otherwise the run's metrics; a `Skipped` reason if another process holds the run's workdir (so the same sweep
     started several times splits the work); or, for a run that failed (e.g. a NaN loss), its error in one line, and
     the sweep goes on. Runs of the same data share one loaded source (`source`, if given, is every run's: their data
-    arguments must then be one); data that cannot be loaded, or that fell back to another run's (DataError), stops
-    the sweep, as it stops one run: every run of it would fail alike."""
+    arguments must then be one); data that cannot be loaded, or that fell back to another run's (DataError), or a
+    network that cannot take it, stops the sweep before `overwrite` deletes any run: every run would fail alike."""
     config_lib.check_runs(runs)
     devices = {config.cpu_devices for config, _ in runs if config.cpu_devices}
     if len(devices) == 1:  # before the data: loading it starts TensorFlow's devices
@@ -324,6 +324,8 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
     loaded = _sources(runs, source)
     for config, _ in runs:  # every data first: one that cannot be read, or fell back onto another's, before any trains
         loaded(config)
+    if overwrite and any(workdirs.started(workdir) for _, workdir in runs):  # a typo deleted the runs, then failed
+        check_data_fits(runs, source=source)
     trained_by = plan(runs)
     results = []
     with _quiet_retracing():
@@ -392,9 +394,9 @@ def _sources(runs, source=None):
 
 
 def _identical(config, workdir, trained, overwrite=False):
-    """The outcome of a run identical to `trained` = (config, workdir, outcome). Its record is written as a trained
-    run's would be: under the workdir's lock (another process's run there: skipped), where the workdir holds nothing
-    of other settings (refused as the trainer refuses it); a finished run of these settings there is kept."""
+    """The outcome of a run identical to `trained` = (config, workdir, outcome), recorded as a trained run's would
+    be: under the workdir's lock (another process's: skipped), where the workdir holds nothing of other settings
+    (refused as the trainer refuses it); a finished run of these settings there is kept."""
     _, target_workdir, outcome = trained
     if isinstance(outcome, Skipped):
         return Skipped(f"identical by construction to {target_workdir}, which another process is training")
@@ -428,10 +430,9 @@ def failed(results):
 def summary(results):
     """One line per run: workdir, test accuracy and who trained it (or why not)."""
     me = {"host": socket.gethostname(), "pid": os.getpid()}
-    lines, skipped = [], 0
+    lines = []
     for _, workdir, outcome in results:
         if isinstance(outcome, Skipped):
-            skipped += 1
             lines.append(f"{workdir}  SKIPPED (in use by another process)")
         elif isinstance(outcome, dict) and "identical_to" in outcome:
             lines.append(f"{workdir}  identical by construction to "
@@ -443,7 +444,7 @@ def summary(results):
             lines.append(f"{workdir}  test_accuracy={outcome['test_accuracy']:.4f}  ({who})")
         else:
             lines.append(f"{workdir}  FAILED {outcome.splitlines()[0]}")
-    if skipped:
+    if skipped := sum(isinstance(outcome, Skipped) for _, _, outcome in results):
         lines.append(f"{skipped} run(s) were being trained by another process; rerun this command "
                      "once it is done to see every result")
     return "\n".join(lines)

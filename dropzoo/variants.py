@@ -8,6 +8,7 @@ variant (`label_rows`); a config whose `--precision=auto` resolved to
 several precisions is compared apart, with a note (`split_notes`).
 """
 import collections
+import itertools
 
 from dropzoo import config as config_lib
 from dropzoo import records
@@ -120,7 +121,10 @@ def _one_data_read_apart(rows):
 
 
 def apart_by_auto(rows):
-    """[[labels], {precision: runs}] for each config whose `--precision=auto` resolved to several precisions."""
+    """[([labels], {precision: runs}, runs pinned)] for each config whose `--precision=auto` resolved to several
+    precisions, or that trained pinned in one and under auto in another on seeds of their own (a study's seeds added
+    on another machine without its pin). Pinned runs chose theirs: a sweep over precisions (auto,float32, the same
+    seeds in each) is a choice."""
     groups = {}
     for r in rows:
         key = variant_key({**r["config"], "precision": "auto"}, r.get("sites"), None, r.get("mask_generator"),
@@ -128,10 +132,15 @@ def apart_by_auto(rows):
         groups.setdefault(key, []).append(r)
     found = []
     for runs in groups.values():
-        auto = [r for r in runs if r["config"].get("precision", "auto") == "auto"]  # pinned runs chose theirs
-        counts = collections.Counter(str(r.get("precision")) for r in auto)
-        if len(counts) > 1:
-            found.append((sorted({r["variant"] for r in auto}, key=records.natural_key), counts))
+        auto = [r for r in runs if r["config"].get("precision", "auto") == "auto"]
+        seeds = {}
+        for r in runs:
+            seeds.setdefault(str(r.get("precision")), set()).add(r["seed"])
+        split = len(seeds) > 1 and not any(a & b for a, b in itertools.combinations(seeds.values(), 2))
+        if len({str(r.get("precision")) for r in auto}) > 1 or (auto and split):
+            apart = runs if split else auto
+            found.append((sorted({r["variant"] for r in apart}, key=records.natural_key),
+                          collections.Counter(str(r.get("precision")) for r in apart), len(apart) - len(auto)))
     return found
 
 
@@ -143,10 +152,12 @@ def split_notes(rows):
     its seeds split in two without a word.
     """
     notes = []
-    for labels, counts in apart_by_auto(rows):
+    for labels, counts, pinned in apart_by_auto(rows):
         held = "; ".join(f"{precision}: {n} run{'s' * (n != 1)}" for precision, n in sorted(counts.items()))
-        notes.append(f"{' and '.join(labels)} are one config whose --precision=auto resolved to {len(counts)} "
-                     f"precisions on the machines (or environments) that trained it ({held}), so they are compared "
+        how = (f"whose --precision=auto resolved to {len(counts)} precisions on the machines (or environments) that "
+               "trained it" if not pinned else f"trained in {len(counts)} precisions on seeds apart, {pinned} run"
+               f"{'s' * (pinned != 1)} pinned by --precision and the others under --precision=auto")
+        notes.append(f"{' and '.join(labels)} are one config {how} ({held}), so they are compared "
                      "as separate variants, never pooled; to pool seeds from several machines, train them all with "
                      "one --precision (e.g. --precision=float32)")
     return notes

@@ -6,15 +6,19 @@ verdict: differs, equivalent within the margin, and inconclusive with the
 effect it could have detected.
 """
 import csv
+import glob
 import math
+import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from scipy import stats as scipy_stats
 
 from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import contrasts
+from dropzoo import descriptive
 from dropzoo import pooled_data
 from dropzoo import rates_report
 from dropzoo import records
@@ -485,12 +489,27 @@ def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
     pinned = [{**r, "config": {**r["config"], "precision": r["precision"]}} for r in rows + bf16]
     variants.label_rows(pinned)
     assert variants.split_notes(pinned) == [] and len({r["variant"] for r in pinned}) == 2
-    # auto resolving to one precision beside a pinned other one (--precision=auto,float32): a choice, no note.
-    chosen = [{**r, "precision": "mixed_bfloat16"} for r in bf16] + [
+    # auto resolving to one precision beside a pinned other one on the same seeds (--precision=auto,float32): a
+    # choice, no note.
+    chosen = [{**r, "precision": "mixed_bfloat16", "seed": r["seed"] - 2} for r in bf16] + [
         {**r, "config": {**r["config"], "precision": "float32"}} for r in rows]
     variants.label_rows(chosen)
     assert variants.split_notes(chosen) == [] and not compare.why_no_contrasts(chosen, "canonical").startswith(
         "nothing to contrast: the runs here are one config, apart only")
+    with pytest.raises(ConfigError, match=r"^contrast side 'after_activation' matches no variant: its runs trained "
+                                          r"in several precisions, each a variant of its own \(m/after_activation-"
+                                          r"precisionfloat32, m/after_activation-precisionmixed_bfloat16\); name one"):
+        contrasts.planned_pairs(variants.label_rows([dict(r) for r in pinned] + _rows("none", [0.9, 0.91], [0.3, 0.3])),
+                                [("after_activation", "none")])
+    # The same on seeds apart: a study pinned to float32 whose seeds 2-3 were trained elsewhere without the pin.
+    added = [{**r, "precision": "mixed_bfloat16"} for r in bf16] + [
+        {**r, "config": {**r["config"], "precision": "float32"}} for r in rows]
+    variants.label_rows(added)
+    assert variants.split_notes(added) == [
+        "m/after_activation-precisionfloat32 and m/after_activation-precisionmixed_bfloat16 are one config trained "
+        "in 2 precisions on seeds apart, 2 runs pinned by --precision and the others under --precision=auto "
+        "(float32: 2 runs; mixed_bfloat16: 2 runs), so they are compared as separate variants, never pooled; to "
+        "pool seeds from several machines, train them all with one --precision (e.g. --precision=float32)"]
     # Pinned apart, canonical both: the note names them as baselines, and the fix that contrasts them.
     assert compare.why_no_contrasts(pinned, "after_activation").startswith(
         "no contrasts by default: every variant here is a `after_activation` baseline")
@@ -874,6 +893,27 @@ def test_a_comparisons_several_test_data_are_told_apart():
     assert report._test_data([{"data_source": "mnist"}] * 2) == "mnist"
     assert report._test_data([{"data_source": "images:A, tested on B"}, {"data_source": "images:A"}]) == (
         "2 sets, [images:A] and [images:A, tested on B]")
+
+
+def test_a_comparison_says_the_precision_its_runs_trained_in_and_tensorboard_shows_it_not_auto(tmp_path):
+    """Runs of `--precision=auto` on two CPUs were listed in HParams as precision 'auto' (or without the column),
+    and comparison.md never said what precision its runs trained in."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    rows = _rows("canonical", [0.9, 0.91], [0.3, 0.3])
+    assert descriptive.trained_in(rows) == "float32"
+    bf16 = [{**r, "run": "m2/" + r["run"], "seed": r["seed"] + 2, "precision": "mixed_bfloat16"} for r in rows]
+    assert descriptive.trained_in(rows + bf16 + [{}]) == (
+        "an unrecorded precision (1) and float32 (2) and mixed_bfloat16 (2)")
+    report.write_hparams(str(tmp_path), variants.label_rows(rows + bf16))
+    [root] = glob.glob(os.path.join(tmp_path, "events.out.tfevents.*"))
+    experiment = next(plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content).experiment
+                      for event in tf.compat.v1.train.summary_iterator(root) for v in event.summary.value
+                      if v.tag == "_hparams_/experiment")
+    domains = {info.name: {value.string_value for value in info.domain_discrete.values}
+               for info in experiment.hparam_infos}
+    assert all(r["config"]["precision"] == "auto" for r in rows + bf16)
+    assert domains["precision"] == {"float32", "mixed_bfloat16"}
 
 
 def test_a_variant_without_a_baseline_of_its_own_is_named_with_the_nearest_baseline():

@@ -1127,6 +1127,10 @@ def test_a_class_mismatch_names_the_differences_not_every_class():
                                         r"Mac writes them"):
         folders.check_classes(mac, 2, ["café", "thé"])
     assert "Unicode" not in folders._difference(["b"], ["a", "b"], in_order=True)  # nothing extra: no such hint
+    with pytest.raises(DataError, match=r"^the test images' class folders include Cat, which the run did not train "
+                                        r"on \(names differ in case only: 'Cat' here, 'cat' in the run; class names "
+                                        r"are case-sensitive: rename the folders to the run's\)"):
+        folders.check_classes(arrays(["Cat", "dog"]), 2, ["cat", "dog"])
 
 
 def test_scoring_arrays_needs_their_test_split_alone_and_says_when_it_holds_training_images(tmp_path):

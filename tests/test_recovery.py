@@ -22,6 +22,7 @@ from conftest import tiny_source
 import models
 from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
+from dropzoo import config as config_lib
 from dropzoo import errors
 from dropzoo import export
 from dropzoo import files
@@ -306,6 +307,14 @@ def test_the_interrupted_line_says_what_a_rerun_redoes(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}')
     assert "to resume, rerun the same command on every worker of TF_CONFIG's 2-task cluster: python train.py" in (
         train._interrupted_line(interrupted))
+    monkeypatch.delenv("TF_CONFIG")
+    # Started with --overwrite: rerun as typed, it would train from epoch 1 again (every finished run of a sweep too).
+    for typed, resume in ((["--overwrite", "--epochs=3"], "python train.py --epochs=3"),
+                          (["--epochs=3", "--overwrite=true"], "python train.py --epochs=3"),
+                          (["--flagfile=run.cfg"], "python train.py --flagfile=run.cfg --nooverwrite")):
+        monkeypatch.setattr(sys, "argv", ["train.py", *typed])
+        line = train._interrupted_line(interrupted, overwrite=True)
+        assert line.endswith(f"to resume, rerun it without --overwrite: {resume}")
 
 
 @pytest.mark.slow
@@ -443,6 +452,27 @@ def test_no_readable_checkpoint_is_one_line_naming_overwrite(tmp_path, monkeypat
     metrics = trainer.train_and_evaluate(tiny_config(), str(tmp_path / "run"), source=tiny_source(),
                                          verbose=0, overwrite=True)
     assert metrics["resumed_from_epoch"] == 0 and metrics["epochs_completed"] == 3
+
+
+def test_overwrite_deletes_nothing_before_the_data_loads_and_the_network_takes_it(tmp_path):
+    """A mistyped --npz with --overwrite deleted the finished run, then failed on the data (and a sweep did the same
+    with a network too large for the images)."""
+    workdir = str(tmp_path / "run")
+    os.makedirs(os.path.join(workdir, "saved_model"))
+    files.write_json(os.path.join(workdir, "metrics.json"), {"test_accuracy": 0.9})  # a run to lose
+    kept = sorted(os.listdir(workdir))
+    done = subprocess.run([sys.executable, "train.py", "--model=dense_mlp", f"--npz={tmp_path / 'typo.npz'}",
+                           "--overwrite", f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == errors.EXIT_USAGE and "typo.npz" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(os.listdir(workdir)) == kept
+    wide = [(config_lib.TrainConfig(network="conv8k29,flatten,dense8", dataset="tiny", seed=seed, epochs=1),
+             str(tmp_path / "sweep" / str(seed))) for seed in (0, 1)]
+    os.makedirs(wide[0][1])
+    files.write_json(os.path.join(wide[0][1], "metrics.json"), {"test_accuracy": 0.9})
+    with pytest.raises(ValueError, match=r"29x29 window but its input is 28x28"):
+        sweep.run_sweep(wide, overwrite=True, source=tiny_source(), verbose=0)
+    assert os.listdir(wide[0][1]) == ["metrics.json"]
 
 
 @pytest.mark.parametrize("name", ["config.json", "metrics.json"])

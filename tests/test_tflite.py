@@ -90,8 +90,11 @@ def test_default_run_writes_three_verified_artifacts(finished_run):
     assert check["keras"]["max_abs_diff_vs_keras"] <= 1e-5 and check["keras"]["same_layers"]
     measured = metrics["tflite"]
     assert measured["runtime"] == tflite.RUNTIME
-    # float32 TFLite is the trained model: same test accuracy as Keras' evaluate (to float32 rounding).
-    assert measured["float32_test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    # float32 TFLite is the trained model: same test accuracy as Keras' evaluate (to float32 rounding); a bfloat16
+    # run (auto on AMX/AVX-512 BF16) is evaluated in bfloat16 and converted from its float32 copy, so an image near
+    # a tie may go the other way (2 of 40).
+    bf16 = metrics["precision"]["policy"] != "float32"
+    assert measured["float32_test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=0.05 if bf16 else 1e-6)
     assert 0.0 <= measured["int8_test_accuracy"] <= 1.0
     assert measured["int8_accuracy_cost_pp"] == pytest.approx(
         100 * (measured["float32_test_accuracy"] - measured["int8_test_accuracy"]))

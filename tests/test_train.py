@@ -1,4 +1,5 @@
 """The main job end to end on tiny data: train -> export -> verify -> eval, resume, reruns."""
+import dataclasses
 import glob
 import json
 import os
@@ -126,6 +127,32 @@ def test_a_runs_hparams_name_the_data_it_read_not_the_default_dataset(tmp_path):
                      for event in tf.compat.v1.train.summary_iterator(own) for v in event.summary.value
                      if v.tag == "_hparams_/session_start_info")
         assert start.hparams["dataset"].string_value == name
+
+
+def test_a_run_written_again_keeps_one_hparams_session_its_last(tmp_path):
+    """A run trained on to more epochs (its metrics.json deleted) wrote a second session; TensorBoard showed the
+    first's settings (epochs=1) beside the last one's scores."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from dropzoo import summaries
+
+    logdir = str(tmp_path / "run" / "tensorboard")
+    summaries.write_model(str(tmp_path / "model.txt"), logdir, models.build("dense_mlp", input_shape=(4, 4, 1)))
+    for epochs, accuracy in ((1, 0.5), (2, 0.75)):
+        summaries.write_run_hparams(logdir, dataclasses.replace(tiny_config(), epochs=epochs), "source", {
+            "epochs_completed": epochs, "test_accuracy": accuracy, "data": {"origin": {"dataset": "tiny"}},
+            "precision": {"requested": "auto", "policy": "mixed_bfloat16"}})
+    found = {}
+    for own in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(own):
+            for v in event.summary.value:
+                found.setdefault(v.tag, []).append((event.step, v))
+    [(_, start)] = found["_hparams_/session_start_info"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(start.metadata.plugin_data.content).session_start_info
+    assert start.hparams["epochs"].number_value == 2
+    assert start.hparams["precision"].string_value == "mixed_bfloat16"  # what it trained in, not `auto`
+    assert [(step, tf.make_ndarray(v.tensor)) for step, v in found["test_accuracy"]] == [(2, 0.75)]
+    assert len(found["_hparams_/experiment"]) == 1 and "model" in found  # the network's text is kept
 
 
 def test_eval_of_the_export_reproduces_the_trainer(finished_run):
