@@ -80,6 +80,10 @@ def _train(overwrite):
             runs = _task_share(runs, task)
             if not runs:
                 return 0
+        for workdir, other in ({} if fv.overwrite or not fv.workdir else workdirs.twins(runs, fv.workdir)).items():
+            logging.warning("%s has the settings of the run in %s, named otherwise before the sweep varied more "
+                            "fields: it would train again; to keep that run instead, move it first: mkdir -p %s && "
+                            "mv %s %s", workdir, other, *map(shlex.quote, (os.path.dirname(workdir), other, workdir)))
         if fv.dry_run:
             text, refused = sweep.dry_run(runs, overwrite=fv.overwrite)
             print(text)

@@ -152,6 +152,38 @@ def started(workdir):
         os.path.join(workdir, "metrics.json"))
 
 
+def twins(runs, root):
+    """{workdir: another run's directory under the sweep's `root` (<root>/<model>/<variant>/seed<k>), started with
+    its settings} for each run of the sweep `runs` not started itself: a grid widened along a new field
+    (--learning_rate=1.0 to 1.0,0.5) names its runs anew (canonical/ becomes canonical-learning_rate1/), and the runs
+    it has would train again under the new names."""
+    planned = {os.path.abspath(workdir) for _, workdir in runs}
+    if len(planned) < 2:
+        return {}
+    by_seed = {}  # the root's started runs, by seed
+    for path in glob.glob(os.path.join(glob.escape(root), "*", "*", "seed*", "config.json")):
+        other = os.path.dirname(path)
+        try:
+            saved = files.read_json(path, "")
+        except files.ReadError:  # said when that run is trained
+            continue
+        if os.path.abspath(other) not in planned and isinstance(saved, dict) and started(other):
+            by_seed.setdefault(saved.get("seed"), []).append((other, saved))
+    found = {}
+    for config, workdir in runs:
+        same = sorted(other for other, saved in by_seed.get(config.seed, ()) if _same_settings(saved, config))
+        if same and not started(workdir):
+            found[workdir] = same[0]
+    return found
+
+
+def _same_settings(saved, config):
+    try:
+        return not config_lib.differences(saved, config)
+    except (TypeError, ValueError, KeyError):  # a hand-edited config.json: said when that run is trained
+        return False
+
+
 def check_outside_data(config, workdir):
     """RunError where `workdir` is an image folder the run reads, or inside one: its records and exports would
     become class folders of its own data (and a rerun or eval.py would read them as such)."""

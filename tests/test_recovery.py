@@ -1,4 +1,5 @@
 """Nothing lost: kills, Ctrl-C and SIGTERM, full disks, corrupt files, two writers, NaN, repeatability."""
+import dataclasses
 import errno
 import glob
 import json
@@ -473,6 +474,30 @@ def test_overwrite_deletes_nothing_before_the_data_loads_and_the_network_takes_i
     with pytest.raises(ValueError, match=r"29x29 window but its input is 28x28"):
         sweep.run_sweep(wide, overwrite=True, source=tiny_source(), verbose=0)
     assert os.listdir(wide[0][1]) == ["metrics.json"]
+
+
+def test_a_grid_widened_along_a_new_field_names_the_runs_it_would_train_again(tmp_path):
+    """--learning_rate=1.0 widened to 1.0,0.5 names canonical/ anew (canonical-learning_rate1/): its finished runs
+    trained again without a word."""
+    from dropzoo import workdir as workdirs
+
+    root = str(tmp_path / "sweep")
+    base = tiny_config(epochs=1)
+    for seed in (0, 1):
+        old = os.path.join(root, "dense_mlp", "canonical", f"seed{seed}")
+        os.makedirs(old)
+        files.write_json(os.path.join(old, "config.json"), dataclasses.replace(base, seed=seed).to_dict())
+        if seed == 0:  # seed 1 never started: nothing to keep
+            files.write_json(os.path.join(old, "metrics.json"), {"test_accuracy": 0.9})
+    runs = [(dataclasses.replace(base, seed=seed, learning_rate=rate),
+             os.path.join(root, "dense_mlp", f"canonical-learning_rate{rate:g}", f"seed{seed}"))
+            for rate in (0.003, 0.5) for seed in (0, 1)]
+    assert workdirs.twins(runs, root) == {runs[0][1]: os.path.join(root, "dense_mlp", "canonical", "seed0")}
+    assert workdirs.twins(runs[:1], root) == {}  # one run: its own directory, nothing renamed
+    os.makedirs(os.path.join(root, "dense_mlp", "x", "seed0"))
+    with open(os.path.join(root, "dense_mlp", "x", "seed0", "config.json"), "w") as f:
+        f.write("{")  # corrupt: said when that run is trained, not here
+    assert len(workdirs.twins(runs, root)) == 1
 
 
 @pytest.mark.parametrize("name", ["config.json", "metrics.json"])
