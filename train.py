@@ -106,7 +106,13 @@ def _train(overwrite):
                 return EXIT_SHARE_NOT_DONE
             _print_run(metrics, workdir)
             return 0
-        results = sweep.run_sweep(runs, overwrite=overwrite, serving_artifacts=fv.serving_artifacts)
+        try:
+            results = sweep.run_sweep(runs, overwrite=overwrite, serving_artifacts=fv.serving_artifacts)
+        except interrupts.Interrupted as e:  # under --overwrite, the runs not reached still hold their earlier results
+            planned = [workdir for _, workdir in runs]
+            e.not_reached = [workdir for workdir in planned[planned.index(e.workdir) + 1:] if overwrite and
+                             workdirs.started(workdir)] if e.workdir in planned else []
+            raise
     return _print_sweep(results, task, fv.workdir)
 
 
@@ -175,8 +181,14 @@ def _interrupted_line(interrupted, overwrite=False):
     again = "rerun the same command"
     if overwrite:
         kept_args = [arg for arg in sys.argv[1:] if not re.fullmatch(r"--?(no)?overwrite(=.*)?", arg)]
-        extra = [] if len(kept_args) < len(sys.argv) - 1 else ["--nooverwrite"]  # set in a --flagfile
-        command, again = shlex.join(["python", script, *kept_args, *extra]), "rerun it without --overwrite"
+        flagfile = len(kept_args) == len(sys.argv) - 1 or any(re.match(r"--?flagfile", arg) for arg in kept_args)
+        command = shlex.join(["python", script, *kept_args, *(["--nooverwrite"] if flagfile else [])])
+        again = "rerun it without --overwrite"
+        later = getattr(interrupted, "not_reached", [])
+        if later:  # a sweep: without --overwrite, they would be kept (or refused, where their settings differ)
+            shown = shlex.join(later[:5]) + (" ..." if len(later) > 5 else "")
+            again = (f"delete the {len(later)} run(s) it had not reached, which still hold their earlier results "
+                     f"(rm -r {shown}), then rerun it without --overwrite")
     directory = os.path.join(interrupted.workdir, "checkpoints")
     epoch = checkpoints.saved_epoch(directory)
     if not epoch:

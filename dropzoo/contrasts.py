@@ -63,12 +63,14 @@ def planned_pairs(rows, contrasts):
             if "-rate" in base:
                 names[key] |= {base.rsplit("-rate", 1)[0], base.rsplit("-rate", 1)[0].split("/", 1)[-1]}
         found = [key for key, options in names.items() if side in options]
-        apart = sorted(label for label in labels.values() if side in {re.sub(r"-precision\w+", "", base) for base in (
-            label.split(" [")[0], label.split(" [")[0].split("/", 1)[-1])})
+        # The labels but for the precision they trained in (`-precisionfloat32`, ` [precision float32]`).
+        bare = {label: re.sub(r"-precision\w+| \[precision [^]]*\]", "", label) for label in labels.values()}
+        apart = sorted(label for label, rest in bare.items()
+                       if rest != label and side in (rest, rest.split("/", 1)[-1]))
         if not found and apart:  # a study's seeds trained in two precisions: a variant each
             raise ConfigError(f"contrast side {side!r} matches no variant: its runs trained in several precisions, "
-                              f"each a variant of its own ({', '.join(apart)}); name one of them, or train them all "
-                              "with one --precision (e.g. --precision=float32) to pool their seeds")
+                              f"each a variant of its own ({', '.join(apart)}); name one of them, or, to pool their "
+                              "seeds, train them all with one --precision (e.g. --precision=float32)")
         if len(found) != 1:
             what = "no variant" if not found else f"{len(found)} variants ({', '.join(labels[k] for k in found)})"
             raise ConfigError(f"contrast side {side!r} matches {what}; the variants are: "

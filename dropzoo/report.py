@@ -413,8 +413,9 @@ def write(comparison, output_dir):
         plot_contrasts(paths["contrasts.png"], comparison["contrasts"], comparison["title"])
     if "uncertainty.md" in paths:
         ood = sorted({r.get("ood_data_source") for r in comparison["rows"] if r.get("ood_data_source")})
-        text = (f"Test data: {_test_data(comparison['rows'])}; "
-                f"{len(comparison['rows'])} runs trained in {descriptive.trained_in(comparison['rows'])}"
+        count = len(comparison["rows"])
+        text = (f"Test data: {_test_data(comparison['rows'])}; {count} run{_plural(count)} trained in "
+                f"{descriptive.trained_in(comparison['rows'])}"
                 + ("; each placement at the rate chosen on validation data.\n\n" if comparison["rates"] else ".\n\n"))
         text += uncertainty_report.markdown(comparison["table"], COLUMNS, cell, ", ".join(ood) or None,
                                             uncertainty_report.mc_notes(comparison["compared"])
@@ -446,5 +447,4 @@ def write(comparison, output_dir):
 
 
 def _plural(count):
-    """'s' unless `count` is 1 (a list of several values takes the plural)."""
-    return "" if count == 1 else "s"
+    return "" if count == 1 else "s"  # (a list of several values takes the plural)

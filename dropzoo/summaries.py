@@ -83,13 +83,26 @@ def write_run_hparams(logdir, config, data_source, metrics):
     scalars = {tag: metrics[tag] for tag, _, _ in RUN_METRICS if metrics.get(tag) is not None}
     # One session per run: a run trained on or re-exported (its metrics.json deleted) writes again, and TensorBoard
     # showed the first session's settings beside the last one's scores. Its own file goes before the new one is written.
-    for earlier in tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*" + HPARAMS_SUFFIX)):
-        tf.io.gfile.remove(earlier)
+    for earlier in tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*")):
+        if earlier.endswith(HPARAMS_SUFFIX) or _hparams_only(earlier):  # (older runs' did not end so)
+            tf.io.gfile.remove(earlier)
     # No domains: TensorBoard takes one run's experiment for a logdir of many, and its one value each would be all
     # the dashboard lists (a comparison's sessions share one experiment, which has them).
     write_hparams(logdir, [("", values, scalars)], RUN_METRICS, step=metrics["epochs_completed"], domains=False,
                   trial_id=os.path.dirname(os.path.abspath(logdir)),  # (relative, two runs' could be one)
                   suffix=HPARAMS_SUFFIX)
+
+
+def _hparams_only(path):
+    """Whether the events file `path` holds a run's HParams session and its scores alone (as write_run_hparams
+    wrote them before their files were named): other files (the network's text) are kept."""
+    try:
+        tags = {value.tag for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
+    except tf.errors.OpError:  # cut short (a killed writer): kept, as TensorBoard reads what it can
+        return False
+    return bool(tags) and any(tag.startswith("_hparams_/") for tag in tags) and tags <= {
+        "_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info",
+        *(tag for tag, _, _ in RUN_METRICS)}
 
 
 def write_model(path, logdir, model):

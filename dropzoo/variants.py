@@ -8,7 +8,6 @@ variant (`label_rows`); a config whose `--precision=auto` resolved to
 several precisions is compared apart, with a note (`split_notes`).
 """
 import collections
-import itertools
 
 from dropzoo import config as config_lib
 from dropzoo import records
@@ -121,10 +120,10 @@ def _one_data_read_apart(rows):
 
 
 def apart_by_auto(rows):
-    """[([labels], {precision: runs}, runs pinned)] for each config whose `--precision=auto` resolved to several
-    precisions, or that trained pinned in one and under auto in another on seeds of their own (a study's seeds added
-    on another machine without its pin). Pinned runs chose theirs: a sweep over precisions (auto,float32, the same
-    seeds in each) is a choice."""
+    """[([labels], {precision: runs}, runs pinned, precisions auto resolved to)] for each config whose
+    `--precision=auto` resolved to several precisions, or that trained under auto on seeds its runs pinned in another
+    precision lack (a study's seeds added on another machine without its pin). Pinned runs chose theirs: a sweep
+    over precisions (auto,float32 on the same seeds; float32,mixed_bfloat16) is a choice."""
     groups = {}
     for r in rows:
         key = variant_key({**r["config"], "precision": "auto"}, r.get("sites"), None, r.get("mask_generator"),
@@ -132,16 +131,21 @@ def apart_by_auto(rows):
         groups.setdefault(key, []).append(r)
     found = []
     for runs in groups.values():
-        auto = [r for r in runs if r["config"].get("precision", "auto") == "auto"]
-        seeds = {}
+        by_auto, by_pinned = {}, {}
         for r in runs:
-            seeds.setdefault(str(r.get("precision")), set()).add(r["seed"])
-        split = len(seeds) > 1 and not any(a & b for a, b in itertools.combinations(seeds.values(), 2))
-        if len({str(r.get("precision")) for r in auto}) > 1 or (auto and split):
-            apart = runs if split else auto
+            pinned = r["config"].get("precision", "auto") != "auto"
+            (by_pinned if pinned else by_auto).setdefault(_precision(r), set()).add(r["seed"])
+        split = {q for q, seeds in by_pinned.items() if any(p != q and auto - seeds for p, auto in by_auto.items())}
+        if len(by_auto) > 1 or split:
+            apart = [r for r in runs if r["config"].get("precision", "auto") == "auto" or _precision(r) in split]
+            pinned = sum(r["config"].get("precision", "auto") != "auto" for r in apart)
             found.append((sorted({r["variant"] for r in apart}, key=records.natural_key),
-                          collections.Counter(str(r.get("precision")) for r in apart), len(apart) - len(auto)))
+                          collections.Counter(_precision(r) for r in apart), pinned, len(by_auto)))
     return found
+
+
+def _precision(row):
+    return row.get("precision") or "an unrecorded precision"  # (older records)
 
 
 def split_notes(rows):
@@ -152,11 +156,12 @@ def split_notes(rows):
     its seeds split in two without a word.
     """
     notes = []
-    for labels, counts, pinned in apart_by_auto(rows):
+    for labels, counts, pinned, resolved in apart_by_auto(rows):
         held = "; ".join(f"{precision}: {n} run{'s' * (n != 1)}" for precision, n in sorted(counts.items()))
-        how = (f"whose --precision=auto resolved to {len(counts)} precisions on the machines (or environments) that "
-               "trained it" if not pinned else f"trained in {len(counts)} precisions on seeds apart, {pinned} run"
-               f"{'s' * (pinned != 1)} pinned by --precision and the others under --precision=auto")
+        runs = f"{pinned} run{'s' * (pinned != 1)} pinned by --precision"
+        how = (f"whose --precision=auto resolved to {resolved} precisions on the machines (or environments) that "
+               "trained it" + (f", beside {runs} on seeds apart" if pinned else "") if resolved > 1 else
+               f"trained in {len(counts)} precisions on seeds apart, {runs} and the others under --precision=auto")
         notes.append(f"{' and '.join(labels)} are one config {how} ({held}), so they are compared "
                      "as separate variants, never pooled; to pool seeds from several machines, train them all with "
                      "one --precision (e.g. --precision=float32)")

@@ -510,6 +510,20 @@ def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
         "in 2 precisions on seeds apart, 2 runs pinned by --precision and the others under --precision=auto "
         "(float32: 2 runs; mixed_bfloat16: 2 runs), so they are compared as separate variants, never pooled; to "
         "pool seeds from several machines, train them all with one --precision (e.g. --precision=float32)"]
+    # Pinned float32 and float16 on seeds 0-1 (a choice), auto on 2-3 beside them; auto sharing one seed of 1-2.
+    f16 = [{**r, "run": "f16/" + r["run"], "precision": "mixed_float16",
+            "config": {**r["config"], "precision": "mixed_float16"}} for r in rows]
+    assert "4 runs pinned by --precision" in variants.split_notes(variants.label_rows(added + f16))[0]
+    shared = [{**r, "seed": r["seed"] - 1} for r in added[:2]] + added[2:]
+    assert "on seeds apart, 2 runs pinned" in variants.split_notes(variants.label_rows(shared))[0]
+    # Older records name no precision: said as such, not "None".
+    unknown = [{**r, "precision": None} for r in bf16] + added[2:]
+    assert "(an unrecorded precision: 2 runs; float32: 2 runs)" in variants.split_notes(variants.label_rows(unknown))[0]
+    # A label split for another reason (recorded sites) is not said to be split by precision.
+    sited = [{**r, "sites": f"s{r['seed']}"} for r in rows]
+    with pytest.raises(ConfigError, match=r"^contrast side 'after_activation' matches no variant; the variants"):
+        contrasts.planned_pairs(variants.label_rows(sited + _rows("none", [0.9, 0.91], [0.3, 0.3])),
+                                [("after_activation", "none")])
     # Pinned apart, canonical both: the note names them as baselines, and the fix that contrasts them.
     assert compare.why_no_contrasts(pinned, "after_activation").startswith(
         "no contrasts by default: every variant here is a `after_activation` baseline")

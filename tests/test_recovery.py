@@ -312,10 +312,17 @@ def test_the_interrupted_line_says_what_a_rerun_redoes(tmp_path, monkeypatch):
     # Started with --overwrite: rerun as typed, it would train from epoch 1 again (every finished run of a sweep too).
     for typed, resume in ((["--overwrite", "--epochs=3"], "python train.py --epochs=3"),
                           (["--epochs=3", "--overwrite=true"], "python train.py --epochs=3"),
-                          (["--flagfile=run.cfg"], "python train.py --flagfile=run.cfg --nooverwrite")):
+                          (["--flagfile=run.cfg"], "python train.py --flagfile=run.cfg --nooverwrite"),
+                          (["--flagfile=run.cfg", "--overwrite"], "python train.py --flagfile=run.cfg --nooverwrite")):
         monkeypatch.setattr(sys, "argv", ["train.py", *typed])
         line = train._interrupted_line(interrupted, overwrite=True)
         assert line.endswith(f"to resume, rerun it without --overwrite: {resume}")
+    # A sweep: the runs it had not reached still hold their earlier results, which a rerun without it would keep.
+    interrupted.not_reached = ["runs/m/none/seed0", "runs/m/none/seed1"]
+    assert train._interrupted_line(interrupted, overwrite=True).endswith(
+        "to resume, delete the 2 run(s) it had not reached, which still hold their earlier results (rm -r "
+        "runs/m/none/seed0 runs/m/none/seed1), then rerun it without --overwrite: python train.py --flagfile=run.cfg "
+        "--nooverwrite")
 
 
 @pytest.mark.slow

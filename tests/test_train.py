@@ -138,6 +138,8 @@ def test_a_run_written_again_keeps_one_hparams_session_its_last(tmp_path):
 
     logdir = str(tmp_path / "run" / "tensorboard")
     summaries.write_model(str(tmp_path / "model.txt"), logdir, models.build("dense_mlp", input_shape=(4, 4, 1)))
+    # As older code wrote a run's session: in files named like any other.
+    summaries.write_hparams(logdir, [("", {"epochs": 1}, {"test_accuracy": 0.25})], summaries.RUN_METRICS, step=1)
     for epochs, accuracy in ((1, 0.5), (2, 0.75)):
         summaries.write_run_hparams(logdir, dataclasses.replace(tiny_config(), epochs=epochs), "source", {
             "epochs_completed": epochs, "test_accuracy": accuracy, "data": {"origin": {"dataset": "tiny"}},
