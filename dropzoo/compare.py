@@ -252,50 +252,71 @@ def _finite_mean(runs, metric):
     return float(np.mean(values)) if values else float("nan")
 
 
+def _rate_name(rate):
+    return "(its sites' own)" if rate is None else f"{rate:g}"
+
+
 def tune_rates(rows):
     """Each placement's rate, chosen on validation data only; None if no placement has several.
 
     Groups runs by their variant key without rate (a placement of one kind,
     activation, norm, ...), and picks the rate with the lowest mean
     validation loss over seeds. Returns {"selected": {group: rate}, "grid":
-    [{variant, rate, seeds, validation_loss, test_accuracy, test_loss,
-    selected}], "notes": [...]}: the test metrics are reported, never used
-    to choose. A non-finite score (a diverged seed) is left out of its mean,
-    and a note says so.
+    [{variant, rate, seeds, chosen_on, only, validation_loss, test_accuracy,
+    test_loss, selected}], "notes": [...]}: the test metrics are reported,
+    never used to choose. The choice reads the seeds every rate of the
+    placement ran (`chosen_on` of them; a note names the others), and
+    `validation_loss` is its mean there. A non-finite score (a diverged
+    seed) is left out of its mean, and a note says so.
     """
     by_group = {}
     for r in rows:
         by_group.setdefault(_rate_group(r), {}).setdefault(r["config"]["rate"], []).append(r)
     if not any(len(rates) > 1 for rates in by_group.values()):
         return None
-    selected, grid, left_out, controls = {}, [], {}, []
+    selected, grid, left_out, controls, uneven = {}, [], {}, [], []
     for group_key, rates in by_group.items():
-        scored = {rate: _finite_mean(runs, "validation_loss") for rate, runs in rates.items()}
-        finite = {rate: loss for rate, loss in scored.items() if np.isfinite(loss)}
-        if not finite:
-            raise ValueError(f"the runs of {rates[next(iter(rates))][0]['variant']} record "
-                             "no validation loss to choose a rate by; train them with "
-                             "--validation_fraction > 0")
-        # A rate whose seeds diverged is chosen last: the mean of its survivors would flatter it.
-        selected[group_key] = min(finite, key=lambda rate: (len(_diverged(rates[rate], "validation_loss")),
-                                                            finite[rate], rate is None, rate or 0))
         first = next(iter(rates.values()))[0]
-        no_dropout = not any(r.get("sites") for runs in rates.values() for r in runs)  # one network at every rate
-        if no_dropout and len(rates) > 1:
-            controls.append(next(r["variant"] for r in rates[selected[group_key]]))
+        # Chosen on the seeds every rate has: a rate run on fewer (easier) seeds won on them alone.
+        shared = set.intersection(*({r["seed"] for r in runs} for runs in rates.values()))
+        chosen_on = {rate: [r for r in runs if r["seed"] in shared] or runs for rate, runs in rates.items()}
+        scored = {rate: _finite_mean(runs, "validation_loss") for rate, runs in chosen_on.items()}
+        finite = {rate: loss for rate, loss in scored.items() if np.isfinite(loss)}
+        if not finite and len(rates) > 1:
+            raise ValueError(f"the runs of {first['variant']} record no validation loss to choose a rate by; train "
+                             "them with --validation_fraction > 0")
+        # A rate whose seeds diverged is chosen last: the mean of its survivors would flatter it.
+        selected[group_key] = min(finite, key=lambda rate: (len(_diverged(chosen_on[rate], "validation_loss")),
+                                                            finite[rate], rate is None, rate or 0)) if finite else (
+            next(iter(rates)))  # one rate: nothing to choose
         # The variant's label without its rate: what else tells variants apart stays (a precision, a model's digest).
         rate = first["config"]["rate"]
         label = first["variant"].replace(f"-rate{rate:g}", "", 1) if rate is not None else first["variant"]
+        extra = {rate: {r["seed"] for r in runs} - shared for rate, runs in rates.items()}
+        if any(extra.values()):
+            uneven.append((label, shared, extra))
+        no_dropout = not any(r.get("sites") for runs in rates.values() for r in runs)  # one network at every rate
+        if no_dropout and len(rates) > 1:
+            controls.append(next(r["variant"] for r in rates[selected[group_key]]))
         for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):
-            grid.append({"variant": label, "rate": rate, "seeds": len(runs),
-                         "validation_loss": scored[rate], "test_accuracy": _finite_mean(runs, "test_accuracy"),
+            grid.append({"variant": label, "rate": rate, "seeds": len(runs), "chosen_on": len(chosen_on[rate]),
+                         "only": len(rates) == 1, "validation_loss": scored[rate],
+                         "test_accuracy": _finite_mean(runs, "test_accuracy"),
                          "test_loss": _finite_mean(runs, "test_loss"), "selected": rate == selected[group_key],
                          "no_dropout": no_dropout})
             for metric in ("validation_loss", "test_accuracy", "test_loss"):
                 for r in _diverged(runs, metric):
                     left_out.setdefault((r["variant"], metric), set()).add(r["seed"])
+    grid.sort(key=lambda g: (records.natural_key(g["variant"]), g["rate"] is None, g["rate"] or 0))
     notes = [f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))} of {variant} left out of the rate "
              f"grid's mean {metric} (not finite)" for (variant, metric), seeds in sorted(left_out.items())]
+    for label, shared, extra in uneven:
+        others = "; ".join(f"rate {_rate_name(r)}: seed{'s' * (len(seeds) > 1)} {contrasts_lib.seed_ranges(seeds)}"
+                           for r, seeds in extra.items() if seeds)
+        notes.append(f"{label}'s rate was chosen on the seeds all its rates ran ({contrasts_lib.seed_ranges(shared)}), "
+                     f"leaving out of the choice {others}" if shared else f"{label}'s rates ran on no seed in common, "
+                     "so its rate was chosen on means over different seeds, which may tell the seeds apart rather "
+                     "than the rates; train every rate on the same seeds")
     notes += [f"{chosen} has no dropout sites: its rates are one network (trained once), so the rate its label "
               "carries was not chosen by anything; it stands for every rate" for chosen in controls]
     return {"selected": selected, "grid": grid, "notes": notes}

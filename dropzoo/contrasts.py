@@ -60,8 +60,9 @@ def planned_pairs(rows, contrasts):
         names = {key: {label, label.split("/", 1)[-1]} for key, label in labels.items()}
         for key, label in labels.items():
             base = label.split(" [")[0]
-            if "-rate" in base:
-                names[key] |= {base.rsplit("-rate", 1)[0], base.rsplit("-rate", 1)[0].split("/", 1)[-1]}
+            unrated = re.sub(records.RATE_FIELD, "", base)  # the rate alone (-train_size250 stays)
+            if unrated != base:
+                names[key] |= {unrated, unrated.split("/", 1)[-1]}
         found = [key for key, options in names.items() if side in options]
         # The labels but for the precision they trained in (`-precisionfloat32`, ` [precision float32]`).
         bare = {label: re.sub(r"-precision\w+| \[precision [^]]*\]", "", label) for label in labels.values()}
@@ -176,7 +177,7 @@ def contrast_table(rows, pairs, margins):
             if e[metric] is not None and e["diverged"]:  # no verdict on the survivors alone
                 e[metric]["verdict"] = [stats.INCONCLUSIVE]
                 e[metric]["diverged"] = "; ".join(f"{variant} diverged on seed{'s' * (len(seeds) > 1)} "
-                                                  f"{_ranges(seeds)}" for variant, seeds in e["diverged"].items())
+                                                  f"{seed_ranges(seeds)}" for variant, seeds in e["diverged"].items())
     return entries
 
 
@@ -238,11 +239,11 @@ def _left_out_text(left_out):
     by_reason = {}
     for variant, why, seed in left_out:
         by_reason.setdefault((variant, why), []).append(seed)
-    return "; ".join(f"seed{'s' * (len(seeds) > 1)} {_ranges(seeds)} of {variant} ({why})"
+    return "; ".join(f"seed{'s' * (len(seeds) > 1)} {seed_ranges(seeds)} of {variant} ({why})"
                      for (variant, why), seeds in by_reason.items())
 
 
-def _ranges(numbers):
+def seed_ranges(numbers):
     """'0, 3-5, 9' for [0, 3, 4, 5, 9]."""
     spans = []
     for n in sorted(numbers):

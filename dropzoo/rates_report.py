@@ -14,15 +14,21 @@ def _rate_text(rate):
 
 def markdown(grid):
     """The rate x placement grid as Markdown: mean validation loss, test accuracy and NLL."""
-    lines = ["Rate chosen per placement by the lowest mean validation loss over seeds (marked *); "
-             "the test columns are reported, not used to choose. A variant without dropout is one network at "
-             "every rate (marked =): nothing is chosen for it.", "",
+    lines = ["Rate chosen per placement by the lowest mean validation loss over the seeds all its rates ran "
+             "(marked *; the validation loss column is that mean, over the seeds the choice read); the test "
+             "columns are reported, not used to choose. A variant without dropout is one network at every rate "
+             "(marked =), and a placement run at one rate had nothing to choose from (marked -). The choice and the "
+             "contrasts read the same runs: a chosen rate's test mean is the best of several by validation, which "
+             "flatters it against a variant with nothing to choose (choose on some seeds, contrast on others for a "
+             "confirmatory test).", "",
              "| variant | rate | seeds | validation loss | test acc % | test NLL |",
              "| --- | --- | --- | --- | --- | --- |"]
     for g in grid:
-        mark = " =" if g.get("no_dropout") else " *" if g["selected"] else ""
+        mark = " =" if g.get("no_dropout") else " -" if g.get("only") else " *" if g["selected"] else ""
+        read = g.get("chosen_on", g["seeds"])
+        seeds = f"{g['seeds']}" + (f" ({read} in the choice)" if read != g["seeds"] else "")
         lines.append(f"| {g['variant']} | {_rate_text(g['rate'])}{mark} | "
-                     f"{g['seeds']} | {g['validation_loss']:.4f} | {100 * g['test_accuracy']:.2f} | "
+                     f"{seeds} | {g['validation_loss']:.4f} | {100 * g['test_accuracy']:.2f} | "
                      f"{g['test_loss']:.4f} |")
     return "\n".join(lines) + "\n"
 

@@ -423,6 +423,10 @@ def group(rows):
     return groups
 
 
+# A variant label's `-rate<r>` field (not `-learning_rate<r>`), up to the next field: what a chosen rate adds to it.
+RATE_FIELD = r"-rate[0-9.]+(e[+-]?[0-9]+)?(?=-|\s|$)"
+
+
 def natural_key(label):
     """Sorts labels with their numbers as numbers: `-train_size500` before `-train_size1000`."""
     return [(0, float(part), "") if i % 2 else (1, 0.0, part)

@@ -4,17 +4,26 @@ A comparison whose runs trained on several `--train_size` values carries
 the curves `curve` finds; report.write renders them here, passing its
 accuracy column, its contrasted metrics and how it writes a cell and a verdict.
 """
+import re
+
 import numpy as np
 
 from dropzoo import plots
+from dropzoo import records
 from dropzoo import stats
 
 SIZE_FIELD = "train_size"
 
 
 def _size_family(label, size):
-    """A variant's label without its `-train_size<N>` part: what one curve over sizes shares."""
-    return label.replace(f"-{SIZE_FIELD}{size}", "")
+    """A variant's label without its `-train_size<N>` part, and without its rate where the comparison chose one
+    per size (`-rate<r>`; a placement's chosen rate may differ between sizes): what one curve over sizes shares."""
+    return re.sub(records.RATE_FIELD, "", label.replace(f"-{SIZE_FIELD}{size}", ""))
+
+
+def _rate_of(label):
+    found = re.search(records.RATE_FIELD, label)
+    return found.group(0)[len("-rate"):] if found else None
 
 
 def curve(rows, table, contrasts):
@@ -57,7 +66,9 @@ def markdown(sizes, accuracy, contrasts, cell, verdict_text, seeds_text):
     """Per contrast family, one row per training size: both sides' accuracy, then each metric's Δ and verdict."""
     lines = ["Each planned contrast at each training size (A - B, paired by seed; the verdicts are the "
              "contrasts' own, Holm-adjusted over all of them). The training size is --train_size: the examples "
-             "drawn, of which --validation_fraction is held out for validation.", ""]
+             "drawn, of which --validation_fraction is held out for validation. A and B are each variant's mean "
+             "over its own seeds (their count in brackets where it is not the paired seeds'), and its rate where "
+             "one was chosen at that size.", ""]
     means = {e["variant"]: e for points in sizes["variants"].values() for _, e in points}
     for family, points in sizes["contrasts"].items():
         head = ["training size", "seeds", "A: test acc % (mean ± std)", "B: test acc % (mean ± std)"]
@@ -65,8 +76,13 @@ def markdown(sizes, accuracy, contrasts, cell, verdict_text, seeds_text):
             head += [f"Δ {c.name} ({c.unit}) [95% CI]", "verdict"]
         lines += [f"**{family}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for size, e in points:
-            cells = [str(size), seeds_text(e), cell(means[e["a"]], accuracy),
-                     cell(means[e["b"]], accuracy)]
+            paired = seeds_text(e)
+            cells = [str(size), paired]
+            for side in (e["a"], e["b"]):
+                own = means[side]["seeds"]
+                rate = _rate_of(side)
+                cells.append(cell(means[side], accuracy) + (f" (rate {rate})" if rate else "")
+                             + (f" ({own} seeds)" if str(own) != paired else ""))
             for c in contrasts:
                 result = e[c.metric]
                 if result["n"] < 2:  # no interval (as the comparison's table says)

@@ -5,9 +5,8 @@
     python -m models.equivalence --network=conv32k3,pool2,flatten,dense128,dropout0.5   (or @FILE)
     python -m models.equivalence --keras_model=my_cnn.keras
 
-For each model (the zoo's, a network of your own written as text, or a Keras
-model of yours with its own activations: models/probes.py finds where) and
-hidden activation (float32) it checks:
+For each model (the zoo's, a network of your own written as text, or a Keras model of yours with its own
+activations: models/probes.py finds where) and hidden activation (float32) it checks:
 
 1. `before_activation` vs `after_activation` with the same weights and the
    same dropout mask: identical in training mode exactly when the activation
@@ -25,24 +24,19 @@ hidden activation (float32) it checks:
    network whose next linear layer's kernel is scaled by the keep
    probability -- the original paper's test-time weight scaling, moved ("not
    checked", saying why, where a merge or a BatchNorm reads a site's units).
-4. Identical by construction: for pairs of variants (placements, kinds,
-   norm="batch"), equal `models.construction_key`s mean bitwise equal
-   logits in training and inference mode when both are built with the same
-   seed (the key's rules: mid == post for the Bernoulli kinds under ReLU; a
-   site of rate 0 is no site, unless a .mid beside its .post), and unequal
-   keys here mean logits that differ beyond float32 rounding in some mode
-   (gaussian noise, other activations, `.pre` vs `.post`, two masks vs one,
-   `.prenorm` vs `.mid` under BN); a Bernoulli mask moved across a Keras
-   model's LeakyReLU or PReLU is one function up to rounding (its keys
-   differ: it trains twice), and Gaussian noise there differs by its negative
-   draws alone ("not checked" at a rate too low for any). Both modes, because
-   a 0/1 mask commutes with any activation that maps 0 to 0: classic dropout
-   with tanh is the same at mid and post while training, and differs only at
-   inference (tanh(k x) != k tanh(x)).
+4. Identical by construction: for pairs of variants (placements, kinds, norm="batch"), equal
+   `models.construction_key`s mean bitwise equal logits in training and inference mode when both are built with
+   the same seed (the key's rules: mid == post for the Bernoulli kinds under ReLU; a site of rate 0 is no site,
+   unless a .mid beside its .post), and unequal keys here mean logits that differ beyond float32 rounding in some
+   mode (gaussian noise, other activations, `.pre` vs `.post`, two masks vs one, `.prenorm` vs `.mid` under BN);
+   a Bernoulli mask moved across a Keras model's LeakyReLU or PReLU is one function up to rounding (its keys
+   differ: it trains twice), and Gaussian noise moved across a ReLU, LeakyReLU or PReLU differs by its negative
+   draws alone ("not checked" at a rate too low for any). Both modes, because a 0/1 mask commutes with any
+   activation that maps 0 to 0: classic dropout with tanh is the same at mid and post while training, and differs
+   only at inference (tanh(k x) != k tanh(x)).
 
-Where theory expects a difference (1, 4) the images do not show, they are
-scaled up to x100 (a ReLU6 below 6); a Bernoulli mask moved across an
-activation that acts as a homogeneous one on every input they give it (a
+Where theory expects a difference (1, 4) the images do not show, they are scaled up to x100 (a ReLU6 below 6);
+a Bernoulli mask moved across an activation that acts as a homogeneous one on every input they give it (a
 ReLU(max_value=1000)) is "not checked": no mask can separate the two there.
 
 For each precision policy (the dropout layers alone, every kind, element-wise
@@ -54,8 +48,8 @@ and spatial, at rates 0.1 and 0.4, on inputs uniform in [0.5, 1.5]):
 6. the fraction of draws dropped matches the nominal rate (within 5
    binomial standard errors), for the Bernoulli kinds.
 
-Each finding records what theory expects, what was measured and the max
-absolute difference; `holds` says whether they agree. Tests assert on them.
+Each finding records what theory expects, what was measured and the max absolute difference; `holds` says
+whether they agree. Tests assert on them.
 """
 import contextlib
 import dataclasses
@@ -266,9 +260,8 @@ def _construction_pairs(spec):
 def check_construction(name, activation, seed=0):
     """Claim 4: equal construction keys <=> bitwise equal logits in both modes, same seed.
 
-    Nothing is copied between the two models: equal weights and masks must
-    come from the construction itself. Unequal keys: differing beyond rounding
-    in some mode (on scaled images where need be; module docstring, claim 4).
+    Nothing is copied between the two models: equal weights and masks must come from the construction itself.
+    Unequal keys: differing beyond rounding in some mode (on scaled images where need be; module docstring, claim 4).
     """
     spec = models.get_spec(name)
     x = probes.images(spec)
@@ -287,9 +280,10 @@ def check_construction(name, activation, seed=0):
     for a, b, kind, norm in _construction_pairs(spec):
         options = dict(kind=kind, activation="relu" if probes.is_keras(spec) else activation, norm=norm)
         same = models.construction_key(name, a, **options) == models.construction_key(name, b, **options)
-        across = not same and probes.moved_across_homogeneous(spec, layer, a, b)  # a LeakyReLU's: equal to rounding
+        across = not same and probes.moved_across_homogeneous(spec, layer, a, b, activation, norm)  # up to rounding
         rounding = across and dropout_lib.KINDS[kind].bernoulli
-        for scale in INPUT_SCALES if not (same or rounding) else INPUT_SCALES[:1]:
+        gaussian = across and kind == "gaussian"  # only a negative draw separates them: scaled images cannot
+        for scale in INPUT_SCALES if not (same or rounding or gaussian) else INPUT_SCALES[:1]:
             inference, training = (_compare(u, v) for u, v in zip(logits(a, kind, norm, scale),
                                                                  logits(b, kind, norm, scale)))
             diff = max(inference[1], training[1])
@@ -301,9 +295,9 @@ def check_construction(name, activation, seed=0):
         setting = "".join(f", {v}" for v in (kind, f"norm={norm}") if v not in ("inverted", "norm=none"))
         keys = (f"keys {'equal' if same else 'differ'}{'' if same else probes.penalty_note(spec, layer, a, b)}"
                 f"{'; one function up to rounding' if rounding else ''}")
-        expected, why = probes.negative_draws(spec, layer, len(x)) if kind == "gaussian" and across else (0, "")
+        expected, why = probes.negative_draws(spec, layer, len(x), a, norm) if gaussian else (0, "")
         if measured == "identical" and not (same or rounding) and kind != "gaussian" and probes.moved_across(
-                spec, layer, a, b):  # theory's difference out of the images' reach, or a real disagreement
+                spec, layer, a, b, norm):  # theory's difference out of the images' reach, or a real disagreement
             why = probes.unseparable(name, layer, (a, b), [s * x for s in INPUT_SCALES], seed=seed,
                                      activation=options["activation"]) or ""
         if measured == "identical" and why and expected < RARE_DRAWS:  # none drawn, as likely as not: no test
@@ -422,19 +416,25 @@ def report(findings):
 def main(argv):
     del argv
     try:
-        names = flags.FLAGS.models
-        if flags.FLAGS.network is not None:  # a network of your own: checked alone, or beside --models
-            names = [probes.register_network(probes.network_text(flags.FLAGS.network)), *(names or ())]
-        if flags.FLAGS.keras_model is not None:
-            if flags.FLAGS.activations and names is None:
+        fv, notes = flags.FLAGS, []
+        for name in ("models", "activations", "precisions"):  # an empty list ran every one
+            if fv[name].present and not fv[name].value:
+                raise ValueError(f"--{name} is empty; name one or more, or leave it out for all")
+        names = fv.models
+        if fv.network is not None:  # a network of your own: checked alone, or beside --models
+            names = [probes.register_network(probes.network_text(fv.network)), *(names or ())]
+        if fv.keras_model is not None:
+            if fv.activations and names is None:
                 raise ValueError("--activations is for the zoo's networks and text networks; a --keras_model is "
                                  "checked with its own: leave --activations out")
-            names = [probes.register_keras(flags.FLAGS.keras_model), *(names or ())]
-        findings = run(names, flags.FLAGS.activations, flags.FLAGS.precisions)
+            names = [probes.register_keras(fv.keras_model), *(names or ())]
+            notes = probes.keras_notes(names[0])
+        findings = run(names and list(dict.fromkeys(names)), fv.activations and list(dict.fromkeys(fv.activations)),
+                       fv.precisions and list(dict.fromkeys(fv.precisions)))  # each once: counted once
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(report(findings))
+    print("\n".join([report(findings), *(f"note: {note}" for note in notes)]))
     return 0 if all(f.holds for f in findings) else 1
 
 

@@ -207,31 +207,34 @@ def site_units(x, limit=16384):
     return rows[:max(1, limit // rows.shape[1]), :limit]
 
 
-def moved_across_homogeneous(spec, layer, a, b):
-    """Whether placements `a` and `b` of a Keras model move a dropout across `layer`'s LeakyReLU or PReLU (or
-    another positively homogeneous activation but a plain ReLU, whose moves the construction keys make equal)."""
-    return is_keras(spec) and homogeneous(spec, layer, None) and moved_across(spec, layer, a, b)
+def moved_across_homogeneous(spec, layer, a, b, activation="relu", norm="none"):
+    """Whether placements `a` and `b` move a dropout across `layer`'s positively homogeneous activation: a Keras
+    model's LeakyReLU or PReLU (a plain ReLU's moves the construction keys make equal, Bernoulli's), or the zoo's
+    `activation` ReLU (whose Gaussian moves the keys keep apart)."""
+    return homogeneous(spec, layer, None if is_keras(spec) else activation) and moved_across(spec, layer, a, b, norm)
 
 
-def negative_draws(spec, layer, batch):
-    """(how many, why) of a Gaussian dropout moved across `layer`'s LeakyReLU or PReLU on `batch` images: only a
-    draw below 0 separates the two (N(1, rate / (1 - rate)) at the head's rate), rare at a low rate."""
-    rate = head(spec)[2]
+def negative_draws(spec, layer, batch, placement, norm="none"):
+    """(how many, why) of a Gaussian dropout moved across `layer`'s homogeneous activation by `placement` on `batch`
+    images: only a draw below 0 separates the two (N(1, rate / (1 - rate)) at its rate), rare at a low rate."""
+    sites = models.resolve_placement(spec.name, placement, norm=norm)
+    rate = next((sites[site].rate for site in (f"{layer}.mid", f"{layer}.post") if site in sites), head(spec)[2])
     share = 0.5 * math.erfc(math.sqrt((1 - rate) / rate) / math.sqrt(2))
-    draws = batch * int(np.prod(spec.model.get_layer(layer).output.shape[1:]))
+    model = spec.model if is_keras(spec) else build(spec.name, "none", norm=norm)  # (the layer's units)
+    draws = batch * int(np.prod(model.get_layer(layer).output.shape[1:]))
     return share * draws, (f"only a negative Gaussian draw separates them, {share:.2g} of draws at rate {rate:g}: "
                            f"{share * draws:.2g} expected among these {draws:,}")
 
 
-def moved_across(spec, layer, a, b):
+def moved_across(spec, layer, a, b, norm="none"):
     """Whether placements `a` and `b` differ only by a dropout at `layer`'s .mid in one and at its .post (with the
     same rate) in the other: moved across its activation."""
     def moved(placement):
-        sites = models.resolve_placement(spec.name, placement)
+        sites = models.resolve_placement(spec.name, placement, norm=norm)
         return sites if f"{layer}.post" in sites else {
             f"{layer}.post" if site == f"{layer}.mid" else site: value for site, value in sites.items()}
 
-    resolved = [models.resolve_placement(spec.name, p) for p in (a, b)]
+    resolved = [models.resolve_placement(spec.name, p, norm=norm) for p in (a, b)]
     return resolved[0] != resolved[1] and moved(a) == moved(b)
 
 
@@ -256,6 +259,21 @@ def register_keras(path):
     name = models.register_keras_model(path)
     activation_pair(models.get_spec(name))
     return name
+
+
+def keras_notes(name):
+    """What the claims of the Keras model `name` do not reach: one layer's activation is moved across (claims 1
+    and 4), and a model saved in a mixed precision is checked in float32."""
+    spec = models.get_spec(name)
+    site = activation_pair(spec)[2].split(".")[0]
+    notes = [f"{name}: claims 1 and 4 move dropout across the activation of {site} alone (its last hidden layer "
+             "with one); the activations of its other layers are not checked"]
+    policy = next((layer.dtype_policy.name for layer in spec.model.layers if layer.dtype_policy.name != "float32"),
+                  None)  # (a mixed model's own policy reads float32: its layers hold the policy)
+    if policy:
+        notes.append(f"{name} was saved under {policy}; its claims are checked in float32, and dropout itself in "
+                     "each of --precisions (the 'dropout layers' lines)")
+    return notes
 
 
 def network_text(value):

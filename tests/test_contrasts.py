@@ -9,6 +9,7 @@ import csv
 import glob
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -198,6 +199,26 @@ def test_contrasts_over_training_sizes_form_one_curve_per_contrast(tmp_path):
     # One size only: no curve.
     one = [r for r in rows if r["config"]["train_size"] == 1000]
     assert sizes_report.curve(one, compare.summarise(one), []) is None
+    # Rates chosen per size (conv at 0.25 at 250, 0.5 elsewhere): still one curve, each point naming its rate, and
+    # the data-size configs' contrasts (conv-train_size250:none-train_size250) name the variants without it.
+    for r in rows:
+        r["config"]["rate"] = 0.25 if (r["config"]["placement"], r["config"]["train_size"]) == ("conv", 250) else 0.5
+    variants.label_rows(rows)
+    tested = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, planned), report.DEFAULT_MARGINS)
+    curve = sizes_report.curve(rows, compare.summarise(rows), tested)
+    [(family, points)] = curve["contrasts"].items()
+    assert family == "m/conv - m/none" and len(points) == 3
+    text = sizes_report.markdown(curve, report.COLUMNS[0], report.CONTRASTS, report.cell, report.verdict_text,
+                                 report.seeds_text)
+    assert re.search(r"\| 250 \| 8 \| [0-9.]+ ± [0-9.]+ \(rate 0.25\) \| [0-9.]+ ± [0-9.]+ \(rate 0.5\) \|", text)
+    # A and B over their own seeds: said where the contrast paired fewer.
+    fewer = [r for r in rows if not (r["config"]["placement"] == "none" and r["seed"] >= 6)]
+    variants.label_rows(fewer)
+    tested = contrasts.contrast_table(fewer, contrasts.planned_pairs(fewer, planned), report.DEFAULT_MARGINS)
+    text = sizes_report.markdown(sizes_report.curve(fewer, compare.summarise(fewer), tested), report.COLUMNS[0],
+                                 report.CONTRASTS, report.cell, report.verdict_text, report.seeds_text)
+    assert re.search(r"\| 250 \| 6 \| [0-9.]+ ± [0-9.]+ \(rate 0.25\) \(8 seeds\) \| [0-9.]+ ± [0-9.]+ "
+                     r"\(rate 0.5\) \|", text), text
 
 
 def _regime_rows(placement, activation, train_accuracies, val_losses, test_gap=0.0):

@@ -450,6 +450,29 @@ def test_a_rate_grid_without_validation_loss_is_a_clear_error():
         compare.tune_rates(rows)
 
 
+def test_a_rate_is_chosen_on_the_seeds_all_rates_ran_and_a_single_rate_needs_no_validation():
+    """A rate run on one easy seed beat a rate better on every seed, by its mean over that seed alone."""
+    rows = [_row("canonical", 0.25, s, (1.98, 1.84, 1.91)[s], 0.9) for s in range(3)]
+    rows += [_row("canonical", 0.5, 1, 1.87, 0.9)]
+    rows += [_row("conv", 0.5, s, None, 0.9) for s in range(3)]  # one rate, no validation: nothing to choose
+    rows += [_row("none", rate, s, 0.4, 0.9) for rate in (0.25, 0.5) for s in range(3)]
+    for r in rows:  # as runs record them
+        r["sites"] = "" if r["config"]["placement"] == "none" else f"dense1.post:{r['config']['rate']:g}"
+    variants.label_rows(rows)
+    tuned = compare.tune_rates(rows)
+    grid = {(g["variant"], g["rate"]): g for g in tuned["grid"]}
+    assert grid["m/canonical", 0.25]["selected"] and grid["m/canonical", 0.25]["validation_loss"] == 1.84
+    assert grid["m/conv", 0.5]["selected"] and grid["m/conv", 0.5]["only"]
+    assert "m/canonical's rate was chosen on the seeds all its rates ran (1), leaving out of the choice rate 0.25: " \
+           "seeds 0, 2" in tuned["notes"]
+    text = rates_report.markdown(tuned["grid"])
+    assert "| m/canonical | 0.25 * | 3 (1 in the choice) | 1.8400 |" in text and "| m/conv | 0.5 - | 3 |" in text
+    assert "flatters it against a variant with nothing to choose" in text
+    apart = [r for r in rows if r["config"]["placement"] == "canonical"]
+    apart[-1]["seed"] = 7
+    assert "m/canonical's rates ran on no seed in common" in " ".join(compare.tune_rates(apart)["notes"])
+
+
 def test_rate_heat_maps_are_written(tmp_path):
     rows = [_row(p, rate, s, 0.2 + rate, 0.9 + rate / 10, 0.3 - rate / 10)
             for p in ("canonical", "none") for rate in (0.1, 0.25, 0.5) for s in range(2)]
