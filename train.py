@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import sys
+import time
 
 from dropzoo import environment  # light: no TensorFlow
 
@@ -106,12 +107,11 @@ def _train(overwrite):
                 return EXIT_SHARE_NOT_DONE
             _print_run(metrics, workdir)
             return 0
+        started_at = time.time()
         try:
             results = sweep.run_sweep(runs, overwrite=overwrite, serving_artifacts=fv.serving_artifacts)
-        except interrupts.Interrupted as e:  # under --overwrite, the runs not reached still hold their earlier results
-            planned = [workdir for _, workdir in runs]
-            e.not_reached = [workdir for workdir in planned[planned.index(e.workdir) + 1:] if overwrite and
-                             workdirs.started(workdir)] if e.workdir in planned else []
+        except interrupts.Interrupted as e:  # what this sweep wrote, and (--overwrite) the runs it had not reached
+            e.sweep = [(workdir, _written_since(workdir, started_at)) for _, workdir in runs]
             raise
     return _print_sweep(results, task, fv.workdir)
 
@@ -176,7 +176,8 @@ def _interrupted_line(interrupted, overwrite=False):
     """What was kept, and the command that resumes (without `overwrite`'s flag: rerun as typed, it would start over)."""
     script = sys.argv[0] if os.path.basename(sys.argv[0]) == "train.py" else "train.py"  # as typed: another cwd too
     command = shlex.join(["python", script, *sys.argv[1:]])
-    if interrupted.workdir is None:
+    runs = getattr(interrupted, "sweep", [])  # [(workdir, written by this sweep)]
+    if interrupted.workdir is None and not any(written for _, written in runs):
         return f"interrupted ({interrupted}) before training started; nothing was written; rerun: {command}"
     again = "rerun the same command"
     if overwrite:
@@ -184,11 +185,13 @@ def _interrupted_line(interrupted, overwrite=False):
         flagfile = len(kept_args) == len(sys.argv) - 1 or any(re.match(r"--?flagfile", arg) for arg in kept_args)
         command = shlex.join(["python", script, *kept_args, *(["--nooverwrite"] if flagfile else [])])
         again = "rerun it without --overwrite"
-        later = getattr(interrupted, "not_reached", [])
-        if later:  # a sweep: without --overwrite, they would be kept (or refused, where their settings differ)
-            shown = shlex.join(later[:5]) + (" ..." if len(later) > 5 else "")
+        later = [workdir for workdir, written in runs if not written and workdirs.started(workdir)]
+        if later:  # without --overwrite, they would be kept (or refused, where their settings differ)
             again = (f"delete the {len(later)} run(s) it had not reached, which still hold their earlier results "
-                     f"(rm -r {shown}), then rerun it without --overwrite")
+                     f"(rm -r {shlex.join(later)}), then rerun it without --overwrite")
+    if interrupted.workdir is None:  # between two runs of a sweep
+        return f"interrupted ({interrupted}) between runs of the sweep, whose finished runs are kept; to resume, " \
+               f"{again}: {command}"
     directory = os.path.join(interrupted.workdir, "checkpoints")
     epoch = checkpoints.saved_epoch(directory)
     if not epoch:
@@ -203,6 +206,17 @@ def _interrupted_line(interrupted, overwrite=False):
         return (f"interrupted ({interrupted}): {kept}; to resume, {again} on every worker of "
                 f"TF_CONFIG's {cluster}-task cluster: {command}")
     return f"interrupted ({interrupted}): {kept}; to resume, {again}: {command}"
+
+
+def _written_since(workdir, moment):
+    """Whether the run in `workdir` wrote its record, a checkpoint or its metrics at `moment` or after."""
+    times = []
+    for name in ("config.json", "checkpoints", "metrics.json"):
+        try:
+            times.append(os.path.getmtime(os.path.join(workdir, name)))
+        except OSError:
+            pass
+    return max(times, default=0) >= moment
 
 
 def _planned_epochs(workdir):

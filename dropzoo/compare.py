@@ -279,12 +279,16 @@ def tune_rates(rows):
         first = next(iter(rates.values()))[0]
         # Chosen on the seeds every rate has: a rate run on fewer (easier) seeds won on them alone.
         shared = set.intersection(*({r["seed"] for r in runs} for runs in rates.values()))
+        if not any(np.isfinite(_finite_mean([r for r in runs if r["seed"] in shared], "validation_loss"))
+                   for runs in rates.values()):  # every shared seed diverged (or none shared): each rate's own seeds
+            shared = set()
         chosen_on = {rate: [r for r in runs if r["seed"] in shared] or runs for rate, runs in rates.items()}
         scored = {rate: _finite_mean(runs, "validation_loss") for rate, runs in chosen_on.items()}
         finite = {rate: loss for rate, loss in scored.items() if np.isfinite(loss)}
         if not finite and len(rates) > 1:
-            raise ValueError(f"the runs of {first['variant']} record no validation loss to choose a rate by; train "
-                             "them with --validation_fraction > 0")
+            raise ValueError(f"the runs of {first['variant']} record no finite validation loss to choose a rate by; "
+                             "train them with --validation_fraction > 0 (or, where every seed diverged, a lower "
+                             "--learning_rate)")
         # A rate whose seeds diverged is chosen last: the mean of its survivors would flatter it.
         selected[group_key] = min(finite, key=lambda rate: (len(_diverged(chosen_on[rate], "validation_loss")),
                                                             finite[rate], rate is None, rate or 0)) if finite else (
@@ -293,9 +297,9 @@ def tune_rates(rows):
         rate = first["config"]["rate"]
         label = first["variant"].replace(f"-rate{rate:g}", "", 1) if rate is not None else first["variant"]
         extra = {rate: {r["seed"] for r in runs} - shared for rate, runs in rates.items()}
-        if any(extra.values()):
-            uneven.append((label, shared, extra))
         no_dropout = not any(r.get("sites") for runs in rates.values() for r in runs)  # one network at every rate
+        if any(extra.values()) and not no_dropout:
+            uneven.append((label, shared, extra))
         if no_dropout and len(rates) > 1:
             controls.append(next(r["variant"] for r in rates[selected[group_key]]))
         for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):
@@ -313,10 +317,10 @@ def tune_rates(rows):
     for label, shared, extra in uneven:
         others = "; ".join(f"rate {_rate_name(r)}: seed{'s' * (len(seeds) > 1)} {contrasts_lib.seed_ranges(seeds)}"
                            for r, seeds in extra.items() if seeds)
-        notes.append(f"{label}'s rate was chosen on the seeds all its rates ran ({contrasts_lib.seed_ranges(shared)}), "
-                     f"leaving out of the choice {others}" if shared else f"{label}'s rates ran on no seed in common, "
-                     "so its rate was chosen on means over different seeds, which may tell the seeds apart rather "
-                     "than the rates; train every rate on the same seeds")
+        notes.append(f"{label}'s rate was chosen on the seeds all its rates ran ({contrasts_lib.seed_ranges(shared)})"
+                     f", leaving out of the choice {others}" if shared else f"{label}'s rates share no seed with a "
+                     "finite validation loss, so its rate was chosen on means over different seeds, which may tell "
+                     "the seeds apart rather than the rates; train every rate on the same seeds")
     notes += [f"{chosen} has no dropout sites: its rates are one network (trained once), so the rate its label "
               "carries was not chosen by anything; it stands for every rate" for chosen in controls]
     return {"selected": selected, "grid": grid, "notes": notes}

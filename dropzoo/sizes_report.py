@@ -76,13 +76,13 @@ def markdown(sizes, accuracy, contrasts, cell, verdict_text, seeds_text):
             head += [f"Δ {c.name} ({c.unit}) [95% CI]", "verdict"]
         lines += [f"**{family}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for size, e in points:
-            paired = seeds_text(e)
-            cells = [str(size), paired]
+            cells = [str(size), seeds_text(e)]
+            paired = (e.get(accuracy.metric) or {}).get("n")
             for side in (e["a"], e["b"]):
-                own = means[side]["seeds"]
-                rate = _rate_of(side)
+                dropout = means[side].get("sites") not in (None, "", "none")  # (a variant without: no rate)
+                own, rate = means[side]["seeds"], _rate_of(side) if dropout else None
                 cells.append(cell(means[side], accuracy) + (f" (rate {rate})" if rate else "")
-                             + (f" ({own} seeds)" if str(own) != paired else ""))
+                             + (f" ({own} seeds)" if paired is not None and own != paired else ""))
             for c in contrasts:
                 result = e[c.metric]
                 if result["n"] < 2:  # no interval (as the comparison's table says)

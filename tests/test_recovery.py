@@ -318,11 +318,23 @@ def test_the_interrupted_line_says_what_a_rerun_redoes(tmp_path, monkeypatch):
         line = train._interrupted_line(interrupted, overwrite=True)
         assert line.endswith(f"to resume, rerun it without --overwrite: {resume}")
     # A sweep: the runs it had not reached still hold their earlier results, which a rerun without it would keep.
-    interrupted.not_reached = ["runs/m/none/seed0", "runs/m/none/seed1"]
+    later = []
+    for k in range(7):  # every one named (the first five and "..." were a command rm could not run)
+        later.append(str(tmp_path / "m" / "none" / f"seed{k}"))
+        os.makedirs(later[-1])
+        files.write_json(os.path.join(later[-1], "metrics.json"), {"test_accuracy": 0.9})
+    interrupted.sweep = [(workdir, False) for workdir in later] + [(workdir, True)]
     assert train._interrupted_line(interrupted, overwrite=True).endswith(
-        "to resume, delete the 2 run(s) it had not reached, which still hold their earlier results (rm -r "
-        "runs/m/none/seed0 runs/m/none/seed1), then rerun it without --overwrite: python train.py --flagfile=run.cfg "
-        "--nooverwrite")
+        f"to resume, delete the 7 run(s) it had not reached, which still hold their earlier results (rm -r "
+        f"{' '.join(later)}), then rerun it without --overwrite: python train.py --flagfile=run.cfg --nooverwrite")
+    # Between two runs: the finished ones are kept (not "nothing was written").
+    interrupted.workdir = None
+    assert train._interrupted_line(interrupted).startswith(
+        "interrupted (SIGINT) between runs of the sweep, whose finished runs are kept; to resume, rerun the same "
+        "command: python train.py")
+    interrupted.sweep = [(workdir, False) for workdir in later]
+    assert "before training started; nothing was written" in train._interrupted_line(interrupted)
+    assert train._written_since(workdir, 0) and not train._written_since(later[0], time.time() + 60)
 
 
 @pytest.mark.slow

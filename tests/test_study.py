@@ -446,7 +446,7 @@ def test_a_variant_without_dropout_pairs_with_the_baseline_of_its_own_mask_gener
 
 def test_a_rate_grid_without_validation_loss_is_a_clear_error():
     rows = [_row("canonical", rate, 0, None, 0.9) for rate in (0.1, 0.5)]
-    with pytest.raises(ValueError, match="no validation loss .*--validation_fraction > 0"):
+    with pytest.raises(ValueError, match="no finite validation loss .*--validation_fraction > 0"):
         compare.tune_rates(rows)
 
 
@@ -470,7 +470,19 @@ def test_a_rate_is_chosen_on_the_seeds_all_rates_ran_and_a_single_rate_needs_no_
     assert "flatters it against a variant with nothing to choose" in text
     apart = [r for r in rows if r["config"]["placement"] == "canonical"]
     apart[-1]["seed"] = 7
-    assert "m/canonical's rates ran on no seed in common" in " ".join(compare.tune_rates(apart)["notes"])
+    assert "m/canonical's rates share no seed with a finite validation loss" in " ".join(
+        compare.tune_rates(apart)["notes"])
+    # Every seed the rates share diverged: each rate's own seeds choose (it stopped the comparison, naming a missing
+    # validation loss), and the note says so.
+    shared = [dict(r) for r in rows if r["config"]["placement"] == "canonical"]
+    shared[3]["seed"] = 1  # (moved to seed 7 above)
+    shared[1]["validation_loss"] = shared[3]["validation_loss"] = float("nan")  # seed 1 of both rates
+    tuned = compare.tune_rates(shared)
+    assert [g["rate"] for g in tuned["grid"] if g["selected"]] == [0.25]
+    assert "m/canonical's rates share no seed with a finite validation loss" in " ".join(tuned["notes"])
+    # A variant without dropout at rates on other seeds: one network, no note that a rate was chosen.
+    nodrop = [r for r in rows if r["config"]["placement"] == "none"][:-1]
+    assert not any("chosen on the seeds" in note for note in compare.tune_rates(nodrop)["notes"])
 
 
 def test_rate_heat_maps_are_written(tmp_path):
