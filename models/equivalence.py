@@ -281,7 +281,7 @@ def check_construction(name, activation, seed=0):
         options = dict(kind=kind, activation="relu" if probes.is_keras(spec) else activation, norm=norm)
         same = models.construction_key(name, a, **options) == models.construction_key(name, b, **options)
         across = not same and probes.moved_across_homogeneous(spec, layer, a, b, activation, norm)  # up to rounding
-        rounding = across and dropout_lib.KINDS[kind].bernoulli
+        rounding = across and probes.is_keras(spec) and dropout_lib.KINDS[kind].bernoulli  # (ReLU's: equal keys)
         gaussian = across and kind == "gaussian"  # only a negative draw separates them: scaled images cannot
         for scale in INPUT_SCALES if not (same or rounding or gaussian) else INPUT_SCALES[:1]:
             inference, training = (_compare(u, v) for u, v in zip(logits(a, kind, norm, scale),
