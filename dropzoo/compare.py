@@ -37,6 +37,7 @@ from dropzoo import files
 from dropzoo import ood as ood_lib
 from dropzoo import pooled_data
 from dropzoo import provenance
+from dropzoo import rates_report
 from dropzoo import records
 from dropzoo import regime as regime_lib
 from dropzoo import report
@@ -252,10 +253,6 @@ def _finite_mean(runs, metric):
     return float(np.mean(values)) if values else float("nan")
 
 
-def _rate_name(rate):
-    return "(its sites' own)" if rate is None else f"{rate:g}"
-
-
 def tune_rates(rows):
     """Each placement's rate, chosen on validation data only; None if no placement has several.
 
@@ -294,8 +291,7 @@ def tune_rates(rows):
                                                             finite[rate], rate is None, rate or 0)) if finite else (
             next(iter(rates)))  # one rate: nothing to choose
         # The variant's label without its rate: what else tells variants apart stays (a precision, a model's digest).
-        rate = first["config"]["rate"]
-        label = first["variant"].replace(f"-rate{rate:g}", "", 1) if rate is not None else first["variant"]
+        label = records.without_rate(first["variant"])
         extra = {rate: {r["seed"] for r in runs} - shared for rate, runs in rates.items()}
         no_dropout = not any(r.get("sites") for runs in rates.values() for r in runs)  # one network at every rate
         if any(extra.values()) and not no_dropout:
@@ -315,8 +311,8 @@ def tune_rates(rows):
     notes = [f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))} of {variant} left out of the rate "
              f"grid's mean {metric} (not finite)" for (variant, metric), seeds in sorted(left_out.items())]
     for label, shared, extra in uneven:
-        others = "; ".join(f"rate {_rate_name(r)}: seed{'s' * (len(seeds) > 1)} {contrasts_lib.seed_ranges(seeds)}"
-                           for r, seeds in extra.items() if seeds)
+        others = "; ".join(f"rate {rates_report.rate_text(r)}: seed{'s' * (len(seeds) > 1)} "
+                           f"{contrasts_lib.seed_ranges(seeds)}" for r, seeds in extra.items() if seeds)
         notes.append(f"{label}'s rate was chosen on the seeds all its rates ran ({contrasts_lib.seed_ranges(shared)})"
                      f", leaving out of the choice {others}" if shared else f"{label}'s rates share no seed with a "
                      "finite validation loss, so its rate was chosen on means over different seeds, which may tell "

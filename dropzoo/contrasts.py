@@ -60,7 +60,7 @@ def planned_pairs(rows, contrasts):
         names = {key: {label, label.split("/", 1)[-1]} for key, label in labels.items()}
         for key, label in labels.items():
             base = label.split(" [")[0]
-            unrated = re.sub(records.RATE_FIELD, "", base)  # the rate alone (-train_size250 stays)
+            unrated = records.without_rate(base)  # the rate alone (-train_size250 stays)
             if unrated != base:
                 names[key] |= {unrated, unrated.split("/", 1)[-1]}
         found = [key for key, options in names.items() if side in options]

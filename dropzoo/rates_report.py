@@ -8,7 +8,7 @@ import numpy as np
 from dropzoo import plots
 
 
-def _rate_text(rate):
+def rate_text(rate):
     return "sites' own" if rate is None else f"{rate:g}"
 
 
@@ -27,7 +27,7 @@ def markdown(grid):
         mark = " =" if g.get("no_dropout") else " -" if g.get("only") else " *" if g["selected"] else ""
         read = g.get("chosen_on", g["seeds"])
         seeds = f"{g['seeds']}" + (f" ({read} in the choice)" if read != g["seeds"] else "")
-        lines.append(f"| {g['variant']} | {_rate_text(g['rate'])}{mark} | "
+        lines.append(f"| {g['variant']} | {rate_text(g['rate'])}{mark} | "
                      f"{seeds} | {g['validation_loss']:.4f} | {100 * g['test_accuracy']:.2f} | "
                      f"{g['test_loss']:.4f} |")
     return "\n".join(lines) + "\n"
@@ -54,7 +54,7 @@ def plot(path, grid, title=""):
                     if cells[v, r]["selected"]:
                         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red",
                                                    linewidth=2))
-        ax.set_xticks(range(len(rates)), [_rate_text(r) for r in rates])
+        ax.set_xticks(range(len(rates)), [rate_text(r) for r in rates])
         ax.set_yticks(range(len(variants)), variants if ax is axes[0] else [""] * len(variants))
         ax.set_xlabel("dropout rate")
         ax.set_title(f"{name}; red: rate chosen on validation loss", fontsize=9)

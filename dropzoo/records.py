@@ -424,7 +424,18 @@ def group(rows):
 
 
 # A variant label's `-rate<r>` field (not `-learning_rate<r>`), up to the next field: what a chosen rate adds to it.
-RATE_FIELD = r"-rate[0-9.]+(e[+-]?[0-9]+)?(?=-|\s|$)"
+RATE_FIELD = re.compile(r"-rate([0-9.]+(e[+-]?[0-9]+)?)(?=-|\s|$)")
+
+
+def without_rate(label):
+    """`label` without its `-rate<r>` field (`m/conv-rate0.25-train_size250` -> `m/conv-train_size250`)."""
+    return RATE_FIELD.sub("", label)
+
+
+def rate_of(label):
+    """The `<r>` of `label`'s `-rate<r>` field as written ('0.25'), or None."""
+    found = RATE_FIELD.search(label)
+    return found.group(1) if found else None
 
 
 def natural_key(label):

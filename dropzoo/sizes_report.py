@@ -4,8 +4,6 @@ A comparison whose runs trained on several `--train_size` values carries
 the curves `curve` finds; report.write renders them here, passing its
 accuracy column, its contrasted metrics and how it writes a cell and a verdict.
 """
-import re
-
 import numpy as np
 
 from dropzoo import plots
@@ -18,12 +16,7 @@ SIZE_FIELD = "train_size"
 def _size_family(label, size):
     """A variant's label without its `-train_size<N>` part, and without its rate where the comparison chose one
     per size (`-rate<r>`; a placement's chosen rate may differ between sizes): what one curve over sizes shares."""
-    return re.sub(records.RATE_FIELD, "", label.replace(f"-{SIZE_FIELD}{size}", ""))
-
-
-def _rate_of(label):
-    found = re.search(records.RATE_FIELD, label)
-    return found.group(0)[len("-rate"):] if found else None
+    return records.without_rate(label.replace(f"-{SIZE_FIELD}{size}", ""))
 
 
 def curve(rows, table, contrasts):
@@ -80,7 +73,7 @@ def markdown(sizes, accuracy, contrasts, cell, verdict_text, seeds_text):
             paired = (e.get(accuracy.metric) or {}).get("n")
             for side in (e["a"], e["b"]):
                 dropout = means[side].get("sites") not in (None, "", "none")  # (a variant without: no rate)
-                own, rate = means[side]["seeds"], _rate_of(side) if dropout else None
+                own, rate = means[side]["seeds"], records.rate_of(side) if dropout else None
                 cells.append(cell(means[side], accuracy) + (f" (rate {rate})" if rate else "")
                              + (f" ({own} seeds)" if paired is not None and own != paired else ""))
             for c in contrasts:

@@ -25,9 +25,6 @@ RUN_METRICS = (
     ("train_loss", None, "train loss (dropout off)"),
 )
 
-# How a run's HParams events file ends (tensorboard/events.out.tfevents.*.hparams): found again to be replaced.
-HPARAMS_SUFFIX = ".hparams"
-
 
 def _value(v):
     """An HParams value: bool, number or string (None becomes '')."""
@@ -45,7 +42,7 @@ def _domain(values):
     return hp.Discrete(sorted({kind(v) for v in values}), dtype=kind)
 
 
-def write_hparams(logdir, sessions, metrics, step=0, domains=True, trial_id=None, suffix=""):
+def write_hparams(logdir, sessions, metrics, step=0, domains=True, trial_id=None):
     """Writes an HParams experiment into `logdir`.
 
     `sessions`: [(subdirectory, {hparam: value}, {metric tag: value})], one
@@ -54,16 +51,15 @@ def write_hparams(logdir, sessions, metrics, step=0, domains=True, trial_id=None
     scalars at `step`. With `domains`, each hparam's domain is the values
     the sessions hold (for experiments that hold every session compared).
     A session's trial id (the dashboard's name for it) is its subdirectory, or `trial_id` for `logdir`'s own.
-    `suffix` ends the events files' names.
     """
     metrics = [m if isinstance(m, tuple) else (m, None, None) for m in metrics]
     names = list(dict.fromkeys(k for _, values, _ in sessions for k in values))
-    with tf.summary.create_file_writer(logdir, filename_suffix=suffix).as_default():
+    with tf.summary.create_file_writer(logdir).as_default():
         hp.hparams_config(hparams=[hp.HParam(k, _domain([values.get(k) for _, values, _ in sessions]) if domains
                                              else None) for k in names],
                           metrics=[hp.Metric(tag, group=group, display_name=label) for tag, group, label in metrics])
     for subdirectory, values, scalars in sessions:
-        with tf.summary.create_file_writer(os.path.join(logdir, subdirectory), filename_suffix=suffix).as_default():
+        with tf.summary.create_file_writer(os.path.join(logdir, subdirectory)).as_default():
             hp.hparams({k: _value(v) for k, v in values.items()}, trial_id=subdirectory or trial_id)
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value, step=step)
@@ -82,20 +78,19 @@ def write_run_hparams(logdir, config, data_source, metrics):
         metrics["data"].get("test_sha256"), "")
     scalars = {tag: metrics[tag] for tag, _, _ in RUN_METRICS if metrics.get(tag) is not None}
     # One session per run: a run trained on or re-exported (its metrics.json deleted) writes again, and TensorBoard
-    # showed the first session's settings beside the last one's scores. Its own file goes before the new one is written.
+    # showed the first session's settings beside the last one's scores. The earlier session's files go first.
     for earlier in tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*")):
-        if earlier.endswith(HPARAMS_SUFFIX) or _hparams_only(earlier):  # (older runs' did not end so)
+        if _hparams_only(earlier):
             tf.io.gfile.remove(earlier)
     # No domains: TensorBoard takes one run's experiment for a logdir of many, and its one value each would be all
     # the dashboard lists (a comparison's sessions share one experiment, which has them).
     write_hparams(logdir, [("", values, scalars)], RUN_METRICS, step=metrics["epochs_completed"], domains=False,
-                  trial_id=os.path.dirname(os.path.abspath(logdir)),  # (relative, two runs' could be one)
-                  suffix=HPARAMS_SUFFIX)
+                  trial_id=os.path.dirname(os.path.abspath(logdir)))  # (relative, two runs' could be one)
 
 
 def _hparams_only(path):
-    """Whether the events file `path` holds a run's HParams session and its scores alone (as write_run_hparams
-    wrote them before their files were named): other files (the network's text) are kept."""
+    """Whether the events file `path` holds a run's HParams session and its scores alone (a file write_run_hparams
+    wrote): other files (the network's text) are kept."""
     try:
         tags = {value.tag for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
     except tf.errors.OpError:  # cut short (a killed writer): kept, as TensorBoard reads what it can

@@ -133,19 +133,21 @@ def apart_by_auto(rows):
     for runs in groups.values():
         by_auto, by_pinned = {}, {}
         for r in runs:
-            pinned = r["config"].get("precision", "auto") != "auto"
-            (by_pinned if pinned else by_auto).setdefault(_precision(r), set()).add(r["seed"])
+            (by_pinned if _pinned(r) else by_auto).setdefault(_precision(r), set()).add(r["seed"])
         split = {q for q, seeds in by_pinned.items() if any(p != q and auto - seeds for p, auto in by_auto.items())}
         if len(by_auto) > 1 or split:
-            apart = [r for r in runs if r["config"].get("precision", "auto") == "auto" or _precision(r) in split]
-            pinned = sum(r["config"].get("precision", "auto") != "auto" for r in apart)
+            apart = [r for r in runs if not _pinned(r) or _precision(r) in split]
             found.append((sorted({r["variant"] for r in apart}, key=records.natural_key),
-                          collections.Counter(_precision(r) for r in apart), pinned, len(by_auto)))
+                          collections.Counter(_precision(r) for r in apart), sum(map(_pinned, apart)), len(by_auto)))
     return found
 
 
 def _precision(row):
     return row.get("precision") or "an unrecorded precision"  # (older records)
+
+
+def _pinned(row):
+    return row["config"].get("precision", "auto") != "auto"  # (auto resolves per machine)
 
 
 def split_notes(rows):
