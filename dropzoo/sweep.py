@@ -322,8 +322,9 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
         except strategies.DistributeError:
             pass  # TensorFlow started already (a caller's source): each run fails on it, in one line
     loaded = _sources(runs, source)
-    for config, _ in runs:  # every data first: one that cannot be read, or fell back onto another's, before any trains
-        loaded(config)
+    for config, _ in runs:  # every data first (one not read, or fallen back onto another's; a size it cannot give)
+        if (data := loaded(config)) and config.train_size:  # before any trains (and the smaller sizes), as a dry run
+            subsets.check_size(data, config.train_size, data.num_classes)
     if overwrite and any(workdirs.started(workdir) for _, workdir in runs):  # a typo deleted the runs, then failed
         check_data_fits(runs, source=source)
     trained_by = plan(runs)
@@ -365,8 +366,8 @@ def _data_key(config):
 
 
 def _sources(runs, source=None):
-    """config -> its loaded data source, each data (--dataset=a,b, --color_mode=grayscale,rgb) loaded once
-    when a run first needs it; `source` for every run, refused where the runs' data differ (ValueError)."""
+    """config -> its loaded data source, each data (--dataset=a,b, --color_mode=grayscale,rgb) loaded once when a run
+    first needs it; `source` for every run, refused where the runs' data differ (ValueError)."""
     if source is not None:
         data = {_data_key(config) for config, _ in runs}
         if len(data) > 1:
@@ -379,8 +380,7 @@ def _sources(runs, source=None):
         key = _data_key(config)
         if key not in loaded:
             data = loaded[key] = sources.load_source(**sources.config_arguments(config))
-            typed[key] = config.dataset
-            # Two arms of one data (--dataset=mnist_sample,mnist offline): the one that fell back.
+            typed[key] = config.dataset  # two arms of one data (--dataset=mnist_sample,mnist offline): which fell back
             fell = next((k if d.fallback_reason else key for k, d in loaded.items() if k != key and d.name ==
                          data.name and (d.fallback_reason or data.fallback_reason)), None)
             if fell:

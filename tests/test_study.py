@@ -29,6 +29,7 @@ from dropzoo import sweep
 from dropzoo import uncertainty
 from dropzoo import variants
 from dropzoo import verify
+from dropzoo.errors import DataError
 
 # ------------------------------------------------------------------ statistics
 
@@ -642,6 +643,16 @@ def test_a_dry_run_refuses_what_training_would_refuse_at_its_start(args, error, 
     assert type(info.value).__name__ == error and str(info.value).startswith(message), str(info.value)
     assert "to train" in sweep.dry_run(_plan("--model=dense_mlp", "--dataset=mnist_sample", "--train_size=500",
                                              f"--workdir={tmp_path}"))[0]
+
+
+def test_a_sweep_refuses_a_train_size_its_data_cannot_give_before_the_smaller_sizes_train(tmp_path, monkeypatch):
+    """--train_size=500,100000 trained the 500 run, then failed the other: said first, as a dry run says it."""
+    trained = []
+    monkeypatch.setattr(sweep.trainer, "train_and_evaluate", lambda config, workdir, **_: trained.append(workdir))
+    runs = _plan("--model=dense_mlp", "--dataset=mnist_sample", "--train_size=500,100000", f"--workdir={tmp_path}")
+    with pytest.raises(DataError, match="^--train_size=100000 must be between 2 and the 4,000 training examples"):
+        sweep.run_sweep(runs, verbose=0)
+    assert trained == [] and not os.listdir(tmp_path)
 
 
 def test_a_dry_run_checks_a_prepared_tfds_datasets_sizes(tmp_path):
