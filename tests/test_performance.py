@@ -193,6 +193,21 @@ def test_a_run_that_never_checkpointed_blocks_nothing(tmp_path):
         trainer.prepare_workdir(tiny_config(epochs=3), workdir)
 
 
+def test_jit_compile_auto_resumes_under_the_setting_it_resolves_to_here(tmp_path, monkeypatch):
+    """auto is off on CPU: --jit_compile=false resumes (and reports) that run; true is another run, and on a GPU
+    auto is on, so false is refused there."""
+    workdir = str(tmp_path)
+    monkeypatch.setattr(performance, "gpu_details", lambda: [])
+    trainer.prepare_workdir(tiny_config(epochs=1, precision="float32"), workdir)
+    _started(workdir)
+    trainer.prepare_workdir(tiny_config(epochs=1, precision="float32", jit_compile="false"), workdir)
+    with pytest.raises(trainer.RunError, match=r"--jit_compile \('auto' -> 'true'\)"):
+        trainer.prepare_workdir(tiny_config(epochs=1, precision="float32", jit_compile="true"), workdir)
+    monkeypatch.setattr(performance, "gpu_details", lambda: [{"name": "a GPU"}])
+    with pytest.raises(trainer.RunError, match=r"--jit_compile \('auto' -> 'false'\)"):
+        trainer.prepare_workdir(tiny_config(epochs=1, precision="float32", jit_compile="false"), workdir)
+
+
 def test_the_resolved_precision_and_sites_are_recorded_and_checked_on_resume(tmp_path, monkeypatch):
     workdir = str(tmp_path)
     monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
