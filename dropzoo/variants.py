@@ -162,8 +162,9 @@ def split_notes(rows):
         held = "; ".join(f"{precision}: {n} run{'s' * (n != 1)}" for precision, n in sorted(counts.items()))
         runs = f"{pinned} run{'s' * (pinned != 1)} pinned by --precision"
         how = (f"whose --precision=auto resolved to {resolved} precisions on the machines (or environments) that "
-               "trained it" + (f", beside {runs} on seeds apart" if pinned else "") if resolved > 1 else
-               f"trained in {len(counts)} precisions on seeds apart, {runs} and the others under --precision=auto")
+               "trained it" + (f", beside {runs} on seeds that differ" if pinned else "") if resolved > 1 else
+               f"trained in {len(counts)} precisions on seeds that differ, {runs} and the others under "
+               "--precision=auto")
         notes.append(f"{' and '.join(labels)} are one config {how} ({held}), so they are compared "
                      "as separate variants, never pooled; to pool seeds from several machines, train them all with "
                      "one --precision (e.g. --precision=float32)")

@@ -522,13 +522,13 @@ def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
                                           r"precisionfloat32, m/after_activation-precisionmixed_bfloat16\); name one"):
         contrasts.planned_pairs(variants.label_rows([dict(r) for r in pinned] + _rows("none", [0.9, 0.91], [0.3, 0.3])),
                                 [("after_activation", "none")])
-    # The same on seeds apart: a study pinned to float32 whose seeds 2-3 were trained elsewhere without the pin.
+    # The same on seeds that differ: a study pinned to float32 whose seeds 2-3 were trained elsewhere without the pin.
     added = [{**r, "precision": "mixed_bfloat16"} for r in bf16] + [
         {**r, "config": {**r["config"], "precision": "float32"}} for r in rows]
     variants.label_rows(added)
     assert variants.split_notes(added) == [
         "m/after_activation-precisionfloat32 and m/after_activation-precisionmixed_bfloat16 are one config trained "
-        "in 2 precisions on seeds apart, 2 runs pinned by --precision and the others under --precision=auto "
+        "in 2 precisions on seeds that differ, 2 runs pinned by --precision and the others under --precision=auto "
         "(float32: 2 runs; mixed_bfloat16: 2 runs), so they are compared as separate variants, never pooled; to "
         "pool seeds from several machines, train them all with one --precision (e.g. --precision=float32)"]
     # Pinned float32 and float16 on seeds 0-1 (a choice), auto on 2-3 beside them; auto sharing one seed of 1-2.
@@ -536,7 +536,7 @@ def test_one_variant_in_two_precisions_is_two_variants_and_said_so():
             "config": {**r["config"], "precision": "mixed_float16"}} for r in rows]
     assert "4 runs pinned by --precision" in variants.split_notes(variants.label_rows(added + f16))[0]
     shared = [{**r, "seed": r["seed"] - 1} for r in added[:2]] + added[2:]
-    assert "on seeds apart, 2 runs pinned" in variants.split_notes(variants.label_rows(shared))[0]
+    assert "on seeds that differ, 2 runs pinned" in variants.split_notes(variants.label_rows(shared))[0]
     # Older records name no precision: said as such, not "None".
     unknown = [{**r, "precision": None} for r in bf16] + added[2:]
     assert "(an unrecorded precision: 2 runs; float32: 2 runs)" in variants.split_notes(variants.label_rows(unknown))[0]
