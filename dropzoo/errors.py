@@ -82,10 +82,22 @@ def one_line():
     except USER_ERRORS as e:
         raise SystemExit(fail(e)) from None
     except Exception as e:
-        message = onednn_cap_failure(e)
+        message = onednn_cap_failure(e) or out_of_memory(e)
         if message is None:
             raise
         raise SystemExit(fail(message)) from None
+
+
+def out_of_memory(error):
+    """One line for memory running out (TensorFlow's ResourceExhaustedError, NumPy's MemoryError), or None: what ran
+    out and the settings that size it, not TensorFlow's pages of op trace."""
+    if not isinstance(error, MemoryError) and type(error).__name__ != "ResourceExhaustedError":
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]  # TensorFlow's: after its op trace
+    what = next((line for line in lines if line.startswith("OOM")), lines[0] if lines else type(error).__name__)
+    what = what.split(" on /job:")[0].split(" by allocator")[0][:200]
+    return (f"out of memory ({what}); give a smaller --batch_size, or evaluating with MC dropout a smaller "
+            "--mc_samples (--mc_samples x the test images x the classes are held as float32)")
 
 
 def onednn_cap_failure(error, env=None):

@@ -298,6 +298,26 @@ def test_one_mc_pass_is_refused_its_spread_would_read_as_no_dropout():
     with pytest.raises(ValueError, match=r"--mc_samples=1 is a single dropout pass.*give 2 or more"):
         check_mc(1, 0)
     check_mc(2, 0)
+    for wraps in (2**31, 2**32 + 3):  # an int32 in the signatures: 2**32 + 3 ran 3 passes and reported 4294967299
+        with pytest.raises(ValueError, match=r"--mc_samples must be .* \(below 2\*\*31\)"):
+            check_mc(wraps, 0)
+
+
+def test_memory_running_out_is_one_line_naming_what_sizes_it(capsys):
+    from dropzoo import errors
+    for error in (tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[4096,10]\n"
+                                                                "trace..."), MemoryError()):
+        with pytest.raises(SystemExit) as info, errors.one_line():
+            raise error
+        line = capsys.readouterr().err
+        assert info.value.code == errors.EXIT_USAGE and line.count("\n") == 1 and line.startswith(
+            "error: out of memory (") and "give a smaller --batch_size" in line and "--mc_samples" in line, line
+    graph = ("Graph execution error:\n\nDetected at node x defined at (most recent call last):\n  File ...\nOOM when "
+             "allocating tensor with shape[5,1,4] and type int32 on /job:localhost/replica:0/task:0/device:CPU:0 by "
+             "allocator cpu\n\t [[{{node x}}]]")  # as TensorFlow words it: the allocation after its op trace
+    assert "(OOM when allocating tensor with shape[5,1,4] and type int32);" in errors.out_of_memory(
+        tf.errors.ResourceExhaustedError(None, None, graph))
+    assert errors.out_of_memory(ValueError("x")) is None
 
 
 def test_an_mc_evaluation_records_the_batch_size_its_masks_were_drawn_at(export, tmp_path):
