@@ -270,8 +270,12 @@ def describe_model(model, name=None, source=None, digest=""):
     Raises ValueError (one line saying why) for a model the rewrite cannot
     take: subclassed, several inputs or outputs, shared layers, nested
     models, a non-image input, or an output that is neither a softmax nor
-    logits.
+    logits. A `.keras` file's path is read as `describe_file` reads it.
     """
+    if isinstance(model, (str, os.PathLike)):  # as place_dropout and --keras_model take it
+        return describe_file(model, name)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"describe_model takes a keras.Model or the path of a .keras file, got {type(model).__name__}")
     what = f"model {name or model.name!r}"
     if isinstance(model, keras.Sequential):
         if not model.built or not model.inputs:

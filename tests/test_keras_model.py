@@ -252,6 +252,17 @@ def train_plan(*args):
     return flags_lib.train_plan(fv)
 
 
+def test_describe_model_takes_a_path_as_place_dropout_does_and_refuses_other_things_in_one_line(tmp_path):
+    path = str(tmp_path / "seq.keras")
+    user_sequential(num_classes=4).save(path)
+    assert models.describe_model(path).sites() == models.describe_model(user_sequential()).sites()
+    for wrong in (None, 3):  # AttributeError: 'NoneType' object has no attribute 'name'
+        with pytest.raises(ValueError, match="^describe_model takes a keras.Model or the path of a .keras file, got"):
+            models.describe_model(wrong)
+    with pytest.raises(ValueError, match="nope.keras: no such file"):
+        models.describe_model(str(tmp_path / "nope.keras"))
+
+
 def test_keras_model_flag_errors_are_one_line(tmp_path):
     path = str(tmp_path / "seq.keras")
     user_sequential(num_classes=4).save(path)
