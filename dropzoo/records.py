@@ -347,7 +347,7 @@ def row(run, metrics, result, data_source, trained, data_sha256=None):
                                               or _keras_model_digest(run, metrics)) else {}),
         **{k: metrics.get("data", {}).get(k) for k in ("num_train", "num_validation", "num_classes")},
         "steps": metrics.get("steps_trained"),
-        "train_time_sec": metrics.get("train_time_sec"),
+        "train_time_sec": None if partial else metrics.get("train_time_sec"),  # (resumed: its last session's only)
         "partial_history": partial,
         "val_accuracy": [] if partial else history.get("val_accuracy", []),
         # The final model's validation loss (older runs: their last epoch's).

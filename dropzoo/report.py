@@ -107,7 +107,7 @@ def cell(entry, column, spread="std"):
     s, scale = entry[column.metric], column.scale
     text = f"{s['mean'] * scale:.{column.digits}f}"
     text = text if np.isnan(s[spread]) else f"{text} ± {s[spread] * scale:.{column.digits}f}"
-    if s.get("n", entry.get("seeds")) != entry.get("seeds"):  # a seed's score was not finite: over fewer seeds
+    if s.get("n", entry.get("seeds")) != entry.get("seeds"):  # a score not finite, or not whole: over fewer seeds
         text += f" ({s['n']} of {entry['seeds']} seeds)"
     return text
 

@@ -843,6 +843,23 @@ def test_runs_of_several_code_versions_are_said_to_be_pooled():
         "pairs apart"]
 
 
+def test_a_run_resumed_without_its_earlier_sessions_times_has_no_training_time_in_the_table():
+    """Older resumed records timed their last session only: a variant's mean train time mixed them with whole runs
+    (0.036 s beside 150 s). Left out, and the cell says over how many seeds."""
+    result = {"accuracy": 0.9, "loss": 0.3}
+    older = {"config": {"seed": 0}, "train_time_sec": 0.036, "resumed_from_epoch": 19}
+    assert records.row("r", older, result, "d", "r")["train_time_sec"] is None
+    summed = {**older, "train_time_sec": 150.0, "history_from_epoch": 0}  # today's: every session's epochs summed
+    assert records.row("r", summed, result, "d", "r")["train_time_sec"] == 150.0
+    rows = _rows("canonical", [0.95, 0.96, 0.94], [0.1, 0.11, 0.12])
+    for r, seconds in zip(rows, [100.0, 120.0, None]):
+        r["train_time_sec"] = seconds
+    variants.label_rows(rows)
+    entry = compare.summarise(rows)[0]
+    column = next(c for c in report.COLUMNS if c.metric == "train_time_sec")
+    assert report.cell(entry, column) == "110.0 ± 14.1 (2 of 3 seeds)"
+
+
 def test_seeds_trained_on_several_numbers_of_replicas_are_said_to_be_pooled():
     metrics = {"config": {"seed": 0}, "strategy": {"name": "mirrored", "num_replicas": 2, "num_workers": 1}}
     result = {"accuracy": 0.9, "loss": 0.3}
