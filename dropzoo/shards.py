@@ -238,12 +238,15 @@ def check_array_plans(runs, sweep_plan, index, source, environ=None, record=True
     """Records this array task's plan in the runs' root; ConfigError where another task's of the same job differs.
 
     `sweep_plan` is sweep.plan(runs), `source` task_of's. The tasks of one
-    array job (a Slurm array, a Kubernetes Indexed Job: `array_job`) run one
-    command, so their runs (workdirs), groups and settings are equal unless
-    the command depends on the index: then each task would train one share
-    of its own plan. The first task to start cannot see it; every later one
-    refuses. Nothing outside an array job. With `record` False (a dry run)
-    it only compares, and writes nothing.
+    array job (a Slurm array, a Kubernetes Indexed Job: `array_job`) run the
+    same commands, so their runs (workdirs), groups and settings are equal
+    unless a command depends on the index: then each task would train one
+    share of its own plan. A task's record lists its commands' plans in turn
+    (a job script may run several sweeps into one study, seeds 0 then 1),
+    and each is compared with the other tasks' plan of the same turn. The
+    first task to reach a turn cannot see it; every later one refuses.
+    Nothing outside an array job. With `record` False (a dry run) it only
+    compares, and writes nothing.
     """
     job = array_job(source, environ)
     if job is None or not runs:
@@ -251,15 +254,32 @@ def check_array_plans(runs, sweep_plan, index, source, environ=None, record=True
     scheduler, job_id = job
     digest, where = _plan_digest(runs, sweep_plan), _tasks_dir(runs, make=record)
     prefix = f"{scheduler}-{files.name_characters(job_id)}-task"
+    others = _others(where, prefix)
+    plans = _plans(others.get(str(index)))
+    if digest not in [plan["plan_sha256"] for plan in plans]:  # a requeued task reruns a turn it recorded
+        plans.append({"plan_sha256": digest, "first_run": runs[0][1]})
+    turn = [plan["plan_sha256"] for plan in plans].index(digest)
     if record:
-        files.write_json(os.path.join(where, f"{prefix}{index}.json"), {"plan_sha256": digest,
-                                                                        "first_run": runs[0][1]})
-    for task, other in _others(where, prefix).items():
-        if other["plan_sha256"] != digest:
+        files.write_json(os.path.join(where, f"{prefix}{index}.json"), {"plans": plans})
+    for task, other in others.items():
+        theirs = _plans(other)
+        if task != str(index) and turn < len(theirs) and theirs[turn]["plan_sha256"] != digest:
             what = f"Slurm array {job_id}" if scheduler == "slurm" else f"Kubernetes Job {job_id}"
             own = _OWN_INDEX if scheduler == "slurm" else _OWN_INDEX_K8S
-            raise ConfigError(f"task {task} of {what} plans other runs (from {other['first_run']}) than this task "
-                              f"{index} (from {runs[0][1]}), though an array job runs one command; {own}")
+            raise ConfigError(f"task {task} of {what} plans other runs (from {theirs[turn]['first_run']}) than this "
+                              f"task {index} (from {runs[0][1]}) in the job's {_ordinal(turn + 1)} train.py command, "
+                              f"though its tasks run the same commands; {own}")
+
+
+def _plans(record):
+    """The plans a task's record lists in turn (older records: one plan of their own)."""
+    if not record:
+        return []
+    return list(record.get("plans") or [{"plan_sha256": record["plan_sha256"], "first_run": record["first_run"]}])
+
+
+def _ordinal(n):
+    return {1: "first", 2: "second", 3: "third"}.get(n, f"{n}th")
 
 
 def check_task_counts(runs, sweep_plan, index, count, source, record=True):

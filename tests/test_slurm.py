@@ -283,7 +283,8 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
     check(plan_of(0), 0, {**array, "SLURM_ARRAY_TASK_ID": "0"})  # requeued
     for record in (False, True):  # a dry run (record=False) says the same, and writes nothing
         with pytest.raises(ConfigError, match=r"^task 0 of Slurm array 41 plans other runs \(from .*seed0\) than "
-                                              r"this task 1 \(from .*seed1\), though an array job runs one command"):
+                                              r"this task 1 \(from .*seed1\) in the job's first train.py command, "
+                                              r"though its tasks run the same commands"):
             shards.check_array_plans(*plan_of(1), 1, slurm, environ=array, record=record)
         assert ("slurm-41-task1.json" in os.listdir(root / "dense_mlp" / ".tasks")) == record
     check(plan_of(1), 1, {**array, "SLURM_ARRAY_JOB_ID": "42"})  # another array
@@ -292,6 +293,20 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
     assert sorted(os.listdir(root / "dense_mlp" / ".tasks")) == [
         "slurm-41-task0.json", "slurm-41-task1.json", "slurm-41-task2.json", "slurm-41-task3.json",
         "slurm-42-task1.json"]
+    # A job script running two sweeps into one study in turn (seeds 0, then 1): a task reaching the second command
+    # before a sibling finished its first was refused against the sibling's first plan, at random.
+    job = {**array, "SLURM_ARRAY_JOB_ID": "43"}
+    check(plan_of(0), 0, job)
+    check(plan_of(0), 1, job)
+    check(plan_of(1), 1, job)  # task 1's second command; task 0 is still at its first
+    check(plan_of(1), 0, job)
+    check(plan_of(0), 1, job)  # requeued: its first command again
+    with pytest.raises(ConfigError, match=r"^task 0 of Slurm array 43 plans other runs \(from .*seed1\) than this "
+                                          r"task 2 \(from .*seed2\) in the job's second train.py command"):
+        for seed in (0, 2):  # task 2's second command depends on its index
+            check(plan_of(seed), 2, job)
+    with open(root / "dense_mlp" / ".tasks" / "slurm-43-task1.json") as f:
+        assert [plan["first_run"].split(os.sep)[-1] for plan in json.load(f)["plans"]] == ["seed0", "seed1"]
 
 
 def test_a_kubernetes_pod_whose_plan_differs_from_its_jobs_other_pods_is_refused(tmp_path):
@@ -308,7 +323,8 @@ def test_a_kubernetes_pod_whose_plan_differs_from_its_jobs_other_pods_is_refused
     check(0, 0, job)
     check(0, 1, job)  # the same command
     with pytest.raises(ConfigError, match=r"^task 0 of Kubernetes Job 3f2a-77 plans other runs \(from .*seed0\) than "
-                                          r"this task 2 \(from .*seed2\), though an array job runs one command; if "
+                                          r"this task 2 \(from .*seed2\) in the job's first train.py command, "
+                                          r"though its tasks run the same commands; if "
                                           r"the command picks its runs by the index itself \(e.g. "
                                           r"--seed=\$\(JOB_COMPLETION_INDEX\)\), pass --task_index=0 --num_tasks=1"):
         check(2, 2, job)
