@@ -177,8 +177,10 @@ def _interrupted_line(interrupted, overwrite=False):
     script = sys.argv[0] if os.path.basename(sys.argv[0]) == "train.py" else "train.py"  # as typed: another cwd too
     command = shlex.join(["python", script, *sys.argv[1:]])
     runs = getattr(interrupted, "sweep", [])  # [(workdir, written by this sweep)]
+    share = _array_share()  # typed as is, outside the array, the command would train the whole plan
     if interrupted.workdir is None and not any(written for _, written in runs):
-        return f"interrupted ({interrupted}) before training started; nothing was written; rerun: {command}"
+        return (f"interrupted ({interrupted}) before training started; nothing was written; rerun: {command}"
+                + (" " + shlex.join(share[0]) if share else ""))
     again = "rerun the same command"
     if overwrite:
         kept_args = [arg for arg in sys.argv[1:] if not re.fullmatch(r"--?(no)?overwrite(=.*)?", arg)]
@@ -189,6 +191,10 @@ def _interrupted_line(interrupted, overwrite=False):
         if later:  # without --overwrite, they would be kept (or refused, where their settings differ)
             again = (f"delete the {len(later)} run(s) it had not reached, which still hold their earlier results "
                      f"(rm -r {shlex.join(later)}), then rerun it without --overwrite")
+    if share:
+        command += " " + shlex.join(share[0])
+        again = f"{share[1]}, or {again} with this task's share" if share[1] and not overwrite else \
+            f"{again} with this task's share"
     if interrupted.workdir is None:  # between two runs of a sweep
         return f"interrupted ({interrupted}) between runs of the sweep, whose finished runs are kept; to resume, " \
                f"{again}: {command}"
@@ -206,6 +212,23 @@ def _interrupted_line(interrupted, overwrite=False):
         return (f"interrupted ({interrupted}): {kept}; to resume, {again} on every worker of "
                 f"TF_CONFIG's {cluster}-task cluster: {command}")
     return f"interrupted ({interrupted}): {kept}; to resume, {again}: {command}"
+
+
+def _array_share():
+    """([--task_index, --num_tasks] of this Slurm array task's or Kubernetes pod's share, how its scheduler reruns
+    it, as the job script has it), or None outside one (a share typed by hand is in the command already)."""
+    given = [flags_lib.FLAGS[name].value if name in flags_lib.FLAGS else None for name in ("task_index", "num_tasks")]
+    try:
+        index, count, source = shards.task_of(*given)
+    except (TypeError, ValueError):  # outside an array (None), or one it refused before training
+        return None
+    slurm = shards.from_slurm(source)
+    if not (slurm or shards.from_kubernetes(source)):
+        return None
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    rerun = (f"requeue this task (scontrol requeue {job}_{os.environ.get('SLURM_ARRAY_TASK_ID')})" if slurm and job
+             else None if slurm else "let the Job run this index again (backoffLimitPerIndex)")
+    return [f"--task_index={index}", f"--num_tasks={count}"], rerun
 
 
 def _written_since(workdir, moment):

@@ -334,6 +334,27 @@ def test_the_interrupted_line_says_what_a_rerun_redoes(tmp_path, monkeypatch):
         "command: python train.py")
     interrupted.sweep = [(workdir, False) for workdir in later]
     assert "before training started; nothing was written" in train._interrupted_line(interrupted)
+    # A Slurm array task (or a Kubernetes pod): typed as is, outside the array, its command trains the whole plan.
+    monkeypatch.setattr(sys, "argv", ["train.py", "--seeds=4"])
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "22")
+    for name, value in (("TASK_ID", "3"), ("TASK_MIN", "2"), ("TASK_MAX", "4"), ("TASK_COUNT", "3")):
+        monkeypatch.setenv(f"SLURM_ARRAY_{name}", value)
+    interrupted.workdir = workdir
+    assert train._interrupted_line(interrupted).endswith(
+        "to resume, requeue this task (scontrol requeue 22_3), or rerun the same command with this task's share: "
+        "python train.py --seeds=4 --task_index=1 --num_tasks=3")
+    monkeypatch.setattr(sys, "argv", ["train.py", "--seeds=4", "--overwrite"])
+    line = train._interrupted_line(interrupted, overwrite=True)  # a requeue would start it over
+    assert "scontrol" not in line and line.endswith("then rerun it without --overwrite with this task's share: "
+                                                    "python train.py --seeds=4 --task_index=1 --num_tasks=3")
+    for name in ("JOB_ID", "TASK_ID", "TASK_MIN", "TASK_MAX", "TASK_COUNT"):
+        monkeypatch.delenv(f"SLURM_ARRAY_{name}")
+    monkeypatch.setattr(sys, "argv", ["train.py", "--num_tasks=5"])
+    monkeypatch.setattr(train.shards, "task_of", lambda *_: (4, 5, "JOB_COMPLETION_INDEX (Kubernetes Indexed Job) "
+                                                                   "and --num_tasks"))
+    assert train._interrupted_line(interrupted).endswith(
+        "to resume, let the Job run this index again (backoffLimitPerIndex), or rerun the same command with this "
+        "task's share: python train.py --num_tasks=5 --task_index=4 --num_tasks=5")
     assert train._written_since(workdir, 0) and not train._written_since(later[0], time.time() + 60)
 
 
