@@ -86,9 +86,10 @@ def _slurm(environ):
     task_id, low, high, count = (_integer(environ[name], name) for name in names)
     if high - low + 1 != count:
         raise ConfigError(f"the Slurm array spans {low}-{high} but has {count} tasks: a step or a list of indices "
-                          f"(e.g. --array=1,3,5), which this mapping cannot number 0..N-1; submit it as "
-                          f"--array={low}-{high} or 0-{count - 1} (a %limit is fine), or pass --task_index and "
-                          "--num_tasks")
+                          "(e.g. --array=1,3,5), which this mapping cannot number 0..N-1; to rerun some tasks of an "
+                          "earlier array, resubmit its whole range (finished runs are kept) or pass "
+                          "--task_index=$SLURM_ARRAY_TASK_ID --num_tasks=<its size> (an array from 0); to split the "
+                          f"plan anew, submit --array=0-{count - 1} (a %limit is fine)")
     return _checked(task_id - low, count,
                     f"SLURM_ARRAY_TASK_ID={task_id} of array {low}-{high} (SLURM_ARRAY_TASK_COUNT={count})")
 
@@ -245,8 +246,7 @@ def check_array_plans(runs, sweep_plan, index, source, environ=None, record=True
     (a job script may run several sweeps into one study, seeds 0 then 1),
     and each is compared with the other tasks' plan of the same turn. The
     first task to reach a turn cannot see it; every later one refuses.
-    Nothing outside an array job. With `record` False (a dry run) it only
-    compares, and writes nothing.
+    Nothing outside an array job. `record` False (a dry run): compared only.
     """
     job = array_job(source, environ)
     if job is None or not runs:
