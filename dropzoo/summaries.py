@@ -92,7 +92,8 @@ def _hparams_only(path):
     """Whether the events file `path` holds a run's HParams session and its scores alone (a file write_run_hparams
     wrote): other files (the network's text) are kept."""
     try:
-        tags = {value.tag for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
+        tags = {value.tag for record in tf.data.TFRecordDataset(path)  # (summary_iterator: a deprecation, twice)
+                for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value}
     except tf.errors.OpError:  # cut short (a killed writer): kept, as TensorBoard reads what it can
         return False
     return bool(tags) and any(tag.startswith("_hparams_/") for tag in tags) and tags <= {
