@@ -439,8 +439,8 @@ def missing_note(runs_dirs, runs):
     if missing:
         notes.append(f"{len(missing)} of the {len(planned)} runs an array job planned have no record here (a task not "
                      f"run or not finished, or a run that failed before its first checkpoint): "
-                     f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} (below --runs_dir); run those "
-                     f"tasks again, or, if that plan was given up, delete {given_up}")
+                     f"{', '.join(missing[:10])}{f' and {len(missing) - 10} more' if len(missing) > 10 else ''} "
+                     f"(below --runs_dir); run those tasks again, or, if that plan was given up, delete {given_up}")
     if other:  # tasks typed with other flags where they shared no .tasks/ (two machines): other variants, short
         first = min(other)
         notes.append(f"{len(other)} of the {len(planned)} runs an array job planned hold other settings than its plan "
