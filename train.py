@@ -124,8 +124,9 @@ def _task_share(runs, task):
     plan = sweep.plan(runs)
     mine = shards.share(runs, plan, index, count)
     print(f"task {index} of {count} (from {source}): {len(mine)} of the plan's {len(runs)} runs", flush=True)
-    shards.check_slurm_share(mine, plan, index, count, source)
+    # The plan first: a task refused for an empty share still counts its job script's command (turn by turn).
     shards.check_array_plans(runs, plan, index, source, record=not dry_run)  # a dry run only compares
+    shards.check_slurm_share(mine, plan, index, count, source)
     shards.check_task_counts(runs, plan, index, count, source, record=not dry_run)
     unchecked = shards.kubernetes_unchecked(source)
     if unchecked:
@@ -175,24 +176,24 @@ def _print_run(metrics, workdir):
 def _interrupted_line(interrupted, overwrite=False):
     """What was kept, and the command that resumes (without `overwrite`'s flag: rerun as typed, it would start over)."""
     script = sys.argv[0] if os.path.basename(sys.argv[0]) == "train.py" else "train.py"  # as typed: another cwd too
-    command = shlex.join(["python", script, *sys.argv[1:]])
+    args, share = sys.argv[1:], _array_share()  # typed as is, outside the array, the command trains the whole plan
+    if share:  # (a pod's --num_tasks once)
+        args = [arg for arg in args if not re.match(r"--?(task_index|num_tasks)\b", arg)] + share[0]
+    command = shlex.join(["python", script, *args])
     runs = getattr(interrupted, "sweep", [])  # [(workdir, written by this sweep)]
-    share = _array_share()  # typed as is, outside the array, the command would train the whole plan
     if interrupted.workdir is None and not any(written for _, written in runs):
-        return (f"interrupted ({interrupted}) before training started; nothing was written; rerun: {command}"
-                + (" " + shlex.join(share[0]) if share else ""))
+        return f"interrupted ({interrupted}) before training started; nothing was written; rerun: {command}"
     again = "rerun the same command"
     if overwrite:
-        kept_args = [arg for arg in sys.argv[1:] if not re.fullmatch(r"--?(no)?overwrite(=.*)?", arg)]
-        flagfile = len(kept_args) == len(sys.argv) - 1 or any(re.match(r"--?flagfile", arg) for arg in kept_args)
+        kept_args = [arg for arg in args if not re.fullmatch(r"--?(no)?overwrite(=.*)?", arg)]
+        flagfile = len(kept_args) == len(args) or any(re.match(r"--?flagfile", arg) for arg in kept_args)
         command = shlex.join(["python", script, *kept_args, *(["--nooverwrite"] if flagfile else [])])
         again = "rerun it without --overwrite"
         later = [workdir for workdir, written in runs if not written and workdirs.started(workdir)]
         if later:  # without --overwrite, they would be kept (or refused, where their settings differ)
             again = (f"delete the {len(later)} run(s) it had not reached, which still hold their earlier results "
                      f"(rm -r {shlex.join(later)}), then rerun it without --overwrite")
-    if share:
-        command += " " + shlex.join(share[0])
+    if share:  # a requeue reruns the job script: under --overwrite, from the start
         again = f"{share[1]}, or {again} with this task's share" if share[1] and not overwrite else \
             f"{again} with this task's share"
     if interrupted.workdir is None:  # between two runs of a sweep

@@ -143,22 +143,22 @@ def norm_lines(table, compared):
 def time_lines(rows):
     """Per recorded CPU: each trained run's wall and training time (a variant identical by construction to
     another reuses its runs, and is not counted twice; a run resumed from a checkpoint recorded its last session's
-    times only, and is counted apart)."""
+    wall time only, and is counted apart, and its training time where its record sums every session's)."""
     trained = [r for r in rows if not r.get("identical_to")]
     by_cpu = {}
     for r in trained:
         by_cpu.setdefault(r.get("cpu") or "CPU not recorded", []).append(r)
-    lines = ["| CPU | runs | resumed (not timed) | wall time s (min / median / max) | wall time h, summed | "
+    lines = ["| CPU | runs | resumed (wall time not whole) | wall time s (min / median / max) | wall time h, summed | "
              "train time s (min / median / max) | train time h, summed |", "|" + " --- |" * 7]
     for cpu, runs in sorted(by_cpu.items(), key=lambda item: (item[0] == "CPU not recorded", item[0])):
         whole = [r for r in runs if not r.get("resumed_from_epoch")]
         cells = [cpu, str(len(runs)), str(len(runs) - len(whole))]
-        for metric in ("wall_time_sec", "train_time_sec"):
-            values = [r[metric] for r in whole if r.get(metric) is not None]
+        for metric, timed in (("wall_time_sec", whole), ("train_time_sec", runs)):  # (records.row: None if partial)
+            values = [r[metric] for r in timed if r.get(metric) is not None]
             hours = sum(values) / 3600
             cells += [_spread(values, digits=0), (f"{hours:.2f}" if hours >= 0.1 else f"{hours:.3f}") if values else ""]
-            if values and len(values) < len(whole):
-                cells[-1] += f" ({len(values)} of {len(whole)} runs recorded it)"
+            if values and len(values) < len(timed):
+                cells[-1] += f" ({len(values)} of {len(timed)} runs)"
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -91,13 +91,16 @@ def one_line():
 def out_of_memory(error):
     """One line for memory running out (TensorFlow's ResourceExhaustedError, NumPy's MemoryError), or None: what ran
     out and the settings that size it, not TensorFlow's pages of op trace."""
-    if not isinstance(error, MemoryError) and type(error).__name__ != "ResourceExhaustedError":
+    text = str(error)
+    if isinstance(error, MemoryError):  # NumPy's: "Unable to allocate 3.1 GiB for an array with shape ..."
+        what = " ".join(text.split()) or type(error).__name__
+    elif type(error).__name__ == "ResourceExhaustedError" and "OOM" in text:  # (a full disk is one too)
+        what = text[text.index("OOM"):].splitlines()[0].split(" on /job:")[0].split(" by allocator")[0]
+    else:
         return None
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]  # TensorFlow's: after its op trace
-    what = next((line for line in lines if line.startswith("OOM")), lines[0] if lines else type(error).__name__)
-    what = what.split(" on /job:")[0].split(" by allocator")[0][:200]
     return (f"out of memory ({what}); give a smaller --batch_size, or evaluating with MC dropout a smaller "
-            "--mc_samples (--mc_samples x the test images x the classes are held as float32)")
+            "--mc_samples (--mc_samples x the test images x the classes are held as float32), or run it on a "
+            "machine with more memory")
 
 
 def onednn_cap_failure(error, env=None):

@@ -89,7 +89,8 @@ def _slurm(environ):
                           "(e.g. --array=1,3,5), which this mapping cannot number 0..N-1; to rerun some tasks of an "
                           "earlier array, resubmit its whole range (finished runs are kept) or pass "
                           "--task_index=$SLURM_ARRAY_TASK_ID --num_tasks=<its size> (an array from 0); to split the "
-                          f"plan anew, submit --array=0-{count - 1} (a %limit is fine)")
+                          f"plan anew, delete the earlier split's .tasks/split-*-task*.json and submit "
+                          f"--array=0-{count - 1} (a %limit is fine)")
     return _checked(task_id - low, count,
                     f"SLURM_ARRAY_TASK_ID={task_id} of array {low}-{high} (SLURM_ARRAY_TASK_COUNT={count})")
 
@@ -266,9 +267,10 @@ def check_array_plans(runs, sweep_plan, index, source, environ=None, record=True
         if task != str(index) and turn < len(theirs) and theirs[turn]["plan_sha256"] != digest:
             what = f"Slurm array {job_id}" if scheduler == "slurm" else f"Kubernetes Job {job_id}"
             own = _OWN_INDEX if scheduler == "slurm" else _OWN_INDEX_K8S
+            nth = {0: "first", 1: "second", 2: "third"}.get(turn, f"{turn + 1}th")
             raise ConfigError(f"task {task} of {what} plans other runs (from {theirs[turn]['first_run']}) than this "
-                              f"task {index} (from {runs[0][1]}) in the job's {_ordinal(turn + 1)} train.py command, "
-                              f"though its tasks run the same commands; {own}")
+                              f"task {index} (from {runs[0][1]}) in the job's {nth} train.py command, though its "
+                              f"tasks run the same commands; {own}")
 
 
 def _plans(record):
@@ -276,10 +278,6 @@ def _plans(record):
     if not record:
         return []
     return list(record.get("plans") or [{"plan_sha256": record["plan_sha256"], "first_run": record["first_run"]}])
-
-
-def _ordinal(n):
-    return {1: "first", 2: "second", 3: "third"}.get(n, f"{n}th")
 
 
 def check_task_counts(runs, sweep_plan, index, count, source, record=True):

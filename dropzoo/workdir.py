@@ -283,9 +283,9 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
         changed += [k for k in config_lib.EXECUTION_ONLY if saved_all[k] != getattr(config, k) and k not in before]
     if "precision" in changed and before.get("precision") == resolved.get("precision"):
         changed.remove("precision")  # auto and the policy it resolved to ask for the same run
-    if "jit_compile" in changed and len({performance.choose_jit_compile(value)[0] for value in (
-            config_lib.with_defaults(saved)["jit_compile"], config.jit_compile)}) == 1:
-        changed.remove("jit_compile")  # likewise auto and the XLA setting it resolves to here (off on CPU)
+    if "jit_compile" in changed and not performance.gpu_details() and {
+            config_lib.with_defaults(saved)["jit_compile"], config.jit_compile} == {"auto", "false"}:
+        changed.remove("jit_compile")  # likewise auto and off, as it resolves without a GPU (with one: by strategy)
     if changed:
         def shown(value):
             return "unset" if value is None else repr(value)

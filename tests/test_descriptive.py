@@ -61,11 +61,14 @@ def test_a_run_identical_by_construction_is_timed_once_and_a_missing_or_resumed_
     for r, of in zip(twin, rows):
         r["identical_to"] = of["run"]
     rows[1]["wall_time_sec"] = None
-    # Resumed after its last epoch: 28 s of wall time and 0 s of training were its last session's, not the run's.
-    rows[2].update(resumed_from_epoch=40, train_time_sec=0.04)
+    # Resumed after its last epoch: 28 s of wall time and 0.04 s of training were its last session's, not the run's
+    # (records.row gives an older record's training time as None); today's records sum every session's training.
+    rows[2].update(resumed_from_epoch=40, train_time_sec=None)
     text = descriptive.time_lines(rows + twin)
-    assert text[2] == ("| EPYC (AVX2) | 3 | 1 | 60 / 60 / 60 | 0.017 (1 of 2 runs recorded it) | 55 / 60 / 65 | "
-                       "0.033 |")
+    assert text[2] == ("| EPYC (AVX2) | 3 | 1 | 60 / 60 / 60 | 0.017 (1 of 2 runs) | 55 / 60 / 65 | "
+                       "0.033 (2 of 3 runs) |")
+    rows[2].update(train_time_sec=75.0)
+    assert descriptive.time_lines(rows + twin)[2].endswith("| 55 / 65 / 75 | 0.054 |")
     # A spread over fewer values than seeds says so; a level is compared as a fraction (0.57 is not below 57%).
     assert descriptive._spread([0.5, None, 0.7], 100) == "50.00 / 60.00 / 70.00 (2 of 3)"
     low = _rows("none", [0.57, 0.56], [0.1, 0.1])

@@ -354,7 +354,7 @@ def test_the_interrupted_line_says_what_a_rerun_redoes(tmp_path, monkeypatch):
                                                                    "and --num_tasks"))
     assert train._interrupted_line(interrupted).endswith(
         "to resume, let the Job run this index again (backoffLimitPerIndex), or rerun the same command with this "
-        "task's share: python train.py --num_tasks=5 --task_index=4 --num_tasks=5")
+        "task's share: python train.py --task_index=4 --num_tasks=5")
     assert train._written_since(workdir, 0) and not train._written_since(later[0], time.time() + 60)
 
 

@@ -318,6 +318,9 @@ def test_memory_running_out_is_one_line_naming_what_sizes_it(capsys):
     assert "(OOM when allocating tensor with shape[5,1,4] and type int32);" in errors.out_of_memory(
         tf.errors.ResourceExhaustedError(None, None, graph))
     assert errors.out_of_memory(ValueError("x")) is None
+    # TensorFlow calls a full disk ResourceExhausted too: not memory (train.py has its own line for it).
+    assert errors.out_of_memory(tf.errors.ResourceExhaustedError(None, None, "/dev/full; No space left on device")) \
+        is None
 
 
 def test_an_mc_evaluation_records_the_batch_size_its_masks_were_drawn_at(export, tmp_path):
