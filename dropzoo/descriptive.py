@@ -124,7 +124,8 @@ def contrasts_lines(contrasts, contrasted):
 
 
 def norm_lines(table, compared):
-    """Per variant and BatchNormalization layer: the variance shift's mean / median / max over seeds."""
+    """Per variant and BatchNormalization layer: the variance shift's mean / median / max over seeds (variants
+    without BatchNormalization left out)."""
     runs_of = _by_variant(compared)
     layers = list(dict.fromkeys(name for r in compared for name in (r.get("norm_shifts") or {})))
     if not layers:
@@ -136,7 +137,8 @@ def norm_lines(table, compared):
         for name in layers:
             values = [r["norm_shifts"][name] for r in runs if name in (r.get("norm_shifts") or {})]
             cells.append(f"{np.mean(values):.2f} / {np.median(values):.2f} / {max(values):.2f}" if values else "")
-        lines.append(f"| {entry['variant']} | " + " | ".join(cells) + " |")
+        if any(cells):
+            lines.append(f"| {entry['variant']} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -182,10 +184,13 @@ def markdown(comparison, contrasted, accuracy_below=()):
     if c["contrasts"]:
         lines += ["**Contrasts**, over the seeds each pairs (as in comparison.md)", ""]
         lines += contrasts_lines(c["contrasts"], contrasted) + [""]
-    norm = norm_lines(c["table"], c["compared"])
+    # A rate grid: every rate's (the shift grows with the rate of the dropout feeding a BN layer), not the chosen's.
+    every = [{"variant": v} for v in sorted({r["variant"] for r in c["rows"]})]
+    norm = norm_lines(every, c["rows"]) if c.get("rates") else norm_lines(c["table"], c["compared"])
     if norm:
         lines += ["**Variance shift** of each BatchNormalization layer, mean / median / max over seeds (its moving "
                   "variance over the variance of its input at inference, mean over channels; 1: the statistics "
-                  "fit what it sees when serving)", ""] + norm + [""]
+                  "fit what it sees when serving)" + ("; every rate of the grid" if c.get("rates") else ""), ""] \
+            + norm + [""]
     lines += ["**Time per run**, by the CPU each run recorded", ""] + time_lines(c["rows"])
     return "\n".join(lines) + "\n"

@@ -76,6 +76,27 @@ def test_a_run_identical_by_construction_is_timed_once_and_a_missing_or_resumed_
                                                                              for r in low], (57.0,))[2]
 
 
+def test_a_rate_grid_shows_every_rates_variance_shift_and_leaves_out_variants_without_batchnorm():
+    """The shift grows with the rate of the dropout feeding a BN layer: a table of the chosen rates alone hid it."""
+    rows = []
+    for rate, shift in ((0.1, 1.2), (0.5, 2.6)):
+        for r in _rows("bn_before", [0.97, 0.96], [0.1, 0.1], shifts=[shift, shift]):
+            rows.append({**r, "run": f"{r['run']}/{rate}", "config": {**r["config"], "rate": rate}})
+    rows += _rows("none", [0.96, 0.95], [0.1, 0.1])  # no BN: no row
+    comparison = _comparison(rows, [])
+    chosen = next(label for label in (r["variant"] for r in rows) if label.endswith("rate0.1"))
+    comparison.update(table=[{"variant": chosen}, {"variant": "m/none"}],
+                      compared=[r for r in rows if r["variant"] in (chosen, "m/none")])
+    text = descriptive.markdown(comparison, report.CONTRASTS)
+    assert "| m/bn_before-rate0.1 | 1.20 / 1.20 / 1.20 |" in text and "| m/bn_before-rate0.5 | 2.60" not in text
+    assert "| m/none |  |" not in text  # (the chosen rate only, without the grid)
+    comparison["rates"] = {"chosen": "a rate grid"}
+    lines = descriptive.markdown(comparison, report.CONTRASTS).splitlines()
+    shifts = lines[lines.index("| variant | conv1.bn |") + 2:]
+    assert shifts[:3] == ["| m/bn_before-rate0.1 | 1.20 / 1.20 / 1.20 |",
+                          "| m/bn_before-rate0.5 | 2.60 / 2.60 / 2.60 |", ""]
+
+
 def test_a_metrics_record_gives_its_times_cpu_batch_accuracy_and_bn_shifts():
     metrics = {"wall_time_sec": 12.5, "history": {"accuracy": [0.5, 0.9]},
                "machine": {"cpu": "AMD EPYC", "cpu_kind": "AVX-512 BF16", "cores": 2},
