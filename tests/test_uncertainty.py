@@ -237,7 +237,7 @@ def test_mc_dropout_of_a_network_without_dropout_says_its_passes_agree(tmp_path)
     # The API checks what eval.py's flags check: 2**40 drew seed 0's masks, recorded as 2**40; 2.5 became 2.
     for kwargs, message in (({"mc_seed": 2**40}, r"--mc_seed must be an integer in \[0, 2\*\*31\), got 1099511627776"),
                             ({"mc_samples": 2.5},
-                             r"--mc_samples must be 0 \(off\) or an integer of 2 or more, got 2\.5"),
+                             r"--mc_samples must be 0 \(off\) or an integer of 2 or more \(below 2\*\*31\), got 2\.5"),
                             ({"mc_seed": 5}, r"--mc_seed=5 seeds MC dropout, which is off")):
         with pytest.raises(ValueError, match=f"^{message}"):
             evaluate_saved_model(path, _batches(images, np.arange(20) % 3), **kwargs)
