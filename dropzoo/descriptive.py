@@ -165,6 +165,15 @@ def time_lines(rows):
     return lines
 
 
+def runs_trained(rows):
+    """"N runs trained in P" of a comparison's rows; runs identical by construction to a trained one (recorded, not
+    trained) are counted apart."""
+    trained = [r for r in rows if not r.get("identical_to")] or rows
+    copies = len(rows) - len(trained)
+    return (f"{len(trained)} run{'s' * (len(trained) != 1)} trained in {trained_in(trained)}"
+            + (f" (and {copies} identical by construction to them, recorded)" if copies else ""))
+
+
 def trained_in(rows):
     """The precision the rows trained in ("float32"), or each of several with its runs ("float32 (4) and
     mixed_bfloat16 (4)"): a study pins one, so that machines pool seeds; a comparison says which it holds."""
@@ -175,9 +184,8 @@ def trained_in(rows):
 def markdown(comparison, contrasted, accuracy_below=()):
     """descriptive.md of a comparison (report.write's `comparison`; `contrasted`: report.CONTRASTS)."""
     c = comparison
-    lines = [f"Descriptive figures of the runs compared in comparison.md ({len(c['rows'])} "
-             f"run{'s' * (len(c['rows']) != 1)}, trained in {trained_in(c['rows'])}): no test, no interval; the "
-             "tests are in comparison.md.", "",
+    lines = [f"Descriptive figures of the runs compared in comparison.md ({runs_trained(c['rows'])}): no test, no "
+             "interval; the tests are in comparison.md.", "",
              "**Per variant**, over seeds" + (" (each placement at the rate chosen on validation data)"
                                               if c.get("rates") else ""), ""]
     lines += variants_lines(c["table"], c["compared"], accuracy_below) + [""]

@@ -217,9 +217,9 @@ def _test_data(rows):
 def markdown(comparison):
     """comparison.md: the test data, the regime, the contrasts with their verdicts, the variants."""
     c = comparison
-    lines = [f"Test data: {_test_data(c['rows'])}; {len(c['rows'])} run{_plural(len(c['rows']))} trained in "
-             f"{descriptive.trained_in(c['rows'])}" + (f", from {', '.join(f'{d} ({n})' for d, n in c['from_dirs'])}"
-                                                        if c.get("from_dirs") else "") + ".", ""]
+    lines = [f"Test data: {_test_data(c['rows'])}; {descriptive.runs_trained(c['rows'])}"
+             + (f", from {', '.join(f'{d} ({n})' for d, n in c['from_dirs'])}" if c.get("from_dirs") else "") + ".",
+             ""]
     lines += [f"Note: {note}." for note in c.get("notes", [])] + ([""] if c.get("notes") else [])
     if c["rates"]:
         lines += ["Each placement at the rate chosen on validation data (see rates.md).", ""]
@@ -413,9 +413,7 @@ def write(comparison, output_dir):
         plot_contrasts(paths["contrasts.png"], comparison["contrasts"], comparison["title"])
     if "uncertainty.md" in paths:
         ood = sorted({r.get("ood_data_source") for r in comparison["rows"] if r.get("ood_data_source")})
-        count = len(comparison["rows"])
-        text = (f"Test data: {_test_data(comparison['rows'])}; {count} run{_plural(count)} trained in "
-                f"{descriptive.trained_in(comparison['rows'])}"
+        text = (f"Test data: {_test_data(comparison['rows'])}; {descriptive.runs_trained(comparison['rows'])}"
                 + ("; each placement at the rate chosen on validation data.\n\n" if comparison["rates"] else ".\n\n"))
         text += uncertainty_report.markdown(comparison["table"], COLUMNS, cell, ", ".join(ood) or None,
                                             uncertainty_report.mc_notes(comparison["compared"])
@@ -444,7 +442,3 @@ def write(comparison, output_dir):
             raise
         raise failure from None
     return paths
-
-
-def _plural(count):
-    return "" if count == 1 else "s"  # (a list of several values takes the plural)

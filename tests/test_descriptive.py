@@ -97,6 +97,15 @@ def test_a_rate_grid_shows_every_rates_variance_shift_and_leaves_out_variants_wi
                           "| m/bn_before-rate0.5 | 2.60 / 2.60 / 2.60 |", ""]
 
 
+def test_runs_identical_by_construction_are_not_counted_as_trained():
+    """'240 runs trained in float32' where 40 were records of the 200 trained."""
+    rows = _rows("after_activation", [0.97, 0.96], [0.1, 0.1]) + _rows("before_activation", [0.97], [0.1])
+    rows[2]["identical_to"] = rows[0]["run"]
+    assert descriptive.runs_trained(rows) == "2 runs trained in float32 (and 1 identical by construction to them, " \
+                                             "recorded)"
+    assert descriptive.runs_trained(rows[:1]) == "1 run trained in float32"
+
+
 def test_a_metrics_record_gives_its_times_cpu_batch_accuracy_and_bn_shifts():
     metrics = {"wall_time_sec": 12.5, "history": {"accuracy": [0.5, 0.9]},
                "machine": {"cpu": "AMD EPYC", "cpu_kind": "AVX-512 BF16", "cores": 2},
