@@ -184,7 +184,7 @@ def trained_in(rows):
 def markdown(comparison, contrasted, accuracy_below=()):
     """descriptive.md of a comparison (report.write's `comparison`; `contrasted`: report.CONTRASTS)."""
     c = comparison
-    lines = [f"Descriptive figures of the runs compared in comparison.md ({runs_trained(c['rows'])}): no test, no "
+    lines = [f"Descriptive figures of the runs compared in comparison.md, {runs_trained(c['rows'])}: no test, no "
              "interval; the tests are in comparison.md.", "",
              "**Per variant**, over seeds" + (" (each placement at the rate chosen on validation data)"
                                               if c.get("rates") else ""), ""]
