@@ -168,10 +168,13 @@ def time_lines(rows):
 def runs_trained(rows):
     """"N runs trained in P" of a comparison's rows; runs identical by construction to a trained one (recorded, not
     trained) are counted apart."""
-    trained = [r for r in rows if not r.get("identical_to")] or rows
+    trained = [r for r in rows if not r.get("identical_to")]
+    if not trained:  # records of runs trained outside these directories
+        return (f"{len(rows)} run{'s' * (len(rows) != 1)} recorded as identical by construction to runs trained "
+                f"elsewhere, in {trained_in(rows)}")
     copies = len(rows) - len(trained)
     return (f"{len(trained)} run{'s' * (len(trained) != 1)} trained in {trained_in(trained)}"
-            + (f" (and {copies} identical by construction to them, recorded)" if copies else ""))
+            + (f" (and {copies} recorded as identical by construction to a trained run)" if copies else ""))
 
 
 def trained_in(rows):

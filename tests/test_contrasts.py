@@ -830,6 +830,8 @@ def test_runs_of_several_code_versions_are_said_to_be_pooled():
         "the runs were trained by 2 versions of this code (aaaaaaaaaaaa: 2 runs, bbbbbbbbbbbb+changes: 1 run); "
         "their variants pool only where those versions build the same networks and masks (the mask generator is "
         "checked; the rest is not)"]
+    copies = [{**r, "run": r["run"] + "-copy", "identical_to": r["run"]} for r in rows]  # recorded, not trained
+    assert "(aaaaaaaaaaaa: 2 runs, bbbbbbbbbbbb+changes: 1 run)" in compare.code_notes(rows + copies)[0]
     # Other TensorFlow or Keras versions (the study's seeds pair by their initial weights and masks): said too.
     metrics = {"config": {"seed": 0}, "versions": {"tensorflow": "2.21.0", "keras": "3.15.1", "dropout_zoo": "a" * 40}}
     assert records.row("r", metrics, {"accuracy": 0.9, "loss": 0.3}, "d", "r")["frameworks"] == (

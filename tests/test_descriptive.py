@@ -101,9 +101,11 @@ def test_runs_identical_by_construction_are_not_counted_as_trained():
     """'240 runs trained in float32' where 40 were records of the 200 trained."""
     rows = _rows("after_activation", [0.97, 0.96], [0.1, 0.1]) + _rows("before_activation", [0.97], [0.1])
     rows[2]["identical_to"] = rows[0]["run"]
-    assert descriptive.runs_trained(rows) == "2 runs trained in float32 (and 1 identical by construction to them, " \
-                                             "recorded)"
+    assert descriptive.runs_trained(rows) == "2 runs trained in float32 (and 1 recorded as identical by construction " \
+                                             "to a trained run)"
     assert descriptive.runs_trained(rows[:1]) == "1 run trained in float32"
+    assert descriptive.runs_trained(rows[2:]) == "1 run recorded as identical by construction to runs trained " \
+                                                 "elsewhere, in float32"
 
 
 def test_a_metrics_record_gives_its_times_cpu_batch_accuracy_and_bn_shifts():
