@@ -84,7 +84,7 @@ SPLIT = "is split into"  # a baseline's runs apart (generators, sites): baseline
 def code_notes(rows):
     """A note where the runs were trained by several versions of this code (git commits, where recorded), and one where
     by several versions of TensorFlow and Keras (runs recorded as identical by construction were not trained)."""
-    rows = [r for r in rows if not r.get("identical_to")] or rows
+    rows = descriptive.trained_runs(rows) or rows
     codes = collections.Counter(r["code"] for r in rows if provenance.is_commit(r.get("code")))
     frameworks = collections.Counter(r["frameworks"] for r in rows if r.get("frameworks"))
     notes = [] if len(codes) < 2 else [

@@ -142,11 +142,16 @@ def norm_lines(table, compared):
     return lines
 
 
+def trained_runs(rows):
+    """The rows of runs trained (not those recorded as identical by construction to another)."""
+    return [r for r in rows if not r.get("identical_to")]
+
+
 def time_lines(rows):
     """Per recorded CPU: each trained run's wall and training time (a variant identical by construction to
     another reuses its runs, and is not counted twice; a run resumed from a checkpoint recorded its last session's
     wall time only, and is counted apart, and its training time where its record sums every session's)."""
-    trained = [r for r in rows if not r.get("identical_to")]
+    trained = trained_runs(rows)
     by_cpu = {}
     for r in trained:
         by_cpu.setdefault(r.get("cpu") or "CPU not recorded", []).append(r)
@@ -168,7 +173,7 @@ def time_lines(rows):
 def runs_trained(rows):
     """"N runs trained in P" of a comparison's rows; runs identical by construction to a trained one (recorded, not
     trained) are counted apart."""
-    trained = [r for r in rows if not r.get("identical_to")]
+    trained = trained_runs(rows)
     if not trained:  # records of runs trained outside these directories
         return (f"{len(rows)} run{'s' * (len(rows) != 1)} recorded as identical by construction to runs trained "
                 f"elsewhere, in {trained_in(rows)}")
@@ -196,8 +201,8 @@ def markdown(comparison, contrasted, accuracy_below=()):
         lines += ["**Contrasts**, over the seeds each pairs (as in comparison.md)", ""]
         lines += contrasts_lines(c["contrasts"], contrasted) + [""]
     # A rate grid: every rate's (the shift grows with the rate of the dropout feeding a BN layer), not the chosen's.
-    every = [{"variant": v} for v in sorted({r["variant"] for r in c["rows"]})]
-    norm = norm_lines(every, c["rows"]) if c.get("rates") else norm_lines(c["table"], c["compared"])
+    norm = norm_lines([{"variant": v} for v in sorted({r["variant"] for r in c["rows"]})], c["rows"]) if c.get(
+        "rates") else norm_lines(c["table"], c["compared"])
     if norm:
         lines += ["**Variance shift** of each BatchNormalization layer, mean / median / max over seeds (its moving "
                   "variance over the variance of its input at inference, mean over channels; 1: the statistics "
