@@ -28,6 +28,15 @@ TEST_FINGERPRINTS = {
     "mnist": "6af081a225966b457b62d881bd728a921fee9b59f54765277536df657d20702a",
     "fashion_mnist": "68993702c4bd643b9d01be480af277a321fd6464a4c4df8f3ae260bbe27a9a7c",
 }
+# Each known dataset's other files, to find an --idx_dir holding files of two datasets (check_one_dataset): the sha256
+# of the unpacked t10k images and train labels, and, where the train labels' digest is not kept here (MNIST's), their
+# class counts, which no other 60,000-label set shares.
+TEST_IMAGES_SHA256 = {
+    "mnist": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "fashion_mnist": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+}
+TRAIN_LABELS_SHA256 = {"fashion_mnist": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"}
+TRAIN_LABEL_COUNTS = {"mnist": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)}
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, H, W)
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (N)
 
@@ -65,6 +74,30 @@ def check_named(dataset, idx_dir):
         what, fix = ((f"{found}'s files", f"give --dataset={found}, or drop --dataset") if found else
                      ("other IDX files", f"drop --dataset, or point --idx_dir at {dataset}'s files"))
         raise DataError(f"--idx_dir {idx_dir} holds {what}, not {dataset}'s (by its {IDX_TEST_FILES[1]}); {fix}")
+
+
+def check_one_dataset(idx_dir, need_train):
+    """DataError where the IDX files in `idx_dir` are of two known datasets (MNIST's t10k files beside Fashion-MNIST's
+    train files, ...): read together they train on one dataset and test on another without a word. Each file is
+    known by its content where this module keeps it (train images are not); files of no known dataset pass."""
+    files = {IDX_TEST_FILES[0]: TEST_IMAGES_SHA256, IDX_TEST_FILES[1]: TEST_LABELS_SHA256}
+    if need_train:
+        files[IDX_TRAIN_FILES[1]] = TRAIN_LABELS_SHA256
+    known = {}
+    for name, digests in files.items():
+        raw = _gunzip(os.path.join(idx_dir, name))
+        digest = hashlib.sha256(raw).hexdigest()
+        found = next((dataset for dataset, sha in digests.items() if sha == digest), None)
+        if found is None and name == IDX_TRAIN_FILES[1] and len(raw) > 8:
+            counts = tuple(int(n) for n in np.bincount(np.frombuffer(raw, np.uint8, offset=8)))
+            found = next((dataset for dataset, known_counts in TRAIN_LABEL_COUNTS.items() if known_counts == counts),
+                         None)
+        if found:
+            known[name] = found
+    if len(set(known.values())) > 1:
+        said = ", ".join(f"{name} is {dataset}'s" for name, dataset in known.items())
+        raise DataError(f"--idx_dir {idx_dir} mixes the files of two datasets ({said}); put one dataset's "
+                        f"{' and '.join(files if not need_train else IDX_TRAIN_FILES + IDX_TEST_FILES)} in it")
 
 
 _WARNED = set()  # (dataset, idx_dir) said unchecked once (the flags and the config each check it)

@@ -396,6 +396,7 @@ def _dataset_from_arrays(images, labels):
 
 def _idx_source(idx_dir, need_train):
     _check_idx_dir(idx_dir, need_train)
+    idx.check_one_dataset(idx_dir, need_train)
     test = idx.read_idx(*(os.path.join(idx_dir, f) for f in idx.IDX_TEST_FILES))
     train = None
     if need_train:

@@ -318,6 +318,36 @@ def test_idx_source(idx_dir, monkeypatch, caplog):
     np.testing.assert_array_equal(y_test.numpy(), test[1])
 
 
+def test_idx_files_of_two_datasets_are_refused(idx_dir, monkeypatch):
+    # MNIST's t10k files beside Fashion-MNIST's train files trained on one and tested on the other without a word.
+    directory, train, _ = idx_dir
+
+    def digest(name):
+        return hashlib.sha256(gzip.decompress((directory / name).read_bytes())).hexdigest()
+
+    monkeypatch.setattr(idx, "TEST_IMAGES_SHA256", {"mnist": digest(TEST_IMAGES)})
+    monkeypatch.setattr(idx, "TEST_LABELS_SHA256", {"mnist": digest(TEST_LABELS)})
+    monkeypatch.setattr(idx, "TRAIN_LABELS_SHA256", {})
+    counts = tuple(int(n) for n in np.bincount(train[1]))
+    monkeypatch.setattr(idx, "TRAIN_LABEL_COUNTS", {"mnist": counts})  # (MNIST's train labels are known by counts)
+    assert sources.load_source(idx_dir=str(directory)).num_train == 7  # one dataset's four files
+    monkeypatch.setattr(idx, "TRAIN_LABEL_COUNTS", {"fashion_mnist": counts})
+    with pytest.raises(DataError, match=rf"^--idx_dir {directory} mixes the files of two datasets \({TEST_IMAGES} is "
+                                        rf"mnist's, {TEST_LABELS} is mnist's, {TRAIN_LABELS} is fashion_mnist's\); "
+                                        rf"put one dataset's {TRAIN_IMAGES} and {TRAIN_LABELS} and {TEST_IMAGES} "
+                                        rf"and {TEST_LABELS} in it$") as error:
+        sources.load_source(idx_dir=str(directory))
+    _assert_one_line(error)
+    assert sources.load_source(idx_dir=str(directory), need_train=False).num_test == 5  # scoring reads t10k alone
+    monkeypatch.setattr(idx, "TEST_LABELS_SHA256", {"fashion_mnist": digest(TEST_LABELS)})  # a mixed t10k pair
+    with pytest.raises(DataError, match=rf"\({TEST_IMAGES} is mnist's, {TEST_LABELS} is fashion_mnist's\); put one "
+                                        rf"dataset's {TEST_IMAGES} and {TEST_LABELS} in it$"):
+        sources.load_source(idx_dir=str(directory), need_train=False)
+    monkeypatch.setattr(idx, "TEST_IMAGES_SHA256", {})  # files of no known dataset pass
+    monkeypatch.setattr(idx, "TEST_LABELS_SHA256", {})
+    assert sources.load_source(idx_dir=str(directory)).num_train == 7
+
+
 def test_idx_test_labels_past_the_training_ones_are_refused(idx_dir):
     # A corrupt t10k label (200) once built a 201-class model without a word.
     directory, train, test = idx_dir
