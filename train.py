@@ -127,7 +127,8 @@ def _task_share(runs, task):
     # The plan first: a task refused for an empty share still counts its job script's command (turn by turn).
     shards.check_array_plans(runs, plan, index, source, record=not dry_run)  # a dry run only compares
     shards.check_slurm_share(mine, plan, index, count, source)
-    shards.check_task_counts(runs, plan, index, count, source, record=not dry_run)
+    shards.check_task_counts(runs, plan, index, count, source, record=not dry_run,
+                             overwrite=flags_lib.FLAGS.overwrite)
     unchecked = shards.kubernetes_unchecked(source)
     if unchecked:
         logging.warning("%s", unchecked)

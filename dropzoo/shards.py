@@ -28,7 +28,8 @@ same array job (each records its plan's digest in the runs' root,
 `.tasks/`; a Kubernetes pod names its Job by DROPZOO_JOB_UID, which
 docs/kubernetes-job.yaml sets from the pod's labels).
 Shares of one plan split into different counts (task 0 of 3, task 1 of 2)
-would leave runs to no task: `check_task_counts` refuses the second count.
+would leave runs to no task: `check_task_counts` refuses the second count
+(unless every run is finished: a resubmission then only reports them).
 """
 import glob
 import hashlib
@@ -280,7 +281,7 @@ def _plans(record):
     return list(record.get("plans") or [{"plan_sha256": record["plan_sha256"], "first_run": record["first_run"]}])
 
 
-def check_task_counts(runs, sweep_plan, index, count, source, record=True):
+def check_task_counts(runs, sweep_plan, index, count, source, record=True, overwrite=False):
     """Records this task's share of the plan in the runs' root; ConfigError where another task of the same
     plan split it into another count (but 1, the whole plan): shares of two splits leave runs to no task,
     without a word.
@@ -290,8 +291,9 @@ def check_task_counts(runs, sweep_plan, index, count, source, record=True):
     again after writing, so of two starting together at least one refuses.
     With `record` False (a dry run) it only compares, and writes nothing.
     """
-    if count == 1 or not runs:
-        return
+    if count == 1 or not runs or not overwrite and all(os.path.isfile(os.path.join(w, "metrics.json")) for _, w in
+                                                       runs):
+        return  # (every run finished, not trained again: no split leaves one to no task)
     digest = _plan_digest(runs, sweep_plan)[:16]
     prefix = f"split-{digest}-task"
     where = _tasks_dir(runs, make=record)

@@ -20,6 +20,7 @@ from conftest import ROOT
 
 from dropzoo import collect
 from dropzoo import compare
+from dropzoo import files
 from dropzoo import flags as flags_lib
 from dropzoo import records
 from dropzoo import shards
@@ -368,6 +369,19 @@ def test_tasks_of_one_plan_split_into_other_counts_are_refused(tmp_path, monkeyp
     shards.check_task_counts(runs, plan, 1, 3, "--task_index and --num_tasks", record=False)
     assert sorted(os.listdir(tasks)) == before
     shards.check_task_counts(runs, plan, 1, 3, "--task_index and --num_tasks")
+    # Every run finished: a resubmission at another size only reports them (it was refused), unless it trains
+    # them again (--overwrite).
+    recorded = sorted(os.listdir(tasks))
+    for _, workdir in runs:
+        os.makedirs(workdir)
+        files.write_json(os.path.join(workdir, "metrics.json"), {"test_accuracy": 0.9})
+    shards.check_task_counts(runs, plan, 1, 2, "--task_index and --num_tasks")
+    assert sorted(os.listdir(tasks)) == recorded  # recorded nothing: the old split's tasks are not refused for it
+    with pytest.raises(ConfigError, match=r"^task 0 of this plan split it into 3 shares, and this task 1 into 2 "):
+        shards.check_task_counts(runs, plan, 1, 2, "--task_index and --num_tasks", overwrite=True)
+    os.remove(os.path.join(runs[0][1], "metrics.json"))  # one left: refused as before
+    with pytest.raises(ConfigError, match=r"^task 0 of this plan split it into 3 shares, and this task 1 into 2 "):
+        shards.check_task_counts(runs, plan, 1, 2, "--task_index and --num_tasks")
     # Another plan (more seeds) is split anew; a run's own directory never holds the records.
     more = _plan("--model=dense_mlp", "--placement=canonical,none,before_dense", "--seeds=3",
                  f"--workdir={tmp_path}/study")
