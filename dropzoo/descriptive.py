@@ -201,12 +201,13 @@ def markdown(comparison, contrasted, accuracy_below=()):
         lines += ["**Contrasts**, over the seeds each pairs (as in comparison.md)", ""]
         lines += contrasts_lines(c["contrasts"], contrasted) + [""]
     # A rate grid: every rate's (the shift grows with the rate of the dropout feeding a BN layer), not the chosen's.
-    norm = norm_lines([{"variant": v} for v in sorted({r["variant"] for r in c["rows"]})], c["rows"]) if c.get(
-        "rates") else norm_lines(c["table"], c["compared"])
+    grid = sorted({r["variant"] for r in trained_runs(c["rows"]) or c["rows"]})  # (a copy's variant: not again)
+    norm = norm_lines([{"variant": v} for v in grid], c["rows"]) if c.get("rates") else norm_lines(c["table"],
+                                                                                                   c["compared"])
     if norm:
+        grid_note = "; every rate of the grid (variants identical by construction, as none at each rate, once)"
         lines += ["**Variance shift** of each BatchNormalization layer, mean / median / max over seeds (its moving "
                   "variance over the variance of its input at inference, mean over channels; 1: the statistics "
-                  "fit what it sees when serving)" + ("; every rate of the grid" if c.get("rates") else ""), ""] \
-            + norm + [""]
+                  "fit what it sees when serving)" + (grid_note if c.get("rates") else ""), ""] + norm + [""]
     lines += ["**Time per run**, by the CPU each run recorded", ""] + time_lines(c["rows"])
     return "\n".join(lines) + "\n"

@@ -95,6 +95,17 @@ def test_a_rate_grid_shows_every_rates_variance_shift_and_leaves_out_variants_wi
     shifts = lines[lines.index("| variant | conv1.bn |") + 2:]
     assert shifts[:3] == ["| m/bn_before-rate0.1 | 1.20 / 1.20 / 1.20 |",
                           "| m/bn_before-rate0.5 | 2.60 / 2.60 / 2.60 |", ""]
+    assert "; every rate of the grid (variants identical by construction, as none at each rate, once)" in "\n".join(
+        lines)
+    # BN without dropout at each rate of the grid: trained once, the other rate's runs its copies, shown once.
+    for rate in (0.1, 0.5):
+        for r in _rows("bn_none", [0.96, 0.95], [0.1, 0.1], shifts=[1.0, 1.0]):
+            rows.append({**r, "run": f"{r['run']}/{rate}", "config": {**r["config"], "rate": rate},
+                         "identical_to": f"{r['run']}/0.1" if rate == 0.5 else None})
+    comparison = {**_comparison(rows, []), "rates": {"chosen": "a rate grid"}}
+    text = descriptive.markdown(comparison, report.CONTRASTS)
+    assert "| m/bn_none-rate0.1 | 1.00 / 1.00 / 1.00 |" in text and "| m/bn_none-rate0.5 | 1.00 /" not in text
+    assert "| m/bn_before-rate0.5 | 2.60 / 2.60 / 2.60 |" in text
 
 
 def test_runs_identical_by_construction_are_not_counted_as_trained():
