@@ -106,8 +106,10 @@ class Client:
         `seed` in [0, 2**31): the same images, seed and batch_size give the same answer, and eval.py's with its
         --mc_seed and --batch_size; each call draws its own masks, in serving.mc_chunks' calls as eval.py's do)."""
         data_lib.check_batch_size(batch_size)
-        if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
-            raise ValueError(f"samples must be a positive integer (passes to average), got {samples!r}")
+        if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or not 1 <= samples <= \
+                serving.MAX_PASSES:
+            raise ValueError(f"samples must be a positive integer (passes to average), at most {serving.MAX_PASSES} "
+                             f"(the passes an MC call draws at once), got {samples!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                                  or not 0 <= seed < 2**31):  # an int32 input: 2**32 would be seed 0
             raise ValueError(f"seed must be an integer in [0, 2**31), or None for unseeded draws, got {seed!r}")

@@ -36,8 +36,9 @@ def check_mc(mc_samples, mc_seed, batch_size=None):
     """ValueError (one line) unless `mc_samples` is 0 (off) or a positive integer and `mc_seed` one of [0, 2**31)
     used by it; and a positive integer `batch_size` (the API's and eval.py's flags alike)."""
     integral = [isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (mc_samples, mc_seed)]
-    if not integral[0] or not 0 <= mc_samples < 2**31:  # (the signatures take an int32: 2**32 + 3 ran 3 passes)
-        raise ValueError(f"--mc_samples must be 0 (off) or an integer of 2 or more (below 2**31), got {mc_samples!r}")
+    if not integral[0] or not 0 <= mc_samples <= serving.MAX_PASSES:  # (2**32 + 3 once ran 3 passes, as an int32)
+        raise ValueError(f"--mc_samples must be 0 (off) or an integer of 2 or more (at most {serving.MAX_PASSES}, "
+                         f"the passes an MC call draws at once), got {mc_samples!r}")
     if mc_samples == 1:  # its spread would read as "no dropout to sample", and its mean is one noisy pass
         raise ValueError("--mc_samples=1 is a single dropout pass: MC dropout averages several and measures their "
                          "spread; give 2 or more (20 is usual), or 0 for none")

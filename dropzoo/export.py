@@ -155,7 +155,7 @@ def _seeded_draws(mc, outputs, shape):
 
     def draws(image, samples, seed):
         image = serving.checked_shape(image, shape)
-        samples = serving.checked_samples(samples)  # 0 would answer NaN for a batch of one, without a word
+        samples = serving.checked_samples(samples, image)  # 0 answered NaN for a batch of one, without a word
         with models.request_seed(seed):
             values = tf.cast(mc.draws(scale(image), samples), tf.float32)
         return tf.nn.softmax(values, axis=-1) if outputs == "logits" else values

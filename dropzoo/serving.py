@@ -128,6 +128,12 @@ SAMPLES_MESSAGE = ("samples is the number of MC dropout passes to average and mu
 
 # Examples x samples per MC call: bounds the tiled batch's memory.
 MC_CHUNK = 4096
+# The most passes (samples x images) one MC signature call draws at once: each is a forward pass held in memory
+# together (a request of 10**6 samples aborted its process); eval.py and the client call with MC_CHUNK at most.
+MAX_PASSES = 4 * MC_CHUNK
+PASSES_MESSAGE = (f"samples x images is the number of dropout passes one MC call draws at once, held in memory "
+                  f"together, and must be at most {MAX_PASSES}; send fewer images per request, or fewer samples "
+                  f"(the zoo's client and eval.py split their calls)")
 
 
 def mc_chunks(count, batch_size, samples):
@@ -145,10 +151,15 @@ def chunk_seed(seed, call):
     return (seed * 1_000_003 + call) % 2**31
 
 
-def checked_samples(samples):
-    """`samples` after asserting it is at least 1 (InvalidArgumentError naming the fix otherwise)."""
-    check = tf.debugging.assert_greater_equal(samples, tf.constant(1, samples.dtype), message=SAMPLES_MESSAGE)
-    with tf.control_dependencies([check]):
+def checked_samples(samples, images):
+    """`samples` after asserting it is at least 1, and that samples x the batch of `images` is at most MAX_PASSES
+    (InvalidArgumentError naming the fix otherwise)."""
+    checks = [tf.debugging.assert_greater_equal(samples, tf.constant(1, samples.dtype), message=SAMPLES_MESSAGE)]
+    with tf.control_dependencies(checks):  # (a negative count times a batch is small: said as below 1 first)
+        passes = tf.cast(samples, tf.int64) * tf.cast(tf.shape(images)[0], tf.int64)
+        checks.append(tf.debugging.assert_less_equal(passes, tf.constant(MAX_PASSES, tf.int64),
+                                                     message=PASSES_MESSAGE))
+    with tf.control_dependencies(checks):
         return tf.identity(samples)
 
 

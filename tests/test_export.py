@@ -459,6 +459,23 @@ def test_mc_signatures_refuse_fewer_than_one_sample_naming_the_fix(prob_export, 
         call(**request)
 
 
+@pytest.mark.parametrize("signature", ["mc_dropout", "mc_dropout_seeded", "mc_dropout_draws",
+                                       "mc_dropout_draws_xla"])
+def test_mc_signatures_refuse_more_passes_than_they_hold_at_once(prob_export, signature):
+    """samples=10**6 for one image aborted the process (std::bad_alloc): a request could take a server down."""
+    from dropzoo import serving
+    _, path = prob_export
+    call = tf.saved_model.load(path).signatures[signature]
+    seed = {"seed": tf.constant(1)} if "seed" in call.structured_input_signature[1] else {}
+    for images, samples in ((1, 10**6), (5, serving.MAX_PASSES // 4), (1, 2**31 - 1)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"samples x images is the number of dropout passes "
+                                                                 r"one MC call draws at once, .* at most 16384; send "
+                                                                 r"fewer images per request, or fewer samples"):
+            call(image=tf.constant(make_images(images)), samples=tf.constant(samples), **seed)
+    answer = call(image=tf.constant(make_images(4)), samples=tf.constant(serving.MAX_PASSES // 4), **seed)
+    assert all(np.isfinite(value.numpy()).all() for value in answer.values())  # at the limit: drawn
+
+
 def _leaky_residual(layer):
     """A conv, a residual Add and `layer`(negative_slope=0.1): the pattern TensorFlow 2.21's oneDNN remapper fuses
     (Conv2D + BiasAdd + Add + LeakyRelu) and computes with the default slope 0.2."""

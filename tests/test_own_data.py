@@ -573,6 +573,7 @@ def test_the_client_serves_mc_dropout_the_uint8_pixels_floats_came_from(export):
                          ((images.astype(np.float32),), r"float pixels must be scaled to \[0, 1\]"),
                          ((images, 0), "samples must be a positive integer"),
                          ((images, 2.5), "samples must be a positive integer"),
+                         ((images, 16385), r"samples must be .* at most 16384 \(the passes an MC call draws at once"),
                          ((images, 3, 2**32), r"seed must be an integer in \[0, 2\*\*31\)"),
                          ((images, 3, -1), r"seed must be an integer in \[0, 2\*\*31\)")]:
         with pytest.raises(ValueError, match=message):

@@ -237,7 +237,8 @@ def test_mc_dropout_of_a_network_without_dropout_says_its_passes_agree(tmp_path)
     # The API checks what eval.py's flags check: 2**40 drew seed 0's masks, recorded as 2**40; 2.5 became 2.
     for kwargs, message in (({"mc_seed": 2**40}, r"--mc_seed must be an integer in \[0, 2\*\*31\), got 1099511627776"),
                             ({"mc_samples": 2.5},
-                             r"--mc_samples must be 0 \(off\) or an integer of 2 or more \(below 2\*\*31\), got 2\.5"),
+                             r"--mc_samples must be 0 \(off\) or an integer of 2 or more \(at most 16384, the passes "
+                             r"an MC call draws at once\), got 2\.5"),
                             ({"mc_seed": 5}, r"--mc_seed=5 seeds MC dropout, which is off")):
         with pytest.raises(ValueError, match=f"^{message}"):
             evaluate_saved_model(path, _batches(images, np.arange(20) % 3), **kwargs)
@@ -298,9 +299,13 @@ def test_one_mc_pass_is_refused_its_spread_would_read_as_no_dropout():
     with pytest.raises(ValueError, match=r"--mc_samples=1 is a single dropout pass.*give 2 or more"):
         check_mc(1, 0)
     check_mc(2, 0)
-    for wraps in (2**31, 2**32 + 3):  # an int32 in the signatures: 2**32 + 3 ran 3 passes and reported 4294967299
-        with pytest.raises(ValueError, match=r"--mc_samples must be .* \(below 2\*\*31\)"):
-            check_mc(wraps, 0)
+    check_mc(16384, 0)
+    # An int32 in the signatures: 2**32 + 3 ran 3 passes and reported 4294967299; more passes than an MC call
+    # draws at once (each held in memory) are refused too.
+    for too_many in (2**31, 2**32 + 3, 16385):
+        with pytest.raises(ValueError, match=r"^--mc_samples must be 0 \(off\) or an integer of 2 or more \(at most "
+                                             r"16384, the passes an MC call draws at once\), got "):
+            check_mc(too_many, 0)
 
 
 def test_memory_running_out_is_one_line_naming_what_sizes_it(capsys):
