@@ -41,6 +41,7 @@ if __name__ == "__main__":  # TensorFlow's environment before it loads, as train
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from dropzoo import data as data_lib  # noqa: E402
@@ -210,7 +211,7 @@ def classify(saved_model, paths):
         if not os.path.isfile(path):
             raise ValueError(f"{path} is not a file; give image files (PNG, JPEG, BMP, GIF), e.g. {USAGE}")
     images = readers.read_images(list(paths), (height, width), "rgb" if channels == 3 else "grayscale",
-                                 model="the export")
+                                 model=readers.EXPORT)
     answer = model.predict(images)
     names = model.class_names or []
     return [(path, names[k] if k < len(names) else str(k), float(answer["probabilities"][i, k]))
@@ -221,6 +222,7 @@ def main(argv):
     """Prints `path<TAB>class<TAB>probability` per image; one `error:` line and exit 2 on bad input."""
     from dropzoo import errors
 
+    flags.FLAGS.mark_as_parsed()  # no flags of absl's here: its handler prints plain lines, not a note on parsing
     errors.plain_logs()
     if "-h" in argv or "--help" in argv:
         print(f"usage: {USAGE}\nprints each image file's class and its probability, the files read at the export's "
@@ -228,6 +230,8 @@ def main(argv):
         return 0
     if len(argv) < 2 or argv[0].startswith("-"):
         return errors.fail(f"usage: {USAGE} (each image's class, read at the export's size)")
+    if hasattr(sys.stdout, "reconfigure"):  # a class folder's name not in the terminal's encoding: escaped, not fatal
+        sys.stdout.reconfigure(errors="backslashreplace")
     with errors.one_line():
         export_dir = export_of(argv[0])
         if not os.path.isdir(export_dir):

@@ -71,6 +71,7 @@ def plain_logs():
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter hides the results
+    logging.use_absl_handler()  # (absl.app installs it; a plain `python -m` module, as the client, does not)
     logging.get_absl_handler().setFormatter(_Plain())
 
 

@@ -290,6 +290,7 @@ def list_image_folder(directory, what="--image_dir", training=True):
 
 
 SCORED = "scored"  # read_images' `model` for test images read to be scored, in the colour mode of a run or the flags
+EXPORT = "the export"  # read_images' `model` for images a client sends to an export: any resize said
 
 
 def read_images(paths, size=None, color_mode="grayscale", model=None):
@@ -307,7 +308,7 @@ def read_images(paths, size=None, color_mode="grayscale", model=None):
     if color_mode not in COLOR_MODES:
         raise DataError(f"unknown color mode {color_mode!r}; valid: {', '.join(COLOR_MODES)}")
     _check_fits_in_memory(len(paths), size, color_mode)
-    out, first, colour, transparent, unreadable, gray, squashed = [], None, [], [], [], [], []
+    out, first, colour, transparent, unreadable, gray, squashed, resized = [], None, [], [], [], [], [], []
     for path in paths:
         try:
             with Image.open(path) as image:
@@ -331,6 +332,7 @@ def read_images(paths, size=None, color_mode="grayscale", model=None):
                 width, height = upright.size
                 pixels = upright.convert(COLOR_MODES[color_mode])
                 if size is not None and (width, height) != (size[1], size[0]):
+                    resized.append(f"{path}, {width}x{height}")
                     if abs(width * size[0] - height * size[1]) > max(width, height):  # not the size's shape
                         squashed.append(f"{path}, {width}x{height}")
                     pixels = pixels.resize((size[1], size[0]), Image.BILINEAR)
@@ -365,6 +367,10 @@ def read_images(paths, size=None, color_mode="grayscale", model=None):
     if gray:  # a colour model scored on gray images, or trained on a few among colour ones: worth a word
         logging.warning("%d of %d image(s) are grayscale (e.g. %s) and are read as rgb, each channel the same gray",
                         len(gray), len(paths), gray[0])
+    if resized and model == EXPORT:  # (--image_size, the flags' or the run's, resizes by request; OOD folders too)
+        logging.warning("%d of %d image(s) are not %dx%d (width x height; e.g. %s) and are resized to it "
+                        "(bilinear, as --image_size resizes), the size %s takes", len(resized), len(paths), size[1],
+                        size[0], resized[0], model)
     if squashed:
         logging.warning("%d of %d image(s) have another shape than %dx%d (width x height; e.g. %s) and are "
                         "stretched to it, not cropped", len(squashed), len(paths), size[1], size[0], squashed[0])

@@ -5,6 +5,7 @@ the repository.
 """
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import unicodedata
 
 import numpy as np
 import pytest
+from absl import logging as absl_logging
 from conftest import ROOT
 from PIL import Image
 
@@ -500,7 +502,8 @@ def test_the_client_says_binarized_integer_pixels_are_near_black(export, caplog)
             "black: multiply by 255") in caplog.text
 
 
-def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wrong(export, tmp_path, capsys):
+def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wrong(export, tmp_path, capsys,
+                                                                                       caplog):
     # `python -m dropzoo.client` printed nothing and exited 0.
     path, images = export
     files = []
@@ -508,8 +511,16 @@ def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wr
         files.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(np.repeat(np.repeat(image[..., 0], 2, 0), 2, 1)).convert("RGB").save(files[-1])  # 24x24 RGB
     expected = client.Client(path).predict(readers.read_images(files, (12, 12), "grayscale"))
-    assert client.main([path, *files]) == 0
+    with caplog.at_level("WARNING"):
+        assert client.main([path, *files]) == 0
     lines = capsys.readouterr().out.splitlines()
+    # Resized to the export's size: said (not where the shape was the size's), as the client's other warnings in
+    # the scripts' `warning:` form, by absl's handler (Python's own printed `WARNING:absl:` lines).
+    said = [r for r in caplog.records if "resized" in r.getMessage()]
+    handler = absl_logging.get_absl_handler()
+    assert len(said) == 1 and handler in logging.getLogger().handlers and handler.format(said[0]) == (
+        f"warning: 3 of 3 image(s) are not 12x12 (width x height; e.g. {files[0]}, 24x24) and are resized to it "
+        "(bilinear, as --image_size resizes), the size the export takes")
     assert [line.split("\t")[:2] for line in lines] == [[f, ["left", "right"][k]] for f, k in
                                                         zip(files, expected["class_id"])]
     assert [float(line.split("\t")[2]) for line in lines] == pytest.approx(
