@@ -1,7 +1,10 @@
 """A run's data against what it records: a finished run's record against the data as it is now, and a caller's
 source against the config it trains (each would otherwise report results as data the run did not read)."""
+import os
+
 from absl import logging
 
+from dropzoo import files
 from dropzoo import sources
 from dropzoo.errors import DataError
 
@@ -44,3 +47,23 @@ def check_given(source, config):
         raise DataError(f"source={source.name} replaces the config's data, and the config names other data ({named}): "
                         "the run would be recorded as that; leave the config's data fields at their defaults with "
                         "source=, or drop source= to load what the config names")
+
+
+def check_finished_runs(runs, loaded):
+    """DataError where a finished run of a sweep's `runs` ((config, workdir) pairs) was trained on other data than
+    its config names now (`loaded(config)`: the source, or None): the sweep's other runs would train on data the
+    finished ones did not, a study no comparison can pool, so before any trains. An unreadable record is left to
+    its run (which fails alone, in its own words)."""
+    for config, workdir in runs:
+        path, source = os.path.join(workdir, "metrics.json"), loaded(config)
+        if source is None or source.train is None or not os.path.isfile(path):
+            continue
+        try:
+            recorded = files.read_json(path, "").get("data", {})
+        except (files.ReadError, OSError):
+            continue
+        try:
+            check_finished_on(source, config, recorded, workdir)
+        except DataError as e:
+            raise DataError(f"{e} (the sweep trains none of its runs: the others would train on data this finished "
+                            "run did not)") from None

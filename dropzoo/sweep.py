@@ -307,13 +307,12 @@ def _quiet_retracing():
 def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_artifacts=True):
     """Trains every (config, workdir) in `runs`; returns [(config, workdir, outcome)].
 
-    Runs that are identical by construction to an earlier run of the sweep (`plan`) are not trained: their workdir
-    gets `trainer.record_identical`'s record of the run that stands for them, and that is their outcome. The outcome
-    is otherwise the run's metrics; a `Skipped` reason if another process holds the run's workdir (so the same sweep
-    started several times splits the work); or, for a run that failed (e.g. a NaN loss), its error in one line, and
-    the sweep goes on. Runs of the same data share one loaded source (`source`, if given, is every run's: their data
-    arguments must then be one); data that cannot be loaded, or that fell back to another run's (DataError), or a
-    network that cannot take it, stops the sweep before `overwrite` deletes any run: every run would fail alike."""
+    A run identical by construction to an earlier one (`plan`) is not trained: its outcome is the record of the run
+    that stands for it (`trainer.record_identical`). Else it is the run's metrics; a `Skipped` reason if another
+    process holds its workdir (the same sweep started several times splits the work); or, for a run that failed
+    (e.g. a NaN loss), its error in one line, and the sweep goes on. Runs of the same data share one loaded source (`source`, if given, is every run's: one data);
+    data that cannot be loaded, fell back to another run's or changed since a run finished (DataError), or a network
+    that cannot take it, stops the sweep before `overwrite` deletes or any run trains."""
     config_lib.check_runs(runs)
     devices = {config.cpu_devices for config, _ in runs if config.cpu_devices}
     if len(devices) == 1:  # before the data: loading it starts TensorFlow's devices
@@ -325,6 +324,7 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
     for config, _ in runs:  # every data first (one not read, or fallen back onto another's; a size it cannot give)
         if (data := loaded(config)) and config.train_size:  # before any trains (and the smaller sizes), as a dry run
             subsets.check_size(data, config.train_size, 0)  # (its classes present: the run's own check)
+    run_data.check_finished_runs([] if overwrite else runs, loaded)  # finished on data changed since: none trains
     if overwrite and any(workdirs.started(workdir) for _, workdir in runs):  # a typo deleted the runs, then failed
         check_data_fits(runs, source=source)
     trained_by = plan(runs)

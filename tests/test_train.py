@@ -934,6 +934,14 @@ def test_a_finished_run_of_a_file_is_compared_with_the_file_as_it_is_now(tmp_pat
     save(1)
     with pytest.raises(DataError, match=rf"^{workdir} holds a run finished on other training data"):
         trainer.train_and_evaluate(config, workdir, verbose=0)
+    # A sweep extended after the file changed trained its new seeds on the new data, then failed the finished run:
+    # refused before any trains.
+    later = (dataclasses.replace(config, seed=1), str(tmp_path / "seed1"))
+    with pytest.raises(DataError, match=rf"^{workdir} holds a run finished on other training data .* \(the sweep "
+                                        r"trains none of its runs: the others would train on data this finished run "
+                                        r"did not\)$"):
+        sweep.run_sweep([(config, workdir), later], verbose=0)
+    assert not os.path.exists(later[1])
     os.remove(tmp_path / "d.npz")
     assert trainer.train_and_evaluate(config, workdir, verbose=0) == first
     assert "the run's data cannot be loaded here (--npz" in caplog.text
