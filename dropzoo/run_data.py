@@ -62,8 +62,8 @@ def check_finished_runs(runs, loaded):
             recorded = files.read_json(path, "").get("data", {})
         except (files.ReadError, OSError):
             continue
-        try:
-            check_finished_on(source, config, recorded, workdir)
+        try:  # (its training data alone: other test data leaves the others' training as it was; that run says it)
+            check_finished_on(source, config, {"train_sha256": recorded.get("train_sha256")}, workdir)
         except DataError as e:
             raise DataError(f"{e} (the sweep trains none of its runs: the others would train on data this finished "
                             "run did not)") from None

@@ -310,9 +310,10 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
     A run identical by construction to an earlier one (`plan`) is not trained: its outcome is the record of the run
     that stands for it (`trainer.record_identical`). Else it is the run's metrics; a `Skipped` reason if another
     process holds its workdir (the same sweep started several times splits the work); or, for a run that failed
-    (e.g. a NaN loss), its error in one line, and the sweep goes on. Runs of the same data share one loaded source (`source`, if given, is every run's: one data);
-    data that cannot be loaded, fell back to another run's or changed since a run finished (DataError), or a network
-    that cannot take it, stops the sweep before `overwrite` deletes or any run trains."""
+    (e.g. a NaN loss), its error in one line, and the sweep goes on. Runs of one data share one loaded source
+    (`source`, if given, is every run's); data that cannot be loaded, fell back to another run's or changed since a
+    run finished (DataError), or a network that cannot take it, stops the sweep before `overwrite` deletes or any
+    run trains."""
     config_lib.check_runs(runs)
     devices = {config.cpu_devices for config, _ in runs if config.cpu_devices}
     if len(devices) == 1:  # before the data: loading it starts TensorFlow's devices
@@ -369,9 +370,8 @@ def _sources(runs, source=None):
     """config -> its loaded data source, each data (--dataset=a,b, --color_mode=grayscale,rgb) loaded once when a run
     first needs it; `source` for every run, refused where the runs' data differ (ValueError)."""
     if source is not None:
-        data = {_data_key(config) for config, _ in runs}
-        if len(data) > 1:
-            raise ValueError(f"source={source.name} is one dataset, but the runs take {len(data)} data settings; "
+        if (count := len({_data_key(config) for config, _ in runs})) > 1:
+            raise ValueError(f"source={source.name} is one dataset, but the runs take {count} data settings; "
                              "pass source=None so that each run loads its own")
         return lambda config: source
     loaded, typed = {}, {}

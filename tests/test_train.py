@@ -916,6 +916,11 @@ def test_a_finished_run_given_other_training_data_is_refused_not_reported(tmp_pa
     with pytest.raises(DataError, match=rf"^{workdir} holds a run finished and tested on other test data \(sha256 "
                                         rf".* score it on this data with eval.py --workdir={workdir} "):
         trainer.train_and_evaluate(config, workdir, source=other_test, verbose=0)
+    # In a sweep, that run fails alone: the others' training data is the finished run's (a sweep is refused as a
+    # whole only where it is not: tested below).
+    later = (dataclasses.replace(config, seed=2), str(tmp_path / "seed2"))
+    results = sweep.run_sweep([(config, workdir), later], source=other_test, verbose=0, serving_artifacts=False)
+    assert "finished and tested on other test data" in results[0][2] and isinstance(results[1][2], dict)
 
 
 
@@ -936,7 +941,7 @@ def test_a_finished_run_of_a_file_is_compared_with_the_file_as_it_is_now(tmp_pat
         trainer.train_and_evaluate(config, workdir, verbose=0)
     # A sweep extended after the file changed trained its new seeds on the new data, then failed the finished run:
     # refused before any trains.
-    later = (dataclasses.replace(config, seed=1), str(tmp_path / "seed1"))
+    later = (dataclasses.replace(config, seed=2), str(tmp_path / "seed2"))
     with pytest.raises(DataError, match=rf"^{workdir} holds a run finished on other training data .* \(the sweep "
                                         r"trains none of its runs: the others would train on data this finished run "
                                         r"did not\)$"):
