@@ -33,8 +33,8 @@ __all__ = ["check_mc", "evaluate_saved_model", "evaluate_tflite", "evaluate_on_d
 
 
 def check_mc(mc_samples, mc_seed, batch_size=None):
-    """ValueError (one line) unless `mc_samples` is 0 (off) or a positive integer and `mc_seed` one of [0, 2**31)
-    used by it; and a positive integer `batch_size` (the API's and eval.py's flags alike)."""
+    """ValueError (one line) unless `mc_samples` is 0 (off) or 2..MAX_PASSES, `mc_seed` in [0, 2**31) used by it,
+    and `batch_size` a positive integer (the API's and eval.py's flags alike)."""
     integral = [isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (mc_samples, mc_seed)]
     if not integral[0] or not 0 <= mc_samples <= serving.MAX_PASSES:  # (2**32 + 3 once ran 3 passes, as an int32)
         raise ValueError(f"--mc_samples must be 0 (off) or an integer of 2 or more (at most {serving.MAX_PASSES}, "
@@ -307,9 +307,7 @@ def _data_image_shape(batches):
 
 def _images_part(element):
     if not isinstance(element, (tuple, list)) or len(element) != 2:
-        raise ValueError(
-            f"each batch must be an (images, labels) pair, got {type(element).__name__}"
-        )
+        raise ValueError(f"each batch must be an (images, labels) pair, got {type(element).__name__}")
     return element[0]
 
 
@@ -317,9 +315,7 @@ def _as_uint8(images):
     images = tf.convert_to_tensor(images)
     # Scaling happens inside the export; pre-scaled floats would be scaled twice.
     if images.dtype != tf.uint8:
-        raise ValueError(
-            f"images must be raw uint8 pixels (the export scales them), got {images.dtype.name}"
-        )
+        raise ValueError(f"images must be raw uint8 pixels (the export scales them), got {images.dtype.name}")
     return images
 
 

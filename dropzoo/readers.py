@@ -362,15 +362,14 @@ def read_images(paths, size=None, color_mode="grayscale", model=None):
         logging.warning("%s, and images are read as grayscale, as %s takes them", colour, model)
     elif colour:
         logging.warning("%s, and images are read as grayscale (--color_mode=grayscale, the default); "
-                        "to train on colour pass --color_mode=rgb (a run trained on grayscale scores them gray)",
-                        colour)
+                        "to train on colour pass --color_mode=rgb (a grayscale run scores them gray)", colour)
     if gray:  # a colour model scored on gray images, or trained on a few among colour ones: worth a word
         logging.warning("%d of %d image(s) are grayscale (e.g. %s) and are read as rgb, each channel the same gray",
                         len(gray), len(paths), gray[0])
     if resized and model == EXPORT:  # (--image_size, the flags' or the run's, resizes by request; OOD folders too)
-        logging.warning("%d of %d image(s) are not %dx%d (width x height; e.g. %s) and are resized to it "
-                        "(bilinear, as --image_size resizes), the size %s takes", len(resized), len(paths), size[1],
-                        size[0], resized[0], model)
+        logging.warning("%d of %d image(s) are not %dx%d (width x height; e.g. %s) and are resized to it (bilinear, "
+                        "as --image_size resizes), the size the export takes", len(resized), len(paths), *size[::-1],
+                        resized[0])
     if squashed:
         logging.warning("%d of %d image(s) have another shape than %dx%d (width x height; e.g. %s) and are "
                         "stretched to it, not cropped", len(squashed), len(paths), size[1], size[0], squashed[0])
