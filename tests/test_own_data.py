@@ -563,6 +563,23 @@ def test_the_client_from_a_shell_names_each_image_files_class_or_says_what_is_wr
                                                "SAVED_MODEL_OR_RUN IMAGE [IMAGE ...]")
 
 
+def test_the_client_prints_a_class_name_its_terminal_cannot_encode_escaped(export, tmp_path, monkeypatch):
+    """A class folder named in Latin-1 bytes (`caf\\xe9`) stopped the client at its first line on a strict stdout,
+    the other images' lines lost."""
+    import io
+
+    path, images = export
+    files = [str(tmp_path / f"{i}.png") for i in range(2)]
+    for name, image in zip(files, images):
+        Image.fromarray(image[..., 0]).save(name)
+    monkeypatch.setattr(client, "classify", lambda _, paths: [(p, "caf\udce9", 0.5) for p in paths])
+    out = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding="utf-8", errors="strict"))
+    assert client.main([path, *files]) == 0
+    sys.stdout.flush()
+    assert out.getvalue().decode().splitlines() == [f"{f}\tcaf\\udce9\t0.5000" for f in files]
+
+
 def test_the_client_serves_mc_dropout_the_uint8_pixels_floats_came_from(export):
     """A NumPy float image handed to an MC signature is cast to uint8 before the graph: every image answered alike."""
     path, images = export
