@@ -297,8 +297,7 @@ def finish(run, result, loop, started, serving_artifacts=True):
     earlier = run.checkpoint.earlier
     history, history_from = whole_history(earlier, result.history, run.initial_epoch)
     test = loop.evaluate(run, run.pipes.test)
-    # The final model on the held-out validation split: what model selection
-    # (e.g. the comparison's choice of rate) may look at; the test split is not.
+    # The final model on the held-out validation split (what model selection, e.g. of the rate, may look at).
     validation = loop.evaluate(run, run.pipes.validation) if run.pipes.validation is not None else {}
     # The final model on the data it trained on, dropout off: the train-test gap.
     train = loop.evaluate(run, run.pipes.train_eval)
@@ -352,6 +351,7 @@ def finish(run, result, loop, started, serving_artifacts=True):
         "machine": performance.describe_machine(),
         "sessions": run.checkpoint.record["sessions"],  # each session's epochs, code, versions, machine
     }
+    interrupts.raise_if_pending()  # a Ctrl-C swallowed in a finalizer (TFLite's conversion): not finished then
     summaries.write_run_hparams(run.paths["tensorboard"], run.config, run.source.name, metrics)
     files.write_json(run.paths["metrics.json"], metrics)
     return metrics

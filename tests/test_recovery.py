@@ -287,6 +287,44 @@ def test_a_swallowed_ctrl_c_stops_training_after_that_epochs_checkpoint(tmp_path
     assert capsys.readouterr().out.count(" - loss: ") == 1
 
 
+def test_a_ctrl_c_swallowed_during_the_export_stops_the_run_before_it_is_finished(tmp_path, monkeypatch):
+    """A signal landing in a finalizer during the TFLite conversion (its gc.collect()) was lost: the run finished,
+    exit status 0, no line."""
+    real_export = trainer.export_serving_artifacts
+
+    def export_then_swallow_a_signal(run):
+        answer = real_export(run)
+        _SignalsWhenCollected()
+        return answer
+
+    monkeypatch.setattr(trainer, "export_serving_artifacts", export_then_swallow_a_signal)
+    workdir = str(tmp_path / "run")
+    with interrupts.stop_on_signals():
+        with pytest.raises(interrupts.Interrupted) as stopped:
+            trainer.train_and_evaluate(tiny_config(epochs=1), workdir, source=tiny_source(), verbose=0)
+    assert stopped.value.workdir == workdir and not os.path.exists(os.path.join(workdir, "metrics.json"))
+    monkeypatch.setattr(trainer, "export_serving_artifacts", real_export)
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=1), workdir, source=tiny_source(), verbose=0)
+    assert metrics["resumed_from_epoch"] == 1 and metrics["export_check"]["passed"], sorted(metrics)
+
+
+def test_a_run_killed_before_its_first_checkpoint_leaves_no_events_to_its_rerun(tmp_path):
+    """kill -9 before the first checkpoint left the attempt's TensorBoard events, which a rerun with other flags
+    (accepted: nothing started) shared: a second model text and graph at step 0."""
+    import tensorflow as tf
+
+    workdir = tmp_path / "run"
+    stale = workdir / "tensorboard" / "train"
+    stale.mkdir(parents=True)
+    (stale / "events.out.tfevents.1.host.killed.v2").write_bytes(b"")
+    files.write_json(str(workdir / "config.json"), tiny_config(seed=5).to_dict())  # the killed command's
+    trainer.train_and_evaluate(tiny_config(epochs=1), str(workdir), source=tiny_source(), verbose=0,
+                               serving_artifacts=False)
+    events = glob.glob(str(workdir / "tensorboard" / "**" / "events.out.tfevents.*"), recursive=True)
+    assert events and not any(path.endswith(".killed.v2") for path in events)
+    assert all(sum(1 for _ in tf.compat.v1.train.summary_iterator(path)) for path in events)
+
+
 def test_the_interrupted_line_says_what_a_rerun_redoes(tmp_path, monkeypatch):
     import train  # the script's module: its line, without a process
 
