@@ -379,9 +379,10 @@ OUTPUT_NAMES = ("comparison.md", "descriptive.md", "comparison.csv", "contrasts.
 def write(comparison, output_dir):
     """Writes every file of the comparison into `output_dir`; returns {name: path}.
 
-    What an earlier comparison left there and this one does not write (a
-    contrasts.png, hparams sessions of other runs) is removed first, so the
-    directory holds this comparison only.
+    What an earlier comparison left there (a contrasts.png this one does not
+    write, hparams sessions of other runs) is removed first, so the directory
+    holds this comparison only, and comparison.md is written last: one stopped
+    half-way leaves no comparison.md, and no mix of two comparisons' files.
     """
     os.makedirs(output_dir, exist_ok=True)
     names = ["comparison.md", "descriptive.md", "comparison.csv", "contrasts.csv", "comparison.png", "runs.json",
@@ -401,9 +402,8 @@ def write(comparison, output_dir):
         stale = os.path.join(output_dir, name)
         if name == "hparams" and os.path.isdir(stale):
             shutil.rmtree(stale)  # rewritten below: sessions of runs no longer compared would stay in it
-        elif name not in paths and os.path.isfile(stale):
+        elif os.path.isfile(stale):
             os.remove(stale)
-    files.write_text(paths["comparison.md"], markdown(comparison))
     files.write_text(paths["descriptive.md"], descriptive.markdown(comparison, CONTRASTS,
                                                                    comparison.get("accuracy_below", ())))
     write_csv(paths["comparison.csv"], comparison["table"])
@@ -441,4 +441,5 @@ def write(comparison, output_dir):
         if failure is None:
             raise
         raise failure from None
+    files.write_text(paths["comparison.md"], markdown(comparison))
     return paths

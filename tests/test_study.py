@@ -164,6 +164,28 @@ def test_rerunning_a_sweep_retrains_nothing(study):
 
 
 @pytest.mark.slow
+def test_a_comparison_stopped_half_way_leaves_no_comparison_md_and_no_mix(study, tmp_path, monkeypatch):
+    """eval.py stopped while writing left the new comparison.md beside an older comparison's other files."""
+    root = study[0]
+    out = tmp_path / "comparison"
+    compare.compare_runs(root, source=tiny_source(), output_dir=str(out))
+    whole = sorted(os.listdir(out))
+    (out / "sizes.md").write_text("an older comparison's")
+
+    def stopped(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_hparams", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        compare.compare_runs(root, source=tiny_source(), output_dir=str(out))
+    left = sorted(os.listdir(out))
+    assert "comparison.md" not in left and "sizes.md" not in left and "hparams" not in left and left
+    monkeypatch.undo()
+    compare.compare_runs(root, source=tiny_source(), output_dir=str(out))
+    assert sorted(os.listdir(out)) == whole
+
+
+@pytest.mark.slow
 def test_comparison_writes_table_csv_png_and_hparams(study):
     root, _, results, comparison = study
     paths = comparison["paths"]
