@@ -48,6 +48,7 @@ from dropzoo import config as config_lib  # noqa: E402
 from dropzoo import export as export_lib  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import performance  # noqa: E402
+from dropzoo import serving  # noqa: E402
 from dropzoo.preprocess import scale  # noqa: E402
 
 TARGET = 5.0
@@ -205,6 +206,11 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "Seed of the model's weights.", lower_bound=0)
     flags.DEFINE_bool("parts", False, "Instead, time the first dropout site's masks alone: portable, fused, "
                       "the random words, and a plain pass over the same output.")
+    flags.register_multi_flags_validator(  # the signatures refuse more in one call: said here, not as a traceback
+        ["samples", "batch_size", "parts"],
+        lambda given: given["parts"] or given["samples"] * given["batch_size"] <= serving.MAX_PASSES,
+        message=f"--samples x --batch_size must be at most {serving.MAX_PASSES}, the passes an MC signature draws "
+                "in one call; give a smaller --batch_size")
 
 
 def main(argv):

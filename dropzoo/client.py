@@ -220,6 +220,7 @@ def classify(saved_model, paths):
 
 def main(argv):
     """Prints `path<TAB>class<TAB>probability` per image; one `error:` line and exit 2 on bad input."""
+    from dropzoo import environment
     from dropzoo import errors
 
     flags.FLAGS.mark_as_parsed()  # no flags of absl's here: its handler prints plain lines, not a note on parsing
@@ -230,8 +231,7 @@ def main(argv):
         return 0
     if len(argv) < 2 or argv[0].startswith("-"):
         return errors.fail(f"usage: {USAGE} (each image's class, read at the export's size)")
-    if hasattr(sys.stdout, "reconfigure"):  # a class folder's name not in the terminal's encoding: escaped, not fatal
-        sys.stdout.reconfigure(errors="backslashreplace")
+    environment.print_any_file_name()  # a class folder named in Latin-1: printed as train.py and eval.py print it
     with errors.one_line():
         export_dir = export_of(argv[0])
         if not os.path.isdir(export_dir):

@@ -73,6 +73,9 @@ def plain_logs():
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter hides the results
     logging.use_absl_handler()  # (absl.app installs it; a plain `python -m` module, as the client, does not)
     logging.get_absl_handler().setFormatter(_Plain())
+    tensorflow = python_logging.getLogger("tensorflow")
+    for handler in list(tensorflow.handlers):  # TensorFlow's own, added where the root had none: each line twice
+        tensorflow.removeHandler(handler)
 
 
 @contextlib.contextmanager

@@ -100,7 +100,7 @@ EVAL_FLAGS = (
     ("collect", None, "With --runs_dir: copy the records of every run below it (config.json, metrics.json, "
                       "evaluations/: a few KB each, no SavedModels) into this directory, keeping their paths; "
                       "compare them later with --runs_dir=DIR."),
-    ("mc_samples", 0, "Also score Monte Carlo dropout: this many dropout-on passes (2 or more) averaged (plus NLL/ECE/"
+    ("mc_samples", 0, "Also score Monte Carlo dropout: this many dropout-on passes (2 to 16384) averaged (plus NLL/ECE/"
                       "Brier of the mean of the first t passes, t = 1..N)."),
     ("mc_seed", 0, "Seed of the MC dropout masks (the export's mc_dropout_draws_xla signature, or "
                    "mc_dropout_draws in an export without it: the same draws), so an evaluation repeats exactly "

@@ -62,6 +62,8 @@ def check_named(dataset, idx_dir):
     if dataset == "mnist_sample":  # the embedded sample: no IDX files are it
         raise DataError(f"--dataset=mnist_sample is the embedded sample, not IDX files; drop --dataset to read "
                         f"{idx_dir}'s files, or name their dataset (mnist, fashion_mnist, ...)")
+    if os.path.isfile(path) and os.path.isfile(os.path.join(idx_dir, IDX_TEST_FILES[0])):  # two datasets' files:
+        check_one_dataset(idx_dir, os.path.isfile(os.path.join(idx_dir, IDX_TRAIN_FILES[1])))  # said as such first
     digest = hashlib.sha256(_gunzip(path)).hexdigest() if os.path.isfile(path) else None
     found = next((name for name, sha in TEST_LABELS_SHA256.items() if sha == digest), None)
     if found is None and dataset not in TEST_LABELS_SHA256:  # (kmnist's files, ...: labels not known here)

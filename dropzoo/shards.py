@@ -27,9 +27,8 @@ word: `check_slurm_share` refuses a task left with nothing to train, and
 same array job (each records its plan's digest in the runs' root,
 `.tasks/`; a Kubernetes pod names its Job by DROPZOO_JOB_UID, which
 docs/kubernetes-job.yaml sets from the pod's labels).
-Shares of one plan split into different counts (task 0 of 3, task 1 of 2)
-would leave runs to no task: `check_task_counts` refuses the second count
-(unless every run is finished: a resubmission then only reports them).
+Shares of one plan split into other counts (task 0 of 3, task 1 of 2) leave
+runs to no task: `check_task_counts` refuses the second (unless all finished).
 """
 import glob
 import hashlib
@@ -291,13 +290,14 @@ def check_task_counts(runs, sweep_plan, index, count, source, record=True, overw
     again after writing, so of two starting together at least one refuses.
     With `record` False (a dry run) it only compares, and writes nothing.
     """
-    if count == 1 or not runs or not overwrite and all(os.path.isfile(os.path.join(w, "metrics.json")) for _, w in
-                                                       runs):
-        return  # (every run finished, not trained again: no split leaves one to no task)
+    if count == 1 or not runs:
+        return
     digest = _plan_digest(runs, sweep_plan)[:16]
     prefix = f"split-{digest}-task"
     where = _tasks_dir(runs, make=record)
     check_other_settings(runs, where, digest)
+    if not overwrite and all(os.path.isfile(os.path.join(w, "metrics.json")) for _, w in runs):
+        return  # (every run finished, not trained again: no split leaves one to no task)
     own = os.path.join(where, f"{prefix}{index}.json")
     for written in (False, True) if record else (False,):
         for task, other in _others(where, prefix).items():

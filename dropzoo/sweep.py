@@ -290,7 +290,7 @@ def _refusal(config, workdir, resolved, source=None):
 
 def _each_run_traces_its_own(record):
     """Drops TensorFlow's retracing warning: each run of a sweep builds its own model and functions, which
-    TensorFlow counts as one function traced again and again (printed twice, by its logger and absl's)."""
+    TensorFlow counts as one function traced again and again."""
     return "triggered tf.function retracing" not in record.getMessage()
 
 

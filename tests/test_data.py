@@ -338,6 +338,8 @@ def test_idx_files_of_two_datasets_are_refused(idx_dir, monkeypatch):
                                         rf"and {TEST_LABELS} in it$") as error:
         sources.load_source(idx_dir=str(directory))
     _assert_one_line(error)
+    with pytest.raises(DataError, match=r"mixes the files of two datasets"):  # (not "give --dataset=mnist" first)
+        sources.load_source("fashion_mnist", idx_dir=str(directory))
     assert sources.load_source(idx_dir=str(directory), need_train=False).num_test == 5  # scoring reads t10k alone
     monkeypatch.setattr(idx, "TEST_LABELS_SHA256", {"fashion_mnist": digest(TEST_LABELS)})  # a mixed t10k pair
     with pytest.raises(DataError, match=rf"\({TEST_IMAGES} is mnist's, {TEST_LABELS} is fashion_mnist's\); put one "

@@ -133,3 +133,17 @@ def test_a_bad_flag_is_one_line_and_nothing_else_on_stderr():
                           timeout=120)
     assert done.returncode == 2
     assert done.stderr == "error: Unknown command line flag 'epochz'; see --helpfull for every flag\n"
+
+
+def test_tensorflows_own_warnings_print_once_in_the_scripts_form():
+    """Once absl's handler was on the root logger (the client installs it), TensorFlow's logger printed each of its
+    warnings twice: through the handler TensorFlow adds for itself, and through the root's."""
+    code = ("from absl import flags; flags.FLAGS.mark_as_parsed()\n"
+            "from dropzoo import environment, errors; environment.import_tensorflow()\n"
+            "import tensorflow as tf; tf.get_logger().warning('before'); errors.plain_logs()\n"
+            "tf.get_logger().warning('after %s', 1)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[-2:] == ["WARNING:tensorflow:before", "warning: after 1"], done.stderr
+

@@ -377,6 +377,10 @@ def test_tasks_of_one_plan_split_into_other_counts_are_refused(tmp_path, monkeyp
         files.write_json(os.path.join(workdir, "metrics.json"), {"test_accuracy": 0.9})
     shards.check_task_counts(runs, plan, 1, 2, "--task_index and --num_tasks")
     assert sorted(os.listdir(tasks)) == recorded  # recorded nothing: the old split's tasks are not refused for it
+    other = _plan("--model=dense_mlp", "--placement=canonical,none,before_dense", "--seeds=2", "--epochs=7",
+                  f"--workdir={tmp_path}/study")  # still one line for a task typed with other flags
+    with pytest.raises(ConfigError, match=r"^another task split this study with other settings"):
+        shards.check_task_counts(other, sweep.plan(other), 1, 2, "--task_index and --num_tasks")
     with pytest.raises(ConfigError, match=r"^task 0 of this plan split it into 3 shares, and this task 1 into 2 "):
         shards.check_task_counts(runs, plan, 1, 2, "--task_index and --num_tasks", overwrite=True)
     os.remove(os.path.join(runs[0][1], "metrics.json"))  # one left: refused as before
