@@ -371,6 +371,8 @@ def evaluate_on_dataset(path, *, data=None, batch_size=256, mc_samples=0, mc_see
         serving_fn = load_serving_fn(path)
         classes = serving_fn.structured_outputs[PROBABILITIES_KEY].shape[-1]
         image_shape = serving_input_spec(serving_fn, f"SavedModel {path}")[1].shape[1:]
+    if isinstance(data, dict) and data.get("image_dir") and not data.get("color_mode") and image_shape[-1] == 3:
+        data = {**data, "color_mode": "rgb"}  # (a folder named for a colour export out of its run, unsaid: was gray)
     run, own = run_holding(path), data is None  # (OOD training images are named after the data scored where own)
     if run and (data is None or trained_on is None):  # a run's own export: its data, as eval.py reads them
         from dropzoo import workdir as workdirs

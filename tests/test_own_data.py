@@ -324,6 +324,26 @@ def _tiny(**overrides):
     return config_lib.TrainConfig(**values)
 
 
+def test_a_colour_export_out_of_its_run_reads_an_image_folder_in_colour(tmp_path):
+    """eval.py --saved_model=COPY --image_dir=DIR read the folder as grayscale (the flag's default) and was refused
+    for a colour model, where its run's own export, the client and --ood_image_dir read colour."""
+    from dropzoo import evaluate
+
+    train = write_folder(str(tmp_path / "train"), 24, rgb=True)
+    test = write_folder(str(tmp_path / "test"), 12, seed=1, rgb=True)
+    workdir = str(tmp_path / "run")
+    trainer.train_and_evaluate(_tiny(image_dir=train, color_mode="rgb", epochs=1), workdir, verbose=0,
+                               serving_artifacts=False)
+    copied = shutil.copytree(os.path.join(workdir, "saved_model"), str(tmp_path / "copied"))
+    result = evaluate.evaluate_on_dataset(copied, data={"image_dir": train, "test_image_dir": test})
+    asked = evaluate.evaluate_on_dataset(copied, data={"image_dir": train, "test_image_dir": test,
+                                                       "color_mode": "rgb"})
+    assert result["data_sha256"] == asked["data_sha256"] and result["accuracy"] == asked["accuracy"]
+    with pytest.raises(ValueError, match=r"takes images of shape .*--color_mode=rgb reads them so"):  # asked: kept
+        evaluate.evaluate_on_dataset(copied, data={"image_dir": train, "test_image_dir": test,
+                                                   "color_mode": "grayscale"})
+
+
 @pytest.mark.slow
 def test_a_sweep_over_the_data_trains_each_run_on_its_own(png_folders, tmp_path):
     # All runs once took the first run's data: the rgb run trained on grayscale images, recorded as rgb.
