@@ -210,7 +210,7 @@ def define_flags():
         ["samples", "batch_size", "parts"],
         lambda given: given["parts"] or given["samples"] * given["batch_size"] <= serving.MAX_PASSES,
         message=f"--samples x --batch_size must be at most {serving.MAX_PASSES}, the passes an MC signature draws "
-                "in one call; give a smaller --batch_size")
+                "in one call; give a smaller --batch_size or --samples")
 
 
 def main(argv):

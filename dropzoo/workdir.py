@@ -217,10 +217,6 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
                 os.remove(name)
     record = {**config.to_dict(), RESOLVED: resolved}
     check_recorded(config, workdir, resolved)
-    if not started(workdir) and os.path.isfile(files_["config.json"]):  # an attempt killed (-9) before its first
-        # checkpoint: its events are no run's (another command's, maybe); only they go (the files TensorBoard writes)
-        for path in glob.glob(os.path.join(files_["tensorboard"], "**", "events.out.tfevents.*"), recursive=True):
-            os.remove(path)
     if os.path.exists(files_["config.json"]):
         saved = files.read_json(files_["config.json"], _CONFIG_FIX)
         if not started(workdir) and saved != record:  # never checkpointed: the corrected command takes over

@@ -308,36 +308,6 @@ def test_a_ctrl_c_swallowed_during_the_export_stops_the_run_before_it_is_finishe
     assert metrics["resumed_from_epoch"] == 1 and metrics["export_check"]["passed"], sorted(metrics)
 
 
-def test_a_run_killed_before_its_first_checkpoint_leaves_no_events_to_its_rerun(tmp_path):
-    """kill -9 before the first checkpoint left the attempt's TensorBoard events, which a rerun with other flags
-    (accepted: nothing started) shared: a second model text and graph at step 0."""
-    import tensorflow as tf
-
-    workdir = tmp_path / "run"
-    stale = workdir / "tensorboard" / "train"
-    stale.mkdir(parents=True)
-    (stale / "events.out.tfevents.1.host.killed.v2").write_bytes(b"")
-    files.write_json(str(workdir / "config.json"), tiny_config(seed=5).to_dict())  # the killed command's
-    trainer.train_and_evaluate(tiny_config(epochs=1), str(workdir), source=tiny_source(), verbose=0,
-                               serving_artifacts=False)
-    events = glob.glob(str(workdir / "tensorboard" / "**" / "events.out.tfevents.*"), recursive=True)
-    assert events and not any(path.endswith(".killed.v2") for path in events)
-    assert all(sum(1 for _ in tf.compat.v1.train.summary_iterator(path)) for path in events)
-    # A folder no run of the zoo wrote (no config.json): a user's tensorboard/ there is theirs, kept whole, a link
-    # too (the first form of this deleted it, and refused a link).
-    mine = tmp_path / "mine"
-    (mine / "tensorboard").mkdir(parents=True)
-    (tmp_path / "linked").mkdir()
-    (tmp_path / "linked" / "tensorboard").symlink_to(mine / "tensorboard")
-    kept = {"events.out.tfevents.1.mine": "", "notes.txt": "kept"}
-    for name, text in kept.items():
-        (mine / "tensorboard" / name).write_text(text)
-    for workdir in (mine, tmp_path / "linked"):
-        trainer.train_and_evaluate(tiny_config(epochs=1), str(workdir), source=tiny_source(), verbose=0,
-                                   serving_artifacts=False)
-        assert all((mine / "tensorboard" / name).read_text() == text for name, text in kept.items())
-
-
 def test_the_interrupted_line_says_what_a_rerun_redoes(tmp_path, monkeypatch):
     import train  # the script's module: its line, without a process
 
