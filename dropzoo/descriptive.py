@@ -200,10 +200,11 @@ def markdown(comparison, contrasted, accuracy_below=()):
     if c["contrasts"]:
         lines += ["**Contrasts**, over the seeds each pairs (as in comparison.md)", ""]
         lines += contrasts_lines(c["contrasts"], contrasted) + [""]
-    # A rate grid: every rate's (the shift grows with the rate of the dropout feeding a BN layer), not the chosen's.
-    grid = sorted({r["variant"] for r in trained_runs(c["rows"]) or c["rows"]})  # (a copy's variant: not again)
-    norm = norm_lines([{"variant": v} for v in grid], c["rows"]) if c.get("rates") else norm_lines(c["table"],
-                                                                                                   c["compared"])
+    if c.get("rates"):  # every rate's (the shift grows with the rate of the dropout feeding a BN layer); copies once
+        variants = sorted({r["variant"] for r in trained_runs(c["rows"]) or c["rows"]})
+        norm = norm_lines([{"variant": v} for v in variants], c["rows"])
+    else:
+        norm = norm_lines(c["table"], c["compared"])
     if norm:
         grid_note = "; every rate of the grid (variants identical by construction, as none at each rate, once)"
         lines += ["**Variance shift** of each BatchNormalization layer, mean / median / max over seeds (its moving "

@@ -9,10 +9,10 @@ from dropzoo import sources
 from dropzoo.errors import DataError
 
 
-def check_finished_on(source, config, recorded, workdir):
-    """DataError where a finished run's record (`recorded`: its metrics' "data") names other training or test data
-    than `source` (None: `config`'s data, loaded as it is now): its results would be reported as this data's. Data
-    that cannot be loaded here is said, and the record reported as it was."""
+def check_finished_on(source, config, recorded, workdir, test=True):
+    """DataError where a finished run's record (`recorded`: its metrics' "data") names other training or (`test`)
+    test data than `source` (None: `config`'s data, loaded as it is now): its results would be reported as this
+    data's. Data that cannot be loaded here is said, and the record reported as it was."""
     if source is None:
         try:
             source = sources.load_source(**sources.config_arguments(config))
@@ -26,7 +26,8 @@ def check_finished_on(source, config, recorded, workdir):
         raise DataError(f"{workdir} holds a run finished on other training data (sha256 {held[:12]}...) than "
                         f"{source.name} (sha256 {source.train_sha256[:12]}...), so its results would be reported as "
                         f"this data's; {fix}")
-    held, now = recorded.get("test_sha256"), sources.fingerprint(source) if recorded.get("test_sha256") else None
+    held = recorded.get("test_sha256") if test else None
+    now = sources.fingerprint(source) if held else None
     if held and held != now:
         raise DataError(f"{workdir} holds a run finished and tested on other test data (sha256 {held[:12]}...) than "
                         f"{source.name}'s (sha256 {now[:12]}...), so its test scores would be reported as this data's; "
@@ -63,7 +64,7 @@ def check_finished_runs(runs, loaded):
         except (files.ReadError, OSError):
             continue
         try:  # (its training data alone: other test data leaves the others' training as it was; that run says it)
-            check_finished_on(source, config, {"train_sha256": recorded.get("train_sha256")}, workdir)
+            check_finished_on(source, config, recorded, workdir, test=False)
         except DataError as e:
             raise DataError(f"{e} (the sweep trains none of its runs: the others would train on data this finished "
                             "run did not)") from None
