@@ -361,6 +361,10 @@ def load_signatures(path):
         raise ExportError(
             f"{path} is not a complete SavedModel (missing {', '.join(missing)}); {_load_fix(path)}"
         )
+    pattern = files.pattern_characters(os.path.abspath(path))
+    if pattern:  # (else: "Failed to find any matching files for .../variables/variables")
+        raise ExportError(f"cannot load SavedModel at {path}: its path holds {pattern}, which TensorFlow reads as a "
+                          "file pattern; move or link it to a path without * ? [ or \\")
     try:
         loaded = tf.saved_model.load(path)
     except Exception as error:

@@ -69,6 +69,12 @@ def name_characters(text):
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
 
+def pattern_characters(path):
+    """The characters of `path` TensorFlow's file patterns give a meaning (its SavedModel loader looks for the
+    variables by pattern), quoted, e.g. "'['"; "" where none."""
+    return ", ".join(repr(c) for c in "*?[\\" if c in path)
+
+
 def slug(text, limit=80):
     """`text` in file-name characters, at most `limit`; a longer one is cut, with a digest of the whole, so two
     long texts that end alike do not name one file."""

@@ -58,10 +58,15 @@ def paths(workdir, extra=()):
 
 
 def check_not_file(workdir):
-    """RunError where `workdir` names an existing file: every run below it would fail on it."""
+    """RunError where `workdir` names an existing file, or a path TensorFlow would read as a pattern: every run
+    below it would fail on it (the second after training, loading its export)."""
     if workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
         raise RunError(f"--workdir {workdir} is a file, not a directory; pass a directory for the run (it is "
                        "created if need be)")
+    pattern = files.pattern_characters(os.path.abspath(workdir or "."))
+    if pattern:
+        raise RunError(f"--workdir {workdir} holds {pattern}, which TensorFlow reads as a file pattern where it "
+                       "loads the run's export; pass a --workdir without * ? [ or \\")
 
 
 def check_one_run_here(workdir, depth=5):
@@ -133,7 +138,9 @@ def remove_unstarted(workdir, keep):
         return
     for name in RUN_FILES + (".lock",):
         path = os.path.join(workdir, name)
-        if os.path.isdir(path):
+        if name == "tensorboard":
+            clear_events(path)
+        elif os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
         elif os.path.exists(path):
             os.remove(path)
@@ -144,6 +151,21 @@ def remove_unstarted(workdir, keep):
         except OSError:
             break
         path = os.path.dirname(path)
+
+
+def clear_events(logdir):
+    """Removes the TensorBoard events files below the run's `logdir` (RUN/tensorboard) and the folders they leave
+    empty: what a run that never reached a checkpoint wrote there. Anything else stays, and no link is followed (a
+    linked logdir may hold other runs' events)."""
+    if os.path.islink(logdir) or not os.path.isdir(logdir):
+        return
+    for directory, _, names in os.walk(logdir, topdown=False):  # (os.walk enters no linked folder)
+        for name in names:
+            path = os.path.join(directory, name)
+            if name.startswith("events.out.tfevents.") and not os.path.islink(path):
+                os.remove(path)
+        if not os.listdir(directory):
+            os.rmdir(directory)
 
 
 def started(workdir):
@@ -219,8 +241,10 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     check_recorded(config, workdir, resolved)
     if os.path.exists(files_["config.json"]):
         saved = files.read_json(files_["config.json"], _CONFIG_FIX)
-        if not started(workdir) and saved != record:  # never checkpointed: the corrected command takes over
-            files.write_json(files_["config.json"], record)
+        if not started(workdir):  # never checkpointed: the corrected command takes over
+            clear_events(files_["tensorboard"])  # the killed attempt's (its model, maybe an epoch's points)
+            if saved != record:
+                files.write_json(files_["config.json"], record)
     else:
         files.write_json(files_["config.json"], record)
     if os.path.exists(files_["metrics.json"]):

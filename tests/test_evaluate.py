@@ -291,6 +291,11 @@ def test_exports_made_elsewhere_or_answering_logits_are_one_line(exported, data,
         evaluate_saved_model(str(run), dataset)
     with pytest.raises(ExportError, match=rf"{tmp_path} holds runs: compare them with --runs_dir={tmp_path}"):
         evaluate_saved_model(str(tmp_path), dataset)
+    # A path TensorFlow reads as a pattern: "Failed to find any matching files for .../variables/variables".
+    shutil.copytree(path, tmp_path / "copy[1]")
+    with pytest.raises(ExportError, match=r"path holds '\[', which TensorFlow reads as a file pattern; move or link "
+                                          r"it to a path without"):
+        evaluate_saved_model(str(tmp_path / "copy[1]"), dataset)
     os.remove(run / "saved_model" / "saved_model.pb")
     with pytest.raises(ExportError, match=rf"not a complete SavedModel \(missing saved_model.pb\); it is run {run}'s "
                                           r"export; it cannot be exported again here: the run has no checkpoint"):

@@ -7,6 +7,7 @@ speed: timing assertions would fail on a busy machine.
 """
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from benchmarks import train_throughput
 from dropzoo import config as config_lib
 from dropzoo import performance
 from dropzoo import trainer
+from dropzoo import workdir as workdir_lib
 from models import flops
 
 
@@ -191,6 +193,34 @@ def test_a_run_that_never_checkpointed_blocks_nothing(tmp_path):
     _started(workdir)
     with pytest.raises(trainer.RunError, match=r"--epochs \(2 -> 3\)"):
         trainer.prepare_workdir(tiny_config(epochs=3), workdir)
+
+
+def test_a_run_that_never_checkpointed_leaves_no_events_and_keeps_what_is_not_its_own(tmp_path):
+    """A first attempt killed (-9) before its first checkpoint left its events (its network's text) to the rerun's
+    logdir, which TensorBoard showed as one run of two networks; its Ctrl-C removed the whole tensorboard/, a file
+    of the user's in it too. Only events files go, and a linked folder's events (other runs') are not touched."""
+    workdir, elsewhere = str(tmp_path / "run"), tmp_path / "other_runs"
+    trainer.prepare_workdir(tiny_config(epochs=1), workdir)
+    logdir = os.path.join(workdir, "tensorboard")
+    for folder in ("", "train", "dropout_stats"):
+        os.makedirs(os.path.join(logdir, folder), exist_ok=True)
+        open(os.path.join(logdir, folder, "events.out.tfevents.1.killed"), "wb").close()
+    open(os.path.join(logdir, "notes.txt"), "w").close()
+    elsewhere.mkdir()
+    (elsewhere / "events.out.tfevents.2.other").write_bytes(b"")
+    os.symlink(elsewhere, os.path.join(logdir, "linked"))
+    trainer.prepare_workdir(tiny_config(epochs=2), workdir)  # the rerun, other flags
+    assert sorted(os.listdir(logdir)) == ["linked", "notes.txt"]
+    assert os.listdir(elsewhere) == ["events.out.tfevents.2.other"]
+    open(os.path.join(logdir, "events.out.tfevents.3.stopped"), "wb").close()
+    workdir_lib.remove_unstarted(workdir, str(tmp_path))  # stopped (Ctrl-C, a user error) before a checkpoint
+    assert sorted(os.listdir(logdir)) == ["linked", "notes.txt"] and not os.path.exists(
+        os.path.join(workdir, "config.json"))
+    shutil.rmtree(workdir)
+    os.makedirs(workdir)
+    os.symlink(elsewhere, logdir)  # the whole logdir linked to a shared one
+    workdir_lib.remove_unstarted(workdir, str(tmp_path))
+    assert os.listdir(elsewhere) == ["events.out.tfevents.2.other"]
 
 
 def test_jit_compile_auto_resumes_under_the_setting_it_resolves_to_here(tmp_path, monkeypatch):

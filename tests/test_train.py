@@ -282,6 +282,11 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
     with pytest.raises(trainer.RunError, match=rf"^--workdir {blocker} is a file, not a directory; pass a directory"):
         trainer.train_and_evaluate(tiny_config(), str(blocker), source=tiny_source(), verbose=0)
     assert blocker.read_text() == "not a directory"
+    # Trained, then its export could not be loaded back (TensorFlow reads its path as a pattern): refused first.
+    with pytest.raises(trainer.RunError, match=r"holds '\[', which TensorFlow reads as a file pattern where it loads "
+                                               r"the run's export; pass a --workdir without"):
+        trainer.train_and_evaluate(tiny_config(), str(tmp_path / "run[1]"), source=tiny_source(), verbose=0)
+    assert not os.path.exists(tmp_path / "run[1]")
 
 
 TRAIN_CONFIGS = sorted(c for c in glob.glob(os.path.join(ROOT, "configs", "*.cfg")) if not c.endswith("_eval.cfg"))
