@@ -139,7 +139,7 @@ def _score_one(f):
             evaluate.check_copied_export_data(path_of(f), bool(f.tflite))
         if own and "test_image_dir" in given and "image_dir" not in given and own["trained_on"].get("image_dir"):
             given = {**given, "image_dir": own["trained_on"]["image_dir"]}  # a test folder for the run's classes
-        given = folders.with_run_image_options(given, own and own["trained_on"])
+        given = folders.with_run_image_options(given, own and own["trained_on"], own and own["image_shape"])
         data = _data_to_score(given, own)
         if own and data is own["origin"]:
             _check_recorded_data_here(home, data)
@@ -275,7 +275,8 @@ def _own_data(workdir, required):
     data = metrics["data"]
     return {"origin": workdirs.test_origin(metrics), "test_sha256": data.get("test_sha256"),
             "class_names": (data.get("details") or {}).get("class_names"), "trained_on": dict(data["origin"]),
-            "details": data.get("details") or {}, "weights_sha256": metrics.get("weights_sha256")}
+            "details": data.get("details") or {}, "weights_sha256": metrics.get("weights_sha256"),
+            "image_shape": data.get("image_shape")}
 
 
 def _compare(f):

@@ -141,17 +141,21 @@ def split_changed(origin, recorded, given, now):
     return bool(then and current and then != current)
 
 
-def with_run_image_options(given, trained_on):
+def with_run_image_options(given, trained_on, image_shape=None):
     """`given` (load_source arguments), an image folder without color_mode/image_size taking the run's.
 
     The run's model reads images of the size and channels it trained on: a
     folder named without --color_mode or --image_size is read as the run's
-    were (grayscale at their own size would not fit an RGB model).
+    were (grayscale at their own size would not fit an RGB model). A run
+    trained on other data (an .npz of colour images) is read by its recorded
+    `image_shape`'s channels, as its export would be.
     """
     if not trained_on or "image_dir" not in given:
         return given
     options = {key: trained_on[key] for key in ("color_mode", "image_size")
                if key not in given and trained_on.get(key) is not None}
+    if "color_mode" not in given and "color_mode" not in options and list(image_shape or [])[-1:] == [3]:
+        options["color_mode"] = "rgb"
     return {**given, **options}
 
 

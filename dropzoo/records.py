@@ -166,7 +166,7 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         origin = metrics["data"]["origin"]
         # --image_dir naming the run's own --test_image_dir: its own test data (folders.py).
         given = source if source is not None else (
-            folders.with_run_image_options(data_override, origin)
+            folders.with_run_image_options(data_override, origin, metrics["data"].get("image_shape"))
             if data_override and not folders.is_own_test_folder(origin, data_override) else None)
         run_test = data.identity(given) if given else data.own(metrics)
         if run_test[1] is not None and given:  # before a saved evaluation answers (older code scored label k as

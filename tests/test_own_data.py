@@ -796,6 +796,13 @@ def test_a_folder_given_to_eval_is_read_as_the_run_read_its_images():
     assert folders.with_run_image_options(given, trained_on)["color_mode"] == "grayscale"
     assert folders.with_run_image_options({"dataset": "mnist"}, trained_on) == {"dataset": "mnist"}
     assert folders.with_run_image_options({"image_dir": "b"}, None) == {"image_dir": "b"}
+    # A run trained on an .npz of colour images records no colour mode: its image shape says it (eval.py --workdir
+    # read such a folder in colour, --runs_dir gray and refused it).
+    npz = {"npz": "colour.npz"}
+    assert folders.with_run_image_options({"image_dir": "b"}, npz, [16, 16, 3]) == {"image_dir": "b",
+                                                                                    "color_mode": "rgb"}
+    assert folders.with_run_image_options({"image_dir": "b"}, npz, [16, 16, 1]) == {"image_dir": "b"}
+    assert folders.with_run_image_options(given, npz, [16, 16, 3])["color_mode"] == "grayscale"
 
 
 def _named_folder(root, classes):
