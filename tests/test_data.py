@@ -187,8 +187,8 @@ def test_a_sweep_arm_falling_back_to_another_arms_data_stops_the_sweep(monkeypat
     from dropzoo import sweep
 
     monkeypatch.setattr(tfds_source, "_network_reachable", lambda timeout: False)
-    runs = [(config_lib.TrainConfig(dataset=name, tfds_data_dir=str(tmp_path / "tfds")), name)
-            for name in ("mnist_sample", "mnist")]
+    monkeypatch.setattr(tfds_source, "_is_prepared", lambda builder: False)  # (this machine's default data dir)
+    runs = [(config_lib.TrainConfig(dataset=name), name) for name in ("mnist_sample", "mnist")]
     load = sweep._sources(runs)
     assert load(runs[0][0]).name == "mnist_sample"
     message = (r"^--dataset=mnist fell back to mnist_sample \(tfds dataset 'mnist' is not prepared .*\), which "
@@ -209,10 +209,11 @@ def test_a_sweep_arm_falling_back_to_another_arms_data_stops_the_sweep(monkeypat
 
 def test_mnist_falls_back_to_sample_when_offline(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(tfds_source, "_network_reachable", lambda timeout: False)
+    monkeypatch.setattr(tfds_source, "_is_prepared", lambda builder: False)  # (this machine's default data dir)
     mnist_sample._arrays_cached.cache_clear()  # Time the cold path.
     start = time.monotonic()
     with caplog.at_level("WARNING"):
-        source = sources.load_source("mnist", tfds_data_dir=str(tmp_path / "tfds"))
+        source = sources.load_source("mnist")
     # Not a speed target: tfds' retries offline take ~3.5 minutes; the fallback must not wait for them (a loaded
     # 2-core machine takes a few seconds to read the sample).
     assert time.monotonic() - start < 60
@@ -223,6 +224,18 @@ def test_mnist_falls_back_to_sample_when_offline(monkeypatch, tmp_path, caplog):
     ours = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
     assert len(ours) == 1 and "\n" not in ours[0]
     assert "--tfds_data_dir" in ours[0] and "--idx_dir" in ours[0]
+
+
+def test_a_tfds_data_dir_named_for_mnist_is_not_stood_in_for_by_the_sample(monkeypatch, tmp_path):
+    """A mistyped --tfds_data_dir trained on the 5,000-example sample (a warning), under --overwrite in place of
+    the run it deleted."""
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda timeout: False)
+    with pytest.raises(DataError, match=r"^tfds dataset 'mnist' is not prepared in .*typo.*; pass the --tfds_data_dir "
+                                        r"where mnist is prepared, or leave --tfds_data_dir out to train on the "
+                                        r"embedded 5,000-example MNIST sample$") as error:
+        sources.load_source("mnist", tfds_data_dir=str(tmp_path / "typo"))
+    _assert_one_line(error)
+    assert "mnist_sample" not in sources.describe(dataset="mnist", tfds_data_dir=str(tmp_path / "typo"))[2]
 
 
 def test_other_tfds_dataset_offline_is_an_error(monkeypatch, tmp_path):
