@@ -314,7 +314,7 @@ def _compare(f):
         print(md.read())
     for name, path in result["paths"].items():
         print(f"{name:<15} {path}")
-    print(f"TensorBoard:    tensorboard --logdir {result['paths']['hparams']}  (HParams tab)")
+    print(f"TensorBoard:    tensorboard --logdir {result['paths']['hparams']}  (HParams tab; restart one left open)")
     return 0
 
 

@@ -143,6 +143,7 @@ def _print_sweep(results, task, root):
     skipped = any(isinstance(outcome, sweep.Skipped) for _, _, outcome in results)
     if task is None and not skipped:
         root = root or os.path.commonpath([workdir for _, workdir, _ in results])
+        print(f"TensorBoard:  tensorboard --logdir {shlex.quote(root)}")  # (as a single run's lines say)
         print(f"compare:      python eval.py --runs_dir={shlex.quote(root)}")
     if task is not None and skipped:
         # A task's share is its own: a run another process holds is not done, so the scheduler may retry.

@@ -69,6 +69,8 @@ def write_run_hparams(logdir, config, data_source, metrics):
     """A training run's session in its TensorBoard directory (`logdir`, RUN/tensorboard): its config and final
     scores, under the run's directory as its trial id (a hash otherwise)."""
     values = {**config.to_dict(), "placement": config.placement_spec, "data_source": data_source}  # what trained
+    # The sites as built, rates and kinds (--rate and --sites stay empty where not given, "" for none).
+    values["dropout_sites"] = metrics.get("placement_sites") or ""
     values["precision"] = (metrics.get("precision") or {}).get("policy") or config.precision  # not `auto`
     # The data's name, not --dataset's (its default, mnist, beside files or the Python API's arrays): by the files'
     # content where it is known (Fashion-MNIST's IDX files showed "mnist"), else none.
@@ -85,7 +87,16 @@ def write_run_hparams(logdir, config, data_source, metrics):
     # No domains: TensorBoard takes one run's experiment for a logdir of many, and its one value each would be all
     # the dashboard lists (a comparison's sessions share one experiment, which has them).
     write_hparams(logdir, [("", values, scalars)], RUN_METRICS, step=metrics["epochs_completed"], domains=False,
-                  trial_id=os.path.dirname(os.path.abspath(logdir)))  # (relative, two runs' could be one)
+                  trial_id=trial_id(os.path.dirname(os.path.abspath(logdir)), metrics.get("weights_sha256")))
+
+
+def trial_id(run, weights_sha256=None):
+    """The dashboard's name of the run at `run`: its last four path parts (a sweep's <root>/<model>/<variant>/seed<k>;
+    the whole path was cut to its first parts there) and its weights' digest. TensorBoard pools sessions of one
+    name into one row, its scores averaged: a path alone, or a path a run had moved away from when another trained
+    there, named two runs as one."""
+    name = "/".join(os.path.abspath(run).split(os.sep)[-4:])
+    return f"{name} #{weights_sha256[:8]}" if weights_sha256 else name
 
 
 def _hparams_only(path):

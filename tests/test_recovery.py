@@ -679,6 +679,7 @@ def test_one_sweep_started_twice_trains_every_run_exactly_once(tmp_path):
         last = stdout.splitlines()[-1]
         assert last == f"compare:      python eval.py --runs_dir={root}" if "SKIPPED" not in stdout else \
             "run(s) were being trained by another process" in last
+        assert ("SKIPPED" in stdout) != (f"TensorBoard:  tensorboard --logdir {root}" in stdout.splitlines())
 
 
 def _listening_sockets():

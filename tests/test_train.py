@@ -73,7 +73,7 @@ def test_run_writes_everything_the_user_needs(finished_run):
 
 
 def test_tensorboard_has_scalars_histograms_and_hparams(finished_run):
-    workdir, _ = finished_run
+    workdir, metrics = finished_run
     tags = {}
     for path in glob.glob(os.path.join(workdir, "tensorboard", "**", "events.out.tfevents.*"), recursive=True):
         run = os.path.relpath(os.path.dirname(path), os.path.join(workdir, "tensorboard"))
@@ -104,8 +104,12 @@ def test_tensorboard_has_scalars_histograms_and_hparams(finished_run):
                  for own in glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
                  for event in tf.compat.v1.train.summary_iterator(own) for v in event.summary.value
                  if v.tag == "_hparams_/session_start_info")
-    assert start.group_name == os.path.abspath(workdir)  # a relative one could name two runs
+    # Its path's last parts and its weights: a path alone named a run moved away and the one trained in its place
+    # as one row, their scores averaged.
+    weights = metrics["weights_sha256"]
+    assert start.group_name == "/".join(os.path.abspath(workdir).split(os.sep)[-4:]) + f" #{weights[:8]}"
     assert start.hparams["placement"].string_value == "canonical"
+    assert start.hparams["dropout_sites"].string_value == "dense1.post:0.5"  # as built (--rate not given: empty)
     assert start.hparams["dataset"].string_value == "tiny"  # the arrays' name, not --dataset's default (mnist)
 
 
