@@ -193,9 +193,9 @@ def contrasts_markdown(contrasts):
                 cells += ["0", "", "", "identical by construction"]
             elif r is None:
                 cells += ["", "", "", ""]
-            elif r["n"] < 2:
+            elif r["n"] < 2:  # (every seed diverged: more seeds would not help)
                 cells += [f"{r['difference'] * c.scale:+.{c.digits}f}" if r["n"] else "", "", "",
-                          "needs 2 or more seeds"]
+                          f"inconclusive ({r['diverged']})" if r.get("diverged") else "needs 2 or more seeds"]
             elif r.get("no_spread"):  # one difference at every seed: no interval, no MDE (see the notes)
                 cells += [f"{r['difference'] * c.scale:+.{c.digits}f}", "no spread", "—", verdict_text(r, c)]
             else:
@@ -228,11 +228,12 @@ def markdown(comparison):
         margins = ", ".join(f"{x.name} ±{c['margins'][x.metric] * x.scale:g} {x.unit}" for x in CONTRASTS)
         lines += [f"**Contrasts** ({'planned' if c['planned'] else 'each variant against the baseline'}; "
                   f"per metric, the difference tests and the equivalence tests each one Holm family at "
-                  f"α = {c['alpha']:g}, no difference p below an exact sign-flip test's 2/2^n over n seeds "
-                  "(equivalence p: 1/2^n); 95% CI: the paired t-interval, not adjusted for the family (one that "
-                  "excludes 0 can stand beside *inconclusive*); MDE: the smallest true difference these seeds find "
-                  "with 80% power at α/m, Holm's strictest step (— where they cannot reach α/m; Holm's later steps "
-                  "and equivalence, which needs one seed fewer, can still reach a verdict beside it); equivalence: "
+                  f"α = {c['alpha']:g}, no difference p below an exact sign-flip test's 2/2^n over the n seeds "
+                  "that differ (equivalence p: 1/2^n); 95% CI: the paired t-interval, neither adjusted for the "
+                  "family nor raised to that floor (one that excludes 0 can stand beside *inconclusive*); MDE: the "
+                  "smallest true difference these seeds find with 80% power at α/m, Holm's strictest step (— where "
+                  "they cannot reach α/m; Holm's later steps and equivalence, which needs one seed fewer, can still "
+                  "reach a verdict beside it); equivalence: "
                   f"two one-sided tests, margins {margins})",
                   ""] + contrasts_markdown(c["contrasts"]) + ["",
                   "contrasts.csv holds the same numbers in each metric's own unit: "

@@ -58,8 +58,10 @@ def paired_p_value(a, b):
     difference removes that part of the noise, which Welch's test cannot.
     Differences without spread (`no_spread`) get the exact sign-flip test's
     p instead: 2 / 2^n if they are one nonzero value, else 1. No p is below
-    that 2 / 2^n (`sign_flip_floor`), so 'differs' needs 6 seeds at 0.05
-    whatever their spread.
+    that 2 / 2^n (`sign_flip_floor`), n counting the differences that are
+    not 0 (a tie is the same flipped, so it adds nothing to the exact test:
+    five seeds of +1 image and a sixth of 0 stay at 2/32), so 'differs'
+    needs 6 seeds at 0.05 whatever their spread.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -69,7 +71,13 @@ def paired_p_value(a, b):
     d = a - b
     if no_spread(d):
         return 1.0 if abs(float(d.mean())) <= 1e-12 else sign_flip_floor(d.size)
-    return max(float(scipy_stats.ttest_rel(a, b).pvalue), sign_flip_floor(d.size))
+    return max(float(scipy_stats.ttest_rel(a, b).pvalue), sign_flip_floor(untied(d)))
+
+
+def untied(differences, scale=1.0):
+    """How many of `differences` are not 0 (beyond float rounding of values about `scale`): what a sign flip
+    moves."""
+    return int(np.count_nonzero(np.abs(np.asarray(differences, np.float64)) > 1e-9 * max(scale, 1e-3)))
 
 
 def sign_flip_floor(n, sides=2):
@@ -146,7 +154,8 @@ def tost_paired_p(differences, margin):
     says the difference lies inside the margin (Schuirmann, 1987). NaN
     with fewer than 2 pairs. Differences without spread (`no_spread`) get
     the exact one-sided sign-flip tests' p: 1 / 2^n if they lie inside the
-    margin, else 1. No p is below that 1 / 2^n (`sign_flip_floor`).
+    margin, else 1. No p is below that 1 / 2^n (`sign_flip_floor`), n counting
+    each side's differences that do not sit on the margin (`untied`).
     """
     d = np.asarray(differences, np.float64)
     if d.size < 2:
@@ -157,7 +166,8 @@ def tost_paired_p(differences, margin):
     mean, se = d.mean(), d.std(ddof=1) / math.sqrt(d.size)
     lower = scipy_stats.t.sf((mean + margin) / se, d.size - 1)  # H0: mean <= -margin
     upper = scipy_stats.t.cdf((mean - margin) / se, d.size - 1)  # H0: mean >= +margin
-    return float(max(lower, upper, sign_flip_floor(d.size, sides=1)))
+    floors = [sign_flip_floor(untied(d + side * margin, margin), sides=1) for side in (1, -1)]
+    return float(max(lower, upper, *floors))
 
 
 def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):

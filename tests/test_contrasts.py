@@ -675,6 +675,27 @@ def test_seeds_without_a_partner_or_a_finite_score_are_named():
     # The variants' means leave the non-finite score out too.
     b = next(e for e in compare.summarise(rows) if e["variant"] == "m/b")
     assert np.isfinite(b["test_loss"]["mean"])
+    # Every seed of a variant diverged: the verdict says so (it said "needs 2 or more seeds": more would not help).
+    rows = _rows("a", base[:3], losses[:3]) + _rows("b", base[:3], [np.nan] * 3)
+    variants.label_rows(rows)
+    [entry] = contrasts.contrast_table(rows, contrasts.planned_pairs(rows, [("a", "b")]), report.DEFAULT_MARGINS)
+    assert entry["test_accuracy"]["n"] == 0
+    assert "| m/a - m/b | 0 |  |  |  | inconclusive (m/b diverged on seeds 0–2) |" in report.contrasts_markdown(
+        [entry])[2]
+
+
+def test_a_seed_without_a_difference_does_not_lower_the_sign_flip_floor():
+    """A tie is the same flipped: five seeds of +1 image and a sixth of 0 were floored at 2/2^6 and *differed*,
+    where the exact sign-flip test over them gives 2/2^5 (the five alone: inconclusive)."""
+    base = np.full(6, 0.98)
+    five = stats.paired_p_value(base[:5] + 1e-4 * np.array([1, 1, 1, 1, 2]), base[:5])
+    six = stats.paired_p_value(base + 1e-4 * np.array([1, 1, 1, 1, 2, 0]), base)
+    assert five == six == 2 / 2**5
+    assert stats.paired_p_value(base + 1e-4 * np.array([1, 1, 1, 1, 2, 1]), base) == 2 / 2**6
+    # Equivalence: a seed on the margin (50 of 10,000 images at ±0.5 points) is a tie of that side's test.
+    on_margin = np.array([0.9862 - 0.9812, 0.001, 0.002, 0.003, 0.0015, 0.0025])
+    assert stats.tost_paired_p(on_margin, 0.005) == 1 / 2**5
+    assert stats.tost_paired_p(np.array([0.004, 0.001, 0.002, 0.003, 0.0015, 0.0025]), 0.005) == 1 / 2**6
 
 
 @pytest.mark.parametrize("margins,message", [
