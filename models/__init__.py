@@ -21,6 +21,7 @@ Builders use Keras 3 layers and ops only, so they run on any Keras backend.
 """
 from models import zoo as _zoo  # noqa: F401  (registers the networks)
 from models.keras_file import load_keras_model
+from models.keras_file import saved_optimizer
 from models.keras_model import describe_model
 from models.keras_rewrite import finalize_states
 from models.keras_rewrite import place_dropout
@@ -67,5 +68,5 @@ __all__ = [
     "get_spec", "head_notes",
     "list_models", "list_placements", "load_keras_model", "mc_dropout_model", "mc_dropout_split",
     "parse_network", "place_dropout", "register_keras_model", "register_spec", "request_seed",
-    "resolve_placement", "zoo_name_of",
+    "resolve_placement", "saved_optimizer", "zoo_name_of",
 ]

@@ -54,6 +54,22 @@ def load_keras_model(path):
                          "register its custom classes") from None
 
 
+def saved_optimizer(path):
+    """(class name, learning rate or None) of the optimizer the `.keras` file at `path` was compiled with; None
+    where it was saved uncompiled (or its record is unreadable). The trainer compiles with its own flags."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            optimizer = (json.loads(archive.read("config.json")).get("compile_config") or {}).get("optimizer")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, AttributeError):
+        return None
+    if isinstance(optimizer, str):  # compiled with a name ("adam"): Keras' own default rate
+        return optimizer, None
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("class_name"), str):
+        return None
+    rate = (optimizer.get("config") or {}).get("learning_rate")
+    return optimizer["class_name"], float(rate) if isinstance(rate, (int, float)) else None
+
+
 def _unknown_classes(path):
     """The registered names of the classes in the file's config that neither Keras nor this Python knows."""
     found = []

@@ -204,3 +204,33 @@ def test_a_tower_that_does_not_pool_beside_one_that_does_drops_after_its_convs_i
         L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(image)))
     x = L.Dense(16, activation="relu", name="d")(L.Flatten()(L.Concatenate()([c, b])))
     assert _placements(keras.Model(image, L.Dense(10, name="out")(x)))["conv"] == "p.post:0.1,cb.post:0.1,d.post:0.5"
+
+
+def test_a_model_saved_compiled_says_its_optimizer_is_not_used(tmp_path):
+    """A .keras file compiled with Adam(3e-4) trained with Adadelta at 1.0 (the trainer's flags), without a word."""
+    from absl import flags
+
+    from dropzoo import flags as flags_lib
+
+    image = keras.Input((28, 28, 1))
+    model = keras.Model(image, L.Dense(10, activation="softmax")(L.Dense(8, activation="relu")(L.Flatten()(image))))
+    path = str(tmp_path / "compiled.keras")
+
+    def notes(*args):
+        fv = flags.FlagValues()
+        flags_lib.define_train_flags(fv)
+        fv(["train.py", f"--keras_model={path}", "--dataset=mnist_sample", *args])
+        return [n for n in flags_lib.model_notes(flags_lib.train_plan(fv)) if "saved compiled" in n]
+
+    model.save(path)  # uncompiled: nothing to say
+    assert notes() == []
+    model.compile(optimizer=keras.optimizers.Adam(3e-4), loss="sparse_categorical_crossentropy")
+    model.save(path)
+    assert notes() == [f"--keras_model {path} was saved compiled with Adam (learning rate 0.0003), which is not used: "
+                       "it trains with --optimizer=adadelta --learning_rate=1 and sparse categorical cross-entropy, "
+                       "as every network here; pass --optimizer=adam --learning_rate=0.0003 for its own"]
+    assert notes("--optimizer=adam", "--learning_rate=0.0003") == []  # (its rate stored as float32)
+    assert len(notes("--optimizer=adam", "--learning_rate=0.001,0.0003")) == 1  # the sweep's other rate
+    model.compile(optimizer=keras.optimizers.AdamW(), loss="sparse_categorical_crossentropy")
+    model.save(path)
+    assert notes()[0].endswith("; --optimizer takes adadelta, sgd, adam, rmsprop")
