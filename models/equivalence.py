@@ -237,7 +237,7 @@ def check_kinds(name, activation, seed=0):
 def _construction_pairs(spec):
     """Claim 4's pairs (a, b, kind, norm): moves across ReLU, and moves no rule allows."""
     before, after, where = probes.activation_pair(spec)
-    layer, rate = where.split(".")[0], f"{probes.head(spec)[2]:g}"
+    layer, rate = where.split(".")[0], f"{probes.layer_rate(spec, where.split('.')[0]):g}"  # (a tower's own)
     pre = "before_dense" if before == "before_activation" else f"{layer}.pre:{rate}"
     pairs = [
         ("canonical", after, "inverted", "none"),

@@ -94,8 +94,20 @@ def activation_pair(spec):
     if not with_activation:
         raise ValueError(f"network {spec.name} has no hidden conv or dense layer with an activation, so no "
                          "activation to move dropout across; give a network with one")
-    layer, rate = with_activation[-1], head(spec)[2]
+    layer = with_activation[-1]
+    rate = layer_rate(spec, layer)
     return f"{layer}.mid:{rate}", f"{layer}.post:{rate}", f"{layer}.mid/.post"
+
+
+def layer_rate(spec, layer):
+    """The rate claims 1 and 4 drop at across `layer`'s activation: the layer's own in its placement (each tower
+    of a two-tower network has its own), else the head's (`head`)."""
+    for placement in ("after_activation", "canonical"):
+        if placement in models.list_placements(spec.name):
+            for key, site in models.resolve_placement(spec.name, placement).items():
+                if key.rsplit(".", 1)[0] == layer:
+                    return site.rate
+    return head(spec)[2]
 
 
 def homogeneous(spec, layer, activation):

@@ -493,3 +493,20 @@ def test_command_line_checks_a_keras_model_with_its_own_activations_only(tmp_pat
     result = _run_module("--models=dense_mlp", "--activations=relu,relu", "--precisions=")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         "error: --precisions is empty; name one or more, or leave it out for all")
+
+
+def test_claims_across_a_towers_activation_drop_at_that_towers_own_rate(tmp_path):
+    """A two-tower network's claims 1 and 4 moved dropout across the ReLU tower at the tanh tower's rate (0.6):
+    variants no sweep trains."""
+    L = keras.layers
+    image = keras.Input((12, 12, 1))
+    flat = L.Flatten()(image)
+    relu = L.Dropout(0.3)(L.Dense(8, activation="relu", name="relu_tower")(flat))
+    tanh = L.Dropout(0.6)(L.Dense(8, activation="tanh", name="tanh_tower")(flat))
+    path = str(tmp_path / "eq_towers.keras")
+    keras.Model(image, L.Dense(3)(L.Concatenate()([relu, tanh]))).save(path)
+    spec = models.get_spec(probes.register_keras(path))
+    assert probes.head(spec)[2] == 0.6  # canonical's first head site: the tanh tower's
+    before, after, where = probes.activation_pair(spec)
+    assert where == "relu_tower.mid/.post" and (before, after) == ("relu_tower.mid:0.3", "relu_tower.post:0.3")
+    assert probes.layer_rate(spec, "relu_tower") == 0.3 and probes.layer_rate(spec, "tanh_tower") == 0.6
