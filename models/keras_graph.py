@@ -287,10 +287,15 @@ def blocks(calls, output_index):
         if not isinstance(call.layer, LINEAR_TYPES):
             continue
         block, current, activated = [], index, fused_activation(call.layer) != "linear"
+        identity = None  # an Activation("linear") layer taken as the block's activation
         while (after := next_reader(current)) is not None and after < output_index:
             layer = calls[after].layer
             is_activation = isinstance(layer, ACTIVATION_TYPES)
             if not (isinstance(layer, NORM_TYPES) or (is_activation and not activated)):
+                if is_activation and function_name(layer) != "linear" and identity:
+                    raise ValueError(f"layer {layer.name!r} follows {identity!r}, a linear (identity) activation "
+                                     f"after {call.layer.name!r}, so \"after the activation\" would fall between "
+                                     f"the two: remove {identity!r} and save the model again")
                 if is_activation and function_name(layer) != "linear":  # Dense(activation="relu") -> tanh
                     raise ValueError(f"layer {layer.name!r} is a second activation after {call.layer.name!r}'s, so "
                                      "\"after the activation\" would fall between the two (dropout before the "
@@ -301,6 +306,8 @@ def blocks(calls, output_index):
                     _check_own_class(layer, call.layer)
                     _check_nothing_before_activation(calls, call.layer, after, next_reader, output_index)
                 break
+            if is_activation and not activated and function_name(layer) == "linear":
+                identity = layer.name
             activated = activated or is_activation
             block.append(after)
             current = after

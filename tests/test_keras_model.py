@@ -910,6 +910,10 @@ def _attention(dropout):
      "layer 't' is a second activation after 'fc''s, so \"after the activation\" would fall between the two"),
     (lambda: _head(L.Dense(16, activation="relu", name="fc"), L.BatchNormalization(), L.ReLU(name="r")),
      "layer 'r' is a second activation after 'fc''s"),
+    # The first an identity layer: "a second activation after 'fc''s", though 'fc' has none.
+    (lambda: _head(L.Dense(16, name="fc"), L.Activation("linear", name="lin"), L.ReLU(name="r")),
+     "layer 'r' follows 'lin', a linear (identity) activation after 'fc', so \"after the activation\" would fall "
+     "between the two: remove 'lin' and save the model again"),
     # Passed --dry_run, then failed in Keras' loss while training.
     (lambda: _sequential(L.Conv2D(4, 3), L.MaxPooling2D(), L.Dense(10, activation="softmax")),
      "model 'm' outputs (13, 13, 10) per image; the zoo trains classifiers with one score per class"),
