@@ -202,7 +202,7 @@ class Model:
         self.output_dtypes = {key: np.dtype(value["dtype"]) for key, value in outputs.items()}
         # The classes it answers (None where it has no probabilities output).
         self.num_classes = int(outputs["probabilities"]["shape"][-1]) if "probabilities" in outputs else None
-        self.content = content
+        self.content, self.name = content, name
         self._ran = False
 
     @classmethod
@@ -211,6 +211,9 @@ class Model:
 
     def __call__(self, images):
         images = np.asarray(images)
+        if not images.ndim or not len(images):  # (the interpreter's own errors name no cause)
+            raise ValueError(f"{self.name} was given {'a scalar' if not images.ndim else 'an empty batch'}; give "
+                             f"a batch of one image or more, shaped [N, {', '.join(map(str, self.input_shape))}]")
         if self._ran:
             result = self.runner(**{self.input_name: images})
         else:  # the first run prints LiteRT's delegate line: INFO, kept off stderr as TensorFlow's are

@@ -200,6 +200,11 @@ def test_a_copied_tflite_model_says_what_its_run_trained_and_tested_on(finished_
     batch = make_images(4, shape=tiny_source().image_shape)
     np.testing.assert_array_equal(tflite.Model(other)(batch)["probabilities"],
                                   tflite.Model(content)(batch)["probabilities"])
+    # No image: one line naming the shape wanted (the interpreter's own errors named no cause).
+    for nothing, said in ((batch[:0], "an empty batch"), (np.float32(0.5), "a scalar")):
+        with pytest.raises(ValueError, match=rf"was given {said}; give a batch of one image or more, shaped \[N, "
+                                             rf"{', '.join(map(str, tiny_source().image_shape))}\]"):
+            tflite.Model(content)(nothing)
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 1), (8, 8, 3)])
