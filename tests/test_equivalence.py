@@ -503,7 +503,7 @@ def test_claims_across_a_towers_activation_drop_at_that_towers_own_rate(tmp_path
     flat = L.Flatten()(image)
     relu = L.Dropout(0.3)(L.Dense(8, activation="relu", name="relu_tower")(flat))
     tanh = L.Dropout(0.6)(L.Dense(8, activation="tanh", name="tanh_tower")(flat))
-    path = str(tmp_path / "eq_towers.keras")
+    path = str(tmp_path / "eq_tower_rates.keras")
     keras.Model(image, L.Dense(3)(L.Concatenate()([relu, tanh]))).save(path)
     spec = models.get_spec(probes.register_keras(path))
     assert probes.head(spec)[2] == 0.6  # canonical's first head site: the tanh tower's
