@@ -56,13 +56,10 @@ def expand(base, sweeps=None, seeds=1):
     configs = []
     for values in itertools.product(*(sweeps[name] for name in names)):
         config = config_lib.TrainConfig(**{**base, **dict(zip(names, values))})
-        placements = [config.placement]
-        if config.placement == "all":
-            placements = models.list_placements(config_lib.register_network(config), norm=config.norm)
-        for placement in placements:
-            for k in range(seeds):
-                configs.append(config_lib.validate(
-                    dataclasses.replace(config, placement=placement, seed=config.seed + k)))
+        placements = [config.placement] if config.placement != "all" else models.list_placements(
+            config_lib.register_network(config), norm=config.norm)
+        configs += [config_lib.validate(dataclasses.replace(config, placement=placement, seed=config.seed + k))
+                    for placement in placements for k in range(seeds)]
     # Once each: --norm=none,batch --bn_momentum=0.9,0.99 makes one norm=none config twice (its momentum is reset),
     # which would share a workdir, the second recorded as identical to the first, that is to itself.
     return list(dict.fromkeys(configs))
@@ -175,7 +172,8 @@ def dry_run(runs, overwrite=False, source=None):
         if refusal:  # a follower too: its record would be refused as a trained run is
             refused.add(i)
             line += f"  (refused: {refusal})"
-        elif not overwrite and os.path.exists(os.path.join(workdir, "metrics.json")):
+        elif not overwrite and os.path.exists(os.path.join(workdir, "metrics.json")) and not (
+                trained_by[i] != i and workdirs.recorded_elsewhere(workdir, runs[trained_by[i]][1])):
             finished.add(i)
             line += "  (finished: kept)"
         elif trained_by[i] != i:
@@ -407,7 +405,9 @@ def _identical(config, workdir, trained, overwrite=False):
         claim = trainer.claim_workdir(config, workdir, overwrite, lock)
         if "locked" in claim:
             return Skipped(claim["locked"])
-        return claim["finished"] or trainer.record_identical(config, workdir, target_workdir, outcome)
+        if claim["finished"] and not workdirs.recorded_elsewhere(workdir, target_workdir):
+            return claim["finished"]
+        return trainer.record_identical(config, workdir, target_workdir, outcome)  # (again, where moved)
     except errors.USER_ERRORS as e:
         return f"{type(e).__name__}: {' '.join(str(e).split())}"
     finally:

@@ -346,16 +346,28 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
                            "from the start")
 
 
-def reexport_fix(workdir, what, rerun=""):
-    """How to make a finished run's exports (`what`: "them", "it") again, where its checkpoints allow (`rerun`:
-    what its train.py command needs changed for that, e.g. " without --noserving_artifacts")."""
+def identical_target(workdir):
+    """The run `workdir` is recorded identical by construction to (a sweep's record, never trained), else None."""
     try:
         with open(os.path.join(workdir, "metrics.json")) as f:
             target = json.load(f).get("identical_to")
     except (OSError, ValueError, AttributeError):
-        target = None
+        return None
+    return os.path.normpath(os.path.join(workdir, target)) if isinstance(target, str) else None
+
+
+def recorded_elsewhere(workdir, target_workdir):
+    """Whether `workdir` holds a record identical to another run than `target_workdir` (moved beside its target,
+    or its target moved: a comparison refuses it), which the sweep records again."""
+    target = identical_target(workdir)
+    return target is not None and os.path.abspath(target) != os.path.abspath(target_workdir)
+
+
+def reexport_fix(workdir, what, rerun=""):
+    """How to make a finished run's exports (`what`: "them", "it") again, where its checkpoints allow (`rerun`:
+    what its train.py command needs changed for that, e.g. " without --noserving_artifacts")."""
+    target = identical_target(workdir)
     if target:  # recorded, never trained: it has no exports or checkpoints of its own
-        target = os.path.normpath(os.path.join(workdir, target))
         return (f"this run was never trained: it is identical by construction to {target}, whose exports are its "
                 f"own; pass --workdir={target}")
     if checkpoints.saved_epoch(os.path.join(workdir, "checkpoints")):

@@ -31,6 +31,7 @@ from dropzoo import interrupts
 from dropzoo import locks
 from dropzoo import sweep
 from dropzoo import trainer
+from dropzoo import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small enough to be quick, long enough per epoch (~1.5 s on 2 cores) to be killed inside one;
@@ -891,6 +892,15 @@ def test_a_sweep_records_an_identical_run_only_where_a_trained_run_could_be_writ
     assert record["identical_to"] == os.path.join("..", "canonical") and record["test_accuracy"] == trained[
         "test_accuracy"]
     assert sweep._identical(runs[1][0], held, (runs[0][0], canonical, trained)) == record
+    # Moved away from the run it names (the sweep's own `mv` advice, its grid widened): recorded again where that
+    # run now is; it was kept pointing at a path no longer there, which a comparison refused.
+    moved = str(tmp_path / "renamed" / "held")
+    os.makedirs(os.path.dirname(moved))
+    os.rename(held, moved)
+    assert workdir_lib.recorded_elsewhere(moved, canonical)
+    again = sweep._identical(runs[1][0], moved, (runs[0][0], canonical, trained))
+    assert os.path.normpath(os.path.join(moved, again["identical_to"])) == canonical
+    assert not workdir_lib.recorded_elsewhere(moved, canonical)
 
 
 def test_statistics_past_float32_are_written_as_infinite(tmp_path):
