@@ -266,6 +266,11 @@ def _own_data(workdir, required):
     if not os.path.isfile(path) and export.holds_runs(workdir):
         raise errors.RunError(f"{workdir} holds runs below it, not one run: compare them with --runs_dir={workdir}, "
                               "or name one of them with --workdir")
+    if not os.path.isfile(path) and os.path.isfile(os.path.join(workdir, "saved_model.pb")):  # a run's export
+        parent = os.path.dirname(os.path.abspath(workdir))
+        raise errors.RunError(f"{workdir} is a SavedModel, not a run's directory: pass --saved_model={workdir}"
+                              + (f", or --workdir={parent} (its run)" if os.path.isfile(
+                                  os.path.join(parent, "metrics.json")) else ""))
     if not os.path.isfile(path):
         if not required:
             return None

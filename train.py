@@ -34,6 +34,7 @@ from dropzoo import errors  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import locks  # noqa: E402
 from dropzoo import shards  # noqa: E402
+from dropzoo import sources  # noqa: E402
 from dropzoo import strategies  # noqa: E402
 from dropzoo import sweep  # noqa: E402
 from dropzoo import trainer  # noqa: E402
@@ -96,6 +97,7 @@ def _train(overwrite):
             config, workdir = runs[0]
             if overwrite and cluster <= 1 and workdirs.started(workdir):  # before it is deleted: a typo lost it
                 sweep.check_data_fits(runs)  # the data loads, the network takes it (what a sweep checks first)
+                sources.check_reachable(**sources.config_arguments(config))  # tfds data: described only
             try:
                 metrics = trainer.train_and_evaluate(config, workdir, overwrite=overwrite,
                                                      serving_artifacts=fv.serving_artifacts)

@@ -162,17 +162,21 @@ def _load_dataset(need_train, dataset="mnist", tfds_data_dir=None, network_timeo
         return Source(**tfds_source.load(dataset, tfds_data_dir, need_train, network_timeout))
     except tfds_source.Unreachable as e:
         # Only training falls back: a test split swapped for another would be a silently wrong score.
-        if dataset == "mnist" and need_train and tfds_data_dir:  # a directory named for the full data (a typo?)
-            raise DataError(f"{e}; pass the --tfds_data_dir where {dataset} is prepared, or leave --tfds_data_dir "
-                            f"out to train on the embedded 5,000-example MNIST sample") from None
-        if dataset != "mnist" or not need_train:
-            raise DataError(f"{e}; pass --tfds_data_dir pointing at a directory where {dataset} is already "
-                            "prepared, or its files with --idx_dir (the t10k-*.gz files are enough to "
-                            "evaluate), --npz or --image_dir") from None
+        if not tfds_source.falls_back(dataset, tfds_data_dir, need_train):
+            raise tfds_source.unreachable_error(e, dataset, tfds_data_dir) from None
         logging.warning("%s, so falling back to the embedded 5,000-example MNIST sample (4,000 train / 1,000 "
                         "test); for the full data pass --tfds_data_dir pointing at prepared tfds data, or "
                         "--idx_dir with the MNIST IDX .gz files", e)
         return _sample_source(need_train, fallback_reason=str(e))
+
+
+def check_reachable(**arguments):
+    """DataError where training would refuse the tfds data `arguments` (load_source's) name, not prepared here and
+    the network down (mnist without --tfds_data_dir takes the sample): what --overwrite checks before it deletes."""
+    arguments = {"dataset": DEFAULT_DATASET, **arguments}
+    if choose(arguments).name == "dataset" and arguments["dataset"] != SAMPLE_NAME:
+        tfds_source.check_loadable(arguments["dataset"], arguments.get("tfds_data_dir"),
+                                   arguments.get("network_timeout", 3.0))
 
 
 # The one table of data sources, in the order they are chosen: the first whose

@@ -33,13 +33,9 @@ class Unreachable(DataError):
 
 def load(name, data_dir, need_train, network_timeout):
     """{name, train, test, num_train, num_test, num_classes, image_shape, origin} of tfds dataset `name`."""
-    builder = _tfds_builder(name, data_dir)
+    builder = check_reachable(name, data_dir, network_timeout)
     image_key, label_key = _image_label_keys(builder, name)
     if not _is_prepared(builder):
-        if not _network_reachable(network_timeout):
-            host = f"{_PROBE_ADDRESS[0]}:{_PROBE_ADDRESS[1]}"
-            raise Unreachable(f"tfds dataset {name!r} is not prepared in {builder.data_dir_root} and the network "
-                              f"is unreachable (no connection to {host} within {network_timeout:g}s)")
         builder.download_and_prepare()
     _check_splits(builder, name, need_train)
     train, num_train = _tfds_split(builder, "train") if need_train else (None, 0)
@@ -76,6 +72,41 @@ def describe(name, data_dir):
     features = builder.info.features
     return (tuple(int(d) for d in features[image_key].shape), int(features[label_key].num_classes),
             str(builder.data_path) if _is_prepared(builder) else None)
+
+
+def check_reachable(name, data_dir, network_timeout):
+    """The builder of tfds image dataset `name`; Unreachable where it is not prepared and the network is down."""
+    builder = _tfds_builder(name, data_dir)
+    _image_label_keys(builder, name)  # (text data: refused as such, before any probe)
+    if not _is_prepared(builder) and not _network_reachable(network_timeout):
+        host = f"{_PROBE_ADDRESS[0]}:{_PROBE_ADDRESS[1]}"
+        raise Unreachable(f"tfds dataset {name!r} is not prepared in {builder.data_dir_root} and the network "
+                          f"is unreachable (no connection to {host} within {network_timeout:g}s)")
+    return builder
+
+
+def check_loadable(name, data_dir, network_timeout):
+    """DataError where training on `name` would stop: not prepared, the network down, and no fallback."""
+    try:
+        check_reachable(name, data_dir, network_timeout)
+    except Unreachable as e:
+        if not falls_back(name, data_dir):
+            raise unreachable_error(e, name, data_dir) from None
+
+
+def falls_back(name, data_dir, need_train=True):
+    """Whether training on `name` not prepared here, offline, takes the embedded MNIST sample: mnist, where no
+    --tfds_data_dir names a directory for the full data (a typo?)."""
+    return name == "mnist" and need_train and not data_dir
+
+
+def unreachable_error(error, name, data_dir):
+    """The DataError for Unreachable `error`: the fix for `name` (a --tfds_data_dir given for mnist: it or none)."""
+    if name == "mnist" and data_dir:
+        return DataError(f"{error}; pass the --tfds_data_dir where {name} is prepared, or leave --tfds_data_dir out "
+                         "to train on the embedded 5,000-example MNIST sample")
+    return DataError(f"{error}; pass --tfds_data_dir pointing at a directory where {name} is already prepared, or "
+                     "its files with --idx_dir (the t10k-*.gz files are enough to evaluate), --npz or --image_dir")
 
 
 def prepared_sizes(name, data_dir):

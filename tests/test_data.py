@@ -236,6 +236,15 @@ def test_a_tfds_data_dir_named_for_mnist_is_not_stood_in_for_by_the_sample(monke
         sources.load_source("mnist", tfds_data_dir=str(tmp_path / "typo"))
     _assert_one_line(error)
     assert "mnist_sample" not in sources.describe(dataset="mnist", tfds_data_dir=str(tmp_path / "typo"))[2]
+    # What --overwrite checks before it deletes the run it replaces (tfds data is otherwise described only).
+    with pytest.raises(DataError, match=r"not prepared in .*typo.*leave --tfds_data_dir out"):
+        sources.check_reachable(dataset="mnist", tfds_data_dir=str(tmp_path / "typo"))
+    with pytest.raises(DataError, match=r"'fashion_mnist' is not prepared .*pass --tfds_data_dir pointing at"):
+        sources.check_reachable(dataset="fashion_mnist", tfds_data_dir=str(tmp_path / "typo"))
+    monkeypatch.setattr(tfds_source, "_is_prepared", lambda builder: False)  # (this machine's default data dir)
+    sources.check_reachable(dataset="mnist")  # falls back to the sample, as training does
+    sources.check_reachable(dataset="mnist_sample")
+    sources.check_reachable(npz=str(tmp_path / "any.npz"))  # not tfds data: the data check reads files
 
 
 def test_other_tfds_dataset_offline_is_an_error(monkeypatch, tmp_path):
