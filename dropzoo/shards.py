@@ -301,15 +301,15 @@ def check_task_counts(runs, sweep_plan, index, count, source, record=True, overw
     own = os.path.join(where, f"{prefix}{index}.json")
     for written in (False, True) if record else (False,):
         for task, other in _others(where, prefix).items():
-            if task != str(index) and other["num_tasks"] != count:  # its own: the last split it took
+            if other["num_tasks"] != count:  # its own earlier start's too: index 0 of a new size re-split it
                 if written:
                     os.remove(own)
-                n = other["num_tasks"]
+                n, who = other["num_tasks"], "an earlier start of this task" if task == str(index) else f"task {task}"
                 fix = (f"submit the array as --array=0-{n - 1}" if from_slurm(source) else
                        f"give the Job {n} completions and --num_tasks={n}" if from_kubernetes(source) else
                        f"give every task --num_tasks={n}")
                 raise ConfigError(
-                    f"task {task} of this plan split it into {n} shares, and this task {index} into {count} "
+                    f"{who} of this plan split it into {n} shares, and this task {index} into {count} "
                     f"({source}): shares of two splits leave runs to no task; {fix}, or, to split the plan anew "
                     f"once every task of the other split has ended, delete {os.path.join(where, prefix)}*.json")
         if not written and record:

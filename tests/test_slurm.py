@@ -115,7 +115,8 @@ def _wait(ready, seconds, what):
 def _run_array(env, logs_dir, tasks, command):
     """Submits `command` (argv, joined for the shell) as an array of `tasks`; (job id, each task's log) once done."""
     submitted = subprocess.run(["sbatch", "--parsable", f"--array=0-{tasks - 1}", "--cpus-per-task=1",
-                                f"--output={logs_dir}/task_%a.log", f"--chdir={ROOT}", "--wrap", " ".join(command)],
+                                f"--output={logs_dir}/task_%a.log", "--open-mode=append", f"--chdir={ROOT}", "--wrap",
+                                " ".join(command)],
                                env=env, capture_output=True, text=True, check=True)
     job = submitted.stdout.strip().split(";")[0]
     _wait(lambda: not subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True,
@@ -356,6 +357,12 @@ def test_tasks_of_one_plan_split_into_other_counts_are_refused(tmp_path, monkeyp
                                           r"every task of the other split has ended, delete .*\.tasks/split-"):
         shards.check_task_counts(runs, plan, 1, 2, "--task_index and --num_tasks")
     assert sorted(os.listdir(tasks)) == before  # the refused task left no record to refuse a corrected one
+    # Its own earlier start of another count too: task 0 of an array resubmitted at another size re-split the plan
+    # without a word, and its siblings were refused naming the old size, then (resubmitted so) the new one.
+    with pytest.raises(ConfigError, match=r"^an earlier start of this task of this plan split it into 3 shares, and "
+                                          r"this task 0 into 2 "):
+        shards.check_task_counts(runs, plan, 0, 2, "--task_index and --num_tasks")
+    assert sorted(os.listdir(tasks)) == before
     # The study's directory spelt another way (relative here, absolute there; one disk mounted at other paths):
     # one plan, refused alike (it was another plan, and the two splits left a run to no task without a word).
     monkeypatch.chdir(tmp_path)
