@@ -20,7 +20,7 @@ def check_finished_on(source, config, recorded, workdir, test=True):
             logging.warning("%s: the run's data cannot be loaded here (%s), so it is not compared with what the run "
                             "recorded; its results are reported as they were", workdir, e)
             return
-    fix = "use another workdir, or overwrite=True (--overwrite) to train it on this data"
+    fix = "use another --workdir, or --overwrite to train it on this data"
     held = recorded.get("train_sha256")
     if source.train_sha256 and held and source.train_sha256 != held:
         raise DataError(f"{workdir} holds a run finished on other training data (sha256 {held[:12]}...) than "

@@ -321,8 +321,9 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
         both = " and metrics.json" if workdir and os.path.exists(os.path.join(workdir, "metrics.json")) else ""
         extend = (f"; to train it on to {config.epochs} epochs from its checkpoints, delete its config.json{both} "
                   "and rerun this command" if longer else "")
-        raise RunError(f"{subject} with other settings: {listed}{extend}; "
-                       "use another --workdir, or --overwrite (overwrite=True) to replace that run")
+        again = ", ".join(_as_flag(k, saved.get(k)) for k in changed)
+        raise RunError(f"{subject} with other settings: {listed}{extend}; use another --workdir, or --overwrite to "
+                       f"replace that run, or rerun with {again} to {'resume' if resuming else 'report'} it")
     for name, value in resolved.items():
         if name in ("precision", "strategy", "onednn") and not resuming:  # finished: reported as trained (records say)
             continue
@@ -344,6 +345,13 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
             raise RunError(f"{subject} trained with {what} {before[name]!r}, but this command "
                            f"resolves to {value!r}; {fix}use another --workdir, or --overwrite to train it again "
                            "from the start")
+
+
+def _as_flag(name, value):
+    """The command-line spelling that asks for `value` of field `name` (None: the flag left out)."""
+    if value is None:
+        return f"without --{name}"
+    return (f"--{name}" if value else f"--no{name}") if isinstance(value, bool) else f"--{name}={value}"
 
 
 def identical_target(workdir):

@@ -839,8 +839,12 @@ def test_a_run_resumes_only_as_it_ran_but_a_finished_one_reports_whatever_the_st
     saved = {**config.to_dict(), "resolved": {}}
     mirrored = dataclasses.replace(config, strategy="mirrored", cpu_devices=2)
     with pytest.raises(trainer.RunError, match=r"holds a run with other settings: --strategy \('auto' -> 'mirrored'\), "
-                                               r"--cpu_devices \(unset -> 2\); use another --workdir, or --overwrite"):
+                                               r"--cpu_devices \(unset -> 2\); use another --workdir, or --overwrite "
+                                               r"to replace that run, or rerun with --strategy=auto, without "
+                                               r"--cpu_devices to resume it$"):
         workdir_lib.check_same(saved, mirrored, {}, str(tmp_path), resuming=True)
+    with pytest.raises(trainer.RunError, match=r"or rerun with --strategy=mirrored, --cpu_devices=2 to resume it$"):
+        workdir_lib.check_same({**mirrored.to_dict(), "resolved": {}}, config, {}, str(tmp_path), resuming=True)
     workdir_lib.check_same(saved, mirrored, {}, str(tmp_path), resuming=False)  # finished: its record stands
     # The same flags resolving otherwise: a workdir of a 2-worker run copied and resumed by one process.
     cluster = json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}})
