@@ -922,7 +922,7 @@ def test_a_finished_run_given_other_training_data_is_refused_not_reported(tmp_pa
     assert trainer.train_and_evaluate(config, workdir, source=tiny_source(), verbose=0) == first  # the same data
     with pytest.raises(DataError, match=rf"^{workdir} holds a run finished on other training data \(sha256 "
                                         r"[0-9a-f]{12}\.\.\.\) than tiny \(sha256 [0-9a-f]{12}\.\.\.\), so its results "
-                                        r"would be reported as this data's; use another workdir, or overwrite=True"):
+                                        r"would be reported as this data's; use another --workdir, or --overwrite"):
         trainer.train_and_evaluate(config, workdir, source=tiny_source(seed=1), verbose=0)
     # The same training arrays, another test split: its old test scores came back as this split's.
     other_test = sources.array_source("tiny", tiny_arrays()[0], tiny_arrays(seed=2)[1])
