@@ -125,6 +125,9 @@ def _tfds_builder(name, data_dir):
     path_hint = _path_hint(name)
     if path_hint:
         raise UnknownDataError(path_hint)
+    if name != name.lower() and _registered(name.lower()):  # tfds takes either; a run records the name as given
+        raise UnknownDataError(f"dataset {name!r}: tfds names are lower case; pass --dataset={name.lower()} (runs "
+                               "of one dataset spelt two ways would be two variants)")
     try:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:

@@ -262,6 +262,9 @@ def test_unknown_dataset_names_valid_options(monkeypatch):
     for hint in ("mnist_sample", "fashion_mnist", "kmnist", "--idx_dir"):
         assert hint in str(error.value)
     _assert_one_line(error)
+    # tfds takes MNIST for mnist: it was refused offline with no hint, and online would be a variant of its own.
+    with pytest.raises(DataError, match=r"^dataset 'MNIST': tfds names are lower case; pass --dataset=mnist "):
+        sources.load_source("MNIST")
 
 
 def test_non_image_dataset_is_rejected(monkeypatch):
