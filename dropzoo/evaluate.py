@@ -202,15 +202,16 @@ def absent_classes_notes(results):
 
 def summary_line(result):
     """One line of an evaluation's headline scores (eval.py prints the whole result as JSON)."""
+    n, m = result["num_examples"], result.get("ood_num_examples")
     line = (f"accuracy {100 * result['accuracy']:.2f}%, NLL {result['loss']:.4f}, ECE {result['ece']:.4f} on "
-            f"{result['data_source']} ({result.get('split', 'test')}, {result['num_examples']:,} images)")
+            f"{result['data_source']} ({result.get('split', 'test')}, {n:,} image{'s' * (n != 1)})")
     if result.get("mc_samples"):
         line += (f"; MC dropout ({result['mc_samples']} passes): accuracy {100 * result['mc_accuracy']:.2f}%, "
                  f"NLL {result['mc_nll']:.4f}")
     best = max((name for name in OOD_SCORES if np.isfinite(result.get(f"ood_auroc_{name}", np.nan))),
                key=lambda name: result[f"ood_auroc_{name}"], default=None)  # (NaN: a model that diverged there)
     if best:
-        line += (f"; out-of-distribution ({result['ood_num_examples']:,} images): AUROC "
+        line += (f"; out-of-distribution ({m:,} image{'s' * (m != 1)}): AUROC "
                  f"{result[f'ood_auroc_{best}']:.3f} by {best.replace('_', ' ')}")
     return line
 

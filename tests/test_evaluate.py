@@ -319,6 +319,9 @@ def test_the_summary_line_names_the_headline_scores_and_the_best_ood_score():
     assert evaluate.summary_line(result) == (
         "accuracy 98.77%, NLL 0.0432, ECE 0.0123 on mnist (test, 10,000 images); MC dropout (20 passes): accuracy "
         "98.81%, NLL 0.0401; out-of-distribution (10,000 images): AUROC 0.930 by mc entropy")
+    result.update(num_examples=1, ood_num_examples=1)
+    line = evaluate.summary_line(result)
+    assert "(test, 1 image); MC" in line and "(1 image): AUROC" in line
 
 
 def test_test_data_without_some_of_the_models_classes_is_said(exported, data):
