@@ -358,10 +358,12 @@ def describe(config, model, distributed=False):
     }
 
 
-def summary_line(described):
-    """One log line for `describe`'s result."""
+def summary_line(described, strategy=None):
+    """One log line for `describe`'s result, and the replicas of `strategy` (strategies.describe's) where several."""
     precision, jit = described["precision"], described["jit_compile"]
     steps = described["steps_per_execution"]
+    replicas = (strategy or {}).get("num_replicas", 1)
     return (f"precision: {precision['policy']} ({precision['requested']}: {precision['reason']}); "
             f"XLA jit_compile: {'on' if jit['enabled'] else 'off'} ({jit['requested']}: {jit['reason']}); "
-            f"steps_per_execution: {steps['used']}{' (auto)' if not steps['requested'] else ''}")
+            f"steps_per_execution: {steps['used']}{' (auto)' if not steps['requested'] else ''}"
+            + (f"; strategy: {strategy['name']}, {replicas} replicas" if replicas > 1 else ""))

@@ -14,8 +14,7 @@ turns flags into a TrainConfig and calls it. It writes into `workdir`:
 
 Every run has the same skeleton, whatever the strategy:
 
-  prepare workdir -> seed and precision -> data, model -> restore
-  -> loop -> test -> export -> verify -> metrics
+  prepare workdir -> seed and precision -> data, model -> restore -> loop -> test -> export -> verify -> metrics
 
 Only the loop differs (`loops.FitLoop`, or `multi_worker.MultiWorkerLoop` under MultiWorkerMirroredStrategy);
 each step of the skeleton is written once, here. Rerunning the same command resumes from the last checkpoint;
@@ -264,7 +263,8 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
                                     validation_fraction=config.validation_fraction,
                                     start_step=initial_epoch * steps_per_epoch)
     if verbose:
-        print(performance.summary_line(performance.describe(config, model, strategies.is_distributed(strategy))))
+        print(performance.summary_line(performance.describe(config, model, strategies.is_distributed(strategy)),
+                                       strategies.describe(strategy)))
         print(data_lib.summary_line(source, pipes))
     return loops.Run(
         config=config, paths=paths, write_paths=write_paths, source=source, pipes=pipes,

@@ -659,3 +659,14 @@ def test_a_bfloat16_export_under_a_cap_without_bfloat16_is_refused_before_onednn
     assert "serving_default" in export.load_signatures(str(tmp_path / "float32"))  # float32 runs under the cap
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert "serving_default" in export.load_signatures(str(tmp_path / "mixed_bfloat16"))
+
+
+def test_the_console_line_names_the_replicas_where_there_are_several():
+    """--cpu_devices=2 trained under a mirrored strategy of 2 replicas; only metrics.json said so."""
+    described = {"precision": {"policy": "float32", "requested": "float32", "reason": "asked"},
+                 "jit_compile": {"enabled": False, "requested": "auto", "reason": "no GPU"},
+                 "steps_per_execution": {"used": 1, "requested": 0}}
+    line = performance.summary_line(described)
+    assert line == performance.summary_line(described, {"name": "default", "num_replicas": 1})
+    assert performance.summary_line(described, {"name": "mirrored", "num_replicas": 2}) == (
+        line + "; strategy: mirrored, 2 replicas")
