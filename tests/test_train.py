@@ -565,9 +565,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
                   "--dry_run", f"--workdir={tmp_path / 'study'}", f"--tfds_data_dir={tmp_path / 'tfds'}")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
-    # The data is not prepared: said, and nothing downloaded.
-    assert ("note: tfds dataset 'mnist' is not prepared here, so training downloads it (without the network it "
-            "falls back to mnist_sample)") in lines and not (tmp_path / "tfds").exists()
+    # The data is not prepared: said, and nothing downloaded (a --tfds_data_dir named: no fallback to the sample).
+    assert ("note: tfds dataset 'mnist' is not prepared here, so training downloads it (without the network training "
+            "fails; pass --tfds_data_dir where it is prepared)") in lines and not (tmp_path / "tfds").exists()
     assert lines[-1] == ("3 run(s), 1 identical by construction (recorded, not trained), 2 to train; nothing was "
                          "written (--dry_run)")
     assert f"{tmp_path}/study/dense_mlp/before_dense/seed0  model=dense_mlp placement=before_dense " \
