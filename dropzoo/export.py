@@ -361,10 +361,11 @@ def load_signatures(path):
         raise ExportError(
             f"{path} is not a complete SavedModel (missing {', '.join(missing)}); {_load_fix(path)}"
         )
-    pattern = files.pattern_characters(os.path.abspath(path))
+    pattern = files.pattern_characters(path)
     if pattern:  # (else: "Failed to find any matching files for .../variables/variables")
         raise ExportError(f"cannot load SavedModel at {path}: its path holds {pattern}, which TensorFlow reads as a "
-                          "file pattern; move or link it to a path without * ? [ or \\")
+                          "file pattern; move or link it to a path without [ or \\ (or give it relative to a "
+                          "directory below them)")
     try:
         loaded = tf.saved_model.load(path)
     except Exception as error:

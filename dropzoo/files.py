@@ -70,9 +70,9 @@ def name_characters(text):
 
 
 def pattern_characters(path):
-    """The characters of `path` TensorFlow's file patterns give a meaning (its SavedModel loader looks for the
-    variables by pattern), quoted, e.g. "'['"; "" where none."""
-    return ", ".join(repr(c) for c in "*?[\\" if c in path)
+    """The characters of `path` (as given: TensorFlow reads it so) that break TensorFlow's SavedModel loader, which
+    looks for the variables by pattern, quoted, e.g. "'['"; "" where none. (`*` and `?` match themselves.)"""
+    return ", ".join(repr(c) for c in "[\\" if c in os.fspath(path))
 
 
 def slug(text, limit=80):

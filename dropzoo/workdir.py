@@ -63,10 +63,10 @@ def check_not_file(workdir):
     if workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
         raise RunError(f"--workdir {workdir} is a file, not a directory; pass a directory for the run (it is "
                        "created if need be)")
-    pattern = files.pattern_characters(os.path.abspath(workdir or "."))
+    pattern = files.pattern_characters(workdir or "")
     if pattern:
         raise RunError(f"--workdir {workdir} holds {pattern}, which TensorFlow reads as a file pattern where it "
-                       "loads the run's export; pass a --workdir without * ? [ or \\")
+                       "loads the run's export; pass a --workdir without [ or \\")
 
 
 def check_one_run_here(workdir, depth=5):

@@ -291,6 +291,11 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
                                                r"the run's export; pass a --workdir without"):
         trainer.train_and_evaluate(tiny_config(), str(tmp_path / "run[1]"), source=tiny_source(), verbose=0)
     assert not os.path.exists(tmp_path / "run[1]")
+    # As given, TensorFlow reads it so: a relative one below such a directory loads, and * and ? match themselves.
+    from dropzoo import workdir as workdir_lib
+
+    for fine in ("run", "q?run", "a*b"):
+        workdir_lib.check_not_file(fine)
 
 
 TRAIN_CONFIGS = sorted(c for c in glob.glob(os.path.join(ROOT, "configs", "*.cfg")) if not c.endswith("_eval.cfg"))
