@@ -13,6 +13,7 @@ is replaced by the corrected command's.
 import glob
 import json
 import os
+import shlex
 import shutil
 
 from dropzoo import checkpoints
@@ -321,9 +322,10 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
         both = " and metrics.json" if workdir and os.path.exists(os.path.join(workdir, "metrics.json")) else ""
         extend = (f"; to train it on to {config.epochs} epochs from its checkpoints, delete its config.json{both} "
                   "and rerun this command" if longer else "")
-        again = ", ".join(_as_flag(k, saved.get(k)) for k in changed)
+        again = _rerun(saved, changed)
         raise RunError(f"{subject} with other settings: {listed}{extend}; use another --workdir, or --overwrite to "
-                       f"replace that run, or rerun with {again} to {'resume' if resuming else 'report'} it")
+                       "replace that run" + (f", or rerun {again} to {'resume' if resuming else 'report'} it"
+                                             if again else ""))
     for name, value in resolved.items():
         if name in ("precision", "strategy", "onednn") and not resuming:  # finished: reported as trained (records say)
             continue
@@ -347,11 +349,15 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
                            "from the start")
 
 
-def _as_flag(name, value):
-    """The command-line spelling that asks for `value` of field `name` (None: the flag left out)."""
-    if value is None:
-        return f"without --{name}"
-    return (f"--{name}" if value else f"--no{name}") if isinstance(value, bool) else f"--{name}={value}"
+def _rerun(saved, changed):
+    """How to ask for the `changed` fields' values in `saved` (a run's config.json) on the command line: "with
+    --a=1 --b=x and without --c"; --model left out where --network or --keras_model names the network."""
+    names = [k for k in changed if not (k == "model" and (saved.get("network") or saved.get("keras_model")))]
+    given = [(f"--{k}" if saved[k] else f"--no{k}") if isinstance(saved.get(k), bool) else
+             f"--{k}={shlex.quote(str(saved[k]))}" for k in names if saved.get(k) is not None]
+    left = [f"--{k}" for k in names if saved.get(k) is None]
+    return " and ".join(part for part in (given and "with " + " ".join(given), left and "without " + ", ".join(left))
+                        if part)
 
 
 def identical_target(workdir):

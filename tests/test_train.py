@@ -845,11 +845,20 @@ def test_a_run_resumes_only_as_it_ran_but_a_finished_one_reports_whatever_the_st
     mirrored = dataclasses.replace(config, strategy="mirrored", cpu_devices=2)
     with pytest.raises(trainer.RunError, match=r"holds a run with other settings: --strategy \('auto' -> 'mirrored'\), "
                                                r"--cpu_devices \(unset -> 2\); use another --workdir, or --overwrite "
-                                               r"to replace that run, or rerun with --strategy=auto, without "
+                                               r"to replace that run, or rerun with --strategy=auto and without "
                                                r"--cpu_devices to resume it$"):
         workdir_lib.check_same(saved, mirrored, {}, str(tmp_path), resuming=True)
-    with pytest.raises(trainer.RunError, match=r"or rerun with --strategy=mirrored, --cpu_devices=2 to resume it$"):
+    with pytest.raises(trainer.RunError, match=r"or rerun with --strategy=mirrored --cpu_devices=2 to resume it$"):
         workdir_lib.check_same({**mirrored.to_dict(), "resolved": {}}, config, {}, str(tmp_path), resuming=True)
+    # A network given as text: --model is derived from it (asked for beside it, refused); values quoted for a shell.
+    typed = dataclasses.replace(config, model="conv4k3-flatten", network="conv4k3, flatten")
+    with pytest.raises(trainer.RunError, match=r"or rerun with --network=conv4k3,flatten to report it$"):
+        workdir_lib.check_same({**typed.to_dict(), "resolved": {}}, dataclasses.replace(
+            config, model="conv8k3-flatten", network="conv8k3,flatten"), {}, str(tmp_path))
+    mine = dataclasses.replace(config, model="mine", keras_model="my models/mine.keras")
+    with pytest.raises(trainer.RunError, match=r"or rerun with --keras_model='\S*/my models/mine.keras' to report it$"):
+        workdir_lib.check_same({**mine.to_dict(), "resolved": {}}, dataclasses.replace(
+            config, model="other", keras_model="other.keras"), {}, str(tmp_path))
     workdir_lib.check_same(saved, mirrored, {}, str(tmp_path), resuming=False)  # finished: its record stands
     # The same flags resolving otherwise: a workdir of a 2-worker run copied and resumed by one process.
     cluster = json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}})
