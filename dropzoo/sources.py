@@ -163,7 +163,7 @@ def _load_dataset(need_train, dataset="mnist", tfds_data_dir=None, network_timeo
     except tfds_source.Unreachable as e:
         # Only training falls back: a test split swapped for another would be a silently wrong score.
         if not tfds_source.falls_back(dataset, tfds_data_dir, need_train):
-            raise tfds_source.unreachable_error(e, dataset, tfds_data_dir) from None
+            raise tfds_source.unreachable_error(e, dataset, tfds_data_dir, need_train) from None
         logging.warning("%s, so falling back to the embedded 5,000-example MNIST sample (4,000 train / 1,000 "
                         "test); for the full data pass --tfds_data_dir pointing at prepared tfds data, or "
                         "--idx_dir with the MNIST IDX .gz files", e)

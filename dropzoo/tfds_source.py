@@ -100,9 +100,10 @@ def falls_back(name, data_dir, need_train=True):
     return name == "mnist" and need_train and not data_dir
 
 
-def unreachable_error(error, name, data_dir):
-    """The DataError for Unreachable `error`: the fix for `name` (a --tfds_data_dir given for mnist: it or none)."""
-    if name == "mnist" and data_dir:
+def unreachable_error(error, name, data_dir, need_train=True):
+    """The DataError for Unreachable `error`: the fix for `name` (training on mnist from a --tfds_data_dir given: it,
+    or none for the sample; evaluating never takes the sample)."""
+    if name == "mnist" and data_dir and need_train:
         return DataError(f"{error}; pass the --tfds_data_dir where {name} is prepared, or leave --tfds_data_dir out "
                          "to train on the embedded 5,000-example MNIST sample")
     return DataError(f"{error}; pass --tfds_data_dir pointing at a directory where {name} is already prepared, or "

@@ -10,6 +10,7 @@ the difference and the flag that pins it; a run that never reached its first
 checkpoint (a typo, data that was not there) blocks nothing: its config.json
 is replaced by the corrected command's.
 """
+import contextlib
 import glob
 import json
 import os
@@ -155,18 +156,20 @@ def remove_unstarted(workdir, keep):
 
 
 def clear_events(logdir):
-    """Removes the TensorBoard events files below the run's `logdir` (RUN/tensorboard) and the folders they leave
-    empty: what a run that never reached a checkpoint wrote there. Anything else stays, and no link is followed (a
-    linked logdir may hold other runs' events)."""
+    """Removes the TensorBoard events files and profiles below the run's `logdir` (RUN/tensorboard) and the folders
+    they leave empty: what a run that never reached a checkpoint wrote there. Anything else stays, and no link is
+    followed (a linked logdir may hold other runs' events)."""
     if os.path.islink(logdir) or not os.path.isdir(logdir):
         return
     for directory, _, names in os.walk(logdir, topdown=False):  # (os.walk enters no linked folder)
-        for name in names:
-            path = os.path.join(directory, name)
-            if name.startswith("events.out.tfevents.") and not os.path.islink(path):
-                os.remove(path)
-        if not os.listdir(directory):
-            os.rmdir(directory)
+        profile = f"{os.sep}plugins{os.sep}profile" in os.sep + os.path.relpath(directory, logdir)
+        with contextlib.suppress(OSError):  # (what cannot go stays: this runs on the way out of a failed run)
+            for name in names:
+                path = os.path.join(directory, name)
+                if (profile or name.startswith("events.out.tfevents.")) and not os.path.islink(path):
+                    os.remove(path)
+            if not os.listdir(directory):
+                os.rmdir(directory)
 
 
 def started(workdir):

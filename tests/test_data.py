@@ -236,6 +236,10 @@ def test_a_tfds_data_dir_named_for_mnist_is_not_stood_in_for_by_the_sample(monke
         sources.load_source("mnist", tfds_data_dir=str(tmp_path / "typo"))
     _assert_one_line(error)
     assert "mnist_sample" not in sources.describe(dataset="mnist", tfds_data_dir=str(tmp_path / "typo"))[2]
+    # Evaluating never takes the sample: the fix named is the data's.
+    with pytest.raises(DataError, match=r"not prepared in .*typo.*; pass --tfds_data_dir pointing at a directory "
+                                        r"where mnist is already prepared, or its files with --idx_dir"):
+        sources.load_source("mnist", tfds_data_dir=str(tmp_path / "typo"), need_train=False)
     # What --overwrite checks before it deletes the run it replaces (tfds data is otherwise described only).
     with pytest.raises(DataError, match=r"not prepared in .*typo.*leave --tfds_data_dir out"):
         sources.check_reachable(dataset="mnist", tfds_data_dir=str(tmp_path / "typo"))

@@ -205,6 +205,9 @@ def test_a_run_that_never_checkpointed_leaves_no_events_and_keeps_what_is_not_it
     for folder in ("", "train", "dropout_stats"):
         os.makedirs(os.path.join(logdir, folder), exist_ok=True)
         open(os.path.join(logdir, folder, "events.out.tfevents.1.killed"), "wb").close()
+    profile = os.path.join(logdir, "train", "plugins", "profile", "2026_12_07_15_34_31")  # (--profile_batches)
+    os.makedirs(profile)
+    open(os.path.join(profile, "vm.xplane.pb"), "wb").close()
     open(os.path.join(logdir, "notes.txt"), "w").close()
     elsewhere.mkdir()
     (elsewhere / "events.out.tfevents.2.other").write_bytes(b"")
