@@ -285,10 +285,9 @@ def check_task_counts(runs, sweep_plan, index, count, source, record=True, overw
     plan split it into another count (but 1, the whole plan): shares of two splits leave runs to no task,
     without a word.
 
-    The first task to start cannot see it; every later one refuses, and
-    records nothing (a corrected rerun is not refused for it). A task reads
-    again after writing, so of two starting together at least one refuses.
-    With `record` False (a dry run) it only compares, and writes nothing.
+    The first task to start cannot see it; every later one refuses (its own earlier start's record too), and records
+    nothing (a corrected rerun is not refused for it). A task reads again after writing, so of two starting together
+    at least one refuses. With `record` False (a dry run) it only compares, and writes nothing.
     """
     if count == 1 or not runs:
         return
@@ -304,12 +303,13 @@ def check_task_counts(runs, sweep_plan, index, count, source, record=True, overw
             if other["num_tasks"] != count:  # its own earlier start's too: index 0 of a new size re-split it
                 if written:
                     os.remove(own)
-                n, who = other["num_tasks"], "an earlier start of this task" if task == str(index) else f"task {task}"
+                n, who = other["num_tasks"], ("an earlier start of this task split this plan" if task == str(index)
+                                              else f"task {task} of this plan split it")
                 fix = (f"submit the array as --array=0-{n - 1}" if from_slurm(source) else
                        f"give the Job {n} completions and --num_tasks={n}" if from_kubernetes(source) else
                        f"give every task --num_tasks={n}")
                 raise ConfigError(
-                    f"{who} of this plan split it into {n} shares, and this task {index} into {count} "
+                    f"{who} into {n} shares, and this task {index} into {count} "
                     f"({source}): shares of two splits leave runs to no task; {fix}, or, to split the plan anew "
                     f"once every task of the other split has ended, delete {os.path.join(where, prefix)}*.json")
         if not written and record:

@@ -359,7 +359,7 @@ def test_tasks_of_one_plan_split_into_other_counts_are_refused(tmp_path, monkeyp
     assert sorted(os.listdir(tasks)) == before  # the refused task left no record to refuse a corrected one
     # Its own earlier start of another count too: task 0 of an array resubmitted at another size re-split the plan
     # without a word, and its siblings were refused naming the old size, then (resubmitted so) the new one.
-    with pytest.raises(ConfigError, match=r"^an earlier start of this task of this plan split it into 3 shares, and "
+    with pytest.raises(ConfigError, match=r"^an earlier start of this task split this plan into 3 shares, and "
                                           r"this task 0 into 2 "):
         shards.check_task_counts(runs, plan, 0, 2, "--task_index and --num_tasks")
     assert sorted(os.listdir(tasks)) == before
