@@ -292,8 +292,12 @@ def model_notes(runs):
         notes.append(f"--placement={','.join(unfed)} is meant for BatchNorm, which this network lacks"
                      f"{'' if own else ' without --norm=batch'}: its sites are trained without a BN layer to feed "
                      f"({'give the Keras model BatchNormalization layers' if own else 'add --norm=batch'})")
-    notes += [note for key in dict.fromkeys((c.keras_model, c.optimizer, c.learning_rate) for c, _ in runs
-                                            if c.keras_model) for note in _compile_notes(*key)]
+    rates = {}  # (file, optimizer): the rates a sweep trains it at
+    for c, _ in runs:
+        if c.keras_model:
+            rates.setdefault((c.keras_model, c.optimizer), []).append(c.learning_rate)
+    notes += [note for (path, optimizer), asked in rates.items()
+              for note in _compile_notes(path, optimizer, list(dict.fromkeys(asked)))]
     spelled = ",".join(dict.fromkeys(c.placement for c, _ in runs if ":" in c.placement))
     if spelled.count(",") > 0:  # --sites' spelling given to --placement: a sweep of one site each
         notes.append(f"--placement={spelled} sweeps each site as a placement of its own; for one placement of them "
@@ -301,20 +305,23 @@ def model_notes(runs):
     return notes
 
 
-def _compile_notes(path, optimizer, learning_rate):
-    """[one line] where the `.keras` file at `path` was saved compiled with another optimizer or rate than the run
-    trains with (Keras' compile settings are not used: every network here trains with the trainer's)."""
+def _compile_notes(path, optimizer, learning_rates):
+    """[one line] where the `.keras` file at `path` was saved compiled with another optimizer or rate than the runs
+    train with (Keras' compile settings are not used: every network here trains with the trainer's)."""
     saved = models.saved_optimizer(path)
-    if not saved or (saved[0].lower() == optimizer and (
-            saved[1] is None or math.isclose(saved[1], learning_rate, rel_tol=1e-6))):  # (stored as float32)
+    schedule = saved and saved[1] == models.keras_file.SCHEDULE
+    if not saved or (saved[0].lower() == optimizer and not schedule and (saved[1] is None or all(
+            math.isclose(saved[1], rate, rel_tol=1e-6) for rate in learning_rates))):  # (stored as float32)
         return []
-    name, rate = saved[0], "" if saved[1] is None else f" (learning rate {saved[1]:.6g})"
-    own = f"--optimizer={name.lower()}" + (f" --learning_rate={saved[1]:.6g}" if saved[1] is not None else "")
-    own = (f"pass {own} for its own" if name.lower() in config_lib.OPTIMIZERS else
-           f"--optimizer takes {', '.join(config_lib.OPTIMIZERS)}")
+    name, rate = saved[0], f" with {saved[1]}" if schedule else "" if saved[1] is None else (
+        f" (learning rate {saved[1]:.6g})")
+    own = f"--optimizer={name.lower()}" + (f" --learning_rate={saved[1]:.6g}" if saved[1] and not schedule else "")
+    own = (f"--optimizer takes {', '.join(config_lib.OPTIMIZERS)}" if name.lower() not in config_lib.OPTIMIZERS else
+           "the trainer's learning rate is a constant (--learning_rate)" if schedule and name.lower() == optimizer
+           else f"pass {own} for its own" + (" (with a constant rate)" if schedule else ""))
     return [f"--keras_model {path} was saved compiled with {name}{rate}, which is not used: it trains with "
-            f"--optimizer={optimizer} --learning_rate={learning_rate:g} and sparse categorical cross-entropy, as "
-            f"every network here; {own}"]
+            f"--optimizer={optimizer} --learning_rate={','.join(f'{r:g}' for r in learning_rates)} and sparse "
+            f"categorical cross-entropy, as every network here; {own}"]
 
 
 def _values(name, text):

@@ -54,9 +54,12 @@ def load_keras_model(path):
                          "register its custom classes") from None
 
 
+SCHEDULE = "a learning-rate schedule"
+
+
 def saved_optimizer(path):
-    """(class name, learning rate or None) of the optimizer the `.keras` file at `path` was compiled with; None
-    where it was saved uncompiled (or its record is unreadable). The trainer compiles with its own flags."""
+    """(class name, learning rate, SCHEDULE or None) of the optimizer the `.keras` file at `path` was compiled with;
+    None where it was saved uncompiled (or its record is unreadable). The trainer compiles with its own flags."""
     try:
         with zipfile.ZipFile(path) as archive:
             optimizer = (json.loads(archive.read("config.json")).get("compile_config") or {}).get("optimizer")
@@ -67,6 +70,8 @@ def saved_optimizer(path):
     if not isinstance(optimizer, dict) or not isinstance(optimizer.get("class_name"), str):
         return None
     rate = (optimizer.get("config") or {}).get("learning_rate")
+    if isinstance(rate, dict):  # a schedule: no one rate the trainer's constant --learning_rate could be
+        return optimizer["class_name"], SCHEDULE
     return optimizer["class_name"], float(rate) if isinstance(rate, (int, float)) else None
 
 

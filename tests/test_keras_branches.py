@@ -231,6 +231,17 @@ def test_a_model_saved_compiled_says_its_optimizer_is_not_used(tmp_path):
                        "as every network here; pass --optimizer=adam --learning_rate=0.0003 for its own"]
     assert notes("--optimizer=adam", "--learning_rate=0.0003") == []  # (its rate stored as float32)
     assert len(notes("--optimizer=adam", "--learning_rate=0.001,0.0003")) == 1  # the sweep's other rate
+    [swept] = notes("--learning_rate=1.0,0.5,0.1")  # one line for the sweep's rates, not one each
+    assert "it trains with --optimizer=adadelta --learning_rate=1,0.5,0.1 and" in swept
+    # A schedule: no constant --learning_rate is it, whatever the optimizer.
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, decay_steps=100, decay_rate=0.9)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy")
+    model.save(path)
+    assert notes("--optimizer=adam", "--learning_rate=0.001") == [
+        f"--keras_model {path} was saved compiled with Adam with a learning-rate schedule, which is not used: it "
+        "trains with --optimizer=adam --learning_rate=0.001 and sparse categorical cross-entropy, as every network "
+        "here; the trainer's learning rate is a constant (--learning_rate)"]
+    assert notes()[0].endswith("; pass --optimizer=adam for its own (with a constant rate)")
     model.compile(optimizer=keras.optimizers.AdamW(), loss="sparse_categorical_crossentropy")
     model.save(path)
     assert notes()[0].endswith("; --optimizer takes adadelta, sgd, adam, rmsprop")
