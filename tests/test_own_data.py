@@ -1381,3 +1381,29 @@ def test_a_folder_scored_alone_or_as_ood_data_is_named_by_its_own_flag_in_errors
     Image.fromarray(np.full((12, 12), 600, np.uint16)).save(os.path.join(odd, "deep.png"))
     with pytest.raises(DataError, match=rf"^--ood_image_dir {re.escape(odd)}: .*deep\.png has I;16 pixels"):
         ood_lib.load(ood_lib.arguments(image_dir=odd))
+
+
+def test_a_comparison_reads_a_folder_in_colour_for_runs_trained_on_colour_arrays(tmp_path):
+    """Runs trained on an .npz of colour images record no colour mode: eval.py --workdir read a folder in colour
+    for them, --runs_dir gray, and refused it as the wrong shape."""
+    rng = np.random.default_rng(0)
+
+    def arrays(n):
+        labels = rng.integers(0, 2, n)
+        images = rng.integers(0, 120, (n, 12, 12, 3)).astype(np.uint8)
+        images[labels == 1, :6, :, 0] = 255  # class 1: a red top half
+        return images, labels
+
+    (x_train, y_train), (x_test, y_test) = arrays(64), arrays(16)
+    np.savez(tmp_path / "colour.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    for i, (image, label) in enumerate(zip(x_test, y_test)):
+        os.makedirs(tmp_path / "photos" / str(label), exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "photos" / str(label) / f"{i}.png")
+    config = config_lib.TrainConfig(model="dense_mlp", npz=str(tmp_path / "colour.npz"), train_steps=2, epochs=1,
+                                    batch_size=16, precision="float32", validation_fraction=0.25)
+    trainer.train_and_evaluate(config, str(tmp_path / "runs" / "seed0"), verbose=0, serving_artifacts=False)
+    comparison = compare.compare_runs(str(tmp_path / "runs"), data_override={
+        "image_dir": str(tmp_path / "photos"), "test_image_dir": str(tmp_path / "photos")},
+        output_dir=str(tmp_path / "out"))
+    [row] = comparison["table"]
+    assert row["test_accuracy"]["n"] == 1
