@@ -170,6 +170,16 @@ def test_eval_of_the_export_reproduces_the_trainer(finished_run):
     assert result["loss"] == pytest.approx(metrics["test_loss"], rel=1e-4, abs=1e-5)
 
 
+def test_eval_of_a_runs_export_named_as_its_workdir_names_both_flags_that_fit(finished_run, eval_main, capsys):
+    """eval.py --workdir=RUN/saved_model asked for the data to score (there is no metrics.json), then, given it,
+    said the export was missing and to re-export it."""
+    workdir, _ = finished_run
+    export = os.path.join(workdir, "saved_model")
+    assert eval_main(f"--workdir={export}", "--dataset=mnist_sample") == 2
+    assert capsys.readouterr().err == (f"error: {export} is a SavedModel, not a run's directory: pass "
+                                       f"--saved_model={export}, or --workdir={workdir} (its run)\n")
+
+
 def test_rerun_of_a_finished_run_returns_it_without_training(finished_run, capsys):
     workdir, metrics = finished_run
     before = os.path.getmtime(os.path.join(workdir, "saved_model", "saved_model.pb"))
