@@ -71,6 +71,7 @@ def _train(overwrite):
         for note in flags_lib.unused_flags(runs) + flags_lib.model_notes(runs):
             logging.warning("%s", note)
         workdirs.check_one_run_here(runs[0][1])  # a sweep into a run's directory, a run into a sweep's: refused
+        workdirs.check_run_paths(runs)  # --model='x[1]' names a sweep's run directories
         # Before any run (and a dry run) plans into an image folder (its folders are one for every run: not swept).
         workdirs.check_outside_data(runs[0][0], fv.workdir or runs[0][1])
         task = shards.task_of(fv.task_index, fv.num_tasks)

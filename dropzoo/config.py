@@ -363,8 +363,7 @@ def register_network(config):
 
 
 def differences(saved, config):
-    """Names of the fields where a saved config dict differs from `config`. A field the saved config lacks (written
-    before the field existed) counts as its default, so older runs still resume."""
+    """Names of the fields where a saved config dict differs from `config`; one it lacks counts as its default."""
     return settings_apart(saved, config.to_dict())
 
 
@@ -379,6 +378,8 @@ def settings_apart(saved, current):
                      and not _one_spelling(k, saved[k], current[k]))
     if {"model", "network"} & set(changed) and _one_network(saved, current):  # named otherwise by older code
         changed = [k for k in changed if k not in ("model", "network")]
+    if saved["train_steps"] and saved["train_steps"] == current["train_steps"]:  # --epochs is not used then
+        changed = [k for k in changed if k != "epochs"]
     return changed
 
 

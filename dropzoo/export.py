@@ -364,8 +364,8 @@ def load_signatures(path):
     pattern = files.pattern_characters(path)
     if pattern:  # (else: "Failed to find any matching files for .../variables/variables")
         raise ExportError(f"cannot load SavedModel at {path}: its path holds {pattern}, which TensorFlow reads as a "
-                          "file pattern; move or link it to a path without [ or \\ (or give it relative to a "
-                          "directory below them)")
+                          "file pattern; move or link it to a path without [ or \\ (a relative path is read as "
+                          "given: from inside such a directory, name the export below it)")
     try:
         loaded = tf.saved_model.load(path)
     except Exception as error:

@@ -310,7 +310,7 @@ def _compile_notes(path, optimizer, learning_rates):
     train with (Keras' compile settings are not used: every network here trains with the trainer's)."""
     saved = models.saved_optimizer(path)
     schedule = saved and saved[1] == models.keras_file.SCHEDULE
-    if not saved or (saved[0].lower() == optimizer and not schedule and (saved[1] is None or all(
+    if not saved or (saved[0].lower() == optimizer and not schedule and (saved[1] is None or any(
             math.isclose(saved[1], rate, rel_tol=1e-6) for rate in learning_rates))):  # (stored as float32)
         return []
     name, rate = saved[0], f" with {saved[1]}" if schedule else "" if saved[1] is None else (

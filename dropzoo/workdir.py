@@ -24,6 +24,7 @@ from dropzoo import files
 from dropzoo import performance
 from dropzoo import shards
 from dropzoo.errors import RunError
+from models.keras_file import default_name
 from models.masks import LEGACY_GENERATOR
 
 # Everything a run writes in its workdir (artifacts.ARTIFACT_FILES are added by the trainer).
@@ -68,7 +69,18 @@ def check_not_file(workdir):
     pattern = files.pattern_characters(workdir or "")
     if pattern:
         raise RunError(f"--workdir {workdir} holds {pattern}, which TensorFlow reads as a file pattern where it "
-                       "loads the run's export; pass a --workdir without [ or \\")
+                       "loads the run's export; pass a --workdir without [ or \\ (a relative one is read as "
+                       "given: from inside such a directory, name the run below it)")
+
+
+def check_run_paths(runs):
+    """RunError where a run's directory (its --workdir, or below a sweep's: named after --model and the variant)
+    holds a character TensorFlow reads as a file pattern: the run would train, then fail to load its export."""
+    for _, workdir in runs:
+        pattern = files.pattern_characters(workdir)
+        if pattern:
+            raise RunError(f"the run directory {workdir} holds {pattern}, which TensorFlow reads as a file pattern "
+                           "where it loads the run's export; pass a --workdir and a --model name without [ or \\")
 
 
 def check_one_run_here(workdir, depth=5):
@@ -162,12 +174,14 @@ def clear_events(logdir):
     if os.path.islink(logdir) or not os.path.isdir(logdir):
         return
     for directory, _, names in os.walk(logdir, topdown=False):  # (os.walk enters no linked folder)
-        profile = f"{os.sep}plugins{os.sep}profile" in os.sep + os.path.relpath(directory, logdir)
-        with contextlib.suppress(OSError):  # (what cannot go stays: this runs on the way out of a failed run)
-            for name in names:
-                path = os.path.join(directory, name)
-                if (profile or name.startswith("events.out.tfevents.")) and not os.path.islink(path):
+        parts = os.path.relpath(directory, logdir).split(os.sep)
+        profile = any(parts[i:i + 2] == ["plugins", "profile"] for i in range(len(parts)))
+        for name in names:
+            path = os.path.join(directory, name)
+            if (profile or name.startswith("events.out.tfevents.")) and not os.path.islink(path):
+                with contextlib.suppress(OSError):  # (what cannot go stays: this runs on the way out of a failed run)
                     os.remove(path)
+        with contextlib.suppress(OSError):
             if not os.listdir(directory):
                 os.rmdir(directory)
 
@@ -325,7 +339,7 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
         both = " and metrics.json" if workdir and os.path.exists(os.path.join(workdir, "metrics.json")) else ""
         extend = (f"; to train it on to {config.epochs} epochs from its checkpoints, delete its config.json{both} "
                   "and rerun this command" if longer else "")
-        again = _rerun(saved, changed)
+        again = _rerun(saved, changed, config)
         raise RunError(f"{subject} with other settings: {listed}{extend}; use another --workdir, or --overwrite to "
                        "replace that run" + (f", or rerun {again} to {'resume' if resuming else 'report'} it"
                                              if again else ""))
@@ -352,13 +366,17 @@ def check_same(saved, config, resolved, workdir, resuming=False, subject=None):
                            "from the start")
 
 
-def _rerun(saved, changed):
-    """How to ask for the `changed` fields' values in `saved` (a run's config.json) on the command line: "with
-    --a=1 --b=x and without --c"; --model left out where --network or --keras_model names the network."""
-    names = [k for k in changed if not (k == "model" and (saved.get("network") or saved.get("keras_model")))]
+def _rerun(saved, changed, config):
+    """How to ask for the `changed` fields' values in `saved` (a run's config.json) instead of `config`'s on the
+    command line: "with --a=1 --b=x and without --c"; --model left out where it is derived (from --network, or a
+    --keras_model's own name; "without --model" where `config` names a zoo network), and given otherwise."""
+    derived = saved.get("network") or (saved.get("keras_model") and saved.get("model") == default_name(
+        saved["keras_model"]))
+    names = [k for k in changed if not (k == "model" and derived)]
     given = [(f"--{k}" if saved[k] else f"--no{k}") if isinstance(saved.get(k), bool) else
-             f"--{k}={shlex.quote(str(saved[k]))}" for k in names if saved.get(k) is not None]
-    left = [f"--{k}" for k in names if saved.get(k) is None]
+             f"--{k}={shlex.quote(str(saved[k]))}" for k in names if saved.get(k) not in (None, "")]
+    zoo = derived and "model" in changed and not (config.network or config.keras_model)
+    left = [f"--{k}" for k in names if saved.get(k) in (None, "")] + ["--model"] * bool(zoo)
     return " and ".join(part for part in (given and "with " + " ".join(given), left and "without " + ", ".join(left))
                         if part)
 

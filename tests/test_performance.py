@@ -183,6 +183,17 @@ def test_a_rerun_may_change_profiling_and_steps_per_execution_only(tmp_path):
         trainer.prepare_workdir(tiny_config(epochs=1, precision="mixed_float16"), str(tmp_path))
 
 
+def test_epochs_beside_train_steps_are_not_a_setting_of_the_run(tmp_path):
+    """--epochs=1 --train_steps=2 warned that --epochs is not used; rerun without it, the run was refused for
+    --epochs (1 -> 12)."""
+    workdir = str(tmp_path)
+    trainer.prepare_workdir(tiny_config(epochs=1, train_steps=2), workdir)
+    _started(workdir)
+    trainer.prepare_workdir(tiny_config(epochs=12, train_steps=2), workdir)
+    with pytest.raises(trainer.RunError, match=r"--train_steps \(2 -> unset\)"):
+        trainer.prepare_workdir(tiny_config(epochs=1), workdir)  # without train_steps, --epochs is the schedule
+
+
 def test_a_run_that_never_checkpointed_blocks_nothing(tmp_path):
     workdir = str(tmp_path)
     trainer.prepare_workdir(tiny_config(epochs=1, dataset="typo"), workdir)  # e.g. failed loading its data

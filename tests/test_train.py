@@ -288,7 +288,7 @@ def test_train_steps_stops_exactly(tmp_path):
     assert metrics["steps_per_epoch"] == 7 and metrics["epochs_completed"] == 1
 
 
-def test_unwritable_workdir_is_a_clear_error(tmp_path):
+def test_unwritable_workdir_is_a_clear_error(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(trainer.RunError, match="cannot write to workdir"):
@@ -304,8 +304,18 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
     # As given, TensorFlow reads it so: a relative one below such a directory loads, and * and ? match themselves.
     from dropzoo import workdir as workdir_lib
 
-    for fine in ("run", "q?run", "a*b"):
+    for fine in ("q?run", "a*b"):
         workdir_lib.check_not_file(fine)
+    os.makedirs(tmp_path / "cwd[1]")
+    monkeypatch.chdir(tmp_path / "cwd[1]")
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=1), "run", source=tiny_source(), verbose=0,
+                                         serving_artifacts=False)
+    assert metrics["export_check"]["passed"]
+    # A sweep's run directories are named after --model: refused before any trains.
+    with pytest.raises(trainer.RunError, match=r"^the run directory x\[1\]/canonical/seed0 holds '\[', which "
+                                               r"TensorFlow reads as a file pattern .*pass a --workdir and a --model "
+                                               r"name without \[ or"):
+        workdir_lib.check_run_paths([(tiny_config(), "x[1]/canonical/seed0")])
 
 
 TRAIN_CONFIGS = sorted(c for c in glob.glob(os.path.join(ROOT, "configs", "*.cfg")) if not c.endswith("_eval.cfg"))
@@ -866,9 +876,21 @@ def test_a_run_resumes_only_as_it_ran_but_a_finished_one_reports_whatever_the_st
         workdir_lib.check_same({**typed.to_dict(), "resolved": {}}, dataclasses.replace(
             config, model="conv8k3-flatten", network="conv8k3,flatten"), {}, str(tmp_path))
     mine = dataclasses.replace(config, model="mine", keras_model="my models/mine.keras")
-    with pytest.raises(trainer.RunError, match=r"or rerun with --keras_model='\S*/my models/mine.keras' to report it$"):
+    with pytest.raises(trainer.RunError, match=r"or rerun with --keras_model='\S*/my models/mine.keras' to report "
+                                               r"it$"):
         workdir_lib.check_same({**mine.to_dict(), "resolved": {}}, dataclasses.replace(
             config, model="other", keras_model="other.keras"), {}, str(tmp_path))
+    with pytest.raises(trainer.RunError, match=r"or rerun with --keras_model='\S*/my models/mine.keras' and without "
+                                               r"--model to report it$"):  # asked with a zoo network's --model
+        workdir_lib.check_same({**mine.to_dict(), "resolved": {}}, config, {}, str(tmp_path))
+    # Named by --model: given back (left out, the rerun was refused again for --model).
+    named = dataclasses.replace(config, model="custom", keras_model="b.keras")
+    with pytest.raises(trainer.RunError, match=r"or rerun with --keras_model=\S*/b.keras --model=custom to report it$"):
+        workdir_lib.check_same({**named.to_dict(), "resolved": {}}, dataclasses.replace(
+            config, model="a", keras_model="a.keras"), {}, str(tmp_path))
+    # A zoo network's run, asked with --network: "" is no value (--network='' is refused as empty).
+    with pytest.raises(trainer.RunError, match=r"or rerun with --model=dense_mlp and without --network to report it$"):
+        workdir_lib.check_same({**config.to_dict(), "resolved": {}}, typed, {}, str(tmp_path))
     workdir_lib.check_same(saved, mirrored, {}, str(tmp_path), resuming=False)  # finished: its record stands
     # The same flags resolving otherwise: a workdir of a 2-worker run copied and resumed by one process.
     cluster = json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}})
