@@ -91,11 +91,12 @@ def write_run_hparams(logdir, config, data_source, metrics):
 
 
 def trial_id(run, weights_sha256=None):
-    """The dashboard's name of the run at `run`: its last four path parts (a sweep's <root>/<model>/<variant>/seed<k>;
-    the whole path was cut to its first parts there) and its weights' digest. TensorBoard pools sessions of one
-    name into one row, its scores averaged: a path alone, or a path a run had moved away from when another trained
-    there, named two runs as one."""
-    name = "/".join(os.path.abspath(run).split(os.sep)[-4:])
+    """The dashboard's name of the run at `run`: its last four path parts, the last two first (a sweep's
+    "<variant>/seed<k> (<root>/<model>)": the column shows a name's first characters) and its weights' digest.
+    TensorBoard pools sessions of one name into one row, its scores averaged: a path alone, or a path a run had
+    moved away from when another trained there, named two runs as one."""
+    parts = [part for part in os.path.abspath(run).split(os.sep) if part][-4:]
+    name = "/".join(parts[-2:]) + (f" ({'/'.join(parts[:-2])})" if parts[:-2] else "")
     return f"{name} #{weights_sha256[:8]}" if weights_sha256 else name
 
 

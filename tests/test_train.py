@@ -107,7 +107,8 @@ def test_tensorboard_has_scalars_histograms_and_hparams(finished_run):
     # Its path's last parts and its weights: a path alone named a run moved away and the one trained in its place
     # as one row, their scores averaged.
     weights = metrics["weights_sha256"]
-    assert start.group_name == "/".join(os.path.abspath(workdir).split(os.sep)[-4:]) + f" #{weights[:8]}"
+    parts = os.path.abspath(workdir).split(os.sep)[-4:]  # the last two first: the column shows a name's start
+    assert start.group_name == f"{parts[2]}/{parts[3]} ({parts[0]}/{parts[1]}) #{weights[:8]}"
     assert start.hparams["placement"].string_value == "canonical"
     assert start.hparams["dropout_sites"].string_value == "dense1.post:0.5"  # as built (--rate not given: empty)
     assert start.hparams["dataset"].string_value == "tiny"  # the arrays' name, not --dataset's default (mnist)
