@@ -309,17 +309,22 @@ def _compile_notes(path, optimizer, learning_rates):
     """[one line] where the `.keras` file at `path` was saved compiled with another optimizer or rate than the runs
     train with (Keras' compile settings are not used: every network here trains with the trainer's)."""
     saved = models.saved_optimizer(path)
-    schedule = saved and saved[1] == models.keras_file.SCHEDULE
-    if not saved or (saved[0].lower() == optimizer and not schedule and (saved[1] is None or any(
-            math.isclose(saved[1], rate, rel_tol=1e-6) for rate in learning_rates))):  # (stored as float32)
+    if not saved:
         return []
-    name, rate = saved[0], f" with {saved[1]}" if schedule else "" if saved[1] is None else (
-        f" (learning rate {saved[1]:.6g})")
-    own = f"--optimizer={name.lower()}" + (f" --learning_rate={saved[1]:.6g}" if saved[1] and not schedule else "")
-    own = (f"--optimizer takes {', '.join(config_lib.OPTIMIZERS)}" if name.lower() not in config_lib.OPTIMIZERS else
-           "the trainer's learning rate is a constant (--learning_rate)" if schedule and name.lower() == optimizer
-           else f"pass {own} for its own" + (" (with a constant rate)" if schedule else ""))
-    return [f"--keras_model {path} was saved compiled with {name}{rate}, which is not used: it trains with "
+    name, rate = saved
+    key, schedule = name.lower(), rate == models.keras_file.SCHEDULE
+    if key == optimizer and not schedule and (rate is None or any(
+            math.isclose(rate, asked, rel_tol=1e-6) for asked in learning_rates)):  # (stored as float32)
+        return []
+    if key not in config_lib.OPTIMIZERS:
+        own = f"--optimizer takes {', '.join(config_lib.OPTIMIZERS)}"
+    elif schedule:
+        own = ("the trainer's learning rate is a constant (--learning_rate)" if key == optimizer else
+               f"pass --optimizer={key} for its own (with a constant rate)")
+    else:
+        own = f"pass --optimizer={key}" + (f" --learning_rate={rate:.6g}" if rate else "") + " for its own"
+    described = f" with {rate}" if schedule else "" if rate is None else f" (learning rate {rate:.6g})"
+    return [f"--keras_model {path} was saved compiled with {name}{described}, which is not used: it trains with "
             f"--optimizer={optimizer} --learning_rate={','.join(f'{r:g}' for r in learning_rates)} and sparse "
             f"categorical cross-entropy, as every network here; {own}"]
 

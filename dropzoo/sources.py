@@ -281,7 +281,7 @@ def describe(**arguments):
         name = arguments["dataset"]
         shape, classes, prepared = tfds_source.describe(name, arguments.get("tfds_data_dir"))
         fallback = ("without the network it falls back to mnist_sample"
-                    if name == "mnist" and not arguments.get("tfds_data_dir") else
+                    if tfds_source.falls_back(name, arguments.get("tfds_data_dir")) else
                     "without the network training fails; pass --tfds_data_dir where it is prepared")
         note = None if prepared else (f"tfds dataset {name!r} is not prepared here, so training downloads it "
                                       f"({fallback})")

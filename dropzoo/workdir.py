@@ -66,21 +66,22 @@ def check_not_file(workdir):
     if workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
         raise RunError(f"--workdir {workdir} is a file, not a directory; pass a directory for the run (it is "
                        "created if need be)")
-    pattern = files.pattern_characters(workdir or "")
-    if pattern:
-        raise RunError(f"--workdir {workdir} holds {pattern}, which TensorFlow reads as a file pattern where it "
-                       "loads the run's export; pass a --workdir without [ or \\ (a relative one is read as "
-                       "given: from inside such a directory, name the run below it)")
+    _check_loadable_path(workdir or "", f"--workdir {workdir}", "a --workdir without [ or \\ (a relative one is "
+                         "read as given: from inside such a directory, name the run below it)")
 
 
 def check_run_paths(runs):
     """RunError where a run's directory (its --workdir, or below a sweep's: named after --model and the variant)
     holds a character TensorFlow reads as a file pattern: the run would train, then fail to load its export."""
     for _, workdir in runs:
-        pattern = files.pattern_characters(workdir)
-        if pattern:
-            raise RunError(f"the run directory {workdir} holds {pattern}, which TensorFlow reads as a file pattern "
-                           "where it loads the run's export; pass a --workdir and a --model name without [ or \\")
+        _check_loadable_path(workdir, f"the run directory {workdir}", "a --workdir and a --model name without [ or \\")
+
+
+def _check_loadable_path(path, subject, fix):
+    pattern = files.pattern_characters(path)
+    if pattern:
+        raise RunError(f"{subject} holds {pattern}, which TensorFlow reads as a file pattern where it loads the "
+                       f"run's export; pass {fix}")
 
 
 def check_one_run_here(workdir, depth=5):
