@@ -102,13 +102,17 @@ def code_notes(rows):
 
 def replica_notes(rows):
     """A note for each variant whose seeds trained on different numbers of replicas (mirrored, multi-worker)."""
-    counts = {}
+    counts, masked = {}, set()
     for r in rows:
         counts.setdefault(r["variant"], collections.Counter())[r.get("replicas", 1)] += 1
+        if r.get("sites"):
+            masked.add(r["variant"])
     return [f"{variant} pools seeds trained on {len(held)} numbers of replicas ("
             + "; ".join(f"{k} replica{'s' * (k != 1)}: {n} run{'s' * (n != 1)}" for k, n in sorted(held.items()))
-            + "): each replica draws its own masks, alike in distribution, so plain dropout networks pool; with "
-            "BatchNorm each replica normalises by its own share of the batch, so compare those apart"
+            + ("): each replica draws its own masks, alike in distribution, so plain dropout networks pool"
+               if variant in masked else "): it has no dropout, and its replicas step as one batch up to rounding, "
+               "so a plain network pools")
+            + "; with BatchNorm each replica normalises by its own share of the batch, so compare those apart"
             for variant, held in sorted(counts.items()) if len(held) > 1]
 
 

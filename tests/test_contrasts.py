@@ -88,8 +88,9 @@ def test_verdicts(p, p_tost, expected):
 def _rows(placement, accuracies, losses):
     config = config_lib.TrainConfig(model="m", placement=placement).to_dict()
     return [{"run": f"r/{placement}/{seed}", "seed": seed, "config": {**config, "seed": seed},
-             "sites": placement, "precision": "float32", "test_accuracy": a, "test_loss": nll,
-             "identical_to": None, "data_source": "d"} for seed, (a, nll) in enumerate(zip(accuracies, losses))]
+             "sites": "" if placement == "none" else placement, "precision": "float32", "test_accuracy": a,
+             "test_loss": nll, "identical_to": None, "data_source": "d"}
+            for seed, (a, nll) in enumerate(zip(accuracies, losses))]
 
 
 def test_a_constructed_study_gives_each_verdict():
@@ -897,6 +898,11 @@ def test_seeds_trained_on_several_numbers_of_replicas_are_said_to_be_pooled():
         "m/canonical pools seeds trained on 2 numbers of replicas (1 replica: 1 run; 2 replicas: 2 runs): "
         "each replica draws its own masks, alike in distribution, so plain dropout networks pool; with BatchNorm "
         "each replica normalises by its own share of the batch, so compare those apart"]
+    rows[3]["replicas"] = 2
+    assert compare.replica_notes(rows)[1] == (
+        "m/none pools seeds trained on 2 numbers of replicas (1 replica: 1 run; 2 replicas: 1 run): it has no "
+        "dropout, and its replicas step as one batch up to rounding, so a plain network pools; with BatchNorm each "
+        "replica normalises by its own share of the batch, so compare those apart")
 
 
 def test_a_test_set_coarser_than_the_margin_and_an_mde_past_the_metrics_range_are_said():
