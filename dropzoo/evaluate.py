@@ -172,9 +172,11 @@ def _ood_metrics(probabilities, draws, ood_probabilities, ood_draws, stochastic)
         if (name.startswith("mc_") and draws is None) or (name == "mc_mutual_information"
                                                           and not stochastic):
             continue
-        detection = uncertainty.ood_detection(score(probabilities, draws), score(ood_probabilities, ood_draws))
+        in_scores, out_scores = score(probabilities, draws), score(ood_probabilities, ood_draws)
+        detection = uncertainty.ood_detection(in_scores, out_scores)
         result[f"ood_auroc_{name}"] = detection["auroc"]
         result[f"ood_fpr95_{name}"] = detection["fpr95"]
+        result[f"ood_chance_p_{name}"] = uncertainty.chance_p(in_scores, out_scores)
     return result
 
 

@@ -11,6 +11,8 @@ the reliability curve; entropies are in nats.
   (Gal, 2016, "Uncertainty in deep learning", section 3.3.1).
 - `ood_detection`: AUROC and FPR at 95% TPR of a score that should be higher
   on out-of-distribution examples (the positives) than on in-distribution ones.
+- `chance_p`: how likely a score separates the two that well by chance alone
+  (one-sided Mann-Whitney U, scipy), for images of the test data's own kind.
 - `reliability`: accuracy and mean confidence per equal-width confidence bin;
   `expected_calibration_error` is computed from it (Guo et al., 2017).
 - `over_samples`: NLL, ECE and Brier of the mean of the first t samples, t = 1..T.
@@ -18,6 +20,7 @@ the reliability curve; entropies are in nats.
 import warnings
 
 import numpy as np
+from scipy import stats as scipy_stats
 from sklearn import calibration
 from sklearn import metrics
 
@@ -55,6 +58,33 @@ def mutual_information(draws):
     """I(y; w) per example from MC draws [samples, batch, classes], in nats (clipped at 0)."""
     d = np.asarray(draws, np.float64)
     return np.maximum(predictive_entropy(d.mean(axis=0)) - predictive_entropy(d).mean(axis=0), 0.0)
+
+
+def chance_p(in_scores, out_scores):
+    """The one-sided Mann-Whitney U p-value of `out_scores` ranking above `in_scores` (the test behind AUROC,
+    which is U / (n_in * n_out)): near 1 where the OOD images score no higher than the test images, as images of
+    the test data's own kind do; NaN where a score is not finite (a model that diverged there)."""
+    in_scores, out_scores = np.asarray(in_scores, np.float64), np.asarray(out_scores, np.float64)
+    if not (np.all(np.isfinite(in_scores)) and np.all(np.isfinite(out_scores))):
+        return float("nan")
+    if np.ptp(np.concatenate([in_scores, out_scores])) == 0:  # every score tied: nothing ranks (scipy gives NaN)
+        return 1.0
+    return float(scipy_stats.mannwhitneyu(out_scores, in_scores, alternative="greater").pvalue)
+
+
+# A one-sided p-value at or above which a score tells the OOD images from the test images no better than chance.
+CHANCE_P = 0.05
+
+
+def no_better_than_chance(result):
+    """The score (its name, as in ood_chance_p_<name>) that tells an evaluation's (or comparison row's) OOD images
+    from its test images best, where none does better than chance (every finite p at least CHANCE_P); else None,
+    also for evaluations saved before the p-values were kept."""
+    p = {key[len("ood_chance_p_"):]: value for key, value in result.items()
+         if key.startswith("ood_chance_p_") and value is not None and np.isfinite(value)}
+    if not p or min(p.values()) < CHANCE_P:
+        return None
+    return min(p, key=p.get)
 
 
 def check_ood_is_other(test_sha256, ood_sha256, what):

@@ -67,7 +67,27 @@ def ood_notes(rows):
             variants = ", ".join(sorted({r["variant"] for r in runs}, key=records.natural_key))
             notes.append(f"the out-of-distribution data was not checked for the training images of {len(runs)} run"
                          f"{'s' * (len(runs) != 1)} ({variants}): {why}")
+    chance = [r for r in rows if r.get("ood_data_source") and uncertainty.no_better_than_chance(r)]
+    if chance:
+        variants = ", ".join(sorted({r["variant"] for r in chance}, key=records.natural_key))
+        notes.append(f"{len(chance)} run{'s' * (len(chance) != 1)} ({variants}) tell{'s' * (len(chance) == 1)} the "
+                     "out-of-distribution images "
+                     "from the test images no better than chance by any score (one-sided Mann-Whitney p >= "
+                     f"{uncertainty.CHANCE_P:g} each): images of the test data's own kind score so; their OOD "
+                     "columns show no detection")
     return notes
+
+
+def ood_chance_note(result):
+    """A note where no score tells the OOD images from the test images better than chance
+    (uncertainty.no_better_than_chance), as for images of the test data's own kind; None otherwise."""
+    best = uncertainty.no_better_than_chance(result)
+    if best is None:
+        return None
+    return (f"no score tells the {result['ood_num_examples']:,} out-of-distribution images from the test images "
+            f"better than chance (AUROC {result[f'ood_auroc_{best}']:.3f} by {best.replace('_', ' ')}, one-sided "
+            f"Mann-Whitney p = {result[f'ood_chance_p_{best}']:.2g}): images of the test data's own kind score so; "
+            "if these are of another kind, this model does not detect them")
 
 
 def markdown(table, columns, cell, ood_source=None, notes=()):

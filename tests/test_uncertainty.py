@@ -62,6 +62,34 @@ def test_auroc_and_fpr95_by_hand():
         uncertainty.ood_detection([], [0.3])
 
 
+def test_chance_p_is_the_one_sided_mann_whitney_test_behind_auroc():
+    from scipy import stats as scipy_stats
+
+    rng = np.random.RandomState(0)
+    same, other = rng.normal(0, 1, 400), rng.normal(0, 1, 300)  # one distribution: AUROC near 0.5
+    p = uncertainty.chance_p(same, other)
+    u = uncertainty.ood_detection(same, other)["auroc"] * len(same) * len(other)  # AUROC is U / (n_in n_out)
+    assert p == pytest.approx(scipy_stats.norm.sf((u - 400 * 300 / 2) / np.sqrt(400 * 300 * 701 / 12)), abs=2e-3)
+    assert p > 0.05
+    assert uncertainty.chance_p(same, other + 0.5) < 1e-6  # scored higher: detected
+    assert uncertainty.chance_p(same, other - 0.5) > 0.999  # scored lower than the test images: no detection
+    assert uncertainty.chance_p([0.0, 0.0], [0.0]) == 1.0  # every score tied (scipy: NaN)
+    assert np.isnan(uncertainty.chance_p([0.1, np.nan], [0.5]))
+    result = {"ood_chance_p_entropy": 0.3, "ood_chance_p_mc_entropy": 0.2,
+              "ood_chance_p_mc_mutual_information": float("nan")}
+    assert uncertainty.no_better_than_chance(result) == "mc_entropy"
+    assert uncertainty.no_better_than_chance({**result, "ood_chance_p_entropy": 0.01}) is None
+    assert uncertainty.no_better_than_chance({"ood_auroc_entropy": 0.5}) is None  # saved before p was kept
+    from dropzoo import uncertainty_report
+
+    result.update(ood_num_examples=1500, ood_auroc_mc_entropy=0.508)
+    assert uncertainty_report.ood_chance_note(result) == (
+        "no score tells the 1,500 out-of-distribution images from the test images better than chance (AUROC 0.508 by "
+        "mc entropy, one-sided Mann-Whitney p = 0.2): images of the test data's own kind score so; if these are of "
+        "another kind, this model does not detect them")
+    assert uncertainty_report.ood_chance_note({**result, "ood_chance_p_entropy": 0.01}) is None
+
+
 def test_reliability_bins_match_ece_and_pool_by_count():
     p = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.55, 0.45]])
     labels = [0, 1, 1, 0]
@@ -212,10 +240,12 @@ def test_evaluation_reports_calibration_curves_and_ood_detection(export):
     for score in ("entropy", "mc_entropy", "mc_mutual_information"):
         assert 0.0 <= result[f"ood_auroc_{score}"] <= 1.0
         assert 0.0 <= result[f"ood_fpr95_{score}"] <= 1.0
+        assert 0.0 <= result[f"ood_chance_p_{score}"] <= 1.0
     in_entropy = uncertainty.predictive_entropy(probabilities)
     out_entropy = uncertainty.predictive_entropy(model(scale(ood), training=False).numpy())
     assert result["ood_auroc_entropy"] == pytest.approx(
         uncertainty.ood_detection(in_entropy, out_entropy)["auroc"], abs=1e-6)
+    assert result["ood_chance_p_entropy"] == pytest.approx(uncertainty.chance_p(in_entropy, out_entropy), rel=1e-3)
     again = evaluate_saved_model(path, _batches(images, labels), mc_samples=5, mc_seed=3)
     assert again["mc_nll"] == result["mc_nll"]  # the same seed: the same masks
     other = evaluate_saved_model(path, _batches(images, labels), mc_samples=5, mc_seed=4)
@@ -420,6 +450,13 @@ def test_a_runs_training_images_are_looked_up_in_local_files_and_the_sample_only
         "the out-of-distribution data was not checked for the training images of 1 run (m/old): their OOD scores "
         "come from evaluations saved before the check, which could not be done again here (no SavedModel to score, "
         "or the training data not looked up here)"]
+    # Runs that tell the OOD images from the test images no better than chance by any score are named.
+    rows[1].update(ood_chance_p_entropy=0.4, ood_chance_p_mc_entropy=0.08)
+    rows[0].update(ood_chance_p_entropy=0.4, ood_chance_p_mc_entropy=0.001)  # one score detects
+    assert uncertainty_report.ood_notes(rows)[2:] == [
+        "1 run (m/conv) tells the out-of-distribution images from the test images no better than chance by any score "
+        "(one-sided Mann-Whitney p >= 0.05 each): images of the test data's own kind score so; their OOD columns "
+        "show no detection"]
 
 
 def test_an_ood_interval_past_its_range_is_marked():
