@@ -406,8 +406,10 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     notes += evaluate.absent_classes_notes(rows)
     notes += uncertainty_report.mc_notes(compared) + uncertainty_report.ood_notes(rows)
     notes += resolution_notes(rows, margins)
-    pairs = contrasts_lib.planned_pairs(compared, contrasts) if contrasts else baseline_pairs(compared, baseline,
-                                                                                                 notes)
+    kept = {id(r) for r in compared}
+    unchosen = [r for r in rows if id(r) not in kept]  # (a rate grid's rates validation did not choose)
+    pairs = (contrasts_lib.planned_pairs(compared, contrasts, unchosen) if contrasts
+             else baseline_pairs(compared, baseline, notes))
     tested = contrasts_lib.contrast_table(compared, pairs, margins)
     notes += contrasts_lib.contrast_notes(tested)
     if not tested and not any(f"{baseline} {SPLIT} " in note for note in notes):  # (that note says why)

@@ -45,12 +45,13 @@ def check_contrasts(contrasts):
     return pairs
 
 
-def planned_pairs(rows, contrasts):
+def planned_pairs(rows, contrasts, unchosen=()):
     """[(key A, key B)] for the planned contrasts [(A, B)], each side a variant's name or label.
 
     A side matches the variant labelled `<model>/<side>` or `<side>`, or, where
     each placement kept one rate, the label without its `-rate<r>`. ConfigError
-    (one line) for a side that matches no variant or several, a contrast of a
+    (one line) for a side that matches no variant or several (or names a variant
+    of `unchosen`, rows at a rate validation did not choose), a contrast of a
     variant with itself, and one contrast planned twice (A:B twice, or B:A).
     """
     groups = records.group(rows)
@@ -72,6 +73,10 @@ def planned_pairs(rows, contrasts):
             raise ConfigError(f"contrast side {side!r} matches no variant: its runs trained in several precisions, "
                               f"each a variant of its own ({', '.join(apart)}); name one of them, or, to pool their "
                               "seeds, train them all with one --precision (e.g. --precision=float32)")
+        if not found and side in {name for r in unchosen for name in (r["variant"], r["variant"].split("/", 1)[-1])}:
+            raise ConfigError(f"contrast side {side!r} is a rate of the grid that validation did not choose (see "
+                              "rates.md): contrasts take each placement at its chosen rate; to contrast at fixed "
+                              "rates, give --runs_dir only those variants' directories")
         if len(found) != 1:
             what = "no variant" if not found else f"{len(found)} variants ({', '.join(labels[k] for k in found)})"
             raise ConfigError(f"contrast side {side!r} matches {what}; the variants are: "

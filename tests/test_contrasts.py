@@ -163,6 +163,19 @@ def test_two_precisions_or_two_meanings_of_a_placement_are_two_variants():
         "m/before_dense-precisionfloat32 [sites pool1.post:0.25,dense1.pre:0.5]"}
 
 
+def test_runs_that_trained_train_steps_are_not_labelled_by_their_unused_epochs():
+    """Pooled with runs trained by epochs, runs of --train_steps=3 were labelled `-epochs12-train_steps3`."""
+    by_epochs = _rows("canonical", [0.9, 0.91], [0.3, 0.3])
+    for r in by_epochs:
+        r["config"]["epochs"] = 1
+    by_steps = _rows("canonical", [0.8, 0.81], [0.4, 0.4])
+    for r in by_steps:
+        r["run"] += "-steps"
+        r["config"]["train_steps"] = 3
+    labels = {r["variant"] for r in variants.label_rows(by_epochs + by_steps)}
+    assert labels == {"m/canonical-epochs1", "m/canonical-train_steps3"}
+
+
 def _sized_rows(placement, size, accuracies):
     config = config_lib.TrainConfig(model="m", placement=placement, train_size=size).to_dict()
     return [{"run": f"r/{placement}/{size}/{seed}", "seed": seed, "config": {**config, "seed": seed},
@@ -1041,6 +1054,27 @@ def test_a_rate_grid_says_the_control_without_dropout_chose_no_rate():
     notes = tuned["notes"]
     assert notes == ["m/none-rate0.2 has no dropout sites: its rates are one network (trained once), so the rate its "
                      "label carries was not chosen by anything; it stands for every rate"]
+
+
+def test_a_contrast_side_at_a_rate_validation_did_not_choose_says_so():
+    """'matches no variant' was said of a variant whose directory was there, at a rate of the grid not chosen."""
+    rows = []
+    for rate in (0.2, 0.5):
+        for placement in ("canonical", "before_dense"):
+            rows += [{**r, "run": f"{rate}/{r['run']}", "validation_loss": 0.3 + rate,
+                      "config": {**r["config"], "rate": rate}} for r in _rows(placement, [0.9, 0.91], [0.3, 0.3])]
+    rows = variants.label_rows(rows)
+    compared = compare.at_selected_rates(rows, compare.tune_rates(rows))
+    unchosen = [r for r in rows if r not in compared]
+    assert {r["variant"] for r in unchosen} == {"m/canonical-rate0.5", "m/before_dense-rate0.5"}
+    assert len(contrasts.planned_pairs(compared, [("before_dense", "canonical")], unchosen)) == 1
+    with pytest.raises(ConfigError, match=r"^contrast side 'before_dense-rate0.5' is a rate of the grid that "
+                                          r"validation did not choose \(see rates.md\): contrasts take each placement "
+                                          r"at its chosen rate; to contrast at fixed rates, give --runs_dir only those "
+                                          r"variants' directories$"):
+        contrasts.planned_pairs(compared, [("before_dense-rate0.5", "canonical-rate0.5")], unchosen)
+    with pytest.raises(ConfigError, match=r"^contrast side 'conv' matches no variant"):
+        contrasts.planned_pairs(compared, [("conv", "canonical")], unchosen)
 
 
 def test_the_runs_of_each_directory_are_counted_a_run_given_as_its_own_directory_too(tmp_path):
