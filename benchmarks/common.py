@@ -79,12 +79,13 @@ def steady_rates(epoch_seconds, examples_per_epoch):
 FEW_EPOCHS = 8
 
 
-def few_epochs_note(timed):
-    """A NOTE line where each way was timed over fewer than FEW_EPOCHS epochs (a quick run), else None."""
+def few_epochs_note(timed, unit="epoch"):
+    """A NOTE line where each way was timed over fewer than FEW_EPOCHS epochs (or rounds: `unit`), a quick run;
+    else None."""
     if timed >= FEW_EPOCHS:
         return None
-    return (f"NOTE: {timed} timed epoch(s) a way: the fastest quarter is {max(1, timed // 4)} epoch(s), so one "
-            "epoch at another speed sets each ratio; quote a run of the defaults")
+    return (f"NOTE: {timed} timed {unit}(s) a way: the fastest quarter is {max(1, timed // 4)} {unit}(s), so one "
+            f"{unit} at another speed sets each ratio; quote a run of the defaults")
 
 
 def fast_phase_rate(rates):

@@ -177,6 +177,9 @@ def main(argv):
     x, y = common.arrays(source.train)
     result = run(x, y, f.rounds, f.steps, f.precision)
     print(report(result))
+    note = common.few_epochs_note(f.rounds, unit="round")
+    if note:
+        print(note)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def check_drawable(rate, what="rate"):
     drawn = drawn_rate(rate)
     if 0 < rate and drawn in (0.0, 1.0):
         fix = ("it would drop nothing; give 0 for no dropout, or a rate above 2^-17 (7.63e-06)" if drawn == 0 else
-               "it would drop every unit; give a rate below 1 - 2^-17 (0.9999924)")
+               "it would drop every unit; give a rate below 1 - 2^-17 (0.99999237)")
         raise ValueError(f"{what} {rate:.10g} is drawn by the dropout mask generator at the nearest multiple of 2^-16, "
                          f"{drawn:g}: {fix}")
 
