@@ -100,7 +100,7 @@ class Client:
         """{output: NumPy array} of the serving outputs for `images` ([N, H, W, C] or one [H, W, C])."""
         data_lib.check_batch_size(batch_size)
         fn, pixels = self.route(images)
-        return _in_chunks(fn, pixels, [(i, i + batch_size) for i in range(0, len(pixels), batch_size)])
+        return self._checked(_in_chunks(fn, pixels, [(i, i + batch_size) for i in range(0, len(pixels), batch_size)]))
 
     def mc_dropout(self, images, samples=20, seed=None, batch_size=256):
         """{output: NumPy array} of MC dropout over `samples` passes (`mc_dropout`, or `mc_dropout_seeded` with
@@ -121,10 +121,16 @@ class Client:
         if name not in self.signatures:
             raise ValueError(f"SavedModel {self.path} has no {name} signature (exported by older code); export "
                              "the run again to serve MC dropout")
-        return _in_chunks(self.signatures[name], pixels, serving.mc_chunks(len(pixels), batch_size, samples),
-                          lambda call: {serving.SAMPLES_KEY: tf.constant(samples, tf.int32), **(
-                              {} if seed is None else
-                              {serving.SEED_KEY: tf.constant(serving.chunk_seed(seed, call), tf.int32)})})
+        return self._checked(_in_chunks(
+            self.signatures[name], pixels, serving.mc_chunks(len(pixels), batch_size, samples),
+            lambda call: {serving.SAMPLES_KEY: tf.constant(samples, tf.int32), **(
+                {} if seed is None else {serving.SEED_KEY: tf.constant(serving.chunk_seed(seed, call), tf.int32)})}))
+
+    def _checked(self, answer):
+        """`answer`, where its probabilities are probabilities (an export of a model's logits as them: ExportError,
+        as eval.py's)."""
+        serving.check_probabilities(f"SavedModel {self.path}", answer[serving.PROBABILITIES_KEY])
+        return answer
 
     def route(self, images):
         """(the signature, the pixels it takes) for `images`; ValueError (one line) if they fit neither."""

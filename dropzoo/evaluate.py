@@ -101,7 +101,7 @@ def _score(path, predict, batches, ood_batches):
     probabilities, draws, labels = predict(batches, need_labels=True)
     if not len(labels):
         raise ValueError(f"no examples to evaluate {path} on; pass a non-empty dataset")
-    _check_probabilities(path, probabilities)
+    serving.check_probabilities(path, probabilities)
     deterministic = uncertainty.scores(probabilities, labels)
     metrics = {"accuracy": deterministic["accuracy"], "loss": deterministic["nll"],
                "ece": deterministic["ece"], "brier": deterministic["brier"],
@@ -136,22 +136,6 @@ def copied_export_notes(path, result, tflite_model=False):
         return []
     return [f"evaluated on {result['data_source']}, not the test data the export's run was tested on "
             f"({recorded.get('source')})"]
-
-
-def _check_probabilities(path, probabilities):
-    """ExportError unless each row is a distribution, within rounding: an int8 model's outputs are steps
-    of 1/256, so its rows may miss 1 by up to K/512 for K classes. Non-finite rows (a diverged model) are
-    left to the scores, which say so."""
-    finite = probabilities[np.all(np.isfinite(probabilities), axis=-1)]
-    if not len(finite):
-        return
-    low, high = float(np.min(finite)), float(np.max(finite))
-    worst = float(np.max(np.abs(np.sum(finite, axis=-1, dtype=np.float64) - 1.0)))
-    if low < -1e-6 or high > 1 + 1e-6 or worst > 0.01 + finite.shape[-1] / 256:
-        raise errors.ExportError(f"{path} answers 'probabilities' that are not probabilities (values {low:.3g} to "
-                                 f"{high:.3g}, rows summing to 1 within {worst:.3g}): logits? export the model with "
-                                 "dropzoo.export.export_saved_model(model, path, outputs='logits'), which applies the "
-                                 "softmax")
 
 
 # OOD scores: name -> function of (deterministic probabilities, MC draws or None).

@@ -89,6 +89,9 @@ def export_saved_model(model, path, *, outputs="probabilities", mc_dropout=True,
 
 def _export_saved_model(model, path, outputs, mc_dropout, class_names, test_data):
     input_spec = serving.input_spec(model)
+    if outputs == "probabilities":  # a model ending in logits would serve them as probabilities, and NaN entropies
+        pixels = tf.random.stateless_uniform((4, *input_spec.shape[1:]), seed=(0, 0))
+        serving.check_probabilities("the model", serving.probabilities(model, pixels, outputs, training=False))
     endpoints = {SIGNATURE_KEY: (serving_function(model, outputs), [input_spec]),
                  serving.FLOAT_SIGNATURE_KEY: (float_serving_function(model, outputs),
                                                [serving.float_input_spec(model)])}

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from dropzoo import evaluate
 from dropzoo import ood as ood_lib
+from dropzoo import serving
 from dropzoo.errors import DataError
 from dropzoo.errors import ExportError
 from dropzoo.evaluate import evaluate_saved_model
@@ -267,7 +268,7 @@ def test_an_export_copied_out_of_its_run_says_when_it_is_scored_on_other_data(ex
         f"(npz:{tmp_path / 'test.npz'})")
 
 
-def test_exports_made_elsewhere_or_answering_logits_are_one_line(exported, data, tmp_path):
+def test_exports_made_elsewhere_or_answering_logits_are_one_line(exported, data, tmp_path, monkeypatch):
     model, path = exported
     images, labels = data
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
@@ -279,9 +280,23 @@ def test_exports_made_elsewhere_or_answering_logits_are_one_line(exported, data,
         evaluate_saved_model(keras_export, dataset)
     logits = keras.Model(model.inputs, model.layers[-1].output)  # softmax still inside: rebuild without it
     logits.layers[-1].activation = keras.activations.linear
+    # Exporting it as probabilities is refused; an export of one made before the check: refused by eval and client.
+    with pytest.raises(ExportError, match=r"^the model answers 'probabilities' that are not probabilities .*: "
+                                          r"logits\? export the model with .*outputs='logits'"):
+        export_saved_model(logits, str(tmp_path / "refused"), mc_dropout=False)
+    assert not os.path.exists(tmp_path / "refused")
+    with monkeypatch.context() as patched:
+        patched.setattr(serving, "check_probabilities", lambda what, probabilities: None)
+        old_export = export_saved_model(logits, str(tmp_path / "logits"))
     with pytest.raises(ExportError, match=r"answers 'probabilities' that are not probabilities .*: logits\? export "
                                           r"the model with .*outputs='logits'"):
-        evaluate_saved_model(export_saved_model(logits, str(tmp_path / "logits"), mc_dropout=False), dataset)
+        evaluate_saved_model(old_export, dataset)
+    from dropzoo import client
+
+    for call in (lambda c: c.predict(images), lambda c: c.mc_dropout(images, samples=2, seed=0)):
+        with pytest.raises(ExportError, match=r"^SavedModel .*logits answers 'probabilities' that are not "):
+            call(client.Client(old_export))
+    assert client.Client(path).predict(images)["probabilities"].shape == (len(images), model.output_shape[-1])
     # A run's directory, or runs below one, named as the SavedModel: the flag that fits.
     run = tmp_path / "run"
     shutil.copytree(path, run / "saved_model")
