@@ -235,8 +235,10 @@ def _check_recorded_data_here(run, origin):
     fix = "name the data to evaluate it on (--image_dir, --npz, --idx_dir or --dataset)"
     for key in needed:
         if origin.get(key) and not os.path.exists(origin[key]):
+            moved = ("give its new place with --test_image_dir=DIR (all of it, as the run was tested), or "
+                     if key == "test_image_dir" else "")
             raise errors.RunError(f"run {run} was tested on --{key}={origin[key]}, which is not here (moved or "
-                                  f"deleted?); {fix}")
+                                  f"deleted?); {moved}{fix}")
     name = origin.get("dataset")
     if name and not any(origin.get(key) for key in sources.PATH_ARGUMENTS if key != "tfds_data_dir"):
         try:

@@ -94,6 +94,10 @@ def check_loadable(name, data_dir, network_timeout):
             raise unreachable_error(e, name, data_dir) from None
 
 
+# The tfds datasets whose original files are IDX (train-*, t10k-*.gz), which --idx_dir reads.
+IDX_DATASETS = ("mnist", "fashion_mnist", "kmnist")
+
+
 def falls_back(name, data_dir, need_train=True):
     """Whether training on `name` not prepared here, offline, takes the embedded MNIST sample: mnist, where no
     --tfds_data_dir names a directory for the full data (a typo?)."""
@@ -106,8 +110,10 @@ def unreachable_error(error, name, data_dir, need_train=True):
     if name == "mnist" and data_dir and need_train:
         return DataError(f"{error}; pass the --tfds_data_dir where {name} is prepared, or leave --tfds_data_dir out "
                          "to train on the embedded 5,000-example MNIST sample")
+    idx = ("--idx_dir" + ("" if need_train else " (the t10k-*.gz files are enough to evaluate)") + ", "
+           if name in IDX_DATASETS else "")
     return DataError(f"{error}; pass --tfds_data_dir pointing at a directory where {name} is already prepared, or "
-                     "its files with --idx_dir (the t10k-*.gz files are enough to evaluate), --npz or --image_dir")
+                     f"its files with {idx}--npz or --image_dir")
 
 
 def prepared_sizes(name, data_dir):

@@ -243,8 +243,17 @@ def test_a_tfds_data_dir_named_for_mnist_is_not_stood_in_for_by_the_sample(monke
     # What --overwrite checks before it deletes the run it replaces (tfds data is otherwise described only).
     with pytest.raises(DataError, match=r"not prepared in .*typo.*leave --tfds_data_dir out"):
         sources.check_reachable(dataset="mnist", tfds_data_dir=str(tmp_path / "typo"))
-    with pytest.raises(DataError, match=r"'fashion_mnist' is not prepared .*pass --tfds_data_dir pointing at"):
+    with pytest.raises(DataError, match=r"'fashion_mnist' is not prepared .*pass --tfds_data_dir pointing at a "
+                                        r"directory where fashion_mnist is already prepared, or its files with "
+                                        r"--idx_dir, --npz or --image_dir$"):
         sources.check_reachable(dataset="fashion_mnist", tfds_data_dir=str(tmp_path / "typo"))
+    # A dataset without IDX files is not sent to --idx_dir (CIFAR-10's are pickles); evaluating, t10k alone does.
+    with pytest.raises(DataError, match=r"'cifar10' is not prepared .*already prepared, or its files with --npz or "
+                                        r"--image_dir$"):
+        sources.check_reachable(dataset="cifar10", tfds_data_dir=str(tmp_path / "typo"))
+    with pytest.raises(DataError, match=r"its files with --idx_dir \(the t10k-\*.gz files are enough to evaluate\), "
+                                        r"--npz or --image_dir$"):
+        sources.load_source("mnist", tfds_data_dir=str(tmp_path / "typo"), need_train=False)
     monkeypatch.setattr(tfds_source, "_is_prepared", lambda builder: False)  # (this machine's default data dir)
     sources.check_reachable(dataset="mnist")  # falls back to the sample, as training does
     sources.check_reachable(dataset="mnist_sample")

@@ -942,6 +942,12 @@ def test_a_run_whose_recorded_data_is_gone_is_named_not_a_flag_never_given(eval_
         "image_dir": gone, "test_image_dir": str(tests), "color_mode": "grayscale", "tfds_data_dir": "rel/tfds"}}}))
     assert eval_main(f"--workdir={run}") == 2
     assert "which is not here" not in capsys.readouterr().err
+    tests.rmdir()  # the test folder moved: its own flag is named
+    assert eval_main(f"--workdir={run}") == 2
+    assert capsys.readouterr().err == (
+        f"error: run {run} was tested on --test_image_dir={tests}, which is not here (moved or deleted?); give its "
+        "new place with --test_image_dir=DIR (all of it, as the run was tested), or name the data to evaluate it on "
+        "(--image_dir, --npz, --idx_dir or --dataset)\n")
     # A run trained from the Python API on arrays records their name only: it was refused as a --dataset typo.
     (run / "metrics.json").write_text(json.dumps({"data": {"source": "tiny", "origin": {"dataset": "tiny"}}}))
     assert eval_main(f"--workdir={run}") == 2
