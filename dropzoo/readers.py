@@ -255,8 +255,7 @@ def list_image_folder(directory, what="--image_dir", training=True):
     moved = first_out_of_number_order(classes)
     if what == "--image_dir" and training and moved is not None:  # (scored, folders are matched by name)
         by_number = sorted(classes, key=int)
-        start = "" if int(by_number[0]) == 0 else (f"; padded too, class ids start at 0: folder '{by_number[0]}' "
-                                                    "would be class 0")
+        start = f"; padded too, ids start at 0: folder '{by_number[0]}' would be class 0" * (int(by_number[0]) > 0)
         logging.warning("%s %s: its class folders are numbers, ordered as text, as Keras orders them (%s, ...): class "
                         "id %d is folder '%s', not folder '%s'; labels meant as the numbers would not match (pad them: "
                         "01, 02, ..., 10)%s", what, directory, ", ".join(classes[:moved + 2]), moved, classes[moved],

@@ -1093,7 +1093,7 @@ def test_class_folders_named_by_numbers_in_text_order_are_said(tmp_path, caplog)
     caplog.clear()
     sources.load_source(image_dir=str(tmp_path / "m"))
     assert any("(1, 10, 2, ...): class id 1 is folder '10', not folder '2'; labels meant as the numbers would not "
-               "match (pad them: 01, 02, ..., 10); padded too, class ids start at 0: folder '1' would be class 0"
+               "match (pad them: 01, 02, ..., 10); padded too, ids start at 0: folder '1' would be class 0"
                in r.getMessage()
                for r in caplog.records), caplog.text
     arrays = sources.array_source("npz:x", None, (np.zeros((2, 4, 4, 1), np.uint8), np.array([0, 1])))

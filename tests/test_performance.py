@@ -663,7 +663,7 @@ def test_a_bfloat16_export_under_a_cap_without_bfloat16_is_refused_before_onednn
             model = models.build("dense_mlp", "canonical", seed=0, num_classes=4, input_shape=(8, 8, 1))
         finally:
             keras.mixed_precision.set_global_policy("float32")
-        export.export_saved_model(model, str(tmp_path / policy), mc_dropout=False)
+        export.export_saved_model(model, str(tmp_path / policy), outputs="logits", mc_dropout=False)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     monkeypatch.setattr(performance, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
