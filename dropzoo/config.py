@@ -115,7 +115,7 @@ class TrainConfig:
     batch_size: int = _field(128, "Global batch size.")
     optimizer: str = _field("adadelta", f"One of: {', '.join(OPTIMIZERS)}.")
     learning_rate: float = _field(1.0, "Learning rate. The default 1.0 is the classic example's Adadelta "
-                                  "rate (Keras 3's Adadelta default is 0.001).")
+                                  "rate (Keras 3's Adadelta default is 0.001): another --optimizer needs it given.")
     # "auto" (0 for steps_per_execution) picks what is fast on the hardware
     # (dropzoo/performance.py); metrics.json records what auto resolved to.
     precision: str = _field(

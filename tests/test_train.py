@@ -427,6 +427,11 @@ def test_every_eval_config_parses_and_names_its_contrasts(cfg):
     (["--batch_size=-4"], "--batch_size must be a positive integer"),
     (["--train_steps=0"], "--train_steps must be a positive integer"),
     (["--optimizer=lion"], "unknown optimizer 'lion'"),
+    # Adam at the classic recipe's Adadelta rate: a loss of 12,044 and 14% accuracy, exit 0.
+    (["--optimizer=adam"], "--optimizer=adam would train at --learning_rate=1, the flag's default, which is the "
+                           "classic recipe's Adadelta rate (Keras' adam default is 0.001); pass --learning_rate, e.g. "
+                           "--learning_rate=0.001"),
+    (["--optimizer=adadelta,sgd"], "--optimizer=sgd would train at --learning_rate=1, the flag's default"),
     (["--learning_rate=0"], "--learning_rate must be a positive number, got 0.0"),
     (["--learning_rate=inf"], "--learning_rate must be a positive number, got inf"),  # (a NaN loss, epochs later)
     (["--workdir="], "--workdir is given but empty (an unset variable?); give a directory, or leave the flag out"),
