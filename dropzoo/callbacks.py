@@ -84,8 +84,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs and not np.isfinite(logs.get("loss", 0.0)):
-            return  # keep the last good state; TerminateOnNaN stops the run
+        if diverged(self.model, logs):
+            self.model.stop_training = True  # (TerminateOnNaN sees the loss only)
+            return  # keep the last good state
         session = self.record["sessions"][-1]
         session["epochs"] = [session["epochs"][0] if session["epochs"] else epoch + 1, epoch + 1]
         for key, value in (logs or {}).items():
@@ -94,6 +95,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.stats is not None:
             self.record["dropout_stats"] = self.stats.latest
         checkpoints.save(self.model, self.directory, epoch + 1, self.record)
+
+
+def diverged(model, logs=None):
+    """Whether training diverged: a non-finite loss in `logs`, or non-finite weights, which a finite loss can hide
+    (ReLU turns NaN into 0: --learning_rate=1e30 trained NaN kernels at a loss of 1e29 and checkpointed them)."""
+    if logs and not np.isfinite(logs.get("loss", 0.0)):
+        return True
+    return not all(np.all(np.isfinite(weights)) for weights in model.get_weights())
 
 
 class StopIfInterrupted(keras.callbacks.Callback):
@@ -190,7 +199,7 @@ class DropoutStats(keras.callbacks.Callback):
         self.writer = None  # one events file a run (a writer made each epoch wrote one file each)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs and not np.isfinite(logs.get("loss", 0.0)):
+        if diverged(self.model, logs):
             return  # a diverged epoch: the trainer stops the run, naming it (its statistics may not even convert)
         sites = site_stats.site_statistics(self.model, self.images)
         optimizer = getattr(self.model, "optimizer", None)

@@ -122,7 +122,8 @@ def test_eval_refuses_an_incomplete_saved_model(tmp_path):
 def test_nan_loss_stops_with_a_clear_error_and_keeps_no_bad_checkpoint(tmp_path):
     config = tiny_config(optimizer="sgd", learning_rate=1e12, epochs=2)
     # NaN in the first epoch: nothing is kept, and the message names no checkpoint that is not there.
-    with pytest.raises(trainer.RunError, match="NaN/inf; no epoch had finished, so nothing is kept; lower"):
+    with pytest.raises(trainer.RunError, match=r"^training diverged \(its loss or weights became NaN/inf\); in its "
+                                               r"first epoch, so nothing is kept; lower"):
         trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
     assert checkpoints.saved_epoch(str(tmp_path / "checkpoints")) == 0
     assert not (tmp_path / "saved_model").exists() and not (tmp_path / "metrics.json").exists()
@@ -136,6 +137,14 @@ def test_checkpoint_skips_an_epoch_that_ended_in_nan(tmp_path):
     saver.on_epoch_end(0, {"loss": 0.5})
     saver.on_epoch_end(1, {"loss": float("nan")})
     assert checkpoints.saved_epoch(str(tmp_path)) == 1
+    # NaN weights beside a finite loss (ReLU zeroes NaN: --learning_rate=1e30 trained NaN kernels at a loss of 1e29
+    # and checkpointed them over the good ones): not saved, and the run stops.
+    model.stop_training = False
+    assert not callbacks_lib.diverged(model)
+    model.set_weights([np.full_like(w, np.nan) if i == 0 else w for i, w in enumerate(model.get_weights())])
+    assert callbacks_lib.diverged(model) and callbacks_lib.diverged(model, {"loss": 0.5})
+    saver.on_epoch_end(2, {"loss": 0.5})
+    assert checkpoints.saved_epoch(str(tmp_path)) == 1 and model.stop_training
 
 
 @pytest.mark.slow
