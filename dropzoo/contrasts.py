@@ -73,7 +73,12 @@ def planned_pairs(rows, contrasts, unchosen=()):
             raise ConfigError(f"contrast side {side!r} matches no variant: its runs trained in several precisions, "
                               f"each a variant of its own ({', '.join(apart)}); name one of them, or, to pool their "
                               "seeds, train them all with one --precision (e.g. --precision=float32)")
-        if not found and side in {name for r in unchosen for name in (r["variant"], r["variant"].split("/", 1)[-1])}:
+        named = [r for r in unchosen if side in (r["variant"], r["variant"].split("/", 1)[-1])]
+        if not found and named and not named[0].get("sites"):  # a control without dropout: one network at any rate
+            controls = sorted({label for key, label in labels.items() if not groups[key][0].get("sites")})
+            raise ConfigError(f"contrast side {side!r} is the control without dropout, one network at every rate of "
+                              f"the grid; name it as the comparison labels it: {', '.join(controls)}")
+        if not found and named:
             raise ConfigError(f"contrast side {side!r} is a rate of the grid that validation did not choose (see "
                               "rates.md): contrasts take each placement at its chosen rate; to contrast at fixed "
                               "rates, give --runs_dir only those variants' directories")

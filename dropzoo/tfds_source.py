@@ -111,7 +111,7 @@ def unreachable_error(error, name, data_dir, need_train=True):
         return DataError(f"{error}; pass the --tfds_data_dir where {name} is prepared, or leave --tfds_data_dir out "
                          "to train on the embedded 5,000-example MNIST sample")
     idx = ("--idx_dir" + ("" if need_train else " (the t10k-*.gz files are enough to evaluate)") + ", "
-           if name in IDX_DATASETS else "")
+           if name.split(":")[0] in IDX_DATASETS else "")  # (fashion_mnist:3.0.1 too)
     return DataError(f"{error}; pass --tfds_data_dir pointing at a directory where {name} is already prepared, or "
                      f"its files with {idx}--npz or --image_dir")
 

@@ -77,14 +77,14 @@ CHANCE_P = 0.05
 
 
 def no_better_than_chance(result):
-    """The score (its name, as in ood_chance_p_<name>) that tells an evaluation's (or comparison row's) OOD images
-    from its test images best, where none does better than chance (every finite p at least CHANCE_P); else None,
-    also for evaluations saved before the p-values were kept."""
+    """The score (its name, as in ood_chance_p_<name>) of the highest AUROC of an evaluation (or comparison row),
+    where none tells its OOD images from its test images better than chance (every finite p at least CHANCE_P);
+    else None, also for evaluations saved before the p-values were kept."""
     p = {key[len("ood_chance_p_"):]: value for key, value in result.items()
          if key.startswith("ood_chance_p_") and value is not None and np.isfinite(value)}
     if not p or min(p.values()) < CHANCE_P:
         return None
-    return min(p, key=p.get)
+    return max(p, key=lambda name: result.get(f"ood_auroc_{name}", -np.inf))  # (eval.py's line names it too)
 
 
 def check_ood_is_other(test_sha256, ood_sha256, what):

@@ -67,27 +67,38 @@ def ood_notes(rows):
             variants = ", ".join(sorted({r["variant"] for r in runs}, key=records.natural_key))
             notes.append(f"the out-of-distribution data was not checked for the training images of {len(runs)} run"
                          f"{'s' * (len(runs) != 1)} ({variants}): {why}")
-    chance = [r for r in rows if r.get("ood_data_source") and uncertainty.no_better_than_chance(r)]
-    if chance:
-        variants = ", ".join(sorted({r["variant"] for r in chance}, key=records.natural_key))
-        notes.append(f"{len(chance)} run{'s' * (len(chance) != 1)} ({variants}) tell{'s' * (len(chance) == 1)} the "
-                     "out-of-distribution images "
-                     "from the test images no better than chance by any score (one-sided Mann-Whitney p >= "
-                     f"{uncertainty.CHANCE_P:g} each): images of the test data's own kind score so; their OOD "
-                     "columns show no detection")
     return notes
 
 
 def ood_chance_note(result):
     """A note where no score tells the OOD images from the test images better than chance
-    (uncertainty.no_better_than_chance), as for images of the test data's own kind; None otherwise."""
+    (uncertainty.no_better_than_chance): as for images of the test data's own kind (AUROC ~0.5), or where the
+    model is less uncertain on them than on its test images (AUROC well below 0.5); None otherwise."""
     best = uncertainty.no_better_than_chance(result)
     if best is None:
         return None
+    p, auroc = result[f"ood_chance_p_{best}"], result[f"ood_auroc_{best}"]
+    said = f"AUROC {auroc:.3f} by {best.replace('_', ' ')}, one-sided Mann-Whitney p = {p:.2g}"
+    if p > 1 - uncertainty.CHANCE_P:  # ranked below the test images, beyond chance: another kind, not detected
+        return (f"every score finds the {result['ood_num_examples']:,} out-of-distribution images less uncertain "
+                f"than the test images (at best {said}): this model does not detect them (images of the test "
+                "data's own kind would score AUROC ~0.5)")
     return (f"no score tells the {result['ood_num_examples']:,} out-of-distribution images from the test images "
-            f"better than chance (AUROC {result[f'ood_auroc_{best}']:.3f} by {best.replace('_', ' ')}, one-sided "
-            f"Mann-Whitney p = {result[f'ood_chance_p_{best}']:.2g}): images of the test data's own kind score so; "
-            "if these are of another kind, this model does not detect them")
+            f"better than chance ({said}): images of the test data's own kind score so; if these are of another "
+            "kind, this model does not detect them")
+
+
+def chance_notes(rows):
+    """A note naming the runs (the trained runs of the variants compared) whose every OOD score tells the OOD images
+    from the test images no better than chance (ood_chance_note's)."""
+    chance = [r for r in rows if r.get("ood_data_source") and uncertainty.no_better_than_chance(r)]
+    if not chance:
+        return []
+    variants = ", ".join(sorted({r["variant"] for r in chance}, key=records.natural_key))
+    return [f"{len(chance)} run{'s' * (len(chance) != 1)} ({variants}) tell{'s' * (len(chance) == 1)} the "
+            "out-of-distribution images from the test images no better than chance by any score (one-sided "
+            f"Mann-Whitney p >= {uncertainty.CHANCE_P:g} each; an AUROC below 0.5: less uncertain on them than on "
+            "its test images): their OOD columns show no detection"]
 
 
 def markdown(table, columns, cell, ood_source=None, notes=()):

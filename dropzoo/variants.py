@@ -68,10 +68,12 @@ def label_rows(rows):
         r["key"] = row_key(r)
     moved = _one_data_read_apart(rows)
     # Named by the precision each run resolved to: `auto` on a bf16 CPU and a pinned bf16 are one variant; not by
-    # the --epochs of a run that trained --train_steps (unused there: `-epochs12` would read as 12 epochs).
+    # the --epochs of runs that trained --train_steps (unused there: `-epochs12` would read as 12 epochs), unless
+    # those runs' --epochs tell variants apart (a sweep of --epochs beside --train_steps, named by them).
+    stepped = {r["config"].get("epochs") for r in rows if r["config"].get("train_steps")}
     configs = [{**r["config"], **moved.get(id(r), {}),
                 "precision": r.get("precision") or r["config"].get("precision", "auto"),
-                **({"epochs": None} if r["config"].get("train_steps") else {})} for r in rows]
+                **({"epochs": None} if r["config"].get("train_steps") and len(stepped) == 1 else {})} for r in rows]
     varying = sweep.varying_fields(configs)
     for r, config in zip(rows, configs):
         r["variant"] = variant_label(config, varying)

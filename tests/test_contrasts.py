@@ -174,6 +174,11 @@ def test_runs_that_trained_train_steps_are_not_labelled_by_their_unused_epochs()
         r["config"]["train_steps"] = 3
     labels = {r["variant"] for r in variants.label_rows(by_epochs + by_steps)}
     assert labels == {"m/canonical-epochs1", "m/canonical-train_steps3"}
+    # A sweep of --epochs beside --train_steps keeps the names of its directories (canonical-epochs1, ...).
+    for r in by_epochs:
+        r["config"]["train_steps"] = 3
+    labels = {r["variant"] for r in variants.label_rows(by_epochs + by_steps)}
+    assert labels == {"m/canonical-epochs1", "m/canonical-epochs12"}
 
 
 def _sized_rows(placement, size, accuracies):
@@ -1075,6 +1080,17 @@ def test_a_contrast_side_at_a_rate_validation_did_not_choose_says_so():
         contrasts.planned_pairs(compared, [("before_dense-rate0.5", "canonical-rate0.5")], unchosen)
     with pytest.raises(ConfigError, match=r"^contrast side 'conv' matches no variant"):
         contrasts.planned_pairs(compared, [("conv", "canonical")], unchosen)
+    # The control without dropout is one network at every rate: named as the comparison labels it.
+    none = [{**r, "run": f"{rate}/{r['run']}", "validation_loss": 0.3, "config": {**r["config"], "rate": rate}}
+            for rate in (0.2, 0.5) for r in _rows("none", [0.9, 0.91], [0.3, 0.3])]
+    rows = variants.label_rows(rows + none)
+    compared = compare.at_selected_rates(rows, compare.tune_rates(rows))
+    unchosen = [r for r in rows if r not in compared]
+    with pytest.raises(ConfigError, match=r"^contrast side 'none-rate0.5' is the control without dropout, one network "
+                                          r"at every rate of the grid; name it as the comparison labels it: "
+                                          r"m/none-rate0.2$"):
+        contrasts.planned_pairs(compared, [("none-rate0.5", "canonical")], unchosen)
+    assert len(contrasts.planned_pairs(compared, [("none", "canonical")], unchosen)) == 1
 
 
 def test_the_runs_of_each_directory_are_counted_a_run_given_as_its_own_directory_too(tmp_path):

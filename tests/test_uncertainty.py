@@ -76,8 +76,9 @@ def test_chance_p_is_the_one_sided_mann_whitney_test_behind_auroc():
     assert uncertainty.chance_p([0.0, 0.0], [0.0]) == 1.0  # every score tied (scipy: NaN)
     assert np.isnan(uncertainty.chance_p([0.1, np.nan], [0.5]))
     result = {"ood_chance_p_entropy": 0.3, "ood_chance_p_mc_entropy": 0.2,
-              "ood_chance_p_mc_mutual_information": float("nan")}
-    assert uncertainty.no_better_than_chance(result) == "mc_entropy"
+              "ood_chance_p_mc_mutual_information": float("nan"), "ood_auroc_entropy": 0.49,
+              "ood_auroc_mc_entropy": 0.508}
+    assert uncertainty.no_better_than_chance(result) == "mc_entropy"  # the highest AUROC, as eval.py's line
     assert uncertainty.no_better_than_chance({**result, "ood_chance_p_entropy": 0.01}) is None
     assert uncertainty.no_better_than_chance({"ood_auroc_entropy": 0.5}) is None  # saved before p was kept
     from dropzoo import uncertainty_report
@@ -88,6 +89,13 @@ def test_chance_p_is_the_one_sided_mann_whitney_test_behind_auroc():
         "mc entropy, one-sided Mann-Whitney p = 0.2): images of the test data's own kind score so; if these are of "
         "another kind, this model does not detect them")
     assert uncertainty_report.ood_chance_note({**result, "ood_chance_p_entropy": 0.01}) is None
+    # Less uncertain on the OOD images than on the test images, beyond chance: no detection, but not the same kind.
+    reversed_ = {**result, "ood_chance_p_entropy": 1.0, "ood_chance_p_mc_entropy": 0.999, "ood_auroc_entropy": 0.287,
+                 "ood_auroc_mc_entropy": 0.379}
+    assert uncertainty_report.ood_chance_note(reversed_) == (
+        "every score finds the 1,500 out-of-distribution images less uncertain than the test images (at best AUROC "
+        "0.379 by mc entropy, one-sided Mann-Whitney p = 1): this model does not detect them (images of the test "
+        "data's own kind would score AUROC ~0.5)")
 
 
 def test_reliability_bins_match_ece_and_pool_by_count():
@@ -453,10 +461,11 @@ def test_a_runs_training_images_are_looked_up_in_local_files_and_the_sample_only
     # Runs that tell the OOD images from the test images no better than chance by any score are named.
     rows[1].update(ood_chance_p_entropy=0.4, ood_chance_p_mc_entropy=0.08)
     rows[0].update(ood_chance_p_entropy=0.4, ood_chance_p_mc_entropy=0.001)  # one score detects
-    assert uncertainty_report.ood_notes(rows)[2:] == [
+    assert len(uncertainty_report.ood_notes(rows)) == 2
+    assert uncertainty_report.chance_notes(rows) == [
         "1 run (m/conv) tells the out-of-distribution images from the test images no better than chance by any score "
-        "(one-sided Mann-Whitney p >= 0.05 each): images of the test data's own kind score so; their OOD columns "
-        "show no detection"]
+        "(one-sided Mann-Whitney p >= 0.05 each; an AUROC below 0.5: less uncertain on them than on its test "
+        "images): their OOD columns show no detection"]
 
 
 def test_an_ood_interval_past_its_range_is_marked():
