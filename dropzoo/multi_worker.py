@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import loops
@@ -111,7 +112,7 @@ class MultiWorkerLoop:
             timings.append((steps, time.perf_counter() - tic))
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
-            if not np.isfinite(logs["loss"]):  # the same all-reduced value on every worker
+            if callbacks_lib.diverged(run.model, logs):  # the same all-reduced loss, mirrored weights, on every worker
                 break  # the trainer reports it; the NaN epoch is not checkpointed
             if self.chief and run.pipes.validation is not None:  # reads only: the others wait at the next step
                 for key, value in self.evaluate(run, run.pipes.validation).items():

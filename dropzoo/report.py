@@ -418,7 +418,9 @@ def write(comparison, output_dir):
                 + ("; each placement at the rate chosen on validation data.\n\n" if comparison["rates"] else ".\n\n"))
         text += uncertainty_report.markdown(comparison["table"], COLUMNS, cell, ", ".join(ood) or None,
                                             uncertainty_report.mc_notes(comparison["compared"])
-                                            + uncertainty_report.ood_notes(comparison["rows"]))
+                                            + uncertainty_report.ood_notes(comparison["rows"])
+                                            + uncertainty_report.chance_notes(
+                                                descriptive.trained_runs(comparison["compared"])))
         files.write_text(paths["uncertainty.md"], text)
         variants = [e["variant"] for e in comparison["table"]]
         uncertainty_report.plot_reliability(paths["reliability.png"], compared, variants)

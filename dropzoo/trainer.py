@@ -217,14 +217,14 @@ def _train_export_verify(config, workdir, write_dir, source, strategy, loop, ver
         keras.utils.set_random_seed(config.seed)
         # config.json keeps "auto"; the policy it resolved to goes to metrics.json.
         keras.mixed_precision.set_global_policy(performance.choose_precision(config.precision)[0])
-        run = set_up(config, workdir_paths(workdir), workdir_paths(write_dir), source, strategy,
-                     loop, verbose)
+        run = set_up(config, workdir_paths(workdir), workdir_paths(write_dir), source, strategy, loop, verbose)
         result = loop.train(run)
         if any(not np.isfinite(v) for v in result.history.get("loss", [])) or callbacks_lib.diverged(run.model):
             kept = checkpoints.saved_epoch(run.paths["checkpoints"])  # (NaN weights, the loss finite: ReLU's zeros)
             raise RunError("training diverged (its loss or weights became NaN/inf); " + (
-                f"the last good checkpoint (epoch {kept}) is kept in {run.paths['checkpoints']}" if kept else
-                "in its first epoch, so nothing is kept") + "; lower --learning_rate and rerun")
+                f"the last good checkpoint (epoch {kept}) is kept in {run.paths['checkpoints']}; rerun with a lower "
+                "--learning_rate and --overwrite (the checkpoint resumes this rate only)" if kept else
+                "in its first epoch, so nothing is kept; lower --learning_rate and rerun"))
         # Every worker exports (saving may be collective); the chief's copy is verified.
         export_lib.export_saved_model(run.model, run.write_paths["saved_model"], outputs=run.outputs,
                                       **sources.export_record(run.source))

@@ -97,8 +97,9 @@ def chance_notes(rows):
     variants = ", ".join(sorted({r["variant"] for r in chance}, key=records.natural_key))
     return [f"{len(chance)} run{'s' * (len(chance) != 1)} ({variants}) tell{'s' * (len(chance) == 1)} the "
             "out-of-distribution images from the test images no better than chance by any score (one-sided "
-            f"Mann-Whitney p >= {uncertainty.CHANCE_P:g} each; an AUROC below 0.5: less uncertain on them than on "
-            "its test images): their OOD columns show no detection"]
+            f"Mann-Whitney p >= {uncertainty.CHANCE_P:g} each): images of the test data's own kind score so (AUROC "
+            "~0.5), as does a model less uncertain on them than on its test images (AUROC below 0.5); their OOD "
+            "columns show no detection"]
 
 
 def markdown(table, columns, cell, ood_source=None, notes=()):

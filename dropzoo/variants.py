@@ -70,10 +70,14 @@ def label_rows(rows):
     # Named by the precision each run resolved to: `auto` on a bf16 CPU and a pinned bf16 are one variant; not by
     # the --epochs of runs that trained --train_steps (unused there: `-epochs12` would read as 12 epochs), unless
     # those runs' --epochs tell variants apart (a sweep of --epochs beside --train_steps, named by them).
-    stepped = {r["config"].get("epochs") for r in rows if r["config"].get("train_steps")}
+    stepped = {}  # runs of --train_steps alike but for --epochs -> their --epochs
+    for r in rows:
+        if r["config"].get("train_steps"):
+            stepped.setdefault(row_key(r, {**r["config"], "epochs": None}), set()).add(r["config"].get("epochs"))
+    apart = any(len(epochs) > 1 for epochs in stepped.values())
     configs = [{**r["config"], **moved.get(id(r), {}),
                 "precision": r.get("precision") or r["config"].get("precision", "auto"),
-                **({"epochs": None} if r["config"].get("train_steps") and len(stepped) == 1 else {})} for r in rows]
+                **({"epochs": None} if r["config"].get("train_steps") and not apart else {})} for r in rows]
     varying = sweep.varying_fields(configs)
     for r, config in zip(rows, configs):
         r["variant"] = variant_label(config, varying)

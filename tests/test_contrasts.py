@@ -179,6 +179,10 @@ def test_runs_that_trained_train_steps_are_not_labelled_by_their_unused_epochs()
         r["config"]["train_steps"] = 3
     labels = {r["variant"] for r in variants.label_rows(by_epochs + by_steps)}
     assert labels == {"m/canonical-epochs1", "m/canonical-epochs12"}
+    for r in by_epochs:  # other --train_steps tell them apart: --epochs is not named
+        r["config"]["train_steps"] = 100
+    labels = {r["variant"] for r in variants.label_rows(by_epochs + by_steps)}
+    assert labels == {"m/canonical-train_steps100", "m/canonical-train_steps3"}
 
 
 def _sized_rows(placement, size, accuracies):

@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import tiny_arrays
 from conftest import tiny_config
 from conftest import tiny_source
 
@@ -256,6 +257,15 @@ def test_a_comparison_reads_an_ood_folder_at_each_runs_image_size(study, tmp_pat
     assert result["table"] and all(0 <= e["ood_auroc_entropy"]["mean"] <= 1 for e in result["table"])
     with open(result["paths"]["uncertainty.md"]) as f:
         assert f"Out-of-distribution data: images:{tmp_path / 'photos'} (its images)" in f.read()
+    # Other images of the test data's own kind: no score beats chance, said in both reports (uncertainty.md lost it).
+    np.savez(tmp_path / "same_kind.npz", x_test=tiny_arrays(400, 200, seed=9)[1][0])
+    same = compare.compare_runs(str(study / "a"), source=tiny_source(), ood={"npz": str(tmp_path / "same_kind.npz")},
+                                output_dir=str(tmp_path / "same"))
+    chance = [note for note in same["notes"] if "no better than chance" in note]
+    assert chance[0].startswith("4 runs (dense_mlp/canonical, dense_mlp/none) tell the out-of-distribution")
+    for name in ("comparison.md", "uncertainty.md"):
+        with open(same["paths"][name]) as f:
+            assert chance[0] in f.read().replace("\n", " "), name
     # Each run now holds one OOD evaluation: a folder that is here but broken is refused naming the file, not
     # answered by that evaluation of the other folder (a note was all it said).
     shutil.copytree(tmp_path / "photos", tmp_path / "broken")

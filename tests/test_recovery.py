@@ -129,6 +129,25 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_no_bad_checkpoint(tmp_path)
     assert not (tmp_path / "saved_model").exists() and not (tmp_path / "metrics.json").exists()
 
 
+def test_weights_gone_nan_in_a_later_epoch_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """NaN weights beside a finite loss were checkpointed over the good epochs; the advice to rerun at a lower rate
+    was refused as other settings."""
+    first = []
+
+    def diverged_after_epoch_1(model, logs=None):  # (as ReLU hides NaN kernels from the loss)
+        steps = int(model.optimizer.iterations.numpy())
+        first.append(steps)
+        return steps > first[0]
+
+    monkeypatch.setattr(callbacks_lib, "diverged", diverged_after_epoch_1)
+    with pytest.raises(trainer.RunError, match=r"^training diverged \(its loss or weights became NaN/inf\); the last "
+                                               r"good checkpoint \(epoch 1\) is kept in .*checkpoints; rerun with a "
+                                               r"lower --learning_rate and --overwrite \(the checkpoint resumes this "
+                                               r"rate only\)$"):
+        trainer.train_and_evaluate(tiny_config(epochs=3), str(tmp_path), source=tiny_source(), verbose=0)
+    assert checkpoints.saved_epoch(str(tmp_path / "checkpoints")) == 1
+
+
 def test_checkpoint_skips_an_epoch_that_ended_in_nan(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")

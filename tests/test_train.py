@@ -1064,6 +1064,14 @@ def test_a_placement_that_may_not_be_what_was_meant_is_said(tmp_path):
         "--placement=dense1.pre:0.5,dense1.post:0.3 sweeps each site as a placement of its own; for one placement "
         "of them all, pass --sites=dense1.pre:0.5,dense1.post:0.3"]
     assert notes("--placement=dense1.pre:0.5,none") == notes("--sites=dense1.pre:0.5,dense1.post:0.3") == []
+    # Another --optimizer beside a flagfile's Adadelta rate (keras_mnist_cnn.cfg's 1.0) trained Adam at 1.0 silently.
+    flagfile = tmp_path / "recipe.cfg"
+    flagfile.write_text("--optimizer=adadelta\n--learning_rate=1.0\n")
+    assert notes(f"--flagfile={flagfile}", "--optimizer=adam,sgd") == [
+        "--optimizer=adam,sgd trains at a --learning_rate of 1.0 or more, a rate for Adadelta (the classic recipe's; "
+        "a flagfile's?): Keras' default for adam is 0.001, sgd is 0.01; pass a --learning_rate meant for it"]
+    assert notes(f"--flagfile={flagfile}") == notes(f"--flagfile={flagfile}", "--optimizer=adam",
+                                                    "--learning_rate=0.001") == []
 
 
 def test_sweep_values_that_are_not_a_list_are_one_line_from_python():

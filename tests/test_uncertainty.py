@@ -464,8 +464,9 @@ def test_a_runs_training_images_are_looked_up_in_local_files_and_the_sample_only
     assert len(uncertainty_report.ood_notes(rows)) == 2
     assert uncertainty_report.chance_notes(rows) == [
         "1 run (m/conv) tells the out-of-distribution images from the test images no better than chance by any score "
-        "(one-sided Mann-Whitney p >= 0.05 each; an AUROC below 0.5: less uncertain on them than on its test "
-        "images): their OOD columns show no detection"]
+        "(one-sided Mann-Whitney p >= 0.05 each): images of the test data's own kind score so (AUROC ~0.5), as does "
+        "a model less uncertain on them than on its test images (AUROC below 0.5); their OOD columns show no "
+        "detection"]
 
 
 def test_an_ood_interval_past_its_range_is_marked():
