@@ -316,12 +316,14 @@ def model_notes(runs):
     notes += [note for (path, optimizer), asked in rates.items()
               for note in _compile_notes(path, optimizer, list(dict.fromkeys(asked)))]
     # A flagfile's Adadelta rate (the classic recipe's 1.0) under another --optimizer given beside it: said.
-    other = sorted({c.optimizer for c, _ in runs if c.optimizer != "adadelta" and c.learning_rate >= 1.0})
-    if other:
-        notes.append(f"--optimizer={','.join(other)} trains at a --learning_rate of 1.0 or more, a rate for Adadelta "
-                     "(the classic recipe's; a flagfile's?): Keras' default for "
+    high = [c for c, _ in runs if c.optimizer != "adadelta" and c.learning_rate >= 1.0]
+    if high:
+        other = sorted({c.optimizer for c in high})
+        rates = ",".join(f"{rate:g}" for rate in sorted({c.learning_rate for c in high}))
+        notes.append(f"--optimizer={','.join(other)} trains at --learning_rate={rates}, a rate for Adadelta (the "
+                     "classic recipe's 1.0, from a flagfile?): Keras' default for "
                      + ", ".join(f"{name} is {KERAS_LEARNING_RATES[name]:g}" for name in other)
-                     + "; pass a --learning_rate meant for it")
+                     + "; if it is not meant, pass another --learning_rate")
     spelled = ",".join(dict.fromkeys(c.placement for c, _ in runs if ":" in c.placement))
     if spelled.count(",") > 0:  # --sites' spelling given to --placement: a sweep of one site each
         notes.append(f"--placement={spelled} sweeps each site as a placement of its own; for one placement of them "

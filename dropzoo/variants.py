@@ -73,7 +73,7 @@ def label_rows(rows):
     stepped = {}  # runs of --train_steps alike but for --epochs -> their --epochs
     for r in rows:
         if r["config"].get("train_steps"):
-            stepped.setdefault(row_key(r, {**r["config"], "epochs": None}), set()).add(r["config"].get("epochs"))
+            stepped.setdefault(without(r["key"], "epochs"), set()).add(r["config"].get("epochs"))
     apart = any(len(epochs) > 1 for epochs in stepped.values())
     configs = [{**r["config"], **moved.get(id(r), {}),
                 "precision": r.get("precision") or r["config"].get("precision", "auto"),

@@ -183,6 +183,13 @@ def test_runs_that_trained_train_steps_are_not_labelled_by_their_unused_epochs()
         r["config"]["train_steps"] = 100
     labels = {r["variant"] for r in variants.label_rows(by_epochs + by_steps)}
     assert labels == {"m/canonical-train_steps100", "m/canonical-train_steps3"}
+    # A sweep of --epochs beside --train_steps read at two paths of one data (two machines): named as its directories.
+    for rows, epochs, path in ((by_epochs, 1, "/a"), (by_steps, 12, "/b")):
+        for r in rows:
+            r["config"].update(epochs=epochs, train_steps=3, idx_dir=path)
+            r.update(train_sha256="T", data_sha256="D")
+    labels = {r["variant"] for r in variants.label_rows(by_epochs + by_steps)}
+    assert labels == {"m/canonical-epochs1", "m/canonical-epochs12"}
 
 
 def _sized_rows(placement, size, accuracies):

@@ -1068,8 +1068,8 @@ def test_a_placement_that_may_not_be_what_was_meant_is_said(tmp_path):
     flagfile = tmp_path / "recipe.cfg"
     flagfile.write_text("--optimizer=adadelta\n--learning_rate=1.0\n")
     assert notes(f"--flagfile={flagfile}", "--optimizer=adam,sgd") == [
-        "--optimizer=adam,sgd trains at a --learning_rate of 1.0 or more, a rate for Adadelta (the classic recipe's; "
-        "a flagfile's?): Keras' default for adam is 0.001, sgd is 0.01; pass a --learning_rate meant for it"]
+        "--optimizer=adam,sgd trains at --learning_rate=1, a rate for Adadelta (the classic recipe's 1.0, from a "
+        "flagfile?): Keras' default for adam is 0.001, sgd is 0.01; if it is not meant, pass another --learning_rate"]
     assert notes(f"--flagfile={flagfile}") == notes(f"--flagfile={flagfile}", "--optimizer=adam",
                                                     "--learning_rate=0.001") == []
 
