@@ -34,8 +34,9 @@ RUN_FLAGS = (
     ("overwrite", False, "Retrain even if --workdir holds a finished run."),
     ("serving_artifacts", True, "Also write model.keras, model.tflite and model_int8.tflite beside the SavedModel "
                                 "(about 2 s a run); --noserving_artifacts skips them, e.g. in a large sweep."),
-    ("dry_run", False, "Print every run of the plan (workdir, model, placement, its sites with rates and kind, "
-                       "which runs are identical by construction, finished or started), and each data's classes "
+    ("dry_run", False, "Print every run of the plan (workdir, model, placement, its sites with rates and kind, its "
+                       "optimizer, learning rate, batch size and length, which runs are identical by construction, "
+                       "finished or started), and each data's classes "
                        "and image shape, and exit without training or writing. Each network is built on its "
                        "data's image shape first: one that cannot take the images (too deep, a kernel too large, a "
                        "Keras model built for others) fails here as its training would, and so do files training "

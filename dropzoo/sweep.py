@@ -149,8 +149,7 @@ def plan(runs):
 
 
 def dry_run(runs, overwrite=False, source=None):
-    """One line per run of the plan: workdir, model, placement, sites (rate, kind), identical runs.
-
+    """One line per run of the plan: workdir, model, placement, sites (rate, kind), optimizer, rate, batch, length.
     Unless `overwrite`, runs already finished in their workdir are marked and not counted as to train, those with
     checkpoints marked as resuming, and those the trainer would refuse (other settings) say why in its words.
     Writes nothing: what `train.py --dry_run` prints. Builds each network once on its data's image shape first
@@ -163,9 +162,10 @@ def dry_run(runs, overwrite=False, source=None):
     lines, finished, refused = [], set(), set()
     for i, (config, workdir) in enumerate(runs):
         resolved = trainer.resolve(config)
-        sites = resolved["sites"]
+        length = f"train_steps={config.train_steps}" if config.train_steps else f"epochs={config.epochs}"
         line = (f"{workdir}  model={config.model} placement={config.placement_spec or 'none'} "
-                f"sites=[{sites or 'none'}] kind={config.kind}")
+                f"sites=[{resolved['sites'] or 'none'}] kind={config.kind} optimizer={config.optimizer} "
+                f"learning_rate={config.learning_rate:g} batch_size={config.batch_size} {length}")
         source = loaded.get(_data_key(config))  # files read (tfds: sizes only, nothing to compare)
         refusal = None if overwrite else _refusal(config, workdir, resolved,
                                                   source if source is not None and source.train is not None else None)

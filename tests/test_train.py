@@ -602,7 +602,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert lines[-1] == ("3 run(s), 1 identical by construction (recorded, not trained), 2 to train; nothing was "
                          "written (--dry_run)")
     assert f"{tmp_path}/study/dense_mlp/before_dense/seed0  model=dense_mlp placement=before_dense " \
-           "sites=[dense1.pre:0.5] kind=inverted" in lines
+           "sites=[dense1.pre:0.5] kind=inverted optimizer=adadelta learning_rate=1 batch_size=128 epochs=12" in lines
     assert any("after_activation" in line and "identical by construction to" in line for line in lines)
     assert f"data: --dataset=mnist --tfds_data_dir={tmp_path / 'tfds'}: 10 classes, images of 28x28x1" in lines
     assert not (tmp_path / "study").exists()
