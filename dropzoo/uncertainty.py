@@ -12,7 +12,7 @@ the reliability curve; entropies are in nats.
 - `ood_detection`: AUROC and FPR at 95% TPR of a score that should be higher
   on out-of-distribution examples (the positives) than on in-distribution ones.
 - `chance_p`: how likely a score separates the two that well by chance alone
-  (one-sided Mann-Whitney U, scipy), for images of the test data's own kind.
+  (one-sided Mann-Whitney U, scipy), were they images of one kind.
 - `reliability`: accuracy and mean confidence per equal-width confidence bin;
   `expected_calibration_error` is computed from it (Guo et al., 2017).
 - `over_samples`: NLL, ECE and Brier of the mean of the first t samples, t = 1..T.
@@ -62,8 +62,8 @@ def mutual_information(draws):
 
 def chance_p(in_scores, out_scores):
     """The one-sided Mann-Whitney U p-value of `out_scores` ranking above `in_scores` (the test behind AUROC,
-    which is U / (n_in * n_out)): near 1 where the OOD images score no higher than the test images, as images of
-    the test data's own kind do; NaN where a score is not finite (a model that diverged there)."""
+    which is U / (n_in * n_out)): uniform on [0, 1] where the OOD images are of the test images' own kind, near 1
+    where they score lower; 1 where every score ties; NaN where a score is not finite (a model that diverged)."""
     in_scores, out_scores = np.asarray(in_scores, np.float64), np.asarray(out_scores, np.float64)
     if not (np.all(np.isfinite(in_scores)) and np.all(np.isfinite(out_scores))):
         return float("nan")
