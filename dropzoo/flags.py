@@ -18,6 +18,7 @@ from absl import flags
 import models
 from dropzoo import config as config_lib
 from dropzoo import idx
+from dropzoo import optimizers
 from dropzoo import performance
 from dropzoo import sources
 from dropzoo import sweep
@@ -259,16 +260,12 @@ def train_plan(fv=FLAGS):
     return runs
 
 
-# Keras 3's default learning rate of each optimizer but Adadelta (the flag's default, 1.0, is the classic recipe's).
-KERAS_LEARNING_RATES = {"sgd": 0.01, "adam": 0.001, "rmsprop": 0.001}
-
-
 def _check_learning_rate_given(configs, fv):
     """ConfigError where an optimizer other than Adadelta would train at --learning_rate's default, 1.0: the classic
     recipe's Adadelta rate, which sent Adam to a loss of 12,044 (14% accuracy) without a word."""
     other = next((c.optimizer for c in configs if c.optimizer != "adadelta"), None)
     if other and not fv["learning_rate"].present:
-        usual = KERAS_LEARNING_RATES[other]
+        usual = optimizers.keras_learning_rate(other)
         raise config_lib.ConfigError(
             f"--optimizer={other} would train at --learning_rate={float(fv['learning_rate'].default):g}, the flag's "
             f"default, which is the classic recipe's Adadelta rate (Keras' {other} default is {usual:g}); pass "
@@ -323,7 +320,7 @@ def model_notes(runs):
         rates = ",".join(f"{rate:g}" for rate in sorted({c.learning_rate for c in high}))
         notes.append(f"--optimizer={','.join(other)} trains at --learning_rate={rates}, a rate for Adadelta (the "
                      "classic recipe's 1.0, from a flagfile?): Keras' default for "
-                     + ", ".join(f"{name} is {KERAS_LEARNING_RATES[name]:g}" for name in other)
+                     + ", ".join(f"{name} is {optimizers.keras_learning_rate(name):g}" for name in other)
                      + "; if it is not meant, pass another --learning_rate")
     spelled = ",".join(dict.fromkeys(c.placement for c, _ in runs if ":" in c.placement))
     if spelled.count(",") > 0:  # --sites' spelling given to --placement: a sweep of one site each

@@ -15,6 +15,7 @@ The classes are registered as Keras serializables, so a `model.keras` saved
 with one loads wherever `dropzoo` is imported (and is Keras' optimizer of
 the same name, config and state).
 """
+import inspect
 import weakref
 
 import keras
@@ -53,6 +54,11 @@ FUSED = {name: _fused(base) for name, base in (("adadelta", keras.optimizers.Ada
                                                 ("adam", keras.optimizers.Adam),
                                                 ("rmsprop", keras.optimizers.RMSprop))}
 assert tuple(FUSED) == config_lib.OPTIMIZERS, "an optimizer name without its fused class"
+
+
+def keras_learning_rate(name):
+    """Keras' default learning rate of optimizer `name` (Adam's 0.001; the classic recipe trains Adadelta at 1.0)."""
+    return inspect.signature(FUSED[name]).parameters["learning_rate"].default
 
 
 def make(name, learning_rate, fused=True):
