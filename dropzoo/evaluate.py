@@ -92,16 +92,18 @@ def evaluate_tflite(path, batches, *, ood_batches=None):
     batches = _check_input_shape(what, model.input_shape, batches)
     if ood_batches is not None:
         ood_batches = _check_input_shape(what, model.input_shape, ood_batches, OOD_DATA)
-    return _score(path, _Predictor(lambda images: model(images.numpy())[PROBABILITIES_KEY]), batches, ood_batches)
+    return _score(path, _Predictor(lambda images: model(images.numpy())[PROBABILITIES_KEY]), batches, ood_batches,
+                  step=model.probability_step)
 
 
-def _score(path, predict, batches, ood_batches):
-    """Accuracy, NLL, ECE, Brier, reliability (and MC, OOD scores) of `predict` over the batches."""
+def _score(path, predict, batches, ood_batches, step=0.0):
+    """Accuracy, NLL, ECE, Brier, reliability (and MC, OOD scores) of `predict` over the batches, whose
+    probabilities are quantised in steps of `step` (0: not quantised)."""
     mc_samples = predict.mc_samples
     probabilities, draws, labels = predict(batches, need_labels=True)
     if not len(labels):
         raise ValueError(f"no examples to evaluate {path} on; pass a non-empty dataset")
-    serving.check_probabilities(path, probabilities)
+    serving.check_probabilities(path, probabilities, step)
     deterministic = uncertainty.scores(probabilities, labels)
     metrics = {"accuracy": deterministic["accuracy"], "loss": deterministic["nll"],
                "ece": deterministic["ece"], "brier": deterministic["brier"],

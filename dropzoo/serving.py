@@ -35,17 +35,18 @@ SEED_KEY = "seed"
 OUTPUT_MODES = ("probabilities", "logits")  # what a model's last layer emits
 
 
-def check_probabilities(what, probabilities):
+def check_probabilities(what, probabilities, step=0.0):
     """ExportError unless each row of `probabilities` (what `what`, an export or a model, answers as them) is a
-    distribution, within rounding: an int8 model's outputs are steps of 1/256, so its rows may miss 1 by up to
-    K/512 for K classes. Non-finite rows (a diverged model) are left to the scores, which say so."""
+    distribution, within rounding: 0.01 (a bfloat16 softmax misses 1 by ~0.002), plus K * step / 2 for K classes
+    where the outputs are quantised in steps of `step` (an int8 TFLite model's softmax: 1/256). Non-finite rows (a
+    diverged model) are left to the scores, which say so."""
     probabilities = np.asarray(probabilities)
     finite = probabilities[np.all(np.isfinite(probabilities), axis=-1)]
     if not len(finite):
         return
     low, high = float(np.min(finite)), float(np.max(finite))
     worst = float(np.max(np.abs(np.sum(finite, axis=-1, dtype=np.float64) - 1.0)))
-    if low < -1e-6 or high > 1 + 1e-6 or worst > 0.01 + finite.shape[-1] / 256:
+    if low < -1e-6 or high > 1 + 1e-6 or worst > 0.01 + finite.shape[-1] * step / 2:
         raise ExportError(f"{what} answers 'probabilities' that are not probabilities (values {low:.3g} to "
                           f"{high:.3g}, rows summing to 1 within {worst:.3g}): logits? export the model with "
                           "dropzoo.export.export_saved_model(model, path, outputs='logits'), which applies the "

@@ -173,6 +173,9 @@ def read(path):
     return content
 
 
+SOFTMAX_STEP = 1 / 256  # the scale of an int8 softmax's output
+
+
 class Model:
     """One signature of a TFLite model, called like the SavedModel's: model(image=uint8) -> dict.
 
@@ -202,6 +205,10 @@ class Model:
         self.output_dtypes = {key: np.dtype(value["dtype"]) for key, value in outputs.items()}
         # The classes it answers (None where it has no probabilities output).
         self.num_classes = int(outputs["probabilities"]["shape"][-1]) if "probabilities" in outputs else None
+        # The step its probabilities come in: an int8 model's softmax is int8 of scale 1/256 (TFLite fixes it).
+        self.probability_step = next((SOFTMAX_STEP for tensor in self.interpreter.get_tensor_details()
+                                      if tensor["dtype"] == np.int8 and tensor["quantization"] == (SOFTMAX_STEP, -128)
+                                      and self.num_classes and tuple(tensor["shape"][-1:]) == (self.num_classes,)), 0.0)
         self.content, self.name = content, name
         self._ran = False
 

@@ -286,7 +286,7 @@ def test_exports_made_elsewhere_or_answering_logits_are_one_line(exported, data,
         export_saved_model(logits, str(tmp_path / "refused"), mc_dropout=False)
     assert not os.path.exists(tmp_path / "refused")
     with monkeypatch.context() as patched:
-        patched.setattr(serving, "check_probabilities", lambda what, probabilities: None)
+        patched.setattr(serving, "check_probabilities", lambda *args: None)
         old_export = export_saved_model(logits, str(tmp_path / "logits"))
     with pytest.raises(ExportError, match=r"answers 'probabilities' that are not probabilities .*: logits\? export "
                                           r"the model with .*outputs='logits'"):

@@ -17,6 +17,7 @@ from dropzoo import artifacts as artifacts_lib
 from dropzoo import data as data_lib
 from dropzoo import evaluate
 from dropzoo import export
+from dropzoo import serving
 from dropzoo import tflite
 from dropzoo import trainer
 from dropzoo import verify
@@ -149,6 +150,14 @@ def test_evaluate_tflite_reproduces_the_saved_model(finished_run):
     assert lite["loss"] == pytest.approx(saved["loss"], rel=1e-2 if bf16 else 1e-4)
     int8 = evaluate.evaluate_tflite(os.path.join(workdir, "model_int8.tflite"), data_lib.raw_batches(test, 16))
     assert int8["accuracy"] == metrics["tflite"]["int8_test_accuracy"]
+    # The int8 model's probabilities come in steps of 1/256, and may miss 1 by up to K/512 for K classes; the float
+    # models' may not (all-zero logits of 1,000 classes served as probabilities would pass at K/512).
+    assert tflite.Model.load(os.path.join(workdir, "model_int8.tflite")).probability_step == 1 / 256
+    assert tflite.Model.load(os.path.join(workdir, "model.tflite")).probability_step == 0.0
+    serving.check_probabilities("int8", np.zeros((2, 1000)), step=1 / 256)
+    with pytest.raises(ExportError, match=r"^float answers 'probabilities' that are not probabilities \(values 0 to "
+                                          r"0, rows summing to 1 within 1\): logits\?"):
+        serving.check_probabilities("float", np.zeros((2, 1000)))
 
 
 def test_a_damaged_tflite_model_of_a_run_is_refused_not_scored(finished_run, tmp_path):
