@@ -4,7 +4,8 @@ network as trained.
 `write_hparams` is the one HParams writer: the trainer writes one session
 per run (its config and final scores), the comparison one per compared run.
 `write_model` shows the network layer by layer, its dropout layers with their
-rates, in the run's `model.txt` and TensorBoard's Text tab.
+rates, in the run's `model.txt` and TensorBoard's Text tab; `settings_line`
+names what a run trains, as the trainer's console and `--dry_run` print it.
 """
 import os
 
@@ -111,6 +112,14 @@ def _hparams_only(path):
     return bool(tags) and any(tag.startswith("_hparams_/") for tag in tags) and tags <= {
         "_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info",
         *(tag for tag, _, _ in RUN_METRICS)}
+
+
+def settings_line(config, sites):
+    """The network and training settings of `config` in one line (`sites`: its resolved placement, as text)."""
+    length = f"train_steps={config.train_steps}" if config.train_steps else f"epochs={config.epochs}"
+    return (f"model={config.model} placement={config.placement_spec or 'none'} sites=[{sites or 'none'}] "
+            f"kind={config.kind} optimizer={config.optimizer} learning_rate={config.learning_rate:g} "
+            f"batch_size={config.batch_size} {length}")
 
 
 def write_model(path, logdir, model):

@@ -32,6 +32,7 @@ from dropzoo import run_data
 from dropzoo import sources
 from dropzoo import strategies
 from dropzoo import subsets
+from dropzoo import summaries
 from dropzoo import tfds_source
 from dropzoo import trainer
 from dropzoo import workdir as workdirs
@@ -162,10 +163,7 @@ def dry_run(runs, overwrite=False, source=None):
     lines, finished, refused = [], set(), set()
     for i, (config, workdir) in enumerate(runs):
         resolved = trainer.resolve(config)
-        length = f"train_steps={config.train_steps}" if config.train_steps else f"epochs={config.epochs}"
-        line = (f"{workdir}  model={config.model} placement={config.placement_spec or 'none'} "
-                f"sites=[{resolved['sites'] or 'none'}] kind={config.kind} optimizer={config.optimizer} "
-                f"learning_rate={config.learning_rate:g} batch_size={config.batch_size} {length}")
+        line = f"{workdir}  {summaries.settings_line(config, resolved['sites'])}"
         source = loaded.get(_data_key(config))  # files read (tfds: sizes only, nothing to compare)
         refusal = None if overwrite else _refusal(config, workdir, resolved,
                                                   source if source is not None and source.train is not None else None)

@@ -250,19 +250,19 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
         strategies.distinct_replica_masks()
     initial_epoch = loop.restore(model, paths["checkpoints"])
     earlier = checkpoints.saved_record(paths["checkpoints"], initial_epoch) if initial_epoch else None
-    # A fixed batch of training images on which each dropout site's activation
-    # statistics are logged every epoch (the train/inference variance shift).
+    # A fixed batch of training images: each dropout site's activation statistics on it every epoch (variance shift).
     probe_images = next(iter(data_lib.raw_batches(source.train, 256)))[0]
     dropout_stats = callbacks_lib.DropoutStats(scale(probe_images), os.path.join(paths["tensorboard"], "dropout_stats"),
                                                latest=(earlier or {}).get("dropout_stats"))
     checkpoint = callbacks_lib.EpochCheckpoint(  # refuses other data or settings before the resume is announced
-        write_paths["checkpoints"], earlier, source, run=(config, resolve(config)), stats=dropout_stats)
+        write_paths["checkpoints"], earlier, source, run=(config, resolved := resolve(config)), stats=dropout_stats)
     if initial_epoch and verbose:
         print(f"Resuming from the checkpoint after epoch {initial_epoch} in {paths['checkpoints']}")
     pipes = data_lib.make_pipelines(source, batch_size=config.batch_size, seed=config.seed,
                                     validation_fraction=config.validation_fraction,
                                     start_step=initial_epoch * steps_per_epoch)
     if verbose:
+        print(f"run: {summaries.settings_line(config, resolved['sites'])}")
         print(performance.summary_line(performance.describe(config, model, strategies.is_distributed(strategy)),
                                        strategies.describe(strategy)))
         print(data_lib.summary_line(source, pipes))
