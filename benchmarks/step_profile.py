@@ -56,6 +56,7 @@ XLA_EVENT = "CpuExecutable::ExecuteAsyncOnStream"  # an XLA kernel running; the 
 XLA_LAUNCH = "ExecutorState::ProcessAsync::Start"  # a call starting, with its node's name
 XLA_OP = "XLA"  # the op type XLA kernels are listed under
 XLA_GRADIENTS = "XLA gradients (max pooling, ReLU, dropout masks)"
+OUTSIDE_LAYERS = "outside layers"  # ops in the model's scope but no layer's: its input's cast, Grappler's nodes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +121,10 @@ def _innermost(spans, start, end):
     return min(around)[1] if around else None
 
 
-def group_of(name, model_name):
-    """(layer, pass) of an op: ("conv2", "backward"), ("optimizer", "update"), ("other", "")."""
+def group_of(name, model_name, layer_names=None):
+    """(layer, pass) of an op: ("conv2", "backward"), ("optimizer", "update"), ("other", ""). An op in the model's
+    scope but in none of `layer_names` (its input's Cast, Grappler's ArithmeticOptimizer nodes) is the model's own:
+    ("outside layers", pass)."""
     path, _, op_type = name.rpartition(":")
     parts = [re.sub(r"_\d+$", "", part) for part in path.split("/")]  # Keras' "_1" suffixes
     if model_name in parts[:-1]:
@@ -130,6 +133,8 @@ def group_of(name, model_name):
         if FUSED_LINEAR.match(op_type) and layer.endswith(".act"):
             # Grappler fuses conv/matmul + bias + activation under the activation's name.
             layer = layer[:-len(".act")]
+        if layer_names is not None and layer not in layer_names:
+            layer = OUTSIDE_LAYERS
         return layer, "backward" if "gradient_tape" in parts[:index] else "forward"
     optimizers = {"adadelta", "adam", "sgd", "rmsprop"}
     if optimizers & set(parts):
@@ -181,13 +186,14 @@ def profile(source, model_name="keras_mnist_cnn", *, epochs=3, batch_size=128, l
                                              serving_artifacts=False)
         ops = read_ops(os.path.join(workdir, "tensorboard"))
     steps = metrics["steps_per_execution"]["used"]
-    shares, wall, idle = attribute(ops, lambda op: group_of(op.name, model_name))
+    built = models.build(model_name, input_shape=source.image_shape, num_classes=source.num_classes)
+    layer_names = {layer.name for layer in built.layers}
+    shares, wall, idle = attribute(ops, lambda op: group_of(op.name, model_name, layer_names))
     op_shares, _, _ = attribute(ops, lambda op: op.name.rpartition(":")[2])
     durations = collections.defaultdict(list)
     for op in ops:
         durations[op.name].append(op.duration_ps / 1e12)
-    flops = models.flops.count(models.build(model_name, input_shape=source.image_shape,
-                                            num_classes=source.num_classes))
+    flops = models.flops.count(built)
     return {"model": model_name, "machine": common.machine(), "precision": metrics["precision"]["policy"],
             "batch_size": batch_size, "steps": steps, "wall_seconds": wall, "idle_seconds": idle,
             "groups": {f"{layer}/{kind}" if kind else layer: seconds

@@ -557,6 +557,16 @@ def test_step_profile_splits_overlapping_ops_evenly():
 ])
 def test_step_profile_groups_ops_by_layer_and_pass(name, group):
     assert step_profile.group_of(name, "keras_mnist_cnn") == group
+    layers = {layer.name for layer in models.build("keras_mnist_cnn").layers}
+    assert step_profile.group_of(name, "keras_mnist_cnn", layers) == group  # each a layer of the model
+
+
+@pytest.mark.parametrize("name", ["StatefulPartitionedCall/keras_mnist_cnn_1/Cast:Cast",
+                                  "StatefulPartitionedCall/keras_mnist_cnn_1/ArithmeticOptimizer/AddOpsRewrite:AddN"])
+def test_step_profile_names_no_layer_for_the_models_own_ops(name):
+    # Listed as layers "Cast" and "ArithmeticOptimizer" before.
+    layers = {layer.name for layer in models.build("keras_mnist_cnn").layers}
+    assert step_profile.group_of(name, "keras_mnist_cnn", layers) == (step_profile.OUTSIDE_LAYERS, "forward")
 
 
 @pytest.mark.slow
