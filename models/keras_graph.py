@@ -247,6 +247,21 @@ def fused_activation(layer):
     return keras.activations.serialize(layer.activation)  # a name: trace refuses any other (_check_layer)
 
 
+def part_end(layers, model, name):
+    """The last of the normalization and activation layers (not a softmax) that follow layer `name` alone, one
+    reading the next (Conv -> MaxPool -> BN -> ReLU: the pool's part ends at the ReLU), else `name`. `layers`: a
+    KerasModelSpec's, of Keras model `model`."""
+    end = next(layer for layer in layers if layer.name == name)
+    while len(readers := [layer for layer in layers if end.output_key in layer.input_keys]) == 1 and \
+            readers[0].input_keys == (end.output_key,) and readers[0].role == "other":
+        keras_layer = model.get_layer(readers[0].name)
+        if not isinstance(keras_layer, NORM_TYPES + ACTIVATION_TYPES) or function_name(keras_layer).lower() == \
+                "softmax":
+            break
+        end = readers[0]
+    return end.name
+
+
 def function_name(layer):
     """What a block's BN or activation layer computes, by name: 'relu' for any plain ReLU."""
     if isinstance(layer, keras.layers.Activation):

@@ -207,6 +207,10 @@ class KerasModelSpec:
             key = layer.input_key  # -2 where it reads several tensors
         return False
 
+    def part_end(self, name):
+        """Where layer `name`'s part of the network ends (Conv -> MaxPool -> BN -> ReLU: the pool's, at the ReLU)."""
+        return graph.part_end(self.layers, self.model, name)
+
     @property
     def conv_names(self):
         return tuple(layer.name for layer in self.layers if layer.role == "conv")

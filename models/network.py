@@ -290,6 +290,11 @@ class NetworkSpec:
     def pool_names(self):
         return tuple(layer.name for layer in self.layers if isinstance(layer, Pool))
 
+    def part_end(self, name):
+        """Where layer `name`'s part of the network ends: itself (a text network's layers carry their own
+        normalization and activation)."""
+        return name
+
     @property
     def output_name(self):
         return self.layers[-1].name

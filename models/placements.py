@@ -26,7 +26,7 @@ network gets the same variants, derived the same way, keeping its own rates:
 | `after_activation` | head after the last hidden dense layer's activation | no conv-stack dropout |
 | `before_activation` | head between that layer's linear op and its activation | no conv-stack dropout |
 | `before_dense` | head on that layer's input (the classifier's input without one) | no conv-stack dropout |
-| `conv` | `after_activation` + element-wise dropout after each pooling layer (each conv without pooling) | the head |
+| `conv` | `after_activation` + element-wise dropout after each pooling part (each conv without pooling) | the head |
 | `spatial` | `conv` with whole feature maps dropped (SpatialDropout2D) | the head, the sites, the rate |
 | `bn_before` | after each hidden layer but the last (each feeds a BN with norm=batch); head after the last | the head |
 | `bn_after_last` | the head after the last hidden layer (after the last BN) | |
@@ -40,8 +40,8 @@ element-wise vs spatial (`conv` vs `spatial`), dropout vs none
 
 The spec provides sites(), spatial_sites(), parse(text, norm,
 allow_stacked), tensor_of(site), classifier_reads_alone(layer),
-classifier_input_tensors(), tensors_before(roles), on_one_path(a, b), canonical, conv_rate,
-hidden, conv_names, pool_names, dense_names and output_name.
+classifier_input_tensors(), tensors_before(roles), on_one_path(a, b), part_end(layer), canonical,
+conv_rate, hidden, conv_names, pool_names, dense_names and output_name.
 """
 from models import sites as sites_lib
 
@@ -107,20 +107,23 @@ def _stack_tensors(spec):
 
 
 def stack_sites(spec, head_site):
-    """The conv-stack sites: `.post` of each pooling layer after the first conv (each conv where there is none),
-    except the head's tensor. (A pool before the first conv pools the images: dropout there is on the input; a pool
-    the classifier reads is the head's: `conv,conv,pool2,flatten` drops after each conv.) In a model with branches,
-    a conv on no path with those pools (a tower that does not pool beside one that does) drops after itself."""
+    """The conv-stack sites: after each pooling layer's part after the first conv (`.post` of the pool, or of the
+    BN and activation layers that follow it: Conv -> MaxPool -> BN -> ReLU drops after the ReLU, not into the BN;
+    each conv where there is no pool), except the head's tensor. (A pool before the first conv pools the images:
+    dropout there is on the input; a pool the classifier reads is the head's: `conv,conv,pool2,flatten` drops after
+    each conv.) In a model with branches, a conv on no path with those pools (a tower that does not pool beside one
+    that does) drops after itself."""
     left_out = _input_tensors(spec) | {spec.tensor_of(head_site)}
 
     def posts(names):
         return [f"{name}.post" for name in names if spec.tensor_of(f"{name}.post") not in left_out]
 
-    pools = [site.rsplit(".", 1)[0] for site in posts(spec.pool_names)]
+    pools = [pool for pool in spec.pool_names if posts([spec.part_end(pool)])]
     if not pools:
         return posts(spec.conv_names)
     unpooled = [conv for conv in spec.conv_names if not any(spec.on_one_path(conv, pool) for pool in pools)]
-    return [site for site in spec.sites() if site in posts(pools) + posts(unpooled)]  # in graph order
+    ends = posts([spec.part_end(pool) for pool in pools])
+    return [site for site in spec.sites() if site in ends + posts(unpooled)]  # in graph order
 
 
 def named_placements(spec):

@@ -131,6 +131,9 @@ def _tokens_of(text):
     """([(normalised token, how errors show it)], name or None) of the text or JSON document."""
     if not isinstance(text, str):
         raise ValueError(f"a network spec is text, got {type(text).__name__}")
+    if text.startswith("@"):  # what --network reads from a file
+        raise ValueError(f"network spec {text!r}: @FILE is the command line's; from Python pass the file's text, "
+                         "open(PATH).read()")
     if text.strip().startswith('"'):  # the tokens as one JSON string: read them as the tokens
         try:
             quoted = json.loads(text)

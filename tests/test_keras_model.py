@@ -647,6 +647,33 @@ def test_pooling_before_an_activation_starts_the_next_part(layers, site):
     assert site in models.describe_model(_sequential(*layers(), keras.layers.Dense(10, name="out"))).sites()
 
 
+def test_conv_drops_after_the_bn_and_activation_that_follow_a_pool_not_into_them():
+    # Conv -> MaxPool -> BN -> ReLU put conv's dropout on the pool's output: into the BN (the variance shift bn_before
+    # shows), and before a tanh written after the pool, where Conv(tanh) -> MaxPool, the same function, drops after.
+    L = keras.layers
+
+    def block(i, *after):
+        return [L.Conv2D(4, 3, use_bias=False, name=f"c{i}"), L.MaxPooling2D(name=f"p{i}"), *after]
+
+    bn_relu = _sequential(*block(1, L.BatchNormalization(name="bn1"), L.ReLU(name="r1")),
+                          *block(2, L.BatchNormalization(name="bn2"), L.ReLU(name="r2"), L.Dropout(0.25, name="d")),
+                          L.Flatten(name="f"), L.Dense(16, activation="relu", name="fc"), L.Dense(10, name="out"))
+    found = _placements(bn_relu)
+    assert found["canonical"] == "r2.post:0.25"
+    assert found["conv"] == "r1.post:0.25,r2.post:0.25,fc.post:0.5"
+    assert found["spatial"] == "r1.post:0.25:spatial,r2.post:0.25:spatial,fc.post:0.5"
+    written_late = _placements(_sequential(*block(1, L.Activation("tanh", name="t1")), L.Flatten(name="f"),
+                                           L.Dense(16, activation="relu", name="fc"), L.Dense(10, name="out")))
+    fused = _placements(_sequential(L.Conv2D(4, 3, activation="tanh", name="c1"), L.MaxPooling2D(name="p1"),
+                                    L.Flatten(name="f"), L.Dense(16, activation="relu", name="fc"),
+                                    L.Dense(10, name="out")))
+    assert (written_late["conv"], fused["conv"]) == ("t1.post:0.1,fc.post:0.5", "p1.post:0.1,fc.post:0.5")
+    # A pool the classifier's dense layer reads through its activation is the head's: conv drops after the conv.
+    head = _placements(_sequential(L.Conv2D(4, 3, name="c1"), L.Conv2D(4, 3, name="c2"), L.MaxPooling2D(name="p"),
+                                   L.ReLU(name="r"), L.Flatten(name="f"), L.Dense(10, name="out")))
+    assert head["conv"] == "c1.post:0.1,c2.post:0.1,out.pre:0.5"
+
+
 def test_adaptive_pooling_is_pooling_and_a_channel_noise_shape_is_spatial():
     got = _placements(_sequential(
         keras.layers.Conv2D(4, 3, activation="relu", name="c"), keras.layers.AdaptiveMaxPooling2D((7, 7), name="ap"),

@@ -362,6 +362,8 @@ VALID = ("valid: conv<filters>k<size>[same|valid][s<stride>], pool<size>, avgpoo
     ('[{"type": "pool", "size": -2}, "flatten"]', 'layer {"type": "pool", "size": -2} at position 1: its size must'),
     # A comment read as a token with a space inside.
     ("conv8k3,pool2,  # my pool\nflatten", "layer token '# my pool' holds a '#': a network's text has no comments"),
+    # What --network reads from a file, given to Python: "unknown layer '@net.json'".
+    ("@net.json", "network spec '@net.json': @FILE is the command line's; from Python pass the file's text"),
 ])
 def test_malformed_specs_are_one_line_errors(text, message):
     with pytest.raises(ValueError) as info:
