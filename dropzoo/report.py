@@ -160,11 +160,12 @@ def verdict_text(result, contrasted):
         return f"equivalent within {margin}"
     if result.get("diverged"):
         return f"inconclusive ({result['diverged']}: no verdict on the seeds that did not)"
-    mde = result["mde"]
+    mde, n, moved = result["mde"], result["n"], result.get("untied", result["n"])  # (a tie moves no p)
+    seeds = f"{n} seeds" if moved == n else f"{n} seeds, {n - moved} tied,"
     if mde == np.inf and result.get("equivalence_reachable"):  # equivalence's floor is 1/2^n, a difference's 2/2^n
-        return f"inconclusive ({result['n']} seeds cannot reach α/m for a difference; equivalence not shown)"
+        return f"inconclusive ({seeds} cannot reach α/m for a difference; equivalence not shown)"
     if mde == np.inf:
-        return f"inconclusive ({result['n']} seeds cannot reach α/m)"
+        return f"inconclusive ({seeds} cannot reach α/m)"
     if result.get("no_spread"):
         return "inconclusive (one difference at every seed: see the notes)"
     if mde >= contrasted.largest:

@@ -176,7 +176,9 @@ def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):
     `difference` is the mean of a[i] - b[i]; the interval is the t interval at
     `confidence`; `p` the two-sided paired t-test; `p_tost` equivalence within
     +-`margin`; `mde` the minimum detectable effect at `alpha_for_mde` (the
-    family's alpha / m) with POWER.
+    family's alpha / m) with POWER, infinite where the `untied` seeds (those
+    whose difference is not 0) cannot reach it, as `p` cannot; and
+    `equivalence_reachable` whether each side's seeds off the margin can.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -186,13 +188,19 @@ def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):
     flat = no_spread(d)
     if flat:  # (mean_ci gives no interval then)
         sd = 0.0
+    mde = minimum_detectable_effect(sd, d.size, alpha_for_mde)
+    if np.isfinite(mde) and sign_flip_floor(untied(d)) >= alpha_for_mde:  # ties: fewer seeds than n can move p
+        mde = math.inf
+    # Each side's floor counts the differences off that side's margin, as tost_paired_p's does.
+    off_margin = [untied(d + side * margin, margin) for side in (1, -1)]
     return {"n": int(d.size), "difference": mean, "ci_low": mean - half, "ci_high": mean + half, "sd": sd,
             # Descriptive (descriptive.md): the median difference, and the seeds where A is above, equal, below.
             "median": float(np.median(d)) if d.size else math.nan,
             "signs": (int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum())),
-            "no_spread": flat, "p": paired_p_value(a, b), "p_tost": tost_paired_p(d, margin),
-            "mde": minimum_detectable_effect(sd, d.size, alpha_for_mde), "alpha": alpha_for_mde,
-            "equivalence_reachable": bool(d.size >= 2 and sign_flip_floor(d.size, sides=1) < alpha_for_mde)}
+            "no_spread": flat, "untied": untied(d), "p": paired_p_value(a, b), "p_tost": tost_paired_p(d, margin),
+            "mde": mde, "alpha": alpha_for_mde,
+            "equivalence_reachable": bool(d.size >= 2 and all(sign_flip_floor(n, sides=1) < alpha_for_mde
+                                                              for n in off_margin))}
 
 
 def error_bar(result):

@@ -992,10 +992,21 @@ def test_few_seeds_say_which_test_they_cannot_reach():
     result = stats.paired_contrast([0.95, 0.96, 0.94, 0.97, 0.95], [0.95, 0.95, 0.95, 0.95, 0.95], 0.005, 0.05)
     assert result["mde"] == np.inf and result["equivalence_reachable"]
     assert report.verdict_text({**result, "verdict": [stats.INCONCLUSIVE], "margin": 0.005}, report.CONTRASTS[0]) \
-        == "inconclusive (5 seeds cannot reach α/m for a difference; equivalence not shown)"
+        == "inconclusive (5 seeds, 2 tied, cannot reach α/m for a difference; equivalence not shown)"
     few = stats.paired_contrast([0.95, 0.96, 0.94, 0.97], [0.95] * 4, 0.005, 0.05 / 4)
     assert report.verdict_text({**few, "verdict": [stats.INCONCLUSIVE], "margin": 0.005}, report.CONTRASTS[0]) \
-        == "inconclusive (4 seeds cannot reach α/m)"
+        == "inconclusive (4 seeds, 1 tied, cannot reach α/m)"
+    # Six seeds, one tied: five move the p (2/2^5 > 0.05), so no MDE: "could detect ≥ 1.47 points" stood beside an
+    # undetected +2.06. Equivalence counts each side's seeds off the margin likewise.
+    base = np.full(6, 0.9)
+    tied = stats.paired_contrast(base + np.array([0.0239, 0.0246, 0.0278, 0.0235, 0.0238, 0]), base, 0.005, 0.05)
+    assert (tied["p"], tied["mde"], tied["untied"]) == (2 / 2**5, np.inf, 5)
+    assert report.verdict_text({**tied, "verdict": [stats.INCONCLUSIVE], "margin": 0.005}, report.CONTRASTS[0]) \
+        == "inconclusive (6 seeds, 1 tied, cannot reach α/m for a difference; equivalence not shown)"
+    untied = stats.paired_contrast(base + np.array([0.0239, 0.0246, 0.0278, 0.0235, 0.0238, 0.01]), base, 0.005, 0.05)
+    assert np.isfinite(untied["mde"]) and untied["untied"] == 6
+    four_on_margin = stats.paired_contrast(base + np.array([0.005] * 4 + [0.001, 0.002]), base, 0.005, 0.05)
+    assert not four_on_margin["equivalence_reachable"]  # two seeds off the upper margin: 1/2^2
 
 
 def test_a_comparisons_several_test_data_are_told_apart():
