@@ -16,8 +16,7 @@ an index to its share of the plan, deterministically:
   dealt round-robin in the order of their directories (not of the flags'
   values), so a group never splits and every run has one share.
 
-A task run again resumes or skips its own runs as any rerun sweep does, and
-the workdir lock still keeps two processes out of one run.
+A task run again resumes or skips its own runs as any rerun sweep does; the workdir lock keeps two out of one run.
 
 A Slurm array's split comes from the environment (a Kubernetes Indexed
 Job's index too), so a command that also picks its runs by the index
@@ -260,8 +259,9 @@ def check_array_plans(runs, sweep_plan, index, source, environ=None, record=True
     if digest not in [plan["plan_sha256"] for plan in plans]:  # a requeued task reruns a turn it recorded
         plans.append({"plan_sha256": digest, "first_run": runs[0][1]})
     turn = [plan["plan_sha256"] for plan in plans].index(digest)
-    if record:
+    if record:  # then read again: of two tasks starting together, at least one sees the other (check_task_counts)
         files.write_json(os.path.join(where, f"{prefix}{index}.json"), {"plans": plans})
+        others = _others(where, prefix)
     for task, other in others.items():
         theirs = _plans(other)
         if task != str(index) and turn < len(theirs) and theirs[turn]["plan_sha256"] != digest:

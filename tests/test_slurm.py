@@ -311,6 +311,30 @@ def test_a_slurm_task_that_may_be_a_share_of_a_share_is_refused(tmp_path):
         assert [plan["first_run"].split(os.sep)[-1] for plan in json.load(f)["plans"]] == ["seed0", "seed1"]
 
 
+def test_two_array_tasks_of_other_plans_starting_together_do_not_both_pass(tmp_path, monkeypatch):
+    # Task 1 listed .tasks/ before task 0's record was there (two starts at once; NFS listings lag): both passed and
+    # trained a share of their own plans, and seed 1's runs were trained by no task, exit 0. It reads again.
+    root = tmp_path / "study"
+    environ = {"SLURM_ARRAY_JOB_ID": "51"}
+    slurm = "SLURM_ARRAY_TASK_ID=... of array 0-1"
+
+    def check(seed, index):
+        runs = _plan("--model=dense_mlp", "--placement=canonical,none", f"--seed={seed}", f"--workdir={root}")
+        shards.check_array_plans(runs, sweep.plan(runs), index, slurm, environ=environ)
+
+    check(0, 0)
+    listings, real = [], shards._others
+
+    def stale_first(where, prefix):  # the first listing misses task 0's record; every later one is real
+        listings.append(where)
+        return {} if len(listings) == 1 else real(where, prefix)
+
+    monkeypatch.setattr(shards, "_others", stale_first)
+    with pytest.raises(ConfigError, match=r"^task 0 of Slurm array 51 plans other runs \(from .*seed0\) than this "
+                                          r"task 1 \(from .*seed1\)"):
+        check(1, 1)
+
+
 def test_a_kubernetes_pod_whose_plan_differs_from_its_jobs_other_pods_is_refused(tmp_path):
     # `--seed=$(JOB_COMPLETION_INDEX)` in a Job's command: each pod plans its own seed and takes a share of it.
     root = tmp_path / "study"
