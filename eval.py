@@ -201,6 +201,7 @@ def _notes(result, path, tflite, home, own, data, given, on_own):
         notes += found[-1:] if changed and data is not given else found  # its own changed split says it all
     notes += evaluate.absent_classes_notes([result])
     notes += [note] if (note := uncertainty_report.ood_chance_note(result)) else []
+    notes += [note] if (note := uncertainty_report.few_passes_note(result.get("mc_samples"))) else []
     if result.get("mc_no_spread"):
         notes.append(f"the {result['mc_samples']} MC dropout passes all agree (no dropout to sample, or none that "
                      "moves these probabilities), so the mc_* scores repeat the plain ones")

@@ -111,7 +111,8 @@ EVAL_FLAGS = (
                    "mc_batch_size, a run's evaluations/ record as its request's batch_size)."),
     ("ood_dataset", None, "Out-of-distribution detection: score this dataset's test split (a tfds name, e.g. "
                           "fashion_mnist or kmnist where prepared) against the test data by predictive "
-                          "entropy and MC mutual information: AUROC, FPR at 95% TPR."),
+                          "entropy (with --mc_samples also MC entropy and mutual information): AUROC, FPR at "
+                          "95% TPR, and each score's one-sided Mann-Whitney p against chance."),
     ("ood_idx_dir", None, "As --ood_dataset, from IDX .gz files (t10k-*), e.g. "
                           "/usr/share/datasets/fashion-mnist."),
     ("ood_npz", None, "As --ood_dataset, from an .npz file's x_test (or its one array; an .npy array too): uint8 "

@@ -42,11 +42,25 @@ OOD_SCORE_TEXT = {
 
 def mc_notes(rows):
     """A note naming the variants whose MC dropout passes all agree (no dropout): their mc_* columns are the plain
-    ones, not an effect of sampling."""
+    ones, not an effect of sampling; and one where they are of few passes (few_passes_note)."""
     flat = sorted({r["variant"] for r in rows if r.get("mc_no_spread")}, key=records.natural_key)
-    return [f"{', '.join(flat)}: {'its' if len(flat) == 1 else 'their'} MC dropout passes all agree (no dropout "
-            "to sample, or none that moves the probabilities), so the mc_* columns repeat the plain ones"
-            ] if flat else []
+    few = few_passes_note(min((r.get("mc_samples") or FEW_PASSES for r in rows), default=FEW_PASSES))
+    return ([f"{', '.join(flat)}: {'its' if len(flat) == 1 else 'their'} MC dropout passes all agree (no dropout "
+             "to sample, or none that moves the probabilities), so the mc_* columns repeat the plain ones"
+             ] if flat else []) + ([few] if few else [])
+
+
+# Below this many MC dropout passes, eval.py and comparisons say their mean is noisy and its NLL biased upward.
+FEW_PASSES = 10
+
+
+def few_passes_note(samples):
+    """A note where the MC scores are of fewer than FEW_PASSES passes (0: none), else None: the NLL of a mean of T
+    passes falls as T grows (convexity), so few passes make MC dropout look worse than it is."""
+    if not samples or samples >= FEW_PASSES:
+        return None
+    return (f"the mc_* scores are of {samples} MC dropout passes: the mean of so few is noisy and its NLL biased "
+            "upward (it falls as passes are added: see mc_curve), so they understate MC dropout; 20 or more is usual")
 
 
 # Why the OOD data could not be checked for a run's training images (ood.apart), and what follows.
@@ -96,10 +110,10 @@ def chance_notes(rows):
         return []
     variants = ", ".join(sorted({r["variant"] for r in chance}, key=records.natural_key))
     return [f"{len(chance)} run{'s' * (len(chance) != 1)} ({variants}) tell{'s' * (len(chance) == 1)} the "
-            "out-of-distribution images from the test images no better than chance by any score (one-sided "
-            f"Mann-Whitney p >= {uncertainty.CHANCE_P:g} each): images of the test data's own kind score so (AUROC "
-            "~0.5), as does a model less uncertain on them than on its test images (AUROC below 0.5); their OOD "
-            "columns show no detection"]
+            "out-of-distribution images from the test images no better than chance by any score (no one-sided "
+            f"Mann-Whitney p below {uncertainty.CHANCE_P:g} after Holm's correction over the scores): images of the "
+            "test data's own kind score so (AUROC ~0.5), as does a model less uncertain on them than on its test "
+            "images (AUROC below 0.5); their OOD columns show no detection"]
 
 
 def markdown(table, columns, cell, ood_source=None, notes=()):
@@ -172,7 +186,8 @@ def plot_reliability(path, rows, variants):
         ax.legend(fontsize=6, loc="upper left")
     for ax in list(axes.flat)[len(variants):]:
         ax.axis("off")
-    fig.suptitle("Reliability per variant (seeds pooled; on the diagonal = calibrated)", fontsize=9)
+    fig.suptitle("Reliability per variant (seeds pooled;\non the diagonal = calibrated)" if columns == 1 else
+                 "Reliability per variant (seeds pooled; on the diagonal = calibrated)", fontsize=9)
     fig.tight_layout()
     plots.save(fig, path, dpi=100)
 
