@@ -87,6 +87,12 @@ def _main(argv):
         return errors.fail(f"--output {f.output} names a file; a comparison writes a directory of files "
                            "(comparison.md, contrasts.csv, ...): give a directory, e.g. "
                            f"--output={os.path.dirname(f.output) or '.'}/comparison")
+    for name in ("output", "collect"):  # before any scoring: a path through a file was a bare OSError after it
+        target = f[name].value if f[name].present else None
+        if target and (why := files.unwritable(target if f.runs_dir else os.path.dirname(os.path.abspath(target)),
+                                               make=False)):
+            return errors.fail(f"--{name} {target}: cannot write there ({why}); give a path in a directory you can "
+                               "write to")
     if f.runs_dir:
         return _compare(f)
     if f.output and os.path.isdir(f.output):  # a comparison's --output is a directory; one result is a file

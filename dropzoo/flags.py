@@ -141,10 +141,22 @@ def define_eval_flags(fv=FLAGS):
             flags.DEFINE_string(name, default, help, flag_values=fv)
 
 
+# Flags whose empty value gets its own message (their checks say what an empty one would have done).
+_EMPTY_SAID_ELSEWHERE = {"sites", "workdir", "network", "keras_model", "placement", *DATA_FIELDS, *OOD_FIELDS}
+
+
 def parse_or_exit(argv, fv=FLAGS):
-    """absl flags_parser: a bad flag or flagfile gets one `error:` line, exit 2."""
+    """absl flags_parser: a bad flag or flagfile gets one `error:` line, exit 2; so does a flag given but empty (an
+    unset $VAR: absl reads `--flagfile=` as none, and `--train_steps=` or `--contrasts=` as their defaults)."""
     try:
-        return fv(argv)
+        if empty := next((a for a in argv[1:] if a.split("=", 1)[0].lstrip("-") == "flagfile" and "=" in a
+                          and not a.partition("=")[2].strip()), None):
+            raise flags.Error(f"{empty} is given but empty (an unset variable?); name a flagfile, e.g. --flagfile=F")
+        parsed = fv(argv)
+        if empty := next((n for n in fv if fv[n].present and n not in _EMPTY_SAID_ELSEWHERE and isinstance(
+                fv[n].value, (str, list)) and not "".join(map(str, fv[n].value)).strip()), None):
+            raise flags.Error(f"--{empty} is given but empty (an unset variable?); give it a value, or leave it out")
+        return parsed
     except flags.Error as e:
         message = str(e).replace("ERROR:: ", "")  # absl's flagfile errors carry this prefix
         other = _other_scripts_flag(e, fv)
@@ -159,6 +171,12 @@ def parse_or_exit(argv, fv=FLAGS):
         print(f"error: cannot read the flagfile {named[-1] if named else ''} or one it names ({type(e).__name__}: "
               f"{e}); a flagfile is text, one --flag=value per line (e.g. configs/keras_mnist_cnn.cfg)",
               file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValueError as e:  # absl's for a boolean flag's --noX=VALUE
+        if "does not take an argument" not in str(e):
+            raise
+        name = str(e).split("=", 1)[0].lstrip("-")
+        print(f"error: {e}: give --{name} alone, or --{name[2:]}=false; see --helpfull for every flag", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -399,21 +417,13 @@ def _network_text(value):
 
 
 def _rate(value):
-    import models  # the one check of a rate and its message
-
-    try:
+    try:  # the one check of a rate and its message
         return models.check_rate(value, "--rate")
     except ValueError as e:
         raise config_lib.ConfigError(str(e)) from None
 
 
 # --------------------------------------------------------------- reference
-
-
-def _rows(define):
-    fv = flags.FlagValues()
-    define(fv)
-    return [(name, fv[name].default, fv[name].help) for name in fv]
 
 
 def markdown_reference():
@@ -426,7 +436,8 @@ def markdown_reference():
              "(the [configs/](../configs/) are such files), and `--helpfull` lists them all.", ""]
     for script, define in (("train.py", define_train_flags), ("eval.py", define_eval_flags)):
         lines += [f"## {script}", "", "| flag | default | what it does |", "| --- | --- | --- |"]
-        for name, default, help in _rows(define):
+        define(fv := flags.FlagValues())
+        for name, default, help in ((name, fv[name].default, fv[name].help) for name in fv):
             shown = "" if default in (None, "") else f"`{default}`"
             lines.append(f"| `--{name}` | {shown} | {help.replace('|', chr(92) + '|')} |")
         lines.append("")

@@ -93,6 +93,9 @@ def ood_chance_note(result):
         return None
     p, auroc = result[f"ood_chance_p_{best}"], result[f"ood_auroc_{best}"]
     said = f"AUROC {auroc:.3f} by {best.replace('_', ' ')}, one-sided Mann-Whitney p = {p:.2g}"
+    ps = [v for k, v in result.items() if k.startswith("ood_chance_p_") and v is not None and np.isfinite(v)]
+    if min(ps) < uncertainty.CHANCE_P:  # below 0.05 uncorrected: why it is still chance
+        said += f"; none below {uncertainty.CHANCE_P:g} after Holm's correction over the {len(ps)} scores"
     if p > 1 - uncertainty.CHANCE_P:  # ranked below the test images, beyond chance: another kind, not detected
         return (f"every score finds the {result['ood_num_examples']:,} out-of-distribution images less uncertain "
                 f"than the test images (at best {said}): this model does not detect them (images of the test "

@@ -719,6 +719,31 @@ def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, messa
     assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("define,argv,message", [
+    # An unset $VAR: absl read these as not given, and trained or compared the defaults without a word.
+    (flags_lib.define_train_flags, ["train.py", "--flagfile="], "error: --flagfile= is given but empty (an unset "
+                                                                "variable?); name a flagfile"),
+    (flags_lib.define_train_flags, ["train.py", "--train_steps="], "error: --train_steps is given but empty (an unset "
+                                                                   "variable?); give it a value, or leave it out"),
+    (flags_lib.define_train_flags, ["train.py", "--rate="], "error: --rate is given but empty"),
+    (flags_lib.define_train_flags, ["train.py", "--train_size= "], "error: --train_size is given but empty"),
+    (flags_lib.define_eval_flags, ["eval.py", "--runs_dir=r", "--contrasts="], "error: --contrasts is given but "
+                                                                               "empty"),
+    (flags_lib.define_eval_flags, ["eval.py", "--runs_dir=r", "--output="], "error: --output is given but empty"),
+    # A traceback (absl's ValueError).
+    (flags_lib.define_train_flags, ["train.py", "--nooverwrite=1"], "error: --nooverwrite=1 does not take an "
+                                                                    "argument: give --nooverwrite alone, or "
+                                                                    "--overwrite=false"),
+])
+def test_an_empty_flag_or_flagfile_and_a_valued_no_flag_are_one_line(capsys, define, argv, message):
+    fv = flags.FlagValues()
+    define(fv)
+    with pytest.raises(SystemExit) as exit_:
+        flags_lib.parse_or_exit(argv, fv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
+
+
 def test_a_flagfile_that_is_not_text_is_one_line(capsys, tmp_path):
     (tmp_path / "model.tflite").write_bytes(b"TFL3\xa8\xff\x00")  # a UnicodeDecodeError traceback
     fv = flags.FlagValues()

@@ -97,6 +97,9 @@ def test_chance_p_is_the_one_sided_mann_whitney_test_behind_auroc():
         "no score tells the 1,500 out-of-distribution images from the test images better than chance (AUROC 0.508 by "
         "mc entropy, one-sided Mann-Whitney p = 0.2): images of the test data's own kind score so; if these are of "
         "another kind, this model does not detect them")
+    # A smallest p below 0.05 but not after Holm over the scores: the note says why it is still chance.
+    assert "p = 0.2; none below 0.05 after Holm's correction over the 2 scores)" in uncertainty_report.ood_chance_note(
+        {**result, "ood_chance_p_entropy": 0.03})
     assert uncertainty_report.ood_chance_note({**result, "ood_chance_p_entropy": 0.01}) is None
     # Less uncertain on the OOD images than on the test images, beyond chance: no detection, but not the same kind.
     reversed_ = {**result, "ood_chance_p_entropy": 1.0, "ood_chance_p_mc_entropy": 0.999, "ood_auroc_entropy": 0.287,
