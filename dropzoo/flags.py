@@ -145,16 +145,18 @@ def define_eval_flags(fv=FLAGS):
 _EMPTY_SAID_ELSEWHERE = {"sites", "workdir", "network", "keras_model", "placement", *DATA_FIELDS, *OOD_FIELDS}
 
 
-def parse_or_exit(argv, fv=FLAGS):
+def parse_or_exit(argv, fv=FLAGS, empty_allowed=()):
     """absl flags_parser: a bad flag or flagfile gets one `error:` line, exit 2; so does a flag given but empty (an
-    unset $VAR: absl reads `--flagfile=` as none, and `--train_steps=` or `--contrasts=` as their defaults)."""
+    unset $VAR: absl reads `--flagfile=` as none, and `--train_steps=` or `--contrasts=` as their defaults), but
+    those of `empty_allowed` (an empty list that means none)."""
     try:
         if empty := next((a for a in argv[1:] if a.split("=", 1)[0].lstrip("-") == "flagfile" and "=" in a
                           and not a.partition("=")[2].strip()), None):
             raise flags.Error(f"{empty} is given but empty (an unset variable?); name a flagfile, e.g. --flagfile=F")
         parsed = fv(argv)
-        if empty := next((n for n in fv if fv[n].present and n not in _EMPTY_SAID_ELSEWHERE and isinstance(
-                fv[n].value, (str, list)) and not "".join(map(str, fv[n].value)).strip()), None):
+        if empty := next((n for n in fv if fv[n].present and n not in {*_EMPTY_SAID_ELSEWHERE, *empty_allowed}
+                          and isinstance(fv[n].value, (str, list)) and not "".join(map(str, fv[n].value)).strip()),
+                         None):
             raise flags.Error(f"--{empty} is given but empty (an unset variable?); give it a value, or leave it out")
         return parsed
     except flags.Error as e:

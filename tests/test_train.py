@@ -744,6 +744,14 @@ def test_an_empty_flag_or_flagfile_and_a_valued_no_flag_are_one_line(capsys, def
     assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
 
 
+def test_a_flag_whose_empty_list_means_none_can_be_given_empty():
+    # benchmarks/train_throughput.py --other_models= trains no other model (docs/performance.md)
+    fv = flags.FlagValues()
+    flags.DEFINE_list("other_models", ["tf_layers_cnn"], "", flag_values=fv)
+    flags_lib.parse_or_exit(["x", "--other_models="], fv, empty_allowed=("other_models",))
+    assert fv.other_models == []
+
+
 def test_a_flagfile_that_is_not_text_is_one_line(capsys, tmp_path):
     (tmp_path / "model.tflite").write_bytes(b"TFL3\xa8\xff\x00")  # a UnicodeDecodeError traceback
     fv = flags.FlagValues()
