@@ -90,7 +90,10 @@ def _train(overwrite):
         if fv.dry_run:
             text, refused = sweep.dry_run(runs, overwrite=fv.overwrite)
             print(text)
-            return errors.EXIT_USAGE if refused else 0  # the command itself would fail on them
+            if refused:  # the command itself would fail on them: said on stderr too, as its refusal would be
+                print(f"error: {refused} run(s) of this plan would be refused (see '(refused: ...)' above); do what "
+                      "each says (e.g. another --workdir, or --overwrite to replace that run)", file=sys.stderr)
+            return errors.EXIT_USAGE if refused else 0
         # One run alone, or a one-run share under a multi-worker cluster (an Indexed Job's --task_index=0
         # --num_tasks=1), which must build its strategy before its data starts TensorFlow: a sweep's loads it first.
         cluster = strategies.num_training_tasks(strategies.tf_config_cluster(os.environ.get("TF_CONFIG", "")))

@@ -619,6 +619,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
                          "construction (recorded, not trained), 0 to train; "
                          "nothing was written (--dry_run)"), result.stdout
     assert result.returncode == 2  # the command would fail on it: a script gating on the dry run must see so
+    assert result.stderr.strip().splitlines()[-1] == (  # said on stdout only, exit 2 without an error line
+        "error: 1 run(s) of this plan would be refused (see '(refused: ...)' above); do what each says (e.g. another "
+        "--workdir, or --overwrite to replace that run)")
     assert any(line.startswith(str(finished)) and line.endswith("(finished: kept)") for line in lines)
     assert any(line.startswith(str(other)) and "other settings: --epochs (3 -> 12)" in line for line in lines)
     # A run identical by construction whose workdir holds other settings: refused, as the sweep refuses its record
