@@ -404,8 +404,7 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     table = summarise(compared, baseline)
     notes += code_notes(rows) + replica_notes(rows) + keras_model_notes(rows) + non_finite_notes(compared)
     notes += evaluate.absent_classes_notes(rows)
-    notes += uncertainty_report.mc_notes(compared) + uncertainty_report.ood_notes(rows)
-    notes += uncertainty_report.chance_notes(descriptive.trained_runs(compared))
+    notes += uncertainty_report.comparison_notes(rows, compared)
     notes += resolution_notes(rows, margins)
     kept = {id(r) for r in compared}
     unchosen = [r for r in rows if id(r) not in kept]  # (a rate grid's rates validation did not choose)

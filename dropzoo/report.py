@@ -418,10 +418,8 @@ def write(comparison, output_dir):
         text = (f"Test data: {_test_data(comparison['rows'])}; {descriptive.runs_trained(comparison['rows'])}"
                 + ("; each placement at the rate chosen on validation data.\n\n" if comparison["rates"] else ".\n\n"))
         text += uncertainty_report.markdown(comparison["table"], COLUMNS, cell, ", ".join(ood) or None,
-                                            uncertainty_report.mc_notes(comparison["compared"])
-                                            + uncertainty_report.ood_notes(comparison["rows"])
-                                            + uncertainty_report.chance_notes(
-                                                descriptive.trained_runs(comparison["compared"])))
+                                            uncertainty_report.comparison_notes(comparison["rows"],
+                                                                                comparison["compared"]))
         files.write_text(paths["uncertainty.md"], text)
         variants = [e["variant"] for e in comparison["table"]]
         uncertainty_report.plot_reliability(paths["reliability.png"], compared, variants)

@@ -188,8 +188,8 @@ def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):
     flat = no_spread(d)
     if flat:  # (mean_ci gives no interval then)
         sd = 0.0
-    mde = minimum_detectable_effect(sd, d.size, alpha_for_mde)
-    if np.isfinite(mde) and sign_flip_floor(untied(d)) >= alpha_for_mde:  # ties: fewer seeds than n can move p
+    mde, moved = minimum_detectable_effect(sd, d.size, alpha_for_mde), untied(d)
+    if np.isfinite(mde) and sign_flip_floor(moved) >= alpha_for_mde:  # ties: fewer seeds than n can move p
         mde = math.inf
     # Each side's floor counts the differences off that side's margin, as tost_paired_p's does.
     off_margin = [untied(d + side * margin, margin) for side in (1, -1)]
@@ -197,7 +197,7 @@ def paired_contrast(a, b, margin, alpha_for_mde, confidence=0.95):
             # Descriptive (descriptive.md): the median difference, and the seeds where A is above, equal, below.
             "median": float(np.median(d)) if d.size else math.nan,
             "signs": (int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum())),
-            "no_spread": flat, "untied": untied(d), "p": paired_p_value(a, b), "p_tost": tost_paired_p(d, margin),
+            "no_spread": flat, "untied": moved, "p": paired_p_value(a, b), "p_tost": tost_paired_p(d, margin),
             "mde": mde, "alpha": alpha_for_mde,
             "equivalence_reachable": bool(d.size >= 2 and all(sign_flip_floor(n, sides=1) < alpha_for_mde
                                                               for n in off_margin))}

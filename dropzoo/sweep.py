@@ -151,6 +151,7 @@ def plan(runs):
 
 def dry_run(runs, overwrite=False, source=None):
     """One line per run of the plan: workdir, model, placement, sites (rate, kind), optimizer, rate, batch, length.
+
     Unless `overwrite`, runs already finished in their workdir are marked and not counted as to train, those with
     checkpoints marked as resuming, and those the trainer would refuse (other settings) say why in its words.
     Writes nothing: what `train.py --dry_run` prints. Builds each network once on its data's image shape first

@@ -80,14 +80,19 @@ def chance_p(in_scores, out_scores):
 CHANCE_P = 0.05
 
 
+def chance_ps(result):
+    """{score name: its finite ood_chance_p_<name>} of an evaluation (or comparison row)."""
+    return {key[len("ood_chance_p_"):]: value for key, value in result.items()
+            if key.startswith("ood_chance_p_") and value is not None and np.isfinite(value)}
+
+
 def no_better_than_chance(result):
     """The score (its name, as in ood_chance_p_<name>) of the highest AUROC of an evaluation (or comparison row),
     where none tells its OOD images from its test images better than chance: no finite p below CHANCE_P after Holm's
     correction over the k scores (the smallest at least CHANCE_P / k; uncorrected, one of three correlated scores
     fell below 0.05 in 8% of random splits of one test set). Else None, also for evaluations saved before the
     p-values were kept."""
-    p = {key[len("ood_chance_p_"):]: value for key, value in result.items()
-         if key.startswith("ood_chance_p_") and value is not None and np.isfinite(value)}
+    p = chance_ps(result)
     if not p or min(p.values()) < CHANCE_P / len(p):
         return None
     return max(p, key=lambda name: result.get(f"ood_auroc_{name}", -np.inf))  # (eval.py's line names it too)

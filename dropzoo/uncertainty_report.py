@@ -13,6 +13,7 @@ from `dropzoo.uncertainty`.
 """
 import numpy as np
 
+from dropzoo import descriptive
 from dropzoo import plots
 from dropzoo import records
 from dropzoo import uncertainty
@@ -93,8 +94,8 @@ def ood_chance_note(result):
         return None
     p, auroc = result[f"ood_chance_p_{best}"], result[f"ood_auroc_{best}"]
     said = f"AUROC {auroc:.3f} by {best.replace('_', ' ')}, one-sided Mann-Whitney p = {p:.2g}"
-    ps = [v for k, v in result.items() if k.startswith("ood_chance_p_") and v is not None and np.isfinite(v)]
-    if min(ps) < uncertainty.CHANCE_P:  # below 0.05 uncorrected: why it is still chance
+    ps = uncertainty.chance_ps(result)
+    if min(ps.values()) < uncertainty.CHANCE_P:  # below 0.05 uncorrected: why it is still chance
         said += f"; none below {uncertainty.CHANCE_P:g} after Holm's correction over the {len(ps)} scores"
     if p > 1 - uncertainty.CHANCE_P:  # ranked below the test images, beyond chance: another kind, not detected
         return (f"every score finds the {result['ood_num_examples']:,} out-of-distribution images less uncertain "
@@ -117,6 +118,12 @@ def chance_notes(rows):
             f"Mann-Whitney p below {uncertainty.CHANCE_P:g} after Holm's correction over the scores): images of the "
             "test data's own kind score so (AUROC ~0.5), as does a model less uncertain on them than on its test "
             "images (AUROC below 0.5); their OOD columns show no detection"]
+
+
+def comparison_notes(rows, compared):
+    """The uncertainty notes of a comparison (comparison.md's and uncertainty.md's): MC passes of `compared` (the
+    rows at their chosen rates), the OOD check of all `rows`, and the chance note of compared's trained runs."""
+    return mc_notes(compared) + ood_notes(rows) + chance_notes(descriptive.trained_runs(compared))
 
 
 def markdown(table, columns, cell, ood_source=None, notes=()):

@@ -118,12 +118,12 @@ def stack_sites(spec, head_site):
     def posts(names):
         return [f"{name}.post" for name in names if spec.tensor_of(f"{name}.post") not in left_out]
 
-    pools = [pool for pool in spec.pool_names if posts([spec.part_end(pool)])]
+    ends = {pool: posts([spec.part_end(pool)]) for pool in spec.pool_names}  # [its part's end's .post] or []
+    pools = [pool for pool in spec.pool_names if ends[pool]]
     if not pools:
         return posts(spec.conv_names)
     unpooled = [conv for conv in spec.conv_names if not any(spec.on_one_path(conv, pool) for pool in pools)]
-    ends = posts([spec.part_end(pool) for pool in pools])
-    return [site for site in spec.sites() if site in ends + posts(unpooled)]  # in graph order
+    return [site for site in spec.sites() if site in sum((ends[p] for p in pools), []) + posts(unpooled)]  # in order
 
 
 def named_placements(spec):

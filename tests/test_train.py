@@ -712,17 +712,6 @@ def test_train_and_eval_scripts_end_to_end(tmp_path):
     (flags_lib.define_train_flags, ["train.py", "--seeds=0,1"], "error: flag --seeds=0,1: invalid literal for int() "
                                                                 "with base 10: '0,1' (--seeds=N trains N seeds from "
                                                                 "--seed: --seed=0 --seeds=2 for seeds 0 and 1)"),
-])
-def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, message):
-    fv = flags.FlagValues()
-    define(fv)
-    with pytest.raises(SystemExit) as exit_:
-        flags_lib.parse_or_exit(argv, fv)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
-
-
-@pytest.mark.parametrize("define,argv,message", [
     # An unset $VAR: absl read these as not given, and trained or compared the defaults without a word.
     (flags_lib.define_train_flags, ["train.py", "--flagfile="], "error: --flagfile= is given but empty (an unset "
                                                                 "variable?); name a flagfile"),
@@ -738,7 +727,8 @@ def test_a_flag_of_the_other_script_says_whose_it_is(capsys, define, argv, messa
                                                                     "argument: give --nooverwrite alone, or "
                                                                     "--overwrite=false"),
 ])
-def test_an_empty_flag_or_flagfile_and_a_valued_no_flag_are_one_line(capsys, define, argv, message):
+def test_a_bad_flag_is_one_line_naming_the_fix(capsys, define, argv, message):
+    """The other script's flag says whose it is; an empty flag or flagfile and a valued --noX are refused."""
     fv = flags.FlagValues()
     define(fv)
     with pytest.raises(SystemExit) as exit_:
