@@ -61,10 +61,12 @@ def paths(workdir, extra=()):
 
 
 def check_not_file(workdir):
-    """RunError where `workdir` names an existing file, or a path TensorFlow would read as a pattern: every run
-    below it would fail on it (the second after training, loading its export)."""
-    if workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise RunError(f"--workdir {workdir} is a file, not a directory; pass a directory for the run (it is "
+    """RunError where `workdir` names an existing file or a path below one, or a path TensorFlow would read as a
+    pattern: every run below it would fail on it (the second after training, loading its export)."""
+    existing = files.first_existing(workdir) if workdir else None
+    if existing and not os.path.isdir(existing):
+        where = "" if existing == os.path.abspath(workdir) else f" lies below {existing}, which"
+        raise RunError(f"--workdir {workdir}{where} is a file, not a directory; pass a directory for the run (it is "
                        "created if need be)")
     _check_loadable_path(workdir or "", f"--workdir {workdir}", "a --workdir without [ or \\ (a relative one is "
                          "read as given: from inside such a directory, name the run below it)")

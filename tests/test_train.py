@@ -292,7 +292,7 @@ def test_train_steps_stops_exactly(tmp_path):
 def test_unwritable_workdir_is_a_clear_error(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(trainer.RunError, match="cannot write to workdir"):
+    with pytest.raises(trainer.RunError, match=rf"^--workdir {blocker}/run lies below {blocker}, which is a file, "):
         trainer.train_and_evaluate(tiny_config(), str(blocker / "run"), source=tiny_source(), verbose=0)
     with pytest.raises(trainer.RunError, match=rf"^--workdir {blocker} is a file, not a directory; pass a directory"):
         trainer.train_and_evaluate(tiny_config(), str(blocker), source=tiny_source(), verbose=0)
@@ -317,6 +317,12 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path, monkeypatch):
                                                r"TensorFlow reads as a file pattern .*pass a --workdir and a --model "
                                                r"name without \[ or"):
         workdir_lib.check_run_paths([(tiny_config(), "x[1]/canonical/seed0")])
+    # A directory this process cannot write to (a read-only volume; root writes through chmod, so simulated).
+    from dropzoo import files
+
+    monkeypatch.setattr(files, "unwritable", lambda directory, make=True: "Read-only file system")
+    with pytest.raises(trainer.RunError, match=r"^cannot write to workdir 'ro' \(Read-only file system\); pass a "):
+        trainer.train_and_evaluate(tiny_config(), "ro", source=tiny_source(), verbose=0)
 
 
 TRAIN_CONFIGS = sorted(c for c in glob.glob(os.path.join(ROOT, "configs", "*.cfg")) if not c.endswith("_eval.cfg"))
@@ -641,12 +647,13 @@ def test_a_sweep_into_a_file_is_one_line_before_any_run(tmp_path):
     assert_one_line_error(_run("train.py", f"--workdir={blocker}", "--model=dense_mlp", "--placement=canonical,none"),
                           f"error: --workdir {blocker} is a file, not a directory; pass a directory")
     assert blocker.read_text() == "kept"
-    # Below a file (or on a read-only volume): one line for the sweep, not a FAILED line per run and exit 1.
-    done = _run("train.py", f"--workdir={blocker}/study", "--model=dense_mlp", "--dataset=mnist_sample",
-                "--placement=canonical,none")
-    assert_one_line_error(done, f"error: cannot write to workdir '{blocker}/study/dense_mlp' ({blocker} is a file); "
-                                "pass a --workdir you can write to")
-    assert "FAILED" not in done.stdout + done.stderr
+    # Below a file: one line for the sweep, not a FAILED line per run and exit 1; its dry run says so too.
+    for dry in ([], ["--dry_run"]):
+        done = _run("train.py", f"--workdir={blocker}/study", "--model=dense_mlp", "--dataset=mnist_sample",
+                    "--placement=canonical,none", *dry)
+        assert_one_line_error(done, f"error: --workdir {blocker}/study lies below {blocker}, which is a file, not a "
+                                    "directory; pass a directory")
+        assert "FAILED" not in done.stdout + done.stderr
     # A task whose share is empty trains nothing and makes no run directory (the check made the one run's).
     done = _run("train.py", f"--workdir={tmp_path}/one", "--model=dense_mlp", "--dataset=mnist_sample",
                 "--task_index=1", "--num_tasks=2")
