@@ -123,7 +123,8 @@ def report(result):
         f"machine: {result['machine']}",
         "",
         common.table(["method", "batch-1 p50 ms", "batch-1 p99 ms",
-                      f"batch-{result['batch_size']} ex/s", "serving_default speedup"], rows),
+                      f"batch-{result['batch_size']} ex/s",
+                      f"serving_default's batch-{result['batch_size']} ex/s over this"], rows),
         "",
         f"batch {result['batch_size']}: serving_default / model.predict = "
         f"{result['throughput_ratio_vs_predict']:.2f}x  (target >= {THROUGHPUT_TARGET:g}x)  "
