@@ -214,8 +214,8 @@ def check_classes(source, model_classes, run_class_names=None, model="the model"
     if run_class_names and not (decimal and not numbered_run):
         by_number = "" if numbered_run else f" (or by class number, 0 to {len(run_class_names) - 1})"
         raise DataError(f"the test images' class folders {_difference(names, run_class_names)}: nothing says which "
-                        f"of its classes they hold; name each folder as the run's class it holds (some of them will "
-                        f"do){by_number}")
+                        f"of its classes they hold; leave out a class the run did not train on (one added since it "
+                        f"trained), or name each folder as the run's class it holds (some of them will do){by_number}")
     if not decimal:  # a run trained on data without class names (MNIST): zero, one, ... would sort eight, five, ...
         raise DataError(f"the model was trained on data without class names, so a folder's class subfolders are "
                         f"its class numbers: name them by number, 0 to {(model_classes or len(names)) - 1} (some of "

@@ -129,10 +129,11 @@ def _load_image_folder(need_train, image_dir, test_image_dir=None, image_size=No
         counts = {name: sum(label == i for _, label in files) for i, name in enumerate(classes)}
         alone = sorted(name for name, n in counts.items() if n < 2)
         if alone:  # its one image would train and never be tested
+            fix = ("a --test_image_dir (with --validation_fraction=0, so that each single image trains)" if need_train
+                   else f"score every image of it with --test_image_dir={root} in place of --image_dir")
             raise DataError(f"--image_dir {root}: class(es) {', '.join(alone)} have a single image; the test split "
                             f"takes {readers.IMAGE_TEST_FRACTION:.0%} of each class, so give each class at least 2 "
-                            "images (5 or more for a useful test), or a --test_image_dir (with "
-                            "--validation_fraction=0, so that each single image trains)")
+                            f"images (5 or more for a useful test), or {fix}")
         test_root, (train_files, test_files) = None, readers.split_files(files, root)
         details["test_split"] = {"fraction": readers.IMAGE_TEST_FRACTION, "rule": "per class, the files whose sha256 "
                                  "of their path below --image_dir sorts first", "test_files_sha256": hashlib.sha256(

@@ -126,6 +126,18 @@ def test_bad_image_folders_are_one_line(tmp_path, make, message):
     assert "\n" not in str(info.value)
 
 
+def test_a_folder_of_single_images_scored_is_told_of_test_image_dir(tmp_path):
+    """Scoring, --validation_fraction is no flag of eval.py: the fix is to score the folder whole."""
+    root = write_folder(str(tmp_path / "data"), 8)
+    for name in ("left", "right"):
+        for f in sorted(os.listdir(os.path.join(root, name)))[1:]:
+            os.remove(os.path.join(root, name, f))
+    with pytest.raises(DataError, match=rf"have a single image; .* or score every image of it with "
+                                        rf"--test_image_dir={root} in place of --image_dir$"):
+        sources.load_source(image_dir=root, need_train=False)
+    assert sources.load_source(test_image_dir=root, image_dir=root, need_train=False).num_test == 2
+
+
 def test_a_test_folder_without_one_of_the_classes_is_refused(png_folders):
     """Its accuracy would cover the other classes only, and say nothing."""
     train, test = png_folders
@@ -873,8 +885,9 @@ def test_a_digit_run_scores_only_folders_named_by_class_number(tmp_path, caplog)
                                    test_image_dir=_named_folder(str(tmp_path / "01_test"), ["0", "1"]),
                                    need_train=False)
     with pytest.raises(DataError, match=r"^the test images' class folders include 0, which the run did not train "
-                                        r"on: nothing says which of its classes they hold; name each folder as the "
-                                        r"run's class it holds \(some of them will do\)$"):
+                                        r"on: nothing says which of its classes they hold; leave out a class the "
+                                        r"run did not train on \(one added since it trained\), or name each folder "
+                                        r"as the run's class it holds \(some of them will do\)$"):
         folders.check_classes(zero_one, 4, ["1", "2", "3", "x"])
     with pytest.raises(DataError, match=r"^the test images' class folder\(s\) 7 name no class of the model, which "
                                         r"answers 5 classes \(0 to 4\); leave them out$"):
@@ -1175,8 +1188,9 @@ def test_a_class_mismatch_names_the_differences_not_every_class():
     with pytest.raises(DataError) as info:
         folders.check_classes(test, 300, names)
     assert str(info.value).startswith("the test images' class folders include extra, which the run did not train "
-                                      "on: nothing says which of its classes they hold; name each folder as the "
-                                      "run's class it holds (some of them will do)") and len(str(info.value)) < 300
+                                      "on: nothing says which of its classes they hold; leave out a class the run "
+                                      "did not train on (one added since it trained), or name each folder as the "
+                                      "run's class it holds (some of them will do)") and len(str(info.value)) < 360
     nfd = [unicodedata.normalize("NFD", n) for n in ("café", "thé")]
     mac = arrays(nfd)
     with pytest.raises(DataError, match=r"^the test images' class folders include 'cafe\\u0301', 'the\\u0301', which "
