@@ -29,6 +29,7 @@ from dropzoo import client  # noqa: E402
 from dropzoo import collect  # noqa: E402
 from dropzoo import compare  # noqa: E402
 from dropzoo import contrasts  # noqa: E402
+from dropzoo import divergence  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import evaluate  # noqa: E402
 from dropzoo import evaluations  # noqa: E402
@@ -284,8 +285,9 @@ def _own_data(workdir, required):
     if not os.path.isfile(path):
         if not required:
             return None
-        raise errors.RunError(f"{workdir} holds no finished run (no metrics.json) to take its test data from; "
-                              "name the data to evaluate on (--dataset, --idx_dir, --npz or --image_dir)")
+        raise errors.RunError(divergence.no_export(workdir) or f"{workdir} holds no finished run (no metrics.json) "
+                              "to take its test data from; name the data to evaluate on (--dataset, --idx_dir, --npz "
+                              "or --image_dir)")
     metrics = files.read_json(path, "delete it and rerun that run's train.py command", {"data": {"origin": dict}})
     data = metrics["data"]
     return {"origin": workdirs.test_origin(metrics), "test_sha256": data.get("test_sha256"),

@@ -45,6 +45,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from dropzoo import data as data_lib  # noqa: E402
+from dropzoo import divergence  # noqa: E402
 from dropzoo import export  # noqa: E402
 from dropzoo import serving  # noqa: E402
 from dropzoo import workdir as workdirs  # noqa: E402
@@ -71,8 +72,9 @@ def export_of(path):
         raise ExportError(f"{path} is a run's directory without its export (saved_model/); "
                           f"{workdirs.reexport_fix(path, 'it')}")
     if os.path.isfile(os.path.join(path, "config.json")):
-        raise ExportError(f"{path} is a run that has not finished (no metrics.json): its export (saved_model/) is "
-                          "written when its training ends; rerun its train.py command to finish it")
+        raise ExportError(divergence.no_export(path) or f"{path} is a run that has not finished (no metrics.json): "
+                          "its export (saved_model/) is written when its training ends; rerun its train.py command "
+                          "to finish it")
     if os.path.isfile(path) and path.endswith(".tflite"):
         raise ExportError(f"{path} is a TFLite model; the client serves a SavedModel: give the run's saved_model/ (a "
                           "TFLite model runs in LiteRT's Interpreter, ai_edge_litert.interpreter; docs/serving.md)")

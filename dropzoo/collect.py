@@ -1,5 +1,7 @@
 """Carrying results: copy the records of finished runs (no SavedModels) to compare them elsewhere.
 
+Runs that diverged in training are carried too (their config.json and diverged.json): a comparison counts them.
+
 `collect(runs_dirs, destination)` is `eval.py --runs_dir=... --collect=DIR`:
 each run keeps its path below its runs directory, so several directories
 (machines) merge into one study; a run is never replaced by another one.
@@ -9,11 +11,13 @@ import os
 import shutil
 
 from dropzoo import config as config_lib
+from dropzoo import divergence
 from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import records
 from dropzoo import shards
 from dropzoo import variants
+from dropzoo import workdir as workdirs
 from dropzoo.errors import ConfigError
 
 
@@ -72,6 +76,16 @@ def collect(runs_dirs, destination):
             if os.path.isfile(os.path.join(run, name)):
                 _copy_whole(os.path.join(run, name), os.path.join(target, name))
         copied.append(target)
+    for runs_dir in runs_dirs:  # runs that diverged in training: their variant's diverged seeds, carried too
+        for run in divergence.diverged_runs(workdirs.unfinished_runs([runs_dir])):
+            target = os.path.normpath(os.path.join(destination, os.path.relpath(run, runs_dir)))
+            if os.path.isfile(os.path.join(target, "metrics.json")):
+                raise ConfigError(f"{run} diverged in training, and {target} holds a finished run of its path: "
+                                  "collect the runs into a directory of their own (--collect=DEST/NAME)")
+            os.makedirs(target, exist_ok=True)
+            for name in ("config.json", divergence.FILE):  # diverged.json last: it makes the copy a diverged run
+                _copy_whole(os.path.join(run, name), os.path.join(target, name))
+            copied.append(target)
     for runs_dir in runs_dirs:  # the array plans too: a comparison of the copies names the runs never trained
         for plan in shards.plans(runs_dir):
             target = os.path.join(destination, os.path.relpath(plan, runs_dir))

@@ -32,6 +32,7 @@ import numpy as np
 
 from dropzoo import contrasts as contrasts_lib
 from dropzoo import descriptive
+from dropzoo import divergence
 from dropzoo import evaluate
 from dropzoo import files
 from dropzoo import ood as ood_lib
@@ -139,9 +140,10 @@ def keras_model_notes(rows):
 
 
 def non_finite_notes(rows):
-    """A note for each variant and column with scores that are not finite (left out of its mean)."""
+    """A note for each variant and column with scores that are not finite (left out of its mean); a run that
+    diverged in training, which has no score, has its own note (divergence.rows)."""
     found = {}
-    for r in rows:
+    for r in (r for r in rows if "diverged_in_epoch" not in r):
         for column in report.COLUMNS:
             value = r.get(column.metric)
             if isinstance(value, (int, float)) and not np.isfinite(value):
@@ -390,6 +392,8 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
                                shards.missing_note(runs_dirs, run_dirs + workdirs.unfinished_runs(runs_dirs))] if note]
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                  data_override=data_override, source=source, ood=ood, notes=notes)
+    diverged, said = divergence.rows(workdirs.unfinished_runs(runs_dirs), rows, records.row, variants.row_key)
+    rows, notes = rows + diverged, notes + said
     variants.label_rows(rows)
     pooled_data.check_each_run_once(rows)
     pooled_data.check_one_test_data(records.group(rows))

@@ -44,6 +44,15 @@ class ReadError(DropzooError, ValueError):
 _STRERRORS = {os.strerror(code): code for code in _FIXES}
 
 
+def remove(paths):
+    """Removes each of `paths` (files and directories) that exists."""
+    for path in paths:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
 def write_failure(error, path, temporary=None):
     """A WriteError for `error` if it is a failed write (any OSError, or a library error
     whose text names a write errno), else None. A file named inside `temporary` (a directory being written, gone

@@ -56,8 +56,11 @@ def find_runs(runs_dirs):
                     raise ValueError(f"the run {root} holds another run below it ({nested}): a comparison takes a "
                                      "run's directory as one run; move the runs below it into a directory of their "
                                      "own, and give --runs_dir both")
-    if not found and workdirs.unfinished_runs(runs_dirs):
-        raise ValueError(f"no finished runs below {', '.join(runs_dirs)} yet: {workdirs.unfinished_note(runs_dirs)}")
+    if not found and (left := workdirs.unfinished_runs(runs_dirs)):
+        raise ValueError(f"no finished runs below {', '.join(runs_dirs)} yet: " + (
+            workdirs.unfinished_note(runs_dirs) or f"the {len(left)} run(s) there diverged in training (each its "
+            "diverged.json), so there is nothing to compare them with; train with other settings (a lower "
+            "--learning_rate) in another --workdir"))
     if not found:  # into the directory given only where it holds nothing else (not a folder of images by mistake)
         workdir = runs_dirs[0] if not any(files_ for _, _, files_ in os.walk(runs_dirs[0])) else "runs/study"
         raise ValueError(f"no finished runs (metrics.json) below {', '.join(runs_dirs)}; --runs_dir takes the "

@@ -23,6 +23,7 @@ from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
+from dropzoo import divergence
 from dropzoo import errors
 from dropzoo import files
 from dropzoo import keras_state
@@ -61,13 +62,11 @@ def expand(base, sweeps=None, seeds=1):
             config_lib.register_network(config), norm=config.norm)
         configs += [config_lib.validate(dataclasses.replace(config, placement=placement, seed=config.seed + k))
                     for placement in placements for k in range(seeds)]
-    # Once each: --norm=none,batch --bn_momentum=0.9,0.99 makes one norm=none config twice (its momentum is reset),
-    # which would share a workdir, the second recorded as identical to the first, that is to itself.
+    # Once each: --norm=none,batch --bn_momentum=0.9,0.99 makes one norm=none config twice (one workdir, not two).
     return list(dict.fromkeys(configs))
 
 
-# Fields the variant's name always shows when they are not at their default, in
-# this order; any other field shows only where it varies within the sweep.
+# Fields a variant's name shows, in this order, off their default; any other field only where it varies.
 NAMED_FIELDS = ("placement", "sites", "kind", "activation", "norm", "bn_momentum", "rate")
 # Fields that are the run directory's other parts (model) or never name a variant.
 _NOT_IN_NAME = ("model", "network", "keras_model", "seed")
@@ -391,19 +390,21 @@ def _sources(runs, source=None):
 
 
 def _identical(config, workdir, trained, overwrite=False):
-    """The outcome of a run identical to `trained` = (config, workdir, outcome), recorded as a trained run's would
-    be: under the workdir's lock (another process's: skipped), where the workdir holds nothing of other settings
-    (refused as the trainer refuses it); a finished run of these settings there is kept."""
+    """The outcome of a run identical to `trained` = (config, workdir, outcome), recorded as a trained run's (or a
+    diverged one's) would be: under its lock, where it holds nothing of other settings; a finished run there kept."""
     _, target_workdir, outcome = trained
     if isinstance(outcome, Skipped):
         return Skipped(f"identical by construction to {target_workdir}, which another process is training")
-    if not isinstance(outcome, dict):
+    diverged = not isinstance(outcome, dict) and divergence.read(target_workdir)  # this network diverges: recorded
+    if not isinstance(outcome, dict) and not diverged:
         return f"identical by construction to {target_workdir}, which failed"
     lock = locks.WorkdirLock(workdir)
     try:
         claim = trainer.claim_workdir(config, workdir, overwrite, lock)
         if "locked" in claim:
             return Skipped(claim["locked"])
+        if diverged:
+            return divergence.identical(workdir, target_workdir, trainer.describe_run(config, diverged["data"]))
         if claim["finished"] and not workdirs.recorded_elsewhere(workdir, target_workdir):
             return claim["finished"]
         return trainer.record_identical(config, workdir, target_workdir, outcome)  # (again, where moved)
@@ -444,6 +445,6 @@ def summary(results):
         else:
             lines.append(f"{workdir}  FAILED {outcome.splitlines()[0]}")
     if skipped := sum(isinstance(outcome, Skipped) for _, _, outcome in results):
-        lines.append(f"{skipped} run(s) were being trained by another process; rerun this command "
-                     "once it is done to see every result")
+        lines.append(f"{skipped} run(s) were being trained by another process; rerun this command once it is done "
+                     "to see every result")
     return "\n".join(lines)

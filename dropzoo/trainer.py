@@ -37,6 +37,7 @@ from dropzoo import callbacks as callbacks_lib
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
 from dropzoo import data as data_lib
+from dropzoo import divergence
 from dropzoo import errors
 from dropzoo import evaluate
 from dropzoo import evaluations
@@ -220,11 +221,11 @@ def _train_export_verify(config, workdir, write_dir, source, strategy, loop, ver
         run = set_up(config, workdir_paths(workdir), workdir_paths(write_dir), source, strategy, loop, verbose)
         result = loop.train(run)
         if any(not np.isfinite(v) for v in result.history.get("loss", [])) or callbacks_lib.diverged(run.model):
-            kept = checkpoints.saved_epoch(run.paths["checkpoints"])  # (NaN weights, the loss finite: ReLU's zeros)
-            raise RunError("training diverged (its loss or weights became NaN/inf); " + (
-                f"the last good checkpoint (epoch {kept}) is kept in {run.paths['checkpoints']}; rerun with a lower "
-                "--learning_rate and --overwrite (the checkpoint resumes this rate only)" if kept else
-                "in its first epoch, so nothing is kept; lower --learning_rate and rerun"))
+            epoch = (checkpoints.saved_epoch(run.paths["checkpoints"]) or 0) + 1  # (NaN weights, a finite loss: ReLU)
+            loop.chief_does(lambda: divergence.write(workdir, epoch, {**describe_run(run.config, data_record(
+                run.source, run.pipes)), **performance.describe(run.config, run.model, strategies.is_distributed(
+                    loop.strategy))}))
+            raise RunError(divergence.diverged_now(workdir, epoch))
         # Every worker exports (saving may be collective); the chief's copy is verified.
         export_lib.export_saved_model(run.model, run.write_paths["saved_model"], outputs=run.outputs,
                                       **sources.export_record(run.source))
@@ -242,8 +243,7 @@ def set_up(config, paths, write_paths, source, strategy, loop, verbose=0):
     steps_per_call = loop.steps_per_call(steps_per_call)
     with strategy.scope():  # variables become mirrored; training then runs every replica
         model = build_model(config, source.num_classes, source.image_shape, steps_per_call)
-        # Built now, not by fit, so a checkpoint can restore its variables (and
-        # under multi-worker creating them is a collective every worker joins).
+        # Built now, not by fit: a checkpoint restores its variables (multi-worker: a collective every worker joins).
         model.optimizer.build(model.trainable_variables)
     summaries.write_model(write_paths["model.txt"], write_paths["tensorboard"], model)
     if strategy.num_replicas_in_sync > 1:

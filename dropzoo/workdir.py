@@ -19,6 +19,7 @@ import shutil
 
 from dropzoo import checkpoints
 from dropzoo import config as config_lib
+from dropzoo import divergence
 from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import performance
@@ -151,7 +152,7 @@ def remove_unstarted(workdir, keep):
     ancestors stay. A run that has started (a checkpoint or metrics.json) is
     never touched.
     """
-    if started(workdir):
+    if started(workdir) or os.path.exists(divergence.path(workdir)):  # a diverged run's record stays
         return
     for name in RUN_FILES + (".lock",):
         path = os.path.join(workdir, name)
@@ -251,13 +252,9 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     check_one_run_here(workdir)
     check_outside_data(config, workdir)
     ensure_writable(workdir)
+    eval_files = [path for pattern in EVAL_FILES for path in glob.glob(os.path.join(workdir, pattern))]
     if overwrite:
-        eval_files = [path for pattern in EVAL_FILES for path in glob.glob(os.path.join(workdir, pattern))]
-        for name in list(files_.values()) + eval_files:
-            if os.path.isdir(name):
-                shutil.rmtree(name)
-            elif os.path.exists(name):
-                os.remove(name)
+        files.remove(list(files_.values()) + eval_files + [divergence.path(workdir)])
     record = {**config.to_dict(), RESOLVED: resolved}
     check_recorded(config, workdir, resolved)
     if os.path.exists(files_["config.json"]):
@@ -272,14 +269,18 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
         return files.read_json(files_["metrics.json"], "delete it and rerun the same command to re-export and "
                                "re-measure from the last checkpoint", FINISHED_FIELDS)
     # To be trained (on): evaluations of earlier weights (a finished run whose metrics.json was deleted to train it
-    # to more epochs) would answer a comparison for the new ones. Newer records name their weights; older ones go.
+    # to more epochs) would answer a comparison for the new ones. Newer records name their weights; older ones go,
+    # as do the earlier weights' serving files and eval.py results (`extra`, eval.json), which name none.
     evaluations.drop_unweighted(workdir)
+    files.remove([files_[name] for name in extra] + eval_files)
     return None
+
 
 
 def check_recorded(config, workdir, resolved):
     """RunError unless what `workdir` holds (a finished run, or checkpoints to resume) is of `config`'s settings,
     by its config.json, else (deleted) by what its metrics.json or its newest checkpoint records."""
+    divergence.check_not_diverged(workdir)
     files_ = paths(workdir)
     if not started(workdir):
         return
@@ -404,6 +405,9 @@ def recorded_elsewhere(workdir, target_workdir):
 def reexport_fix(workdir, what, rerun=""):
     """How to make a finished run's exports (`what`: "them", "it") again, where its checkpoints allow (`rerun`:
     what its train.py command needs changed for that, e.g. " without --noserving_artifacts")."""
+    if diverged := divergence.read(workdir):
+        return (f"its training diverged (in epoch {diverged['epoch']}; {divergence.path(workdir)}), so it has no "
+                "exports; train other settings (a lower --learning_rate) in another --workdir")
     target = identical_target(workdir)
     if target:  # recorded, never trained: it has no exports or checkpoints of its own
         return (f"this run was never trained: it is identical by construction to {target}, whose exports are its "
@@ -438,7 +442,7 @@ def unfinished_runs(runs_dirs):
 
 def unfinished_note(runs_dirs):
     """A note naming the runs below `runs_dirs` left out as unfinished, or None."""
-    if not (left := unfinished_runs(runs_dirs)):
-        return None
+    if not (left := [run for run in unfinished_runs(runs_dirs) if not os.path.isfile(divergence.path(run))]):
+        return None  # (a diverged run is said by the comparison: divergence.rows)
     return (f"{len(left)} unfinished run(s) left out (no metrics.json yet): {', '.join(left[:3])}"
             f"{', ...' if len(left) > 3 else ''}; rerun their train.py command to finish them")

@@ -121,11 +121,14 @@ def test_eval_refuses_an_incomplete_saved_model(tmp_path):
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_no_bad_checkpoint(tmp_path):
     config = tiny_config(optimizer="sgd", learning_rate=1e12, epochs=2)
-    # NaN in the first epoch: nothing is kept, and the message names no checkpoint that is not there.
-    with pytest.raises(trainer.RunError, match=r"^training diverged \(its loss or weights became NaN/inf\); in its "
-                                               r"first epoch, so nothing is kept; lower"):
+    # NaN in the first epoch: no checkpoint, and the run is recorded as diverged (tests/test_divergence.py).
+    with pytest.raises(trainer.RunError, match=r"^training diverged \(its loss or weights became NaN/inf in epoch "
+                                               r"1\); recorded in .*diverged.json, which a comparison counts as its "
+                                               r"variant's diverged seed; to train other settings \(a lower "
+                                               r"--learning_rate\), give another --workdir \(or --overwrite this "
+                                               r"run\)$"):
         trainer.train_and_evaluate(config, str(tmp_path), source=tiny_source(), verbose=0)
-    assert checkpoints.saved_epoch(str(tmp_path / "checkpoints")) == 0
+    assert checkpoints.saved_epoch(str(tmp_path / "checkpoints")) == 0 and (tmp_path / "diverged.json").exists()
     assert not (tmp_path / "saved_model").exists() and not (tmp_path / "metrics.json").exists()
 
 
@@ -140,12 +143,15 @@ def test_weights_gone_nan_in_a_later_epoch_keep_the_last_good_checkpoint(tmp_pat
         return steps > first[0]
 
     monkeypatch.setattr(callbacks_lib, "diverged", diverged_after_epoch_1)
-    with pytest.raises(trainer.RunError, match=r"^training diverged \(its loss or weights became NaN/inf\); the last "
-                                               r"good checkpoint \(epoch 1\) is kept in .*checkpoints; rerun with a "
-                                               r"lower --learning_rate and --overwrite \(the checkpoint resumes this "
-                                               r"rate only\)$"):
+    with pytest.raises(trainer.RunError, match=r"^training diverged \(its loss or weights became NaN/inf in epoch "
+                                               r"2\); recorded in "):
         trainer.train_and_evaluate(tiny_config(epochs=3), str(tmp_path), source=tiny_source(), verbose=0)
     assert checkpoints.saved_epoch(str(tmp_path / "checkpoints")) == 1
+    # A lower rate in the same workdir: --overwrite (the checkpoint resumes its own rate only).
+    monkeypatch.undo()
+    metrics = trainer.train_and_evaluate(tiny_config(epochs=3, learning_rate=0.001), str(tmp_path), overwrite=True,
+                                         source=tiny_source(), verbose=0, serving_artifacts=False)
+    assert metrics["epochs_completed"] == 3 and not (tmp_path / "diverged.json").exists()
 
 
 def test_checkpoint_skips_an_epoch_that_ended_in_nan(tmp_path):
@@ -869,8 +875,9 @@ def test_a_finished_run_trains_on_to_more_epochs_as_its_message_says(tmp_path):
     straight = trainer.train_and_evaluate(tiny_config(epochs=3), str(tmp_path / "straight"), source=tiny_source(),
                                           verbose=0, serving_artifacts=False)
     workdir = str(tmp_path / "run")
-    trainer.train_and_evaluate(tiny_config(epochs=2), workdir, source=tiny_source(), verbose=0,
-                               serving_artifacts=False)
+    trainer.train_and_evaluate(tiny_config(epochs=2), workdir, source=tiny_source(), verbose=0)
+    with open(os.path.join(workdir, "eval.json"), "w") as f:  # what eval.py --workdir writes of the 2-epoch weights
+        f.write("{}")
     with pytest.raises(errors.RunError, match=r"--epochs \(2 -> 3\); to train it on to 3 epochs from its "
                                               r"checkpoints, delete its config.json and metrics.json and rerun"):
         trainer.train_and_evaluate(tiny_config(epochs=3), workdir, source=tiny_source(), verbose=0)
@@ -884,6 +891,9 @@ def test_a_finished_run_trains_on_to_more_epochs_as_its_message_says(tmp_path):
                                         serving_artifacts=False)
     assert longer["resumed_from_epoch"] == 2 and longer["weights_sha256"] == straight["weights_sha256"]
     assert longer["history"] == straight["history"]
+    # The 2-epoch weights' serving files and eval.py result went (eval.py --tflite scored them as the run's, silently).
+    assert not [name for name in ("model.keras", "model.tflite", "model_int8.tflite", "eval.json")
+                if os.path.exists(os.path.join(workdir, name))]
 
 
 def test_a_sweep_records_an_identical_run_only_where_a_trained_run_could_be_written(tmp_path):

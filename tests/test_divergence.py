@@ -1,0 +1,108 @@
+"""A run whose training diverged is recorded, kept, refused when run again, carried and counted by a comparison.
+
+The trainer stopped such a run with an error and wrote no metrics.json (in its first epoch it removed the run's
+directory): a comparison then gave a full verdict on the seeds that survived, which flatter a variant that diverges.
+"""
+import json
+import os
+
+import pytest
+from conftest import tiny_config
+from conftest import tiny_source
+
+from dropzoo import callbacks as callbacks_lib
+from dropzoo import client
+from dropzoo import collect
+from dropzoo import compare
+from dropzoo import divergence
+from dropzoo import sweep
+from dropzoo import trainer
+from dropzoo import workdir as workdirs
+from dropzoo.errors import ExportError
+from dropzoo.errors import RunError
+
+
+def _diverge_seed(monkeypatch, seed):
+    """Training of `seed` diverges in its first epoch (its weights not finite, as ReLU hides NaN from the loss)."""
+    real = callbacks_lib.diverged
+
+    def diverged(model, logs=None):
+        return trainer_seed[0] == seed or real(model, logs)
+
+    trainer_seed = [None]
+    original = trainer._train_export_verify
+
+    def train(config, *args, **kwargs):
+        trainer_seed[0] = config.seed
+        return original(config, *args, **kwargs)
+
+    monkeypatch.setattr(callbacks_lib, "diverged", diverged)
+    monkeypatch.setattr(trainer, "_train_export_verify", train)
+
+
+@pytest.mark.slow
+def test_a_diverged_seed_makes_its_variants_contrasts_inconclusive(tmp_path, monkeypatch):
+    root = tmp_path / "study"
+    runs = [(c, sweep.run_dir(str(root), c)) for c in sweep.expand(
+        tiny_config(epochs=1), {"placement": ["canonical", "none", "after_activation"]}, seeds=3)]
+    _diverge_seed(monkeypatch, 2)
+    results = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    failed = [workdir for _, workdir, outcome in results if isinstance(outcome, str)]  # (its one line)
+    assert len(failed) == 3 and all(w.endswith("seed2") for w in failed)  # each placement's seed 2
+    # after_activation is canonical by construction (ReLU): not trained, and recorded as diverged too.
+    follower = divergence.read(str(root / "dense_mlp" / "after_activation" / "seed2"))
+    assert follower["identical_to"] == "../../canonical/seed2" and follower["config"]["placement"] == "after_activation"
+    lost = root / "dense_mlp" / "none" / "seed2"
+    record = divergence.read(str(lost))
+    assert record["epoch"] == 1 and record["config"]["seed"] == 2 and record["config"]["placement"] == "none"
+    assert (lost / "config.json").exists() and not (lost / "metrics.json").exists()  # kept, not removed
+    monkeypatch.undo()
+    # Run again, it would diverge again: refused in one line, and its record stays.
+    config = next(c for c, w in runs if w == str(lost))
+    with pytest.raises(RunError, match=r"^this run diverged in training before \(its loss or weights became "
+                                       r"NaN/inf in epoch 1; .*diverged.json\): run again it would diverge again"):
+        trainer.train_and_evaluate(config, str(lost), source=tiny_source(), verbose=0)
+    assert divergence.read(str(lost)) is not None
+    text = sweep.dry_run([(config, str(lost))], source=tiny_source())[0]
+    assert "(refused: this run diverged in training before" in text
+    # Compared: each contrast of a variant with a diverged seed is inconclusive, and a note names the runs.
+    result = compare.compare_runs(str(root), source=tiny_source(), output_dir=str(tmp_path / "cmp"),
+                                  contrasts=[("canonical", "none")])
+    (entry,) = result["contrasts"]
+    assert entry["diverged"] == {"dense_mlp/canonical": [2], "dense_mlp/none": [2]}
+    assert entry["test_accuracy"]["verdict"] == ["inconclusive"] and entry["test_accuracy"]["n"] == 2
+    assert any(note.startswith("3 run(s) diverged in training (their diverged.json), each counted as a diverged "
+                               "seed of its variant (no scores: left out of every mean, and its contrasts "
+                               "inconclusive): ") for note in result["notes"])
+    assert not any(" scores test_accuracy nan" in note for note in result["notes"])  # (said once, above)
+    assert not any("unfinished" in note for note in result["notes"])
+    assert {e["variant"]: e["seeds"] for e in result["table"]} == {
+        "dense_mlp/canonical": 3, "dense_mlp/none": 3, "dense_mlp/after_activation": 3}
+    # Carried to another machine with the finished runs: the copy compares alike.
+    copied = collect.collect(str(root), str(tmp_path / "collected"))
+    assert str(tmp_path / "collected" / "dense_mlp" / "none" / "seed2") in copied
+    again = compare.compare_runs(str(tmp_path / "collected"), source=tiny_source(),
+                                 output_dir=str(tmp_path / "cmp2"), contrasts=[("canonical", "none")])
+    assert again["contrasts"][0]["diverged"] == entry["diverged"]
+    # --overwrite trains it anew (here it does not diverge), and the record goes.
+    metrics = trainer.train_and_evaluate(config, str(lost), overwrite=True, source=tiny_source(), verbose=0)
+    assert metrics["config"]["seed"] == 2 and divergence.read(str(lost)) is None
+
+
+def test_every_run_diverged_is_said_not_called_unfinished(tmp_path):
+    """First-epoch divergence removed the run's directory: a study of diverged runs looked like no study at all."""
+    config = tiny_config(optimizer="sgd", learning_rate=1e12, epochs=1)
+    with pytest.raises(RunError, match=r"^training diverged \(its loss or weights became NaN/inf in epoch 1\); "
+                                       r"recorded in .*diverged.json, which a comparison counts"):
+        trainer.train_and_evaluate(config, str(tmp_path / "run"), source=tiny_source(), verbose=0)
+    with open(tmp_path / "run" / "diverged.json") as f:
+        assert json.load(f)["config"]["learning_rate"] == 1e12
+    with pytest.raises(ValueError, match=r"^no finished runs below .* yet: the 1 run\(s\) there diverged in training "
+                                         r"\(each its diverged.json\)"):
+        compare.compare_runs(str(tmp_path), source=tiny_source())
+    assert os.path.isfile(tmp_path / "run" / "config.json")
+    # Served or scored, it is named as diverged (it said "rerun its train.py command to finish it").
+    with pytest.raises(ExportError, match=r"^.*run is a run whose training diverged \(its loss or weights became "
+                                          r"NaN/inf in epoch 1; .*\): it has no export and no scores"):
+        client.export_of(str(tmp_path / "run"))
+    assert "its training diverged (in epoch 1; " in workdirs.reexport_fix(str(tmp_path / "run"), "it")
