@@ -144,9 +144,9 @@ class Float32Dropout(keras.layers.Dropout):
 class Float32SpatialDropout2D(keras.layers.SpatialDropout2D):
     """keras.layers.SpatialDropout2D drawing, comparing and scaling in float32."""
 
-    def __init__(self, rate, data_format=None, seed=None, name=None, dtype=None):
-        super().__init__(_drawable(rate), data_format=data_format, seed=seed, name=name,
-                         dtype=dtype)
+    def __init__(self, rate, data_format="channels_last", seed=None, name=None, dtype=None):
+        # channels_last whatever keras.config.image_data_format() says: the zoo's feature maps are [batch, H, W, C].
+        super().__init__(_drawable(rate), data_format=data_format, seed=seed, name=name, dtype=dtype)
 
     def get_config(self):
         # Keras 3.15's SpatialDropout2D saves `self.dtype`, the variable dtype

@@ -36,6 +36,8 @@ NORMS = ("none", "batch")
 # for a layer whose inputs vary little is several times their real variance.
 # Short runs want a lower momentum (0.9 keeps 1e-20 after 435 steps).
 DEFAULT_BN_MOMENTUM = 0.99
+# Every image layer's, whatever keras.config.image_data_format() (keras.json) says: images come as [batch, H, W, C].
+CHANNELS = "channels_last"
 # Kernel seeds (offset = layer index) and mask streams (`mask_stream`) stay
 # apart for networks of up to this many layers, Flatten and classifier included.
 MAX_LAYERS = 50
@@ -395,19 +397,19 @@ def build_network(spec, placement, *, rate=None, kind="inverted", activation="re
         if isinstance(layer, Conv):
             x = keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides,
                                     padding=layer.padding, use_bias=not batch_norm, kernel_initializer=init,
-                                    name=layer.name)(x)
+                                    data_format=CHANNELS, name=layer.name)(x)
         elif isinstance(layer, Dense):
             x = keras.layers.Dense(layer.units, use_bias=not batch_norm, kernel_initializer=init,
                                    name=layer.name)(x)
         elif isinstance(layer, Pool) and layer.average:
-            x = keras.layers.AveragePooling2D(layer.size, name=layer.name)(x)
+            x = keras.layers.AveragePooling2D(layer.size, data_format=CHANNELS, name=layer.name)(x)
         elif isinstance(layer, Pool):
-            pool = pooling.MaxPooling2D(layer.size, name=layer.name)
+            pool = pooling.MaxPooling2D(layer.size, data_format=CHANNELS, name=layer.name)
             if relu is not None and relu.output is x:  # nothing between them: the pool takes ReLU's gradient
                 pooling.fold_relu(relu, pool)
             x = pool(x)
         elif isinstance(layer, Flatten):
-            x = keras.layers.Flatten(name=layer.name)(x)
+            x = keras.layers.Flatten(data_format=CHANNELS, name=layer.name)(x)
         elif isinstance(layer, Output):
             # float32 outputs keep the loss and softmax stable under mixed precision.
             x = keras.layers.Dense(num_classes, kernel_initializer=init, dtype="float32",

@@ -413,3 +413,18 @@ def test_the_layer_table_shows_each_dropout_where_the_placement_put_it():
         "dense1.post": "classic, rate 0.5, one draw per unit"}
     assert rows[names.index("conv2")] == {"layer": "conv2", "type": "Conv2D", "shape": "(None, 24, 24, 64)",
                                           "params": "18,496", "dropout": ""}
+
+
+def test_networks_are_channels_last_whatever_keras_json_says():
+    """Under image_data_format channels_first a 28x28x1 digit was read as 28 channels of 28x1 columns (a text
+    network's conv1 had 2,024 weights, not 80) and the inverted spatial mask dropped columns, silently."""
+    keras.config.set_image_data_format("channels_first")
+    try:
+        assert models.build("keras_mnist_cnn", input_shape=(28, 28, 1)).count_params() == 1_199_882
+        model = models.build_from_spec("conv8k3same,flatten,dense16", "spatial", input_shape=(28, 28, 1),
+                                       num_classes=10)
+        assert model.get_layer("conv1").count_params() == 80
+        drops = [layer for layer in model.layers if isinstance(layer, keras.layers.SpatialDropout2D)]
+        assert drops and all(layer.data_format == "channels_last" for layer in drops)
+    finally:
+        keras.config.set_image_data_format("channels_last")
