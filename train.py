@@ -33,6 +33,7 @@ from dropzoo import checkpoints  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import locks  # noqa: E402
+from dropzoo import outcomes  # noqa: E402
 from dropzoo import shards  # noqa: E402
 from dropzoo import sources  # noqa: E402
 from dropzoo import strategies  # noqa: E402
@@ -143,10 +144,10 @@ def _task_share(runs, task):
 
 def _print_sweep(results, task, root):
     """The sweep's summary, and its exit status: 1 where a run failed, 75 where a task left runs to another."""
-    print(sweep.summary(results))
-    if sweep.failed(results):
+    print(outcomes.summary(results))
+    if outcomes.failed(results):
         return 1
-    skipped = any(isinstance(outcome, sweep.Skipped) for _, _, outcome in results)
+    skipped = any(isinstance(outcome, outcomes.Skipped) for _, _, outcome in results)
     if task is None and not skipped:
         root = root or os.path.commonpath([workdir for _, workdir, _ in results])
         print(f"TensorBoard:  tensorboard --logdir {shlex.quote(root)}")  # (as a single run's lines say)

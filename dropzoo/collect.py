@@ -35,13 +35,17 @@ def collect(runs_dirs, destination):
     if inside:
         raise ConfigError(f"--collect {destination} is inside --runs_dir {inside[0]}: a later collect would copy "
                           "the copies too; collect into a directory outside it")
-    pairs, found = [], set()
+    pairs, found, diverged = [], set(), []
     for runs_dir in runs_dirs:
-        for run in records.find_runs([runs_dir]):
+        lost = divergence.diverged_runs(workdirs.unfinished_runs([runs_dir]))  # (a directory of those alone too)
+        diverged += [(run, os.path.normpath(os.path.join(destination, os.path.relpath(run, runs_dir))))
+                     for run in lost]
+        for run in records.find_runs([runs_dir], required=not lost):
             if os.path.realpath(run) not in found:  # runs directories that overlap: each run once
                 found.add(os.path.realpath(run))
                 pairs.append((run, os.path.normpath(os.path.join(destination, os.path.relpath(run, runs_dir)))))
     _check_not_nested(pairs, destination)
+    _check_diverged(pairs, diverged)
     first = {}
     for run, target in pairs:  # before anything is copied: a refused collect changes nothing
         other = first.setdefault(target, run)
@@ -76,16 +80,11 @@ def collect(runs_dirs, destination):
             if os.path.isfile(os.path.join(run, name)):
                 _copy_whole(os.path.join(run, name), os.path.join(target, name))
         copied.append(target)
-    for runs_dir in runs_dirs:  # runs that diverged in training: their variant's diverged seeds, carried too
-        for run in divergence.diverged_runs(workdirs.unfinished_runs([runs_dir])):
-            target = os.path.normpath(os.path.join(destination, os.path.relpath(run, runs_dir)))
-            if os.path.isfile(os.path.join(target, "metrics.json")):
-                raise ConfigError(f"{run} diverged in training, and {target} holds a finished run of its path: "
-                                  "collect the runs into a directory of their own (--collect=DEST/NAME)")
-            os.makedirs(target, exist_ok=True)
-            for name in ("config.json", divergence.FILE):  # diverged.json last: it makes the copy a diverged run
-                _copy_whole(os.path.join(run, name), os.path.join(target, name))
-            copied.append(target)
+    for run, target in diverged:  # runs that diverged in training: their variant's diverged seeds, carried too
+        os.makedirs(target, exist_ok=True)
+        for name in ("config.json", divergence.FILE):  # diverged.json last: it makes the copy a diverged run
+            _copy_whole(os.path.join(run, name), os.path.join(target, name))
+        copied.append(target)
     for runs_dir in runs_dirs:  # the array plans too: a comparison of the copies names the runs never trained
         for plan in shards.plans(runs_dir):
             target = os.path.join(destination, os.path.relpath(plan, runs_dir))
@@ -98,6 +97,23 @@ def _copy_whole(source, target):
     """Copies `source` to `target` whole or not at all: a collect stopped midway (Ctrl-C, a full disk) leaves no
     half-copied record to be read later."""
     return files.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def _check_diverged(pairs, diverged):
+    """ConfigError, before anything is copied, where a run that diverged in training and a finished run (collected
+    now, or held already) would share one path: one would replace the other's record."""
+    finished = {target: run for run, target in pairs}
+    for run, target in diverged:
+        other = finished.get(target) or (target if os.path.isfile(os.path.join(target, "metrics.json")) else None)
+        if other:
+            raise ConfigError(f"{run} diverged in training, and {other} finished with the same path below its runs "
+                              "directory (one variant and seed, trained twice): collect each into a directory of "
+                              "its own (--collect=DEST/NAME)")
+    for run, target in pairs:
+        if os.path.isfile(divergence.path(target)):
+            raise ConfigError(f"{target} holds a run that diverged in training, and {run} finished with its path "
+                              "(one variant and seed, trained twice): collect each into a directory of its own "
+                              "(--collect=DEST/NAME)")
 
 
 def _check_not_nested(pairs, destination):

@@ -278,7 +278,7 @@ def tune_rates(rows):
         by_group.setdefault(_rate_group(r), {}).setdefault(r["config"]["rate"], []).append(r)
     if not any(len(rates) > 1 for rates in by_group.values()):
         return None
-    selected, grid, left_out, controls, uneven = {}, [], {}, [], []
+    selected, grid, left_out, controls, uneven, pooled = {}, [], {}, [], [], set()
     for group_key, rates in by_group.items():
         first = next(iter(rates.values()))[0]
         # Chosen on the seeds every rate has: a rate run on fewer (easier) seeds won on them alone.
@@ -289,10 +289,11 @@ def tune_rates(rows):
         chosen_on = {rate: [r for r in runs if r["seed"] in shared] or runs for rate, runs in rates.items()}
         scored = {rate: _finite_mean(runs, "validation_loss") for rate, runs in chosen_on.items()}
         finite = {rate: loss for rate, loss in scored.items() if np.isfinite(loss)}
-        if not finite and len(rates) > 1:
+        no_dropout = not any(r.get("sites") for runs in rates.values() for r in runs)  # one network at every rate
+        if not finite and len(rates) > 1 and not no_dropout:
             raise ValueError(f"the runs of {first['variant']} record no finite validation loss to choose a rate by; "
                              "train them with --validation_fraction > 0 (or, where every seed diverged, a lower "
-                             "--learning_rate)")
+                             "--learning_rate), or compare each rate's runs alone (--runs_dir=their directories)")
         # A rate whose seeds diverged is chosen last: the mean of its survivors would flatter it.
         selected[group_key] = min(finite, key=lambda rate: (len(_diverged(chosen_on[rate], "validation_loss")),
                                                             finite[rate], rate is None, rate or 0)) if finite else (
@@ -300,11 +301,11 @@ def tune_rates(rows):
         # The variant's label without its rate: what else tells variants apart stays (a precision, a model's digest).
         label = records.without_rate(first["variant"])
         extra = {rate: {r["seed"] for r in runs} - shared for rate, runs in rates.items()}
-        no_dropout = not any(r.get("sites") for runs in rates.values() for r in runs)  # one network at every rate
         if any(extra.values()) and not no_dropout:
             uneven.append((label, shared, extra))
         if no_dropout and len(rates) > 1:
             controls.append(next(r["variant"] for r in rates[selected[group_key]]))
+            pooled.add(group_key)
         for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):
             grid.append({"variant": label, "rate": rate, "seeds": len(runs), "chosen_on": len(chosen_on[rate]),
                          "only": len(rates) == 1, "validation_loss": scored[rate],
@@ -326,12 +327,22 @@ def tune_rates(rows):
                      "the seeds apart rather than the rates; train every rate on the same seeds")
     notes += [f"{chosen} has no dropout sites: its rates are one network (trained once), so the rate its label "
               "carries was not chosen by anything; it stands for every rate" for chosen in controls]
-    return {"selected": selected, "grid": grid, "notes": notes}
+    return {"selected": selected, "grid": grid, "notes": notes, "pooled": pooled}
 
 
 def at_selected_rates(rows, tuned):
-    """The rows of each placement at its selected rate."""
-    return [r for r in rows if tuned["selected"][_rate_group(r)] == r["config"]["rate"]]
+    """The rows of each placement at its selected rate; of a control without dropout sites (one network at every
+    rate: `pooled`), each seed once from any of its rates, under its selected rate's label and key."""
+    kept = [r for r in rows if tuned["selected"][_rate_group(r)] == r["config"]["rate"]]
+    for group in tuned.get("pooled", ()):
+        chosen = [r for r in kept if _rate_group(r) == group]
+        seeds = {r["seed"] for r in chosen}
+        for r in sorted((r for r in rows if _rate_group(r) == group and r["seed"] not in seeds),
+                        key=lambda r: (r["config"]["rate"] is None, r["config"]["rate"] or 0)):
+            if r["seed"] not in seeds:  # (a seed at two other rates: the lower one's)
+                kept.append({**r, "variant": chosen[0]["variant"], "key": chosen[0]["key"]})
+                seeds.add(r["seed"])
+    return kept
 
 
 # ---------------------------------------------------------------------- whole

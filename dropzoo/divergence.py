@@ -14,6 +14,7 @@ import math
 import os
 
 from dropzoo import files
+from dropzoo import performance
 from dropzoo.errors import RunError
 
 FILE = "diverged.json"
@@ -34,7 +35,8 @@ def read(workdir):
 def write(workdir, epoch, described):
     """Records that the run in `workdir` diverged in `epoch`; `described`: what it trained (trainer.describe_run's
     entries and its precision), from which a comparison finds its variant."""
-    files.write_json(path(workdir), {"epoch": epoch, "why": WHY, **described})
+    files.write_json(path(workdir), {"epoch": epoch, "why": WHY, "machine": performance.describe_machine(),
+                                     **described})
 
 
 def identical(workdir, target_workdir, described):
@@ -52,14 +54,24 @@ def diverged_now(workdir, epoch):
             "(or --overwrite this run)")
 
 
+class Before(RunError):
+    """The run diverged when it was trained before: a one-line refusal to train it again, and `kept`, what a sweep
+    says of it (its outcome is recorded, as a finished run's is)."""
+
+    def __init__(self, workdir, record):
+        self.kept = (f"in epoch {record['epoch']} when it was trained ({path(workdir)}): recorded and kept, a "
+                     "diverged seed of its variant (--overwrite trains it anew)")
+        super().__init__(f"this run diverged in training before ({record['why']} in epoch {record['epoch']}; "
+                         f"{path(workdir)}): run again it would diverge again, and a comparison counts it as its "
+                         "variant's diverged seed; pass --overwrite to train it anew (after a code change), or train "
+                         "other settings (a lower --learning_rate) in another --workdir")
+
+
 def check_not_diverged(workdir):
-    """RunError where the run in `workdir` diverged when it was trained."""
+    """`Before` where the run in `workdir` diverged when it was trained."""
     record = read(workdir)
     if record:
-        raise RunError(f"this run diverged in training before ({record['why']} in epoch {record['epoch']}; "
-                       f"{path(workdir)}): run again it would diverge again, and a comparison counts it as its "
-                       "variant's diverged seed; pass --overwrite to train it anew (after a code change), or train "
-                       "other settings (a lower --learning_rate) in another --workdir")
+        raise Before(workdir, record)
 
 
 def no_export(workdir):
@@ -98,7 +110,8 @@ def rows(run_dirs, rows, make_row, key):
         if like is None:
             alone.append(run)
             continue
-        new = make_row(run, record, {}, like["data_source"], run, like["data_sha256"])
+        trained = os.path.normpath(os.path.join(run, record["identical_to"])) if "identical_to" in record else run
+        new = make_row(run, record, {}, like["data_source"], trained, like["data_sha256"])
         for field, value in like.items():
             if field not in new:  # its evaluation's scores: not finite, its other lists none
                 new[field] = math.nan if isinstance(value, float) else None if isinstance(value, list) else value

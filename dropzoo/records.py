@@ -39,8 +39,9 @@ FIX = "delete it and rerun that run's train.py command to re-measure it"
 METRICS_FIELDS = {"config": {"model": str, "placement": str, "seed": int}, "data": {"origin": dict}}
 
 
-def find_runs(runs_dirs):
-    """Directories below any of `runs_dirs` holding a finished run (a metrics.json), sorted."""
+def find_runs(runs_dirs, required=True):
+    """Directories below any of `runs_dirs` holding a finished run (a metrics.json), sorted; ValueError where there
+    are none (unless not `required`: [])."""
     check_runs_dirs(runs_dirs)
     found = []
     for runs_dir in runs_dirs:
@@ -56,6 +57,8 @@ def find_runs(runs_dirs):
                     raise ValueError(f"the run {root} holds another run below it ({nested}): a comparison takes a "
                                      "run's directory as one run; move the runs below it into a directory of their "
                                      "own, and give --runs_dir both")
+    if not found and not required:
+        return []
     if not found and (left := workdirs.unfinished_runs(runs_dirs)):
         raise ValueError(f"no finished runs below {', '.join(runs_dirs)} yet: " + (
             workdirs.unfinished_note(runs_dirs) or f"the {len(left)} run(s) there diverged in training (each its "

@@ -80,7 +80,8 @@ def markdown(sizes, accuracy, contrasts, cell, verdict_text, seeds_text):
                 result = e[c.metric]
                 if result["n"] < 2:  # no interval (as the comparison's table says)
                     difference = f"{result['difference'] * c.scale:+.{c.digits}f}" if result["n"] else ""
-                    cells += [difference, "needs 2 or more seeds"]
+                    cells += [difference, f"inconclusive ({result['diverged']})" if result.get("diverged")
+                              else "needs 2 or more seeds"]  # (as the comparison's table says)
                 else:
                     cells += [_ci_text(result, c), verdict_text(result, c)]
             lines.append("| " + " | ".join(cells) + " |")

@@ -13,7 +13,6 @@ import dataclasses
 import itertools
 import numbers
 import os
-import socket
 import traceback
 
 import tensorflow as tf
@@ -28,6 +27,7 @@ from dropzoo import errors
 from dropzoo import files
 from dropzoo import keras_state
 from dropzoo import locks
+from dropzoo import outcomes
 from dropzoo import performance
 from dropzoo import run_data
 from dropzoo import sources
@@ -122,10 +122,6 @@ def run_dir(root, config, varying=()):
     return os.path.join(root, config.model, variant_name(config, varying), f"seed{config.seed}")
 
 
-class Skipped(str):
-    """A run another process was training: its lock holder, as a one-line reason."""
-
-
 # What a sweep run's identity leaves to models.construction_key: the network.
 _NETWORK_FIELDS = ("model", "network", "placement", "sites", "rate", "kind", "activation", "norm")
 
@@ -160,7 +156,7 @@ def dry_run(runs, overwrite=False, source=None):
     loaded = {}
     notes, described = check_data_fits(runs, loaded, source)
     trained_by = plan(runs)
-    lines, finished, refused = [], set(), set()
+    lines, finished, refused, kept = [], set(), set(), set()
     for i, (config, workdir) in enumerate(runs):
         resolved = trainer.resolve(config)
         line = f"{workdir}  {summaries.settings_line(config, resolved['sites'])}"
@@ -170,6 +166,9 @@ def dry_run(runs, overwrite=False, source=None):
         if refusal:  # a follower too: its record would be refused as a trained run is
             refused.add(i)
             line += f"  (refused: {refusal})"
+        elif not overwrite and (diverged := divergence.read(workdir)):
+            kept.add(i)
+            line += f"  (diverged in epoch {diverged['epoch']}: recorded, kept)"
         elif not overwrite and os.path.exists(os.path.join(workdir, "metrics.json")) and not (
                 trained_by[i] != i and workdirs.recorded_elsewhere(workdir, runs[trained_by[i]][1])):
             finished.add(i)
@@ -179,9 +178,10 @@ def dry_run(runs, overwrite=False, source=None):
         elif not overwrite and workdirs.started(workdir):
             line += "  (started: resumes from its last checkpoint)"
         lines.append(line)
-    trained = len(set(trained_by) - finished - refused)
-    identical = sum(target != i and i not in finished | refused for i, target in enumerate(trained_by))
+    trained = len(set(trained_by) - finished - refused - kept)
+    identical = sum(target != i and i not in finished | refused | kept for i, target in enumerate(trained_by))
     done = f"{len(finished)} finished, " if finished else ""
+    done += f"{len(kept)} diverged before (kept), " if kept else ""
     done += f"{len(refused)} refused (see their lines), " if refused else ""
     done += f"{identical} identical by construction (recorded, not trained), " if identical else ""
     lines += [f"data: {flags}: {classes} classes, images of {'x'.join(map(str, shape))}"
@@ -305,8 +305,9 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
 
     A run identical by construction to an earlier one (`plan`) is not trained: its outcome is the record of the run
     that stands for it (`trainer.record_identical`). Else it is the run's metrics; a `Skipped` reason if another
-    process holds its workdir (the same sweep started several times splits the work); or, for a run that failed
-    (e.g. a NaN loss), its error in one line, and the sweep goes on. Runs of one data share one loaded source
+    process holds its workdir (the same sweep started several times splits the work); `Diverged` where its training
+    diverged when it was trained before (its record kept: outcomes.py); or, for a run that failed (e.g. diverged
+    now), its error in one line, and the sweep goes on. Runs of one data share one loaded source
     (`source`, if given, is every run's); data that cannot be loaded, fell back to another run's or changed since a
     run finished (DataError), or a network that cannot take it, stops the sweep before `overwrite` deletes or any
     run trains."""
@@ -334,7 +335,7 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
             if target != i - 1:
                 outcome = _identical(config, workdir, results[target], overwrite)
                 if verbose:
-                    print(f"  {_identical_line(results[target][1], outcome)}", flush=True)
+                    print(f"  {outcomes.identical_line(results[target][1], outcome)}", flush=True)
                 results.append((config, workdir, outcome))
                 continue
             keras_state.clear_session()  # fresh graph and layer names for every run
@@ -343,9 +344,11 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
                 outcome = trainer.train_and_evaluate(config, workdir, overwrite=overwrite, source=data,
                                                      verbose=verbose, serving_artifacts=serving_artifacts)
             except locks.WorkdirLocked as e:
-                outcome = Skipped(str(e))
+                outcome = outcomes.Skipped(str(e))
                 if verbose:
                     print("  skipped: another process is training it", flush=True)
+            except divergence.Before as e:  # its outcome recorded when it was trained: kept, as a finished run is
+                outcome = outcomes.Diverged(e.kept)
             except errors.USER_ERRORS as e:  # the same errors the scripts print in one line
                 outcome = f"{type(e).__name__}: {' '.join(str(e).split())}"
                 if verbose:
@@ -393,8 +396,8 @@ def _identical(config, workdir, trained, overwrite=False):
     """The outcome of a run identical to `trained` = (config, workdir, outcome), recorded as a trained run's (or a
     diverged one's) would be: under its lock, where it holds nothing of other settings; a finished run there kept."""
     _, target_workdir, outcome = trained
-    if isinstance(outcome, Skipped):
-        return Skipped(f"identical by construction to {target_workdir}, which another process is training")
+    if isinstance(outcome, outcomes.Skipped):
+        return outcomes.Skipped(f"identical by construction to {target_workdir}, which another process is training")
     diverged = not isinstance(outcome, dict) and divergence.read(target_workdir)  # this network diverges: recorded
     if not isinstance(outcome, dict) and not diverged:
         return f"identical by construction to {target_workdir}, which failed"
@@ -402,49 +405,15 @@ def _identical(config, workdir, trained, overwrite=False):
     try:
         claim = trainer.claim_workdir(config, workdir, overwrite, lock)
         if "locked" in claim:
-            return Skipped(claim["locked"])
+            return outcomes.Skipped(claim["locked"])
         if diverged:
             return divergence.identical(workdir, target_workdir, trainer.describe_run(config, diverged["data"]))
         if claim["finished"] and not workdirs.recorded_elsewhere(workdir, target_workdir):
             return claim["finished"]
         return trainer.record_identical(config, workdir, target_workdir, outcome)  # (again, where moved)
+    except divergence.Before as e:
+        return outcomes.Diverged(e.kept)
     except errors.USER_ERRORS as e:
         return f"{type(e).__name__}: {' '.join(str(e).split())}"
     finally:
         lock.release()
-
-
-def _identical_line(target_workdir, outcome):
-    """What a sweep prints of a run identical by construction to the run in `target_workdir`."""
-    if not isinstance(outcome, dict):
-        return f"{'skipped' if isinstance(outcome, Skipped) else 'failed'}: {outcome}"
-    return f"identical by construction to {target_workdir}" + (
-        ": recorded, not trained" if "identical_to" in outcome else "; its own finished run here is kept")
-
-
-def failed(results):
-    """The results whose run failed (skipped runs are another process's)."""
-    return [r for r in results if not isinstance(r[2], (dict, Skipped))]
-
-
-def summary(results):
-    """One line per run: workdir, test accuracy and who trained it (or why not)."""
-    me = {"host": socket.gethostname(), "pid": os.getpid()}
-    lines = []
-    for _, workdir, outcome in results:
-        if isinstance(outcome, Skipped):
-            lines.append(f"{workdir}  SKIPPED (in use by another process)")
-        elif isinstance(outcome, dict) and "identical_to" in outcome:
-            lines.append(f"{workdir}  identical by construction to "
-                         f"{os.path.normpath(os.path.join(workdir, outcome['identical_to']))} (not trained)")
-        elif isinstance(outcome, dict):
-            by = outcome.get("trained_by")
-            who = ("trained here" if by == me else
-                   f"finished earlier, by process {by['pid']} on host {by['host']}" if by else "finished earlier")
-            lines.append(f"{workdir}  test_accuracy={outcome['test_accuracy']:.4f}  ({who})")
-        else:
-            lines.append(f"{workdir}  FAILED {outcome.splitlines()[0]}")
-    if skipped := sum(isinstance(outcome, Skipped) for _, _, outcome in results):
-        lines.append(f"{skipped} run(s) were being trained by another process; rerun this command once it is done "
-                     "to see every result")
-    return "\n".join(lines)

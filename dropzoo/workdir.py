@@ -255,6 +255,7 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     eval_files = [path for pattern in EVAL_FILES for path in glob.glob(os.path.join(workdir, pattern))]
     if overwrite:
         files.remove(list(files_.values()) + eval_files + [divergence.path(workdir)])
+    divergence.check_not_diverged(workdir)  # (its recorded outcome: kept)
     record = {**config.to_dict(), RESOLVED: resolved}
     check_recorded(config, workdir, resolved)
     if os.path.exists(files_["config.json"]):
@@ -280,7 +281,6 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
 def check_recorded(config, workdir, resolved):
     """RunError unless what `workdir` holds (a finished run, or checkpoints to resume) is of `config`'s settings,
     by its config.json, else (deleted) by what its metrics.json or its newest checkpoint records."""
-    divergence.check_not_diverged(workdir)
     files_ = paths(workdir)
     if not started(workdir):
         return
@@ -433,8 +433,9 @@ def unfinished_runs(runs_dirs):
                 dirs[:] = []
             elif "config.json" in names:  # (finished below another of runs_dirs, where its rerun went: not left)
                 elsewhere = [os.path.join(d, os.path.relpath(root, runs_dir)) for d in runs_dirs]
-                if not any(os.path.isfile(os.path.join(run, "metrics.json")) and shards.same_settings(root, run)
-                           for run in elsewhere):
+                if os.path.isfile(divergence.path(root)) or not any(  # (a diverged run is an outcome: counted)
+                        os.path.isfile(os.path.join(run, "metrics.json")) and shards.same_settings(root, run)
+                        for run in elsewhere):
                     found.append(os.path.normpath(root))
                 dirs[:] = []
     return sorted(found)

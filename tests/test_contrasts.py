@@ -1083,6 +1083,27 @@ def test_a_rate_grid_says_the_control_without_dropout_chose_no_rate():
                      "label carries was not chosen by anything; it stands for every rate"]
 
 
+def test_a_rate_grids_control_keeps_its_seeds_at_every_rate():
+    """The control was taken at the grid's lowest rate: seeds trained later at the chosen rate alone (the docs'
+    confirmatory --rate=R --seed=N) were left out of its mean and contrasts, as 'no run of the other variant'."""
+    rows = []
+    for rate, seeds in ((0.2, 3), (0.5, 5)):
+        for placement, sites in (("canonical", f"d.post:{rate}"), ("none", "")):
+            loss = 0.3 + (0.5 - rate) if placement == "canonical" else 0.3  # 0.5 chosen for canonical
+            made = _rows(placement, [0.9 + 0.001 * k for k in range(seeds)], [0.3] * seeds)
+            rows += [{**r, "run": f"{rate}/{r['run']}", "validation_loss": loss, "sites": sites,
+                      "config": {**r["config"], "rate": rate}} for r in made]
+    compared = compare.at_selected_rates(variants.label_rows(rows), compare.tune_rates(rows))
+    none = sorted((r["seed"], r["config"]["rate"], r["variant"]) for r in compared if not r["sites"])
+    assert none == [(0, 0.2, "m/none-rate0.2"), (1, 0.2, "m/none-rate0.2"), (2, 0.2, "m/none-rate0.2"),
+                    (3, 0.5, "m/none-rate0.2"), (4, 0.5, "m/none-rate0.2")]  # each seed once, one variant
+    assert sorted(r["seed"] for r in compared if r["sites"]) == [0, 1, 2, 3, 4]
+    (entry,) = contrasts.contrast_table(compared, [(next(r["key"] for r in compared if not r["sites"]),
+                                                    next(r["key"] for r in compared if r["sites"]))],
+                                        {"test_accuracy": 0.005})
+    assert entry["test_accuracy"]["n"] == 5 and entry["left_out"] == []
+
+
 def test_a_contrast_side_at_a_rate_validation_did_not_choose_says_so():
     """'matches no variant' was said of a variant whose directory was there, at a rate of the grid not chosen."""
     rows = []

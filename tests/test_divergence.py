@@ -15,9 +15,11 @@ from dropzoo import client
 from dropzoo import collect
 from dropzoo import compare
 from dropzoo import divergence
+from dropzoo import outcomes
 from dropzoo import sweep
 from dropzoo import trainer
 from dropzoo import workdir as workdirs
+from dropzoo.errors import ConfigError
 from dropzoo.errors import ExportError
 from dropzoo.errors import RunError
 
@@ -63,8 +65,13 @@ def test_a_diverged_seed_makes_its_variants_contrasts_inconclusive(tmp_path, mon
                                        r"NaN/inf in epoch 1; .*diverged.json\): run again it would diverge again"):
         trainer.train_and_evaluate(config, str(lost), source=tiny_source(), verbose=0)
     assert divergence.read(str(lost)) is not None
-    text = sweep.dry_run([(config, str(lost))], source=tiny_source())[0]
-    assert "(refused: this run diverged in training before" in text
+    text, refused = sweep.dry_run(runs, source=tiny_source())
+    assert refused == 0 and f"{lost}  " in text and "(diverged in epoch 1: recorded, kept)" in text
+    assert text.endswith("9 run(s), 6 finished, 3 diverged before (kept), 0 to train; nothing was written (--dry_run)")
+    # The sweep run again: its outcome is recorded, so it fails nothing (an array task rerun by its scheduler ends).
+    again = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    assert not outcomes.failed(again) and sum(isinstance(o, outcomes.Diverged) for _, _, o in again) == 3
+    assert f"{lost}  DIVERGED in epoch 1 when it was trained" in outcomes.summary(again)
     # Compared: each contrast of a variant with a diverged seed is inconclusive, and a note names the runs.
     result = compare.compare_runs(str(root), source=tiny_source(), output_dir=str(tmp_path / "cmp"),
                                   contrasts=[("canonical", "none")])
@@ -78,12 +85,25 @@ def test_a_diverged_seed_makes_its_variants_contrasts_inconclusive(tmp_path, mon
     assert not any("unfinished" in note for note in result["notes"])
     assert {e["variant"]: e["seeds"] for e in result["table"]} == {
         "dense_mlp/canonical": 3, "dense_mlp/none": 3, "dense_mlp/after_activation": 3}
+    # The follower is still canonical by construction: not contrasted with it, nor counted in the Holm family.
+    both = compare.compare_runs(str(root), source=tiny_source(), output_dir=str(tmp_path / "cmp3"),
+                                contrasts=[("after_activation", "canonical"), ("canonical", "none")])
+    assert [e["identical"] for e in both["contrasts"]] == [True, False]
     # Carried to another machine with the finished runs: the copy compares alike.
     copied = collect.collect(str(root), str(tmp_path / "collected"))
     assert str(tmp_path / "collected" / "dense_mlp" / "none" / "seed2") in copied
-    again = compare.compare_runs(str(tmp_path / "collected"), source=tiny_source(),
-                                 output_dir=str(tmp_path / "cmp2"), contrasts=[("canonical", "none")])
-    assert again["contrasts"][0]["diverged"] == entry["diverged"]
+    copy = compare.compare_runs(str(tmp_path / "collected"), source=tiny_source(),
+                                output_dir=str(tmp_path / "cmp2"), contrasts=[("canonical", "none")])
+    assert copy["contrasts"][0]["diverged"] == entry["diverged"]
+    # The same seed finished elsewhere (another machine): one variant and seed trained twice, refused, not dropped.
+    elsewhere = tmp_path / "elsewhere" / "dense_mlp" / "none" / "seed2"
+    trainer.train_and_evaluate(config, str(elsewhere), source=tiny_source(), verbose=0, serving_artifacts=False)
+    with pytest.raises(ConfigError, match=r"are the same variant \(dense_mlp/none\) and seed \(2\), trained apart"):
+        compare.compare_runs([str(root), str(tmp_path / "elsewhere")], source=tiny_source(),
+                             output_dir=str(tmp_path / "cmp4"))
+    with pytest.raises(ConfigError, match=r"diverged in training, and .*elsewhere.* finished with the same path"):
+        collect.collect([str(root), str(tmp_path / "elsewhere")], str(tmp_path / "both"))
+    assert not (tmp_path / "both").exists()  # refused before anything was copied
     # --overwrite trains it anew (here it does not diverge), and the record goes.
     metrics = trainer.train_and_evaluate(config, str(lost), overwrite=True, source=tiny_source(), verbose=0)
     assert metrics["config"]["seed"] == 2 and divergence.read(str(lost)) is None
@@ -101,6 +121,9 @@ def test_every_run_diverged_is_said_not_called_unfinished(tmp_path):
                                          r"\(each its diverged.json\)"):
         compare.compare_runs(str(tmp_path), source=tiny_source())
     assert os.path.isfile(tmp_path / "run" / "config.json")
+    # Collected, a directory of diverged runs alone is carried (a machine whose seeds all diverged).
+    assert collect.collect(str(tmp_path), str(tmp_path.parent / f"{tmp_path.name}-copy")) == [
+        str(tmp_path.parent / f"{tmp_path.name}-copy" / "run")]
     # Served or scored, it is named as diverged (it said "rerun its train.py command to finish it").
     with pytest.raises(ExportError, match=r"^.*run is a run whose training diverged \(its loss or weights became "
                                           r"NaN/inf in epoch 1; .*\): it has no export and no scores"):

@@ -29,6 +29,7 @@ from dropzoo import export
 from dropzoo import files
 from dropzoo import interrupts
 from dropzoo import locks
+from dropzoo import outcomes
 from dropzoo import sweep
 from dropzoo import trainer
 from dropzoo import workdir as workdir_lib
@@ -924,7 +925,7 @@ def test_a_sweep_records_an_identical_run_only_where_a_trained_run_could_be_writ
     finally:
         holder.kill()
         holder.wait()
-    assert isinstance(outcome, sweep.Skipped) and not os.path.exists(os.path.join(held, "metrics.json")), outcome
+    assert isinstance(outcome, outcomes.Skipped) and not os.path.exists(os.path.join(held, "metrics.json")), outcome
     # Free: the record, pointing at the run that stands for it; a second sweep reports it as it is.
     record = sweep._identical(runs[1][0], held, (runs[0][0], canonical, trained))
     assert record["identical_to"] == os.path.join("..", "canonical") and record["test_accuracy"] == trained[

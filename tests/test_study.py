@@ -18,6 +18,7 @@ from dropzoo import compare
 from dropzoo import config as config_lib
 from dropzoo import contrasts
 from dropzoo import flags as flags_lib
+from dropzoo import outcomes
 from dropzoo import rates_report
 from dropzoo import records
 from dropzoo import regime
@@ -368,7 +369,7 @@ def test_a_user_error_inside_a_sweep_is_one_line_and_the_sweep_goes_on(tmp_path,
     failed, finished = results[0][2], results[1][2]
     assert failed.startswith("ExportError: export at ") and "\n" not in failed
     assert "Traceback" not in failed and isinstance(finished, dict)
-    assert "FAILED ExportError" in sweep.summary(results).splitlines()[0]
+    assert "FAILED ExportError" in outcomes.summary(results).splitlines()[0]
 
 
 # ------------------------------------------------- rate x placement
@@ -561,7 +562,7 @@ def test_the_relu_trio_is_trained_once_and_reported_three_times(tmp_path, activa
         with open(comparison["paths"]["comparison.md"]) as f:
             assert f.read().count("(= dense_mlp/canonical, identical by construction)") == 2
         assert all(c["identical"] for c in comparison["contrasts"])
-        assert "identical by construction to" in sweep.summary(results)
+        assert "identical by construction to" in outcomes.summary(results)
     else:
         assert identical == {f"dense_mlp/after_activation{suffix}": f"dense_mlp/canonical{suffix}"}
         tested = {c["a"]: c for c in comparison["contrasts"] if not c["identical"]}
@@ -714,5 +715,5 @@ def test_a_dry_run_checks_a_prepared_tfds_datasets_sizes(tmp_path):
 def test_a_sweeps_summary_says_who_finished_a_run_in_words():
     """'finished earlier by vm pid 5588' read as a VM's process; the host and the process are named as such."""
     outcome = {"test_accuracy": 0.97, "trained_by": {"host": "vm", "pid": 5588}}
-    assert sweep.summary([(None, "runs/a", outcome)]).splitlines()[0] == (
+    assert outcomes.summary([(None, "runs/a", outcome)]).splitlines()[0] == (
         "runs/a  test_accuracy=0.9700  (finished earlier, by process 5588 on host vm)")
