@@ -469,9 +469,13 @@ def test_a_variant_without_dropout_pairs_with_the_baseline_of_its_own_mask_gener
 
 
 def test_a_rate_grid_without_validation_loss_is_a_clear_error():
-    rows = [_row("canonical", rate, 0, None, 0.9) for rate in (0.1, 0.5)]
-    with pytest.raises(ValueError, match="no finite validation loss .*--validation_fraction > 0"):
+    rows = [{**_row("canonical", rate, 0, None, 0.9), "sites": f"dense1.post:{rate:g}"} for rate in (0.1, 0.5)]
+    with pytest.raises(ValueError, match="no finite validation loss .*--validation_fraction > 0 .*, or compare each "
+                                         "rate's runs alone"):
         compare.tune_rates(rows)
+    # The control alone (no dropout sites: one network at every rate) has nothing to choose: not refused.
+    control = [{**_row("none", rate, 0, None, 0.9), "sites": ""} for rate in (0.1, 0.5)]
+    assert compare.tune_rates(control)["selected"]
 
 
 def test_a_rate_is_chosen_on_the_seeds_all_rates_ran_and_a_single_rate_needs_no_validation():
