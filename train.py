@@ -30,6 +30,7 @@ from absl import logging  # noqa: E402
 
 from dropzoo import artifacts  # noqa: E402
 from dropzoo import checkpoints  # noqa: E402
+from dropzoo import divergence  # noqa: E402
 from dropzoo import errors  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import locks  # noqa: E402
@@ -112,6 +113,9 @@ def _train(overwrite):
                 print(f"error: {e}; task {task[0]} of {task[1]} is not done: run it again once that process ends",
                       file=sys.stderr)
                 return EXIT_SHARE_NOT_DONE
+            except divergence.Before as e:  # its recorded outcome, as a sweep says of it (and its dry run)
+                print(f"{workdir}  DIVERGED {e.kept}")
+                return 0
             _print_run(metrics, workdir)
             return 0
         started_at = time.time()

@@ -294,10 +294,11 @@ def tune_rates(rows):
             raise ValueError(f"the runs of {first['variant']} record no finite validation loss to choose a rate by; "
                              "train them with --validation_fraction > 0 (or, where every seed diverged, a lower "
                              "--learning_rate), or compare each rate's runs alone (--runs_dir=their directories)")
-        # A rate whose seeds diverged is chosen last: the mean of its survivors would flatter it.
+        # A rate whose seeds diverged is chosen last: the mean of its survivors would flatter it. A control without
+        # dropout is one network at every rate: nothing to choose (its lowest rate names it; at_selected_rates).
         selected[group_key] = min(finite, key=lambda rate: (len(_diverged(chosen_on[rate], "validation_loss")),
-                                                            finite[rate], rate is None, rate or 0)) if finite else (
-            next(iter(rates)))  # one rate: nothing to choose
+                                                            finite[rate], rate is None, rate or 0)) if finite and (
+            not no_dropout) else min(rates, key=lambda rate: (rate is None, rate or 0))
         # The variant's label without its rate: what else tells variants apart stays (a precision, a model's digest).
         label = records.without_rate(first["variant"])
         extra = {rate: {r["seed"] for r in runs} - shared for rate, runs in rates.items()}
@@ -333,15 +334,20 @@ def tune_rates(rows):
 def at_selected_rates(rows, tuned):
     """The rows of each placement at its selected rate; of a control without dropout sites (one network at every
     rate: `pooled`), each seed once from any of its rates, under its selected rate's label and key."""
-    kept = [r for r in rows if tuned["selected"][_rate_group(r)] == r["config"]["rate"]]
-    for group in tuned.get("pooled", ()):
-        chosen = [r for r in kept if _rate_group(r) == group]
-        seeds = {r["seed"] for r in chosen}
-        for r in sorted((r for r in rows if _rate_group(r) == group and r["seed"] not in seeds),
-                        key=lambda r: (r["config"]["rate"] is None, r["config"]["rate"] or 0)):
-            if r["seed"] not in seeds:  # (a seed at two other rates: the lower one's)
-                kept.append({**r, "variant": chosen[0]["variant"], "key": chosen[0]["key"]})
-                seeds.add(r["seed"])
+    pooled, picked = tuned.get("pooled", ()), {}
+    for r in sorted((r for r in rows if _rate_group(r) in pooled), key=lambda r: (  # a seed's diverged run first
+            "diverged_in_epoch" not in r, r["config"]["rate"] is None, r["config"]["rate"] or 0)):
+        picked.setdefault((_rate_group(r), r["seed"]), r)
+    label = {group: next(r for r in rows if _rate_group(r) == group and r["config"]["rate"] == rate)
+             for group, rate in tuned["selected"].items() if group in pooled}
+    kept = []
+    for r in rows:
+        group = _rate_group(r)
+        if group not in pooled and tuned["selected"][group] == r["config"]["rate"]:
+            kept.append(r)
+        elif group in pooled and picked[group, r["seed"]] is r:  # (under the label of its chosen rate)
+            same = r["variant"] == label[group]["variant"]
+            kept.append(r if same else {**r, "variant": label[group]["variant"], "key": label[group]["key"]})
     return kept
 
 

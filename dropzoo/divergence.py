@@ -41,10 +41,20 @@ def write(workdir, epoch, described):
 
 def identical(workdir, target_workdir, described):
     """Records the run in `workdir`, identical by construction to the diverged run in `target_workdir`, as diverged
-    too (`described`: what it is, as `write` takes it); returns the sweep's line for it."""
+    too (`described`: what it is, as `write` takes it), in place of a record of the target's earlier finished run;
+    returns the sweep's line for it."""
     target = read(target_workdir)
+    files.remove([os.path.join(workdir, "metrics.json")])  # (identical to the target's weights before it diverged)
     files.write_json(path(workdir), {**target, **described, "identical_to": os.path.relpath(target_workdir, workdir)})
     return f"identical by construction to {target_workdir}, which diverged in training: recorded as diverged too"
+
+
+def forget_derived(workdir):
+    """Removes the record of a run identical by construction to a diverged one (derived from that run's, not
+    trained), so that it is derived again from what that run holds now (retrained, it may have finished)."""
+    record = read(workdir)
+    if record and "identical_to" in record:
+        os.remove(path(workdir))
 
 
 def diverged_now(workdir, epoch):

@@ -24,7 +24,8 @@ def failed(results):
 def identical_line(target_workdir, outcome):
     """What a sweep prints of a run identical by construction to the run in `target_workdir`."""
     if not isinstance(outcome, dict):
-        return f"{'skipped' if isinstance(outcome, Skipped) else 'failed'}: {outcome}"
+        kind = "skipped" if isinstance(outcome, Skipped) else "diverged" if isinstance(outcome, Diverged) else "failed"
+        return f"{kind}: {outcome}"
     return f"identical by construction to {target_workdir}" + (
         ": recorded, not trained" if "identical_to" in outcome else "; its own finished run here is kept")
 

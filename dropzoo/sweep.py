@@ -403,13 +403,16 @@ def _identical(config, workdir, trained, overwrite=False):
         return f"identical by construction to {target_workdir}, which failed"
     lock = locks.WorkdirLock(workdir)
     try:
+        divergence.forget_derived(workdir)  # its record of the target's divergence: derived again from the target
         claim = trainer.claim_workdir(config, workdir, overwrite, lock)
         if "locked" in claim:
             return outcomes.Skipped(claim["locked"])
-        if diverged:
-            return divergence.identical(workdir, target_workdir, trainer.describe_run(config, diverged["data"]))
-        if claim["finished"] and not workdirs.recorded_elsewhere(workdir, target_workdir):
-            return claim["finished"]
+        finished = claim["finished"]
+        if diverged and not (finished and "identical_to" not in finished):  # (its own finished run is kept)
+            line = divergence.identical(workdir, target_workdir, trainer.describe_run(config, diverged["data"]))
+            return outcomes.Diverged(line) if isinstance(outcome, outcomes.Diverged) else line  # (as its target)
+        if finished and not workdirs.recorded_elsewhere(workdir, target_workdir):
+            return finished
         return trainer.record_identical(config, workdir, target_workdir, outcome)  # (again, where moved)
     except divergence.Before as e:
         return outcomes.Diverged(e.kept)

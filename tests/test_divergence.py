@@ -107,6 +107,22 @@ def test_a_diverged_seed_makes_its_variants_contrasts_inconclusive(tmp_path, mon
     # --overwrite trains it anew (here it does not diverge), and the record goes.
     metrics = trainer.train_and_evaluate(config, str(lost), overwrite=True, source=tiny_source(), verbose=0)
     assert metrics["config"]["seed"] == 2 and divergence.read(str(lost)) is None
+    # Its target retrained (finished now), the follower is derived again: identical to it, not diverged.
+    target = root / "dense_mlp" / "canonical" / "seed2"
+    follower = root / "dense_mlp" / "after_activation" / "seed2"
+    trainer.train_and_evaluate(next(c for c, w in runs if w == str(target)), str(target), overwrite=True,
+                               source=tiny_source(), verbose=0, serving_artifacts=False)
+    assert not outcomes.failed(sweep.run_sweep(runs, source=tiny_source(), verbose=0))
+    assert divergence.read(str(follower)) is None and (follower / "metrics.json").exists()
+    # And the other way: the target retrained and diverging, its follower's record of the finished run goes.
+    _diverge_seed(monkeypatch, 2)
+    with pytest.raises(RunError, match="^training diverged"):
+        trainer.train_and_evaluate(next(c for c, w in runs if w == str(target)), str(target), overwrite=True,
+                                   source=tiny_source(), verbose=0)
+    monkeypatch.undo()
+    sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    assert divergence.read(str(follower))["identical_to"] == "../../canonical/seed2"
+    assert not (follower / "metrics.json").exists()
 
 
 def test_every_run_diverged_is_said_not_called_unfinished(tmp_path):
