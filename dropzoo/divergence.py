@@ -4,8 +4,9 @@ A diverged run is an outcome of its variant, not a run to leave out: the
 seeds that did not diverge would, alone, flatter a variant that diverges.
 So the trainer records it in `diverged.json` beside the run's config.json
 (what was trained, in which epoch it diverged, and why) and keeps the run's
-directory; `train.py` run again refuses it in one line (it would diverge
-again) unless `--overwrite`; `eval.py --collect` carries it; and a
+directory; `train.py` run again does not train it (it would diverge
+again) unless `--overwrite`, but says so (`Before`: its recorded outcome,
+kept, as a finished run's is); `eval.py --collect` carries it; and a
 comparison gives it a row of its variant whose scores are not finite, so
 each contrast of that variant is inconclusive and its rate is chosen last,
 as for a run whose record holds NaN scores.

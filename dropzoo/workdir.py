@@ -255,9 +255,9 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     eval_files = [path for pattern in EVAL_FILES for path in glob.glob(os.path.join(workdir, pattern))]
     if overwrite:
         files.remove(list(files_.values()) + eval_files + [divergence.path(workdir)])
-    divergence.check_not_diverged(workdir)  # (its recorded outcome: kept)
     record = {**config.to_dict(), RESOLVED: resolved}
     check_recorded(config, workdir, resolved)
+    divergence.check_not_diverged(workdir)  # (its recorded outcome: kept)
     if os.path.exists(files_["config.json"]):
         saved = files.read_json(files_["config.json"], _CONFIG_FIX)
         if not started(workdir):  # never checkpointed: the corrected command takes over
@@ -282,7 +282,7 @@ def check_recorded(config, workdir, resolved):
     """RunError unless what `workdir` holds (a finished run, or checkpoints to resume) is of `config`'s settings,
     by its config.json, else (deleted) by what its metrics.json or its newest checkpoint records."""
     files_ = paths(workdir)
-    if not started(workdir):
+    if not started(workdir) and not divergence.read(workdir):  # (a diverged run: another command's, said)
         return
     finished = os.path.exists(files_["metrics.json"])
     if os.path.exists(files_["config.json"]):

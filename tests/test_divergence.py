@@ -133,6 +133,13 @@ def test_every_run_diverged_is_said_not_called_unfinished(tmp_path):
         trainer.train_and_evaluate(config, str(tmp_path / "run"), source=tiny_source(), verbose=0)
     with open(tmp_path / "run" / "diverged.json") as f:
         assert json.load(f)["config"]["learning_rate"] == 1e12
+    # Another command in its workdir (a lower rate) is not told the diverged run is its outcome: other settings.
+    with pytest.raises(RunError, match=r"holds a run with other settings: --learning_rate \(1000000000000.0 -> "
+                                       r"0.001\)"):
+        trainer.train_and_evaluate(tiny_config(optimizer="sgd", learning_rate=0.001, epochs=1), str(tmp_path / "run"),
+                                   source=tiny_source(), verbose=0)
+    with pytest.raises(divergence.Before):  # its own command: its recorded outcome
+        trainer.train_and_evaluate(config, str(tmp_path / "run"), source=tiny_source(), verbose=0)
     with pytest.raises(ValueError, match=r"^no finished runs below .* yet: the 1 run\(s\) there diverged in training "
                                          r"\(each its diverged.json\)"):
         compare.compare_runs(str(tmp_path), source=tiny_source())
