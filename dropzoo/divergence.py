@@ -79,9 +79,10 @@ class Before(RunError):
 
 
 def check_not_diverged(workdir):
-    """`Before` where the run in `workdir` diverged when it was trained."""
+    """`Before` where the run in `workdir` diverged when it was trained (not where its record is derived from the
+    run it is identical to by construction: a sweep derives it again, `forget_derived`)."""
     record = read(workdir)
-    if record:
+    if record and "identical_to" not in record:
         raise Before(workdir, record)
 
 
@@ -107,7 +108,7 @@ def rows(run_dirs, rows, make_row, key):
     comparison's rules for a diverged seed apply. A diverged run whose variant
     has no finished run here is named in a note: no row can say its test data.
     """
-    made, alone = [], []
+    made, alone, stale = [], [], []
     by_key = {}
     for r in rows:
         by_key.setdefault(key(r), r)
@@ -117,11 +118,16 @@ def rows(run_dirs, rows, make_row, key):
                       "precision": (record.get("precision") or {}).get("policy"),
                       "mask_generator": record.get("mask_generator"),
                       "keras_model_sha256": record.get("keras_model_sha256")}
-        like = by_key.get(key(record_row))
+        like = by_key.get(key(record_row)) or next((  # a control without dropout: one network at every rate
+            r for r in rows if not record.get("placement_sites") and not r.get("sites")
+            and key({**record_row, "config": {**record["config"], "rate": r["config"].get("rate")}}) == key(r)), None)
+        trained = os.path.normpath(os.path.join(run, record["identical_to"])) if "identical_to" in record else run
+        if trained != run and not os.path.isfile(path(trained)):  # derived from a run trained again since
+            stale.append(run)
+            continue
         if like is None:
             alone.append(run)
             continue
-        trained = os.path.normpath(os.path.join(run, record["identical_to"])) if "identical_to" in record else run
         new = make_row(run, record, {}, like["data_source"], trained, like["data_sha256"])
         for field, value in like.items():
             if field not in new:  # its evaluation's scores: not finite, its other lists none
@@ -135,6 +141,10 @@ def rows(run_dirs, rows, make_row, key):
         notes.append(f"{len(made)} run(s) diverged in training (their diverged.json), each counted as a diverged "
                      f"seed of its variant (no scores: left out of every mean, and its contrasts inconclusive): "
                      f"{named}{', ...' if len(made) > 3 else ''}")
+    if stale:
+        notes.append(f"{len(stale)} run(s) recorded as diverged by construction, like a run that has been trained "
+                     f"again since, left out: {', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}; rerun "
+                     "their sweep to record them anew")
     if alone:
         notes.append(f"{len(alone)} run(s) diverged in training with no finished run of their variant here, so "
                      f"their variant is not in this comparison: {', '.join(alone[:3])}"

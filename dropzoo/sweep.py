@@ -399,14 +399,16 @@ def _identical(config, workdir, trained, overwrite=False):
     if isinstance(outcome, outcomes.Skipped):
         return outcomes.Skipped(f"identical by construction to {target_workdir}, which another process is training")
     diverged = not isinstance(outcome, dict) and divergence.read(target_workdir)  # this network diverges: recorded
+    if diverged and diverged["config"] != trained[0].to_dict():  # another command's: this one's target was refused
+        diverged = None
     if not isinstance(outcome, dict) and not diverged:
         return f"identical by construction to {target_workdir}, which failed"
     lock = locks.WorkdirLock(workdir)
     try:
-        divergence.forget_derived(workdir)  # its record of the target's divergence: derived again from the target
         claim = trainer.claim_workdir(config, workdir, overwrite, lock)
         if "locked" in claim:
             return outcomes.Skipped(claim["locked"])
+        divergence.forget_derived(workdir)  # (locked, settings checked) its record of the target's: derived again
         finished = claim["finished"]
         if diverged and not (finished and "identical_to" not in finished):  # (its own finished run is kept)
             line = divergence.identical(workdir, target_workdir, trainer.describe_run(config, diverged["data"]))

@@ -282,16 +282,17 @@ def check_recorded(config, workdir, resolved):
     """RunError unless what `workdir` holds (a finished run, or checkpoints to resume) is of `config`'s settings,
     by its config.json, else (deleted) by what its metrics.json or its newest checkpoint records."""
     files_ = paths(workdir)
-    if not started(workdir) and not divergence.read(workdir):  # (a diverged run: another command's, said)
+    diverged = divergence.read(workdir)  # (its outcome, like a finished run's: another command's is said)
+    if not started(workdir) and not diverged:
         return
-    finished = os.path.exists(files_["metrics.json"])
+    finished = os.path.exists(files_["metrics.json"]) or bool(diverged)
     if os.path.exists(files_["config.json"]):
         saved = files.read_json(files_["config.json"], _CONFIG_FIX)
         wrong = config_lib.type_problem(saved)  # a hand-edited value: not "other settings" (--overwrite loses them)
         if wrong:
             raise files.ReadError(f"{files_['config.json']} is corrupt ({wrong}); {_CONFIG_FIX}")
         check_same(saved, config, resolved, workdir, resuming=not finished)
-    elif finished:  # its results would be reported as this command's (a record without its config: unchecked)
+    elif os.path.isfile(files_["metrics.json"]):  # its results would be reported as this command's (unchecked)
         recorded = files.read_json(files_["metrics.json"], "delete it and rerun the same command")
         if isinstance(recorded, dict) and isinstance(recorded.get("config"), dict):
             check_same(recorded["config"], config, resolved, workdir)

@@ -3,6 +3,7 @@
 The trainer stopped such a run with an error and wrote no metrics.json (in its first epoch it removed the run's
 directory): a comparison then gave a full verdict on the seeds that survived, which flatter a variant that diverges.
 """
+import dataclasses
 import json
 import os
 
@@ -59,8 +60,16 @@ def test_a_diverged_seed_makes_its_variants_contrasts_inconclusive(tmp_path, mon
     assert record["epoch"] == 1 and record["config"]["seed"] == 2 and record["config"]["placement"] == "none"
     assert (lost / "config.json").exists() and not (lost / "metrics.json").exists()  # kept, not removed
     monkeypatch.undo()
+    # The sweep again at another rate in the same workdir (the trainer's advice): its runs are refused, and the
+    # follower's record is not rewritten as though that rate had diverged.
+    sweep.run_sweep([(dataclasses.replace(c, learning_rate=0.001), w) for c, w in runs], source=tiny_source(),
+                    verbose=0)
+    assert divergence.read(str(root / "dense_mlp" / "after_activation" / "seed2"))["config"]["learning_rate"] == 0.003
     # Run again, it would diverge again: refused in one line, and its record stays.
     config = next(c for c, w in runs if w == str(lost))
+    with pytest.raises(divergence.Before):  # (also where only how it executes differs)
+        trainer.train_and_evaluate(dataclasses.replace(config, steps_per_execution=2), str(lost),
+                                   source=tiny_source(), verbose=0)
     with pytest.raises(RunError, match=r"^this run diverged in training before \(its loss or weights became "
                                        r"NaN/inf in epoch 1; .*diverged.json\): run again it would diverge again"):
         trainer.train_and_evaluate(config, str(lost), source=tiny_source(), verbose=0)
@@ -112,6 +121,9 @@ def test_a_diverged_seed_makes_its_variants_contrasts_inconclusive(tmp_path, mon
     follower = root / "dense_mlp" / "after_activation" / "seed2"
     trainer.train_and_evaluate(next(c for c, w in runs if w == str(target)), str(target), overwrite=True,
                                source=tiny_source(), verbose=0, serving_artifacts=False)
+    stale = compare.compare_runs(str(root), source=tiny_source(), output_dir=str(tmp_path / "cmp5"))
+    assert any(note.startswith("1 run(s) recorded as diverged by construction, like a run that has been trained "
+                               "again since, left out: ") for note in stale["notes"])  # (not compared as diverged)
     assert not outcomes.failed(sweep.run_sweep(runs, source=tiny_source(), verbose=0))
     assert divergence.read(str(follower)) is None and (follower / "metrics.json").exists()
     # And the other way: the target retrained and diverging, its follower's record of the finished run goes.
@@ -152,3 +164,25 @@ def test_every_run_diverged_is_said_not_called_unfinished(tmp_path):
                                           r"NaN/inf in epoch 1; .*\): it has no export and no scores"):
         client.export_of(str(tmp_path / "run"))
     assert "its training diverged (in epoch 1; " in workdirs.reexport_fix(str(tmp_path / "run"), "it")
+
+
+def test_a_controls_divergence_at_a_rate_without_a_finished_run_is_counted(tmp_path):
+    """The control (no dropout: one network at every rate) diverged at a rate where none of its runs finished: it
+    was said to be 'not in this comparison', and the pooled control's verdicts named no divergence."""
+    from dropzoo import config as config_lib
+    from dropzoo import records
+    from dropzoo import variants
+
+    def config(rate, seed):
+        return config_lib.TrainConfig(model="m", placement="none", rate=rate, seed=seed).to_dict()
+
+    finished = {"run": "r/none-rate0.5/seed0", "seed": 0, "config": config(0.5, 0), "sites": "", "precision": "float32",
+                "mask_generator": None, "test_accuracy": 0.9, "data_source": "d", "data_sha256": "abc"}
+    run = tmp_path / "none-rate0.2" / "seed1"
+    run.mkdir(parents=True)
+    divergence.write(str(run), 2, {"config": config(0.2, 1), "placement_sites": "", "mask_generator": None,
+                                   "precision": {"policy": "float32"}, "data": {}})
+    made, notes = divergence.rows([str(run)], [finished], records.row, variants.row_key)
+    assert [(r["seed"], r["config"]["rate"], r["data_sha256"]) for r in made] == [(1, 0.2, "abc")]
+    assert made[0]["test_accuracy"] != made[0]["test_accuracy"]  # NaN
+    assert notes[0].startswith("1 run(s) diverged in training")
