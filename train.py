@@ -114,7 +114,7 @@ def _train(overwrite):
                       file=sys.stderr)
                 return EXIT_SHARE_NOT_DONE
             except divergence.Before as e:  # its recorded outcome, as a sweep says of it (and its dry run)
-                print(f"{workdir}  DIVERGED {e.kept}")
+                print(outcomes.summary([(config, workdir, outcomes.Diverged(e.kept))]))
                 return 0
             _print_run(metrics, workdir)
             return 0

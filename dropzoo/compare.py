@@ -405,11 +405,12 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
         raise ConfigError(f"cannot write the comparison to {output_dir} ({why}); give --output=DIR (output_dir=), a "
                           "directory you can write to (the runs are only read)")
     pooled_data.check(run_dirs, own_test=data_override is None and source is None)
-    notes = [note for note in [workdirs.unfinished_note(runs_dirs),
-                               shards.missing_note(runs_dirs, run_dirs + workdirs.unfinished_runs(runs_dirs))] if note]
+    unfinished = workdirs.unfinished_runs(runs_dirs)  # (diverged runs among them: rows of their own, below)
+    notes = [note for note in [workdirs.unfinished_note(runs_dirs, unfinished),
+                               shards.missing_note(runs_dirs, run_dirs + unfinished)] if note]
     rows = records.evaluate_runs(run_dirs, mc_samples=mc_samples, mc_seed=mc_seed, batch_size=batch_size,
                                  data_override=data_override, source=source, ood=ood, notes=notes)
-    diverged, said = divergence.rows(workdirs.unfinished_runs(runs_dirs), rows, records.row, variants.row_key)
+    diverged, said = divergence.rows(unfinished, rows, records.row, variants.row_key)
     rows, notes = rows + diverged, notes + said
     variants.label_rows(rows)
     pooled_data.check_each_run_once(rows)

@@ -21,6 +21,7 @@ from dropzoo.errors import RunError
 FILE = "diverged.json"
 _FIX = "delete it (and the run's directory) and rerun the run's train.py command"
 WHY = "its loss or weights became NaN/inf"
+RETRY = "train other settings (a lower --learning_rate) in another --workdir"
 
 
 def path(workdir):
@@ -74,8 +75,8 @@ class Before(RunError):
                      "diverged seed of its variant (--overwrite trains it anew)")
         super().__init__(f"this run diverged in training before ({record['why']} in epoch {record['epoch']}; "
                          f"{path(workdir)}): run again it would diverge again, and a comparison counts it as its "
-                         "variant's diverged seed; pass --overwrite to train it anew (after a code change), or train "
-                         "other settings (a lower --learning_rate) in another --workdir")
+                         f"variant's diverged seed; pass --overwrite to train it anew (after a code change), or "
+                         f"{RETRY}")
 
 
 def check_not_diverged(workdir):
@@ -90,8 +91,7 @@ def no_export(workdir):
     """Why the run in `workdir` has no export or scores where its training diverged (one line), else None."""
     record = read(workdir)
     return record and (f"{workdir} is a run whose training diverged ({record['why']} in epoch {record['epoch']}; "
-                       f"{path(workdir)}): it has no export and no scores; train other settings (a lower "
-                       "--learning_rate) in another --workdir")
+                       f"{path(workdir)}): it has no export and no scores; {RETRY}")
 
 
 def diverged_runs(run_dirs):

@@ -20,6 +20,7 @@ import re
 
 from dropzoo import config as config_lib
 from dropzoo import descriptive
+from dropzoo import divergence
 from dropzoo import evaluations
 from dropzoo import files
 from dropzoo import folders
@@ -61,9 +62,8 @@ def find_runs(runs_dirs, required=True):
         return []
     if not found and (left := workdirs.unfinished_runs(runs_dirs)):
         raise ValueError(f"no finished runs below {', '.join(runs_dirs)} yet: " + (
-            workdirs.unfinished_note(runs_dirs) or f"the {len(left)} run(s) there diverged in training (each its "
-            "diverged.json), so there is nothing to compare them with; train with other settings (a lower "
-            "--learning_rate) in another --workdir"))
+            workdirs.unfinished_note(runs_dirs, left) or f"the {len(left)} run(s) there diverged in training (each "
+            f"its diverged.json), so there is nothing to compare them with; {divergence.RETRY}"))
     if not found:  # into the directory given only where it holds nothing else (not a folder of images by mistake)
         workdir = runs_dirs[0] if not any(files_ for _, _, files_ in os.walk(runs_dirs[0])) else "runs/study"
         raise ValueError(f"no finished runs (metrics.json) below {', '.join(runs_dirs)}; --runs_dir takes the "

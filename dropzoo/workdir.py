@@ -269,9 +269,8 @@ def prepare(config, workdir, resolved, overwrite=False, extra=()):
     if os.path.exists(files_["metrics.json"]):
         return files.read_json(files_["metrics.json"], "delete it and rerun the same command to re-export and "
                                "re-measure from the last checkpoint", FINISHED_FIELDS)
-    # To be trained (on): evaluations of earlier weights (a finished run whose metrics.json was deleted to train it
-    # to more epochs) would answer a comparison for the new ones. Newer records name their weights; older ones go,
-    # as do the earlier weights' serving files and eval.py results (`extra`, eval.json), which name none.
+    # To be trained (on): earlier weights' evaluations (its metrics.json deleted to train on) would answer for the
+    # new ones. Newer records name their weights; older ones go, as do serving files and eval.json, which name none.
     evaluations.drop_unweighted(workdir)
     files.remove([files_[name] for name in extra] + eval_files)
     return None
@@ -408,7 +407,7 @@ def reexport_fix(workdir, what, rerun=""):
     what its train.py command needs changed for that, e.g. " without --noserving_artifacts")."""
     if diverged := divergence.read(workdir):
         return (f"its training diverged (in epoch {diverged['epoch']}; {divergence.path(workdir)}), so it has no "
-                "exports; train other settings (a lower --learning_rate) in another --workdir")
+                f"exports; {divergence.RETRY}")
     target = identical_target(workdir)
     if target:  # recorded, never trained: it has no exports or checkpoints of its own
         return (f"this run was never trained: it is identical by construction to {target}, whose exports are its "
@@ -442,9 +441,10 @@ def unfinished_runs(runs_dirs):
     return sorted(found)
 
 
-def unfinished_note(runs_dirs):
-    """A note naming the runs below `runs_dirs` left out as unfinished, or None."""
-    if not (left := [run for run in unfinished_runs(runs_dirs) if not os.path.isfile(divergence.path(run))]):
+def unfinished_note(runs_dirs, found=None):
+    """A note naming the runs below `runs_dirs` left out as unfinished (`found`: unfinished_runs of them), or None."""
+    found = unfinished_runs(runs_dirs) if found is None else found
+    if not (left := [run for run in found if not os.path.isfile(divergence.path(run))]):
         return None  # (a diverged run is said by the comparison: divergence.rows)
     return (f"{len(left)} unfinished run(s) left out (no metrics.json yet): {', '.join(left[:3])}"
             f"{', ...' if len(left) > 3 else ''}; rerun their train.py command to finish them")

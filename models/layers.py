@@ -54,6 +54,8 @@ from models.sites import check_rate
 from models.sites import format_rate
 
 NOISE_DTYPE = "float32"
+# Every image layer's, whatever keras.config.image_data_format() (keras.json) says: images come as [batch, H, W, C].
+CHANNELS = "channels_last"
 # The Keras dtype policies a model may train under (the zoo's layers are tested under each).
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -119,7 +121,7 @@ def _in_float32(inputs, apply):
     return ops.cast(apply(ops.cast(inputs, NOISE_DTYPE)), inputs.dtype)
 
 
-def _channel_noise_shape(inputs, data_format="channels_last"):
+def _channel_noise_shape(inputs, data_format=CHANNELS):
     """One noise value per (example, channel) of a 4-D feature map."""
     shape = ops.shape(inputs)
     if data_format == "channels_first":
@@ -144,8 +146,7 @@ class Float32Dropout(keras.layers.Dropout):
 class Float32SpatialDropout2D(keras.layers.SpatialDropout2D):
     """keras.layers.SpatialDropout2D drawing, comparing and scaling in float32."""
 
-    def __init__(self, rate, data_format="channels_last", seed=None, name=None, dtype=None):
-        # channels_last whatever keras.config.image_data_format() says: the zoo's feature maps are [batch, H, W, C].
+    def __init__(self, rate, data_format=CHANNELS, seed=None, name=None, dtype=None):
         super().__init__(_drawable(rate), data_format=data_format, seed=seed, name=name, dtype=dtype)
 
     def get_config(self):

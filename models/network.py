@@ -36,8 +36,7 @@ NORMS = ("none", "batch")
 # for a layer whose inputs vary little is several times their real variance.
 # Short runs want a lower momentum (0.9 keeps 1e-20 after 435 steps).
 DEFAULT_BN_MOMENTUM = 0.99
-# Every image layer's, whatever keras.config.image_data_format() (keras.json) says: images come as [batch, H, W, C].
-CHANNELS = "channels_last"
+CHANNELS = dropout_lib.CHANNELS  # every image layer's, whatever keras.json says
 # Kernel seeds (offset = layer index) and mask streams (`mask_stream`) stay
 # apart for networks of up to this many layers, Flatten and classifier included.
 MAX_LAYERS = 50
