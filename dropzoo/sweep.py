@@ -284,6 +284,20 @@ def _refusal(config, workdir, resolved, source=None):
     return None
 
 
+def check_settings(runs):
+    """RunError, before any run trains, where runs of the plan `runs` hold runs of other settings (the sweep rerun
+    with a flag changed): each would be refused alone, after the others trained under the new settings."""
+    refused = []
+    for config, workdir in runs:
+        try:
+            workdirs.check_recorded(config, workdir, trainer.resolve(config))
+        except errors.RunError as e:
+            refused.append(str(e))
+    if refused:
+        raise errors.RunError(f"{len(refused)} of the {len(runs)} runs of this sweep hold runs with other settings, "
+                              f"so none trained (--dry_run lists each); the first: {refused[0]}")
+
+
 def _each_run_traces_its_own(record):
     """Drops TensorFlow's retracing warning: each run of a sweep builds its own model and functions, which
     TensorFlow counts as one function traced again and again."""
@@ -323,6 +337,7 @@ def run_sweep(runs, *, overwrite=False, source=None, verbose="auto", serving_art
         if (data := loaded(config)) and config.train_size:  # before any trains (and the smaller sizes), as a dry run
             subsets.check_size(data, config.train_size, 0)  # (its classes present: the run's own check)
     run_data.check_finished_runs([] if overwrite else runs, loaded)  # finished on data changed since: none trains
+    check_settings([] if overwrite else runs)  # a rerun with a flag changed: none trains (each was refused alone)
     if overwrite and any(workdirs.started(workdir) for _, workdir in runs):  # a typo deleted the runs, then failed
         check_data_fits(runs, source=source)
     trained_by = plan(runs)
