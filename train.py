@@ -35,6 +35,7 @@ from dropzoo import errors  # noqa: E402
 from dropzoo import flags as flags_lib  # noqa: E402
 from dropzoo import locks  # noqa: E402
 from dropzoo import outcomes  # noqa: E402
+from dropzoo import plan_notes  # noqa: E402
 from dropzoo import shards  # noqa: E402
 from dropzoo import sources  # noqa: E402
 from dropzoo import strategies  # noqa: E402
@@ -70,7 +71,7 @@ def _train(overwrite):
         if len(devices) == 1 and max(devices) > 1:  # before anything starts TensorFlow (a --keras_model's plan)
             strategies.split_cpu(devices.pop())
         runs = flags_lib.train_plan()
-        for note in flags_lib.unused_flags(runs) + flags_lib.model_notes(runs):
+        for note in plan_notes.unused_flags(runs, flags_lib.FLAGS) + plan_notes.model_notes(runs):
             logging.warning("%s", note)
         workdirs.check_one_run_here(runs[0][1])  # a sweep into a run's directory, a run into a sweep's: refused
         workdirs.check_run_paths(runs)  # --model='x[1]' names a sweep's run directories

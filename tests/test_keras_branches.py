@@ -95,6 +95,7 @@ def test_towers_at_several_own_rates_are_named_where_a_named_placement_takes_one
     from absl import flags
 
     from dropzoo import flags as flags_lib
+    from dropzoo import plan_notes
 
     image = keras.Input((28, 28, 1))
     x = L.Flatten(name="f")(L.Conv2D(4, 3, activation="relu", name="c")(image))
@@ -107,7 +108,7 @@ def test_towers_at_several_own_rates_are_named_where_a_named_placement_takes_one
         fv = flags.FlagValues()
         flags_lib.define_train_flags(fv)
         fv(["train.py", f"--keras_model={path}", "--dataset=mnist_sample", *args])
-        return flags_lib.model_notes(flags_lib.train_plan(fv))
+        return plan_notes.model_notes(flags_lib.train_plan(fv))
 
     assert notes("--placement=before_dense,canonical") == [
         "model towers: its own dropout at the head has several rates (0.5 on b.post, 0.3 on a.post); the named "
@@ -211,6 +212,7 @@ def test_a_model_saved_compiled_says_its_optimizer_is_not_used(tmp_path):
     from absl import flags
 
     from dropzoo import flags as flags_lib
+    from dropzoo import plan_notes
 
     image = keras.Input((28, 28, 1))
     model = keras.Model(image, L.Dense(10, activation="softmax")(L.Dense(8, activation="relu")(L.Flatten()(image))))
@@ -220,7 +222,7 @@ def test_a_model_saved_compiled_says_its_optimizer_is_not_used(tmp_path):
         fv = flags.FlagValues()
         flags_lib.define_train_flags(fv)
         fv(["train.py", f"--keras_model={path}", "--dataset=mnist_sample", *args])
-        return [n for n in flags_lib.model_notes(flags_lib.train_plan(fv)) if "saved compiled" in n]
+        return [n for n in plan_notes.model_notes(flags_lib.train_plan(fv)) if "saved compiled" in n]
 
     model.save(path)  # uncompiled: nothing to say
     assert notes() == []

@@ -26,6 +26,7 @@ from dropzoo import data as data_lib
 from dropzoo import data_identity
 from dropzoo import evaluate
 from dropzoo import flags as flags_lib
+from dropzoo import plan_notes
 from dropzoo import run_data
 from dropzoo import sources
 from dropzoo import strategies
@@ -515,12 +516,23 @@ def test_train_flags_reject_bad_values(args, message):
     (["--sites=dense1.pre:0.5", "--kind=gaussian"], []),
     (["--train_steps=5"], []),
     (["--placement=none"], []),
+    # --rate over the rates --sites gives: it trained every site at --rate without a word.
+    (["--sites=dense1.pre:0.1", "--rate=0.3"], ["--rate=0.3 overrides the rates --sites gives (dense1.pre:0.1 train "
+                                                "at 0.3); to train each site at its own rate, leave --rate out"]),
+    (["--sites=dense1.pre:0.3", "--rate=0.3"], []),
+    (["--sites=dense1.pre:0.1", "--rate=0.3,0.5"], []),  # a grid: tuning the sites' rate is what it asks
+    # A rate grid without validation data: the comparison refused to choose, said only then.
+    (["--placement=canonical,none", "--rate=0.3,0.5", "--validation_fraction=0"], [
+        "the --rate grid trains with --validation_fraction=0, so the comparison has no validation loss to choose"]),
+    (["--placement=canonical", "--rate=0.3", "--validation_fraction=0"], []),
+    (["--placement=none", "--rate=0.3,0.5", "--validation_fraction=0"], ["--rate=0.3,0.5 is not used"]),  # no grid
 ])
 def test_flags_that_no_run_uses_are_named(args, notes):
     fv = flags.FlagValues()
     flags_lib.define_train_flags(fv)
     fv(["train.py", "--model=dense_mlp", "--dataset=mnist_sample", *args])
-    found = flags_lib.unused_flags(flags_lib.train_plan(fv), fv)
+    plan = flags_lib.train_plan(fv)
+    found = plan_notes.unused_flags(plan, fv) + [n for n in plan_notes.model_notes(plan) if "--rate grid" in n]
     assert len(found) == len(notes) and all(f.startswith(n) for f, n in zip(found, notes)), found
 
 
@@ -638,6 +650,23 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     lines = result.stdout.strip().splitlines()
     assert lines[-1] == "3 run(s), 1 finished, 2 refused (see their lines), 0 to train; nothing was written (--dry_run)"
     assert any(line.startswith(str(follower)) and "other settings: --epochs (3 -> 12)" in line for line in lines)
+
+
+def test_a_sweep_rerun_with_a_flag_changed_trains_none_of_its_runs(tmp_path):
+    """A sweep whose runs hold runs of other settings is refused before any run trains: each was refused alone (a
+    FAILED line), after the others had trained under the new settings into the same study."""
+    config = tiny_config(epochs=1)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "config.json").write_text(json.dumps(dataclasses.replace(config, epochs=3).to_dict()))
+    (kept / "metrics.json").write_text("{}")
+    new = tmp_path / "new"
+    with pytest.raises(trainer.RunError, match=r"^1 of the 2 runs of this sweep hold runs with other settings, so "
+                       r"none trained \(--dry_run lists each\); the first: workdir '.*kept' holds a run with other "
+                       r"settings: --epochs \(3 -> 1\);"):
+        sweep.run_sweep([(dataclasses.replace(config, placement="none"), str(new)), (config, str(kept))],
+                        source=tiny_source(), verbose=0, serving_artifacts=False)
+    assert not new.exists() and sorted(os.listdir(kept)) == ["config.json", "metrics.json"]
 
 
 @pytest.mark.slow
@@ -1080,7 +1109,7 @@ def test_a_placement_that_may_not_be_what_was_meant_is_said(tmp_path):
         fv = flags.FlagValues()
         flags_lib.define_train_flags(fv)
         fv(["train.py", "--dataset=mnist_sample", *args])
-        return flags_lib.model_notes(flags_lib.train_plan(fv))
+        return plan_notes.model_notes(flags_lib.train_plan(fv))
 
     assert notes("--placement=bn_before,none") == [
         "--placement=bn_before is meant for BatchNorm, which this network lacks without --norm=batch: its sites are "
