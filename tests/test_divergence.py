@@ -62,8 +62,13 @@ def test_a_diverged_seed_makes_its_variants_contrasts_inconclusive(tmp_path, mon
     monkeypatch.undo()
     # The sweep again at another rate in the same workdir (the trainer's advice): its runs are refused, and the
     # follower's record is not rewritten as though that rate had diverged.
-    sweep.run_sweep([(dataclasses.replace(c, learning_rate=0.001), w) for c, w in runs], source=tiny_source(),
-                    verbose=0)
+    lower = [(dataclasses.replace(c, learning_rate=0.001), w) for c, w in runs]
+    with pytest.raises(RunError, match=r"^9 of the 9 runs of this sweep hold runs with other settings"):
+        sweep.run_sweep(lower, source=tiny_source(), verbose=0)  # (before any trains)
+    (target,), (follower,) = ([(c, w) for c, w in lower if w.endswith(f"{p}/seed2")] for p in ("/canonical",
+                                                                                            "after_activation"))
+    refused = "RunError: workdir ... holds a run with other settings"  # (the target's outcome, refused alone)
+    assert sweep._identical(*follower, (*target, refused)).endswith("which failed")  # (under its lock too)
     assert divergence.read(str(root / "dense_mlp" / "after_activation" / "seed2"))["config"]["learning_rate"] == 0.003
     # Run again, it would diverge again: refused in one line, and its record stays.
     config = next(c for c, w in runs if w == str(lost))

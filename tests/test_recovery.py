@@ -906,7 +906,12 @@ def test_a_sweep_records_an_identical_run_only_where_a_trained_run_could_be_writ
                                        source=tiny_source(), verbose=0)
     runs = [(tiny_config(placement="canonical"), canonical), (tiny_config(placement="before_activation"), follower)]
     assert sweep.plan(runs) == [0, 0]  # one network under ReLU: the second is not trained
-    (_, _, trained), (_, _, refused) = sweep.run_sweep(runs, source=tiny_source(), verbose=0)
+    with pytest.raises(errors.RunError, match=r"^1 of the 2 runs of this sweep hold runs with other settings"):
+        sweep.run_sweep(runs, source=tiny_source(), verbose=0)  # (before any trains)
+    assert not os.path.exists(canonical)
+    # Its own check under its lock (a run of other settings written there since the sweep checked them all).
+    ((_, _, trained),) = sweep.run_sweep(runs[:1], source=tiny_source(), verbose=0)
+    refused = sweep._identical(runs[1][0], follower, (runs[0][0], canonical, trained))
     assert refused.startswith("RunError: workdir") and "--epochs (2 -> 3)" in refused, refused
     with open(os.path.join(follower, "metrics.json")) as f:
         assert json.load(f) == other  # kept, not replaced
