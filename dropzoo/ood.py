@@ -143,7 +143,10 @@ def unchecked(result, trained_on):
 
 
 def load(ood):
-    """The OOD data's Source (its labels unused: 0 where it has none); its errors name the --ood_* flag."""
+    """The OOD data's Source (its labels unused: 0 where it has none); its errors name the --ood_* flag. A Source
+    (a Python caller's own) is itself."""
+    if isinstance(ood, sources.Source):
+        return ood
     if "npz" in ood:
         return _arrays(ood["npz"])
     if "image_dir" in ood:

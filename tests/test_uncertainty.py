@@ -557,6 +557,18 @@ def test_ood_from_python_is_a_dict_naming_one_source(export, tmp_path):
                                                                                    "tfds_data_dir": "d"}
     assert ood_lib.checked(ood_lib.arguments(idx_dir="x")) == {"idx_dir": "x"}  # eval.py's own dict
     assert ood_lib.checked(None) is None
+    # A Source is taken as compare_runs takes it (ood.load read it as a dict: a TypeError), scored as its .npz is.
+    rng = np.random.default_rng(1)
+    test, noise = (rng.integers(0, 256, (n,) + SHAPE, dtype=np.uint8) for n in (24, 20))
+    np.savez(tmp_path / "noise.npz", x_test=noise)
+    data = {"npz": str(tmp_path / "test.npz")}
+    np.savez(data["npz"], x_test=test, y_test=rng.integers(0, 3, 24))
+    from dropzoo import sources
+
+    given = evaluate_on_dataset(str(path), data=data, ood=sources.array_source("noise", None, (noise, np.zeros(20, np.int64))))
+    named = evaluate_on_dataset(str(path), data=data, ood={"npz": str(tmp_path / "noise.npz")})
+    assert given["ood_auroc_entropy"] == named["ood_auroc_entropy"] and given["ood_num_examples"] == 20
+    assert given["ood_sha256"] == named["ood_sha256"]  # the same images
 
 
 def test_the_clients_mc_dropout_draws_each_chunk_its_own_masks_and_repeats_by_seed(export):
