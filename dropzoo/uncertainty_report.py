@@ -72,7 +72,7 @@ UNCHECKED_OOD = ("its training data is not looked up here (data from tensorflow-
 def ood_notes(rows):
     """Notes where the OOD data was not checked for the training images of some runs (ood.apart): their training
     data could not be looked up, or their saved evaluations are older than the check (and no SavedModel is here to
-    compute them again)."""
+    compute them again); and where some of its images were left out of runs' scores as test or training images."""
     notes = []
     for checked, why in ((False, f"for each, {UNCHECKED_OOD}"),
                          (None, "their OOD scores come from evaluations saved before the check, which could not be "
@@ -82,6 +82,17 @@ def ood_notes(rows):
             variants = ", ".join(sorted({r["variant"] for r in runs}, key=records.natural_key))
             notes.append(f"the out-of-distribution data was not checked for the training images of {len(runs)} run"
                          f"{'s' * (len(runs) != 1)} ({variants}): {why}")
+    # Images of the OOD data that are test or training images (ood.apart): each run scored the others only. Said
+    # from the records, as a comparison reading saved evaluations warns of nothing.
+    for key, which in (("ood_in_test_left_out", "test"), ("ood_in_train_left_out", "training-split")):
+        runs = [r for r in rows if r.get("ood_data_source") and r.get(key)]
+        if runs:
+            counts = sorted({r[key] for r in runs})
+            span = f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,}"
+            are = f"is a {which} image" if counts == [1] else f"are {which} images"
+            notes.append(f"{span} of the out-of-distribution images {are} of {len(runs)} "
+                         f"run{'s' * (len(runs) != 1)} (byte for byte), left out of their OOD scores: each scored "
+                         "the others alone")
     return notes
 
 

@@ -210,6 +210,13 @@ def test_other_test_data_is_found_by_content_wherever_it_lies(study, tmp_path, m
     assert rows and all(np.isfinite(e["ood_auroc_entropy"]["mean"]) for e in rows)
     with open(tmp_path / "o7" / "runs.json") as f:
         assert {r["ood_in_test_left_out"] for r in json.load(f)} == {1}
+    # Said in the comparison from the records, a rerun reading the saved evaluations too (it warned of nothing).
+    again = compare.compare_runs(str(study / "a"), data_override={"npz": str(npz)}, ood={"npz": str(near)},
+                                 output_dir=str(tmp_path / "o7"))
+    said = [n for n in again["notes"] if "left out of their OOD scores" in n]
+    assert said and said[0].startswith("1 of the out-of-distribution images is a test image of "), again["notes"]
+    with open(tmp_path / "o7" / "uncertainty.md") as f:
+        assert "left out of their OOD scores" in f.read()
     # OOD data not here, where each record holds one evaluation with OOD data: read, and the note says whose.
     held = compare.compare_runs(str(study / "a"), data_override={"npz": str(npz)},
                                 ood={"idx_dir": str(tmp_path / "nowhere")}, output_dir=str(tmp_path / "o8"))

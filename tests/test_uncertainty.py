@@ -565,7 +565,8 @@ def test_ood_from_python_is_a_dict_naming_one_source(export, tmp_path):
     np.savez(data["npz"], x_test=test, y_test=rng.integers(0, 3, 24))
     from dropzoo import sources
 
-    given = evaluate_on_dataset(str(path), data=data, ood=sources.array_source("noise", None, (noise, np.zeros(20, np.int64))))
+    own = sources.array_source("noise", None, (noise, np.zeros(20, np.int64)))
+    given = evaluate_on_dataset(str(path), data=data, ood=own)
     named = evaluate_on_dataset(str(path), data=data, ood={"npz": str(tmp_path / "noise.npz")})
     assert given["ood_auroc_entropy"] == named["ood_auroc_entropy"] and given["ood_num_examples"] == 20
     assert given["ood_sha256"] == named["ood_sha256"]  # the same images
