@@ -263,15 +263,12 @@ def _finite_mean(runs, metric):
 def tune_rates(rows):
     """Each placement's rate, chosen on validation data only; None if no placement has several.
 
-    Groups runs by their variant key without rate (a placement of one kind,
-    activation, norm, ...), and picks the rate with the lowest mean
-    validation loss over seeds. Returns {"selected": {group: rate}, "grid":
-    [{variant, rate, seeds, chosen_on, only, validation_loss, test_accuracy,
-    test_loss, selected}], "notes": [...]}: the test metrics are reported,
-    never used to choose. The choice reads the seeds every rate of the
-    placement ran (`chosen_on` of them; a note names the others), and
-    `validation_loss` is its mean there. A non-finite score (a diverged
-    seed) is left out of its mean, and a note says so.
+    Groups runs by their variant key without rate (a placement of one kind, activation, norm, ...), and picks the
+    rate with the lowest mean validation loss over seeds. Returns {"selected": {group: rate}, "grid": [{variant,
+    rate, seeds, chosen_on, only, validation_loss, test_accuracy, test_loss, selected}], "notes": [...]}: the test
+    metrics are reported, never used to choose. The choice reads the seeds every rate of the placement ran
+    (`chosen_on` of them; a note names the others), and `validation_loss` is its mean there. A non-finite score (a
+    diverged seed) is left out of its mean, and a note says so; a placement whose every run diverged is its lowest.
     """
     by_group = {}
     for r in rows:
@@ -290,10 +287,11 @@ def tune_rates(rows):
         scored = {rate: _finite_mean(runs, "validation_loss") for rate, runs in chosen_on.items()}
         finite = {rate: loss for rate, loss in scored.items() if np.isfinite(loss)}
         no_dropout = not any(r.get("sites") for runs in rates.values() for r in runs)  # one network at every rate
-        if not finite and len(rates) > 1 and not no_dropout:
+        lost = all("diverged_in_epoch" in r for runs in rates.values() for r in runs)  # its lowest: inconclusive
+        if not finite and len(rates) > 1 and not no_dropout and not lost:
             raise ValueError(f"the runs of {first['variant']} record no finite validation loss to choose a rate by; "
-                             "train them with --validation_fraction > 0 (or, where every seed diverged, a lower "
-                             "--learning_rate), or compare each rate's runs alone (--runs_dir=their directories)")
+                             "train them with --validation_fraction > 0, or compare each rate's runs alone "
+                             "(--runs_dir=their directories)")
         # A rate whose seeds diverged is chosen last: the mean of its survivors would flatter it. A control without
         # dropout is one network at every rate: nothing to choose (its lowest rate names it; at_selected_rates).
         selected[group_key] = min(finite, key=lambda rate: (len(_diverged(chosen_on[rate], "validation_loss")),
@@ -302,8 +300,8 @@ def tune_rates(rows):
         # The variant's label without its rate: what else tells variants apart stays (a precision, a model's digest).
         label = records.without_rate(first["variant"])
         extra = {rate: {r["seed"] for r in runs} - shared for rate, runs in rates.items()}
-        if any(extra.values()) and not no_dropout:
-            uneven.append((label, shared, extra))
+        if (any(extra.values()) or lost) and not no_dropout:
+            uneven.append((label, None if lost else shared, extra))
         if no_dropout and len(rates) > 1:
             controls.append(next(r["variant"] for r in rates[selected[group_key]]))
             pooled.add(group_key)
@@ -323,9 +321,11 @@ def tune_rates(rows):
         others = "; ".join(f"rate {rates_report.rate_text(r)}: seed{'s' * (len(seeds) > 1)} "
                            f"{contrasts_lib.seed_ranges(seeds)}" for r, seeds in extra.items() if seeds)
         notes.append(f"{label}'s rate was chosen on the seeds all its rates ran ({contrasts_lib.seed_ranges(shared)})"
-                     f", leaving out of the choice {others}" if shared else f"{label}'s rates share no seed with a "
-                     "finite validation loss, so its rate was chosen on means over different seeds, which may tell "
-                     "the seeds apart rather than the rates; train every rate on the same seeds")
+                     f", leaving out of the choice {others}" if shared else f"every run of {label} diverged, at "
+                     "each of its rates: its lowest stands for it (its contrasts inconclusive)" if shared is None else
+                     f"{label}'s rates share no seed with a finite validation loss, so its rate was chosen on means "
+                     "over different seeds, which may tell the seeds apart rather than the rates; train every rate "
+                     "on the same seeds")
     notes += [f"{chosen} has no dropout sites: its rates are one network (trained once), so the rate its label "
               "carries was not chosen by anything; it stands for every rate" for chosen in controls]
     return {"selected": selected, "grid": grid, "notes": notes, "pooled": pooled}

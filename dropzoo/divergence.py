@@ -99,14 +99,19 @@ def diverged_runs(run_dirs):
     return [run for run in run_dirs if os.path.isfile(path(run))]
 
 
+# A row's fields that describe the test data its scores are of (a diverged row's are those of a row like it).
+_SCORED_DATA = ("data_origin", "split", "num_examples")
+
+
 def rows(run_dirs, rows, make_row, key):
     """(a comparison row for each diverged run among `run_dirs`, the notes that say so).
 
     Each row is made by `make_row` (records.row) from the run's record, on the
     test data of a finished run of its variant (`rows`, `key`:
-    variants.row_key), with every score that run has set to NaN: the
-    comparison's rules for a diverged seed apply. A diverged run whose variant
-    has no finished run here is named in a note: no row can say its test data.
+    variants.row_key), or where every seed of it diverged, of a run trained on
+    the same data, with every score that run has set to NaN: the comparison's
+    rules for a diverged seed apply. A diverged run with no finished run on its
+    data here is named in a note: no row can say its test data.
     """
     made, alone, stale = [], [], []
     by_key = {}
@@ -121,6 +126,10 @@ def rows(run_dirs, rows, make_row, key):
         like = by_key.get(key(record_row)) or next((  # a control without dropout: one network at every rate
             r for r in rows if not record.get("placement_sites") and not r.get("sites")
             and key({**record_row, "config": {**record["config"], "rate": r["config"].get("rate")}}) == key(r)), None)
+        if like is None:  # every seed of its variant diverged: the test data of a run that trained on its data
+            like = next((r for r in rows if r.get("train_sha256") and r.get("train_sha256") == (
+                record.get("data") or {}).get("train_sha256") and r.get("train_subset_sha256") == (
+                record.get("data") or {}).get("train_subset_sha256")), None)
         trained = os.path.normpath(os.path.join(run, record["identical_to"])) if "identical_to" in record else run
         if trained != run and not os.path.isfile(path(trained)):  # derived from a run trained again since
             stale.append(run)
@@ -130,8 +139,14 @@ def rows(run_dirs, rows, make_row, key):
             continue
         new = make_row(run, record, {}, like["data_source"], trained, like["data_sha256"])
         for field, value in like.items():
-            if field not in new:  # its evaluation's scores: not finite, its other lists none
-                new[field] = math.nan if isinstance(value, float) else None if isinstance(value, list) else value
+            if field in new:
+                continue
+            if isinstance(value, float):  # its evaluation's scores: not finite
+                new[field] = math.nan
+            elif field in _SCORED_DATA or field.startswith("ood_"):  # what was scored: the same data
+                new[field] = value
+            elif isinstance(value, (list, dict)):  # (a reliability table: that run's, pooled twice in a plot)
+                new[field] = None
         new.update({"validation_loss": math.nan, "train_loss": math.nan, "train_accuracy": math.nan,
                     "diverged_in_epoch": record["epoch"]})
         made.append(new)
@@ -146,7 +161,7 @@ def rows(run_dirs, rows, make_row, key):
                      f"again since, left out: {', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}; rerun "
                      "their sweep to record them anew")
     if alone:
-        notes.append(f"{len(alone)} run(s) diverged in training with no finished run of their variant here, so "
+        notes.append(f"{len(alone)} run(s) diverged in training with no finished run on their data here, so "
                      f"their variant is not in this comparison: {', '.join(alone[:3])}"
                      f"{', ...' if len(alone) > 3 else ''}")
     return made, notes

@@ -293,8 +293,9 @@ def plot(path, table, rows, title=""):
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(table) + 3))
     names = [e["variant"] for e in table]
     y = np.arange(len(table))
-    means = [100 * e["test_accuracy"]["mean"] for e in table]
-    errors = [0 if np.isnan(e["test_accuracy"]["ci95"]) else 100 * e["test_accuracy"]["ci95"] for e in table]
+    scored = [e.get("test_accuracy") or {"mean": np.nan, "ci95": np.nan} for e in table]  # (every seed diverged)
+    means = [100 * s["mean"] for s in scored]
+    errors = [0 if np.isnan(s["ci95"]) else 100 * s["ci95"] for s in scored]
     left.errorbar(means, y, xerr=errors, fmt="o", capsize=4, color="black", label="mean ± 95% CI")
     for i, name in enumerate(names):
         seeds = [100 * r["test_accuracy"] for r in rows if r["variant"] == name]

@@ -95,7 +95,7 @@ def plot(path, sizes, accuracy, contrasts, title=""):
     fig, axes = plots.pyplot().subplots(1, 1 + len(contrasts), figsize=(6 * (1 + len(contrasts)), 4.5))
     for family, points in sizes["variants"].items():
         xs = [size for size, _ in points]
-        accs = [e[accuracy.metric] for _, e in points]
+        accs = [e.get(accuracy.metric) or {"mean": np.nan, "ci95": np.nan} for _, e in points]  # (all diverged)
         axes[0].errorbar(xs, [100 * s["mean"] for s in accs],
                          yerr=[0 if np.isnan(s["ci95"]) else 100 * s["ci95"] for s in accs],
                          marker="o", capsize=3, label=family)

@@ -191,3 +191,47 @@ def test_a_controls_divergence_at_a_rate_without_a_finished_run_is_counted(tmp_p
     assert [(r["seed"], r["config"]["rate"], r["data_sha256"]) for r in made] == [(1, 0.2, "abc")]
     assert made[0]["test_accuracy"] != made[0]["test_accuracy"]  # NaN
     assert notes[0].startswith("1 run(s) diverged in training")
+
+
+def test_a_variant_whose_every_seed_diverged_stays_in_the_comparison(tmp_path):
+    """Every seed of a variant diverged: it left the comparison with a note (no finished run of its variant to take
+    the test data from), and the rest were labelled without the setting it swept, so a planned contrast with it
+    matched no variant. Its rows now take the test data of a run trained on the same data; a rate grid whose every
+    run of a placement diverged is its lowest rate, not a refusal. A diverged row takes no other run's reliability
+    table (the plot pooled that run twice)."""
+    from dropzoo import config as config_lib
+    from dropzoo import records
+    from dropzoo import variants
+
+    data = {"train_sha256": "t", "train_subset_sha256": None}
+    finished = [{"run": f"r/none/seed{s}", "seed": s, "sites": "", "precision": "float32", "mask_generator": None,
+                 "config": config_lib.TrainConfig(model="m", placement="none", seed=s).to_dict(),
+                 "test_accuracy": 0.9, "test_loss": 0.3, "validation_loss": 0.3, "data_source": "d",
+                 "data_sha256": "abc", "data_origin": {"npz": "d.npz"}, "reliability": {"count": [1]},
+                 "val_accuracy": [0.8], "identical_to": None, **data}
+                for s in (0, 1)]
+    runs = []
+    for rate in (0.3, 0.5):
+        for seed in (0, 1):
+            run = tmp_path / f"canonical-rate{rate}" / f"seed{seed}"
+            run.mkdir(parents=True)
+            config = config_lib.TrainConfig(model="m", placement="canonical", rate=rate, seed=seed).to_dict()
+            divergence.write(str(run), 1, {"config": config, "placement_sites": f"d.post:{rate}", "data": data,
+                                           "mask_generator": "g", "precision": {"policy": "float32"}})
+            runs.append(str(run))
+    made, notes = divergence.rows(runs, finished, records.row, variants.row_key)
+    assert len(made) == 4 and not any("not in this comparison" in n for n in notes), notes
+    assert all(r["data_sha256"] == "abc" and r["data_origin"] == {"npz": "d.npz"} and r["reliability"] is None
+               and r["test_accuracy"] != r["test_accuracy"] for r in made)
+    rows = finished + made
+    variants.label_rows(rows)
+    tuned = compare.tune_rates(rows)
+    assert sorted(tuned["selected"].values(), key=str) == [0.3, None]  # the control has no grid
+    assert [g["rate"] for g in tuned["grid"] if g["selected"] and g["variant"] == "m/canonical"] == [0.3]
+    assert any(n.startswith("every run of m/canonical diverged, at each of its rates: its lowest stands for it")
+               for n in tuned["notes"]), tuned["notes"]
+    # Its variant has no finite score at all: the comparison's plot draws the others (a KeyError stopped it).
+    from dropzoo import report
+
+    report.plot(str(tmp_path / "comparison.png"), compare.summarise(rows), rows)
+    assert (tmp_path / "comparison.png").stat().st_size > 0
