@@ -99,6 +99,9 @@ def _copy_whole(source, target):
     return files.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
+_TWICE = "one variant and seed trained twice, or two runs of other settings named alike"
+
+
 def _check_diverged(pairs, diverged):
     """ConfigError, before anything is copied, where a run that diverged in training and a finished run (collected
     now, or held already) would share one path: one would replace the other's record."""
@@ -107,13 +110,11 @@ def _check_diverged(pairs, diverged):
         other = finished.get(target) or (target if os.path.isfile(os.path.join(target, "metrics.json")) else None)
         if other:
             raise ConfigError(f"{run} diverged in training, and {other} finished with the same path below its runs "
-                              "directory (one variant and seed, trained twice): collect each into a directory of "
-                              "its own (--collect=DEST/NAME)")
+                              f"directory ({_TWICE}): collect each into a directory of its own (--collect=DEST/NAME)")
     for run, target in pairs:
         if os.path.isfile(divergence.path(target)):
             raise ConfigError(f"{target} holds a run that diverged in training, and {run} finished with its path "
-                              "(one variant and seed, trained twice): collect each into a directory of its own "
-                              "(--collect=DEST/NAME)")
+                              f"({_TWICE}): collect each into a directory of its own (--collect=DEST/NAME)")
 
 
 def _check_not_nested(pairs, destination):
