@@ -139,9 +139,8 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
     `source` (a sources.Source) replaces the configured data (refused where the config names other data, or a
     finished run recorded other data). `verbose`: Keras fit verbosity; "auto" shows a progress bar on a terminal,
     else one line an epoch. `serving_artifacts=False` skips model.keras and the TFLite models (about 2 s of a tiny
-    run's export), for tests about other things. Under
-    multi-worker every worker calls this; each gets the chief's metrics with
-    its own `strategy` and `weights_sha256`.
+    run's export), for tests about other things. `overwrite` deletes a started run once its data has loaded. Under
+    multi-worker every worker calls this; each gets the chief's metrics with its own `strategy` and `weights_sha256`.
     """
     interrupts.raise_if_pending()  # a Ctrl-C swallowed while the sweep's previous run finished
     started = time.perf_counter()
@@ -155,6 +154,8 @@ def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose
     lock = locks.WorkdirLock(workdir)  # taken by the chief alone: the workers share its workdir
     keep = files.first_existing(workdir)
     fresh = loop.chief and not (os.path.isdir(workdir) and workdir_lib.started(workdir))
+    if overwrite and not fresh and loop.chief and source is None:  # read first: data it cannot use deletes nothing
+        subsets.subset(source := sources.load_source(**sources.config_arguments(config)), config.train_size)
     with loop.session(workdir) as write_dir:
         try:
             # The chief decides, so every worker skips or runs alike; its flags come along to be compared.

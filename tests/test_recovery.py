@@ -564,6 +564,12 @@ def test_overwrite_deletes_nothing_before_the_data_loads_and_the_network_takes_i
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert done.returncode == errors.EXIT_USAGE and "typo.npz" in done.stderr and "Traceback" not in done.stderr
     assert sorted(os.listdir(workdir)) == kept
+    # The Python API alike (it deleted the run, then failed on the data).
+    for typo in ({"npz": str(tmp_path / "typo.npz")}, {"dataset": "mnsit"}):
+        with pytest.raises(errors.DataError):
+            trainer.train_and_evaluate(config_lib.TrainConfig(model="dense_mlp", **typo), workdir, overwrite=True,
+                                       verbose=0)
+        assert sorted(os.listdir(workdir)) == kept
     wide = [(config_lib.TrainConfig(network="conv8k29,flatten,dense8", dataset="tiny", seed=seed, epochs=1),
              str(tmp_path / "sweep" / str(seed))) for seed in (0, 1)]
     os.makedirs(wide[0][1])
