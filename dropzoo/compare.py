@@ -392,7 +392,8 @@ def compare_runs(runs_dirs, *, output_dir=None, mc_samples=0, mc_seed=0, batch_s
     accuracy_below = descriptive.accuracy_levels(accuracy_below)
     margins = contrasts_lib.check_margins(margins or {})  # these before the runs are scored (minutes with MC)
     contrasts = contrasts_lib.check_contrasts(contrasts)
-    data_override = sources.as_arguments(data_override) or None
+    if (data_override := sources.as_arguments(data_override) or None) and source is not None:  # (one was ignored)
+        raise ConfigError("compare_runs takes data_override= or source=, not both: give the one to test every run on")
     ood = ood_lib.checked(ood)
     if output_dir is None and len(runs_dirs) > 1:
         raise ConfigError(f"--runs_dir names {len(runs_dirs)} directories: give --output=DIR (output_dir=) for their "

@@ -527,6 +527,7 @@ def test_an_npz_given_as_an_ood_dataset_name_is_told_its_ood_flag(tmp_path):
 def test_ood_from_python_is_a_dict_naming_one_source(export, tmp_path):
     """A path given as ood= crashed in a TypeError; two sources scored one of them, an unknown key was ignored."""
     from dropzoo import compare
+    from dropzoo import sources
     from dropzoo.errors import DataError
 
     _, path = export
@@ -535,6 +536,8 @@ def test_ood_from_python_is_a_dict_naming_one_source(export, tmp_path):
         evaluate_on_dataset(str(path), ood="noise.npz")
     with pytest.raises(DataError, match=r"^ood= takes a dict"):
         compare.compare_runs(str(tmp_path), ood=["noise.npz"])
+    with pytest.raises(ValueError, match=r"^compare_runs takes data_override= or source=, not both"):  # (one ignored)
+        compare.compare_runs(str(tmp_path), data_override={"npz": "a.npz"}, source=sources.load_source("mnist_sample"))
     with pytest.raises(DataError, match=r"^ood= has an unknown key 'np': name one source"):
         ood_lib.checked({"np": "noise.npz"})
     with pytest.raises(DataError, match=r"^ood= names 2 sources, npz and image_dir: one would be scored; keep one"):
@@ -563,8 +566,6 @@ def test_ood_from_python_is_a_dict_naming_one_source(export, tmp_path):
     np.savez(tmp_path / "noise.npz", x_test=noise)
     data = {"npz": str(tmp_path / "test.npz")}
     np.savez(data["npz"], x_test=test, y_test=rng.integers(0, 3, 24))
-    from dropzoo import sources
-
     own = sources.array_source("noise", None, (noise, np.zeros(20, np.int64)))
     given = evaluate_on_dataset(str(path), data=data, ood=own)
     named = evaluate_on_dataset(str(path), data=data, ood={"npz": str(tmp_path / "noise.npz")})
