@@ -16,6 +16,7 @@ import numpy as np
 
 from dropzoo import records
 from dropzoo import report
+from dropzoo import sources
 from dropzoo import stats
 from dropzoo.errors import ConfigError
 
@@ -27,6 +28,27 @@ MAX_ACCURACY_MARGIN = 0.1
 MIN_ACCURACY_MARGIN = 1e-4
 # NLL equivalence within a nat or more says nothing (guessing among 10 classes scores 2.3): 1.5 for 0.015, a slip.
 MAX_NLL_MARGIN = 1.0
+
+
+# The config fields that say what a run was trained and tested on.
+DATA_FIELDS = sources.ARGUMENTS + ("train_size", "validation_fraction")
+
+
+def data_of(runs):
+    """What a variant's runs were trained on (their data fields, as the variant is keyed: one data read at two paths
+    by the first run's) and tested on (the test data's hashes)."""
+    keyed = dict(runs[0].get("key") or ())
+    return ({name: keyed.get(name, runs[0]["config"].get(name)) for name in DATA_FIELDS},
+            frozenset(r.get("data_sha256") for r in runs))
+
+
+def data_label(runs, among=()):
+    """The test data `runs` were scored on: names, and fingerprints where names do not tell them (or the data of
+    the runs `among`) apart."""
+    named = sorted({(r["data_source"], r.get("data_sha256") or "") for r in runs})
+    both = {(r["data_source"], r.get("data_sha256") or "") for r in [*runs, *among]}
+    twice = len({name for name, _ in both}) < len(both)
+    return ", ".join(name + (f" (sha256 {sha[:12]}...)" if twice else "") for name, sha in named)
 
 
 def check_contrasts(contrasts):
@@ -116,8 +138,8 @@ def check_same_data(groups, pairs, sides=None):
         contents = [sorted({records.trained_content(r["train_sha256"], one_size and r.get("train_subset_sha256"))
                             for r in groups[side] if r.get("train_sha256")}) for side in (a, b)]
         trained_apart = all(contents) and contents[0] != contents[1]
-        if records.data_of(groups[a]) != records.data_of(groups[b]) or trained_apart:
-            data_a, data_b = records.data_label(groups[a], groups[b]), records.data_label(groups[b], groups[a])
+        if data_of(groups[a]) != data_of(groups[b]) or trained_apart:
+            data_a, data_b = data_label(groups[a], groups[b]), data_label(groups[b], groups[a])
             if trained_apart:
                 data_a, data_b = (f"{data}, trained on sha256 {', '.join(content)}"
                                   for data, content in ((data_a, contents[0]), (data_b, contents[1])))

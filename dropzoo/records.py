@@ -149,18 +149,15 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
                   ood=None, notes=None):
     """[{run, seed, config, sites, precision, metrics..., evaluation...}] for each run directory.
 
-    Each run is scored on its own test data, or on `data_override`'s
-    (load_source arguments), or on `source`'s test split (a sources.Source);
-    `ood` (ood.arguments, or a Source) adds out-of-distribution
-    detection. An evaluation the run's record holds for the same request is
-    read; otherwise the run's SavedModel is evaluated and the result saved.
-    Where the data asked for is not here, a record that holds exactly one
-    evaluation of other data (with the same MC and OOD settings) is read, and
-    `notes` (a list) says so; data named by a path that is here but cannot
-    be read (a corrupt image) is refused. A run recorded as identical by
-    construction to another gets that run's evaluation and `identical_to`.
+    Each run is scored on its own test data, or on `data_override`'s (load_source arguments), or on `source`'s test
+    split (a sources.Source; `notes` says where it is named as a run's data but holds other images); `ood`
+    (ood.arguments, or a Source) adds out-of-distribution detection. An evaluation the run's record holds for the
+    same request is read; otherwise the run's SavedModel is evaluated and the result saved. Where the data asked for
+    is not here, a record that holds exactly one evaluation of other data (with the same MC and OOD settings) is
+    read, and `notes` (a list) says so; data named by a path that is here but cannot be read (a corrupt image) is
+    refused. A run recorded as identical by construction to another gets that run's evaluation and `identical_to`.
     """
-    data, rows, computed, scored, held_ood = _Data(), [], {}, [], set()
+    data, rows, computed, scored, held_ood, renamed = _Data(), [], {}, [], set(), []
     said = notes if notes is not None else []  # what was said of evaluations read in place of the data asked for
     for run in run_dirs:
         metrics = files.read_json(os.path.join(run, "metrics.json"), FIX, METRICS_FIELDS)
@@ -181,6 +178,10 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
         uncertainty.check_ood_is_other(run_test[0], ood_id and ood_id[0], run)
         if not given and notes is not None:
             _note_changed_files(metrics, data, notes)
+        recorded = metrics["data"]
+        if source is not None and source.name == recorded.get("source") and recorded.get("test_sha256") not in (
+                None, run_test[0]):  # a notebook's array_source rebuilt under its name with other test images
+            renamed.append(run)
         request = evaluations.make_request(run_test[0], mc_samples=mc_samples, mc_seed=mc_seed,
                                            batch_size=batch_size, ood_sha256=ood_id[0] if ood_id else None)
         key = (trained, evaluations.request_id(request))
@@ -220,6 +221,9 @@ def evaluate_runs(run_dirs, *, mc_samples=0, mc_seed=0, batch_size=256, data_ove
                         "--ood_dataset)")
     if notes is not None:
         notes += folders.notes(data_override, scored)
+        if renamed:
+            notes.append(f"source= {source.name!r} bears the name of the test data {len(renamed)} run(s) recorded, but "
+                         f"holds other images (e.g. {renamed[0]}'s): they were scored on these")
     return rows
 
 
@@ -398,27 +402,6 @@ def _gaps(train_accuracy, train_loss, result):
     if train_loss is not None:
         gaps["gap_loss"] = result["loss"] - train_loss
     return gaps
-
-
-# The config fields that say what a run was trained and tested on.
-DATA_FIELDS = sources.ARGUMENTS + ("train_size", "validation_fraction")
-
-
-def data_of(runs):
-    """What a variant's runs were trained on (their data fields, as the variant is keyed: one data read at two paths
-    by the first run's) and tested on (the test data's hashes)."""
-    keyed = dict(runs[0].get("key") or ())
-    return ({name: keyed.get(name, runs[0]["config"].get(name)) for name in DATA_FIELDS},
-            frozenset(r.get("data_sha256") for r in runs))
-
-
-def data_label(runs, among=()):
-    """The test data `runs` were scored on: names, and fingerprints where names do not tell them (or the data of
-    the runs `among`) apart."""
-    named = sorted({(r["data_source"], r.get("data_sha256") or "") for r in runs})
-    both = {(r["data_source"], r.get("data_sha256") or "") for r in [*runs, *among]}
-    twice = len({name for name, _ in both}) < len(both)
-    return ", ".join(name + (f" (sha256 {sha[:12]}...)" if twice else "") for name, sha in named)
 
 
 def group(rows):

@@ -748,3 +748,19 @@ def test_an_evaluation_read_for_data_not_here_is_of_the_data_named(tmp_path):
     # Only the OOD data is not known to be what was named: the error is about it, not the test data.
     with pytest.raises(DataError, match=r"^not here; .* \(idx:/m\), not known to be kmnist's"):
         held({"dataset": "fashion_mnist"}, {"dataset": "kmnist"})
+
+
+def test_a_source_rebuilt_under_its_name_with_other_test_images_is_said(tmp_path):
+    """A notebook's array_source rebuilt under the same name with another test slice: the comparison scored the new
+    slice, and said only "Test data: tiny"."""
+    from dropzoo import trainer
+
+    run = str(tmp_path / "runs" / "dense_mlp" / "canonical" / "seed1")
+    trainer.train_and_evaluate(tiny_config(epochs=1), run, source=tiny_source(), verbose=0, serving_artifacts=False)
+    same = compare.compare_runs(str(tmp_path / "runs"), source=tiny_source(), output_dir=str(tmp_path / "a"))
+    assert not any("bears the name" in n for n in same["notes"])
+    (x_train, y_train), (x_test, y_test) = tiny_arrays()
+    other = sources.array_source("tiny", (x_train, y_train), (x_test[::-1][:30], y_test[::-1][:30]))
+    moved = compare.compare_runs(str(tmp_path / "runs"), source=other, output_dir=str(tmp_path / "b"))
+    assert any(n.startswith("source= 'tiny' bears the name of the test data 1 run(s) recorded, but holds other "
+                            f"images (e.g. {run}'s)") for n in moved["notes"]), moved["notes"]
