@@ -40,6 +40,9 @@ def check_given(source, config):
     the run would be recorded as data it did not read."""
     if source is None:
         return
+    if not isinstance(source, sources.Source):  # (an AttributeError deep in training)
+        raise DataError(f"source= takes a sources.Source (e.g. sources.array_source(...) or sources.load_source(...)),"
+                        f" not {type(source).__name__}; to name data by its arguments, set the config's data fields")
     arguments = sources.config_arguments(config)
     named = sources.flags_of({k: v for k, v in arguments.items() if (k, v) != ("dataset", sources.DEFAULT_DATASET)})
     other = named and (sources.choose(arguments).name != sources.choose(source.origin).name  # (paths: not compared)

@@ -132,8 +132,7 @@ def loop_for(strategy):
     return loops.FitLoop(strategy)
 
 
-def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose="auto",
-                       serving_artifacts=True):
+def train_and_evaluate(config, workdir, *, overwrite=False, source=None, verbose="auto", serving_artifacts=True):
     """Trains, evaluates, exports and verifies; returns the metrics dict.
 
     `source` (a sources.Source) replaces the configured data (refused where the config names other data, or a

@@ -204,6 +204,9 @@ def test_a_callers_source_beside_a_config_naming_other_data_is_refused_before_an
     # At the defaults, or naming the source's own data: trained (the API's way, and a sweep's loaded source).
     run_data.check_given(tiny_source(), tiny_config(dataset="mnist"))
     run_data.check_given(tiny_source(), tiny_config())
+    # Not a Source (load_source's arguments): one line, not an AttributeError deep in training.
+    with pytest.raises(DataError, match=r"^source= takes a sources.Source \(e.g. sources.array_source"):
+        trainer.train_and_evaluate(tiny_config(), workdir, source={"dataset": "mnist_sample"}, verbose=0)
 
 
 def test_a_rerun_asking_for_serving_artifacts_a_run_lacks_says_so(tmp_path, capsys):
