@@ -126,10 +126,10 @@ def rows(run_dirs, rows, make_row, key):
         like = by_key.get(key(record_row)) or next((  # a control without dropout: one network at every rate
             r for r in rows if not record.get("placement_sites") and not r.get("sites")
             and key({**record_row, "config": {**record["config"], "rate": r["config"].get("rate")}}) == key(r)), None)
-        if like is None:  # every seed of its variant diverged: the test data of a run that trained on its data
-            like = next((r for r in rows if r.get("train_sha256") and r.get("train_sha256") == (
-                record.get("data") or {}).get("train_sha256") and r.get("train_subset_sha256") == (
-                record.get("data") or {}).get("train_subset_sha256")), None)
+        trained_on = (record.get("data") or {}).get("train_sha256")
+        if like is None and trained_on:  # every seed of its variant diverged: the test data of a run trained on its
+            like = min((r for r in rows if r.get("train_sha256") == trained_on), default=None, key=lambda r: (
+                r.get("train_subset_sha256") != record["data"].get("train_subset_sha256")))  # data (any --train_size)
         trained = os.path.normpath(os.path.join(run, record["identical_to"])) if "identical_to" in record else run
         if trained != run and not os.path.isfile(path(trained)):  # derived from a run trained again since
             stale.append(run)

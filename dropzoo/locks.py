@@ -23,6 +23,18 @@ class WorkdirLocked(RunError):
     """The workdir is being written by another process."""
 
 
+def held_elsewhere(workdir):
+    """Whether another process holds `workdir`'s lock (WorkdirLock), found without writing anything."""
+    try:
+        with open(os.path.join(workdir, LOCK_FILE)) as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # (freed as the file closes)
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return True
+    return False
+
+
 class WorkdirLock:
     """An exclusive lock on a workdir; `release` (or the process's end) frees it."""
 

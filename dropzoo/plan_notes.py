@@ -30,8 +30,8 @@ def unused_flags(runs, fv):
         notes.append(f"--placement={fv['placement'].value} is not used: --sites={fv['sites'].value} sets where dropout "
                      "goes (TensorBoard's placement column shows the sites)")
     overridden = sorted({f"{site}:{rate}" for c in configs if c.sites and c.rate is not None
-                         for site, rate, *_ in (item.split(":") for item in c.sites.split(","))
-                         if float(rate) != c.rate})
+                         for site, rate, *_ in (item.split(":") for item in c.sites.split(",") if ":" in item)
+                         if float(rate) != c.rate})  # (--sites=none: no site)
     if overridden and len({c.rate for c in configs}) == 1:  # (a grid over rates: tuning them is what it asks)
         notes.append(f"--rate={fv['rate'].value} overrides the rates --sites gives ({', '.join(overridden)} train at "
                      f"{configs[0].rate:g}); to train each site at its own rate, leave --rate out")
@@ -70,7 +70,8 @@ def model_notes(runs):
                      + "; if it is not meant, pass another --learning_rate")
     grids = {}  # runs alike but for their rate, without validation data: the comparison cannot choose a rate
     for c, _ in runs:
-        if c.validation_fraction == 0 and (c.sites or c.placement != "none"):
+        if c.validation_fraction == 0 and sweep.identity(c) != sweep.identity(dataclasses.replace(
+                c, rate=c.rate / 2 if c.rate else 0.5)):  # (a network without dropout sites: one at every rate)
             grids.setdefault(dataclasses.replace(c, rate=None, seed=0), set()).add(c.rate)
     if any(len(rates) > 1 for rates in grids.values()):
         notes.append("the --rate grid trains with --validation_fraction=0, so the comparison has no validation loss "

@@ -292,7 +292,10 @@ def check_settings(runs):
         try:
             workdirs.check_recorded(config, workdir, trainer.resolve(config))
         except errors.RunError as e:
-            refused.append(str(e))
+            if not locks.held_elsewhere(workdir):  # (one another process is training: skipped as it runs, as it was)
+                refused.append(str(e))
+        except Exception:  # noqa: BLE001 (a corrupt record: that run's own check fails it alone, in its line)
+            pass
     if refused:
         raise errors.RunError(f"{len(refused)} of the {len(runs)} runs of this sweep hold runs with other settings, "
                               f"so none trained (--dry_run lists each); the first: {refused[0]}")

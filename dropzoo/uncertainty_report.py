@@ -73,7 +73,7 @@ def ood_notes(rows):
     """Notes where the OOD data was not checked for the training images of some runs (ood.apart): their training
     data could not be looked up, or their saved evaluations are older than the check (and no SavedModel is here to
     compute them again); and where some of its images were left out of runs' scores as test or training images."""
-    notes = []
+    notes, rows = [], [r for r in rows if "diverged_in_epoch" not in r]  # (a diverged run scored nothing)
     for checked, why in ((False, f"for each, {UNCHECKED_OOD}"),
                          (None, "their OOD scores come from evaluations saved before the check, which could not be "
                                 "done again here (no SavedModel to score, or the training data not looked up here)")):

@@ -203,12 +203,13 @@ def test_a_variant_whose_every_seed_diverged_stays_in_the_comparison(tmp_path):
     from dropzoo import records
     from dropzoo import variants
 
-    data = {"train_sha256": "t", "train_subset_sha256": None}
+    data = {"train_sha256": "t", "train_subset_sha256": "s"}  # (a --train_size of its own: the same test data)
     finished = [{"run": f"r/none/seed{s}", "seed": s, "sites": "", "precision": "float32", "mask_generator": None,
                  "config": config_lib.TrainConfig(model="m", placement="none", seed=s).to_dict(),
                  "test_accuracy": 0.9, "test_loss": 0.3, "validation_loss": 0.3, "data_source": "d",
                  "data_sha256": "abc", "data_origin": {"npz": "d.npz"}, "reliability": {"count": [1]},
-                 "val_accuracy": [0.8], "identical_to": None, **data}
+                 "val_accuracy": [0.8], "identical_to": None, "train_sha256": "t", "train_subset_sha256": None,
+                 "ood_data_source": "npz:o.npz", "ood_in_test_left_out": 3}
                 for s in (0, 1)]
     runs = []
     for rate in (0.3, 0.5):
@@ -230,6 +231,12 @@ def test_a_variant_whose_every_seed_diverged_stays_in_the_comparison(tmp_path):
     assert [g["rate"] for g in tuned["grid"] if g["selected"] and g["variant"] == "m/canonical"] == [0.3]
     assert any(n.startswith("every run of m/canonical diverged, at each of its rates: its lowest stands for it")
                for n in tuned["notes"]), tuned["notes"]
+    # The OOD images left out are counted over the runs that scored them (it counted the diverged ones too).
+    from dropzoo import uncertainty_report
+
+    assert [n for n in uncertainty_report.ood_notes(rows) if "left out" in n] == [
+        "3 of the out-of-distribution images are test images of 2 runs (byte for byte), left out of their OOD "
+        "scores: each scored the others alone"]
     # Its variant has no finite score at all: the comparison's plot draws the others (a KeyError stopped it).
     from dropzoo import report
 

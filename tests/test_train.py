@@ -524,6 +524,7 @@ def test_train_flags_reject_bad_values(args, message):
                                                 "at 0.3); to train each site at its own rate, leave --rate out"]),
     (["--sites=dense1.pre:0.3", "--rate=0.3"], []),
     (["--sites=dense1.pre:0.1", "--rate=0.3,0.5"], []),  # a grid: tuning the sites' rate is what it asks
+    (["--sites=none", "--rate=0.3"], ["--rate=0.3 is not used"]),  # (no site to override: it failed to unpack)
     # A rate grid without validation data: the comparison refused to choose, said only then.
     (["--placement=canonical,none", "--rate=0.3,0.5", "--validation_fraction=0"], [
         "the --rate grid trains with --validation_fraction=0, so the comparison has no validation loss to choose"]),
@@ -670,6 +671,17 @@ def test_a_sweep_rerun_with_a_flag_changed_trains_none_of_its_runs(tmp_path):
         sweep.run_sweep([(dataclasses.replace(config, placement="none"), str(new)), (config, str(kept))],
                         source=tiny_source(), verbose=0, serving_artifacts=False)
     assert not new.exists() and sorted(os.listdir(kept)) == ["config.json", "metrics.json"]
+    # A run another process is training (read mid-way, its settings resolved on another CPU): skipped, as it was.
+    from dropzoo import locks
+    from dropzoo import outcomes
+
+    held = locks.WorkdirLock(str(kept)).acquire()
+    try:
+        results = sweep.run_sweep([(dataclasses.replace(config, placement="none"), str(new)), (config, str(kept))],
+                                  source=tiny_source(), verbose=0, serving_artifacts=False)
+    finally:
+        held.release()
+    assert isinstance(results[1][2], outcomes.Skipped) and results[0][2]["config"]["placement"] == "none"
 
 
 @pytest.mark.slow
