@@ -74,7 +74,7 @@ def markdown(sizes, accuracy, contrasts, cell, verdict_text, seeds_text):
             for side in (e["a"], e["b"]):
                 dropout = means[side].get("sites") not in (None, "", "none")  # (a variant without: no rate)
                 own, rate = means[side]["seeds"], records.rate_of(side) if dropout else None
-                text = cell(means[side], accuracy)  # ("(k of n seeds)" where a score was not finite: said once)
+                text = cell(means[side], accuracy) or "no finite score"  # ("(k of n seeds)": said once; all diverged)
                 cells.append(text + (f" (rate {rate})" if rate else "") + (
                     f" ({own} seeds)" if paired is not None and own != paired and "seeds)" not in text else ""))
             for c in contrasts:

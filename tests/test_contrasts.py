@@ -258,6 +258,13 @@ def test_contrasts_over_training_sizes_form_one_curve_per_contrast(tmp_path):
                                  report.CONTRASTS, report.cell, report.verdict_text, report.seeds_text)
     assert re.search(r"\| 250 \| 6 \| [0-9.]+ ± [0-9.]+ \(7 of 8 seeds\) \(rate 0.25\) \| [0-9.]+ ± [0-9.]+ \|",
                      text), text
+    for r in fewer:  # every seed of it (diverged): said, not a blank cell
+        if (r["config"]["placement"], r["config"]["train_size"]) == ("conv", 250):
+            r["test_accuracy"] = float("nan")
+    tested = contrasts.contrast_table(fewer, contrasts.planned_pairs(fewer, planned), report.DEFAULT_MARGINS)
+    text = sizes_report.markdown(sizes_report.curve(fewer, compare.summarise(fewer), tested), report.COLUMNS[0],
+                                 report.CONTRASTS, report.cell, report.verdict_text, report.seeds_text)
+    assert re.search(r"\| 250 \| 0 \| no finite score \(rate 0.25\) \(8 seeds\) \| [0-9.]+ ± [0-9.]+", text), text
 
 
 def _regime_rows(placement, activation, train_accuracies, val_losses, test_gap=0.0):
