@@ -8,8 +8,7 @@ config without the seed, their resolved dropout sites and their resolved
 precision: two precisions or two meanings of a placement are never pooled),
 and computes:
 
-- per variant: mean, std and 95% CI over seeds of every column in
-  `report.COLUMNS` (`summarise`);
+- per variant: mean, std and 95% CI over seeds of every column in `report.COLUMNS` (`summarise`);
 - per contrast (variant A vs variant B, paired by seed): the mean difference
   of test accuracy and of test NLL with its 95% CI, the paired t-test, the
   equivalence test within a margin (TOST), the minimum detectable effect at
@@ -17,10 +16,9 @@ and computes:
   Holm family over the contrasts (`contrast_table`). The contrasts are the
   study's planned ones (`contrasts=[(A, B), ...]`), or without them every
   variant against the baseline placement of its kind, activation, norm ...;
-- with several rates per placement, each placement's rate chosen on
-  validation loss (`tune_rates`); the test split is never used to choose;
-- the regime: training-set size and steps, train-test gaps, and whether the
-  `none` control overfit (dropzoo/regime.py).
+- with several rates per placement, each placement's rate chosen on validation loss (`tune_rates`); the test
+  split is never used to choose;
+- the regime: training-set size and steps, train-test gaps, and whether the `none` control overfit (regime.py).
 
 `report.write` renders it all (Markdown, CSV, plots, TensorBoard HParams).
 """
@@ -275,7 +273,7 @@ def tune_rates(rows):
         by_group.setdefault(_rate_group(r), {}).setdefault(r["config"]["rate"], []).append(r)
     if not any(len(rates) > 1 for rates in by_group.values()):
         return None
-    selected, grid, left_out, controls, uneven, pooled = {}, [], {}, [], [], set()
+    selected, grid, left_out, unchosen, uneven, pooled = {}, [], {}, [], [], set()
     for group_key, rates in by_group.items():
         first = next(iter(rates.values()))[0]
         # Chosen on the seeds every rate has: a rate run on fewer (easier) seeds won on them alone.
@@ -300,11 +298,16 @@ def tune_rates(rows):
         # The variant's label without its rate: what else tells variants apart stays (a precision, a model's digest).
         label = records.without_rate(first["variant"])
         extra = {rate: {r["seed"] for r in runs} - shared for rate, runs in rates.items()}
-        if (any(extra.values()) or lost) and not no_dropout:
-            uneven.append((label, None if lost else shared, extra))
-        if no_dropout and len(rates) > 1:
-            controls.append(next(r["variant"] for r in rates[selected[group_key]]))
+        if any(extra.values()) and not no_dropout and not lost:
+            uneven.append((label, shared, extra))
+        if no_dropout and len(rates) > 1:  # nothing chosen: its lowest rate stands for it
+            unchosen.append(f"{next(r['variant'] for r in rates[selected[group_key]])} has no dropout sites: its "
+                            "rates are one network (trained once), so the rate its label carries was not chosen by "
+                            "anything; it stands for every rate")
             pooled.add(group_key)
+        elif lost and len(rates) > 1:
+            unchosen.append(f"every run of {label} diverged, at each of its rates: its lowest stands for it (its "
+                            "contrasts inconclusive)")
         for rate, runs in sorted(rates.items(), key=lambda item: (item[0] is None, item[0] or 0)):
             grid.append({"variant": label, "rate": rate, "seeds": len(runs), "chosen_on": len(chosen_on[rate]),
                          "only": len(rates) == 1, "validation_loss": scored[rate],
@@ -321,13 +324,10 @@ def tune_rates(rows):
         others = "; ".join(f"rate {rates_report.rate_text(r)}: seed{'s' * (len(seeds) > 1)} "
                            f"{contrasts_lib.seed_ranges(seeds)}" for r, seeds in extra.items() if seeds)
         notes.append(f"{label}'s rate was chosen on the seeds all its rates ran ({contrasts_lib.seed_ranges(shared)})"
-                     f", leaving out of the choice {others}" if shared else f"every run of {label} diverged, at "
-                     "each of its rates: its lowest stands for it (its contrasts inconclusive)" if shared is None else
-                     f"{label}'s rates share no seed with a finite validation loss, so its rate was chosen on means "
-                     "over different seeds, which may tell the seeds apart rather than the rates; train every rate "
-                     "on the same seeds")
-    notes += [f"{chosen} has no dropout sites: its rates are one network (trained once), so the rate its label "
-              "carries was not chosen by anything; it stands for every rate" for chosen in controls]
+                     f", leaving out of the choice {others}" if shared else f"{label}'s rates share no seed with a "
+                     "finite validation loss, so its rate was chosen on means over different seeds, which may tell "
+                     "the seeds apart rather than the rates; train every rate on the same seeds")
+    notes += unchosen
     return {"selected": selected, "grid": grid, "notes": notes, "pooled": pooled}
 
 

@@ -20,7 +20,7 @@ def unused_flags(runs, fv):
     for name in ("rate", "kind"):
         if not fv[name].present or fv[name].value is None:
             continue
-        other = {"rate": lambda c: dataclasses.replace(c, rate=c.rate / 2 if c.rate else 0.5),  # (0 sets a site off)
+        other = {"rate": _other_rate,
                  "kind": lambda c: dataclasses.replace(c, kind=next(k for k in models.KINDS if k != c.kind))}[name]
         if all(sweep.identity(c) == sweep.identity(other(c)) for c in configs):
             given = f"--sites={fv['sites'].value}" if fv["sites"].value else f"--placement={fv['placement'].value}"
@@ -70,8 +70,7 @@ def model_notes(runs):
                      + "; if it is not meant, pass another --learning_rate")
     grids = {}  # runs alike but for their rate, without validation data: the comparison cannot choose a rate
     for c, _ in runs:
-        if c.validation_fraction == 0 and sweep.identity(c) != sweep.identity(dataclasses.replace(
-                c, rate=c.rate / 2 if c.rate else 0.5)):  # (a network without dropout sites: one at every rate)
+        if c.validation_fraction == 0 and sweep.identity(c) != sweep.identity(_other_rate(c)):  # (a rate it sets)
             grids.setdefault(dataclasses.replace(c, rate=None, seed=0), set()).add(c.rate)
     if any(len(rates) > 1 for rates in grids.values()):
         notes.append("the --rate grid trains with --validation_fraction=0, so the comparison has no validation loss "
@@ -82,6 +81,11 @@ def model_notes(runs):
         notes.append(f"--placement={spelled} sweeps each site as a placement of its own; for one placement of them "
                      f"all, pass --sites={spelled}")
     return notes
+
+
+def _other_rate(config):
+    """`config` at another --rate: the same run (sweep.identity) where it has no dropout site for a rate to set."""
+    return dataclasses.replace(config, rate=config.rate / 2 if config.rate else 0.5)  # (0 sets a site off)
 
 
 def _compile_notes(path, optimizer, learning_rates):

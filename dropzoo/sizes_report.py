@@ -74,9 +74,10 @@ def markdown(sizes, accuracy, contrasts, cell, verdict_text, seeds_text):
             for side in (e["a"], e["b"]):
                 dropout = means[side].get("sites") not in (None, "", "none")  # (a variant without: no rate)
                 own, rate = means[side]["seeds"], records.rate_of(side) if dropout else None
-                text = cell(means[side], accuracy) or "no finite score"  # ("(k of n seeds)": said once; all diverged)
-                cells.append(text + (f" (rate {rate})" if rate else "") + (
-                    f" ({own} seeds)" if paired is not None and own != paired and "seeds)" not in text else ""))
+                score = means[side].get(accuracy.metric)  # (none: every seed diverged)
+                counted = score is not None and score.get("n", own) != own  # the cell says "(k of n seeds)" itself
+                cells.append((cell(means[side], accuracy) or "no finite score") + (f" (rate {rate})" if rate else "")
+                             + (f" ({own} seeds)" if paired is not None and own != paired and not counted else ""))
             for c in contrasts:
                 result = e[c.metric]
                 if result["n"] < 2:  # no interval (as the comparison's table says)
